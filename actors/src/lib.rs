@@ -1,0 +1,1 @@
+//! Entity logic (filled next).

@@ -1,0 +1,1020 @@
+//! Decoding and validation: raw bytes in, a typed [`Event`] or a [`Rejection`] listing every
+//! problem with its reason code and field path.
+//!
+//! Two paths share one validator. The fast path deserializes straight into a flat, borrowing
+//! wire struct (no intermediate tree) and validates it; almost every real event takes it. Only
+//! when serde refuses the bytes does the slow path parse a `serde_json::Value`, convert each
+//! field on its own (so one wrong type does not hide the rest) and run the same validator, so a
+//! bad event is explained completely.
+//!
+//! Policy for fields the contract does not name: they are ignored, so channels can send extra
+//! data and the contract can grow optional fields without breaking senders. [`lint`] reports
+//! them (with a "did you mean" for likely typos) so `omnistream validate` shows a typo in a
+//! field name; a typo in a required field is also a `missing_field` rejection.
+
+use crate::event::*;
+use crate::pii::{Pii, PiiError};
+use crate::reason::{Problem, Reason, Rejection};
+use crate::time::EventTime;
+use serde::de::{DeserializeOwned, MapAccess, Visitor as DeVisitor};
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+use std::borrow::Cow;
+use std::fmt;
+use std::net::IpAddr;
+use uuid::Uuid;
+
+/// Events larger than this are rejected before parsing.
+pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+/// Longest string accepted in an id-like field.
+pub const MAX_STR: usize = 256;
+/// Most identities one `member` object may carry.
+pub const MAX_IDENTITIES: usize = 16;
+/// Most lines one order may carry.
+pub const MAX_LINES: usize = 200;
+/// Largest quantity on a line or stock event.
+pub const MAX_QTY: i64 = 1_000_000_000;
+/// Largest amount of money (fen) or points in one field.
+pub const MAX_AMOUNT: i64 = 1_000_000_000_000_000;
+
+type S<'a> = Option<Cow<'a, str>>;
+
+/// Every field of every event type, flat, borrowing from the input where it can.
+#[derive(Deserialize, Default)]
+struct Wire<'a> {
+    #[serde(borrow)]
+    id: S<'a>,
+    #[serde(rename = "type", borrow)]
+    ty: S<'a>,
+    #[serde(borrow)]
+    ts: S<'a>,
+    #[serde(borrow)]
+    channel: S<'a>,
+    #[serde(borrow)]
+    code: S<'a>,
+    #[serde(borrow)]
+    sku: S<'a>,
+    #[serde(borrow)]
+    campaign: S<'a>,
+    #[serde(borrow)]
+    device: S<'a>,
+    #[serde(borrow)]
+    ip: S<'a>,
+    #[serde(borrow)]
+    store: S<'a>,
+    #[serde(borrow)]
+    target: S<'a>,
+    #[serde(borrow)]
+    order: S<'a>,
+    #[serde(borrow)]
+    status: S<'a>,
+    #[serde(borrow)]
+    kind: S<'a>,
+    #[serde(borrow)]
+    location: S<'a>,
+    #[serde(borrow)]
+    dealer: S<'a>,
+    #[serde(borrow)]
+    visitor: S<'a>,
+    #[serde(borrow)]
+    rep: S<'a>,
+    #[serde(borrow)]
+    op: S<'a>,
+    #[serde(borrow)]
+    batch: S<'a>,
+    #[serde(borrow)]
+    prefix: S<'a>,
+    #[serde(rename = "ref", borrow)]
+    reference: S<'a>,
+    #[serde(borrow)]
+    member: Option<WireIds<'a>>,
+    geo: Option<MapOnly<WireGeo>>,
+    #[serde(borrow)]
+    lines: Option<Vec<MapOnly<WireLine<'a>>>>,
+    qty: Option<i64>,
+    safety: Option<i64>,
+    amount: Option<i64>,
+    credit_limit: Option<i64>,
+    points_redeemed: Option<i64>,
+    duration_s: Option<i64>,
+    region: Option<MapOnly<WireRegion>>,
+}
+
+/// Top-level field names the contract knows (for lint).
+const FIELDS: &[&str] = &[
+    "id", "type", "ts", "channel", "code", "sku", "campaign", "device", "ip", "store", "target",
+    "order", "status", "kind", "location", "dealer", "visitor", "rep", "op", "batch", "prefix",
+    "ref", "member", "geo", "lines", "qty", "safety", "amount", "credit_limit",
+    "points_redeemed", "duration_s", "region",
+];
+
+/// The fields each type uses, beyond the envelope (for lint).
+fn fields_of(kind: EventKind) -> &'static [&'static str] {
+    match kind {
+        EventKind::Scan => &["code", "sku", "campaign", "member", "device", "ip", "geo", "store"],
+        EventKind::Click => &["member", "target", "campaign", "sku", "device"],
+        EventKind::Order => &[
+            "order", "status", "kind", "lines", "location", "store", "member", "dealer",
+            "points_redeemed",
+        ],
+        EventKind::Visit => &["store", "visitor", "member", "rep", "duration_s", "geo"],
+        EventKind::Stock => &["sku", "location", "op", "qty", "safety"],
+        EventKind::Payment => &["dealer", "amount", "ref"],
+        EventKind::Dealer => &["dealer", "credit_limit", "region"],
+        EventKind::CodeBatch => &["batch", "prefix", "sku", "dealer"],
+        EventKind::Identify => &["member"],
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct WireGeo {
+    lat: Option<f64>,
+    lon: Option<f64>,
+}
+
+#[derive(Deserialize, Default)]
+struct WireRegion {
+    lat: Option<f64>,
+    lon: Option<f64>,
+    radius_km: Option<f64>,
+}
+
+#[derive(Deserialize, Default)]
+struct WireLine<'a> {
+    #[serde(borrow)]
+    sku: S<'a>,
+    qty: Option<i64>,
+    unit_price: Option<i64>,
+}
+
+/// Accepts a JSON object only: serde's derived structs would also take an array of values.
+struct MapOnly<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for MapOnly<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> DeVisitor<'de> for V<T> {
+            type Value = MapOnly<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, m: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(m)).map(MapOnly)
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// Parses one JSON object (and nothing after it) into `T`.
+fn from_object<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let MapOnly(t) = MapOnly::<T>::deserialize(&mut de)?;
+    de.end()?;
+    Ok(t)
+}
+
+/// `member` as sent: kind/value pairs in arrival order. Duplicated kinds are an error.
+#[derive(Default)]
+struct WireIds<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for WireIds<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> DeVisitor<'de> for V<'a> {
+            type Value = WireIds<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object of identity kind to string value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+                let mut v: Vec<(Cow<'a, str>, Cow<'a, str>)> = Vec::with_capacity(2);
+                while let Some(k) = m.next_key::<Cow<'a, str>>()? {
+                    let val: Cow<'a, str> = m.next_value()?;
+                    if v.iter().any(|(x, _)| *x == k) {
+                        return Err(serde::de::Error::custom(format_args!(
+                            "duplicate field `member.{k}`"
+                        )));
+                    }
+                    v.push((k, val));
+                }
+                Ok(WireIds(v))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+/// Decodes and validates events; holds the keyed hasher for personal data.
+#[derive(Clone, Debug)]
+pub struct Decoder {
+    pii: Pii,
+}
+
+impl Decoder {
+    /// A decoder that hashes personal identity values with this hasher.
+    pub fn new(pii: Pii) -> Self {
+        Decoder { pii }
+    }
+
+    /// Decodes one event from JSON bytes (one JSON object), validating it completely.
+    pub fn decode(&self, bytes: &[u8]) -> Result<Event, Rejection> {
+        if bytes.len() > MAX_EVENT_BYTES {
+            return Err(Rejection::whole(
+                Reason::TooLarge,
+                format!("{} bytes, limit {}", bytes.len(), MAX_EVENT_BYTES),
+            ));
+        }
+        match from_object::<Wire>(bytes) {
+            Ok(w) => {
+                let mut problems = Vec::new();
+                let id = w.id.as_deref().map(str::to_string);
+                match build(w, &self.pii, &mut problems) {
+                    Some(ev) if problems.is_empty() => Ok(ev),
+                    _ => Err(Rejection { id, problems }),
+                }
+            }
+            Err(e) => Err(self.diagnose(bytes, &e)),
+        }
+    }
+
+    /// The slow path: explains every problem of an event serde refused.
+    fn diagnose(&self, bytes: &[u8], first: &serde_json::Error) -> Rejection {
+        if let Err(e) = std::str::from_utf8(bytes) {
+            return Rejection::whole(
+                Reason::BadUtf8,
+                format!("invalid utf-8 at byte {}", e.valid_up_to()),
+            );
+        }
+        let value: Value = match serde_json::from_slice(bytes) {
+            Ok(v) => v,
+            Err(e) => return Rejection::whole(json_reason(&e), e.to_string()),
+        };
+        let Value::Object(map) = value else {
+            return Rejection::whole(Reason::NotAnObject, "an event is a json object");
+        };
+        let mut problems = Vec::new();
+        // serde's own refusal may name a duplicated field, which the Value tree hides.
+        let msg = first.to_string();
+        if let Some(rest) = msg.strip_prefix("duplicate field `") {
+            let name = rest.split('`').next().unwrap_or_default();
+            problems.push(Problem::new(
+                Reason::DuplicateField,
+                name,
+                "the field appears more than once",
+            ));
+        }
+        let w = wire_from_value(&map, &mut problems);
+        let id = w.id.as_deref().map(str::to_string);
+        let _ = build(w, &self.pii, &mut problems);
+        if problems.is_empty() {
+            // serde refused something the field-by-field pass accepted: report serde's reason
+            problems.push(Problem::new(Reason::WrongType, "", msg));
+        }
+        Rejection { id, problems }
+    }
+}
+
+fn json_reason(e: &serde_json::Error) -> Reason {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Eof => Reason::Truncated,
+        _ if e.to_string().contains("recursion limit") => Reason::TooDeep,
+        Category::Syntax | Category::Io => Reason::BadJson,
+        Category::Data => Reason::WrongType,
+    }
+}
+
+// ---------- slow path: one field at a time ----------
+
+fn take<T: DeserializeOwned>(v: Option<&Value>, path: &str, p: &mut Vec<Problem>) -> Option<T> {
+    let v = v?;
+    if v.is_null() {
+        return None;
+    }
+    match T::deserialize(v) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            p.push(Problem::new(Reason::WrongType, path, e.to_string()));
+            None
+        }
+    }
+}
+
+/// An integer field: numbers that are integers but do not fit 64 bits are `out_of_range`.
+fn take_int(v: Option<&Value>, path: &str, p: &mut Vec<Problem>) -> Option<i64> {
+    match v? {
+        Value::Null => None,
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                return Some(i);
+            }
+            let integral = n.is_u64() || n.as_f64().is_some_and(|f| f.fract() == 0.0);
+            let (reason, detail) = if integral {
+                (Reason::OutOfRange, format!("{n} does not fit a 64-bit integer"))
+            } else {
+                (Reason::WrongType, format!("{n} is not an integer"))
+            };
+            p.push(Problem::new(reason, path, detail));
+            None
+        }
+        other => {
+            p.push(Problem::new(
+                Reason::WrongType,
+                path,
+                format!("expected an integer, got {}", type_name(other)),
+            ));
+            None
+        }
+    }
+}
+
+fn take_str(m: &serde_json::Map<String, Value>, key: &str, p: &mut Vec<Problem>) -> S<'static> {
+    take::<String>(m.get(key), key, p).map(Cow::Owned)
+}
+
+fn wire_from_value(m: &serde_json::Map<String, Value>, p: &mut Vec<Problem>) -> Wire<'static> {
+    let member = match m.get("member") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(ids)) => {
+            let mut v = Vec::new();
+            for (k, val) in ids {
+                let path = format!("member.{k}");
+                if let Some(s) = take::<String>(Some(val), &path, p) {
+                    v.push((Cow::Owned(k.clone()), Cow::Owned(s)));
+                }
+            }
+            Some(WireIds(v))
+        }
+        Some(other) => {
+            p.push(Problem::new(
+                Reason::WrongType,
+                "member",
+                format!("expected an object of identity kind to value, got {}", type_name(other)),
+            ));
+            None
+        }
+    };
+    let geo = object_at(m, "geo", p).map(|g| {
+        MapOnly(WireGeo {
+            lat: take(g.get("lat"), "geo.lat", p),
+            lon: take(g.get("lon"), "geo.lon", p),
+        })
+    });
+    let region = object_at(m, "region", p).map(|g| {
+        MapOnly(WireRegion {
+            lat: take(g.get("lat"), "region.lat", p),
+            lon: take(g.get("lon"), "region.lon", p),
+            radius_km: take(g.get("radius_km"), "region.radius_km", p),
+        })
+    });
+    let lines = match m.get("lines") {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(items)) => Some(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| match item {
+                    Value::Object(l) => MapOnly(WireLine {
+                        sku: take::<String>(l.get("sku"), &format!("lines[{i}].sku"), p).map(Cow::Owned),
+                        qty: take_int(l.get("qty"), &format!("lines[{i}].qty"), p),
+                        unit_price: take_int(l.get("unit_price"), &format!("lines[{i}].unit_price"), p),
+                    }),
+                    other => {
+                        p.push(Problem::new(
+                            Reason::WrongType,
+                            format!("lines[{i}]"),
+                            format!("expected a line object, got {}", type_name(other)),
+                        ));
+                        MapOnly(WireLine::default())
+                    }
+                })
+                .collect(),
+        ),
+        Some(other) => {
+            p.push(Problem::new(
+                Reason::WrongType,
+                "lines",
+                format!("expected an array of lines, got {}", type_name(other)),
+            ));
+            None
+        }
+    };
+    Wire {
+        id: take_str(m, "id", p),
+        ty: take_str(m, "type", p),
+        ts: take_str(m, "ts", p),
+        channel: take_str(m, "channel", p),
+        code: take_str(m, "code", p),
+        sku: take_str(m, "sku", p),
+        campaign: take_str(m, "campaign", p),
+        device: take_str(m, "device", p),
+        ip: take_str(m, "ip", p),
+        store: take_str(m, "store", p),
+        target: take_str(m, "target", p),
+        order: take_str(m, "order", p),
+        status: take_str(m, "status", p),
+        kind: take_str(m, "kind", p),
+        location: take_str(m, "location", p),
+        dealer: take_str(m, "dealer", p),
+        visitor: take_str(m, "visitor", p),
+        rep: take_str(m, "rep", p),
+        op: take_str(m, "op", p),
+        batch: take_str(m, "batch", p),
+        prefix: take_str(m, "prefix", p),
+        reference: take_str(m, "ref", p),
+        member,
+        geo,
+        lines,
+        qty: take_int(m.get("qty"), "qty", p),
+        safety: take_int(m.get("safety"), "safety", p),
+        amount: take_int(m.get("amount"), "amount", p),
+        credit_limit: take_int(m.get("credit_limit"), "credit_limit", p),
+        points_redeemed: take_int(m.get("points_redeemed"), "points_redeemed", p),
+        duration_s: take_int(m.get("duration_s"), "duration_s", p),
+        region,
+    }
+}
+
+fn object_at<'v>(
+    m: &'v serde_json::Map<String, Value>,
+    key: &str,
+    p: &mut Vec<Problem>,
+) -> Option<&'v serde_json::Map<String, Value>> {
+    match m.get(key) {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(o)) => Some(o),
+        Some(other) => {
+            p.push(Problem::new(
+                Reason::WrongType,
+                key,
+                format!("expected an object, got {}", type_name(other)),
+            ));
+            None
+        }
+    }
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+// ---------- the one validator ----------
+
+/// Collects problems while turning wire fields into typed values.
+struct Check<'p> {
+    p: &'p mut Vec<Problem>,
+}
+
+impl Check<'_> {
+    fn push(&mut self, reason: Reason, path: &str, detail: impl Into<String>) {
+        self.p.push(Problem::new(reason, path, detail));
+    }
+
+    /// Whether a problem was already recorded at this path (a wrong type found by the slow path).
+    fn seen(&self, path: &str) -> bool {
+        self.p.iter().any(|x| x.path == path)
+    }
+
+    fn missing(&mut self, path: &str, why: &str) {
+        if !self.seen(path) {
+            self.push(Reason::MissingField, path, why.to_string());
+        }
+    }
+
+    fn text(&mut self, path: &str, v: Option<&str>) -> Option<Str> {
+        let v = v?;
+        if v.is_empty() {
+            self.push(Reason::EmptyString, path, "must not be empty");
+            None
+        } else if v.len() > MAX_STR {
+            self.push(
+                Reason::TooLong,
+                path,
+                format!("{} bytes, limit {}", v.len(), MAX_STR),
+            );
+            None
+        } else {
+            Some(Str::from(v))
+        }
+    }
+
+    fn req_text(&mut self, path: &str, v: Option<&str>, why: &str) -> Option<Str> {
+        if v.is_none() {
+            self.missing(path, why);
+        }
+        self.text(path, v)
+    }
+
+    fn int_in(&mut self, path: &str, v: i64, min: i64, max: i64, below: Reason) -> Option<i64> {
+        if v < min {
+            let (reason, detail) = match (below, v) {
+                (Reason::NegativeQty, 0) => (Reason::ZeroQty, "must be greater than zero".to_string()),
+                (r, _) => (r, format!("{v} is below the minimum {min}")),
+            };
+            self.push(reason, path, detail);
+            None
+        } else if v > max {
+            self.push(Reason::OutOfRange, path, format!("{v} is above the maximum {max}"));
+            None
+        } else {
+            Some(v)
+        }
+    }
+
+    fn geo(&mut self, path: &str, g: Option<MapOnly<WireGeo>>) -> Option<Geo> {
+        let MapOnly(g) = g?;
+        let lat = self.coord(&format!("{path}.lat"), g.lat, 90.0);
+        let lon = self.coord(&format!("{path}.lon"), g.lon, 180.0);
+        Some(Geo { lat: lat?, lon: lon? })
+    }
+
+    fn coord(&mut self, path: &str, v: Option<f64>, limit: f64) -> Option<f64> {
+        match v {
+            None => {
+                self.missing(path, "a position needs lat and lon");
+                None
+            }
+            Some(x) if x.is_finite() && x.abs() <= limit => Some(x),
+            Some(x) => {
+                self.push(Reason::BadGeo, path, format!("{x} is outside ±{limit}"));
+                None
+            }
+        }
+    }
+
+    fn ids(&mut self, path: &str, ids: Option<WireIds>, pii: &Pii, min: usize) -> Option<Identities> {
+        let Some(WireIds(raw)) = ids else {
+            self.missing(path, "who it was is required");
+            return None;
+        };
+        if raw.len() > MAX_IDENTITIES {
+            self.push(
+                Reason::OutOfRange,
+                path,
+                format!("{} identities, limit {}", raw.len(), MAX_IDENTITIES),
+            );
+            return None;
+        }
+        let mut out: Vec<(IdKind, Str)> = Vec::with_capacity(raw.len());
+        let mut ok = true;
+        for (k, v) in raw {
+            let kpath = format!("{path}.{k}");
+            if k.is_empty() || k.len() > 32 {
+                self.push(Reason::BadValue, &kpath, "identity kinds are 1 to 32 characters");
+                ok = false;
+                continue;
+            }
+            let Some(v) = self.text(&kpath, Some(&v)) else {
+                ok = false;
+                continue;
+            };
+            let kind = IdKind::parse(&k);
+            match pii.protect(&kind, &v) {
+                Ok(h) => out.push((kind, h)),
+                Err(PiiError::BadPhone(why)) => {
+                    self.push(Reason::BadPhone, &kpath, why);
+                    ok = false;
+                }
+            }
+        }
+        if !ok {
+            return None;
+        }
+        if out.len() < min && !self.seen(path) {
+            let detail = if min == 1 {
+                "at least one identity is required".to_string()
+            } else {
+                format!("at least {min} identities are required")
+            };
+            self.push(Reason::NoIdentity, path, detail);
+            return None;
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Some(Identities(out))
+    }
+
+    fn choice<T>(&mut self, path: &str, v: Option<&str>, parse: impl Fn(&str) -> Option<T>, allowed: &str) -> Option<T> {
+        let Some(s) = v else {
+            self.missing(path, &format!("one of {allowed}"));
+            return None;
+        };
+        let r = parse(s);
+        if r.is_none() {
+            self.push(Reason::BadValue, path, format!("`{s}` is not one of {allowed}"));
+        }
+        r
+    }
+}
+
+/// Validates a wire event into a typed one; pushes every problem found. Returns `None` when
+/// the event cannot be built (problems say why); `Some` only if no problem was pushed here.
+fn build(w: Wire<'_>, pii: &Pii, problems: &mut Vec<Problem>) -> Option<Event> {
+    let before = problems.len();
+    let mut c = Check { p: problems };
+    let id = match w.id.as_deref() {
+        None => {
+            c.missing("id", "the idempotency key is required");
+            None
+        }
+        Some(s) => match Uuid::try_parse(s) {
+            Ok(u) => Some(u),
+            Err(e) => {
+                c.push(Reason::BadUuid, "id", format!("`{}` is not a uuid: {e}", clip(s)));
+                None
+            }
+        },
+    };
+    let ts = match w.ts.as_deref() {
+        None => {
+            c.missing("ts", "event time is required");
+            None
+        }
+        Some(s) => match EventTime::parse(s) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                c.push(Reason::BadTimestamp, "ts", format!("`{}`: {e}", clip(s)));
+                None
+            }
+        },
+    };
+    let kind = match w.ty.as_deref() {
+        None => {
+            c.missing("type", "the event type is required");
+            None
+        }
+        Some(s) => {
+            let k = EventKind::from_name(s);
+            if k.is_none() {
+                c.push(
+                    Reason::UnknownType,
+                    "type",
+                    format!("`{}` is not one of scan, click, order, visit, stock, payment, dealer, code_batch, identify", clip(s)),
+                );
+            }
+            k
+        }
+    };
+    let channel = match (w.channel.as_deref(), kind) {
+        (None, Some(k)) if k.needs_channel() => {
+            c.missing("channel", "required on scan, click, order and visit");
+            None
+        }
+        (v, _) => c.text("channel", v).map(|s| Channel::parse(&s)),
+    };
+    let body = match kind {
+        None => None,
+        Some(EventKind::Scan) => {
+            let code = c.req_text("code", w.code.as_deref(), "the scanned code is required");
+            let sku = c.req_text("sku", w.sku.as_deref(), "the item's sku is required");
+            let campaign = c.req_text("campaign", w.campaign.as_deref(), "the campaign is required");
+            let member = c.ids("member", w.member, pii, 1);
+            let device = c.req_text("device", w.device.as_deref(), "the device fingerprint is required");
+            let ip = match w.ip.as_deref() {
+                None => {
+                    c.missing("ip", "the client ip is required");
+                    None
+                }
+                Some(s) => match s.parse::<IpAddr>() {
+                    Ok(ip) => Some(ip),
+                    Err(_) => {
+                        c.push(Reason::BadIp, "ip", format!("`{}` is not an ipv4 or ipv6 address", clip(s)));
+                        None
+                    }
+                },
+            };
+            let geo = c.geo("geo", w.geo);
+            let store = c.text("store", w.store.as_deref());
+            Some(Body::Scan(Scan {
+                code: code?,
+                sku: sku?,
+                campaign: campaign?,
+                member: member?,
+                device: device?,
+                ip: ip?,
+                geo,
+                store,
+            }))
+        }
+        Some(EventKind::Click) => {
+            let member = c.ids("member", w.member, pii, 1);
+            let target = c.req_text("target", w.target.as_deref(), "the ad or content id is required");
+            let campaign = c.text("campaign", w.campaign.as_deref());
+            let sku = c.text("sku", w.sku.as_deref());
+            let device = c.text("device", w.device.as_deref());
+            Some(Body::Click(Click {
+                member: member?,
+                target: target?,
+                campaign,
+                sku,
+                device,
+            }))
+        }
+        Some(EventKind::Order) => {
+            let order = c.req_text("order", w.order.as_deref(), "the order id is required");
+            let status = c.choice("status", w.status.as_deref(), OrderStatus::parse, "placed, paid, cancelled, fulfilled, returned");
+            let okind = c.choice(
+                "kind",
+                w.kind.as_deref(),
+                |s| match s {
+                    "consumer" => Some(OrderKind::Consumer),
+                    "dealer" => Some(OrderKind::Dealer),
+                    _ => None,
+                },
+                "consumer, dealer",
+            );
+            let lines = match w.lines {
+                None => {
+                    if status == Some(OrderStatus::Placed) {
+                        c.missing("lines", "required when status is placed");
+                    }
+                    None
+                }
+                Some(ls) => {
+                    if ls.is_empty() {
+                        c.push(Reason::NoLines, "lines", "an order needs at least one line");
+                        None
+                    } else if ls.len() > MAX_LINES {
+                        c.push(Reason::TooManyLines, "lines", format!("{} lines, limit {}", ls.len(), MAX_LINES));
+                        None
+                    } else {
+                        let mut out = Vec::with_capacity(ls.len());
+                        let mut ok = true;
+                        for (i, MapOnly(l)) in ls.into_iter().enumerate() {
+                            let sku = c.req_text(&format!("lines[{i}].sku"), l.sku.as_deref(), "each line needs a sku");
+                            let qpath = format!("lines[{i}].qty");
+                            let qty = match l.qty {
+                                None => {
+                                    c.missing(&qpath, "each line needs a quantity");
+                                    None
+                                }
+                                Some(q) => c.int_in(&qpath, q, 1, MAX_QTY, Reason::NegativeQty),
+                            };
+                            let ppath = format!("lines[{i}].unit_price");
+                            let price = match l.unit_price {
+                                None => {
+                                    c.missing(&ppath, "each line needs a unit price in fen");
+                                    None
+                                }
+                                Some(v) => c.int_in(&ppath, v, 0, MAX_AMOUNT / MAX_QTY, Reason::NegativeAmount),
+                            };
+                            match (sku, qty, price) {
+                                (Some(sku), Some(qty), Some(unit_price)) => out.push(Line { sku, qty, unit_price }),
+                                _ => ok = false,
+                            }
+                        }
+                        ok.then_some(out)
+                    }
+                }
+            };
+            let location = match (w.location.as_deref(), status) {
+                (None, Some(OrderStatus::Placed)) => {
+                    c.missing("location", "required when status is placed: whose stock serves it");
+                    None
+                }
+                (v, _) => c.text("location", v),
+            };
+            let store = c.text("store", w.store.as_deref());
+            let member = match (okind, w.member) {
+                (Some(OrderKind::Consumer), m) => c.ids("member", m, pii, 1).map(Some),
+                (_, None) => Some(None),
+                (_, m) => c.ids("member", m, pii, 1).map(Some),
+            };
+            let dealer = match (okind, w.dealer.as_deref()) {
+                (Some(OrderKind::Dealer), v) => c.req_text("dealer", v, "required when kind is dealer").map(Some),
+                (_, v) => Some(c.text("dealer", v)),
+            };
+            let points_redeemed = match w.points_redeemed {
+                None => Some(None),
+                Some(v) => c.int_in("points_redeemed", v, 0, MAX_AMOUNT, Reason::NegativeAmount).map(Some),
+            };
+            // a dealer order has lines in a dealer's terms; a consumer order needs its member
+            Some(Body::Order(Order {
+                order: order?,
+                status: status?,
+                kind: okind?,
+                lines: match (lines, c.seen("lines")) {
+                    (Some(l), _) => Some(l),
+                    (None, false) => None,
+                    (None, true) => return None,
+                },
+                location,
+                store,
+                member: member?,
+                dealer: dealer?,
+                points_redeemed: points_redeemed?,
+            }))
+        }
+        Some(EventKind::Visit) => {
+            let store = c.req_text("store", w.store.as_deref(), "the store visited is required");
+            let visitor = c.choice(
+                "visitor",
+                w.visitor.as_deref(),
+                |s| match s {
+                    "member" => Some(Visitor::Member),
+                    "rep" => Some(Visitor::Rep),
+                    _ => None,
+                },
+                "member, rep",
+            );
+            let member = match (visitor, w.member) {
+                (Some(Visitor::Member), m) => c.ids("member", m, pii, 1).map(Some),
+                (_, None) => Some(None),
+                (_, m) => c.ids("member", m, pii, 1).map(Some),
+            };
+            let rep = match (visitor, w.rep.as_deref()) {
+                (Some(Visitor::Rep), v) => c.req_text("rep", v, "required when the visitor is a rep").map(Some),
+                (_, v) => Some(c.text("rep", v)),
+            };
+            let duration_s = match w.duration_s {
+                None => Some(None),
+                Some(v) => c.int_in("duration_s", v, 0, 30 * 86_400, Reason::OutOfRange).map(Some),
+            };
+            let geo = c.geo("geo", w.geo);
+            Some(Body::Visit(Visit {
+                store: store?,
+                visitor: visitor?,
+                member: member?,
+                rep: rep?,
+                duration_s: duration_s?,
+                geo,
+            }))
+        }
+        Some(EventKind::Stock) => {
+            let sku = c.req_text("sku", w.sku.as_deref(), "the sku is required");
+            let location = c.req_text("location", w.location.as_deref(), "the location is required");
+            let op = c.choice(
+                "op",
+                w.op.as_deref(),
+                |s| match s {
+                    "receive" => Some(StockOp::Receive),
+                    "adjust" => Some(StockOp::Adjust),
+                    "set" => Some(StockOp::Set),
+                    _ => None,
+                },
+                "receive, adjust, set",
+            );
+            let qty = match (w.qty, op) {
+                (None, _) => {
+                    c.missing("qty", "the quantity is required");
+                    None
+                }
+                (Some(q), Some(StockOp::Receive)) => c.int_in("qty", q, 1, MAX_QTY, Reason::NegativeQty),
+                (Some(q), Some(StockOp::Set)) => c.int_in("qty", q, 0, MAX_QTY, Reason::NegativeQty),
+                (Some(q), _) => c.int_in("qty", q, -MAX_QTY, MAX_QTY, Reason::OutOfRange),
+            };
+            let safety = match w.safety {
+                None => Some(None),
+                Some(v) => c.int_in("safety", v, 0, MAX_QTY, Reason::NegativeQty).map(Some),
+            };
+            Some(Body::Stock(StockChange {
+                sku: sku?,
+                location: location?,
+                op: op?,
+                qty: qty?,
+                safety: safety?,
+            }))
+        }
+        Some(EventKind::Payment) => {
+            let dealer = c.req_text("dealer", w.dealer.as_deref(), "the paying dealer is required");
+            let amount = match w.amount {
+                None => {
+                    c.missing("amount", "the amount in fen is required");
+                    None
+                }
+                Some(v) => c.int_in("amount", v, 1, MAX_AMOUNT, Reason::NegativeAmount),
+            };
+            let reference = c.req_text("ref", w.reference.as_deref(), "the payment reference is required");
+            Some(Body::Payment(Payment {
+                dealer: dealer?,
+                amount: amount?,
+                reference: reference?,
+            }))
+        }
+        Some(EventKind::Dealer) => {
+            let dealer = c.req_text("dealer", w.dealer.as_deref(), "the dealer id is required");
+            let credit_limit = match w.credit_limit {
+                None => {
+                    c.missing("credit_limit", "the credit limit in fen is required");
+                    None
+                }
+                Some(v) => c.int_in("credit_limit", v, 0, MAX_AMOUNT, Reason::NegativeAmount),
+            };
+            let region = match w.region {
+                None => Some(None),
+                Some(MapOnly(r)) => {
+                    let lat = c.coord("region.lat", r.lat, 90.0);
+                    let lon = c.coord("region.lon", r.lon, 180.0);
+                    let radius = match r.radius_km {
+                        None => {
+                            c.missing("region.radius_km", "a region needs a radius");
+                            None
+                        }
+                        Some(x) if x.is_finite() && x > 0.0 && x <= 20_016.0 => Some(x),
+                        Some(x) => {
+                            c.push(Reason::OutOfRange, "region.radius_km", format!("{x} is not in (0, 20016] km"));
+                            None
+                        }
+                    };
+                    match (lat, lon, radius) {
+                        (Some(lat), Some(lon), Some(radius_km)) => Some(Some(Region { lat, lon, radius_km })),
+                        _ => None,
+                    }
+                }
+            };
+            Some(Body::Dealer(DealerInfo {
+                dealer: dealer?,
+                credit_limit: credit_limit?,
+                region: region?,
+            }))
+        }
+        Some(EventKind::CodeBatch) => {
+            let batch = c.req_text("batch", w.batch.as_deref(), "the batch id is required");
+            let prefix = c.req_text("prefix", w.prefix.as_deref(), "the code prefix is required");
+            let sku = c.req_text("sku", w.sku.as_deref(), "the sku is required");
+            let dealer = c.req_text("dealer", w.dealer.as_deref(), "the dealer shipped to is required");
+            Some(Body::CodeBatch(CodeBatch {
+                batch: batch?,
+                prefix: prefix?,
+                sku: sku?,
+                dealer: dealer?,
+            }))
+        }
+        Some(EventKind::Identify) => {
+            let member = c.ids("member", w.member, pii, 2);
+            Some(Body::Identify(Identify { member: member? }))
+        }
+    };
+    if problems.len() > before {
+        return None;
+    }
+    Some(Event {
+        id: id?,
+        ts: ts?,
+        channel,
+        body: body?,
+    })
+}
+
+fn clip(s: &str) -> &str {
+    let mut end = s.len().min(64);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Warnings about a JSON event that do not reject it: fields the contract does not name
+/// (ignored by policy), with a suggestion where one looks like a typo of a known field.
+pub fn lint(bytes: &[u8]) -> Vec<String> {
+    let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(bytes) else {
+        return Vec::new();
+    };
+    let kind = m.get("type").and_then(Value::as_str).and_then(EventKind::from_name);
+    let mut out = Vec::new();
+    for key in m.keys() {
+        if matches!(key.as_str(), "id" | "type" | "ts" | "channel") {
+            continue;
+        }
+        let used = match kind {
+            Some(k) => fields_of(k).contains(&key.as_str()),
+            None => FIELDS.contains(&key.as_str()),
+        };
+        if used {
+            continue;
+        }
+        let candidates: Vec<&str> = match kind {
+            Some(k) => ["id", "type", "ts", "channel"].iter().chain(fields_of(k)).copied().collect(),
+            None => FIELDS.to_vec(),
+        };
+        let hint = candidates
+            .into_iter()
+            .filter(|f| edit_distance(f, key) <= 2)
+            .min_by_key(|f| edit_distance(f, key));
+        let type_name = kind.map(EventKind::name).unwrap_or("this event");
+        out.push(match hint {
+            Some(h) => format!("unknown_field at {key}: ignored; did you mean `{h}`?"),
+            None => format!("unknown_field at {key}: not used by {type_name}, ignored"),
+        });
+    }
+    out
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}

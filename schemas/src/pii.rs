@@ -1,0 +1,155 @@
+//! Personal data protection: identity values of personal kinds are replaced on ingest by a
+//! keyed hash (HMAC-SHA256), so no plain phone number reaches state, logs or outputs.
+
+use crate::event::{IdKind, Str};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+/// The keyed hasher for personal identity values. Cheap to clone (the key schedule is shared).
+#[derive(Clone)]
+pub struct Pii {
+    mac: Hmac<Sha256>,
+}
+
+impl std::fmt::Debug for Pii {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // never print the key
+        f.write_str("Pii(<keyed>)")
+    }
+}
+
+/// Why a personal value could not be protected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PiiError {
+    /// The phone number has characters or a length no phone number has.
+    #[error("not a phone number: {0}")]
+    BadPhone(&'static str),
+}
+
+/// Prefix of every hashed value, so a reader can tell a hash from a raw value.
+pub const HASH_PREFIX: char = 'h';
+
+impl Pii {
+    /// A hasher with this secret key (any length; 32 random bytes recommended).
+    pub fn new(key: &[u8]) -> Self {
+        #[allow(clippy::expect_used)]
+        let mac = Hmac::<Sha256>::new_from_slice(key).expect("hmac accepts keys of any length");
+        Pii { mac }
+    }
+
+    /// Protects one identity value: personal kinds are normalised and hashed, others kept.
+    pub fn protect(&self, kind: &IdKind, value: &str) -> Result<Str, PiiError> {
+        match kind {
+            IdKind::Phone => {
+                let digits = normalize_phone(value)?;
+                Ok(self.hash(kind, &digits))
+            }
+            k if k.is_personal() => Ok(self.hash(kind, value.trim())),
+            _ => Ok(Str::from(value)),
+        }
+    }
+
+    /// The keyed hash of a value of a kind: `h` + 22 characters of base64url (128 bits).
+    ///
+    /// The kind is part of the hashed input, so equal strings of two kinds never collide.
+    pub fn hash(&self, kind: &IdKind, value: &str) -> Str {
+        let mut mac = self.mac.clone();
+        mac.update(kind.as_str().as_bytes());
+        mac.update(&[0]);
+        mac.update(value.as_bytes());
+        let out = mac.finalize().into_bytes();
+        let mut s = Str::with_capacity(23);
+        s.push(HASH_PREFIX);
+        b64url(&out[..16], &mut s);
+        s
+    }
+}
+
+/// Normalises a phone number to its digits, dropping a leading mainland China country code
+/// (`+86`, `0086`, `86` before 11 digits) so the same phone from two channels matches.
+pub fn normalize_phone(raw: &str) -> Result<String, PiiError> {
+    let mut digits = String::with_capacity(raw.len());
+    for c in raw.chars() {
+        match c {
+            '0'..='9' => digits.push(c),
+            ' ' | '-' | '(' | ')' | '+' | '.' => {}
+            _ => return Err(PiiError::BadPhone("characters other than digits and + - ( ) .")),
+        }
+    }
+    let trimmed = if digits.len() == 15 && digits.starts_with("0086") {
+        &digits[4..]
+    } else if digits.len() == 13 && digits.starts_with("86") {
+        &digits[2..]
+    } else {
+        &digits[..]
+    };
+    if !(5..=20).contains(&trimmed.len()) {
+        return Err(PiiError::BadPhone("phone numbers have 5 to 20 digits"));
+    }
+    Ok(trimmed.to_string())
+}
+
+fn b64url(bytes: &[u8], out: &mut Str) {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        let chars = chunk.len() + 1;
+        for i in 0..chars {
+            out.push(char::from(A[((n >> (18 - 6 * i)) & 63) as usize]));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_phone_in_any_format_hashes_the_same() {
+        let p = Pii::new(b"test-key");
+        let a = p.protect(&IdKind::Phone, "13800138000").unwrap();
+        let b = p.protect(&IdKind::Phone, "+86 138-0013-8000").unwrap();
+        let c = p.protect(&IdKind::Phone, "0086 13800138000").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a, c);
+        assert_eq!(a.len(), 23);
+        assert!(a.starts_with('h'));
+        assert!(!a.contains("13800138000"));
+    }
+
+    #[test]
+    fn key_and_kind_change_the_hash() {
+        let p = Pii::new(b"k1");
+        let q = Pii::new(b"k2");
+        assert_ne!(
+            p.protect(&IdKind::Phone, "13800138000").unwrap(),
+            q.protect(&IdKind::Phone, "13800138000").unwrap()
+        );
+        assert_ne!(
+            p.protect(&IdKind::Card, "13800138000").unwrap(),
+            p.protect(&IdKind::Phone, "13800138000").unwrap()
+        );
+    }
+
+    #[test]
+    fn platform_ids_are_kept_and_unknown_kinds_hashed() {
+        let p = Pii::new(b"k");
+        assert_eq!(p.protect(&IdKind::Openid, "o6_abc").unwrap(), "o6_abc");
+        let email = p
+            .protect(&IdKind::Other("email".into()), "a@b.cn")
+            .unwrap();
+        assert!(email.starts_with('h') && !email.contains('@'));
+    }
+
+    #[test]
+    fn bad_phones_are_refused() {
+        assert!(normalize_phone("call me").is_err());
+        assert!(normalize_phone("123").is_err());
+        assert!(normalize_phone("1234567890123456789012").is_err());
+    }
+}
