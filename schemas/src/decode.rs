@@ -41,50 +41,51 @@ type S<'a> = Option<Cow<'a, str>>;
 
 /// Every field of every event type, flat, borrowing from the input where it can.
 #[derive(Deserialize, Default)]
+#[serde(default)]
 struct Wire<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "opt_cow")]
     id: S<'a>,
-    #[serde(rename = "type", borrow)]
+    #[serde(rename = "type", borrow, deserialize_with = "opt_cow")]
     ty: S<'a>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "opt_cow")]
     ts: S<'a>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "opt_cow")]
     channel: S<'a>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "opt_cow")]
     code: S<'a>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "opt_cow")]
     sku: S<'a>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "opt_cow")]
     campaign: S<'a>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "opt_cow")]
     device: S<'a>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "opt_cow")]
     ip: S<'a>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "opt_cow")]
     store: S<'a>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "opt_cow")]
     target: S<'a>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "opt_cow")]
     order: S<'a>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "opt_cow")]
     status: S<'a>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "opt_cow")]
     kind: S<'a>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "opt_cow")]
     location: S<'a>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "opt_cow")]
     dealer: S<'a>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "opt_cow")]
     visitor: S<'a>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "opt_cow")]
     rep: S<'a>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "opt_cow")]
     op: S<'a>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "opt_cow")]
     batch: S<'a>,
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "opt_cow")]
     prefix: S<'a>,
-    #[serde(rename = "ref", borrow)]
+    #[serde(rename = "ref", borrow, deserialize_with = "opt_cow")]
     reference: S<'a>,
     #[serde(borrow)]
     member: Option<WireIds<'a>>,
@@ -102,19 +103,56 @@ struct Wire<'a> {
 
 /// Top-level field names the contract knows (for lint).
 const FIELDS: &[&str] = &[
-    "id", "type", "ts", "channel", "code", "sku", "campaign", "device", "ip", "store", "target",
-    "order", "status", "kind", "location", "dealer", "visitor", "rep", "op", "batch", "prefix",
-    "ref", "member", "geo", "lines", "qty", "safety", "amount", "credit_limit",
-    "points_redeemed", "duration_s", "region",
+    "id",
+    "type",
+    "ts",
+    "channel",
+    "code",
+    "sku",
+    "campaign",
+    "device",
+    "ip",
+    "store",
+    "target",
+    "order",
+    "status",
+    "kind",
+    "location",
+    "dealer",
+    "visitor",
+    "rep",
+    "op",
+    "batch",
+    "prefix",
+    "ref",
+    "member",
+    "geo",
+    "lines",
+    "qty",
+    "safety",
+    "amount",
+    "credit_limit",
+    "points_redeemed",
+    "duration_s",
+    "region",
 ];
 
 /// The fields each type uses, beyond the envelope (for lint).
 fn fields_of(kind: EventKind) -> &'static [&'static str] {
     match kind {
-        EventKind::Scan => &["code", "sku", "campaign", "member", "device", "ip", "geo", "store"],
+        EventKind::Scan => &[
+            "code", "sku", "campaign", "member", "device", "ip", "geo", "store",
+        ],
         EventKind::Click => &["member", "target", "campaign", "sku", "device"],
         EventKind::Order => &[
-            "order", "status", "kind", "lines", "location", "store", "member", "dealer",
+            "order",
+            "status",
+            "kind",
+            "lines",
+            "location",
+            "store",
+            "member",
+            "dealer",
             "points_redeemed",
         ],
         EventKind::Visit => &["store", "visitor", "member", "rep", "duration_s", "geo"],
@@ -140,11 +178,53 @@ struct WireRegion {
 }
 
 #[derive(Deserialize, Default)]
+#[serde(default)]
 struct WireLine<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "opt_cow")]
     sku: S<'a>,
     qty: Option<i64>,
     unit_price: Option<i64>,
+}
+
+/// Reads a string borrowing it from the input when it has no escapes. (serde's own `Cow<str>`
+/// always copies, which cost more than the rest of decoding.)
+struct CowStr;
+
+impl<'de> DeVisitor<'de> for CowStr {
+    type Value = Cow<'de, str>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v))
+    }
+}
+
+/// An optional string field read with [`CowStr`]; `null` counts as absent.
+fn opt_cow<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+    struct O;
+    impl<'de> DeVisitor<'de> for O {
+        type Value = Option<Cow<'de, str>>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_str(CowStr).map(Some)
+        }
+    }
+    d.deserialize_option(O)
 }
 
 /// Accepts a JSON object only: serde's derived structs would also take an array of values.
@@ -167,11 +247,28 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for MapOnly<T> {
 }
 
 /// Parses one JSON object (and nothing after it) into `T`.
-fn from_object<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, serde_json::Error> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
+fn from_object<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(text);
     let MapOnly(t) = MapOnly::<T>::deserialize(&mut de)?;
     de.end()?;
     Ok(t)
+}
+
+/// A map key or string value read with [`CowStr`].
+struct KeyStr<'a>(Cow<'a, str>);
+/// A map value read with [`CowStr`].
+struct ValStr<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for KeyStr<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(CowStr).map(KeyStr)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for ValStr<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(CowStr).map(ValStr)
+    }
 }
 
 /// `member` as sent: kind/value pairs in arrival order. Duplicated kinds are an error.
@@ -188,8 +285,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for WireIds<'a> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
                 let mut v: Vec<(Cow<'a, str>, Cow<'a, str>)> = Vec::with_capacity(2);
-                while let Some(k) = m.next_key::<Cow<'a, str>>()? {
-                    let val: Cow<'a, str> = m.next_value()?;
+                while let Some(KeyStr(k)) = m.next_key::<KeyStr<'a>>()? {
+                    let ValStr(val) = m.next_value::<ValStr<'a>>()?;
                     if v.iter().any(|(x, _)| *x == k) {
                         return Err(serde::de::Error::custom(format_args!(
                             "duplicate field `member.{k}`"
@@ -224,7 +321,10 @@ impl Decoder {
                 format!("{} bytes, limit {}", bytes.len(), MAX_EVENT_BYTES),
             ));
         }
-        match from_object::<Wire>(bytes) {
+        let Ok(text) = std::str::from_utf8(bytes) else {
+            return Err(self.diagnose(bytes, None));
+        };
+        match from_object::<Wire>(text) {
             Ok(w) => {
                 let mut problems = Vec::new();
                 let id = w.id.as_deref().map(str::to_string);
@@ -233,12 +333,12 @@ impl Decoder {
                     _ => Err(Rejection { id, problems }),
                 }
             }
-            Err(e) => Err(self.diagnose(bytes, &e)),
+            Err(e) => Err(self.diagnose(bytes, Some(&e))),
         }
     }
 
     /// The slow path: explains every problem of an event serde refused.
-    fn diagnose(&self, bytes: &[u8], first: &serde_json::Error) -> Rejection {
+    fn diagnose(&self, bytes: &[u8], first: Option<&serde_json::Error>) -> Rejection {
         if let Err(e) = std::str::from_utf8(bytes) {
             return Rejection::whole(
                 Reason::BadUtf8,
@@ -254,7 +354,7 @@ impl Decoder {
         };
         let mut problems = Vec::new();
         // serde's own refusal may name a duplicated field, which the Value tree hides.
-        let msg = first.to_string();
+        let msg = first.map(ToString::to_string).unwrap_or_default();
         if let Some(rest) = msg.strip_prefix("duplicate field `") {
             let name = rest.split('`').next().unwrap_or_default();
             problems.push(Problem::new(
@@ -310,7 +410,10 @@ fn take_int(v: Option<&Value>, path: &str, p: &mut Vec<Problem>) -> Option<i64> 
             }
             let integral = n.is_u64() || n.as_f64().is_some_and(|f| f.fract() == 0.0);
             let (reason, detail) = if integral {
-                (Reason::OutOfRange, format!("{n} does not fit a 64-bit integer"))
+                (
+                    Reason::OutOfRange,
+                    format!("{n} does not fit a 64-bit integer"),
+                )
             } else {
                 (Reason::WrongType, format!("{n} is not an integer"))
             };
@@ -349,7 +452,10 @@ fn wire_from_value(m: &serde_json::Map<String, Value>, p: &mut Vec<Problem>) -> 
             p.push(Problem::new(
                 Reason::WrongType,
                 "member",
-                format!("expected an object of identity kind to value, got {}", type_name(other)),
+                format!(
+                    "expected an object of identity kind to value, got {}",
+                    type_name(other)
+                ),
             ));
             None
         }
@@ -375,9 +481,14 @@ fn wire_from_value(m: &serde_json::Map<String, Value>, p: &mut Vec<Problem>) -> 
                 .enumerate()
                 .map(|(i, item)| match item {
                     Value::Object(l) => MapOnly(WireLine {
-                        sku: take::<String>(l.get("sku"), &format!("lines[{i}].sku"), p).map(Cow::Owned),
+                        sku: take::<String>(l.get("sku"), &format!("lines[{i}].sku"), p)
+                            .map(Cow::Owned),
                         qty: take_int(l.get("qty"), &format!("lines[{i}].qty"), p),
-                        unit_price: take_int(l.get("unit_price"), &format!("lines[{i}].unit_price"), p),
+                        unit_price: take_int(
+                            l.get("unit_price"),
+                            &format!("lines[{i}].unit_price"),
+                            p,
+                        ),
                     }),
                     other => {
                         p.push(Problem::new(
@@ -515,13 +626,19 @@ impl Check<'_> {
     fn int_in(&mut self, path: &str, v: i64, min: i64, max: i64, below: Reason) -> Option<i64> {
         if v < min {
             let (reason, detail) = match (below, v) {
-                (Reason::NegativeQty, 0) => (Reason::ZeroQty, "must be greater than zero".to_string()),
+                (Reason::NegativeQty, 0) => {
+                    (Reason::ZeroQty, "must be greater than zero".to_string())
+                }
                 (r, _) => (r, format!("{v} is below the minimum {min}")),
             };
             self.push(reason, path, detail);
             None
         } else if v > max {
-            self.push(Reason::OutOfRange, path, format!("{v} is above the maximum {max}"));
+            self.push(
+                Reason::OutOfRange,
+                path,
+                format!("{v} is above the maximum {max}"),
+            );
             None
         } else {
             Some(v)
@@ -532,7 +649,10 @@ impl Check<'_> {
         let MapOnly(g) = g?;
         let lat = self.coord(&format!("{path}.lat"), g.lat, 90.0);
         let lon = self.coord(&format!("{path}.lon"), g.lon, 180.0);
-        Some(Geo { lat: lat?, lon: lon? })
+        Some(Geo {
+            lat: lat?,
+            lon: lon?,
+        })
     }
 
     fn coord(&mut self, path: &str, v: Option<f64>, limit: f64) -> Option<f64> {
@@ -549,7 +669,13 @@ impl Check<'_> {
         }
     }
 
-    fn ids(&mut self, path: &str, ids: Option<WireIds>, pii: &Pii, min: usize) -> Option<Identities> {
+    fn ids(
+        &mut self,
+        path: &str,
+        ids: Option<WireIds>,
+        pii: &Pii,
+        min: usize,
+    ) -> Option<Identities> {
         let Some(WireIds(raw)) = ids else {
             self.missing(path, "who it was is required");
             return None;
@@ -565,21 +691,27 @@ impl Check<'_> {
         let mut out: Vec<(IdKind, Str)> = Vec::with_capacity(raw.len());
         let mut ok = true;
         for (k, v) in raw {
-            let kpath = format!("{path}.{k}");
+            // the path is only built when there is a problem to report: this loop is hot
+            let kpath = || format!("{path}.{k}");
             if k.is_empty() || k.len() > 32 {
-                self.push(Reason::BadValue, &kpath, "identity kinds are 1 to 32 characters");
+                self.push(
+                    Reason::BadValue,
+                    &kpath(),
+                    "identity kinds are 1 to 32 characters",
+                );
                 ok = false;
                 continue;
             }
-            let Some(v) = self.text(&kpath, Some(&v)) else {
+            if v.is_empty() || v.len() > MAX_STR {
+                self.text(&kpath(), Some(&v));
                 ok = false;
                 continue;
-            };
+            }
             let kind = IdKind::parse(&k);
             match pii.protect(&kind, &v) {
                 Ok(h) => out.push((kind, h)),
                 Err(PiiError::BadPhone(why)) => {
-                    self.push(Reason::BadPhone, &kpath, why);
+                    self.push(Reason::BadPhone, &kpath(), why);
                     ok = false;
                 }
             }
@@ -600,14 +732,24 @@ impl Check<'_> {
         Some(Identities(out))
     }
 
-    fn choice<T>(&mut self, path: &str, v: Option<&str>, parse: impl Fn(&str) -> Option<T>, allowed: &str) -> Option<T> {
+    fn choice<T>(
+        &mut self,
+        path: &str,
+        v: Option<&str>,
+        parse: impl Fn(&str) -> Option<T>,
+        allowed: &str,
+    ) -> Option<T> {
         let Some(s) = v else {
             self.missing(path, &format!("one of {allowed}"));
             return None;
         };
         let r = parse(s);
         if r.is_none() {
-            self.push(Reason::BadValue, path, format!("`{s}` is not one of {allowed}"));
+            self.push(
+                Reason::BadValue,
+                path,
+                format!("`{s}` is not one of {allowed}"),
+            );
         }
         r
     }
@@ -626,7 +768,11 @@ fn build(w: Wire<'_>, pii: &Pii, problems: &mut Vec<Problem>) -> Option<Event> {
         Some(s) => match Uuid::try_parse(s) {
             Ok(u) => Some(u),
             Err(e) => {
-                c.push(Reason::BadUuid, "id", format!("`{}` is not a uuid: {e}", clip(s)));
+                c.push(
+                    Reason::BadUuid,
+                    "id",
+                    format!("`{}` is not a uuid: {e}", clip(s)),
+                );
                 None
             }
         },
@@ -673,9 +819,17 @@ fn build(w: Wire<'_>, pii: &Pii, problems: &mut Vec<Problem>) -> Option<Event> {
         Some(EventKind::Scan) => {
             let code = c.req_text("code", w.code.as_deref(), "the scanned code is required");
             let sku = c.req_text("sku", w.sku.as_deref(), "the item's sku is required");
-            let campaign = c.req_text("campaign", w.campaign.as_deref(), "the campaign is required");
+            let campaign = c.req_text(
+                "campaign",
+                w.campaign.as_deref(),
+                "the campaign is required",
+            );
             let member = c.ids("member", w.member, pii, 1);
-            let device = c.req_text("device", w.device.as_deref(), "the device fingerprint is required");
+            let device = c.req_text(
+                "device",
+                w.device.as_deref(),
+                "the device fingerprint is required",
+            );
             let ip = match w.ip.as_deref() {
                 None => {
                     c.missing("ip", "the client ip is required");
@@ -684,7 +838,11 @@ fn build(w: Wire<'_>, pii: &Pii, problems: &mut Vec<Problem>) -> Option<Event> {
                 Some(s) => match s.parse::<IpAddr>() {
                     Ok(ip) => Some(ip),
                     Err(_) => {
-                        c.push(Reason::BadIp, "ip", format!("`{}` is not an ipv4 or ipv6 address", clip(s)));
+                        c.push(
+                            Reason::BadIp,
+                            "ip",
+                            format!("`{}` is not an ipv4 or ipv6 address", clip(s)),
+                        );
                         None
                     }
                 },
@@ -704,7 +862,11 @@ fn build(w: Wire<'_>, pii: &Pii, problems: &mut Vec<Problem>) -> Option<Event> {
         }
         Some(EventKind::Click) => {
             let member = c.ids("member", w.member, pii, 1);
-            let target = c.req_text("target", w.target.as_deref(), "the ad or content id is required");
+            let target = c.req_text(
+                "target",
+                w.target.as_deref(),
+                "the ad or content id is required",
+            );
             let campaign = c.text("campaign", w.campaign.as_deref());
             let sku = c.text("sku", w.sku.as_deref());
             let device = c.text("device", w.device.as_deref());
@@ -718,7 +880,12 @@ fn build(w: Wire<'_>, pii: &Pii, problems: &mut Vec<Problem>) -> Option<Event> {
         }
         Some(EventKind::Order) => {
             let order = c.req_text("order", w.order.as_deref(), "the order id is required");
-            let status = c.choice("status", w.status.as_deref(), OrderStatus::parse, "placed, paid, cancelled, fulfilled, returned");
+            let status = c.choice(
+                "status",
+                w.status.as_deref(),
+                OrderStatus::parse,
+                "placed, paid, cancelled, fulfilled, returned",
+            );
             let okind = c.choice(
                 "kind",
                 w.kind.as_deref(),
@@ -741,13 +908,21 @@ fn build(w: Wire<'_>, pii: &Pii, problems: &mut Vec<Problem>) -> Option<Event> {
                         c.push(Reason::NoLines, "lines", "an order needs at least one line");
                         None
                     } else if ls.len() > MAX_LINES {
-                        c.push(Reason::TooManyLines, "lines", format!("{} lines, limit {}", ls.len(), MAX_LINES));
+                        c.push(
+                            Reason::TooManyLines,
+                            "lines",
+                            format!("{} lines, limit {}", ls.len(), MAX_LINES),
+                        );
                         None
                     } else {
                         let mut out = Vec::with_capacity(ls.len());
                         let mut ok = true;
                         for (i, MapOnly(l)) in ls.into_iter().enumerate() {
-                            let sku = c.req_text(&format!("lines[{i}].sku"), l.sku.as_deref(), "each line needs a sku");
+                            let sku = c.req_text(
+                                &format!("lines[{i}].sku"),
+                                l.sku.as_deref(),
+                                "each line needs a sku",
+                            );
                             let qpath = format!("lines[{i}].qty");
                             let qty = match l.qty {
                                 None => {
@@ -762,10 +937,20 @@ fn build(w: Wire<'_>, pii: &Pii, problems: &mut Vec<Problem>) -> Option<Event> {
                                     c.missing(&ppath, "each line needs a unit price in fen");
                                     None
                                 }
-                                Some(v) => c.int_in(&ppath, v, 0, MAX_AMOUNT / MAX_QTY, Reason::NegativeAmount),
+                                Some(v) => c.int_in(
+                                    &ppath,
+                                    v,
+                                    0,
+                                    MAX_AMOUNT / MAX_QTY,
+                                    Reason::NegativeAmount,
+                                ),
                             };
                             match (sku, qty, price) {
-                                (Some(sku), Some(qty), Some(unit_price)) => out.push(Line { sku, qty, unit_price }),
+                                (Some(sku), Some(qty), Some(unit_price)) => out.push(Line {
+                                    sku,
+                                    qty,
+                                    unit_price,
+                                }),
                                 _ => ok = false,
                             }
                         }
@@ -775,7 +960,10 @@ fn build(w: Wire<'_>, pii: &Pii, problems: &mut Vec<Problem>) -> Option<Event> {
             };
             let location = match (w.location.as_deref(), status) {
                 (None, Some(OrderStatus::Placed)) => {
-                    c.missing("location", "required when status is placed: whose stock serves it");
+                    c.missing(
+                        "location",
+                        "required when status is placed: whose stock serves it",
+                    );
                     None
                 }
                 (v, _) => c.text("location", v),
@@ -787,12 +975,16 @@ fn build(w: Wire<'_>, pii: &Pii, problems: &mut Vec<Problem>) -> Option<Event> {
                 (_, m) => c.ids("member", m, pii, 1).map(Some),
             };
             let dealer = match (okind, w.dealer.as_deref()) {
-                (Some(OrderKind::Dealer), v) => c.req_text("dealer", v, "required when kind is dealer").map(Some),
+                (Some(OrderKind::Dealer), v) => c
+                    .req_text("dealer", v, "required when kind is dealer")
+                    .map(Some),
                 (_, v) => Some(c.text("dealer", v)),
             };
             let points_redeemed = match w.points_redeemed {
                 None => Some(None),
-                Some(v) => c.int_in("points_redeemed", v, 0, MAX_AMOUNT, Reason::NegativeAmount).map(Some),
+                Some(v) => c
+                    .int_in("points_redeemed", v, 0, MAX_AMOUNT, Reason::NegativeAmount)
+                    .map(Some),
             };
             // a dealer order has lines in a dealer's terms; a consumer order needs its member
             Some(Body::Order(Order {
@@ -829,12 +1021,16 @@ fn build(w: Wire<'_>, pii: &Pii, problems: &mut Vec<Problem>) -> Option<Event> {
                 (_, m) => c.ids("member", m, pii, 1).map(Some),
             };
             let rep = match (visitor, w.rep.as_deref()) {
-                (Some(Visitor::Rep), v) => c.req_text("rep", v, "required when the visitor is a rep").map(Some),
+                (Some(Visitor::Rep), v) => c
+                    .req_text("rep", v, "required when the visitor is a rep")
+                    .map(Some),
                 (_, v) => Some(c.text("rep", v)),
             };
             let duration_s = match w.duration_s {
                 None => Some(None),
-                Some(v) => c.int_in("duration_s", v, 0, 30 * 86_400, Reason::OutOfRange).map(Some),
+                Some(v) => c
+                    .int_in("duration_s", v, 0, 30 * 86_400, Reason::OutOfRange)
+                    .map(Some),
             };
             let geo = c.geo("geo", w.geo);
             Some(Body::Visit(Visit {
@@ -848,7 +1044,11 @@ fn build(w: Wire<'_>, pii: &Pii, problems: &mut Vec<Problem>) -> Option<Event> {
         }
         Some(EventKind::Stock) => {
             let sku = c.req_text("sku", w.sku.as_deref(), "the sku is required");
-            let location = c.req_text("location", w.location.as_deref(), "the location is required");
+            let location = c.req_text(
+                "location",
+                w.location.as_deref(),
+                "the location is required",
+            );
             let op = c.choice(
                 "op",
                 w.op.as_deref(),
@@ -865,13 +1065,19 @@ fn build(w: Wire<'_>, pii: &Pii, problems: &mut Vec<Problem>) -> Option<Event> {
                     c.missing("qty", "the quantity is required");
                     None
                 }
-                (Some(q), Some(StockOp::Receive)) => c.int_in("qty", q, 1, MAX_QTY, Reason::NegativeQty),
-                (Some(q), Some(StockOp::Set)) => c.int_in("qty", q, 0, MAX_QTY, Reason::NegativeQty),
+                (Some(q), Some(StockOp::Receive)) => {
+                    c.int_in("qty", q, 1, MAX_QTY, Reason::NegativeQty)
+                }
+                (Some(q), Some(StockOp::Set)) => {
+                    c.int_in("qty", q, 0, MAX_QTY, Reason::NegativeQty)
+                }
                 (Some(q), _) => c.int_in("qty", q, -MAX_QTY, MAX_QTY, Reason::OutOfRange),
             };
             let safety = match w.safety {
                 None => Some(None),
-                Some(v) => c.int_in("safety", v, 0, MAX_QTY, Reason::NegativeQty).map(Some),
+                Some(v) => c
+                    .int_in("safety", v, 0, MAX_QTY, Reason::NegativeQty)
+                    .map(Some),
             };
             Some(Body::Stock(StockChange {
                 sku: sku?,
@@ -882,7 +1088,11 @@ fn build(w: Wire<'_>, pii: &Pii, problems: &mut Vec<Problem>) -> Option<Event> {
             }))
         }
         Some(EventKind::Payment) => {
-            let dealer = c.req_text("dealer", w.dealer.as_deref(), "the paying dealer is required");
+            let dealer = c.req_text(
+                "dealer",
+                w.dealer.as_deref(),
+                "the paying dealer is required",
+            );
             let amount = match w.amount {
                 None => {
                     c.missing("amount", "the amount in fen is required");
@@ -890,7 +1100,11 @@ fn build(w: Wire<'_>, pii: &Pii, problems: &mut Vec<Problem>) -> Option<Event> {
                 }
                 Some(v) => c.int_in("amount", v, 1, MAX_AMOUNT, Reason::NegativeAmount),
             };
-            let reference = c.req_text("ref", w.reference.as_deref(), "the payment reference is required");
+            let reference = c.req_text(
+                "ref",
+                w.reference.as_deref(),
+                "the payment reference is required",
+            );
             Some(Body::Payment(Payment {
                 dealer: dealer?,
                 amount: amount?,
@@ -918,12 +1132,20 @@ fn build(w: Wire<'_>, pii: &Pii, problems: &mut Vec<Problem>) -> Option<Event> {
                         }
                         Some(x) if x.is_finite() && x > 0.0 && x <= 20_016.0 => Some(x),
                         Some(x) => {
-                            c.push(Reason::OutOfRange, "region.radius_km", format!("{x} is not in (0, 20016] km"));
+                            c.push(
+                                Reason::OutOfRange,
+                                "region.radius_km",
+                                format!("{x} is not in (0, 20016] km"),
+                            );
                             None
                         }
                     };
                     match (lat, lon, radius) {
-                        (Some(lat), Some(lon), Some(radius_km)) => Some(Some(Region { lat, lon, radius_km })),
+                        (Some(lat), Some(lon), Some(radius_km)) => Some(Some(Region {
+                            lat,
+                            lon,
+                            radius_km,
+                        })),
                         _ => None,
                     }
                 }
@@ -938,7 +1160,11 @@ fn build(w: Wire<'_>, pii: &Pii, problems: &mut Vec<Problem>) -> Option<Event> {
             let batch = c.req_text("batch", w.batch.as_deref(), "the batch id is required");
             let prefix = c.req_text("prefix", w.prefix.as_deref(), "the code prefix is required");
             let sku = c.req_text("sku", w.sku.as_deref(), "the sku is required");
-            let dealer = c.req_text("dealer", w.dealer.as_deref(), "the dealer shipped to is required");
+            let dealer = c.req_text(
+                "dealer",
+                w.dealer.as_deref(),
+                "the dealer shipped to is required",
+            );
             Some(Body::CodeBatch(CodeBatch {
                 batch: batch?,
                 prefix: prefix?,
@@ -976,7 +1202,10 @@ pub fn lint(bytes: &[u8]) -> Vec<String> {
     let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(bytes) else {
         return Vec::new();
     };
-    let kind = m.get("type").and_then(Value::as_str).and_then(EventKind::from_name);
+    let kind = m
+        .get("type")
+        .and_then(Value::as_str)
+        .and_then(EventKind::from_name);
     let mut out = Vec::new();
     for key in m.keys() {
         if matches!(key.as_str(), "id" | "type" | "ts" | "channel") {
@@ -990,7 +1219,11 @@ pub fn lint(bytes: &[u8]) -> Vec<String> {
             continue;
         }
         let candidates: Vec<&str> = match kind {
-            Some(k) => ["id", "type", "ts", "channel"].iter().chain(fields_of(k)).copied().collect(),
+            Some(k) => ["id", "type", "ts", "channel"]
+                .iter()
+                .chain(fields_of(k))
+                .copied()
+                .collect(),
             None => FIELDS.to_vec(),
         };
         let hint = candidates
@@ -1012,7 +1245,9 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1; b.len() + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
         }
         prev = cur;
     }

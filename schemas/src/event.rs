@@ -18,7 +18,10 @@ pub type Str = CompactString;
 
 /// One event as channels send it: the envelope and the type-specific body.
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
-#[schemars(title = "omnistream event", description = "One event of the omnistream contract (shared/EVENTS.md). Fields not listed are ignored.")]
+#[schemars(
+    title = "omnistream event",
+    description = "One event of the omnistream contract (shared/EVENTS.md). Fields not listed are ignored."
+)]
 pub struct Event {
     /// The idempotency key: the same id twice is one event.
     pub id: Uuid,
@@ -284,7 +287,14 @@ pub enum IdKind {
 impl IdKind {
     /// The known kinds, in documentation order.
     pub const KNOWN: [&'static str; 8] = [
-        "member_id", "phone", "openid", "unionid", "tmall", "jd", "douyin", "card",
+        "member_id",
+        "phone",
+        "openid",
+        "unionid",
+        "tmall",
+        "jd",
+        "douyin",
+        "card",
     ];
 
     /// Parses a kind name; unknown names become `Other`.
@@ -343,7 +353,10 @@ pub struct Identities(pub Vec<(IdKind, Str)>);
 impl Identities {
     /// The value for a kind, if present.
     pub fn get(&self, kind: &IdKind) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == kind).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == kind)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Number of identities.
@@ -561,9 +574,9 @@ pub struct Order {
 impl Order {
     /// The order's total in fen over the given lines (saturating).
     pub fn lines_total(lines: &[Line]) -> i64 {
-        lines
-            .iter()
-            .fold(0i64, |t, l| t.saturating_add(l.qty.saturating_mul(l.unit_price)))
+        lines.iter().fold(0i64, |t, l| {
+            t.saturating_add(l.qty.saturating_mul(l.unit_price))
+        })
     }
 }
 

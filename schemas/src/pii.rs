@@ -65,6 +65,73 @@ impl Pii {
     }
 }
 
+/// Longest raw text kept by [`Pii::redact`]; longer input is cut and marked.
+pub const REDACT_KEEP: usize = 4096;
+
+impl Pii {
+    /// A copy of a raw input line, valid or not, that is safe to keep in a dead-letter or
+    /// rejects file: values of personal identity kinds under `member` are replaced by their
+    /// keyed hash (or `<redacted>` when they are not usable), and when the line is not a JSON
+    /// object every run of five or more digits is masked, since it may hold a phone number.
+    pub fn redact(&self, bytes: &[u8]) -> String {
+        if let Ok(serde_json::Value::Object(mut map)) = serde_json::from_slice(bytes) {
+            if let Some(serde_json::Value::Object(ids)) = map.get_mut("member") {
+                for (k, v) in ids.iter_mut() {
+                    let kind = IdKind::parse(k);
+                    if !kind.is_personal() {
+                        continue;
+                    }
+                    let hashed = match v {
+                        serde_json::Value::String(s) => self.protect(&kind, s).ok(),
+                        _ => None,
+                    };
+                    *v = serde_json::Value::String(
+                        hashed.map_or_else(|| "<redacted>".to_string(), |h| h.to_string()),
+                    );
+                }
+            } else if map.contains_key("member") {
+                map.insert("member".into(), "<redacted>".into());
+            }
+            let text = serde_json::Value::Object(map).to_string();
+            return cut(text);
+        }
+        let text = String::from_utf8_lossy(&bytes[..bytes.len().min(REDACT_KEEP * 2)]);
+        let mut out = String::with_capacity(text.len());
+        let mut run = String::new();
+        for c in text.chars() {
+            if c.is_ascii_digit() {
+                run.push(c);
+                continue;
+            }
+            flush_digits(&mut run, &mut out);
+            out.push(c);
+        }
+        flush_digits(&mut run, &mut out);
+        cut(out)
+    }
+}
+
+fn flush_digits(run: &mut String, out: &mut String) {
+    if run.len() >= 5 {
+        out.extend(std::iter::repeat_n('#', run.len()));
+    } else {
+        out.push_str(run);
+    }
+    run.clear();
+}
+
+fn cut(mut s: String) -> String {
+    if s.len() > REDACT_KEEP {
+        let mut end = REDACT_KEEP;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push_str("…<cut>");
+    }
+    s
+}
+
 /// Normalises a phone number to its digits, dropping a leading mainland China country code
 /// (`+86`, `0086`, `86` before 11 digits) so the same phone from two channels matches.
 pub fn normalize_phone(raw: &str) -> Result<String, PiiError> {
@@ -73,7 +140,11 @@ pub fn normalize_phone(raw: &str) -> Result<String, PiiError> {
         match c {
             '0'..='9' => digits.push(c),
             ' ' | '-' | '(' | ')' | '+' | '.' => {}
-            _ => return Err(PiiError::BadPhone("characters other than digits and + - ( ) .")),
+            _ => {
+                return Err(PiiError::BadPhone(
+                    "characters other than digits and + - ( ) .",
+                ))
+            }
         }
     }
     let trimmed = if digits.len() == 15 && digits.starts_with("0086") {
@@ -140,10 +211,27 @@ mod tests {
     fn platform_ids_are_kept_and_unknown_kinds_hashed() {
         let p = Pii::new(b"k");
         assert_eq!(p.protect(&IdKind::Openid, "o6_abc").unwrap(), "o6_abc");
-        let email = p
-            .protect(&IdKind::Other("email".into()), "a@b.cn")
-            .unwrap();
+        let email = p.protect(&IdKind::Other("email".into()), "a@b.cn").unwrap();
         assert!(email.starts_with('h') && !email.contains('@'));
+    }
+
+    #[test]
+    fn redact_hashes_personal_values_and_masks_digits_in_broken_lines() {
+        let p = Pii::new(b"k");
+        let line = br#"{"id":"x","member":{"phone":"13800138000","openid":"o6_a","card":7},"type":"scan"}"#;
+        let r = p.redact(line);
+        assert!(!r.contains("13800138000"), "{r}");
+        assert!(r.contains(p.protect(&IdKind::Phone, "13800138000").unwrap().as_str()));
+        assert!(r.contains("o6_a") && r.contains("<redacted>"));
+        let broken = br#"{"member":{"phone":"13800138000"},"#;
+        let r = p.redact(broken);
+        assert!(
+            !r.contains("13800138000") && r.contains("###########"),
+            "{r}"
+        );
+        assert!(p.redact(b"id 1234 ok").contains("1234"));
+        let huge = vec![b'a'; 100_000];
+        assert!(p.redact(&huge).len() < REDACT_KEEP + 16);
     }
 
     #[test]

@@ -48,7 +48,8 @@ impl EventTime {
 
     /// The local calendar day number (days since epoch in the sender's offset).
     pub fn local_day(self) -> i64 {
-        (self.unix_us + i64::from(self.offset_min) * 60 * US_PER_SEC).div_euclid(86_400 * US_PER_SEC)
+        (self.unix_us + i64::from(self.offset_min) * 60 * US_PER_SEC)
+            .div_euclid(86_400 * US_PER_SEC)
     }
 
     /// The local hour number (hours since epoch in the sender's offset).

@@ -1,6 +1,7 @@
 //! The contract end to end: every example of shared/EVENTS.md decodes, a corpus of malformed
 //! events is rejected with the right reason and path, valid events round-trip, and arbitrary
 //! bytes never panic the decoder.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
 use omnistream_schemas::*;
 use proptest::prelude::*;
@@ -44,8 +45,17 @@ fn every_contract_example_decodes() {
     match ev.body {
         Body::Scan(s) => {
             assert_eq!(s.code, "HZ8K2M9Q4T7W");
-            assert_eq!(s.member.get(&IdKind::Openid), Some("o6_bmjrPTlm6_2sgVt7hMZOPfL2M"));
-            assert_eq!(s.geo, Some(Geo { lat: 31.23, lon: 121.47 }));
+            assert_eq!(
+                s.member.get(&IdKind::Openid),
+                Some("o6_bmjrPTlm6_2sgVt7hMZOPfL2M")
+            );
+            assert_eq!(
+                s.geo,
+                Some(Geo {
+                    lat: 31.23,
+                    lon: 121.47
+                })
+            );
         }
         other => panic!("wrong body {other:?}"),
     }
@@ -66,78 +76,318 @@ fn phones_never_survive_decoding() {
 /// (event, expected reason, expected path). Paths are where the problem is.
 const BAD: &[(&str, Reason, &str)] = &[
     // syntax and shape
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"scan""#, Reason::Truncated, ""),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"scan""#,
+        Reason::Truncated,
+        "",
+    ),
     (r#"{"id": "x" "type": "scan"}"#, Reason::BadJson, ""),
     (r#"[1,2,3]"#, Reason::NotAnObject, ""),
     (r#""just a string""#, Reason::NotAnObject, ""),
     (r#"{"qty": NaN}"#, Reason::BadJson, ""),
     (r#"{"qty": Infinity}"#, Reason::BadJson, ""),
     (r#""#, Reason::Truncated, ""),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e12","type":"stock","ts":"2026-11-11T20:15:03Z","sku":"S","location":"L","op":"set","qty":1}"#, Reason::DuplicateField, "id"),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e12","type":"stock","ts":"2026-11-11T20:15:03Z","sku":"S","location":"L","op":"set","qty":1}"#,
+        Reason::DuplicateField,
+        "id",
+    ),
     // envelope
-    (r#"{"type":"stock","ts":"2026-11-11T20:15:03Z","sku":"S","location":"L","op":"set","qty":1}"#, Reason::MissingField, "id"),
-    (r#"{"id":"not-a-uuid","type":"stock","ts":"2026-11-11T20:15:03Z","sku":"S","location":"L","op":"set","qty":1}"#, Reason::BadUuid, "id"),
-    (r#"{"id":42,"type":"stock","ts":"2026-11-11T20:15:03Z","sku":"S","location":"L","op":"set","qty":1}"#, Reason::WrongType, "id"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","ts":"2026-11-11T20:15:03Z","sku":"S","location":"L","op":"set","qty":1}"#, Reason::MissingField, "type"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"refund","ts":"2026-11-11T20:15:03Z"}"#, Reason::UnknownType, "type"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"stock","sku":"S","location":"L","op":"set","qty":1}"#, Reason::MissingField, "ts"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"stock","ts":"2026-11-11 20:15:03","sku":"S","location":"L","op":"set","qty":1}"#, Reason::BadTimestamp, "ts"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"stock","ts":"2026-11-11T20:15:03","sku":"S","location":"L","op":"set","qty":1}"#, Reason::BadTimestamp, "ts"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"stock","ts":1731327303,"sku":"S","location":"L","op":"set","qty":1}"#, Reason::WrongType, "ts"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"click","ts":"2026-11-11T20:15:03Z","member":{"openid":"o"},"target":"t"}"#, Reason::MissingField, "channel"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"click","ts":"2026-11-11T20:15:03Z","channel":"","member":{"openid":"o"},"target":"t"}"#, Reason::EmptyString, "channel"),
+    (
+        r#"{"type":"stock","ts":"2026-11-11T20:15:03Z","sku":"S","location":"L","op":"set","qty":1}"#,
+        Reason::MissingField,
+        "id",
+    ),
+    (
+        r#"{"id":"not-a-uuid","type":"stock","ts":"2026-11-11T20:15:03Z","sku":"S","location":"L","op":"set","qty":1}"#,
+        Reason::BadUuid,
+        "id",
+    ),
+    (
+        r#"{"id":42,"type":"stock","ts":"2026-11-11T20:15:03Z","sku":"S","location":"L","op":"set","qty":1}"#,
+        Reason::WrongType,
+        "id",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","ts":"2026-11-11T20:15:03Z","sku":"S","location":"L","op":"set","qty":1}"#,
+        Reason::MissingField,
+        "type",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"refund","ts":"2026-11-11T20:15:03Z"}"#,
+        Reason::UnknownType,
+        "type",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"stock","sku":"S","location":"L","op":"set","qty":1}"#,
+        Reason::MissingField,
+        "ts",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"stock","ts":"2026-11-11 20:15:03","sku":"S","location":"L","op":"set","qty":1}"#,
+        Reason::BadTimestamp,
+        "ts",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"stock","ts":"2026-11-11T20:15:03","sku":"S","location":"L","op":"set","qty":1}"#,
+        Reason::BadTimestamp,
+        "ts",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"stock","ts":1731327303,"sku":"S","location":"L","op":"set","qty":1}"#,
+        Reason::WrongType,
+        "ts",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"click","ts":"2026-11-11T20:15:03Z","member":{"openid":"o"},"target":"t"}"#,
+        Reason::MissingField,
+        "channel",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"click","ts":"2026-11-11T20:15:03Z","channel":"","member":{"openid":"o"},"target":"t"}"#,
+        Reason::EmptyString,
+        "channel",
+    ),
     // scan
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"scan","ts":"2026-11-11T20:15:03Z","channel":"campaign","sku":"S","campaign":"c","member":{"openid":"o"},"device":"d","ip":"1.2.3.4"}"#, Reason::MissingField, "code"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"scan","ts":"2026-11-11T20:15:03Z","channel":"campaign","code":"C","skuu":"S","campaign":"c","member":{"openid":"o"},"device":"d","ip":"1.2.3.4"}"#, Reason::MissingField, "sku"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"scan","ts":"2026-11-11T20:15:03Z","channel":"campaign","code":"C","sku":"S","member":{"openid":"o"},"device":"d","ip":"1.2.3.4"}"#, Reason::MissingField, "campaign"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"scan","ts":"2026-11-11T20:15:03Z","channel":"campaign","code":"C","sku":"S","campaign":"c","device":"d","ip":"1.2.3.4"}"#, Reason::MissingField, "member"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"scan","ts":"2026-11-11T20:15:03Z","channel":"campaign","code":"C","sku":"S","campaign":"c","member":{},"device":"d","ip":"1.2.3.4"}"#, Reason::NoIdentity, "member"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"scan","ts":"2026-11-11T20:15:03Z","channel":"campaign","code":"C","sku":"S","campaign":"c","member":"o6_x","device":"d","ip":"1.2.3.4"}"#, Reason::WrongType, "member"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"scan","ts":"2026-11-11T20:15:03Z","channel":"campaign","code":"C","sku":"S","campaign":"c","member":{"openid":7},"device":"d","ip":"1.2.3.4"}"#, Reason::WrongType, "member.openid"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"scan","ts":"2026-11-11T20:15:03Z","channel":"campaign","code":"C","sku":"S","campaign":"c","member":{"phone":"call me maybe"},"device":"d","ip":"1.2.3.4"}"#, Reason::BadPhone, "member.phone"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"scan","ts":"2026-11-11T20:15:03Z","channel":"campaign","code":"C","sku":"S","campaign":"c","member":{"openid":"o","openid":"p"},"device":"d","ip":"1.2.3.4"}"#, Reason::DuplicateField, "member.openid"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"scan","ts":"2026-11-11T20:15:03Z","channel":"campaign","code":"C","sku":"S","campaign":"c","member":{"openid":"o"},"ip":"1.2.3.4"}"#, Reason::MissingField, "device"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"scan","ts":"2026-11-11T20:15:03Z","channel":"campaign","code":"C","sku":"S","campaign":"c","member":{"openid":"o"},"device":"d","ip":"1.2.3.400"}"#, Reason::BadIp, "ip"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"scan","ts":"2026-11-11T20:15:03Z","channel":"campaign","code":"C","sku":"S","campaign":"c","member":{"openid":"o"},"device":"d","ip":"1.2.3.4","geo":{"lat":91,"lon":0}}"#, Reason::BadGeo, "geo.lat"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"scan","ts":"2026-11-11T20:15:03Z","channel":"campaign","code":"C","sku":"S","campaign":"c","member":{"openid":"o"},"device":"d","ip":"1.2.3.4","geo":{"lat":"31.2","lon":121}}"#, Reason::WrongType, "geo.lat"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"scan","ts":"2026-11-11T20:15:03Z","channel":"campaign","code":"C","sku":"S","campaign":"c","member":{"openid":"o"},"device":"d","ip":"1.2.3.4","geo":{"lat":31.2}}"#, Reason::MissingField, "geo.lon"),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"scan","ts":"2026-11-11T20:15:03Z","channel":"campaign","sku":"S","campaign":"c","member":{"openid":"o"},"device":"d","ip":"1.2.3.4"}"#,
+        Reason::MissingField,
+        "code",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"scan","ts":"2026-11-11T20:15:03Z","channel":"campaign","code":"C","skuu":"S","campaign":"c","member":{"openid":"o"},"device":"d","ip":"1.2.3.4"}"#,
+        Reason::MissingField,
+        "sku",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"scan","ts":"2026-11-11T20:15:03Z","channel":"campaign","code":"C","sku":"S","member":{"openid":"o"},"device":"d","ip":"1.2.3.4"}"#,
+        Reason::MissingField,
+        "campaign",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"scan","ts":"2026-11-11T20:15:03Z","channel":"campaign","code":"C","sku":"S","campaign":"c","device":"d","ip":"1.2.3.4"}"#,
+        Reason::MissingField,
+        "member",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"scan","ts":"2026-11-11T20:15:03Z","channel":"campaign","code":"C","sku":"S","campaign":"c","member":{},"device":"d","ip":"1.2.3.4"}"#,
+        Reason::NoIdentity,
+        "member",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"scan","ts":"2026-11-11T20:15:03Z","channel":"campaign","code":"C","sku":"S","campaign":"c","member":"o6_x","device":"d","ip":"1.2.3.4"}"#,
+        Reason::WrongType,
+        "member",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"scan","ts":"2026-11-11T20:15:03Z","channel":"campaign","code":"C","sku":"S","campaign":"c","member":{"openid":7},"device":"d","ip":"1.2.3.4"}"#,
+        Reason::WrongType,
+        "member.openid",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"scan","ts":"2026-11-11T20:15:03Z","channel":"campaign","code":"C","sku":"S","campaign":"c","member":{"phone":"call me maybe"},"device":"d","ip":"1.2.3.4"}"#,
+        Reason::BadPhone,
+        "member.phone",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"scan","ts":"2026-11-11T20:15:03Z","channel":"campaign","code":"C","sku":"S","campaign":"c","member":{"openid":"o","openid":"p"},"device":"d","ip":"1.2.3.4"}"#,
+        Reason::DuplicateField,
+        "member.openid",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"scan","ts":"2026-11-11T20:15:03Z","channel":"campaign","code":"C","sku":"S","campaign":"c","member":{"openid":"o"},"ip":"1.2.3.4"}"#,
+        Reason::MissingField,
+        "device",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"scan","ts":"2026-11-11T20:15:03Z","channel":"campaign","code":"C","sku":"S","campaign":"c","member":{"openid":"o"},"device":"d","ip":"1.2.3.400"}"#,
+        Reason::BadIp,
+        "ip",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"scan","ts":"2026-11-11T20:15:03Z","channel":"campaign","code":"C","sku":"S","campaign":"c","member":{"openid":"o"},"device":"d","ip":"1.2.3.4","geo":{"lat":91,"lon":0}}"#,
+        Reason::BadGeo,
+        "geo.lat",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"scan","ts":"2026-11-11T20:15:03Z","channel":"campaign","code":"C","sku":"S","campaign":"c","member":{"openid":"o"},"device":"d","ip":"1.2.3.4","geo":{"lat":"31.2","lon":121}}"#,
+        Reason::WrongType,
+        "geo.lat",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"scan","ts":"2026-11-11T20:15:03Z","channel":"campaign","code":"C","sku":"S","campaign":"c","member":{"openid":"o"},"device":"d","ip":"1.2.3.4","geo":{"lat":31.2}}"#,
+        Reason::MissingField,
+        "geo.lon",
+    ),
     // order
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"order","ts":"2026-11-11T20:15:03Z","channel":"mall","order":"O","status":"placed","kind":"consumer","member":{"openid":"o"},"location":"L"}"#, Reason::MissingField, "lines"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"order","ts":"2026-11-11T20:15:03Z","channel":"mall","order":"O","status":"placed","kind":"consumer","member":{"openid":"o"},"location":"L","lines":[]}"#, Reason::NoLines, "lines"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"order","ts":"2026-11-11T20:15:03Z","channel":"mall","order":"O","status":"placed","kind":"consumer","member":{"openid":"o"},"location":"L","lines":[{"sku":"S","qty":-1,"unit_price":1}]}"#, Reason::NegativeQty, "lines[0].qty"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"order","ts":"2026-11-11T20:15:03Z","channel":"mall","order":"O","status":"placed","kind":"consumer","member":{"openid":"o"},"location":"L","lines":[{"sku":"S","qty":1,"unit_price":1},{"sku":"S","qty":0,"unit_price":1}]}"#, Reason::ZeroQty, "lines[1].qty"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"order","ts":"2026-11-11T20:15:03Z","channel":"mall","order":"O","status":"placed","kind":"consumer","member":{"openid":"o"},"location":"L","lines":[{"sku":"S","qty":1.5,"unit_price":1}]}"#, Reason::WrongType, "lines[0].qty"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"order","ts":"2026-11-11T20:15:03Z","channel":"mall","order":"O","status":"placed","kind":"consumer","member":{"openid":"o"},"location":"L","lines":[{"sku":"S","qty":1,"unit_price":-5}]}"#, Reason::NegativeAmount, "lines[0].unit_price"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"order","ts":"2026-11-11T20:15:03Z","channel":"mall","order":"O","status":"placed","kind":"consumer","member":{"openid":"o"},"location":"L","lines":[{"sku":"S","qty":100000000000000000000000,"unit_price":1}]}"#, Reason::OutOfRange, "lines[0].qty"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"order","ts":"2026-11-11T20:15:03Z","channel":"mall","order":"O","status":"placed","kind":"consumer","member":{"openid":"o"},"location":"L","lines":[{"sku":"S","qty":18446744073709551615,"unit_price":1}]}"#, Reason::OutOfRange, "lines[0].qty"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"order","ts":"2026-11-11T20:15:03Z","channel":"mall","order":"O","status":"placed","kind":"consumer","member":{"openid":"o"},"location":"L","lines":[{"qty":1,"unit_price":1}]}"#, Reason::MissingField, "lines[0].sku"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"order","ts":"2026-11-11T20:15:03Z","channel":"mall","order":"O","status":"placed","kind":"consumer","member":{"openid":"o"},"location":"L","lines":[7]}"#, Reason::WrongType, "lines[0]"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"order","ts":"2026-11-11T20:15:03Z","channel":"mall","order":"O","status":"placed","kind":"consumer","member":{"openid":"o"},"lines":[{"sku":"S","qty":1,"unit_price":1}]}"#, Reason::MissingField, "location"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"order","ts":"2026-11-11T20:15:03Z","channel":"mall","order":"O","status":"shipped","kind":"consumer","member":{"openid":"o"}}"#, Reason::BadValue, "status"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"order","ts":"2026-11-11T20:15:03Z","channel":"mall","order":"O","status":"paid","kind":"wholesale","member":{"openid":"o"}}"#, Reason::BadValue, "kind"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"order","ts":"2026-11-11T20:15:03Z","channel":"mall","order":"O","status":"paid","kind":"consumer"}"#, Reason::MissingField, "member"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"order","ts":"2026-11-11T20:15:03Z","channel":"dealer","order":"O","status":"paid","kind":"dealer"}"#, Reason::MissingField, "dealer"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"order","ts":"2026-11-11T20:15:03Z","channel":"mall","order":"O","status":"paid","kind":"consumer","member":{"openid":"o"},"points_redeemed":-10}"#, Reason::NegativeAmount, "points_redeemed"),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"order","ts":"2026-11-11T20:15:03Z","channel":"mall","order":"O","status":"placed","kind":"consumer","member":{"openid":"o"},"location":"L"}"#,
+        Reason::MissingField,
+        "lines",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"order","ts":"2026-11-11T20:15:03Z","channel":"mall","order":"O","status":"placed","kind":"consumer","member":{"openid":"o"},"location":"L","lines":[]}"#,
+        Reason::NoLines,
+        "lines",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"order","ts":"2026-11-11T20:15:03Z","channel":"mall","order":"O","status":"placed","kind":"consumer","member":{"openid":"o"},"location":"L","lines":[{"sku":"S","qty":-1,"unit_price":1}]}"#,
+        Reason::NegativeQty,
+        "lines[0].qty",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"order","ts":"2026-11-11T20:15:03Z","channel":"mall","order":"O","status":"placed","kind":"consumer","member":{"openid":"o"},"location":"L","lines":[{"sku":"S","qty":1,"unit_price":1},{"sku":"S","qty":0,"unit_price":1}]}"#,
+        Reason::ZeroQty,
+        "lines[1].qty",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"order","ts":"2026-11-11T20:15:03Z","channel":"mall","order":"O","status":"placed","kind":"consumer","member":{"openid":"o"},"location":"L","lines":[{"sku":"S","qty":1.5,"unit_price":1}]}"#,
+        Reason::WrongType,
+        "lines[0].qty",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"order","ts":"2026-11-11T20:15:03Z","channel":"mall","order":"O","status":"placed","kind":"consumer","member":{"openid":"o"},"location":"L","lines":[{"sku":"S","qty":1,"unit_price":-5}]}"#,
+        Reason::NegativeAmount,
+        "lines[0].unit_price",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"order","ts":"2026-11-11T20:15:03Z","channel":"mall","order":"O","status":"placed","kind":"consumer","member":{"openid":"o"},"location":"L","lines":[{"sku":"S","qty":100000000000000000000000,"unit_price":1}]}"#,
+        Reason::OutOfRange,
+        "lines[0].qty",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"order","ts":"2026-11-11T20:15:03Z","channel":"mall","order":"O","status":"placed","kind":"consumer","member":{"openid":"o"},"location":"L","lines":[{"sku":"S","qty":18446744073709551615,"unit_price":1}]}"#,
+        Reason::OutOfRange,
+        "lines[0].qty",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"order","ts":"2026-11-11T20:15:03Z","channel":"mall","order":"O","status":"placed","kind":"consumer","member":{"openid":"o"},"location":"L","lines":[{"qty":1,"unit_price":1}]}"#,
+        Reason::MissingField,
+        "lines[0].sku",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"order","ts":"2026-11-11T20:15:03Z","channel":"mall","order":"O","status":"placed","kind":"consumer","member":{"openid":"o"},"location":"L","lines":[7]}"#,
+        Reason::WrongType,
+        "lines[0]",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"order","ts":"2026-11-11T20:15:03Z","channel":"mall","order":"O","status":"placed","kind":"consumer","member":{"openid":"o"},"lines":[{"sku":"S","qty":1,"unit_price":1}]}"#,
+        Reason::MissingField,
+        "location",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"order","ts":"2026-11-11T20:15:03Z","channel":"mall","order":"O","status":"shipped","kind":"consumer","member":{"openid":"o"}}"#,
+        Reason::BadValue,
+        "status",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"order","ts":"2026-11-11T20:15:03Z","channel":"mall","order":"O","status":"paid","kind":"wholesale","member":{"openid":"o"}}"#,
+        Reason::BadValue,
+        "kind",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"order","ts":"2026-11-11T20:15:03Z","channel":"mall","order":"O","status":"paid","kind":"consumer"}"#,
+        Reason::MissingField,
+        "member",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"order","ts":"2026-11-11T20:15:03Z","channel":"dealer","order":"O","status":"paid","kind":"dealer"}"#,
+        Reason::MissingField,
+        "dealer",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"order","ts":"2026-11-11T20:15:03Z","channel":"mall","order":"O","status":"paid","kind":"consumer","member":{"openid":"o"},"points_redeemed":-10}"#,
+        Reason::NegativeAmount,
+        "points_redeemed",
+    ),
     // visit
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"visit","ts":"2026-11-11T20:15:03Z","channel":"store","store":"S","visitor":"member"}"#, Reason::MissingField, "member"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"visit","ts":"2026-11-11T20:15:03Z","channel":"sfa","store":"S","visitor":"rep"}"#, Reason::MissingField, "rep"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"visit","ts":"2026-11-11T20:15:03Z","channel":"sfa","store":"S","visitor":"ghost","rep":"r"}"#, Reason::BadValue, "visitor"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"visit","ts":"2026-11-11T20:15:03Z","channel":"sfa","store":"S","visitor":"rep","rep":"r","duration_s":-1}"#, Reason::OutOfRange, "duration_s"),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"visit","ts":"2026-11-11T20:15:03Z","channel":"store","store":"S","visitor":"member"}"#,
+        Reason::MissingField,
+        "member",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"visit","ts":"2026-11-11T20:15:03Z","channel":"sfa","store":"S","visitor":"rep"}"#,
+        Reason::MissingField,
+        "rep",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"visit","ts":"2026-11-11T20:15:03Z","channel":"sfa","store":"S","visitor":"ghost","rep":"r"}"#,
+        Reason::BadValue,
+        "visitor",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"visit","ts":"2026-11-11T20:15:03Z","channel":"sfa","store":"S","visitor":"rep","rep":"r","duration_s":-1}"#,
+        Reason::OutOfRange,
+        "duration_s",
+    ),
     // stock
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"stock","ts":"2026-11-11T20:15:03Z","sku":"S","location":"L","op":"receive","qty":-4}"#, Reason::NegativeQty, "qty"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"stock","ts":"2026-11-11T20:15:03Z","sku":"S","location":"L","op":"receive","qty":0}"#, Reason::ZeroQty, "qty"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"stock","ts":"2026-11-11T20:15:03Z","sku":"S","location":"L","op":"set","qty":-1}"#, Reason::NegativeQty, "qty"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"stock","ts":"2026-11-11T20:15:03Z","sku":"S","location":"L","op":"steal","qty":1}"#, Reason::BadValue, "op"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"stock","ts":"2026-11-11T20:15:03Z","sku":"S","location":"L","op":"set","qty":"10"}"#, Reason::WrongType, "qty"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"stock","ts":"2026-11-11T20:15:03Z","sku":"S","location":"L","op":"set","qty":1,"safety":-2}"#, Reason::NegativeQty, "safety"),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"stock","ts":"2026-11-11T20:15:03Z","sku":"S","location":"L","op":"receive","qty":-4}"#,
+        Reason::NegativeQty,
+        "qty",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"stock","ts":"2026-11-11T20:15:03Z","sku":"S","location":"L","op":"receive","qty":0}"#,
+        Reason::ZeroQty,
+        "qty",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"stock","ts":"2026-11-11T20:15:03Z","sku":"S","location":"L","op":"set","qty":-1}"#,
+        Reason::NegativeQty,
+        "qty",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"stock","ts":"2026-11-11T20:15:03Z","sku":"S","location":"L","op":"steal","qty":1}"#,
+        Reason::BadValue,
+        "op",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"stock","ts":"2026-11-11T20:15:03Z","sku":"S","location":"L","op":"set","qty":"10"}"#,
+        Reason::WrongType,
+        "qty",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"stock","ts":"2026-11-11T20:15:03Z","sku":"S","location":"L","op":"set","qty":1,"safety":-2}"#,
+        Reason::NegativeQty,
+        "safety",
+    ),
     // payment, dealer, code_batch, identify
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"payment","ts":"2026-11-11T20:15:03Z","dealer":"D","amount":0,"ref":"r"}"#, Reason::NegativeAmount, "amount"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"payment","ts":"2026-11-11T20:15:03Z","dealer":"D","amount":10}"#, Reason::MissingField, "ref"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"dealer","ts":"2026-11-11T20:15:03Z","dealer":"D","credit_limit":-1}"#, Reason::NegativeAmount, "credit_limit"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"dealer","ts":"2026-11-11T20:15:03Z","dealer":"D","credit_limit":1,"region":{"lat":31,"lon":121,"radius_km":0}}"#, Reason::OutOfRange, "region.radius_km"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"dealer","ts":"2026-11-11T20:15:03Z","dealer":"D","credit_limit":1,"region":[31,121,5]}"#, Reason::WrongType, "region"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"code_batch","ts":"2026-11-11T20:15:03Z","batch":"B","sku":"S","dealer":"D"}"#, Reason::MissingField, "prefix"),
-    (r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"identify","ts":"2026-11-11T20:15:03Z","member":{"openid":"o"}}"#, Reason::NoIdentity, "member"),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"payment","ts":"2026-11-11T20:15:03Z","dealer":"D","amount":0,"ref":"r"}"#,
+        Reason::NegativeAmount,
+        "amount",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"payment","ts":"2026-11-11T20:15:03Z","dealer":"D","amount":10}"#,
+        Reason::MissingField,
+        "ref",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"dealer","ts":"2026-11-11T20:15:03Z","dealer":"D","credit_limit":-1}"#,
+        Reason::NegativeAmount,
+        "credit_limit",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"dealer","ts":"2026-11-11T20:15:03Z","dealer":"D","credit_limit":1,"region":{"lat":31,"lon":121,"radius_km":0}}"#,
+        Reason::OutOfRange,
+        "region.radius_km",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"dealer","ts":"2026-11-11T20:15:03Z","dealer":"D","credit_limit":1,"region":[31,121,5]}"#,
+        Reason::WrongType,
+        "region",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"code_batch","ts":"2026-11-11T20:15:03Z","batch":"B","sku":"S","dealer":"D"}"#,
+        Reason::MissingField,
+        "prefix",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"identify","ts":"2026-11-11T20:15:03Z","member":{"openid":"o"}}"#,
+        Reason::NoIdentity,
+        "member",
+    ),
 ];
 
 #[test]
@@ -147,7 +397,9 @@ fn malformed_corpus_is_rejected_with_the_right_reason() {
     for (raw, reason, path) in BAD {
         let rej = d.decode(raw.as_bytes()).expect_err(raw);
         assert!(
-            rej.problems.iter().any(|p| p.reason == *reason && p.path == *path),
+            rej.problems
+                .iter()
+                .any(|p| p.reason == *reason && p.path == *path),
             "expected {reason} at `{path}` for {raw}\n got {:?}",
             rej.problems
         );
@@ -158,7 +410,11 @@ fn malformed_corpus_is_rejected_with_the_right_reason() {
 fn every_problem_is_reported_not_just_the_first() {
     let raw = r#"{"id":"nope","type":"scan","ts":"yesterday","channel":"campaign","code":"","sku":"S","member":{},"device":"d","ip":"x"}"#;
     let rej = decoder().decode(raw.as_bytes()).unwrap_err();
-    let got: Vec<(Reason, &str)> = rej.problems.iter().map(|p| (p.reason, p.path.as_str())).collect();
+    let got: Vec<(Reason, &str)> = rej
+        .problems
+        .iter()
+        .map(|p| (p.reason, p.path.as_str()))
+        .collect();
     for want in [
         (Reason::BadUuid, "id"),
         (Reason::BadTimestamp, "ts"),
@@ -172,7 +428,11 @@ fn every_problem_is_reported_not_just_the_first() {
     // a wrong type does not hide the other problems either
     let raw = r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"stock","ts":"2026-11-11T20:15:03Z","sku":5,"op":"set","qty":"x"}"#;
     let rej = decoder().decode(raw.as_bytes()).unwrap_err();
-    let got: Vec<(Reason, &str)> = rej.problems.iter().map(|p| (p.reason, p.path.as_str())).collect();
+    let got: Vec<(Reason, &str)> = rej
+        .problems
+        .iter()
+        .map(|p| (p.reason, p.path.as_str()))
+        .collect();
     assert!(got.contains(&(Reason::WrongType, "sku")), "{got:?}");
     assert!(got.contains(&(Reason::WrongType, "qty")), "{got:?}");
     assert!(got.contains(&(Reason::MissingField, "location")), "{got:?}");
@@ -182,41 +442,66 @@ fn every_problem_is_reported_not_just_the_first() {
 #[test]
 fn size_utf8_and_depth_limits() {
     let d = decoder();
-    let mut big = String::from(r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"click","pad":""#);
+    let mut big =
+        String::from(r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"click","pad":""#);
     big.push_str(&"x".repeat(MAX_EVENT_BYTES));
     big.push_str("\"}");
-    assert_eq!(d.decode(big.as_bytes()).unwrap_err().primary(), Reason::TooLarge);
+    assert_eq!(
+        d.decode(big.as_bytes()).unwrap_err().primary(),
+        Reason::TooLarge
+    );
 
     let bad_utf8 = b"{\"id\":\"\xff\xfe\",\"type\":\"click\"}";
     assert_eq!(d.decode(bad_utf8).unwrap_err().primary(), Reason::BadUtf8);
 
     let deep = format!("{{\"member\":{}{}}}", "[".repeat(5000), "]".repeat(5000));
-    assert_eq!(d.decode(deep.as_bytes()).unwrap_err().primary(), Reason::TooDeep);
+    assert_eq!(
+        d.decode(deep.as_bytes()).unwrap_err().primary(),
+        Reason::TooDeep
+    );
     // deep nesting inside an ignored field is skipped without recursion: still no panic
     let deep = format!("{{\"x\":{}{}}}", "[".repeat(30000), "]".repeat(30000));
-    assert!(d.decode(deep.as_bytes()).unwrap_err().has(Reason::MissingField));
+    assert!(d
+        .decode(deep.as_bytes())
+        .unwrap_err()
+        .has(Reason::MissingField));
 
     let long = format!(
         r#"{{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"click","ts":"2026-11-11T20:15:03Z","channel":"mall","member":{{"openid":"o"}},"target":"{}"}}"#,
         "t".repeat(300)
     );
     let rej = d.decode(long.as_bytes()).unwrap_err();
-    assert_eq!((rej.primary(), rej.problems[0].path.as_str()), (Reason::TooLong, "target"));
+    assert_eq!(
+        (rej.primary(), rej.problems[0].path.as_str()),
+        (Reason::TooLong, "target")
+    );
 }
 
 #[test]
 fn rejection_keeps_the_id_when_readable() {
     let raw = r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"refund","ts":"2026-11-11T20:15:03Z"}"#;
     let rej = decoder().decode(raw.as_bytes()).unwrap_err();
-    assert_eq!(rej.id.as_deref(), Some("0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11"));
+    assert_eq!(
+        rej.id.as_deref(),
+        Some("0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11")
+    );
 }
 
 #[test]
 fn lint_points_at_typos_and_unused_fields() {
-    let raw = r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"scan","skuu":"S","target":"t"}"#;
+    let raw =
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"scan","skuu":"S","target":"t"}"#;
     let w = lint(raw.as_bytes());
-    assert!(w.iter().any(|s| s.contains("skuu") && s.contains("did you mean `sku`")), "{w:?}");
-    assert!(w.iter().any(|s| s.contains("target") && s.contains("not used by scan")), "{w:?}");
+    assert!(
+        w.iter()
+            .any(|s| s.contains("skuu") && s.contains("did you mean `sku`")),
+        "{w:?}"
+    );
+    assert!(
+        w.iter()
+            .any(|s| s.contains("target") && s.contains("not used by scan")),
+        "{w:?}"
+    );
 }
 
 #[test]
@@ -241,7 +526,14 @@ fn s() -> impl Strategy<Value = Str> {
 
 fn ids(min: usize) -> impl Strategy<Value = Identities> {
     proptest::collection::btree_map(
-        prop_oneof![Just("openid"), Just("unionid"), Just("tmall"), Just("jd"), Just("douyin"), Just("member_id")],
+        prop_oneof![
+            Just("openid"),
+            Just("unionid"),
+            Just("tmall"),
+            Just("jd"),
+            Just("douyin"),
+            Just("member_id")
+        ],
         s(),
         min..4,
     )
@@ -257,41 +549,177 @@ fn geo() -> impl Strategy<Value = Geo> {
 }
 
 fn line() -> impl Strategy<Value = Line> {
-    (s(), 1i64..1000, 0i64..1_000_000).prop_map(|(sku, qty, unit_price)| Line { sku, qty, unit_price })
+    (s(), 1i64..1000, 0i64..1_000_000).prop_map(|(sku, qty, unit_price)| Line {
+        sku,
+        qty,
+        unit_price,
+    })
 }
 
 fn body() -> impl Strategy<Value = Body> {
     prop_oneof![
-        (s(), s(), s(), ids(1), s(), any::<std::net::IpAddr>(), proptest::option::of(geo()), proptest::option::of(s()))
-            .prop_map(|(code, sku, campaign, member, device, ip, geo, store)| Body::Scan(Scan { code, sku, campaign, member, device, ip, geo, store })),
-        (ids(1), s(), proptest::option::of(s()), proptest::option::of(s()), proptest::option::of(s()))
-            .prop_map(|(member, target, campaign, sku, device)| Body::Click(Click { member, target, campaign, sku, device })),
-        (s(), proptest::collection::vec(line(), 1..5), s(), proptest::option::of(s()), ids(1), proptest::option::of(0i64..10_000))
-            .prop_map(|(order, lines, location, store, member, points_redeemed)| Body::Order(Order {
-                order, status: OrderStatus::Placed, kind: OrderKind::Consumer, lines: Some(lines),
-                location: Some(location), store, member: Some(member), dealer: None, points_redeemed })),
-        (s(), s(), prop_oneof![Just(OrderStatus::Paid), Just(OrderStatus::Cancelled), Just(OrderStatus::Fulfilled), Just(OrderStatus::Returned)])
+        (
+            s(),
+            s(),
+            s(),
+            ids(1),
+            s(),
+            any::<std::net::IpAddr>(),
+            proptest::option::of(geo()),
+            proptest::option::of(s())
+        )
+            .prop_map(
+                |(code, sku, campaign, member, device, ip, geo, store)| Body::Scan(Scan {
+                    code,
+                    sku,
+                    campaign,
+                    member,
+                    device,
+                    ip,
+                    geo,
+                    store
+                })
+            ),
+        (
+            ids(1),
+            s(),
+            proptest::option::of(s()),
+            proptest::option::of(s()),
+            proptest::option::of(s())
+        )
+            .prop_map(
+                |(member, target, campaign, sku, device)| Body::Click(Click {
+                    member,
+                    target,
+                    campaign,
+                    sku,
+                    device
+                })
+            ),
+        (
+            s(),
+            proptest::collection::vec(line(), 1..5),
+            s(),
+            proptest::option::of(s()),
+            ids(1),
+            proptest::option::of(0i64..10_000)
+        )
+            .prop_map(|(order, lines, location, store, member, points_redeemed)| {
+                Body::Order(Order {
+                    order,
+                    status: OrderStatus::Placed,
+                    kind: OrderKind::Consumer,
+                    lines: Some(lines),
+                    location: Some(location),
+                    store,
+                    member: Some(member),
+                    dealer: None,
+                    points_redeemed,
+                })
+            }),
+        (
+            s(),
+            s(),
+            prop_oneof![
+                Just(OrderStatus::Paid),
+                Just(OrderStatus::Cancelled),
+                Just(OrderStatus::Fulfilled),
+                Just(OrderStatus::Returned)
+            ]
+        )
             .prop_map(|(order, dealer, status)| Body::Order(Order {
-                order, status, kind: OrderKind::Dealer, lines: None, location: None, store: None,
-                member: None, dealer: Some(dealer), points_redeemed: None })),
-        (s(), ids(1), proptest::option::of(0i64..10_000), proptest::option::of(geo()))
-            .prop_map(|(store, member, duration_s, geo)| Body::Visit(Visit { store, visitor: Visitor::Member, member: Some(member), rep: None, duration_s, geo })),
-        (s(), s(), -1000i64..1000, proptest::option::of(0i64..100))
-            .prop_map(|(sku, location, qty, safety)| Body::Stock(StockChange { sku, location, op: StockOp::Adjust, qty, safety })),
-        (s(), 1i64..1_000_000_000, s()).prop_map(|(dealer, amount, reference)| Body::Payment(Payment { dealer, amount, reference })),
-        (s(), 0i64..1_000_000_000, proptest::option::of((geo(), 1.0f64..2000.0)))
-            .prop_map(|(dealer, credit_limit, r)| Body::Dealer(DealerInfo { dealer, credit_limit,
-                region: r.map(|(g, radius_km)| Region { lat: g.lat, lon: g.lon, radius_km }) })),
-        (s(), s(), s(), s()).prop_map(|(batch, prefix, sku, dealer)| Body::CodeBatch(CodeBatch { batch, prefix, sku, dealer })),
+                order,
+                status,
+                kind: OrderKind::Dealer,
+                lines: None,
+                location: None,
+                store: None,
+                member: None,
+                dealer: Some(dealer),
+                points_redeemed: None
+            })),
+        (
+            s(),
+            ids(1),
+            proptest::option::of(0i64..10_000),
+            proptest::option::of(geo())
+        )
+            .prop_map(|(store, member, duration_s, geo)| Body::Visit(Visit {
+                store,
+                visitor: Visitor::Member,
+                member: Some(member),
+                rep: None,
+                duration_s,
+                geo
+            })),
+        (s(), s(), -1000i64..1000, proptest::option::of(0i64..100)).prop_map(
+            |(sku, location, qty, safety)| Body::Stock(StockChange {
+                sku,
+                location,
+                op: StockOp::Adjust,
+                qty,
+                safety
+            })
+        ),
+        (s(), 1i64..1_000_000_000, s()).prop_map(|(dealer, amount, reference)| Body::Payment(
+            Payment {
+                dealer,
+                amount,
+                reference
+            }
+        )),
+        (
+            s(),
+            0i64..1_000_000_000,
+            proptest::option::of((geo(), 1.0f64..2000.0))
+        )
+            .prop_map(|(dealer, credit_limit, r)| Body::Dealer(DealerInfo {
+                dealer,
+                credit_limit,
+                region: r.map(|(g, radius_km)| Region {
+                    lat: g.lat,
+                    lon: g.lon,
+                    radius_km
+                })
+            })),
+        (s(), s(), s(), s()).prop_map(|(batch, prefix, sku, dealer)| Body::CodeBatch(CodeBatch {
+            batch,
+            prefix,
+            sku,
+            dealer
+        })),
         ids(2).prop_map(|member| Body::Identify(Identify { member })),
     ]
 }
 
 fn event() -> impl Strategy<Value = Event> {
-    (any::<u128>(), 0i64..4_000_000_000_000, -840i16..=840, body(), proptest::option::of(prop_oneof![Just("mall"), Just("tmall"), Just("store"), Just("kiosk")]))
+    (
+        any::<u128>(),
+        0i64..4_000_000_000_000,
+        -840i16..=840,
+        body(),
+        proptest::option::of(prop_oneof![
+            Just("mall"),
+            Just("tmall"),
+            Just("store"),
+            Just("kiosk")
+        ]),
+    )
         .prop_map(|(id, ms, off, body, ch)| {
-            let channel = if body.kind().needs_channel() { Some(Channel::parse(ch.unwrap_or("mall"))) } else { ch.map(Channel::parse) };
-            Event { id: uuid::Uuid::from_u128(id), ts: EventTime { unix_us: ms * 1000, offset_min: off }, channel, body }
+            let channel = if body.kind().needs_channel() {
+                Some(Channel::parse(ch.unwrap_or("mall")))
+            } else {
+                ch.map(Channel::parse)
+            };
+            Event {
+                id: uuid::Uuid::from_u128(id),
+                ts: EventTime {
+                    unix_us: ms * 1000,
+                    offset_min: off,
+                },
+                channel,
+                body,
+            }
         })
 }
 
@@ -333,26 +761,140 @@ fn arb_json() -> impl Strategy<Value = serde_json::Value> {
         Just(serde_json::Value::Null),
         any::<bool>().prop_map(serde_json::Value::Bool),
         any::<i64>().prop_map(|n| serde_json::json!(n)),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|n| serde_json::json!(n)),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(|n| serde_json::json!(n)),
         "[a-z0-9:\\-]{0,12}".prop_map(serde_json::Value::String),
     ];
     let tree = leaf.prop_recursive(4, 32, 6, |inner| {
         prop_oneof![
             proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
             proptest::collection::btree_map(
-                prop_oneof![Just("id".to_string()), Just("type".to_string()), Just("ts".to_string()), Just("member".to_string()), Just("lines".to_string()), Just("qty".to_string()), Just("geo".to_string()), Just("sku".to_string()), "[a-z]{1,6}"],
-                inner, 0..6).prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+                prop_oneof![
+                    Just("id".to_string()),
+                    Just("type".to_string()),
+                    Just("ts".to_string()),
+                    Just("member".to_string()),
+                    Just("lines".to_string()),
+                    Just("qty".to_string()),
+                    Just("geo".to_string()),
+                    Just("sku".to_string()),
+                    "[a-z]{1,6}"
+                ],
+                inner,
+                0..6
+            )
+            .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
         ]
     });
     // bias toward objects that look like events, so the validator's branches are reached
-    (tree, prop_oneof![Just("scan"), Just("order"), Just("visit"), Just("stock"), Just("dealer"), Just("identify"), Just("payment"), Just("click"), Just("code_batch")])
+    (
+        tree,
+        prop_oneof![
+            Just("scan"),
+            Just("order"),
+            Just("visit"),
+            Just("stock"),
+            Just("dealer"),
+            Just("identify"),
+            Just("payment"),
+            Just("click"),
+            Just("code_batch")
+        ],
+    )
         .prop_map(|(v, ty)| match v {
             serde_json::Value::Object(mut m) => {
                 m.insert("type".into(), serde_json::json!(ty));
-                m.entry("id").or_insert(serde_json::json!("0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11"));
-                m.entry("ts").or_insert(serde_json::json!("2026-11-11T20:15:03Z"));
+                m.entry("id")
+                    .or_insert(serde_json::json!("0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11"));
+                m.entry("ts")
+                    .or_insert(serde_json::json!("2026-11-11T20:15:03Z"));
                 serde_json::Value::Object(m)
             }
             other => other,
         })
+}
+
+/// A time-boxed fuzz run of the decoder over three kinds of hostile input: arbitrary bytes,
+/// valid events with several random byte edits (replace, insert, delete, splice of two
+/// events), and arbitrary JSON objects shaped like events. Ignored in the normal suite;
+/// run for ten minutes with
+/// `OMNISTREAM_FUZZ_SECS=600 cargo test --release -p omnistream-schemas --test contract -- --ignored fuzz`.
+#[test]
+#[ignore = "long fuzz run, see the doc comment"]
+fn fuzz_decoder_for_a_while() {
+    use proptest::test_runner::{Config, TestRunner};
+    let secs: u64 = std::env::var("OMNISTREAM_FUZZ_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(30);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let edit = (
+        0usize..4,
+        any::<prop::sample::Index>(),
+        any::<u8>(),
+        any::<prop::sample::Index>(),
+    );
+    let mutated = (
+        any::<prop::sample::Index>(),
+        proptest::collection::vec(edit, 1..8),
+    )
+        .prop_map(|(i, edits)| {
+            let mut b = i.get(VALID).as_bytes().to_vec();
+            for (op, at, byte, other) in edits {
+                let pos = at.index(b.len() + 1);
+                match op {
+                    0 if pos < b.len() => b[pos] = byte,
+                    1 => b.insert(pos, byte),
+                    2 if pos < b.len() => {
+                        b.remove(pos);
+                    }
+                    _ => {
+                        let o = other.get(VALID).as_bytes();
+                        b.truncate(pos);
+                        b.extend_from_slice(&o[other.index(o.len())..]);
+                    }
+                }
+            }
+            b
+        });
+    let input = prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..1024),
+        mutated,
+        arb_json().prop_map(|v| serde_json::to_vec(&v).unwrap()),
+    ];
+    let config = Config {
+        cases: 20_000,
+        failure_persistence: None,
+        ..Config::default()
+    };
+    let d = decoder();
+    // counted inside the test closure, so the figure is inputs actually decoded
+    let cases = std::cell::Cell::new(0u64);
+    let rejected = std::cell::Cell::new(0u64);
+    let mut round = 0u64;
+    while std::time::Instant::now() < deadline {
+        // a runner counts its cases once: a fresh one per round, seeded by the round number
+        round += 1;
+        let mut seed = [0u8; 32];
+        seed[..8].copy_from_slice(&round.to_le_bytes());
+        let rng = proptest::test_runner::TestRng::from_seed(
+            proptest::test_runner::RngAlgorithm::ChaCha,
+            &seed,
+        );
+        let mut runner = TestRunner::new_with_rng(config.clone(), rng);
+        runner
+            .run(&input, |bytes| {
+                cases.set(cases.get() + 1);
+                if let Err(rej) = d.decode(&bytes) {
+                    rejected.set(rejected.get() + 1);
+                    prop_assert!(!rej.problems.is_empty());
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+    let (n, r) = (cases.get(), rejected.get());
+    assert!(n > 0, "the fuzz loop decoded nothing");
+    eprintln!("fuzz: {n} inputs decoded in {secs} s ({r} rejected), no panic");
 }
