@@ -1,1 +1,108 @@
-//! Entity logic (filled next).
+//! omnistream's business logic as pure, deterministic state machines, one per entity kind:
+//! `(state, command, event time) -> (new state, effects)`. No I/O, no clock, no randomness:
+//! the runtime hosts them and the [`engine`] runs them in one deterministic order.
+//!
+//! Every handler has the shape `fn handle(&mut self, me: &Str, cmd, &Ctx, &mut Effects)`:
+//! it mutates its own state only, and asks for everything else through [`Effects`]: commands
+//! to other entities, outputs, and timers on event time.
+
+pub mod campaign;
+pub mod cmd;
+pub mod config;
+pub mod dealer;
+pub mod engine;
+pub mod identity;
+pub mod key;
+pub mod member;
+pub mod order;
+pub mod output;
+pub mod router;
+pub mod sku;
+pub mod store;
+
+pub use cmd::*;
+pub use config::Rules;
+pub use engine::Engine;
+pub use key::Key;
+pub use output::Output;
+
+use omnistream_schemas::EventTime;
+
+/// Microseconds per day, for windows in days.
+pub const DAY_US: i64 = 86_400 * 1_000_000;
+
+/// What a handler may read besides its own state: the event time, the source event, the rules.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx<'a> {
+    /// Event time of the input event this command descends from.
+    pub at: EventTime,
+    /// The input event's id.
+    pub event: uuid::Uuid,
+    /// The rules.
+    pub rules: &'a Rules,
+}
+
+impl Ctx<'_> {
+    /// Event time in microseconds since the epoch.
+    pub fn ts(&self) -> i64 {
+        self.at.unix_us
+    }
+
+    /// The sender's local day number.
+    pub fn day(&self) -> i64 {
+        self.at.local_day()
+    }
+}
+
+/// What a handler asks the runtime to do.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Effects {
+    /// Commands to other entities (or to itself), delivered in this order.
+    pub sends: Vec<(Key, Cmd)>,
+    /// Outputs, in this order.
+    pub outputs: Vec<Output>,
+    /// Timers: deliver `Cmd::Tick` to the key when the watermark reaches the time (µs).
+    pub timers: Vec<(Key, i64)>,
+}
+
+impl Effects {
+    /// Sends a command.
+    pub fn send(&mut self, to: Key, cmd: Cmd) {
+        self.sends.push((to, cmd));
+    }
+
+    /// Emits an output.
+    pub fn out(&mut self, o: Output) {
+        self.outputs.push(o);
+    }
+
+    /// Asks for a `Tick` at event time `at_us`.
+    pub fn timer(&mut self, key: Key, at_us: i64) {
+        self.timers.push((key, at_us));
+    }
+
+    /// Empties all three lists, keeping their capacity.
+    pub fn clear(&mut self) {
+        self.sends.clear();
+        self.outputs.clear();
+        self.timers.clear();
+    }
+}
+
+/// A bounded list of recently seen ids, so a command delivered twice is applied once.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Recent(pub std::collections::VecDeque<u128>);
+
+impl Recent {
+    /// Records `id`; returns false when it was already recorded.
+    pub fn insert(&mut self, id: u128, cap: usize) -> bool {
+        if self.0.contains(&id) {
+            return false;
+        }
+        if self.0.len() >= cap {
+            self.0.pop_front();
+        }
+        self.0.push_back(id);
+        true
+    }
+}

@@ -1,0 +1,396 @@
+//! Commands: the messages entity actors receive, one enum per entity kind. They are plain data
+//! (serde), so the exchange can carry them in process or over Fluvio topics.
+
+use crate::member::Member;
+use compact_str::CompactString as Str;
+use omnistream_schemas::{OrderKind, OrderStatus, StockOp};
+use serde::{Deserialize, Serialize};
+
+/// An identity as `(kind, value)`; personal values are already hashed by the decoder.
+pub type Id = (Str, Str);
+
+/// A command for any entity; the engine routes it to the entity named by its key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", content = "args", rename_all = "snake_case")]
+pub enum Cmd {
+    /// For an identity.
+    Identity(IdentityCmd),
+    /// For a member.
+    Member(MemberCmd),
+    /// For an order's coordinator.
+    Order(OrderCmd),
+    /// For a SKU.
+    Sku(SkuCmd),
+    /// For a dealer.
+    Dealer(DealerCmd),
+    /// For a store.
+    Store(StoreCmd),
+    /// For a campaign's budget.
+    Campaign(CampaignCmd),
+    /// A timer the entity asked for is due (the watermark passed it).
+    Tick,
+}
+
+/// Resolution of an event's identities to one member, hop by hop through the identity keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resolve {
+    /// The identities to visit, in order (kinds other than `member_id`).
+    pub ids: Vec<Id>,
+    /// The member each visited identity belonged to, in visit order.
+    pub found: Vec<Option<Str>>,
+    /// A `member_id` given in the event: a One-ID this system issued.
+    pub given: Option<Str>,
+    /// What to do at the member once resolved.
+    pub then: MemberCmd,
+}
+
+/// Commands for an identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityCmd {
+    /// One hop of a resolution.
+    Resolve(Box<Resolve>),
+    /// This identity now belongs to `member` (sent by the member, which checked conflicts).
+    Bind {
+        /// The member.
+        member: Str,
+    },
+    /// Member `from` merged into `to`: identities of `from` move to `to`.
+    Rebind {
+        /// The alias.
+        from: Str,
+        /// The survivor.
+        to: Str,
+    },
+}
+
+/// One order line as the entities keep it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineV {
+    /// SKU.
+    pub sku: Str,
+    /// Quantity.
+    pub qty: i64,
+    /// Unit price in fen.
+    pub unit_price: i64,
+}
+
+/// Commands for a member.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberCmd {
+    /// Delivered by resolution: the event's identities that belonged to nobody (to bind,
+    /// unless they conflict), and the command.
+    Seen {
+        /// Identities of the event not bound to any member yet.
+        bind: Vec<Id>,
+        /// The command itself.
+        then: Box<MemberCmd>,
+    },
+    /// Identities seen together (`identify`): only the binding matters.
+    Identify,
+    /// An ad or content click (the X of X-RFM).
+    Click {
+        /// The channel.
+        channel: Str,
+        /// The campaign, if any.
+        campaign: Option<Str>,
+    },
+    /// The member visited a store.
+    Visit {
+        /// The store.
+        store: Str,
+        /// Time spent, if known.
+        duration_s: Option<i64>,
+    },
+    /// A campaign scan, with the points the campaign's budget granted (0 when none).
+    ScanReward {
+        /// Campaign.
+        campaign: Str,
+        /// The item's code.
+        code: Str,
+        /// Points granted by the budget.
+        points: i64,
+        /// Most rewarded scans per member per local day in this campaign.
+        daily_cap: u32,
+        /// Store where scanned, if known.
+        store: Option<Str>,
+    },
+    /// A consumer order of this member was accepted (stock reserved, redemption done).
+    OrderPlaced {
+        /// Order key (`channel:order`).
+        order: Str,
+        /// Channel.
+        channel: Str,
+        /// Store credited, if any.
+        store: Option<Str>,
+        /// Lines.
+        lines: Vec<LineV>,
+        /// Points paid with (already taken by `Redeem`).
+        points_redeemed: i64,
+    },
+    /// Take points to pay for an order; answers `OrderCmd::Redeemed`.
+    Redeem {
+        /// Order key.
+        order: Str,
+        /// Points.
+        points: i64,
+    },
+    /// The order was fulfilled: its pending points become available.
+    OrderFulfilled {
+        /// Order key.
+        order: Str,
+    },
+    /// The order was cancelled (or rejected after a redemption): pending points dropped,
+    /// redeemed points refunded, earned points reversed.
+    OrderCancelled {
+        /// Order key.
+        order: Str,
+    },
+    /// Goods of the order came back: points reversed in proportion to the value returned.
+    OrderReturned {
+        /// Order key.
+        order: Str,
+        /// Value of the goods returned by this event, in fen.
+        value: i64,
+    },
+    /// Merge this member into `survivor` (a smaller id).
+    MergeInto {
+        /// The surviving member id.
+        survivor: Str,
+    },
+    /// Take over the state of member `from`, which is merging into this one.
+    Absorb {
+        /// The member merging in.
+        from: Str,
+        /// Its whole state.
+        state: Box<Member>,
+    },
+    /// The survivor refused the merge (conflicting phones): stay as you were.
+    AbsorbRefused {
+        /// The survivor that refused.
+        by: Str,
+    },
+    /// The survivor took everything: become an alias of it.
+    Absorbed {
+        /// The survivor.
+        into: Str,
+    },
+}
+
+/// An order's change as the order coordinator receives it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderEvent {
+    /// New status.
+    pub status: OrderStatus,
+    /// Consumer or dealer.
+    pub kind: OrderKind,
+    /// Channel.
+    pub channel: Str,
+    /// Lines, when given.
+    pub lines: Option<Vec<LineV>>,
+    /// Stock location, on `placed`.
+    pub location: Option<Str>,
+    /// Store credited.
+    pub store: Option<Str>,
+    /// The buyer's identities (consumer orders).
+    pub member: Option<Vec<Id>>,
+    /// The buyer (dealer orders).
+    pub dealer: Option<Str>,
+    /// Points paid with.
+    pub points_redeemed: Option<i64>,
+}
+
+/// Commands for an order's coordinator (the saga that makes multi-entity steps all-or-nothing).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderCmd {
+    /// An `order` event.
+    Event(Box<OrderEvent>),
+    /// A SKU's answer to `Reserve`.
+    Stock {
+        /// The SKU.
+        sku: Str,
+        /// Whether the quantity was reserved.
+        ok: bool,
+        /// Available-to-promise at the location when refused.
+        atp: i64,
+    },
+    /// The dealer's answer to `Open`: within credit, or held with the shortfall.
+    Credit {
+        /// Within credit.
+        ok: bool,
+        /// Missing credit when held.
+        shortfall: i64,
+    },
+    /// A held dealer order now fits the dealer's credit.
+    CreditReleased,
+    /// The member's answer to `Redeem`.
+    Redeemed {
+        /// Whether the points were taken.
+        ok: bool,
+        /// The balance at that moment.
+        balance: i64,
+    },
+}
+
+/// Commands for a SKU.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkuCmd {
+    /// Reserve `qty` at `location` for the order, all or nothing; answers `OrderCmd::Stock`.
+    Reserve {
+        /// Order key.
+        order: Str,
+        /// Location.
+        location: Str,
+        /// Quantity (the order's lines of this SKU summed).
+        qty: i64,
+    },
+    /// The order shipped: reserved and on-hand both drop.
+    Commit {
+        /// Order key.
+        order: Str,
+    },
+    /// The order was cancelled or failed elsewhere: give the reservation back.
+    Release {
+        /// Order key.
+        order: Str,
+    },
+    /// Returned goods go back on hand where the order was served from.
+    Restock {
+        /// Order key.
+        order: Str,
+        /// Quantity returned.
+        qty: i64,
+    },
+    /// A `stock` event.
+    Stock {
+        /// Operation.
+        op: StockOp,
+        /// Location.
+        location: Str,
+        /// Quantity (signed for `adjust`).
+        qty: i64,
+        /// New safety stock, if given.
+        safety: Option<i64>,
+    },
+}
+
+/// Commands for a dealer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DealerCmd {
+    /// A `dealer` event: limit and region.
+    Info {
+        /// Credit limit in fen.
+        credit_limit: i64,
+        /// Sales region.
+        region: Option<RegionV>,
+    },
+    /// Take on an order's amount, or hold it; answers `OrderCmd::Credit`.
+    Open {
+        /// Order key.
+        order: Str,
+        /// Amount in fen.
+        amount: i64,
+    },
+    /// The order shipped: open amount becomes unpaid.
+    Fulfilled {
+        /// Order key.
+        order: Str,
+    },
+    /// Cancelled or rejected: its exposure or hold goes away.
+    Close {
+        /// Order key.
+        order: Str,
+    },
+    /// Goods came back: unpaid amount drops by their value.
+    Returned {
+        /// Order key.
+        order: Str,
+        /// Value returned in fen.
+        value: i64,
+    },
+    /// A payment.
+    Payment {
+        /// Amount in fen.
+        amount: i64,
+        /// The payment's reference (a repeated reference is one payment).
+        reference: Str,
+    },
+}
+
+/// A dealer's sales region.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RegionV {
+    /// Centre latitude.
+    pub lat: f64,
+    /// Centre longitude.
+    pub lon: f64,
+    /// Radius in km.
+    pub radius_km: f64,
+}
+
+/// Commands for a store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreCmd {
+    /// A member visited.
+    MemberVisit {
+        /// Member id.
+        member: Str,
+        /// Time spent.
+        duration_s: Option<i64>,
+        /// The member's first event ever was this visit (a member won by the store).
+        new_member: bool,
+    },
+    /// A sales rep visited.
+    RepVisit {
+        /// Rep id.
+        rep: Str,
+        /// Time spent.
+        duration_s: Option<i64>,
+    },
+    /// A code was scanned at the store.
+    Scan,
+    /// An accepted order credited to the store.
+    Sale {
+        /// Order key.
+        order: Str,
+        /// Member id, for consumer orders.
+        member: Option<Str>,
+        /// Order value in fen.
+        amount: i64,
+        /// The member's first event ever was this order.
+        new_member: bool,
+    },
+    /// An order credited to the store was cancelled or returned.
+    Refund {
+        /// Order key.
+        order: Str,
+        /// Value in fen.
+        amount: i64,
+    },
+}
+
+/// Commands for a campaign.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CampaignCmd {
+    /// A scan claims the campaign's reward: grant from the budget and pass the reward on to
+    /// the member (resolving the scan's identities).
+    Claim {
+        /// The scan's identities.
+        ids: Vec<Id>,
+        /// The item's code.
+        code: Str,
+        /// Store, if known.
+        store: Option<Str>,
+    },
+    /// Points granted but not paid (the member hit the daily cap): back into the budget.
+    Refund {
+        /// Points.
+        points: i64,
+    },
+}

@@ -1,0 +1,160 @@
+//! Identity actors: one per identity value, holding the member it belongs to. Resolution of
+//! an event's identities visits each identity key in turn (so it scales like any keyed state),
+//! then decides at the last hop: a new member, the one member found, or a merge of several.
+
+use crate::cmd::{Cmd, Id, IdentityCmd, MemberCmd, Resolve};
+use crate::{Ctx, Effects, Key};
+use compact_str::CompactString as Str;
+use serde::{Deserialize, Serialize};
+
+/// What one identity knows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    /// The member this identity belongs to, once bound.
+    pub member: Option<Str>,
+}
+
+/// The member id a new member created from this identity gets: deterministic, so a replay
+/// (or two shards racing on the same new identity) issues the same id.
+pub fn member_id_for(id: &Id) -> Str {
+    // FNV-1a over kind and value, 64 bits; ids are `m` + 16 hex digits
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in id.0.bytes().chain([0u8]).chain(id.1.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    compact_str::format_compact!("m{h:016x}")
+}
+
+/// Starts resolving `ids` and delivering `then` to their member. `member_id` identities name
+/// the member directly; the others are visited in order. None when `ids` is empty.
+pub fn resolve(ids: &[Id], then: MemberCmd) -> Option<(Key, Cmd)> {
+    let given = ids
+        .iter()
+        .find(|(k, _)| k == "member_id")
+        .map(|(_, v)| v.clone());
+    let hops: Vec<Id> = ids
+        .iter()
+        .filter(|(k, _)| k != "member_id")
+        .cloned()
+        .collect();
+    match hops.first() {
+        Some(first) => Some((
+            Key::Identity(first.0.clone(), first.1.clone()),
+            Cmd::Identity(IdentityCmd::Resolve(Box::new(Resolve {
+                found: Vec::with_capacity(hops.len()),
+                ids: hops.clone(),
+                given,
+                then,
+            }))),
+        )),
+        None => given.map(|m| {
+            let seen = MemberCmd::Seen {
+                bind: Vec::new(),
+                then: Box::new(then),
+            };
+            (Key::Member(m), Cmd::Member(seen))
+        }),
+    }
+}
+
+impl Identity {
+    /// Handles one command for this identity.
+    pub fn handle(&mut self, cmd: IdentityCmd, _ctx: &Ctx, fx: &mut Effects) {
+        match cmd {
+            IdentityCmd::Bind { member } => match &self.member {
+                None => self.member = Some(member),
+                Some(m) if *m == member => {}
+                Some(m) => {
+                    // bound meanwhile to another member: the two are one person; the larger
+                    // id merges into the smaller, the same rule as in resolution
+                    let (survivor, other) = if *m < member {
+                        (m.clone(), member)
+                    } else {
+                        (member, m.clone())
+                    };
+                    self.member = Some(survivor.clone());
+                    fx.send(
+                        Key::Member(other),
+                        Cmd::Member(MemberCmd::MergeInto { survivor }),
+                    );
+                }
+            },
+            IdentityCmd::Rebind { from, to } => {
+                if self.member.as_ref() == Some(&from) {
+                    self.member = Some(to);
+                }
+            }
+            IdentityCmd::Resolve(mut r) => {
+                r.found.push(self.member.clone());
+                if r.found.len() < r.ids.len() {
+                    let next = &r.ids[r.found.len()];
+                    fx.send(
+                        Key::Identity(next.0.clone(), next.1.clone()),
+                        Cmd::Identity(IdentityCmd::Resolve(r)),
+                    );
+                    return;
+                }
+                decide(*r, fx);
+            }
+        }
+    }
+}
+
+/// The last hop: pick the member, merge the others into it, deliver the command.
+fn decide(r: Resolve, fx: &mut Effects) {
+    let mut members: Vec<Str> = r
+        .given
+        .iter()
+        .cloned()
+        .chain(r.found.iter().flatten().cloned())
+        .collect();
+    members.sort();
+    members.dedup();
+    let target = match members.first() {
+        Some(m) => m.clone(),
+        // nobody yet: a new member, named after the event's first identity
+        None => member_id_for(&r.ids[0]),
+    };
+    for other in members.iter().skip(1) {
+        fx.send(
+            Key::Member(other.clone()),
+            Cmd::Member(MemberCmd::MergeInto {
+                survivor: target.clone(),
+            }),
+        );
+    }
+    // binding is the member's call (it checks phone conflicts): it gets the unbound ones
+    let bind = r
+        .ids
+        .into_iter()
+        .zip(r.found)
+        .filter_map(|(id, m)| m.is_none().then_some(id))
+        .collect();
+    let seen = MemberCmd::Seen {
+        bind,
+        then: Box::new(r.then),
+    };
+    fx.send(Key::Member(target), Cmd::Member(seen));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_ids_are_deterministic_and_distinct() {
+        let a = member_id_for(&("openid".into(), "o1".into()));
+        assert_eq!(a, member_id_for(&("openid".into(), "o1".into())));
+        assert_ne!(a, member_id_for(&("openid".into(), "o2".into())));
+        assert_ne!(a, member_id_for(&("tmall".into(), "o1".into())));
+        assert_eq!(a.len(), 17);
+    }
+
+    #[test]
+    fn a_member_id_identity_skips_the_hops() {
+        let (k, _) = resolve(&[("member_id".into(), "m1".into())], MemberCmd::Identify).unwrap();
+        assert_eq!(k, Key::Member("m1".into()));
+        assert!(resolve(&[], MemberCmd::Identify).is_none());
+    }
+}

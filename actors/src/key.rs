@@ -1,0 +1,55 @@
+//! Entity keys: which actor a command is for. Each key has exactly one owner at a time.
+
+use compact_str::CompactString as Str;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The address of one entity actor.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "entity", content = "id", rename_all = "snake_case")]
+pub enum Key {
+    /// One identity value of one kind (values of personal kinds are already hashed):
+    /// resolves to the member it belongs to.
+    Identity(Str, Str),
+    /// One member (One-ID), by the id this system issued.
+    Member(Str),
+    /// One order, by `channel:order id` (order ids are unique per channel).
+    Order(Str),
+    /// One SKU: its stock at every location.
+    Sku(Str),
+    /// One dealer: credit, holds, region.
+    Dealer(Str),
+    /// One store: KPIs and sales-rep visits.
+    Store(Str),
+    /// One scan campaign: its reward budget.
+    Campaign(Str),
+}
+
+impl Key {
+    /// The entity kind as a short name, for metrics labels and table names.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Key::Identity(..) => "identity",
+            Key::Member(_) => "member",
+            Key::Order(_) => "order",
+            Key::Sku(_) => "sku",
+            Key::Dealer(_) => "dealer",
+            Key::Store(_) => "store",
+            Key::Campaign(_) => "campaign",
+        }
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Key::Identity(k, v) => write!(f, "identity/{k}/{v}"),
+            Key::Member(id) => write!(f, "member/{id}"),
+            Key::Order(id) => write!(f, "order/{id}"),
+            Key::Sku(id) => write!(f, "sku/{id}"),
+            Key::Dealer(id) => write!(f, "dealer/{id}"),
+            Key::Store(id) => write!(f, "store/{id}"),
+            Key::Campaign(id) => write!(f, "campaign/{id}"),
+        }
+    }
+}

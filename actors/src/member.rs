@@ -1,0 +1,1025 @@
+//! Member actors: one per person (One-ID). A member keeps its identities, profile and X-RFM
+//! activity, tags, tier, and the points ledger every channel sees at once.
+//!
+//! Points: the balance is a list of lots (earned at, points left) so the oldest points expire
+//! and are spent first; every change of the balance is one ledger output with the balance
+//! after it, so the ledger sums to the balance. Reversals never drive the balance below zero:
+//! what cannot be taken is owed (`debt`) and paid from the next points earned.
+//!
+//! Merges: the member with the larger id sends its whole state to the survivor (`Absorb`) and
+//! waits, holding back its commands; the survivor either takes everything (then the other
+//! becomes an alias that forwards) or refuses because the two have different phones.
+
+use crate::cmd::{CampaignCmd, Cmd, Id, IdentityCmd, LineV, MemberCmd, OrderCmd, StoreCmd};
+use crate::config::{Rules, TagCond};
+use crate::output::Output;
+use crate::{Ctx, Effects, Key, Recent, DAY_US};
+use compact_str::CompactString as Str;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+
+/// Event ids remembered per member to drop a repeated event.
+const RECENT_EVENTS: usize = 16;
+
+/// One member's state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    /// This member's id.
+    pub id: Str,
+    /// Set when this member merged into another: everything is forwarded there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias_of: Option<Str>,
+    /// A merge in flight: commands wait here until the survivor answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merging: Option<Merging>,
+    /// Identities bound to this member.
+    pub ids: Vec<Id>,
+    /// First activity (µs; 0 before any).
+    pub first_seen: i64,
+    /// Latest activity (µs).
+    pub last_seen: i64,
+    /// The store of the member's first activity, when it was at a store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_store: Option<Str>,
+    /// Channels used, sorted.
+    pub channels: Vec<Str>,
+    /// Stores visited or bought at, with the latest time, most recent last.
+    pub stores: Vec<(Str, i64)>,
+    /// Activity per local day, oldest first, only days with activity.
+    pub days: VecDeque<Day>,
+    /// Latest order time (µs; 0 before any).
+    pub last_order: i64,
+    /// Watched SKUs (in a `bought-any` tag rule) bought, with the latest time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bought: Vec<(Str, i64)>,
+    /// Tags on, sorted.
+    pub tags: Vec<Str>,
+    /// Current tier.
+    pub tier: Str,
+    /// When the member last qualified for its current tier (µs).
+    pub tier_at: i64,
+    /// Points.
+    pub points: Points,
+    /// Points bookkeeping per order.
+    pub orders: BTreeMap<Str, OrderPoints>,
+    /// Rewarded scans per campaign on one local day: `(campaign, day, count)`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub caps: Vec<(Str, i64, u32)>,
+    /// Recent event ids (for dropping a repeated event).
+    pub recent: Recent,
+    /// Merges or bindings refused for conflicts.
+    pub conflicts: u32,
+    /// The timer last asked for (µs; 0 none).
+    pub timer_at: i64,
+}
+
+/// A merge waiting for the survivor's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Merging {
+    /// The survivor.
+    pub into: Str,
+    /// Commands received meanwhile.
+    pub stash: Vec<MemberCmd>,
+}
+
+/// A member's activity on one local day.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Day {
+    /// Local day number.
+    pub day: i64,
+    /// Orders placed.
+    pub orders: u32,
+    /// Order value (fen).
+    pub amount: i64,
+    /// Orders paid partly with points.
+    pub redeem_orders: u32,
+    /// Ad clicks.
+    pub clicks: u32,
+    /// Campaign scans.
+    pub scans: u32,
+    /// Store visits.
+    pub visits: u32,
+    /// Points earned (for tiers).
+    pub earned: i64,
+}
+
+/// The balance and where it came from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Points {
+    /// Available points (never negative).
+    pub balance: i64,
+    /// Points waiting for orders' fulfilment.
+    pub pending: i64,
+    /// Points owed from reversals that found too little balance.
+    pub debt: i64,
+    /// Lots `(earned at µs, points left)`, oldest first; their sum is the balance.
+    pub lots: VecDeque<(i64, i64)>,
+    /// Ledger entries written so far.
+    pub seq: u64,
+}
+
+/// Where an order stands for points.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderPoints {
+    /// Order value (fen).
+    pub value: i64,
+    /// Points waiting for fulfilment.
+    pub pending: i64,
+    /// Points credited at fulfilment.
+    pub earned: i64,
+    /// Of those, taken back by returns or cancellation.
+    pub reversed: i64,
+    /// Points paid with.
+    pub redeemed: i64,
+    /// Of those, given back.
+    pub refunded: i64,
+    /// Value returned so far (fen).
+    pub returned: i64,
+    /// Whether the placement was recorded.
+    pub placed: bool,
+    /// Whether the order was cancelled.
+    pub cancelled: bool,
+    /// Last change (µs), for pruning.
+    pub at: i64,
+}
+
+/// A member as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MemberView {
+    /// Id.
+    pub id: Str,
+    /// Identity kinds and values (personal values hashed).
+    pub identities: Vec<Id>,
+    /// First activity (µs).
+    pub first_seen: i64,
+    /// Latest activity (µs).
+    pub last_seen: i64,
+    /// Channels used.
+    pub channels: Vec<Str>,
+    /// Stores, most recent last.
+    pub stores: Vec<Str>,
+    /// X-RFM per configured window.
+    pub xrfm: Vec<Xrfm>,
+    /// Tags on.
+    pub tags: Vec<Str>,
+    /// Tier.
+    pub tier: Str,
+    /// Available points.
+    pub balance: i64,
+    /// Pending points.
+    pub pending: i64,
+    /// Points owed.
+    pub debt: i64,
+    /// Conflicts recorded.
+    pub conflicts: u32,
+}
+
+/// X-RFM over one window.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Xrfm {
+    /// Window in days.
+    pub days: i64,
+    /// Days since the last order (None: never ordered).
+    pub recency_days: Option<i64>,
+    /// Orders in the window.
+    pub frequency: u32,
+    /// Order value in the window (fen).
+    pub monetary: i64,
+    /// Ad clicks in the window.
+    pub clicks: u32,
+    /// Campaign scans in the window.
+    pub scans: u32,
+    /// Store visits in the window.
+    pub visits: u32,
+}
+
+impl Member {
+    /// Handles one command.
+    pub fn handle(&mut self, me: &Str, cmd: MemberCmd, ctx: &Ctx, fx: &mut Effects) {
+        if self.id.is_empty() {
+            self.id = me.clone();
+        }
+        if let Some(to) = self.alias_of.clone() {
+            return self.forward(me, &to, cmd, fx);
+        }
+        if let Some(m) = self.merging.as_mut() {
+            match cmd {
+                MemberCmd::Absorbed { into } if into == m.into => self.become_alias(into, ctx, fx),
+                MemberCmd::AbsorbRefused { by } if by == m.into => {
+                    let stash = std::mem::take(&mut m.stash);
+                    self.merging = None;
+                    for c in stash {
+                        self.handle(me, c, ctx, fx);
+                    }
+                }
+                other => m.stash.push(other),
+            }
+            return;
+        }
+        self.expire(ctx, fx);
+        match cmd {
+            MemberCmd::Seen { bind, then } => {
+                let new_member = self.first_seen == 0;
+                self.bind(bind, ctx, fx);
+                self.touch(ctx);
+                self.apply(*then, new_member, ctx, fx);
+            }
+            // without resolution (a direct send or a forward): no new identities
+            other => {
+                let new_member = self.first_seen == 0;
+                self.apply(other, new_member, ctx, fx);
+            }
+        }
+        self.evaluate(ctx.ts(), ctx.day(), ctx.rules, fx);
+    }
+
+    /// Forwards a command that reached an alias to the survivor.
+    fn forward(&mut self, me: &Str, to: &Str, cmd: MemberCmd, fx: &mut Effects) {
+        match cmd {
+            MemberCmd::MergeInto { survivor } => {
+                if survivor == *to || survivor == *me {
+                    return;
+                }
+                // the survivor of the survivor: the two remaining ids merge, larger into smaller
+                let (small, large) = if survivor < *to {
+                    (survivor, to.clone())
+                } else {
+                    (to.clone(), survivor)
+                };
+                fx.send(
+                    Key::Member(large),
+                    Cmd::Member(MemberCmd::MergeInto { survivor: small }),
+                );
+            }
+            MemberCmd::Absorbed { .. } | MemberCmd::AbsorbRefused { .. } => {}
+            other => fx.send(Key::Member(to.clone()), Cmd::Member(other)),
+        }
+    }
+
+    /// Applies one command to a member that is neither an alias nor merging.
+    fn apply(&mut self, cmd: MemberCmd, new_member: bool, ctx: &Ctx, fx: &mut Effects) {
+        let me = self.id.clone();
+        let ts = ctx.ts();
+        match cmd {
+            MemberCmd::Seen { bind, then } => {
+                self.bind(bind, ctx, fx);
+                self.apply(*then, new_member, ctx, fx);
+            }
+            MemberCmd::Identify => {}
+            MemberCmd::Click { channel, .. } => {
+                if self.first_event(ctx) {
+                    self.add_channel(&channel);
+                    self.day(ctx.day()).clicks += 1;
+                }
+            }
+            MemberCmd::Visit { store, duration_s } => {
+                if self.first_event(ctx) {
+                    self.day(ctx.day()).visits += 1;
+                    self.at_store(&store, ts, new_member, ctx.rules);
+                    fx.send(
+                        Key::Store(store),
+                        Cmd::Store(StoreCmd::MemberVisit {
+                            member: me,
+                            duration_s,
+                            new_member,
+                        }),
+                    );
+                }
+            }
+            MemberCmd::ScanReward {
+                campaign,
+                points,
+                daily_cap,
+                store,
+                ..
+            } => {
+                if !self.first_event(ctx) {
+                    return;
+                }
+                self.add_channel("campaign");
+                self.day(ctx.day()).scans += 1;
+                if let Some(s) = &store {
+                    self.at_store(s, ts, new_member, ctx.rules);
+                }
+                if points <= 0 {
+                    return;
+                }
+                let day = ctx.day();
+                self.caps.retain(|(_, d, _)| *d == day);
+                let used = self.caps.iter_mut().find(|(c, _, _)| *c == campaign);
+                let count = used.as_ref().map_or(0, |(_, _, n)| *n);
+                if count >= daily_cap {
+                    fx.out(Output::RewardCapped {
+                        member: me,
+                        campaign: campaign.clone(),
+                    });
+                    fx.send(
+                        Key::Campaign(campaign),
+                        Cmd::Campaign(CampaignCmd::Refund { points }),
+                    );
+                    return;
+                }
+                match used {
+                    Some(u) => u.2 += 1,
+                    None => self.caps.push((campaign.clone(), day, 1)),
+                }
+                self.day(day).earned += points;
+                self.credit(points, "scan_reward", Some(campaign), ts, fx);
+            }
+            MemberCmd::OrderPlaced {
+                order,
+                channel,
+                store,
+                lines,
+                points_redeemed,
+            } => {
+                let entry = self.orders.entry(order.clone()).or_default();
+                if entry.placed || entry.cancelled {
+                    return; // placed once already
+                }
+                entry.placed = true;
+                let value: i64 = lines
+                    .iter()
+                    .map(|l| l.qty.saturating_mul(l.unit_price))
+                    .sum();
+                let earn = earn_points(&lines, &channel, ctx.rules);
+                entry.value = value;
+                entry.pending = earn;
+                entry.at = ts;
+                self.points.pending += earn;
+                let d = self.day(ctx.day());
+                d.orders += 1;
+                d.amount += value;
+                if points_redeemed > 0 {
+                    d.redeem_orders += 1;
+                }
+                self.last_order = self.last_order.max(ts);
+                self.add_channel(&channel);
+                self.watch_skus(&lines, ts, ctx.rules);
+                fx.out(Output::Pending {
+                    member: me.clone(),
+                    order: order.clone(),
+                    points: earn,
+                    total: self.points.pending,
+                });
+                if let Some(s) = store {
+                    self.at_store(&s, ts, new_member, ctx.rules);
+                    fx.send(
+                        Key::Store(s),
+                        Cmd::Store(StoreCmd::Sale {
+                            order,
+                            member: Some(me),
+                            amount: value,
+                            new_member,
+                        }),
+                    );
+                }
+            }
+            MemberCmd::Redeem { order, points } => {
+                let done = self.orders.get(&order).is_some_and(|o| o.redeemed > 0);
+                let ok = done || points <= 0 || self.points.balance >= points;
+                if ok && !done && points > 0 {
+                    self.debit(points, "redeemed", Some(order.clone()), fx);
+                    let o = self.orders.entry(order.clone()).or_default();
+                    o.redeemed = points;
+                    o.at = ts;
+                }
+                fx.send(
+                    Key::Order(order),
+                    Cmd::Order(OrderCmd::Redeemed {
+                        ok,
+                        balance: self.points.balance,
+                    }),
+                );
+            }
+            MemberCmd::OrderFulfilled { order } => {
+                let Some(o) = self.orders.get_mut(&order) else {
+                    return;
+                };
+                if o.pending <= 0 || o.cancelled {
+                    return;
+                }
+                let p = std::mem::take(&mut o.pending);
+                o.earned = p;
+                o.at = ts;
+                self.points.pending -= p;
+                self.day(ctx.day()).earned += p;
+                fx.out(Output::Pending {
+                    member: me,
+                    order: order.clone(),
+                    points: 0,
+                    total: self.points.pending,
+                });
+                self.credit(p, "earned", Some(order), ts, fx);
+            }
+            MemberCmd::OrderCancelled { order } => {
+                let Some(o) = self.orders.get_mut(&order) else {
+                    return;
+                };
+                if o.cancelled {
+                    return;
+                }
+                o.cancelled = true;
+                o.at = ts;
+                let pending = std::mem::take(&mut o.pending);
+                let take = o.earned - o.reversed;
+                o.reversed = o.earned;
+                let refund = o.redeemed - o.refunded;
+                o.refunded = o.redeemed;
+                if pending > 0 {
+                    self.points.pending -= pending;
+                    fx.out(Output::Pending {
+                        member: me,
+                        order: order.clone(),
+                        points: 0,
+                        total: self.points.pending,
+                    });
+                }
+                self.reverse(take, Some(order.clone()), fx);
+                self.credit(refund, "redeem_refund", Some(order), ts, fx);
+            }
+            MemberCmd::OrderReturned { order, value } => {
+                let Some(o) = self.orders.get_mut(&order) else {
+                    return;
+                };
+                // the order coordinator only sends returns after fulfilment
+                if o.cancelled || o.value <= 0 || value <= 0 || o.pending > 0 {
+                    return;
+                }
+                o.returned = (o.returned + value).min(o.value);
+                o.at = ts;
+                // reversal rounds up and refund rounds down: a full return takes back every
+                // point, and returns in many small parts never keep a point
+                let want_reversed =
+                    ceil_div(o.earned as i128 * o.returned as i128, o.value as i128);
+                let take = want_reversed - o.reversed;
+                o.reversed = want_reversed;
+                let want_refunded =
+                    (o.redeemed as i128 * o.returned as i128 / o.value as i128) as i64;
+                let refund = want_refunded - o.refunded;
+                o.refunded = want_refunded;
+                self.reverse(take, Some(order.clone()), fx);
+                self.credit(refund, "redeem_refund", Some(order), ts, fx);
+            }
+            MemberCmd::MergeInto { survivor } => {
+                if survivor == me {
+                    return;
+                }
+                if survivor > me {
+                    // merges go from the larger id to the smaller one, whoever asks
+                    fx.send(
+                        Key::Member(survivor),
+                        Cmd::Member(MemberCmd::MergeInto { survivor: me }),
+                    );
+                    return;
+                }
+                fx.send(
+                    Key::Member(survivor.clone()),
+                    Cmd::Member(MemberCmd::Absorb {
+                        from: me,
+                        state: Box::new(self.clone()),
+                    }),
+                );
+                self.merging = Some(Merging {
+                    into: survivor,
+                    stash: Vec::new(),
+                });
+            }
+            MemberCmd::Absorb { from, state } => self.absorb(from, *state, ctx, fx),
+            MemberCmd::Absorbed { .. } | MemberCmd::AbsorbRefused { .. } => {}
+        }
+    }
+
+    /// Whether this event is new to this member (records it).
+    fn first_event(&mut self, ctx: &Ctx) -> bool {
+        self.recent.insert(ctx.event.as_u128(), RECENT_EVENTS)
+    }
+
+    /// Binds identities that belonged to nobody, unless a second phone or the bound limit.
+    fn bind(&mut self, ids: Vec<Id>, ctx: &Ctx, fx: &mut Effects) {
+        for id in ids {
+            if self.ids.contains(&id) {
+                continue;
+            }
+            let phone_clash = id.0 == "phone" && self.ids.iter().any(|(k, _)| k == "phone");
+            let full = self.ids.len() >= ctx.rules.member.max_identities;
+            if phone_clash || full {
+                self.conflicts += 1;
+                fx.out(Output::MergeConflict {
+                    member: self.id.clone(),
+                    other: id.0.clone(),
+                    reason: if phone_clash {
+                        "a second phone number".into()
+                    } else {
+                        "too many identities".into()
+                    },
+                });
+                continue;
+            }
+            fx.send(
+                Key::Identity(id.0.clone(), id.1.clone()),
+                Cmd::Identity(IdentityCmd::Bind {
+                    member: self.id.clone(),
+                }),
+            );
+            self.ids.push(id);
+        }
+        self.ids.sort();
+    }
+
+    /// Records activity at `ts`.
+    fn touch(&mut self, ctx: &Ctx) {
+        let ts = ctx.ts();
+        if self.first_seen == 0 || ts < self.first_seen {
+            self.first_seen = ts;
+        }
+        self.last_seen = self.last_seen.max(ts);
+    }
+
+    fn add_channel(&mut self, c: &str) {
+        if let Err(i) = self.channels.binary_search_by(|x| x.as_str().cmp(c)) {
+            if self.channels.len() < 32 {
+                self.channels.insert(i, Str::from(c));
+            }
+        }
+    }
+
+    fn at_store(&mut self, store: &Str, ts: i64, new_member: bool, rules: &Rules) {
+        if new_member && self.first_store.is_none() {
+            self.first_store = Some(store.clone());
+        }
+        self.stores.retain(|(s, _)| s != store);
+        self.stores.push((store.clone(), ts));
+        self.stores.sort_by_key(|(s, t)| (*t, s.clone()));
+        while self.stores.len() > rules.member.max_stores {
+            self.stores.remove(0);
+        }
+    }
+
+    fn watch_skus(&mut self, lines: &[LineV], ts: i64, rules: &Rules) {
+        for l in lines {
+            let watched = rules.tags.iter().any(
+                |t| matches!(&t.when, TagCond::BoughtAny { skus, .. } if skus.contains(&l.sku)),
+            );
+            if watched {
+                self.bought.retain(|(s, _)| *s != l.sku);
+                self.bought.push((l.sku.clone(), ts));
+            }
+        }
+    }
+
+    /// The activity record of a local day (created in day order).
+    fn day(&mut self, day: i64) -> &mut Day {
+        let i = match self.days.binary_search_by_key(&day, |d| d.day) {
+            Ok(i) => i,
+            Err(i) => {
+                self.days.insert(
+                    i,
+                    Day {
+                        day,
+                        ..Day::default()
+                    },
+                );
+                i
+            }
+        };
+        &mut self.days[i]
+    }
+
+    /// Adds points (paying debt first); writes a ledger entry for what reaches the balance.
+    fn credit(&mut self, points: i64, reason: &str, about: Option<Str>, ts: i64, fx: &mut Effects) {
+        if points <= 0 {
+            return;
+        }
+        let pay = points.min(self.points.debt);
+        if pay > 0 {
+            self.points.debt -= pay;
+            fx.out(Output::PointsDebt {
+                member: self.id.clone(),
+                debt: self.points.debt,
+            });
+        }
+        let add = points - pay;
+        if add > 0 {
+            self.points.lots.push_back((ts, add));
+            // a lot earned with an older event time than the newest lot keeps FIFO order
+            self.points.lots.make_contiguous().sort_by_key(|l| l.0);
+            self.entry(add, reason, about, fx);
+        }
+    }
+
+    /// Takes points from the oldest lots; the caller checked the balance.
+    fn debit(&mut self, points: i64, reason: &str, about: Option<Str>, fx: &mut Effects) {
+        let mut left = points.min(self.points.balance);
+        let taken = left;
+        while left > 0 {
+            let Some(front) = self.points.lots.front_mut() else {
+                break;
+            };
+            let t = front.1.min(left);
+            front.1 -= t;
+            left -= t;
+            if front.1 == 0 {
+                self.points.lots.pop_front();
+            }
+        }
+        if taken > 0 {
+            self.entry(-taken, reason, about, fx);
+        }
+    }
+
+    /// Takes back points: what the balance cannot cover becomes debt.
+    fn reverse(&mut self, points: i64, about: Option<Str>, fx: &mut Effects) {
+        if points <= 0 {
+            return;
+        }
+        let take = points.min(self.points.balance);
+        self.debit(take, "reversed", about, fx);
+        if points > take {
+            self.points.debt += points - take;
+            fx.out(Output::PointsDebt {
+                member: self.id.clone(),
+                debt: self.points.debt,
+            });
+        }
+    }
+
+    fn entry(&mut self, delta: i64, reason: &str, about: Option<Str>, fx: &mut Effects) {
+        self.points.balance += delta;
+        self.points.seq += 1;
+        fx.out(Output::Ledger {
+            member: self.id.clone(),
+            seq: self.points.seq,
+            delta,
+            balance: self.points.balance,
+            reason: Str::from(reason),
+            about,
+        });
+    }
+
+    /// Expires lots older than the expiry period, oldest first.
+    fn expire(&mut self, ctx: &Ctx, fx: &mut Effects) {
+        let limit = ctx.ts() - ctx.rules.points.expiry_days * DAY_US;
+        let mut gone = 0;
+        while let Some(&(at, left)) = self.points.lots.front() {
+            if at > limit {
+                break;
+            }
+            gone += left;
+            self.points.lots.pop_front();
+        }
+        if gone > 0 {
+            self.entry(-gone, "expired", None, fx);
+        }
+    }
+
+    /// Survivor's side of a merge: take everything, or refuse for different phones.
+    fn absorb(&mut self, from: Str, other: Member, ctx: &Ctx, fx: &mut Effects) {
+        let phone = |m: &Member| {
+            m.ids
+                .iter()
+                .find(|(k, _)| k == "phone")
+                .map(|(_, v)| v.clone())
+        };
+        if let (Some(a), Some(b)) = (phone(self), phone(&other)) {
+            if a != b {
+                self.conflicts += 1;
+                fx.out(Output::MergeConflict {
+                    member: self.id.clone(),
+                    other: from.clone(),
+                    reason: "different phone numbers".into(),
+                });
+                fx.send(
+                    Key::Member(from),
+                    Cmd::Member(MemberCmd::AbsorbRefused {
+                        by: self.id.clone(),
+                    }),
+                );
+                return;
+            }
+        }
+        let me = self.id.clone();
+        for id in &other.ids {
+            if !self.ids.contains(id) {
+                self.ids.push(id.clone());
+            }
+            fx.send(
+                Key::Identity(id.0.clone(), id.1.clone()),
+                Cmd::Identity(IdentityCmd::Rebind {
+                    from: from.clone(),
+                    to: me.clone(),
+                }),
+            );
+        }
+        self.ids.sort();
+        if other.first_seen != 0 && (self.first_seen == 0 || other.first_seen < self.first_seen) {
+            self.first_seen = other.first_seen;
+            self.first_store = other.first_store.clone();
+        }
+        self.last_seen = self.last_seen.max(other.last_seen);
+        self.last_order = self.last_order.max(other.last_order);
+        for c in &other.channels {
+            self.add_channel(c);
+        }
+        for (s, t) in &other.stores {
+            if !self.stores.iter().any(|(x, u)| x == s && u >= t) {
+                self.at_store(s, *t, false, ctx.rules);
+            }
+        }
+        for d in &other.days {
+            let mine = self.day(d.day);
+            mine.orders += d.orders;
+            mine.amount += d.amount;
+            mine.redeem_orders += d.redeem_orders;
+            mine.clicks += d.clicks;
+            mine.scans += d.scans;
+            mine.visits += d.visits;
+            mine.earned += d.earned;
+        }
+        for (s, t) in &other.bought {
+            self.bought.retain(|(x, u)| !(x == s && u <= t));
+            if !self.bought.iter().any(|(x, _)| x == s) {
+                self.bought.push((s.clone(), *t));
+            }
+        }
+        for (k, o) in other.orders {
+            self.orders.entry(k).or_insert(o);
+        }
+        for (c, d, n) in other.caps {
+            match self.caps.iter_mut().find(|(x, e, _)| *x == c && *e == d) {
+                Some(u) => u.2 += n,
+                None => self.caps.push((c, d, n)),
+            }
+        }
+        for id in other.recent.0 {
+            self.recent.insert(id, RECENT_EVENTS);
+        }
+        self.conflicts += other.conflicts;
+        self.tier_at = self.tier_at.max(other.tier_at);
+        // points: the other's lots join ours, keeping their dates (they expire as they would)
+        self.points.pending += other.points.pending;
+        self.points.debt += other.points.debt;
+        if other.points.balance > 0 {
+            self.points.lots.extend(other.points.lots.iter().copied());
+            self.points.lots.make_contiguous().sort_by_key(|l| l.0);
+            self.entry(other.points.balance, "merged_in", Some(from.clone()), fx);
+        }
+        fx.out(Output::Merged {
+            survivor: me.clone(),
+            alias: from.clone(),
+        });
+        fx.send(
+            Key::Member(from),
+            Cmd::Member(MemberCmd::Absorbed { into: me }),
+        );
+    }
+
+    /// The merged-away side: hand over, forward what waited, keep only the alias.
+    fn become_alias(&mut self, into: Str, _ctx: &Ctx, fx: &mut Effects) {
+        let stash = self.merging.take().map(|m| m.stash).unwrap_or_default();
+        if self.points.balance > 0 {
+            let b = self.points.balance;
+            self.entry(-b, "merged_out", Some(into.clone()), fx);
+        }
+        let id = std::mem::take(&mut self.id);
+        let seq = self.points.seq;
+        *self = Member {
+            id,
+            alias_of: Some(into.clone()),
+            ..Member::default()
+        };
+        self.points.seq = seq;
+        for c in stash {
+            fx.send(Key::Member(into.clone()), Cmd::Member(c));
+        }
+    }
+
+    /// Re-evaluates tags and tier at `now`, prunes old history, and sets the next timer.
+    fn evaluate(&mut self, now: i64, today: i64, rules: &Rules, fx: &mut Effects) {
+        if self.alias_of.is_some() || self.merging.is_some() || self.first_seen == 0 {
+            return;
+        }
+        let oldest = today - rules.member.history_days;
+        while self.days.front().is_some_and(|d| d.day <= oldest) {
+            self.days.pop_front();
+        }
+        let keep_orders = now - rules.points.order_days * DAY_US;
+        self.orders
+            .retain(|_, o| o.at > keep_orders || o.pending > 0);
+        let mut tags: Vec<Str> = rules
+            .tags
+            .iter()
+            .filter(|t| self.holds(&t.when, now, today))
+            .map(|t| t.name.clone())
+            .collect();
+        tags.sort();
+        tags.dedup();
+        if tags != self.tags {
+            for t in tags.iter().filter(|t| !self.tags.contains(t)) {
+                fx.out(Output::Tag {
+                    member: self.id.clone(),
+                    tag: t.clone(),
+                    on: true,
+                });
+            }
+            for t in self.tags.iter().filter(|t| !tags.contains(t)) {
+                fx.out(Output::Tag {
+                    member: self.id.clone(),
+                    tag: t.clone(),
+                    on: false,
+                });
+            }
+            self.tags = tags;
+        }
+        self.update_tier(now, today, rules, fx);
+        self.arm_timer(now, today, rules, fx);
+    }
+
+    fn sum_days(&self, today: i64, days: i64, f: impl Fn(&Day) -> i64) -> i64 {
+        self.days
+            .iter()
+            .filter(|d| d.day > today - days && d.day <= today)
+            .map(f)
+            .sum()
+    }
+
+    /// Whether a tag condition holds at `now`.
+    pub fn holds(&self, cond: &TagCond, now: i64, today: i64) -> bool {
+        match cond {
+            TagCond::MonetaryOver { days, fen } => self.sum_days(today, *days, |d| d.amount) > *fen,
+            TagCond::OrdersAtLeast { days, count } => {
+                self.sum_days(today, *days, |d| i64::from(d.orders)) >= i64::from(*count)
+            }
+            TagCond::InactiveFor { days } => {
+                self.last_seen > 0 && now - self.last_seen >= days * DAY_US
+            }
+            TagCond::BoughtAny { days, skus } => self
+                .bought
+                .iter()
+                .any(|(s, t)| skus.contains(s) && *t > now - days * DAY_US),
+            TagCond::ScansAtLeast { days, count } => {
+                self.sum_days(today, *days, |d| i64::from(d.scans)) >= i64::from(*count)
+            }
+            TagCond::ClicksAtLeast { days, count } => {
+                self.sum_days(today, *days, |d| i64::from(d.clicks)) >= i64::from(*count)
+            }
+            TagCond::RedeemShareOver {
+                days,
+                share,
+                min_orders,
+            } => {
+                let orders = self.sum_days(today, *days, |d| i64::from(d.orders));
+                let redeemed = self.sum_days(today, *days, |d| i64::from(d.redeem_orders));
+                orders >= i64::from(*min_orders)
+                    && orders > 0
+                    && redeemed as f64 / orders as f64 >= *share
+            }
+        }
+    }
+
+    fn update_tier(&mut self, now: i64, today: i64, rules: &Rules, fx: &mut Effects) {
+        let earned = self.sum_days(today, rules.tiers.period_days, |d| d.earned);
+        let level = |name: &str| {
+            rules
+                .tiers
+                .levels
+                .iter()
+                .position(|l| l.name == name)
+                .map_or(0, |i| i + 1)
+        };
+        let qualified = rules
+            .tiers
+            .levels
+            .iter()
+            .rposition(|l| earned >= l.min_earned)
+            .map_or(0, |i| i + 1);
+        let current = level(&self.tier);
+        if self.tier.is_empty() {
+            self.tier = rules.tiers.base.clone();
+        }
+        let name_of = |i: usize| {
+            if i == 0 {
+                rules.tiers.base.clone()
+            } else {
+                rules.tiers.levels[i - 1].name.clone()
+            }
+        };
+        // up at once; down only after the grace period since the member last qualified
+        let graced = now - self.tier_at < rules.tiers.downgrade_grace_days * DAY_US;
+        let next = if qualified < current && graced {
+            current
+        } else {
+            self.tier_at = now;
+            qualified
+        };
+        let name = name_of(next);
+        if name != self.tier {
+            fx.out(Output::Tier {
+                member: self.id.clone(),
+                tier: name.clone(),
+                from: std::mem::replace(&mut self.tier, name),
+            });
+        }
+    }
+
+    /// Asks for a tick at the next time something changes without an event: a dormant tag,
+    /// a lot expiring, a windowed tag or tier losing its oldest day.
+    fn arm_timer(&mut self, now: i64, today: i64, rules: &Rules, fx: &mut Effects) {
+        let mut next = i64::MAX;
+        for t in &rules.tags {
+            if let TagCond::InactiveFor { days } = t.when {
+                next = next.min(self.last_seen + days * DAY_US);
+            }
+        }
+        if let Some(&(at, _)) = self.points.lots.front() {
+            next = next.min(at + rules.points.expiry_days * DAY_US + 1);
+        }
+        if let Some(d) = self.days.front() {
+            // when the oldest active day leaves the shortest window still covering it
+            let day_start = now - (today - d.day) * DAY_US;
+            let mut windows: Vec<i64> = rules.tags.iter().map(|t| t.when.days()).collect();
+            windows.push(rules.tiers.period_days);
+            for w in windows {
+                let leave = day_start + w * DAY_US;
+                if leave > now {
+                    next = next.min(leave);
+                }
+            }
+        }
+        if rules.tiers.downgrade_grace_days > 0 && self.tier != rules.tiers.base {
+            next = next.min(self.tier_at + rules.tiers.downgrade_grace_days * DAY_US);
+        }
+        if next != i64::MAX && next > now && next != self.timer_at {
+            self.timer_at = next;
+            fx.timer(Key::Member(self.id.clone()), next);
+        }
+    }
+
+    /// A timer is due: expire points and re-evaluate tags and tier at `ctx.at`.
+    pub fn tick(&mut self, ctx: &Ctx, fx: &mut Effects) {
+        if self.alias_of.is_some() || self.merging.is_some() {
+            return;
+        }
+        if self.timer_at <= ctx.ts() {
+            self.timer_at = 0;
+        }
+        self.expire(ctx, fx);
+        self.evaluate(ctx.ts(), ctx.day(), ctx.rules, fx);
+    }
+
+    /// The member as the API shows it, with X-RFM at `now`.
+    pub fn view(&self, now: i64, today: i64, rules: &Rules) -> MemberView {
+        let xrfm = rules
+            .member
+            .rfm_windows_days
+            .iter()
+            .map(|&w| Xrfm {
+                days: w,
+                recency_days: (self.last_order > 0)
+                    .then(|| (now - self.last_order).max(0) / DAY_US),
+                frequency: self.sum_days(today, w, |d| i64::from(d.orders)) as u32,
+                monetary: self.sum_days(today, w, |d| d.amount),
+                clicks: self.sum_days(today, w, |d| i64::from(d.clicks)) as u32,
+                scans: self.sum_days(today, w, |d| i64::from(d.scans)) as u32,
+                visits: self.sum_days(today, w, |d| i64::from(d.visits)) as u32,
+            })
+            .collect();
+        MemberView {
+            id: self.id.clone(),
+            identities: self.ids.clone(),
+            first_seen: self.first_seen,
+            last_seen: self.last_seen,
+            channels: self.channels.clone(),
+            stores: self.stores.iter().map(|(s, _)| s.clone()).collect(),
+            xrfm,
+            tags: self.tags.clone(),
+            tier: self.tier.clone(),
+            balance: self.points.balance,
+            pending: self.points.pending,
+            debt: self.points.debt,
+            conflicts: self.conflicts,
+        }
+    }
+}
+
+/// Points an order's lines earn in a channel: per line, value × channel and SKU multipliers
+/// ÷ fen per point, rounded down.
+pub fn earn_points(lines: &[LineV], channel: &str, rules: &Rules) -> i64 {
+    let p = &rules.points;
+    let cm = p.channel_multiplier.get(channel).copied().unwrap_or(1.0);
+    lines
+        .iter()
+        .map(|l| {
+            let sm = p.sku_multiplier.get(&l.sku).copied().unwrap_or(1.0);
+            let value = l.qty.saturating_mul(l.unit_price) as f64;
+            (value * cm * sm / p.fen_per_point as f64).floor() as i64
+        })
+        .sum()
+}
+
+fn ceil_div(a: i128, b: i128) -> i64 {
+    if b == 0 {
+        return 0;
+    }
+    ((a + b - 1) / b) as i64
+}

@@ -1,0 +1,517 @@
+//! Order coordinators: one per order, the saga that makes multi-entity steps all-or-nothing.
+//!
+//! A consumer order reserves every SKU (each SKU answers), then redeems points at the member,
+//! then is accepted; any refusal releases what was taken and rejects the order with the
+//! reason. A dealer order first takes credit at the dealer (or waits there, held), then
+//! reserves stock the same way. Status changes that arrive while a step is in flight wait in
+//! the coordinator and apply once it settles, so nothing is half-applied.
+
+use crate::cmd::{Cmd, DealerCmd, Id, LineV, MemberCmd, OrderCmd, OrderEvent, SkuCmd, StoreCmd};
+use crate::identity::resolve;
+use crate::output::Output;
+use crate::{Ctx, Effects, Key, Recent};
+use compact_str::{format_compact, CompactString as Str};
+use omnistream_schemas::{OrderKind, OrderStatus};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Where an order's placement stands.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// No `placed` seen yet.
+    #[default]
+    New,
+    /// Waiting for the dealer's credit answer.
+    Credit,
+    /// Held by the dealer for credit.
+    Held,
+    /// Waiting for the SKUs' answers.
+    Reserving,
+    /// Waiting for the member's redemption answer.
+    Redeeming,
+    /// Accepted: stock reserved (credit taken, points redeemed).
+    Accepted,
+    /// Refused; nothing is held for it.
+    Rejected,
+    /// Cancelled.
+    Cancelled,
+}
+
+/// One order's coordinator state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Order {
+    /// Where the placement stands.
+    pub phase: Phase,
+    /// Consumer or dealer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<OrderKind>,
+    /// The latest status applied after placement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<OrderStatus>,
+    /// Channel.
+    pub channel: Str,
+    /// Lines as placed.
+    pub lines: Vec<LineV>,
+    /// Stock location.
+    pub location: Str,
+    /// Store credited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<Str>,
+    /// Buyer's identities (consumer).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub member: Vec<Id>,
+    /// Buyer (dealer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dealer: Option<Str>,
+    /// Points paid with.
+    pub points_redeemed: i64,
+    /// SKUs whose answer is awaited.
+    pub waiting: Vec<Str>,
+    /// SKUs that reserved.
+    pub reserved: Vec<Str>,
+    /// The first refusal: SKU and its ATP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<(Str, i64)>,
+    /// Quantity returned so far per SKU.
+    pub returned: BTreeMap<Str, i64>,
+    /// Status events that arrived while placement was in flight, with their event ids (they
+    /// apply later under their own ids, so entities' duplicate checks still tell them apart).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub later: Vec<(u128, OrderEvent)>,
+    /// Whether it was paid.
+    pub paid: bool,
+    /// Return events applied (a repeated one is dropped).
+    pub recent: Recent,
+}
+
+impl Order {
+    /// Order value in fen.
+    pub fn amount(&self) -> i64 {
+        self.lines
+            .iter()
+            .map(|l| l.qty.saturating_mul(l.unit_price))
+            .sum()
+    }
+
+    /// Quantity per SKU, lines of one SKU summed (they are reserved together).
+    fn per_sku(&self) -> BTreeMap<Str, i64> {
+        let mut m = BTreeMap::new();
+        for l in &self.lines {
+            *m.entry(l.sku.clone()).or_insert(0) += l.qty;
+        }
+        m
+    }
+
+    /// Handles one command.
+    pub fn handle(&mut self, me: &Str, cmd: OrderCmd, ctx: &Ctx, fx: &mut Effects) {
+        match cmd {
+            OrderCmd::Event(ev) => self.on_event(me, *ev, ctx, fx),
+            OrderCmd::Credit { ok, .. } => {
+                if self.phase == Phase::Credit {
+                    if ok {
+                        self.reserve(me, fx);
+                    } else {
+                        self.phase = Phase::Held;
+                    }
+                }
+            }
+            OrderCmd::CreditReleased => {
+                if matches!(self.phase, Phase::Held | Phase::Credit) {
+                    self.reserve(me, fx);
+                }
+            }
+            OrderCmd::Stock { sku, ok, atp } => {
+                if self.phase != Phase::Reserving {
+                    return;
+                }
+                let Some(i) = self.waiting.iter().position(|s| *s == sku) else {
+                    return;
+                };
+                self.waiting.remove(i);
+                if ok {
+                    self.reserved.push(sku);
+                } else if self.refused.is_none() {
+                    self.refused = Some((sku, atp));
+                }
+                if self.waiting.is_empty() {
+                    self.reserved_all(me, ctx, fx);
+                }
+            }
+            OrderCmd::Redeemed { ok, balance } => {
+                if self.phase != Phase::Redeeming {
+                    return;
+                }
+                if ok {
+                    self.accept(me, ctx, fx);
+                } else {
+                    self.release_stock(me, fx);
+                    let detail =
+                        format_compact!("balance {balance}, needs {}", self.points_redeemed);
+                    self.reject(me, "insufficient_points", detail, fx);
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, me: &Str, ev: OrderEvent, ctx: &Ctx, fx: &mut Effects) {
+        if ev.status == OrderStatus::Placed {
+            if self.phase != Phase::New {
+                return; // placed once: a repeat changes nothing
+            }
+            return self.place(me, ev, fx);
+        }
+        match self.phase {
+            // placement still in flight (or not seen yet): apply when it settles
+            Phase::New | Phase::Credit | Phase::Reserving | Phase::Redeeming => {
+                if self.later.len() < 16 {
+                    self.later.push((ctx.event.as_u128(), ev));
+                }
+            }
+            Phase::Held => {
+                if ev.status == OrderStatus::Cancelled {
+                    if let Some(d) = &self.dealer {
+                        fx.send(
+                            Key::Dealer(d.clone()),
+                            Cmd::Dealer(DealerCmd::Close { order: me.clone() }),
+                        );
+                    }
+                    self.phase = Phase::Cancelled;
+                    self.status = Some(OrderStatus::Cancelled);
+                    self.status_out(me, "cancelled", fx);
+                } else if self.later.len() < 16 {
+                    self.later.push((ctx.event.as_u128(), ev));
+                }
+            }
+            Phase::Rejected | Phase::Cancelled => {
+                let reason = if self.phase == Phase::Rejected {
+                    "order was rejected"
+                } else {
+                    "order was cancelled"
+                };
+                ignored(me, ev.status, reason, fx);
+            }
+            Phase::Accepted => self.change(me, ev, ctx, fx),
+        }
+    }
+
+    fn place(&mut self, me: &Str, ev: OrderEvent, fx: &mut Effects) {
+        self.kind = Some(ev.kind);
+        self.channel = ev.channel;
+        self.lines = ev.lines.unwrap_or_default();
+        self.location = ev.location.unwrap_or_default();
+        self.store = ev.store;
+        self.member = ev.member.unwrap_or_default();
+        self.dealer = ev.dealer;
+        self.points_redeemed = ev.points_redeemed.unwrap_or(0).max(0);
+        // the decoder guarantees these; a command built by hand may not carry them
+        let missing = if self.lines.is_empty() {
+            Some(("no_lines", "a placed order needs lines"))
+        } else if self.location.is_empty() {
+            Some(("no_location", "a placed order needs a stock location"))
+        } else if ev.kind == OrderKind::Consumer && self.member.is_empty() {
+            Some(("no_member", "a consumer order needs the member"))
+        } else if ev.kind == OrderKind::Dealer && self.dealer.is_none() {
+            Some(("no_dealer", "a dealer order needs the dealer"))
+        } else {
+            None
+        };
+        if let Some((reason, detail)) = missing {
+            return self.reject(me, reason, detail.into(), fx);
+        }
+        match (&self.dealer, ev.kind) {
+            (Some(d), OrderKind::Dealer) => {
+                self.phase = Phase::Credit;
+                let amount = self.amount();
+                fx.send(
+                    Key::Dealer(d.clone()),
+                    Cmd::Dealer(DealerCmd::Open {
+                        order: me.clone(),
+                        amount,
+                    }),
+                );
+            }
+            _ => self.reserve(me, fx),
+        }
+    }
+
+    /// Asks every SKU of the order for its quantity.
+    fn reserve(&mut self, me: &Str, fx: &mut Effects) {
+        self.phase = Phase::Reserving;
+        self.reserved.clear();
+        self.refused = None;
+        let per = self.per_sku();
+        self.waiting = per.keys().cloned().collect();
+        for (sku, qty) in per {
+            fx.send(
+                Key::Sku(sku),
+                Cmd::Sku(SkuCmd::Reserve {
+                    order: me.clone(),
+                    location: self.location.clone(),
+                    qty,
+                }),
+            );
+        }
+    }
+
+    /// Every SKU answered: compensate on a refusal, else redeem points or accept.
+    fn reserved_all(&mut self, me: &Str, ctx: &Ctx, fx: &mut Effects) {
+        if let Some((sku, atp)) = self.refused.clone() {
+            self.release_stock(me, fx);
+            let want = self.per_sku().get(&sku).copied().unwrap_or(0);
+            let detail =
+                format_compact!("{sku} at {}: wants {want}, available {atp}", self.location);
+            return self.reject(me, "insufficient_stock", detail, fx);
+        }
+        if self.kind == Some(OrderKind::Consumer) && self.points_redeemed > 0 {
+            self.phase = Phase::Redeeming;
+            let redeem = MemberCmd::Redeem {
+                order: me.clone(),
+                points: self.points_redeemed,
+            };
+            if let Some((k, c)) = resolve(&self.member, redeem) {
+                fx.send(k, c);
+            }
+            return;
+        }
+        self.accept(me, ctx, fx);
+    }
+
+    fn release_stock(&mut self, me: &Str, fx: &mut Effects) {
+        for sku in std::mem::take(&mut self.reserved) {
+            fx.send(
+                Key::Sku(sku),
+                Cmd::Sku(SkuCmd::Release { order: me.clone() }),
+            );
+        }
+    }
+
+    fn reject(&mut self, me: &Str, reason: &str, detail: Str, fx: &mut Effects) {
+        if self.phase == Phase::Reserving || self.phase == Phase::Redeeming {
+            if let (Some(d), Some(OrderKind::Dealer)) = (&self.dealer, self.kind) {
+                fx.send(
+                    Key::Dealer(d.clone()),
+                    Cmd::Dealer(DealerCmd::Close { order: me.clone() }),
+                );
+            }
+        }
+        self.phase = Phase::Rejected;
+        self.later.clear();
+        fx.out(Output::OrderRejected {
+            order: me.clone(),
+            reason: reason.into(),
+            detail,
+        });
+    }
+
+    fn accept(&mut self, me: &Str, ctx: &Ctx, fx: &mut Effects) {
+        self.phase = Phase::Accepted;
+        self.status = Some(OrderStatus::Placed);
+        let amount = self.amount();
+        fx.out(Output::OrderAccepted {
+            order: me.clone(),
+            amount,
+        });
+        if self.kind == Some(OrderKind::Consumer) {
+            let placed = MemberCmd::OrderPlaced {
+                order: me.clone(),
+                channel: self.channel.clone(),
+                store: self.store.clone(),
+                lines: self.lines.clone(),
+                points_redeemed: self.points_redeemed,
+            };
+            if let Some((k, c)) = resolve(&self.member, placed) {
+                fx.send(k, c);
+            }
+        } else if let Some(s) = &self.store {
+            fx.send(
+                Key::Store(s.clone()),
+                Cmd::Store(StoreCmd::Sale {
+                    order: me.clone(),
+                    member: None,
+                    amount,
+                    new_member: false,
+                }),
+            );
+        }
+        for (id, ev) in std::mem::take(&mut self.later) {
+            let own = Ctx {
+                event: uuid::Uuid::from_u128(id),
+                ..*ctx
+            };
+            self.on_event(me, ev, &own, fx);
+        }
+    }
+
+    fn to_member(&self, cmd: MemberCmd, fx: &mut Effects) {
+        if self.kind == Some(OrderKind::Consumer) {
+            if let Some((k, c)) = resolve(&self.member, cmd) {
+                fx.send(k, c);
+            }
+        }
+    }
+
+    fn to_dealer(&self, cmd: DealerCmd, fx: &mut Effects) {
+        if let (Some(d), Some(OrderKind::Dealer)) = (&self.dealer, self.kind) {
+            fx.send(Key::Dealer(d.clone()), Cmd::Dealer(cmd));
+        }
+    }
+
+    fn status_out(&self, me: &Str, status: &str, fx: &mut Effects) {
+        fx.out(Output::OrderStatus {
+            order: me.clone(),
+            status: status.into(),
+        });
+    }
+
+    /// A status change of an accepted order.
+    fn change(&mut self, me: &Str, ev: OrderEvent, ctx: &Ctx, fx: &mut Effects) {
+        let fulfilled = self.status == Some(OrderStatus::Fulfilled)
+            || self.status == Some(OrderStatus::Returned);
+        match ev.status {
+            OrderStatus::Placed => {}
+            OrderStatus::Paid => {
+                if !self.paid {
+                    self.paid = true;
+                    self.status_out(me, "paid", fx);
+                }
+            }
+            OrderStatus::Fulfilled => {
+                if fulfilled {
+                    return ignored(me, ev.status, "already fulfilled", fx);
+                }
+                self.status = Some(OrderStatus::Fulfilled);
+                for sku in &self.reserved {
+                    fx.send(
+                        Key::Sku(sku.clone()),
+                        Cmd::Sku(SkuCmd::Commit { order: me.clone() }),
+                    );
+                }
+                self.to_member(MemberCmd::OrderFulfilled { order: me.clone() }, fx);
+                self.to_dealer(DealerCmd::Fulfilled { order: me.clone() }, fx);
+                self.status_out(me, "fulfilled", fx);
+            }
+            OrderStatus::Cancelled => {
+                if fulfilled {
+                    return ignored(
+                        me,
+                        ev.status,
+                        "fulfilled orders are returned, not cancelled",
+                        fx,
+                    );
+                }
+                self.release_stock(me, fx);
+                self.to_member(MemberCmd::OrderCancelled { order: me.clone() }, fx);
+                self.to_dealer(DealerCmd::Close { order: me.clone() }, fx);
+                if let Some(s) = &self.store {
+                    fx.send(
+                        Key::Store(s.clone()),
+                        Cmd::Store(StoreCmd::Refund {
+                            order: me.clone(),
+                            amount: self.amount(),
+                        }),
+                    );
+                }
+                self.phase = Phase::Cancelled;
+                self.status = Some(OrderStatus::Cancelled);
+                self.status_out(me, "cancelled", fx);
+            }
+            OrderStatus::Returned => {
+                if !fulfilled {
+                    return ignored(me, ev.status, "only fulfilled orders can be returned", fx);
+                }
+                if !self.recent.insert(ctx.event.as_u128(), 8) {
+                    return;
+                }
+                self.returned_lines(me, ev.lines, fx);
+            }
+        }
+    }
+
+    /// Applies a return: restock, take points back, credit note, store refund.
+    fn returned_lines(&mut self, me: &Str, lines: Option<Vec<LineV>>, fx: &mut Effects) {
+        let placed = self.per_sku();
+        let wanted: BTreeMap<Str, i64> = match lines {
+            Some(ls) => {
+                let mut m = BTreeMap::new();
+                for l in ls {
+                    *m.entry(l.sku).or_insert(0) += l.qty;
+                }
+                m
+            }
+            None => placed.clone(),
+        };
+        let mut value = 0i64;
+        let mut changed = false;
+        for (sku, qty) in wanted {
+            let Some(&bought) = placed.get(&sku) else {
+                continue;
+            };
+            let done = self.returned.get(&sku).copied().unwrap_or(0);
+            let qty = qty.min(bought - done);
+            if qty <= 0 {
+                continue;
+            }
+            self.returned.insert(sku.clone(), done + qty);
+            changed = true;
+            // the price paid, averaged over the order's lines of this SKU
+            let paid: i64 = self
+                .lines
+                .iter()
+                .filter(|l| l.sku == sku)
+                .map(|l| l.qty.saturating_mul(l.unit_price))
+                .sum();
+            value += (i128::from(paid) * i128::from(qty) / i128::from(bought)) as i64;
+            fx.send(
+                Key::Sku(sku),
+                Cmd::Sku(SkuCmd::Restock {
+                    order: me.clone(),
+                    qty,
+                }),
+            );
+        }
+        if !changed {
+            return ignored(me, OrderStatus::Returned, "no returnable lines", fx);
+        }
+        self.status = Some(OrderStatus::Returned);
+        self.to_member(
+            MemberCmd::OrderReturned {
+                order: me.clone(),
+                value,
+            },
+            fx,
+        );
+        self.to_dealer(
+            DealerCmd::Returned {
+                order: me.clone(),
+                value,
+            },
+            fx,
+        );
+        if let Some(s) = &self.store {
+            fx.send(
+                Key::Store(s.clone()),
+                Cmd::Store(StoreCmd::Refund {
+                    order: me.clone(),
+                    amount: value,
+                }),
+            );
+        }
+        self.status_out(me, "returned", fx);
+    }
+}
+
+fn ignored(me: &Str, status: OrderStatus, reason: &str, fx: &mut Effects) {
+    let status = match status {
+        OrderStatus::Placed => "placed",
+        OrderStatus::Paid => "paid",
+        OrderStatus::Cancelled => "cancelled",
+        OrderStatus::Fulfilled => "fulfilled",
+        OrderStatus::Returned => "returned",
+    };
+    fx.out(Output::OrderIgnored {
+        order: me.clone(),
+        status: status.into(),
+        reason: reason.into(),
+    });
+}

@@ -1,0 +1,220 @@
+//! Outputs: what entity actors tell the world (channels, boards, risk teams). Each is one
+//! change, keyed by the entity it is about, so sinks can keep per-key order.
+
+use compact_str::CompactString as Str;
+use serde::{Deserialize, Serialize};
+
+/// One output of an entity actor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "output", rename_all = "snake_case")]
+pub enum Output {
+    /// A points ledger entry: every change of a member's available balance.
+    Ledger {
+        /// Member id.
+        member: Str,
+        /// Entry number within the member's ledger (1, 2, ...).
+        seq: u64,
+        /// Change of the balance (never makes it negative).
+        delta: i64,
+        /// Balance after the entry.
+        balance: i64,
+        /// Why: `earned`, `scan_reward`, `redeemed`, `redeem_refund`, `reversed`, `expired`,
+        /// `merged_in`, `merged_out`.
+        reason: Str,
+        /// The order or campaign the entry is about.
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        about: Option<Str>,
+    },
+    /// Points waiting for an order's fulfilment changed.
+    Pending {
+        /// Member id.
+        member: Str,
+        /// Order key.
+        order: Str,
+        /// Pending points of that order now.
+        points: i64,
+        /// Pending points of the member in all.
+        total: i64,
+    },
+    /// A reversal found fewer points than it had to take; the rest is owed from future points.
+    PointsDebt {
+        /// Member id.
+        member: Str,
+        /// Points owed now.
+        debt: i64,
+    },
+    /// A tag turned on or off.
+    Tag {
+        /// Member id.
+        member: Str,
+        /// Tag name.
+        tag: Str,
+        /// On or off.
+        on: bool,
+    },
+    /// The member's tier changed.
+    Tier {
+        /// Member id.
+        member: Str,
+        /// New tier.
+        tier: Str,
+        /// Previous tier.
+        from: Str,
+    },
+    /// Two members became one; `alias` still resolves to `survivor`.
+    Merged {
+        /// Surviving member id.
+        survivor: Str,
+        /// The id that is now an alias.
+        alias: Str,
+    },
+    /// Identities that would join two people with different phones were not merged.
+    MergeConflict {
+        /// The member kept.
+        member: Str,
+        /// The other member (or the identity kind that conflicted).
+        other: Str,
+        /// Why.
+        reason: Str,
+    },
+    /// A scan's reward was not paid: the member's daily cap in the campaign was reached.
+    RewardCapped {
+        /// Member id.
+        member: Str,
+        /// Campaign.
+        campaign: Str,
+    },
+    /// A campaign's budget is used up.
+    BudgetExhausted {
+        /// Campaign.
+        campaign: Str,
+    },
+    /// An order was accepted: stock reserved (and credit taken, points redeemed).
+    OrderAccepted {
+        /// Order key.
+        order: Str,
+        /// Order value in fen.
+        amount: i64,
+    },
+    /// An order was refused, with the reason.
+    OrderRejected {
+        /// Order key.
+        order: Str,
+        /// `insufficient_stock`, `insufficient_points`, `no_lines`, `no_location`, ...
+        reason: Str,
+        /// Detail for people.
+        detail: Str,
+    },
+    /// A dealer order exceeds the dealer's available credit and waits.
+    OrderHeld {
+        /// Order key.
+        order: Str,
+        /// Dealer.
+        dealer: Str,
+        /// Missing credit in fen.
+        shortfall: i64,
+    },
+    /// A held dealer order fits now and proceeds.
+    OrderReleased {
+        /// Order key.
+        order: Str,
+        /// Dealer.
+        dealer: Str,
+    },
+    /// An order changed status (after `placed`).
+    OrderStatus {
+        /// Order key.
+        order: Str,
+        /// New status.
+        status: Str,
+    },
+    /// A status change the order's state does not allow (e.g. `returned` before `fulfilled`).
+    OrderIgnored {
+        /// Order key.
+        order: Str,
+        /// The status sent.
+        status: Str,
+        /// Why it was not applied.
+        reason: Str,
+    },
+    /// Stock at one location changed; `atp` is what channels may sell.
+    Stock {
+        /// SKU.
+        sku: Str,
+        /// Location.
+        location: Str,
+        /// On hand.
+        on_hand: i64,
+        /// Reserved for open orders.
+        reserved: i64,
+        /// Safety stock.
+        safety: i64,
+        /// Available to promise: on hand − reserved − safety, at least 0.
+        atp: i64,
+    },
+    /// ATP fell to or below the low-stock threshold.
+    LowStock {
+        /// SKU.
+        sku: Str,
+        /// Location.
+        location: Str,
+        /// ATP now.
+        atp: i64,
+    },
+    /// ATP reached zero.
+    StockOut {
+        /// SKU.
+        sku: Str,
+        /// Location.
+        location: Str,
+    },
+    /// A stock count put on-hand below what is reserved: open orders cannot all ship.
+    StockShort {
+        /// SKU.
+        sku: Str,
+        /// Location.
+        location: Str,
+        /// Reserved minus on hand.
+        short: i64,
+    },
+    /// A dealer's credit changed.
+    Credit {
+        /// Dealer.
+        dealer: Str,
+        /// Limit.
+        limit: i64,
+        /// Open orders plus fulfilled-unpaid amount.
+        exposure: i64,
+        /// Limit − exposure.
+        available: i64,
+        /// Orders on hold.
+        held: u32,
+    },
+}
+
+impl Output {
+    /// The output stream this belongs to (a Fluvio topic later): `points`, `members`,
+    /// `orders`, `stock`, `credit`.
+    pub fn stream(&self) -> &'static str {
+        match self {
+            Output::Ledger { .. } | Output::Pending { .. } | Output::PointsDebt { .. } => "points",
+            Output::Tag { .. }
+            | Output::Tier { .. }
+            | Output::Merged { .. }
+            | Output::MergeConflict { .. }
+            | Output::RewardCapped { .. }
+            | Output::BudgetExhausted { .. } => "members",
+            Output::OrderAccepted { .. }
+            | Output::OrderRejected { .. }
+            | Output::OrderHeld { .. }
+            | Output::OrderReleased { .. }
+            | Output::OrderStatus { .. }
+            | Output::OrderIgnored { .. } => "orders",
+            Output::Stock { .. }
+            | Output::LowStock { .. }
+            | Output::StockOut { .. }
+            | Output::StockShort { .. } => "stock",
+            Output::Credit { .. } => "credit",
+        }
+    }
+}

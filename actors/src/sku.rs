@@ -1,0 +1,944 @@
+//! SKU actors: one stock pool per SKU across all channels, per location. A SKU owns its
+//! on-hand, reserved and safety stock at every location, the open reservations of orders
+//! (so reservations are all-or-nothing and idempotent per order), and the orders it shipped
+//! (so returned goods go back where they came from, never more than shipped).
+//!
+//! Available-to-promise (ATP) at a location is on hand − reserved − safety. Only a stock
+//! count can push on hand below what is reserved; a reservation never takes more than ATP,
+//! so the pool never oversells, whichever channel the orders come from.
+
+use crate::cmd::{Cmd, OrderCmd, SkuCmd};
+use crate::{Ctx, Effects, Key, Output, Recent, DAY_US};
+use compact_str::CompactString as Str;
+use omnistream_schemas::StockOp;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// How many stock and restock event ids a SKU remembers for deduplication. Redeliveries come
+/// soon after the original, so a short memory suffices and keeps the per-SKU state small.
+pub const SEEN_CAP: usize = 256;
+
+/// Stock at one location.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Loc {
+    /// Units physically on hand (never below 0).
+    pub on_hand: i64,
+    /// Units reserved for open orders: the sum of the open reservations at this location.
+    pub reserved: i64,
+    /// Units kept back from sale.
+    pub safety: i64,
+}
+
+impl Loc {
+    /// Available to promise, never below 0.
+    pub fn atp(&self) -> i64 {
+        self.on_hand
+            .saturating_sub(self.reserved)
+            .saturating_sub(self.safety)
+            .max(0)
+    }
+}
+
+/// An order's open (not yet shipped) reservation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    /// Location the order is served from.
+    pub location: Str,
+    /// Units reserved.
+    pub qty: i64,
+}
+
+/// An order this SKU shipped, kept for returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Committed {
+    /// Location it shipped from (returns go back there).
+    pub location: Str,
+    /// Units shipped.
+    pub qty: i64,
+    /// Units returned so far.
+    pub restocked: i64,
+    /// Event time of the shipment (µs); the record is dropped `order_days` later.
+    pub at: i64,
+}
+
+/// One SKU's stock.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Sku {
+    /// Stock per location.
+    pub locations: BTreeMap<Str, Loc>,
+    /// Open reservations by order key.
+    pub open: BTreeMap<Str, Reservation>,
+    /// Shipped orders by order key, for returns.
+    pub committed: BTreeMap<Str, Committed>,
+    /// `(at, order)` of every record in `committed`, so pruning finds the old ones without
+    /// scanning them all (a busy SKU ships many orders in `order_days`).
+    pub committed_by_at: BTreeSet<(i64, Str)>,
+    /// Ids of stock and restock events already applied.
+    pub seen: Recent,
+}
+
+/// Stock at one location as the API shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocView {
+    /// On hand.
+    pub on_hand: i64,
+    /// Reserved for open orders.
+    pub reserved: i64,
+    /// Safety stock.
+    pub safety: i64,
+    /// Available to promise.
+    pub atp: i64,
+}
+
+/// A SKU's stock as the HTTP API and replay dumps show it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkuView {
+    /// Per location.
+    pub locations: BTreeMap<Str, LocView>,
+    /// ATP summed over all locations.
+    pub atp: i64,
+    /// Orders with an open reservation.
+    pub open_orders: u64,
+}
+
+impl Sku {
+    /// ATP at `location` (0 for a location never seen).
+    pub fn atp(&self, location: &str) -> i64 {
+        self.locations.get(location).map_or(0, Loc::atp)
+    }
+
+    /// The SKU's stock for the API.
+    pub fn view(&self) -> SkuView {
+        let locations: BTreeMap<Str, LocView> = self
+            .locations
+            .iter()
+            .map(|(k, l)| {
+                let v = LocView {
+                    on_hand: l.on_hand,
+                    reserved: l.reserved,
+                    safety: l.safety,
+                    atp: l.atp(),
+                };
+                (k.clone(), v)
+            })
+            .collect();
+        SkuView {
+            atp: locations
+                .values()
+                .fold(0i64, |s, l| s.saturating_add(l.atp)),
+            locations,
+            open_orders: u64::try_from(self.open.len()).unwrap_or(u64::MAX),
+        }
+    }
+
+    /// Handles one command.
+    pub fn handle(&mut self, me: &Str, cmd: SkuCmd, ctx: &Ctx, fx: &mut Effects) {
+        self.prune(ctx);
+        match cmd {
+            SkuCmd::Reserve {
+                order,
+                location,
+                qty,
+            } => self.reserve(me, order, location, qty, ctx, fx),
+            SkuCmd::Commit { order } => self.commit(me, order, ctx, fx),
+            SkuCmd::Release { order } => {
+                let Some(r) = self.open.remove(&order) else {
+                    return;
+                };
+                let before = self.atp(&r.location);
+                let loc = self.locations.entry(r.location.clone()).or_default();
+                loc.reserved = loc.reserved.saturating_sub(r.qty);
+                self.changed(me, &r.location, before, ctx, fx);
+            }
+            SkuCmd::Restock { order, qty } => self.restock(me, order, qty, ctx, fx),
+            SkuCmd::Stock {
+                op,
+                location,
+                qty,
+                safety,
+            } => self.stock(me, op, location, qty, safety, ctx, fx),
+        }
+    }
+
+    fn reserve(
+        &mut self,
+        me: &Str,
+        order: Str,
+        location: Str,
+        qty: i64,
+        ctx: &Ctx,
+        fx: &mut Effects,
+    ) {
+        let reply = |fx: &mut Effects, ok: bool, atp: i64| {
+            fx.send(
+                Key::Order(order.clone()),
+                Cmd::Order(OrderCmd::Stock {
+                    sku: me.clone(),
+                    ok,
+                    atp,
+                }),
+            );
+        };
+        // a redelivered Reserve (or one arriving after the order shipped) gets the answer it
+        // got the first time; reserving again would hold the stock twice
+        if let Some(r) = self.open.get(&order) {
+            reply(fx, true, self.atp(&r.location));
+            return;
+        }
+        if let Some(c) = self.committed.get(&order) {
+            reply(fx, true, self.atp(&c.location));
+            return;
+        }
+        let before = self.atp(&location);
+        // the decoder only passes positive quantities; anything else is a bug upstream and
+        // must not create a reservation that shifts `reserved` the wrong way
+        if qty <= 0 || qty > before {
+            reply(fx, false, before);
+            return;
+        }
+        let loc = self.locations.entry(location.clone()).or_default();
+        loc.reserved = loc.reserved.saturating_add(qty);
+        let atp = loc.atp();
+        self.open.insert(
+            order.clone(),
+            Reservation {
+                location: location.clone(),
+                qty,
+            },
+        );
+        reply(fx, true, atp);
+        self.changed(me, &location, before, ctx, fx);
+    }
+
+    fn commit(&mut self, me: &Str, order: Str, ctx: &Ctx, fx: &mut Effects) {
+        let Some(r) = self.open.remove(&order) else {
+            return;
+        };
+        let before = self.atp(&r.location);
+        let loc = self.locations.entry(r.location.clone()).or_default();
+        loc.reserved = loc.reserved.saturating_sub(r.qty);
+        // after a count found less than was reserved, the shipment cannot take on hand
+        // below zero; the shortfall was already reported as StockShort
+        loc.on_hand = loc.on_hand.saturating_sub(r.qty).max(0);
+        let at = ctx.ts();
+        self.committed_by_at.insert((at, order.clone()));
+        self.committed.insert(
+            order,
+            Committed {
+                location: r.location.clone(),
+                qty: r.qty,
+                restocked: 0,
+                at,
+            },
+        );
+        self.changed(me, &r.location, before, ctx, fx);
+    }
+
+    fn restock(&mut self, me: &Str, order: Str, qty: i64, ctx: &Ctx, fx: &mut Effects) {
+        let Some(c) = self.committed.get_mut(&order) else {
+            return;
+        };
+        if !self.seen.insert(ctx.event.as_u128(), SEEN_CAP) {
+            return;
+        }
+        let n = qty.min(c.qty.saturating_sub(c.restocked));
+        if n <= 0 {
+            return;
+        }
+        c.restocked = c.restocked.saturating_add(n);
+        let location = c.location.clone();
+        let before = self.atp(&location);
+        let loc = self.locations.entry(location.clone()).or_default();
+        loc.on_hand = loc.on_hand.saturating_add(n);
+        self.changed(me, &location, before, ctx, fx);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn stock(
+        &mut self,
+        me: &Str,
+        op: StockOp,
+        location: Str,
+        qty: i64,
+        safety: Option<i64>,
+        ctx: &Ctx,
+        fx: &mut Effects,
+    ) {
+        if !self.seen.insert(ctx.event.as_u128(), SEEN_CAP) {
+            return;
+        }
+        let before = self.atp(&location);
+        let loc = self.locations.entry(location.clone()).or_default();
+        loc.on_hand = match op {
+            StockOp::Receive => loc.on_hand.saturating_add(qty.max(0)),
+            StockOp::Adjust => loc.on_hand.saturating_add(qty).max(0),
+            StockOp::Set => qty.max(0),
+        };
+        if let Some(s) = safety {
+            loc.safety = s.max(0);
+        }
+        let short = loc.reserved.saturating_sub(loc.on_hand);
+        // a count is news even when ATP stays the same (the location may be new, or the
+        // count confirms the books), so it is always published
+        self.changed(me, &location, before, ctx, fx);
+        if short > 0 {
+            fx.out(Output::StockShort {
+                sku: me.clone(),
+                location,
+                short,
+            });
+        }
+    }
+
+    /// Publishes the location's numbers and the threshold crossings since `before` (ATP).
+    fn changed(&self, me: &Str, location: &Str, before: i64, ctx: &Ctx, fx: &mut Effects) {
+        let l = self.locations.get(location).copied().unwrap_or_default();
+        let atp = l.atp();
+        fx.out(Output::Stock {
+            sku: me.clone(),
+            location: location.clone(),
+            on_hand: l.on_hand,
+            reserved: l.reserved,
+            safety: l.safety,
+            atp,
+        });
+        let low = ctx.rules.stock.low_stock_atp;
+        if before > low && atp <= low && atp > 0 {
+            fx.out(Output::LowStock {
+                sku: me.clone(),
+                location: location.clone(),
+                atp,
+            });
+        }
+        if before > 0 && atp == 0 {
+            fx.out(Output::StockOut {
+                sku: me.clone(),
+                location: location.clone(),
+            });
+        }
+    }
+
+    /// Drops shipped-order records older than `order_days`: returns after that restock
+    /// nothing, the same window the points ledger uses.
+    fn prune(&mut self, ctx: &Ctx) {
+        let cutoff = ctx
+            .ts()
+            .saturating_sub(ctx.rules.points.order_days.saturating_mul(DAY_US));
+        while let Some((at, _)) = self.committed_by_at.first() {
+            if *at >= cutoff {
+                break;
+            }
+            if let Some((_, order)) = self.committed_by_at.pop_first() {
+                self.committed.remove(&order);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+// a failed unwrap in a test is a failed test, which is what it should be
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::Rules;
+    use omnistream_schemas::EventTime;
+    use proptest::prelude::*;
+
+    const T0: i64 = 1_794_000_000_000; // ms, November 2026
+
+    fn ctx(rules: &Rules, ms: i64, event: u128) -> Ctx<'_> {
+        Ctx {
+            at: EventTime::from_unix_ms(ms),
+            event: uuid::Uuid::from_u128(event),
+            rules,
+        }
+    }
+
+    fn me() -> Str {
+        "SKU-COLA-500".into()
+    }
+
+    /// Applies one command with a fresh event id and returns its effects.
+    fn run(s: &mut Sku, rules: &Rules, event: u128, cmd: SkuCmd) -> Effects {
+        let mut fx = Effects::default();
+        s.handle(&me(), cmd, &ctx(rules, T0, event), &mut fx);
+        fx
+    }
+
+    fn set(location: &str, qty: i64, safety: Option<i64>) -> SkuCmd {
+        SkuCmd::Stock {
+            op: StockOp::Set,
+            location: location.into(),
+            qty,
+            safety,
+        }
+    }
+
+    fn reserve(order: &str, location: &str, qty: i64) -> SkuCmd {
+        SkuCmd::Reserve {
+            order: order.into(),
+            location: location.into(),
+            qty,
+        }
+    }
+
+    fn stock_reply(fx: &Effects) -> (Key, bool, i64) {
+        assert_eq!(fx.sends.len(), 1, "{fx:?}");
+        match &fx.sends[0] {
+            (k, Cmd::Order(OrderCmd::Stock { sku, ok, atp })) => {
+                assert_eq!(*sku, me());
+                (k.clone(), *ok, *atp)
+            }
+            other => panic!("not a stock reply: {other:?}"),
+        }
+    }
+
+    fn stock_out(l: &str, on_hand: i64, reserved: i64, safety: i64, atp: i64) -> Output {
+        Output::Stock {
+            sku: me(),
+            location: l.into(),
+            on_hand,
+            reserved,
+            safety,
+            atp,
+        }
+    }
+
+    #[test]
+    fn reserve_within_atp_reserves_and_replies_with_the_new_atp() {
+        let r = Rules::default();
+        let mut s = Sku::default();
+        run(&mut s, &r, 1, set("wh1", 50, Some(5)));
+        let fx = run(&mut s, &r, 2, reserve("mall:o1", "wh1", 20));
+        assert_eq!(stock_reply(&fx), (Key::Order("mall:o1".into()), true, 25));
+        assert_eq!(fx.outputs, vec![stock_out("wh1", 50, 20, 5, 25)]);
+        assert_eq!(s.locations["wh1"].reserved, 20);
+        assert_eq!(
+            s.open["mall:o1"],
+            Reservation {
+                location: "wh1".into(),
+                qty: 20
+            }
+        );
+    }
+
+    #[test]
+    fn reserve_beyond_atp_is_refused_without_any_change() {
+        let r = Rules::default();
+        let mut s = Sku::default();
+        run(&mut s, &r, 1, set("wh1", 10, Some(3)));
+        let before = s.clone();
+        let fx = run(&mut s, &r, 2, reserve("mall:o1", "wh1", 8));
+        assert_eq!(stock_reply(&fx), (Key::Order("mall:o1".into()), false, 7));
+        assert!(fx.outputs.is_empty());
+        assert_eq!(s, before);
+        // a location never seen has nothing to promise and is not created by asking
+        let fx = run(&mut s, &r, 3, reserve("mall:o2", "nowhere", 1));
+        assert!(!stock_reply(&fx).1);
+        assert_eq!(stock_reply(&fx).2, 0);
+        assert_eq!(s, before);
+        // nor is a non-positive quantity reserved
+        let fx = run(&mut s, &r, 4, reserve("mall:o3", "wh1", 0));
+        assert!(!stock_reply(&fx).1);
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn reserve_is_idempotent_per_order() {
+        let r = Rules::default();
+        let mut s = Sku::default();
+        run(&mut s, &r, 1, set("wh1", 10, None));
+        run(&mut s, &r, 2, reserve("mall:o1", "wh1", 4));
+        let before = s.clone();
+        let fx = run(&mut s, &r, 3, reserve("mall:o1", "wh1", 4));
+        assert_eq!(stock_reply(&fx), (Key::Order("mall:o1".into()), true, 6));
+        assert!(fx.outputs.is_empty());
+        assert_eq!(s, before);
+        // still ok after it shipped, and nothing is reserved again
+        run(
+            &mut s,
+            &r,
+            4,
+            SkuCmd::Commit {
+                order: "mall:o1".into(),
+            },
+        );
+        let fx = run(&mut s, &r, 5, reserve("mall:o1", "wh1", 4));
+        assert!(stock_reply(&fx).1);
+        assert_eq!(s.locations["wh1"].reserved, 0);
+    }
+
+    #[test]
+    fn the_last_unit_goes_to_the_first_order_only() {
+        let r = Rules::default();
+        let mut s = Sku::default();
+        run(&mut s, &r, 1, set("st1", 1, None));
+        let a = run(&mut s, &r, 2, reserve("tmall:a", "st1", 1));
+        let b = run(&mut s, &r, 3, reserve("jd:b", "st1", 1));
+        assert_eq!(stock_reply(&a), (Key::Order("tmall:a".into()), true, 0));
+        assert_eq!(stock_reply(&b), (Key::Order("jd:b".into()), false, 0));
+        assert!(a.outputs.contains(&Output::StockOut {
+            sku: me(),
+            location: "st1".into()
+        }));
+        assert!(b.outputs.is_empty());
+    }
+
+    #[test]
+    fn commit_ships_the_reservation_once() {
+        let r = Rules::default();
+        let mut s = Sku::default();
+        run(&mut s, &r, 1, set("wh1", 30, Some(2)));
+        run(&mut s, &r, 2, reserve("mall:o1", "wh1", 5));
+        let fx = run(
+            &mut s,
+            &r,
+            3,
+            SkuCmd::Commit {
+                order: "mall:o1".into(),
+            },
+        );
+        assert_eq!(fx.outputs, vec![stock_out("wh1", 25, 0, 2, 23)]);
+        assert!(fx.sends.is_empty());
+        assert!(s.open.is_empty());
+        assert_eq!(
+            s.committed["mall:o1"],
+            Committed {
+                location: "wh1".into(),
+                qty: 5,
+                restocked: 0,
+                at: T0 * 1000
+            }
+        );
+        let before = s.clone();
+        let fx = run(
+            &mut s,
+            &r,
+            4,
+            SkuCmd::Commit {
+                order: "mall:o1".into(),
+            },
+        );
+        assert_eq!(fx, Effects::default());
+        let fx = run(
+            &mut s,
+            &r,
+            5,
+            SkuCmd::Commit {
+                order: "mall:zz".into(),
+            },
+        );
+        assert_eq!(fx, Effects::default());
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn release_gives_back_an_open_reservation_only() {
+        let r = Rules::default();
+        let mut s = Sku::default();
+        run(&mut s, &r, 1, set("wh1", 30, None));
+        run(&mut s, &r, 2, reserve("mall:o1", "wh1", 5));
+        run(&mut s, &r, 3, reserve("mall:o2", "wh1", 7));
+        let fx = run(
+            &mut s,
+            &r,
+            4,
+            SkuCmd::Release {
+                order: "mall:o1".into(),
+            },
+        );
+        assert_eq!(fx.outputs, vec![stock_out("wh1", 30, 7, 0, 23)]);
+        assert_eq!(s.atp("wh1"), 23);
+        // a shipped order has nothing to release; a second release nothing either
+        run(
+            &mut s,
+            &r,
+            5,
+            SkuCmd::Commit {
+                order: "mall:o2".into(),
+            },
+        );
+        let before = s.clone();
+        for (i, o) in ["mall:o1", "mall:o2"].into_iter().enumerate() {
+            let fx = run(
+                &mut s,
+                &r,
+                6 + i as u128,
+                SkuCmd::Release { order: o.into() },
+            );
+            assert_eq!(fx, Effects::default());
+        }
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn restock_returns_at_most_what_shipped_once_per_event() {
+        let r = Rules::default();
+        let mut s = Sku::default();
+        run(&mut s, &r, 1, set("wh1", 10, None));
+        run(&mut s, &r, 2, reserve("mall:o1", "wh1", 4));
+        run(
+            &mut s,
+            &r,
+            3,
+            SkuCmd::Commit {
+                order: "mall:o1".into(),
+            },
+        );
+        assert_eq!(s.locations["wh1"].on_hand, 6);
+        let back = |n| SkuCmd::Restock {
+            order: "mall:o1".into(),
+            qty: n,
+        };
+        let fx = run(&mut s, &r, 10, back(3));
+        assert_eq!(fx.outputs, vec![stock_out("wh1", 9, 0, 0, 9)]);
+        // the same return event delivered again
+        let fx = run(&mut s, &r, 10, back(3));
+        assert_eq!(fx, Effects::default());
+        // a later return of more than is left is capped at what is left
+        let fx = run(&mut s, &r, 11, back(3));
+        assert_eq!(fx.outputs, vec![stock_out("wh1", 10, 0, 0, 10)]);
+        assert_eq!(s.committed["mall:o1"].restocked, 4);
+        let fx = run(&mut s, &r, 12, back(1));
+        assert_eq!(fx, Effects::default());
+        // an order this SKU never shipped restocks nothing
+        let fx = run(
+            &mut s,
+            &r,
+            13,
+            SkuCmd::Restock {
+                order: "x".into(),
+                qty: 1,
+            },
+        );
+        assert_eq!(fx, Effects::default());
+        assert_eq!(s.locations["wh1"].on_hand, 10);
+    }
+
+    #[test]
+    fn stock_events_receive_adjust_set_and_replace_safety() {
+        let r = Rules::default();
+        let mut s = Sku::default();
+        let op = |op, qty, safety| SkuCmd::Stock {
+            op,
+            location: "st1".into(),
+            qty,
+            safety,
+        };
+        let fx = run(&mut s, &r, 1, op(StockOp::Receive, 40, Some(4)));
+        assert_eq!(fx.outputs, vec![stock_out("st1", 40, 0, 4, 36)]);
+        run(&mut s, &r, 2, op(StockOp::Adjust, -15, None));
+        assert_eq!(
+            s.locations["st1"],
+            Loc {
+                on_hand: 25,
+                reserved: 0,
+                safety: 4
+            }
+        );
+        // an adjustment never takes on hand below zero
+        run(&mut s, &r, 3, op(StockOp::Adjust, -100, None));
+        assert_eq!(s.locations["st1"].on_hand, 0);
+        run(&mut s, &r, 4, op(StockOp::Set, 70, Some(0)));
+        assert_eq!(
+            s.locations["st1"],
+            Loc {
+                on_hand: 70,
+                reserved: 0,
+                safety: 0
+            }
+        );
+        // a repeated event id is one event
+        let before = s.clone();
+        let fx = run(&mut s, &r, 4, op(StockOp::Receive, 5, None));
+        assert_eq!(fx, Effects::default());
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn a_count_below_reserved_reports_the_shortage() {
+        let r = Rules::default();
+        let mut s = Sku::default();
+        run(&mut s, &r, 1, set("wh1", 10, None));
+        let fx = run(&mut s, &r, 2, reserve("mall:o1", "wh1", 10));
+        assert!(!fx
+            .outputs
+            .iter()
+            .any(|o| matches!(o, Output::StockShort { .. })));
+        let fx = run(&mut s, &r, 3, set("wh1", 6, None));
+        assert_eq!(
+            fx.outputs,
+            vec![
+                stock_out("wh1", 6, 10, 0, 0),
+                Output::StockShort {
+                    sku: me(),
+                    location: "wh1".into(),
+                    short: 4
+                }
+            ]
+        );
+        // shipping cannot take on hand below zero; the reservation still ends
+        run(
+            &mut s,
+            &r,
+            4,
+            SkuCmd::Commit {
+                order: "mall:o1".into(),
+            },
+        );
+        assert_eq!(
+            s.locations["wh1"],
+            Loc {
+                on_hand: 0,
+                reserved: 0,
+                safety: 0
+            }
+        );
+    }
+
+    #[test]
+    fn low_stock_and_stock_out_fire_on_the_crossing_only() {
+        let r = Rules::default();
+        assert_eq!(r.stock.low_stock_atp, 10);
+        let mut s = Sku::default();
+        run(&mut s, &r, 1, set("wh1", 14, None));
+        let low = |atp| Output::LowStock {
+            sku: me(),
+            location: "wh1".into(),
+            atp,
+        };
+        let out = Output::StockOut {
+            sku: me(),
+            location: "wh1".into(),
+        };
+        let fx = run(&mut s, &r, 2, reserve("a", "wh1", 4));
+        assert_eq!(fx.outputs, vec![stock_out("wh1", 14, 4, 0, 10), low(10)]);
+        let fx = run(&mut s, &r, 3, reserve("b", "wh1", 2));
+        assert!(!fx.outputs.contains(&low(8)));
+        assert_eq!(fx.outputs.len(), 1);
+        let fx = run(&mut s, &r, 4, reserve("c", "wh1", 8));
+        assert_eq!(
+            fx.outputs,
+            vec![stock_out("wh1", 14, 14, 0, 0), out.clone()]
+        );
+        // already out: a further count to zero is not a new stock-out
+        let fx = run(&mut s, &r, 5, set("wh1", 14, None));
+        assert!(!fx.outputs.contains(&out));
+        // from plenty straight to zero is a stock-out, not low stock
+        run(&mut s, &r, 6, set("wh1", 100, None));
+        let fx = run(&mut s, &r, 7, set("wh1", 14, Some(0)));
+        assert_eq!(fx.outputs, vec![stock_out("wh1", 14, 14, 0, 0), out]);
+    }
+
+    #[test]
+    fn shipped_orders_are_forgotten_after_order_days() {
+        let r = Rules::default();
+        let mut s = Sku::default();
+        run(&mut s, &r, 1, set("wh1", 10, None));
+        run(&mut s, &r, 2, reserve("o1", "wh1", 2));
+        run(&mut s, &r, 3, SkuCmd::Commit { order: "o1".into() });
+        let day_ms = DAY_US / 1000;
+        let mut fx = Effects::default();
+        let late = T0 + r.points.order_days * day_ms;
+        // exactly `order_days` later it is still kept
+        s.handle(&me(), set("wh1", 8, None), &ctx(&r, late, 4), &mut fx);
+        assert!(s.committed.contains_key("o1"));
+        s.handle(
+            &me(),
+            SkuCmd::Restock {
+                order: "o1".into(),
+                qty: 1,
+            },
+            &ctx(&r, late + 1, 5),
+            &mut fx,
+        );
+        assert!(s.committed.is_empty());
+        assert!(s.committed_by_at.is_empty());
+        assert_eq!(s.locations["wh1"].on_hand, 8);
+    }
+
+    #[test]
+    fn view_and_serde_round_trip() {
+        let r = Rules::default();
+        let mut s = Sku::default();
+        run(&mut s, &r, 1, set("wh1", 10, Some(2)));
+        run(&mut s, &r, 2, set("st1", 3, None));
+        run(&mut s, &r, 3, reserve("o1", "wh1", 3));
+        let v = s.view();
+        assert_eq!(v.atp, 8);
+        assert_eq!(v.open_orders, 1);
+        assert_eq!(
+            v.locations["wh1"],
+            LocView {
+                on_hand: 10,
+                reserved: 3,
+                safety: 2,
+                atp: 5
+            }
+        );
+        let text = serde_json::to_string(&s).unwrap();
+        let back: Sku = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, s);
+        let vt = serde_json::to_string(&v).unwrap();
+        assert_eq!(serde_json::from_str::<SkuView>(&vt).unwrap(), v);
+    }
+
+    // --- properties over random command sequences ---
+
+    const LOCS: [&str; 2] = ["wh1", "st1"];
+
+    fn cmd_strategy() -> impl Strategy<Value = (u128, SkuCmd)> {
+        let order = (0u8..6).prop_map(|i| Str::from(format!("o{i}")));
+        let loc = (0usize..LOCS.len()).prop_map(|i| Str::from(LOCS[i]));
+        let op = prop_oneof![
+            Just(StockOp::Receive),
+            Just(StockOp::Adjust),
+            Just(StockOp::Set)
+        ];
+        let cmd = prop_oneof![
+            3 => (order.clone(), loc.clone(), 1i64..8)
+                .prop_map(|(order, location, qty)| SkuCmd::Reserve { order, location, qty }),
+            2 => order.clone().prop_map(|order| SkuCmd::Commit { order }),
+            1 => order.clone().prop_map(|order| SkuCmd::Release { order }),
+            1 => (order, 1i64..5).prop_map(|(order, qty)| SkuCmd::Restock { order, qty }),
+            2 => (op, loc, -10i64..25, proptest::option::of(0i64..6)).prop_map(
+                |(op, location, qty, safety)| SkuCmd::Stock { op, location, qty, safety }
+            ),
+        ];
+        // a small id pool makes redelivered events common
+        (0u128..12, cmd)
+    }
+
+    fn apply_all(cmds: &[(u128, SkuCmd)], r: &Rules) -> (Sku, Vec<Effects>) {
+        let mut s = Sku::default();
+        let mut all = Vec::new();
+        for (i, (id, c)) in cmds.iter().enumerate() {
+            let mut fx = Effects::default();
+            s.handle(&me(), c.clone(), &ctx(r, T0 + i as i64, *id), &mut fx);
+            all.push(fx);
+        }
+        (s, all)
+    }
+
+    fn check_books(s: &Sku) -> Result<(), TestCaseError> {
+        for (name, l) in &s.locations {
+            let sum: i64 = s
+                .open
+                .values()
+                .filter(|r| r.location == *name)
+                .map(|r| r.qty)
+                .sum();
+            prop_assert_eq!(l.reserved, sum, "reserved != open reservations at {}", name);
+            prop_assert!(l.on_hand >= 0 && l.reserved >= 0 && l.safety >= 0);
+            prop_assert!(l.atp() >= 0);
+        }
+        for r in s.open.values() {
+            prop_assert!(s.locations.contains_key(&r.location));
+            prop_assert!(r.qty > 0);
+        }
+        for c in s.committed.values() {
+            prop_assert!(c.restocked >= 0 && c.restocked <= c.qty);
+        }
+        prop_assert_eq!(s.committed.len(), s.committed_by_at.len());
+        for (_, o) in &s.committed_by_at {
+            prop_assert!(s.committed.contains_key(o));
+        }
+        for o in s.open.keys() {
+            prop_assert!(!s.committed.contains_key(o));
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn reservations_never_oversell(cmds in prop::collection::vec(cmd_strategy(), 0..60)) {
+            let r = Rules::default();
+            let mut s = Sku::default();
+            for (i, (id, c)) in cmds.into_iter().enumerate() {
+                let before = s.clone();
+                let mut fx = Effects::default();
+                let is_reserve = matches!(c, SkuCmd::Reserve { .. });
+                s.handle(&me(), c.clone(), &ctx(&r, T0 + i as i64, id), &mut fx);
+                check_books(&s)?;
+                if let SkuCmd::Reserve { order, location, qty } = c {
+                    let (_, ok, atp) = stock_reply(&fx);
+                    let fresh = !before.open.contains_key(&order)
+                        && !before.committed.contains_key(&order);
+                    if fresh && ok {
+                        // took at most what was available then, and left ATP >= 0
+                        let l = before.locations[&location];
+                        prop_assert!(qty <= l.on_hand - l.reserved - l.safety);
+                        let after = s.locations[&location];
+                        prop_assert!(after.reserved <= after.on_hand - after.safety);
+                        prop_assert_eq!(atp, after.atp());
+                        prop_assert_eq!(after.reserved, l.reserved + qty);
+                    } else if fresh {
+                        prop_assert_eq!(&s, &before);
+                        prop_assert_eq!(atp, before.atp(&location));
+                        prop_assert!(fx.outputs.is_empty());
+                    } else {
+                        prop_assert!(ok);
+                        prop_assert_eq!(&s.locations, &before.locations);
+                    }
+                }
+                if !is_reserve {
+                    prop_assert!(fx.sends.is_empty());
+                }
+                for o in &fx.outputs {
+                    if let Output::Stock { atp, location, .. } = o {
+                        prop_assert!(*atp >= 0);
+                        prop_assert_eq!(*atp, s.atp(location));
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn two_orders_for_the_last_units_exactly_one_wins(
+            cmds in prop::collection::vec(cmd_strategy(), 0..40),
+            li in 0usize..LOCS.len(),
+        ) {
+            let r = Rules::default();
+            let (mut s, _) = apply_all(&cmds, &r);
+            let loc = LOCS[li];
+            let atp = s.atp(loc);
+            prop_assume!(atp > 0);
+            let a = run(&mut s, &r, 1000, reserve("new:a", loc, atp));
+            let b = run(&mut s, &r, 1001, reserve("new:b", loc, atp));
+            prop_assert!(stock_reply(&a).1);
+            prop_assert!(!stock_reply(&b).1);
+            prop_assert_eq!(s.atp(loc), 0);
+            prop_assert_eq!(stock_reply(&b).2, 0);
+        }
+
+        #[test]
+        fn the_same_commands_give_byte_identical_state(
+            cmds in prop::collection::vec(cmd_strategy(), 0..60),
+        ) {
+            let r = Rules::default();
+            let (a, fa) = apply_all(&cmds, &r);
+            let (b, fb) = apply_all(&cmds, &r);
+            prop_assert_eq!(serde_json::to_vec(&a).unwrap(), serde_json::to_vec(&b).unwrap());
+            prop_assert_eq!(fa, fb);
+            let back: Sku = serde_json::from_slice(&serde_json::to_vec(&a).unwrap()).unwrap();
+            prop_assert_eq!(back, a);
+        }
+
+        #[test]
+        fn a_replayed_stock_event_changes_nothing(
+            cmds in prop::collection::vec(cmd_strategy(), 0..40),
+            op in prop_oneof![Just(StockOp::Receive), Just(StockOp::Adjust), Just(StockOp::Set)],
+            qty in -10i64..25,
+            li in 0usize..LOCS.len(),
+        ) {
+            let r = Rules::default();
+            let (mut s, _) = apply_all(&cmds, &r);
+            let c = SkuCmd::Stock { op, location: LOCS[li].into(), qty, safety: Some(1) };
+            run(&mut s, &r, 5000, c.clone());
+            let once = s.clone();
+            let fx = run(&mut s, &r, 5000, c);
+            prop_assert_eq!(fx, Effects::default());
+            prop_assert_eq!(s, once);
+        }
+    }
+}

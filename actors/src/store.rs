@@ -1,0 +1,1038 @@
+//! Store actors: one store's KPIs per local hour and local day, its recent visitors (for
+//! distinct visitors and conversion), and the sales reps who visit it (SFA).
+//!
+//! Everything runs on event time in the sender's local time: an event lands in the bucket of
+//! its own local hour and day, however late it arrives. Buckets are kept `store.kpi_days` days
+//! behind the newest event time the store has seen, never by the wall clock, so a replay
+//! builds the same state as the live run. Every collection is bounded, so a busy store (or a
+//! hostile feed) cannot grow one entity without limit. Stores emit no outputs: boards read
+//! their KPIs through [`Store::view`].
+
+use crate::cmd::StoreCmd;
+use crate::{Ctx, Effects, Recent, DAY_US};
+use compact_str::CompactString as Str;
+use omnistream_schemas::EventTime;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Microseconds per hour.
+const HOUR_US: i64 = 3_600 * 1_000_000;
+
+/// Most members remembered as recent visitors; the least recently seen are dropped first.
+pub const MAX_VISITORS: usize = 10_000;
+/// Most sales reps remembered per store; the one whose last visit is oldest is dropped first.
+pub const MAX_REPS: usize = 256;
+/// Most visit times kept per rep for the 30-day frequency.
+pub const MAX_REP_TIMES: usize = 256;
+/// The window, in days, of a rep's visit frequency.
+pub const REP_WINDOW_DAYS: i64 = 30;
+/// How many `(event id, command kind)` pairs a store remembers for deduplication.
+/// Redeliveries come soon after the original, so a short memory suffices.
+pub const SEEN_CAP: usize = 256;
+/// How many order keys a store remembers so an order is counted once.
+pub const ORDERS_CAP: usize = 1_024;
+
+/// The KPIs of one store in one local hour or local day.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Kpi {
+    /// Member visits (every visit, repeated ones included).
+    pub member_visits: u64,
+    /// Sales-rep visits.
+    pub rep_visits: u64,
+    /// Seconds spent by reps in the store (visits with a known duration).
+    pub rep_visit_seconds: i64,
+    /// Codes scanned at the store.
+    pub scans: u64,
+    /// Orders credited to the store (each order key once).
+    pub orders: u64,
+    /// Value of those orders, in fen.
+    pub sales: i64,
+    /// Members whose first event ever was at this store.
+    pub members_won: u64,
+    /// Value cancelled or returned, in fen.
+    pub refunds: i64,
+    /// Distinct members who visited in the bucket (as far as the recent-visitor memory reaches).
+    pub visitors: u64,
+    /// Visitors of this bucket who ordered at the store within the conversion window.
+    pub converted: u64,
+}
+
+impl Kpi {
+    /// Converted visitors over visitors; None when nobody visited.
+    pub fn conversion(&self) -> Option<f64> {
+        // u64 -> f64 is exact below 2^53 visitors, far beyond any bucket
+        (self.visitors > 0).then(|| self.converted as f64 / self.visitors as f64)
+    }
+}
+
+/// What a store remembers about a member's latest visit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Visitor {
+    /// Time of the latest visit (µs).
+    pub at: i64,
+    /// Local hour of that visit.
+    pub hour: i64,
+    /// Local day of that visit.
+    pub day: i64,
+    /// Already counted as converted in the hour bucket `hour`.
+    pub hour_converted: bool,
+    /// Already counted as converted in the day bucket `day`.
+    pub day_converted: bool,
+}
+
+/// One sales rep's visits to the store.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rep {
+    /// Visits in all.
+    pub visits: u64,
+    /// Time of the latest visit (µs).
+    pub last_us: i64,
+    /// Seconds spent, over the visits with a known duration.
+    pub seconds: i64,
+    /// Visits with a known duration.
+    pub timed: u64,
+    /// Visit times (µs) of the last [`REP_WINDOW_DAYS`] days, oldest first, at most
+    /// [`MAX_REP_TIMES`].
+    pub recent: VecDeque<i64>,
+}
+
+/// The newest event time a store has seen, with its local hour and day: the reference for
+/// pruning.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Latest {
+    /// Event time (µs).
+    pub us: i64,
+    /// Its local hour.
+    pub hour: i64,
+    /// Its local day.
+    pub day: i64,
+}
+
+/// One store's state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Store {
+    /// The newest event time seen; None before the first command.
+    pub latest: Option<Latest>,
+    /// KPIs by local hour number (hours since the epoch in the sender's offset).
+    pub hours: BTreeMap<i64, Kpi>,
+    /// KPIs by local day number.
+    pub days: BTreeMap<i64, Kpi>,
+    /// Recent visitors by member id.
+    pub visitors: BTreeMap<Str, Visitor>,
+    /// The same visitors ordered by latest visit, so the oldest are found without a scan.
+    pub visitors_by_time: BTreeSet<(i64, Str)>,
+    /// Sales reps by id.
+    pub reps: BTreeMap<Str, Rep>,
+    /// Hashes of the order keys recently counted as sales.
+    pub orders: Recent,
+    /// Recently applied `(event id, command kind)` pairs. The kind is part of the key because
+    /// every command of one input event's chain carries that event's id.
+    pub seen: VecDeque<(u128, u8)>,
+}
+
+impl Store {
+    /// Handles one command.
+    pub fn handle(&mut self, _me: &Str, cmd: StoreCmd, ctx: &Ctx, _fx: &mut Effects) {
+        if !self.first_delivery(ctx.event.as_u128(), kind_of(&cmd)) {
+            return;
+        }
+        let rules = &ctx.rules.store;
+        let kpi_days = rules.kpi_days.max(1);
+        let window_us = rules.conversion_window_hours.max(0).saturating_mul(HOUR_US);
+        let latest = self.advance(ctx.at);
+        let keep = Keep::new(latest, kpi_days);
+        let at = ctx.at;
+        match cmd {
+            StoreCmd::MemberVisit {
+                member, new_member, ..
+            } => {
+                self.member_visit(member, new_member, at, keep);
+            }
+            StoreCmd::RepVisit { rep, duration_s } => {
+                let secs = duration_s.map(|d| d.max(0));
+                self.bump(at, keep, |k| {
+                    k.rep_visits += 1;
+                    k.rep_visit_seconds = k.rep_visit_seconds.saturating_add(secs.unwrap_or(0));
+                });
+                self.rep_visit(rep, secs, at.unix_us, latest.us);
+            }
+            StoreCmd::Scan => self.bump(at, keep, |k| k.scans += 1),
+            StoreCmd::Sale {
+                order,
+                member,
+                amount,
+                new_member,
+            } => {
+                // the same order can reach the store under two event ids (a resent `placed`)
+                if self.orders.insert(hash_key(&order), ORDERS_CAP) {
+                    let amount = amount.max(0);
+                    self.bump(at, keep, |k| {
+                        k.orders += 1;
+                        k.sales = k.sales.saturating_add(amount);
+                        k.members_won += u64::from(new_member);
+                    });
+                    if let Some(m) = member {
+                        self.convert(&m, at.unix_us, window_us);
+                    }
+                }
+            }
+            StoreCmd::Refund { amount, .. } => {
+                let amount = amount.max(0);
+                self.bump(at, keep, |k| k.refunds = k.refunds.saturating_add(amount));
+            }
+        }
+        self.prune(keep, window_us);
+    }
+
+    /// Records the pair; false when it was applied already.
+    fn first_delivery(&mut self, event: u128, kind: u8) -> bool {
+        if self.seen.contains(&(event, kind)) {
+            return false;
+        }
+        if self.seen.len() >= SEEN_CAP {
+            self.seen.pop_front();
+        }
+        self.seen.push_back((event, kind));
+        true
+    }
+
+    /// Moves the newest event time forward (never back) and returns it.
+    fn advance(&mut self, at: EventTime) -> Latest {
+        let now = Latest {
+            us: at.unix_us,
+            hour: at.local_hour(),
+            day: at.local_day(),
+        };
+        match self.latest {
+            Some(l) if l.us >= now.us => l,
+            _ => {
+                self.latest = Some(now);
+                now
+            }
+        }
+    }
+
+    /// Applies `f` to the hour and day buckets of `at`, unless they are already past retention
+    /// (a late event must not resurrect a bucket the next prune would drop).
+    fn bump(&mut self, at: EventTime, keep: Keep, f: impl Fn(&mut Kpi)) {
+        if let Some(k) = bucket(&mut self.hours, at.local_hour(), keep.min_hour) {
+            f(k);
+        }
+        if let Some(k) = bucket(&mut self.days, at.local_day(), keep.min_day) {
+            f(k);
+        }
+    }
+
+    fn member_visit(&mut self, member: Str, new_member: bool, at: EventTime, keep: Keep) {
+        let (ts, hour, day) = (at.unix_us, at.local_hour(), at.local_day());
+        let (new_in_hour, new_in_day) = match self.visitors.get_mut(&member) {
+            Some(v) if ts >= v.at => {
+                let fresh = (v.hour != hour, v.day != day);
+                self.visitors_by_time.remove(&(v.at, member.clone()));
+                self.visitors_by_time.insert((ts, member.clone()));
+                // a visitor new to a bucket can convert in it once
+                if fresh.0 {
+                    v.hour_converted = false;
+                }
+                if fresh.1 {
+                    v.day_converted = false;
+                }
+                *v = Visitor {
+                    at: ts,
+                    hour,
+                    day,
+                    ..*v
+                };
+                fresh
+            }
+            // a late visit: counted where it fell, while the entry keeps describing the
+            // newer visit that conversion is measured from
+            Some(v) => (v.hour != hour, v.day != day),
+            None => {
+                self.visitors_by_time.insert((ts, member.clone()));
+                self.visitors.insert(
+                    member,
+                    Visitor {
+                        at: ts,
+                        hour,
+                        day,
+                        hour_converted: false,
+                        day_converted: false,
+                    },
+                );
+                (true, true)
+            }
+        };
+        let won = u64::from(new_member);
+        if let Some(k) = bucket(&mut self.hours, hour, keep.min_hour) {
+            k.member_visits += 1;
+            k.visitors += u64::from(new_in_hour);
+            k.members_won += won;
+        }
+        if let Some(k) = bucket(&mut self.days, day, keep.min_day) {
+            k.member_visits += 1;
+            k.visitors += u64::from(new_in_day);
+            k.members_won += won;
+        }
+    }
+
+    /// Counts the member's latest visit as converted, in its own buckets, when the order came
+    /// within the window after it; each visit converts at most once per bucket, so converted
+    /// never exceeds visitors.
+    fn convert(&mut self, member: &Str, ts: i64, window_us: i64) {
+        let Some(v) = self.visitors.get_mut(member) else {
+            return;
+        };
+        if ts < v.at || ts - v.at > window_us {
+            return;
+        }
+        if !v.hour_converted {
+            v.hour_converted = true;
+            if let Some(k) = self.hours.get_mut(&v.hour) {
+                k.converted += 1;
+            }
+        }
+        if !v.day_converted {
+            v.day_converted = true;
+            if let Some(k) = self.days.get_mut(&v.day) {
+                k.converted += 1;
+            }
+        }
+    }
+
+    fn rep_visit(&mut self, rep: Str, secs: Option<i64>, ts: i64, latest_us: i64) {
+        if !self.reps.contains_key(&rep) && self.reps.len() >= MAX_REPS {
+            // min_by_key keeps the first of equal minima: the smallest id, deterministically
+            let oldest = self
+                .reps
+                .iter()
+                .min_by_key(|(_, r)| r.last_us)
+                .map(|(id, _)| id.clone());
+            if let Some(id) = oldest {
+                self.reps.remove(&id);
+            }
+        }
+        let r = self.reps.entry(rep).or_insert_with(|| Rep {
+            last_us: ts,
+            ..Rep::default()
+        });
+        r.visits += 1;
+        r.last_us = r.last_us.max(ts);
+        if let Some(s) = secs {
+            r.seconds = r.seconds.saturating_add(s);
+            r.timed += 1;
+        }
+        let horizon = latest_us.saturating_sub(REP_WINDOW_DAYS * DAY_US);
+        if ts >= horizon {
+            let pos = r.recent.partition_point(|t| *t <= ts);
+            r.recent.insert(pos, ts);
+        }
+        while r.recent.front().is_some_and(|t| *t < horizon) || r.recent.len() > MAX_REP_TIMES {
+            r.recent.pop_front();
+        }
+    }
+
+    /// Drops buckets past retention and visitors past the conversion window (at least a day,
+    /// so a member visiting twice in a day stays one visitor) or beyond the cap.
+    fn prune(&mut self, keep: Keep, window_us: i64) {
+        while let Some(e) = self.hours.first_entry() {
+            if *e.key() >= keep.min_hour {
+                break;
+            }
+            e.remove();
+        }
+        while let Some(e) = self.days.first_entry() {
+            if *e.key() >= keep.min_day {
+                break;
+            }
+            e.remove();
+        }
+        let horizon = keep.latest_us.saturating_sub(window_us.max(DAY_US));
+        while let Some((at, member)) = self.visitors_by_time.first().cloned() {
+            if at >= horizon && self.visitors.len() <= MAX_VISITORS {
+                break;
+            }
+            self.visitors_by_time.pop_first();
+            self.visitors.remove(&member);
+        }
+    }
+
+    /// The store's KPIs as a board shows them, at query time `now` (its local hour and day
+    /// pick "today" and "this hour"; the caller passes the watermark or the wall clock).
+    pub fn view(&self, now: EventTime) -> StoreView {
+        let (day, hour) = (now.local_day(), now.local_hour());
+        let window_start = now.unix_us.saturating_sub(REP_WINDOW_DAYS * DAY_US);
+        StoreView {
+            today: KpiView::new(day, self.days.get(&day).copied().unwrap_or_default()),
+            this_hour: KpiView::new(hour, self.hours.get(&hour).copied().unwrap_or_default()),
+            days: self
+                .days
+                .iter()
+                .map(|(d, k)| KpiView::new(*d, *k))
+                .collect(),
+            reps: self
+                .reps
+                .iter()
+                .map(|(id, r)| RepView {
+                    rep: id.clone(),
+                    visits: r.visits,
+                    last_visit_us: r.last_us,
+                    visits_30d: r
+                        .recent
+                        .iter()
+                        .filter(|t| **t > window_start && **t <= now.unix_us)
+                        .count(),
+                    avg_duration_s: (r.timed > 0).then(|| r.seconds as f64 / r.timed as f64),
+                })
+                .collect(),
+            recent_visitors: self.visitors.len(),
+        }
+    }
+}
+
+/// The oldest hour and day buckets still kept, given the newest event time.
+#[derive(Debug, Clone, Copy)]
+struct Keep {
+    latest_us: i64,
+    min_hour: i64,
+    min_day: i64,
+}
+
+impl Keep {
+    fn new(latest: Latest, kpi_days: i64) -> Self {
+        Keep {
+            latest_us: latest.us,
+            min_hour: latest
+                .hour
+                .saturating_sub(kpi_days.saturating_mul(24))
+                .saturating_add(1),
+            min_day: latest.day.saturating_sub(kpi_days).saturating_add(1),
+        }
+    }
+}
+
+/// The bucket `key`, created when missing; None when it is older than `min`.
+fn bucket(map: &mut BTreeMap<i64, Kpi>, key: i64, min: i64) -> Option<&mut Kpi> {
+    (key >= min).then(|| map.entry(key).or_default())
+}
+
+/// A small number per command kind, for deduplication.
+fn kind_of(cmd: &StoreCmd) -> u8 {
+    match cmd {
+        StoreCmd::MemberVisit { .. } => 0,
+        StoreCmd::RepVisit { .. } => 1,
+        StoreCmd::Scan => 2,
+        StoreCmd::Sale { .. } => 3,
+        StoreCmd::Refund { .. } => 4,
+    }
+}
+
+/// FNV-1a, 128 bits: a stable hash of an order key, so the dedup memory is 16 bytes per order
+/// whatever the key's length (keys are up to 256 bytes).
+fn hash_key(s: &str) -> u128 {
+    let mut h: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    for b in s.bytes() {
+        h ^= u128::from(b);
+        h = h.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b);
+    }
+    h
+}
+
+/// One bucket's KPIs with the derived conversion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KpiView {
+    /// Local day or hour number of the bucket.
+    pub at: i64,
+    /// The counts.
+    #[serde(flatten)]
+    pub kpi: Kpi,
+    /// Converted over visitors; None when nobody visited.
+    pub conversion: Option<f64>,
+}
+
+impl KpiView {
+    fn new(at: i64, kpi: Kpi) -> Self {
+        KpiView {
+            at,
+            kpi,
+            conversion: kpi.conversion(),
+        }
+    }
+}
+
+/// One rep as the board shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RepView {
+    /// Rep id.
+    pub rep: Str,
+    /// Visits in all.
+    pub visits: u64,
+    /// Time of the latest visit (µs).
+    pub last_visit_us: i64,
+    /// Visits in the 30 days before the view's time.
+    pub visits_30d: usize,
+    /// Average time spent per visit with a known duration, in seconds.
+    pub avg_duration_s: Option<f64>,
+}
+
+/// A store's KPIs for queries and boards.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoreView {
+    /// Today's KPIs (zero when nothing happened today).
+    pub today: KpiView,
+    /// This hour's KPIs.
+    pub this_hour: KpiView,
+    /// Every kept day, oldest first.
+    pub days: Vec<KpiView>,
+    /// Reps by id.
+    pub reps: Vec<RepView>,
+    /// Members in the recent-visitor memory.
+    pub recent_visitors: usize,
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::Rules;
+    use proptest::prelude::*;
+
+    /// Minutes in µs.
+    const MIN_US: i64 = 60_000_000;
+    /// 2026-01-01T00:00:00Z in ms.
+    const T0_MS: i64 = 1_767_225_600_000;
+
+    fn at_ms(ms: i64) -> EventTime {
+        EventTime::from_unix_ms(ms)
+    }
+
+    fn run(s: &mut Store, rules: &Rules, at: EventTime, id: u128, cmd: StoreCmd) -> Effects {
+        let ctx = Ctx {
+            at,
+            event: uuid::Uuid::from_u128(id),
+            rules,
+        };
+        let mut fx = Effects::default();
+        s.handle(&"s1".into(), cmd, &ctx, &mut fx);
+        fx
+    }
+
+    fn visit(member: &str, new_member: bool) -> StoreCmd {
+        StoreCmd::MemberVisit {
+            member: member.into(),
+            duration_s: Some(600),
+            new_member,
+        }
+    }
+
+    fn sale(order: &str, member: Option<&str>, amount: i64) -> StoreCmd {
+        StoreCmd::Sale {
+            order: order.into(),
+            member: member.map(Str::from),
+            amount,
+            new_member: false,
+        }
+    }
+
+    fn day_of(ms: i64) -> i64 {
+        at_ms(ms).local_day()
+    }
+
+    fn hour_of(ms: i64) -> i64 {
+        at_ms(ms).local_hour()
+    }
+
+    #[test]
+    fn a_member_visiting_twice_a_day_is_one_visitor_of_the_day_and_of_each_hour() {
+        let rules = Rules::default();
+        let mut s = Store::default();
+        let t1 = T0_MS + 9 * 3_600_000;
+        let t2 = T0_MS + 15 * 3_600_000;
+        let fx = run(&mut s, &rules, at_ms(t1), 1, visit("m1", true));
+        assert_eq!(fx, Effects::default(), "stores emit nothing");
+        run(&mut s, &rules, at_ms(t2), 2, visit("m1", false));
+        run(&mut s, &rules, at_ms(t2), 3, visit("m2", false));
+        let d = s.days[&day_of(t1)];
+        assert_eq!((d.member_visits, d.visitors, d.members_won), (3, 2, 1));
+        assert_eq!(s.hours[&hour_of(t1)].visitors, 1);
+        assert_eq!(s.hours[&hour_of(t1)].members_won, 1);
+        assert_eq!(s.hours[&hour_of(t2)].visitors, 2);
+        assert_eq!(s.hours[&hour_of(t2)].members_won, 0);
+        // the next day the same member is a visitor again
+        run(
+            &mut s,
+            &rules,
+            at_ms(t1 + 86_400_000),
+            4,
+            visit("m1", false),
+        );
+        assert_eq!(s.days[&(day_of(t1) + 1)].visitors, 1);
+    }
+
+    #[test]
+    fn a_redelivered_command_counts_once_but_another_kind_of_the_same_event_counts() {
+        let rules = Rules::default();
+        let mut s = Store::default();
+        let t = at_ms(T0_MS);
+        run(&mut s, &rules, t, 7, StoreCmd::Scan);
+        run(&mut s, &rules, t, 7, StoreCmd::Scan);
+        run(&mut s, &rules, t, 8, StoreCmd::Scan);
+        let once = s.clone();
+        run(&mut s, &rules, t, 7, StoreCmd::Scan);
+        assert_eq!(
+            s, once,
+            "a redelivery changes nothing, not even the dedup memory"
+        );
+        run(&mut s, &rules, t, 7, visit("m1", false));
+        let d = s.days[&t.local_day()];
+        assert_eq!((d.scans, d.member_visits), (2, 1));
+    }
+
+    #[test]
+    fn an_order_key_is_counted_once_even_under_two_event_ids() {
+        let rules = Rules::default();
+        let mut s = Store::default();
+        let t = at_ms(T0_MS);
+        run(&mut s, &rules, t, 1, sale("mall:o1", None, 1299));
+        run(&mut s, &rules, t, 2, sale("mall:o1", None, 1299));
+        run(&mut s, &rules, t, 3, sale("mall:o2", None, 500));
+        run(
+            &mut s,
+            &rules,
+            t,
+            4,
+            StoreCmd::Refund {
+                order: "mall:o2".into(),
+                amount: 200,
+            },
+        );
+        let d = s.days[&t.local_day()];
+        assert_eq!((d.orders, d.sales, d.refunds), (2, 1799, 200));
+        assert_eq!(s.hours[&t.local_hour()], d);
+    }
+
+    #[test]
+    fn a_new_member_ordering_is_a_member_won() {
+        let rules = Rules::default();
+        let mut s = Store::default();
+        let t = at_ms(T0_MS);
+        let cmd = StoreCmd::Sale {
+            order: "store:o1".into(),
+            member: Some("m9".into()),
+            amount: 100,
+            new_member: true,
+        };
+        run(&mut s, &rules, t, 1, cmd);
+        let d = s.days[&t.local_day()];
+        assert_eq!((d.members_won, d.visitors, d.converted), (1, 0, 0));
+    }
+
+    #[test]
+    fn an_order_within_the_window_converts_the_visit_once_in_the_visits_buckets() {
+        let rules = Rules::default(); // 24 h window
+        let mut s = Store::default();
+        let tv = T0_MS + 20 * 3_600_000;
+        run(&mut s, &rules, at_ms(tv), 1, visit("m1", false));
+        run(&mut s, &rules, at_ms(tv), 2, visit("m2", false));
+        // next day, 10 hours after the visit: still converts the visit's day
+        let ts = tv + 10 * 3_600_000;
+        run(
+            &mut s,
+            &rules,
+            at_ms(ts),
+            3,
+            sale("mall:o1", Some("m1"), 1000),
+        );
+        run(
+            &mut s,
+            &rules,
+            at_ms(ts),
+            4,
+            sale("mall:o2", Some("m1"), 1000),
+        );
+        let d = s.days[&day_of(tv)];
+        assert_eq!((d.visitors, d.converted, d.orders), (2, 1, 0));
+        assert_eq!(s.hours[&hour_of(tv)].converted, 1);
+        let sale_day = s.days[&day_of(ts)];
+        assert_eq!(
+            (sale_day.orders, sale_day.converted, sale_day.visitors),
+            (2, 0, 0)
+        );
+        let v = s.view(at_ms(tv));
+        assert_eq!(v.today.conversion, Some(0.5));
+        assert_eq!(v.this_hour.conversion, Some(0.5));
+        assert_eq!(
+            s.view(at_ms(ts)).today.conversion,
+            None,
+            "no visitors that day"
+        );
+        // m2 orders after the window: not converted
+        run(
+            &mut s,
+            &rules,
+            at_ms(tv + 25 * 3_600_000),
+            5,
+            sale("mall:o3", Some("m2"), 1),
+        );
+        assert_eq!(s.days[&day_of(tv)].converted, 1);
+        // a member who never visited does not convert anything
+        run(&mut s, &rules, at_ms(ts), 6, sale("mall:o4", Some("m7"), 1));
+        assert_eq!(s.days.values().map(|k| k.converted).sum::<u64>(), 1);
+    }
+
+    #[test]
+    fn a_new_visit_can_convert_again_in_its_own_buckets() {
+        let rules = Rules::default();
+        let mut s = Store::default();
+        let t1 = T0_MS + 3_600_000;
+        run(&mut s, &rules, at_ms(t1), 1, visit("m1", false));
+        run(
+            &mut s,
+            &rules,
+            at_ms(t1 + 60_000),
+            2,
+            sale("a", Some("m1"), 1),
+        );
+        let t2 = t1 + 86_400_000;
+        run(&mut s, &rules, at_ms(t2), 3, visit("m1", false));
+        run(
+            &mut s,
+            &rules,
+            at_ms(t2 + 60_000),
+            4,
+            sale("b", Some("m1"), 1),
+        );
+        assert_eq!(s.days[&day_of(t1)].converted, 1);
+        assert_eq!(s.days[&day_of(t2)].converted, 1);
+        // a second visit the same day in another hour: a new hour visitor, not a new day one;
+        // its order converts the hour but the day only once
+        let t3 = t2 + 2 * 3_600_000;
+        run(&mut s, &rules, at_ms(t3), 5, visit("m1", false));
+        run(
+            &mut s,
+            &rules,
+            at_ms(t3 + 60_000),
+            6,
+            sale("c", Some("m1"), 1),
+        );
+        let d = s.days[&day_of(t2)];
+        assert_eq!((d.visitors, d.converted), (1, 1));
+        assert_eq!(s.hours[&hour_of(t3)].visitors, 1);
+        assert_eq!(s.hours[&hour_of(t3)].converted, 1);
+    }
+
+    #[test]
+    fn buckets_follow_the_senders_local_day() {
+        let rules = Rules::default();
+        let mut s = Store::default();
+        // 2026-01-01T17:00Z is 01:00 on 2026-01-02 at +08:00
+        let utc = T0_MS + 17 * 3_600_000;
+        let local = EventTime {
+            unix_us: utc * 1000,
+            offset_min: 480,
+        };
+        run(&mut s, &rules, local, 1, StoreCmd::Scan);
+        let d = day_of(T0_MS);
+        assert_eq!(s.days.keys().copied().collect::<Vec<_>>(), vec![d + 1]);
+        assert_eq!(
+            s.hours.keys().copied().collect::<Vec<_>>(),
+            vec![(d + 1) * 24 + 1]
+        );
+        run(&mut s, &rules, at_ms(utc), 2, StoreCmd::Scan);
+        assert_eq!(s.days.keys().copied().collect::<Vec<_>>(), vec![d, d + 1]);
+        assert_eq!(s.view(local).today.kpi.scans, 1);
+    }
+
+    #[test]
+    fn buckets_older_than_kpi_days_are_pruned_by_event_time() {
+        let mut rules = Rules::default();
+        rules.store.kpi_days = 3;
+        let mut s = Store::default();
+        for i in 0..5 {
+            run(
+                &mut s,
+                &rules,
+                at_ms(T0_MS + i * 86_400_000),
+                i as u128,
+                StoreCmd::Scan,
+            );
+        }
+        let d0 = day_of(T0_MS);
+        assert_eq!(
+            s.days.keys().copied().collect::<Vec<_>>(),
+            vec![d0 + 2, d0 + 3, d0 + 4]
+        );
+        assert_eq!(
+            s.hours.len(),
+            3,
+            "one hour bucket per day, all within 72 hours"
+        );
+        // a late event for a pruned day does not bring the day back
+        run(&mut s, &rules, at_ms(T0_MS), 99, StoreCmd::Scan);
+        assert!(!s.days.contains_key(&d0));
+        assert!(!s.hours.contains_key(&hour_of(T0_MS)));
+        // a late event within retention still lands in its own day
+        run(
+            &mut s,
+            &rules,
+            at_ms(T0_MS + 2 * 86_400_000),
+            100,
+            StoreCmd::Scan,
+        );
+        assert_eq!(s.days[&(d0 + 2)].scans, 2);
+        assert_eq!(s.latest.map(|l| l.day), Some(d0 + 4));
+    }
+
+    #[test]
+    fn rep_visits_report_last_visit_frequency_and_average_duration() {
+        let rules = Rules::default();
+        let mut s = Store::default();
+        let rep = |d: Option<i64>| StoreCmd::RepVisit {
+            rep: "r1".into(),
+            duration_s: d,
+        };
+        let day = 86_400_000;
+        run(&mut s, &rules, at_ms(T0_MS), 1, rep(Some(1200)));
+        run(&mut s, &rules, at_ms(T0_MS + 20 * day), 2, rep(Some(600)));
+        run(&mut s, &rules, at_ms(T0_MS + 40 * day), 3, rep(None));
+        let now = at_ms(T0_MS + 40 * day + 1);
+        let v = s.view(now);
+        assert_eq!(v.reps.len(), 1);
+        let r = &v.reps[0];
+        assert_eq!(
+            (r.visits, r.last_visit_us, r.visits_30d),
+            (3, (T0_MS + 40 * day) * 1000, 2)
+        );
+        assert_eq!(r.avg_duration_s, Some(900.0));
+        assert_eq!(
+            s.reps["r1"].recent.len(),
+            2,
+            "the visit 40 days back is pruned"
+        );
+        let today = v.today.kpi;
+        assert_eq!((today.rep_visits, today.rep_visit_seconds), (1, 0));
+        assert_eq!(s.days[&day_of(T0_MS + 20 * day)].rep_visit_seconds, 600);
+        // later, fewer visits are recent
+        assert_eq!(s.view(at_ms(T0_MS + 55 * day)).reps[0].visits_30d, 1);
+    }
+
+    #[test]
+    fn reps_are_bounded_dropping_the_longest_unseen() {
+        let rules = Rules::default();
+        let mut s = Store::default();
+        for i in 0..=MAX_REPS as i64 {
+            let cmd = StoreCmd::RepVisit {
+                rep: compact_str::format_compact!("r{i:04}"),
+                duration_s: None,
+            };
+            run(&mut s, &rules, at_ms(T0_MS + i * 1000), i as u128, cmd);
+        }
+        assert_eq!(s.reps.len(), MAX_REPS);
+        assert!(!s.reps.contains_key("r0000"));
+        assert!(s.reps.contains_key("r0001"));
+    }
+
+    #[test]
+    fn recent_visitors_are_bounded_and_pruned_after_the_window() {
+        let rules = Rules::default();
+        let mut s = Store::default();
+        for i in 0..=MAX_VISITORS as i64 {
+            let cmd = visit(&format!("m{i:05}"), false);
+            run(&mut s, &rules, at_ms(T0_MS + i), (i + 1) as u128, cmd);
+        }
+        assert_eq!(s.visitors.len(), MAX_VISITORS);
+        assert_eq!(s.visitors_by_time.len(), MAX_VISITORS);
+        assert!(!s.visitors.contains_key("m00000"), "the oldest is dropped");
+        assert!(s.visitors.contains_key("m00001"));
+        assert_eq!(s.days[&day_of(T0_MS)].visitors, MAX_VISITORS as u64 + 1);
+        // past the 24 h window everyone but the new visitor is forgotten
+        run(
+            &mut s,
+            &rules,
+            at_ms(T0_MS + 25 * 3_600_000),
+            1 << 40,
+            visit("late", false),
+        );
+        assert_eq!(s.visitors.keys().collect::<Vec<_>>(), vec!["late"]);
+        assert_eq!(s.visitors_by_time.len(), 1);
+    }
+
+    #[test]
+    fn view_of_an_empty_store_is_zero() {
+        let v = Store::default().view(at_ms(T0_MS));
+        assert_eq!(v.today.kpi, Kpi::default());
+        assert_eq!(v.today.conversion, None);
+        assert!(v.days.is_empty() && v.reps.is_empty());
+        let json = serde_json::to_value(&v).unwrap();
+        assert_eq!(
+            json["today"]["scans"], 0,
+            "kpi fields are flattened: {json}"
+        );
+    }
+
+    /// One random store command, with a time step (minutes, may be negative: a late event).
+    #[derive(Debug, Clone)]
+    enum Op {
+        Visit(u8, bool),
+        Rep(u8, Option<i64>),
+        Scan,
+        Sale(u8, Option<u8>, i64, bool),
+        Refund(u8, i64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (0u8..6, any::<bool>()).prop_map(|(m, n)| Op::Visit(m, n)),
+            1 => (0u8..3, proptest::option::of(0i64..3600)).prop_map(|(r, d)| Op::Rep(r, d)),
+            1 => Just(Op::Scan),
+            3 => (0u8..10, proptest::option::of(0u8..6), 0i64..100_000, any::<bool>())
+                .prop_map(|(o, m, a, n)| Op::Sale(o, m, a, n)),
+            1 => (0u8..10, 0i64..10_000).prop_map(|(o, a)| Op::Refund(o, a)),
+        ]
+    }
+
+    fn cmd_of(op: &Op) -> StoreCmd {
+        match op {
+            Op::Visit(m, n) => visit(&format!("m{m}"), *n),
+            Op::Rep(r, d) => StoreCmd::RepVisit {
+                rep: compact_str::format_compact!("r{r}"),
+                duration_s: *d,
+            },
+            Op::Scan => StoreCmd::Scan,
+            Op::Sale(o, m, a, n) => StoreCmd::Sale {
+                order: compact_str::format_compact!("mall:o{o}"),
+                member: m.map(|m| compact_str::format_compact!("m{m}")),
+                amount: *a,
+                new_member: *n,
+            },
+            Op::Refund(o, a) => StoreCmd::Refund {
+                order: compact_str::format_compact!("mall:o{o}"),
+                amount: *a,
+            },
+        }
+    }
+
+    /// Ops with their event ids (their index) and times: mostly forward, sometimes late.
+    fn timeline(ops: &[(Op, i64)], offset_min: i16) -> Vec<(Op, u128, EventTime)> {
+        let mut t = T0_MS * 1000;
+        ops.iter()
+            .enumerate()
+            .map(|(i, (op, step_min))| {
+                t += step_min * MIN_US;
+                let at = EventTime {
+                    unix_us: t,
+                    offset_min,
+                };
+                (op.clone(), i as u128, at)
+            })
+            .collect()
+    }
+
+    fn check_invariants(s: &Store, kpi_days: i64) -> Result<(), TestCaseError> {
+        let l = s.latest.expect("a command was applied");
+        prop_assert!(s.days.len() as i64 <= kpi_days);
+        prop_assert!(s.hours.len() as i64 <= kpi_days * 24);
+        prop_assert!(s.days.keys().all(|d| *d > l.day - kpi_days && *d <= l.day));
+        prop_assert!(s
+            .hours
+            .keys()
+            .all(|h| *h > l.hour - kpi_days * 24 && *h <= l.hour));
+        for k in s.days.values().chain(s.hours.values()) {
+            prop_assert!(k.converted <= k.visitors, "{k:?}");
+            prop_assert!(k.visitors <= k.member_visits, "{k:?}");
+            prop_assert!(k.conversion().is_none_or(|c| (0.0..=1.0).contains(&c)));
+        }
+        prop_assert!(s.visitors.len() <= MAX_VISITORS);
+        prop_assert_eq!(s.visitors.len(), s.visitors_by_time.len());
+        for (at, m) in &s.visitors_by_time {
+            prop_assert_eq!(s.visitors.get(m).map(|v| v.at), Some(*at));
+            prop_assert!(*at >= l.us - DAY_US.max(24 * HOUR_US));
+        }
+        prop_assert!(s.seen.len() <= SEEN_CAP && s.orders.0.len() <= ORDERS_CAP);
+        prop_assert!(s.reps.len() <= MAX_REPS);
+        prop_assert!(s.reps.values().all(|r| r.recent.len() <= MAX_REP_TIMES));
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn repeated_deliveries_never_double_count_and_state_stays_bounded(
+            ops in proptest::collection::vec((op(), prop_oneof![8 => 0i64..240, 1 => -600i64..0, 1 => 1440i64..4000]), 1..60),
+            copies in proptest::collection::vec(1usize..4, 60),
+            redeliver in proptest::collection::vec((any::<prop::sample::Index>(), any::<prop::sample::Index>()), 0..20),
+            offset_min in prop_oneof![Just(0i16), Just(480), Just(-300)],
+            kpi_days in 1i64..6,
+        ) {
+            let mut rules = Rules::default();
+            rules.store.kpi_days = kpi_days;
+            let events = timeline(&ops, offset_min);
+            let mut once = Store::default();
+            for (op, id, at) in &events {
+                run(&mut once, &rules, *at, *id, cmd_of(op));
+                check_invariants(&once, kpi_days)?;
+            }
+            // the same events, each delivered 1 to 3 times, plus redeliveries of earlier ones
+            let mut many = Store::default();
+            for (i, (op, id, at)) in events.iter().enumerate() {
+                for _ in 0..copies[i] {
+                    run(&mut many, &rules, *at, *id, cmd_of(op));
+                }
+                for (which, _) in redeliver.iter().filter(|(_, when)| when.index(events.len()) == i) {
+                    let (op, id, at) = which.get(&events[..=i]);
+                    run(&mut many, &rules, *at, *id, cmd_of(op));
+                }
+                check_invariants(&many, kpi_days)?;
+            }
+            prop_assert_eq!(serde_json::to_string(&once).unwrap(), serde_json::to_string(&many).unwrap());
+            // replaying the whole sequence onto the final state changes nothing either
+            let before = once.clone();
+            for (op, id, at) in &events {
+                run(&mut once, &rules, *at, *id, cmd_of(op));
+            }
+            prop_assert_eq!(&once, &before);
+            // and the same sequence on a fresh store gives byte-identical state
+            let mut again = Store::default();
+            for (op, id, at) in &events {
+                run(&mut again, &rules, *at, *id, cmd_of(op));
+            }
+            prop_assert_eq!(serde_json::to_vec(&again).unwrap(), serde_json::to_vec(&before).unwrap());
+        }
+
+        #[test]
+        fn totals_count_each_order_and_event_exactly_once(
+            ops in proptest::collection::vec((op(), 0i64..120), 1..80),
+        ) {
+            // all within a few days and the default 35-day retention: nothing is pruned
+            let rules = Rules::default();
+            let events = timeline(&ops, 480);
+            let mut s = Store::default();
+            let mut orders = std::collections::BTreeMap::new();
+            let (mut scans, mut visits, mut refunds) = (0u64, 0u64, 0i64);
+            for (op, id, at) in &events {
+                // each event delivered twice
+                run(&mut s, &rules, *at, *id, cmd_of(op));
+                run(&mut s, &rules, *at, *id, cmd_of(op));
+                match op {
+                    Op::Sale(o, _, a, _) => {
+                        orders.entry(*o).or_insert(*a);
+                    }
+                    Op::Scan => scans += 1,
+                    Op::Visit(..) => visits += 1,
+                    Op::Refund(_, a) => refunds += a,
+                    Op::Rep(..) => {}
+                }
+            }
+            let sum = |f: fn(&Kpi) -> i64| s.days.values().map(f).sum::<i64>();
+            prop_assert_eq!(sum(|k| k.orders as i64), orders.len() as i64);
+            prop_assert_eq!(sum(|k| k.sales), orders.values().sum::<i64>());
+            prop_assert_eq!(sum(|k| k.scans as i64), scans as i64);
+            prop_assert_eq!(sum(|k| k.member_visits as i64), visits as i64);
+            prop_assert_eq!(sum(|k| k.refunds), refunds);
+            let hsum = |f: fn(&Kpi) -> i64| s.hours.values().map(f).sum::<i64>();
+            prop_assert_eq!(hsum(|k| k.sales), sum(|k| k.sales));
+            prop_assert_eq!(hsum(|k| k.member_visits as i64), visits as i64);
+        }
+    }
+}

@@ -1,0 +1,424 @@
+//! Whole scenarios through the deterministic engine: events in (as channels send them, through
+//! the real decoder), states and outputs checked.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+use omnistream_actors::engine::{Applied, Emitted, Engine};
+use omnistream_actors::{Output, Rules};
+use omnistream_schemas::{Decoder, Event, Pii};
+
+const KEY: &[u8] = b"test-key";
+
+struct World {
+    engine: Engine,
+    out: Vec<Emitted>,
+    n: u32,
+    decoder: Decoder,
+}
+
+impl World {
+    fn new(rules: Rules) -> Self {
+        World {
+            engine: Engine::new(rules),
+            out: Vec::new(),
+            n: 0,
+            decoder: Decoder::new(Pii::new(KEY)),
+        }
+    }
+
+    /// Sends one event given as JSON without `id` (a fresh one is added).
+    fn send(&mut self, json: &str) -> Applied {
+        self.n += 1;
+        let with_id = format!(
+            "{{\"id\":\"00000000-0000-7000-8000-{:012}\",{}",
+            self.n,
+            &json[1..]
+        );
+        self.send_raw(&with_id)
+    }
+
+    fn send_raw(&mut self, json: &str) -> Applied {
+        let ev: Event = self
+            .decoder
+            .decode(json.as_bytes())
+            .unwrap_or_else(|r| panic!("{r}: {json}"));
+        self.engine.apply(&ev, &mut self.out)
+    }
+
+    fn outputs(&self) -> Vec<&Output> {
+        self.out.iter().map(|e| &e.output).collect()
+    }
+
+    fn member_by(&self, kind: &str, value: &str) -> &omnistream_actors::member::Member {
+        let v = if kind == "phone" || kind == "card" {
+            Pii::new(KEY)
+                .protect(&omnistream_schemas::IdKind::parse(kind), value)
+                .unwrap()
+        } else {
+            value.into()
+        };
+        self.engine
+            .member_of(kind, &v)
+            .unwrap_or_else(|| panic!("no member for {kind}"))
+    }
+
+    fn ledger_sum(&self, member: &str) -> i64 {
+        self.out
+            .iter()
+            .filter_map(|e| match &e.output {
+                Output::Ledger {
+                    member: m, delta, ..
+                } if m == member => Some(*delta),
+                _ => None,
+            })
+            .sum()
+    }
+}
+
+fn stock(sku: &str, qty: i64, ts: &str) -> String {
+    format!(
+        r#"{{"type":"stock","ts":"{ts}","sku":"{sku}","location":"wh","op":"receive","qty":{qty}}}"#
+    )
+}
+
+fn order(id: &str, status: &str, member: &str, extra: &str, ts: &str) -> String {
+    format!(
+        r#"{{"type":"order","ts":"{ts}","channel":"mall","order":"{id}","status":"{status}","kind":"consumer","member":{member}{extra}}}"#
+    )
+}
+
+const T0: &str = "2026-11-11T10:00:00+08:00";
+const T1: &str = "2026-11-11T11:00:00+08:00";
+const T2: &str = "2026-11-12T11:00:00+08:00";
+const T3: &str = "2026-11-13T11:00:00+08:00";
+
+#[test]
+fn a_consumer_order_through_fulfilment_and_a_partial_return() {
+    let mut w = World::new(Rules::default());
+    w.send(&stock("S1", 10, T0));
+    w.send(&stock("S2", 5, T0));
+    let lines = r#","lines":[{"sku":"S1","qty":2,"unit_price":10000},{"sku":"S2","qty":1,"unit_price":5000}],"location":"wh""#;
+    w.send(&order("o1", "placed", r#"{"openid":"oa"}"#, lines, T1));
+    assert!(w.outputs().iter().any(
+        |o| matches!(o, Output::OrderAccepted { order, amount: 25000 } if order == "mall:o1")
+    ));
+    let m = w.member_by("openid", "oa").clone();
+    assert_eq!(m.points.pending, 250, "1 point per yuan");
+    assert_eq!(m.points.balance, 0);
+    let s1 = w.engine.sku("S1").unwrap().view();
+    assert_eq!(s1.atp, 8);
+
+    w.send(&order("o1", "fulfilled", r#"{"openid":"oa"}"#, "", T2));
+    let m = w.member_by("openid", "oa").clone();
+    assert_eq!((m.points.balance, m.points.pending), (250, 0));
+    assert_eq!(
+        w.engine.sku("S1").unwrap().view().atp,
+        8,
+        "commit keeps ATP"
+    );
+
+    // one of the two S1 units comes back: ¥100 of ¥250 → 100 points reversed (rounded up)
+    w.send(&order(
+        "o1",
+        "returned",
+        r#"{"openid":"oa"}"#,
+        r#","lines":[{"sku":"S1","qty":1,"unit_price":10000}]"#,
+        T3,
+    ));
+    let m = w.member_by("openid", "oa").clone();
+    assert_eq!(m.points.balance, 150);
+    assert_eq!(w.ledger_sum(&m.id), 150);
+    assert_eq!(
+        w.engine.sku("S1").unwrap().view().atp,
+        9,
+        "returned unit back on hand"
+    );
+    // returning more than was bought reverses no more than the rest
+    w.send(&order(
+        "o1",
+        "returned",
+        r#"{"openid":"oa"}"#,
+        "",
+        "2026-11-14T11:00:00+08:00",
+    ));
+    let m = w.member_by("openid", "oa").clone();
+    assert_eq!(m.points.balance, 0);
+    assert_eq!(w.engine.sku("S1").unwrap().view().atp, 10);
+    assert_eq!(w.engine.sku("S2").unwrap().view().atp, 5);
+}
+
+#[test]
+fn the_last_unit_goes_to_exactly_one_order_and_the_other_is_released_whole() {
+    let mut w = World::new(Rules::default());
+    w.send(&stock("S1", 1, T0));
+    w.send(&stock("S2", 10, T0));
+    let l = r#","lines":[{"sku":"S2","qty":1,"unit_price":100},{"sku":"S1","qty":1,"unit_price":100}],"location":"wh""#;
+    w.send(&order("a", "placed", r#"{"openid":"oa"}"#, l, T1));
+    w.send(&order("b", "placed", r#"{"openid":"ob"}"#, l, T1));
+    let accepted = w
+        .outputs()
+        .iter()
+        .filter(|o| matches!(o, Output::OrderAccepted { .. }))
+        .count();
+    let rejected: Vec<_> = w
+        .outputs()
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::OrderRejected { order, reason, .. } => Some((order.clone(), reason.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(accepted, 1);
+    assert_eq!(
+        rejected,
+        vec![("mall:b".into(), "insufficient_stock".into())]
+    );
+    // the losing order's S2 reservation was compensated
+    assert_eq!(w.engine.sku("S2").unwrap().view().atp, 9);
+    assert_eq!(w.engine.sku("S1").unwrap().view().atp, 0);
+}
+
+#[test]
+fn two_lines_of_one_sku_count_together() {
+    let mut w = World::new(Rules::default());
+    w.send(&stock("S1", 3, T0));
+    let l = r#","lines":[{"sku":"S1","qty":2,"unit_price":100},{"sku":"S1","qty":2,"unit_price":100}],"location":"wh""#;
+    w.send(&order("a", "placed", r#"{"openid":"oa"}"#, l, T1));
+    assert!(w
+        .outputs()
+        .iter()
+        .any(|o| matches!(o, Output::OrderRejected { .. })));
+    assert_eq!(w.engine.sku("S1").unwrap().view().atp, 3);
+}
+
+#[test]
+fn redeeming_more_than_the_balance_rejects_the_order_and_releases_stock() {
+    let mut w = World::new(Rules::default());
+    w.send(&stock("S1", 10, T0));
+    let l = r#","lines":[{"sku":"S1","qty":1,"unit_price":10000}],"location":"wh","points_redeemed":500"#;
+    w.send(&order("a", "placed", r#"{"openid":"oa"}"#, l, T1));
+    let reasons: Vec<_> = w
+        .outputs()
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::OrderRejected { reason, .. } => Some(reason.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reasons, vec!["insufficient_points"]);
+    assert_eq!(w.engine.sku("S1").unwrap().view().atp, 10);
+    let m = w.member_by("openid", "oa");
+    assert_eq!(m.points.balance, 0);
+}
+
+#[test]
+fn points_earned_in_one_channel_pay_in_another_and_a_cancel_refunds_them() {
+    let mut w = World::new(Rules::default());
+    w.send(&stock("S1", 10, T0));
+    let l = r#","lines":[{"sku":"S1","qty":1,"unit_price":50000}],"location":"wh""#;
+    w.send(&order(
+        "a",
+        "placed",
+        r#"{"tmall":"tb1","phone":"13800138000"}"#,
+        l,
+        T0,
+    ));
+    w.send(&order("a", "fulfilled", r#"{"tmall":"tb1"}"#, "", T1));
+    // at the store by phone: the same member
+    let pay =
+        r#","lines":[{"sku":"S1","qty":1,"unit_price":100}],"location":"wh","points_redeemed":300"#;
+    let store_order = pay.replace("\"location\"", "\"store\":\"st1\",\"location\"");
+    w.send(&order(
+        "b",
+        "placed",
+        r#"{"phone":"+86 138-0013-8000"}"#,
+        &store_order,
+        T2,
+    ));
+    let m = w.member_by("phone", "13800138000").clone();
+    assert_eq!(m.points.balance, 200);
+    w.send(&order(
+        "b",
+        "cancelled",
+        r#"{"phone":"13800138000"}"#,
+        "",
+        T3,
+    ));
+    let m = w.member_by("tmall", "tb1").clone();
+    assert_eq!(m.points.balance, 500);
+    assert_eq!(w.ledger_sum(&m.id), 500);
+}
+
+#[test]
+fn identities_seen_together_merge_members_and_keep_every_point_once() {
+    let mut w = World::new(Rules::default());
+    w.send(&stock("S1", 10, T0));
+    let l = r#","lines":[{"sku":"S1","qty":1,"unit_price":10000}],"location":"wh""#;
+    for (i, who) in [r#"{"openid":"oa"}"#, r#"{"card":"VIP-1"}"#]
+        .iter()
+        .enumerate()
+    {
+        w.send(&order(&format!("o{i}"), "placed", who, l, T0));
+        w.send(&order(&format!("o{i}"), "fulfilled", who, "", T1));
+    }
+    let a = w.member_by("openid", "oa").id.clone();
+    let b = w.member_by("card", "VIP-1").id.clone();
+    assert_ne!(a, b);
+    w.send(&format!(
+        r#"{{"type":"identify","ts":"{T2}","member":{{"openid":"oa","card":"VIP-1"}}}}"#
+    ));
+    let m = w.member_by("openid", "oa").clone();
+    assert_eq!(m.id, w.member_by("card", "VIP-1").id, "one member now");
+    assert_eq!(
+        m.id,
+        std::cmp::min(a.clone(), b.clone()),
+        "the smaller id survives"
+    );
+    assert_eq!(m.points.balance, 200);
+    let alias = if m.id == a { &b } else { &a };
+    assert_eq!(
+        w.engine.member(alias).unwrap().id,
+        m.id,
+        "the alias still resolves"
+    );
+    assert!(w
+        .outputs()
+        .iter()
+        .any(|o| matches!(o, Output::Merged { .. })));
+    let total: i64 = [&a, &b].iter().map(|id| w.ledger_sum(id)).sum();
+    assert_eq!(total, 200, "ledgers of both sum to the merged balance");
+    assert_eq!(m.days.iter().map(|d| d.orders).sum::<u32>(), 2);
+}
+
+#[test]
+fn two_phones_never_merge_automatically() {
+    let mut w = World::new(Rules::default());
+    w.send(&format!(
+        r#"{{"type":"identify","ts":"{T0}","member":{{"openid":"oa","phone":"13800000001"}}}}"#
+    ));
+    w.send(&format!(
+        r#"{{"type":"identify","ts":"{T0}","member":{{"tmall":"tb","phone":"13800000002"}}}}"#
+    ));
+    w.send(&format!(
+        r#"{{"type":"identify","ts":"{T1}","member":{{"openid":"oa","tmall":"tb"}}}}"#
+    ));
+    let a = w.member_by("openid", "oa").id.clone();
+    let b = w.member_by("tmall", "tb").id.clone();
+    assert_ne!(a, b);
+    assert!(w.outputs().iter().any(
+        |o| matches!(o, Output::MergeConflict { reason, .. } if reason == "different phone numbers")
+    ));
+}
+
+#[test]
+fn dormant_turns_on_by_timer_without_an_event_of_that_member() {
+    let mut w = World::new(Rules::default());
+    w.send(r#"{"type":"identify","ts":"2026-01-01T10:00:00+08:00","member":{"openid":"sleepy","unionid":"u1"}}"#);
+    // somebody else's event 61 days later moves the watermark
+    w.send(r#"{"type":"identify","ts":"2026-03-03T10:00:00+08:00","member":{"openid":"other","unionid":"u2"}}"#);
+    let m = w.member_by("openid", "sleepy");
+    assert!(m.tags.contains(&"dormant".into()), "{:?}", m.tags);
+    assert!(w
+        .outputs()
+        .iter()
+        .any(|o| matches!(o, Output::Tag { tag, on: true, member } if tag == "dormant" && *member == m.id)));
+}
+
+#[test]
+fn scan_rewards_respect_the_daily_cap_and_the_budget() {
+    let mut rules = Rules::default();
+    rules.campaigns.insert(
+        "c1".into(),
+        omnistream_actors::config::CampaignRules {
+            points: 10,
+            daily_cap: 2,
+            budget: 30,
+        },
+    );
+    let mut w = World::new(rules);
+    let scan = |code: &str, who: &str, ts: &str| {
+        format!(
+            r#"{{"type":"scan","ts":"{ts}","channel":"campaign","code":"{code}","sku":"S1","campaign":"c1","member":{{"openid":"{who}"}},"device":"d","ip":"1.2.3.4"}}"#
+        )
+    };
+    for c in ["a", "b", "c"] {
+        w.send(&scan(c, "oa", T0));
+    }
+    assert_eq!(
+        w.member_by("openid", "oa").points.balance,
+        20,
+        "third scan of the day capped"
+    );
+    assert!(w
+        .outputs()
+        .iter()
+        .any(|o| matches!(o, Output::RewardCapped { .. })));
+    w.send(&scan("d", "ob", T0));
+    w.send(&scan("e", "oc", T0));
+    assert_eq!(w.member_by("openid", "ob").points.balance, 10);
+    assert_eq!(
+        w.member_by("openid", "oc").points.balance,
+        0,
+        "budget of 30 spent"
+    );
+    assert!(w
+        .outputs()
+        .iter()
+        .any(|o| matches!(o, Output::BudgetExhausted { .. })));
+}
+
+#[test]
+fn a_dealer_order_beyond_credit_is_held_then_released_by_a_payment() {
+    let mut w = World::new(Rules::default());
+    w.send(&stock("S1", 200, T0));
+    w.send(&format!(
+        r#"{{"type":"dealer","ts":"{T0}","dealer":"d1","credit_limit":100000}}"#
+    ));
+    let d = |id: &str, qty: i64, ts: &str| {
+        format!(
+            r#"{{"type":"order","ts":"{ts}","channel":"dealer","order":"{id}","status":"placed","kind":"dealer","dealer":"d1","lines":[{{"sku":"S1","qty":{qty},"unit_price":1000}}],"location":"wh"}}"#
+        )
+    };
+    w.send(&d("p1", 80, T1)); // 80,000 of 100,000
+    w.send(&d("p2", 30, T1)); // 30,000 more: held, short 10,000
+    assert!(w.outputs().iter().any(
+        |o| matches!(o, Output::OrderHeld { order, shortfall: 10000, .. } if order == "dealer:p2")
+    ));
+    assert_eq!(
+        w.engine.sku("S1").unwrap().view().atp,
+        120,
+        "held orders reserve no stock"
+    );
+    w.send(&format!(
+        r#"{{"type":"order","ts":"{T2}","channel":"dealer","order":"p1","status":"fulfilled","kind":"dealer","dealer":"d1"}}"#
+    ));
+    w.send(&format!(
+        r#"{{"type":"payment","ts":"{T3}","dealer":"d1","amount":50000,"ref":"BANK-1"}}"#
+    ));
+    assert!(w
+        .outputs()
+        .iter()
+        .any(|o| matches!(o, Output::OrderReleased { .. })));
+    assert!(w
+        .outputs()
+        .iter()
+        .any(|o| matches!(o, Output::OrderAccepted { order, .. } if order == "dealer:p2")));
+    assert_eq!(w.engine.sku("S1").unwrap().view().atp, 90);
+    // the same payment reference again changes nothing
+    let before = w.engine.dealer("d1").unwrap().clone();
+    w.send(&format!(
+        r#"{{"type":"payment","ts":"{T3}","dealer":"d1","amount":50000,"ref":"BANK-1"}}"#
+    ));
+    assert_eq!(w.engine.dealer("d1").unwrap(), &before);
+}
+
+#[test]
+fn a_repeated_event_id_changes_nothing() {
+    let mut w = World::new(Rules::default());
+    let ev = format!(
+        r#"{{"id":"00000000-0000-7000-8000-999999999999","type":"stock","ts":"{T0}","sku":"S1","location":"wh","op":"receive","qty":5}}"#
+    );
+    assert!(matches!(w.send_raw(&ev), Applied::Done(_)));
+    let snap = serde_json::to_string(&w.engine.snapshot()).unwrap();
+    assert_eq!(w.send_raw(&ev), Applied::Duplicate);
+    assert_eq!(serde_json::to_string(&w.engine.snapshot()).unwrap(), snap);
+}
