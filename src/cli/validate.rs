@@ -1,0 +1,315 @@
+//! `omnistream validate`: checks JSON-lines feeds against the event contract, the way a
+//! channel team checks its feed before going live.
+
+use anyhow::Context;
+use omnistream_schemas::{lint, Decoder, Pii, Problem};
+use omnistream_streams::jsonl::JsonLines;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashSet};
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::Path;
+use std::process::ExitCode;
+
+/// How often one reason (or warning) occurred, and where first.
+#[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
+pub struct Tally {
+    /// Lines with at least one problem of this kind.
+    pub lines: u64,
+    /// `file:line` and field path of the first occurrence.
+    pub first: String,
+}
+
+impl Tally {
+    fn add(&mut self, at: impl FnOnce() -> String) {
+        if self.lines == 0 {
+            self.first = at();
+        }
+        self.lines += 1;
+    }
+}
+
+/// The counts for one input file.
+#[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
+pub struct FileCounts {
+    /// The file as named on the command line (`-` for stdin).
+    pub file: String,
+    /// Non-blank lines read.
+    pub lines: u64,
+    /// Lines that decoded into a valid event.
+    pub valid: u64,
+    /// Lines rejected.
+    pub rejected: u64,
+}
+
+/// What `validate` found across all inputs.
+#[derive(Debug, Default, Clone, Serialize, PartialEq, Eq)]
+pub struct Summary {
+    /// Per input file.
+    pub files: Vec<FileCounts>,
+    /// Rejected lines per reason code.
+    pub reasons: BTreeMap<&'static str, Tally>,
+    /// Valid events per event type.
+    pub valid_by_type: BTreeMap<&'static str, u64>,
+    /// Warnings that do not reject a line (unknown fields, repeated ids).
+    pub warnings: BTreeMap<String, Tally>,
+}
+
+impl Summary {
+    /// Lines read in all files.
+    pub fn lines(&self) -> u64 {
+        self.files.iter().map(|f| f.lines).sum()
+    }
+
+    /// Lines rejected in all files.
+    pub fn rejected(&self) -> u64 {
+        self.files.iter().map(|f| f.rejected).sum()
+    }
+}
+
+/// One rejected line as written to the rejects file.
+#[derive(Serialize)]
+struct RejectRecord<'a> {
+    file: &'a str,
+    line: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    reasons: &'a [Problem],
+    /// The line with personal values hashed (see `Pii::redact`).
+    raw: String,
+}
+
+/// Checks every line of every input; writes rejects when asked.
+pub struct Validator {
+    decoder: Decoder,
+    pii: Pii,
+    summary: Summary,
+    seen_ids: HashSet<uuid::Uuid>,
+    rejects: Option<Box<dyn Write>>,
+}
+
+impl Validator {
+    /// A validator hashing personal values with `pii`, writing rejects to `rejects` if given.
+    pub fn new(pii: Pii, rejects: Option<Box<dyn Write>>) -> Self {
+        Validator {
+            decoder: Decoder::new(pii.clone()),
+            pii,
+            summary: Summary::default(),
+            seen_ids: HashSet::new(),
+            rejects,
+        }
+    }
+
+    /// Checks all lines of one input named `name`.
+    pub fn check(&mut self, name: &str, input: impl Read) -> anyhow::Result<()> {
+        let mut counts = FileCounts {
+            file: name.to_string(),
+            ..FileCounts::default()
+        };
+        for raw in JsonLines::new(input) {
+            let raw = raw.with_context(|| format!("reading {name}"))?;
+            counts.lines += 1;
+            let at = |path: &str| {
+                if path.is_empty() {
+                    format!("{name}:{}", raw.line)
+                } else {
+                    format!("{name}:{} ({path})", raw.line)
+                }
+            };
+            match self.decoder.decode(&raw.bytes) {
+                Ok(ev) => {
+                    counts.valid += 1;
+                    *self
+                        .summary
+                        .valid_by_type
+                        .entry(ev.body.kind().name())
+                        .or_default() += 1;
+                    if !self.seen_ids.insert(ev.id) {
+                        self.summary
+                            .warnings
+                            .entry("duplicate_id: the same id twice is one event".into())
+                            .or_default()
+                            .add(|| at("id"));
+                    }
+                    for w in lint(&raw.bytes) {
+                        self.summary.warnings.entry(w).or_default().add(|| at(""));
+                    }
+                }
+                Err(rej) => {
+                    counts.rejected += 1;
+                    let mut reasons_seen = Vec::new();
+                    for p in &rej.problems {
+                        let code = p.reason.code();
+                        if !reasons_seen.contains(&code) {
+                            reasons_seen.push(code);
+                            self.summary
+                                .reasons
+                                .entry(code)
+                                .or_default()
+                                .add(|| at(&p.path));
+                        }
+                    }
+                    if let Some(out) = self.rejects.as_mut() {
+                        let rec = RejectRecord {
+                            file: name,
+                            line: raw.line,
+                            id: rej.id.as_deref(),
+                            reasons: &rej.problems,
+                            raw: self.pii.redact(&raw.bytes),
+                        };
+                        serde_json::to_writer(&mut *out, &rec)?;
+                        out.write_all(b"\n")?;
+                    }
+                }
+            }
+        }
+        self.summary.files.push(counts);
+        Ok(())
+    }
+
+    /// Flushes the rejects file and returns what was found.
+    pub fn finish(mut self) -> anyhow::Result<Summary> {
+        if let Some(out) = self.rejects.as_mut() {
+            out.flush().context("writing the rejects file")?;
+        }
+        Ok(self.summary)
+    }
+}
+
+/// Renders the summary as the table `validate` prints.
+pub fn render(s: &Summary) -> String {
+    use std::fmt::Write as _;
+    let mut o = String::new();
+    for f in &s.files {
+        let _ = writeln!(
+            o,
+            "{}: {} lines, {} valid, {} rejected",
+            f.file, f.lines, f.valid, f.rejected
+        );
+    }
+    if !s.valid_by_type.is_empty() {
+        let parts: Vec<String> = s
+            .valid_by_type
+            .iter()
+            .map(|(t, n)| format!("{t} {n}"))
+            .collect();
+        let _ = writeln!(o, "valid by type: {}", parts.join(", "));
+    }
+    if !s.reasons.is_empty() {
+        let _ = writeln!(o, "\nrejected lines by reason:");
+        let _ = writeln!(o, "  {:<16} {:>8}  first at", "reason", "lines");
+        for (r, t) in &s.reasons {
+            let _ = writeln!(o, "  {:<16} {:>8}  {}", r, t.lines, t.first);
+        }
+    }
+    if !s.warnings.is_empty() {
+        let _ = writeln!(o, "\nwarnings (the lines are still valid):");
+        for (w, t) in &s.warnings {
+            let _ = writeln!(o, "  {w}: {} lines, first at {}", t.lines, t.first);
+        }
+    }
+    let lines = s.lines();
+    let rejected = s.rejected();
+    let pct = if lines == 0 {
+        0.0
+    } else {
+        100.0 * rejected as f64 / lines as f64
+    };
+    let verdict = if rejected == 0 { "ok" } else { "FAILED" };
+    let _ = writeln!(
+        o,
+        "\n{verdict}: {lines} lines, {} valid, {rejected} rejected ({pct:.2}%)",
+        lines - rejected
+    );
+    o
+}
+
+/// Runs `omnistream validate`: exit 0 when every line is valid, 1 otherwise.
+pub fn run(
+    files: &[std::path::PathBuf],
+    rejects: Option<&Path>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let (pii, _) = super::pii_from_env();
+    let out: Option<Box<dyn Write>> = match rejects {
+        Some(p) => Some(Box::new(BufWriter::new(File::create(p).with_context(
+            || format!("creating the rejects file {}", p.display()),
+        )?))),
+        None => None,
+    };
+    let mut v = Validator::new(pii, out);
+    for f in files {
+        if f.as_os_str() == "-" {
+            v.check("-", io::stdin().lock())?;
+        } else {
+            let file = File::open(f).with_context(|| format!("opening {}", f.display()))?;
+            v.check(&f.display().to_string(), file)?;
+        }
+    }
+    let summary = v.finish()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{}", render(&summary));
+    }
+    Ok(if summary.rejected() == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"scan","ts":"2026-11-11T20:15:03.120+08:00","channel":"campaign","code":"HZ8K2M9Q4T7W","sku":"SKU-COLA-500","campaign":"cny-2027","member":{"phone":"13800138000"},"device":"d-7f3a91","ip":"112.65.3.18"}"#;
+
+    #[test]
+    fn counts_reasons_types_and_duplicates_and_writes_redacted_rejects() {
+        let bad_ts = GOOD.replace("2026-11-11T20:15:03.120+08:00", "yesterday");
+        let no_member = GOOD.replace(r#""member":{"phone":"13800138000"},"#, "");
+        let typo = GOOD
+            .replace("\"geo\"", "\"goe\"")
+            .replace("\"device\"", "\"devcie\"");
+        let input = format!("{GOOD}\n{GOOD}\n{bad_ts}\n\n{no_member}\n{typo}\nnot json\n");
+        let buf: std::sync::Arc<std::sync::Mutex<Vec<u8>>> = Default::default();
+        struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl Write for Shared {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut v = Validator::new(Pii::new(b"k"), Some(Box::new(Shared(buf.clone()))));
+        v.check("feed", input.as_bytes()).unwrap();
+        let s = v.finish().unwrap();
+        assert_eq!(s.files[0].lines, 6);
+        assert_eq!(s.files[0].valid, 2);
+        assert_eq!(s.rejected(), 4);
+        assert_eq!(s.reasons["bad_timestamp"].lines, 1);
+        assert_eq!(s.reasons["bad_timestamp"].first, "feed:3 (ts)");
+        assert_eq!(s.reasons["missing_field"].lines, 2, "{:?}", s.reasons);
+        assert_eq!(s.reasons["bad_json"].first, "feed:7");
+        assert_eq!(s.valid_by_type["scan"], 2);
+        let dup = s
+            .warnings
+            .keys()
+            .find(|k| k.starts_with("duplicate_id"))
+            .unwrap();
+        assert_eq!(s.warnings[dup].first, "feed:2 (id)");
+        let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 4);
+        assert!(
+            !text.contains("13800138000"),
+            "a plain phone leaked: {text}"
+        );
+        let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(first["line"], 3);
+        assert_eq!(first["reasons"][0]["reason"], "bad_timestamp");
+        assert!(render(&s).contains("FAILED: 6 lines, 2 valid, 4 rejected"));
+    }
+}

@@ -1,0 +1,4 @@
+//! The omnistream service: command-line entry points, configuration and wiring. The binary in
+//! `main.rs` only parses arguments and calls into this library, so tests drive the same code.
+
+pub mod cli;

@@ -1,0 +1,86 @@
+//! End-to-end tests of `omnistream replay` on the sample feed, run as a user would.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+use std::path::Path;
+use std::process::Command;
+
+const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/sample.jsonl");
+
+fn replay(out: &Path, extra: &[&str]) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+        .args(["replay", "--input", SAMPLE, "--out"])
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{text}{}", String::from_utf8_lossy(&o.stderr));
+    text
+}
+
+const FILES: [&str; 8] = [
+    "outputs.jsonl",
+    "ledger.jsonl",
+    "dead-letter.jsonl",
+    "members.jsonl",
+    "skus.jsonl",
+    "dealers.jsonl",
+    "stores.jsonl",
+    "state.json",
+];
+
+#[test]
+fn replaying_the_same_file_twice_gives_identical_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    replay(&a, &[]);
+    replay(&b, &[]);
+    for f in FILES {
+        let x = std::fs::read(a.join(f)).unwrap();
+        assert_eq!(x, std::fs::read(b.join(f)).unwrap(), "{f} differs between two replays");
+    }
+}
+
+#[test]
+fn the_sample_feed_gives_the_expected_business_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let summary = replay(dir.path(), &[]);
+    assert!(summary.contains("1 rejected"), "{summary}");
+    let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap();
+    // the POS customer and the mini-program login are one member with both identities
+    let members: Vec<serde_json::Value> =
+        read("members.jsonl").lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let chen = members
+        .iter()
+        .find(|m| m["identities"].to_string().contains("o6_chen"))
+        .unwrap();
+    assert!(chen["identities"].to_string().contains("card"), "{chen}");
+    // no plain phone number anywhere in the outputs
+    for f in FILES {
+        assert!(!read(f).contains("13800138000"), "plain phone in {f}");
+    }
+    // the held dealer order was released by the payment and accepted
+    let outputs = read("outputs.jsonl");
+    assert!(outputs.contains(r#""output":"order_held","order":"dealer:D-9002""#), "{outputs}");
+    assert!(outputs.contains(r#""output":"order_released","order":"dealer:D-9002""#));
+    // the bad line is in the dead letters with its reasons, phone redacted
+    let dead = read("dead-letter.jsonl");
+    assert!(dead.contains("bad_uuid") && dead.contains("bad_ip") && dead.contains("<redacted>"));
+}
+
+#[test]
+fn bad_rules_stop_with_the_key_and_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(&rules, "[points]\nfen-per-point = 0\n").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+        .args(["replay", "--input", SAMPLE, "--out"])
+        .arg(dir.path().join("out"))
+        .arg("--rules")
+        .arg(&rules)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("points.fen-per-point: must be > 0"), "{err}");
+}
