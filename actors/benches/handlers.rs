@@ -1,0 +1,218 @@
+//! Nanoseconds per command for the hot handlers (member, SKU, dealer) on hot state, and the
+//! serialized size of a typical member. Run: `cargo bench -p omnistream-actors --bench handlers`.
+
+use compact_str::CompactString as Str;
+use criterion::{criterion_group, criterion_main, Criterion};
+use omnistream_actors::cmd::{DealerCmd, LineV, MemberCmd, SkuCmd};
+use omnistream_actors::dealer::Dealer;
+use omnistream_actors::member::Member;
+use omnistream_actors::sku::Sku;
+use omnistream_actors::{Ctx, Effects, Rules};
+use omnistream_schemas::{EventTime, StockOp};
+use std::hint::black_box;
+use uuid::Uuid;
+
+fn ctx(rules: &Rules, n: u64) -> Ctx<'_> {
+    Ctx {
+        at: EventTime::from_unix_ms(1_794_000_000_000 + (n as i64) * 60_000),
+        event: Uuid::from_u128(u128::from(n) + 1),
+        rules,
+    }
+}
+
+/// A member with a realistic history: 10 orders over 60 days, scans, clicks, visits.
+fn typical_member(rules: &Rules) -> (Str, Member) {
+    let me = Str::from("m0123456789abcdef");
+    let mut m = Member::default();
+    let mut fx = Effects::default();
+    for i in 0..10u64 {
+        let c = ctx(rules, i * 8_640); // every 6 days
+        let order = compact_str::format_compact!("mall:O{i}");
+        let lines = vec![LineV {
+            sku: "SKU-COLA-500".into(),
+            qty: 2,
+            unit_price: 350,
+        }];
+        m.handle(
+            &me,
+            MemberCmd::OrderPlaced {
+                order: order.clone(),
+                channel: "mall".into(),
+                store: Some("st-001".into()),
+                lines,
+                points_redeemed: 0,
+            },
+            &c,
+            &mut fx,
+        );
+        m.handle(&me, MemberCmd::OrderFulfilled { order }, &c, &mut fx);
+        m.handle(
+            &me,
+            MemberCmd::Click {
+                channel: "douyin".into(),
+                campaign: None,
+            },
+            &ctx(rules, i * 8_640 + 1),
+            &mut fx,
+        );
+        m.handle(
+            &me,
+            MemberCmd::Visit {
+                store: "st-001".into(),
+                duration_s: Some(600),
+            },
+            &ctx(rules, i * 8_640 + 2),
+            &mut fx,
+        );
+    }
+    for i in 0..4u64 {
+        let c = ctx(rules, 90_000 + i);
+        m.handle(
+            &me,
+            MemberCmd::ScanReward {
+                campaign: "cny-2027".into(),
+                code: "C".into(),
+                points: 10,
+                daily_cap: 3,
+                store: None,
+            },
+            &c,
+            &mut fx,
+        );
+    }
+    (me, m)
+}
+
+fn bench(c: &mut Criterion) {
+    let rules = Rules::default();
+    let (me, member) = typical_member(&rules);
+    let size = serde_json::to_vec(&member).map(|v| v.len()).unwrap_or(0);
+    eprintln!(
+        "typical member: {size} bytes as JSON, {} days of activity, {} identities",
+        member.days.len(),
+        member.ids.len()
+    );
+
+    let mut g = c.benchmark_group("handler");
+    g.bench_function("member_click", |b| {
+        let mut m = member.clone();
+        let mut fx = Effects::default();
+        let mut n = 100_000u64;
+        b.iter(|| {
+            n += 1;
+            m.handle(
+                &me,
+                MemberCmd::Click {
+                    channel: "douyin".into(),
+                    campaign: None,
+                },
+                &ctx(&rules, n),
+                &mut fx,
+            );
+            fx.clear();
+        })
+    });
+    g.bench_function("member_order_placed_and_fulfilled", |b| {
+        let mut m = member.clone();
+        let mut fx = Effects::default();
+        let mut n = 100_000u64;
+        b.iter(|| {
+            n += 1;
+            let c = ctx(&rules, n);
+            let order = compact_str::format_compact!("mall:B{n}");
+            let lines = vec![LineV {
+                sku: "SKU-COLA-500".into(),
+                qty: 1,
+                unit_price: 350,
+            }];
+            m.handle(
+                &me,
+                MemberCmd::OrderPlaced {
+                    order: order.clone(),
+                    channel: "mall".into(),
+                    store: None,
+                    lines,
+                    points_redeemed: 0,
+                },
+                &c,
+                &mut fx,
+            );
+            m.handle(&me, MemberCmd::OrderFulfilled { order }, &c, &mut fx);
+            fx.clear();
+        })
+    });
+    g.bench_function("sku_reserve_and_release", |b| {
+        let sku_id = Str::from("SKU-COLA-500");
+        let mut s = Sku::default();
+        let mut fx = Effects::default();
+        s.handle(
+            &sku_id,
+            SkuCmd::Stock {
+                op: StockOp::Receive,
+                location: "wh".into(),
+                qty: 1_000_000,
+                safety: None,
+            },
+            &ctx(&rules, 0),
+            &mut fx,
+        );
+        let mut n = 0u64;
+        b.iter(|| {
+            n += 1;
+            let c = ctx(&rules, n);
+            let order = compact_str::format_compact!("mall:S{n}");
+            s.handle(
+                &sku_id,
+                SkuCmd::Reserve {
+                    order: order.clone(),
+                    location: "wh".into(),
+                    qty: 2,
+                },
+                &c,
+                &mut fx,
+            );
+            s.handle(&sku_id, SkuCmd::Release { order }, &c, &mut fx);
+            fx.clear();
+        })
+    });
+    g.bench_function("dealer_open_and_close", |b| {
+        let id = Str::from("dl-1");
+        let mut d = Dealer::default();
+        let mut fx = Effects::default();
+        d.handle(
+            &id,
+            DealerCmd::Info {
+                credit_limit: i64::MAX / 4,
+                region: None,
+            },
+            &ctx(&rules, 0),
+            &mut fx,
+        );
+        let mut n = 0u64;
+        b.iter(|| {
+            n += 1;
+            let c = ctx(&rules, n);
+            let order = compact_str::format_compact!("dealer:D{n}");
+            d.handle(
+                &id,
+                DealerCmd::Open {
+                    order: order.clone(),
+                    amount: 36_000,
+                },
+                &c,
+                &mut fx,
+            );
+            d.handle(&id, DealerCmd::Close { order }, &c, &mut fx);
+            fx.clear();
+        })
+    });
+    g.finish();
+    black_box(size);
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(4));
+    targets = bench
+}
+criterion_main!(benches);
