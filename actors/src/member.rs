@@ -71,6 +71,9 @@ pub struct Member {
     pub conflicts: u32,
     /// The timer last asked for (µs; 0 none).
     pub timer_at: i64,
+    /// The local day old orders were last pruned.
+    #[serde(default)]
+    pub pruned_day: i64,
 }
 
 /// A merge waiting for the survivor's answer.
@@ -601,9 +604,10 @@ impl Member {
         }
         let add = points - pay;
         if add > 0 {
-            self.points.lots.push_back((ts, add));
-            // a lot earned with an older event time than the newest lot keeps FIFO order
-            self.points.lots.make_contiguous().sort_by_key(|l| l.0);
+            // lots stay in time order (an older event time lands before newer lots), so the
+            // oldest points expire and are spent first; usually this appends
+            let at = self.points.lots.iter().rposition(|l| l.0 <= ts).map_or(0, |i| i + 1);
+            self.points.lots.insert(at, (ts, add));
             self.entry(add, reason, about, fx);
         }
     }
