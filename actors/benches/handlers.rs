@@ -17,6 +17,7 @@ fn ctx(rules: &Rules, n: u64) -> Ctx<'_> {
         at: EventTime::from_unix_ms(1_794_000_000_000 + (n as i64) * 60_000),
         event: Uuid::from_u128(u128::from(n) + 1),
         rules,
+        refs: &omnistream_actors::refdata::NO_REFS,
     }
 }
 
@@ -75,6 +76,7 @@ fn typical_member(rules: &Rules) -> (Str, Member) {
                 points: 10,
                 daily_cap: 3,
                 store: None,
+                verdict: None,
             },
             &c,
             &mut fx,

@@ -1,9 +1,13 @@
-//! Campaign actors: a scan campaign's reward budget. A claim (one scan) is granted the
-//! campaign's points while the budget covers them, and the reward is passed on to the member
-//! through identity resolution; points the member could not be paid (its daily cap) come back.
+//! Campaign actors: a scan campaign's reward budget and fraud decisions. A checked scan
+//! (`Decide`, at the end of the fraud chain) is scored with the campaign's rules; an allowed
+//! or reviewed scan is granted the campaign's points while the budget covers them (a review's
+//! points stay reserved until it is resolved), and the verdict goes to the member, who pays,
+//! holds or refuses and writes the decision. Points the member could not be paid (its daily
+//! cap, a refused review) come back. `Claim` is the unchecked path, for trusted channels.
 
-use crate::cmd::{CampaignCmd, MemberCmd};
-use crate::{Ctx, Effects, Output, Recent};
+use crate::cmd::{CampaignCmd, Cmd, MemberCmd};
+use crate::fraud::Decision;
+use crate::{Ctx, Effects, Key, Output, Recent};
 use compact_str::CompactString as Str;
 use serde::{Deserialize, Serialize};
 
@@ -45,6 +49,24 @@ pub struct Campaign {
     /// Recently applied refund event ids; kept apart from claims because a refund travels
     /// under the id of the scan that claimed.
     pub refunds_seen: Recent,
+    /// Checked scans per decision.
+    #[serde(default)]
+    pub decisions: DecisionCounts,
+}
+
+/// Checked scans per decision, for boards.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionCounts {
+    /// Allowed.
+    pub allow: u64,
+    /// Sent to review.
+    pub review: u64,
+    /// Blocked.
+    pub block: u64,
+    /// Duplicates.
+    pub duplicate: u64,
+    /// Decided differently by shadow rules.
+    pub shadow_differs: u64,
 }
 
 impl Campaign {
@@ -53,7 +75,7 @@ impl Campaign {
         // claims and refunds are deduplicated apart: a refund travels under the id of the
         // scan that claimed
         let first = match &cmd {
-            CampaignCmd::Claim { .. } => self
+            CampaignCmd::Claim { .. } | CampaignCmd::Decide(_) => self
                 .claims_seen
                 .insert(ctx.event.as_u128(), CLAIMS_SEEN_CAP),
             CampaignCmd::Refund { .. } => self
@@ -73,32 +95,46 @@ impl Campaign {
                     // nobody to pay: granting would leak budget
                     return;
                 }
-                let granted = if self.covers(points) {
-                    self.spent += points;
-                    self.granted += points;
-                    self.rewarded += 1;
-                    self.exhausted = false;
-                    points
-                } else {
-                    self.denied += 1;
-                    if !self.exhausted {
-                        self.exhausted = true;
-                        fx.out(Output::BudgetExhausted {
-                            campaign: me.clone(),
-                        });
-                    }
-                    0
-                };
+                let granted = self.grant(me, points, fx);
                 let reward = MemberCmd::ScanReward {
                     campaign: me.clone(),
                     code,
                     points: granted,
                     daily_cap: rules.daily_cap,
                     store,
+                    verdict: None,
                 };
                 if let Some((key, cmd)) = crate::identity::resolve(&ids, reward) {
                     fx.send(key, cmd);
                 }
+            }
+            CampaignCmd::Decide(check) => {
+                self.claims += 1;
+                let v = crate::fraud::score(&check.features, &rules.fraud);
+                let d = &mut self.decisions;
+                match v.decision {
+                    Decision::Allow => d.allow += 1,
+                    Decision::Review => d.review += 1,
+                    Decision::Block => d.block += 1,
+                    Decision::Duplicate => d.duplicate += 1,
+                }
+                d.shadow_differs += u64::from(v.shadow_decision.is_some());
+                let granted = match v.decision {
+                    Decision::Allow | Decision::Review => self.grant(me, points, fx),
+                    Decision::Block | Decision::Duplicate => 0,
+                };
+                let check = *check;
+                fx.send(
+                    Key::Member(check.member),
+                    Cmd::Member(MemberCmd::ScanReward {
+                        campaign: me.clone(),
+                        code: check.code,
+                        points: granted,
+                        daily_cap: rules.daily_cap,
+                        store: check.store,
+                        verdict: Some(Box::new(v)),
+                    }),
+                );
             }
             CampaignCmd::Refund { points: back } => {
                 let back = back.clamp(0, self.spent);
@@ -108,6 +144,26 @@ impl Campaign {
                     self.exhausted = false;
                 }
             }
+        }
+    }
+
+    /// Takes `points` from the budget when it covers them; returns what was granted.
+    fn grant(&mut self, me: &Str, points: i64, fx: &mut Effects) -> i64 {
+        if self.covers(points) {
+            self.spent += points;
+            self.granted += points;
+            self.rewarded += 1;
+            self.exhausted = false;
+            points
+        } else {
+            self.denied += 1;
+            if !self.exhausted {
+                self.exhausted = true;
+                fx.out(Output::BudgetExhausted {
+                    campaign: me.clone(),
+                });
+            }
+            0
         }
     }
 
@@ -134,6 +190,7 @@ impl Campaign {
             rewarded: self.rewarded,
             denied: self.denied,
             exhausted: self.exhausted,
+            decisions: self.decisions,
         }
     }
 }
@@ -159,6 +216,8 @@ pub struct CampaignView {
     pub denied: u64,
     /// Whether the budget is used up.
     pub exhausted: bool,
+    /// Checked scans per decision.
+    pub decisions: DecisionCounts,
 }
 
 #[cfg(test)]
@@ -179,6 +238,7 @@ mod tests {
                 points,
                 daily_cap: 2,
                 budget,
+                ..CampaignRules::default()
             },
         );
         r
@@ -201,6 +261,7 @@ mod tests {
             at: EventTime::from_unix_ms(1_767_225_600_000),
             event: uuid::Uuid::from_u128(id),
             rules,
+            refs: &crate::refdata::NO_REFS,
         };
         let mut fx = Effects::default();
         c.handle(&"cny".into(), cmd, &ctx, &mut fx);
@@ -255,6 +316,7 @@ mod tests {
                 points: 10,
                 daily_cap: 2,
                 store: Some("s1".into()),
+                verdict: None,
             }
         );
         assert_eq!((c.spent, c.granted, c.claims, c.rewarded), (10, 10, 1, 1));

@@ -1,6 +1,7 @@
 //! Commands: the messages entity actors receive, one enum per entity kind. They are plain data
 //! (serde), so the exchange can carry them in process or over Fluvio topics.
 
+use crate::fraud::{ScanCheck, Verdict};
 use crate::member::Member;
 use compact_str::CompactString as Str;
 use omnistream_schemas::{OrderKind, OrderStatus, StockOp};
@@ -27,6 +28,12 @@ pub enum Cmd {
     Store(StoreCmd),
     /// For a campaign's budget.
     Campaign(CampaignCmd),
+    /// For an item code's registry entry.
+    Code(CodeCmd),
+    /// For a device, an IP or a network prefix (the key says which).
+    Crowd(CrowdCmd),
+    /// For a ring of linked members.
+    Ring(RingCmd),
     /// A timer the entity asked for is due (the watermark passed it).
     Tick,
 }
@@ -115,6 +122,31 @@ pub enum MemberCmd {
         daily_cap: u32,
         /// Store where scanned, if known.
         store: Option<Str>,
+        /// The fraud verdict, when the scan went through the fraud checks: the member writes
+        /// the scan's one `decision` output, and holds the points of a review.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        verdict: Option<Box<Verdict>>,
+    },
+    /// A scan on its way to a decision: add the member's features, pass it to the code.
+    Scan(Box<ScanCheck>),
+    /// A person resolved the review of the scan `event`: pay its held reward, or refuse it.
+    ReviewResolve {
+        /// The scan's event id.
+        event: uuid::Uuid,
+        /// Pay the reward.
+        allow: bool,
+    },
+    /// The member's ring label is now `label` (a smaller member id in its component).
+    RingLabel {
+        /// The label.
+        label: Str,
+    },
+    /// The member's ring was flagged at this size.
+    RingSize {
+        /// The ring's label.
+        ring: Str,
+        /// Members counted in it.
+        size: u32,
     },
     /// A consumer order of this member was accepted (stock reserved, redemption done).
     OrderPlaced {
@@ -312,6 +344,13 @@ pub enum DealerCmd {
         /// Value returned in fen.
         value: i64,
     },
+    /// A code of a batch shipped to this dealer was scanned outside its region.
+    Diversion {
+        /// The batch.
+        batch: Str,
+        /// Km outside the region.
+        km: f64,
+    },
     /// A payment.
     Payment {
         /// Amount in fen.
@@ -392,5 +431,43 @@ pub enum CampaignCmd {
     Refund {
         /// Points.
         points: i64,
+    },
+    /// A scan checked by every entity: score it, take the budget, send the reward or hold.
+    Decide(Box<ScanCheck>),
+}
+
+/// Commands for an item code's registry entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CodeCmd {
+    /// A scan of this code: first scan wins.
+    Check(Box<ScanCheck>),
+}
+
+/// Commands for a device, IP or network prefix.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CrowdCmd {
+    /// A scan from here: count it, pass it on.
+    Check(Box<ScanCheck>),
+}
+
+/// Commands for a ring (a component of members linked by devices and home IPs), keyed by its
+/// label, the smallest member id known in it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RingCmd {
+    /// This ring and the ring `into` are one component; the larger label merges into the
+    /// smaller.
+    MergeInto {
+        /// The other label.
+        into: Str,
+    },
+    /// The members of a ring that merged into this one.
+    Absorb {
+        /// Member ids it remembered.
+        members: Vec<Str>,
+        /// Members it counted (more than it remembered when it was full).
+        size: u32,
     },
 }

@@ -29,6 +29,8 @@ pub struct Rules {
     /// How far behind the latest event time the watermark trails, in seconds: timers (dormant
     /// tags, expiry) fire when the watermark passes them.
     pub watermark_lag_s: i64,
+    /// How the fraud entities keep their windows and sets (the same for every campaign).
+    pub fraud: FraudState,
 }
 
 impl Default for Rules {
@@ -70,6 +72,7 @@ impl Default for Rules {
             default_campaign: CampaignRules::default(),
             campaigns: BTreeMap::new(),
             watermark_lag_s: 0,
+            fraud: FraudState::default(),
         }
     }
 }
@@ -134,6 +137,15 @@ impl Rules {
         }
         if self.watermark_lag_s < 0 {
             return bad("watermark-lag-s", "must be >= 0");
+        }
+        self.fraud.check()?;
+        let cap = u32::try_from(self.fraud.track_members).unwrap_or(u32::MAX);
+        for (name, c) in std::iter::once((&Str::from("default-campaign"), &self.default_campaign))
+            .chain(self.campaigns.iter())
+        {
+            c.fraud
+                .check(cap)
+                .map_err(|(k, why)| (format!("{name}.fraud.{k}"), why))?;
         }
         Ok(())
     }
@@ -373,6 +385,8 @@ pub struct CampaignRules {
     pub daily_cap: u32,
     /// Total points the campaign may pay (0: no limit).
     pub budget: i64,
+    /// How the campaign judges scans for fraud.
+    pub fraud: FraudRules,
 }
 
 impl Default for CampaignRules {
@@ -381,6 +395,237 @@ impl Default for CampaignRules {
             points: 10,
             daily_cap: 3,
             budget: 0,
+            fraud: FraudRules::default(),
+        }
+    }
+}
+
+/// How the fraud entities keep state: windows and bounds shared by every campaign (the
+/// entities count for all campaigns at once; each campaign judges the counts with its own
+/// [`FraudRules`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct FraudState {
+    /// Window for distinct members per device, in hours (families share a phone for years;
+    /// farms cycle through accounts within a day).
+    pub device_members_window_h: i64,
+    /// Window for distinct members per IP and prefix, in minutes.
+    pub net_members_window_min: i64,
+    /// Most members a device, IP or prefix remembers; member counts saturate here.
+    pub track_members: usize,
+    /// A member first seen this many minutes ago or less is a new account (burst signal).
+    pub new_account_min: i64,
+    /// A member first seen this many hours ago or less is a fresh account (rotated accounts).
+    pub fresh_account_h: i64,
+    /// Window for same-batch scans by a member or device, in minutes.
+    pub batch_window_min: i64,
+    /// Most recent scans a member or device remembers for batch counts.
+    pub track_batch_scans: usize,
+    /// Consecutive located scans closer than this (km) are never impossible travel: GPS and
+    /// cell-tower positions jump a few km.
+    pub travel_min_km: f64,
+    /// An IP links its members into rings only while it has at most this many (a home, not
+    /// a campus NAT or a mobile carrier gateway).
+    pub ring_link_max_members: u32,
+    /// ... and while it carried at most this many scans in the last day.
+    pub ring_link_max_ip_scans: u32,
+    /// A ring is flagged when it reaches this many members.
+    pub ring_flag_size: u32,
+    /// Most member ids a ring remembers (to tell them it was flagged); the count goes on.
+    pub ring_track: usize,
+    /// Most reviews a member keeps on hold; beyond it the oldest is refused.
+    pub max_held_reviews: usize,
+}
+
+impl Default for FraudState {
+    fn default() -> Self {
+        FraudState {
+            device_members_window_h: 24,
+            net_members_window_min: 60,
+            track_members: 64,
+            new_account_min: 60,
+            fresh_account_h: 24,
+            batch_window_min: 60,
+            track_batch_scans: 64,
+            travel_min_km: 50.0,
+            ring_link_max_members: 4,
+            ring_link_max_ip_scans: 100,
+            ring_flag_size: 8,
+            ring_track: 256,
+            max_held_reviews: 32,
+        }
+    }
+}
+
+impl FraudState {
+    fn check(&self) -> Result<(), (String, String)> {
+        let bad = |k: &str, why: &str| Err((format!("fraud.{k}"), why.to_string()));
+        if self.device_members_window_h <= 0 || self.net_members_window_min <= 0 {
+            return bad("device-members-window-h", "windows must be > 0");
+        }
+        if self.new_account_min <= 0 || self.fresh_account_h <= 0 || self.batch_window_min <= 0 {
+            return bad("new-account-min", "windows must be > 0");
+        }
+        if !(1..=4096).contains(&self.track_members) {
+            return bad("track-members", "must be in 1..=4096");
+        }
+        if !(1..=4096).contains(&self.track_batch_scans) {
+            return bad("track-batch-scans", "must be in 1..=4096");
+        }
+        if !(1..=65_536).contains(&self.ring_track) || self.ring_flag_size < 2 {
+            return bad("ring-track", "must be in 1..=65536, ring-flag-size >= 2");
+        }
+        if !(self.travel_min_km.is_finite() && self.travel_min_km >= 0.0) {
+            return bad("travel-min-km", "must be >= 0");
+        }
+        Ok(())
+    }
+}
+
+/// A campaign's fraud judgement: thresholds, limits, weights and shadow rules. Every limit is
+/// "more than this is suspicious"; a signal over its limit adds `weight × min(value / limit,
+/// 2)` points; the score (at most 100) is compared with `review-at` and `block-at`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct FraudRules {
+    /// A score at or above this sends the scan to review.
+    pub review_at: u8,
+    /// A score at or above this blocks the scan.
+    pub block_at: u8,
+    /// Codes matching no registered batch prefix count as `unknown_code`.
+    pub require_registered_codes: bool,
+    /// Reasons scored and reported but not enforced (snake_case reason names).
+    pub shadow: Vec<crate::fraud::Reason>,
+    /// Scans per member in a minute, hour, day.
+    pub member_rate: [u32; 3],
+    /// Scans per device in a minute, hour, day.
+    pub device_rate: [u32; 3],
+    /// Scans per IP in a minute, hour, day (high: NATs carry many people).
+    pub ip_rate: [u32; 3],
+    /// Distinct members per device in its window (a family shares a phone).
+    pub device_members: u32,
+    /// Distinct members per IP in its window: the NAT tolerance.
+    pub ip_members: u32,
+    /// Distinct members per /24 or /64 in its window.
+    pub net_members: u32,
+    /// Distinct fresh accounts per IP in its window.
+    pub ip_fresh: u32,
+    /// Distinct fresh accounts per prefix in its window.
+    pub net_fresh: u32,
+    /// Speed between consecutive scans of a member above which travel is impossible, km/h.
+    pub travel_kmh: f64,
+    /// Scans by a new account.
+    pub new_account_scans: u32,
+    /// Scans of one batch by one member or device in the batch window.
+    pub batch_scans: u32,
+    /// Ring size counted against its members.
+    pub ring_size: u32,
+    /// Points per signal.
+    pub weights: Weights,
+}
+
+impl Default for FraudRules {
+    fn default() -> Self {
+        FraudRules {
+            review_at: 40,
+            block_at: 70,
+            require_registered_codes: false,
+            shadow: Vec::new(),
+            member_rate: [6, 40, 80],
+            device_rate: [8, 60, 120],
+            ip_rate: [60, 1_000, 10_000],
+            device_members: 5,
+            ip_members: 40,
+            net_members: 60,
+            ip_fresh: 6,
+            net_fresh: 12,
+            travel_kmh: 800.0,
+            new_account_scans: 5,
+            batch_scans: 8,
+            ring_size: 8,
+            weights: Weights::default(),
+        }
+    }
+}
+
+impl FraudRules {
+    fn check(&self, cap: u32) -> Result<(), (String, String)> {
+        let bad = |k: &str, why: &str| Err((k.to_string(), why.to_string()));
+        if self.review_at == 0 || self.review_at > self.block_at || self.block_at > 100 {
+            return bad("review-at", "need 0 < review-at <= block-at <= 100");
+        }
+        for (k, v) in [
+            ("device-members", self.device_members),
+            ("ip-members", self.ip_members),
+            ("net-members", self.net_members),
+            ("ip-fresh", self.ip_fresh),
+            ("net-fresh", self.net_fresh),
+        ] {
+            if v >= cap {
+                return bad(
+                    k,
+                    "must be below fraud.track-members, where counts saturate",
+                );
+            }
+        }
+        if !(self.travel_kmh.is_finite() && self.travel_kmh > 0.0) {
+            return bad("travel-kmh", "must be > 0");
+        }
+        Ok(())
+    }
+}
+
+/// Points each signal adds at its limit (up to twice that far over it), 0..=100.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct Weights {
+    /// Another member scanned the code first.
+    pub code_shared: u8,
+    /// No registered batch matches (when required).
+    pub unknown_code: u8,
+    /// Member velocity.
+    pub member_velocity: u8,
+    /// Device velocity.
+    pub device_velocity: u8,
+    /// IP velocity.
+    pub ip_velocity: u8,
+    /// Members per device.
+    pub device_shared: u8,
+    /// Members per IP.
+    pub ip_shared: u8,
+    /// Members per prefix.
+    pub net_shared: u8,
+    /// Fresh accounts per IP or prefix.
+    pub fresh_accounts: u8,
+    /// Impossible travel.
+    pub impossible_travel: u8,
+    /// New-account burst.
+    pub new_account_burst: u8,
+    /// Batch harvesting.
+    pub batch_harvest: u8,
+    /// Flagged ring.
+    pub ring: u8,
+    /// Cross-region diversion (0: reported against the dealer, not the consumer).
+    pub cross_region: u8,
+}
+
+impl Default for Weights {
+    fn default() -> Self {
+        Weights {
+            code_shared: 100,
+            unknown_code: 80,
+            member_velocity: 30,
+            device_velocity: 20,
+            ip_velocity: 15,
+            device_shared: 35,
+            ip_shared: 10,
+            net_shared: 10,
+            fresh_accounts: 25,
+            impossible_travel: 45,
+            new_account_burst: 30,
+            batch_harvest: 15,
+            ring: 35,
+            cross_region: 0,
         }
     }
 }

@@ -50,6 +50,9 @@ pub struct Counters {
     pub orders_released: u64,
     /// Payments booked (repeats not counted).
     pub payments: u64,
+    /// Codes of batches shipped to this dealer first scanned outside its region (窜货).
+    #[serde(default)]
+    pub diversions: u64,
 }
 
 /// One dealer's credit.
@@ -169,6 +172,10 @@ impl Dealer {
                 self.region = region;
                 self.release_held(me, fx);
                 self.credit(me, fx);
+            }
+            // reported by the code's first scan, so each diverted item counts once
+            DealerCmd::Diversion { .. } => {
+                self.counters.diversions = self.counters.diversions.saturating_add(1);
             }
             DealerCmd::Open { order, amount } => self.open(me, order, amount, ctx, fx),
             DealerCmd::Fulfilled { order } => {
@@ -366,6 +373,7 @@ mod tests {
             at: EventTime::from_unix_ms(ms),
             event: uuid::Uuid::from_u128(event),
             rules,
+            refs: &crate::refdata::NO_REFS,
         }
     }
 

@@ -9,10 +9,14 @@
 use crate::campaign::Campaign;
 use crate::cmd::Cmd;
 use crate::dealer::Dealer;
+use crate::fraud::code::Code;
+use crate::fraud::crowd::{Crowd, CrowdKind};
+use crate::fraud::ring::Ring;
 use crate::identity::Identity;
 use crate::member::Member;
 use crate::order::Order;
 use crate::output::Output;
+use crate::refdata::RefData;
 use crate::router::route;
 use crate::sku::Sku;
 use crate::store::Store;
@@ -83,6 +87,24 @@ pub struct Snapshot {
     pub stores: BTreeMap<Str, Store>,
     /// Campaigns.
     pub campaigns: BTreeMap<Str, Campaign>,
+    /// Code registry entries.
+    #[serde(default)]
+    pub codes: BTreeMap<Str, Code>,
+    /// Devices.
+    #[serde(default)]
+    pub devices: BTreeMap<Str, Crowd>,
+    /// IP addresses.
+    #[serde(default)]
+    pub ips: BTreeMap<Str, Crowd>,
+    /// Network prefixes.
+    #[serde(default)]
+    pub nets: BTreeMap<Str, Crowd>,
+    /// Rings of linked members.
+    #[serde(default)]
+    pub rings: BTreeMap<Str, Ring>,
+    /// Reference data: code batches and dealer regions.
+    #[serde(default)]
+    pub refs: RefData,
 }
 
 /// The single-threaded deterministic host of all entities.
@@ -97,6 +119,12 @@ pub struct Engine {
     dealers: HashMap<Str, Dealer>,
     stores: HashMap<Str, Store>,
     campaigns: HashMap<Str, Campaign>,
+    codes: HashMap<Str, Code>,
+    devices: HashMap<Str, Crowd>,
+    ips: HashMap<Str, Crowd>,
+    nets: HashMap<Str, Crowd>,
+    rings: HashMap<Str, Ring>,
+    refs: RefData,
     queue: VecDeque<(Key, Cmd)>,
     timers: BTreeSet<(i64, Key)>,
     watermark: i64,
@@ -131,9 +159,26 @@ impl Engine {
         self.remember(ev.id, ev.ts.unix_us);
         self.advance(ev.ts.unix_us - self.rules.watermark_lag_s * 1_000_000, out);
         self.stats.events += 1;
+        self.refs.observe(ev);
         self.queue.extend(route(ev));
         let ran = self.drain(ev.id, ev.ts, out);
         Applied::Done(ran)
+    }
+
+    /// Runs one command from outside the event streams (the admin API: a review resolution,
+    /// see [`crate::cmd::MemberCmd::ReviewResolve`]) to the end of its cascade, under the
+    /// caller's id and event time. The watermark does not move; repeats are the entities'
+    /// business (a resolved review is gone, so resolving it again changes nothing).
+    pub fn command(
+        &mut self,
+        key: Key,
+        cmd: Cmd,
+        id: Uuid,
+        at: EventTime,
+        out: &mut Vec<Emitted>,
+    ) -> usize {
+        self.queue.push_back((key, cmd));
+        self.drain(id, at, out)
     }
 
     /// Moves the watermark to `to_us` (never back), firing every timer at or before it.
@@ -201,6 +246,7 @@ impl Engine {
             at,
             event,
             rules: &self.rules,
+            refs: &self.refs,
         };
         let fx = &mut self.fx;
         match (key, cmd) {
@@ -236,6 +282,32 @@ impl Engine {
             }
             (Key::Campaign(id), Cmd::Campaign(c)) => {
                 let s = self.campaigns.entry(id.clone()).or_default();
+                s.handle(&id, c, &ctx, fx);
+            }
+            (Key::Code(id), Cmd::Code(c)) => {
+                let s = self.codes.entry(id.clone()).or_default();
+                s.handle(&id, c, &ctx, fx);
+            }
+            (Key::Device(id), Cmd::Crowd(c)) => {
+                self.devices
+                    .entry(id)
+                    .or_default()
+                    .handle(CrowdKind::Device, c, &ctx, fx)
+            }
+            (Key::Ip(id), Cmd::Crowd(c)) => {
+                self.ips
+                    .entry(id)
+                    .or_default()
+                    .handle(CrowdKind::Ip, c, &ctx, fx)
+            }
+            (Key::Net(id), Cmd::Crowd(c)) => {
+                self.nets
+                    .entry(id)
+                    .or_default()
+                    .handle(CrowdKind::Net, c, &ctx, fx)
+            }
+            (Key::Ring(id), Cmd::Ring(c)) => {
+                let s = self.rings.entry(id.clone()).or_default();
                 s.handle(&id, c, &ctx, fx);
             }
             // a tick for an entity kind without timers, or a command sent to the wrong kind
@@ -291,6 +363,31 @@ impl Engine {
         self.campaigns.get(id)
     }
 
+    /// A code's registry entry.
+    pub fn code(&self, code: &str) -> Option<&Code> {
+        self.codes.get(code)
+    }
+
+    /// A device's counts.
+    pub fn device(&self, id: &str) -> Option<&Crowd> {
+        self.devices.get(id)
+    }
+
+    /// An IP's counts.
+    pub fn ip(&self, ip: &str) -> Option<&Crowd> {
+        self.ips.get(ip)
+    }
+
+    /// A ring, by label.
+    pub fn ring(&self, label: &str) -> Option<&Ring> {
+        self.rings.get(label)
+    }
+
+    /// The reference data as of the latest event.
+    pub fn refs(&self) -> &RefData {
+        &self.refs
+    }
+
     /// Every member, alias or not.
     pub fn members(&self) -> impl Iterator<Item = (&Str, &Member)> {
         self.members.iter()
@@ -313,6 +410,12 @@ impl Engine {
             dealers: sorted(&self.dealers),
             stores: sorted(&self.stores),
             campaigns: sorted(&self.campaigns),
+            codes: sorted(&self.codes),
+            devices: sorted(&self.devices),
+            ips: sorted(&self.ips),
+            nets: sorted(&self.nets),
+            rings: sorted(&self.rings),
+            refs: self.refs.clone(),
         }
     }
 }

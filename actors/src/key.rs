@@ -21,8 +21,18 @@ pub enum Key {
     Dealer(Str),
     /// One store: KPIs and sales-rep visits.
     Store(Str),
-    /// One scan campaign: its reward budget.
+    /// One scan campaign: its reward budget and fraud decisions.
     Campaign(Str),
+    /// One item code: who scanned it first (the code registry).
+    Code(Str),
+    /// One device fingerprint: its scans and members.
+    Device(Str),
+    /// One IP address: its scans and members.
+    Ip(Str),
+    /// One network prefix (/24 or /64): its members.
+    Net(Str),
+    /// One ring of linked members, by label.
+    Ring(Str),
 }
 
 impl Key {
@@ -36,6 +46,11 @@ impl Key {
             Key::Dealer(_) => "dealer",
             Key::Store(_) => "store",
             Key::Campaign(_) => "campaign",
+            Key::Code(_) => "code",
+            Key::Device(_) => "device",
+            Key::Ip(_) => "ip",
+            Key::Net(_) => "net",
+            Key::Ring(_) => "ring",
         }
     }
 }
@@ -50,6 +65,11 @@ impl fmt::Display for Key {
             Key::Dealer(id) => write!(f, "dealer/{id}"),
             Key::Store(id) => write!(f, "store/{id}"),
             Key::Campaign(id) => write!(f, "campaign/{id}"),
+            Key::Code(id) => write!(f, "code/{id}"),
+            Key::Device(id) => write!(f, "device/{id}"),
+            Key::Ip(id) => write!(f, "ip/{id}"),
+            Key::Net(id) => write!(f, "net/{id}"),
+            Key::Ring(id) => write!(f, "ring/{id}"),
         }
     }
 }

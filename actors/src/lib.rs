@@ -11,11 +11,13 @@ pub mod cmd;
 pub mod config;
 pub mod dealer;
 pub mod engine;
+pub mod fraud;
 pub mod identity;
 pub mod key;
 pub mod member;
 pub mod order;
 pub mod output;
+pub mod refdata;
 pub mod router;
 pub mod sku;
 pub mod store;
@@ -31,7 +33,8 @@ use omnistream_schemas::EventTime;
 /// Microseconds per day, for windows in days.
 pub const DAY_US: i64 = 86_400 * 1_000_000;
 
-/// What a handler may read besides its own state: the event time, the source event, the rules.
+/// What a handler may read besides its own state: the event time, the source event, the
+/// rules, and the replicated reference data.
 #[derive(Debug, Clone, Copy)]
 pub struct Ctx<'a> {
     /// Event time of the input event this command descends from.
@@ -40,6 +43,8 @@ pub struct Ctx<'a> {
     pub event: uuid::Uuid,
     /// The rules.
     pub rules: &'a Rules,
+    /// Code batches and dealer regions, as of this event.
+    pub refs: &'a refdata::RefData,
 }
 
 impl Ctx<'_> {

@@ -10,8 +10,12 @@
 //! waits, holding back its commands; the survivor either takes everything (then the other
 //! becomes an alias that forwards) or refuses because the two have different phones.
 
-use crate::cmd::{CampaignCmd, Cmd, Id, IdentityCmd, LineV, MemberCmd, OrderCmd, StoreCmd};
+use crate::cmd::{
+    CampaignCmd, Cmd, CodeCmd, Id, IdentityCmd, LineV, MemberCmd, OrderCmd, StoreCmd,
+};
 use crate::config::{Rules, TagCond};
+use crate::fraud::profile::ScanProfile;
+use crate::fraud::{Decision, Verdict};
 use crate::output::Output;
 use crate::{Ctx, Effects, Key, Recent, DAY_US};
 use compact_str::CompactString as Str;
@@ -20,6 +24,10 @@ use std::collections::{BTreeMap, VecDeque};
 
 /// Event ids remembered per member to drop a repeated event.
 const RECENT_EVENTS: usize = 16;
+
+/// A scan passes its member twice (features first, reward last); the first pass is recorded
+/// under the event id with this bit flipped, so the two do not look like a repeat.
+const FIRST_PASS: u128 = 1 << 127;
 
 /// One member's state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -74,6 +82,27 @@ pub struct Member {
     /// The local day old orders were last pruned.
     #[serde(default)]
     pub pruned_day: i64,
+    /// What the member's scans say for fraud checks.
+    #[serde(default, skip_serializing_if = "ScanProfile::is_empty")]
+    pub scan: ScanProfile,
+    /// Scan rewards held for review, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<HeldReward>,
+}
+
+/// A scan reward waiting for a review's resolution (its points are taken from the budget).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldReward {
+    /// The scan's event id.
+    pub event: u128,
+    /// Campaign.
+    pub campaign: Str,
+    /// Points granted by the budget.
+    pub points: i64,
+    /// The campaign's daily cap, applied when paid.
+    pub daily_cap: u32,
+    /// When it was held (µs).
+    pub at: i64,
 }
 
 /// A merge waiting for the survivor's answer.
@@ -291,10 +320,11 @@ impl Member {
             }
             MemberCmd::ScanReward {
                 campaign,
+                code,
                 points,
                 daily_cap,
                 store,
-                ..
+                verdict,
             } => {
                 if !self.first_event(ctx) {
                     return;
@@ -304,30 +334,57 @@ impl Member {
                 if let Some(s) = &store {
                     self.at_store(s, ts, new_member, ctx.rules);
                 }
-                if points <= 0 {
+                match verdict {
+                    // the unchecked path (`CampaignCmd::Claim`): pay, no decision output
+                    None => {
+                        self.pay(campaign, points, daily_cap, ctx, fx);
+                    }
+                    Some(v) => self.decided(campaign, code, points, daily_cap, *v, ctx, fx),
+                }
+            }
+            MemberCmd::Scan(mut check) => {
+                if !self
+                    .recent
+                    .insert(ctx.event.as_u128() ^ FIRST_PASS, RECENT_EVENTS)
+                {
                     return;
                 }
-                let day = ctx.day();
-                self.caps.retain(|(_, d, _)| *d == day);
-                let used = self.caps.iter_mut().find(|(c, _, _)| *c == campaign);
-                let count = used.as_ref().map_or(0, |(_, _, n)| *n);
-                if count >= daily_cap {
-                    fx.out(Output::RewardCapped {
-                        member: me,
-                        campaign: campaign.clone(),
-                    });
-                    fx.send(
-                        Key::Campaign(campaign),
-                        Cmd::Campaign(CampaignCmd::Refund { points }),
-                    );
-                    return;
+                self.scan.observe(&me, self.first_seen, &mut check, ctx);
+                fx.send(
+                    Key::Code(check.code.clone()),
+                    Cmd::Code(CodeCmd::Check(check)),
+                );
+            }
+            MemberCmd::ReviewResolve { event, allow } => {
+                let id = event.as_u128();
+                let Some(i) = self.held.iter().position(|h| h.event == id) else {
+                    return; // resolved before, or never held here
+                };
+                let h = self.held.remove(i);
+                let reward = if allow {
+                    self.pay(h.campaign.clone(), h.points, h.daily_cap, ctx, fx)
+                } else {
+                    self.refund(&h.campaign, h.points, fx);
+                    0
+                };
+                fx.out(Output::ReviewResolved {
+                    event,
+                    member: me,
+                    campaign: h.campaign,
+                    allow,
+                    reward,
+                });
+            }
+            MemberCmd::RingLabel { label } => {
+                if label < *self.scan.ring.as_ref().unwrap_or(&me) {
+                    self.scan.ring = Some(label);
                 }
-                match used {
-                    Some(u) => u.2 += 1,
-                    None => self.caps.push((campaign.clone(), day, 1)),
+            }
+            MemberCmd::RingSize { ring, size } => {
+                if self.scan.ring.as_ref().is_none_or(|r| ring <= *r) {
+                    self.scan.ring = (ring != me).then_some(ring);
                 }
-                self.day(day).earned += points;
-                self.credit(points, "scan_reward", Some(campaign), ts, fx);
+                self.scan.ring_size = self.scan.ring_size.max(size);
             }
             MemberCmd::OrderPlaced {
                 order,
@@ -493,6 +550,104 @@ impl Member {
         }
     }
 
+    /// Pays a scan reward within the campaign's daily cap; points over the cap go back to the
+    /// budget. Returns the points credited.
+    fn pay(
+        &mut self,
+        campaign: Str,
+        points: i64,
+        daily_cap: u32,
+        ctx: &Ctx,
+        fx: &mut Effects,
+    ) -> i64 {
+        if points <= 0 {
+            return 0;
+        }
+        let day = ctx.day();
+        self.caps.retain(|(_, d, _)| *d == day);
+        let used = self.caps.iter_mut().find(|(c, _, _)| *c == campaign);
+        let count = used.as_ref().map_or(0, |(_, _, n)| *n);
+        if count >= daily_cap {
+            fx.out(Output::RewardCapped {
+                member: self.id.clone(),
+                campaign: campaign.clone(),
+            });
+            self.refund(&campaign, points, fx);
+            return 0;
+        }
+        match used {
+            Some(u) => u.2 += 1,
+            None => self.caps.push((campaign.clone(), day, 1)),
+        }
+        self.day(day).earned += points;
+        self.credit(points, "scan_reward", Some(campaign), ctx.ts(), fx);
+        points
+    }
+
+    /// Gives points granted by a campaign's budget back to it.
+    fn refund(&mut self, campaign: &Str, points: i64, fx: &mut Effects) {
+        if points > 0 {
+            fx.send(
+                Key::Campaign(campaign.clone()),
+                Cmd::Campaign(CampaignCmd::Refund { points }),
+            );
+        }
+    }
+
+    /// The end of a checked scan: pay, hold or refuse, and write its one decision output.
+    #[allow(clippy::too_many_arguments)] // the fields of one command, unpacked
+    fn decided(
+        &mut self,
+        campaign: Str,
+        code: Str,
+        points: i64,
+        daily_cap: u32,
+        v: Verdict,
+        ctx: &Ctx,
+        fx: &mut Effects,
+    ) {
+        let (mut reward, mut held) = (0, 0);
+        match v.decision {
+            Decision::Allow => reward = self.pay(campaign.clone(), points, daily_cap, ctx, fx),
+            Decision::Review if points > 0 => {
+                held = points;
+                self.held.push(HeldReward {
+                    event: ctx.event.as_u128(),
+                    campaign: campaign.clone(),
+                    points,
+                    daily_cap,
+                    at: ctx.ts(),
+                });
+                if self.held.len() > ctx.rules.fraud.max_held_reviews {
+                    // an unbounded hold list is a state leak: the oldest review is refused
+                    let old = self.held.remove(0);
+                    self.refund(&old.campaign, old.points, fx);
+                    fx.out(Output::ReviewResolved {
+                        event: uuid::Uuid::from_u128(old.event),
+                        member: self.id.clone(),
+                        campaign: old.campaign,
+                        allow: false,
+                        reward: 0,
+                    });
+                }
+            }
+            Decision::Review => {}
+            Decision::Block | Decision::Duplicate => self.refund(&campaign, points, fx),
+        }
+        fx.out(Output::Decision {
+            event: ctx.event,
+            code,
+            member: self.id.clone(),
+            campaign,
+            decision: v.decision,
+            score: v.score,
+            reasons: v.reasons,
+            reward,
+            held,
+            shadow_decision: v.shadow_decision,
+        });
+    }
+
     /// Whether this event is new to this member (records it).
     fn first_event(&mut self, ctx: &Ctx) -> bool {
         self.recent.insert(ctx.event.as_u128(), RECENT_EVENTS)
@@ -606,7 +761,12 @@ impl Member {
         if add > 0 {
             // lots stay in time order (an older event time lands before newer lots), so the
             // oldest points expire and are spent first; usually this appends
-            let at = self.points.lots.iter().rposition(|l| l.0 <= ts).map_or(0, |i| i + 1);
+            let at = self
+                .points
+                .lots
+                .iter()
+                .rposition(|l| l.0 <= ts)
+                .map_or(0, |i| i + 1);
             self.points.lots.insert(at, (ts, add));
             self.entry(add, reason, about, fx);
         }
@@ -759,6 +919,10 @@ impl Member {
             self.recent.insert(id, RECENT_EVENTS);
         }
         self.conflicts += other.conflicts;
+        // held reviews follow the person; the alias forwards their resolutions here
+        self.held.extend(other.held);
+        self.held.sort_by_key(|h| h.at);
+        self.scan.ring_size = self.scan.ring_size.max(other.scan.ring_size);
         self.tier_at = self.tier_at.max(other.tier_at);
         // points: the other's lots join ours, keeping their dates (they expire as they would)
         self.points.pending += other.points.pending;

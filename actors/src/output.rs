@@ -1,6 +1,7 @@
 //! Outputs: what entity actors tell the world (channels, boards, risk teams). Each is one
 //! change, keyed by the entity it is about, so sinks can keep per-key order.
 
+use crate::fraud::{Contribution, Decision};
 use compact_str::CompactString as Str;
 use serde::{Deserialize, Serialize};
 
@@ -177,6 +178,61 @@ pub enum Output {
         /// Reserved minus on hand.
         short: i64,
     },
+    /// The one decision on a scan: what it got and why.
+    Decision {
+        /// The scan's event id.
+        event: uuid::Uuid,
+        /// The item's code.
+        code: Str,
+        /// Member id.
+        member: Str,
+        /// Campaign.
+        campaign: Str,
+        /// Allow, review, block or duplicate.
+        decision: Decision,
+        /// Score, 0..=100 (shadow reasons not included).
+        score: u8,
+        /// Every reason that fired, with its points.
+        reasons: Vec<Contribution>,
+        /// Points credited (0 unless allowed; 0 when capped or out of budget).
+        reward: i64,
+        /// Points held for the review (0 unless in review).
+        held: i64,
+        /// The decision shadow rules would have made, when different.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        shadow_decision: Option<Decision>,
+    },
+    /// A review was resolved (or refused because the member had too many on hold).
+    ReviewResolved {
+        /// The scan's event id.
+        event: uuid::Uuid,
+        /// Member id.
+        member: Str,
+        /// Campaign.
+        campaign: Str,
+        /// Whether the reward was paid.
+        allow: bool,
+        /// Points credited.
+        reward: i64,
+    },
+    /// A code was scanned outside the sales region of the dealer its batch was shipped to.
+    Diversion {
+        /// Dealer in breach.
+        dealer: Str,
+        /// Batch.
+        batch: Str,
+        /// Code.
+        code: Str,
+        /// Km outside the region (one decimal).
+        km_outside: f64,
+    },
+    /// A ring of linked members reached the flagging size.
+    RingFlagged {
+        /// The ring's label (its smallest member id).
+        ring: Str,
+        /// Members counted.
+        size: u32,
+    },
     /// A dealer's credit changed.
     Credit {
         /// Dealer.
@@ -194,7 +250,7 @@ pub enum Output {
 
 impl Output {
     /// The output stream this belongs to (a Fluvio topic later): `points`, `members`,
-    /// `orders`, `stock`, `credit`.
+    /// `orders`, `stock`, `credit`, `decisions`, `alerts`.
     pub fn stream(&self) -> &'static str {
         match self {
             Output::Ledger { .. } | Output::Pending { .. } | Output::PointsDebt { .. } => "points",
@@ -215,6 +271,8 @@ impl Output {
             | Output::StockOut { .. }
             | Output::StockShort { .. } => "stock",
             Output::Credit { .. } => "credit",
+            Output::Decision { .. } | Output::ReviewResolved { .. } => "decisions",
+            Output::Diversion { .. } | Output::RingFlagged { .. } => "alerts",
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The router: turns one input event into the first commands for the entities it touches.
 
 use crate::cmd::*;
+use crate::fraud::{net_prefix, Features, ScanCheck};
 use crate::identity::resolve;
 use crate::Key;
 use compact_str::{format_compact, CompactString as Str};
@@ -24,14 +25,26 @@ pub fn route(ev: &Event) -> Vec<(Key, Cmd)> {
     let mut out = Vec::with_capacity(2);
     match &ev.body {
         Body::Scan(s) => {
-            out.push((
-                Key::Campaign(s.campaign.clone()),
-                Cmd::Campaign(CampaignCmd::Claim {
-                    ids: ids(&s.member),
-                    code: s.code.clone(),
-                    store: s.store.clone(),
-                }),
-            ));
+            // the fraud chain starts at the member: member → code → device → IP → prefix →
+            // campaign → member, which writes the decision
+            let check = ScanCheck {
+                campaign: s.campaign.clone(),
+                code: s.code.clone(),
+                sku: s.sku.clone(),
+                device: s.device.clone(),
+                ip: compact_str::format_compact!("{}", s.ip),
+                net: net_prefix(&s.ip),
+                geo: s.geo.map(|g| (g.lat, g.lon)),
+                store: s.store.clone(),
+                member: Str::default(),
+                ring: Str::default(),
+                fresh: false,
+                batch: None,
+                dealer: None,
+                features: Features::default(),
+            };
+            // the decoder guarantees at least one identity, so resolution always starts
+            out.extend(resolve(&ids(&s.member), MemberCmd::Scan(Box::new(check))));
             if let Some(st) = &s.store {
                 out.push((Key::Store(st.clone()), Cmd::Store(StoreCmd::Scan)));
             }
@@ -112,7 +125,8 @@ pub fn route(ev: &Event) -> Vec<(Key, Cmd)> {
                 }),
             }),
         )),
-        // code batches feed the code registry of the fraud issue (#4)
+        // code batches and dealer regions are reference data: the engine keeps them in
+        // `RefData` for every handler, not in an entity
         Body::CodeBatch(_) => {}
         Body::Identify(i) => out.extend(resolve(&ids(&i.member), MemberCmd::Identify)),
     }

@@ -351,6 +351,7 @@ mod tests {
             at: EventTime::from_unix_ms(ms),
             event: uuid::Uuid::from_u128(event),
             rules,
+            refs: &crate::refdata::NO_REFS,
         }
     }
 

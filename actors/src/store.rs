@@ -511,6 +511,7 @@ mod tests {
             at,
             event: uuid::Uuid::from_u128(id),
             rules,
+            refs: &crate::refdata::NO_REFS,
         };
         let mut fx = Effects::default();
         s.handle(&"s1".into(), cmd, &ctx, &mut fx);

@@ -76,7 +76,7 @@ fn event(world: u8) -> impl Strategy<Value = Gen> {
             r#""type":"payment","dealer":"d{w}","amount":{a},"ref":"R{w}{r}""#
         ))),
         3 => (who(w), 0..50u16).prop_map(move |(m, c)| Gen(format!(
-            r#""type":"scan","channel":"campaign","code":"C{w}{c}","sku":"S{w}0","campaign":"c{w}","member":{m},"device":"d","ip":"10.0.0.1""#
+            r#""type":"scan","channel":"campaign","code":"C{w}{c}","sku":"S{w}0","campaign":"c{w}","member":{m},"device":"d{w}","ip":"10.0.{w}.1""#
         ))),
         2 => (0..4u8, 0..3u8, 0..3u8).prop_map(move |(i, j, k)| Gen(format!(
             r#""type":"identify","member":{{"openid":"o{w}{i}","tmall":"t{w}{j}","card":"k{w}{k}"}}"#

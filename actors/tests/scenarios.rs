@@ -332,6 +332,7 @@ fn scan_rewards_respect_the_daily_cap_and_the_budget() {
             points: 10,
             daily_cap: 2,
             budget: 30,
+            ..Default::default()
         },
     );
     let mut w = World::new(rules);

@@ -1,0 +1,142 @@
+//! Crowd actors: one per device fingerprint, per IP address and per network prefix (/24 or
+//! /64). Each counts the scans passing through it in sliding windows and the distinct members
+//! behind them (fresh accounts apart), adds its counts to the scan's features and passes the
+//! scan on: device → IP → prefix → campaign.
+//!
+//! Devices and home-sized IPs also link their members into rings: each keeps the smallest
+//! ring label among its members; when a member arrives with another label, the two rings are
+//! one component and the larger label merges into the smaller ([`super::ring`]). Labels reach
+//! other members lazily, when they next scan through a linking crowd.
+
+use super::window::{BatchScans, Distinct, Rate};
+use super::{hash64, ScanCheck};
+use crate::cmd::{CampaignCmd, Cmd, CrowdCmd, MemberCmd, RingCmd};
+use crate::{Ctx, Effects, Key};
+use compact_str::CompactString as Str;
+use serde::{Deserialize, Serialize};
+
+const MIN_US: i64 = 60_000_000;
+
+/// Which kind of crowd an entity is (its key says).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrowdKind {
+    /// A device fingerprint.
+    Device,
+    /// An IP address.
+    Ip,
+    /// A /24 or /64 prefix.
+    Net,
+}
+
+/// One device's, IP's or prefix's counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Crowd {
+    /// Scans in the minute, hour and day windows (devices and IPs).
+    #[serde(default, skip_serializing_if = "Rate::is_empty")]
+    pub rate: Rate,
+    /// Distinct members in the window.
+    pub members: Distinct,
+    /// Recent scans by batch (devices).
+    #[serde(default, skip_serializing_if = "BatchScans::is_empty")]
+    pub batches: BatchScans,
+    /// Ring label: the smallest ring label among the members linked here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<Str>,
+}
+
+impl Crowd {
+    /// Handles one command for the crowd of kind `kind`.
+    pub fn handle(&mut self, kind: CrowdKind, cmd: CrowdCmd, ctx: &Ctx, fx: &mut Effects) {
+        let CrowdCmd::Check(mut check) = cmd;
+        let ts = ctx.ts();
+        let st = &ctx.rules.fraud;
+        let member = hash64(&check.member);
+        let f = &mut check.features;
+        let next = match kind {
+            CrowdKind::Device => {
+                f.device_rate = self.rate.add(ts);
+                let window = st.device_members_window_h * 60 * MIN_US;
+                let c = self
+                    .members
+                    .add(member, ts, check.fresh, window, st.track_members);
+                f.device_members = c.members;
+                if let Some(b) = &check.batch {
+                    f.device_batch = self.batches.add(
+                        hash64(b),
+                        ts,
+                        st.batch_window_min * MIN_US,
+                        st.track_batch_scans,
+                    );
+                }
+                self.link(&mut check, fx);
+                (
+                    Key::Ip(check.ip.clone()),
+                    Cmd::Crowd(CrowdCmd::Check(check)),
+                )
+            }
+            CrowdKind::Ip => {
+                f.ip_rate = self.rate.add(ts);
+                let window = st.net_members_window_min * MIN_US;
+                let c = self
+                    .members
+                    .add(member, ts, check.fresh, window, st.track_members);
+                f.ip_members = c.members;
+                f.ip_fresh = c.fresh;
+                // a home links its members; a campus NAT or a carrier gateway must not
+                if c.members <= st.ring_link_max_members
+                    && f.ip_rate[2] <= st.ring_link_max_ip_scans
+                {
+                    self.link(&mut check, fx);
+                }
+                (
+                    Key::Net(check.net.clone()),
+                    Cmd::Crowd(CrowdCmd::Check(check)),
+                )
+            }
+            CrowdKind::Net => {
+                let window = st.net_members_window_min * MIN_US;
+                let c = self
+                    .members
+                    .add(member, ts, check.fresh, window, st.track_members);
+                f.net_members = c.members;
+                f.net_fresh = c.fresh;
+                (
+                    Key::Campaign(check.campaign.clone()),
+                    Cmd::Campaign(CampaignCmd::Decide(check)),
+                )
+            }
+        };
+        fx.send(next.0, next.1);
+    }
+
+    /// Joins the scanning member's ring and this crowd's ring: they are one component now.
+    fn link(&mut self, check: &mut ScanCheck, fx: &mut Effects) {
+        let mine = check.ring.clone();
+        let Some(here) = self.label.clone() else {
+            self.label = Some(mine);
+            return;
+        };
+        if here == mine {
+            return;
+        }
+        let (root, other) = if here < mine {
+            (here, mine.clone())
+        } else {
+            (mine.clone(), here)
+        };
+        fx.send(
+            Key::Ring(other),
+            Cmd::Ring(RingCmd::MergeInto { into: root.clone() }),
+        );
+        if root != mine {
+            fx.send(
+                Key::Member(check.member.clone()),
+                Cmd::Member(MemberCmd::RingLabel {
+                    label: root.clone(),
+                }),
+            );
+        }
+        check.ring = root.clone();
+        self.label = Some(root);
+    }
+}

@@ -1,0 +1,425 @@
+//! Scan-campaign fraud decisions: the features a scan collects on its way through the keyed
+//! entities (member, code, device, IP, network prefix), and the pure scoring that turns them
+//! into a decision with explained reasons at the campaign.
+//!
+//! The chain, one hop per entity so it scales like the rest of the state: the router resolves
+//! the scan's member; the member adds member features (velocity, impossible travel, new
+//! account burst, batch harvesting, ring) and passes the scan to its [`code`] entity (first scan
+//! wins), then to the [`crowd`] entities of the device, the IP and the network prefix (velocity,
+//! distinct members), then to the campaign, which scores, takes the budget and sends the reward
+//! (or the hold, for a review) back to the member, which writes the one `decision` output.
+//!
+//! Entities only count; every threshold and weight is judged at the campaign with that
+//! campaign's rules, so one risk team can tune a campaign without touching the others.
+
+pub mod code;
+pub mod crowd;
+pub mod filter;
+pub mod profile;
+pub mod ring;
+pub mod window;
+
+use crate::config::FraudRules;
+use compact_str::CompactString as Str;
+use serde::{Deserialize, Serialize};
+
+/// Why a scan scored what it did: stable snake_case names, so label values stay bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// The code was scanned first by another member (a photo of one code shared around).
+    CodeShared,
+    /// The same member scanned this code before: a duplicate, not fraud.
+    CodeRepeat,
+    /// The code matches no registered batch (forged or guessed).
+    UnknownCode,
+    /// The member scans faster than the campaign allows (minute, hour or day).
+    MemberVelocity,
+    /// The device scans faster than the campaign allows.
+    DeviceVelocity,
+    /// The IP scans faster than the campaign allows.
+    IpVelocity,
+    /// Too many members on one device (device farm, emulator).
+    DeviceShared,
+    /// Many members on one IP (weighted low: shared NATs are normal).
+    IpShared,
+    /// Many members on one /24 or /64.
+    NetShared,
+    /// Many brand-new accounts on one IP or prefix (rotated accounts behind a NAT).
+    FreshAccounts,
+    /// The member moved faster than a plane since its previous scan.
+    ImpossibleTravel,
+    /// A member first seen minutes ago scanning many codes.
+    NewAccountBurst,
+    /// Many codes of one batch from one member or device in a short time (collected caps).
+    BatchHarvest,
+    /// The member belongs to a flagged ring of members linked by devices and home IPs.
+    Ring,
+    /// Scanned outside the sales region of the batch's dealer (reported against the dealer).
+    CrossRegion,
+}
+
+impl Reason {
+    /// Every reason, in a fixed order.
+    pub const ALL: [Reason; 15] = [
+        Reason::CodeShared,
+        Reason::CodeRepeat,
+        Reason::UnknownCode,
+        Reason::MemberVelocity,
+        Reason::DeviceVelocity,
+        Reason::IpVelocity,
+        Reason::DeviceShared,
+        Reason::IpShared,
+        Reason::NetShared,
+        Reason::FreshAccounts,
+        Reason::ImpossibleTravel,
+        Reason::NewAccountBurst,
+        Reason::BatchHarvest,
+        Reason::Ring,
+        Reason::CrossRegion,
+    ];
+
+    /// The stable name, as in outputs and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::CodeShared => "code_shared",
+            Reason::CodeRepeat => "code_repeat",
+            Reason::UnknownCode => "unknown_code",
+            Reason::MemberVelocity => "member_velocity",
+            Reason::DeviceVelocity => "device_velocity",
+            Reason::IpVelocity => "ip_velocity",
+            Reason::DeviceShared => "device_shared",
+            Reason::IpShared => "ip_shared",
+            Reason::NetShared => "net_shared",
+            Reason::FreshAccounts => "fresh_accounts",
+            Reason::ImpossibleTravel => "impossible_travel",
+            Reason::NewAccountBurst => "new_account_burst",
+            Reason::BatchHarvest => "batch_harvest",
+            Reason::Ring => "ring",
+            Reason::CrossRegion => "cross_region",
+        }
+    }
+}
+
+/// What a scan gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Rewarded.
+    Allow,
+    /// Reward held until a person resolves the review.
+    Review,
+    /// No reward.
+    Block,
+    /// The member scanned this code before: no second reward, not fraud.
+    Duplicate,
+}
+
+impl Decision {
+    /// The stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Allow => "allow",
+            Decision::Review => "review",
+            Decision::Block => "block",
+            Decision::Duplicate => "duplicate",
+        }
+    }
+}
+
+/// What the code registry said about this scan's code.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CodeSeen {
+    /// Not checked yet (the scan has not reached its code).
+    #[default]
+    Unchecked,
+    /// The first scan of the code.
+    First,
+    /// Scanned before by the same member.
+    Repeat,
+    /// Scanned first by another member.
+    Shared,
+}
+
+/// Counts collected along the chain: what each entity knew when the scan passed it. Counts
+/// include the scan itself.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Features {
+    /// The code registry's answer.
+    pub code: CodeSeen,
+    /// No registered batch prefix matches the code.
+    pub unknown_code: bool,
+    /// Scans of the member in the last minute, hour, day.
+    pub member_rate: [u32; 3],
+    /// Scans of the device in the last minute, hour, day.
+    pub device_rate: [u32; 3],
+    /// Scans from the IP in the last minute, hour, day.
+    pub ip_rate: [u32; 3],
+    /// Distinct members on the device in its window.
+    pub device_members: u32,
+    /// Distinct members on the IP in its window.
+    pub ip_members: u32,
+    /// Distinct members on the network prefix in its window.
+    pub net_members: u32,
+    /// Distinct fresh accounts on the IP in its window.
+    pub ip_fresh: u32,
+    /// Distinct fresh accounts on the network prefix in its window.
+    pub net_fresh: u32,
+    /// Speed implied since the member's previous located scan, km/h (0: none or too close).
+    pub travel_kmh: f32,
+    /// Scans since the member was first seen, when it was first seen within the new-account
+    /// window (0 otherwise).
+    pub new_account_scans: u32,
+    /// Scans of this code's batch by the member in the batch window.
+    pub member_batch: u32,
+    /// Scans of this code's batch on the device in the batch window.
+    pub device_batch: u32,
+    /// Size of the member's flagged ring (0: none).
+    pub ring_size: u32,
+    /// Scanned outside the region of the dealer the batch was shipped to.
+    pub outside_region: bool,
+}
+
+/// One reason's part in a score.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Contribution {
+    /// The reason.
+    pub reason: Reason,
+    /// Points it added (0..=100; 0 for reasons that only inform).
+    pub points: u8,
+    /// The measured value that triggered it (a count, a speed, a ratio).
+    pub value: f32,
+    /// The limit it was compared with.
+    pub limit: f32,
+    /// Shadow mode: scored and reported, not enforced.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shadow: bool,
+}
+
+/// The outcome of scoring one scan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// The decision enforced.
+    pub decision: Decision,
+    /// Enforced score, 0..=100.
+    pub score: u8,
+    /// Every reason that fired, in [`Reason::ALL`] order.
+    pub reasons: Vec<Contribution>,
+    /// What the decision would be with shadow rules enforced, when that differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow_decision: Option<Decision>,
+}
+
+/// A scan on its way through the entities, carrying what it has learned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScanCheck {
+    /// Campaign.
+    pub campaign: Str,
+    /// The item's code.
+    pub code: Str,
+    /// SKU.
+    pub sku: Str,
+    /// Device fingerprint.
+    pub device: Str,
+    /// IP address, canonical text.
+    pub ip: Str,
+    /// Network prefix: `a.b.c.0/24` or the /64 of an IPv6 address.
+    pub net: Str,
+    /// Where, when known: `(lat, lon)`.
+    pub geo: Option<(f64, f64)>,
+    /// Store, when known.
+    pub store: Option<Str>,
+    /// The member, once resolved.
+    pub member: Str,
+    /// The member's ring label (the smallest member id of its linked component known to it).
+    pub ring: Str,
+    /// The member was first seen within the fresh-account window.
+    pub fresh: bool,
+    /// The code's batch, when a registered prefix matches.
+    pub batch: Option<Str>,
+    /// The dealer the batch was shipped to.
+    pub dealer: Option<Str>,
+    /// Features so far.
+    pub features: Features,
+}
+
+/// `weight × min(value / limit, 2)` when `value > limit`, else nothing: one limit to tune, and
+/// a score that grows with how far over the limit the scan is, up to double its weight.
+fn graded(weight: u8, value: f64, limit: f64) -> Option<u8> {
+    if limit <= 0.0 || value <= limit {
+        return None;
+    }
+    let ratio = (value / limit).min(2.0);
+    Some((f64::from(weight) * ratio).round().clamp(0.0, 100.0) as u8)
+}
+
+/// The largest of `counts[i] / limits[i]` over windows whose count exceeds its limit, as
+/// `(count, limit)` of that window.
+fn worst(counts: &[u32; 3], limits: &[u32; 3]) -> Option<(f64, f64)> {
+    let mut best: Option<(f64, f64)> = None;
+    for (c, l) in counts.iter().zip(limits) {
+        if *l == 0 || c <= l {
+            continue;
+        }
+        let (c, l) = (f64::from(*c), f64::from(*l));
+        if best.is_none_or(|(bc, bl)| c / l > bc / bl) {
+            best = Some((c, l));
+        }
+    }
+    best
+}
+
+/// Scores one scan's features under a campaign's rules. Pure and allocation-light: it runs
+/// once per scan on the campaign's hot path.
+pub fn score(f: &Features, r: &FraudRules) -> Verdict {
+    let w = &r.weights;
+    let mut reasons: Vec<Contribution> = Vec::new();
+    let mut push = |reason: Reason, points: Option<u8>, value: f64, limit: f64| {
+        if let Some(points) = points {
+            reasons.push(Contribution {
+                reason,
+                points,
+                value: value as f32,
+                limit: limit as f32,
+                shadow: r.shadow.contains(&reason),
+            });
+        }
+    };
+    match f.code {
+        CodeSeen::Shared => push(Reason::CodeShared, Some(w.code_shared), 1.0, 0.0),
+        CodeSeen::Repeat => push(Reason::CodeRepeat, Some(0), 1.0, 0.0),
+        CodeSeen::First | CodeSeen::Unchecked => {}
+    }
+    if f.unknown_code && r.require_registered_codes {
+        push(Reason::UnknownCode, Some(w.unknown_code), 1.0, 0.0);
+    }
+    if let Some((c, l)) = worst(&f.member_rate, &r.member_rate) {
+        push(
+            Reason::MemberVelocity,
+            graded(w.member_velocity, c, l),
+            c,
+            l,
+        );
+    }
+    if let Some((c, l)) = worst(&f.device_rate, &r.device_rate) {
+        push(
+            Reason::DeviceVelocity,
+            graded(w.device_velocity, c, l),
+            c,
+            l,
+        );
+    }
+    if let Some((c, l)) = worst(&f.ip_rate, &r.ip_rate) {
+        push(Reason::IpVelocity, graded(w.ip_velocity, c, l), c, l);
+    }
+    let over = |v: u32, l: u32| (f64::from(v), f64::from(l));
+    let (v, l) = over(f.device_members, r.device_members);
+    push(Reason::DeviceShared, graded(w.device_shared, v, l), v, l);
+    let (v, l) = over(f.ip_members, r.ip_members);
+    push(Reason::IpShared, graded(w.ip_shared, v, l), v, l);
+    let (v, l) = over(f.net_members, r.net_members);
+    push(Reason::NetShared, graded(w.net_shared, v, l), v, l);
+    // fresh accounts: the worse of IP and prefix, one reason
+    let ip = graded(
+        w.fresh_accounts,
+        f64::from(f.ip_fresh),
+        f64::from(r.ip_fresh),
+    );
+    let net = graded(
+        w.fresh_accounts,
+        f64::from(f.net_fresh),
+        f64::from(r.net_fresh),
+    );
+    if ip.is_some() || net.is_some() {
+        let (v, l) = if ip.unwrap_or(0) >= net.unwrap_or(0) {
+            over(f.ip_fresh, r.ip_fresh)
+        } else {
+            over(f.net_fresh, r.net_fresh)
+        };
+        push(Reason::FreshAccounts, ip.max(net), v, l);
+    }
+    let (v, l) = (f64::from(f.travel_kmh), r.travel_kmh);
+    push(
+        Reason::ImpossibleTravel,
+        graded(w.impossible_travel, v, l),
+        v,
+        l,
+    );
+    let (v, l) = over(f.new_account_scans, r.new_account_scans);
+    push(
+        Reason::NewAccountBurst,
+        graded(w.new_account_burst, v, l),
+        v,
+        l,
+    );
+    let (v, l) = over(f.member_batch.max(f.device_batch), r.batch_scans);
+    push(Reason::BatchHarvest, graded(w.batch_harvest, v, l), v, l);
+    if f.ring_size > 0 {
+        // a flagged ring is already over the global flagging size: at least the full weight
+        let (v, l) = over(f.ring_size, r.ring_size);
+        push(
+            Reason::Ring,
+            graded(w.ring, v, l).or((f.ring_size >= r.ring_size).then_some(w.ring)),
+            v,
+            l,
+        );
+    }
+    if f.outside_region {
+        push(Reason::CrossRegion, Some(w.cross_region), 1.0, 0.0);
+    }
+    let (mut enforced, mut all) = (0u32, 0u32);
+    for c in &reasons {
+        all += u32::from(c.points);
+        if !c.shadow {
+            enforced += u32::from(c.points);
+        }
+    }
+    let enforced = enforced.min(100) as u8;
+    let all = all.min(100) as u8;
+    let decide = |s: u8| {
+        if s >= r.block_at {
+            Decision::Block
+        } else if f.code == CodeSeen::Repeat {
+            Decision::Duplicate
+        } else if s >= r.review_at {
+            Decision::Review
+        } else {
+            Decision::Allow
+        }
+    };
+    let decision = decide(enforced);
+    let shadow = decide(all);
+    Verdict {
+        decision,
+        score: enforced,
+        reasons,
+        shadow_decision: (shadow != decision).then_some(shadow),
+    }
+}
+
+/// The /24 of an IPv4 address or the /64 of an IPv6 address, as text: the unit a carrier or a
+/// proxy pool hands addresses out of.
+pub fn net_prefix(ip: &std::net::IpAddr) -> Str {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let o = v4.octets();
+            compact_str::format_compact!("{}.{}.{}.0/24", o[0], o[1], o[2])
+        }
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            compact_str::format_compact!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+    }
+}
+
+/// A 64-bit FNV-1a hash of a string: deterministic across runs and platforms, for the
+/// bounded member and batch sets the entities keep (ids themselves would cost 24 bytes each).
+pub fn hash64(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}

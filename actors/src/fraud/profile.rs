@@ -1,0 +1,99 @@
+//! The member's side of scan fraud: what a member remembers about its own scans (rates,
+//! where and when it last scanned, recent batches, its ring) and the member features it adds
+//! to a scan: velocity, impossible travel, new-account burst, batch harvesting, ring. It also
+//! looks the code's batch up in the reference data, once per scan, for the entities after it.
+
+use super::window::{BatchScans, Rate};
+use super::{hash64, ScanCheck};
+use crate::{Ctx, DAY_US};
+use compact_str::CompactString as Str;
+use serde::{Deserialize, Serialize};
+
+const MIN_US: i64 = 60_000_000;
+
+/// What a member keeps about its scans.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScanProfile {
+    /// Scans in the minute, hour and day windows.
+    pub rate: Rate,
+    /// The latest located scan: `(lat, lon, µs)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_geo: Option<(f64, f64, i64)>,
+    /// Recent scans by batch.
+    #[serde(default, skip_serializing_if = "BatchScans::is_empty")]
+    pub batches: BatchScans,
+    /// Ring label, when linked to other members (None: its own id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ring: Option<Str>,
+    /// Size of its ring when that ring was flagged (0: not flagged).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ring_size: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl ScanProfile {
+    /// Whether the member never scanned (the profile is then left out of its state).
+    pub fn is_empty(&self) -> bool {
+        *self == ScanProfile::default()
+    }
+
+    /// Counts a scan of member `me` (first seen at `first_seen`) and adds member features.
+    pub fn observe(&mut self, me: &Str, first_seen: i64, check: &mut ScanCheck, ctx: &Ctx) {
+        let ts = ctx.ts();
+        let st = &ctx.rules.fraud;
+        check.member = me.clone();
+        check.ring = self.ring.clone().unwrap_or_else(|| me.clone());
+        if let Some(b) = ctx.refs.batch_of(&check.code) {
+            check.batch = Some(b.batch.clone());
+            check.dealer = Some(b.dealer.clone());
+        }
+        let f = &mut check.features;
+        f.unknown_code = check.batch.is_none();
+        f.member_rate = self.rate.add(ts);
+        let age = ts.saturating_sub(first_seen);
+        check.fresh = age <= st.fresh_account_h * 60 * MIN_US;
+        if age <= st.new_account_min * MIN_US {
+            // scans since first seen: all of them fall in the window that covers the age
+            f.new_account_scans = if age < 60 * MIN_US {
+                f.member_rate[1]
+            } else {
+                f.member_rate[2]
+            };
+        }
+        if let Some(b) = &check.batch {
+            f.member_batch = self.batches.add(
+                hash64(b),
+                ts,
+                st.batch_window_min * MIN_US,
+                st.track_batch_scans,
+            );
+        }
+        if let Some((lat, lon)) = check.geo {
+            if let Some((plat, plon, pts)) = self.last_geo {
+                f.travel_kmh = travel_kmh((plat, plon, pts), (lat, lon, ts), st.travel_min_km);
+            }
+            if self.last_geo.is_none_or(|(_, _, t)| t <= ts) {
+                self.last_geo = Some((lat, lon, ts));
+            }
+        } else if self.last_geo.is_some_and(|(_, _, t)| t < ts - DAY_US) {
+            // a day-old position says nothing about the next scan
+            self.last_geo = None;
+        }
+        f.ring_size = self.ring_size;
+    }
+}
+
+/// Speed between two located scans in km/h; 0 when closer than `min_km` (position noise).
+/// Two scans far apart at the same instant count as one second apart, not infinitely fast.
+pub fn travel_kmh(a: (f64, f64, i64), b: (f64, f64, i64), min_km: f64) -> f32 {
+    let km = omnistream_schemas::Geo { lat: a.0, lon: a.1 }
+        .distance_km(&omnistream_schemas::Geo { lat: b.0, lon: b.1 });
+    if km <= min_km {
+        return 0.0;
+    }
+    let hours = ((b.2 - a.2).abs().max(1_000_000) as f64) / 3.6e9;
+    (km / hours).min(1e9) as f32
+}

@@ -1,0 +1,156 @@
+//! Reference data every shard reads and nobody owns: code batches by prefix and dealers'
+//! sales regions. It is small (thousands of batches, not billions of codes) and read on every
+//! scan, so instead of a hot singleton entity each shard keeps a read-only replica, updated by
+//! `code_batch` and `dealer` events in event order. The engine updates it before routing the
+//! event, so every command descending from a later event sees it; a sharded runtime must feed
+//! every shard the reference events in log order to stay deterministic.
+
+use crate::cmd::RegionV;
+use compact_str::CompactString as Str;
+use omnistream_schemas::{Body, Event};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A registered batch of codes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchRef {
+    /// Batch id.
+    pub batch: Str,
+    /// SKU the codes are printed on.
+    pub sku: Str,
+    /// Dealer the batch was shipped to.
+    pub dealer: Str,
+}
+
+/// Code batches by prefix and dealer regions.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RefData {
+    /// Batches by code prefix.
+    pub batches: BTreeMap<Str, BatchRef>,
+    /// The distinct prefix lengths in `batches`, longest first: a lookup probes one map
+    /// entry per length instead of one per character of the code.
+    pub prefix_lens: Vec<usize>,
+    /// Dealers' sales regions.
+    pub regions: BTreeMap<Str, RegionV>,
+}
+
+/// No reference data, for handlers run outside an engine (tests, benchmarks).
+pub static NO_REFS: RefData = RefData {
+    batches: BTreeMap::new(),
+    prefix_lens: Vec::new(),
+    regions: BTreeMap::new(),
+};
+
+impl RefData {
+    /// Takes in a reference event; other events change nothing. Returns whether it was one.
+    pub fn observe(&mut self, ev: &Event) -> bool {
+        match &ev.body {
+            Body::CodeBatch(b) => {
+                self.batches.insert(
+                    b.prefix.clone(),
+                    BatchRef {
+                        batch: b.batch.clone(),
+                        sku: b.sku.clone(),
+                        dealer: b.dealer.clone(),
+                    },
+                );
+                let len = b.prefix.len();
+                if let Err(i) = self.prefix_lens.binary_search_by(|l| len.cmp(l)) {
+                    self.prefix_lens.insert(i, len);
+                }
+                true
+            }
+            Body::Dealer(d) => {
+                match d.region {
+                    Some(r) => {
+                        self.regions.insert(
+                            d.dealer.clone(),
+                            RegionV {
+                                lat: r.lat,
+                                lon: r.lon,
+                                radius_km: r.radius_km,
+                            },
+                        );
+                    }
+                    None => {
+                        self.regions.remove(&d.dealer);
+                    }
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The batch of a code: the longest registered prefix it starts with.
+    pub fn batch_of(&self, code: &str) -> Option<&BatchRef> {
+        self.prefix_lens
+            .iter()
+            .filter_map(|l| code.get(..*l))
+            .find_map(|p| self.batches.get(p))
+    }
+
+    /// Distance in km by which `(lat, lon)` lies outside the dealer's region (None: inside,
+    /// or the dealer has no region).
+    pub fn outside_region(&self, dealer: &str, lat: f64, lon: f64) -> Option<f64> {
+        let r = self.regions.get(dealer)?;
+        let d = omnistream_schemas::Geo {
+            lat: r.lat,
+            lon: r.lon,
+        }
+        .distance_km(&omnistream_schemas::Geo { lat, lon });
+        (d > r.radius_km).then_some(d - r.radius_km)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(prefixes: &[(&str, &str)]) -> RefData {
+        let mut r = RefData::default();
+        for (p, b) in prefixes {
+            r.batches.insert(
+                (*p).into(),
+                BatchRef {
+                    batch: (*b).into(),
+                    sku: "S".into(),
+                    dealer: "d".into(),
+                },
+            );
+            let len = p.len();
+            if let Err(i) = r.prefix_lens.binary_search_by(|l| len.cmp(l)) {
+                r.prefix_lens.insert(i, len);
+            }
+        }
+        r
+    }
+
+    #[test]
+    fn the_longest_prefix_wins_and_unmatched_codes_have_no_batch() {
+        let r = with(&[("AB", "b1"), ("ABC1", "b2"), ("X", "b3")]);
+        assert_eq!(r.prefix_lens, vec![4, 2, 1]);
+        assert_eq!(r.batch_of("ABC1999").map(|b| b.batch.as_str()), Some("b2"));
+        assert_eq!(r.batch_of("ABD").map(|b| b.batch.as_str()), Some("b1"));
+        assert_eq!(r.batch_of("X").map(|b| b.batch.as_str()), Some("b3"));
+        assert_eq!(r.batch_of("QQQ"), None);
+        assert_eq!(r.batch_of("A"), None, "shorter than every prefix but one");
+    }
+
+    #[test]
+    fn outside_region_measures_from_the_edge() {
+        let mut r = RefData::default();
+        r.regions.insert(
+            "d".into(),
+            RegionV {
+                lat: 31.23,
+                lon: 121.47,
+                radius_km: 100.0,
+            },
+        );
+        assert_eq!(r.outside_region("d", 31.3, 121.5), None, "Shanghai");
+        let beijing = r.outside_region("d", 39.9, 116.4).unwrap_or(0.0);
+        assert!((900.0..1100.0).contains(&beijing), "{beijing}");
+        assert_eq!(r.outside_region("nobody", 39.9, 116.4), None);
+    }
+}
