@@ -483,8 +483,9 @@ impl FraudState {
 }
 
 /// A campaign's fraud judgement: thresholds, limits, weights and shadow rules. Every limit is
-/// "more than this is suspicious"; a signal over its limit adds `weight × min(value / limit,
-/// 2)` points; the score (at most 100) is compared with `review-at` and `block-at`.
+/// "more than this is suspicious"; a counted signal over its limit adds `weight × min(value /
+/// limit, 2)` points, a yes/no signal (code shared, unknown code, impossible travel, cross
+/// region) its weight; the score (at most 100) is compared with `review-at` and `block-at`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
 pub struct FraudRules {
@@ -534,11 +535,11 @@ impl Default for FraudRules {
             member_rate: [6, 40, 80],
             device_rate: [8, 60, 120],
             ip_rate: [60, 1_000, 10_000],
-            device_members: 5,
+            device_members: 4,
             ip_members: 40,
             net_members: 60,
-            ip_fresh: 6,
-            net_fresh: 12,
+            ip_fresh: 8,
+            net_fresh: 8,
             travel_kmh: 800.0,
             new_account_scans: 5,
             batch_scans: 8,
@@ -620,11 +621,11 @@ impl Default for Weights {
             device_shared: 35,
             ip_shared: 10,
             net_shared: 10,
-            fresh_accounts: 25,
+            fresh_accounts: 30,
             impossible_travel: 45,
             new_account_burst: 30,
             batch_harvest: 15,
-            ring: 35,
+            ring: 40,
             cross_region: 0,
         }
     }
@@ -654,5 +655,35 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.tags.len(), 1);
+    }
+
+    #[test]
+    fn fraud_rules_read_per_campaign_with_shadow_reasons_and_are_checked() {
+        let r: Rules = toml::from_str(
+            "[campaigns.cny.fraud]\nreview-at = 30\nshadow = [\"ip_shared\"]\n\
+             [campaigns.cny.fraud.weights]\nring = 50\n[fraud]\nring-flag-size = 6\n",
+        )
+        .unwrap();
+        let f = &r.campaign("cny").fraud;
+        assert_eq!(f.review_at, 30);
+        assert_eq!(f.shadow, vec![crate::fraud::Reason::IpShared]);
+        assert_eq!((f.weights.ring, f.weights.code_shared), (50, 100));
+        assert_eq!(r.fraud.ring_flag_size, 6);
+        assert_eq!(
+            r.campaign("other").fraud.review_at,
+            40,
+            "defaults elsewhere"
+        );
+        assert_eq!(r.check(), Ok(()));
+        let e = toml::from_str::<Rules>("[default-campaign.fraud]\nshadow = [\"no_such\"]\n");
+        assert!(e.is_err(), "unknown reason names are refused");
+        let r: Rules = toml::from_str("[default-campaign.fraud]\nip-members = 64\n").unwrap();
+        assert_eq!(
+            r.check().unwrap_err().0,
+            "default-campaign.fraud.ip-members"
+        );
+        let r: Rules =
+            toml::from_str("[campaigns.x.fraud]\nreview-at = 80\nblock-at = 70\n").unwrap();
+        assert_eq!(r.check().unwrap_err().0, "x.fraud.review-at");
     }
 }

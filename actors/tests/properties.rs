@@ -1,7 +1,8 @@
 //! Invariants over random event sequences through the engine: points never negative and equal
 //! to the ledger, merges conserve points, stock never oversold, dealer credit never exceeded
-//! without a hold, replay gives byte-identical state, repeats change nothing, and the
-//! interleaving of events for different entities changes no entity's final state.
+//! without a hold, replay gives byte-identical state, repeats change nothing, the
+//! interleaving of events for different entities changes no entity's final state, and every
+//! scan gets exactly one fraud decision, the same on replay.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
 use omnistream_actors::engine::{Emitted, Engine};
@@ -85,6 +86,26 @@ fn event(world: u8) -> impl Strategy<Value = Gen> {
             r#""type":"identify","member":{{"openid":"o{w}{i}","phone":"1380000{w}{j:03}"}}"#
         ))),
     ]
+}
+
+/// Scans only, crowded on purpose: few codes (so codes are shared and rescanned), few devices
+/// and addresses (so devices, IPs and rings link members), positions across China (so travel
+/// is sometimes impossible), and a registered batch for some codes.
+fn fraud_scan(world: u8) -> impl Strategy<Value = Gen> {
+    let w = world;
+    let geo = proptest::option::of((0..3u8, 0..3u8));
+    (who(w), 0..30u16, 0..4u8, 0..4u8, geo).prop_map(move |(m, c, d, i, geo)| {
+        let geo = geo
+            .map(|(a, b)| {
+                let (lat, lon) = (22.0 + f64::from(a) * 8.0, 104.0 + f64::from(b) * 8.0);
+                format!(r#","geo":{{"lat":{lat},"lon":{lon}}}"#)
+            })
+            .unwrap_or_default();
+        let prefix = if c % 2 == 0 { "RB" } else { "ZZ" };
+        Gen(format!(
+            r#""type":"scan","channel":"campaign","code":"{prefix}{w}{c}","sku":"S{w}0","campaign":"c{w}","member":{m},"device":"fd{w}{d}","ip":"10.{w}.{i}.1"{geo}"#
+        ))
+    })
 }
 
 fn rules() -> Rules {
@@ -202,6 +223,69 @@ fn check_invariants(engine: &Engine, out: &[Emitted]) -> Result<(), TestCaseErro
 
 fn seq(world: u8) -> impl Strategy<Value = Vec<(Gen, u32)>> {
     proptest::collection::vec((event(world), 0..30u32), 1..60)
+}
+
+fn fraud_seq(world: u8) -> impl Strategy<Value = Vec<(Gen, u32)>> {
+    let batch = Gen(format!(
+        r#""type":"code_batch","batch":"B{world}","prefix":"RB","sku":"S{world}0","dealer":"d{world}""#
+    ));
+    let scans = proptest::collection::vec(
+        prop_oneof![
+            4 => fraud_scan(world),
+            1 => event(world),
+        ],
+        1..80,
+    );
+    (scans, proptest::collection::vec(0..3u32, 80)).prop_map(move |(gs, gaps)| {
+        std::iter::once((batch.clone(), 0))
+            .chain(gs.into_iter().zip(gaps))
+            .collect()
+    })
+}
+
+/// Scan event ids with the number of decisions each got.
+fn decisions_per_scan(events: &[Event], out: &[Emitted]) -> BTreeMap<uuid::Uuid, usize> {
+    let mut per: BTreeMap<uuid::Uuid, usize> = events
+        .iter()
+        .filter(|e| matches!(e.body, omnistream_schemas::Body::Scan(_)))
+        .map(|e| (e.id, 0))
+        .collect();
+    for e in out {
+        if let Output::Decision { event, .. } = &e.output {
+            *per.entry(*event).or_default() += 1;
+        }
+    }
+    per
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_scan_gets_exactly_one_decision_and_replay_gives_the_same_decisions(gens in fraud_seq(6)) {
+        let events = materialize(6, &gens);
+        let (a, oa) = run(rules(), &events);
+        for (id, n) in decisions_per_scan(&events, &oa) {
+            prop_assert_eq!(n, 1, "scan {} got {} decisions", id, n);
+        }
+        // every decision's reward reached the ledger, and nothing else was paid for scans
+        let rewarded: i64 = oa.iter().filter_map(|e| match &e.output {
+            Output::Decision { reward, .. } => Some(*reward),
+            _ => None,
+        }).sum();
+        let ledger: i64 = oa.iter().filter_map(|e| match &e.output {
+            Output::Ledger { reason, delta, .. } if reason == "scan_reward" => Some(*delta),
+            _ => None,
+        }).sum();
+        prop_assert_eq!(rewarded, ledger);
+        check_invariants(&a, &oa)?;
+        let (b, ob) = run(rules(), &events);
+        let decisions = |o: &[Emitted]| serde_json::to_string(
+            &o.iter().filter(|e| matches!(e.output, Output::Decision { .. })).collect::<Vec<_>>()
+        ).unwrap();
+        prop_assert_eq!(decisions(&oa), decisions(&ob));
+        prop_assert_eq!(serde_json::to_string(&a.snapshot()).unwrap(), serde_json::to_string(&b.snapshot()).unwrap());
+    }
 }
 
 proptest! {

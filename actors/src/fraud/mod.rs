@@ -339,10 +339,11 @@ pub fn score(f: &Features, r: &FraudRules) -> Verdict {
         };
         push(Reason::FreshAccounts, ip.max(net), v, l);
     }
+    // faster than a plane is faster than a plane: how much faster says nothing more
     let (v, l) = (f64::from(f.travel_kmh), r.travel_kmh);
     push(
         Reason::ImpossibleTravel,
-        graded(w.impossible_travel, v, l),
+        (v > l).then_some(w.impossible_travel),
         v,
         l,
     );
@@ -422,4 +423,241 @@ pub fn hash64(s: &str) -> u64 {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules() -> FraudRules {
+        FraudRules::default()
+    }
+
+    fn first() -> Features {
+        Features {
+            code: CodeSeen::First,
+            member_rate: [1, 1, 1],
+            device_rate: [1, 1, 1],
+            ip_rate: [1, 1, 1],
+            device_members: 1,
+            ip_members: 1,
+            net_members: 1,
+            ..Features::default()
+        }
+    }
+
+    fn reasons(v: &Verdict) -> Vec<Reason> {
+        v.reasons.iter().map(|c| c.reason).collect()
+    }
+
+    #[test]
+    fn an_ordinary_scan_scores_zero_with_no_reasons() {
+        let v = score(&first(), &rules());
+        assert_eq!((v.decision, v.score), (Decision::Allow, 0));
+        assert!(v.reasons.is_empty() && v.shadow_decision.is_none());
+    }
+
+    #[test]
+    fn a_shared_code_blocks_and_a_repeat_is_a_duplicate_not_fraud() {
+        let mut f = first();
+        f.code = CodeSeen::Shared;
+        let v = score(&f, &rules());
+        assert_eq!((v.decision, v.score), (Decision::Block, 100));
+        assert_eq!(reasons(&v), vec![Reason::CodeShared]);
+        f.code = CodeSeen::Repeat;
+        let v = score(&f, &rules());
+        assert_eq!((v.decision, v.score), (Decision::Duplicate, 0));
+        // a repeat that is also fraud on other counts is blocked, not a mere duplicate
+        f.device_members = 20;
+        f.member_rate = [30, 30, 30];
+        assert_eq!(score(&f, &rules()).decision, Decision::Block);
+    }
+
+    #[test]
+    fn an_unknown_code_counts_only_when_the_campaign_requires_registered_codes() {
+        let mut f = first();
+        f.unknown_code = true;
+        assert_eq!(score(&f, &rules()).decision, Decision::Allow);
+        let r = FraudRules {
+            require_registered_codes: true,
+            ..rules()
+        };
+        let v = score(&f, &r);
+        assert_eq!(
+            (v.decision, reasons(&v)),
+            (Decision::Block, vec![Reason::UnknownCode])
+        );
+    }
+
+    #[test]
+    fn velocity_takes_the_worst_window_and_grows_with_the_excess() {
+        let mut f = first();
+        f.member_rate = [6, 40, 80];
+        assert!(
+            score(&f, &rules()).reasons.is_empty(),
+            "at the limits is fine"
+        );
+        f.member_rate = [7, 41, 81];
+        let v = score(&f, &rules());
+        assert_eq!(reasons(&v), vec![Reason::MemberVelocity]);
+        let c = v.reasons[0];
+        assert_eq!(
+            (c.value, c.limit),
+            (7.0, 6.0),
+            "the minute is furthest over"
+        );
+        assert_eq!(c.points, 35);
+        f.member_rate = [60, 60, 60];
+        assert_eq!(
+            score(&f, &rules()).reasons[0].points,
+            60,
+            "capped at twice the weight"
+        );
+        // a busy NAT address alone is not a reason to refuse anyone
+        let mut f = first();
+        f.ip_rate = [200, 5_000, 50_000];
+        assert_eq!(score(&f, &rules()).decision, Decision::Allow);
+    }
+
+    #[test]
+    fn a_device_with_a_family_on_it_is_fine_and_a_farm_is_not() {
+        let mut f = first();
+        f.device_members = 4;
+        assert_eq!(score(&f, &rules()).decision, Decision::Allow);
+        f.device_members = 5;
+        assert_eq!(score(&f, &rules()).decision, Decision::Review);
+        f.device_members = 8;
+        assert_eq!(score(&f, &rules()).decision, Decision::Block);
+    }
+
+    #[test]
+    fn shared_nats_are_tolerated_unless_their_accounts_are_fresh() {
+        let mut f = first();
+        f.ip_members = 63; // a campus NAT at its busiest
+        f.net_members = 63;
+        let v = score(&f, &rules());
+        assert_eq!(v.decision, Decision::Allow, "{v:?}");
+        assert_eq!(reasons(&v), vec![Reason::IpShared, Reason::NetShared]);
+        f.ip_fresh = 10;
+        let v = score(&f, &rules());
+        assert_eq!(v.decision, Decision::Review);
+        assert!(reasons(&v).contains(&Reason::FreshAccounts));
+    }
+
+    #[test]
+    fn impossible_travel_reviews_and_a_flight_does_not() {
+        let mut f = first();
+        f.travel_kmh = 700.0;
+        assert!(score(&f, &rules()).reasons.is_empty());
+        f.travel_kmh = 5_000.0;
+        let v = score(&f, &rules());
+        assert_eq!((v.decision, v.score), (Decision::Review, 45));
+    }
+
+    #[test]
+    fn travel_speed_ignores_position_noise_and_same_instant_jumps_are_finite() {
+        let t = 1_000_000; // a second in µs
+        assert_eq!(profile_kmh((31.23, 121.47, 0), (31.25, 121.5, t)), 0.0);
+        let v = profile_kmh((31.23, 121.47, 0), (39.9, 116.4, 3 * 3_600 * t));
+        assert!((300.0..400.0).contains(&v), "{v}");
+        let v = profile_kmh((31.23, 121.47, 0), (39.9, 116.4, 0));
+        assert!(v.is_finite() && v > 1e6, "{v}");
+    }
+
+    fn profile_kmh(a: (f64, f64, i64), b: (f64, f64, i64)) -> f32 {
+        profile::travel_kmh(a, b, 50.0)
+    }
+
+    #[test]
+    fn a_new_account_burst_and_batch_harvesting_need_more_than_a_couple_of_scans() {
+        let mut f = first();
+        f.new_account_scans = 2;
+        f.member_batch = 2;
+        assert!(
+            score(&f, &rules()).reasons.is_empty(),
+            "a new member scanning two caps"
+        );
+        f.new_account_scans = 10;
+        let v = score(&f, &rules());
+        assert_eq!(
+            (v.decision, reasons(&v)),
+            (Decision::Review, vec![Reason::NewAccountBurst])
+        );
+        let mut f = first();
+        f.device_batch = 16;
+        let v = score(&f, &rules());
+        assert_eq!(reasons(&v), vec![Reason::BatchHarvest]);
+        assert_eq!(
+            v.decision,
+            Decision::Allow,
+            "a shop owner's stock, alone, is not fraud"
+        );
+        f.member_rate = [12, 12, 12];
+        assert_eq!(
+            score(&f, &rules()).decision,
+            Decision::Block,
+            "at a script's pace it is"
+        );
+    }
+
+    #[test]
+    fn a_flagged_ring_counts_against_its_members_and_cross_region_only_informs() {
+        let mut f = first();
+        f.ring_size = 8;
+        let v = score(&f, &rules());
+        assert_eq!((v.decision, v.score), (Decision::Review, 40));
+        let mut f = first();
+        f.outside_region = true;
+        let v = score(&f, &rules());
+        assert_eq!((v.decision, v.score), (Decision::Allow, 0));
+        assert_eq!(reasons(&v), vec![Reason::CrossRegion]);
+    }
+
+    #[test]
+    fn shadow_reasons_are_reported_not_enforced() {
+        let mut f = first();
+        f.code = CodeSeen::Shared;
+        f.device_members = 5;
+        let r = FraudRules {
+            shadow: vec![Reason::CodeShared],
+            ..rules()
+        };
+        let v = score(&f, &r);
+        assert_eq!((v.decision, v.score), (Decision::Review, 44));
+        assert_eq!(v.shadow_decision, Some(Decision::Block));
+        assert!(v
+            .reasons
+            .iter()
+            .any(|c| c.reason == Reason::CodeShared && c.shadow));
+    }
+
+    #[test]
+    fn thresholds_are_per_campaign() {
+        let mut f = first();
+        f.device_members = 5;
+        let strict = FraudRules {
+            review_at: 20,
+            block_at: 40,
+            ..rules()
+        };
+        assert_eq!(score(&f, &strict).decision, Decision::Block);
+        assert_eq!(score(&f, &rules()).decision, Decision::Review);
+    }
+
+    #[test]
+    fn reason_names_are_stable_snake_case() {
+        for r in Reason::ALL {
+            let json = serde_json::to_string(&r).unwrap_or_default();
+            assert_eq!(json, format!("\"{}\"", r.as_str()));
+        }
+        assert_eq!(Reason::ALL.len(), 15);
+    }
+
+    #[test]
+    fn prefixes_are_a_slash_24_or_a_slash_64() {
+        let v4: std::net::IpAddr = [112, 65, 3, 18].into();
+        assert_eq!(net_prefix(&v4), "112.65.3.0/24");
+        let v6: std::net::IpAddr = "2408:8207:1:2:aaaa::1".parse().unwrap_or(v4);
+        assert_eq!(net_prefix(&v6), "2408:8207:1:2::/64");
+    }
 }

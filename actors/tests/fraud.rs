@@ -1,0 +1,646 @@
+//! Scan fraud through the engine: each pattern of the issue and its legitimate look-alike as
+//! JSON events through the real decoder, with the decisions and their reasons checked.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+use omnistream_actors::cmd::{Cmd, MemberCmd};
+use omnistream_actors::config::CampaignRules;
+use omnistream_actors::engine::{Emitted, Engine};
+use omnistream_actors::fraud::{Decision, Reason};
+use omnistream_actors::{Key, Output, Rules};
+use omnistream_schemas::{Decoder, EventTime, Pii};
+
+struct World {
+    engine: Engine,
+    out: Vec<Emitted>,
+    n: u32,
+    decoder: Decoder,
+}
+
+/// One scan's decision, as the tests look at it.
+#[derive(Debug, Clone)]
+struct D {
+    code: String,
+    member: String,
+    decision: Decision,
+    score: u8,
+    reasons: Vec<Reason>,
+    reward: i64,
+    held: i64,
+    shadow: Option<Decision>,
+    event: uuid::Uuid,
+}
+
+/// Seconds after 2026-11-11T00:00:00+08:00 (negative: before) as RFC 3339.
+fn ts(s: i64) -> String {
+    EventTime {
+        unix_us: (1_794_326_400 + s) * 1_000_000,
+        offset_min: 480,
+    }
+    .to_string()
+}
+
+/// A scan: `who` is an openid; geo as `(lat, lon)`.
+fn scan(t: i64, code: &str, who: &str, device: &str, ip: &str, geo: Option<(f64, f64)>) -> String {
+    let geo = geo
+        .map(|(la, lo)| format!(r#","geo":{{"lat":{la},"lon":{lo}}}"#))
+        .unwrap_or_default();
+    format!(
+        r#"{{"type":"scan","ts":"{}","channel":"campaign","code":"{code}","sku":"S1","campaign":"c1","member":{{"openid":"{who}"}},"device":"{device}","ip":"{ip}"{geo}}}"#,
+        ts(t)
+    )
+}
+
+/// Activity long before the campaign: the member is an established one.
+fn history(t: i64, who: &str) -> String {
+    format!(
+        r#"{{"type":"click","ts":"{}","channel":"mall","member":{{"openid":"{who}"}},"target":"ad1"}}"#,
+        ts(t)
+    )
+}
+
+const SHANGHAI: (f64, f64) = (31.23, 121.47);
+const BEIJING: (f64, f64) = (39.90, 116.40);
+
+impl World {
+    fn new(rules: Rules) -> Self {
+        World {
+            engine: Engine::new(rules),
+            out: Vec::new(),
+            n: 0,
+            decoder: Decoder::new(Pii::new(b"fraud-key")),
+        }
+    }
+
+    fn default() -> Self {
+        World::new(Rules::default())
+    }
+
+    fn send(&mut self, json: &str) {
+        self.n += 1;
+        let json = format!(
+            "{{\"id\":\"00000000-0000-7000-8000-{:012}\",{}",
+            self.n,
+            &json[1..]
+        );
+        let ev = self
+            .decoder
+            .decode(json.as_bytes())
+            .unwrap_or_else(|r| panic!("{r}: {json}"));
+        self.engine.apply(&ev, &mut self.out);
+    }
+
+    fn decisions(&self) -> Vec<D> {
+        self.out
+            .iter()
+            .filter_map(|e| match &e.output {
+                Output::Decision {
+                    event,
+                    code,
+                    member,
+                    decision,
+                    score,
+                    reasons,
+                    reward,
+                    held,
+                    shadow_decision,
+                    ..
+                } => Some(D {
+                    code: code.to_string(),
+                    member: member.to_string(),
+                    decision: *decision,
+                    score: *score,
+                    reasons: reasons.iter().map(|r| r.reason).collect(),
+                    reward: *reward,
+                    held: *held,
+                    shadow: *shadow_decision,
+                    event: *event,
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The decision on the latest scan.
+    fn last(&self) -> D {
+        self.decisions().pop().expect("a decision")
+    }
+
+    fn balance(&self, who: &str) -> i64 {
+        self.engine
+            .member_of("openid", who)
+            .map_or(0, |m| m.points.balance)
+    }
+}
+
+fn count(ds: &[D], f: impl Fn(&D) -> bool) -> usize {
+    ds.iter().filter(|d| f(d)).count()
+}
+
+fn flagged(d: &D) -> bool {
+    matches!(d.decision, Decision::Review | Decision::Block)
+}
+
+#[test]
+fn a_plain_scan_is_allowed_and_rewarded_with_one_decision() {
+    let mut w = World::default();
+    w.send(&scan(
+        3_600,
+        "C1",
+        "oa",
+        "d1",
+        "112.65.3.18",
+        Some(SHANGHAI),
+    ));
+    let ds = w.decisions();
+    assert_eq!(ds.len(), 1);
+    assert_eq!(ds[0].decision, Decision::Allow);
+    assert_eq!((ds[0].score, ds[0].reward, ds[0].held), (0, 10, 0));
+    assert_eq!(ds[0].code, "C1");
+    assert_eq!(w.balance("oa"), 10);
+    assert_eq!(
+        ds[0].member,
+        w.engine.member_of("openid", "oa").unwrap().id.as_str()
+    );
+}
+
+#[test]
+fn a_shared_code_photo_is_blocked_for_everyone_but_the_first_and_a_rescan_is_a_duplicate() {
+    let mut w = World::default();
+    w.send(&scan(100, "PHOTO1", "owner", "d0", "10.1.0.1", None));
+    for i in 0..6 {
+        w.send(&scan(
+            200 + i * 60,
+            "PHOTO1",
+            &format!("o{i}"),
+            &format!("d{i}x"),
+            &format!("10.2.{i}.1"),
+            None,
+        ));
+    }
+    let ds = w.decisions();
+    assert_eq!(ds[0].decision, Decision::Allow);
+    for d in &ds[1..] {
+        assert_eq!(d.decision, Decision::Block, "{d:?}");
+        assert_eq!(d.reasons, vec![Reason::CodeShared]);
+        assert_eq!(d.reward, 0);
+    }
+    // the owner scanning their own cap again: no second reward, not fraud
+    w.send(&scan(900, "PHOTO1", "owner", "d0", "10.1.0.1", None));
+    let d = w.last();
+    assert_eq!(d.decision, Decision::Duplicate);
+    assert_eq!(d.reasons, vec![Reason::CodeRepeat]);
+    assert_eq!(w.balance("owner"), 10);
+    assert_eq!(w.engine.code("PHOTO1").unwrap().others, 6);
+}
+
+#[test]
+fn a_device_farm_is_caught_once_the_device_carries_more_members_than_a_family() {
+    let mut w = World::default();
+    for i in 0..12 {
+        let ip = format!("36.1.{}.7", i % 3);
+        w.send(&scan(
+            i * 90,
+            &format!("F{i}"),
+            &format!("farm{i}"),
+            "emu-1",
+            &ip,
+            None,
+        ));
+    }
+    let ds = w.decisions();
+    assert_eq!(count(&ds[..4], flagged), 0, "four members: still a family");
+    assert!(
+        ds[4..].iter().all(flagged),
+        "{:?}",
+        ds[4..]
+            .iter()
+            .map(|d| (d.decision, d.score))
+            .collect::<Vec<_>>()
+    );
+    assert!(ds[4..]
+        .iter()
+        .all(|d| d.reasons.contains(&Reason::DeviceShared)));
+    assert!(
+        ds[8..].iter().all(|d| d.decision == Decision::Block),
+        "twice the family size blocks"
+    );
+}
+
+#[test]
+fn a_family_sharing_a_phone_is_never_flagged() {
+    let mut w = World::default();
+    for (i, who) in ["mum", "dad", "kid", "gran"].iter().enumerate() {
+        w.send(&history(-86_400 * 30 - i as i64, who));
+    }
+    for round in 0..2 {
+        for (i, who) in ["mum", "dad", "kid", "gran"].iter().enumerate() {
+            let t = 3_600 * (round * 4 + i as i64);
+            w.send(&scan(
+                t,
+                &format!("FAM{round}{i}"),
+                who,
+                "home-phone",
+                "58.1.2.3",
+                Some(SHANGHAI),
+            ));
+        }
+    }
+    let ds = w.decisions();
+    assert_eq!(ds.len(), 8);
+    assert!(ds.iter().all(|d| d.decision == Decision::Allow), "{ds:?}");
+}
+
+#[test]
+fn scripted_batch_harvesting_is_blocked_within_a_few_scans() {
+    let mut w = World::default();
+    w.send(&format!(
+        r#"{{"type":"code_batch","ts":"{}","batch":"B1","prefix":"HB","sku":"S1","dealer":"dl1"}}"#,
+        ts(0)
+    ));
+    w.send(&history(-86_400 * 40, "collector"));
+    for i in 0..40 {
+        w.send(&scan(
+            600 + i * 3,
+            &format!("HB{i:06}"),
+            "collector",
+            "ph-9",
+            "61.2.3.4",
+            None,
+        ));
+    }
+    let ds = w.decisions();
+    assert!(
+        count(&ds[..6], flagged) == 0,
+        "the first few scans look like anyone's"
+    );
+    assert!(
+        ds[10..].iter().all(|d| d.decision == Decision::Block),
+        "{:?}",
+        ds.iter().map(|d| d.score).collect::<Vec<_>>()
+    );
+    let d = &ds[20];
+    assert!(
+        d.reasons.contains(&Reason::BatchHarvest) && d.reasons.contains(&Reason::MemberVelocity)
+    );
+    assert_eq!(
+        w.balance("collector"),
+        30,
+        "the daily cap paid three before it was caught"
+    );
+}
+
+#[test]
+fn a_shop_owner_scanning_stock_at_a_human_pace_is_allowed() {
+    let mut w = World::default();
+    w.send(&format!(
+        r#"{{"type":"code_batch","ts":"{}","batch":"B1","prefix":"SB","sku":"S1","dealer":"dl1"}}"#,
+        ts(0)
+    ));
+    w.send(&history(-86_400 * 10, "shopkeeper"));
+    for i in 0..12 {
+        w.send(&scan(
+            3_600 + i * 150,
+            &format!("SB{i:06}"),
+            "shopkeeper",
+            "shop-phone",
+            "61.9.9.9",
+            Some(SHANGHAI),
+        ));
+    }
+    let ds = w.decisions();
+    assert!(
+        ds.iter().all(|d| d.decision == Decision::Allow),
+        "{:?}",
+        ds.iter()
+            .map(|d| (d.score, d.reasons.clone()))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        ds[11].reasons.contains(&Reason::BatchHarvest),
+        "noticed, weighted below review"
+    );
+}
+
+#[test]
+fn rotated_accounts_behind_one_nat_are_caught_and_a_campus_nat_is_not() {
+    let mut w = World::default();
+    // rotated: brand-new accounts, each with a fresh device, three fast scans each
+    for i in 0..20 {
+        for k in 0..3 {
+            let t = i * 120 + k * 20;
+            w.send(&scan(
+                t,
+                &format!("R{i}-{k}"),
+                &format!("rot{i}"),
+                &format!("rd{i}"),
+                "101.7.7.7",
+                None,
+            ));
+        }
+    }
+    let ds = w.decisions();
+    let late = &ds[30..];
+    assert!(
+        late.iter().all(flagged),
+        "{:?}",
+        late.iter()
+            .map(|d| (d.score, d.reasons.clone()))
+            .collect::<Vec<_>>()
+    );
+    assert!(late
+        .iter()
+        .all(|d| d.reasons.contains(&Reason::FreshAccounts)));
+
+    // campus: established students, own phones, one NAT address, one scan each over 2 hours
+    let mut w = World::default();
+    for i in 0..60 {
+        w.send(&history(-86_400 * 100 - i, &format!("stu{i}")));
+    }
+    for i in 0..60 {
+        w.send(&scan(
+            7_200 + i * 120,
+            &format!("U{i}"),
+            &format!("stu{i}"),
+            &format!("sd{i}"),
+            "202.120.1.1",
+            None,
+        ));
+    }
+    let ds = w.decisions();
+    assert_eq!(ds.len(), 60);
+    assert!(
+        ds.iter().all(|d| d.decision == Decision::Allow),
+        "{:?}",
+        ds.iter().filter(|d| flagged(d)).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn impossible_travel_is_reviewed_and_a_flight_is_not() {
+    let mut w = World::default();
+    w.send(&history(-86_400 * 50, "traveller"));
+    w.send(&scan(
+        3_600,
+        "T1",
+        "traveller",
+        "d-t",
+        "1.1.1.1",
+        Some(SHANGHAI),
+    ));
+    w.send(&scan(
+        3_600 + 1_800,
+        "T2",
+        "traveller",
+        "d-t",
+        "1.1.1.1",
+        Some(BEIJING),
+    ));
+    let d = w.last();
+    assert_eq!(d.decision, Decision::Review, "{d:?}");
+    assert_eq!(d.reasons, vec![Reason::ImpossibleTravel]);
+    assert_eq!((d.reward, d.held), (0, 10));
+    // Beijing to Shanghai in three hours: a flight, 356 km/h
+    w.send(&scan(
+        3_600 + 1_800 + 3 * 3_600,
+        "T3",
+        "traveller",
+        "d-t",
+        "1.1.1.1",
+        Some(SHANGHAI),
+    ));
+    assert_eq!(w.last().decision, Decision::Allow);
+    // a few km of GPS noise a second later is not travel at all
+    w.send(&scan(
+        3_600 + 1_801 + 3 * 3_600,
+        "T4",
+        "traveller",
+        "d-t",
+        "1.1.1.1",
+        Some((31.25, 121.50)),
+    ));
+    assert_eq!(w.last().decision, Decision::Allow);
+}
+
+#[test]
+fn a_new_account_burst_is_flagged_and_an_established_member_scanning_a_few_is_not() {
+    let mut w = World::default();
+    for i in 0..12 {
+        w.send(&scan(
+            600 + i * 30,
+            &format!("N{i}"),
+            "fresh",
+            "nd",
+            "27.1.1.1",
+            None,
+        ));
+    }
+    let ds = w.decisions();
+    assert!(count(&ds[..5], flagged) == 0);
+    assert!(
+        ds[6..].iter().all(flagged),
+        "{:?}",
+        ds.iter()
+            .map(|d| (d.score, d.reasons.clone()))
+            .collect::<Vec<_>>()
+    );
+    assert!(ds[6..]
+        .iter()
+        .all(|d| d.reasons.contains(&Reason::NewAccountBurst)));
+
+    let mut w = World::default();
+    w.send(&history(-86_400 * 3, "regular"));
+    for i in 0..5 {
+        w.send(&scan(
+            600 + i * 300,
+            &format!("E{i}"),
+            "regular",
+            "rd",
+            "27.1.1.2",
+            None,
+        ));
+    }
+    assert!(w.decisions().iter().all(|d| d.decision == Decision::Allow));
+}
+
+#[test]
+fn a_ring_linked_through_devices_and_home_ips_is_flagged_and_counted_against_its_members() {
+    let mut w = World::default();
+    // ten accounts chained over five devices, two accounts per device: no device looks like
+    // a farm, but they are one component
+    for round in 0..2 {
+        for j in 0..10 {
+            let device = format!("rg{}", (j + round) % 5);
+            let t = round * 3_600 + j * 200;
+            w.send(&scan(
+                t,
+                &format!("RG{round}-{j}"),
+                &format!("acct{j}"),
+                &device,
+                &format!("9.{j}.0.1"),
+                None,
+            ));
+        }
+    }
+    assert!(w
+        .out
+        .iter()
+        .any(|e| matches!(&e.output, Output::RingFlagged { size, .. } if *size >= 8)));
+    // a third round: every member has heard of the ring by now
+    for j in 0..10 {
+        w.send(&scan(
+            3 * 3_600 + j * 200,
+            &format!("RG3-{j}"),
+            &format!("acct{j}"),
+            &format!("own{j}"),
+            &format!("9.{j}.0.1"),
+            None,
+        ));
+    }
+    let ds = w.decisions();
+    let last = &ds[ds.len() - 10..];
+    assert!(
+        last.iter()
+            .filter(|d| d.reasons.contains(&Reason::Ring))
+            .count()
+            >= 8,
+        "{:?}",
+        last.iter().map(|d| d.reasons.clone()).collect::<Vec<_>>()
+    );
+    assert!(
+        last.iter().filter(|d| flagged(d)).count() >= 8,
+        "{:?}",
+        last.iter()
+            .map(|d| (d.score, d.reasons.clone()))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_review_holds_the_reward_until_resolved_and_resolving_twice_pays_once() {
+    let mut rules = Rules::default();
+    rules.campaigns.insert(
+        "c1".into(),
+        CampaignRules {
+            budget: 100,
+            ..CampaignRules::default()
+        },
+    );
+    let mut w = World::new(rules);
+    w.send(&history(-86_400 * 50, "tr"));
+    w.send(&scan(3_600, "T1", "tr", "d-t", "1.1.1.1", Some(SHANGHAI)));
+    w.send(&scan(3_700, "T2", "tr", "d-t", "1.1.1.1", Some(BEIJING)));
+    w.send(&scan(3_800, "T3", "tr", "d-t", "1.1.1.1", Some(SHANGHAI)));
+    let ds = w.decisions();
+    assert_eq!(
+        (ds[1].decision, ds[2].decision),
+        (Decision::Review, Decision::Review)
+    );
+    assert_eq!(w.balance("tr"), 10);
+    assert_eq!(
+        w.engine.campaign("c1").unwrap().spent,
+        30,
+        "held points are reserved"
+    );
+    let member = ds[1].member.clone();
+    let at = EventTime::from_unix_ms(1_794_000_000_000);
+    let resolve = |w: &mut World, event, allow, id| {
+        w.engine.command(
+            Key::Member(member.as_str().into()),
+            Cmd::Member(MemberCmd::ReviewResolve { event, allow }),
+            uuid::Uuid::from_u128(id),
+            at,
+            &mut w.out,
+        )
+    };
+    resolve(&mut w, ds[1].event, true, 1);
+    resolve(&mut w, ds[1].event, true, 2);
+    assert_eq!(w.balance("tr"), 20, "paid once");
+    resolve(&mut w, ds[2].event, false, 3);
+    assert_eq!(w.balance("tr"), 20);
+    assert_eq!(
+        w.engine.campaign("c1").unwrap().spent,
+        20,
+        "a refused review gives its points back"
+    );
+    let resolved: Vec<(bool, i64)> = w
+        .out
+        .iter()
+        .filter_map(|e| match &e.output {
+            Output::ReviewResolved { allow, reward, .. } => Some((*allow, *reward)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(resolved, vec![(true, 10), (false, 0)]);
+    assert!(w.engine.member_of("openid", "tr").unwrap().held.is_empty());
+}
+
+#[test]
+fn cross_region_diversion_is_reported_against_the_dealer_not_the_consumer() {
+    let mut w = World::default();
+    w.send(&format!(
+        r#"{{"type":"dealer","ts":"{}","dealer":"sh-dealer","credit_limit":1000,"region":{{"lat":31.23,"lon":121.47,"radius_km":150}}}}"#,
+        ts(0)
+    ));
+    w.send(&format!(
+        r#"{{"type":"code_batch","ts":"{}","batch":"SH-B1","prefix":"SH","sku":"S1","dealer":"sh-dealer"}}"#,
+        ts(1)
+    ));
+    w.send(&scan(600, "SH0001", "bj", "dbj", "2.2.2.2", Some(BEIJING)));
+    w.send(&scan(700, "SH0002", "sh", "dsh", "3.3.3.3", Some(SHANGHAI)));
+    let ds = w.decisions();
+    assert_eq!(ds[0].decision, Decision::Allow);
+    assert_eq!(ds[0].reasons, vec![Reason::CrossRegion]);
+    assert_eq!(ds[0].reward, 10);
+    assert!(ds[1].reasons.is_empty());
+    let diversions: Vec<&Output> = w
+        .out
+        .iter()
+        .map(|e| &e.output)
+        .filter(|o| matches!(o, Output::Diversion { .. }))
+        .collect();
+    assert_eq!(diversions.len(), 1);
+    assert!(
+        matches!(diversions[0], Output::Diversion { dealer, batch, km_outside, .. } if dealer == "sh-dealer" && batch == "SH-B1" && *km_outside > 800.0)
+    );
+    assert_eq!(w.engine.dealer("sh-dealer").unwrap().counters.diversions, 1);
+}
+
+#[test]
+fn unknown_codes_are_blocked_only_where_the_campaign_requires_registered_codes() {
+    let batch = format!(
+        r#"{{"type":"code_batch","ts":"{}","batch":"B1","prefix":"OK","sku":"S1","dealer":"dl1"}}"#,
+        ts(0)
+    );
+    let mut w = World::default();
+    w.send(&batch);
+    w.send(&scan(60, "FORGED1", "f", "df", "4.4.4.4", None));
+    assert_eq!(w.last().decision, Decision::Allow);
+
+    let mut rules = Rules::default();
+    rules.default_campaign.fraud.require_registered_codes = true;
+    let mut w = World::new(rules);
+    w.send(&batch);
+    w.send(&scan(60, "FORGED1", "f", "df", "4.4.4.4", None));
+    let d = w.last();
+    assert_eq!(d.decision, Decision::Block);
+    assert_eq!(d.reasons, vec![Reason::UnknownCode]);
+    w.send(&scan(120, "OK123", "f", "df", "4.4.4.4", None));
+    assert_eq!(w.last().decision, Decision::Allow);
+}
+
+#[test]
+fn a_shadow_rule_is_reported_but_not_enforced() {
+    let mut rules = Rules::default();
+    rules.default_campaign.fraud.shadow = vec![Reason::CodeShared];
+    let mut w = World::new(rules);
+    w.send(&scan(60, "X1", "a", "da", "5.5.5.5", None));
+    w.send(&scan(120, "X1", "b", "db", "5.5.5.6", None));
+    let d = w.last();
+    assert_eq!(
+        (d.decision, d.score, d.shadow),
+        (Decision::Allow, 0, Some(Decision::Block))
+    );
+    assert_eq!(d.reasons, vec![Reason::CodeShared]);
+    assert_eq!(w.balance("b"), 10);
+    assert_eq!(w.engine.campaign("c1").unwrap().decisions.shadow_differs, 1);
+}
