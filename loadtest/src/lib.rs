@@ -1,1 +1,15 @@
-//! Load generator (filled by issue #9).
+//! The load tool of omnistream (issue #9): a seeded, deterministic workload generator with
+//! fraud ground truth ([`gen`]), its scenario files ([`scenario`]), the scorer of fraud
+//! decisions against the labels ([`score`]) and the in-process benchmark ([`bench`]).
+//!
+//! Errors use anyhow: this is a tool, and every error ends as a message to the person who ran
+//! it (STYLE.md).
+
+pub mod bench;
+pub mod gen;
+pub mod rng;
+pub mod scenario;
+pub mod score;
+
+pub use gen::{generate, Label, Summary};
+pub use scenario::Scenario;

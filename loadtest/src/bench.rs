@@ -1,0 +1,235 @@
+//! The in-process benchmark: generate a scenario into memory, then time (a) the ceiling,
+//! decoding every event and one hash-map update keyed by its main entity, and (b) the
+//! deterministic engine, decoding every event and applying it to
+//! `omnistream_actors::Engine`. Both read the same bytes, so their ratio is the cost of the
+//! entity logic over the bare minimum any stream processor must do.
+
+use crate::scenario::Scenario;
+use anyhow::{bail, Result};
+use omnistream_actors::{Engine, Rules};
+use omnistream_schemas::{Body, Decoder, Event, Pii, Str};
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// Timings of one measured phase.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Phase {
+    /// Seconds per run.
+    pub runs_s: Vec<f64>,
+    /// Events per second of the median run.
+    pub events_per_s: f64,
+    /// Peak resident memory during the phase (kB, VmHWM), input included.
+    pub peak_rss_kb: Option<u64>,
+}
+
+/// The benchmark's result.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    /// Scenario description.
+    pub scenario: String,
+    /// Events in the input.
+    pub events: u64,
+    /// Bytes of the input.
+    pub bytes: u64,
+    /// Seconds to generate the input.
+    pub generate_s: f64,
+    /// Resident memory after generation (kB), the base every phase starts from.
+    pub rss_after_generate_kb: Option<u64>,
+    /// Decode only.
+    pub decode: Phase,
+    /// Decode plus one hash-map update per event.
+    pub ceiling: Phase,
+    /// Decode plus `Engine::apply`.
+    pub engine: Phase,
+    /// engine events/s ÷ ceiling events/s.
+    pub ratio: f64,
+    /// Outputs the engine emitted in its last run.
+    pub engine_outputs: u64,
+    /// Commands the engine ran in its last run.
+    pub engine_commands: u64,
+}
+
+/// The key the ceiling's hash map is updated under: the entity an event is first routed to.
+pub fn main_key(ev: &Event) -> &str {
+    match &ev.body {
+        Body::Scan(s) => &s.code,
+        Body::Click(c) => first_id(&c.member.0),
+        Body::Order(o) => &o.order,
+        Body::Visit(v) => &v.store,
+        Body::Stock(s) => &s.sku,
+        Body::Payment(p) => &p.dealer,
+        Body::Dealer(d) => &d.dealer,
+        Body::CodeBatch(b) => &b.batch,
+        Body::Identify(i) => first_id(&i.member.0),
+    }
+}
+
+fn first_id(ids: &[(omnistream_schemas::IdKind, Str)]) -> &str {
+    ids.first().map_or("", |(_, v)| v.as_str())
+}
+
+/// Reads VmHWM (peak resident set) of this process, in kB.
+pub fn peak_rss_kb() -> Option<u64> {
+    status_kb("VmHWM:")
+}
+
+fn status_kb(field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with(field))?;
+    line[field.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Resets VmHWM to the current RSS (Linux `clear_refs` 5), so each phase reports its own peak.
+fn reset_peak() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s.get(s.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn phase(runs: usize, events: usize, mut f: impl FnMut() -> Result<()>) -> Result<Phase> {
+    reset_peak();
+    let mut runs_s = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        f()?;
+        runs_s.push(t.elapsed().as_secs_f64());
+    }
+    let m = median(&runs_s);
+    Ok(Phase {
+        events_per_s: if m > 0.0 { events as f64 / m } else { 0.0 },
+        runs_s,
+        peak_rss_kb: peak_rss_kb(),
+    })
+}
+
+/// Runs the benchmark: `runs` timed runs per phase; `log` receives progress lines.
+pub fn run(sc: &Scenario, runs: usize, log: &mut dyn FnMut(&str)) -> Result<Report> {
+    log("generating");
+    let t = Instant::now();
+    let mut buf = Vec::with_capacity((sc.events as usize).saturating_mul(300));
+    let summary = crate::generate(sc, &mut buf, &mut std::io::sink(), &mut |_| {})?;
+    let generate_s = t.elapsed().as_secs_f64();
+    let lines: Vec<&[u8]> = buf
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let n = lines.len();
+    let rss_after_generate_kb = status_kb("VmRSS:");
+    let decoder = Decoder::new(Pii::new(b"bench-key"));
+
+    log("decode only");
+    let decode = phase(runs, n, || {
+        let mut bad = 0usize;
+        for l in &lines {
+            bad += usize::from(decoder.decode(l).is_err());
+        }
+        if bad > 0 {
+            bail!("{bad} generated events failed to decode");
+        }
+        Ok(())
+    })?;
+
+    log("ceiling: decode + one hash-map update per event");
+    let ceiling = phase(runs, n, || {
+        let mut map: HashMap<Str, u64> = HashMap::new();
+        for l in &lines {
+            let ev = decoder
+                .decode(l)
+                .map_err(|r| anyhow::anyhow!("generated event rejected: {r:?}"))?;
+            let k = main_key(&ev);
+            if let Some(v) = map.get_mut(k) {
+                *v += 1;
+            } else {
+                map.insert(Str::from(k), 1);
+            }
+        }
+        std::hint::black_box(map.len());
+        Ok(())
+    })?;
+
+    log("engine: decode + Engine::apply");
+    let mut outputs = 0u64;
+    let mut commands = 0u64;
+    let engine = phase(runs, n, || {
+        let mut engine = Engine::new(Rules::default());
+        let mut out = Vec::new();
+        outputs = 0;
+        for l in &lines {
+            let ev = decoder
+                .decode(l)
+                .map_err(|r| anyhow::anyhow!("generated event rejected: {r:?}"))?;
+            engine.apply(&ev, &mut out);
+            outputs += out.len() as u64;
+            out.clear();
+        }
+        commands = engine.stats.commands;
+        std::hint::black_box(&engine);
+        Ok(())
+    })?;
+
+    let ratio = if ceiling.events_per_s > 0.0 {
+        engine.events_per_s / ceiling.events_per_s
+    } else {
+        0.0
+    };
+    Ok(Report {
+        scenario: sc.description.clone(),
+        events: summary.events,
+        bytes: summary.bytes,
+        generate_s,
+        rss_after_generate_kb,
+        decode,
+        ceiling,
+        engine,
+        ratio,
+        engine_outputs: outputs,
+        engine_commands: commands,
+    })
+}
+
+impl Report {
+    /// The report as a human-readable table.
+    pub fn table(&self) -> String {
+        let mb = |kb: Option<u64>| {
+            kb.map_or_else(|| "-".into(), |k| format!("{:.0} MB", k as f64 / 1024.0))
+        };
+        let row = |name: &str, p: &Phase| {
+            let runs: Vec<String> = p.runs_s.iter().map(|s| format!("{s:.3}")).collect();
+            format!(
+                "{name:<34} {:>12.0} {:>10}   runs (s): {}\n",
+                p.events_per_s,
+                mb(p.peak_rss_kb),
+                runs.join(" ")
+            )
+        };
+        let mut s = format!(
+            "scenario: {}\nevents: {} ({:.1} MB), generated in {:.2} s; RSS after generating {}\n\n",
+            self.scenario,
+            self.events,
+            self.bytes as f64 / 1e6,
+            self.generate_s,
+            mb(self.rss_after_generate_kb)
+        );
+        s.push_str(&format!(
+            "{:<34} {:>12} {:>10}\n",
+            "phase", "events/s", "peak RSS"
+        ));
+        s.push_str(&row("decode only", &self.decode));
+        s.push_str(&row("ceiling (decode + 1 map update)", &self.ceiling));
+        s.push_str(&row("engine (decode + Engine::apply)", &self.engine));
+        s.push_str(&format!(
+            "\nengine / ceiling: {:.3}   (engine ran {} commands, emitted {} outputs)\n",
+            self.ratio, self.engine_commands, self.engine_outputs
+        ));
+        s
+    }
+}

@@ -1,0 +1,170 @@
+//! `loadtest`: generate a scenario's events and labels, score fraud decisions against the
+//! labels, and run the in-process benchmark.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use omnistream_loadtest::{bench, generate, score, Scenario};
+use std::fs::File;
+use std::io::{BufReader, BufWriter};
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// omnistream's load generator and benchmark harness.
+#[derive(Parser)]
+#[command(name = "loadtest", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Write a scenario's events.jsonl and labels.jsonl (ground truth per scan) into a folder.
+    Generate {
+        /// A built-in scenario (smoke, default, double11, fraud-heavy) or a TOML file.
+        #[arg(long)]
+        scenario: String,
+        /// The output folder (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Score fraud decisions (JSON lines with "output":"decision") against labels.
+    Score {
+        /// Outputs of a replay, e.g. out/outputs.jsonl; lines that are not decisions are skipped.
+        #[arg(long)]
+        decisions: PathBuf,
+        /// labels.jsonl from `generate`.
+        #[arg(long)]
+        labels: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Generate in memory, then time the decode ceiling against the deterministic engine.
+    Bench {
+        /// A built-in scenario or a TOML file.
+        #[arg(long)]
+        scenario: String,
+        /// Timed runs per phase (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Generate {
+            scenario,
+            out,
+            json,
+        } => cmd_generate(&scenario, &out, json),
+        Cmd::Score {
+            decisions,
+            labels,
+            json,
+        } => {
+            let d = File::open(&decisions)
+                .with_context(|| format!("cannot open {}", decisions.display()))?;
+            let l =
+                File::open(&labels).with_context(|| format!("cannot open {}", labels.display()))?;
+            let report = score::score(BufReader::new(d), BufReader::new(l))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report.json())?);
+            } else {
+                print!("{}", report.table());
+            }
+            Ok(())
+        }
+        Cmd::Bench {
+            scenario,
+            runs,
+            json,
+        } => {
+            let sc = Scenario::load(&scenario)?;
+            let report = bench::run(&sc, runs, &mut |m| eprintln!("bench: {m}"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.table());
+            }
+            Ok(())
+        }
+    }
+}
+
+fn cmd_generate(scenario: &str, out: &PathBuf, json: bool) -> Result<()> {
+    let sc = Scenario::load(scenario)?;
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let open = |name: &str| -> Result<BufWriter<File>> {
+        let p = out.join(name);
+        let f = File::create(&p).with_context(|| format!("cannot create {}", p.display()))?;
+        Ok(BufWriter::with_capacity(1 << 20, f))
+    };
+    let mut events = open("events.jsonl")?;
+    let mut labels = open("labels.jsonl")?;
+    // a bar only where it helps: long runs on a terminal
+    let bar = if sc.events >= 100_000 {
+        ProgressBar::new(sc.events)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} events {per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let t = Instant::now();
+    let summary = generate(&sc, &mut events, &mut labels, &mut |n| bar.set_position(n))
+        .context("writing events")?;
+    bar.finish_and_clear();
+    let secs = t.elapsed().as_secs_f64();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+        return Ok(());
+    }
+    let (fraud, legit) = summary
+        .scans_by_pattern
+        .values()
+        .fold((0, 0), |(f, l), (a, b)| (f + a, l + b));
+    println!(
+        "{}: {} events ({:.1} MB) in {:.2} s into {}",
+        if sc.description.is_empty() {
+            scenario
+        } else {
+            &sc.description
+        },
+        summary.events,
+        summary.bytes as f64 / 1e6,
+        secs,
+        out.display()
+    );
+    println!(
+        "event time {} .. {}, {} late, {} fresh fraud accounts",
+        omnistream_loadtest::gen::format_ts(summary.first_ms),
+        omnistream_loadtest::gen::format_ts(summary.last_ms),
+        summary.late,
+        summary.fresh_accounts
+    );
+    let types: Vec<String> = summary
+        .by_type
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    println!("by type: {}", types.join(" "));
+    println!(
+        "scans: {} fraud, {} legit ({:.1}% fraud)",
+        fraud,
+        legit,
+        100.0 * fraud as f64 / (fraud + legit).max(1) as f64
+    );
+    for (p, (f, l)) in &summary.scans_by_pattern {
+        println!("  {p:<18} fraud {f:>8}  legit {l:>8}");
+    }
+    Ok(())
+}
