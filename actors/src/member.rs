@@ -368,7 +368,7 @@ impl Member {
                     0
                 };
                 fx.out(Output::ReviewResolved {
-                    event,
+                    scan_event: event,
                     member: me,
                     campaign: h.campaign,
                     allow,
@@ -623,7 +623,7 @@ impl Member {
                     let old = self.held.remove(0);
                     self.refund(&old.campaign, old.points, fx);
                     fx.out(Output::ReviewResolved {
-                        event: uuid::Uuid::from_u128(old.event),
+                        scan_event: uuid::Uuid::from_u128(old.event),
                         member: self.id.clone(),
                         campaign: old.campaign,
                         allow: false,
@@ -635,7 +635,7 @@ impl Member {
             Decision::Block | Decision::Duplicate => self.refund(&campaign, points, fx),
         }
         fx.out(Output::Decision {
-            event: ctx.event,
+            scan_event: ctx.event,
             code,
             member: self.id.clone(),
             campaign,
@@ -922,6 +922,8 @@ impl Member {
         // held reviews follow the person; the alias forwards their resolutions here
         self.held.extend(other.held);
         self.held.sort_by_key(|h| h.at);
+        // the scan windows stay the survivor's: the alias's recent scans are not replayed into
+        // them (a merge mid-burst undercounts that burst once); a flagged ring is kept
         self.scan.ring_size = self.scan.ring_size.max(other.scan.ring_size);
         self.tier_at = self.tier_at.max(other.tier_at);
         // points: the other's lots join ours, keeping their dates (they expire as they would)

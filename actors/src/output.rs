@@ -180,8 +180,9 @@ pub enum Output {
     },
     /// The one decision on a scan: what it got and why.
     Decision {
-        /// The scan's event id.
-        event: uuid::Uuid,
+        /// The scan's event id (named apart from the envelope's `event`, which for a
+        /// resolution is the admin command's id).
+        scan_event: uuid::Uuid,
         /// The item's code.
         code: Str,
         /// Member id.
@@ -204,8 +205,9 @@ pub enum Output {
     },
     /// A review was resolved (or refused because the member had too many on hold).
     ReviewResolved {
-        /// The scan's event id.
-        event: uuid::Uuid,
+        /// The scan's event id (named apart from the envelope's `event`, which for a
+        /// resolution is the admin command's id).
+        scan_event: uuid::Uuid,
         /// Member id.
         member: Str,
         /// Campaign.

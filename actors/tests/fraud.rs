@@ -94,7 +94,7 @@ impl World {
             .iter()
             .filter_map(|e| match &e.output {
                 Output::Decision {
-                    event,
+                    scan_event: event,
                     code,
                     member,
                     decision,
@@ -161,6 +161,27 @@ fn a_plain_scan_is_allowed_and_rewarded_with_one_decision() {
         ds[0].member,
         w.engine.member_of("openid", "oa").unwrap().id.as_str()
     );
+}
+
+#[test]
+fn a_decision_line_names_the_scan_once_and_carries_its_reasons() {
+    let mut w = World::default();
+    w.send(&scan(60, "X1", "a", "da", "5.5.5.5", None));
+    w.send(&scan(120, "X1", "b", "db", "5.5.5.6", None));
+    let e = w
+        .out
+        .iter()
+        .rev()
+        .find(|e| matches!(e.output, Output::Decision { .. }))
+        .unwrap();
+    let line = serde_json::to_string(e).unwrap();
+    assert_eq!(line.matches("\"event\":").count(), 1, "{line}");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["scan_event"], v["event"]);
+    assert_eq!(v["decision"], "block");
+    assert_eq!(v["reasons"][0]["reason"], "code_shared");
+    assert_eq!(v["reasons"][0]["points"], 100);
+    assert_eq!(e.output.stream(), "decisions");
 }
 
 #[test]

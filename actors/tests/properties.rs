@@ -251,7 +251,10 @@ fn decisions_per_scan(events: &[Event], out: &[Emitted]) -> BTreeMap<uuid::Uuid,
         .map(|e| (e.id, 0))
         .collect();
     for e in out {
-        if let Output::Decision { event, .. } = &e.output {
+        if let Output::Decision {
+            scan_event: event, ..
+        } = &e.output
+        {
             *per.entry(*event).or_default() += 1;
         }
     }
