@@ -606,7 +606,12 @@ impl Member {
         if add > 0 {
             // lots stay in time order (an older event time lands before newer lots), so the
             // oldest points expire and are spent first; usually this appends
-            let at = self.points.lots.iter().rposition(|l| l.0 <= ts).map_or(0, |i| i + 1);
+            let at = self
+                .points
+                .lots
+                .iter()
+                .rposition(|l| l.0 <= ts)
+                .map_or(0, |i| i + 1);
             self.points.lots.insert(at, (ts, add));
             self.entry(add, reason, about, fx);
         }
