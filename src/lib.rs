@@ -2,3 +2,8 @@
 //! `main.rs` only parses arguments and calls into this library, so tests drive the same code.
 
 pub mod cli;
+pub mod config;
+pub mod http;
+pub mod openapi;
+pub mod shard;
+pub mod store;

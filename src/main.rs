@@ -31,6 +31,17 @@ enum Command {
     },
     /// Print the JSON Schema of the event contract.
     Schema,
+    /// Run the service: HTTP API on embedded storage, no servers needed.
+    Run {
+        #[command(flatten)]
+        opts: ServiceOpts,
+    },
+    /// Load the configuration (defaults, file, OMNISTREAM_* variables), check it, open the
+    /// store, and print the effective configuration.
+    CheckConfig {
+        #[command(flatten)]
+        opts: ServiceOpts,
+    },
     /// Process JSON-lines files to the end through the entity logic; write final states and
     /// every output as JSON lines into a directory.
     Replay {
@@ -51,7 +62,56 @@ enum Command {
     },
 }
 
+/// Options shared by `run` and `check-config`.
+#[derive(clap::Args)]
+struct ServiceOpts {
+    /// Configuration file (TOML); every key has a default.
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// Listen address, overriding the configuration (port 0 picks a free port).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Data directory, overriding the configuration.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+impl ServiceOpts {
+    fn load(&self) -> anyhow::Result<omnistream::config::Config> {
+        let mut env: Vec<(String, String)> = std::env::vars().collect();
+        if let Some(l) = &self.listen {
+            env.push(("OMNISTREAM_LISTEN".into(), format!("\"{l}\"")));
+        }
+        if let Some(d) = &self.data_dir {
+            env.push(("OMNISTREAM_DATA_DIR".into(), format!("\"{}\"", d.display())));
+        }
+        Ok(omnistream::config::Config::load(
+            self.config.as_deref(),
+            env,
+        )?)
+    }
+}
+
+fn run_service(opts: &ServiceOpts) -> anyhow::Result<ExitCode> {
+    let cfg = opts.load()?;
+    let (key, keyed) = cli::pii_key_from_env();
+    if !keyed {
+        tracing::warn!("OMNISTREAM_PII_KEY is not set: personal data is hashed with the public development key");
+    }
+    let listener = std::net::TcpListener::bind(&cfg.listen)
+        .map_err(|e| anyhow::anyhow!("config listen: cannot bind {}: {e}", cfg.listen))?;
+    actix_web::rt::System::new().block_on(omnistream::http::serve(cfg, listener, key))?;
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("OMNISTREAM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let args = Cli::parse();
     let result = match args.command {
         Command::Validate {
@@ -67,6 +127,16 @@ fn main() -> ExitCode {
         } => cli::replay::run(&inputs, &out, rules.as_deref(), until.as_deref()).map(|s| {
             print!("{}", cli::replay::render(&s, &out));
             ExitCode::SUCCESS
+        }),
+        Command::Run { opts } => run_service(&opts),
+        Command::CheckConfig { opts } => opts.load().and_then(|cfg| {
+            omnistream::store::RedbStore::open(&cfg.data_dir)?;
+            println!("{}", toml::to_string_pretty(&cfg)?);
+            println!(
+                "# ok: configuration valid, store {} opens",
+                cfg.data_dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
         }),
         Command::Schema => {
             print!("{}", omnistream_schemas::json_schema_text());

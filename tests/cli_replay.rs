@@ -14,7 +14,11 @@ fn replay(out: &Path, extra: &[&str]) -> String {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&o.stdout).to_string();
-    assert!(o.status.success(), "{text}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     text
 }
 
@@ -37,7 +41,11 @@ fn replaying_the_same_file_twice_gives_identical_files() {
     replay(&b, &[]);
     for f in FILES {
         let x = std::fs::read(a.join(f)).unwrap();
-        assert_eq!(x, std::fs::read(b.join(f)).unwrap(), "{f} differs between two replays");
+        assert_eq!(
+            x,
+            std::fs::read(b.join(f)).unwrap(),
+            "{f} differs between two replays"
+        );
     }
 }
 
@@ -48,8 +56,10 @@ fn the_sample_feed_gives_the_expected_business_results() {
     assert!(summary.contains("1 rejected"), "{summary}");
     let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap();
     // the POS customer and the mini-program login are one member with both identities
-    let members: Vec<serde_json::Value> =
-        read("members.jsonl").lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let members: Vec<serde_json::Value> = read("members.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let chen = members
         .iter()
         .find(|m| m["identities"].to_string().contains("o6_chen"))
@@ -61,7 +71,10 @@ fn the_sample_feed_gives_the_expected_business_results() {
     }
     // the held dealer order was released by the payment and accepted
     let outputs = read("outputs.jsonl");
-    assert!(outputs.contains(r#""output":"order_held","order":"dealer:D-9002""#), "{outputs}");
+    assert!(
+        outputs.contains(r#""output":"order_held","order":"dealer:D-9002""#),
+        "{outputs}"
+    );
     assert!(outputs.contains(r#""output":"order_released","order":"dealer:D-9002""#));
     // the bad line is in the dead letters with its reasons, phone redacted
     let dead = read("dead-letter.jsonl");

@@ -710,6 +710,14 @@ impl Check<'_> {
             let kind = IdKind::parse(&k);
             match pii.protect(&kind, &v) {
                 Ok(h) => out.push((kind, h)),
+                Err(PiiError::NotHashed) => {
+                    self.push(
+                        Reason::BadValue,
+                        &kpath(),
+                        "a stored personal value must be a keyed hash",
+                    );
+                    ok = false;
+                }
                 Err(PiiError::BadPhone(why)) => {
                     self.push(Reason::BadPhone, &kpath(), why);
                     ok = false;

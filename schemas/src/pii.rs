@@ -9,6 +9,8 @@ use sha2::Sha256;
 #[derive(Clone)]
 pub struct Pii {
     mac: Hmac<Sha256>,
+    /// Input comes from omnistream's own store: personal values are hashes already.
+    stored: bool,
 }
 
 impl std::fmt::Debug for Pii {
@@ -24,6 +26,9 @@ pub enum PiiError {
     /// The phone number has characters or a length no phone number has.
     #[error("not a phone number: {0}")]
     BadPhone(&'static str),
+    /// Stored input carried a personal value that is not a keyed hash.
+    #[error("a stored personal value must be a keyed hash")]
+    NotHashed,
 }
 
 /// Prefix of every hashed value, so a reader can tell a hash from a raw value.
@@ -34,11 +39,36 @@ impl Pii {
     pub fn new(key: &[u8]) -> Self {
         #[allow(clippy::expect_used)]
         let mac = Hmac::<Sha256>::new_from_slice(key).expect("hmac accepts keys of any length");
-        Pii { mac }
+        Pii { mac, stored: false }
+    }
+
+    /// A hasher for events read back from omnistream's own store, whose personal values were
+    /// hashed on ingest: they are checked to be hashes and kept, never hashed twice.
+    pub fn for_stored(key: &[u8]) -> Self {
+        Pii {
+            stored: true,
+            ..Pii::new(key)
+        }
+    }
+
+    /// Whether a value has the shape of [`Pii::hash`] output.
+    pub fn is_hash(value: &str) -> bool {
+        value.len() == 23
+            && value.starts_with(HASH_PREFIX)
+            && value[1..]
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     }
 
     /// Protects one identity value: personal kinds are normalised and hashed, others kept.
     pub fn protect(&self, kind: &IdKind, value: &str) -> Result<Str, PiiError> {
+        if self.stored && kind.is_personal() {
+            return if Self::is_hash(value) {
+                Ok(Str::from(value))
+            } else {
+                Err(PiiError::NotHashed)
+            };
+        }
         match kind {
             IdKind::Phone => {
                 let digits = normalize_phone(value)?;
@@ -232,6 +262,19 @@ mod tests {
         assert!(p.redact(b"id 1234 ok").contains("1234"));
         let huge = vec![b'a'; 100_000];
         assert!(p.redact(&huge).len() < REDACT_KEEP + 16);
+    }
+
+    #[test]
+    fn stored_values_are_kept_once_hashed_and_refused_in_plain() {
+        let p = Pii::new(b"k");
+        let h = p.protect(&IdKind::Phone, "13800138000").unwrap();
+        let s = Pii::for_stored(b"k");
+        assert_eq!(s.protect(&IdKind::Phone, &h).unwrap(), h);
+        assert_eq!(
+            s.protect(&IdKind::Phone, "13800138000"),
+            Err(PiiError::NotHashed)
+        );
+        assert_eq!(s.protect(&IdKind::Openid, "o1").unwrap(), "o1");
     }
 
     #[test]

@@ -12,10 +12,17 @@ pub const PII_KEY_ENV: &str = "OMNISTREAM_PII_KEY";
 /// because anyone who knows it can test whether a phone number is in the data.
 pub const DEV_PII_KEY: &str = "omnistream-development-key-not-secret";
 
+/// The key for personal data from the environment, or the development key; and whether it
+/// was configured.
+pub fn pii_key_from_env() -> (Vec<u8>, bool) {
+    match std::env::var(PII_KEY_ENV) {
+        Ok(k) if !k.is_empty() => (k.into_bytes(), true),
+        _ => (DEV_PII_KEY.as_bytes().to_vec(), false),
+    }
+}
+
 /// The hasher for personal data, keyed from the environment or the development key.
 pub fn pii_from_env() -> (Pii, bool) {
-    match std::env::var(PII_KEY_ENV) {
-        Ok(k) if !k.is_empty() => (Pii::new(k.as_bytes()), true),
-        _ => (Pii::new(DEV_PII_KEY.as_bytes()), false),
-    }
+    let (key, configured) = pii_key_from_env();
+    (Pii::new(&key), configured)
 }

@@ -1,0 +1,227 @@
+//! Configuration: embedded defaults, then a TOML file, then `OMNISTREAM_*` environment
+//! variables. Unknown keys are errors that name the key, so a typo never falls back silently.
+
+use omnistream_actors::Rules;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Environment variables that are not configuration keys (secrets and logging).
+const NOT_KEYS: &[&str] = &["OMNISTREAM_PII_KEY", "OMNISTREAM_LOG"];
+
+/// Everything the service reads at start-up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct Config {
+    /// Address the HTTP API listens on (port 0 picks a free port).
+    pub listen: String,
+    /// Directory of the embedded store.
+    pub data_dir: PathBuf,
+    /// Group commit: write at least every this many milliseconds...
+    pub group_commit_ms: u64,
+    /// ...or as soon as this many events wait.
+    pub group_commit_events: usize,
+    /// Events accepted but not yet durable, at most; beyond, ingest answers 429.
+    pub max_inflight_events: usize,
+    /// Largest request body in bytes (413 beyond).
+    pub max_body_bytes: usize,
+    /// Most events in one ingest request (413 beyond).
+    pub max_batch_events: usize,
+    /// Business rules.
+    pub rules: Rules,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("omnistream-data"),
+            group_commit_ms: 5,
+            group_commit_events: 2048,
+            max_inflight_events: 50_000,
+            max_body_bytes: 8 << 20,
+            max_batch_events: 10_000,
+            rules: Rules::default(),
+        }
+    }
+}
+
+/// A configuration problem: the key (or file) and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("config {key}: {problem}")]
+pub struct ConfigError {
+    /// The key, environment variable or file.
+    pub key: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+fn err(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+impl Config {
+    /// Loads defaults, then the file if given, then the environment; checks values.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut value =
+            toml::Value::try_from(Config::default()).map_err(|e| err("defaults", e.to_string()))?;
+        if let Some(p) = file {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| err(p.display().to_string(), e.to_string()))?;
+            let from_file: toml::Value =
+                toml::from_str(&text).map_err(|e| err(p.display().to_string(), e.to_string()))?;
+            merge(&mut value, from_file);
+            // parse once here so an unknown key in the file is reported against the file
+            Config::deserialize(value.clone())
+                .map_err(|e| err(p.display().to_string(), e.to_string()))?;
+        }
+        let mut vars: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("OMNISTREAM_") && !NOT_KEYS.contains(&k.as_str()))
+            .collect();
+        vars.sort();
+        for (var, raw) in vars {
+            let path: Vec<String> = var["OMNISTREAM_".len()..]
+                .split("__")
+                .map(|p| p.to_ascii_lowercase().replace('_', "-"))
+                .collect();
+            set(&mut value, &path, parse_scalar(&raw)).map_err(|p| err(&var, p))?;
+            Config::deserialize(value.clone()).map_err(|e| err(&var, e.to_string()))?;
+        }
+        let cfg = Config::deserialize(value).map_err(|e| err("config", e.to_string()))?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// Checks values serde cannot.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(err(
+                "listen",
+                format!("`{}` is not an ip:port address", self.listen),
+            ));
+        }
+        if self.group_commit_events == 0 {
+            return Err(err("group-commit-events", "must be > 0"));
+        }
+        if self.max_inflight_events < self.max_batch_events {
+            return Err(err(
+                "max-inflight-events",
+                "must be at least max-batch-events",
+            ));
+        }
+        self.rules
+            .check()
+            .map_err(|(k, why)| err(format!("rules.{k}"), why))
+    }
+}
+
+/// Environment values: TOML scalars when they parse (numbers, booleans), else strings.
+fn parse_scalar(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+fn set(root: &mut toml::Value, path: &[String], v: toml::Value) -> Result<(), String> {
+    let Some((last, parents)) = path.split_last() else {
+        return Err("empty key".into());
+    };
+    let mut cur = root;
+    for p in parents {
+        let table = cur
+            .as_table_mut()
+            .ok_or_else(|| format!("`{p}` is not a section"))?;
+        cur = table
+            .entry(p.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    }
+    let table = cur
+        .as_table_mut()
+        .ok_or_else(|| format!("`{last}` has no parent section"))?;
+    table.insert(last.clone(), v);
+    Ok(())
+}
+
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(slot) if slot.is_table() && v.is_table() => merge(slot, v),
+                    _ => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_then_file_then_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "listen = \"127.0.0.1:9000\"\n[rules.points]\nfen-per-point = 50\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&f),
+            env(&[
+                ("OMNISTREAM_GROUP_COMMIT_MS", "20"),
+                ("OMNISTREAM_RULES__STOCK__LOW_STOCK_ATP", "3"),
+                ("OMNISTREAM_PII_KEY", "secret"),
+                ("HOME", "/root"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.listen, "127.0.0.1:9000");
+        assert_eq!(c.rules.points.fen_per_point, 50);
+        assert_eq!(c.group_commit_ms, 20);
+        assert_eq!(c.rules.stock.low_stock_atp, 3);
+        assert_eq!(c.rules.points.expiry_days, 365, "untouched defaults stay");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let e = Config::load(None, env(&[("OMNISTREAM_GROUP_COMIT_MS", "20")])).unwrap_err();
+        assert_eq!(e.key, "OMNISTREAM_GROUP_COMIT_MS");
+        assert!(e.problem.contains("unknown field"), "{e}");
+        let e = Config::load(None, env(&[("OMNISTREAM_LISTEN", "localhost")])).unwrap_err();
+        assert_eq!(e.key, "listen");
+        let e = Config::load(
+            None,
+            env(&[("OMNISTREAM_RULES__POINTS__FEN_PER_POINT", "0")]),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "rules.points.fen-per-point");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "lisen = \"x\"\n").unwrap();
+        let e = Config::load(Some(&f), env(&[])).unwrap_err();
+        assert!(
+            e.key.ends_with("c.toml") && e.problem.contains("lisen"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,469 @@
+//! The HTTP API (actix-web): ingest, synchronous scans, queries of live state, health, and
+//! the OpenAPI document. `serve` takes a bound listener, so tests bind port 0.
+
+use crate::config::Config;
+use crate::shard::{FlushNow, GetStats, Ingest, Item, Outcome, Read, Shard};
+use crate::store::{RedbStore, Store};
+use actix::prelude::*;
+use actix_web::http::StatusCode;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use omnistream_actors::engine::Engine;
+use omnistream_schemas::{Decoder, IdKind, Pii};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What every handler shares.
+#[derive(Clone)]
+struct AppState {
+    shard: Addr<Shard>,
+    decoder: Decoder,
+    pii: Pii,
+    inflight: Arc<AtomicUsize>,
+    ready: Arc<AtomicBool>,
+    cfg: Arc<Config>,
+}
+
+/// A JSON error body with a stable code and a human detail.
+fn error(status: StatusCode, code: &str, detail: impl Into<String>) -> HttpResponse {
+    let mut r = HttpResponse::build(status);
+    if status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE {
+        r.insert_header(("Retry-After", "1"));
+    }
+    r.json(json!({"error": code, "detail": detail.into()}))
+}
+
+/// Splits a body into event texts: a JSON array of objects, or JSON lines.
+fn split(body: &[u8]) -> Result<Vec<&[u8]>, String> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first == Some(&b'[') {
+        let raws: Vec<&serde_json::value::RawValue> =
+            serde_json::from_slice(body).map_err(|e| format!("not a JSON array of events: {e}"))?;
+        return Ok(raws.into_iter().map(|r| r.get().as_bytes()).collect());
+    }
+    Ok(body
+        .split(|b| *b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+        .collect())
+}
+
+/// Decodes, applies and waits until durable; the shared path of both ingest endpoints.
+async fn submit(
+    st: &AppState,
+    source: &'static str,
+    texts: Vec<&[u8]>,
+) -> Result<Vec<Outcome>, HttpResponse> {
+    if !st.ready.load(Ordering::SeqCst) {
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the store is not available",
+        ));
+    }
+    if texts.len() > st.cfg.max_batch_events {
+        return Err(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch_too_large",
+            format!("{} events, limit {}", texts.len(), st.cfg.max_batch_events),
+        ));
+    }
+    let n = texts.len();
+    let before = st.inflight.fetch_add(n, Ordering::SeqCst);
+    if before + n > st.cfg.max_inflight_events {
+        st.inflight.fetch_sub(n, Ordering::SeqCst);
+        return Err(error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "saturated",
+            format!(
+                "{before} events in flight, limit {}",
+                st.cfg.max_inflight_events
+            ),
+        ));
+    }
+    let items = texts
+        .into_iter()
+        .map(|t| match st.decoder.decode(t) {
+            Ok(ev) => Item::Event(Box::new(ev)),
+            Err(r) => Item::Rejected {
+                id: r.id,
+                reasons: r.problems,
+                raw: st.pii.redact(t),
+            },
+        })
+        .collect();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let sent = st
+        .shard
+        .send(Ingest {
+            source,
+            items,
+            reply: tx,
+        })
+        .await;
+    let result = match sent {
+        Ok(()) => rx.await.map_err(|_| "the shard stopped".to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    st.inflight.fetch_sub(n, Ordering::SeqCst);
+    match result {
+        Ok(Ok(outcomes)) => Ok(outcomes),
+        Ok(Err(e)) => Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            e.to_string(),
+        )),
+        Err(e) => Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shard_unavailable",
+            e,
+        )),
+    }
+}
+
+async fn post_events(st: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
+    let texts = match split(&body) {
+        Ok(t) => t,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_body", e),
+    };
+    if texts.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "empty", "no events in the body");
+    }
+    match submit(&st, "http", texts).await {
+        Ok(outcomes) => {
+            let count = |s: &str| outcomes.iter().filter(|o| status(o) == s).count();
+            let results: Vec<Value> = outcomes
+                .iter()
+                .map(|o| match o {
+                    Outcome::Accepted { id, .. } => json!({"id": id, "status": "accepted"}),
+                    Outcome::Duplicate { id } => json!({"id": id, "status": "duplicate"}),
+                    Outcome::Rejected { id, reasons } => {
+                        json!({"id": id, "status": "rejected", "reasons": reasons})
+                    }
+                })
+                .collect();
+            HttpResponse::Ok().json(json!({
+                "accepted": count("accepted"), "duplicates": count("duplicate"),
+                "rejected": count("rejected"), "results": results,
+            }))
+        }
+        Err(resp) => resp,
+    }
+}
+
+fn status(o: &Outcome) -> &'static str {
+    match o {
+        Outcome::Accepted { .. } => "accepted",
+        Outcome::Duplicate { .. } => "duplicate",
+        Outcome::Rejected { .. } => "rejected",
+    }
+}
+
+async fn post_scan(st: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
+    let looks_like_scan = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .is_some_and(|v| v.get("type").and_then(Value::as_str) == Some("scan"));
+    if !looks_like_scan {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "not_a_scan",
+            "the body must be one scan event",
+        );
+    }
+    match submit(&st, "http-scan", vec![&body]).await {
+        Ok(mut outcomes) => match outcomes.pop() {
+            Some(Outcome::Accepted { id, outputs }) => {
+                let decision = outputs
+                    .iter()
+                    .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
+                    .find(|v| v.get("output").and_then(Value::as_str) == Some("decision"));
+                HttpResponse::Ok().json(json!({"id": id, "status": "accepted", "decision": decision, "outputs": outputs}))
+            }
+            Some(Outcome::Duplicate { id }) => {
+                HttpResponse::Ok().json(json!({"id": id, "status": "duplicate"}))
+            }
+            Some(Outcome::Rejected { id, reasons }) => HttpResponse::UnprocessableEntity()
+                .json(json!({"id": id, "status": "rejected", "reasons": reasons})),
+            None => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "no_outcome",
+                "the shard answered nothing",
+            ),
+        },
+        Err(resp) => resp,
+    }
+}
+
+/// Runs a read on the shard and answers 200 with its value or 404.
+async fn read<F>(st: &AppState, what: &str, f: F) -> HttpResponse
+where
+    F: FnOnce(&Engine, &dyn Store) -> Option<Value> + Send + 'static,
+{
+    match st.shard.send(Read(f)).await {
+        Ok(Some(v)) => HttpResponse::Ok().json(v),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no such {what}"),
+        ),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shard_unavailable",
+            e.to_string(),
+        ),
+    }
+}
+
+fn member_view(e: &Engine, id: &str) -> Option<Value> {
+    let now = e.watermark().max(0);
+    let today = omnistream_schemas::EventTime {
+        unix_us: now,
+        offset_min: 480,
+    }
+    .local_day();
+    e.member(id)
+        .and_then(|m| serde_json::to_value(m.view(now, today, &e.rules)).ok())
+}
+
+async fn get_member(st: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
+    let id = id.into_inner();
+    read(&st, "member", move |e, _| member_view(e, &id)).await
+}
+
+async fn get_identity(st: web::Data<AppState>, p: web::Path<(String, String)>) -> HttpResponse {
+    let (kind, value) = p.into_inner();
+    let k = IdKind::parse(&kind);
+    // the caller sends the plain value; only its keyed hash is ever looked up
+    let v = match st.pii.protect(&k, &value) {
+        Ok(v) => v,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_identity", e.to_string()),
+    };
+    read(&st, "member for this identity", move |e, _| {
+        let id = e.member_of(k.as_str(), &v)?.id.clone();
+        member_view(e, &id)
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct Page {
+    from: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn get_ledger(
+    st: web::Data<AppState>,
+    id: web::Path<String>,
+    q: web::Query<Page>,
+) -> HttpResponse {
+    let id = id.into_inner();
+    let (from, limit) = (q.from.unwrap_or(0), q.limit.unwrap_or(100).min(1000));
+    read(&st, "member", move |e, s| {
+        let m = e.member(&id)?;
+        let rows = s.ledger(&m.id, from, limit).ok()?;
+        let entries: Vec<Value> = rows
+            .iter()
+            .filter_map(|r| serde_json::from_slice(r).ok())
+            .collect();
+        Some(json!({"member": m.id, "balance": m.points.balance, "entries": entries}))
+    })
+    .await
+}
+
+async fn get_stock(st: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
+    let id = id.into_inner();
+    read(&st, "sku", move |e, _| {
+        e.sku(&id).and_then(|s| serde_json::to_value(s.view()).ok())
+    })
+    .await
+}
+
+async fn get_credit(st: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
+    let id = id.into_inner();
+    read(&st, "dealer", move |e, _| {
+        e.dealer(&id)
+            .and_then(|d| serde_json::to_value(d.view()).ok())
+    })
+    .await
+}
+
+async fn get_kpis(st: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
+    let id = id.into_inner();
+    read(&st, "store", move |e, _| {
+        let at = omnistream_schemas::EventTime {
+            unix_us: e.watermark().max(0),
+            offset_min: 480,
+        };
+        e.store(&id)
+            .and_then(|s| serde_json::to_value(s.view(at)).ok())
+    })
+    .await
+}
+
+async fn get_order(st: web::Data<AppState>, p: web::Path<(String, String)>) -> HttpResponse {
+    let (channel, order) = p.into_inner();
+    let key = omnistream_actors::router::order_key(&channel, &order);
+    read(&st, "order", move |e, _| {
+        e.order(&key).and_then(|o| serde_json::to_value(o).ok())
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct OutputQuery {
+    from: Option<u64>,
+    limit: Option<usize>,
+    output: Option<String>,
+    campaign: Option<String>,
+}
+
+/// Outputs in order from a sequence number, optionally of one kind (and campaign).
+async fn get_outputs(st: web::Data<AppState>, q: web::Query<OutputQuery>) -> HttpResponse {
+    let q = q.into_inner();
+    read(&st, "outputs", move |_, s| Some(outputs_page(s, q))).await
+}
+
+async fn get_decisions(st: web::Data<AppState>, q: web::Query<OutputQuery>) -> HttpResponse {
+    let mut q = q.into_inner();
+    q.output = Some("decision".into());
+    read(&st, "outputs", move |_, s| Some(outputs_page(s, q))).await
+}
+
+fn outputs_page(s: &dyn Store, q: OutputQuery) -> Value {
+    let limit = q.limit.unwrap_or(100).min(1000);
+    let mut from = q.from.unwrap_or(0);
+    let mut found = Vec::new();
+    // scan at most this many rows per request, so a rare filter cannot stall the shard
+    let mut budget = 50_000usize;
+    while found.len() < limit && budget > 0 {
+        let Ok(rows) = s.outputs(from, 1000) else {
+            break;
+        };
+        if rows.is_empty() {
+            break;
+        }
+        budget = budget.saturating_sub(rows.len());
+        for (seq, row) in rows {
+            from = seq + 1;
+            let Ok(v) = serde_json::from_slice::<Value>(&row) else {
+                continue;
+            };
+            let kind_ok = q
+                .output
+                .as_deref()
+                .is_none_or(|k| v.get("output").and_then(Value::as_str) == Some(k));
+            let camp_ok = q
+                .campaign
+                .as_deref()
+                .is_none_or(|c| v.get("campaign").and_then(Value::as_str) == Some(c));
+            if kind_ok && camp_ok {
+                found.push(json!({"seq": seq, "output": v}));
+                if found.len() >= limit {
+                    break;
+                }
+            }
+        }
+    }
+    json!({"next": from, "items": found})
+}
+
+async fn get_stats(st: web::Data<AppState>) -> HttpResponse {
+    let shard = st.shard.send(GetStats).await.ok();
+    let engine = st
+        .shard
+        .send(Read(|e: &Engine, _: &dyn Store| e.stats.clone()))
+        .await
+        .ok();
+    HttpResponse::Ok().json(json!({
+        "shard": shard, "engine": engine,
+        "inflight_events": st.inflight.load(Ordering::SeqCst),
+    }))
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+async fn readyz(st: web::Data<AppState>) -> HttpResponse {
+    if st.ready.load(Ordering::SeqCst) {
+        HttpResponse::Ok().json(json!({"status": "ready"}))
+    } else {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the store is not available",
+        )
+    }
+}
+
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().json(crate::openapi::document())
+}
+
+/// Opens the store, replays it, starts the shard and serves HTTP on `listener` until
+/// SIGINT/SIGTERM; then commits what waits and returns.
+pub async fn serve(cfg: Config, listener: TcpListener, pii_key: Vec<u8>) -> anyhow::Result<()> {
+    let store = RedbStore::open(&cfg.data_dir)?;
+    let ready = Arc::new(AtomicBool::new(false));
+    let shard = Shard::new(
+        Box::new(store),
+        cfg.rules.clone(),
+        &pii_key,
+        Duration::from_millis(cfg.group_commit_ms),
+        cfg.group_commit_events,
+        ready.clone(),
+    )?;
+    tracing::info!(
+        replayed = shard.stats.replayed,
+        seconds = shard.stats.replay_seconds,
+        "state rebuilt from the log"
+    );
+    let arbiter = Arbiter::new();
+    let shard = Shard::start_in_arbiter(&arbiter.handle(), move |_| shard);
+    let pii = Pii::new(&pii_key);
+    let state = AppState {
+        shard: shard.clone(),
+        decoder: Decoder::new(pii.clone()),
+        pii,
+        inflight: Arc::new(AtomicUsize::new(0)),
+        ready,
+        cfg: Arc::new(cfg.clone()),
+    };
+    let addr = listener.local_addr()?;
+    let max_body = cfg.max_body_bytes;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::Data::new(state.clone()))
+            .app_data(web::PayloadConfig::new(max_body))
+            .route("/v1/events", web::post().to(post_events))
+            .route("/v1/scan", web::post().to(post_scan))
+            .route("/v1/members/{id}", web::get().to(get_member))
+            .route("/v1/members/{id}/ledger", web::get().to(get_ledger))
+            .route("/v1/identities/{kind}/{value}", web::get().to(get_identity))
+            .route("/v1/skus/{sku}/stock", web::get().to(get_stock))
+            .route("/v1/dealers/{id}/credit", web::get().to(get_credit))
+            .route("/v1/stores/{id}/kpis", web::get().to(get_kpis))
+            .route("/v1/orders/{channel}/{order}", web::get().to(get_order))
+            .route("/v1/outputs", web::get().to(get_outputs))
+            .route("/v1/decisions", web::get().to(get_decisions))
+            .route("/v1/stats", web::get().to(get_stats))
+            .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(readyz))
+            .route("/openapi.json", web::get().to(openapi))
+    })
+    .workers(2)
+    .shutdown_timeout(10)
+    .listen(listener)?
+    .run();
+    println!("omnistream listening on http://{addr}");
+    server.await?;
+    // the server drained its requests; commit whatever is still buffered
+    if let Ok(Err(e)) = shard.send(FlushNow).await {
+        tracing::error!(error = %e, "final commit failed");
+    }
+    arbiter.stop();
+    Ok(())
+}

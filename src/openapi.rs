@@ -1,0 +1,60 @@
+//! The OpenAPI 3.1 document the service serves at `/openapi.json`.
+
+use serde_json::{json, Value};
+
+fn op(summary: &str, params: &[&str], body: Option<&str>) -> Value {
+    let parameters: Vec<Value> = params
+        .iter()
+        .map(|p| {
+            let (name, place) = p.split_once(':').unwrap_or((p, "path"));
+            json!({"name": name, "in": place, "required": place == "path", "schema": {"type": "string"}})
+        })
+        .collect();
+    let mut o = json!({
+        "summary": summary,
+        "parameters": parameters,
+        "responses": {
+            "200": {"description": "ok", "content": {"application/json": {}}},
+            "400": {"description": "bad request: `{error, detail}`"},
+            "404": {"description": "not found"},
+        },
+    });
+    if let Some(b) = body {
+        o["requestBody"] = json!({"required": true, "description": b, "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/Event"}},
+            "application/x-ndjson": {},
+        }});
+        o["responses"]["413"] = json!({"description": "body or batch too large"});
+        o["responses"]["429"] =
+            json!({"description": "saturated; retry after the Retry-After header"});
+        o["responses"]["503"] =
+            json!({"description": "store unavailable; nothing of the request was applied"});
+    }
+    o
+}
+
+/// The document.
+pub fn document() -> Value {
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "omnistream", "version": env!("CARGO_PKG_VERSION"),
+                 "description": "real-time entity state for omnichannel brands: ingest events, read members, points, stock, credit and store KPIs"},
+        "paths": {
+            "/v1/events": {"post": op("ingest events (a JSON array or JSON lines); answers per event after they are durable", &[], Some("events per the contract"))},
+            "/v1/scan": {"post": op("one scan, answered with its outputs (and decision)", &[], Some("one scan event"))},
+            "/v1/members/{id}": {"get": op("a member's profile, X-RFM, tags, tier and points", &["id"], None)},
+            "/v1/members/{id}/ledger": {"get": op("a member's points ledger", &["id", "from:query", "limit:query"], None)},
+            "/v1/identities/{kind}/{value}": {"get": op("the member an identity belongs to (personal values are hashed by the server)", &["kind", "value"], None)},
+            "/v1/skus/{sku}/stock": {"get": op("stock per location and total available-to-promise", &["sku"], None)},
+            "/v1/dealers/{id}/credit": {"get": op("a dealer's limit, exposure, available credit and held orders", &["id"], None)},
+            "/v1/stores/{id}/kpis": {"get": op("a store's KPIs by hour and day, and sales-rep visits", &["id"], None)},
+            "/v1/orders/{channel}/{order}": {"get": op("an order's coordinator state", &["channel", "order"], None)},
+            "/v1/outputs": {"get": op("outputs in order (points, stock, credit, orders, dead letters)", &["from:query", "limit:query", "output:query", "campaign:query"], None)},
+            "/v1/decisions": {"get": op("scan decisions, optionally of one campaign", &["campaign:query", "from:query", "limit:query"], None)},
+            "/v1/stats": {"get": op("counters of the shard and the engine", &[], None)},
+            "/healthz": {"get": op("the process is up", &[], None)},
+            "/readyz": {"get": op("the store is open and the shard runs", &[], None)},
+        },
+        "components": {"schemas": {"Event": omnistream_schemas::json_schema()}},
+    })
+}

@@ -1,0 +1,362 @@
+//! The shard: an actix actor on its own Arbiter that owns the deterministic engine and the
+//! store. It applies events as they arrive, buffers what they produced, and group-commits:
+//! the events, their outputs and ledger entries go to the store in one atomic write every
+//! `group-commit-ms` or `group-commit-events`, and only then are the callers answered.
+//!
+//! Today one shard hosts every entity (the engine's canonical order); hashing keys over
+//! several shards with an exchange between them is the next step of issue #5.
+
+use crate::store::{Batch, Store, StoreError};
+use actix::prelude::*;
+use omnistream_actors::engine::{Applied, Emitted, Engine};
+use omnistream_actors::{Output, Rules};
+use omnistream_schemas::{Decoder, Event, Pii, Problem};
+use serde::Serialize;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// What happened to one item of an ingest request.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Applied and durable; the outputs it produced.
+    Accepted {
+        /// Event id.
+        id: uuid::Uuid,
+        /// Outputs caused by this event (in order).
+        outputs: Vec<Emitted>,
+    },
+    /// Its id was seen before: nothing changed.
+    Duplicate {
+        /// Event id.
+        id: uuid::Uuid,
+    },
+    /// Refused by the contract; kept in the dead letters.
+    Rejected {
+        /// Event id when readable.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        /// Every problem.
+        reasons: Vec<Problem>,
+    },
+}
+
+/// One item of an ingest request, decoded by the HTTP worker.
+#[derive(Debug)]
+pub enum Item {
+    /// A valid event.
+    Event(Box<Event>),
+    /// A refused one, with its redacted text for the dead letters.
+    Rejected {
+        /// Event id when readable.
+        id: Option<String>,
+        /// Every problem.
+        reasons: Vec<Problem>,
+        /// The line with personal values hashed.
+        raw: String,
+    },
+}
+
+/// Why the shard could not take a request.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ShardError {
+    /// The store refused the write; nothing of the request was kept.
+    #[error("store write failed, nothing was applied: {0}")]
+    Store(String),
+}
+
+/// Where the answer to an ingest goes.
+pub type Reply = oneshot::Sender<Result<Vec<Outcome>, ShardError>>;
+
+/// Apply these items; answers once they are durable.
+pub struct Ingest {
+    /// Where they came from (for positions).
+    pub source: &'static str,
+    /// The items.
+    pub items: Vec<Item>,
+    /// The answer.
+    pub reply: Reply,
+}
+
+impl Message for Ingest {
+    type Result = ();
+}
+
+/// A read of current state, run between ingests.
+pub struct Read<F>(pub F);
+
+impl<F, R> Message for Read<F>
+where
+    F: FnOnce(&Engine, &dyn Store) -> R + Send + 'static,
+    R: Send + 'static,
+{
+    type Result = R;
+}
+
+/// Commit whatever waits now (used at shutdown).
+pub struct FlushNow;
+
+impl Message for FlushNow {
+    type Result = Result<(), ShardError>;
+}
+
+/// Counters of the shard.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct ShardStats {
+    /// Events in the log when the shard started (replayed).
+    pub replayed: u64,
+    /// Seconds the replay took.
+    pub replay_seconds: f64,
+    /// Events applied since start.
+    pub applied: u64,
+    /// Duplicates dropped since start.
+    pub duplicates: u64,
+    /// Rejected items since start.
+    pub rejected: u64,
+    /// Commits since start.
+    pub commits: u64,
+    /// Failed commits since start.
+    pub failed_commits: u64,
+    /// Largest batch committed (events).
+    pub max_batch: usize,
+}
+
+/// The shard actor.
+pub struct Shard {
+    engine: Engine,
+    store: Box<dyn Store>,
+    stored_decoder: Decoder,
+    next_seq: u64,
+    next_output: u64,
+    batch: Batch,
+    waiting: Vec<(Reply, Vec<Outcome>)>,
+    flush_scheduled: bool,
+    commit_every: Duration,
+    commit_events: usize,
+    ready: Arc<AtomicBool>,
+    /// Counters.
+    pub stats: ShardStats,
+}
+
+impl Shard {
+    /// Builds the shard: opens nothing itself, replays the store's log into a fresh engine.
+    pub fn new(
+        store: Box<dyn Store>,
+        rules: Rules,
+        pii_key: &[u8],
+        commit_every: Duration,
+        commit_events: usize,
+        ready: Arc<AtomicBool>,
+    ) -> Result<Shard, StoreError> {
+        let mut s = Shard {
+            engine: Engine::new(rules),
+            store,
+            stored_decoder: Decoder::new(Pii::for_stored(pii_key)),
+            next_seq: 0,
+            next_output: 0,
+            batch: Batch::default(),
+            waiting: Vec::new(),
+            flush_scheduled: false,
+            commit_every,
+            commit_events,
+            ready,
+            stats: ShardStats::default(),
+        };
+        s.rebuild()?;
+        Ok(s)
+    }
+
+    /// Replays the durable log into a fresh engine: the state after a restart, or after a
+    /// failed commit whose events must not count.
+    fn rebuild(&mut self) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let mut engine = Engine::new(self.engine.rules.clone());
+        let mut scratch = Vec::new();
+        let mut n = 0u64;
+        let mut bad = None;
+        let decoder = &self.stored_decoder;
+        let next = self
+            .store
+            .replay(0, &mut |seq, bytes| match decoder.decode(bytes) {
+                Ok(ev) => {
+                    engine.apply(&ev, &mut scratch);
+                    scratch.clear();
+                    n += 1;
+                }
+                Err(r) => {
+                    bad.get_or_insert((seq, r.to_string()));
+                }
+            })?;
+        if let Some((seq, why)) = bad {
+            return Err(StoreError::Io {
+                op: "replay",
+                table: "events",
+                why: format!("logged event {seq} does not decode: {why}"),
+            });
+        }
+        self.engine = engine;
+        self.next_seq = next;
+        self.next_output = self.store.next_output()?;
+        self.stats.replayed = n;
+        self.stats.replay_seconds = started.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), ShardError> {
+        self.flush_scheduled = false;
+        if self.waiting.is_empty() && self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let waiting = std::mem::take(&mut self.waiting);
+        match self.store.commit(&batch) {
+            Ok(()) => {
+                self.stats.commits += 1;
+                self.stats.max_batch = self.stats.max_batch.max(batch.events.len());
+                for (tx, outcomes) in waiting {
+                    let _ = tx.send(Ok(outcomes));
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.stats.failed_commits += 1;
+                tracing::error!(error = %e, events = batch.events.len(), "commit failed; rebuilding state from the store");
+                let err = ShardError::Store(e.to_string());
+                for (tx, _) in waiting {
+                    let _ = tx.send(Err(err.clone()));
+                }
+                // the engine applied events that are not durable: start again from the log
+                if let Err(e) = self.rebuild() {
+                    tracing::error!(error = %e, "rebuild failed; not ready");
+                    self.ready.store(false, Ordering::SeqCst);
+                }
+                Err(err)
+            }
+        }
+    }
+
+    fn apply(&mut self, source: &'static str, items: Vec<Item>) -> Vec<Outcome> {
+        let mut outcomes = Vec::with_capacity(items.len());
+        let mut emitted = Vec::new();
+        for item in items {
+            match item {
+                Item::Event(ev) => match self.engine.apply(&ev, &mut emitted) {
+                    Applied::Duplicate => {
+                        self.stats.duplicates += 1;
+                        outcomes.push(Outcome::Duplicate { id: ev.id });
+                    }
+                    Applied::Done(_) => {
+                        self.stats.applied += 1;
+                        let seq = self.next_seq;
+                        self.next_seq += 1;
+                        self.batch
+                            .events
+                            .push((seq, serde_json::to_vec(&ev).unwrap_or_default()));
+                        for e in &emitted {
+                            let json = serde_json::to_vec(e).unwrap_or_default();
+                            if let Output::Ledger { member, seq, .. } = &e.output {
+                                self.batch
+                                    .ledger
+                                    .push((member.to_string(), *seq, json.clone()));
+                            }
+                            self.batch.outputs.push((self.next_output, json));
+                            self.next_output += 1;
+                        }
+                        outcomes.push(Outcome::Accepted {
+                            id: ev.id,
+                            outputs: std::mem::take(&mut emitted),
+                        });
+                    }
+                },
+                Item::Rejected { id, reasons, raw } => {
+                    self.stats.rejected += 1;
+                    let dead = serde_json::json!({
+                        "output": "dead_letter", "source": source, "id": id,
+                        "reasons": reasons, "raw": raw,
+                    });
+                    self.batch.outputs.push((
+                        self.next_output,
+                        serde_json::to_vec(&dead).unwrap_or_default(),
+                    ));
+                    self.next_output += 1;
+                    outcomes.push(Outcome::Rejected { id, reasons });
+                }
+            }
+        }
+        let pos = self.next_seq;
+        match self.batch.positions.iter_mut().find(|(s, _)| s == source) {
+            Some(p) => p.1 = pos,
+            None => self.batch.positions.push((source.to_string(), pos)),
+        }
+        outcomes
+    }
+}
+
+impl Actor for Shard {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // bounded mailbox: senders wait (and HTTP answers 429 first, by its own count)
+        ctx.set_mailbox_capacity(1024);
+        self.ready.store(true, Ordering::SeqCst);
+    }
+
+    fn stopping(&mut self, _: &mut Self::Context) -> Running {
+        let _ = self.flush();
+        Running::Stop
+    }
+}
+
+impl Handler<Ingest> for Shard {
+    type Result = ();
+
+    fn handle(&mut self, msg: Ingest, ctx: &mut Self::Context) {
+        let outcomes = self.apply(msg.source, msg.items);
+        self.waiting.push((msg.reply, outcomes));
+        if self.batch.events.len() >= self.commit_events {
+            let _ = self.flush();
+        } else if !self.flush_scheduled {
+            self.flush_scheduled = true;
+            ctx.run_later(self.commit_every, |act, _| {
+                let _ = act.flush();
+            });
+        }
+    }
+}
+
+impl<F, R> Handler<Read<F>> for Shard
+where
+    F: FnOnce(&Engine, &dyn Store) -> R + Send + 'static,
+    R: Send + 'static,
+{
+    type Result = MessageResult<Read<F>>;
+
+    fn handle(&mut self, msg: Read<F>, _: &mut Self::Context) -> Self::Result {
+        MessageResult((msg.0)(&self.engine, self.store.as_ref()))
+    }
+}
+
+impl Handler<FlushNow> for Shard {
+    type Result = Result<(), ShardError>;
+
+    fn handle(&mut self, _: FlushNow, _: &mut Self::Context) -> Self::Result {
+        self.flush()
+    }
+}
+
+/// Ask for the shard's counters.
+pub struct GetStats;
+
+impl Message for GetStats {
+    type Result = ShardStats;
+}
+
+impl Handler<GetStats> for Shard {
+    type Result = MessageResult<GetStats>;
+
+    fn handle(&mut self, _: GetStats, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.stats.clone())
+    }
+}

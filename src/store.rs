@@ -1,0 +1,338 @@
+//! Durable storage behind one trait, so the embedded store and the CQL store (issue #6) are
+//! interchangeable. What is stored is the input log (each accepted event, personal values
+//! already hashed, in processing order), the outputs it produced, the ledger index and source
+//! positions, each group of events in one atomic commit. Because the entity logic is a
+//! deterministic function of the log, state is rebuilt by replaying it: a crash between two
+//! commits loses only events nobody was told were accepted.
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use std::path::{Path, PathBuf};
+
+/// Log sequence number → event JSON.
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// Output sequence number → output JSON.
+const OUTPUTS: TableDefinition<u64, &[u8]> = TableDefinition::new("outputs");
+/// `member \0 seq` (seq big-endian) → ledger entry JSON.
+const LEDGER: TableDefinition<&[u8], &[u8]> = TableDefinition::new("ledger");
+/// Source name → position (offset or line) committed with the batch.
+const POSITIONS: TableDefinition<&str, u64> = TableDefinition::new("positions");
+/// Format version and other facts about the store.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// The on-disk format this binary writes.
+pub const FORMAT_VERSION: u64 = 1;
+
+/// A store failure: what was being done, where, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The file could not be opened: missing, damaged, or written by a newer version.
+    #[error("store {path}: {why}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// A read or write failed.
+    #[error("store {op} ({table}): {why}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The table.
+        table: &'static str,
+        /// Why.
+        why: String,
+    },
+}
+
+fn io(op: &'static str, table: &'static str) -> impl Fn(redb::Error) -> StoreError {
+    move |e| StoreError::Io {
+        op,
+        table,
+        why: e.to_string(),
+    }
+}
+
+/// One atomic commit.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Accepted events as `(log seq, event JSON)`.
+    pub events: Vec<(u64, Vec<u8>)>,
+    /// Outputs as `(output seq, JSON)`.
+    pub outputs: Vec<(u64, Vec<u8>)>,
+    /// Ledger entries as `(member, entry seq, JSON)`.
+    pub ledger: Vec<(String, u64, Vec<u8>)>,
+    /// Source positions reached.
+    pub positions: Vec<(String, u64)>,
+}
+
+impl Batch {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.outputs.is_empty() && self.positions.is_empty()
+    }
+}
+
+/// Where the service keeps what it must not lose.
+pub trait Store: Send {
+    /// Writes a batch atomically and durably.
+    fn commit(&mut self, batch: &Batch) -> Result<(), StoreError>;
+    /// Calls `f` with every logged event from `from` on, in order; returns the next seq.
+    fn replay(&self, from: u64, f: &mut dyn FnMut(u64, &[u8])) -> Result<u64, StoreError>;
+    /// The next output seq.
+    fn next_output(&self) -> Result<u64, StoreError>;
+    /// A member's ledger entries with seq >= `from`, at most `limit`.
+    fn ledger(&self, member: &str, from: u64, limit: usize) -> Result<Vec<Vec<u8>>, StoreError>;
+    /// Outputs with seq >= `from`, at most `limit`.
+    fn outputs(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+    /// A source's committed position.
+    fn position(&self, source: &str) -> Result<Option<u64>, StoreError>;
+}
+
+/// The embedded store: one redb file (a copy-on-write B-tree with checksummed pages and
+/// durable commits), chosen over an LSM store because the log is append-only and read back
+/// in order, commits must be atomic across tables, and it runs no background compaction
+/// threads competing for the two cores the service has.
+pub struct RedbStore {
+    db: Database,
+}
+
+impl RedbStore {
+    /// Opens (or creates) `dir/omnistream.redb`; refuses a damaged file or a newer format.
+    pub fn open(dir: &Path) -> Result<RedbStore, StoreError> {
+        let path = dir.join("omnistream.redb");
+        let open_err = |why: String| StoreError::Open {
+            path: path.clone(),
+            why,
+        };
+        std::fs::create_dir_all(dir)
+            .map_err(|e| open_err(format!("creating {}: {e}", dir.display())))?;
+        let db = Database::create(&path).map_err(|e| open_err(format!("cannot open: {e}")))?;
+        let store = RedbStore { db };
+        let version = store.meta("format")?;
+        match version {
+            Some(v) if v > FORMAT_VERSION => {
+                return Err(open_err(format!(
+                    "written by a newer omnistream (format {v}, this binary reads up to {FORMAT_VERSION})"
+                )))
+            }
+            Some(_) => {}
+            None => {
+                let tx = store.db.begin_write().map_err(|e| open_err(e.to_string()))?;
+                {
+                    let mut t = tx.open_table(META).map_err(|e| open_err(e.to_string()))?;
+                    t.insert("format", FORMAT_VERSION).map_err(|e| open_err(e.to_string()))?;
+                    for def in [EVENTS, OUTPUTS] {
+                        tx.open_table(def).map_err(|e| open_err(e.to_string()))?;
+                    }
+                    tx.open_table(LEDGER).map_err(|e| open_err(e.to_string()))?;
+                    tx.open_table(POSITIONS).map_err(|e| open_err(e.to_string()))?;
+                }
+                tx.commit().map_err(|e| open_err(e.to_string()))?;
+            }
+        }
+        Ok(store)
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        let tx = self
+            .db
+            .begin_read()
+            .map_err(|e| io("read", "meta")(e.into()))?;
+        let t = match tx.open_table(META) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(io("read", "meta")(e.into())),
+        };
+        Ok(t.get(key)
+            .map_err(|e| io("read", "meta")(e.into()))?
+            .map(|v| v.value()))
+    }
+}
+
+fn ledger_key(member: &str, seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(member.len() + 9);
+    k.extend_from_slice(member.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+impl Store for RedbStore {
+    fn commit(&mut self, b: &Batch) -> Result<(), StoreError> {
+        let tx = self
+            .db
+            .begin_write()
+            .map_err(|e| io("begin", "all")(e.into()))?;
+        {
+            let mut t = tx
+                .open_table(EVENTS)
+                .map_err(|e| io("open", "events")(e.into()))?;
+            for (seq, ev) in &b.events {
+                t.insert(*seq, ev.as_slice())
+                    .map_err(|e| io("insert", "events")(e.into()))?;
+            }
+            let mut t = tx
+                .open_table(OUTPUTS)
+                .map_err(|e| io("open", "outputs")(e.into()))?;
+            for (seq, o) in &b.outputs {
+                t.insert(*seq, o.as_slice())
+                    .map_err(|e| io("insert", "outputs")(e.into()))?;
+            }
+            let mut t = tx
+                .open_table(LEDGER)
+                .map_err(|e| io("open", "ledger")(e.into()))?;
+            for (m, seq, o) in &b.ledger {
+                t.insert(ledger_key(m, *seq).as_slice(), o.as_slice())
+                    .map_err(|e| io("insert", "ledger")(e.into()))?;
+            }
+            let mut t = tx
+                .open_table(POSITIONS)
+                .map_err(|e| io("open", "positions")(e.into()))?;
+            for (s, p) in &b.positions {
+                t.insert(s.as_str(), *p)
+                    .map_err(|e| io("insert", "positions")(e.into()))?;
+            }
+        }
+        tx.commit().map_err(|e| io("commit", "all")(e.into()))
+    }
+
+    fn replay(&self, from: u64, f: &mut dyn FnMut(u64, &[u8])) -> Result<u64, StoreError> {
+        let tx = self
+            .db
+            .begin_read()
+            .map_err(|e| io("read", "events")(e.into()))?;
+        let t = tx
+            .open_table(EVENTS)
+            .map_err(|e| io("open", "events")(e.into()))?;
+        let mut next = from;
+        for row in t
+            .range(from..)
+            .map_err(|e| io("scan", "events")(e.into()))?
+        {
+            let (k, v) = row.map_err(|e| io("scan", "events")(e.into()))?;
+            f(k.value(), v.value());
+            next = k.value() + 1;
+        }
+        Ok(next)
+    }
+
+    fn next_output(&self) -> Result<u64, StoreError> {
+        let tx = self
+            .db
+            .begin_read()
+            .map_err(|e| io("read", "outputs")(e.into()))?;
+        let t = tx
+            .open_table(OUTPUTS)
+            .map_err(|e| io("open", "outputs")(e.into()))?;
+        let last = t.last().map_err(|e| io("scan", "outputs")(e.into()))?;
+        Ok(last.map_or(0, |(k, _)| k.value() + 1))
+    }
+
+    fn ledger(&self, member: &str, from: u64, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        let tx = self
+            .db
+            .begin_read()
+            .map_err(|e| io("read", "ledger")(e.into()))?;
+        let t = tx
+            .open_table(LEDGER)
+            .map_err(|e| io("open", "ledger")(e.into()))?;
+        let lo = ledger_key(member, from);
+        let hi = ledger_key(member, u64::MAX);
+        let mut out = Vec::new();
+        for row in t
+            .range(lo.as_slice()..=hi.as_slice())
+            .map_err(|e| io("scan", "ledger")(e.into()))?
+        {
+            let (_, v) = row.map_err(|e| io("scan", "ledger")(e.into()))?;
+            out.push(v.value().to_vec());
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn outputs(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let tx = self
+            .db
+            .begin_read()
+            .map_err(|e| io("read", "outputs")(e.into()))?;
+        let t = tx
+            .open_table(OUTPUTS)
+            .map_err(|e| io("open", "outputs")(e.into()))?;
+        let mut out = Vec::new();
+        for row in t
+            .range(from..)
+            .map_err(|e| io("scan", "outputs")(e.into()))?
+            .take(limit)
+        {
+            let (k, v) = row.map_err(|e| io("scan", "outputs")(e.into()))?;
+            out.push((k.value(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    fn position(&self, source: &str) -> Result<Option<u64>, StoreError> {
+        let tx = self
+            .db
+            .begin_read()
+            .map_err(|e| io("read", "positions")(e.into()))?;
+        let t = tx
+            .open_table(POSITIONS)
+            .map_err(|e| io("open", "positions")(e.into()))?;
+        Ok(t.get(source)
+            .map_err(|e| io("read", "positions")(e.into()))?
+            .map(|v| v.value()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commits_are_read_back_in_order_after_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut s = RedbStore::open(dir.path()).unwrap();
+            let b = Batch {
+                events: vec![(0, b"a".to_vec()), (1, b"b".to_vec())],
+                outputs: vec![(0, b"o".to_vec())],
+                ledger: vec![
+                    ("m1".into(), 1, b"l1".to_vec()),
+                    ("m1".into(), 2, b"l2".to_vec()),
+                    ("m2".into(), 1, b"x".to_vec()),
+                ],
+                positions: vec![("http".into(), 2)],
+            };
+            s.commit(&b).unwrap();
+        }
+        let s = RedbStore::open(dir.path()).unwrap();
+        let mut seen = Vec::new();
+        let next = s.replay(0, &mut |k, v| seen.push((k, v.to_vec()))).unwrap();
+        assert_eq!(next, 2);
+        assert_eq!(seen, vec![(0, b"a".to_vec()), (1, b"b".to_vec())]);
+        assert_eq!(s.next_output().unwrap(), 1);
+        assert_eq!(
+            s.ledger("m1", 0, 10).unwrap(),
+            vec![b"l1".to_vec(), b"l2".to_vec()]
+        );
+        assert_eq!(s.ledger("m1", 2, 10).unwrap(), vec![b"l2".to_vec()]);
+        assert_eq!(s.position("http").unwrap(), Some(2));
+    }
+
+    #[test]
+    fn a_damaged_file_is_refused_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(RedbStore::open(dir.path()).unwrap());
+        let f = dir.path().join("omnistream.redb");
+        let mut bytes = std::fs::read(&f).unwrap();
+        for b in bytes.iter_mut().take(64) {
+            *b ^= 0xA5;
+        }
+        std::fs::write(&f, &bytes).unwrap();
+        let e = RedbStore::open(dir.path()).err().unwrap().to_string();
+        assert!(e.contains("omnistream.redb"), "{e}");
+    }
+}

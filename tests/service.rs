@@ -1,0 +1,243 @@
+//! The service end to end: `omnistream run` as a child process on port 0 with a temp data
+//! directory, driven over real HTTP; restarts with SIGTERM and SIGKILL.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+struct Service {
+    child: Child,
+    addr: String,
+}
+
+impl Service {
+    fn start(dir: &Path) -> Service {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+            .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .env("OMNISTREAM_PII_KEY", "service-test-key")
+            .env("OMNISTREAM_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("omnistream listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_string();
+        Service { child, addr }
+    }
+
+    fn request(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
+        let mut s = TcpStream::connect(&self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        let code: u16 = resp[9..12].parse().unwrap();
+        let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        (code, serde_json::from_str(body).unwrap_or(Value::Null))
+    }
+
+    fn get(&self, path: &str) -> Value {
+        let (code, v) = self.request("GET", path, "");
+        assert_eq!(code, 200, "GET {path}: {v}");
+        v
+    }
+
+    fn post(&self, events: &[String]) -> Value {
+        let (code, v) = self.request("POST", "/v1/events", &events.join("\n"));
+        assert_eq!(code, 200, "{v}");
+        v
+    }
+
+    /// SIGTERM: graceful, commits what waits.
+    fn stop(mut self) {
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "exit after SIGTERM: {status}");
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn id(n: u32) -> String {
+    format!("00000000-0000-7000-8000-{n:012}")
+}
+
+/// A scripted day: stock, a consumer order through fulfilment and a partial return, a scan
+/// campaign, a dealer order held then released, and an identity merge across channels.
+fn script() -> Vec<String> {
+    let t = |h: u32, m: u32| format!("2026-11-11T{h:02}:{m:02}:00+08:00");
+    let mut n = 0;
+    let mut ev = |v: Value| {
+        n += 1;
+        let mut v = v;
+        v["id"] = json!(id(n));
+        v.to_string()
+    };
+    let mut out = vec![
+        ev(json!({"type":"stock","ts":t(8,0),"sku":"S1","location":"wh","op":"receive","qty":100})),
+        ev(json!({"type":"dealer","ts":t(8,0),"dealer":"d1","credit_limit":50000})),
+        ev(
+            json!({"type":"order","ts":t(9,0),"channel":"mall","order":"o1","status":"placed","kind":"consumer",
+            "member":{"openid":"oa"},"lines":[{"sku":"S1","qty":2,"unit_price":10000}],"location":"wh"}),
+        ),
+        ev(
+            json!({"type":"order","ts":t(10,0),"channel":"mall","order":"o1","status":"fulfilled","kind":"consumer","member":{"openid":"oa"}}),
+        ),
+        ev(
+            json!({"type":"order","ts":t(11,0),"channel":"mall","order":"o1","status":"returned","kind":"consumer",
+            "member":{"openid":"oa"},"lines":[{"sku":"S1","qty":1,"unit_price":10000}]}),
+        ),
+        ev(
+            json!({"type":"order","ts":t(12,0),"channel":"dealer","order":"p1","status":"placed","kind":"dealer","dealer":"d1",
+            "lines":[{"sku":"S1","qty":40,"unit_price":1000}],"location":"wh"}),
+        ),
+        ev(
+            json!({"type":"order","ts":t(12,5),"channel":"dealer","order":"p2","status":"placed","kind":"dealer","dealer":"d1",
+            "lines":[{"sku":"S1","qty":20,"unit_price":1000}],"location":"wh"}),
+        ),
+    ];
+    for (i, who) in ["ob", "ob", "oc"].iter().enumerate() {
+        out.push(ev(json!({"type":"scan","ts":t(13, i as u32),"channel":"campaign","code":format!("C{i}"),"sku":"S1",
+            "campaign":"cny","member":{"openid":who},"device":"d1","ip":"10.1.1.1"})));
+    }
+    out.extend([
+        ev(json!({"type":"order","ts":t(14,0),"channel":"dealer","order":"p1","status":"fulfilled","kind":"dealer","dealer":"d1"})),
+        ev(json!({"type":"payment","ts":t(15,0),"dealer":"d1","amount":40000,"ref":"B-1"})),
+        ev(json!({"type":"visit","ts":t(16,0),"channel":"store","store":"st1","visitor":"member","member":{"phone":"13800138000"}})),
+        ev(json!({"type":"identify","ts":t(17,0),"member":{"phone":"13800138000","openid":"oa"}})),
+    ]);
+    out
+}
+
+/// What the scenario's final state looks like through the API.
+fn observe(s: &Service) -> Value {
+    let by_phone = s.get("/v1/identities/phone/13800138000");
+    let by_openid = s.get("/v1/identities/openid/oa");
+    let ledger = s.get(&format!(
+        "/v1/members/{}/ledger",
+        by_openid["id"].as_str().unwrap()
+    ));
+    json!({
+        "member": by_openid,
+        "same_member": by_phone["id"] == by_openid["id"],
+        "ledger": ledger,
+        "scanner": s.get("/v1/identities/openid/ob"),
+        "stock": s.get("/v1/skus/S1/stock"),
+        "credit": s.get("/v1/dealers/d1/credit"),
+        "kpis": s.get("/v1/stores/st1/kpis"),
+    })
+}
+
+#[test]
+fn the_scripted_day_gives_the_expected_state_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Service::start(dir.path());
+    assert_eq!(s.get("/readyz")["status"], "ready");
+    let r = s.post(&script());
+    assert_eq!(r["accepted"], 14, "{r}");
+    let o = observe(&s);
+    // the order earned 200 points, the return of half took 100 back
+    assert_eq!(o["member"]["balance"], 100, "{o}");
+    assert_eq!(
+        o["same_member"], true,
+        "phone at the store and openid are one member: {o}"
+    );
+    let ledger = o["ledger"]["entries"].as_array().unwrap();
+    let sum: i64 = ledger.iter().map(|e| e["delta"].as_i64().unwrap()).sum();
+    assert_eq!(sum, 100);
+    assert_eq!(o["scanner"]["balance"], 20, "two scans of 10 points");
+    // 100 − 2 sold + 1 returned − 40 (p1, fulfilled) − 20 (p2, released after the payment)
+    assert_eq!(o["stock"]["atp"], 39, "{o}");
+    assert_eq!(o["credit"]["held"].as_array().unwrap().len(), 0, "{o}");
+    assert_eq!(o["credit"]["exposure"], 20000, "{o}");
+    // a repeat of the whole batch changes nothing
+    let again = s.post(&script());
+    assert_eq!(again["duplicates"], 14);
+    assert_eq!(observe(&s), o);
+    let openapi = s.get("/openapi.json");
+    assert!(openapi["paths"]["/v1/events"]["post"].is_object());
+    s.stop();
+}
+
+#[test]
+fn bad_requests_get_4xx_with_reasons_and_lose_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Service::start(dir.path());
+    let (code, v) = s.request("POST", "/v1/events", "[{\"id\": 1,");
+    assert_eq!(code, 400, "{v}");
+    assert_eq!(v["error"], "bad_body");
+    let mut events = script();
+    events.insert(1, r#"{"id":"nope","type":"scan"}"#.to_string());
+    let r = s.post(&events);
+    assert_eq!(
+        (r["accepted"].as_u64(), r["rejected"].as_u64()),
+        (Some(14), Some(1)),
+        "{r}"
+    );
+    assert_eq!(r["results"][1]["status"], "rejected");
+    assert_eq!(r["results"][1]["reasons"][0]["reason"], "bad_uuid");
+    let dead = s.get("/v1/outputs?output=dead_letter");
+    assert_eq!(dead["items"].as_array().unwrap().len(), 1, "{dead}");
+    let (code, _) = s.request("GET", "/v1/members/nobody", "");
+    assert_eq!(code, 404);
+    let (code, v) = s.request("GET", "/v1/identities/phone/not-a-phone", "");
+    assert_eq!(code, 400, "{v}");
+    let (code, v) = s.request("POST", "/v1/scan", &script()[2]);
+    assert_eq!(code, 400, "an order is not a scan: {v}");
+}
+
+#[test]
+fn restarts_after_sigterm_and_sigkill_reach_the_same_state_as_one_run() {
+    let events = script();
+    let whole = tempfile::tempdir().unwrap();
+    let s = Service::start(whole.path());
+    s.post(&events);
+    let expected = observe(&s);
+    s.stop();
+
+    let dir = tempfile::tempdir().unwrap();
+    let s = Service::start(dir.path());
+    s.post(&events[..5]);
+    s.stop();
+    let s = Service::start(dir.path());
+    s.post(&events[5..9]);
+    // answered means durable: a SIGKILL right after loses nothing acknowledged
+    s.kill();
+    let s = Service::start(dir.path());
+    let r = s.post(&events);
+    assert_eq!(r["duplicates"], 9, "the first nine were kept: {r}");
+    assert_eq!(observe(&s), expected);
+    s.stop();
+}
