@@ -521,7 +521,7 @@ impl<'a> Gen<'a> {
             dur: sc.duration as i64 * 1000,
             cities,
             city_w,
-            member_z: Zipf::new(z.members as usize, sc.skew.members),
+            member_z: Zipf::capped(z.members as usize, sc.skew.members, sc.skew.member_cap),
             sku_z: Zipf::new(z.skus as usize, sc.skew.skus),
             ad_z: Zipf::new(200, 1.0),
             dealer_z: Zipf::new(z.dealers as usize, 1.0),

@@ -104,6 +104,8 @@ pub struct Skew {
     pub members: f64,
     /// SKU popularity.
     pub skus: f64,
+    /// The most active member is at most this many times as active as the average one.
+    pub member_cap: f64,
 }
 
 impl Default for Skew {
@@ -111,6 +113,7 @@ impl Default for Skew {
         Skew {
             members: 1.0,
             skus: 1.1,
+            member_cap: 20.0,
         }
     }
 }
@@ -375,6 +378,12 @@ impl Scenario {
             if v < min {
                 bail!("{key}: {v} is below the minimum {min}");
             }
+        }
+        if !(self.skew.member_cap >= 1.0 && self.skew.member_cap.is_finite()) {
+            bail!(
+                "skew.member_cap: {} must be at least 1",
+                self.skew.member_cap
+            );
         }
         if z.cities > 10 {
             bail!("sizes.cities: {} but only 10 cities are built in", z.cities);

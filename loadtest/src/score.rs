@@ -11,14 +11,6 @@ use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::io::BufRead;
 
-/// The decision line fields the scorer reads; every other field and line is ignored.
-#[derive(Deserialize)]
-struct DecisionLine {
-    event: Option<String>,
-    output: Option<String>,
-    decision: Option<String>,
-}
-
 #[derive(Deserialize)]
 struct LabelLine {
     event: String,
@@ -107,13 +99,17 @@ pub fn score(decisions: impl BufRead, labels: impl BufRead) -> Result<Report> {
         if !line.contains("\"decision\"") {
             continue;
         }
-        let Ok(d) = serde_json::from_str::<DecisionLine>(&line) else {
+        // a generic value rather than a struct: it tolerates a key written twice (last wins),
+        // which a strict struct would refuse, silently dropping the decision
+        let Ok(serde_json::Value::Object(d)) = serde_json::from_str::<serde_json::Value>(&line)
+        else {
             continue;
         };
-        if d.output.as_deref() != Some("decision") {
+        if d.get("output").and_then(|v| v.as_str()) != Some("decision") {
             continue;
         }
-        let (Some(event), Some(decision)) = (d.event, d.decision) else {
+        let field = |k: &str| d.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        let (Some(event), Some(decision)) = (field("event"), field("decision")) else {
             bail!(
                 "decisions line {}: a decision without `event` or `decision`",
                 n + 1

@@ -274,27 +274,31 @@ fn scorer_counts_flags_per_pattern() {
 {"event":"e10","output":"decision","decision":"allow","reasons":[]}
 {"event":"e11","output":"decision","decision":"allow","reasons":[]}
 {"event":"e1","output":"ledger","member":"m1","delta":5}
+{"event":"e4","at":"2026-11-11T00:00:00+08:00","output":"decision","event":"e4","decision":"block"}
 not json at all
 "#;
     let r = score::score(decisions.as_bytes(), labels.as_bytes()).unwrap();
     let farm = &r.patterns["device_farm"];
-    assert_eq!((farm.fraud, farm.tp, farm.fp), (4, 2, 0));
-    assert_eq!(farm.recall(), Some(0.5));
+    assert_eq!((farm.fraud, farm.tp, farm.fp), (4, 3, 0));
+    assert_eq!(farm.recall(), Some(0.75));
     assert_eq!(farm.precision(), Some(1.0));
     assert_eq!(farm.false_positive_rate(), None);
-    assert_eq!(farm.decisions["missing"], 1);
+    assert_eq!(
+        farm.decisions["block"], 2,
+        "e4's decision, whose event key is doubled, counts"
+    );
     let fam = &r.patterns["family"];
     assert_eq!((fam.legit, fam.fp), (2, 1));
     assert_eq!(fam.false_positive_rate(), Some(0.5));
     assert_eq!(fam.precision(), Some(0.0));
     let all = &r.overall;
-    assert_eq!((all.fraud, all.legit, all.tp, all.fp), (4, 6, 2, 1));
-    assert!((all.precision().unwrap() - 2.0 / 3.0).abs() < 1e-12);
+    assert_eq!((all.fraud, all.legit, all.tp, all.fp), (4, 6, 3, 1));
+    assert!((all.precision().unwrap() - 3.0 / 4.0).abs() < 1e-12);
     assert!((all.false_positive_rate().unwrap() - 1.0 / 6.0).abs() < 1e-12);
-    assert_eq!(r.decisions, 10);
+    assert_eq!(r.decisions, 11);
     assert_eq!(r.unlabelled, 1);
     let j = r.json();
-    assert_eq!(j["overall"]["recall"], 0.5);
+    assert_eq!(j["overall"]["recall"], 0.75);
     assert!(r.table().contains("device_farm"));
 }
 
