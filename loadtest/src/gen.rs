@@ -661,8 +661,12 @@ impl<'a> Gen<'a> {
         (lat + a * deg, lon + b * deg / lat.to_radians().cos())
     }
 
+    /// An address in the city's pool: 32 /16s (8,128 /24s), so a /24 holds a handful of
+    /// households as in real broadband pools; a single /16 put a hundred members in every
+    /// /24 and made ordinary newcomers look like accounts rotated behind one NAT.
     fn city_ip(&self, c: usize, h: u64) -> String {
         let (a, b) = CITIES[c].ip;
+        let b = b ^ (h % 32) as u8;
         format!("{a}.{b}.{}.{}", 1 + (h >> 8) % 254, 1 + (h >> 16) % 254)
     }
 
