@@ -424,11 +424,18 @@ pub struct FraudState {
     /// Consecutive located scans closer than this (km) are never impossible travel: GPS and
     /// cell-tower positions jump a few km.
     pub travel_min_km: f64,
-    /// An IP links its members into rings only while it has at most this many (a home, not
-    /// a campus NAT or a mobile carrier gateway).
-    pub ring_link_max_members: u32,
+    /// A device links its members into rings only while it has at most this many (a shared
+    /// phone, not a store's kiosk scanned by every customer).
+    pub ring_device_max_members: u32,
+    /// An IP links its members only while it has at most this many in its window (0: IPs
+    /// never link). Off by default: dynamic addresses are handed from one household to
+    /// the next, and random links among many members percolate into one giant "ring".
+    pub ring_ip_max_members: u32,
     /// ... and while it carried at most this many scans in the last day.
     pub ring_link_max_ip_scans: u32,
+    /// Rings are kept per epoch of this many days: a component only grows, so without an
+    /// end every chance link would add up over months.
+    pub ring_epoch_days: i64,
     /// A ring is flagged when it reaches this many members.
     pub ring_flag_size: u32,
     /// Most member ids a ring remembers (to tell them it was flagged); the count goes on.
@@ -448,8 +455,10 @@ impl Default for FraudState {
             batch_window_min: 60,
             track_batch_scans: 64,
             travel_min_km: 50.0,
-            ring_link_max_members: 4,
+            ring_device_max_members: 6,
+            ring_ip_max_members: 0,
             ring_link_max_ip_scans: 100,
+            ring_epoch_days: 7,
             ring_flag_size: 8,
             ring_track: 256,
             max_held_reviews: 32,
@@ -471,6 +480,9 @@ impl FraudState {
         }
         if !(1..=4096).contains(&self.track_batch_scans) {
             return bad("track-batch-scans", "must be in 1..=4096");
+        }
+        if self.ring_epoch_days <= 0 {
+            return bad("ring-epoch-days", "must be > 0");
         }
         if !(1..=65_536).contains(&self.ring_track) || self.ring_flag_size < 2 {
             return bad("ring-track", "must be in 1..=65536, ring-flag-size >= 2");
@@ -539,7 +551,7 @@ impl Default for FraudRules {
             ip_members: 40,
             net_members: 60,
             ip_fresh: 8,
-            net_fresh: 8,
+            net_fresh: 20,
             travel_kmh: 800.0,
             new_account_scans: 5,
             batch_scans: 8,

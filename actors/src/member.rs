@@ -15,6 +15,7 @@ use crate::cmd::{
 };
 use crate::config::{Rules, TagCond};
 use crate::fraud::profile::ScanProfile;
+use crate::fraud::ring;
 use crate::fraud::{Decision, Verdict};
 use crate::output::Output;
 use crate::{Ctx, Effects, Key, Recent, DAY_US};
@@ -376,13 +377,30 @@ impl Member {
                 });
             }
             MemberCmd::RingLabel { label } => {
-                if label < *self.scan.ring.as_ref().unwrap_or(&me) {
+                let epoch = ring::epoch(ts, ctx.rules.fraud.ring_epoch_days);
+                let own = ring::ring_key(&me, epoch);
+                let current = self
+                    .scan
+                    .ring
+                    .clone()
+                    .filter(|r| ring::epoch_of(r) == Some(epoch))
+                    .unwrap_or(own);
+                if ring::epoch_of(&label) == Some(epoch) && label < current {
                     self.scan.ring = Some(label);
                 }
             }
-            MemberCmd::RingSize { ring, size } => {
-                if self.scan.ring.as_ref().is_none_or(|r| ring <= *r) {
-                    self.scan.ring = (ring != me).then_some(ring);
+            MemberCmd::RingSize { ring: key, size } => {
+                let epoch = ring::epoch(ts, ctx.rules.fraud.ring_epoch_days);
+                if ring::epoch_of(&key) != Some(epoch) {
+                    return; // a past epoch's flag
+                }
+                if self
+                    .scan
+                    .ring
+                    .as_ref()
+                    .is_none_or(|r| ring::epoch_of(r) != Some(epoch) || key <= *r)
+                {
+                    self.scan.ring = Some(key);
                 }
                 self.scan.ring_size = self.scan.ring_size.max(size);
             }

@@ -534,6 +534,52 @@ fn a_ring_linked_through_devices_and_home_ips_is_flagged_and_counted_against_its
             .map(|d| (d.score, d.reasons.clone()))
             .collect::<Vec<_>>()
     );
+    // a week on, the ring's epoch is over: old links no longer count against anyone
+    for j in 0..10 {
+        let t = 9 * 86_400 + j * 200;
+        w.send(&scan(
+            t,
+            &format!("RG9-{j}"),
+            &format!("acct{j}"),
+            &format!("own{j}"),
+            &format!("9.{j}.0.1"),
+            None,
+        ));
+    }
+    let ds = w.decisions();
+    assert!(ds[ds.len() - 10..]
+        .iter()
+        .all(|d| d.decision == Decision::Allow && d.reasons.is_empty()));
+}
+
+#[test]
+fn neighbours_on_one_dynamic_address_do_not_form_a_ring() {
+    let mut w = World::default();
+    // twelve households, each on its own phone, each handed the same address once in a day
+    for j in 0..12 {
+        w.send(&history(-86_400 * 30 - j, &format!("hh{j}")));
+        w.send(&scan(
+            j * 3_600,
+            &format!("DY{j}"),
+            &format!("hh{j}"),
+            &format!("hp{j}"),
+            "183.1.1.1",
+            None,
+        ));
+        w.send(&scan(
+            j * 3_600 + 60,
+            &format!("DZ{j}"),
+            &format!("hh{j}"),
+            &format!("hp{j}"),
+            &format!("183.2.{j}.1"),
+            None,
+        ));
+    }
+    assert!(!w
+        .out
+        .iter()
+        .any(|e| matches!(e.output, Output::RingFlagged { .. })));
+    assert!(w.decisions().iter().all(|d| d.decision == Decision::Allow));
 }
 
 #[test]

@@ -9,7 +9,7 @@
 //! other members lazily, when they next scan through a linking crowd.
 
 use super::window::{BatchScans, Distinct, Rate};
-use super::{hash64, ScanCheck};
+use super::{hash64, ring, ScanCheck};
 use crate::cmd::{CampaignCmd, Cmd, CrowdCmd, MemberCmd, RingCmd};
 use crate::{Ctx, Effects, Key};
 use compact_str::CompactString as Str;
@@ -39,7 +39,7 @@ pub struct Crowd {
     /// Recent scans by batch (devices).
     #[serde(default, skip_serializing_if = "BatchScans::is_empty")]
     pub batches: BatchScans,
-    /// Ring label: the smallest ring label among the members linked here.
+    /// Ring key: the smallest ring key among the members linked here in its epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<Str>,
 }
@@ -68,7 +68,9 @@ impl Crowd {
                         st.track_batch_scans,
                     );
                 }
-                self.link(&mut check, fx);
+                if c.members <= st.ring_device_max_members {
+                    self.link(&mut check, ctx, fx);
+                }
                 (
                     Key::Ip(check.ip.clone()),
                     Cmd::Crowd(CrowdCmd::Check(check)),
@@ -83,10 +85,9 @@ impl Crowd {
                 f.ip_members = c.members;
                 f.ip_fresh = c.fresh;
                 // a home links its members; a campus NAT or a carrier gateway must not
-                if c.members <= st.ring_link_max_members
-                    && f.ip_rate[2] <= st.ring_link_max_ip_scans
+                if c.members <= st.ring_ip_max_members && f.ip_rate[2] <= st.ring_link_max_ip_scans
                 {
-                    self.link(&mut check, fx);
+                    self.link(&mut check, ctx, fx);
                 }
                 (
                     Key::Net(check.net.clone()),
@@ -110,9 +111,14 @@ impl Crowd {
     }
 
     /// Joins the scanning member's ring and this crowd's ring: they are one component now.
-    fn link(&mut self, check: &mut ScanCheck, fx: &mut Effects) {
+    fn link(&mut self, check: &mut ScanCheck, ctx: &Ctx, fx: &mut Effects) {
         let mine = check.ring.clone();
-        let Some(here) = self.label.clone() else {
+        let now = ring::epoch(ctx.ts(), ctx.rules.fraud.ring_epoch_days);
+        let current = self
+            .label
+            .clone()
+            .filter(|l| ring::epoch_of(l) == Some(now));
+        let Some(here) = current else {
             self.label = Some(mine);
             return;
         };

@@ -4,7 +4,7 @@
 //! looks the code's batch up in the reference data, once per scan, for the entities after it.
 
 use super::window::{BatchScans, Rate};
-use super::{hash64, ScanCheck};
+use super::{hash64, ring, ScanCheck};
 use crate::{Ctx, DAY_US};
 use compact_str::CompactString as Str;
 use serde::{Deserialize, Serialize};
@@ -22,7 +22,7 @@ pub struct ScanProfile {
     /// Recent scans by batch.
     #[serde(default, skip_serializing_if = "BatchScans::is_empty")]
     pub batches: BatchScans,
-    /// Ring label, when linked to other members (None: its own id).
+    /// Ring key (`label@epoch`), when linked to other members (None: its own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ring: Option<Str>,
     /// Size of its ring when that ring was flagged (0: not flagged).
@@ -45,7 +45,20 @@ impl ScanProfile {
         let ts = ctx.ts();
         let st = &ctx.rules.fraud;
         check.member = me.clone();
-        check.ring = self.ring.clone().unwrap_or_else(|| me.clone());
+        let epoch = ring::epoch(ts, st.ring_epoch_days);
+        if self
+            .ring
+            .as_ref()
+            .is_some_and(|r| ring::epoch_of(r) != Some(epoch))
+        {
+            // a past epoch's ring says nothing about this one
+            self.ring = None;
+            self.ring_size = 0;
+        }
+        check.ring = self
+            .ring
+            .clone()
+            .unwrap_or_else(|| ring::ring_key(me, epoch));
         if let Some(b) = ctx.refs.batch_of(&check.code) {
             check.batch = Some(b.batch.clone());
             check.dealer = Some(b.dealer.clone());

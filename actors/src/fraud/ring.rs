@@ -5,16 +5,35 @@
 //! forwards later merges. When a ring reaches the flagging size it tells its members, who
 //! count it against their next scans.
 //!
+//! Rings live per epoch (`fraud.ring-epoch-days`): a ring's key is `label@epoch`, and
+//! members and crowds drop labels of past epochs, so chance links do not add up forever.
+//!
 //! Limits, on purpose: a ring remembers at most `fraud.ring-track` member ids (it keeps
 //! counting beyond, so flagging still works, but members past the cap are not told); labels
 //! reach members lazily (when they next scan through a linking device or IP), so a member can
-//! scan once more under an old label; rings never split (a device sold second-hand links two
-//! households for good) — the flag is a score contribution, not a block on its own.
+//! scan once more under an old label; within an epoch rings never split (a device sold
+//! second-hand links two households until the epoch ends) — the flag is a score
+//! contribution, not a block on its own; IPs do not link by default (see the config).
 
 use crate::cmd::{Cmd, MemberCmd, RingCmd};
 use crate::{Ctx, Effects, Key, Output};
 use compact_str::CompactString as Str;
 use serde::{Deserialize, Serialize};
+
+/// The epoch number of event time `ts` (µs) for epochs of `days` days.
+pub fn epoch(ts: i64, days: i64) -> i64 {
+    ts.div_euclid(days.max(1) * crate::DAY_US)
+}
+
+/// The key of the ring labelled `label` in `epoch`: `label@epoch`.
+pub fn ring_key(label: &str, epoch: i64) -> Str {
+    compact_str::format_compact!("{label}@{epoch}")
+}
+
+/// The epoch of a ring key (None: not a ring key).
+pub fn epoch_of(key: &str) -> Option<i64> {
+    key.rsplit_once('@')?.1.parse().ok()
+}
 
 /// One ring's state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,7 +54,8 @@ impl Ring {
     pub fn handle(&mut self, me: &Str, cmd: RingCmd, ctx: &Ctx, fx: &mut Effects) {
         if self.size == 0 && self.into.is_none() {
             // every member is a ring of one, labelled by its own id
-            self.members.push(me.clone());
+            let member = me.rsplit_once('@').map_or(me.as_str(), |(m, _)| m);
+            self.members.push(Str::from(member));
             self.size = 1;
         }
         let st = &ctx.rules.fraud;
