@@ -370,6 +370,82 @@ fn outputs_page(s: &dyn Store, q: OutputQuery) -> Value {
     json!({"next": from, "items": found})
 }
 
+#[derive(Deserialize)]
+struct ReviewBody {
+    /// `allow` or `block`.
+    decision: String,
+}
+
+/// Resolves a scan under review: `{"decision": "allow"}` pays the held reward.
+async fn post_review(
+    st: web::Data<AppState>,
+    event: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let Ok(event) = uuid::Uuid::parse_str(&event) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_uuid",
+            "the path must be the scan's event id",
+        );
+    };
+    let allow = match serde_json::from_slice::<ReviewBody>(&body).map(|b| b.decision) {
+        Ok(d) if d == "allow" => true,
+        Ok(d) if d == "block" => false,
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_body",
+                r#"expected {"decision": "allow"} or {"decision": "block"}"#,
+            )
+        }
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if st
+        .shard
+        .send(crate::shard::Review {
+            event,
+            allow,
+            reply: tx,
+        })
+        .await
+        .is_err()
+    {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shard_unavailable",
+            "the shard stopped",
+        );
+    }
+    match rx.await {
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "no_review",
+            "no review of this scan is pending",
+        ),
+        Ok(Some(Ok(mut o))) => match o.pop() {
+            Some(Outcome::Accepted { outputs, .. }) => {
+                HttpResponse::Ok().json(json!({"event": event, "outputs": outputs}))
+            }
+            _ => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "no_outcome",
+                "the shard answered nothing",
+            ),
+        },
+        Ok(Some(Err(e))) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            e.to_string(),
+        ),
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shard_unavailable",
+            "the shard stopped",
+        ),
+    }
+}
+
 async fn get_stats(st: web::Data<AppState>) -> HttpResponse {
     let shard = st.shard.send(GetStats).await.ok();
     let engine = st
@@ -449,6 +525,7 @@ pub async fn serve(cfg: Config, listener: TcpListener, pii_key: Vec<u8>) -> anyh
             .route("/v1/orders/{channel}/{order}", web::get().to(get_order))
             .route("/v1/outputs", web::get().to(get_outputs))
             .route("/v1/decisions", web::get().to(get_decisions))
+            .route("/v1/reviews/{event}", web::post().to(post_review))
             .route("/v1/stats", web::get().to(get_stats))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))

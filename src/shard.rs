@@ -136,8 +136,83 @@ pub struct Shard {
     commit_every: Duration,
     commit_events: usize,
     ready: Arc<AtomicBool>,
+    reviews: Reviews,
     /// Counters.
     pub stats: ShardStats,
+}
+
+/// Log entries that are not events start with this (events start with `{"id"` or similar).
+const ADMIN_PREFIX: &[u8] = b"{\"admin\"";
+
+/// A command from the admin API, logged like an event so a replay repeats it.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct AdminEntry {
+    /// Always `review` today.
+    admin: String,
+    /// The command's own id.
+    id: uuid::Uuid,
+    /// Event time it ran at (µs).
+    at_us: i64,
+    /// The scan under review.
+    event: uuid::Uuid,
+    /// The member holding the reward.
+    member: String,
+    /// Pay or refuse.
+    allow: bool,
+}
+
+impl AdminEntry {
+    fn apply(&self, engine: &mut Engine, out: &mut Vec<Emitted>) -> usize {
+        let at = omnistream_schemas::EventTime {
+            unix_us: self.at_us,
+            offset_min: 0,
+        };
+        let cmd = omnistream_actors::Cmd::Member(omnistream_actors::MemberCmd::ReviewResolve {
+            event: self.event,
+            allow: self.allow,
+        });
+        let key = omnistream_actors::Key::Member(self.member.as_str().into());
+        engine.command(key, cmd, self.id, at, out)
+    }
+}
+
+/// Scans waiting for a person's review, and the member holding each reward.
+#[derive(Debug, Default)]
+struct Reviews(std::collections::HashMap<uuid::Uuid, String>);
+
+impl Reviews {
+    fn observe(&mut self, out: &[Emitted]) {
+        for e in out {
+            match &e.output {
+                Output::Decision {
+                    scan_event,
+                    member,
+                    decision: omnistream_actors::fraud::Decision::Review,
+                    ..
+                } => {
+                    self.0.insert(*scan_event, member.to_string());
+                }
+                Output::ReviewResolved { scan_event, .. } => {
+                    self.0.remove(scan_event);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Resolve the review of a scan: pay its held reward or refuse it; answers once durable.
+pub struct Review {
+    /// The scan's event id.
+    pub event: uuid::Uuid,
+    /// Pay the reward.
+    pub allow: bool,
+    /// The answer: `None` when no review of that scan is pending.
+    pub reply: oneshot::Sender<Option<Result<Vec<Outcome>, ShardError>>>,
+}
+
+impl Message for Review {
+    type Result = ();
 }
 
 impl Shard {
@@ -162,6 +237,7 @@ impl Shard {
             commit_every,
             commit_events,
             ready,
+            reviews: Reviews::default(),
             stats: ShardStats::default(),
         };
         s.rebuild()?;
@@ -177,18 +253,32 @@ impl Shard {
         let mut n = 0u64;
         let mut bad = None;
         let decoder = &self.stored_decoder;
-        let next = self
-            .store
-            .replay(0, &mut |seq, bytes| match decoder.decode(bytes) {
-                Ok(ev) => {
-                    engine.apply(&ev, &mut scratch);
-                    scratch.clear();
-                    n += 1;
+        let mut reviews = Reviews::default();
+        let next = self.store.replay(0, &mut |seq, bytes| {
+            if bytes.starts_with(ADMIN_PREFIX) {
+                match serde_json::from_slice::<AdminEntry>(bytes) {
+                    Ok(a) => {
+                        a.apply(&mut engine, &mut scratch);
+                    }
+                    Err(e) => {
+                        bad.get_or_insert((seq, e.to_string()));
+                    }
                 }
-                Err(r) => {
-                    bad.get_or_insert((seq, r.to_string()));
+            } else {
+                match decoder.decode(bytes) {
+                    Ok(ev) => {
+                        engine.apply(&ev, &mut scratch);
+                        n += 1;
+                    }
+                    Err(r) => {
+                        bad.get_or_insert((seq, r.to_string()));
+                    }
                 }
-            })?;
+            }
+            reviews.observe(&scratch);
+            scratch.clear();
+        })?;
+        self.reviews = reviews;
         if let Some((seq, why)) = bad {
             return Err(StoreError::Io {
                 op: "replay",
@@ -237,6 +327,20 @@ impl Shard {
         }
     }
 
+    /// Adds outputs (and ledger entries) to the batch being built.
+    fn push_outputs(&mut self, emitted: &[Emitted]) {
+        for e in emitted {
+            let json = serde_json::to_vec(e).unwrap_or_default();
+            if let Output::Ledger { member, seq, .. } = &e.output {
+                self.batch
+                    .ledger
+                    .push((member.to_string(), *seq, json.clone()));
+            }
+            self.batch.outputs.push((self.next_output, json));
+            self.next_output += 1;
+        }
+    }
+
     fn apply(&mut self, source: &'static str, items: Vec<Item>) -> Vec<Outcome> {
         let mut outcomes = Vec::with_capacity(items.len());
         let mut emitted = Vec::new();
@@ -249,6 +353,7 @@ impl Shard {
                     }
                     Applied::Done(_) => {
                         self.stats.applied += 1;
+                        self.reviews.observe(&emitted);
                         let seq = self.next_seq;
                         self.next_seq += 1;
                         self.batch
@@ -335,6 +440,53 @@ where
 
     fn handle(&mut self, msg: Read<F>, _: &mut Self::Context) -> Self::Result {
         MessageResult((msg.0)(&self.engine, self.store.as_ref()))
+    }
+}
+
+impl Handler<Review> for Shard {
+    type Result = ();
+
+    fn handle(&mut self, msg: Review, ctx: &mut Self::Context) {
+        let Some(member) = self.reviews.0.get(&msg.event).cloned() else {
+            let _ = msg.reply.send(None);
+            return;
+        };
+        let seq = self.next_seq;
+        // a deterministic id for the command; it runs at the current event time
+        let entry = AdminEntry {
+            admin: "review".into(),
+            id: uuid::Uuid::from_u64_pair(0x5245_5649_4557, seq),
+            at_us: self.engine.watermark().max(0),
+            event: msg.event,
+            member,
+            allow: msg.allow,
+        };
+        let mut emitted = Vec::new();
+        entry.apply(&mut self.engine, &mut emitted);
+        self.reviews.observe(&emitted);
+        self.next_seq += 1;
+        self.batch
+            .events
+            .push((seq, serde_json::to_vec(&entry).unwrap_or_default()));
+        self.push_outputs(&emitted);
+        let (tx, rx) = oneshot::channel();
+        self.waiting.push((
+            tx,
+            vec![Outcome::Accepted {
+                id: entry.id,
+                outputs: emitted,
+            }],
+        ));
+        // the caller waits for the commit; forward its answer
+        actix::spawn(async move {
+            let _ = msg.reply.send(rx.await.ok());
+        });
+        if !self.flush_scheduled {
+            self.flush_scheduled = true;
+            ctx.run_later(self.commit_every, |act, _| {
+                let _ = act.flush();
+            });
+        }
     }
 }
 

@@ -241,3 +241,62 @@ fn restarts_after_sigterm_and_sigkill_reach_the_same_state_as_one_run() {
     assert_eq!(observe(&s), expected);
     s.stop();
 }
+
+#[test]
+fn a_scan_sent_to_review_is_paid_once_a_person_allows_it_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Service::start(dir.path());
+    let scan = |n: u32, code: &str, ts: &str, lat: f64, lon: f64| {
+        json!({"id": id(n), "type":"scan","ts":ts,"channel":"campaign","code":code,"sku":"S1","campaign":"cny",
+               "member":{"openid":"traveller"},"device":"d9","ip":"10.9.9.9","geo":{"lat":lat,"lon":lon}})
+        .to_string()
+    };
+    // Shanghai, then Beijing ten minutes later: faster than any plane
+    let first = s
+        .request(
+            "POST",
+            "/v1/scan",
+            &scan(1, "A1", "2026-11-11T10:00:00+08:00", 31.23, 121.47),
+        )
+        .1;
+    assert_eq!(first["decision"]["decision"], "allow", "{first}");
+    let second = s
+        .request(
+            "POST",
+            "/v1/scan",
+            &scan(2, "A2", "2026-11-11T10:10:00+08:00", 39.90, 116.40),
+        )
+        .1;
+    assert_eq!(second["decision"]["decision"], "review", "{second}");
+    assert_eq!(second["decision"]["reward"], 0);
+    assert_eq!(s.get("/v1/identities/openid/traveller")["balance"], 10);
+    let listed = s.get("/v1/decisions?campaign=cny");
+    assert_eq!(listed["items"].as_array().unwrap().len(), 2, "{listed}");
+    s.stop();
+    // the review survives a restart (it is state rebuilt from the log)
+    let s = Service::start(dir.path());
+    let (code, v) = s.request(
+        "POST",
+        &format!("/v1/reviews/{}", id(2)),
+        r#"{"decision":"allow"}"#,
+    );
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(s.get("/v1/identities/openid/traveller")["balance"], 20);
+    let (code, _) = s.request(
+        "POST",
+        &format!("/v1/reviews/{}", id(2)),
+        r#"{"decision":"allow"}"#,
+    );
+    assert_eq!(code, 404, "a resolved review is gone");
+    let (code, _) = s.request(
+        "POST",
+        &format!("/v1/reviews/{}", id(1)),
+        r#"{"decision":"maybe"}"#,
+    );
+    assert_eq!(code, 400);
+    s.stop();
+    // and the resolution itself is in the log: after another restart the reward is still paid
+    let s = Service::start(dir.path());
+    assert_eq!(s.get("/v1/identities/openid/traveller")["balance"], 20);
+    s.stop();
+}
