@@ -2,7 +2,8 @@
 //! the OpenAPI document. `serve` takes a bound listener, so tests bind port 0.
 
 use crate::config::Config;
-use crate::shard::{FlushNow, GetStats, Ingest, Item, Outcome, Read, Shard};
+use crate::metrics::Metrics;
+use crate::shard::{FlushNow, GetBoard, GetStats, Ingest, Item, Outcome, Read, Shard};
 use crate::store::{RedbStore, Store};
 use actix::prelude::*;
 use actix_web::http::StatusCode;
@@ -25,6 +26,7 @@ struct AppState {
     inflight: Arc<AtomicUsize>,
     ready: Arc<AtomicBool>,
     cfg: Arc<Config>,
+    metrics: Arc<Metrics>,
 }
 
 /// A JSON error body with a stable code and a human detail.
@@ -57,6 +59,7 @@ async fn submit(
     source: &'static str,
     texts: Vec<&[u8]>,
 ) -> Result<Vec<Outcome>, HttpResponse> {
+    let received = std::time::Instant::now();
     if !st.ready.load(Ordering::SeqCst) {
         return Err(error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -102,6 +105,7 @@ async fn submit(
             source,
             items,
             reply: tx,
+            received,
         })
         .await;
     let result = match sent {
@@ -109,6 +113,10 @@ async fn submit(
         Err(e) => Err(e.to_string()),
     };
     st.inflight.fetch_sub(n, Ordering::SeqCst);
+    st.metrics
+        .ingest_seconds
+        .observe(received.elapsed().as_secs_f64());
+    st.metrics.durable_window.record(received.elapsed());
     match result {
         Ok(Ok(outcomes)) => Ok(outcomes),
         Ok(Err(e)) => Err(error(
@@ -456,7 +464,55 @@ async fn get_stats(st: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "shard": shard, "engine": engine,
         "inflight_events": st.inflight.load(Ordering::SeqCst),
+        "latency_us": {
+            "window": "the last 60 to 120 seconds",
+            "ingest_to_decision": st.metrics.decision_window.percentiles(),
+            "ingest_to_durable": st.metrics.durable_window.percentiles(),
+        },
     }))
+}
+
+async fn metrics_text(st: web::Data<AppState>) -> HttpResponse {
+    st.metrics
+        .ready
+        .set(i64::from(st.ready.load(Ordering::SeqCst)));
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(st.metrics.render())
+}
+
+async fn board_json(st: web::Data<AppState>) -> HttpResponse {
+    match st.shard.send(GetBoard).await {
+        Ok(v) => HttpResponse::Ok().json(v),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shard_unavailable",
+            e.to_string(),
+        ),
+    }
+}
+
+/// Server-sent events: the board's view once a second.
+async fn board_stream(st: web::Data<AppState>) -> HttpResponse {
+    let shard = st.shard.clone();
+    let stream = futures_util::stream::unfold((shard, true), |(shard, first)| async move {
+        if !first {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let v = shard.send(GetBoard).await.ok()?;
+        let frame = web::Bytes::from(format!("data: {v}\n\n"));
+        Some((Ok::<_, actix_web::Error>(frame), (shard, false)))
+    });
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-cache"))
+        .streaming(stream)
+}
+
+async fn board_page() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(include_str!("board.html"))
 }
 
 async fn healthz() -> HttpResponse {
@@ -484,6 +540,7 @@ async fn openapi() -> HttpResponse {
 pub async fn serve(cfg: Config, listener: TcpListener, pii_key: Vec<u8>) -> anyhow::Result<()> {
     let store = RedbStore::open(&cfg.data_dir)?;
     let ready = Arc::new(AtomicBool::new(false));
+    let metrics = Arc::new(Metrics::default());
     let shard = Shard::new(
         Box::new(store),
         cfg.rules.clone(),
@@ -491,6 +548,7 @@ pub async fn serve(cfg: Config, listener: TcpListener, pii_key: Vec<u8>) -> anyh
         Duration::from_millis(cfg.group_commit_ms),
         cfg.group_commit_events,
         ready.clone(),
+        metrics.clone(),
     )?;
     tracing::info!(
         replayed = shard.stats.replayed,
@@ -507,6 +565,7 @@ pub async fn serve(cfg: Config, listener: TcpListener, pii_key: Vec<u8>) -> anyh
         inflight: Arc::new(AtomicUsize::new(0)),
         ready,
         cfg: Arc::new(cfg.clone()),
+        metrics,
     };
     let addr = listener.local_addr()?;
     let max_body = cfg.max_body_bytes;
@@ -530,6 +589,10 @@ pub async fn serve(cfg: Config, listener: TcpListener, pii_key: Vec<u8>) -> anyh
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
             .route("/openapi.json", web::get().to(openapi))
+            .route("/metrics", web::get().to(metrics_text))
+            .route("/v1/board", web::get().to(board_json))
+            .route("/v1/board/stream", web::get().to(board_stream))
+            .route("/", web::get().to(board_page))
     })
     .workers(2)
     .shutdown_timeout(10)

@@ -6,6 +6,8 @@
 //! Today one shard hosts every entity (the engine's canonical order); hashing keys over
 //! several shards with an exchange between them is the next step of issue #5.
 
+use crate::board::Board;
+use crate::metrics::Metrics;
 use crate::store::{Batch, Store, StoreError};
 use actix::prelude::*;
 use omnistream_actors::engine::{Applied, Emitted, Engine};
@@ -78,6 +80,8 @@ pub struct Ingest {
     pub items: Vec<Item>,
     /// The answer.
     pub reply: Reply,
+    /// When the request arrived (for the ingest → decision latency).
+    pub received: Instant,
 }
 
 impl Message for Ingest {
@@ -137,6 +141,8 @@ pub struct Shard {
     commit_events: usize,
     ready: Arc<AtomicBool>,
     reviews: Reviews,
+    metrics: Arc<Metrics>,
+    board: Board,
     /// Counters.
     pub stats: ShardStats,
 }
@@ -224,8 +230,12 @@ impl Shard {
         commit_every: Duration,
         commit_events: usize,
         ready: Arc<AtomicBool>,
+        metrics: Arc<Metrics>,
     ) -> Result<Shard, StoreError> {
+        let low_atp = rules.stock.low_stock_atp;
         let mut s = Shard {
+            metrics,
+            board: Board::new(low_atp),
             engine: Engine::new(rules),
             store,
             stored_decoder: Decoder::new(Pii::for_stored(pii_key)),
@@ -254,6 +264,7 @@ impl Shard {
         let mut bad = None;
         let decoder = &self.stored_decoder;
         let mut reviews = Reviews::default();
+        let mut board = Board::new(self.engine.rules.stock.low_stock_atp);
         let next = self.store.replay(0, &mut |seq, bytes| {
             if bytes.starts_with(ADMIN_PREFIX) {
                 match serde_json::from_slice::<AdminEntry>(bytes) {
@@ -276,9 +287,11 @@ impl Shard {
                 }
             }
             reviews.observe(&scratch);
+            board.observe(&engine, &scratch);
             scratch.clear();
         })?;
         self.reviews = reviews;
+        self.board = board;
         if let Some((seq, why)) = bad {
             return Err(StoreError::Io {
                 op: "replay",
@@ -301,8 +314,19 @@ impl Shard {
         }
         let batch = std::mem::take(&mut self.batch);
         let waiting = std::mem::take(&mut self.waiting);
-        match self.store.commit(&batch) {
+        let started = Instant::now();
+        let result = self.store.commit(&batch);
+        self.metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match result {
             Ok(()) => {
+                self.metrics
+                    .commit_events
+                    .observe(batch.events.len() as f64);
+                self.metrics
+                    .log_events
+                    .set(i64::try_from(self.next_seq).unwrap_or(i64::MAX));
                 self.stats.commits += 1;
                 self.stats.max_batch = self.stats.max_batch.max(batch.events.len());
                 for (tx, outcomes) in waiting {
@@ -312,6 +336,7 @@ impl Shard {
             }
             Err(e) => {
                 self.stats.failed_commits += 1;
+                self.metrics.commit_failures.inc();
                 tracing::error!(error = %e, events = batch.events.len(), "commit failed; rebuilding state from the store");
                 let err = ShardError::Store(e.to_string());
                 for (tx, _) in waiting {
@@ -348,11 +373,21 @@ impl Shard {
             match item {
                 Item::Event(ev) => match self.engine.apply(&ev, &mut emitted) {
                     Applied::Duplicate => {
+                        self.metrics
+                            .events
+                            .with_label_values(&[ev.body.kind().name(), "duplicate"])
+                            .inc();
                         self.stats.duplicates += 1;
                         outcomes.push(Outcome::Duplicate { id: ev.id });
                     }
                     Applied::Done(_) => {
                         self.stats.applied += 1;
+                        self.metrics
+                            .events
+                            .with_label_values(&[ev.body.kind().name(), "accepted"])
+                            .inc();
+                        self.metrics.observe(&emitted);
+                        self.board.observe(&self.engine, &emitted);
                         self.reviews.observe(&emitted);
                         let seq = self.next_seq;
                         self.next_seq += 1;
@@ -377,6 +412,15 @@ impl Shard {
                 },
                 Item::Rejected { id, reasons, raw } => {
                     self.stats.rejected += 1;
+                    self.metrics
+                        .events
+                        .with_label_values(&["unknown", "rejected"])
+                        .inc();
+                    let primary = reasons.first().map_or("bad_json", |p| p.reason.code());
+                    self.metrics
+                        .dead_letters
+                        .with_label_values(&[primary])
+                        .inc();
                     let dead = serde_json::json!({
                         "output": "dead_letter", "source": source, "id": id,
                         "reasons": reasons, "raw": raw,
@@ -419,6 +463,7 @@ impl Handler<Ingest> for Shard {
 
     fn handle(&mut self, msg: Ingest, ctx: &mut Self::Context) {
         let outcomes = self.apply(msg.source, msg.items);
+        self.metrics.decision_window.record(msg.received.elapsed());
         self.waiting.push((msg.reply, outcomes));
         if self.batch.events.len() >= self.commit_events {
             let _ = self.flush();
@@ -464,6 +509,8 @@ impl Handler<Review> for Shard {
         let mut emitted = Vec::new();
         entry.apply(&mut self.engine, &mut emitted);
         self.reviews.observe(&emitted);
+        self.metrics.observe(&emitted);
+        self.board.observe(&self.engine, &emitted);
         self.next_seq += 1;
         self.batch
             .events
@@ -495,6 +542,21 @@ impl Handler<FlushNow> for Shard {
 
     fn handle(&mut self, _: FlushNow, _: &mut Self::Context) -> Self::Result {
         self.flush()
+    }
+}
+
+/// Ask for the board's current view as JSON.
+pub struct GetBoard;
+
+impl Message for GetBoard {
+    type Result = serde_json::Value;
+}
+
+impl Handler<GetBoard> for Shard {
+    type Result = MessageResult<GetBoard>;
+
+    fn handle(&mut self, _: GetBoard, _: &mut Self::Context) -> Self::Result {
+        MessageResult(serde_json::to_value(self.board.view()).unwrap_or_default())
     }
 }
 

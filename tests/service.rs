@@ -300,3 +300,137 @@ fn a_scan_sent_to_review_is_paid_once_a_person_allows_it_and_survives_a_restart(
     assert_eq!(s.get("/v1/identities/openid/traveller")["balance"], 20);
     s.stop();
 }
+
+/// The value of one sample line of the Prometheus text format.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
+}
+
+#[test]
+fn metrics_and_the_board_count_the_scripted_day() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Service::start(dir.path());
+    let mut events = script();
+    events.push(r#"{"id":"bad","type":"scan"}"#.to_string());
+    s.post(&events);
+    s.post(&events[..3]);
+    let mut conn = TcpStream::connect(&s.addr).unwrap();
+    write!(
+        conn,
+        "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    conn.read_to_string(&mut text).unwrap();
+    assert_eq!(
+        sample(
+            &text,
+            r#"omnistream_events_total{outcome="accepted",type="order"}"#
+        ),
+        6.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"omnistream_events_total{outcome="accepted",type="scan"}"#
+        ),
+        3.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"omnistream_events_total{outcome="duplicate",type="stock"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"omnistream_events_total{outcome="rejected",type="unknown"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(&text, r#"omnistream_dead_letters_total{reason="bad_uuid"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"omnistream_scan_decisions_total{decision="allow"}"#
+        ),
+        3.0
+    );
+    // o1 (¥200) in the mall; p1 and p2 (¥400 + ¥200) through the dealer portal
+    assert_eq!(
+        sample(&text, r#"omnistream_gmv_fen_total{channel="mall"}"#),
+        20000.0
+    );
+    assert_eq!(
+        sample(&text, r#"omnistream_gmv_fen_total{channel="dealer"}"#),
+        60000.0
+    );
+    assert_eq!(
+        sample(&text, r#"omnistream_orders_total{result="held"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(&text, r#"omnistream_orders_total{result="released"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(&text, r#"omnistream_points_total{reason="earned"}"#),
+        200.0
+    );
+    assert_eq!(
+        sample(&text, r#"omnistream_points_total{reason="reversed"}"#),
+        100.0
+    );
+    assert_eq!(
+        sample(&text, r#"omnistream_points_total{reason="scan_reward"}"#),
+        30.0
+    );
+    assert!(sample(&text, "omnistream_store_commit_seconds_count") >= 1.0);
+    assert_eq!(sample(&text, "omnistream_ready"), 1.0);
+    assert!(
+        !text.contains("oa") && !text.contains("d1\""),
+        "no entity ids in labels"
+    );
+
+    // the board shows the last hour of event time: the day's last sale was p2 at 15:00;
+    // two scans in that hour show up beside it
+    let late: Vec<String> = (0..2)
+        .map(|i| {
+            json!({"id": id(900 + i), "type":"scan","ts":"2026-11-11T15:30:00+08:00","channel":"campaign",
+                   "code":format!("L{i}"),"sku":"S1","campaign":"cny","member":{"openid":format!("late{i}")},
+                   "device":format!("dl{i}"),"ip":"10.2.2.2"})
+            .to_string()
+        })
+        .collect();
+    s.post(&late);
+    let board = s.get("/v1/board");
+    let minutes = board["minutes"].as_array().unwrap();
+    let allowed: u64 = minutes.iter().map(|m| m["allow"].as_u64().unwrap()).sum();
+    assert_eq!(allowed, 2, "{board}");
+    let sales: i64 = minutes
+        .iter()
+        .filter_map(|m| m["sales"]["dealer"].as_i64())
+        .sum();
+    assert_eq!(sales, 20000, "{board}");
+    let stats = s.get("/v1/stats");
+    assert!(
+        stats["latency_us"]["ingest_to_durable"]["count"]
+            .as_u64()
+            .unwrap()
+            >= 2,
+        "{stats}"
+    );
+    let (code, _) = s.request("GET", "/", "");
+    assert_eq!(code, 200);
+    s.stop();
+}

@@ -1,0 +1,244 @@
+//! The managers' live board: what the page at `/` shows, kept up to date by the shard from
+//! the outputs it produces. Minutes are event-time minutes (China time), so a replay or a
+//! generated day shows the same board as live traffic would.
+
+use omnistream_actors::engine::{Emitted, Engine};
+use omnistream_actors::fraud::Decision;
+use omnistream_actors::Output;
+use omnistream_schemas::Channel;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+/// Minutes of history on the board.
+const MINUTES: i64 = 60;
+/// Blocked scans in the ticker.
+const TICKER: usize = 20;
+/// Rows in each top list.
+const TOP: usize = 10;
+
+/// One event-time minute.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Minute {
+    /// Minute number (unix seconds / 60).
+    pub minute: i64,
+    /// Accepted order value in fen by channel.
+    pub sales: BTreeMap<&'static str, i64>,
+    /// Accepted orders by channel.
+    pub orders: BTreeMap<&'static str, u64>,
+    /// Scans allowed.
+    pub allow: u64,
+    /// Scans sent to review.
+    pub review: u64,
+    /// Scans blocked.
+    pub block: u64,
+    /// Repeat scans by the same member.
+    pub duplicate: u64,
+}
+
+/// A blocked scan as the ticker shows it (member masked).
+#[derive(Debug, Clone, Serialize)]
+pub struct Blocked {
+    /// Event time (µs).
+    pub at: i64,
+    /// Member id with most characters masked.
+    pub member: String,
+    /// Campaign.
+    pub campaign: String,
+    /// Score.
+    pub score: u8,
+    /// Reason codes.
+    pub reasons: Vec<&'static str>,
+}
+
+/// The board's state.
+#[derive(Debug, Default)]
+pub struct Board {
+    minutes: BTreeMap<i64, Minute>,
+    reasons: HashMap<&'static str, u64>,
+    store_sales: HashMap<String, i64>,
+    low_stock: BTreeMap<(String, String), i64>,
+    holds: BTreeMap<String, (u32, i64, i64)>,
+    blocked: VecDeque<Blocked>,
+    low_atp: i64,
+}
+
+/// What the page receives every second.
+#[derive(Debug, Serialize)]
+pub struct BoardView<'a> {
+    /// The last hour, oldest first.
+    pub minutes: Vec<&'a Minute>,
+    /// Fraud reasons by count, largest first.
+    pub top_reasons: Vec<(&'static str, u64)>,
+    /// Stores by sales, largest first.
+    pub top_stores: Vec<(&'a str, i64)>,
+    /// SKU locations at or near stock-out, lowest ATP first.
+    pub low_stock: Vec<(&'a str, &'a str, i64)>,
+    /// Dealers with orders on hold: (dealer, held orders, exposure, limit).
+    pub holds: Vec<(&'a str, u32, i64, i64)>,
+    /// Latest blocked scans, newest first.
+    pub blocked: Vec<&'a Blocked>,
+}
+
+/// `m1234abcd…` → `m12…cd`: enough to tell rows apart, not to identify anyone.
+fn mask(id: &str) -> String {
+    let n = id.chars().count();
+    if n <= 5 {
+        return "*".repeat(n);
+    }
+    let head: String = id.chars().take(3).collect();
+    let tail: String = id.chars().skip(n - 2).collect();
+    format!("{head}…{tail}")
+}
+
+impl Board {
+    /// A board flagging stock at or below this ATP.
+    pub fn new(low_atp: i64) -> Self {
+        Board {
+            low_atp,
+            ..Board::default()
+        }
+    }
+
+    fn minute(&mut self, at_us: i64) -> &mut Minute {
+        let m = at_us.div_euclid(60_000_000);
+        if let Some(&last) = self.minutes.keys().next_back() {
+            if m > last {
+                let oldest = m - MINUTES;
+                while self
+                    .minutes
+                    .first_key_value()
+                    .is_some_and(|(k, _)| *k <= oldest)
+                {
+                    self.minutes.pop_first();
+                }
+            }
+        }
+        self.minutes.entry(m).or_insert_with(|| Minute {
+            minute: m,
+            ..Minute::default()
+        })
+    }
+
+    /// Takes in what one event produced.
+    pub fn observe(&mut self, engine: &Engine, emitted: &[Emitted]) {
+        for e in emitted {
+            let at = e.at.unix_us;
+            match &e.output {
+                Output::OrderAccepted { order, amount } => {
+                    let channel =
+                        Channel::parse(order.split_once(':').map_or("", |(c, _)| c)).label();
+                    let m = self.minute(at);
+                    *m.sales.entry(channel).or_default() += amount;
+                    *m.orders.entry(channel).or_default() += 1;
+                    if let Some(store) = engine.order(order).and_then(|o| o.store.clone()) {
+                        *self.store_sales.entry(store.to_string()).or_default() += amount;
+                    }
+                }
+                Output::Decision {
+                    decision,
+                    reasons,
+                    member,
+                    campaign,
+                    score,
+                    ..
+                } => {
+                    let m = self.minute(at);
+                    match decision {
+                        Decision::Allow => m.allow += 1,
+                        Decision::Review => m.review += 1,
+                        Decision::Block => m.block += 1,
+                        Decision::Duplicate => m.duplicate += 1,
+                    }
+                    for r in reasons.iter().filter(|r| r.points > 0 && !r.shadow) {
+                        *self.reasons.entry(r.reason.as_str()).or_default() += 1;
+                    }
+                    if *decision == Decision::Block {
+                        self.blocked.push_front(Blocked {
+                            at,
+                            member: mask(member),
+                            campaign: campaign.to_string(),
+                            score: *score,
+                            reasons: reasons
+                                .iter()
+                                .filter(|r| r.points > 0)
+                                .map(|r| r.reason.as_str())
+                                .collect(),
+                        });
+                        self.blocked.truncate(TICKER);
+                    }
+                }
+                Output::Stock {
+                    sku, location, atp, ..
+                } => {
+                    let k = (sku.to_string(), location.to_string());
+                    if *atp <= self.low_atp {
+                        self.low_stock.insert(k, *atp);
+                    } else {
+                        self.low_stock.remove(&k);
+                    }
+                }
+                Output::Credit {
+                    dealer,
+                    limit,
+                    exposure,
+                    held,
+                    ..
+                } => {
+                    if *held > 0 {
+                        self.holds
+                            .insert(dealer.to_string(), (*held, *exposure, *limit));
+                    } else {
+                        self.holds.remove(dealer.as_str());
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The view the page shows.
+    pub fn view(&self) -> BoardView<'_> {
+        let mut top_reasons: Vec<(&'static str, u64)> =
+            self.reasons.iter().map(|(k, v)| (*k, *v)).collect();
+        top_reasons.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        top_reasons.truncate(TOP);
+        let mut top_stores: Vec<(&str, i64)> = self
+            .store_sales
+            .iter()
+            .map(|(k, v)| (k.as_str(), *v))
+            .collect();
+        top_stores.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        top_stores.truncate(TOP);
+        let mut low: Vec<(&str, &str, i64)> = self
+            .low_stock
+            .iter()
+            .map(|((s, l), a)| (s.as_str(), l.as_str(), *a))
+            .collect();
+        low.sort_by_key(|x| (x.2, x.0, x.1));
+        low.truncate(TOP * 2);
+        BoardView {
+            minutes: self.minutes.values().collect(),
+            top_reasons,
+            top_stores,
+            low_stock: low,
+            holds: self
+                .holds
+                .iter()
+                .take(TOP * 2)
+                .map(|(d, (h, e, l))| (d.as_str(), *h, *e, *l))
+                .collect(),
+            blocked: self.blocked.iter().collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_keep_only_the_ends() {
+        assert_eq!(mask("m0123456789abcdef"), "m01…ef");
+        assert_eq!(mask("abc"), "***");
+    }
+}

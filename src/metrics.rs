@@ -1,0 +1,336 @@
+//! Prometheus metrics and precise latency percentiles. Label values are bounded: event type,
+//! outcome, channel (known names or `other`), decision, reason codes, entity kind — never a
+//! member, SKU, store or code.
+
+use hdrhistogram::Histogram as Hdr;
+use omnistream_actors::engine::Emitted;
+use omnistream_actors::Output;
+use omnistream_schemas::Channel;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+use serde::Serialize;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Every metric the service exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Events in, by type and outcome.
+    pub events: IntCounterVec,
+    /// Dead-lettered events by primary reason.
+    pub dead_letters: IntCounterVec,
+    /// Scan decisions by decision.
+    pub decisions: IntCounterVec,
+    /// Reasons that fired in scan decisions.
+    pub decision_reasons: IntCounterVec,
+    /// Points moved by ledger reason (issued, redeemed, reversed, expired, ...), absolute.
+    pub points: IntCounterVec,
+    /// Accepted order value in fen by channel.
+    pub gmv: IntCounterVec,
+    /// Order results (accepted, rejected, held, released).
+    pub orders: IntCounterVec,
+    /// Stock alerts by kind (low_stock, stock_out, stock_short).
+    pub stock_alerts: IntCounterVec,
+    /// Cross-region scans reported against dealers.
+    pub diversions: IntCounter,
+    /// Seconds per store commit.
+    pub commit_seconds: Histogram,
+    /// Events per store commit.
+    pub commit_events: Histogram,
+    /// Failed store commits.
+    pub commit_failures: IntCounter,
+    /// Seconds from an ingest request's arrival to its durable answer.
+    pub ingest_seconds: Histogram,
+    /// Events accepted but not yet durable.
+    pub inflight: IntGauge,
+    /// Events in the log.
+    pub log_events: IntGauge,
+    /// Whether the service is ready (1) or not (0).
+    pub ready: IntGauge,
+    /// Ingest → durable latency, microseconds, over a sliding window.
+    pub durable_window: LatencyWindow,
+    /// Ingest → decision (applied) latency, microseconds, over a sliding window.
+    pub decision_window: LatencyWindow,
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    r.register(Box::new(c.clone()))
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    c
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    r.register(Box::new(h.clone()))
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    h
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    r.register(Box::new(g.clone()))
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    g
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    r.register(Box::new(c.clone()))
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    c
+}
+
+impl Default for Metrics {
+    // metric names and labels are constants: a failure to register is a bug found by any test
+    #[allow(clippy::panic)]
+    fn default() -> Self {
+        let r = Registry::new();
+        let secs = vec![
+            0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            2.5,
+        ];
+        Metrics {
+            events: counter_vec(
+                &r,
+                "omnistream_events_total",
+                "events in, by type and outcome",
+                &["type", "outcome"],
+            ),
+            dead_letters: counter_vec(
+                &r,
+                "omnistream_dead_letters_total",
+                "dead-lettered events by primary reason",
+                &["reason"],
+            ),
+            decisions: counter_vec(
+                &r,
+                "omnistream_scan_decisions_total",
+                "scan decisions",
+                &["decision"],
+            ),
+            decision_reasons: counter_vec(
+                &r,
+                "omnistream_scan_decision_reasons_total",
+                "reasons that fired in scan decisions",
+                &["reason"],
+            ),
+            points: counter_vec(
+                &r,
+                "omnistream_points_total",
+                "points moved, by ledger reason (absolute)",
+                &["reason"],
+            ),
+            gmv: counter_vec(
+                &r,
+                "omnistream_gmv_fen_total",
+                "value of accepted orders in fen",
+                &["channel"],
+            ),
+            orders: counter_vec(&r, "omnistream_orders_total", "order results", &["result"]),
+            stock_alerts: counter_vec(
+                &r,
+                "omnistream_stock_alerts_total",
+                "stock alerts",
+                &["kind"],
+            ),
+            diversions: counter(
+                &r,
+                "omnistream_diversions_total",
+                "scans outside the region of the dealer the code was shipped to",
+            ),
+            commit_seconds: histogram(
+                &r,
+                "omnistream_store_commit_seconds",
+                "seconds per store commit",
+                secs.clone(),
+            ),
+            commit_events: histogram(
+                &r,
+                "omnistream_store_commit_events",
+                "events per store commit",
+                vec![1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0],
+            ),
+            commit_failures: counter(
+                &r,
+                "omnistream_store_commit_failures_total",
+                "failed store commits",
+            ),
+            ingest_seconds: histogram(
+                &r,
+                "omnistream_ingest_durable_seconds",
+                "seconds from request arrival to durable answer",
+                secs,
+            ),
+            inflight: gauge(
+                &r,
+                "omnistream_inflight_events",
+                "events accepted but not yet durable",
+            ),
+            log_events: gauge(&r, "omnistream_log_events", "events in the durable log"),
+            ready: gauge(
+                &r,
+                "omnistream_ready",
+                "1 when the store is open and the shard runs",
+            ),
+            durable_window: LatencyWindow::default(),
+            decision_window: LatencyWindow::default(),
+            registry: r,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts what an applied event produced.
+    pub fn observe(&self, emitted: &[Emitted]) {
+        for e in emitted {
+            match &e.output {
+                Output::Decision {
+                    decision, reasons, ..
+                } => {
+                    self.decisions.with_label_values(&[decision.as_str()]).inc();
+                    for r in reasons {
+                        self.decision_reasons
+                            .with_label_values(&[r.reason.as_str()])
+                            .inc();
+                    }
+                }
+                Output::Ledger { delta, reason, .. } => {
+                    self.points
+                        .with_label_values(&[ledger_label(reason)])
+                        .inc_by(delta.unsigned_abs());
+                }
+                Output::OrderAccepted { order, amount } => {
+                    let channel = order.split_once(':').map_or("", |(c, _)| c);
+                    self.gmv
+                        .with_label_values(&[Channel::parse(channel).label()])
+                        .inc_by(u64::try_from(*amount).unwrap_or(0));
+                    self.orders.with_label_values(&["accepted"]).inc();
+                }
+                Output::OrderRejected { .. } => self.orders.with_label_values(&["rejected"]).inc(),
+                Output::OrderHeld { .. } => self.orders.with_label_values(&["held"]).inc(),
+                Output::OrderReleased { .. } => self.orders.with_label_values(&["released"]).inc(),
+                Output::LowStock { .. } => {
+                    self.stock_alerts.with_label_values(&["low_stock"]).inc()
+                }
+                Output::StockOut { .. } => {
+                    self.stock_alerts.with_label_values(&["stock_out"]).inc()
+                }
+                Output::StockShort { .. } => {
+                    self.stock_alerts.with_label_values(&["stock_short"]).inc()
+                }
+                Output::Diversion { .. } => self.diversions.inc(),
+                _ => {}
+            }
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// Ledger reasons are a fixed set; anything else is labelled `other`.
+fn ledger_label(reason: &str) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "earned",
+        "scan_reward",
+        "redeemed",
+        "redeem_refund",
+        "reversed",
+        "expired",
+        "merged_in",
+        "merged_out",
+        "review_reward",
+    ];
+    KNOWN
+        .iter()
+        .find(|k| **k == reason)
+        .copied()
+        .unwrap_or("other")
+}
+
+/// Percentiles over the last one to two minutes, in microseconds.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Percentiles {
+    /// Samples in the window.
+    pub count: u64,
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Largest.
+    pub max: u64,
+}
+
+/// An HDR histogram over a sliding window: the current minute and the one before.
+pub struct LatencyWindow {
+    inner: Mutex<(Hdr<u64>, Hdr<u64>, Instant)>,
+}
+
+/// How long one half of the window lasts.
+const HALF: Duration = Duration::from_secs(60);
+
+impl Default for LatencyWindow {
+    fn default() -> Self {
+        let h = || {
+            Hdr::new_with_bounds(1, 60_000_000, 3)
+                .unwrap_or_else(|_| Hdr::new(3).unwrap_or_else(|_| unreachable!()))
+        };
+        LatencyWindow {
+            inner: Mutex::new((h(), h(), Instant::now())),
+        }
+    }
+}
+
+impl LatencyWindow {
+    /// Records one latency.
+    pub fn record(&self, d: Duration) {
+        let Ok(mut g) = self.inner.lock() else { return };
+        Self::rotate(&mut g);
+        let us = u64::try_from(d.as_micros())
+            .unwrap_or(u64::MAX)
+            .clamp(1, 60_000_000);
+        let _ = g.0.record(us);
+    }
+
+    fn rotate(g: &mut (Hdr<u64>, Hdr<u64>, Instant)) {
+        if g.2.elapsed() >= HALF {
+            std::mem::swap(&mut g.0, &mut g.1);
+            g.0.reset();
+            g.2 = Instant::now();
+        }
+    }
+
+    /// Percentiles over the window.
+    pub fn percentiles(&self) -> Percentiles {
+        let Ok(mut g) = self.inner.lock() else {
+            return Percentiles::default();
+        };
+        Self::rotate(&mut g);
+        let mut all = g.0.clone();
+        let _ = all.add(&g.1);
+        if all.is_empty() {
+            return Percentiles::default();
+        }
+        Percentiles {
+            count: all.len(),
+            p50: all.value_at_quantile(0.5),
+            p90: all.value_at_quantile(0.9),
+            p99: all.value_at_quantile(0.99),
+            p999: all.value_at_quantile(0.999),
+            max: all.max(),
+        }
+    }
+}
