@@ -42,4 +42,17 @@ fi
 step "cargo test"
 cargo test --workspace --locked
 
+step "prometheus: rules, config, and a real scrape of the service"
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus >/dev/null
+  else
+    echo "test-all: prometheus and promtool are needed (Debian: apt-get install prometheus)" >&2
+    exit 2
+  fi
+fi
+promtool check config ops/prometheus/prometheus.yml
+promtool check rules ops/prometheus/alerts.yml
+python3 ops/prometheus/scrape_check.py target/debug/omnistream
+
 step "done"
