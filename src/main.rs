@@ -36,6 +36,18 @@ enum Command {
         #[command(flatten)]
         opts: ServiceOpts,
     },
+    /// Run the service and feed it generated traffic (the load tool's scenario) at a modest
+    /// rate: open the printed address to watch the live board.
+    Demo {
+        #[command(flatten)]
+        opts: ServiceOpts,
+        /// Built-in scenario (smoke, default, double11, fraud-heavy) or a TOML file.
+        #[arg(long, default_value = "smoke")]
+        scenario: String,
+        /// Events per second to send.
+        #[arg(long, default_value_t = 200)]
+        rate: u64,
+    },
     /// Load the configuration (defaults, file, OMNISTREAM_* variables), check it, open the
     /// store, and print the effective configuration.
     CheckConfig {
@@ -92,14 +104,27 @@ impl ServiceOpts {
     }
 }
 
-fn run_service(opts: &ServiceOpts) -> anyhow::Result<ExitCode> {
-    let cfg = opts.load()?;
+fn run_service(opts: &ServiceOpts, demo: Option<(String, u64)>) -> anyhow::Result<ExitCode> {
+    let mut cfg = opts.load()?;
+    if demo.is_some() && opts.data_dir.is_none() {
+        // a fresh store each time: the generator's ids are deterministic, and a second demo
+        // into the same store would only meet duplicates
+        cfg.data_dir = std::env::temp_dir().join(format!("omnistream-demo-{}", std::process::id()));
+    }
     let (key, keyed) = cli::pii_key_from_env();
     if !keyed {
         tracing::warn!("OMNISTREAM_PII_KEY is not set: personal data is hashed with the public development key");
     }
     let listener = std::net::TcpListener::bind(&cfg.listen)
         .map_err(|e| anyhow::anyhow!("config listen: cannot bind {}: {e}", cfg.listen))?;
+    if let Some((scenario, rate)) = demo {
+        let addr = listener.local_addr()?.to_string();
+        std::thread::spawn(move || {
+            if let Err(e) = cli::demo::feed(addr, scenario, rate) {
+                eprintln!("demo: feeding stopped: {e:#}");
+            }
+        });
+    }
     actix_web::rt::System::new().block_on(omnistream::http::serve(cfg, listener, key))?;
     Ok(ExitCode::SUCCESS)
 }
@@ -128,7 +153,12 @@ fn main() -> ExitCode {
             print!("{}", cli::replay::render(&s, &out));
             ExitCode::SUCCESS
         }),
-        Command::Run { opts } => run_service(&opts),
+        Command::Run { opts } => run_service(&opts, None),
+        Command::Demo {
+            opts,
+            scenario,
+            rate,
+        } => run_service(&opts, Some((scenario, rate))),
         Command::CheckConfig { opts } => opts.load().and_then(|cfg| {
             omnistream::store::RedbStore::open(&cfg.data_dir)?;
             println!("{}", toml::to_string_pretty(&cfg)?);

@@ -1,5 +1,6 @@
 //! Command implementations behind the `omnistream` subcommands.
 
+pub mod demo;
 pub mod replay;
 pub mod validate;
 
