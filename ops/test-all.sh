@@ -55,4 +55,15 @@ promtool check config ops/prometheus/prometheus.yml
 promtool check rules ops/prometheus/alerts.yml
 python3 ops/prometheus/scrape_check.py target/debug/omnistream
 
+step "the live board in headless chromium during demo"
+if ! command -v chromium >/dev/null; then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium >/dev/null
+  else
+    echo "test-all: chromium is needed for the board test (Debian: apt-get install chromium)" >&2
+    exit 2
+  fi
+fi
+python3 ops/board_check.py target/debug/omnistream "${TMPDIR:-/tmp}/omnistream-board.png"
+
 step "done"

@@ -432,5 +432,23 @@ fn metrics_and_the_board_count_the_scripted_day() {
     );
     let (code, _) = s.request("GET", "/", "");
     assert_eq!(code, 200);
+    // the board's event stream sends a frame at once, then one a second
+    let mut conn = TcpStream::connect(&s.addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(conn, "GET /v1/board/stream HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("\n\n") {
+        let n = conn.read(&mut buf).unwrap();
+        assert!(n > 0, "stream closed");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.contains("text/event-stream") && text.contains("data: {\"blocked\""),
+        "{text}"
+    );
+    drop(conn); // an open stream would hold the graceful shutdown until its timeout
     s.stop();
 }

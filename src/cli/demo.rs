@@ -19,14 +19,20 @@ fn post(addr: &str, body: &[u8]) -> std::io::Result<u16> {
     s.read_exact(&mut head)?;
     let mut rest = Vec::new();
     let _ = s.read_to_end(&mut rest);
-    Ok(std::str::from_utf8(&head[9..12]).ok().and_then(|c| c.parse().ok()).unwrap_or(0))
+    Ok(std::str::from_utf8(&head[9..12])
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0))
 }
 
 /// Waits until the service answers `/readyz`.
 fn wait_ready(addr: &str) -> bool {
     for _ in 0..300 {
         if let Ok(mut s) = TcpStream::connect(addr) {
-            let _ = write!(s, "GET /readyz HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n");
+            let _ = write!(
+                s,
+                "GET /readyz HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n"
+            );
             let mut buf = String::new();
             let _ = s.read_to_string(&mut buf);
             if buf.starts_with("HTTP/1.1 200") {
@@ -43,11 +49,15 @@ fn wait_ready(addr: &str) -> bool {
 pub fn feed(addr: String, scenario: String, rate: u64) -> anyhow::Result<()> {
     let sc = omnistream_loadtest::Scenario::load(&scenario)?;
     let mut events = Vec::new();
-    let summary = omnistream_loadtest::generate(&sc, &mut events, &mut std::io::sink(), &mut |_| {})?;
+    let summary =
+        omnistream_loadtest::generate(&sc, &mut events, &mut std::io::sink(), &mut |_| {})?;
     if !wait_ready(&addr) {
         anyhow::bail!("the service at {addr} never became ready");
     }
-    let lines: Vec<&[u8]> = events.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
+    let lines: Vec<&[u8]> = events
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
     eprintln!(
         "demo: feeding {} generated events (scenario {scenario}) at about {rate}/s; open http://{addr}/",
         lines.len()
