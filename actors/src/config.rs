@@ -505,7 +505,8 @@ pub struct FraudRules {
     pub review_at: u8,
     /// A score at or above this blocks the scan.
     pub block_at: u8,
-    /// Codes matching no registered batch prefix count as `unknown_code`.
+    /// Codes matching no registered batch prefix count as `unknown_code` even for SKUs
+    /// without registered batches (codes of a SKU with registered batches always do).
     pub require_registered_codes: bool,
     /// Reasons scored and reported but not enforced (snake_case reason names).
     pub shadow: Vec<crate::fraud::Reason>,
@@ -527,7 +528,7 @@ pub struct FraudRules {
     pub net_fresh: u32,
     /// Speed between consecutive scans of a member above which travel is impossible, km/h.
     pub travel_kmh: f64,
-    /// Scans by a new account.
+    /// Scans within ten minutes by a new account.
     pub new_account_scans: u32,
     /// Scans of one batch by one member or device in the batch window.
     pub batch_scans: u32,
@@ -550,7 +551,7 @@ impl Default for FraudRules {
             device_members: 4,
             ip_members: 40,
             net_members: 60,
-            ip_fresh: 8,
+            ip_fresh: 12,
             net_fresh: 20,
             travel_kmh: 800.0,
             new_account_scans: 5,

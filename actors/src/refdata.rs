@@ -9,7 +9,7 @@ use crate::cmd::RegionV;
 use compact_str::CompactString as Str;
 use omnistream_schemas::{Body, Event};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A registered batch of codes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +32,9 @@ pub struct RefData {
     pub prefix_lens: Vec<usize>,
     /// Dealers' sales regions.
     pub regions: BTreeMap<Str, RegionV>,
+    /// SKUs with at least one registered batch.
+    #[serde(default)]
+    pub skus: BTreeSet<Str>,
 }
 
 /// No reference data, for handlers run outside an engine (tests, benchmarks).
@@ -39,6 +42,7 @@ pub static NO_REFS: RefData = RefData {
     batches: BTreeMap::new(),
     prefix_lens: Vec::new(),
     regions: BTreeMap::new(),
+    skus: BTreeSet::new(),
 };
 
 impl RefData {
@@ -58,6 +62,7 @@ impl RefData {
                 if let Err(i) = self.prefix_lens.binary_search_by(|l| len.cmp(l)) {
                     self.prefix_lens.insert(i, len);
                 }
+                self.skus.insert(b.sku.clone());
                 true
             }
             Body::Dealer(d) => {
@@ -80,6 +85,11 @@ impl RefData {
             }
             _ => false,
         }
+    }
+
+    /// Whether any batch is registered for the SKU.
+    pub fn sku_registered(&self, sku: &str) -> bool {
+        self.skus.contains(sku)
     }
 
     /// The batch of a code: the longest registered prefix it starts with.

@@ -343,10 +343,35 @@ fn a_shop_owner_scanning_stock_at_a_human_pace_is_allowed() {
 }
 
 #[test]
+fn a_new_shop_owner_scanning_stock_at_a_human_pace_is_not_a_burst() {
+    let mut w = World::default();
+    for i in 0..12 {
+        let t = 3_600 + i * 150;
+        w.send(&scan(
+            t,
+            &format!("NS{i:06}"),
+            "newshop",
+            "nshop",
+            "61.9.9.8",
+            Some(SHANGHAI),
+        ));
+    }
+    let ds = w.decisions();
+    assert!(
+        ds.iter().all(|d| d.decision == Decision::Allow),
+        "{:?}",
+        ds.iter()
+            .map(|d| (d.score, d.reasons.clone()))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[test]
 fn rotated_accounts_behind_one_nat_are_caught_and_a_campus_nat_is_not() {
     let mut w = World::default();
-    // rotated: brand-new accounts, each with a fresh device, three fast scans each
-    for i in 0..20 {
+    // rotated: brand-new accounts, each with a fresh device, three fast scans each; a NAT
+    // is allowed a dozen new accounts an hour (students sign up in waves)
+    for i in 0..30 {
         for k in 0..3 {
             let t = i * 120 + k * 20;
             w.send(&scan(
@@ -360,7 +385,8 @@ fn rotated_accounts_behind_one_nat_are_caught_and_a_campus_nat_is_not() {
         }
     }
     let ds = w.decisions();
-    let late = &ds[30..];
+    assert_eq!(count(&ds[..36], flagged), 0);
+    let late = &ds[45..];
     assert!(
         late.iter().all(flagged),
         "{:?}",
@@ -673,26 +699,40 @@ fn cross_region_diversion_is_reported_against_the_dealer_not_the_consumer() {
 }
 
 #[test]
-fn unknown_codes_are_blocked_only_where_the_campaign_requires_registered_codes() {
-    let batch = format!(
-        r#"{{"type":"code_batch","ts":"{}","batch":"B1","prefix":"OK","sku":"S1","dealer":"dl1"}}"#,
-        ts(0)
-    );
+fn unknown_codes_are_blocked_for_registered_skus_or_where_the_campaign_requires_it() {
+    let batch = |sku: &str, prefix: &str| {
+        format!(
+            r#"{{"type":"code_batch","ts":"{}","batch":"B{sku}","prefix":"{prefix}","sku":"{sku}","dealer":"dl1"}}"#,
+            ts(0)
+        )
+    };
+    // codes are registered for another SKU only: nothing says this one is forged
     let mut w = World::default();
-    w.send(&batch);
+    w.send(&batch("S9", "NINE"));
     w.send(&scan(60, "FORGED1", "f", "df", "4.4.4.4", None));
     assert_eq!(w.last().decision, Decision::Allow);
+    // once the SKU's codes are registered, a code matching none of them is forged
+    w.send(&batch("S1", "OK"));
+    w.send(&scan(120, "FORGED2", "f", "df", "4.4.4.4", None));
+    let d = w.last();
+    assert_eq!(
+        (d.decision, d.reasons.clone()),
+        (Decision::Block, vec![Reason::UnknownCode])
+    );
+    w.send(&scan(180, "OK123", "f", "df", "4.4.4.4", None));
+    assert_eq!(w.last().decision, Decision::Allow);
 
+    // a campaign that requires registered codes refuses unknown codes of any SKU
     let mut rules = Rules::default();
     rules.default_campaign.fraud.require_registered_codes = true;
     let mut w = World::new(rules);
-    w.send(&batch);
+    w.send(&batch("S9", "NINE"));
     w.send(&scan(60, "FORGED1", "f", "df", "4.4.4.4", None));
     let d = w.last();
-    assert_eq!(d.decision, Decision::Block);
-    assert_eq!(d.reasons, vec![Reason::UnknownCode]);
-    w.send(&scan(120, "OK123", "f", "df", "4.4.4.4", None));
-    assert_eq!(w.last().decision, Decision::Allow);
+    assert_eq!(
+        (d.decision, d.reasons.clone()),
+        (Decision::Block, vec![Reason::UnknownCode])
+    );
 }
 
 #[test]

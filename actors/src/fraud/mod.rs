@@ -150,6 +150,9 @@ pub struct Features {
     pub code: CodeSeen,
     /// No registered batch prefix matches the code.
     pub unknown_code: bool,
+    /// Batches are registered for the scan's SKU.
+    #[serde(default)]
+    pub sku_registered: bool,
     /// Scans of the member in the last minute, hour, day.
     pub member_rate: [u32; 3],
     /// Scans of the device in the last minute, hour, day.
@@ -168,7 +171,7 @@ pub struct Features {
     pub net_fresh: u32,
     /// Speed implied since the member's previous located scan, km/h (0: none or too close).
     pub travel_kmh: f32,
-    /// Scans since the member was first seen, when it was first seen within the new-account
+    /// Scans in the last ten minutes, when the member was first seen within the new-account
     /// window (0 otherwise).
     pub new_account_scans: u32,
     /// Scans of this code's batch by the member in the batch window.
@@ -291,7 +294,9 @@ pub fn score(f: &Features, r: &FraudRules) -> Verdict {
         CodeSeen::Repeat => push(Reason::CodeRepeat, Some(0), 1.0, 0.0),
         CodeSeen::First | CodeSeen::Unchecked => {}
     }
-    if f.unknown_code && r.require_registered_codes {
+    // a code for a SKU whose codes are registered, matching none of them, is forged or
+    // guessed; without registered batches for the SKU only a campaign's rule can tell
+    if f.unknown_code && (r.require_registered_codes || f.sku_registered) {
         push(Reason::UnknownCode, Some(w.unknown_code), 1.0, 0.0);
     }
     if let Some((c, l)) = worst(&f.member_rate, &r.member_rate) {
@@ -538,7 +543,7 @@ mod tests {
         let v = score(&f, &rules());
         assert_eq!(v.decision, Decision::Allow, "{v:?}");
         assert_eq!(reasons(&v), vec![Reason::IpShared, Reason::NetShared]);
-        f.ip_fresh = 10;
+        f.ip_fresh = 16;
         let v = score(&f, &rules());
         assert_eq!(v.decision, Decision::Review);
         assert!(reasons(&v).contains(&Reason::FreshAccounts));

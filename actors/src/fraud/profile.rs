@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 
 const MIN_US: i64 = 60_000_000;
 
+/// The span a new account's burst is counted over (to within a 5-minute bucket).
+pub const BURST_US: i64 = 10 * MIN_US;
+
 /// What a member keeps about its scans.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ScanProfile {
@@ -65,16 +68,14 @@ impl ScanProfile {
         }
         let f = &mut check.features;
         f.unknown_code = check.batch.is_none();
+        f.sku_registered = ctx.refs.sku_registered(&check.sku);
         f.member_rate = self.rate.add(ts);
         let age = ts.saturating_sub(first_seen);
         check.fresh = age <= st.fresh_account_h * 60 * MIN_US;
         if age <= st.new_account_min * MIN_US {
-            // scans since first seen: all of them fall in the window that covers the age
-            f.new_account_scans = if age < 60 * MIN_US {
-                f.member_rate[1]
-            } else {
-                f.member_rate[2]
-            };
+            // a burst is many codes within minutes: a new shop owner scanning stock at a
+            // human pace spreads the same count over an hour
+            f.new_account_scans = self.rate.recent(BURST_US);
         }
         if let Some(b) = &check.batch {
             f.member_batch = self.batches.add(

@@ -39,6 +39,20 @@ impl Buckets {
         q.iter().map(|(_, n)| *n).fold(0u32, u32::saturating_add)
     }
 
+    /// Events in the buckets covering the last `span` before the newest bucket's end.
+    pub fn recent(&self, width: i64, span: i64) -> u32 {
+        let Some(&(newest, _)) = self.0.back() else {
+            return 0;
+        };
+        let first = newest - (span / width).max(1) + 1;
+        self.0
+            .iter()
+            .rev()
+            .take_while(|(b, _)| *b >= first)
+            .map(|(_, n)| *n)
+            .fold(0, u32::saturating_add)
+    }
+
     /// Whether nothing is counted.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
@@ -57,6 +71,12 @@ impl Rate {
             out[i] = self.0[i].add(ts, *width, *span);
         }
         out
+    }
+
+    /// Scans in roughly the last `span` (µs, at most an hour), counted in the hour window's
+    /// 5-minute buckets.
+    pub fn recent(&self, span: i64) -> u32 {
+        self.0[1].recent(WINDOWS[1].0, span)
     }
 
     /// Whether no scan is counted.
@@ -184,6 +204,21 @@ mod tests {
         // a day and an hour later everything old is gone, and so are its buckets
         assert_eq!(r.add(t0 + 90_000 * SEC), [1, 1, 1]);
         assert!(r.0.iter().all(|b| b.0.len() == 1));
+    }
+
+    #[test]
+    fn recent_counts_only_the_newest_buckets() {
+        let mut r = Rate::default();
+        let t0 = 1_800_000_000 * SEC;
+        for i in 0..12 {
+            r.add(t0 + i * 150 * SEC); // one every 2.5 minutes for half an hour
+        }
+        assert_eq!(
+            r.recent(600 * SEC),
+            4,
+            "two 5-minute buckets, two scans each"
+        );
+        assert_eq!(Rate::default().recent(600 * SEC), 0);
     }
 
     #[test]
