@@ -452,3 +452,26 @@ fn metrics_and_the_board_count_the_scripted_day() {
     drop(conn); // an open stream would hold the graceful shutdown until its timeout
     s.stop();
 }
+
+#[test]
+fn a_damaged_store_stops_start_up_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Service::start(dir.path());
+    s.post(&script());
+    s.stop();
+    let f = dir.path().join("omnistream.redb");
+    let mut bytes = std::fs::read(&f).unwrap();
+    for b in bytes.iter_mut().take(4096) {
+        *b = !*b;
+    }
+    std::fs::write(&f, &bytes).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+        .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "started on a damaged store");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("omnistream.redb"), "{err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"));
+}
