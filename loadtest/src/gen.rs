@@ -118,6 +118,7 @@ const D_UUID: u64 = 6;
 const D_PRICE: u64 = 7;
 const D_STORE: u64 = 8;
 const D_DEALER: u64 = 9;
+const D_FAMILY: u64 = 10;
 
 // identity kinds as bits of a member's mask
 const K_PHONE: u8 = 1;
@@ -1461,13 +1462,16 @@ impl<'a> Gen<'a> {
         let head = self.zipf_member();
         let device = self.home_device(&head);
         let pool_len = self.members_by_city[head.city].len() as u64;
-        let n = self.rng.range(2, 4);
+        // a household is fixed: a head drawn again (Zipf draws popular members often) brings
+        // the same people, not a new set of relatives onto the same phone each time
+        let hf = hash3(self.seed, D_FAMILY, head.idx);
+        let n = 2 + hf % 3;
         for k in 0..n {
             let m = if k == 0 || pool_len == 0 {
                 self.member(head.idx)
             } else {
-                let i = self.rng.below(pool_len) as usize;
-                self.member(u64::from(self.members_by_city[head.city][i]))
+                let i = hash3(self.seed, D_FAMILY + k, head.idx) % pool_len;
+                self.member(u64::from(self.members_by_city[head.city][i as usize]))
             };
             for _ in 0..self.rng.range(1, 2) {
                 let b = self.local_batch(head.city);
