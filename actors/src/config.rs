@@ -452,14 +452,14 @@ impl Default for FraudState {
             track_members: 64,
             new_account_min: 60,
             fresh_account_h: 24,
-            batch_window_min: 60,
+            batch_window_min: 10,
             track_batch_scans: 64,
             travel_min_km: 50.0,
             ring_device_max_members: 6,
             ring_ip_max_members: 0,
             ring_link_max_ip_scans: 100,
             ring_epoch_days: 7,
-            ring_flag_size: 8,
+            ring_flag_size: 6,
             ring_track: 256,
             max_held_reviews: 32,
         }
@@ -520,12 +520,21 @@ pub struct FraudRules {
     pub device_members: u32,
     /// Distinct members per IP in its window: the NAT tolerance.
     pub ip_members: u32,
-    /// Distinct members per /24 or /64 in its window.
+    /// Distinct members per /24 or /64 in its window, counted no higher than the distinct
+    /// addresses they came from (many members behind one NAT address are `ip-members`).
     pub net_members: u32,
     /// Distinct fresh accounts per IP in its window.
     pub ip_fresh: u32,
-    /// Distinct fresh accounts per prefix in its window.
+    /// Distinct fresh accounts per prefix in its window, counted no higher than the distinct
+    /// addresses.
     pub net_fresh: u32,
+    /// Distinct addresses of one prefix a member used within the hour.
+    pub member_net_ips: u32,
+    /// Scans of unregistered codes (of SKUs without registered batches) by one member in the
+    /// batch window; beyond it they count as `unknown_code` at half its weight and up (0: off,
+    /// the default, since a brand that registers no batches at all would flag every member's
+    /// second scan; switch it on where batches are registered).
+    pub unknown_scans: u32,
     /// Speed between consecutive scans of a member above which travel is impossible, km/h.
     pub travel_kmh: f64,
     /// Scans within ten minutes by a new account.
@@ -550,13 +559,15 @@ impl Default for FraudRules {
             ip_rate: [60, 1_000, 10_000],
             device_members: 4,
             ip_members: 40,
-            net_members: 60,
-            ip_fresh: 12,
-            net_fresh: 20,
+            net_members: 6,
+            ip_fresh: 40,
+            net_fresh: 8,
+            member_net_ips: 1,
+            unknown_scans: 0,
             travel_kmh: 800.0,
             new_account_scans: 5,
-            batch_scans: 8,
-            ring_size: 8,
+            batch_scans: 5,
+            ring_size: 6,
             weights: Weights::default(),
         }
     }
@@ -621,6 +632,8 @@ pub struct Weights {
     pub ring: u8,
     /// Cross-region diversion (0: reported against the dealer, not the consumer).
     pub cross_region: u8,
+    /// A member hopping over addresses of one prefix.
+    pub ip_rotation: u8,
 }
 
 impl Default for Weights {
@@ -633,13 +646,14 @@ impl Default for Weights {
             ip_velocity: 15,
             device_shared: 35,
             ip_shared: 10,
-            net_shared: 10,
+            net_shared: 35,
             fresh_accounts: 30,
             impossible_travel: 45,
-            new_account_burst: 30,
-            batch_harvest: 15,
+            new_account_burst: 35,
+            batch_harvest: 35,
             ring: 40,
             cross_region: 0,
+            ip_rotation: 22,
         }
     }
 }

@@ -36,6 +36,10 @@ pub struct Crowd {
     pub rate: Rate,
     /// Distinct members in the window.
     pub members: Distinct,
+    /// Distinct addresses in the window (prefixes): a NAT is many members on one address, a
+    /// rotated proxy pool many members on many.
+    #[serde(default, skip_serializing_if = "Distinct::is_empty")]
+    pub ips: Distinct,
     /// Recent scans by batch (devices).
     #[serde(default, skip_serializing_if = "BatchScans::is_empty")]
     pub batches: BatchScans,
@@ -101,6 +105,10 @@ impl Crowd {
                     .add(member, ts, check.fresh, window, st.track_members);
                 f.net_members = c.members;
                 f.net_fresh = c.fresh;
+                f.net_ips = self
+                    .ips
+                    .add(hash64(&check.ip), ts, false, window, st.track_members)
+                    .members;
                 (
                     Key::Campaign(check.campaign.clone()),
                     Cmd::Campaign(CampaignCmd::Decide(check)),

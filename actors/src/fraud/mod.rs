@@ -43,7 +43,8 @@ pub enum Reason {
     DeviceShared,
     /// Many members on one IP (weighted low: shared NATs are normal).
     IpShared,
-    /// Many members on one /24 or /64.
+    /// Many members spread over many addresses of one /24 or /64 (a rotated proxy pool; many
+    /// members behind one address are a NAT, `ip_shared`).
     NetShared,
     /// Many brand-new accounts on one IP or prefix (rotated accounts behind a NAT).
     FreshAccounts,
@@ -57,11 +58,14 @@ pub enum Reason {
     Ring,
     /// Scanned outside the sales region of the batch's dealer (reported against the dealer).
     CrossRegion,
+    /// The member hopped over several addresses of one prefix within the hour (a rotating
+    /// proxy handing each request a new address).
+    IpRotation,
 }
 
 impl Reason {
     /// Every reason, in a fixed order.
-    pub const ALL: [Reason; 15] = [
+    pub const ALL: [Reason; 16] = [
         Reason::CodeShared,
         Reason::CodeRepeat,
         Reason::UnknownCode,
@@ -77,6 +81,7 @@ impl Reason {
         Reason::BatchHarvest,
         Reason::Ring,
         Reason::CrossRegion,
+        Reason::IpRotation,
     ];
 
     /// The stable name, as in outputs and metrics labels.
@@ -97,6 +102,7 @@ impl Reason {
             Reason::BatchHarvest => "batch_harvest",
             Reason::Ring => "ring",
             Reason::CrossRegion => "cross_region",
+            Reason::IpRotation => "ip_rotation",
         }
     }
 }
@@ -165,6 +171,15 @@ pub struct Features {
     pub ip_members: u32,
     /// Distinct members on the network prefix in its window.
     pub net_members: u32,
+    /// Distinct addresses of the network prefix in its window.
+    #[serde(default)]
+    pub net_ips: u32,
+    /// Distinct addresses of this scan's prefix the member used within the hour.
+    #[serde(default)]
+    pub member_net_ips: u32,
+    /// Scans of unregistered codes by the member in the batch window.
+    #[serde(default)]
+    pub member_unknown: u32,
     /// Distinct fresh accounts on the IP in its window.
     pub ip_fresh: u32,
     /// Distinct fresh accounts on the network prefix in its window.
@@ -298,6 +313,11 @@ pub fn score(f: &Features, r: &FraudRules) -> Verdict {
     // guessed; without registered batches for the SKU only a campaign's rule can tell
     if f.unknown_code && (r.require_registered_codes || f.sku_registered) {
         push(Reason::UnknownCode, Some(w.unknown_code), 1.0, 0.0);
+    } else if f.unknown_code {
+        // one unregistered code may be a product whose batches are not registered yet;
+        // several from one member within minutes are guessed or generated
+        let (v, l) = (f64::from(f.member_unknown), f64::from(r.unknown_scans));
+        push(Reason::UnknownCode, graded(w.unknown_code / 2, v, l), v, l);
     }
     if let Some((c, l)) = worst(&f.member_rate, &r.member_rate) {
         push(
@@ -323,7 +343,9 @@ pub fn score(f: &Features, r: &FraudRules) -> Verdict {
     push(Reason::DeviceShared, graded(w.device_shared, v, l), v, l);
     let (v, l) = over(f.ip_members, r.ip_members);
     push(Reason::IpShared, graded(w.ip_shared, v, l), v, l);
-    let (v, l) = over(f.net_members, r.net_members);
+    // members on a prefix count only as far as they are spread over its addresses: a campus
+    // or an office behind one NAT address is many members on few addresses
+    let (v, l) = over(f.net_members.min(f.net_ips), r.net_members);
     push(Reason::NetShared, graded(w.net_shared, v, l), v, l);
     // fresh accounts: the worse of IP and prefix, one reason
     let ip = graded(
@@ -331,16 +353,17 @@ pub fn score(f: &Features, r: &FraudRules) -> Verdict {
         f64::from(f.ip_fresh),
         f64::from(r.ip_fresh),
     );
+    let net_fresh = f.net_fresh.min(f.net_ips);
     let net = graded(
         w.fresh_accounts,
-        f64::from(f.net_fresh),
+        f64::from(net_fresh),
         f64::from(r.net_fresh),
     );
     if ip.is_some() || net.is_some() {
         let (v, l) = if ip.unwrap_or(0) >= net.unwrap_or(0) {
             over(f.ip_fresh, r.ip_fresh)
         } else {
-            over(f.net_fresh, r.net_fresh)
+            over(net_fresh, r.net_fresh)
         };
         push(Reason::FreshAccounts, ip.max(net), v, l);
     }
@@ -374,6 +397,8 @@ pub fn score(f: &Features, r: &FraudRules) -> Verdict {
     if f.outside_region {
         push(Reason::CrossRegion, Some(w.cross_region), 1.0, 0.0);
     }
+    let (v, l) = over(f.member_net_ips, r.member_net_ips);
+    push(Reason::IpRotation, graded(w.ip_rotation, v, l), v, l);
     let (mut enforced, mut all) = (0u32, 0u32);
     for c in &reasons {
         all += u32::from(c.points);
@@ -538,15 +563,64 @@ mod tests {
     #[test]
     fn shared_nats_are_tolerated_unless_their_accounts_are_fresh() {
         let mut f = first();
-        f.ip_members = 63; // a campus NAT at its busiest
+        f.ip_members = 63; // a campus NAT at its busiest, all its members on one address
         f.net_members = 63;
+        f.net_ips = 1;
+        f.net_fresh = 63;
         let v = score(&f, &rules());
         assert_eq!(v.decision, Decision::Allow, "{v:?}");
-        assert_eq!(reasons(&v), vec![Reason::IpShared, Reason::NetShared]);
-        f.ip_fresh = 16;
+        assert_eq!(reasons(&v), vec![Reason::IpShared]);
+        f.ip_fresh = 50; // more new accounts on one address than any NAT carries
         let v = score(&f, &rules());
         assert_eq!(v.decision, Decision::Review);
         assert!(reasons(&v).contains(&Reason::FreshAccounts));
+    }
+
+    #[test]
+    fn members_spread_over_a_prefix_are_a_rotated_pool() {
+        let mut f = first();
+        f.net_members = 6; // a few households on a /24
+        f.net_ips = 9;
+        assert!(score(&f, &rules()).reasons.is_empty());
+        f.net_members = 8;
+        f.net_ips = 30;
+        let v = score(&f, &rules());
+        assert_eq!(
+            (v.decision, reasons(&v)),
+            (Decision::Review, vec![Reason::NetShared])
+        );
+        // one member hopping over addresses of one prefix within the hour
+        let mut f = first();
+        f.member_net_ips = 2;
+        let v = score(&f, &rules());
+        assert_eq!(
+            (v.decision, reasons(&v)),
+            (Decision::Review, vec![Reason::IpRotation])
+        );
+    }
+
+    #[test]
+    fn one_unregistered_code_is_allowed_and_several_are_not() {
+        let mut f = first();
+        f.unknown_code = true;
+        f.member_unknown = 2;
+        assert_eq!(
+            score(&f, &rules()).decision,
+            Decision::Allow,
+            "off by default"
+        );
+        let r = FraudRules {
+            unknown_scans: 1,
+            ..rules()
+        };
+        f.member_unknown = 1;
+        assert_eq!(score(&f, &r).decision, Decision::Allow);
+        f.member_unknown = 2;
+        let v = score(&f, &r);
+        assert_eq!(
+            (v.decision, reasons(&v)),
+            (Decision::Block, vec![Reason::UnknownCode])
+        );
     }
 
     #[test]
@@ -582,20 +656,24 @@ mod tests {
             score(&f, &rules()).reasons.is_empty(),
             "a new member scanning two caps"
         );
-        f.new_account_scans = 10;
+        f.new_account_scans = 7;
         let v = score(&f, &rules());
         assert_eq!(
             (v.decision, reasons(&v)),
             (Decision::Review, vec![Reason::NewAccountBurst])
         );
         let mut f = first();
-        f.device_batch = 16;
+        f.device_batch = 5;
+        assert!(
+            score(&f, &rules()).reasons.is_empty(),
+            "a shop owner's stock at a human pace is not fraud"
+        );
+        f.device_batch = 8;
         let v = score(&f, &rules());
-        assert_eq!(reasons(&v), vec![Reason::BatchHarvest]);
         assert_eq!(
-            v.decision,
-            Decision::Allow,
-            "a shop owner's stock, alone, is not fraud"
+            (v.decision, reasons(&v)),
+            (Decision::Review, vec![Reason::BatchHarvest]),
+            "eight caps of one batch within minutes are collected caps"
         );
         f.member_rate = [12, 12, 12];
         assert_eq!(
@@ -608,7 +686,7 @@ mod tests {
     #[test]
     fn a_flagged_ring_counts_against_its_members_and_cross_region_only_informs() {
         let mut f = first();
-        f.ring_size = 8;
+        f.ring_size = 6;
         let v = score(&f, &rules());
         assert_eq!((v.decision, v.score), (Decision::Review, 40));
         let mut f = first();
@@ -655,7 +733,7 @@ mod tests {
             let json = serde_json::to_string(&r).unwrap_or_default();
             assert_eq!(json, format!("\"{}\"", r.as_str()));
         }
-        assert_eq!(Reason::ALL.len(), 15);
+        assert_eq!(Reason::ALL.len(), 16);
     }
 
     #[test]

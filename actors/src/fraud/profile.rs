@@ -8,6 +8,7 @@ use super::{hash64, ring, ScanCheck};
 use crate::{Ctx, DAY_US};
 use compact_str::CompactString as Str;
 use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
 
 const MIN_US: i64 = 60_000_000;
 
@@ -31,7 +32,16 @@ pub struct ScanProfile {
     /// Size of its ring when that ring was flagged (0: not flagged).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub ring_size: u32,
+    /// Recent addresses: `(prefix hash, address hash, µs)`, the newest last.
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    pub addrs: VecDeque<(u64, u64, i64)>,
 }
+
+/// Addresses a member remembers for address hopping.
+const TRACK_ADDRS: usize = 8;
+
+/// The batch key unregistered codes are counted under.
+const UNKNOWN_BATCH: u64 = 0x756e_6b6e_6f77_6e21;
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
@@ -77,14 +87,20 @@ impl ScanProfile {
             // human pace spreads the same count over an hour
             f.new_account_scans = self.rate.recent(BURST_US);
         }
-        if let Some(b) = &check.batch {
-            f.member_batch = self.batches.add(
-                hash64(b),
-                ts,
-                st.batch_window_min * MIN_US,
-                st.track_batch_scans,
-            );
+        let batch_window = st.batch_window_min * MIN_US;
+        match &check.batch {
+            Some(b) => {
+                f.member_batch =
+                    self.batches
+                        .add(hash64(b), ts, batch_window, st.track_batch_scans);
+            }
+            None => {
+                f.member_unknown =
+                    self.batches
+                        .add(UNKNOWN_BATCH, ts, batch_window, st.track_batch_scans);
+            }
         }
+        f.member_net_ips = self.hop(hash64(&check.net), hash64(&check.ip), ts);
         if let Some((lat, lon)) = check.geo {
             if let Some((plat, plon, pts)) = self.last_geo {
                 f.travel_kmh = travel_kmh((plat, plon, pts), (lat, lon, ts), st.travel_min_km);
@@ -97,6 +113,21 @@ impl ScanProfile {
             self.last_geo = None;
         }
         f.ring_size = self.ring_size;
+    }
+}
+
+impl ScanProfile {
+    /// Records the scan's address; returns the distinct addresses of its prefix the member
+    /// used within the hour, this one included.
+    fn hop(&mut self, net: u64, ip: u64, ts: i64) -> u32 {
+        let q = &mut self.addrs;
+        q.retain(|(_, a, t)| *a != ip && *t > ts - 60 * MIN_US);
+        q.push_back((net, ip, ts));
+        while q.len() > TRACK_ADDRS {
+            q.pop_front();
+        }
+        let n = q.iter().filter(|(p, _, _)| *p == net).count();
+        u32::try_from(n).unwrap_or(u32::MAX)
     }
 }
 
