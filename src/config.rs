@@ -5,7 +5,8 @@ use omnistream_actors::Rules;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// Environment variables that are not configuration keys (secrets and logging).
+/// Environment variables that are not configuration keys (secrets and logging); variables
+/// starting `OMNISTREAM_TEST_` belong to the test suite.
 const NOT_KEYS: &[&str] = &["OMNISTREAM_PII_KEY", "OMNISTREAM_LOG"];
 
 /// Everything the service reads at start-up.
@@ -82,7 +83,11 @@ impl Config {
         }
         let mut vars: Vec<(String, String)> = env
             .into_iter()
-            .filter(|(k, _)| k.starts_with("OMNISTREAM_") && !NOT_KEYS.contains(&k.as_str()))
+            .filter(|(k, _)| {
+                k.starts_with("OMNISTREAM_")
+                    && !k.starts_with("OMNISTREAM_TEST_")
+                    && !NOT_KEYS.contains(&k.as_str())
+            })
             .collect();
         vars.sort();
         for (var, raw) in vars {
@@ -191,6 +196,7 @@ mod tests {
                 ("OMNISTREAM_GROUP_COMMIT_MS", "20"),
                 ("OMNISTREAM_RULES__STOCK__LOW_STOCK_ATP", "3"),
                 ("OMNISTREAM_PII_KEY", "secret"),
+                ("OMNISTREAM_TEST_CQL", "127.0.0.1:9042"),
                 ("HOME", "/root"),
             ]),
         )

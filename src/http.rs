@@ -515,6 +515,28 @@ async fn board_page() -> HttpResponse {
         .body(include_str!("board.html"))
 }
 
+/// Every entity's state, sorted (large: for tests, audits and comparing two runs).
+async fn snapshot(st: web::Data<AppState>) -> HttpResponse {
+    // straight to text: the state holds 128-bit ids that a JSON value tree cannot
+    match st
+        .shard
+        .send(Read(|e: &Engine, _: &dyn Store| {
+            serde_json::to_string(&e.snapshot())
+        }))
+        .await
+    {
+        Ok(Ok(text)) => HttpResponse::Ok()
+            .content_type("application/json")
+            .body(text),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, "snapshot", e.to_string()),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shard_unavailable",
+            e.to_string(),
+        ),
+    }
+}
+
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
@@ -586,6 +608,7 @@ pub async fn serve(cfg: Config, listener: TcpListener, pii_key: Vec<u8>) -> anyh
             .route("/v1/decisions", web::get().to(get_decisions))
             .route("/v1/reviews/{event}", web::post().to(post_review))
             .route("/v1/stats", web::get().to(get_stats))
+            .route("/v1/admin/snapshot", web::get().to(snapshot))
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
             .route("/openapi.json", web::get().to(openapi))

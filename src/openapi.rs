@@ -52,6 +52,7 @@ pub fn document() -> Value {
             "/v1/outputs": {"get": op("outputs in order (points, stock, credit, orders, dead letters)", &["from:query", "limit:query", "output:query", "campaign:query"], None)},
             "/v1/decisions": {"get": op("scan decisions, optionally of one campaign", &["campaign:query", "from:query", "limit:query"], None)},
             "/v1/reviews/{event}": {"post": op("resolve a scan under review: body {\"decision\": \"allow\"|\"block\"}", &["event"], None)},
+            "/v1/admin/snapshot": {"get": op("every entity's state, sorted by key (large)", &[], None)},
             "/v1/stats": {"get": op("counters of the shard and the engine", &[], None)},
             "/healthz": {"get": op("the process is up", &[], None)},
             "/readyz": {"get": op("the store is open and the shard runs", &[], None)},
