@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod cql;
 pub mod http;
 pub mod openapi;
 pub mod shard;
