@@ -5,8 +5,16 @@ use omnistream_actors::Rules;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// Environment variables that are not configuration keys (secrets and logging).
-const NOT_KEYS: &[&str] = &["OMNISTREAM_PII_KEY", "OMNISTREAM_LOG"];
+/// Environment variables that are not configuration keys (secrets, logging, and the test and
+/// benchmark switches of ops/test-all.sh, which the service under test inherits).
+const NOT_KEYS: &[&str] = &[
+    "OMNISTREAM_PII_KEY",
+    "OMNISTREAM_LOG",
+    "OMNISTREAM_TEST_CQL",
+    "OMNISTREAM_NO_CASSANDRA",
+    "OMNISTREAM_BENCH_EVENTS",
+    "OMNISTREAM_FUZZ_SECS",
+];
 
 /// Everything the service reads at start-up.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
