@@ -4,9 +4,9 @@
 # 127.0.0.1:9042, started here and stopped on exit whatever happens).
 #
 #   bash ops/test-all.sh            # everything
-#   OMNISTREAM_NO_CASSANDRA=1 ...   # no database: `cargo test` then runs with `--skip cql`, so the
-#                                   # CQL tests (tests/cql.rs, src/cql.rs; every name has `cql`)
-#                                   # are left out, visibly in the summary. Run on their own
+#   OMNISTREAM_NO_CASSANDRA=1 ...   # no database: `cargo test` then runs with `--skip cql_`, so the
+#                                   # tests that need a node (tests/cql.rs; every name starts with
+#                                   # `cql_`) are left out, visibly in the summary. Run on their own
 #                                   # without OMNISTREAM_TEST_CQL they fail, saying how to start
 #                                   # the node: they never skip themselves.
 #   CASSANDRA_PORT=19042 ...        # the node on another port (the launcher reads it too)
@@ -48,8 +48,8 @@ step "cargo test"
 if [[ -z "${OMNISTREAM_NO_CASSANDRA:-}" ]]; then
   cargo test --workspace --locked
 else
-  echo "OMNISTREAM_NO_CASSANDRA is set: skipping the CQL tests (--skip cql)"
-  cargo test --workspace --locked -- --skip cql
+  echo "OMNISTREAM_NO_CASSANDRA is set: skipping the tests that need a CQL node (--skip cql_)"
+  cargo test --workspace --locked -- --skip cql_
 fi
 
 step "done"

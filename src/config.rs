@@ -367,7 +367,7 @@ mod tests {
     }
 
     #[test]
-    fn the_cql_store_is_chosen_and_checked_through_the_environment() {
+    fn the_database_store_is_chosen_and_checked_through_the_environment() {
         let c = Config::load(
             None,
             env(&[

@@ -24,7 +24,7 @@ fn need_cql() -> String {
         panic!(
             "the CQL tests need a Cassandra or ScyllaDB node: set OMNISTREAM_TEST_CQL=127.0.0.1:9042 \
              after `bash ops/cassandra/cassandra.sh start && bash ops/cassandra/cassandra.sh wait 300`, \
-             or run `bash ops/test-all.sh` (which does both); skip them with `cargo test -- --skip cql`"
+             or run `bash ops/test-all.sh` (which does both); skip them with `cargo test -- --skip cql_`"
         )
     })
 }
