@@ -5,9 +5,17 @@ use omnistream_actors::Rules;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// Environment variables that are not configuration keys (secrets and logging); variables
-/// starting `OMNISTREAM_TEST_` belong to the test suite.
-const NOT_KEYS: &[&str] = &["OMNISTREAM_PII_KEY", "OMNISTREAM_LOG"];
+/// Environment variables that are not configuration keys (secrets, logging, and the test and
+/// benchmark switches of ops/test-all.sh, which the service under test inherits); any
+/// `OMNISTREAM_TEST_*` variable belongs to the test suite too.
+const NOT_KEYS: &[&str] = &[
+    "OMNISTREAM_PII_KEY",
+    "OMNISTREAM_LOG",
+    "OMNISTREAM_TEST_CQL",
+    "OMNISTREAM_NO_CASSANDRA",
+    "OMNISTREAM_BENCH_EVENTS",
+    "OMNISTREAM_FUZZ_SECS",
+];
 
 /// Everything the service reads at start-up.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -15,6 +23,8 @@ const NOT_KEYS: &[&str] = &["OMNISTREAM_PII_KEY", "OMNISTREAM_LOG"];
 pub struct Config {
     /// Address the HTTP API listens on (port 0 picks a free port).
     pub listen: String,
+    /// Which store keeps the log: `embedded` (redb under data-dir) or `cql`.
+    pub store: StoreKind,
     /// Directory of the embedded store.
     pub data_dir: PathBuf,
     /// Group commit: write at least every this many milliseconds...
@@ -27,20 +37,171 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Most events in one ingest request (413 beyond).
     pub max_batch_events: usize,
+    /// The CQL store (ScyllaDB or Cassandra), used when `store = "cql"`.
+    pub cql: CqlConfig,
     /// Business rules.
     pub rules: Rules,
+}
+
+/// Where the service persists its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// One redb file under `data-dir`; no servers.
+    Embedded,
+    /// A ScyllaDB or Cassandra cluster over CQL (`[cql]`).
+    Cql,
+}
+
+/// Connection and consistency settings of the CQL store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct CqlConfig {
+    /// `host:port` of nodes to discover the cluster from.
+    pub contact_points: Vec<String>,
+    /// Datacenter whose nodes are preferred (the one this service runs in); unset: any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub local_datacenter: Option<String>,
+    /// Keyspace holding omnistream's tables (letters, digits, `_`; at most 48).
+    pub keyspace: String,
+    /// Replication map `migrate` creates the keyspace with (CQL map literal).
+    pub replication: String,
+    /// User name for password authentication; unset: no authentication.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Password for `username`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// Encrypt connections (not built into this binary yet: refused when true).
+    pub tls: bool,
+    /// Consistency level of reads (`ONE`, `LOCAL_ONE`, `QUORUM`, `LOCAL_QUORUM`, `ALL`...).
+    pub read_consistency: String,
+    /// Consistency level of writes.
+    pub write_consistency: String,
+    /// Client-side timeout of one request, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// Attempts per write before a commit fails (writes are idempotent: same seq, same row).
+    pub write_attempts: u32,
+    /// Requests one commit keeps in flight at most.
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for CqlConfig {
+    fn default() -> Self {
+        CqlConfig {
+            contact_points: vec!["127.0.0.1:9042".into()],
+            local_datacenter: None,
+            keyspace: "omnistream".into(),
+            replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}".into(),
+            username: None,
+            password: None,
+            tls: false,
+            read_consistency: "LOCAL_QUORUM".into(),
+            write_consistency: "LOCAL_QUORUM".into(),
+            request_timeout_ms: 5_000,
+            write_attempts: 3,
+            max_concurrent_requests: 32,
+        }
+    }
+}
+
+/// The names the configuration accepts for consistency levels.
+pub const CONSISTENCIES: &[&str] = &[
+    "ANY",
+    "ONE",
+    "TWO",
+    "THREE",
+    "QUORUM",
+    "ALL",
+    "LOCAL_QUORUM",
+    "EACH_QUORUM",
+    "LOCAL_ONE",
+];
+
+impl CqlConfig {
+    /// Checks values serde cannot; keys are reported as `cql.<key>`.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.contact_points.is_empty() {
+            return Err(err("cql.contact-points", "needs at least one host:port"));
+        }
+        let ks = &self.keyspace;
+        let ok = !ks.is_empty()
+            && ks.len() <= 48
+            && ks.starts_with(|c: char| c.is_ascii_alphabetic())
+            && ks.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok {
+            return Err(err(
+                "cql.keyspace",
+                format!("`{ks}` is not a keyspace name (a letter, then letters, digits or `_`; at most 48)"),
+            ));
+        }
+        let r = self.replication.trim();
+        if !(r.starts_with('{') && r.ends_with('}')) || r.contains(';') {
+            return Err(err(
+                "cql.replication",
+                "must be a CQL map such as {'class': 'SimpleStrategy', 'replication_factor': 1}",
+            ));
+        }
+        for (key, v) in [
+            ("cql.read-consistency", &self.read_consistency),
+            ("cql.write-consistency", &self.write_consistency),
+        ] {
+            if !CONSISTENCIES.contains(&v.to_ascii_uppercase().as_str()) {
+                return Err(err(
+                    key,
+                    format!("`{v}` is not one of {}", CONSISTENCIES.join(", ")),
+                ));
+            }
+        }
+        if self.read_consistency.eq_ignore_ascii_case("ANY") {
+            return Err(err("cql.read-consistency", "ANY applies to writes only"));
+        }
+        if self.username.is_some() != self.password.is_some() {
+            return Err(err(
+                "cql.password",
+                "username and password are set together or not at all",
+            ));
+        }
+        if self.tls {
+            return Err(err(
+                "cql.tls",
+                "TLS is not built into this binary yet; use a private network or a TLS proxy",
+            ));
+        }
+        if self.request_timeout_ms == 0 {
+            return Err(err("cql.request-timeout-ms", "must be > 0"));
+        }
+        if self.write_attempts == 0 {
+            return Err(err("cql.write-attempts", "must be > 0"));
+        }
+        if self.max_concurrent_requests == 0 {
+            return Err(err("cql.max-concurrent-requests", "must be > 0"));
+        }
+        Ok(())
+    }
+
+    /// A copy fit to print: the password replaced.
+    pub fn redacted(&self) -> CqlConfig {
+        let mut c = self.clone();
+        if c.password.is_some() {
+            c.password = Some("<redacted>".into());
+        }
+        c
+    }
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             listen: "127.0.0.1:8080".into(),
+            store: StoreKind::Embedded,
             data_dir: PathBuf::from("omnistream-data"),
             group_commit_ms: 5,
             group_commit_events: 2048,
             max_inflight_events: 50_000,
             max_body_bytes: 8 << 20,
             max_batch_events: 10_000,
+            cql: CqlConfig::default(),
             rules: Rules::default(),
         }
     }
@@ -119,6 +280,9 @@ impl Config {
                 "max-inflight-events",
                 "must be at least max-batch-events",
             ));
+        }
+        if self.store == StoreKind::Cql {
+            self.cql.check()?;
         }
         self.rules
             .check()
@@ -206,6 +370,54 @@ mod tests {
         assert_eq!(c.group_commit_ms, 20);
         assert_eq!(c.rules.stock.low_stock_atp, 3);
         assert_eq!(c.rules.points.expiry_days, 365, "untouched defaults stay");
+    }
+
+    #[test]
+    fn the_database_store_is_chosen_and_checked_through_the_environment() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("OMNISTREAM_STORE", "cql"),
+                (
+                    "OMNISTREAM_CQL__CONTACT_POINTS",
+                    "[\"10.0.0.1:9042\", \"10.0.0.2:9042\"]",
+                ),
+                ("OMNISTREAM_CQL__KEYSPACE", "brand_a"),
+                ("OMNISTREAM_CQL__WRITE_CONSISTENCY", "local_one"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.store, StoreKind::Cql);
+        assert_eq!(c.cql.contact_points, ["10.0.0.1:9042", "10.0.0.2:9042"]);
+        assert_eq!(c.cql.keyspace, "brand_a");
+        assert_eq!(c.cql.read_consistency, "LOCAL_QUORUM", "default kept");
+        let e = Config::load(
+            None,
+            env(&[("OMNISTREAM_STORE", "cql"), ("OMNISTREAM_CQL__TLS", "true")]),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "cql.tls");
+        assert!(e.problem.contains("not built"), "{e}");
+        let e = Config::load(
+            None,
+            env(&[
+                ("OMNISTREAM_STORE", "cql"),
+                ("OMNISTREAM_CQL__KEYSPACE", "x; DROP KEYSPACE y"),
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "cql.keyspace");
+        let e = Config::load(
+            None,
+            env(&[
+                ("OMNISTREAM_STORE", "cql"),
+                ("OMNISTREAM_CQL__READ_CONSISTENCY", "MOST"),
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "cql.read-consistency");
+        let e = Config::load(None, env(&[("OMNISTREAM_STORE", "scylla")])).unwrap_err();
+        assert!(e.problem.contains("scylla"), "{e}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::shard::{FlushNow, GetBoard, GetStats, Ingest, Item, Outcome, Read, Shard};
-use crate::store::{RedbStore, Store};
+use crate::store::Store;
 use actix::prelude::*;
 use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpResponse, HttpServer};
@@ -560,11 +560,11 @@ async fn openapi() -> HttpResponse {
 /// Opens the store, replays it, starts the shard and serves HTTP on `listener` until
 /// SIGINT/SIGTERM; then commits what waits and returns.
 pub async fn serve(cfg: Config, listener: TcpListener, pii_key: Vec<u8>) -> anyhow::Result<()> {
-    let store = RedbStore::open(&cfg.data_dir)?;
+    let store = crate::store::open(&cfg)?;
     let ready = Arc::new(AtomicBool::new(false));
     let metrics = Arc::new(Metrics::default());
     let shard = Shard::new(
-        Box::new(store),
+        store,
         cfg.rules.clone(),
         &pii_key,
         Duration::from_millis(cfg.group_commit_ms),

@@ -4,6 +4,7 @@
 pub mod board;
 pub mod cli;
 pub mod config;
+pub mod cql;
 pub mod http;
 pub mod metrics;
 pub mod openapi;

@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use omnistream::cli;
+use omnistream::config::{Config, StoreKind};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -31,7 +32,7 @@ enum Command {
     },
     /// Print the JSON Schema of the event contract.
     Schema,
-    /// Run the service: HTTP API on embedded storage, no servers needed.
+    /// Run the service: HTTP API over the configured store (embedded by default: no servers).
     Run {
         #[command(flatten)]
         opts: ServiceOpts,
@@ -51,6 +52,12 @@ enum Command {
     /// Load the configuration (defaults, file, OMNISTREAM_* variables), check it, open the
     /// store, and print the effective configuration.
     CheckConfig {
+        #[command(flatten)]
+        opts: ServiceOpts,
+    },
+    /// Create or upgrade the CQL schema (`store = "cql"`): idempotent, records the schema
+    /// version; refuses a keyspace whose schema is newer than this binary.
+    Migrate {
         #[command(flatten)]
         opts: ServiceOpts,
     },
@@ -74,7 +81,7 @@ enum Command {
     },
 }
 
-/// Options shared by `run` and `check-config`.
+/// Options shared by `run`, `check-config` and `migrate`.
 #[derive(clap::Args)]
 struct ServiceOpts {
     /// Configuration file (TOML); every key has a default.
@@ -89,7 +96,7 @@ struct ServiceOpts {
 }
 
 impl ServiceOpts {
-    fn load(&self) -> anyhow::Result<omnistream::config::Config> {
+    fn load(&self) -> anyhow::Result<Config> {
         let mut env: Vec<(String, String)> = std::env::vars().collect();
         if let Some(l) = &self.listen {
             env.push(("OMNISTREAM_LISTEN".into(), format!("\"{l}\"")));
@@ -129,11 +136,67 @@ fn run_service(opts: &ServiceOpts, demo: Option<(String, u64)>) -> anyhow::Resul
     Ok(ExitCode::SUCCESS)
 }
 
+fn check_config(cfg: &Config) -> anyhow::Result<ExitCode> {
+    let mut shown = cfg.clone();
+    shown.cql = cfg.cql.redacted();
+    println!("{}", toml::to_string_pretty(&shown)?);
+    match cfg.store {
+        StoreKind::Embedded => {
+            omnistream::store::RedbStore::open(&cfg.data_dir)?;
+            println!(
+                "# ok: configuration valid, store {} opens",
+                cfg.data_dir.display()
+            );
+        }
+        StoreKind::Cql => {
+            let p = omnistream::cql::probe(&cfg.cql)?;
+            println!(
+                "# cql: cluster {:?}, release {}, keyspace {} {}, schema version {} (this binary: {})",
+                p.cluster_name,
+                p.release_version,
+                cfg.cql.keyspace,
+                if p.keyspace_present { "present" } else { "absent" },
+                p.schema_version.map_or("none".to_string(), |v| v.to_string()),
+                omnistream::cql::SCHEMA_VERSION,
+            );
+            match p.schema_version {
+                Some(v) if v == omnistream::cql::SCHEMA_VERSION => {
+                    println!("# ok: configuration valid, keyspace ready");
+                }
+                Some(v) if v > omnistream::cql::SCHEMA_VERSION => {
+                    anyhow::bail!("keyspace {} has schema version {v}, newer than this binary: upgrade omnistream", cfg.cql.keyspace)
+                }
+                _ => anyhow::bail!(
+                    "keyspace {} is not migrated: run `omnistream migrate`",
+                    cfg.cql.keyspace
+                ),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn migrate(cfg: &Config) -> anyhow::Result<ExitCode> {
+    if cfg.store != StoreKind::Cql {
+        println!("store = \"embedded\": nothing to migrate (the embedded store upgrades itself)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let m = omnistream::cql::migrate(&cfg.cql)?;
+    println!(
+        "migrated keyspace {}: schema version {} -> {} ({} statements)",
+        cfg.cql.keyspace,
+        m.from.map_or("none".to_string(), |v| v.to_string()),
+        m.to,
+        m.statements
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("OMNISTREAM_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,scylla=warn")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -159,15 +222,8 @@ fn main() -> ExitCode {
             scenario,
             rate,
         } => run_service(&opts, Some((scenario, rate))),
-        Command::CheckConfig { opts } => opts.load().and_then(|cfg| {
-            omnistream::store::RedbStore::open(&cfg.data_dir)?;
-            println!("{}", toml::to_string_pretty(&cfg)?);
-            println!(
-                "# ok: configuration valid, store {} opens",
-                cfg.data_dir.display()
-            );
-            Ok(ExitCode::SUCCESS)
-        }),
+        Command::CheckConfig { opts } => opts.load().and_then(|cfg| check_config(&cfg)),
+        Command::Migrate { opts } => opts.load().and_then(|cfg| migrate(&cfg)),
         Command::Schema => {
             print!("{}", omnistream_schemas::json_schema_text());
             Ok(ExitCode::SUCCESS)

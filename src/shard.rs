@@ -251,6 +251,9 @@ impl Shard {
             stats: ShardStats::default(),
         };
         s.rebuild()?;
+        // ready as soon as the log is replayed: requests that arrive before the actor has
+        // started wait in its mailbox, so HTTP must not answer 503 in that window
+        s.ready.store(true, Ordering::SeqCst);
         Ok(s)
     }
 

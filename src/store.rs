@@ -4,6 +4,8 @@
 //! positions, each group of events in one atomic commit. Because the entity logic is a
 //! deterministic function of the log, state is rebuilt by replaying it: a crash between two
 //! commits loses only events nobody was told were accepted.
+//!
+//! `open` picks the store the configuration names: [`RedbStore`] or [`crate::cql::CqlStore`].
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::{Path, PathBuf};
@@ -33,6 +35,26 @@ pub enum StoreError {
         /// Why.
         why: String,
     },
+    /// A CQL request failed for good (after its retries): which table and key.
+    #[error("cql {op} {table} {key}: {why}")]
+    Cql {
+        /// What was being done.
+        op: &'static str,
+        /// The table.
+        table: &'static str,
+        /// The partition or row key.
+        key: String,
+        /// Why (the driver's error, with the attempts made).
+        why: String,
+    },
+    /// The CQL database cannot be used: unreachable, not migrated, or a newer schema.
+    #[error("cql keyspace {keyspace}: {why}")]
+    Database {
+        /// The keyspace.
+        keyspace: String,
+        /// Why.
+        why: String,
+    },
     /// A read or write failed.
     #[error("store {op} ({table}): {why}")]
     Io {
@@ -54,7 +76,7 @@ fn io(op: &'static str, table: &'static str) -> impl Fn(redb::Error) -> StoreErr
 }
 
 /// One atomic commit.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Batch {
     /// Accepted events as `(log seq, event JSON)`.
     pub events: Vec<(u64, Vec<u8>)>,
@@ -87,6 +109,14 @@ pub trait Store: Send {
     fn outputs(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
     /// A source's committed position.
     fn position(&self, source: &str) -> Result<Option<u64>, StoreError>;
+}
+
+/// Opens the store the configuration names (`store = "embedded" | "cql"`).
+pub fn open(cfg: &crate::config::Config) -> Result<Box<dyn Store>, StoreError> {
+    Ok(match cfg.store {
+        crate::config::StoreKind::Embedded => Box::new(RedbStore::open(&cfg.data_dir)?),
+        crate::config::StoreKind::Cql => Box::new(crate::cql::CqlStore::open(&cfg.cql)?),
+    })
 }
 
 /// The embedded store: one redb file (a copy-on-write B-tree with checksummed pages and

@@ -1,0 +1,1001 @@
+//! The CQL store: [`Store`] over ScyllaDB or Cassandra with the `scylla` driver, plus the
+//! schema migration (`omnistream migrate`) and the connection probe of `check-config`.
+//!
+//! Design: the engine is a deterministic function of its input log, so what is stored is that
+//! log (accepted events, personal values already hashed), the outputs, a per-member ledger
+//! index and source positions; a restart replays the log. One commit is one atomic group even
+//! though CQL has no multi-partition transactions: the data rows are written first (unlogged
+//! batches, one per partition, many in flight), and only then the commit marker, a single
+//! partition write in `positions` that moves `next_seq`/`next_output` forward together with
+//! the positions. Readers stop at the marker, so rows of a commit that failed half-way are
+//! never replayed or served, and the next commit overwrites them (same seq, same row: every
+//! write is idempotent, which is why retrying it is safe). Ledger rows are keyed by member, not
+//! by seq, so a commit first records their keys as `pending` in the marker partition; a failed
+//! commit's ledger rows are deleted before the next replay or commit (also after a crash).
+//! No LWT: one process owns a keyspace (the single shard), so no write needs a condition.
+//!
+//! The `Store` trait is synchronous and called from the shard's actor thread, which is itself
+//! inside a tokio runtime; the store therefore owns a small runtime of its own and hands every
+//! call to it, blocking the caller until the answer (as a disk write would).
+
+use crate::config::CqlConfig;
+use crate::store::{Batch, Store, StoreError};
+use futures::{SinkExt, StreamExt};
+use scylla::client::execution_profile::ExecutionProfile;
+use scylla::client::session::Session;
+use scylla::client::session_builder::SessionBuilder;
+use scylla::serialize::row::SerializeRow;
+use scylla::statement::batch::{Batch as CqlBatch, BatchType};
+use scylla::statement::prepared::PreparedStatement;
+use scylla::statement::Consistency;
+use std::cell::Cell;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The schema version this binary writes and reads.
+pub const SCHEMA_VERSION: i32 = 1;
+
+/// Schema files in order: `(version, CQL)`; `migrate` applies those above the recorded one.
+pub const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../schemas/cql/001_init.cql"))];
+
+/// `seq >> EVENT_BUCKET_BITS` is the partition of an event or output (65536 rows each).
+pub const EVENT_BUCKET_BITS: u32 = 16;
+/// `entry seq >> LEDGER_BUCKET_BITS` is the partition of a member's ledger entry (4096 each).
+pub const LEDGER_BUCKET_BITS: u32 = 12;
+
+/// The shard whose marker and positions this store writes (one shard today).
+const SHARD: i32 = 0;
+/// An unlogged batch stays under ScyllaDB's 128 KiB batch warning.
+const MAX_BATCH_BYTES: usize = 96 * 1024;
+/// Rows per unlogged batch at most.
+const MAX_BATCH_ROWS: usize = 256;
+/// The component name in `schema_version`.
+const COMPONENT: &str = "omnistream";
+
+fn consistency(name: &str) -> Consistency {
+    match name.to_ascii_uppercase().as_str() {
+        "ANY" => Consistency::Any,
+        "ONE" => Consistency::One,
+        "TWO" => Consistency::Two,
+        "THREE" => Consistency::Three,
+        "QUORUM" => Consistency::Quorum,
+        "ALL" => Consistency::All,
+        "EACH_QUORUM" => Consistency::EachQuorum,
+        "LOCAL_ONE" => Consistency::LocalOne,
+        // the configuration is checked before we get here; LOCAL_QUORUM is the default
+        _ => Consistency::LocalQuorum,
+    }
+}
+
+/// A small tokio runtime owned by a store; shut down without blocking when dropped, because
+/// the store may be dropped on an actor thread inside another runtime.
+struct Rt(Option<tokio::runtime::Runtime>);
+
+impl Rt {
+    fn new() -> std::io::Result<Rt> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("omnistream-cql")
+            .enable_all()
+            .build()?;
+        Ok(Rt(Some(rt)))
+    }
+
+    /// Runs `fut` on the store's runtime and waits for it on this thread. Works inside and
+    /// outside another runtime (tokio's own `block_on` refuses to nest).
+    fn run<T: Send + 'static>(
+        &self,
+        fut: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let Some(rt) = &self.0 else {
+            return Err(db_err("-", "the store's runtime has stopped"));
+        };
+        futures::executor::block_on(rt.spawn(fut))
+            .map_err(|e| db_err("-", format!("cql task failed: {e}")))?
+    }
+}
+
+impl Drop for Rt {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn db_err(keyspace: &str, why: impl Into<String>) -> StoreError {
+    StoreError::Database {
+        keyspace: keyspace.to_string(),
+        why: why.into(),
+    }
+}
+
+fn cql_err(
+    op: &'static str,
+    table: &'static str,
+    key: impl Into<String>,
+) -> impl Fn(String) -> StoreError {
+    let key = key.into();
+    move |why| StoreError::Cql {
+        op,
+        table,
+        key: key.clone(),
+        why,
+    }
+}
+
+/// Opens a session to the cluster with the configured nodes, datacenter, credentials and
+/// timeouts; token-aware routing is the driver's default policy.
+async fn connect(cfg: &CqlConfig) -> Result<Session, StoreError> {
+    let timeout = Duration::from_millis(cfg.request_timeout_ms);
+    let profile = ExecutionProfile::builder()
+        .request_timeout(Some(timeout))
+        .consistency(consistency(&cfg.write_consistency))
+        .build();
+    let mut b = SessionBuilder::new()
+        .known_nodes(cfg.contact_points.iter())
+        .connection_timeout(timeout)
+        .default_execution_profile_handle(profile.into_handle());
+    if let Some(dc) = &cfg.local_datacenter {
+        b = b.prefer_datacenter(dc.clone());
+    }
+    if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
+        b = b.user(u, p);
+    }
+    b.build().await.map_err(|e| {
+        db_err(
+            &cfg.keyspace,
+            format!("cannot connect to {}: {e}", cfg.contact_points.join(", ")),
+        )
+    })
+}
+
+async fn prepare(
+    session: &Session,
+    ks: &str,
+    table: &'static str,
+    cql: String,
+    cl: Consistency,
+) -> Result<PreparedStatement, StoreError> {
+    let mut p = session
+        .prepare(cql.clone())
+        .await
+        .map_err(|e| cql_err("prepare", table, ks)(format!("{cql}: {e}")))?;
+    p.set_consistency(cl);
+    p.set_is_idempotent(true);
+    Ok(p)
+}
+
+/// Tables of `keyspace`, empty when it does not exist.
+async fn tables(session: &Session, ks: &str) -> Result<Vec<String>, StoreError> {
+    let p = prepare(
+        session,
+        ks,
+        "system_schema.tables",
+        "SELECT table_name FROM system_schema.tables WHERE keyspace_name = ?".into(),
+        Consistency::One,
+    )
+    .await?;
+    let rows = session
+        .execute_unpaged(&p, (ks,))
+        .await
+        .map_err(|e| cql_err("read", "system_schema.tables", ks)(e.to_string()))?
+        .into_rows_result()
+        .map_err(|e| cql_err("read", "system_schema.tables", ks)(e.to_string()))?;
+    let names = rows
+        .rows::<(String,)>()
+        .map_err(|e| cql_err("read", "system_schema.tables", ks)(e.to_string()))?
+        .filter_map(|r| r.ok().map(|(n,)| n))
+        .collect();
+    Ok(names)
+}
+
+/// The schema version recorded in `keyspace`; `None` when it was never migrated.
+async fn recorded_version(session: &Session, ks: &str) -> Result<Option<i32>, StoreError> {
+    if !tables(session, ks)
+        .await?
+        .iter()
+        .any(|t| t == "schema_version")
+    {
+        return Ok(None);
+    }
+    let p = prepare(
+        session,
+        ks,
+        "schema_version",
+        format!("SELECT version FROM {ks}.schema_version WHERE component = ?"),
+        Consistency::One,
+    )
+    .await?;
+    let rows = session
+        .execute_unpaged(&p, (COMPONENT,))
+        .await
+        .map_err(|e| cql_err("read", "schema_version", COMPONENT)(e.to_string()))?
+        .into_rows_result()
+        .map_err(|e| cql_err("read", "schema_version", COMPONENT)(e.to_string()))?;
+    let v = rows
+        .maybe_first_row::<(Option<i32>,)>()
+        .map_err(|e| cql_err("read", "schema_version", COMPONENT)(e.to_string()))?;
+    Ok(v.and_then(|(v,)| v))
+}
+
+fn newer_schema(ks: &str, v: i32) -> StoreError {
+    db_err(
+        ks,
+        format!(
+            "the database has schema version {v}, newer than this binary's {SCHEMA_VERSION}: \
+             upgrade omnistream before running it against this keyspace"
+        ),
+    )
+}
+
+/// Records `version` as the keyspace's schema version (what `migrate` does last).
+async fn record_version(session: &Session, ks: &str, version: i32) -> Result<(), StoreError> {
+    let p = prepare(
+        session,
+        ks,
+        "schema_version",
+        format!(
+            "INSERT INTO {ks}.schema_version (component, version, applied_at, applied_by) \
+             VALUES (?, ?, toTimestamp(now()), ?)"
+        ),
+        Consistency::Quorum,
+    )
+    .await?;
+    let by = format!("omnistream {}", env!("CARGO_PKG_VERSION"));
+    session
+        .execute_unpaged(&p, (COMPONENT, version, by))
+        .await
+        .map_err(|e| cql_err("write", "schema_version", COMPONENT)(e.to_string()))?;
+    Ok(())
+}
+
+/// Splits a schema file into statements: `--` comments dropped, `;`-terminated.
+fn statements(text: &str) -> Vec<String> {
+    let code: String = text
+        .lines()
+        .map(|l| l.split("--").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n");
+    code.split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// What `migrate` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Migrated {
+    /// The version found before (`None`: a fresh keyspace).
+    pub from: Option<i32>,
+    /// The version recorded now.
+    pub to: i32,
+    /// Statements executed.
+    pub statements: usize,
+}
+
+/// Applies the schema idempotently (every statement `IF NOT EXISTS`) and records its version;
+/// refuses a keyspace whose recorded version is newer than this binary's.
+pub fn migrate(cfg: &CqlConfig) -> Result<Migrated, StoreError> {
+    let rt = Rt::new().map_err(|e| db_err(&cfg.keyspace, format!("runtime: {e}")))?;
+    let cfg = cfg.clone();
+    rt.run(async move {
+        let ks = cfg.keyspace.as_str();
+        let session = connect(&cfg).await?;
+        let from = recorded_version(&session, ks).await?;
+        if let Some(v) = from.filter(|v| *v > SCHEMA_VERSION) {
+            return Err(newer_schema(ks, v));
+        }
+        let mut n = 0;
+        for (version, text) in MIGRATIONS {
+            if from.is_some_and(|f| f >= *version) {
+                continue;
+            }
+            for stmt in statements(text) {
+                let stmt = stmt
+                    .replace("{{keyspace}}", ks)
+                    .replace("{{replication}}", cfg.replication.trim());
+                session
+                    .query_unpaged(stmt.clone(), &[])
+                    .await
+                    .map_err(|e| db_err(ks, format!("schema {version}: {e}\n{stmt}")))?;
+                n += 1;
+            }
+        }
+        session
+            .await_schema_agreement()
+            .await
+            .map_err(|e| db_err(ks, format!("schema agreement: {e}")))?;
+        record_version(&session, ks, SCHEMA_VERSION).await?;
+        Ok(Migrated {
+            from,
+            to: SCHEMA_VERSION,
+            statements: n,
+        })
+    })
+}
+
+/// Overwrites the recorded schema version: for tests of the refusal and for repair by hand.
+pub fn force_schema_version(cfg: &CqlConfig, version: i32) -> Result<(), StoreError> {
+    let rt = Rt::new().map_err(|e| db_err(&cfg.keyspace, format!("runtime: {e}")))?;
+    let cfg = cfg.clone();
+    rt.run(async move {
+        let session = connect(&cfg).await?;
+        record_version(&session, &cfg.keyspace, version).await
+    })
+}
+
+/// What `check-config` reports about the cluster.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    /// `cluster_name` of the node answering.
+    pub cluster_name: String,
+    /// Its release version (Cassandra's or ScyllaDB's compatible one).
+    pub release_version: String,
+    /// Whether the keyspace exists.
+    pub keyspace_present: bool,
+    /// The schema version recorded in it.
+    pub schema_version: Option<i32>,
+}
+
+/// Connects and reads the cluster's name and version and the keyspace's schema version.
+pub fn probe(cfg: &CqlConfig) -> Result<Probe, StoreError> {
+    let rt = Rt::new().map_err(|e| db_err(&cfg.keyspace, format!("runtime: {e}")))?;
+    let cfg = cfg.clone();
+    rt.run(async move {
+        let ks = cfg.keyspace.as_str();
+        let session = connect(&cfg).await?;
+        let p = prepare(
+            &session,
+            ks,
+            "system.local",
+            "SELECT cluster_name, release_version FROM system.local".into(),
+            Consistency::One,
+        )
+        .await?;
+        let rows = session
+            .execute_unpaged(&p, &[])
+            .await
+            .map_err(|e| cql_err("read", "system.local", "local")(e.to_string()))?
+            .into_rows_result()
+            .map_err(|e| cql_err("read", "system.local", "local")(e.to_string()))?;
+        let (cluster_name, release_version) = rows
+            .first_row::<(Option<String>, Option<String>)>()
+            .map_err(|e| cql_err("read", "system.local", "local")(e.to_string()))?;
+        let keyspace_present = session.get_cluster_state().get_keyspace(ks).is_some()
+            || !tables(&session, ks).await?.is_empty();
+        Ok(Probe {
+            cluster_name: cluster_name.unwrap_or_default(),
+            release_version: release_version.unwrap_or_default(),
+            keyspace_present,
+            schema_version: recorded_version(&session, ks).await?,
+        })
+    })
+}
+
+/// The prepared statements and settings every call shares.
+struct Inner {
+    session: Session,
+    keyspace: String,
+    attempts: u32,
+    concurrency: usize,
+    ins_event: PreparedStatement,
+    ins_output: PreparedStatement,
+    ins_ledger: PreparedStatement,
+    del_ledger: PreparedStatement,
+    set_pending: PreparedStatement,
+    clear_pending: PreparedStatement,
+    set_marker: PreparedStatement,
+    set_marker_at: PreparedStatement,
+    sel_marker: PreparedStatement,
+    sel_events: PreparedStatement,
+    sel_outputs: PreparedStatement,
+    sel_ledger: PreparedStatement,
+    sel_position: PreparedStatement,
+}
+
+/// The durable log in a CQL keyspace; see the module documentation for the commit protocol.
+pub struct CqlStore {
+    inner: Arc<Inner>,
+    /// The committed marker: next log seq and next output seq.
+    next_seq: Cell<u64>,
+    next_output: Cell<u64>,
+    /// A commit failed: clean up its rows and reread the marker before going on.
+    dirty: Cell<bool>,
+    // last: dropped after `inner`, so the session goes before its runtime
+    rt: Rt,
+}
+
+/// The committed state read from the marker partition.
+struct Marker {
+    next_seq: u64,
+    next_output: u64,
+    pending: Option<Vec<u8>>,
+}
+
+impl CqlStore {
+    /// Connects, refuses a keyspace that is not migrated or has a newer schema, prepares every
+    /// statement, and finishes (cleans up) a commit a crash left half-written.
+    pub fn open(cfg: &CqlConfig) -> Result<CqlStore, StoreError> {
+        let rt = Rt::new().map_err(|e| db_err(&cfg.keyspace, format!("runtime: {e}")))?;
+        let c = cfg.clone();
+        let inner = rt.run(async move {
+            let ks = c.keyspace.clone();
+            let session = connect(&c).await?;
+            match recorded_version(&session, &ks).await? {
+                None => {
+                    return Err(db_err(
+                        &ks,
+                        "no omnistream schema in this keyspace: run `omnistream migrate` first",
+                    ))
+                }
+                Some(v) if v > SCHEMA_VERSION => return Err(newer_schema(&ks, v)),
+                Some(v) if v < SCHEMA_VERSION => {
+                    return Err(db_err(
+                        &ks,
+                        format!("schema version {v} is older than this binary's {SCHEMA_VERSION}: run `omnistream migrate`"),
+                    ))
+                }
+                Some(_) => {}
+            }
+            let w = consistency(&c.write_consistency);
+            let r = consistency(&c.read_consistency);
+            let s = &session;
+            let k = ks.as_str();
+            Ok(Inner {
+                ins_event: prepare(s, k, "events", format!("INSERT INTO {k}.events (bucket, seq, body) VALUES (?, ?, ?)"), w).await?,
+                ins_output: prepare(s, k, "outputs", format!("INSERT INTO {k}.outputs (bucket, seq, body) VALUES (?, ?, ?)"), w).await?,
+                ins_ledger: prepare(s, k, "ledger", format!("INSERT INTO {k}.ledger (member, bucket, seq, body) VALUES (?, ?, ?, ?)"), w).await?,
+                del_ledger: prepare(s, k, "ledger", format!("DELETE FROM {k}.ledger WHERE member = ? AND bucket = ? AND seq = ?"), w).await?,
+                set_pending: prepare(s, k, "positions", format!("UPDATE {k}.positions SET pending = ? WHERE shard = ?"), w).await?,
+                clear_pending: prepare(s, k, "positions", format!("UPDATE {k}.positions SET pending = null WHERE shard = ?"), w).await?,
+                set_marker: prepare(s, k, "positions", format!("UPDATE {k}.positions SET next_seq = ?, next_output = ?, pending = null WHERE shard = ?"), w).await?,
+                set_marker_at: prepare(s, k, "positions", format!("UPDATE {k}.positions SET next_seq = ?, next_output = ?, pending = null, position = ? WHERE shard = ? AND source = ?"), w).await?,
+                sel_marker: prepare(s, k, "positions", format!("SELECT next_seq, next_output, pending FROM {k}.positions WHERE shard = ? LIMIT 1"), r).await?,
+                sel_events: prepare(s, k, "events", format!("SELECT seq, body FROM {k}.events WHERE bucket = ? AND seq >= ? AND seq < ?"), r).await?,
+                sel_outputs: prepare(s, k, "outputs", format!("SELECT seq, body FROM {k}.outputs WHERE bucket = ? AND seq >= ? AND seq < ? LIMIT ?"), r).await?,
+                sel_ledger: prepare(s, k, "ledger", format!("SELECT seq, body FROM {k}.ledger WHERE member = ? AND bucket = ? AND seq >= ? LIMIT ?"), r).await?,
+                sel_position: prepare(s, k, "positions", format!("SELECT position FROM {k}.positions WHERE shard = ? AND source = ?"), r).await?,
+                session,
+                keyspace: ks,
+                attempts: c.write_attempts,
+                concurrency: c.max_concurrent_requests,
+            })
+        })?;
+        let store = CqlStore {
+            inner: Arc::new(inner),
+            next_seq: Cell::new(0),
+            next_output: Cell::new(0),
+            dirty: Cell::new(true),
+            rt,
+        };
+        store.recover()?;
+        Ok(store)
+    }
+
+    /// The keyspace this store writes.
+    pub fn keyspace(&self) -> &str {
+        &self.inner.keyspace
+    }
+
+    /// Rereads the marker and deletes the ledger rows of a commit that did not finish.
+    fn recover(&self) -> Result<(), StoreError> {
+        if !self.dirty.get() {
+            return Ok(());
+        }
+        let inner = self.inner.clone();
+        let (seq, out) = self.rt.run(async move {
+            let m = read_marker(&inner).await?;
+            if let Some(p) = m.pending {
+                let keys: Vec<(String, u64)> = serde_json::from_slice(&p).map_err(|e| {
+                    cql_err("read", "positions", "pending")(format!("unreadable pending keys: {e}"))
+                })?;
+                tracing::warn!(
+                    keyspace = %inner.keyspace,
+                    rows = keys.len(),
+                    "removing the ledger rows of a commit that did not finish"
+                );
+                let inner2 = inner.clone();
+                let results: Vec<Result<(), StoreError>> = futures::stream::iter(keys)
+                    .map(|(member, seq)| {
+                        let inner = inner2.clone();
+                        async move {
+                            let key = format!("{member}/{seq}");
+                            let bucket = (seq >> LEDGER_BUCKET_BITS) as i64;
+                            retry(inner.attempts, || {
+                                inner.session.execute_unpaged(
+                                    &inner.del_ledger,
+                                    (member.as_str(), bucket, seq as i64),
+                                )
+                            })
+                            .await
+                            .map(drop)
+                            .map_err(cql_err("delete", "ledger", key))
+                        }
+                    })
+                    .buffer_unordered(inner.concurrency)
+                    .collect()
+                    .await;
+                results.into_iter().collect::<Result<Vec<()>, _>>()?;
+                retry(inner.attempts, || {
+                    inner
+                        .session
+                        .execute_unpaged(&inner.clear_pending, (SHARD,))
+                })
+                .await
+                .map_err(cql_err("write", "positions", "pending"))?;
+            }
+            Ok((m.next_seq, m.next_output))
+        })?;
+        self.next_seq.set(seq);
+        self.next_output.set(out);
+        self.dirty.set(false);
+        Ok(())
+    }
+}
+
+async fn read_marker(inner: &Inner) -> Result<Marker, StoreError> {
+    let key = format!("shard {SHARD}");
+    let rows = inner
+        .session
+        .execute_unpaged(&inner.sel_marker, (SHARD,))
+        .await
+        .map_err(|e| cql_err("read", "positions", key.clone())(e.to_string()))?
+        .into_rows_result()
+        .map_err(|e| cql_err("read", "positions", key.clone())(e.to_string()))?;
+    let row = rows
+        .maybe_first_row::<(Option<i64>, Option<i64>, Option<Vec<u8>>)>()
+        .map_err(|e| cql_err("read", "positions", key)(e.to_string()))?;
+    let (s, o, pending) = row.unwrap_or((None, None, None));
+    Ok(Marker {
+        next_seq: s.unwrap_or(0) as u64,
+        next_output: o.unwrap_or(0) as u64,
+        pending,
+    })
+}
+
+/// Runs an idempotent request up to `attempts` times, backing off 50 ms, 100 ms, ...
+async fn retry<T, E: std::fmt::Display, Fut: Future<Output = Result<T, E>>>(
+    attempts: u32,
+    mut f: impl FnMut() -> Fut,
+) -> Result<T, String> {
+    let mut last = String::new();
+    for i in 0..attempts {
+        match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) => {
+                last = e.to_string();
+                if i + 1 < attempts {
+                    tracing::warn!(attempt = i + 1, error = %last, "cql write failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(50u64 << i.min(6))).await;
+                }
+            }
+        }
+    }
+    Err(format!("{last} (after {attempts} attempts)"))
+}
+
+/// Rows of one partition, cut into unlogged batches under the size limits.
+fn chunks<R>(rows: Vec<(R, usize)>) -> Vec<Vec<R>> {
+    let mut out = Vec::new();
+    let mut cur = Vec::new();
+    let mut bytes = 0;
+    for (r, size) in rows {
+        if !cur.is_empty() && (cur.len() >= MAX_BATCH_ROWS || bytes + size > MAX_BATCH_BYTES) {
+            out.push(std::mem::take(&mut cur));
+            bytes = 0;
+        }
+        bytes += size;
+        cur.push(r);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+/// Writes `rows` (all of one partition) with `stmt`: a single row as itself, more as an
+/// unlogged batch of the same prepared statement.
+async fn write_rows<R: SerializeRow>(
+    inner: &Inner,
+    stmt: &PreparedStatement,
+    rows: &[R],
+) -> Result<(), String> {
+    if let [row] = rows {
+        return retry(inner.attempts, || inner.session.execute_unpaged(stmt, row))
+            .await
+            .map(drop);
+    }
+    let mut b = CqlBatch::new(BatchType::Unlogged);
+    for _ in rows {
+        b.append_statement(stmt.clone());
+    }
+    if let Some(cl) = stmt.get_consistency() {
+        b.set_consistency(cl);
+    }
+    b.set_is_idempotent(true);
+    retry(inner.attempts, || inner.session.batch(&b, rows))
+        .await
+        .map(drop)
+}
+
+type LogRow = (i64, i64, Vec<u8>);
+type LedgerRow = (String, i64, i64, Vec<u8>);
+
+/// One unit of work of a commit: a batch for one partition of one table.
+enum Unit {
+    Log(&'static str, i64, Vec<LogRow>),
+    Ledger(String, i64, Vec<LedgerRow>),
+}
+
+fn log_units(table: &'static str, rows: &[(u64, Vec<u8>)], out: &mut Vec<Unit>) {
+    let mut by_bucket: std::collections::BTreeMap<i64, Vec<(LogRow, usize)>> = Default::default();
+    for (seq, body) in rows {
+        let bucket = (*seq >> EVENT_BUCKET_BITS) as i64;
+        by_bucket
+            .entry(bucket)
+            .or_default()
+            .push(((bucket, *seq as i64, body.clone()), body.len() + 32));
+    }
+    for (bucket, rows) in by_bucket {
+        for c in chunks(rows) {
+            out.push(Unit::Log(table, bucket, c));
+        }
+    }
+}
+
+async fn commit(
+    inner: Arc<Inner>,
+    b: Batch,
+    next_seq: u64,
+    next_output: u64,
+) -> Result<(), StoreError> {
+    if !b.ledger.is_empty() {
+        let keys: Vec<(&str, u64)> = b.ledger.iter().map(|(m, s, _)| (m.as_str(), *s)).collect();
+        let pending = serde_json::to_vec(&keys).unwrap_or_default();
+        retry(inner.attempts, || {
+            inner
+                .session
+                .execute_unpaged(&inner.set_pending, (&pending, SHARD))
+        })
+        .await
+        .map_err(cql_err("write", "positions", "pending"))?;
+    }
+    let mut units = Vec::new();
+    log_units("events", &b.events, &mut units);
+    log_units("outputs", &b.outputs, &mut units);
+    let mut by_member: std::collections::BTreeMap<(&str, i64), Vec<(LedgerRow, usize)>> =
+        Default::default();
+    for (m, seq, body) in &b.ledger {
+        let bucket = (*seq >> LEDGER_BUCKET_BITS) as i64;
+        by_member.entry((m, bucket)).or_default().push((
+            (m.clone(), bucket, *seq as i64, body.clone()),
+            body.len() + m.len() + 32,
+        ));
+    }
+    for ((m, bucket), rows) in by_member {
+        for c in chunks(rows) {
+            units.push(Unit::Ledger(m.to_string(), bucket, c));
+        }
+    }
+    let inner_ref = &inner;
+    let mut results = futures::stream::iter(units)
+        .map(|u| async move {
+            match u {
+                Unit::Log(table, bucket, rows) => {
+                    let stmt = if table == "events" {
+                        &inner_ref.ins_event
+                    } else {
+                        &inner_ref.ins_output
+                    };
+                    let first = rows.first().map_or(0, |r| r.1);
+                    write_rows(inner_ref, stmt, &rows).await.map_err(cql_err(
+                        "write",
+                        table,
+                        format!("bucket {bucket} seq {first}..+{}", rows.len()),
+                    ))
+                }
+                Unit::Ledger(member, bucket, rows) => {
+                    write_rows(inner_ref, &inner_ref.ins_ledger, &rows)
+                        .await
+                        .map_err(cql_err(
+                            "write",
+                            "ledger",
+                            format!("member {member} bucket {bucket}"),
+                        ))
+                }
+            }
+        })
+        .buffer_unordered(inner.concurrency);
+    while let Some(r) = results.next().await {
+        r?;
+    }
+    drop(results);
+    // the commit point: one partition, so the marker and positions change together
+    let (s, o) = (next_seq as i64, next_output as i64);
+    let marker_key = format!("shard {SHARD}");
+    if b.positions.is_empty() {
+        retry(inner.attempts, || {
+            inner
+                .session
+                .execute_unpaged(&inner.set_marker, (s, o, SHARD))
+        })
+        .await
+        .map(drop)
+        .map_err(cql_err("write", "positions", marker_key))
+    } else {
+        let rows: Vec<(i64, i64, i64, i32, &str)> = b
+            .positions
+            .iter()
+            .map(|(src, p)| (s, o, *p as i64, SHARD, src.as_str()))
+            .collect();
+        write_rows(&inner, &inner.set_marker_at, &rows)
+            .await
+            .map_err(cql_err("write", "positions", marker_key))
+    }
+}
+
+/// Rows of a log table in seq order, as the scanning task hands them to the caller.
+type Chunk = Result<Vec<(u64, Vec<u8>)>, StoreError>;
+
+/// Reads `[lo, hi)` of a bucketed log table (events or outputs), at most `limit` rows, bucket
+/// after bucket, each paged in clustering order; sends them in chunks to `tx`.
+async fn scan_log(
+    inner: Arc<Inner>,
+    table: &'static str,
+    lo: u64,
+    hi: u64,
+    limit: usize,
+    mut tx: futures::channel::mpsc::Sender<Chunk>,
+) {
+    let mut left = limit;
+    let mut bucket = lo >> EVENT_BUCKET_BITS;
+    while left > 0 && hi > 0 && bucket <= (hi - 1) >> EVENT_BUCKET_BITS {
+        let from = lo.max(bucket << EVENT_BUCKET_BITS) as i64;
+        let to = hi.min((bucket + 1) << EVENT_BUCKET_BITS) as i64;
+        let key = format!("bucket {bucket}");
+        let err = cql_err("scan", table, key);
+        let pager = if table == "events" {
+            inner
+                .session
+                .execute_iter(inner.sel_events.clone(), (bucket as i64, from, to))
+                .await
+        } else {
+            let n = left.min(i32::MAX as usize) as i32;
+            inner
+                .session
+                .execute_iter(inner.sel_outputs.clone(), (bucket as i64, from, to, n))
+                .await
+        };
+        let mut rows = match pager
+            .map_err(|e| e.to_string())
+            .and_then(|p| p.rows_stream::<(i64, Vec<u8>)>().map_err(|e| e.to_string()))
+        {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.send(Err(err(e))).await;
+                return;
+            }
+        };
+        let mut chunk = Vec::with_capacity(1024);
+        while let Some(row) = rows.next().await {
+            match row {
+                Ok((seq, body)) => {
+                    chunk.push((seq as u64, body));
+                    left -= 1;
+                    if chunk.len() == 1024 && tx.send(Ok(std::mem::take(&mut chunk))).await.is_err()
+                    {
+                        return;
+                    }
+                    if left == 0 {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(err(e.to_string()))).await;
+                    return;
+                }
+            }
+        }
+        if !chunk.is_empty() && tx.send(Ok(chunk)).await.is_err() {
+            return;
+        }
+        bucket += 1;
+    }
+}
+
+impl CqlStore {
+    /// Streams `[lo, hi)` of `table` to `f` on the calling thread, at most `limit` rows.
+    fn scan(
+        &self,
+        table: &'static str,
+        lo: u64,
+        hi: u64,
+        limit: usize,
+        f: &mut dyn FnMut(u64, Vec<u8>),
+    ) -> Result<(), StoreError> {
+        let Some(rt) = &self.rt.0 else {
+            return Err(db_err(
+                &self.inner.keyspace,
+                "the store's runtime has stopped",
+            ));
+        };
+        let (tx, mut rx) = futures::channel::mpsc::channel(4);
+        rt.spawn(scan_log(self.inner.clone(), table, lo, hi, limit, tx));
+        while let Some(chunk) = futures::executor::block_on(rx.next()) {
+            for (seq, body) in chunk? {
+                f(seq, body);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Store for CqlStore {
+    fn commit(&mut self, batch: &Batch) -> Result<(), StoreError> {
+        self.recover()?;
+        let next_seq = batch
+            .events
+            .last()
+            .map_or(self.next_seq.get(), |(s, _)| s + 1);
+        let next_output = batch
+            .outputs
+            .last()
+            .map_or(self.next_output.get(), |(s, _)| s + 1);
+        let r = self.rt.run(commit(
+            self.inner.clone(),
+            batch.clone(),
+            next_seq,
+            next_output,
+        ));
+        match r {
+            Ok(()) => {
+                self.next_seq.set(next_seq);
+                self.next_output.set(next_output);
+                Ok(())
+            }
+            Err(e) => {
+                self.dirty.set(true);
+                Err(e)
+            }
+        }
+    }
+
+    fn replay(&self, from: u64, f: &mut dyn FnMut(u64, &[u8])) -> Result<u64, StoreError> {
+        self.recover()?;
+        let end = self.next_seq.get();
+        let mut expected = from;
+        let mut gap = None;
+        self.scan("events", from, end, usize::MAX, &mut |seq, body| {
+            if seq != expected && gap.is_none() {
+                gap = Some(expected);
+            }
+            expected = seq + 1;
+            f(seq, &body);
+        })?;
+        if expected < end && gap.is_none() {
+            gap = Some(expected);
+        }
+        if let Some(missing) = gap {
+            return Err(StoreError::Cql {
+                op: "replay",
+                table: "events",
+                key: format!("seq {missing}"),
+                why: format!("missing below the commit marker {end}: the log has a hole"),
+            });
+        }
+        Ok(end.max(from))
+    }
+
+    fn next_output(&self) -> Result<u64, StoreError> {
+        self.recover()?;
+        Ok(self.next_output.get())
+    }
+
+    fn ledger(&self, member: &str, from: u64, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        let inner = self.inner.clone();
+        let member = member.to_string();
+        self.rt.run(async move {
+            let mut out = Vec::new();
+            let mut bucket = from >> LEDGER_BUCKET_BITS;
+            // entry numbers are dense per member, so the first empty bucket is the end
+            while out.len() < limit {
+                let lo = from.max(bucket << LEDGER_BUCKET_BITS) as i64;
+                let n = (limit - out.len()).min(i32::MAX as usize) as i32;
+                let err = cql_err("read", "ledger", format!("member {member} bucket {bucket}"));
+                let mut rows = inner
+                    .session
+                    .execute_iter(
+                        inner.sel_ledger.clone(),
+                        (member.as_str(), bucket as i64, lo, n),
+                    )
+                    .await
+                    .map_err(|e| err(e.to_string()))?
+                    .rows_stream::<(i64, Vec<u8>)>()
+                    .map_err(|e| err(e.to_string()))?;
+                let before = out.len();
+                while let Some(row) = rows.next().await {
+                    let (_, body) = row.map_err(|e| err(e.to_string()))?;
+                    out.push(body);
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
+                if out.len() == before {
+                    break;
+                }
+                bucket += 1;
+            }
+            Ok(out)
+        })
+    }
+
+    fn outputs(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        self.recover()?;
+        let mut out = Vec::new();
+        self.scan(
+            "outputs",
+            from,
+            self.next_output.get(),
+            limit,
+            &mut |s, b| out.push((s, b)),
+        )?;
+        Ok(out)
+    }
+
+    fn position(&self, source: &str) -> Result<Option<u64>, StoreError> {
+        let inner = self.inner.clone();
+        let source = source.to_string();
+        self.rt.run(async move {
+            let err = cql_err("read", "positions", source.clone());
+            let rows = inner
+                .session
+                .execute_unpaged(&inner.sel_position, (SHARD, source.as_str()))
+                .await
+                .map_err(|e| err(e.to_string()))?
+                .into_rows_result()
+                .map_err(|e| err(e.to_string()))?;
+            let row = rows
+                .maybe_first_row::<(Option<i64>,)>()
+                .map_err(|e| err(e.to_string()))?;
+            Ok(row.and_then(|(p,)| p).map(|p| p as u64))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schema_splits_into_if_not_exists_statements_with_placeholders() {
+        let (v, text) = MIGRATIONS[0];
+        assert_eq!(v, 1);
+        let s = statements(text);
+        assert_eq!(s.len(), 6, "{s:#?}");
+        assert!(s.iter().all(|x| x.contains("IF NOT EXISTS")), "{s:#?}");
+        assert!(s.iter().all(|x| x.contains("{{keyspace}}")));
+        assert!(s[0].contains("{{replication}}"));
+        assert!(s.iter().all(|x| !x.contains("--")));
+    }
+
+    #[test]
+    fn batches_stay_under_the_row_and_byte_limits_and_keep_order() {
+        let rows: Vec<(usize, usize)> = (0..1000).map(|i| (i, 1000)).collect();
+        let c = chunks(rows);
+        assert!(
+            c.iter().all(|b| b.len() * 1000 <= MAX_BATCH_BYTES),
+            "{}",
+            c[0].len()
+        );
+        let flat: Vec<usize> = c.into_iter().flatten().collect();
+        assert_eq!(flat, (0..1000).collect::<Vec<_>>());
+        // one row bigger than the limit still goes, alone
+        let c = chunks(vec![(1, 10), (2, MAX_BATCH_BYTES * 2), (3, 10)]);
+        assert_eq!(c, vec![vec![1], vec![2], vec![3]]);
+        let c = chunks((0..600).map(|i| (i, 1)).collect());
+        assert_eq!(c.iter().map(Vec::len).collect::<Vec<_>>(), [256, 256, 88]);
+    }
+}

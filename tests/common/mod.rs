@@ -1,0 +1,170 @@
+//! The service harness the end-to-end tests share: `omnistream run` as a child process on
+//! port 0, driven over real HTTP, and the scripted day with its observed final state.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // each test binary uses a part
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A running `omnistream run` child process and its address.
+pub struct Service {
+    child: Child,
+    /// `ip:port` it listens on.
+    pub addr: String,
+}
+
+impl Service {
+    /// `omnistream run` on the embedded store in `dir`.
+    pub fn start(dir: &Path) -> Service {
+        Service::start_with(dir, &[])
+    }
+
+    /// `omnistream run` with extra environment (e.g. `OMNISTREAM_STORE=cql`).
+    pub fn start_with(dir: &Path, env: &[(&str, &str)]) -> Service {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+            .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .env("OMNISTREAM_PII_KEY", "service-test-key")
+            .env("OMNISTREAM_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("omnistream listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_string();
+        Service { child, addr }
+    }
+
+    pub fn request(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
+        let mut s = TcpStream::connect(&self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        let code: u16 = resp[9..12].parse().unwrap();
+        let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        (code, serde_json::from_str(body).unwrap_or(Value::Null))
+    }
+
+    pub fn get(&self, path: &str) -> Value {
+        let (code, v) = self.request("GET", path, "");
+        assert_eq!(code, 200, "GET {path}: {v}");
+        v
+    }
+
+    pub fn post(&self, events: &[String]) -> Value {
+        let (code, v) = self.request("POST", "/v1/events", &events.join("\n"));
+        assert_eq!(code, 200, "{v}");
+        v
+    }
+
+    /// SIGTERM: graceful, commits what waits.
+    pub fn stop(mut self) {
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "exit after SIGTERM: {status}");
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn id(n: u32) -> String {
+    format!("00000000-0000-7000-8000-{n:012}")
+}
+
+/// A scripted day: stock, a consumer order through fulfilment and a partial return, a scan
+/// campaign, a dealer order held then released, and an identity merge across channels.
+pub fn script() -> Vec<String> {
+    let t = |h: u32, m: u32| format!("2026-11-11T{h:02}:{m:02}:00+08:00");
+    let mut n = 0;
+    let mut ev = |v: Value| {
+        n += 1;
+        let mut v = v;
+        v["id"] = json!(id(n));
+        v.to_string()
+    };
+    let mut out = vec![
+        ev(json!({"type":"stock","ts":t(8,0),"sku":"S1","location":"wh","op":"receive","qty":100})),
+        ev(json!({"type":"dealer","ts":t(8,0),"dealer":"d1","credit_limit":50000})),
+        ev(
+            json!({"type":"order","ts":t(9,0),"channel":"mall","order":"o1","status":"placed","kind":"consumer",
+            "member":{"openid":"oa"},"lines":[{"sku":"S1","qty":2,"unit_price":10000}],"location":"wh"}),
+        ),
+        ev(
+            json!({"type":"order","ts":t(10,0),"channel":"mall","order":"o1","status":"fulfilled","kind":"consumer","member":{"openid":"oa"}}),
+        ),
+        ev(
+            json!({"type":"order","ts":t(11,0),"channel":"mall","order":"o1","status":"returned","kind":"consumer",
+            "member":{"openid":"oa"},"lines":[{"sku":"S1","qty":1,"unit_price":10000}]}),
+        ),
+        ev(
+            json!({"type":"order","ts":t(12,0),"channel":"dealer","order":"p1","status":"placed","kind":"dealer","dealer":"d1",
+            "lines":[{"sku":"S1","qty":40,"unit_price":1000}],"location":"wh"}),
+        ),
+        ev(
+            json!({"type":"order","ts":t(12,5),"channel":"dealer","order":"p2","status":"placed","kind":"dealer","dealer":"d1",
+            "lines":[{"sku":"S1","qty":20,"unit_price":1000}],"location":"wh"}),
+        ),
+    ];
+    for (i, who) in ["ob", "ob", "oc"].iter().enumerate() {
+        out.push(ev(json!({"type":"scan","ts":t(13, i as u32),"channel":"campaign","code":format!("C{i}"),"sku":"S1",
+            "campaign":"cny","member":{"openid":who},"device":"d1","ip":"10.1.1.1"})));
+    }
+    out.extend([
+        ev(json!({"type":"order","ts":t(14,0),"channel":"dealer","order":"p1","status":"fulfilled","kind":"dealer","dealer":"d1"})),
+        ev(json!({"type":"payment","ts":t(15,0),"dealer":"d1","amount":40000,"ref":"B-1"})),
+        ev(json!({"type":"visit","ts":t(16,0),"channel":"store","store":"st1","visitor":"member","member":{"phone":"13800138000"}})),
+        ev(json!({"type":"identify","ts":t(17,0),"member":{"phone":"13800138000","openid":"oa"}})),
+    ]);
+    out
+}
+
+/// What the scenario's final state looks like through the API.
+pub fn observe(s: &Service) -> Value {
+    let by_phone = s.get("/v1/identities/phone/13800138000");
+    let by_openid = s.get("/v1/identities/openid/oa");
+    let ledger = s.get(&format!(
+        "/v1/members/{}/ledger",
+        by_openid["id"].as_str().unwrap()
+    ));
+    json!({
+        "member": by_openid,
+        "same_member": by_phone["id"] == by_openid["id"],
+        "ledger": ledger,
+        "scanner": s.get("/v1/identities/openid/ob"),
+        "stock": s.get("/v1/skus/S1/stock"),
+        "credit": s.get("/v1/dealers/d1/credit"),
+        "kpis": s.get("/v1/stores/st1/kpis"),
+    })
+}

@@ -1,0 +1,585 @@
+//! The CQL store against a real database: store behaviour (commit, replay across buckets,
+//! ledger paging, positions, recovery of a half-written commit, migrate twice, a newer schema
+//! refused) and the service scenarios of `tests/service.rs` on `store = "cql"`, each test in a
+//! keyspace of its own. Needs a node: `OMNISTREAM_TEST_CQL=host:port` (see `need_cql`).
+//!
+//! The benchmark is an ignored test:
+//! `cargo test --release -p omnistream --test cql -- --ignored cql_bench --nocapture`
+//! (`OMNISTREAM_BENCH_EVENTS`, default 100000, and `OMNISTREAM_BENCH_COMMIT`, events per
+//! commit, default 2048, the service's `group-commit-events`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+mod common;
+
+use common::{observe, script, Service};
+use omnistream::config::CqlConfig;
+use omnistream::cql::{self, CqlStore};
+use omnistream::store::{Batch, Store};
+use std::process::Command;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// The node's address; fails (never skips) without one, saying how to get one.
+fn need_cql() -> String {
+    std::env::var("OMNISTREAM_TEST_CQL").unwrap_or_else(|_| {
+        panic!(
+            "the CQL tests need a Cassandra or ScyllaDB node: set OMNISTREAM_TEST_CQL=127.0.0.1:9042 \
+             after `bash ops/cassandra/cassandra.sh start && bash ops/cassandra/cassandra.sh wait 300`, \
+             or run `bash ops/test-all.sh` (which does both); skip them with `cargo test -- --skip cql_`"
+        )
+    })
+}
+
+/// A fresh keyspace name per test and run, so tests neither see nor disturb each other.
+fn keyspace(test: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_micros()
+        % 1_000_000_000;
+    let mut t: String = test.chars().take(24).collect();
+    t.retain(|c| c.is_ascii_alphanumeric() || c == '_');
+    format!("t_{t}_{}_{nanos}", std::process::id())
+}
+
+fn config(test: &str) -> CqlConfig {
+    CqlConfig {
+        contact_points: vec![need_cql()],
+        keyspace: keyspace(test),
+        read_consistency: "ONE".into(),
+        write_consistency: "ONE".into(),
+        ..CqlConfig::default()
+    }
+}
+
+fn migrated(test: &str) -> CqlConfig {
+    let cfg = config(test);
+    let m = cql::migrate(&cfg).unwrap();
+    assert_eq!((m.from, m.to), (None, cql::SCHEMA_VERSION));
+    cfg
+}
+
+fn replay_all(s: &dyn Store, from: u64) -> (u64, Vec<(u64, Vec<u8>)>) {
+    let mut seen = Vec::new();
+    let next = s
+        .replay(from, &mut |k, v| seen.push((k, v.to_vec())))
+        .unwrap();
+    (next, seen)
+}
+
+fn body(tag: &str, n: u64) -> Vec<u8> {
+    format!("{{\"{tag}\":{n}}}").into_bytes()
+}
+
+#[test]
+fn cql_store_commits_replays_across_buckets_and_survives_reopening() {
+    let cfg = migrated("store");
+    // seqs straddle the event bucket boundary (65536), as a long-lived log does
+    let first = (1u64 << cql::EVENT_BUCKET_BITS) - 6;
+    let mut s = CqlStore::open(&cfg).unwrap();
+    assert_eq!(s.next_output().unwrap(), 0);
+    assert_eq!(replay_all(&s, 0), (0, vec![]), "a fresh keyspace is empty");
+    for part in 0..3u64 {
+        let seqs = first + part * 4..first + part * 4 + 4;
+        let b = Batch {
+            events: seqs.clone().map(|q| (q, body("e", q))).collect(),
+            outputs: seqs.clone().map(|q| (q, body("o", q))).collect(),
+            ledger: vec![],
+            positions: vec![("http".into(), seqs.end)],
+        };
+        s.commit(&b).unwrap();
+    }
+    let end = first + 12;
+    let (next, seen) = replay_all(&s, first);
+    assert_eq!(next, end);
+    let want: Vec<(u64, Vec<u8>)> = (first..end).map(|q| (q, body("e", q))).collect();
+    assert_eq!(
+        seen, want,
+        "every event once, in seq order, across two partitions"
+    );
+    let (_, tail) = replay_all(&s, first + 7);
+    assert_eq!(tail.first().map(|r| r.0), Some(first + 7));
+    assert_eq!(s.next_output().unwrap(), end);
+    let o = s.outputs(65535, 3).unwrap();
+    assert_eq!(
+        o.iter().map(|r| r.0).collect::<Vec<_>>(),
+        [65535, 65536, 65537]
+    );
+    assert_eq!(o[1].1, body("o", 65536));
+    assert_eq!(s.position("http").unwrap(), Some(end));
+    assert_eq!(s.position("kafka").unwrap(), None);
+    drop(s);
+    let s = CqlStore::open(&cfg).unwrap();
+    assert_eq!(
+        replay_all(&s, first),
+        (end, want),
+        "the same after reopening"
+    );
+    assert_eq!(s.next_output().unwrap(), end);
+    assert_eq!(s.position("http").unwrap(), Some(end));
+}
+
+#[test]
+fn cql_ledger_pages_in_entry_order_across_member_buckets() {
+    let cfg = migrated("ledger");
+    let mut s = CqlStore::open(&cfg).unwrap();
+    let n = (1u64 << cql::LEDGER_BUCKET_BITS) + 10; // 4106 entries: two partitions
+    let entry = |q: u64| format!("{{\"seq\":{q}}}").into_bytes();
+    let b = Batch {
+        events: vec![(0, b"{}".to_vec())],
+        outputs: vec![],
+        ledger: (1..=n)
+            .map(|q| ("m1".to_string(), q, entry(q)))
+            .chain([("m2".to_string(), 1, entry(1))])
+            .collect(),
+        positions: vec![],
+    };
+    s.commit(&b).unwrap();
+    assert_eq!(
+        s.ledger("m1", 0, 5).unwrap(),
+        (1..=5).map(entry).collect::<Vec<_>>()
+    );
+    let across = s.ledger("m1", 4090, 20).unwrap();
+    assert_eq!(
+        across,
+        (4090..=n).map(entry).collect::<Vec<_>>(),
+        "to the end, across buckets"
+    );
+    assert_eq!(
+        s.ledger("m1", 4094, 4).unwrap(),
+        (4094..4098).map(entry).collect::<Vec<_>>(),
+        "a page ends at its limit, across the bucket boundary"
+    );
+    assert_eq!(s.ledger("m1", 0, 100_000).unwrap().len() as u64, n);
+    assert_eq!(s.ledger("m2", 0, 10).unwrap(), vec![entry(1)]);
+    assert!(s.ledger("nobody", 0, 10).unwrap().is_empty());
+}
+
+#[test]
+fn cql_a_half_written_commit_is_neither_replayed_nor_served() {
+    let cfg = migrated("halfwritten");
+    let mut s = CqlStore::open(&cfg).unwrap();
+    s.commit(&Batch {
+        events: vec![(0, body("e", 0)), (1, body("e", 1))],
+        outputs: vec![(0, body("o", 0))],
+        ledger: vec![("m1".into(), 1, body("l", 1))],
+        positions: vec![("http".into(), 2)],
+    })
+    .unwrap();
+    drop(s);
+    // what a crash between the data rows and the marker leaves: rows past the marker and the
+    // pending ledger keys
+    let ks = cfg.keyspace.clone();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let session = scylla::client::session_builder::SessionBuilder::new()
+            .known_node(need_cql())
+            .build()
+            .await
+            .unwrap();
+        for q in [
+            format!("INSERT INTO {ks}.events (bucket, seq, body) VALUES (0, 2, 0x7b7d)"),
+            format!("INSERT INTO {ks}.outputs (bucket, seq, body) VALUES (0, 1, 0x7b7d)"),
+            format!(
+                "INSERT INTO {ks}.ledger (member, bucket, seq, body) VALUES ('m1', 0, 2, 0x7b7d)"
+            ),
+            format!(
+                "UPDATE {ks}.positions SET pending = textAsBlob('[[\"m1\",2]]') WHERE shard = 0"
+            ),
+        ] {
+            session.query_unpaged(q, &[]).await.unwrap();
+        }
+    });
+    let mut s = CqlStore::open(&cfg).unwrap();
+    let (next, seen) = replay_all(&s, 0);
+    assert_eq!(next, 2, "the marker, not the rows, says what is committed");
+    assert_eq!(seen.len(), 2);
+    assert_eq!(s.next_output().unwrap(), 1);
+    assert_eq!(s.outputs(0, 10).unwrap().len(), 1);
+    assert_eq!(
+        s.ledger("m1", 0, 10).unwrap(),
+        vec![body("l", 1)],
+        "the unfinished commit's ledger row was removed"
+    );
+    // the next commit takes the same seqs and overwrites the leftovers
+    s.commit(&Batch {
+        events: vec![(2, body("e", 2))],
+        outputs: vec![(1, body("o", 1))],
+        ledger: vec![("m1".into(), 2, body("l", 2))],
+        positions: vec![("http".into(), 3)],
+    })
+    .unwrap();
+    let (next, seen) = replay_all(&s, 0);
+    assert_eq!(next, 3);
+    assert_eq!(seen[2], (2, body("e", 2)));
+    assert_eq!(
+        s.ledger("m1", 0, 10).unwrap(),
+        vec![body("l", 1), body("l", 2)]
+    );
+}
+
+#[test]
+fn cql_a_write_that_fails_for_good_names_table_and_key_and_keeps_nothing() {
+    let cfg = CqlConfig {
+        write_attempts: 2,
+        ..migrated("failing")
+    };
+    let mut s = CqlStore::open(&cfg).unwrap();
+    s.commit(&Batch {
+        events: vec![(0, body("e", 0))],
+        outputs: vec![],
+        ledger: vec![],
+        positions: vec![("http".into(), 1)],
+    })
+    .unwrap();
+    // take the table away under the open store: every write to it now fails
+    let ks = cfg.keyspace.clone();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let session = scylla::client::session_builder::SessionBuilder::new()
+            .known_node(need_cql())
+            .build()
+            .await
+            .unwrap();
+        session
+            .query_unpaged(format!("DROP TABLE {ks}.outputs"), &[])
+            .await
+            .unwrap();
+    });
+    let e = s
+        .commit(&Batch {
+            events: vec![(1, body("e", 1)), (2, body("e", 2))],
+            outputs: vec![(0, body("o", 0)), (1, body("o", 1))],
+            ledger: vec![],
+            positions: vec![("http".into(), 3)],
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("outputs") && e.contains("bucket 0 seq 0..+2") && e.contains("2 attempts"),
+        "{e}"
+    );
+    // the marker did not move: the events that did land are not part of the log
+    let (next, seen) = replay_all(&s, 0);
+    assert_eq!((next, seen.len()), (1, 1));
+    assert_eq!(s.position("http").unwrap(), Some(1));
+}
+
+#[test]
+fn cql_migrate_twice_is_a_no_op_and_a_newer_schema_is_refused() {
+    let cfg = config("migrate");
+    let e = CqlStore::open(&cfg).err().unwrap().to_string();
+    assert!(
+        e.contains("omnistream migrate") && e.contains(&cfg.keyspace),
+        "{e}"
+    );
+    let first = cql::migrate(&cfg).unwrap();
+    assert_eq!(first.from, None);
+    assert!(first.statements >= 6, "{first:?}");
+    let again = cql::migrate(&cfg).unwrap();
+    assert_eq!((again.from, again.statements), (Some(1), 0), "{again:?}");
+    CqlStore::open(&cfg).unwrap();
+
+    cql::force_schema_version(&cfg, cql::SCHEMA_VERSION + 1).unwrap();
+    let e = CqlStore::open(&cfg).err().unwrap().to_string();
+    assert!(e.contains("newer") && e.contains(&cfg.keyspace), "{e}");
+    let e = cql::migrate(&cfg).unwrap_err().to_string();
+    assert!(e.contains("newer"), "{e}");
+    // and the binary says so and exits non-zero
+    let out = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+        .args(["run", "--listen", "127.0.0.1:0"])
+        .envs(cql_env(&cfg))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("schema version 2, newer than this binary"),
+        "{err}"
+    );
+}
+
+#[test]
+fn cql_check_config_reports_the_cluster_and_the_schema() {
+    let cfg = config("checkconfig");
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+            .args(args)
+            .envs(cql_env(&cfg))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, out, err) = run(&["check-config"]);
+    assert_eq!(code, Some(2), "not migrated yet: {out}{err}");
+    assert!(out.contains("keyspace") && out.contains("absent"), "{out}");
+    assert!(err.contains("omnistream migrate"), "{err}");
+    let (code, out, _) = run(&["migrate"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("none -> 1"), "{out}");
+    let (code, out, _) = run(&["migrate"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("1 -> 1 (0 statements)"), "{out}");
+    let (code, out, err) = run(&["check-config"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("# cql: cluster \"") && out.contains(", release "),
+        "{out}"
+    );
+    assert!(out.contains("present, schema version 1"), "{out}");
+}
+
+/// The environment that points `omnistream` at the test keyspace.
+fn cql_env(cfg: &CqlConfig) -> Vec<(String, String)> {
+    vec![
+        ("OMNISTREAM_STORE".into(), "cql".into()),
+        (
+            "OMNISTREAM_CQL__CONTACT_POINTS".into(),
+            format!("[\"{}\"]", cfg.contact_points[0]),
+        ),
+        ("OMNISTREAM_CQL__KEYSPACE".into(), cfg.keyspace.clone()),
+        ("OMNISTREAM_CQL__READ_CONSISTENCY".into(), "ONE".into()),
+        ("OMNISTREAM_CQL__WRITE_CONSISTENCY".into(), "ONE".into()),
+        ("OMNISTREAM_LOG".into(), "warn".into()),
+    ]
+}
+
+fn start(cfg: &CqlConfig) -> Service {
+    // the data dir must stay unused: prove it by pointing it at a path that cannot be created
+    let env = cql_env(cfg);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Service::start_with(std::path::Path::new("/dev/null/no-data-dir"), &env)
+}
+
+#[test]
+fn cql_service_the_scripted_day_gives_the_expected_state_over_http() {
+    let cfg = migrated("svc_day");
+    let s = start(&cfg);
+    assert_eq!(s.get("/readyz")["status"], "ready");
+    let r = s.post(&script());
+    assert_eq!(r["accepted"], 14, "{r}");
+    let o = observe(&s);
+    assert_eq!(o["member"]["balance"], 100, "{o}");
+    assert_eq!(o["same_member"], true, "{o}");
+    let ledger = o["ledger"]["entries"].as_array().unwrap();
+    let sum: i64 = ledger.iter().map(|e| e["delta"].as_i64().unwrap()).sum();
+    assert_eq!(sum, 100, "{o}");
+    assert_eq!(o["scanner"]["balance"], 20);
+    assert_eq!(o["stock"]["atp"], 39, "{o}");
+    assert_eq!(o["credit"]["held"].as_array().unwrap().len(), 0, "{o}");
+    assert_eq!(o["credit"]["exposure"], 20000, "{o}");
+    let again = s.post(&script());
+    assert_eq!(again["duplicates"], 14);
+    assert_eq!(observe(&s), o);
+    s.stop();
+    // and it is all in the keyspace: a fresh store replays 14 events
+    let store = CqlStore::open(&cfg).unwrap();
+    assert_eq!(replay_all(&store, 0).0, 14);
+}
+
+#[test]
+fn cql_service_bad_requests_get_4xx_and_dead_letters_are_stored() {
+    let cfg = migrated("svc_bad");
+    let s = start(&cfg);
+    let (code, v) = s.request("POST", "/v1/events", "[{\"id\": 1,");
+    assert_eq!(code, 400, "{v}");
+    let mut events = script();
+    events.insert(1, r#"{"id":"nope","type":"scan"}"#.to_string());
+    let r = s.post(&events);
+    assert_eq!(
+        (r["accepted"].as_u64(), r["rejected"].as_u64()),
+        (Some(14), Some(1)),
+        "{r}"
+    );
+    let dead = s.get("/v1/outputs?output=dead_letter");
+    assert_eq!(dead["items"].as_array().unwrap().len(), 1, "{dead}");
+    let (code, _) = s.request("GET", "/v1/members/nobody", "");
+    assert_eq!(code, 404);
+    s.stop();
+}
+
+#[test]
+fn cql_service_restarts_after_sigterm_and_sigkill_reach_the_same_state_as_one_run() {
+    let events = script();
+    let whole = migrated("svc_whole");
+    let s = start(&whole);
+    s.post(&events);
+    let expected = observe(&s);
+    s.stop();
+
+    let cfg = migrated("svc_restart");
+    let s = start(&cfg);
+    s.post(&events[..5]);
+    s.stop();
+    let s = start(&cfg);
+    s.post(&events[5..9]);
+    // answered means durable: a SIGKILL right after loses nothing acknowledged
+    s.kill();
+    let s = start(&cfg);
+    let r = s.post(&events);
+    assert_eq!(r["duplicates"], 9, "the first nine were kept: {r}");
+    assert_eq!(observe(&s), expected);
+    s.stop();
+}
+
+/// Events/s through `CqlStore::commit` against the same rows written by a plain loop of
+/// prepared single-row inserts with the same driver (bounded to the same concurrency), and
+/// the p99 commit latency. Prints figures; asserts only that all rows arrived.
+#[test]
+#[ignore = "benchmark: run with --release -- --ignored cql_bench --nocapture"]
+fn cql_bench_commit_vs_single_row_inserts() {
+    let events: u64 = std::env::var("OMNISTREAM_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let per_commit: u64 = std::env::var("OMNISTREAM_BENCH_COMMIT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2048);
+    let cfg = migrated("bench");
+    // a realistic event and output: ~400 and ~200 bytes of JSON; every 4th event a ledger row
+    // for one of 5000 members
+    let ev = |q: u64| {
+        format!(
+            "{{\"id\":\"00000000-0000-7000-8000-{q:012}\",\"type\":\"order\",\"ts\":\"2026-11-11T09:00:00+08:00\",\
+             \"channel\":\"mall\",\"order\":\"o{q}\",\"status\":\"placed\",\"kind\":\"consumer\",\
+             \"member\":{{\"openid\":\"oa{}\"}},\"lines\":[{{\"sku\":\"S{}\",\"qty\":2,\"unit_price\":10000}}],\
+             \"location\":\"wh\",\"pad\":\"{}\"}}",
+            q % 5000,
+            q % 97,
+            "x".repeat(120)
+        )
+        .into_bytes()
+    };
+    let out = |q: u64| {
+        format!(
+            "{{\"output\":\"stock\",\"sku\":\"S{}\",\"atp\":{q},\"pad\":\"{}\"}}",
+            q % 97,
+            "y".repeat(120)
+        )
+        .into_bytes()
+    };
+    let mut ledger_seq = std::collections::HashMap::new();
+    let mut batches = Vec::new();
+    let mut q = 0;
+    while q < events {
+        let hi = (q + per_commit).min(events);
+        let mut b = Batch {
+            positions: vec![("http".into(), hi)],
+            ..Batch::default()
+        };
+        for s in q..hi {
+            b.events.push((s, ev(s)));
+            b.outputs.push((s, out(s)));
+            if s % 4 == 0 {
+                let m = format!("m{}", s % 5000);
+                let n = ledger_seq.entry(m.clone()).or_insert(0u64);
+                *n += 1;
+                b.ledger.push((m, *n, out(s)));
+            }
+        }
+        batches.push(b);
+        q = hi;
+    }
+    let rows: usize = batches
+        .iter()
+        .map(|b| b.events.len() + b.outputs.len() + b.ledger.len())
+        .sum();
+
+    let mut store = CqlStore::open(&cfg).unwrap();
+    let mut lat = Vec::new();
+    let t = Instant::now();
+    for b in &batches {
+        let c = Instant::now();
+        store.commit(b).unwrap();
+        lat.push(c.elapsed());
+    }
+    let store_secs = t.elapsed().as_secs_f64();
+    lat.sort();
+    // nearest rank: with fewer than 100 commits the p99 is the slowest one
+    let p = |f: f64| lat[((lat.len() as f64 * f).ceil() as usize).clamp(1, lat.len()) - 1];
+    assert_eq!(replay_all(&store, 0).0, events);
+
+    // the ceiling: the same rows, one prepared INSERT each, into a second keyspace
+    let base = migrated("bench_base");
+    let conc = cfg.max_concurrent_requests;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let base_secs = rt.block_on(async {
+        use futures::StreamExt;
+        let session = scylla::client::session_builder::SessionBuilder::new()
+            .known_node(need_cql())
+            .build()
+            .await
+            .unwrap();
+        let ks = &base.keyspace;
+        let prep = |cql: String| {
+            let session = &session;
+            async move {
+                let mut p = session.prepare(cql).await.unwrap();
+                p.set_consistency(scylla::statement::Consistency::One);
+                p
+            }
+        };
+        let ins_log = prep(format!(
+            "INSERT INTO {ks}.events (bucket, seq, body) VALUES (?, ?, ?)"
+        ))
+        .await;
+        let ins_out = prep(format!(
+            "INSERT INTO {ks}.outputs (bucket, seq, body) VALUES (?, ?, ?)"
+        ))
+        .await;
+        let ins_led = prep(format!(
+            "INSERT INTO {ks}.ledger (member, bucket, seq, body) VALUES (?, ?, ?, ?)"
+        ))
+        .await;
+        let t = Instant::now();
+        for b in &batches {
+            let mut reqs = Vec::new();
+            for (s, body) in &b.events {
+                reqs.push(session.execute_unpaged(&ins_log, ((*s >> 16) as i64, *s as i64, body)));
+            }
+            let mut reqs2 = Vec::new();
+            for (s, body) in &b.outputs {
+                reqs2.push(session.execute_unpaged(&ins_out, ((*s >> 16) as i64, *s as i64, body)));
+            }
+            let mut reqs3 = Vec::new();
+            for (m, s, body) in &b.ledger {
+                reqs3.push(
+                    session.execute_unpaged(
+                        &ins_led,
+                        (m.as_str(), (*s >> 12) as i64, *s as i64, body),
+                    ),
+                );
+            }
+            let all: Vec<_> = futures::stream::iter(reqs)
+                .buffer_unordered(conc)
+                .chain(futures::stream::iter(reqs2).buffer_unordered(conc))
+                .chain(futures::stream::iter(reqs3).buffer_unordered(conc))
+                .collect()
+                .await;
+            assert!(all.iter().all(Result::is_ok));
+        }
+        t.elapsed().as_secs_f64()
+    });
+    let ev_s = events as f64 / store_secs;
+    let base_ev_s = events as f64 / base_secs;
+    println!(
+        "cql bench: {events} events ({rows} rows: events, outputs, ledger) in {} commits of {per_commit}, \
+         concurrency {conc}, consistency ONE",
+        lat.len()
+    );
+    println!(
+        "  CqlStore::commit:            {store_secs:.2} s  {ev_s:.0} events/s  {:.0} rows/s  commit p50 {:?} p99 {:?} max {:?}",
+        rows as f64 / store_secs,
+        p(0.50),
+        p(0.99),
+        lat[lat.len() - 1]
+    );
+    println!(
+        "  single-row prepared inserts: {base_secs:.2} s  {base_ev_s:.0} events/s  {:.0} rows/s",
+        rows as f64 / base_secs
+    );
+    println!("  ratio store/ceiling: {:.2}", ev_s / base_ev_s);
+}
