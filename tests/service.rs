@@ -326,3 +326,37 @@ fn a_damaged_store_stops_start_up_naming_the_file() {
     assert!(err.contains("omnistream.redb"), "{err}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"));
 }
+
+#[test]
+fn replay_of_a_file_equals_the_state_run_reaches_over_http() {
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/sample.jsonl");
+    let dir = tempfile::tempdir().unwrap();
+    let s = Service::start(dir.path());
+    let body = std::fs::read_to_string(sample).unwrap();
+    let (code, v) = s.request("POST", "/v1/events", &body);
+    assert_eq!(code, 200, "{v}");
+    let mut conn = TcpStream::connect(&s.addr).unwrap();
+    write!(
+        conn,
+        "GET /v1/admin/snapshot HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    conn.read_to_string(&mut resp).unwrap();
+    let live = resp.split_once("\r\n\r\n").unwrap().1.to_string();
+    s.stop();
+    let out = dir.path().join("replay");
+    let st = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+        .args(["replay", "--input", sample, "--out"])
+        .arg(&out)
+        .env("OMNISTREAM_PII_KEY", "service-test-key")
+        .output()
+        .unwrap();
+    assert!(st.status.success());
+    let replayed = std::fs::read_to_string(out.join("state.json")).unwrap();
+    assert!(live.len() > 1000);
+    assert!(
+        live == replayed,
+        "state after run over HTTP differs from replay of the same file"
+    );
+}
