@@ -24,7 +24,13 @@ use crate::{Ctx, Effects, Key, Rules};
 use compact_str::CompactString as Str;
 use omnistream_schemas::{Event, EventTime};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Hash maps of entity state: foldhash is several times faster than SipHash on short string
+/// keys and keeps a random per-process seed, so crafted keys cannot force collisions.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// Hash sets, likewise.
+type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 use uuid::Uuid;
 
 /// Most commands one event may cascade into; beyond it the cascade stops and is counted (a
@@ -127,6 +133,9 @@ pub struct Engine {
     refs: RefData,
     queue: VecDeque<(Key, Cmd)>,
     timers: BTreeSet<(i64, Key)>,
+    /// The one pending timer of each key: a new request replaces the old one, so the set
+    /// holds at most one entry per entity instead of one per command that re-armed it.
+    timer_of: HashMap<Key, i64>,
     watermark: i64,
     seen: HashSet<Uuid>,
     seen_order: VecDeque<(i64, Uuid)>,
@@ -192,6 +201,7 @@ impl Engine {
                 break;
             }
             self.timers.pop_first();
+            self.timer_of.remove(&key);
             self.stats.timers += 1;
             self.queue.push_back((key, Cmd::Tick));
             self.drain(
@@ -229,6 +239,11 @@ impl Engine {
             let fx = &mut self.fx;
             self.queue.extend(fx.sends.drain(..));
             for (k, t) in fx.timers.drain(..) {
+                if let Some(old) = self.timer_of.insert(k.clone(), t) {
+                    if old != t {
+                        self.timers.remove(&(old, k.clone()));
+                    }
+                }
                 self.timers.insert((t, k));
             }
             out.extend(
