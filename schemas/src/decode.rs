@@ -324,9 +324,7 @@ impl Decoder {
         let Ok(text) = std::str::from_utf8(bytes) else {
             return Err(self.diagnose(bytes, None));
         };
-        // boxed: the wire struct is large, and moving it through the layers cost more than
-        // one allocation
-        match from_object::<Box<Wire>>(text) {
+        match from_object::<Wire>(text) {
             Ok(w) => {
                 let mut problems = Vec::new();
                 // a borrowed copy: made into an owned string only for a rejection
@@ -371,7 +369,7 @@ impl Decoder {
         }
         let w = wire_from_value(&map, &mut problems);
         let id = w.id.as_deref().map(str::to_string);
-        let _ = build(Box::new(w), &self.pii, &mut problems);
+        let _ = build(w, &self.pii, &mut problems);
         if problems.is_empty() {
             // serde refused something the field-by-field pass accepted: report serde's reason
             problems.push(Problem::new(Reason::WrongType, "", msg));
@@ -771,7 +769,7 @@ impl Check<'_> {
 
 /// Validates a wire event into a typed one; pushes every problem found. Returns `None` when
 /// the event cannot be built (problems say why); `Some` only if no problem was pushed here.
-fn build(w: Box<Wire<'_>>, pii: &Pii, problems: &mut Vec<Problem>) -> Option<Event> {
+fn build(w: Wire<'_>, pii: &Pii, problems: &mut Vec<Problem>) -> Option<Event> {
     let before = problems.len();
     let mut c = Check { p: problems };
     let id = match w.id.as_deref() {
