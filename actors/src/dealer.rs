@@ -346,14 +346,7 @@ impl Dealer {
         let cutoff = ctx
             .ts()
             .saturating_sub(ctx.rules.points.order_days.saturating_mul(DAY_US));
-        while let Some((at, _)) = self.shipped_by_at.first() {
-            if *at >= cutoff {
-                break;
-            }
-            if let Some((_, order)) = self.shipped_by_at.pop_first() {
-                self.shipped.remove(&order);
-            }
-        }
+        crate::prune_before(&mut self.shipped, &mut self.shipped_by_at, cutoff);
     }
 }
 

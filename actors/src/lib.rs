@@ -94,6 +94,21 @@ impl Effects {
     }
 }
 
+/// Drops the entries of `map` whose time in the index `by_at` is before `cutoff`, oldest
+/// first: records kept for a window (shipped orders for returns) leave it without a scan of
+/// the whole map.
+pub fn prune_before<V>(
+    map: &mut std::collections::BTreeMap<compact_str::CompactString, V>,
+    by_at: &mut std::collections::BTreeSet<(i64, compact_str::CompactString)>,
+    cutoff: i64,
+) {
+    while by_at.first().is_some_and(|(at, _)| *at < cutoff) {
+        if let Some((_, key)) = by_at.pop_first() {
+            map.remove(&key);
+        }
+    }
+}
+
 /// A bounded list of recently seen ids, so a command delivered twice is applied once.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Recent(pub std::collections::VecDeque<u128>);

@@ -324,14 +324,7 @@ impl Sku {
         let cutoff = ctx
             .ts()
             .saturating_sub(ctx.rules.points.order_days.saturating_mul(DAY_US));
-        while let Some((at, _)) = self.committed_by_at.first() {
-            if *at >= cutoff {
-                break;
-            }
-            if let Some((_, order)) = self.committed_by_at.pop_first() {
-                self.committed.remove(&order);
-            }
-        }
+        crate::prune_before(&mut self.committed, &mut self.committed_by_at, cutoff);
     }
 }
 
