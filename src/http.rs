@@ -226,12 +226,8 @@ where
 }
 
 fn member_view(e: &Engine, id: &str) -> Option<Value> {
-    let now = e.watermark().max(0);
-    let today = omnistream_schemas::EventTime {
-        unix_us: now,
-        offset_min: 480,
-    }
-    .local_day();
+    let at = crate::view_time(e);
+    let (now, today) = (at.unix_us, at.local_day());
     e.member(id)
         .and_then(|m| serde_json::to_value(m.view(now, today, &e.rules)).ok())
 }
@@ -301,10 +297,7 @@ async fn get_credit(st: web::Data<AppState>, id: web::Path<String>) -> HttpRespo
 async fn get_kpis(st: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
     let id = id.into_inner();
     read(&st, "store", move |e, _| {
-        let at = omnistream_schemas::EventTime {
-            unix_us: e.watermark().max(0),
-            offset_min: 480,
-        };
+        let at = crate::view_time(e);
         e.store(&id)
             .and_then(|s| serde_json::to_value(s.view(at)).ok())
     })

@@ -355,6 +355,16 @@ impl Shard {
         }
     }
 
+    /// Commits within `group-commit-ms` unless a commit is already due.
+    fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
+        if !self.flush_scheduled {
+            self.flush_scheduled = true;
+            ctx.run_later(self.commit_every, |act, _| {
+                let _ = act.flush();
+            });
+        }
+    }
+
     /// Adds outputs (and ledger entries) to the batch being built.
     fn push_outputs(&mut self, emitted: &[Emitted]) {
         for e in emitted {
@@ -470,11 +480,8 @@ impl Handler<Ingest> for Shard {
         self.waiting.push((msg.reply, outcomes));
         if self.batch.events.len() >= self.commit_events {
             let _ = self.flush();
-        } else if !self.flush_scheduled {
-            self.flush_scheduled = true;
-            ctx.run_later(self.commit_every, |act, _| {
-                let _ = act.flush();
-            });
+        } else {
+            self.schedule_flush(ctx);
         }
     }
 }
@@ -531,12 +538,7 @@ impl Handler<Review> for Shard {
         actix::spawn(async move {
             let _ = msg.reply.send(rx.await.ok());
         });
-        if !self.flush_scheduled {
-            self.flush_scheduled = true;
-            ctx.run_later(self.commit_every, |act, _| {
-                let _ = act.flush();
-            });
-        }
+        self.schedule_flush(ctx);
     }
 }
 

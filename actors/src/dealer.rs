@@ -9,7 +9,7 @@
 //! and released, oldest first, as soon as credit comes back.
 
 use crate::cmd::{Cmd, DealerCmd, OrderCmd, RegionV};
-use crate::{Ctx, Effects, Key, Output, Recent, DAY_US};
+use crate::{Ctx, Effects, Key, Output, Recent};
 use compact_str::CompactString as Str;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -343,10 +343,7 @@ impl Dealer {
     /// Drops shipped-order records older than `order_days`: later returns credit nothing,
     /// the same window the SKU and points ledger use. The amount stays in `unpaid`.
     fn prune(&mut self, ctx: &Ctx) {
-        let cutoff = ctx
-            .ts()
-            .saturating_sub(ctx.rules.points.order_days.saturating_mul(DAY_US));
-        crate::prune_before(&mut self.shipped, &mut self.shipped_by_at, cutoff);
+        crate::prune_order_window(&mut self.shipped, &mut self.shipped_by_at, ctx);
     }
 }
 
@@ -356,6 +353,7 @@ impl Dealer {
 mod tests {
     use super::*;
     use crate::Rules;
+    use crate::DAY_US;
     use omnistream_schemas::EventTime;
     use proptest::prelude::*;
 

@@ -94,14 +94,17 @@ impl Effects {
     }
 }
 
-/// Drops the entries of `map` whose time in the index `by_at` is before `cutoff`, oldest
-/// first: records kept for a window (shipped orders for returns) leave it without a scan of
-/// the whole map.
-pub fn prune_before<V>(
+/// Drops the entries of `map` whose time in the index `by_at` is older than the order window
+/// (`points.order-days` before the event time), oldest first: records kept for returns leave
+/// it without a scan of the whole map.
+pub fn prune_order_window<V>(
     map: &mut std::collections::BTreeMap<compact_str::CompactString, V>,
     by_at: &mut std::collections::BTreeSet<(i64, compact_str::CompactString)>,
-    cutoff: i64,
+    ctx: &Ctx,
 ) {
+    let cutoff = ctx
+        .ts()
+        .saturating_sub(ctx.rules.points.order_days.saturating_mul(DAY_US));
     while by_at.first().is_some_and(|(at, _)| *at < cutoff) {
         if let Some((_, key)) = by_at.pop_first() {
             map.remove(&key);

@@ -8,7 +8,7 @@
 //! so the pool never oversells, whichever channel the orders come from.
 
 use crate::cmd::{Cmd, OrderCmd, SkuCmd};
-use crate::{Ctx, Effects, Key, Output, Recent, DAY_US};
+use crate::{Ctx, Effects, Key, Output, Recent};
 use compact_str::CompactString as Str;
 use omnistream_schemas::StockOp;
 use serde::{Deserialize, Serialize};
@@ -321,10 +321,7 @@ impl Sku {
     /// Drops shipped-order records older than `order_days`: returns after that restock
     /// nothing, the same window the points ledger uses.
     fn prune(&mut self, ctx: &Ctx) {
-        let cutoff = ctx
-            .ts()
-            .saturating_sub(ctx.rules.points.order_days.saturating_mul(DAY_US));
-        crate::prune_before(&mut self.committed, &mut self.committed_by_at, cutoff);
+        crate::prune_order_window(&mut self.committed, &mut self.committed_by_at, ctx);
     }
 }
 
@@ -334,6 +331,7 @@ impl Sku {
 mod tests {
     use super::*;
     use crate::Rules;
+    use crate::DAY_US;
     use omnistream_schemas::EventTime;
     use proptest::prelude::*;
 

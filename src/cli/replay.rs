@@ -148,13 +148,8 @@ fn emit(
 /// Writes the final states, sorted by key, and the whole snapshot; returns the member count.
 fn write_states(engine: &Engine, dir: &Path) -> anyhow::Result<u64> {
     let snap = engine.snapshot();
-    let now = engine.watermark().max(0);
-    // views are as of the watermark, in China time (KPI days are local days)
-    let at = omnistream_schemas::EventTime {
-        unix_us: now,
-        offset_min: 480,
-    };
-    let today = at.local_day();
+    let at = crate::view_time(engine);
+    let (now, today) = (at.unix_us, at.local_day());
     let mut members = writer(dir, "members.jsonl")?;
     let mut n = 0;
     for m in snap.members.values().filter(|m| m.alias_of.is_none()) {
