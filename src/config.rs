@@ -27,7 +27,8 @@ pub struct Config {
     pub store: StoreKind,
     /// Directory of the embedded store.
     pub data_dir: PathBuf,
-    /// Group commit: write at least every this many milliseconds...
+    /// Group commit: 0 (the default) writes as soon as the shard has no request waiting, so
+    /// batches grow with the load; a positive value waits this many milliseconds first...
     pub group_commit_ms: u64,
     /// ...or as soon as this many events wait.
     pub group_commit_events: usize,
@@ -196,7 +197,7 @@ impl Default for Config {
             listen: "127.0.0.1:8080".into(),
             store: StoreKind::Embedded,
             data_dir: PathBuf::from("omnistream-data"),
-            group_commit_ms: 5,
+            group_commit_ms: 0,
             group_commit_events: 2048,
             max_inflight_events: 50_000,
             max_body_bytes: 8 << 20,

@@ -1,7 +1,8 @@
 //! The shard: an actix actor on its own Arbiter that owns the deterministic engine and the
 //! store. It applies events as they arrive, buffers what they produced, and group-commits:
-//! the events, their outputs and ledger entries go to the store in one atomic write every
-//! `group-commit-ms` or `group-commit-events`, and only then are the callers answered.
+//! the events, their outputs and ledger entries go to the store in one atomic write when the
+//! mailbox is drained (or after `group-commit-ms` when that is set, or at
+//! `group-commit-events`), and only then are the callers answered.
 //!
 //! Today one shard hosts every entity (the engine's canonical order); hashing keys over
 //! several shards with an exchange between them is the next step of issue #5.
@@ -355,10 +356,22 @@ impl Shard {
         }
     }
 
-    /// Commits within `group-commit-ms` unless a commit is already due.
+    /// Schedules the next commit unless one is already due. With `group-commit-ms = 0` the
+    /// commit runs as soon as the mailbox is drained (actix polls the actor's spawned futures
+    /// only after every message that is ready): under light load each request waits for one
+    /// write, under heavy load the requests that queued during a write share the next one, so
+    /// batches grow with the load without a timer adding latency. A positive value waits that
+    /// long first, to gather larger batches.
     fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
-        if !self.flush_scheduled {
-            self.flush_scheduled = true;
+        if self.flush_scheduled {
+            return;
+        }
+        self.flush_scheduled = true;
+        if self.commit_every.is_zero() {
+            ctx.spawn(actix::fut::ready(()).map(|(), act: &mut Self, _| {
+                let _ = act.flush();
+            }));
+        } else {
             ctx.run_later(self.commit_every, |act, _| {
                 let _ = act.flush();
             });

@@ -1,12 +1,14 @@
 //! The load tool of omnistream (issue #9): a seeded, deterministic workload generator with
 //! fraud ground truth ([`gen`]), its scenario files ([`scenario`]), the scorer of fraud
-//! decisions against the labels ([`score`]) and the in-process benchmark ([`bench`]).
+//! decisions against the labels ([`score`]) and the in-process benchmark ([`bench`]) and the HTTP driver
+//! ([`http`]).
 //!
 //! Errors use anyhow: this is a tool, and every error ends as a message to the person who ran
 //! it (STYLE.md).
 
 pub mod bench;
 pub mod gen;
+pub mod http;
 pub mod rng;
 pub mod scenario;
 pub mod score;

@@ -56,6 +56,31 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Drive a running service over HTTP: its maximum rate (closed loop), then latency
+    /// percentiles at a fraction of that rate (open loop, no coordinated omission).
+    Http {
+        /// Address of the service.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: String,
+        /// A built-in scenario or a TOML file (generated in memory).
+        #[arg(long)]
+        scenario: String,
+        /// Keep-alive connections (one request in flight on each).
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
+        /// Longest the closed-loop phase runs, seconds.
+        #[arg(long, default_value_t = 20.0)]
+        max_secs: f64,
+        /// Longest the paced phase runs, seconds.
+        #[arg(long, default_value_t = 30.0)]
+        paced_secs: f64,
+        /// Paced rate as a fraction of the maximum rate.
+        #[arg(long, default_value_t = 0.5)]
+        fraction: f64,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -89,6 +114,34 @@ fn main() -> Result<()> {
         } => {
             let sc = Scenario::load(&scenario)?;
             let report = bench::run(&sc, runs, &mut |m| eprintln!("bench: {m}"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.table());
+            }
+            Ok(())
+        }
+        Cmd::Http {
+            addr,
+            scenario,
+            connections,
+            max_secs,
+            paced_secs,
+            fraction,
+            json,
+        } => {
+            let sc = Scenario::load(&scenario)?;
+            let mut events = Vec::new();
+            generate(&sc, &mut events, &mut std::io::sink(), &mut |_| {})?;
+            let report = omnistream_loadtest::http::run(
+                &addr,
+                &events,
+                connections,
+                max_secs,
+                paced_secs,
+                fraction,
+                &mut |m| eprintln!("http: {m}"),
+            )?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

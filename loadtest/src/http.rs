@@ -1,0 +1,342 @@
+//! The HTTP driver: feeds a generated scenario to a running omnistream over HTTP and measures
+//! what a channel sees.
+//!
+//! Two phases on the same event stream, one request per event (scans to `/v1/scan`, every
+//! other event to `/v1/events`), over keep-alive connections:
+//! 1. **closed loop**: each connection sends its next request as soon as the last one is
+//!    answered; the events answered per second is the service's maximum rate for this shape of
+//!    traffic;
+//! 2. **open loop** at a fraction of that rate (half by default): requests are sent on a fixed
+//!    schedule and each latency is taken from the moment the request was *due*, not when it was
+//!    sent, so a stalled service is charged for the requests queued behind the stall (no
+//!    coordinated omission).
+//!
+//! Every answer is durable when it arrives (the service answers after its group commit), so the
+//! latency is ingest → decision → durable, as a caller waits for it.
+
+use anyhow::{bail, Context, Result};
+use hdrhistogram::Histogram;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A keep-alive HTTP/1.1 connection that sends one request at a time.
+struct Conn {
+    addr: String,
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Conn {
+    fn open(addr: &str) -> Result<Conn> {
+        let s = TcpStream::connect(addr).with_context(|| format!("cannot connect to {addr}"))?;
+        s.set_nodelay(true)?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        Ok(Conn {
+            addr: addr.to_string(),
+            reader: BufReader::new(s.try_clone()?),
+            writer: s,
+        })
+    }
+
+    /// Sends one POST and reads the whole answer; returns the status code.
+    fn post(&mut self, path: &str, body: &[u8]) -> Result<u16> {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            self.addr,
+            body.len()
+        );
+        self.writer.write_all(head.as_bytes())?;
+        self.writer.write_all(body)?;
+        let mut line = String::new();
+        self.reader.read_line(&mut line)?;
+        let status: u16 = line
+            .get(9..12)
+            .and_then(|c| c.parse().ok())
+            .with_context(|| format!("not an HTTP answer: {line:?}"))?;
+        let mut len = None;
+        loop {
+            line.clear();
+            if self.reader.read_line(&mut line)? == 0 {
+                bail!("connection closed in the headers");
+            }
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    len = v.trim().parse::<usize>().ok();
+                }
+            }
+        }
+        let Some(len) = len else {
+            bail!("answer without Content-Length (status {status})");
+        };
+        let mut body = vec![0u8; len];
+        self.reader.read_exact(&mut body)?;
+        Ok(status)
+    }
+}
+
+/// Where one event goes.
+fn route(line: &[u8]) -> &'static str {
+    // the generator writes `"type":"scan"` near the start of every scan line
+    let head = &line[..line.len().min(120)];
+    if head.windows(13).any(|w| w == b"\"type\":\"scan\"") {
+        "/v1/scan"
+    } else {
+        "/v1/events"
+    }
+}
+
+/// Results of one phase.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PhaseReport {
+    /// Requests answered 2xx.
+    pub ok: u64,
+    /// Requests answered 429 (backpressure) or another non-2xx status.
+    pub refused: u64,
+    /// Wall seconds of the phase.
+    pub seconds: f64,
+    /// Answered requests per second.
+    pub per_s: f64,
+    /// Target rate (open loop only).
+    pub target_per_s: Option<f64>,
+    /// Latency percentiles of every request, microseconds: p50, p99, p99.9, max.
+    pub all_us: [u64; 4],
+    /// The same for scans alone (the fraud decision a consumer waits for).
+    pub scan_us: [u64; 4],
+}
+
+/// The driver's report.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    /// Connections used.
+    pub connections: usize,
+    /// Closed loop: maximum rate.
+    pub max: PhaseReport,
+    /// Open loop at a fraction of the maximum rate.
+    pub paced: PhaseReport,
+}
+
+impl Report {
+    /// A readable table.
+    pub fn table(&self) -> String {
+        let row = |name: &str, p: &PhaseReport| {
+            format!(
+                "{name:<28} {:>9.0} {:>9} {:>7} {:>9} | all p50/p99/p99.9/max µs {:>6} {:>6} {:>7} {:>7} | scans {:>6} {:>6} {:>7} {:>7}\n",
+                p.per_s,
+                p.target_per_s.map_or("-".into(), |t| format!("{t:.0}")),
+                p.ok,
+                p.refused,
+                p.all_us[0], p.all_us[1], p.all_us[2], p.all_us[3],
+                p.scan_us[0], p.scan_us[1], p.scan_us[2], p.scan_us[3],
+            )
+        };
+        format!(
+            "{:<28} {:>9} {:>9} {:>7} {:>9}\n{}{}",
+            format!("phase ({} connections)", self.connections),
+            "req/s",
+            "target",
+            "ok",
+            "refused",
+            row("closed loop (max)", &self.max),
+            row("open loop (paced)", &self.paced),
+        )
+    }
+}
+
+struct Tally {
+    all: Histogram<u64>,
+    scans: Histogram<u64>,
+    ok: u64,
+    refused: u64,
+}
+
+impl Tally {
+    fn new() -> Result<Tally> {
+        Ok(Tally {
+            all: Histogram::new_with_bounds(1, 120_000_000, 3)?,
+            scans: Histogram::new_with_bounds(1, 120_000_000, 3)?,
+            ok: 0,
+            refused: 0,
+        })
+    }
+
+    fn add(&mut self, o: &Tally) -> Result<()> {
+        self.all.add(&o.all)?;
+        self.scans.add(&o.scans)?;
+        self.ok += o.ok;
+        self.refused += o.refused;
+        Ok(())
+    }
+}
+
+fn pct(h: &Histogram<u64>) -> [u64; 4] {
+    if h.is_empty() {
+        return [0; 4];
+    }
+    [
+        h.value_at_quantile(0.5),
+        h.value_at_quantile(0.99),
+        h.value_at_quantile(0.999),
+        h.max(),
+    ]
+}
+
+/// Runs one phase over `lines[from..to]`: closed loop when `rate` is `None`, else paced.
+fn phase(
+    addr: &str,
+    lines: &[&[u8]],
+    connections: usize,
+    rate: Option<f64>,
+    limit: Duration,
+) -> Result<PhaseReport> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let total = Arc::new(Mutex::new(Tally::new()?));
+    let started = Instant::now();
+    std::thread::scope(|s| -> Result<()> {
+        let mut handles = Vec::new();
+        for _ in 0..connections {
+            let next = next.clone();
+            let total = total.clone();
+            handles.push(s.spawn(move || -> Result<()> {
+                let mut conn = Conn::open(addr)?;
+                let mut t = Tally::new()?;
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= lines.len() || started.elapsed() >= limit {
+                        break;
+                    }
+                    // the moment this request is due: now (closed loop) or on the schedule
+                    let due = match rate {
+                        None => Instant::now(),
+                        Some(r) => {
+                            let due = started + Duration::from_secs_f64(i as f64 / r);
+                            if let Some(w) = due.checked_duration_since(Instant::now()) {
+                                std::thread::sleep(w);
+                            }
+                            due
+                        }
+                    };
+                    let path = route(lines[i]);
+                    let status = conn.post(path, lines[i])?;
+                    let us = (due.elapsed().as_micros() as u64).max(1);
+                    if (200..300).contains(&status) {
+                        t.ok += 1;
+                        t.all.saturating_record(us);
+                        if path == "/v1/scan" {
+                            t.scans.saturating_record(us);
+                        }
+                    } else {
+                        t.refused += 1;
+                        if status == 429 {
+                            std::thread::sleep(Duration::from_millis(50));
+                        }
+                    }
+                }
+                let mut tot = total
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("a driver thread panicked"))?;
+                tot.add(&t)
+            }));
+        }
+        for h in handles {
+            h.join()
+                .map_err(|_| anyhow::anyhow!("a driver thread panicked"))??;
+        }
+        Ok(())
+    })?;
+    let seconds = started.elapsed().as_secs_f64();
+    let t = total
+        .lock()
+        .map_err(|_| anyhow::anyhow!("a driver thread panicked"))?;
+    Ok(PhaseReport {
+        ok: t.ok,
+        refused: t.refused,
+        seconds,
+        per_s: t.ok as f64 / seconds,
+        target_per_s: rate,
+        all_us: pct(&t.all),
+        scan_us: pct(&t.scans),
+    })
+}
+
+/// Drives `addr` with the events in `events` (JSON lines): first the closed loop for at most
+/// `max_secs`, then the open loop at `fraction` of the rate found, for at most `paced_secs`, on
+/// the events after those the first phase used.
+pub fn run(
+    addr: &str,
+    events: &[u8],
+    connections: usize,
+    max_secs: f64,
+    paced_secs: f64,
+    fraction: f64,
+    log: &mut dyn FnMut(&str),
+) -> Result<Report> {
+    if !(0.0..=1.0).contains(&fraction) || fraction == 0.0 {
+        bail!("--fraction must be in (0, 1], got {fraction}");
+    }
+    let lines: Vec<&[u8]> = events
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    log(&format!(
+        "{} events; closed loop for up to {max_secs} s on {connections} connections",
+        lines.len()
+    ));
+    let max = phase(
+        addr,
+        &lines,
+        connections,
+        None,
+        Duration::from_secs_f64(max_secs),
+    )?;
+    let used = (max.ok + max.refused) as usize;
+    let rate = max.per_s * fraction;
+    log(&format!(
+        "max {:.0} req/s; open loop at {rate:.0}/s for up to {paced_secs} s",
+        max.per_s
+    ));
+    let rest = &lines[used.min(lines.len())..];
+    if rest.is_empty() {
+        bail!("no events left for the paced phase: generate more events");
+    }
+    let paced = phase(
+        addr,
+        rest,
+        connections,
+        Some(rate),
+        Duration::from_secs_f64(paced_secs),
+    )?;
+    Ok(Report {
+        connections,
+        max,
+        paced,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scans_go_to_the_scan_endpoint_and_the_rest_to_events() {
+        assert_eq!(route(br#"{"id":"x","type":"scan","ts":"t"}"#), "/v1/scan");
+        assert_eq!(route(br#"{"id":"x","type":"click"}"#), "/v1/events");
+        assert_eq!(
+            route(br#"{"id":"x","type":"order","note":"scan"}"#),
+            "/v1/events"
+        );
+    }
+
+    #[test]
+    fn percentiles_of_an_empty_histogram_are_zero() -> Result<()> {
+        let t = Tally::new()?;
+        assert_eq!(pct(&t.all), [0; 4]);
+        Ok(())
+    }
+}
