@@ -12,78 +12,8 @@ use omnistream_schemas::{EventTime, StockOp};
 use std::hint::black_box;
 use uuid::Uuid;
 
-fn ctx(rules: &Rules, n: u64) -> Ctx<'_> {
-    Ctx {
-        at: EventTime::from_unix_ms(1_794_000_000_000 + (n as i64) * 60_000),
-        event: Uuid::from_u128(u128::from(n) + 1),
-        rules,
-        refs: &omnistream_actors::refdata::NO_REFS,
-    }
-}
-
-/// A member with a realistic history: 10 orders over 60 days, scans, clicks, visits.
-fn typical_member(rules: &Rules) -> (Str, Member) {
-    let me = Str::from("m0123456789abcdef");
-    let mut m = Member::default();
-    let mut fx = Effects::default();
-    for i in 0..10u64 {
-        let c = ctx(rules, i * 8_640); // every 6 days
-        let order = compact_str::format_compact!("mall:O{i}");
-        let lines = vec![LineV {
-            sku: "SKU-COLA-500".into(),
-            qty: 2,
-            unit_price: 350,
-        }];
-        m.handle(
-            &me,
-            MemberCmd::OrderPlaced {
-                order: order.clone(),
-                channel: "mall".into(),
-                store: Some("st-001".into()),
-                lines,
-                points_redeemed: 0,
-            },
-            &c,
-            &mut fx,
-        );
-        m.handle(&me, MemberCmd::OrderFulfilled { order }, &c, &mut fx);
-        m.handle(
-            &me,
-            MemberCmd::Click {
-                channel: "douyin".into(),
-                campaign: None,
-            },
-            &ctx(rules, i * 8_640 + 1),
-            &mut fx,
-        );
-        m.handle(
-            &me,
-            MemberCmd::Visit {
-                store: "st-001".into(),
-                duration_s: Some(600),
-            },
-            &ctx(rules, i * 8_640 + 2),
-            &mut fx,
-        );
-    }
-    for i in 0..4u64 {
-        let c = ctx(rules, 90_000 + i);
-        m.handle(
-            &me,
-            MemberCmd::ScanReward {
-                campaign: "cny-2027".into(),
-                code: "C".into(),
-                points: 10,
-                daily_cap: 3,
-                store: None,
-                verdict: None,
-            },
-            &c,
-            &mut fx,
-        );
-    }
-    (me, m)
-}
+mod common;
+use common::{ctx, typical_member};
 
 fn bench(c: &mut Criterion) {
     let rules = Rules::default();
