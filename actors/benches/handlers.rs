@@ -5,12 +5,10 @@ use compact_str::CompactString as Str;
 use criterion::{criterion_group, criterion_main, Criterion};
 use omnistream_actors::cmd::{DealerCmd, LineV, MemberCmd, SkuCmd};
 use omnistream_actors::dealer::Dealer;
-use omnistream_actors::member::Member;
 use omnistream_actors::sku::Sku;
-use omnistream_actors::{Ctx, Effects, Rules};
-use omnistream_schemas::{EventTime, StockOp};
+use omnistream_actors::{Effects, Rules};
+use omnistream_schemas::StockOp;
 use std::hint::black_box;
-use uuid::Uuid;
 
 mod common;
 use common::{ctx, typical_member};
