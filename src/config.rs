@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 const NOT_KEYS: &[&str] = &[
     "OMNISTREAM_PII_KEY",
     "OMNISTREAM_LOG",
+    "OMNISTREAM_LOG_FORMAT",
     "OMNISTREAM_TEST_CQL",
     "OMNISTREAM_NO_CASSANDRA",
     "OMNISTREAM_BENCH_EVENTS",
@@ -40,6 +41,9 @@ pub struct Config {
     pub max_batch_events: usize,
     /// The CQL store (ScyllaDB or Cassandra), used when `store = "cql"`.
     pub cql: CqlConfig,
+    /// Prometheus metrics and the latency windows of `/v1/stats`; `false` turns both off
+    /// (`/metrics` then answers 404), to measure what they cost.
+    pub metrics: bool,
     /// Business rules.
     pub rules: Rules,
 }
@@ -203,6 +207,7 @@ impl Default for Config {
             max_body_bytes: 8 << 20,
             max_batch_events: 10_000,
             cql: CqlConfig::default(),
+            metrics: true,
             rules: Rules::default(),
         }
     }

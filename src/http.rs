@@ -113,10 +113,7 @@ async fn submit(
         Err(e) => Err(e.to_string()),
     };
     st.inflight.fetch_sub(n, Ordering::SeqCst);
-    st.metrics
-        .ingest_seconds
-        .observe(received.elapsed().as_secs_f64());
-    st.metrics.durable_window.record(received.elapsed());
+    st.metrics.durable(received.elapsed());
     match result {
         Ok(Ok(outcomes)) => Ok(outcomes),
         Ok(Err(e)) => Err(error(
@@ -466,6 +463,13 @@ async fn get_stats(st: web::Data<AppState>) -> HttpResponse {
 }
 
 async fn metrics_text(st: web::Data<AppState>) -> HttpResponse {
+    if !st.metrics.enabled {
+        return error(
+            StatusCode::NOT_FOUND,
+            "metrics_off",
+            "metrics are turned off in the configuration (metrics = false)",
+        );
+    }
     st.metrics
         .ready
         .set(i64::from(st.ready.load(Ordering::SeqCst)));
@@ -555,7 +559,7 @@ async fn openapi() -> HttpResponse {
 pub async fn serve(cfg: Config, listener: TcpListener, pii_key: Vec<u8>) -> anyhow::Result<()> {
     let store = crate::store::open(&cfg)?;
     let ready = Arc::new(AtomicBool::new(false));
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(cfg.metrics));
     let shard = Shard::new(
         store,
         cfg.rules.clone(),

@@ -193,13 +193,20 @@ fn migrate(cfg: &Config) -> anyhow::Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("OMNISTREAM_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,scylla=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OMNISTREAM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,scylla=warn"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // OMNISTREAM_LOG_FORMAT=json: one JSON object per line, for log shippers
+    match std::env::var("OMNISTREAM_LOG_FORMAT").as_deref() {
+        Ok("json") => logs.json().with_current_span(true).init(),
+        Ok("text") | Err(_) => logs.init(),
+        Ok(other) => {
+            eprintln!("config OMNISTREAM_LOG_FORMAT: `{other}` is not `json` or `text`");
+            return ExitCode::from(2);
+        }
+    }
     let args = Cli::parse();
     let result = match args.command {
         Command::Validate {

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 /// Every metric the service exports.
 pub struct Metrics {
+    /// Whether anything is recorded (`metrics = false` in the configuration turns it off).
+    pub enabled: bool,
     registry: Registry,
     /// Events in, by type and outcome.
     pub events: IntCounterVec,
@@ -180,13 +182,54 @@ impl Default for Metrics {
             durable_window: LatencyWindow::default(),
             decision_window: LatencyWindow::default(),
             registry: r,
+            enabled: true,
         }
     }
 }
 
 impl Metrics {
+    /// Metrics that record, or (with `false`) a set that records nothing.
+    pub fn new(enabled: bool) -> Metrics {
+        Metrics {
+            enabled,
+            ..Metrics::default()
+        }
+    }
+
+    /// Counts one event by type and outcome.
+    pub fn event(&self, kind: &str, outcome: &str) {
+        if self.enabled {
+            self.events.with_label_values(&[kind, outcome]).inc();
+        }
+    }
+
+    /// Counts one dead-lettered event by its first reason.
+    pub fn dead_letter(&self, reason: &str) {
+        if self.enabled {
+            self.dead_letters.with_label_values(&[reason]).inc();
+        }
+    }
+
+    /// Records the time from a request's arrival to its events' decisions.
+    pub fn decided(&self, d: Duration) {
+        if self.enabled {
+            self.decision_window.record(d);
+        }
+    }
+
+    /// Records the time from a request's arrival to its durable answer.
+    pub fn durable(&self, d: Duration) {
+        if self.enabled {
+            self.ingest_seconds.observe(d.as_secs_f64());
+            self.durable_window.record(d);
+        }
+    }
+
     /// Counts what an applied event produced.
     pub fn observe(&self, emitted: &[Emitted]) {
+        if !self.enabled {
+            return;
+        }
         for e in emitted {
             match &e.output {
                 Output::Decision {

@@ -399,19 +399,13 @@ impl Shard {
             match item {
                 Item::Event(ev) => match self.engine.apply(&ev, &mut emitted) {
                     Applied::Duplicate => {
-                        self.metrics
-                            .events
-                            .with_label_values(&[ev.body.kind().name(), "duplicate"])
-                            .inc();
+                        self.metrics.event(ev.body.kind().name(), "duplicate");
                         self.stats.duplicates += 1;
                         outcomes.push(Outcome::Duplicate { id: ev.id });
                     }
                     Applied::Done(_) => {
                         self.stats.applied += 1;
-                        self.metrics
-                            .events
-                            .with_label_values(&[ev.body.kind().name(), "accepted"])
-                            .inc();
+                        self.metrics.event(ev.body.kind().name(), "accepted");
                         self.metrics.observe(&emitted);
                         self.board.observe(&self.engine, &emitted);
                         self.reviews.observe(&emitted);
@@ -438,15 +432,9 @@ impl Shard {
                 },
                 Item::Rejected { id, reasons, raw } => {
                     self.stats.rejected += 1;
-                    self.metrics
-                        .events
-                        .with_label_values(&["unknown", "rejected"])
-                        .inc();
+                    self.metrics.event("unknown", "rejected");
                     let primary = reasons.first().map_or("bad_json", |p| p.reason.code());
-                    self.metrics
-                        .dead_letters
-                        .with_label_values(&[primary])
-                        .inc();
+                    self.metrics.dead_letter(primary);
                     let dead = serde_json::json!({
                         "output": "dead_letter", "source": source, "id": id,
                         "reasons": reasons, "raw": raw,
@@ -489,7 +477,7 @@ impl Handler<Ingest> for Shard {
 
     fn handle(&mut self, msg: Ingest, ctx: &mut Self::Context) {
         let outcomes = self.apply(msg.source, msg.items);
-        self.metrics.decision_window.record(msg.received.elapsed());
+        self.metrics.decided(msg.received.elapsed());
         self.waiting.push((msg.reply, outcomes));
         if self.batch.events.len() >= self.commit_events {
             let _ = self.flush();

@@ -641,7 +641,7 @@ mod tests {
         // a non-positive payment books nothing, not even its reference
         let fx = run(&mut d, &r, pay(0, "BANK-3"));
         assert_eq!(fx, Effects::default());
-        assert!(!d.payments.0.contains(&reference_hash("BANK-3")));
+        assert!(!d.payments.contains(reference_hash("BANK-3")));
     }
 
     #[test]
@@ -758,7 +758,7 @@ mod tests {
             }
             DealerCmd::Returned { order, value } => -(*value).min(left(order)).max(0),
             DealerCmd::Payment { amount, reference }
-                if !before.payments.0.contains(&reference_hash(reference)) =>
+                if !before.payments.contains(reference_hash(reference)) =>
             {
                 -amount
             }

@@ -21,6 +21,7 @@ pub mod refdata;
 pub mod router;
 pub mod sku;
 pub mod store;
+pub mod vecmap;
 
 pub use cmd::*;
 pub use config::Rules;
@@ -112,13 +113,32 @@ pub fn prune_order_window<V>(
     }
 }
 
-/// A bounded list of recently seen ids, so a command delivered twice is applied once.
+/// A bounded list of recently seen ids, so a command delivered twice is applied once. Each id
+/// is kept as a 64-bit fingerprint (the two halves of the UUID folded together): half the
+/// memory of the full id, and for two different events of one entity to be taken for the
+/// same, their fingerprints would have to collide among the few kept, about one chance in
+/// 10^18 per event.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Recent(pub std::collections::VecDeque<u128>);
+pub struct Recent(pub std::collections::VecDeque<u64>);
 
 impl Recent {
+    /// The fingerprint an id is kept as.
+    pub fn fingerprint(id: u128) -> u64 {
+        (id >> 64) as u64 ^ id as u64
+    }
+
+    /// Whether `id` is recorded.
+    pub fn contains(&self, id: u128) -> bool {
+        self.0.contains(&Self::fingerprint(id))
+    }
+
     /// Records `id`; returns false when it was already recorded.
     pub fn insert(&mut self, id: u128, cap: usize) -> bool {
+        self.insert_fingerprint(Self::fingerprint(id), cap)
+    }
+
+    /// Records an id by its fingerprint (merging two lists); false when already recorded.
+    pub fn insert_fingerprint(&mut self, id: u64, cap: usize) -> bool {
         if self.0.contains(&id) {
             return false;
         }

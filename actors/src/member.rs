@@ -18,10 +18,11 @@ use crate::fraud::profile::ScanProfile;
 use crate::fraud::ring;
 use crate::fraud::{Decision, Verdict};
 use crate::output::Output;
+use crate::vecmap::VecMap;
 use crate::{Ctx, Effects, Key, Recent, DAY_US};
 use compact_str::CompactString as Str;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 /// Event ids remembered per member to drop a repeated event.
 const RECENT_EVENTS: usize = 16;
@@ -70,7 +71,7 @@ pub struct Member {
     /// Points.
     pub points: Points,
     /// Points bookkeeping per order.
-    pub orders: BTreeMap<Str, OrderPoints>,
+    pub orders: VecMap<Str, OrderPoints>,
     /// Rewarded scans per campaign on one local day: `(campaign, day, count)`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub caps: Vec<(Str, i64, u32)>,
@@ -411,7 +412,9 @@ impl Member {
                 lines,
                 points_redeemed,
             } => {
-                let entry = self.orders.entry(order.clone()).or_default();
+                let entry = self
+                    .orders
+                    .get_or_insert_with(order.clone(), OrderPoints::default);
                 if entry.placed || entry.cancelled {
                     return; // placed once already
                 }
@@ -458,7 +461,9 @@ impl Member {
                 let ok = done || points <= 0 || self.points.balance >= points;
                 if ok && !done && points > 0 {
                     self.debit(points, "redeemed", Some(order.clone()), fx);
-                    let o = self.orders.entry(order.clone()).or_default();
+                    let o = self
+                        .orders
+                        .get_or_insert_with(order.clone(), OrderPoints::default);
                     o.redeemed = points;
                     o.at = ts;
                 }
@@ -925,7 +930,7 @@ impl Member {
             }
         }
         for (k, o) in other.orders {
-            self.orders.entry(k).or_insert(o);
+            self.orders.get_or_insert_with(k, || o);
         }
         for (c, d, n) in other.caps {
             match self.caps.iter_mut().find(|(x, e, _)| *x == c && *e == d) {
@@ -934,7 +939,7 @@ impl Member {
             }
         }
         for id in other.recent.0 {
-            self.recent.insert(id, RECENT_EVENTS);
+            self.recent.insert_fingerprint(id, RECENT_EVENTS);
         }
         self.conflicts += other.conflicts;
         // held reviews follow the person; the alias forwards their resolutions here
