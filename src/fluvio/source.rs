@@ -120,11 +120,22 @@ pub async fn read_partition<S: RecordStream>(
     mut durable: watch::Receiver<u64>,
     mut tracker: OffsetTracker,
 ) -> Result<(), SourceError> {
+    let mut backoff = Duration::from_millis(100);
     loop {
         // never inside a timeout or select!: see the module documentation
-        let Some(rec) = stream.next().await? else {
-            return Ok(());
+        let rec = match stream.next().await {
+            Ok(Some(rec)) => rec,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                // the stream reports a failed fetch and goes on (fluvio retries the
+                // connection); pausing between two completed calls is safe
+                tracing::warn!(error = %e, "reading a partition failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
         };
+        backoff = Duration::from_millis(100);
         let offset = rec.offset;
         let step = tracker.on_record(offset, Instant::now());
         if tx.send(rec).await.is_err() {
@@ -378,5 +389,49 @@ mod tests {
             );
             assert_eq!(log.committed("g", "t", 0).unwrap(), Some(4));
         });
+    }
+
+    /// Fails its first read, then yields two records and ends.
+    struct Flaky(Vec<Result<Option<Record>, LogError>>);
+
+    impl RecordStream for Flaky {
+        async fn next(&mut self) -> Result<Option<Record>, LogError> {
+            if self.0.is_empty() {
+                return Ok(None);
+            }
+            self.0.remove(0)
+        }
+        async fn commit_yielded(&mut self) -> Result<(), LogError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failed_read_is_retried_not_the_end_of_the_partition() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let rec = |o| Record {
+            offset: o,
+            key: vec![],
+            value: vec![],
+        };
+        let flaky = Flaky(vec![
+            Err(LogError::Failed {
+                topic: "t".into(),
+                why: "connection reset".into(),
+            }),
+            Ok(Some(rec(0))),
+            Ok(Some(rec(1))),
+        ]);
+        let (tx, mut rx) = mpsc::channel(4);
+        let (_dtx, drx) = watch::channel(0u64);
+        let tracker = OffsetTracker::new(100, Duration::from_secs(60), Instant::now());
+        let ended = rt.block_on(read_partition(flaky, tx, drx, tracker));
+        assert!(ended.is_ok(), "{ended:?}");
+        assert_eq!(rx.try_recv().unwrap().offset, 0);
+        assert_eq!(rx.try_recv().unwrap().offset, 1);
+        assert!(rx.try_recv().is_err());
     }
 }
