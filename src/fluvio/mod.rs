@@ -281,13 +281,14 @@ mod tests {
             let deadline = Instant::now() + Duration::from_secs(120);
             loop {
                 let st = shard.send(GetStats).await.unwrap();
+                // in this order: records durable (not just applied), so every output they
+                // made is stored; then what is stored; then what the sinks produced
+                let durable = metrics.fluvio_consumed.get();
                 let stored = shard
                     .send(Read(|_: &Engine, s: &dyn Store| s.next_output().unwrap()))
                     .await
                     .unwrap();
                 let produced = sink_total(&log);
-                // durable, not just applied: then every output they made is stored
-                let durable = metrics.fluvio_consumed.get();
                 if stop_after.is_some_and(|k| durable >= k)
                     || (durable >= records && produced == stored)
                 {
