@@ -290,6 +290,9 @@ pub fn route_line(
     (topic, key)
 }
 
+/// Records `produce` sends between two waits for their acknowledgements.
+const FLUSH_EVERY: u64 = 10_000;
+
 /// Produces JSON-lines files (`-` is standard input) as records keyed by the mapping, to
 /// `topic` or (when `None`) to each event type's topic; returns the count per topic.
 pub async fn produce_files(
@@ -302,6 +305,7 @@ pub async fn produce_files(
     let decoder = Decoder::new(pii);
     let mut sink = FluvioSink::new(fluvio, cfg);
     let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut sent = 0u64;
     for f in files {
         let text = if f.as_os_str() == "-" {
             let mut s = Vec::new();
@@ -321,6 +325,11 @@ pub async fn produce_files(
             let (t, key) = route_line(line, topic, cfg, &decoder);
             sink.send(&t, key.as_bytes(), line).await?;
             *counts.entry(t).or_default() += 1;
+            sent += 1;
+            if sent % FLUSH_EVERY == 0 {
+                // bounded memory for large backfills: one acknowledgement future per record
+                sink.flush().await?;
+            }
         }
     }
     sink.flush().await?;
