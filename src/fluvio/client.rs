@@ -305,7 +305,7 @@ pub async fn produce_files(
     let decoder = Decoder::new(pii);
     let mut sink = FluvioSink::new(fluvio, cfg);
     let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
-    let mut sent = 0u64;
+    let mut unacked = 0u64;
     for f in files {
         let text = if f.as_os_str() == "-" {
             let mut s = Vec::new();
@@ -325,8 +325,9 @@ pub async fn produce_files(
             let (t, key) = route_line(line, topic, cfg, &decoder);
             sink.send(&t, key.as_bytes(), line).await?;
             *counts.entry(t).or_default() += 1;
-            sent += 1;
-            if sent % FLUSH_EVERY == 0 {
+            unacked += 1;
+            if unacked == FLUSH_EVERY {
+                unacked = 0;
                 // bounded memory for large backfills: one acknowledgement future per record
                 sink.flush().await?;
             }
