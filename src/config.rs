@@ -16,6 +16,7 @@ const NOT_KEYS: &[&str] = &[
     "OMNISTREAM_NO_CASSANDRA",
     "OMNISTREAM_BENCH_EVENTS",
     "OMNISTREAM_FUZZ_SECS",
+    "OMNISTREAM_FLUVIO_ENDPOINT",
 ];
 
 /// Everything the service reads at start-up.
@@ -44,8 +45,204 @@ pub struct Config {
     /// Prometheus metrics and the latency windows of `/v1/stats`; `false` turns both off
     /// (`/metrics` then answers 404), to measure what they cost.
     pub metrics: bool,
+    /// Fluvio topics as source and sinks (`[fluvio]`, off unless `enabled = true`).
+    pub fluvio: FluvioConfig,
     /// Business rules.
     pub rules: Rules,
+}
+
+/// Fluvio as a source (input topics) and as sinks (output topics).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct FluvioConfig {
+    /// Consume the input topics and produce outputs when true; HTTP ingest keeps working.
+    pub enabled: bool,
+    /// `host:port` of the Fluvio SC (no TLS in this build).
+    pub endpoint: String,
+    /// Milliseconds to wait for a connection before start-up fails naming the endpoint.
+    pub connect_timeout_ms: u64,
+    /// Offset-consumer id under which this process commits its consumer offsets in Fluvio.
+    pub consumer: String,
+    /// Partitions of every input topic (what `topics create` makes, and what keys hash over).
+    pub partitions: u32,
+    /// Partitions this process consumes (static assignment); empty: all of them.
+    pub own_partitions: Vec<u32>,
+    /// Replication factor `topics create` asks for.
+    pub replication: u32,
+    /// Records per batch handed to the shard at most.
+    pub max_batch_records: usize,
+    /// Records read but not yet handed to the shard, per partition, at most (backpressure).
+    pub channel_records: usize,
+    /// Commit the consumer offset to Fluvio after this many records (once durable).
+    pub commit_every_records: u64,
+    /// ...or after this many milliseconds, whichever comes first.
+    pub commit_every_ms: u64,
+    /// Produce durable outputs to the sink topics.
+    pub sinks: bool,
+    /// Producer linger in milliseconds.
+    pub linger_ms: u64,
+    /// Producer batch size in bytes.
+    pub batch_bytes: usize,
+    /// Topic names.
+    pub topics: FluvioTopics,
+}
+
+impl Default for FluvioConfig {
+    fn default() -> Self {
+        FluvioConfig {
+            enabled: false,
+            endpoint: "127.0.0.1:9003".into(),
+            connect_timeout_ms: 5_000,
+            consumer: "omnistream".into(),
+            partitions: 1,
+            own_partitions: Vec::new(),
+            replication: 1,
+            max_batch_records: 1_000,
+            channel_records: 4_096,
+            commit_every_records: 1_000,
+            commit_every_ms: 1_000,
+            sinks: true,
+            linger_ms: 10,
+            batch_bytes: 64 << 10,
+            topics: FluvioTopics::default(),
+        }
+    }
+}
+
+/// Names of the input and output topics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct FluvioTopics {
+    /// `scan` events.
+    pub scans: String,
+    /// `click` events.
+    pub clicks: String,
+    /// `order` events.
+    pub orders: String,
+    /// `visit` events.
+    pub visits: String,
+    /// Every other event type.
+    pub ops: String,
+    /// Scan decisions and review resolutions.
+    pub decisions: String,
+    /// Points ledger, pending points, points debt.
+    pub points: String,
+    /// Member tags, tiers, merges, caps and campaign budgets.
+    pub members: String,
+    /// Order results.
+    pub order_updates: String,
+    /// Stock levels and alerts.
+    pub stock: String,
+    /// Dealer credit.
+    pub credit: String,
+    /// Diversions and flagged rings.
+    pub alerts: String,
+    /// Rejected input.
+    pub dead_letter: String,
+}
+
+impl Default for FluvioTopics {
+    fn default() -> Self {
+        let s = |n: &str| n.to_string();
+        FluvioTopics {
+            scans: s("scans"),
+            clicks: s("clicks"),
+            orders: s("orders"),
+            visits: s("visits"),
+            ops: s("ops"),
+            decisions: s("decisions"),
+            points: s("points"),
+            members: s("members"),
+            order_updates: s("order-updates"),
+            stock: s("stock"),
+            credit: s("credit"),
+            alerts: s("alerts"),
+            dead_letter: s("dead-letter"),
+        }
+    }
+}
+
+impl FluvioConfig {
+    /// Checks values serde cannot; keys are reported as `fluvio.<key>`.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let ep = self.endpoint.rsplit_once(':');
+        if !ep.is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) {
+            return Err(err(
+                "fluvio.endpoint",
+                format!("`{}` is not a host:port address", self.endpoint),
+            ));
+        }
+        if self.consumer.is_empty() {
+            return Err(err("fluvio.consumer", "must not be empty"));
+        }
+        if self.partitions == 0 {
+            return Err(err("fluvio.partitions", "must be > 0"));
+        }
+        if let Some(p) = self.own_partitions.iter().find(|p| **p >= self.partitions) {
+            return Err(err(
+                "fluvio.own-partitions",
+                format!(
+                    "partition {p} does not exist (partitions = {})",
+                    self.partitions
+                ),
+            ));
+        }
+        for (key, v) in [
+            ("fluvio.connect-timeout-ms", self.connect_timeout_ms),
+            ("fluvio.replication", u64::from(self.replication)),
+            ("fluvio.max-batch-records", self.max_batch_records as u64),
+            ("fluvio.channel-records", self.channel_records as u64),
+            ("fluvio.commit-every-records", self.commit_every_records),
+            ("fluvio.batch-bytes", self.batch_bytes as u64),
+        ] {
+            if v == 0 {
+                return Err(err(key, "must be > 0"));
+            }
+        }
+        let t = &self.topics;
+        let names = [
+            &t.scans,
+            &t.clicks,
+            &t.orders,
+            &t.visits,
+            &t.ops,
+            &t.decisions,
+            &t.points,
+            &t.members,
+            &t.order_updates,
+            &t.stock,
+            &t.credit,
+            &t.alerts,
+            &t.dead_letter,
+        ];
+        for (i, n) in names.iter().enumerate() {
+            let ok = !n.is_empty()
+                && n.len() <= 63
+                && n.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            if !ok {
+                return Err(err(
+                    "fluvio.topics",
+                    format!(
+                        "`{n}` is not a topic name (lowercase letters, digits, `-`; at most 63)"
+                    ),
+                ));
+            }
+            if names[..i].contains(n) {
+                return Err(err("fluvio.topics", format!("`{n}` is named twice")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The partitions this process consumes.
+    pub fn owned(&self) -> Vec<u32> {
+        if self.own_partitions.is_empty() {
+            (0..self.partitions).collect()
+        } else {
+            self.own_partitions.clone()
+        }
+    }
 }
 
 /// Where the service persists its log.
@@ -208,6 +405,7 @@ impl Default for Config {
             max_batch_events: 10_000,
             cql: CqlConfig::default(),
             metrics: true,
+            fluvio: FluvioConfig::default(),
             rules: Rules::default(),
         }
     }
@@ -289,6 +487,9 @@ impl Config {
         }
         if self.store == StoreKind::Cql {
             self.cql.check()?;
+        }
+        if self.fluvio.enabled {
+            self.fluvio.check()?;
         }
         self.rules
             .check()
@@ -424,6 +625,59 @@ mod tests {
         assert_eq!(e.key, "cql.read-consistency");
         let e = Config::load(None, env(&[("OMNISTREAM_STORE", "scylla")])).unwrap_err();
         assert!(e.problem.contains("scylla"), "{e}");
+    }
+
+    #[test]
+    fn the_fluvio_section_is_read_checked_and_overridden() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "[fluvio]\nenabled = true\npartitions = 4\nown-partitions = [1, 3]\n[fluvio.topics]\nscans = \"scans-b\"\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&f),
+            env(&[
+                ("OMNISTREAM_FLUVIO__ENDPOINT", "10.0.0.5:9003"),
+                ("OMNISTREAM_FLUVIO__LINGER_MS", "50"),
+                ("OMNISTREAM_FLUVIO_ENDPOINT", "127.0.0.1:9003"),
+            ]),
+        )
+        .unwrap();
+        assert!(c.fluvio.enabled);
+        assert_eq!(c.fluvio.endpoint, "10.0.0.5:9003");
+        assert_eq!(c.fluvio.linger_ms, 50);
+        assert_eq!(c.fluvio.owned(), [1, 3]);
+        assert_eq!(c.fluvio.topics.scans, "scans-b");
+        assert_eq!(c.fluvio.topics.clicks, "clicks", "default kept");
+        assert_eq!(Config::default().fluvio.owned(), [0]);
+
+        std::fs::write(&f, "[fluvio]\nendpont = \"x:1\"\n").unwrap();
+        let e = Config::load(Some(&f), env(&[])).unwrap_err();
+        assert!(e.problem.contains("endpont"), "{e}");
+        let e = Config::load(None, env(&[("OMNISTREAM_FLUVIO__LINGER", "5")])).unwrap_err();
+        assert_eq!(e.key, "OMNISTREAM_FLUVIO__LINGER");
+        assert!(e.problem.contains("linger"), "{e}");
+        let e = Config::load(None, env(&[("OMNISTREAM_FLUVIO__TOPICS__SCAN", "s")])).unwrap_err();
+        assert!(e.problem.contains("scan"), "{e}");
+        let on = ("OMNISTREAM_FLUVIO__ENABLED", "true");
+        let e =
+            Config::load(None, env(&[on, ("OMNISTREAM_FLUVIO__ENDPOINT", "nohost")])).unwrap_err();
+        assert_eq!(e.key, "fluvio.endpoint");
+        let e = Config::load(
+            None,
+            env(&[on, ("OMNISTREAM_FLUVIO__OWN_PARTITIONS", "[2]")]),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "fluvio.own-partitions");
+        let e = Config::load(
+            None,
+            env(&[on, ("OMNISTREAM_FLUVIO__TOPICS__CLICKS", "scans")]),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "fluvio.topics");
+        assert!(e.problem.contains("twice"), "{e}");
     }
 
     #[test]

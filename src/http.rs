@@ -56,7 +56,7 @@ fn split(body: &[u8]) -> Result<Vec<&[u8]>, String> {
 /// Decodes, applies and waits until durable; the shared path of both ingest endpoints.
 async fn submit(
     st: &AppState,
-    source: &'static str,
+    source: &str,
     texts: Vec<&[u8]>,
 ) -> Result<Vec<Outcome>, HttpResponse> {
     let received = std::time::Instant::now();
@@ -102,7 +102,8 @@ async fn submit(
     let sent = st
         .shard
         .send(Ingest {
-            source,
+            source: source.into(),
+            position: None,
             items,
             reply: tx,
             received,
@@ -584,7 +585,21 @@ pub async fn serve(cfg: Config, listener: TcpListener, pii_key: Vec<u8>) -> anyh
         inflight: Arc::new(AtomicUsize::new(0)),
         ready,
         cfg: Arc::new(cfg.clone()),
-        metrics,
+        metrics: metrics.clone(),
+    };
+    let fluvio = if cfg.fluvio.enabled {
+        let client = crate::fluvio::client::connect(&cfg.fluvio).await?;
+        let transport = crate::fluvio::client::FluvioTransport {
+            fluvio: Arc::new(client),
+            cfg: cfg.fluvio.clone(),
+        };
+        let running =
+            crate::fluvio::start(&transport, &cfg.fluvio, shard.clone(), &pii_key, &metrics)
+                .await?;
+        tracing::info!(endpoint = %cfg.fluvio.endpoint, partitions = ?cfg.fluvio.owned(), "fluvio source and sinks started");
+        Some(running)
+    } else {
+        None
     };
     let addr = listener.local_addr()?;
     let max_body = cfg.max_body_bytes;
@@ -620,6 +635,9 @@ pub async fn serve(cfg: Config, listener: TcpListener, pii_key: Vec<u8>) -> anyh
     .run();
     println!("omnistream listening on http://{addr}");
     server.await?;
+    if let Some(f) = fluvio {
+        f.stop();
+    }
     // the server drained its requests; commit whatever is still buffered
     if let Ok(Err(e)) = shard.send(FlushNow).await {
         tracing::error!(error = %e, "final commit failed");

@@ -5,6 +5,7 @@ pub mod board;
 pub mod cli;
 pub mod config;
 pub mod cql;
+pub mod fluvio;
 pub mod http;
 pub mod metrics;
 pub mod openapi;

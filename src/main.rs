@@ -61,6 +61,24 @@ enum Command {
         #[command(flatten)]
         opts: ServiceOpts,
     },
+    /// Produce JSON-lines files to Fluvio as records keyed by the entity that owns each
+    /// event (the `[fluvio]` section names the cluster and topics).
+    Produce {
+        #[command(flatten)]
+        opts: ServiceOpts,
+        /// Files of JSON lines; `-` reads standard input.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Topic to produce to; `auto` picks each event type's topic (scans, clicks, orders,
+        /// visits, ops).
+        #[arg(long, default_value = "auto")]
+        topic: String,
+    },
+    /// Manage the Fluvio topics the configuration names.
+    Topics {
+        #[command(subcommand)]
+        action: TopicsAction,
+    },
     /// Process JSON-lines files to the end through the entity logic; write final states and
     /// every output as JSON lines into a directory.
     Replay {
@@ -79,6 +97,35 @@ enum Command {
         #[arg(long)]
         until: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum TopicsAction {
+    /// Create every input and output topic with `fluvio.partitions` partitions (existing
+    /// topics are left as they are).
+    Create {
+        #[command(flatten)]
+        opts: ServiceOpts,
+    },
+}
+
+/// Runs a Fluvio client command on a small runtime of its own.
+fn with_fluvio<T>(
+    opts: &ServiceOpts,
+    f: impl AsyncFnOnce(
+        std::sync::Arc<fluvio::Fluvio>,
+        Config,
+    ) -> Result<T, omnistream::fluvio::client::ClientError>,
+) -> anyhow::Result<T> {
+    let cfg = opts.load()?;
+    cfg.fluvio.check()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(rt.block_on(async move {
+        let client = omnistream::fluvio::client::connect(&cfg.fluvio).await?;
+        f(std::sync::Arc::new(client), cfg).await
+    })?)
 }
 
 /// Options shared by `run`, `check-config` and `migrate`.
@@ -231,6 +278,28 @@ fn main() -> ExitCode {
         } => run_service(&opts, Some((scenario, rate))),
         Command::CheckConfig { opts } => opts.load().and_then(|cfg| check_config(&cfg)),
         Command::Migrate { opts } => opts.load().and_then(|cfg| migrate(&cfg)),
+        Command::Produce { opts, files, topic } => with_fluvio(&opts, async |client, cfg| {
+            let topic = (topic != "auto").then_some(topic.as_str());
+            let (pii, _) = cli::pii_from_env();
+            omnistream::fluvio::client::produce_files(client, &cfg.fluvio, &files, topic, pii).await
+        })
+        .map(|counts| {
+            for (t, n) in counts {
+                println!("{t}: {n} records");
+            }
+            ExitCode::SUCCESS
+        }),
+        Command::Topics {
+            action: TopicsAction::Create { opts },
+        } => with_fluvio(&opts, async |client, cfg| {
+            omnistream::fluvio::client::create_topics(&client, &cfg.fluvio).await
+        })
+        .map(|topics| {
+            for (t, what) in topics {
+                println!("{t}: {what}");
+            }
+            ExitCode::SUCCESS
+        }),
         Command::Schema => {
             print!("{}", omnistream_schemas::json_schema_text());
             Ok(ExitCode::SUCCESS)

@@ -51,6 +51,14 @@ pub struct Metrics {
     pub log_events: IntGauge,
     /// Whether the service is ready (1) or not (0).
     pub ready: IntGauge,
+    /// Fluvio records handed to the shard and durable.
+    pub fluvio_consumed: IntCounter,
+    /// Outputs produced to Fluvio sink topics and acknowledged.
+    pub fluvio_produced: IntCounter,
+    /// Failed produce attempts to Fluvio sink topics (each is retried).
+    pub fluvio_produce_failures: IntCounter,
+    /// Stored rows the sinks could not map to a topic (logged and skipped).
+    pub fluvio_skipped: IntCounter,
     /// Ingest → durable latency, microseconds, over a sliding window.
     pub durable_window: LatencyWindow,
     /// Ingest → decision (applied) latency, microseconds, over a sliding window.
@@ -178,6 +186,26 @@ impl Default for Metrics {
                 &r,
                 "omnistream_ready",
                 "1 when the store is open and the shard runs",
+            ),
+            fluvio_consumed: counter(
+                &r,
+                "omnistream_fluvio_consumed_records_total",
+                "fluvio records handed to the shard and durable",
+            ),
+            fluvio_produced: counter(
+                &r,
+                "omnistream_fluvio_produced_records_total",
+                "outputs produced to fluvio sink topics and acknowledged",
+            ),
+            fluvio_produce_failures: counter(
+                &r,
+                "omnistream_fluvio_produce_failures_total",
+                "failed produce attempts to fluvio sink topics (retried)",
+            ),
+            fluvio_skipped: counter(
+                &r,
+                "omnistream_fluvio_skipped_outputs_total",
+                "stored rows the sinks could not map to a topic",
             ),
             durable_window: LatencyWindow::default(),
             decision_window: LatencyWindow::default(),

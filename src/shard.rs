@@ -75,8 +75,12 @@ pub type Reply = oneshot::Sender<Result<Vec<Outcome>, ShardError>>;
 
 /// Apply these items; answers once they are durable.
 pub struct Ingest {
-    /// Where they came from (for positions).
-    pub source: &'static str,
+    /// Where they came from: the name its position is stored under (`http`,
+    /// `fluvio:scans:0`).
+    pub source: Arc<str>,
+    /// The source's position after these items (a Fluvio partition's next offset); `None`
+    /// stores the log's next sequence number (HTTP has no position of its own).
+    pub position: Option<u64>,
     /// The items.
     pub items: Vec<Item>,
     /// The answer.
@@ -392,7 +396,7 @@ impl Shard {
         }
     }
 
-    fn apply(&mut self, source: &'static str, items: Vec<Item>) -> Vec<Outcome> {
+    fn apply(&mut self, source: &str, position: Option<u64>, items: Vec<Item>) -> Vec<Outcome> {
         let mut outcomes = Vec::with_capacity(items.len());
         let mut emitted = Vec::new();
         for item in items {
@@ -448,12 +452,16 @@ impl Shard {
                 }
             }
         }
-        let pos = self.next_seq;
+        self.set_position(source, position.unwrap_or(self.next_seq));
+        outcomes
+    }
+
+    /// Records a source's position in the batch being built (committed with it).
+    fn set_position(&mut self, source: &str, pos: u64) {
         match self.batch.positions.iter_mut().find(|(s, _)| s == source) {
             Some(p) => p.1 = pos,
             None => self.batch.positions.push((source.to_string(), pos)),
         }
-        outcomes
     }
 }
 
@@ -476,7 +484,7 @@ impl Handler<Ingest> for Shard {
     type Result = ();
 
     fn handle(&mut self, msg: Ingest, ctx: &mut Self::Context) {
-        let outcomes = self.apply(msg.source, msg.items);
+        let outcomes = self.apply(&msg.source, msg.position, msg.items);
         self.metrics.decided(msg.received.elapsed());
         self.waiting.push((msg.reply, outcomes));
         if self.batch.events.len() >= self.commit_events {
@@ -548,6 +556,27 @@ impl Handler<FlushNow> for Shard {
 
     fn handle(&mut self, _: FlushNow, _: &mut Self::Context) -> Self::Result {
         self.flush()
+    }
+}
+
+/// Store a position that no event carries (a sink's cursor) with the next commit.
+pub struct SetPosition {
+    /// The name it is stored under.
+    pub source: String,
+    /// The position.
+    pub position: u64,
+}
+
+impl Message for SetPosition {
+    type Result = ();
+}
+
+impl Handler<SetPosition> for Shard {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetPosition, ctx: &mut Self::Context) {
+        self.set_position(&msg.source, msg.position);
+        self.schedule_flush(ctx);
     }
 }
 

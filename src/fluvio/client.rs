@@ -1,0 +1,399 @@
+//! The real transport: the `fluvio` 0.50 client (no TLS in this build: with the `rustls`
+//! feature fluvio 0.50.1 does not compile). Connecting is bounded by `connect-timeout-ms`;
+//! consumers use manual offset management under the configured consumer id; producers use
+//! [`OwnershipPartitioner`], so a record lands in the partition [`partition_of`] names.
+
+use super::log::{LogError, Record};
+use super::mapping::{event_key, partition_of, raw_key, raw_stream, Sink, Stream};
+use super::sink::RecordSink;
+use super::source::RecordStream;
+use super::Transport;
+use crate::config::FluvioConfig;
+use ::fluvio::consumer::{ConsumerConfigExtBuilder, ConsumerStream, OffsetManagementStrategy};
+use ::fluvio::metadata::topic::TopicSpec;
+use ::fluvio::{
+    Fluvio, FluvioClusterConfig, Offset, Partitioner, PartitionerConfig, ProduceOutput,
+    TopicProducerConfigBuilder, TopicProducerPool,
+};
+use futures_util::StreamExt;
+use omnistream_schemas::{Decoder, Pii};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A failure to reach or use the cluster, naming the endpoint or topic.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No answer within the connect timeout.
+    #[error("fluvio {endpoint}: no connection within {ms} ms (is the cluster running there?)")]
+    Timeout {
+        /// The endpoint tried.
+        endpoint: String,
+        /// The timeout.
+        ms: u64,
+    },
+    /// The connection was refused or failed.
+    #[error("fluvio {endpoint}: cannot connect: {why}")]
+    Connect {
+        /// The endpoint tried.
+        endpoint: String,
+        /// Why.
+        why: String,
+    },
+    /// A topic operation failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// An input file could not be read.
+    #[error("{path}: {why}")]
+    File {
+        /// The file.
+        path: String,
+        /// Why.
+        why: String,
+    },
+}
+
+/// Connects to `cfg.endpoint`, giving up after `connect-timeout-ms`.
+pub async fn connect(cfg: &FluvioConfig) -> Result<Fluvio, ClientError> {
+    let cluster = FluvioClusterConfig::new(cfg.endpoint.clone());
+    // connecting is not a consumer stream: cancelling it on timeout is harmless
+    match tokio::time::timeout(
+        Duration::from_millis(cfg.connect_timeout_ms),
+        Fluvio::connect_with_config(&cluster),
+    )
+    .await
+    {
+        Err(_) => Err(ClientError::Timeout {
+            endpoint: cfg.endpoint.clone(),
+            ms: cfg.connect_timeout_ms,
+        }),
+        Ok(Err(e)) => Err(ClientError::Connect {
+            endpoint: cfg.endpoint.clone(),
+            why: format!("{e:#}"),
+        }),
+        Ok(Ok(f)) => Ok(f),
+    }
+}
+
+/// Fluvio's partitioner replaced by ours: `partition_of(key, partition count)`, the function
+/// that decides ownership; keyless records go to partition 0.
+#[derive(Debug, Default)]
+pub struct OwnershipPartitioner;
+
+impl Partitioner for OwnershipPartitioner {
+    fn partition(&self, config: &PartitionerConfig, key: Option<&[u8]>, _value: &[u8]) -> u32 {
+        let key = key.map(String::from_utf8_lossy).unwrap_or_default();
+        partition_of(&key, config.partition_count)
+    }
+}
+
+fn failed(topic: &str, why: impl std::fmt::Display) -> LogError {
+    LogError::Failed {
+        topic: topic.to_string(),
+        why: why.to_string(),
+    }
+}
+
+/// A consumer stream of one partition, owned by its reader task.
+pub struct FluvioStream {
+    topic: String,
+    inner: Box<dyn ConsumerStream>,
+}
+
+impl RecordStream for FluvioStream {
+    async fn next(&mut self) -> Result<Option<Record>, LogError> {
+        match self.inner.next().await {
+            None => Ok(None),
+            Some(Err(code)) => Err(failed(&self.topic, format!("{code:?}"))),
+            Some(Ok(r)) => Ok(Some(Record {
+                offset: u64::try_from(r.offset()).unwrap_or(0),
+                key: r.key().map(<[u8]>::to_vec).unwrap_or_default(),
+                value: r.value().to_vec(),
+            })),
+        }
+    }
+
+    async fn commit_yielded(&mut self) -> Result<(), LogError> {
+        self.inner
+            .offset_commit()
+            .await
+            .map_err(|c| failed(&self.topic, format!("offset commit: {c:?}")))?;
+        self.inner
+            .offset_flush()
+            .await
+            .map_err(|c| failed(&self.topic, format!("offset flush: {c:?}")))
+    }
+}
+
+/// Producers of the sink topics, opened on first use.
+pub struct FluvioSink {
+    fluvio: Arc<Fluvio>,
+    linger: Duration,
+    batch_bytes: usize,
+    producers: HashMap<String, TopicProducerPool>,
+    pending: Vec<(String, ProduceOutput)>,
+}
+
+impl FluvioSink {
+    /// A sink over a connected client.
+    pub fn new(fluvio: Arc<Fluvio>, cfg: &FluvioConfig) -> FluvioSink {
+        FluvioSink {
+            fluvio,
+            linger: Duration::from_millis(cfg.linger_ms),
+            batch_bytes: cfg.batch_bytes,
+            producers: HashMap::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    async fn producer(&mut self, topic: &str) -> Result<&TopicProducerPool, LogError> {
+        if !self.producers.contains_key(topic) {
+            let config = TopicProducerConfigBuilder::default()
+                .linger(self.linger)
+                .batch_size(self.batch_bytes)
+                .partitioner(Arc::new(OwnershipPartitioner))
+                .build()
+                .map_err(|e| failed(topic, e))?;
+            let p = self
+                .fluvio
+                .topic_producer_with_config(topic, config)
+                .await
+                .map_err(|e| failed(topic, format!("{e:#}")))?;
+            self.producers.insert(topic.to_string(), p);
+        }
+        self.producers
+            .get(topic)
+            .ok_or_else(|| failed(topic, "producer missing"))
+    }
+}
+
+impl RecordSink for FluvioSink {
+    async fn send(&mut self, topic: &str, key: &[u8], value: &[u8]) -> Result<(), LogError> {
+        let out = self
+            .producer(topic)
+            .await?
+            .send(key.to_vec(), value.to_vec())
+            .await
+            .map_err(|e| failed(topic, format!("{e:#}")))?;
+        self.pending.push((topic.to_string(), out));
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), LogError> {
+        let pending = std::mem::take(&mut self.pending);
+        for (topic, p) in &self.producers {
+            p.flush()
+                .await
+                .map_err(|e| failed(topic, format!("{e:#}")))?;
+        }
+        for (topic, out) in pending {
+            out.wait()
+                .await
+                .map_err(|e| failed(&topic, format!("{e:#}")))?;
+        }
+        Ok(())
+    }
+}
+
+/// A connected cluster as the service's transport.
+pub struct FluvioTransport {
+    /// The client.
+    pub fluvio: Arc<Fluvio>,
+    /// The configuration.
+    pub cfg: FluvioConfig,
+}
+
+impl Transport for FluvioTransport {
+    type Stream = FluvioStream;
+    type Sink = FluvioSink;
+
+    async fn open_stream(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+    ) -> Result<FluvioStream, LogError> {
+        let start = Offset::absolute(i64::try_from(from).unwrap_or(i64::MAX))
+            .map_err(|e| failed(topic, e))?;
+        let config = ConsumerConfigExtBuilder::default()
+            .topic(topic)
+            .partition(partition)
+            .offset_consumer(self.cfg.consumer.clone())
+            .offset_start(start)
+            .offset_strategy(OffsetManagementStrategy::Manual)
+            .build()
+            .map_err(|e| failed(topic, format!("{e:#}")))?;
+        let s = self
+            .fluvio
+            .consumer_with_config(config)
+            .await
+            .map_err(|e| failed(topic, format!("{e:#}")))?;
+        Ok(FluvioStream {
+            topic: topic.to_string(),
+            inner: Box::new(s),
+        })
+    }
+
+    async fn open_sink(&self) -> Result<FluvioSink, LogError> {
+        Ok(FluvioSink::new(self.fluvio.clone(), &self.cfg))
+    }
+}
+
+/// Every topic the configuration names: the inputs, then the sinks.
+pub fn all_topics(cfg: &FluvioConfig) -> Vec<String> {
+    Stream::ALL
+        .iter()
+        .map(|s| s.topic(&cfg.topics).to_string())
+        .chain(Sink::ALL.iter().map(|s| s.topic(&cfg.topics).to_string()))
+        .collect()
+}
+
+/// Creates every topic with `partitions` partitions and `replication` replicas; returns each
+/// topic with `created` or `exists`.
+pub async fn create_topics(
+    fluvio: &Fluvio,
+    cfg: &FluvioConfig,
+) -> Result<Vec<(String, &'static str)>, ClientError> {
+    let admin = fluvio.admin().await;
+    let mut out = Vec::new();
+    for topic in all_topics(cfg) {
+        let spec = TopicSpec::new_computed(cfg.partitions, cfg.replication, None);
+        match admin.create(topic.clone(), false, spec).await {
+            Ok(()) => out.push((topic, "created")),
+            Err(e)
+                if format!("{e:#}").contains("TopicAlreadyExists")
+                    || format!("{e:#}").contains("already exists") =>
+            {
+                out.push((topic, "exists"))
+            }
+            Err(e) => return Err(failed(&topic, format!("{e:#}")).into()),
+        }
+    }
+    Ok(out)
+}
+
+/// Where one JSON line goes: its topic (given, or by type) and its key (the mapping's).
+pub fn route_line(
+    line: &[u8],
+    topic: Option<&str>,
+    cfg: &FluvioConfig,
+    decoder: &Decoder,
+) -> (String, String) {
+    let topic = topic.map_or_else(
+        || raw_stream(line).topic(&cfg.topics).to_string(),
+        str::to_string,
+    );
+    let key = match decoder.decode(line) {
+        Ok(ev) => event_key(&ev),
+        Err(_) => raw_key(line),
+    };
+    (topic, key)
+}
+
+/// Records `produce` sends between two waits for their acknowledgements.
+const FLUSH_EVERY: u64 = 10_000;
+
+/// Produces JSON-lines files (`-` is standard input) as records keyed by the mapping, to
+/// `topic` or (when `None`) to each event type's topic; returns the count per topic.
+pub async fn produce_files(
+    fluvio: Arc<Fluvio>,
+    cfg: &FluvioConfig,
+    files: &[std::path::PathBuf],
+    topic: Option<&str>,
+    pii: Pii,
+) -> Result<Vec<(String, u64)>, ClientError> {
+    let decoder = Decoder::new(pii);
+    let mut sink = FluvioSink::new(fluvio, cfg);
+    let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut unacked = 0u64;
+    for f in files {
+        let text = if f.as_os_str() == "-" {
+            let mut s = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut s).map(|_| s)
+        } else {
+            std::fs::read(f)
+        }
+        .map_err(|e| ClientError::File {
+            path: f.display().to_string(),
+            why: e.to_string(),
+        })?;
+        for line in text.split(|b| *b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let (t, key) = route_line(line, topic, cfg, &decoder);
+            sink.send(&t, key.as_bytes(), line).await?;
+            *counts.entry(t).or_default() += 1;
+            unacked += 1;
+            if unacked == FLUSH_EVERY {
+                unacked = 0;
+                // bounded memory for large backfills: one acknowledgement future per record
+                sink.flush().await?;
+            }
+        }
+    }
+    sink.flush().await?;
+    Ok(counts.into_iter().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_partitioner_is_the_ownership_function() {
+        let cfg = PartitionerConfig {
+            partition_count: 6,
+            available_partitions: vec![0, 1, 2, 3, 4, 5],
+        };
+        let p = OwnershipPartitioner;
+        for key in ["sku/S1", "dealer/D-9", "order/tmall:T-1"] {
+            assert_eq!(
+                p.partition(&cfg, Some(key.as_bytes()), b""),
+                partition_of(key, 6)
+            );
+        }
+        assert_eq!(p.partition(&cfg, None, b""), partition_of("", 6));
+    }
+
+    #[test]
+    fn lines_are_routed_by_type_or_to_the_given_topic() {
+        let cfg = FluvioConfig::default();
+        let d = Decoder::new(Pii::new(b"k"));
+        let line = br#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e13","type":"stock","ts":"2026-11-11T20:15:03+08:00","sku":"S1","location":"WH-1","op":"receive","qty":5}"#;
+        assert_eq!(
+            route_line(line, None, &cfg, &d),
+            ("ops".to_string(), "sku/S1".to_string())
+        );
+        assert_eq!(route_line(line, Some("backfill"), &cfg, &d).0, "backfill");
+        assert_eq!(
+            route_line(b"junk", None, &cfg, &d),
+            ("ops".into(), String::new())
+        );
+        assert_eq!(all_topics(&cfg).len(), 13);
+    }
+
+    #[test]
+    fn a_dead_endpoint_is_an_error_naming_it_not_a_hang() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // a port nothing listens on (bound then released)
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cfg = FluvioConfig {
+            endpoint: format!("127.0.0.1:{port}"),
+            connect_timeout_ms: 3_000,
+            ..FluvioConfig::default()
+        };
+        let started = std::time::Instant::now();
+        let e = rt.block_on(connect(&cfg)).err().unwrap().to_string();
+        assert!(e.contains(&cfg.endpoint), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(10), "{e}");
+    }
+}

@@ -1,0 +1,437 @@
+//! The source: consumes one partition of an input topic into the shard, exactly once.
+//!
+//! The authoritative position is the store's: each batch of records is handed to the shard
+//! with the partition's next offset as the position of source `fluvio:<topic>:<partition>`,
+//! and the shard commits it atomically with the events. On start the partition is read from
+//! that position; event ids make a replayed tail a no-op.
+//!
+//! Fluvio's own consumer offsets are only a mirror for operators, and committing them has a
+//! known trap: with the fluvio 0.50 client against a 0.50.2 server, an `offset_commit()` that
+//! follows a `next()` dropped mid-poll (by a timeout or a `select!`) never returns. So one
+//! task owns each stream ([`read_partition`]): it only ever awaits `next()` to completion,
+//! forwards each record through a bounded channel (backpressure), and commits the offset of
+//! the record it last yielded only between records, once the store reports that record
+//! durable (a watch channel from [`ingest_partition`]). [`OffsetTracker`] makes that decision
+//! and is tested without a server.
+
+use super::log::{LogError, PartitionedLog, Record};
+use crate::shard::{Ingest, Item, Shard};
+use actix::Addr;
+use omnistream_schemas::{Decoder, Pii};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+/// The store's name of a partition's position.
+pub fn source_name(topic: &str, partition: u32) -> String {
+    format!("fluvio:{topic}:{partition}")
+}
+
+/// One partition's records in order, owned by one task.
+pub trait RecordStream {
+    /// The next record; `None` when the stream ended. Always awaited to completion.
+    fn next(&mut self) -> impl Future<Output = Result<Option<Record>, LogError>>;
+    /// Commits (and flushes) the position just after the record `next` last yielded.
+    fn commit_yielded(&mut self) -> impl Future<Output = Result<(), LogError>>;
+}
+
+/// What the owner of a stream does after yielding a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Forward it and read on.
+    Forward,
+    /// Forward it, wait until the store holds this position durably, then commit it.
+    Checkpoint(u64),
+}
+
+/// Decides when the consumer offset may be committed: only the position right after the
+/// record last yielded (the only one Fluvio's `offset_commit` can commit), only once the
+/// store holds it durably, and at most every `every_records` records or `every` time.
+#[derive(Debug, Clone)]
+pub struct OffsetTracker {
+    every_records: u64,
+    every: Duration,
+    since_commit: u64,
+    last_commit: Instant,
+    committed: Option<u64>,
+}
+
+impl OffsetTracker {
+    /// A tracker that checkpoints after `every_records` records or `every`, from `now`.
+    pub fn new(every_records: u64, every: Duration, now: Instant) -> OffsetTracker {
+        OffsetTracker {
+            every_records: every_records.max(1),
+            every,
+            since_commit: 0,
+            last_commit: now,
+            committed: None,
+        }
+    }
+
+    /// Called once per yielded record (offset `offset`) at `now`.
+    pub fn on_record(&mut self, offset: u64, now: Instant) -> Step {
+        self.since_commit += 1;
+        if self.since_commit >= self.every_records
+            || now.duration_since(self.last_commit) >= self.every
+        {
+            Step::Checkpoint(offset + 1)
+        } else {
+            Step::Forward
+        }
+    }
+
+    /// Whether the position after `last_yielded` may be committed, given the store's durable
+    /// position: only when that record is durable and the position is new.
+    pub fn may_commit(&self, last_yielded: u64, durable: u64) -> bool {
+        durable > last_yielded && self.committed.is_none_or(|c| c < last_yielded + 1)
+    }
+
+    /// Notes that `position` was committed at `now`.
+    pub fn committed(&mut self, position: u64, now: Instant) {
+        self.committed = Some(position);
+        self.since_commit = 0;
+        self.last_commit = now;
+    }
+
+    /// The last position committed to the transport.
+    pub fn last_committed(&self) -> Option<u64> {
+        self.committed
+    }
+}
+
+/// Why a partition's reader stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The transport failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The shard stopped (the service is shutting down).
+    #[error("the shard stopped")]
+    ShardGone,
+}
+
+/// The owner of one stream: reads records to completion, forwards them, and commits the
+/// consumer offset between records once the store reports them durable. Returns when the
+/// stream ends or the ingest side stopped.
+pub async fn read_partition<S: RecordStream>(
+    mut stream: S,
+    tx: mpsc::Sender<Record>,
+    mut durable: watch::Receiver<u64>,
+    mut tracker: OffsetTracker,
+) -> Result<(), SourceError> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        // never inside a timeout or select!: see the module documentation
+        let rec = match stream.next().await {
+            Ok(Some(rec)) => rec,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                // the stream reports a failed fetch and goes on (fluvio retries the
+                // connection); pausing between two completed calls is safe
+                tracing::warn!(error = %e, "reading a partition failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        let offset = rec.offset;
+        let step = tracker.on_record(offset, Instant::now());
+        if tx.send(rec).await.is_err() {
+            return Err(SourceError::ShardGone);
+        }
+        if let Step::Checkpoint(pos) = step {
+            // the ingest side hands the record to the shard and reports the position durable
+            let reached = durable.wait_for(|d| *d >= pos).await.map(|d| *d);
+            let Ok(d) = reached else {
+                return Err(SourceError::ShardGone);
+            };
+            if tracker.may_commit(offset, d) {
+                match stream.commit_yielded().await {
+                    Ok(()) => tracker.committed(pos, Instant::now()),
+                    // the store holds the position; the consumer offset is only a mirror
+                    Err(e) => {
+                        tracing::warn!(error = %e, position = pos, "consumer offset commit failed")
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Hands one partition's records to the shard in batches, each with the partition's next
+/// offset as its position, retrying a batch the store refused (ids make it idempotent), and
+/// publishes each durable position on `durable`.
+#[allow(clippy::too_many_arguments)]
+pub async fn ingest_partition(
+    shard: Addr<Shard>,
+    source: Arc<str>,
+    decoder: Decoder,
+    pii: Pii,
+    mut rx: mpsc::Receiver<Record>,
+    durable: watch::Sender<u64>,
+    max_batch: usize,
+    consumed: prometheus::IntCounter,
+) -> Result<(), SourceError> {
+    let mut batch: Vec<Record> = Vec::with_capacity(max_batch);
+    loop {
+        let Some(first) = rx.recv().await else {
+            return Ok(());
+        };
+        batch.push(first);
+        while batch.len() < max_batch {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let position = batch.last().map_or(0, |r| r.offset + 1);
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let received = Instant::now();
+            let items = batch
+                .iter()
+                .map(|r| match decoder.decode(&r.value) {
+                    Ok(ev) => Item::Event(Box::new(ev)),
+                    Err(why) => Item::Rejected {
+                        id: why.id,
+                        reasons: why.problems,
+                        raw: pii.redact(&r.value),
+                    },
+                })
+                .collect();
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let msg = Ingest {
+                source: source.clone(),
+                position: Some(position),
+                items,
+                reply,
+                received,
+            };
+            if shard.send(msg).await.is_err() {
+                return Err(SourceError::ShardGone);
+            }
+            match answer.await {
+                Ok(Ok(_)) => break,
+                Ok(Err(e)) => {
+                    tracing::warn!(source = %source, error = %e, "batch not durable; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(_) => return Err(SourceError::ShardGone),
+            }
+        }
+        consumed.inc_by(batch.len() as u64);
+        batch.clear();
+        let _ = durable.send(position);
+    }
+}
+
+/// A [`RecordStream`] over a [`PartitionedLog`] partition (polls when it is at the end).
+pub struct LogStream<L: PartitionedLog> {
+    log: L,
+    group: String,
+    topic: String,
+    partition: u32,
+    next: u64,
+    yielded: Option<u64>,
+    buf: std::collections::VecDeque<Record>,
+}
+
+impl<L: PartitionedLog> LogStream<L> {
+    /// Reads `topic`/`partition` from offset `from`, committing as consumer `group`.
+    pub fn new(log: L, group: &str, topic: &str, partition: u32, from: u64) -> Self {
+        LogStream {
+            log,
+            group: group.into(),
+            topic: topic.into(),
+            partition,
+            next: from,
+            yielded: None,
+            buf: Default::default(),
+        }
+    }
+}
+
+impl<L: PartitionedLog> RecordStream for LogStream<L> {
+    async fn next(&mut self) -> Result<Option<Record>, LogError> {
+        loop {
+            if let Some(r) = self.buf.pop_front() {
+                self.next = r.offset + 1;
+                self.yielded = Some(r.offset);
+                return Ok(Some(r));
+            }
+            let recs = self.log.read(&self.topic, self.partition, self.next, 256)?;
+            if recs.is_empty() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            self.buf.extend(recs);
+        }
+    }
+
+    async fn commit_yielded(&mut self) -> Result<(), LogError> {
+        if let Some(o) = self.yielded {
+            self.log
+                .commit(&self.group, &self.topic, self.partition, o + 1)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fluvio::log::MemLog;
+
+    #[test]
+    fn commits_only_what_is_durable_and_not_twice() {
+        let t0 = Instant::now();
+        let mut t = OffsetTracker::new(3, Duration::from_secs(60), t0);
+        assert_eq!(t.on_record(0, t0), Step::Forward);
+        assert_eq!(t.on_record(1, t0), Step::Forward);
+        assert_eq!(t.on_record(2, t0), Step::Checkpoint(3));
+        assert!(!t.may_commit(2, 0), "nothing durable");
+        assert!(!t.may_commit(2, 2), "record 2 not durable yet");
+        assert!(t.may_commit(2, 3));
+        assert!(t.may_commit(2, 10), "durable beyond is fine: 3 is durable");
+        t.committed(3, t0);
+        assert_eq!(t.last_committed(), Some(3));
+        assert!(!t.may_commit(2, 10), "already committed");
+        assert_eq!(t.on_record(3, t0), Step::Forward, "count restarts");
+        let later = t0 + Duration::from_secs(61);
+        assert_eq!(
+            t.on_record(4, later),
+            Step::Checkpoint(5),
+            "time also checkpoints"
+        );
+    }
+
+    /// A stream that records the calls made to it, to check their order.
+    struct Spy {
+        inner: LogStream<MemLog>,
+        calls: Arc<std::sync::Mutex<Vec<String>>>,
+        durable: watch::Receiver<u64>,
+    }
+
+    impl RecordStream for Spy {
+        async fn next(&mut self) -> Result<Option<Record>, LogError> {
+            let r = self.inner.next().await?;
+            if let Some(r) = &r {
+                self.calls
+                    .lock()
+                    .unwrap()
+                    .push(format!("next {}", r.offset));
+            }
+            Ok(r)
+        }
+        async fn commit_yielded(&mut self) -> Result<(), LogError> {
+            let y = self.inner.yielded.unwrap();
+            let d = *self.durable.borrow();
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("commit {} durable {d}", y + 1));
+            self.inner.commit_yielded().await
+        }
+    }
+
+    #[test]
+    fn the_reader_commits_between_records_after_durability_only() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async {
+            let log = MemLog::new();
+            log.create_topic("t", 1).unwrap();
+            for i in 0..5 {
+                log.append("t", b"k", format!("v{i}").as_bytes()).unwrap();
+            }
+            let (dtx, drx) = watch::channel(0u64);
+            let (tx, mut rx) = mpsc::channel(2);
+            let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let spy = Spy {
+                inner: LogStream::new(log.clone(), "g", "t", 0, 0),
+                calls: calls.clone(),
+                durable: drx.clone(),
+            };
+            let tracker = OffsetTracker::new(2, Duration::from_secs(60), Instant::now());
+            let reader = tokio::task::spawn_local(read_partition(spy, tx, drx, tracker));
+            // a slow ingest side: records become durable one at a time, after a pause
+            for want in 0..5u64 {
+                let r = rx.recv().await.unwrap();
+                assert_eq!(r.offset, want);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                assert!(
+                    log.committed("g", "t", 0)
+                        .unwrap()
+                        .is_none_or(|c| c <= want),
+                    "committed past what is durable"
+                );
+                dtx.send(want + 1).unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            reader.abort();
+            let calls = calls.lock().unwrap().clone();
+            assert_eq!(
+                calls,
+                [
+                    "next 0",
+                    "next 1",
+                    "commit 2 durable 2",
+                    "next 2",
+                    "next 3",
+                    "commit 4 durable 4",
+                    "next 4"
+                ]
+            );
+            assert_eq!(log.committed("g", "t", 0).unwrap(), Some(4));
+        });
+    }
+
+    /// Fails its first read, then yields two records and ends.
+    struct Flaky(Vec<Result<Option<Record>, LogError>>);
+
+    impl RecordStream for Flaky {
+        async fn next(&mut self) -> Result<Option<Record>, LogError> {
+            if self.0.is_empty() {
+                return Ok(None);
+            }
+            self.0.remove(0)
+        }
+        async fn commit_yielded(&mut self) -> Result<(), LogError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failed_read_is_retried_not_the_end_of_the_partition() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let rec = |o| Record {
+            offset: o,
+            key: vec![],
+            value: vec![],
+        };
+        let flaky = Flaky(vec![
+            Err(LogError::Failed {
+                topic: "t".into(),
+                why: "connection reset".into(),
+            }),
+            Ok(Some(rec(0))),
+            Ok(Some(rec(1))),
+        ]);
+        let (tx, mut rx) = mpsc::channel(4);
+        let (_dtx, drx) = watch::channel(0u64);
+        let tracker = OffsetTracker::new(100, Duration::from_secs(60), Instant::now());
+        let ended = rt.block_on(read_partition(flaky, tx, drx, tracker));
+        assert!(ended.is_ok(), "{ended:?}");
+        assert_eq!(rx.try_recv().unwrap().offset, 0);
+        assert_eq!(rx.try_recv().unwrap().offset, 1);
+        assert!(rx.try_recv().is_err());
+    }
+}

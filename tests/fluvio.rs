@@ -1,0 +1,202 @@
+//! Against a real Fluvio cluster, only when `OMNISTREAM_FLUVIO_ENDPOINT` is set (e.g.
+//! `127.0.0.1:9003` after `fluvio cluster start --local`); otherwise each test prints that it
+//! skipped and passes. Topic names get a per-run suffix, so runs do not see each other.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+mod common;
+
+use common::Service;
+use omnistream::config::FluvioConfig;
+use omnistream::fluvio::client::{connect, FluvioTransport};
+use omnistream::fluvio::mapping::Sink;
+use omnistream::fluvio::source::RecordStream;
+use omnistream::fluvio::Transport;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const SINKS: [(&str, &str); 8] = [
+    ("DECISIONS", "decisions"),
+    ("POINTS", "points"),
+    ("MEMBERS", "members"),
+    ("ORDER_UPDATES", "order-updates"),
+    ("STOCK", "stock"),
+    ("CREDIT", "credit"),
+    ("ALERTS", "alerts"),
+    ("DEAD_LETTER", "dead-letter"),
+];
+const INPUTS: [(&str, &str); 5] = [
+    ("SCANS", "scans"),
+    ("CLICKS", "clicks"),
+    ("ORDERS", "orders"),
+    ("VISITS", "visits"),
+    ("OPS", "ops"),
+];
+
+fn endpoint() -> Option<String> {
+    match std::env::var("OMNISTREAM_FLUVIO_ENDPOINT") {
+        Ok(e) if !e.is_empty() => Some(e),
+        _ => {
+            eprintln!("skipped: set OMNISTREAM_FLUVIO_ENDPOINT=host:port to run against Fluvio");
+            None
+        }
+    }
+}
+
+/// The environment that points omnistream at the cluster and this run's topics.
+fn env(endpoint: &str, suffix: &str) -> Vec<(String, String)> {
+    let mut v = vec![
+        (
+            "OMNISTREAM_FLUVIO__ENDPOINT".to_string(),
+            endpoint.to_string(),
+        ),
+        ("OMNISTREAM_FLUVIO__CONSUMER".into(), format!("it-{suffix}")),
+        ("OMNISTREAM_PII_KEY".into(), "service-test-key".into()),
+    ];
+    for (var, name) in INPUTS.iter().chain(SINKS.iter()) {
+        v.push((
+            format!("OMNISTREAM_FLUVIO__TOPICS__{var}"),
+            format!("{name}-{suffix}"),
+        ));
+    }
+    v
+}
+
+fn omnistream(args: &[&str], env: &[(String, String)]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "omnistream {args:?}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+#[test]
+fn a_generated_stream_through_fluvio_gives_its_decisions_on_the_output_topic() {
+    let Some(endpoint) = endpoint() else {
+        return;
+    };
+    let suffix = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    );
+    let env = env(&endpoint, &suffix);
+    let created = omnistream(&["topics", "create"], &env);
+    assert!(
+        created.contains(&format!("scans-{suffix}: created")),
+        "{created}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut sc = omnistream_loadtest::Scenario::load("smoke").unwrap();
+    sc.events = 500;
+    let mut events = Vec::new();
+    omnistream_loadtest::generate(&sc, &mut events, &mut std::io::sink(), &mut |_| {}).unwrap();
+    let n = events
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .count() as u64;
+    let file = dir.path().join("events.jsonl");
+    std::fs::write(&file, &events).unwrap();
+    let produced = omnistream(
+        &["produce", file.to_str().unwrap(), "--topic", "auto"],
+        &env,
+    );
+    assert!(produced.contains(&format!("scans-{suffix}")), "{produced}");
+
+    let mut service_env = env.clone();
+    service_env.push(("OMNISTREAM_FLUVIO__ENABLED".into(), "true".into()));
+    let refs: Vec<(&str, &str)> = service_env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let s = Service::start_with(&dir.path().join("data"), &refs);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let st = s.get("/v1/stats");
+        let sh = &st["shard"];
+        let seen = ["applied", "duplicates", "rejected"]
+            .iter()
+            .map(|k| sh[k].as_u64().unwrap_or(0))
+            .sum::<u64>();
+        if seen >= n {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {seen} of {n} consumed: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let decisions = s.get("/v1/decisions?limit=1000")["items"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert!(decisions > 0);
+
+    // read the decisions topic back with the same client code
+    let cfg = FluvioConfig {
+        endpoint: endpoint.clone(),
+        ..FluvioConfig::default()
+    };
+    let topic = format!("decisions-{suffix}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let got = rt.block_on(async {
+        let client = connect(&cfg).await.unwrap();
+        let t = FluvioTransport {
+            fluvio: Arc::new(client),
+            cfg: cfg.clone(),
+        };
+        let mut stream = t.open_stream(&topic, 0, 0).await.unwrap();
+        let mut got = 0usize;
+        while got < decisions {
+            // no offsets are committed on this stream, so a timeout here is harmless
+            match tokio::time::timeout(Duration::from_secs(30), stream.next()).await {
+                Ok(Ok(Some(r))) => {
+                    let v: serde_json::Value = serde_json::from_slice(&r.value).unwrap();
+                    assert_eq!(v["output"], "decision", "{v}");
+                    assert!(String::from_utf8_lossy(&r.key).starts_with("member/"));
+                    got += 1;
+                }
+                other => panic!("decisions topic: {got} of {decisions}, then {other:?}"),
+            }
+        }
+        got
+    });
+    assert_eq!(got, decisions);
+    assert!(Sink::ALL.len() == SINKS.len());
+    s.stop();
+}
+
+#[test]
+fn a_cluster_that_is_not_there_is_named_in_the_error() {
+    // needs no cluster: runs always
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ep = format!("127.0.0.1:{port}");
+    let out = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+        .args(["topics", "create"])
+        .env("OMNISTREAM_FLUVIO__ENDPOINT", &ep)
+        .env("OMNISTREAM_FLUVIO__CONNECT_TIMEOUT_MS", "2000")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains(&ep), "{err}");
+}
