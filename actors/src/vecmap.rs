@@ -21,6 +21,14 @@ impl<K, V> Default for VecMap<K, V> {
 }
 
 impl<K: Ord, V> VecMap<K, V> {
+    /// Makes room for one more entry, growing by half instead of doubling: these maps stay
+    /// small and live long, so spare capacity is memory held for nothing.
+    fn grow(&mut self) {
+        if self.0.len() == self.0.capacity() {
+            self.0.reserve_exact((self.0.len() / 2).max(1));
+        }
+    }
+
     fn find<Q>(&self, k: &Q) -> Result<usize, usize>
     where
         K: Borrow<Q>,
@@ -64,6 +72,7 @@ impl<K: Ord, V> VecMap<K, V> {
         let i = match self.find(&k) {
             Ok(i) => i,
             Err(i) => {
+                self.grow();
                 self.0.insert(i, (k, make()));
                 i
             }
@@ -76,6 +85,7 @@ impl<K: Ord, V> VecMap<K, V> {
         match self.find(&k) {
             Ok(i) => Some(std::mem::replace(&mut self.0[i].1, v)),
             Err(i) => {
+                self.grow();
                 self.0.insert(i, (k, v));
                 None
             }

@@ -47,6 +47,8 @@ pub struct Report {
     pub engine_outputs: u64,
     /// Commands the engine ran in its last run.
     pub engine_commands: u64,
+    /// Members resident at the end of the engine's last run (what its peak RSS holds).
+    pub engine_members: u64,
 }
 
 /// The key the ceiling's hash map is updated under: the entity an event is first routed to.
@@ -162,6 +164,7 @@ pub fn run(sc: &Scenario, runs: usize, log: &mut dyn FnMut(&str)) -> Result<Repo
     log("engine: decode + Engine::apply");
     let mut outputs = 0u64;
     let mut commands = 0u64;
+    let mut members = 0u64;
     let engine = phase(runs, n, || {
         let mut engine = Engine::new(Rules::default());
         let mut out = Vec::new();
@@ -175,6 +178,7 @@ pub fn run(sc: &Scenario, runs: usize, log: &mut dyn FnMut(&str)) -> Result<Repo
             out.clear();
         }
         commands = engine.stats.commands;
+        members = engine.members().count() as u64;
         Ok(engine)
     })?;
 
@@ -195,6 +199,7 @@ pub fn run(sc: &Scenario, runs: usize, log: &mut dyn FnMut(&str)) -> Result<Repo
         ratio,
         engine_outputs: outputs,
         engine_commands: commands,
+        engine_members: members,
     })
 }
 
@@ -229,8 +234,8 @@ impl Report {
         s.push_str(&row("ceiling (decode + 1 map update)", &self.ceiling));
         s.push_str(&row("engine (decode + Engine::apply)", &self.engine));
         s.push_str(&format!(
-            "\nengine / ceiling: {:.3}   (engine ran {} commands, emitted {} outputs)\n",
-            self.ratio, self.engine_commands, self.engine_outputs
+            "\nengine / ceiling: {:.3}   (engine ran {} commands, emitted {} outputs; {} members resident)\n",
+            self.ratio, self.engine_commands, self.engine_outputs, self.engine_members
         ));
         s
     }

@@ -92,6 +92,21 @@ fn route(line: &[u8]) -> &'static str {
     }
 }
 
+/// How to drive the service.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Events per request.
+    pub batch: usize,
+    /// Keep-alive connections.
+    pub connections: usize,
+    /// Longest closed-loop phase, seconds.
+    pub max_secs: f64,
+    /// Longest paced phase, seconds.
+    pub paced_secs: f64,
+    /// Paced rate as a fraction of the maximum.
+    pub fraction: f64,
+}
+
 /// Results of one phase.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct PhaseReport {
@@ -103,6 +118,8 @@ pub struct PhaseReport {
     pub seconds: f64,
     /// Answered requests per second.
     pub per_s: f64,
+    /// Events in answered requests per second.
+    pub events_per_s: f64,
     /// Target rate (open loop only).
     pub target_per_s: Option<f64>,
     /// Latency percentiles of every request, microseconds: p50, p99, p99.9, max.
@@ -127,8 +144,9 @@ impl Report {
     pub fn table(&self) -> String {
         let row = |name: &str, p: &PhaseReport| {
             format!(
-                "{name:<28} {:>9.0} {:>9} {:>7} {:>9} | all p50/p99/p99.9/max µs {:>6} {:>6} {:>7} {:>7} | scans {:>6} {:>6} {:>7} {:>7}\n",
+                "{name:<28} {:>9.0} {:>9.0} {:>9} {:>7} {:>9} | all p50/p99/p99.9/max µs {:>6} {:>6} {:>7} {:>7} | scans {:>6} {:>6} {:>7} {:>7}\n",
                 p.per_s,
+                p.events_per_s,
                 p.target_per_s.map_or("-".into(), |t| format!("{t:.0}")),
                 p.ok,
                 p.refused,
@@ -137,9 +155,10 @@ impl Report {
             )
         };
         format!(
-            "{:<28} {:>9} {:>9} {:>7} {:>9}\n{}{}",
+            "{:<28} {:>9} {:>9} {:>9} {:>7} {:>9}\n{}{}",
             format!("phase ({} connections)", self.connections),
             "req/s",
+            "events/s",
             "target",
             "ok",
             "refused",
@@ -154,6 +173,7 @@ struct Tally {
     scans: Histogram<u64>,
     ok: u64,
     refused: u64,
+    events: u64,
 }
 
 impl Tally {
@@ -163,6 +183,7 @@ impl Tally {
             scans: Histogram::new_with_bounds(1, 120_000_000, 3)?,
             ok: 0,
             refused: 0,
+            events: 0,
         })
     }
 
@@ -170,6 +191,7 @@ impl Tally {
         self.all.add(&o.all)?;
         self.scans.add(&o.scans)?;
         self.ok += o.ok;
+        self.events += o.events;
         self.refused += o.refused;
         Ok(())
     }
@@ -191,10 +213,13 @@ fn pct(h: &Histogram<u64>) -> [u64; 4] {
 fn phase(
     addr: &str,
     lines: &[&[u8]],
+    batch: usize,
     connections: usize,
     rate: Option<f64>,
     limit: Duration,
 ) -> Result<PhaseReport> {
+    let requests: Vec<&[&[u8]]> = lines.chunks(batch.max(1)).collect();
+    let requests = &requests;
     let next = Arc::new(AtomicUsize::new(0));
     let total = Arc::new(Mutex::new(Tally::new()?));
     let started = Instant::now();
@@ -208,7 +233,7 @@ fn phase(
                 let mut t = Tally::new()?;
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= lines.len() || started.elapsed() >= limit {
+                    if i >= requests.len() || started.elapsed() >= limit {
                         break;
                     }
                     // the moment this request is due: now (closed loop) or on the schedule
@@ -222,11 +247,14 @@ fn phase(
                             due
                         }
                     };
-                    let path = route(lines[i]);
-                    let status = conn.post(path, lines[i])?;
+                    let (path, status) = match requests[i] {
+                        [one] => (route(one), conn.post(route(one), one)?),
+                        many => ("/v1/events", conn.post("/v1/events", &many.join(&b'\n'))?),
+                    };
                     let us = (due.elapsed().as_micros() as u64).max(1);
                     if (200..300).contains(&status) {
                         t.ok += 1;
+                        t.events += requests[i].len() as u64;
                         t.all.saturating_record(us);
                         if path == "/v1/scan" {
                             t.scans.saturating_record(us);
@@ -259,24 +287,25 @@ fn phase(
         refused: t.refused,
         seconds,
         per_s: t.ok as f64 / seconds,
+        events_per_s: t.events as f64 / seconds,
         target_per_s: rate,
         all_us: pct(&t.all),
         scan_us: pct(&t.scans),
     })
 }
 
-/// Drives `addr` with the events in `events` (JSON lines): first the closed loop for at most
+/// Drives `addr` with the events in `events` (JSON lines), `batch` events per request (one:
+/// scans to `/v1/scan`, the rest to `/v1/events`; more: all to `/v1/events`): first the closed loop for at most
 /// `max_secs`, then the open loop at `fraction` of the rate found, for at most `paced_secs`, on
 /// the events after those the first phase used.
-pub fn run(
-    addr: &str,
-    events: &[u8],
-    connections: usize,
-    max_secs: f64,
-    paced_secs: f64,
-    fraction: f64,
-    log: &mut dyn FnMut(&str),
-) -> Result<Report> {
+pub fn run(addr: &str, events: &[u8], o: &Options, log: &mut dyn FnMut(&str)) -> Result<Report> {
+    let Options {
+        batch,
+        connections,
+        max_secs,
+        paced_secs,
+        fraction,
+    } = *o;
     if !(0.0..=1.0).contains(&fraction) || fraction == 0.0 {
         bail!("--fraction must be in (0, 1], got {fraction}");
     }
@@ -291,11 +320,12 @@ pub fn run(
     let max = phase(
         addr,
         &lines,
+        batch,
         connections,
         None,
         Duration::from_secs_f64(max_secs),
     )?;
-    let used = (max.ok + max.refused) as usize;
+    let used = ((max.ok + max.refused) as usize).saturating_mul(batch.max(1));
     let rate = max.per_s * fraction;
     log(&format!(
         "max {:.0} req/s; open loop at {rate:.0}/s for up to {paced_secs} s",
@@ -308,6 +338,7 @@ pub fn run(
     let paced = phase(
         addr,
         rest,
+        batch,
         connections,
         Some(rate),
         Duration::from_secs_f64(paced_secs),

@@ -65,6 +65,10 @@ enum Cmd {
         /// A built-in scenario or a TOML file (generated in memory).
         #[arg(long)]
         scenario: String,
+        /// Events per request: 1 sends scans to /v1/scan and the rest to /v1/events one by
+        /// one; more sends batches of JSON lines to /v1/events.
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
         /// Keep-alive connections (one request in flight on each).
         #[arg(long, default_value_t = 8)]
         connections: usize,
@@ -124,6 +128,7 @@ fn main() -> Result<()> {
         Cmd::Http {
             addr,
             scenario,
+            batch,
             connections,
             max_secs,
             paced_secs,
@@ -133,15 +138,16 @@ fn main() -> Result<()> {
             let sc = Scenario::load(&scenario)?;
             let mut events = Vec::new();
             generate(&sc, &mut events, &mut std::io::sink(), &mut |_| {})?;
-            let report = omnistream_loadtest::http::run(
-                &addr,
-                &events,
+            let opts = omnistream_loadtest::http::Options {
+                batch,
                 connections,
                 max_secs,
                 paced_secs,
                 fraction,
-                &mut |m| eprintln!("http: {m}"),
-            )?;
+            };
+            let report = omnistream_loadtest::http::run(&addr, &events, &opts, &mut |m| {
+                eprintln!("http: {m}")
+            })?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

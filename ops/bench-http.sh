@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The service over HTTP, end to end: starts `omnistream run` on loopback with a fresh embedded
+# store, drives it with `loadtest http`, stops it; once per variant, the variants alternated
+# ROUNDS times so a noisy machine hurts them alike. Needs the release binaries:
+#   cargo build --release -p omnistream -p omnistream-loadtest
+# Usage: ops/bench-http.sh [SCENARIO] [BATCH] [ROUNDS] [VARIANT...]
+#   a variant is a list of KEY=VALUE environment settings for the service, e.g.
+#   "OMNISTREAM_METRICS=true" "OMNISTREAM_METRICS=false"
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scenario=${1:-default}
+batch=${2:-1}
+rounds=${3:-2}
+shift $(( $# < 3 ? $# : 3 ))
+variants=("$@")
+[ ${#variants[@]} -gt 0 ] || variants=("OMNISTREAM_METRICS=true")
+bin=target/release
+port=${OMNISTREAM_BENCH_PORT:-18181}
+work=$(mktemp -d)
+pid=
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+
+for round in $(seq 1 "$rounds"); do
+  for v in "${variants[@]}"; do
+    rm -rf "$work/data"
+    # shellcheck disable=SC2086
+    env $v "$bin/omnistream" run --listen "127.0.0.1:$port" --data-dir "$work/data" \
+      >"$work/server.log" 2>&1 &
+    pid=$!
+    for _ in $(seq 1 100); do
+      curl -fs "127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
+      sleep 0.1
+    done
+    echo "== round $round: $v (batch $batch, load $(cut -d' ' -f1 /proc/loadavg))"
+    timeout 300 "$bin/loadtest" http --addr "127.0.0.1:$port" --scenario "$scenario" \
+      --batch "$batch" --max-secs "${MAX_SECS:-15}" --paced-secs "${PACED_SECS:-15}" 2>/dev/null
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+    pid=
+  done
+done
