@@ -7,8 +7,8 @@ use omnistream_actors::engine::Emitted;
 use omnistream_actors::Output;
 use omnistream_schemas::Channel;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use serde::Serialize;
 use std::sync::Mutex;
@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 pub struct Metrics {
     /// Whether anything is recorded (`metrics = false` in the configuration turns it off).
     pub enabled: bool,
+    /// Entities resident in memory, by kind and shard.
+    pub entities: IntGaugeVec,
     registry: Registry,
     /// Events in, by type and outcome.
     pub events: IntCounterVec,
@@ -79,6 +81,14 @@ fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogr
     r.register(Box::new(h.clone()))
         .unwrap_or_else(|e| panic!("metric {name}: {e}"));
     h
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    r.register(Box::new(g.clone()))
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    g
 }
 
 fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
@@ -182,6 +192,12 @@ impl Default for Metrics {
                 "events accepted but not yet durable",
             ),
             log_events: gauge(&r, "omnistream_log_events", "events in the durable log"),
+            entities: gauge_vec(
+                &r,
+                "omnistream_entities",
+                "entities resident in memory, by kind and shard",
+                &["kind", "shard"],
+            ),
             ready: gauge(
                 &r,
                 "omnistream_ready",
@@ -250,6 +266,17 @@ impl Metrics {
         if self.enabled {
             self.ingest_seconds.observe(d.as_secs_f64());
             self.durable_window.record(d);
+        }
+    }
+
+    /// Sets the resident-entity gauges of `shard`.
+    pub fn resident(&self, shard: &str, counts: &[(&'static str, usize)]) {
+        if self.enabled {
+            for (kind, n) in counts {
+                self.entities
+                    .with_label_values(&[kind, shard])
+                    .set(i64::try_from(*n).unwrap_or(i64::MAX));
+            }
         }
     }
 

@@ -323,7 +323,21 @@ impl Shard {
         let batch = std::mem::take(&mut self.batch);
         let waiting = std::mem::take(&mut self.waiting);
         let started = Instant::now();
-        let result = self.store.commit(&batch);
+        let result = {
+            let _span = tracing::debug_span!(
+                "commit",
+                events = batch.events.len(),
+                outputs = batch.outputs.len()
+            )
+            .entered();
+            let r = self.store.commit(&batch);
+            tracing::debug!(
+                ok = r.is_ok(),
+                seconds = started.elapsed().as_secs_f64(),
+                "committed"
+            );
+            r
+        };
         self.metrics
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -335,6 +349,7 @@ impl Shard {
                 self.metrics
                     .log_events
                     .set(i64::try_from(self.next_seq).unwrap_or(i64::MAX));
+                self.metrics.resident("0", &self.engine.counts());
                 self.stats.commits += 1;
                 self.stats.max_batch = self.stats.max_batch.max(batch.events.len());
                 for (tx, outcomes) in waiting {
@@ -401,7 +416,15 @@ impl Shard {
         let mut emitted = Vec::new();
         for item in items {
             match item {
-                Item::Event(ev) => match self.engine.apply(&ev, &mut emitted) {
+                // ids and types only: personal values never reach the logs
+                Item::Event(ev) => match {
+                    let _span =
+                        tracing::debug_span!("event", id = %ev.id, kind = ev.body.kind().name())
+                            .entered();
+                    let applied = self.engine.apply(&ev, &mut emitted);
+                    tracing::debug!(outputs = emitted.len(), ?applied, "applied");
+                    applied
+                } {
                     Applied::Duplicate => {
                         self.metrics.event(ev.body.kind().name(), "duplicate");
                         self.stats.duplicates += 1;
@@ -484,6 +507,8 @@ impl Handler<Ingest> for Shard {
     type Result = ();
 
     fn handle(&mut self, msg: Ingest, ctx: &mut Self::Context) {
+        let _span =
+            tracing::debug_span!("ingest", source = %msg.source, items = msg.items.len()).entered();
         let outcomes = self.apply(&msg.source, msg.position, msg.items);
         self.metrics.decided(msg.received.elapsed());
         self.waiting.push((msg.reply, outcomes));

@@ -192,6 +192,15 @@ fn metrics_and_the_board_count_the_scripted_day() {
         ),
         3.0
     );
+    // the script knows one SKU and one dealer; entities are counted at each commit
+    assert_eq!(
+        sample(&text, r#"omnistream_entities{kind="sku",shard="0"}"#),
+        1.0
+    );
+    assert_eq!(
+        sample(&text, r#"omnistream_entities{kind="dealer",shard="0"}"#),
+        1.0
+    );
     assert_eq!(
         sample(
             &text,

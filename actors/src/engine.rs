@@ -403,6 +403,24 @@ impl Engine {
         &self.refs
     }
 
+    /// Resident entities per kind, for gauges: `(kind, count)`.
+    pub fn counts(&self) -> [(&'static str, usize); 12] {
+        [
+            ("identity", self.identities.len()),
+            ("member", self.members.len()),
+            ("order", self.orders.len()),
+            ("sku", self.skus.len()),
+            ("dealer", self.dealers.len()),
+            ("store", self.stores.len()),
+            ("campaign", self.campaigns.len()),
+            ("code", self.codes.len()),
+            ("device", self.devices.len()),
+            ("ip", self.ips.len()),
+            ("net", self.nets.len()),
+            ("ring", self.rings.len()),
+        ]
+    }
+
     /// Every member, alias or not.
     pub fn members(&self) -> impl Iterator<Item = (&Str, &Member)> {
         self.members.iter()
