@@ -416,47 +416,38 @@ impl Shard {
         let mut emitted = Vec::new();
         for item in items {
             match item {
-                // ids and types only: personal values never reach the logs
-                Item::Event(ev) => match {
+                Item::Event(ev) => {
+                    // ids and types only: personal values never reach the logs
                     let _span =
                         tracing::debug_span!("event", id = %ev.id, kind = ev.body.kind().name())
                             .entered();
                     let applied = self.engine.apply(&ev, &mut emitted);
                     tracing::debug!(outputs = emitted.len(), ?applied, "applied");
-                    applied
-                } {
-                    Applied::Duplicate => {
-                        self.metrics.event(ev.body.kind().name(), "duplicate");
-                        self.stats.duplicates += 1;
-                        outcomes.push(Outcome::Duplicate { id: ev.id });
-                    }
-                    Applied::Done(_) => {
-                        self.stats.applied += 1;
-                        self.metrics.event(ev.body.kind().name(), "accepted");
-                        self.metrics.observe(&emitted);
-                        self.board.observe(&self.engine, &emitted);
-                        self.reviews.observe(&emitted);
-                        let seq = self.next_seq;
-                        self.next_seq += 1;
-                        self.batch
-                            .events
-                            .push((seq, serde_json::to_vec(&ev).unwrap_or_default()));
-                        for e in &emitted {
-                            let json = serde_json::to_vec(e).unwrap_or_default();
-                            if let Output::Ledger { member, seq, .. } = &e.output {
-                                self.batch
-                                    .ledger
-                                    .push((member.to_string(), *seq, json.clone()));
-                            }
-                            self.batch.outputs.push((self.next_output, json));
-                            self.next_output += 1;
+                    match applied {
+                        Applied::Duplicate => {
+                            self.metrics.event(ev.body.kind().name(), "duplicate");
+                            self.stats.duplicates += 1;
+                            outcomes.push(Outcome::Duplicate { id: ev.id });
                         }
-                        outcomes.push(Outcome::Accepted {
-                            id: ev.id,
-                            outputs: std::mem::take(&mut emitted),
-                        });
+                        Applied::Done(_) => {
+                            self.stats.applied += 1;
+                            self.metrics.event(ev.body.kind().name(), "accepted");
+                            self.metrics.observe(&emitted);
+                            self.board.observe(&self.engine, &emitted);
+                            self.reviews.observe(&emitted);
+                            let seq = self.next_seq;
+                            self.next_seq += 1;
+                            self.batch
+                                .events
+                                .push((seq, serde_json::to_vec(&ev).unwrap_or_default()));
+                            self.push_outputs(&emitted);
+                            outcomes.push(Outcome::Accepted {
+                                id: ev.id,
+                                outputs: std::mem::take(&mut emitted),
+                            });
+                        }
                     }
-                },
+                }
                 Item::Rejected { id, reasons, raw } => {
                     self.stats.rejected += 1;
                     self.metrics.event("unknown", "rejected");
