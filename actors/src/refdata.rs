@@ -87,6 +87,11 @@ impl RefData {
         }
     }
 
+    /// Whether the brand registers code batches at all.
+    pub fn any_registered(&self) -> bool {
+        !self.batches.is_empty()
+    }
+
     /// Whether any batch is registered for the SKU.
     pub fn sku_registered(&self, sku: &str) -> bool {
         self.skus.contains(sku)
