@@ -217,6 +217,8 @@ fn a_shared_code_photo_is_blocked_for_everyone_but_the_first_and_a_rescan_is_a_d
 #[test]
 fn a_device_farm_is_caught_from_its_second_new_account() {
     let mut w = World::default();
+    // the system has known the brand's members for a month: first seen today means new
+    w.send(&history(-86_400 * 30, "someone"));
     for i in 0..12 {
         let ip = format!("36.1.{}.7", i % 3);
         w.send(&scan(
@@ -300,6 +302,33 @@ fn a_household_phone_with_new_relatives_next_to_an_established_member_is_allowed
     }
     let ds = w.decisions();
     assert_eq!(ds.len(), 4);
+    assert!(ds.iter().all(|d| d.decision == Decision::Allow), "{ds:?}");
+}
+
+#[test]
+fn on_a_cold_start_account_age_says_nothing() {
+    // no memory before today: the family's relatives are not known to be new accounts
+    let mut w = World::default();
+    for (i, who) in ["ma", "pa", "son"].iter().enumerate() {
+        w.send(&scan(
+            600 * i as i64,
+            &format!("CS{i}"),
+            who,
+            "family-phone",
+            "58.1.2.9",
+            Some(SHANGHAI),
+        ));
+        w.send(&scan(
+            600 * i as i64 + 20,
+            &format!("CT{i}"),
+            who,
+            "family-phone",
+            "58.1.2.9",
+            Some(SHANGHAI),
+        ));
+    }
+    let ds = w.decisions();
+    assert_eq!(ds.len(), 6);
     assert!(ds.iter().all(|d| d.decision == Decision::Allow), "{ds:?}");
 }
 
@@ -525,6 +554,7 @@ fn impossible_travel_is_reviewed_and_a_flight_is_not() {
 #[test]
 fn a_new_account_burst_is_flagged_and_an_established_member_scanning_a_few_is_not() {
     let mut w = World::default();
+    w.send(&history(-86_400 * 30, "someone"));
     for i in 0..12 {
         w.send(&scan(
             600 + i * 30,

@@ -165,7 +165,8 @@ pub struct Features {
     /// The brand registers code batches at all.
     #[serde(default)]
     pub any_registered: bool,
-    /// The member was first seen within the fresh-account window.
+    /// The member is known to be a fresh account: first seen within the fresh-account window,
+    /// and that long after the system's memory began.
     #[serde(default)]
     pub fresh: bool,
     /// Scans of the member in the last minute, hour, day.
@@ -201,6 +202,10 @@ pub struct Features {
     /// Scans in the last ten minutes, when the member was first seen within the new-account
     /// window (0 otherwise).
     pub new_account_scans: u32,
+    /// Scans in the last minute, when the member is known to be new: first seen within the
+    /// new-account window, and after the system's memory began (0 otherwise).
+    #[serde(default)]
+    pub new_account_minute: u32,
     /// Scans of this code's batch by the member in the batch window.
     pub member_batch: u32,
     /// Scans of this code's batch on the device in the batch window.
@@ -409,9 +414,8 @@ pub fn score(f: &Features, r: &FraudRules) -> Verdict {
     // stock goes at a human pace, minutes apart)
     let (v, l) = over(f.new_account_scans, r.new_account_scans);
     let burst = graded(w.new_account_burst, v, l);
-    let (pv, pl) = over(f.member_rate[0], r.new_account_minute);
-    let pace = (f.new_account_scans > 0 && r.new_account_minute > 0 && pv > pl)
-        .then_some(w.new_account_pace);
+    let (pv, pl) = over(f.new_account_minute, r.new_account_minute);
+    let pace = (r.new_account_minute > 0 && pv > pl).then_some(w.new_account_pace);
     if pace.unwrap_or(0) > burst.unwrap_or(0) {
         push(Reason::NewAccountBurst, pace, pv, pl);
     } else {
@@ -812,6 +816,7 @@ mod tests {
         let mut f = first();
         f.fresh = true;
         f.new_account_scans = 2;
+        f.new_account_minute = 1;
         assert!(score(&f, &rules()).reasons.is_empty());
         // a new shop owner scanning stock a few minutes apart
         f.new_account_scans = 4;
@@ -819,6 +824,7 @@ mod tests {
         assert!(score(&f, &rules()).reasons.is_empty());
         // a new account's second scan within the minute
         f.new_account_scans = 2;
+        f.new_account_minute = 2;
         f.member_rate = [2, 2, 2];
         let v = score(&f, &rules());
         assert_eq!(
@@ -826,11 +832,12 @@ mod tests {
             (Decision::Review, vec![Reason::NewAccountBurst])
         );
         assert_eq!((v.reasons[0].value, v.reasons[0].limit), (2.0, 1.0));
-        // an established member scanning two caps at once
-        f.new_account_scans = 0;
+        // an established member scanning two caps at once, or a member whose age is unknown
+        // (first seen soon after the system's memory began): no new-account count
+        f.new_account_minute = 0;
         assert!(score(&f, &rules()).reasons.is_empty());
         // off
-        f.new_account_scans = 2;
+        f.new_account_minute = 2;
         let off = FraudRules {
             new_account_minute: 0,
             ..rules()

@@ -94,12 +94,20 @@ impl ScanProfile {
         f.any_registered = ctx.refs.any_registered();
         f.member_rate = self.rate.add(ts);
         let age = ts.saturating_sub(first_seen);
-        check.fresh = age <= st.fresh_account_h * 60 * MIN_US;
+        let fresh_window = st.fresh_account_h * 60 * MIN_US;
+        // "first seen within the day" means "new" only where the system's memory reaches
+        // back further than that: on a cold start (a replay without history, a new
+        // deployment) every member is first seen recently and age says nothing
+        let known = ctx.refs.age_known(first_seen, fresh_window);
+        check.fresh = known && age <= fresh_window;
         f.fresh = check.fresh;
         if age <= st.new_account_min * MIN_US {
             // a burst is many codes within minutes: a new shop owner scanning stock at a
             // human pace spreads the same count over an hour
             f.new_account_scans = self.rate.recent(BURST_US);
+            if known {
+                f.new_account_minute = f.member_rate[0];
+            }
         }
         let batch_window = st.batch_window_min * MIN_US;
         match &check.batch {
