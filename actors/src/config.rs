@@ -528,19 +528,27 @@ pub struct FraudRules {
     /// Distinct fresh accounts per prefix in its window, counted no higher than the distinct
     /// addresses.
     pub net_fresh: u32,
+    /// Distinct fresh accounts on a device or IP that no established member used in its
+    /// window (a household's phone carries its established members; a farm's carries none).
+    pub crowd_fresh: u32,
     /// Distinct addresses of one prefix a member used within the hour.
     pub member_net_ips: u32,
     /// Scans of unregistered codes (of SKUs without registered batches) by one member in the
-    /// batch window; beyond it they count as `unknown_code` at half its weight and up (0: off,
-    /// the default, since a brand that registers no batches at all would flag every member's
-    /// second scan; switch it on where batches are registered).
+    /// batch window; beyond it they count as `unknown_code` at half its weight and up (0:
+    /// off). Only at a brand that registers batches at all: one that registers none would
+    /// flag every member's second scan.
     pub unknown_scans: u32,
     /// Speed between consecutive scans of a member above which travel is impossible, km/h.
     pub travel_kmh: f64,
     /// Scans within ten minutes by a new account.
     pub new_account_scans: u32,
+    /// Scans within a minute by a new account (0: off): back-to-back scans, not a person
+    /// scanning what they bought one by one.
+    pub new_account_minute: u32,
     /// Scans of one batch by one member or device in the batch window.
     pub batch_scans: u32,
+    /// Scans of one batch by one member or device within a minute.
+    pub batch_scans_minute: u32,
     /// Ring size counted against its members.
     pub ring_size: u32,
     /// Points per signal.
@@ -561,12 +569,15 @@ impl Default for FraudRules {
             ip_members: 40,
             net_members: 6,
             ip_fresh: 40,
-            net_fresh: 8,
+            net_fresh: 3,
+            crowd_fresh: 1,
             member_net_ips: 1,
-            unknown_scans: 0,
+            unknown_scans: 1,
             travel_kmh: 800.0,
             new_account_scans: 5,
+            new_account_minute: 1,
             batch_scans: 5,
+            batch_scans_minute: 2,
             ring_size: 6,
             weights: Weights::default(),
         }
@@ -585,6 +596,7 @@ impl FraudRules {
             ("net-members", self.net_members),
             ("ip-fresh", self.ip_fresh),
             ("net-fresh", self.net_fresh),
+            ("crowd-fresh", self.crowd_fresh),
         ] {
             if v >= cap {
                 return bad(
@@ -626,6 +638,8 @@ pub struct Weights {
     pub impossible_travel: u8,
     /// New-account burst.
     pub new_account_burst: u8,
+    /// A new account scanning back to back (flat, not graded).
+    pub new_account_pace: u8,
     /// Batch harvesting.
     pub batch_harvest: u8,
     /// Flagged ring.
@@ -650,6 +664,7 @@ impl Default for Weights {
             fresh_accounts: 30,
             impossible_travel: 45,
             new_account_burst: 35,
+            new_account_pace: 40,
             batch_harvest: 35,
             ring: 40,
             cross_region: 0,

@@ -131,9 +131,19 @@ fn decide(r: Resolve, fx: &mut Effects) {
         .zip(r.found)
         .filter_map(|(id, m)| m.is_none().then_some(id))
         .collect();
+    let mut then = r.then;
+    if let MemberCmd::Scan(check) = &mut then {
+        // the merge is in flight: the scan's crowds count the merged members as this one
+        check.merged.extend(
+            members
+                .iter()
+                .skip(1)
+                .map(|m| crate::fraud::hash64(m.as_str())),
+        );
+    }
     let seen = MemberCmd::Seen {
         bind,
-        then: Box::new(r.then),
+        then: Box::new(then),
     };
     fx.send(Key::Member(target), Cmd::Member(seen));
 }

@@ -948,6 +948,7 @@ impl Member {
         // the scan windows stay the survivor's: the alias's recent scans are not replayed into
         // them (a merge mid-burst undercounts that burst once); a flagged ring is kept
         self.scan.ring_size = self.scan.ring_size.max(other.scan.ring_size);
+        self.scan.merged_in(&from, &other.scan.merged);
         self.tier_at = self.tier_at.max(other.tier_at);
         // points: the other's lots join ours, keeping their dates (they expire as they would)
         self.points.pending += other.points.pending;

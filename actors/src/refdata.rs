@@ -35,6 +35,10 @@ pub struct RefData {
     /// SKUs with at least one registered batch.
     #[serde(default)]
     pub skus: BTreeSet<Str>,
+    /// Event time of the earliest event observed (µs): where the system's memory of
+    /// members begins. A member first seen soon after it may be new or merely unseen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<i64>,
 }
 
 /// No reference data, for handlers run outside an engine (tests, benchmarks).
@@ -43,11 +47,16 @@ pub static NO_REFS: RefData = RefData {
     prefix_lens: Vec::new(),
     regions: BTreeMap::new(),
     skus: BTreeSet::new(),
+    since: None,
 };
 
 impl RefData {
     /// Takes in a reference event; other events change nothing. Returns whether it was one.
     pub fn observe(&mut self, ev: &Event) -> bool {
+        let ts = ev.ts.unix_us;
+        if self.since.is_none_or(|s| ts < s) {
+            self.since = Some(ts);
+        }
         match &ev.body {
             Body::CodeBatch(b) => {
                 self.batches.insert(
@@ -85,6 +94,18 @@ impl RefData {
             }
             _ => false,
         }
+    }
+
+    /// Whether a member first seen at `first_seen` (µs) was seen first more than `span_us`
+    /// after the system's memory began: only then does "first seen recently" say "new".
+    pub fn age_known(&self, first_seen: i64, span_us: i64) -> bool {
+        self.since
+            .is_some_and(|s| first_seen.saturating_sub(s) > span_us)
+    }
+
+    /// Whether the brand registers code batches at all.
+    pub fn any_registered(&self) -> bool {
+        !self.batches.is_empty()
     }
 
     /// Whether any batch is registered for the SKU.

@@ -39,6 +39,7 @@ pub fn route(ev: &Event) -> Vec<(Key, Cmd)> {
                 member: Str::default(),
                 ring: Str::default(),
                 fresh: false,
+                merged: Vec::new(),
                 batch: None,
                 dealer: None,
                 features: Features::default(),

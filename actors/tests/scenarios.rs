@@ -336,9 +336,16 @@ fn scan_rewards_respect_the_daily_cap_and_the_budget() {
         },
     );
     let mut w = World::new(rules);
+    // established members, each on their own phone: the caps are what this is about, not
+    // new accounts scanning back to back on one device
+    for who in ["oa", "ob", "oc"] {
+        w.send(&format!(
+            r#"{{"type":"click","ts":"2026-10-01T10:00:00+08:00","channel":"mall","member":{{"openid":"{who}"}},"target":"ad1"}}"#
+        ));
+    }
     let scan = |code: &str, who: &str, ts: &str| {
         format!(
-            r#"{{"type":"scan","ts":"{ts}","channel":"campaign","code":"{code}","sku":"S1","campaign":"c1","member":{{"openid":"{who}"}},"device":"d","ip":"1.2.3.4"}}"#
+            r#"{{"type":"scan","ts":"{ts}","channel":"campaign","code":"{code}","sku":"S1","campaign":"c1","member":{{"openid":"{who}"}},"device":"d-{who}","ip":"1.2.3.4"}}"#
         )
     };
     for c in ["a", "b", "c"] {

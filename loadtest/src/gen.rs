@@ -119,6 +119,7 @@ const D_PRICE: u64 = 7;
 const D_STORE: u64 = 8;
 const D_DEALER: u64 = 9;
 const D_FAMILY: u64 = 10;
+const D_HISTORY: u64 = 11;
 
 // identity kinds as bits of a member's mask
 const K_PHONE: u8 = 1;
@@ -154,9 +155,14 @@ pub struct Summary {
     pub late: u64,
     /// Fresh accounts created by fraud patterns.
     pub fresh_accounts: u64,
+    /// Events of members' history before the start (on top of the scenario's `events`).
+    pub history: u64,
     /// Bytes of events written.
     pub bytes: u64,
 }
+
+/// The `seq` of history events: emitted as they are, never late.
+const HISTORY_SEQ: u64 = u64::MAX;
 
 /// One scheduled event: rendered except for id and timestamp, which are fixed on emission.
 struct Pending {
@@ -395,23 +401,63 @@ struct Gen<'a> {
     orders: u64,
     payments: u64,
     expected_units: f64,
+    /// Members (below `sizes.members`) who showed up, when recorded for the history pass.
+    touched: Option<std::cell::RefCell<Vec<bool>>>,
 }
 
 /// Writes the scenario's events to `events` and one label line per scan to `labels`;
 /// `progress` is called with the count written every few thousand events.
+///
+/// With `[history]`, a first pass over the same seed finds the brand's members who show up,
+/// and the output starts with one earlier interaction for the scenario's share of them; the
+/// scenario's own events follow unchanged (their ids apart), so a run with history is the
+/// run without it plus the members' past.
 pub fn generate(
     sc: &Scenario,
     events: &mut dyn Write,
     labels: &mut dyn Write,
     progress: &mut dyn FnMut(u64),
 ) -> io::Result<Summary> {
+    let history = if sc.history.days > 0 && sc.history.share > 0.0 {
+        let mut g = Gen::new(sc);
+        g.touched = Some(std::cell::RefCell::new(vec![
+            false;
+            sc.sizes.members as usize
+        ]));
+        run(
+            &mut g,
+            sc,
+            &mut io::sink(),
+            &mut io::sink(),
+            &mut |_| {},
+            Vec::new(),
+        )?;
+        g.history()
+    } else {
+        Vec::new()
+    };
     let mut g = Gen::new(sc);
+    run(&mut g, sc, events, labels, progress, history)
+}
+
+fn run(
+    g: &mut Gen,
+    sc: &Scenario,
+    events: &mut dyn Write,
+    labels: &mut dyn Write,
+    progress: &mut dyn FnMut(u64),
+    history: Vec<Pending>,
+) -> io::Result<Summary> {
     let mut sum = Summary::default();
+    // the history comes on top of the scenario's events
+    let budget = sc.events + history.len() as u64;
+    sum.history = history.len() as u64;
     let mut line = String::with_capacity(1024);
     let mut emit = |g: &mut Gen, p: Pending, sum: &mut Summary| -> io::Result<()> {
         let n = sum.events;
         let mut at = p.at;
-        if g.rng.chance(sc.late.share) && sc.late.max_ms > 0 {
+        // history is weeks old and drawn from hashes: it leaves the live stream's draws alone
+        if p.seq != HISTORY_SEQ && g.rng.chance(sc.late.share) && sc.late.max_ms > 0 {
             at -= g.rng.range(1, sc.late.max_ms) as i64;
             sum.late += 1;
         }
@@ -457,16 +503,19 @@ pub fn generate(
         Ok(())
     };
 
+    for p in history {
+        emit(g, p, &mut sum)?;
+    }
     // reference data first, a few minutes before the activity starts
     for p in g.preamble() {
-        if sum.events >= sc.events {
+        if sum.events >= budget {
             break;
         }
-        emit(&mut g, p, &mut sum)?;
+        emit(g, p, &mut sum)?;
     }
     let base_rate = g.base_rate_per_ms();
     let mut t = g.t0 as f64;
-    while sum.events < sc.events {
+    while sum.events < budget {
         // the next arrival of a piecewise-constant Poisson process: a gap that crosses a rate
         // change restarts at the change (memorylessness keeps this exact)
         let now = t as i64;
@@ -480,12 +529,12 @@ pub fn generate(
         }
         t += gap;
         let at = t as i64;
-        while g.heap.peek().is_some_and(|p| p.at <= at) && sum.events < sc.events {
+        while g.heap.peek().is_some_and(|p| p.at <= at) && sum.events < budget {
             if let Some(p) = g.heap.pop() {
-                emit(&mut g, p, &mut sum)?;
+                emit(g, p, &mut sum)?;
             }
         }
-        if sum.events >= sc.events {
+        if sum.events >= budget {
             break;
         }
         while let Some(&(ft, p)) = g.forced.last() {
@@ -544,6 +593,7 @@ impl<'a> Gen<'a> {
             orders: 0,
             payments: 0,
             expected_units: 0.0,
+            touched: None,
         };
         for i in 0..z.members {
             let c = g.city_of(D_CITY, i);
@@ -687,6 +737,11 @@ impl<'a> Gen<'a> {
     }
 
     fn member(&self, idx: u64) -> Member {
+        if let Some(t) = &self.touched {
+            if let Some(x) = t.borrow_mut().get_mut(idx as usize) {
+                *x = true;
+            }
+        }
         let h = hash3(self.seed, D_KINDS, idx);
         let fresh = idx >= self.sc.sizes.members;
         let pct = |shift: u32| (h >> shift) % 100;
@@ -724,6 +779,56 @@ impl<'a> Gen<'a> {
             home: self.near(CITIES[city].lat, CITIES[city].lon, 12.0, hg),
             ip: self.city_ip(city, hash3(self.seed, D_IP, idx)),
         }
+    }
+
+    /// One earlier interaction for the scenario's share of the members the first pass saw:
+    /// a click in the mall or WeCom (with the phone, for members without WeChat), with the
+    /// identity the member scans with and mostly its device, at a time spread over
+    /// `history.days` before the start and ending an hour before it; oldest first. Drawn
+    /// from hashes of the member, so the live stream's draws are untouched.
+    fn history(&self) -> Vec<Pending> {
+        let Some(t) = &self.touched else {
+            return Vec::new();
+        };
+        let seen: Vec<u64> = t
+            .borrow()
+            .iter()
+            .enumerate()
+            .filter(|(_, x)| **x)
+            .map(|(i, _)| i as u64)
+            .collect();
+        let h = &self.sc.history;
+        let span = (h.days as i64 * 24 * HOUR - HOUR).max(1) as u64;
+        let mut out = Vec::new();
+        for idx in seen {
+            let u = (hash3(self.seed, D_HISTORY, idx) >> 11) as f64 / (1u64 << 53) as f64;
+            if u >= h.share {
+                continue; // a new customer: first seen during the scenario
+            }
+            let m = self.member(idx);
+            let x = hash3(self.seed, D_HISTORY + 1, idx);
+            let (channel, kind) = if m.kinds & K_OPENID != 0 {
+                (if x >> 40 & 1 == 0 { "mall" } else { "wecom" }, K_OPENID)
+            } else {
+                ("mall", K_PHONE)
+            };
+            let mut b = Body::default()
+                .s("channel", channel)
+                .ids("member", &self.ids_of(&m, kind))
+                .s("target", &format!("ct-{:04}", 1 + (x >> 20) % 200));
+            if (x >> 48) % 10 < 7 {
+                b = b.s("device", &self.device(m.idx * 2 + (x >> 56) % m.devices));
+            }
+            out.push(Pending {
+                at: self.t0 - HOUR - (x % span) as i64,
+                seq: HISTORY_SEQ,
+                ty: "click",
+                body: b.0,
+                label: None,
+            });
+        }
+        out.sort_by_key(|p| p.at);
+        out
     }
 
     fn identity(&self, kind: u8, idx: u64) -> (&'static str, String) {

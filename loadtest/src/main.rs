@@ -204,11 +204,12 @@ fn cmd_generate(scenario: &str, out: &PathBuf, json: bool) -> Result<()> {
         out.display()
     );
     println!(
-        "event time {} .. {}, {} late, {} fresh fraud accounts",
+        "event time {} .. {}, {} late, {} fresh fraud accounts, {} history events",
         omnistream_loadtest::gen::format_ts(summary.first_ms),
         omnistream_loadtest::gen::format_ts(summary.last_ms),
         summary.late,
-        summary.fresh_accounts
+        summary.fresh_accounts,
+        summary.history
     );
     let types: Vec<String> = summary
         .by_type

@@ -50,6 +50,35 @@ pub struct Scenario {
     /// Shares of all scans that belong to each injected pattern.
     #[serde(default)]
     pub patterns: Patterns,
+    /// Members' activity before the start (written before the reference data, on top of
+    /// `events`).
+    #[serde(default)]
+    pub history: History,
+}
+
+/// What members did before the scenario starts. A brand's members exist before its campaign:
+/// most consumers who show up during a campaign clicked, bought or visited over the weeks
+/// before, while accounts made for fraud are new. Without history a replay starts with every
+/// member unknown, so an account's age says nothing.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct History {
+    /// How many days before the start the history reaches back (0: no history).
+    pub days: u64,
+    /// Share of the brand's members who show up in the scenario (fraud accounts never do)
+    /// that were active before it: each gets one earlier interaction (a click in the mall
+    /// or WeCom, with the identity and device it scans with). The rest are genuinely new
+    /// customers, first seen during the scenario.
+    pub share: f64,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        History {
+            days: 0,
+            share: 0.0,
+        }
+    }
 }
 
 fn default_start() -> String {
@@ -430,6 +459,12 @@ impl Scenario {
                 bail!("patterns.{name}: share {v} is outside 0..=1");
             }
             sum += v;
+        }
+        if !(0.0..=1.0).contains(&self.history.share) {
+            bail!("history.share: {} is outside 0..=1", self.history.share);
+        }
+        if self.history.days > 365 {
+            bail!("history.days: {} is above 365", self.history.days);
         }
         if sum > 0.95 {
             bail!(

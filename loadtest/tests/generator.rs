@@ -94,9 +94,105 @@ fn every_builtin_scenario_starts_with_valid_events() {
         let mut sc = Scenario::load(name).unwrap();
         // the first 20k lines cover the reference data and the start of the activity
         sc.events = sc.events.min(20_000);
-        let (ev, _) = run(&sc);
-        assert_eq!(decode_all(&ev).len() as u64, sc.events, "{name}");
+        let mut ev = Vec::new();
+        let sum = generate(&sc, &mut ev, &mut std::io::sink(), &mut |_| {}).unwrap();
+        // members' history comes on top of the scenario's events
+        assert_eq!(sum.events, sc.events + sum.history, "{name}");
+        assert_eq!(decode_all(&ev).len() as u64, sum.events, "{name}");
     }
+}
+
+#[test]
+fn history_precedes_the_scenario_leaves_it_unchanged_and_skips_new_customers() {
+    let plain = smoke();
+    let mut sc = smoke();
+    sc.history.days = 28;
+    sc.history.share = 0.8;
+    let (a, la) = run(&plain);
+    let mut b = Vec::new();
+    let mut lb = Vec::new();
+    let sum = generate(&sc, &mut b, &mut lb, &mut |_| {}).unwrap();
+    assert!(sum.history > 0);
+    assert_eq!(sum.events, sc.events + sum.history);
+    let events = decode_all(&b);
+    let start = omnistream_schemas::EventTime::parse(&sc.start)
+        .unwrap()
+        .unix_ms();
+    let (past, live) = events.split_at(sum.history as usize);
+    // one click per member, weeks to an hour before the start, oldest first
+    let mut last = i64::MIN;
+    let mut who = HashSet::new();
+    for e in past {
+        let Body::Click(c) = &e.body else {
+            panic!("history is clicks: {e:?}")
+        };
+        let t = e.ts.unix_ms();
+        assert!(t >= last && t <= start - 3_600_000 && t >= start - 28 * 86_400_000);
+        last = t;
+        assert!(
+            who.insert(format!("{:?}", c.member)),
+            "one click per member"
+        );
+    }
+    // the scenario's own events follow unchanged, ids apart; labels likewise
+    let strip = |bytes: &[u8]| -> Vec<String> {
+        String::from_utf8_lossy(bytes)
+            .lines()
+            .map(|l| l.split_once(',').map_or("", |x| x.1).to_string())
+            .collect()
+    };
+    let tail: Vec<String> = strip(&b).split_off(sum.history as usize);
+    assert_eq!(tail, strip(&a));
+    assert_eq!(live.len(), plain.events as usize);
+    let labels = |bytes: &[u8]| -> Vec<(String, String)> {
+        String::from_utf8_lossy(bytes)
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (v["label"].to_string(), v["pattern"].to_string())
+            })
+            .collect()
+    };
+    assert_eq!(labels(&la), labels(&lb));
+    // most ordinary scanners have a past, some are new customers; fraud accounts never do
+    let known: HashSet<String> = past
+        .iter()
+        .filter_map(|e| match &e.body {
+            Body::Click(c) => Some(
+                c.member
+                    .iter()
+                    .map(|(_, v)| v.to_string())
+                    .collect::<Vec<_>>(),
+            ),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let scans = live.iter().filter_map(|e| match &e.body {
+        Body::Scan(s) => Some(s.member.iter().any(|(_, v)| known.contains(&v.to_string()))),
+        _ => None,
+    });
+    let mut seen = HashMap::new();
+    for (has_past, (label, pattern)) in scans.zip(labels(&lb)) {
+        *seen.entry((label, pattern, has_past)).or_insert(0) += 1;
+    }
+    let n = |l: &str, p: &str, h: bool| {
+        seen.get(&(format!("\"{l}\""), format!("\"{p}\""), h))
+            .copied()
+            .unwrap_or(0)
+    };
+    assert!(
+        n("legit", "normal", true) > 3 * n("legit", "normal", false),
+        "{seen:?}"
+    );
+    assert!(n("legit", "normal", false) > 0, "{seen:?}");
+    for p in ["device_farm", "nat_rotation", "new_account_burst", "ring"] {
+        assert_eq!(n("fraud", p, true), 0, "{p}: {seen:?}");
+    }
+    // and the same seed gives the same bytes
+    let mut c = Vec::new();
+    generate(&sc, &mut c, &mut std::io::sink(), &mut |_| {}).unwrap();
+    assert!(b == c);
 }
 
 #[test]

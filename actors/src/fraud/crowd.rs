@@ -60,17 +60,18 @@ impl Crowd {
             CrowdKind::Device => {
                 f.device_rate = self.rate.add(ts);
                 let window = st.device_members_window_h * 60 * MIN_US;
+                let fresh = self.members.forget(&check.merged) || check.fresh;
                 let c = self
                     .members
-                    .add(member, ts, check.fresh, window, st.track_members);
+                    .add(member, ts, fresh, window, st.track_members);
                 f.device_members = c.members;
+                f.device_fresh = c.fresh;
                 if let Some(b) = &check.batch {
-                    f.device_batch = self.batches.add(
-                        hash64(b),
-                        ts,
-                        st.batch_window_min * MIN_US,
-                        st.track_batch_scans,
-                    );
+                    let b = hash64(b);
+                    f.device_batch =
+                        self.batches
+                            .add(b, ts, st.batch_window_min * MIN_US, st.track_batch_scans);
+                    f.batch_minute = f.batch_minute.max(self.batches.within(b, ts, MIN_US));
                 }
                 if c.members <= st.ring_device_max_members {
                     self.link(&mut check, ctx, fx);
@@ -83,9 +84,10 @@ impl Crowd {
             CrowdKind::Ip => {
                 f.ip_rate = self.rate.add(ts);
                 let window = st.net_members_window_min * MIN_US;
+                let fresh = self.members.forget(&check.merged) || check.fresh;
                 let c = self
                     .members
-                    .add(member, ts, check.fresh, window, st.track_members);
+                    .add(member, ts, fresh, window, st.track_members);
                 f.ip_members = c.members;
                 f.ip_fresh = c.fresh;
                 // a home links its members; a campus NAT or a carrier gateway must not
@@ -100,9 +102,10 @@ impl Crowd {
             }
             CrowdKind::Net => {
                 let window = st.net_members_window_min * MIN_US;
+                let fresh = self.members.forget(&check.merged) || check.fresh;
                 let c = self
                     .members
-                    .add(member, ts, check.fresh, window, st.track_members);
+                    .add(member, ts, fresh, window, st.track_members);
                 f.net_members = c.members;
                 f.net_fresh = c.fresh;
                 f.net_ips = self

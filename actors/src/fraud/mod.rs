@@ -46,13 +46,16 @@ pub enum Reason {
     /// Many members spread over many addresses of one /24 or /64 (a rotated proxy pool; many
     /// members behind one address are a NAT, `ip_shared`).
     NetShared,
-    /// Many brand-new accounts on one IP or prefix (rotated accounts behind a NAT).
+    /// Brand-new accounts crowding one IP or prefix (rotated accounts behind a NAT), or a
+    /// device used by several brand-new accounts and no established member (a farm's phone,
+    /// a ring's kit). Counted against fresh accounts only.
     FreshAccounts,
     /// The member moved faster than a plane since its previous scan.
     ImpossibleTravel,
-    /// A member first seen minutes ago scanning many codes.
+    /// A member first seen minutes ago scanning many codes, or scanning back to back.
     NewAccountBurst,
-    /// Many codes of one batch from one member or device in a short time (collected caps).
+    /// Many codes of one batch from one member or device in a short time, or several
+    /// within a minute (collected caps).
     BatchHarvest,
     /// The member belongs to a flagged ring of members linked by devices and home IPs.
     Ring,
@@ -159,6 +162,13 @@ pub struct Features {
     /// Batches are registered for the scan's SKU.
     #[serde(default)]
     pub sku_registered: bool,
+    /// The brand registers code batches at all.
+    #[serde(default)]
+    pub any_registered: bool,
+    /// The member is known to be a fresh account: first seen within the fresh-account window,
+    /// and that long after the system's memory began.
+    #[serde(default)]
+    pub fresh: bool,
     /// Scans of the member in the last minute, hour, day.
     pub member_rate: [u32; 3],
     /// Scans of the device in the last minute, hour, day.
@@ -167,6 +177,9 @@ pub struct Features {
     pub ip_rate: [u32; 3],
     /// Distinct members on the device in its window.
     pub device_members: u32,
+    /// Distinct fresh accounts on the device in its window.
+    #[serde(default)]
+    pub device_fresh: u32,
     /// Distinct members on the IP in its window.
     pub ip_members: u32,
     /// Distinct members on the network prefix in its window.
@@ -189,10 +202,18 @@ pub struct Features {
     /// Scans in the last ten minutes, when the member was first seen within the new-account
     /// window (0 otherwise).
     pub new_account_scans: u32,
+    /// Scans in the last minute, when the member is known to be new: first seen within the
+    /// new-account window, and after the system's memory began (0 otherwise).
+    #[serde(default)]
+    pub new_account_minute: u32,
     /// Scans of this code's batch by the member in the batch window.
     pub member_batch: u32,
     /// Scans of this code's batch on the device in the batch window.
     pub device_batch: u32,
+    /// Scans of this code's batch within the last minute, by the member or on the device
+    /// (the larger).
+    #[serde(default)]
+    pub batch_minute: u32,
     /// Size of the member's flagged ring (0: none).
     pub ring_size: u32,
     /// Scanned outside the region of the dealer the batch was shipped to.
@@ -254,6 +275,10 @@ pub struct ScanCheck {
     pub ring: Str,
     /// The member was first seen within the fresh-account window.
     pub fresh: bool,
+    /// Hashes of member ids that merged into this member (One-ID): crowds count them as
+    /// this member, not as others.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged: Vec<u64>,
     /// The code's batch, when a registered prefix matches.
     pub batch: Option<Str>,
     /// The dealer the batch was shipped to.
@@ -313,9 +338,10 @@ pub fn score(f: &Features, r: &FraudRules) -> Verdict {
     // guessed; without registered batches for the SKU only a campaign's rule can tell
     if f.unknown_code && (r.require_registered_codes || f.sku_registered) {
         push(Reason::UnknownCode, Some(w.unknown_code), 1.0, 0.0);
-    } else if f.unknown_code {
+    } else if f.unknown_code && f.any_registered {
         // one unregistered code may be a product whose batches are not registered yet;
-        // several from one member within minutes are guessed or generated
+        // several from one member within minutes, at a brand that registers its codes, are
+        // guessed or generated (a brand registering none has no unknown codes to speak of)
         let (v, l) = (f64::from(f.member_unknown), f64::from(r.unknown_scans));
         push(Reason::UnknownCode, graded(w.unknown_code / 2, v, l), v, l);
     }
@@ -347,25 +373,34 @@ pub fn score(f: &Features, r: &FraudRules) -> Verdict {
     // or an office behind one NAT address is many members on few addresses
     let (v, l) = over(f.net_members.min(f.net_ips), r.net_members);
     push(Reason::NetShared, graded(w.net_shared, v, l), v, l);
-    // fresh accounts: the worse of IP and prefix, one reason
-    let ip = graded(
-        w.fresh_accounts,
-        f64::from(f.ip_fresh),
-        f64::from(r.ip_fresh),
-    );
-    let net_fresh = f.net_fresh.min(f.net_ips);
-    let net = graded(
-        w.fresh_accounts,
-        f64::from(net_fresh),
-        f64::from(r.net_fresh),
-    );
-    if ip.is_some() || net.is_some() {
-        let (v, l) = if ip.unwrap_or(0) >= net.unwrap_or(0) {
-            over(f.ip_fresh, r.ip_fresh)
+    // fresh accounts, counted against fresh accounts only (an established member behind a
+    // busy NAT is no newcomer): the worst of IP, prefix, and a device only new accounts use,
+    // one reason. A household's phone carries its established members within the device's
+    // day-long window; a farm's phone and a ring's kit carry none. (Addresses are not judged
+    // so: their hour-long window often misses the household's established members, and
+    // dynamic addresses pass from one household to the next.)
+    if f.fresh {
+        let net_fresh = f.net_fresh.min(f.net_ips);
+        let only_fresh = if f.device_fresh >= f.device_members {
+            f.device_fresh
         } else {
-            over(net_fresh, r.net_fresh)
+            0
         };
-        push(Reason::FreshAccounts, ip.max(net), v, l);
+        let mut best: Option<(u8, u32, u32)> = None;
+        for (v, l) in [
+            (f.ip_fresh, r.ip_fresh),
+            (net_fresh, r.net_fresh),
+            (only_fresh, r.crowd_fresh),
+        ] {
+            if let Some(p) = graded(w.fresh_accounts, f64::from(v), f64::from(l)) {
+                if best.is_none_or(|(b, _, _)| p > b) {
+                    best = Some((p, v, l));
+                }
+            }
+        }
+        if let Some((p, v, l)) = best {
+            push(Reason::FreshAccounts, Some(p), f64::from(v), f64::from(l));
+        }
     }
     // faster than a plane is faster than a plane: how much faster says nothing more
     let (v, l) = (f64::from(f.travel_kmh), r.travel_kmh);
@@ -375,15 +410,27 @@ pub fn score(f: &Features, r: &FraudRules) -> Verdict {
         v,
         l,
     );
+    // a new account: many scans within minutes, or scans back to back (a shop owner scanning
+    // stock goes at a human pace, minutes apart)
     let (v, l) = over(f.new_account_scans, r.new_account_scans);
-    push(
-        Reason::NewAccountBurst,
-        graded(w.new_account_burst, v, l),
-        v,
-        l,
-    );
+    let burst = graded(w.new_account_burst, v, l);
+    let (pv, pl) = over(f.new_account_minute, r.new_account_minute);
+    let pace = (r.new_account_minute > 0 && pv > pl).then_some(w.new_account_pace);
+    if pace.unwrap_or(0) > burst.unwrap_or(0) {
+        push(Reason::NewAccountBurst, pace, pv, pl);
+    } else {
+        push(Reason::NewAccountBurst, burst, v, l);
+    }
+    // caps of one batch: many within the batch window, or several within a minute
     let (v, l) = over(f.member_batch.max(f.device_batch), r.batch_scans);
-    push(Reason::BatchHarvest, graded(w.batch_harvest, v, l), v, l);
+    let many = graded(w.batch_harvest, v, l);
+    let (mv, ml) = over(f.batch_minute, r.batch_scans_minute);
+    let fast = graded(w.batch_harvest, mv, ml);
+    if fast.unwrap_or(0) > many.unwrap_or(0) {
+        push(Reason::BatchHarvest, fast, mv, ml);
+    } else {
+        push(Reason::BatchHarvest, many, v, l);
+    }
     if f.ring_size > 0 {
         // a flagged ring is already over the global flagging size: at least the full weight
         let (v, l) = over(f.ring_size, r.ring_size);
@@ -563,6 +610,7 @@ mod tests {
     #[test]
     fn shared_nats_are_tolerated_unless_their_accounts_are_fresh() {
         let mut f = first();
+        f.fresh = true;
         f.ip_members = 63; // a campus NAT at its busiest, all its members on one address
         f.net_members = 63;
         f.net_ips = 1;
@@ -574,6 +622,82 @@ mod tests {
         let v = score(&f, &rules());
         assert_eq!(v.decision, Decision::Review);
         assert!(reasons(&v).contains(&Reason::FreshAccounts));
+        // ... counted against the new accounts, not an established member behind the NAT
+        f.fresh = false;
+        assert_eq!(score(&f, &rules()).decision, Decision::Allow);
+    }
+
+    #[test]
+    fn new_accounts_on_a_device_or_address_no_established_member_uses_are_a_farm() {
+        // a farm's phone: its second brand-new account
+        let mut f = first();
+        f.fresh = true;
+        f.device_members = 2;
+        f.device_fresh = 2;
+        let v = score(&f, &rules());
+        assert_eq!(
+            (v.decision, reasons(&v)),
+            (Decision::Review, vec![Reason::FreshAccounts])
+        );
+        assert_eq!((v.reasons[0].value, v.reasons[0].limit), (2.0, 1.0));
+        // with more members than a family it blocks
+        f.device_members = 6;
+        f.device_fresh = 6;
+        assert_eq!(score(&f, &rules()).decision, Decision::Block);
+        // an address used only by new accounts within its hour is not enough: the
+        // household's established members may have scanned earlier in the day
+        let mut f = first();
+        f.fresh = true;
+        f.ip_members = 3;
+        f.ip_fresh = 3;
+        assert_eq!(score(&f, &rules()).decision, Decision::Allow);
+        // a new member's own phone and home address: one account, nothing shared
+        let mut f = first();
+        f.fresh = true;
+        f.device_fresh = 1;
+        f.ip_fresh = 1;
+        assert_eq!(score(&f, &rules()).decision, Decision::Allow);
+        // a family phone: two new relatives next to an established parent
+        f.device_members = 3;
+        f.device_fresh = 2;
+        assert_eq!(score(&f, &rules()).decision, Decision::Allow);
+        // a campus NAT: a few new students among many established ones
+        let mut f = first();
+        f.fresh = true;
+        f.ip_members = 40;
+        f.ip_fresh = 6;
+        f.net_members = 40;
+        f.net_fresh = 6;
+        f.net_ips = 1;
+        assert!(score(&f, &rules()).reasons.is_empty());
+        // an established member on a farm's phone is not a new account
+        let mut f = first();
+        f.device_members = 3;
+        f.device_fresh = 3;
+        assert!(score(&f, &rules()).reasons.is_empty());
+    }
+
+    #[test]
+    fn new_accounts_spread_over_a_prefix_count_against_new_accounts_only() {
+        let mut f = first();
+        f.fresh = true;
+        f.net_members = 3;
+        f.net_fresh = 3;
+        f.net_ips = 3;
+        assert!(
+            score(&f, &rules()).reasons.is_empty(),
+            "three newcomers in a /24 within an hour happen"
+        );
+        f.net_members = 4;
+        f.net_fresh = 4;
+        f.net_ips = 4;
+        let v = score(&f, &rules());
+        assert_eq!(
+            (v.decision, reasons(&v)),
+            (Decision::Review, vec![Reason::FreshAccounts])
+        );
+        f.fresh = false;
+        assert!(score(&f, &rules()).reasons.is_empty());
     }
 
     #[test]
@@ -607,12 +731,15 @@ mod tests {
         assert_eq!(
             score(&f, &rules()).decision,
             Decision::Allow,
-            "off by default"
+            "a brand that registers no batches has no unknown codes"
         );
-        let r = FraudRules {
-            unknown_scans: 1,
+        f.any_registered = true;
+        let off = FraudRules {
+            unknown_scans: 0,
             ..rules()
         };
+        assert_eq!(score(&f, &off).decision, Decision::Allow, "0 is off");
+        let r = rules();
         f.member_unknown = 1;
         assert_eq!(score(&f, &r).decision, Decision::Allow);
         f.member_unknown = 2;
@@ -681,6 +808,62 @@ mod tests {
             Decision::Block,
             "at a script's pace it is"
         );
+    }
+
+    #[test]
+    fn a_new_account_scanning_back_to_back_is_reviewed_and_a_human_pace_is_not() {
+        // a new member's first scans, minutes apart
+        let mut f = first();
+        f.fresh = true;
+        f.new_account_scans = 2;
+        f.new_account_minute = 1;
+        assert!(score(&f, &rules()).reasons.is_empty());
+        // a new shop owner scanning stock a few minutes apart
+        f.new_account_scans = 4;
+        f.member_rate = [1, 4, 4];
+        assert!(score(&f, &rules()).reasons.is_empty());
+        // a new account's second scan within the minute
+        f.new_account_scans = 2;
+        f.new_account_minute = 2;
+        f.member_rate = [2, 2, 2];
+        let v = score(&f, &rules());
+        assert_eq!(
+            (v.decision, reasons(&v)),
+            (Decision::Review, vec![Reason::NewAccountBurst])
+        );
+        assert_eq!((v.reasons[0].value, v.reasons[0].limit), (2.0, 1.0));
+        // an established member scanning two caps at once, or a member whose age is unknown
+        // (first seen soon after the system's memory began): no new-account count
+        f.new_account_minute = 0;
+        assert!(score(&f, &rules()).reasons.is_empty());
+        // off
+        f.new_account_minute = 2;
+        let off = FraudRules {
+            new_account_minute: 0,
+            ..rules()
+        };
+        assert!(score(&f, &off).reasons.is_empty());
+    }
+
+    #[test]
+    fn three_caps_of_one_batch_within_a_minute_are_collected_caps() {
+        let mut f = first();
+        f.batch_minute = 2; // two caps of a pack, scanned together
+        f.member_batch = 2;
+        assert!(score(&f, &rules()).reasons.is_empty());
+        f.batch_minute = 3;
+        f.member_batch = 3;
+        let v = score(&f, &rules());
+        assert_eq!(
+            (v.decision, reasons(&v)),
+            (Decision::Review, vec![Reason::BatchHarvest])
+        );
+        assert_eq!((v.reasons[0].value, v.reasons[0].limit), (3.0, 2.0));
+        // a shop owner: five of one batch over ten minutes, one a minute at most
+        let mut f = first();
+        f.batch_minute = 1;
+        f.member_batch = 5;
+        assert!(score(&f, &rules()).reasons.is_empty());
     }
 
     #[test]

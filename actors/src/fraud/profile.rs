@@ -35,7 +35,14 @@ pub struct ScanProfile {
     /// Recent addresses: `(prefix hash, address hash, µs)`, the newest last.
     #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
     pub addrs: VecDeque<(u64, u64, i64)>,
+    /// Hashes of the member ids merged into this one, newest last (at most [`TRACK_MERGED`]):
+    /// crowds that counted them count the survivor in their place.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged: Vec<u64>,
 }
+
+/// Merged ids a member remembers for its crowds.
+pub const TRACK_MERGED: usize = 4;
 
 /// Addresses a member remembers for address hopping.
 const TRACK_ADDRS: usize = 8;
@@ -58,6 +65,11 @@ impl ScanProfile {
         let ts = ctx.ts();
         let st = &ctx.rules.fraud;
         check.member = me.clone();
+        for h in &self.merged {
+            if !check.merged.contains(h) {
+                check.merged.push(*h);
+            }
+        }
         let epoch = ring::epoch(ts, st.ring_epoch_days);
         if self
             .ring
@@ -79,20 +91,30 @@ impl ScanProfile {
         let f = &mut check.features;
         f.unknown_code = check.batch.is_none();
         f.sku_registered = ctx.refs.sku_registered(&check.sku);
+        f.any_registered = ctx.refs.any_registered();
         f.member_rate = self.rate.add(ts);
         let age = ts.saturating_sub(first_seen);
-        check.fresh = age <= st.fresh_account_h * 60 * MIN_US;
+        let fresh_window = st.fresh_account_h * 60 * MIN_US;
+        // "first seen within the day" means "new" only where the system's memory reaches
+        // back further than that: on a cold start (a replay without history, a new
+        // deployment) every member is first seen recently and age says nothing
+        let known = ctx.refs.age_known(first_seen, fresh_window);
+        check.fresh = known && age <= fresh_window;
+        f.fresh = check.fresh;
         if age <= st.new_account_min * MIN_US {
             // a burst is many codes within minutes: a new shop owner scanning stock at a
             // human pace spreads the same count over an hour
             f.new_account_scans = self.rate.recent(BURST_US);
+            if known {
+                f.new_account_minute = f.member_rate[0];
+            }
         }
         let batch_window = st.batch_window_min * MIN_US;
         match &check.batch {
             Some(b) => {
-                f.member_batch =
-                    self.batches
-                        .add(hash64(b), ts, batch_window, st.track_batch_scans);
+                let b = hash64(b);
+                f.member_batch = self.batches.add(b, ts, batch_window, st.track_batch_scans);
+                f.batch_minute = self.batches.within(b, ts, MIN_US);
             }
             None => {
                 f.member_unknown =
@@ -117,6 +139,18 @@ impl ScanProfile {
 }
 
 impl ScanProfile {
+    /// Remembers that member `from` (with the ids merged into it before) merged into this
+    /// one.
+    pub fn merged_in(&mut self, from: &str, before: &[u64]) {
+        for h in before.iter().copied().chain([hash64(from)]) {
+            if !self.merged.contains(&h) {
+                self.merged.push(h);
+            }
+        }
+        let extra = self.merged.len().saturating_sub(TRACK_MERGED);
+        self.merged.drain(..extra);
+    }
+
     /// Records the scan's address; returns the distinct addresses of its prefix the member
     /// used within the hour, this one included.
     fn hop(&mut self, net: u64, ip: u64, ts: i64) -> u32 {

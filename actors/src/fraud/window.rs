@@ -156,6 +156,18 @@ impl Distinct {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// Drops the members in `merged` (ids that merged into the one about to be added: one
+    /// person, not several); returns whether any of them was fresh, for the survivor.
+    pub fn forget(&mut self, merged: &[u64]) -> bool {
+        let mut fresh = false;
+        self.0.retain(|s| {
+            let gone = merged.contains(&s.member);
+            fresh |= gone && s.fresh;
+            !gone
+        });
+        fresh
+    }
 }
 
 /// Recent scans by batch: `(batch hash, time)`, at most `cap`, for batch-harvesting counts.
@@ -184,6 +196,18 @@ impl BatchScans {
     /// Whether nothing is recorded.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// Scans of `batch` later than `ts - span` (the scan just added included): how many caps
+    /// of one batch came within, say, the last minute.
+    pub fn within(&self, batch: u64, ts: i64, span: i64) -> u32 {
+        let n = self
+            .0
+            .iter()
+            .rev()
+            .filter(|(b, t)| *b == batch && *t > ts - span)
+            .count();
+        u32::try_from(n).unwrap_or(u32::MAX)
     }
 }
 
@@ -260,5 +284,31 @@ mod tests {
         assert_eq!(b.add(2, SEC, h, 64), 1);
         assert_eq!(b.add(1, 2 * SEC, h, 64), 2);
         assert_eq!(b.add(1, 2 * h, h, 64), 1, "the first two left the window");
+    }
+
+    #[test]
+    fn a_merged_member_counts_once_and_keeps_its_freshness() {
+        let mut d = Distinct::default();
+        let h = 3_600 * SEC;
+        d.add(1, 0, true, h, 8);
+        d.add(2, SEC, false, h, 8);
+        // member 1 merged into 3 (One-ID): one person, not two
+        let fresh = d.forget(&[1]);
+        assert!(fresh);
+        let c = d.add(3, 2 * SEC, fresh, h, 8);
+        assert_eq!((c.members, c.fresh), (2, 1));
+        assert!(!d.forget(&[9]), "nothing to forget");
+    }
+
+    #[test]
+    fn batch_scans_within_a_minute() {
+        let mut b = BatchScans::default();
+        for i in 0..4 {
+            b.add(7, i * 30 * SEC, 600 * SEC, 64);
+        }
+        b.add(8, 95 * SEC, 600 * SEC, 64);
+        assert_eq!(b.within(7, 95 * SEC, 60 * SEC), 2);
+        assert_eq!(b.within(8, 95 * SEC, 60 * SEC), 1);
+        assert_eq!(b.within(7, 95 * SEC, 600 * SEC), 4);
     }
 }
