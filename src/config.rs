@@ -870,6 +870,72 @@ mod tests {
     }
 
     #[test]
+    fn auth_tokens_are_read_from_the_environment_or_files_as_digests() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        let secret_file = dir.path().join("ops.token");
+        std::fs::write(&secret_file, "  file-token-0123456789\n").unwrap();
+        std::fs::write(
+            &f,
+            format!(
+                "[auth]\nenabled = true\nopen-metrics = false\ntokens = [\n  {{ name = \"pos\", scopes = [\"ingest\"], token-env = \"OMNISTREAM_TOKEN_POS\" }},\n  {{ name = \"ops\", scopes = [\"read\", \"review\"], token-file = {:?} }},\n]\n",
+                secret_file.display().to_string()
+            ),
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&f),
+            env(&[("OMNISTREAM_TOKEN_POS", "env-token-0123456789")]),
+        )
+        .unwrap();
+        assert!(c.auth.enabled && !c.auth.open_metrics && c.auth.open_health);
+        let creds = &c.auth.credentials;
+        assert_eq!(creds.len(), 2);
+        assert_eq!(creds[0].digest, token_digest(b"env-token-0123456789"));
+        assert_eq!(creds[1].digest, token_digest(b"file-token-0123456789"));
+        assert_eq!(creds[1].scopes, ["read", "review"]);
+        let shown = format!("{c:?}{}", toml::to_string(&c).unwrap());
+        assert!(
+            !shown.contains("env-token") && !shown.contains("file-token"),
+            "{shown}"
+        );
+        // keys under [auth] are checked like any other
+        let e = Config::load(None, env(&[("OMNISTREAM_AUTH__OPEN_METRIC", "false")])).unwrap_err();
+        assert!(
+            e.problem.contains("open_metric") || e.problem.contains("open-metric"),
+            "{e}"
+        );
+        let e = Config::load(
+            None,
+            env(&[(
+                "OMNISTREAM_AUTH__TOKENS",
+                r#"[{name = "x", scopes = ["read"], token-env = "OMNISTREAM_SECRET"}]"#,
+            )]),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "auth.tokens.x.token-env");
+        let e = Config::load(
+            None,
+            env(&[(
+                "OMNISTREAM_AUTH__TOKENS",
+                r#"[{name = "x", scopes = ["read"], token-env = "A", token-file = "/b"}]"#,
+            )]),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "auth.tokens.x");
+        // disabled: tokens are checked but no secret is read
+        let c = Config::load(
+            None,
+            env(&[(
+                "OMNISTREAM_AUTH__TOKENS",
+                r#"[{name = "x", scopes = ["read"], token-env = "UNSET_VAR"}]"#,
+            )]),
+        )
+        .unwrap();
+        assert!(c.auth.credentials.is_empty());
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_name_the_key() {
         let e = Config::load(None, env(&[("OMNISTREAM_GROUP_COMIT_MS", "20")])).unwrap_err();
         assert_eq!(e.key, "OMNISTREAM_GROUP_COMIT_MS");

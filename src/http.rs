@@ -557,10 +557,10 @@ async fn openapi() -> HttpResponse {
 
 /// Any path or method no route takes.
 async fn no_route(req: actix_web::HttpRequest) -> HttpResponse {
-    let known = ROUTES.iter().any(|r| {
-        req.match_pattern().as_deref() == Some(r.path)
-            || actix_web::dev::ResourceDef::new(r.path).is_match(req.path())
-    });
+    let path = req.match_info().as_str();
+    let known = ROUTES
+        .iter()
+        .any(|r| actix_web::dev::ResourceDef::new(r.path).is_match(path));
     if known {
         error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -658,6 +658,8 @@ pub struct Guard {
     board_query_token: bool,
     credentials: Vec<crate::config::Credential>,
     max_body: usize,
+    /// `ROUTES`' patterns, compiled once, in registration order (the router's order).
+    defs: Vec<actix_web::dev::ResourceDef>,
 }
 
 /// Why a request was refused.
@@ -678,7 +680,21 @@ impl Guard {
             board_query_token: auth.board_query_token,
             credentials: auth.credentials.clone(),
             max_body,
+            defs: ROUTES
+                .iter()
+                .map(|r| actix_web::dev::ResourceDef::new(r.path))
+                .collect(),
         }
+    }
+
+    /// The pattern the router will match `path` to: `path` must be the router's own (decoded)
+    /// path, `match_info().as_str()`, not the raw URI, or `/v1/%61dmin/snapshot` would miss
+    /// the admin rule and still reach the admin handler.
+    fn pattern_of(&self, path: &str) -> Option<&'static str> {
+        self.defs
+            .iter()
+            .position(|d| d.is_match(path))
+            .map(|i| ROUTES[i].path)
     }
 
     /// The scopes of the token whose digest equals `token`'s; every credential and every
@@ -703,13 +719,14 @@ impl Guard {
     fn check(
         &self,
         method: &actix_web::http::Method,
-        pattern: Option<&str>,
+        path: &str,
         header: Option<&[u8]>,
         query: &str,
     ) -> Result<(), Refusal> {
         if !self.enabled {
             return Ok(());
         }
+        let pattern = self.pattern_of(path);
         let route = pattern.and_then(|p| {
             ROUTES
                 .iter()
@@ -723,15 +740,16 @@ impl Guard {
         }
         let token: Vec<u8> = match header {
             Some(h) => {
-                let Some(t) = h
-                    .strip_prefix(b"Bearer ")
-                    .or_else(|| h.strip_prefix(b"bearer "))
-                else {
+                // the scheme is case-insensitive (RFC 9110)
+                let t = (h.len() > 7 && h[..7].eq_ignore_ascii_case(b"bearer "))
+                    .then(|| h[7..].trim_ascii())
+                    .filter(|t| !t.is_empty());
+                let Some(t) = t else {
                     return Err(Refusal::Unauthenticated(
                         "the Authorization header is not `Bearer <token>`",
                     ));
                 };
-                t.trim_ascii().to_vec()
+                t.to_vec()
             }
             None => {
                 let board = self.board_query_token
@@ -785,17 +803,13 @@ async fn access(
         );
         return Ok(req.into_response(r));
     };
-    let pattern = req.match_pattern();
+    // the router's path (unreserved characters decoded), not the raw URI
+    let path = req.match_info().as_str().to_string();
     let header = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .map(|h| h.as_bytes().to_vec());
-    let verdict = guard.check(
-        req.method(),
-        pattern.as_deref(),
-        header.as_deref(),
-        req.query_string(),
-    );
+    let verdict = guard.check(req.method(), &path, header.as_deref(), req.query_string());
     match verdict {
         Err(Refusal::Unauthenticated(why)) => {
             let mut r = error(StatusCode::UNAUTHORIZED, "unauthorized", why);
