@@ -910,6 +910,8 @@ pub async fn serve(cfg: Config, listener: TcpListener, pii_key: Vec<u8>) -> anyh
             .map(|c| format!("{} [{}]", c.name, c.scopes.join(",")))
             .collect();
         tracing::info!(tokens = ?names, "access control on");
+    } else if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "access control is off on a non-loopback address: anyone who reaches it can read members and post events ([auth] enabled = true)");
     }
     let server = HttpServer::new(move || {
         App::new()

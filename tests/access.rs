@@ -178,6 +178,14 @@ fn every_route_refuses_no_token_and_a_wrong_scope_and_serves_the_right_scope() {
         );
         assert_401(&s, method, path, None, &body);
     }
+    // the OpenAPI document states each operation's scope from the same list
+    let (_, _, doc) = call(&s, "GET", "/openapi.json", Some(&bearer("read")), "");
+    let op = &doc["paths"]["/v1/admin/snapshot"]["get"];
+    assert_eq!(op["security"][0]["bearer"][0], "admin", "{op}");
+    assert_eq!(
+        doc["paths"]["/v1/events"]["post"]["security"][0]["bearer"][0],
+        "ingest"
+    );
     // garbled or unknown credentials are 401 with a reason, on any route
     for auth in [
         "Basic dXNlcjpwYXNz",

@@ -318,7 +318,10 @@ fn events_far_in_the_future_or_past_are_accepted_and_move_only_the_watermark_for
     assert_eq!(v["accepted"], 1, "far future: {v}");
     let v = s.post(&[at(4, "10000-01-01T00:00:00Z")]);
     assert_eq!(v["rejected"], 1, "a 5-digit year is not RFC 3339: {v}");
-    assert_eq!(v["results"][0]["reasons"][0]["reason"], "bad_timestamp", "{v}");
+    assert_eq!(
+        v["results"][0]["reasons"][0]["reason"], "bad_timestamp",
+        "{v}"
+    );
     // after the far-future event the engine's duplicate memory (7 days behind the watermark)
     // no longer holds the first event's id: its repeat is answered `accepted`, and only the
     // entity's own guard (its recent event ids) keeps it from receiving the stock twice
