@@ -6,54 +6,27 @@
 mod common;
 
 use common::{script, Service};
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 #[test]
 fn debug_logs_as_json_carry_spans_and_no_phone_number() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("stderr.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_omnistream"))
-        .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .env("OMNISTREAM_PII_KEY", "logs-test-key")
-        .env(
-            "OMNISTREAM_LOG",
-            "debug,actix=warn,actix_server=warn,actix_web=warn",
-        )
-        .env("OMNISTREAM_LOG_FORMAT", "json")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("omnistream listening on http://")
-        .unwrap()
-        .to_string();
+    let s = Service::start_logging(
+        &dir.path().join("data"),
+        &[
+            (
+                "OMNISTREAM_LOG",
+                "debug,actix=warn,actix_server=warn,actix_web=warn",
+            ),
+            ("OMNISTREAM_LOG_FORMAT", "json"),
+        ],
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
     let events = script();
-    let body = events.join("\n");
-    let mut s = std::net::TcpStream::connect(&addr).unwrap();
-    use std::io::{Read, Write};
-    write!(
-        s,
-        "POST /v1/events HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    let r = s.post(&events);
+    assert_eq!(r["rejected"], 0, "{r}");
+    s.stop();
 
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(

@@ -24,6 +24,11 @@ impl Service {
 
     /// `omnistream run` with extra environment (e.g. `OMNISTREAM_STORE=cql`).
     pub fn start_with(dir: &Path, env: &[(&str, &str)]) -> Service {
+        Service::start_logging(dir, env, Stdio::inherit())
+    }
+
+    /// `omnistream run` with extra environment and its log (stderr) sent to `stderr`.
+    pub fn start_logging(dir: &Path, env: &[(&str, &str)], stderr: Stdio) -> Service {
         let mut child = Command::new(env!("CARGO_BIN_EXE_omnistream"))
             .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
@@ -31,7 +36,7 @@ impl Service {
             .env("OMNISTREAM_LOG", "warn")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let mut line = String::new();
