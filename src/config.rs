@@ -19,6 +19,15 @@ const NOT_KEYS: &[&str] = &[
     "OMNISTREAM_FLUVIO_ENDPOINT",
 ];
 
+/// Environment variables under this prefix hold access tokens (named by `token-env`), not keys.
+pub const TOKEN_ENV_PREFIX: &str = "OMNISTREAM_TOKEN_";
+
+/// The scopes a token can carry.
+pub const SCOPES: &[&str] = &["ingest", "read", "review", "admin"];
+
+/// Shortest accepted token, in bytes.
+pub const MIN_TOKEN_LEN: usize = 16;
+
 /// Everything the service reads at start-up.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
@@ -47,6 +56,8 @@ pub struct Config {
     pub metrics: bool,
     /// Fluvio topics as source and sinks (`[fluvio]`, off unless `enabled = true`).
     pub fluvio: FluvioConfig,
+    /// Bearer-token access control of the HTTP API (`[auth]`, off unless `enabled = true`).
+    pub auth: AuthConfig,
     /// Business rules.
     pub rules: Rules,
 }
@@ -245,6 +256,176 @@ impl FluvioConfig {
     }
 }
 
+/// Bearer-token access control of the HTTP API. Secrets never live in the configuration:
+/// each token names an environment variable or a file holding it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct AuthConfig {
+    /// Require a token on every route (except the open ones below) when true.
+    pub enabled: bool,
+    /// `/metrics` answers without a token; when false it needs `read` or `admin`.
+    pub open_metrics: bool,
+    /// `/healthz` and `/readyz` answer without a token; when false they need any valid token.
+    pub open_health: bool,
+    /// The board routes (`/`, `/v1/board`, `/v1/board/stream`) also take the token as a
+    /// `?token=` query parameter on GET, because a browser's EventSource cannot send headers.
+    pub board_query_token: bool,
+    /// The tokens: `{ name, scopes, token-env | token-file }`.
+    pub tokens: Vec<TokenConfig>,
+    /// Digests of the tokens read at load time (never serialized, never printed).
+    #[serde(skip)]
+    pub credentials: Vec<Credential>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            enabled: false,
+            open_metrics: true,
+            open_health: true,
+            board_query_token: true,
+            tokens: Vec::new(),
+            credentials: Vec::new(),
+        }
+    }
+}
+
+/// One configured token: who it is, what it may do, and where its secret is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TokenConfig {
+    /// A name for logs and `check-config` (the secret itself is never shown).
+    pub name: String,
+    /// Any of `ingest`, `read`, `review`, `admin`.
+    pub scopes: Vec<String>,
+    /// Environment variable holding the token (if it starts with `OMNISTREAM_`, it must start
+    /// with `OMNISTREAM_TOKEN_`, which is not read as a configuration key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+    /// File holding the token (surrounding whitespace trimmed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+}
+
+/// A token as the service holds it: the SHA-256 digest of the secret, never the secret.
+#[derive(Clone, PartialEq)]
+pub struct Credential {
+    /// The token's configured name.
+    pub name: String,
+    /// Its scopes.
+    pub scopes: Vec<String>,
+    /// SHA-256 of the secret.
+    pub digest: [u8; 32],
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credential")
+            .field("name", &self.name)
+            .field("scopes", &self.scopes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// SHA-256 of a presented or configured token.
+pub fn token_digest(token: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token).into()
+}
+
+impl AuthConfig {
+    /// Checks the token list; keys are reported as `auth.<key>` or `auth.tokens.<name>.<key>`.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.enabled && self.tokens.is_empty() {
+            return Err(err(
+                "auth.tokens",
+                "auth is enabled but no tokens are configured",
+            ));
+        }
+        for (i, t) in self.tokens.iter().enumerate() {
+            let at = format!(
+                "auth.tokens.{}",
+                if t.name.is_empty() {
+                    i.to_string()
+                } else {
+                    t.name.clone()
+                }
+            );
+            if t.name.is_empty() {
+                return Err(err(format!("{at}.name"), "must not be empty"));
+            }
+            if self.tokens[..i].iter().any(|o| o.name == t.name) {
+                return Err(err(format!("{at}.name"), "is used twice"));
+            }
+            if t.scopes.is_empty() {
+                return Err(err(format!("{at}.scopes"), "needs at least one scope"));
+            }
+            if let Some(s) = t.scopes.iter().find(|s| !SCOPES.contains(&s.as_str())) {
+                return Err(err(
+                    format!("{at}.scopes"),
+                    format!("`{s}` is not a scope (one of {})", SCOPES.join(", ")),
+                ));
+            }
+            match (&t.token_env, &t.token_file) {
+                (Some(_), Some(_)) | (None, None) => {
+                    return Err(err(&at, "needs exactly one of token-env and token-file"))
+                }
+                (Some(v), None)
+                    if v.starts_with("OMNISTREAM_") && !v.starts_with(TOKEN_ENV_PREFIX) =>
+                {
+                    return Err(err(
+                        format!("{at}.token-env"),
+                        format!("`{v}` would be read as a configuration key; name it {TOKEN_ENV_PREFIX}..."),
+                    ))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads every token's secret (from `env` or its file) into a digest; an unset variable,
+    /// an unreadable file or a token shorter than 16 bytes is an error naming the key.
+    pub fn resolve(&self, env: &[(String, String)]) -> Result<Vec<Credential>, ConfigError> {
+        let mut out = Vec::new();
+        for t in &self.tokens {
+            let (key, secret) = match (&t.token_env, &t.token_file) {
+                (Some(var), _) => {
+                    let key = format!("auth.tokens.{}.token-env", t.name);
+                    let v = env
+                        .iter()
+                        .rev()
+                        .find(|(k, _)| k == var)
+                        .map(|(_, v)| v.clone());
+                    let Some(v) = v else {
+                        return Err(err(key, format!("environment variable {var} is not set")));
+                    };
+                    (key, v)
+                }
+                (None, Some(path)) => {
+                    let key = format!("auth.tokens.{}.token-file", t.name);
+                    let v = std::fs::read_to_string(path)
+                        .map_err(|e| err(&key, format!("cannot read {}: {e}", path.display())))?;
+                    (key, v.trim().to_string())
+                }
+                (None, None) => return Err(err(format!("auth.tokens.{}", t.name), "no secret")),
+            };
+            if secret.len() < MIN_TOKEN_LEN {
+                return Err(err(
+                    key,
+                    format!("the token is shorter than {MIN_TOKEN_LEN} characters"),
+                ));
+            }
+            out.push(Credential {
+                name: t.name.clone(),
+                scopes: t.scopes.clone(),
+                digest: token_digest(secret.as_bytes()),
+            });
+        }
+        Ok(out)
+    }
+}
+
 /// Where the service persists its log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -406,6 +587,7 @@ impl Default for Config {
             cql: CqlConfig::default(),
             metrics: true,
             fluvio: FluvioConfig::default(),
+            auth: AuthConfig::default(),
             rules: Rules::default(),
         }
     }
@@ -446,13 +628,16 @@ impl Config {
             Config::deserialize(value.clone())
                 .map_err(|e| err(p.display().to_string(), e.to_string()))?;
         }
+        let env: Vec<(String, String)> = env.into_iter().collect();
         let mut vars: Vec<(String, String)> = env
-            .into_iter()
+            .iter()
             .filter(|(k, _)| {
                 k.starts_with("OMNISTREAM_")
                     && !k.starts_with("OMNISTREAM_TEST_")
+                    && !k.starts_with(TOKEN_ENV_PREFIX)
                     && !NOT_KEYS.contains(&k.as_str())
             })
+            .cloned()
             .collect();
         vars.sort();
         for (var, raw) in vars {
@@ -463,8 +648,11 @@ impl Config {
             set(&mut value, &path, parse_scalar(&raw)).map_err(|p| err(&var, p))?;
             Config::deserialize(value.clone()).map_err(|e| err(&var, e.to_string()))?;
         }
-        let cfg = Config::deserialize(value).map_err(|e| err("config", e.to_string()))?;
+        let mut cfg = Config::deserialize(value).map_err(|e| err("config", e.to_string()))?;
         cfg.check()?;
+        if cfg.auth.enabled {
+            cfg.auth.credentials = cfg.auth.resolve(&env)?;
+        }
         Ok(cfg)
     }
 
@@ -491,6 +679,7 @@ impl Config {
         if self.fluvio.enabled {
             self.fluvio.check()?;
         }
+        self.auth.check()?;
         self.rules
             .check()
             .map_err(|(k, why)| err(format!("rules.{k}"), why))
@@ -678,6 +867,72 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.key, "fluvio.topics");
         assert!(e.problem.contains("twice"), "{e}");
+    }
+
+    #[test]
+    fn auth_tokens_are_read_from_the_environment_or_files_as_digests() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        let secret_file = dir.path().join("ops.token");
+        std::fs::write(&secret_file, "  file-token-0123456789\n").unwrap();
+        std::fs::write(
+            &f,
+            format!(
+                "[auth]\nenabled = true\nopen-metrics = false\ntokens = [\n  {{ name = \"pos\", scopes = [\"ingest\"], token-env = \"OMNISTREAM_TOKEN_POS\" }},\n  {{ name = \"ops\", scopes = [\"read\", \"review\"], token-file = {:?} }},\n]\n",
+                secret_file.display().to_string()
+            ),
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&f),
+            env(&[("OMNISTREAM_TOKEN_POS", "env-token-0123456789")]),
+        )
+        .unwrap();
+        assert!(c.auth.enabled && !c.auth.open_metrics && c.auth.open_health);
+        let creds = &c.auth.credentials;
+        assert_eq!(creds.len(), 2);
+        assert_eq!(creds[0].digest, token_digest(b"env-token-0123456789"));
+        assert_eq!(creds[1].digest, token_digest(b"file-token-0123456789"));
+        assert_eq!(creds[1].scopes, ["read", "review"]);
+        let shown = format!("{c:?}{}", toml::to_string(&c).unwrap());
+        assert!(
+            !shown.contains("env-token") && !shown.contains("file-token"),
+            "{shown}"
+        );
+        // keys under [auth] are checked like any other
+        let e = Config::load(None, env(&[("OMNISTREAM_AUTH__OPEN_METRIC", "false")])).unwrap_err();
+        assert!(
+            e.problem.contains("open_metric") || e.problem.contains("open-metric"),
+            "{e}"
+        );
+        let e = Config::load(
+            None,
+            env(&[(
+                "OMNISTREAM_AUTH__TOKENS",
+                r#"[{name = "x", scopes = ["read"], token-env = "OMNISTREAM_SECRET"}]"#,
+            )]),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "auth.tokens.x.token-env");
+        let e = Config::load(
+            None,
+            env(&[(
+                "OMNISTREAM_AUTH__TOKENS",
+                r#"[{name = "x", scopes = ["read"], token-env = "A", token-file = "/b"}]"#,
+            )]),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "auth.tokens.x");
+        // disabled: tokens are checked but no secret is read
+        let c = Config::load(
+            None,
+            env(&[(
+                "OMNISTREAM_AUTH__TOKENS",
+                r#"[{name = "x", scopes = ["read"], token-env = "UNSET_VAR"}]"#,
+            )]),
+        )
+        .unwrap();
+        assert!(c.auth.credentials.is_empty());
     }
 
     #[test]

@@ -555,6 +555,304 @@ async fn openapi() -> HttpResponse {
     HttpResponse::Ok().json(crate::openapi::document())
 }
 
+/// Any path or method no route takes.
+async fn no_route(req: actix_web::HttpRequest) -> HttpResponse {
+    let path = req.match_info().as_str();
+    let known = ROUTES
+        .iter()
+        .any(|r| actix_web::dev::ResourceDef::new(r.path).is_match(path));
+    if known {
+        error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{} is not served on {}", req.method(), req.path()),
+        )
+    } else {
+        error(
+            StatusCode::NOT_FOUND,
+            "no_route",
+            format!("no route {} {}", req.method(), req.path()),
+        )
+    }
+}
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// A token carrying this scope.
+    Scope(&'static str),
+    /// `/metrics`: open when `auth.open-metrics`, else `read` or `admin`.
+    Metrics,
+    /// `/healthz`, `/readyz`: open when `auth.open-health`, else any valid token.
+    Health,
+}
+
+/// One route of the API and who may call it.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    /// `GET` or `POST`.
+    pub method: &'static str,
+    /// The actix path pattern.
+    pub path: &'static str,
+    /// Who may call it.
+    pub access: Access,
+}
+
+/// Declares every route once: `ROUTES` (what the access guard and its test walk) and
+/// `register` (what the App serves) come from the same list, so no route lacks a rule.
+macro_rules! routes {
+    ($($method:ident $path:literal => $handler:ident, $access:expr;)*) => {
+        /// Every route of the API with its access rule.
+        pub const ROUTES: &[Route] = &[$(Route {
+            method: match stringify!($method).as_bytes() {
+                b"get" => "GET",
+                _ => "POST",
+            },
+            path: $path,
+            access: $access,
+        }),*];
+
+        fn register(app: &mut web::ServiceConfig) {
+            $(app.route($path, web::$method().to($handler));)*
+        }
+    };
+}
+
+const INGEST: Access = Access::Scope("ingest");
+const READ: Access = Access::Scope("read");
+const REVIEW: Access = Access::Scope("review");
+const ADMIN: Access = Access::Scope("admin");
+
+routes! {
+    post "/v1/events" => post_events, INGEST;
+    post "/v1/scan" => post_scan, INGEST;
+    get "/v1/members/{id}" => get_member, READ;
+    get "/v1/members/{id}/ledger" => get_ledger, READ;
+    get "/v1/identities/{kind}/{value}" => get_identity, READ;
+    get "/v1/skus/{sku}/stock" => get_stock, READ;
+    get "/v1/dealers/{id}/credit" => get_credit, READ;
+    get "/v1/stores/{id}/kpis" => get_kpis, READ;
+    get "/v1/orders/{channel}/{order}" => get_order, READ;
+    get "/v1/outputs" => get_outputs, READ;
+    get "/v1/decisions" => get_decisions, READ;
+    post "/v1/reviews/{event}" => post_review, REVIEW;
+    get "/v1/stats" => get_stats, READ;
+    get "/v1/admin/snapshot" => snapshot, ADMIN;
+    get "/healthz" => healthz, Access::Health;
+    get "/readyz" => readyz, Access::Health;
+    get "/openapi.json" => openapi, READ;
+    get "/metrics" => metrics_text, Access::Metrics;
+    get "/v1/board" => board_json, READ;
+    get "/v1/board/stream" => board_stream, READ;
+    get "/" => board_page, READ;
+}
+
+/// Routes that take `?token=` on GET (the board page and what it fetches).
+pub const BOARD_ROUTES: &[&str] = &["/", "/v1/board", "/v1/board/stream"];
+
+/// The access guard's settings: token digests and which routes are open.
+pub struct Guard {
+    enabled: bool,
+    open_metrics: bool,
+    open_health: bool,
+    board_query_token: bool,
+    credentials: Vec<crate::config::Credential>,
+    max_body: usize,
+    /// `ROUTES`' patterns, compiled once, in registration order (the router's order).
+    defs: Vec<actix_web::dev::ResourceDef>,
+}
+
+/// Why a request was refused.
+enum Refusal {
+    /// 401: no usable token.
+    Unauthenticated(&'static str),
+    /// 403: a valid token without the scope.
+    Forbidden(String),
+}
+
+impl Guard {
+    /// From the configuration (credentials already resolved at load time).
+    pub fn new(auth: &crate::config::AuthConfig, max_body: usize) -> Guard {
+        Guard {
+            enabled: auth.enabled,
+            open_metrics: auth.open_metrics,
+            open_health: auth.open_health,
+            board_query_token: auth.board_query_token,
+            credentials: auth.credentials.clone(),
+            max_body,
+            defs: ROUTES
+                .iter()
+                .map(|r| actix_web::dev::ResourceDef::new(r.path))
+                .collect(),
+        }
+    }
+
+    /// The pattern the router will match `path` to: `path` must be the router's own (decoded)
+    /// path, `match_info().as_str()`, not the raw URI, or `/v1/%61dmin/snapshot` would miss
+    /// the admin rule and still reach the admin handler.
+    fn pattern_of(&self, path: &str) -> Option<&'static str> {
+        self.defs
+            .iter()
+            .position(|d| d.is_match(path))
+            .map(|i| ROUTES[i].path)
+    }
+
+    /// The scopes of the token whose digest equals `token`'s; every credential and every
+    /// byte is compared (no early exit), so the time taken says nothing about a near miss.
+    fn scopes_of(&self, token: &[u8]) -> Option<&[String]> {
+        let d = crate::config::token_digest(token);
+        let mut found = None;
+        for c in &self.credentials {
+            let diff = c
+                .digest
+                .iter()
+                .zip(d.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+            if diff == 0 && found.is_none() {
+                found = Some(c.scopes.as_slice());
+            }
+        }
+        found
+    }
+
+    /// Decides a request: `Ok` to serve it.
+    fn check(
+        &self,
+        method: &actix_web::http::Method,
+        path: &str,
+        header: Option<&[u8]>,
+        query: &str,
+    ) -> Result<(), Refusal> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let pattern = self.pattern_of(path);
+        let route = pattern.and_then(|p| {
+            ROUTES
+                .iter()
+                .find(|r| r.path == p && r.method == method.as_str())
+        });
+        let access = route.map(|r| r.access);
+        match access {
+            Some(Access::Metrics) if self.open_metrics => return Ok(()),
+            Some(Access::Health) if self.open_health => return Ok(()),
+            _ => {}
+        }
+        let token: Vec<u8> = match header {
+            Some(h) => {
+                // the scheme is case-insensitive (RFC 9110)
+                let t = (h.len() > 7 && h[..7].eq_ignore_ascii_case(b"bearer "))
+                    .then(|| h[7..].trim_ascii())
+                    .filter(|t| !t.is_empty());
+                let Some(t) = t else {
+                    return Err(Refusal::Unauthenticated(
+                        "the Authorization header is not `Bearer <token>`",
+                    ));
+                };
+                t.to_vec()
+            }
+            None => {
+                let board = self.board_query_token
+                    && method == actix_web::http::Method::GET
+                    && pattern.is_some_and(|p| BOARD_ROUTES.contains(&p));
+                let q = board
+                    .then(|| {
+                        web::Query::<std::collections::HashMap<String, String>>::from_query(query)
+                            .ok()
+                            .and_then(|q| q.get("token").cloned())
+                    })
+                    .flatten();
+                match q {
+                    Some(t) => t.into_bytes(),
+                    None => {
+                        return Err(Refusal::Unauthenticated(
+                            "this route needs `Authorization: Bearer <token>`",
+                        ))
+                    }
+                }
+            }
+        };
+        let Some(scopes) = self.scopes_of(&token) else {
+            return Err(Refusal::Unauthenticated("the token is not valid"));
+        };
+        let has = |s: &str| scopes.iter().any(|x| x == s);
+        match access {
+            Some(Access::Scope(s)) if !has(s) => Err(Refusal::Forbidden(format!(
+                "this route needs the `{s}` scope"
+            ))),
+            Some(Access::Metrics) if !has("read") && !has("admin") => Err(Refusal::Forbidden(
+                "this route needs the `read` or `admin` scope".into(),
+            )),
+            // any valid token may learn that a route does not exist (404/405)
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The middleware every request passes: access control, then a JSON body on the errors
+/// actix answers by itself (unknown route, body too large, bad path or query).
+async fn access(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    let Some(guard) = req.app_data::<web::Data<Arc<Guard>>>().cloned() else {
+        let r = error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "no_guard",
+            "the access guard is not configured",
+        );
+        return Ok(req.into_response(r));
+    };
+    // the router's path (unreserved characters decoded), not the raw URI
+    let path = req.match_info().as_str().to_string();
+    let header = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .map(|h| h.as_bytes().to_vec());
+    let verdict = guard.check(req.method(), &path, header.as_deref(), req.query_string());
+    match verdict {
+        Err(Refusal::Unauthenticated(why)) => {
+            let mut r = error(StatusCode::UNAUTHORIZED, "unauthorized", why);
+            r.headers_mut().insert(
+                actix_web::http::header::WWW_AUTHENTICATE,
+                actix_web::http::header::HeaderValue::from_static("Bearer"),
+            );
+            return Ok(req.into_response(r));
+        }
+        Err(Refusal::Forbidden(why)) => {
+            return Ok(req.into_response(error(StatusCode::FORBIDDEN, "forbidden", why)));
+        }
+        Ok(()) => {}
+    }
+    let res = next.call(req).await?;
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if (status.is_client_error() || status.is_server_error()) && !is_json {
+        let (code, detail) = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => (
+                "body_too_large",
+                format!("the body is larger than {} bytes", guard.max_body),
+            ),
+            StatusCode::NOT_FOUND => ("not_found", "no such resource, or a bad path".into()),
+            StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "method not allowed".into()),
+            s if s.is_client_error() => (
+                "bad_request",
+                format!("the request was refused ({s}): bad path, query or body"),
+            ),
+            s => ("internal", format!("the request failed ({s})")),
+        };
+        let (req, _) = res.into_parts();
+        return Ok(actix_web::dev::ServiceResponse::new(
+            req,
+            error(status, code, detail),
+        ));
+    }
+    Ok(res.map_into_boxed_body())
+}
+
 /// Opens the store, replays it, starts the shard and serves HTTP on `listener` until
 /// SIGINT/SIGTERM; then commits what waits and returns.
 pub async fn serve(cfg: Config, listener: TcpListener, pii_key: Vec<u8>) -> anyhow::Result<()> {
@@ -603,31 +901,26 @@ pub async fn serve(cfg: Config, listener: TcpListener, pii_key: Vec<u8>) -> anyh
     };
     let addr = listener.local_addr()?;
     let max_body = cfg.max_body_bytes;
+    let guard = Arc::new(Guard::new(&cfg.auth, max_body));
+    if cfg.auth.enabled {
+        let names: Vec<String> = cfg
+            .auth
+            .credentials
+            .iter()
+            .map(|c| format!("{} [{}]", c.name, c.scopes.join(",")))
+            .collect();
+        tracing::info!(tokens = ?names, "access control on");
+    } else if !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "access control is off on a non-loopback address: anyone who reaches it can read members and post events ([auth] enabled = true)");
+    }
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(state.clone()))
             .app_data(web::PayloadConfig::new(max_body))
-            .route("/v1/events", web::post().to(post_events))
-            .route("/v1/scan", web::post().to(post_scan))
-            .route("/v1/members/{id}", web::get().to(get_member))
-            .route("/v1/members/{id}/ledger", web::get().to(get_ledger))
-            .route("/v1/identities/{kind}/{value}", web::get().to(get_identity))
-            .route("/v1/skus/{sku}/stock", web::get().to(get_stock))
-            .route("/v1/dealers/{id}/credit", web::get().to(get_credit))
-            .route("/v1/stores/{id}/kpis", web::get().to(get_kpis))
-            .route("/v1/orders/{channel}/{order}", web::get().to(get_order))
-            .route("/v1/outputs", web::get().to(get_outputs))
-            .route("/v1/decisions", web::get().to(get_decisions))
-            .route("/v1/reviews/{event}", web::post().to(post_review))
-            .route("/v1/stats", web::get().to(get_stats))
-            .route("/v1/admin/snapshot", web::get().to(snapshot))
-            .route("/healthz", web::get().to(healthz))
-            .route("/readyz", web::get().to(readyz))
-            .route("/openapi.json", web::get().to(openapi))
-            .route("/metrics", web::get().to(metrics_text))
-            .route("/v1/board", web::get().to(board_json))
-            .route("/v1/board/stream", web::get().to(board_stream))
-            .route("/", web::get().to(board_page))
+            .app_data(web::Data::new(guard.clone()))
+            .configure(register)
+            .default_service(web::to(no_route))
+            .wrap(actix_web::middleware::from_fn(access))
     })
     .workers(2)
     .shutdown_timeout(10)

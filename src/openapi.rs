@@ -33,8 +33,32 @@ fn op(summary: &str, params: &[&str], body: Option<&str>) -> Value {
     o
 }
 
-/// The document.
+/// The document, with each operation's bearer scope from the route list the App is built
+/// from (`crate::http::ROUTES`; tokens apply when `auth.enabled = true`).
 pub fn document() -> Value {
+    let mut doc = paths();
+    for r in crate::http::ROUTES {
+        let op = &mut doc["paths"][r.path][r.method.to_ascii_lowercase()];
+        if !op.is_object() {
+            continue;
+        }
+        let scopes: &[&str] = match r.access {
+            crate::http::Access::Scope(s) => &[s],
+            crate::http::Access::Metrics => &["read", "admin"],
+            crate::http::Access::Health => &[],
+        };
+        op["security"] = json!([{"bearer": scopes}]);
+        op["responses"]["401"] =
+            json!({"description": "no valid bearer token (WWW-Authenticate: Bearer)"});
+        op["responses"]["403"] =
+            json!({"description": format!("the token lacks the scope: {}", scopes.join(" or "))});
+    }
+    doc["components"]["securitySchemes"] = json!({"bearer": {"type": "http", "scheme": "bearer",
+        "description": "scopes ingest, read, review, admin; see the README, Access control"}});
+    doc
+}
+
+fn paths() -> Value {
     json!({
         "openapi": "3.1.0",
         "info": {"title": "omnistream", "version": env!("CARGO_PKG_VERSION"),

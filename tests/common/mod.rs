@@ -67,6 +67,53 @@ impl Service {
         (code, serde_json::from_str(body).unwrap_or(Value::Null))
     }
 
+    /// Sends `head` (request line and headers, without the blank line) and `body` as they are;
+    /// answers the status, the response head and the body. An event stream is answered
+    /// once its head arrived (it would never end).
+    pub fn raw(&self, head: &str, body: &[u8]) -> (u16, String, String) {
+        let mut s = TcpStream::connect(&self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut req = format!(
+            "{head}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(body);
+        // the server may answer (413) and close before it read the whole body
+        let _ = s.write_all(&req);
+        let mut resp = Vec::new();
+        let mut buf = [0u8; 65536];
+        loop {
+            let n = match s.read(&mut buf) {
+                Ok(n) => n,
+                Err(_) if !resp.is_empty() => 0,
+                Err(e) => panic!("{head}: {e}"),
+            };
+            if n == 0 {
+                break;
+            }
+            resp.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&resp);
+            if let Some((h, _)) = text.split_once("\r\n\r\n") {
+                if h.to_ascii_lowercase()
+                    .contains("content-type: text/event-stream")
+                {
+                    break;
+                }
+            }
+        }
+        let text = String::from_utf8_lossy(&resp).to_string();
+        assert!(text.len() >= 12, "{head}: short answer {text:?}");
+        let code: u16 = text[9..12].parse().unwrap();
+        let (h, b) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        (code, h.to_string(), b.to_string())
+    }
+
+    /// The process id (for /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn get(&self, path: &str) -> Value {
         let (code, v) = self.request("GET", path, "");
         assert_eq!(code, 200, "GET {path}: {v}");
