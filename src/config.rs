@@ -51,6 +51,9 @@ pub struct Config {
     pub max_batch_events: usize,
     /// The CQL store (ScyllaDB or Cassandra), used when `store = "cql"`.
     pub cql: CqlConfig,
+    /// Live ingest refuses events stamped more than this many seconds ahead of the server's
+    /// clock (reason `future_timestamp`); 0 accepts any time.
+    pub max_future_s: u64,
     /// Prometheus metrics and the latency windows of `/v1/stats`; `false` turns both off
     /// (`/metrics` then answers 404), to measure what they cost.
     pub metrics: bool,
@@ -585,6 +588,7 @@ impl Default for Config {
             max_body_bytes: 8 << 20,
             max_batch_events: 10_000,
             cql: CqlConfig::default(),
+            max_future_s: 300,
             metrics: true,
             fluvio: FluvioConfig::default(),
             auth: AuthConfig::default(),

@@ -87,16 +87,10 @@ async fn submit(
             ),
         ));
     }
+    let now = crate::shard::wall_clock_us();
     let items = texts
         .into_iter()
-        .map(|t| match st.decoder.decode(t) {
-            Ok(ev) => Item::Event(Box::new(ev)),
-            Err(r) => Item::Rejected {
-                id: r.id,
-                reasons: r.problems,
-                raw: st.pii.redact(t),
-            },
-        })
+        .map(|t| Item::decode(&st.decoder, &st.pii, t, now, st.cfg.max_future_s))
         .collect();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let sent = st
@@ -891,9 +885,15 @@ pub async fn serve(cfg: Config, listener: TcpListener, pii_key: Vec<u8>) -> anyh
             fluvio: Arc::new(client),
             cfg: cfg.fluvio.clone(),
         };
-        let running =
-            crate::fluvio::start(&transport, &cfg.fluvio, shard.clone(), &pii_key, &metrics)
-                .await?;
+        let running = crate::fluvio::start(
+            &transport,
+            &cfg.fluvio,
+            shard.clone(),
+            &pii_key,
+            cfg.max_future_s,
+            &metrics,
+        )
+        .await?;
         tracing::info!(endpoint = %cfg.fluvio.endpoint, partitions = ?cfg.fluvio.owned(), "fluvio source and sinks started");
         Some(running)
     } else {

@@ -13,7 +13,7 @@ use crate::store::{Batch, Store, StoreError};
 use actix::prelude::*;
 use omnistream_actors::engine::{Applied, Emitted, Engine};
 use omnistream_actors::{Output, Rules};
-use omnistream_schemas::{Decoder, Event, Pii, Problem};
+use omnistream_schemas::{Decoder, Event, Pii, Problem, Reason};
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -60,6 +60,63 @@ pub enum Item {
         /// The line with personal values hashed.
         raw: String,
     },
+}
+
+impl Item {
+    /// The item for one raw event at live ingest: decoded by `decoder`, refused with its
+    /// reasons (the line redacted by `pii` for the dead letters), and refused as
+    /// `future_timestamp` when its time is more than `max_future_s` seconds ahead of `now_us`
+    /// (this server's clock; 0 turns the check off). One event stamped years ahead would
+    /// otherwise move the watermark there and fire every timer before it, so a bad clock on
+    /// one device cannot expire every member's points.
+    pub fn decode(
+        decoder: &Decoder,
+        pii: &Pii,
+        raw: &[u8],
+        now_us: i64,
+        max_future_s: u64,
+    ) -> Item {
+        match decoder.decode(raw) {
+            Ok(ev) => match too_far_ahead(ev.ts.unix_us, now_us, max_future_s) {
+                None => Item::Event(Box::new(ev)),
+                Some(p) => Item::Rejected {
+                    id: Some(ev.id.to_string()),
+                    reasons: vec![p],
+                    raw: pii.redact(raw),
+                },
+            },
+            Err(r) => Item::Rejected {
+                id: r.id,
+                reasons: r.problems,
+                raw: pii.redact(raw),
+            },
+        }
+    }
+}
+
+/// The problem with an event time more than `max_future_s` ahead of `now_us`, if any.
+pub fn too_far_ahead(ts_us: i64, now_us: i64, max_future_s: u64) -> Option<Problem> {
+    let max_us = i64::try_from(max_future_s)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(1_000_000);
+    (max_future_s > 0 && ts_us > now_us.saturating_add(max_us)).then(|| {
+        Problem::new(
+            Reason::FutureTimestamp,
+            "ts",
+            format!(
+                "{} s ahead of this server's clock; at most {max_future_s} s (max-future-s) are accepted",
+                (ts_us - now_us) / 1_000_000
+            ),
+        )
+    })
+}
+
+/// This machine's clock in microseconds since the Unix epoch (live ingest only; the entity
+/// logic never reads it).
+pub fn wall_clock_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
 /// Why the shard could not take a request.
@@ -623,5 +680,23 @@ impl Handler<GetStats> for Shard {
 
     fn handle(&mut self, _: GetStats, _: &mut Self::Context) -> Self::Result {
         MessageResult(self.stats.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_times_beyond_the_skew_are_refused_and_zero_turns_the_check_off() {
+        let now = 1_800_000_000_000_000;
+        assert!(too_far_ahead(now, now, 300).is_none());
+        assert!(too_far_ahead(now + 300_000_000, now, 300).is_none());
+        let p = too_far_ahead(now + 300_000_001, now, 300).unwrap();
+        assert_eq!(p.reason, Reason::FutureTimestamp);
+        assert_eq!(p.path, "ts");
+        assert!(too_far_ahead(i64::MAX, now, 0).is_none());
+        assert!(too_far_ahead(i64::MAX, now, u64::MAX).is_none());
+        assert!(too_far_ahead(now - 86_400_000_000, now, 300).is_none());
     }
 }

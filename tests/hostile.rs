@@ -303,7 +303,7 @@ fn malformed_requests_get_4xx_reasons_never_5xx_and_nothing_else_is_lost() {
 /// Pins today's behaviour for event times far from now (README, "Event time and lateness"):
 /// any RFC 3339 time with a 4-digit year is accepted; there is no lateness window.
 #[test]
-fn events_far_in_the_future_or_past_are_accepted_and_move_only_the_watermark_forward() {
+fn events_far_in_the_past_are_applied_and_beyond_the_future_skew_refused() {
     let dir = tempfile::tempdir().unwrap();
     let s = Service::start(dir.path());
     let at = |n: u32, ts: &str| {
@@ -314,23 +314,27 @@ fn events_far_in_the_future_or_past_are_accepted_and_move_only_the_watermark_for
     assert_eq!(v["accepted"], 1, "{v}");
     let v = s.post(&[at(2, "0001-01-01T00:00:00Z")]);
     assert_eq!(v["accepted"], 1, "far past: {v}");
+    // beyond max-future-s (default 300 s) of this machine's clock: refused, dead-lettered,
+    // and the watermark stays where it was
     let v = s.post(&[at(3, "9999-12-31T23:59:59Z")]);
-    assert_eq!(v["accepted"], 1, "far future: {v}");
+    assert_eq!(v["rejected"], 1, "far future: {v}");
+    assert_eq!(
+        v["results"][0]["reasons"][0]["reason"], "future_timestamp",
+        "{v}"
+    );
     let v = s.post(&[at(4, "10000-01-01T00:00:00Z")]);
     assert_eq!(v["rejected"], 1, "a 5-digit year is not RFC 3339: {v}");
     assert_eq!(
         v["results"][0]["reasons"][0]["reason"], "bad_timestamp",
         "{v}"
     );
-    // after the far-future event the engine's duplicate memory (7 days behind the watermark)
-    // no longer holds the first event's id: its repeat is answered `accepted`, and only the
-    // entity's own guard (its recent event ids) keeps it from receiving the stock twice
+    // the engine still remembers the first event's id: its repeat is a duplicate
     let v = s.post(&[at(1, "2026-11-11T08:00:00+08:00")]);
-    assert_eq!(v["results"][0]["status"], "accepted", "{v}");
+    assert_eq!(v["results"][0]["status"], "duplicate", "{v}");
     assert_eq!(
         s.get("/v1/skus/T/stock")["atp"],
-        3,
-        "events 1, 2 and 3, once each"
+        2,
+        "events 1 and 2, once each; 3 refused"
     );
     s.stop();
 }

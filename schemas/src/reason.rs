@@ -57,6 +57,9 @@ pub enum Reason {
     NoIdentity,
     /// A phone identity has characters a phone number cannot have.
     BadPhone,
+    /// `ts` is further ahead of the receiving server's clock than the allowed skew (checked at
+    /// live ingest, not by the decoder: the decoder has no clock).
+    FutureTimestamp,
 }
 
 impl Reason {
@@ -88,11 +91,12 @@ impl Reason {
             Reason::BadGeo => "bad_geo",
             Reason::NoIdentity => "no_identity",
             Reason::BadPhone => "bad_phone",
+            Reason::FutureTimestamp => "future_timestamp",
         }
     }
 
     /// Every reason, in a fixed order (for summaries and documentation).
-    pub const ALL: [Reason; 25] = [
+    pub const ALL: [Reason; 26] = [
         Reason::TooLarge,
         Reason::BadUtf8,
         Reason::BadJson,
@@ -118,6 +122,7 @@ impl Reason {
         Reason::BadGeo,
         Reason::NoIdentity,
         Reason::BadPhone,
+        Reason::FutureTimestamp,
     ];
 }
 

@@ -120,6 +120,7 @@ pub async fn start<T: Transport>(
     cfg: &FluvioConfig,
     shard: Addr<Shard>,
     pii_key: &[u8],
+    max_future_s: u64,
     metrics: &Metrics,
 ) -> Result<Running, LogError> {
     let pii = Pii::new(pii_key);
@@ -165,6 +166,7 @@ pub async fn start<T: Transport>(
                     rx,
                     dtx,
                     cfg.max_batch_records,
+                    max_future_s,
                     metrics.fluvio_consumed.clone(),
                 ),
             ));
@@ -275,7 +277,7 @@ mod tests {
                     .sum()
             };
             let at_start = sink_total(&log);
-            let running = start(&transport, &cfg, shard.clone(), KEY, &metrics)
+            let running = start(&transport, &cfg, shard.clone(), KEY, 300, &metrics)
                 .await
                 .unwrap();
             let deadline = Instant::now() + Duration::from_secs(120);

@@ -172,6 +172,7 @@ pub async fn ingest_partition(
     mut rx: mpsc::Receiver<Record>,
     durable: watch::Sender<u64>,
     max_batch: usize,
+    max_future_s: u64,
     consumed: prometheus::IntCounter,
 ) -> Result<(), SourceError> {
     let mut batch: Vec<Record> = Vec::with_capacity(max_batch);
@@ -190,16 +191,10 @@ pub async fn ingest_partition(
         let mut backoff = Duration::from_millis(50);
         loop {
             let received = Instant::now();
+            let now = crate::shard::wall_clock_us();
             let items = batch
                 .iter()
-                .map(|r| match decoder.decode(&r.value) {
-                    Ok(ev) => Item::Event(Box::new(ev)),
-                    Err(why) => Item::Rejected {
-                        id: why.id,
-                        reasons: why.problems,
-                        raw: pii.redact(&r.value),
-                    },
-                })
+                .map(|r| Item::decode(&decoder, &pii, &r.value, now, max_future_s))
                 .collect();
             let (reply, answer) = tokio::sync::oneshot::channel();
             let msg = Ingest {
