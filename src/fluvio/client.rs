@@ -132,6 +132,8 @@ pub struct FluvioStream {
     expected: u64,
     /// The gap (expected, got) the last re-open was for.
     reopened_at: Option<(u64, u64)>,
+    /// A commit failed: re-open before reading on.
+    stale: bool,
     inner: Box<dyn ConsumerStream>,
 }
 
@@ -163,6 +165,21 @@ impl FluvioStream {
 
 impl RecordStream for FluvioStream {
     async fn next(&mut self) -> Result<Option<Record>, LogError> {
+        if self.stale {
+            // after the SPU restarted, fluvio 0.50.1's retrying stream reads on but every
+            // offset flush fails ("sending into a closed channel"), likely because the stream
+            // it re-creates outlives the client it made for it. A stream from our client
+            // commits again.
+            self.inner = FluvioStream::open(
+                &self.fluvio,
+                &self.consumer,
+                &self.topic,
+                self.partition,
+                self.expected,
+            )
+            .await?;
+            self.stale = false;
+        }
         loop {
             let r = match self.inner.next().await {
                 None => return Ok(None),
@@ -205,14 +222,17 @@ impl RecordStream for FluvioStream {
     }
 
     async fn commit_yielded(&mut self) -> Result<(), LogError> {
-        self.inner
-            .offset_commit()
-            .await
-            .map_err(|c| failed(&self.topic, format!("offset commit: {c:?}")))?;
-        self.inner
-            .offset_flush()
-            .await
-            .map_err(|c| failed(&self.topic, format!("offset flush: {c:?}")))
+        let done = match self.inner.offset_commit().await {
+            Err(c) => Err(failed(&self.topic, format!("offset commit: {c:?}"))),
+            Ok(()) => self
+                .inner
+                .offset_flush()
+                .await
+                .map_err(|c| failed(&self.topic, format!("offset flush: {c:?}"))),
+        };
+        // everything yielded is before `expected`: re-opening there loses and repeats nothing
+        self.stale = done.is_err();
+        done
     }
 }
 
@@ -313,6 +333,7 @@ impl Transport for FluvioTransport {
             consumer: self.cfg.consumer.clone(),
             expected: from,
             reopened_at: None,
+            stale: false,
             inner,
         })
     }
