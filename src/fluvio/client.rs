@@ -94,34 +94,145 @@ fn failed(topic: &str, why: impl std::fmt::Display) -> LogError {
     }
 }
 
-/// A consumer stream of one partition, owned by its reader task.
+/// What to do with a record at `got` when the stream should be at `expected`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gap {
+    /// The record is the next one: yield it.
+    Yield,
+    /// Already yielded (a re-opened stream repeats it): drop it.
+    Skip,
+    /// Records `expected..got` were not delivered: re-open the stream at `expected`.
+    Reopen,
+}
+
+/// Fluvio offsets are contiguous within a partition, so a record beyond `expected` means the
+/// client lost records. It does, with fluvio 0.50.1 against a 0.18.1 (0.50.1) SPU: the SPU
+/// cuts each fetch at `max_bytes` (1 MB) in the middle of a batch, the client decodes the cut
+/// batch as whole, moves its position past it and never yields its records (seen: one
+/// producer batch lost at every ~1 MB of a backlog). A gap is re-read once from `expected`;
+/// if the re-opened stream shows the same gap (the records are gone: evicted), it is accepted.
+pub fn on_offset(expected: u64, got: u64, reopened_at: Option<(u64, u64)>) -> Gap {
+    if got < expected {
+        Gap::Skip
+    } else if got == expected || reopened_at == Some((expected, got)) {
+        Gap::Yield
+    } else {
+        Gap::Reopen
+    }
+}
+
+/// A consumer stream of one partition, owned by its reader task. Re-opens itself when the
+/// client skipped records (see [`on_offset`]).
 pub struct FluvioStream {
     topic: String,
+    partition: u32,
+    fluvio: Arc<Fluvio>,
+    consumer: String,
+    /// The offset of the next record to yield.
+    expected: u64,
+    /// The gap (expected, got) the last re-open was for.
+    reopened_at: Option<(u64, u64)>,
+    /// A commit failed: re-open before reading on.
+    stale: bool,
     inner: Box<dyn ConsumerStream>,
+}
+
+impl FluvioStream {
+    async fn open(
+        fluvio: &Fluvio,
+        consumer: &str,
+        topic: &str,
+        partition: u32,
+        from: u64,
+    ) -> Result<Box<dyn ConsumerStream>, LogError> {
+        let start = Offset::absolute(i64::try_from(from).unwrap_or(i64::MAX))
+            .map_err(|e| failed(topic, e))?;
+        let config = ConsumerConfigExtBuilder::default()
+            .topic(topic)
+            .partition(partition)
+            .offset_consumer(consumer.to_string())
+            .offset_start(start)
+            .offset_strategy(OffsetManagementStrategy::Manual)
+            .build()
+            .map_err(|e| failed(topic, format!("{e:#}")))?;
+        let s = fluvio
+            .consumer_with_config(config)
+            .await
+            .map_err(|e| failed(topic, format!("{e:#}")))?;
+        Ok(Box::new(s))
+    }
 }
 
 impl RecordStream for FluvioStream {
     async fn next(&mut self) -> Result<Option<Record>, LogError> {
-        match self.inner.next().await {
-            None => Ok(None),
-            Some(Err(code)) => Err(failed(&self.topic, format!("{code:?}"))),
-            Some(Ok(r)) => Ok(Some(Record {
-                offset: u64::try_from(r.offset()).unwrap_or(0),
+        if self.stale {
+            // after the SPU restarted, fluvio 0.50.1's retrying stream reads on but every
+            // offset flush fails ("sending into a closed channel"), likely because the stream
+            // it re-creates outlives the client it made for it. A stream from our client
+            // commits again.
+            self.inner = FluvioStream::open(
+                &self.fluvio,
+                &self.consumer,
+                &self.topic,
+                self.partition,
+                self.expected,
+            )
+            .await?;
+            self.stale = false;
+        }
+        loop {
+            let r = match self.inner.next().await {
+                None => return Ok(None),
+                Some(Err(code)) => return Err(failed(&self.topic, format!("{code:?}"))),
+                Some(Ok(r)) => r,
+            };
+            let got = u64::try_from(r.offset()).unwrap_or(0);
+            match on_offset(self.expected, got, self.reopened_at) {
+                Gap::Skip => continue,
+                Gap::Reopen => {
+                    tracing::info!(
+                        topic = %self.topic,
+                        partition = self.partition,
+                        expected = self.expected,
+                        got,
+                        "the fluvio client skipped records; re-reading from the expected offset"
+                    );
+                    self.reopened_at = Some((self.expected, got));
+                    // the old stream yielded nothing past `expected`, so nothing uncommitted
+                    // is lost by dropping it; commits go through the new stream from now on
+                    self.inner = FluvioStream::open(
+                        &self.fluvio,
+                        &self.consumer,
+                        &self.topic,
+                        self.partition,
+                        self.expected,
+                    )
+                    .await?;
+                    continue;
+                }
+                Gap::Yield => {}
+            }
+            self.expected = got + 1;
+            return Ok(Some(Record {
+                offset: got,
                 key: r.key().map(<[u8]>::to_vec).unwrap_or_default(),
                 value: r.value().to_vec(),
-            })),
+            }));
         }
     }
 
     async fn commit_yielded(&mut self) -> Result<(), LogError> {
-        self.inner
-            .offset_commit()
-            .await
-            .map_err(|c| failed(&self.topic, format!("offset commit: {c:?}")))?;
-        self.inner
-            .offset_flush()
-            .await
-            .map_err(|c| failed(&self.topic, format!("offset flush: {c:?}")))
+        let done = match self.inner.offset_commit().await {
+            Err(c) => Err(failed(&self.topic, format!("offset commit: {c:?}"))),
+            Ok(()) => self
+                .inner
+                .offset_flush()
+                .await
+                .map_err(|c| failed(&self.topic, format!("offset flush: {c:?}"))),
+        };
+        // everything yielded is before `expected`: re-opening there loses and repeats nothing
+        self.stale = done.is_err();
+        done
     }
 }
 
@@ -213,24 +324,17 @@ impl Transport for FluvioTransport {
         partition: u32,
         from: u64,
     ) -> Result<FluvioStream, LogError> {
-        let start = Offset::absolute(i64::try_from(from).unwrap_or(i64::MAX))
-            .map_err(|e| failed(topic, e))?;
-        let config = ConsumerConfigExtBuilder::default()
-            .topic(topic)
-            .partition(partition)
-            .offset_consumer(self.cfg.consumer.clone())
-            .offset_start(start)
-            .offset_strategy(OffsetManagementStrategy::Manual)
-            .build()
-            .map_err(|e| failed(topic, format!("{e:#}")))?;
-        let s = self
-            .fluvio
-            .consumer_with_config(config)
-            .await
-            .map_err(|e| failed(topic, format!("{e:#}")))?;
+        let inner =
+            FluvioStream::open(&self.fluvio, &self.cfg.consumer, topic, partition, from).await?;
         Ok(FluvioStream {
             topic: topic.to_string(),
-            inner: Box::new(s),
+            partition,
+            fluvio: self.fluvio.clone(),
+            consumer: self.cfg.consumer.clone(),
+            expected: from,
+            reopened_at: None,
+            stale: false,
+            inner,
         })
     }
 
@@ -355,6 +459,28 @@ mod tests {
             );
         }
         assert_eq!(p.partition(&cfg, None, b""), partition_of("", 6));
+    }
+
+    #[test]
+    fn a_gap_in_offsets_is_read_again_once() {
+        assert_eq!(on_offset(5, 5, None), Gap::Yield);
+        assert_eq!(
+            on_offset(5, 4, None),
+            Gap::Skip,
+            "repeated by a re-opened stream"
+        );
+        assert_eq!(on_offset(5, 9, None), Gap::Reopen, "records 5..9 skipped");
+        assert_eq!(
+            on_offset(5, 9, Some((5, 9))),
+            Gap::Yield,
+            "the same gap again: gone"
+        );
+        assert_eq!(on_offset(5, 9, Some((2, 4))), Gap::Reopen, "a new gap");
+        assert_eq!(
+            on_offset(0, 120, None),
+            Gap::Reopen,
+            "evicted start: re-read once"
+        );
     }
 
     #[test]

@@ -94,6 +94,13 @@ impl OffsetTracker {
         self.last_commit = now;
     }
 
+    /// Notes that a commit failed at `now`: the next one waits for the next checkpoint
+    /// instead of being tried (and waited for) after every record.
+    pub fn commit_failed(&mut self, now: Instant) {
+        self.since_commit = 0;
+        self.last_commit = now;
+    }
+
     /// The last position committed to the transport.
     pub fn last_committed(&self) -> Option<u64> {
         self.committed
@@ -152,7 +159,8 @@ pub async fn read_partition<S: RecordStream>(
                     Ok(()) => tracker.committed(pos, Instant::now()),
                     // the store holds the position; the consumer offset is only a mirror
                     Err(e) => {
-                        tracing::warn!(error = %e, position = pos, "consumer offset commit failed")
+                        tracing::warn!(error = %e, position = pos, "consumer offset commit failed");
+                        tracker.commit_failed(Instant::now());
                     }
                 }
             }
@@ -300,6 +308,23 @@ mod tests {
             Step::Checkpoint(5),
             "time also checkpoints"
         );
+    }
+
+    #[test]
+    fn a_failed_commit_waits_for_the_next_checkpoint() {
+        let t0 = Instant::now();
+        let mut t = OffsetTracker::new(2, Duration::from_secs(60), t0);
+        assert_eq!(t.on_record(0, t0), Step::Forward);
+        assert_eq!(t.on_record(1, t0), Step::Checkpoint(2));
+        t.commit_failed(t0);
+        assert_eq!(t.last_committed(), None);
+        assert_eq!(
+            t.on_record(2, t0),
+            Step::Forward,
+            "not a checkpoint per record"
+        );
+        assert_eq!(t.on_record(3, t0), Step::Checkpoint(4));
+        assert!(t.may_commit(3, 4));
     }
 
     /// A stream that records the calls made to it, to check their order.
