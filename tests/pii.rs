@@ -30,7 +30,7 @@ fn eleven_digit_runs(bytes: &[u8]) -> Vec<&[u8]> {
     out
 }
 
-fn leaks<'a>(what: &str, bytes: &'a [u8], phones: &HashSet<Vec<u8>>) -> Vec<String> {
+fn leaks(what: &str, bytes: &[u8], phones: &HashSet<Vec<u8>>) -> Vec<String> {
     eleven_digit_runs(bytes)
         .into_iter()
         .filter(|r| phones.contains(*r))
@@ -85,18 +85,7 @@ fn no_plain_phone_number_reaches_store_outputs_metrics_board_or_logs() {
     assert_eq!(code, 200);
 
     let mut found = Vec::new();
-    let metrics = {
-        use std::io::{Read, Write};
-        let mut c = std::net::TcpStream::connect(&s.addr).unwrap();
-        write!(
-            c,
-            "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut t = String::new();
-        c.read_to_string(&mut t).unwrap();
-        t
-    };
+    let (_, metrics) = s.request_text("GET", "/metrics", "");
     assert!(metrics.contains("omnistream_events_total"), "{metrics}");
     found.extend(leaks("metrics", metrics.as_bytes(), &phones));
     let board = s.get("/v1/board");

@@ -71,49 +71,12 @@ fn smoke_over_http_meets_its_fraud_floor_and_keeps_the_invariants() {
         "false positives {fpr:.4} > {MAX_FALSE_POSITIVES}"
     );
 
-    // invariants on the final state
-    let (code, state) = s.request("GET", "/v1/admin/snapshot", "");
+    // invariants on the final state, by the same check `loadtest bench` reports
+    let (code, text) = s.request_text("GET", "/v1/admin/snapshot", "");
     assert_eq!(code, 200);
-    let mut members = 0;
-    for (id, m) in state["members"].as_object().unwrap() {
-        let p = &m["points"];
-        let balance = p["balance"].as_i64().unwrap();
-        let lots: i64 = p["lots"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| l[1].as_i64().unwrap())
-            .sum();
-        assert!(balance >= 0, "member {id}: balance {balance}");
-        assert_eq!(
-            balance, lots,
-            "member {id}: balance is not the sum of its lots"
-        );
-        assert!(p["pending"].as_i64().unwrap() >= 0, "member {id}: {p}");
-        members += 1;
-    }
-    let mut locations = 0;
-    for (sku, v) in state["skus"].as_object().unwrap() {
-        for (loc, l) in v["locations"].as_object().unwrap() {
-            let on_hand = l["on_hand"].as_i64().unwrap();
-            let reserved = l["reserved"].as_i64().unwrap();
-            assert!(
-                (0..=on_hand).contains(&reserved),
-                "{sku} at {loc}: reserved {reserved} of {on_hand} on hand (oversold)"
-            );
-            locations += 1;
-        }
-    }
-    let mut dealers = 0;
-    for (id, d) in state["dealers"].as_object().unwrap() {
-        let limit = d["limit"].as_i64().unwrap();
-        let exposure = d["open_total"].as_i64().unwrap() + d["unpaid"].as_i64().unwrap();
-        assert!(
-            exposure <= limit,
-            "dealer {id}: exposure {exposure} over its limit {limit} without a hold"
-        );
-        dealers += 1;
-    }
-    assert!(members > 100 && locations > 10 && dealers > 0);
+    let state: omnistream_actors::engine::Snapshot = serde_json::from_str(&text).unwrap();
+    assert!(state.members.len() > 100 && state.skus.len() > 10 && !state.dealers.is_empty());
+    let broken = omnistream_loadtest::invariants::check(&state);
+    assert!(broken.is_empty(), "invariants broken: {broken:?}");
     s.stop();
 }

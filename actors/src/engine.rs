@@ -421,6 +421,16 @@ impl Engine {
         ]
     }
 
+    /// Every SKU.
+    pub fn skus(&self) -> impl Iterator<Item = (&Str, &Sku)> {
+        self.skus.iter()
+    }
+
+    /// Every dealer.
+    pub fn dealers(&self) -> impl Iterator<Item = (&Str, &Dealer)> {
+        self.dealers.iter()
+    }
+
     /// Every member, alias or not.
     pub fn members(&self) -> impl Iterator<Item = (&Str, &Member)> {
         self.members.iter()

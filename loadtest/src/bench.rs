@@ -49,6 +49,8 @@ pub struct Report {
     pub engine_commands: u64,
     /// Members resident at the end of the engine's last run (what its peak RSS holds).
     pub engine_members: u64,
+    /// Invariants broken by the engine's final state (`invariants::check`); empty when sound.
+    pub violations: Vec<String>,
 }
 
 /// The key the ceiling's hash map is updated under: the entity an event is first routed to.
@@ -99,13 +101,19 @@ fn median(v: &[f64]) -> f64 {
 
 /// Times `f` over `runs` runs; what `f` returns (the state it built) is dropped after the
 /// clock stops, since freeing state is not part of processing events.
-fn phase<T>(runs: usize, events: usize, mut f: impl FnMut() -> Result<T>) -> Result<Phase> {
+fn phase<T>(
+    runs: usize,
+    events: usize,
+    mut f: impl FnMut() -> Result<T>,
+    mut inspect: impl FnMut(&T),
+) -> Result<Phase> {
     reset_peak();
     let mut runs_s = Vec::with_capacity(runs);
     for _ in 0..runs.max(1) {
         let t = Instant::now();
         let state = f()?;
         runs_s.push(t.elapsed().as_secs_f64());
+        inspect(&state);
         drop(state);
     }
     let m = median(&runs_s);
@@ -132,55 +140,71 @@ pub fn run(sc: &Scenario, runs: usize, log: &mut dyn FnMut(&str)) -> Result<Repo
     let decoder = Decoder::new(Pii::new(b"bench-key"));
 
     log("decode only");
-    let decode = phase(runs, n, || {
-        let mut bad = 0usize;
-        for l in &lines {
-            bad += usize::from(decoder.decode(l).is_err());
-        }
-        if bad > 0 {
-            bail!("{bad} generated events failed to decode");
-        }
-        Ok(())
-    })?;
+    let decode = phase(
+        runs,
+        n,
+        || {
+            let mut bad = 0usize;
+            for l in &lines {
+                bad += usize::from(decoder.decode(l).is_err());
+            }
+            if bad > 0 {
+                bail!("{bad} generated events failed to decode");
+            }
+            Ok(())
+        },
+        |_| {},
+    )?;
 
     log("ceiling: decode + one hash-map update per event");
-    let ceiling = phase(runs, n, || {
-        let mut map: HashMap<Str, u64> = HashMap::new();
-        for l in &lines {
-            let ev = decoder
-                .decode(l)
-                .map_err(|r| anyhow::anyhow!("generated event rejected: {r:?}"))?;
-            let k = main_key(&ev);
-            if let Some(v) = map.get_mut(k) {
-                *v += 1;
-            } else {
-                map.insert(Str::from(k), 1);
+    let ceiling = phase(
+        runs,
+        n,
+        || {
+            let mut map: HashMap<Str, u64> = HashMap::new();
+            for l in &lines {
+                let ev = decoder
+                    .decode(l)
+                    .map_err(|r| anyhow::anyhow!("generated event rejected: {r:?}"))?;
+                let k = main_key(&ev);
+                if let Some(v) = map.get_mut(k) {
+                    *v += 1;
+                } else {
+                    map.insert(Str::from(k), 1);
+                }
             }
-        }
-        std::hint::black_box(map.len());
-        Ok(map)
-    })?;
+            std::hint::black_box(map.len());
+            Ok(map)
+        },
+        |_| {},
+    )?;
 
     log("engine: decode + Engine::apply");
     let mut outputs = 0u64;
     let mut commands = 0u64;
     let mut members = 0u64;
-    let engine = phase(runs, n, || {
-        let mut engine = Engine::new(Rules::default());
-        let mut out = Vec::new();
-        outputs = 0;
-        for l in &lines {
-            let ev = decoder
-                .decode(l)
-                .map_err(|r| anyhow::anyhow!("generated event rejected: {r:?}"))?;
-            engine.apply(&ev, &mut out);
-            outputs += out.len() as u64;
-            out.clear();
-        }
-        commands = engine.stats.commands;
-        members = engine.members().count() as u64;
-        Ok(engine)
-    })?;
+    let mut violations = Vec::new();
+    let engine = phase(
+        runs,
+        n,
+        || {
+            let mut engine = Engine::new(Rules::default());
+            let mut out = Vec::new();
+            outputs = 0;
+            for l in &lines {
+                let ev = decoder
+                    .decode(l)
+                    .map_err(|r| anyhow::anyhow!("generated event rejected: {r:?}"))?;
+                engine.apply(&ev, &mut out);
+                outputs += out.len() as u64;
+                out.clear();
+            }
+            commands = engine.stats.commands;
+            members = engine.members().count() as u64;
+            Ok(engine)
+        },
+        |e| violations = crate::invariants::check_engine(e),
+    )?;
 
     let ratio = if ceiling.events_per_s > 0.0 {
         engine.events_per_s / ceiling.events_per_s
@@ -200,6 +224,7 @@ pub fn run(sc: &Scenario, runs: usize, log: &mut dyn FnMut(&str)) -> Result<Repo
         engine_outputs: outputs,
         engine_commands: commands,
         engine_members: members,
+        violations,
     })
 }
 
@@ -237,6 +262,17 @@ impl Report {
             "\nengine / ceiling: {:.3}   (engine ran {} commands, emitted {} outputs; {} members resident)\n",
             self.ratio, self.engine_commands, self.engine_outputs, self.engine_members
         ));
+        match self.violations.len() {
+            0 => s.push_str(
+                "invariants: points = lots >= 0, no oversold stock, credit within limits: ok\n",
+            ),
+            n => {
+                s.push_str(&format!("invariants: {n} VIOLATED, first ones:\n"));
+                for v in self.violations.iter().take(10) {
+                    s.push_str(&format!("  {v}\n"));
+                }
+            }
+        }
         s
     }
 }

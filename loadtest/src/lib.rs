@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod gen;
 pub mod http;
+pub mod invariants;
 pub mod rng;
 pub mod scenario;
 pub mod score;

@@ -51,7 +51,8 @@ impl Service {
         Service { child, addr }
     }
 
-    pub fn request(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
+    /// One request; the status and the body as text.
+    pub fn request_text(&self, method: &str, path: &str, body: &str) -> (u16, String) {
         let mut s = TcpStream::connect(&self.addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         write!(
@@ -64,7 +65,13 @@ impl Service {
         s.read_to_string(&mut resp).unwrap();
         let code: u16 = resp[9..12].parse().unwrap();
         let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-        (code, serde_json::from_str(body).unwrap_or(Value::Null))
+        (code, body.to_string())
+    }
+
+    /// One request; the status and the body as JSON (null when it is not JSON).
+    pub fn request(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
+        let (code, text) = self.request_text(method, path, body);
+        (code, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
     /// Sends `head` (request line and headers, without the blank line) and `body` as they are;
