@@ -138,6 +138,19 @@ pub struct FluvioStream {
 }
 
 impl FluvioStream {
+    /// Replaces the client's stream by a new one from the next expected offset.
+    async fn reopen(&mut self) -> Result<(), LogError> {
+        self.inner = FluvioStream::open(
+            &self.fluvio,
+            &self.consumer,
+            &self.topic,
+            self.partition,
+            self.expected,
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn open(
         fluvio: &Fluvio,
         consumer: &str,
@@ -170,14 +183,7 @@ impl RecordStream for FluvioStream {
             // offset flush fails ("sending into a closed channel"), likely because the stream
             // it re-creates outlives the client it made for it. A stream from our client
             // commits again.
-            self.inner = FluvioStream::open(
-                &self.fluvio,
-                &self.consumer,
-                &self.topic,
-                self.partition,
-                self.expected,
-            )
-            .await?;
+            self.reopen().await?;
             self.stale = false;
         }
         loop {
@@ -200,14 +206,7 @@ impl RecordStream for FluvioStream {
                     self.reopened_at = Some((self.expected, got));
                     // the old stream yielded nothing past `expected`, so nothing uncommitted
                     // is lost by dropping it; commits go through the new stream from now on
-                    self.inner = FluvioStream::open(
-                        &self.fluvio,
-                        &self.consumer,
-                        &self.topic,
-                        self.partition,
-                        self.expected,
-                    )
-                    .await?;
+                    self.reopen().await?;
                     continue;
                 }
                 Gap::Yield => {}
