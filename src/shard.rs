@@ -119,6 +119,9 @@ pub fn wall_clock_us() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
+/// A commit slower than this (seconds) is logged at warn level with its size.
+const SLOW_COMMIT_S: f64 = 0.02;
+
 /// Why the shard could not take a request.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ShardError {
@@ -388,11 +391,18 @@ impl Shard {
             )
             .entered();
             let r = self.store.commit(&batch);
-            tracing::debug!(
-                ok = r.is_ok(),
-                seconds = started.elapsed().as_secs_f64(),
-                "committed"
-            );
+            let seconds = started.elapsed().as_secs_f64();
+            if seconds > SLOW_COMMIT_S {
+                // a slow commit holds every caller of its batch and everything queued behind
+                tracing::warn!(
+                    ok = r.is_ok(),
+                    seconds,
+                    events = batch.events.len(),
+                    "slow commit"
+                );
+            } else {
+                tracing::debug!(ok = r.is_ok(), seconds, "committed");
+            }
             r
         };
         self.metrics
