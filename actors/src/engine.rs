@@ -8,6 +8,7 @@
 
 use crate::campaign::Campaign;
 use crate::cmd::Cmd;
+use crate::cold::{Cold, Io, Kind, Table};
 use crate::dealer::Dealer;
 use crate::fraud::code::Code;
 use crate::fraud::crowd::{Crowd, CrowdKind};
@@ -24,6 +25,7 @@ use crate::{Ctx, Effects, Key, Rules};
 use compact_str::CompactString as Str;
 use omnistream_schemas::{Event, EventTime};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Hash maps of entity state: foldhash is several times faster than SipHash on short string
@@ -62,7 +64,7 @@ pub enum Applied {
 }
 
 /// Counters.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
     /// Events processed.
     pub events: u64,
@@ -114,22 +116,22 @@ pub struct Snapshot {
 }
 
 /// The single-threaded deterministic host of all entities.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Engine {
     /// The rules handlers read.
     pub rules: Rules,
-    identities: HashMap<(Str, Str), Identity>,
-    members: HashMap<Str, Member>,
-    orders: HashMap<Str, Order>,
-    skus: HashMap<Str, Sku>,
-    dealers: HashMap<Str, Dealer>,
-    stores: HashMap<Str, Store>,
-    campaigns: HashMap<Str, Campaign>,
-    codes: HashMap<Str, Code>,
-    devices: HashMap<Str, Crowd>,
-    ips: HashMap<Str, Crowd>,
-    nets: HashMap<Str, Crowd>,
-    rings: HashMap<Str, Ring>,
+    identities: Table<Identity>,
+    members: Table<Member>,
+    orders: Table<Order>,
+    skus: Table<Sku>,
+    dealers: Table<Dealer>,
+    stores: Table<Store>,
+    campaigns: Table<Campaign>,
+    codes: Table<Code>,
+    devices: Table<Crowd>,
+    ips: Table<Crowd>,
+    nets: Table<Crowd>,
+    rings: Table<Ring>,
     refs: RefData,
     queue: VecDeque<(Key, Cmd)>,
     timers: BTreeSet<(i64, Key)>,
@@ -142,6 +144,152 @@ pub struct Engine {
     fx: Effects,
     /// Counters.
     pub stats: Stats,
+    /// Where passivated entities live; None keeps every entity resident.
+    cold: Option<ColdTier>,
+    /// The first failure to load or encode an entity: the engine's state is then not to be
+    /// trusted, and its owner must discard it (see [`Engine::take_cold_error`]).
+    cold_error: Option<String>,
+    /// Most resident entities before the least recently used are passivated (0: no bound).
+    bound: usize,
+    /// Commands run so far: the last-use stamp of entities.
+    clock: u64,
+    stamps: Vec<u64>,
+    evicted: u64,
+}
+
+/// The cold tier, boxed.
+struct ColdTier(Box<dyn Cold>);
+
+impl std::fmt::Debug for ColdTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ColdTier")
+    }
+}
+
+/// Everything a checkpoint writes: the states changed since the previous one, and the
+/// engine's own state (watermark, timers, reference data, counters, remembered event ids).
+#[derive(Debug, Default)]
+pub struct Checkpoint {
+    /// Entity states as `(kind, key, encoded state)`.
+    pub states: Vec<(Kind, Str, Vec<u8>)>,
+    /// The engine's own state (versioned JSON).
+    pub global: Vec<u8>,
+    /// Event ids remembered for deduplication: 24 bytes each (time µs LE, id).
+    pub seen: Vec<u8>,
+}
+
+/// The engine's own state as a checkpoint stores it.
+#[derive(Serialize, Deserialize)]
+struct Global {
+    version: u8,
+    watermark: i64,
+    clock: u64,
+    /// Pending timers as `(time, kind, key)`.
+    timers: Vec<(i64, u8, Str)>,
+    refs: RefData,
+    stats: Stats,
+}
+
+/// The key string of an identity entity: kind, NUL, value.
+fn identity_key(kind: &str, value: &str) -> Str {
+    let mut s = Str::with_capacity(kind.len() + 1 + value.len());
+    s.push_str(kind);
+    s.push('\0');
+    s.push_str(value);
+    s
+}
+
+/// An entity key as `(kind, key string)`.
+fn split_key(key: &Key) -> (Kind, Str) {
+    match key {
+        Key::Identity(k, v) => (Kind::Identity, identity_key(k, v)),
+        Key::Member(id) => (Kind::Member, id.clone()),
+        Key::Order(id) => (Kind::Order, id.clone()),
+        Key::Sku(id) => (Kind::Sku, id.clone()),
+        Key::Dealer(id) => (Kind::Dealer, id.clone()),
+        Key::Store(id) => (Kind::Store, id.clone()),
+        Key::Campaign(id) => (Kind::Campaign, id.clone()),
+        Key::Code(id) => (Kind::Code, id.clone()),
+        Key::Device(id) => (Kind::Device, id.clone()),
+        Key::Ip(id) => (Kind::Ip, id.clone()),
+        Key::Net(id) => (Kind::Net, id.clone()),
+        Key::Ring(id) => (Kind::Ring, id.clone()),
+    }
+}
+
+/// The inverse of [`split_key`].
+fn join_key(kind: Kind, id: Str) -> Key {
+    match kind {
+        Kind::Identity => {
+            let (k, v) = id.split_once('\0').unwrap_or((id.as_str(), ""));
+            Key::Identity(k.into(), v.into())
+        }
+        Kind::Member => Key::Member(id),
+        Kind::Order => Key::Order(id),
+        Kind::Sku => Key::Sku(id),
+        Kind::Dealer => Key::Dealer(id),
+        Kind::Store => Key::Store(id),
+        Kind::Campaign => Key::Campaign(id),
+        Kind::Code => Key::Code(id),
+        Kind::Device => Key::Device(id),
+        Kind::Ip => Key::Ip(id),
+        Kind::Net => Key::Net(id),
+        Kind::Ring => Key::Ring(id),
+    }
+}
+
+/// Runs `$body` with `$t` bound to each entity table in turn.
+macro_rules! each_table {
+    ($self:ident, |$t:ident| $body:expr) => {{
+        {
+            let $t = &mut $self.identities;
+            $body;
+        }
+        {
+            let $t = &mut $self.members;
+            $body;
+        }
+        {
+            let $t = &mut $self.orders;
+            $body;
+        }
+        {
+            let $t = &mut $self.skus;
+            $body;
+        }
+        {
+            let $t = &mut $self.dealers;
+            $body;
+        }
+        {
+            let $t = &mut $self.stores;
+            $body;
+        }
+        {
+            let $t = &mut $self.campaigns;
+            $body;
+        }
+        {
+            let $t = &mut $self.codes;
+            $body;
+        }
+        {
+            let $t = &mut $self.devices;
+            $body;
+        }
+        {
+            let $t = &mut $self.ips;
+            $body;
+        }
+        {
+            let $t = &mut $self.nets;
+            $body;
+        }
+        {
+            let $t = &mut $self.rings;
+            $body;
+        }
+    }};
 }
 
 impl Engine {
@@ -149,8 +297,33 @@ impl Engine {
     pub fn new(rules: Rules) -> Self {
         Engine {
             rules,
+            identities: Table::new(Kind::Identity),
+            members: Table::new(Kind::Member),
+            orders: Table::new(Kind::Order),
+            skus: Table::new(Kind::Sku),
+            dealers: Table::new(Kind::Dealer),
+            stores: Table::new(Kind::Store),
+            campaigns: Table::new(Kind::Campaign),
+            codes: Table::new(Kind::Code),
+            devices: Table::new(Kind::Device),
+            ips: Table::new(Kind::Ip),
+            nets: Table::new(Kind::Net),
+            rings: Table::new(Kind::Ring),
+            refs: RefData::default(),
+            queue: VecDeque::new(),
+            timers: BTreeSet::new(),
+            timer_of: HashMap::default(),
             watermark: i64::MIN,
-            ..Engine::default()
+            seen: HashSet::default(),
+            seen_order: VecDeque::new(),
+            fx: Effects::default(),
+            stats: Stats::default(),
+            cold: None,
+            cold_error: None,
+            bound: 0,
+            clock: 0,
+            stamps: Vec::new(),
+            evicted: 0,
         }
     }
 
@@ -171,6 +344,7 @@ impl Engine {
         self.refs.observe(ev);
         self.queue.extend(route(ev));
         let ran = self.drain(ev.id, ev.ts, out);
+        self.trim();
         Applied::Done(ran)
     }
 
@@ -257,6 +431,7 @@ impl Engine {
     }
 
     fn dispatch(&mut self, key: Key, cmd: Cmd, event: Uuid, at: EventTime) {
+        self.clock += 1;
         let ctx = Ctx {
             at,
             event,
@@ -264,66 +439,70 @@ impl Engine {
             refs: &self.refs,
         };
         let fx = &mut self.fx;
-        match (key, cmd) {
-            (Key::Identity(k, v), Cmd::Identity(c)) => self
-                .identities
-                .entry((k, v))
-                .or_default()
-                .handle(c, &ctx, fx),
-            (Key::Member(id), Cmd::Member(c)) => {
-                let m = self.members.entry(id.clone()).or_default();
-                m.handle(&id, c, &ctx, fx);
-            }
-            (Key::Member(id), Cmd::Tick) => {
-                if let Some(m) = self.members.get_mut(&id) {
-                    m.tick(&ctx, fx);
+        let mut io = Io {
+            cold: self.cold.as_ref().map(|c| &*c.0),
+            clock: self.clock,
+            err: &mut self.cold_error,
+        };
+        // the entity a command is for, loaded (or created when `new`)
+        macro_rules! on {
+            ($table:expr, $id:expr, $new:expr, |$s:ident| $body:expr) => {
+                if let Some($s) = $table.get_mut($id, $new, &mut io) {
+                    $body
                 }
+            };
+        }
+        match (key, cmd) {
+            (Key::Identity(k, v), Cmd::Identity(c)) => {
+                on!(self.identities, identity_key(&k, &v), true, |s| s
+                    .handle(c, &ctx, fx))
             }
+            (Key::Member(id), Cmd::Member(c)) => {
+                on!(self.members, id.clone(), true, |m| m
+                    .handle(&id, c, &ctx, fx))
+            }
+            (Key::Member(id), Cmd::Tick) => on!(self.members, id, false, |m| m.tick(&ctx, fx)),
             (Key::Order(id), Cmd::Order(c)) => {
-                let o = self.orders.entry(id.clone()).or_default();
-                o.handle(&id, c, &ctx, fx);
+                on!(self.orders, id.clone(), true, |o| o
+                    .handle(&id, c, &ctx, fx))
             }
             (Key::Sku(id), Cmd::Sku(c)) => {
-                let s = self.skus.entry(id.clone()).or_default();
-                s.handle(&id, c, &ctx, fx);
+                on!(self.skus, id.clone(), true, |s| s.handle(&id, c, &ctx, fx))
             }
             (Key::Dealer(id), Cmd::Dealer(c)) => {
-                let d = self.dealers.entry(id.clone()).or_default();
-                d.handle(&id, c, &ctx, fx);
+                on!(self.dealers, id.clone(), true, |d| d
+                    .handle(&id, c, &ctx, fx))
             }
             (Key::Store(id), Cmd::Store(c)) => {
-                let s = self.stores.entry(id.clone()).or_default();
-                s.handle(&id, c, &ctx, fx);
+                on!(self.stores, id.clone(), true, |s| s
+                    .handle(&id, c, &ctx, fx))
             }
             (Key::Campaign(id), Cmd::Campaign(c)) => {
-                let s = self.campaigns.entry(id.clone()).or_default();
-                s.handle(&id, c, &ctx, fx);
+                on!(self.campaigns, id.clone(), true, |s| s
+                    .handle(&id, c, &ctx, fx))
             }
             (Key::Code(id), Cmd::Code(c)) => {
-                let s = self.codes.entry(id.clone()).or_default();
-                s.handle(&id, c, &ctx, fx);
+                on!(self.codes, id.clone(), true, |s| s.handle(&id, c, &ctx, fx))
             }
-            (Key::Device(id), Cmd::Crowd(c)) => {
-                self.devices
-                    .entry(id)
-                    .or_default()
-                    .handle(CrowdKind::Device, c, &ctx, fx)
-            }
+            (Key::Device(id), Cmd::Crowd(c)) => on!(self.devices, id, true, |s| s.handle(
+                CrowdKind::Device,
+                c,
+                &ctx,
+                fx
+            )),
             (Key::Ip(id), Cmd::Crowd(c)) => {
-                self.ips
-                    .entry(id)
-                    .or_default()
-                    .handle(CrowdKind::Ip, c, &ctx, fx)
+                on!(self.ips, id, true, |s| s.handle(CrowdKind::Ip, c, &ctx, fx))
             }
             (Key::Net(id), Cmd::Crowd(c)) => {
-                self.nets
-                    .entry(id)
-                    .or_default()
-                    .handle(CrowdKind::Net, c, &ctx, fx)
+                on!(self.nets, id, true, |s| s.handle(
+                    CrowdKind::Net,
+                    c,
+                    &ctx,
+                    fx
+                ))
             }
             (Key::Ring(id), Cmd::Ring(c)) => {
-                let s = self.rings.entry(id.clone()).or_default();
-                s.handle(&id, c, &ctx, fx);
+                on!(self.rings, id.clone(), true, |s| s.handle(&id, c, &ctx, fx))
             }
             // a tick for an entity kind without timers, or a command sent to the wrong kind
             // of key (a logic error the tests would show): nothing to do
@@ -331,71 +510,216 @@ impl Engine {
         }
     }
 
+    /// Gives the engine a cold tier and a bound on resident entities (0: none): beyond it the
+    /// least recently used are passivated after an event. Set before the first event.
+    pub fn set_cold(&mut self, cold: Box<dyn Cold>, bound: usize) {
+        self.cold = Some(ColdTier(cold));
+        self.bound = bound;
+    }
+
+    /// The first failure to load or encode an entity since the last call. After one, the
+    /// engine's state may be wrong: its owner must not commit what it produced and must
+    /// rebuild it from the store.
+    pub fn take_cold_error(&mut self) -> Option<String> {
+        self.cold_error.take()
+    }
+
+    /// Resident entities, all kinds.
+    pub fn resident(&self) -> usize {
+        self.counts().iter().map(|(_, n)| n).sum()
+    }
+
+    /// Evicted entities whose state awaits the next checkpoint.
+    pub fn spilled(&self) -> usize {
+        let mut n = 0;
+        let me = self;
+        n += me.identities.spilled() + me.members.spilled() + me.orders.spilled();
+        n += me.skus.spilled() + me.dealers.spilled() + me.stores.spilled();
+        n += me.campaigns.spilled() + me.codes.spilled() + me.devices.spilled();
+        n += me.ips.spilled() + me.nets.spilled() + me.rings.spilled();
+        n
+    }
+
+    /// Entities passivated since start.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
+    }
+
+    /// Passivates the least recently used tenth of the bound when over it.
+    fn trim(&mut self) {
+        if self.bound == 0 || self.cold.is_none() {
+            return;
+        }
+        let resident = self.resident();
+        if resident <= self.bound {
+            return;
+        }
+        let evict = resident - (self.bound - self.bound / 10);
+        let mut stamps = std::mem::take(&mut self.stamps);
+        stamps.clear();
+        each_table!(self, |t| t.stamps(&mut stamps));
+        let (_, &mut cutoff, _) = stamps.select_nth_unstable(evict - 1);
+        let mut gone = 0;
+        let err = &mut self.cold_error;
+        each_table!(self, |t| gone += t.evict(cutoff, err));
+        self.evicted += gone as u64;
+        self.stamps = stamps;
+    }
+
+    /// Takes a checkpoint: every entity state changed since the last one, and the engine's
+    /// own state. Written atomically with the log position it reflects, it lets a restart
+    /// resume from there ([`Engine::restore`]) instead of replaying the whole log.
+    pub fn checkpoint(&mut self) -> Result<Checkpoint, String> {
+        let mut states = Vec::new();
+        let err = &mut self.cold_error;
+        each_table!(self, |t| t.checkpoint(&mut states, err));
+        if let Some(e) = self.cold_error.take() {
+            return Err(e);
+        }
+        let global = Global {
+            version: crate::cold::STATE_VERSION,
+            watermark: self.watermark,
+            clock: self.clock,
+            timers: self
+                .timers
+                .iter()
+                .map(|(t, k)| {
+                    let (kind, id) = split_key(k);
+                    (*t, kind as u8, id)
+                })
+                .collect(),
+            refs: self.refs.clone(),
+            stats: self.stats.clone(),
+        };
+        let global = serde_json::to_vec(&global).map_err(|e| format!("engine state: {e}"))?;
+        let mut seen = Vec::with_capacity(self.seen_order.len() * 24);
+        for (t, id) in &self.seen_order {
+            seen.extend_from_slice(&t.to_le_bytes());
+            seen.extend_from_slice(id.as_bytes());
+        }
+        Ok(Checkpoint {
+            states,
+            global,
+            seen,
+        })
+    }
+
+    /// An engine as a checkpoint left it: its own state from `global` and `seen`, entity
+    /// states loaded from `cold` as commands need them.
+    pub fn restore(
+        rules: Rules,
+        global: &[u8],
+        seen: &[u8],
+        cold: Box<dyn Cold>,
+        bound: usize,
+    ) -> Result<Engine, String> {
+        let g: Global =
+            serde_json::from_slice(global).map_err(|e| format!("engine checkpoint: {e}"))?;
+        if g.version != crate::cold::STATE_VERSION {
+            return Err(format!(
+                "engine checkpoint encoding {} is not one this binary reads ({})",
+                g.version,
+                crate::cold::STATE_VERSION
+            ));
+        }
+        if !seen.len().is_multiple_of(24) {
+            return Err(format!(
+                "engine checkpoint: {} bytes of event ids",
+                seen.len()
+            ));
+        }
+        let mut e = Engine::new(rules);
+        e.set_cold(cold, bound);
+        e.watermark = g.watermark;
+        e.clock = g.clock;
+        e.refs = g.refs;
+        e.stats = g.stats;
+        for (t, kind, id) in g.timers {
+            let kind = Kind::from_u8(kind).ok_or_else(|| format!("timer of kind {kind}"))?;
+            let key = join_key(kind, id);
+            e.timer_of.insert(key.clone(), t);
+            e.timers.insert((t, key));
+        }
+        for c in seen.chunks_exact(24) {
+            let mut t = [0u8; 8];
+            t.copy_from_slice(&c[..8]);
+            let mut id = [0u8; 16];
+            id.copy_from_slice(&c[8..]);
+            e.remember(Uuid::from_bytes(id), i64::from_le_bytes(t));
+        }
+        Ok(e)
+    }
+
+    fn cold_ref(&self) -> Option<&dyn Cold> {
+        self.cold.as_ref().map(|c| &*c.0)
+    }
+
     /// The member an id refers to, following aliases.
-    pub fn member(&self, id: &str) -> Option<&Member> {
-        let mut m = self.members.get(id)?;
+    pub fn member(&self, id: &str) -> Option<Cow<'_, Member>> {
+        let cold = self.cold_ref();
+        let mut m = self.members.get(id, cold)?;
         for _ in 0..16 {
-            match &m.alias_of {
-                Some(next) => m = self.members.get(next.as_str())?,
+            let next = match &m.alias_of {
+                Some(next) => next.clone(),
                 None => return Some(m),
-            }
+            };
+            m = self.members.get(&next, cold)?;
         }
         None
     }
 
     /// The member an identity belongs to (value already hashed for personal kinds).
-    pub fn member_of(&self, kind: &str, value: &str) -> Option<&Member> {
-        let id = self
+    pub fn member_of(&self, kind: &str, value: &str) -> Option<Cow<'_, Member>> {
+        let ident = self
             .identities
-            .get(&(Str::from(kind), Str::from(value)))?
-            .member
-            .as_ref()?;
+            .get(&identity_key(kind, value), self.cold_ref())?;
+        let id = ident.member.as_ref()?;
         self.member(id)
     }
 
     /// A SKU's state.
-    pub fn sku(&self, id: &str) -> Option<&Sku> {
-        self.skus.get(id)
+    pub fn sku(&self, id: &str) -> Option<Cow<'_, Sku>> {
+        self.skus.get(id, self.cold_ref())
     }
 
     /// A dealer's state.
-    pub fn dealer(&self, id: &str) -> Option<&Dealer> {
-        self.dealers.get(id)
+    pub fn dealer(&self, id: &str) -> Option<Cow<'_, Dealer>> {
+        self.dealers.get(id, self.cold_ref())
     }
 
     /// A store's state.
-    pub fn store(&self, id: &str) -> Option<&Store> {
-        self.stores.get(id)
+    pub fn store(&self, id: &str) -> Option<Cow<'_, Store>> {
+        self.stores.get(id, self.cold_ref())
     }
 
     /// An order's coordinator state.
-    pub fn order(&self, key: &str) -> Option<&Order> {
-        self.orders.get(key)
+    pub fn order(&self, key: &str) -> Option<Cow<'_, Order>> {
+        self.orders.get(key, self.cold_ref())
     }
 
     /// A campaign's state.
-    pub fn campaign(&self, id: &str) -> Option<&Campaign> {
-        self.campaigns.get(id)
+    pub fn campaign(&self, id: &str) -> Option<Cow<'_, Campaign>> {
+        self.campaigns.get(id, self.cold_ref())
     }
 
     /// A code's registry entry.
-    pub fn code(&self, code: &str) -> Option<&Code> {
-        self.codes.get(code)
+    pub fn code(&self, code: &str) -> Option<Cow<'_, Code>> {
+        self.codes.get(code, self.cold_ref())
     }
 
     /// A device's counts.
-    pub fn device(&self, id: &str) -> Option<&Crowd> {
-        self.devices.get(id)
+    pub fn device(&self, id: &str) -> Option<Cow<'_, Crowd>> {
+        self.devices.get(id, self.cold_ref())
     }
 
     /// An IP's counts.
-    pub fn ip(&self, ip: &str) -> Option<&Crowd> {
-        self.ips.get(ip)
+    pub fn ip(&self, ip: &str) -> Option<Cow<'_, Crowd>> {
+        self.ips.get(ip, self.cold_ref())
     }
 
     /// A ring, by label.
-    pub fn ring(&self, label: &str) -> Option<&Ring> {
-        self.rings.get(label)
+    pub fn ring(&self, label: &str) -> Option<Cow<'_, Ring>> {
+        self.rings.get(label, self.cold_ref())
     }
 
     /// The reference data as of the latest event.
@@ -421,44 +745,49 @@ impl Engine {
         ]
     }
 
-    /// Every SKU.
+    /// Every resident SKU (all of them without a cold tier).
     pub fn skus(&self) -> impl Iterator<Item = (&Str, &Sku)> {
-        self.skus.iter()
+        self.skus.resident()
     }
 
-    /// Every dealer.
+    /// Every resident dealer (all of them without a cold tier).
     pub fn dealers(&self) -> impl Iterator<Item = (&Str, &Dealer)> {
-        self.dealers.iter()
+        self.dealers.resident()
     }
 
-    /// Every member, alias or not.
+    /// Every resident member, alias or not (all of them without a cold tier).
     pub fn members(&self) -> impl Iterator<Item = (&Str, &Member)> {
-        self.members.iter()
+        self.members.resident()
     }
 
-    /// All state, sorted by key.
-    pub fn snapshot(&self) -> Snapshot {
-        fn sorted<V: Clone>(m: &HashMap<Str, V>) -> BTreeMap<Str, V> {
-            m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-        }
-        Snapshot {
+    /// All state, sorted by key, resident or not. Fails only when the cold tier does.
+    pub fn try_snapshot(&self) -> Result<Snapshot, String> {
+        let cold = self.cold_ref();
+        Ok(Snapshot {
             identities: self
                 .identities
-                .iter()
-                .map(|((k, v), s)| (format!("{k}/{v}"), s.clone()))
+                .all(cold)?
+                .into_iter()
+                .map(|(k, s)| (k.replacen('\0', "/", 1), s))
                 .collect(),
-            members: sorted(&self.members),
-            orders: sorted(&self.orders),
-            skus: sorted(&self.skus),
-            dealers: sorted(&self.dealers),
-            stores: sorted(&self.stores),
-            campaigns: sorted(&self.campaigns),
-            codes: sorted(&self.codes),
-            devices: sorted(&self.devices),
-            ips: sorted(&self.ips),
-            nets: sorted(&self.nets),
-            rings: sorted(&self.rings),
+            members: self.members.all(cold)?,
+            orders: self.orders.all(cold)?,
+            skus: self.skus.all(cold)?,
+            dealers: self.dealers.all(cold)?,
+            stores: self.stores.all(cold)?,
+            campaigns: self.campaigns.all(cold)?,
+            codes: self.codes.all(cold)?,
+            devices: self.devices.all(cold)?,
+            ips: self.ips.all(cold)?,
+            nets: self.nets.all(cold)?,
+            rings: self.rings.all(cold)?,
             refs: self.refs.clone(),
-        }
+        })
+    }
+
+    /// All state, sorted by key, of an engine without a cold tier (with one, use
+    /// [`Engine::try_snapshot`]: this one would be empty if the tier failed).
+    pub fn snapshot(&self) -> Snapshot {
+        self.try_snapshot().unwrap_or_default()
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod campaign;
 pub mod cmd;
+pub mod cold;
 pub mod config;
 pub mod dealer;
 pub mod engine;

@@ -1,0 +1,365 @@
+//! Passivation: entities nobody has touched for a while leave memory and come back from a
+//! cold tier (the store's table of entity states) when a command needs them, so the engine
+//! holds a bounded number of entities however many exist.
+//!
+//! Determinism is untouched: an entity's state is the same whether it stayed resident or
+//! went to disk and came back (the encoding round-trips exactly, property-tested in the
+//! engine), so which entities are resident changes speed, never results.
+//!
+//! Consistency with the store: the cold tier holds the states of the last *checkpoint* only.
+//! An entity changed since then is *dirty*; evicting it keeps its encoded state in memory
+//! (`spilled`, far smaller than the live state) until the next [`crate::Engine::checkpoint`]
+//! hands every dirty and spilled state to the caller, who writes them atomically with the log
+//! position they reflect. A restart restores the checkpoint and replays the log after it.
+
+use compact_str::CompactString as Str;
+use serde::{de::DeserializeOwned, Serialize};
+use std::borrow::Cow;
+use std::collections::hash_map::Entry;
+use std::collections::BTreeMap;
+
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// The encoding version of a stored entity state: the first byte of every stored value. A
+/// state with a higher version is refused, never misread.
+pub const STATE_VERSION: u8 = 1;
+
+/// The kinds of entity, with the byte that tags their stored states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Kind {
+    /// Identity → member.
+    Identity = 1,
+    /// Member.
+    Member = 2,
+    /// Order coordinator.
+    Order = 3,
+    /// SKU stock pool.
+    Sku = 4,
+    /// Dealer credit.
+    Dealer = 5,
+    /// Store KPIs.
+    Store = 6,
+    /// Scan campaign.
+    Campaign = 7,
+    /// Code registry entry.
+    Code = 8,
+    /// Device.
+    Device = 9,
+    /// IP address.
+    Ip = 10,
+    /// Network prefix.
+    Net = 11,
+    /// Ring of linked members.
+    Ring = 12,
+}
+
+impl Kind {
+    /// Every kind.
+    pub const ALL: [Kind; 12] = [
+        Kind::Identity,
+        Kind::Member,
+        Kind::Order,
+        Kind::Sku,
+        Kind::Dealer,
+        Kind::Store,
+        Kind::Campaign,
+        Kind::Code,
+        Kind::Device,
+        Kind::Ip,
+        Kind::Net,
+        Kind::Ring,
+    ];
+
+    /// The short name used in metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Identity => "identity",
+            Kind::Member => "member",
+            Kind::Order => "order",
+            Kind::Sku => "sku",
+            Kind::Dealer => "dealer",
+            Kind::Store => "store",
+            Kind::Campaign => "campaign",
+            Kind::Code => "code",
+            Kind::Device => "device",
+            Kind::Ip => "ip",
+            Kind::Net => "net",
+            Kind::Ring => "ring",
+        }
+    }
+
+    /// The kind a stored tag byte names.
+    pub fn from_u8(b: u8) -> Option<Kind> {
+        Kind::ALL.get(usize::from(b).checked_sub(1)?).copied()
+    }
+}
+
+/// Where passivated entity states live: the states of the last checkpoint, by kind and key.
+/// Implemented by the service's stores; reads only (the engine's owner writes checkpoints).
+pub trait Cold: Send {
+    /// The stored state of one entity, if any.
+    fn load(&self, kind: Kind, key: &str) -> Result<Option<Vec<u8>>, String>;
+    /// Calls `f` with every stored state of one kind (for full snapshots).
+    fn scan(&self, kind: Kind, f: &mut dyn FnMut(&str, &[u8])) -> Result<(), String>;
+}
+
+/// An entity state as stored: [`STATE_VERSION`], then its JSON.
+pub fn encode<V: Serialize>(v: &V) -> Result<Vec<u8>, String> {
+    let mut b = Vec::with_capacity(256);
+    b.push(STATE_VERSION);
+    serde_json::to_writer(&mut b, v).map_err(|e| format!("encoding an entity state: {e}"))?;
+    Ok(b)
+}
+
+/// Reads a stored entity state; refuses an unknown encoding version.
+pub fn decode<V: DeserializeOwned>(b: &[u8]) -> Result<V, String> {
+    match b.split_first() {
+        Some((&STATE_VERSION, json)) => {
+            serde_json::from_slice(json).map_err(|e| format!("decoding an entity state: {e}"))
+        }
+        Some((v, _)) => Err(format!(
+            "entity state encoding {v} is not one this binary reads (it reads {STATE_VERSION})"
+        )),
+        None => Err("empty entity state".into()),
+    }
+}
+
+/// One resident entity.
+#[derive(Debug)]
+pub(crate) struct Slot<V> {
+    pub(crate) v: V,
+    /// The engine clock at the last command: the least recently used leave first.
+    touched: u64,
+    /// Changed since the last checkpoint.
+    dirty: bool,
+}
+
+/// What a table needs from the engine to load an entity: the cold tier, the clock, and where
+/// to report a failure.
+pub(crate) struct Io<'a> {
+    pub(crate) cold: Option<&'a dyn Cold>,
+    pub(crate) clock: u64,
+    pub(crate) err: &'a mut Option<String>,
+}
+
+/// The entities of one kind: resident ones, and evicted dirty ones awaiting a checkpoint.
+#[derive(Debug)]
+pub(crate) struct Table<V> {
+    kind: Kind,
+    pub(crate) live: HashMap<Str, Slot<V>>,
+    spilled: HashMap<Str, Vec<u8>>,
+}
+
+impl<V: Default + Clone + Serialize + DeserializeOwned> Table<V> {
+    pub(crate) fn new(kind: Kind) -> Self {
+        Table {
+            kind,
+            live: HashMap::default(),
+            spilled: HashMap::default(),
+        }
+    }
+
+    /// The entity for a command, made resident: from memory, the spilled states, the cold
+    /// tier, or new when `create`. Marks it used and dirty. A failed load is reported
+    /// through `io.err` (the owner must then discard the engine) and treated as absent.
+    pub(crate) fn get_mut(&mut self, key: Str, create: bool, io: &mut Io<'_>) -> Option<&mut V> {
+        match self.live.entry(key) {
+            Entry::Occupied(o) => {
+                let s = o.into_mut();
+                s.touched = io.clock;
+                s.dirty = true;
+                Some(&mut s.v)
+            }
+            Entry::Vacant(slot) => {
+                let stored = match self.spilled.remove(slot.key()) {
+                    Some(b) => Some(b),
+                    None => match io.cold.map(|c| c.load(self.kind, slot.key())) {
+                        Some(Ok(b)) => b,
+                        Some(Err(e)) => {
+                            io.err.get_or_insert(e);
+                            None
+                        }
+                        None => None,
+                    },
+                };
+                let v = match stored.map(|b| decode::<V>(&b)) {
+                    Some(Ok(v)) => v,
+                    Some(Err(e)) => {
+                        io.err
+                            .get_or_insert(format!("{} {}: {e}", self.kind.name(), slot.key()));
+                        V::default()
+                    }
+                    None if create => V::default(),
+                    None => return None,
+                };
+                let s = slot.insert(Slot {
+                    v,
+                    touched: io.clock,
+                    dirty: true,
+                });
+                Some(&mut s.v)
+            }
+        }
+    }
+
+    /// An entity's state for reading, wherever it is; nothing becomes resident.
+    pub(crate) fn get(&self, key: &str, cold: Option<&dyn Cold>) -> Option<Cow<'_, V>> {
+        if let Some(s) = self.live.get(key) {
+            return Some(Cow::Borrowed(&s.v));
+        }
+        let b = match self.spilled.get(key) {
+            Some(b) => b.clone(),
+            None => cold?.load(self.kind, key).ok()??,
+        };
+        decode(&b).ok().map(Cow::Owned)
+    }
+
+    /// Resident entities.
+    pub(crate) fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Evicted dirty states awaiting a checkpoint.
+    pub(crate) fn spilled(&self) -> usize {
+        self.spilled.len()
+    }
+
+    /// Appends the last-use stamps of the resident entities.
+    pub(crate) fn stamps(&self, out: &mut Vec<u64>) {
+        out.extend(self.live.values().map(|s| s.touched));
+    }
+
+    /// Evicts every resident entity last used at or before `cutoff`; dirty ones are encoded
+    /// and kept until the next checkpoint. Returns how many left.
+    pub(crate) fn evict(&mut self, cutoff: u64, err: &mut Option<String>) -> usize {
+        let before = self.live.len();
+        let (spilled, kind) = (&mut self.spilled, self.kind);
+        self.live.retain(|k, s| {
+            if s.touched > cutoff {
+                return true;
+            }
+            if s.dirty {
+                match encode(&s.v) {
+                    Ok(b) => {
+                        spilled.insert(k.clone(), b);
+                    }
+                    Err(e) => {
+                        err.get_or_insert(format!("{} {k}: {e}", kind.name()));
+                        return true;
+                    }
+                }
+            }
+            false
+        });
+        before - self.live.len()
+    }
+
+    /// Hands every state changed since the last checkpoint to `out` and marks them clean.
+    pub(crate) fn checkpoint(
+        &mut self,
+        out: &mut Vec<(Kind, Str, Vec<u8>)>,
+        err: &mut Option<String>,
+    ) {
+        for (k, s) in self.live.iter_mut().filter(|(_, s)| s.dirty) {
+            match encode(&s.v) {
+                Ok(b) => {
+                    out.push((self.kind, k.clone(), b));
+                    s.dirty = false;
+                }
+                Err(e) => {
+                    err.get_or_insert(format!("{} {k}: {e}", self.kind.name()));
+                }
+            }
+        }
+        out.extend(self.spilled.drain().map(|(k, b)| (self.kind, k, b)));
+    }
+
+    /// Every entity of this kind, sorted by key: stored, then spilled, then resident ones
+    /// (each later source newer than the one before).
+    pub(crate) fn all(&self, cold: Option<&dyn Cold>) -> Result<BTreeMap<Str, V>, String> {
+        let mut m = BTreeMap::new();
+        let mut bad = None;
+        if let Some(c) = cold {
+            c.scan(self.kind, &mut |k, b| match decode(b) {
+                Ok(v) => {
+                    m.insert(Str::from(k), v);
+                }
+                Err(e) => {
+                    bad.get_or_insert(format!("{} {k}: {e}", self.kind.name()));
+                }
+            })?;
+        }
+        for (k, b) in &self.spilled {
+            m.insert(k.clone(), decode(b)?);
+        }
+        for (k, s) in &self.live {
+            m.insert(k.clone(), s.v.clone());
+        }
+        match bad {
+            Some(e) => Err(e),
+            None => Ok(m),
+        }
+    }
+
+    /// The resident entities.
+    pub(crate) fn resident(&self) -> impl Iterator<Item = (&Str, &V)> {
+        self.live.iter().map(|(k, s)| (k, &s.v))
+    }
+}
+
+/// A cold tier in memory, for tests and benchmarks: what a checkpoint wrote, by kind and key.
+#[derive(Debug, Default, Clone)]
+pub struct MemCold(pub std::sync::Arc<std::sync::Mutex<Stored>>);
+
+/// Stored states by `(kind tag, key)`.
+pub type Stored = BTreeMap<(u8, Str), Vec<u8>>;
+
+impl MemCold {
+    /// Writes a checkpoint's states.
+    pub fn write(&self, states: Vec<(Kind, Str, Vec<u8>)>) {
+        let mut m = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (kind, k, b) in states {
+            m.insert((kind as u8, k), b);
+        }
+    }
+
+    /// Stored states.
+    pub fn len(&self) -> usize {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
+    /// Whether nothing is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Cold for MemCold {
+    fn load(&self, kind: Kind, key: &str) -> Result<Option<Vec<u8>>, String> {
+        let m = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(m.get(&(kind as u8, Str::from(key))).cloned())
+    }
+
+    fn scan(&self, kind: Kind, f: &mut dyn FnMut(&str, &[u8])) -> Result<(), String> {
+        let m = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for ((k, key), b) in m.iter() {
+            if *k == kind as u8 {
+                f(key, b);
+            }
+        }
+        Ok(())
+    }
+}
