@@ -6,7 +6,7 @@ use omnistream_actors::engine::{Emitted, Engine};
 use omnistream_actors::fraud::Decision;
 use omnistream_actors::Output;
 use omnistream_schemas::Channel;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 /// Minutes of history on the board.
@@ -17,14 +17,14 @@ const TICKER: usize = 20;
 const TOP: usize = 10;
 
 /// One event-time minute.
-#[derive(Debug, Default, Clone, Serialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Minute {
     /// Minute number (unix seconds / 60).
     pub minute: i64,
     /// Accepted order value in fen by channel.
-    pub sales: BTreeMap<&'static str, i64>,
+    pub sales: BTreeMap<String, i64>,
     /// Accepted orders by channel.
-    pub orders: BTreeMap<&'static str, u64>,
+    pub orders: BTreeMap<String, u64>,
     /// Scans allowed.
     pub allow: u64,
     /// Scans sent to review.
@@ -36,7 +36,7 @@ pub struct Minute {
 }
 
 /// A blocked scan as the ticker shows it (member masked).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Blocked {
     /// Event time (µs).
     pub at: i64,
@@ -47,14 +47,14 @@ pub struct Blocked {
     /// Score.
     pub score: u8,
     /// Reason codes.
-    pub reasons: Vec<&'static str>,
+    pub reasons: Vec<String>,
 }
 
 /// The board's state.
 #[derive(Debug, Default)]
 pub struct Board {
     minutes: BTreeMap<i64, Minute>,
-    reasons: HashMap<&'static str, u64>,
+    reasons: HashMap<String, u64>,
     store_sales: HashMap<String, i64>,
     low_stock: BTreeMap<(String, String), i64>,
     holds: BTreeMap<String, (u32, i64, i64)>,
@@ -68,7 +68,7 @@ pub struct BoardView<'a> {
     /// The last hour, oldest first.
     pub minutes: Vec<&'a Minute>,
     /// Fraud reasons by count, largest first.
-    pub top_reasons: Vec<(&'static str, u64)>,
+    pub top_reasons: Vec<(&'a str, u64)>,
     /// Stores by sales, largest first.
     pub top_stores: Vec<(&'a str, i64)>,
     /// SKU locations at or near stock-out, lowest ATP first.
@@ -128,8 +128,8 @@ impl Board {
                     let channel =
                         Channel::parse(order.split_once(':').map_or("", |(c, _)| c)).label();
                     let m = self.minute(at);
-                    *m.sales.entry(channel).or_default() += amount;
-                    *m.orders.entry(channel).or_default() += 1;
+                    *m.sales.entry(channel.to_string()).or_default() += amount;
+                    *m.orders.entry(channel.to_string()).or_default() += 1;
                     if let Some(store) = engine.order(order).and_then(|o| o.store.clone()) {
                         *self.store_sales.entry(store.to_string()).or_default() += amount;
                     }
@@ -150,7 +150,10 @@ impl Board {
                         Decision::Duplicate => m.duplicate += 1,
                     }
                     for r in reasons.iter().filter(|r| r.points > 0 && !r.shadow) {
-                        *self.reasons.entry(r.reason.as_str()).or_default() += 1;
+                        *self
+                            .reasons
+                            .entry(r.reason.as_str().to_string())
+                            .or_default() += 1;
                     }
                     if *decision == Decision::Block {
                         self.blocked.push_front(Blocked {
@@ -161,7 +164,7 @@ impl Board {
                             reasons: reasons
                                 .iter()
                                 .filter(|r| r.points > 0)
-                                .map(|r| r.reason.as_str())
+                                .map(|r| r.reason.as_str().to_string())
                                 .collect(),
                         });
                         self.blocked.truncate(TICKER);
@@ -196,10 +199,50 @@ impl Board {
         }
     }
 
+    /// The board as a checkpoint stores it (JSON), so a restart from a checkpoint shows
+    /// the same board as one that replayed the whole log.
+    pub fn save(&self) -> serde_json::Value {
+        serde_json::json!({
+            "minutes": self.minutes.values().collect::<Vec<_>>(),
+            "reasons": self.reasons,
+            "store_sales": self.store_sales,
+            "low_stock": self.low_stock.iter().map(|((s, l), a)| (s, l, a)).collect::<Vec<_>>(),
+            "holds": self.holds,
+            "blocked": self.blocked,
+        })
+    }
+
+    /// The board [`Board::save`] wrote.
+    pub fn load(low_atp: i64, v: serde_json::Value) -> Result<Board, serde_json::Error> {
+        #[derive(Deserialize)]
+        struct Saved {
+            minutes: Vec<Minute>,
+            reasons: HashMap<String, u64>,
+            store_sales: HashMap<String, i64>,
+            low_stock: Vec<(String, String, i64)>,
+            holds: BTreeMap<String, (u32, i64, i64)>,
+            blocked: VecDeque<Blocked>,
+        }
+        let s: Saved = serde_json::from_value(v)?;
+        Ok(Board {
+            minutes: s.minutes.into_iter().map(|m| (m.minute, m)).collect(),
+            reasons: s.reasons,
+            store_sales: s.store_sales,
+            low_stock: s
+                .low_stock
+                .into_iter()
+                .map(|(s, l, a)| ((s, l), a))
+                .collect(),
+            holds: s.holds,
+            blocked: s.blocked,
+            low_atp,
+        })
+    }
+
     /// The view the page shows.
     pub fn view(&self) -> BoardView<'_> {
-        let mut top_reasons: Vec<(&'static str, u64)> =
-            self.reasons.iter().map(|(k, v)| (*k, *v)).collect();
+        let mut top_reasons: Vec<(&str, u64)> =
+            self.reasons.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         top_reasons.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
         top_reasons.truncate(TOP);
         let mut top_stores: Vec<(&str, i64)> = self

@@ -45,6 +45,15 @@ pub struct Config {
     pub group_commit_events: usize,
     /// Events accepted but not yet durable, at most; beyond, ingest answers 429.
     pub max_inflight_events: usize,
+    /// Most entities (members, identities, orders, SKUs, codes, ...) held in memory; beyond,
+    /// the least recently used are passivated to the store and load back when an event
+    /// needs them. 0: no bound. Applies with the embedded store (the CQL store keeps no
+    /// checkpoints yet, so it holds every entity).
+    pub resident_entities: usize,
+    /// Write a checkpoint (changed entity states, timers, board) with the commit after this
+    /// many events, and drop the log before it: a restart replays at most this many events.
+    /// 0: only at shutdown. Embedded store only.
+    pub checkpoint_every_events: u64,
     /// Largest request body in bytes (413 beyond).
     pub max_body_bytes: usize,
     /// Most events in one ingest request (413 beyond).
@@ -585,6 +594,8 @@ impl Default for Config {
             group_commit_ms: 0,
             group_commit_events: 2048,
             max_inflight_events: 50_000,
+            resident_entities: 1_000_000,
+            checkpoint_every_events: 100_000,
             max_body_bytes: 8 << 20,
             max_batch_events: 10_000,
             cql: CqlConfig::default(),

@@ -513,7 +513,8 @@ async fn snapshot(st: web::Data<AppState>) -> HttpResponse {
     match st
         .shard
         .send(Read(|e: &Engine, _: &dyn Store| {
-            serde_json::to_string(&e.snapshot())
+            e.try_snapshot()
+                .and_then(|s| serde_json::to_string(&s).map_err(|e| e.to_string()))
         }))
         .await
     {
@@ -857,8 +858,7 @@ pub async fn serve(cfg: Config, listener: TcpListener, pii_key: Vec<u8>) -> anyh
         store,
         cfg.rules.clone(),
         &pii_key,
-        Duration::from_millis(cfg.group_commit_ms),
-        cfg.group_commit_events,
+        crate::shard::ShardConfig::from(&cfg),
         ready.clone(),
         metrics.clone(),
     )?;

@@ -96,6 +96,10 @@ enum Command {
         /// (dormant tags, points expiry).
         #[arg(long)]
         until: Option<String>,
+        /// Hold at most this many entities in memory; the rest are passivated to an
+        /// embedded store under OUT/spill (deleted at the end). 0: hold everything.
+        #[arg(long, default_value_t = 0)]
+        resident: usize,
     },
 }
 
@@ -266,10 +270,13 @@ fn main() -> ExitCode {
             out,
             rules,
             until,
-        } => cli::replay::run(&inputs, &out, rules.as_deref(), until.as_deref()).map(|s| {
-            print!("{}", cli::replay::render(&s, &out));
-            ExitCode::SUCCESS
-        }),
+            resident,
+        } => {
+            cli::replay::run(&inputs, &out, rules.as_deref(), until.as_deref(), resident).map(|s| {
+                print!("{}", cli::replay::render(&s, &out));
+                ExitCode::SUCCESS
+            })
+        }
         Command::Run { opts } => run_service(&opts, None),
         Command::Demo {
             opts,

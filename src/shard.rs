@@ -4,12 +4,19 @@
 //! mailbox is drained (or after `group-commit-ms` when that is set, or at
 //! `group-commit-events`), and only then are the callers answered.
 //!
+//! Memory and restart time are bounded by checkpoints (stores that keep them: the embedded
+//! one): every `checkpoint-every-events` events the engine's changed entity states, its own
+//! state and the shard's (board, pending reviews) are written with the batch, atomically,
+//! and the log before them is dropped; beyond `resident-entities` the least recently used
+//! entities leave memory and load back from the store when needed. A restart restores the
+//! last checkpoint and replays only the log after it.
+//!
 //! Today one shard hosts every entity (the engine's canonical order); hashing keys over
 //! several shards with an exchange between them is the next step of issue #5.
 
 use crate::board::Board;
 use crate::metrics::Metrics;
-use crate::store::{Batch, Store, StoreError};
+use crate::store::{Batch, CheckpointWrite, Store, StoreError};
 use actix::prelude::*;
 use omnistream_actors::engine::{Applied, Emitted, Engine};
 use omnistream_actors::{Output, Rules};
@@ -190,6 +197,53 @@ pub struct ShardStats {
     pub failed_commits: u64,
     /// Largest batch committed (events).
     pub max_batch: usize,
+    /// Where the start-up began: the log seq of the checkpoint restored (0 without one).
+    pub restored_from: u64,
+    /// Checkpoints written since start.
+    pub checkpoints: u64,
+    /// Seconds the last checkpoint took to take (encoding, not the write).
+    pub checkpoint_seconds: f64,
+    /// Entities passivated since start.
+    pub passivated: u64,
+    /// Entities resident now.
+    pub resident: usize,
+}
+
+/// How the shard commits and checkpoints, from the configuration.
+#[derive(Debug, Clone)]
+pub struct ShardConfig {
+    /// Wait this long before a commit (0: as soon as the mailbox is drained).
+    pub commit_every: Duration,
+    /// Commit at once when this many events wait.
+    pub commit_events: usize,
+    /// Most resident entities (0: no bound); needs a store that keeps checkpoints.
+    pub resident: usize,
+    /// Checkpoint after this many events (0: only at shutdown).
+    pub checkpoint_every: u64,
+}
+
+impl Default for ShardConfig {
+    fn default() -> Self {
+        ShardConfig::from(&crate::config::Config::default())
+    }
+}
+
+impl From<&crate::config::Config> for ShardConfig {
+    fn from(c: &crate::config::Config) -> Self {
+        ShardConfig {
+            commit_every: Duration::from_millis(c.group_commit_ms),
+            commit_events: c.group_commit_events,
+            resident: c.resident_entities,
+            checkpoint_every: c.checkpoint_every_events,
+        }
+    }
+}
+
+/// The shard's own state in a checkpoint.
+#[derive(Serialize, serde::Deserialize)]
+struct Extras {
+    reviews: std::collections::HashMap<uuid::Uuid, String>,
+    board: serde_json::Value,
 }
 
 /// The shard actor.
@@ -208,6 +262,14 @@ pub struct Shard {
     reviews: Reviews,
     metrics: Arc<Metrics>,
     board: Board,
+    /// Whether the store keeps checkpoints (and so can hold passivated entities).
+    checkpoints: bool,
+    resident: usize,
+    checkpoint_every: u64,
+    /// Events (and admin commands) applied since the last checkpoint.
+    since_checkpoint: u64,
+    /// Write a checkpoint with the next commit whatever the count (shutdown).
+    checkpoint_now: bool,
     /// Counters.
     pub stats: ShardStats,
 }
@@ -292,13 +354,18 @@ impl Shard {
         store: Box<dyn Store>,
         rules: Rules,
         pii_key: &[u8],
-        commit_every: Duration,
-        commit_events: usize,
+        sc: ShardConfig,
         ready: Arc<AtomicBool>,
         metrics: Arc<Metrics>,
     ) -> Result<Shard, StoreError> {
         let low_atp = rules.stock.low_stock_atp;
+        let checkpoints = store.cold().is_some();
         let mut s = Shard {
+            checkpoints,
+            resident: sc.resident,
+            checkpoint_every: sc.checkpoint_every,
+            since_checkpoint: 0,
+            checkpoint_now: false,
             metrics,
             board: Board::new(low_atp),
             engine: Engine::new(rules),
@@ -309,8 +376,8 @@ impl Shard {
             batch: Batch::default(),
             waiting: Vec::new(),
             flush_scheduled: false,
-            commit_every,
-            commit_events,
+            commit_every: sc.commit_every,
+            commit_events: sc.commit_events,
             ready,
             reviews: Reviews::default(),
             stats: ShardStats::default(),
@@ -322,18 +389,41 @@ impl Shard {
         Ok(s)
     }
 
-    /// Replays the durable log into a fresh engine: the state after a restart, or after a
-    /// failed commit whose events must not count.
+    /// Restores the last checkpoint, if any, and replays the durable log after it: the
+    /// state after a restart, or after a failed commit whose events must not count.
     fn rebuild(&mut self) -> Result<(), StoreError> {
         let started = Instant::now();
-        let mut engine = Engine::new(self.engine.rules.clone());
+        let rules = self.engine.rules.clone();
+        let low_atp = rules.stock.low_stock_atp;
+        let restore_err = |why: String| StoreError::Io {
+            op: "restore",
+            table: "checkpoint",
+            why,
+        };
+        let (mut engine, mut reviews, mut board, from) =
+            match (self.store.cold(), self.store.last_checkpoint()?) {
+                (Some(cold), Some(cp)) => {
+                    let engine = Engine::restore(rules, &cp.global, &cp.seen, cold, self.resident)
+                        .map_err(restore_err)?;
+                    let x: Extras = serde_json::from_slice(&cp.extras)
+                        .map_err(|e| restore_err(format!("shard state: {e}")))?;
+                    let board = Board::load(low_atp, x.board)
+                        .map_err(|e| restore_err(format!("board: {e}")))?;
+                    (engine, Reviews(x.reviews), board, cp.seq)
+                }
+                (cold, _) => {
+                    let mut engine = Engine::new(rules);
+                    if let Some(cold) = cold {
+                        engine.set_cold(cold, self.resident);
+                    }
+                    (engine, Reviews::default(), Board::new(low_atp), 0)
+                }
+            };
         let mut scratch = Vec::new();
         let mut n = 0u64;
         let mut bad = None;
         let decoder = &self.stored_decoder;
-        let mut reviews = Reviews::default();
-        let mut board = Board::new(self.engine.rules.stock.low_stock_atp);
-        let next = self.store.replay(0, &mut |seq, bytes| {
+        let next = self.store.replay(from, &mut |seq, bytes| {
             if bytes.starts_with(ADMIN_PREFIX) {
                 match serde_json::from_slice::<AdminEntry>(bytes) {
                     Ok(a) => {
@@ -358,8 +448,6 @@ impl Shard {
             board.observe(&engine, &scratch);
             scratch.clear();
         })?;
-        self.reviews = reviews;
-        self.board = board;
         if let Some((seq, why)) = bad {
             return Err(StoreError::Io {
                 op: "replay",
@@ -367,7 +455,18 @@ impl Shard {
                 why: format!("logged event {seq} does not decode: {why}"),
             });
         }
+        if let Some(why) = engine.take_cold_error() {
+            return Err(StoreError::Io {
+                op: "load",
+                table: "states",
+                why,
+            });
+        }
+        self.reviews = reviews;
+        self.board = board;
         self.engine = engine;
+        self.since_checkpoint = next - from;
+        self.stats.restored_from = from;
         self.next_seq = next;
         self.next_output = self.store.next_output()?;
         self.stats.replayed = n;
@@ -375,15 +474,63 @@ impl Shard {
         Ok(())
     }
 
+    /// The checkpoint to write with the batch being committed, when one is due.
+    fn checkpoint_due(&mut self) -> Result<Option<CheckpointWrite>, StoreError> {
+        let due = self.checkpoint_now
+            || (self.checkpoint_every > 0 && self.since_checkpoint >= self.checkpoint_every);
+        if !self.checkpoints || !due || self.since_checkpoint == 0 {
+            return Ok(None);
+        }
+        let started = Instant::now();
+        let err = |why: String| StoreError::Io {
+            op: "checkpoint",
+            table: "states",
+            why,
+        };
+        let cp = self.engine.checkpoint().map_err(err)?;
+        let extras = serde_json::to_vec(&Extras {
+            reviews: self.reviews.0.clone(),
+            board: self.board.save(),
+        })
+        .map_err(|e| err(e.to_string()))?;
+        self.stats.checkpoint_seconds = started.elapsed().as_secs_f64();
+        tracing::debug!(
+            states = cp.states.len(),
+            seconds = self.stats.checkpoint_seconds,
+            "checkpoint taken"
+        );
+        Ok(Some(CheckpointWrite {
+            seq: self.next_seq,
+            states: cp.states,
+            global: cp.global,
+            seen: cp.seen,
+            extras,
+        }))
+    }
+
     fn flush(&mut self) -> Result<(), ShardError> {
         self.flush_scheduled = false;
-        if self.waiting.is_empty() && self.batch.is_empty() {
+        if self.waiting.is_empty() && self.batch.is_empty() && !self.checkpoint_now {
             return Ok(());
         }
-        let batch = std::mem::take(&mut self.batch);
+        let mut batch = std::mem::take(&mut self.batch);
         let waiting = std::mem::take(&mut self.waiting);
         let started = Instant::now();
-        let result = {
+        // an entity that failed to load or encode leaves the engine untrustworthy: nothing
+        // it produced is committed, and it is rebuilt from the store (below)
+        let prepared = match self.engine.take_cold_error() {
+            Some(why) => Err(StoreError::Io {
+                op: "load",
+                table: "states",
+                why,
+            }),
+            None => self.checkpoint_due().map(|cp| {
+                batch.checkpoint = cp;
+            }),
+        };
+        let result = if let Err(e) = prepared {
+            Err(e)
+        } else {
             let _span = tracing::debug_span!(
                 "commit",
                 events = batch.events.len(),
@@ -391,6 +538,11 @@ impl Shard {
             )
             .entered();
             let r = self.store.commit(&batch);
+            if r.is_ok() && batch.checkpoint.is_some() {
+                self.since_checkpoint = 0;
+                self.checkpoint_now = false;
+                self.stats.checkpoints += 1;
+            }
             let seconds = started.elapsed().as_secs_f64();
             if seconds > SLOW_COMMIT_S {
                 // a slow commit holds every caller of its batch and everything queued behind
@@ -417,6 +569,8 @@ impl Shard {
                     .log_events
                     .set(i64::try_from(self.next_seq).unwrap_or(i64::MAX));
                 self.metrics.resident("0", &self.engine.counts());
+                self.stats.passivated = self.engine.evicted();
+                self.stats.resident = self.engine.resident();
                 self.stats.commits += 1;
                 self.stats.max_batch = self.stats.max_batch.max(batch.events.len());
                 for (tx, outcomes) in waiting {
@@ -504,6 +658,7 @@ impl Shard {
                             self.reviews.observe(&emitted);
                             let seq = self.next_seq;
                             self.next_seq += 1;
+                            self.since_checkpoint += 1;
                             self.batch
                                 .events
                                 .push((seq, serde_json::to_vec(&ev).unwrap_or_default()));
@@ -556,6 +711,8 @@ impl Actor for Shard {
     }
 
     fn stopping(&mut self, _: &mut Self::Context) -> Running {
+        // a checkpoint at shutdown: the next start replays nothing
+        self.checkpoint_now = true;
         let _ = self.flush();
         Running::Stop
     }
@@ -614,6 +771,7 @@ impl Handler<Review> for Shard {
         self.metrics.observe(&emitted);
         self.board.observe(&self.engine, &emitted);
         self.next_seq += 1;
+        self.since_checkpoint += 1;
         self.batch
             .events
             .push((seq, serde_json::to_vec(&entry).unwrap_or_default()));

@@ -7,8 +7,11 @@
 //!
 //! `open` picks the store the configuration names: [`RedbStore`] or [`crate::cql::CqlStore`].
 
+use omnistream_actors::cold::{Cold, Kind};
+use omnistream_actors::Str;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Log sequence number → event JSON.
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
@@ -20,9 +23,15 @@ const LEDGER: TableDefinition<&[u8], &[u8]> = TableDefinition::new("ledger");
 const POSITIONS: TableDefinition<&str, u64> = TableDefinition::new("positions");
 /// Format version and other facts about the store.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// `kind tag ‖ key` → entity state as of the last checkpoint (see [`omnistream_actors::cold`]).
+const STATES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("states");
+/// The last checkpoint's `global`, `seen` and `extras` blobs.
+const CHECKPOINT: TableDefinition<&str, &[u8]> = TableDefinition::new("checkpoint");
 
-/// The on-disk format this binary writes.
-pub const FORMAT_VERSION: u64 = 1;
+/// The on-disk format this binary writes. Format 2 added entity checkpoints (`states`,
+/// `checkpoint`, `meta.checkpoint_seq`); a format-1 store is read as one without a
+/// checkpoint and upgraded in place on open.
+pub const FORMAT_VERSION: u64 = 2;
 
 /// A store failure: what was being done, where, and why.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +95,37 @@ pub struct Batch {
     pub ledger: Vec<(String, u64, Vec<u8>)>,
     /// Source positions reached.
     pub positions: Vec<(String, u64)>,
+    /// An engine checkpoint as of the batch's last event, written atomically with it.
+    pub checkpoint: Option<CheckpointWrite>,
+}
+
+/// An engine checkpoint for the store: the entity states changed since the previous one, the
+/// engine's own state, and the shard's (board, pending reviews), valid for the log up to `seq`.
+#[derive(Debug, Default, Clone)]
+pub struct CheckpointWrite {
+    /// Log entries before this seq are reflected; a restart replays from here.
+    pub seq: u64,
+    /// `(kind, key, state)`.
+    pub states: Vec<(Kind, Str, Vec<u8>)>,
+    /// The engine's own state.
+    pub global: Vec<u8>,
+    /// The event ids the engine remembers.
+    pub seen: Vec<u8>,
+    /// The shard's own state.
+    pub extras: Vec<u8>,
+}
+
+/// The last checkpoint as read back.
+#[derive(Debug, Default, Clone)]
+pub struct StoredCheckpoint {
+    /// The first log seq it does not reflect.
+    pub seq: u64,
+    /// The engine's own state.
+    pub global: Vec<u8>,
+    /// The event ids the engine remembers.
+    pub seen: Vec<u8>,
+    /// The shard's own state.
+    pub extras: Vec<u8>,
 }
 
 impl Batch {
@@ -109,6 +149,16 @@ pub trait Store: Send {
     fn outputs(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
     /// A source's committed position.
     fn position(&self, source: &str) -> Result<Option<u64>, StoreError>;
+    /// The entity states of the last checkpoint, for the engine to load passivated entities
+    /// from; None when this store keeps no checkpoints (the engine then holds everything and
+    /// a restart replays the whole log).
+    fn cold(&self) -> Option<Box<dyn Cold>> {
+        None
+    }
+    /// The last checkpoint, if any.
+    fn last_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        Ok(None)
+    }
 }
 
 /// Opens the store the configuration names (`store = "embedded" | "cql"`).
@@ -124,7 +174,7 @@ pub fn open(cfg: &crate::config::Config) -> Result<Box<dyn Store>, StoreError> {
 /// in order, commits must be atomic across tables, and it runs no background compaction
 /// threads competing for the two cores the service has.
 pub struct RedbStore {
-    db: Database,
+    db: Arc<Database>,
 }
 
 impl RedbStore {
@@ -138,7 +188,7 @@ impl RedbStore {
         std::fs::create_dir_all(dir)
             .map_err(|e| open_err(format!("creating {}: {e}", dir.display())))?;
         let db = Database::create(&path).map_err(|e| open_err(format!("cannot open: {e}")))?;
-        let store = RedbStore { db };
+        let store = RedbStore { db: Arc::new(db) };
         let version = store.meta("format")?;
         match version {
             Some(v) if v > FORMAT_VERSION => {
@@ -146,8 +196,9 @@ impl RedbStore {
                     "written by a newer omnistream (format {v}, this binary reads up to {FORMAT_VERSION})"
                 )))
             }
-            Some(_) => {}
-            None => {
+            Some(FORMAT_VERSION) => {}
+            // a new store, or format 1 (no checkpoint tables yet): create what is missing
+            _ => {
                 let tx = store.db.begin_write().map_err(|e| open_err(e.to_string()))?;
                 {
                     let mut t = tx.open_table(META).map_err(|e| open_err(e.to_string()))?;
@@ -155,8 +206,11 @@ impl RedbStore {
                     for def in [EVENTS, OUTPUTS] {
                         tx.open_table(def).map_err(|e| open_err(e.to_string()))?;
                     }
-                    tx.open_table(LEDGER).map_err(|e| open_err(e.to_string()))?;
+                    for def in [LEDGER, STATES] {
+                        tx.open_table(def).map_err(|e| open_err(e.to_string()))?;
+                    }
                     tx.open_table(POSITIONS).map_err(|e| open_err(e.to_string()))?;
+                    tx.open_table(CHECKPOINT).map_err(|e| open_err(e.to_string()))?;
                 }
                 tx.commit().map_err(|e| open_err(e.to_string()))?;
             }
@@ -177,6 +231,54 @@ impl RedbStore {
         Ok(t.get(key)
             .map_err(|e| io("read", "meta")(e.into()))?
             .map(|v| v.value()))
+    }
+}
+
+/// `kind tag ‖ key`, into `k`.
+fn state_key(k: &mut Vec<u8>, kind: Kind, key: &str) {
+    k.clear();
+    k.push(kind as u8);
+    k.extend_from_slice(key.as_bytes());
+}
+
+/// The entity states of the embedded store's last checkpoint, read by the engine.
+struct RedbCold(Arc<Database>);
+
+impl Cold for RedbCold {
+    fn load(&self, kind: Kind, key: &str) -> Result<Option<Vec<u8>>, String> {
+        let mut k = Vec::with_capacity(key.len() + 1);
+        state_key(&mut k, kind, key);
+        let tx = self
+            .0
+            .begin_read()
+            .map_err(|e| format!("store read: {e}"))?;
+        let t = tx
+            .open_table(STATES)
+            .map_err(|e| format!("store states: {e}"))?;
+        Ok(t.get(k.as_slice())
+            .map_err(|e| format!("store states: {e}"))?
+            .map(|v| v.value().to_vec()))
+    }
+
+    fn scan(&self, kind: Kind, f: &mut dyn FnMut(&str, &[u8])) -> Result<(), String> {
+        let tx = self
+            .0
+            .begin_read()
+            .map_err(|e| format!("store read: {e}"))?;
+        let t = tx
+            .open_table(STATES)
+            .map_err(|e| format!("store states: {e}"))?;
+        let (lo, hi) = ([kind as u8], [kind as u8 + 1]);
+        for row in t
+            .range(lo.as_slice()..hi.as_slice())
+            .map_err(|e| format!("store states: {e}"))?
+        {
+            let (k, v) = row.map_err(|e| format!("store states: {e}"))?;
+            let key = std::str::from_utf8(&k.value()[1..])
+                .map_err(|e| format!("store states: a key is not UTF-8: {e}"))?;
+            f(key, v.value());
+        }
+        Ok(())
     }
 }
 
@@ -202,6 +304,11 @@ impl Store for RedbStore {
                 t.insert(*seq, ev.as_slice())
                     .map_err(|e| io("insert", "events")(e.into()))?;
             }
+            if let Some(cp) = &b.checkpoint {
+                // the log before the checkpoint is reflected in it: drop it
+                t.retain_in(..cp.seq, |_, _| false)
+                    .map_err(|e| io("truncate", "events")(e.into()))?;
+            }
             let mut t = tx
                 .open_table(OUTPUTS)
                 .map_err(|e| io("open", "outputs")(e.into()))?;
@@ -223,8 +330,64 @@ impl Store for RedbStore {
                 t.insert(s.as_str(), *p)
                     .map_err(|e| io("insert", "positions")(e.into()))?;
             }
+            if let Some(cp) = &b.checkpoint {
+                let mut t = tx
+                    .open_table(STATES)
+                    .map_err(|e| io("open", "states")(e.into()))?;
+                let mut k = Vec::new();
+                for (kind, key, state) in &cp.states {
+                    state_key(&mut k, *kind, key);
+                    t.insert(k.as_slice(), state.as_slice())
+                        .map_err(|e| io("insert", "states")(e.into()))?;
+                }
+                let mut t = tx
+                    .open_table(CHECKPOINT)
+                    .map_err(|e| io("open", "checkpoint")(e.into()))?;
+                for (name, blob) in [
+                    ("global", &cp.global),
+                    ("seen", &cp.seen),
+                    ("extras", &cp.extras),
+                ] {
+                    t.insert(name, blob.as_slice())
+                        .map_err(|e| io("insert", "checkpoint")(e.into()))?;
+                }
+                let mut t = tx
+                    .open_table(META)
+                    .map_err(|e| io("open", "meta")(e.into()))?;
+                t.insert("checkpoint_seq", cp.seq)
+                    .map_err(|e| io("insert", "meta")(e.into()))?;
+            }
         }
         tx.commit().map_err(|e| io("commit", "all")(e.into()))
+    }
+
+    fn cold(&self) -> Option<Box<dyn Cold>> {
+        Some(Box::new(RedbCold(Arc::clone(&self.db))))
+    }
+
+    fn last_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        let Some(seq) = self.meta("checkpoint_seq")? else {
+            return Ok(None);
+        };
+        let tx = self
+            .db
+            .begin_read()
+            .map_err(|e| io("read", "checkpoint")(e.into()))?;
+        let t = tx
+            .open_table(CHECKPOINT)
+            .map_err(|e| io("open", "checkpoint")(e.into()))?;
+        let blob = |name: &str| -> Result<Vec<u8>, StoreError> {
+            Ok(t.get(name)
+                .map_err(|e| io("read", "checkpoint")(e.into()))?
+                .map(|v| v.value().to_vec())
+                .unwrap_or_default())
+        };
+        Ok(Some(StoredCheckpoint {
+            seq,
+            global: blob("global")?,
+            seen: blob("seen")?,
+            extras: blob("extras")?,
+        }))
     }
 
     fn replay(&self, from: u64, f: &mut dyn FnMut(u64, &[u8])) -> Result<u64, StoreError> {
@@ -335,6 +498,7 @@ mod tests {
                     ("m2".into(), 1, b"x".to_vec()),
                 ],
                 positions: vec![("http".into(), 2)],
+                checkpoint: None,
             };
             s.commit(&b).unwrap();
         }
@@ -350,6 +514,56 @@ mod tests {
         );
         assert_eq!(s.ledger("m1", 2, 10).unwrap(), vec![b"l2".to_vec()]);
         assert_eq!(s.position("http").unwrap(), Some(2));
+    }
+
+    #[test]
+    fn a_checkpoint_is_read_back_its_states_load_and_the_log_before_it_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = RedbStore::open(dir.path()).unwrap();
+        assert!(s.last_checkpoint().unwrap().is_none());
+        let events = (0..5).map(|i| (i, vec![b'a' + i as u8])).collect();
+        s.commit(&Batch {
+            events,
+            ..Batch::default()
+        })
+        .unwrap();
+        s.commit(&Batch {
+            events: vec![(5, b"f".to_vec())],
+            checkpoint: Some(CheckpointWrite {
+                seq: 4,
+                states: vec![
+                    (Kind::Member, "m1".into(), b"\x01{}".to_vec()),
+                    (Kind::Sku, "m1".into(), b"\x01[]".to_vec()),
+                ],
+                global: b"g".to_vec(),
+                seen: b"s".to_vec(),
+                extras: b"x".to_vec(),
+            }),
+            ..Batch::default()
+        })
+        .unwrap();
+        drop(s);
+        let s = RedbStore::open(dir.path()).unwrap();
+        let cp = s.last_checkpoint().unwrap().unwrap();
+        assert_eq!(
+            (cp.seq, cp.global, cp.seen, cp.extras),
+            (4, b"g".to_vec(), b"s".to_vec(), b"x".to_vec())
+        );
+        let mut kept = Vec::new();
+        assert_eq!(s.replay(0, &mut |k, _| kept.push(k)).unwrap(), 6);
+        assert_eq!(kept, vec![4, 5], "the log before the checkpoint is dropped");
+        let cold = s.cold().unwrap();
+        assert_eq!(
+            cold.load(Kind::Member, "m1").unwrap(),
+            Some(b"\x01{}".to_vec())
+        );
+        assert_eq!(cold.load(Kind::Member, "m2").unwrap(), None);
+        let mut skus = Vec::new();
+        cold.scan(Kind::Sku, &mut |k, v| {
+            skus.push((k.to_string(), v.to_vec()))
+        })
+        .unwrap();
+        assert_eq!(skus, vec![("m1".to_string(), b"\x01[]".to_vec())]);
     }
 
     #[test]

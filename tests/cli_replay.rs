@@ -97,3 +97,50 @@ fn bad_rules_stop_with_the_key_and_the_problem() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("points.fen-per-point: must be > 0"), "{err}");
 }
+
+/// `--resident` passivates entities to a spill store while replaying: the files are the same
+/// as with every entity in memory, on a generated stream big enough to evict many times.
+#[test]
+fn a_resident_bound_changes_no_output_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.jsonl");
+    let sc = omnistream_loadtest::Scenario::load("smoke").unwrap();
+    let mut events = Vec::new();
+    omnistream_loadtest::generate(&sc, &mut events, &mut std::io::sink(), &mut |_| {}).unwrap();
+    std::fs::write(&input, &events).unwrap();
+    let run = |out: &Path, extra: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+            .args(["replay", "--input"])
+            .arg(&input)
+            .arg("--out")
+            .arg(out)
+            .args(extra)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        assert!(
+            o.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        text
+    };
+    let (a, b) = (dir.path().join("all"), dir.path().join("bounded"));
+    run(&a, &[]);
+    let summary = run(&b, &["--resident", "300"]);
+    let passivated: u64 = summary
+        .lines()
+        .find_map(|l| l.strip_prefix("passivated: "))
+        .and_then(|n| n.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no passivated line in {summary}"))
+        .parse()
+        .unwrap();
+    assert!(passivated > 1000, "{summary}");
+    assert!(!b.join("spill").exists(), "the spill store is left behind");
+    for f in FILES {
+        assert!(
+            std::fs::read(a.join(f)).unwrap() == std::fs::read(b.join(f)).unwrap(),
+            "{f} differs with --resident 300"
+        );
+    }
+}

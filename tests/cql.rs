@@ -81,6 +81,7 @@ fn cql_store_commits_replays_across_buckets_and_survives_reopening() {
     for part in 0..3u64 {
         let seqs = first + part * 4..first + part * 4 + 4;
         let b = Batch {
+            checkpoint: None,
             events: seqs.clone().map(|q| (q, body("e", q))).collect(),
             outputs: seqs.clone().map(|q| (q, body("o", q))).collect(),
             ledger: vec![],
@@ -125,6 +126,7 @@ fn cql_ledger_pages_in_entry_order_across_member_buckets() {
     let n = (1u64 << cql::LEDGER_BUCKET_BITS) + 10; // 4106 entries: two partitions
     let entry = |q: u64| format!("{{\"seq\":{q}}}").into_bytes();
     let b = Batch {
+        checkpoint: None,
         events: vec![(0, b"{}".to_vec())],
         outputs: vec![],
         ledger: (1..=n)
@@ -159,6 +161,7 @@ fn cql_a_half_written_commit_is_neither_replayed_nor_served() {
     let cfg = migrated("halfwritten");
     let mut s = CqlStore::open(&cfg).unwrap();
     s.commit(&Batch {
+        checkpoint: None,
         events: vec![(0, body("e", 0)), (1, body("e", 1))],
         outputs: vec![(0, body("o", 0))],
         ledger: vec![("m1".into(), 1, body("l", 1))],
@@ -202,6 +205,7 @@ fn cql_a_half_written_commit_is_neither_replayed_nor_served() {
     );
     // the next commit takes the same seqs and overwrites the leftovers
     s.commit(&Batch {
+        checkpoint: None,
         events: vec![(2, body("e", 2))],
         outputs: vec![(1, body("o", 1))],
         ledger: vec![("m1".into(), 2, body("l", 2))],
@@ -225,6 +229,7 @@ fn cql_a_write_that_fails_for_good_names_table_and_key_and_keeps_nothing() {
     };
     let mut s = CqlStore::open(&cfg).unwrap();
     s.commit(&Batch {
+        checkpoint: None,
         events: vec![(0, body("e", 0))],
         outputs: vec![],
         ledger: vec![],
@@ -246,6 +251,7 @@ fn cql_a_write_that_fails_for_good_names_table_and_key_and_keeps_nothing() {
     });
     let e = s
         .commit(&Batch {
+            checkpoint: None,
             events: vec![(1, body("e", 1)), (2, body("e", 2))],
             outputs: vec![(0, body("o", 0)), (1, body("o", 1))],
             ledger: vec![],
@@ -467,6 +473,7 @@ fn cql_bench_commit_vs_single_row_inserts() {
     while q < events {
         let hi = (q + per_commit).min(events);
         let mut b = Batch {
+            checkpoint: None,
             positions: vec![("http".into(), hi)],
             ..Batch::default()
         };

@@ -1,7 +1,9 @@
 //! Crash exactness on the embedded store: the service is killed with SIGKILL at ten seeded
 //! points of a generated stream (some while a batch is in flight), restarted each time, and
 //! the client re-sends what was not acknowledged; the final state must equal one
-//! uninterrupted run's, byte for byte.
+//! uninterrupted run's, byte for byte. The interrupted run checkpoints every 700 events and
+//! holds at most 500 entities (the uninterrupted one: defaults, everything in memory), so
+//! the kills also strike around checkpoints and restarts restore from them.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -10,11 +12,18 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-fn start(dir: &Path) -> (Child, String) {
+/// Small enough that the smoke stream checkpoints and passivates many times.
+const BOUNDED: [(&str, &str); 2] = [
+    ("OMNISTREAM_CHECKPOINT_EVERY_EVENTS", "700"),
+    ("OMNISTREAM_RESIDENT_ENTITIES", "500"),
+];
+
+fn start(dir: &Path, env: &[(&str, &str)]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_omnistream"))
         .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .env("OMNISTREAM_LOG", "error")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -67,7 +76,7 @@ fn batches() -> Vec<Vec<u8>> {
 fn ten_sigkills_lose_nothing_and_count_nothing_twice() {
     let batches = batches();
     let whole = tempfile::tempdir().unwrap();
-    let (mut a, addr) = start(whole.path());
+    let (mut a, addr) = start(whole.path(), &[]);
     for b in &batches {
         assert_eq!(request(&addr, "POST", "/v1/events", b).unwrap().0, 200);
     }
@@ -87,7 +96,7 @@ fn ten_sigkills_lose_nothing_and_count_nothing_twice() {
     points.sort_unstable();
     points.dedup();
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, mut addr) = start(dir.path());
+    let (mut child, mut addr) = start(dir.path(), &BOUNDED);
     for (i, b) in batches.iter().enumerate() {
         if let Some(k) = points.iter().position(|p| *p == i) {
             if k % 2 == 1 {
@@ -97,13 +106,13 @@ fn ten_sigkills_lose_nothing_and_count_nothing_twice() {
                 child.kill().unwrap();
                 child.wait().unwrap();
                 let _ = inflight.join();
-                (child, addr) = start(dir.path());
+                (child, addr) = start(dir.path(), &BOUNDED);
             } else {
                 // acknowledged means durable: this batch is not sent again
                 assert_eq!(request(&addr, "POST", "/v1/events", b).unwrap().0, 200);
                 child.kill().unwrap();
                 child.wait().unwrap();
-                (child, addr) = start(dir.path());
+                (child, addr) = start(dir.path(), &BOUNDED);
                 continue;
             }
         }
@@ -112,6 +121,12 @@ fn ten_sigkills_lose_nothing_and_count_nothing_twice() {
         assert_eq!(code, 200, "{body}");
     }
     let got = snapshot(&addr);
+    let (_, stats) = request(&addr, "GET", "/v1/stats", b"").unwrap();
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert!(
+        stats["shard"]["restored_from"].as_u64().unwrap() > 0,
+        "the last start did not restore a checkpoint: {stats}"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(points.len() >= 8, "kill points {points:?}");

@@ -25,6 +25,8 @@ pub mod store;
 pub mod vecmap;
 
 pub use cmd::*;
+/// The string type of entity keys and ids (inline up to 24 bytes).
+pub use compact_str::CompactString as Str;
 pub use config::Rules;
 pub use engine::Engine;
 pub use key::Key;

@@ -2,6 +2,7 @@
 //! and writes the final states and every output as JSON lines. A backfill and what-if tool:
 //! replay the same input with changed rules and compare the outputs.
 
+use crate::store::{Batch, CheckpointWrite, Store};
 use anyhow::Context;
 use omnistream_actors::engine::{Applied, Emitted, Engine};
 use omnistream_actors::{Output, Rules};
@@ -29,6 +30,11 @@ pub struct ReplaySummary {
     pub outputs: BTreeMap<&'static str, u64>,
     /// Members (not counting aliases).
     pub members: u64,
+    /// Entities passivated to the spill store (`--resident`).
+    pub passivated: u64,
+    /// Peak resident memory (kB, VmHWM) when the input was processed, before the final
+    /// states were written (which brings every entity back into memory).
+    pub peak_rss_kb: Option<u64>,
     /// Wall time in seconds.
     pub seconds: f64,
 }
@@ -67,6 +73,7 @@ pub fn run(
     out_dir: &Path,
     rules: Option<&Path>,
     until: Option<&str>,
+    resident: usize,
 ) -> anyhow::Result<ReplaySummary> {
     let rules = load_rules(rules)?;
     let until = until
@@ -79,6 +86,19 @@ pub fn run(
     let (pii, _) = super::pii_from_env();
     let decoder = Decoder::new(pii.clone());
     let mut engine = Engine::new(rules);
+    let mut spill = match resident {
+        0 => None,
+        n => {
+            let dir = out_dir.join("spill");
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("removing {}", dir.display()))?;
+            }
+            let store = crate::store::RedbStore::open(&dir)?;
+            engine.set_cold(store.cold().context("the spill store keeps no states")?, n);
+            Some((store, dir))
+        }
+    };
     let mut outputs = writer(out_dir, "outputs.jsonl")?;
     let mut ledger = writer(out_dir, "ledger.jsonl")?;
     let mut dead = writer(out_dir, "dead-letter.jsonl")?;
@@ -114,6 +134,12 @@ pub fn run(
             if buf.len() >= 4096 {
                 emit(&mut buf, &mut summary, &mut outputs, &mut ledger)?;
             }
+            if let Some((store, _)) = &mut spill {
+                // evicted states wait in memory, encoded, until a checkpoint writes them
+                if engine.spilled() >= resident / 2 {
+                    checkpoint(&mut engine, store)?;
+                }
+            }
         }
     }
     if let Some(t) = until {
@@ -123,9 +149,34 @@ pub fn run(
     outputs.flush()?;
     ledger.flush()?;
     dead.flush()?;
+    summary.peak_rss_kb = omnistream_loadtest::bench::peak_rss_kb();
+    summary.passivated = engine.evicted();
     summary.members = write_states(&engine, out_dir)?;
+    if let Some((store, dir)) = spill {
+        drop(engine);
+        drop(store);
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// Writes the states changed since the last checkpoint to the spill store.
+fn checkpoint(engine: &mut Engine, store: &mut dyn Store) -> anyhow::Result<()> {
+    if let Some(why) = engine.take_cold_error() {
+        anyhow::bail!("spill store: {why}");
+    }
+    let cp = engine
+        .checkpoint()
+        .map_err(|e| anyhow::anyhow!("spill store: {e}"))?;
+    store.commit(&Batch {
+        checkpoint: Some(CheckpointWrite {
+            states: cp.states,
+            ..CheckpointWrite::default()
+        }),
+        ..Batch::default()
+    })?;
+    Ok(())
 }
 
 /// Writes buffered outputs: all to `outputs.jsonl`, ledger entries also to `ledger.jsonl`.
@@ -147,7 +198,9 @@ fn emit(
 
 /// Writes the final states, sorted by key, and the whole snapshot; returns the member count.
 fn write_states(engine: &Engine, dir: &Path) -> anyhow::Result<u64> {
-    let snap = engine.snapshot();
+    let snap = engine
+        .try_snapshot()
+        .map_err(|e| anyhow::anyhow!("spill store: {e}"))?;
     let at = crate::view_time(engine);
     let (now, today) = (at.unix_us, at.local_day());
     let mut members = writer(dir, "members.jsonl")?;
@@ -192,7 +245,8 @@ pub fn render(s: &ReplaySummary, out: &Path) -> String {
     let streams: Vec<String> = s.outputs.iter().map(|(k, v)| format!("{k} {v}")).collect();
     format!(
         "replayed {} lines: {} events, {} rejected (dead-letter.jsonl), {} duplicates\n\
-         outputs: {}\nmembers: {}\nwrote {} in {:.2} s ({:.0} events/s)\n",
+         outputs: {}\nmembers: {}\npassivated: {} entities, peak RSS {} MiB while processing\n\
+         wrote {} in {:.2} s ({:.0} events/s)\n",
         s.lines,
         s.events,
         s.rejected,
@@ -203,6 +257,9 @@ pub fn render(s: &ReplaySummary, out: &Path) -> String {
             streams.join(", ")
         },
         s.members,
+        s.passivated,
+        s.peak_rss_kb
+            .map_or("?".to_string(), |k| (k / 1024).to_string()),
         out.display(),
         s.seconds,
         s.events as f64 / s.seconds.max(1e-9),

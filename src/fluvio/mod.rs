@@ -259,8 +259,11 @@ mod tests {
                 Box::new(RedbStore::open(&dir).unwrap()),
                 omnistream_actors::Rules::default(),
                 KEY,
-                Duration::from_millis(5),
-                256,
+                crate::shard::ShardConfig {
+                    commit_every: Duration::from_millis(5),
+                    commit_events: 256,
+                    ..crate::shard::ShardConfig::default()
+                },
                 Arc::new(AtomicBool::new(false)),
                 metrics.clone(),
             )

@@ -1,0 +1,124 @@
+//! Upgrade safety: a store written by an older build loads in this one with the same state,
+//! survives a checkpoint and a restart from it, and a store from a newer build is refused at
+//! start-up naming the file.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+mod common;
+
+use common::Service;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::Command;
+
+const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/store-format-1/omnistream.redb"
+);
+const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/sample.jsonl");
+
+fn snapshot(s: &Service) -> String {
+    let mut conn = TcpStream::connect(&s.addr).unwrap();
+    write!(
+        conn,
+        "GET /v1/admin/snapshot HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    conn.read_to_string(&mut resp).unwrap();
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_string()
+}
+
+/// `omnistream replay` of the sample with the development PII key the fixture was written
+/// with (no `OMNISTREAM_PII_KEY`): its `state.json`.
+fn replay_sample(out: &Path) -> String {
+    let st = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+        .args(["replay", "--input", SAMPLE, "--out"])
+        .arg(out)
+        .env_remove("OMNISTREAM_PII_KEY")
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{st:?}");
+    std::fs::read_to_string(out.join("state.json")).unwrap()
+}
+
+#[test]
+fn a_store_written_by_format_1_loads_and_equals_a_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::copy(FIXTURE, data.join("omnistream.redb")).unwrap();
+    let expected = replay_sample(&dir.path().join("replay"));
+
+    // format 1 has no checkpoint: the whole log is replayed
+    let s = Service::start(&data);
+    let stats = s.get("/v1/stats");
+    assert_eq!(stats["shard"]["replayed"], 28, "{stats}");
+    assert_eq!(stats["shard"]["restored_from"], 0, "{stats}");
+    let first = snapshot(&s);
+    assert!(first.len() > 1000);
+    assert!(
+        first == expected,
+        "a format-1 store loads into another state than a replay of its events"
+    );
+    // SIGTERM writes a checkpoint (format 2) and drops the log before it
+    s.stop();
+
+    let s = Service::start(&data);
+    let stats = s.get("/v1/stats");
+    assert_eq!(stats["shard"]["restored_from"], 28, "{stats}");
+    assert_eq!(stats["shard"]["replayed"], 0, "{stats}");
+    assert!(
+        snapshot(&s) == expected,
+        "restored from the checkpoint into another state"
+    );
+    // and it goes on: the same events again are duplicates, a new one applies
+    let body = std::fs::read_to_string(SAMPLE).unwrap();
+    let (code, v) = s.request("POST", "/v1/events", &body);
+    assert_eq!(code, 200, "{v}");
+    let statuses: Vec<&str> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses.len(), 29);
+    assert!(
+        statuses.iter().filter(|s| **s == "duplicate").count() >= 28,
+        "events seen before the checkpoint were applied again: {statuses:?}"
+    );
+    s.stop();
+}
+
+#[test]
+fn a_store_from_a_newer_build_is_refused_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("omnistream.redb");
+    std::fs::copy(FIXTURE, &file).unwrap();
+    {
+        let db = redb::Database::create(&file).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let def: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
+            let mut t = tx.open_table(def).unwrap();
+            t.insert("format", 99).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+        .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "started on a store of a newer format"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("omnistream.redb") && err.contains("newer") && err.contains("99"),
+        "{err}"
+    );
+}
