@@ -20,6 +20,10 @@ pub struct Metrics {
     pub enabled: bool,
     /// Entities resident in memory, by kind and shard.
     pub entities: IntGaugeVec,
+    /// Entities passivated to the store since start.
+    pub passivated: IntCounter,
+    /// Checkpoints written since start.
+    pub checkpoints: IntCounter,
     registry: Registry,
     /// Events in, by type and outcome.
     pub events: IntCounterVec,
@@ -197,6 +201,16 @@ impl Default for Metrics {
                 "omnistream_entities",
                 "entities resident in memory, by kind and shard",
                 &["kind", "shard"],
+            ),
+            passivated: counter(
+                &r,
+                "omnistream_passivated_entities_total",
+                "entities passivated to the store (beyond resident-entities)",
+            ),
+            checkpoints: counter(
+                &r,
+                "omnistream_checkpoints_total",
+                "checkpoints written with a commit",
             ),
             ready: gauge(
                 &r,

@@ -542,6 +542,7 @@ impl Shard {
                 self.since_checkpoint = 0;
                 self.checkpoint_now = false;
                 self.stats.checkpoints += 1;
+                self.metrics.checkpoints.inc();
             }
             let seconds = started.elapsed().as_secs_f64();
             if seconds > SLOW_COMMIT_S {
@@ -569,7 +570,11 @@ impl Shard {
                     .log_events
                     .set(i64::try_from(self.next_seq).unwrap_or(i64::MAX));
                 self.metrics.resident("0", &self.engine.counts());
-                self.stats.passivated = self.engine.evicted();
+                let passivated = self.engine.evicted();
+                self.metrics
+                    .passivated
+                    .inc_by(passivated.saturating_sub(self.stats.passivated));
+                self.stats.passivated = passivated;
                 self.stats.resident = self.engine.resident();
                 self.stats.commits += 1;
                 self.stats.max_batch = self.stats.max_batch.max(batch.events.len());
