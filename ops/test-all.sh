@@ -61,7 +61,8 @@ step "store outage: a Cassandra node of its own stopped for 20 s under the runni
 if [[ -z "${OMNISTREAM_NO_CASSANDRA:-}" ]]; then
   # the shared node has served its tests; its memory and cores go to the outage test's node
   bash "$cassandra" stop
-  cargo test -p omnistream --test outage --locked -- --ignored --nocapture
+  # --workspace: the features the step above built with, so nothing is compiled again
+  cargo test --workspace --locked --test outage -- --ignored --nocapture
 else
   echo "OMNISTREAM_NO_CASSANDRA is set: skipping the store outage test (it needs Java 17 and Maven)"
 fi
