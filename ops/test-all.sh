@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README's second command and CI run it: formatting, lints, every
 # crate's tests, and the real services the tests need (a local Cassandra 5.0 node on
-# 127.0.0.1:9042, started here and stopped on exit whatever happens).
+# 127.0.0.1:9042, started here and stopped on exit whatever happens); then the store outage
+# test (tests/outage.rs), which stops and restarts a node of its own on 127.0.0.1:19042.
 #
 #   bash ops/test-all.sh            # everything
 #   OMNISTREAM_NO_CASSANDRA=1 ...   # no database: `cargo test` then runs with `--skip cql_`, so the
 #                                   # tests that need a node (tests/cql.rs; every name starts with
 #                                   # `cql_`) are left out, visibly in the summary. Run on their own
 #                                   # without OMNISTREAM_TEST_CQL they fail, saying how to start
-#                                   # the node: they never skip themselves.
+#                                   # the node: they never skip themselves. The outage
+#                                   # test is skipped too.
 #   CASSANDRA_PORT=19042 ...        # the node on another port (the launcher reads it too)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +25,10 @@ fi
 cassandra=ops/cassandra/cassandra.sh
 if [[ -z "${OMNISTREAM_NO_CASSANDRA:-}" ]]; then
   step "starting cassandra in the background"
-  trap 'bash "$cassandra" stop >/dev/null 2>&1 || true' EXIT
+  # the second stop is the outage test's own node, in case that test was interrupted
+  trap 'bash "$cassandra" stop >/dev/null 2>&1 || true
+        OMNI_CASSANDRA_HOME="${TMPDIR:-/tmp}/omnistream-cassandra-outage" \
+          bash "$cassandra" stop >/dev/null 2>&1 || true' EXIT
   # starts while cargo builds: the JVM warm-up overlaps the compile
   bash "$cassandra" start
 fi
@@ -50,6 +55,16 @@ if [[ -z "${OMNISTREAM_NO_CASSANDRA:-}" ]]; then
 else
   echo "OMNISTREAM_NO_CASSANDRA is set: skipping the tests that need a CQL node (--skip cql_)"
   cargo test --workspace --locked -- --skip cql_
+fi
+
+step "store outage: a Cassandra node of its own stopped for 20 s under the running service"
+if [[ -z "${OMNISTREAM_NO_CASSANDRA:-}" ]]; then
+  # the shared node has served its tests; its memory and cores go to the outage test's node
+  bash "$cassandra" stop
+  # --workspace: the features the step above built with, so nothing is compiled again
+  cargo test --workspace --locked --test outage -- --ignored --nocapture
+else
+  echo "OMNISTREAM_NO_CASSANDRA is set: skipping the store outage test (it needs Java 17 and Maven)"
 fi
 
 step "prometheus: rules, config, and a real scrape of the service"

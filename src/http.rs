@@ -202,6 +202,14 @@ async fn read<F>(st: &AppState, what: &str, f: F) -> HttpResponse
 where
     F: FnOnce(&Engine, &dyn Store) -> Option<Value> + Send + 'static,
 {
+    if !st.ready.load(Ordering::SeqCst) {
+        // until the rebuild the engine may hold events of a commit that failed
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the store is not available",
+        );
+    }
     match st.shard.send(Read(f)).await {
         Ok(Some(v)) => HttpResponse::Ok().json(v),
         Ok(None) => error(
@@ -509,6 +517,13 @@ async fn board_page() -> HttpResponse {
 
 /// Every entity's state, sorted (large: for tests, audits and comparing two runs).
 async fn snapshot(st: web::Data<AppState>) -> HttpResponse {
+    if !st.ready.load(Ordering::SeqCst) {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the store is not available",
+        );
+    }
     // straight to text: the state holds 128-bit ids that a JSON value tree cannot
     match st
         .shard

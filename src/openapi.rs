@@ -59,7 +59,7 @@ pub fn document() -> Value {
 }
 
 fn paths() -> Value {
-    json!({
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {"title": "omnistream", "version": env!("CARGO_PKG_VERSION"),
                  "description": "real-time entity state for omnichannel brands: ingest events, read members, points, stock, credit and store KPIs"},
@@ -82,5 +82,15 @@ fn paths() -> Value {
             "/readyz": {"get": op("the store is open and the shard runs", &[], None)},
         },
         "components": {"schemas": {"Event": omnistream_schemas::json_schema()}},
-    })
+    });
+    // reads of state are refused while not ready: the state may hold a failed commit's events
+    if let Some(paths) = doc["paths"].as_object_mut() {
+        for (path, ops) in paths.iter_mut() {
+            if path.starts_with("/v1/") && path != "/v1/stats" && ops["get"].is_object() {
+                ops["get"]["responses"]["503"] = json!({"description":
+                    "not ready: the store is unavailable and the state not yet rebuilt; retry after the Retry-After header"});
+            }
+        }
+    }
+    doc
 }

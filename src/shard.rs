@@ -129,12 +129,21 @@ pub fn wall_clock_us() -> i64 {
 /// A commit slower than this (seconds) is logged at warn level with its size.
 const SLOW_COMMIT_S: f64 = 0.02;
 
+/// After a failed rebuild the shard tries again after this long, doubling up to
+/// [`REBUILD_RETRY_MAX`] while the store stays away.
+const REBUILD_RETRY_MIN: Duration = Duration::from_millis(500);
+/// The longest wait between two rebuild attempts.
+const REBUILD_RETRY_MAX: Duration = Duration::from_secs(5);
+
 /// Why the shard could not take a request.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ShardError {
     /// The store refused the write; nothing of the request was kept.
     #[error("store write failed, nothing was applied: {0}")]
     Store(String),
+    /// A commit failed and the state is not rebuilt from the store yet; nothing was applied.
+    #[error("not ready: the store is unavailable; the state is rebuilt once it answers again, nothing was applied")]
+    NotReady,
 }
 
 /// Where the answer to an ingest goes.
@@ -713,6 +722,35 @@ impl Actor for Shard {
         // bounded mailbox: senders wait (and HTTP answers 429 first, by its own count)
         ctx.set_mailbox_capacity(1024);
         self.ready.store(true, Ordering::SeqCst);
+        // a failed rebuild leaves the shard not ready (ingest answers 503); the store usually
+        // comes back by itself, so try again, backing off, rather than stay so until a restart
+        let mut wait = REBUILD_RETRY_MIN;
+        let mut next_try = Instant::now();
+        ctx.run_interval(REBUILD_RETRY_MIN, move |act, _| {
+            if act.ready.load(Ordering::SeqCst) {
+                wait = REBUILD_RETRY_MIN;
+                return;
+            }
+            if Instant::now() < next_try {
+                return;
+            }
+            match act.rebuild() {
+                Ok(()) => {
+                    tracing::info!(
+                        replayed = act.stats.replayed,
+                        seconds = act.stats.replay_seconds,
+                        "store answers again: state rebuilt from the log, ready"
+                    );
+                    act.ready.store(true, Ordering::SeqCst);
+                    wait = REBUILD_RETRY_MIN;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "rebuild failed; still not ready");
+                    next_try = Instant::now() + wait;
+                    wait = (wait * 2).min(REBUILD_RETRY_MAX);
+                }
+            }
+        });
     }
 
     fn stopping(&mut self, _: &mut Self::Context) -> Running {
@@ -727,6 +765,11 @@ impl Handler<Ingest> for Shard {
     type Result = ();
 
     fn handle(&mut self, msg: Ingest, ctx: &mut Self::Context) {
+        if !self.ready.load(Ordering::SeqCst) {
+            // the engine may still hold a failed commit's events: apply nothing on top of them
+            let _ = msg.reply.send(Err(ShardError::NotReady));
+            return;
+        }
         let _span =
             tracing::debug_span!("ingest", source = %msg.source, items = msg.items.len()).entered();
         let outcomes = self.apply(&msg.source, msg.position, msg.items);
@@ -756,6 +799,10 @@ impl Handler<Review> for Shard {
     type Result = ();
 
     fn handle(&mut self, msg: Review, ctx: &mut Self::Context) {
+        if !self.ready.load(Ordering::SeqCst) {
+            let _ = msg.reply.send(Some(Err(ShardError::NotReady)));
+            return;
+        }
         let Some(member) = self.reviews.0.get(&msg.event).cloned() else {
             let _ = msg.reply.send(None);
             return;
