@@ -38,6 +38,8 @@ pub struct Config {
     pub store: StoreKind,
     /// Directory of the embedded store.
     pub data_dir: PathBuf,
+    /// The embedded store's page cache, in MiB.
+    pub store_cache_mb: usize,
     /// Group commit: 0 (the default) writes as soon as the shard has no request waiting, so
     /// batches grow with the load; a positive value waits this many milliseconds first...
     pub group_commit_ms: u64,
@@ -591,6 +593,7 @@ impl Default for Config {
             listen: "127.0.0.1:8080".into(),
             store: StoreKind::Embedded,
             data_dir: PathBuf::from("omnistream-data"),
+            store_cache_mb: 256,
             group_commit_ms: 0,
             group_commit_events: 2048,
             max_inflight_events: 50_000,

@@ -519,6 +519,15 @@ impl Shard {
 
     fn flush(&mut self) -> Result<(), ShardError> {
         self.flush_scheduled = false;
+        if !self.ready.load(Ordering::SeqCst) {
+            // a failed commit's events may still be in the engine: write nothing (above all
+            // no checkpoint of that state) until a rebuild from the store succeeds
+            self.batch = Batch::default();
+            for (tx, _) in std::mem::take(&mut self.waiting) {
+                let _ = tx.send(Err(ShardError::NotReady));
+            }
+            return Err(ShardError::NotReady);
+        }
         if self.waiting.is_empty() && self.batch.is_empty() && !self.checkpoint_now {
             return Ok(());
         }

@@ -28,6 +28,9 @@ const STATES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("states");
 /// The last checkpoint's `global`, `seen` and `extras` blobs.
 const CHECKPOINT: TableDefinition<&str, &[u8]> = TableDefinition::new("checkpoint");
 
+/// The embedded store's page cache unless configured (`store-cache-mb`).
+pub const DEFAULT_CACHE_BYTES: usize = 256 << 20;
+
 /// The on-disk format this binary writes. Format 2 added entity checkpoints (`states`,
 /// `checkpoint`, `meta.checkpoint_seq`); a format-1 store is read as one without a
 /// checkpoint and upgraded in place on open.
@@ -164,7 +167,10 @@ pub trait Store: Send {
 /// Opens the store the configuration names (`store = "embedded" | "cql"`).
 pub fn open(cfg: &crate::config::Config) -> Result<Box<dyn Store>, StoreError> {
     Ok(match cfg.store {
-        crate::config::StoreKind::Embedded => Box::new(RedbStore::open(&cfg.data_dir)?),
+        crate::config::StoreKind::Embedded => Box::new(RedbStore::open_with_cache(
+            &cfg.data_dir,
+            cfg.store_cache_mb << 20,
+        )?),
         crate::config::StoreKind::Cql => Box::new(crate::cql::CqlStore::open(&cfg.cql)?),
     })
 }
@@ -178,8 +184,15 @@ pub struct RedbStore {
 }
 
 impl RedbStore {
-    /// Opens (or creates) `dir/omnistream.redb`; refuses a damaged file or a newer format.
+    /// Opens (or creates) `dir/omnistream.redb` with a page cache of [`DEFAULT_CACHE_BYTES`];
+    /// refuses a damaged file or a newer format.
     pub fn open(dir: &Path) -> Result<RedbStore, StoreError> {
+        RedbStore::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// [`RedbStore::open`] with a page cache of at most `cache_bytes` (redb's own default,
+    /// 1 GiB, would count against the memory the resident bound is meant to cap).
+    pub fn open_with_cache(dir: &Path, cache_bytes: usize) -> Result<RedbStore, StoreError> {
         let path = dir.join("omnistream.redb");
         let open_err = |why: String| StoreError::Open {
             path: path.clone(),
@@ -187,7 +200,10 @@ impl RedbStore {
         };
         std::fs::create_dir_all(dir)
             .map_err(|e| open_err(format!("creating {}: {e}", dir.display())))?;
-        let db = Database::create(&path).map_err(|e| open_err(format!("cannot open: {e}")))?;
+        let db = redb::Builder::new()
+            .set_cache_size(cache_bytes)
+            .create(&path)
+            .map_err(|e| open_err(format!("cannot open: {e}")))?;
         let store = RedbStore { db: Arc::new(db) };
         let version = store.meta("format")?;
         match version {
