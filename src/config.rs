@@ -56,6 +56,10 @@ pub struct Config {
     /// many events, and drop the log before it: a restart replays at most this many events.
     /// 0: only at shutdown. Embedded store only.
     pub checkpoint_every_events: u64,
+    /// Codes the code registry's Bloom filter is sized for (1% false positives, about 1.2
+    /// bytes a code): a scan of a code never scanned, most scans, then reads nothing from
+    /// the store. More codes only raise the rate. Embedded store only.
+    pub code_filter_codes: u64,
     /// Largest request body in bytes (413 beyond).
     pub max_body_bytes: usize,
     /// Most events in one ingest request (413 beyond).
@@ -599,6 +603,7 @@ impl Default for Config {
             max_inflight_events: 50_000,
             resident_entities: 1_000_000,
             checkpoint_every_events: 100_000,
+            code_filter_codes: 10_000_000,
             max_body_bytes: 8 << 20,
             max_batch_events: 10_000,
             cql: CqlConfig::default(),

@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::shard::{FlushNow, GetBoard, GetStats, Ingest, Item, Outcome, Read, Shard};
+use crate::shard::{GetBoard, GetStats, Ingest, Item, Outcome, Read, Shard, Shutdown};
 use crate::store::Store;
 use actix::prelude::*;
 use actix_web::http::StatusCode;
@@ -946,8 +946,8 @@ pub async fn serve(cfg: Config, listener: TcpListener, pii_key: Vec<u8>) -> anyh
     if let Some(f) = fluvio {
         f.stop();
     }
-    // the server drained its requests; commit whatever is still buffered
-    if let Ok(Err(e)) = shard.send(FlushNow).await {
+    // the server drained its requests; commit whatever is still buffered, with a checkpoint
+    if let Ok(Err(e)) = shard.send(Shutdown).await {
         tracing::error!(error = %e, "final commit failed");
     }
     arbiter.stop();

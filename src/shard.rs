@@ -229,6 +229,8 @@ pub struct ShardConfig {
     pub resident: usize,
     /// Checkpoint after this many events (0: only at shutdown).
     pub checkpoint_every: u64,
+    /// Codes the code registry's filter is sized for.
+    pub filter_codes: u64,
 }
 
 impl Default for ShardConfig {
@@ -244,6 +246,7 @@ impl From<&crate::config::Config> for ShardConfig {
             commit_events: c.group_commit_events,
             resident: c.resident_entities,
             checkpoint_every: c.checkpoint_every_events,
+            filter_codes: c.code_filter_codes,
         }
     }
 }
@@ -274,6 +277,7 @@ pub struct Shard {
     /// Whether the store keeps checkpoints (and so can hold passivated entities).
     checkpoints: bool,
     resident: usize,
+    filter_codes: u64,
     checkpoint_every: u64,
     /// Events (and admin commands) applied since the last checkpoint.
     since_checkpoint: u64,
@@ -372,6 +376,7 @@ impl Shard {
         let mut s = Shard {
             checkpoints,
             resident: sc.resident,
+            filter_codes: sc.filter_codes,
             checkpoint_every: sc.checkpoint_every,
             since_checkpoint: 0,
             checkpoint_now: false,
@@ -412,8 +417,15 @@ impl Shard {
         let (mut engine, mut reviews, mut board, from) =
             match (self.store.cold(), self.store.last_checkpoint()?) {
                 (Some(cold), Some(cp)) => {
-                    let engine = Engine::restore(rules, &cp.global, &cp.seen, cold, self.resident)
-                        .map_err(restore_err)?;
+                    let saved = omnistream_actors::engine::Checkpoint {
+                        states: Vec::new(),
+                        global: cp.global,
+                        seen: cp.seen,
+                        filter: cp.filter,
+                    };
+                    let engine =
+                        Engine::restore(rules, &saved, cold, self.resident, self.filter_codes)
+                            .map_err(restore_err)?;
                     let x: Extras = serde_json::from_slice(&cp.extras)
                         .map_err(|e| restore_err(format!("shard state: {e}")))?;
                     let board = Board::load(low_atp, x.board)
@@ -423,7 +435,7 @@ impl Shard {
                 (cold, _) => {
                     let mut engine = Engine::new(rules);
                     if let Some(cold) = cold {
-                        engine.set_cold(cold, self.resident);
+                        engine.set_cold(cold, self.resident, self.filter_codes);
                     }
                     (engine, Reviews::default(), Board::new(low_atp), 0)
                 }
@@ -513,6 +525,7 @@ impl Shard {
             states: cp.states,
             global: cp.global,
             seen: cp.seen,
+            filter: cp.filter,
             extras,
         }))
     }
@@ -858,6 +871,25 @@ impl Handler<FlushNow> for Shard {
 
     fn handle(&mut self, _: FlushNow, _: &mut Self::Context) -> Self::Result {
         self.flush()
+    }
+}
+
+/// Shutdown: commit what waits with a checkpoint (so the next start replays nothing), then
+/// stop the actor.
+pub struct Shutdown;
+
+impl Message for Shutdown {
+    type Result = Result<(), ShardError>;
+}
+
+impl Handler<Shutdown> for Shard {
+    type Result = Result<(), ShardError>;
+
+    fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) -> Self::Result {
+        self.checkpoint_now = true;
+        let r = self.flush();
+        ctx.stop();
+        r
     }
 }
 

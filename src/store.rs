@@ -114,6 +114,8 @@ pub struct CheckpointWrite {
     pub global: Vec<u8>,
     /// The event ids the engine remembers.
     pub seen: Vec<u8>,
+    /// The code registry's Bloom filter (empty: none).
+    pub filter: Vec<u8>,
     /// The shard's own state.
     pub extras: Vec<u8>,
 }
@@ -127,6 +129,8 @@ pub struct StoredCheckpoint {
     pub global: Vec<u8>,
     /// The event ids the engine remembers.
     pub seen: Vec<u8>,
+    /// The code registry's Bloom filter (empty: none).
+    pub filter: Vec<u8>,
     /// The shard's own state.
     pub extras: Vec<u8>,
 }
@@ -362,6 +366,7 @@ impl Store for RedbStore {
                 for (name, blob) in [
                     ("global", &cp.global),
                     ("seen", &cp.seen),
+                    ("codes_filter", &cp.filter),
                     ("extras", &cp.extras),
                 ] {
                     t.insert(name, blob.as_slice())
@@ -402,6 +407,7 @@ impl Store for RedbStore {
             seq,
             global: blob("global")?,
             seen: blob("seen")?,
+            filter: blob("codes_filter")?,
             extras: blob("extras")?,
         }))
     }
@@ -553,6 +559,7 @@ mod tests {
                 ],
                 global: b"g".to_vec(),
                 seen: b"s".to_vec(),
+                filter: b"f".to_vec(),
                 extras: b"x".to_vec(),
             }),
             ..Batch::default()
@@ -565,6 +572,7 @@ mod tests {
             (cp.seq, cp.global, cp.seen, cp.extras),
             (4, b"g".to_vec(), b"s".to_vec(), b"x".to_vec())
         );
+        assert_eq!(cp.filter, b"f".to_vec());
         let mut kept = Vec::new();
         assert_eq!(s.replay(0, &mut |k, _| kept.push(k)).unwrap(), 6);
         assert_eq!(kept, vec![4, 5], "the log before the checkpoint is dropped");

@@ -12,6 +12,7 @@
 //! hands every dirty and spilled state to the caller, who writes them atomically with the log
 //! position they reflect. A restart restores the checkpoint and replays the log after it.
 
+use crate::fraud::filter::CodeFilter;
 use compact_str::CompactString as Str;
 use serde::{de::DeserializeOwned, Serialize};
 use std::borrow::Cow;
@@ -149,6 +150,13 @@ pub(crate) struct Table<V> {
     kind: Kind,
     pub(crate) live: HashMap<Str, Slot<V>>,
     spilled: HashMap<Str, Vec<u8>>,
+    /// Every key ever created, as a Bloom filter: a key it has never seen is new without a
+    /// read of the cold tier (the code registry: most scans are of codes never scanned).
+    pub(crate) filter: Option<CodeFilter>,
+    /// Reads of the cold tier.
+    pub(crate) loads: u64,
+    /// Cold reads the filter saved.
+    pub(crate) skipped: u64,
 }
 
 impl<V: Default + Clone + Serialize + DeserializeOwned> Table<V> {
@@ -157,6 +165,9 @@ impl<V: Default + Clone + Serialize + DeserializeOwned> Table<V> {
             kind,
             live: HashMap::default(),
             spilled: HashMap::default(),
+            filter: None,
+            loads: 0,
+            skipped: 0,
         }
     }
 
@@ -172,9 +183,20 @@ impl<V: Default + Clone + Serialize + DeserializeOwned> Table<V> {
                 Some(&mut s.v)
             }
             Entry::Vacant(slot) => {
+                let never = self
+                    .filter
+                    .as_ref()
+                    .is_some_and(|f| !f.contains(slot.key().as_bytes()));
                 let stored = match self.spilled.remove(slot.key()) {
                     Some(b) => Some(b),
-                    None => match io.cold.map(|c| c.load(self.kind, slot.key())) {
+                    None if never => {
+                        self.skipped += 1;
+                        None
+                    }
+                    None => match io.cold.map(|c| {
+                        self.loads += 1;
+                        c.load(self.kind, slot.key())
+                    }) {
                         Some(Ok(b)) => b,
                         Some(Err(e)) => {
                             io.err.get_or_insert(e);
@@ -190,7 +212,12 @@ impl<V: Default + Clone + Serialize + DeserializeOwned> Table<V> {
                             .get_or_insert(format!("{} {}: {e}", self.kind.name(), slot.key()));
                         V::default()
                     }
-                    None if create => V::default(),
+                    None if create => {
+                        if let Some(f) = &mut self.filter {
+                            f.insert(slot.key().as_bytes());
+                        }
+                        V::default()
+                    }
                     None => return None,
                 };
                 let s = slot.insert(Slot {
@@ -210,6 +237,13 @@ impl<V: Default + Clone + Serialize + DeserializeOwned> Table<V> {
         }
         let b = match self.spilled.get(key) {
             Some(b) => b.clone(),
+            None if self
+                .filter
+                .as_ref()
+                .is_some_and(|f| !f.contains(key.as_bytes())) =>
+            {
+                return None
+            }
             None => cold?.load(self.kind, key).ok()??,
         };
         decode(&b).ok().map(Cow::Owned)

@@ -12,6 +12,7 @@ use crate::cold::{Cold, Io, Kind, Table};
 use crate::dealer::Dealer;
 use crate::fraud::code::Code;
 use crate::fraud::crowd::{Crowd, CrowdKind};
+use crate::fraud::filter::CodeFilter;
 use crate::fraud::ring::Ring;
 use crate::identity::Identity;
 use crate::member::Member;
@@ -176,6 +177,8 @@ pub struct Checkpoint {
     pub global: Vec<u8>,
     /// Event ids remembered for deduplication: 24 bytes each (time µs LE, id).
     pub seen: Vec<u8>,
+    /// The code registry's Bloom filter (empty without one).
+    pub filter: Vec<u8>,
 }
 
 /// The engine's own state as a checkpoint stores it.
@@ -511,10 +514,38 @@ impl Engine {
     }
 
     /// Gives the engine a cold tier and a bound on resident entities (0: none): beyond it the
-    /// least recently used are passivated after an event. Set before the first event.
-    pub fn set_cold(&mut self, cold: Box<dyn Cold>, bound: usize) {
+    /// least recently used are passivated after an event. Set before the first event. The
+    /// code registry gets a Bloom filter sized for `codes` codes at 1% false positives
+    /// (about 1.2 bytes a code): a code never scanned, most scans, is then known to be new
+    /// without a read of the cold tier. More codes than that only raise the rate.
+    pub fn set_cold(&mut self, cold: Box<dyn Cold>, bound: usize, codes: u64) {
         self.cold = Some(ColdTier(cold));
         self.bound = bound;
+        self.codes.filter = CodeFilter::for_rate(codes.max(1024), 0.01).ok();
+    }
+
+    /// Reads of the cold tier, and reads the code filter saved, since start.
+    pub fn cold_reads(&self) -> (u64, u64) {
+        let mut n = (0, 0);
+        let me = self;
+        for (l, s) in [
+            (me.identities.loads, me.identities.skipped),
+            (me.members.loads, me.members.skipped),
+            (me.orders.loads, me.orders.skipped),
+            (me.skus.loads, me.skus.skipped),
+            (me.dealers.loads, me.dealers.skipped),
+            (me.stores.loads, me.stores.skipped),
+            (me.campaigns.loads, me.campaigns.skipped),
+            (me.codes.loads, me.codes.skipped),
+            (me.devices.loads, me.devices.skipped),
+            (me.ips.loads, me.ips.skipped),
+            (me.nets.loads, me.nets.skipped),
+            (me.rings.loads, me.rings.skipped),
+        ] {
+            n.0 += l;
+            n.1 += s;
+        }
+        n
     }
 
     /// The first failure to load or encode an entity since the last call. After one, the
@@ -601,6 +632,12 @@ impl Engine {
             states,
             global,
             seen,
+            filter: self
+                .codes
+                .filter
+                .as_ref()
+                .map(CodeFilter::to_bytes)
+                .unwrap_or_default(),
         })
     }
 
@@ -608,11 +645,12 @@ impl Engine {
     /// states loaded from `cold` as commands need them.
     pub fn restore(
         rules: Rules,
-        global: &[u8],
-        seen: &[u8],
+        cp: &Checkpoint,
         cold: Box<dyn Cold>,
         bound: usize,
+        codes: u64,
     ) -> Result<Engine, String> {
+        let (global, seen) = (&cp.global, &cp.seen);
         let g: Global =
             serde_json::from_slice(global).map_err(|e| format!("engine checkpoint: {e}"))?;
         if g.version != crate::cold::STATE_VERSION {
@@ -629,7 +667,18 @@ impl Engine {
             ));
         }
         let mut e = Engine::new(rules);
-        e.set_cold(cold, bound);
+        e.set_cold(cold, bound, codes);
+        match CodeFilter::from_bytes(&cp.filter) {
+            Some(f) => e.codes.filter = Some(f),
+            // a checkpoint without a filter: every stored code goes into a new one
+            None => {
+                if let (Some(f), Some(c)) = (e.codes.filter.as_mut(), e.cold.as_ref()) {
+                    c.0.scan(Kind::Code, &mut |k, _| {
+                        f.insert(k.as_bytes());
+                    })?;
+                }
+            }
+        }
         e.watermark = g.watermark;
         e.clock = g.clock;
         e.refs = g.refs;

@@ -95,7 +95,11 @@ pub fn run(
                     .with_context(|| format!("removing {}", dir.display()))?;
             }
             let store = crate::store::RedbStore::open(&dir)?;
-            engine.set_cold(store.cold().context("the spill store keeps no states")?, n);
+            engine.set_cold(
+                store.cold().context("the spill store keeps no states")?,
+                n,
+                10_000_000,
+            );
             Some((store, dir))
         }
     };

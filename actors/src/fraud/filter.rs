@@ -92,6 +92,33 @@ impl CodeFilter {
         b.iter().zip(mask(h)).all(|(w, m)| w & m != 0)
     }
 
+    /// The filter as bytes (each word little-endian), for a checkpoint.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(self.blocks.len() * 32);
+        for w in self.blocks.iter().flatten() {
+            b.extend_from_slice(&w.to_le_bytes());
+        }
+        b
+    }
+
+    /// The filter [`CodeFilter::to_bytes`] wrote; None unless whole non-empty blocks.
+    pub fn from_bytes(b: &[u8]) -> Option<Self> {
+        if b.is_empty() || !b.len().is_multiple_of(32) {
+            return None;
+        }
+        let blocks = b
+            .chunks_exact(32)
+            .map(|c| {
+                let mut block = [0u32; 8];
+                for (w, x) in block.iter_mut().zip(c.chunks_exact(4)) {
+                    *w = u32::from_le_bytes([x[0], x[1], x[2], x[3]]);
+                }
+                block
+            })
+            .collect();
+        Some(CodeFilter { blocks })
+    }
+
     /// Bytes of memory the bits take.
     pub fn memory_bytes(&self) -> usize {
         self.blocks.len() * 32
@@ -175,6 +202,19 @@ pub fn hash(bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_filter_survives_its_bytes() {
+        let mut f = CodeFilter::for_rate(1000, 0.01).unwrap();
+        for i in 0..1000 {
+            f.insert(&code(i));
+        }
+        let g = CodeFilter::from_bytes(&f.to_bytes()).unwrap();
+        assert_eq!(f, g);
+        assert!((0..1000).all(|i| g.contains(&code(i))));
+        assert!(CodeFilter::from_bytes(&[0; 33]).is_none());
+        assert!(CodeFilter::from_bytes(&[]).is_none());
+    }
 
     fn code(i: u64) -> Vec<u8> {
         // codes as printed: 12 characters, a shared batch prefix and a serial number
