@@ -4,7 +4,7 @@
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::shard::{GetBoard, GetStats, Ingest, Item, Outcome, Read, Shard, Shutdown};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 use actix::prelude::*;
 use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpResponse, HttpServer};
@@ -202,6 +202,15 @@ async fn read<F>(st: &AppState, what: &str, f: F) -> HttpResponse
 where
     F: FnOnce(&Engine, &dyn Store) -> Option<Value> + Send + 'static,
 {
+    read_store(st, what, move |e, s| Ok(f(e, s))).await
+}
+
+/// [`read`] for lookups that read the store: a store failure answers 503 with its reason,
+/// never a 404 or a short page that would pass for an answer.
+async fn read_store<F>(st: &AppState, what: &str, f: F) -> HttpResponse
+where
+    F: FnOnce(&Engine, &dyn Store) -> Result<Option<Value>, StoreError> + Send + 'static,
+{
     if !st.ready.load(Ordering::SeqCst) {
         // until the rebuild the engine may hold events of a commit that failed
         return error(
@@ -211,8 +220,20 @@ where
         );
     }
     match st.shard.send(Read(f)).await {
-        Ok(Some(v)) => HttpResponse::Ok().json(v),
-        Ok(None) => error(
+        Ok(Ok(Some(v))) => HttpResponse::Ok().json(v),
+        Ok(Err(e)) => {
+            let mut r = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                e.to_string(),
+            );
+            r.headers_mut().insert(
+                actix_web::http::header::RETRY_AFTER,
+                actix_web::http::header::HeaderValue::from_static("1"),
+            );
+            r
+        }
+        Ok(Ok(None)) => error(
             StatusCode::NOT_FOUND,
             "not_found",
             format!("no such {what}"),
@@ -265,14 +286,18 @@ async fn get_ledger(
 ) -> HttpResponse {
     let id = id.into_inner();
     let (from, limit) = (q.from.unwrap_or(0), q.limit.unwrap_or(100).min(1000));
-    read(&st, "member", move |e, s| {
-        let m = e.member(&id)?;
-        let rows = s.ledger(&m.id, from, limit).ok()?;
+    read_store(&st, "member", move |e, s| {
+        let Some(m) = e.member(&id) else {
+            return Ok(None);
+        };
+        let rows = s.ledger(&m.id, from, limit)?;
         let entries: Vec<Value> = rows
             .iter()
             .filter_map(|r| serde_json::from_slice(r).ok())
             .collect();
-        Some(json!({"member": m.id, "balance": m.points.balance, "entries": entries}))
+        Ok(Some(
+            json!({"member": m.id, "balance": m.points.balance, "entries": entries}),
+        ))
     })
     .await
 }
@@ -324,25 +349,23 @@ struct OutputQuery {
 /// Outputs in order from a sequence number, optionally of one kind (and campaign).
 async fn get_outputs(st: web::Data<AppState>, q: web::Query<OutputQuery>) -> HttpResponse {
     let q = q.into_inner();
-    read(&st, "outputs", move |_, s| Some(outputs_page(s, q))).await
+    read_store(&st, "outputs", move |_, s| outputs_page(s, q).map(Some)).await
 }
 
 async fn get_decisions(st: web::Data<AppState>, q: web::Query<OutputQuery>) -> HttpResponse {
     let mut q = q.into_inner();
     q.output = Some("decision".into());
-    read(&st, "outputs", move |_, s| Some(outputs_page(s, q))).await
+    read_store(&st, "outputs", move |_, s| outputs_page(s, q).map(Some)).await
 }
 
-fn outputs_page(s: &dyn Store, q: OutputQuery) -> Value {
+fn outputs_page(s: &dyn Store, q: OutputQuery) -> Result<Value, StoreError> {
     let limit = q.limit.unwrap_or(100).min(1000);
     let mut from = q.from.unwrap_or(0);
     let mut found = Vec::new();
     // scan at most this many rows per request, so a rare filter cannot stall the shard
     let mut budget = 50_000usize;
     while found.len() < limit && budget > 0 {
-        let Ok(rows) = s.outputs(from, 1000) else {
-            break;
-        };
+        let rows = s.outputs(from, 1000)?;
         if rows.is_empty() {
             break;
         }
@@ -368,7 +391,7 @@ fn outputs_page(s: &dyn Store, q: OutputQuery) -> Value {
             }
         }
     }
-    json!({"next": from, "items": found})
+    Ok(json!({"next": from, "items": found}))
 }
 
 #[derive(Deserialize)]
@@ -952,4 +975,53 @@ pub async fn serve(cfg: Config, listener: TcpListener, pii_key: Vec<u8>) -> anyh
     }
     arbiter.stop();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store whose every read fails, as Cassandra does while it is down.
+    struct Down;
+
+    fn down() -> StoreError {
+        StoreError::Io {
+            op: "read",
+            table: "outputs",
+            why: "connection refused".into(),
+        }
+    }
+
+    impl Store for Down {
+        fn commit(&mut self, _: &crate::store::Batch) -> Result<(), StoreError> {
+            Err(down())
+        }
+        fn replay(&self, _: u64, _: &mut dyn FnMut(u64, &[u8])) -> Result<u64, StoreError> {
+            Err(down())
+        }
+        fn next_output(&self) -> Result<u64, StoreError> {
+            Err(down())
+        }
+        fn ledger(&self, _: &str, _: u64, _: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+            Err(down())
+        }
+        fn outputs(&self, _: u64, _: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+            Err(down())
+        }
+        fn position(&self, _: &str) -> Result<Option<u64>, StoreError> {
+            Err(down())
+        }
+    }
+
+    #[test]
+    fn a_failing_store_is_an_error_not_an_empty_page() {
+        let q = OutputQuery {
+            from: None,
+            limit: None,
+            output: None,
+            campaign: None,
+        };
+        let e = outputs_page(&Down, q).unwrap_err().to_string();
+        assert!(e.contains("connection refused"), "{e}");
+    }
 }
