@@ -22,6 +22,8 @@ pub struct Metrics {
     pub entities: IntGaugeVec,
     /// Entities passivated to the store since start.
     pub passivated: IntCounter,
+    /// Records of each owned source partition not yet durable (log end − durable offset).
+    pub source_lag: IntGaugeVec,
     /// Checkpoints written since start.
     pub checkpoints: IntCounter,
     registry: Registry,
@@ -201,6 +203,12 @@ impl Default for Metrics {
                 "omnistream_entities",
                 "entities resident in memory, by kind and shard",
                 &["kind", "shard"],
+            ),
+            source_lag: gauge_vec(
+                &r,
+                "omnistream_source_lag_records",
+                "records of a source partition beyond the offset durable in the store",
+                &["topic", "partition"],
             ),
             passivated: counter(
                 &r,

@@ -306,6 +306,7 @@ impl RecordSink for FluvioSink {
 }
 
 /// A connected cluster as the service's transport.
+#[derive(Clone)]
 pub struct FluvioTransport {
     /// The client.
     pub fluvio: Arc<Fluvio>,
@@ -339,6 +340,28 @@ impl Transport for FluvioTransport {
 
     async fn open_sink(&self) -> Result<FluvioSink, LogError> {
         Ok(FluvioSink::new(self.fluvio.clone(), &self.cfg))
+    }
+
+    /// The partition's log end offset as the SC reports it (its leader's `leo`, which the
+    /// SPU updates every few seconds): good for a lag gauge, not for reading.
+    async fn end_offset(&self, topic: &str, partition: u32) -> Result<u64, LogError> {
+        use ::fluvio::metadata::partition::PartitionSpec;
+        let name = format!("{topic}-{partition}");
+        let failed = |why: String| LogError::Failed {
+            topic: topic.to_string(),
+            why,
+        };
+        let admin = self.fluvio.admin().await;
+        let found = admin
+            .list::<PartitionSpec, _>(vec![name.clone()])
+            .await
+            .map_err(|e| failed(format!("listing partition {name}: {e}")))?;
+        let leo = found
+            .iter()
+            .find(|m| m.name == name)
+            .map(|m| m.status.leader.leo)
+            .ok_or_else(|| failed(format!("partition {name} not found")))?;
+        u64::try_from(leo).map_err(|_| failed(format!("partition {name} has no leader yet")))
     }
 }
 

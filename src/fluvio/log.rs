@@ -96,6 +96,19 @@ impl MemLog {
         self.lock().fail_appends = n;
     }
 
+    /// The offset the next record of `topic`/`partition` will get.
+    pub fn end_offset(&self, topic: &str, partition: u32) -> Result<u64, LogError> {
+        let g = self.lock();
+        let parts = g.topics.get(topic).ok_or_else(|| topic_err(topic))?;
+        let part = parts
+            .get(partition as usize)
+            .ok_or_else(|| LogError::NoPartition {
+                topic: topic.to_string(),
+                partition,
+            })?;
+        Ok(part.len() as u64)
+    }
+
     /// Every record of a topic, partition by partition.
     pub fn all(&self, topic: &str) -> Vec<(u32, Record)> {
         let g = self.lock();

@@ -49,6 +49,12 @@ pub trait Transport {
     ) -> impl Future<Output = Result<Self::Stream, LogError>>;
     /// Opens the producers of the sink topics.
     fn open_sink(&self) -> impl Future<Output = Result<Self::Sink, LogError>>;
+    /// The offset the next record appended to `topic`/`partition` will get (the log end).
+    fn end_offset(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> impl Future<Output = Result<u64, LogError>>;
 }
 
 /// The in-memory log as a transport, consuming as group `group`.
@@ -83,6 +89,38 @@ impl Transport for MemTransport {
     async fn open_sink(&self) -> Result<MemLog, LogError> {
         Ok(self.log.clone())
     }
+
+    async fn end_offset(&self, topic: &str, partition: u32) -> Result<u64, LogError> {
+        self.log.end_offset(topic, partition)
+    }
+}
+
+/// How often the source lag is measured.
+pub const LAG_EVERY: Duration = Duration::from_secs(5);
+
+/// Sets `omnistream_source_lag_records{topic, partition}` every `every`: the log end of each
+/// owned partition minus the next offset whose records are durable in the store. A failed
+/// lookup leaves the gauge as it was (and is logged at debug level).
+async fn measure_lag<T: Transport>(
+    transport: T,
+    parts: Vec<(String, u32, watch::Receiver<u64>)>,
+    gauge: prometheus::IntGaugeVec,
+    every: Duration,
+) -> Result<(), SourceError> {
+    loop {
+        for (topic, partition, durable) in &parts {
+            match transport.end_offset(topic, *partition).await {
+                Ok(end) => {
+                    let lag = end.saturating_sub(*durable.borrow());
+                    gauge
+                        .with_label_values(&[topic.as_str(), &partition.to_string()])
+                        .set(i64::try_from(lag).unwrap_or(i64::MAX));
+                }
+                Err(e) => tracing::debug!(%topic, partition, error = %e, "source lag unknown"),
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
 }
 
 /// The tasks of the Fluvio source and sinks, running on the current actix/tokio thread.
@@ -115,7 +153,7 @@ where
 /// Starts one reader and one ingest task per input topic and owned partition, from the
 /// positions the store holds, and the sink task when `sinks` is on. Must run inside an actix
 /// system (the tasks are spawned on the current thread).
-pub async fn start<T: Transport>(
+pub async fn start<T: Transport + Clone + 'static>(
     transport: &T,
     cfg: &FluvioConfig,
     shard: Addr<Shard>,
@@ -126,6 +164,7 @@ pub async fn start<T: Transport>(
     let pii = Pii::new(pii_key);
     let decoder = Decoder::new(pii.clone());
     let mut tasks = Vec::new();
+    let mut lag = Vec::new();
     for stream in Stream::ALL {
         let topic = stream.topic(&cfg.topics).to_string();
         for partition in cfg.owned() {
@@ -147,6 +186,7 @@ pub async fn start<T: Transport>(
             let s = transport.open_stream(&topic, partition, from).await?;
             let (tx, rx) = mpsc::channel(cfg.channel_records);
             let (dtx, drx) = watch::channel(from);
+            lag.push((topic.clone(), partition, dtx.subscribe()));
             let tracker = OffsetTracker::new(
                 cfg.commit_every_records,
                 Duration::from_millis(cfg.commit_every_ms),
@@ -171,6 +211,17 @@ pub async fn start<T: Transport>(
                 ),
             ));
         }
+    }
+    if metrics.enabled {
+        tasks.push(spawn_logged(
+            "source lag".into(),
+            measure_lag(
+                transport.clone(),
+                lag,
+                metrics.source_lag.clone(),
+                LAG_EVERY,
+            ),
+        ));
     }
     if cfg.sinks {
         let sink = transport.open_sink().await?;
@@ -405,6 +456,46 @@ mod tests {
             Some(r.outputs.len() as u64),
             "the sink cursor is stored"
         );
+    }
+
+    #[test]
+    fn the_lag_gauge_is_the_log_end_minus_the_durable_offset() {
+        let log = MemLog::new();
+        log.create_topic("scans", 2).unwrap();
+        let mut per_partition = [0u64; 2];
+        for i in 0..40 {
+            let (p, _) = log
+                .append("scans", format!("k{i}").as_bytes(), b"{}")
+                .unwrap();
+            per_partition[p as usize] += 1;
+        }
+        let metrics = Metrics::default();
+        let (tx0, rx0) = watch::channel(3u64);
+        let (_tx1, rx1) = watch::channel(0u64);
+        let transport = MemTransport {
+            log: log.clone(),
+            group: "g".into(),
+        };
+        let parts = vec![("scans".to_string(), 0, rx0), ("scans".to_string(), 1, rx1)];
+        let gauge = metrics.source_lag.clone();
+        let value = |p: &str| gauge.with_label_values(&["scans", p]).get();
+        actix::System::new().block_on(async {
+            let task = actix::spawn(measure_lag(
+                transport,
+                parts,
+                metrics.source_lag.clone(),
+                Duration::from_millis(5),
+            ));
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            assert_eq!(value("0"), i64::try_from(per_partition[0] - 3).unwrap());
+            assert_eq!(value("1"), i64::try_from(per_partition[1]).unwrap());
+            // the store catches up: the lag falls to zero
+            tx0.send(per_partition[0]).unwrap();
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            assert_eq!(value("0"), 0);
+            task.abort();
+        });
+        assert!(per_partition.iter().all(|n| *n > 3), "{per_partition:?}");
     }
 
     #[test]
