@@ -49,12 +49,16 @@ pub struct Config {
     pub max_inflight_events: usize,
     /// Most entities (members, identities, orders, SKUs, codes, ...) held in memory; beyond,
     /// the least recently used are passivated to the store and load back when an event
-    /// needs them. 0: no bound. Applies with the embedded store (the CQL store keeps no
-    /// checkpoints yet, so it holds every entity).
+    /// needs them, and a checkpoint is written whenever half the bound waits to be. 0 (the
+    /// default): no bound. Applies with the embedded store (the CQL store keeps no
+    /// checkpoints yet, so it holds every entity). Checkpoints stall commits: BENCHMARKS.md.
     pub resident_entities: usize,
     /// Write a checkpoint (changed entity states, timers, board) with the commit after this
-    /// many events, and drop the log before it: a restart replays at most this many events.
-    /// 0: only at shutdown. Embedded store only.
+    /// many events, and drop the log before it: a restart after a crash replays at most this
+    /// many events. 0 (the default): only at shutdown, so a crash replays the log since the
+    /// last graceful stop. A checkpoint writes every entity changed since the previous one
+    /// inside a commit, which stalls it (about 1.5 s per 100,000 events here, BENCHMARKS.md).
+    /// Embedded store only.
     pub checkpoint_every_events: u64,
     /// Codes the code registry's Bloom filter is sized for (1% false positives, about 1.2
     /// bytes a code): a scan of a code never scanned, most scans, then reads nothing from
@@ -601,8 +605,8 @@ impl Default for Config {
             group_commit_ms: 0,
             group_commit_events: 2048,
             max_inflight_events: 50_000,
-            resident_entities: 1_000_000,
-            checkpoint_every_events: 100_000,
+            resident_entities: 0,
+            checkpoint_every_events: 0,
             code_filter_codes: 10_000_000,
             max_body_bytes: 8 << 20,
             max_batch_events: 10_000,

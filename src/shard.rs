@@ -497,8 +497,11 @@ impl Shard {
 
     /// The checkpoint to write with the batch being committed, when one is due.
     fn checkpoint_due(&mut self) -> Result<Option<CheckpointWrite>, StoreError> {
+        // evicted states wait in memory, encoded, until a checkpoint writes them: keep them
+        // under half the resident bound
         let due = self.checkpoint_now
-            || (self.checkpoint_every > 0 && self.since_checkpoint >= self.checkpoint_every);
+            || (self.checkpoint_every > 0 && self.since_checkpoint >= self.checkpoint_every)
+            || (self.resident > 0 && self.engine.spilled() >= self.resident / 2);
         if !self.checkpoints || !due || self.since_checkpoint == 0 {
             return Ok(None);
         }

@@ -355,7 +355,11 @@ impl Store for RedbStore {
                     .open_table(STATES)
                     .map_err(|e| io("open", "states")(e.into()))?;
                 let mut k = Vec::new();
-                for (kind, key, state) in &cp.states {
+                // in key order: consecutive inserts land in the same B-tree pages, which the
+                // transaction has already copied, instead of copying a page per state
+                let mut order: Vec<&(Kind, Str, Vec<u8>)> = cp.states.iter().collect();
+                order.sort_unstable_by(|a, b| (a.0 as u8, &a.1).cmp(&(b.0 as u8, &b.1)));
+                for (kind, key, state) in order {
                     state_key(&mut k, *kind, key);
                     t.insert(k.as_slice(), state.as_slice())
                         .map_err(|e| io("insert", "states")(e.into()))?;
