@@ -264,30 +264,29 @@ fn state_key(k: &mut Vec<u8>, kind: Kind, key: &str) {
 /// The entity states of the embedded store's last checkpoint, read by the engine.
 struct RedbCold(Arc<Database>);
 
-impl Cold for RedbCold {
-    fn load(&self, kind: Kind, key: &str) -> Result<Option<Vec<u8>>, String> {
-        let mut k = Vec::with_capacity(key.len() + 1);
-        state_key(&mut k, kind, key);
+impl RedbCold {
+    fn states(&self) -> Result<redb::ReadOnlyTable<&'static [u8], &'static [u8]>, String> {
         let tx = self
             .0
             .begin_read()
             .map_err(|e| format!("store read: {e}"))?;
-        let t = tx
-            .open_table(STATES)
-            .map_err(|e| format!("store states: {e}"))?;
+        tx.open_table(STATES)
+            .map_err(|e| format!("store states: {e}"))
+    }
+}
+
+impl Cold for RedbCold {
+    fn load(&self, kind: Kind, key: &str) -> Result<Option<Vec<u8>>, String> {
+        let mut k = Vec::with_capacity(key.len() + 1);
+        state_key(&mut k, kind, key);
+        let t = self.states()?;
         Ok(t.get(k.as_slice())
             .map_err(|e| format!("store states: {e}"))?
             .map(|v| v.value().to_vec()))
     }
 
     fn scan(&self, kind: Kind, f: &mut dyn FnMut(&str, &[u8])) -> Result<(), String> {
-        let tx = self
-            .0
-            .begin_read()
-            .map_err(|e| format!("store read: {e}"))?;
-        let t = tx
-            .open_table(STATES)
-            .map_err(|e| format!("store states: {e}"))?;
+        let t = self.states()?;
         let (lo, hi) = ([kind as u8], [kind as u8 + 1]);
         for row in t
             .range(lo.as_slice()..hi.as_slice())

@@ -7,8 +7,15 @@ use std::process::Command;
 const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/sample.jsonl");
 
 fn replay(out: &Path, extra: &[&str]) -> String {
+    replay_file(Path::new(SAMPLE), out, extra)
+}
+
+/// `omnistream replay --input input --out out extra...`; its summary.
+fn replay_file(input: &Path, out: &Path, extra: &[&str]) -> String {
     let o = Command::new(env!("CARGO_BIN_EXE_omnistream"))
-        .args(["replay", "--input", SAMPLE, "--out"])
+        .args(["replay", "--input"])
+        .arg(input)
+        .arg("--out")
         .arg(out)
         .args(extra)
         .output()
@@ -108,26 +115,9 @@ fn a_resident_bound_changes_no_output_file() {
     let mut events = Vec::new();
     omnistream_loadtest::generate(&sc, &mut events, &mut std::io::sink(), &mut |_| {}).unwrap();
     std::fs::write(&input, &events).unwrap();
-    let run = |out: &Path, extra: &[&str]| {
-        let o = Command::new(env!("CARGO_BIN_EXE_omnistream"))
-            .args(["replay", "--input"])
-            .arg(&input)
-            .arg("--out")
-            .arg(out)
-            .args(extra)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&o.stdout).to_string();
-        assert!(
-            o.status.success(),
-            "{text}{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        text
-    };
     let (a, b) = (dir.path().join("all"), dir.path().join("bounded"));
-    run(&a, &[]);
-    let summary = run(&b, &["--resident", "300"]);
+    replay_file(&input, &a, &[]);
+    let summary = replay_file(&input, &b, &["--resident", "300"]);
     let passivated: u64 = summary
         .lines()
         .find_map(|l| l.strip_prefix("passivated: "))

@@ -6,8 +6,6 @@
 mod common;
 
 use common::Service;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 
@@ -18,17 +16,9 @@ const FIXTURE: &str = concat!(
 const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/sample.jsonl");
 
 fn snapshot(s: &Service) -> String {
-    let mut conn = TcpStream::connect(&s.addr).unwrap();
-    write!(
-        conn,
-        "GET /v1/admin/snapshot HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    conn.read_to_string(&mut resp).unwrap();
-    let (head, body) = resp.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.to_string()
+    let (code, body) = s.request_text("GET", "/v1/admin/snapshot", "");
+    assert_eq!(code, 200, "{body}");
+    body
 }
 
 /// `omnistream replay` of the sample with the development PII key the fixture was written

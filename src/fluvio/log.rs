@@ -98,15 +98,7 @@ impl MemLog {
 
     /// The offset the next record of `topic`/`partition` will get.
     pub fn end_offset(&self, topic: &str, partition: u32) -> Result<u64, LogError> {
-        let g = self.lock();
-        let parts = g.topics.get(topic).ok_or_else(|| topic_err(topic))?;
-        let part = parts
-            .get(partition as usize)
-            .ok_or_else(|| LogError::NoPartition {
-                topic: topic.to_string(),
-                partition,
-            })?;
-        Ok(part.len() as u64)
+        Ok(part(&self.lock(), topic, partition)?.len() as u64)
     }
 
     /// Every record of a topic, partition by partition.
@@ -125,6 +117,17 @@ impl MemLog {
 
 fn topic_err(topic: &str) -> LogError {
     LogError::NoTopic(topic.to_string())
+}
+
+/// The records of one partition.
+fn part<'a>(g: &'a Inner, topic: &str, partition: u32) -> Result<&'a Vec<Record>, LogError> {
+    let parts = g.topics.get(topic).ok_or_else(|| topic_err(topic))?;
+    parts
+        .get(partition as usize)
+        .ok_or_else(|| LogError::NoPartition {
+            topic: topic.to_string(),
+            partition,
+        })
 }
 
 impl PartitionedLog for MemLog {
@@ -178,13 +181,7 @@ impl PartitionedLog for MemLog {
         max: usize,
     ) -> Result<Vec<Record>, LogError> {
         let g = self.lock();
-        let parts = g.topics.get(topic).ok_or_else(|| topic_err(topic))?;
-        let part = parts
-            .get(partition as usize)
-            .ok_or_else(|| LogError::NoPartition {
-                topic: topic.to_string(),
-                partition,
-            })?;
+        let part = part(&g, topic, partition)?;
         let from = usize::try_from(from).unwrap_or(usize::MAX).min(part.len());
         Ok(part[from..].iter().take(max).cloned().collect())
     }
