@@ -20,6 +20,8 @@ pub struct Metrics {
     pub enabled: bool,
     /// Entities resident in memory, by kind and shard.
     pub entities: IntGaugeVec,
+    /// The gauges of shard `0` by kind, resolved once (the shard sets them every commit).
+    shard0: Vec<(&'static str, IntGauge)>,
     /// Entities passivated to the store since start.
     pub passivated: IntCounter,
     /// Records of each owned source partition not yet durable (log end − durable offset).
@@ -120,6 +122,16 @@ impl Default for Metrics {
             0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
             2.5,
         ];
+        let entities = gauge_vec(
+            &r,
+            "omnistream_entities",
+            "entities resident in memory, by kind and shard",
+            &["kind", "shard"],
+        );
+        let shard0 = omnistream_actors::cold::Kind::ALL
+            .iter()
+            .map(|k| (k.name(), entities.with_label_values(&[k.name(), "0"])))
+            .collect();
         Metrics {
             events: counter_vec(
                 &r,
@@ -198,12 +210,9 @@ impl Default for Metrics {
                 "events accepted but not yet durable",
             ),
             log_events: gauge(&r, "omnistream_log_events", "events in the durable log"),
-            entities: gauge_vec(
-                &r,
-                "omnistream_entities",
-                "entities resident in memory, by kind and shard",
-                &["kind", "shard"],
-            ),
+            entities: entities.clone(),
+            shard0,
+
             source_lag: gauge_vec(
                 &r,
                 "omnistream_source_lag_records",
@@ -293,11 +302,14 @@ impl Metrics {
 
     /// Sets the resident-entity gauges of `shard`.
     pub fn resident(&self, shard: &str, counts: &[(&'static str, usize)]) {
-        if self.enabled {
-            for (kind, n) in counts {
-                self.entities
-                    .with_label_values(&[kind, shard])
-                    .set(i64::try_from(*n).unwrap_or(i64::MAX));
+        if !self.enabled {
+            return;
+        }
+        for (kind, n) in counts {
+            let n = i64::try_from(*n).unwrap_or(i64::MAX);
+            match self.shard0.iter().find(|(k, _)| k == kind) {
+                Some((_, g)) if shard == "0" => g.set(n),
+                _ => self.entities.with_label_values(&[kind, shard]).set(n),
             }
         }
     }

@@ -585,6 +585,7 @@ impl Shard {
                     ok = r.is_ok(),
                     seconds,
                     events = batch.events.len(),
+                    checkpoint_states = batch.checkpoint.as_ref().map_or(0, |c| c.states.len()),
                     "slow commit"
                 );
             } else {
