@@ -5,7 +5,7 @@
 Posts the first N events (default 300,000) of a generated stream in requests of 5,000 to a
 fresh service on 127.0.0.1 (data in a temporary directory), kills it with SIGKILL, starts it
 again and reads /v1/stats (what was restored and replayed, how long); then SIGTERM and a
-third start. Once with checkpoints only at shutdown, once with the default interval.
+third start. Once with checkpoints only at shutdown, once every 100,000 events.
 Every service it starts is stopped before it returns.
 """
 import json, os, signal, subprocess, sys, tempfile, time, urllib.request, shutil
@@ -31,7 +31,7 @@ def stats(addr):
     with urllib.request.urlopen(f"http://{addr}/v1/stats", timeout=60) as r:
         return json.load(r)["shard"]
 for name, env in [("checkpoint only at shutdown", {"OMNISTREAM_CHECKPOINT_EVERY_EVENTS": "0"}),
-                  ("checkpoint every 100000 (default)", {})]:
+                  ("checkpoint every 100000", {"OMNISTREAM_CHECKPOINT_EVERY_EVENTS": "100000"})]:
     d = tempfile.mkdtemp(prefix="omnistream-restart-")
     p, addr, _ = start(d, env)
     t0 = time.time()

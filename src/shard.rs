@@ -16,7 +16,9 @@
 
 use crate::board::Board;
 use crate::metrics::Metrics;
-use crate::store::{Batch, CheckpointWrite, Store, StoreError};
+use crate::store::{
+    Batch, CheckpointWrite, Checkpointer, InFlight, InFlightSlot, Layered, Store, StoreError,
+};
 use actix::prelude::*;
 use omnistream_actors::engine::{Applied, Emitted, Engine};
 use omnistream_actors::{Output, Rules};
@@ -281,8 +283,14 @@ pub struct Shard {
     checkpoint_every: u64,
     /// Events (and admin commands) applied since the last checkpoint.
     since_checkpoint: u64,
-    /// Write a checkpoint with the next commit whatever the count (shutdown).
-    checkpoint_now: bool,
+    /// Writes checkpoints on a thread of their own (None: the store keeps none).
+    checkpointer: Option<Arc<dyn Checkpointer>>,
+    /// The checkpoint being written, readable by the engine's cold tier meanwhile.
+    inflight: InFlightSlot,
+    /// The thread writing it; answers the log seq the checkpoint reflects.
+    writer: Option<std::thread::JoinHandle<Result<u64, StoreError>>>,
+    /// Drop the log below this seq with the next commit (a checkpoint reflects it).
+    truncate_below: Option<u64>,
     /// Counters.
     pub stats: ShardStats,
 }
@@ -372,14 +380,17 @@ impl Shard {
         metrics: Arc<Metrics>,
     ) -> Result<Shard, StoreError> {
         let low_atp = rules.stock.low_stock_atp;
-        let checkpoints = store.cold().is_some();
+        let checkpointer = store.checkpointer();
         let mut s = Shard {
-            checkpoints,
+            checkpoints: checkpointer.is_some(),
+            checkpointer,
+            inflight: InFlightSlot::default(),
+            writer: None,
+            truncate_below: None,
             resident: sc.resident,
             filter_codes: sc.filter_codes,
             checkpoint_every: sc.checkpoint_every,
             since_checkpoint: 0,
-            checkpoint_now: false,
             metrics,
             board: Board::new(low_atp),
             engine: Engine::new(rules),
@@ -414,32 +425,45 @@ impl Shard {
             table: "checkpoint",
             why,
         };
-        let (mut engine, mut reviews, mut board, from) =
-            match (self.store.cold(), self.store.last_checkpoint()?) {
-                (Some(cold), Some(cp)) => {
-                    let saved = omnistream_actors::engine::Checkpoint {
-                        states: Vec::new(),
-                        global: cp.global,
-                        seen: cp.seen,
-                        filter: cp.filter,
-                    };
-                    let engine =
-                        Engine::restore(rules, &saved, cold, self.resident, self.filter_codes)
-                            .map_err(restore_err)?;
-                    let x: Extras = serde_json::from_slice(&cp.extras)
-                        .map_err(|e| restore_err(format!("shard state: {e}")))?;
-                    let board = Board::load(low_atp, x.board)
-                        .map_err(|e| restore_err(format!("board: {e}")))?;
-                    (engine, Reviews(x.reviews), board, cp.seq)
+        // a checkpoint still being written finishes (or fails) before the store is read
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+        *self
+            .inflight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        let cold = self.store.cold().map(|base| {
+            Box::new(Layered {
+                inflight: Arc::clone(&self.inflight),
+                base,
+            }) as Box<dyn omnistream_actors::cold::Cold>
+        });
+        let (mut engine, mut reviews, mut board, from) = match (cold, self.store.last_checkpoint()?)
+        {
+            (Some(cold), Some(cp)) => {
+                let saved = omnistream_actors::engine::Checkpoint {
+                    states: Vec::new(),
+                    global: cp.global,
+                    seen: cp.seen,
+                    filter: cp.filter,
+                };
+                let engine = Engine::restore(rules, &saved, cold, self.resident, self.filter_codes)
+                    .map_err(restore_err)?;
+                let x: Extras = serde_json::from_slice(&cp.extras)
+                    .map_err(|e| restore_err(format!("shard state: {e}")))?;
+                let board = Board::load(low_atp, x.board)
+                    .map_err(|e| restore_err(format!("board: {e}")))?;
+                (engine, Reviews(x.reviews), board, cp.seq)
+            }
+            (cold, _) => {
+                let mut engine = Engine::new(rules);
+                if let Some(cold) = cold {
+                    engine.set_cold(cold, self.resident, self.filter_codes);
                 }
-                (cold, _) => {
-                    let mut engine = Engine::new(rules);
-                    if let Some(cold) = cold {
-                        engine.set_cold(cold, self.resident, self.filter_codes);
-                    }
-                    (engine, Reviews::default(), Board::new(low_atp), 0)
-                }
-            };
+                (engine, Reviews::default(), Board::new(low_atp), 0)
+            }
+        };
         let mut scratch = Vec::new();
         let mut n = 0u64;
         let mut bad = None;
@@ -488,6 +512,9 @@ impl Shard {
         self.engine = engine;
         self.since_checkpoint = next - from;
         self.stats.restored_from = from;
+        // the log below the restored checkpoint may still be there (a crash after the
+        // checkpoint was written, before the commit that drops it)
+        self.truncate_below = (from > 0).then_some(from);
         self.next_seq = next;
         self.next_output = self.store.next_output()?;
         self.stats.replayed = n;
@@ -496,15 +523,18 @@ impl Shard {
     }
 
     /// The checkpoint to write with the batch being committed, when one is due.
-    fn checkpoint_due(&mut self) -> Result<Option<CheckpointWrite>, StoreError> {
+    /// Whether a periodic checkpoint is due.
+    fn checkpoint_due(&self) -> bool {
         // evicted states wait in memory, encoded, until a checkpoint writes them: keep them
         // under half the resident bound
-        let due = self.checkpoint_now
-            || (self.checkpoint_every > 0 && self.since_checkpoint >= self.checkpoint_every)
+        let due = (self.checkpoint_every > 0 && self.since_checkpoint >= self.checkpoint_every)
             || (self.resident > 0 && self.engine.spilled() >= self.resident / 2);
-        if !self.checkpoints || !due || self.since_checkpoint == 0 {
-            return Ok(None);
-        }
+        self.checkpoints && due && self.since_checkpoint > 0
+    }
+
+    /// Takes a checkpoint of the engine and the shard as of every event applied (all of
+    /// them durable: called after a commit).
+    fn take_checkpoint(&mut self) -> Result<CheckpointWrite, StoreError> {
         let started = Instant::now();
         let err = |why: String| StoreError::Io {
             op: "checkpoint",
@@ -523,14 +553,117 @@ impl Shard {
             seconds = self.stats.checkpoint_seconds,
             "checkpoint taken"
         );
-        Ok(Some(CheckpointWrite {
+        self.since_checkpoint = 0;
+        Ok(CheckpointWrite {
             seq: self.next_seq,
             states: cp.states,
             global: cp.global,
             seen: cp.seen,
             filter: cp.filter,
             extras,
-        }))
+        })
+    }
+
+    /// After a commit: takes in a finished checkpoint (the log below it can go), and starts
+    /// the next one when due. A failed checkpoint write leaves the engine's idea of what the
+    /// store holds wrong, so the engine is rebuilt from the last good checkpoint and the log.
+    fn after_commit(&mut self) {
+        if self.writer.as_ref().is_some_and(|w| w.is_finished()) {
+            self.finish_writer();
+        }
+        if self.writer.is_none() && self.checkpoint_due() {
+            if let Err(e) = self.start_checkpoint() {
+                self.checkpoint_failed(&e);
+            }
+        }
+    }
+
+    /// Waits for the checkpoint being written, if any, and takes in its result.
+    fn finish_writer(&mut self) {
+        let Some(w) = self.writer.take() else {
+            return;
+        };
+        let result = w.join().unwrap_or_else(|_| {
+            Err(StoreError::Io {
+                op: "checkpoint",
+                table: "states",
+                why: "the writer thread panicked".into(),
+            })
+        });
+        match result {
+            Ok(seq) => {
+                *self
+                    .inflight
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+                self.truncate_below = Some(seq);
+                self.stats.checkpoints += 1;
+                self.metrics.checkpoints.inc();
+            }
+            Err(e) => self.checkpoint_failed(&e),
+        }
+    }
+
+    fn checkpoint_failed(&mut self, e: &StoreError) {
+        tracing::error!(error = %e, "checkpoint failed; rebuilding state from the store");
+        if let Err(e) = self.rebuild() {
+            tracing::error!(error = %e, "rebuild failed; not ready");
+            self.ready.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// Takes a checkpoint and hands it to a thread that writes it; its states stay readable
+    /// through the engine's cold tier until they are durable.
+    fn start_checkpoint(&mut self) -> Result<(), StoreError> {
+        let Some(writer) = self.checkpointer.clone() else {
+            return Ok(());
+        };
+        let flight = Arc::new(InFlight::new(self.take_checkpoint()?));
+        *self
+            .inflight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::clone(&flight));
+        let handle = std::thread::Builder::new()
+            .name("omnistream-checkpoint".into())
+            .spawn(move || {
+                let started = Instant::now();
+                let r = writer.write(&flight.cp).map(|()| flight.cp.seq);
+                tracing::debug!(
+                    states = flight.cp.states.len(),
+                    seconds = started.elapsed().as_secs_f64(),
+                    ok = r.is_ok(),
+                    "checkpoint written"
+                );
+                r
+            })
+            .map_err(|e| StoreError::Io {
+                op: "checkpoint",
+                table: "states",
+                why: format!("starting the writer thread: {e}"),
+            })?;
+        self.writer = Some(handle);
+        Ok(())
+    }
+
+    /// At shutdown: the checkpoint being written finishes, and one more is written (here,
+    /// synchronously) unless nothing changed since, so the next start replays nothing.
+    fn final_checkpoint(&mut self) {
+        self.finish_writer();
+        if !self.checkpoints || self.since_checkpoint == 0 || !self.ready.load(Ordering::SeqCst) {
+            return;
+        }
+        let Some(writer) = self.checkpointer.clone() else {
+            return;
+        };
+        match self.take_checkpoint().and_then(|cp| writer.write(&cp)) {
+            Ok(()) => {
+                self.stats.checkpoints += 1;
+                self.metrics.checkpoints.inc();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "final checkpoint failed; the next start replays the log")
+            }
+        }
     }
 
     fn flush(&mut self) -> Result<(), ShardError> {
@@ -544,7 +677,7 @@ impl Shard {
             }
             return Err(ShardError::NotReady);
         }
-        if self.waiting.is_empty() && self.batch.is_empty() && !self.checkpoint_now {
+        if self.waiting.is_empty() && self.batch.is_empty() {
             return Ok(());
         }
         let mut batch = std::mem::take(&mut self.batch);
@@ -558,10 +691,9 @@ impl Shard {
                 table: "states",
                 why,
             }),
-            None => self.checkpoint_due().map(|cp| {
-                batch.checkpoint = cp;
-            }),
+            None => Ok(()),
         };
+        batch.truncate_below = self.truncate_below.take();
         let result = if let Err(e) = prepared {
             Err(e)
         } else {
@@ -572,12 +704,6 @@ impl Shard {
             )
             .entered();
             let r = self.store.commit(&batch);
-            if r.is_ok() && batch.checkpoint.is_some() {
-                self.since_checkpoint = 0;
-                self.checkpoint_now = false;
-                self.stats.checkpoints += 1;
-                self.metrics.checkpoints.inc();
-            }
             let seconds = started.elapsed().as_secs_f64();
             if seconds > SLOW_COMMIT_S {
                 // a slow commit holds every caller of its batch and everything queued behind
@@ -585,7 +711,7 @@ impl Shard {
                     ok = r.is_ok(),
                     seconds,
                     events = batch.events.len(),
-                    checkpoint_states = batch.checkpoint.as_ref().map_or(0, |c| c.states.len()),
+                    checkpoint_writing = self.writer.is_some(),
                     "slow commit"
                 );
             } else {
@@ -616,6 +742,7 @@ impl Shard {
                 for (tx, outcomes) in waiting {
                     let _ = tx.send(Ok(outcomes));
                 }
+                self.after_commit();
                 Ok(())
             }
             Err(e) => {
@@ -781,8 +908,8 @@ impl Actor for Shard {
 
     fn stopping(&mut self, _: &mut Self::Context) -> Running {
         // a checkpoint at shutdown: the next start replays nothing
-        self.checkpoint_now = true;
         let _ = self.flush();
+        self.final_checkpoint();
         Running::Stop
     }
 }
@@ -890,8 +1017,8 @@ impl Handler<Shutdown> for Shard {
     type Result = Result<(), ShardError>;
 
     fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) -> Self::Result {
-        self.checkpoint_now = true;
         let r = self.flush();
+        self.final_checkpoint();
         ctx.stop();
         r
     }

@@ -23,17 +23,19 @@ const LEDGER: TableDefinition<&[u8], &[u8]> = TableDefinition::new("ledger");
 const POSITIONS: TableDefinition<&str, u64> = TableDefinition::new("positions");
 /// Format version and other facts about the store.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-/// `kind tag ‖ key` → entity state as of the last checkpoint (see [`omnistream_actors::cold`]).
+/// In `states.redb`: `kind tag ‖ key` → entity state as of the last checkpoint (see
+/// [`omnistream_actors::cold`]).
 const STATES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("states");
-/// The last checkpoint's `global`, `seen` and `extras` blobs.
+/// In `states.redb`: the last checkpoint's `seq` (8 bytes LE), `global`, `seen`,
+/// `codes_filter` and `extras` blobs.
 const CHECKPOINT: TableDefinition<&str, &[u8]> = TableDefinition::new("checkpoint");
 
 /// The embedded store's page cache unless configured (`store-cache-mb`).
 pub const DEFAULT_CACHE_BYTES: usize = 256 << 20;
 
-/// The on-disk format this binary writes. Format 2 added entity checkpoints (`states`,
-/// `checkpoint`, `meta.checkpoint_seq`); a format-1 store is read as one without a
-/// checkpoint and upgraded in place on open.
+/// The on-disk format this binary writes. Format 2 added entity checkpoints, kept in a
+/// second file, `states.redb`, so that writing one never holds the log's single writer; a
+/// format-1 store is read as one without a checkpoint and upgraded in place on open.
 pub const FORMAT_VERSION: u64 = 2;
 
 /// A store failure: what was being done, where, and why.
@@ -98,8 +100,91 @@ pub struct Batch {
     pub ledger: Vec<(String, u64, Vec<u8>)>,
     /// Source positions reached.
     pub positions: Vec<(String, u64)>,
-    /// An engine checkpoint as of the batch's last event, written atomically with it.
+    /// An engine checkpoint as of the batch's last event, written (synchronously) after it.
     pub checkpoint: Option<CheckpointWrite>,
+    /// Drop the log before this seq: a durable checkpoint reflects it.
+    pub truncate_below: Option<u64>,
+}
+
+/// Writes checkpoints, from any thread: the service's shard hands each to a thread of its
+/// own so the commits it answers requests with never wait for one.
+pub trait Checkpointer: Send + Sync {
+    /// Writes the checkpoint's states and blobs atomically and durably.
+    fn write(&self, cp: &CheckpointWrite) -> Result<(), StoreError>;
+}
+
+/// A checkpoint being written: its states stay readable here until they are durable.
+#[derive(Debug)]
+pub struct InFlight {
+    /// The checkpoint.
+    pub cp: CheckpointWrite,
+    index: std::collections::HashMap<(u8, Str), usize>,
+}
+
+impl InFlight {
+    /// Indexes `cp`'s states by kind and key.
+    pub fn new(cp: CheckpointWrite) -> InFlight {
+        let index = cp
+            .states
+            .iter()
+            .enumerate()
+            .map(|(i, (kind, key, _))| ((*kind as u8, key.clone()), i))
+            .collect();
+        InFlight { cp, index }
+    }
+
+    fn get(&self, kind: Kind, key: &str) -> Option<&[u8]> {
+        let i = self.index.get(&(kind as u8, Str::from(key)))?;
+        Some(&self.cp.states[*i].2)
+    }
+}
+
+/// The checkpoint in flight, if any, shared by the shard and the engine's cold tier.
+pub type InFlightSlot = Arc<std::sync::Mutex<Option<Arc<InFlight>>>>;
+
+/// The engine's cold tier while checkpoints are written in the background: the states of
+/// the checkpoint in flight first (the engine has marked them clean and may have evicted
+/// them), then the store's.
+pub struct Layered {
+    /// The checkpoint in flight.
+    pub inflight: InFlightSlot,
+    /// The store's states.
+    pub base: Box<dyn Cold>,
+}
+
+impl Layered {
+    fn current(&self) -> Option<Arc<InFlight>> {
+        self.inflight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Cold for Layered {
+    fn load(&self, kind: Kind, key: &str) -> Result<Option<Vec<u8>>, String> {
+        if let Some(f) = self.current() {
+            if let Some(b) = f.get(kind, key) {
+                return Ok(Some(b.to_vec()));
+            }
+        }
+        self.base.load(kind, key)
+    }
+
+    fn scan(&self, kind: Kind, f: &mut dyn FnMut(&str, &[u8])) -> Result<(), String> {
+        let flight = self.current();
+        self.base.scan(kind, &mut |k, b| {
+            if flight.as_ref().is_none_or(|fl| fl.get(kind, k).is_none()) {
+                f(k, b);
+            }
+        })?;
+        if let Some(fl) = flight {
+            for (_, key, b) in fl.cp.states.iter().filter(|s| s.0 == kind) {
+                f(key, b);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// An engine checkpoint for the store: the entity states changed since the previous one, the
@@ -166,6 +251,10 @@ pub trait Store: Send {
     fn last_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
         Ok(None)
     }
+    /// A writer of checkpoints usable from another thread; None when this store keeps none.
+    fn checkpointer(&self) -> Option<Arc<dyn Checkpointer>> {
+        None
+    }
 }
 
 /// Opens the store the configuration names (`store = "embedded" | "cql"`).
@@ -185,6 +274,8 @@ pub fn open(cfg: &crate::config::Config) -> Result<Box<dyn Store>, StoreError> {
 /// threads competing for the two cores the service has.
 pub struct RedbStore {
     db: Arc<Database>,
+    /// `states.redb`: entity states and the checkpoint blobs.
+    states: Arc<Database>,
 }
 
 impl RedbStore {
@@ -205,10 +296,31 @@ impl RedbStore {
         std::fs::create_dir_all(dir)
             .map_err(|e| open_err(format!("creating {}: {e}", dir.display())))?;
         let db = redb::Builder::new()
-            .set_cache_size(cache_bytes)
+            .set_cache_size(cache_bytes / 2)
             .create(&path)
             .map_err(|e| open_err(format!("cannot open: {e}")))?;
-        let store = RedbStore { db: Arc::new(db) };
+        let states_path = dir.join("states.redb");
+        let states = redb::Builder::new()
+            .set_cache_size(cache_bytes / 2)
+            .create(&states_path)
+            .map_err(|e| StoreError::Open {
+                path: states_path.clone(),
+                why: format!("cannot open: {e}"),
+            })?;
+        let store = RedbStore {
+            db: Arc::new(db),
+            states: Arc::new(states),
+        };
+        {
+            let err = |e: String| StoreError::Open {
+                path: states_path.clone(),
+                why: e,
+            };
+            let tx = store.states.begin_write().map_err(|e| err(e.to_string()))?;
+            tx.open_table(STATES).map_err(|e| err(e.to_string()))?;
+            tx.open_table(CHECKPOINT).map_err(|e| err(e.to_string()))?;
+            tx.commit().map_err(|e| err(e.to_string()))?;
+        }
         let version = store.meta("format")?;
         match version {
             Some(v) if v > FORMAT_VERSION => {
@@ -226,11 +338,8 @@ impl RedbStore {
                     for def in [EVENTS, OUTPUTS] {
                         tx.open_table(def).map_err(|e| open_err(e.to_string()))?;
                     }
-                    for def in [LEDGER, STATES] {
-                        tx.open_table(def).map_err(|e| open_err(e.to_string()))?;
-                    }
+                    tx.open_table(LEDGER).map_err(|e| open_err(e.to_string()))?;
                     tx.open_table(POSITIONS).map_err(|e| open_err(e.to_string()))?;
-                    tx.open_table(CHECKPOINT).map_err(|e| open_err(e.to_string()))?;
                 }
                 tx.commit().map_err(|e| open_err(e.to_string()))?;
             }
@@ -251,6 +360,53 @@ impl RedbStore {
         Ok(t.get(key)
             .map_err(|e| io("read", "meta")(e.into()))?
             .map(|v| v.value()))
+    }
+}
+
+/// Writes a checkpoint into `states.redb` in one durable transaction.
+fn write_checkpoint(db: &Database, cp: &CheckpointWrite) -> Result<(), StoreError> {
+    let tx = db
+        .begin_write()
+        .map_err(|e| io("begin", "states")(e.into()))?;
+    {
+        let mut t = tx
+            .open_table(STATES)
+            .map_err(|e| io("open", "states")(e.into()))?;
+        let mut k = Vec::new();
+        // in key order: consecutive inserts land in the same B-tree pages, which the
+        // transaction has already copied, instead of copying a page per state
+        let mut order: Vec<&(Kind, Str, Vec<u8>)> = cp.states.iter().collect();
+        order.sort_unstable_by(|a, b| (a.0 as u8, &a.1).cmp(&(b.0 as u8, &b.1)));
+        for (kind, key, state) in order {
+            state_key(&mut k, *kind, key);
+            t.insert(k.as_slice(), state.as_slice())
+                .map_err(|e| io("insert", "states")(e.into()))?;
+        }
+        let mut t = tx
+            .open_table(CHECKPOINT)
+            .map_err(|e| io("open", "checkpoint")(e.into()))?;
+        let seq = cp.seq.to_le_bytes();
+        for (name, blob) in [
+            ("seq", &seq[..]),
+            ("global", &cp.global),
+            ("seen", &cp.seen),
+            ("codes_filter", &cp.filter),
+            ("extras", &cp.extras),
+        ] {
+            t.insert(name, blob)
+                .map_err(|e| io("insert", "checkpoint")(e.into()))?;
+        }
+    }
+    tx.commit().map_err(|e| io("commit", "states")(e.into()))
+}
+
+/// The embedded store's checkpoint writer: `states.redb` has a writer of its own, so a
+/// checkpoint written on another thread never holds up the log's commits.
+struct RedbCheckpointer(Arc<Database>);
+
+impl Checkpointer for RedbCheckpointer {
+    fn write(&self, cp: &CheckpointWrite) -> Result<(), StoreError> {
+        write_checkpoint(&self.0, cp)
     }
 }
 
@@ -323,9 +479,9 @@ impl Store for RedbStore {
                 t.insert(*seq, ev.as_slice())
                     .map_err(|e| io("insert", "events")(e.into()))?;
             }
-            if let Some(cp) = &b.checkpoint {
-                // the log before the checkpoint is reflected in it: drop it
-                t.retain_in(..cp.seq, |_, _| false)
+            if let Some(seq) = b.truncate_below {
+                // the log before a durable checkpoint is reflected in it: drop it
+                t.retain_in(..seq, |_, _| false)
                     .map_err(|e| io("truncate", "events")(e.into()))?;
             }
             let mut t = tx
@@ -349,52 +505,25 @@ impl Store for RedbStore {
                 t.insert(s.as_str(), *p)
                     .map_err(|e| io("insert", "positions")(e.into()))?;
             }
-            if let Some(cp) = &b.checkpoint {
-                let mut t = tx
-                    .open_table(STATES)
-                    .map_err(|e| io("open", "states")(e.into()))?;
-                let mut k = Vec::new();
-                // in key order: consecutive inserts land in the same B-tree pages, which the
-                // transaction has already copied, instead of copying a page per state
-                let mut order: Vec<&(Kind, Str, Vec<u8>)> = cp.states.iter().collect();
-                order.sort_unstable_by(|a, b| (a.0 as u8, &a.1).cmp(&(b.0 as u8, &b.1)));
-                for (kind, key, state) in order {
-                    state_key(&mut k, *kind, key);
-                    t.insert(k.as_slice(), state.as_slice())
-                        .map_err(|e| io("insert", "states")(e.into()))?;
-                }
-                let mut t = tx
-                    .open_table(CHECKPOINT)
-                    .map_err(|e| io("open", "checkpoint")(e.into()))?;
-                for (name, blob) in [
-                    ("global", &cp.global),
-                    ("seen", &cp.seen),
-                    ("codes_filter", &cp.filter),
-                    ("extras", &cp.extras),
-                ] {
-                    t.insert(name, blob.as_slice())
-                        .map_err(|e| io("insert", "checkpoint")(e.into()))?;
-                }
-                let mut t = tx
-                    .open_table(META)
-                    .map_err(|e| io("open", "meta")(e.into()))?;
-                t.insert("checkpoint_seq", cp.seq)
-                    .map_err(|e| io("insert", "meta")(e.into()))?;
-            }
         }
-        tx.commit().map_err(|e| io("commit", "all")(e.into()))
+        tx.commit().map_err(|e| io("commit", "all")(e.into()))?;
+        match &b.checkpoint {
+            Some(cp) => write_checkpoint(&self.states, cp),
+            None => Ok(()),
+        }
     }
 
     fn cold(&self) -> Option<Box<dyn Cold>> {
-        Some(Box::new(RedbCold(Arc::clone(&self.db))))
+        Some(Box::new(RedbCold(Arc::clone(&self.states))))
+    }
+
+    fn checkpointer(&self) -> Option<Arc<dyn Checkpointer>> {
+        Some(Arc::new(RedbCheckpointer(Arc::clone(&self.states))))
     }
 
     fn last_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
-        let Some(seq) = self.meta("checkpoint_seq")? else {
-            return Ok(None);
-        };
         let tx = self
-            .db
+            .states
             .begin_read()
             .map_err(|e| io("read", "checkpoint")(e.into()))?;
         let t = tx
@@ -406,8 +535,12 @@ impl Store for RedbStore {
                 .map(|v| v.value().to_vec())
                 .unwrap_or_default())
         };
+        let seq = blob("seq")?;
+        let Ok(seq) = <[u8; 8]>::try_from(seq.as_slice()) else {
+            return Ok(None);
+        };
         Ok(Some(StoredCheckpoint {
-            seq,
+            seq: u64::from_le_bytes(seq),
             global: blob("global")?,
             seen: blob("seen")?,
             filter: blob("codes_filter")?,
@@ -524,6 +657,7 @@ mod tests {
                 ],
                 positions: vec![("http".into(), 2)],
                 checkpoint: None,
+                truncate_below: None,
             };
             s.commit(&b).unwrap();
         }
@@ -554,6 +688,7 @@ mod tests {
         .unwrap();
         s.commit(&Batch {
             events: vec![(5, b"f".to_vec())],
+            truncate_below: Some(4),
             checkpoint: Some(CheckpointWrite {
                 seq: 4,
                 states: vec![

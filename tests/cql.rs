@@ -82,6 +82,7 @@ fn cql_store_commits_replays_across_buckets_and_survives_reopening() {
         let seqs = first + part * 4..first + part * 4 + 4;
         let b = Batch {
             checkpoint: None,
+            truncate_below: None,
             events: seqs.clone().map(|q| (q, body("e", q))).collect(),
             outputs: seqs.clone().map(|q| (q, body("o", q))).collect(),
             ledger: vec![],
@@ -127,6 +128,7 @@ fn cql_ledger_pages_in_entry_order_across_member_buckets() {
     let entry = |q: u64| format!("{{\"seq\":{q}}}").into_bytes();
     let b = Batch {
         checkpoint: None,
+        truncate_below: None,
         events: vec![(0, b"{}".to_vec())],
         outputs: vec![],
         ledger: (1..=n)
@@ -162,6 +164,7 @@ fn cql_a_half_written_commit_is_neither_replayed_nor_served() {
     let mut s = CqlStore::open(&cfg).unwrap();
     s.commit(&Batch {
         checkpoint: None,
+        truncate_below: None,
         events: vec![(0, body("e", 0)), (1, body("e", 1))],
         outputs: vec![(0, body("o", 0))],
         ledger: vec![("m1".into(), 1, body("l", 1))],
@@ -206,6 +209,7 @@ fn cql_a_half_written_commit_is_neither_replayed_nor_served() {
     // the next commit takes the same seqs and overwrites the leftovers
     s.commit(&Batch {
         checkpoint: None,
+        truncate_below: None,
         events: vec![(2, body("e", 2))],
         outputs: vec![(1, body("o", 1))],
         ledger: vec![("m1".into(), 2, body("l", 2))],
@@ -230,6 +234,7 @@ fn cql_a_write_that_fails_for_good_names_table_and_key_and_keeps_nothing() {
     let mut s = CqlStore::open(&cfg).unwrap();
     s.commit(&Batch {
         checkpoint: None,
+        truncate_below: None,
         events: vec![(0, body("e", 0))],
         outputs: vec![],
         ledger: vec![],
@@ -252,6 +257,7 @@ fn cql_a_write_that_fails_for_good_names_table_and_key_and_keeps_nothing() {
     let e = s
         .commit(&Batch {
             checkpoint: None,
+            truncate_below: None,
             events: vec![(1, body("e", 1)), (2, body("e", 2))],
             outputs: vec![(0, body("o", 0)), (1, body("o", 1))],
             ledger: vec![],
@@ -474,6 +480,7 @@ fn cql_bench_commit_vs_single_row_inserts() {
         let hi = (q + per_commit).min(events);
         let mut b = Batch {
             checkpoint: None,
+            truncate_below: None,
             positions: vec![("http".into(), hi)],
             ..Batch::default()
         };
