@@ -429,10 +429,7 @@ impl Shard {
         if let Some(w) = self.writer.take() {
             let _ = w.join();
         }
-        *self
-            .inflight
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        self.set_inflight(None);
         let cold = self.store.cold().map(|base| {
             Box::new(Layered {
                 inflight: Arc::clone(&self.inflight),
@@ -592,10 +589,7 @@ impl Shard {
         });
         match result {
             Ok(seq) => {
-                *self
-                    .inflight
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+                self.set_inflight(None);
                 self.truncate_below = Some(seq);
                 self.stats.checkpoints += 1;
                 self.metrics.checkpoints.inc();
@@ -619,10 +613,7 @@ impl Shard {
             return Ok(());
         };
         let flight = Arc::new(InFlight::new(self.take_checkpoint()?));
-        *self
-            .inflight
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::clone(&flight));
+        self.set_inflight(Some(Arc::clone(&flight)));
         let handle = std::thread::Builder::new()
             .name("omnistream-checkpoint".into())
             .spawn(move || {
@@ -785,6 +776,26 @@ impl Shard {
         }
     }
 
+    /// Logs an applied entry (an event or an admin command) at the next seq in the batch being
+    /// built, with what it produced, and lets the board, the reviews and the metrics see it.
+    fn log_entry(&mut self, json: Vec<u8>, emitted: &[Emitted]) {
+        self.metrics.observe(emitted);
+        self.board.observe(&self.engine, emitted);
+        self.reviews.observe(emitted);
+        self.batch.events.push((self.next_seq, json));
+        self.next_seq += 1;
+        self.since_checkpoint += 1;
+        self.push_outputs(emitted);
+    }
+
+    /// Sets (or clears) the checkpoint in flight the engine's cold tier reads first.
+    fn set_inflight(&self, flight: Option<Arc<InFlight>>) {
+        *self
+            .inflight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = flight;
+    }
+
     /// Adds outputs (and ledger entries) to the batch being built.
     fn push_outputs(&mut self, emitted: &[Emitted]) {
         for e in emitted {
@@ -820,16 +831,7 @@ impl Shard {
                         Applied::Done(_) => {
                             self.stats.applied += 1;
                             self.metrics.event(ev.body.kind().name(), "accepted");
-                            self.metrics.observe(&emitted);
-                            self.board.observe(&self.engine, &emitted);
-                            self.reviews.observe(&emitted);
-                            let seq = self.next_seq;
-                            self.next_seq += 1;
-                            self.since_checkpoint += 1;
-                            self.batch
-                                .events
-                                .push((seq, serde_json::to_vec(&ev).unwrap_or_default()));
-                            self.push_outputs(&emitted);
+                            self.log_entry(serde_json::to_vec(&ev).unwrap_or_default(), &emitted);
                             outcomes.push(Outcome::Accepted {
                                 id: ev.id,
                                 outputs: std::mem::take(&mut emitted),
@@ -972,15 +974,7 @@ impl Handler<Review> for Shard {
         };
         let mut emitted = Vec::new();
         entry.apply(&mut self.engine, &mut emitted);
-        self.reviews.observe(&emitted);
-        self.metrics.observe(&emitted);
-        self.board.observe(&self.engine, &emitted);
-        self.next_seq += 1;
-        self.since_checkpoint += 1;
-        self.batch
-            .events
-            .push((seq, serde_json::to_vec(&entry).unwrap_or_default()));
-        self.push_outputs(&emitted);
+        self.log_entry(serde_json::to_vec(&entry).unwrap_or_default(), &emitted);
         let (tx, rx) = oneshot::channel();
         self.waiting.push((
             tx,

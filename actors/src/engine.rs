@@ -243,53 +243,53 @@ fn join_key(kind: Kind, id: Str) -> Key {
 
 /// Runs `$body` with `$t` bound to each entity table in turn.
 macro_rules! each_table {
-    ($self:ident, |$t:ident| $body:expr) => {{
+    ($self:ident, $($mut:ident)? |$t:ident| $body:expr) => {{
         {
-            let $t = &mut $self.identities;
+            let $t = & $($mut)? $self.identities;
             $body;
         }
         {
-            let $t = &mut $self.members;
+            let $t = & $($mut)? $self.members;
             $body;
         }
         {
-            let $t = &mut $self.orders;
+            let $t = & $($mut)? $self.orders;
             $body;
         }
         {
-            let $t = &mut $self.skus;
+            let $t = & $($mut)? $self.skus;
             $body;
         }
         {
-            let $t = &mut $self.dealers;
+            let $t = & $($mut)? $self.dealers;
             $body;
         }
         {
-            let $t = &mut $self.stores;
+            let $t = & $($mut)? $self.stores;
             $body;
         }
         {
-            let $t = &mut $self.campaigns;
+            let $t = & $($mut)? $self.campaigns;
             $body;
         }
         {
-            let $t = &mut $self.codes;
+            let $t = & $($mut)? $self.codes;
             $body;
         }
         {
-            let $t = &mut $self.devices;
+            let $t = & $($mut)? $self.devices;
             $body;
         }
         {
-            let $t = &mut $self.ips;
+            let $t = & $($mut)? $self.ips;
             $body;
         }
         {
-            let $t = &mut $self.nets;
+            let $t = & $($mut)? $self.nets;
             $body;
         }
         {
-            let $t = &mut $self.rings;
+            let $t = & $($mut)? $self.rings;
             $body;
         }
     }};
@@ -527,24 +527,10 @@ impl Engine {
     /// Reads of the cold tier, and reads the code filter saved, since start.
     pub fn cold_reads(&self) -> (u64, u64) {
         let mut n = (0, 0);
-        let me = self;
-        for (l, s) in [
-            (me.identities.loads, me.identities.skipped),
-            (me.members.loads, me.members.skipped),
-            (me.orders.loads, me.orders.skipped),
-            (me.skus.loads, me.skus.skipped),
-            (me.dealers.loads, me.dealers.skipped),
-            (me.stores.loads, me.stores.skipped),
-            (me.campaigns.loads, me.campaigns.skipped),
-            (me.codes.loads, me.codes.skipped),
-            (me.devices.loads, me.devices.skipped),
-            (me.ips.loads, me.ips.skipped),
-            (me.nets.loads, me.nets.skipped),
-            (me.rings.loads, me.rings.skipped),
-        ] {
-            n.0 += l;
-            n.1 += s;
-        }
+        each_table!(self, |t| {
+            n.0 += t.loads;
+            n.1 += t.skipped;
+        });
         n
     }
 
@@ -563,11 +549,7 @@ impl Engine {
     /// Evicted entities whose state awaits the next checkpoint.
     pub fn spilled(&self) -> usize {
         let mut n = 0;
-        let me = self;
-        n += me.identities.spilled() + me.members.spilled() + me.orders.spilled();
-        n += me.skus.spilled() + me.dealers.spilled() + me.stores.spilled();
-        n += me.campaigns.spilled() + me.codes.spilled() + me.devices.spilled();
-        n += me.ips.spilled() + me.nets.spilled() + me.rings.spilled();
+        each_table!(self, |t| n += t.spilled());
         n
     }
 
@@ -588,11 +570,11 @@ impl Engine {
         let evict = resident - (self.bound - self.bound / 10);
         let mut stamps = std::mem::take(&mut self.stamps);
         stamps.clear();
-        each_table!(self, |t| t.stamps(&mut stamps));
+        each_table!(self, mut |t| t.stamps(&mut stamps));
         let (_, &mut cutoff, _) = stamps.select_nth_unstable(evict - 1);
         let mut gone = 0;
         let err = &mut self.cold_error;
-        each_table!(self, |t| gone += t.evict(cutoff, err));
+        each_table!(self, mut |t| gone += t.evict(cutoff, err));
         self.evicted += gone as u64;
         self.stamps = stamps;
     }
@@ -603,7 +585,7 @@ impl Engine {
     pub fn checkpoint(&mut self) -> Result<Checkpoint, String> {
         let mut states = Vec::new();
         let err = &mut self.cold_error;
-        each_table!(self, |t| t.checkpoint(&mut states, err));
+        each_table!(self, mut |t| t.checkpoint(&mut states, err));
         if let Some(e) = self.cold_error.take() {
             return Err(e);
         }
