@@ -4,6 +4,13 @@
 //! mailbox is drained (or after `group-commit-ms` when that is set, or at
 //! `group-commit-events`), and only then are the callers answered.
 //!
+//! Commits are pipelined when the store allows it (the embedded one): a thread of their own
+//! writes and syncs a batch while the shard applies the next one, which goes to the store as
+//! soon as the first is durable. One commit is written at a time, so the log stays in order;
+//! a failed commit fails its callers and those of everything applied behind it, and the
+//! engine is rebuilt from the store. A checkpoint is taken with the batch it follows and
+//! written only once that batch is durable, so it never reflects an event that is not.
+//!
 //! Memory and restart time are bounded by checkpoints (stores that keep them: the embedded
 //! one): every `checkpoint-every-events` events the engine's changed entity states, its own
 //! state and the shard's (board, pending reviews) are written with the batch, atomically,
@@ -17,7 +24,8 @@
 use crate::board::Board;
 use crate::metrics::Metrics;
 use crate::store::{
-    Batch, CheckpointWrite, Checkpointer, InFlight, InFlightSlot, Layered, Store, StoreError,
+    Batch, CheckpointWrite, Checkpointer, Committer, InFlight, InFlightSlot, Layered, Store,
+    StoreError,
 };
 use actix::prelude::*;
 use omnistream_actors::engine::{Applied, Emitted, Engine};
@@ -291,8 +299,46 @@ pub struct Shard {
     writer: Option<std::thread::JoinHandle<Result<u64, StoreError>>>,
     /// Drop the log below this seq with the next commit (a checkpoint reflects it).
     truncate_below: Option<u64>,
+    /// Commits on a thread of its own when the store allows it (None: on this thread).
+    committer: Option<Arc<dyn Committer>>,
+    /// Batches for the commit thread (started with the actor), and its answers.
+    commit_jobs: Option<std::sync::mpsc::Sender<(u64, Batch)>>,
+    commit_done: Option<std::sync::mpsc::Receiver<(u64, Result<(), StoreError>)>>,
+    commit_thread: Option<std::thread::JoinHandle<()>>,
+    /// The commit being written; what arrives meanwhile is applied and waits for the next.
+    committing: Option<Committing>,
+    /// Numbers the commits, to match the commit thread's answers.
+    commit_id: u64,
     /// Counters.
     pub stats: ShardStats,
+}
+
+/// A batch handed to the store, waiting to be durable.
+struct Committing {
+    id: u64,
+    /// Its callers, answered when it is durable.
+    waiting: Vec<(Reply, Vec<Outcome>)>,
+    events: usize,
+    outputs: usize,
+    /// The log's next seq once it is durable.
+    log_end: u64,
+    started: Instant,
+    /// A checkpoint taken as of its last event: written once the batch is durable.
+    checkpoint: Option<Arc<InFlight>>,
+}
+
+/// The commit thread finished commit `0`.
+struct Committed(u64);
+
+impl Message for Committed {
+    type Result = ();
+}
+
+/// Answers callers: their outcomes once durable, or the error.
+fn answer(waiting: Vec<(Reply, Vec<Outcome>)>, r: &Result<(), ShardError>) {
+    for (tx, outcomes) in waiting {
+        let _ = tx.send(r.clone().map(|()| outcomes));
+    }
 }
 
 /// Log entries that are not events start with this (events start with `{"id"` or similar).
@@ -381,7 +427,14 @@ impl Shard {
     ) -> Result<Shard, StoreError> {
         let low_atp = rules.stock.low_stock_atp;
         let checkpointer = store.checkpointer();
+        let committer = store.committer();
         let mut s = Shard {
+            committer,
+            commit_jobs: None,
+            commit_done: None,
+            commit_thread: None,
+            committing: None,
+            commit_id: 0,
             checkpoints: checkpointer.is_some(),
             checkpointer,
             inflight: InFlightSlot::default(),
@@ -425,6 +478,17 @@ impl Shard {
             table: "checkpoint",
             why,
         };
+        // a commit in flight finishes first, and its callers hear how it went; what was
+        // applied after it is not durable and goes with the engine
+        if let Some(c) = self.committing.take() {
+            let r = self
+                .receive(c.id)
+                .map_err(|e| ShardError::Store(e.to_string()));
+            answer(c.waiting, &r);
+        }
+        self.drop_queued(&ShardError::Store(
+            "the state was rebuilt from the store before this was written".into(),
+        ));
         // a checkpoint still being written finishes (or fails) before the store is read
         if let Some(w) = self.writer.take() {
             let _ = w.join();
@@ -561,17 +625,17 @@ impl Shard {
         })
     }
 
-    /// After a commit: takes in a finished checkpoint (the log below it can go), and starts
-    /// the next one when due. A failed checkpoint write leaves the engine's idea of what the
-    /// store holds wrong, so the engine is rebuilt from the last good checkpoint and the log.
-    fn after_commit(&mut self) {
-        if self.writer.as_ref().is_some_and(|w| w.is_finished()) {
-            self.finish_writer();
-        }
-        if self.writer.is_none() && self.checkpoint_due() {
-            if let Err(e) = self.start_checkpoint() {
+    /// After a commit: starts writing the checkpoint taken with it, now that everything it
+    /// reflects is durable, or takes in a finished one (the log below it can go). A failed
+    /// checkpoint write leaves the engine's idea of what the store holds wrong, so the engine
+    /// is rebuilt from the last good checkpoint and the log.
+    fn after_commit(&mut self, checkpoint: Option<Arc<InFlight>>) {
+        if let Some(flight) = checkpoint {
+            if let Err(e) = self.start_writer(flight) {
                 self.checkpoint_failed(&e);
             }
+        } else if self.writer.as_ref().is_some_and(|w| w.is_finished()) {
+            self.finish_writer();
         }
     }
 
@@ -606,14 +670,23 @@ impl Shard {
         }
     }
 
-    /// Takes a checkpoint and hands it to a thread that writes it; its states stay readable
-    /// through the engine's cold tier until they are durable.
-    fn start_checkpoint(&mut self) -> Result<(), StoreError> {
+    /// Takes a checkpoint, when one is due, as of every event applied (all in the batch about
+    /// to be committed or before it); its states stay readable through the engine's cold tier
+    /// until they are durable.
+    fn checkpoint_with_batch(&mut self) -> Result<Option<Arc<InFlight>>, StoreError> {
+        if self.writer.is_some() || self.checkpointer.is_none() || !self.checkpoint_due() {
+            return Ok(None);
+        }
+        let flight = Arc::new(InFlight::new(self.take_checkpoint()?));
+        self.set_inflight(Some(Arc::clone(&flight)));
+        Ok(Some(flight))
+    }
+
+    /// Hands a checkpoint whose events are all durable to a thread that writes it.
+    fn start_writer(&mut self, flight: Arc<InFlight>) -> Result<(), StoreError> {
         let Some(writer) = self.checkpointer.clone() else {
             return Ok(());
         };
-        let flight = Arc::new(InFlight::new(self.take_checkpoint()?));
-        self.set_inflight(Some(Arc::clone(&flight)));
         let handle = std::thread::Builder::new()
             .name("omnistream-checkpoint".into())
             .spawn(move || {
@@ -657,70 +730,133 @@ impl Shard {
         }
     }
 
+    /// Commits what waits, unless a commit is being written: then what waits goes with the
+    /// next one, started when that commit is durable (so batches grow with the load).
     fn flush(&mut self) -> Result<(), ShardError> {
         self.flush_scheduled = false;
         if !self.ready.load(Ordering::SeqCst) {
             // a failed commit's events may still be in the engine: write nothing (above all
             // no checkpoint of that state) until a rebuild from the store succeeds
-            self.batch = Batch::default();
-            for (tx, _) in std::mem::take(&mut self.waiting) {
-                let _ = tx.send(Err(ShardError::NotReady));
-            }
+            self.drop_queued(&ShardError::NotReady);
             return Err(ShardError::NotReady);
         }
-        if self.waiting.is_empty() && self.batch.is_empty() {
+        if self.committing.is_some() || (self.waiting.is_empty() && self.batch.is_empty()) {
             return Ok(());
         }
+        self.dispatch()
+    }
+
+    /// Commits what waits and waits for it (and for a commit already being written): at
+    /// shutdown, and wherever everything applied must be durable before going on.
+    fn flush_sync(&mut self) -> Result<(), ShardError> {
+        let before = self.wait_commit();
+        let r = self.flush().and_then(|()| self.wait_commit());
+        before.and(r)
+    }
+
+    /// Answers the callers of everything applied but not handed to the store, and drops it:
+    /// the engine is rebuilt from the store, or nothing may be written.
+    fn drop_queued(&mut self, err: &ShardError) {
+        self.batch = Batch::default();
+        answer(std::mem::take(&mut self.waiting), &Err(err.clone()));
+    }
+
+    /// Hands the batch to the store: to the commit thread when there is one (the shard goes
+    /// on applying), here otherwise. A checkpoint due now is taken with it.
+    fn dispatch(&mut self) -> Result<(), ShardError> {
         let mut batch = std::mem::take(&mut self.batch);
-        let waiting = std::mem::take(&mut self.waiting);
-        let started = Instant::now();
+        self.commit_id += 1;
+        let mut c = Committing {
+            id: self.commit_id,
+            waiting: std::mem::take(&mut self.waiting),
+            events: batch.events.len(),
+            outputs: 0,
+            log_end: self.next_seq,
+            started: Instant::now(),
+            checkpoint: None,
+        };
         // an entity that failed to load or encode leaves the engine untrustworthy: nothing
-        // it produced is committed, and it is rebuilt from the store (below)
-        let prepared = match self.engine.take_cold_error() {
-            Some(why) => Err(StoreError::Io {
+        // it produced is committed, and it is rebuilt from the store (in `finish`)
+        if let Some(why) = self.engine.take_cold_error() {
+            let e = StoreError::Io {
                 op: "load",
                 table: "states",
                 why,
-            }),
-            None => Ok(()),
-        };
+            };
+            return self.finish(c, Err(e));
+        }
+        match self.checkpoint_with_batch() {
+            Ok(cp) => c.checkpoint = cp,
+            Err(e) => return self.finish(c, Err(e)),
+        }
         batch.truncate_below = self.truncate_below.take();
-        let result = if let Err(e) = prepared {
-            Err(e)
-        } else {
-            let _span = tracing::debug_span!(
-                "commit",
-                events = batch.events.len(),
-                outputs = batch.outputs.len()
-            )
-            .entered();
-            let r = self.store.commit(&batch);
-            let seconds = started.elapsed().as_secs_f64();
-            if seconds > SLOW_COMMIT_S {
-                // a slow commit holds every caller of its batch and everything queued behind
-                tracing::warn!(
-                    ok = r.is_ok(),
-                    seconds,
-                    events = batch.events.len(),
-                    checkpoint_writing = self.writer.is_some(),
-                    "slow commit"
-                );
-            } else {
-                tracing::debug!(ok = r.is_ok(), seconds, "committed");
+        c.outputs = batch.outputs.len();
+        if let Some(jobs) = &self.commit_jobs {
+            if jobs.send((c.id, batch)).is_ok() {
+                self.committing = Some(c);
+                return Ok(());
             }
-            r
-        };
-        self.metrics
-            .commit_seconds
-            .observe(started.elapsed().as_secs_f64());
+            let e = StoreError::Io {
+                op: "commit",
+                table: "all",
+                why: "the commit thread stopped".into(),
+            };
+            return self.finish(c, Err(e));
+        }
+        let r = self.store.commit(&batch);
+        self.finish(c, r)
+    }
+
+    /// The commit thread's answer to commit `id` (blocking until it comes).
+    fn receive(&mut self, id: u64) -> Result<(), StoreError> {
+        while let Some(Ok((done, r))) = self.commit_done.as_ref().map(|rx| rx.recv()) {
+            if done == id {
+                return r;
+            }
+        }
+        Err(StoreError::Io {
+            op: "commit",
+            table: "all",
+            why: "the commit thread stopped".into(),
+        })
+    }
+
+    /// Waits for the commit being written, if any, and answers its callers.
+    fn wait_commit(&mut self) -> Result<(), ShardError> {
+        match self.committing.take() {
+            Some(c) => {
+                let r = self.receive(c.id);
+                self.finish(c, r)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// A commit is over: answer its callers; after a failure, everything applied since the
+    /// last durable commit is dropped and the engine is rebuilt from the store.
+    fn finish(&mut self, c: Committing, result: Result<(), StoreError>) -> Result<(), ShardError> {
+        let seconds = c.started.elapsed().as_secs_f64();
+        let _span =
+            tracing::debug_span!("commit", events = c.events, outputs = c.outputs).entered();
+        if seconds > SLOW_COMMIT_S {
+            // a slow commit holds every caller of its batch and everything queued behind
+            tracing::warn!(
+                ok = result.is_ok(),
+                seconds,
+                events = c.events,
+                checkpoint_writing = self.writer.is_some(),
+                "slow commit"
+            );
+        } else {
+            tracing::debug!(ok = result.is_ok(), seconds, "committed");
+        }
+        self.metrics.commit_seconds.observe(seconds);
         match result {
             Ok(()) => {
-                self.metrics
-                    .commit_events
-                    .observe(batch.events.len() as f64);
+                self.metrics.commit_events.observe(c.events as f64);
                 self.metrics
                     .log_events
-                    .set(i64::try_from(self.next_seq).unwrap_or(i64::MAX));
+                    .set(i64::try_from(c.log_end).unwrap_or(i64::MAX));
                 self.metrics.resident("0", &self.engine.counts());
                 let passivated = self.engine.evicted();
                 self.metrics
@@ -729,27 +865,57 @@ impl Shard {
                 self.stats.passivated = passivated;
                 self.stats.resident = self.engine.resident();
                 self.stats.commits += 1;
-                self.stats.max_batch = self.stats.max_batch.max(batch.events.len());
-                for (tx, outcomes) in waiting {
-                    let _ = tx.send(Ok(outcomes));
-                }
-                self.after_commit();
+                self.stats.max_batch = self.stats.max_batch.max(c.events);
+                answer(c.waiting, &Ok(()));
+                self.after_commit(c.checkpoint);
                 Ok(())
             }
             Err(e) => {
                 self.stats.failed_commits += 1;
                 self.metrics.commit_failures.inc();
-                tracing::error!(error = %e, events = batch.events.len(), "commit failed; rebuilding state from the store");
+                tracing::error!(error = %e, events = c.events, "commit failed; rebuilding state from the store");
                 let err = ShardError::Store(e.to_string());
-                for (tx, _) in waiting {
-                    let _ = tx.send(Err(err.clone()));
-                }
+                answer(c.waiting, &Err(err.clone()));
+                // applied after it, so not durable either
+                self.drop_queued(&err);
                 // the engine applied events that are not durable: start again from the log
                 if let Err(e) = self.rebuild() {
                     tracing::error!(error = %e, "rebuild failed; not ready");
                     self.ready.store(false, Ordering::SeqCst);
                 }
                 Err(err)
+            }
+        }
+    }
+
+    /// Starts the commit thread, when the store can commit from one.
+    fn start_committer(&mut self, shard: actix::WeakAddr<Shard>) {
+        let Some(committer) = self.committer.clone() else {
+            return;
+        };
+        let (jobs, inbox) = std::sync::mpsc::channel::<(u64, Batch)>();
+        let (done, answers) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("omnistream-commit".into())
+            .spawn(move || {
+                for (id, batch) in inbox {
+                    let r = committer.commit(&batch);
+                    if done.send((id, r)).is_err() {
+                        break;
+                    }
+                    if let Some(shard) = shard.upgrade() {
+                        shard.do_send(Committed(id));
+                    }
+                }
+            });
+        match spawned {
+            Ok(thread) => {
+                self.commit_thread = Some(thread);
+                self.commit_jobs = Some(jobs);
+                self.commit_done = Some(answers);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no commit thread; committing on the shard's thread")
             }
         }
     }
@@ -870,12 +1036,24 @@ impl Shard {
     }
 }
 
+impl Drop for Shard {
+    /// Stops the commit thread and waits for it: it holds the store's files open, and the
+    /// next shard over the same directory must be able to open them.
+    fn drop(&mut self) {
+        self.commit_jobs = None;
+        if let Some(t) = self.commit_thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 impl Actor for Shard {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
         // bounded mailbox: senders wait (and HTTP answers 429 first, by its own count)
         ctx.set_mailbox_capacity(1024);
+        self.start_committer(ctx.address().downgrade());
         self.ready.store(true, Ordering::SeqCst);
         // a failed rebuild leaves the shard not ready (ingest answers 503); the store usually
         // comes back by itself, so try again, backing off, rather than stay so until a restart
@@ -910,7 +1088,7 @@ impl Actor for Shard {
 
     fn stopping(&mut self, _: &mut Self::Context) -> Running {
         // a checkpoint at shutdown: the next start replays nothing
-        let _ = self.flush();
+        let _ = self.flush_sync();
         self.final_checkpoint();
         Running::Stop
     }
@@ -995,7 +1173,21 @@ impl Handler<FlushNow> for Shard {
     type Result = Result<(), ShardError>;
 
     fn handle(&mut self, _: FlushNow, _: &mut Self::Context) -> Self::Result {
-        self.flush()
+        self.flush_sync()
+    }
+}
+
+impl Handler<Committed> for Shard {
+    type Result = ();
+
+    fn handle(&mut self, msg: Committed, _: &mut Self::Context) {
+        // a commit waited for already (at shutdown, before a rebuild) is answered
+        if self.committing.as_ref().is_none_or(|c| c.id != msg.0) {
+            return;
+        }
+        let _ = self.wait_commit();
+        // what was applied while it was written goes in the next commit, at once
+        let _ = self.flush();
     }
 }
 
@@ -1011,7 +1203,7 @@ impl Handler<Shutdown> for Shard {
     type Result = Result<(), ShardError>;
 
     fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) -> Self::Result {
-        let r = self.flush();
+        let r = self.flush_sync();
         self.final_checkpoint();
         ctx.stop();
         r
@@ -1072,6 +1264,172 @@ impl Handler<GetStats> for Shard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{Committer, RedbStore};
+    use std::sync::{Condvar, Mutex};
+
+    /// Holds commits until opened, and fails the next one when told to.
+    #[derive(Default)]
+    struct Gate {
+        open: Mutex<bool>,
+        opened: Condvar,
+        fail_next: AtomicBool,
+        /// Commits that reached the gate.
+        entered: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Gate {
+        fn set(&self, open: bool) {
+            *self.open.lock().unwrap() = open;
+            self.opened.notify_all();
+        }
+
+        /// Waits (at most 10 s) until `n` commits reached the gate.
+        async fn entered(&self, n: usize) {
+            for _ in 0..2000 {
+                if self.entered.load(Ordering::SeqCst) >= n {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            panic!("no commit reached the store");
+        }
+    }
+
+    /// The embedded store, with its commits behind a [`Gate`].
+    struct Gated(RedbStore, Arc<Gate>);
+
+    struct GatedCommitter(Arc<dyn Committer>, Arc<Gate>);
+
+    impl Committer for GatedCommitter {
+        fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+            self.1.entered.fetch_add(1, Ordering::SeqCst);
+            let open = self.1.open.lock().unwrap();
+            drop(self.1.opened.wait_while(open, |open| !*open).unwrap());
+            if self.1.fail_next.swap(false, Ordering::SeqCst) {
+                return Err(StoreError::Io {
+                    op: "commit",
+                    table: "all",
+                    why: "injected".into(),
+                });
+            }
+            self.0.commit(batch)
+        }
+    }
+
+    impl Store for Gated {
+        fn commit(&mut self, _: &Batch) -> Result<(), StoreError> {
+            unreachable!("the shard commits through the committer")
+        }
+        fn replay(&self, from: u64, f: &mut dyn FnMut(u64, &[u8])) -> Result<u64, StoreError> {
+            self.0.replay(from, f)
+        }
+        fn next_output(&self) -> Result<u64, StoreError> {
+            self.0.next_output()
+        }
+        fn ledger(&self, m: &str, from: u64, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+            self.0.ledger(m, from, limit)
+        }
+        fn outputs(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+            self.0.outputs(from, limit)
+        }
+        fn position(&self, source: &str) -> Result<Option<u64>, StoreError> {
+            self.0.position(source)
+        }
+        fn committer(&self) -> Option<Arc<dyn Committer>> {
+            let inner = self.0.committer()?;
+            Some(Arc::new(GatedCommitter(inner, Arc::clone(&self.1))))
+        }
+    }
+
+    fn click(n: u32) -> Item {
+        let raw = format!(
+            r#"{{"id":"00000000-0000-4000-8000-{n:012}","type":"click","ts":"2026-11-11T00:00:{:02}+08:00","channel":"mall","member":{{"openid":"o{n}"}},"target":"ad"}}"#,
+            n % 60
+        );
+        let pii = Pii::new(b"k");
+        Item::decode(&Decoder::new(pii.clone()), &pii, raw.as_bytes(), 0, 0)
+    }
+
+    /// Sends one event; the receiver answers once it is durable (or failed).
+    fn ingest(shard: &Addr<Shard>, n: u32) -> oneshot::Receiver<Result<Vec<Outcome>, ShardError>> {
+        let (reply, rx) = oneshot::channel();
+        shard.do_send(Ingest {
+            source: "http".into(),
+            position: None,
+            items: vec![click(n)],
+            reply,
+            received: Instant::now(),
+        });
+        rx
+    }
+
+    fn start(dir: &std::path::Path, gate: &Arc<Gate>) -> Addr<Shard> {
+        let store = Gated(RedbStore::open(dir).unwrap(), Arc::clone(gate));
+        let metrics = Arc::new(Metrics::default());
+        let sc = ShardConfig::default();
+        let ready = Arc::new(AtomicBool::new(false));
+        Shard::new(Box::new(store), Rules::default(), b"k", sc, ready, metrics)
+            .unwrap()
+            .start()
+    }
+
+    /// (events the engine applied, events in the store's log)
+    async fn counts(shard: &Addr<Shard>) -> (u64, u64) {
+        shard
+            .send(Read(|e: &Engine, s: &dyn Store| {
+                (e.stats.events, s.replay(0, &mut |_, _| {}).unwrap())
+            }))
+            .await
+            .unwrap()
+    }
+
+    #[test]
+    fn the_shard_applies_the_next_batch_while_one_is_written_and_answers_once_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let gate = Arc::new(Gate::default());
+        actix::System::new().block_on(async {
+            let shard = start(dir.path(), &gate);
+            let mut first = ingest(&shard, 1);
+            gate.entered(1).await;
+            let mut second = ingest(&shard, 2);
+            // both applied while the first commit is held; neither answered
+            assert_eq!(counts(&shard).await, (2, 0));
+            assert!(first.try_recv().is_err() && second.try_recv().is_err());
+            gate.set(true);
+            assert!(first.await.unwrap().is_ok());
+            assert!(second.await.unwrap().is_ok());
+            assert_eq!(counts(&shard).await, (2, 2));
+            // two commits: the second event waited for the first commit, not for a timer
+            assert_eq!(shard.send(GetStats).await.unwrap().commits, 2);
+        });
+    }
+
+    #[test]
+    fn a_failed_commit_fails_the_batch_queued_behind_it_and_keeps_nothing_of_either() {
+        let dir = tempfile::tempdir().unwrap();
+        let gate = Arc::new(Gate::default());
+        actix::System::new().block_on(async {
+            let shard = start(dir.path(), &gate);
+            gate.fail_next.store(true, Ordering::SeqCst);
+            let first = ingest(&shard, 1);
+            gate.entered(1).await;
+            let second = ingest(&shard, 2);
+            assert_eq!(counts(&shard).await, (2, 0));
+            gate.set(true);
+            let e = first.await.unwrap().unwrap_err().to_string();
+            assert!(e.contains("injected"), "{e}");
+            let e = second.await.unwrap().unwrap_err().to_string();
+            assert!(e.contains("injected"), "{e}");
+            // rebuilt from the store: neither event counts
+            assert_eq!(counts(&shard).await, (0, 0));
+            // and the shard goes on
+            assert!(ingest(&shard, 3).await.unwrap().is_ok());
+            assert_eq!(counts(&shard).await, (1, 1));
+            // the repeat of a failed event is new, not a duplicate
+            let again = ingest(&shard, 2).await.unwrap().unwrap();
+            assert!(matches!(again[0], Outcome::Accepted { .. }), "{again:?}");
+        });
+    }
 
     #[test]
     fn only_times_beyond_the_skew_are_refused_and_zero_turns_the_check_off() {

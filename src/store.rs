@@ -113,6 +113,13 @@ pub trait Checkpointer: Send + Sync {
     fn write(&self, cp: &CheckpointWrite) -> Result<(), StoreError>;
 }
 
+/// Commits batches from a thread of its own, so the shard applies the next batch while the
+/// last one is written and synced (the store's reads go on meanwhile).
+pub trait Committer: Send + Sync {
+    /// Writes a batch atomically and durably, like [`Store::commit`].
+    fn commit(&self, batch: &Batch) -> Result<(), StoreError>;
+}
+
 /// A checkpoint being written: its states stay readable here until they are durable.
 #[derive(Debug)]
 pub struct InFlight {
@@ -253,6 +260,11 @@ pub trait Store: Send {
     }
     /// A writer of checkpoints usable from another thread; None when this store keeps none.
     fn checkpointer(&self) -> Option<Arc<dyn Checkpointer>> {
+        None
+    }
+    /// A committer usable from another thread; None when commits must run on the shard's
+    /// own thread (through [`Store::commit`]).
+    fn committer(&self) -> Option<Arc<dyn Committer>> {
         None
     }
 }
@@ -465,8 +477,15 @@ fn ledger_key(member: &str, seq: u64) -> Vec<u8> {
     k
 }
 
-impl Store for RedbStore {
-    fn commit(&mut self, b: &Batch) -> Result<(), StoreError> {
+/// The embedded store's committer: redb keeps one writer at a time and lets readers run
+/// beside it, so commits from another thread need nothing but the two databases.
+struct RedbCommitter {
+    db: Arc<Database>,
+    states: Arc<Database>,
+}
+
+impl Committer for RedbCommitter {
+    fn commit(&self, b: &Batch) -> Result<(), StoreError> {
         let tx = self
             .db
             .begin_write()
@@ -511,6 +530,25 @@ impl Store for RedbStore {
             Some(cp) => write_checkpoint(&self.states, cp),
             None => Ok(()),
         }
+    }
+}
+
+impl RedbStore {
+    fn committer_of(&self) -> RedbCommitter {
+        RedbCommitter {
+            db: Arc::clone(&self.db),
+            states: Arc::clone(&self.states),
+        }
+    }
+}
+
+impl Store for RedbStore {
+    fn commit(&mut self, b: &Batch) -> Result<(), StoreError> {
+        self.committer_of().commit(b)
+    }
+
+    fn committer(&self) -> Option<Arc<dyn Committer>> {
+        Some(Arc::new(self.committer_of()))
     }
 
     fn cold(&self) -> Option<Box<dyn Cold>> {
