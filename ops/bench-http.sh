@@ -6,6 +6,7 @@
 # Usage: ops/bench-http.sh [SCENARIO] [BATCH] [ROUNDS] [VARIANT...]
 #   a variant is a list of KEY=VALUE environment settings for the service, e.g.
 #   "OMNISTREAM_METRICS=true" "OMNISTREAM_METRICS=false"
+#   a BIN=PATH entry in a variant runs that omnistream binary instead (two builds side by side)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scenario=${1:-default}
@@ -24,8 +25,10 @@ trap cleanup EXIT
 for round in $(seq 1 "$rounds"); do
   for v in "${variants[@]}"; do
     rm -rf "$work/data"
+    svc="$bin/omnistream"
+    for kv in $v; do case $kv in BIN=*) svc=${kv#BIN=} ;; esac; done
     # shellcheck disable=SC2086
-    env $v "$bin/omnistream" run --listen "127.0.0.1:$port" --data-dir "$work/data" \
+    env $v "$svc" run --listen "127.0.0.1:$port" --data-dir "$work/data" \
       >"$work/server.log" 2>&1 &
     pid=$!
     for _ in $(seq 1 100); do

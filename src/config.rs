@@ -45,6 +45,9 @@ pub struct Config {
     pub group_commit_ms: u64,
     /// ...or as soon as this many events wait.
     pub group_commit_events: usize,
+    /// Commit from a thread of its own (the embedded store), so the shard applies the next
+    /// batch while one is written and synced; false commits on the shard's thread.
+    pub commit_thread: bool,
     /// Events accepted but not yet durable, at most; beyond, ingest answers 429.
     pub max_inflight_events: usize,
     /// Most entities (members, identities, orders, SKUs, codes, ...) held in memory; beyond,
@@ -605,6 +608,7 @@ impl Default for Config {
             store_cache_mb: 256,
             group_commit_ms: 0,
             group_commit_events: 2048,
+            commit_thread: true,
             max_inflight_events: 50_000,
             resident_entities: 0,
             checkpoint_every_events: 0,

@@ -235,6 +235,8 @@ pub struct ShardConfig {
     pub commit_every: Duration,
     /// Commit at once when this many events wait.
     pub commit_events: usize,
+    /// Pipelined commits from a thread of their own, when the store allows.
+    pub commit_thread: bool,
     /// Most resident entities (0: no bound); needs a store that keeps checkpoints.
     pub resident: usize,
     /// Checkpoint after this many events (0: only at shutdown).
@@ -254,6 +256,7 @@ impl From<&crate::config::Config> for ShardConfig {
         ShardConfig {
             commit_every: Duration::from_millis(c.group_commit_ms),
             commit_events: c.group_commit_events,
+            commit_thread: c.commit_thread,
             resident: c.resident_entities,
             checkpoint_every: c.checkpoint_every_events,
             filter_codes: c.code_filter_codes,
@@ -427,7 +430,7 @@ impl Shard {
     ) -> Result<Shard, StoreError> {
         let low_atp = rules.stock.low_stock_atp;
         let checkpointer = store.checkpointer();
-        let committer = store.committer();
+        let committer = store.committer().filter(|_| sc.commit_thread);
         let mut s = Shard {
             committer,
             commit_jobs: None,
