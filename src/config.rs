@@ -53,16 +53,16 @@ pub struct Config {
     /// Most entities (members, identities, orders, SKUs, codes, ...) held in memory; beyond,
     /// the least recently used are passivated to the store and load back when an event
     /// needs them, and a checkpoint is written whenever half the bound waits to be. 0 (the
-    /// default): no bound. Applies with the embedded store (the CQL store keeps no
-    /// checkpoints yet, so it holds every entity). What checkpoints cost: BENCHMARKS.md.
+    /// default): no bound. Works with both stores (entities passivate to `states.redb` or
+    /// the CQL `states` table). What checkpoints cost: BENCHMARKS.md.
     pub resident_entities: usize,
     /// Write a checkpoint (changed entity states, timers, board) with the commit after this
     /// many events, and drop the log before it: a restart after a crash replays at most this
     /// many events. 0 (the default): only at shutdown, so a crash replays the log since the
     /// last graceful stop. A checkpoint encodes every entity changed since the previous one on
-    /// the shard and writes them to `states.redb` from a thread of its own; at scale it costs
-    /// a fifth of the throughput and a second on the tail (BENCHMARKS.md).
-    /// Embedded store only.
+    /// the shard and writes them (to `states.redb`, or the CQL `states` table) from a thread of
+    /// its own; at scale it costs a fifth of the throughput and a second on the tail
+    /// (BENCHMARKS.md).
     pub checkpoint_every_events: u64,
     /// Codes the code registry's Bloom filter is sized for (1% false positives, about 1.2
     /// bytes a code): a scan of a code never scanned, most scans, then reads nothing from

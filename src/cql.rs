@@ -3,7 +3,8 @@
 //!
 //! Design: the engine is a deterministic function of its input log, so what is stored is that
 //! log (accepted events, personal values already hashed), the outputs, a per-member ledger
-//! index and source positions; a restart replays the log. One commit is one atomic group even
+//! index and source positions; a restart replays the log after the last checkpoint, whose
+//! entity states and blobs are kept as generations of rows (`states`, see that module). One commit is one atomic group even
 //! though CQL has no multi-partition transactions: the data rows are written first (unlogged
 //! batches, one per partition, many in flight), and only then the commit marker, a single
 //! partition write in `positions` that moves `next_seq`/`next_output` forward together with
@@ -19,7 +20,7 @@
 //! call to it, blocking the caller until the answer (as a disk write would).
 
 use crate::config::CqlConfig;
-use crate::store::{Batch, Store, StoreError};
+use crate::store::{Batch, Checkpointer, Store, StoreError, StoredCheckpoint};
 use futures::{SinkExt, StreamExt};
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
@@ -34,10 +35,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The schema version this binary writes and reads.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Schema files in order: `(version, CQL)`; `migrate` applies those above the recorded one.
-pub const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../schemas/cql/001_init.cql"))];
+pub const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../schemas/cql/001_init.cql")),
+    (2, include_str!("../schemas/cql/002_checkpoints.cql")),
+];
+
+mod states;
 
 /// `seq >> EVENT_BUCKET_BITS` is the partition of an event or output (65536 rows each).
 pub const EVENT_BUCKET_BITS: u32 = 16;
@@ -93,6 +99,22 @@ impl Rt {
         };
         futures::executor::block_on(rt.spawn(fut))
             .map_err(|e| db_err("-", format!("cql task failed: {e}")))?
+    }
+
+    /// Runs the future `make` gives, which may borrow, on the store's runtime from a thread of its own (tokio
+    /// refuses to block inside another runtime) and waits for it.
+    fn block_on_borrowed<T: Send, Fut: Future<Output = Result<T, StoreError>>>(
+        &self,
+        make: impl FnOnce() -> Fut + Send,
+    ) -> Result<T, StoreError> {
+        let Some(rt) = &self.0 else {
+            return Err(db_err("-", "the store's runtime has stopped"));
+        };
+        std::thread::scope(|s| {
+            s.spawn(|| rt.block_on(make()))
+                .join()
+                .unwrap_or_else(|_| Err(db_err("-", "a cql task panicked")))
+        })
     }
 }
 
@@ -394,6 +416,18 @@ struct Inner {
     sel_outputs: PreparedStatement,
     sel_ledger: PreparedStatement,
     sel_position: PreparedStatement,
+    del_events_bucket: PreparedStatement,
+    del_events_below: PreparedStatement,
+    sel_ckpt: PreparedStatement,
+    add_unfinished: PreparedStatement,
+    set_ckpt: PreparedStatement,
+    ins_state: PreparedStatement,
+    sel_state: PreparedStatement,
+    del_old_states: PreparedStatement,
+    scan_states: PreparedStatement,
+    ins_blob: PreparedStatement,
+    sel_blob: PreparedStatement,
+    del_blob: PreparedStatement,
 }
 
 /// The durable log in a CQL keyspace; see the module documentation for the commit protocol.
@@ -404,8 +438,12 @@ pub struct CqlStore {
     next_output: Cell<u64>,
     /// A commit failed: clean up its rows and reread the marker before going on.
     dirty: Cell<bool>,
+    /// The log below this seq is deleted already (in this process).
+    truncated: Cell<u64>,
+    /// The checkpoint generations (see `states`).
+    gens: states::SharedGens,
     // last: dropped after `inner`, so the session goes before its runtime
-    rt: Rt,
+    rt: Arc<Rt>,
 }
 
 /// The committed state read from the marker partition.
@@ -458,6 +496,18 @@ impl CqlStore {
                 sel_outputs: prepare(s, k, "outputs", format!("SELECT seq, body FROM {k}.outputs WHERE bucket = ? AND seq >= ? AND seq < ? LIMIT ?"), r).await?,
                 sel_ledger: prepare(s, k, "ledger", format!("SELECT seq, body FROM {k}.ledger WHERE member = ? AND bucket = ? AND seq >= ? LIMIT ?"), r).await?,
                 sel_position: prepare(s, k, "positions", format!("SELECT position FROM {k}.positions WHERE shard = ? AND source = ?"), r).await?,
+                del_events_bucket: prepare(s, k, "events", format!("DELETE FROM {k}.events WHERE bucket = ?"), w).await?,
+                del_events_below: prepare(s, k, "events", format!("DELETE FROM {k}.events WHERE bucket = ? AND seq < ?"), w).await?,
+                sel_ckpt: prepare(s, k, "checkpoints", format!("SELECT gen, seq, unfinished FROM {k}.checkpoints WHERE shard = ?"), r).await?,
+                add_unfinished: prepare(s, k, "checkpoints", format!("UPDATE {k}.checkpoints SET unfinished = unfinished + ? WHERE shard = ?"), w).await?,
+                set_ckpt: prepare(s, k, "checkpoints", format!("UPDATE {k}.checkpoints SET gen = ?, seq = ?, unfinished = unfinished - ? WHERE shard = ?"), w).await?,
+                ins_state: prepare(s, k, "states", format!("INSERT INTO {k}.states (kind, key, gen, state) VALUES (?, ?, ?, ?)"), w).await?,
+                sel_state: prepare(s, k, "states", format!("SELECT gen, state FROM {k}.states WHERE kind = ? AND key = ? AND gen <= ?"), r).await?,
+                del_old_states: prepare(s, k, "states", format!("DELETE FROM {k}.states WHERE kind = ? AND key = ? AND gen < ?"), w).await?,
+                scan_states: prepare(s, k, "states", format!("SELECT kind, key, gen, state FROM {k}.states"), r).await?,
+                ins_blob: prepare(s, k, "checkpoint_blobs", format!("INSERT INTO {k}.checkpoint_blobs (gen, name, chunk, data) VALUES (?, ?, ?, ?)"), w).await?,
+                sel_blob: prepare(s, k, "checkpoint_blobs", format!("SELECT data FROM {k}.checkpoint_blobs WHERE gen = ? AND name = ?"), r).await?,
+                del_blob: prepare(s, k, "checkpoint_blobs", format!("DELETE FROM {k}.checkpoint_blobs WHERE gen = ? AND name = ?"), w).await?,
                 session,
                 keyspace: ks,
                 attempts: c.write_attempts,
@@ -469,10 +519,37 @@ impl CqlStore {
             next_seq: Cell::new(0),
             next_output: Cell::new(0),
             dirty: Cell::new(true),
-            rt,
+            truncated: Cell::new(0),
+            gens: Default::default(),
+            rt: Arc::new(rt),
         };
         store.recover()?;
+        let inner = Arc::clone(&store.inner);
+        *store
+            .gens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = store
+            .rt
+            .run(async move { states::read_gens(&inner).await })?;
         Ok(store)
+    }
+
+    fn checkpoint_writer(&self) -> states::CqlCheckpointer {
+        states::CqlCheckpointer {
+            inner: Arc::clone(&self.inner),
+            gens: Arc::clone(&self.gens),
+            rt: Arc::clone(&self.rt),
+        }
+    }
+
+    /// Writes the states and blobs of a checkpoint without making it durable, as a crash in
+    /// the middle of a checkpoint leaves them (for tests: they must never be read).
+    #[doc(hidden)]
+    pub fn write_unfinished_checkpoint(
+        &self,
+        cp: &crate::store::CheckpointWrite,
+    ) -> Result<(), StoreError> {
+        self.checkpoint_writer().write_gen(cp, false)
     }
 
     /// The keyspace this store writes.
@@ -628,6 +705,8 @@ type LedgerRow = (String, i64, i64, Vec<u8>);
 enum Unit {
     Log(&'static str, i64, Vec<LogRow>),
     Ledger(String, i64, Vec<LedgerRow>),
+    /// Delete a bucket of the log, or its seqs below the second value.
+    Truncate(i64, Option<i64>),
 }
 
 fn log_units(table: &'static str, rows: &[(u64, Vec<u8>)], out: &mut Vec<Unit>) {
@@ -651,6 +730,7 @@ async fn commit(
     b: Batch,
     next_seq: u64,
     next_output: u64,
+    truncated: u64,
 ) -> Result<(), StoreError> {
     if !b.ledger.is_empty() {
         let keys: Vec<(&str, u64)> = b.ledger.iter().map(|(m, s, _)| (m.as_str(), *s)).collect();
@@ -664,6 +744,17 @@ async fn commit(
         .map_err(cql_err("write", "positions", "pending"))?;
     }
     let mut units = Vec::new();
+    if let Some(below) = b.truncate_below.filter(|b| *b > truncated) {
+        // the log before a durable checkpoint is reflected in it: whole buckets go as
+        // partitions, the last one up to the checkpoint's seq
+        for bucket in (truncated >> EVENT_BUCKET_BITS)..(below >> EVENT_BUCKET_BITS) {
+            units.push(Unit::Truncate(bucket as i64, None));
+        }
+        units.push(Unit::Truncate(
+            (below >> EVENT_BUCKET_BITS) as i64,
+            Some(below as i64),
+        ));
+    }
     log_units("events", &b.events, &mut units);
     log_units("outputs", &b.outputs, &mut units);
     let mut by_member: std::collections::BTreeMap<(&str, i64), Vec<(LedgerRow, usize)>> =
@@ -705,6 +796,28 @@ async fn commit(
                             "ledger",
                             format!("member {member} bucket {bucket}"),
                         ))
+                }
+                Unit::Truncate(bucket, below) => {
+                    let s = &inner_ref.session;
+                    retry(inner_ref.attempts, || async move {
+                        match below {
+                            None => {
+                                s.execute_unpaged(&inner_ref.del_events_bucket, (bucket,))
+                                    .await
+                            }
+                            Some(seq) => {
+                                s.execute_unpaged(&inner_ref.del_events_below, (bucket, seq))
+                                    .await
+                            }
+                        }
+                    })
+                    .await
+                    .map(drop)
+                    .map_err(cql_err(
+                        "truncate",
+                        "events",
+                        format!("bucket {bucket}"),
+                    ))
                 }
             }
         })
@@ -849,11 +962,15 @@ impl Store for CqlStore {
             batch.clone(),
             next_seq,
             next_output,
+            self.truncated.get(),
         ));
         match r {
             Ok(()) => {
                 self.next_seq.set(next_seq);
                 self.next_output.set(next_output);
+                if let Some(below) = batch.truncate_below {
+                    self.truncated.set(self.truncated.get().max(below));
+                }
                 Ok(())
             }
             Err(e) => {
@@ -892,6 +1009,22 @@ impl Store for CqlStore {
     fn next_output(&self) -> Result<u64, StoreError> {
         self.recover()?;
         Ok(self.next_output.get())
+    }
+
+    fn cold(&self) -> Option<Box<dyn omnistream_actors::cold::Cold>> {
+        Some(Box::new(states::CqlCold {
+            inner: Arc::clone(&self.inner),
+            gens: Arc::clone(&self.gens),
+            rt: Arc::clone(&self.rt),
+        }))
+    }
+
+    fn last_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
+        states::last_checkpoint(&self.inner, &self.rt, &self.gens)
+    }
+
+    fn checkpointer(&self) -> Option<Arc<dyn Checkpointer>> {
+        Some(Arc::new(self.checkpoint_writer()))
     }
 
     fn ledger(&self, member: &str, from: u64, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {

@@ -14,7 +14,8 @@ mod common;
 use common::{observe, script, Service};
 use omnistream::config::CqlConfig;
 use omnistream::cql::{self, CqlStore};
-use omnistream::store::{Batch, Store};
+use omnistream::store::{Batch, CheckpointWrite, Store};
+use omnistream_actors::cold::Kind;
 use std::process::Command;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -287,7 +288,19 @@ fn cql_migrate_twice_is_a_no_op_and_a_newer_schema_is_refused() {
     assert_eq!(first.from, None);
     assert!(first.statements >= 6, "{first:?}");
     let again = cql::migrate(&cfg).unwrap();
-    assert_eq!((again.from, again.statements), (Some(1), 0), "{again:?}");
+    let v = cql::SCHEMA_VERSION;
+    assert_eq!((again.from, again.statements), (Some(v), 0), "{again:?}");
+    CqlStore::open(&cfg).unwrap();
+    // a keyspace of schema 1 (before checkpoints) is refused until migrated, and then
+    // gains the checkpoint tables
+    cql::force_schema_version(&cfg, 1).unwrap();
+    let e = CqlStore::open(&cfg).err().unwrap().to_string();
+    assert!(
+        e.contains("older") && e.contains("omnistream migrate"),
+        "{e}"
+    );
+    let up = cql::migrate(&cfg).unwrap();
+    assert_eq!((up.from, up.to, up.statements), (Some(1), v, 3), "{up:?}");
     CqlStore::open(&cfg).unwrap();
 
     cql::force_schema_version(&cfg, cql::SCHEMA_VERSION + 1).unwrap();
@@ -304,7 +317,7 @@ fn cql_migrate_twice_is_a_no_op_and_a_newer_schema_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(
-        err.contains("schema version 2, newer than this binary"),
+        err.contains(&format!("schema version {}, newer than this binary", v + 1)),
         "{err}"
     );
 }
@@ -330,17 +343,21 @@ fn cql_check_config_reports_the_cluster_and_the_schema() {
     assert!(err.contains("omnistream migrate"), "{err}");
     let (code, out, _) = run(&["migrate"]);
     assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("none -> 1"), "{out}");
+    let v = cql::SCHEMA_VERSION;
+    assert!(out.contains(&format!("none -> {v}")), "{out}");
     let (code, out, _) = run(&["migrate"]);
     assert_eq!(code, Some(0));
-    assert!(out.contains("1 -> 1 (0 statements)"), "{out}");
+    assert!(out.contains(&format!("{v} -> {v} (0 statements)")), "{out}");
     let (code, out, err) = run(&["check-config"]);
     assert_eq!(code, Some(0), "{err}");
     assert!(
         out.contains("# cql: cluster \"") && out.contains(", release "),
         "{out}"
     );
-    assert!(out.contains("present, schema version 1"), "{out}");
+    assert!(
+        out.contains(&format!("present, schema version {v}")),
+        "{out}"
+    );
 }
 
 /// The environment that points `omnistream` at the test keyspace.
@@ -359,8 +376,13 @@ fn cql_env(cfg: &CqlConfig) -> Vec<(String, String)> {
 }
 
 fn start(cfg: &CqlConfig) -> Service {
+    start_bounded(cfg, &[])
+}
+
+fn start_bounded(cfg: &CqlConfig, more: &[(&str, &str)]) -> Service {
     // the data dir must stay unused: prove it by pointing it at a path that cannot be created
-    let env = cql_env(cfg);
+    let mut env = cql_env(cfg);
+    env.extend(more.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     Service::start_with(std::path::Path::new("/dev/null/no-data-dir"), &env)
 }
@@ -430,6 +452,140 @@ fn cql_service_restarts_after_sigterm_and_sigkill_reach_the_same_state_as_one_ru
     // answered means durable: a SIGKILL right after loses nothing acknowledged
     s.kill();
     let s = start(&cfg);
+    let r = s.post(&events);
+    assert_eq!(r["duplicates"], 9, "the first nine were kept: {r}");
+    assert_eq!(observe(&s), expected);
+    s.stop();
+}
+
+fn checkpoint(seq: u64, states: &[(Kind, &str, &str)], seen: Vec<u8>) -> CheckpointWrite {
+    CheckpointWrite {
+        seq,
+        states: states
+            .iter()
+            .map(|(k, key, v)| (*k, (*key).into(), v.as_bytes().to_vec()))
+            .collect(),
+        global: b"{\"global\":1}".to_vec(),
+        seen,
+        filter: Vec::new(),
+        extras: b"{}".to_vec(),
+    }
+}
+
+fn load(s: &CqlStore, kind: Kind, key: &str) -> Option<String> {
+    let cold = s.cold().unwrap();
+    let v = cold.load(kind, key).unwrap();
+    v.map(|b| String::from_utf8(b).unwrap())
+}
+
+#[test]
+fn cql_checkpoints_restore_states_and_blobs_never_read_an_unfinished_one_and_drop_the_log() {
+    let cfg = migrated("ckpt");
+    let mut s = CqlStore::open(&cfg).unwrap();
+    assert!(s.last_checkpoint().unwrap().is_none());
+    assert_eq!(load(&s, Kind::Member, "m1"), None);
+    s.commit(&Batch {
+        events: (0..4).map(|n| (n, body("e", n))).collect(),
+        ..Batch::default()
+    })
+    .unwrap();
+    // a blob over one chunk (1 MiB) comes back whole and in order
+    let seen: Vec<u8> = (0..(3 << 19)).map(|i: u32| (i % 251) as u8).collect();
+    let first = checkpoint(
+        3,
+        &[(Kind::Member, "m1", "v1"), (Kind::Code, "c1", "c")],
+        seen.clone(),
+    );
+    s.checkpointer().unwrap().write(&first).unwrap();
+    let cp = s.last_checkpoint().unwrap().unwrap();
+    assert_eq!((cp.seq, &cp.seen, &cp.global), (3, &seen, &first.global));
+    assert_eq!(load(&s, Kind::Member, "m1").as_deref(), Some("v1"));
+    assert_eq!(load(&s, Kind::Code, "c1").as_deref(), Some("c"));
+    assert_eq!(load(&s, Kind::Code, "m1"), None, "kinds are apart");
+
+    // a checkpoint cut short (a crash before its commit point) is never read, even later
+    let cut = checkpoint(
+        4,
+        &[(Kind::Member, "m1", "bad"), (Kind::Member, "m2", "bad")],
+        vec![],
+    );
+    s.write_unfinished_checkpoint(&cut).unwrap();
+    assert_eq!(load(&s, Kind::Member, "m1").as_deref(), Some("v1"));
+    drop(s);
+    let mut s = CqlStore::open(&cfg).unwrap();
+    assert_eq!(s.last_checkpoint().unwrap().unwrap().seq, 3);
+    assert_eq!(load(&s, Kind::Member, "m1").as_deref(), Some("v1"));
+    assert_eq!(load(&s, Kind::Member, "m2"), None);
+    let next = checkpoint(4, &[(Kind::Member, "m2", "v2")], vec![1, 2, 3]);
+    s.checkpointer().unwrap().write(&next).unwrap();
+    assert_eq!(load(&s, Kind::Member, "m2").as_deref(), Some("v2"));
+    assert_eq!(
+        load(&s, Kind::Member, "m1").as_deref(),
+        Some("v1"),
+        "older generation"
+    );
+    let mut members = Vec::new();
+    s.cold()
+        .unwrap()
+        .scan(Kind::Member, &mut |k, v| {
+            members.push((k.to_string(), String::from_utf8(v.to_vec()).unwrap()))
+        })
+        .unwrap();
+    members.sort();
+    assert_eq!(
+        members,
+        [("m1".into(), "v1".into()), ("m2".into(), "v2".into())]
+    );
+    let cp = s.last_checkpoint().unwrap().unwrap();
+    assert_eq!((cp.seq, cp.seen), (4, vec![1, 2, 3]));
+
+    // the log below a durable checkpoint goes with the next commit; the tail replays
+    s.commit(&Batch {
+        events: vec![(4, body("e", 4))],
+        truncate_below: Some(4),
+        ..Batch::default()
+    })
+    .unwrap();
+    let (next, tail) = replay_all(&s, 4);
+    assert_eq!((next, tail), (5, vec![(4, body("e", 4))]));
+    drop(s);
+    let s = CqlStore::open(&cfg).unwrap();
+    let (next, tail) = replay_all(&s, 4);
+    assert_eq!((next, tail.len()), (5, 1));
+}
+
+#[test]
+fn cql_service_with_a_resident_bound_and_checkpoints_restarts_to_the_same_state() {
+    let events = script();
+    let whole = migrated("svc_bounded_whole");
+    let s = start(&whole);
+    s.post(&events);
+    let expected = observe(&s);
+    s.stop();
+
+    let cfg = migrated("svc_bounded");
+    let bounded = [
+        ("OMNISTREAM_RESIDENT_ENTITIES", "4"),
+        ("OMNISTREAM_CHECKPOINT_EVERY_EVENTS", "3"),
+    ];
+    let s = start_bounded(&cfg, &bounded);
+    s.post(&events[..5]);
+    let st = s.get("/v1/stats");
+    assert!(st["shard"]["passivated"].as_u64().unwrap() > 0, "{st}");
+    s.stop();
+    let s = start_bounded(&cfg, &bounded);
+    assert!(
+        s.get("/v1/stats")["shard"]["restored_from"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    s.post(&events[5..9]);
+    // a crash: the next start restores the last checkpoint and replays the tail after it
+    s.kill();
+    let s = start_bounded(&cfg, &bounded);
+    let st = s.get("/v1/stats");
+    assert!(st["shard"]["restored_from"].as_u64().unwrap() > 0, "{st}");
     let r = s.post(&events);
     assert_eq!(r["duplicates"], 9, "the first nine were kept: {r}");
     assert_eq!(observe(&s), expected);

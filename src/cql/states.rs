@@ -1,0 +1,357 @@
+//! Checkpoints in the CQL store: the entity states the engine passivates or checkpoints, and
+//! the blobs of its own state, so a bounded engine and a short restart work on ScyllaDB and
+//! Cassandra as they do on the embedded store.
+//!
+//! Every checkpoint is a *generation*. Its states are rows `((kind, key), gen)`, newest first,
+//! its blobs rows `((gen, name), chunk)` in chunks of [`BLOB_CHUNK`] bytes (far under the
+//! mutation size limit), and it becomes the one a restart restores only when the row
+//! `checkpoints[shard]` names it. CQL has no transaction over those rows, so:
+//! - before writing anything, the generation joins the row's `unfinished` set; it leaves it
+//!   in the same write that makes it durable. A checkpoint that failed or was cut short by a
+//!   crash stays in `unfinished`, and its rows are never read: a state is the newest row with
+//!   a generation at most the durable one that is not unfinished.
+//! - a new generation is above every generation used before, finished or not, so it never
+//!   mixes with the rows of one that failed.
+//! - after the generation is durable, the older rows of each key it wrote and the previous
+//!   generation's blobs are deleted (best effort: leftovers are ignored by the rule above).
+
+use super::{cql_err, retry, Inner, Rt, SHARD};
+use crate::store::{CheckpointWrite, Checkpointer, StoreError, StoredCheckpoint};
+use futures::StreamExt;
+use omnistream_actors::cold::{Cold, Kind};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// Bytes per blob row.
+pub(super) const BLOB_CHUNK: usize = 1 << 20;
+
+/// The blobs of a checkpoint, by row name.
+const BLOBS: [&str; 4] = ["global", "seen", "codes_filter", "extras"];
+
+/// Which generations count.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Gens {
+    /// The durable checkpoint (0: none).
+    pub durable: i64,
+    /// The log seq it reflects.
+    pub seq: u64,
+    /// Generations begun and not finished.
+    pub unfinished: BTreeSet<i64>,
+}
+
+impl Gens {
+    /// Whether rows of generation `g` are part of the durable state.
+    fn counts(&self, g: i64) -> bool {
+        g <= self.durable && !self.unfinished.contains(&g)
+    }
+
+    /// The next generation: above every one used.
+    fn next(&self) -> i64 {
+        self.durable
+            .max(self.unfinished.last().copied().unwrap_or(0))
+            + 1
+    }
+}
+
+/// The generations, shared by the store, its cold tier and its checkpoint writer.
+pub(super) type SharedGens = Arc<Mutex<Gens>>;
+
+fn lock(g: &SharedGens) -> std::sync::MutexGuard<'_, Gens> {
+    g.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Reads the checkpoint row.
+pub(super) async fn read_gens(inner: &Inner) -> Result<Gens, StoreError> {
+    let err = cql_err("read", "checkpoints", format!("shard {SHARD}"));
+    let rows = inner
+        .session
+        .execute_unpaged(&inner.sel_ckpt, (SHARD,))
+        .await
+        .map_err(|e| err(e.to_string()))?
+        .into_rows_result()
+        .map_err(|e| err(e.to_string()))?;
+    let row = rows
+        .maybe_first_row::<(Option<i64>, Option<i64>, Option<Vec<i64>>)>()
+        .map_err(|e| err(e.to_string()))?;
+    let (gen, seq, unfinished) = row.unwrap_or((None, None, None));
+    Ok(Gens {
+        durable: gen.unwrap_or(0),
+        seq: seq.unwrap_or(0) as u64,
+        unfinished: unfinished.unwrap_or_default().into_iter().collect(),
+    })
+}
+
+/// Writes a checkpoint as generation `gen`; with `finish` false it stops before making it
+/// durable (what a crash in the middle leaves; for tests).
+async fn write(
+    inner: &Inner,
+    cp: &CheckpointWrite,
+    gen: i64,
+    finish: bool,
+) -> Result<(), StoreError> {
+    let key = format!("shard {SHARD}");
+    retry(inner.attempts, || {
+        inner
+            .session
+            .execute_unpaged(&inner.add_unfinished, (vec![gen], SHARD))
+    })
+    .await
+    .map_err(cql_err("write", "checkpoints", key.clone()))?;
+    let mut states = futures::stream::iter(cp.states.iter())
+        .map(|(kind, k, state)| async move {
+            retry(inner.attempts, || {
+                inner.session.execute_unpaged(
+                    &inner.ins_state,
+                    (*kind as u8 as i8, k.as_str(), gen, state.as_slice()),
+                )
+            })
+            .await
+            .map_err(cql_err(
+                "write",
+                "states",
+                format!("{kind:?} {k} gen {gen}"),
+            ))
+        })
+        .buffer_unordered(inner.concurrency);
+    while let Some(r) = states.next().await {
+        r?;
+    }
+    drop(states);
+    for (name, blob) in BLOBS
+        .into_iter()
+        .zip([&cp.global, &cp.seen, &cp.filter, &cp.extras])
+    {
+        for (i, chunk) in blob.chunks(BLOB_CHUNK).enumerate() {
+            retry(inner.attempts, || {
+                inner
+                    .session
+                    .execute_unpaged(&inner.ins_blob, (gen, name, i as i32, chunk))
+            })
+            .await
+            .map_err(cql_err(
+                "write",
+                "checkpoint_blobs",
+                format!("{name} gen {gen}"),
+            ))?;
+        }
+    }
+    if !finish {
+        return Ok(());
+    }
+    // the commit point of the checkpoint: one row
+    retry(inner.attempts, || {
+        inner
+            .session
+            .execute_unpaged(&inner.set_ckpt, (gen, cp.seq as i64, vec![gen], SHARD))
+    })
+    .await
+    .map(drop)
+    .map_err(cql_err("write", "checkpoints", key))
+}
+
+/// Deletes what generation `gen` made obsolete: older rows of the keys it wrote, and the
+/// blobs of generation `prev`. Failures are only logged: the rows are ignored anyway.
+async fn clean(inner: &Inner, cp: &CheckpointWrite, gen: i64, prev: i64) {
+    let mut dels = futures::stream::iter(cp.states.iter())
+        .map(|(kind, k, _)| async move {
+            inner
+                .session
+                .execute_unpaged(&inner.del_old_states, (*kind as u8 as i8, k.as_str(), gen))
+                .await
+                .map(drop)
+        })
+        .buffer_unordered(inner.concurrency);
+    let mut failed = 0usize;
+    while let Some(r) = dels.next().await {
+        failed += usize::from(r.is_err());
+    }
+    drop(dels);
+    if prev > 0 {
+        for name in BLOBS {
+            let r = inner
+                .session
+                .execute_unpaged(&inner.del_blob, (prev, name))
+                .await;
+            failed += usize::from(r.is_err());
+        }
+    }
+    if failed > 0 {
+        tracing::warn!(
+            gen,
+            failed,
+            "could not delete rows an older checkpoint left; they are ignored"
+        );
+    }
+}
+
+/// Reads one blob of generation `gen`, its chunks in order.
+async fn read_blob(inner: &Inner, gen: i64, name: &'static str) -> Result<Vec<u8>, StoreError> {
+    let err = cql_err("read", "checkpoint_blobs", format!("{name} gen {gen}"));
+    let mut rows = inner
+        .session
+        .execute_iter(inner.sel_blob.clone(), (gen, name))
+        .await
+        .map_err(|e| err(e.to_string()))?
+        .rows_stream::<(Vec<u8>,)>()
+        .map_err(|e| err(e.to_string()))?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().await {
+        out.extend_from_slice(&row.map_err(|e| err(e.to_string()))?.0);
+    }
+    Ok(out)
+}
+
+/// The durable checkpoint, if any; refreshes the shared generations.
+pub(super) fn last_checkpoint(
+    inner: &Arc<Inner>,
+    rt: &Rt,
+    gens: &SharedGens,
+) -> Result<Option<StoredCheckpoint>, StoreError> {
+    let inner = Arc::clone(inner);
+    let read = rt.run(async move {
+        let g = read_gens(&inner).await?;
+        if g.durable == 0 {
+            return Ok((g, None));
+        }
+        let mut blobs = Vec::with_capacity(BLOBS.len());
+        for name in BLOBS {
+            blobs.push(read_blob(&inner, g.durable, name).await?);
+        }
+        Ok((g, Some(blobs)))
+    })?;
+    let (g, blobs) = read;
+    let seq = g.seq;
+    *lock(gens) = g;
+    Ok(blobs.map(|b| {
+        let [global, seen, filter, extras]: [Vec<u8>; 4] = b
+            .try_into()
+            .unwrap_or_else(|_| unreachable!("four blobs read"));
+        StoredCheckpoint {
+            seq,
+            global,
+            seen,
+            filter,
+            extras,
+        }
+    }))
+}
+
+/// Writes checkpoints from the shard's checkpoint thread (or at shutdown).
+pub(super) struct CqlCheckpointer {
+    // first: dropped before the runtime
+    pub inner: Arc<Inner>,
+    pub gens: SharedGens,
+    pub rt: Arc<Rt>,
+}
+
+impl CqlCheckpointer {
+    /// Writes `cp` as the next generation; with `finish` false it is left unfinished.
+    pub(super) fn write_gen(&self, cp: &CheckpointWrite, finish: bool) -> Result<(), StoreError> {
+        let (gen, prev) = {
+            let mut g = lock(&self.gens);
+            let gen = g.next();
+            // readers skip it from now on, durable or not
+            g.unfinished.insert(gen);
+            (gen, g.durable)
+        };
+        let inner = &self.inner;
+        let r = self.rt.block_on_borrowed(|| async move {
+            write(inner, cp, gen, finish).await?;
+            if finish {
+                clean(inner, cp, gen, prev).await;
+            }
+            Ok(())
+        });
+        if r.is_ok() && finish {
+            let mut g = lock(&self.gens);
+            g.durable = gen;
+            g.seq = cp.seq;
+            g.unfinished.remove(&gen);
+        }
+        r
+    }
+}
+
+impl Checkpointer for CqlCheckpointer {
+    fn write(&self, cp: &CheckpointWrite) -> Result<(), StoreError> {
+        self.write_gen(cp, true)
+    }
+}
+
+/// The engine's cold tier over the `states` table.
+pub(super) struct CqlCold {
+    // first: dropped before the runtime
+    pub inner: Arc<Inner>,
+    pub gens: SharedGens,
+    pub rt: Arc<Rt>,
+}
+
+impl Cold for CqlCold {
+    fn load(&self, kind: Kind, key: &str) -> Result<Option<Vec<u8>>, String> {
+        let g = lock(&self.gens).clone();
+        if g.durable == 0 {
+            return Ok(None);
+        }
+        let inner = Arc::clone(&self.inner);
+        let key = key.to_string();
+        self.rt
+            .run(async move {
+                let err = cql_err("read", "states", format!("{kind:?} {key}"));
+                let mut rows = inner
+                    .session
+                    .execute_iter(
+                        inner.sel_state.clone(),
+                        (kind as u8 as i8, key.as_str(), g.durable),
+                    )
+                    .await
+                    .map_err(|e| err(e.to_string()))?
+                    .rows_stream::<(i64, Vec<u8>)>()
+                    .map_err(|e| err(e.to_string()))?;
+                while let Some(row) = rows.next().await {
+                    let (gen, state) = row.map_err(|e| err(e.to_string()))?;
+                    if g.counts(gen) {
+                        return Ok(Some(state));
+                    }
+                }
+                Ok(None)
+            })
+            .map_err(|e| e.to_string())
+    }
+
+    /// Reads the whole `states` table (every kind: the partition key is `(kind, key)`); used
+    /// only to rebuild the code filter of a checkpoint saved without one.
+    fn scan(&self, kind: Kind, f: &mut dyn FnMut(&str, &[u8])) -> Result<(), String> {
+        let g = lock(&self.gens).clone();
+        let inner = Arc::clone(&self.inner);
+        let want = kind as u8 as i8;
+        let found = self
+            .rt
+            .run(async move {
+                let err = cql_err("scan", "states", format!("{kind:?}"));
+                let mut rows = inner
+                    .session
+                    .execute_iter(inner.scan_states.clone(), ())
+                    .await
+                    .map_err(|e| err(e.to_string()))?
+                    .rows_stream::<(i8, String, i64, Vec<u8>)>()
+                    .map_err(|e| err(e.to_string()))?;
+                // rows of one key come together, newest generation first
+                let mut out: Vec<(String, Vec<u8>)> = Vec::new();
+                let mut last: Option<String> = None;
+                while let Some(row) = rows.next().await {
+                    let (k, key, gen, state) = row.map_err(|e| err(e.to_string()))?;
+                    if k != want || !g.counts(gen) || last.as_deref() == Some(key.as_str()) {
+                        continue;
+                    }
+                    last = Some(key.clone());
+                    out.push((key, state));
+                }
+                Ok(out)
+            })
+            .map_err(|e| e.to_string())?;
+        for (key, state) in found {
+            f(&key, &state);
+        }
+        Ok(())
+    }
+}
