@@ -22,6 +22,10 @@ use omnistream_actors::cold::{Cold, Kind};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, PoisonError};
 
+/// Rows a load reads first: the newest durable one is almost always the first (only a
+/// generation that did not finish comes before it); past these, the load reads them all.
+pub(super) const FIRST_ROWS: usize = 4;
+
 /// Bytes per blob row.
 pub(super) const BLOB_CHUNK: usize = 1 << 20;
 
@@ -297,20 +301,25 @@ impl Cold for CqlCold {
         self.rt
             .run(async move {
                 let err = cql_err("read", "states", format!("{kind:?} {key}"));
-                let mut rows = inner
-                    .session
-                    .execute_iter(
-                        inner.sel_state.clone(),
-                        (kind as u8 as i8, key.as_str(), g.durable),
-                    )
-                    .await
-                    .map_err(|e| err(e.to_string()))?
-                    .rows_stream::<(i64, Vec<u8>)>()
-                    .map_err(|e| err(e.to_string()))?;
-                while let Some(row) = rows.next().await {
-                    let (gen, state) = row.map_err(|e| err(e.to_string()))?;
-                    if g.counts(gen) {
-                        return Ok(Some(state));
+                // the first rows, then (rarely, past unfinished generations) all of them
+                for stmt in [&inner.sel_state, &inner.sel_state_all] {
+                    let mut rows = inner
+                        .session
+                        .execute_iter(stmt.clone(), (kind as u8 as i8, key.as_str(), g.durable))
+                        .await
+                        .map_err(|e| err(e.to_string()))?
+                        .rows_stream::<(i64, Vec<u8>)>()
+                        .map_err(|e| err(e.to_string()))?;
+                    let mut n = 0;
+                    while let Some(row) = rows.next().await {
+                        let (gen, state) = row.map_err(|e| err(e.to_string()))?;
+                        if g.counts(gen) {
+                            return Ok(Some(state));
+                        }
+                        n += 1;
+                    }
+                    if n < FIRST_ROWS {
+                        break;
                     }
                 }
                 Ok(None)
