@@ -389,17 +389,20 @@ fn open_loop(s: &Service, prefix: &str, rate: f64, id_base: u32) -> Phase {
         per_sender: vec![0; SENDERS as usize],
         ..Phase::default()
     }));
+    let failed = Arc::new(AtomicBool::new(false));
     let senders: Vec<_> = (0..SENDERS)
         .map(|w| {
             let (addr, next, total) = (s.addr.clone(), next.clone(), total.clone());
+            let failed = failed.clone();
             let sku = format!("{prefix}{w}");
             std::thread::spawn(move || {
+                let _stop_all = SetOnPanic(failed.clone());
                 let mut conn = Conn::new(&addr);
                 let mut mine = Phase::default();
                 let mut accepted = 0;
                 loop {
                     let k = next.fetch_add(1, Ordering::SeqCst);
-                    if k >= slots {
+                    if k >= slots || failed.load(Ordering::SeqCst) {
                         break;
                     }
                     let due = t0 + period * k as u32;
@@ -438,8 +441,10 @@ fn open_loop(s: &Service, prefix: &str, rate: f64, id_base: u32) -> Phase {
             })
         })
         .collect();
-    for h in senders {
-        h.join().unwrap();
+    // every sender ends before the first failure is raised
+    let ended: Vec<_> = senders.into_iter().map(|h| h.join()).collect();
+    for e in ended {
+        e.unwrap();
     }
     let mut p = Arc::try_unwrap(total).ok().unwrap().into_inner().unwrap();
     p.accepted_latency.sort();
@@ -448,18 +453,40 @@ fn open_loop(s: &Service, prefix: &str, rate: f64, id_base: u32) -> Phase {
     p
 }
 
-/// Polls `/readyz` and reads VmRSS every 250 ms until stopped; answers the answers that were
-/// not "ready" and the largest RSS seen (KiB).
-fn watch(s: &Arc<Service>, stop: &Arc<AtomicBool>) -> std::thread::JoinHandle<(Vec<String>, u64)> {
-    let (s, stop) = (s.clone(), stop.clone());
+/// Sets its flag when the thread holding it unwinds: the other senders then stop at once
+/// instead of offering load until the phase ends.
+struct SetOnPanic(Arc<AtomicBool>);
+
+impl Drop for SetOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Polls `/readyz` and reads VmRSS every 250 ms until `stop`; answers the answers that were
+/// not "ready" and the largest RSS seen (KiB). It holds no `Service`, so a failing test still
+/// drops (kills) the service it started.
+fn watch(
+    addr: &str,
+    pid: u32,
+    stop: &Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(Vec<String>, u64)> {
+    let (addr, stop) = (addr.to_string(), stop.clone());
     std::thread::spawn(move || {
         let (mut not_ready, mut rss) = (Vec::new(), 0);
         while !stop.load(Ordering::SeqCst) {
-            let (code, v) = s.request("GET", "/readyz", "");
-            if code != 200 || v["status"] != "ready" {
-                not_ready.push(format!("{code} {v}"));
+            let mut c = TcpStream::connect(&addr).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            c.write_all(b"GET /readyz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let mut answer = String::new();
+            c.read_to_string(&mut answer).unwrap();
+            if !answer.starts_with("HTTP/1.1 200") || !answer.contains(r#""status":"ready""#) {
+                not_ready.push(answer);
             }
-            rss = rss.max(proc_status_kib(s.pid(), "VmRSS:"));
+            rss = rss.max(proc_status_kib(pid, "VmRSS:"));
             std::thread::sleep(Duration::from_millis(250));
         }
         (not_ready, rss)
@@ -474,7 +501,7 @@ fn open_loop_overload_at_2x_and_5x_the_measured_maximum_refuses_and_applies_acce
     let mut env: Vec<(&str, &str)> = config.iter().map(|(k, v)| (*k, v.as_str())).collect();
     // commits of a full window take 20-50 ms here and each is logged as a slow commit warning
     env.push(("OMNISTREAM_LOG", "error"));
-    let s = Arc::new(Service::start_with(dir.path(), &env));
+    let s = Service::start_with(dir.path(), &env);
     let pid = s.pid();
     let idle = proc_status_kib(pid, "VmRSS:");
     let (max_rate, measured, refused) = measure_max(&s);
@@ -511,9 +538,10 @@ fn open_loop_overload_at_2x_and_5x_the_measured_maximum_refuses_and_applies_acce
     for (factor, prefix, id_base) in [(2.0, "A", 1_000_000_000), (5.0, "B", 2_000_000_000)] {
         let target = factor * max_rate;
         let stop = Arc::new(AtomicBool::new(false));
-        let watcher = watch(&s, &stop);
-        let p = open_loop(&s, prefix, target, id_base);
+        let watcher = watch(&s.addr, pid, &stop);
+        let p = std::panic::catch_unwind(|| open_loop(&s, prefix, target, id_base));
         stop.store(true, Ordering::SeqCst);
+        let p = p.unwrap_or_else(|e| std::panic::resume_unwind(e));
         let (not_ready, rss) = watcher.join().unwrap();
         let hwm = proc_status_kib(pid, "VmHWM:");
         let sent_events = p.sent_requests * u64::from(OL_BATCH);
@@ -571,5 +599,5 @@ fn open_loop_overload_at_2x_and_5x_the_measured_maximum_refuses_and_applies_acce
         check_stock(prefix, &p.per_sender);
     }
     assert_eq!(s.get("/readyz")["status"], "ready");
-    Arc::try_unwrap(s).ok().unwrap().stop();
+    s.stop();
 }
