@@ -453,6 +453,17 @@ fn open_loop(s: &Service, prefix: &str, rate: f64, id_base: u32) -> Phase {
     p
 }
 
+/// User and system CPU time of `/proc/{pid}` (a pid or `self`), in seconds: on two shared
+/// cores the client's share is what the service did not get.
+fn cpu_secs(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // fields after the parenthesised command name: state is the first, utime the 12th
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // USER_HZ is 100 on Linux whatever the kernel's own tick rate
+    ticks as f64 / 100.0
+}
+
 /// Sets its flag when the thread holding it unwinds: the other senders then stop at once
 /// instead of offering load until the phase ends.
 struct SetOnPanic(Arc<AtomicBool>);
@@ -504,7 +515,9 @@ fn open_loop_overload_at_2x_and_5x_the_measured_maximum_refuses_and_applies_acce
     let s = Service::start_with(dir.path(), &env);
     let pid = s.pid();
     let idle = proc_status_kib(pid, "VmRSS:");
+    let cpu = (cpu_secs(&pid.to_string()), cpu_secs("self"));
     let (max_rate, measured, refused) = measure_max(&s);
+    let cpu = (cpu_secs(&pid.to_string()) - cpu.0, cpu_secs("self") - cpu.1);
     let mut applied: u64 = measured.iter().sum();
     let (secs, warmup, backoff) = (
         MEASURE.as_secs(),
@@ -515,9 +528,11 @@ fn open_loop_overload_at_2x_and_5x_the_measured_maximum_refuses_and_applies_acce
         "closed loop, {MEASURE_POSTERS} posters x {OL_BATCH} events, max-inflight-events \
          {OL_INFLIGHT}: {max_rate:.0} events/s accepted ({applied} events in {secs} s, first \
          {warmup} s not counted; {refused} requests refused and re-sent after {backoff} ms); \
-         VmRSS idle {} MiB, VmHWM {} MiB",
+         VmRSS idle {} MiB, VmHWM {} MiB; CPU time: service {:.1} s, this client {:.1} s",
         idle / 1024,
-        proc_status_kib(pid, "VmHWM:") / 1024
+        proc_status_kib(pid, "VmHWM:") / 1024,
+        cpu.0,
+        cpu.1
     );
     assert!(max_rate > 0.0, "nothing accepted in the closed loop");
     let check_stock = |prefix: &str, per: &[u64]| {
@@ -539,7 +554,9 @@ fn open_loop_overload_at_2x_and_5x_the_measured_maximum_refuses_and_applies_acce
         let target = factor * max_rate;
         let stop = Arc::new(AtomicBool::new(false));
         let watcher = watch(&s.addr, pid, &stop);
+        let cpu = (cpu_secs(&pid.to_string()), cpu_secs("self"));
         let p = std::panic::catch_unwind(|| open_loop(&s, prefix, target, id_base));
+        let cpu = (cpu_secs(&pid.to_string()) - cpu.0, cpu_secs("self") - cpu.1);
         stop.store(true, Ordering::SeqCst);
         let p = p.unwrap_or_else(|e| std::panic::resume_unwind(e));
         let (not_ready, rss) = watcher.join().unwrap();
@@ -557,7 +574,7 @@ fn open_loop_overload_at_2x_and_5x_the_measured_maximum_refuses_and_applies_acce
              {over:.1}x that); refused {refused} \
              requests {:?}; accepted requests' latency from their scheduled send p50 {} p99 {} \
              max {}; refusals p50 {} p99 {}; VmRSS max sampled {} MiB, VmHWM {} MiB (bound {} \
-             MiB)",
+             MiB); CPU time: service {:.1} s, this client {:.1} s",
             PHASE.as_secs(),
             p.sent_requests,
             p.last_send.as_secs_f64(),
@@ -574,7 +591,9 @@ fn open_loop_overload_at_2x_and_5x_the_measured_maximum_refuses_and_applies_acce
             ms(pct(&p.refused_latency, 0.99)),
             rss / 1024,
             hwm / 1024,
-            OL_MAX_HWM_KIB / 1024
+            OL_MAX_HWM_KIB / 1024,
+            cpu.0,
+            cpu.1
         );
         assert!(
             offered >= OFFERED_FLOOR * target,
