@@ -3,6 +3,7 @@
 # crate's tests, and the real services the tests need (a local Cassandra 5.0 node on
 # 127.0.0.1:9042, started here and stopped on exit whatever happens); then the store outage
 # test (tests/outage.rs), which stops and restarts a node of its own on 127.0.0.1:19042.
+# Then the open-loop overload test (tests/overload.rs): 2x and 5x the measured maximum, 30 s each.
 #
 #   bash ops/test-all.sh            # everything
 #   OMNISTREAM_NO_CASSANDRA=1 ...   # no database: `cargo test` then runs with `--skip cql_`, so the
@@ -66,6 +67,10 @@ if [[ -z "${OMNISTREAM_NO_CASSANDRA:-}" ]]; then
 else
   echo "OMNISTREAM_NO_CASSANDRA is set: skipping the store outage test (it needs Java 17 and Maven)"
 fi
+
+step "overload: open loop at 2x and 5x the measured maximum, 30 s each (no database needed)"
+# after the outage step: no Cassandra node runs any more, the service and client have the cores
+cargo test --workspace --locked --test overload -- --ignored --nocapture
 
 step "prometheus: rules, config, and a real scrape of the service"
 if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
