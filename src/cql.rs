@@ -17,10 +17,12 @@
 //!
 //! The `Store` trait is synchronous and called from the shard's actor thread, which is itself
 //! inside a tokio runtime; the store therefore owns a small runtime of its own and hands every
-//! call to it, blocking the caller until the answer (as a disk write would).
+//! call to it, blocking the caller until the answer (as a disk write would). Commits come from
+//! the shard's commit thread ([`Committer`]), so the shard applies the next batch meanwhile;
+//! one commit is written at a time.
 
 use crate::config::CqlConfig;
-use crate::store::{Batch, Checkpointer, Store, StoreError, StoredCheckpoint};
+use crate::store::{Batch, Checkpointer, Committer, Store, StoreError, StoredCheckpoint};
 use futures::{SinkExt, StreamExt};
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
@@ -29,8 +31,8 @@ use scylla::serialize::row::SerializeRow;
 use scylla::statement::batch::{Batch as CqlBatch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
 use scylla::statement::Consistency;
-use std::cell::Cell;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -434,17 +436,76 @@ struct Inner {
 /// The durable log in a CQL keyspace; see the module documentation for the commit protocol.
 pub struct CqlStore {
     inner: Arc<Inner>,
-    /// The committed marker: next log seq and next output seq.
-    next_seq: Cell<u64>,
-    next_output: Cell<u64>,
-    /// A commit failed: clean up its rows and reread the marker before going on.
-    dirty: Cell<bool>,
-    /// The log below this seq is deleted already (in this process).
-    truncated: Cell<u64>,
+    /// Where the committed log ends, shared with the committer.
+    marks: Arc<Marks>,
     /// The checkpoint generations (see `states`).
     gens: states::SharedGens,
     // last: dropped after `inner`, so the session goes before its runtime
     rt: Arc<Rt>,
+}
+
+/// What this process knows of the committed log.
+struct Marks {
+    /// The committed marker: next log seq and next output seq.
+    next_seq: AtomicU64,
+    next_output: AtomicU64,
+    /// A commit failed: clean up its rows and reread the marker before going on.
+    dirty: AtomicBool,
+    /// The log below this seq is deleted already (in this process).
+    truncated: AtomicU64,
+}
+
+/// Commits from the shard's commit thread; the same writes as [`CqlStore::commit`].
+struct CqlCommitter {
+    // first: dropped before the runtime
+    inner: Arc<Inner>,
+    marks: Arc<Marks>,
+    rt: Arc<Rt>,
+}
+
+impl Committer for CqlCommitter {
+    fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+        commit_batch(&self.inner, &self.rt, &self.marks, batch)
+    }
+}
+
+/// Writes a batch after cleaning up a failed one; moves the marks on success.
+fn commit_batch(
+    inner: &Arc<Inner>,
+    rt: &Rt,
+    marks: &Marks,
+    batch: &Batch,
+) -> Result<(), StoreError> {
+    recover(inner, rt, marks)?;
+    let next_seq = batch
+        .events
+        .last()
+        .map_or(marks.next_seq.load(Ordering::SeqCst), |(s, _)| s + 1);
+    let next_output = batch
+        .outputs
+        .last()
+        .map_or(marks.next_output.load(Ordering::SeqCst), |(s, _)| s + 1);
+    let r = rt.run(commit(
+        inner.clone(),
+        batch.clone(),
+        next_seq,
+        next_output,
+        marks.truncated.load(Ordering::SeqCst),
+    ));
+    match r {
+        Ok(()) => {
+            marks.next_seq.store(next_seq, Ordering::SeqCst);
+            marks.next_output.store(next_output, Ordering::SeqCst);
+            if let Some(below) = batch.truncate_below {
+                marks.truncated.fetch_max(below, Ordering::SeqCst);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            marks.dirty.store(true, Ordering::SeqCst);
+            Err(e)
+        }
+    }
 }
 
 /// The committed state read from the marker partition.
@@ -518,14 +579,16 @@ impl CqlStore {
         })?;
         let store = CqlStore {
             inner: Arc::new(inner),
-            next_seq: Cell::new(0),
-            next_output: Cell::new(0),
-            dirty: Cell::new(true),
-            truncated: Cell::new(0),
+            marks: Arc::new(Marks {
+                next_seq: AtomicU64::new(0),
+                next_output: AtomicU64::new(0),
+                dirty: AtomicBool::new(true),
+                truncated: AtomicU64::new(0),
+            }),
             gens: Default::default(),
             rt: Arc::new(rt),
         };
-        store.recover()?;
+        recover(&store.inner, &store.rt, &store.marks)?;
         let inner = Arc::clone(&store.inner);
         *store
             .gens
@@ -559,60 +622,64 @@ impl CqlStore {
         &self.inner.keyspace
     }
 
-    /// Rereads the marker and deletes the ledger rows of a commit that did not finish.
     fn recover(&self) -> Result<(), StoreError> {
-        if !self.dirty.get() {
-            return Ok(());
-        }
-        let inner = self.inner.clone();
-        let (seq, out) = self.rt.run(async move {
-            let m = read_marker(&inner).await?;
-            if let Some(p) = m.pending {
-                let keys: Vec<(String, u64)> = serde_json::from_slice(&p).map_err(|e| {
-                    cql_err("read", "positions", "pending")(format!("unreadable pending keys: {e}"))
-                })?;
-                tracing::warn!(
-                    keyspace = %inner.keyspace,
-                    rows = keys.len(),
-                    "removing the ledger rows of a commit that did not finish"
-                );
-                let inner2 = inner.clone();
-                let results: Vec<Result<(), StoreError>> = futures::stream::iter(keys)
-                    .map(|(member, seq)| {
-                        let inner = inner2.clone();
-                        async move {
-                            let key = format!("{member}/{seq}");
-                            let bucket = (seq >> LEDGER_BUCKET_BITS) as i64;
-                            retry(inner.attempts, || {
-                                inner.session.execute_unpaged(
-                                    &inner.del_ledger,
-                                    (member.as_str(), bucket, seq as i64),
-                                )
-                            })
-                            .await
-                            .map(drop)
-                            .map_err(cql_err("delete", "ledger", key))
-                        }
-                    })
-                    .buffer_unordered(inner.concurrency)
-                    .collect()
-                    .await;
-                results.into_iter().collect::<Result<Vec<()>, _>>()?;
-                retry(inner.attempts, || {
-                    inner
-                        .session
-                        .execute_unpaged(&inner.clear_pending, (SHARD,))
-                })
-                .await
-                .map_err(cql_err("write", "positions", "pending"))?;
-            }
-            Ok((m.next_seq, m.next_output))
-        })?;
-        self.next_seq.set(seq);
-        self.next_output.set(out);
-        self.dirty.set(false);
-        Ok(())
+        recover(&self.inner, &self.rt, &self.marks)
     }
+}
+
+/// Rereads the marker and deletes the ledger rows of a commit that did not finish.
+fn recover(inner: &Arc<Inner>, rt: &Rt, marks: &Marks) -> Result<(), StoreError> {
+    if !marks.dirty.load(Ordering::SeqCst) {
+        return Ok(());
+    }
+    let inner = inner.clone();
+    let (seq, out) = rt.run(async move {
+        let m = read_marker(&inner).await?;
+        if let Some(p) = m.pending {
+            let keys: Vec<(String, u64)> = serde_json::from_slice(&p).map_err(|e| {
+                cql_err("read", "positions", "pending")(format!("unreadable pending keys: {e}"))
+            })?;
+            tracing::warn!(
+                keyspace = %inner.keyspace,
+                rows = keys.len(),
+                "removing the ledger rows of a commit that did not finish"
+            );
+            let inner2 = inner.clone();
+            let results: Vec<Result<(), StoreError>> = futures::stream::iter(keys)
+                .map(|(member, seq)| {
+                    let inner = inner2.clone();
+                    async move {
+                        let key = format!("{member}/{seq}");
+                        let bucket = (seq >> LEDGER_BUCKET_BITS) as i64;
+                        retry(inner.attempts, || {
+                            inner.session.execute_unpaged(
+                                &inner.del_ledger,
+                                (member.as_str(), bucket, seq as i64),
+                            )
+                        })
+                        .await
+                        .map(drop)
+                        .map_err(cql_err("delete", "ledger", key))
+                    }
+                })
+                .buffer_unordered(inner.concurrency)
+                .collect()
+                .await;
+            results.into_iter().collect::<Result<Vec<()>, _>>()?;
+            retry(inner.attempts, || {
+                inner
+                    .session
+                    .execute_unpaged(&inner.clear_pending, (SHARD,))
+            })
+            .await
+            .map_err(cql_err("write", "positions", "pending"))?;
+        }
+        Ok((m.next_seq, m.next_output))
+    })?;
+    marks.next_seq.store(seq, Ordering::SeqCst);
+    marks.next_output.store(out, Ordering::SeqCst);
+    marks.dirty.store(false, Ordering::SeqCst);
+    Ok(())
 }
 
 async fn read_marker(inner: &Inner) -> Result<Marker, StoreError> {
@@ -950,41 +1017,20 @@ impl CqlStore {
 
 impl Store for CqlStore {
     fn commit(&mut self, batch: &Batch) -> Result<(), StoreError> {
-        self.recover()?;
-        let next_seq = batch
-            .events
-            .last()
-            .map_or(self.next_seq.get(), |(s, _)| s + 1);
-        let next_output = batch
-            .outputs
-            .last()
-            .map_or(self.next_output.get(), |(s, _)| s + 1);
-        let r = self.rt.run(commit(
-            self.inner.clone(),
-            batch.clone(),
-            next_seq,
-            next_output,
-            self.truncated.get(),
-        ));
-        match r {
-            Ok(()) => {
-                self.next_seq.set(next_seq);
-                self.next_output.set(next_output);
-                if let Some(below) = batch.truncate_below {
-                    self.truncated.set(self.truncated.get().max(below));
-                }
-                Ok(())
-            }
-            Err(e) => {
-                self.dirty.set(true);
-                Err(e)
-            }
-        }
+        commit_batch(&self.inner, &self.rt, &self.marks, batch)
+    }
+
+    fn committer(&self) -> Option<Arc<dyn Committer>> {
+        Some(Arc::new(CqlCommitter {
+            inner: Arc::clone(&self.inner),
+            marks: Arc::clone(&self.marks),
+            rt: Arc::clone(&self.rt),
+        }))
     }
 
     fn replay(&self, from: u64, f: &mut dyn FnMut(u64, &[u8])) -> Result<u64, StoreError> {
         self.recover()?;
-        let end = self.next_seq.get();
+        let end = self.marks.next_seq.load(Ordering::SeqCst);
         let mut expected = from;
         let mut gap = None;
         self.scan("events", from, end, usize::MAX, &mut |seq, body| {
@@ -1010,7 +1056,7 @@ impl Store for CqlStore {
 
     fn next_output(&self) -> Result<u64, StoreError> {
         self.recover()?;
-        Ok(self.next_output.get())
+        Ok(self.marks.next_output.load(Ordering::SeqCst))
     }
 
     fn cold(&self) -> Option<Box<dyn omnistream_actors::cold::Cold>> {
@@ -1073,7 +1119,7 @@ impl Store for CqlStore {
         self.scan(
             "outputs",
             from,
-            self.next_output.get(),
+            self.marks.next_output.load(Ordering::SeqCst),
             limit,
             &mut |s, b| out.push((s, b)),
         )?;
