@@ -145,6 +145,10 @@ const REBUILD_RETRY_MIN: Duration = Duration::from_millis(500);
 /// The longest wait between two rebuild attempts.
 const REBUILD_RETRY_MAX: Duration = Duration::from_secs(5);
 
+/// Batches smaller than this are committed on the shard's thread (see
+/// [`ShardConfig::pipeline_min_events`]; BENCHMARKS.md has the measurement behind it).
+pub const PIPELINE_MIN_EVENTS: usize = 16;
+
 /// Why the shard could not take a request.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ShardError {
@@ -237,6 +241,9 @@ pub struct ShardConfig {
     pub commit_events: usize,
     /// Pipelined commits from a thread of their own, when the store allows.
     pub commit_thread: bool,
+    /// Smaller batches are committed on the shard's thread even so: with little to apply
+    /// meanwhile, the hand-off between threads costs more than the overlap saves.
+    pub pipeline_min_events: usize,
     /// Most resident entities (0: no bound); needs a store that keeps checkpoints.
     pub resident: usize,
     /// Checkpoint after this many events (0: only at shutdown).
@@ -257,6 +264,7 @@ impl From<&crate::config::Config> for ShardConfig {
             commit_every: Duration::from_millis(c.group_commit_ms),
             commit_events: c.group_commit_events,
             commit_thread: c.commit_thread,
+            pipeline_min_events: PIPELINE_MIN_EVENTS,
             resident: c.resident_entities,
             checkpoint_every: c.checkpoint_every_events,
             filter_codes: c.code_filter_codes,
@@ -312,6 +320,7 @@ pub struct Shard {
     committing: Option<Committing>,
     /// Numbers the commits, to match the commit thread's answers.
     commit_id: u64,
+    pipeline_min_events: usize,
     /// Counters.
     pub stats: ShardStats,
 }
@@ -438,6 +447,7 @@ impl Shard {
             commit_thread: None,
             committing: None,
             commit_id: 0,
+            pipeline_min_events: sc.pipeline_min_events,
             checkpoints: checkpointer.is_some(),
             checkpointer,
             inflight: InFlightSlot::default(),
@@ -794,7 +804,11 @@ impl Shard {
         }
         batch.truncate_below = self.truncate_below.take();
         c.outputs = batch.outputs.len();
-        if let Some(jobs) = &self.commit_jobs {
+        if let Some(jobs) = self
+            .commit_jobs
+            .as_ref()
+            .filter(|_| c.events >= self.pipeline_min_events)
+        {
             if jobs.send((c.id, batch)).is_ok() {
                 self.committing = Some(c);
                 return Ok(());
@@ -1369,7 +1383,10 @@ mod tests {
     fn start(dir: &std::path::Path, gate: &Arc<Gate>) -> Addr<Shard> {
         let store = Gated(RedbStore::open(dir).unwrap(), Arc::clone(gate));
         let metrics = Arc::new(Metrics::default());
-        let sc = ShardConfig::default();
+        let sc = ShardConfig {
+            pipeline_min_events: 1,
+            ..ShardConfig::default()
+        };
         let ready = Arc::new(AtomicBool::new(false));
         Shard::new(Box::new(store), Rules::default(), b"k", sc, ready, metrics)
             .unwrap()
