@@ -18,6 +18,7 @@ pub mod key;
 pub mod member;
 pub mod order;
 pub mod output;
+pub mod packed;
 pub mod refdata;
 pub mod router;
 pub mod sku;

@@ -18,11 +18,10 @@ use crate::fraud::profile::ScanProfile;
 use crate::fraud::ring;
 use crate::fraud::{Decision, Verdict};
 use crate::output::Output;
-use crate::vecmap::VecMap;
+use crate::packed::{get_fields, get_i, get_u, put_fields, put_i, put_u, Pack, Packed};
 use crate::{Ctx, Effects, Key, Recent, DAY_US};
 use compact_str::CompactString as Str;
-use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Event ids remembered per member to drop a repeated event.
 const RECENT_EVENTS: usize = 16;
@@ -56,7 +55,7 @@ pub struct Member {
     /// Stores visited or bought at, with the latest time, most recent last.
     pub stores: Vec<(Str, i64)>,
     /// Activity per local day, oldest first, only days with activity.
-    pub days: VecDeque<Day>,
+    pub days: Packed<Day>,
     /// Latest order time (µs; 0 before any).
     pub last_order: i64,
     /// Watched SKUs (in a `bought-any` tag rule) bought, with the latest time.
@@ -71,7 +70,7 @@ pub struct Member {
     /// Points.
     pub points: Points,
     /// Points bookkeeping per order.
-    pub orders: VecMap<Str, OrderPoints>,
+    pub orders: Orders,
     /// Rewarded scans per campaign on one local day: `(campaign, day, count)`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub caps: Vec<(Str, i64, u32)>,
@@ -147,7 +146,7 @@ pub struct Points {
     /// Points owed from reversals that found too little balance.
     pub debt: i64,
     /// Lots `(earned at µs, points left)`, oldest first; their sum is the balance.
-    pub lots: VecDeque<(i64, i64)>,
+    pub lots: Packed<(i64, i64)>,
     /// Ledger entries written so far.
     pub seq: u64,
 }
@@ -175,6 +174,138 @@ pub struct OrderPoints {
     pub cancelled: bool,
     /// Last change (µs), for pruning.
     pub at: i64,
+}
+
+impl Pack for Day {
+    /// The day number as the difference from the day before, then the counts that are not 0.
+    fn pack(&self, prev: Option<&Self>, out: &mut Vec<u8>) {
+        put_i(out, self.day.wrapping_sub(prev.map_or(0, |p| p.day)));
+        put_fields(
+            out,
+            0,
+            0,
+            &[
+                i64::from(self.orders),
+                self.amount,
+                i64::from(self.redeem_orders),
+                i64::from(self.clicks),
+                i64::from(self.scans),
+                i64::from(self.visits),
+                self.earned,
+            ],
+        );
+    }
+    fn unpack(prev: Option<&Self>, b: &[u8], pos: &mut usize) -> Self {
+        let day = get_i(b, pos).wrapping_add(prev.map_or(0, |p| p.day));
+        let mut v = [0; 7];
+        get_fields(b, pos, 0, &mut v);
+        // the counts were written from u32s, so they fit
+        let n = |x: i64| x as u32;
+        Day {
+            day,
+            orders: n(v[0]),
+            amount: v[1],
+            redeem_orders: n(v[2]),
+            clicks: n(v[3]),
+            scans: n(v[4]),
+            visits: n(v[5]),
+            earned: v[6],
+        }
+    }
+}
+
+impl Pack for (Str, OrderPoints) {
+    /// The order key, then the amounts that are not 0 and the time as the difference from
+    /// the order before (in key order).
+    fn pack(&self, prev: Option<&Self>, out: &mut Vec<u8>) {
+        let (k, o) = self;
+        put_u(out, k.len() as u64);
+        out.extend_from_slice(k.as_bytes());
+        let flags = u64::from(o.placed) | u64::from(o.cancelled) << 1;
+        let at = o.at.wrapping_sub(prev.map_or(0, |p| p.1.at));
+        let vals = [
+            o.value, o.pending, o.earned, o.reversed, o.redeemed, o.refunded, o.returned, at,
+        ];
+        put_fields(out, 2, flags, &vals);
+    }
+    fn unpack(prev: Option<&Self>, b: &[u8], pos: &mut usize) -> Self {
+        let len = usize::try_from(get_u(b, pos)).unwrap_or(usize::MAX);
+        let end = pos.saturating_add(len).min(b.len());
+        let key = std::str::from_utf8(b.get(*pos..end).unwrap_or_default()).unwrap_or_default();
+        *pos = end;
+        let mut v = [0; 8];
+        let flags = get_fields(b, pos, 2, &mut v);
+        let o = OrderPoints {
+            value: v[0],
+            pending: v[1],
+            earned: v[2],
+            reversed: v[3],
+            redeemed: v[4],
+            refunded: v[5],
+            returned: v[6],
+            placed: flags & 1 != 0,
+            cancelled: flags & 2 != 0,
+            at: v[7].wrapping_add(prev.map_or(0, |p| p.1.at)),
+        };
+        (Str::from(key), o)
+    }
+}
+
+/// Orders' points bookkeeping by order key, in key order, packed (see [`Packed`]). It
+/// serializes as a map, the way the `BTreeMap` and then the `VecMap` it replaces did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Orders(Packed<(Str, OrderPoints)>);
+
+impl Orders {
+    /// The bookkeeping of `order`.
+    pub fn get(&self, order: &str) -> Option<OrderPoints> {
+        self.0.iter().find(|(k, _)| k == order).map(|(_, o)| o)
+    }
+
+    /// Sets the bookkeeping of `order`.
+    pub fn insert(&mut self, order: Str, o: OrderPoints) {
+        self.0
+            .edit(|v| match v.binary_search_by(|(k, _)| k.cmp(&order)) {
+                Ok(i) => v[i].1 = o,
+                Err(i) => v.insert(i, (order, o)),
+            });
+    }
+
+    /// Keeps the orders `f` approves of (writes only when one goes).
+    pub fn retain(&mut self, mut f: impl FnMut(&Str, &OrderPoints) -> bool) {
+        if self.0.iter().any(|(k, o)| !f(&k, &o)) {
+            self.0.edit(|v| v.retain(|(k, o)| f(k, o)));
+        }
+    }
+
+    /// Orders and their bookkeeping, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (Str, OrderPoints)> + '_ {
+        self.0.iter()
+    }
+
+    /// Number of orders.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for Orders {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Orders {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // through the map the state was written from: sorted, the last of equal keys wins
+        let m: crate::vecmap::VecMap<Str, OrderPoints> = Deserialize::deserialize(d)?;
+        Ok(Orders(m.into_iter().collect()))
+    }
 }
 
 /// A member as the API shows it.
@@ -303,12 +434,12 @@ impl Member {
             MemberCmd::Click { channel, .. } => {
                 if self.first_event(ctx) {
                     self.add_channel(&channel);
-                    self.day(ctx.day()).clicks += 1;
+                    self.day(ctx.day(), |d| d.clicks += 1);
                 }
             }
             MemberCmd::Visit { store, duration_s } => {
                 if self.first_event(ctx) {
-                    self.day(ctx.day()).visits += 1;
+                    self.day(ctx.day(), |d| d.visits += 1);
                     self.at_store(&store, ts, new_member, ctx.rules);
                     fx.send(
                         Key::Store(store),
@@ -332,7 +463,7 @@ impl Member {
                     return;
                 }
                 self.add_channel("campaign");
-                self.day(ctx.day()).scans += 1;
+                self.day(ctx.day(), |d| d.scans += 1);
                 if let Some(s) = &store {
                     self.at_store(s, ts, new_member, ctx.rules);
                 }
@@ -412,9 +543,7 @@ impl Member {
                 lines,
                 points_redeemed,
             } => {
-                let entry = self
-                    .orders
-                    .get_or_insert_with(order.clone(), OrderPoints::default);
+                let mut entry = self.orders.get(&order).unwrap_or_default();
                 if entry.placed || entry.cancelled {
                     return; // placed once already
                 }
@@ -427,13 +556,15 @@ impl Member {
                 entry.value = value;
                 entry.pending = earn;
                 entry.at = ts;
+                self.orders.insert(order.clone(), entry);
                 self.points.pending += earn;
-                let d = self.day(ctx.day());
-                d.orders += 1;
-                d.amount += value;
-                if points_redeemed > 0 {
-                    d.redeem_orders += 1;
-                }
+                self.day(ctx.day(), |d| {
+                    d.orders += 1;
+                    d.amount += value;
+                    if points_redeemed > 0 {
+                        d.redeem_orders += 1;
+                    }
+                });
                 self.last_order = self.last_order.max(ts);
                 self.add_channel(&channel);
                 self.watch_skus(&lines, ts, ctx.rules);
@@ -461,11 +592,10 @@ impl Member {
                 let ok = done || points <= 0 || self.points.balance >= points;
                 if ok && !done && points > 0 {
                     self.debit(points, "redeemed", Some(order.clone()), fx);
-                    let o = self
-                        .orders
-                        .get_or_insert_with(order.clone(), OrderPoints::default);
+                    let mut o = self.orders.get(&order).unwrap_or_default();
                     o.redeemed = points;
                     o.at = ts;
+                    self.orders.insert(order.clone(), o);
                 }
                 fx.send(
                     Key::Order(order),
@@ -476,7 +606,7 @@ impl Member {
                 );
             }
             MemberCmd::OrderFulfilled { order } => {
-                let Some(o) = self.orders.get_mut(&order) else {
+                let Some(mut o) = self.orders.get(&order) else {
                     return;
                 };
                 if o.pending <= 0 || o.cancelled {
@@ -485,8 +615,9 @@ impl Member {
                 let p = std::mem::take(&mut o.pending);
                 o.earned = p;
                 o.at = ts;
+                self.orders.insert(order.clone(), o);
                 self.points.pending -= p;
-                self.day(ctx.day()).earned += p;
+                self.day(ctx.day(), |d| d.earned += p);
                 fx.out(Output::Pending {
                     member: me,
                     order: order.clone(),
@@ -496,7 +627,7 @@ impl Member {
                 self.credit(p, "earned", Some(order), ts, fx);
             }
             MemberCmd::OrderCancelled { order } => {
-                let Some(o) = self.orders.get_mut(&order) else {
+                let Some(mut o) = self.orders.get(&order) else {
                     return;
                 };
                 if o.cancelled {
@@ -509,6 +640,7 @@ impl Member {
                 o.reversed = o.earned;
                 let refund = o.redeemed - o.refunded;
                 o.refunded = o.redeemed;
+                self.orders.insert(order.clone(), o);
                 if pending > 0 {
                     self.points.pending -= pending;
                     fx.out(Output::Pending {
@@ -522,7 +654,7 @@ impl Member {
                 self.credit(refund, "redeem_refund", Some(order), ts, fx);
             }
             MemberCmd::OrderReturned { order, value } => {
-                let Some(o) = self.orders.get_mut(&order) else {
+                let Some(mut o) = self.orders.get(&order) else {
                     return;
                 };
                 // the order coordinator only sends returns after fulfilment
@@ -541,6 +673,7 @@ impl Member {
                     (o.redeemed as i128 * o.returned as i128 / o.value as i128) as i64;
                 let refund = want_refunded - o.refunded;
                 o.refunded = want_refunded;
+                self.orders.insert(order.clone(), o);
                 self.reverse(take, Some(order.clone()), fx);
                 self.credit(refund, "redeem_refund", Some(order), ts, fx);
             }
@@ -602,7 +735,7 @@ impl Member {
             Some(u) => u.2 += 1,
             None => self.caps.push((campaign.clone(), day, 1)),
         }
-        self.day(day).earned += points;
+        self.day(day, |d| d.earned += points);
         self.credit(points, "scan_reward", Some(campaign), ctx.ts(), fx);
         points
     }
@@ -749,22 +882,24 @@ impl Member {
         }
     }
 
-    /// The activity record of a local day (created in day order).
-    fn day(&mut self, day: i64) -> &mut Day {
-        let i = match self.days.binary_search_by_key(&day, |d| d.day) {
-            Ok(i) => i,
-            Err(i) => {
-                self.days.insert(
-                    i,
-                    Day {
-                        day,
-                        ..Day::default()
-                    },
-                );
-                i
-            }
-        };
-        &mut self.days[i]
+    /// Changes the activity record of a local day (created in day order).
+    fn day(&mut self, day: i64, f: impl FnOnce(&mut Day)) {
+        self.days.edit(|days| {
+            let i = match days.binary_search_by_key(&day, |d| d.day) {
+                Ok(i) => i,
+                Err(i) => {
+                    days.insert(
+                        i,
+                        Day {
+                            day,
+                            ..Day::default()
+                        },
+                    );
+                    i
+                }
+            };
+            f(&mut days[i]);
+        });
     }
 
     /// Adds points (paying debt first); writes a ledger entry for what reaches the balance.
@@ -784,13 +919,10 @@ impl Member {
         if add > 0 {
             // lots stay in time order (an older event time lands before newer lots), so the
             // oldest points expire and are spent first; usually this appends
-            let at = self
-                .points
-                .lots
-                .iter()
-                .rposition(|l| l.0 <= ts)
-                .map_or(0, |i| i + 1);
-            self.points.lots.insert(at, (ts, add));
+            self.points.lots.edit(|lots| {
+                let at = lots.iter().rposition(|l| l.0 <= ts).map_or(0, |i| i + 1);
+                lots.insert(at, (ts, add));
+            });
             self.entry(add, reason, about, fx);
         }
     }
@@ -799,16 +931,22 @@ impl Member {
     fn debit(&mut self, points: i64, reason: &str, about: Option<Str>, fx: &mut Effects) {
         let mut left = points.min(self.points.balance);
         let taken = left;
-        while left > 0 {
-            let Some(front) = self.points.lots.front_mut() else {
-                break;
-            };
-            let t = front.1.min(left);
-            front.1 -= t;
-            left -= t;
-            if front.1 == 0 {
-                self.points.lots.pop_front();
-            }
+        if left > 0 {
+            self.points.lots.edit(|lots| {
+                let mut spent = 0;
+                for lot in lots.iter_mut() {
+                    if left <= 0 {
+                        break;
+                    }
+                    let t = lot.1.min(left);
+                    lot.1 -= t;
+                    left -= t;
+                    if lot.1 == 0 {
+                        spent += 1;
+                    }
+                }
+                lots.drain(..spent).for_each(drop);
+            });
         }
         if taken > 0 {
             self.entry(-taken, reason, about, fx);
@@ -847,13 +985,16 @@ impl Member {
     /// Expires lots older than the expiry period, oldest first.
     fn expire(&mut self, ctx: &Ctx, fx: &mut Effects) {
         let limit = ctx.ts() - ctx.rules.points.expiry_days * DAY_US;
-        let mut gone = 0;
-        while let Some(&(at, left)) = self.points.lots.front() {
+        let (mut gone, mut n) = (0, 0);
+        for (at, left) in self.points.lots.iter() {
             if at > limit {
                 break;
             }
             gone += left;
-            self.points.lots.pop_front();
+            n += 1;
+        }
+        if n > 0 {
+            self.points.lots.edit(|lots| lots.drain(..n).for_each(drop));
         }
         if gone > 0 {
             self.entry(-gone, "expired", None, fx);
@@ -913,15 +1054,16 @@ impl Member {
                 self.at_store(s, *t, false, ctx.rules);
             }
         }
-        for d in &other.days {
-            let mine = self.day(d.day);
-            mine.orders += d.orders;
-            mine.amount += d.amount;
-            mine.redeem_orders += d.redeem_orders;
-            mine.clicks += d.clicks;
-            mine.scans += d.scans;
-            mine.visits += d.visits;
-            mine.earned += d.earned;
+        for d in other.days.iter() {
+            self.day(d.day, |mine| {
+                mine.orders += d.orders;
+                mine.amount += d.amount;
+                mine.redeem_orders += d.redeem_orders;
+                mine.clicks += d.clicks;
+                mine.scans += d.scans;
+                mine.visits += d.visits;
+                mine.earned += d.earned;
+            });
         }
         for (s, t) in &other.bought {
             self.bought.retain(|(x, u)| !(x == s && u <= t));
@@ -929,8 +1071,10 @@ impl Member {
                 self.bought.push((s.clone(), *t));
             }
         }
-        for (k, o) in other.orders {
-            self.orders.get_or_insert_with(k, || o);
+        for (k, o) in other.orders.iter() {
+            if self.orders.get(&k).is_none() {
+                self.orders.insert(k, o);
+            }
         }
         for (c, d, n) in other.caps {
             match self.caps.iter_mut().find(|(x, e, _)| *x == c && *e == d) {
@@ -954,8 +1098,10 @@ impl Member {
         self.points.pending += other.points.pending;
         self.points.debt += other.points.debt;
         if other.points.balance > 0 {
-            self.points.lots.extend(other.points.lots.iter().copied());
-            self.points.lots.make_contiguous().sort_by_key(|l| l.0);
+            self.points.lots.edit(|lots| {
+                lots.extend(other.points.lots.iter());
+                lots.sort_by_key(|l| l.0);
+            });
             self.entry(other.points.balance, "merged_in", Some(from.clone()), fx);
         }
         fx.out(Output::Merged {
@@ -994,8 +1140,9 @@ impl Member {
             return;
         }
         let oldest = today - rules.member.history_days;
-        while self.days.front().is_some_and(|d| d.day <= oldest) {
-            self.days.pop_front();
+        // days are in order: the old ones are at the front
+        if self.days.first().is_some_and(|d| d.day <= oldest) {
+            self.days.edit(|days| days.retain(|d| d.day > oldest));
         }
         let keep_orders = now - rules.points.order_days * DAY_US;
         self.orders
@@ -1033,7 +1180,7 @@ impl Member {
         self.days
             .iter()
             .filter(|d| d.day > today - days && d.day <= today)
-            .map(f)
+            .map(|d| f(&d))
             .sum()
     }
 
@@ -1125,10 +1272,10 @@ impl Member {
                 next = next.min(self.last_seen + days * DAY_US);
             }
         }
-        if let Some(&(at, _)) = self.points.lots.front() {
+        if let Some((at, _)) = self.points.lots.first() {
             next = next.min(at + rules.points.expiry_days * DAY_US + 1);
         }
-        if let Some(d) = self.days.front() {
+        if let Some(d) = self.days.first() {
             // when the oldest active day leaves the shortest window still covering it
             let day_start = now - (today - d.day) * DAY_US;
             let mut windows: Vec<i64> = rules.tags.iter().map(|t| t.when.days()).collect();
