@@ -18,7 +18,9 @@ use crate::fraud::profile::ScanProfile;
 use crate::fraud::ring;
 use crate::fraud::{Decision, Verdict};
 use crate::output::Output;
-use crate::packed::{get_fields, get_i, get_u, put_fields, put_i, put_u, Pack, Packed};
+use crate::packed::{
+    edit_boxed, get_fields, get_i, get_str, put_fields, put_i, put_str, Pack, Packed,
+};
 use crate::{Ctx, Effects, Key, Recent, DAY_US};
 use compact_str::CompactString as Str;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -35,34 +37,35 @@ const FIRST_PASS: u128 = 1 << 127;
 pub struct Member {
     /// This member's id.
     pub id: Str,
-    /// Set when this member merged into another: everything is forwarded there.
+    /// Set when this member merged into another: everything is forwarded there. Boxed, like
+    /// the other parts most members never use, so it costs a pointer, not a whole string.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub alias_of: Option<Str>,
+    pub alias_of: Option<Box<Str>>,
     /// A merge in flight: commands wait here until the survivor answers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub merging: Option<Merging>,
+    pub merging: Option<Box<Merging>>,
     /// Identities bound to this member.
-    pub ids: Vec<Id>,
+    pub ids: Ids,
     /// First activity (µs; 0 before any).
     pub first_seen: i64,
     /// Latest activity (µs).
     pub last_seen: i64,
     /// The store of the member's first activity, when it was at a store.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub first_store: Option<Str>,
+    pub first_store: Option<Box<Str>>,
     /// Channels used, sorted.
-    pub channels: Vec<Str>,
+    pub channels: Packed<Str>,
     /// Stores visited or bought at, with the latest time, most recent last.
-    pub stores: Vec<(Str, i64)>,
+    pub stores: Packed<(Str, i64)>,
     /// Activity per local day, oldest first, only days with activity.
     pub days: Packed<Day>,
     /// Latest order time (µs; 0 before any).
     pub last_order: i64,
     /// Watched SKUs (in a `bought-any` tag rule) bought, with the latest time.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub bought: Vec<(Str, i64)>,
+    #[serde(default, skip_serializing_if = "Packed::is_empty")]
+    pub bought: Packed<(Str, i64)>,
     /// Tags on, sorted.
-    pub tags: Vec<Str>,
+    pub tags: Packed<Str>,
     /// Current tier.
     pub tier: Str,
     /// When the member last qualified for its current tier (µs).
@@ -72,8 +75,8 @@ pub struct Member {
     /// Points bookkeeping per order.
     pub orders: Orders,
     /// Rewarded scans per campaign on one local day: `(campaign, day, count)`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub caps: Vec<(Str, i64, u32)>,
+    #[serde(default, skip_serializing_if = "Packed::is_empty")]
+    pub caps: Packed<(Str, i64, u32)>,
     /// Recent event ids (for dropping a repeated event).
     pub recent: Recent,
     /// Merges or bindings refused for conflicts.
@@ -84,11 +87,141 @@ pub struct Member {
     #[serde(default)]
     pub pruned_day: i64,
     /// What the member's scans say for fraud checks.
-    #[serde(default, skip_serializing_if = "ScanProfile::is_empty")]
-    pub scan: ScanProfile,
+    #[serde(default, skip_serializing_if = "Boxed::is_empty")]
+    pub scan: Boxed<ScanProfile>,
     /// Scan rewards held for review, oldest first.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub held: Vec<HeldReward>,
+    #[serde(default, skip_serializing_if = "no_held")]
+    pub held: Box<[HeldReward]>,
+}
+
+fn no_held(h: &[HeldReward]) -> bool {
+    h.is_empty()
+}
+
+/// A part most members never use (the scan profile): nothing but a null pointer while it is
+/// its default, boxed once it is not. It compares and serializes as the value itself.
+#[derive(Debug, Clone, Default)]
+pub struct Boxed<T>(Option<Box<T>>);
+
+impl<T: Default + PartialEq> Boxed<T> {
+    /// The value, when it was ever set.
+    pub fn get(&self) -> Option<&T> {
+        self.0.as_deref()
+    }
+
+    /// The value to change (boxed now if it was not).
+    pub fn get_mut(&mut self) -> &mut T {
+        self.0.get_or_insert_with(Box::default)
+    }
+
+    /// Whether the value is its default (then it is left out of the state).
+    pub fn is_empty(&self) -> bool {
+        self.0.as_deref().is_none_or(|v| *v == T::default())
+    }
+}
+
+impl<T: Default + PartialEq> PartialEq for Boxed<T> {
+    fn eq(&self, other: &Self) -> bool {
+        match (self.get(), other.get()) {
+            (Some(a), Some(b)) => a == b,
+            (Some(v), None) | (None, Some(v)) => *v == T::default(),
+            (None, None) => true,
+        }
+    }
+}
+
+impl<T: Default + PartialEq + Serialize> Serialize for Boxed<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.get() {
+            Some(v) => v.serialize(s),
+            None => T::default().serialize(s),
+        }
+    }
+}
+
+impl<'de, T: Default + PartialEq + Deserialize<'de>> Deserialize<'de> for Boxed<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = T::deserialize(d)?;
+        Ok(Boxed((v != T::default()).then(|| Box::new(v))))
+    }
+}
+
+/// A member's identities `(kind, value)`, in one exact-size buffer of length-prefixed
+/// strings: a hashed phone alone is 64 characters, which a `(Str, Str)` pair keeps in an
+/// allocation of its own besides the pair's 48 bytes. It serializes as the list of pairs.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Ids(Box<[u8]>);
+
+impl Ids {
+    /// The identities, in their order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        let b = &self.0;
+        let mut pos = 0;
+        std::iter::from_fn(move || {
+            (pos < b.len()).then(|| (get_str(b, &mut pos), get_str(b, &mut pos)))
+        })
+    }
+
+    /// Number of identities.
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `(kind, value)` is bound.
+    pub fn contains(&self, kind: &str, value: &str) -> bool {
+        self.iter().any(|(k, v)| k == kind && v == value)
+    }
+
+    /// The value of the first identity of `kind`.
+    pub fn of_kind(&self, kind: &str) -> Option<&str> {
+        self.iter().find(|(k, _)| *k == kind).map(|(_, v)| v)
+    }
+
+    /// The identities as owned pairs.
+    pub fn to_vec(&self) -> Vec<Id> {
+        self.iter().map(|(k, v)| (k.into(), v.into())).collect()
+    }
+
+    /// Replaces the identities.
+    pub fn set(&mut self, ids: &[Id]) {
+        let mut out = Vec::new();
+        for (k, v) in ids {
+            put_str(&mut out, k);
+            put_str(&mut out, v);
+        }
+        self.0 = out.into_boxed_slice();
+    }
+
+    /// Whether they are in order.
+    fn is_sorted(&self) -> bool {
+        self.iter().is_sorted()
+    }
+}
+
+impl std::fmt::Debug for Ids {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for Ids {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Ids {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v: Vec<Id> = Deserialize::deserialize(d)?;
+        let mut ids = Ids::default();
+        ids.set(&v);
+        Ok(ids)
+    }
 }
 
 /// A scan reward waiting for a review's resolution (its points are taken from the budget).
@@ -219,33 +352,30 @@ impl Pack for (Str, OrderPoints) {
     /// the order before (in key order).
     fn pack(&self, prev: Option<&Self>, out: &mut Vec<u8>) {
         let (k, o) = self;
-        put_u(out, k.len() as u64);
-        out.extend_from_slice(k.as_bytes());
+        put_str(out, k);
         let flags = u64::from(o.placed) | u64::from(o.cancelled) << 1;
         let at = o.at.wrapping_sub(prev.map_or(0, |p| p.1.at));
+        // the fields most orders have first, so the mask of a settled order is one byte
         let vals = [
-            o.value, o.pending, o.earned, o.reversed, o.redeemed, o.refunded, o.returned, at,
+            o.value, o.earned, at, o.pending, o.reversed, o.redeemed, o.refunded, o.returned,
         ];
         put_fields(out, 2, flags, &vals);
     }
     fn unpack(prev: Option<&Self>, b: &[u8], pos: &mut usize) -> Self {
-        let len = usize::try_from(get_u(b, pos)).unwrap_or(usize::MAX);
-        let end = pos.saturating_add(len).min(b.len());
-        let key = std::str::from_utf8(b.get(*pos..end).unwrap_or_default()).unwrap_or_default();
-        *pos = end;
+        let key = get_str(b, pos);
         let mut v = [0; 8];
         let flags = get_fields(b, pos, 2, &mut v);
         let o = OrderPoints {
             value: v[0],
-            pending: v[1],
-            earned: v[2],
-            reversed: v[3],
-            redeemed: v[4],
-            refunded: v[5],
-            returned: v[6],
+            earned: v[1],
+            at: v[2].wrapping_add(prev.map_or(0, |p| p.1.at)),
+            pending: v[3],
+            reversed: v[4],
+            redeemed: v[5],
+            refunded: v[6],
+            returned: v[7],
             placed: flags & 1 != 0,
             cancelled: flags & 2 != 0,
-            at: v[7].wrapping_add(prev.map_or(0, |p| p.1.at)),
         };
         (Str::from(key), o)
     }
@@ -482,7 +612,10 @@ impl Member {
                 {
                     return;
                 }
-                self.scan.observe(&me, self.first_seen, &mut check, ctx);
+                let first_seen = self.first_seen;
+                self.scan
+                    .get_mut()
+                    .observe(&me, first_seen, &mut check, ctx);
                 fx.send(
                     Key::Code(check.code.clone()),
                     Cmd::Code(CodeCmd::Check(check)),
@@ -493,7 +626,7 @@ impl Member {
                 let Some(i) = self.held.iter().position(|h| h.event == id) else {
                     return; // resolved before, or never held here
                 };
-                let h = self.held.remove(i);
+                let h = edit_boxed(&mut self.held, |held| held.remove(i));
                 let reward = if allow {
                     self.pay(h.campaign.clone(), h.points, h.daily_cap, ctx, fx)
                 } else {
@@ -513,12 +646,12 @@ impl Member {
                 let own = ring::ring_key(&me, epoch);
                 let current = self
                     .scan
-                    .ring
-                    .clone()
+                    .get()
+                    .and_then(|s| s.ring.clone())
                     .filter(|r| ring::epoch_of(r) == Some(epoch))
                     .unwrap_or(own);
                 if ring::epoch_of(&label) == Some(epoch) && label < current {
-                    self.scan.ring = Some(label);
+                    self.scan.get_mut().ring = Some(label);
                 }
             }
             MemberCmd::RingSize { ring: key, size } => {
@@ -526,15 +659,15 @@ impl Member {
                 if ring::epoch_of(&key) != Some(epoch) {
                     return; // a past epoch's flag
                 }
-                if self
-                    .scan
+                let scan = self.scan.get_mut();
+                if scan
                     .ring
                     .as_ref()
                     .is_none_or(|r| ring::epoch_of(r) != Some(epoch) || key <= *r)
                 {
-                    self.scan.ring = Some(key);
+                    scan.ring = Some(key);
                 }
-                self.scan.ring_size = self.scan.ring_size.max(size);
+                scan.ring_size = scan.ring_size.max(size);
             }
             MemberCmd::OrderPlaced {
                 order,
@@ -696,10 +829,10 @@ impl Member {
                         state: Box::new(self.clone()),
                     }),
                 );
-                self.merging = Some(Merging {
+                self.merging = Some(Box::new(Merging {
                     into: survivor,
                     stash: Vec::new(),
-                });
+                }));
             }
             MemberCmd::Absorb { from, state } => self.absorb(from, *state, ctx, fx),
             MemberCmd::Absorbed { .. } | MemberCmd::AbsorbRefused { .. } => {}
@@ -720,10 +853,12 @@ impl Member {
             return 0;
         }
         let day = ctx.day();
-        self.caps.retain(|(_, d, _)| *d == day);
-        let used = self.caps.iter_mut().find(|(c, _, _)| *c == campaign);
-        let count = used.as_ref().map_or(0, |(_, _, n)| *n);
+        let mut caps = self.caps.to_vec();
+        caps.retain(|(_, d, _)| *d == day);
+        let used = caps.iter().position(|(c, _, _)| *c == campaign);
+        let count = used.map_or(0, |i| caps[i].2);
         if count >= daily_cap {
+            self.caps.set(&caps);
             fx.out(Output::RewardCapped {
                 member: self.id.clone(),
                 campaign: campaign.clone(),
@@ -732,9 +867,10 @@ impl Member {
             return 0;
         }
         match used {
-            Some(u) => u.2 += 1,
-            None => self.caps.push((campaign.clone(), day, 1)),
+            Some(i) => caps[i].2 += 1,
+            None => caps.push((campaign.clone(), day, 1)),
         }
+        self.caps.set(&caps);
         self.day(day, |d| d.earned += points);
         self.credit(points, "scan_reward", Some(campaign), ctx.ts(), fx);
         points
@@ -767,16 +903,20 @@ impl Member {
             Decision::Allow => reward = self.pay(campaign.clone(), points, daily_cap, ctx, fx),
             Decision::Review if points > 0 => {
                 held = points;
-                self.held.push(HeldReward {
+                let hold = HeldReward {
                     event: ctx.event.as_u128(),
                     campaign: campaign.clone(),
                     points,
                     daily_cap,
                     at: ctx.ts(),
+                };
+                let max = ctx.rules.fraud.max_held_reviews;
+                // an unbounded hold list is a state leak: the oldest review is refused
+                let over = edit_boxed(&mut self.held, |held| {
+                    held.push(hold);
+                    (held.len() > max).then(|| held.remove(0))
                 });
-                if self.held.len() > ctx.rules.fraud.max_held_reviews {
-                    // an unbounded hold list is a state leak: the oldest review is refused
-                    let old = self.held.remove(0);
+                if let Some(old) = over {
                     self.refund(&old.campaign, old.points, fx);
                     fx.out(Output::ReviewResolved {
                         scan_event: uuid::Uuid::from_u128(old.event),
@@ -811,12 +951,15 @@ impl Member {
 
     /// Binds identities that belonged to nobody, unless a second phone or the bound limit.
     fn bind(&mut self, ids: Vec<Id>, ctx: &Ctx, fx: &mut Effects) {
+        // the new ones are bound after the loop, in one write
+        let mut added: Vec<Id> = Vec::new();
         for id in ids {
-            if self.ids.contains(&id) {
+            if self.ids.contains(&id.0, &id.1) || added.contains(&id) {
                 continue;
             }
-            let phone_clash = id.0 == "phone" && self.ids.iter().any(|(k, _)| k == "phone");
-            let full = self.ids.len() >= ctx.rules.member.max_identities;
+            let phone_clash = id.0 == "phone"
+                && (self.ids.of_kind("phone").is_some() || added.iter().any(|(k, _)| k == "phone"));
+            let full = self.ids.len() + added.len() >= ctx.rules.member.max_identities;
             if phone_clash || full {
                 self.conflicts += 1;
                 fx.out(Output::MergeConflict {
@@ -836,9 +979,14 @@ impl Member {
                     member: self.id.clone(),
                 }),
             );
-            self.ids.push(id);
+            added.push(id);
         }
-        self.ids.sort();
+        if !added.is_empty() || !self.ids.is_sorted() {
+            let mut all = self.ids.to_vec();
+            all.extend(added);
+            all.sort();
+            self.ids.set(&all);
+        }
     }
 
     /// Records activity at `ts`.
@@ -851,23 +999,29 @@ impl Member {
     }
 
     fn add_channel(&mut self, c: &str) {
-        if let Err(i) = self.channels.binary_search_by(|x| x.as_str().cmp(c)) {
-            if self.channels.len() < 32 {
-                self.channels.insert(i, Str::from(c));
-            }
+        if self.channels.iter().any(|x| x == c) {
+            return;
         }
+        self.channels.edit(|channels| {
+            if let Err(i) = channels.binary_search_by(|x| x.as_str().cmp(c)) {
+                if channels.len() < 32 {
+                    channels.insert(i, Str::from(c));
+                }
+            }
+        });
     }
 
     fn at_store(&mut self, store: &Str, ts: i64, new_member: bool, rules: &Rules) {
         if new_member && self.first_store.is_none() {
-            self.first_store = Some(store.clone());
+            self.first_store = Some(Box::new(store.clone()));
         }
-        self.stores.retain(|(s, _)| s != store);
-        self.stores.push((store.clone(), ts));
-        self.stores.sort_by_key(|(s, t)| (*t, s.clone()));
-        while self.stores.len() > rules.member.max_stores {
-            self.stores.remove(0);
-        }
+        self.stores.edit(|stores| {
+            stores.retain(|(s, _)| s != store);
+            stores.push((store.clone(), ts));
+            stores.sort_by_key(|(s, t)| (*t, s.clone()));
+            let extra = stores.len().saturating_sub(rules.member.max_stores);
+            stores.drain(..extra);
+        });
     }
 
     fn watch_skus(&mut self, lines: &[LineV], ts: i64, rules: &Rules) {
@@ -876,8 +1030,10 @@ impl Member {
                 |t| matches!(&t.when, TagCond::BoughtAny { skus, .. } if skus.contains(&l.sku)),
             );
             if watched {
-                self.bought.retain(|(s, _)| *s != l.sku);
-                self.bought.push((l.sku.clone(), ts));
+                self.bought.edit(|bought| {
+                    bought.retain(|(s, _)| *s != l.sku);
+                    bought.push((l.sku.clone(), ts));
+                });
             }
         }
     }
@@ -1003,13 +1159,7 @@ impl Member {
 
     /// Survivor's side of a merge: take everything, or refuse for different phones.
     fn absorb(&mut self, from: Str, other: Member, ctx: &Ctx, fx: &mut Effects) {
-        let phone = |m: &Member| {
-            m.ids
-                .iter()
-                .find(|(k, _)| k == "phone")
-                .map(|(_, v)| v.clone())
-        };
-        if let (Some(a), Some(b)) = (phone(self), phone(&other)) {
+        if let (Some(a), Some(b)) = (self.ids.of_kind("phone"), other.ids.of_kind("phone")) {
             if a != b {
                 self.conflicts += 1;
                 fx.out(Output::MergeConflict {
@@ -1027,9 +1177,10 @@ impl Member {
             }
         }
         let me = self.id.clone();
-        for id in &other.ids {
-            if !self.ids.contains(id) {
-                self.ids.push(id.clone());
+        let mut ids = self.ids.to_vec();
+        for id in other.ids.to_vec() {
+            if !ids.contains(&id) {
+                ids.push(id.clone());
             }
             fx.send(
                 Key::Identity(id.0.clone(), id.1.clone()),
@@ -1039,19 +1190,20 @@ impl Member {
                 }),
             );
         }
-        self.ids.sort();
+        ids.sort();
+        self.ids.set(&ids);
         if other.first_seen != 0 && (self.first_seen == 0 || other.first_seen < self.first_seen) {
             self.first_seen = other.first_seen;
             self.first_store = other.first_store.clone();
         }
         self.last_seen = self.last_seen.max(other.last_seen);
         self.last_order = self.last_order.max(other.last_order);
-        for c in &other.channels {
-            self.add_channel(c);
+        for c in other.channels.iter() {
+            self.add_channel(&c);
         }
-        for (s, t) in &other.stores {
+        for (s, t) in other.stores.iter() {
             if !self.stores.iter().any(|(x, u)| x == s && u >= t) {
-                self.at_store(s, *t, false, ctx.rules);
+                self.at_store(&s, t, false, ctx.rules);
             }
         }
         for d in other.days.iter() {
@@ -1065,34 +1217,45 @@ impl Member {
                 mine.earned += d.earned;
             });
         }
-        for (s, t) in &other.bought {
-            self.bought.retain(|(x, u)| !(x == s && u <= t));
-            if !self.bought.iter().any(|(x, _)| x == s) {
-                self.bought.push((s.clone(), *t));
-            }
+        for (s, t) in other.bought.iter() {
+            self.bought.edit(|bought| {
+                bought.retain(|(x, u)| !(*x == s && *u <= t));
+                if !bought.iter().any(|(x, _)| *x == s) {
+                    bought.push((s, t));
+                }
+            });
         }
         for (k, o) in other.orders.iter() {
             if self.orders.get(&k).is_none() {
                 self.orders.insert(k, o);
             }
         }
-        for (c, d, n) in other.caps {
-            match self.caps.iter_mut().find(|(x, e, _)| *x == c && *e == d) {
-                Some(u) => u.2 += n,
-                None => self.caps.push((c, d, n)),
-            }
+        for (c, d, n) in other.caps.iter() {
+            self.caps.edit(
+                |caps| match caps.iter_mut().find(|(x, e, _)| *x == c && *e == d) {
+                    Some(u) => u.2 += n,
+                    None => caps.push((c, d, n)),
+                },
+            );
         }
         for id in other.recent.0 {
             self.recent.insert_fingerprint(id, RECENT_EVENTS);
         }
         self.conflicts += other.conflicts;
         // held reviews follow the person; the alias forwards their resolutions here
-        self.held.extend(other.held);
-        self.held.sort_by_key(|h| h.at);
+        edit_boxed(&mut self.held, |held| {
+            held.extend(other.held);
+            held.sort_by_key(|h| h.at);
+        });
         // the scan windows stay the survivor's: the alias's recent scans are not replayed into
         // them (a merge mid-burst undercounts that burst once); a flagged ring is kept
-        self.scan.ring_size = self.scan.ring_size.max(other.scan.ring_size);
-        self.scan.merged_in(&from, &other.scan.merged);
+        let (other_ring, other_merged) = other
+            .scan
+            .get()
+            .map_or((0, &[][..]), |s| (s.ring_size, &s.merged[..]));
+        let scan = self.scan.get_mut();
+        scan.ring_size = scan.ring_size.max(other_ring);
+        scan.merged_in(&from, other_merged);
         self.tier_at = self.tier_at.max(other.tier_at);
         // points: the other's lots join ours, keeping their dates (they expire as they would)
         self.points.pending += other.points.pending;
@@ -1125,7 +1288,7 @@ impl Member {
         let seq = self.points.seq;
         *self = Member {
             id,
-            alias_of: Some(into.clone()),
+            alias_of: Some(Box::new(into.clone())),
             ..Member::default()
         };
         self.points.seq = seq;
@@ -1155,22 +1318,23 @@ impl Member {
             .collect();
         tags.sort();
         tags.dedup();
-        if tags != self.tags {
-            for t in tags.iter().filter(|t| !self.tags.contains(t)) {
+        let current = self.tags.to_vec();
+        if tags != current {
+            for t in tags.iter().filter(|t| !current.contains(t)) {
                 fx.out(Output::Tag {
                     member: self.id.clone(),
                     tag: t.clone(),
                     on: true,
                 });
             }
-            for t in self.tags.iter().filter(|t| !tags.contains(t)) {
+            for t in current.iter().filter(|t| !tags.contains(t)) {
                 fx.out(Output::Tag {
                     member: self.id.clone(),
                     tag: t.clone(),
                     on: false,
                 });
             }
-            self.tags = tags;
+            self.tags.set(&tags);
         }
         self.update_tier(now, today, rules, fx);
         self.arm_timer(now, today, rules, fx);
@@ -1197,7 +1361,7 @@ impl Member {
             TagCond::BoughtAny { days, skus } => self
                 .bought
                 .iter()
-                .any(|(s, t)| skus.contains(s) && *t > now - days * DAY_US),
+                .any(|(s, t)| skus.contains(&s) && t > now - days * DAY_US),
             TagCond::ScansAtLeast { days, count } => {
                 self.sum_days(today, *days, |d| i64::from(d.scans)) >= i64::from(*count)
             }
@@ -1327,13 +1491,13 @@ impl Member {
             .collect();
         MemberView {
             id: self.id.clone(),
-            identities: self.ids.clone(),
+            identities: self.ids.to_vec(),
             first_seen: self.first_seen,
             last_seen: self.last_seen,
-            channels: self.channels.clone(),
-            stores: self.stores.iter().map(|(s, _)| s.clone()).collect(),
+            channels: self.channels.to_vec(),
+            stores: self.stores.iter().map(|(s, _)| s).collect(),
             xrfm,
-            tags: self.tags.clone(),
+            tags: self.tags.to_vec(),
             tier: self.tier.clone(),
             balance: self.points.balance,
             pending: self.points.pending,
@@ -1414,7 +1578,7 @@ mod tests {
             MemberCmd::OrderPlaced {
                 order,
                 channel: "mall".into(),
-                store: (n % 2 == 0).then(|| "st-002".into()),
+                store: n.is_multiple_of(2).then(|| "st-002".into()),
                 lines: vec![
                     LineV {
                         sku: "SKU-COLA-500".into(),

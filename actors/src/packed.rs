@@ -6,6 +6,7 @@
 //! whole list again. Nothing is rounded or dropped: a list reads back exactly as written, and
 //! it serializes as the sequence of its records, the same as a `Vec` of them.
 
+use compact_str::CompactString as Str;
 use serde::de::{Deserialize, Deserializer};
 use serde::ser::{Serialize, SerializeSeq, Serializer};
 use std::fmt;
@@ -127,6 +128,14 @@ impl<T: Pack> Packed<T> {
         self.bytes.is_empty()
     }
 
+    /// Whether `r` is one of the records.
+    pub fn contains(&self, r: &T) -> bool
+    where
+        T: PartialEq,
+    {
+        self.iter().any(|x| x == *r)
+    }
+
     /// The records as a vector.
     pub fn to_vec(&self) -> Vec<T> {
         self.iter().collect()
@@ -210,6 +219,65 @@ impl<'de, T: Pack + Deserialize<'de>> Deserialize<'de> for Packed<T> {
     }
 }
 
+/// Appends a string as its length and bytes.
+pub fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_u(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Reads a string written by [`put_str`] (empty if the buffer were damaged).
+pub fn get_str<'a>(b: &'a [u8], pos: &mut usize) -> &'a str {
+    let len = usize::try_from(get_u(b, pos)).unwrap_or(usize::MAX);
+    let end = pos.saturating_add(len).min(b.len());
+    let s = std::str::from_utf8(b.get(*pos..end).unwrap_or_default()).unwrap_or_default();
+    *pos = end;
+    s
+}
+
+/// Changes a boxed slice through a vector and boxes the result again, without spare room.
+pub fn edit_boxed<T, R>(b: &mut Box<[T]>, f: impl FnOnce(&mut Vec<T>) -> R) -> R {
+    let mut v = std::mem::take(b).into_vec();
+    let r = f(&mut v);
+    *b = v.into_boxed_slice();
+    r
+}
+
+impl Pack for Str {
+    fn pack(&self, _: Option<&Self>, out: &mut Vec<u8>) {
+        put_str(out, self);
+    }
+    fn unpack(_: Option<&Self>, b: &[u8], pos: &mut usize) -> Self {
+        Str::from(get_str(b, pos))
+    }
+}
+
+impl Pack for (Str, i64) {
+    /// `(name, time)`: the time as the difference from the record before.
+    fn pack(&self, prev: Option<&Self>, out: &mut Vec<u8>) {
+        put_str(out, &self.0);
+        put_i(out, self.1.wrapping_sub(prev.map_or(0, |p| p.1)));
+    }
+    fn unpack(prev: Option<&Self>, b: &[u8], pos: &mut usize) -> Self {
+        let name = Str::from(get_str(b, pos));
+        (name, get_i(b, pos).wrapping_add(prev.map_or(0, |p| p.1)))
+    }
+}
+
+impl Pack for (Str, i64, u32) {
+    /// `(name, day, count)`.
+    fn pack(&self, _: Option<&Self>, out: &mut Vec<u8>) {
+        put_str(out, &self.0);
+        put_i(out, self.1);
+        put_u(out, u64::from(self.2));
+    }
+    fn unpack(_: Option<&Self>, b: &[u8], pos: &mut usize) -> Self {
+        let name = Str::from(get_str(b, pos));
+        let day = get_i(b, pos);
+        // written from a u32
+        (name, day, get_u(b, pos) as u32)
+    }
+}
+
 impl Pack for (i64, i64) {
     /// `(time, amount)`: the time as the difference from the record before.
     fn pack(&self, prev: Option<&Self>, out: &mut Vec<u8>) {
@@ -239,6 +307,21 @@ mod tests {
             prop_assert_eq!(&json, &serde_json::to_string(&v).unwrap());
             let back: Packed<(i64, i64)> = serde_json::from_str(&json).unwrap();
             prop_assert_eq!(back, p);
+        }
+
+        /// Named records (stores, caps) read back exactly and serialize as a vector does.
+        #[test]
+        fn named_records_read_back_exactly(v in proptest::collection::vec(("\\PC{0,30}", any::<i64>(), any::<u32>()), 0..20)) {
+            let v: Vec<(Str, i64, u32)> = v.into_iter().map(|(s, t, n)| (Str::from(s), t, n)).collect();
+            let p: Packed<(Str, i64, u32)> = v.iter().cloned().collect();
+            prop_assert_eq!(p.to_vec(), v.clone());
+            prop_assert_eq!(serde_json::to_string(&p).unwrap(), serde_json::to_string(&v).unwrap());
+            let pairs: Vec<(Str, i64)> = v.iter().map(|(s, t, _)| (s.clone(), *t)).collect();
+            let q: Packed<(Str, i64)> = pairs.iter().cloned().collect();
+            prop_assert_eq!(q.to_vec(), pairs);
+            let names: Vec<Str> = v.iter().map(|r| r.0.clone()).collect();
+            let r: Packed<Str> = names.iter().cloned().collect();
+            prop_assert_eq!(r.to_vec(), names);
         }
 
         /// Masked fields read back exactly, flags included.
