@@ -19,8 +19,10 @@ use crate::fraud::ring;
 use crate::fraud::{Decision, Verdict};
 use crate::output::Output;
 use crate::packed::{
-    edit_boxed, get_fields, get_i, get_str, put_fields, put_i, put_str, Pack, Packed,
+    edit_boxed, get_bytes, get_fields, get_i, get_str, get_time, get_u, put_fields, put_i, put_str,
+    put_time, put_u, Compact, Pack, Packed, PACKED_MAX,
 };
+use crate::vecmap::VecMap;
 use crate::{Ctx, Effects, Key, Recent, DAY_US};
 use compact_str::CompactString as Str;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -58,7 +60,7 @@ pub struct Member {
     /// Stores visited or bought at, with the latest time, most recent last.
     pub stores: Packed<(Str, i64)>,
     /// Activity per local day, oldest first, only days with activity.
-    pub days: Packed<Day>,
+    pub days: Compact<Day>,
     /// Latest order time (µs; 0 before any).
     pub last_order: i64,
     /// Watched SKUs (in a `bought-any` tag rule) bought, with the latest time.
@@ -279,7 +281,7 @@ pub struct Points {
     /// Points owed from reversals that found too little balance.
     pub debt: i64,
     /// Lots `(earned at µs, points left)`, oldest first; their sum is the balance.
-    pub lots: Packed<(i64, i64)>,
+    pub lots: Compact<(i64, i64)>,
     /// Ledger entries written so far.
     pub seq: u64,
 }
@@ -347,75 +349,247 @@ impl Pack for Day {
     }
 }
 
-impl Pack for (Str, OrderPoints) {
-    /// The order key, then the amounts that are not 0 and the time as the difference from
-    /// the order before (in key order).
-    fn pack(&self, prev: Option<&Self>, out: &mut Vec<u8>) {
-        let (k, o) = self;
-        put_str(out, k);
-        let flags = u64::from(o.placed) | u64::from(o.cancelled) << 1;
-        let at = o.at.wrapping_sub(prev.map_or(0, |p| p.1.at));
-        // the fields most orders have first, so the mask of a settled order is one byte
-        let vals = [
-            o.value, o.earned, at, o.pending, o.reversed, o.redeemed, o.refunded, o.returned,
-        ];
-        put_fields(out, 2, flags, &vals);
+impl OrderPoints {
+    /// Appends the flags, the time and the pending points (all pruning reads), then the
+    /// amounts that are not 0, those most orders have first so a settled order's mask is one
+    /// byte.
+    fn pack(&self, out: &mut Vec<u8>) {
+        let has_pending = self.pending != 0;
+        put_u(
+            out,
+            u64::from(self.placed) | u64::from(self.cancelled) << 1 | u64::from(has_pending) << 2,
+        );
+        put_time(out, self.at);
+        if has_pending {
+            put_i(out, self.pending);
+        }
+        put_fields(
+            out,
+            0,
+            0,
+            &[
+                self.value,
+                self.earned,
+                self.reversed,
+                self.redeemed,
+                self.refunded,
+                self.returned,
+            ],
+        );
     }
-    fn unpack(prev: Option<&Self>, b: &[u8], pos: &mut usize) -> Self {
-        let key = get_str(b, pos);
-        let mut v = [0; 8];
-        let flags = get_fields(b, pos, 2, &mut v);
-        let o = OrderPoints {
+
+    /// Reads the flags, the time and the pending points; `pos` is left after them.
+    fn unpack_head(b: &[u8], pos: &mut usize) -> (u64, i64, i64) {
+        let flags = get_u(b, pos);
+        let at = get_time(b, pos);
+        let pending = if flags & 4 != 0 { get_i(b, pos) } else { 0 };
+        (flags, at, pending)
+    }
+
+    /// Reads what `pack` wrote.
+    fn unpack(b: &[u8]) -> OrderPoints {
+        let mut pos = 0;
+        let (flags, at, pending) = OrderPoints::unpack_head(b, &mut pos);
+        let mut v = [0; 6];
+        get_fields(b, &mut pos, 0, &mut v);
+        OrderPoints {
             value: v[0],
+            pending,
             earned: v[1],
-            at: v[2].wrapping_add(prev.map_or(0, |p| p.1.at)),
-            pending: v[3],
-            reversed: v[4],
-            redeemed: v[5],
-            refunded: v[6],
-            returned: v[7],
+            reversed: v[2],
+            redeemed: v[3],
+            refunded: v[4],
+            returned: v[5],
             placed: flags & 1 != 0,
             cancelled: flags & 2 != 0,
-        };
-        (Str::from(key), o)
+            at,
+        }
     }
 }
 
-/// Orders' points bookkeeping by order key, in key order, packed (see [`Packed`]). It
-/// serializes as a map, the way the `BTreeMap` and then the `VecMap` it replaces did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Orders(Packed<(Str, OrderPoints)>);
+/// Orders' points bookkeeping by order key, in key order: packed while there are at most
+/// [`PACKED_MAX`] orders, as for nearly every member, and a sorted vector beyond, where
+/// lookups by binary search beat scanning the buffer. Which form it is in depends only on the
+/// number of orders. It serializes as a map, the way the `BTreeMap` and then the `VecMap` it
+/// replaces did.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Orders {
+    /// A few orders, packed.
+    Packed(PackedOrders),
+    /// Many orders.
+    Map(VecMap<Str, OrderPoints>),
+}
+
+impl Default for Orders {
+    fn default() -> Self {
+        Orders::Packed(PackedOrders::default())
+    }
+}
 
 impl Orders {
     /// The bookkeeping of `order`.
     pub fn get(&self, order: &str) -> Option<OrderPoints> {
-        self.0.iter().find(|(k, _)| k == order).map(|(_, o)| o)
+        match self {
+            Orders::Packed(p) => p.get(order),
+            Orders::Map(m) => m.get(order).cloned(),
+        }
     }
 
     /// Sets the bookkeeping of `order`.
     pub fn insert(&mut self, order: Str, o: OrderPoints) {
-        self.0
-            .edit(|v| match v.binary_search_by(|(k, _)| k.cmp(&order)) {
-                Ok(i) => v[i].1 = o,
-                Err(i) => v.insert(i, (order, o)),
-            });
+        match self {
+            Orders::Packed(p) => {
+                p.insert(order, o);
+                if p.len() > PACKED_MAX {
+                    *self = Orders::Map(p.iter().collect());
+                }
+            }
+            Orders::Map(m) => {
+                m.insert(order, o);
+            }
+        }
     }
 
-    /// Keeps the orders `f` approves of (writes only when one goes).
-    pub fn retain(&mut self, mut f: impl FnMut(&Str, &OrderPoints) -> bool) {
-        if self.0.iter().any(|(k, o)| !f(&k, &o)) {
-            self.0.edit(|v| v.retain(|(k, o)| f(k, o)));
+    /// Keeps the orders whose `(time, pending points)` `f` approves of.
+    pub fn retain_by_time(&mut self, mut f: impl FnMut(i64, i64) -> bool) {
+        match self {
+            Orders::Packed(p) => p.retain_by_time(f),
+            Orders::Map(m) => {
+                m.retain(|_, o| f(o.at, o.pending));
+                if m.len() <= PACKED_MAX {
+                    let mut p = PackedOrders::default();
+                    for (k, o) in std::mem::take(m) {
+                        p.insert(k, o);
+                    }
+                    *self = Orders::Packed(p);
+                }
+            }
         }
     }
 
     /// Orders and their bookkeeping, in key order.
-    pub fn iter(&self) -> impl Iterator<Item = (Str, OrderPoints)> + '_ {
-        self.0.iter()
+    pub fn iter(&self) -> Box<dyn Iterator<Item = (Str, OrderPoints)> + '_> {
+        match self {
+            Orders::Packed(p) => Box::new(p.iter()),
+            Orders::Map(m) => Box::new(m.iter().map(|(k, o)| (k.clone(), o.clone()))),
+        }
     }
 
     /// Number of orders.
     pub fn len(&self) -> usize {
-        self.0.len()
+        match self {
+            Orders::Packed(p) => p.len(),
+            Orders::Map(m) => m.len(),
+        }
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Orders::Packed(p) => p.is_empty(),
+            Orders::Map(m) => m.is_empty(),
+        }
+    }
+}
+
+/// A few orders' bookkeeping in one exact-size buffer, in key order: each order is its key
+/// and its bookkeeping ([`OrderPoints::pack`]), both length-prefixed, so a lookup skips the
+/// orders before it without decoding them and a change rewrites one order.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct PackedOrders(Box<[u8]>);
+
+/// One order in [`Orders`]: its key (UTF-8, checked only when it is read out), its packed
+/// bookkeeping, and where it lies in the buffer.
+struct Slot<'a> {
+    key: &'a [u8],
+    body: &'a [u8],
+    range: std::ops::Range<usize>,
+}
+
+impl PackedOrders {
+    fn slots(&self) -> impl Iterator<Item = Slot<'_>> {
+        let b = &self.0;
+        let mut pos = 0;
+        std::iter::from_fn(move || {
+            if pos >= b.len() {
+                return None;
+            }
+            let start = pos;
+            let key = get_bytes(b, &mut pos);
+            let body = get_bytes(b, &mut pos);
+            Some(Slot {
+                key,
+                body,
+                range: start..pos,
+            })
+        })
+    }
+
+    /// The bookkeeping of `order`.
+    pub fn get(&self, order: &str) -> Option<OrderPoints> {
+        self.slots()
+            .find(|s| s.key == order.as_bytes())
+            .map(|s| OrderPoints::unpack(s.body))
+    }
+
+    /// Sets the bookkeeping of `order`.
+    pub fn insert(&mut self, order: Str, o: OrderPoints) {
+        let mut body = Vec::with_capacity(24);
+        o.pack(&mut body);
+        let mut entry = Vec::with_capacity(order.len() + body.len() + 4);
+        put_str(&mut entry, &order);
+        put_u(&mut entry, body.len() as u64);
+        entry.extend_from_slice(&body);
+        // the first order not before this one: replaced when it is this one
+        // (string order is byte order)
+        let (at, end) = self.slots().find(|s| s.key >= order.as_bytes()).map_or(
+            (self.0.len(), self.0.len()),
+            |s| {
+                let end = if s.key == order.as_bytes() {
+                    s.range.end
+                } else {
+                    s.range.start
+                };
+                (s.range.start, end)
+            },
+        );
+        let mut out = Vec::with_capacity(self.0.len() - (end - at) + entry.len());
+        out.extend_from_slice(self.0.get(..at).unwrap_or_default());
+        out.extend_from_slice(&entry);
+        out.extend_from_slice(self.0.get(end..).unwrap_or_default());
+        self.0 = out.into_boxed_slice();
+    }
+
+    /// Keeps the orders whose `(time, pending points)` `f` approves of (writes only when one
+    /// goes).
+    pub fn retain_by_time(&mut self, mut f: impl FnMut(i64, i64) -> bool) {
+        let keep = |s: &Slot, f: &mut dyn FnMut(i64, i64) -> bool| {
+            let (_, at, pending) = OrderPoints::unpack_head(s.body, &mut 0);
+            f(at, pending)
+        };
+        if self.slots().all(|s| keep(&s, &mut f)) {
+            return;
+        }
+        let mut out = Vec::with_capacity(self.0.len());
+        for s in self.slots() {
+            if keep(&s, &mut f) {
+                out.extend_from_slice(self.0.get(s.range).unwrap_or_default());
+            }
+        }
+        self.0 = out.into_boxed_slice();
+    }
+
+    /// Orders and their bookkeeping, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (Str, OrderPoints)> + '_ {
+        self.slots().map(|s| {
+            let key = std::str::from_utf8(s.key).unwrap_or_default();
+            (Str::from(key), OrderPoints::unpack(s.body))
+        })
+    }
+
+    /// Number of orders.
+    pub fn len(&self) -> usize {
+        self.slots().count()
     }
 
     /// Whether there is none.
@@ -424,17 +598,30 @@ impl Orders {
     }
 }
 
+impl std::fmt::Debug for Orders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
 impl Serialize for Orders {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_map(self.0.iter())
+        s.collect_map(self.iter())
     }
 }
 
 impl<'de> Deserialize<'de> for Orders {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         // through the map the state was written from: sorted, the last of equal keys wins
-        let m: crate::vecmap::VecMap<Str, OrderPoints> = Deserialize::deserialize(d)?;
-        Ok(Orders(m.into_iter().collect()))
+        let m: VecMap<Str, OrderPoints> = Deserialize::deserialize(d)?;
+        if m.len() > PACKED_MAX {
+            return Ok(Orders::Map(m));
+        }
+        let mut p = PackedOrders::default();
+        for (k, o) in m {
+            p.insert(k, o);
+        }
+        Ok(Orders::Packed(p))
     }
 }
 
@@ -1040,6 +1227,27 @@ impl Member {
 
     /// Changes the activity record of a local day (created in day order).
     fn day(&mut self, day: i64, f: impl FnOnce(&mut Day)) {
+        // nearly always today, the last day or a new one after it: only the end is rewritten
+        let last = self.days.last();
+        match last {
+            Some(l) if l.record.day == day => {
+                let mut d = l.record;
+                f(&mut d);
+                return self.days.replace_from(l.at, l.prev.as_ref(), &[d]);
+            }
+            Some(ref l) if l.record.day > day => {}
+            _ => {
+                let mut d = Day {
+                    day,
+                    ..Day::default()
+                };
+                f(&mut d);
+                let end = self.days.end();
+                return self
+                    .days
+                    .replace_from(end, last.as_ref().map(|l| &l.record), &[d]);
+            }
+        }
         self.days.edit(|days| {
             let i = match days.binary_search_by_key(&day, |d| d.day) {
                 Ok(i) => i,
@@ -1075,10 +1283,20 @@ impl Member {
         if add > 0 {
             // lots stay in time order (an older event time lands before newer lots), so the
             // oldest points expire and are spent first; usually this appends
-            self.points.lots.edit(|lots| {
-                let at = lots.iter().rposition(|l| l.0 <= ts).map_or(0, |i| i + 1);
-                lots.insert(at, (ts, add));
-            });
+            match self.points.lots.last() {
+                // usually this appends: only the end is written
+                Some(l) if l.record.0 <= ts => {
+                    let end = self.points.lots.end();
+                    self.points
+                        .lots
+                        .replace_from(end, Some(&l.record), &[(ts, add)]);
+                }
+                None => self.points.lots.set(vec![(ts, add)]),
+                Some(_) => self.points.lots.edit(|lots| {
+                    let at = lots.iter().rposition(|l| l.0 <= ts).map_or(0, |i| i + 1);
+                    lots.insert(at, (ts, add));
+                }),
+            }
             self.entry(add, reason, about, fx);
         }
     }
@@ -1309,13 +1527,18 @@ impl Member {
         }
         let keep_orders = now - rules.points.order_days * DAY_US;
         self.orders
-            .retain(|_, o| o.at > keep_orders || o.pending > 0);
-        let mut tags: Vec<Str> = rules
-            .tags
-            .iter()
-            .filter(|t| self.holds(&t.when, now, today))
-            .map(|t| t.name.clone())
-            .collect();
+            .retain_by_time(|at, pending| at > keep_orders || pending > 0);
+        // the days decoded once for every window
+        let (mut tags, earned) = self.days.with_slice(|days| {
+            let tags: Vec<Str> = rules
+                .tags
+                .iter()
+                .filter(|t| self.holds_in(days, &t.when, now, today))
+                .map(|t| t.name.clone())
+                .collect();
+            let earned = sum_days(days, today, rules.tiers.period_days, |d| d.earned);
+            (tags, earned)
+        });
         tags.sort();
         tags.dedup();
         let current = self.tags.to_vec();
@@ -1336,24 +1559,23 @@ impl Member {
             }
             self.tags.set(&tags);
         }
-        self.update_tier(now, today, rules, fx);
+        self.update_tier(earned, now, rules, fx);
         self.arm_timer(now, today, rules, fx);
-    }
-
-    fn sum_days(&self, today: i64, days: i64, f: impl Fn(&Day) -> i64) -> i64 {
-        self.days
-            .iter()
-            .filter(|d| d.day > today - days && d.day <= today)
-            .map(|d| f(&d))
-            .sum()
     }
 
     /// Whether a tag condition holds at `now`.
     pub fn holds(&self, cond: &TagCond, now: i64, today: i64) -> bool {
+        self.days
+            .with_slice(|days| self.holds_in(days, cond, now, today))
+    }
+
+    /// [`Member::holds`] over the days decoded once by the caller.
+    fn holds_in(&self, days_kept: &[Day], cond: &TagCond, now: i64, today: i64) -> bool {
+        let sum_days = |today, days, f: fn(&Day) -> i64| sum_days(days_kept, today, days, f);
         match cond {
-            TagCond::MonetaryOver { days, fen } => self.sum_days(today, *days, |d| d.amount) > *fen,
+            TagCond::MonetaryOver { days, fen } => sum_days(today, *days, |d| d.amount) > *fen,
             TagCond::OrdersAtLeast { days, count } => {
-                self.sum_days(today, *days, |d| i64::from(d.orders)) >= i64::from(*count)
+                sum_days(today, *days, |d| i64::from(d.orders)) >= i64::from(*count)
             }
             TagCond::InactiveFor { days } => {
                 self.last_seen > 0 && now - self.last_seen >= days * DAY_US
@@ -1363,18 +1585,18 @@ impl Member {
                 .iter()
                 .any(|(s, t)| skus.contains(&s) && t > now - days * DAY_US),
             TagCond::ScansAtLeast { days, count } => {
-                self.sum_days(today, *days, |d| i64::from(d.scans)) >= i64::from(*count)
+                sum_days(today, *days, |d| i64::from(d.scans)) >= i64::from(*count)
             }
             TagCond::ClicksAtLeast { days, count } => {
-                self.sum_days(today, *days, |d| i64::from(d.clicks)) >= i64::from(*count)
+                sum_days(today, *days, |d| i64::from(d.clicks)) >= i64::from(*count)
             }
             TagCond::RedeemShareOver {
                 days,
                 share,
                 min_orders,
             } => {
-                let orders = self.sum_days(today, *days, |d| i64::from(d.orders));
-                let redeemed = self.sum_days(today, *days, |d| i64::from(d.redeem_orders));
+                let orders = sum_days(today, *days, |d| i64::from(d.orders));
+                let redeemed = sum_days(today, *days, |d| i64::from(d.redeem_orders));
                 orders >= i64::from(*min_orders)
                     && orders > 0
                     && redeemed as f64 / orders as f64 >= *share
@@ -1382,8 +1604,8 @@ impl Member {
         }
     }
 
-    fn update_tier(&mut self, now: i64, today: i64, rules: &Rules, fx: &mut Effects) {
-        let earned = self.sum_days(today, rules.tiers.period_days, |d| d.earned);
+    /// Sets the tier for the points `earned` in the tier period.
+    fn update_tier(&mut self, earned: i64, now: i64, rules: &Rules, fx: &mut Effects) {
         let level = |name: &str| {
             rules
                 .tiers
@@ -1474,6 +1696,12 @@ impl Member {
 
     /// The member as the API shows it, with X-RFM at `now`.
     pub fn view(&self, now: i64, today: i64, rules: &Rules) -> MemberView {
+        self.days
+            .with_slice(|days| self.view_on(days, now, today, rules))
+    }
+
+    fn view_on(&self, days: &[Day], now: i64, today: i64, rules: &Rules) -> MemberView {
+        let sum_days = |today, w, f: fn(&Day) -> i64| sum_days(days, today, w, f);
         let xrfm = rules
             .member
             .rfm_windows_days
@@ -1482,11 +1710,11 @@ impl Member {
                 days: w,
                 recency_days: (self.last_order > 0)
                     .then(|| (now - self.last_order).max(0) / DAY_US),
-                frequency: self.sum_days(today, w, |d| i64::from(d.orders)) as u32,
-                monetary: self.sum_days(today, w, |d| d.amount),
-                clicks: self.sum_days(today, w, |d| i64::from(d.clicks)) as u32,
-                scans: self.sum_days(today, w, |d| i64::from(d.scans)) as u32,
-                visits: self.sum_days(today, w, |d| i64::from(d.visits)) as u32,
+                frequency: sum_days(today, w, |d| i64::from(d.orders)) as u32,
+                monetary: sum_days(today, w, |d| d.amount),
+                clicks: sum_days(today, w, |d| i64::from(d.clicks)) as u32,
+                scans: sum_days(today, w, |d| i64::from(d.scans)) as u32,
+                visits: sum_days(today, w, |d| i64::from(d.visits)) as u32,
             })
             .collect();
         MemberView {
@@ -1519,6 +1747,14 @@ pub fn earn_points(lines: &[LineV], channel: &str, rules: &Rules) -> i64 {
             let value = l.qty.saturating_mul(l.unit_price) as f64;
             (value * cm * sm / p.fen_per_point as f64).floor() as i64
         })
+        .sum()
+}
+
+/// The sum of `f` over the days in the `days`-long window ending `today`.
+fn sum_days(kept: &[Day], today: i64, days: i64, f: fn(&Day) -> i64) -> i64 {
+    kept.iter()
+        .filter(|d| d.day > today - days && d.day <= today)
+        .map(f)
         .sum()
 }
 

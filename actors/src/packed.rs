@@ -1,18 +1,22 @@
 //! Lists of small records kept as one exact-size byte buffer: each record is written as
 //! variable-length integers (zigzag LEB128), zero fields left out, times as the difference
-//! from the record before. A member's longer histories (days of activity, points lots, orders'
-//! points) take a tenth of their in-memory size this way; they are short, so reading one means
-//! decoding the list from the start, and changing one means decoding, editing and writing the
-//! whole list again. Nothing is rounded or dropped: a list reads back exactly as written, and
-//! it serializes as the sequence of its records, the same as a `Vec` of them.
+//! from the record before and in whole seconds or milliseconds when they are. A member's
+//! lists (days of activity, points lots, stores, channels) take a tenth of their in-memory
+//! size this way. Reading a list decodes it from the start; changing a record rewrites the
+//! list, or only its end when the change is at the end (today's activity, a new lot), which is
+//! where nearly all changes are. Lists that grow with a member's history switch to a plain
+//! vector past [`PACKED_MAX`] records ([`Compact`]), so long histories cost what they did
+//! before. Nothing is rounded or dropped: a list reads back exactly as written, and it
+//! serializes as the sequence of its records, the same as a `Vec` of them.
 
 use compact_str::CompactString as Str;
 use serde::de::{Deserialize, Deserializer};
-use serde::ser::{Serialize, SerializeSeq, Serializer};
+use serde::ser::{Serialize, Serializer};
 use std::fmt;
 use std::marker::PhantomData;
 
 /// Appends `v` as an unsigned LEB128 varint (7 bits a byte, low bits first).
+#[inline]
 pub fn put_u(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
@@ -22,12 +26,14 @@ pub fn put_u(out: &mut Vec<u8>, mut v: u64) {
 }
 
 /// Appends `v` zigzag-encoded, so small negative numbers are short too.
+#[inline]
 pub fn put_i(out: &mut Vec<u8>, v: i64) {
     put_u(out, ((v << 1) ^ (v >> 63)) as u64);
 }
 
 /// Reads a varint written by [`put_u`] at `*pos` and moves past it (0 past the end: the
 /// buffer is only ever written by this module, so that does not happen).
+#[inline]
 pub fn get_u(b: &[u8], pos: &mut usize) -> u64 {
     let mut v = 0u64;
     let mut shift = 0;
@@ -45,6 +51,7 @@ pub fn get_u(b: &[u8], pos: &mut usize) -> u64 {
 }
 
 /// Reads a value written by [`put_i`].
+#[inline]
 pub fn get_i(b: &[u8], pos: &mut usize) -> i64 {
     let u = get_u(b, pos);
     ((u >> 1) as i64) ^ -((u & 1) as i64)
@@ -52,6 +59,7 @@ pub fn get_i(b: &[u8], pos: &mut usize) -> i64 {
 
 /// Appends the fields of `vals` that are not zero, after a bit mask saying which they are
 /// (bit `i` for `vals[i]`, above the `low` bits the caller uses for flags of its own).
+#[inline]
 pub fn put_fields(out: &mut Vec<u8>, low: u64, flags: u64, vals: &[i64]) {
     let mut mask = flags;
     for (i, v) in vals.iter().enumerate() {
@@ -66,6 +74,7 @@ pub fn put_fields(out: &mut Vec<u8>, low: u64, flags: u64, vals: &[i64]) {
 }
 
 /// Reads what [`put_fields`] wrote into `vals`; returns the caller's `low` flag bits.
+#[inline]
 pub fn get_fields(b: &[u8], pos: &mut usize, low: u64, vals: &mut [i64]) -> u64 {
     let mask = get_u(b, pos);
     for (i, v) in vals.iter_mut().enumerate() {
@@ -143,7 +152,7 @@ impl<T: Pack> Packed<T> {
 
     /// Replaces the records.
     pub fn set(&mut self, records: &[T]) {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(self.bytes.len() + 16);
         let mut prev = None;
         for r in records {
             r.pack(prev, &mut out);
@@ -160,9 +169,212 @@ impl<T: Pack> Packed<T> {
         r
     }
 
-    /// Bytes held.
-    pub fn bytes(&self) -> usize {
+    /// The last record, with the one before it and where it starts.
+    pub fn last(&self) -> Option<Last<T>> {
+        let mut it = self.iter();
+        let mut last = None;
+        loop {
+            let at = it.pos;
+            let prev = it.prev.clone();
+            match it.next() {
+                Some(r) => {
+                    last = Some(Last {
+                        at,
+                        prev,
+                        record: r,
+                    })
+                }
+                None => return last,
+            }
+        }
+    }
+
+    /// Replaces the records from byte `at` on (a [`Last::at`], or the end) with `records`,
+    /// written after `prev`: changes at the end of the list leave the rest as it is.
+    pub fn replace_from(&mut self, at: usize, prev: Option<&T>, records: &[T]) {
+        let mut out = Vec::with_capacity(at + 16 * records.len());
+        out.extend_from_slice(self.bytes.get(..at).unwrap_or_default());
+        let mut prev = prev;
+        for r in records {
+            r.pack(prev, &mut out);
+            prev = Some(r);
+        }
+        self.bytes = out.into_boxed_slice();
+    }
+
+    /// The position past the last record, to append with [`Packed::replace_from`].
+    pub fn end(&self) -> usize {
         self.bytes.len()
+    }
+}
+
+/// Records a list keeps packed while it is short.
+pub const PACKED_MAX: usize = 32;
+
+/// A list that grows with a member's history (days of activity, points lots): packed while it
+/// holds at most [`PACKED_MAX`] records, as most members' lists do, and a plain vector beyond,
+/// so a long history is not decoded and rewritten whole on every event. Which form a list is
+/// in depends only on its length, so equal lists are equal in form too.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Compact<T> {
+    /// Short: packed.
+    Packed(Packed<T>),
+    /// Long: plain.
+    Plain(Vec<T>),
+}
+
+impl<T> Default for Compact<T> {
+    fn default() -> Self {
+        Compact::Packed(Packed::default())
+    }
+}
+
+impl<T: Pack> Compact<T> {
+    /// The records, first to last.
+    pub fn iter(&self) -> CompactIter<'_, T> {
+        match self {
+            Compact::Packed(p) => CompactIter::Packed(p.iter()),
+            Compact::Plain(v) => CompactIter::Plain(v.iter()),
+        }
+    }
+
+    /// The first record.
+    pub fn first(&self) -> Option<T> {
+        self.iter().next()
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        match self {
+            Compact::Packed(p) => p.len(),
+            Compact::Plain(v) => v.len(),
+        }
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Compact::Packed(p) => p.is_empty(),
+            Compact::Plain(v) => v.is_empty(),
+        }
+    }
+
+    /// The records as a vector.
+    pub fn to_vec(&self) -> Vec<T> {
+        self.iter().collect()
+    }
+
+    /// Calls `f` with the records as a slice (decoded only when packed).
+    pub fn with_slice<R>(&self, f: impl FnOnce(&[T]) -> R) -> R {
+        match self {
+            Compact::Packed(p) => f(&p.to_vec()),
+            Compact::Plain(v) => f(v),
+        }
+    }
+
+    /// Replaces the records.
+    pub fn set(&mut self, records: Vec<T>) {
+        if records.len() > PACKED_MAX {
+            *self = Compact::Plain(records);
+        } else {
+            let mut p = Packed::default();
+            p.set(&records);
+            *self = Compact::Packed(p);
+        }
+    }
+
+    /// Changes the records through a vector of them.
+    pub fn edit<R>(&mut self, f: impl FnOnce(&mut Vec<T>) -> R) -> R {
+        let mut v = match std::mem::take(self) {
+            Compact::Packed(p) => p.to_vec(),
+            Compact::Plain(v) => v,
+        };
+        let r = f(&mut v);
+        self.set(v);
+        r
+    }
+
+    /// The last record, with the one before it and its position.
+    pub fn last(&self) -> Option<Last<T>> {
+        match self {
+            Compact::Packed(p) => p.last(),
+            Compact::Plain(v) => {
+                let at = v.len().checked_sub(1)?;
+                Some(Last {
+                    at,
+                    prev: at.checked_sub(1).and_then(|i| v.get(i)).cloned(),
+                    record: v.get(at)?.clone(),
+                })
+            }
+        }
+    }
+
+    /// The position past the last record.
+    pub fn end(&self) -> usize {
+        match self {
+            Compact::Packed(p) => p.end(),
+            Compact::Plain(v) => v.len(),
+        }
+    }
+
+    /// Replaces the records from position `at` on (a [`Last::at`] or [`Compact::end`]) with
+    /// `records`, which follow `prev`.
+    pub fn replace_from(&mut self, at: usize, prev: Option<&T>, records: &[T]) {
+        match self {
+            Compact::Packed(p) => {
+                p.replace_from(at, prev, records);
+                if p.len() > PACKED_MAX {
+                    let v = p.to_vec();
+                    self.set(v);
+                }
+            }
+            Compact::Plain(v) => {
+                v.truncate(at);
+                v.extend_from_slice(records);
+                if v.len() <= PACKED_MAX {
+                    let v = std::mem::take(v);
+                    self.set(v);
+                }
+            }
+        }
+    }
+}
+
+/// The records of a [`Compact`] list.
+pub enum CompactIter<'a, T> {
+    /// Decoded one by one.
+    Packed(Iter<'a, T>),
+    /// Copied one by one.
+    Plain(std::slice::Iter<'a, T>),
+}
+
+impl<T: Pack> Iterator for CompactIter<'_, T> {
+    type Item = T;
+    fn next(&mut self) -> Option<T> {
+        match self {
+            CompactIter::Packed(i) => i.next(),
+            CompactIter::Plain(i) => i.next().cloned(),
+        }
+    }
+}
+
+impl<T: Pack + fmt::Debug> fmt::Debug for Compact<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl<T: Pack + Serialize> Serialize for Compact<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
+impl<'de, T: Pack + Deserialize<'de>> Deserialize<'de> for Compact<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut c = Compact::default();
+        c.set(Vec::deserialize(d)?);
+        Ok(c)
     }
 }
 
@@ -173,6 +385,16 @@ impl<T: Pack> FromIterator<T> for Packed<T> {
         p.set(&v);
         p
     }
+}
+
+/// The last record of a [`Packed`] list.
+pub struct Last<T> {
+    /// Where it starts.
+    pub at: usize,
+    /// The record before it.
+    pub prev: Option<T>,
+    /// The record.
+    pub record: T,
 }
 
 /// The records of a [`Packed`] list, decoded one by one.
@@ -202,11 +424,7 @@ impl<T: Pack + fmt::Debug> fmt::Debug for Packed<T> {
 
 impl<T: Pack + Serialize> Serialize for Packed<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut seq = s.serialize_seq(Some(self.len()))?;
-        for r in self.iter() {
-            seq.serialize_element(&r)?;
-        }
-        seq.end()
+        s.collect_seq(self.iter())
     }
 }
 
@@ -219,19 +437,62 @@ impl<'de, T: Pack + Deserialize<'de>> Deserialize<'de> for Packed<T> {
     }
 }
 
+/// Appends a time or a difference of times (µs), shorter when it is whole milliseconds or
+/// whole seconds, as event times usually are: the two low bits say which.
+pub fn put_time(out: &mut Vec<u8>, us: i64) {
+    let zz = |v: i64| ((v << 1) ^ (v >> 63)) as u64;
+    let v = if us % 1_000_000 == 0 {
+        zz(us / 1_000_000) << 2 | 2
+    } else if us % 1_000 == 0 {
+        zz(us / 1_000) << 2 | 1
+    } else {
+        // a µs time needs 61 bits at most (64 - the sign after zigzag - the 2 tag bits would
+        // not hold i64::MAX), so the widest values go whole, tagged 3
+        let z = zz(us);
+        if z >> 62 == 0 {
+            z << 2
+        } else {
+            put_u(out, 3);
+            put_u(out, z);
+            return;
+        }
+    };
+    put_u(out, v);
+}
+
+/// Reads a value written by [`put_time`].
+pub fn get_time(b: &[u8], pos: &mut usize) -> i64 {
+    let unzz = |u: u64| ((u >> 1) as i64) ^ -((u & 1) as i64);
+    let v = get_u(b, pos);
+    match v & 3 {
+        2 => unzz(v >> 2).wrapping_mul(1_000_000),
+        1 => unzz(v >> 2).wrapping_mul(1_000),
+        0 => unzz(v >> 2),
+        _ => unzz(get_u(b, pos)),
+    }
+}
+
 /// Appends a string as its length and bytes.
+#[inline]
 pub fn put_str(out: &mut Vec<u8>, s: &str) {
     put_u(out, s.len() as u64);
     out.extend_from_slice(s.as_bytes());
 }
 
-/// Reads a string written by [`put_str`] (empty if the buffer were damaged).
-pub fn get_str<'a>(b: &'a [u8], pos: &mut usize) -> &'a str {
+/// Reads the bytes of a string written by [`put_str`], unchecked.
+#[inline]
+pub fn get_bytes<'a>(b: &'a [u8], pos: &mut usize) -> &'a [u8] {
     let len = usize::try_from(get_u(b, pos)).unwrap_or(usize::MAX);
     let end = pos.saturating_add(len).min(b.len());
-    let s = std::str::from_utf8(b.get(*pos..end).unwrap_or_default()).unwrap_or_default();
+    let s = b.get(*pos..end).unwrap_or_default();
     *pos = end;
     s
+}
+
+/// Reads a string written by [`put_str`] (empty if the buffer were damaged).
+#[inline]
+pub fn get_str<'a>(b: &'a [u8], pos: &mut usize) -> &'a str {
+    std::str::from_utf8(get_bytes(b, pos)).unwrap_or_default()
 }
 
 /// Changes a boxed slice through a vector and boxes the result again, without spare room.
@@ -255,11 +516,11 @@ impl Pack for (Str, i64) {
     /// `(name, time)`: the time as the difference from the record before.
     fn pack(&self, prev: Option<&Self>, out: &mut Vec<u8>) {
         put_str(out, &self.0);
-        put_i(out, self.1.wrapping_sub(prev.map_or(0, |p| p.1)));
+        put_time(out, self.1.wrapping_sub(prev.map_or(0, |p| p.1)));
     }
     fn unpack(prev: Option<&Self>, b: &[u8], pos: &mut usize) -> Self {
         let name = Str::from(get_str(b, pos));
-        (name, get_i(b, pos).wrapping_add(prev.map_or(0, |p| p.1)))
+        (name, get_time(b, pos).wrapping_add(prev.map_or(0, |p| p.1)))
     }
 }
 
@@ -281,11 +542,11 @@ impl Pack for (Str, i64, u32) {
 impl Pack for (i64, i64) {
     /// `(time, amount)`: the time as the difference from the record before.
     fn pack(&self, prev: Option<&Self>, out: &mut Vec<u8>) {
-        put_i(out, self.0.wrapping_sub(prev.map_or(0, |p| p.0)));
+        put_time(out, self.0.wrapping_sub(prev.map_or(0, |p| p.0)));
         put_i(out, self.1);
     }
     fn unpack(prev: Option<&Self>, b: &[u8], pos: &mut usize) -> Self {
-        let at = get_i(b, pos).wrapping_add(prev.map_or(0, |p| p.0));
+        let at = get_time(b, pos).wrapping_add(prev.map_or(0, |p| p.0));
         (at, get_i(b, pos))
     }
 }
@@ -322,6 +583,16 @@ mod tests {
             let names: Vec<Str> = v.iter().map(|r| r.0.clone()).collect();
             let r: Packed<Str> = names.iter().cloned().collect();
             prop_assert_eq!(r.to_vec(), names);
+        }
+
+        /// Times read back exactly, whatever their precision.
+        #[test]
+        fn times_read_back_exactly(t in prop_oneof![any::<i64>(), any::<i32>().prop_map(|s| i64::from(s) * 1_000_000), any::<i32>().prop_map(|s| i64::from(s) * 1_000), Just(i64::MIN), Just(i64::MAX)]) {
+            let mut out = Vec::new();
+            put_time(&mut out, t);
+            let mut pos = 0;
+            prop_assert_eq!(get_time(&out, &mut pos), t);
+            prop_assert_eq!(pos, out.len());
         }
 
         /// Masked fields read back exactly, flags included.
