@@ -2042,6 +2042,47 @@ mod tests {
         (merging, m)
     }
 
+    /// A member with a long history: 45 orders on 45 days, their lots, then a return
+    /// months later, after which the oldest orders are pruned (lists past 32 records and back).
+    fn long_member(rules: &Rules) -> Member {
+        let me = Str::from("m77");
+        let mut m = Member::default();
+        let mut fx = Effects::default();
+        m.handle(
+            &me,
+            MemberCmd::Seen {
+                bind: vec![("openid".into(), "o77".into())],
+                then: Box::new(MemberCmd::Identify),
+            },
+            &ctx(rules, 0),
+            &mut fx,
+        );
+        for n in 0..45u32 {
+            let min = i64::from(n) * 4_000;
+            order(&mut m, &me, min, n, 0, rules);
+            let order = compact_str::format_compact!("mall:O{n}");
+            m.handle(
+                &me,
+                MemberCmd::OrderFulfilled { order },
+                &ctx(rules, min + 5),
+                &mut fx,
+            );
+        }
+        m.handle(
+            &me,
+            MemberCmd::OrderReturned {
+                order: "mall:O44".into(),
+                value: 700,
+            },
+            &ctx(rules, 45 * 4_000 + 100_000),
+            &mut fx,
+        );
+        m
+    }
+
+    /// JSON of `long_member` (same origin as `FULL_JSON`).
+    const LONG_JSON: &str = r#"{"id":"m77","ids":[["openid","o77"]],"first_seen":1794000000000000,"last_seen":1794000000000000,"channels":["mall"],"stores":[["st-002",1804560000000000]],"days":[{"day":20763,"orders":1,"amount":2699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":26},{"day":20766,"orders":1,"amount":4699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":46},{"day":20769,"orders":1,"amount":6699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":66},{"day":20772,"orders":1,"amount":8699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":86},{"day":20775,"orders":1,"amount":10699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":106},{"day":20777,"orders":1,"amount":12699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":126},{"day":20780,"orders":1,"amount":14699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":146},{"day":20783,"orders":1,"amount":16699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":166},{"day":20786,"orders":1,"amount":18699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":186},{"day":20788,"orders":1,"amount":20699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":206},{"day":20791,"orders":1,"amount":22699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":226},{"day":20794,"orders":1,"amount":24699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":246},{"day":20797,"orders":1,"amount":26699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":266},{"day":20800,"orders":1,"amount":28699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":286},{"day":20802,"orders":1,"amount":30699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":306},{"day":20805,"orders":1,"amount":32699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":326},{"day":20808,"orders":1,"amount":34699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":346},{"day":20811,"orders":1,"amount":36699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":366},{"day":20813,"orders":1,"amount":38699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":386},{"day":20816,"orders":1,"amount":40699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":406},{"day":20819,"orders":1,"amount":42699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":426},{"day":20822,"orders":1,"amount":44699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":446},{"day":20825,"orders":1,"amount":46699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":466},{"day":20827,"orders":1,"amount":48699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":486},{"day":20830,"orders":1,"amount":50699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":506},{"day":20833,"orders":1,"amount":52699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":526},{"day":20836,"orders":1,"amount":54699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":546},{"day":20838,"orders":1,"amount":56699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":566},{"day":20841,"orders":1,"amount":58699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":586},{"day":20844,"orders":1,"amount":60699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":606},{"day":20847,"orders":1,"amount":62699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":626},{"day":20850,"orders":1,"amount":64699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":646},{"day":20852,"orders":1,"amount":66699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":666},{"day":20855,"orders":1,"amount":68699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":686},{"day":20858,"orders":1,"amount":70699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":706},{"day":20861,"orders":1,"amount":72699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":726},{"day":20863,"orders":1,"amount":74699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":746},{"day":20866,"orders":1,"amount":76699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":766},{"day":20869,"orders":1,"amount":78699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":786},{"day":20872,"orders":1,"amount":80699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":806},{"day":20875,"orders":1,"amount":82699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":826},{"day":20877,"orders":1,"amount":84699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":846},{"day":20880,"orders":1,"amount":86699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":866},{"day":20883,"orders":1,"amount":88699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":886},{"day":20886,"orders":1,"amount":90699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":906}],"last_order":1804560000000000,"bought":[["SKU-NEW",1804560000000000]],"tags":["dormant","high_value"],"tier":"platinum","tier_at":1810800000000000,"points":{"balance":20963,"pending":0,"debt":0,"lots":[[1794000300000000,19],[1794240300000000,46],[1794480300000000,66],[1794720300000000,86],[1794960300000000,106],[1795200300000000,126],[1795440300000000,146],[1795680300000000,166],[1795920300000000,186],[1796160300000000,206],[1796400300000000,226],[1796640300000000,246],[1796880300000000,266],[1797120300000000,286],[1797360300000000,306],[1797600300000000,326],[1797840300000000,346],[1798080300000000,366],[1798320300000000,386],[1798560300000000,406],[1798800300000000,426],[1799040300000000,446],[1799280300000000,466],[1799520300000000,486],[1799760300000000,506],[1800000300000000,526],[1800240300000000,546],[1800480300000000,566],[1800720300000000,586],[1800960300000000,606],[1801200300000000,626],[1801440300000000,646],[1801680300000000,666],[1801920300000000,686],[1802160300000000,706],[1802400300000000,726],[1802640300000000,746],[1802880300000000,766],[1803120300000000,786],[1803360300000000,806],[1803600300000000,826],[1803840300000000,846],[1804080300000000,866],[1804320300000000,886],[1804560300000000,906]],"seq":46},"orders":{"mall:O27":{"value":56699,"pending":0,"earned":566,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1800480300000000},"mall:O28":{"value":58699,"pending":0,"earned":586,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1800720300000000},"mall:O29":{"value":60699,"pending":0,"earned":606,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1800960300000000},"mall:O30":{"value":62699,"pending":0,"earned":626,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1801200300000000},"mall:O31":{"value":64699,"pending":0,"earned":646,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1801440300000000},"mall:O32":{"value":66699,"pending":0,"earned":666,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1801680300000000},"mall:O33":{"value":68699,"pending":0,"earned":686,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1801920300000000},"mall:O34":{"value":70699,"pending":0,"earned":706,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1802160300000000},"mall:O35":{"value":72699,"pending":0,"earned":726,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1802400300000000},"mall:O36":{"value":74699,"pending":0,"earned":746,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1802640300000000},"mall:O37":{"value":76699,"pending":0,"earned":766,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1802880300000000},"mall:O38":{"value":78699,"pending":0,"earned":786,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1803120300000000},"mall:O39":{"value":80699,"pending":0,"earned":806,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1803360300000000},"mall:O40":{"value":82699,"pending":0,"earned":826,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1803600300000000},"mall:O41":{"value":84699,"pending":0,"earned":846,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1803840300000000},"mall:O42":{"value":86699,"pending":0,"earned":866,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1804080300000000},"mall:O43":{"value":88699,"pending":0,"earned":886,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1804320300000000},"mall:O44":{"value":90699,"pending":0,"earned":906,"reversed":7,"redeemed":0,"refunded":0,"returned":700,"placed":true,"cancelled":false,"at":1810800000000000}},"recent":[],"conflicts":0,"timer_at":1799126700000000,"pruned_day":0}"#;
+
     /// The checkpoint format does not depend on how a member is laid out in memory: a member
     /// built by its handlers serializes exactly as before, and reads back to the same state.
     #[test]
@@ -2052,6 +2093,7 @@ mod tests {
             ("full", full_member(&rules), FULL_JSON),
             ("merging", merging, MERGING_JSON),
             ("alias", alias, ALIAS_JSON),
+            ("long", long_member(&rules), LONG_JSON),
         ];
         for (name, m, want) in cases {
             let json = serde_json::to_string(&m).unwrap();
