@@ -1456,7 +1456,7 @@ impl Member {
                 },
             );
         }
-        for id in other.recent.0 {
+        for &id in other.recent.0.iter() {
             self.recent.insert_fingerprint(id, RECENT_EVENTS);
         }
         self.conflicts += other.conflicts;
