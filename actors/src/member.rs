@@ -1186,7 +1186,7 @@ impl Member {
     }
 
     fn add_channel(&mut self, c: &str) {
-        if self.channels.iter().any(|x| x == c) {
+        if self.channels.has(c) {
             return;
         }
         self.channels.edit(|channels| {
@@ -1541,8 +1541,8 @@ impl Member {
         });
         tags.sort();
         tags.dedup();
-        let current = self.tags.to_vec();
-        if tags != current {
+        if !self.tags.is(&tags) {
+            let current = self.tags.to_vec();
             for t in tags.iter().filter(|t| !current.contains(t)) {
                 fx.out(Output::Tag {
                     member: self.id.clone(),

@@ -172,39 +172,68 @@ impl<T: Pack> Packed<T> {
     /// The last record, with the one before it and where it starts.
     pub fn last(&self) -> Option<Last<T>> {
         let mut it = self.iter();
-        let mut last = None;
+        let (mut at, mut prev, mut last) = (0, None, None);
         loop {
-            let at = it.pos;
-            let prev = it.prev.clone();
+            let pos = it.pos;
             match it.next() {
                 Some(r) => {
-                    last = Some(Last {
-                        at,
-                        prev,
-                        record: r,
-                    })
+                    prev = last.replace(r);
+                    at = pos;
                 }
-                None => return last,
+                None => break,
             }
         }
+        last.map(|record| Last { at, prev, record })
     }
 
     /// Replaces the records from byte `at` on (a [`Last::at`], or the end) with `records`,
     /// written after `prev`: changes at the end of the list leave the rest as it is.
     pub fn replace_from(&mut self, at: usize, prev: Option<&T>, records: &[T]) {
-        let mut out = Vec::with_capacity(at + 16 * records.len());
-        out.extend_from_slice(self.bytes.get(..at).unwrap_or_default());
+        let mut tail = Vec::with_capacity(16 * records.len());
         let mut prev = prev;
         for r in records {
-            r.pack(prev, &mut out);
+            r.pack(prev, &mut tail);
             prev = Some(r);
         }
-        self.bytes = out.into_boxed_slice();
+        match self.bytes.get_mut(at..) {
+            // the same length (a count that still fits its bytes): written in place
+            Some(old) if old.len() == tail.len() => old.copy_from_slice(&tail),
+            _ => {
+                let mut out = Vec::with_capacity(at + tail.len());
+                out.extend_from_slice(self.bytes.get(..at).unwrap_or_default());
+                out.extend_from_slice(&tail);
+                self.bytes = out.into_boxed_slice();
+            }
+        }
     }
 
     /// The position past the last record, to append with [`Packed::replace_from`].
     pub fn end(&self) -> usize {
         self.bytes.len()
+    }
+}
+
+impl Packed<Str> {
+    /// Whether `s` is one of the strings (compared as bytes, nothing decoded).
+    pub fn has(&self, s: &str) -> bool {
+        let mut pos = 0;
+        while pos < self.bytes.len() {
+            if get_bytes(&self.bytes, &mut pos) == s.as_bytes() {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Whether the strings are `v`, in order (compared as bytes, nothing decoded).
+    pub fn is(&self, v: &[Str]) -> bool {
+        let mut pos = 0;
+        for s in v {
+            if pos >= self.bytes.len() || get_bytes(&self.bytes, &mut pos) != s.as_bytes() {
+                return false;
+            }
+        }
+        pos == self.bytes.len()
     }
 }
 
