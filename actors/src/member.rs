@@ -1571,11 +1571,12 @@ impl Member {
 
     /// [`Member::holds`] over the days decoded once by the caller.
     fn holds_in(&self, days_kept: &[Day], cond: &TagCond, now: i64, today: i64) -> bool {
-        let sum_days = |today, days, f: fn(&Day) -> i64| sum_days(days_kept, today, days, f);
         match cond {
-            TagCond::MonetaryOver { days, fen } => sum_days(today, *days, |d| d.amount) > *fen,
+            TagCond::MonetaryOver { days, fen } => {
+                sum_days(days_kept, today, *days, |d| d.amount) > *fen
+            }
             TagCond::OrdersAtLeast { days, count } => {
-                sum_days(today, *days, |d| i64::from(d.orders)) >= i64::from(*count)
+                sum_days(days_kept, today, *days, |d| i64::from(d.orders)) >= i64::from(*count)
             }
             TagCond::InactiveFor { days } => {
                 self.last_seen > 0 && now - self.last_seen >= days * DAY_US
@@ -1585,18 +1586,18 @@ impl Member {
                 .iter()
                 .any(|(s, t)| skus.contains(&s) && t > now - days * DAY_US),
             TagCond::ScansAtLeast { days, count } => {
-                sum_days(today, *days, |d| i64::from(d.scans)) >= i64::from(*count)
+                sum_days(days_kept, today, *days, |d| i64::from(d.scans)) >= i64::from(*count)
             }
             TagCond::ClicksAtLeast { days, count } => {
-                sum_days(today, *days, |d| i64::from(d.clicks)) >= i64::from(*count)
+                sum_days(days_kept, today, *days, |d| i64::from(d.clicks)) >= i64::from(*count)
             }
             TagCond::RedeemShareOver {
                 days,
                 share,
                 min_orders,
             } => {
-                let orders = sum_days(today, *days, |d| i64::from(d.orders));
-                let redeemed = sum_days(today, *days, |d| i64::from(d.redeem_orders));
+                let orders = sum_days(days_kept, today, *days, |d| i64::from(d.orders));
+                let redeemed = sum_days(days_kept, today, *days, |d| i64::from(d.redeem_orders));
                 orders >= i64::from(*min_orders)
                     && orders > 0
                     && redeemed as f64 / orders as f64 >= *share
@@ -1701,7 +1702,6 @@ impl Member {
     }
 
     fn view_on(&self, days: &[Day], now: i64, today: i64, rules: &Rules) -> MemberView {
-        let sum_days = |today, w, f: fn(&Day) -> i64| sum_days(days, today, w, f);
         let xrfm = rules
             .member
             .rfm_windows_days
@@ -1710,11 +1710,11 @@ impl Member {
                 days: w,
                 recency_days: (self.last_order > 0)
                     .then(|| (now - self.last_order).max(0) / DAY_US),
-                frequency: sum_days(today, w, |d| i64::from(d.orders)) as u32,
-                monetary: sum_days(today, w, |d| d.amount),
-                clicks: sum_days(today, w, |d| i64::from(d.clicks)) as u32,
-                scans: sum_days(today, w, |d| i64::from(d.scans)) as u32,
-                visits: sum_days(today, w, |d| i64::from(d.visits)) as u32,
+                frequency: sum_days(days, today, w, |d| i64::from(d.orders)) as u32,
+                monetary: sum_days(days, today, w, |d| d.amount),
+                clicks: sum_days(days, today, w, |d| i64::from(d.clicks)) as u32,
+                scans: sum_days(days, today, w, |d| i64::from(d.scans)) as u32,
+                visits: sum_days(days, today, w, |d| i64::from(d.visits)) as u32,
             })
             .collect();
         MemberView {
@@ -1751,7 +1751,7 @@ pub fn earn_points(lines: &[LineV], channel: &str, rules: &Rules) -> i64 {
 }
 
 /// The sum of `f` over the days in the `days`-long window ending `today`.
-fn sum_days(kept: &[Day], today: i64, days: i64, f: fn(&Day) -> i64) -> i64 {
+fn sum_days(kept: &[Day], today: i64, days: i64, f: impl Fn(&Day) -> i64) -> i64 {
     kept.iter()
         .filter(|d| d.day > today - days && d.day <= today)
         .map(f)
