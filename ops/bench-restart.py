@@ -7,6 +7,11 @@ fresh service on 127.0.0.1 (data in a temporary directory), kills it with SIGKIL
 again and reads /v1/stats (what was restored and replayed, how long); then SIGTERM and a
 third start. Once with checkpoints only at shutdown, once every 100,000 events.
 Every service it starts is stopped before it returns.
+
+    RESTART_CQL=127.0.0.1:9042 python3 ops/bench-restart.py ...
+
+stores to that CQL node instead (consistency ONE), in a fresh keyspace per variant that it
+migrates first and drops at the end.
 """
 import json, os, signal, subprocess, sys, tempfile, time, urllib.request, shutil
 EVENTS = sys.argv[1]
@@ -17,6 +22,12 @@ with open(EVENTS, "rb") as f:
     for i, l in enumerate(f):
         if i >= N: break
         lines.append(l)
+CQL = os.environ.get("RESTART_CQL")
+def cql_env(ks):
+    if not CQL: return {}
+    return {"OMNISTREAM_STORE": "cql", "OMNISTREAM_CQL__CONTACT_POINTS": json.dumps([CQL]),
+            "OMNISTREAM_CQL__KEYSPACE": ks, "OMNISTREAM_CQL__READ_CONSISTENCY": "ONE",
+            "OMNISTREAM_CQL__WRITE_CONSISTENCY": "ONE"}
 def start(d, env):
     e = dict(os.environ, OMNISTREAM_LOG="warn", **env)
     p = subprocess.Popen([BIN, "run", "--listen", "127.0.0.1:0", "--data-dir", d], stdout=subprocess.PIPE, env=e)
@@ -33,6 +44,10 @@ def stats(addr):
 for name, env in [("checkpoint only at shutdown", {"OMNISTREAM_CHECKPOINT_EVERY_EVENTS": "0"}),
                   ("checkpoint every 100000", {"OMNISTREAM_CHECKPOINT_EVERY_EVENTS": "100000"})]:
     d = tempfile.mkdtemp(prefix="omnistream-restart-")
+    ks = f"restart_{os.getpid()}_{len(env['OMNISTREAM_CHECKPOINT_EVERY_EVENTS'])}"
+    env = dict(env, **cql_env(ks))
+    if CQL:
+        subprocess.check_call([BIN, "migrate"], env=dict(os.environ, **env), stdout=subprocess.DEVNULL)
     p, addr, _ = start(d, env)
     t0 = time.time()
     for i in range(0, len(lines), 5000):
@@ -49,5 +64,6 @@ for name, env in [("checkpoint only at shutdown", {"OMNISTREAM_CHECKPOINT_EVERY_
     s = stats(addr)
     print(f"  after SIGTERM: listening after {up:.2f} s, restored_from {s['restored_from']}, replayed {s['replayed']} in {s['replay_seconds']:.2f} s")
     p.send_signal(signal.SIGTERM); p.wait()
-    print(f"  store {subprocess.check_output(['du','-sh',d]).decode().split()[0]}")
+    if not CQL:
+        print(f"  store {subprocess.check_output(['du','-sh',d]).decode().split()[0]}")
     shutil.rmtree(d, ignore_errors=True)
