@@ -128,6 +128,19 @@ pub fn too_far_ahead(ts_us: i64, now_us: i64, max_future_s: u64) -> Option<Probl
     })
 }
 
+/// Why the engine refused an event as late (it answered [`Applied::Late`]).
+pub fn too_late(ts_us: i64, watermark_us: i64, max_lateness_s: i64) -> Problem {
+    Problem::new(
+        Reason::TooLate,
+        "ts",
+        format!(
+            "{} s before the watermark (the latest event time seen); at most {max_lateness_s} s \
+             (max-lateness-s) are accepted",
+            watermark_us.saturating_sub(ts_us) / 1_000_000
+        ),
+    )
+}
+
 /// This machine's clock in microseconds since the Unix epoch (live ingest only; the entity
 /// logic never reads it).
 pub fn wall_clock_us() -> i64 {
@@ -1020,28 +1033,51 @@ impl Shard {
                                 outputs: std::mem::take(&mut emitted),
                             });
                         }
+                        Applied::Late => {
+                            let why = too_late(
+                                ev.ts.unix_us,
+                                self.engine.watermark(),
+                                self.engine.rules.max_lateness_s,
+                            );
+                            // the event as decoded: personal values are hashed already
+                            let raw = serde_json::to_string(&ev).unwrap_or_default();
+                            let out = self.reject(source, Some(ev.id.to_string()), vec![why], raw);
+                            outcomes.push(out);
+                        }
                     }
                 }
                 Item::Rejected { id, reasons, raw } => {
-                    self.stats.rejected += 1;
-                    self.metrics.event("unknown", "rejected");
-                    let primary = reasons.first().map_or("bad_json", |p| p.reason.code());
-                    self.metrics.dead_letter(primary);
-                    let dead = serde_json::json!({
-                        "output": "dead_letter", "source": source, "id": id,
-                        "reasons": reasons, "raw": raw,
-                    });
-                    self.batch.outputs.push((
-                        self.next_output,
-                        serde_json::to_vec(&dead).unwrap_or_default(),
-                    ));
-                    self.next_output += 1;
-                    outcomes.push(Outcome::Rejected { id, reasons });
+                    let out = self.reject(source, id, reasons, raw);
+                    outcomes.push(out);
                 }
             }
         }
         self.set_position(source, position.unwrap_or(self.next_seq));
         outcomes
+    }
+
+    /// Counts a refused item and writes it to the dead letters (with the batch being built).
+    fn reject(
+        &mut self,
+        source: &str,
+        id: Option<String>,
+        reasons: Vec<Problem>,
+        raw: String,
+    ) -> Outcome {
+        self.stats.rejected += 1;
+        self.metrics.event("unknown", "rejected");
+        let primary = reasons.first().map_or("bad_json", |p| p.reason.code());
+        self.metrics.dead_letter(primary);
+        let dead = serde_json::json!({
+            "output": "dead_letter", "source": source, "id": id,
+            "reasons": reasons, "raw": raw,
+        });
+        self.batch.outputs.push((
+            self.next_output,
+            serde_json::to_vec(&dead).unwrap_or_default(),
+        ));
+        self.next_output += 1;
+        Outcome::Rejected { id, reasons }
     }
 
     /// Records a source's position in the batch being built (committed with it).

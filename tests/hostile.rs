@@ -303,7 +303,7 @@ fn malformed_requests_get_4xx_reasons_never_5xx_and_nothing_else_is_lost() {
 /// Pins today's behaviour for event times far from now (README, "Event time and lateness"):
 /// any RFC 3339 time with a 4-digit year is accepted; there is no lateness window.
 #[test]
-fn events_far_in_the_past_are_applied_and_beyond_the_future_skew_refused() {
+fn events_beyond_the_lateness_window_and_the_future_skew_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let s = Service::start(dir.path());
     let at = |n: u32, ts: &str| {
@@ -312,8 +312,13 @@ fn events_far_in_the_past_are_applied_and_beyond_the_future_skew_refused() {
     };
     let v = s.post(&[at(1, "2026-11-11T08:00:00+08:00")]);
     assert_eq!(v["accepted"], 1, "{v}");
+    // far past: older than the lateness window (max-lateness-s, default 6 days) allows
     let v = s.post(&[at(2, "0001-01-01T00:00:00Z")]);
-    assert_eq!(v["accepted"], 1, "far past: {v}");
+    assert_eq!(v["rejected"], 1, "far past: {v}");
+    assert_eq!(v["results"][0]["reasons"][0]["reason"], "too_late", "{v}");
+    // five days late is inside the window
+    let v = s.post(&[at(5, "2026-11-06T08:00:00+08:00")]);
+    assert_eq!(v["accepted"], 1, "five days late: {v}");
     // beyond max-future-s (default 300 s) of this machine's clock: refused, dead-lettered,
     // and the watermark stays where it was
     let v = s.post(&[at(3, "9999-12-31T23:59:59Z")]);
@@ -334,7 +339,7 @@ fn events_far_in_the_past_are_applied_and_beyond_the_future_skew_refused() {
     assert_eq!(
         s.get("/v1/skus/T/stock")["atp"],
         2,
-        "events 1 and 2, once each; 3 refused"
+        "events 1 and 5, once each; 2 and 3 refused"
     );
     s.stop();
 }

@@ -29,6 +29,13 @@ pub struct Rules {
     /// How far behind the latest event time the watermark trails, in seconds: timers (dormant
     /// tags, expiry) fire when the watermark passes them.
     pub watermark_lag_s: i64,
+    /// Lateness window, in seconds: an event stamped more than this before the watermark is
+    /// refused (`too_late`) instead of applied. It must be under the 7 days for which event ids
+    /// are remembered, so every event accepted is one whose repeat is still recognised: a
+    /// repeat is either remembered (a duplicate) or older than the window (refused). 0 turns
+    /// the window off (old events are applied, and a repeat older than 7 days is caught only by
+    /// the entities' own guards).
+    pub max_lateness_s: i64,
     /// How the fraud entities keep their windows and sets (the same for every campaign).
     pub fraud: FraudState,
 }
@@ -72,10 +79,14 @@ impl Default for Rules {
             default_campaign: CampaignRules::default(),
             campaigns: BTreeMap::new(),
             watermark_lag_s: 0,
+            max_lateness_s: DEFAULT_MAX_LATENESS_S,
             fraud: FraudState::default(),
         }
     }
 }
+
+/// The default lateness window: six days, a day inside the deduplication horizon.
+pub const DEFAULT_MAX_LATENESS_S: i64 = 6 * 86_400;
 
 impl Rules {
     /// The rules of one campaign.
@@ -137,6 +148,13 @@ impl Rules {
         }
         if self.watermark_lag_s < 0 {
             return bad("watermark-lag-s", "must be >= 0");
+        }
+        if !(0..crate::engine::DEDUP_HORIZON_US / 1_000_000).contains(&self.max_lateness_s) {
+            return bad(
+                "max-lateness-s",
+                "must be 0 (off) or under 604800 (7 days, how long event ids are remembered): \
+                 an older event could not be told from a repeat",
+            );
         }
         self.fraud.check()?;
         let cap = u32::try_from(self.fraud.track_members).unwrap_or(u32::MAX);

@@ -62,6 +62,9 @@ pub enum Applied {
     Done(usize),
     /// Its id was seen before: nothing changed.
     Duplicate,
+    /// Older than the lateness window allows (`max-lateness-s` before the watermark):
+    /// nothing changed, and its id is not remembered.
+    Late,
 }
 
 /// Counters.
@@ -77,6 +80,9 @@ pub struct Stats {
     pub timers: u64,
     /// Cascades cut at [`MAX_CASCADE`].
     pub runaway: u64,
+    /// Events refused as too late.
+    #[serde(default)]
+    pub late: u64,
 }
 
 /// Every entity's state, sorted by key: what `replay` writes and tests compare.
@@ -340,6 +346,11 @@ impl Engine {
         if self.seen.contains(&ev.id) {
             self.stats.duplicates += 1;
             return Applied::Duplicate;
+        }
+        let window = self.rules.max_lateness_s.saturating_mul(1_000_000);
+        if window > 0 && ev.ts.unix_us < self.watermark.saturating_sub(window) {
+            self.stats.late += 1;
+            return Applied::Late;
         }
         self.remember(ev.id, ev.ts.unix_us);
         self.advance(ev.ts.unix_us - self.rules.watermark_lag_s * 1_000_000, out);

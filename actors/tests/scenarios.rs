@@ -423,6 +423,63 @@ fn a_dealer_order_beyond_credit_is_held_then_released_by_a_payment() {
     assert_eq!(*w.engine.dealer("d1").unwrap(), before);
 }
 
+/// A stock receipt of one unit at `ts`, with id number `n`.
+fn receipt(n: u32, ts: &str) -> String {
+    format!(
+        r#"{{"id":"00000000-0000-7000-8000-{n:012}","type":"stock","ts":"{ts}","sku":"S1","location":"wh","op":"receive","qty":1}}"#
+    )
+}
+
+#[test]
+fn a_repeat_is_a_duplicate_or_too_late_never_applied_twice() {
+    let mut w = World::new(Rules {
+        max_lateness_s: 86_400,
+        ..Rules::default()
+    });
+    assert!(matches!(
+        w.send_raw(&receipt(1, "2026-11-01T00:00:00Z")),
+        Applied::Done(_)
+    ));
+    assert!(matches!(
+        w.send_raw(&receipt(2, "2026-11-04T00:00:00Z")),
+        Applied::Done(_)
+    ));
+    // two days before the watermark, over the one-day window: refused, not remembered
+    assert_eq!(
+        w.send_raw(&receipt(3, "2026-11-02T00:00:00Z")),
+        Applied::Late
+    );
+    assert_eq!(
+        w.send_raw(&receipt(3, "2026-11-02T00:00:00Z")),
+        Applied::Late
+    );
+    // twelve hours late is inside it
+    assert!(matches!(
+        w.send_raw(&receipt(4, "2026-11-03T12:00:00Z")),
+        Applied::Done(_)
+    ));
+    // a repeat still remembered is a duplicate, however late
+    assert_eq!(
+        w.send_raw(&receipt(1, "2026-11-01T00:00:00Z")),
+        Applied::Duplicate
+    );
+    // eight days on, event 1's id is forgotten (7-day horizon), and its repeat is too late
+    assert!(matches!(
+        w.send_raw(&receipt(5, "2026-11-12T00:00:00Z")),
+        Applied::Done(_)
+    ));
+    assert_eq!(
+        w.send_raw(&receipt(1, "2026-11-01T00:00:00Z")),
+        Applied::Late
+    );
+    assert_eq!(
+        w.engine.sku("S1").unwrap().view().atp,
+        4,
+        "events 1, 2, 4 and 5"
+    );
+    assert_eq!(w.engine.stats.late, 3);
+}
+
 #[test]
 fn a_repeated_event_id_changes_nothing() {
     let mut w = World::new(Rules::default());

@@ -60,6 +60,9 @@ pub enum Reason {
     /// `ts` is further ahead of the receiving server's clock than the allowed skew (checked at
     /// live ingest, not by the decoder: the decoder has no clock).
     FutureTimestamp,
+    /// `ts` is further before the watermark (the latest event time seen, less the watermark
+    /// lag) than the lateness window allows (`max-lateness-s`).
+    TooLate,
 }
 
 impl Reason {
@@ -92,11 +95,12 @@ impl Reason {
             Reason::NoIdentity => "no_identity",
             Reason::BadPhone => "bad_phone",
             Reason::FutureTimestamp => "future_timestamp",
+            Reason::TooLate => "too_late",
         }
     }
 
     /// Every reason, in a fixed order (for summaries and documentation).
-    pub const ALL: [Reason; 26] = [
+    pub const ALL: [Reason; 27] = [
         Reason::TooLarge,
         Reason::BadUtf8,
         Reason::BadJson,
@@ -123,6 +127,7 @@ impl Reason {
         Reason::NoIdentity,
         Reason::BadPhone,
         Reason::FutureTimestamp,
+        Reason::TooLate,
     ];
 }
 

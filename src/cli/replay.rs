@@ -123,6 +123,21 @@ pub fn run(
                 Ok(ev) => match engine.apply(&ev, &mut buf) {
                     Applied::Done(_) => summary.events += 1,
                     Applied::Duplicate => summary.duplicates += 1,
+                    Applied::Late => {
+                        summary.rejected += 1;
+                        let why = crate::shard::too_late(
+                            ev.ts.unix_us,
+                            engine.watermark(),
+                            engine.rules.max_lateness_s,
+                        );
+                        line(
+                            &mut dead,
+                            &serde_json::json!({
+                                "file": name, "line": raw.line, "id": ev.id,
+                                "reasons": [why], "raw": pii.redact(&raw.bytes),
+                            }),
+                        )?;
+                    }
                 },
                 Err(rej) => {
                     summary.rejected += 1;
