@@ -599,8 +599,8 @@ impl CqlStore {
         Ok(store)
     }
 
-    fn checkpoint_writer(&self) -> states::CqlCheckpointer {
-        states::CqlCheckpointer {
+    fn states(&self) -> states::CqlStates {
+        states::CqlStates {
             inner: Arc::clone(&self.inner),
             gens: Arc::clone(&self.gens),
             rt: Arc::clone(&self.rt),
@@ -614,7 +614,7 @@ impl CqlStore {
         &self,
         cp: &crate::store::CheckpointWrite,
     ) -> Result<(), StoreError> {
-        self.checkpoint_writer().write_gen(cp, false)
+        self.states().write_gen(cp, false)
     }
 
     /// The keyspace this store writes.
@@ -1060,11 +1060,7 @@ impl Store for CqlStore {
     }
 
     fn cold(&self) -> Option<Box<dyn omnistream_actors::cold::Cold>> {
-        Some(Box::new(states::CqlCold {
-            inner: Arc::clone(&self.inner),
-            gens: Arc::clone(&self.gens),
-            rt: Arc::clone(&self.rt),
-        }))
+        Some(Box::new(self.states()))
     }
 
     fn last_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
@@ -1072,7 +1068,7 @@ impl Store for CqlStore {
     }
 
     fn checkpointer(&self) -> Option<Arc<dyn Checkpointer>> {
-        Some(Arc::new(self.checkpoint_writer()))
+        Some(Arc::new(self.states()))
     }
 
     fn ledger(&self, member: &str, from: u64, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {

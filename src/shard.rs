@@ -359,6 +359,15 @@ impl Message for Committed {
     type Result = ();
 }
 
+/// What a commit fails with when the commit thread is gone.
+fn commit_thread_stopped() -> StoreError {
+    StoreError::Io {
+        op: "commit",
+        table: "all",
+        why: "the commit thread stopped".into(),
+    }
+}
+
 /// Answers callers: their outcomes once durable, or the error.
 fn answer(waiting: Vec<(Reply, Vec<Outcome>)>, r: &Result<(), ShardError>) {
     for (tx, outcomes) in waiting {
@@ -826,12 +835,7 @@ impl Shard {
                 self.committing = Some(c);
                 return Ok(());
             }
-            let e = StoreError::Io {
-                op: "commit",
-                table: "all",
-                why: "the commit thread stopped".into(),
-            };
-            return self.finish(c, Err(e));
+            return self.finish(c, Err(commit_thread_stopped()));
         }
         let r = self.store.commit(&batch);
         self.finish(c, r)
@@ -844,11 +848,7 @@ impl Shard {
                 return r;
             }
         }
-        Err(StoreError::Io {
-            op: "commit",
-            table: "all",
-            why: "the commit thread stopped".into(),
-        })
+        Err(commit_thread_stopped())
     }
 
     /// Waits for the commit being written, if any, and answers its callers.

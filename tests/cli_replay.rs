@@ -134,3 +134,34 @@ fn a_resident_bound_changes_no_output_file() {
         );
     }
 }
+
+#[test]
+fn replay_refuses_an_event_beyond_the_lateness_window_into_the_dead_letters() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("late.jsonl");
+    let at = |n: u32, ts: &str| {
+        format!(
+            r#"{{"type":"stock","id":"00000000-0000-7000-8000-{n:012}","ts":"{ts}","sku":"T","location":"wh","op":"receive","qty":1}}"#
+        )
+    };
+    let lines = [
+        at(1, "2026-11-11T08:00:00+08:00"),
+        // ten days before the watermark: beyond the default window of six
+        at(2, "2026-11-01T08:00:00+08:00"),
+        at(3, "2026-11-10T08:00:00+08:00"),
+    ];
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let out = dir.path().join("out");
+    replay_file(&input, &out, &[]);
+    let dead = std::fs::read_to_string(out.join("dead-letter.jsonl")).unwrap();
+    let dead: Vec<serde_json::Value> = dead
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["id"], "00000000-0000-7000-8000-000000000002");
+    assert_eq!(dead[0]["line"], 2);
+    assert_eq!(dead[0]["reasons"][0]["reason"], "too_late", "{dead:?}");
+    let skus = std::fs::read_to_string(out.join("skus.jsonl")).unwrap();
+    assert!(skus.contains("\"T\""), "{skus}");
+}

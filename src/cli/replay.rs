@@ -119,36 +119,37 @@ pub fn run(
         for raw in JsonLines::new(reader) {
             let raw = raw.with_context(|| format!("reading {name}"))?;
             summary.lines += 1;
-            match decoder.decode(&raw.bytes) {
+            // a line the decoder or the engine refused: its id when readable, and why
+            let refused = match decoder.decode(&raw.bytes) {
                 Ok(ev) => match engine.apply(&ev, &mut buf) {
-                    Applied::Done(_) => summary.events += 1,
-                    Applied::Duplicate => summary.duplicates += 1,
+                    Applied::Done(_) => {
+                        summary.events += 1;
+                        None
+                    }
+                    Applied::Duplicate => {
+                        summary.duplicates += 1;
+                        None
+                    }
                     Applied::Late => {
-                        summary.rejected += 1;
                         let why = crate::shard::too_late(
                             ev.ts.unix_us,
                             engine.watermark(),
                             engine.rules.max_lateness_s,
                         );
-                        line(
-                            &mut dead,
-                            &serde_json::json!({
-                                "file": name, "line": raw.line, "id": ev.id,
-                                "reasons": [why], "raw": pii.redact(&raw.bytes),
-                            }),
-                        )?;
+                        Some((Some(ev.id.to_string()), vec![why]))
                     }
                 },
-                Err(rej) => {
-                    summary.rejected += 1;
-                    line(
-                        &mut dead,
-                        &serde_json::json!({
-                            "file": name, "line": raw.line, "id": rej.id,
-                            "reasons": rej.problems, "raw": pii.redact(&raw.bytes),
-                        }),
-                    )?;
-                }
+                Err(rej) => Some((rej.id, rej.problems)),
+            };
+            if let Some((id, reasons)) = refused {
+                summary.rejected += 1;
+                line(
+                    &mut dead,
+                    &serde_json::json!({
+                        "file": name, "line": raw.line, "id": id,
+                        "reasons": reasons, "raw": pii.redact(&raw.bytes),
+                    }),
+                )?;
             }
             if buf.len() >= 4096 {
                 emit(&mut buf, &mut summary, &mut outputs, &mut ledger)?;

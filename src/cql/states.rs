@@ -246,15 +246,16 @@ pub(super) fn last_checkpoint(
     }))
 }
 
-/// Writes checkpoints from the shard's checkpoint thread (or at shutdown).
-pub(super) struct CqlCheckpointer {
+/// The `states` tables as the engine and the shard use them: the engine's cold tier (loads,
+/// scans) and the checkpoint writer (from the shard's checkpoint thread, or at shutdown).
+pub(super) struct CqlStates {
     // first: dropped before the runtime
     pub inner: Arc<Inner>,
     pub gens: SharedGens,
     pub rt: Arc<Rt>,
 }
 
-impl CqlCheckpointer {
+impl CqlStates {
     /// Writes `cp` as the next generation; with `finish` false it is left unfinished.
     pub(super) fn write_gen(&self, cp: &CheckpointWrite, finish: bool) -> Result<(), StoreError> {
         let (gen, prev) = {
@@ -282,21 +283,13 @@ impl CqlCheckpointer {
     }
 }
 
-impl Checkpointer for CqlCheckpointer {
+impl Checkpointer for CqlStates {
     fn write(&self, cp: &CheckpointWrite) -> Result<(), StoreError> {
         self.write_gen(cp, true)
     }
 }
 
-/// The engine's cold tier over the `states` table.
-pub(super) struct CqlCold {
-    // first: dropped before the runtime
-    pub inner: Arc<Inner>,
-    pub gens: SharedGens,
-    pub rt: Arc<Rt>,
-}
-
-impl Cold for CqlCold {
+impl Cold for CqlStates {
     fn load(&self, kind: Kind, key: &str) -> Result<Option<Vec<u8>>, String> {
         let g = lock(&self.gens).clone();
         if g.durable == 0 {
