@@ -474,7 +474,13 @@ async fn get_stats(st: web::Data<AppState>) -> HttpResponse {
     let shard = st.shard.send(GetStats).await.ok();
     let engine = st
         .shard
-        .send(Read(|e: &Engine, _: &dyn Store| e.stats.clone()))
+        .send(Read(|e: &Engine, _: &dyn Store| {
+            let mut v = serde_json::to_value(&e.stats).unwrap_or_default();
+            v["remembered_ids"] = json!(e.remembered_ids());
+            // the earliest event time the id bound still answers for (0: it never forgot)
+            v["remembered_from_us"] = json!(e.remembered_from_us());
+            v
+        }))
         .await
         .ok();
     HttpResponse::Ok().json(json!({

@@ -59,6 +59,10 @@ pub struct Metrics {
     pub inflight: IntGauge,
     /// Events in the log.
     pub log_events: IntGauge,
+    /// Event ids remembered for deduplication (bounded by `rules.max-remembered-ids`).
+    pub remembered_ids: IntGauge,
+    /// Event ids forgotten before the 7-day horizon to stay under that bound.
+    pub forgotten_ids: IntCounter,
     /// Whether the service is ready (1) or not (0).
     pub ready: IntGauge,
     /// Fluvio records handed to the shard and durable.
@@ -210,6 +214,17 @@ impl Default for Metrics {
                 "events accepted but not yet durable",
             ),
             log_events: gauge(&r, "omnistream_log_events", "events in the durable log"),
+            remembered_ids: gauge(
+                &r,
+                "omnistream_remembered_event_ids",
+                "event ids remembered for deduplication (at most rules.max-remembered-ids)",
+            ),
+            forgotten_ids: counter(
+                &r,
+                "omnistream_forgotten_event_ids_total",
+                "event ids forgotten early to stay under rules.max-remembered-ids; events that \
+                 old are refused as too_late",
+            ),
             entities: entities.clone(),
             shard0,
 

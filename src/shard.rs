@@ -128,17 +128,26 @@ pub fn too_far_ahead(ts_us: i64, now_us: i64, max_future_s: u64) -> Option<Probl
     })
 }
 
-/// Why the engine refused an event as late (it answered [`Applied::Late`]).
-pub fn too_late(ts_us: i64, watermark_us: i64, max_lateness_s: i64) -> Problem {
-    Problem::new(
-        Reason::TooLate,
-        "ts",
-        format!(
+/// Why the engine refused an event as late (it answered [`Applied::Late`]): beyond the
+/// lateness window, or older than the event ids kept under `max-remembered-ids` reach back.
+pub fn too_late(ts_us: i64, engine: &Engine) -> Problem {
+    let (watermark_us, max_lateness_s) = (engine.watermark(), engine.rules.max_lateness_s);
+    let why =
+        if max_lateness_s > 0 && ts_us < watermark_us.saturating_sub(max_lateness_s * 1_000_000) {
+            format!(
             "{} s before the watermark (the latest event time seen); at most {max_lateness_s} s \
              (max-lateness-s) are accepted",
             watermark_us.saturating_sub(ts_us) / 1_000_000
-        ),
-    )
+        )
+        } else {
+            format!(
+                "before {}, the oldest event time whose ids are still remembered: ids older were \
+             forgotten to stay under max-remembered-ids ({}), so a repeat could not be told",
+                omnistream_schemas::EventTime::from_unix_ms(engine.remembered_from_us() / 1000),
+                engine.rules.max_remembered_ids
+            )
+        };
+    Problem::new(Reason::TooLate, "ts", why)
 }
 
 /// This machine's clock in microseconds since the Unix epoch (live ingest only; the entity
@@ -241,6 +250,8 @@ pub struct ShardStats {
     pub checkpoint_seconds: f64,
     /// Entities passivated since start.
     pub passivated: u64,
+    /// Event ids forgotten under `max-remembered-ids` (the engine's count at the last commit).
+    pub forgotten_ids: u64,
     /// Entities resident now.
     pub resident: usize,
 }
@@ -894,6 +905,15 @@ impl Shard {
                     .inc_by(passivated.saturating_sub(self.stats.passivated));
                 self.stats.passivated = passivated;
                 self.stats.resident = self.engine.resident();
+                let ids = self.engine.remembered_ids();
+                self.metrics
+                    .remembered_ids
+                    .set(i64::try_from(ids).unwrap_or(i64::MAX));
+                let forgotten = self.engine.stats.forgotten;
+                self.metrics
+                    .forgotten_ids
+                    .inc_by(forgotten.saturating_sub(self.stats.forgotten_ids));
+                self.stats.forgotten_ids = forgotten;
                 self.stats.commits += 1;
                 self.stats.max_batch = self.stats.max_batch.max(c.events);
                 answer(c.waiting, &Ok(()));
@@ -1034,11 +1054,7 @@ impl Shard {
                             });
                         }
                         Applied::Late => {
-                            let why = too_late(
-                                ev.ts.unix_us,
-                                self.engine.watermark(),
-                                self.engine.rules.max_lateness_s,
-                            );
+                            let why = too_late(ev.ts.unix_us, &self.engine);
                             // the event as decoded: personal values are hashed already
                             let raw = serde_json::to_string(&ev).unwrap_or_default();
                             let out = self.reject(source, Some(ev.id.to_string()), vec![why], raw);

@@ -158,13 +158,16 @@ const OL_INFLIGHT: u32 = 1_000;
 const OL_STORE_CACHE_MB: u64 = 32;
 /// Largest request body: each request is buffered whole before it is admitted or refused.
 const OL_MAX_BODY_BYTES: u64 = 64 * 1024;
+/// Event ids remembered for deduplication (`rules.max-remembered-ids`): fewer than the run
+/// accepts (about 1.5-2 million), so the bound is reached and the oldest seconds' ids are
+/// forgotten while the load runs.
+const OL_REMEMBERED_IDS: u64 = 1_000_000;
 /// Peak resident memory allowed under `ol_config()`, in KiB: the 32 MiB page cache, what the
 /// debug build needs idle (about 22 MiB), the in-flight events and buffered bodies (a few MiB),
-/// and what grows with accepted events: the peak rose 65-90 bytes an accepted event in these
-/// runs (most likely the deduplication set, which keeps every id within 7 days of event time;
-/// these events share one timestamp). No setting bounds that part: with the ~1 million
-/// accepted here the peak stays far under this bound, a run that accepts many millions would
-/// not.
+/// and the remembered ids (21 bytes a slot, the table 44-88% full: 24-48 MB for a million).
+/// Every part has a setting, so the bound holds however long the load lasts. (Before the id
+/// bound, the peak rose 65-90 bytes an accepted event, and a run that accepted 1.9 million
+/// events went over this bound.)
 const OL_MAX_HWM_KIB: u64 = 192 * 1024;
 /// The closed loop that measures the maximum: its first second is warm-up, not counted.
 const MEASURE_WARMUP: Duration = Duration::from_secs(1);
@@ -186,8 +189,12 @@ const OFFERED_FLOOR: f64 = 0.9;
 
 /// The configuration that bounds the service's memory under this load: events in flight and
 /// a request, request bodies, the page cache. The client keeps at most `SENDERS` connections.
-fn ol_config() -> [(&'static str, String); 4] {
+fn ol_config() -> [(&'static str, String); 5] {
     [
+        (
+            "OMNISTREAM_RULES__MAX_REMEMBERED_IDS",
+            OL_REMEMBERED_IDS.to_string(),
+        ),
         ("OMNISTREAM_MAX_INFLIGHT_EVENTS", OL_INFLIGHT.to_string()),
         ("OMNISTREAM_MAX_BATCH_EVENTS", OL_BATCH.to_string()),
         ("OMNISTREAM_MAX_BODY_BYTES", OL_MAX_BODY_BYTES.to_string()),
@@ -268,12 +275,18 @@ impl Conn {
     }
 }
 
-/// `n` stock receipts of one unit of `sku`, ids from `first`, as JSON lines.
+/// `n` stock receipts of one unit of `sku`, ids from `first`, as JSON lines, stamped now (so
+/// event time moves as in a live feed, and the id bound forgets the oldest seconds first).
 fn receipts(first: u32, n: u32, sku: &str) -> Vec<u8> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let ts = omnistream_schemas::EventTime::from_unix_ms(now_ms);
     let mut out = String::with_capacity(n as usize * 150);
     for i in 0..n {
         out.push_str(&format!(
-            "{{\"type\":\"stock\",\"id\":\"{}\",\"ts\":\"2026-11-11T08:00:00+08:00\",\
+            "{{\"type\":\"stock\",\"id\":\"{}\",\"ts\":\"{ts}\",\
              \"sku\":\"{sku}\",\"location\":\"wh\",\"op\":\"receive\",\"qty\":1}}\n",
             id(first + i)
         ));
@@ -615,6 +628,23 @@ fn open_loop_overload_at_2x_and_5x_the_measured_maximum_refuses_and_applies_acce
         );
         assert_eq!(stats["engine"]["events"], applied, "{stats}");
         assert_eq!(stats["shard"]["duplicates"], 0, "{stats}");
+        assert_eq!(
+            stats["engine"]["late"], 0,
+            "nothing accepted was refused: {stats}"
+        );
+        println!(
+            "{factor}x: {applied} events applied so far; event ids remembered {}, forgotten \
+             under the bound of {OL_REMEMBERED_IDS} {}",
+            stats["engine"]["remembered_ids"], stats["engine"]["forgotten"]
+        );
+        let remembered = stats["engine"]["remembered_ids"].as_u64().unwrap();
+        assert!(remembered <= OL_REMEMBERED_IDS, "{stats}");
+        if applied > OL_REMEMBERED_IDS {
+            assert!(
+                stats["engine"]["forgotten"].as_u64().unwrap() > 0,
+                "past the id bound and nothing forgotten: {stats}"
+            );
+        }
         check_stock(prefix, &p.per_sender);
     }
     assert_eq!(s.get("/readyz")["status"], "ready");

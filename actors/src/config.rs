@@ -36,6 +36,12 @@ pub struct Rules {
     /// the window off (old events are applied, and a repeat older than 7 days is caught only by
     /// the entities' own guards).
     pub max_lateness_s: i64,
+    /// Most event ids remembered for deduplication (21 bytes a slot in a hash table that is 44-88%
+    /// full, so 1 million take 24-48 MB). Past it the ids of the oldest seconds of event time
+    /// are forgotten and events that old are refused as `too_late`: under id pressure the
+    /// lateness window shrinks, so memory stays bounded and an event is never applied twice.
+    /// 0: no bound (ids are kept for the 7-day horizon, however many).
+    pub max_remembered_ids: u64,
     /// How the fraud entities keep their windows and sets (the same for every campaign).
     pub fraud: FraudState,
 }
@@ -80,10 +86,15 @@ impl Default for Rules {
             campaigns: BTreeMap::new(),
             watermark_lag_s: 0,
             max_lateness_s: DEFAULT_MAX_LATENESS_S,
+            max_remembered_ids: DEFAULT_MAX_REMEMBERED_IDS,
             fraud: FraudState::default(),
         }
     }
 }
+
+/// The default bound on remembered event ids: 20 million, about 0.5-1 GB; at 1,000 events a
+/// second that is five and a half hours of ids.
+pub const DEFAULT_MAX_REMEMBERED_IDS: u64 = 20_000_000;
 
 /// The default lateness window: six days, a day inside the deduplication horizon.
 pub const DEFAULT_MAX_LATENESS_S: i64 = 6 * 86_400;

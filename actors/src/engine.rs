@@ -20,6 +20,7 @@ use crate::order::Order;
 use crate::output::Output;
 use crate::refdata::RefData;
 use crate::router::route;
+use crate::seen::Seen;
 use crate::sku::Sku;
 use crate::store::Store;
 use crate::{Ctx, Effects, Key, Rules};
@@ -32,8 +33,6 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 /// Hash maps of entity state: foldhash is several times faster than SipHash on short string
 /// keys and keeps a random per-process seed, so crafted keys cannot force collisions.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
-/// Hash sets, likewise.
-type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 use uuid::Uuid;
 
 /// Most commands one event may cascade into; beyond it the cascade stops and is counted (a
@@ -83,6 +82,9 @@ pub struct Stats {
     /// Events refused as too late.
     #[serde(default)]
     pub late: u64,
+    /// Event ids forgotten before the horizon to stay under `max-remembered-ids`.
+    #[serde(default)]
+    pub forgotten: u64,
 }
 
 /// Every entity's state, sorted by key: what `replay` writes and tests compare.
@@ -146,8 +148,7 @@ pub struct Engine {
     /// holds at most one entry per entity instead of one per command that re-armed it.
     timer_of: HashMap<Key, i64>,
     watermark: i64,
-    seen: HashSet<Uuid>,
-    seen_order: VecDeque<(i64, Uuid)>,
+    seen: Seen,
     fx: Effects,
     /// Counters.
     pub stats: Stats,
@@ -197,6 +198,9 @@ struct Global {
     timers: Vec<(i64, u8, Str)>,
     refs: RefData,
     stats: Stats,
+    /// The id bound's floor ([`Seen::floor_us`]); absent in checkpoints before the bound.
+    #[serde(default)]
+    seen_floor_us: i64,
 }
 
 /// The key string of an identity entity: kind, NUL, value.
@@ -304,6 +308,7 @@ macro_rules! each_table {
 impl Engine {
     /// An engine with these rules and no state.
     pub fn new(rules: Rules) -> Self {
+        let cap = usize::try_from(rules.max_remembered_ids).unwrap_or(usize::MAX);
         Engine {
             rules,
             identities: Table::new(Kind::Identity),
@@ -323,8 +328,7 @@ impl Engine {
             timers: BTreeSet::new(),
             timer_of: HashMap::default(),
             watermark: i64::MIN,
-            seen: HashSet::default(),
-            seen_order: VecDeque::new(),
+            seen: Seen::new(cap),
             fx: Effects::default(),
             stats: Stats::default(),
             cold: None,
@@ -347,8 +351,7 @@ impl Engine {
             self.stats.duplicates += 1;
             return Applied::Duplicate;
         }
-        let window = self.rules.max_lateness_s.saturating_mul(1_000_000);
-        if window > 0 && ev.ts.unix_us < self.watermark.saturating_sub(window) {
+        if self.too_late(ev.ts.unix_us) {
             self.stats.late += 1;
             return Applied::Late;
         }
@@ -398,20 +401,33 @@ impl Engine {
                 out,
             );
         }
-        // forget ids beyond the horizon: a repeat that late is caught by the entities' own
-        // guards (order states, ledgers per order, recent-event lists)
-        while let Some(&(t, id)) = self.seen_order.front() {
-            if t > to_us - DEDUP_HORIZON_US {
-                break;
-            }
-            self.seen_order.pop_front();
-            self.seen.remove(&id);
-        }
+        // forget ids beyond the horizon: the lateness window refuses their repeats (with the
+        // window off, the entities' own guards catch them: order states, ledgers per order,
+        // recent-event lists)
+        self.seen.expire(to_us - DEDUP_HORIZON_US);
     }
 
     fn remember(&mut self, id: Uuid, ts: i64) {
-        self.seen.insert(id);
-        self.seen_order.push_back((ts, id));
+        self.stats.forgotten += self.seen.insert(id, ts);
+    }
+
+    /// Whether an event at `ts_us` is refused as late: older than the lateness window behind
+    /// the watermark, or older than the ids kept under `max-remembered-ids` reach back (its
+    /// id may have been forgotten, so a repeat could not be told).
+    pub fn too_late(&self, ts_us: i64) -> bool {
+        let window = self.rules.max_lateness_s.saturating_mul(1_000_000);
+        (window > 0 && ts_us < self.watermark.saturating_sub(window))
+            || self.seen.below_floor(ts_us)
+    }
+
+    /// The earliest event time (µs) the id bound still answers for (0: it never forgot ids).
+    pub fn remembered_from_us(&self) -> i64 {
+        self.seen.floor_us()
+    }
+
+    /// Event ids remembered for deduplication.
+    pub fn remembered_ids(&self) -> usize {
+        self.seen.len()
     }
 
     fn drain(&mut self, event: Uuid, at: EventTime, out: &mut Vec<Emitted>) -> usize {
@@ -614,13 +630,10 @@ impl Engine {
                 .collect(),
             refs: self.refs.clone(),
             stats: self.stats.clone(),
+            seen_floor_us: self.seen.floor_us(),
         };
         let global = serde_json::to_vec(&global).map_err(|e| format!("engine state: {e}"))?;
-        let mut seen = Vec::with_capacity(self.seen_order.len() * 24);
-        for (t, id) in &self.seen_order {
-            seen.extend_from_slice(&t.to_le_bytes());
-            seen.extend_from_slice(id.as_bytes());
-        }
+        let seen = self.seen.encode();
         Ok(Checkpoint {
             states,
             global,
@@ -653,12 +666,6 @@ impl Engine {
                 crate::cold::STATE_VERSION
             ));
         }
-        if !seen.len().is_multiple_of(24) {
-            return Err(format!(
-                "engine checkpoint: {} bytes of event ids",
-                seen.len()
-            ));
-        }
         let mut e = Engine::new(rules);
         e.set_cold(cold, bound, codes);
         match CodeFilter::from_bytes(&cp.filter) {
@@ -682,13 +689,8 @@ impl Engine {
             e.timer_of.insert(key.clone(), t);
             e.timers.insert((t, key));
         }
-        for c in seen.chunks_exact(24) {
-            let mut t = [0u8; 8];
-            t.copy_from_slice(&c[..8]);
-            let mut id = [0u8; 16];
-            id.copy_from_slice(&c[8..]);
-            e.remember(Uuid::from_bytes(id), i64::from_le_bytes(t));
-        }
+        e.seen = Seen::decode(seen, g.seen_floor_us, e.seen.cap())
+            .map_err(|why| format!("engine checkpoint: {why}"))?;
         Ok(e)
     }
 

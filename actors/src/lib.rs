@@ -21,6 +21,7 @@ pub mod output;
 pub mod packed;
 pub mod refdata;
 pub mod router;
+pub mod seen;
 pub mod sku;
 pub mod store;
 pub mod vecmap;

@@ -114,6 +114,14 @@ fn rules() -> Rules {
     r
 }
 
+/// [`rules`] with at most `ids` event ids remembered (0: no bound).
+fn rules_ids(ids: u64) -> Rules {
+    Rules {
+        max_remembered_ids: ids,
+        ..rules()
+    }
+}
+
 /// Turns generated events into decoded events: ids by position, times a few hours apart.
 fn materialize(world: u8, gens: &[(Gen, u32)]) -> Vec<Event> {
     let d = decoder();
@@ -315,7 +323,7 @@ proptest! {
     }
 
     #[test]
-    fn repeated_events_change_nothing(gens in seq(3), picks in proptest::collection::vec(any::<prop::sample::Index>(), 1..10)) {
+    fn repeated_events_change_nothing(gens in seq(3), picks in proptest::collection::vec(any::<prop::sample::Index>(), 1..10), ids in 0..40u64) {
         let events = materialize(3, &gens);
         let mut with_repeats = events.clone();
         for p in &picks {
@@ -325,8 +333,10 @@ proptest! {
             let at = (pos + 1 + p.index(4)).min(with_repeats.len());
             with_repeats.insert(at, events[i].clone());
         }
-        let (a, _) = run(rules(), &events);
-        let (b, _) = run(rules(), &with_repeats);
+        // with a bound on remembered ids a repeat may be refused as too late instead of
+        // dropped as a duplicate: either way it changes nothing
+        let (a, _) = run(rules_ids(ids), &events);
+        let (b, _) = run(rules_ids(ids), &with_repeats);
         prop_assert_eq!(serde_json::to_string(&a.snapshot()).unwrap(), serde_json::to_string(&b.snapshot()).unwrap());
     }
 
@@ -359,6 +369,7 @@ proptest! {
 /// is thrown away and restored from its last checkpoint, replaying the events since (their
 /// outputs must repeat the ones already produced). Returns the final state and the outputs.
 fn run_cold(
+    rules: &Rules,
     events: &[Event],
     bound: usize,
     every: usize,
@@ -366,7 +377,7 @@ fn run_cold(
 ) -> Result<(String, Vec<Emitted>), TestCaseError> {
     use omnistream_actors::cold::MemCold;
     let cold = MemCold::default();
-    let mut e = Engine::new(rules());
+    let mut e = Engine::new(rules.clone());
     e.set_cold(Box::new(cold.clone()), bound, 64);
     let mut out = Vec::new();
     // (events covered, checkpoint without its states) of the last checkpoint
@@ -391,7 +402,7 @@ fn run_cold(
         }
         if i + 1 == restart && saved {
             let (covered, cp) = &last;
-            e = Engine::restore(rules(), cp, Box::new(cold.clone()), bound, 64).unwrap();
+            e = Engine::restore(rules.clone(), cp, Box::new(cold.clone()), bound, 64).unwrap();
             let mut again = Vec::new();
             for ev in &events[*covered..=i] {
                 e.apply(ev, &mut again);
@@ -424,6 +435,7 @@ proptest! {
     #[test]
     fn passivation_checkpoints_and_restore_change_nothing(
         gens in seq(7), bound in 0..12usize, every in 1..9usize, restart in 0..70usize,
+        ids in 0..30u64,
     ) {
         let mut events = materialize(7, &gens);
         // an event sent again just after the restore: the restored engine must still know it
@@ -431,8 +443,10 @@ proptest! {
             let again = events[restart / 2].clone();
             events.insert(restart, again);
         }
-        let (plain, out) = run(rules(), &events);
-        let (state, cold_out) = run_cold(&events, bound, every, restart)?;
+        // and a bound on remembered ids, which a restore must keep to the id
+        let rules = rules_ids(ids);
+        let (plain, out) = run(rules.clone(), &events);
+        let (state, cold_out) = run_cold(&rules, &events, bound, every, restart)?;
         prop_assert_eq!(serde_json::to_string(&plain.snapshot()).unwrap(), state);
         prop_assert_eq!(serde_json::to_string(&out).unwrap(), serde_json::to_string(&cold_out).unwrap());
     }
@@ -444,7 +458,7 @@ proptest! {
     ) {
         let events = materialize(8, &gens);
         let (plain, out) = run(rules(), &events);
-        let (state, cold_out) = run_cold(&events, bound, every, restart)?;
+        let (state, cold_out) = run_cold(&rules(), &events, bound, every, restart)?;
         prop_assert_eq!(serde_json::to_string(&plain.snapshot()).unwrap(), state);
         prop_assert_eq!(serde_json::to_string(&out).unwrap(), serde_json::to_string(&cold_out).unwrap());
     }

@@ -480,6 +480,42 @@ fn a_repeat_is_a_duplicate_or_too_late_never_applied_twice() {
     assert_eq!(w.engine.stats.late, 3);
 }
 
+/// Past `max-remembered-ids` the oldest seconds' ids are forgotten and events that old are
+/// refused as too late: the repeat of every event is then a duplicate or too late, the stock
+/// counts each event once, and the set never holds more than the bound.
+#[test]
+fn under_the_id_bound_a_repeat_is_still_never_applied_twice() {
+    let mut w = World::new(Rules {
+        max_remembered_ids: 8,
+        ..Rules::default()
+    });
+    let at = |n: u32| format!("2026-11-01T00:{:02}:{:02}Z", n / 60, n % 60);
+    for n in 1..=40 {
+        assert!(matches!(w.send_raw(&receipt(n, &at(n))), Applied::Done(_)));
+        assert!(w.engine.remembered_ids() <= 8);
+    }
+    assert!(w.engine.stats.forgotten >= 32, "{:?}", w.engine.stats);
+    let floor = w.engine.remembered_from_us();
+    assert!(floor > 0, "the bound raised the floor");
+    let (mut dup, mut late) = (0, 0);
+    for n in 1..=40 {
+        match w.send_raw(&receipt(n, &at(n))) {
+            Applied::Duplicate => dup += 1,
+            Applied::Late => late += 1,
+            other => panic!("repeat of {n} applied: {other:?}"),
+        }
+    }
+    assert!(dup > 0 && late > 0, "{dup} duplicates, {late} too late");
+    assert_eq!(w.engine.sku("S1").unwrap().view().atp, 40);
+    // a new event older than the floor is refused as well: its id cannot be checked
+    assert_eq!(w.send_raw(&receipt(99, &at(1))), Applied::Late);
+    // and one at the newest second goes through
+    assert!(matches!(
+        w.send_raw(&receipt(100, &at(40))),
+        Applied::Done(_)
+    ));
+}
+
 #[test]
 fn a_repeated_event_id_changes_nothing() {
     let mut w = World::new(Rules::default());

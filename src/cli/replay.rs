@@ -131,11 +131,7 @@ pub fn run(
                         None
                     }
                     Applied::Late => {
-                        let why = crate::shard::too_late(
-                            ev.ts.unix_us,
-                            engine.watermark(),
-                            engine.rules.max_lateness_s,
-                        );
+                        let why = crate::shard::too_late(ev.ts.unix_us, &engine);
                         Some((Some(ev.id.to_string()), vec![why]))
                     }
                 },
