@@ -48,6 +48,7 @@ if [[ -z "${OMNISTREAM_NO_CASSANDRA:-}" ]]; then
   bash "$cassandra" wait 300
   python3 ops/cassandra/cql_ping.py
   export OMNISTREAM_TEST_CQL="127.0.0.1:${CASSANDRA_PORT:-9042}"
+  export OMNISTREAM_TEST_CQL_TLS="${OMNI_CASSANDRA_HOME:-/tmp/omnistream-cassandra}/tls"
 fi
 
 step "cargo test"

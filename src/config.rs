@@ -481,8 +481,14 @@ pub struct CqlConfig {
     /// Password for `username`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
-    /// Encrypt connections (not built into this binary yet: refused when true).
+    /// Encrypt connections to the nodes with TLS (rustls), verifying each node's certificate
+    /// against `tls-ca-file` by the node's IP address (the driver connects by address, so
+    /// node certificates need their addresses as IP subject-alternative names).
     pub tls: bool,
+    /// PEM file of the certificate authorities (or self-signed node certificates) to trust;
+    /// needed with `tls = true`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<PathBuf>,
     /// Consistency level of reads (`ONE`, `LOCAL_ONE`, `QUORUM`, `LOCAL_QUORUM`, `ALL`...).
     pub read_consistency: String,
     /// Consistency level of writes.
@@ -505,6 +511,7 @@ impl Default for CqlConfig {
             username: None,
             password: None,
             tls: false,
+            tls_ca_file: None,
             read_consistency: "LOCAL_QUORUM".into(),
             write_consistency: "LOCAL_QUORUM".into(),
             request_timeout_ms: 5_000,
@@ -571,11 +578,23 @@ impl CqlConfig {
                 "username and password are set together or not at all",
             ));
         }
-        if self.tls {
-            return Err(err(
-                "cql.tls",
-                "TLS is not built into this binary yet; use a private network or a TLS proxy",
-            ));
+        match (&self.tls, &self.tls_ca_file) {
+            (true, None) => {
+                return Err(err(
+                    "cql.tls-ca-file",
+                    "tls = true needs the PEM file of the certificates to trust",
+                ))
+            }
+            (true, Some(f)) => {
+                crate::cql::tls_config(f).map_err(|why| err("cql.tls-ca-file", why))?;
+            }
+            (false, Some(_)) => {
+                return Err(err(
+                    "cql.tls-ca-file",
+                    "set without tls = true: connections would not be encrypted",
+                ))
+            }
+            (false, None) => {}
         }
         if self.request_timeout_ms == 0 {
             return Err(err("cql.request-timeout-ms", "must be > 0"));
@@ -824,8 +843,33 @@ mod tests {
             env(&[("OMNISTREAM_STORE", "cql"), ("OMNISTREAM_CQL__TLS", "true")]),
         )
         .unwrap_err();
-        assert_eq!(e.key, "cql.tls");
-        assert!(e.problem.contains("not built"), "{e}");
+        assert_eq!(e.key, "cql.tls-ca-file");
+        assert!(e.problem.contains("PEM"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("ca.pem");
+        let tls_with = |f: &Path| {
+            Config::load(
+                None,
+                env(&[
+                    ("OMNISTREAM_STORE", "cql"),
+                    ("OMNISTREAM_CQL__TLS", "true"),
+                    ("OMNISTREAM_CQL__TLS_CA_FILE", f.to_str().unwrap()),
+                ]),
+            )
+        };
+        let e = tls_with(&missing).unwrap_err();
+        assert_eq!(e.key, "cql.tls-ca-file");
+        assert!(e.problem.contains("ca.pem"), "names the file: {e}");
+        std::fs::write(&missing, "not a certificate\n").unwrap();
+        let e = tls_with(&missing).unwrap_err();
+        assert!(e.problem.contains("no certificate"), "{e}");
+        let pem = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        std::fs::write(&missing, pem).unwrap();
+        let e = tls_with(&missing).unwrap_err();
+        assert_eq!(
+            e.key, "cql.tls-ca-file",
+            "a certificate that does not parse: {e}"
+        );
         let e = Config::load(
             None,
             env(&[

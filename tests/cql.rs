@@ -361,6 +361,58 @@ fn cql_check_config_reports_the_cluster_and_the_schema() {
 }
 
 /// The environment that points `omnistream` at the test keyspace.
+/// The launcher's TLS files (`ops/cassandra/cassandra.sh` makes them at start): `ca.pem`, the
+/// node's certificate, and `other-ca.pem`, one the node does not use.
+fn tls_dir() -> std::path::PathBuf {
+    let dir = std::env::var("OMNISTREAM_TEST_CQL_TLS")
+        .unwrap_or_else(|_| "/tmp/omnistream-cassandra/tls".into());
+    let dir = std::path::PathBuf::from(dir);
+    assert!(
+        dir.join("ca.pem").is_file(),
+        "no {}/ca.pem: start the node with ops/cassandra/cassandra.sh (it makes the TLS files) \
+         or set OMNISTREAM_TEST_CQL_TLS to the directory holding them",
+        dir.display()
+    );
+    dir
+}
+
+/// With `tls = true` the store talks TLS to the node and verifies its certificate: the CA the
+/// node's certificate comes from connects (library and CLI), another one is refused.
+#[test]
+fn cql_tls_connects_with_the_node_certificate_and_refuses_another() {
+    let dir = tls_dir();
+    let mut cfg = config("tls");
+    cfg.tls = true;
+    cfg.tls_ca_file = Some(dir.join("ca.pem"));
+    let m = cql::migrate(&cfg).unwrap();
+    assert_eq!(m.to, cql::SCHEMA_VERSION);
+    let s = CqlStore::open(&cfg).unwrap();
+    assert_eq!(s.next_output().unwrap(), 0);
+    drop(s);
+    let mut env = cql_env(&cfg);
+    env.push(("OMNISTREAM_CQL__TLS".into(), "true".into()));
+    env.push((
+        "OMNISTREAM_CQL__TLS_CA_FILE".into(),
+        dir.join("ca.pem").display().to_string(),
+    ));
+    let out = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+        .arg("check-config")
+        .envs(env)
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("# cql: cluster \""), "{text}");
+    // a certificate the node's is not signed by: the handshake fails, nothing connects
+    cfg.tls_ca_file = Some(dir.join("other-ca.pem"));
+    let e = match CqlStore::open(&cfg) {
+        Ok(_) => panic!("connected while trusting a certificate the node does not have"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.to_lowercase().contains("certificate"), "{e}");
+}
+
 fn cql_env(cfg: &CqlConfig) -> Vec<(String, String)> {
     vec![
         ("OMNISTREAM_STORE".into(), "cql".into()),

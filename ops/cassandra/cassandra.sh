@@ -23,6 +23,11 @@
 #   CASSANDRA_MVN_ARGS      extra Maven arguments, e.g. -Dmaven.repo.local=/path/to/repo
 #
 # Everything binds to 127.0.0.1 only; JMX is not started at all.
+#
+# TLS: `start` makes a self-signed certificate for IP 127.0.0.1 in $OMNI_CASSANDRA_HOME/tls
+# (keytool, 30 days) and the node accepts TLS and plain connections on the one CQL port
+# (client_encryption_options enabled and optional). tls/ca.pem is what a client trusts;
+# tls/other-ca.pem is a second certificate the node does not use, for the refusal test.
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -217,6 +222,31 @@ resolve_classpath() {
 # ---------------------------------------------------------------------------
 # config files
 
+TLS_DIR="$WORK/tls"
+TLS_PASS="omnistream-test"
+
+# A self-signed certificate with IP SAN 127.0.0.1 (the driver verifies a node by its address),
+# its PEM for clients, and an unrelated one. Made once per work dir.
+make_tls() {
+    local java="$1" keytool
+    keytool="$(dirname "$(readlink -f "$java")")/keytool"
+    [[ -x "$keytool" ]] || keytool="$(command -v keytool || true)"
+    [[ -n "$keytool" ]] || die "keytool not found beside $java (needed for the node's TLS certificate)"
+    mkdir -p "$TLS_DIR"
+    local name
+    for name in node other; do
+        [[ -s "$TLS_DIR/$name.p12" ]] && continue
+        "$keytool" -genkeypair -alias "$name" -keyalg RSA -keysize 2048 -validity 30 \
+            -dname "CN=omnistream-test-$name" -ext "SAN=ip:127.0.0.1" \
+            -keystore "$TLS_DIR/$name.p12" -storetype PKCS12 -storepass "$TLS_PASS" \
+            -keypass "$TLS_PASS" >/dev/null 2>&1 || die "keytool could not make $TLS_DIR/$name.p12"
+    done
+    "$keytool" -exportcert -rfc -alias node -keystore "$TLS_DIR/node.p12" -storepass "$TLS_PASS" \
+        >"$TLS_DIR/ca.pem" 2>/dev/null || die "keytool could not export $TLS_DIR/ca.pem"
+    "$keytool" -exportcert -rfc -alias other -keystore "$TLS_DIR/other.p12" -storepass "$TLS_PASS" \
+        >"$TLS_DIR/other-ca.pem" 2>/dev/null || die "keytool could not export $TLS_DIR/other-ca.pem"
+}
+
 write_yaml() {
     local data="$1" yaml="$CONF_DIR/cassandra.yaml"
     cat >"$yaml" <<EOF
@@ -272,6 +302,15 @@ key_cache_size: 16MiB
 counter_cache_size: 8MiB
 prepared_statements_cache_size: 16MiB
 native_transport_max_threads: 32
+
+# TLS on the CQL port, optional: a client may connect with or without it.
+client_encryption_options:
+  enabled: true
+  optional: true
+  keystore: $TLS_DIR/node.p12
+  keystore_password: $TLS_PASS
+  store_type: PKCS12
+  require_client_auth: false
 
 # Test friendliness: no snapshot on DROP/TRUNCATE, a bit more slack under CI load,
 # batch limits as in ScyllaDB's defaults (128 KiB warn / 1 MiB fail).
@@ -455,6 +494,7 @@ cmd_start() {
         printf 'STATE_STORAGE_PORT=%q\n' "$STORAGE_PORT"
     } >"$STATEFILE"
 
+    make_tls "$java"
     write_yaml "$data"
     write_logback
     jvm_flags "$data" "$cpf"
