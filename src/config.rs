@@ -499,6 +499,9 @@ pub struct CqlConfig {
     pub write_attempts: u32,
     /// Requests one commit keeps in flight at most.
     pub max_concurrent_requests: usize,
+    /// MiB of the read cache (moka) in front of the stored states: the states the engine
+    /// loads back after passivating them, and the keys known to have none. 0 turns it off.
+    pub cache_mb: u64,
 }
 
 impl Default for CqlConfig {
@@ -517,6 +520,7 @@ impl Default for CqlConfig {
             request_timeout_ms: 5_000,
             write_attempts: 3,
             max_concurrent_requests: 32,
+            cache_mb: 64,
         }
     }
 }

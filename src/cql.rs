@@ -45,6 +45,7 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
     (2, include_str!("../schemas/cql/002_checkpoints.cql")),
 ];
 
+mod cache;
 mod states;
 
 /// `seq >> EVENT_BUCKET_BITS` is the partition of an event or output (65536 rows each).
@@ -471,6 +472,8 @@ pub struct CqlStore {
     marks: Arc<Marks>,
     /// The checkpoint generations (see `states`).
     gens: states::SharedGens,
+    /// The read cache of states (`cql.cache-mb`; None when 0).
+    cache: Option<Arc<cache::StateCache>>,
     // last: dropped after `inner`, so the session goes before its runtime
     rt: Arc<Rt>,
 }
@@ -617,6 +620,7 @@ impl CqlStore {
                 truncated: AtomicU64::new(0),
             }),
             gens: Default::default(),
+            cache: cache::StateCache::new(cfg.cache_mb.saturating_mul(1 << 20)),
             rt: Arc::new(rt),
         };
         recover(&store.inner, &store.rt, &store.marks)?;
@@ -634,6 +638,7 @@ impl CqlStore {
         states::CqlStates {
             inner: Arc::clone(&self.inner),
             gens: Arc::clone(&self.gens),
+            cache: self.cache.clone(),
             rt: Arc::clone(&self.rt),
         }
     }
@@ -1049,6 +1054,10 @@ impl CqlStore {
 impl Store for CqlStore {
     fn commit(&mut self, batch: &Batch) -> Result<(), StoreError> {
         commit_batch(&self.inner, &self.rt, &self.marks, batch)
+    }
+
+    fn read_cache(&self) -> Option<crate::store::ReadCache> {
+        self.cache.as_ref().map(|c| c.stats())
     }
 
     fn committer(&self) -> Option<Arc<dyn Committer>> {

@@ -63,6 +63,10 @@ pub struct Metrics {
     pub remembered_ids: IntGauge,
     /// Event ids forgotten before the 7-day horizon to stay under that bound.
     pub forgotten_ids: IntCounter,
+    /// Loads of stored states by where they were answered (`cache` or `database`).
+    pub state_loads: IntCounterVec,
+    /// Bytes held by the read cache of states.
+    pub state_cache_bytes: IntGauge,
     /// Whether the service is ready (1) or not (0).
     pub ready: IntGauge,
     /// Fluvio records handed to the shard and durable.
@@ -219,6 +223,17 @@ impl Default for Metrics {
                 "omnistream_remembered_event_ids",
                 "event ids remembered for deduplication (at most rules.max-remembered-ids)",
             ),
+            state_loads: counter_vec(
+                &r,
+                "omnistream_state_loads_total",
+                "loads of stored entity states, by where they were answered (cache, database)",
+                &["from"],
+            ),
+            state_cache_bytes: gauge(
+                &r,
+                "omnistream_state_cache_bytes",
+                "weighed bytes in the read cache of stored states (cql.cache-mb)",
+            ),
             forgotten_ids: counter(
                 &r,
                 "omnistream_forgotten_event_ids_total",
@@ -313,6 +328,19 @@ impl Metrics {
             self.ingest_seconds.observe(d.as_secs_f64());
             self.durable_window.record(d);
         }
+    }
+
+    /// Brings the read-cache metrics up to the store's counters.
+    pub fn read_cache(&self, c: &crate::store::ReadCache) {
+        if !self.enabled {
+            return;
+        }
+        for (from, total) in [("cache", c.hits), ("database", c.misses)] {
+            let m = self.state_loads.with_label_values(&[from]);
+            m.inc_by(total.saturating_sub(m.get()));
+        }
+        self.state_cache_bytes
+            .set(i64::try_from(c.bytes).unwrap_or(i64::MAX));
     }
 
     /// Sets the resident-entity gauges of `shard`.

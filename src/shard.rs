@@ -254,6 +254,9 @@ pub struct ShardStats {
     pub forgotten_ids: u64,
     /// Entities resident now.
     pub resident: usize,
+    /// The store's read cache of states (CQL): counters since start, size now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_cache: Option<crate::store::ReadCache>,
 }
 
 /// How the shard commits and checkpoints, from the configuration.
@@ -914,6 +917,9 @@ impl Shard {
                     .forgotten_ids
                     .inc_by(forgotten.saturating_sub(self.stats.forgotten_ids));
                 self.stats.forgotten_ids = forgotten;
+                if let Some(c) = self.store.read_cache() {
+                    self.metrics.read_cache(&c);
+                }
                 self.stats.commits += 1;
                 self.stats.max_batch = self.stats.max_batch.max(c.events);
                 answer(c.waiting, &Ok(()));
@@ -1326,7 +1332,9 @@ impl Handler<GetStats> for Shard {
     type Result = MessageResult<GetStats>;
 
     fn handle(&mut self, _: GetStats, _: &mut Self::Context) -> Self::Result {
-        MessageResult(self.stats.clone())
+        let mut stats = self.stats.clone();
+        stats.read_cache = self.store.read_cache();
+        MessageResult(stats)
     }
 }
 

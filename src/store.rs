@@ -267,6 +267,23 @@ pub trait Store: Send {
     fn committer(&self) -> Option<Arc<dyn Committer>> {
         None
     }
+    /// The read cache in front of the stored states, if this store has one.
+    fn read_cache(&self) -> Option<ReadCache> {
+        None
+    }
+}
+
+/// A read cache's counters since start and its size now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ReadCache {
+    /// Loads answered from the cache (a state, or the knowledge that there is none).
+    pub hits: u64,
+    /// Loads that went to the database.
+    pub misses: u64,
+    /// Entries held.
+    pub entries: u64,
+    /// Their weighed size in bytes.
+    pub bytes: u64,
 }
 
 /// Opens the store the configuration names (`store = "embedded" | "cql"`).

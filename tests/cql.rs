@@ -532,7 +532,15 @@ fn load(s: &CqlStore, kind: Kind, key: &str) -> Option<String> {
 
 #[test]
 fn cql_checkpoints_restore_states_and_blobs_never_read_an_unfinished_one_and_drop_the_log() {
-    let cfg = migrated("ckpt");
+    // with the read cache of states and without it
+    for cache_mb in [64, 0] {
+        checkpoints_case(cache_mb);
+    }
+}
+
+fn checkpoints_case(cache_mb: u64) {
+    let mut cfg = migrated(&format!("ckpt_{cache_mb}"));
+    cfg.cache_mb = cache_mb;
     let mut s = CqlStore::open(&cfg).unwrap();
     assert!(s.last_checkpoint().unwrap().is_none());
     assert_eq!(load(&s, Kind::Member, "m1"), None);
@@ -554,6 +562,14 @@ fn cql_checkpoints_restore_states_and_blobs_never_read_an_unfinished_one_and_dro
     assert_eq!(load(&s, Kind::Member, "m1").as_deref(), Some("v1"));
     assert_eq!(load(&s, Kind::Code, "c1").as_deref(), Some("c"));
     assert_eq!(load(&s, Kind::Code, "m1"), None, "kinds are apart");
+    if cache_mb > 0 {
+        // the checkpoint's states went into the cache once durable: their loads were hits,
+        // the code with no state a miss
+        let c = s.read_cache().unwrap();
+        assert_eq!((c.hits, c.misses), (2, 1), "{c:?}");
+    } else {
+        assert_eq!(s.read_cache(), None);
+    }
 
     // a checkpoint cut short (a crash before its commit point) is never read, even later
     let cut = checkpoint(
@@ -569,8 +585,19 @@ fn cql_checkpoints_restore_states_and_blobs_never_read_an_unfinished_one_and_dro
     drop(s);
     let mut s = CqlStore::open(&cfg).unwrap();
     assert_eq!(s.last_checkpoint().unwrap().unwrap().seq, 3);
+    // a new process: its cache is empty, so this reads the table past the unfinished rows
+    assert_eq!(load(&s, Kind::Member, "m1").as_deref(), Some("v1"));
     assert_eq!(load(&s, Kind::Member, "m1").as_deref(), Some("v1"));
     assert_eq!(load(&s, Kind::Member, "m2"), None);
+    assert_eq!(load(&s, Kind::Member, "m2"), None);
+    if cache_mb > 0 {
+        let c = s.read_cache().unwrap();
+        assert_eq!(
+            (c.hits, c.misses),
+            (2, 2),
+            "one miss then one hit each: {c:?}"
+        );
+    }
     let next = checkpoint(4, &[(Kind::Member, "m2", "v2")], vec![1, 2, 3]);
     s.checkpointer().unwrap().write(&next).unwrap();
     assert_eq!(load(&s, Kind::Member, "m2").as_deref(), Some("v2"));
@@ -618,10 +645,18 @@ fn cql_service_with_a_resident_bound_and_checkpoints_restarts_to_the_same_state(
     let expected = observe(&s);
     s.stop();
 
-    let cfg = migrated("svc_bounded");
+    // with the read cache of states (the default) and without it
+    for cache_mb in ["64", "0"] {
+        bounded_run(&events, &expected, cache_mb);
+    }
+}
+
+fn bounded_run(events: &[String], expected: &serde_json::Value, cache_mb: &str) {
+    let cfg = migrated(&format!("svc_bounded_{cache_mb}"));
     let bounded = [
         ("OMNISTREAM_RESIDENT_ENTITIES", "4"),
         ("OMNISTREAM_CHECKPOINT_EVERY_EVENTS", "3"),
+        ("OMNISTREAM_CQL__CACHE_MB", cache_mb),
     ];
     let s = start_bounded(&cfg, &bounded);
     s.post(&events[..5]);
@@ -641,9 +676,17 @@ fn cql_service_with_a_resident_bound_and_checkpoints_restarts_to_the_same_state(
     let s = start_bounded(&cfg, &bounded);
     let st = s.get("/v1/stats");
     assert!(st["shard"]["restored_from"].as_u64().unwrap() > 0, "{st}");
-    let r = s.post(&events);
+    let r = s.post(events);
     assert_eq!(r["duplicates"], 9, "the first nine were kept: {r}");
-    assert_eq!(observe(&s), expected);
+    assert_eq!(&observe(&s), expected);
+    let cache = &s.get("/v1/stats")["shard"]["read_cache"];
+    if cache_mb == "0" {
+        assert!(cache.is_null(), "no cache: {cache}");
+    } else {
+        // the loads of passivated entities went through it (what hits is the store test's)
+        let loads = cache["hits"].as_u64().unwrap() + cache["misses"].as_u64().unwrap();
+        assert!(loads > 0, "{cache}");
+    }
     s.stop();
 }
 
@@ -807,4 +850,71 @@ fn cql_bench_commit_vs_single_row_inserts() {
         rows as f64 / base_secs
     );
     println!("  ratio store/ceiling: {:.2}", ev_s / base_ev_s);
+}
+
+/// What an activation costs: loads of passivated states (~1 KB each, the size of a member)
+/// from the `states` table, and from the read cache in front of it. Writes one checkpoint of
+/// `OMNISTREAM_BENCH_EVENTS` states (default 20,000), then loads every key in a shuffled order:
+/// with the cache off; with it on, first pass (all misses: the table) and second pass (all
+/// hits). Prints per-load p50/p99/mean and loads/s; asserts only that every state came back.
+#[test]
+#[ignore = "benchmark: run with --release -- --ignored cql_bench --nocapture"]
+fn cql_bench_state_loads_from_the_table_and_the_cache() {
+    let n: usize = std::env::var("OMNISTREAM_BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20_000);
+    let mut cfg = migrated("bench_loads");
+    let state = "x".repeat(1000);
+    let keys: Vec<String> = (0..n).map(|i| format!("member-{i:08}")).collect();
+    cfg.cache_mb = 0;
+    let s = CqlStore::open(&cfg).unwrap();
+    let cp = CheckpointWrite {
+        states: keys
+            .iter()
+            .map(|k| (Kind::Member, k.as_str().into(), state.as_bytes().to_vec()))
+            .collect(),
+        ..checkpoint(1, &[], vec![])
+    };
+    let t = Instant::now();
+    s.checkpointer().unwrap().write(&cp).unwrap();
+    println!(
+        "checkpoint of {n} states of {} B: {:.2} s",
+        state.len(),
+        t.elapsed().as_secs_f64()
+    );
+    // a fixed shuffle (an LCG), the same for every pass
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in (1..n).rev() {
+        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        order.swap(i, (x >> 33) as usize % (i + 1));
+    }
+    let pass = |s: &CqlStore, what: &str| {
+        let cold = s.cold().unwrap();
+        let mut times = Vec::with_capacity(n);
+        let t = Instant::now();
+        for &i in &order {
+            let t1 = Instant::now();
+            let v = cold.load(Kind::Member, &keys[i]).unwrap();
+            times.push(t1.elapsed());
+            assert_eq!(v.map(|b| b.len()), Some(state.len()), "{}", keys[i]);
+        }
+        let total = t.elapsed();
+        times.sort();
+        println!(
+            "{what}: {n} loads, p50 {:.1} µs, p99 {:.1} µs, mean {:.1} µs, {:.0} loads/s",
+            times[n / 2].as_secs_f64() * 1e6,
+            times[n * 99 / 100].as_secs_f64() * 1e6,
+            total.as_secs_f64() * 1e6 / n as f64,
+            n as f64 / total.as_secs_f64()
+        );
+    };
+    pass(&s, "cache off (cql.cache-mb = 0), the table");
+    drop(s);
+    cfg.cache_mb = 64;
+    let s = CqlStore::open(&cfg).unwrap();
+    pass(&s, "cache on, first pass (misses: the table)");
+    pass(&s, "cache on, second pass (hits)");
+    println!("{:?}", s.read_cache().unwrap());
 }

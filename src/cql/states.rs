@@ -15,6 +15,7 @@
 //! - after the generation is durable, the older rows of each key it wrote and the previous
 //!   generation's blobs are deleted (best effort: leftovers are ignored by the rule above).
 
+use super::cache::StateCache;
 use super::{cql_err, retry, Inner, Rt, SHARD};
 use crate::store::{CheckpointWrite, Checkpointer, StoreError, StoredCheckpoint};
 use futures::StreamExt;
@@ -252,6 +253,8 @@ pub(super) struct CqlStates {
     // first: dropped before the runtime
     pub inner: Arc<Inner>,
     pub gens: SharedGens,
+    /// Durable states recently read or written (see `cache.rs`).
+    pub cache: Option<Arc<StateCache>>,
     pub rt: Arc<Rt>,
 }
 
@@ -274,6 +277,13 @@ impl CqlStates {
             Ok(())
         });
         if r.is_ok() && finish {
+            // durable now: the cache learns the new states before the shard stops reading
+            // them from the checkpoint in flight
+            if let Some(c) = &self.cache {
+                for (kind, key, state) in &cp.states {
+                    c.put(*kind, key, Some(state));
+                }
+            }
             let mut g = lock(&self.gens);
             g.durable = gen;
             g.seq = cp.seq;
@@ -295,35 +305,14 @@ impl Cold for CqlStates {
         if g.durable == 0 {
             return Ok(None);
         }
-        let inner = Arc::clone(&self.inner);
-        let key = key.to_string();
-        self.rt
-            .run(async move {
-                let err = cql_err("read", "states", format!("{kind:?} {key}"));
-                // the first rows, then (rarely, past unfinished generations) all of them
-                for stmt in [&inner.sel_state, &inner.sel_state_all] {
-                    let mut rows = inner
-                        .session
-                        .execute_iter(stmt.clone(), (kind as u8 as i8, key.as_str(), g.durable))
-                        .await
-                        .map_err(|e| err(e.to_string()))?
-                        .rows_stream::<(i64, Vec<u8>)>()
-                        .map_err(|e| err(e.to_string()))?;
-                    let mut n = 0;
-                    while let Some(row) = rows.next().await {
-                        let (gen, state) = row.map_err(|e| err(e.to_string()))?;
-                        if g.counts(gen) {
-                            return Ok(Some(state));
-                        }
-                        n += 1;
-                    }
-                    if n < FIRST_ROWS {
-                        break;
-                    }
-                }
-                Ok(None)
-            })
-            .map_err(|e| e.to_string())
+        if let Some(hit) = self.cache.as_ref().and_then(|c| c.get(kind, key)) {
+            return Ok(hit);
+        }
+        let found = self.read(kind, key, g)?;
+        if let Some(c) = &self.cache {
+            c.put(kind, key, found.as_deref());
+        }
+        Ok(found)
     }
 
     /// Reads the whole `states` table (every kind: the partition key is `(kind, key)`); used
@@ -361,5 +350,40 @@ impl Cold for CqlStates {
             f(&key, &state);
         }
         Ok(())
+    }
+}
+
+impl CqlStates {
+    /// The newest durable state of a key, from the table.
+    fn read(&self, kind: Kind, key: &str, g: Gens) -> Result<Option<Vec<u8>>, String> {
+        let inner = Arc::clone(&self.inner);
+        let key = key.to_string();
+        self.rt
+            .run(async move {
+                let err = cql_err("read", "states", format!("{kind:?} {key}"));
+                // the first rows, then (rarely, past unfinished generations) all of them
+                for stmt in [&inner.sel_state, &inner.sel_state_all] {
+                    let mut rows = inner
+                        .session
+                        .execute_iter(stmt.clone(), (kind as u8 as i8, key.as_str(), g.durable))
+                        .await
+                        .map_err(|e| err(e.to_string()))?
+                        .rows_stream::<(i64, Vec<u8>)>()
+                        .map_err(|e| err(e.to_string()))?;
+                    let mut n = 0;
+                    while let Some(row) = rows.next().await {
+                        let (gen, state) = row.map_err(|e| err(e.to_string()))?;
+                        if g.counts(gen) {
+                            return Ok(Some(state));
+                        }
+                        n += 1;
+                    }
+                    if n < FIRST_ROWS {
+                        break;
+                    }
+                }
+                Ok(None)
+            })
+            .map_err(|e| e.to_string())
     }
 }
