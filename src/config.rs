@@ -499,6 +499,10 @@ pub struct CqlConfig {
     pub write_attempts: u32,
     /// Requests one commit keeps in flight at most.
     pub max_concurrent_requests: usize,
+    /// Seconds an output row (the outbox: ledger entries, alerts, decisions, dead letters) is
+    /// kept before the database expires it (`USING TTL`); 0 keeps them. Default 30 days. A
+    /// sink that falls further behind than this loses the outputs that expired.
+    pub outputs_ttl_s: u32,
     /// MiB of the read cache (moka) in front of the stored states: the states the engine
     /// loads back after passivating them, and the keys known to have none. 0 turns it off.
     pub cache_mb: u64,
@@ -521,9 +525,16 @@ impl Default for CqlConfig {
             write_attempts: 3,
             max_concurrent_requests: 32,
             cache_mb: 64,
+            outputs_ttl_s: DEFAULT_OUTPUTS_TTL_S,
         }
     }
 }
+
+/// How long output rows live in the CQL store by default: 30 days.
+pub const DEFAULT_OUTPUTS_TTL_S: u32 = 30 * 86_400;
+
+/// The longest TTL Cassandra and ScyllaDB accept: 20 years.
+pub const MAX_CQL_TTL_S: u32 = 630_720_000;
 
 /// The names the configuration accepts for consistency levels.
 pub const CONSISTENCIES: &[&str] = &[
@@ -599,6 +610,14 @@ impl CqlConfig {
                 ))
             }
             (false, None) => {}
+        }
+        if self.outputs_ttl_s > MAX_CQL_TTL_S {
+            return Err(err(
+                "cql.outputs-ttl-s",
+                format!(
+                    "at most {MAX_CQL_TTL_S} (20 years, the database's limit); 0 keeps outputs"
+                ),
+            ));
         }
         if self.request_timeout_ms == 0 {
             return Err(err("cql.request-timeout-ms", "must be > 0"));
@@ -874,6 +893,16 @@ mod tests {
             e.key, "cql.tls-ca-file",
             "a certificate that does not parse: {e}"
         );
+        let e = Config::load(
+            None,
+            env(&[
+                ("OMNISTREAM_STORE", "cql"),
+                ("OMNISTREAM_CQL__OUTPUTS_TTL_S", "700000000"),
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "cql.outputs-ttl-s");
+        assert!(e.problem.contains("20 years"), "{e}");
         let e = Config::load(
             None,
             env(&[

@@ -580,7 +580,7 @@ impl CqlStore {
             let k = ks.as_str();
             Ok(Inner {
                 ins_event: prepare(s, k, "events", format!("INSERT INTO {k}.events (bucket, seq, body) VALUES (?, ?, ?)"), w).await?,
-                ins_output: prepare(s, k, "outputs", format!("INSERT INTO {k}.outputs (bucket, seq, body) VALUES (?, ?, ?)"), w).await?,
+                ins_output: prepare(s, k, "outputs", format!("INSERT INTO {k}.outputs (bucket, seq, body) VALUES (?, ?, ?) USING TTL {}", c.outputs_ttl_s), w).await?,
                 ins_ledger: prepare(s, k, "ledger", format!("INSERT INTO {k}.ledger (member, bucket, seq, body) VALUES (?, ?, ?, ?)"), w).await?,
                 del_ledger: prepare(s, k, "ledger", format!("DELETE FROM {k}.ledger WHERE member = ? AND bucket = ? AND seq = ?"), w).await?,
                 set_pending: prepare(s, k, "positions", format!("UPDATE {k}.positions SET pending = ? WHERE shard = ?"), w).await?,

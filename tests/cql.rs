@@ -159,6 +159,29 @@ fn cql_ledger_pages_in_entry_order_across_member_buckets() {
     assert!(s.ledger("nobody", 0, 10).unwrap().is_empty());
 }
 
+/// Output rows expire after `outputs-ttl-s` (the database drops them); the event log and the
+/// ledger do not.
+#[test]
+fn cql_outputs_expire_after_their_ttl_and_the_log_and_ledger_stay() {
+    let mut cfg = migrated("ttl");
+    cfg.outputs_ttl_s = 2;
+    let mut s = CqlStore::open(&cfg).unwrap();
+    s.commit(&Batch {
+        events: vec![(0, body("e", 0)), (1, body("e", 1))],
+        outputs: vec![(0, body("o", 0)), (1, body("o", 1))],
+        ledger: vec![("m1".into(), 1, body("l", 1))],
+        ..Batch::default()
+    })
+    .unwrap();
+    assert_eq!(s.outputs(0, 10).unwrap().len(), 2);
+    std::thread::sleep(std::time::Duration::from_millis(3_500));
+    assert_eq!(s.outputs(0, 10).unwrap(), vec![], "expired");
+    assert_eq!(replay_all(&s, 0).1.len(), 2, "the log has no TTL");
+    assert_eq!(s.ledger("m1", 0, 10).unwrap().len(), 1, "nor the ledger");
+    // new outputs still get their seqs after the expired ones
+    assert_eq!(s.next_output().unwrap(), 2);
+}
+
 #[test]
 fn cql_a_half_written_commit_is_neither_replayed_nor_served() {
     let cfg = migrated("halfwritten");
