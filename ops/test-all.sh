@@ -59,7 +59,7 @@ else
   cargo test --workspace --locked -- --skip cql_
 fi
 
-step "store outage: a Cassandra node of its own stopped for 20 s under the running service"
+step "store outage: a Cassandra node of its own stopped, then frozen (SIGSTOP), 20 s each under the running service"
 if [[ -z "${OMNISTREAM_NO_CASSANDRA:-}" ]]; then
   # the shared node has served its tests; its memory and cores go to the outage test's node
   bash "$cassandra" stop

@@ -519,6 +519,18 @@ impl Shard {
     /// Restores the last checkpoint, if any, and replays the durable log after it: the
     /// state after a restart, or after a failed commit whose events must not count.
     fn rebuild(&mut self) -> Result<(), StoreError> {
+        // not ready while the state is rebuilt: it reads the store, which may hang until its
+        // timeouts (a frozen node), and meanwhile /readyz must not say ready, nor reads answer
+        // from a state that is being replaced
+        self.ready.store(false, Ordering::SeqCst);
+        let r = self.rebuild_from_store();
+        if r.is_ok() {
+            self.ready.store(true, Ordering::SeqCst);
+        }
+        r
+    }
+
+    fn rebuild_from_store(&mut self) -> Result<(), StoreError> {
         let started = Instant::now();
         let rules = self.engine.rules.clone();
         let low_atp = rules.stock.low_stock_atp;
