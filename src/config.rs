@@ -77,6 +77,10 @@ pub struct Config {
     /// Live ingest refuses events stamped more than this many seconds ahead of the server's
     /// clock (reason `future_timestamp`); 0 accepts any time.
     pub max_future_s: u64,
+    /// At start-up, how long `run` keeps trying to reach a CQL store that does not answer
+    /// (a node still booting, a restart of the cluster) before it gives up; 0 gives up at
+    /// once. Other store errors (not migrated, a damaged file) stop start-up at once.
+    pub store_wait_s: u64,
     /// Prometheus metrics and the latency windows of `/v1/stats`; `false` turns both off
     /// (`/metrics` then answers 404), to measure what they cost.
     pub metrics: bool,
@@ -659,6 +663,7 @@ impl Default for Config {
             max_batch_events: 10_000,
             cql: CqlConfig::default(),
             max_future_s: 300,
+            store_wait_s: 60,
             metrics: true,
             fluvio: FluvioConfig::default(),
             auth: AuthConfig::default(),

@@ -199,11 +199,9 @@ async fn connect(cfg: &CqlConfig) -> Result<Session, StoreError> {
         let tls = tls_config(ca).map_err(|why| db_err(&cfg.keyspace, why))?;
         b = b.tls_context(Some(tls));
     }
-    b.build().await.map_err(|e| {
-        db_err(
-            &cfg.keyspace,
-            format!("cannot connect to {}: {e}", cfg.contact_points.join(", ")),
-        )
+    b.build().await.map_err(|e| StoreError::Unreachable {
+        keyspace: cfg.keyspace.clone(),
+        why: format!("cannot connect to {}: {e}", cfg.contact_points.join(", ")),
     })
 }
 

@@ -895,17 +895,42 @@ async fn access(
 /// Opens the store, replays it, starts the shard and serves HTTP on `listener` until
 /// SIGINT/SIGTERM; then commits what waits and returns.
 pub async fn serve(cfg: Config, listener: TcpListener, pii_key: Vec<u8>) -> anyhow::Result<()> {
-    let store = crate::store::open(&cfg)?;
     let ready = Arc::new(AtomicBool::new(false));
     let metrics = Arc::new(Metrics::new(cfg.metrics));
-    let shard = Shard::new(
-        store,
-        cfg.rules.clone(),
-        &pii_key,
-        crate::shard::ShardConfig::from(&cfg),
-        ready.clone(),
-        metrics.clone(),
-    )?;
+    let open = || {
+        Shard::new(
+            crate::store::open(&cfg)?,
+            cfg.rules.clone(),
+            &pii_key,
+            crate::shard::ShardConfig::from(&cfg),
+            ready.clone(),
+            metrics.clone(),
+        )
+    };
+    // a CQL store that does not answer yet (a node still booting) is tried again, backing
+    // off, for store-wait-s; any other error stops start-up at once
+    let waited = std::time::Instant::now();
+    let mut wait = Duration::from_millis(500);
+    let shard = loop {
+        match open() {
+            Ok(shard) => break shard,
+            Err(e @ StoreError::Unreachable { .. })
+                if waited.elapsed() + wait < Duration::from_secs(cfg.store_wait_s) =>
+            {
+                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, waited_s = waited.elapsed().as_secs(), "store not reachable yet; waiting (store-wait-s)");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            Err(e @ StoreError::Unreachable { .. }) => {
+                return Err(anyhow::anyhow!(
+                    "{e} (gave up after {:.1} s; store-wait-s = {})",
+                    waited.elapsed().as_secs_f64(),
+                    cfg.store_wait_s
+                ))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     tracing::info!(
         replayed = shard.stats.replayed,
         seconds = shard.stats.replay_seconds,

@@ -69,6 +69,15 @@ pub enum StoreError {
         /// Why.
         why: String,
     },
+    /// No CQL node could be reached (refused, timed out, TLS handshake): the database may
+    /// come back, unlike the errors above.
+    #[error("cql keyspace {keyspace}: {why}")]
+    Unreachable {
+        /// The keyspace.
+        keyspace: String,
+        /// Why.
+        why: String,
+    },
     /// A read or write failed.
     #[error("store {op} ({table}): {why}")]
     Io {

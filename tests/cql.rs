@@ -462,6 +462,79 @@ fn start_bounded(cfg: &CqlConfig, more: &[(&str, &str)]) -> Service {
     Service::start_with(std::path::Path::new("/dev/null/no-data-dir"), &env)
 }
 
+/// A TCP forwarder from a port of its own to the node, started `after` from now: until then
+/// nothing listens there, as on a node still booting. Answers the port.
+fn late_proxy(after: std::time::Duration) -> u16 {
+    use std::net::{TcpListener, TcpStream};
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let node = need_cql();
+    std::thread::spawn(move || {
+        std::thread::sleep(after);
+        let l = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        for client in l.incoming() {
+            let Ok(client) = client else { return };
+            let Ok(server) = TcpStream::connect(&node) else {
+                return;
+            };
+            for (mut from, mut to) in [
+                (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                (server, client),
+            ] {
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from, &mut to);
+                    let _ = to.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        }
+    });
+    port
+}
+
+/// Started before its node answers, the service waits for it (`store-wait-s`) and then
+/// works; with nothing to wait for it gives up after the setting, naming it.
+#[test]
+fn cql_service_waits_for_a_node_that_is_not_up_yet_and_gives_up_after_store_wait_s() {
+    let mut cfg = migrated("svc_wait");
+    let port = late_proxy(std::time::Duration::from_secs(3));
+    cfg.contact_points = vec![format!("127.0.0.1:{port}")];
+    let t = Instant::now();
+    let s = start(&cfg);
+    let waited = t.elapsed();
+    assert!(waited.as_secs_f64() >= 2.5, "did not wait: {waited:?}");
+    assert_eq!(s.get("/readyz")["status"], "ready");
+    let r = s.post(&script());
+    assert_eq!(r["accepted"], 14, "{r}");
+    s.stop();
+
+    // nothing ever listens: start-up fails after the wait, with the reason and the setting
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    cfg.contact_points = vec![format!("127.0.0.1:{closed}")];
+    let t = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+        .args(["run", "--listen", "127.0.0.1:0"])
+        .envs(cql_env(&cfg))
+        .env("OMNISTREAM_STORE_WAIT_S", "2")
+        .env("OMNISTREAM_PII_KEY", "k")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(t.elapsed().as_secs_f64() >= 1.0, "{:?}", t.elapsed());
+    assert!(
+        err.contains("cannot connect") && err.contains("store-wait-s = 2"),
+        "{err}"
+    );
+    assert!(err.contains("store not reachable yet"), "it retried: {err}");
+}
+
 #[test]
 fn cql_service_the_scripted_day_gives_the_expected_state_over_http() {
     let cfg = migrated("svc_day");
