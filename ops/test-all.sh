@@ -39,6 +39,8 @@ cargo fmt --all -- --check
 
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# the load tool's chart (plotters) is an optional feature: check it too
+cargo clippy -p omnistream-loadtest --features chart --all-targets --locked -- -D warnings
 
 step "build tests"
 cargo test --workspace --locked --no-run
@@ -58,6 +60,8 @@ else
   echo "OMNISTREAM_NO_CASSANDRA is set: skipping the tests that need a CQL node (--skip cql_)"
   cargo test --workspace --locked -- --skip cql_
 fi
+step "the load tool's chart (feature chart): draws a PNG"
+cargo test -p omnistream-loadtest --features chart --locked --lib chart
 
 step "store outage: a Cassandra node of its own stopped, then frozen (SIGSTOP), 20 s each under the running service"
 if [[ -z "${OMNISTREAM_NO_CASSANDRA:-}" ]]; then

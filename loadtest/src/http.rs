@@ -350,6 +350,115 @@ pub fn run(addr: &str, events: &[u8], o: &Options, log: &mut dyn FnMut(&str)) ->
     })
 }
 
+/// A sweep: the closed loop's maximum, then one open-loop phase per offered rate.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Sweep {
+    /// Connections used.
+    pub connections: usize,
+    /// Events per request.
+    pub batch: usize,
+    /// Closed loop: maximum rate.
+    pub max: PhaseReport,
+    /// Open loop at each offered rate, in the order run (rising).
+    pub points: Vec<PhaseReport>,
+}
+
+impl Sweep {
+    /// A readable table: offered, answered, refused and latency per point.
+    pub fn table(&self) -> String {
+        let mut s = format!(
+            "closed loop: {:.0} req/s ({:.0} events/s) on {} connections, {} events a request\n\
+             {:>10} {:>10} {:>10} {:>8} | latency from schedule, ms: {:>8} {:>8} {:>8} {:>8}\n",
+            self.max.per_s,
+            self.max.events_per_s,
+            self.connections,
+            self.batch,
+            "offered/s",
+            "answered/s",
+            "events/s",
+            "refused",
+            "p50",
+            "p99",
+            "p99.9",
+            "max"
+        );
+        for p in &self.points {
+            let ms = |us: u64| us as f64 / 1000.0;
+            s.push_str(&format!(
+                "{:>10.0} {:>10.0} {:>10.0} {:>8} | {:>34.2} {:>8.2} {:>8.2} {:>8.2}\n",
+                p.target_per_s.unwrap_or(0.0),
+                p.per_s,
+                p.events_per_s,
+                p.refused,
+                ms(p.all_us[0]),
+                ms(p.all_us[1]),
+                ms(p.all_us[2]),
+                ms(p.all_us[3]),
+            ));
+        }
+        s
+    }
+}
+
+/// Drives `addr` as [`run`] does, but with one open-loop phase of `secs` per fraction of the
+/// closed loop's maximum in `fractions` (above 1 offers more than the maximum), each on
+/// events no earlier phase used: where the service saturates, and what latency costs on
+/// the way.
+pub fn sweep(
+    addr: &str,
+    events: &[u8],
+    o: &Options,
+    fractions: &[f64],
+    log: &mut dyn FnMut(&str),
+) -> Result<Sweep> {
+    if fractions.is_empty() || fractions.iter().any(|f| !f.is_finite() || *f <= 0.0) {
+        bail!("--fractions must be positive numbers, got {fractions:?}");
+    }
+    let lines: Vec<&[u8]> = events
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let batch = o.batch.max(1);
+    let max = phase(
+        addr,
+        &lines,
+        batch,
+        o.connections,
+        None,
+        Duration::from_secs_f64(o.max_secs),
+    )?;
+    log(&format!("max {:.0} req/s", max.per_s));
+    let mut used = ((max.ok + max.refused) as usize).saturating_mul(batch);
+    let mut points = Vec::new();
+    for f in fractions {
+        let rate = max.per_s * f;
+        let rest = &lines[used.min(lines.len())..];
+        if rest.is_empty() {
+            bail!("no events left for the phase at {f} of the maximum: generate more events");
+        }
+        log(&format!(
+            "open loop at {f} of the maximum: {rate:.0}/s for up to {} s",
+            o.paced_secs
+        ));
+        let p = phase(
+            addr,
+            rest,
+            batch,
+            o.connections,
+            Some(rate),
+            Duration::from_secs_f64(o.paced_secs),
+        )?;
+        used += ((p.ok + p.refused) as usize).saturating_mul(batch);
+        points.push(p);
+    }
+    Ok(Sweep {
+        connections: o.connections,
+        batch,
+        max,
+        points,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,8 @@
 //! it (STYLE.md).
 
 pub mod bench;
+#[cfg(feature = "chart")]
+pub mod chart;
 pub mod gen;
 pub mod http;
 pub mod invariants;

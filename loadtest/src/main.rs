@@ -85,6 +85,50 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Throughput and latency against offered load: the closed loop's maximum, then an open
+    /// loop at each fraction of it; a table, JSON, and (built with `--features chart`) a PNG.
+    Sweep {
+        /// Address of the service.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: String,
+        /// A built-in scenario or a TOML file (generated in memory).
+        #[arg(long)]
+        scenario: String,
+        /// Events per request (as for `http`).
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Keep-alive connections: enough that the open loop can offer more than the maximum.
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        /// Longest the closed-loop phase runs, seconds.
+        #[arg(long, default_value_t = 10.0)]
+        max_secs: f64,
+        /// Each open-loop phase, seconds.
+        #[arg(long, default_value_t = 8.0)]
+        secs: f64,
+        /// Offered rates as fractions of the closed loop's maximum, comma separated.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "0.1,0.25,0.5,0.75,0.9,1.0,1.2,1.5"
+        )]
+        fractions: Vec<f64>,
+        /// Write the sweep as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Draw the chart to this PNG (needs a build with `--features chart`).
+        #[arg(long)]
+        chart: Option<PathBuf>,
+        /// The chart's title.
+        #[arg(
+            long,
+            default_value = "omnistream over HTTP: answered rate and latency against offered load"
+        )]
+        title: String,
+        /// A TrueType font for the chart's text.
+        #[arg(long)]
+        font: Option<PathBuf>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -125,6 +169,37 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Cmd::Sweep {
+            addr,
+            scenario,
+            batch,
+            connections,
+            max_secs,
+            secs,
+            fractions,
+            json,
+            chart,
+            title,
+            font,
+        } => {
+            let opts = omnistream_loadtest::http::Options {
+                batch,
+                connections,
+                max_secs,
+                paced_secs: secs,
+                fraction: 1.0,
+            };
+            cmd_sweep(
+                &addr,
+                &scenario,
+                &opts,
+                &fractions,
+                json.as_ref(),
+                chart.as_ref(),
+                &title,
+                font.as_ref(),
+            )
+        }
         Cmd::Http {
             addr,
             scenario,
@@ -156,6 +231,47 @@ fn main() -> Result<()> {
             Ok(())
         }
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn cmd_sweep(
+    addr: &str,
+    scenario: &str,
+    opts: &omnistream_loadtest::http::Options,
+    fractions: &[f64],
+    json: Option<&PathBuf>,
+    chart: Option<&PathBuf>,
+    title: &str,
+    font: Option<&PathBuf>,
+) -> Result<()> {
+    if chart.is_some() && !cfg!(feature = "chart") {
+        anyhow::bail!(
+            "--chart needs a loadtest built with the chart feature: \
+             cargo build --release -p omnistream-loadtest --features chart"
+        );
+    }
+    let sc = Scenario::load(scenario)?;
+    let mut events = Vec::new();
+    generate(&sc, &mut events, &mut std::io::sink(), &mut |_| {})?;
+    let sweep = omnistream_loadtest::http::sweep(addr, &events, opts, fractions, &mut |m| {
+        eprintln!("sweep: {m}")
+    })?;
+    print!("{}", sweep.table());
+    if let Some(p) = json {
+        std::fs::write(p, serde_json::to_string_pretty(&sweep)?)
+            .with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    #[cfg(feature = "chart")]
+    if let Some(p) = chart {
+        let font = font
+            .cloned()
+            .unwrap_or_else(|| omnistream_loadtest::chart::DEFAULT_FONT.into());
+        omnistream_loadtest::chart::draw(&sweep, p, title, &font)?;
+        eprintln!("sweep: chart written to {}", p.display());
+    }
+    #[cfg(not(feature = "chart"))]
+    let _ = (title, font);
+    Ok(())
 }
 
 fn cmd_generate(scenario: &str, out: &PathBuf, json: bool) -> Result<()> {
