@@ -1,11 +1,14 @@
 //! A fixed number of member commands on the typical member, for counting instructions with
 //! cachegrind (independent of machine load), e.g.
 //! `valgrind --tool=cachegrind --cache-sim=no target/release/deps/handler_count-* click 300000`.
-//! Modes: `setup` (only the typical member built: subtract it), `click N`, `order N` (N pairs
-//! of placed + fulfilled). Build: `cargo bench -p omnistream-actors --bench handler_count --no-run`.
+//! Modes: `setup` (only the typical member built: subtract it), `click N` (a click a minute, as
+//! the `handlers` bench does: past 1,440 the member has a day of activity a day, and past 32 of
+//! them its days are a plain vector), `click-s N` (a click a second: the member keeps its
+//! typical dozen days, packed), `order N` (N pairs of placed + fulfilled, a minute apart). Build: `cargo bench -p omnistream-actors --bench handler_count --no-run`.
 
 use omnistream_actors::cmd::{LineV, MemberCmd};
-use omnistream_actors::{Effects, Rules};
+use omnistream_actors::{Ctx, Effects, Rules};
+use omnistream_schemas::EventTime;
 use std::hint::black_box;
 
 mod common;
@@ -20,9 +23,18 @@ fn main() {
     let mut fx = Effects::default();
     for i in 0..count {
         let n = 100_000 + i;
-        let c = ctx(&rules, n);
+        let c = match mode {
+            "click-s" => Ctx {
+                at: EventTime::from_unix_ms(
+                    1_794_000_000_000 + 100_000 * 60_000 + (i as i64) * 1_000,
+                ),
+                event: uuid::Uuid::from_u128(u128::from(n) + 1),
+                ..ctx(&rules, n)
+            },
+            _ => ctx(&rules, n),
+        };
         match mode {
-            "click" => m.handle(
+            "click" | "click-s" => m.handle(
                 &me,
                 MemberCmd::Click {
                     channel: "douyin".into(),
