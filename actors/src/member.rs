@@ -1677,8 +1677,11 @@ impl Member {
                 share,
                 min_orders,
             } => {
-                let orders = sum_days(days_kept, today, *days, |d| i64::from(d.orders));
-                let redeemed = sum_days(days_kept, today, *days, |d| i64::from(d.redeem_orders));
+                // one pass for both sums
+                let (orders, redeemed) = window(days_kept, today, *days)
+                    .fold((0, 0), |(o, r), d| {
+                        (o + i64::from(d.orders), r + i64::from(d.redeem_orders))
+                    });
                 orders >= i64::from(*min_orders)
                     && orders > 0
                     && redeemed as f64 / orders as f64 >= *share
@@ -1840,11 +1843,14 @@ pub fn earn_points(lines: &[LineV], channel: &str, rules: &Rules) -> i64 {
 /// The sum of `f` over the days in the `days`-long window ending `today`; `kept` is newest
 /// first, so the window is at its front.
 fn sum_days(kept: &[Day], today: i64, days: i64, f: impl Fn(&Day) -> i64) -> i64 {
+    window(kept, today, days).map(f).sum()
+}
+
+/// The days of `kept` (newest first) in the `days`-long window ending `today`.
+fn window(kept: &[Day], today: i64, days: i64) -> impl Iterator<Item = &Day> {
     kept.iter()
-        .skip_while(|d| d.day > today)
-        .take_while(|d| d.day > today - days)
-        .map(f)
-        .sum()
+        .skip_while(move |d| d.day > today)
+        .take_while(move |d| d.day > today - days)
 }
 
 fn ceil_div(a: i128, b: i128) -> i64 {
