@@ -438,19 +438,25 @@ impl Pack for Day {
     }
     fn unpack(prev: Option<&Self>, b: &[u8], pos: &mut usize) -> Self {
         let day = get_i(b, pos).wrapping_add(prev.map_or(0, |p| p.day));
-        let mut v = [0; 7];
-        get_fields(b, pos, 0, &mut v);
+        // what `get_fields` reads, field by field: every command decodes the days
+        let mask = get_u(b, pos);
+        let mut field = |i: u32| {
+            if mask & (1 << i) != 0 {
+                get_i(b, pos)
+            } else {
+                0
+            }
+        };
         // the counts were written from u32s, so they fit
-        let n = |x: i64| x as u32;
         Day {
             day,
-            orders: n(v[0]),
-            amount: v[1],
-            redeem_orders: n(v[2]),
-            clicks: n(v[3]),
-            scans: n(v[4]),
-            visits: n(v[5]),
-            earned: v[6],
+            orders: field(0) as u32,
+            amount: field(1),
+            redeem_orders: field(2) as u32,
+            clicks: field(3) as u32,
+            scans: field(4) as u32,
+            visits: field(5) as u32,
+            earned: field(6),
         }
     }
 }
