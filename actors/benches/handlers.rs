@@ -2,7 +2,7 @@
 //! serialized size of a typical member. Run: `cargo bench -p omnistream-actors --bench handlers`.
 
 use compact_str::CompactString as Str;
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use omnistream_actors::cmd::{DealerCmd, LineV, MemberCmd, SkuCmd};
 use omnistream_actors::dealer::Dealer;
 use omnistream_actors::sku::Sku;
@@ -70,6 +70,55 @@ fn bench(c: &mut Criterion) {
             m.handle(&me, MemberCmd::OrderFulfilled { order }, &c, &mut fx);
             fx.clear();
         })
+    });
+    // the same commands on a fresh copy of the typical member each time (the copy is not
+    // timed): above, the member's history grows with the iterations (a day of activity a day,
+    // an order kept per iteration), so they time a long-lived member
+    g.bench_function("typical_member_click", |b| {
+        let c = ctx(&rules, 100_000);
+        b.iter_batched_ref(
+            || (member.clone(), Effects::default()),
+            |(m, fx)| {
+                m.handle(
+                    &me,
+                    MemberCmd::Click {
+                        channel: "douyin".into(),
+                        campaign: None,
+                    },
+                    &c,
+                    fx,
+                );
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("typical_member_order_placed_and_fulfilled", |b| {
+        let c = ctx(&rules, 100_000);
+        b.iter_batched_ref(
+            || (member.clone(), Effects::default()),
+            |(m, fx)| {
+                let order = Str::from("mall:B1");
+                let lines = vec![LineV {
+                    sku: "SKU-COLA-500".into(),
+                    qty: 1,
+                    unit_price: 350,
+                }];
+                m.handle(
+                    &me,
+                    MemberCmd::OrderPlaced {
+                        order: order.clone(),
+                        channel: "mall".into(),
+                        store: None,
+                        lines,
+                        points_redeemed: 0,
+                    },
+                    &c,
+                    fx,
+                );
+                m.handle(&me, MemberCmd::OrderFulfilled { order }, &c, fx);
+            },
+            BatchSize::SmallInput,
+        )
     });
     g.bench_function("sku_reserve_and_release", |b| {
         let sku_id = Str::from("SKU-COLA-500");

@@ -59,8 +59,9 @@ pub struct Member {
     pub channels: Packed<Str>,
     /// Stores visited or bought at, with the latest time, most recent last.
     pub stores: Packed<(Str, i64)>,
-    /// Activity per local day, oldest first, only days with activity.
-    pub days: Compact<Day>,
+    /// Activity per local day, only days with activity (newest first in memory, oldest
+    /// first in the state).
+    pub days: Days,
     /// Latest order time (µs; 0 before any).
     pub last_order: i64,
     /// Watched SKUs (in a `bought-any` tag rule) bought, with the latest time.
@@ -250,8 +251,113 @@ pub struct Merging {
     pub stash: Vec<MemberCmd>,
 }
 
+/// A member's days of activity, kept newest first: the record a command changes (today's)
+/// and the short windows are at the front, so a command decodes one record to change today's
+/// and the windows are read in one pass. The state lists them oldest first, as it always did.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Days(Compact<Day>);
+
+impl Days {
+    /// The records, newest first.
+    pub fn iter(&self) -> impl Iterator<Item = Day> + '_ {
+        self.0.iter()
+    }
+
+    /// The newest record.
+    pub fn newest(&self) -> Option<Day> {
+        self.0.first()
+    }
+
+    /// Number of days.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The records oldest first, as the state lists them.
+    pub fn oldest_first(&self) -> Vec<Day> {
+        let mut v = self.0.to_vec();
+        v.reverse();
+        v
+    }
+
+    /// Calls `f` with the records as a slice, newest first.
+    pub fn with_slice<R>(&self, f: impl FnOnce(&[Day]) -> R) -> R {
+        self.0.with_slice(f)
+    }
+
+    /// Changes the record of `day` (created if there is none) through `f`.
+    fn change(&mut self, day: i64, f: impl FnOnce(&mut Day)) {
+        // nearly always today: the newest record, or a new one before it; only the front is
+        // decoded and written
+        match self.0.first() {
+            Some(mut d) if d.day == day => {
+                f(&mut d);
+                self.0.replace_front(1, &[d]);
+            }
+            Some(d) if d.day > day => self.0.edit(|days| {
+                let i = match days.binary_search_by(|d| day.cmp(&d.day)) {
+                    Ok(i) => i,
+                    Err(i) => {
+                        days.insert(
+                            i,
+                            Day {
+                                day,
+                                ..Day::default()
+                            },
+                        );
+                        i
+                    }
+                };
+                if let Some(d) = days.get_mut(i) {
+                    f(d);
+                }
+            }),
+            _ => {
+                let mut d = Day {
+                    day,
+                    ..Day::default()
+                };
+                f(&mut d);
+                self.0.replace_front(0, &[d]);
+            }
+        }
+    }
+
+    /// Keeps the days after `oldest`.
+    fn prune(&mut self, oldest: i64) {
+        self.0.edit(|days| days.retain(|d| d.day > oldest));
+    }
+}
+
+impl std::fmt::Debug for Days {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.oldest_first()).finish()
+    }
+}
+
+impl Serialize for Days {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.oldest_first().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Days {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut v = Vec::<Day>::deserialize(d)?;
+        v.reverse();
+        let mut c = Compact::default();
+        c.set(v);
+        Ok(Days(c))
+    }
+}
+
 /// A member's activity on one local day.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Day {
     /// Local day number.
     pub day: i64,
@@ -332,19 +438,25 @@ impl Pack for Day {
     }
     fn unpack(prev: Option<&Self>, b: &[u8], pos: &mut usize) -> Self {
         let day = get_i(b, pos).wrapping_add(prev.map_or(0, |p| p.day));
-        let mut v = [0; 7];
-        get_fields(b, pos, 0, &mut v);
+        // what `get_fields` reads, field by field: every command decodes the days
+        let mask = get_u(b, pos);
+        let mut field = |i: u32| {
+            if mask & (1 << i) != 0 {
+                get_i(b, pos)
+            } else {
+                0
+            }
+        };
         // the counts were written from u32s, so they fit
-        let n = |x: i64| x as u32;
         Day {
             day,
-            orders: n(v[0]),
-            amount: v[1],
-            redeem_orders: n(v[2]),
-            clicks: n(v[3]),
-            scans: n(v[4]),
-            visits: n(v[5]),
-            earned: v[6],
+            orders: field(0) as u32,
+            amount: field(1),
+            redeem_orders: field(2) as u32,
+            clicks: field(3) as u32,
+            scans: field(4) as u32,
+            visits: field(5) as u32,
+            earned: field(6),
         }
     }
 }
@@ -1225,45 +1337,9 @@ impl Member {
         }
     }
 
-    /// Changes the activity record of a local day (created in day order).
+    /// Changes the activity record of a local day.
     fn day(&mut self, day: i64, f: impl FnOnce(&mut Day)) {
-        // nearly always today, the last day or a new one after it: only the end is rewritten
-        let last = self.days.last();
-        match last {
-            Some(l) if l.record.day == day => {
-                let mut d = l.record;
-                f(&mut d);
-                return self.days.replace_from(l.at, l.prev.as_ref(), &[d]);
-            }
-            Some(ref l) if l.record.day > day => {}
-            _ => {
-                let mut d = Day {
-                    day,
-                    ..Day::default()
-                };
-                f(&mut d);
-                let end = self.days.end();
-                return self
-                    .days
-                    .replace_from(end, last.as_ref().map(|l| &l.record), &[d]);
-            }
-        }
-        self.days.edit(|days| {
-            let i = match days.binary_search_by_key(&day, |d| d.day) {
-                Ok(i) => i,
-                Err(i) => {
-                    days.insert(
-                        i,
-                        Day {
-                            day,
-                            ..Day::default()
-                        },
-                    );
-                    i
-                }
-            };
-            f(&mut days[i]);
-        });
+        self.days.change(day, f);
     }
 
     /// Adds points (paying debt first); writes a ledger entry for what reaches the balance.
@@ -1289,7 +1365,7 @@ impl Member {
                     let end = self.points.lots.end();
                     self.points
                         .lots
-                        .replace_from(end, Some(&l.record), &[(ts, add)]);
+                        .replace_from(end, l.index + 1, Some(&l.record), &[(ts, add)]);
                 }
                 None => self.points.lots.set(vec![(ts, add)]),
                 Some(_) => self.points.lots.edit(|lots| {
@@ -1424,7 +1500,7 @@ impl Member {
                 self.at_store(&s, t, false, ctx.rules);
             }
         }
-        for d in other.days.iter() {
+        for d in other.days.oldest_first() {
             self.day(d.day, |mine| {
                 mine.orders += d.orders;
                 mine.amount += d.amount;
@@ -1521,24 +1597,35 @@ impl Member {
             return;
         }
         let oldest = today - rules.member.history_days;
-        // days are in order: the old ones are at the front
-        if self.days.first().is_some_and(|d| d.day <= oldest) {
-            self.days.edit(|days| days.retain(|d| d.day > oldest));
-        }
         let keep_orders = now - rules.points.order_days * DAY_US;
         self.orders
             .retain_by_time(|at, pending| at > keep_orders || pending > 0);
-        // the days decoded once for every window
-        let (mut tags, earned) = self.days.with_slice(|days| {
-            let tags: Vec<Str> = rules
-                .tags
-                .iter()
-                .filter(|t| self.holds_in(days, &t.when, now, today))
-                .map(|t| t.name.clone())
-                .collect();
-            let earned = sum_days(days, today, rules.tiers.period_days, |d| d.earned);
-            (tags, earned)
-        });
+        // the days decoded once for every window, and for the oldest day (the last: newest
+        // first), which is pruned when it is too old, then the days decoded again
+        let judge = |m: &Member| {
+            m.days.with_slice(|days| {
+                let first_day = days.last().map(|d| d.day);
+                if first_day.is_some_and(|d| d <= oldest) {
+                    return None;
+                }
+                let tags: Vec<Str> = rules
+                    .tags
+                    .iter()
+                    .filter(|t| m.holds_in(days, &t.when, now, today))
+                    .map(|t| t.name.clone())
+                    .collect();
+                let earned = sum_days(days, today, rules.tiers.period_days, |d| d.earned);
+                Some((tags, earned, first_day))
+            })
+        };
+        let judged = match judge(self) {
+            Some(j) => j,
+            None => {
+                self.days.prune(oldest);
+                judge(self).unwrap_or_default()
+            }
+        };
+        let (mut tags, earned, first_day) = judged;
         tags.sort();
         tags.dedup();
         if !self.tags.is(&tags) {
@@ -1560,7 +1647,7 @@ impl Member {
             self.tags.set(&tags);
         }
         self.update_tier(earned, now, rules, fx);
-        self.arm_timer(now, today, rules, fx);
+        self.arm_timer(now, today, first_day, rules, fx);
     }
 
     /// Whether a tag condition holds at `now`.
@@ -1596,8 +1683,11 @@ impl Member {
                 share,
                 min_orders,
             } => {
-                let orders = sum_days(days_kept, today, *days, |d| i64::from(d.orders));
-                let redeemed = sum_days(days_kept, today, *days, |d| i64::from(d.redeem_orders));
+                // one pass for both sums
+                let (orders, redeemed) = window(days_kept, today, *days)
+                    .fold((0, 0), |(o, r), d| {
+                        (o + i64::from(d.orders), r + i64::from(d.redeem_orders))
+                    });
                 orders >= i64::from(*min_orders)
                     && orders > 0
                     && redeemed as f64 / orders as f64 >= *share
@@ -1652,7 +1742,14 @@ impl Member {
 
     /// Asks for a tick at the next time something changes without an event: a dormant tag,
     /// a lot expiring, a windowed tag or tier losing its oldest day.
-    fn arm_timer(&mut self, now: i64, today: i64, rules: &Rules, fx: &mut Effects) {
+    fn arm_timer(
+        &mut self,
+        now: i64,
+        today: i64,
+        first_day: Option<i64>,
+        rules: &Rules,
+        fx: &mut Effects,
+    ) {
         let mut next = i64::MAX;
         for t in &rules.tags {
             if let TagCond::InactiveFor { days } = t.when {
@@ -1662,12 +1759,11 @@ impl Member {
         if let Some((at, _)) = self.points.lots.first() {
             next = next.min(at + rules.points.expiry_days * DAY_US + 1);
         }
-        if let Some(d) = self.days.first() {
+        if let Some(d) = first_day {
             // when the oldest active day leaves the shortest window still covering it
-            let day_start = now - (today - d.day) * DAY_US;
-            let mut windows: Vec<i64> = rules.tags.iter().map(|t| t.when.days()).collect();
-            windows.push(rules.tiers.period_days);
-            for w in windows {
+            let day_start = now - (today - d) * DAY_US;
+            let windows = rules.tags.iter().map(|t| t.when.days());
+            for w in windows.chain([rules.tiers.period_days]) {
                 let leave = day_start + w * DAY_US;
                 if leave > now {
                     next = next.min(leave);
@@ -1750,12 +1846,17 @@ pub fn earn_points(lines: &[LineV], channel: &str, rules: &Rules) -> i64 {
         .sum()
 }
 
-/// The sum of `f` over the days in the `days`-long window ending `today`.
+/// The sum of `f` over the days in the `days`-long window ending `today`; `kept` is newest
+/// first, so the window is at its front.
 fn sum_days(kept: &[Day], today: i64, days: i64, f: impl Fn(&Day) -> i64) -> i64 {
+    window(kept, today, days).map(f).sum()
+}
+
+/// The days of `kept` (newest first) in the `days`-long window ending `today`.
+fn window(kept: &[Day], today: i64, days: i64) -> impl Iterator<Item = &Day> {
     kept.iter()
-        .filter(|d| d.day > today - days && d.day <= today)
-        .map(f)
-        .sum()
+        .skip_while(move |d| d.day > today)
+        .take_while(move |d| d.day > today - days)
 }
 
 fn ceil_div(a: i128, b: i128) -> i64 {
@@ -2040,6 +2141,54 @@ mod tests {
             &mut fx,
         );
         (merging, m)
+    }
+
+    proptest::proptest! {
+        /// Days changed in any order (today, a new day, a late event for an older day), past
+        /// the packed limit and back under it by pruning, hold what a plain sorted map holds,
+        /// newest first in memory and oldest first in the state, and every window sums the
+        /// same as over the map.
+        #[test]
+        fn days_match_a_sorted_map(
+            ops in proptest::collection::vec((0i64..60, 0u32..3, -5i64..500), 0..120),
+            prune in 0i64..60,
+            today in 0i64..70,
+            window in 1i64..80,
+        ) {
+            let mut days = Days::default();
+            let mut model = std::collections::BTreeMap::<i64, Day>::new();
+            for (day, clicks, amount) in ops {
+                let day = 20_000 + day;
+                let f = |d: &mut Day| {
+                    d.clicks += clicks;
+                    d.amount += amount;
+                };
+                days.change(day, f);
+                f(model.entry(day).or_insert(Day { day, ..Day::default() }));
+            }
+            let want: Vec<Day> = model.values().copied().collect();
+            proptest::prop_assert_eq!(days.oldest_first(), want.clone());
+            let json = serde_json::to_string(&days).unwrap();
+            proptest::prop_assert_eq!(&json, &serde_json::to_string(&want).unwrap());
+            let back: Days = serde_json::from_str(&json).unwrap();
+            proptest::prop_assert_eq!(&back, &days);
+            let today = 20_000 + today;
+            let sum = |kept: &[Day]| sum_days(kept, today, window, |d| d.amount);
+            let direct: i64 = want
+                .iter()
+                .filter(|d| d.day > today - window && d.day <= today)
+                .map(|d| d.amount)
+                .sum();
+            proptest::prop_assert_eq!(days.with_slice(sum), direct);
+            days.prune(20_000 + prune);
+            let kept: Vec<Day> = want.into_iter().filter(|d| d.day > 20_000 + prune).collect();
+            proptest::prop_assert_eq!(days.oldest_first(), kept.clone());
+            let mut again = Days::default();
+            for d in kept.iter().rev() {
+                again.change(d.day, |x| *x = *d);
+            }
+            proptest::prop_assert_eq!(again, days);
+        }
     }
 
     /// A member with a long history: 45 orders on 45 days, their lots, then a return

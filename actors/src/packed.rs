@@ -35,6 +35,13 @@ pub fn put_i(out: &mut Vec<u8>, v: i64) {
 /// buffer is only ever written by this module, so that does not happen).
 #[inline]
 pub fn get_u(b: &[u8], pos: &mut usize) -> u64 {
+    // most values are one byte
+    if let Some(&byte) = b.get(*pos) {
+        if byte < 0x80 {
+            *pos += 1;
+            return u64::from(byte);
+        }
+    }
     let mut v = 0u64;
     let mut shift = 0;
     while let Some(&byte) = b.get(*pos) {
@@ -77,12 +84,15 @@ pub fn put_fields(out: &mut Vec<u8>, low: u64, flags: u64, vals: &[i64]) {
 #[inline]
 pub fn get_fields(b: &[u8], pos: &mut usize, low: u64, vals: &mut [i64]) -> u64 {
     let mask = get_u(b, pos);
-    for (i, v) in vals.iter_mut().enumerate() {
-        *v = if mask & (1 << (low + i as u64)) != 0 {
-            get_i(b, pos)
-        } else {
-            0
-        };
+    vals.fill(0);
+    // only the fields written, lowest bit first (as `put_fields` wrote them)
+    let mut set = mask >> low;
+    while set != 0 {
+        let i = set.trailing_zeros() as usize;
+        if let Some(v) = vals.get_mut(i) {
+            *v = get_i(b, pos);
+        }
+        set &= set - 1;
     }
     mask & ((1 << low) - 1)
 }
@@ -172,18 +182,24 @@ impl<T: Pack> Packed<T> {
     /// The last record, with the one before it and where it starts.
     pub fn last(&self) -> Option<Last<T>> {
         let mut it = self.iter();
-        let (mut at, mut prev, mut last) = (0, None, None);
+        let (mut at, mut prev, mut last, mut n) = (0, None, None, 0);
         loop {
             let pos = it.pos;
             match it.next() {
                 Some(r) => {
                     prev = last.replace(r);
                     at = pos;
+                    n += 1;
                 }
                 None => break,
             }
         }
-        last.map(|record| Last { at, prev, record })
+        last.map(|record| Last {
+            at,
+            index: n - 1,
+            prev,
+            record,
+        })
     }
 
     /// Replaces the records from byte `at` on (a [`Last::at`], or the end) with `records`,
@@ -210,6 +226,35 @@ impl<T: Pack> Packed<T> {
     /// The position past the last record, to append with [`Packed::replace_from`].
     pub fn end(&self) -> usize {
         self.bytes.len()
+    }
+
+    /// Replaces the first `n` records with `records`: for a list kept newest first, where
+    /// the changes are (today's record, a new day). Only the front is decoded and written: the
+    /// record after the replaced ones is written again after the new ones (it may be written
+    /// as a difference from them), the rest is left as it is.
+    pub fn replace_front(&mut self, n: usize, records: &[T]) {
+        let mut it = self.iter();
+        for _ in 0..n {
+            it.next();
+        }
+        let next = it.next();
+        let end = it.pos;
+        let mut head = Vec::with_capacity(16 * (records.len() + 1));
+        let mut prev = None;
+        for r in records.iter().chain(next.as_ref()) {
+            r.pack(prev, &mut head);
+            prev = Some(r);
+        }
+        match self.bytes.get_mut(..end) {
+            // the same length (a count that still fits its bytes): written in place
+            Some(old) if old.len() == head.len() => old.copy_from_slice(&head),
+            _ => {
+                let rest = self.bytes.get(end..).unwrap_or_default();
+                head.reserve_exact(rest.len());
+                head.extend_from_slice(rest);
+                self.bytes = head.into_boxed_slice();
+            }
+        }
     }
 }
 
@@ -293,10 +338,26 @@ impl<T: Pack> Compact<T> {
         self.iter().collect()
     }
 
-    /// Calls `f` with the records as a slice (decoded only when packed).
-    pub fn with_slice<R>(&self, f: impl FnOnce(&[T]) -> R) -> R {
+    /// Calls `f` with the records as a slice (decoded only when packed, onto the stack).
+    pub fn with_slice<R>(&self, f: impl FnOnce(&[T]) -> R) -> R
+    where
+        T: Copy + Default,
+    {
         match self {
-            Compact::Packed(p) => f(&p.to_vec()),
+            Compact::Packed(p) => {
+                let mut buf = [T::default(); PACKED_MAX];
+                let mut n = 0;
+                let mut it = p.iter();
+                for (slot, r) in buf.iter_mut().zip(&mut it) {
+                    *slot = r;
+                    n += 1;
+                }
+                if it.pos < p.bytes.len() {
+                    // more than a packed list holds: not written so, but decoded whole anyway
+                    return f(&p.to_vec());
+                }
+                f(buf.get(..n).unwrap_or_default())
+            }
             Compact::Plain(v) => f(v),
         }
     }
@@ -331,6 +392,7 @@ impl<T: Pack> Compact<T> {
                 let at = v.len().checked_sub(1)?;
                 Some(Last {
                     at,
+                    index: at,
                     prev: at.checked_sub(1).and_then(|i| v.get(i)).cloned(),
                     record: v.get(at)?.clone(),
                 })
@@ -347,12 +409,13 @@ impl<T: Pack> Compact<T> {
     }
 
     /// Replaces the records from position `at` on (a [`Last::at`] or [`Compact::end`]) with
-    /// `records`, which follow `prev`.
-    pub fn replace_from(&mut self, at: usize, prev: Option<&T>, records: &[T]) {
+    /// `records`, which follow `prev`; `before` records precede position `at` (a
+    /// [`Last::index`], or the length), so the list is not counted again.
+    pub fn replace_from(&mut self, at: usize, before: usize, prev: Option<&T>, records: &[T]) {
         match self {
             Compact::Packed(p) => {
                 p.replace_from(at, prev, records);
-                if p.len() > PACKED_MAX {
+                if before + records.len() > PACKED_MAX {
                     let v = p.to_vec();
                     self.set(v);
                 }
@@ -360,6 +423,30 @@ impl<T: Pack> Compact<T> {
             Compact::Plain(v) => {
                 v.truncate(at);
                 v.extend_from_slice(records);
+                if v.len() <= PACKED_MAX {
+                    let v = std::mem::take(v);
+                    self.set(v);
+                }
+            }
+        }
+    }
+}
+
+impl<T: Pack> Compact<T> {
+    /// Replaces the first `n` records with `records` (see [`Packed::replace_front`]).
+    pub fn replace_front(&mut self, n: usize, records: &[T]) {
+        match self {
+            Compact::Packed(p) => {
+                p.replace_front(n, records);
+                // only a list that grew can be too long to stay packed
+                if records.len() > n && p.len() > PACKED_MAX {
+                    let v = p.to_vec();
+                    self.set(v);
+                }
+            }
+            Compact::Plain(v) => {
+                let n = n.min(v.len());
+                v.splice(..n, records.iter().cloned());
                 if v.len() <= PACKED_MAX {
                     let v = std::mem::take(v);
                     self.set(v);
@@ -420,6 +507,8 @@ impl<T: Pack> FromIterator<T> for Packed<T> {
 pub struct Last<T> {
     /// Where it starts.
     pub at: usize,
+    /// How many records are before it.
+    pub index: usize,
     /// The record before it.
     pub prev: Option<T>,
     /// The record.
@@ -612,6 +701,26 @@ mod tests {
             let names: Vec<Str> = v.iter().map(|r| r.0.clone()).collect();
             let r: Packed<Str> = names.iter().cloned().collect();
             prop_assert_eq!(r.to_vec(), names);
+        }
+
+        /// Replacing the front of a list (kept newest first) gives what replacing it in a
+        /// vector gives, packed or plain, across the packed limit.
+        #[test]
+        fn front_replaced_exactly(
+            v in proptest::collection::vec((any::<i64>(), any::<i64>()), 0..40),
+            new in proptest::collection::vec((any::<i64>(), any::<i64>()), 0..3),
+            n in 0usize..2,
+        ) {
+            let mut c = Compact::default();
+            c.set(v.clone());
+            c.replace_front(n, &new);
+            let mut want = v.clone();
+            let n = n.min(want.len());
+            want.splice(..n, new.iter().copied());
+            prop_assert_eq!(c.to_vec(), want.clone());
+            let mut same = Compact::default();
+            same.set(want);
+            prop_assert_eq!(c, same);
         }
 
         /// Times read back exactly, whatever their precision.
