@@ -4,13 +4,13 @@
 # loop's maximum, then an open loop at each fraction of it), writes the table, the JSON and
 # the chart, stops the service. Needs the release binaries, loadtest with its chart:
 #   cargo build --release -p omnistream && cargo build --release -p omnistream-loadtest --features chart
-# Usage: ops/bench-sweep.sh [SCENARIO] [BATCH] [OUT_DIR]
+# Usage: ops/bench-sweep.sh [SCENARIO (default loadtest/scenarios/steady.toml)] [BATCH] [OUT_DIR]
 #   environment: MAX_SECS (closed loop, default 10), SECS (each point, default 8),
 #   FRACTIONS (default 0.1,0.25,0.5,0.75,0.9,1.0,1.2,1.5), CONNECTIONS (default 32),
 #   and any OMNISTREAM_* setting for the service.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scenario=${1:-default}
+scenario=${1:-loadtest/scenarios/steady.toml}
 batch=${2:-1}
 out=${3:-docs}
 bin=target/release

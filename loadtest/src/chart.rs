@@ -68,8 +68,15 @@ pub fn draw(sweep: &Sweep, out: &Path, title: &str, font: &Path) -> Result<()> {
         RED.mix(0.4),
     ))
     .map_err(e)?
-    .label("closed-loop maximum")
+    .label("closed-loop maximum, at the start")
     .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], RED.mix(0.4)));
+    c.draw_series(LineSeries::new(
+        [(0.0, sweep.max_end.per_s), (x_max, sweep.max_end.per_s)],
+        RED.stroke_width(2),
+    ))
+    .map_err(e)?
+    .label("closed-loop maximum, after the sweep")
+    .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], RED.stroke_width(2)));
     let answered: Vec<(f64, f64)> = offered
         .iter()
         .zip(pts)
@@ -158,6 +165,7 @@ mod tests {
             connections: 32,
             batch: 1,
             max: phase(None, 5000.0, 1000),
+            max_end: phase(None, 4400.0, 1000),
             points: vec![
                 phase(Some(500.0), 500.0, 900),
                 phase(Some(2500.0), 2490.0, 1100),

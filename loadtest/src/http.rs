@@ -357,22 +357,28 @@ pub struct Sweep {
     pub connections: usize,
     /// Events per request.
     pub batch: usize,
-    /// Closed loop: maximum rate.
+    /// Closed loop: maximum rate, at the start (on a fresh service: the rates offered are
+    /// fractions of this).
     pub max: PhaseReport,
     /// Open loop at each offered rate, in the order run (rising).
     pub points: Vec<PhaseReport>,
+    /// Closed loop again after the points, on the state they built: the maximum the last
+    /// points were up against.
+    pub max_end: PhaseReport,
 }
 
 impl Sweep {
     /// A readable table: offered, answered, refused and latency per point.
     pub fn table(&self) -> String {
         let mut s = format!(
-            "closed loop: {:.0} req/s ({:.0} events/s) on {} connections, {} events a request\n\
+            "closed loop at the start: {:.0} req/s ({:.0} events/s) on {} connections, {} events a \
+             request; at the end: {:.0} req/s\n\
              {:>10} {:>10} {:>10} {:>8} | latency from schedule, ms: {:>8} {:>8} {:>8} {:>8}\n",
             self.max.per_s,
             self.max.events_per_s,
             self.connections,
             self.batch,
+            self.max_end.per_s,
             "offered/s",
             "answered/s",
             "events/s",
@@ -451,11 +457,25 @@ pub fn sweep(
         used += ((p.ok + p.refused) as usize).saturating_mul(batch);
         points.push(p);
     }
+    let rest = &lines[used.min(lines.len())..];
+    if rest.is_empty() {
+        bail!("no events left for the closing closed loop: generate more events");
+    }
+    let max_end = phase(
+        addr,
+        rest,
+        batch,
+        o.connections,
+        None,
+        Duration::from_secs_f64(o.max_secs),
+    )?;
+    log(&format!("max at the end {:.0} req/s", max_end.per_s));
     Ok(Sweep {
         connections: o.connections,
         batch,
         max,
         points,
+        max_end,
     })
 }
 
