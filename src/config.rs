@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 /// `OMNISTREAM_TEST_*` variable belongs to the test suite too.
 const NOT_KEYS: &[&str] = &[
     "OMNISTREAM_PII_KEY",
+    "OMNISTREAM_PII_KEY_FILE",
     "OMNISTREAM_LOG",
     "OMNISTREAM_LOG_FORMAT",
     "OMNISTREAM_TEST_CQL",
@@ -485,6 +486,10 @@ pub struct CqlConfig {
     /// Password for `username`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
+    /// A file holding the password (a mounted secret), read at start-up instead of
+    /// `password`; its trailing newline is not part of it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
     /// Encrypt connections to the nodes with TLS (rustls), verifying each node's certificate
     /// against `tls-ca-file` by the node's IP address (the driver connects by address, so
     /// node certificates need their addresses as IP subject-alternative names).
@@ -521,6 +526,7 @@ impl Default for CqlConfig {
             replication: "{'class': 'SimpleStrategy', 'replication_factor': 1}".into(),
             username: None,
             password: None,
+            password_file: None,
             tls: false,
             tls_ca_file: None,
             read_consistency: "LOCAL_QUORUM".into(),
@@ -728,6 +734,21 @@ impl Config {
             Config::deserialize(value.clone()).map_err(|e| err(&var, e.to_string()))?;
         }
         let mut cfg = Config::deserialize(value).map_err(|e| err("config", e.to_string()))?;
+        if let Some(f) = cfg.cql.password_file.take() {
+            if cfg.cql.password.is_some() {
+                return Err(err(
+                    "cql.password-file",
+                    "set together with cql.password: set one",
+                ));
+            }
+            let text = std::fs::read_to_string(&f).map_err(|e| {
+                err(
+                    "cql.password-file",
+                    format!("cannot read {}: {e}", f.display()),
+                )
+            })?;
+            cfg.cql.password = Some(text.trim_end_matches(['\n', '\r']).to_string());
+        }
         cfg.check()?;
         if cfg.auth.enabled {
             cfg.auth.credentials = cfg.auth.resolve(&env)?;
@@ -908,6 +929,27 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.key, "cql.outputs-ttl-s");
         assert!(e.problem.contains("20 years"), "{e}");
+        // the password from a file (a mounted secret), never with `password` too
+        let pw = dir.path().join("cql.password");
+        std::fs::write(&pw, "s3cret-from-a-file\n").unwrap();
+        let with_file = |extra: &[(&str, &str)]| {
+            let mut vars = vec![
+                ("OMNISTREAM_STORE", "cql"),
+                ("OMNISTREAM_CQL__USERNAME", "omni"),
+                ("OMNISTREAM_CQL__PASSWORD_FILE", pw.to_str().unwrap()),
+            ];
+            vars.extend_from_slice(extra);
+            Config::load(None, env(&vars))
+        };
+        let c = with_file(&[]).unwrap();
+        assert_eq!(c.cql.password.as_deref(), Some("s3cret-from-a-file"));
+        assert_eq!(c.cql.redacted().password.as_deref(), Some("<redacted>"));
+        let e = with_file(&[("OMNISTREAM_CQL__PASSWORD", "x")]).unwrap_err();
+        assert_eq!(e.key, "cql.password-file");
+        std::fs::remove_file(&pw).unwrap();
+        let e = with_file(&[]).unwrap_err();
+        assert_eq!(e.key, "cql.password-file");
+        assert!(e.problem.contains("cql.password"), "names the file: {e}");
         let e = Config::load(
             None,
             env(&[

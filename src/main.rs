@@ -169,7 +169,7 @@ fn run_service(opts: &ServiceOpts, demo: Option<(String, u64)>) -> anyhow::Resul
         // into the same store would only meet duplicates
         cfg.data_dir = std::env::temp_dir().join(format!("omnistream-demo-{}", std::process::id()));
     }
-    let (key, keyed) = cli::pii_key_from_env();
+    let (key, keyed) = cli::pii_key_from_env()?;
     if !keyed {
         tracing::warn!("OMNISTREAM_PII_KEY is not set: personal data is hashed with the public development key");
     }
@@ -285,17 +285,26 @@ fn main() -> ExitCode {
         } => run_service(&opts, Some((scenario, rate))),
         Command::CheckConfig { opts } => opts.load().and_then(|cfg| check_config(&cfg)),
         Command::Migrate { opts } => opts.load().and_then(|cfg| migrate(&cfg)),
-        Command::Produce { opts, files, topic } => with_fluvio(&opts, async |client, cfg| {
-            let topic = (topic != "auto").then_some(topic.as_str());
-            let (pii, _) = cli::pii_from_env();
-            omnistream::fluvio::client::produce_files(client, &cfg.fluvio, &files, topic, pii).await
-        })
-        .map(|counts| {
-            for (t, n) in counts {
-                println!("{t}: {n} records");
-            }
-            ExitCode::SUCCESS
-        }),
+        Command::Produce { opts, files, topic } => cli::pii_from_env()
+            .and_then(|(pii, _)| {
+                with_fluvio(&opts, async |client, cfg| {
+                    let topic = (topic != "auto").then_some(topic.as_str());
+                    omnistream::fluvio::client::produce_files(
+                        client,
+                        &cfg.fluvio,
+                        &files,
+                        topic,
+                        pii.clone(),
+                    )
+                    .await
+                })
+            })
+            .map(|counts| {
+                for (t, n) in counts {
+                    println!("{t}: {n} records");
+                }
+                ExitCode::SUCCESS
+            }),
         Command::Topics {
             action: TopicsAction::Create { opts },
         } => with_fluvio(&opts, async |client, cfg| {

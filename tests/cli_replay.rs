@@ -165,3 +165,62 @@ fn replay_refuses_an_event_beyond_the_lateness_window_into_the_dead_letters() {
     let skus = std::fs::read_to_string(out.join("skus.jsonl")).unwrap();
     assert!(skus.contains("\"T\""), "{skus}");
 }
+
+/// The key for personal data may come from a file (`OMNISTREAM_PII_KEY_FILE`, a mounted
+/// secret): the same key from the file or the variable hashes alike, another key otherwise;
+/// both set, or a key under 16 bytes, stops with the variable named and the key not shown.
+#[test]
+fn the_personal_data_key_comes_from_the_variable_or_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("pii.key");
+    std::fs::write(&key_file, "a-key-from-a-mounted-secret\n").unwrap();
+    let run = |out: &str, env: &[(&str, &str)]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_omnistream"));
+        c.args(["replay", "--input", SAMPLE, "--out"])
+            .arg(dir.path().join(out))
+            .env_remove("OMNISTREAM_PII_KEY")
+            .env_remove("OMNISTREAM_PII_KEY_FILE");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let o = c.output().unwrap();
+        let state = std::fs::read(dir.path().join(out).join("state.json")).ok();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).to_string(),
+            state,
+        )
+    };
+    let file = key_file.to_str().unwrap();
+    let (code, err, from_file) = run("file", &[("OMNISTREAM_PII_KEY_FILE", file)]);
+    assert_eq!(code, Some(0), "{err}");
+    let (_, _, from_var) = run(
+        "var",
+        &[("OMNISTREAM_PII_KEY", "a-key-from-a-mounted-secret")],
+    );
+    assert_eq!(from_file, from_var, "the same key hashes alike");
+    let (_, _, other) = run("other", &[("OMNISTREAM_PII_KEY", "another-key-0123456789")]);
+    assert_ne!(from_file, other, "another key hashes otherwise");
+    let (code, err, _) = run(
+        "both",
+        &[
+            ("OMNISTREAM_PII_KEY_FILE", file),
+            ("OMNISTREAM_PII_KEY", "x-0123456789abcdef"),
+        ],
+    );
+    assert_ne!(code, Some(0));
+    assert!(err.contains("both set"), "{err}");
+    let (code, err, _) = run("short", &[("OMNISTREAM_PII_KEY", "short-key")]);
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("OMNISTREAM_PII_KEY") && err.contains("16"),
+        "{err}"
+    );
+    assert!(!err.contains("short-key"), "the key is never shown: {err}");
+    let (code, err, _) = run(
+        "missing",
+        &[("OMNISTREAM_PII_KEY_FILE", "/nonexistent/pii.key")],
+    );
+    assert_ne!(code, Some(0));
+    assert!(err.contains("/nonexistent/pii.key"), "{err}");
+}

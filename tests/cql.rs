@@ -522,7 +522,7 @@ fn cql_service_waits_for_a_node_that_is_not_up_yet_and_gives_up_after_store_wait
         .args(["run", "--listen", "127.0.0.1:0"])
         .envs(cql_env(&cfg))
         .env("OMNISTREAM_STORE_WAIT_S", "2")
-        .env("OMNISTREAM_PII_KEY", "k")
+        .env("OMNISTREAM_PII_KEY", "cql-test-key-0123456789")
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

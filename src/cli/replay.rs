@@ -83,7 +83,7 @@ pub fn run(
         })
         .transpose()?;
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    let (pii, _) = super::pii_from_env();
+    let (pii, _) = super::pii_from_env()?;
     let decoder = Decoder::new(pii.clone());
     let mut engine = Engine::new(rules);
     let mut spill = match resident {

@@ -230,7 +230,7 @@ pub fn run(
     rejects: Option<&Path>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let (pii, _) = super::pii_from_env();
+    let (pii, _) = super::pii_from_env()?;
     let out: Option<Box<dyn Write>> = match rejects {
         Some(p) => Some(Box::new(BufWriter::new(File::create(p).with_context(
             || format!("creating the rejects file {}", p.display()),
