@@ -56,27 +56,30 @@ pub fn draw(sweep: &Sweep, out: &Path, title: &str, font: &Path) -> Result<()> {
         .label_style(("sans-serif", 14))
         .draw()
         .map_err(e)?;
-    c.draw_series(LineSeries::new(
-        [(0.0, 0.0), (x_max, x_max)],
-        BLACK.mix(0.25),
-    ))
-    .map_err(e)?
-    .label("answered = offered")
-    .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], BLACK.mix(0.25)));
-    c.draw_series(LineSeries::new(
-        [(0.0, sweep.max.per_s), (x_max, sweep.max.per_s)],
-        RED.mix(0.4),
-    ))
-    .map_err(e)?
-    .label("closed-loop maximum, at the start")
-    .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], RED.mix(0.4)));
-    c.draw_series(LineSeries::new(
-        [(0.0, sweep.max_end.per_s), (x_max, sweep.max_end.per_s)],
-        RED.stroke_width(2),
-    ))
-    .map_err(e)?
-    .label("closed-loop maximum, after the sweep")
-    .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], RED.stroke_width(2)));
+    // reference lines: where answered would equal offered, and the two closed-loop maxima
+    let (start, end) = (sweep.max.per_s, sweep.max_end.per_s);
+    for (ends, style, label) in [
+        (
+            [(0.0, 0.0), (x_max, x_max)],
+            BLACK.mix(0.25).into(),
+            "answered = offered",
+        ),
+        (
+            [(0.0, start), (x_max, start)],
+            RED.mix(0.4).into(),
+            "closed-loop maximum, at the start",
+        ),
+        (
+            [(0.0, end), (x_max, end)],
+            RED.stroke_width(2),
+            "closed-loop maximum, after the sweep",
+        ),
+    ] {
+        c.draw_series(LineSeries::new(ends, style))
+            .map_err(e)?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], style));
+    }
     let answered: Vec<(f64, f64)> = offered
         .iter()
         .zip(pts)

@@ -294,6 +294,14 @@ fn phase(
     })
 }
 
+/// The non-empty lines of `events`.
+fn lines_of(events: &[u8]) -> Vec<&[u8]> {
+    events
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
 /// Drives `addr` with the events in `events` (JSON lines), `batch` events per request (one:
 /// scans to `/v1/scan`, the rest to `/v1/events`; more: all to `/v1/events`): first the closed loop for at most
 /// `max_secs`, then the open loop at `fraction` of the rate found, for at most `paced_secs`, on
@@ -309,10 +317,7 @@ pub fn run(addr: &str, events: &[u8], o: &Options, log: &mut dyn FnMut(&str)) ->
     if !(0.0..=1.0).contains(&fraction) || fraction == 0.0 {
         bail!("--fraction must be in (0, 1], got {fraction}");
     }
-    let lines: Vec<&[u8]> = events
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .collect();
+    let lines = lines_of(events);
     log(&format!(
         "{} events; closed loop for up to {max_secs} s on {connections} connections",
         lines.len()
@@ -420,10 +425,7 @@ pub fn sweep(
     if fractions.is_empty() || fractions.iter().any(|f| !f.is_finite() || *f <= 0.0) {
         bail!("--fractions must be positive numbers, got {fractions:?}");
     }
-    let lines: Vec<&[u8]> = events
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .collect();
+    let lines = lines_of(events);
     let batch = o.batch.max(1);
     let max = phase(
         addr,
