@@ -345,6 +345,8 @@ pub struct Shard {
     commit_thread: Option<std::thread::JoinHandle<()>>,
     /// The commit being written; what arrives meanwhile is applied and waits for the next.
     committing: Option<Committing>,
+    /// When the shard last logged that event ids were forgotten under the id bound.
+    forgot_logged: Option<Instant>,
     /// Numbers the commits, to match the commit thread's answers.
     commit_id: u64,
     pipeline_min_events: usize,
@@ -482,6 +484,7 @@ impl Shard {
             commit_done: None,
             commit_thread: None,
             committing: None,
+            forgot_logged: None,
             commit_id: 0,
             pipeline_min_events: sc.pipeline_min_events,
             checkpoints: checkpointer.is_some(),
@@ -928,6 +931,23 @@ impl Shard {
                 self.metrics
                     .forgotten_ids
                     .inc_by(forgotten.saturating_sub(self.stats.forgotten_ids));
+                if forgotten > self.stats.forgotten_ids
+                    && self
+                        .forgot_logged
+                        .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+                {
+                    // at most once a minute: the lateness window is shrinking under id pressure
+                    self.forgot_logged = Some(Instant::now());
+                    tracing::warn!(
+                        forgotten,
+                        remembered = ids,
+                        refused_before = %omnistream_schemas::EventTime::from_unix_ms(
+                            self.engine.remembered_from_us() / 1000
+                        ),
+                        max_remembered_ids = self.engine.rules.max_remembered_ids,
+                        "event ids forgotten under max-remembered-ids: older events are refused as too_late"
+                    );
+                }
                 self.stats.forgotten_ids = forgotten;
                 if let Some(c) = self.store.read_cache() {
                     self.metrics.read_cache(&c);
