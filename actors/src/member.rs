@@ -89,12 +89,56 @@ pub struct Member {
     /// The local day old orders were last pruned.
     #[serde(default)]
     pub pruned_day: i64,
+    /// When the orders' pruning pass can next remove one (not part of the state: rebuilt by
+    /// the first pass after loading, see [`OrdersDue`]). Change orders through
+    /// `Member::set_order` only, which keeps it.
+    #[serde(skip)]
+    pub orders_due: OrdersDue,
     /// What the member's scans say for fraud checks.
     #[serde(default, skip_serializing_if = "Boxed::is_empty")]
     pub scan: Boxed<ScanProfile>,
     /// Scan rewards held for review, oldest first.
     #[serde(default, skip_serializing_if = "no_held")]
     pub held: Box<[HeldReward]>,
+}
+
+/// A lower bound on the time of every order the pruning pass could remove (those without
+/// pending points), in whole seconds, so the pass, which reads every order, runs only when
+/// an order can go: 0 when not known (a state just loaded, or an order time before 1970),
+/// `u32::MAX` when no order can go before 2106. Kept by every change to an order (which sets
+/// its time and pending points), made exact by every pass. Four bytes, which the member's
+/// layout had as padding; it never changes what the member is: it compares equal always and
+/// is not serialized.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OrdersDue(u32);
+
+impl PartialEq for OrdersDue {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl OrdersDue {
+    /// A bound at or before `at` (µs).
+    fn secs(at: i64) -> u32 {
+        if at < 1_000_000 {
+            0
+        } else {
+            u32::try_from(at / 1_000_000).unwrap_or(u32::MAX)
+        }
+    }
+
+    /// An order now stands at `at` with `pending` points.
+    fn note(&mut self, at: i64, pending: i64) {
+        if pending <= 0 {
+            self.0 = self.0.min(Self::secs(at));
+        }
+    }
+
+    /// Whether no order at or before `keep` (µs) can be pruned.
+    fn none_by(self, keep: i64) -> bool {
+        self.0 != 0 && i64::from(self.0) * 1_000_000 > keep
+    }
 }
 
 fn no_held(h: &[HeldReward]) -> bool {
@@ -988,7 +1032,7 @@ impl Member {
                 entry.value = value;
                 entry.pending = earn;
                 entry.at = ts;
-                self.orders.insert(order.clone(), entry);
+                self.set_order(order.clone(), entry);
                 self.points.pending += earn;
                 self.day(ctx.day(), |d| {
                     d.orders += 1;
@@ -1027,7 +1071,7 @@ impl Member {
                     let mut o = self.orders.get(&order).unwrap_or_default();
                     o.redeemed = points;
                     o.at = ts;
-                    self.orders.insert(order.clone(), o);
+                    self.set_order(order.clone(), o);
                 }
                 fx.send(
                     Key::Order(order),
@@ -1047,7 +1091,7 @@ impl Member {
                 let p = std::mem::take(&mut o.pending);
                 o.earned = p;
                 o.at = ts;
-                self.orders.insert(order.clone(), o);
+                self.set_order(order.clone(), o);
                 self.points.pending -= p;
                 self.day(ctx.day(), |d| d.earned += p);
                 fx.out(Output::Pending {
@@ -1072,7 +1116,7 @@ impl Member {
                 o.reversed = o.earned;
                 let refund = o.redeemed - o.refunded;
                 o.refunded = o.redeemed;
-                self.orders.insert(order.clone(), o);
+                self.set_order(order.clone(), o);
                 if pending > 0 {
                     self.points.pending -= pending;
                     fx.out(Output::Pending {
@@ -1105,7 +1149,7 @@ impl Member {
                     (o.redeemed as i128 * o.returned as i128 / o.value as i128) as i64;
                 let refund = want_refunded - o.refunded;
                 o.refunded = want_refunded;
-                self.orders.insert(order.clone(), o);
+                self.set_order(order.clone(), o);
                 self.reverse(take, Some(order.clone()), fx);
                 self.credit(refund, "redeem_refund", Some(order), ts, fx);
             }
@@ -1521,7 +1565,7 @@ impl Member {
         }
         for (k, o) in other.orders.iter() {
             if self.orders.get(&k).is_none() {
-                self.orders.insert(k, o);
+                self.set_order(k, o);
             }
         }
         for (c, d, n) in other.caps.iter() {
@@ -1591,6 +1635,12 @@ impl Member {
         }
     }
 
+    /// Sets the bookkeeping of `order` (and when the orders can next be pruned).
+    fn set_order(&mut self, order: Str, o: OrderPoints) {
+        self.orders_due.note(o.at, o.pending);
+        self.orders.insert(order, o);
+    }
+
     /// Re-evaluates tags and tier at `now`, prunes old history, and sets the next timer.
     fn evaluate(&mut self, now: i64, today: i64, rules: &Rules, fx: &mut Effects) {
         if self.alias_of.is_some() || self.merging.is_some() || self.first_seen == 0 {
@@ -1598,8 +1648,18 @@ impl Member {
         }
         let oldest = today - rules.member.history_days;
         let keep_orders = now - rules.points.order_days * DAY_US;
-        self.orders
-            .retain_by_time(|at, pending| at > keep_orders || pending > 0);
+        // the pass reads every order: only when one can go, and then it finds when the next can
+        if !self.orders_due.none_by(keep_orders) {
+            let mut due = OrdersDue(u32::MAX);
+            self.orders.retain_by_time(|at, pending| {
+                let keep = at > keep_orders || pending > 0;
+                if keep {
+                    due.note(at, pending);
+                }
+                keep
+            });
+            self.orders_due = due;
+        }
         // the days decoded once for every window, and for the oldest day (the last: newest
         // first), which is pruned when it is too old, then the days decoded again
         let judge = |m: &Member| {
@@ -2188,6 +2248,68 @@ mod tests {
                 again.change(d.day, |x| *x = *d);
             }
             proptest::prop_assert_eq!(again, days);
+        }
+    }
+
+    proptest::proptest! {
+        /// The orders' pruning pass skipped while `orders_due` says nothing can go changes
+        /// nothing: orders placed, fulfilled, cancelled, returned and redeemed on, with time
+        /// going back and forth across the 120 days orders are kept, give the same state and
+        /// effects as a member whose bound is forgotten before every command (so the pass runs
+        /// every time, as after loading a state), past the packed limit of orders and back.
+        #[test]
+        fn skipping_the_orders_pass_changes_nothing(
+            ops in proptest::collection::vec((0u8..5, 0u32..40, -50_000i64..120_000), 1..150),
+        ) {
+            let rules = rules();
+            let me = Str::from("m9");
+            let mut live = Member::default();
+            let mut fx = Effects::default();
+            live.handle(
+                &me,
+                MemberCmd::Seen {
+                    bind: vec![("openid".into(), "o9".into())],
+                    then: Box::new(MemberCmd::Identify),
+                },
+                &ctx(&rules, 0),
+                &mut fx,
+            );
+            let mut forced = live.clone();
+            let mut min = 0i64;
+            for (i, (kind, n, step)) in ops.into_iter().enumerate() {
+                min = (min + step).max(0);
+                let c = Ctx {
+                    event: Uuid::from_u128(1_000 + i as u128),
+                    ..ctx(&rules, min)
+                };
+                let order = compact_str::format_compact!("mall:O{n}");
+                let cmd = match kind {
+                    0 => MemberCmd::OrderPlaced {
+                        order,
+                        channel: "mall".into(),
+                        store: None,
+                        lines: vec![LineV {
+                            sku: "SKU-COLA-500".into(),
+                            qty: 1 + i64::from(n % 3),
+                            unit_price: 2_000,
+                        }],
+                        points_redeemed: 0,
+                    },
+                    1 => MemberCmd::OrderFulfilled { order },
+                    2 => MemberCmd::OrderCancelled { order },
+                    3 => MemberCmd::OrderReturned { order, value: 700 },
+                    _ => MemberCmd::Redeem { order, points: 1 },
+                };
+                let (mut fa, mut fb) = (Effects::default(), Effects::default());
+                live.handle(&me, cmd.clone(), &c, &mut fa);
+                forced.orders_due = OrdersDue::default();
+                forced.handle(&me, cmd, &c, &mut fb);
+                proptest::prop_assert_eq!(&fa, &fb);
+                proptest::prop_assert_eq!(
+                    serde_json::to_string(&live).unwrap(),
+                    serde_json::to_string(&forced).unwrap()
+                );
+            }
         }
     }
 
