@@ -121,6 +121,16 @@ impl Rt {
     }
 }
 
+impl Rt {
+    /// Starts `fut` on the store's runtime without waiting for it; None once stopped.
+    fn spawn(
+        &self,
+        fut: impl Future<Output = ()> + Send + 'static,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        self.0.as_ref().map(|rt| rt.spawn(fut))
+    }
+}
+
 impl Drop for Rt {
     fn drop(&mut self) {
         if let Some(rt) = self.0.take() {
@@ -472,6 +482,8 @@ pub struct CqlStore {
     gens: states::SharedGens,
     /// The read cache of states (`cql.cache-mb`; None when 0).
     cache: Option<Arc<cache::StateCache>>,
+    /// The cleanup of the last durable checkpoint, running in the background.
+    cleaning: states::Cleaning,
     // last: dropped after `inner`, so the session goes before its runtime
     rt: Arc<Rt>,
 }
@@ -619,6 +631,7 @@ impl CqlStore {
             }),
             gens: Default::default(),
             cache: cache::StateCache::new(cfg.cache_mb.saturating_mul(1 << 20)),
+            cleaning: Default::default(),
             rt: Arc::new(rt),
         };
         recover(&store.inner, &store.rt, &store.marks)?;
@@ -637,6 +650,7 @@ impl CqlStore {
             inner: Arc::clone(&self.inner),
             gens: Arc::clone(&self.gens),
             cache: self.cache.clone(),
+            cleaning: Arc::clone(&self.cleaning),
             rt: Arc::clone(&self.rt),
         }
     }

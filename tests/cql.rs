@@ -626,6 +626,48 @@ fn load(s: &CqlStore, kind: Kind, key: &str) -> Option<String> {
     v.map(|b| String::from_utf8(b).unwrap())
 }
 
+/// Once a checkpoint is durable, the rows it replaced (older generations of the keys it
+/// wrote) are deleted in the background: a key rewritten by three checkpoints ends with one
+/// row, and loads see the newest state throughout.
+#[test]
+fn cql_a_durable_checkpoint_deletes_the_rows_it_replaced_in_the_background() {
+    let cfg = migrated("ckpt_clean");
+    let s = CqlStore::open(&cfg).unwrap();
+    for (seq, v) in [(1, "v1"), (2, "v2"), (3, "v3")] {
+        let cp = checkpoint(seq, &[(Kind::Member, "m1", v)], vec![]);
+        s.checkpointer().unwrap().write(&cp).unwrap();
+        assert_eq!(load(&s, Kind::Member, "m1").as_deref(), Some(v));
+    }
+    let ks = cfg.keyspace.clone();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let rows = rt.block_on(async {
+        let session = scylla::client::session_builder::SessionBuilder::new()
+            .known_node(need_cql())
+            .build()
+            .await
+            .unwrap();
+        let q = format!("SELECT gen FROM {ks}.states WHERE kind = ? AND key = ?");
+        let mut rows = 0;
+        // the cleanups run after each checkpoint returned: give them a few seconds
+        for _ in 0..50 {
+            let r = session
+                .query_unpaged(q.as_str(), (Kind::Member as u8 as i8, "m1"))
+                .await
+                .unwrap()
+                .into_rows_result()
+                .unwrap();
+            rows = r.rows_num();
+            if rows == 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        rows
+    });
+    assert_eq!(rows, 1, "older generations of m1 still there");
+    assert_eq!(load(&s, Kind::Member, "m1").as_deref(), Some("v3"));
+}
+
 #[test]
 fn cql_checkpoints_restore_states_and_blobs_never_read_an_unfinished_one_and_drop_the_log() {
     // with the read cache of states and without it

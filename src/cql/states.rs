@@ -20,6 +20,7 @@ use super::{cql_err, retry, Inner, Rt, SHARD};
 use crate::store::{CheckpointWrite, Checkpointer, StoreError, StoredCheckpoint};
 use futures::StreamExt;
 use omnistream_actors::cold::{Cold, Kind};
+use omnistream_actors::Str;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -160,18 +161,25 @@ async fn write(
     .map_err(cql_err("write", "checkpoints", key))
 }
 
+/// The background cleanup of the last durable checkpoint (see [`CqlStates::write_gen`]).
+pub(super) type Cleaning = Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>;
+
 /// Deletes what generation `gen` made obsolete: older rows of the keys it wrote, and the
 /// blobs of generation `prev`. Failures are only logged: the rows are ignored anyway.
-async fn clean(inner: &Inner, cp: &CheckpointWrite, gen: i64, prev: i64) {
-    let mut dels = futures::stream::iter(cp.states.iter())
-        .map(|(kind, k, _)| async move {
-            inner
-                .session
-                .execute_unpaged(&inner.del_old_states, (*kind as u8 as i8, k.as_str(), gen))
-                .await
-                .map(drop)
+async fn clean(inner: Arc<Inner>, keys: Vec<(Kind, Str)>, gen: i64, prev: i64) {
+    let fanout = inner.concurrency * CHECKPOINT_FANOUT;
+    let mut dels = futures::stream::iter(keys)
+        .map(|(kind, k)| {
+            let inner = Arc::clone(&inner);
+            async move {
+                inner
+                    .session
+                    .execute_unpaged(&inner.del_old_states, (kind as u8 as i8, k.as_str(), gen))
+                    .await
+                    .map(drop)
+            }
         })
-        .buffer_unordered(inner.concurrency * CHECKPOINT_FANOUT);
+        .buffer_unordered(fanout);
     let mut failed = 0usize;
     while let Some(r) = dels.next().await {
         failed += usize::from(r.is_err());
@@ -255,6 +263,8 @@ pub(super) struct CqlStates {
     pub gens: SharedGens,
     /// Durable states recently read or written (see `cache.rs`).
     pub cache: Option<Arc<StateCache>>,
+    /// The cleanup of the last durable checkpoint.
+    pub cleaning: Cleaning,
     pub rt: Arc<Rt>,
 }
 
@@ -269,13 +279,28 @@ impl CqlStates {
             (gen, g.durable)
         };
         let inner = &self.inner;
-        let r = self.rt.block_on_borrowed(|| async move {
-            write(inner, cp, gen, finish).await?;
-            if finish {
-                clean(inner, cp, gen, prev).await;
-            }
-            Ok(())
-        });
+        let r = self
+            .rt
+            .block_on_borrowed(|| async move { write(inner, cp, gen, finish).await });
+        if r.is_ok() && finish {
+            // the rows it made obsolete go in the background: readers ignore them already,
+            // and a crash before they are gone leaves rows that stay ignored. One cleanup at
+            // a time, in order, so they never pile up
+            let keys: Vec<(Kind, Str)> = cp
+                .states
+                .iter()
+                .map(|(k, key, _)| (*k, key.clone()))
+                .collect();
+            let inner = Arc::clone(&self.inner);
+            let mut slot = self.cleaning.lock().unwrap_or_else(PoisonError::into_inner);
+            let before = slot.take();
+            *slot = self.rt.spawn(async move {
+                if let Some(b) = before {
+                    let _ = b.await;
+                }
+                clean(inner, keys, gen, prev).await;
+            });
+        }
         if r.is_ok() && finish {
             // durable now: the cache learns the new states before the shard stops reading
             // them from the checkpoint in flight
