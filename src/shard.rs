@@ -1169,6 +1169,11 @@ impl Actor for Shard {
         ctx.run_interval(REBUILD_RETRY_MIN, move |act, _| {
             if act.ready.load(Ordering::SeqCst) {
                 wait = REBUILD_RETRY_MIN;
+                // a checkpoint written while no commit came: take it in now, not with the
+                // next event (an idle service would otherwise keep its log and show none)
+                if act.writer.as_ref().is_some_and(|w| w.is_finished()) {
+                    act.finish_writer();
+                }
                 return;
             }
             if Instant::now() < next_try {
