@@ -369,3 +369,23 @@ fn replay_of_a_file_equals_the_state_run_reaches_over_http() {
         "state after run over HTTP differs from replay of the same file"
     );
 }
+
+/// A checkpoint written while no more events come is taken in by the shard's tick: it shows
+/// in `/v1/stats` (and the log below it can go) without waiting for the next event.
+#[test]
+fn a_checkpoint_written_on_an_idle_service_is_taken_in_without_another_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Service::start_with(dir.path(), &[("OMNISTREAM_CHECKPOINT_EVERY_EVENTS", "5")]);
+    let r = s.post(&script());
+    assert_eq!(r["accepted"], 14, "{r}");
+    let mut checkpoints = 0;
+    for _ in 0..100 {
+        checkpoints = s.get("/v1/stats")["shard"]["checkpoints"].as_u64().unwrap();
+        if checkpoints >= 1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(checkpoints, 1, "the written checkpoint was not taken in");
+    s.stop();
+}
