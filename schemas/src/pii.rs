@@ -71,8 +71,9 @@ impl Pii {
         }
         match kind {
             IdKind::Phone => {
-                let digits = normalize_phone(value)?;
-                Ok(self.hash(kind, &digits))
+                let mut buf = [0u8; 24];
+                let digits = phone_digits(value, &mut buf)?;
+                Ok(self.hash(kind, digits))
             }
             k if k.is_personal() => Ok(self.hash(kind, value.trim())),
             _ => Ok(Str::from(value)),
@@ -169,11 +170,23 @@ fn cut(mut s: String) -> String {
 /// Normalises a phone number to its digits, dropping a leading mainland China country code
 /// (`+86`, `0086`, `86` before 11 digits) so the same phone from two channels matches.
 pub fn normalize_phone(raw: &str) -> Result<String, PiiError> {
-    let mut digits = String::with_capacity(raw.len());
-    for c in raw.chars() {
+    let mut buf = [0u8; 24];
+    phone_digits(raw, &mut buf).map(str::to_string)
+}
+
+/// [`normalize_phone`] into a stack buffer (the hot path hashes it and needs no string).
+fn phone_digits<'b>(raw: &str, buf: &'b mut [u8; 24]) -> Result<&'b str, PiiError> {
+    // more than 24 digits can never trim down to 20: only the count matters then
+    let mut n = 0;
+    for &c in raw.as_bytes() {
         match c {
-            '0'..='9' => digits.push(c),
-            ' ' | '-' | '(' | ')' | '+' | '.' => {}
+            b'0'..=b'9' => {
+                if let Some(d) = buf.get_mut(n) {
+                    *d = c;
+                }
+                n += 1;
+            }
+            b' ' | b'-' | b'(' | b')' | b'+' | b'.' => {}
             _ => {
                 return Err(PiiError::BadPhone(
                     "characters other than digits and + - ( ) .",
@@ -181,17 +194,22 @@ pub fn normalize_phone(raw: &str) -> Result<String, PiiError> {
             }
         }
     }
-    let trimmed = if digits.len() == 15 && digits.starts_with("0086") {
+    let digits = &buf[..n.min(24)];
+    let trimmed = if n == 15 && digits.starts_with(b"0086") {
         &digits[4..]
-    } else if digits.len() == 13 && digits.starts_with("86") {
+    } else if n == 13 && digits.starts_with(b"86") {
         &digits[2..]
     } else {
-        &digits[..]
+        digits
     };
-    if !(5..=20).contains(&trimmed.len()) {
+    let len = if n > 24 { n } else { trimmed.len() };
+    if !(5..=20).contains(&len) {
         return Err(PiiError::BadPhone("phone numbers have 5 to 20 digits"));
     }
-    Ok(trimmed.to_string())
+    match std::str::from_utf8(trimmed) {
+        Ok(s) => Ok(s),
+        Err(_) => unreachable!("ascii digits"),
+    }
 }
 
 /// Writes the unpadded base64url of `bytes` to the start of `out` (which must be long enough).
