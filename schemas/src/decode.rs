@@ -40,57 +40,36 @@ pub const MAX_AMOUNT: i64 = 1_000_000_000_000_000;
 type S<'a> = Option<Cow<'a, str>>;
 
 /// Every field of every event type, flat, borrowing from the input where it can.
-#[derive(Deserialize, Default)]
-#[serde(default)]
+///
+/// Read in place by [`Wire::read`] (a hand-written visitor, not serde's derive): the derived
+/// visitor builds every field in a local and then moves the whole ~700-byte struct out, once
+/// per layer (visitor, `MapOnly`, `from_object`, `build`), which cost more than the parsing.
+#[derive(Default)]
 struct Wire<'a> {
-    #[serde(borrow, deserialize_with = "opt_cow")]
     id: S<'a>,
-    #[serde(rename = "type", borrow, deserialize_with = "opt_cow")]
     ty: S<'a>,
-    #[serde(borrow, deserialize_with = "opt_cow")]
     ts: S<'a>,
-    #[serde(borrow, deserialize_with = "opt_cow")]
     channel: S<'a>,
-    #[serde(borrow, deserialize_with = "opt_cow")]
     code: S<'a>,
-    #[serde(borrow, deserialize_with = "opt_cow")]
     sku: S<'a>,
-    #[serde(borrow, deserialize_with = "opt_cow")]
     campaign: S<'a>,
-    #[serde(borrow, deserialize_with = "opt_cow")]
     device: S<'a>,
-    #[serde(borrow, deserialize_with = "opt_cow")]
     ip: S<'a>,
-    #[serde(borrow, deserialize_with = "opt_cow")]
     store: S<'a>,
-    #[serde(borrow, deserialize_with = "opt_cow")]
     target: S<'a>,
-    #[serde(borrow, deserialize_with = "opt_cow")]
     order: S<'a>,
-    #[serde(borrow, deserialize_with = "opt_cow")]
     status: S<'a>,
-    #[serde(borrow, deserialize_with = "opt_cow")]
     kind: S<'a>,
-    #[serde(borrow, deserialize_with = "opt_cow")]
     location: S<'a>,
-    #[serde(borrow, deserialize_with = "opt_cow")]
     dealer: S<'a>,
-    #[serde(borrow, deserialize_with = "opt_cow")]
     visitor: S<'a>,
-    #[serde(borrow, deserialize_with = "opt_cow")]
     rep: S<'a>,
-    #[serde(borrow, deserialize_with = "opt_cow")]
     op: S<'a>,
-    #[serde(borrow, deserialize_with = "opt_cow")]
     batch: S<'a>,
-    #[serde(borrow, deserialize_with = "opt_cow")]
     prefix: S<'a>,
-    #[serde(rename = "ref", borrow, deserialize_with = "opt_cow")]
     reference: S<'a>,
-    #[serde(borrow)]
     member: Option<WireIds<'a>>,
     geo: Option<MapOnly<WireGeo>>,
-    #[serde(borrow)]
     lines: Option<Vec<MapOnly<WireLine<'a>>>>,
     qty: Option<i64>,
     safety: Option<i64>,
@@ -136,6 +115,176 @@ const FIELDS: &[&str] = &[
     "duration_s",
     "region",
 ];
+
+/// The index in [`FIELDS`] (the order of `Wire`'s fields) of a top-level key, if the contract
+/// names it.
+fn field_index(key: &str) -> Option<usize> {
+    // by length first: a plain match on the string compares against every name in turn
+    Some(match key.len() {
+        2 => match key {
+            "id" => 0,
+            "ts" => 2,
+            "ip" => 8,
+            "op" => 18,
+            _ => return None,
+        },
+        3 => match key {
+            "sku" => 5,
+            "rep" => 17,
+            "ref" => 21,
+            "geo" => 23,
+            "qty" => 25,
+            _ => return None,
+        },
+        4 => match key {
+            "type" => 1,
+            "code" => 4,
+            "kind" => 13,
+            _ => return None,
+        },
+        5 => match key {
+            "store" => 9,
+            "order" => 11,
+            "batch" => 19,
+            "lines" => 24,
+            _ => return None,
+        },
+        6 => match key {
+            "device" => 7,
+            "target" => 10,
+            "status" => 12,
+            "dealer" => 15,
+            "prefix" => 20,
+            "member" => 22,
+            "safety" => 26,
+            "amount" => 27,
+            "region" => 31,
+            _ => return None,
+        },
+        7 => match key {
+            "channel" => 3,
+            "visitor" => 16,
+            _ => return None,
+        },
+        8 => match key {
+            "campaign" => 6,
+            "location" => 14,
+            _ => return None,
+        },
+        10 => match key {
+            "duration_s" => 30,
+            _ => return None,
+        },
+        12 => match key {
+            "credit_limit" => 28,
+            _ => return None,
+        },
+        15 => match key {
+            "points_redeemed" => 29,
+            _ => return None,
+        },
+        _ => return None,
+    })
+}
+
+/// A top-level key, read as serde's derived field identifier reads it.
+struct Key(Option<usize>);
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl DeVisitor<'_> for V {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("field identifier")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Key, E> {
+                Ok(Key(field_index(v)))
+            }
+        }
+        d.deserialize_identifier(V)
+    }
+}
+
+/// An optional string field read with [`opt_cow`].
+struct OptCow<'a>(S<'a>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for OptCow<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        opt_cow(d).map(OptCow)
+    }
+}
+
+impl<'a> Wire<'a> {
+    /// Parses one JSON object (and nothing after it) into `self`, which starts empty. Accepts
+    /// and refuses exactly what serde's derive did (`#[serde(default)]`, unknown fields
+    /// ignored, a repeated field is `duplicate field`), with the same errors at the same places.
+    fn read(&mut self, text: &'a str) -> Result<(), serde_json::Error> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        (&mut de).deserialize_map(InPlace(self))?;
+        de.end()
+    }
+}
+
+/// Fills a [`Wire`] from a JSON object, field by field, where it lies.
+struct InPlace<'w, 'a>(&'w mut Wire<'a>);
+
+impl<'de> DeVisitor<'de> for InPlace<'_, 'de> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<(), A::Error> {
+        let w = self.0;
+        let mut seen: u64 = 0;
+        while let Some(Key(k)) = m.next_key::<Key>()? {
+            let Some(i) = k else {
+                m.next_value::<serde::de::IgnoredAny>()?;
+                continue;
+            };
+            if seen & (1 << i) != 0 {
+                return Err(serde::de::Error::duplicate_field(FIELDS[i]));
+            }
+            seen |= 1 << i;
+            match i {
+                0 => w.id = m.next_value::<OptCow>()?.0,
+                1 => w.ty = m.next_value::<OptCow>()?.0,
+                2 => w.ts = m.next_value::<OptCow>()?.0,
+                3 => w.channel = m.next_value::<OptCow>()?.0,
+                4 => w.code = m.next_value::<OptCow>()?.0,
+                5 => w.sku = m.next_value::<OptCow>()?.0,
+                6 => w.campaign = m.next_value::<OptCow>()?.0,
+                7 => w.device = m.next_value::<OptCow>()?.0,
+                8 => w.ip = m.next_value::<OptCow>()?.0,
+                9 => w.store = m.next_value::<OptCow>()?.0,
+                10 => w.target = m.next_value::<OptCow>()?.0,
+                11 => w.order = m.next_value::<OptCow>()?.0,
+                12 => w.status = m.next_value::<OptCow>()?.0,
+                13 => w.kind = m.next_value::<OptCow>()?.0,
+                14 => w.location = m.next_value::<OptCow>()?.0,
+                15 => w.dealer = m.next_value::<OptCow>()?.0,
+                16 => w.visitor = m.next_value::<OptCow>()?.0,
+                17 => w.rep = m.next_value::<OptCow>()?.0,
+                18 => w.op = m.next_value::<OptCow>()?.0,
+                19 => w.batch = m.next_value::<OptCow>()?.0,
+                20 => w.prefix = m.next_value::<OptCow>()?.0,
+                21 => w.reference = m.next_value::<OptCow>()?.0,
+                22 => w.member = m.next_value()?,
+                23 => w.geo = m.next_value()?,
+                24 => w.lines = m.next_value()?,
+                25 => w.qty = m.next_value()?,
+                26 => w.safety = m.next_value()?,
+                27 => w.amount = m.next_value()?,
+                28 => w.credit_limit = m.next_value()?,
+                29 => w.points_redeemed = m.next_value()?,
+                30 => w.duration_s = m.next_value()?,
+                31 => w.region = m.next_value()?,
+                _ => unreachable!("FIELDS and field_index agree"),
+            }
+        }
+        Ok(())
+    }
+}
 
 /// The fields each type uses, beyond the envelope (for lint).
 fn fields_of(kind: EventKind) -> &'static [&'static str] {
@@ -246,14 +395,6 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for MapOnly<T> {
     }
 }
 
-/// Parses one JSON object (and nothing after it) into `T`.
-fn from_object<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, serde_json::Error> {
-    let mut de = serde_json::Deserializer::from_str(text);
-    let MapOnly(t) = MapOnly::<T>::deserialize(&mut de)?;
-    de.end()?;
-    Ok(t)
-}
-
 /// A map key or string value read with [`CowStr`].
 struct KeyStr<'a>(Cow<'a, str>);
 /// A map value read with [`CowStr`].
@@ -271,9 +412,37 @@ impl<'de: 'a, 'a> Deserialize<'de> for ValStr<'a> {
     }
 }
 
+type Pair<'a> = (Cow<'a, str>, Cow<'a, str>);
+
 /// `member` as sent: kind/value pairs in arrival order. Duplicated kinds are an error.
+///
+/// The first two pairs are kept inline (a member almost always has one or two identities):
+/// a vector per event cost an allocation and a free on the hot path.
 #[derive(Default)]
-struct WireIds<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
+struct WireIds<'a> {
+    len: usize,
+    few: [Pair<'a>; 2],
+    more: Vec<Pair<'a>>,
+}
+
+impl<'a> WireIds<'a> {
+    fn push(&mut self, p: Pair<'a>) {
+        if let Some(slot) = self.few.get_mut(self.len) {
+            *slot = p;
+        } else {
+            self.more.push(p);
+        }
+        self.len += 1;
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Pair<'a>> {
+        self.few[..self.len.min(2)].iter().chain(self.more.iter())
+    }
+}
 
 impl<'de: 'a, 'a> Deserialize<'de> for WireIds<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -284,7 +453,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for WireIds<'a> {
                 f.write_str("an object of identity kind to string value")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
-                let mut v: Vec<(Cow<'a, str>, Cow<'a, str>)> = Vec::with_capacity(2);
+                let mut v = WireIds::default();
                 while let Some(KeyStr(k)) = m.next_key::<KeyStr<'a>>()? {
                     let ValStr(val) = m.next_value::<ValStr<'a>>()?;
                     if v.iter().any(|(x, _)| *x == k) {
@@ -294,7 +463,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for WireIds<'a> {
                     }
                     v.push((k, val));
                 }
-                Ok(WireIds(v))
+                Ok(v)
             }
         }
         d.deserialize_map(V(std::marker::PhantomData))
@@ -324,15 +493,15 @@ impl Decoder {
         let Ok(text) = std::str::from_utf8(bytes) else {
             return Err(self.diagnose(bytes, None));
         };
-        match from_object::<Wire>(text) {
-            Ok(w) => {
+        let mut w = Wire::default();
+        match w.read(text) {
+            Ok(()) => {
                 let mut problems = Vec::new();
-                // a borrowed copy: made into an owned string only for a rejection
-                let id = w.id.clone();
-                match build(w, &self.pii, &mut problems) {
+                match build(&mut w, &self.pii, &mut problems) {
                     Some(ev) if problems.is_empty() => Ok(ev),
+                    // the id stays borrowed until here: owned only for a rejection
                     _ => Err(Rejection {
-                        id: id.map(Cow::into_owned),
+                        id: w.id.take().map(Cow::into_owned),
                         problems,
                     }),
                 }
@@ -367,9 +536,9 @@ impl Decoder {
                 "the field appears more than once",
             ));
         }
-        let w = wire_from_value(&map, &mut problems);
+        let mut w = wire_from_value(&map, &mut problems);
         let id = w.id.as_deref().map(str::to_string);
-        let _ = build(w, &self.pii, &mut problems);
+        let _ = build(&mut w, &self.pii, &mut problems);
         if problems.is_empty() {
             // serde refused something the field-by-field pass accepted: report serde's reason
             problems.push(Problem::new(Reason::WrongType, "", msg));
@@ -443,14 +612,14 @@ fn wire_from_value(m: &serde_json::Map<String, Value>, p: &mut Vec<Problem>) -> 
     let member = match m.get("member") {
         None | Some(Value::Null) => None,
         Some(Value::Object(ids)) => {
-            let mut v = Vec::new();
+            let mut v = WireIds::default();
             for (k, val) in ids {
                 let path = format!("member.{k}");
                 if let Some(s) = take::<String>(Some(val), &path, p) {
                     v.push((Cow::Owned(k.clone()), Cow::Owned(s)));
                 }
             }
-            Some(WireIds(v))
+            Some(v)
         }
         Some(other) => {
             p.push(Problem::new(
@@ -649,10 +818,11 @@ impl Check<'_> {
         }
     }
 
-    fn geo(&mut self, path: &str, g: Option<MapOnly<WireGeo>>) -> Option<Geo> {
+    /// The `geo` field (its paths are constants: formatting them cost a tenth of a scan).
+    fn geo(&mut self, g: Option<MapOnly<WireGeo>>) -> Option<Geo> {
         let MapOnly(g) = g?;
-        let lat = self.coord(&format!("{path}.lat"), g.lat, 90.0);
-        let lon = self.coord(&format!("{path}.lon"), g.lon, 180.0);
+        let lat = self.coord("geo.lat", g.lat, 90.0);
+        let lon = self.coord("geo.lon", g.lon, 180.0);
         Some(Geo {
             lat: lat?,
             lon: lon?,
@@ -680,7 +850,7 @@ impl Check<'_> {
         pii: &Pii,
         min: usize,
     ) -> Option<Identities> {
-        let Some(WireIds(raw)) = ids else {
+        let Some(raw) = ids else {
             self.missing(path, "who it was is required");
             return None;
         };
@@ -694,7 +864,7 @@ impl Check<'_> {
         }
         let mut out: Vec<(IdKind, Str)> = Vec::with_capacity(raw.len());
         let mut ok = true;
-        for (k, v) in raw {
+        for (k, v) in raw.iter() {
             // the path is only built when there is a problem to report: this loop is hot
             let kpath = || format!("{path}.{k}");
             if k.is_empty() || k.len() > 32 {
@@ -707,12 +877,12 @@ impl Check<'_> {
                 continue;
             }
             if v.is_empty() || v.len() > MAX_STR {
-                self.text(&kpath(), Some(&v));
+                self.text(&kpath(), Some(v));
                 ok = false;
                 continue;
             }
-            let kind = IdKind::parse(&k);
-            match pii.protect(&kind, &v) {
+            let kind = IdKind::parse(k);
+            match pii.protect(&kind, v) {
                 Ok(h) => out.push((kind, h)),
                 Err(PiiError::NotHashed) => {
                     self.push(
@@ -769,7 +939,7 @@ impl Check<'_> {
 
 /// Validates a wire event into a typed one; pushes every problem found. Returns `None` when
 /// the event cannot be built (problems say why); `Some` only if no problem was pushed here.
-fn build(w: Wire<'_>, pii: &Pii, problems: &mut Vec<Problem>) -> Option<Event> {
+fn build(w: &mut Wire<'_>, pii: &Pii, problems: &mut Vec<Problem>) -> Option<Event> {
     let before = problems.len();
     let mut c = Check { p: problems };
     let id = match w.id.as_deref() {
@@ -836,7 +1006,7 @@ fn build(w: Wire<'_>, pii: &Pii, problems: &mut Vec<Problem>) -> Option<Event> {
                 w.campaign.as_deref(),
                 "the campaign is required",
             );
-            let member = c.ids("member", w.member, pii, 1);
+            let member = c.ids("member", w.member.take(), pii, 1);
             let device = c.req_text(
                 "device",
                 w.device.as_deref(),
@@ -859,7 +1029,7 @@ fn build(w: Wire<'_>, pii: &Pii, problems: &mut Vec<Problem>) -> Option<Event> {
                     }
                 },
             };
-            let geo = c.geo("geo", w.geo);
+            let geo = c.geo(w.geo.take());
             let store = c.text("store", w.store.as_deref());
             Some(Body::Scan(Scan {
                 code: code?,
@@ -873,7 +1043,7 @@ fn build(w: Wire<'_>, pii: &Pii, problems: &mut Vec<Problem>) -> Option<Event> {
             }))
         }
         Some(EventKind::Click) => {
-            let member = c.ids("member", w.member, pii, 1);
+            let member = c.ids("member", w.member.take(), pii, 1);
             let target = c.req_text(
                 "target",
                 w.target.as_deref(),
@@ -908,7 +1078,7 @@ fn build(w: Wire<'_>, pii: &Pii, problems: &mut Vec<Problem>) -> Option<Event> {
                 },
                 "consumer, dealer",
             );
-            let lines = match w.lines {
+            let lines = match w.lines.take() {
                 None => {
                     if status == Some(OrderStatus::Placed) {
                         c.missing("lines", "required when status is placed");
@@ -981,7 +1151,7 @@ fn build(w: Wire<'_>, pii: &Pii, problems: &mut Vec<Problem>) -> Option<Event> {
                 (v, _) => c.text("location", v),
             };
             let store = c.text("store", w.store.as_deref());
-            let member = match (okind, w.member) {
+            let member = match (okind, w.member.take()) {
                 (Some(OrderKind::Consumer), m) => c.ids("member", m, pii, 1).map(Some),
                 (_, None) => Some(None),
                 (_, m) => c.ids("member", m, pii, 1).map(Some),
@@ -1027,7 +1197,7 @@ fn build(w: Wire<'_>, pii: &Pii, problems: &mut Vec<Problem>) -> Option<Event> {
                 },
                 "member, rep",
             );
-            let member = match (visitor, w.member) {
+            let member = match (visitor, w.member.take()) {
                 (Some(Visitor::Member), m) => c.ids("member", m, pii, 1).map(Some),
                 (_, None) => Some(None),
                 (_, m) => c.ids("member", m, pii, 1).map(Some),
@@ -1044,7 +1214,7 @@ fn build(w: Wire<'_>, pii: &Pii, problems: &mut Vec<Problem>) -> Option<Event> {
                     .int_in("duration_s", v, 0, 30 * 86_400, Reason::OutOfRange)
                     .map(Some),
             };
-            let geo = c.geo("geo", w.geo);
+            let geo = c.geo(w.geo.take());
             Some(Body::Visit(Visit {
                 store: store?,
                 visitor: visitor?,
@@ -1132,7 +1302,7 @@ fn build(w: Wire<'_>, pii: &Pii, problems: &mut Vec<Problem>) -> Option<Event> {
                 }
                 Some(v) => c.int_in("credit_limit", v, 0, MAX_AMOUNT, Reason::NegativeAmount),
             };
-            let region = match w.region {
+            let region = match w.region.take() {
                 None => Some(None),
                 Some(MapOnly(r)) => {
                     let lat = c.coord("region.lat", r.lat, 90.0);
@@ -1185,7 +1355,7 @@ fn build(w: Wire<'_>, pii: &Pii, problems: &mut Vec<Problem>) -> Option<Event> {
             }))
         }
         Some(EventKind::Identify) => {
-            let member = c.ids("member", w.member, pii, 2);
+            let member = c.ids("member", w.member.take(), pii, 2);
             Some(Body::Identify(Identify { member: member? }))
         }
     };

@@ -71,8 +71,9 @@ impl Pii {
         }
         match kind {
             IdKind::Phone => {
-                let digits = normalize_phone(value)?;
-                Ok(self.hash(kind, &digits))
+                let mut buf = [0u8; 24];
+                let digits = phone_digits(value, &mut buf)?;
+                Ok(self.hash(kind, digits))
             }
             k if k.is_personal() => Ok(self.hash(kind, value.trim())),
             _ => Ok(Str::from(value)),
@@ -88,10 +89,14 @@ impl Pii {
         mac.update(&[0]);
         mac.update(value.as_bytes());
         let out = mac.finalize().into_bytes();
-        let mut s = Str::with_capacity(23);
-        s.push(HASH_PREFIX);
-        b64url(&out[..16], &mut s);
-        s
+        // built in a stack buffer: pushing char by char into the string cost more than the mac
+        let mut buf = [0u8; 23];
+        buf[0] = HASH_PREFIX as u8;
+        b64url(&out[..16], &mut buf[1..]);
+        match std::str::from_utf8(&buf) {
+            Ok(s) => Str::from(s),
+            Err(_) => unreachable!("base64url is ascii"),
+        }
     }
 }
 
@@ -165,11 +170,23 @@ fn cut(mut s: String) -> String {
 /// Normalises a phone number to its digits, dropping a leading mainland China country code
 /// (`+86`, `0086`, `86` before 11 digits) so the same phone from two channels matches.
 pub fn normalize_phone(raw: &str) -> Result<String, PiiError> {
-    let mut digits = String::with_capacity(raw.len());
-    for c in raw.chars() {
+    let mut buf = [0u8; 24];
+    phone_digits(raw, &mut buf).map(str::to_string)
+}
+
+/// [`normalize_phone`] into a stack buffer (the hot path hashes it and needs no string).
+fn phone_digits<'b>(raw: &str, buf: &'b mut [u8; 24]) -> Result<&'b str, PiiError> {
+    // more than 24 digits can never trim down to 20: only the count matters then
+    let mut n = 0;
+    for &c in raw.as_bytes() {
         match c {
-            '0'..='9' => digits.push(c),
-            ' ' | '-' | '(' | ')' | '+' | '.' => {}
+            b'0'..=b'9' => {
+                if let Some(d) = buf.get_mut(n) {
+                    *d = c;
+                }
+                n += 1;
+            }
+            b' ' | b'-' | b'(' | b')' | b'+' | b'.' => {}
             _ => {
                 return Err(PiiError::BadPhone(
                     "characters other than digits and + - ( ) .",
@@ -177,21 +194,28 @@ pub fn normalize_phone(raw: &str) -> Result<String, PiiError> {
             }
         }
     }
-    let trimmed = if digits.len() == 15 && digits.starts_with("0086") {
+    let digits = &buf[..n.min(24)];
+    let trimmed = if n == 15 && digits.starts_with(b"0086") {
         &digits[4..]
-    } else if digits.len() == 13 && digits.starts_with("86") {
+    } else if n == 13 && digits.starts_with(b"86") {
         &digits[2..]
     } else {
-        &digits[..]
+        digits
     };
-    if !(5..=20).contains(&trimmed.len()) {
+    let len = if n > 24 { n } else { trimmed.len() };
+    if !(5..=20).contains(&len) {
         return Err(PiiError::BadPhone("phone numbers have 5 to 20 digits"));
     }
-    Ok(trimmed.to_string())
+    match std::str::from_utf8(trimmed) {
+        Ok(s) => Ok(s),
+        Err(_) => unreachable!("ascii digits"),
+    }
 }
 
-fn b64url(bytes: &[u8], out: &mut Str) {
+/// Writes the unpadded base64url of `bytes` to the start of `out` (which must be long enough).
+fn b64url(bytes: &[u8], out: &mut [u8]) {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut o = 0;
     for chunk in bytes.chunks(3) {
         let b = [
             chunk[0],
@@ -201,7 +225,8 @@ fn b64url(bytes: &[u8], out: &mut Str) {
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         let chars = chunk.len() + 1;
         for i in 0..chars {
-            out.push(char::from(A[((n >> (18 - 6 * i)) & 63) as usize]));
+            out[o] = A[((n >> (18 - 6 * i)) & 63) as usize];
+            o += 1;
         }
     }
 }
