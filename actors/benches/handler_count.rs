@@ -6,13 +6,13 @@
 //! them its days are a plain vector), `click-s N` (a click a second: the member keeps its
 //! typical dozen days, packed), `order N` (N pairs of placed + fulfilled, a minute apart). Build: `cargo bench -p omnistream-actors --bench handler_count --no-run`.
 
-use omnistream_actors::cmd::{LineV, MemberCmd};
+use omnistream_actors::cmd::MemberCmd;
 use omnistream_actors::{Ctx, Effects, Rules};
 use omnistream_schemas::EventTime;
 use std::hint::black_box;
 
 mod common;
-use common::{ctx, typical_member};
+use common::{ctx, order_pair, typical_member};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -45,24 +45,7 @@ fn main() {
             ),
             "order" => {
                 let order = compact_str::format_compact!("mall:B{n}");
-                let lines = vec![LineV {
-                    sku: "SKU-COLA-500".into(),
-                    qty: 1,
-                    unit_price: 350,
-                }];
-                m.handle(
-                    &me,
-                    MemberCmd::OrderPlaced {
-                        order: order.clone(),
-                        channel: "mall".into(),
-                        store: None,
-                        lines,
-                        points_redeemed: 0,
-                    },
-                    &c,
-                    &mut fx,
-                );
-                m.handle(&me, MemberCmd::OrderFulfilled { order }, &c, &mut fx);
+                order_pair(&mut m, &me, order, &c, &mut fx);
             }
             _ => {}
         }

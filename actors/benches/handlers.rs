@@ -3,7 +3,7 @@
 
 use compact_str::CompactString as Str;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use omnistream_actors::cmd::{DealerCmd, LineV, MemberCmd, SkuCmd};
+use omnistream_actors::cmd::{DealerCmd, MemberCmd, SkuCmd};
 use omnistream_actors::dealer::Dealer;
 use omnistream_actors::sku::Sku;
 use omnistream_actors::{Effects, Rules};
@@ -11,7 +11,7 @@ use omnistream_schemas::StockOp;
 use std::hint::black_box;
 
 mod common;
-use common::{ctx, typical_member};
+use common::{ctx, order_pair, typical_member};
 
 fn bench(c: &mut Criterion) {
     let rules = Rules::default();
@@ -50,24 +50,7 @@ fn bench(c: &mut Criterion) {
             n += 1;
             let c = ctx(&rules, n);
             let order = compact_str::format_compact!("mall:B{n}");
-            let lines = vec![LineV {
-                sku: "SKU-COLA-500".into(),
-                qty: 1,
-                unit_price: 350,
-            }];
-            m.handle(
-                &me,
-                MemberCmd::OrderPlaced {
-                    order: order.clone(),
-                    channel: "mall".into(),
-                    store: None,
-                    lines,
-                    points_redeemed: 0,
-                },
-                &c,
-                &mut fx,
-            );
-            m.handle(&me, MemberCmd::OrderFulfilled { order }, &c, &mut fx);
+            order_pair(&mut m, &me, order, &c, &mut fx);
             fx.clear();
         })
     });
@@ -96,27 +79,7 @@ fn bench(c: &mut Criterion) {
         let c = ctx(&rules, 100_000);
         b.iter_batched_ref(
             || (member.clone(), Effects::default()),
-            |(m, fx)| {
-                let order = Str::from("mall:B1");
-                let lines = vec![LineV {
-                    sku: "SKU-COLA-500".into(),
-                    qty: 1,
-                    unit_price: 350,
-                }];
-                m.handle(
-                    &me,
-                    MemberCmd::OrderPlaced {
-                        order: order.clone(),
-                        channel: "mall".into(),
-                        store: None,
-                        lines,
-                        points_redeemed: 0,
-                    },
-                    &c,
-                    fx,
-                );
-                m.handle(&me, MemberCmd::OrderFulfilled { order }, &c, fx);
-            },
+            |(m, fx)| order_pair(m, &me, Str::from("mall:B1"), &c, fx),
             BatchSize::SmallInput,
         )
     });

@@ -19,6 +19,29 @@ pub fn ctx(rules: &Rules, n: u64) -> Ctx<'_> {
     }
 }
 
+/// One order placed and fulfilled on `m` (one cola at 3.50, no store): what the order
+/// benches time.
+pub fn order_pair(m: &mut Member, me: &Str, order: Str, c: &Ctx, fx: &mut Effects) {
+    let lines = vec![LineV {
+        sku: "SKU-COLA-500".into(),
+        qty: 1,
+        unit_price: 350,
+    }];
+    m.handle(
+        me,
+        MemberCmd::OrderPlaced {
+            order: order.clone(),
+            channel: "mall".into(),
+            store: None,
+            lines,
+            points_redeemed: 0,
+        },
+        c,
+        fx,
+    );
+    m.handle(me, MemberCmd::OrderFulfilled { order }, c, fx);
+}
+
 /// A member with a realistic history: 10 orders over 60 days, scans, clicks, visits.
 pub fn typical_member(rules: &Rules) -> (Str, Member) {
     let me = Str::from("m0123456789abcdef");
