@@ -119,9 +119,7 @@ impl Rt {
                 .unwrap_or_else(|_| Err(db_err("-", "a cql task panicked")))
         })
     }
-}
 
-impl Rt {
     /// Starts `fut` on the store's runtime without waiting for it; None once stopped.
     fn spawn(
         &self,

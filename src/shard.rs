@@ -28,7 +28,7 @@ use crate::store::{
     StoreError,
 };
 use actix::prelude::*;
-use omnistream_actors::engine::{Applied, Emitted, Engine};
+use omnistream_actors::engine::{Applied, Emitted, Engine, Late};
 use omnistream_actors::{Output, Rules};
 use omnistream_schemas::{Decoder, Event, Pii, Problem, Reason};
 use serde::Serialize;
@@ -131,22 +131,21 @@ pub fn too_far_ahead(ts_us: i64, now_us: i64, max_future_s: u64) -> Option<Probl
 /// Why the engine refused an event as late (it answered [`Applied::Late`]): beyond the
 /// lateness window, or older than the event ids kept under `max-remembered-ids` reach back.
 pub fn too_late(ts_us: i64, engine: &Engine) -> Problem {
-    let (watermark_us, max_lateness_s) = (engine.watermark(), engine.rules.max_lateness_s);
-    let why =
-        if max_lateness_s > 0 && ts_us < watermark_us.saturating_sub(max_lateness_s * 1_000_000) {
-            format!(
-            "{} s before the watermark (the latest event time seen); at most {max_lateness_s} s \
-             (max-lateness-s) are accepted",
-            watermark_us.saturating_sub(ts_us) / 1_000_000
-        )
-        } else {
-            format!(
-                "before {}, the oldest event time whose ids are still remembered: ids older were \
+    let why = match engine.late(ts_us) {
+        Some(Late::Forgotten) => format!(
+            "before {}, the oldest event time whose ids are still remembered: ids older were \
              forgotten to stay under max-remembered-ids ({}), so a repeat could not be told",
-                omnistream_schemas::EventTime::from_unix_ms(engine.remembered_from_us() / 1000),
-                engine.rules.max_remembered_ids
-            )
-        };
+            omnistream_schemas::EventTime::from_unix_ms(engine.remembered_from_us() / 1000),
+            engine.rules.max_remembered_ids
+        ),
+        // the lateness window (the only other reason the engine refuses an event as late)
+        _ => format!(
+            "{} s before the watermark (the latest event time seen); at most {} s \
+             (max-lateness-s) are accepted",
+            engine.watermark().saturating_sub(ts_us) / 1_000_000,
+            engine.rules.max_lateness_s
+        ),
+    };
     Problem::new(Reason::TooLate, "ts", why)
 }
 
@@ -923,34 +922,9 @@ impl Shard {
                     .inc_by(passivated.saturating_sub(self.stats.passivated));
                 self.stats.passivated = passivated;
                 self.stats.resident = self.engine.resident();
-                let ids = self.engine.remembered_ids();
-                self.metrics
-                    .remembered_ids
-                    .set(i64::try_from(ids).unwrap_or(i64::MAX));
-                let forgotten = self.engine.stats.forgotten;
-                self.metrics
-                    .forgotten_ids
-                    .inc_by(forgotten.saturating_sub(self.stats.forgotten_ids));
-                if forgotten > self.stats.forgotten_ids
-                    && self
-                        .forgot_logged
-                        .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
-                {
-                    // at most once a minute: the lateness window is shrinking under id pressure
-                    self.forgot_logged = Some(Instant::now());
-                    tracing::warn!(
-                        forgotten,
-                        remembered = ids,
-                        refused_before = %omnistream_schemas::EventTime::from_unix_ms(
-                            self.engine.remembered_from_us() / 1000
-                        ),
-                        max_remembered_ids = self.engine.rules.max_remembered_ids,
-                        "event ids forgotten under max-remembered-ids: older events are refused as too_late"
-                    );
-                }
-                self.stats.forgotten_ids = forgotten;
-                if let Some(c) = self.store.read_cache() {
-                    self.metrics.read_cache(&c);
+                self.observe_remembered_ids();
+                if let Some(cache) = self.store.read_cache() {
+                    self.metrics.read_cache(&cache);
                 }
                 self.stats.commits += 1;
                 self.stats.max_batch = self.stats.max_batch.max(c.events);
@@ -1108,6 +1082,36 @@ impl Shard {
         }
         self.set_position(source, position.unwrap_or(self.next_seq));
         outcomes
+    }
+
+    /// After a commit: the remembered event ids in the metrics, and a warning (at most once a
+    /// minute) while the id bound forgets ids, since the lateness window then shrinks.
+    fn observe_remembered_ids(&mut self) {
+        let ids = self.engine.remembered_ids();
+        self.metrics
+            .remembered_ids
+            .set(i64::try_from(ids).unwrap_or(i64::MAX));
+        let forgotten = self.engine.stats.forgotten;
+        self.metrics
+            .forgotten_ids
+            .inc_by(forgotten.saturating_sub(self.stats.forgotten_ids));
+        if forgotten > self.stats.forgotten_ids
+            && self
+                .forgot_logged
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+        {
+            self.forgot_logged = Some(Instant::now());
+            tracing::warn!(
+                forgotten,
+                remembered = ids,
+                refused_before = %omnistream_schemas::EventTime::from_unix_ms(
+                    self.engine.remembered_from_us() / 1000
+                ),
+                max_remembered_ids = self.engine.rules.max_remembered_ids,
+                "event ids forgotten under max-remembered-ids: older events are refused as too_late"
+            );
+        }
+        self.stats.forgotten_ids = forgotten;
     }
 
     /// Counts a refused item and writes it to the dead letters (with the batch being built).

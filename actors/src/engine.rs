@@ -66,6 +66,15 @@ pub enum Applied {
     Late,
 }
 
+/// Why an event is too late to apply (see [`Engine::late`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Late {
+    /// Older than `max-lateness-s` before the watermark.
+    Window,
+    /// Older than the event ids kept under `max-remembered-ids` reach back.
+    Forgotten,
+}
+
 /// Counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
@@ -351,7 +360,7 @@ impl Engine {
             self.stats.duplicates += 1;
             return Applied::Duplicate;
         }
-        if self.too_late(ev.ts.unix_us) {
+        if self.late(ev.ts.unix_us).is_some() {
             self.stats.late += 1;
             return Applied::Late;
         }
@@ -411,13 +420,18 @@ impl Engine {
         self.stats.forgotten += self.seen.insert(id, ts);
     }
 
-    /// Whether an event at `ts_us` is refused as late: older than the lateness window behind
-    /// the watermark, or older than the ids kept under `max-remembered-ids` reach back (its
-    /// id may have been forgotten, so a repeat could not be told).
-    pub fn too_late(&self, ts_us: i64) -> bool {
+    /// Whether, and why, an event at `ts_us` is refused as late: older than the lateness
+    /// window behind the watermark, or older than the ids kept under `max-remembered-ids`
+    /// reach back (its id may have been forgotten, so a repeat could not be told).
+    pub fn late(&self, ts_us: i64) -> Option<Late> {
         let window = self.rules.max_lateness_s.saturating_mul(1_000_000);
-        (window > 0 && ts_us < self.watermark.saturating_sub(window))
-            || self.seen.below_floor(ts_us)
+        if window > 0 && ts_us < self.watermark.saturating_sub(window) {
+            Some(Late::Window)
+        } else if self.seen.below_floor(ts_us) {
+            Some(Late::Forgotten)
+        } else {
+            None
+        }
     }
 
     /// The earliest event time (µs) the id bound still answers for (0: it never forgot ids).

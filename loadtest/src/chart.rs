@@ -12,6 +12,18 @@ use std::path::Path;
 /// Where the font is looked for when `--font` is not given.
 pub const DEFAULT_FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
 
+/// The legend of a panel, top left on a light box.
+fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    c: &mut ChartContext<'a, DB, CT>,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    c.configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .label_font(("sans-serif", 14))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .draw()
+}
+
 /// Draws `sweep` into `out` (PNG), titled `title`, with the font at `font`.
 pub fn draw(sweep: &Sweep, out: &Path, title: &str, font: &Path) -> Result<()> {
     let bytes = std::fs::read(font).with_context(|| {
@@ -91,13 +103,7 @@ pub fn draw(sweep: &Sweep, out: &Path, title: &str, font: &Path) -> Result<()> {
         .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], BLUE.stroke_width(2)));
     c.draw_series(answered.iter().map(|p| Circle::new(*p, 4, BLUE.filled())))
         .map_err(e)?;
-    c.configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .label_font(("sans-serif", 14))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.3))
-        .draw()
-        .map_err(e)?;
+    legend(&mut c).map_err(e)?;
 
     // latency on a log scale: it spans microseconds to seconds past saturation
     let ms = |us: u64| (us as f64 / 1000.0).max(0.01);
@@ -133,13 +139,7 @@ pub fn draw(sweep: &Sweep, out: &Path, title: &str, font: &Path) -> Result<()> {
         l.draw_series(line.iter().map(|p| Circle::new(*p, 3, color.filled())))
             .map_err(e)?;
     }
-    l.configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .label_font(("sans-serif", 14))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.3))
-        .draw()
-        .map_err(e)?;
+    legend(&mut l).map_err(e)?;
     root.present().map_err(e)?;
     Ok(())
 }

@@ -302,6 +302,46 @@ fn lines_of(events: &[u8]) -> Vec<&[u8]> {
         .collect()
 }
 
+/// The events still to send, phase after phase: each phase gets those no earlier one sent.
+struct Feed<'a> {
+    addr: &'a str,
+    lines: Vec<&'a [u8]>,
+    used: usize,
+    batch: usize,
+    connections: usize,
+}
+
+impl<'a> Feed<'a> {
+    fn new(addr: &'a str, events: &'a [u8], batch: usize, connections: usize) -> Feed<'a> {
+        Feed {
+            addr,
+            lines: lines_of(events),
+            used: 0,
+            batch: batch.max(1),
+            connections,
+        }
+    }
+
+    /// One phase (closed loop when `rate` is None) of at most `secs` on the events left;
+    /// `what` names it when none are left.
+    fn phase(&mut self, rate: Option<f64>, secs: f64, what: &str) -> Result<PhaseReport> {
+        let rest = &self.lines[self.used.min(self.lines.len())..];
+        if rest.is_empty() {
+            bail!("no events left for {what}: generate more events");
+        }
+        let p = phase(
+            self.addr,
+            rest,
+            self.batch,
+            self.connections,
+            rate,
+            Duration::from_secs_f64(secs),
+        )?;
+        self.used += ((p.ok + p.refused) as usize).saturating_mul(self.batch);
+        Ok(p)
+    }
+}
+
 /// Drives `addr` with the events in `events` (JSON lines), `batch` events per request (one:
 /// scans to `/v1/scan`, the rest to `/v1/events`; more: all to `/v1/events`): first the closed loop for at most
 /// `max_secs`, then the open loop at `fraction` of the rate found, for at most `paced_secs`, on
@@ -317,37 +357,18 @@ pub fn run(addr: &str, events: &[u8], o: &Options, log: &mut dyn FnMut(&str)) ->
     if !(0.0..=1.0).contains(&fraction) || fraction == 0.0 {
         bail!("--fraction must be in (0, 1], got {fraction}");
     }
-    let lines = lines_of(events);
+    let mut feed = Feed::new(addr, events, batch, connections);
     log(&format!(
         "{} events; closed loop for up to {max_secs} s on {connections} connections",
-        lines.len()
+        feed.lines.len()
     ));
-    let max = phase(
-        addr,
-        &lines,
-        batch,
-        connections,
-        None,
-        Duration::from_secs_f64(max_secs),
-    )?;
-    let used = ((max.ok + max.refused) as usize).saturating_mul(batch.max(1));
+    let max = feed.phase(None, max_secs, "the closed loop")?;
     let rate = max.per_s * fraction;
     log(&format!(
         "max {:.0} req/s; open loop at {rate:.0}/s for up to {paced_secs} s",
         max.per_s
     ));
-    let rest = &lines[used.min(lines.len())..];
-    if rest.is_empty() {
-        bail!("no events left for the paced phase: generate more events");
-    }
-    let paced = phase(
-        addr,
-        rest,
-        batch,
-        connections,
-        Some(rate),
-        Duration::from_secs_f64(paced_secs),
-    )?;
+    let paced = feed.phase(Some(rate), paced_secs, "the paced phase")?;
     Ok(Report {
         connections,
         max,
@@ -425,56 +446,27 @@ pub fn sweep(
     if fractions.is_empty() || fractions.iter().any(|f| !f.is_finite() || *f <= 0.0) {
         bail!("--fractions must be positive numbers, got {fractions:?}");
     }
-    let lines = lines_of(events);
-    let batch = o.batch.max(1);
-    let max = phase(
-        addr,
-        &lines,
-        batch,
-        o.connections,
-        None,
-        Duration::from_secs_f64(o.max_secs),
-    )?;
+    let mut feed = Feed::new(addr, events, o.batch, o.connections);
+    let max = feed.phase(None, o.max_secs, "the closed loop")?;
     log(&format!("max {:.0} req/s", max.per_s));
-    let mut used = ((max.ok + max.refused) as usize).saturating_mul(batch);
     let mut points = Vec::new();
     for f in fractions {
         let rate = max.per_s * f;
-        let rest = &lines[used.min(lines.len())..];
-        if rest.is_empty() {
-            bail!("no events left for the phase at {f} of the maximum: generate more events");
-        }
         log(&format!(
             "open loop at {f} of the maximum: {rate:.0}/s for up to {} s",
             o.paced_secs
         ));
-        let p = phase(
-            addr,
-            rest,
-            batch,
-            o.connections,
+        points.push(feed.phase(
             Some(rate),
-            Duration::from_secs_f64(o.paced_secs),
-        )?;
-        used += ((p.ok + p.refused) as usize).saturating_mul(batch);
-        points.push(p);
+            o.paced_secs,
+            &format!("the phase at {f} of the maximum"),
+        )?);
     }
-    let rest = &lines[used.min(lines.len())..];
-    if rest.is_empty() {
-        bail!("no events left for the closing closed loop: generate more events");
-    }
-    let max_end = phase(
-        addr,
-        rest,
-        batch,
-        o.connections,
-        None,
-        Duration::from_secs_f64(o.max_secs),
-    )?;
+    let max_end = feed.phase(None, o.max_secs, "the closing closed loop")?;
     log(&format!("max at the end {:.0} req/s", max_end.per_s));
     Ok(Sweep {
         connections: o.connections,
-        batch,
+        batch: feed.batch,
         max,
         points,
         max_end,

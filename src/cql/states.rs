@@ -283,6 +283,19 @@ impl CqlStates {
             .rt
             .block_on_borrowed(|| async move { write(inner, cp, gen, finish).await });
         if r.is_ok() && finish {
+            // durable now: the cache learns the new states before the shard stops reading
+            // them from the checkpoint in flight
+            if let Some(c) = &self.cache {
+                for (kind, key, state) in &cp.states {
+                    c.put(*kind, key, Some(state));
+                }
+            }
+            {
+                let mut g = lock(&self.gens);
+                g.durable = gen;
+                g.seq = cp.seq;
+                g.unfinished.remove(&gen);
+            }
             // the rows it made obsolete go in the background: readers ignore them already,
             // and a crash before they are gone leaves rows that stay ignored. One cleanup at
             // a time, in order, so they never pile up
@@ -301,20 +314,40 @@ impl CqlStates {
                 clean(inner, keys, gen, prev).await;
             });
         }
-        if r.is_ok() && finish {
-            // durable now: the cache learns the new states before the shard stops reading
-            // them from the checkpoint in flight
-            if let Some(c) = &self.cache {
-                for (kind, key, state) in &cp.states {
-                    c.put(*kind, key, Some(state));
-                }
-            }
-            let mut g = lock(&self.gens);
-            g.durable = gen;
-            g.seq = cp.seq;
-            g.unfinished.remove(&gen);
-        }
         r
+    }
+
+    /// The newest durable state of a key, from the table.
+    fn read(&self, kind: Kind, key: &str, g: Gens) -> Result<Option<Vec<u8>>, String> {
+        let inner = Arc::clone(&self.inner);
+        let key = key.to_string();
+        self.rt
+            .run(async move {
+                let err = cql_err("read", "states", format!("{kind:?} {key}"));
+                // the first rows, then (rarely, past unfinished generations) all of them
+                for stmt in [&inner.sel_state, &inner.sel_state_all] {
+                    let mut rows = inner
+                        .session
+                        .execute_iter(stmt.clone(), (kind as u8 as i8, key.as_str(), g.durable))
+                        .await
+                        .map_err(|e| err(e.to_string()))?
+                        .rows_stream::<(i64, Vec<u8>)>()
+                        .map_err(|e| err(e.to_string()))?;
+                    let mut n = 0;
+                    while let Some(row) = rows.next().await {
+                        let (gen, state) = row.map_err(|e| err(e.to_string()))?;
+                        if g.counts(gen) {
+                            return Ok(Some(state));
+                        }
+                        n += 1;
+                    }
+                    if n < FIRST_ROWS {
+                        break;
+                    }
+                }
+                Ok(None)
+            })
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -375,40 +408,5 @@ impl Cold for CqlStates {
             f(&key, &state);
         }
         Ok(())
-    }
-}
-
-impl CqlStates {
-    /// The newest durable state of a key, from the table.
-    fn read(&self, kind: Kind, key: &str, g: Gens) -> Result<Option<Vec<u8>>, String> {
-        let inner = Arc::clone(&self.inner);
-        let key = key.to_string();
-        self.rt
-            .run(async move {
-                let err = cql_err("read", "states", format!("{kind:?} {key}"));
-                // the first rows, then (rarely, past unfinished generations) all of them
-                for stmt in [&inner.sel_state, &inner.sel_state_all] {
-                    let mut rows = inner
-                        .session
-                        .execute_iter(stmt.clone(), (kind as u8 as i8, key.as_str(), g.durable))
-                        .await
-                        .map_err(|e| err(e.to_string()))?
-                        .rows_stream::<(i64, Vec<u8>)>()
-                        .map_err(|e| err(e.to_string()))?;
-                    let mut n = 0;
-                    while let Some(row) = rows.next().await {
-                        let (gen, state) = row.map_err(|e| err(e.to_string()))?;
-                        if g.counts(gen) {
-                            return Ok(Some(state));
-                        }
-                        n += 1;
-                    }
-                    if n < FIRST_ROWS {
-                        break;
-                    }
-                }
-                Ok(None)
-            })
-            .map_err(|e| e.to_string())
     }
 }
