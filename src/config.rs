@@ -99,8 +99,25 @@ pub struct Config {
 pub struct FluvioConfig {
     /// Consume the input topics and produce outputs when true; HTTP ingest keeps working.
     pub enabled: bool,
-    /// `host:port` of the Fluvio SC (no TLS in this build).
+    /// `host:port` of the Fluvio SC.
     pub endpoint: String,
+    /// Encrypt the connections to the SC and the SPUs with TLS (rustls), verifying the
+    /// cluster's certificates against `tls-ca-file` for the name `tls-domain`.
+    pub tls: bool,
+    /// The name the cluster's certificates are issued for (a DNS name or an IP address);
+    /// default: the host of `endpoint`. Fluvio connects to every SPU under this one name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_domain: Option<String>,
+    /// PEM file of the certificate authorities to trust; needed with `tls = true`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM file of this client's certificate chain, for a cluster that authenticates its
+    /// clients (Fluvio's own TLS set-up does); with `tls-key-file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM file of the private key of `tls-cert-file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<PathBuf>,
     /// Milliseconds to wait for a connection before start-up fails naming the endpoint.
     pub connect_timeout_ms: u64,
     /// Offset-consumer id under which this process commits its consumer offsets in Fluvio.
@@ -134,6 +151,11 @@ impl Default for FluvioConfig {
         FluvioConfig {
             enabled: false,
             endpoint: "127.0.0.1:9003".into(),
+            tls: false,
+            tls_domain: None,
+            tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
             connect_timeout_ms: 5_000,
             consumer: "omnistream".into(),
             partitions: 1,
@@ -205,6 +227,31 @@ impl Default for FluvioTopics {
 }
 
 impl FluvioConfig {
+    /// The TLS keys of this section.
+    pub fn tls_keys(&self) -> crate::tls::TlsKeys<'_> {
+        crate::tls::TlsKeys {
+            section: "fluvio",
+            enabled: self.tls,
+            ca: self.tls_ca_file.as_ref(),
+            cert: self.tls_cert_file.as_ref(),
+            key: self.tls_key_file.as_ref(),
+        }
+    }
+
+    /// The name the cluster's certificates must carry: `tls-domain`, else the endpoint's
+    /// host (without the brackets of an IPv6 address).
+    pub fn tls_name(&self) -> String {
+        match &self.tls_domain {
+            Some(d) => d.clone(),
+            None => {
+                let host = self.endpoint.rsplit_once(':').map_or("", |(h, _)| h);
+                host.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string()
+            }
+        }
+    }
+
     /// Checks values serde cannot; keys are reported as `fluvio.<key>`.
     pub fn check(&self) -> Result<(), ConfigError> {
         let ep = self.endpoint.rsplit_once(':');
@@ -212,6 +259,21 @@ impl FluvioConfig {
             return Err(err(
                 "fluvio.endpoint",
                 format!("`{}` is not a host:port address", self.endpoint),
+            ));
+        }
+        self.tls_keys().client_config().map_err(tls_err)?;
+        if self.tls {
+            let name = self.tls_name();
+            if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
+                return Err(err(
+                    "fluvio.tls-domain",
+                    format!("`{name}` is not a DNS name or an IP address"),
+                ));
+            }
+        } else if self.tls_domain.is_some() {
+            return Err(err(
+                "fluvio.tls-domain",
+                "set without tls = true: connections would not be encrypted",
             ));
         }
         if self.consumer.is_empty() {
@@ -498,6 +560,13 @@ pub struct CqlConfig {
     /// needed with `tls = true`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_ca_file: Option<PathBuf>,
+    /// PEM file of this client's certificate chain, for nodes that require client
+    /// certificates (`require_client_auth`); with `tls-key-file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM file of the private key of `tls-cert-file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<PathBuf>,
     /// Consistency level of reads (`ONE`, `LOCAL_ONE`, `QUORUM`, `LOCAL_QUORUM`, `ALL`...).
     pub read_consistency: String,
     /// Consistency level of writes.
@@ -529,6 +598,8 @@ impl Default for CqlConfig {
             password_file: None,
             tls: false,
             tls_ca_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
             read_consistency: "LOCAL_QUORUM".into(),
             write_consistency: "LOCAL_QUORUM".into(),
             request_timeout_ms: 5_000,
@@ -560,6 +631,17 @@ pub const CONSISTENCIES: &[&str] = &[
 ];
 
 impl CqlConfig {
+    /// The TLS keys of this section.
+    pub fn tls_keys(&self) -> crate::tls::TlsKeys<'_> {
+        crate::tls::TlsKeys {
+            section: "cql",
+            enabled: self.tls,
+            ca: self.tls_ca_file.as_ref(),
+            cert: self.tls_cert_file.as_ref(),
+            key: self.tls_key_file.as_ref(),
+        }
+    }
+
     /// Checks values serde cannot; keys are reported as `cql.<key>`.
     pub fn check(&self) -> Result<(), ConfigError> {
         if self.contact_points.is_empty() {
@@ -603,24 +685,7 @@ impl CqlConfig {
                 "username and password are set together or not at all",
             ));
         }
-        match (&self.tls, &self.tls_ca_file) {
-            (true, None) => {
-                return Err(err(
-                    "cql.tls-ca-file",
-                    "tls = true needs the PEM file of the certificates to trust",
-                ))
-            }
-            (true, Some(f)) => {
-                crate::cql::tls_config(f).map_err(|why| err("cql.tls-ca-file", why))?;
-            }
-            (false, Some(_)) => {
-                return Err(err(
-                    "cql.tls-ca-file",
-                    "set without tls = true: connections would not be encrypted",
-                ))
-            }
-            (false, None) => {}
-        }
+        self.tls_keys().client_config().map_err(tls_err)?;
         if self.outputs_ttl_s > MAX_CQL_TTL_S {
             return Err(err(
                 "cql.outputs-ttl-s",
@@ -686,6 +751,10 @@ pub struct ConfigError {
     pub key: String,
     /// What is wrong.
     pub problem: String,
+}
+
+fn tls_err(e: crate::tls::TlsError) -> ConfigError {
+    err(e.key, e.why)
 }
 
 fn err(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
@@ -1023,6 +1092,43 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.key, "fluvio.topics");
         assert!(e.problem.contains("twice"), "{e}");
+        // TLS: the shared rules (src/tls.rs), the name checked
+        let tls = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+        let ca = tls.join("ca.pem");
+        let ca = ca.to_str().unwrap();
+        let c = Config::load(
+            None,
+            env(&[
+                on,
+                ("OMNISTREAM_FLUVIO__ENDPOINT", "[::1]:9003"),
+                ("OMNISTREAM_FLUVIO__TLS", "true"),
+                ("OMNISTREAM_FLUVIO__TLS_CA_FILE", ca),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.fluvio.tls_name(), "::1", "the endpoint's host by default");
+        let e = Config::load(None, env(&[on, ("OMNISTREAM_FLUVIO__TLS", "true")])).unwrap_err();
+        assert_eq!(e.key, "fluvio.tls-ca-file");
+        let e = Config::load(None, env(&[on, ("OMNISTREAM_FLUVIO__TLS_CA_FILE", ca)])).unwrap_err();
+        assert_eq!(e.key, "fluvio.tls-ca-file");
+        assert!(e.problem.contains("without tls = true"), "{e}");
+        let e = Config::load(
+            None,
+            env(&[
+                on,
+                ("OMNISTREAM_FLUVIO__TLS", "true"),
+                ("OMNISTREAM_FLUVIO__TLS_CA_FILE", ca),
+                ("OMNISTREAM_FLUVIO__TLS_DOMAIN", "not a name"),
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "fluvio.tls-domain");
+        let e = Config::load(
+            None,
+            env(&[on, ("OMNISTREAM_FLUVIO__TLS_DOMAIN", "f.example")]),
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "fluvio.tls-domain");
     }
 
     #[test]

@@ -158,33 +158,6 @@ fn cql_err(
     }
 }
 
-/// The TLS client configuration that trusts the certificates in the PEM file `ca`: every
-/// certificate in it becomes a trust anchor (a CA, or a self-signed node certificate).
-pub fn tls_config(ca: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, String> {
-    use rustls::pki_types::{pem::PemObject, CertificateDer};
-    let shown = ca.display();
-    let pem = std::fs::read(ca).map_err(|e| format!("cannot read {shown}: {e}"))?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| format!("{shown}: {e}"))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("{shown}: a certificate rustls cannot use: {e}"))?;
-    }
-    if roots.is_empty() {
-        return Err(format!(
-            "no certificate (PEM `BEGIN CERTIFICATE`) in {shown}"
-        ));
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS versions: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
-}
-
 /// Opens a session to the cluster with the configured nodes, datacenter, credentials, TLS and
 /// timeouts; token-aware routing is the driver's default policy.
 async fn connect(cfg: &CqlConfig) -> Result<Session, StoreError> {
@@ -203,8 +176,11 @@ async fn connect(cfg: &CqlConfig) -> Result<Session, StoreError> {
     if let (Some(u), Some(p)) = (&cfg.username, &cfg.password) {
         b = b.user(u, p);
     }
-    if let (true, Some(ca)) = (cfg.tls, &cfg.tls_ca_file) {
-        let tls = tls_config(ca).map_err(|why| db_err(&cfg.keyspace, why))?;
+    let tls = cfg
+        .tls_keys()
+        .client_config()
+        .map_err(|e| db_err(&cfg.keyspace, format!("{}: {}", e.key, e.why)))?;
+    if let Some(tls) = tls {
         b = b.tls_context(Some(tls));
     }
     b.build().await.map_err(|e| StoreError::Unreachable {

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod shard;
 pub mod store;
+pub mod tls;
 
 /// The moment read views (member X-RFM, store KPIs) are computed at: the engine's watermark,
 /// in China time, since KPI days are the brands' local days.

@@ -1,5 +1,7 @@
-//! The real transport: the `fluvio` 0.50 client (no TLS in this build: with the `rustls`
-//! feature fluvio 0.50.1 does not compile). Connecting is bounded by `connect-timeout-ms`;
+//! The real transport: the `fluvio` 0.50 client, over TLS when `fluvio.tls` is set (rustls
+//! with the client configuration of [`crate::tls`], the one CQL uses, handed to fluvio as a
+//! connector: fluvio 0.50.1's own `rustls` feature only reads files and always sends a client
+//! certificate). Connecting is bounded by `connect-timeout-ms`;
 //! consumers use manual offset management under the configured consumer id; producers use
 //! [`OwnershipPartitioner`], so a record lands in the partition [`partition_of`] names.
 
@@ -15,6 +17,8 @@ use ::fluvio::{
     Fluvio, FluvioClusterConfig, Offset, Partitioner, PartitionerConfig, ProduceOutput,
     TopicProducerConfigBuilder, TopicProducerPool,
 };
+use fluvio_future::net::{DefaultDomainConnector, DomainConnector};
+use fluvio_future::rust_tls::{TlsConnector, TlsDomainConnector};
 use futures_util::StreamExt;
 use omnistream_schemas::{Decoder, Pii};
 use std::collections::HashMap;
@@ -53,13 +57,18 @@ pub enum ClientError {
     },
 }
 
-/// Connects to `cfg.endpoint`, giving up after `connect-timeout-ms`.
+/// Connects to `cfg.endpoint`, over TLS when `tls` is set, giving up after
+/// `connect-timeout-ms`.
 pub async fn connect(cfg: &FluvioConfig) -> Result<Fluvio, ClientError> {
     let cluster = FluvioClusterConfig::new(cfg.endpoint.clone());
+    let connector = connector(cfg).map_err(|why| ClientError::Connect {
+        endpoint: cfg.endpoint.clone(),
+        why,
+    })?;
     // connecting is not a consumer stream: cancelling it on timeout is harmless
     match tokio::time::timeout(
         Duration::from_millis(cfg.connect_timeout_ms),
-        Fluvio::connect_with_config(&cluster),
+        Fluvio::connect_with_connector(connector, &cluster),
     )
     .await
     {
@@ -72,6 +81,22 @@ pub async fn connect(cfg: &FluvioConfig) -> Result<Fluvio, ClientError> {
             why: format!("{e:#}"),
         }),
         Ok(Ok(f)) => Ok(f),
+    }
+}
+
+/// How fluvio opens its connections (to the SC and to every SPU): plain TCP, or TLS with our
+/// client configuration, the server checked under [`FluvioConfig::tls_name`].
+pub fn connector(cfg: &FluvioConfig) -> Result<DomainConnector, String> {
+    match cfg
+        .tls_keys()
+        .client_config()
+        .map_err(|e| format!("{}: {}", e.key, e.why))?
+    {
+        None => Ok(Box::new(DefaultDomainConnector::new())),
+        Some(tls) => Ok(Box::new(TlsDomainConnector::new(
+            TlsConnector::from(tls),
+            cfg.tls_name(),
+        ))),
     }
 }
 
