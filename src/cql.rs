@@ -93,6 +93,12 @@ impl Rt {
 
     /// Runs `fut` on the store's runtime and waits for it on this thread. Works inside and
     /// outside another runtime (tokio's own `block_on` refuses to nest).
+    ///
+    /// The wait is `unconstrained`: called from a task of another runtime (the shard's actix
+    /// arbiter), polling a tokio `JoinHandle` spends that task's cooperative budget, and
+    /// once it is spent tokio defers the wake-up until the task yields, which a thread
+    /// blocked here never does: it parked for good after about 128 loads in one message (a
+    /// restart replaying the log with a resident bound hit it; `tests/crash.rs` on CQL).
     fn run<T: Send + 'static>(
         &self,
         fut: impl Future<Output = Result<T, StoreError>> + Send + 'static,
@@ -100,7 +106,7 @@ impl Rt {
         let Some(rt) = &self.0 else {
             return Err(db_err("-", "the store's runtime has stopped"));
         };
-        futures::executor::block_on(rt.spawn(fut))
+        futures::executor::block_on(tokio::task::unconstrained(rt.spawn(fut)))
             .map_err(|e| db_err("-", format!("cql task failed: {e}")))?
     }
 
@@ -1200,5 +1206,30 @@ mod tests {
         assert_eq!(c, vec![vec![1], vec![2], vec![3]]);
         let c = chunks((0..600).map(|i| (i, 1)).collect());
         assert_eq!(c.iter().map(Vec::len).collect::<Vec<_>>(), [256, 256, 88]);
+    }
+
+    /// The shard calls the store from inside a task of another runtime (actix) and may make
+    /// hundreds of calls before that task yields: the waits must not spend its cooperative
+    /// budget, or the thread parks for good once it is spent.
+    #[test]
+    fn many_calls_from_inside_another_runtime_task_never_park_for_good() {
+        let rt = Rt::new().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let outer = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let sum = outer.block_on(async {
+                let mut sum = 0u64;
+                for i in 0..1_000u64 {
+                    sum += rt.run(async move { Ok(i) }).unwrap();
+                }
+                sum
+            });
+            let _ = tx.send(sum);
+        });
+        let sum = rx.recv_timeout(Duration::from_secs(60));
+        assert_eq!(sum, Ok(499_500), "1,000 calls in one poll of an outer task");
     }
 }

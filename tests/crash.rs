@@ -1,9 +1,10 @@
-//! Crash exactness on the embedded store: the service is killed with SIGKILL at ten seeded
-//! points of a generated stream (some while a batch is in flight), restarted each time, and
-//! the client re-sends what was not acknowledged; the final state must equal one
-//! uninterrupted run's, byte for byte. The interrupted run checkpoints every 700 events and
-//! holds at most 500 entities (the uninterrupted one: defaults, everything in memory), so
-//! the kills also strike around checkpoints and restarts restore from them.
+//! Crash exactness: the service is killed with SIGKILL at ten seeded points of a generated
+//! stream (some while a batch is in flight), restarted each time, and the client re-sends
+//! what was not acknowledged; the final state must equal one uninterrupted run's, byte for
+//! byte. The interrupted run checkpoints every 700 events and holds at most 500 entities (the
+//! uninterrupted one: defaults, everything in memory, embedded store), so the kills also
+//! strike around checkpoints and restarts restore from them. Once on the embedded store,
+//! once on the CQL store (`cql_` test: needs `OMNISTREAM_TEST_CQL=host:port`).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -18,12 +19,28 @@ const BOUNDED: [(&str, &str); 2] = [
     ("OMNISTREAM_RESIDENT_ENTITIES", "500"),
 ];
 
-fn start(dir: &Path, env: &[(&str, &str)]) -> (Child, String) {
+/// The service process; killed when dropped, so a failing test leaves none behind.
+struct Proc(Child);
+
+impl Proc {
+    fn kill(&mut self) -> std::io::Result<()> {
+        self.0.kill()?;
+        self.0.wait().map(drop)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.kill();
+    }
+}
+
+fn start(dir: &Path, env: &[(String, String)]) -> (Proc, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_omnistream"))
         .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .env("OMNISTREAM_LOG", "error")
-        .envs(env.iter().copied())
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -32,7 +49,7 @@ fn start(dir: &Path, env: &[(&str, &str)]) -> (Child, String) {
         .read_line(&mut line)
         .unwrap();
     let addr = line.trim().rsplit("http://").next().unwrap().to_string();
-    (child, addr)
+    (Proc(child), addr)
 }
 
 fn request(addr: &str, method: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, String)> {
@@ -74,6 +91,48 @@ fn batches() -> Vec<Vec<u8>> {
 
 #[test]
 fn ten_sigkills_lose_nothing_and_count_nothing_twice() {
+    ten_sigkills(Vec::new());
+}
+
+/// The same on the CQL store: every restart opens the keyspace, restores the last checkpoint
+/// written there and replays the committed tail from the node.
+#[test]
+fn cql_ten_sigkills_lose_nothing_and_count_nothing_twice() {
+    let node = std::env::var("OMNISTREAM_TEST_CQL")
+        .expect("set OMNISTREAM_TEST_CQL=127.0.0.1:9042 (or skip the cql_ tests)");
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros()
+        % 1_000_000_000;
+    let cfg = omnistream::config::CqlConfig {
+        contact_points: vec![node.clone()],
+        keyspace: format!("t_crash_{}_{nanos}", std::process::id()),
+        read_consistency: "ONE".into(),
+        write_consistency: "ONE".into(),
+        ..Default::default()
+    };
+    omnistream::cql::migrate(&cfg).unwrap();
+    ten_sigkills(vec![
+        ("OMNISTREAM_STORE".into(), "cql".into()),
+        (
+            "OMNISTREAM_CQL__CONTACT_POINTS".into(),
+            format!("[\"{node}\"]"),
+        ),
+        ("OMNISTREAM_CQL__KEYSPACE".into(), cfg.keyspace.clone()),
+        ("OMNISTREAM_CQL__READ_CONSISTENCY".into(), "ONE".into()),
+        ("OMNISTREAM_CQL__WRITE_CONSISTENCY".into(), "ONE".into()),
+    ]);
+}
+
+/// Kills the service at ten seeded points with `store` (environment) plus a small checkpoint
+/// interval and resident bound, and compares with one uninterrupted run on the embedded store.
+fn ten_sigkills(store: Vec<(String, String)>) {
+    let bounded: Vec<(String, String)> = BOUNDED
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .chain(store)
+        .collect();
     let batches = batches();
     let whole = tempfile::tempdir().unwrap();
     let (mut a, addr) = start(whole.path(), &[]);
@@ -82,7 +141,6 @@ fn ten_sigkills_lose_nothing_and_count_nothing_twice() {
     }
     let expected = snapshot(&addr);
     a.kill().unwrap();
-    a.wait().unwrap();
 
     // ten kill points from a fixed seed; odd ones strike while a batch is in flight
     let mut seed: u64 = 0x005e_ed0f_c4a5;
@@ -96,7 +154,7 @@ fn ten_sigkills_lose_nothing_and_count_nothing_twice() {
     points.sort_unstable();
     points.dedup();
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, mut addr) = start(dir.path(), &BOUNDED);
+    let (mut child, mut addr) = start(dir.path(), &bounded);
     for (i, b) in batches.iter().enumerate() {
         if let Some(k) = points.iter().position(|p| *p == i) {
             if k % 2 == 1 {
@@ -104,15 +162,13 @@ fn ten_sigkills_lose_nothing_and_count_nothing_twice() {
                 let inflight = std::thread::spawn(move || request(&a2, "POST", "/v1/events", &b2));
                 std::thread::sleep(Duration::from_millis(next() % 15));
                 child.kill().unwrap();
-                child.wait().unwrap();
                 let _ = inflight.join();
-                (child, addr) = start(dir.path(), &BOUNDED);
+                (child, addr) = start(dir.path(), &bounded);
             } else {
                 // acknowledged means durable: this batch is not sent again
                 assert_eq!(request(&addr, "POST", "/v1/events", b).unwrap().0, 200);
                 child.kill().unwrap();
-                child.wait().unwrap();
-                (child, addr) = start(dir.path(), &BOUNDED);
+                (child, addr) = start(dir.path(), &bounded);
                 continue;
             }
         }
@@ -128,7 +184,6 @@ fn ten_sigkills_lose_nothing_and_count_nothing_twice() {
         "the last start did not restore a checkpoint: {stats}"
     );
     child.kill().unwrap();
-    child.wait().unwrap();
     assert!(points.len() >= 8, "kill points {points:?}");
     assert!(
         got == expected,
