@@ -63,7 +63,7 @@ fi
 step "the load tool's chart (feature chart): draws a PNG"
 cargo test -p omnistream-loadtest --features chart --locked --lib chart
 
-step "store outage: a Cassandra node of its own stopped, then frozen (SIGSTOP), 20 s each under the running service"
+step "store outage: a Cassandra node of its own stopped (SIGTERM), frozen (SIGSTOP) and killed (SIGKILL), 20 s each under the running service"
 if [[ -z "${OMNISTREAM_NO_CASSANDRA:-}" ]]; then
   # the shared node has served its tests; its memory and cores go to the outage test's node
   bash "$cassandra" stop

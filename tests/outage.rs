@@ -1,5 +1,6 @@
 //! Store outage (issue #10): the Cassandra node under a running service on `store = "cql"` is
-//! stopped mid-stream, stays down for 20 s and is started again. Meanwhile the service must
+//! stopped mid-stream (SIGTERM; in the other variants frozen with SIGSTOP, or killed with
+//! SIGKILL), stays down for 20 s and is started again. Meanwhile the service must
 //! say not-ready, refuse ingest with 503 and `Retry-After` (never another error, never hang
 //! past the client's 30 s timeout), and come back by itself; the client re-offers what was
 //! refused, and the final state (snapshot, every output, ledgers) must equal one uninterrupted
@@ -45,6 +46,8 @@ struct Node {
     home: PathBuf,
     data: PathBuf,
     port: u16,
+    /// The commit log's sync mode (`CASSANDRA_COMMITLOG_SYNC`).
+    commitlog: &'static str,
 }
 
 impl Node {
@@ -59,6 +62,7 @@ impl Node {
             .env("CASSANDRA_PORT", self.port.to_string())
             .env("CASSANDRA_STORAGE_PORT", "17000")
             .env("CASSANDRA_CLUSTER_NAME", "omnistream-outage")
+            .env("CASSANDRA_COMMITLOG_SYNC", self.commitlog)
             .env_remove("CASSANDRA_DATA_DIR")
             .output()
             .map_err(|e| format!("cassandra.sh {args:?}: {e}"))?;
@@ -100,6 +104,9 @@ enum Mode {
     /// Frozen with SIGSTOP and thawed with SIGCONT: connections stay open and nothing
     /// answers, so every request waits for its timeout (a hung node, a GC pause, a partition).
     Freeze,
+    /// Killed with SIGKILL (no drain, no flush: a crashed node, an OOM kill) and started
+    /// again; it replays its commit log. What it acknowledged must still be there.
+    Kill,
 }
 
 impl Node {
@@ -114,7 +121,30 @@ impl Node {
         Ok(pid)
     }
 
-    /// Sends `signal` (`STOP`, `CONT`) to the JVM.
+    /// SIGKILL to the JVM, and waits (at most 10 s) until the process is gone.
+    fn kill(&self) -> Result<(), String> {
+        let pid = self.pid()?;
+        self.signal("KILL")?;
+        let stat = PathBuf::from(format!("/proc/{pid}/stat"));
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(10) {
+            // gone, or a zombie waiting to be reaped: either way it serves nothing
+            match std::fs::read_to_string(&stat) {
+                Err(_) => return Ok(()),
+                Ok(s)
+                    if s.rsplit(')')
+                        .next()
+                        .is_some_and(|r| r.trim_start().starts_with('Z')) =>
+                {
+                    return Ok(())
+                }
+                Ok(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+        Err(format!("pid {pid} still running 10 s after SIGKILL"))
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, `KILL`) to the JVM.
     fn signal(&self, signal: &str) -> Result<(), String> {
         let pid = self.pid()?;
         let st = Command::new("kill")
@@ -154,6 +184,7 @@ impl Outage {
             let down = match mode {
                 Mode::Stop => node.stop().map(drop),
                 Mode::Freeze => node.signal("STOP"),
+                Mode::Kill => node.kill(),
             };
             if let Err(e) = down {
                 let _ = tx.send(Step::Failed(e));
@@ -171,7 +202,7 @@ impl Outage {
                 return;
             }
             let up = match mode {
-                Mode::Stop => node.launch().map(drop),
+                Mode::Stop | Mode::Kill => node.launch().map(drop),
                 Mode::Freeze => node.signal("CONT"),
             };
             match up.and_then(|_| node.wait()) {
@@ -328,6 +359,13 @@ fn a_store_node_frozen_for_20_s_refuses_with_503_loses_nothing_and_resumes() {
     outage(Mode::Freeze);
 }
 
+#[test]
+#[ignore = "kills a Cassandra node of its own with SIGKILL (about 2 minutes, Java 17): \
+            cargo test -p omnistream --test outage -- --ignored --nocapture"]
+fn a_store_node_killed_with_sigkill_for_20_s_loses_nothing_acknowledged_and_resumes() {
+    outage(Mode::Kill);
+}
+
 fn outage(mode: Mode) {
     let _one = ONE_NODE
         .lock()
@@ -346,6 +384,10 @@ fn outage(mode: Mode) {
         home: std::env::temp_dir().join("omnistream-cassandra-outage"),
         data: data.path().join("cassandra"),
         port,
+        // a SIGKILL loses what a periodic commit log acknowledged but had not synced yet
+        // (up to 10 s here; Cassandra's contract, which replicas cover in production): the
+        // test of omnistream needs a node that keeps what it acknowledged
+        commitlog: if mode == Mode::Kill { "batch" } else { "periodic" },
     };
     let mut outage = Outage {
         node: node.clone(),
