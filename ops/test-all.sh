@@ -87,6 +87,7 @@ if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
   fi
 fi
 promtool check config ops/prometheus/prometheus.yml
+promtool check config ops/prometheus/prometheus-compose.yml
 promtool check rules ops/prometheus/alerts.yml
 python3 ops/prometheus/scrape_check.py target/debug/omnistream
 
