@@ -2,7 +2,7 @@
 //! 3,000 requests) of malformed requests. Every answer must be a 4xx with a JSON reason or a
 //! 2xx whose refused events carry reasons; never a 5xx; the service stays ready and a valid
 //! event posted afterwards is accepted and visible. `OMNISTREAM_TEST_SEED` picks the seed;
-//! `OMNISTREAM_HOSTILE_SECS=600` runs the loop for that long instead, without the request
+//! `OMNISTREAM_TEST_HOSTILE_SECS=600` runs the loop for that long instead, without the request
 //! bound (the 10-minute fuzz of the API that RELIABILITY.md records).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
@@ -269,9 +269,9 @@ fn malformed_requests_get_4xx_reasons_never_5xx_and_nothing_else_is_lost() {
             ("OMNISTREAM_MAX_BATCH_EVENTS", &max_batch),
         ],
     );
-    let long: Option<u64> = std::env::var("OMNISTREAM_HOSTILE_SECS")
+    let long: Option<u64> = std::env::var("OMNISTREAM_TEST_HOSTILE_SECS")
         .ok()
-        .map(|s| s.parse().expect("OMNISTREAM_HOSTILE_SECS: whole seconds"));
+        .map(|s| s.parse().expect("OMNISTREAM_TEST_HOSTILE_SECS: whole seconds"));
     let (max_sent, secs) = match long {
         Some(secs) => (usize::MAX, secs),
         None => (3_000, 15),
