@@ -56,7 +56,7 @@ for round in $(seq 1 "$rounds"); do
     --add-opens=java.base/java.util=ALL-UNNAMED --add-opens=java.base/java.lang=ALL-UNNAMED \
     -cp "$cp" omnistream.peer.PeerJob "$input" "$parallelism" 1000 "file://$ck" 2>"$runs/flink-$round.err" \
     | grep '^flink ')
-  echo "round=$round load_before=$l0 load_after=$(load) checkpoint_dir_bytes=$(du -sb "$ck" | cut -f1) $line" | tee -a "$results"
+  echo "round=$round load_before=$l0 load_after=$(load) $line" | tee -a "$results"
   rm -rf "$ck"
 
   # omnistream replay (no store)
