@@ -11,6 +11,10 @@
 #   http     omnistream run (embedded store: every event durable before it is answered)
 #            fed the same file by post.py, 1,000 lines a request on 2 connections
 # Output: runs/<time>/results.txt (one line per run) and medians at the end.
+# Variants (for reference runs, not the comparison itself):
+#   FLINK_CHECKPOINT_MS=0             the Flink job without checkpoints
+#   SERVICE_ENV="OMNISTREAM_K=V ..."  settings for omnistream run (e.g. periodic checkpoints)
+#   SKIP_REPLAY=1                     leave out omnistream replay
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
@@ -20,6 +24,9 @@ batch=${BATCH:-1000}
 conns=${CONNECTIONS:-2}
 port=${PORT:-18282}
 parallelism=${PARALLELISM:-2}
+checkpoint_ms=${FLINK_CHECKPOINT_MS:-1000}
+service_env=${SERVICE_ENV:-}
+skip_replay=${SKIP_REPLAY:-}
 target=${CARGO_TARGET_DIR:-$root/target}
 bin=$target/release
 
@@ -54,12 +61,13 @@ for round in $(seq 1 "$rounds"); do
   l0=$(load)
   line=$(timeout 900 java -Xms2g -Xmx6g \
     --add-opens=java.base/java.util=ALL-UNNAMED --add-opens=java.base/java.lang=ALL-UNNAMED \
-    -cp "$cp" omnistream.peer.PeerJob "$input" "$parallelism" 1000 "file://$ck" 2>"$runs/flink-$round.err" \
+    -cp "$cp" omnistream.peer.PeerJob "$input" "$parallelism" "$checkpoint_ms" "file://$ck" 2>"$runs/flink-$round.err" \
     | grep '^flink ')
   echo "round=$round load_before=$l0 load_after=$(load) $line" | tee -a "$results"
   rm -rf "$ck"
 
   # omnistream replay (no store)
+  if [ -z "$skip_replay" ]; then
   rm -rf "$work/out"
   l0=$(load)
   s=$(date +%s.%N)
@@ -67,12 +75,14 @@ for round in $(seq 1 "$rounds"); do
   e=$(date +%s.%N)
   n=$(wc -l <"$input")
   echo "round=$round load_before=$l0 load_after=$(load) omnistream_replay seconds=$(echo "$e - $s" | bc) events_per_s=$(echo "$n / ($e - $s)" | bc) outputs=$(wc -l <"$work/out/outputs.jsonl") dead_letters=$(wc -l <"$work/out/dead-letter.jsonl")" | tee -a "$results"
+  fi
 
   # omnistream run over HTTP, embedded store
   rm -rf "$work/data"
   l0=$(load)
   s=$(date +%s.%N)
-  "$bin/omnistream" run --listen "127.0.0.1:$port" --data-dir "$work/data" >"$runs/run-$round.log" 2>&1 &
+  # shellcheck disable=SC2086
+  env $service_env "$bin/omnistream" run --listen "127.0.0.1:$port" --data-dir "$work/data" >"$runs/run-$round.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 300); do
     curl -fs "127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
@@ -84,7 +94,7 @@ for round in $(seq 1 "$rounds"); do
   kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
   pid=
   stop=$(echo "$(date +%s.%N) - $s" | bc)
-  echo "round=$round load_before=$l0 load_after=$(load) startup_s=$ready shutdown_s=$stop store_bytes=$(du -sb "$work/data" | cut -f1) $line" | tee -a "$results"
+  echo "round=$round load_before=$l0 load_after=$(load) service_env=[${service_env// /,}] startup_s=$ready shutdown_s=$stop store_bytes=$(du -sb "$work/data" | cut -f1) $line" | tee -a "$results"
 done
 
 echo "== medians ($rounds rounds, $(date -u +%FT%TZ))"
