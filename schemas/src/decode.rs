@@ -1,11 +1,13 @@
 //! Decoding and validation: raw bytes in, a typed [`Event`] or a [`Rejection`] listing every
 //! problem with its reason code and field path.
 //!
-//! Two paths share one validator. The fast path deserializes straight into a flat, borrowing
-//! wire struct (no intermediate tree) and validates it; almost every real event takes it. Only
-//! when serde refuses the bytes does the slow path parse a `serde_json::Value`, convert each
-//! field on its own (so one wrong type does not hide the rest) and run the same validator, so a
-//! bad event is explained completely.
+//! Two paths share one validator. The fast path reads straight into a flat, borrowing wire
+//! struct (no intermediate tree) and validates it; almost every real event takes it. It reads
+//! with a hand-written reader for the contract's keys ([`fast`]), and where that one gives up
+//! (escapes, unusual numbers, any error) with serde_json into the same struct. Only when serde
+//! refuses the bytes does the slow path parse a `serde_json::Value`, convert each field on its
+//! own (so one wrong type does not hide the rest) and run the same validator, so a bad event is
+//! explained completely.
 //!
 //! Policy for fields the contract does not name: they are ignored, so channels can send extra
 //! data and the contract can grow optional fields without breaking senders. [`lint`] reports
@@ -24,6 +26,8 @@ use std::fmt;
 use std::net::IpAddr;
 use uuid::Uuid;
 
+mod fast;
+
 /// Events larger than this are rejected before parsing.
 pub const MAX_EVENT_BYTES: usize = 64 * 1024;
 /// Longest string accepted in an id-like field.
@@ -41,10 +45,12 @@ type S<'a> = Option<Cow<'a, str>>;
 
 /// Every field of every event type, flat, borrowing from the input where it can.
 ///
-/// Read in place by [`Wire::read`] (a hand-written visitor, not serde's derive): the derived
-/// visitor builds every field in a local and then moves the whole ~700-byte struct out, once
-/// per layer (visitor, `MapOnly`, `from_object`, `build`), which cost more than the parsing.
+/// Read in place by [`fast::read`], or where that gives up by [`Wire::read`] (a hand-written
+/// serde visitor, not serde's derive): the derived visitor builds every field in a local and
+/// then moves the whole ~700-byte struct out, once per layer (visitor, `MapOnly`,
+/// `from_object`, `build`), which cost more than the parsing.
 #[derive(Default)]
+#[cfg_attr(test, derive(Debug))]
 struct Wire<'a> {
     id: S<'a>,
     ty: S<'a>,
@@ -314,12 +320,14 @@ fn fields_of(kind: EventKind) -> &'static [&'static str] {
 }
 
 #[derive(Deserialize, Default)]
+#[cfg_attr(test, derive(Debug))]
 struct WireGeo {
     lat: Option<f64>,
     lon: Option<f64>,
 }
 
 #[derive(Deserialize, Default)]
+#[cfg_attr(test, derive(Debug))]
 struct WireRegion {
     lat: Option<f64>,
     lon: Option<f64>,
@@ -328,6 +336,7 @@ struct WireRegion {
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
+#[cfg_attr(test, derive(Debug))]
 struct WireLine<'a> {
     #[serde(borrow, deserialize_with = "opt_cow")]
     sku: S<'a>,
@@ -377,6 +386,7 @@ fn opt_cow<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::
 }
 
 /// Accepts a JSON object only: serde's derived structs would also take an array of values.
+#[cfg_attr(test, derive(Debug))]
 struct MapOnly<T>(T);
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for MapOnly<T> {
@@ -419,6 +429,7 @@ type Pair<'a> = (Cow<'a, str>, Cow<'a, str>);
 /// The first two pairs are kept inline (a member almost always has one or two identities):
 /// a vector per event cost an allocation and a free on the hot path.
 #[derive(Default)]
+#[cfg_attr(test, derive(Debug))]
 struct WireIds<'a> {
     len: usize,
     few: [Pair<'a>; 2],
@@ -494,7 +505,15 @@ impl Decoder {
             return Err(self.diagnose(bytes, None));
         };
         let mut w = Wire::default();
-        match w.read(text) {
+        let read = match fast::read(&mut w, text) {
+            Some(()) => Ok(()),
+            // serde decides: it gives the same errors, at the same places, as before
+            None => {
+                w = Wire::default();
+                w.read(text)
+            }
+        };
+        match read {
             Ok(()) => {
                 let mut problems = Vec::new();
                 match build(&mut w, &self.pii, &mut problems) {
