@@ -1036,7 +1036,7 @@ fn build(w: &mut Wire<'_>, pii: &Pii, problems: &mut Vec<Problem>) -> Option<Eve
                     c.missing("ip", "the client ip is required");
                     None
                 }
-                Some(s) => match s.parse::<IpAddr>() {
+                Some(s) => match plain_ipv4(s).map_or_else(|| s.parse::<IpAddr>(), Ok) {
                     Ok(ip) => Some(ip),
                     Err(_) => {
                         c.push(
@@ -1389,6 +1389,38 @@ fn build(w: &mut Wire<'_>, pii: &Pii, problems: &mut Vec<Problem>) -> Option<Eve
     })
 }
 
+/// The usual client address, four decimal octets, read without the standard parser's
+/// generality (which cost 3% of a scan). `None` for anything else, which `IpAddr`'s own parser
+/// then reads: whatever this accepts, that parser accepts as the same address.
+fn plain_ipv4(s: &str) -> Option<IpAddr> {
+    let b = s.as_bytes();
+    let mut octets = [0u8; 4];
+    let mut i = 0;
+    for (n, slot) in octets.iter_mut().enumerate() {
+        if n > 0 {
+            if *b.get(i)? != b'.' {
+                return None;
+            }
+            i += 1;
+        }
+        let start = i;
+        let mut v: u16 = 0;
+        while let Some(&c @ b'0'..=b'9') = b.get(i) {
+            if i - start == 3 {
+                return None;
+            }
+            v = v * 10 + u16::from(c - b'0');
+            i += 1;
+        }
+        // one to three digits, no leading zero (the standard parser refuses those)
+        if i == start || (i - start > 1 && b[start] == b'0') {
+            return None;
+        }
+        *slot = u8::try_from(v).ok()?;
+    }
+    (i == b.len()).then_some(IpAddr::V4(octets.into()))
+}
+
 fn clip(s: &str) -> &str {
     let mut end = s.len().min(64);
     while !s.is_char_boundary(end) {
@@ -1453,4 +1485,55 @@ fn edit_distance(a: &str, b: &str) -> usize {
         prev = cur;
     }
     prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn plain_ipv4_reads_what_the_standard_parser_reads() {
+        for s in [
+            "112.65.3.18",
+            "0.0.0.0",
+            "255.255.255.255",
+            "1.2.3.4",
+            "10.0.0.1",
+        ] {
+            assert_eq!(plain_ipv4(s), s.parse::<IpAddr>().ok(), "{s}");
+            assert!(plain_ipv4(s).is_some(), "{s}");
+        }
+        for s in [
+            "",
+            "1.2.3",
+            "1.2.3.4.5",
+            "256.1.1.1",
+            "01.2.3.4",
+            "1.2.3.04",
+            "1..3.4",
+            "1.2.3.4.",
+            ".1.2.3",
+            "1.2.3.-4",
+            "1.2.3.4 ",
+            " 1.2.3.4",
+            "1.2.3.1000",
+            "::1",
+            "1.2.3.a",
+        ] {
+            assert_eq!(plain_ipv4(s), None, "{s}");
+        }
+    }
+
+    proptest! {
+        /// Whatever the short reader accepts, the standard parser accepts as the same address.
+        #[test]
+        fn plain_ipv4_agrees_with_the_standard_parser(s in "[0-9.]{0,17}|(0|[1-9][0-9]{0,2})(\\.(0|[0-9]{1,4})){3}") {
+            if let Some(ip) = plain_ipv4(&s) {
+                prop_assert_eq!(Some(ip), s.parse::<IpAddr>().ok());
+            } else {
+                prop_assert!(s.parse::<std::net::Ipv4Addr>().is_err(), "{} refused", s);
+            }
+        }
+    }
 }

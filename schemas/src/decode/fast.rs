@@ -402,10 +402,10 @@ impl<'a> Reader<'a> {
         self.eat(b'{')?;
         let mut g = WireGeo::default();
         let mut seen = 0u8;
-        self.members(|r, k| {
+        self.members_by(Self::geo_key, |r, k| {
             let (bit, slot) = match k {
-                "lat" => (1, &mut g.lat),
-                "lon" => (2, &mut g.lon),
+                1 => (1, &mut g.lat),
+                2 => (2, &mut g.lon),
                 _ => return r.skip(0),
             };
             if seen & bit != 0 {
@@ -416,6 +416,29 @@ impl<'a> Reader<'a> {
             Some(())
         })?;
         Some(Some(MapOnly(g)))
+    }
+
+    /// A key of `geo`: 1 for `lat`, 2 for `lon`, 0 for another (compared first, as top-level
+    /// keys are, since every scan has both).
+    #[inline]
+    fn geo_key(&mut self) -> Option<u8> {
+        if self.peek()? != b'"' {
+            return None;
+        }
+        let rest = self.b.get(self.i + 1..)?;
+        if rest.starts_with(b"lat\"") {
+            self.i += 5;
+            return Some(1);
+        }
+        if rest.starts_with(b"lon\"") {
+            self.i += 5;
+            return Some(2);
+        }
+        Some(match self.string()? {
+            "lat" => 1,
+            "lon" => 2,
+            _ => 0,
+        })
     }
 
     fn region(&mut self) -> Option<Option<MapOnly<WireRegion>>> {
@@ -815,6 +838,16 @@ mod tests {
             assert_eq!(fast(&quoted), serde(&quoted), "{quoted}");
         }
         assert_eq!(known_key(b"i\\u0064\""), None);
+        for text in [
+            r#"{"geo":{"lat":1,"lon":2,"latx":3,"la":4,"lonlat":5,"":6}}"#,
+            r#"{"geo":{lat":1}}"#,
+            r#"{"geo":{"lat":1,lon":2}}"#,
+            r#"{"geo":{"lat":1,"lat":2}}"#,
+        ] {
+            assert_eq!(fast(text), serde(text), "{text}");
+        }
+        let g = wire(r#"{"geo":{"latx":3,"lon":2,"lat":1}}"#).geo.unwrap().0;
+        assert_eq!((g.lat, g.lon), (Some(1.0), Some(2.0)));
     }
 
     /// The string scanner against the obvious byte loop, on bytes next to the ones it looks for.
