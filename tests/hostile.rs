@@ -269,9 +269,10 @@ fn malformed_requests_get_4xx_reasons_never_5xx_and_nothing_else_is_lost() {
             ("OMNISTREAM_MAX_BATCH_EVENTS", &max_batch),
         ],
     );
-    let long: Option<u64> = std::env::var("OMNISTREAM_TEST_HOSTILE_SECS")
-        .ok()
-        .map(|s| s.parse().expect("OMNISTREAM_TEST_HOSTILE_SECS: whole seconds"));
+    let long: Option<u64> = std::env::var("OMNISTREAM_TEST_HOSTILE_SECS").ok().map(|s| {
+        s.parse()
+            .expect("OMNISTREAM_TEST_HOSTILE_SECS: whole seconds")
+    });
     let (max_sent, secs) = match long {
         Some(secs) => (usize::MAX, secs),
         None => (3_000, 15),
