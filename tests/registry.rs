@@ -1,0 +1,317 @@
+//! The code registry's lookup path at scale (issue #4): what the engine does when a scan names
+//! a code that is not resident, measured on the embedded store. The `code` kind's table asks
+//! its Bloom filter ([`CodeFilter`], sized like `code-filter-codes`, 1% false positives) and,
+//! when the filter says "maybe", loads the state from the cold tier (the service's `Layered`
+//! over `states.redb`) and decodes it (`Table::get_mut` in `actors/src/cold.rs`).
+//!
+//! The benchmark is an ignored test:
+//! `OMNISTREAM_BENCH_CODES=10000000 cargo test --release -p omnistream --test registry -- --ignored --nocapture`
+//! (`OMNISTREAM_BENCH_CODES`, default 1,000,000; `OMNISTREAM_BENCH_DIR`, where the temporary
+//! store goes, default the system's temp dir). It writes the codes' states through the store's
+//! checkpoint writer in checkpoints of 500,000 (keys of earlier checkpoints stay: a checkpoint
+//! only inserts), stops early rather than leave less than 8 GB (8e9 B) free on the store's disk,
+//! builds the filter, then times lookups of codes that exist and of codes that do not, with
+//! the file in the page cache (hot) and after dropping it from the page cache and reopening
+//! the store (cold). Prints p50/p99/p99.9/max, insert rate, file and filter sizes, RSS.
+//! On a tmpfs (`OMNISTREAM_BENCH_DIR=/dev/shm`) the file is memory: every pass is hot there.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark fails loudly on purpose
+
+use hdrhistogram::Histogram;
+use omnistream::store::{CheckpointWrite, InFlightSlot, Layered, RedbStore, Store};
+use omnistream_actors::cold::{self, Cold, Kind};
+use omnistream_actors::fraud::code::Code;
+use omnistream_actors::fraud::filter::CodeFilter;
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+/// Codes per checkpoint while loading the registry (bounds the benchmark's own memory).
+const CHUNK: u64 = 500_000;
+/// Codes per batch (one batch prefix each).
+const PER_BATCH: u64 = 100_000;
+/// Lookups per pass.
+const SAMPLES: usize = 200_000;
+/// The store's disk must keep this much free.
+const MIN_FREE: u64 = 8_000_000_000;
+
+/// A bijection on u64 (splitmix64's finalizer): distinct inputs give distinct codes.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+const B32: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+fn b32(mut x: u64, n: usize, out: &mut String) {
+    for _ in 0..n {
+        out.push(char::from(B32[(x & 31) as usize]));
+        x >>= 5;
+    }
+}
+
+/// Code `i` of a registry with `batches` batches: a 6-character batch prefix and a 14-character
+/// serial (70 bits from a bijection of `i`, so every `i` gives another code). Codes past the
+/// registered ones carry the prefixes of real batches, like forged codes.
+fn code(i: u64, batches: u64) -> String {
+    let mut s = String::with_capacity(20);
+    b32(mix((i % batches) ^ 0xba7c), 6, &mut s);
+    b32(mix(i), 14, &mut s);
+    s
+}
+
+/// The state the engine stores for a code scanned once: first scanner, time, event id.
+fn state(i: u64) -> Vec<u8> {
+    let c = Code {
+        first: format!("m{:016x}", mix(i ^ 0x5eed)).into(),
+        at: 1_764_460_800_000_000 + (mix(i) % 86_400_000_000) as i64,
+        event: (u128::from(mix(i ^ 1)) << 64) | u128::from(mix(i ^ 2)),
+        scans: 1,
+        others: 0,
+    };
+    cold::encode(&c).unwrap()
+}
+
+/// `(VmRSS, VmHWM)` in MB.
+fn rss() -> (u64, u64) {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb = |name: &str| -> u64 {
+        s.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (kb("VmRSS:") / 1024, kb("VmHWM:") / 1024)
+}
+
+/// Bytes free on the disk holding `dir`.
+fn free_bytes(dir: &Path) -> u64 {
+    let out = Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap()
+}
+
+/// `fincore`'s view of how much of `file` is in the page cache.
+fn cached(file: &Path) -> String {
+    Command::new("fincore")
+        .args(["--noheadings", "--bytes", "--output", "RES,SIZE"])
+        .arg(file)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|e| format!("(fincore: {e})"))
+}
+
+/// Drops `file` from the page cache (GNU dd: `iflag=nocache count=0` advises the kernel to
+/// drop the whole file); only this file's pages, clean ones (a checkpoint commit is synced).
+fn drop_cache(file: &Path) {
+    let st = Command::new("dd")
+        .arg(format!("if={}", file.display()))
+        .args(["iflag=nocache", "count=0", "status=none"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+fn us(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1000.0
+}
+
+/// One pass of lookups: filter, then (on "maybe") load and decode, as `Table::get_mut` does.
+/// Returns the histogram (ns) and how many lookups reached the store.
+fn pass(
+    what: &str,
+    filter: &CodeFilter,
+    cold: &dyn Cold,
+    keys: &[String],
+    expect: bool,
+) -> (Histogram<u64>, usize) {
+    let mut h = Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3).unwrap();
+    let mut loads = 0;
+    let mut found = 0;
+    let t = Instant::now();
+    for k in keys {
+        let t1 = Instant::now();
+        let v = if filter.contains(k.as_bytes()) {
+            loads += 1;
+            cold.load(Kind::Code, k)
+                .unwrap()
+                .map(|b| cold::decode::<Code>(&b).unwrap())
+        } else {
+            None
+        };
+        h.record(t1.elapsed().as_nanos().max(1) as u64).unwrap();
+        found += usize::from(v.is_some_and(|c| c.scans == 1));
+    }
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(found, if expect { keys.len() } else { 0 }, "{what}");
+    let (r, hwm) = rss();
+    println!(
+        "{what}: {} lookups, {loads} reached the store; p50 {:.2} µs, p99 {:.2} µs, \
+         p99.9 {:.2} µs, max {:.1} µs, mean {:.2} µs, {:.0} lookups/s; RSS {r} MB (peak {hwm} MB)",
+        keys.len(),
+        us(&h, 0.5),
+        us(&h, 0.99),
+        us(&h, 0.999),
+        h.max() as f64 / 1000.0,
+        h.mean() / 1000.0,
+        keys.len() as f64 / secs,
+    );
+    (h, loads)
+}
+
+#[test]
+#[ignore = "benchmark: run with --release -- --ignored --nocapture (OMNISTREAM_BENCH_CODES)"]
+fn registry_bench_lookup_with_filter_and_store() {
+    let planned: u64 = std::env::var("OMNISTREAM_BENCH_CODES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let base = std::env::var_os("OMNISTREAM_BENCH_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let dir = tempfile::tempdir_in(&base).unwrap();
+    let file = dir.path().join("states.redb");
+    let batches = planned.div_ceil(PER_BATCH).max(1);
+    let state_len = state(0).len();
+    println!(
+        "{planned} codes planned ({batches} batches), 20-character codes, states of {state_len} B \
+         (encoded `Code`), store in {}",
+        dir.path().display()
+    );
+
+    // 1. the registry, written as the engine's checkpoints write it
+    let store = RedbStore::open(dir.path()).unwrap();
+    let cp = store.checkpointer().unwrap();
+    let t = Instant::now();
+    let mut n = 0;
+    let mut last = (0.0, 0.0);
+    // what the next checkpoint may add to the file: twice the last one's growth (a first
+    // guess of 300 B a code before any)
+    let mut grow = CHUNK * 300;
+    while n < planned {
+        if free_bytes(dir.path()) < MIN_FREE + grow {
+            println!("stopped at {n} codes: the next checkpoint could leave less than 8 GB free");
+            break;
+        }
+        let before = std::fs::metadata(&file).unwrap().len();
+        let end = (n + CHUNK).min(planned);
+        let states = (n..end)
+            .map(|i| (Kind::Code, code(i, batches).into(), state(i)))
+            .collect();
+        let t1 = Instant::now();
+        cp.write(&CheckpointWrite {
+            seq: end,
+            states,
+            ..CheckpointWrite::default()
+        })
+        .unwrap();
+        last = ((end - n) as f64, t1.elapsed().as_secs_f64());
+        grow = grow.max(
+            2 * std::fs::metadata(&file)
+                .unwrap()
+                .len()
+                .saturating_sub(before),
+        );
+        n = end;
+        if n % (2 * CHUNK) == 0 {
+            println!(
+                "  {n} codes, {:.1} s, last checkpoint {:.0} codes/s, file {:.0} MB",
+                t.elapsed().as_secs_f64(),
+                last.0 / last.1,
+                std::fs::metadata(&file).unwrap().len() as f64 / 1e6
+            );
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let size = std::fs::metadata(&file).unwrap().len();
+    let (r, hwm) = rss();
+    println!(
+        "wrote {n} codes in {secs:.1} s: {:.0} codes/s overall, {:.0} codes/s in the last \
+         checkpoint; states.redb {:.0} MB ({:.0} B a code); RSS {r} MB (peak {hwm} MB)",
+        n as f64 / secs,
+        last.0 / last.1,
+        size as f64 / 1e6,
+        size as f64 / n as f64
+    );
+
+    // 2. the filter the engine builds for `code-filter-codes` = n
+    let t = Instant::now();
+    let mut filter = CodeFilter::for_rate(n.max(1024), 0.01).unwrap();
+    for i in 0..n {
+        filter.insert(code(i, batches).as_bytes());
+    }
+    let (r, hwm) = rss();
+    println!(
+        "filter: {:.1} MB for {n} codes, built in {:.1} s; RSS {r} MB (peak {hwm} MB)",
+        filter.memory_bytes() as f64 / 1e6,
+        t.elapsed().as_secs_f64()
+    );
+
+    // 3. lookups in a random order: registered codes, and codes never registered
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut rand = move || {
+        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        mix(x)
+    };
+    let present: Vec<String> = (0..SAMPLES).map(|_| code(rand() % n, batches)).collect();
+    let present2: Vec<String> = (0..SAMPLES).map(|_| code(rand() % n, batches)).collect();
+    let absent: Vec<String> = (0..SAMPLES)
+        .map(|_| code(n + rand() % (1 << 40), batches))
+        .collect();
+    let layered = |s: &RedbStore| Layered {
+        inflight: InFlightSlot::default(),
+        base: s.cold().unwrap(),
+    };
+    println!(
+        "page cache before the hot passes (resident, size in B): {}",
+        cached(&file)
+    );
+    let cold_tier = layered(&store);
+    pass("hot, registered", &filter, &cold_tier, &present, true);
+    pass(
+        "hot, registered (again)",
+        &filter,
+        &cold_tier,
+        &present,
+        true,
+    );
+    let (_, fp) = pass("hot, never registered", &filter, &cold_tier, &absent, false);
+    println!(
+        "  false positives: {fp} of {SAMPLES} ({:.2}%)",
+        fp as f64 * 100.0 / SAMPLES as f64
+    );
+    drop(cold_tier);
+    drop(cp);
+    drop(store);
+    let size = std::fs::metadata(&file).unwrap().len();
+    println!(
+        "states.redb after closing: {:.0} MB ({:.0} B a code)",
+        size as f64 / 1e6,
+        size as f64 / n as f64
+    );
+    drop_cache(&file);
+    println!("page cache after dropping the file: {}", cached(&file));
+    let store = RedbStore::open(dir.path()).unwrap();
+    let cold_tier = layered(&store);
+    pass(
+        "cold (file dropped, store reopened), registered",
+        &filter,
+        &cold_tier,
+        &present2,
+        true,
+    );
+    println!("page cache after the cold pass: {}", cached(&file));
+    pass("then never registered", &filter, &cold_tier, &absent, false);
+    println!(
+        "free on the disk at the end: {} MB",
+        free_bytes(dir.path()) >> 20
+    );
+}
