@@ -20,7 +20,7 @@ use crate::fraud::{Decision, Verdict};
 use crate::output::Output;
 use crate::packed::{
     edit_boxed, get_bytes, get_fields, get_i, get_str, get_time, get_u, put_fields, put_i, put_str,
-    put_time, put_u, Compact, Pack, Packed, PACKED_MAX,
+    put_time, put_u, skip_u, Compact, Pack, Packed, PACKED_MAX,
 };
 use crate::vecmap::VecMap;
 use crate::{Ctx, Effects, Key, Recent, DAY_US};
@@ -338,6 +338,44 @@ impl Days {
     fn change(&mut self, day: i64, f: impl FnOnce(&mut Day)) {
         // nearly always today: the newest record, or a new one before it; only the front is
         // decoded and written
+        if let Compact::Packed(p) = &mut self.0 {
+            let b = p.as_bytes();
+            let mut pos = 0;
+            // the newest day is written whole, the next as the difference from it
+            let newest = get_i(b, &mut pos);
+            let day_end = pos;
+            let mut counts = [0; COUNTS];
+            get_fields(b, &mut pos, 0, &mut counts);
+            if !b.is_empty() && newest == day {
+                // the next record does not change: only this one is written
+                let mut d = Day::with_counts(day, &counts);
+                f(&mut d);
+                let mut head = Vec::with_capacity(16);
+                d.pack(None, &mut head);
+                p.splice_front(pos, &head);
+                return;
+            }
+            if b.is_empty() || newest < day {
+                // a new newest record: the one before it now follows it, its day written as
+                // the difference; only a list that grew can be too long to stay packed
+                let mut d = Day {
+                    day,
+                    ..Day::default()
+                };
+                f(&mut d);
+                let mut head = Vec::with_capacity(16);
+                d.pack(None, &mut head);
+                if !b.is_empty() {
+                    put_i(&mut head, newest.wrapping_sub(day));
+                }
+                p.splice_front(day_end, &head);
+                if Self::count_over(p.as_bytes(), PACKED_MAX) {
+                    let v = p.to_vec();
+                    self.0.set(v);
+                }
+                return;
+            }
+        }
         match self.0.first() {
             Some(mut d) if d.day == day => {
                 f(&mut d);
@@ -372,11 +410,162 @@ impl Days {
         }
     }
 
+    /// Whether packed days `b` are more than `max` records (counted without reading them).
+    fn count_over(b: &[u8], max: usize) -> bool {
+        let (mut pos, mut n) = (0, 0);
+        while pos < b.len() {
+            if n == max {
+                return true;
+            }
+            skip_u(b, &mut pos);
+            let mask = get_u(b, &mut pos) & ((1 << COUNTS) - 1);
+            for _ in 0..mask.count_ones() {
+                skip_u(b, &mut pos);
+            }
+            n += 1;
+        }
+        false
+    }
+
     /// Keeps the days after `oldest`.
     fn prune(&mut self, oldest: i64) {
         self.0.edit(|days| days.retain(|d| d.day > oldest));
     }
+
+    /// Sums every count over each of the `windows` (in days, at most [`WINDOWS`]) ending
+    /// `today` into `out` (one per window), in one pass over the days, read straight from
+    /// the packed bytes; answers the oldest day. A window holds the days from the first at or
+    /// before `today` on, while they are after `today - days` (for days in order: those in
+    /// `(today - days, today]`).
+    fn totals(&self, today: i64, windows: &[i64], out: &mut [Counts]) -> Option<i64> {
+        let mut sum = Summer::new(today, windows);
+        let mut oldest = None;
+        match &self.0 {
+            Compact::Packed(p) => {
+                let b = p.as_bytes();
+                let (mut pos, mut day) = (0, 0i64);
+                while pos < b.len() {
+                    // what `Day::unpack` reads: the day, the mask, the counts not 0
+                    day = get_i(b, &mut pos).wrapping_add(day);
+                    let mut set = get_u(b, &mut pos) & ((1 << COUNTS) - 1);
+                    let mut c = [0; 8];
+                    while set != 0 {
+                        c[set.trailing_zeros() as usize & 7] = get_i(b, &mut pos);
+                        set &= set - 1;
+                    }
+                    sum.day(day, &c, out);
+                    oldest = Some(day);
+                }
+            }
+            Compact::Plain(v) => {
+                for d in v {
+                    let mut c = [0; 8];
+                    c[..COUNTS].copy_from_slice(&d.counts());
+                    sum.day(d.day, &c, out);
+                }
+                oldest = v.last().map(|d| d.day);
+            }
+        }
+        sum.finish(out);
+        oldest
+    }
 }
+
+/// Windows summed in one pass by [`Days::totals`].
+const WINDOWS: usize = 16;
+
+/// Sums windows over days newest first with one running total: a window ends at the first
+/// day (past those after today) before it, and the shorter a window the sooner it ends, so
+/// each window's sums are the running total when it ends.
+struct Summer<'a> {
+    today: i64,
+    windows: &'a [i64],
+    /// The windows, shortest first.
+    order: [u8; WINDOWS],
+    /// Windows ended so far (in `order`).
+    ended: usize,
+    /// Whether a day at or before today was seen (the days before it are not counted).
+    started: bool,
+    /// The counts summed so far (and an eighth, always 0, so a day's are added in one go).
+    total: [i64; 8],
+}
+
+impl<'a> Summer<'a> {
+    fn new(today: i64, windows: &'a [i64]) -> Self {
+        let windows = windows.get(..WINDOWS).unwrap_or(windows);
+        let mut order = [0u8; WINDOWS];
+        for (i, o) in order.iter_mut().enumerate() {
+            *o = i as u8;
+        }
+        let n = windows.len();
+        order[..n].sort_unstable_by_key(|&k| windows.get(usize::from(k)).copied());
+        Summer {
+            today,
+            windows,
+            order,
+            ended: 0,
+            started: false,
+            total: [0; 8],
+        }
+    }
+
+    /// A day comes with its counts (the eighth 0): the windows it is before end, and it is
+    /// added when it is in the others.
+    #[inline]
+    fn day(&mut self, day: i64, c: &[i64; 8], out: &mut [Counts]) {
+        if !self.started {
+            if day > self.today {
+                return;
+            }
+            self.started = true;
+        }
+        while let Some(&k) = self.order[..self.windows.len()].get(self.ended) {
+            let k = usize::from(k);
+            match self.windows.get(k) {
+                Some(&w) if day > self.today - w => break,
+                _ => {
+                    if let Some(o) = out.get_mut(k) {
+                        o.copy_from_slice(&self.total[..COUNTS]);
+                    }
+                    self.ended += 1;
+                }
+            }
+        }
+        // past the longest window nothing is summed any more
+        if self.ended < self.windows.len() {
+            for (t, v) in self.total.iter_mut().zip(c) {
+                *t += v;
+            }
+        }
+    }
+
+    /// The windows still open take the running total.
+    fn finish(self, out: &mut [Counts]) {
+        for &k in self.order[..self.windows.len()]
+            .get(self.ended..)
+            .unwrap_or_default()
+        {
+            if let Some(o) = out.get_mut(usize::from(k)) {
+                o.copy_from_slice(&self.total[..COUNTS]);
+            }
+        }
+    }
+}
+
+/// How many counts a day has ([`Day::counts`]).
+const COUNTS: usize = 7;
+
+/// A day's counts as numbers, in the order they are packed (see [`Day::counts`]).
+type Counts = [i64; COUNTS];
+
+/// Where each count is in [`Counts`].
+const ORDERS: usize = 0;
+const AMOUNT: usize = 1;
+const REDEEM_ORDERS: usize = 2;
+const CLICKS: usize = 3;
+const SCANS: usize = 4;
+const VISITS: usize = 5;
+const EARNED: usize = 6;
 
 impl std::fmt::Debug for Days {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -461,47 +650,47 @@ pub struct OrderPoints {
     pub at: i64,
 }
 
+impl Day {
+    /// The record of `day` with `counts` (as [`Day::counts`] gives them; they were u32s).
+    fn with_counts(day: i64, c: &Counts) -> Day {
+        Day {
+            day,
+            orders: c[ORDERS] as u32,
+            amount: c[AMOUNT],
+            redeem_orders: c[REDEEM_ORDERS] as u32,
+            clicks: c[CLICKS] as u32,
+            scans: c[SCANS] as u32,
+            visits: c[VISITS] as u32,
+            earned: c[EARNED],
+        }
+    }
+
+    /// The counts: orders, amount, orders paid partly with points, clicks, scans, visits,
+    /// points earned.
+    fn counts(&self) -> Counts {
+        [
+            i64::from(self.orders),
+            self.amount,
+            i64::from(self.redeem_orders),
+            i64::from(self.clicks),
+            i64::from(self.scans),
+            i64::from(self.visits),
+            self.earned,
+        ]
+    }
+}
+
 impl Pack for Day {
     /// The day number as the difference from the day before, then the counts that are not 0.
     fn pack(&self, prev: Option<&Self>, out: &mut Vec<u8>) {
         put_i(out, self.day.wrapping_sub(prev.map_or(0, |p| p.day)));
-        put_fields(
-            out,
-            0,
-            0,
-            &[
-                i64::from(self.orders),
-                self.amount,
-                i64::from(self.redeem_orders),
-                i64::from(self.clicks),
-                i64::from(self.scans),
-                i64::from(self.visits),
-                self.earned,
-            ],
-        );
+        put_fields(out, 0, 0, &self.counts());
     }
     fn unpack(prev: Option<&Self>, b: &[u8], pos: &mut usize) -> Self {
         let day = get_i(b, pos).wrapping_add(prev.map_or(0, |p| p.day));
-        // what `get_fields` reads, field by field: every command decodes the days
-        let mask = get_u(b, pos);
-        let mut field = |i: u32| {
-            if mask & (1 << i) != 0 {
-                get_i(b, pos)
-            } else {
-                0
-            }
-        };
-        // the counts were written from u32s, so they fit
-        Day {
-            day,
-            orders: field(0) as u32,
-            amount: field(1),
-            redeem_orders: field(2) as u32,
-            clicks: field(3) as u32,
-            scans: field(4) as u32,
-            visits: field(5) as u32,
-            earned: field(6),
-        }
+        let mut counts = [0; COUNTS];
+        get_fields(b, pos, 0, &mut counts);
+        Day::with_counts(day, &counts)
     }
 }
 
@@ -1403,7 +1592,7 @@ impl Member {
         if add > 0 {
             // lots stay in time order (an older event time lands before newer lots), so the
             // oldest points expire and are spent first; usually this appends
-            match self.points.lots.last() {
+            match self.points.lots.last_pair() {
                 // usually this appends: only the end is written
                 Some(l) if l.record.0 <= ts => {
                     let end = self.points.lots.end();
@@ -1660,29 +1849,13 @@ impl Member {
             });
             self.orders_due = due;
         }
-        // the days decoded once for every window, and for the oldest day (the last: newest
-        // first), which is pruned when it is too old, then the days decoded again
-        let judge = |m: &Member| {
-            m.days.with_slice(|days| {
-                let first_day = days.last().map(|d| d.day);
-                if first_day.is_some_and(|d| d <= oldest) {
-                    return None;
-                }
-                let tags: Vec<Str> = rules
-                    .tags
-                    .iter()
-                    .filter(|t| m.holds_in(days, &t.when, now, today))
-                    .map(|t| t.name.clone())
-                    .collect();
-                let earned = sum_days(days, today, rules.tiers.period_days, |d| d.earned);
-                Some((tags, earned, first_day))
-            })
-        };
-        let judged = match judge(self) {
+        // the days read once for every window, and for the oldest day (the last: newest
+        // first), which is pruned when it is too old, then the days read again
+        let judged = match self.judge(now, today, oldest, rules) {
             Some(j) => j,
             None => {
                 self.days.prune(oldest);
-                judge(self).unwrap_or_default()
+                self.judge(now, today, oldest, rules).unwrap_or_default()
             }
         };
         let (mut tags, earned, first_day) = judged;
@@ -1710,21 +1883,68 @@ impl Member {
         self.arm_timer(now, today, first_day, rules, fx);
     }
 
-    /// Whether a tag condition holds at `now`.
-    pub fn holds(&self, cond: &TagCond, now: i64, today: i64) -> bool {
-        self.days
-            .with_slice(|days| self.holds_in(days, cond, now, today))
+    /// The tags that hold at `now` (in the rules' order), the points earned in the tier
+    /// period and the oldest day; None when the oldest day is at or before `oldest` (to be
+    /// pruned first). The days are read once for the tier period and up to 15 tags' windows.
+    fn judge(
+        &self,
+        now: i64,
+        today: i64,
+        oldest: i64,
+        rules: &Rules,
+    ) -> Option<(Vec<Str>, i64, Option<i64>)> {
+        const PASS: usize = WINDOWS;
+        let mut windows = [0i64; PASS];
+        let mut totals = [[0i64; COUNTS]; PASS];
+        let (mut tags, mut earned, mut first_day) = (Vec::new(), 0, None);
+        // the first pass has the tier period in slot 0; rules with more tags take more passes
+        let mut rest = &rules.tags[..];
+        let mut first = true;
+        loop {
+            let skip = usize::from(first);
+            let (chunk, after) = rest.split_at(rest.len().min(PASS - skip));
+            let n = skip + chunk.len();
+            if first {
+                windows[0] = rules.tiers.period_days;
+            }
+            for (w, t) in windows[skip..n].iter_mut().zip(chunk) {
+                *w = t.when.day_window().unwrap_or(0);
+            }
+            let day_of_oldest = self.days.totals(today, &windows[..n], &mut totals[..n]);
+            if first {
+                if day_of_oldest.is_some_and(|d| d <= oldest) {
+                    return None;
+                }
+                first_day = day_of_oldest;
+                earned = totals[0][EARNED];
+            }
+            for (t, sums) in chunk.iter().zip(&totals[skip..n]) {
+                if self.holds_on(&t.when, sums, now) {
+                    tags.push(t.name.clone());
+                }
+            }
+            if after.is_empty() {
+                return Some((tags, earned, first_day));
+            }
+            rest = after;
+            first = false;
+        }
     }
 
-    /// [`Member::holds`] over the days decoded once by the caller.
-    fn holds_in(&self, days_kept: &[Day], cond: &TagCond, now: i64, today: i64) -> bool {
+    /// Whether a tag condition holds at `now`.
+    pub fn holds(&self, cond: &TagCond, now: i64, today: i64) -> bool {
+        let mut sums = [[0; COUNTS]; 1];
+        if let Some(w) = cond.day_window() {
+            self.days.totals(today, &[w], &mut sums);
+        }
+        self.holds_on(cond, &sums[0], now)
+    }
+
+    /// [`Member::holds`] with the condition's window's sums (from [`Days::totals`]).
+    fn holds_on(&self, cond: &TagCond, sums: &Counts, now: i64) -> bool {
         match cond {
-            TagCond::MonetaryOver { days, fen } => {
-                sum_days(days_kept, today, *days, |d| d.amount) > *fen
-            }
-            TagCond::OrdersAtLeast { days, count } => {
-                sum_days(days_kept, today, *days, |d| i64::from(d.orders)) >= i64::from(*count)
-            }
+            TagCond::MonetaryOver { fen, .. } => sums[AMOUNT] > *fen,
+            TagCond::OrdersAtLeast { count, .. } => sums[ORDERS] >= i64::from(*count),
             TagCond::InactiveFor { days } => {
                 self.last_seen > 0 && now - self.last_seen >= days * DAY_US
             }
@@ -1732,22 +1952,12 @@ impl Member {
                 .bought
                 .iter()
                 .any(|(s, t)| skus.contains(&s) && t > now - days * DAY_US),
-            TagCond::ScansAtLeast { days, count } => {
-                sum_days(days_kept, today, *days, |d| i64::from(d.scans)) >= i64::from(*count)
-            }
-            TagCond::ClicksAtLeast { days, count } => {
-                sum_days(days_kept, today, *days, |d| i64::from(d.clicks)) >= i64::from(*count)
-            }
+            TagCond::ScansAtLeast { count, .. } => sums[SCANS] >= i64::from(*count),
+            TagCond::ClicksAtLeast { count, .. } => sums[CLICKS] >= i64::from(*count),
             TagCond::RedeemShareOver {
-                days,
-                share,
-                min_orders,
+                share, min_orders, ..
             } => {
-                // one pass for both sums
-                let (orders, redeemed) = window(days_kept, today, *days)
-                    .fold((0, 0), |(o, r), d| {
-                        (o + i64::from(d.orders), r + i64::from(d.redeem_orders))
-                    });
+                let (orders, redeemed) = (sums[ORDERS], sums[REDEEM_ORDERS]);
                 orders >= i64::from(*min_orders)
                     && orders > 0
                     && redeemed as f64 / orders as f64 >= *share
@@ -1853,24 +2063,24 @@ impl Member {
 
     /// The member as the API shows it, with X-RFM at `now`.
     pub fn view(&self, now: i64, today: i64, rules: &Rules) -> MemberView {
-        self.days
-            .with_slice(|days| self.view_on(days, now, today, rules))
-    }
-
-    fn view_on(&self, days: &[Day], now: i64, today: i64, rules: &Rules) -> MemberView {
         let xrfm = rules
             .member
             .rfm_windows_days
             .iter()
-            .map(|&w| Xrfm {
-                days: w,
-                recency_days: (self.last_order > 0)
-                    .then(|| (now - self.last_order).max(0) / DAY_US),
-                frequency: sum_days(days, today, w, |d| i64::from(d.orders)) as u32,
-                monetary: sum_days(days, today, w, |d| d.amount),
-                clicks: sum_days(days, today, w, |d| i64::from(d.clicks)) as u32,
-                scans: sum_days(days, today, w, |d| i64::from(d.scans)) as u32,
-                visits: sum_days(days, today, w, |d| i64::from(d.visits)) as u32,
+            .map(|&w| {
+                let mut sums = [[0; COUNTS]; 1];
+                self.days.totals(today, &[w], &mut sums);
+                let s = sums[0];
+                Xrfm {
+                    days: w,
+                    recency_days: (self.last_order > 0)
+                        .then(|| (now - self.last_order).max(0) / DAY_US),
+                    frequency: s[ORDERS] as u32,
+                    monetary: s[AMOUNT],
+                    clicks: s[CLICKS] as u32,
+                    scans: s[SCANS] as u32,
+                    visits: s[VISITS] as u32,
+                }
             })
             .collect();
         MemberView {
@@ -1906,19 +2116,6 @@ pub fn earn_points(lines: &[LineV], channel: &str, rules: &Rules) -> i64 {
         .sum()
 }
 
-/// The sum of `f` over the days in the `days`-long window ending `today`; `kept` is newest
-/// first, so the window is at its front.
-fn sum_days(kept: &[Day], today: i64, days: i64, f: impl Fn(&Day) -> i64) -> i64 {
-    window(kept, today, days).map(f).sum()
-}
-
-/// The days of `kept` (newest first) in the `days`-long window ending `today`.
-fn window(kept: &[Day], today: i64, days: i64) -> impl Iterator<Item = &Day> {
-    kept.iter()
-        .skip_while(move |d| d.day > today)
-        .take_while(move |d| d.day > today - days)
-}
-
 fn ceil_div(a: i128, b: i128) -> i64 {
     if b == 0 {
         return 0;
@@ -1934,6 +2131,20 @@ mod tests {
     use crate::refdata::NO_REFS;
     use omnistream_schemas::EventTime;
     use uuid::Uuid;
+
+    /// The sum of `f` over the days in the `days`-long window ending `today`; `kept` is
+    /// newest first, so the window is at its front (how the windows were summed over the
+    /// decoded days before [`Days::totals`], kept as its model).
+    fn sum_days(kept: &[Day], today: i64, days: i64, f: impl Fn(&Day) -> i64) -> i64 {
+        window(kept, today, days).map(f).sum()
+    }
+
+    /// The days of `kept` (newest first) in the `days`-long window ending `today`.
+    fn window(kept: &[Day], today: i64, days: i64) -> impl Iterator<Item = &Day> {
+        kept.iter()
+            .skip_while(move |d| d.day > today)
+            .take_while(move |d| d.day > today - days)
+    }
 
     /// A context `min` minutes after a fixed instant, with event id `min + 1`.
     fn ctx(rules: &Rules, min: i64) -> Ctx<'_> {
@@ -2240,6 +2451,10 @@ mod tests {
                 .map(|d| d.amount)
                 .sum();
             proptest::prop_assert_eq!(days.with_slice(sum), direct);
+            let mut sums = [[0; COUNTS]; 2];
+            days.totals(today, &[window, 1], &mut sums);
+            proptest::prop_assert_eq!(sums[0][AMOUNT], direct);
+            proptest::prop_assert_eq!(sums[1][CLICKS], sum_days(&days.iter().collect::<Vec<_>>(), today, 1, |d| i64::from(d.clicks)));
             days.prune(20_000 + prune);
             let kept: Vec<Day> = want.into_iter().filter(|d| d.day > 20_000 + prune).collect();
             proptest::prop_assert_eq!(days.oldest_first(), kept.clone());
@@ -2248,6 +2463,48 @@ mod tests {
                 again.change(d.day, |x| *x = *d);
             }
             proptest::prop_assert_eq!(again, days);
+        }
+    }
+
+    proptest::proptest! {
+        /// The windows' sums read in one pass over the packed bytes (or the plain vector past
+        /// 32 days) are what summing each window over the decoded days gives, for every count
+        /// and any windows, days out of order included (a state loaded from elsewhere), and
+        /// the oldest day is the last.
+        #[test]
+        fn totals_match_the_windows_over_the_decoded_days(
+            records in proptest::collection::vec(
+                (-3i64..40, 0u32..3, -2_000i64..90_000, 0u32..2, 0u32..4, 0u32..3, 0u32..2, -50i64..900),
+                0..45,
+            ),
+            today in 0i64..40,
+            windows in proptest::collection::vec(-2i64..50, 0..=WINDOWS),
+        ) {
+            let list: Vec<Day> = records
+                .iter()
+                .map(|&(day, orders, amount, redeem_orders, clicks, scans, visits, earned)| Day {
+                    day: 20_000 + day,
+                    orders,
+                    amount,
+                    redeem_orders,
+                    clicks,
+                    scans,
+                    visits,
+                    earned,
+                })
+                .collect();
+            let mut days = Days::default();
+            days.0.set(list.clone());
+            let today = 20_000 + today;
+            let mut sums = vec![[0; COUNTS]; windows.len()];
+            let oldest = days.totals(today, &windows, &mut sums);
+            proptest::prop_assert_eq!(oldest, list.last().map(|d| d.day));
+            for (w, got) in windows.iter().zip(&sums) {
+                for (i, got) in got.iter().enumerate() {
+                    let want = sum_days(&list, today, *w, |d| d.counts()[i]);
+                    proptest::prop_assert_eq!(*got, want, "window {} count {}", w, i);
+                }
+            }
         }
     }
 
