@@ -879,12 +879,8 @@ impl PackedOrders {
 
     /// Sets the bookkeeping of `order`.
     pub fn insert(&mut self, order: Str, o: OrderPoints) {
-        let mut body = Vec::with_capacity(24);
+        let mut body = Vec::with_capacity(32);
         o.pack(&mut body);
-        let mut entry = Vec::with_capacity(order.len() + body.len() + 4);
-        put_str(&mut entry, &order);
-        put_u(&mut entry, body.len() as u64);
-        entry.extend_from_slice(&body);
         // the first order not before this one: replaced when it is this one
         // (string order is byte order)
         let (at, end) = self.slots().find(|s| s.key >= order.as_bytes()).map_or(
@@ -898,9 +894,14 @@ impl PackedOrders {
                 (s.range.start, end)
             },
         );
-        let mut out = Vec::with_capacity(self.0.len() - (end - at) + entry.len());
+        // the entry (key and body, length-prefixed) written straight into the new buffer
+        let varint_len = |n: usize| (usize::BITS - (n | 1).leading_zeros()).div_ceil(7) as usize;
+        let entry = varint_len(order.len()) + order.len() + varint_len(body.len()) + body.len();
+        let mut out = Vec::with_capacity(self.0.len() - (end - at) + entry);
         out.extend_from_slice(self.0.get(..at).unwrap_or_default());
-        out.extend_from_slice(&entry);
+        put_str(&mut out, &order);
+        put_u(&mut out, body.len() as u64);
+        out.extend_from_slice(&body);
         out.extend_from_slice(self.0.get(end..).unwrap_or_default());
         self.0 = out.into_boxed_slice();
     }
