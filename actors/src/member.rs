@@ -298,8 +298,130 @@ pub struct Merging {
 /// A member's days of activity, kept newest first: the record a command changes (today's)
 /// and the short windows are at the front, so a command decodes one record to change today's
 /// and the windows are read in one pass. The state lists them oldest first, as it always did.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Days(Compact<Day>);
+/// Beside them, the sums of the days after the newest ([`Rest`], not part of the state).
+#[derive(Clone, Default)]
+pub struct Days(Compact<Day>, Rest);
+
+impl PartialEq for Days {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Eq for Days {}
+
+/// The sums, over the days after the newest, of the counts the tag and tier conditions read
+/// (not visits), and how many days before the newest the oldest is: a command changes only
+/// the newest day, so when every day is in every window (a member whose days span less than
+/// the shortest window, as nearly every member's do) the windows are these sums plus the
+/// newest day, and the other days are not read. Kept by `Days::change` when it changes or
+/// adds the newest day, forgotten by any other change, and found again by the next
+/// evaluation; known only while the days are in order. Sixteen bytes: amounts and points in
+/// `i32`, the counts and the span in bit fields of one `u64` (orders, orders paid partly
+/// with points and scans 12 bits, clicks and the span 14); sums that do not fit are not kept
+/// (`UNFIT`: the days are read, until a change that forgets the sums).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Rest {
+    amount: i32,
+    earned: i32,
+    fields: u64,
+}
+
+impl Default for Rest {
+    fn default() -> Self {
+        Rest::UNKNOWN
+    }
+}
+
+/// The bit fields of [`Rest::fields`]: (count, first bit, bits); the span is [`SPAN`].
+const REST_FIELDS: [(usize, u32, u32); 4] = [
+    (ORDERS, 0, 12),
+    (REDEEM_ORDERS, 12, 12),
+    (CLICKS, 24, 14),
+    (SCANS, 38, 12),
+];
+
+/// Where [`Rest::fields`] keeps the days from the oldest to the newest: (first bit, bits).
+const SPAN: (u32, u32) = (50, 14);
+
+impl Rest {
+    /// Not known: the next evaluation reads the days to find them.
+    const UNKNOWN: Rest = Rest::marked(i32::MIN);
+    /// Too large to keep (or the days out of order): the days are read for every window.
+    const UNFIT: Rest = Rest::marked(i32::MIN + 1);
+    /// One day (the newest alone).
+    const ZERO: Rest = Rest::marked(0);
+
+    const fn marked(amount: i32) -> Rest {
+        Rest {
+            amount,
+            earned: 0,
+            fields: 0,
+        }
+    }
+
+    /// Whether the sums are known.
+    fn known(self) -> bool {
+        self.amount > i32::MIN + 1
+    }
+
+    fn get(self, (at, bits): (u32, u32)) -> i64 {
+        ((self.fields >> at) & ((1 << bits) - 1)) as i64
+    }
+
+    /// Field `(at, bits)` plus `v`, None when it does not fit.
+    fn add(self, (at, bits): (u32, u32), v: i64) -> Option<Rest> {
+        let n = u64::try_from(self.get((at, bits)) + v).ok()?;
+        if n >> bits != 0 {
+            return None;
+        }
+        Some(Rest {
+            fields: self.fields & !(((1 << bits) - 1) << at) | n << at,
+            ..self
+        })
+    }
+
+    /// The sums plus a day's counts, with the span `later` days longer (UNFIT when they do
+    /// not fit; UNKNOWN and UNFIT stay so).
+    fn plus(self, c: &Counts, later: i64) -> Rest {
+        if !self.known() {
+            return self;
+        }
+        let add32 = |a: i32, b: i64| {
+            i32::try_from(i64::from(a) + b)
+                .ok()
+                .filter(|v| *v > i32::MIN + 1)
+        };
+        let r = (|| {
+            let mut r = Rest {
+                amount: add32(self.amount, c[AMOUNT])?,
+                earned: add32(self.earned, c[EARNED])?,
+                fields: self.fields,
+            };
+            for (i, at, bits) in REST_FIELDS {
+                r = r.add((at, bits), c[i])?;
+            }
+            r.add(SPAN, later)
+        })();
+        r.unwrap_or(Rest::UNFIT)
+    }
+
+    /// Days from the oldest to the newest.
+    fn span(self) -> i64 {
+        self.get(SPAN)
+    }
+
+    /// The sums plus the newest day's counts, as [`Days::totals`] gives them (visits 0).
+    fn with(self, c: &Counts) -> Counts {
+        let mut out = [0; COUNTS];
+        out[AMOUNT] = i64::from(self.amount) + c[AMOUNT];
+        out[EARNED] = i64::from(self.earned) + c[EARNED];
+        for (i, at, bits) in REST_FIELDS {
+            out[i] = self.get((at, bits)) + c[i];
+        }
+        out
+    }
+}
 
 impl Days {
     /// The records, newest first.
@@ -347,7 +469,8 @@ impl Days {
             let mut counts = [0; COUNTS];
             get_fields(b, &mut pos, 0, &mut counts);
             if !b.is_empty() && newest == day {
-                // the next record does not change: only this one is written
+                // the next record does not change: only this one is written (and the sums of
+                // the others stay)
                 let mut d = Day::with_counts(day, &counts);
                 f(&mut d);
                 let mut head = Vec::with_capacity(16);
@@ -365,10 +488,17 @@ impl Days {
                 f(&mut d);
                 let mut head = Vec::with_capacity(16);
                 d.pack(None, &mut head);
-                if !b.is_empty() {
+                let was_empty = b.is_empty();
+                if !was_empty {
                     put_i(&mut head, newest.wrapping_sub(day));
                 }
                 p.splice_front(day_end, &head);
+                // the newest before joins the others
+                self.1 = if was_empty {
+                    Rest::ZERO
+                } else {
+                    self.1.plus(&counts, day - newest)
+                };
                 if Self::count_over(p.as_bytes(), PACKED_MAX) {
                     let v = p.to_vec();
                     self.0.set(v);
@@ -381,25 +511,16 @@ impl Days {
                 f(&mut d);
                 self.0.replace_front(1, &[d]);
             }
-            Some(d) if d.day > day => self.0.edit(|days| {
-                let i = match days.binary_search_by(|d| day.cmp(&d.day)) {
-                    Ok(i) => i,
-                    Err(i) => {
-                        days.insert(
-                            i,
-                            Day {
-                                day,
-                                ..Day::default()
-                            },
-                        );
-                        i
-                    }
+            Some(d) if d.day > day => {
+                // an older day changes: its sums are forgotten
+                self.1 = Rest::UNKNOWN;
+                self.change_older(day, f);
+            }
+            newest => {
+                self.1 = match newest {
+                    Some(d) => self.1.plus(&d.counts(), day - d.day),
+                    None => Rest::ZERO,
                 };
-                if let Some(d) = days.get_mut(i) {
-                    f(d);
-                }
-            }),
-            _ => {
                 let mut d = Day {
                     day,
                     ..Day::default()
@@ -408,6 +529,28 @@ impl Days {
                 self.0.replace_front(0, &[d]);
             }
         }
+    }
+
+    /// Changes the record of `day`, which is not the newest.
+    fn change_older(&mut self, day: i64, f: impl FnOnce(&mut Day)) {
+        self.0.edit(|days| {
+            let i = match days.binary_search_by(|d| day.cmp(&d.day)) {
+                Ok(i) => i,
+                Err(i) => {
+                    days.insert(
+                        i,
+                        Day {
+                            day,
+                            ..Day::default()
+                        },
+                    );
+                    i
+                }
+            };
+            if let Some(d) = days.get_mut(i) {
+                f(d);
+            }
+        });
     }
 
     /// Whether packed days `b` are more than `max` records (counted without reading them).
@@ -430,6 +573,90 @@ impl Days {
     /// Keeps the days after `oldest`.
     fn prune(&mut self, oldest: i64) {
         self.0.edit(|days| days.retain(|d| d.day > oldest));
+        self.1 = Rest::UNKNOWN;
+    }
+
+    /// Finds the sums of the days after the newest when they are not known (one pass).
+    fn know_rest(&mut self) {
+        if self.1 != Rest::UNKNOWN {
+            return;
+        }
+        let mut rest = Rest::ZERO;
+        let mut prev = None;
+        self.each(|day, c| {
+            if let Some(p) = prev {
+                // newest first, each day before the one before it
+                rest = if day < p {
+                    rest.plus(c, p - day)
+                } else {
+                    Rest::UNFIT
+                };
+            }
+            prev = Some(day);
+        });
+        self.1 = rest;
+    }
+
+    /// Calls `f` with each record's day and counts, newest first.
+    fn each(&self, mut f: impl FnMut(i64, &Counts)) {
+        match &self.0 {
+            Compact::Packed(p) => {
+                let b = p.as_bytes();
+                let (mut pos, mut day) = (0, 0i64);
+                while pos < b.len() {
+                    day = get_i(b, &mut pos).wrapping_add(day);
+                    let mut c = [0; COUNTS];
+                    get_fields(b, &mut pos, 0, &mut c);
+                    f(day, &c);
+                }
+            }
+            Compact::Plain(v) => v.iter().for_each(|d| f(d.day, &d.counts())),
+        }
+    }
+
+    /// [`Days::totals`] without reading the days after the newest, from their sums, when
+    /// they are known and every day is in every window; visits are not summed (left 0: no
+    /// condition reads them). None when the days must be read.
+    fn condition_totals(
+        &self,
+        today: i64,
+        windows: &[i64],
+        out: &mut [Counts],
+    ) -> Option<Option<i64>> {
+        if !self.1.known() {
+            return None;
+        }
+        let (newest, counts) = match &self.0 {
+            Compact::Packed(p) => {
+                let b = p.as_bytes();
+                if b.is_empty() {
+                    return None;
+                }
+                let mut pos = 0;
+                let day = get_i(b, &mut pos);
+                let mut c = [0; COUNTS];
+                get_fields(b, &mut pos, 0, &mut c);
+                (day, c)
+            }
+            Compact::Plain(v) => {
+                let d = v.first()?;
+                (d.day, d.counts())
+            }
+        };
+        if newest > today {
+            return None;
+        }
+        // the days are in order, so the oldest is the earliest
+        let oldest = newest - self.1.span();
+        if windows.iter().any(|&w| w > 0 && oldest <= today - w) {
+            return None;
+        }
+        let all = self.1.with(&counts);
+        for (w, o) in windows.iter().zip(out.iter_mut()) {
+            // a window of no days (a condition that reads none) sums nothing
+            *o = if *w > 0 { all } else { [0; COUNTS] };
+        }
+        Some(Some(oldest))
     }
 
     /// Sums every count over each of the `windows` (in days, at most [`WINDOWS`]) ending
@@ -585,7 +812,7 @@ impl<'de> Deserialize<'de> for Days {
         v.reverse();
         let mut c = Compact::default();
         c.set(v);
-        Ok(Days(c))
+        Ok(Days(c, Rest::UNKNOWN))
     }
 }
 
@@ -1850,8 +2077,10 @@ impl Member {
             });
             self.orders_due = due;
         }
-        // the days read once for every window, and for the oldest day (the last: newest
-        // first), which is pruned when it is too old, then the days read again
+        // the days read once for every window (or only the newest, with the sums of the
+        // others), and for the oldest day (the last: newest first), which is pruned when it
+        // is too old, then the days read again
+        self.days.know_rest();
         let judged = match self.judge(now, today, oldest, rules) {
             Some(j) => j,
             None => {
@@ -1911,7 +2140,12 @@ impl Member {
             for (w, t) in windows[skip..n].iter_mut().zip(chunk) {
                 *w = t.when.day_window().unwrap_or(0);
             }
-            let day_of_oldest = self.days.totals(today, &windows[..n], &mut totals[..n]);
+            // the days after the newest are read only when their sums do not answer
+            let (w, t) = (&windows[..n], &mut totals[..n]);
+            let day_of_oldest = match first.then(|| self.days.condition_totals(today, w, t)) {
+                Some(Some(oldest)) => oldest,
+                _ => self.days.totals(today, w, t),
+            };
             if first {
                 if day_of_oldest.is_some_and(|d| d <= oldest) {
                     return None;
@@ -2452,6 +2686,26 @@ mod tests {
                 .map(|d| d.amount)
                 .sum();
             proptest::prop_assert_eq!(days.with_slice(sum), direct);
+            // the sums of the days after the newest, kept by the changes, are those found by
+            // reading the days; with them the windows sum what reading the days sums
+            let mut fresh = days.clone();
+            fresh.1 = Rest::UNKNOWN;
+            fresh.know_rest();
+            proptest::prop_assert!(fresh.1.known() || days.is_empty());
+            if days.1.known() {
+                proptest::prop_assert_eq!(days.1, fresh.1);
+            }
+            let windows = [window, 0, 1, 70];
+            let mut fast = [[0; COUNTS]; 4];
+            let mut read = [[0; COUNTS]; 4];
+            let read_oldest = days.totals(today, &windows, &mut read);
+            if let Some(oldest) = fresh.condition_totals(today, &windows, &mut fast) {
+                proptest::prop_assert_eq!(oldest, read_oldest);
+                for r in &mut read {
+                    r[VISITS] = 0;
+                }
+                proptest::prop_assert_eq!(fast, read);
+            }
             let mut sums = [[0; COUNTS]; 2];
             days.totals(today, &[window, 1], &mut sums);
             proptest::prop_assert_eq!(sums[0][AMOUNT], direct);
@@ -2505,6 +2759,83 @@ mod tests {
                     let want = sum_days(&list, today, *w, |d| d.counts()[i]);
                     proptest::prop_assert_eq!(*got, want, "window {} count {}", w, i);
                 }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Windows from the kept sums of the days after the newest change nothing: clicks,
+        /// visits, scans and orders placed, fulfilled and redeemed, with time going back and
+        /// forth across the windows (90, 180 and 365 days and the 400 kept) and days pruned,
+        /// give the same state and effects as a member that reads its days on every command,
+        /// under rules whose tags read every count.
+        #[test]
+        fn kept_day_sums_change_nothing(
+            ops in proptest::collection::vec((0u8..6, 0u32..30, -60_000i64..140_000), 1..150),
+        ) {
+            let mut rules = rules();
+            for (name, when) in [
+                ("buyer", TagCond::OrdersAtLeast { days: 30, count: 3 }),
+                ("clicker", TagCond::ClicksAtLeast { days: 7, count: 2 }),
+                ("scanner", TagCond::ScansAtLeast { days: 120, count: 2 }),
+            ] {
+                rules.tags.push(crate::config::TagRule { name: name.into(), when });
+            }
+            let me = Str::from("m8");
+            let mut live = Member::default();
+            let mut fx = Effects::default();
+            live.handle(
+                &me,
+                MemberCmd::Seen {
+                    bind: vec![("openid".into(), "o8".into())],
+                    then: Box::new(MemberCmd::Identify),
+                },
+                &ctx(&rules, 0),
+                &mut fx,
+            );
+            let mut read = live.clone();
+            let mut min = 0i64;
+            for (i, (kind, n, step)) in ops.into_iter().enumerate() {
+                min = (min + step).max(0);
+                let c = Ctx {
+                    event: Uuid::from_u128(1_000 + i as u128),
+                    ..ctx(&rules, min)
+                };
+                let order = compact_str::format_compact!("mall:O{n}");
+                let cmd = match kind {
+                    0 => MemberCmd::OrderPlaced {
+                        order,
+                        channel: "mall".into(),
+                        store: None,
+                        lines: vec![LineV {
+                            sku: "SKU-COLA-500".into(),
+                            qty: 1 + i64::from(n % 3),
+                            unit_price: 2_000,
+                        }],
+                        points_redeemed: i64::from(n % 2),
+                    },
+                    1 => MemberCmd::OrderFulfilled { order },
+                    2 => MemberCmd::Click { channel: "douyin".into(), campaign: None },
+                    3 => MemberCmd::Visit { store: "st-1".into(), duration_s: None },
+                    4 => MemberCmd::ScanReward {
+                        campaign: "c1".into(),
+                        code: "K".into(),
+                        points: 5,
+                        daily_cap: 9,
+                        store: None,
+                        verdict: None,
+                    },
+                    _ => MemberCmd::Redeem { order, points: 1 },
+                };
+                let (mut fa, mut fb) = (Effects::default(), Effects::default());
+                live.handle(&me, cmd.clone(), &c, &mut fa);
+                read.days.1 = Rest::UNFIT;
+                read.handle(&me, cmd, &c, &mut fb);
+                proptest::prop_assert_eq!(&fa, &fb);
+                proptest::prop_assert_eq!(
+                    serde_json::to_string(&live).unwrap(),
+                    serde_json::to_string(&read).unwrap()
+                );
             }
         }
     }
