@@ -344,6 +344,19 @@ impl TagCond {
             | TagCond::RedeemShareOver { days, .. } => *days,
         }
     }
+
+    /// The window of the days of activity the condition sums, in days; None when it reads
+    /// no days (inactivity, SKUs bought).
+    pub fn day_window(&self) -> Option<i64> {
+        match self {
+            TagCond::MonetaryOver { days, .. }
+            | TagCond::OrdersAtLeast { days, .. }
+            | TagCond::ScansAtLeast { days, .. }
+            | TagCond::ClicksAtLeast { days, .. }
+            | TagCond::RedeemShareOver { days, .. } => Some(*days),
+            TagCond::InactiveFor { .. } | TagCond::BoughtAny { .. } => None,
+        }
+    }
 }
 
 /// Member profile windows and bounds on state size.

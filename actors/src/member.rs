@@ -20,7 +20,7 @@ use crate::fraud::{Decision, Verdict};
 use crate::output::Output;
 use crate::packed::{
     edit_boxed, get_bytes, get_fields, get_i, get_str, get_time, get_u, put_fields, put_i, put_str,
-    put_time, put_u, Compact, Pack, Packed, PACKED_MAX,
+    put_time, put_u, skip_u, Compact, Pack, Packed, PACKED_MAX,
 };
 use crate::vecmap::VecMap;
 use crate::{Ctx, Effects, Key, Recent, DAY_US};
@@ -298,8 +298,130 @@ pub struct Merging {
 /// A member's days of activity, kept newest first: the record a command changes (today's)
 /// and the short windows are at the front, so a command decodes one record to change today's
 /// and the windows are read in one pass. The state lists them oldest first, as it always did.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Days(Compact<Day>);
+/// Beside them, the sums of the days after the newest ([`Rest`], not part of the state).
+#[derive(Clone, Default)]
+pub struct Days(Compact<Day>, Rest);
+
+impl PartialEq for Days {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+impl Eq for Days {}
+
+/// The sums, over the days after the newest, of the counts the tag and tier conditions read
+/// (not visits), and how many days before the newest the oldest is: a command changes only
+/// the newest day, so when every day is in every window (a member whose days span less than
+/// the shortest window, as nearly every member's do) the windows are these sums plus the
+/// newest day, and the other days are not read. Kept by `Days::change` when it changes or
+/// adds the newest day, forgotten by any other change, and found again by the next
+/// evaluation; known only while the days are in order. Sixteen bytes: amounts and points in
+/// `i32`, the counts and the span in bit fields of one `u64` (orders, orders paid partly
+/// with points and scans 12 bits, clicks and the span 14); sums that do not fit are not kept
+/// (`UNFIT`: the days are read, until a change that forgets the sums).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Rest {
+    amount: i32,
+    earned: i32,
+    fields: u64,
+}
+
+impl Default for Rest {
+    fn default() -> Self {
+        Rest::UNKNOWN
+    }
+}
+
+/// The bit fields of [`Rest::fields`]: (count, first bit, bits); the span is [`SPAN`].
+const REST_FIELDS: [(usize, u32, u32); 4] = [
+    (ORDERS, 0, 12),
+    (REDEEM_ORDERS, 12, 12),
+    (CLICKS, 24, 14),
+    (SCANS, 38, 12),
+];
+
+/// Where [`Rest::fields`] keeps the days from the oldest to the newest: (first bit, bits).
+const SPAN: (u32, u32) = (50, 14);
+
+impl Rest {
+    /// Not known: the next evaluation reads the days to find them.
+    const UNKNOWN: Rest = Rest::marked(i32::MIN);
+    /// Too large to keep (or the days out of order): the days are read for every window.
+    const UNFIT: Rest = Rest::marked(i32::MIN + 1);
+    /// One day (the newest alone).
+    const ZERO: Rest = Rest::marked(0);
+
+    const fn marked(amount: i32) -> Rest {
+        Rest {
+            amount,
+            earned: 0,
+            fields: 0,
+        }
+    }
+
+    /// Whether the sums are known.
+    fn known(self) -> bool {
+        self.amount > i32::MIN + 1
+    }
+
+    fn get(self, (at, bits): (u32, u32)) -> i64 {
+        ((self.fields >> at) & ((1 << bits) - 1)) as i64
+    }
+
+    /// Field `(at, bits)` plus `v`, None when it does not fit.
+    fn add(self, (at, bits): (u32, u32), v: i64) -> Option<Rest> {
+        let n = u64::try_from(self.get((at, bits)) + v).ok()?;
+        if n >> bits != 0 {
+            return None;
+        }
+        Some(Rest {
+            fields: self.fields & !(((1 << bits) - 1) << at) | n << at,
+            ..self
+        })
+    }
+
+    /// The sums plus a day's counts, with the span `later` days longer (UNFIT when they do
+    /// not fit; UNKNOWN and UNFIT stay so).
+    fn plus(self, c: &Counts, later: i64) -> Rest {
+        if !self.known() {
+            return self;
+        }
+        let add32 = |a: i32, b: i64| {
+            i32::try_from(i64::from(a) + b)
+                .ok()
+                .filter(|v| *v > i32::MIN + 1)
+        };
+        let r = (|| {
+            let mut r = Rest {
+                amount: add32(self.amount, c[AMOUNT])?,
+                earned: add32(self.earned, c[EARNED])?,
+                fields: self.fields,
+            };
+            for (i, at, bits) in REST_FIELDS {
+                r = r.add((at, bits), c[i])?;
+            }
+            r.add(SPAN, later)
+        })();
+        r.unwrap_or(Rest::UNFIT)
+    }
+
+    /// Days from the oldest to the newest.
+    fn span(self) -> i64 {
+        self.get(SPAN)
+    }
+
+    /// The sums plus the newest day's counts, as [`Days::totals`] gives them (visits 0).
+    fn with(self, c: &Counts) -> Counts {
+        let mut out = [0; COUNTS];
+        out[AMOUNT] = i64::from(self.amount) + c[AMOUNT];
+        out[EARNED] = i64::from(self.earned) + c[EARNED];
+        for (i, at, bits) in REST_FIELDS {
+            out[i] = self.get((at, bits)) + c[i];
+        }
+        out
+    }
+}
 
 impl Days {
     /// The records, newest first.
@@ -338,30 +460,67 @@ impl Days {
     fn change(&mut self, day: i64, f: impl FnOnce(&mut Day)) {
         // nearly always today: the newest record, or a new one before it; only the front is
         // decoded and written
+        if let Compact::Packed(p) = &mut self.0 {
+            let b = p.as_bytes();
+            let mut pos = 0;
+            // the newest day is written whole, the next as the difference from it
+            let newest = get_i(b, &mut pos);
+            let day_end = pos;
+            let mut counts = [0; COUNTS];
+            get_fields(b, &mut pos, 0, &mut counts);
+            if !b.is_empty() && newest == day {
+                // the next record does not change: only this one is written (and the sums of
+                // the others stay)
+                let mut d = Day::with_counts(day, &counts);
+                f(&mut d);
+                let mut head = Vec::with_capacity(16);
+                d.pack(None, &mut head);
+                p.splice_front(pos, &head);
+                return;
+            }
+            if b.is_empty() || newest < day {
+                // a new newest record: the one before it now follows it, its day written as
+                // the difference; only a list that grew can be too long to stay packed
+                let mut d = Day {
+                    day,
+                    ..Day::default()
+                };
+                f(&mut d);
+                let mut head = Vec::with_capacity(16);
+                d.pack(None, &mut head);
+                let was_empty = b.is_empty();
+                if !was_empty {
+                    put_i(&mut head, newest.wrapping_sub(day));
+                }
+                p.splice_front(day_end, &head);
+                // the newest before joins the others
+                self.1 = if was_empty {
+                    Rest::ZERO
+                } else {
+                    self.1.plus(&counts, day - newest)
+                };
+                if Self::count_over(p.as_bytes(), PACKED_MAX) {
+                    let v = p.to_vec();
+                    self.0.set(v);
+                }
+                return;
+            }
+        }
         match self.0.first() {
             Some(mut d) if d.day == day => {
                 f(&mut d);
                 self.0.replace_front(1, &[d]);
             }
-            Some(d) if d.day > day => self.0.edit(|days| {
-                let i = match days.binary_search_by(|d| day.cmp(&d.day)) {
-                    Ok(i) => i,
-                    Err(i) => {
-                        days.insert(
-                            i,
-                            Day {
-                                day,
-                                ..Day::default()
-                            },
-                        );
-                        i
-                    }
+            Some(d) if d.day > day => {
+                // an older day changes: its sums are forgotten
+                self.1 = Rest::UNKNOWN;
+                self.change_older(day, f);
+            }
+            newest => {
+                self.1 = match newest {
+                    Some(d) => self.1.plus(&d.counts(), day - d.day),
+                    None => Rest::ZERO,
                 };
-                if let Some(d) = days.get_mut(i) {
-                    f(d);
-                }
-            }),
-            _ => {
                 let mut d = Day {
                     day,
                     ..Day::default()
@@ -372,11 +531,268 @@ impl Days {
         }
     }
 
+    /// Changes the record of `day`, which is not the newest.
+    fn change_older(&mut self, day: i64, f: impl FnOnce(&mut Day)) {
+        self.0.edit(|days| {
+            let i = match days.binary_search_by(|d| day.cmp(&d.day)) {
+                Ok(i) => i,
+                Err(i) => {
+                    days.insert(
+                        i,
+                        Day {
+                            day,
+                            ..Day::default()
+                        },
+                    );
+                    i
+                }
+            };
+            if let Some(d) = days.get_mut(i) {
+                f(d);
+            }
+        });
+    }
+
+    /// Whether packed days `b` are more than `max` records (counted without reading them).
+    fn count_over(b: &[u8], max: usize) -> bool {
+        let (mut pos, mut n) = (0, 0);
+        while pos < b.len() {
+            if n == max {
+                return true;
+            }
+            skip_u(b, &mut pos);
+            let mask = get_u(b, &mut pos) & ((1 << COUNTS) - 1);
+            for _ in 0..mask.count_ones() {
+                skip_u(b, &mut pos);
+            }
+            n += 1;
+        }
+        false
+    }
+
     /// Keeps the days after `oldest`.
     fn prune(&mut self, oldest: i64) {
         self.0.edit(|days| days.retain(|d| d.day > oldest));
+        self.1 = Rest::UNKNOWN;
+    }
+
+    /// Finds the sums of the days after the newest when they are not known (one pass).
+    fn know_rest(&mut self) {
+        if self.1 != Rest::UNKNOWN {
+            return;
+        }
+        let mut rest = Rest::ZERO;
+        let mut prev = None;
+        self.each(|day, c| {
+            if let Some(p) = prev {
+                // newest first, each day before the one before it
+                rest = if day < p {
+                    rest.plus(c, p - day)
+                } else {
+                    Rest::UNFIT
+                };
+            }
+            prev = Some(day);
+        });
+        self.1 = rest;
+    }
+
+    /// Calls `f` with each record's day and counts, newest first.
+    fn each(&self, mut f: impl FnMut(i64, &Counts)) {
+        match &self.0 {
+            Compact::Packed(p) => {
+                let b = p.as_bytes();
+                let (mut pos, mut day) = (0, 0i64);
+                while pos < b.len() {
+                    day = get_i(b, &mut pos).wrapping_add(day);
+                    let mut c = [0; COUNTS];
+                    get_fields(b, &mut pos, 0, &mut c);
+                    f(day, &c);
+                }
+            }
+            Compact::Plain(v) => v.iter().for_each(|d| f(d.day, &d.counts())),
+        }
+    }
+
+    /// [`Days::totals`] without reading the days after the newest, from their sums, when
+    /// they are known and every day is in every window; visits are not summed (left 0: no
+    /// condition reads them). None when the days must be read.
+    fn condition_totals(
+        &self,
+        today: i64,
+        windows: &[i64],
+        out: &mut [Counts],
+    ) -> Option<Option<i64>> {
+        if !self.1.known() {
+            return None;
+        }
+        let (newest, counts) = match &self.0 {
+            Compact::Packed(p) => {
+                let b = p.as_bytes();
+                if b.is_empty() {
+                    return None;
+                }
+                let mut pos = 0;
+                let day = get_i(b, &mut pos);
+                let mut c = [0; COUNTS];
+                get_fields(b, &mut pos, 0, &mut c);
+                (day, c)
+            }
+            Compact::Plain(v) => {
+                let d = v.first()?;
+                (d.day, d.counts())
+            }
+        };
+        if newest > today {
+            return None;
+        }
+        // the days are in order, so the oldest is the earliest
+        let oldest = newest - self.1.span();
+        if windows.iter().any(|&w| w > 0 && oldest <= today - w) {
+            return None;
+        }
+        let all = self.1.with(&counts);
+        for (w, o) in windows.iter().zip(out.iter_mut()) {
+            // a window of no days (a condition that reads none) sums nothing
+            *o = if *w > 0 { all } else { [0; COUNTS] };
+        }
+        Some(Some(oldest))
+    }
+
+    /// Sums every count over each of the `windows` (in days, at most [`WINDOWS`]) ending
+    /// `today` into `out` (one per window), in one pass over the days, read straight from
+    /// the packed bytes; answers the oldest day. A window holds the days from the first at or
+    /// before `today` on, while they are after `today - days` (for days in order: those in
+    /// `(today - days, today]`).
+    fn totals(&self, today: i64, windows: &[i64], out: &mut [Counts]) -> Option<i64> {
+        let mut sum = Summer::new(today, windows);
+        let mut oldest = None;
+        match &self.0 {
+            Compact::Packed(p) => {
+                let b = p.as_bytes();
+                let (mut pos, mut day) = (0, 0i64);
+                while pos < b.len() {
+                    // what `Day::unpack` reads: the day, the mask, the counts not 0
+                    day = get_i(b, &mut pos).wrapping_add(day);
+                    let mut set = get_u(b, &mut pos) & ((1 << COUNTS) - 1);
+                    let mut c = [0; 8];
+                    while set != 0 {
+                        c[set.trailing_zeros() as usize & 7] = get_i(b, &mut pos);
+                        set &= set - 1;
+                    }
+                    sum.day(day, &c, out);
+                    oldest = Some(day);
+                }
+            }
+            Compact::Plain(v) => {
+                for d in v {
+                    let mut c = [0; 8];
+                    c[..COUNTS].copy_from_slice(&d.counts());
+                    sum.day(d.day, &c, out);
+                }
+                oldest = v.last().map(|d| d.day);
+            }
+        }
+        sum.finish(out);
+        oldest
     }
 }
+
+/// Windows summed in one pass by [`Days::totals`].
+const WINDOWS: usize = 16;
+
+/// Sums windows over days newest first with one running total: a window ends at the first
+/// day (past those after today) before it, and the shorter a window the sooner it ends, so
+/// each window's sums are the running total when it ends.
+struct Summer<'a> {
+    today: i64,
+    windows: &'a [i64],
+    /// The windows, shortest first.
+    order: [u8; WINDOWS],
+    /// Windows ended so far (in `order`).
+    ended: usize,
+    /// Whether a day at or before today was seen (the days before it are not counted).
+    started: bool,
+    /// The counts summed so far (and an eighth, always 0, so a day's are added in one go).
+    total: [i64; 8],
+}
+
+impl<'a> Summer<'a> {
+    fn new(today: i64, windows: &'a [i64]) -> Self {
+        let windows = windows.get(..WINDOWS).unwrap_or(windows);
+        let mut order = [0u8; WINDOWS];
+        for (i, o) in order.iter_mut().enumerate() {
+            *o = i as u8;
+        }
+        let n = windows.len();
+        order[..n].sort_unstable_by_key(|&k| windows.get(usize::from(k)).copied());
+        Summer {
+            today,
+            windows,
+            order,
+            ended: 0,
+            started: false,
+            total: [0; 8],
+        }
+    }
+
+    /// A day comes with its counts (the eighth 0): the windows it is before end, and it is
+    /// added when it is in the others.
+    #[inline]
+    fn day(&mut self, day: i64, c: &[i64; 8], out: &mut [Counts]) {
+        if !self.started {
+            if day > self.today {
+                return;
+            }
+            self.started = true;
+        }
+        while let Some(&k) = self.order[..self.windows.len()].get(self.ended) {
+            let k = usize::from(k);
+            match self.windows.get(k) {
+                Some(&w) if day > self.today - w => break,
+                _ => {
+                    if let Some(o) = out.get_mut(k) {
+                        o.copy_from_slice(&self.total[..COUNTS]);
+                    }
+                    self.ended += 1;
+                }
+            }
+        }
+        // past the longest window nothing is summed any more
+        if self.ended < self.windows.len() {
+            for (t, v) in self.total.iter_mut().zip(c) {
+                *t += v;
+            }
+        }
+    }
+
+    /// The windows still open take the running total.
+    fn finish(self, out: &mut [Counts]) {
+        for &k in self.order[..self.windows.len()]
+            .get(self.ended..)
+            .unwrap_or_default()
+        {
+            if let Some(o) = out.get_mut(usize::from(k)) {
+                o.copy_from_slice(&self.total[..COUNTS]);
+            }
+        }
+    }
+}
+
+/// How many counts a day has ([`Day::counts`]).
+const COUNTS: usize = 7;
+
+/// A day's counts as numbers, in the order they are packed (see [`Day::counts`]).
+type Counts = [i64; COUNTS];
+
+/// Where each count is in [`Counts`].
+const ORDERS: usize = 0;
+const AMOUNT: usize = 1;
+const REDEEM_ORDERS: usize = 2;
+const CLICKS: usize = 3;
+const SCANS: usize = 4;
+const VISITS: usize = 5;
+const EARNED: usize = 6;
 
 impl std::fmt::Debug for Days {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -396,7 +812,7 @@ impl<'de> Deserialize<'de> for Days {
         v.reverse();
         let mut c = Compact::default();
         c.set(v);
-        Ok(Days(c))
+        Ok(Days(c, Rest::UNKNOWN))
     }
 }
 
@@ -461,47 +877,47 @@ pub struct OrderPoints {
     pub at: i64,
 }
 
+impl Day {
+    /// The record of `day` with `counts` (as [`Day::counts`] gives them; they were u32s).
+    fn with_counts(day: i64, c: &Counts) -> Day {
+        Day {
+            day,
+            orders: c[ORDERS] as u32,
+            amount: c[AMOUNT],
+            redeem_orders: c[REDEEM_ORDERS] as u32,
+            clicks: c[CLICKS] as u32,
+            scans: c[SCANS] as u32,
+            visits: c[VISITS] as u32,
+            earned: c[EARNED],
+        }
+    }
+
+    /// The counts: orders, amount, orders paid partly with points, clicks, scans, visits,
+    /// points earned.
+    fn counts(&self) -> Counts {
+        [
+            i64::from(self.orders),
+            self.amount,
+            i64::from(self.redeem_orders),
+            i64::from(self.clicks),
+            i64::from(self.scans),
+            i64::from(self.visits),
+            self.earned,
+        ]
+    }
+}
+
 impl Pack for Day {
     /// The day number as the difference from the day before, then the counts that are not 0.
     fn pack(&self, prev: Option<&Self>, out: &mut Vec<u8>) {
         put_i(out, self.day.wrapping_sub(prev.map_or(0, |p| p.day)));
-        put_fields(
-            out,
-            0,
-            0,
-            &[
-                i64::from(self.orders),
-                self.amount,
-                i64::from(self.redeem_orders),
-                i64::from(self.clicks),
-                i64::from(self.scans),
-                i64::from(self.visits),
-                self.earned,
-            ],
-        );
+        put_fields(out, 0, 0, &self.counts());
     }
     fn unpack(prev: Option<&Self>, b: &[u8], pos: &mut usize) -> Self {
         let day = get_i(b, pos).wrapping_add(prev.map_or(0, |p| p.day));
-        // what `get_fields` reads, field by field: every command decodes the days
-        let mask = get_u(b, pos);
-        let mut field = |i: u32| {
-            if mask & (1 << i) != 0 {
-                get_i(b, pos)
-            } else {
-                0
-            }
-        };
-        // the counts were written from u32s, so they fit
-        Day {
-            day,
-            orders: field(0) as u32,
-            amount: field(1),
-            redeem_orders: field(2) as u32,
-            clicks: field(3) as u32,
-            scans: field(4) as u32,
-            visits: field(5) as u32,
-            earned: field(6),
-        }
+        let mut counts = [0; COUNTS];
+        get_fields(b, pos, 0, &mut counts);
+        Day::with_counts(day, &counts)
     }
 }
 
@@ -690,12 +1106,8 @@ impl PackedOrders {
 
     /// Sets the bookkeeping of `order`.
     pub fn insert(&mut self, order: Str, o: OrderPoints) {
-        let mut body = Vec::with_capacity(24);
+        let mut body = Vec::with_capacity(32);
         o.pack(&mut body);
-        let mut entry = Vec::with_capacity(order.len() + body.len() + 4);
-        put_str(&mut entry, &order);
-        put_u(&mut entry, body.len() as u64);
-        entry.extend_from_slice(&body);
         // the first order not before this one: replaced when it is this one
         // (string order is byte order)
         let (at, end) = self.slots().find(|s| s.key >= order.as_bytes()).map_or(
@@ -709,9 +1121,14 @@ impl PackedOrders {
                 (s.range.start, end)
             },
         );
-        let mut out = Vec::with_capacity(self.0.len() - (end - at) + entry.len());
+        // the entry (key and body, length-prefixed) written straight into the new buffer
+        let varint_len = |n: usize| (usize::BITS - (n | 1).leading_zeros()).div_ceil(7) as usize;
+        let entry = varint_len(order.len()) + order.len() + varint_len(body.len()) + body.len();
+        let mut out = Vec::with_capacity(self.0.len() - (end - at) + entry);
         out.extend_from_slice(self.0.get(..at).unwrap_or_default());
-        out.extend_from_slice(&entry);
+        put_str(&mut out, &order);
+        put_u(&mut out, body.len() as u64);
+        out.extend_from_slice(&body);
         out.extend_from_slice(self.0.get(end..).unwrap_or_default());
         self.0 = out.into_boxed_slice();
     }
@@ -1403,7 +1820,7 @@ impl Member {
         if add > 0 {
             // lots stay in time order (an older event time lands before newer lots), so the
             // oldest points expire and are spent first; usually this appends
-            match self.points.lots.last() {
+            match self.points.lots.last_pair() {
                 // usually this appends: only the end is written
                 Some(l) if l.record.0 <= ts => {
                     let end = self.points.lots.end();
@@ -1660,29 +2077,15 @@ impl Member {
             });
             self.orders_due = due;
         }
-        // the days decoded once for every window, and for the oldest day (the last: newest
-        // first), which is pruned when it is too old, then the days decoded again
-        let judge = |m: &Member| {
-            m.days.with_slice(|days| {
-                let first_day = days.last().map(|d| d.day);
-                if first_day.is_some_and(|d| d <= oldest) {
-                    return None;
-                }
-                let tags: Vec<Str> = rules
-                    .tags
-                    .iter()
-                    .filter(|t| m.holds_in(days, &t.when, now, today))
-                    .map(|t| t.name.clone())
-                    .collect();
-                let earned = sum_days(days, today, rules.tiers.period_days, |d| d.earned);
-                Some((tags, earned, first_day))
-            })
-        };
-        let judged = match judge(self) {
+        // the days read once for every window (or only the newest, with the sums of the
+        // others), and for the oldest day (the last: newest first), which is pruned when it
+        // is too old, then the days read again
+        self.days.know_rest();
+        let judged = match self.judge(now, today, oldest, rules) {
             Some(j) => j,
             None => {
                 self.days.prune(oldest);
-                judge(self).unwrap_or_default()
+                self.judge(now, today, oldest, rules).unwrap_or_default()
             }
         };
         let (mut tags, earned, first_day) = judged;
@@ -1710,21 +2113,120 @@ impl Member {
         self.arm_timer(now, today, first_day, rules, fx);
     }
 
-    /// Whether a tag condition holds at `now`.
-    pub fn holds(&self, cond: &TagCond, now: i64, today: i64) -> bool {
-        self.days
-            .with_slice(|days| self.holds_in(days, cond, now, today))
+    /// The tags that hold at `now` (in the rules' order), the points earned in the tier
+    /// period and the oldest day; None when the oldest day is at or before `oldest` (to be
+    /// pruned first). The days are read once for the tier period and up to 15 tags' windows.
+    fn judge(
+        &self,
+        now: i64,
+        today: i64,
+        oldest: i64,
+        rules: &Rules,
+    ) -> Option<(Vec<Str>, i64, Option<i64>)> {
+        // a long history (more than 32 days, kept plain): each window summed over the slice,
+        // the field it needs only, which beats one pass adding every count of ~400 days
+        if let Compact::Plain(days) = &self.days.0 {
+            let first_day = days.last().map(|d| d.day);
+            if first_day.is_some_and(|d| d <= oldest) {
+                return None;
+            }
+            let tags = rules
+                .tags
+                .iter()
+                .filter(|t| self.holds_in(days, &t.when, now, today))
+                .map(|t| t.name.clone())
+                .collect();
+            let earned = sum_days(days, today, rules.tiers.period_days, |d| d.earned);
+            return Some((tags, earned, first_day));
+        }
+        const PASS: usize = WINDOWS;
+        let mut windows = [0i64; PASS];
+        let mut totals = [[0i64; COUNTS]; PASS];
+        let (mut tags, mut earned, mut first_day) = (Vec::new(), 0, None);
+        // the first pass has the tier period in slot 0; rules with more tags take more passes
+        let mut rest = &rules.tags[..];
+        let mut first = true;
+        loop {
+            let skip = usize::from(first);
+            let (chunk, after) = rest.split_at(rest.len().min(PASS - skip));
+            let n = skip + chunk.len();
+            if first {
+                windows[0] = rules.tiers.period_days;
+            }
+            for (w, t) in windows[skip..n].iter_mut().zip(chunk) {
+                *w = t.when.day_window().unwrap_or(0);
+            }
+            // the days after the newest are read only when their sums do not answer
+            let (w, t) = (&windows[..n], &mut totals[..n]);
+            let day_of_oldest = match first.then(|| self.days.condition_totals(today, w, t)) {
+                Some(Some(oldest)) => oldest,
+                _ => self.days.totals(today, w, t),
+            };
+            if first {
+                if day_of_oldest.is_some_and(|d| d <= oldest) {
+                    return None;
+                }
+                first_day = day_of_oldest;
+                earned = totals[0][EARNED];
+            }
+            for (t, sums) in chunk.iter().zip(&totals[skip..n]) {
+                if self.holds_on(&t.when, sums, now) {
+                    tags.push(t.name.clone());
+                }
+            }
+            if after.is_empty() {
+                return Some((tags, earned, first_day));
+            }
+            rest = after;
+            first = false;
+        }
     }
 
-    /// [`Member::holds`] over the days decoded once by the caller.
+    /// Whether a tag condition holds at `now`.
+    pub fn holds(&self, cond: &TagCond, now: i64, today: i64) -> bool {
+        let mut sums = [[0; COUNTS]; 1];
+        if let Some(w) = cond.day_window() {
+            self.days.totals(today, &[w], &mut sums);
+        }
+        self.holds_on(cond, &sums[0], now)
+    }
+
+    /// [`Member::holds`] over days kept plain.
     fn holds_in(&self, days_kept: &[Day], cond: &TagCond, now: i64, today: i64) -> bool {
+        let sums = |f: fn(&Day) -> i64| sum_days(days_kept, today, cond.days(), f);
         match cond {
-            TagCond::MonetaryOver { days, fen } => {
-                sum_days(days_kept, today, *days, |d| d.amount) > *fen
+            TagCond::MonetaryOver { fen, .. } => sums(|d| d.amount) > *fen,
+            TagCond::OrdersAtLeast { count, .. } => {
+                sums(|d| i64::from(d.orders)) >= i64::from(*count)
             }
-            TagCond::OrdersAtLeast { days, count } => {
-                sum_days(days_kept, today, *days, |d| i64::from(d.orders)) >= i64::from(*count)
+            TagCond::ScansAtLeast { count, .. } => {
+                sums(|d| i64::from(d.scans)) >= i64::from(*count)
             }
+            TagCond::ClicksAtLeast { count, .. } => {
+                sums(|d| i64::from(d.clicks)) >= i64::from(*count)
+            }
+            TagCond::RedeemShareOver { days, .. } => {
+                // one pass for both sums
+                let (orders, redeemed) = window(days_kept, today, *days)
+                    .fold((0, 0), |(o, r), d| {
+                        (o + i64::from(d.orders), r + i64::from(d.redeem_orders))
+                    });
+                let mut s = [0; COUNTS];
+                s[ORDERS] = orders;
+                s[REDEEM_ORDERS] = redeemed;
+                self.holds_on(cond, &s, now)
+            }
+            TagCond::InactiveFor { .. } | TagCond::BoughtAny { .. } => {
+                self.holds_on(cond, &[0; COUNTS], now)
+            }
+        }
+    }
+
+    /// [`Member::holds`] with the condition's window's sums (from [`Days::totals`]).
+    fn holds_on(&self, cond: &TagCond, sums: &Counts, now: i64) -> bool {
+        match cond {
+            TagCond::MonetaryOver { fen, .. } => sums[AMOUNT] > *fen,
+            TagCond::OrdersAtLeast { count, .. } => sums[ORDERS] >= i64::from(*count),
             TagCond::InactiveFor { days } => {
                 self.last_seen > 0 && now - self.last_seen >= days * DAY_US
             }
@@ -1732,22 +2234,12 @@ impl Member {
                 .bought
                 .iter()
                 .any(|(s, t)| skus.contains(&s) && t > now - days * DAY_US),
-            TagCond::ScansAtLeast { days, count } => {
-                sum_days(days_kept, today, *days, |d| i64::from(d.scans)) >= i64::from(*count)
-            }
-            TagCond::ClicksAtLeast { days, count } => {
-                sum_days(days_kept, today, *days, |d| i64::from(d.clicks)) >= i64::from(*count)
-            }
+            TagCond::ScansAtLeast { count, .. } => sums[SCANS] >= i64::from(*count),
+            TagCond::ClicksAtLeast { count, .. } => sums[CLICKS] >= i64::from(*count),
             TagCond::RedeemShareOver {
-                days,
-                share,
-                min_orders,
+                share, min_orders, ..
             } => {
-                // one pass for both sums
-                let (orders, redeemed) = window(days_kept, today, *days)
-                    .fold((0, 0), |(o, r), d| {
-                        (o + i64::from(d.orders), r + i64::from(d.redeem_orders))
-                    });
+                let (orders, redeemed) = (sums[ORDERS], sums[REDEEM_ORDERS]);
                 orders >= i64::from(*min_orders)
                     && orders > 0
                     && redeemed as f64 / orders as f64 >= *share
@@ -1853,24 +2345,24 @@ impl Member {
 
     /// The member as the API shows it, with X-RFM at `now`.
     pub fn view(&self, now: i64, today: i64, rules: &Rules) -> MemberView {
-        self.days
-            .with_slice(|days| self.view_on(days, now, today, rules))
-    }
-
-    fn view_on(&self, days: &[Day], now: i64, today: i64, rules: &Rules) -> MemberView {
         let xrfm = rules
             .member
             .rfm_windows_days
             .iter()
-            .map(|&w| Xrfm {
-                days: w,
-                recency_days: (self.last_order > 0)
-                    .then(|| (now - self.last_order).max(0) / DAY_US),
-                frequency: sum_days(days, today, w, |d| i64::from(d.orders)) as u32,
-                monetary: sum_days(days, today, w, |d| d.amount),
-                clicks: sum_days(days, today, w, |d| i64::from(d.clicks)) as u32,
-                scans: sum_days(days, today, w, |d| i64::from(d.scans)) as u32,
-                visits: sum_days(days, today, w, |d| i64::from(d.visits)) as u32,
+            .map(|&w| {
+                let mut sums = [[0; COUNTS]; 1];
+                self.days.totals(today, &[w], &mut sums);
+                let s = sums[0];
+                Xrfm {
+                    days: w,
+                    recency_days: (self.last_order > 0)
+                        .then(|| (now - self.last_order).max(0) / DAY_US),
+                    frequency: s[ORDERS] as u32,
+                    monetary: s[AMOUNT],
+                    clicks: s[CLICKS] as u32,
+                    scans: s[SCANS] as u32,
+                    visits: s[VISITS] as u32,
+                }
             })
             .collect();
         MemberView {
@@ -1907,7 +2399,8 @@ pub fn earn_points(lines: &[LineV], channel: &str, rules: &Rules) -> i64 {
 }
 
 /// The sum of `f` over the days in the `days`-long window ending `today`; `kept` is newest
-/// first, so the window is at its front.
+/// first, so the window is at its front. (For days kept plain; [`Days::totals`] sums the same
+/// windows over packed days.)
 fn sum_days(kept: &[Day], today: i64, days: i64, f: impl Fn(&Day) -> i64) -> i64 {
     window(kept, today, days).map(f).sum()
 }
@@ -2240,6 +2733,30 @@ mod tests {
                 .map(|d| d.amount)
                 .sum();
             proptest::prop_assert_eq!(days.with_slice(sum), direct);
+            // the sums of the days after the newest, kept by the changes, are those found by
+            // reading the days; with them the windows sum what reading the days sums
+            let mut fresh = days.clone();
+            fresh.1 = Rest::UNKNOWN;
+            fresh.know_rest();
+            proptest::prop_assert!(fresh.1.known() || days.is_empty());
+            if days.1.known() {
+                proptest::prop_assert_eq!(days.1, fresh.1);
+            }
+            let windows = [window, 0, 1, 70];
+            let mut fast = [[0; COUNTS]; 4];
+            let mut read = [[0; COUNTS]; 4];
+            let read_oldest = days.totals(today, &windows, &mut read);
+            if let Some(oldest) = fresh.condition_totals(today, &windows, &mut fast) {
+                proptest::prop_assert_eq!(oldest, read_oldest);
+                for r in &mut read {
+                    r[VISITS] = 0;
+                }
+                proptest::prop_assert_eq!(fast, read);
+            }
+            let mut sums = [[0; COUNTS]; 2];
+            days.totals(today, &[window, 1], &mut sums);
+            proptest::prop_assert_eq!(sums[0][AMOUNT], direct);
+            proptest::prop_assert_eq!(sums[1][CLICKS], sum_days(&days.iter().collect::<Vec<_>>(), today, 1, |d| i64::from(d.clicks)));
             days.prune(20_000 + prune);
             let kept: Vec<Day> = want.into_iter().filter(|d| d.day > 20_000 + prune).collect();
             proptest::prop_assert_eq!(days.oldest_first(), kept.clone());
@@ -2248,6 +2765,125 @@ mod tests {
                 again.change(d.day, |x| *x = *d);
             }
             proptest::prop_assert_eq!(again, days);
+        }
+    }
+
+    proptest::proptest! {
+        /// The windows' sums read in one pass over the packed bytes (or the plain vector past
+        /// 32 days) are what summing each window over the decoded days gives, for every count
+        /// and any windows, days out of order included (a state loaded from elsewhere), and
+        /// the oldest day is the last.
+        #[test]
+        fn totals_match_the_windows_over_the_decoded_days(
+            records in proptest::collection::vec(
+                (-3i64..40, 0u32..3, -2_000i64..90_000, 0u32..2, 0u32..4, 0u32..3, 0u32..2, -50i64..900),
+                0..45,
+            ),
+            today in 0i64..40,
+            windows in proptest::collection::vec(-2i64..50, 0..=WINDOWS),
+        ) {
+            let list: Vec<Day> = records
+                .iter()
+                .map(|&(day, orders, amount, redeem_orders, clicks, scans, visits, earned)| Day {
+                    day: 20_000 + day,
+                    orders,
+                    amount,
+                    redeem_orders,
+                    clicks,
+                    scans,
+                    visits,
+                    earned,
+                })
+                .collect();
+            let mut days = Days::default();
+            days.0.set(list.clone());
+            let today = 20_000 + today;
+            let mut sums = vec![[0; COUNTS]; windows.len()];
+            let oldest = days.totals(today, &windows, &mut sums);
+            proptest::prop_assert_eq!(oldest, list.last().map(|d| d.day));
+            for (w, got) in windows.iter().zip(&sums) {
+                for (i, got) in got.iter().enumerate() {
+                    let want = sum_days(&list, today, *w, |d| d.counts()[i]);
+                    proptest::prop_assert_eq!(*got, want, "window {} count {}", w, i);
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Windows from the kept sums of the days after the newest change nothing: clicks,
+        /// visits, scans and orders placed, fulfilled and redeemed, with time going back and
+        /// forth across the windows (90, 180 and 365 days and the 400 kept) and days pruned,
+        /// give the same state and effects as a member that reads its days on every command,
+        /// under rules whose tags read every count.
+        #[test]
+        fn kept_day_sums_change_nothing(
+            ops in proptest::collection::vec((0u8..6, 0u32..30, -60_000i64..140_000), 1..150),
+        ) {
+            let mut rules = rules();
+            for (name, when) in [
+                ("buyer", TagCond::OrdersAtLeast { days: 30, count: 3 }),
+                ("clicker", TagCond::ClicksAtLeast { days: 7, count: 2 }),
+                ("scanner", TagCond::ScansAtLeast { days: 120, count: 2 }),
+            ] {
+                rules.tags.push(crate::config::TagRule { name: name.into(), when });
+            }
+            let me = Str::from("m8");
+            let mut live = Member::default();
+            let mut fx = Effects::default();
+            live.handle(
+                &me,
+                MemberCmd::Seen {
+                    bind: vec![("openid".into(), "o8".into())],
+                    then: Box::new(MemberCmd::Identify),
+                },
+                &ctx(&rules, 0),
+                &mut fx,
+            );
+            let mut read = live.clone();
+            let mut min = 0i64;
+            for (i, (kind, n, step)) in ops.into_iter().enumerate() {
+                min = (min + step).max(0);
+                let c = Ctx {
+                    event: Uuid::from_u128(1_000 + i as u128),
+                    ..ctx(&rules, min)
+                };
+                let order = compact_str::format_compact!("mall:O{n}");
+                let cmd = match kind {
+                    0 => MemberCmd::OrderPlaced {
+                        order,
+                        channel: "mall".into(),
+                        store: None,
+                        lines: vec![LineV {
+                            sku: "SKU-COLA-500".into(),
+                            qty: 1 + i64::from(n % 3),
+                            unit_price: 2_000,
+                        }],
+                        points_redeemed: i64::from(n % 2),
+                    },
+                    1 => MemberCmd::OrderFulfilled { order },
+                    2 => MemberCmd::Click { channel: "douyin".into(), campaign: None },
+                    3 => MemberCmd::Visit { store: "st-1".into(), duration_s: None },
+                    4 => MemberCmd::ScanReward {
+                        campaign: "c1".into(),
+                        code: "K".into(),
+                        points: 5,
+                        daily_cap: 9,
+                        store: None,
+                        verdict: None,
+                    },
+                    _ => MemberCmd::Redeem { order, points: 1 },
+                };
+                let (mut fa, mut fb) = (Effects::default(), Effects::default());
+                live.handle(&me, cmd.clone(), &c, &mut fa);
+                read.days.1 = Rest::UNFIT;
+                read.handle(&me, cmd, &c, &mut fb);
+                proptest::prop_assert_eq!(&fa, &fb);
+                proptest::prop_assert_eq!(
+                    serde_json::to_string(&live).unwrap(),
+                    serde_json::to_string(&read).unwrap()
+                );
+            }
         }
     }
 

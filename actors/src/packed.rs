@@ -57,6 +57,17 @@ pub fn get_u(b: &[u8], pos: &mut usize) -> u64 {
     v
 }
 
+/// Moves past a varint written by [`put_u`] without reading it.
+#[inline]
+pub fn skip_u(b: &[u8], pos: &mut usize) {
+    while let Some(&byte) = b.get(*pos) {
+        *pos += 1;
+        if byte < 0x80 {
+            break;
+        }
+    }
+}
+
 /// Reads a value written by [`put_i`].
 #[inline]
 pub fn get_i(b: &[u8], pos: &mut usize) -> i64 {
@@ -145,6 +156,26 @@ impl<T: Pack> Packed<T> {
     /// Whether there is none.
     pub fn is_empty(&self) -> bool {
         self.bytes.is_empty()
+    }
+
+    /// The records as written, for readers that decode only what they need.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Replaces the first `end` bytes with `head` (in place when they are as long): for a
+    /// caller that rewrites the front records itself and leaves the list whole.
+    pub fn splice_front(&mut self, end: usize, head: &[u8]) {
+        match self.bytes.get_mut(..end) {
+            Some(old) if old.len() == head.len() => old.copy_from_slice(head),
+            _ => {
+                let rest = self.bytes.get(end..).unwrap_or_default();
+                let mut out = Vec::with_capacity(head.len() + rest.len());
+                out.extend_from_slice(head);
+                out.extend_from_slice(rest);
+                self.bytes = out.into_boxed_slice();
+            }
+        }
     }
 
     /// Whether `r` is one of the records.
@@ -456,6 +487,37 @@ impl<T: Pack> Compact<T> {
     }
 }
 
+impl Compact<(i64, i64)> {
+    /// [`Compact::last`] for `(time, amount)` pairs, reading only the times before the last
+    /// two records (appending a points lot needs the last time, and the amounts are skipped).
+    pub fn last_pair(&self) -> Option<Last<(i64, i64)>> {
+        let Compact::Packed(p) = self else {
+            return self.last();
+        };
+        let b = &p.bytes;
+        let (mut pos, mut t, mut n) = (0, 0i64, 0usize);
+        // (start, time, start of the amount) of the last record, then of the one before
+        let mut last: Option<(usize, i64, usize)> = None;
+        let mut before: Option<(i64, usize)> = None;
+        while pos < b.len() {
+            let start = pos;
+            t = get_time(b, &mut pos).wrapping_add(t);
+            let amount_at = pos;
+            skip_u(b, &mut pos);
+            before = last.map(|(_, t, a)| (t, a)).or(before);
+            last = Some((start, t, amount_at));
+            n += 1;
+        }
+        let amount = |mut at: usize| get_i(b, &mut at);
+        last.map(|(at, t, a)| Last {
+            at,
+            index: n - 1,
+            prev: before.filter(|_| n > 1).map(|(t, a)| (t, amount(a))),
+            record: (t, amount(a)),
+        })
+    }
+}
+
 /// The records of a [`Compact`] list.
 pub enum CompactIter<'a, T> {
     /// Decoded one by one.
@@ -721,6 +783,17 @@ mod tests {
             let mut same = Compact::default();
             same.set(want);
             prop_assert_eq!(c, same);
+        }
+
+        /// The last pair read by skipping the amounts is the last pair decoded, with the one
+        /// before it and where it is, packed or plain.
+        #[test]
+        fn last_pair_is_the_last(v in proptest::collection::vec((any::<i64>(), any::<i64>()), 0..40)) {
+            let mut c = Compact::default();
+            c.set(v);
+            let got = c.last_pair().map(|l| (l.at, l.index, l.prev, l.record));
+            let want = c.last().map(|l| (l.at, l.index, l.prev, l.record));
+            prop_assert_eq!(got, want);
         }
 
         /// Times read back exactly, whatever their precision.
