@@ -2828,28 +2828,8 @@ mod tests {
             ] {
                 rules.tags.push(crate::config::TagRule { name: name.into(), when });
             }
-            let me = Str::from("m8");
-            let mut live = Member::default();
-            let mut fx = Effects::default();
-            live.handle(
-                &me,
-                MemberCmd::Seen {
-                    bind: vec![("openid".into(), "o8".into())],
-                    then: Box::new(MemberCmd::Identify),
-                },
-                &ctx(&rules, 0),
-                &mut fx,
-            );
-            let mut read = live.clone();
-            let mut min = 0i64;
-            for (i, (kind, n, step)) in ops.into_iter().enumerate() {
-                min = (min + step).max(0);
-                let c = Ctx {
-                    event: Uuid::from_u128(1_000 + i as u128),
-                    ..ctx(&rules, min)
-                };
-                let order = compact_str::format_compact!("mall:O{n}");
-                let cmd = match kind {
+            let reset = |m: &mut Member| m.days.1 = Rest::UNFIT;
+            same_as_reset(&rules, ("m8", "o8"), ops, reset, |kind, n, order| match kind {
                     0 => MemberCmd::OrderPlaced {
                         order,
                         channel: "mall".into(),
@@ -2873,17 +2853,7 @@ mod tests {
                         verdict: None,
                     },
                     _ => MemberCmd::Redeem { order, points: 1 },
-                };
-                let (mut fa, mut fb) = (Effects::default(), Effects::default());
-                live.handle(&me, cmd.clone(), &c, &mut fa);
-                read.days.1 = Rest::UNFIT;
-                read.handle(&me, cmd, &c, &mut fb);
-                proptest::prop_assert_eq!(&fa, &fb);
-                proptest::prop_assert_eq!(
-                    serde_json::to_string(&live).unwrap(),
-                    serde_json::to_string(&read).unwrap()
-                );
-            }
+            })?;
         }
     }
 
@@ -2898,28 +2868,8 @@ mod tests {
             ops in proptest::collection::vec((0u8..5, 0u32..40, -50_000i64..120_000), 1..150),
         ) {
             let rules = rules();
-            let me = Str::from("m9");
-            let mut live = Member::default();
-            let mut fx = Effects::default();
-            live.handle(
-                &me,
-                MemberCmd::Seen {
-                    bind: vec![("openid".into(), "o9".into())],
-                    then: Box::new(MemberCmd::Identify),
-                },
-                &ctx(&rules, 0),
-                &mut fx,
-            );
-            let mut forced = live.clone();
-            let mut min = 0i64;
-            for (i, (kind, n, step)) in ops.into_iter().enumerate() {
-                min = (min + step).max(0);
-                let c = Ctx {
-                    event: Uuid::from_u128(1_000 + i as u128),
-                    ..ctx(&rules, min)
-                };
-                let order = compact_str::format_compact!("mall:O{n}");
-                let cmd = match kind {
+            let reset = |m: &mut Member| m.orders_due = OrdersDue::default();
+            same_as_reset(&rules, ("m9", "o9"), ops, reset, |kind, n, order| match kind {
                     0 => MemberCmd::OrderPlaced {
                         order,
                         channel: "mall".into(),
@@ -2935,35 +2885,66 @@ mod tests {
                     2 => MemberCmd::OrderCancelled { order },
                     3 => MemberCmd::OrderReturned { order, value: 700 },
                     _ => MemberCmd::Redeem { order, points: 1 },
-                };
-                let (mut fa, mut fb) = (Effects::default(), Effects::default());
-                live.handle(&me, cmd.clone(), &c, &mut fa);
-                forced.orders_due = OrdersDue::default();
-                forced.handle(&me, cmd, &c, &mut fb);
-                proptest::prop_assert_eq!(&fa, &fb);
-                proptest::prop_assert_eq!(
-                    serde_json::to_string(&live).unwrap(),
-                    serde_json::to_string(&forced).unwrap()
-                );
-            }
+            })?;
         }
+    }
+
+    /// A member `me` known by the open id `openid`, as after its first event.
+    fn identified(me: &Str, openid: &str, rules: &Rules) -> Member {
+        let mut m = Member::default();
+        m.handle(
+            me,
+            MemberCmd::Seen {
+                bind: vec![("openid".into(), openid.into())],
+                then: Box::new(MemberCmd::Identify),
+            },
+            &ctx(rules, 0),
+            &mut Effects::default(),
+        );
+        m
+    }
+
+    /// Runs the commands `cmd(kind, n, "mall:O{n}")` of `ops` (kind, n, minutes forward or
+    /// back; time never before 0) on two copies of a fresh member, `reset` applied to the
+    /// second before each command, and fails unless both give the same effects and the
+    /// same state (as JSON) after every command: the state `reset` drops is derived.
+    fn same_as_reset(
+        rules: &Rules,
+        (me, openid): (&str, &str),
+        ops: Vec<(u8, u32, i64)>,
+        reset: impl Fn(&mut Member),
+        cmd: impl Fn(u8, u32, Str) -> MemberCmd,
+    ) -> Result<(), proptest::test_runner::TestCaseError> {
+        let me = Str::from(me);
+        let mut live = identified(&me, openid, rules);
+        let mut other = live.clone();
+        let mut min = 0i64;
+        for (i, (kind, n, step)) in ops.into_iter().enumerate() {
+            min = (min + step).max(0);
+            let c = Ctx {
+                event: Uuid::from_u128(1_000 + i as u128),
+                ..ctx(rules, min)
+            };
+            let cmd = cmd(kind, n, compact_str::format_compact!("mall:O{n}"));
+            let (mut fa, mut fb) = (Effects::default(), Effects::default());
+            live.handle(&me, cmd.clone(), &c, &mut fa);
+            reset(&mut other);
+            other.handle(&me, cmd, &c, &mut fb);
+            proptest::prop_assert_eq!(&fa, &fb);
+            proptest::prop_assert_eq!(
+                serde_json::to_string(&live).unwrap(),
+                serde_json::to_string(&other).unwrap()
+            );
+        }
+        Ok(())
     }
 
     /// A member with a long history: 45 orders on 45 days, their lots, then a return
     /// months later, after which the oldest orders are pruned (lists past 32 records and back).
     fn long_member(rules: &Rules) -> Member {
         let me = Str::from("m77");
-        let mut m = Member::default();
+        let mut m = identified(&me, "o77", rules);
         let mut fx = Effects::default();
-        m.handle(
-            &me,
-            MemberCmd::Seen {
-                bind: vec![("openid".into(), "o77".into())],
-                then: Box::new(MemberCmd::Identify),
-            },
-            &ctx(rules, 0),
-            &mut fx,
-        );
         for n in 0..45u32 {
             let min = i64::from(n) * 4_000;
             order(&mut m, &me, min, n, 0, rules);
