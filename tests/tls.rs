@@ -97,6 +97,18 @@ fn client_cert_der() -> Vec<u8> {
         .to_vec()
 }
 
+/// The server's next connection completed the handshake with our client certificate and
+/// then received `what` inside TLS; `err` is what the client said, for the message.
+fn handshook(seen: &mpsc::Receiver<Seen>, what: &str, err: &dyn std::fmt::Display) {
+    match seen.recv_timeout(Duration::from_secs(20)).unwrap() {
+        Seen::Handshake { client_cert, bytes } => {
+            assert_eq!(client_cert, client_cert_der(), "our client certificate");
+            assert!(bytes > 0, "{what} after the handshake");
+        }
+        Seen::Failed(why) => panic!("handshake failed: {why} (client: {err})"),
+    }
+}
+
 fn fluvio_cfg(port: u16, ca: &str, client: bool) -> FluvioConfig {
     let mut cfg = FluvioConfig {
         endpoint: format!("127.0.0.1:{port}"),
@@ -132,13 +144,7 @@ fn fluvio_connects_over_mutual_tls_and_refuses_an_untrusted_server() {
         )))
         .err()
         .expect("the test server is no Fluvio cluster");
-    match seen.recv_timeout(Duration::from_secs(20)).unwrap() {
-        Seen::Handshake { client_cert, bytes } => {
-            assert_eq!(client_cert, client_cert_der(), "our client certificate");
-            assert!(bytes > 0, "a fluvio request after the handshake");
-        }
-        Seen::Failed(why) => panic!("handshake failed: {why} (client: {err})"),
-    }
+    handshook(&seen, "a fluvio request", &err);
     // the server's certificate is not from the CA we trust: the client refuses it
     let err = rt
         .block_on(omnistream::fluvio::client::connect(&fluvio_cfg(
@@ -202,11 +208,5 @@ fn cql_offers_its_client_certificate_to_a_node_that_asks() {
     let err = omnistream::cql::CqlStore::open(&cfg)
         .err()
         .expect("the test server is no CQL node");
-    match seen.recv_timeout(Duration::from_secs(20)).unwrap() {
-        Seen::Handshake { client_cert, bytes } => {
-            assert_eq!(client_cert, client_cert_der(), "our client certificate");
-            assert!(bytes > 0, "a CQL frame after the handshake");
-        }
-        Seen::Failed(why) => panic!("handshake failed: {why} (client: {err})"),
-    }
+    handshook(&seen, "a CQL frame", &err);
 }
