@@ -23,7 +23,7 @@ use crate::router::route;
 use crate::seen::Seen;
 use crate::sku::Sku;
 use crate::store::Store;
-use crate::{Ctx, Effects, Key, Rules};
+use crate::{Ctx, Effects, Key, Origin, Rules};
 use compact_str::CompactString as Str;
 use omnistream_schemas::{Event, EventTime};
 use serde::{Deserialize, Serialize};
@@ -151,7 +151,7 @@ pub struct Engine {
     nets: Table<Crowd>,
     rings: Table<Ring>,
     refs: RefData,
-    queue: VecDeque<(Key, Cmd)>,
+    queue: VecDeque<(Key, Cmd, Origin)>,
     timers: BTreeSet<(i64, Key)>,
     /// The one pending timer of each key: a new request replaces the old one, so the set
     /// holds at most one entry per entity instead of one per command that re-armed it.
@@ -356,22 +356,105 @@ impl Engine {
 
     /// Processes one event to the end of its cascade; outputs are appended to `out`.
     pub fn apply(&mut self, ev: &Event, out: &mut Vec<Emitted>) -> Applied {
-        if self.seen.contains(&ev.id) {
-            self.stats.duplicates += 1;
-            return Applied::Duplicate;
+        if let Err(refused) = self.admit(ev) {
+            return refused;
         }
-        if self.late(ev.ts.unix_us).is_some() {
-            self.stats.late += 1;
-            return Applied::Late;
-        }
-        self.remember(ev.id, ev.ts.unix_us);
         self.advance(ev.ts.unix_us - self.rules.watermark_lag_s * 1_000_000, out);
-        self.stats.events += 1;
         self.refs.observe(ev);
-        self.queue.extend(route(ev));
+        self.queue
+            .extend(route(ev).into_iter().map(|(k, c)| (k, c, None)));
         let ran = self.drain(ev.id, ev.ts, out);
         self.trim();
         Applied::Done(ran)
+    }
+
+    /// The checks before an event runs: a repeat or a late event is refused (and counted);
+    /// otherwise its id is remembered and it is counted as processed.
+    pub(crate) fn admit(&mut self, ev: &Event) -> Result<(), Applied> {
+        if self.seen.contains(&ev.id) {
+            self.stats.duplicates += 1;
+            return Err(Applied::Duplicate);
+        }
+        if self.late(ev.ts.unix_us).is_some() {
+            self.stats.late += 1;
+            return Err(Applied::Late);
+        }
+        self.remember(ev.id, ev.ts.unix_us);
+        self.stats.events += 1;
+        Ok(())
+    }
+
+    /// The watermark after an event at `ts_us`.
+    pub(crate) fn watermark_after(&self, ts_us: i64) -> i64 {
+        self.watermark
+            .max(ts_us - self.rules.watermark_lag_s * 1_000_000)
+    }
+
+    /// Moves the watermark without firing timers (a sharded host pops them itself, see
+    /// [`Engine::pop_due`]), forgetting ids beyond the horizon.
+    pub(crate) fn set_watermark(&mut self, to_us: i64) {
+        if to_us > self.watermark {
+            self.watermark = to_us;
+            self.seen.expire(to_us - DEDUP_HORIZON_US);
+        }
+    }
+
+    /// The first pending timer at or before `to_us`, removed and counted.
+    pub(crate) fn pop_due(&mut self, to_us: i64) -> Option<(i64, Key)> {
+        let (at, _) = self.timers.first()?;
+        if *at > to_us {
+            return None;
+        }
+        let (at, key) = self.timers.pop_first()?;
+        self.timer_of.remove(&key);
+        self.stats.timers += 1;
+        Some((at, key))
+    }
+
+    /// Updates the reference data with an event (a sharded host gives every shard every
+    /// event's reference data).
+    pub(crate) fn observe_refs(&mut self, ev: &Event) {
+        self.refs.observe(ev);
+    }
+
+    /// Runs one command without a queue: the commands it sends are appended to `sends` for
+    /// the host to deliver, its outputs to `out`, and its timers are armed here.
+    pub(crate) fn run_one(
+        &mut self,
+        key: Key,
+        cmd: Cmd,
+        event: Uuid,
+        at: EventTime,
+        sends: &mut Vec<(Key, Cmd, Origin)>,
+        out: &mut Vec<Emitted>,
+    ) {
+        self.dispatch(key, cmd, event, at);
+        self.stats.commands += 1;
+        self.fx.take_sends(|k, c, o| sends.push((k, c, o)));
+        self.arm_timers();
+        out.extend(
+            self.fx
+                .outputs
+                .drain(..)
+                .map(|output| Emitted { event, at, output }),
+        );
+    }
+
+    /// Passivates entities over the bound (a sharded host calls it after an epoch).
+    pub(crate) fn trim_now(&mut self) {
+        self.trim();
+    }
+
+    /// Adds the timers the last command asked for, one per key.
+    fn arm_timers(&mut self) {
+        for (k, t) in self.fx.timers.drain(..) {
+            if let Some(old) = self.timer_of.insert(k.clone(), t) {
+                if old != t {
+                    self.timers.remove(&(old, k.clone()));
+                }
+            }
+            self.timers.insert((t, k));
+        }
     }
 
     /// Runs one command from outside the event streams (the admin API: a review resolution,
@@ -386,7 +469,7 @@ impl Engine {
         at: EventTime,
         out: &mut Vec<Emitted>,
     ) -> usize {
-        self.queue.push_back((key, cmd));
+        self.queue.push_back((key, cmd, None));
         self.drain(id, at, out)
     }
 
@@ -403,7 +486,7 @@ impl Engine {
             self.timers.pop_first();
             self.timer_of.remove(&key);
             self.stats.timers += 1;
-            self.queue.push_back((key, Cmd::Tick));
+            self.queue.push_back((key, Cmd::Tick, None));
             self.drain(
                 Uuid::nil(),
                 EventTime::from_unix_ms(at.div_euclid(1000)),
@@ -446,26 +529,21 @@ impl Engine {
 
     fn drain(&mut self, event: Uuid, at: EventTime, out: &mut Vec<Emitted>) -> usize {
         let mut ran = 0;
-        while let Some((key, cmd)) = self.queue.pop_front() {
+        while let Some((key, cmd, origin)) = self.queue.pop_front() {
             if ran >= MAX_CASCADE {
                 self.stats.runaway += 1;
                 self.queue.clear();
                 break;
             }
             ran += 1;
+            let (event, at) = origin.unwrap_or((event, at));
             self.dispatch(key, cmd, event, at);
-            let fx = &mut self.fx;
-            self.queue.extend(fx.sends.drain(..));
-            for (k, t) in fx.timers.drain(..) {
-                if let Some(old) = self.timer_of.insert(k.clone(), t) {
-                    if old != t {
-                        self.timers.remove(&(old, k.clone()));
-                    }
-                }
-                self.timers.insert((t, k));
-            }
+            let queue = &mut self.queue;
+            self.fx.take_sends(|k, c, o| queue.push_back((k, c, o)));
+            self.arm_timers();
             out.extend(
-                fx.outputs
+                self.fx
+                    .outputs
                     .drain(..)
                     .map(|output| Emitted { event, at, output }),
             );
@@ -724,6 +802,11 @@ impl Engine {
             m = self.members.get(&next, cold)?;
         }
         None
+    }
+
+    /// A member's own state, an alias or not (aliases not followed).
+    pub(crate) fn member_here(&self, id: &str) -> Option<Cow<'_, Member>> {
+        self.members.get(id, self.cold_ref())
     }
 
     /// The member an identity belongs to (value already hashed for personal kinds).

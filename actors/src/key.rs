@@ -55,6 +55,51 @@ impl Key {
     }
 }
 
+impl Key {
+    /// A stable 64-bit FNV-1a hash of the key's display form (`member/m…`, `identity/phone/…`):
+    /// the same on every machine, build and run, without building the string. Shards and
+    /// processes agree through it on who owns a key.
+    pub fn stable_hash(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut feed = |bytes: &[u8]| {
+            for b in bytes {
+                h ^= u64::from(*b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        feed(self.kind().as_bytes());
+        feed(b"/");
+        match self {
+            Key::Identity(k, v) => {
+                feed(k.as_bytes());
+                feed(b"/");
+                feed(v.as_bytes());
+            }
+            Key::Member(id)
+            | Key::Order(id)
+            | Key::Sku(id)
+            | Key::Dealer(id)
+            | Key::Store(id)
+            | Key::Campaign(id)
+            | Key::Code(id)
+            | Key::Device(id)
+            | Key::Ip(id)
+            | Key::Net(id)
+            | Key::Ring(id) => feed(id.as_bytes()),
+        }
+        h
+    }
+
+    /// The shard of `shards` that owns the key: `stable_hash % shards` (0 when there is one).
+    pub fn owner(&self, shards: usize) -> usize {
+        if shards <= 1 {
+            return 0;
+        }
+        // the remainder is below `shards`, a usize
+        usize::try_from(self.stable_hash() % shards as u64).unwrap_or(0)
+    }
+}
+
 impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

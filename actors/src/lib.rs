@@ -22,6 +22,7 @@ pub mod packed;
 pub mod refdata;
 pub mod router;
 pub mod seen;
+pub mod sharded;
 pub mod sku;
 pub mod store;
 pub mod vecmap;
@@ -74,12 +75,35 @@ pub struct Effects {
     pub outputs: Vec<Output>,
     /// Timers: deliver `Cmd::Tick` to the key when the watermark reaches the time (µs).
     pub timers: Vec<(Key, i64)>,
+    /// Sends that descend from another event than the one running: `(index in sends,
+    /// event id, event time)` (a merging member's stash, handed on after the merge).
+    pub origins: Vec<(usize, uuid::Uuid, EventTime)>,
 }
+
+/// The event a command descends from, when it is not the one its sender ran under.
+pub type Origin = Option<(uuid::Uuid, EventTime)>;
 
 impl Effects {
     /// Sends a command.
     pub fn send(&mut self, to: Key, cmd: Cmd) {
         self.sends.push((to, cmd));
+    }
+
+    /// Sends a command on behalf of another event than the running one: the receiver runs
+    /// it under that event's id and time (so its duplicate guard and its clock are the
+    /// original event's).
+    pub fn send_from(&mut self, to: Key, cmd: Cmd, event: uuid::Uuid, at: EventTime) {
+        self.origins.push((self.sends.len(), event, at));
+        self.sends.push((to, cmd));
+    }
+
+    /// Takes the sends, each with its origin when it has one.
+    pub fn take_sends(&mut self, mut f: impl FnMut(Key, Cmd, Origin)) {
+        let mut origins = self.origins.drain(..).peekable();
+        for (i, (key, cmd)) in self.sends.drain(..).enumerate() {
+            let origin = origins.next_if(|o| o.0 == i).map(|(_, e, at)| (e, at));
+            f(key, cmd, origin);
+        }
     }
 
     /// Emits an output.
@@ -97,6 +121,7 @@ impl Effects {
         self.sends.clear();
         self.outputs.clear();
         self.timers.clear();
+        self.origins.clear();
     }
 }
 

@@ -293,6 +293,11 @@ pub struct Merging {
     pub into: Str,
     /// Commands received meanwhile.
     pub stash: Vec<MemberCmd>,
+    /// The event each stashed command descends from (absent in states from before it was
+    /// kept: those commands run under the event that ends the merge). A merge begun by one
+    /// event can meet other events' commands only when shards run epochs of several events.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub origins: Vec<(uuid::Uuid, omnistream_schemas::EventTime)>,
 }
 
 /// A member's days of activity, kept newest first: the record a command changes (today's)
@@ -1259,15 +1264,29 @@ impl Member {
         }
         if let Some(m) = self.merging.as_mut() {
             match cmd {
-                MemberCmd::Absorbed { into } if into == m.into => self.become_alias(into, ctx, fx),
-                MemberCmd::AbsorbRefused { by } if by == m.into => {
+                // the one answer to the one state handed over: from the survivor asked, or from
+                // the member it had meanwhile merged into (an alias forwards the hand-over),
+                // so the answer is taken from whoever gives it (waiting for the first
+                // survivor's name only would stash it, and the merge would never end)
+                MemberCmd::Absorbed { into } => self.become_alias(into, ctx, fx),
+                MemberCmd::AbsorbRefused { .. } => {
                     let stash = std::mem::take(&mut m.stash);
+                    let mut origins = std::mem::take(&mut m.origins).into_iter();
                     self.merging = None;
                     for c in stash {
-                        self.handle(me, c, ctx, fx);
+                        match origins.next() {
+                            Some((event, at)) => {
+                                let own = Ctx { at, event, ..*ctx };
+                                self.handle(me, c, &own, fx);
+                            }
+                            None => self.handle(me, c, ctx, fx),
+                        }
                     }
                 }
-                other => m.stash.push(other),
+                other => {
+                    m.stash.push(other);
+                    m.origins.push((ctx.event, ctx.at));
+                }
             }
             return;
         }
@@ -1592,6 +1611,7 @@ impl Member {
                 self.merging = Some(Box::new(Merging {
                     into: survivor,
                     stash: Vec::new(),
+                    origins: Vec::new(),
                 }));
             }
             MemberCmd::Absorb { from, state } => self.absorb(from, *state, ctx, fx),
@@ -2034,7 +2054,11 @@ impl Member {
 
     /// The merged-away side: hand over, forward what waited, keep only the alias.
     fn become_alias(&mut self, into: Str, _ctx: &Ctx, fx: &mut Effects) {
-        let stash = self.merging.take().map(|m| m.stash).unwrap_or_default();
+        let (stash, origins) = self
+            .merging
+            .take()
+            .map(|m| (m.stash, m.origins))
+            .unwrap_or_default();
         if self.points.balance > 0 {
             let b = self.points.balance;
             self.entry(-b, "merged_out", Some(into.clone()), fx);
@@ -2047,8 +2071,13 @@ impl Member {
             ..Member::default()
         };
         self.points.seq = seq;
+        let mut origins = origins.into_iter();
         for c in stash {
-            fx.send(Key::Member(into.clone()), Cmd::Member(c));
+            let to = Key::Member(into.clone());
+            match origins.next() {
+                Some((event, at)) => fx.send_from(to, Cmd::Member(c), event, at),
+                None => fx.send(to, Cmd::Member(c)),
+            }
         }
     }
 
@@ -2649,7 +2678,7 @@ mod tests {
     /// JSON of `full_member`, as the layout before the compact one (commit f2fde8e) wrote it.
     const FULL_JSON: &str = r#"{"id":"m0123456789abcdef","ids":[["openid","o-other"],["openid","oX7f_2kq9ZLmA81bC3dEfGhIjK"],["phone","9f2c4d1e8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d"]],"first_seen":1792800000000000,"last_seen":1794000000000000,"first_store":"st-009","channels":["campaign","douyin","mall"],"stores":[["st-009",1792800000000000],["st-001",1794000000000000],["st-002",1796073600000000],["st-003",1797000720000000]],"days":[{"day":20750,"orders":1,"amount":16699,"redeem_orders":0,"clicks":0,"scans":0,"visits":1,"earned":166},{"day":20763,"orders":1,"amount":2699,"redeem_orders":0,"clicks":1,"scans":0,"visits":1,"earned":26},{"day":20769,"orders":1,"amount":4699,"redeem_orders":0,"clicks":1,"scans":0,"visits":0,"earned":46},{"day":20775,"orders":1,"amount":6699,"redeem_orders":0,"clicks":1,"scans":0,"visits":0,"earned":66},{"day":20781,"orders":1,"amount":8699,"redeem_orders":0,"clicks":1,"scans":0,"visits":0,"earned":86},{"day":20787,"orders":1,"amount":10699,"redeem_orders":1,"clicks":1,"scans":0,"visits":0,"earned":106},{"day":20793,"orders":1,"amount":12699,"redeem_orders":0,"clicks":1,"scans":0,"visits":0,"earned":0},{"day":20798,"orders":0,"amount":0,"redeem_orders":0,"clicks":0,"scans":3,"visits":0,"earned":20}],"last_order":1796592000000000,"bought":[["SKU-NEW",1796592000000000]],"tags":["new_product_fan"],"tier":"member","tier_at":1797001800000000,"points":{"balance":401,"pending":126,"debt":0,"lots":[[1792800060000000,166],[1795036860000000,22],[1795555260000000,86],[1796073660000000,106],[1797000000000000,1],[1797000600000000,10],[1797000720000000,10]],"seq":12},"orders":{"mall:O0":{"value":2699,"pending":0,"earned":26,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1794000060000000},"mall:O1":{"value":4699,"pending":0,"earned":46,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1794518460000000},"mall:O2":{"value":6699,"pending":0,"earned":66,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1795036860000000},"mall:O3":{"value":8699,"pending":0,"earned":86,"reversed":86,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":true,"at":1797000060000000},"mall:O4":{"value":10699,"pending":0,"earned":106,"reversed":10,"redeemed":20,"refunded":1,"returned":1000,"placed":true,"cancelled":false,"at":1797000000000000},"mall:O5":{"value":12699,"pending":126,"earned":0,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1796592000000000},"mall:O7":{"value":16699,"pending":0,"earned":166,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1792800060000000}},"caps":[["cny-2027",20798,2]],"recent":[1,3,8643,17283,25923,34563,43203,9223372036854825819,50011,9223372036854825820,50012,9223372036854825821,50013,19998],"conflicts":0,"timer_at":1798038600000000,"pruned_day":0,"scan":{"rate":[[[359400144,1]],[[5990002,3]],[[499166,3]]],"last_geo":[33.230000000000004,121.47,1797000720000000],"batches":[[8461818871936413217,1797000600000000],[8461818871936413217,1797000660000000],[8461818871936413217,1797000720000000]],"ring":"m0000@2971","ring_size":5,"addrs":[[3853945448803498574,5899124329930544746,1797000720000000]],"merged":[624174092497489363]},"held":[{"event":50012,"campaign":"cny-2027","points":10,"daily_cap":3,"at":1797000660000000}]}"#;
     /// JSON of a member waiting for a merge's answer, with a command stashed (same origin).
-    const MERGING_JSON: &str = r#"{"id":"m5","merging":{"into":"m1","stash":[{"click":{"channel":"mall","campaign":null}}]},"ids":[["openid","o5"]],"first_seen":1794000000000000,"last_seen":1794000000000000,"channels":["douyin"],"stores":[],"days":[{"day":20763,"orders":0,"amount":0,"redeem_orders":0,"clicks":1,"scans":0,"visits":0,"earned":0}],"last_order":0,"tags":[],"tier":"member","tier_at":1794000000000000,"points":{"balance":0,"pending":0,"debt":0,"lots":[],"seq":0},"orders":{},"recent":[1],"conflicts":0,"timer_at":1796592000000000,"pruned_day":0}"#;
+    const MERGING_JSON: &str = r#"{"id":"m5","merging":{"into":"m1","stash":[{"click":{"channel":"mall","campaign":null}}],"origins":[["00000000-0000-0000-0000-000000000003","2026-11-06T21:22:00.000Z"]]},"ids":[["openid","o5"]],"first_seen":1794000000000000,"last_seen":1794000000000000,"channels":["douyin"],"stores":[],"days":[{"day":20763,"orders":0,"amount":0,"redeem_orders":0,"clicks":1,"scans":0,"visits":0,"earned":0}],"last_order":0,"tags":[],"tier":"member","tier_at":1794000000000000,"points":{"balance":0,"pending":0,"debt":0,"lots":[],"seq":0},"orders":{},"recent":[1],"conflicts":0,"timer_at":1796592000000000,"pruned_day":0}"#;
     /// JSON of a member merged away (an alias), same origin.
     const ALIAS_JSON: &str = r#"{"id":"m5","alias_of":"m1","ids":[],"first_seen":0,"last_seen":0,"channels":[],"stores":[],"days":[],"last_order":0,"tags":[],"tier":"","tier_at":0,"points":{"balance":0,"pending":0,"debt":0,"lots":[],"seq":0},"orders":{},"recent":[],"conflicts":0,"timer_at":0,"pruned_day":0}"#;
 
@@ -2983,6 +3012,17 @@ mod tests {
             ("alias", alias, ALIAS_JSON),
             ("long", long_member(&rules), LONG_JSON),
         ];
+        // a merging member saved before stashed commands kept their events still reads
+        let before = MERGING_JSON.replace(
+            r#","origins":[["00000000-0000-0000-0000-000000000003","2026-11-06T21:22:00.000Z"]]"#,
+            "",
+        );
+        let old: Member = serde_json::from_str(&before).unwrap();
+        let stash = old
+            .merging
+            .as_ref()
+            .map(|m| (m.stash.len(), m.origins.len()));
+        assert_eq!(stash, Some((1, 0)));
         for (name, m, want) in cases {
             let json = serde_json::to_string(&m).unwrap();
             assert_eq!(json, want, "{name}");

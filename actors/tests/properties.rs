@@ -5,7 +5,8 @@
 //! scan gets exactly one fraud decision, the same on replay.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
-use omnistream_actors::engine::{Emitted, Engine};
+use omnistream_actors::engine::{Applied, Emitted, Engine};
+use omnistream_actors::sharded::Sharded;
 use omnistream_actors::{Output, Rules};
 use omnistream_schemas::{Decoder, Event, Pii};
 use proptest::prelude::*;
@@ -507,4 +508,114 @@ fn new_codes_skip_the_cold_tier_and_passivated_ones_are_found() {
         )),
         "{out:?}"
     );
+}
+
+/// Runs `events` through `shards` shards in epochs of the sizes in `cuts` (cycled).
+fn run_sharded(
+    shards: usize,
+    events: &[Event],
+    cuts: &[usize],
+) -> (Sharded, Vec<Emitted>, Vec<(Applied, usize)>) {
+    let mut s = Sharded::new(rules(), shards);
+    let (mut out, mut results) = (Vec::new(), Vec::new());
+    let mut rest = events;
+    for &cut in cuts.iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let (epoch, tail) = rest.split_at(cut.clamp(1, rest.len()));
+        results.extend(s.apply_epoch(epoch, &mut out));
+        rest = tail;
+    }
+    (s, out, results)
+}
+
+/// Both kinds of generated stream in one: orders, stock, dealers, identities and crowded scans.
+fn mixed(world: u8) -> impl Strategy<Value = Vec<Event>> {
+    (seq(world), fraud_seq(world)).prop_map(move |(a, b)| {
+        let mut gens = b;
+        gens.extend(a);
+        materialize(world, &gens)
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// The number of shards changes nothing: for the same epochs, N shards reach the state,
+    /// outputs and per-event outcomes of one.
+    #[test]
+    fn any_number_of_shards_gives_the_state_and_outputs_of_one(
+        events in mixed(7),
+        shards in 2..5usize,
+        cuts in proptest::collection::vec(1..12usize, 1..8),
+    ) {
+        let (one, o1, r1) = run_sharded(1, &events, &cuts);
+        let (many, on, rn) = run_sharded(shards, &events, &cuts);
+        prop_assert_eq!(&r1, &rn);
+        prop_assert_eq!(serde_json::to_string(&o1).unwrap(), serde_json::to_string(&on).unwrap());
+        prop_assert_eq!(
+            serde_json::to_string(&one.try_snapshot().unwrap()).unwrap(),
+            serde_json::to_string(&many.try_snapshot().unwrap()).unwrap()
+        );
+        prop_assert_eq!(one.stats(), many.stats());
+    }
+
+    /// The invariants under epochs of several events: points never negative and equal to the
+    /// ledger, every scan decided once, stock never oversold.
+    ///
+    /// KNOWN TO FAIL, hence ignored: with several events per epoch, a member merge begun by one
+    /// event meets other events' commands, and a scan's decision is sometimes lost or given
+    /// twice (found by this test; two protocol gaps it found are fixed: a merging member's
+    /// stash now keeps each command's event, and a merge answer is taken from whichever
+    /// survivor gives it). Until it passes, hosts run epochs of one event.
+    #[test]
+    #[ignore = "multi-event epochs still lose or repeat a scan decision across member merges"]
+    fn invariants_hold_with_epochs_of_several_events(
+        events in mixed(7),
+        shards in 1..4usize,
+        cuts in proptest::collection::vec(1..12usize, 1..8),
+    ) {
+        let (many, on, _) = run_sharded(shards, &events, &cuts);
+        let mut balance: BTreeMap<&str, i64> = BTreeMap::new();
+        for e in &on {
+            if let Output::Ledger { member, delta, balance: b, .. } = &e.output {
+                prop_assert!(*b >= 0);
+                let sum = balance.entry(member.as_str()).or_default();
+                *sum += delta;
+                prop_assert_eq!(*sum, *b);
+            }
+        }
+        for (id, n) in decisions_per_scan(&events, &on) {
+            prop_assert_eq!(n, 1, "scan {} got {} decisions", id, n);
+        }
+        let snap = many.try_snapshot().unwrap();
+        for (sku, s) in &snap.skus {
+            for (loc, l) in &s.view().locations {
+                prop_assert!(l.reserved >= 0 && l.reserved + l.safety <= l.on_hand, "{}@{} oversold", sku, loc);
+            }
+        }
+    }
+
+    /// Epochs of one event are the single engine, event by event: same state, same outputs
+    /// in the same order, same outcomes.
+    #[test]
+    fn epochs_of_one_event_are_the_single_engine(events in mixed(8), shards in 1..5usize) {
+        let mut engine = Engine::new(rules());
+        let mut oe = Vec::new();
+        let mut re = Vec::new();
+        for ev in &events {
+            let before = oe.len();
+            let a = engine.apply(ev, &mut oe);
+            re.push((a, oe.len() - before));
+        }
+        let (s, os, rs) = run_sharded(shards, &events, &[1]);
+        prop_assert_eq!(&re, &rs);
+        prop_assert_eq!(serde_json::to_string(&oe).unwrap(), serde_json::to_string(&os).unwrap());
+        prop_assert_eq!(
+            serde_json::to_string(&engine.snapshot()).unwrap(),
+            serde_json::to_string(&s.try_snapshot().unwrap()).unwrap()
+        );
+        prop_assert_eq!(engine.stats.clone(), s.stats());
+    }
 }
