@@ -432,12 +432,10 @@ impl Engine {
         self.stats.commands += 1;
         self.fx.take_sends(|k, c, o| sends.push((k, c, o)));
         self.arm_timers();
-        out.extend(
-            self.fx
-                .outputs
-                .drain(..)
-                .map(|output| Emitted { event, at, output }),
-        );
+        self.fx.take_outputs(|output, o| {
+            let (event, at) = o.unwrap_or((event, at));
+            out.push(Emitted { event, at, output });
+        });
     }
 
     /// Passivates entities over the bound (a sharded host calls it after an epoch).
@@ -539,14 +537,14 @@ impl Engine {
             let (event, at) = origin.unwrap_or((event, at));
             self.dispatch(key, cmd, event, at);
             let queue = &mut self.queue;
-            self.fx.take_sends(|k, c, o| queue.push_back((k, c, o)));
+            // what a command run on behalf of another event sends is on that event's behalf
+            self.fx
+                .take_sends(|k, c, o| queue.push_back((k, c, o.or(origin))));
             self.arm_timers();
-            out.extend(
-                self.fx
-                    .outputs
-                    .drain(..)
-                    .map(|output| Emitted { event, at, output }),
-            );
+            self.fx.take_outputs(|output, o| {
+                let (event, at) = o.unwrap_or((event, at));
+                out.push(Emitted { event, at, output });
+            });
         }
         self.stats.commands += ran as u64;
         ran

@@ -78,6 +78,8 @@ pub struct Effects {
     /// Sends that descend from another event than the one running: `(index in sends,
     /// event id, event time)` (a merging member's stash, handed on after the merge).
     pub origins: Vec<(usize, uuid::Uuid, EventTime)>,
+    /// Outputs that descend from another event than the one running, likewise.
+    pub out_origins: Vec<(usize, uuid::Uuid, EventTime)>,
 }
 
 /// The event a command descends from, when it is not the one its sender ran under.
@@ -106,6 +108,41 @@ impl Effects {
         }
     }
 
+    /// Takes the outputs, each with its origin when it has one.
+    pub fn take_outputs(&mut self, mut f: impl FnMut(Output, Origin)) {
+        let mut origins = self.out_origins.drain(..).peekable();
+        for (i, o) in self.outputs.drain(..).enumerate() {
+            let origin = origins.next_if(|x| x.0 == i).map(|(_, e, at)| (e, at));
+            f(o, origin);
+        }
+    }
+
+    /// How many sends and outputs there are so far (see [`Effects::mark_origin`]).
+    pub fn mark(&self) -> (usize, usize) {
+        (self.sends.len(), self.outputs.len())
+    }
+
+    /// Gives the sends and outputs made since `mark` that have no origin yet the origin
+    /// `(event, at)`: a command run on behalf of another event (a merging member's stash)
+    /// sends and emits on that event's behalf.
+    pub fn mark_origin(&mut self, mark: (usize, usize), event: uuid::Uuid, at: EventTime) {
+        fn fill(
+            origins: &mut Vec<(usize, uuid::Uuid, EventTime)>,
+            range: std::ops::Range<usize>,
+            event: uuid::Uuid,
+            at: EventTime,
+        ) {
+            for i in range {
+                if !origins.iter().any(|o| o.0 == i) {
+                    origins.push((i, event, at));
+                }
+            }
+            origins.sort_by_key(|o| o.0);
+        }
+        fill(&mut self.origins, mark.0..self.sends.len(), event, at);
+        fill(&mut self.out_origins, mark.1..self.outputs.len(), event, at);
+    }
+
     /// Emits an output.
     pub fn out(&mut self, o: Output) {
         self.outputs.push(o);
@@ -122,6 +159,7 @@ impl Effects {
         self.outputs.clear();
         self.timers.clear();
         self.origins.clear();
+        self.out_origins.clear();
     }
 }
 

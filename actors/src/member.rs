@@ -1277,7 +1277,11 @@ impl Member {
                         match origins.next() {
                             Some((event, at)) => {
                                 let own = Ctx { at, event, ..*ctx };
+                                let mark = fx.mark();
                                 self.handle(me, c, &own, fx);
+                                if event != ctx.event {
+                                    fx.mark_origin(mark, event, at);
+                                }
                             }
                             None => self.handle(me, c, ctx, fx),
                         }

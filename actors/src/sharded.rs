@@ -14,8 +14,9 @@
 //! So each key sees its commands in the order `(round, event, root, path)`, which names
 //! every command uniquely and does not mention shards; a command's content depends only on
 //! its sender's state, which by induction is the same; hence **N shards reach exactly the
-//! state and outputs of one** for the same epochs. Outputs are merged in the order
-//! `(event, round, root, path, index)`.
+//! state and outputs of one** for the same epochs. Outputs are merged in the order the
+//! commands ran, `(round, event, root, path, index)`, so each key's outputs (a member's
+//! ledger entries, a SKU's stock changes) keep the order its state changed in.
 //!
 //! With one event per epoch that order is the single engine's breadth-first cascade, so
 //! epochs of one event reproduce [`Engine::apply`] exactly (timers too, as long as a timer's
@@ -23,7 +24,9 @@
 //! itself). Longer epochs trade that for throughput: within an epoch, a command `d` hops from
 //! its event runs after the commands fewer hops from theirs, and every event's reference
 //! data is known from the epoch's start. The result is still a function of the input and the
-//! epoch cuts alone, so a host that logs its cuts replays to the same state.
+//! epoch cuts alone, so a host that logs its cuts replays to the same state. Entities must
+//! then bear other events' commands between the messages of one event's protocol (a member
+//! merge's hand-over): `actors/tests/properties.rs` checks the invariants under such epochs.
 //!
 //! Deduplication, the lateness check and the watermark are the coordinator's (shard 0's
 //! engine, before the epoch runs), so they judge each event exactly as one engine would.
@@ -88,6 +91,9 @@ struct Admitted<'a> {
 /// What the shards share while an epoch runs.
 struct Exchange {
     shards: usize,
+    /// Each admitted event's place in the epoch, by id: an output made on behalf of another
+    /// event than its command's (see [`crate::Effects::mark_origin`]) counts as that event's.
+    seq_of: std::collections::HashMap<Uuid, u32>,
     barrier: Barrier,
     /// `boxes[round % 2][from * shards + to]`: two sets, so a shard that runs ahead into the
     /// next round never writes where a slower one is still reading.
@@ -97,7 +103,7 @@ struct Exchange {
 }
 
 impl Exchange {
-    fn new(shards: usize) -> Exchange {
+    fn new(shards: usize, admitted: &[Admitted<'_>]) -> Exchange {
         let boxes = || {
             (0..shards * shards)
                 .map(|_| Mutex::new(Vec::new()))
@@ -105,6 +111,11 @@ impl Exchange {
         };
         Exchange {
             shards,
+            seq_of: admitted
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (a.ev.id, u32::try_from(i).unwrap_or(u32::MAX)))
+                .collect(),
             barrier: Barrier::new(shards),
             boxes: [boxes(), boxes()],
             sent: (0..MAX_ROUNDS).map(|_| AtomicUsize::new(0)).collect(),
@@ -130,8 +141,9 @@ impl Exchange {
     }
 }
 
-/// An output with its place in the epoch's order.
-type Placed = ((u32, u32, Root, Vec<u32>, u32), Emitted);
+/// An output with its place in the order commands ran (round, event, root, path, index), and
+/// the event it belongs to (its command's, or the one it was made on behalf of).
+type Placed = ((u32, u32, Root, Vec<u32>, u32), u32, Emitted);
 
 /// One shard's part of an epoch: its outputs with their places, the commands it ran for
 /// each admitted event, and whether the cascade was cut at [`MAX_ROUNDS`].
@@ -182,9 +194,11 @@ impl Sharded {
     }
 
     /// Runs one epoch: the events in order, each admitted or refused as one engine would,
-    /// the admitted ones' cascades over all shards. Returns each event's outcome and how many
-    /// of the outputs appended to `out` are its own (the timers it made due come first, as
-    /// with [`Engine::apply`]); `Done` counts the commands of its cascade.
+    /// the admitted ones' cascades over all shards. Outputs are appended to `out` in the order
+    /// their commands ran; each carries its event's id (nil for a timer's). Returns each
+    /// event's outcome and how many of the outputs are its own (with the timers it made due,
+    /// as [`Engine::apply`] counts them); `Done` counts the commands of its cascade. With one
+    /// event per epoch, `out` is exactly what [`Engine::apply`] appends.
     pub fn apply_epoch(
         &mut self,
         events: &[Event],
@@ -225,7 +239,7 @@ impl Sharded {
                 roots[key.owner(n)].push((tag, key, cmd, None));
             }
         }
-        let ex = Exchange::new(n);
+        let ex = Exchange::new(n, &admitted);
         let admitted = &admitted;
         let mut parts: Vec<Part> = Vec::with_capacity(n);
         let (first, rest) = self.engines.split_at_mut(1);
@@ -268,7 +282,7 @@ impl Sharded {
             all.extend(part.placed);
         }
         all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        for ((seq, ..), emitted) in all {
+        for (_, seq, emitted) in all {
             let i = index[seq as usize];
             results[i].1 += 1;
             out.push(emitted);
@@ -375,8 +389,8 @@ fn run_shard(
         inbox.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let depth = u32::try_from(round).unwrap_or(u32::MAX);
         let mut count = 0;
-        for (tag, key, cmd, origin) in inbox.drain(..) {
-            let (id, at) = origin.unwrap_or_else(|| match &tag.root {
+        for (tag, key, cmd, own) in inbox.drain(..) {
+            let (id, at) = own.unwrap_or_else(|| match &tag.root {
                 Root::Timer(t, _) => (Uuid::nil(), EventTime::from_unix_ms(t.div_euclid(1000))),
                 Root::Event(_) => {
                     let ev = admitted[tag.seq as usize].ev;
@@ -389,17 +403,19 @@ fn run_shard(
             }
             for (k, e) in emitted.drain(..).enumerate() {
                 let place = (
-                    tag.seq,
                     depth,
+                    tag.seq,
                     tag.root.clone(),
                     tag.path.clone(),
                     u32::try_from(k).unwrap_or(u32::MAX),
                 );
-                placed.push((place, e));
+                let owner = ex.seq_of.get(&e.event).copied().unwrap_or(tag.seq);
+                placed.push((place, owner, e));
             }
             for (k, (key, cmd, origin)) in sends.drain(..).enumerate() {
                 let to = key.owner(n);
-                let msg = (tag.child(k), key, cmd, origin);
+                // what a command run on behalf of another event sends is on its behalf too
+                let msg = (tag.child(k), key, cmd, origin.or(own));
                 count += 1;
                 if to == me {
                     local.push(msg);
