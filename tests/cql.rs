@@ -315,7 +315,7 @@ fn cql_migrate_twice_is_a_no_op_and_a_newer_schema_is_refused() {
     assert_eq!((again.from, again.statements), (Some(v), 0), "{again:?}");
     CqlStore::open(&cfg).unwrap();
     // a keyspace of schema 1 (before checkpoints) is refused until migrated, and then
-    // gains the checkpoint tables
+    // gains the checkpoint tables (3 statements) and the state table of each kind (12)
     cql::force_schema_version(&cfg, 1).unwrap();
     let e = CqlStore::open(&cfg).err().unwrap().to_string();
     assert!(
@@ -323,7 +323,11 @@ fn cql_migrate_twice_is_a_no_op_and_a_newer_schema_is_refused() {
         "{e}"
     );
     let up = cql::migrate(&cfg).unwrap();
-    assert_eq!((up.from, up.to, up.statements), (Some(1), v, 3), "{up:?}");
+    assert_eq!(
+        (up.from, up.to, up.statements, up.states_copied),
+        (Some(1), v, 3 + Kind::ALL.len(), 0),
+        "{up:?}"
+    );
     CqlStore::open(&cfg).unwrap();
 
     cql::force_schema_version(&cfg, cql::SCHEMA_VERSION + 1).unwrap();
@@ -646,12 +650,12 @@ fn cql_a_durable_checkpoint_deletes_the_rows_it_replaced_in_the_background() {
             .build()
             .await
             .unwrap();
-        let q = format!("SELECT gen FROM {ks}.states WHERE kind = ? AND key = ?");
+        let q = format!("SELECT gen FROM {ks}.state_member WHERE key = ?");
         let mut rows = 0;
         // the cleanups run after each checkpoint returned: give them a few seconds
         for _ in 0..50 {
             let r = session
-                .query_unpaged(q.as_str(), (Kind::Member as u8 as i8, "m1"))
+                .query_unpaged(q.as_str(), ("m1",))
                 .await
                 .unwrap()
                 .into_rows_result()
@@ -991,10 +995,10 @@ fn cql_bench_commit_vs_single_row_inserts() {
 }
 
 /// What an activation costs: loads of passivated states (~1 KB each, the size of a member)
-/// from the `states` table, and from the read cache in front of it. Writes one checkpoint of
-/// `OMNISTREAM_BENCH_EVENTS` states (default 20,000), then loads every key in a shuffled order:
-/// with the cache off; with it on, first pass (all misses: the table) and second pass (all
-/// hits). Prints per-load p50/p99/mean and loads/s; asserts only that every state came back.
+/// from the `state_member` table, and from the read cache in front of it. Writes one
+/// checkpoint of `OMNISTREAM_BENCH_EVENTS` states (default 20,000), then loads every key in a
+/// shuffled order: with the cache off; with it on, first pass (all misses: the table) and
+/// second pass (all hits). Prints per-load p50/p99/mean and loads/s; asserts only that every state came back.
 #[test]
 #[ignore = "benchmark: run with --release -- --ignored cql_bench --nocapture"]
 fn cql_bench_state_loads_from_the_table_and_the_cache() {
