@@ -4,7 +4,8 @@
 //! Design: the engine is a deterministic function of its input log, so what is stored is that
 //! log (accepted events, personal values already hashed), the outputs, a per-member ledger
 //! index and source positions; a restart replays the log after the last checkpoint, whose
-//! entity states and blobs are kept as generations of rows (`states`, see that module). One commit is one atomic group even
+//! entity states and blobs are kept as generations of rows (a table per entity kind,
+//! `state_member` and so on, see the `states` module). One commit is one atomic group even
 //! though CQL has no multi-partition transactions: the data rows are written first (unlogged
 //! batches, one per partition, many in flight), and only then the commit marker, a single
 //! partition write in `positions` that moves `next_seq`/`next_output` forward together with
@@ -37,12 +38,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The schema version this binary writes and reads.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// Schema files in order: `(version, CQL)`; `migrate` applies those above the recorded one.
 pub const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../schemas/cql/001_init.cql")),
     (2, include_str!("../schemas/cql/002_checkpoints.cql")),
+    (3, include_str!("../schemas/cql/003_kind_tables.cql")),
 ];
 
 mod cache;
@@ -318,13 +320,25 @@ pub struct Migrated {
     pub to: i32,
     /// Statements executed.
     pub statements: usize,
+    /// Entity states copied from schema 2's `states` table into the table of their kind
+    /// (schema 3); 0 unless the keyspace was at schema 2.
+    pub states_copied: u64,
 }
 
 /// Applies the schema idempotently (every statement `IF NOT EXISTS`) and records its version;
-/// refuses a keyspace whose recorded version is newer than this binary's.
+/// refuses a keyspace whose recorded version is newer than this binary's. From schema 2 it
+/// also copies the entity states into their kind's table (see the `states` module).
 pub fn migrate(cfg: &CqlConfig) -> Result<Migrated, StoreError> {
+    migrate_to(cfg, SCHEMA_VERSION)
+}
+
+/// [`migrate`] up to schema `target` only (at most this binary's), recording `target` (or
+/// the version found, if higher): for tests that need a keyspace as an older binary left it.
+#[doc(hidden)]
+pub fn migrate_to(cfg: &CqlConfig, target: i32) -> Result<Migrated, StoreError> {
     let rt = Rt::new().map_err(|e| db_err(&cfg.keyspace, format!("runtime: {e}")))?;
     let cfg = cfg.clone();
+    let target = target.min(SCHEMA_VERSION);
     rt.run(async move {
         let ks = cfg.keyspace.as_str();
         let session = connect(&cfg).await?;
@@ -334,7 +348,7 @@ pub fn migrate(cfg: &CqlConfig) -> Result<Migrated, StoreError> {
         }
         let mut n = 0;
         for (version, text) in MIGRATIONS {
-            if from.is_some_and(|f| f >= *version) {
+            if from.is_some_and(|f| f >= *version) || *version > target {
                 continue;
             }
             for stmt in statements(text) {
@@ -352,11 +366,32 @@ pub fn migrate(cfg: &CqlConfig) -> Result<Migrated, StoreError> {
             .await_schema_agreement()
             .await
             .map_err(|e| db_err(ks, format!("schema agreement: {e}")))?;
-        record_version(&session, ks, SCHEMA_VERSION).await?;
+        // schema 3 moved the entity states of schema 2's one `states` table into a table per
+        // kind: copy them before recording 3 (a copy cut short is redone by the next migrate)
+        let mut states_copied = 0;
+        if from == Some(2) && target >= 3 {
+            states_copied = states::copy_v2_states(
+                &session,
+                ks,
+                consistency(&cfg.read_consistency),
+                consistency(&cfg.write_consistency),
+                cfg.write_attempts,
+                cfg.max_concurrent_requests,
+            )
+            .await?;
+            tracing::info!(
+                keyspace = ks,
+                rows = states_copied,
+                "copied the entity states of schema 2 into their kinds' tables"
+            );
+        }
+        let to = from.map_or(target, |f| f.max(target));
+        record_version(&session, ks, to).await?;
         Ok(Migrated {
             from,
-            to: SCHEMA_VERSION,
+            to,
             statements: n,
+            states_copied,
         })
     })
 }
@@ -443,11 +478,8 @@ struct Inner {
     sel_ckpt: PreparedStatement,
     add_unfinished: PreparedStatement,
     set_ckpt: PreparedStatement,
-    ins_state: PreparedStatement,
-    sel_state: PreparedStatement,
-    sel_state_all: PreparedStatement,
-    del_old_states: PreparedStatement,
-    scan_states: PreparedStatement,
+    /// The statements of each kind's state table, in the order of `Kind::ALL`.
+    states: [states::KindStatements; states::KINDS],
     ins_blob: PreparedStatement,
     sel_blob: PreparedStatement,
     del_blob: PreparedStatement,
@@ -587,11 +619,7 @@ impl CqlStore {
                 sel_ckpt: prepare(s, k, "checkpoints", format!("SELECT gen, seq, unfinished FROM {k}.checkpoints WHERE shard = ?"), r).await?,
                 add_unfinished: prepare(s, k, "checkpoints", format!("UPDATE {k}.checkpoints SET unfinished = unfinished + ? WHERE shard = ?"), w).await?,
                 set_ckpt: prepare(s, k, "checkpoints", format!("UPDATE {k}.checkpoints SET gen = ?, seq = ?, unfinished = unfinished - ? WHERE shard = ?"), w).await?,
-                ins_state: prepare(s, k, "states", format!("INSERT INTO {k}.states (kind, key, gen, state) VALUES (?, ?, ?, ?)"), w).await?,
-                sel_state: prepare(s, k, "states", format!("SELECT gen, state FROM {k}.states WHERE kind = ? AND key = ? AND gen <= ? LIMIT {}", states::FIRST_ROWS), r).await?,
-                sel_state_all: prepare(s, k, "states", format!("SELECT gen, state FROM {k}.states WHERE kind = ? AND key = ? AND gen <= ?"), r).await?,
-                del_old_states: prepare(s, k, "states", format!("DELETE FROM {k}.states WHERE kind = ? AND key = ? AND gen < ?"), w).await?,
-                scan_states: prepare(s, k, "states", format!("SELECT kind, key, gen, state FROM {k}.states"), r).await?,
+                states: states::prepare_kinds(s, k, r, w).await?,
                 ins_blob: prepare(s, k, "checkpoint_blobs", format!("INSERT INTO {k}.checkpoint_blobs (gen, name, chunk, data) VALUES (?, ?, ?, ?)"), w).await?,
                 sel_blob: prepare(s, k, "checkpoint_blobs", format!("SELECT data FROM {k}.checkpoint_blobs WHERE gen = ? AND name = ?"), r).await?,
                 del_blob: prepare(s, k, "checkpoint_blobs", format!("DELETE FROM {k}.checkpoint_blobs WHERE gen = ? AND name = ?"), w).await?,
@@ -1188,6 +1216,28 @@ mod tests {
         assert!(s.iter().all(|x| x.contains("{{keyspace}}")));
         assert!(s[0].contains("{{replication}}"));
         assert!(s.iter().all(|x| !x.contains("--")));
+    }
+
+    #[test]
+    fn the_versions_run_one_to_the_binarys_and_schema_3_has_a_table_per_kind() {
+        let versions: Vec<i32> = MIGRATIONS.iter().map(|(v, _)| *v).collect();
+        assert_eq!(versions, (1..=SCHEMA_VERSION).collect::<Vec<_>>());
+        let (v, text) = MIGRATIONS[2];
+        assert_eq!(v, 3);
+        let s = statements(text);
+        assert_eq!(s.len(), states::KINDS, "{s:#?}");
+        for (stmt, table) in s.iter().zip(states::STATE_TABLES) {
+            let head = format!("CREATE TABLE IF NOT EXISTS {{{{keyspace}}}}.{table} (");
+            assert!(stmt.starts_with(&head), "{stmt}");
+            let cols: String = stmt.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert!(
+                cols.ends_with(
+                    "key text, gen bigint, state blob, PRIMARY KEY ((key), gen) ) \
+                     WITH CLUSTERING ORDER BY (gen DESC)"
+                ),
+                "{cols}"
+            );
+        }
     }
 
     #[test]

@@ -315,7 +315,7 @@ fn cql_migrate_twice_is_a_no_op_and_a_newer_schema_is_refused() {
     assert_eq!((again.from, again.statements), (Some(v), 0), "{again:?}");
     CqlStore::open(&cfg).unwrap();
     // a keyspace of schema 1 (before checkpoints) is refused until migrated, and then
-    // gains the checkpoint tables
+    // gains the checkpoint tables (3 statements) and the state table of each kind (12)
     cql::force_schema_version(&cfg, 1).unwrap();
     let e = CqlStore::open(&cfg).err().unwrap().to_string();
     assert!(
@@ -323,7 +323,11 @@ fn cql_migrate_twice_is_a_no_op_and_a_newer_schema_is_refused() {
         "{e}"
     );
     let up = cql::migrate(&cfg).unwrap();
-    assert_eq!((up.from, up.to, up.statements), (Some(1), v, 3), "{up:?}");
+    assert_eq!(
+        (up.from, up.to, up.statements, up.states_copied),
+        (Some(1), v, 3 + Kind::ALL.len(), 0),
+        "{up:?}"
+    );
     CqlStore::open(&cfg).unwrap();
 
     cql::force_schema_version(&cfg, cql::SCHEMA_VERSION + 1).unwrap();
@@ -646,12 +650,12 @@ fn cql_a_durable_checkpoint_deletes_the_rows_it_replaced_in_the_background() {
             .build()
             .await
             .unwrap();
-        let q = format!("SELECT gen FROM {ks}.states WHERE kind = ? AND key = ?");
+        let q = format!("SELECT gen FROM {ks}.state_member WHERE key = ?");
         let mut rows = 0;
         // the cleanups run after each checkpoint returned: give them a few seconds
         for _ in 0..50 {
             let r = session
-                .query_unpaged(q.as_str(), (Kind::Member as u8 as i8, "m1"))
+                .query_unpaged(q.as_str(), ("m1",))
                 .await
                 .unwrap()
                 .into_rows_result()
@@ -991,10 +995,10 @@ fn cql_bench_commit_vs_single_row_inserts() {
 }
 
 /// What an activation costs: loads of passivated states (~1 KB each, the size of a member)
-/// from the `states` table, and from the read cache in front of it. Writes one checkpoint of
-/// `OMNISTREAM_BENCH_EVENTS` states (default 20,000), then loads every key in a shuffled order:
-/// with the cache off; with it on, first pass (all misses: the table) and second pass (all
-/// hits). Prints per-load p50/p99/mean and loads/s; asserts only that every state came back.
+/// from the `state_member` table, and from the read cache in front of it. Writes one
+/// checkpoint of `OMNISTREAM_BENCH_EVENTS` states (default 20,000), then loads every key in a
+/// shuffled order: with the cache off; with it on, first pass (all misses: the table) and
+/// second pass (all hits). Prints per-load p50/p99/mean and loads/s; asserts only that every state came back.
 #[test]
 #[ignore = "benchmark: run with --release -- --ignored cql_bench --nocapture"]
 fn cql_bench_state_loads_from_the_table_and_the_cache() {
@@ -1055,4 +1059,238 @@ fn cql_bench_state_loads_from_the_table_and_the_cache() {
     pass(&s, "cache on, first pass (misses: the table)");
     pass(&s, "cache on, second pass (hits)");
     println!("{:?}", s.read_cache().unwrap());
+}
+
+/// A session of the test's own, to write and read rows as another binary would.
+async fn raw_session() -> scylla::client::session::Session {
+    scylla::client::session_builder::SessionBuilder::new()
+        .known_node(need_cql())
+        .build()
+        .await
+        .unwrap()
+}
+
+/// Schema 2 kept the states of every kind in one table, `states ((kind, key), gen)`; schema 3
+/// has a table per kind. A keyspace left at schema 2 with a checkpoint in it (written here row
+/// by row as schema 2's store wrote it: a durable generation, an older one whose rows were not
+/// cleaned up yet, an unfinished one, the same key under two kinds, a blob over one chunk) is
+/// refused until `migrate` upgrades it; then the same checkpoint loads: its blobs, each
+/// state, each kind's scan, never a row of the unfinished generation. A migrate cut short
+/// before it recorded version 3 is simply run again, and the upgraded store checkpoints on.
+#[test]
+fn cql_migrate_from_schema_2_moves_the_states_to_their_kinds_tables_and_the_checkpoint_loads() {
+    let cfg = config("from_v2");
+    let m = cql::migrate_to(&cfg, 2).unwrap();
+    assert_eq!((m.from, m.to, m.states_copied), (None, 2, 0), "{m:?}");
+    let ks = cfg.keyspace.clone();
+    let rows: Vec<(Kind, &str, i64, &str)> = vec![
+        (Kind::Member, "m1", 1, "m1 v1"),
+        (Kind::Member, "m1", 2, "m1 v2"),
+        (Kind::Member, "m1", 3, "m1 unfinished"),
+        (Kind::Member, "m2", 1, "m2 v1"),
+        (Kind::Code, "m1", 2, "code m1"),
+        (Kind::Sku, "S1", 2, "sku S1"),
+        (Kind::Identity, "phone:1", 1, "identity 1"),
+        (Kind::Ring, "r1", 3, "ring unfinished"),
+    ];
+    let seen: Vec<u8> = (0..(3 << 19)).map(|i: u32| (i % 251) as u8).collect();
+    let blobs: [(&str, Vec<u8>); 4] = [
+        ("global", b"{\"global\":2}".to_vec()),
+        ("seen", seen.clone()),
+        ("codes_filter", Vec::new()),
+        ("extras", b"{}".to_vec()),
+    ];
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let s = raw_session().await;
+        let ins = format!("INSERT INTO {ks}.states (kind, key, gen, state) VALUES (?, ?, ?, ?)");
+        for (kind, key, gen, state) in &rows {
+            s.query_unpaged(
+                ins.as_str(),
+                (*kind as u8 as i8, *key, *gen, state.as_bytes()),
+            )
+            .await
+            .unwrap();
+        }
+        let ins = format!(
+            "INSERT INTO {ks}.checkpoint_blobs (gen, name, chunk, data) VALUES (?, ?, ?, ?)"
+        );
+        for (name, data) in &blobs {
+            for (i, chunk) in data.chunks(1 << 20).enumerate() {
+                s.query_unpaged(ins.as_str(), (2i64, *name, i as i32, chunk))
+                    .await
+                    .unwrap();
+            }
+        }
+        let ck = format!(
+            "INSERT INTO {ks}.checkpoints (shard, gen, seq, unfinished) VALUES (0, 2, 7, {{3}})"
+        );
+        s.query_unpaged(ck.as_str(), &[]).await.unwrap();
+    });
+    let e = CqlStore::open(&cfg).err().unwrap().to_string();
+    assert!(
+        e.contains("older") && e.contains("omnistream migrate"),
+        "{e}"
+    );
+
+    let check = |s: &CqlStore| {
+        let cp = s.last_checkpoint().unwrap().unwrap();
+        assert_eq!(
+            (cp.seq, &cp.global, &cp.seen, &cp.filter, &cp.extras),
+            (7, &blobs[0].1, &seen, &blobs[2].1, &blobs[3].1)
+        );
+        for (kind, key, want) in [
+            (Kind::Member, "m1", Some("m1 v2")),
+            (Kind::Member, "m2", Some("m2 v1")),
+            (Kind::Code, "m1", Some("code m1")),
+            (Kind::Sku, "S1", Some("sku S1")),
+            (Kind::Identity, "phone:1", Some("identity 1")),
+            (Kind::Ring, "r1", None),
+            (Kind::Member, "S1", None),
+            (Kind::Order, "m1", None),
+        ] {
+            assert_eq!(load(s, kind, key).as_deref(), want, "{kind:?} {key}");
+        }
+        let scan = |kind: Kind| {
+            let mut out = Vec::new();
+            s.cold()
+                .unwrap()
+                .scan(kind, &mut |k, v| {
+                    out.push((k.to_string(), String::from_utf8(v.to_vec()).unwrap()))
+                })
+                .unwrap();
+            out.sort();
+            out
+        };
+        assert_eq!(
+            scan(Kind::Member),
+            [("m1".into(), "m1 v2".into()), ("m2".into(), "m2 v1".into())]
+        );
+        assert_eq!(scan(Kind::Code), [("m1".into(), "code m1".into())]);
+        assert_eq!(scan(Kind::Ring), []);
+    };
+
+    let up = cql::migrate(&cfg).unwrap();
+    assert_eq!(
+        (up.from, up.to, up.statements, up.states_copied),
+        (
+            Some(2),
+            cql::SCHEMA_VERSION,
+            Kind::ALL.len(),
+            rows.len() as u64
+        ),
+        "{up:?}"
+    );
+    // every row went as it was into its kind's table, the unfinished ones too
+    let member_gens = rt.block_on(async {
+        let s = raw_session().await;
+        let q = format!("SELECT gen FROM {ks}.state_member WHERE key = ?");
+        let r = s
+            .query_unpaged(q.as_str(), ("m1",))
+            .await
+            .unwrap()
+            .into_rows_result()
+            .unwrap();
+        r.rows::<(i64,)>()
+            .unwrap()
+            .map(|r| r.unwrap().0)
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(member_gens, [3, 2, 1]);
+    check(&CqlStore::open(&cfg).unwrap());
+
+    // applying it again changes nothing
+    let again = cql::migrate(&cfg).unwrap();
+    assert_eq!(
+        (again.from, again.statements, again.states_copied),
+        (Some(cql::SCHEMA_VERSION), 0, 0),
+        "{again:?}"
+    );
+    // a migrate that stopped after the copy and before recording 3 is run again: the same
+    // rows, the same checkpoint
+    cql::force_schema_version(&cfg, 2).unwrap();
+    let redo = cql::migrate(&cfg).unwrap();
+    assert_eq!(
+        (redo.from, redo.to, redo.states_copied),
+        (Some(2), cql::SCHEMA_VERSION, rows.len() as u64),
+        "{redo:?}"
+    );
+    let s = CqlStore::open(&cfg).unwrap();
+    check(&s);
+
+    // the upgraded store goes on: the next generation is above the unfinished one
+    let next = checkpoint(8, &[(Kind::Member, "m1", "m1 v4")], vec![9]);
+    s.checkpointer().unwrap().write(&next).unwrap();
+    drop(s);
+    let s = CqlStore::open(&cfg).unwrap();
+    assert_eq!(s.last_checkpoint().unwrap().unwrap().seq, 8);
+    assert_eq!(load(&s, Kind::Member, "m1").as_deref(), Some("m1 v4"));
+    assert_eq!(load(&s, Kind::Member, "m2").as_deref(), Some("m2 v1"));
+    assert_eq!(load(&s, Kind::Ring, "r1"), None);
+}
+
+/// The same upgrade with a real checkpoint: a bounded service (entities passivated to the
+/// store) stops, its checkpoint's rows are moved back into schema 2's one `states` table and
+/// the kind tables emptied, the keyspace marked schema 2; `migrate` moves them back, and the
+/// service restores that checkpoint, replays nothing, and answers the same state.
+#[test]
+fn cql_service_restores_a_schema_2_checkpoint_after_migrate() {
+    let events = script();
+    let cfg = migrated("svc_from_v2");
+    let bounded = [
+        ("OMNISTREAM_RESIDENT_ENTITIES", "4"),
+        ("OMNISTREAM_CHECKPOINT_EVERY_EVENTS", "3"),
+    ];
+    let s = start_bounded(&cfg, &bounded);
+    s.post(&events);
+    let expected = observe(&s);
+    let st = s.get("/v1/stats");
+    assert!(st["shard"]["passivated"].as_u64().unwrap() > 0, "{st}");
+    // SIGTERM writes a last checkpoint
+    s.stop();
+
+    let ks = cfg.keyspace.clone();
+    let moved = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let s = raw_session().await;
+        let ins = format!("INSERT INTO {ks}.states (kind, key, gen, state) VALUES (?, ?, ?, ?)");
+        let mut moved = 0u64;
+        for kind in Kind::ALL {
+            let table = format!("{ks}.state_{}", kind.name());
+            let mut rows = s
+                .query_iter(format!("SELECT key, gen, state FROM {table}"), &[])
+                .await
+                .unwrap()
+                .rows_stream::<(String, i64, Vec<u8>)>()
+                .unwrap();
+            while let Some(row) = futures::StreamExt::next(&mut rows).await {
+                let (key, gen, state) = row.unwrap();
+                s.query_unpaged(ins.as_str(), (kind as u8 as i8, key, gen, state))
+                    .await
+                    .unwrap();
+                moved += 1;
+            }
+            s.query_unpaged(format!("TRUNCATE {table}"), &[])
+                .await
+                .unwrap();
+        }
+        moved
+    });
+    assert!(moved > 0, "the checkpoint wrote no states");
+    cql::force_schema_version(&cfg, 2).unwrap();
+
+    let up = cql::migrate(&cfg).unwrap();
+    assert_eq!(
+        (up.from, up.to, up.states_copied),
+        (Some(2), cql::SCHEMA_VERSION, moved),
+        "{up:?}"
+    );
+    let s = start_bounded(&cfg, &bounded);
+    let st = s.get("/v1/stats");
+    assert!(st["shard"]["restored_from"].as_u64().unwrap() > 0, "{st}");
+    assert_eq!(st["shard"]["replayed"], 0, "{st}");
+    assert_eq!(observe(&s), expected);
+    let r = s.post(&events);
+    assert_eq!(r["duplicates"], events.len(), "all kept: {r}");
+    assert_eq!(observe(&s), expected);
+    s.stop();
 }

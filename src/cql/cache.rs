@@ -1,5 +1,6 @@
-//! The read cache in front of the `states` table: the encoded states the engine activates
-//! (loads back after passivating them), and the keys known to have none, weighed in bytes.
+//! The read cache in front of the state tables (one per entity kind): the encoded states the
+//! engine activates (loads back after passivating them), and the keys known to have none,
+//! weighed in bytes.
 //!
 //! It holds only durable states, so it can never answer with something a restart would not
 //! find: it is filled by reads of durable rows and by checkpoints once they are durable. One

@@ -2,8 +2,9 @@
 //! the blobs of its own state, so a bounded engine and a short restart work on ScyllaDB and
 //! Cassandra as they do on the embedded store.
 //!
-//! Every checkpoint is a *generation*. Its states are rows `((kind, key), gen)`, newest first,
-//! its blobs rows `((gen, name), chunk)` in chunks of [`BLOB_CHUNK`] bytes (far under the
+//! Every checkpoint is a *generation*. Its states are rows `((key), gen)` of their kind's table
+//! (`state_member`, `state_sku`, ... [`STATE_TABLES`], schema 3), newest first, its blobs rows
+//! `((gen, name), chunk)` in chunks of [`BLOB_CHUNK`] bytes (far under the
 //! mutation size limit), and it becomes the one a restart restores only when the row
 //! `checkpoints[shard]` names it. CQL has no transaction over those rows, so:
 //! - before writing anything, the generation joins the row's `unfinished` set; it leaves it
@@ -14,19 +15,206 @@
 //!   mixes with the rows of one that failed.
 //! - after the generation is durable, the older rows of each key it wrote and the previous
 //!   generation's blobs are deleted (best effort: leftovers are ignored by the rule above).
+//!
+//! Schema 2 kept the states of every kind in one table, `states ((kind, key), gen)`;
+//! `omnistream migrate` copies its rows into the kind tables ([`copy_v2_states`]) and this
+//! binary neither reads nor writes it.
 
 use super::cache::StateCache;
-use super::{cql_err, retry, Inner, Rt, SHARD};
+use super::{cql_err, prepare, retry, Inner, Rt, SHARD};
 use crate::store::{CheckpointWrite, Checkpointer, StoreError, StoredCheckpoint};
 use futures::StreamExt;
 use omnistream_actors::cold::{Cold, Kind};
 use omnistream_actors::Str;
+use scylla::client::session::Session;
+use scylla::statement::prepared::PreparedStatement;
+use scylla::statement::Consistency;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, PoisonError};
 
+/// How many kinds of entity there are, so how many state tables.
+pub(super) const KINDS: usize = Kind::ALL.len();
+
+/// The state table of each kind (`state_` and [`Kind::name`]), in the order of [`Kind::ALL`];
+/// `schemas/cql/003_kind_tables.cql` creates them (a unit test holds the two together).
+pub(super) const STATE_TABLES: [&str; KINDS] = [
+    "state_identity",
+    "state_member",
+    "state_order",
+    "state_sku",
+    "state_dealer",
+    "state_store",
+    "state_campaign",
+    "state_code",
+    "state_device",
+    "state_ip",
+    "state_net",
+    "state_ring",
+];
+
+/// Where `kind` is in [`Kind::ALL`] and so in [`STATE_TABLES`] and `Inner::states`: its tag
+/// byte less one (as `Kind::from_u8` reads it; a unit test checks every kind).
+fn slot(kind: Kind) -> usize {
+    usize::from(kind as u8).saturating_sub(1)
+}
+
+/// The state table of `kind`.
+fn table(kind: Kind) -> &'static str {
+    STATE_TABLES[slot(kind)]
+}
+
+/// The prepared statements of one kind's state table.
+pub(super) struct KindStatements {
+    /// `(key, gen, state)`.
+    ins: PreparedStatement,
+    /// The first [`FIRST_ROWS`] rows of a key at or below a generation, newest first.
+    sel: PreparedStatement,
+    /// All of them.
+    sel_all: PreparedStatement,
+    /// A key's rows below a generation.
+    del_old: PreparedStatement,
+    /// The whole table, `(key, gen, state)`.
+    scan: PreparedStatement,
+}
+
+/// Prepares the statements of every kind's table, in the order of [`Kind::ALL`].
+pub(super) async fn prepare_kinds(
+    s: &Session,
+    k: &str,
+    r: Consistency,
+    w: Consistency,
+) -> Result<[KindStatements; KINDS], StoreError> {
+    let mut out = Vec::with_capacity(KINDS);
+    for t in STATE_TABLES {
+        out.push(KindStatements {
+            ins: prepare(
+                s,
+                k,
+                t,
+                format!("INSERT INTO {k}.{t} (key, gen, state) VALUES (?, ?, ?)"),
+                w,
+            )
+            .await?,
+            sel: prepare(
+                s,
+                k,
+                t,
+                format!(
+                    "SELECT gen, state FROM {k}.{t} WHERE key = ? AND gen <= ? LIMIT {FIRST_ROWS}"
+                ),
+                r,
+            )
+            .await?,
+            sel_all: prepare(
+                s,
+                k,
+                t,
+                format!("SELECT gen, state FROM {k}.{t} WHERE key = ? AND gen <= ?"),
+                r,
+            )
+            .await?,
+            del_old: prepare(
+                s,
+                k,
+                t,
+                format!("DELETE FROM {k}.{t} WHERE key = ? AND gen < ?"),
+                w,
+            )
+            .await?,
+            scan: prepare(s, k, t, format!("SELECT key, gen, state FROM {k}.{t}"), r).await?,
+        });
+    }
+    match out.try_into() {
+        Ok(a) => Ok(a),
+        Err(_) => unreachable!("one set of statements per table"),
+    }
+}
+
+impl Inner {
+    /// The statements of `kind`'s state table.
+    fn kind(&self, kind: Kind) -> &KindStatements {
+        &self.states[slot(kind)]
+    }
+}
+
+/// Copies the rows of schema 2's single `states` table into the kind tables: a paged scan,
+/// each row inserted as it is into its kind's table, `concurrency` at a time, each retried up
+/// to `attempts` times. Idempotent (rows are keyed by key and generation), so a copy cut short
+/// is simply run again. Answers the rows copied; a row of a kind this binary does not know
+/// stops the copy, naming the row (and so the upgrade: nothing is recorded).
+pub(super) async fn copy_v2_states(
+    session: &Session,
+    ks: &str,
+    r: Consistency,
+    w: Consistency,
+    attempts: u32,
+    concurrency: usize,
+) -> Result<u64, StoreError> {
+    let mut ins = Vec::with_capacity(KINDS);
+    for t in STATE_TABLES {
+        ins.push(
+            prepare(
+                session,
+                ks,
+                t,
+                format!("INSERT INTO {ks}.{t} (key, gen, state) VALUES (?, ?, ?)"),
+                w,
+            )
+            .await?,
+        );
+    }
+    let scan = prepare(
+        session,
+        ks,
+        "states",
+        format!("SELECT kind, key, gen, state FROM {ks}.states"),
+        r,
+    )
+    .await?;
+    let err = cql_err("copy", "states", ks);
+    let rows = session
+        .execute_iter(scan, ())
+        .await
+        .map_err(|e| err(e.to_string()))?
+        .rows_stream::<(i8, String, i64, Vec<u8>)>()
+        .map_err(|e| err(e.to_string()))?;
+    let ins = &ins;
+    let mut copies = rows
+        .map(|row| async move {
+            let (tag, key, gen, state) =
+                row.map_err(|e| cql_err("copy", "states", ks)(e.to_string()))?;
+            let Some(kind) = u8::try_from(tag).ok().and_then(Kind::from_u8) else {
+                return Err(cql_err(
+                    "copy",
+                    "states",
+                    format!("kind {tag} {key} gen {gen}"),
+                )(
+                    "not a kind of entity this binary knows: nothing of it is copied".into(),
+                ));
+            };
+            retry(attempts, || {
+                session.execute_unpaged(&ins[slot(kind)], (key.as_str(), gen, state.as_slice()))
+            })
+            .await
+            .map(drop)
+            .map_err(cql_err(
+                "copy",
+                table(kind),
+                format!("{kind:?} {key} gen {gen}"),
+            ))
+        })
+        .buffer_unordered(concurrency.max(1));
+    let mut copied = 0u64;
+    while let Some(r) = copies.next().await {
+        r?;
+        copied += 1;
+    }
+    Ok(copied)
+}
+
 /// Rows a load reads first: the newest durable one is almost always the first (only a
 /// generation that did not finish comes before it); past these, the load reads them all.
-pub(super) const FIRST_ROWS: usize = 4;
+const FIRST_ROWS: usize = 4;
 
 /// A checkpoint's state rows are independent single-row writes, off the commit path: they go
 /// this many times `max-concurrent-requests` at a time. Measured on the local node with
@@ -112,15 +300,14 @@ async fn write(
     let mut states = futures::stream::iter(cp.states.iter())
         .map(|(kind, k, state)| async move {
             retry(inner.attempts, || {
-                inner.session.execute_unpaged(
-                    &inner.ins_state,
-                    (*kind as u8 as i8, k.as_str(), gen, state.as_slice()),
-                )
+                inner
+                    .session
+                    .execute_unpaged(&inner.kind(*kind).ins, (k.as_str(), gen, state.as_slice()))
             })
             .await
             .map_err(cql_err(
                 "write",
-                "states",
+                table(*kind),
                 format!("{kind:?} {k} gen {gen}"),
             ))
         })
@@ -174,7 +361,7 @@ async fn clean(inner: Arc<Inner>, keys: Vec<(Kind, Str)>, gen: i64, prev: i64) {
             async move {
                 inner
                     .session
-                    .execute_unpaged(&inner.del_old_states, (kind as u8 as i8, k.as_str(), gen))
+                    .execute_unpaged(&inner.kind(kind).del_old, (k.as_str(), gen))
                     .await
                     .map(drop)
             }
@@ -255,7 +442,7 @@ pub(super) fn last_checkpoint(
     }))
 }
 
-/// The `states` tables as the engine and the shard use them: the engine's cold tier (loads,
+/// The state tables as the engine and the shard use them: the engine's cold tier (loads,
 /// scans) and the checkpoint writer (from the shard's checkpoint thread, or at shutdown).
 pub(super) struct CqlStates {
     // first: dropped before the runtime
@@ -317,18 +504,19 @@ impl CqlStates {
         r
     }
 
-    /// The newest durable state of a key, from the table.
+    /// The newest durable state of a key, from its kind's table.
     fn read(&self, kind: Kind, key: &str, g: Gens) -> Result<Option<Vec<u8>>, String> {
         let inner = Arc::clone(&self.inner);
         let key = key.to_string();
         self.rt
             .run(async move {
-                let err = cql_err("read", "states", format!("{kind:?} {key}"));
+                let err = cql_err("read", table(kind), format!("{kind:?} {key}"));
+                let stmts = inner.kind(kind);
                 // the first rows, then (rarely, past unfinished generations) all of them
-                for stmt in [&inner.sel_state, &inner.sel_state_all] {
+                for stmt in [&stmts.sel, &stmts.sel_all] {
                     let mut rows = inner
                         .session
-                        .execute_iter(stmt.clone(), (kind as u8 as i8, key.as_str(), g.durable))
+                        .execute_iter(stmt.clone(), (key.as_str(), g.durable))
                         .await
                         .map_err(|e| err(e.to_string()))?
                         .rows_stream::<(i64, Vec<u8>)>()
@@ -373,29 +561,28 @@ impl Cold for CqlStates {
         Ok(found)
     }
 
-    /// Reads the whole `states` table (every kind: the partition key is `(kind, key)`); used
-    /// only to rebuild the code filter of a checkpoint saved without one.
+    /// Reads the whole table of `kind`; used only to rebuild the code filter of a checkpoint
+    /// saved without one.
     fn scan(&self, kind: Kind, f: &mut dyn FnMut(&str, &[u8])) -> Result<(), String> {
         let g = lock(&self.gens).clone();
         let inner = Arc::clone(&self.inner);
-        let want = kind as u8 as i8;
         let found = self
             .rt
             .run(async move {
-                let err = cql_err("scan", "states", format!("{kind:?}"));
+                let err = cql_err("scan", table(kind), format!("{kind:?}"));
                 let mut rows = inner
                     .session
-                    .execute_iter(inner.scan_states.clone(), ())
+                    .execute_iter(inner.kind(kind).scan.clone(), ())
                     .await
                     .map_err(|e| err(e.to_string()))?
-                    .rows_stream::<(i8, String, i64, Vec<u8>)>()
+                    .rows_stream::<(String, i64, Vec<u8>)>()
                     .map_err(|e| err(e.to_string()))?;
                 // rows of one key come together, newest generation first
                 let mut out: Vec<(String, Vec<u8>)> = Vec::new();
                 let mut last: Option<String> = None;
                 while let Some(row) = rows.next().await {
-                    let (k, key, gen, state) = row.map_err(|e| err(e.to_string()))?;
-                    if k != want || !g.counts(gen) || last.as_deref() == Some(key.as_str()) {
+                    let (key, gen, state) = row.map_err(|e| err(e.to_string()))?;
+                    if !g.counts(gen) || last.as_deref() == Some(key.as_str()) {
                         continue;
                     }
                     last = Some(key.clone());
@@ -408,5 +595,23 @@ impl Cold for CqlStates {
             f(&key, &state);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_its_own_table_named_after_it() {
+        for (i, kind) in Kind::ALL.into_iter().enumerate() {
+            assert_eq!(slot(kind), i, "{kind:?}");
+            assert_eq!(Kind::from_u8(kind as u8), Some(kind));
+            assert_eq!(table(kind), format!("state_{}", kind.name()));
+        }
+        let mut names = STATE_TABLES.to_vec();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), KINDS);
     }
 }
