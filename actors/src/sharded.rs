@@ -4,8 +4,9 @@
 //! # The order, and why it does not depend on the number of shards
 //!
 //! An epoch runs in *rounds*. Round 0 holds, for each event of the epoch in turn, the
-//! timers its watermark makes due (by time, then key) and the event's first commands (in the
-//! router's order). Round `d + 1` holds the commands sent in round `d`. Every command carries
+//! timers its watermark makes due (by time, then key, with those their own ticks set within
+//! it, as [`Engine::advance`] fires them) and the event's first commands (in the router's
+//! order). Round `d + 1` holds the commands sent in round `d`. Every command carries
 //! a *tag*: the event's place in the epoch, its root (a timer or the router's n-th command)
 //! and its path (the index of each send from the root down). In a round each shard runs the
 //! commands of its keys sorted by tag, then every shard waits for the others (a barrier) and
@@ -81,9 +82,10 @@ impl Tag {
 
 type Msg = (Tag, Key, Cmd, Origin);
 
-/// An admitted event of the epoch, as every shard needs it.
+/// A slot of the epoch, as every shard needs it: an admitted event, or (to move the
+/// watermark alone, see [`Sharded::advance`]) none.
 struct Admitted<'a> {
-    ev: &'a Event,
+    ev: Option<&'a Event>,
     /// The watermark after it.
     watermark: i64,
 }
@@ -114,7 +116,7 @@ impl Exchange {
             seq_of: admitted
                 .iter()
                 .enumerate()
-                .map(|(i, a)| (a.ev.id, u32::try_from(i).unwrap_or(u32::MAX)))
+                .filter_map(|(i, a)| Some((a.ev?.id, u32::try_from(i).unwrap_or(u32::MAX))))
                 .collect(),
             barrier: Barrier::new(shards),
             boxes: [boxes(), boxes()],
@@ -188,6 +190,11 @@ impl Sharded {
         &self.engines[key.owner(self.engines.len())]
     }
 
+    /// The coordinator's engine: it admits events, so it knows why one is late.
+    pub fn coordinator(&self) -> &Engine {
+        &self.engines[0]
+    }
+
     /// The watermark (µs).
     pub fn watermark(&self) -> i64 {
         self.engines[0].watermark()
@@ -204,7 +211,6 @@ impl Sharded {
         events: &[Event],
         out: &mut Vec<Emitted>,
     ) -> Vec<(Applied, usize)> {
-        let n = self.engines.len();
         let mut results: Vec<(Applied, usize)> = Vec::with_capacity(events.len());
         let mut admitted = Vec::with_capacity(events.len());
         // which event of the epoch each admitted one is
@@ -217,7 +223,10 @@ impl Sharded {
                     Ok(()) => {
                         let watermark = coordinator.watermark_after(ev.ts.unix_us);
                         coordinator.set_watermark(watermark);
-                        admitted.push(Admitted { ev, watermark });
+                        admitted.push(Admitted {
+                            ev: Some(ev),
+                            watermark,
+                        });
                         index.push(i);
                         results.push((Applied::Done(0), 0));
                     }
@@ -227,10 +236,42 @@ impl Sharded {
         if admitted.is_empty() {
             return results;
         }
+        let mut emitted = Vec::new();
+        let (ran, counts) = self.run_slots(&admitted, &mut emitted);
+        out.append(&mut emitted);
+        for (k, &i) in index.iter().enumerate() {
+            results[i] = (Applied::Done(ran[k]), counts[k]);
+        }
+        results
+    }
+
+    /// Moves the watermark to `to_us` (never back), firing every timer at or before it, as
+    /// [`Engine::advance`] does.
+    pub fn advance(&mut self, to_us: i64, out: &mut Vec<Emitted>) {
+        if to_us <= self.watermark() {
+            return;
+        }
+        self.engines[0].set_watermark(to_us);
+        let slot = [Admitted {
+            ev: None,
+            watermark: to_us,
+        }];
+        self.run_slots(&slot, out);
+    }
+
+    /// Runs the slots' cascades over all shards; returns the commands each slot's event ran
+    /// and the outputs that are each slot's.
+    fn run_slots(
+        &mut self,
+        admitted: &[Admitted<'_>],
+        out: &mut Vec<Emitted>,
+    ) -> (Vec<usize>, Vec<usize>) {
+        let n = self.engines.len();
         // the routers' first commands, for each shard
         let mut roots: Vec<Vec<Msg>> = (0..n).map(|_| Vec::new()).collect();
         for (seq, a) in admitted.iter().enumerate() {
-            for (r, (key, cmd)) in route(a.ev).into_iter().enumerate() {
+            let Some(ev) = a.ev else { continue };
+            for (r, (key, cmd)) in route(ev).into_iter().enumerate() {
                 let tag = Tag {
                     seq: u32::try_from(seq).unwrap_or(u32::MAX),
                     root: Root::Event(u32::try_from(r).unwrap_or(u32::MAX)),
@@ -239,8 +280,7 @@ impl Sharded {
                 roots[key.owner(n)].push((tag, key, cmd, None));
             }
         }
-        let ex = Exchange::new(n, &admitted);
-        let admitted = &admitted;
+        let ex = Exchange::new(n, admitted);
         let mut parts: Vec<Part> = Vec::with_capacity(n);
         let (first, rest) = self.engines.split_at_mut(1);
         if rest.is_empty() {
@@ -282,19 +322,16 @@ impl Sharded {
             all.extend(part.placed);
         }
         all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let mut counts = vec![0usize; admitted.len()];
         for (_, seq, emitted) in all {
-            let i = index[seq as usize];
-            results[i].1 += 1;
+            counts[seq as usize] += 1;
             out.push(emitted);
-        }
-        for (k, &i) in index.iter().enumerate() {
-            results[i].0 = Applied::Done(ran[k]);
         }
         for e in &mut self.engines {
             e.set_watermark(admitted.last().map_or(i64::MIN, |a| a.watermark));
             e.trim_now();
         }
-        results
+        (ran, counts)
     }
 
     /// Counters, summed over the shards (events, repeats and late ones are the
@@ -348,6 +385,65 @@ impl Sharded {
     }
 }
 
+/// One shard's state while it runs its part of an epoch.
+struct Worker<'e, 'x> {
+    me: usize,
+    engine: &'e mut Engine,
+    ex: &'x Exchange,
+    /// Commands each slot's event ran here.
+    ran: Vec<usize>,
+    placed: Vec<Placed>,
+    sends: Vec<(Key, Cmd, Origin)>,
+    emitted: Vec<Emitted>,
+    /// Commands for the next round: for this shard, and for each other one.
+    local: Vec<Msg>,
+    remote: Vec<Vec<Msg>>,
+    /// Commands sent this round.
+    count: usize,
+}
+
+impl Worker<'_, '_> {
+    /// Runs one command in round `depth` under its event (or the event it is on behalf of).
+    fn run(&mut self, (tag, key, cmd, own): Msg, depth: u32, admitted: &[Admitted<'_>]) {
+        let (id, at) = own.unwrap_or_else(|| match &tag.root {
+            Root::Timer(t, _) => (Uuid::nil(), EventTime::from_unix_ms(t.div_euclid(1000))),
+            Root::Event(_) => admitted[tag.seq as usize]
+                .ev
+                .map_or((Uuid::nil(), EventTime::from_unix_ms(0)), |ev| {
+                    (ev.id, ev.ts)
+                }),
+        });
+        self.engine
+            .run_one(key, cmd, id, at, &mut self.sends, &mut self.emitted);
+        if let Root::Event(_) = tag.root {
+            self.ran[tag.seq as usize] += 1;
+        }
+        for (k, e) in self.emitted.drain(..).enumerate() {
+            let place = (
+                depth,
+                tag.seq,
+                tag.root.clone(),
+                tag.path.clone(),
+                u32::try_from(k).unwrap_or(u32::MAX),
+            );
+            let owner = self.ex.seq_of.get(&e.event).copied().unwrap_or(tag.seq);
+            self.placed.push((place, owner, e));
+        }
+        let n = self.ex.shards;
+        for (k, (key, cmd, origin)) in self.sends.drain(..).enumerate() {
+            let to = key.owner(n);
+            // what a command run on behalf of another event sends is on its behalf too
+            let msg = (tag.child(k), key, cmd, origin.or(own));
+            self.count += 1;
+            if to == self.me {
+                self.local.push(msg);
+            } else {
+                self.remote[to].push(msg);
+            }
+        }
+    }
+}
+
 /// One shard's part of an epoch.
 fn run_shard(
     me: usize,
@@ -358,99 +454,75 @@ fn run_shard(
 ) -> Part {
     let n = ex.shards;
     // every shard knows the epoch's reference data (code batches, dealer regions)
-    for a in admitted {
-        engine.observe_refs(a.ev);
+    for ev in admitted.iter().filter_map(|a| a.ev) {
+        engine.observe_refs(ev);
     }
-    let mut inbox: Vec<Msg> = Vec::with_capacity(roots.len());
-    // round 0: before each event, the timers its watermark makes due, then its first commands
+    let mut w = Worker {
+        me,
+        engine,
+        ex,
+        ran: vec![0; admitted.len()],
+        placed: Vec::new(),
+        sends: Vec::new(),
+        emitted: Vec::new(),
+        local: Vec::new(),
+        remote: (0..n).map(|_| Vec::new()).collect(),
+        count: 0,
+    };
+    // round 0, slot by slot: the timers the slot's watermark makes due, in time order and
+    // including those their own ticks set within it (as the single engine's advance fires
+    // them), then the slot's first commands in the router's order
     let mut roots = roots.into_iter().peekable();
     for (seq, a) in admitted.iter().enumerate() {
         let seq = u32::try_from(seq).unwrap_or(u32::MAX);
-        while let Some((at, key)) = engine.pop_due(a.watermark) {
+        while let Some((at, key)) = w.engine.pop_due(a.watermark) {
             let tag = Tag {
                 seq,
                 root: Root::Timer(at, key.clone()),
                 path: Vec::new(),
             };
-            inbox.push((tag, key, Cmd::Tick, None));
+            w.run((tag, key, Cmd::Tick, None), 0, admitted);
         }
         while let Some(m) = roots.next_if(|m| m.0.seq == seq) {
-            inbox.push(m);
+            w.run(m, 0, admitted);
         }
     }
-    let mut ran = vec![0; admitted.len()];
-    let mut placed = Vec::new();
-    let mut sends = Vec::new();
-    let mut emitted = Vec::new();
-    let mut local = Vec::new();
-    let mut remote: Vec<Vec<Msg>> = (0..n).map(|_| Vec::new()).collect();
+    let mut inbox: Vec<Msg> = Vec::new();
     let mut round = 0;
     loop {
-        inbox.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let depth = u32::try_from(round).unwrap_or(u32::MAX);
-        let mut count = 0;
-        for (tag, key, cmd, own) in inbox.drain(..) {
-            let (id, at) = own.unwrap_or_else(|| match &tag.root {
-                Root::Timer(t, _) => (Uuid::nil(), EventTime::from_unix_ms(t.div_euclid(1000))),
-                Root::Event(_) => {
-                    let ev = admitted[tag.seq as usize].ev;
-                    (ev.id, ev.ts)
-                }
-            });
-            engine.run_one(key, cmd, id, at, &mut sends, &mut emitted);
-            if let Root::Event(_) = tag.root {
-                ran[tag.seq as usize] += 1;
-            }
-            for (k, e) in emitted.drain(..).enumerate() {
-                let place = (
-                    depth,
-                    tag.seq,
-                    tag.root.clone(),
-                    tag.path.clone(),
-                    u32::try_from(k).unwrap_or(u32::MAX),
-                );
-                let owner = ex.seq_of.get(&e.event).copied().unwrap_or(tag.seq);
-                placed.push((place, owner, e));
-            }
-            for (k, (key, cmd, origin)) in sends.drain(..).enumerate() {
-                let to = key.owner(n);
-                // what a command run on behalf of another event sends is on its behalf too
-                let msg = (tag.child(k), key, cmd, origin.or(own));
-                count += 1;
-                if to == me {
-                    local.push(msg);
-                } else {
-                    remote[to].push(msg);
-                }
-            }
-        }
         if round + 1 >= MAX_ROUNDS {
             // a runaway: drop what was sent (every shard is at this round, none waits)
             return Part {
-                placed,
-                ran,
-                runaway: count > 0,
+                placed: w.placed,
+                ran: w.ran,
+                runaway: w.count > 0,
             };
         }
-        for (to, msgs) in remote.iter_mut().enumerate() {
+        for (to, msgs) in w.remote.iter_mut().enumerate() {
             ex.post(round, me, to, msgs);
         }
-        ex.sent[round].fetch_add(count, Ordering::AcqRel);
+        ex.sent[round].fetch_add(w.count, Ordering::AcqRel);
         ex.barrier.wait();
         if ex.sent[round].load(Ordering::Acquire) == 0 {
             return Part {
-                placed,
-                ran,
+                placed: w.placed,
+                ran: w.ran,
                 runaway: false,
             };
         }
-        inbox.append(&mut local);
+        inbox.append(&mut w.local);
         for from in 0..n {
             if from != me {
                 ex.take(round, from, me, &mut inbox);
             }
         }
         round += 1;
+        w.count = 0;
+        inbox.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let depth = u32::try_from(round).unwrap_or(u32::MAX);
+        for m in inbox.drain(..) {
+            w.run(m, depth, admitted);
+        }
     }
 }
 
@@ -458,6 +530,7 @@ fn run_shard(
 mod tests {
     use super::*;
     use crate::Str;
+    use omnistream_schemas::{Decoder, Pii};
 
     fn fnv(bytes: &[u8]) -> u64 {
         bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
@@ -491,5 +564,26 @@ mod tests {
         assert!(out.is_empty());
         assert_eq!(s.stats(), Stats::default());
         assert_eq!(s.shards(), 3);
+    }
+
+    #[test]
+    fn advance_fires_the_timers_the_engine_fires() {
+        let d = Decoder::new(Pii::new(b"k"));
+        let ev = d
+            .decode(br#"{"id":"00000000-0000-7000-8000-000000000001","ts":"2026-01-01T08:00:00+08:00","type":"click","channel":"mall","target":"ad1","member":{"openid":"o1"}}"#)
+            .unwrap();
+        let mut e = Engine::new(Rules::default());
+        let mut oe = Vec::new();
+        e.apply(&ev, &mut oe);
+        let mut s = Sharded::new(Rules::default(), 2);
+        let mut os = Vec::new();
+        s.apply_epoch(std::slice::from_ref(&ev), &mut os);
+        let later = ev.ts.unix_us + 100 * 86_400_000_000;
+        e.advance(later, &mut oe);
+        s.advance(later, &mut os);
+        assert_eq!(
+            serde_json::to_string(&oe).unwrap(),
+            serde_json::to_string(&os).unwrap()
+        );
     }
 }
