@@ -100,6 +100,15 @@ enum Command {
         /// embedded store under OUT/spill (deleted at the end). 0: hold everything.
         #[arg(long, default_value_t = 0)]
         resident: usize,
+        /// Run the entities on this many shards (threads), each owning the keys that hash to
+        /// it. The result does not depend on it: N shards give the state and outputs of one.
+        #[arg(long, default_value_t = 1)]
+        shards: usize,
+        /// Events the shards run together in one epoch. 1 is the single engine's order,
+        /// event by event; more trades that order within an epoch for throughput (see the
+        /// README's design section). The result is a function of the input and this number.
+        #[arg(long = "epoch-events", default_value_t = 1)]
+        epoch_events: usize,
     },
 }
 
@@ -271,8 +280,22 @@ fn main() -> ExitCode {
             rules,
             until,
             resident,
+            shards,
+            epoch_events,
         } => {
-            cli::replay::run(&inputs, &out, rules.as_deref(), until.as_deref(), resident).map(|s| {
+            let parallel = cli::replay::Parallel {
+                shards,
+                epoch: epoch_events,
+            };
+            let replay = cli::replay::run(
+                &inputs,
+                &out,
+                rules.as_deref(),
+                until.as_deref(),
+                resident,
+                parallel,
+            );
+            replay.map(|s| {
                 print!("{}", cli::replay::render(&s, &out));
                 ExitCode::SUCCESS
             })

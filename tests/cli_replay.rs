@@ -224,3 +224,56 @@ fn the_personal_data_key_comes_from_the_variable_or_a_file() {
     assert_ne!(code, Some(0));
     assert!(err.contains("/nonexistent/pii.key"), "{err}");
 }
+
+/// `--shards` changes no output file: on a generated stream, 3 shards write what 1 writes for
+/// the same epochs, and with epochs of one event both write what the single engine writes.
+/// `--until` fires the timers the same way too.
+#[test]
+fn the_number_of_shards_changes_no_output_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("events.jsonl");
+    let sc = omnistream_loadtest::Scenario::load("smoke").unwrap();
+    let mut events = Vec::new();
+    omnistream_loadtest::generate(&sc, &mut events, &mut std::io::sink(), &mut |_| {}).unwrap();
+    std::fs::write(&input, &events).unwrap();
+    let until = ["--until", "2031-01-01T00:00:00Z"];
+    let run = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let summary = replay_file(&input, &out, &[&until[..], extra].concat());
+        (out, summary)
+    };
+    let same = |a: &Path, b: &Path, what: &str| {
+        for f in FILES {
+            assert!(
+                std::fs::read(a.join(f)).unwrap() == std::fs::read(b.join(f)).unwrap(),
+                "{f} differs: {what}"
+            );
+        }
+    };
+    let (engine, s) = run("engine", &[]);
+    assert!(s.contains(" events, "), "{s}");
+    let (three, _) = run("three", &["--shards", "3"]);
+    same(&engine, &three, "3 shards, epochs of one event, against the engine");
+    let (one_e, _) = run("one-e64", &["--shards", "1", "--epoch-events", "64"]);
+    let (three_e, _) = run("three-e64", &["--shards", "3", "--epoch-events", "64"]);
+    same(&one_e, &three_e, "3 shards against 1, epochs of 64 events");
+    // longer epochs are another order, not another business: every scan is decided once
+    let decisions = |d: &Path| {
+        std::fs::read_to_string(d.join("outputs.jsonl"))
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(r#""output":"decision""#))
+            .count()
+    };
+    assert_eq!(decisions(&engine), decisions(&three_e));
+    // a bad value is refused with the flag's name
+    let o = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+        .args(["replay", "--shards", "0", "--input"])
+        .arg(&input)
+        .arg("--out")
+        .arg(dir.path().join("zero"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--shards"));
+}

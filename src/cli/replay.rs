@@ -5,6 +5,7 @@
 use crate::store::{Batch, CheckpointWrite, Store};
 use anyhow::Context;
 use omnistream_actors::engine::{Applied, Emitted, Engine};
+use omnistream_actors::sharded::Sharded;
 use omnistream_actors::{Output, Rules};
 use omnistream_schemas::Decoder;
 use omnistream_streams::jsonl::JsonLines;
@@ -67,6 +68,67 @@ fn line<T: Serialize>(w: &mut impl Write, v: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How `replay` runs the entities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parallel {
+    /// Shards (threads), each owning the keys that hash to it.
+    pub shards: usize,
+    /// Events per epoch (see `omnistream_actors::sharded`): the shards run this many events'
+    /// cascades together. 1 with one shard is the single engine.
+    pub epoch: usize,
+}
+
+impl Default for Parallel {
+    fn default() -> Self {
+        Parallel {
+            shards: 1,
+            epoch: 1,
+        }
+    }
+}
+
+/// A decoded event waiting for its epoch, with where it came from (for the dead letters).
+struct Pending {
+    ev: omnistream_schemas::Event,
+    file: String,
+    line: u64,
+    raw: Vec<u8>,
+}
+
+/// The sharded engine and the epoch being gathered.
+struct Epochs {
+    sharded: Sharded,
+    size: usize,
+    pending: Vec<Pending>,
+    events: Vec<omnistream_schemas::Event>,
+}
+
+impl Epochs {
+    /// Runs the gathered epoch; returns the events refused as late, with why.
+    fn flush(
+        &mut self,
+        summary: &mut ReplaySummary,
+        buf: &mut Vec<Emitted>,
+    ) -> Vec<(Pending, omnistream_schemas::Problem)> {
+        let pending = std::mem::take(&mut self.pending);
+        self.events.clear();
+        self.events.extend(pending.iter().map(|p| p.ev.clone()));
+        let results = self.sharded.apply_epoch(&self.events, buf);
+        let mut late = Vec::new();
+        for (p, (applied, _)) in pending.into_iter().zip(results) {
+            match applied {
+                Applied::Done(_) => summary.events += 1,
+                Applied::Duplicate => summary.duplicates += 1,
+                Applied::Late => {
+                    let why = crate::shard::too_late(p.ev.ts.unix_us, self.sharded.coordinator());
+                    late.push((p, why));
+                }
+            }
+        }
+        late
+    }
+}
+
 /// Runs `omnistream replay`.
 pub fn run(
     inputs: &[PathBuf],
@@ -74,8 +136,25 @@ pub fn run(
     rules: Option<&Path>,
     until: Option<&str>,
     resident: usize,
+    parallel: Parallel,
 ) -> anyhow::Result<ReplaySummary> {
     let rules = load_rules(rules)?;
+    if parallel.shards == 0 || parallel.epoch == 0 {
+        anyhow::bail!("--shards and --epoch-events must be at least 1");
+    }
+    let sharded = parallel != Parallel::default();
+    if sharded && resident > 0 {
+        anyhow::bail!(
+            "--resident works with one shard and epochs of one event only (passivation is not \
+             built for several shards yet)"
+        );
+    }
+    let mut epochs = sharded.then(|| Epochs {
+        sharded: Sharded::new(rules.clone(), parallel.shards),
+        size: parallel.epoch,
+        pending: Vec::with_capacity(parallel.epoch),
+        events: Vec::with_capacity(parallel.epoch),
+    });
     let until = until
         .map(|s| {
             omnistream_schemas::EventTime::parse(s)
@@ -121,6 +200,31 @@ pub fn run(
             summary.lines += 1;
             // a line the decoder or the engine refused: its id when readable, and why
             let refused = match decoder.decode(&raw.bytes) {
+                Ok(ev) if epochs.is_some() => {
+                    if let Some(ep) = epochs.as_mut() {
+                        ep.pending.push(Pending {
+                            ev,
+                            file: name.clone(),
+                            line: raw.line,
+                            raw: raw.bytes.clone(),
+                        });
+                        if ep.pending.len() >= ep.size {
+                            for (p, why) in ep.flush(&mut summary, &mut buf) {
+                                summary.rejected += 1;
+                                dead_letter(
+                                    &mut dead,
+                                    &pii,
+                                    &p.file,
+                                    p.line,
+                                    Some(p.ev.id.to_string()),
+                                    vec![why],
+                                    &p.raw,
+                                )?;
+                            }
+                        }
+                    }
+                    None
+                }
                 Ok(ev) => match engine.apply(&ev, &mut buf) {
                     Applied::Done(_) => {
                         summary.events += 1;
@@ -139,13 +243,7 @@ pub fn run(
             };
             if let Some((id, reasons)) = refused {
                 summary.rejected += 1;
-                line(
-                    &mut dead,
-                    &serde_json::json!({
-                        "file": name, "line": raw.line, "id": id,
-                        "reasons": reasons, "raw": pii.redact(&raw.bytes),
-                    }),
-                )?;
+                dead_letter(&mut dead, &pii, &name, raw.line, id, reasons, &raw.bytes)?;
             }
             if buf.len() >= 4096 {
                 emit(&mut buf, &mut summary, &mut outputs, &mut ledger)?;
@@ -158,8 +256,25 @@ pub fn run(
             }
         }
     }
+    if let Some(ep) = epochs.as_mut() {
+        for (p, why) in ep.flush(&mut summary, &mut buf) {
+            summary.rejected += 1;
+            dead_letter(
+                &mut dead,
+                &pii,
+                &p.file,
+                p.line,
+                Some(p.ev.id.to_string()),
+                vec![why],
+                &p.raw,
+            )?;
+        }
+    }
     if let Some(t) = until {
-        engine.advance(t.unix_us, &mut buf);
+        match epochs.as_mut() {
+            Some(ep) => ep.sharded.advance(t.unix_us, &mut buf),
+            None => engine.advance(t.unix_us, &mut buf),
+        }
     }
     emit(&mut buf, &mut summary, &mut outputs, &mut ledger)?;
     outputs.flush()?;
@@ -167,7 +282,21 @@ pub fn run(
     dead.flush()?;
     summary.peak_rss_kb = omnistream_loadtest::bench::peak_rss_kb();
     summary.passivated = engine.evicted();
-    summary.members = write_states(&engine, out_dir)?;
+    summary.members = match &epochs {
+        Some(ep) => {
+            let snap = ep
+                .sharded
+                .try_snapshot()
+                .map_err(|e| anyhow::anyhow!("snapshot: {e}"))?;
+            write_states(&snap, ep.sharded.watermark(), ep.sharded.rules(), out_dir)?
+        }
+        None => {
+            let snap = engine
+                .try_snapshot()
+                .map_err(|e| anyhow::anyhow!("spill store: {e}"))?;
+            write_states(&snap, engine.watermark(), &engine.rules, out_dir)?
+        }
+    };
     if let Some((store, dir)) = spill {
         drop(engine);
         drop(store);
@@ -212,17 +341,41 @@ fn emit(
     Ok(())
 }
 
+/// Writes one refused line to the dead letters, its personal values hashed.
+fn dead_letter(
+    dead: &mut impl Write,
+    pii: &omnistream_schemas::Pii,
+    file: &str,
+    at_line: u64,
+    id: Option<String>,
+    reasons: Vec<omnistream_schemas::Problem>,
+    raw: &[u8],
+) -> anyhow::Result<()> {
+    line(
+        dead,
+        &serde_json::json!({
+            "file": file, "line": at_line, "id": id,
+            "reasons": reasons, "raw": pii.redact(raw),
+        }),
+    )
+}
+
 /// Writes the final states, sorted by key, and the whole snapshot; returns the member count.
-fn write_states(engine: &Engine, dir: &Path) -> anyhow::Result<u64> {
-    let snap = engine
-        .try_snapshot()
-        .map_err(|e| anyhow::anyhow!("spill store: {e}"))?;
-    let at = crate::view_time(engine);
+fn write_states(
+    snap: &omnistream_actors::engine::Snapshot,
+    watermark: i64,
+    rules: &omnistream_actors::Rules,
+    dir: &Path,
+) -> anyhow::Result<u64> {
+    let at = omnistream_schemas::EventTime {
+        unix_us: watermark.max(0),
+        offset_min: 480,
+    };
     let (now, today) = (at.unix_us, at.local_day());
     let mut members = writer(dir, "members.jsonl")?;
     let mut n = 0;
     for m in snap.members.values().filter(|m| m.alias_of.is_none()) {
-        line(&mut members, &m.view(now, today, &engine.rules))?;
+        line(&mut members, &m.view(now, today, rules))?;
         n += 1;
     }
     members.flush()?;
