@@ -253,7 +253,11 @@ fn the_number_of_shards_changes_no_output_file() {
     let (engine, s) = run("engine", &[]);
     assert!(s.contains(" events, "), "{s}");
     let (three, _) = run("three", &["--shards", "3"]);
-    same(&engine, &three, "3 shards, epochs of one event, against the engine");
+    same(
+        &engine,
+        &three,
+        "3 shards, epochs of one event, against the engine",
+    );
     let (one_e, _) = run("one-e64", &["--shards", "1", "--epoch-events", "64"]);
     let (three_e, _) = run("three-e64", &["--shards", "3", "--epoch-events", "64"]);
     same(&one_e, &three_e, "3 shards against 1, epochs of 64 events");

@@ -6,6 +6,7 @@
 
 use crate::scenario::Scenario;
 use anyhow::{bail, Result};
+use omnistream_actors::sharded::Sharded;
 use omnistream_actors::{Engine, Rules};
 use omnistream_schemas::{Body, Decoder, Event, Pii, Str};
 use std::collections::HashMap;
@@ -51,6 +52,23 @@ pub struct Report {
     pub engine_members: u64,
     /// Invariants broken by the engine's final state (`invariants::check`); empty when sound.
     pub violations: Vec<String>,
+    /// Decode plus `Sharded::apply_epoch`, for each `(shards, events per epoch)` asked for.
+    pub sharded: Vec<ShardedPhase>,
+}
+
+/// One sharded configuration's timings.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ShardedPhase {
+    /// Shards (threads).
+    pub shards: usize,
+    /// Events per epoch.
+    pub epoch: usize,
+    /// Timings.
+    pub phase: Phase,
+    /// events/s ÷ the single engine's events/s, from the medians of this run.
+    pub vs_engine: f64,
+    /// Outputs emitted in its last run.
+    pub outputs: u64,
 }
 
 /// The key the ceiling's hash map is updated under: the entity an event is first routed to.
@@ -124,8 +142,14 @@ fn phase<T>(
     })
 }
 
-/// Runs the benchmark: `runs` timed runs per phase; `log` receives progress lines.
-pub fn run(sc: &Scenario, runs: usize, log: &mut dyn FnMut(&str)) -> Result<Report> {
+/// Runs the benchmark: `runs` timed runs per phase, and a phase on the sharded engine for
+/// each `(shards, events per epoch)` in `sharded`; `log` receives progress lines.
+pub fn run(
+    sc: &Scenario,
+    runs: usize,
+    sharded: &[(usize, usize)],
+    log: &mut dyn FnMut(&str),
+) -> Result<Report> {
     log("generating");
     let t = Instant::now();
     let mut buf = Vec::with_capacity((sc.events as usize).saturating_mul(300));
@@ -206,6 +230,51 @@ pub fn run(sc: &Scenario, runs: usize, log: &mut dyn FnMut(&str)) -> Result<Repo
         |e| violations = crate::invariants::check_engine(e),
     )?;
 
+    let mut sharded_phases = Vec::new();
+    for &(shards, epoch) in sharded {
+        log(&format!(
+            "sharded: decode + Sharded::apply_epoch, {shards} shards, {epoch} events per epoch"
+        ));
+        let mut outputs = 0u64;
+        let phase = phase(
+            runs,
+            n,
+            || {
+                let mut s = Sharded::new(Rules::default(), shards);
+                let mut out = Vec::new();
+                let mut batch = Vec::with_capacity(epoch);
+                outputs = 0;
+                for chunk in lines.chunks(epoch.max(1)) {
+                    batch.clear();
+                    for l in chunk {
+                        batch.push(
+                            decoder
+                                .decode(l)
+                                .map_err(|r| anyhow::anyhow!("generated event rejected: {r:?}"))?,
+                        );
+                    }
+                    s.apply_epoch(&batch, &mut out);
+                    outputs += out.len() as u64;
+                    out.clear();
+                }
+                Ok(s)
+            },
+            |_| {},
+        )?;
+        let vs_engine = if engine.events_per_s > 0.0 {
+            phase.events_per_s / engine.events_per_s
+        } else {
+            0.0
+        };
+        sharded_phases.push(ShardedPhase {
+            shards,
+            epoch,
+            phase,
+            vs_engine,
+            outputs,
+        });
+    }
+
     let ratio = if ceiling.events_per_s > 0.0 {
         engine.events_per_s / ceiling.events_per_s
     } else {
@@ -225,6 +294,7 @@ pub fn run(sc: &Scenario, runs: usize, log: &mut dyn FnMut(&str)) -> Result<Repo
         engine_commands: commands,
         engine_members: members,
         violations,
+        sharded: sharded_phases,
     })
 }
 
@@ -258,10 +328,22 @@ impl Report {
         s.push_str(&row("decode only", &self.decode));
         s.push_str(&row("ceiling (decode + 1 map update)", &self.ceiling));
         s.push_str(&row("engine (decode + Engine::apply)", &self.engine));
+        for p in &self.sharded {
+            s.push_str(&row(
+                &format!("sharded {} x {} events/epoch", p.shards, p.epoch),
+                &p.phase,
+            ));
+        }
         s.push_str(&format!(
             "\nengine / ceiling: {:.3}   (engine ran {} commands, emitted {} outputs; {} members resident)\n",
             self.ratio, self.engine_commands, self.engine_outputs, self.engine_members
         ));
+        for p in &self.sharded {
+            s.push_str(&format!(
+                "sharded {} x {}: {:.3} x the engine, {} outputs\n",
+                p.shards, p.epoch, p.vs_engine, p.outputs
+            ));
+        }
         match self.violations.len() {
             0 => s.push_str(
                 "invariants: points = lots >= 0, no oversold stock, credit within limits: ok\n",

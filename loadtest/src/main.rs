@@ -52,6 +52,10 @@ enum Cmd {
         /// Timed runs per phase (the median is reported).
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Also time the sharded engine: SHARDSxEVENTS (shards, events per epoch), e.g.
+        /// `--sharded 2x256`; repeat for several.
+        #[arg(long, value_parser = parse_sharded)]
+        sharded: Vec<(usize, usize)>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -158,10 +162,11 @@ fn main() -> Result<()> {
         Cmd::Bench {
             scenario,
             runs,
+            sharded,
             json,
         } => {
             let sc = Scenario::load(&scenario)?;
-            let report = bench::run(&sc, runs, &mut |m| eprintln!("bench: {m}"))?;
+            let report = bench::run(&sc, runs, &sharded, &mut |m| eprintln!("bench: {m}"))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -343,4 +348,16 @@ fn cmd_generate(scenario: &str, out: &PathBuf, json: bool) -> Result<()> {
         println!("  {p:<18} fraud {f:>8}  legit {l:>8}");
     }
     Ok(())
+}
+
+/// `SHARDSxEVENTS`, both at least 1.
+fn parse_sharded(s: &str) -> Result<(usize, usize), String> {
+    let (a, b) = s
+        .split_once('x')
+        .ok_or_else(|| format!("`{s}`: expected SHARDSxEVENTS, e.g. 2x256"))?;
+    let num = |t: &str| match t.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("`{s}`: `{t}` is not a number above 0")),
+    };
+    Ok((num(a)?, num(b)?))
 }

@@ -428,7 +428,7 @@ fn scenario_errors_name_the_key() {
 
 #[test]
 fn bench_runs_on_smoke() {
-    let r = omnistream_loadtest::bench::run(&smoke(), 1, &mut |_| {}).unwrap();
+    let r = omnistream_loadtest::bench::run(&smoke(), 1, &[(2, 1), (2, 64)], &mut |_| {}).unwrap();
     assert_eq!(r.events, 5000);
     assert!(r.ceiling.events_per_s > 0.0 && r.engine.events_per_s > 0.0);
     assert!(
@@ -437,4 +437,13 @@ fn bench_runs_on_smoke() {
         r.engine_commands
     );
     assert!(r.ratio > 0.0);
+    // epochs of one event are the engine's order: the same outputs; longer ones decide the
+    // same events into other outputs only where events of one epoch meet
+    assert_eq!(r.sharded.len(), 2);
+    assert_eq!(r.sharded[0].outputs, r.engine_outputs);
+    assert!(r
+        .sharded
+        .iter()
+        .all(|p| p.phase.events_per_s > 0.0 && p.vs_engine > 0.0));
+    assert!(r.table().contains("sharded 2 x 64"), "{}", r.table());
 }
