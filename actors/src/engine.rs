@@ -784,6 +784,56 @@ impl Engine {
         Ok(e)
     }
 
+    /// One checkpoint of the engines of a [`crate::sharded::Sharded`] (the coordinator's
+    /// first): their states (disjoint keys), the coordinator's own state and remembered ids
+    /// with every engine's timers and counters, and the union of their code filters. It reads
+    /// like a single engine's, so any number of shards restores it.
+    pub(crate) fn merge_checkpoints(parts: Vec<Checkpoint>) -> Result<Checkpoint, String> {
+        let mut parts = parts.into_iter();
+        let Some(mut all) = parts.next() else {
+            return Ok(Checkpoint::default());
+        };
+        let bad = |e: serde_json::Error| format!("engine state: {e}");
+        let mut g: Global = serde_json::from_slice(&all.global).map_err(bad)?;
+        for p in parts {
+            all.states.extend(p.states);
+            let o: Global = serde_json::from_slice(&p.global).map_err(bad)?;
+            g.timers.extend(o.timers);
+            g.stats.commands += o.stats.commands;
+            g.stats.timers += o.stats.timers;
+            g.stats.runaway += o.stats.runaway;
+            g.clock = g.clock.max(o.clock);
+            // the filters have one size (one `codes` setting): a code is in the union when in
+            // any; filters of another size are left out, and a restore rebuilds from the store
+            if p.filter.len() == all.filter.len() {
+                for (a, b) in all.filter.iter_mut().zip(&p.filter) {
+                    *a |= b;
+                }
+            } else {
+                all.filter.clear();
+            }
+        }
+        g.timers.sort();
+        all.global = serde_json::to_vec(&g).map_err(bad)?;
+        Ok(all)
+    }
+
+    /// Keeps only what shard `me` of `n` owns after a restore from a whole checkpoint: its
+    /// keys' timers; the counters and remembered ids stay with the coordinator (shard 0).
+    pub(crate) fn keep_own(&mut self, me: usize, n: usize) {
+        self.timers.retain(|(_, k)| k.owner(n) == me);
+        self.timer_of.retain(|k, _| k.owner(n) == me);
+        if me > 0 {
+            self.stats = Stats::default();
+            self.seen = Seen::new(self.seen.cap());
+        }
+    }
+
+    /// Counts a runaway cascade (a sharded host cut it).
+    pub(crate) fn count_runaway(&mut self) {
+        self.stats.runaway += 1;
+    }
+
     fn cold_ref(&self) -> Option<&dyn Cold> {
         self.cold.as_ref().map(|c| &*c.0)
     }

@@ -33,7 +33,8 @@
 //! engine, before the epoch runs), so they judge each event exactly as one engine would.
 
 use crate::cmd::Cmd;
-use crate::engine::{Applied, Emitted, Engine, Snapshot, Stats};
+use crate::cold::Cold;
+use crate::engine::{Applied, Checkpoint, Emitted, Engine, Snapshot, Stats};
 use crate::member::Member;
 use crate::router::route;
 use crate::{Key, Origin, Rules};
@@ -86,6 +87,8 @@ type Msg = (Tag, Key, Cmd, Origin);
 /// watermark alone, see [`Sharded::advance`]) none.
 struct Admitted<'a> {
     ev: Option<&'a Event>,
+    /// A command from outside the streams (the admin API), with its id and time.
+    command: Option<(Key, Cmd, Uuid, EventTime)>,
     /// The watermark after it.
     watermark: i64,
 }
@@ -100,8 +103,11 @@ struct Exchange {
     /// `boxes[round % 2][from * shards + to]`: two sets, so a shard that runs ahead into the
     /// next round never writes where a slower one is still reading.
     boxes: [Vec<Mutex<Vec<Msg>>>; 2],
-    /// Commands sent in each round, by all shards.
-    sent: Vec<AtomicUsize>,
+    /// Commands sent in round `r`, by all shards, at `r % 3`: a shard that runs ahead adds to
+    /// the next round's count while a slower one still reads this one's, and the one before
+    /// is read by all (each reads before it reaches the next barrier), so shard 0 clears it
+    /// for reuse after that barrier.
+    sent: [AtomicUsize; 3],
 }
 
 impl Exchange {
@@ -120,7 +126,11 @@ impl Exchange {
                 .collect(),
             barrier: Barrier::new(shards),
             boxes: [boxes(), boxes()],
-            sent: (0..MAX_ROUNDS).map(|_| AtomicUsize::new(0)).collect(),
+            sent: [
+                AtomicUsize::new(0),
+                AtomicUsize::new(0),
+                AtomicUsize::new(0),
+            ],
         }
     }
 
@@ -160,8 +170,6 @@ struct Part {
 pub struct Sharded {
     /// `engines[i]` owns the keys `k` with `k.owner(n) == i`; engine 0 also admits events.
     engines: Vec<Engine>,
-    /// Cascades cut at [`MAX_ROUNDS`].
-    runaway: u64,
 }
 
 impl Sharded {
@@ -171,7 +179,6 @@ impl Sharded {
             engines: (0..shards.max(1))
                 .map(|_| Engine::new(rules.clone()))
                 .collect(),
-            runaway: 0,
         }
     }
 
@@ -225,6 +232,7 @@ impl Sharded {
                         coordinator.set_watermark(watermark);
                         admitted.push(Admitted {
                             ev: Some(ev),
+                            command: None,
                             watermark,
                         });
                         index.push(i);
@@ -254,9 +262,126 @@ impl Sharded {
         self.engines[0].set_watermark(to_us);
         let slot = [Admitted {
             ev: None,
+            command: None,
             watermark: to_us,
         }];
         self.run_slots(&slot, out);
+    }
+
+    /// Processes one event to the end of its cascade, as [`Engine::apply`] does (with one
+    /// shard it is that call).
+    pub fn apply(&mut self, ev: &Event, out: &mut Vec<Emitted>) -> Applied {
+        if self.engines.len() == 1 {
+            return self.engines[0].apply(ev, out);
+        }
+        self.apply_epoch(std::slice::from_ref(ev), out)
+            .first()
+            .map_or(Applied::Duplicate, |r| r.0)
+    }
+
+    /// Runs one command from outside the event streams to the end of its cascade, as
+    /// [`Engine::command`] does (the watermark does not move).
+    pub fn command(
+        &mut self,
+        key: Key,
+        cmd: Cmd,
+        id: Uuid,
+        at: EventTime,
+        out: &mut Vec<Emitted>,
+    ) -> usize {
+        if self.engines.len() == 1 {
+            return self.engines[0].command(key, cmd, id, at, out);
+        }
+        let slot = [Admitted {
+            ev: None,
+            command: Some((key, cmd, id, at)),
+            watermark: self.watermark(),
+        }];
+        let (ran, _) = self.run_slots(&slot, out);
+        ran.first().copied().unwrap_or(0)
+    }
+
+    /// Gives each engine its cold tier (one per shard, `colds.len()` must be the number of
+    /// shards; extra ones are dropped) and a share of the bound on resident entities.
+    pub fn set_cold(&mut self, colds: Vec<Box<dyn Cold>>, bound: usize, codes: u64) {
+        let n = self.engines.len();
+        let share = if bound == 0 { 0 } else { bound.div_ceil(n) };
+        for (e, cold) in self.engines.iter_mut().zip(colds) {
+            e.set_cold(cold, share, codes);
+        }
+    }
+
+    /// Shards as a checkpoint left them (written by any number of shards, or by one
+    /// engine): each engine loads its own keys from its cold tier as commands need them.
+    pub fn restore(
+        rules: Rules,
+        shards: usize,
+        cp: &Checkpoint,
+        colds: Vec<Box<dyn Cold>>,
+        bound: usize,
+        codes: u64,
+    ) -> Result<Sharded, String> {
+        let n = shards.max(1);
+        if colds.len() < n {
+            return Err(format!("{} cold tiers for {n} shards", colds.len()));
+        }
+        let share = if bound == 0 { 0 } else { bound.div_ceil(n) };
+        let mut engines = Vec::with_capacity(n);
+        for (i, cold) in colds.into_iter().take(n).enumerate() {
+            let mut e = Engine::restore(rules.clone(), cp, cold, share, codes)?;
+            e.keep_own(i, n);
+            engines.push(e);
+        }
+        Ok(Sharded { engines })
+    }
+
+    /// A checkpoint of every shard, in the form one engine writes (see
+    /// [`Engine::checkpoint`]).
+    pub fn checkpoint(&mut self) -> Result<Checkpoint, String> {
+        if self.engines.len() == 1 {
+            return self.engines[0].checkpoint();
+        }
+        let parts = self
+            .engines
+            .iter_mut()
+            .map(Engine::checkpoint)
+            .collect::<Result<Vec<_>, _>>()?;
+        Engine::merge_checkpoints(parts)
+    }
+
+    /// The first failure of any shard's cold tier since the last call (see
+    /// [`Engine::take_cold_error`]).
+    pub fn take_cold_error(&mut self) -> Option<String> {
+        self.engines
+            .iter_mut()
+            .filter_map(Engine::take_cold_error)
+            .next()
+    }
+
+    /// Resident entities, all shards.
+    pub fn resident(&self) -> usize {
+        self.engines.iter().map(Engine::resident).sum()
+    }
+
+    /// Evicted entities whose state awaits the next checkpoint, all shards.
+    pub fn spilled(&self) -> usize {
+        self.engines.iter().map(Engine::spilled).sum()
+    }
+
+    /// Entities passivated since start, all shards.
+    pub fn evicted(&self) -> u64 {
+        self.engines.iter().map(Engine::evicted).sum()
+    }
+
+    /// Resident entities per kind, all shards.
+    pub fn counts(&self) -> [(&'static str, usize); 12] {
+        let mut all = self.engines[0].counts();
+        for e in &self.engines[1..] {
+            for (a, (_, n)) in all.iter_mut().zip(e.counts()) {
+                a.1 += n;
+            }
+        }
+        all
     }
 
     /// Runs the slots' cascades over all shards; returns the commands each slot's event ran
@@ -270,6 +395,14 @@ impl Sharded {
         // the routers' first commands, for each shard
         let mut roots: Vec<Vec<Msg>> = (0..n).map(|_| Vec::new()).collect();
         for (seq, a) in admitted.iter().enumerate() {
+            if let Some((key, cmd, ..)) = &a.command {
+                let tag = Tag {
+                    seq: u32::try_from(seq).unwrap_or(u32::MAX),
+                    root: Root::Event(0),
+                    path: Vec::new(),
+                };
+                roots[key.owner(n)].push((tag, key.clone(), cmd.clone(), None));
+            }
             let Some(ev) = a.ev else { continue };
             for (r, (key, cmd)) in route(ev).into_iter().enumerate() {
                 let tag = Tag {
@@ -315,7 +448,9 @@ impl Sharded {
         let mut ran = vec![0usize; admitted.len()];
         let mut all: Vec<Placed> = Vec::new();
         for part in parts {
-            self.runaway += u64::from(part.runaway);
+            if part.runaway {
+                self.engines[0].count_runaway();
+            }
             for (r, p) in ran.iter_mut().zip(part.ran) {
                 *r += p;
             }
@@ -341,16 +476,23 @@ impl Sharded {
         for e in &self.engines[1..] {
             s.commands += e.stats.commands;
             s.timers += e.stats.timers;
+            s.runaway += e.stats.runaway;
         }
-        s.runaway += self.runaway;
         s
     }
 
-    /// All state, sorted by key: the union of the shards' (their keys are disjoint).
+    /// All state, sorted by key: the union of what each shard owns. (A shard's snapshot also
+    /// holds what a cold tier shared by all shards stores for keys it does not own, as of the
+    /// last checkpoint: those are left out.)
     pub fn try_snapshot(&self) -> Result<Snapshot, String> {
+        let n = self.engines.len();
         let mut all = self.engines[0].try_snapshot()?;
-        for e in &self.engines[1..] {
-            let s = e.try_snapshot()?;
+        if n > 1 {
+            retain_own(&mut all, 0, n);
+        }
+        for (i, e) in self.engines.iter().enumerate().skip(1) {
+            let mut s = e.try_snapshot()?;
+            retain_own(&mut s, i, n);
             all.identities.extend(s.identities);
             all.members.extend(s.members);
             all.orders.extend(s.orders);
@@ -385,6 +527,34 @@ impl Sharded {
     }
 }
 
+/// Drops from a snapshot the entities shard `me` of `n` does not own.
+fn retain_own(s: &mut Snapshot, me: usize, n: usize) {
+    use crate::Str;
+    fn keep<V>(
+        m: &mut std::collections::BTreeMap<Str, V>,
+        key: impl Fn(Str) -> Key,
+        me: usize,
+        n: usize,
+    ) {
+        m.retain(|k, _| key(k.clone()).owner(n) == me);
+    }
+    s.identities.retain(|k, _| {
+        let (kind, value) = k.split_once('/').unwrap_or((k.as_str(), ""));
+        Key::Identity(kind.into(), value.into()).owner(n) == me
+    });
+    keep(&mut s.members, Key::Member, me, n);
+    keep(&mut s.orders, Key::Order, me, n);
+    keep(&mut s.skus, Key::Sku, me, n);
+    keep(&mut s.dealers, Key::Dealer, me, n);
+    keep(&mut s.stores, Key::Store, me, n);
+    keep(&mut s.campaigns, Key::Campaign, me, n);
+    keep(&mut s.codes, Key::Code, me, n);
+    keep(&mut s.devices, Key::Device, me, n);
+    keep(&mut s.ips, Key::Ip, me, n);
+    keep(&mut s.nets, Key::Net, me, n);
+    keep(&mut s.rings, Key::Ring, me, n);
+}
+
 /// One shard's state while it runs its part of an epoch.
 struct Worker<'e, 'x> {
     me: usize,
@@ -407,11 +577,14 @@ impl Worker<'_, '_> {
     fn run(&mut self, (tag, key, cmd, own): Msg, depth: u32, admitted: &[Admitted<'_>]) {
         let (id, at) = own.unwrap_or_else(|| match &tag.root {
             Root::Timer(t, _) => (Uuid::nil(), EventTime::from_unix_ms(t.div_euclid(1000))),
-            Root::Event(_) => admitted[tag.seq as usize]
-                .ev
-                .map_or((Uuid::nil(), EventTime::from_unix_ms(0)), |ev| {
-                    (ev.id, ev.ts)
-                }),
+            Root::Event(_) => {
+                let slot = &admitted[tag.seq as usize];
+                match (slot.ev, &slot.command) {
+                    (Some(ev), _) => (ev.id, ev.ts),
+                    (None, Some((_, _, id, at))) => (*id, *at),
+                    (None, None) => (Uuid::nil(), EventTime::from_unix_ms(0)),
+                }
+            }
         });
         self.engine
             .run_one(key, cmd, id, at, &mut self.sends, &mut self.emitted);
@@ -501,9 +674,12 @@ fn run_shard(
         for (to, msgs) in w.remote.iter_mut().enumerate() {
             ex.post(round, me, to, msgs);
         }
-        ex.sent[round].fetch_add(w.count, Ordering::AcqRel);
+        ex.sent[round % 3].fetch_add(w.count, Ordering::AcqRel);
         ex.barrier.wait();
-        if ex.sent[round].load(Ordering::Acquire) == 0 {
+        if me == 0 {
+            ex.sent[(round + 2) % 3].store(0, Ordering::Release);
+        }
+        if ex.sent[round % 3].load(Ordering::Acquire) == 0 {
             return Part {
                 placed: w.placed,
                 ran: w.ran,

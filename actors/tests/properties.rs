@@ -625,3 +625,97 @@ proptest! {
         prop_assert_eq!(engine.stats.clone(), s.stats());
     }
 }
+
+/// [`run_sharded`] with passivation to a cold tier (a bound on resident entities), a
+/// checkpoint every `every` epochs, and at epoch `restart` a restore from the last checkpoint
+/// into `again` shards (another number) that replays the epochs after it, whose outputs must
+/// repeat the ones already produced.
+#[allow(clippy::too_many_arguments)]
+fn run_sharded_cold(
+    events: &[Event],
+    cuts: &[usize],
+    shards: usize,
+    bound: usize,
+    every: usize,
+    restart: usize,
+    again: usize,
+) -> Result<(String, Vec<Emitted>), TestCaseError> {
+    use omnistream_actors::cold::{Cold, MemCold};
+    let cold = MemCold::default();
+    let colds = |n: usize| -> Vec<Box<dyn Cold>> {
+        (0..n)
+            .map(|_| Box::new(cold.clone()) as Box<dyn Cold>)
+            .collect()
+    };
+    let mut epochs = Vec::new();
+    let mut rest = events;
+    for &cut in cuts.iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let (epoch, tail) = rest.split_at(cut.clamp(1, rest.len()));
+        epochs.push(epoch);
+        rest = tail;
+    }
+    let mut s = Sharded::new(rules(), shards);
+    s.set_cold(colds(shards), bound, 64);
+    let mut out = Vec::new();
+    let mut starts = Vec::new();
+    let mut last: Option<(usize, omnistream_actors::engine::Checkpoint)> = None;
+    for (k, epoch) in epochs.iter().enumerate() {
+        starts.push(out.len());
+        s.apply_epoch(epoch, &mut out);
+        prop_assert_eq!(s.take_cold_error(), None);
+        if (k + 1) % every == 0 {
+            let mut cp = s.checkpoint().unwrap();
+            cold.write(std::mem::take(&mut cp.states));
+            last = Some((k + 1, cp));
+        }
+        if k + 1 == restart {
+            if let Some((covered, cp)) = &last {
+                s = Sharded::restore(rules(), again, cp, colds(again), bound, 64).unwrap();
+                let mut replayed = Vec::new();
+                for epoch in &epochs[*covered..=k] {
+                    s.apply_epoch(epoch, &mut replayed);
+                }
+                prop_assert_eq!(
+                    serde_json::to_string(
+                        &out[starts.get(*covered).copied().unwrap_or(out.len())..]
+                    )
+                    .unwrap(),
+                    serde_json::to_string(&replayed).unwrap(),
+                    "the epochs replayed after a restore into {} shards give other outputs",
+                    again
+                );
+            }
+        }
+    }
+    Ok((
+        serde_json::to_string(&s.try_snapshot().unwrap()).unwrap(),
+        out,
+    ))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Shards with passivation, checkpoints and a restore into another number of shards
+    /// reach the state and outputs of one shard holding everything: a sharded service can
+    /// bound its memory, restart from a checkpoint, and change its shard count on restart.
+    #[test]
+    fn sharded_passivation_checkpoints_and_restore_change_nothing(
+        events in mixed(9),
+        shards in 1..4usize,
+        again in 1..4usize,
+        cuts in proptest::collection::vec(1..10usize, 1..6),
+        bound in 0..16usize,
+        every in 1..5usize,
+        restart in 0..40usize,
+    ) {
+        let (plain, out, _) = run_sharded(1, &events, &cuts);
+        let (state, cold_out) = run_sharded_cold(&events, &cuts, shards, bound, every, restart, again)?;
+        let want = serde_json::to_string(&plain.try_snapshot().unwrap()).unwrap();
+        prop_assert_eq!(want, state);
+        prop_assert_eq!(serde_json::to_string(&out).unwrap(), serde_json::to_string(&cold_out).unwrap());
+    }
+}
