@@ -2,8 +2,9 @@
 //! the outputs it produces. Minutes are event-time minutes (China time), so a replay or a
 //! generated day shows the same board as live traffic would.
 
-use omnistream_actors::engine::{Emitted, Engine};
+use omnistream_actors::engine::Emitted;
 use omnistream_actors::fraud::Decision;
+use omnistream_actors::sharded::Sharded;
 use omnistream_actors::Output;
 use omnistream_schemas::Channel;
 use serde::{Deserialize, Serialize};
@@ -120,7 +121,7 @@ impl Board {
     }
 
     /// Takes in what one event produced.
-    pub fn observe(&mut self, engine: &Engine, emitted: &[Emitted]) {
+    pub fn observe(&mut self, engine: &Sharded, emitted: &[Emitted]) {
         for e in emitted {
             let at = e.at.unix_us;
             match &e.output {

@@ -67,6 +67,12 @@ pub struct Config {
     /// its own; at scale it costs a fifth of the throughput and a second on the tail
     /// (BENCHMARKS.md).
     pub checkpoint_every_events: u64,
+    /// Threads the entities run on, each owning the keys that hash to it (1 to 64; default
+    /// 1). With several, each ingest request's events run together as one *epoch* on all
+    /// shards (see the README's design section): the state is the same for any number of
+    /// shards, and a restart replays the logged epochs as they ran. The number may change
+    /// between restarts.
+    pub shards: usize,
     /// Codes the code registry's Bloom filter is sized for (1% false positives, about 1.2
     /// bytes a code): a scan of a code never scanned, most scans, then reads nothing from
     /// the store. More codes only raise the rate. Embedded store only.
@@ -731,6 +737,7 @@ impl Default for Config {
             max_inflight_events: 50_000,
             resident_entities: 0,
             checkpoint_every_events: 0,
+            shards: 1,
             code_filter_codes: 10_000_000,
             max_body_bytes: 8 << 20,
             max_batch_events: 10_000,
@@ -837,6 +844,12 @@ impl Config {
         }
         if self.group_commit_events == 0 {
             return Err(err("group-commit-events", "must be > 0"));
+        }
+        if !(1..=64).contains(&self.shards) {
+            return Err(err(
+                "shards",
+                format!("{} is not between 1 and 64", self.shards),
+            ));
         }
         if self.max_inflight_events < self.max_batch_events {
             return Err(err(

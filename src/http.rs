@@ -8,7 +8,7 @@ use crate::store::{Store, StoreError};
 use actix::prelude::*;
 use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpResponse, HttpServer};
-use omnistream_actors::engine::Engine;
+use omnistream_actors::sharded::Sharded;
 use omnistream_schemas::{Decoder, IdKind, Pii};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -200,7 +200,7 @@ async fn post_scan(st: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
 /// Runs a read on the shard and answers 200 with its value or 404.
 async fn read<F>(st: &AppState, what: &str, f: F) -> HttpResponse
 where
-    F: FnOnce(&Engine, &dyn Store) -> Option<Value> + Send + 'static,
+    F: FnOnce(&Sharded, &dyn Store) -> Option<Value> + Send + 'static,
 {
     read_store(st, what, move |e, s| Ok(f(e, s))).await
 }
@@ -209,7 +209,7 @@ where
 /// never a 404 or a short page that would pass for an answer.
 async fn read_store<F>(st: &AppState, what: &str, f: F) -> HttpResponse
 where
-    F: FnOnce(&Engine, &dyn Store) -> Result<Option<Value>, StoreError> + Send + 'static,
+    F: FnOnce(&Sharded, &dyn Store) -> Result<Option<Value>, StoreError> + Send + 'static,
 {
     if !st.ready.load(Ordering::SeqCst) {
         // until the rebuild the engine may hold events of a commit that failed
@@ -246,11 +246,11 @@ where
     }
 }
 
-fn member_view(e: &Engine, id: &str) -> Option<Value> {
+fn member_view(e: &Sharded, id: &str) -> Option<Value> {
     let at = crate::view_time(e);
     let (now, today) = (at.unix_us, at.local_day());
     e.member(id)
-        .and_then(|m| serde_json::to_value(m.view(now, today, &e.rules)).ok())
+        .and_then(|m| serde_json::to_value(m.view(now, today, e.rules())).ok())
 }
 
 async fn get_member(st: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
@@ -474,8 +474,9 @@ async fn get_stats(st: web::Data<AppState>) -> HttpResponse {
     let shard = st.shard.send(GetStats).await.ok();
     let engine = st
         .shard
-        .send(Read(|e: &Engine, _: &dyn Store| {
-            let mut v = serde_json::to_value(&e.stats).unwrap_or_default();
+        .send(Read(|e: &Sharded, _: &dyn Store| {
+            let mut v = serde_json::to_value(e.stats()).unwrap_or_default();
+            v["shards"] = json!(e.shards());
             v["remembered_ids"] = json!(e.remembered_ids());
             // the earliest event time the id bound still answers for (0: it never forgot)
             v["remembered_from_us"] = json!(e.remembered_from_us());
@@ -556,7 +557,7 @@ async fn snapshot(st: web::Data<AppState>) -> HttpResponse {
     // straight to text: the state holds 128-bit ids that a JSON value tree cannot
     match st
         .shard
-        .send(Read(|e: &Engine, _: &dyn Store| {
+        .send(Read(|e: &Sharded, _: &dyn Store| {
             e.try_snapshot()
                 .and_then(|s| serde_json::to_string(&s).map_err(|e| e.to_string()))
         }))

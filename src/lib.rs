@@ -15,7 +15,7 @@ pub mod tls;
 
 /// The moment read views (member X-RFM, store KPIs) are computed at: the engine's watermark,
 /// in China time, since KPI days are the brands' local days.
-pub fn view_time(engine: &omnistream_actors::Engine) -> omnistream_schemas::EventTime {
+pub fn view_time(engine: &omnistream_actors::sharded::Sharded) -> omnistream_schemas::EventTime {
     omnistream_schemas::EventTime {
         unix_us: engine.watermark().max(0),
         offset_min: 480,

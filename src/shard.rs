@@ -29,6 +29,7 @@ use crate::store::{
 };
 use actix::prelude::*;
 use omnistream_actors::engine::{Applied, Emitted, Engine, Late};
+use omnistream_actors::sharded::Sharded;
 use omnistream_actors::{Output, Rules};
 use omnistream_schemas::{Decoder, Event, Pii, Problem, Reason};
 use serde::Serialize;
@@ -209,7 +210,7 @@ pub struct Read<F>(pub F);
 
 impl<F, R> Message for Read<F>
 where
-    F: FnOnce(&Engine, &dyn Store) -> R + Send + 'static,
+    F: FnOnce(&Sharded, &dyn Store) -> R + Send + 'static,
     R: Send + 'static,
 {
     type Result = R;
@@ -276,6 +277,8 @@ pub struct ShardConfig {
     pub checkpoint_every: u64,
     /// Codes the code registry's filter is sized for.
     pub filter_codes: u64,
+    /// Threads the entities run on, each owning the keys that hash to it.
+    pub shards: usize,
 }
 
 impl Default for ShardConfig {
@@ -294,6 +297,7 @@ impl From<&crate::config::Config> for ShardConfig {
             resident: c.resident_entities,
             checkpoint_every: c.checkpoint_every_events,
             filter_codes: c.code_filter_codes,
+            shards: c.shards,
         }
     }
 }
@@ -307,7 +311,8 @@ struct Extras {
 
 /// The shard actor.
 pub struct Shard {
-    engine: Engine,
+    engine: Sharded,
+    shards: usize,
     store: Box<dyn Store>,
     stored_decoder: Decoder,
     next_seq: u64,
@@ -393,6 +398,10 @@ fn answer(waiting: Vec<(Reply, Vec<Outcome>)>, r: &Result<(), ShardError>) {
 /// Log entries that are not events start with this (events start with `{"id"` or similar).
 const ADMIN_PREFIX: &[u8] = b"{\"admin\"";
 
+/// The log entry that closes an epoch of several shards (see `omnistream_actors::sharded`):
+/// the events before it, back to the previous marker, ran together and replay so.
+const EPOCH_MARK: &[u8] = b"{\"admin\":\"epoch\"}";
+
 /// A command from the admin API, logged like an event so a replay repeats it.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct AdminEntry {
@@ -411,7 +420,7 @@ struct AdminEntry {
 }
 
 impl AdminEntry {
-    fn apply(&self, engine: &mut Engine, out: &mut Vec<Emitted>) -> usize {
+    fn apply(&self, engine: &mut Sharded, out: &mut Vec<Emitted>) -> usize {
         let at = omnistream_schemas::EventTime {
             unix_us: self.at_us,
             offset_min: 0,
@@ -497,7 +506,8 @@ impl Shard {
             since_checkpoint: 0,
             metrics,
             board: Board::new(low_atp),
-            engine: Engine::new(rules),
+            engine: Sharded::new(rules, sc.shards),
+            shards: sc.shards.max(1),
             store,
             stored_decoder: Decoder::new(Pii::for_stored(pii_key)),
             next_seq: 0,
@@ -534,7 +544,7 @@ impl Shard {
 
     fn rebuild_from_store(&mut self) -> Result<(), StoreError> {
         let started = Instant::now();
-        let rules = self.engine.rules.clone();
+        let rules = self.engine.rules().clone();
         let low_atp = rules.stock.low_stock_atp;
         let restore_err = |why: String| StoreError::Io {
             op: "restore",
@@ -557,43 +567,71 @@ impl Shard {
             let _ = w.join();
         }
         self.set_inflight(None);
-        let cold = self.store.cold().map(|base| {
-            Box::new(Layered {
-                inflight: Arc::clone(&self.inflight),
-                base,
-            }) as Box<dyn omnistream_actors::cold::Cold>
-        });
-        let (mut engine, mut reviews, mut board, from) = match (cold, self.store.last_checkpoint()?)
-        {
-            (Some(cold), Some(cp)) => {
-                let saved = omnistream_actors::engine::Checkpoint {
-                    states: Vec::new(),
-                    global: cp.global,
-                    seen: cp.seen,
-                    filter: cp.filter,
-                };
-                let engine = Engine::restore(rules, &saved, cold, self.resident, self.filter_codes)
+        // a cold tier for each shard, all reading the store's states
+        let colds: Option<Vec<Box<dyn omnistream_actors::cold::Cold>>> = (0..self.shards)
+            .map(|_| {
+                self.store.cold().map(|base| {
+                    Box::new(Layered {
+                        inflight: Arc::clone(&self.inflight),
+                        base,
+                    }) as Box<dyn omnistream_actors::cold::Cold>
+                })
+            })
+            .collect();
+        let (mut engine, mut reviews, mut board, from) =
+            match (colds, self.store.last_checkpoint()?) {
+                (Some(colds), Some(cp)) => {
+                    let saved = omnistream_actors::engine::Checkpoint {
+                        states: Vec::new(),
+                        global: cp.global,
+                        seen: cp.seen,
+                        filter: cp.filter,
+                    };
+                    let engine = Sharded::restore(
+                        rules,
+                        self.shards,
+                        &saved,
+                        colds,
+                        self.resident,
+                        self.filter_codes,
+                    )
                     .map_err(restore_err)?;
-                let x: Extras = serde_json::from_slice(&cp.extras)
-                    .map_err(|e| restore_err(format!("shard state: {e}")))?;
-                let board = Board::load(low_atp, x.board)
-                    .map_err(|e| restore_err(format!("board: {e}")))?;
-                (engine, Reviews(x.reviews), board, cp.seq)
-            }
-            (cold, _) => {
-                let mut engine = Engine::new(rules);
-                if let Some(cold) = cold {
-                    engine.set_cold(cold, self.resident, self.filter_codes);
+                    let x: Extras = serde_json::from_slice(&cp.extras)
+                        .map_err(|e| restore_err(format!("shard state: {e}")))?;
+                    let board = Board::load(low_atp, x.board)
+                        .map_err(|e| restore_err(format!("board: {e}")))?;
+                    (engine, Reviews(x.reviews), board, cp.seq)
                 }
-                (engine, Reviews::default(), Board::new(low_atp), 0)
-            }
-        };
+                (colds, _) => {
+                    let mut engine = Sharded::new(rules, self.shards);
+                    if let Some(colds) = colds {
+                        engine.set_cold(colds, self.resident, self.filter_codes);
+                    }
+                    (engine, Reviews::default(), Board::new(low_atp), 0)
+                }
+            };
         let mut scratch = Vec::new();
         let mut n = 0u64;
         let mut bad = None;
         let decoder = &self.stored_decoder;
+        // events logged by several shards come in epochs, each closed by a marker; events
+        // without one (logged by one shard) ran one at a time, and replay so
+        let mut epoch: Vec<omnistream_schemas::Event> = Vec::new();
+        fn one_by_one(
+            epoch: &mut Vec<omnistream_schemas::Event>,
+            engine: &mut Sharded,
+            scratch: &mut Vec<Emitted>,
+        ) {
+            for ev in epoch.drain(..) {
+                engine.apply(&ev, scratch);
+            }
+        }
         let next = self.store.replay(from, &mut |seq, bytes| {
-            if bytes.starts_with(ADMIN_PREFIX) {
+            if bytes == EPOCH_MARK {
+                engine.apply_epoch(&epoch, &mut scratch);
+                epoch.clear();
+            } else if bytes.starts_with(ADMIN_PREFIX) {
+                one_by_one(&mut epoch, &mut engine, &mut scratch);
                 match serde_json::from_slice::<AdminEntry>(bytes) {
                     Ok(a) => {
                         a.apply(&mut engine, &mut scratch);
@@ -605,18 +643,25 @@ impl Shard {
             } else {
                 match decoder.decode(bytes) {
                     Ok(ev) => {
-                        engine.apply(&ev, &mut scratch);
+                        epoch.push(ev);
                         n += 1;
                     }
                     Err(r) => {
                         bad.get_or_insert((seq, r.to_string()));
                     }
                 }
+                if self.shards == 1 {
+                    one_by_one(&mut epoch, &mut engine, &mut scratch);
+                }
             }
             reviews.observe(&scratch);
             board.observe(&engine, &scratch);
             scratch.clear();
         })?;
+        one_by_one(&mut epoch, &mut engine, &mut scratch);
+        reviews.observe(&scratch);
+        board.observe(&engine, &scratch);
+        scratch.clear();
         if let Some((seq, why)) = bad {
             return Err(StoreError::Io {
                 op: "replay",
@@ -1039,6 +1084,9 @@ impl Shard {
     }
 
     fn apply(&mut self, source: &str, position: Option<u64>, items: Vec<Item>) -> Vec<Outcome> {
+        if self.shards > 1 {
+            return self.apply_epoch(source, position, items);
+        }
         let mut outcomes = Vec::with_capacity(items.len());
         let mut emitted = Vec::new();
         for item in items {
@@ -1066,7 +1114,7 @@ impl Shard {
                             });
                         }
                         Applied::Late => {
-                            let why = too_late(ev.ts.unix_us, &self.engine);
+                            let why = too_late(ev.ts.unix_us, self.engine.coordinator());
                             // the event as decoded: personal values are hashed already
                             let raw = serde_json::to_string(&ev).unwrap_or_default();
                             let out = self.reject(source, Some(ev.id.to_string()), vec![why], raw);
@@ -1084,6 +1132,83 @@ impl Shard {
         outcomes
     }
 
+    /// [`Shard::apply`] on several shards: the request's events run as one epoch (see
+    /// `omnistream_actors::sharded`), are logged in order and closed by an epoch marker so a
+    /// replay runs them together again; their outputs follow, in the order they were made.
+    fn apply_epoch(
+        &mut self,
+        source: &str,
+        position: Option<u64>,
+        items: Vec<Item>,
+    ) -> Vec<Outcome> {
+        let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(items.len());
+        let mut events = Vec::new();
+        let mut slots = Vec::new();
+        for item in items {
+            match item {
+                Item::Event(ev) => {
+                    slots.push(outcomes.len());
+                    outcomes.push(None);
+                    events.push(*ev);
+                }
+                Item::Rejected { id, reasons, raw } => {
+                    let out = self.reject(source, id, reasons, raw);
+                    outcomes.push(Some(out));
+                }
+            }
+        }
+        if !events.is_empty() {
+            let mut emitted = Vec::new();
+            let results = self.engine.apply_epoch(&events, &mut emitted);
+            let mut by_event: std::collections::HashMap<uuid::Uuid, Vec<Emitted>> =
+                std::collections::HashMap::new();
+            for e in &emitted {
+                by_event.entry(e.event).or_default().push(e.clone());
+            }
+            let mut logged = 0;
+            for ((ev, (applied, _)), slot) in events.iter().zip(results).zip(slots) {
+                let kind = ev.body.kind().name();
+                let out = match applied {
+                    Applied::Duplicate => {
+                        self.metrics.event(kind, "duplicate");
+                        self.stats.duplicates += 1;
+                        Outcome::Duplicate { id: ev.id }
+                    }
+                    Applied::Done(_) => {
+                        self.stats.applied += 1;
+                        self.metrics.event(kind, "accepted");
+                        let json = serde_json::to_vec(ev).unwrap_or_default();
+                        self.batch.events.push((self.next_seq, json));
+                        self.next_seq += 1;
+                        self.since_checkpoint += 1;
+                        logged += 1;
+                        Outcome::Accepted {
+                            id: ev.id,
+                            outputs: by_event.remove(&ev.id).unwrap_or_default(),
+                        }
+                    }
+                    Applied::Late => {
+                        let why = too_late(ev.ts.unix_us, self.engine.coordinator());
+                        let raw = serde_json::to_string(ev).unwrap_or_default();
+                        self.reject(source, Some(ev.id.to_string()), vec![why], raw)
+                    }
+                };
+                outcomes[slot] = Some(out);
+            }
+            // one event alone runs as the single engine runs it: no marker needed
+            if logged > 1 {
+                self.batch.events.push((self.next_seq, EPOCH_MARK.to_vec()));
+                self.next_seq += 1;
+            }
+            self.metrics.observe(&emitted);
+            self.board.observe(&self.engine, &emitted);
+            self.reviews.observe(&emitted);
+            self.push_outputs(&emitted);
+        }
+        self.set_position(source, position.unwrap_or(self.next_seq));
+        outcomes.into_iter().flatten().collect()
+    }
+
     /// After a commit: the remembered event ids in the metrics, and a warning (at most once a
     /// minute) while the id bound forgets ids, since the lateness window then shrinks.
     fn observe_remembered_ids(&mut self) {
@@ -1091,7 +1216,7 @@ impl Shard {
         self.metrics
             .remembered_ids
             .set(i64::try_from(ids).unwrap_or(i64::MAX));
-        let forgotten = self.engine.stats.forgotten;
+        let forgotten = self.engine.stats().forgotten;
         self.metrics
             .forgotten_ids
             .inc_by(forgotten.saturating_sub(self.stats.forgotten_ids));
@@ -1107,7 +1232,7 @@ impl Shard {
                 refused_before = %omnistream_schemas::EventTime::from_unix_ms(
                     self.engine.remembered_from_us() / 1000
                 ),
-                max_remembered_ids = self.engine.rules.max_remembered_ids,
+                max_remembered_ids = self.engine.rules().max_remembered_ids,
                 "event ids forgotten under max-remembered-ids: older events are refused as too_late"
             );
         }
@@ -1234,7 +1359,7 @@ impl Handler<Ingest> for Shard {
 
 impl<F, R> Handler<Read<F>> for Shard
 where
-    F: FnOnce(&Engine, &dyn Store) -> R + Send + 'static,
+    F: FnOnce(&Sharded, &dyn Store) -> R + Send + 'static,
     R: Send + 'static,
 {
     type Result = MessageResult<Read<F>>;
@@ -1497,8 +1622,8 @@ mod tests {
     /// (events the engine applied, events in the store's log)
     async fn counts(shard: &Addr<Shard>) -> (u64, u64) {
         shard
-            .send(Read(|e: &Engine, s: &dyn Store| {
-                (e.stats.events, s.replay(0, &mut |_, _| {}).unwrap())
+            .send(Read(|e: &Sharded, s: &dyn Store| {
+                (e.stats().events, s.replay(0, &mut |_, _| {}).unwrap())
             }))
             .await
             .unwrap()

@@ -389,3 +389,61 @@ fn a_checkpoint_written_on_an_idle_service_is_taken_in_without_another_event() {
     assert_eq!(checkpoints, 1, "the written checkpoint was not taken in");
     s.stop();
 }
+
+/// Several shards (`shards = 3`): a request's events run as one epoch on three threads. The
+/// same requests reach the same state whether or not the service is stopped (SIGTERM, with a
+/// checkpoint) or killed (SIGKILL, the log's epochs replayed) between them, and whether it
+/// restarts with three shards or one; and the scripted day's business results hold.
+#[test]
+fn several_shards_reach_one_state_across_restarts_and_shard_counts() {
+    let events = script();
+    let three = [("OMNISTREAM_SHARDS", "3")];
+    let one = [("OMNISTREAM_SHARDS", "1")];
+    let whole = tempfile::tempdir().unwrap();
+    let s = Service::start_with(whole.path(), &three);
+    s.post(&events[..5]);
+    s.post(&events[5..9]);
+    let r = s.post(&events[9..]);
+    assert_eq!(r["accepted"], 5, "{r}");
+    let expected = observe(&s);
+    assert_eq!(s.get("/v1/stats")["engine"]["shards"], 3);
+    s.stop();
+    // the scripted day's results (see the first test) hold with epochs of several events
+    assert_eq!(expected["member"]["balance"], 100, "{expected}");
+    assert_eq!(expected["scanner"]["balance"], 20, "{expected}");
+    assert_eq!(expected["stock"]["atp"], 39, "{expected}");
+    assert_eq!(expected["credit"]["exposure"], 20000, "{expected}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let s = Service::start_with(dir.path(), &three);
+    s.post(&events[..5]);
+    s.stop();
+    let s = Service::start_with(dir.path(), &three);
+    s.post(&events[5..9]);
+    // killed: the restart replays the logged epoch of four events as it ran
+    s.kill();
+    let s = Service::start_with(dir.path(), &one);
+    let partial = |s: &Service| {
+        [
+            "/v1/skus/S1/stock",
+            "/v1/dealers/d1/credit",
+            "/v1/identities/openid/oa",
+            "/v1/identities/openid/ob",
+        ]
+        .map(|p| s.get(p))
+    };
+    assert_eq!(partial(&s), {
+        // the same two requests on a fresh three-shard service
+        let d = tempfile::tempdir().unwrap();
+        let t = Service::start_with(d.path(), &three);
+        t.post(&events[..5]);
+        t.post(&events[5..9]);
+        let v = partial(&t);
+        t.stop();
+        v
+    });
+    let r = s.post(&events[9..]);
+    assert_eq!(r["accepted"], 5, "{r}");
+    assert_eq!(observe(&s), expected);
+    s.stop();
+}

@@ -857,6 +857,12 @@ impl Engine {
         self.members.get(id, self.cold_ref())
     }
 
+    /// An identity entity (value already hashed for personal kinds).
+    pub fn identity(&self, kind: &str, value: &str) -> Option<Cow<'_, Identity>> {
+        self.identities
+            .get(&identity_key(kind, value), self.cold_ref())
+    }
+
     /// The member an identity belongs to (value already hashed for personal kinds).
     pub fn member_of(&self, kind: &str, value: &str) -> Option<Cow<'_, Member>> {
         let ident = self

@@ -32,11 +32,17 @@
 //! Deduplication, the lateness check and the watermark are the coordinator's (shard 0's
 //! engine, before the epoch runs), so they judge each event exactly as one engine would.
 
+use crate::campaign::Campaign;
 use crate::cmd::Cmd;
 use crate::cold::Cold;
+use crate::dealer::Dealer;
 use crate::engine::{Applied, Checkpoint, Emitted, Engine, Snapshot, Stats};
+use crate::fraud::code::Code;
 use crate::member::Member;
+use crate::order::Order;
 use crate::router::route;
+use crate::sku::Sku;
+use crate::store::Store;
 use crate::{Key, Origin, Rules};
 use omnistream_schemas::{Event, EventTime};
 use std::borrow::Cow;
@@ -507,6 +513,58 @@ impl Sharded {
             all.rings.extend(s.rings);
         }
         Ok(all)
+    }
+
+    /// The member an identity belongs to (value already hashed for personal kinds).
+    pub fn member_of(&self, kind: &str, value: &str) -> Option<Cow<'_, Member>> {
+        let key = Key::Identity(kind.into(), value.into());
+        let id = self.engine_of(&key).identity(kind, value)?.member.clone()?;
+        self.member(&id)
+    }
+
+    /// A SKU's state.
+    pub fn sku(&self, id: &str) -> Option<Cow<'_, Sku>> {
+        self.engine_of(&Key::Sku(id.into())).sku(id)
+    }
+
+    /// A dealer's state.
+    pub fn dealer(&self, id: &str) -> Option<Cow<'_, Dealer>> {
+        self.engine_of(&Key::Dealer(id.into())).dealer(id)
+    }
+
+    /// A store's state.
+    pub fn store(&self, id: &str) -> Option<Cow<'_, Store>> {
+        self.engine_of(&Key::Store(id.into())).store(id)
+    }
+
+    /// An order's coordinator state.
+    pub fn order(&self, key: &str) -> Option<Cow<'_, Order>> {
+        self.engine_of(&Key::Order(key.into())).order(key)
+    }
+
+    /// A campaign's state.
+    pub fn campaign(&self, id: &str) -> Option<Cow<'_, Campaign>> {
+        self.engine_of(&Key::Campaign(id.into())).campaign(id)
+    }
+
+    /// A code's registry entry.
+    pub fn code(&self, code: &str) -> Option<Cow<'_, Code>> {
+        self.engine_of(&Key::Code(code.into())).code(code)
+    }
+
+    /// Why an event at `ts_us` would be refused as late, if it would (see [`Engine::late`]).
+    pub fn late(&self, ts_us: i64) -> Option<crate::engine::Late> {
+        self.engines[0].late(ts_us)
+    }
+
+    /// Event ids remembered for deduplication.
+    pub fn remembered_ids(&self) -> usize {
+        self.engines[0].remembered_ids()
+    }
+
+    /// The earliest event time (µs) the id bound still answers for.
+    pub fn remembered_from_us(&self) -> i64 {
+        self.engines[0].remembered_from_us()
     }
 
     /// The member an id refers to, following aliases (which may live on other shards).

@@ -24,7 +24,7 @@ use crate::store::Store;
 use actix::Addr;
 use log::{LogError, MemLog, PartitionedLog};
 use mapping::Stream;
-use omnistream_actors::engine::Engine;
+use omnistream_actors::sharded::Sharded;
 use omnistream_schemas::{Decoder, Pii};
 use sink::{RecordSink, SinkCounters};
 use source::{OffsetTracker, RecordStream, SourceError};
@@ -171,7 +171,7 @@ pub async fn start<T: Transport + Clone + 'static>(
             let name = source::source_name(&topic, partition);
             let key = name.clone();
             let stored = shard
-                .send(Read(move |_: &Engine, s: &dyn Store| s.position(&key)))
+                .send(Read(move |_: &Sharded, s: &dyn Store| s.position(&key)))
                 .await
                 .map_err(|e| LogError::Failed {
                     topic: topic.clone(),
@@ -341,7 +341,7 @@ mod tests {
                 // made is stored; then what is stored; then what the sinks produced
                 let durable = metrics.fluvio_consumed.get();
                 let stored = shard
-                    .send(Read(|_: &Engine, s: &dyn Store| s.next_output().unwrap()))
+                    .send(Read(|_: &Sharded, s: &dyn Store| s.next_output().unwrap()))
                     .await
                     .unwrap();
                 let produced = sink_total(&log);
@@ -370,7 +370,7 @@ mod tests {
                 .chain([sink::SINK_CURSOR.to_string()])
                 .collect();
             let (outputs, positions) = shard
-                .send(Read(move |_: &Engine, s: &dyn Store| {
+                .send(Read(move |_: &Sharded, s: &dyn Store| {
                     let o: Vec<Vec<u8>> = s
                         .outputs(0, usize::MAX)
                         .unwrap()

@@ -13,7 +13,7 @@ use crate::config::FluvioTopics;
 use crate::shard::{Read, SetPosition, Shard};
 use crate::store::Store;
 use actix::Addr;
-use omnistream_actors::engine::Engine;
+use omnistream_actors::sharded::Sharded;
 use std::future::Future;
 use std::time::Duration;
 
@@ -66,7 +66,7 @@ pub async fn run_sinks<K: RecordSink>(
 ) -> Result<(), super::source::SourceError> {
     use super::source::SourceError;
     let cursor = shard
-        .send(Read(|_: &Engine, s: &dyn Store| s.position(SINK_CURSOR)))
+        .send(Read(|_: &Sharded, s: &dyn Store| s.position(SINK_CURSOR)))
         .await
         .map_err(|_| SourceError::ShardGone)?;
     let mut from = match cursor {
@@ -78,7 +78,7 @@ pub async fn run_sinks<K: RecordSink>(
     };
     loop {
         let rows = shard
-            .send(Read(move |_: &Engine, s: &dyn Store| s.outputs(from, 512)))
+            .send(Read(move |_: &Sharded, s: &dyn Store| s.outputs(from, 512)))
             .await
             .map_err(|_| SourceError::ShardGone)?;
         let rows = match rows {
