@@ -47,7 +47,7 @@ use crate::{Key, Origin, Rules};
 use omnistream_schemas::{Event, EventTime};
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Barrier, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use uuid::Uuid;
 
 /// Most rounds an epoch may take; beyond it the rest of the cascade is dropped and counted as
@@ -71,13 +71,12 @@ struct Tag {
     seq: u32,
     root: Root,
     /// The index of the send at each hop from the root.
-    path: Vec<u32>,
+    path: Path,
 }
 
 impl Tag {
     fn child(&self, k: usize) -> Tag {
-        let mut path = Vec::with_capacity(self.path.len() + 1);
-        path.extend_from_slice(&self.path);
+        let mut path = self.path.clone();
         path.push(u32::try_from(k).unwrap_or(u32::MAX));
         Tag {
             seq: self.seq,
@@ -86,6 +85,10 @@ impl Tag {
         }
     }
 }
+
+/// The send indices from a command's root: inline up to a cascade 12 hops deep (a scan's
+/// fraud chain takes 8-9), so a command's tag costs no allocation.
+type Path = smallvec::SmallVec<[u32; 12]>;
 
 type Msg = (Tag, Key, Cmd, Origin);
 
@@ -99,13 +102,50 @@ struct Admitted<'a> {
     watermark: i64,
 }
 
+/// A barrier for the shards' rounds that spins briefly before it yields: a round is often
+/// a few microseconds of work, and a sleeping thread takes longer than that to wake.
+struct Meet {
+    shards: usize,
+    arrived: AtomicUsize,
+    generation: AtomicUsize,
+}
+
+impl Meet {
+    fn new(shards: usize) -> Meet {
+        Meet {
+            shards,
+            arrived: AtomicUsize::new(0),
+            generation: AtomicUsize::new(0),
+        }
+    }
+
+    /// Waits until every shard has called it (once per round).
+    fn wait(&self) {
+        let generation = self.generation.load(Ordering::Acquire);
+        if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.shards {
+            self.arrived.store(0, Ordering::Release);
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            return;
+        }
+        let mut spins = 0u32;
+        while self.generation.load(Ordering::Acquire) == generation {
+            if spins < 2_000 {
+                spins += 1;
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
 /// What the shards share while an epoch runs.
 struct Exchange {
     shards: usize,
     /// Each admitted event's place in the epoch, by id: an output made on behalf of another
     /// event than its command's (see [`crate::Effects::mark_origin`]) counts as that event's.
     seq_of: std::collections::HashMap<Uuid, u32>,
-    barrier: Barrier,
+    barrier: Meet,
     /// `boxes[round % 2][from * shards + to]`: two sets, so a shard that runs ahead into the
     /// next round never writes where a slower one is still reading.
     boxes: [Vec<Mutex<Vec<Msg>>>; 2],
@@ -130,7 +170,7 @@ impl Exchange {
                 .enumerate()
                 .filter_map(|(i, a)| Some((a.ev?.id, u32::try_from(i).unwrap_or(u32::MAX))))
                 .collect(),
-            barrier: Barrier::new(shards),
+            barrier: Meet::new(shards),
             boxes: [boxes(), boxes()],
             sent: [
                 AtomicUsize::new(0),
@@ -161,7 +201,7 @@ impl Exchange {
 
 /// An output with its place in the order commands ran (round, event, root, path, index), and
 /// the event it belongs to (its command's, or the one it was made on behalf of).
-type Placed = ((u32, u32, Root, Vec<u32>, u32), u32, Emitted);
+type Placed = ((u32, u32, Root, Path, u32), u32, Emitted);
 
 /// One shard's part of an epoch: its outputs with their places, the commands it ran for
 /// each admitted event, and whether the cascade was cut at [`MAX_ROUNDS`].
@@ -405,7 +445,7 @@ impl Sharded {
                 let tag = Tag {
                     seq: u32::try_from(seq).unwrap_or(u32::MAX),
                     root: Root::Event(0),
-                    path: Vec::new(),
+                    path: Path::new(),
                 };
                 roots[key.owner(n)].push((tag, key.clone(), cmd.clone(), None));
             }
@@ -414,7 +454,7 @@ impl Sharded {
                 let tag = Tag {
                     seq: u32::try_from(seq).unwrap_or(u32::MAX),
                     root: Root::Event(u32::try_from(r).unwrap_or(u32::MAX)),
-                    path: Vec::new(),
+                    path: Path::new(),
                 };
                 roots[key.owner(n)].push((tag, key, cmd, None));
             }
@@ -462,7 +502,9 @@ impl Sharded {
             }
             all.extend(part.placed);
         }
-        all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        // each shard's outputs are already in its order: the stable sort merges the runs in
+        // about linear time
+        all.sort_by(|a, b| a.0.cmp(&b.0));
         let mut counts = vec![0usize; admitted.len()];
         for (_, seq, emitted) in all {
             counts[seq as usize] += 1;
@@ -710,7 +752,7 @@ fn run_shard(
             let tag = Tag {
                 seq,
                 root: Root::Timer(at, key.clone()),
-                path: Vec::new(),
+                path: Path::new(),
             };
             w.run((tag, key, Cmd::Tick, None), 0, admitted);
         }
@@ -752,7 +794,10 @@ fn run_shard(
         }
         round += 1;
         w.count = 0;
-        inbox.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        // the inbox is sorted runs (this shard's own sends, then each other shard's, each in
+        // the order they were made, which is tag order): the stable sort merges them in about
+        // linear time
+        inbox.sort_by(|a, b| a.0.cmp(&b.0));
         let depth = u32::try_from(round).unwrap_or(u32::MAX);
         for m in inbox.drain(..) {
             w.run(m, depth, admitted);

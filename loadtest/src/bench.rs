@@ -21,6 +21,9 @@ pub struct Phase {
     pub events_per_s: f64,
     /// Peak resident memory during the phase (kB, VmHWM), input included.
     pub peak_rss_kb: Option<u64>,
+    /// CPU seconds (user + system, all threads) of the median run ÷ its wall seconds: how
+    /// many cores the phase kept busy.
+    pub cores: f64,
 }
 
 /// The benchmark's result.
@@ -95,6 +98,19 @@ pub fn peak_rss_kb() -> Option<u64> {
     status_kb("VmHWM:")
 }
 
+/// CPU seconds this process has used (user + system, all threads), from `/proc/self/stat`.
+fn cpu_seconds() -> f64 {
+    let Ok(s) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // the fields after the command name (which may hold spaces) close with `)`
+    let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name and state
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn status_kb(field: &str) -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = s.lines().find(|l| l.starts_with(field))?;
@@ -127,10 +143,13 @@ fn phase<T>(
 ) -> Result<Phase> {
     reset_peak();
     let mut runs_s = Vec::with_capacity(runs);
+    let mut cores = Vec::with_capacity(runs);
     for _ in 0..runs.max(1) {
-        let t = Instant::now();
+        let (t, cpu) = (Instant::now(), cpu_seconds());
         let state = f()?;
-        runs_s.push(t.elapsed().as_secs_f64());
+        let wall = t.elapsed().as_secs_f64();
+        runs_s.push(wall);
+        cores.push((cpu_seconds() - cpu) / wall.max(1e-9));
         inspect(&state);
         drop(state);
     }
@@ -139,6 +158,7 @@ fn phase<T>(
         events_per_s: if m > 0.0 { events as f64 / m } else { 0.0 },
         runs_s,
         peak_rss_kb: peak_rss_kb(),
+        cores: median(&cores),
     })
 }
 
@@ -307,9 +327,10 @@ impl Report {
         let row = |name: &str, p: &Phase| {
             let runs: Vec<String> = p.runs_s.iter().map(|s| format!("{s:.3}")).collect();
             format!(
-                "{name:<34} {:>12.0} {:>10}   runs (s): {}\n",
+                "{name:<34} {:>12.0} {:>10} {:>6.2}   runs (s): {}\n",
                 p.events_per_s,
                 mb(p.peak_rss_kb),
+                p.cores,
                 runs.join(" ")
             )
         };
@@ -322,8 +343,8 @@ impl Report {
             mb(self.rss_after_generate_kb)
         );
         s.push_str(&format!(
-            "{:<34} {:>12} {:>10}\n",
-            "phase", "events/s", "peak RSS"
+            "{:<34} {:>12} {:>10} {:>6}\n",
+            "phase", "events/s", "peak RSS", "cores"
         ));
         s.push_str(&row("decode only", &self.decode));
         s.push_str(&row("ceiling (decode + 1 map update)", &self.ceiling));
