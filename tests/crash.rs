@@ -91,7 +91,15 @@ fn batches() -> Vec<Vec<u8>> {
 
 #[test]
 fn ten_sigkills_lose_nothing_and_count_nothing_twice() {
-    ten_sigkills(Vec::new());
+    ten_sigkills(Vec::new(), Vec::new());
+}
+
+/// The same with three shards on both sides: each batch of 100 events is one epoch, logged
+/// with its marker, so every restart (from a checkpoint written by three shards, with
+/// passivated states spread over them) replays the committed epochs as they ran.
+#[test]
+fn ten_sigkills_on_three_shards_lose_nothing_and_count_nothing_twice() {
+    ten_sigkills(Vec::new(), vec![("OMNISTREAM_SHARDS".into(), "3".into())]);
 }
 
 /// The same on the CQL store: every restart opens the keyspace, restores the last checkpoint
@@ -113,29 +121,34 @@ fn cql_ten_sigkills_lose_nothing_and_count_nothing_twice() {
         ..Default::default()
     };
     omnistream::cql::migrate(&cfg).unwrap();
-    ten_sigkills(vec![
-        ("OMNISTREAM_STORE".into(), "cql".into()),
-        (
-            "OMNISTREAM_CQL__CONTACT_POINTS".into(),
-            format!("[\"{node}\"]"),
-        ),
-        ("OMNISTREAM_CQL__KEYSPACE".into(), cfg.keyspace.clone()),
-        ("OMNISTREAM_CQL__READ_CONSISTENCY".into(), "ONE".into()),
-        ("OMNISTREAM_CQL__WRITE_CONSISTENCY".into(), "ONE".into()),
-    ]);
+    ten_sigkills(
+        vec![
+            ("OMNISTREAM_STORE".into(), "cql".into()),
+            (
+                "OMNISTREAM_CQL__CONTACT_POINTS".into(),
+                format!("[\"{node}\"]"),
+            ),
+            ("OMNISTREAM_CQL__KEYSPACE".into(), cfg.keyspace.clone()),
+            ("OMNISTREAM_CQL__READ_CONSISTENCY".into(), "ONE".into()),
+            ("OMNISTREAM_CQL__WRITE_CONSISTENCY".into(), "ONE".into()),
+        ],
+        Vec::new(),
+    );
 }
 
 /// Kills the service at ten seeded points with `store` (environment) plus a small checkpoint
-/// interval and resident bound, and compares with one uninterrupted run on the embedded store.
-fn ten_sigkills(store: Vec<(String, String)>) {
+/// interval and resident bound, and compares with one uninterrupted run on the embedded store;
+/// `both` (environment) applies to both runs.
+fn ten_sigkills(store: Vec<(String, String)>, both: Vec<(String, String)>) {
     let bounded: Vec<(String, String)> = BOUNDED
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .chain(store)
+        .chain(both.iter().cloned())
         .collect();
     let batches = batches();
     let whole = tempfile::tempdir().unwrap();
-    let (mut a, addr) = start(whole.path(), &[]);
+    let (mut a, addr) = start(whole.path(), &both);
     for b in &batches {
         assert_eq!(request(&addr, "POST", "/v1/events", b).unwrap().0, 200);
     }
