@@ -29,6 +29,16 @@ fn replay_file(input: &Path, out: &Path, extra: &[&str]) -> String {
     text
 }
 
+/// The `smoke` scenario's generated events, written to `dir/events.jsonl`.
+fn smoke_file(dir: &Path) -> std::path::PathBuf {
+    let input = dir.join("events.jsonl");
+    let sc = omnistream_loadtest::Scenario::load("smoke").unwrap();
+    let mut events = Vec::new();
+    omnistream_loadtest::generate(&sc, &mut events, &mut std::io::sink(), &mut |_| {}).unwrap();
+    std::fs::write(&input, &events).unwrap();
+    input
+}
+
 const FILES: [&str; 8] = [
     "outputs.jsonl",
     "ledger.jsonl",
@@ -110,11 +120,7 @@ fn bad_rules_stop_with_the_key_and_the_problem() {
 #[test]
 fn a_resident_bound_changes_no_output_file() {
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("events.jsonl");
-    let sc = omnistream_loadtest::Scenario::load("smoke").unwrap();
-    let mut events = Vec::new();
-    omnistream_loadtest::generate(&sc, &mut events, &mut std::io::sink(), &mut |_| {}).unwrap();
-    std::fs::write(&input, &events).unwrap();
+    let input = smoke_file(dir.path());
     let (a, b) = (dir.path().join("all"), dir.path().join("bounded"));
     replay_file(&input, &a, &[]);
     let summary = replay_file(&input, &b, &["--resident", "300"]);
@@ -231,11 +237,7 @@ fn the_personal_data_key_comes_from_the_variable_or_a_file() {
 #[test]
 fn the_number_of_shards_changes_no_output_file() {
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("events.jsonl");
-    let sc = omnistream_loadtest::Scenario::load("smoke").unwrap();
-    let mut events = Vec::new();
-    omnistream_loadtest::generate(&sc, &mut events, &mut std::io::sink(), &mut |_| {}).unwrap();
-    std::fs::write(&input, &events).unwrap();
+    let input = smoke_file(dir.path());
     let until = ["--until", "2031-01-01T00:00:00Z"];
     let run = |name: &str, extra: &[&str]| {
         let out = dir.path().join(name);

@@ -209,18 +209,7 @@ pub fn run(
                             raw: raw.bytes.clone(),
                         });
                         if ep.pending.len() >= ep.size {
-                            for (p, why) in ep.flush(&mut summary, &mut buf) {
-                                summary.rejected += 1;
-                                dead_letter(
-                                    &mut dead,
-                                    &pii,
-                                    &p.file,
-                                    p.line,
-                                    Some(p.ev.id.to_string()),
-                                    vec![why],
-                                    &p.raw,
-                                )?;
-                            }
+                            flush_epoch(ep, &mut summary, &mut buf, &mut dead, &pii)?;
                         }
                     }
                     None
@@ -257,18 +246,7 @@ pub fn run(
         }
     }
     if let Some(ep) = epochs.as_mut() {
-        for (p, why) in ep.flush(&mut summary, &mut buf) {
-            summary.rejected += 1;
-            dead_letter(
-                &mut dead,
-                &pii,
-                &p.file,
-                p.line,
-                Some(p.ev.id.to_string()),
-                vec![why],
-                &p.raw,
-            )?;
-        }
+        flush_epoch(ep, &mut summary, &mut buf, &mut dead, &pii)?;
     }
     if let Some(t) = until {
         match epochs.as_mut() {
@@ -337,6 +315,22 @@ fn emit(
             line(ledger, &e)?;
         }
         line(outputs, &e)?;
+    }
+    Ok(())
+}
+
+/// Runs the gathered epoch; the events it refused as late go to the dead letters.
+fn flush_epoch(
+    ep: &mut Epochs,
+    summary: &mut ReplaySummary,
+    buf: &mut Vec<Emitted>,
+    dead: &mut impl Write,
+    pii: &omnistream_schemas::Pii,
+) -> anyhow::Result<()> {
+    for (p, why) in ep.flush(summary, buf) {
+        summary.rejected += 1;
+        let id = Some(p.ev.id.to_string());
+        dead_letter(dead, pii, &p.file, p.line, id, vec![why], &p.raw)?;
     }
     Ok(())
 }
