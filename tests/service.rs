@@ -95,8 +95,20 @@ fn restarts_after_sigterm_and_sigkill_reach_the_same_state_as_one_run() {
 
 #[test]
 fn a_scan_sent_to_review_is_paid_once_a_person_allows_it_and_survives_a_restart() {
+    review_survives_restarts(&[]);
+}
+
+/// The same on three shards: the review's resolution is an admin command run over the shards
+/// (the member may live on any of them) and replayed from the log after a restart.
+#[test]
+fn on_three_shards_a_review_is_paid_once_and_survives_a_restart() {
+    review_survives_restarts(&[("OMNISTREAM_SHARDS", "3")]);
+}
+
+/// A scan held for review, allowed by a person after a restart, paid once, kept after another.
+fn review_survives_restarts(env: &[(&str, &str)]) {
     let dir = tempfile::tempdir().unwrap();
-    let s = Service::start(dir.path());
+    let s = Service::start_with(dir.path(), env);
     let scan = |n: u32, code: &str, ts: &str, lat: f64, lon: f64| {
         json!({"id": id(n), "type":"scan","ts":ts,"channel":"campaign","code":code,"sku":"S1","campaign":"cny",
                "member":{"openid":"traveller"},"device":"d9","ip":"10.9.9.9","geo":{"lat":lat,"lon":lon}})
@@ -125,7 +137,7 @@ fn a_scan_sent_to_review_is_paid_once_a_person_allows_it_and_survives_a_restart(
     assert_eq!(listed["items"].as_array().unwrap().len(), 2, "{listed}");
     s.stop();
     // the review survives a restart (it is state rebuilt from the log)
-    let s = Service::start(dir.path());
+    let s = Service::start_with(dir.path(), env);
     let (code, v) = s.request(
         "POST",
         &format!("/v1/reviews/{}", id(2)),
@@ -147,7 +159,7 @@ fn a_scan_sent_to_review_is_paid_once_a_person_allows_it_and_survives_a_restart(
     assert_eq!(code, 400);
     s.stop();
     // and the resolution itself is in the log: after another restart the reward is still paid
-    let s = Service::start(dir.path());
+    let s = Service::start_with(dir.path(), env);
     assert_eq!(s.get("/v1/identities/openid/traveller")["balance"], 20);
     s.stop();
 }

@@ -719,3 +719,67 @@ proptest! {
         prop_assert_eq!(serde_json::to_string(&out).unwrap(), serde_json::to_string(&cold_out).unwrap());
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Commands from outside the streams (a review's resolution, by the admin API) run over
+    /// the shards as on the single engine: every scan held for review resolved, allowed or
+    /// refused in turn, gives the same outputs and state on N shards (epochs of one event)
+    /// as on one engine; and for epochs of several events, on N shards as on one.
+    #[test]
+    fn review_resolutions_run_alike_on_any_number_of_shards(
+        events in mixed(6),
+        shards in 2..5usize,
+        cuts in proptest::collection::vec(1..10usize, 1..6),
+    ) {
+        use omnistream_actors::{Cmd, Key, MemberCmd};
+        use omnistream_actors::fraud::Decision;
+        let held = |out: &[Emitted]| -> Vec<(uuid::Uuid, String, EventTimeOf)> {
+            out.iter()
+                .filter_map(|e| match &e.output {
+                    Output::Decision { scan_event, member, decision: Decision::Review, .. } => {
+                        Some((*scan_event, member.to_string(), e.at))
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        let resolve = |i: usize, (event, member, at): &(uuid::Uuid, String, EventTimeOf)| {
+            let cmd = Cmd::Member(MemberCmd::ReviewResolve { event: *event, allow: i % 2 == 0 });
+            (Key::Member(member.as_str().into()), cmd, uuid::Uuid::from_u64_pair(7, i as u64), *at)
+        };
+        // the single engine against N shards in epochs of one event
+        let mut engine = Engine::new(rules());
+        let mut oe = Vec::new();
+        for ev in &events {
+            engine.apply(ev, &mut oe);
+        }
+        let (mut s, mut os, _) = run_sharded(shards, &events, &[1]);
+        for (i, h) in held(&oe).iter().enumerate() {
+            let (key, cmd, id, at) = resolve(i, h);
+            engine.command(key.clone(), cmd.clone(), id, at, &mut oe);
+            s.command(key, cmd, id, at, &mut os);
+        }
+        prop_assert_eq!(serde_json::to_string(&oe).unwrap(), serde_json::to_string(&os).unwrap());
+        prop_assert_eq!(
+            serde_json::to_string(&engine.snapshot()).unwrap(),
+            serde_json::to_string(&s.try_snapshot().unwrap()).unwrap()
+        );
+        // one shard against N in longer epochs
+        let (mut one, mut o1, _) = run_sharded(1, &events, &cuts);
+        let (mut many, mut on, _) = run_sharded(shards, &events, &cuts);
+        for (i, h) in held(&o1).iter().enumerate() {
+            let (key, cmd, id, at) = resolve(i, h);
+            one.command(key.clone(), cmd.clone(), id, at, &mut o1);
+            many.command(key, cmd, id, at, &mut on);
+        }
+        prop_assert_eq!(serde_json::to_string(&o1).unwrap(), serde_json::to_string(&on).unwrap());
+        prop_assert_eq!(
+            serde_json::to_string(&one.try_snapshot().unwrap()).unwrap(),
+            serde_json::to_string(&many.try_snapshot().unwrap()).unwrap()
+        );
+    }
+}
+
+type EventTimeOf = omnistream_schemas::EventTime;
