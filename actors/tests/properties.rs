@@ -746,7 +746,7 @@ proptest! {
                 .collect()
         };
         let resolve = |i: usize, (event, member, at): &(uuid::Uuid, String, EventTimeOf)| {
-            let cmd = Cmd::Member(MemberCmd::ReviewResolve { event: *event, allow: i % 2 == 0 });
+            let cmd = Cmd::Member(MemberCmd::ReviewResolve { event: *event, allow: i.is_multiple_of(2) });
             (Key::Member(member.as_str().into()), cmd, uuid::Uuid::from_u64_pair(7, i as u64), *at)
         };
         // the single engine against N shards in epochs of one event
