@@ -108,6 +108,8 @@ struct Meet {
     shards: usize,
     arrived: AtomicUsize,
     generation: AtomicUsize,
+    /// A shard panicked: the others must not wait for it forever.
+    broken: std::sync::atomic::AtomicBool,
 }
 
 impl Meet {
@@ -116,6 +118,7 @@ impl Meet {
             shards,
             arrived: AtomicUsize::new(0),
             generation: AtomicUsize::new(0),
+            broken: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -129,12 +132,28 @@ impl Meet {
         }
         let mut spins = 0u32;
         while self.generation.load(Ordering::Acquire) == generation {
+            if self.broken.load(Ordering::Acquire) {
+                // unwinds this shard too; the epoch's caller re-raises the first panic
+                panic!("another shard panicked during the epoch");
+            }
             if spins < 2_000 {
                 spins += 1;
                 std::hint::spin_loop();
             } else {
                 std::thread::yield_now();
             }
+        }
+    }
+}
+
+/// Marks the barrier broken when the shard holding it unwinds from a panic, so the others
+/// stop waiting for it.
+struct BreakOnPanic<'a>(&'a Meet);
+
+impl Drop for BreakOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.broken.store(true, Ordering::Release);
         }
     }
 }
@@ -726,6 +745,7 @@ fn run_shard(
     ex: &Exchange,
 ) -> Part {
     let n = ex.shards;
+    let _guard = BreakOnPanic(&ex.barrier);
     // every shard knows the epoch's reference data (code batches, dealer regions)
     for ev in admitted.iter().filter_map(|a| a.ev) {
         engine.observe_refs(ev);
@@ -833,6 +853,21 @@ mod tests {
         }
         // pinned: a change would move every key to another shard
         assert_eq!(Key::Sku("SKU-1".into()).owner(16), 0xa);
+    }
+
+    #[test]
+    fn a_shard_that_panics_breaks_the_barrier_instead_of_leaving_the_others_waiting() {
+        let meet = Meet::new(2);
+        let (failed, waited) = std::thread::scope(|s| {
+            let failing = s.spawn(|| {
+                let _guard = BreakOnPanic(&meet);
+                panic!("a handler bug");
+            });
+            let waiting = s.spawn(|| meet.wait());
+            (failing.join(), waiting.join())
+        });
+        // the waiting shard unwound too (it did not hang)
+        assert!(failed.is_err() && waited.is_err());
     }
 
     #[test]
