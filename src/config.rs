@@ -68,10 +68,10 @@ pub struct Config {
     /// (BENCHMARKS.md).
     pub checkpoint_every_events: u64,
     /// Threads the entities run on, each owning the keys that hash to it (1 to 64; default
-    /// 1). With several, each ingest request's events run together as one *epoch* on all
-    /// shards (see the README's design section): the state is the same for any number of
-    /// shards, and a restart replays the logged epochs as they ran. The number may change
-    /// between restarts.
+    /// 1). With two or more, each ingest request's events run together as one *epoch* on all
+    /// shards (see the README's design section), and the state is the same for any number of
+    /// them; with one, each event runs alone. The number may change between restarts: a
+    /// restart replays the logged epochs as they ran.
     pub shards: usize,
     /// Codes the code registry's Bloom filter is sized for (1% false positives, about 1.2
     /// bytes a code): a scan of a code never scanned, most scans, then reads nothing from

@@ -398,9 +398,18 @@ fn answer(waiting: Vec<(Reply, Vec<Outcome>)>, r: &Result<(), ShardError>) {
 /// Log entries that are not events start with this (events start with `{"id"` or similar).
 const ADMIN_PREFIX: &[u8] = b"{\"admin\"";
 
-/// The log entry that closes an epoch of several shards (see `omnistream_actors::sharded`):
-/// the events before it, back to the previous marker, ran together and replay so.
-const EPOCH_MARK: &[u8] = b"{\"admin\":\"epoch\"}";
+/// The start of the log entry that opens an epoch of several events (see
+/// `omnistream_actors::sharded`): `{"admin":"epoch","events":N}`, written in the same commit
+/// as the N events after it, which ran together and replay so, whatever the number of
+/// shards then. Events outside an epoch ran one at a time (one shard, or one event).
+const EPOCH_MARK: &[u8] = b"{\"admin\":\"epoch\"";
+
+/// An epoch marker.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct EpochMark {
+    admin: String,
+    events: usize,
+}
 
 /// A command from the admin API, logged like an event so a replay repeats it.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -614,24 +623,19 @@ impl Shard {
         let mut n = 0u64;
         let mut bad = None;
         let decoder = &self.stored_decoder;
-        // events logged by several shards come in epochs, each closed by a marker; events
-        // without one (logged by one shard) ran one at a time, and replay so
+        // the events an epoch marker announced run together once all have been read; the
+        // others ran, and replay, one at a time
         let mut epoch: Vec<omnistream_schemas::Event> = Vec::new();
-        fn one_by_one(
-            epoch: &mut Vec<omnistream_schemas::Event>,
-            engine: &mut Sharded,
-            scratch: &mut Vec<Emitted>,
-        ) {
-            for ev in epoch.drain(..) {
-                engine.apply(&ev, scratch);
-            }
-        }
+        let mut awaited = 0usize;
         let next = self.store.replay(from, &mut |seq, bytes| {
-            if bytes == EPOCH_MARK {
-                engine.apply_epoch(&epoch, &mut scratch);
-                epoch.clear();
+            if bytes.starts_with(EPOCH_MARK) {
+                match serde_json::from_slice::<EpochMark>(bytes) {
+                    Ok(m) => awaited = m.events,
+                    Err(e) => {
+                        bad.get_or_insert((seq, e.to_string()));
+                    }
+                }
             } else if bytes.starts_with(ADMIN_PREFIX) {
-                one_by_one(&mut epoch, &mut engine, &mut scratch);
                 match serde_json::from_slice::<AdminEntry>(bytes) {
                     Ok(a) => {
                         a.apply(&mut engine, &mut scratch);
@@ -642,26 +646,36 @@ impl Shard {
                 }
             } else {
                 match decoder.decode(bytes) {
-                    Ok(ev) => {
+                    Ok(ev) if awaited > 0 => {
                         epoch.push(ev);
+                        n += 1;
+                        if epoch.len() == awaited {
+                            engine.apply_epoch(&epoch, &mut scratch);
+                            epoch.clear();
+                            awaited = 0;
+                        }
+                    }
+                    Ok(ev) => {
+                        engine.apply(&ev, &mut scratch);
                         n += 1;
                     }
                     Err(r) => {
                         bad.get_or_insert((seq, r.to_string()));
                     }
                 }
-                if self.shards == 1 {
-                    one_by_one(&mut epoch, &mut engine, &mut scratch);
-                }
             }
             reviews.observe(&scratch);
             board.observe(&engine, &scratch);
             scratch.clear();
         })?;
-        one_by_one(&mut epoch, &mut engine, &mut scratch);
-        reviews.observe(&scratch);
-        board.observe(&engine, &scratch);
-        scratch.clear();
+        if !epoch.is_empty() {
+            // a marker and its events are one commit: fewer events than it announced means
+            // the log is damaged
+            bad.get_or_insert((
+                next,
+                format!("an epoch of {awaited} events ends after {}", epoch.len()),
+            ));
+        }
         if let Some((seq, why)) = bad {
             return Err(StoreError::Io {
                 op: "replay",
@@ -1165,7 +1179,7 @@ impl Shard {
             for e in &emitted {
                 by_event.entry(e.event).or_default().push(e.clone());
             }
-            let mut logged = 0;
+            let mut logged = Vec::new();
             for ((ev, (applied, _)), slot) in events.iter().zip(results).zip(slots) {
                 let kind = ev.body.kind().name();
                 let out = match applied {
@@ -1177,11 +1191,7 @@ impl Shard {
                     Applied::Done(_) => {
                         self.stats.applied += 1;
                         self.metrics.event(kind, "accepted");
-                        let json = serde_json::to_vec(ev).unwrap_or_default();
-                        self.batch.events.push((self.next_seq, json));
-                        self.next_seq += 1;
-                        self.since_checkpoint += 1;
-                        logged += 1;
+                        logged.push(serde_json::to_vec(ev).unwrap_or_default());
                         Outcome::Accepted {
                             id: ev.id,
                             outputs: by_event.remove(&ev.id).unwrap_or_default(),
@@ -1195,10 +1205,21 @@ impl Shard {
                 };
                 outcomes[slot] = Some(out);
             }
-            // one event alone runs as the single engine runs it: no marker needed
-            if logged > 1 {
-                self.batch.events.push((self.next_seq, EPOCH_MARK.to_vec()));
+            // the marker first, in the same commit: a replay then knows, whatever its number
+            // of shards, which events ran together (one alone runs as one engine runs it)
+            if logged.len() > 1 {
+                let mark = EpochMark {
+                    admin: "epoch".into(),
+                    events: logged.len(),
+                };
+                let json = serde_json::to_vec(&mark).unwrap_or_default();
+                self.batch.events.push((self.next_seq, json));
                 self.next_seq += 1;
+            }
+            for json in logged {
+                self.batch.events.push((self.next_seq, json));
+                self.next_seq += 1;
+                self.since_checkpoint += 1;
             }
             self.metrics.observe(&emitted);
             self.board.observe(&self.engine, &emitted);

@@ -1288,8 +1288,12 @@ impl Member {
                     }
                 }
                 other => {
+                    // a stash saved before origins were kept has none: its commands, and any
+                    // added to it, keep running under the event that ends the merge
+                    if m.origins.len() == m.stash.len() {
+                        m.origins.push((ctx.event, ctx.at));
+                    }
                     m.stash.push(other);
-                    m.origins.push((ctx.event, ctx.at));
                 }
             }
             return;

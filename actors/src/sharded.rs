@@ -100,6 +100,10 @@ struct Admitted<'a> {
     command: Option<(Key, Cmd, Uuid, EventTime)>,
     /// The watermark after it.
     watermark: i64,
+    /// Whether it moved the watermark, and so fires the timers due: as in
+    /// [`Engine::advance`], a timer at or before a watermark that does not move waits for
+    /// the next move (and a command from outside the streams fires none).
+    fires: bool,
 }
 
 /// A barrier for the shards' rounds that spins briefly before it yields: a round is often
@@ -294,11 +298,13 @@ impl Sharded {
                     Err(refused) => results.push((refused, 0)),
                     Ok(()) => {
                         let watermark = coordinator.watermark_after(ev.ts.unix_us);
+                        let fires = watermark > coordinator.watermark();
                         coordinator.set_watermark(watermark);
                         admitted.push(Admitted {
                             ev: Some(ev),
                             command: None,
                             watermark,
+                            fires,
                         });
                         index.push(i);
                         results.push((Applied::Done(0), 0));
@@ -329,6 +335,7 @@ impl Sharded {
             ev: None,
             command: None,
             watermark: to_us,
+            fires: true,
         }];
         self.run_slots(&slot, out);
     }
@@ -361,6 +368,7 @@ impl Sharded {
             ev: None,
             command: Some((key, cmd, id, at)),
             watermark: self.watermark(),
+            fires: false,
         }];
         let (ran, _) = self.run_slots(&slot, out);
         ran.first().copied().unwrap_or(0)
@@ -512,10 +520,11 @@ impl Sharded {
         }
         let mut ran = vec![0usize; admitted.len()];
         let mut all: Vec<Placed> = Vec::new();
+        // one cut cascade counts once, however many shards were still sending
+        if parts.iter().any(|p| p.runaway) {
+            self.engines[0].count_runaway();
+        }
         for part in parts {
-            if part.runaway {
-                self.engines[0].count_runaway();
-            }
             for (r, p) in ran.iter_mut().zip(part.ran) {
                 *r += p;
             }
@@ -768,7 +777,7 @@ fn run_shard(
     let mut roots = roots.into_iter().peekable();
     for (seq, a) in admitted.iter().enumerate() {
         let seq = u32::try_from(seq).unwrap_or(u32::MAX);
-        while let Some((at, key)) = w.engine.pop_due(a.watermark) {
+        while let Some((at, key)) = a.fires.then(|| w.engine.pop_due(a.watermark)).flatten() {
             let tag = Tag {
                 seq,
                 root: Root::Timer(at, key.clone()),
