@@ -1174,11 +1174,6 @@ impl Shard {
         if !events.is_empty() {
             let mut emitted = Vec::new();
             let results = self.engine.apply_epoch(&events, &mut emitted);
-            let mut by_event: std::collections::HashMap<uuid::Uuid, Vec<Emitted>> =
-                std::collections::HashMap::new();
-            for e in &emitted {
-                by_event.entry(e.event).or_default().push(e.clone());
-            }
             let mut logged = Vec::new();
             for ((ev, (applied, _)), slot) in events.iter().zip(results).zip(slots) {
                 let kind = ev.body.kind().name();
@@ -1192,9 +1187,10 @@ impl Shard {
                         self.stats.applied += 1;
                         self.metrics.event(kind, "accepted");
                         logged.push(serde_json::to_vec(ev).unwrap_or_default());
+                        // its outputs are moved in once the batch has them (below)
                         Outcome::Accepted {
                             id: ev.id,
-                            outputs: by_event.remove(&ev.id).unwrap_or_default(),
+                            outputs: Vec::new(),
                         }
                     }
                     Applied::Late => {
@@ -1225,6 +1221,17 @@ impl Shard {
             self.board.observe(&self.engine, &emitted);
             self.reviews.observe(&emitted);
             self.push_outputs(&emitted);
+            // each answer gets its own event's outputs, moved, not copied
+            let mut by_event: std::collections::HashMap<uuid::Uuid, Vec<Emitted>> =
+                std::collections::HashMap::new();
+            for e in emitted {
+                by_event.entry(e.event).or_default().push(e);
+            }
+            for out in outcomes.iter_mut().flatten() {
+                if let Outcome::Accepted { id, outputs } = out {
+                    *outputs = by_event.remove(id).unwrap_or_default();
+                }
+            }
         }
         self.set_position(source, position.unwrap_or(self.next_seq));
         outcomes.into_iter().flatten().collect()
