@@ -170,6 +170,13 @@ fn replay_refuses_an_event_beyond_the_lateness_window_into_the_dead_letters() {
     assert_eq!(dead[0]["reasons"][0]["reason"], "too_late", "{dead:?}");
     let skus = std::fs::read_to_string(out.join("skus.jsonl")).unwrap();
     assert!(skus.contains("\"T\""), "{skus}");
+    // on shards, the late line is dead-lettered alike: same file, line, id, reasons and text
+    let sharded = dir.path().join("sharded");
+    replay_file(&input, &sharded, &["--shards", "2", "--epoch-events", "2"]);
+    assert_eq!(
+        std::fs::read_to_string(sharded.join("dead-letter.jsonl")).unwrap(),
+        std::fs::read_to_string(out.join("dead-letter.jsonl")).unwrap()
+    );
 }
 
 /// The key for personal data may come from a file (`OMNISTREAM_PII_KEY_FILE`, a mounted

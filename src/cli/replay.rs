@@ -87,41 +87,42 @@ impl Default for Parallel {
     }
 }
 
-/// A decoded event waiting for its epoch, with where it came from (for the dead letters).
-struct Pending {
-    ev: omnistream_schemas::Event,
-    file: String,
+/// Where an event waiting for its epoch came from (for the dead letters).
+struct Source {
+    file: std::rc::Rc<str>,
     line: u64,
     raw: Vec<u8>,
 }
 
-/// The sharded engine and the epoch being gathered.
+/// The sharded engine and the epoch being gathered: its events, and where each came from.
 struct Epochs {
     sharded: Sharded,
     size: usize,
-    pending: Vec<Pending>,
     events: Vec<omnistream_schemas::Event>,
+    sources: Vec<Source>,
 }
 
 impl Epochs {
-    /// Runs the gathered epoch; returns the events refused as late, with why.
+    /// Runs the gathered epoch; returns the events refused as late: id, source and why.
     fn flush(
         &mut self,
         summary: &mut ReplaySummary,
         buf: &mut Vec<Emitted>,
-    ) -> Vec<(Pending, omnistream_schemas::Problem)> {
-        let pending = std::mem::take(&mut self.pending);
-        self.events.clear();
-        self.events.extend(pending.iter().map(|p| p.ev.clone()));
+    ) -> Vec<(String, Source, omnistream_schemas::Problem)> {
         let results = self.sharded.apply_epoch(&self.events, buf);
         let mut late = Vec::new();
-        for (p, (applied, _)) in pending.into_iter().zip(results) {
+        for ((ev, source), (applied, _)) in self
+            .events
+            .drain(..)
+            .zip(self.sources.drain(..))
+            .zip(results)
+        {
             match applied {
                 Applied::Done(_) => summary.events += 1,
                 Applied::Duplicate => summary.duplicates += 1,
                 Applied::Late => {
-                    let why = crate::shard::too_late(p.ev.ts.unix_us, self.sharded.coordinator());
-                    late.push((p, why));
+                    let why = crate::shard::too_late(ev.ts.unix_us, self.sharded.coordinator());
+                    late.push((ev.id.to_string(), source, why));
                 }
             }
         }
@@ -152,8 +153,8 @@ pub fn run(
     let mut epochs = sharded.then(|| Epochs {
         sharded: Sharded::new(rules.clone(), parallel.shards),
         size: parallel.epoch,
-        pending: Vec::with_capacity(parallel.epoch),
         events: Vec::with_capacity(parallel.epoch),
+        sources: Vec::with_capacity(parallel.epoch),
     });
     let until = until
         .map(|s| {
@@ -189,26 +190,27 @@ pub fn run(
     let started = Instant::now();
     let mut buf: Vec<Emitted> = Vec::new();
     for input in inputs {
-        let name = input.display().to_string();
-        let reader: Box<dyn std::io::Read> = if name == "-" {
+        let name: std::rc::Rc<str> = input.display().to_string().into();
+        let reader: Box<dyn std::io::Read> = if &*name == "-" {
             Box::new(std::io::stdin().lock())
         } else {
             Box::new(File::open(input).with_context(|| format!("opening {name}"))?)
         };
         for raw in JsonLines::new(reader) {
-            let raw = raw.with_context(|| format!("reading {name}"))?;
+            let mut raw = raw.with_context(|| format!("reading {name}"))?;
             summary.lines += 1;
             // a line the decoder or the engine refused: its id when readable, and why
             let refused = match decoder.decode(&raw.bytes) {
                 Ok(ev) if epochs.is_some() => {
                     if let Some(ep) = epochs.as_mut() {
-                        ep.pending.push(Pending {
-                            ev,
-                            file: name.clone(),
+                        ep.events.push(ev);
+                        // the line is only needed again if the event turns out late
+                        ep.sources.push(Source {
+                            file: std::rc::Rc::clone(&name),
                             line: raw.line,
-                            raw: raw.bytes.clone(),
+                            raw: std::mem::take(&mut raw.bytes),
                         });
-                        if ep.pending.len() >= ep.size {
+                        if ep.events.len() >= ep.size {
                             flush_epoch(ep, &mut summary, &mut buf, &mut dead, &pii)?;
                         }
                     }
@@ -327,10 +329,9 @@ fn flush_epoch(
     dead: &mut impl Write,
     pii: &omnistream_schemas::Pii,
 ) -> anyhow::Result<()> {
-    for (p, why) in ep.flush(summary, buf) {
+    for (id, s, why) in ep.flush(summary, buf) {
         summary.rejected += 1;
-        let id = Some(p.ev.id.to_string());
-        dead_letter(dead, pii, &p.file, p.line, id, vec![why], &p.raw)?;
+        dead_letter(dead, pii, &s.file, s.line, Some(id), vec![why], &s.raw)?;
     }
     Ok(())
 }
