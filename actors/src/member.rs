@@ -2867,17 +2867,7 @@ mod tests {
             }
             let reset = |m: &mut Member| m.days.1 = Rest::UNFIT;
             same_as_reset(&rules, ("m8", "o8"), ops, reset, |kind, n, order| match kind {
-                    0 => MemberCmd::OrderPlaced {
-                        order,
-                        channel: "mall".into(),
-                        store: None,
-                        lines: vec![LineV {
-                            sku: "SKU-COLA-500".into(),
-                            qty: 1 + i64::from(n % 3),
-                            unit_price: 2_000,
-                        }],
-                        points_redeemed: i64::from(n % 2),
-                    },
+                    0 => placed(order, n, i64::from(n % 2)),
                     1 => MemberCmd::OrderFulfilled { order },
                     2 => MemberCmd::Click { channel: "douyin".into(), campaign: None },
                     3 => MemberCmd::Visit { store: "st-1".into(), duration_s: None },
@@ -2907,22 +2897,27 @@ mod tests {
             let rules = rules();
             let reset = |m: &mut Member| m.orders_due = OrdersDue::default();
             same_as_reset(&rules, ("m9", "o9"), ops, reset, |kind, n, order| match kind {
-                    0 => MemberCmd::OrderPlaced {
-                        order,
-                        channel: "mall".into(),
-                        store: None,
-                        lines: vec![LineV {
-                            sku: "SKU-COLA-500".into(),
-                            qty: 1 + i64::from(n % 3),
-                            unit_price: 2_000,
-                        }],
-                        points_redeemed: 0,
-                    },
+                    0 => placed(order, n, 0),
                     1 => MemberCmd::OrderFulfilled { order },
                     2 => MemberCmd::OrderCancelled { order },
                     3 => MemberCmd::OrderReturned { order, value: 700 },
                     _ => MemberCmd::Redeem { order, points: 1 },
             })?;
+        }
+    }
+
+    /// Order `order` placed at the mall: 1-3 colas (by `n`) at 20 yuan, `redeemed` points.
+    fn placed(order: Str, n: u32, redeemed: i64) -> MemberCmd {
+        MemberCmd::OrderPlaced {
+            order,
+            channel: "mall".into(),
+            store: None,
+            lines: vec![LineV {
+                sku: "SKU-COLA-500".into(),
+                qty: 1 + i64::from(n % 3),
+                unit_price: 2_000,
+            }],
+            points_redeemed: redeemed,
         }
     }
 
