@@ -31,6 +31,21 @@
 //!
 //! Deduplication, the lateness check and the watermark are the coordinator's (shard 0's
 //! engine, before the epoch runs), so they judge each event exactly as one engine would.
+//!
+//! # Several processes
+//!
+//! Nothing above needs the shards to share memory, only to agree on the epochs and to swap
+//! a round's commands at its barrier. So a cluster of processes can run one `Sharded` each,
+//! every one applying the same epochs (the same events in the same order, agreed outside this
+//! crate), each *hosting* some of the shards ([`Sharded::host`]). Every process keeps the
+//! coordinator's admission state (it sees every event) and routes every event, but runs only
+//! the commands of its own shards; after each round a [`Link`] carries the commands for
+//! other processes' shards and brings back theirs, with each process's count of commands
+//! sent, so every process sees the same end of the epoch. The union of the processes' states
+//! and outputs is then exactly what one process with all the shards reaches. This is the
+//! deterministic-database design of Calvin (Thomson et al., SIGMOD 2012): agree on the input
+//! order first, then every partition executes its share of it without further coordination
+//! than the data it must receive.
 
 use crate::campaign::Campaign;
 use crate::cmd::Cmd;
@@ -46,8 +61,9 @@ use crate::store::Store;
 use crate::{Key, Origin, Rules};
 use omnistream_schemas::{Event, EventTime};
 use std::borrow::Cow;
+use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use uuid::Uuid;
 
 /// Most rounds an epoch may take; beyond it the rest of the cascade is dropped and counted as
@@ -91,6 +107,108 @@ impl Tag {
 type Path = smallvec::SmallVec<[u32; 12]>;
 
 type Msg = (Tag, Key, Cmd, Origin);
+
+/// A command on its way from a shard of one process to a shard of another (see
+/// [`Link`]): the command with its key, its place in the epoch's order and the event it runs
+/// on behalf of.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Remote {
+    /// The shard that sent it.
+    pub from: u32,
+    /// The shard that owns its key.
+    pub to: u32,
+    seq: u32,
+    /// The timer its cascade started from (time, key), or none: the router's `root`-th
+    /// command.
+    timer: Option<(i64, Key)>,
+    root: u32,
+    path: Vec<u32>,
+    key: Key,
+    cmd: Cmd,
+    /// The event it runs on behalf of: id, time (µs) and UTC offset (minutes).
+    origin: Option<(Uuid, i64, i16)>,
+}
+
+impl Remote {
+    fn new(from: usize, to: usize, (tag, key, cmd, origin): Msg) -> Remote {
+        let (timer, root) = match tag.root {
+            Root::Timer(t, k) => (Some((t, k)), 0),
+            Root::Event(r) => (None, r),
+        };
+        Remote {
+            from: u32::try_from(from).unwrap_or(u32::MAX),
+            to: u32::try_from(to).unwrap_or(u32::MAX),
+            seq: tag.seq,
+            timer,
+            root,
+            path: tag.path.to_vec(),
+            key,
+            cmd,
+            origin: origin.map(|(id, at)| (id, at.unix_us, at.offset_min)),
+        }
+    }
+
+    fn open(self) -> (usize, usize, Msg) {
+        let tag = Tag {
+            seq: self.seq,
+            root: match self.timer {
+                Some((t, k)) => Root::Timer(t, k),
+                None => Root::Event(self.root),
+            },
+            path: Path::from_vec(self.path),
+        };
+        let origin = self.origin.map(|(id, unix_us, offset_min)| {
+            (
+                id,
+                EventTime {
+                    unix_us,
+                    offset_min,
+                },
+            )
+        });
+        (
+            self.from as usize,
+            self.to as usize,
+            (tag, self.key, self.cmd, origin),
+        )
+    }
+}
+
+/// Carries a round's commands between the processes of a cluster that run the same epochs
+/// with different shards (see the module documentation).
+///
+/// After each round of an epoch, one thread of every process calls [`Link::exchange`] with
+/// the commands its shards sent to shards of other processes and the number of commands its
+/// shards sent in that round in all (to any shard). It returns once it has every other
+/// process's part of the round: the commands they sent to this process's shards, and the sum
+/// of their counts. The epoch ends after the first round whose grand total is zero, on every
+/// process alike. The link knows which epoch it is in from its host (not from here): the
+/// host tells it before each [`Sharded::apply_epoch`].
+pub trait Link: Send + Sync {
+    /// Trades round `round`'s commands. An error aborts the epoch with a panic, leaving the
+    /// shards half-way through it: the host must drop them and restore from its last
+    /// checkpoint.
+    fn exchange(
+        &self,
+        round: usize,
+        out: Vec<Remote>,
+        sent: usize,
+    ) -> Result<(Vec<Remote>, usize), String>;
+}
+
+/// The shards a process runs when it is one of several, and its link to the others.
+struct Linked {
+    hosted: Vec<bool>,
+    link: Arc<dyn Link>,
+}
+
+impl std::fmt::Debug for Linked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Linked")
+            .field("hosted", &self.hosted)
+            .finish_non_exhaustive()
+    }
+}
 
 /// A slot of the epoch, as every shard needs it: an admitted event, or (to move the
 /// watermark alone, see [`Sharded::advance`]) none.
@@ -163,8 +281,13 @@ impl Drop for BreakOnPanic<'_> {
 }
 
 /// What the shards share while an epoch runs.
-struct Exchange {
+struct Exchange<'a> {
     shards: usize,
+    /// The shards this process runs, and the first of them, which trades with the other
+    /// processes through `link` (when there are others).
+    hosted: &'a [bool],
+    lead: usize,
+    link: Option<&'a dyn Link>,
     /// Each admitted event's place in the epoch, by id: an output made on behalf of another
     /// event than its command's (see [`crate::Effects::mark_origin`]) counts as that event's.
     seq_of: std::collections::HashMap<Uuid, u32>,
@@ -179,8 +302,13 @@ struct Exchange {
     sent: [AtomicUsize; 3],
 }
 
-impl Exchange {
-    fn new(shards: usize, admitted: &[Admitted<'_>]) -> Exchange {
+impl<'a> Exchange<'a> {
+    fn new(
+        shards: usize,
+        admitted: &[Admitted<'_>],
+        hosted: &'a [bool],
+        link: Option<&'a dyn Link>,
+    ) -> Exchange<'a> {
         let boxes = || {
             (0..shards * shards)
                 .map(|_| Mutex::new(Vec::new()))
@@ -188,12 +316,15 @@ impl Exchange {
         };
         Exchange {
             shards,
+            hosted,
+            lead: hosted.iter().position(|h| *h).unwrap_or(0),
+            link,
             seq_of: admitted
                 .iter()
                 .enumerate()
                 .filter_map(|(i, a)| Some((a.ev?.id, u32::try_from(i).unwrap_or(u32::MAX))))
                 .collect(),
-            barrier: Meet::new(shards),
+            barrier: Meet::new(hosted.iter().filter(|h| **h).count()),
             boxes: [boxes(), boxes()],
             sent: [
                 AtomicUsize::new(0),
@@ -220,6 +351,40 @@ impl Exchange {
                 .unwrap_or_else(PoisonError::into_inner),
         );
     }
+
+    /// The lead's step after a round's barrier when other processes run the other shards:
+    /// hands them what this process's shards sent theirs, and posts what they sent here in
+    /// the boxes of their shards, adding their count to the round's.
+    fn trade(&self, link: &dyn Link, round: usize) {
+        let n = self.shards;
+        let mut out = Vec::new();
+        let mut msgs = Vec::new();
+        for from in (0..n).filter(|s| self.hosted[*s]) {
+            for to in (0..n).filter(|s| !self.hosted[*s]) {
+                self.take(round, from, to, &mut msgs);
+                out.extend(msgs.drain(..).map(|m| Remote::new(from, to, m)));
+            }
+        }
+        let sent = self.sent[round % 3].load(Ordering::Acquire);
+        let (incoming, others) = match link.exchange(round, out, sent) {
+            Ok(r) => r,
+            // unwinds this shard and breaks the barrier for the others (see `Link`)
+            Err(e) => panic!("the link to the other processes failed in round {round}: {e}"),
+        };
+        for r in incoming {
+            let (from, to, msg) = r.open();
+            assert!(
+                from < n && to < n && !self.hosted[from] && self.hosted[to],
+                "a command from shard {from} to shard {to} reached a process that does not \
+                 run shard {to} (do the processes agree on the shard count?)"
+            );
+            self.boxes[round % 2][from * n + to]
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(msg);
+        }
+        self.sent[round % 3].fetch_add(others, Ordering::AcqRel);
+    }
 }
 
 /// An output with its place in the order commands ran (round, event, root, path, index), and
@@ -239,6 +404,8 @@ struct Part {
 pub struct Sharded {
     /// `engines[i]` owns the keys `k` with `k.owner(n) == i`; engine 0 also admits events.
     engines: Vec<Engine>,
+    /// When this is one process of several: the shards it runs and its link to the others.
+    linked: Option<Linked>,
 }
 
 impl Sharded {
@@ -248,7 +415,34 @@ impl Sharded {
             engines: (0..shards.max(1))
                 .map(|_| Engine::new(rules.clone()))
                 .collect(),
+            linked: None,
         }
+    }
+
+    /// From now on runs only the shards in `hosted` here: other processes, applying the same
+    /// epochs, run the others, and `link` carries the commands between them (see the module
+    /// documentation). Every process still admits every event (the coordinator's state is
+    /// kept by all). Commands from outside the streams ([`Sharded::command`]) must then reach
+    /// every process in the same place of the epochs, so a host must sequence them with the
+    /// events. Refused when `hosted` is empty or names a shard that does not exist.
+    pub fn host(&mut self, hosted: &[usize], link: Arc<dyn Link>) -> Result<(), String> {
+        let n = self.engines.len();
+        if hosted.is_empty() {
+            return Err("a process must run at least one shard".into());
+        }
+        let mut mine = vec![false; n];
+        for &s in hosted {
+            *mine
+                .get_mut(s)
+                .ok_or_else(|| format!("shard {s} does not exist: there are {n}"))? = true;
+        }
+        self.linked = Some(Linked { hosted: mine, link });
+        Ok(())
+    }
+
+    /// Whether this process runs shard `s` (all do when it is alone).
+    pub fn hosts(&self, s: usize) -> bool {
+        self.linked.as_ref().is_none_or(|l| l.hosted[s])
     }
 
     /// The number of shards.
@@ -405,7 +599,10 @@ impl Sharded {
             e.keep_own(i, n);
             engines.push(e);
         }
-        Ok(Sharded { engines })
+        Ok(Sharded {
+            engines,
+            linked: None,
+        })
     }
 
     /// A checkpoint of every shard, in the form one engine writes (see
@@ -465,7 +662,9 @@ impl Sharded {
         out: &mut Vec<Emitted>,
     ) -> (Vec<usize>, Vec<usize>) {
         let n = self.engines.len();
-        // the routers' first commands, for each shard
+        let hosted: Vec<bool> = (0..n).map(|s| self.hosts(s)).collect();
+        // the routers' first commands, for each shard (other processes route the events to
+        // theirs themselves)
         let mut roots: Vec<Vec<Msg>> = (0..n).map(|_| Vec::new()).collect();
         for (seq, a) in admitted.iter().enumerate() {
             if let Some((key, cmd, ..)) = &a.command {
@@ -474,7 +673,9 @@ impl Sharded {
                     root: Root::Event(0),
                     path: Path::new(),
                 };
-                roots[key.owner(n)].push((tag, key.clone(), cmd.clone(), None));
+                if hosted[key.owner(n)] {
+                    roots[key.owner(n)].push((tag, key.clone(), cmd.clone(), None));
+                }
             }
             let Some(ev) = a.ev else { continue };
             for (r, (key, cmd)) in route(ev).into_iter().enumerate() {
@@ -483,33 +684,38 @@ impl Sharded {
                     root: Root::Event(u32::try_from(r).unwrap_or(u32::MAX)),
                     path: Path::new(),
                 };
-                roots[key.owner(n)].push((tag, key, cmd, None));
+                let owner = key.owner(n);
+                if hosted[owner] {
+                    roots[owner].push((tag, key, cmd, None));
+                }
             }
         }
-        let ex = Exchange::new(n, admitted);
+        let link = self.linked.as_ref().map(|l| &*l.link);
+        let ex = Exchange::new(n, admitted, &hosted, link);
         let mut parts: Vec<Part> = Vec::with_capacity(n);
-        let (first, rest) = self.engines.split_at_mut(1);
+        // this process's shards: the first runs on this thread, the others on their own
+        let mut mine = self
+            .engines
+            .iter_mut()
+            .zip(roots)
+            .enumerate()
+            .filter(|(s, _)| hosted[*s]);
+        let Some((lead, (first, own))) = mine.next() else {
+            return (vec![0; admitted.len()], vec![0; admitted.len()]);
+        };
+        let rest: Vec<_> = mine.collect();
         if rest.is_empty() {
-            parts.push(run_shard(
-                0,
-                &mut first[0],
-                roots.pop().unwrap_or_default(),
-                admitted,
-                &ex,
-            ));
+            parts.push(run_shard(lead, first, own, admitted, &ex));
         } else {
             std::thread::scope(|s| {
                 let ex = &ex;
                 let handles: Vec<_> = rest
-                    .iter_mut()
-                    .zip(roots.drain(1..))
-                    .enumerate()
+                    .into_iter()
                     .map(|(i, (engine, roots))| {
-                        s.spawn(move || run_shard(i + 1, engine, roots, admitted, ex))
+                        s.spawn(move || run_shard(i, engine, roots, admitted, ex))
                     })
                     .collect();
-                let own = roots.pop().unwrap_or_default();
-                parts.push(run_shard(0, &mut first[0], own, admitted, ex));
+                parts.push(run_shard(lead, first, own, admitted, ex));
                 for h in handles {
                     match h.join() {
                         Ok(part) => parts.push(part),
@@ -687,7 +893,7 @@ fn retain_own(s: &mut Snapshot, me: usize, n: usize) {
 struct Worker<'e, 'x> {
     me: usize,
     engine: &'e mut Engine,
-    ex: &'x Exchange,
+    ex: &'x Exchange<'x>,
     /// Commands each slot's event ran here.
     ran: Vec<usize>,
     placed: Vec<Placed>,
@@ -751,7 +957,7 @@ fn run_shard(
     engine: &mut Engine,
     roots: Vec<Msg>,
     admitted: &[Admitted<'_>],
-    ex: &Exchange,
+    ex: &Exchange<'_>,
 ) -> Part {
     let n = ex.shards;
     let _guard = BreakOnPanic(&ex.barrier);
@@ -805,8 +1011,15 @@ fn run_shard(
         }
         ex.sent[round % 3].fetch_add(w.count, Ordering::AcqRel);
         ex.barrier.wait();
-        if me == 0 {
+        if me == ex.lead {
             ex.sent[(round + 2) % 3].store(0, Ordering::Release);
+            if let Some(link) = ex.link {
+                ex.trade(link, round);
+            }
+        }
+        if ex.link.is_some() {
+            // the others read the round's total and take their boxes once the lead traded
+            ex.barrier.wait();
         }
         if ex.sent[round % 3].load(Ordering::Acquire) == 0 {
             return Part {

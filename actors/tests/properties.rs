@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
 use omnistream_actors::engine::{Applied, Emitted, Engine};
-use omnistream_actors::sharded::Sharded;
+use omnistream_actors::sharded::{Link, Remote, Sharded};
 use omnistream_actors::{Output, Rules};
 use omnistream_schemas::{Decoder, Event, Pii};
 use proptest::prelude::*;
@@ -795,3 +795,157 @@ proptest! {
 }
 
 type EventTimeOf = omnistream_schemas::EventTime;
+
+/// An in-memory [`Link`] hub for processes in threads: each process's part of a round is
+/// posted, as JSON (as a real transport carries it), for each other process, and picked up
+/// by the one it is for once every other process posted.
+#[derive(Default)]
+struct Hub {
+    /// `(epoch, round, to process)` → the parts posted for it: sender, commands, count.
+    parts: std::sync::Mutex<BTreeMap<(u64, usize, usize), Vec<(usize, Vec<u8>, usize)>>>,
+    posted: std::sync::Condvar,
+}
+
+/// One process's end of a [`Hub`].
+struct HubLink {
+    hub: std::sync::Arc<Hub>,
+    me: usize,
+    processes: usize,
+    /// Shard → the process that runs it.
+    owner: Vec<usize>,
+    epoch: std::sync::atomic::AtomicU64,
+}
+
+impl Link for HubLink {
+    fn exchange(
+        &self,
+        round: usize,
+        out: Vec<Remote>,
+        sent: usize,
+    ) -> Result<(Vec<Remote>, usize), String> {
+        let epoch = self.epoch.load(std::sync::atomic::Ordering::Acquire);
+        let mut parts = self.hub.parts.lock().unwrap();
+        for q in (0..self.processes).filter(|q| *q != self.me) {
+            let theirs: Vec<&Remote> = out.iter().filter(|r| self.owner[r.to as usize] == q).collect();
+            let bytes = serde_json::to_vec(&theirs).map_err(|e| e.to_string())?;
+            parts.entry((epoch, round, q)).or_default().push((self.me, bytes, sent));
+        }
+        self.hub.posted.notify_all();
+        let key = (epoch, round, self.me);
+        while parts.get(&key).is_none_or(|p| p.len() + 1 < self.processes) {
+            parts = self.hub.posted.wait(parts).unwrap();
+        }
+        let mut mine = parts.remove(&key).unwrap_or_default();
+        // in sender order, so the result does not depend on who posted first
+        mine.sort_by_key(|p| p.0);
+        let mut got = Vec::new();
+        let mut others = 0;
+        for (_, bytes, n) in mine {
+            got.extend(serde_json::from_slice::<Vec<Remote>>(&bytes).map_err(|e| e.to_string())?);
+            others += n;
+        }
+        Ok((got, others))
+    }
+}
+
+/// Runs `events` in epochs of the sizes in `cuts` (cycled) on `processes` processes (threads)
+/// that split `shards` shards (shard `s` runs on process `s % processes`) and trade commands
+/// through a [`Hub`]; returns each process's shards and outputs.
+fn run_processes(
+    shards: usize,
+    processes: usize,
+    events: &[Event],
+    cuts: &[usize],
+) -> Vec<(Sharded, Vec<Emitted>)> {
+    let hub = std::sync::Arc::new(Hub::default());
+    let owner: Vec<usize> = (0..shards).map(|s| s % processes).collect();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..processes)
+            .map(|me| {
+                let link = std::sync::Arc::new(HubLink {
+                    hub: hub.clone(),
+                    me,
+                    processes,
+                    owner: owner.clone(),
+                    epoch: Default::default(),
+                });
+                scope.spawn(move || {
+                    let mut s = Sharded::new(rules(), shards);
+                    let hosted: Vec<usize> = (0..shards).filter(|x| x % processes == me).collect();
+                    s.host(&hosted, link.clone()).unwrap();
+                    let mut out = Vec::new();
+                    let mut rest = events;
+                    for (e, &cut) in cuts.iter().cycle().enumerate() {
+                        if rest.is_empty() {
+                            break;
+                        }
+                        let (epoch, tail) = rest.split_at(cut.clamp(1, rest.len()));
+                        link.epoch.store(e as u64, std::sync::atomic::Ordering::Release);
+                        s.apply_epoch(epoch, &mut out);
+                        rest = tail;
+                    }
+                    (s, out)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+    /// Several processes that each run some of the shards and trade commands through a link
+    /// reach, together, exactly what one process with every shard reaches: the union of
+    /// their states is its state, the union of their outputs is its outputs, and each
+    /// process's outputs come in the order the single process made them.
+    #[test]
+    fn processes_that_split_the_shards_reach_the_state_and_outputs_of_one(
+        events in mixed(10),
+        shards in 2..6usize,
+        processes in 2..4usize,
+        cuts in proptest::collection::vec(1..12usize, 1..8),
+    ) {
+        let processes = processes.min(shards);
+        let (one, o1, _) = run_sharded(shards, &events, &cuts);
+        let parts = run_processes(shards, processes, &events, &cuts);
+        let want: Vec<String> = o1.iter().map(|e| serde_json::to_string(e).unwrap()).collect();
+        let mut all: Vec<String> = Vec::new();
+        let mut union = omnistream_actors::engine::Snapshot::default();
+        for (p, (s, out)) in parts.iter().enumerate() {
+            let mine: Vec<String> = out.iter().map(|e| serde_json::to_string(e).unwrap()).collect();
+            // a subsequence of the single process's outputs, in its order
+            let mut it = want.iter();
+            for o in &mine {
+                prop_assert!(it.any(|w| w == o), "process {}: an output out of order or not made by one process: {}", p, o);
+            }
+            all.extend(mine);
+            let snap = s.try_snapshot().unwrap();
+            if s.hosts(0) {
+                union.refs = snap.refs.clone();
+            }
+            union.identities.extend(snap.identities);
+            union.members.extend(snap.members);
+            union.orders.extend(snap.orders);
+            union.skus.extend(snap.skus);
+            union.dealers.extend(snap.dealers);
+            union.stores.extend(snap.stores);
+            union.campaigns.extend(snap.campaigns);
+            union.codes.extend(snap.codes);
+            union.devices.extend(snap.devices);
+            union.ips.extend(snap.ips);
+            union.nets.extend(snap.nets);
+            union.rings.extend(snap.rings);
+            // every process admitted every event alike
+            prop_assert_eq!(s.stats().events, one.stats().events);
+        }
+        let mut want_sorted = want.clone();
+        want_sorted.sort();
+        all.sort();
+        prop_assert_eq!(all, want_sorted);
+        prop_assert_eq!(
+            serde_json::to_string(&one.try_snapshot().unwrap()).unwrap(),
+            serde_json::to_string(&union).unwrap()
+        );
+    }
+}
