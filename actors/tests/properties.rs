@@ -801,10 +801,13 @@ type EventTimeOf = omnistream_schemas::EventTime;
 /// by the one it is for once every other process posted.
 #[derive(Default)]
 struct Hub {
-    /// `(epoch, round, to process)` → the parts posted for it: sender, commands, count.
-    parts: std::sync::Mutex<BTreeMap<(u64, usize, usize), Vec<(usize, Vec<u8>, usize)>>>,
+    /// `(epoch, round, to process)` → the parts posted for it.
+    parts: std::sync::Mutex<BTreeMap<(u64, usize, usize), Vec<Part>>>,
     posted: std::sync::Condvar,
 }
+
+/// A process's part of a round for another: sender, commands (JSON), commands sent in all.
+type Part = (usize, Vec<u8>, usize);
 
 /// One process's end of a [`Hub`].
 struct HubLink {
