@@ -3,6 +3,7 @@
 
 pub mod board;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod cql;
 pub mod fluvio;

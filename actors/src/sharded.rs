@@ -690,6 +690,13 @@ impl Sharded {
                 }
             }
         }
+        if !hosted[0] {
+            // the coordinator's engine keeps the reference data for checkpoints and
+            // snapshots, as it does when it runs its shard (see `run_shard`)
+            for ev in admitted.iter().filter_map(|a| a.ev) {
+                self.engines[0].observe_refs(ev);
+            }
+        }
         let link = self.linked.as_ref().map(|l| &*l.link);
         let ex = Exchange::new(n, admitted, &hosted, link);
         let mut parts: Vec<Part> = Vec::with_capacity(n);

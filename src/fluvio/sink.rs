@@ -116,7 +116,8 @@ pub async fn run_sinks<K: RecordSink>(
     }
 }
 
-async fn produce_rows<K: RecordSink>(
+/// Produces stored output rows to their topics and flushes; returns how many were outputs.
+pub(crate) async fn produce_rows<K: RecordSink>(
     sink: &mut K,
     topics: &FluvioTopics,
     rows: &[(u64, Vec<u8>)],

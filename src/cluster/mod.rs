@@ -1,0 +1,821 @@
+//! Scale-out (issue #7): several processes divide the shards and run as one.
+//!
+//! - Process 0's [`sequencer`] cuts the input partitions into epochs and appends each cut to
+//!   the control topic.
+//! - Every process reads the control topic and, for each cut, the records it names from every
+//!   input partition, and applies the epoch with [`Sharded`] hosting only its own shards
+//!   (shard `s` runs on process `s % processes`). Commands for other processes' shards travel
+//!   through the exchange topic ([`trade`]), one round at a time.
+//! - So every process admits every event alike (deduplication, lateness, the watermark) and
+//!   the union of their states and outputs is what one process with every shard reaches.
+//! - Each process checkpoints its shards to its own store every few epochs, with its place
+//!   in the control topic and in its exchange partition; after a restart it applies the
+//!   epochs after its checkpoint again, reading what the others sent it from its partition,
+//!   while the others wait at the round they need from it.
+//!
+//! The transport is anything behind [`Transport`]: Fluvio, or the in-memory log in tests.
+
+pub mod sequencer;
+pub mod trade;
+
+use crate::config::FluvioTopics;
+use crate::fluvio::log::LogError;
+use crate::fluvio::mapping::Stream;
+use crate::fluvio::source::{source_name, RecordStream};
+use crate::fluvio::Transport;
+use crate::store::{Batch, CheckpointWrite, Store, StoreError};
+use omnistream_actors::cold::Cold;
+use omnistream_actors::engine::{Applied, Checkpoint, Emitted, Snapshot};
+use omnistream_actors::sharded::Sharded;
+use omnistream_actors::{Output, Rules};
+use omnistream_schemas::{Decoder, Event, Pii};
+use sequencer::Cut;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, watch};
+use trade::LogLink;
+
+/// Why a process of the cluster stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The transport failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A record of the control or exchange topic, or the checkpoint, does not read.
+    #[error("{0}")]
+    Corrupt(String),
+    /// The process was stopped, or a task it needs ended.
+    #[error("stopped: {0}")]
+    Stopped(String),
+    /// An epoch could not finish (a link failure or a stop in the middle of it): its state
+    /// is dropped, and a restart applies it again from the last checkpoint.
+    #[error("epoch {epoch} was aborted: {why}")]
+    Aborted {
+        /// The epoch.
+        epoch: u64,
+        /// Why.
+        why: String,
+    },
+    /// The configuration is wrong.
+    #[error("cluster.{key}: {why}")]
+    Config {
+        /// The key.
+        key: &'static str,
+        /// The problem.
+        why: String,
+    },
+}
+
+/// How the processes divide the work (the `[cluster]` section).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Processes in the cluster.
+    pub processes: u32,
+    /// This process's number, from 0 (process 0 also cuts the epochs).
+    pub process: u32,
+    /// Shards in the whole cluster; shard `s` runs on process `s % processes`. Every process
+    /// must be given the same number.
+    pub shards: u32,
+    /// Records an epoch takes at most (a fair share from each input partition).
+    pub epoch_records: usize,
+    /// Checkpoint after this many epochs (and whenever the process has caught up).
+    pub commit_epochs: u64,
+    /// Epochs the sequencer cuts ahead of process 0.
+    pub ahead_epochs: u64,
+    /// The topic of the cuts (one partition).
+    pub control_topic: String,
+    /// The topic of the rounds' commands (one partition per process).
+    pub exchange_topic: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            processes: 1,
+            process: 0,
+            shards: 1,
+            epoch_records: 512,
+            commit_epochs: 32,
+            ahead_epochs: 8,
+            control_topic: "omnistream-epochs".into(),
+            exchange_topic: "omnistream-exchange".into(),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// The shards this process runs.
+    pub fn hosted(&self) -> Vec<usize> {
+        (0..self.shards as usize)
+            .filter(|s| *s % self.processes.max(1) as usize == self.process as usize)
+            .collect()
+    }
+
+    /// Refuses a configuration that cannot work, naming the key.
+    pub fn check(&self) -> Result<(), ClusterError> {
+        let bad = |key, why: String| Err(ClusterError::Config { key, why });
+        if self.processes == 0 || self.processes > 64 {
+            return bad("processes", format!("{} is not in 1..=64", self.processes));
+        }
+        if self.process >= self.processes {
+            return bad(
+                "process",
+                format!(
+                    "{} is not below processes ({})",
+                    self.process, self.processes
+                ),
+            );
+        }
+        if self.shards < self.processes || self.shards > 256 {
+            return bad(
+                "shards",
+                format!(
+                    "{} must be at least processes ({}) and at most 256",
+                    self.shards, self.processes
+                ),
+            );
+        }
+        if self.epoch_records == 0 {
+            return bad("epoch-records", "must be at least 1".into());
+        }
+        if self.commit_epochs == 0 {
+            return bad("commit-epochs", "must be at least 1".into());
+        }
+        if self.ahead_epochs == 0 {
+            return bad("ahead-epochs", "must be at least 1".into());
+        }
+        if self.control_topic.is_empty() || self.exchange_topic.is_empty() {
+            return bad("control-topic", "topic names must not be empty".into());
+        }
+        Ok(())
+    }
+}
+
+/// What a process needs besides its transport and store.
+#[derive(Clone)]
+pub struct Setup {
+    /// The rules (the same on every process).
+    pub rules: Rules,
+    /// The key personal values are hashed with (the same on every process).
+    pub pii_key: Vec<u8>,
+    /// The input topics.
+    pub topics: FluvioTopics,
+    /// Partitions of each input topic.
+    pub partitions: u32,
+    /// The cluster.
+    pub cluster: ClusterConfig,
+    /// Codes the code registry's filter is sized for.
+    pub codes: u64,
+    /// Produce every stored output to its sink topic (at least once).
+    pub sinks: bool,
+}
+
+/// How a caller stops a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Keep running.
+    Run,
+    /// Stop after the epoch being applied, with a checkpoint.
+    Drain,
+    /// Stop at once, without a checkpoint (as a crash would): a restart applies again what
+    /// came after the last one.
+    Abandon,
+}
+
+/// What a process did until it stopped.
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct Report {
+    /// The epoch it resumed at (0 on a fresh store).
+    pub resumed_at: u64,
+    /// Epochs applied.
+    pub epochs: u64,
+    /// Events applied.
+    pub events: u64,
+    /// Events dropped as repeats.
+    pub duplicates: u64,
+    /// Records dead-lettered (undecodable or late; counted on process 0, which writes them).
+    pub rejected: u64,
+    /// Outputs stored.
+    pub outputs: u64,
+    /// Checkpoints written.
+    pub checkpoints: u64,
+    /// Outputs produced to the sink topics (a restart may produce some again).
+    pub produced: u64,
+}
+
+/// A process's own place, kept in its checkpoint with the state it belongs to.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+struct Place {
+    /// The next epoch to apply.
+    epoch: u64,
+    /// The control topic's offset of that epoch's cut (or before it).
+    control: u64,
+    /// Where to read this process's exchange partition from.
+    exchange: u64,
+    /// The next output's sequence number.
+    next_output: u64,
+}
+
+/// An epoch as read from the topics: its cut, its records (each with the index of its range
+/// and its offset), and the offset after its cut.
+struct Fed {
+    cut: Cut,
+    records: Vec<(usize, u64, Vec<u8>)>,
+    next_control: u64,
+}
+
+/// The store's name of the control topic position.
+pub const CONTROL_POSITION: &str = "cluster:control";
+
+/// The store's name of the sinks' cursor: outputs before it were produced.
+pub const SINK_POSITION: &str = "cluster:sink";
+
+/// Every input partition, in the order a cut lists them.
+pub fn inputs(topics: &FluvioTopics, partitions: u32) -> Vec<(String, u32)> {
+    Stream::ALL
+        .iter()
+        .flat_map(|s| {
+            let t = s.topic(topics).to_string();
+            (0..partitions).map(move |p| (t.clone(), p))
+        })
+        .collect()
+}
+
+fn colds(store: &dyn Store, n: usize) -> Result<Vec<Box<dyn Cold>>, ClusterError> {
+    (0..n)
+        .map(|_| {
+            store.cold().ok_or_else(|| {
+                ClusterError::Config {
+                    key: "store",
+                    why: "a cluster process needs a store that keeps checkpoints".into(),
+                }
+            })
+        })
+        .collect()
+}
+
+/// The shards as this process's last checkpoint left them (all of them present, the other
+/// processes' empty), and its place; a fresh start when there is none.
+fn restore(store: &dyn Store, setup: &Setup) -> Result<(Sharded, Place), ClusterError> {
+    let n = setup.cluster.shards as usize;
+    let colds = colds(store, n)?;
+    match store.last_checkpoint()? {
+        Some(cp) => {
+            let place: Place = serde_json::from_slice(&cp.extras).map_err(|e| {
+                ClusterError::Corrupt(format!("the checkpoint's place does not read: {e}"))
+            })?;
+            let saved = Checkpoint {
+                states: Vec::new(),
+                global: cp.global,
+                seen: cp.seen,
+                filter: cp.filter,
+            };
+            let s = Sharded::restore(setup.rules.clone(), n, &saved, colds, 0, setup.codes)
+                .map_err(|e| ClusterError::Corrupt(format!("restoring the checkpoint: {e}")))?;
+            Ok((s, place))
+        }
+        None => {
+            let mut s = Sharded::new(setup.rules.clone(), n);
+            s.set_cold(colds, 0, setup.codes);
+            Ok((s, Place::default()))
+        }
+    }
+}
+
+/// The state a process's store holds as of its last checkpoint: its shards' entities (and,
+/// on process 0, the reference data).
+pub fn snapshot(store: &dyn Store, setup: &Setup) -> Result<Snapshot, ClusterError> {
+    let (s, _) = restore(store, setup)?;
+    s.try_snapshot().map_err(ClusterError::Corrupt)
+}
+
+/// Reads the cuts from `from` and the records each names, in the cut's order, and hands each
+/// epoch to the process; expects epoch `epoch` first and skips repeated cuts.
+async fn feed<T: Transport>(
+    transport: T,
+    control_topic: String,
+    from: u64,
+    mut epoch: u64,
+    tx: mpsc::Sender<Fed>,
+    mut halt: watch::Receiver<bool>,
+) -> Result<(), ClusterError> {
+    let mut control = transport.open_stream(&control_topic, 0, from).await?;
+    let mut streams: HashMap<(String, u32), (T::Stream, u64)> = HashMap::new();
+    loop {
+        let rec = tokio::select! {
+            r = control.next() => r?,
+            _ = halt.wait_for(|h| *h) => return Ok(()),
+        };
+        let Some(rec) = rec else { return Ok(()) };
+        let cut: Cut = serde_json::from_slice(&rec.value).map_err(|e| {
+            ClusterError::Corrupt(format!(
+                "{control_topic} offset {}: a cut does not parse: {e}",
+                rec.offset
+            ))
+        })?;
+        if cut.epoch < epoch {
+            continue;
+        }
+        if cut.epoch > epoch {
+            return Err(ClusterError::Corrupt(format!(
+                "{control_topic} offset {}: epoch {} follows epoch {}",
+                rec.offset,
+                cut.epoch,
+                epoch.saturating_sub(1)
+            )));
+        }
+        let mut records = Vec::with_capacity(usize::try_from(cut.records()).unwrap_or(0));
+        for (i, r) in cut.ranges.iter().enumerate() {
+            if r.to <= r.from {
+                continue;
+            }
+            let key = (r.topic.clone(), r.partition);
+            if streams.get(&key).is_none_or(|(_, next)| *next != r.from) {
+                let s = transport.open_stream(&r.topic, r.partition, r.from).await?;
+                streams.insert(key.clone(), (s, r.from));
+            }
+            let Some((stream, next)) = streams.get_mut(&key) else {
+                continue;
+            };
+            while *next < r.to {
+                let got = tokio::select! {
+                    g = stream.next() => g?,
+                    _ = halt.wait_for(|h| *h) => return Ok(()),
+                };
+                let Some(got) = got else {
+                    return Err(ClusterError::Stopped(format!(
+                        "{} partition {} ended before offset {}",
+                        r.topic, r.partition, r.to
+                    )));
+                };
+                *next = got.offset + 1;
+                if got.offset >= r.from && got.offset < r.to {
+                    records.push((i, got.offset, got.value));
+                }
+            }
+        }
+        let fed = Fed {
+            cut,
+            records,
+            next_control: rec.offset + 1,
+        };
+        if tx.send(fed).await.is_err() {
+            return Ok(());
+        }
+        epoch += 1;
+    }
+}
+
+/// The ends of the channels between the process's thread and its transport tasks.
+struct Io {
+    /// Rounds to trade, from the link.
+    requests: mpsc::Receiver<trade::Request>,
+    /// Epochs read, to the process.
+    fed: mpsc::Sender<Fed>,
+    /// The next epoch the process will apply (the sequencer stays near it).
+    applied: watch::Receiver<u64>,
+    /// Durable outputs to produce, and how far they were produced.
+    rows: mpsc::UnboundedReceiver<Vec<(u64, Vec<u8>)>>,
+    produced: watch::Sender<u64>,
+    /// Stops every task.
+    halt: Arc<watch::Sender<bool>>,
+    /// The first task's failure.
+    failure: Arc<Mutex<Option<ClusterError>>>,
+}
+
+/// Produces the rows it is handed to the sink topics, retrying until each batch is flushed
+/// (never dropping one), and reports how far it got.
+async fn produce<K: crate::fluvio::sink::RecordSink>(
+    mut sink: K,
+    topics: FluvioTopics,
+    mut rows: mpsc::UnboundedReceiver<Vec<(u64, Vec<u8>)>>,
+    produced: watch::Sender<u64>,
+    mut halt: watch::Receiver<bool>,
+) -> Result<(), ClusterError> {
+    let counter = |name: &str| prometheus::IntCounter::new(name, name).ok();
+    let (Some(p), Some(f), Some(s)) = (counter("produced"), counter("failed"), counter("skipped"))
+    else {
+        return Err(ClusterError::Stopped("no counters".into()));
+    };
+    let counters = crate::fluvio::sink::SinkCounters {
+        produced: p,
+        failed: f,
+        skipped: s,
+    };
+    // ends when the process drops its end, after producing what it was handed (a drained
+    // process waits for that); a halt only cuts the retries short
+    while let Some(batch) = rows.recv().await {
+        let Some(next) = batch.last().map(|(seq, _)| seq + 1) else {
+            continue;
+        };
+        let mut backoff = std::time::Duration::from_millis(50);
+        loop {
+            match crate::fluvio::sink::produce_rows(&mut sink, &topics, &batch, &counters).await {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "producing outputs failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = halt.wait_for(|h| *h) => return Ok(()),
+                    }
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+                }
+            }
+        }
+        let _ = produced.send(next);
+    }
+    Ok(())
+}
+
+/// The tasks' thread: runs them on a runtime of its own until all end; the first error,
+/// if any, halts the others.
+fn spawn_io<T: Transport + Clone + Send + 'static>(
+    transport: T,
+    setup: &Setup,
+    place: &Place,
+    io: Io,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let Io {
+        requests,
+        fed,
+        applied,
+        rows,
+        produced,
+        halt,
+        failure,
+    } = io;
+    let cfg = setup.cluster.clone();
+    let (topics, sinks) = (setup.topics.clone(), setup.sinks);
+    let inputs = inputs(&setup.topics, setup.partitions);
+    let place = place.clone();
+    std::thread::Builder::new()
+        .name(format!("cluster-io-{}", cfg.process))
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    *failure.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(ClusterError::Stopped(format!("no runtime: {e}")));
+                    let _ = halt.send(true);
+                    return;
+                }
+            };
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&rt, async move {
+                let mut set = tokio::task::JoinSet::new();
+                let t = transport.clone();
+                let (h, c) = (halt.subscribe(), cfg.clone());
+                set.spawn_local(async move {
+                    feed(t, c.control_topic, place.control, place.epoch, fed, h).await
+                });
+                let t = transport.clone();
+                let (h, c) = (halt.subscribe(), cfg.clone());
+                set.spawn_local(async move {
+                    let stream = t
+                        .open_stream(&c.exchange_topic, c.process, place.exchange)
+                        .await?;
+                    let sink = t.open_sink().await?;
+                    trade::run(
+                        stream,
+                        place.exchange,
+                        sink,
+                        c.exchange_topic,
+                        c.process,
+                        c.processes,
+                        requests,
+                        h,
+                    )
+                    .await
+                });
+                if sinks {
+                    let (t, h) = (transport.clone(), halt.subscribe());
+                    set.spawn_local(async move {
+                        produce(t.open_sink().await?, topics, rows, produced, h).await
+                    });
+                }
+                if cfg.process == 0 {
+                    let h = halt.subscribe();
+                    set.spawn_local(sequencer::run(transport, cfg, inputs, applied, h));
+                }
+                while let Some(done) = set.join_next().await {
+                    let err = match done {
+                        Ok(Ok(())) => continue,
+                        Ok(Err(e)) => e,
+                        Err(e) => ClusterError::Stopped(format!("a task failed: {e}")),
+                    };
+                    tracing::error!(error = %err, "a cluster task stopped");
+                    failure
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_or_insert(err);
+                    let _ = halt.send(true);
+                }
+            });
+        })
+}
+
+/// Runs one process of the cluster until `stop` says so or a task fails: restores its
+/// checkpoint, then applies the epochs the control topic lists. Blocks the calling thread
+/// (the shards run on it and on threads of their own; the transport's tasks on another).
+pub fn run_process<T: Transport + Clone + Send + 'static>(
+    transport: T,
+    mut store: Box<dyn Store>,
+    setup: &Setup,
+    mut stop: watch::Receiver<Stop>,
+    progress: Option<watch::Sender<u64>>,
+) -> Result<Report, ClusterError> {
+    setup.cluster.check()?;
+    let cfg = &setup.cluster;
+    let (mut sharded, place) = restore(&*store, setup)?;
+    let (req_tx, req_rx) = mpsc::channel(16);
+    let link = Arc::new(LogLink::new(req_tx));
+    sharded
+        .host(&cfg.hosted(), link.clone())
+        .map_err(|why| ClusterError::Config { key: "shards", why })?;
+    let (fed_tx, mut fed_rx) = mpsc::channel::<Fed>(4);
+    let (applied_tx, applied_rx) = watch::channel(place.epoch);
+    let halt = Arc::new(watch::channel(false).0);
+    let failure = Arc::new(Mutex::new(None));
+    // outputs stored but maybe not produced: from the stored cursor to the checkpoint's end
+    let (rows_tx, rows_rx) = mpsc::unbounded_channel();
+    let cursor = store.position(SINK_POSITION)?.unwrap_or(0);
+    let (produced_tx, produced) = watch::channel(cursor);
+    if setup.sinks && cursor < place.next_output {
+        let rows = store.outputs(cursor, usize::MAX)?;
+        let _ = rows_tx.send(
+            rows.into_iter()
+                .take_while(|(seq, _)| *seq < place.next_output)
+                .collect(),
+        );
+    }
+    let io = Io {
+        requests: req_rx,
+        fed: fed_tx,
+        applied: applied_rx,
+        rows: rows_rx,
+        produced: produced_tx,
+        halt: halt.clone(),
+        failure: failure.clone(),
+    };
+    let io = spawn_io(transport, setup, &place, io)
+        .map_err(|e| ClusterError::Stopped(format!("no thread for the transport: {e}")))?;
+    let sinks = Sinks {
+        on: setup.sinks,
+        rows: rows_tx,
+        produced,
+    };
+    // a stop wakes the tasks, so a round waiting for another process gives up
+    let stopper = {
+        let halt = halt.clone();
+        let mut s = stop.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().build();
+            if let Ok(rt) = rt {
+                rt.block_on(async {
+                    tokio::select! {
+                        _ = s.wait_for(|s| *s != Stop::Run) => {}
+                        _ = async { let mut h = halt.subscribe(); let _ = h.wait_for(|h| *h).await; } => {}
+                    }
+                });
+            }
+            let _ = halt.send(true);
+        })
+    };
+    let decoder = Decoder::new(Pii::new(&setup.pii_key));
+    let pii = Pii::new(&setup.pii_key);
+    let mut report = Report {
+        resumed_at: place.epoch,
+        ..Report::default()
+    };
+    let mut place = place;
+    let mut batch = Batch::default();
+    let mut since = 0u64;
+    let mut out: Vec<Emitted> = Vec::new();
+    let result = loop {
+        if *stop.borrow_and_update() != Stop::Run {
+            break Ok(());
+        }
+        // caught up with what the feeder has read: checkpoint now rather than later, so a
+        // restart has little to apply again
+        let fed = match fed_rx.try_recv() {
+            Ok(fed) => fed,
+            Err(mpsc::error::TryRecvError::Disconnected) => break Ok(()),
+            Err(mpsc::error::TryRecvError::Empty) => {
+                if since > 0 {
+                    let c = commit(&mut *store, &mut sharded, &link, &sinks, &mut batch, &mut place);
+                    if let Err(e) = c {
+                        break Err(e);
+                    }
+                    report.checkpoints += 1;
+                    since = 0;
+                }
+                match fed_rx.blocking_recv() {
+                    Some(fed) => fed,
+                    None => break Ok(()),
+                }
+            }
+        };
+        let epoch = fed.cut.epoch;
+        let primary = cfg.process == 0;
+        // decoded events, in time order (then in the cut's order); what does not decode is
+        // dead-lettered by process 0
+        let mut events: Vec<(Event, usize, u64)> = Vec::with_capacity(fed.records.len());
+        let mut raws: HashMap<uuid::Uuid, (usize, u64, Vec<u8>)> = HashMap::new();
+        for (i, offset, bytes) in fed.records {
+            match decoder.decode(&bytes) {
+                Ok(ev) => {
+                    if primary {
+                        raws.insert(ev.id, (i, offset, bytes));
+                    }
+                    events.push((ev, i, offset));
+                }
+                Err(rej) if primary => {
+                    report.rejected += 1;
+                    let r = &fed.cut.ranges[i];
+                    dead_letter(
+                        &mut batch,
+                        &mut place,
+                        &source_name(&r.topic, r.partition),
+                        offset,
+                        rej.id,
+                        serde_json::to_value(&rej.problems).unwrap_or_default(),
+                        pii.redact(&bytes),
+                    );
+                }
+                Err(_) => {}
+            }
+        }
+        events.sort_by_key(|(ev, _, _)| ev.ts.unix_us);
+        let evs: Vec<Event> = events.iter().map(|(ev, _, _)| ev.clone()).collect();
+        link.begin(epoch);
+        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            sharded.apply_epoch(&evs, &mut out)
+        }));
+        let results = match applied {
+            Ok(r) => r,
+            Err(panic) => {
+                let why = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
+                    .unwrap_or_else(|| "a shard panicked".into());
+                break Err(ClusterError::Aborted { epoch, why });
+            }
+        };
+        for ((ev, i, offset), (applied, _)) in events.iter().zip(&results) {
+            match applied {
+                Applied::Done(_) => report.events += 1,
+                Applied::Duplicate => report.duplicates += 1,
+                Applied::Late if primary => {
+                    report.rejected += 1;
+                    let why = crate::shard::too_late(ev.ts.unix_us, sharded.coordinator());
+                    let r = &fed.cut.ranges[*i];
+                    let raw = raws.get(&ev.id).map(|(_, _, b)| pii.redact(b));
+                    dead_letter(
+                        &mut batch,
+                        &mut place,
+                        &source_name(&r.topic, r.partition),
+                        *offset,
+                        Some(ev.id.to_string()),
+                        serde_json::to_value(vec![why]).unwrap_or_default(),
+                        raw.unwrap_or_default(),
+                    );
+                }
+                Applied::Late => {}
+            }
+        }
+        for e in out.drain(..) {
+            let json = serde_json::to_vec(&e).unwrap_or_default();
+            if let Output::Ledger { member, seq, .. } = &e.output {
+                batch.ledger.push((member.to_string(), *seq, json.clone()));
+            }
+            batch.outputs.push((place.next_output, json));
+            place.next_output += 1;
+            report.outputs += 1;
+        }
+        report.epochs += 1;
+        place.epoch = epoch + 1;
+        place.control = fed.next_control;
+        since += 1;
+        let _ = applied_tx.send(place.epoch);
+        if let Some(p) = &progress {
+            let _ = p.send(place.epoch);
+        }
+        if since >= cfg.commit_epochs {
+            let c = commit(&mut *store, &mut sharded, &link, &sinks, &mut batch, &mut place);
+            if let Err(e) = c {
+                break Err(e);
+            }
+            report.checkpoints += 1;
+            since = 0;
+        }
+    };
+    let drain = *stop.borrow() != Stop::Abandon;
+    let result = result.and_then(|()| {
+        if since > 0 && drain {
+            commit(&mut *store, &mut sharded, &link, &sinks, &mut batch, &mut place)?;
+            report.checkpoints += 1;
+        }
+        Ok(())
+    });
+    if drain && sinks.on && result.is_ok() {
+        // a drained process leaves nothing for its next start to produce, if it can
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while *sinks.produced.borrow() < place.next_output && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    report.produced = sinks.produced.borrow().saturating_sub(cursor);
+    drop(sinks);
+    let _ = halt.send(true);
+    drop(fed_rx);
+    drop(link);
+    drop(sharded);
+    let _ = io.join();
+    let _ = stopper.join();
+    let failed = failure.lock().unwrap_or_else(|p| p.into_inner()).take();
+    match (result, failed) {
+        (Err(e), _) => Err(e),
+        (Ok(()), Some(e)) if *stop.borrow() == Stop::Run => Err(e),
+        (Ok(()), _) => Ok(report),
+    }
+}
+
+/// The process's end of the sink task.
+struct Sinks {
+    on: bool,
+    rows: mpsc::UnboundedSender<Vec<(u64, Vec<u8>)>>,
+    produced: watch::Receiver<u64>,
+}
+
+/// Writes the outputs gathered since the last checkpoint and a checkpoint of the shards with
+/// this process's place (positions in the control topic and in its exchange partition), then
+/// hands the outputs to the sinks.
+fn commit(
+    store: &mut dyn Store,
+    sharded: &mut Sharded,
+    link: &LogLink,
+    sinks: &Sinks,
+    batch: &mut Batch,
+    place: &mut Place,
+) -> Result<(), ClusterError> {
+    place.exchange = link.resume(place.epoch.saturating_sub(1))?;
+    let cp = sharded
+        .checkpoint()
+        .map_err(|e| ClusterError::Corrupt(format!("checkpoint: {e}")))?;
+    if let Some(why) = sharded.take_cold_error() {
+        return Err(ClusterError::Corrupt(format!("loading a state: {why}")));
+    }
+    let extras = serde_json::to_vec(&*place).map_err(|e| ClusterError::Corrupt(e.to_string()))?;
+    batch.positions = vec![(CONTROL_POSITION.to_string(), place.control)];
+    if sinks.on {
+        batch
+            .positions
+            .push((SINK_POSITION.to_string(), *sinks.produced.borrow()));
+    }
+    batch.checkpoint = Some(CheckpointWrite {
+        seq: 0,
+        states: cp.states,
+        global: cp.global,
+        seen: cp.seen,
+        filter: cp.filter,
+        extras,
+    });
+    // the outputs first, then the checkpoint that names the next output: a crash between
+    // the two applies the epochs again and writes the same outputs at the same numbers
+    store.commit(batch)?;
+    let outputs = std::mem::take(&mut batch.outputs);
+    *batch = Batch::default();
+    if sinks.on && !outputs.is_empty() {
+        let _ = sinks.rows.send(outputs);
+    }
+    Ok(())
+}
+
+/// A dead letter, as the service writes them.
+fn dead_letter(
+    batch: &mut Batch,
+    place: &mut Place,
+    source: &str,
+    offset: u64,
+    id: Option<String>,
+    reasons: serde_json::Value,
+    raw: String,
+) {
+    let dead = serde_json::json!({
+        "output": "dead_letter", "source": source, "offset": offset, "id": id,
+        "reasons": reasons, "raw": raw,
+    });
+    batch
+        .outputs
+        .push((place.next_output, serde_json::to_vec(&dead).unwrap_or_default()));
+    place.next_output += 1;
+}

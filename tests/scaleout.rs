@@ -1,0 +1,324 @@
+//! Scale-out without a Fluvio server (issue #7): two or three processes of the cluster in one
+//! test process, each with its own store and its own shards, connected only through the
+//! in-memory partitioned log (the same `Transport` trait the Fluvio client implements):
+//! input topics, the control topic of epoch cuts and the exchange topic of commands. Their
+//! states and outputs together equal what one process reaches on the same input cut into the
+//! same epochs, also when one of them is stopped without a checkpoint in the middle and
+//! restarted. (Where the sequencer cuts depends on when records are read; the cuts are in the
+//! control topic, so the one-process run is given the cluster's.)
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
+
+use omnistream::cluster::sequencer::Cut;
+use omnistream::cluster::{self, run_process, ClusterConfig, Report, Setup, Stop};
+use omnistream::config::FluvioTopics;
+use omnistream::fluvio::log::{MemLog, PartitionedLog};
+use omnistream::fluvio::mapping::{event_key, raw_key, raw_stream, Sink};
+use omnistream::fluvio::MemTransport;
+use omnistream::store::{RedbStore, Store};
+use omnistream_actors::engine::Snapshot;
+use omnistream_schemas::{Decoder, Pii};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+const KEY: &[u8] = b"scaleout-key";
+const PARTITIONS: u32 = 3;
+
+fn generated(events: u64, seed: u64) -> Vec<Vec<u8>> {
+    let mut sc = omnistream_loadtest::Scenario::load("smoke").unwrap();
+    sc.events = events;
+    sc.seed = seed;
+    let mut out = Vec::new();
+    omnistream_loadtest::generate(&sc, &mut out, &mut std::io::sink(), &mut |_| {}).unwrap();
+    let mut lines: Vec<Vec<u8>> = out
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect();
+    // and lines that must be dead-lettered (once, by process 0)
+    lines.push(b"{not json".to_vec());
+    lines.push(br#"{"type":"scan","id":"x"}"#.to_vec());
+    lines
+}
+
+fn setup(processes: u32, process: u32, shards: u32) -> Setup {
+    Setup {
+        rules: omnistream_actors::Rules::default(),
+        pii_key: KEY.to_vec(),
+        topics: FluvioTopics::default(),
+        partitions: PARTITIONS,
+        cluster: ClusterConfig {
+            processes,
+            process,
+            shards,
+            epoch_records: 64,
+            commit_epochs: 3,
+            ..ClusterConfig::default()
+        },
+        codes: 100_000,
+        sinks: true,
+    }
+}
+
+/// A log holding the cluster's topics, `lines` on the input topics (keyed as `omnistream
+/// produce` keys them) and `cuts` on the control topic.
+fn log_with(lines: &[Vec<u8>], processes: u32, cuts: &[Vec<u8>]) -> MemLog {
+    let log = MemLog::new();
+    let s = setup(processes, 0, processes);
+    for (t, _) in cluster::inputs(&s.topics, PARTITIONS).iter().step_by(PARTITIONS as usize) {
+        log.create_topic(t, PARTITIONS).unwrap();
+    }
+    for sink in Sink::ALL {
+        log.create_topic(sink.topic(&s.topics), PARTITIONS).unwrap();
+    }
+    log.create_topic(&s.cluster.control_topic, 1).unwrap();
+    log.create_topic(&s.cluster.exchange_topic, processes).unwrap();
+    let d = Decoder::new(Pii::new(KEY));
+    for l in lines {
+        let key = d.decode(l).map_or_else(|_| raw_key(l), |e| event_key(&e));
+        log.append(raw_stream(l).topic(&s.topics), key.as_bytes(), l)
+            .unwrap();
+    }
+    for c in cuts {
+        log.append(&s.cluster.control_topic, b"epochs", c).unwrap();
+    }
+    log
+}
+
+/// The epoch after the sequencer's last cut once every input record is in a cut.
+fn final_epoch(log: &MemLog, total: u64) -> Option<u64> {
+    let cuts = log.read("omnistream-epochs", 0, 0, usize::MAX).unwrap();
+    let last: Cut = serde_json::from_slice(&cuts.last()?.value).unwrap();
+    let covered: u64 = last.ranges.iter().map(|r| r.to).sum();
+    (covered == total).then_some(last.epoch + 1)
+}
+
+/// One process on a thread of its own.
+struct Running {
+    stop: watch::Sender<Stop>,
+    progress: watch::Receiver<u64>,
+    thread: std::thread::JoinHandle<Result<Report, cluster::ClusterError>>,
+}
+
+fn start(log: &MemLog, dir: &Path, setup: Setup) -> Running {
+    let (stop, stop_rx) = watch::channel(Stop::Run);
+    let (ptx, progress) = watch::channel(0);
+    let transport = MemTransport {
+        log: log.clone(),
+        group: format!("p{}", setup.cluster.process),
+    };
+    let dir = dir.to_path_buf();
+    let thread = std::thread::spawn(move || {
+        let store = Box::new(RedbStore::open(&dir).unwrap());
+        run_process(transport, store, &setup, stop_rx, Some(ptx))
+    });
+    Running {
+        stop,
+        progress,
+        thread,
+    }
+}
+
+/// What a run of the cluster leaves: each process's state and stored outputs, its reports,
+/// and the cuts.
+struct Outcome {
+    states: Vec<Snapshot>,
+    outputs: Vec<Vec<Vec<u8>>>,
+    reports: Vec<Vec<Report>>,
+    cuts: Vec<Vec<u8>>,
+    /// Every record on the sink topics.
+    produced: Vec<Vec<u8>>,
+    /// Whether a process was stopped and started again.
+    restarted: bool,
+}
+
+/// Runs `processes` processes over `shards` shards on `lines` to the end. With `interrupt =
+/// Some((k, e))`, process `k` is stopped without a checkpoint once it applied `e` epochs,
+/// left down a while (the others wait for it), then started again on its store.
+fn run_cluster(
+    lines: &[Vec<u8>],
+    processes: u32,
+    shards: u32,
+    interrupt: Option<(usize, u64)>,
+    cuts: &[Vec<u8>],
+) -> Outcome {
+    let log = log_with(lines, processes, cuts);
+    let root = tempfile::tempdir().unwrap();
+    let dirs: Vec<PathBuf> = (0..processes)
+        .map(|p| root.path().join(format!("p{p}")))
+        .collect();
+    let mut running: Vec<Running> = (0..processes)
+        .map(|p| start(&log, &dirs[p as usize], setup(processes, p, shards)))
+        .collect();
+    let mut reports: Vec<Vec<Report>> = (0..processes).map(|_| Vec::new()).collect();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let total = lines.len() as u64;
+    if let Some((k, at)) = interrupt {
+        while *running[k].progress.borrow() < at {
+            assert!(Instant::now() < deadline, "process {k} never reached epoch {at}");
+            assert!(!running[k].thread.is_finished(), "process {k} stopped");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let r = running.remove(k);
+        r.stop.send(Stop::Abandon).unwrap();
+        // an epoch stopped half-way is aborted; one between epochs ends cleanly
+        match r.thread.join().unwrap() {
+            Ok(report) => reports[k].push(report),
+            Err(cluster::ClusterError::Aborted { .. }) => {}
+            Err(e) => panic!("process {k}: {e}"),
+        }
+        // the others cannot finish an epoch without it
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            final_epoch(&log, total).is_none_or(|last| running
+                .iter()
+                .any(|r| *r.progress.borrow() < last)),
+            "the others finished without process {k}"
+        );
+        running.insert(k, start(&log, &dirs[k], setup(processes, k as u32, shards)));
+    }
+    loop {
+        assert!(Instant::now() < deadline, "the cluster did not finish");
+        if let Some(last) = final_epoch(&log, total) {
+            if running.iter().all(|r| *r.progress.borrow() >= last) {
+                break;
+            }
+        }
+        for (p, r) in running.iter().enumerate() {
+            assert!(!r.thread.is_finished(), "process {p} stopped early");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for (p, r) in running.into_iter().enumerate() {
+        r.stop.send(Stop::Drain).unwrap();
+        reports[p].push(r.thread.join().unwrap().unwrap());
+    }
+    let mut states = Vec::new();
+    let mut outputs = Vec::new();
+    for (p, dir) in dirs.iter().enumerate() {
+        let store = RedbStore::open(dir).unwrap();
+        states.push(cluster::snapshot(&store, &setup(processes, p as u32, shards)).unwrap());
+        outputs.push(
+            store
+                .outputs(0, usize::MAX)
+                .unwrap()
+                .into_iter()
+                .map(|r| r.1)
+                .collect(),
+        );
+    }
+    let cuts = log
+        .read(&setup(processes, 0, shards).cluster.control_topic, 0, 0, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.value)
+        .collect();
+    let produced = Sink::ALL
+        .iter()
+        .flat_map(|s| log.all(s.topic(&FluvioTopics::default())))
+        .map(|(_, r)| r.value)
+        .collect();
+    Outcome {
+        states,
+        outputs,
+        reports,
+        cuts,
+        produced,
+        restarted: interrupt.is_some(),
+    }
+}
+
+/// The processes' states as one: each entity from the process that owns it, the reference
+/// data from process 0.
+fn union(states: Vec<Snapshot>) -> Snapshot {
+    let mut all = Snapshot::default();
+    for (p, s) in states.into_iter().enumerate() {
+        if p == 0 {
+            all.refs = s.refs;
+        }
+        all.identities.extend(s.identities);
+        all.members.extend(s.members);
+        all.orders.extend(s.orders);
+        all.skus.extend(s.skus);
+        all.dealers.extend(s.dealers);
+        all.stores.extend(s.stores);
+        all.campaigns.extend(s.campaigns);
+        all.codes.extend(s.codes);
+        all.devices.extend(s.devices);
+        all.ips.extend(s.ips);
+        all.nets.extend(s.nets);
+        all.rings.extend(s.rings);
+    }
+    all
+}
+
+fn sorted(mut v: Vec<Vec<u8>>) -> Vec<Vec<u8>> {
+    v.sort();
+    v
+}
+
+/// Checks a cluster run against one process given the same input and cuts.
+fn same_as_one(lines: &[Vec<u8>], many: Outcome) {
+    let one = &run_cluster(lines, 1, 1, None, &many.cuts);
+    assert_eq!(one.cuts, many.cuts, "the one process cut no more epochs");
+    let r = &one.reports[0][0];
+    assert!(r.epochs > 10, "{r:?}");
+    assert_eq!(r.events + r.duplicates + r.rejected, lines.len() as u64, "{r:?}");
+    let want = serde_json::to_string(&one.states[0]).unwrap();
+    let members = |s: &Snapshot| s.members.len();
+    // every process holds part of the state
+    for (p, s) in many.states.iter().enumerate() {
+        assert!(members(s) > 0, "process {p} holds no member");
+        assert!(members(s) < members(&one.states[0]), "process {p} holds every member");
+    }
+    let got = serde_json::to_string(&union(many.states)).unwrap();
+    assert!(got == want, "the processes' states differ from one process's");
+    let all: Vec<Vec<u8>> = many.outputs.into_iter().flatten().collect();
+    // every output reached its sink topic; only a restart may produce one twice
+    let mut produced = sorted(many.produced);
+    if many.restarted {
+        produced.dedup();
+    }
+    assert!(
+        produced == sorted(all.clone()),
+        "the sink topics hold {} records for {} outputs",
+        produced.len(),
+        all.len()
+    );
+    assert_eq!(all.len(), one.outputs[0].len(), "output count");
+    assert!(
+        sorted(all) == sorted(one.outputs[0].clone()),
+        "the processes' outputs differ from one process's"
+    );
+    let dead = one.outputs[0]
+        .iter()
+        .filter(|o| {
+            serde_json::from_slice::<serde_json::Value>(o).unwrap()["output"] == "dead_letter"
+        })
+        .count();
+    assert_eq!(dead, 2, "the two bad lines are dead-lettered once");
+}
+
+#[test]
+fn two_and_three_processes_reach_the_state_and_outputs_of_one() {
+    let lines = generated(1500, 21);
+    same_as_one(&lines, run_cluster(&lines, 2, 4, None, &[]));
+    same_as_one(&lines, run_cluster(&lines, 3, 5, None, &[]));
+}
+
+#[test]
+fn a_process_stopped_mid_stream_without_a_checkpoint_catches_up_after_a_restart() {
+    let lines = generated(1500, 22);
+    // a process that does not cut the epochs
+    let many = run_cluster(&lines, 3, 3, Some((1, 7)), &[]);
+    let restarted = many.reports[1].last().unwrap();
+    assert!(
+        restarted.resumed_at > 0 && restarted.resumed_at <= 7,
+        "resumed from its last checkpoint: {restarted:?}"
+    );
+    same_as_one(&lines, many);
+    // the sequencer itself
+    let many = run_cluster(&lines, 2, 2, Some((0, 5)), &[]);
+    assert!(many.reports[0].last().unwrap().resumed_at > 0);
+    same_as_one(&lines, many);
+}
