@@ -97,6 +97,9 @@ pub struct Config {
     pub fluvio: FluvioConfig,
     /// Bearer-token access control of the HTTP API (`[auth]`, off unless `enabled = true`).
     pub auth: AuthConfig,
+    /// Several processes dividing the shards over Fluvio (`[cluster]`, used by `omnistream
+    /// cluster`; see the README's scale-out section).
+    pub cluster: crate::cluster::ClusterConfig,
     /// Business rules.
     pub rules: Rules,
 }
@@ -747,6 +750,7 @@ impl Default for Config {
             metrics: true,
             fluvio: FluvioConfig::default(),
             auth: AuthConfig::default(),
+            cluster: crate::cluster::ClusterConfig::default(),
             rules: Rules::default(),
         }
     }
@@ -864,6 +868,9 @@ impl Config {
             self.fluvio.check()?;
         }
         self.auth.check()?;
+        if let Err(crate::cluster::ClusterError::Config { key, why }) = self.cluster.check() {
+            return Err(err(format!("cluster.{key}"), why));
+        }
         self.rules
             .check()
             .map_err(|(k, why)| err(format!("rules.{k}"), why))
@@ -950,6 +957,36 @@ mod tests {
         assert_eq!(c.group_commit_ms, 20);
         assert_eq!(c.rules.stock.low_stock_atp, 3);
         assert_eq!(c.rules.points.expiry_days, 365, "untouched defaults stay");
+    }
+
+    #[test]
+    fn the_cluster_section_is_read_and_a_bad_value_names_its_key() {
+        let c = Config::load(
+            None,
+            env(&[
+                ("OMNISTREAM_CLUSTER__PROCESSES", "3"),
+                ("OMNISTREAM_CLUSTER__PROCESS", "2"),
+                ("OMNISTREAM_CLUSTER__SHARDS", "7"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.cluster.hosted(), vec![2, 5]);
+        assert_eq!(c.cluster.epoch_records, 512, "untouched defaults stay");
+        for (var, value, key) in [
+            ("OMNISTREAM_CLUSTER__PROCESS", "3", "cluster.process"),
+            ("OMNISTREAM_CLUSTER__SHARDS", "2", "cluster.shards"),
+            ("OMNISTREAM_CLUSTER__EPOCH_RECORDS", "0", "cluster.epoch-records"),
+        ] {
+            let e = Config::load(
+                None,
+                env(&[("OMNISTREAM_CLUSTER__PROCESSES", "3"), (var, value)]),
+            )
+            .unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+        }
+        let e = Config::load(None, env(&[("OMNISTREAM_CLUSTER__PROCESES", "3")])).unwrap_err();
+        assert_eq!(e.key, "OMNISTREAM_CLUSTER__PROCESES");
+        assert!(e.problem.contains("unknown field"), "{e}");
     }
 
     #[test]

@@ -74,6 +74,15 @@ enum Command {
         #[arg(long, default_value = "auto")]
         topic: String,
     },
+    /// Run one process of a cluster that divides the shards over Fluvio (the `[cluster]`
+    /// section: `processes`, this `process`, `shards`): it applies every epoch process 0
+    /// cuts from the input topics, with its own shards, trading commands with the other
+    /// processes through the exchange topic, and produces its outputs to the sink topics.
+    /// Stops with a checkpoint on SIGINT or SIGTERM and prints what it did.
+    Cluster {
+        #[command(flatten)]
+        opts: ServiceOpts,
+    },
     /// Manage the Fluvio topics the configuration names.
     Topics {
         #[command(subcommand)]
@@ -193,6 +202,71 @@ fn run_service(opts: &ServiceOpts, demo: Option<(String, u64)>) -> anyhow::Resul
         });
     }
     actix_web::rt::System::new().block_on(omnistream::http::serve(cfg, listener, key))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `omnistream cluster`: one process of the cluster, on Fluvio, until a signal.
+fn run_cluster(opts: &ServiceOpts) -> anyhow::Result<ExitCode> {
+    use omnistream::cluster::{run_process, Setup, Stop};
+    let cfg = opts.load()?;
+    cfg.fluvio.check()?;
+    let (key, keyed) = cli::pii_key_from_env()?;
+    if !keyed {
+        tracing::warn!("OMNISTREAM_PII_KEY is not set: personal data is hashed with the public development key");
+    }
+    let store = omnistream::store::open(&cfg)?;
+    // the client's own tasks run on this runtime for as long as the process runs
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let fluvio = rt.block_on(omnistream::fluvio::client::connect(&cfg.fluvio))?;
+    let transport = omnistream::fluvio::client::FluvioTransport {
+        fluvio: std::sync::Arc::new(fluvio),
+        cfg: cfg.fluvio.clone(),
+    };
+    let (stop, stop_rx) = tokio::sync::watch::channel(Stop::Run);
+    rt.spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        for mode in [Stop::Drain, Stop::Abandon] {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async {
+                    match term.as_mut() {
+                        Some(t) => { t.recv().await; }
+                        None => std::future::pending().await,
+                    }
+                } => {}
+            }
+            match mode {
+                Stop::Drain => tracing::info!(
+                    "stopping: the epoch under way finishes on every process, then a \
+                     checkpoint (signal again to stop at once)"
+                ),
+                _ => tracing::warn!("stopping at once, without a checkpoint"),
+            }
+            let _ = stop.send(mode);
+        }
+    });
+    let setup = Setup {
+        rules: cfg.rules.clone(),
+        pii_key: key,
+        topics: cfg.fluvio.topics.clone(),
+        partitions: cfg.fluvio.partitions,
+        cluster: cfg.cluster.clone(),
+        codes: cfg.code_filter_codes,
+        sinks: cfg.fluvio.sinks,
+    };
+    tracing::info!(
+        process = cfg.cluster.process,
+        processes = cfg.cluster.processes,
+        shards = ?cfg.cluster.hosted(),
+        "cluster process starts"
+    );
+    let report = run_process(transport, store, &setup, stop_rx, None)?;
+    println!("{}", serde_json::to_string(&report)?);
+    drop(rt);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -331,7 +405,7 @@ fn main() -> ExitCode {
         Command::Topics {
             action: TopicsAction::Create { opts },
         } => with_fluvio(&opts, async |client, cfg| {
-            omnistream::fluvio::client::create_topics(&client, &cfg.fluvio).await
+            omnistream::fluvio::client::create_topics(&client, &cfg.fluvio, &cfg.cluster).await
         })
         .map(|topics| {
             for (t, what) in topics {
@@ -339,6 +413,7 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }),
+        Command::Cluster { opts } => run_cluster(&opts),
         Command::Schema => {
             print!("{}", omnistream_schemas::json_schema_text());
             Ok(ExitCode::SUCCESS)

@@ -322,3 +322,32 @@ fn a_process_stopped_mid_stream_without_a_checkpoint_catches_up_after_a_restart(
     assert!(many.reports[0].last().unwrap().resumed_at > 0);
     same_as_one(&lines, many);
 }
+
+/// `omnistream cluster` as a user starts it, with what they may get wrong.
+#[test]
+fn the_cluster_command_names_a_bad_setting_and_an_unreachable_fluvio() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |env: &[(&str, &str)]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_omnistream"));
+        c.args(["cluster", "--data-dir"]).arg(dir.path().join("data"));
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    let (code, err) = run(&[
+        ("OMNISTREAM_CLUSTER__PROCESSES", "2"),
+        ("OMNISTREAM_CLUSTER__PROCESS", "2"),
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("cluster.process") && err.contains("not below processes"), "{err}");
+    let started = Instant::now();
+    let (code, err) = run(&[
+        ("OMNISTREAM_FLUVIO__ENDPOINT", "127.0.0.1:1"),
+        ("OMNISTREAM_FLUVIO__CONNECT_TIMEOUT_MS", "2000"),
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("127.0.0.1:1"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(60));
+}

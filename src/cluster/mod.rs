@@ -71,14 +71,15 @@ pub enum ClusterError {
 }
 
 /// How the processes divide the work (the `[cluster]` section).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
 pub struct ClusterConfig {
     /// Processes in the cluster.
     pub processes: u32,
     /// This process's number, from 0 (process 0 also cuts the epochs).
     pub process: u32,
-    /// Shards in the whole cluster; shard `s` runs on process `s % processes`. Every process
-    /// must be given the same number.
+    /// Shards in the whole cluster; shard `s` runs on process `s % processes`; 0 (the
+    /// default): one per process. Every process must be given the same number.
     pub shards: u32,
     /// Records an epoch takes at most (a fair share from each input partition).
     pub epoch_records: usize,
@@ -97,7 +98,7 @@ impl Default for ClusterConfig {
         ClusterConfig {
             processes: 1,
             process: 0,
-            shards: 1,
+            shards: 0,
             epoch_records: 512,
             commit_epochs: 32,
             ahead_epochs: 8,
@@ -108,9 +109,18 @@ impl Default for ClusterConfig {
 }
 
 impl ClusterConfig {
+    /// Shards in the whole cluster.
+    pub fn shard_count(&self) -> usize {
+        if self.shards == 0 {
+            self.processes.max(1) as usize
+        } else {
+            self.shards as usize
+        }
+    }
+
     /// The shards this process runs.
     pub fn hosted(&self) -> Vec<usize> {
-        (0..self.shards as usize)
+        (0..self.shard_count())
             .filter(|s| *s % self.processes.max(1) as usize == self.process as usize)
             .collect()
     }
@@ -130,11 +140,11 @@ impl ClusterConfig {
                 ),
             );
         }
-        if self.shards < self.processes || self.shards > 256 {
+        if self.shards != 0 && (self.shards < self.processes || self.shards > 256) {
             return bad(
                 "shards",
                 format!(
-                    "{} must be at least processes ({}) and at most 256",
+                    "{} must be 0 (one per process), or at least processes ({}) and at most 256",
                     self.shards, self.processes
                 ),
             );
@@ -179,10 +189,12 @@ pub struct Setup {
 pub enum Stop {
     /// Keep running.
     Run,
-    /// Stop after the epoch being applied, with a checkpoint.
+    /// Stop after the epoch being applied, with a checkpoint. The epoch must finish on every
+    /// process, so when all drain at once they all finish it; while another process is down
+    /// this waits for it (abandon instead).
     Drain,
-    /// Stop at once, without a checkpoint (as a crash would): a restart applies again what
-    /// came after the last one.
+    /// Stop at once, without a checkpoint (as a crash would): an epoch waiting for another
+    /// process is aborted, and a restart applies again what came after the last checkpoint.
     Abandon,
 }
 
@@ -261,7 +273,7 @@ fn colds(store: &dyn Store, n: usize) -> Result<Vec<Box<dyn Cold>>, ClusterError
 /// The shards as this process's last checkpoint left them (all of them present, the other
 /// processes' empty), and its place; a fresh start when there is none.
 fn restore(store: &dyn Store, setup: &Setup) -> Result<(Sharded, Place), ClusterError> {
-    let n = setup.cluster.shards as usize;
+    let n = setup.cluster.shard_count();
     let colds = colds(store, n)?;
     match store.last_checkpoint()? {
         Some(cp) => {
@@ -302,6 +314,7 @@ async fn feed<T: Transport>(
     mut epoch: u64,
     tx: mpsc::Sender<Fed>,
     mut halt: watch::Receiver<bool>,
+    mut stop: watch::Receiver<Stop>,
 ) -> Result<(), ClusterError> {
     let mut control = transport.open_stream(&control_topic, 0, from).await?;
     let mut streams: HashMap<(String, u32), (T::Stream, u64)> = HashMap::new();
@@ -309,6 +322,8 @@ async fn feed<T: Transport>(
         let rec = tokio::select! {
             r = control.next() => r?,
             _ = halt.wait_for(|h| *h) => return Ok(()),
+            // a drain takes no new epoch
+            _ = stop.wait_for(|s| *s != Stop::Run) => return Ok(()),
         };
         let Some(rec) = rec else { return Ok(()) };
         let cut: Cut = serde_json::from_slice(&rec.value).map_err(|e| {
@@ -383,6 +398,8 @@ struct Io {
     produced: watch::Sender<u64>,
     /// Stops every task.
     halt: Arc<watch::Sender<bool>>,
+    /// The caller's stop: the feeder takes no new epoch once it is not `Run`.
+    stop: watch::Receiver<Stop>,
     /// The first task's failure.
     failure: Arc<Mutex<Option<ClusterError>>>,
 }
@@ -446,6 +463,7 @@ fn spawn_io<T: Transport + Clone + Send + 'static>(
         rows,
         produced,
         halt,
+        stop,
         failure,
     } = io;
     let cfg = setup.cluster.clone();
@@ -473,7 +491,7 @@ fn spawn_io<T: Transport + Clone + Send + 'static>(
                 let t = transport.clone();
                 let (h, c) = (halt.subscribe(), cfg.clone());
                 set.spawn_local(async move {
-                    feed(t, c.control_topic, place.control, place.epoch, fed, h).await
+                    feed(t, c.control_topic, place.control, place.epoch, fed, h, stop).await
                 });
                 let t = transport.clone();
                 let (h, c) = (halt.subscribe(), cfg.clone());
@@ -562,6 +580,7 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
         rows: rows_rx,
         produced: produced_tx,
         halt: halt.clone(),
+        stop: stop.clone(),
         failure: failure.clone(),
     };
     let io = spawn_io(transport, setup, &place, io)
@@ -571,7 +590,7 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
         rows: rows_tx,
         produced,
     };
-    // a stop wakes the tasks, so a round waiting for another process gives up
+    // abandoning wakes the tasks, so a round waiting for another process gives up
     let stopper = {
         let halt = halt.clone();
         let mut s = stop.clone();
@@ -580,7 +599,7 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
             if let Ok(rt) = rt {
                 rt.block_on(async {
                     tokio::select! {
-                        _ = s.wait_for(|s| *s != Stop::Run) => {}
+                        _ = s.wait_for(|s| *s == Stop::Abandon) => {}
                         _ = async { let mut h = halt.subscribe(); let _ = h.wait_for(|h| *h).await; } => {}
                     }
                 });
@@ -598,6 +617,7 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
     let mut batch = Batch::default();
     let mut since = 0u64;
     let mut out: Vec<Emitted> = Vec::new();
+    let mut logged = std::time::Instant::now();
     let result = loop {
         if *stop.borrow_and_update() != Stop::Run {
             break Ok(());
@@ -707,6 +727,15 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
         let _ = applied_tx.send(place.epoch);
         if let Some(p) = &progress {
             let _ = p.send(place.epoch);
+        }
+        if logged.elapsed() >= std::time::Duration::from_secs(10) {
+            logged = std::time::Instant::now();
+            tracing::info!(
+                epoch = place.epoch,
+                events = report.events,
+                outputs = report.outputs,
+                "cluster process applied"
+            );
         }
         if since >= cfg.commit_epochs {
             let c = commit(&mut *store, &mut sharded, &link, &sinks, &mut batch, &mut place);

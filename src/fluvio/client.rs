@@ -399,16 +399,25 @@ pub fn all_topics(cfg: &FluvioConfig) -> Vec<String> {
         .collect()
 }
 
-/// Creates every topic with `partitions` partitions and `replication` replicas; returns each
-/// topic with `created` or `exists`.
+/// Creates every topic with `partitions` partitions and `replication` replicas, and the
+/// cluster's: the control topic with one partition, the exchange topic with one per process;
+/// returns each topic with `created` or `exists`.
 pub async fn create_topics(
     fluvio: &Fluvio,
     cfg: &FluvioConfig,
+    cluster: &crate::cluster::ClusterConfig,
 ) -> Result<Vec<(String, &'static str)>, ClientError> {
     let admin = fluvio.admin().await;
     let mut out = Vec::new();
-    for topic in all_topics(cfg) {
-        let spec = TopicSpec::new_computed(cfg.partitions, cfg.replication, None);
+    let topics = all_topics(cfg)
+        .into_iter()
+        .map(|t| (t, cfg.partitions))
+        .chain([
+            (cluster.control_topic.clone(), 1),
+            (cluster.exchange_topic.clone(), cluster.processes),
+        ]);
+    for (topic, partitions) in topics {
+        let spec = TopicSpec::new_computed(partitions, cfg.replication, None);
         match admin.create(topic.clone(), false, spec).await {
             Ok(()) => out.push((topic, "created")),
             Err(e)
