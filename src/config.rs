@@ -975,7 +975,11 @@ mod tests {
         for (var, value, key) in [
             ("OMNISTREAM_CLUSTER__PROCESS", "3", "cluster.process"),
             ("OMNISTREAM_CLUSTER__SHARDS", "2", "cluster.shards"),
-            ("OMNISTREAM_CLUSTER__EPOCH_RECORDS", "0", "cluster.epoch-records"),
+            (
+                "OMNISTREAM_CLUSTER__EPOCH_RECORDS",
+                "0",
+                "cluster.epoch-records",
+            ),
         ] {
             let e = Config::load(
                 None,

@@ -65,14 +65,18 @@ fn setup(processes: u32, process: u32, shards: u32) -> Setup {
 fn log_with(lines: &[Vec<u8>], processes: u32, cuts: &[Vec<u8>]) -> MemLog {
     let log = MemLog::new();
     let s = setup(processes, 0, processes);
-    for (t, _) in cluster::inputs(&s.topics, PARTITIONS).iter().step_by(PARTITIONS as usize) {
+    for (t, _) in cluster::inputs(&s.topics, PARTITIONS)
+        .iter()
+        .step_by(PARTITIONS as usize)
+    {
         log.create_topic(t, PARTITIONS).unwrap();
     }
     for sink in Sink::ALL {
         log.create_topic(sink.topic(&s.topics), PARTITIONS).unwrap();
     }
     log.create_topic(&s.cluster.control_topic, 1).unwrap();
-    log.create_topic(&s.cluster.exchange_topic, processes).unwrap();
+    log.create_topic(&s.cluster.exchange_topic, processes)
+        .unwrap();
     let d = Decoder::new(Pii::new(KEY));
     for l in lines {
         let key = d.decode(l).map_or_else(|_| raw_key(l), |e| event_key(&e));
@@ -155,7 +159,10 @@ fn run_cluster(
     let total = lines.len() as u64;
     if let Some((k, at)) = interrupt {
         while *running[k].progress.borrow() < at {
-            assert!(Instant::now() < deadline, "process {k} never reached epoch {at}");
+            assert!(
+                Instant::now() < deadline,
+                "process {k} never reached epoch {at}"
+            );
             assert!(!running[k].thread.is_finished(), "process {k} stopped");
             std::thread::sleep(Duration::from_millis(2));
         }
@@ -170,9 +177,8 @@ fn run_cluster(
         // the others cannot finish an epoch without it
         std::thread::sleep(Duration::from_millis(200));
         assert!(
-            final_epoch(&log, total).is_none_or(|last| running
-                .iter()
-                .any(|r| *r.progress.borrow() < last)),
+            final_epoch(&log, total)
+                .is_none_or(|last| running.iter().any(|r| *r.progress.borrow() < last)),
             "the others finished without process {k}"
         );
         running.insert(k, start(&log, &dirs[k], setup(processes, k as u32, shards)));
@@ -208,7 +214,12 @@ fn run_cluster(
         );
     }
     let cuts = log
-        .read(&setup(processes, 0, shards).cluster.control_topic, 0, 0, usize::MAX)
+        .read(
+            &setup(processes, 0, shards).cluster.control_topic,
+            0,
+            0,
+            usize::MAX,
+        )
         .unwrap()
         .into_iter()
         .map(|r| r.value)
@@ -263,16 +274,26 @@ fn same_as_one(lines: &[Vec<u8>], many: Outcome) {
     assert_eq!(one.cuts, many.cuts, "the one process cut no more epochs");
     let r = &one.reports[0][0];
     assert!(r.epochs > 10, "{r:?}");
-    assert_eq!(r.events + r.duplicates + r.rejected, lines.len() as u64, "{r:?}");
+    assert_eq!(
+        r.events + r.duplicates + r.rejected,
+        lines.len() as u64,
+        "{r:?}"
+    );
     let want = serde_json::to_string(&one.states[0]).unwrap();
     let members = |s: &Snapshot| s.members.len();
     // every process holds part of the state
     for (p, s) in many.states.iter().enumerate() {
         assert!(members(s) > 0, "process {p} holds no member");
-        assert!(members(s) < members(&one.states[0]), "process {p} holds every member");
+        assert!(
+            members(s) < members(&one.states[0]),
+            "process {p} holds every member"
+        );
     }
     let got = serde_json::to_string(&union(many.states)).unwrap();
-    assert!(got == want, "the processes' states differ from one process's");
+    assert!(
+        got == want,
+        "the processes' states differ from one process's"
+    );
     let all: Vec<Vec<u8>> = many.outputs.into_iter().flatten().collect();
     // every output reached its sink topic; only a restart may produce one twice
     let mut produced = sorted(many.produced);
@@ -329,19 +350,26 @@ fn the_cluster_command_names_a_bad_setting_and_an_unreachable_fluvio() {
     let dir = tempfile::tempdir().unwrap();
     let run = |env: &[(&str, &str)]| {
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_omnistream"));
-        c.args(["cluster", "--data-dir"]).arg(dir.path().join("data"));
+        c.args(["cluster", "--data-dir"])
+            .arg(dir.path().join("data"));
         for (k, v) in env {
             c.env(k, v);
         }
         let out = c.output().unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).to_string())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
     };
     let (code, err) = run(&[
         ("OMNISTREAM_CLUSTER__PROCESSES", "2"),
         ("OMNISTREAM_CLUSTER__PROCESS", "2"),
     ]);
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("cluster.process") && err.contains("not below processes"), "{err}");
+    assert!(
+        err.contains("cluster.process") && err.contains("not below processes"),
+        "{err}"
+    );
     let started = Instant::now();
     let (code, err) = run(&[
         ("OMNISTREAM_FLUVIO__ENDPOINT", "127.0.0.1:1"),

@@ -829,9 +829,15 @@ impl Link for HubLink {
         let epoch = self.epoch.load(std::sync::atomic::Ordering::Acquire);
         let mut parts = self.hub.parts.lock().unwrap();
         for q in (0..self.processes).filter(|q| *q != self.me) {
-            let theirs: Vec<&Remote> = out.iter().filter(|r| self.owner[r.to as usize] == q).collect();
+            let theirs: Vec<&Remote> = out
+                .iter()
+                .filter(|r| self.owner[r.to as usize] == q)
+                .collect();
             let bytes = serde_json::to_vec(&theirs).map_err(|e| e.to_string())?;
-            parts.entry((epoch, round, q)).or_default().push((self.me, bytes, sent));
+            parts
+                .entry((epoch, round, q))
+                .or_default()
+                .push((self.me, bytes, sent));
         }
         self.hub.posted.notify_all();
         let key = (epoch, round, self.me);
@@ -883,7 +889,8 @@ fn run_processes(
                             break;
                         }
                         let (epoch, tail) = rest.split_at(cut.clamp(1, rest.len()));
-                        link.epoch.store(e as u64, std::sync::atomic::Ordering::Release);
+                        link.epoch
+                            .store(e as u64, std::sync::atomic::Ordering::Release);
                         s.apply_epoch(epoch, &mut out);
                         rest = tail;
                     }

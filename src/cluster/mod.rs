@@ -260,11 +260,9 @@ pub fn inputs(topics: &FluvioTopics, partitions: u32) -> Vec<(String, u32)> {
 fn colds(store: &dyn Store, n: usize) -> Result<Vec<Box<dyn Cold>>, ClusterError> {
     (0..n)
         .map(|_| {
-            store.cold().ok_or_else(|| {
-                ClusterError::Config {
-                    key: "store",
-                    why: "a cluster process needs a store that keeps checkpoints".into(),
-                }
+            store.cold().ok_or_else(|| ClusterError::Config {
+                key: "store",
+                why: "a cluster process needs a store that keeps checkpoints".into(),
             })
         })
         .collect()
@@ -629,7 +627,14 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
             Err(mpsc::error::TryRecvError::Disconnected) => break Ok(()),
             Err(mpsc::error::TryRecvError::Empty) => {
                 if since > 0 {
-                    let c = commit(&mut *store, &mut sharded, &link, &sinks, &mut batch, &mut place);
+                    let c = commit(
+                        &mut *store,
+                        &mut sharded,
+                        &link,
+                        &sinks,
+                        &mut batch,
+                        &mut place,
+                    );
                     if let Err(e) = c {
                         break Err(e);
                     }
@@ -738,7 +743,14 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
             );
         }
         if since >= cfg.commit_epochs {
-            let c = commit(&mut *store, &mut sharded, &link, &sinks, &mut batch, &mut place);
+            let c = commit(
+                &mut *store,
+                &mut sharded,
+                &link,
+                &sinks,
+                &mut batch,
+                &mut place,
+            );
             if let Err(e) = c {
                 break Err(e);
             }
@@ -749,7 +761,14 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
     let drain = *stop.borrow() != Stop::Abandon;
     let result = result.and_then(|()| {
         if since > 0 && drain {
-            commit(&mut *store, &mut sharded, &link, &sinks, &mut batch, &mut place)?;
+            commit(
+                &mut *store,
+                &mut sharded,
+                &link,
+                &sinks,
+                &mut batch,
+                &mut place,
+            )?;
             report.checkpoints += 1;
         }
         Ok(())
@@ -757,8 +776,7 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
     if drain && sinks.on && result.is_ok() {
         // a drained process leaves nothing for its next start to produce, if it can
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while *sinks.produced.borrow() < place.next_output && std::time::Instant::now() < deadline
-        {
+        while *sinks.produced.borrow() < place.next_output && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
@@ -843,8 +861,9 @@ fn dead_letter(
         "output": "dead_letter", "source": source, "offset": offset, "id": id,
         "reasons": reasons, "raw": raw,
     });
-    batch
-        .outputs
-        .push((place.next_output, serde_json::to_vec(&dead).unwrap_or_default()));
+    batch.outputs.push((
+        place.next_output,
+        serde_json::to_vec(&dead).unwrap_or_default(),
+    ));
     place.next_output += 1;
 }

@@ -85,11 +85,7 @@ pub fn resume_from(last: Option<&Cut>, inputs: &[(String, u32)]) -> (u64, Vec<(S
         .iter()
         .map(|(t, p)| {
             let pos = last
-                .and_then(|c| {
-                    c.ranges
-                        .iter()
-                        .find(|r| &r.topic == t && r.partition == *p)
-                })
+                .and_then(|c| c.ranges.iter().find(|r| &r.topic == t && r.partition == *p))
                 .map_or(0, |r| r.to);
             (t.clone(), *p, pos)
         })
