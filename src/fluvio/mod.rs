@@ -7,9 +7,9 @@
 //!   stored atomically with the events; consumer offsets follow durability.
 //! - [`sink`]: durable outputs to the sink topics, retried, at least once.
 //!
-//! Not built yet: the exchange of commands between processes over internal topics. Several
-//! processes may split the input partitions (`own-partitions`), but each then holds only the
-//! state its own events built.
+//! Several processes running as one are [`crate::cluster`]'s: it uses this module's
+//! transport. (`own-partitions` splits the input between processes that do not exchange
+//! commands: each then holds only the state its own events built.)
 
 pub mod client;
 pub mod log;
