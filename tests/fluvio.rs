@@ -202,3 +202,134 @@ fn a_cluster_that_is_not_there_is_named_in_the_error() {
     assert!(!out.status.success());
     assert!(err.contains(&ep), "{err}");
 }
+
+/// Two `omnistream cluster` processes against the cluster: every scan gets its one decision
+/// on the decisions topic (as many as a replay of the file makes), and each process, stopped
+/// with SIGTERM, reports every record taken once.
+#[test]
+fn two_cluster_processes_over_fluvio_decide_every_scan_once() {
+    let Some(endpoint) = endpoint() else {
+        return;
+    };
+    let suffix = format!(
+        "c{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    );
+    let mut env = env(&endpoint, &suffix);
+    env.push(("OMNISTREAM_FLUVIO__PARTITIONS".into(), "2".into()));
+    env.push(("OMNISTREAM_CLUSTER__PROCESSES".into(), "2".into()));
+    env.push((
+        "OMNISTREAM_CLUSTER__CONTROL_TOPIC".into(),
+        format!("epochs-{suffix}"),
+    ));
+    env.push((
+        "OMNISTREAM_CLUSTER__EXCHANGE_TOPIC".into(),
+        format!("exchange-{suffix}"),
+    ));
+    let created = omnistream(&["topics", "create"], &env);
+    assert!(
+        created.contains(&format!("exchange-{suffix}: created")),
+        "{created}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut sc = omnistream_loadtest::Scenario::load("smoke").unwrap();
+    sc.events = 5_000;
+    let mut events = Vec::new();
+    omnistream_loadtest::generate(&sc, &mut events, &mut std::io::sink(), &mut |_| {}).unwrap();
+    let n = events
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .count() as u64;
+    let file = dir.path().join("events.jsonl");
+    std::fs::write(&file, &events).unwrap();
+    // how many decisions the events make: one per scan taken (a replay of the file)
+    let out = dir.path().join("replay");
+    omnistream(
+        &["replay", "-i", file.to_str().unwrap(), "--out", out.to_str().unwrap()],
+        &env,
+    );
+    let want = std::fs::read_to_string(out.join("outputs.jsonl"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains(r#""output":"decision""#))
+        .count();
+    assert!(want > 100, "{want}");
+    omnistream(&["produce", file.to_str().unwrap(), "--topic", "auto"], &env);
+    let procs: Vec<std::process::Child> = (0..2)
+        .map(|p| {
+            Command::new(env!("CARGO_BIN_EXE_omnistream"))
+                .args(["cluster", "--data-dir"])
+                .arg(dir.path().join(format!("p{p}")))
+                .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .env("OMNISTREAM_CLUSTER__PROCESS", p.to_string())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let cfg = FluvioConfig {
+        endpoint: endpoint.clone(),
+        ..FluvioConfig::default()
+    };
+    let topic = format!("decisions-{suffix}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let got = rt.block_on(async {
+        let client = connect(&cfg).await.unwrap();
+        let t = FluvioTransport {
+            fluvio: Arc::new(client),
+            cfg: cfg.clone(),
+        };
+        let mut streams = vec![
+            t.open_stream(&topic, 0, 0).await.unwrap(),
+            t.open_stream(&topic, 1, 0).await.unwrap(),
+        ];
+        let mut got = 0usize;
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while got < want && Instant::now() < deadline {
+            for s in &mut streams {
+                // no offsets are committed on these streams, so a timeout is harmless
+                if let Ok(Ok(Some(r))) =
+                    tokio::time::timeout(Duration::from_millis(200), s.next()).await
+                {
+                    let v: serde_json::Value = serde_json::from_slice(&r.value).unwrap();
+                    assert_eq!(v["output"], "decision", "{v}");
+                    got += 1;
+                }
+            }
+        }
+        got
+    });
+    let mut reports = Vec::new();
+    for child in procs {
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        reports.push(serde_json::from_str::<serde_json::Value>(text.trim()).unwrap());
+    }
+    assert_eq!(got, want, "decisions on {topic}");
+    let count = |r: &serde_json::Value, keys: &[&str]| -> u64 {
+        keys.iter().map(|k| r[k].as_u64().unwrap()).sum()
+    };
+    // process 0 counts every record; process 1 the same events (it leaves dead letters to 0)
+    assert_eq!(count(&reports[0], &["events", "duplicates", "rejected"]), n, "{reports:?}");
+    assert_eq!(
+        count(&reports[0], &["events", "duplicates"]),
+        count(&reports[1], &["events", "duplicates"]),
+        "every process admits every event: {reports:?}"
+    );
+}
