@@ -249,7 +249,13 @@ fn two_cluster_processes_over_fluvio_decide_every_scan_once() {
     // how many decisions the events make: one per scan taken (a replay of the file)
     let out = dir.path().join("replay");
     omnistream(
-        &["replay", "-i", file.to_str().unwrap(), "--out", out.to_str().unwrap()],
+        &[
+            "replay",
+            "-i",
+            file.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
         &env,
     );
     let want = std::fs::read_to_string(out.join("outputs.jsonl"))
@@ -258,7 +264,10 @@ fn two_cluster_processes_over_fluvio_decide_every_scan_once() {
         .filter(|l| l.contains(r#""output":"decision""#))
         .count();
     assert!(want > 100, "{want}");
-    omnistream(&["produce", file.to_str().unwrap(), "--topic", "auto"], &env);
+    omnistream(
+        &["produce", file.to_str().unwrap(), "--topic", "auto"],
+        &env,
+    );
     let procs: Vec<std::process::Child> = (0..2)
         .map(|p| {
             Command::new(env!("CARGO_BIN_EXE_omnistream"))
@@ -326,7 +335,11 @@ fn two_cluster_processes_over_fluvio_decide_every_scan_once() {
         keys.iter().map(|k| r[k].as_u64().unwrap()).sum()
     };
     // process 0 counts every record; process 1 the same events (it leaves dead letters to 0)
-    assert_eq!(count(&reports[0], &["events", "duplicates", "rejected"]), n, "{reports:?}");
+    assert_eq!(
+        count(&reports[0], &["events", "duplicates", "rejected"]),
+        n,
+        "{reports:?}"
+    );
     assert_eq!(
         count(&reports[0], &["events", "duplicates"]),
         count(&reports[1], &["events", "duplicates"]),

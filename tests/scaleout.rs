@@ -8,15 +8,14 @@
 //! control topic, so the one-process run is given the cluster's.)
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
-use omnistream::cluster::sequencer::Cut;
+use omnistream::cluster::sequencer::{self, Cut};
 use omnistream::cluster::{self, run_process, ClusterConfig, Report, Setup, Stop};
 use omnistream::config::FluvioTopics;
 use omnistream::fluvio::log::{MemLog, PartitionedLog};
-use omnistream::fluvio::mapping::{event_key, raw_key, raw_stream, Sink};
+use omnistream::fluvio::mapping::Sink;
 use omnistream::fluvio::MemTransport;
 use omnistream::store::{RedbStore, Store};
 use omnistream_actors::engine::Snapshot;
-use omnistream_schemas::{Decoder, Pii};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -63,26 +62,8 @@ fn setup(processes: u32, process: u32, shards: u32) -> Setup {
 /// A log holding the cluster's topics, `lines` on the input topics (keyed as `omnistream
 /// produce` keys them) and `cuts` on the control topic.
 fn log_with(lines: &[Vec<u8>], processes: u32, cuts: &[Vec<u8>]) -> MemLog {
-    let log = MemLog::new();
     let s = setup(processes, 0, processes);
-    for (t, _) in cluster::inputs(&s.topics, PARTITIONS)
-        .iter()
-        .step_by(PARTITIONS as usize)
-    {
-        log.create_topic(t, PARTITIONS).unwrap();
-    }
-    for sink in Sink::ALL {
-        log.create_topic(sink.topic(&s.topics), PARTITIONS).unwrap();
-    }
-    log.create_topic(&s.cluster.control_topic, 1).unwrap();
-    log.create_topic(&s.cluster.exchange_topic, processes)
-        .unwrap();
-    let d = Decoder::new(Pii::new(KEY));
-    for l in lines {
-        let key = d.decode(l).map_or_else(|_| raw_key(l), |e| event_key(&e));
-        log.append(raw_stream(l).topic(&s.topics), key.as_bytes(), l)
-            .unwrap();
-    }
+    let log = cluster::mem_log(&s, processes, lines).unwrap();
     for c in cuts {
         log.append(&s.cluster.control_topic, b"epochs", c).unwrap();
     }
@@ -91,8 +72,9 @@ fn log_with(lines: &[Vec<u8>], processes: u32, cuts: &[Vec<u8>]) -> MemLog {
 
 /// The epoch after the sequencer's last cut once every input record is in a cut.
 fn final_epoch(log: &MemLog, total: u64) -> Option<u64> {
-    let cuts = log.read("omnistream-epochs", 0, 0, usize::MAX).unwrap();
-    let last: Cut = serde_json::from_slice(&cuts.last()?.value).unwrap();
+    let records = log.read("omnistream-epochs", 0, 0, usize::MAX).unwrap();
+    let cuts = sequencer::cuts(records.iter().map(|r| r.value.as_slice())).unwrap();
+    let last = cuts.last()?;
     let covered: u64 = last.ranges.iter().map(|r| r.to).sum();
     (covered == total).then_some(last.epoch + 1)
 }
@@ -213,16 +195,19 @@ fn run_cluster(
                 .collect(),
         );
     }
-    let cuts = log
+    let records = log
         .read(
             &setup(processes, 0, shards).cluster.control_topic,
             0,
             0,
             usize::MAX,
         )
+        .unwrap();
+    // the cuts alone (a starting sequencer's fences are not part of the input's order)
+    let cuts = sequencer::cuts(records.iter().map(|r| r.value.as_slice()))
         .unwrap()
-        .into_iter()
-        .map(|r| r.value)
+        .iter()
+        .map(|c: &Cut| serde_json::to_vec(c).unwrap())
         .collect();
     let produced = Sink::ALL
         .iter()

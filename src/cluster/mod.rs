@@ -19,7 +19,7 @@ pub mod sequencer;
 pub mod trade;
 
 use crate::config::FluvioTopics;
-use crate::fluvio::log::LogError;
+use crate::fluvio::log::{LogError, MemLog, PartitionedLog};
 use crate::fluvio::mapping::Stream;
 use crate::fluvio::source::{source_name, RecordStream};
 use crate::fluvio::Transport;
@@ -29,7 +29,7 @@ use omnistream_actors::engine::{Applied, Checkpoint, Emitted, Snapshot};
 use omnistream_actors::sharded::Sharded;
 use omnistream_actors::{Output, Rules};
 use omnistream_schemas::{Decoder, Event, Pii};
-use sequencer::Cut;
+use sequencer::{Control, Cut};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -257,6 +257,30 @@ pub fn inputs(topics: &FluvioTopics, partitions: u32) -> Vec<(String, u32)> {
         .collect()
 }
 
+/// An in-memory log holding every topic a cluster of `processes` processes uses (the input
+/// and sink topics with `setup.partitions` partitions, the control topic, the exchange topic)
+/// and `lines` on the input topics, routed and keyed as `omnistream produce` does: the
+/// cluster without a Fluvio server, for tests and benchmarks.
+pub fn mem_log(setup: &Setup, processes: u32, lines: &[Vec<u8>]) -> Result<MemLog, LogError> {
+    let log = MemLog::new();
+    let cfg = crate::config::FluvioConfig {
+        topics: setup.topics.clone(),
+        partitions: setup.partitions,
+        ..crate::config::FluvioConfig::default()
+    };
+    for t in crate::fluvio::client::all_topics(&cfg) {
+        log.create_topic(&t, setup.partitions)?;
+    }
+    log.create_topic(&setup.cluster.control_topic, 1)?;
+    log.create_topic(&setup.cluster.exchange_topic, processes)?;
+    let decoder = Decoder::new(Pii::new(&setup.pii_key));
+    for l in lines {
+        let (topic, key) = crate::fluvio::client::route_line(l, None, &cfg, &decoder);
+        log.append(&topic, key.as_bytes(), l)?;
+    }
+    Ok(log)
+}
+
 fn colds(store: &dyn Store, n: usize) -> Result<Vec<Box<dyn Cold>>, ClusterError> {
     (0..n)
         .map(|_| {
@@ -316,6 +340,8 @@ async fn feed<T: Transport>(
 ) -> Result<(), ClusterError> {
     let mut control = transport.open_stream(&control_topic, 0, from).await?;
     let mut streams: HashMap<(String, u32), (T::Stream, u64)> = HashMap::new();
+    // where each partition's last accepted cut ended
+    let mut ends: HashMap<(String, u32), u64> = HashMap::new();
     loop {
         let rec = tokio::select! {
             r = control.next() => r?,
@@ -324,12 +350,15 @@ async fn feed<T: Transport>(
             _ = stop.wait_for(|s| *s != Stop::Run) => return Ok(()),
         };
         let Some(rec) = rec else { return Ok(()) };
-        let cut: Cut = serde_json::from_slice(&rec.value).map_err(|e| {
+        let control: Control = serde_json::from_slice(&rec.value).map_err(|e| {
             ClusterError::Corrupt(format!(
-                "{control_topic} offset {}: a cut does not parse: {e}",
+                "{control_topic} offset {}: a record does not parse: {e}",
                 rec.offset
             ))
         })?;
+        let Control::Cut(cut) = control else {
+            continue;
+        };
         if cut.epoch < epoch {
             continue;
         }
@@ -347,6 +376,15 @@ async fn feed<T: Transport>(
                 continue;
             }
             let key = (r.topic.clone(), r.partition);
+            if let Some(end) = ends.get(&key).filter(|end| **end != r.from) {
+                // cuts follow each other: two sequencers, or one that lost its place
+                return Err(ClusterError::Corrupt(format!(
+                    "{control_topic} offset {}: epoch {} starts {} partition {} at {}, where \
+                     the epoch before ended at {end}",
+                    rec.offset, cut.epoch, r.topic, r.partition, r.from
+                )));
+            }
+            ends.insert(key.clone(), r.to);
             if streams.get(&key).is_none_or(|(_, next)| *next != r.from) {
                 let s = transport.open_stream(&r.topic, r.partition, r.from).await?;
                 streams.insert(key.clone(), (s, r.from));

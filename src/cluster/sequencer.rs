@@ -44,6 +44,34 @@ pub struct Cut {
     pub ranges: Vec<Range>,
 }
 
+/// A record of the control topic: a cut, or a fence a starting sequencer appends to find the
+/// topic's end (readers skip it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Control {
+    /// An epoch.
+    Cut(Cut),
+    /// A sequencer's start.
+    Fence {
+        /// Its nonce.
+        fence: u64,
+    },
+}
+
+/// The cuts among a control topic's record values, in order (fences left out; a record that
+/// does not parse is an error).
+pub fn cuts<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Result<Vec<Cut>, ClusterError> {
+    let mut out = Vec::new();
+    for v in values {
+        match serde_json::from_slice::<Control>(v) {
+            Ok(Control::Cut(c)) => out.push(c),
+            Ok(Control::Fence { .. }) => {}
+            Err(e) => return Err(ClusterError::Corrupt(format!("a control record: {e}"))),
+        }
+    }
+    Ok(out)
+}
+
 impl Cut {
     /// Records it covers.
     pub fn records(&self) -> u64 {
@@ -129,23 +157,45 @@ pub async fn run<T: Transport + Clone + 'static>(
     mut stop: watch::Receiver<bool>,
 ) -> Result<(), ClusterError> {
     let topic = cfg.control_topic.clone();
-    let end = transport.end_offset(&topic, 0).await?;
-    let last = if end == 0 {
-        None
-    } else {
-        let mut s = transport.open_stream(&topic, 0, end - 1).await?;
-        let rec = s
-            .next()
-            .await?
-            .ok_or_else(|| ClusterError::Stopped("the control topic ended".into()))?;
-        Some(serde_json::from_slice::<Cut>(&rec.value).map_err(|e| {
-            ClusterError::Corrupt(format!("the last record of {topic} does not parse: {e}"))
-        })?)
-    };
-    let (mut epoch, mut at) = resume_from(last.as_ref(), &inputs);
-    tracing::info!(epoch, "the sequencer starts");
     let mut sink = transport.open_sink().await?;
     let key = b"epochs";
+    // the last cut: the end the cluster reports may lag (Fluvio's by seconds), so append a
+    // fence and read from before that end up to the fence; the last cut before it is the
+    // last there is
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        ^ u64::from(std::process::id()).rotate_left(32);
+    let fence = serde_json::to_vec(&Control::Fence { fence: nonce })
+        .map_err(|e| ClusterError::Corrupt(e.to_string()))?;
+    let lower = transport.end_offset(&topic, 0).await?.saturating_sub(1);
+    sink.send(&topic, key, &fence).await?;
+    sink.flush().await?;
+    let mut s = transport.open_stream(&topic, 0, lower).await?;
+    let mut last = None;
+    loop {
+        let rec = tokio::select! {
+            r = s.next() => r?,
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+        };
+        let Some(rec) = rec else {
+            return Err(ClusterError::Stopped("the control topic ended".into()));
+        };
+        match serde_json::from_slice::<Control>(&rec.value) {
+            Ok(Control::Cut(c)) => last = Some(c),
+            Ok(Control::Fence { fence }) if fence == nonce => break,
+            Ok(Control::Fence { .. }) => {}
+            Err(e) => {
+                return Err(ClusterError::Corrupt(format!(
+                    "{topic} offset {}: a record does not parse: {e}",
+                    rec.offset
+                )))
+            }
+        }
+    }
+    drop(s);
+    let (mut epoch, mut at) = resume_from(last.as_ref(), &inputs);
+    tracing::info!(epoch, "the sequencer starts");
     let moved = Rc::new(Notify::new());
     let mut watchers = tokio::task::JoinSet::new();
     let ends: Vec<Rc<Cell<u64>>> = at
