@@ -118,16 +118,26 @@ struct Outcome {
     restarted: bool,
 }
 
-/// Runs `processes` processes over `shards` shards on `lines` to the end. With `interrupt =
-/// Some((k, e))`, process `k` is stopped without a checkpoint once it applied `e` epochs,
-/// left down a while (the others wait for it), then started again on its store.
+/// A stop in the middle of a run.
+enum Interrupt {
+    /// Process `k` stopped without a checkpoint once it applied `e` epochs, left down a
+    /// while (the others wait for it), then started again on its store.
+    Abandon(usize, u64),
+    /// Every process asked to drain, one after the other, once process 0 applied `e`
+    /// epochs, then all started again.
+    DrainAll(u64),
+}
+
+/// Runs `processes` processes over `shards` shards on `lines` to the end, with an
+/// interruption if asked.
 fn run_cluster(
     lines: &[Vec<u8>],
     processes: u32,
     shards: u32,
-    interrupt: Option<(usize, u64)>,
+    interrupt: Option<Interrupt>,
     cuts: &[Vec<u8>],
 ) -> Outcome {
+    let restarted = interrupt.is_some();
     let log = log_with(lines, processes, cuts);
     let root = tempfile::tempdir().unwrap();
     let dirs: Vec<PathBuf> = (0..processes)
@@ -139,7 +149,31 @@ fn run_cluster(
     let mut reports: Vec<Vec<Report>> = (0..processes).map(|_| Vec::new()).collect();
     let deadline = Instant::now() + Duration::from_secs(240);
     let total = lines.len() as u64;
-    if let Some((k, at)) = interrupt {
+    if let Some(Interrupt::DrainAll(at)) = interrupt {
+        while *running[0].progress.borrow() < at {
+            assert!(Instant::now() < deadline, "never reached epoch {at}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let stopping = Instant::now();
+        // process 0 first, the others once they wait for it in an epoch it will not run
+        for r in &running {
+            r.stop.send(Stop::Drain).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        for (p, r) in running.drain(..).enumerate() {
+            reports[p].push(r.thread.join().unwrap().unwrap());
+        }
+        assert!(
+            reports.iter().skip(1).any(|r| r[0].abandoned.is_some()),
+            "no process was left waiting: {reports:?}"
+        );
+        // each stopped, at the latest when the grace for an epoch another had left ran out
+        assert!(stopping.elapsed() < cluster::DRAIN_GRACE + Duration::from_secs(10));
+        running = (0..processes)
+            .map(|p| start(&log, &dirs[p as usize], setup(processes, p, shards)))
+            .collect();
+    }
+    if let Some(Interrupt::Abandon(k, at)) = interrupt {
         while *running[k].progress.borrow() < at {
             assert!(
                 Instant::now() < deadline,
@@ -150,12 +184,8 @@ fn run_cluster(
         }
         let r = running.remove(k);
         r.stop.send(Stop::Abandon).unwrap();
-        // an epoch stopped half-way is aborted; one between epochs ends cleanly
-        match r.thread.join().unwrap() {
-            Ok(report) => reports[k].push(report),
-            Err(cluster::ClusterError::Aborted { .. }) => {}
-            Err(e) => panic!("process {k}: {e}"),
-        }
+        // an epoch stopped half-way is abandoned; one between epochs ends cleanly
+        reports[k].push(r.thread.join().unwrap().unwrap());
         // the others cannot finish an epoch without it
         std::thread::sleep(Duration::from_millis(200));
         assert!(
@@ -220,7 +250,7 @@ fn run_cluster(
         reports,
         cuts,
         produced,
-        restarted: interrupt.is_some(),
+        restarted,
     }
 }
 
@@ -316,7 +346,7 @@ fn two_and_three_processes_reach_the_state_and_outputs_of_one() {
 fn a_process_stopped_mid_stream_without_a_checkpoint_catches_up_after_a_restart() {
     let lines = generated(1500, 22);
     // a process that does not cut the epochs
-    let many = run_cluster(&lines, 3, 3, Some((1, 7)), &[]);
+    let many = run_cluster(&lines, 3, 3, Some(Interrupt::Abandon(1, 7)), &[]);
     let restarted = many.reports[1].last().unwrap();
     assert!(
         restarted.resumed_at > 0 && restarted.resumed_at <= 7,
@@ -324,8 +354,15 @@ fn a_process_stopped_mid_stream_without_a_checkpoint_catches_up_after_a_restart(
     );
     same_as_one(&lines, many);
     // the sequencer itself
-    let many = run_cluster(&lines, 2, 2, Some((0, 5)), &[]);
+    let many = run_cluster(&lines, 2, 2, Some(Interrupt::Abandon(0, 5)), &[]);
     assert!(many.reports[0].last().unwrap().resumed_at > 0);
+    same_as_one(&lines, many);
+    // every process drained at once, in the middle: none hangs, all start again where they
+    // stopped (or, for an epoch one of them had left, from the checkpoint before it)
+    let many = run_cluster(&lines, 3, 3, Some(Interrupt::DrainAll(6)), &[]);
+    for r in &many.reports {
+        assert!(r.last().unwrap().resumed_at >= 3, "{r:?}");
+    }
     same_as_one(&lines, many);
 }
 

@@ -232,15 +232,19 @@ struct Meet {
     generation: AtomicUsize,
     /// A shard panicked: the others must not wait for it forever.
     broken: std::sync::atomic::AtomicBool,
+    /// Waits may be long (the lead trades with other processes over the network): after a
+    /// while a waiting shard sleeps instead of yielding in a loop.
+    patient: bool,
 }
 
 impl Meet {
-    fn new(shards: usize) -> Meet {
+    fn new(shards: usize, patient: bool) -> Meet {
         Meet {
             shards,
             arrived: AtomicUsize::new(0),
             generation: AtomicUsize::new(0),
             broken: std::sync::atomic::AtomicBool::new(false),
+            patient,
         }
     }
 
@@ -261,7 +265,10 @@ impl Meet {
             if spins < 2_000 {
                 spins += 1;
                 std::hint::spin_loop();
+            } else if self.patient && spins >= 2_200 {
+                std::thread::sleep(std::time::Duration::from_micros(200));
             } else {
+                spins += 1;
                 std::thread::yield_now();
             }
         }
@@ -324,7 +331,7 @@ impl<'a> Exchange<'a> {
                 .enumerate()
                 .filter_map(|(i, a)| Some((a.ev?.id, u32::try_from(i).unwrap_or(u32::MAX))))
                 .collect(),
-            barrier: Meet::new(hosted.iter().filter(|h| **h).count()),
+            barrier: Meet::new(hosted.iter().filter(|h| **h).count(), link.is_some()),
             boxes: [boxes(), boxes()],
             sent: [
                 AtomicUsize::new(0),
@@ -1086,7 +1093,7 @@ mod tests {
 
     #[test]
     fn a_shard_that_panics_breaks_the_barrier_instead_of_leaving_the_others_waiting() {
-        let meet = Meet::new(2);
+        let meet = Meet::new(2, false);
         let (failed, waited) = std::thread::scope(|s| {
             let failing = s.spawn(|| {
                 let _guard = BreakOnPanic(&meet);

@@ -217,7 +217,14 @@ pub struct Report {
     pub checkpoints: u64,
     /// Outputs produced to the sink topics (a restart may produce some again).
     pub produced: u64,
+    /// The epoch a stop cut short, if any: it was dropped, and the next start applies it
+    /// again from the last checkpoint.
+    pub abandoned: Option<u64>,
 }
+
+/// How long a drain waits for the epoch under way to finish on every process before it
+/// abandons it (another process stopped first, or is down).
+pub const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A process's own place, kept in its checkpoint with the state it belongs to.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -626,17 +633,25 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
         rows: rows_tx,
         produced,
     };
-    // abandoning wakes the tasks, so a round waiting for another process gives up
+    // abandoning wakes the tasks, so a round waiting for another process gives up; so does a
+    // drain whose epoch has not finished after the grace period
     let stopper = {
         let halt = halt.clone();
-        let mut s = stop.clone();
+        let (mut s, mut d) = (stop.clone(), stop.clone());
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().build();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build();
             if let Ok(rt) = rt {
                 rt.block_on(async {
+                    let mut h = halt.subscribe();
                     tokio::select! {
                         _ = s.wait_for(|s| *s == Stop::Abandon) => {}
-                        _ = async { let mut h = halt.subscribe(); let _ = h.wait_for(|h| *h).await; } => {}
+                        _ = async {
+                            let _ = d.wait_for(|s| *s == Stop::Drain).await;
+                            tokio::time::sleep(DRAIN_GRACE).await;
+                        } => {}
+                        _ = h.wait_for(|h| *h) => {}
                     }
                 });
             }
@@ -796,6 +811,15 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
             since = 0;
         }
     };
+    // an epoch a stop cut short is no failure: it is dropped and applied again next time
+    let result = match result {
+        Err(ClusterError::Aborted { epoch, .. }) if *stop.borrow() != Stop::Run => {
+            report.abandoned = Some(epoch);
+            since = 0;
+            Ok(())
+        }
+        r => r,
+    };
     let drain = *stop.borrow() != Stop::Abandon;
     let result = result.and_then(|()| {
         if since > 0 && drain {
@@ -818,7 +842,18 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
-    report.produced = sinks.produced.borrow().saturating_sub(cursor);
+    let produced = *sinks.produced.borrow();
+    report.produced = produced.saturating_sub(cursor);
+    if drain && sinks.on && result.is_ok() && report.abandoned.is_none() {
+        // the cursor as the sinks left it, so the next start does not produce them again
+        let cursor = Batch {
+            positions: vec![(SINK_POSITION.to_string(), produced)],
+            ..Batch::default()
+        };
+        if let Err(e) = store.commit(&cursor) {
+            tracing::warn!(error = %e, "storing the sinks' cursor failed");
+        }
+    }
     drop(sinks);
     let _ = halt.send(true);
     drop(fed_rx);
