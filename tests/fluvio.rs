@@ -203,9 +203,10 @@ fn a_cluster_that_is_not_there_is_named_in_the_error() {
     assert!(err.contains(&ep), "{err}");
 }
 
-/// Two `omnistream cluster` processes against the cluster: every scan gets its one decision
-/// on the decisions topic (as many as a replay of the file makes), and each process, stopped
-/// with SIGTERM, reports every record taken once.
+/// Two `omnistream cluster` processes against the cluster, one of them killed (SIGKILL) and
+/// started again mid-stream: every scan gets its decision on the decisions topic (as many
+/// distinct ones as a replay of the file makes; the sinks are at least once), and process 0,
+/// stopped with SIGTERM, reports every record taken once.
 #[test]
 fn two_cluster_processes_over_fluvio_decide_every_scan_once() {
     let Some(endpoint) = endpoint() else {
@@ -222,6 +223,10 @@ fn two_cluster_processes_over_fluvio_decide_every_scan_once() {
     let mut env = env(&endpoint, &suffix);
     env.push(("OMNISTREAM_FLUVIO__PARTITIONS".into(), "2".into()));
     env.push(("OMNISTREAM_CLUSTER__PROCESSES".into(), "2".into()));
+    // small epochs and frequent checkpoints, so the kill below lands mid-stream and after a
+    // checkpoint
+    env.push(("OMNISTREAM_CLUSTER__EPOCH_RECORDS".into(), "100".into()));
+    env.push(("OMNISTREAM_CLUSTER__COMMIT_EPOCHS".into(), "10".into()));
     env.push((
         "OMNISTREAM_CLUSTER__CONTROL_TOPIC".into(),
         format!("epochs-{suffix}"),
@@ -237,7 +242,7 @@ fn two_cluster_processes_over_fluvio_decide_every_scan_once() {
     );
     let dir = tempfile::tempdir().unwrap();
     let mut sc = omnistream_loadtest::Scenario::load("smoke").unwrap();
-    sc.events = 5_000;
+    sc.events = 15_000;
     let mut events = Vec::new();
     omnistream_loadtest::generate(&sc, &mut events, &mut std::io::sink(), &mut |_| {}).unwrap();
     let n = events
@@ -268,19 +273,19 @@ fn two_cluster_processes_over_fluvio_decide_every_scan_once() {
         &["produce", file.to_str().unwrap(), "--topic", "auto"],
         &env,
     );
-    let procs: Vec<std::process::Child> = (0..2)
-        .map(|p| {
-            Command::new(env!("CARGO_BIN_EXE_omnistream"))
-                .args(["cluster", "--data-dir"])
-                .arg(dir.path().join(format!("p{p}")))
-                .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-                .env("OMNISTREAM_CLUSTER__PROCESS", p.to_string())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
+    let start = |p: usize| {
+        Command::new(env!("CARGO_BIN_EXE_omnistream"))
+            .args(["cluster", "--data-dir"])
+            .arg(dir.path().join(format!("p{p}")))
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("OMNISTREAM_CLUSTER__PROCESS", p.to_string())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let started = Instant::now();
+    let mut procs: Vec<std::process::Child> = (0..2).map(start).collect();
     let cfg = FluvioConfig {
         endpoint: endpoint.clone(),
         ..FluvioConfig::default()
@@ -300,21 +305,40 @@ fn two_cluster_processes_over_fluvio_decide_every_scan_once() {
             t.open_stream(&topic, 0, 0).await.unwrap(),
             t.open_stream(&topic, 1, 0).await.unwrap(),
         ];
-        let mut got = 0usize;
+        let mut seen = std::collections::HashSet::new();
+        let mut records = 0usize;
+        let mut killed = false;
         let deadline = Instant::now() + Duration::from_secs(300);
-        while got < want && Instant::now() < deadline {
+        while seen.len() < want && Instant::now() < deadline {
             for s in &mut streams {
-                // no offsets are committed on these streams, so a timeout is harmless
-                if let Ok(Ok(Some(r))) =
-                    tokio::time::timeout(Duration::from_millis(200), s.next()).await
+                // each partition read until it has nothing for 50 ms; no offsets are
+                // committed on these streams, so a timeout is harmless
+                while let Ok(Ok(Some(r))) =
+                    tokio::time::timeout(Duration::from_millis(50), s.next()).await
                 {
                     let v: serde_json::Value = serde_json::from_slice(&r.value).unwrap();
                     assert_eq!(v["output"], "decision", "{v}");
-                    got += 1;
+                    seen.insert(v["scan_event"].to_string());
+                    records += 1;
+                    // mid-stream: the epochs take longer than this (about half a second
+                    // each on debug builds here)
+                    if !killed && started.elapsed() > Duration::from_secs(4) {
+                        killed = true;
+                        procs[1].kill().unwrap();
+                        procs[1].wait().unwrap();
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        procs[1] = start(1);
+                    }
                 }
             }
         }
-        got
+        eprintln!(
+            "{} distinct decisions in {records} records after {:.1} s",
+            seen.len(),
+            started.elapsed().as_secs_f64()
+        );
+        assert!(killed, "process 1 was not killed");
+        seen.len()
     });
     let mut reports = Vec::new();
     for child in procs {
@@ -323,26 +347,29 @@ fn two_cluster_processes_over_fluvio_decide_every_scan_once() {
             .status();
         let out = child.wait_with_output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout).to_string();
-        assert!(
-            out.status.success(),
-            "{text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{text}{err}");
+        for l in err
+            .lines()
+            .filter(|l| l.contains("skipped") || l.contains("again"))
+        {
+            eprintln!("{l}");
+        }
         reports.push(serde_json::from_str::<serde_json::Value>(text.trim()).unwrap());
     }
+    eprintln!("{reports:?}");
     assert_eq!(got, want, "decisions on {topic}");
     let count = |r: &serde_json::Value, keys: &[&str]| -> u64 {
         keys.iter().map(|k| r[k].as_u64().unwrap()).sum()
     };
-    // process 0 counts every record; process 1 the same events (it leaves dead letters to 0)
+    // process 0 counts every record (it writes the dead letters); process 1 resumed from a
+    // checkpoint and applied the rest of the same epochs
     assert_eq!(
         count(&reports[0], &["events", "duplicates", "rejected"]),
         n,
         "{reports:?}"
     );
-    assert_eq!(
-        count(&reports[0], &["events", "duplicates"]),
-        count(&reports[1], &["events", "duplicates"]),
-        "every process admits every event: {reports:?}"
-    );
+    // killed mid-stream: after its restart (from its last checkpoint, or from the start when
+    // it had none yet) it had epochs left to apply
+    assert!(reports[1]["epochs"].as_u64().unwrap() > 0, "{reports:?}");
 }

@@ -247,6 +247,9 @@ struct Fed {
     next_control: u64,
 }
 
+/// How long the feeder waits for a record a cut names before it reads the partition again.
+const STALL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The store's name of the control topic position.
 pub const CONTROL_POSITION: &str = "cluster:control";
 
@@ -396,15 +399,47 @@ async fn feed<T: Transport>(
                 let s = transport.open_stream(&r.topic, r.partition, r.from).await?;
                 streams.insert(key.clone(), (s, r.from));
             }
-            let Some((stream, next)) = streams.get_mut(&key) else {
-                continue;
-            };
-            while *next < r.to {
+            let mut reopened = 0;
+            loop {
+                let Some((stream, next)) = streams.get_mut(&key) else {
+                    break;
+                };
+                if *next >= r.to {
+                    break;
+                }
+                // the records of a cut exist: one that does not come in a while was dropped by
+                // the client (as the last of a backlog can be), so the stream is opened again
+                // (no offsets are committed on it, so cutting `next()` short is harmless)
                 let got = tokio::select! {
-                    g = stream.next() => g?,
+                    g = tokio::time::timeout(STALL, stream.next()) => g,
                     _ = halt.wait_for(|h| *h) => return Ok(()),
                 };
-                let Some(got) = got else {
+                // every process must take exactly the cut's records: a record the client
+                // skipped, or one that does not come, is read again, and a process never goes
+                // on without it
+                let skipped = match &got {
+                    Ok(Ok(Some(g))) => (g.offset > *next).then_some(g.offset),
+                    Err(_) => Some(r.to),
+                    Ok(_) => None,
+                };
+                if let Some(seen) = skipped {
+                    reopened += 1;
+                    if reopened > 5 {
+                        return Err(ClusterError::Stopped(format!(
+                            "{} partition {}: offsets from {} cannot be read (the cut needs \
+                             them up to {})",
+                            r.topic, r.partition, next, r.to
+                        )));
+                    }
+                    tracing::warn!(topic = %r.topic, partition = r.partition, expected = *next,
+                        seen, "records of a cut did not come; reading them again");
+                    let at = *next;
+                    let s = transport.open_stream(&r.topic, r.partition, at).await?;
+                    streams.insert(key.clone(), (s, at));
+                    continue;
+                }
+                let Ok(got) = got else { continue };
+                let Some(got) = got? else {
                     return Err(ClusterError::Stopped(format!(
                         "{} partition {} ended before offset {}",
                         r.topic, r.partition, r.to

@@ -121,8 +121,15 @@ pub fn resume_from(last: Option<&Cut>, inputs: &[(String, u32)]) -> (u64, Vec<(S
     (last.map_or(0, |c| c.epoch + 1), at)
 }
 
+/// How long a watcher waits without a record before it asks the cluster for the partition's
+/// end, and re-opens its stream when that end is past what it read.
+const WATCH_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Reads a partition from `from` on, keeping only how far it goes (`end`: the offset after
-/// the last record read), and wakes the sequencer after each batch of records.
+/// the last record read), and wakes the sequencer after each batch of records. A client that
+/// drops the last records of a backlog (fluvio 0.50.1 can, see `fluvio::client::on_offset`)
+/// shows no gap until the next record comes, so after [`WATCH_CHECK`] without records the
+/// watcher compares its end with the cluster's and reads again from its end when behind.
 async fn watch_partition<T: Transport>(
     transport: T,
     topic: String,
@@ -132,13 +139,22 @@ async fn watch_partition<T: Transport>(
 ) -> Result<(), ClusterError> {
     let mut s = transport.open_stream(&topic, partition, end.get()).await?;
     loop {
-        match s.next().await {
-            Ok(Some(rec)) => {
+        // the watcher commits no offsets, so a `next()` cut short by the timer is harmless
+        let next = tokio::time::timeout(WATCH_CHECK, s.next()).await;
+        match next {
+            Ok(Ok(Some(rec))) => {
                 end.set(end.get().max(rec.offset + 1));
                 moved.notify_one();
             }
-            Ok(None) => return Ok(()),
-            Err(e) => {
+            Ok(Ok(None)) | Err(_) => {
+                let reported = transport.end_offset(&topic, partition).await.unwrap_or(0);
+                if reported > end.get() {
+                    tracing::info!(%topic, partition, read = end.get(), reported,
+                        "the partition holds records the watcher has not seen; reading again");
+                    s = transport.open_stream(&topic, partition, end.get()).await?;
+                }
+            }
+            Ok(Err(e)) => {
                 tracing::warn!(%topic, partition, error = %e, "watching a partition failed; retrying");
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
