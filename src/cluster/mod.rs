@@ -400,10 +400,7 @@ async fn feed<T: Transport>(
                 streams.insert(key.clone(), (s, r.from));
             }
             let mut reopened = 0;
-            loop {
-                let Some((stream, next)) = streams.get_mut(&key) else {
-                    break;
-                };
+            while let Some((stream, next)) = streams.get_mut(&key) {
                 if *next >= r.to {
                     break;
                 }
