@@ -401,3 +401,20 @@ fn the_cluster_command_names_a_bad_setting_and_an_unreachable_fluvio() {
     assert!(err.contains("127.0.0.1:1"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(60));
 }
+
+/// A process given other rules than process 0 stops at the first cut, naming the problem,
+/// instead of applying epochs that would diverge in silence.
+#[test]
+fn a_process_with_other_rules_than_process_0_refuses_the_cuts() {
+    let lines = generated(300, 23);
+    let log = log_with(&lines, 2, &[]);
+    let root = tempfile::tempdir().unwrap();
+    let p0 = start(&log, &root.path().join("p0"), setup(2, 0, 2));
+    let mut other = setup(2, 1, 2);
+    other.rules.points.fen_per_point += 1;
+    let p1 = start(&log, &root.path().join("p1"), other);
+    let err = p1.thread.join().unwrap().unwrap_err();
+    assert!(err.to_string().contains("other rules"), "{err}");
+    p0.stop.send(Stop::Abandon).unwrap();
+    p0.thread.join().unwrap().unwrap();
+}

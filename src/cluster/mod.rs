@@ -184,6 +184,26 @@ pub struct Setup {
     pub sinks: bool,
 }
 
+impl Setup {
+    /// A hash of what every process must share for their epochs to agree: the rules, the
+    /// personal-data key (through a keyed hash, never the key), the shard and process counts,
+    /// the input partitions and this build's version. Process 0 writes it into every cut; a
+    /// process whose own differs refuses the cut instead of diverging in silence.
+    pub fn fingerprint(&self) -> u64 {
+        let rules = serde_json::to_string(&self.rules).unwrap_or_default();
+        let key =
+            Pii::new(&self.pii_key).hash(&omnistream_schemas::IdKind::MemberId, "fingerprint");
+        let text = format!(
+            "{rules}|{key}|{}|{}|{}|{}",
+            self.cluster.shard_count(),
+            self.cluster.processes,
+            self.partitions,
+            env!("CARGO_PKG_VERSION")
+        );
+        crate::fluvio::mapping::stable_hash(text.as_bytes()).max(1)
+    }
+}
+
 /// How a caller stops a process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stop {
@@ -339,11 +359,13 @@ pub fn snapshot(store: &dyn Store, setup: &Setup) -> Result<Snapshot, ClusterErr
 
 /// Reads the cuts from `from` and the records each names, in the cut's order, and hands each
 /// epoch to the process; expects epoch `epoch` first and skips repeated cuts.
+#[allow(clippy::too_many_arguments)]
 async fn feed<T: Transport>(
     transport: T,
     control_topic: String,
     from: u64,
     mut epoch: u64,
+    fingerprint: u64,
     tx: mpsc::Sender<Fed>,
     mut halt: watch::Receiver<bool>,
     mut stop: watch::Receiver<Stop>,
@@ -371,6 +393,17 @@ async fn feed<T: Transport>(
         };
         if cut.epoch < epoch {
             continue;
+        }
+        if cut.fingerprint != 0 && cut.fingerprint != fingerprint {
+            return Err(ClusterError::Config {
+                key: "process",
+                why: format!(
+                    "epoch {} was cut by a process 0 with other rules, personal-data key, \
+                     shard or process count, input partitions or version than this one's: \
+                     every process must be given the same",
+                    cut.epoch
+                ),
+            });
         }
         if cut.epoch > epoch {
             return Err(ClusterError::Corrupt(format!(
@@ -543,6 +576,7 @@ fn spawn_io<T: Transport + Clone + Send + 'static>(
     } = io;
     let cfg = setup.cluster.clone();
     let (topics, sinks) = (setup.topics.clone(), setup.sinks);
+    let fingerprint = setup.fingerprint();
     let inputs = inputs(&setup.topics, setup.partitions);
     let place = place.clone();
     std::thread::Builder::new()
@@ -566,7 +600,8 @@ fn spawn_io<T: Transport + Clone + Send + 'static>(
                 let t = transport.clone();
                 let (h, c) = (halt.subscribe(), cfg.clone());
                 set.spawn_local(async move {
-                    feed(t, c.control_topic, place.control, place.epoch, fed, h, stop).await
+                    let (control, at, epoch) = (c.control_topic, place.control, place.epoch);
+                    feed(t, control, at, epoch, fingerprint, fed, h, stop).await
                 });
                 let t = transport.clone();
                 let (h, c) = (halt.subscribe(), cfg.clone());
@@ -595,7 +630,14 @@ fn spawn_io<T: Transport + Clone + Send + 'static>(
                 }
                 if cfg.process == 0 {
                     let h = halt.subscribe();
-                    set.spawn_local(sequencer::run(transport, cfg, inputs, applied, h));
+                    set.spawn_local(sequencer::run(
+                        transport,
+                        cfg,
+                        inputs,
+                        applied,
+                        h,
+                        fingerprint,
+                    ));
                 }
                 while let Some(done) = set.join_next().await {
                     let err = match done {
@@ -895,6 +937,8 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
     let _ = stopper.join();
     let failed = failure.lock().unwrap_or_else(|p| p.into_inner()).take();
     match (result, failed) {
+        // the task's failure is the cause of an epoch cut short or a feed that ended
+        (Err(ClusterError::Aborted { .. } | ClusterError::Stopped(_)), Some(e)) => Err(e),
         (Err(e), _) => Err(e),
         (Ok(()), Some(e)) if *stop.borrow() == Stop::Run => Err(e),
         (Ok(()), _) => Ok(report),

@@ -42,6 +42,10 @@ pub struct Cut {
     pub epoch: u64,
     /// Every input partition, in the order the epoch's records are taken.
     pub ranges: Vec<Range>,
+    /// What the processes must agree on, as process 0 has it (see
+    /// [`super::Setup::fingerprint`]); 0: not checked.
+    #[serde(default)]
+    pub fingerprint: u64,
 }
 
 /// A record of the control topic: a cut, or a fence a starting sequencer appends to find the
@@ -103,7 +107,11 @@ pub fn cut(epoch: u64, at: &[(String, u32, u64)], ends: &[u64], budget: usize) -
             to: (*end).max(*pos).min(pos + share),
         })
         .collect();
-    Some(Cut { epoch, ranges })
+    Some(Cut {
+        epoch,
+        ranges,
+        fingerprint: 0,
+    })
 }
 
 /// Where the sequencer starts: the epoch after the last cut and the positions it left, or
@@ -171,6 +179,7 @@ pub async fn run<T: Transport + Clone + 'static>(
     inputs: Vec<(String, u32)>,
     mut applied: watch::Receiver<u64>,
     mut stop: watch::Receiver<bool>,
+    fingerprint: u64,
 ) -> Result<(), ClusterError> {
     let topic = cfg.control_topic.clone();
     let mut sink = transport.open_sink().await?;
@@ -241,7 +250,7 @@ pub async fn run<T: Transport + Clone + 'static>(
             continue;
         }
         let now: Vec<u64> = ends.iter().map(|e| e.get()).collect();
-        let Some(c) = cut(epoch, &at, &now, cfg.epoch_records) else {
+        let Some(mut c) = cut(epoch, &at, &now, cfg.epoch_records) else {
             tokio::select! {
                 _ = moved.notified() => {}
                 Some(done) = watchers.join_next() => {
@@ -251,6 +260,7 @@ pub async fn run<T: Transport + Clone + 'static>(
             }
             continue;
         };
+        c.fingerprint = fingerprint;
         let bytes = serde_json::to_vec(&c).map_err(|e| ClusterError::Corrupt(e.to_string()))?;
         // a failed send or flush leaves it unknown whether the cut was appended: the
         // sequencer stops (and reads the last cut again when it restarts)
