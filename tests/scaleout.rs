@@ -429,3 +429,18 @@ fn a_process_with_other_rules_than_process_0_refuses_the_cuts() {
     p0.stop.send(Stop::Abandon).unwrap();
     p0.thread.join().unwrap().unwrap();
 }
+
+/// An exchange topic without one partition per process stops the process naming the key.
+#[test]
+fn an_exchange_topic_of_the_wrong_size_is_refused() {
+    let lines = generated(50, 24);
+    // made for three processes, run by two
+    let log = log_with(&lines, 3, &[]);
+    let root = tempfile::tempdir().unwrap();
+    let p = start(&log, &root.path().join("p0"), setup(2, 0, 2));
+    let err = p.thread.join().unwrap().unwrap_err().to_string();
+    assert!(
+        err.contains("cluster.exchange-topic") && err.contains("3 partitions"),
+        "{err}"
+    );
+}

@@ -606,6 +606,18 @@ fn spawn_io<T: Transport + Clone + Send + 'static>(
                 let t = transport.clone();
                 let (h, c) = (halt.subscribe(), cfg.clone());
                 set.spawn_local(async move {
+                    // parts are keyed for one partition per process
+                    let n = t.partitions(&c.exchange_topic).await?;
+                    if n != c.processes {
+                        return Err(ClusterError::Config {
+                            key: "exchange-topic",
+                            why: format!(
+                                "{} has {n} partitions; a cluster of {} processes needs one \
+                                 each (create a topic with {} and name it here)",
+                                c.exchange_topic, c.processes, c.processes
+                            ),
+                        });
+                    }
                     let stream = t
                         .open_stream(&c.exchange_topic, c.process, place.exchange)
                         .await?;

@@ -388,6 +388,29 @@ impl Transport for FluvioTransport {
             .ok_or_else(|| failed(format!("partition {name} not found")))?;
         u64::try_from(leo).map_err(|_| failed(format!("partition {name} has no leader yet")))
     }
+
+    /// Counts the partitions the SC lists for the topic (`<topic>-<n>`).
+    async fn partitions(&self, topic: &str) -> Result<u32, LogError> {
+        use ::fluvio::metadata::partition::PartitionSpec;
+        let admin = self.fluvio.admin().await;
+        let all = admin
+            .list::<PartitionSpec, _>(Vec::<String>::new())
+            .await
+            .map_err(|e| failed(topic, format!("listing partitions: {e}")))?;
+        let n = all
+            .iter()
+            .filter(|m| {
+                m.name
+                    .strip_prefix(topic)
+                    .and_then(|rest| rest.strip_prefix('-'))
+                    .is_some_and(|p| p.parse::<u32>().is_ok())
+            })
+            .count();
+        if n == 0 {
+            return Err(LogError::NoTopic(topic.to_string()));
+        }
+        u32::try_from(n).map_err(|_| failed(topic, "too many partitions"))
+    }
 }
 
 /// Every topic the configuration names: the inputs, then the sinks.

@@ -55,6 +55,8 @@ pub trait Transport {
         topic: &str,
         partition: u32,
     ) -> impl Future<Output = Result<u64, LogError>>;
+    /// How many partitions `topic` has.
+    fn partitions(&self, topic: &str) -> impl Future<Output = Result<u32, LogError>>;
 }
 
 /// The in-memory log as a transport, consuming as group `group`.
@@ -92,6 +94,10 @@ impl Transport for MemTransport {
 
     async fn end_offset(&self, topic: &str, partition: u32) -> Result<u64, LogError> {
         self.log.end_offset(topic, partition)
+    }
+
+    async fn partitions(&self, topic: &str) -> Result<u32, LogError> {
+        self.log.partitions(topic)
     }
 }
 
