@@ -64,6 +64,11 @@ pub trait PartitionedLog: Send + Sync {
         -> Result<(), LogError>;
     /// The group's committed position in a partition, if any.
     fn committed(&self, group: &str, topic: &str, partition: u32) -> Result<Option<u64>, LogError>;
+    /// Woken after every append, when the log can tell (readers at the end wait on it
+    /// instead of polling).
+    fn appended(&self) -> Option<Arc<tokio::sync::Notify>> {
+        None
+    }
 }
 
 #[derive(Default)]
@@ -78,6 +83,7 @@ struct Inner {
 #[derive(Clone, Default)]
 pub struct MemLog {
     inner: Arc<Mutex<Inner>>,
+    appended: Arc<tokio::sync::Notify>,
 }
 
 impl MemLog {
@@ -170,6 +176,8 @@ impl PartitionedLog for MemLog {
             key: key.to_vec(),
             value: value.to_vec(),
         });
+        drop(g);
+        self.appended.notify_waiters();
         Ok((p, offset))
     }
 
@@ -207,6 +215,10 @@ impl PartitionedLog for MemLog {
         Ok(g.committed
             .get(&(group.to_string(), topic.to_string(), partition))
             .copied())
+    }
+
+    fn appended(&self) -> Option<Arc<tokio::sync::Notify>> {
+        Some(self.appended.clone())
     }
 }
 

@@ -259,15 +259,28 @@ impl<L: PartitionedLog> LogStream<L> {
 
 impl<L: PartitionedLog> RecordStream for LogStream<L> {
     async fn next(&mut self) -> Result<Option<Record>, LogError> {
+        let appended = self.log.appended();
         loop {
             if let Some(r) = self.buf.pop_front() {
                 self.next = r.offset + 1;
                 self.yielded = Some(r.offset);
                 return Ok(Some(r));
             }
+            // registered before the read, so an append between the two still wakes it
+            let woken = appended.as_ref().map(|n| n.notified());
+            tokio::pin!(woken);
+            if let Some(w) = woken.as_mut().as_pin_mut() {
+                w.enable();
+            }
             let recs = self.log.read(&self.topic, self.partition, self.next, 256)?;
             if recs.is_empty() {
-                tokio::time::sleep(Duration::from_millis(5)).await;
+                match woken.as_mut().as_pin_mut() {
+                    // an append to any topic wakes every reader; a late one polls
+                    Some(w) => {
+                        let _ = tokio::time::timeout(Duration::from_millis(50), w).await;
+                    }
+                    None => tokio::time::sleep(Duration::from_millis(5)).await,
+                }
             }
             self.buf.extend(recs);
         }
