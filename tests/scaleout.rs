@@ -267,20 +267,9 @@ fn union(states: Vec<Snapshot>) -> Snapshot {
     let mut all = Snapshot::default();
     for (p, s) in states.into_iter().enumerate() {
         if p == 0 {
-            all.refs = s.refs;
+            all.refs = s.refs.clone();
         }
-        all.identities.extend(s.identities);
-        all.members.extend(s.members);
-        all.orders.extend(s.orders);
-        all.skus.extend(s.skus);
-        all.dealers.extend(s.dealers);
-        all.stores.extend(s.stores);
-        all.campaigns.extend(s.campaigns);
-        all.codes.extend(s.codes);
-        all.devices.extend(s.devices);
-        all.ips.extend(s.ips);
-        all.nets.extend(s.nets);
-        all.rings.extend(s.rings);
+        all.absorb(s);
     }
     all
 }

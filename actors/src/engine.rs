@@ -133,6 +133,25 @@ pub struct Snapshot {
     pub refs: RefData,
 }
 
+impl Snapshot {
+    /// Adds another part's entities (of other keys: a shard's, a process's); the reference
+    /// data stays this one's.
+    pub fn absorb(&mut self, other: Snapshot) {
+        self.identities.extend(other.identities);
+        self.members.extend(other.members);
+        self.orders.extend(other.orders);
+        self.skus.extend(other.skus);
+        self.dealers.extend(other.dealers);
+        self.stores.extend(other.stores);
+        self.campaigns.extend(other.campaigns);
+        self.codes.extend(other.codes);
+        self.devices.extend(other.devices);
+        self.ips.extend(other.ips);
+        self.nets.extend(other.nets);
+        self.rings.extend(other.rings);
+    }
+}
+
 /// The single-threaded deterministic host of all entities.
 #[derive(Debug)]
 pub struct Engine {

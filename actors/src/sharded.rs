@@ -789,18 +789,7 @@ impl Sharded {
         for (i, e) in self.engines.iter().enumerate().skip(1) {
             let mut s = e.try_snapshot()?;
             retain_own(&mut s, i, n);
-            all.identities.extend(s.identities);
-            all.members.extend(s.members);
-            all.orders.extend(s.orders);
-            all.skus.extend(s.skus);
-            all.dealers.extend(s.dealers);
-            all.stores.extend(s.stores);
-            all.campaigns.extend(s.campaigns);
-            all.codes.extend(s.codes);
-            all.devices.extend(s.devices);
-            all.ips.extend(s.ips);
-            all.nets.extend(s.nets);
-            all.rings.extend(s.rings);
+            all.absorb(s);
         }
         Ok(all)
     }

@@ -934,18 +934,7 @@ proptest! {
             if s.hosts(0) {
                 union.refs = snap.refs.clone();
             }
-            union.identities.extend(snap.identities);
-            union.members.extend(snap.members);
-            union.orders.extend(snap.orders);
-            union.skus.extend(snap.skus);
-            union.dealers.extend(snap.dealers);
-            union.stores.extend(snap.stores);
-            union.campaigns.extend(snap.campaigns);
-            union.codes.extend(snap.codes);
-            union.devices.extend(snap.devices);
-            union.ips.extend(snap.ips);
-            union.nets.extend(snap.nets);
-            union.rings.extend(snap.rings);
+            union.absorb(snap);
             // every process admitted every event alike
             prop_assert_eq!(s.stats().events, one.stats().events);
         }

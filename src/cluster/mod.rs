@@ -759,32 +759,25 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
         if *stop.borrow_and_update() != Stop::Run {
             break Ok(());
         }
-        // caught up with what the feeder has read: checkpoint now rather than later, so a
-        // restart has little to apply again
-        let fed = match fed_rx.try_recv() {
-            Ok(fed) => fed,
-            Err(mpsc::error::TryRecvError::Disconnected) => break Ok(()),
-            Err(mpsc::error::TryRecvError::Empty) => {
-                if since > 0 {
-                    let c = commit(
-                        &mut *store,
-                        &mut sharded,
-                        &link,
-                        &sinks,
-                        &mut batch,
-                        &mut place,
-                    );
-                    if let Err(e) = c {
-                        break Err(e);
-                    }
-                    report.checkpoints += 1;
-                    since = 0;
-                }
-                match fed_rx.blocking_recv() {
-                    Some(fed) => fed,
-                    None => break Ok(()),
-                }
+        // a checkpoint every `commit-epochs`, and whenever the process has caught up with what
+        // the feeder has read (so a restart has little to apply again)
+        if since > 0 && (since >= cfg.commit_epochs || fed_rx.is_empty()) {
+            let c = commit(
+                &mut *store,
+                &mut sharded,
+                &link,
+                &sinks,
+                &mut batch,
+                &mut place,
+            );
+            if let Err(e) = c {
+                break Err(e);
             }
+            report.checkpoints += 1;
+            since = 0;
+        }
+        let Some(fed) = fed_rx.blocking_recv() else {
+            break Ok(());
         };
         let epoch = fed.cut.epoch;
         let primary = cfg.process == 0;
@@ -881,21 +874,6 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
                 "cluster process applied"
             );
         }
-        if since >= cfg.commit_epochs {
-            let c = commit(
-                &mut *store,
-                &mut sharded,
-                &link,
-                &sinks,
-                &mut batch,
-                &mut place,
-            );
-            if let Err(e) = c {
-                break Err(e);
-            }
-            report.checkpoints += 1;
-            since = 0;
-        }
     };
     // an epoch a stop cut short is no failure: it is dropped and applied again next time
     let result = match result {
@@ -921,8 +899,9 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
         }
         Ok(())
     });
-    if drain && sinks.on && result.is_ok() {
-        // a drained process leaves nothing for its next start to produce, if it can
+    if drain && sinks.on && result.is_ok() && report.abandoned.is_none() {
+        // a drained process leaves nothing for its next start to produce, if it can (an
+        // abandoned epoch's outputs were never committed: nothing to wait for)
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while *sinks.produced.borrow() < place.next_output && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(5));
