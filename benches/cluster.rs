@@ -27,6 +27,7 @@ fn setup(processes: u32, process: u32) -> Setup {
             ..ClusterConfig::default()
         },
         codes: 10_000_000,
+        resident: 0,
         sinks: false,
     }
 }

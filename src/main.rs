@@ -256,6 +256,7 @@ fn run_cluster(opts: &ServiceOpts) -> anyhow::Result<ExitCode> {
         partitions: cfg.fluvio.partitions,
         cluster: cfg.cluster.clone(),
         codes: cfg.code_filter_codes,
+        resident: cfg.resident_entities,
         sinks: cfg.fluvio.sinks,
     };
     tracing::info!(

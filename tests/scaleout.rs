@@ -40,6 +40,11 @@ fn generated(events: u64, seed: u64) -> Vec<Vec<u8>> {
     lines
 }
 
+thread_local! {
+    /// The resident bound the processes this thread starts get (0: none).
+    static RESIDENT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 fn setup(processes: u32, process: u32, shards: u32) -> Setup {
     Setup {
         rules: omnistream_actors::Rules::default(),
@@ -55,6 +60,7 @@ fn setup(processes: u32, process: u32, shards: u32) -> Setup {
             ..ClusterConfig::default()
         },
         codes: 100_000,
+        resident: RESIDENT.with(std::cell::Cell::get),
         sinks: true,
     }
 }
@@ -340,6 +346,14 @@ fn two_and_three_processes_reach_the_state_and_outputs_of_one() {
     let lines = generated(1500, 21);
     same_as_one(&lines, run_cluster(&lines, 2, 4, None, &[]));
     same_as_one(&lines, run_cluster(&lines, 3, 5, None, &[]));
+    // with a bound on resident entities: passivated states come back from each store
+    RESIDENT.with(|r| r.set(150));
+    let bounded = run_cluster(&lines, 2, 2, None, &[]);
+    RESIDENT.with(|r| r.set(0));
+    for r in &bounded.reports {
+        assert!(r[0].passivated > 0, "{r:?}");
+    }
+    same_as_one(&lines, bounded);
 }
 
 #[test]

@@ -182,6 +182,10 @@ pub struct Setup {
     pub codes: u64,
     /// Produce every stored output to its sink topic (at least once).
     pub sinks: bool,
+    /// Most entities this process holds in memory (0: no bound); beyond, the least recently
+    /// used are passivated to its store, and a checkpoint is written whenever half the bound
+    /// waits to be (as `resident-entities` does for `run`).
+    pub resident: usize,
 }
 
 impl Setup {
@@ -240,6 +244,8 @@ pub struct Report {
     /// The epoch a stop cut short, if any: it was dropped, and the next start applies it
     /// again from the last checkpoint.
     pub abandoned: Option<u64>,
+    /// Entities passivated to the store (with `resident`).
+    pub passivated: u64,
 }
 
 /// How long a drain waits for the epoch under way to finish on every process before it
@@ -338,13 +344,20 @@ fn restore(store: &dyn Store, setup: &Setup) -> Result<(Sharded, Place), Cluster
                 seen: cp.seen,
                 filter: cp.filter,
             };
-            let s = Sharded::restore(setup.rules.clone(), n, &saved, colds, 0, setup.codes)
-                .map_err(|e| ClusterError::Corrupt(format!("restoring the checkpoint: {e}")))?;
+            let s = Sharded::restore(
+                setup.rules.clone(),
+                n,
+                &saved,
+                colds,
+                setup.resident,
+                setup.codes,
+            )
+            .map_err(|e| ClusterError::Corrupt(format!("restoring the checkpoint: {e}")))?;
             Ok((s, place))
         }
         None => {
             let mut s = Sharded::new(setup.rules.clone(), n);
-            s.set_cold(colds, 0, setup.codes);
+            s.set_cold(colds, setup.resident, setup.codes);
             Ok((s, Place::default()))
         }
     }
@@ -761,7 +774,9 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
         }
         // a checkpoint every `commit-epochs`, and whenever the process has caught up with what
         // the feeder has read (so a restart has little to apply again)
-        if since > 0 && (since >= cfg.commit_epochs || fed_rx.is_empty()) {
+        // passivated states wait in memory, encoded, until a checkpoint writes them
+        let spilled = setup.resident > 0 && sharded.spilled() >= setup.resident / 2;
+        if since > 0 && (since >= cfg.commit_epochs || fed_rx.is_empty() || spilled) {
             let c = commit(
                 &mut *store,
                 &mut sharded,
@@ -920,6 +935,7 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
         }
     }
     drop(sinks);
+    report.passivated = sharded.evicted();
     let _ = halt.send(true);
     drop(fed_rx);
     drop(link);
