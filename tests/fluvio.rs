@@ -62,6 +62,21 @@ fn env(endpoint: &str, suffix: &str) -> Vec<(String, String)> {
     v
 }
 
+/// The `smoke` scenario's first `events` events in `dir/events.jsonl`, and how many lines.
+fn smoke_file(dir: &std::path::Path, events: u64) -> (std::path::PathBuf, u64) {
+    let mut sc = omnistream_loadtest::Scenario::load("smoke").unwrap();
+    sc.events = events;
+    let mut bytes = Vec::new();
+    omnistream_loadtest::generate(&sc, &mut bytes, &mut std::io::sink(), &mut |_| {}).unwrap();
+    let n = bytes
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .count() as u64;
+    let file = dir.join("events.jsonl");
+    std::fs::write(&file, &bytes).unwrap();
+    (file, n)
+}
+
 fn omnistream(args: &[&str], env: &[(String, String)]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_omnistream"))
         .args(args)
@@ -98,18 +113,9 @@ fn a_generated_stream_through_fluvio_gives_its_decisions_on_the_output_topic() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let mut sc = omnistream_loadtest::Scenario::load("smoke").unwrap();
     // enough that the scans partition (~40% of events, ~300 bytes each) holds more than one
     // 1 MB fetch: the 0.50.1 client skipped the batch cut at that boundary (see client.rs)
-    sc.events = 20_000;
-    let mut events = Vec::new();
-    omnistream_loadtest::generate(&sc, &mut events, &mut std::io::sink(), &mut |_| {}).unwrap();
-    let n = events
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .count() as u64;
-    let file = dir.path().join("events.jsonl");
-    std::fs::write(&file, &events).unwrap();
+    let (file, n) = smoke_file(dir.path(), 20_000);
     let produced = omnistream(
         &["produce", file.to_str().unwrap(), "--topic", "auto"],
         &env,
@@ -241,16 +247,7 @@ fn two_cluster_processes_over_fluvio_decide_every_scan_once() {
         "{created}"
     );
     let dir = tempfile::tempdir().unwrap();
-    let mut sc = omnistream_loadtest::Scenario::load("smoke").unwrap();
-    sc.events = 15_000;
-    let mut events = Vec::new();
-    omnistream_loadtest::generate(&sc, &mut events, &mut std::io::sink(), &mut |_| {}).unwrap();
-    let n = events
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .count() as u64;
-    let file = dir.path().join("events.jsonl");
-    std::fs::write(&file, &events).unwrap();
+    let (file, n) = smoke_file(dir.path(), 15_000);
     // how many decisions the events make: one per scan taken (a replay of the file)
     let out = dir.path().join("replay");
     omnistream(
