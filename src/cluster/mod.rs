@@ -276,6 +276,10 @@ struct Fed {
 /// How long the feeder waits for a record a cut names before it reads the partition again.
 const STALL: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Where an epoch's event came from: its range in the cut, its offset, and (on process 0,
+/// which writes the dead letters) its line.
+type Source = (usize, u64, Vec<u8>);
+
 /// The store's name of the control topic position.
 pub const CONTROL_POSITION: &str = "cluster:control";
 
@@ -798,15 +802,13 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
         let primary = cfg.process == 0;
         // decoded events, in time order (then in the cut's order); what does not decode is
         // dead-lettered by process 0
-        let mut events: Vec<(Event, usize, u64)> = Vec::with_capacity(fed.records.len());
-        let mut raws: HashMap<uuid::Uuid, (usize, u64, Vec<u8>)> = HashMap::new();
+        // (with each its range, offset, and on process 0 its line, should it turn out late)
+        let mut events: Vec<(Event, Source)> = Vec::with_capacity(fed.records.len());
         for (i, offset, bytes) in fed.records {
             match decoder.decode(&bytes) {
                 Ok(ev) => {
-                    if primary {
-                        raws.insert(ev.id, (i, offset, bytes));
-                    }
-                    events.push((ev, i, offset));
+                    let raw = if primary { bytes } else { Vec::new() };
+                    events.push((ev, (i, offset, raw)));
                 }
                 Err(rej) if primary => {
                     report.rejected += 1;
@@ -824,8 +826,8 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
                 Err(_) => {}
             }
         }
-        events.sort_by_key(|(ev, _, _)| ev.ts.unix_us);
-        let evs: Vec<Event> = events.iter().map(|(ev, _, _)| ev.clone()).collect();
+        events.sort_by_key(|(ev, _)| ev.ts.unix_us);
+        let (evs, sources): (Vec<Event>, Vec<Source>) = events.into_iter().unzip();
         link.begin(epoch);
         let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             sharded.apply_epoch(&evs, &mut out)
@@ -841,7 +843,7 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
                 break Err(ClusterError::Aborted { epoch, why });
             }
         };
-        for ((ev, i, offset), (applied, _)) in events.iter().zip(&results) {
+        for ((ev, (i, offset, raw)), (applied, _)) in evs.iter().zip(&sources).zip(&results) {
             match applied {
                 Applied::Done(_) => report.events += 1,
                 Applied::Duplicate => report.duplicates += 1,
@@ -849,7 +851,6 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
                     report.rejected += 1;
                     let why = crate::shard::too_late(ev.ts.unix_us, sharded.coordinator());
                     let r = &fed.cut.ranges[*i];
-                    let raw = raws.get(&ev.id).map(|(_, _, b)| pii.redact(b));
                     dead_letter(
                         &mut batch,
                         &mut place,
@@ -857,7 +858,7 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
                         *offset,
                         Some(ev.id.to_string()),
                         serde_json::to_value(vec![why]).unwrap_or_default(),
-                        raw.unwrap_or_default(),
+                        pii.redact(raw),
                     );
                 }
                 Applied::Late => {}
