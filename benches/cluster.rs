@@ -94,14 +94,7 @@ fn main() {
         .unwrap_or(200_000);
     let mut sc = omnistream_loadtest::Scenario::load("default").expect("scenario");
     sc.events = events;
-    let mut out = Vec::new();
-    omnistream_loadtest::generate(&sc, &mut out, &mut std::io::sink(), &mut |_| {})
-        .expect("generate");
-    let lines: Vec<Vec<u8>> = out
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(<[u8]>::to_vec)
-        .collect();
+    let lines = omnistream_loadtest::generated_lines(&sc).expect("generate");
     let n = lines.len() as f64;
     let counts = [1u32, 2, 3];
     let mut rates: Vec<Vec<f64>> = counts.iter().map(|_| Vec::new()).collect();

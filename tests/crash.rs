@@ -82,10 +82,7 @@ fn batches() -> Vec<Vec<u8>> {
     let sc = omnistream_loadtest::Scenario::load("smoke").unwrap();
     let mut events = Vec::new();
     omnistream_loadtest::generate(&sc, &mut events, &mut std::io::sink(), &mut |_| {}).unwrap();
-    let lines: Vec<&[u8]> = events
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .collect();
+    let lines = omnistream_loadtest::lines_of(&events);
     lines.chunks(100).map(|c| c.join(&b'\n')).collect()
 }
 

@@ -62,16 +62,67 @@ fn env(endpoint: &str, suffix: &str) -> Vec<(String, String)> {
     v
 }
 
+/// This run's topic-name suffix: the test's letter, the process id and the second.
+fn suffix(letter: &str) -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    format!("{letter}{}-{secs}", std::process::id())
+}
+
+/// Reads `topic`'s first `partitions` partitions from their start with the service's own
+/// client code, round robin (each until it has nothing for 50 ms), and hands every record's
+/// key and JSON value to `each` until it returns true or `limit` passes. No offsets are
+/// committed on these streams, so the timeouts are harmless.
+fn read_topic(
+    endpoint: &str,
+    topic: &str,
+    partitions: u32,
+    limit: Duration,
+    mut each: impl FnMut(&[u8], serde_json::Value) -> bool,
+) {
+    let cfg = FluvioConfig {
+        endpoint: endpoint.to_string(),
+        ..FluvioConfig::default()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = connect(&cfg).await.unwrap();
+        let t = FluvioTransport {
+            fluvio: Arc::new(client),
+            cfg: cfg.clone(),
+        };
+        let mut streams = Vec::new();
+        for p in 0..partitions {
+            streams.push(t.open_stream(topic, p, 0).await.unwrap());
+        }
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            for s in &mut streams {
+                while let Ok(Ok(Some(r))) =
+                    tokio::time::timeout(Duration::from_millis(50), s.next()).await
+                {
+                    let v: serde_json::Value = serde_json::from_slice(&r.value).unwrap();
+                    if each(&r.key, v) {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+}
+
 /// The `smoke` scenario's first `events` events in `dir/events.jsonl`, and how many lines.
 fn smoke_file(dir: &std::path::Path, events: u64) -> (std::path::PathBuf, u64) {
     let mut sc = omnistream_loadtest::Scenario::load("smoke").unwrap();
     sc.events = events;
     let mut bytes = Vec::new();
     omnistream_loadtest::generate(&sc, &mut bytes, &mut std::io::sink(), &mut |_| {}).unwrap();
-    let n = bytes
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .count() as u64;
+    let n = omnistream_loadtest::lines_of(&bytes).len() as u64;
     let file = dir.join("events.jsonl");
     std::fs::write(&file, &bytes).unwrap();
     (file, n)
@@ -97,14 +148,7 @@ fn a_generated_stream_through_fluvio_gives_its_decisions_on_the_output_topic() {
     let Some(endpoint) = endpoint() else {
         return;
     };
-    let suffix = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-    );
+    let suffix = suffix("");
     let env = env(&endpoint, &suffix);
     let created = omnistream(&["topics", "create"], &env);
     assert!(
@@ -152,39 +196,21 @@ fn a_generated_stream_through_fluvio_gives_its_decisions_on_the_output_topic() {
         .len();
     assert!(decisions > 0);
 
-    // read the decisions topic back with the same client code
-    let cfg = FluvioConfig {
-        endpoint: endpoint.clone(),
-        ..FluvioConfig::default()
-    };
-    let topic = format!("decisions-{suffix}");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let got = rt.block_on(async {
-        let client = connect(&cfg).await.unwrap();
-        let t = FluvioTransport {
-            fluvio: Arc::new(client),
-            cfg: cfg.clone(),
-        };
-        let mut stream = t.open_stream(&topic, 0, 0).await.unwrap();
-        let mut got = 0usize;
-        while got < decisions {
-            // no offsets are committed on this stream, so a timeout here is harmless
-            match tokio::time::timeout(Duration::from_secs(30), stream.next()).await {
-                Ok(Ok(Some(r))) => {
-                    let v: serde_json::Value = serde_json::from_slice(&r.value).unwrap();
-                    assert_eq!(v["output"], "decision", "{v}");
-                    assert!(String::from_utf8_lossy(&r.key).starts_with("member/"));
-                    got += 1;
-                }
-                other => panic!("decisions topic: {got} of {decisions}, then {other:?}"),
-            }
-        }
-        got
-    });
-    assert_eq!(got, decisions);
+    // read the decisions topic back
+    let mut got = 0usize;
+    read_topic(
+        &endpoint,
+        &format!("decisions-{suffix}"),
+        1,
+        Duration::from_secs(60),
+        |key, v| {
+            assert_eq!(v["output"], "decision", "{v}");
+            assert!(String::from_utf8_lossy(key).starts_with("member/"));
+            got += 1;
+            got == decisions
+        },
+    );
+    assert_eq!(got, decisions, "decisions on the topic");
     assert!(Sink::ALL.len() == SINKS.len());
     s.stop();
 }
@@ -218,14 +244,7 @@ fn two_cluster_processes_over_fluvio_decide_every_scan_once() {
     let Some(endpoint) = endpoint() else {
         return;
     };
-    let suffix = format!(
-        "c{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-    );
+    let suffix = suffix("c");
     let mut env = env(&endpoint, &suffix);
     env.push(("OMNISTREAM_FLUVIO__PARTITIONS".into(), "2".into()));
     env.push(("OMNISTREAM_CLUSTER__PROCESSES".into(), "2".into()));
@@ -283,60 +302,32 @@ fn two_cluster_processes_over_fluvio_decide_every_scan_once() {
     };
     let started = Instant::now();
     let mut procs: Vec<std::process::Child> = (0..2).map(start).collect();
-    let cfg = FluvioConfig {
-        endpoint: endpoint.clone(),
-        ..FluvioConfig::default()
-    };
     let topic = format!("decisions-{suffix}");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let got = rt.block_on(async {
-        let client = connect(&cfg).await.unwrap();
-        let t = FluvioTransport {
-            fluvio: Arc::new(client),
-            cfg: cfg.clone(),
-        };
-        let mut streams = vec![
-            t.open_stream(&topic, 0, 0).await.unwrap(),
-            t.open_stream(&topic, 1, 0).await.unwrap(),
-        ];
-        let mut seen = std::collections::HashSet::new();
-        let mut records = 0usize;
-        let mut killed = false;
-        let deadline = Instant::now() + Duration::from_secs(300);
-        while seen.len() < want && Instant::now() < deadline {
-            for s in &mut streams {
-                // each partition read until it has nothing for 50 ms; no offsets are
-                // committed on these streams, so a timeout is harmless
-                while let Ok(Ok(Some(r))) =
-                    tokio::time::timeout(Duration::from_millis(50), s.next()).await
-                {
-                    let v: serde_json::Value = serde_json::from_slice(&r.value).unwrap();
-                    assert_eq!(v["output"], "decision", "{v}");
-                    seen.insert(v["scan_event"].to_string());
-                    records += 1;
-                    // mid-stream: the epochs take longer than this (about half a second
-                    // each on debug builds here)
-                    if !killed && started.elapsed() > Duration::from_secs(4) {
-                        killed = true;
-                        procs[1].kill().unwrap();
-                        procs[1].wait().unwrap();
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        procs[1] = start(1);
-                    }
-                }
-            }
+    let mut seen = std::collections::HashSet::new();
+    let mut records = 0usize;
+    let mut killed = false;
+    read_topic(&endpoint, &topic, 2, Duration::from_secs(300), |_, v| {
+        assert_eq!(v["output"], "decision", "{v}");
+        seen.insert(v["scan_event"].to_string());
+        records += 1;
+        // mid-stream: the epochs take longer than this (about half a second each on debug
+        // builds here)
+        if !killed && started.elapsed() > Duration::from_secs(4) {
+            killed = true;
+            procs[1].kill().unwrap();
+            procs[1].wait().unwrap();
+            std::thread::sleep(Duration::from_secs(1));
+            procs[1] = start(1);
         }
-        eprintln!(
-            "{} distinct decisions in {records} records after {:.1} s",
-            seen.len(),
-            started.elapsed().as_secs_f64()
-        );
-        assert!(killed, "process 1 was not killed");
-        seen.len()
+        seen.len() == want
     });
+    eprintln!(
+        "{} distinct decisions in {records} records after {:.1} s",
+        seen.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(killed, "process 1 was not killed");
+    let got = seen.len();
     let mut reports = Vec::new();
     for child in procs {
         let _ = Command::new("kill")

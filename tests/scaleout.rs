@@ -27,13 +27,7 @@ fn generated(events: u64, seed: u64) -> Vec<Vec<u8>> {
     let mut sc = omnistream_loadtest::Scenario::load("smoke").unwrap();
     sc.events = events;
     sc.seed = seed;
-    let mut out = Vec::new();
-    omnistream_loadtest::generate(&sc, &mut out, &mut std::io::sink(), &mut |_| {}).unwrap();
-    let mut lines: Vec<Vec<u8>> = out
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(<[u8]>::to_vec)
-        .collect();
+    let mut lines = omnistream_loadtest::generated_lines(&sc).unwrap();
     // and lines that must be dead-lettered (once, by process 0)
     lines.push(b"{not json".to_vec());
     lines.push(br#"{"type":"scan","id":"x"}"#.to_vec());

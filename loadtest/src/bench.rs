@@ -175,10 +175,7 @@ pub fn run(
     let mut buf = Vec::with_capacity((sc.events as usize).saturating_mul(300));
     let summary = crate::generate(sc, &mut buf, &mut std::io::sink(), &mut |_| {})?;
     let generate_s = t.elapsed().as_secs_f64();
-    let lines: Vec<&[u8]> = buf
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .collect();
+    let lines = crate::lines_of(&buf);
     let n = lines.len();
     let rss_after_generate_kb = status_kb("VmRSS:");
     let decoder = Decoder::new(Pii::new(b"bench-key"));

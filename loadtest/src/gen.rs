@@ -405,6 +405,22 @@ struct Gen<'a> {
     touched: Option<std::cell::RefCell<Vec<bool>>>,
 }
 
+/// The non-empty lines of generated JSON-lines output, one event each.
+pub fn lines_of(events: &[u8]) -> Vec<&[u8]> {
+    events
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// The scenario's events generated in memory, a line each (labels dropped): what the tests
+/// and benchmarks that feed a pipeline directly need.
+pub fn generated_lines(sc: &Scenario) -> io::Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    generate(sc, &mut out, &mut io::sink(), &mut |_| {})?;
+    Ok(lines_of(&out).into_iter().map(<[u8]>::to_vec).collect())
+}
+
 /// Writes the scenario's events to `events` and one label line per scan to `labels`;
 /// `progress` is called with the count written every few thousand events.
 ///

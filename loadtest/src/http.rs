@@ -295,13 +295,6 @@ fn phase(
 }
 
 /// The non-empty lines of `events`.
-fn lines_of(events: &[u8]) -> Vec<&[u8]> {
-    events
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .collect()
-}
-
 /// The events still to send, phase after phase: each phase gets those no earlier one sent.
 struct Feed<'a> {
     addr: &'a str,
@@ -315,7 +308,7 @@ impl<'a> Feed<'a> {
     fn new(addr: &'a str, events: &'a [u8], batch: usize, connections: usize) -> Feed<'a> {
         Feed {
             addr,
-            lines: lines_of(events),
+            lines: crate::lines_of(events),
             used: 0,
             batch: batch.max(1),
             connections,

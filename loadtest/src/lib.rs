@@ -16,5 +16,5 @@ pub mod rng;
 pub mod scenario;
 pub mod score;
 
-pub use gen::{generate, Label, Summary};
+pub use gen::{generate, generated_lines, lines_of, Label, Summary};
 pub use scenario::Scenario;

@@ -20,9 +20,8 @@ fn smoke() -> Scenario {
 
 fn decode_all(bytes: &[u8]) -> Vec<Event> {
     let d = Decoder::new(Pii::new(b"test"));
-    bytes
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
+    omnistream_loadtest::lines_of(bytes)
+        .into_iter()
         .enumerate()
         .map(|(i, l)| {
             d.decode(l).unwrap_or_else(|r| {
@@ -40,9 +39,8 @@ struct LabelLine {
 }
 
 fn labels(bytes: &[u8]) -> Vec<LabelLine> {
-    bytes
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
+    omnistream_loadtest::lines_of(bytes)
+        .into_iter()
         .map(|l| serde_json::from_slice(l).unwrap())
         .collect()
 }

@@ -54,10 +54,7 @@ pub fn feed(addr: String, scenario: String, rate: u64) -> anyhow::Result<()> {
     if !wait_ready(&addr) {
         anyhow::bail!("the service at {addr} never became ready");
     }
-    let lines: Vec<&[u8]> = events
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .collect();
+    let lines = omnistream_loadtest::lines_of(&events);
     eprintln!(
         "demo: feeding {} generated events (scenario {scenario}) at about {rate}/s; open http://{addr}/",
         lines.len()

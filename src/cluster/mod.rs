@@ -280,9 +280,6 @@ const STALL: std::time::Duration = std::time::Duration::from_secs(5);
 /// which writes the dead letters) its line.
 type Source = (usize, u64, Vec<u8>);
 
-/// The store's name of the control topic position.
-pub const CONTROL_POSITION: &str = "cluster:control";
-
 /// The store's name of the sinks' cursor: outputs before it were produced.
 pub const SINK_POSITION: &str = "cluster:sink";
 
@@ -772,6 +769,19 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
     let mut since = 0u64;
     let mut out: Vec<Emitted> = Vec::new();
     let mut logged = std::time::Instant::now();
+    // a checkpoint of everything applied so far (in the loop and in the drain alike)
+    macro_rules! checkpoint {
+        () => {
+            commit(
+                &mut *store,
+                &mut sharded,
+                &link,
+                &sinks,
+                &mut batch,
+                &mut place,
+            )
+        };
+    }
     let result = loop {
         if *stop.borrow_and_update() != Stop::Run {
             break Ok(());
@@ -781,15 +791,7 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
         // passivated states wait in memory, encoded, until a checkpoint writes them
         let spilled = setup.resident > 0 && sharded.spilled() >= setup.resident / 2;
         if since > 0 && (since >= cfg.commit_epochs || fed_rx.is_empty() || spilled) {
-            let c = commit(
-                &mut *store,
-                &mut sharded,
-                &link,
-                &sinks,
-                &mut batch,
-                &mut place,
-            );
-            if let Err(e) = c {
+            if let Err(e) = checkpoint!() {
                 break Err(e);
             }
             report.checkpoints += 1;
@@ -903,14 +905,7 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
     let drain = *stop.borrow() != Stop::Abandon;
     let result = result.and_then(|()| {
         if since > 0 && drain {
-            commit(
-                &mut *store,
-                &mut sharded,
-                &link,
-                &sinks,
-                &mut batch,
-                &mut place,
-            )?;
+            checkpoint!()?;
             report.checkpoints += 1;
         }
         Ok(())
@@ -979,7 +974,9 @@ fn commit(
         return Err(ClusterError::Corrupt(format!("loading a state: {why}")));
     }
     let extras = serde_json::to_vec(&*place).map_err(|e| ClusterError::Corrupt(e.to_string()))?;
-    batch.positions = vec![(CONTROL_POSITION.to_string(), place.control)];
+    // the place (control and exchange offsets) rides in the checkpoint's extras, atomically
+    // with the states; the sinks' cursor is a position of its own, as the sinks move it
+    batch.positions = Vec::new();
     if sinks.on {
         batch
             .positions

@@ -9,6 +9,8 @@
 //! The sequencer learns what each partition holds by reading it (a watcher task per
 //! partition that keeps only the offsets), not from the cluster's metadata: Fluvio's
 //! reported log end lags by seconds, and a cut must only name records a reader can fetch.
+//! So process 0 fetches every input record twice (here and in its feeder); the watchers
+//! decode nothing but the offsets.
 //! Cutting as soon as anything is there keeps epochs small under a light load; under a heavy
 //! one the sequencer waits for the processes (`ahead-epochs`) while records pile up, so the
 //! next cut is bigger: the epoch grows with the load, as a group commit does.

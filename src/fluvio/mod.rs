@@ -267,12 +267,7 @@ mod tests {
         let mut sc = omnistream_loadtest::Scenario::load("smoke").unwrap();
         sc.events = events;
         sc.seed = seed;
-        let mut out = Vec::new();
-        omnistream_loadtest::generate(&sc, &mut out, &mut std::io::sink(), &mut |_| {}).unwrap();
-        out.split(|b| *b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(<[u8]>::to_vec)
-            .collect()
+        omnistream_loadtest::generated_lines(&sc).unwrap()
     }
 
     /// What `omnistream produce --topic auto` does, into the in-memory log.
