@@ -215,6 +215,85 @@ fn a_generated_stream_through_fluvio_gives_its_decisions_on_the_output_topic() {
     s.stop();
 }
 
+/// The load generator's paced feed (`loadtest stream --rate R | omnistream produce -`, here
+/// the same `Paced` writer into `produce`'s standard input): records reach the topics while
+/// the pipe is still being written, not at its end, and every line is produced once.
+#[test]
+fn a_paced_pipe_is_produced_as_it_arrives() {
+    let Some(endpoint) = endpoint() else {
+        return;
+    };
+    use std::io::Write;
+    let suffix = suffix("p");
+    let env = env(&endpoint, &suffix);
+    omnistream(&["topics", "create"], &env);
+    let mut sc = omnistream_loadtest::Scenario::load("smoke").unwrap();
+    sc.events = 4_000;
+    let lines = omnistream_loadtest::generated_lines(&sc).unwrap();
+    let scans = lines
+        .iter()
+        .filter(|l| String::from_utf8_lossy(l).contains(r#""type":"scan""#))
+        .count();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+        .args(["produce", "-"])
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    let n = lines.len();
+    // 4,000 lines at 500 a second: the feed cannot end before 8 s
+    let writer = std::thread::spawn(move || {
+        let mut p = omnistream_loadtest::paced::Paced::new(stdin, Some(500.0));
+        for l in &lines {
+            p.write_all(l).unwrap();
+            p.write_all(b"\n").unwrap();
+        }
+    });
+    let topic = format!("scans-{suffix}");
+    let mut first = false;
+    read_topic(&endpoint, &topic, 1, Duration::from_secs(30), |_, _| {
+        first = true;
+        true
+    });
+    assert!(first, "no record on {topic}");
+    assert!(
+        !writer.is_finished(),
+        "the first record arrived only after the feed ended"
+    );
+    writer.join().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let produced: usize = text
+        .lines()
+        .filter_map(|l| {
+            l.split(": ")
+                .nth(1)?
+                .strip_suffix(" records")?
+                .parse::<usize>()
+                .ok()
+        })
+        .sum();
+    assert_eq!(produced, n, "{text}");
+    assert!(
+        text.contains(&format!("{topic}: {scans} records")),
+        "{text}"
+    );
+    let mut read = 0usize;
+    read_topic(&endpoint, &topic, 1, Duration::from_secs(30), |_, _| {
+        read += 1;
+        read == scans
+    });
+    assert_eq!(read, scans, "records on {topic}");
+}
+
 #[test]
 fn a_cluster_that_is_not_there_is_named_in_the_error() {
     // needs no cluster: runs always

@@ -32,6 +32,23 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Write a scenario's events as JSON lines to standard output, at a steady rate if asked:
+    /// the feed for `omnistream produce -`, which puts them on the Fluvio topics (or any
+    /// other pipe). A summary goes to standard error.
+    Stream {
+        /// A built-in scenario (smoke, default, double11, fraud-heavy) or a TOML file.
+        #[arg(long)]
+        scenario: String,
+        /// Events a second (default: as fast as the pipe takes them).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Generate this many events instead of the scenario's count.
+        #[arg(long)]
+        events: Option<u64>,
+        /// Also write the labels (ground truth per scan) to this file, for `score`.
+        #[arg(long)]
+        labels: Option<PathBuf>,
+    },
     /// Score fraud decisions (JSON lines with "output":"decision") against labels.
     Score {
         /// Outputs of a replay, e.g. out/outputs.jsonl; lines that are not decisions are skipped.
@@ -142,6 +159,12 @@ fn main() -> Result<()> {
             out,
             json,
         } => cmd_generate(&scenario, &out, json),
+        Cmd::Stream {
+            scenario,
+            rate,
+            events,
+            labels,
+        } => cmd_stream(&scenario, rate, events, labels.as_ref()),
         Cmd::Score {
             decisions,
             labels,
@@ -276,6 +299,61 @@ fn cmd_sweep(
     }
     #[cfg(not(feature = "chart"))]
     let _ = (title, font);
+    Ok(())
+}
+
+fn cmd_stream(
+    scenario: &str,
+    rate: Option<f64>,
+    events: Option<u64>,
+    labels: Option<&PathBuf>,
+) -> Result<()> {
+    if let Some(r) = rate {
+        anyhow::ensure!(
+            r.is_finite() && r > 0.0,
+            "--rate {r}: must be a positive number of events a second"
+        );
+    }
+    let mut sc = Scenario::load(scenario)?;
+    if let Some(n) = events {
+        sc.events = n;
+    }
+    let mut label_out: Box<dyn std::io::Write> = match labels {
+        Some(p) => Box::new(BufWriter::new(
+            File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        )),
+        None => Box::new(std::io::sink()),
+    };
+    let stdout = std::io::stdout().lock();
+    let mut out = omnistream_loadtest::paced::Paced::new(BufWriter::new(stdout), rate);
+    let t = Instant::now();
+    let summary = match generate(&sc, &mut out, &mut label_out, &mut |_| {}) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            // `| head` and a consumer that stopped: not an error of the generator's
+            eprintln!(
+                "stream: the reader closed the pipe after {} events",
+                out.lines()
+            );
+            return Ok(());
+        }
+        Err(e) => return Err(e).context("writing events to standard output"),
+    };
+    let lines = out.lines();
+    out.into_inner()
+        .context("writing events to standard output")?;
+    label_out.flush().context("writing labels")?;
+    let secs = t.elapsed().as_secs_f64();
+    eprintln!(
+        "stream: {lines} events ({} scans, {} labelled fraud) in {secs:.1} s, {:.0}/s",
+        summary.by_type.get("scan").copied().unwrap_or(0),
+        summary
+            .scans_by_pattern
+            .values()
+            .map(|(f, _)| f)
+            .sum::<u64>(),
+        lines as f64 / secs.max(1e-9)
+    );
     Ok(())
 }
 

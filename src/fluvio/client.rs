@@ -476,8 +476,61 @@ pub fn route_line(
 /// Records `produce` sends between two waits for their acknowledgements.
 const FLUSH_EVERY: u64 = 10_000;
 
+/// How long `produce` waits for the next line before it waits for the acknowledgements of
+/// what it sent: a paced pipe's records are confirmed while the pipe is quiet.
+const IDLE_FLUSH: Duration = Duration::from_millis(200);
+
+/// Reads the files' lines in order (`-` is standard input) on a thread of its own and sends
+/// them, without their line ends, to `tx`: a backfill is never all in memory, and a pipe's
+/// lines are produced as they arrive. Blank lines are skipped.
+fn read_lines(
+    files: Vec<std::path::PathBuf>,
+    tx: tokio::sync::mpsc::Sender<Result<Vec<u8>, ClientError>>,
+) {
+    use std::io::BufRead;
+    for f in files {
+        let failed = |e: std::io::Error| ClientError::File {
+            path: f.display().to_string(),
+            why: e.to_string(),
+        };
+        let reader: Box<dyn BufRead> = if f.as_os_str() == "-" {
+            Box::new(std::io::stdin().lock())
+        } else {
+            match std::fs::File::open(&f) {
+                Ok(file) => Box::new(std::io::BufReader::with_capacity(1 << 16, file)),
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(failed(e)));
+                    return;
+                }
+            }
+        };
+        for line in reader.split(b'\n') {
+            let sent = match line {
+                Ok(mut l) => {
+                    if l.last() == Some(&b'\r') {
+                        l.pop();
+                    }
+                    if l.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    tx.blocking_send(Ok(l))
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(failed(e)));
+                    return;
+                }
+            };
+            if sent.is_err() {
+                return; // the producer stopped: nothing more to read for
+            }
+        }
+    }
+}
+
 /// Produces JSON-lines files (`-` is standard input) as records keyed by the mapping, to
 /// `topic` or (when `None`) to each event type's topic; returns the count per topic.
+/// Lines are produced as they are read, so `loadtest stream --rate R | omnistream produce -`
+/// feeds the topics at that rate.
 pub async fn produce_files(
     fluvio: Arc<Fluvio>,
     cfg: &FluvioConfig,
@@ -489,33 +542,33 @@ pub async fn produce_files(
     let mut sink = FluvioSink::new(fluvio, cfg);
     let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
     let mut unacked = 0u64;
-    for f in files {
-        let text = if f.as_os_str() == "-" {
-            let mut s = Vec::new();
-            std::io::Read::read_to_end(&mut std::io::stdin(), &mut s).map(|_| s)
-        } else {
-            std::fs::read(f)
-        }
-        .map_err(|e| ClientError::File {
-            path: f.display().to_string(),
-            why: e.to_string(),
-        })?;
-        for line in text.split(|b| *b == b'\n') {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.iter().all(u8::is_ascii_whitespace) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4096);
+    let files = files.to_vec();
+    let reader = std::thread::spawn(move || read_lines(files, tx));
+    loop {
+        // a receive cut short by the timer loses nothing (the channel keeps the line)
+        let line = match tokio::time::timeout(IDLE_FLUSH, rx.recv()).await {
+            Err(_) => {
+                if unacked > 0 {
+                    unacked = 0;
+                    sink.flush().await?;
+                }
                 continue;
             }
-            let (t, key) = route_line(line, topic, cfg, &decoder);
-            sink.send(&t, key.as_bytes(), line).await?;
-            *counts.entry(t).or_default() += 1;
-            unacked += 1;
-            if unacked == FLUSH_EVERY {
-                unacked = 0;
-                // bounded memory for large backfills: one acknowledgement future per record
-                sink.flush().await?;
-            }
+            Ok(None) => break,
+            Ok(Some(line)) => line?,
+        };
+        let (t, key) = route_line(&line, topic, cfg, &decoder);
+        sink.send(&t, key.as_bytes(), &line).await?;
+        *counts.entry(t).or_default() += 1;
+        unacked += 1;
+        if unacked == FLUSH_EVERY {
+            unacked = 0;
+            // bounded memory for large backfills: one acknowledgement future per record
+            sink.flush().await?;
         }
     }
+    let _ = reader.join();
     sink.flush().await?;
     Ok(counts.into_iter().collect())
 }
