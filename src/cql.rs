@@ -516,12 +516,24 @@ struct CqlCommitter {
     // first: dropped before the runtime
     inner: Arc<Inner>,
     marks: Arc<Marks>,
+    states: states::CqlStates,
     rt: Arc<Rt>,
 }
 
 impl Committer for CqlCommitter {
     fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
-        commit_batch(&self.inner, &self.rt, &self.marks, batch)
+        commit_batch(&self.inner, &self.rt, &self.marks, batch)?;
+        write_checkpoint(&self.states, batch)
+    }
+}
+
+/// The batch's checkpoint, if it carries one, written after the batch (as the embedded
+/// store does): the service hands its checkpoints to a checkpointer of their own, but a
+/// cluster process checkpoints in its commits.
+fn write_checkpoint(states: &states::CqlStates, batch: &Batch) -> Result<(), StoreError> {
+    match &batch.checkpoint {
+        Some(cp) => states.write(cp),
+        None => Ok(()),
     }
 }
 
@@ -1073,7 +1085,8 @@ impl CqlStore {
 
 impl Store for CqlStore {
     fn commit(&mut self, batch: &Batch) -> Result<(), StoreError> {
-        commit_batch(&self.inner, &self.rt, &self.marks, batch)
+        commit_batch(&self.inner, &self.rt, &self.marks, batch)?;
+        write_checkpoint(&self.states(), batch)
     }
 
     fn read_cache(&self) -> Option<crate::store::ReadCache> {
@@ -1084,6 +1097,7 @@ impl Store for CqlStore {
         Some(Arc::new(CqlCommitter {
             inner: Arc::clone(&self.inner),
             marks: Arc::clone(&self.marks),
+            states: self.states(),
             rt: Arc::clone(&self.rt),
         }))
     }

@@ -680,6 +680,48 @@ fn cql_checkpoints_restore_states_and_blobs_never_read_an_unfinished_one_and_dro
     }
 }
 
+/// A batch that carries a checkpoint writes it after the batch, through the store and
+/// through its committer, as the embedded store does (a cluster process checkpoints in its
+/// commits; the CQL store once dropped them, so a restarted process started from nothing).
+#[test]
+fn cql_a_batch_carrying_a_checkpoint_writes_it() {
+    let cfg = migrated("batch_ckpt");
+    let mut s = CqlStore::open(&cfg).unwrap();
+    s.commit(&Batch {
+        outputs: vec![(0, body("o", 0))],
+        checkpoint: Some(CheckpointWrite {
+            extras: b"{\"place\":1}".to_vec(),
+            ..checkpoint(0, &[(Kind::Member, "m1", "v1")], vec![1])
+        }),
+        ..Batch::default()
+    })
+    .unwrap();
+    let cp = s
+        .last_checkpoint()
+        .unwrap()
+        .expect("the batch's checkpoint");
+    assert_eq!(cp.extras, b"{\"place\":1}");
+    assert_eq!(load(&s, Kind::Member, "m1").as_deref(), Some("v1"));
+    s.committer()
+        .unwrap()
+        .commit(&Batch {
+            checkpoint: Some(CheckpointWrite {
+                extras: b"{\"place\":2}".to_vec(),
+                ..checkpoint(0, &[(Kind::Member, "m1", "v2")], vec![2])
+            }),
+            ..Batch::default()
+        })
+        .unwrap();
+    drop(s);
+    let s = CqlStore::open(&cfg).unwrap();
+    let cp = s
+        .last_checkpoint()
+        .unwrap()
+        .expect("the committer's checkpoint");
+    assert_eq!((cp.extras, cp.seen), (b"{\"place\":2}".to_vec(), vec![2]));
+    assert_eq!(load(&s, Kind::Member, "m1").as_deref(), Some("v2"));
+}
+
 fn checkpoints_case(cache_mb: u64) {
     let mut cfg = migrated(&format!("ckpt_{cache_mb}"));
     cfg.cache_mb = cache_mb;
