@@ -60,6 +60,10 @@ enum Command {
     Migrate {
         #[command(flatten)]
         opts: ServiceOpts,
+        /// Migrate the keyspaces of every `omnistream cluster` process instead
+        /// (`{keyspace}_p0` … `{keyspace}_p{processes-1}`).
+        #[arg(long)]
+        cluster: bool,
     },
     /// Produce JSON-lines files to Fluvio as records keyed by the entity that owns each
     /// event (the `[fluvio]` section names the cluster and topics).
@@ -214,7 +218,23 @@ fn run_cluster(opts: &ServiceOpts) -> anyhow::Result<ExitCode> {
     if !keyed {
         tracing::warn!("OMNISTREAM_PII_KEY is not set: personal data is hashed with the public development key");
     }
-    let store = omnistream::store::open(&cfg)?;
+    let mut cfg = cfg;
+    if cfg.store == StoreKind::Cql {
+        // a keyspace per process, as a data-dir per process on the embedded store
+        cfg.cql.keyspace =
+            omnistream::cluster::process_keyspace(&cfg.cql.keyspace, cfg.cluster.process);
+        // the derived name must still be one (at most 48 characters)
+        cfg.cql.check()?;
+        tracing::info!(keyspace = %cfg.cql.keyspace, "this process's keyspace");
+    }
+    let store = omnistream::store::open(&cfg).map_err(|e| {
+        let hint = if cfg.store == StoreKind::Cql {
+            " (`omnistream migrate --cluster` creates every process's keyspace)"
+        } else {
+            ""
+        };
+        anyhow::anyhow!("{e}{hint}")
+    })?;
     // the client's own tasks run on this runtime for as long as the process runs
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -311,19 +331,32 @@ fn check_config(cfg: &Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn migrate(cfg: &Config) -> anyhow::Result<ExitCode> {
+fn migrate(cfg: &Config, cluster: bool) -> anyhow::Result<ExitCode> {
     if cfg.store != StoreKind::Cql {
         println!("store = \"embedded\": nothing to migrate (the embedded store upgrades itself)");
         return Ok(ExitCode::SUCCESS);
     }
-    let m = omnistream::cql::migrate(&cfg.cql)?;
-    println!(
-        "migrated keyspace {}: schema version {} -> {} ({} statements)",
-        cfg.cql.keyspace,
-        m.from.map_or("none".to_string(), |v| v.to_string()),
-        m.to,
-        m.statements
-    );
+    let keyspaces: Vec<String> = if cluster {
+        (0..cfg.cluster.processes)
+            .map(|p| omnistream::cluster::process_keyspace(&cfg.cql.keyspace, p))
+            .collect()
+    } else {
+        vec![cfg.cql.keyspace.clone()]
+    };
+    for keyspace in keyspaces {
+        let cql = omnistream::config::CqlConfig {
+            keyspace,
+            ..cfg.cql.clone()
+        };
+        let m = omnistream::cql::migrate(&cql)?;
+        println!(
+            "migrated keyspace {}: schema version {} -> {} ({} statements)",
+            cql.keyspace,
+            m.from.map_or("none".to_string(), |v| v.to_string()),
+            m.to,
+            m.statements
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -382,7 +415,7 @@ fn main() -> ExitCode {
             rate,
         } => run_service(&opts, Some((scenario, rate))),
         Command::CheckConfig { opts } => opts.load().and_then(|cfg| check_config(&cfg)),
-        Command::Migrate { opts } => opts.load().and_then(|cfg| migrate(&cfg)),
+        Command::Migrate { opts, cluster } => opts.load().and_then(|cfg| migrate(&cfg, cluster)),
         Command::Produce { opts, files, topic } => cli::pii_from_env()
             .and_then(|(pii, _)| {
                 with_fluvio(&opts, async |client, cfg| {

@@ -10,7 +10,7 @@
 
 use omnistream::cluster::sequencer::{self, Cut};
 use omnistream::cluster::{self, run_process, ClusterConfig, Report, Setup, Stop};
-use omnistream::config::FluvioTopics;
+use omnistream::config::{CqlConfig, FluvioTopics};
 use omnistream::fluvio::log::{MemLog, PartitionedLog};
 use omnistream::fluvio::mapping::Sink;
 use omnistream::fluvio::MemTransport;
@@ -37,6 +37,26 @@ fn generated(events: u64, seed: u64) -> Vec<Vec<u8>> {
 thread_local! {
     /// The resident bound the processes this thread starts get (0: none).
     static RESIDENT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// The CQL store the processes this thread starts get instead of redb: the base keyspace
+    /// of the cluster running now (each process on `{base}_p{process}`, as `omnistream
+    /// cluster` derives it).
+    static CQL: std::cell::RefCell<Option<CqlConfig>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Process `process`'s store: redb in `dir`, or its keyspace when a CQL base is set.
+fn open_store(dir: &Path, process: u32, cql: Option<&CqlConfig>) -> Box<dyn Store> {
+    match cql {
+        None => Box::new(RedbStore::open(dir).unwrap()),
+        Some(base) => {
+            let cfg = CqlConfig {
+                keyspace: cluster::process_keyspace(&base.keyspace, process),
+                ..base.clone()
+            };
+            // idempotent: what `omnistream migrate --cluster` does before the first start
+            omnistream::cql::migrate(&cfg).unwrap();
+            Box::new(omnistream::cql::CqlStore::open(&cfg).unwrap())
+        }
+    }
 }
 
 fn setup(processes: u32, process: u32, shards: u32) -> Setup {
@@ -94,8 +114,9 @@ fn start(log: &MemLog, dir: &Path, setup: Setup) -> Running {
         group: format!("p{}", setup.cluster.process),
     };
     let dir = dir.to_path_buf();
+    let cql = CQL.with(|c| c.borrow().clone());
     let thread = std::thread::spawn(move || {
-        let store = Box::new(RedbStore::open(&dir).unwrap());
+        let store = open_store(&dir, setup.cluster.process, cql.as_ref());
         run_process(transport, store, &setup, stop_rx, Some(ptx))
     });
     Running {
@@ -138,6 +159,12 @@ fn run_cluster(
     cuts: &[Vec<u8>],
 ) -> Outcome {
     let restarted = interrupt.is_some();
+    // on CQL, keyspaces no earlier run used
+    CQL.with(|c| {
+        if let Some(cfg) = c.borrow_mut().as_mut() {
+            cfg.keyspace = cql_base();
+        }
+    });
     let log = log_with(lines, processes, cuts);
     let root = tempfile::tempdir().unwrap();
     let dirs: Vec<PathBuf> = (0..processes)
@@ -213,9 +240,10 @@ fn run_cluster(
     }
     let mut states = Vec::new();
     let mut outputs = Vec::new();
+    let cql = CQL.with(|c| c.borrow().clone());
     for (p, dir) in dirs.iter().enumerate() {
-        let store = RedbStore::open(dir).unwrap();
-        states.push(cluster::snapshot(&store, &setup(processes, p as u32, shards)).unwrap());
+        let store = open_store(dir, p as u32, cql.as_ref());
+        states.push(cluster::snapshot(&*store, &setup(processes, p as u32, shards)).unwrap());
         outputs.push(
             store
                 .outputs(0, usize::MAX)
@@ -425,6 +453,103 @@ fn a_process_with_other_rules_than_process_0_refuses_the_cuts() {
     assert!(err.to_string().contains("other rules"), "{err}");
     p0.stop.send(Stop::Abandon).unwrap();
     p0.thread.join().unwrap().unwrap();
+}
+
+/// A fresh base keyspace for a cluster run on CQL.
+fn cql_base() -> String {
+    static RUN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        % 1_000_000;
+    format!("t_scaleout_{}_{secs}_{n}", std::process::id())
+}
+
+/// Two processes on the CQL store (a Cassandra or ScyllaDB node: `OMNISTREAM_TEST_CQL`),
+/// each in its own keyspace, one stopped without a checkpoint and restarted: together they
+/// equal one process (also on CQL).
+#[test]
+fn cql_two_processes_on_keyspaces_of_their_own_reach_the_state_of_one() {
+    let node = std::env::var("OMNISTREAM_TEST_CQL")
+        .expect("set OMNISTREAM_TEST_CQL=127.0.0.1:9042 (or skip the cql_ tests)");
+    CQL.with(|c| {
+        *c.borrow_mut() = Some(CqlConfig {
+            contact_points: vec![node],
+            read_consistency: "ONE".into(),
+            write_consistency: "ONE".into(),
+            ..CqlConfig::default()
+        })
+    });
+    let lines = generated(1000, 25);
+    // and a resident bound: passivated states go to the keyspace with a checkpoint
+    RESIDENT.with(|r| r.set(150));
+    let many = run_cluster(&lines, 2, 2, Some(Interrupt::Abandon(1, 5)), &[]);
+    RESIDENT.with(|r| r.set(0));
+    let restarted = many.reports[1].last().unwrap();
+    assert!(
+        restarted.resumed_at > 0,
+        "resumed from its checkpoint: {:?}",
+        many.reports
+    );
+    assert!(
+        many.reports
+            .iter()
+            .all(|r| r.iter().any(|r| r.passivated > 0)),
+        "{:?}",
+        many.reports
+    );
+    same_as_one(&lines, many);
+    CQL.with(|c| c.take());
+}
+
+/// A process started on another process's store refuses it, naming both, instead of
+/// applying its epochs to shards it does not own.
+#[test]
+fn a_store_of_another_process_is_refused() {
+    let lines = generated(300, 26);
+    let log = log_with(&lines, 2, &[]);
+    let root = tempfile::tempdir().unwrap();
+    let (d0, d1) = (root.path().join("p0"), root.path().join("p1"));
+    let running = [
+        start(&log, &d0, setup(2, 0, 2)),
+        start(&log, &d1, setup(2, 1, 2)),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while running.iter().any(|r| *r.progress.borrow() < 2) {
+        assert!(Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for r in &running {
+        r.stop.send(Stop::Drain).unwrap();
+    }
+    for r in running {
+        let report = r.thread.join().unwrap().unwrap();
+        assert!(report.checkpoints > 0, "{report:?}");
+    }
+    // process 1 on process 0's store, and process 0 of a three-process cluster on it
+    for (s, want) in [
+        (setup(2, 1, 2), "process 1 of 2"),
+        (setup(3, 0, 3), "process 0 of 3"),
+    ] {
+        let r = start(&log, &d0, s);
+        let t = Instant::now();
+        while !r.thread.is_finished() {
+            if t.elapsed() > Duration::from_secs(30) {
+                r.stop.send(Stop::Abandon).unwrap();
+                panic!("a process runs on another process's store ({want})");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let err = r.thread.join().unwrap().unwrap_err().to_string();
+        assert!(
+            err.contains("cluster.process")
+                && err.contains("checkpoint of process 0 of 2")
+                && err.contains(want),
+            "{err}"
+        );
+    }
 }
 
 /// An exchange topic without one partition per process stops the process naming the key.

@@ -263,6 +263,18 @@ struct Place {
     exchange: u64,
     /// The next output's sequence number.
     next_output: u64,
+    /// Whose store this is: (process, processes). A store holds one process's shards, so
+    /// another process (or another cluster shape) refuses it. Absent in checkpoints written
+    /// before it was recorded.
+    #[serde(default)]
+    owner: Option<(u32, u32)>,
+}
+
+/// The CQL keyspace of one cluster process: `{keyspace}_p{process}`. Each process keeps its
+/// own checkpoints, states and outputs, as each keeps its own `data-dir` on the embedded
+/// store; `omnistream migrate --cluster` creates all of them.
+pub fn process_keyspace(keyspace: &str, process: u32) -> String {
+    format!("{keyspace}_p{process}")
 }
 
 /// An epoch as read from the topics: its cut, its records (each with the index of its range
@@ -336,9 +348,29 @@ fn restore(store: &dyn Store, setup: &Setup) -> Result<(Sharded, Place), Cluster
     let colds = colds(store, n)?;
     match store.last_checkpoint()? {
         Some(cp) => {
-            let place: Place = serde_json::from_slice(&cp.extras).map_err(|e| {
+            let mut place: Place = serde_json::from_slice(&cp.extras).map_err(|e| {
                 ClusterError::Corrupt(format!("the checkpoint's place does not read: {e}"))
             })?;
+            let me = (setup.cluster.process, setup.cluster.processes);
+            match place.owner {
+                Some(owner) if owner != me => {
+                    return Err(ClusterError::Config {
+                        key: "process",
+                        why: format!(
+                            "this store holds the checkpoint of process {} of {}, not of \
+                             process {} of {}: give each process a store of its own (its \
+                             data-dir, or on CQL the keyspace {}); a new assignment starts \
+                             on empty stores",
+                            owner.0,
+                            owner.1,
+                            me.0,
+                            me.1,
+                            process_keyspace("<keyspace>", me.0)
+                        ),
+                    })
+                }
+                _ => place.owner = Some(me),
+            }
             let saved = Checkpoint {
                 states: Vec::new(),
                 global: cp.global,
@@ -359,7 +391,11 @@ fn restore(store: &dyn Store, setup: &Setup) -> Result<(Sharded, Place), Cluster
         None => {
             let mut s = Sharded::new(setup.rules.clone(), n);
             s.set_cold(colds, setup.resident, setup.codes);
-            Ok((s, Place::default()))
+            let place = Place {
+                owner: Some((setup.cluster.process, setup.cluster.processes)),
+                ..Place::default()
+            };
+            Ok((s, place))
         }
     }
 }
