@@ -314,7 +314,8 @@ fn a_cluster_that_is_not_there_is_named_in_the_error() {
     assert!(err.contains(&ep), "{err}");
 }
 
-/// Two `omnistream cluster` processes against the cluster, one of them killed (SIGKILL) and
+/// Two `omnistream cluster` processes against the cluster (on the CQL store too when
+/// `OMNISTREAM_TEST_CQL` names a node), one of them killed (SIGKILL) and
 /// started again mid-stream: every scan gets its decision on the decisions topic (as many
 /// distinct ones as a replay of the file makes; the sinks are at least once), and process 0,
 /// stopped with SIGTERM, reports every record taken once.
@@ -344,6 +345,27 @@ fn two_cluster_processes_over_fluvio_decide_every_scan_once() {
         created.contains(&format!("exchange-{suffix}: created")),
         "{created}"
     );
+    // with a CQL node at hand too, the processes keep their states there (a keyspace each)
+    let mut cluster_env = env.clone();
+    if let Ok(node) = std::env::var("OMNISTREAM_TEST_CQL") {
+        for (k, v) in [
+            ("OMNISTREAM_STORE", "cql".to_string()),
+            ("OMNISTREAM_CQL__CONTACT_POINTS", format!("[\"{node}\"]")),
+            (
+                "OMNISTREAM_CQL__KEYSPACE",
+                format!("fl_{}", suffix.replace('-', "_")),
+            ),
+            ("OMNISTREAM_CQL__READ_CONSISTENCY", "ONE".into()),
+            ("OMNISTREAM_CQL__WRITE_CONSISTENCY", "ONE".into()),
+        ] {
+            cluster_env.push((k.into(), v));
+        }
+        let migrated = omnistream(&["migrate", "--cluster"], &cluster_env);
+        assert!(
+            migrated.contains("_p1: schema version none -> 3"),
+            "{migrated}"
+        );
+    }
     let dir = tempfile::tempdir().unwrap();
     let (file, n) = smoke_file(dir.path(), 15_000);
     // how many decisions the events make: one per scan taken (a replay of the file)
@@ -372,7 +394,7 @@ fn two_cluster_processes_over_fluvio_decide_every_scan_once() {
         Command::new(env!("CARGO_BIN_EXE_omnistream"))
             .args(["cluster", "--data-dir"])
             .arg(dir.path().join(format!("p{p}")))
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(cluster_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("OMNISTREAM_CLUSTER__PROCESS", p.to_string())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
