@@ -28,6 +28,7 @@ fn setup(processes: u32, process: u32) -> Setup {
         },
         codes: 10_000_000,
         resident: 0,
+        metrics: None,
         sinks: false,
     }
 }

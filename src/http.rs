@@ -496,19 +496,98 @@ async fn get_stats(st: web::Data<AppState>) -> HttpResponse {
 }
 
 async fn metrics_text(st: web::Data<AppState>) -> HttpResponse {
-    if !st.metrics.enabled {
+    st.metrics
+        .ready
+        .set(i64::from(st.ready.load(Ordering::SeqCst)));
+    exposition(&st.metrics)
+}
+
+/// `/metrics` in the text exposition format, or 404 when metrics are off.
+fn exposition(metrics: &Metrics) -> HttpResponse {
+    if !metrics.enabled {
         return error(
             StatusCode::NOT_FOUND,
             "metrics_off",
             "metrics are turned off in the configuration (metrics = false)",
         );
     }
-    st.metrics
-        .ready
-        .set(i64::from(st.ready.load(Ordering::SeqCst)));
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(st.metrics.render())
+        .body(metrics.render())
+}
+
+async fn cluster_metrics(m: web::Data<Arc<Metrics>>) -> HttpResponse {
+    exposition(&m)
+}
+
+async fn cluster_readyz(m: web::Data<Arc<Metrics>>) -> HttpResponse {
+    if m.ready.get() == 1 {
+        HttpResponse::Ok().json(json!({"status": "ready"}))
+    } else {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the cluster process is starting or stopping",
+        )
+    }
+}
+
+async fn cluster_no_route(req: actix_web::HttpRequest) -> HttpResponse {
+    error(
+        StatusCode::NOT_FOUND,
+        "no_route",
+        format!(
+            "no route {} {}: a cluster process serves /healthz, /readyz and /metrics only \
+             (its outputs are on the sink topics)",
+            req.method(),
+            req.path()
+        ),
+    )
+}
+
+/// Serves `/healthz`, `/readyz` (ready while the process applies epochs) and `/metrics` of an
+/// `omnistream cluster` process, behind the service's access guard (`[auth]`), on a thread
+/// and actix system of its own that leaves the signals to the process. Returns a handle that
+/// stops it.
+pub fn serve_cluster(
+    cfg: &Config,
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<actix_web::dev::ServerHandle> {
+    let guard = Arc::new(Guard::new(&cfg.auth, cfg.max_body_bytes));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("http".into())
+        .spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .app_data(web::Data::new(metrics.clone()))
+                        .app_data(web::Data::new(guard.clone()))
+                        .route("/healthz", web::get().to(healthz))
+                        .route("/readyz", web::get().to(cluster_readyz))
+                        .route("/metrics", web::get().to(cluster_metrics))
+                        .default_service(web::to(cluster_no_route))
+                        .wrap(actix_web::middleware::from_fn(access))
+                })
+                .workers(1)
+                .disable_signals()
+                .shutdown_timeout(2)
+                .listen(listener);
+                match server {
+                    Ok(s) => {
+                        let s = s.run();
+                        let _ = tx.send(Ok(s.handle()));
+                        let _ = s.await;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                    }
+                }
+            })
+        })?;
+    rx.recv()
+        .map_err(|_| std::io::Error::other("the HTTP thread ended before it served"))?
 }
 
 async fn board_json(st: web::Data<AppState>) -> HttpResponse {

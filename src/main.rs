@@ -82,7 +82,8 @@ enum Command {
     /// section: `processes`, this `process`, `shards`): it applies every epoch process 0
     /// cuts from the input topics, with its own shards, trading commands with the other
     /// processes through the exchange topic, and produces its outputs to the sink topics.
-    /// Stops with a checkpoint on SIGINT or SIGTERM and prints what it did.
+    /// Serves /healthz, /readyz and /metrics on `listen` (one port per process). Stops with a
+    /// checkpoint on SIGINT or SIGTERM and prints what it did.
     Cluster {
         #[command(flatten)]
         opts: ServiceOpts,
@@ -227,6 +228,16 @@ fn run_cluster(opts: &ServiceOpts) -> anyhow::Result<ExitCode> {
         cfg.cql.check()?;
         tracing::info!(keyspace = %cfg.cql.keyspace, "this process's keyspace");
     }
+    let listener = std::net::TcpListener::bind(&cfg.listen)
+        .map_err(|e| anyhow::anyhow!("config listen: cannot bind {}: {e}", cfg.listen))?;
+    let metrics = std::sync::Arc::new(omnistream::metrics::Metrics::new(cfg.metrics));
+    let addr = listener.local_addr()?;
+    let http = omnistream::http::serve_cluster(&cfg, listener, metrics.clone())?;
+    // standard error: standard output is the process's report, as JSON, when it stops
+    eprintln!(
+        "omnistream cluster process {} listening on http://{addr} (/healthz, /readyz, /metrics)",
+        cfg.cluster.process
+    );
     let store = omnistream::store::open(&cfg).map_err(|e| {
         let hint = if cfg.store == StoreKind::Cql {
             " (`omnistream migrate --cluster` creates every process's keyspace)"
@@ -278,6 +289,7 @@ fn run_cluster(opts: &ServiceOpts) -> anyhow::Result<ExitCode> {
         codes: cfg.code_filter_codes,
         resident: cfg.resident_entities,
         sinks: cfg.fluvio.sinks,
+        metrics: Some(metrics.clone()),
     };
     tracing::info!(
         process = cfg.cluster.process,
@@ -285,8 +297,9 @@ fn run_cluster(opts: &ServiceOpts) -> anyhow::Result<ExitCode> {
         shards = ?cfg.cluster.hosted(),
         "cluster process starts"
     );
-    let report = run_process(transport, store, &setup, stop_rx, None)?;
-    println!("{}", serde_json::to_string(&report)?);
+    let report = run_process(transport, store, &setup, stop_rx, None);
+    rt.block_on(http.stop(true));
+    println!("{}", serde_json::to_string(&report?)?);
     drop(rt);
     Ok(ExitCode::SUCCESS)
 }

@@ -77,6 +77,14 @@ pub struct Metrics {
     pub fluvio_produce_failures: IntCounter,
     /// Stored rows the sinks could not map to a topic (logged and skipped).
     pub fluvio_skipped: IntCounter,
+    /// Epochs a cluster process applied (`omnistream cluster`).
+    pub cluster_epochs: IntCounter,
+    /// The next epoch a cluster process applies.
+    pub cluster_next_epoch: IntGauge,
+    /// Epochs read from the topics, waiting to be applied.
+    pub cluster_waiting_epochs: IntGauge,
+    /// Seconds to apply one epoch, its rounds with the other processes included.
+    pub cluster_epoch_seconds: Histogram,
     /// Ingest → durable latency, microseconds, over a sliding window.
     pub durable_window: LatencyWindow,
     /// Ingest → decision (applied) latency, microseconds, over a sliding window.
@@ -283,6 +291,29 @@ impl Default for Metrics {
                 &r,
                 "omnistream_fluvio_skipped_outputs_total",
                 "stored rows the sinks could not map to a topic",
+            ),
+            cluster_epochs: counter(
+                &r,
+                "omnistream_cluster_epochs_total",
+                "epochs this cluster process applied",
+            ),
+            cluster_next_epoch: gauge(
+                &r,
+                "omnistream_cluster_next_epoch",
+                "the next epoch this cluster process applies",
+            ),
+            cluster_waiting_epochs: gauge(
+                &r,
+                "omnistream_cluster_waiting_epochs",
+                "epochs read from the topics and waiting to be applied",
+            ),
+            cluster_epoch_seconds: histogram(
+                &r,
+                "omnistream_cluster_epoch_seconds",
+                "seconds to apply one epoch, rounds with the other processes included",
+                vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ],
             ),
             durable_window: LatencyWindow::default(),
             decision_window: LatencyWindow::default(),

@@ -116,6 +116,27 @@ fn read_topic(
     });
 }
 
+/// One GET to 127.0.0.1:`port`: the status and the body.
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let code = resp[9..12].parse().unwrap();
+    (
+        code,
+        resp.split_once("\r\n\r\n")
+            .map_or("", |(_, b)| b)
+            .to_string(),
+    )
+}
+
 /// The `smoke` scenario's first `events` events in `dir/events.jsonl`, and how many lines.
 fn smoke_file(dir: &std::path::Path, events: u64) -> (std::path::PathBuf, u64) {
     let mut sc = omnistream_loadtest::Scenario::load("smoke").unwrap();
@@ -390,9 +411,17 @@ fn two_cluster_processes_over_fluvio_decide_every_scan_once() {
         &["produce", file.to_str().unwrap(), "--topic", "auto"],
         &env,
     );
+    // each process's HTTP port (/metrics), chosen free here so the test knows it
+    let ports: Vec<u16> = (0..2)
+        .map(|_| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        })
+        .collect();
     let start = |p: usize| {
         Command::new(env!("CARGO_BIN_EXE_omnistream"))
-            .args(["cluster", "--data-dir"])
+            .args(["cluster", "--listen", &format!("127.0.0.1:{}", ports[p])])
+            .arg("--data-dir")
             .arg(dir.path().join(format!("p{p}")))
             .envs(cluster_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("OMNISTREAM_CLUSTER__PROCESS", p.to_string())
@@ -429,6 +458,17 @@ fn two_cluster_processes_over_fluvio_decide_every_scan_once() {
     );
     assert!(killed, "process 1 was not killed");
     let got = seen.len();
+    // both serve their metrics while they run
+    for port in &ports {
+        let (code, body) = http_get(*port, "/metrics");
+        assert_eq!(code, 200, "{body}");
+        let epochs = body
+            .lines()
+            .find_map(|l| l.strip_prefix("omnistream_cluster_epochs_total "))
+            .and_then(|v| v.parse::<f64>().ok());
+        assert!(epochs.is_some_and(|e| e > 0.0), "{body}");
+        assert!(body.contains("omnistream_ready 1"), "{body}");
+    }
     let mut reports = Vec::new();
     for child in procs {
         let _ = Command::new("kill")

@@ -17,6 +17,7 @@ use omnistream::fluvio::MemTransport;
 use omnistream::store::{RedbStore, Store};
 use omnistream_actors::engine::Snapshot;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -76,6 +77,7 @@ fn setup(processes: u32, process: u32, shards: u32) -> Setup {
         codes: 100_000,
         resident: RESIDENT.with(std::cell::Cell::get),
         sinks: true,
+        metrics: None,
     }
 }
 
@@ -408,7 +410,7 @@ fn the_cluster_command_names_a_bad_setting_and_an_unreachable_fluvio() {
     let dir = tempfile::tempdir().unwrap();
     let run = |env: &[(&str, &str)]| {
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_omnistream"));
-        c.args(["cluster", "--data-dir"])
+        c.args(["cluster", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path().join("data"));
         for (k, v) in env {
             c.env(k, v);
@@ -550,6 +552,174 @@ fn a_store_of_another_process_is_refused() {
             "{err}"
         );
     }
+}
+
+/// What two processes count in their metrics (`/metrics` of `omnistream cluster`) agrees with
+/// what they report and with what they stored: events and dead letters once (process 0),
+/// outputs where they were made.
+#[test]
+fn the_processes_metrics_count_epochs_events_and_outputs_once() {
+    use omnistream::metrics::Metrics;
+    let lines = generated(600, 27);
+    let log = log_with(&lines, 2, &[]);
+    let root = tempfile::tempdir().unwrap();
+    let metrics: Vec<Arc<Metrics>> = (0..2).map(|_| Arc::new(Metrics::new(true))).collect();
+    let running: Vec<Running> = (0..2u32)
+        .map(|p| {
+            let s = Setup {
+                metrics: Some(metrics[p as usize].clone()),
+                ..setup(2, p, 2)
+            };
+            start(&log, &root.path().join(format!("p{p}")), s)
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(Instant::now() < deadline, "the cluster did not finish");
+        if let Some(last) = final_epoch(&log, lines.len() as u64) {
+            if running.iter().all(|r| *r.progress.borrow() >= last) {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(metrics.iter().all(|m| m.ready.get() == 1));
+    for r in &running {
+        r.stop.send(Stop::Drain).unwrap();
+    }
+    let reports: Vec<Report> = running
+        .into_iter()
+        .map(|r| r.thread.join().unwrap().unwrap())
+        .collect();
+    let text: Vec<String> = metrics.iter().map(|m| m.render()).collect();
+    // a sample's value in the exposition, summed over the lines that match all of `parts`
+    let value = |t: &str, parts: &[&str]| -> f64 {
+        t.lines()
+            .filter(|l| !l.starts_with('#') && parts.iter().all(|p| l.contains(p)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    for (p, r) in reports.iter().enumerate() {
+        assert_eq!(metrics[p].ready.get(), 0, "not ready once stopped");
+        let t = &text[p];
+        assert_eq!(
+            value(t, &["omnistream_cluster_epochs_total"]),
+            r.epochs as f64
+        );
+        assert_eq!(
+            value(t, &["omnistream_cluster_next_epoch"]),
+            r.epochs as f64
+        );
+        assert_eq!(
+            value(t, &["omnistream_checkpoints_total"]),
+            r.checkpoints as f64
+        );
+        assert_eq!(
+            value(t, &["omnistream_cluster_epoch_seconds_count"]),
+            r.epochs as f64
+        );
+    }
+    // events and dead letters: process 0 alone, each once
+    let accepted = |t: &str| value(t, &["omnistream_events_total{", "outcome=\"accepted\""]);
+    assert_eq!(accepted(&text[0]), reports[0].events as f64);
+    assert_eq!(accepted(&text[1]), 0.0);
+    assert_eq!(value(&text[0], &["omnistream_dead_letters_total{"]), 2.0);
+    assert_eq!(value(&text[1], &["omnistream_dead_letters_total{"]), 0.0);
+    // decisions where they were made: the stored decision outputs of each process
+    for (p, t) in text.iter().enumerate() {
+        let store = RedbStore::open(&root.path().join(format!("p{p}"))).unwrap();
+        let stored = store
+            .outputs(0, usize::MAX)
+            .unwrap()
+            .iter()
+            .filter(|(_, o)| String::from_utf8_lossy(o).contains(r#""output":"decision""#))
+            .count();
+        assert_eq!(
+            value(t, &["omnistream_scan_decisions_total{"]),
+            stored as f64,
+            "process {p}"
+        );
+    }
+    let all: f64 = text
+        .iter()
+        .map(|t| value(t, &["omnistream_scan_decisions_total{"]))
+        .sum();
+    assert!(all > 0.0);
+}
+
+/// One GET over real HTTP: the status and the body.
+fn http_get(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: test\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let code = resp[9..12].parse().unwrap();
+    (code, resp.split_once("\r\n\r\n").unwrap().1.to_string())
+}
+
+/// A cluster process's HTTP server (port 0): health, readiness while it applies epochs,
+/// `/metrics`, a 404 that says what it serves, and the service's access guard.
+#[test]
+fn a_cluster_process_serves_health_readiness_and_metrics_over_http() {
+    use omnistream::metrics::Metrics;
+    let serve = |cfg: &omnistream::config::Config, m: &Arc<Metrics>| {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let h = omnistream::http::serve_cluster(cfg, l, m.clone()).unwrap();
+        (addr, h)
+    };
+    let m = Arc::new(Metrics::new(true));
+    let cfg = omnistream::config::Config::default();
+    let (addr, h) = serve(&cfg, &m);
+    assert_eq!(http_get(addr, "/healthz", None).0, 200);
+    let (code, body) = http_get(addr, "/readyz", None);
+    assert_eq!(code, 503, "{body}");
+    m.ready.set(1);
+    m.cluster_epochs.inc_by(7);
+    assert_eq!(http_get(addr, "/readyz", None).0, 200);
+    let (code, body) = http_get(addr, "/metrics", None);
+    assert_eq!(code, 200);
+    assert!(body.contains("omnistream_cluster_epochs_total 7"), "{body}");
+    let (code, body) = http_get(addr, "/v1/members/m1", None);
+    assert_eq!(code, 404);
+    assert!(body.contains("/metrics only"), "{body}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(h.stop(true));
+
+    // with tokens: /metrics needs `read` (open-metrics = false), health stays open
+    let mut cfg = omnistream::config::Config::default();
+    cfg.auth.enabled = true;
+    cfg.auth.open_metrics = false;
+    cfg.auth.credentials = vec![omnistream::config::Credential {
+        name: "ops".into(),
+        scopes: vec!["read".into()],
+        digest: omnistream::config::token_digest(b"s3cret"),
+    }];
+    let (addr, h) = serve(&cfg, &m);
+    assert_eq!(http_get(addr, "/metrics", None).0, 401);
+    assert_eq!(http_get(addr, "/metrics", Some("wrong")).0, 401);
+    assert_eq!(http_get(addr, "/metrics", Some("s3cret")).0, 200);
+    assert_eq!(http_get(addr, "/healthz", None).0, 200);
+    rt.block_on(h.stop(true));
+    // metrics off: 404 naming the setting
+    let off = Arc::new(Metrics::new(false));
+    let (addr, h) = serve(&omnistream::config::Config::default(), &off);
+    let (code, body) = http_get(addr, "/metrics", None);
+    assert!(
+        code == 404 && body.contains("metrics = false"),
+        "{code} {body}"
+    );
+    rt.block_on(h.stop(true));
 }
 
 /// An exchange topic without one partition per process stops the process naming the key.

@@ -186,6 +186,10 @@ pub struct Setup {
     /// used are passivated to its store, and a checkpoint is written whenever half the bound
     /// waits to be (as `resident-entities` does for `run`).
     pub resident: usize,
+    /// Where the process counts what it does (`/metrics` of `omnistream cluster`): epochs,
+    /// checkpoints, the outputs it owns, and on process 0 the events and dead letters (every
+    /// process admits every event; process 0 alone counts them, so sums over processes hold).
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Setup {
@@ -801,6 +805,13 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
         ..Report::default()
     };
     let mut place = place;
+    let m = setup
+        .metrics
+        .clone()
+        .unwrap_or_else(|| Arc::new(crate::metrics::Metrics::new(false)));
+    m.cluster_next_epoch.set(place.epoch as i64);
+    m.ready.set(1);
+    let (mut counted_produced, mut counted_evicted) = (*sinks.produced.borrow(), 0u64);
     let mut batch = Batch::default();
     let mut since = 0u64;
     let mut out: Vec<Emitted> = Vec::new();
@@ -827,9 +838,12 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
         // passivated states wait in memory, encoded, until a checkpoint writes them
         let spilled = setup.resident > 0 && sharded.spilled() >= setup.resident / 2;
         if since > 0 && (since >= cfg.commit_epochs || fed_rx.is_empty() || spilled) {
+            let t = std::time::Instant::now();
             if let Err(e) = checkpoint!() {
                 break Err(e);
             }
+            m.commit_seconds.observe(t.elapsed().as_secs_f64());
+            m.checkpoints.inc();
             report.checkpoints += 1;
             since = 0;
         }
@@ -850,6 +864,8 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
                 }
                 Err(rej) if primary => {
                     report.rejected += 1;
+                    m.event("unknown", "rejected");
+                    m.dead_letter(rej.problems.first().map_or("bad_json", |p| p.reason.code()));
                     let r = &fed.cut.ranges[i];
                     dead_letter(
                         &mut batch,
@@ -867,6 +883,7 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
         events.sort_by_key(|(ev, _)| ev.ts.unix_us);
         let (evs, sources): (Vec<Event>, Vec<Source>) = events.into_iter().unzip();
         link.begin(epoch);
+        let started = std::time::Instant::now();
         let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             sharded.apply_epoch(&evs, &mut out)
         }));
@@ -882,12 +899,21 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
             }
         };
         for ((ev, (i, offset, raw)), (applied, _)) in evs.iter().zip(&sources).zip(&results) {
+            if primary {
+                let outcome = match applied {
+                    Applied::Done(_) => "accepted",
+                    Applied::Duplicate => "duplicate",
+                    Applied::Late => "rejected",
+                };
+                m.event(ev.body.kind().name(), outcome);
+            }
             match applied {
                 Applied::Done(_) => report.events += 1,
                 Applied::Duplicate => report.duplicates += 1,
                 Applied::Late if primary => {
                     report.rejected += 1;
                     let why = crate::shard::too_late(ev.ts.unix_us, sharded.coordinator());
+                    m.dead_letter(why.reason.code());
                     let r = &fed.cut.ranges[*i];
                     dead_letter(
                         &mut batch,
@@ -902,6 +928,9 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
                 Applied::Late => {}
             }
         }
+        m.cluster_epoch_seconds
+            .observe(started.elapsed().as_secs_f64());
+        m.observe(&out);
         for e in out.drain(..) {
             let json = serde_json::to_vec(&e).unwrap_or_default();
             if let Output::Ledger { member, seq, .. } = &e.output {
@@ -916,6 +945,16 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
         place.control = fed.next_control;
         since += 1;
         let _ = applied_tx.send(place.epoch);
+        m.cluster_epochs.inc();
+        m.cluster_next_epoch.set(place.epoch as i64);
+        m.cluster_waiting_epochs.set(fed_rx.len() as i64);
+        let produced = *sinks.produced.borrow();
+        m.fluvio_produced
+            .inc_by(produced.saturating_sub(counted_produced));
+        counted_produced = counted_produced.max(produced);
+        let evicted = sharded.evicted();
+        m.passivated.inc_by(evicted.saturating_sub(counted_evicted));
+        counted_evicted = evicted;
         if let Some(p) = &progress {
             let _ = p.send(place.epoch);
         }
@@ -967,6 +1006,7 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
         }
     }
     drop(sinks);
+    m.ready.set(0);
     report.passivated = sharded.evicted();
     let _ = halt.send(true);
     drop(fed_rx);
