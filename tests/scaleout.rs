@@ -29,9 +29,18 @@ fn generated(events: u64, seed: u64) -> Vec<Vec<u8>> {
     sc.events = events;
     sc.seed = seed;
     let mut lines = omnistream_loadtest::generated_lines(&sc).unwrap();
-    // and lines that must be dead-lettered (once, by process 0)
+    // and lines that must be dead-lettered (once, by process 0): two that do not decode, and
+    // a valid click years before the watermark (refused as late by the shards' coordinator)
+    let click = lines
+        .iter()
+        .find(|l| String::from_utf8_lossy(l).contains(r#""type":"click""#))
+        .unwrap();
+    let mut late: serde_json::Value = serde_json::from_slice(click).unwrap();
+    late["id"] = "0b7c1a52-1f0e-4d7c-9a43-00000000beef".into();
+    late["ts"] = "2020-01-01T00:00:00+08:00".into();
     lines.push(b"{not json".to_vec());
     lines.push(br#"{"type":"scan","id":"x"}"#.to_vec());
+    lines.push(serde_json::to_vec(&late).unwrap());
     lines
 }
 
@@ -356,13 +365,17 @@ fn same_as_one(lines: &[Vec<u8>], many: Outcome) {
         sorted(all) == sorted(one.outputs[0].clone()),
         "the processes' outputs differ from one process's"
     );
-    let dead = one.outputs[0]
+    let dead: Vec<serde_json::Value> = one.outputs[0]
         .iter()
-        .filter(|o| {
-            serde_json::from_slice::<serde_json::Value>(o).unwrap()["output"] == "dead_letter"
-        })
-        .count();
-    assert_eq!(dead, 2, "the two bad lines are dead-lettered once");
+        .map(|o| serde_json::from_slice::<serde_json::Value>(o).unwrap())
+        .filter(|o| o["output"] == "dead_letter")
+        .collect();
+    assert_eq!(dead.len(), 3, "the three bad lines are dead-lettered once");
+    let late = dead
+        .iter()
+        .find(|d| d["id"] == "0b7c1a52-1f0e-4d7c-9a43-00000000beef")
+        .expect("the late click is dead-lettered");
+    assert!(late["reasons"].to_string().contains("watermark"), "{late}");
 }
 
 #[test]
@@ -623,7 +636,7 @@ fn the_processes_metrics_count_epochs_events_and_outputs_once() {
     let accepted = |t: &str| value(t, &["omnistream_events_total{", "outcome=\"accepted\""]);
     assert_eq!(accepted(&text[0]), reports[0].events as f64);
     assert_eq!(accepted(&text[1]), 0.0);
-    assert_eq!(value(&text[0], &["omnistream_dead_letters_total{"]), 2.0);
+    assert_eq!(value(&text[0], &["omnistream_dead_letters_total{"]), 3.0);
     assert_eq!(value(&text[1], &["omnistream_dead_letters_total{"]), 0.0);
     // decisions where they were made: the stored decision outputs of each process
     for (p, t) in text.iter().enumerate() {
