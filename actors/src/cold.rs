@@ -310,17 +310,27 @@ impl<V: Default + Clone + Serialize + DeserializeOwned> Table<V> {
     }
 
     /// Every entity of this kind, sorted by key: stored, then spilled, then resident ones
-    /// (each later source newer than the one before).
-    pub(crate) fn all(&self, cold: Option<&dyn Cold>) -> Result<BTreeMap<Str, V>, String> {
+    /// (each later source newer than the one before). Stored states whose key `keep` refuses
+    /// are skipped before they are decoded (a shard reading a cold tier shared with others).
+    pub(crate) fn all(
+        &self,
+        cold: Option<&dyn Cold>,
+        keep: &dyn Fn(Kind, &str) -> bool,
+    ) -> Result<BTreeMap<Str, V>, String> {
         let mut m = BTreeMap::new();
         let mut bad = None;
         if let Some(c) = cold {
-            c.scan(self.kind, &mut |k, b| match decode(b) {
-                Ok(v) => {
-                    m.insert(Str::from(k), v);
+            c.scan(self.kind, &mut |k, b| {
+                if !keep(self.kind, k) {
+                    return;
                 }
-                Err(e) => {
-                    bad.get_or_insert(format!("{} {k}: {e}", self.kind.name()));
+                match decode(b) {
+                    Ok(v) => {
+                        m.insert(Str::from(k), v);
+                    }
+                    Err(e) => {
+                        bad.get_or_insert(format!("{} {k}: {e}", self.kind.name()));
+                    }
                 }
             })?;
         }

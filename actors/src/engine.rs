@@ -976,25 +976,36 @@ impl Engine {
 
     /// All state, sorted by key, resident or not. Fails only when the cold tier does.
     pub fn try_snapshot(&self) -> Result<Snapshot, String> {
+        self.try_snapshot_where(&|_, _| true)
+    }
+
+    /// [`Engine::try_snapshot`] of the keys shard `me` of `n` owns, for an engine that shares
+    /// its cold tier with the other shards: the stored states of other shards' keys are not
+    /// even decoded.
+    pub fn try_snapshot_owned(&self, me: usize, n: usize) -> Result<Snapshot, String> {
+        self.try_snapshot_where(&|kind, k| join_key(kind, k.into()).owner(n) == me)
+    }
+
+    fn try_snapshot_where(&self, keep: &dyn Fn(Kind, &str) -> bool) -> Result<Snapshot, String> {
         let cold = self.cold_ref();
         Ok(Snapshot {
             identities: self
                 .identities
-                .all(cold)?
+                .all(cold, keep)?
                 .into_iter()
                 .map(|(k, s)| (k.replacen('\0', "/", 1), s))
                 .collect(),
-            members: self.members.all(cold)?,
-            orders: self.orders.all(cold)?,
-            skus: self.skus.all(cold)?,
-            dealers: self.dealers.all(cold)?,
-            stores: self.stores.all(cold)?,
-            campaigns: self.campaigns.all(cold)?,
-            codes: self.codes.all(cold)?,
-            devices: self.devices.all(cold)?,
-            ips: self.ips.all(cold)?,
-            nets: self.nets.all(cold)?,
-            rings: self.rings.all(cold)?,
+            members: self.members.all(cold, keep)?,
+            orders: self.orders.all(cold, keep)?,
+            skus: self.skus.all(cold, keep)?,
+            dealers: self.dealers.all(cold, keep)?,
+            stores: self.stores.all(cold, keep)?,
+            campaigns: self.campaigns.all(cold, keep)?,
+            codes: self.codes.all(cold, keep)?,
+            devices: self.devices.all(cold, keep)?,
+            ips: self.ips.all(cold, keep)?,
+            nets: self.nets.all(cold, keep)?,
+            rings: self.rings.all(cold, keep)?,
             refs: self.refs.clone(),
         })
     }

@@ -782,12 +782,14 @@ impl Sharded {
     /// last checkpoint: those are left out.)
     pub fn try_snapshot(&self) -> Result<Snapshot, String> {
         let n = self.engines.len();
-        let mut all = self.engines[0].try_snapshot()?;
-        if n > 1 {
-            retain_own(&mut all, 0, n);
+        if n == 1 {
+            return self.engines[0].try_snapshot();
         }
+        // the cold tier is shared: each engine decodes only its own keys' stored states
+        let mut all = self.engines[0].try_snapshot_owned(0, n)?;
+        retain_own(&mut all, 0, n);
         for (i, e) in self.engines.iter().enumerate().skip(1) {
-            let mut s = e.try_snapshot()?;
+            let mut s = e.try_snapshot_owned(i, n)?;
             retain_own(&mut s, i, n);
             all.absorb(s);
         }
