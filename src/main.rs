@@ -228,8 +228,13 @@ fn run_cluster(opts: &ServiceOpts) -> anyhow::Result<ExitCode> {
         cfg.cql.check()?;
         tracing::info!(keyspace = %cfg.cql.keyspace, "this process's keyspace");
     }
-    let listener = std::net::TcpListener::bind(&cfg.listen)
-        .map_err(|e| anyhow::anyhow!("config listen: cannot bind {}: {e}", cfg.listen))?;
+    let listener = std::net::TcpListener::bind(&cfg.listen).map_err(|e| {
+        anyhow::anyhow!(
+            "config listen: cannot bind {}: {e} (each cluster process on a host needs a \
+             port of its own for /metrics: --listen or OMNISTREAM_LISTEN; port 0 picks a free one)",
+            cfg.listen
+        )
+    })?;
     let metrics = std::sync::Arc::new(omnistream::metrics::Metrics::new(cfg.metrics));
     let addr = listener.local_addr()?;
     let http = omnistream::http::serve_cluster(&cfg, listener, metrics.clone())?;
@@ -317,6 +322,19 @@ fn check_config(cfg: &Config) -> anyhow::Result<ExitCode> {
             );
         }
         StoreKind::Cql => {
+            if cfg.cluster.processes > 1 {
+                println!(
+                    "# cluster: `omnistream cluster` processes keep their states in {} … {} \
+                     (`omnistream migrate --cluster` creates them); probed here: {}, what \
+                     `omnistream run` uses",
+                    omnistream::cluster::process_keyspace(&cfg.cql.keyspace, 0),
+                    omnistream::cluster::process_keyspace(
+                        &cfg.cql.keyspace,
+                        cfg.cluster.processes - 1
+                    ),
+                    cfg.cql.keyspace
+                );
+            }
             let p = omnistream::cql::probe(&cfg.cql)?;
             println!(
                 "# cql: cluster {:?}, release {}, keyspace {} {}, schema version {} (this binary: {})",
@@ -361,6 +379,8 @@ fn migrate(cfg: &Config, cluster: bool) -> anyhow::Result<ExitCode> {
             keyspace,
             ..cfg.cql.clone()
         };
+        // a derived name must still be a keyspace name (at most 48 characters)
+        cql.check()?;
         let m = omnistream::cql::migrate(&cql)?;
         println!(
             "migrated keyspace {}: schema version {} -> {} ({} statements)",

@@ -85,6 +85,9 @@ pub struct Metrics {
     pub cluster_waiting_epochs: IntGauge,
     /// Seconds to apply one epoch, its rounds with the other processes included.
     pub cluster_epoch_seconds: Histogram,
+    /// When the epoch being applied started (Unix seconds; 0 between epochs): an epoch
+    /// waiting for another process's rounds shows here.
+    pub cluster_epoch_started: IntGauge,
     /// Ingest → durable latency, microseconds, over a sliding window.
     pub durable_window: LatencyWindow,
     /// Ingest → decision (applied) latency, microseconds, over a sliding window.
@@ -314,6 +317,11 @@ impl Default for Metrics {
                 vec![
                     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                 ],
+            ),
+            cluster_epoch_started: gauge(
+                &r,
+                "omnistream_cluster_epoch_started_seconds",
+                "when the epoch being applied started (unix seconds; 0 between epochs)",
             ),
             durable_window: LatencyWindow::default(),
             decision_window: LatencyWindow::default(),

@@ -294,7 +294,6 @@ fn phase(
     })
 }
 
-/// The non-empty lines of `events`.
 /// The events still to send, phase after phase: each phase gets those no earlier one sent.
 struct Feed<'a> {
     addr: &'a str,

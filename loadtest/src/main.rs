@@ -310,8 +310,8 @@ fn cmd_stream(
 ) -> Result<()> {
     if let Some(r) = rate {
         anyhow::ensure!(
-            r.is_finite() && r > 0.0,
-            "--rate {r}: must be a positive number of events a second"
+            r.is_finite() && (0.001..=1e9).contains(&r),
+            "--rate {r}: must be a positive number of events a second, from 0.001 to 1e9"
         );
     }
     let mut sc = Scenario::load(scenario)?;
@@ -327,21 +327,27 @@ fn cmd_stream(
     let stdout = std::io::stdout().lock();
     let mut out = omnistream_loadtest::paced::Paced::new(BufWriter::new(stdout), rate);
     let t = Instant::now();
+    // `| head` and a consumer that stopped close the pipe: not an error of the generator's
+    let closed = |lines: u64| {
+        eprintln!("stream: the reader closed the pipe after about {lines} events");
+    };
     let summary = match generate(&sc, &mut out, &mut label_out, &mut |_| {}) {
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-            // `| head` and a consumer that stopped: not an error of the generator's
-            eprintln!(
-                "stream: the reader closed the pipe after {} events",
-                out.lines()
-            );
+            closed(out.lines());
             return Ok(());
         }
         Err(e) => return Err(e).context("writing events to standard output"),
     };
     let lines = out.lines();
-    out.into_inner()
-        .context("writing events to standard output")?;
+    match out.into_inner() {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            closed(lines);
+            return Ok(());
+        }
+        Err(e) => return Err(e).context("writing events to standard output"),
+    }
     label_out.flush().context("writing labels")?;
     let secs = t.elapsed().as_secs_f64();
     eprintln!(

@@ -40,7 +40,7 @@ fn stream_writes_the_scenarios_events_and_labels_as_generate_does() {
 
 #[test]
 fn stream_refuses_a_rate_that_is_not_positive() {
-    for rate in ["0", "-5", "NaN"] {
+    for rate in ["0", "-5", "NaN", "1e-30"] {
         let out = loadtest(&["stream", "--scenario", "smoke", &format!("--rate={rate}")]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success());

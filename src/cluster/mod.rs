@@ -267,11 +267,39 @@ struct Place {
     exchange: u64,
     /// The next output's sequence number.
     next_output: u64,
-    /// Whose store this is: (process, processes). A store holds one process's shards, so
-    /// another process (or another cluster shape) refuses it. Absent in checkpoints written
-    /// before it was recorded.
+    /// Whose store this is. A store holds one process's shards, so another process, or
+    /// another cluster shape, refuses it. Absent in checkpoints written before it was
+    /// recorded.
     #[serde(default)]
-    owner: Option<(u32, u32)>,
+    owner: Option<Owner>,
+}
+
+/// The process a store belongs to, in the cluster shape it was written by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct Owner {
+    process: u32,
+    processes: u32,
+    shards: u32,
+}
+
+impl Owner {
+    fn of(cfg: &ClusterConfig) -> Owner {
+        Owner {
+            process: cfg.process,
+            processes: cfg.processes,
+            shards: cfg.shard_count() as u32,
+        }
+    }
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "process {} of {} with {} shards",
+            self.process, self.processes, self.shards
+        )
+    }
 }
 
 /// The CQL keyspace of one cluster process: `{keyspace}_p{process}`. Each process keeps its
@@ -355,21 +383,17 @@ fn restore(store: &dyn Store, setup: &Setup) -> Result<(Sharded, Place), Cluster
             let mut place: Place = serde_json::from_slice(&cp.extras).map_err(|e| {
                 ClusterError::Corrupt(format!("the checkpoint's place does not read: {e}"))
             })?;
-            let me = (setup.cluster.process, setup.cluster.processes);
+            let me = Owner::of(&setup.cluster);
             match place.owner {
                 Some(owner) if owner != me => {
                     return Err(ClusterError::Config {
                         key: "process",
                         why: format!(
-                            "this store holds the checkpoint of process {} of {}, not of \
-                             process {} of {}: give each process a store of its own (its \
-                             data-dir, or on CQL the keyspace {}); a new assignment starts \
-                             on empty stores",
-                            owner.0,
-                            owner.1,
-                            me.0,
-                            me.1,
-                            process_keyspace("<keyspace>", me.0)
+                            "this store holds the checkpoint of {owner}, not of {me}: give \
+                             each process a store of its own (its data-dir, or on CQL the \
+                             keyspace {}); a new assignment (processes or shards) starts on \
+                             empty stores",
+                            process_keyspace("<keyspace>", me.process)
                         ),
                     })
                 }
@@ -396,7 +420,7 @@ fn restore(store: &dyn Store, setup: &Setup) -> Result<(Sharded, Place), Cluster
             let mut s = Sharded::new(setup.rules.clone(), n);
             s.set_cold(colds, setup.resident, setup.codes);
             let place = Place {
-                owner: Some((setup.cluster.process, setup.cluster.processes)),
+                owner: Some(Owner::of(&setup.cluster)),
                 ..Place::default()
             };
             Ok((s, place))
@@ -816,18 +840,26 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
     let mut since = 0u64;
     let mut out: Vec<Emitted> = Vec::new();
     let mut logged = std::time::Instant::now();
-    // a checkpoint of everything applied so far (in the loop and in the drain alike)
+    // a checkpoint of everything applied so far (in the loop and in the drain alike),
+    // counted in the report and the metrics
     macro_rules! checkpoint {
-        () => {
-            commit(
+        () => {{
+            let t = std::time::Instant::now();
+            let r = commit(
                 &mut *store,
                 &mut sharded,
                 &link,
                 &sinks,
                 &mut batch,
                 &mut place,
-            )
-        };
+            );
+            if r.is_ok() {
+                m.commit_seconds.observe(t.elapsed().as_secs_f64());
+                m.checkpoints.inc();
+                report.checkpoints += 1;
+            }
+            r
+        }};
     }
     let result = loop {
         if *stop.borrow_and_update() != Stop::Run {
@@ -838,13 +870,9 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
         // passivated states wait in memory, encoded, until a checkpoint writes them
         let spilled = setup.resident > 0 && sharded.spilled() >= setup.resident / 2;
         if since > 0 && (since >= cfg.commit_epochs || fed_rx.is_empty() || spilled) {
-            let t = std::time::Instant::now();
             if let Err(e) = checkpoint!() {
                 break Err(e);
             }
-            m.commit_seconds.observe(t.elapsed().as_secs_f64());
-            m.checkpoints.inc();
-            report.checkpoints += 1;
             since = 0;
         }
         let Some(fed) = fed_rx.blocking_recv() else {
@@ -864,6 +892,7 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
                 }
                 Err(rej) if primary => {
                     report.rejected += 1;
+                    // labelled as the service labels what it refuses
                     m.event("unknown", "rejected");
                     m.dead_letter(rej.problems.first().map_or("bad_json", |p| p.reason.code()));
                     let r = &fed.cut.ranges[i];
@@ -884,6 +913,7 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
         let (evs, sources): (Vec<Event>, Vec<Source>) = events.into_iter().unzip();
         link.begin(epoch);
         let started = std::time::Instant::now();
+        m.cluster_epoch_started.set(unix_seconds());
         let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             sharded.apply_epoch(&evs, &mut out)
         }));
@@ -900,12 +930,12 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
         };
         for ((ev, (i, offset, raw)), (applied, _)) in evs.iter().zip(&sources).zip(&results) {
             if primary {
-                let outcome = match applied {
-                    Applied::Done(_) => "accepted",
-                    Applied::Duplicate => "duplicate",
-                    Applied::Late => "rejected",
-                };
-                m.event(ev.body.kind().name(), outcome);
+                // a late event is refused: labelled as the service labels it
+                match applied {
+                    Applied::Done(_) => m.event(ev.body.kind().name(), "accepted"),
+                    Applied::Duplicate => m.event(ev.body.kind().name(), "duplicate"),
+                    Applied::Late => m.event("unknown", "rejected"),
+                }
             }
             match applied {
                 Applied::Done(_) => report.events += 1,
@@ -930,6 +960,7 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
         }
         m.cluster_epoch_seconds
             .observe(started.elapsed().as_secs_f64());
+        m.cluster_epoch_started.set(0);
         m.observe(&out);
         for e in out.drain(..) {
             let json = serde_json::to_vec(&e).unwrap_or_default();
@@ -968,6 +999,9 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
             );
         }
     };
+    // stopping (or failed): no longer ready, though a drain may still checkpoint
+    m.ready.set(0);
+    m.cluster_epoch_started.set(0);
     // an epoch a stop cut short is no failure: it is dropped and applied again next time
     let result = match result {
         Err(ClusterError::Aborted { epoch, .. }) if *stop.borrow() != Stop::Run => {
@@ -981,7 +1015,6 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
     let result = result.and_then(|()| {
         if since > 0 && drain {
             checkpoint!()?;
-            report.checkpoints += 1;
         }
         Ok(())
     });
@@ -1006,7 +1039,6 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
         }
     }
     drop(sinks);
-    m.ready.set(0);
     report.passivated = sharded.evicted();
     let _ = halt.send(true);
     drop(fed_rx);
@@ -1022,6 +1054,14 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
         (Ok(()), Some(e)) if *stop.borrow() == Stop::Run => Err(e),
         (Ok(()), _) => Ok(report),
     }
+}
+
+/// Seconds since the Unix epoch, now (a wall-clock gauge for operators; never in the
+/// entity logic).
+fn unix_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// The process's end of the sink task.

@@ -542,6 +542,13 @@ pub async fn produce_files(
     let mut sink = FluvioSink::new(fluvio, cfg);
     let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
     let mut unacked = 0u64;
+    // every file opens before anything is produced: a wrong name is found at once
+    for f in files.iter().filter(|f| f.as_os_str() != "-") {
+        std::fs::File::open(f).map_err(|e| ClientError::File {
+            path: f.display().to_string(),
+            why: e.to_string(),
+        })?;
+    }
     let (tx, mut rx) = tokio::sync::mpsc::channel(4096);
     let files = files.to_vec();
     let reader = std::thread::spawn(move || read_lines(files, tx));
@@ -568,7 +575,11 @@ pub async fn produce_files(
             sink.flush().await?;
         }
     }
-    let _ = reader.join();
+    // a reader that panicked ended its channel as if the input had ended: not a success
+    reader.join().map_err(|_| ClientError::File {
+        path: "-".into(),
+        why: "the reading thread failed".into(),
+    })?;
     sink.flush().await?;
     Ok(counts.into_iter().collect())
 }
