@@ -116,27 +116,6 @@ fn read_topic(
     });
 }
 
-/// One GET to 127.0.0.1:`port`: the status and the body.
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let code = resp[9..12].parse().unwrap();
-    (
-        code,
-        resp.split_once("\r\n\r\n")
-            .map_or("", |(_, b)| b)
-            .to_string(),
-    )
-}
-
 /// The `smoke` scenario's first `events` events in `dir/events.jsonl`, and how many lines.
 fn smoke_file(dir: &std::path::Path, events: u64) -> (std::path::PathBuf, u64) {
     let mut sc = omnistream_loadtest::Scenario::load("smoke").unwrap();
@@ -460,7 +439,7 @@ fn two_cluster_processes_over_fluvio_decide_every_scan_once() {
     let got = seen.len();
     // both serve their metrics while they run
     for port in &ports {
-        let (code, body) = http_get(*port, "/metrics");
+        let (code, body) = common::http_get(&format!("127.0.0.1:{port}"), "/metrics", None);
         assert_eq!(code, 200, "{body}");
         let epochs = body
             .lines()

@@ -8,6 +8,8 @@
 //! control topic, so the one-process run is given the cluster's.)
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
+mod common;
+
 use omnistream::cluster::sequencer::{self, Cut};
 use omnistream::cluster::{self, run_process, ClusterConfig, Report, Setup, Stop};
 use omnistream::config::{CqlConfig, FluvioTopics};
@@ -619,23 +621,14 @@ fn the_processes_metrics_count_epochs_events_and_outputs_once() {
     };
     for (p, r) in reports.iter().enumerate() {
         assert_eq!(metrics[p].ready.get(), 0, "not ready once stopped");
-        let t = &text[p];
-        assert_eq!(
-            value(t, &["omnistream_cluster_epochs_total"]),
-            r.epochs as f64
-        );
-        assert_eq!(
-            value(t, &["omnistream_cluster_next_epoch"]),
-            r.epochs as f64
-        );
-        assert_eq!(
-            value(t, &["omnistream_checkpoints_total"]),
-            r.checkpoints as f64
-        );
-        assert_eq!(
-            value(t, &["omnistream_cluster_epoch_seconds_count"]),
-            r.epochs as f64
-        );
+        for (name, want) in [
+            ("omnistream_cluster_epochs_total", r.epochs),
+            ("omnistream_cluster_next_epoch", r.epochs),
+            ("omnistream_checkpoints_total", r.checkpoints),
+            ("omnistream_cluster_epoch_seconds_count", r.epochs),
+        ] {
+            assert_eq!(value(&text[p], &[name]), want as f64, "process {p}: {name}");
+        }
     }
     // events and dead letters: process 0 alone, each once
     let accepted = |t: &str| value(t, &["omnistream_events_total{", "outcome=\"accepted\""]);
@@ -665,23 +658,6 @@ fn the_processes_metrics_count_epochs_events_and_outputs_once() {
     assert!(all > 0.0);
 }
 
-/// One GET over real HTTP: the status and the body.
-fn http_get(addr: std::net::SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: test\r\n{auth}Connection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let code = resp[9..12].parse().unwrap();
-    (code, resp.split_once("\r\n\r\n").unwrap().1.to_string())
-}
-
 /// A cluster process's HTTP server (port 0): health, readiness while it applies epochs,
 /// `/metrics`, a 404 that says what it serves, and the service's access guard.
 #[test]
@@ -696,6 +672,9 @@ fn a_cluster_process_serves_health_readiness_and_metrics_over_http() {
     let m = Arc::new(Metrics::new(true));
     let cfg = omnistream::config::Config::default();
     let (addr, h) = serve(&cfg, &m);
+    let http_get = |addr: std::net::SocketAddr, path: &str, token: Option<&str>| {
+        common::http_get(&addr.to_string(), path, token)
+    };
     assert_eq!(http_get(addr, "/healthz", None).0, 200);
     let (code, body) = http_get(addr, "/readyz", None);
     assert_eq!(code, 503, "{body}");
