@@ -7,6 +7,9 @@
 //! `Metrics::new(false)`, what `metrics = false` runs. Each round runs both, alternating
 //! which goes first; medians of events/s and of the per-round ratio are printed.
 //!
+//! Then the calls alone are timed on each event's outputs, recorded once beforehand: their
+//! nanoseconds an event, as a share of the engine's with metrics off.
+//!
 //! Decoding, the store and HTTP are left out: they add work the metrics do not touch, so the
 //! ratio here bounds the service's overhead from above. `OMNISTREAM_BENCH_EVENTS` (default
 //! 200,000 of the `default` scenario), `OMNISTREAM_BENCH_ROUNDS` (default 7).
@@ -46,6 +49,25 @@ fn run(events: &[Event], m: &Metrics) -> (f64, usize) {
     let secs = started.elapsed().as_secs_f64();
     std::hint::black_box(&engine);
     (secs, outputs)
+}
+
+/// Seconds for the metric calls alone, on the outputs each event made (recorded once).
+fn calls_only(
+    events: &[Event],
+    per_event: &[(bool, Vec<omnistream_actors::engine::Emitted>)],
+    m: &Metrics,
+) -> f64 {
+    let started = Instant::now();
+    for (ev, (accepted, out)) in events.iter().zip(per_event) {
+        let t = Instant::now();
+        m.event(
+            ev.body.kind().name(),
+            if *accepted { "accepted" } else { "duplicate" },
+        );
+        m.observe(out);
+        m.decided(t.elapsed().max(Duration::from_micros(1)));
+    }
+    started.elapsed().as_secs_f64()
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -91,13 +113,33 @@ fn main() {
             .contains("omnistream_scan_decisions_total{"));
     }
     assert_eq!(outputs.0, outputs.1, "both variants made the same outputs");
+    // the calls alone: each event's outputs recorded once, then only the metric calls timed
+    let mut engine = Engine::new(Rules::default());
+    let per_event: Vec<_> = events
+        .iter()
+        .map(|ev| {
+            let mut out = Vec::new();
+            let done = matches!(engine.apply(ev, &mut out), Applied::Done(_));
+            (done, out)
+        })
+        .collect();
+    let calls: Vec<f64> = (0..rounds)
+        .map(|_| calls_only(&events, &per_event, &Metrics::new(true)) / n * 1e9)
+        .collect();
     println!(
         "{} events (default scenario), {} outputs, {rounds} rounds alternated, medians:",
         events.len(),
         outputs.0
     );
     println!("metrics on   {:>9.0} events/s", median(on));
-    println!("metrics off  {:>9.0} events/s", median(off));
+    println!("metrics off  {:>9.0} events/s", median(off.clone()));
+    let calls = median(calls);
+    println!(
+        "the metric calls alone: {calls:.0} ns an event, {:.1}% of the engine's {:.0} ns an event \
+         with metrics off",
+        calls / (1e9 / median(off.clone())) * 100.0,
+        1e9 / median(off.clone())
+    );
     println!(
         "on ÷ off     {:>9.3} (per-round ratios: {})",
         median(ratios.clone()),

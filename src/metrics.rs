@@ -11,7 +11,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 use serde::Serialize;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Every metric the service exports.
@@ -88,6 +88,8 @@ pub struct Metrics {
     /// When the epoch being applied started (Unix seconds; 0 between epochs): an epoch
     /// waiting for another process's rounds shows here.
     pub cluster_epoch_started: IntGauge,
+    /// Resolved children of the per-event and per-output counters (see [`Children`]).
+    children: Resolved,
     /// Ingest → durable latency, microseconds, over a sliding window.
     pub durable_window: LatencyWindow,
     /// Ingest → decision (applied) latency, microseconds, over a sliding window.
@@ -130,6 +132,83 @@ fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
     r.register(Box::new(c.clone()))
         .unwrap_or_else(|e| panic!("metric {name}: {e}"));
     c
+}
+
+/// Event kinds as labelled (the contract's, and `unknown` for what does not decode).
+const KINDS: [&str; 10] = [
+    "scan",
+    "click",
+    "order",
+    "visit",
+    "stock",
+    "payment",
+    "dealer",
+    "code_batch",
+    "identify",
+    "unknown",
+];
+const OUTCOMES: [&str; 3] = ["accepted", "duplicate", "rejected"];
+const DECISIONS: [&str; 3] = ["allow", "review", "block"];
+const ORDER_RESULTS: [&str; 4] = ["accepted", "rejected", "held", "released"];
+const STOCK_ALERTS: [&str; 3] = ["low_stock", "stock_out", "stock_short"];
+
+/// The children of a counter vector for known label values, each resolved on first use.
+/// `with_label_values` hashes the values and takes a lock on every call; the counters each
+/// event and output touch go through here instead: a position in a short list and an atomic
+/// load. Values outside the lists fall back to `with_label_values`, so nothing is lost.
+struct Children {
+    first: &'static [&'static str],
+    second: &'static [&'static str],
+    cells: Vec<OnceLock<IntCounter>>,
+}
+
+impl Children {
+    fn new(first: &'static [&'static str], second: &'static [&'static str]) -> Children {
+        let n = first.len() * second.len().max(1);
+        Children {
+            first,
+            second,
+            cells: (0..n).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    fn inc_by(&self, vec: &IntCounterVec, labels: &[&str], by: u64) {
+        let i = self.first.iter().position(|v| Some(v) == labels.first());
+        let j = if self.second.is_empty() {
+            Some(0)
+        } else {
+            self.second.iter().position(|v| Some(v) == labels.get(1))
+        };
+        match (i, j) {
+            (Some(i), Some(j)) => self.cells[i * self.second.len().max(1) + j]
+                .get_or_init(|| vec.with_label_values(labels))
+                .inc_by(by),
+            _ => vec.with_label_values(labels).inc_by(by),
+        }
+    }
+}
+
+/// The resolved children of [`Metrics`]' per-event counters.
+struct Resolved {
+    events: Children,
+    decisions: Children,
+    points: Children,
+    gmv: Children,
+    orders: Children,
+    stock_alerts: Children,
+}
+
+impl Default for Resolved {
+    fn default() -> Self {
+        Resolved {
+            events: Children::new(&KINDS, &OUTCOMES),
+            decisions: Children::new(&DECISIONS, &[]),
+            points: Children::new(&LEDGER_REASONS, &[]),
+            gmv: Children::new(&Channel::KNOWN, &[]),
+            orders: Children::new(&ORDER_RESULTS, &[]),
+            stock_alerts: Children::new(&STOCK_ALERTS, &[]),
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -323,6 +402,7 @@ impl Default for Metrics {
                 "omnistream_cluster_epoch_started_seconds",
                 "when the epoch being applied started (unix seconds; 0 between epochs)",
             ),
+            children: Resolved::default(),
             durable_window: LatencyWindow::default(),
             decision_window: LatencyWindow::default(),
             registry: r,
@@ -343,7 +423,9 @@ impl Metrics {
     /// Counts one event by type and outcome.
     pub fn event(&self, kind: &str, outcome: &str) {
         if self.enabled {
-            self.events.with_label_values(&[kind, outcome]).inc();
+            self.children
+                .events
+                .inc_by(&self.events, &[kind, outcome], 1);
         }
     }
 
@@ -406,41 +488,48 @@ impl Metrics {
                 Output::Decision {
                     decision, reasons, ..
                 } => {
-                    self.decisions.with_label_values(&[decision.as_str()]).inc();
+                    let c = &self.children;
+                    c.decisions.inc_by(&self.decisions, &[decision.as_str()], 1);
                     for r in reasons {
                         self.decision_reasons
                             .with_label_values(&[r.reason.as_str()])
                             .inc();
                     }
                 }
-                Output::Ledger { delta, reason, .. } => {
-                    self.points
-                        .with_label_values(&[ledger_label(reason)])
-                        .inc_by(delta.unsigned_abs());
-                }
+                Output::Ledger { delta, reason, .. } => self.children.points.inc_by(
+                    &self.points,
+                    &[ledger_label(reason)],
+                    delta.unsigned_abs(),
+                ),
                 Output::OrderAccepted { order, amount } => {
                     let channel = order.split_once(':').map_or("", |(c, _)| c);
-                    self.gmv
-                        .with_label_values(&[Channel::parse(channel).label()])
-                        .inc_by(u64::try_from(*amount).unwrap_or(0));
-                    self.orders.with_label_values(&["accepted"]).inc();
+                    self.children.gmv.inc_by(
+                        &self.gmv,
+                        &[Channel::parse(channel).label()],
+                        u64::try_from(*amount).unwrap_or(0),
+                    );
+                    self.order("accepted");
                 }
-                Output::OrderRejected { .. } => self.orders.with_label_values(&["rejected"]).inc(),
-                Output::OrderHeld { .. } => self.orders.with_label_values(&["held"]).inc(),
-                Output::OrderReleased { .. } => self.orders.with_label_values(&["released"]).inc(),
-                Output::LowStock { .. } => {
-                    self.stock_alerts.with_label_values(&["low_stock"]).inc()
-                }
-                Output::StockOut { .. } => {
-                    self.stock_alerts.with_label_values(&["stock_out"]).inc()
-                }
-                Output::StockShort { .. } => {
-                    self.stock_alerts.with_label_values(&["stock_short"]).inc()
-                }
+                Output::OrderRejected { .. } => self.order("rejected"),
+                Output::OrderHeld { .. } => self.order("held"),
+                Output::OrderReleased { .. } => self.order("released"),
+                Output::LowStock { .. } => self.stock_alert("low_stock"),
+                Output::StockOut { .. } => self.stock_alert("stock_out"),
+                Output::StockShort { .. } => self.stock_alert("stock_short"),
                 Output::Diversion { .. } => self.diversions.inc(),
                 _ => {}
             }
         }
+    }
+
+    fn order(&self, result: &str) {
+        self.children.orders.inc_by(&self.orders, &[result], 1);
+    }
+
+    fn stock_alert(&self, kind: &str) {
+        self.children
+            .stock_alerts
+            .inc_by(&self.stock_alerts, &[kind], 1);
     }
 
     /// The text exposition format.
@@ -452,19 +541,21 @@ impl Metrics {
 }
 
 /// Ledger reasons are a fixed set; anything else is labelled `other`.
+const LEDGER_REASONS: [&str; 10] = [
+    "earned",
+    "scan_reward",
+    "redeemed",
+    "redeem_refund",
+    "reversed",
+    "expired",
+    "merged_in",
+    "merged_out",
+    "review_reward",
+    "other",
+];
+
 fn ledger_label(reason: &str) -> &'static str {
-    const KNOWN: [&str; 9] = [
-        "earned",
-        "scan_reward",
-        "redeemed",
-        "redeem_refund",
-        "reversed",
-        "expired",
-        "merged_in",
-        "merged_out",
-        "review_reward",
-    ];
-    KNOWN
+    LEDGER_REASONS
         .iter()
         .find(|k| **k == reason)
         .copied()
@@ -546,5 +637,43 @@ impl LatencyWindow {
             p999: all.value_at_quantile(0.999),
             max: all.max(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_event_kind_has_a_resolved_label() {
+        for k in omnistream_schemas::EventKind::ALL {
+            assert!(KINDS.contains(&k.name()), "{}", k.name());
+        }
+    }
+
+    #[test]
+    fn resolved_children_count_as_the_label_lookup_does() {
+        let m = Metrics::new(true);
+        m.event("scan", "accepted");
+        m.event("scan", "accepted");
+        m.event("click", "duplicate");
+        // outside the known lists: the lookup, nothing lost
+        m.event("telepathy", "accepted");
+        m.event("scan", "maybe");
+        m.order("held");
+        m.stock_alert("stock_out");
+        let text = m.render();
+        for line in [
+            r#"omnistream_events_total{outcome="accepted",type="scan"} 2"#,
+            r#"omnistream_events_total{outcome="duplicate",type="click"} 1"#,
+            r#"omnistream_events_total{outcome="accepted",type="telepathy"} 1"#,
+            r#"omnistream_events_total{outcome="maybe",type="scan"} 1"#,
+            r#"omnistream_orders_total{result="held"} 1"#,
+            r#"omnistream_stock_alerts_total{kind="stock_out"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        // a child appears once used, not before
+        assert!(!text.contains(r#"type="visit""#), "{text}");
     }
 }
