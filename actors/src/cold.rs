@@ -310,8 +310,9 @@ impl<V: Default + Clone + Serialize + DeserializeOwned> Table<V> {
     }
 
     /// Every entity of this kind, sorted by key: stored, then spilled, then resident ones
-    /// (each later source newer than the one before). Stored states whose key `keep` refuses
-    /// are skipped before they are decoded (a shard reading a cold tier shared with others).
+    /// (each later source newer than the one before), of the keys `keep` takes: stored states
+    /// of other keys are skipped before they are decoded (a shard reading a cold tier shared
+    /// with others).
     pub(crate) fn all(
         &self,
         cold: Option<&dyn Cold>,
@@ -334,10 +335,10 @@ impl<V: Default + Clone + Serialize + DeserializeOwned> Table<V> {
                 }
             })?;
         }
-        for (k, b) in &self.spilled {
+        for (k, b) in self.spilled.iter().filter(|(k, _)| keep(self.kind, k)) {
             m.insert(k.clone(), decode(b)?);
         }
-        for (k, s) in &self.live {
+        for (k, s) in self.live.iter().filter(|(k, _)| keep(self.kind, k)) {
             m.insert(k.clone(), s.v.clone());
         }
         match bad {

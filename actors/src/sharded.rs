@@ -777,21 +777,16 @@ impl Sharded {
         s
     }
 
-    /// All state, sorted by key: the union of what each shard owns. (A shard's snapshot also
-    /// holds what a cold tier shared by all shards stores for keys it does not own, as of the
-    /// last checkpoint: those are left out.)
+    /// All state, sorted by key: the union of what each shard owns. (The cold tier is shared
+    /// by all shards: each takes only its own keys' stored states, and decodes no other.)
     pub fn try_snapshot(&self) -> Result<Snapshot, String> {
         let n = self.engines.len();
         if n == 1 {
             return self.engines[0].try_snapshot();
         }
-        // the cold tier is shared: each engine decodes only its own keys' stored states
         let mut all = self.engines[0].try_snapshot_owned(0, n)?;
-        retain_own(&mut all, 0, n);
         for (i, e) in self.engines.iter().enumerate().skip(1) {
-            let mut s = e.try_snapshot_owned(i, n)?;
-            retain_own(&mut s, i, n);
-            all.absorb(s);
+            all.absorb(e.try_snapshot_owned(i, n)?);
         }
         Ok(all)
     }
@@ -864,34 +859,6 @@ impl Sharded {
         }
         None
     }
-}
-
-/// Drops from a snapshot the entities shard `me` of `n` does not own.
-fn retain_own(s: &mut Snapshot, me: usize, n: usize) {
-    use crate::Str;
-    fn keep<V>(
-        m: &mut std::collections::BTreeMap<Str, V>,
-        key: impl Fn(Str) -> Key,
-        me: usize,
-        n: usize,
-    ) {
-        m.retain(|k, _| key(k.clone()).owner(n) == me);
-    }
-    s.identities.retain(|k, _| {
-        let (kind, value) = k.split_once('/').unwrap_or((k.as_str(), ""));
-        Key::Identity(kind.into(), value.into()).owner(n) == me
-    });
-    keep(&mut s.members, Key::Member, me, n);
-    keep(&mut s.orders, Key::Order, me, n);
-    keep(&mut s.skus, Key::Sku, me, n);
-    keep(&mut s.dealers, Key::Dealer, me, n);
-    keep(&mut s.stores, Key::Store, me, n);
-    keep(&mut s.campaigns, Key::Campaign, me, n);
-    keep(&mut s.codes, Key::Code, me, n);
-    keep(&mut s.devices, Key::Device, me, n);
-    keep(&mut s.ips, Key::Ip, me, n);
-    keep(&mut s.nets, Key::Net, me, n);
-    keep(&mut s.rings, Key::Ring, me, n);
 }
 
 /// One shard's state while it runs its part of an epoch.
