@@ -1276,9 +1276,7 @@ impl Shard {
         raw: String,
     ) -> Outcome {
         self.stats.rejected += 1;
-        self.metrics.event("unknown", "rejected");
-        let primary = reasons.first().map_or("bad_json", |p| p.reason.code());
-        self.metrics.dead_letter(primary);
+        self.metrics.refused(&reasons);
         let dead = serde_json::json!({
             "output": "dead_letter", "source": source, "id": id,
             "reasons": reasons, "raw": raw,

@@ -892,9 +892,7 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
                 }
                 Err(rej) if primary => {
                     report.rejected += 1;
-                    // labelled as the service labels what it refuses
-                    m.event("unknown", "rejected");
-                    m.dead_letter(rej.problems.first().map_or("bad_json", |p| p.reason.code()));
+                    m.refused(&rej.problems);
                     let r = &fed.cut.ranges[i];
                     dead_letter(
                         &mut batch,
@@ -929,21 +927,24 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
             }
         };
         for ((ev, (i, offset, raw)), (applied, _)) in evs.iter().zip(&sources).zip(&results) {
-            if primary {
-                // a late event is refused: labelled as the service labels it
-                match applied {
-                    Applied::Done(_) => m.event(ev.body.kind().name(), "accepted"),
-                    Applied::Duplicate => m.event(ev.body.kind().name(), "duplicate"),
-                    Applied::Late => m.event("unknown", "rejected"),
-                }
-            }
+            // events are counted by process 0 alone (every process admits every event)
             match applied {
-                Applied::Done(_) => report.events += 1,
-                Applied::Duplicate => report.duplicates += 1,
+                Applied::Done(_) => {
+                    report.events += 1;
+                    if primary {
+                        m.event(ev.body.kind().name(), "accepted");
+                    }
+                }
+                Applied::Duplicate => {
+                    report.duplicates += 1;
+                    if primary {
+                        m.event(ev.body.kind().name(), "duplicate");
+                    }
+                }
                 Applied::Late if primary => {
                     report.rejected += 1;
                     let why = crate::shard::too_late(ev.ts.unix_us, sharded.coordinator());
-                    m.dead_letter(why.reason.code());
+                    m.refused(std::slice::from_ref(&why));
                     let r = &fed.cut.ranges[*i];
                     dead_letter(
                         &mut batch,
