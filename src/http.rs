@@ -521,15 +521,10 @@ async fn cluster_metrics(m: web::Data<Arc<Metrics>>) -> HttpResponse {
 }
 
 async fn cluster_readyz(m: web::Data<Arc<Metrics>>) -> HttpResponse {
-    if m.ready.get() == 1 {
-        HttpResponse::Ok().json(json!({"status": "ready"}))
-    } else {
-        error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            "the cluster process is starting or stopping",
-        )
-    }
+    readiness(
+        m.ready.get() == 1,
+        "the cluster process is starting or stopping",
+    )
 }
 
 async fn cluster_no_route(req: actix_web::HttpRequest) -> HttpResponse {
@@ -659,13 +654,21 @@ async fn healthz() -> HttpResponse {
 }
 
 async fn readyz(st: web::Data<AppState>) -> HttpResponse {
-    if st.ready.load(Ordering::SeqCst) {
+    readiness(
+        st.ready.load(Ordering::SeqCst),
+        "the store is not available",
+    )
+}
+
+/// `/readyz`: 200 when ready, else 503 saying why not.
+fn readiness(ready: bool, why_not: &str) -> HttpResponse {
+    if ready {
         HttpResponse::Ok().json(json!({"status": "ready"}))
     } else {
         error(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",
-            "the store is not available",
+            why_not.to_string(),
         )
     }
 }

@@ -327,27 +327,18 @@ fn cmd_stream(
     let stdout = std::io::stdout().lock();
     let mut out = omnistream_loadtest::paced::Paced::new(BufWriter::new(stdout), rate);
     let t = Instant::now();
-    // `| head` and a consumer that stopped close the pipe: not an error of the generator's
-    let closed = |lines: u64| {
-        eprintln!("stream: the reader closed the pipe after about {lines} events");
-    };
-    let summary = match generate(&sc, &mut out, &mut label_out, &mut |_| {}) {
-        Ok(s) => s,
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-            closed(out.lines());
-            return Ok(());
-        }
-        Err(e) => return Err(e).context("writing events to standard output"),
-    };
+    let written = generate(&sc, &mut out, &mut label_out, &mut |_| {})
+        .and_then(|summary| std::io::Write::flush(&mut out).map(|()| summary));
     let lines = out.lines();
-    match out.into_inner() {
-        Ok(_) => {}
+    let summary = match written {
+        Ok(s) => s,
+        // `| head` and a consumer that stopped close the pipe: not an error of the generator's
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-            closed(lines);
+            eprintln!("stream: the reader closed the pipe after about {lines} events");
             return Ok(());
         }
         Err(e) => return Err(e).context("writing events to standard output"),
-    }
+    };
     label_out.flush().context("writing labels")?;
     let secs = t.elapsed().as_secs_f64();
     eprintln!(

@@ -480,29 +480,22 @@ const FLUSH_EVERY: u64 = 10_000;
 /// what it sent: a paced pipe's records are confirmed while the pipe is quiet.
 const IDLE_FLUSH: Duration = Duration::from_millis(200);
 
-/// Reads the files' lines in order (`-` is standard input) on a thread of its own and sends
-/// them, without their line ends, to `tx`: a backfill is never all in memory, and a pipe's
-/// lines are produced as they arrive. Blank lines are skipped.
-fn read_lines(
-    files: Vec<std::path::PathBuf>,
-    tx: tokio::sync::mpsc::Sender<Result<Vec<u8>, ClientError>>,
-) {
+/// An input of `produce`, opened: its name and a file, or standard input (`None`).
+type Input = (std::path::PathBuf, Option<std::fs::File>);
+
+/// Reads the inputs' lines in order on a thread of its own and sends them, without their
+/// line ends, to `tx`: a backfill is never all in memory, and a pipe's lines are produced as
+/// they arrive. Blank lines are skipped.
+fn read_lines(inputs: Vec<Input>, tx: tokio::sync::mpsc::Sender<Result<Vec<u8>, ClientError>>) {
     use std::io::BufRead;
-    for f in files {
+    for (f, file) in inputs {
         let failed = |e: std::io::Error| ClientError::File {
             path: f.display().to_string(),
             why: e.to_string(),
         };
-        let reader: Box<dyn BufRead> = if f.as_os_str() == "-" {
-            Box::new(std::io::stdin().lock())
-        } else {
-            match std::fs::File::open(&f) {
-                Ok(file) => Box::new(std::io::BufReader::with_capacity(1 << 16, file)),
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(failed(e)));
-                    return;
-                }
-            }
+        let reader: Box<dyn BufRead> = match file {
+            None => Box::new(std::io::stdin().lock()),
+            Some(file) => Box::new(std::io::BufReader::with_capacity(1 << 16, file)),
         };
         for line in reader.split(b'\n') {
             let sent = match line {
@@ -543,15 +536,20 @@ pub async fn produce_files(
     let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
     let mut unacked = 0u64;
     // every file opens before anything is produced: a wrong name is found at once
-    for f in files.iter().filter(|f| f.as_os_str() != "-") {
-        std::fs::File::open(f).map_err(|e| ClientError::File {
-            path: f.display().to_string(),
-            why: e.to_string(),
-        })?;
+    let mut inputs: Vec<Input> = Vec::with_capacity(files.len());
+    for f in files {
+        let file = if f.as_os_str() == "-" {
+            None
+        } else {
+            Some(std::fs::File::open(f).map_err(|e| ClientError::File {
+                path: f.display().to_string(),
+                why: e.to_string(),
+            })?)
+        };
+        inputs.push((f.clone(), file));
     }
     let (tx, mut rx) = tokio::sync::mpsc::channel(4096);
-    let files = files.to_vec();
-    let reader = std::thread::spawn(move || read_lines(files, tx));
+    let reader = std::thread::spawn(move || read_lines(inputs, tx));
     loop {
         // a receive cut short by the timer loses nothing (the channel keeps the line)
         let line = match tokio::time::timeout(IDLE_FLUSH, rx.recv()).await {
