@@ -148,7 +148,9 @@ pub(crate) struct Io<'a> {
 #[derive(Debug)]
 pub(crate) struct Table<V> {
     kind: Kind,
-    pub(crate) live: HashMap<Str, Slot<V>>,
+    /// Boxed: the map's growth then moves a pointer per entity, not its whole state (a member
+    /// is several hundred bytes), and the old and new arrays of a growing map are small.
+    pub(crate) live: HashMap<Str, Box<Slot<V>>>,
     spilled: HashMap<Str, Vec<u8>>,
     /// Every key ever created, as a Bloom filter: a key it has never seen is new without a
     /// read of the cold tier (the code registry: most scans are of codes never scanned).
@@ -220,11 +222,11 @@ impl<V: Default + Clone + Serialize + DeserializeOwned> Table<V> {
                     }
                     None => return None,
                 };
-                let s = slot.insert(Slot {
+                let s = slot.insert(Box::new(Slot {
                     v,
                     touched: io.clock,
                     dirty: true,
-                });
+                }));
                 Some(&mut s.v)
             }
         }

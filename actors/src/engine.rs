@@ -23,16 +23,14 @@ use crate::router::route;
 use crate::seen::Seen;
 use crate::sku::Sku;
 use crate::store::Store;
+use crate::timers::Timers;
 use crate::{Ctx, Effects, Key, Origin, Rules};
 use compact_str::CompactString as Str;
 use omnistream_schemas::{Event, EventTime};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
-/// Hash maps of entity state: foldhash is several times faster than SipHash on short string
-/// keys and keeps a random per-process seed, so crafted keys cannot force collisions.
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 use uuid::Uuid;
 
 /// Most commands one event may cascade into; beyond it the cascade stops and is counted (a
@@ -171,10 +169,8 @@ pub struct Engine {
     rings: Table<Ring>,
     refs: RefData,
     queue: VecDeque<(Key, Cmd, Origin)>,
-    timers: BTreeSet<(i64, Key)>,
-    /// The one pending timer of each key: a new request replaces the old one, so the set
-    /// holds at most one entry per entity instead of one per command that re-armed it.
-    timer_of: HashMap<Key, i64>,
+    /// The one pending timer of each key: a new request replaces the old one.
+    timers: Timers,
     watermark: i64,
     seen: Seen,
     fx: Effects,
@@ -353,8 +349,7 @@ impl Engine {
             rings: Table::new(Kind::Ring),
             refs: RefData::default(),
             queue: VecDeque::new(),
-            timers: BTreeSet::new(),
-            timer_of: HashMap::default(),
+            timers: Timers::default(),
             watermark: i64::MIN,
             seen: Seen::new(cap),
             fx: Effects::default(),
@@ -420,12 +415,7 @@ impl Engine {
 
     /// The first pending timer at or before `to_us`, removed and counted.
     pub(crate) fn pop_due(&mut self, to_us: i64) -> Option<(i64, Key)> {
-        let (at, _) = self.timers.first()?;
-        if *at > to_us {
-            return None;
-        }
-        let (at, key) = self.timers.pop_first()?;
-        self.timer_of.remove(&key);
+        let (at, key) = self.timers.pop_due(to_us)?;
         self.stats.timers += 1;
         Some((at, key))
     }
@@ -465,12 +455,7 @@ impl Engine {
     /// Adds the timers the last command asked for, one per key.
     fn arm_timers(&mut self) {
         for (k, t) in self.fx.timers.drain(..) {
-            if let Some(old) = self.timer_of.insert(k.clone(), t) {
-                if old != t {
-                    self.timers.remove(&(old, k.clone()));
-                }
-            }
-            self.timers.insert((t, k));
+            self.timers.arm(k, t);
         }
     }
 
@@ -496,12 +481,7 @@ impl Engine {
             return;
         }
         self.watermark = to_us;
-        while let Some((at, key)) = self.timers.first().cloned() {
-            if at > to_us {
-                break;
-            }
-            self.timers.pop_first();
-            self.timer_of.remove(&key);
+        while let Some((at, key)) = self.timers.pop_due(to_us) {
             self.stats.timers += 1;
             self.queue.push_back((key, Cmd::Tick, None));
             self.drain(
@@ -731,10 +711,11 @@ impl Engine {
             clock: self.clock,
             timers: self
                 .timers
-                .iter()
+                .sorted()
+                .into_iter()
                 .map(|(t, k)| {
                     let (kind, id) = split_key(k);
-                    (*t, kind as u8, id)
+                    (t, kind as u8, id)
                 })
                 .collect(),
             refs: self.refs.clone(),
@@ -794,9 +775,7 @@ impl Engine {
         e.stats = g.stats;
         for (t, kind, id) in g.timers {
             let kind = Kind::from_u8(kind).ok_or_else(|| format!("timer of kind {kind}"))?;
-            let key = join_key(kind, id);
-            e.timer_of.insert(key.clone(), t);
-            e.timers.insert((t, key));
+            e.timers.arm(join_key(kind, id), t);
         }
         e.seen = Seen::decode(seen, g.seen_floor_us, e.seen.cap())
             .map_err(|why| format!("engine checkpoint: {why}"))?;
@@ -840,8 +819,7 @@ impl Engine {
     /// Keeps only what shard `me` of `n` owns after a restore from a whole checkpoint: its
     /// keys' timers; the counters and remembered ids stay with the coordinator (shard 0).
     pub(crate) fn keep_own(&mut self, me: usize, n: usize) {
-        self.timers.retain(|(_, k)| k.owner(n) == me);
-        self.timer_of.retain(|k, _| k.owner(n) == me);
+        self.timers.retain(|k| k.owner(n) == me);
         if me > 0 {
             self.stats = Stats::default();
             self.seen = Seen::new(self.seen.cap());

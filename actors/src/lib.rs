@@ -25,6 +25,7 @@ pub mod seen;
 pub mod sharded;
 pub mod sku;
 pub mod store;
+mod timers;
 pub mod vecmap;
 
 pub use cmd::*;

@@ -1,0 +1,191 @@
+//! Pending timers: at most one per key, fired in (time, key) order.
+//!
+//! A member re-arms its timer on almost every command (its next inactivity or expiry moment
+//! moves with each event), so arming must be cheap. A sorted set pays a removal and an
+//! insertion, each a walk down a tree comparing keys, for every re-arm. Here a binary heap
+//! takes every request and a map holds each key's current time; a heap entry whose time is no
+//! longer its key's is stale and skipped when it reaches the top. Stale entries are dropped
+//! in one rebuild once they outnumber the live ones, so memory stays within about twice the
+//! pending timers. The order of firing is the set's: the heap orders `(time, key)` the same
+//! way, and a key's live entry is the only one that fires.
+
+use crate::Key;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Entries below which the heap is never rebuilt (a rebuild of a small heap buys nothing).
+const REBUILD_FLOOR: usize = 1_024;
+
+/// The pending timers, one per key.
+#[derive(Debug, Default)]
+pub(crate) struct Timers {
+    heap: BinaryHeap<Reverse<(i64, Key)>>,
+    at: HashMap<Key, i64>,
+}
+
+impl Timers {
+    /// Sets `key`'s timer to `t`, replacing any earlier request.
+    pub(crate) fn arm(&mut self, key: Key, t: i64) {
+        if self.at.insert(key.clone(), t) == Some(t) {
+            return;
+        }
+        self.heap.push(Reverse((t, key)));
+        if self.heap.len() > REBUILD_FLOOR.max(2 * self.at.len()) {
+            self.rebuild();
+        }
+    }
+
+    /// Drops the stale entries: the heap then holds one entry per pending timer.
+    fn rebuild(&mut self) {
+        let live: Vec<_> = self
+            .at
+            .iter()
+            .map(|(k, t)| Reverse((*t, k.clone())))
+            .collect();
+        self.heap = BinaryHeap::from(live);
+    }
+
+    /// Discards stale entries at the top; the earliest live timer's time.
+    fn first(&mut self) -> Option<i64> {
+        loop {
+            let Reverse((t, k)) = self.heap.peek()?;
+            if self.at.get(k) == Some(t) {
+                return Some(*t);
+            }
+            self.heap.pop();
+        }
+    }
+
+    /// The earliest pending timer if it is at or before `to_us`, removed.
+    pub(crate) fn pop_due(&mut self, to_us: i64) -> Option<(i64, Key)> {
+        if self.first()? > to_us {
+            return None;
+        }
+        let Reverse((t, k)) = self.heap.pop()?;
+        self.at.remove(&k);
+        Some((t, k))
+    }
+
+    /// Every pending timer in firing order.
+    pub(crate) fn sorted(&self) -> Vec<(i64, &Key)> {
+        let mut v: Vec<_> = self.at.iter().map(|(k, t)| (*t, k)).collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Keeps the timers of the keys `keep` takes.
+    pub(crate) fn retain(&mut self, keep: impl Fn(&Key) -> bool) {
+        self.at.retain(|k, _| keep(k));
+        self.rebuild();
+    }
+
+    /// Pending timers.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.at.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    fn key(i: u8) -> Key {
+        Key::Member(format!("m{i}").into())
+    }
+
+    #[test]
+    fn a_rearmed_key_fires_once_at_its_last_time() {
+        let mut t = Timers::default();
+        t.arm(key(1), 50);
+        t.arm(key(2), 20);
+        t.arm(key(1), 10);
+        t.arm(key(1), 30);
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.pop_due(25), Some((20, key(2))));
+        assert_eq!(t.pop_due(25), None);
+        assert_eq!(t.pop_due(100), Some((30, key(1))));
+        assert_eq!(t.pop_due(100), None);
+    }
+
+    #[test]
+    fn equal_times_fire_by_key() {
+        let mut t = Timers::default();
+        t.arm(key(3), 5);
+        t.arm(key(1), 5);
+        t.arm(key(2), 5);
+        let fired: Vec<_> = std::iter::from_fn(|| t.pop_due(5)).collect();
+        assert_eq!(fired, vec![(5, key(1)), (5, key(2)), (5, key(3))]);
+    }
+
+    #[test]
+    fn stale_entries_are_dropped_when_they_outnumber_the_live_ones() {
+        let mut t = Timers::default();
+        for round in 0..10_000 {
+            t.arm(key(round as u8 % 4), round);
+        }
+        assert_eq!(t.len(), 4);
+        assert!(t.heap.len() <= REBUILD_FLOOR + 1, "{}", t.heap.len());
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Arm(u8, i64),
+        Pop(i64),
+        Retain(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u8..12, 0i64..40).prop_map(|(k, t)| Op::Arm(k, t)),
+            2 => (0i64..40).prop_map(Op::Pop),
+            1 => (2u8..4).prop_map(Op::Retain),
+        ]
+    }
+
+    proptest! {
+        /// The heap fires exactly what the sorted set of one timer per key fires, in its order.
+        #[test]
+        fn it_fires_as_a_sorted_set_of_one_timer_per_key(ops in proptest::collection::vec(op(), 0..300)) {
+            let mut t = Timers::default();
+            let mut set: BTreeSet<(i64, Key)> = BTreeSet::new();
+            let mut of: BTreeMap<Key, i64> = BTreeMap::new();
+            for op in ops {
+                match op {
+                    Op::Arm(k, at) => {
+                        t.arm(key(k), at);
+                        if let Some(old) = of.insert(key(k), at) {
+                            set.remove(&(old, key(k)));
+                        }
+                        set.insert((at, key(k)));
+                    }
+                    Op::Pop(to) => loop {
+                        let want = match set.first() {
+                            Some((at, _)) if *at <= to => set.pop_first(),
+                            _ => None,
+                        };
+                        if let Some((_, k)) = &want {
+                            of.remove(k);
+                        }
+                        prop_assert_eq!(t.pop_due(to), want.clone());
+                        if want.is_none() {
+                            break;
+                        }
+                    },
+                    Op::Retain(m) => {
+                        let keep = |k: &Key| k.owner(usize::from(m)) == 0;
+                        t.retain(keep);
+                        set.retain(|(_, k)| keep(k));
+                        of.retain(|k, _| keep(k));
+                    }
+                }
+                let sorted: Vec<_> = t.sorted().into_iter().map(|(at, k)| (at, k.clone())).collect();
+                prop_assert_eq!(sorted, set.iter().cloned().collect::<Vec<_>>());
+            }
+        }
+    }
+}
