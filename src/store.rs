@@ -187,6 +187,13 @@ impl Cold for Layered {
         self.base.load(kind, key)
     }
 
+    fn holds(&self, kind: Kind) -> Result<bool, String> {
+        let flight = self
+            .current()
+            .is_some_and(|f| f.cp.states.iter().any(|s| s.0 == kind));
+        Ok(flight || self.base.holds(kind)?)
+    }
+
     fn scan(&self, kind: Kind, f: &mut dyn FnMut(&str, &[u8])) -> Result<(), String> {
         let flight = self.current();
         self.base.scan(kind, &mut |k, b| {
@@ -492,6 +499,15 @@ impl Cold for RedbCold {
             f(key, v.value());
         }
         Ok(())
+    }
+
+    fn holds(&self, kind: Kind) -> Result<bool, String> {
+        let t = self.states()?;
+        let (lo, hi) = ([kind as u8], [kind as u8 + 1]);
+        let mut rows = t
+            .range(lo.as_slice()..hi.as_slice())
+            .map_err(|e| format!("store states: {e}"))?;
+        Ok(rows.next().is_some())
     }
 }
 

@@ -103,6 +103,14 @@ pub trait Cold: Send {
     fn load(&self, kind: Kind, key: &str) -> Result<Option<Vec<u8>>, String>;
     /// Calls `f` with every stored state of one kind (for full snapshots).
     fn scan(&self, kind: Kind, f: &mut dyn FnMut(&str, &[u8])) -> Result<(), String>;
+
+    /// Whether any state of this kind may be stored. When not, the engine reads nothing for
+    /// the keys it creates until its own checkpoints have written states of the kind: on a
+    /// new store, every first command of an entity would otherwise be a read that finds
+    /// nothing. True unless the store knows better.
+    fn holds(&self, _kind: Kind) -> Result<bool, String> {
+        Ok(true)
+    }
 }
 
 /// An entity state as stored: [`STATE_VERSION`], then its JSON.
@@ -147,7 +155,7 @@ pub(crate) struct Io<'a> {
 /// The entities of one kind: resident ones, and evicted dirty ones awaiting a checkpoint.
 #[derive(Debug)]
 pub(crate) struct Table<V> {
-    kind: Kind,
+    pub(crate) kind: Kind,
     /// Boxed: the map's growth then moves a pointer per entity, not its whole state (a member
     /// is several hundred bytes), and the old and new arrays of a growing map are small.
     pub(crate) live: HashMap<Str, Box<Slot<V>>>,
@@ -155,9 +163,13 @@ pub(crate) struct Table<V> {
     /// Every key ever created, as a Bloom filter: a key it has never seen is new without a
     /// read of the cold tier (the code registry: most scans are of codes never scanned).
     pub(crate) filter: Option<CodeFilter>,
+    /// Whether the cold tier may hold states of this kind: false while it held none when
+    /// the engine got it and no checkpoint of this table has written any since, so a key
+    /// that is neither resident nor spilled is new.
+    pub(crate) cold_holds: bool,
     /// Reads of the cold tier.
     pub(crate) loads: u64,
-    /// Cold reads the filter saved.
+    /// Cold reads the filter, or a cold tier without states of the kind, saved.
     pub(crate) skipped: u64,
 }
 
@@ -168,6 +180,7 @@ impl<V: Default + Clone + Serialize + DeserializeOwned> Table<V> {
             live: HashMap::default(),
             spilled: HashMap::default(),
             filter: None,
+            cold_holds: true,
             loads: 0,
             skipped: 0,
         }
@@ -185,10 +198,11 @@ impl<V: Default + Clone + Serialize + DeserializeOwned> Table<V> {
                 Some(&mut s.v)
             }
             Entry::Vacant(slot) => {
-                let never = self
-                    .filter
-                    .as_ref()
-                    .is_some_and(|f| !f.contains(slot.key().as_bytes()));
+                let never = !self.cold_holds
+                    || self
+                        .filter
+                        .as_ref()
+                        .is_some_and(|f| !f.contains(slot.key().as_bytes()));
                 let stored = match self.spilled.remove(slot.key()) {
                     Some(b) => Some(b),
                     None if never => {
@@ -239,10 +253,11 @@ impl<V: Default + Clone + Serialize + DeserializeOwned> Table<V> {
         }
         let b = match self.spilled.get(key) {
             Some(b) => b.clone(),
-            None if self
-                .filter
-                .as_ref()
-                .is_some_and(|f| !f.contains(key.as_bytes())) =>
+            None if !self.cold_holds
+                || self
+                    .filter
+                    .as_ref()
+                    .is_some_and(|f| !f.contains(key.as_bytes())) =>
             {
                 return None
             }
@@ -297,6 +312,7 @@ impl<V: Default + Clone + Serialize + DeserializeOwned> Table<V> {
         out: &mut Vec<(Kind, Str, Vec<u8>)>,
         err: &mut Option<String>,
     ) {
+        let before = out.len();
         for (k, s) in self.live.iter_mut().filter(|(_, s)| s.dirty) {
             match encode(&s.v) {
                 Ok(b) => {
@@ -309,6 +325,8 @@ impl<V: Default + Clone + Serialize + DeserializeOwned> Table<V> {
             }
         }
         out.extend(self.spilled.drain().map(|(k, b)| (self.kind, k, b)));
+        // what the owner writes next is read back from there
+        self.cold_holds |= out.len() > before;
     }
 
     /// Every entity of this kind, sorted by key: stored, then spilled, then resident ones
@@ -408,5 +426,13 @@ impl Cold for MemCold {
             }
         }
         Ok(())
+    }
+
+    fn holds(&self, kind: Kind) -> Result<bool, String> {
+        let m = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(m.keys().any(|(k, _)| *k == kind as u8))
     }
 }

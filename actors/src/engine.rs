@@ -633,14 +633,17 @@ impl Engine {
     /// least recently used are passivated after an event. Set before the first event. The
     /// code registry gets a Bloom filter sized for `codes` codes at 1% false positives
     /// (about 1.2 bytes a code): a code never scanned, most scans, is then known to be new
-    /// without a read of the cold tier. More codes than that only raise the rate.
+    /// without a read of the cold tier. More codes than that only raise the rate. A kind of
+    /// which the cold tier holds no state is not read until a checkpoint writes some (a
+    /// store that cannot tell is read).
     pub fn set_cold(&mut self, cold: Box<dyn Cold>, bound: usize, codes: u64) {
+        each_table!(self, mut |t| t.cold_holds = cold.holds(t.kind).unwrap_or(true));
         self.cold = Some(ColdTier(cold));
         self.bound = bound;
         self.codes.filter = CodeFilter::for_rate(codes.max(1024), 0.01).ok();
     }
 
-    /// Reads of the cold tier, and reads the code filter saved, since start.
+    /// Reads of the cold tier, and reads the code filter or an empty kind saved, since start.
     pub fn cold_reads(&self) -> (u64, u64) {
         let mut n = (0, 0);
         each_table!(self, |t| {

@@ -465,19 +465,22 @@ proptest! {
     }
 }
 
+/// Scan number `n` of code `code` by member, device and address number `i`.
+fn scan_of(d: &Decoder, n: u32, i: u32, code: &str) -> Event {
+    d.decode(format!(
+        r#"{{"id":"00000000-0000-7000-8999-{n:012}","ts":"2026-01-01T00:{:02}:00Z","type":"scan","channel":"campaign","code":"{code}","sku":"S1","campaign":"c1","member":{{"openid":"o{i}"}},"device":"d{i}","ip":"10.{}.{}.1"}}"#,
+        i % 60, i / 250, i % 250
+    ).as_bytes())
+    .unwrap()
+}
+
 /// The code registry's filter: a scan of a code never scanned reads nothing from the cold
 /// tier; a scan of a passivated code does, and finds it (the repeat is a duplicate).
 #[test]
 fn new_codes_skip_the_cold_tier_and_passivated_ones_are_found() {
     use omnistream_actors::cold::MemCold;
     let d = decoder();
-    let scan = |n: u32, i: u32, code: &str| {
-        d.decode(format!(
-            r#"{{"id":"00000000-0000-7000-8999-{n:012}","ts":"2026-01-01T00:{:02}:00Z","type":"scan","channel":"campaign","code":"{code}","sku":"S1","campaign":"c1","member":{{"openid":"o{i}"}},"device":"d{i}","ip":"10.{}.{}.1"}}"#,
-            i % 60, i / 250, i % 250
-        ).as_bytes())
-        .unwrap()
-    };
+    let scan = |n: u32, i: u32, code: &str| scan_of(&d, n, i, code);
     let cold = MemCold::default();
     let mut e = Engine::new(rules());
     e.set_cold(Box::new(cold.clone()), 20, 1000);
@@ -508,6 +511,36 @@ fn new_codes_skip_the_cold_tier_and_passivated_ones_are_found() {
         )),
         "{out:?}"
     );
+}
+
+/// A cold tier without states of a kind is not read for that kind's new keys until a
+/// checkpoint of the engine writes some; a cold tier that holds states is read from the start.
+#[test]
+fn an_empty_cold_tier_is_not_read_until_a_checkpoint_writes_to_it() {
+    use omnistream_actors::cold::MemCold;
+    let d = decoder();
+    let cold = MemCold::default();
+    let mut e = Engine::new(rules());
+    e.set_cold(Box::new(cold.clone()), 0, 1000);
+    let mut out = Vec::new();
+    for i in 0..10 {
+        e.apply(&scan_of(&d, i, i, &format!("A{i}")), &mut out);
+    }
+    let (reads, skipped) = e.cold_reads();
+    assert_eq!(reads, 0, "a new store was read");
+    assert!(skipped >= 10 * 4, "skipped {skipped}");
+    cold.write(e.checkpoint().unwrap().states);
+    for i in 10..20 {
+        e.apply(&scan_of(&d, i, i, &format!("A{i}")), &mut out);
+    }
+    assert!(
+        e.cold_reads().0 > 0,
+        "new members were not looked up after a checkpoint"
+    );
+    let mut f = Engine::new(rules());
+    f.set_cold(Box::new(cold.clone()), 0, 1000);
+    f.apply(&scan_of(&d, 30, 30, "B30"), &mut out);
+    assert!(f.cold_reads().0 > 0, "a store holding states was not read");
 }
 
 /// Runs `events` through `shards` shards in epochs of the sizes in `cuts` (cycled).

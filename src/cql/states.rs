@@ -561,6 +561,11 @@ impl Cold for CqlStates {
         Ok(found)
     }
 
+    /// Nothing is stored before the first durable generation.
+    fn holds(&self, _kind: Kind) -> Result<bool, String> {
+        Ok(lock(&self.gens).durable != 0)
+    }
+
     /// Reads the whole table of `kind`; used only to rebuild the code filter of a checkpoint
     /// saved without one.
     fn scan(&self, kind: Kind, f: &mut dyn FnMut(&str, &[u8])) -> Result<(), String> {
