@@ -37,7 +37,8 @@ for round in $(seq 1 "$rounds"); do
     done
     echo "== round $round: $v (batch $batch, load $(cut -d' ' -f1 /proc/loadavg))"
     timeout 300 "$bin/loadtest" http --addr "127.0.0.1:$port" --scenario "$scenario" \
-      --batch "$batch" --max-secs "${MAX_SECS:-15}" --paced-secs "${PACED_SECS:-15}" 2>/dev/null
+      --batch "$batch" --max-secs "${MAX_SECS:-15}" --paced-secs "${PACED_SECS:-15}" \
+      2>"$work/client.err" || { head -3 "$work/client.err" >&2; exit 1; }
     kill "$pid"; wait "$pid" 2>/dev/null || true
     pid=
   done
