@@ -1173,9 +1173,13 @@ impl Shard {
         }
         if !events.is_empty() {
             let mut emitted = Vec::new();
-            let results = self.engine.apply_epoch(&events, &mut emitted);
+            let mut owners = Vec::new();
+            let results = self
+                .engine
+                .apply_epoch_owned(&events, &mut emitted, Some(&mut owners));
             let mut logged = Vec::new();
-            for ((ev, (applied, _)), slot) in events.iter().zip(results).zip(slots) {
+            for ((ev, (applied, _)), slot) in events.iter().zip(results).zip(slots.iter().copied())
+            {
                 let kind = ev.body.kind().name();
                 let out = match applied {
                     Applied::Duplicate => {
@@ -1221,15 +1225,15 @@ impl Shard {
             self.board.observe(&self.engine, &emitted);
             self.reviews.observe(&emitted);
             self.push_outputs(&emitted);
-            // each answer gets its own event's outputs, moved, not copied
-            let mut by_event: std::collections::HashMap<uuid::Uuid, Vec<Emitted>> =
-                std::collections::HashMap::new();
-            for e in emitted {
-                by_event.entry(e.event).or_default().push(e);
+            // each answer gets its own event's outputs and those of the timers it made due,
+            // as with one shard; moved, not copied
+            let mut own: Vec<Vec<Emitted>> = slots.iter().map(|_| Vec::new()).collect();
+            for (e, i) in emitted.into_iter().zip(owners) {
+                own[i].push(e);
             }
-            for out in outcomes.iter_mut().flatten() {
-                if let Outcome::Accepted { id, outputs } = out {
-                    *outputs = by_event.remove(id).unwrap_or_default();
+            for (outs, slot) in own.into_iter().zip(slots) {
+                if let Some(Outcome::Accepted { outputs, .. }) = &mut outcomes[slot] {
+                    *outputs = outs;
                 }
             }
         }

@@ -408,6 +408,54 @@ fn a_checkpoint_written_on_an_idle_service_is_taken_in_without_another_event() {
 /// shard count it restarts with: one shard replays the logged epochs as they ran (and would
 /// then run new requests event by event, another order), two go on in epochs; and the
 /// scripted day's business results hold.
+/// With several shards an answer carries what its event caused, the outputs of the timers its
+/// time made due included, as with one shard.
+#[test]
+fn several_shards_answer_a_scan_with_the_timers_it_made_due() {
+    let summer = [
+        json!({"type":"stock","ts":"2026-08-01T08:00:00+08:00","sku":"S1","location":"wh","op":"receive","qty":100}),
+        json!({"type":"order","ts":"2026-08-01T09:00:00+08:00","channel":"mall","order":"o1","status":"placed","kind":"consumer",
+            "member":{"openid":"oa"},"lines":[{"sku":"S1","qty":2,"unit_price":10000}],"location":"wh"}),
+        json!({"type":"order","ts":"2026-08-01T10:00:00+08:00","channel":"mall","order":"o1","status":"fulfilled","kind":"consumer","member":{"openid":"oa"}}),
+    ];
+    let summer: Vec<String> = summer
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut v)| {
+            v["id"] = json!(id(900 + i as u32));
+            v.to_string()
+        })
+        .collect();
+    // months later: the member's windowed and inactivity tags change before the scan runs
+    let scan = json!({"id": id(999), "type":"scan","ts":"2026-11-20T10:00:00+08:00","channel":"campaign","code":"C9",
+        "sku":"S1","campaign":"cny","member":{"openid":"oa"},"device":"d9","ip":"10.9.9.9"})
+    .to_string();
+    let answer = |shards: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Service::start_with(dir.path(), &[("OMNISTREAM_SHARDS", shards)]);
+        let r = s.post(&summer);
+        assert_eq!(r["accepted"], 3, "{r}");
+        let (code, v) = s.request("POST", "/v1/scan", &scan);
+        assert_eq!(code, 200, "{v}");
+        s.stop();
+        let mut outputs: Vec<String> = v["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o.to_string())
+            .collect();
+        outputs.sort();
+        outputs
+    };
+    let one = answer("1");
+    let timers = one
+        .iter()
+        .filter(|o| o.contains("\"event\":\"00000000-0000-0000-0000-000000000000\""))
+        .count();
+    assert!(timers > 0, "no timer output in the answer: {one:?}");
+    assert_eq!(answer("3"), one);
+}
+
 #[test]
 fn several_shards_reach_one_state_across_restarts_and_shard_counts() {
     let events = script();

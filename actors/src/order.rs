@@ -11,7 +11,7 @@ use crate::identity::resolve;
 use crate::output::Output;
 use crate::{Ctx, Effects, Key, Recent};
 use compact_str::{format_compact, CompactString as Str};
-use omnistream_schemas::{OrderKind, OrderStatus};
+use omnistream_schemas::{EventTime, OrderKind, OrderStatus};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -79,6 +79,10 @@ pub struct Order {
     /// apply later under their own ids, so entities' duplicate checks still tell them apart).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub later: Vec<(u128, OrderEvent)>,
+    /// Their event times, one for each of `later` (a state saved before these were kept has
+    /// none: its deferred events then run at the time of the event that settles placement).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub later_at: Vec<EventTime>,
     /// Whether it was paid.
     pub paid: bool,
     /// Return events applied (a repeated one is dropped).
@@ -164,9 +168,7 @@ impl Order {
         match self.phase {
             // placement still in flight (or not seen yet): apply when it settles
             Phase::New | Phase::Credit | Phase::Reserving | Phase::Redeeming => {
-                if self.later.len() < 16 {
-                    self.later.push((ctx.event.as_u128(), ev));
-                }
+                self.defer(ev, ctx);
             }
             Phase::Held => {
                 if ev.status == OrderStatus::Cancelled {
@@ -179,8 +181,8 @@ impl Order {
                     self.phase = Phase::Cancelled;
                     self.status = Some(OrderStatus::Cancelled);
                     self.status_out(me, "cancelled", fx);
-                } else if self.later.len() < 16 {
-                    self.later.push((ctx.event.as_u128(), ev));
+                } else {
+                    self.defer(ev, ctx);
                 }
             }
             Phase::Rejected | Phase::Cancelled => {
@@ -297,6 +299,7 @@ impl Order {
         }
         self.phase = Phase::Rejected;
         self.later.clear();
+        self.later_at.clear();
         fx.out(Output::OrderRejected {
             order: me.clone(),
             reason: reason.into(),
@@ -334,12 +337,29 @@ impl Order {
                 }),
             );
         }
-        for (id, ev) in std::mem::take(&mut self.later) {
-            let own = Ctx {
-                event: uuid::Uuid::from_u128(id),
-                ..*ctx
-            };
+        let times = std::mem::take(&mut self.later_at);
+        for (i, (id, ev)) in std::mem::take(&mut self.later).into_iter().enumerate() {
+            let event = uuid::Uuid::from_u128(id);
+            let at = times.get(i).copied().unwrap_or(ctx.at);
+            let own = Ctx { event, at, ..*ctx };
+            // what it sends and emits is its own, not the settling event's: the member's
+            // ledger entry carries its time, the answer to its request carries its outputs
+            let mark = fx.mark();
             self.on_event(me, ev, &own, fx);
+            if event != ctx.event {
+                fx.mark_origin(mark, event, at);
+            }
+        }
+    }
+
+    /// Keeps a status event that arrived while placement is in flight (at most 16), to apply
+    /// when it settles, under its own id and time.
+    fn defer(&mut self, ev: OrderEvent, ctx: &Ctx) {
+        if self.later.len() < 16 {
+            if self.later_at.len() == self.later.len() {
+                self.later_at.push(ctx.at);
+            }
+            self.later.push((ctx.event.as_u128(), ev));
         }
     }
 

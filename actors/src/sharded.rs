@@ -488,6 +488,18 @@ impl Sharded {
         events: &[Event],
         out: &mut Vec<Emitted>,
     ) -> Vec<(Applied, usize)> {
+        self.apply_epoch_owned(events, out, None)
+    }
+
+    /// [`Sharded::apply_epoch`], also telling, for each output appended to `out`, the index in
+    /// `events` of the event it belongs to: its own event, or for a timer's output the event
+    /// whose time made the timer due (the one whose answer [`Engine::apply`] would give it).
+    pub fn apply_epoch_owned(
+        &mut self,
+        events: &[Event],
+        out: &mut Vec<Emitted>,
+        owners: Option<&mut Vec<usize>>,
+    ) -> Vec<(Applied, usize)> {
         let mut results: Vec<(Applied, usize)> = Vec::with_capacity(events.len());
         let mut admitted = Vec::with_capacity(events.len());
         // which event of the epoch each admitted one is
@@ -517,8 +529,16 @@ impl Sharded {
             return results;
         }
         let mut emitted = Vec::new();
-        let (ran, counts) = self.run_slots(&admitted, &mut emitted);
+        let mut slots = Vec::new();
+        let (ran, counts) = self.run_slots(
+            &admitted,
+            &mut emitted,
+            owners.is_some().then_some(&mut slots),
+        );
         out.append(&mut emitted);
+        if let Some(owners) = owners {
+            owners.extend(slots.into_iter().map(|s| index[s as usize]));
+        }
         for (k, &i) in index.iter().enumerate() {
             results[i] = (Applied::Done(ran[k]), counts[k]);
         }
@@ -538,7 +558,7 @@ impl Sharded {
             watermark: to_us,
             fires: true,
         }];
-        self.run_slots(&slot, out);
+        self.run_slots(&slot, out, None);
     }
 
     /// Processes one event to the end of its cascade, as [`Engine::apply`] does (with one
@@ -571,7 +591,7 @@ impl Sharded {
             watermark: self.watermark(),
             fires: false,
         }];
-        let (ran, _) = self.run_slots(&slot, out);
+        let (ran, _) = self.run_slots(&slot, out, None);
         ran.first().copied().unwrap_or(0)
     }
 
@@ -667,6 +687,7 @@ impl Sharded {
         &mut self,
         admitted: &[Admitted<'_>],
         out: &mut Vec<Emitted>,
+        mut owners: Option<&mut Vec<u32>>,
     ) -> (Vec<usize>, Vec<usize>) {
         let n = self.engines.len();
         let hosted: Vec<bool> = (0..n).map(|s| self.hosts(s)).collect();
@@ -757,6 +778,9 @@ impl Sharded {
         for (_, seq, emitted) in all {
             counts[seq as usize] += 1;
             out.push(emitted);
+            if let Some(o) = owners.as_deref_mut() {
+                o.push(seq);
+            }
         }
         for e in &mut self.engines {
             e.set_watermark(admitted.last().map_or(i64::MIN, |a| a.watermark));
@@ -1072,6 +1096,45 @@ mod tests {
         assert!(out.is_empty());
         assert_eq!(s.stats(), Stats::default());
         assert_eq!(s.shards(), 3);
+    }
+
+    /// A status event that arrives in the epoch of its order's placement waits in the order
+    /// until placement settles; what it then causes is still its own: the same outputs, under
+    /// the same event ids and times, as when the events run one at a time.
+    #[test]
+    fn a_status_deferred_behind_placement_keeps_its_own_event_and_time() {
+        let d = Decoder::new(Pii::new(b"k"));
+        let events: Vec<Event> = [
+            r#"{"id":"00000000-0000-7000-8000-000000000001","ts":"2026-11-11T08:00:00+08:00","type":"stock","sku":"S1","location":"wh","op":"receive","qty":100}"#,
+            r#"{"id":"00000000-0000-7000-8000-000000000002","ts":"2026-11-11T09:00:00+08:00","type":"order","channel":"mall","order":"o1","status":"placed","kind":"consumer","member":{"openid":"oa"},"lines":[{"sku":"S1","qty":2,"unit_price":10000}],"location":"wh"}"#,
+            r#"{"id":"00000000-0000-7000-8000-000000000003","ts":"2026-11-11T10:00:00+08:00","type":"order","channel":"mall","order":"o1","status":"fulfilled","kind":"consumer","member":{"openid":"oa"}}"#,
+        ]
+        .iter()
+        .map(|j| d.decode(j.as_bytes()).unwrap())
+        .collect();
+        let mut e = Engine::new(Rules::default());
+        let mut one = Vec::new();
+        for ev in &events {
+            e.apply(ev, &mut one);
+        }
+        let mut s = Sharded::new(Rules::default(), 2);
+        let mut epoch = Vec::new();
+        s.apply_epoch(&events, &mut epoch);
+        let sorted = |v: &[Emitted]| {
+            let mut v: Vec<String> = v
+                .iter()
+                .map(|o| serde_json::to_string(o).unwrap())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(sorted(&one), sorted(&epoch));
+        let fulfilled = epoch
+            .iter()
+            .find(|o| matches!(&o.output, crate::Output::Ledger { .. }))
+            .expect("points earned on fulfilment");
+        assert_eq!(fulfilled.event, events[2].id);
+        assert_eq!(fulfilled.at, events[2].ts);
     }
 
     #[test]
