@@ -252,7 +252,9 @@ impl EventTime {
     /// [`fmt::Display`]'s text the general way, for what [`EventTime::rfc3339`] leaves.
     fn fmt_slow(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let off = i64::from(self.offset_min);
-        let local_us = self.unix_us + off * 60 * US_PER_SEC;
+        // saturating: a time built by hand at the edge of the range prints the last
+        // representable instant instead of overflowing (parsing never makes one)
+        let local_us = self.unix_us.saturating_add(off * 60 * US_PER_SEC);
         let secs = local_us.div_euclid(US_PER_SEC);
         let micros = local_us.rem_euclid(US_PER_SEC);
         let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
@@ -351,6 +353,22 @@ impl JsonSchema for EventTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_at_the_edges_of_the_range_print_without_overflowing() {
+        for (us, off) in [
+            (i64::MAX, 1),
+            (i64::MIN, -1),
+            (i64::MAX, i16::MAX),
+            (i64::MIN, i16::MIN),
+        ] {
+            let t = EventTime {
+                unix_us: us,
+                offset_min: off,
+            };
+            assert!(!t.to_string().is_empty());
+        }
+    }
     use proptest::prelude::*;
 
     #[test]
