@@ -402,12 +402,6 @@ fn a_checkpoint_written_on_an_idle_service_is_taken_in_without_another_event() {
     s.stop();
 }
 
-/// Several shards (`shards = 3`): a request's events run as one epoch on three threads. The
-/// same requests reach the same state whether or not the service is stopped (SIGTERM, with a
-/// checkpoint) or killed (SIGKILL, the log's epochs replayed) between them, and whatever the
-/// shard count it restarts with: one shard replays the logged epochs as they ran (and would
-/// then run new requests event by event, another order), two go on in epochs; and the
-/// scripted day's business results hold.
 /// With several shards an answer carries what its event caused, the outputs of the timers its
 /// time made due included, as with one shard.
 #[test]
@@ -456,6 +450,12 @@ fn several_shards_answer_a_scan_with_the_timers_it_made_due() {
     assert_eq!(answer("3"), one);
 }
 
+/// Several shards (`shards = 3`): a request's events run as one epoch on three threads. The
+/// same requests reach the same state whether or not the service is stopped (SIGTERM, with a
+/// checkpoint) or killed (SIGKILL, the log's epochs replayed) between them, and whatever the
+/// shard count it restarts with: one shard replays the logged epochs as they ran (and would
+/// then run new requests event by event, another order), two go on in epochs; and the
+/// scripted day's business results hold.
 #[test]
 fn several_shards_reach_one_state_across_restarts_and_shard_counts() {
     let events = script();

@@ -353,6 +353,7 @@ impl JsonSchema for EventTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn times_at_the_edges_of_the_range_print_without_overflowing() {
@@ -369,7 +370,6 @@ mod tests {
             assert!(!t.to_string().is_empty());
         }
     }
-    use proptest::prelude::*;
 
     #[test]
     fn parses_the_contract_example() {
