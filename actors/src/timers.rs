@@ -2,12 +2,18 @@
 //!
 //! A member re-arms its timer on almost every command (its next inactivity or expiry moment
 //! moves with each event), so arming must be cheap. A sorted set pays a removal and an
-//! insertion, each a walk down a tree comparing keys, for every re-arm. Here a binary heap
-//! takes every request and a map holds each key's current time; a heap entry whose time is no
-//! longer its key's is stale and skipped when it reaches the top. Stale entries are dropped
-//! in one rebuild once they outnumber the live ones, so memory stays within about twice the
-//! pending timers. The order of firing is the set's: the heap orders `(time, key)` the same
-//! way, and a key's live entry is the only one that fires.
+//! insertion, each a walk down a tree comparing keys, for every re-arm. Here a map holds each
+//! key's current time and a binary heap holds, for every pending key, at least one entry at or
+//! before that time (its anchor). A re-arm to a later time, the common case, only updates the
+//! map: the anchor still comes up in time. When an entry reaches the top before its key's
+//! time it is pushed again at that time; an entry of a key that fired or moved earlier is
+//! stale and dropped there. Only a re-arm to an earlier time adds an entry beside the old
+//! one, so the heap stays near one entry per pending timer without a periodic rebuild (an
+//! earlier version pushed on every re-arm and rebuilt the whole heap once stale entries
+//! outnumbered live ones: a pause proportional to the pending timers, inside one command).
+//! The rebuild remains as a bound on memory for the rare run of earlier re-arms. The order
+//! of firing is the sorted set's: a key's entry at its current time is the only one that
+//! fires, and the heap orders `(time, key)` the same way.
 
 use crate::Key;
 use std::cmp::Reverse;
@@ -28,10 +34,11 @@ pub(crate) struct Timers {
 impl Timers {
     /// Sets `key`'s timer to `t`, replacing any earlier request.
     pub(crate) fn arm(&mut self, key: Key, t: i64) {
-        if self.at.insert(key.clone(), t) == Some(t) {
-            return;
+        match self.at.insert(key.clone(), t) {
+            // the anchor, at or before the old time, is at or before the new one
+            Some(old) if old <= t => return,
+            _ => self.heap.push(Reverse((t, key))),
         }
-        self.heap.push(Reverse((t, key)));
         if self.heap.len() > REBUILD_FLOOR.max(2 * self.at.len()) {
             self.rebuild();
         }
@@ -47,14 +54,22 @@ impl Timers {
         self.heap = BinaryHeap::from(live);
     }
 
-    /// Discards stale entries at the top; the earliest live timer's time.
+    /// Settles the top: moves an anchor that came up early to its key's time and drops stale
+    /// entries, until the top is a key's current time; that time, the earliest pending.
     fn first(&mut self) -> Option<i64> {
         loop {
             let Reverse((t, k)) = self.heap.peek()?;
-            if self.at.get(k) == Some(t) {
-                return Some(*t);
+            match self.at.get(k) {
+                Some(now) if now == t => return Some(*t),
+                Some(&now) if now > *t => {
+                    let Reverse((_, k)) = self.heap.pop()?;
+                    self.heap.push(Reverse((now, k)));
+                }
+                // fired, retained away, or moved earlier (that entry is below this one)
+                _ => {
+                    self.heap.pop();
+                }
             }
-            self.heap.pop();
         }
     }
 
@@ -123,10 +138,33 @@ mod tests {
     }
 
     #[test]
-    fn stale_entries_are_dropped_when_they_outnumber_the_live_ones() {
+    fn a_rearm_to_a_later_time_adds_no_entry() {
         let mut t = Timers::default();
         for round in 0..10_000 {
             t.arm(key(round as u8 % 4), round);
+        }
+        assert_eq!(t.len(), 4);
+        assert_eq!(t.heap.len(), 4);
+        // the anchors at 0..=3 come up early, move to 9,996..=9,999 and fire there
+        assert_eq!(t.pop_due(9_995), None);
+        assert_eq!(t.heap.len(), 4);
+        let fired: Vec<_> = std::iter::from_fn(|| t.pop_due(10_000)).collect();
+        assert_eq!(
+            fired,
+            vec![
+                (9_996, key(0)),
+                (9_997, key(1)),
+                (9_998, key(2)),
+                (9_999, key(3))
+            ]
+        );
+    }
+
+    #[test]
+    fn stale_entries_of_earlier_rearms_are_dropped_when_they_outnumber_the_live_ones() {
+        let mut t = Timers::default();
+        for round in 0..10_000 {
+            t.arm(key(round as u8 % 4), 100_000 - round);
         }
         assert_eq!(t.len(), 4);
         assert!(t.heap.len() <= REBUILD_FLOOR + 1, "{}", t.heap.len());
