@@ -450,6 +450,8 @@ pub enum CodeCmd {
 pub enum CrowdCmd {
     /// A scan from here: count it, pass it on.
     Check(Box<ScanCheck>),
+    /// Ordinary activity from this device (a click): it has been in use since then (devices).
+    Seen,
 }
 
 /// Commands for a ring (a component of members linked by devices and home IPs), keyed by its

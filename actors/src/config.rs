@@ -459,6 +459,11 @@ pub struct FraudState {
     pub new_account_min: i64,
     /// A member first seen this many hours ago or less is a fresh account (rotated accounts).
     pub fresh_account_h: i64,
+    /// Fresh accounts that follow each other on one device within this many minutes are
+    /// account switching (a farm's phone); a household's new members mostly come hours
+    /// apart. Shorter spares more households and misses more of a ring's slower accounts
+    /// (BENCHMARKS.md, fraud quality, has the trade measured at 30, 60 and 120).
+    pub crowd_fresh_window_min: i64,
     /// Window for same-batch scans by a member or device, in minutes.
     pub batch_window_min: i64,
     /// Most recent scans a member or device remembers for batch counts.
@@ -494,6 +499,7 @@ impl Default for FraudState {
             track_members: 64,
             new_account_min: 60,
             fresh_account_h: 24,
+            crowd_fresh_window_min: 60,
             batch_window_min: 10,
             track_batch_scans: 64,
             travel_min_km: 50.0,
@@ -516,6 +522,9 @@ impl FraudState {
         }
         if self.new_account_min <= 0 || self.fresh_account_h <= 0 || self.batch_window_min <= 0 {
             return bad("new-account-min", "windows must be > 0");
+        }
+        if self.crowd_fresh_window_min <= 0 {
+            return bad("crowd-fresh-window-min", "must be > 0");
         }
         if !(1..=4096).contains(&self.track_members) {
             return bad("track-members", "must be in 1..=4096");
@@ -570,9 +579,13 @@ pub struct FraudRules {
     /// Distinct fresh accounts per prefix in its window, counted no higher than the distinct
     /// addresses.
     pub net_fresh: u32,
-    /// Distinct fresh accounts on a device or IP that no established member used in its
-    /// window (a household's phone carries its established members; a farm's carries none).
+    /// Distinct fresh accounts within `fraud.crowd-fresh-window-min` on a device that no
+    /// established member used in its window and that was not in ordinary use before (account
+    /// switching on a farm's phone; a household's phone carries its established members).
     pub crowd_fresh: u32,
+    /// ... and within the device's whole window (a household's new members come hours
+    /// apart, and rarely three of them in a day).
+    pub crowd_fresh_day: u32,
     /// Distinct addresses of one prefix a member used within the hour.
     pub member_net_ips: u32,
     /// Scans of unregistered codes (of SKUs without registered batches) by one member in the
@@ -613,6 +626,7 @@ impl Default for FraudRules {
             ip_fresh: 40,
             net_fresh: 3,
             crowd_fresh: 1,
+            crowd_fresh_day: 2,
             member_net_ips: 1,
             unknown_scans: 1,
             travel_kmh: 800.0,
@@ -639,6 +653,7 @@ impl FraudRules {
             ("ip-fresh", self.ip_fresh),
             ("net-fresh", self.net_fresh),
             ("crowd-fresh", self.crowd_fresh),
+            ("crowd-fresh-day", self.crowd_fresh_day),
         ] {
             if v >= cap {
                 return bad(

@@ -50,13 +50,20 @@ pub fn route(ev: &Event) -> Vec<(Key, Cmd)> {
                 out.push((Key::Store(st.clone()), Cmd::Store(StoreCmd::Scan)));
             }
         }
-        Body::Click(c) => out.extend(resolve(
-            &ids(&c.member),
-            MemberCmd::Click {
-                channel: channel.into(),
-                campaign: c.campaign.clone(),
-            },
-        )),
+        Body::Click(c) => {
+            out.extend(resolve(
+                &ids(&c.member),
+                MemberCmd::Click {
+                    channel: channel.into(),
+                    campaign: c.campaign.clone(),
+                },
+            ));
+            // how long a device has been in ordinary use tells a household's phone from a
+            // farm's (fraud: fresh accounts)
+            if let Some(d) = &c.device {
+                out.push((Key::Device(d.clone()), Cmd::Crowd(CrowdCmd::Seen)));
+            }
+        }
         Body::Order(o) => {
             let lines = o.lines.as_ref().map(|ls| {
                 ls.iter()

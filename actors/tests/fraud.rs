@@ -58,6 +58,14 @@ fn history(t: i64, who: &str) -> String {
     )
 }
 
+/// Activity on a device: a click in the mall from `device`.
+fn click_on(t: i64, who: &str, device: &str) -> String {
+    format!(
+        r#"{{"type":"click","ts":"{}","channel":"mall","member":{{"openid":"{who}"}},"target":"ad1","device":"{device}"}}"#,
+        ts(t)
+    )
+}
+
 const SHANGHAI: (f64, f64) = (31.23, 121.47);
 const BEIJING: (f64, f64) = (39.90, 116.40);
 
@@ -303,6 +311,78 @@ fn a_household_phone_with_new_relatives_next_to_an_established_member_is_allowed
     let ds = w.decisions();
     assert_eq!(ds.len(), 4);
     assert!(ds.iter().all(|d| d.decision == Decision::Allow), "{ds:?}");
+}
+
+#[test]
+fn new_relatives_on_a_phone_in_use_for_weeks_are_allowed_and_a_farm_phone_clicking_today_is_not() {
+    let mut w = World::default();
+    // the parent browsed the mall from the home phone a month ago, and has not scanned today
+    w.send(&history(-86_400 * 30, "mum"));
+    w.send(&click_on(-86_400 * 30 + 60, "mum", "home-phone"));
+    for (i, who) in ["newdad", "newkid", "newgran"].iter().enumerate() {
+        w.send(&scan(
+            1_800 * i as i64,
+            &format!("HK{i}"),
+            who,
+            "home-phone",
+            "58.1.2.5",
+            Some(SHANGHAI),
+        ));
+    }
+    // a farm's phone that clicked an ad an hour before its accounts scan
+    w.send(&click_on(-3_600, "farm0", "emu-2"));
+    for i in 0..3 {
+        w.send(&scan(
+            i * 90,
+            &format!("FK{i}"),
+            &format!("farm{i}"),
+            "emu-2",
+            &format!("36.2.{i}.7"),
+            None,
+        ));
+    }
+    let ds = w.decisions();
+    assert_eq!(ds.len(), 6);
+    assert!(
+        ds[..3].iter().all(|d| d.decision == Decision::Allow),
+        "{:?}",
+        &ds[..3]
+    );
+    assert!(
+        ds[4..]
+            .iter()
+            .all(|d| flagged(d) && d.reasons.contains(&Reason::FreshAccounts)),
+        "{:?}",
+        &ds[3..]
+    );
+}
+
+#[test]
+fn two_new_relatives_hours_apart_on_a_new_phone_are_allowed_and_a_third_is_reviewed() {
+    let mut w = World::default();
+    w.send(&history(-86_400 * 30, "someone"));
+    for (i, who) in ["newmum", "newkid", "newgran"].iter().enumerate() {
+        w.send(&scan(
+            3 * 3_600 * i as i64,
+            &format!("HR{i}"),
+            who,
+            "new-home-phone",
+            "58.1.2.6",
+            Some(SHANGHAI),
+        ));
+    }
+    let ds = w.decisions();
+    assert_eq!(ds.len(), 3);
+    assert!(
+        ds[..2].iter().all(|d| d.decision == Decision::Allow),
+        "{:?}",
+        &ds[..2]
+    );
+    assert!(
+        flagged(&ds[2]) && ds[2].reasons.contains(&Reason::FreshAccounts),
+        "{:?}",
+        ds[2]
+    );
 }
 
 #[test]

@@ -46,13 +46,29 @@ pub struct Crowd {
     /// Ring key: the smallest ring key among the members linked here in its epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<Str>,
+    /// When the device was first seen in ordinary use, a click (µs; 0: never). Scans do not
+    /// set it: a farm's phone that only scans stays as new as its accounts.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub seen: i64,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
 }
 
 impl Crowd {
     /// Handles one command for the crowd of kind `kind`.
     pub fn handle(&mut self, kind: CrowdKind, cmd: CrowdCmd, ctx: &Ctx, fx: &mut Effects) {
-        let CrowdCmd::Check(mut check) = cmd;
         let ts = ctx.ts();
+        let mut check = match cmd {
+            CrowdCmd::Check(check) => check,
+            CrowdCmd::Seen => {
+                if self.seen == 0 || ts < self.seen {
+                    self.seen = ts;
+                }
+                return;
+            }
+        };
         let st = &ctx.rules.fraud;
         let member = hash64(&check.member);
         let f = &mut check.features;
@@ -66,6 +82,13 @@ impl Crowd {
                     .add(member, ts, fresh, window, st.track_members);
                 f.device_members = c.members;
                 f.device_fresh = c.fresh;
+                f.device_fresh_recent = self
+                    .members
+                    .fresh_within(ts, st.crowd_fresh_window_min * MIN_US);
+                // a phone in ordinary use for longer than an account stays fresh is a
+                // household's, whoever scans with it today
+                f.device_known = self.seen != 0
+                    && ts.saturating_sub(self.seen) > st.fresh_account_h * 60 * MIN_US;
                 if let Some(b) = &check.batch {
                     let b = hash64(b);
                     f.device_batch =

@@ -180,6 +180,12 @@ pub struct Features {
     /// Distinct fresh accounts on the device in its window.
     #[serde(default)]
     pub device_fresh: u32,
+    /// Of those, the ones that scanned within `fraud.crowd-fresh-window-min`.
+    #[serde(default)]
+    pub device_fresh_recent: u32,
+    /// The device was in ordinary use (clicks) longer ago than the fresh-account window.
+    #[serde(default)]
+    pub device_known: bool,
     /// Distinct members on the IP in its window.
     pub ip_members: u32,
     /// Distinct members on the network prefix in its window.
@@ -376,21 +382,26 @@ pub fn score(f: &Features, r: &FraudRules) -> Verdict {
     // fresh accounts, counted against fresh accounts only (an established member behind a
     // busy NAT is no newcomer): the worst of IP, prefix, and a device only new accounts use,
     // one reason. A household's phone carries its established members within the device's
-    // day-long window; a farm's phone and a ring's kit carry none. (Addresses are not judged
-    // so: their hour-long window often misses the household's established members, and
-    // dynamic addresses pass from one household to the next.)
+    // day-long window, or has been in ordinary use for longer than an account stays fresh;
+    // a farm's phone and a ring's kit do neither. (Addresses are not judged so: their
+    // hour-long window often misses the household's established members, and dynamic
+    // addresses pass from one household to the next.)
     if f.fresh {
         let net_fresh = f.net_fresh.min(f.net_ips);
-        let only_fresh = if f.device_fresh >= f.device_members {
-            f.device_fresh
+        // new accounts switching on one phone within minutes, or more of them in a day than a
+        // household gains
+        let only = f.device_fresh >= f.device_members && !f.device_known;
+        let (switching, day) = if only {
+            (f.device_fresh_recent, f.device_fresh)
         } else {
-            0
+            (0, 0)
         };
         let mut best: Option<(u8, u32, u32)> = None;
         for (v, l) in [
             (f.ip_fresh, r.ip_fresh),
             (net_fresh, r.net_fresh),
-            (only_fresh, r.crowd_fresh),
+            (switching, r.crowd_fresh),
+            (day, r.crowd_fresh_day),
         ] {
             if let Some(p) = graded(w.fresh_accounts, f64::from(v), f64::from(l)) {
                 if best.is_none_or(|(b, _, _)| p > b) {
@@ -629,11 +640,12 @@ mod tests {
 
     #[test]
     fn new_accounts_on_a_device_or_address_no_established_member_uses_are_a_farm() {
-        // a farm's phone: its second brand-new account
+        // a farm's phone: its second brand-new account, minutes after the first
         let mut f = first();
         f.fresh = true;
         f.device_members = 2;
         f.device_fresh = 2;
+        f.device_fresh_recent = 2;
         let v = score(&f, &rules());
         assert_eq!(
             (v.decision, reasons(&v)),
@@ -643,7 +655,18 @@ mod tests {
         // with more members than a family it blocks
         f.device_members = 6;
         f.device_fresh = 6;
+        f.device_fresh_recent = 6;
         assert_eq!(score(&f, &rules()).decision, Decision::Block);
+        // two new accounts hours apart are a household's; a third in the day is not
+        let mut f = first();
+        f.fresh = true;
+        f.device_members = 2;
+        f.device_fresh = 2;
+        f.device_fresh_recent = 1;
+        assert_eq!(score(&f, &rules()).decision, Decision::Allow);
+        f.device_members = 3;
+        f.device_fresh = 3;
+        assert_eq!(score(&f, &rules()).decision, Decision::Review);
         // an address used only by new accounts within its hour is not enough: the
         // household's established members may have scanned earlier in the day
         let mut f = first();
@@ -661,6 +684,13 @@ mod tests {
         f.device_members = 3;
         f.device_fresh = 2;
         assert_eq!(score(&f, &rules()).decision, Decision::Allow);
+        // ... or before the parent scanned today, on a phone in ordinary use for weeks
+        f.device_members = 2;
+        f.device_fresh_recent = 2;
+        f.device_known = true;
+        assert_eq!(score(&f, &rules()).decision, Decision::Allow);
+        f.device_known = false;
+        assert_eq!(score(&f, &rules()).decision, Decision::Review);
         // a campus NAT: a few new students among many established ones
         let mut f = first();
         f.fresh = true;

@@ -157,6 +157,16 @@ impl Distinct {
         self.0.is_empty()
     }
 
+    /// Fresh accounts whose latest scan is later than `span` before `ts`.
+    pub fn fresh_within(&self, ts: i64, span: i64) -> u32 {
+        let n = self
+            .0
+            .iter()
+            .filter(|s| s.fresh && s.at > ts - span)
+            .count();
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
     /// Drops the members in `merged` (ids that merged into the one about to be added: one
     /// person, not several); returns whether any of them was fresh, for the survivor.
     pub fn forget(&mut self, merged: &[u64]) -> bool {
