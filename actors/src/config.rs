@@ -604,6 +604,11 @@ pub struct FraudRules {
     pub batch_scans: u32,
     /// Scans of one batch by one member or device within a minute.
     pub batch_scans_minute: u32,
+    /// `new-account-scans` and `batch-scans` are multiplied by this for a scan naming a store
+    /// the member is visiting by the store's record (a `visit` event covering the scan's
+    /// time): a shop owner scanning stock, a customer scanning a shelf of purchases. The
+    /// per-minute limits are not (1: no difference).
+    pub in_store_factor: u32,
     /// Ring size counted against its members.
     pub ring_size: u32,
     /// Points per signal.
@@ -634,6 +639,7 @@ impl Default for FraudRules {
             new_account_minute: 1,
             batch_scans: 5,
             batch_scans_minute: 2,
+            in_store_factor: 2,
             ring_size: 6,
             weights: Weights::default(),
         }
@@ -664,6 +670,9 @@ impl FraudRules {
         }
         if !(self.travel_kmh.is_finite() && self.travel_kmh > 0.0) {
             return bad("travel-kmh", "must be > 0");
+        }
+        if self.in_store_factor == 0 {
+            return bad("in-store-factor", "must be >= 1 (1: no difference)");
         }
         Ok(())
     }

@@ -504,6 +504,60 @@ fn a_shop_owner_scanning_stock_at_a_human_pace_is_allowed() {
 }
 
 #[test]
+fn a_shop_owner_the_store_saw_arrive_may_scan_more_caps_of_one_batch_at_a_human_pace() {
+    let batch = format!(
+        r#"{{"type":"code_batch","ts":"{}","batch":"B1","prefix":"VB","sku":"S1","dealer":"dl1"}}"#,
+        ts(0)
+    );
+    // seven caps of one batch 80 s apart: over the five of the batch window
+    let stock = |w: &mut World, who: &str, store: &str| {
+        for i in 0..7 {
+            let json = scan(
+                3_600 + i * 80,
+                &format!("VB{who}{i:04}"),
+                who,
+                "sp",
+                "61.9.9.7",
+                None,
+            );
+            w.send(&json.replace(r#""ip""#, &format!(r#""store":"{store}","ip""#)));
+        }
+    };
+    let visit = |who: &str| {
+        format!(
+            r#"{{"type":"visit","ts":"{}","channel":"store","store":"st-1","visitor":"member","member":{{"openid":"{who}"}},"duration_s":3600}}"#,
+            ts(3_500)
+        )
+    };
+    // the store recorded the owner's visit: the window's limit doubles
+    let mut w = World::default();
+    w.send(&batch);
+    w.send(&history(-86_400 * 10, "owner"));
+    w.send(&visit("owner"));
+    stock(&mut w, "owner", "st-1");
+    let ds = w.decisions();
+    assert_eq!(ds.len(), 7);
+    assert!(ds.iter().all(|d| d.decision == Decision::Allow), "{ds:?}");
+    // the same scans naming the store without a recorded visit, or naming another store
+    for (visited, named) in [(false, "st-1"), (true, "st-2")] {
+        let mut w = World::default();
+        w.send(&batch);
+        w.send(&history(-86_400 * 10, "owner"));
+        if visited {
+            w.send(&visit("owner"));
+        }
+        stock(&mut w, "owner", named);
+        let ds = w.decisions();
+        assert!(
+            ds[5..]
+                .iter()
+                .all(|d| flagged(d) && d.reasons.contains(&Reason::BatchHarvest)),
+            "{visited} {named}: {ds:?}"
+        );
+    }
+}
+
+#[test]
 fn a_new_shop_owner_scanning_stock_at_a_human_pace_is_not_a_burst() {
     let mut w = World::default();
     for i in 0..12 {

@@ -183,6 +183,9 @@ pub struct Features {
     /// Of those, the ones that scanned within `fraud.crowd-fresh-window-min`.
     #[serde(default)]
     pub device_fresh_recent: u32,
+    /// The scan names a store the member is visiting, by the store's own record of the visit.
+    #[serde(default)]
+    pub in_store: bool,
     /// The device was in ordinary use (clicks) longer ago than the fresh-account window.
     #[serde(default)]
     pub device_known: bool,
@@ -423,7 +426,13 @@ pub fn score(f: &Features, r: &FraudRules) -> Verdict {
     );
     // a new account: many scans within minutes, or scans back to back (a shop owner scanning
     // stock goes at a human pace, minutes apart)
-    let (v, l) = over(f.new_account_scans, r.new_account_scans);
+    // in a store the member is visiting (the store recorded the visit), scanning stock or a
+    // shelf of purchases: counts over minutes are allowed more, the per-minute pace is not
+    let in_store = if f.in_store { r.in_store_factor } else { 1 };
+    let (v, l) = over(
+        f.new_account_scans,
+        r.new_account_scans.saturating_mul(in_store),
+    );
     let burst = graded(w.new_account_burst, v, l);
     let (pv, pl) = over(f.new_account_minute, r.new_account_minute);
     let pace = (r.new_account_minute > 0 && pv > pl).then_some(w.new_account_pace);
@@ -433,7 +442,10 @@ pub fn score(f: &Features, r: &FraudRules) -> Verdict {
         push(Reason::NewAccountBurst, burst, v, l);
     }
     // caps of one batch: many within the batch window, or several within a minute
-    let (v, l) = over(f.member_batch.max(f.device_batch), r.batch_scans);
+    let (v, l) = over(
+        f.member_batch.max(f.device_batch),
+        r.batch_scans.saturating_mul(in_store),
+    );
     let many = graded(w.batch_harvest, v, l);
     let (mv, ml) = over(f.batch_minute, r.batch_scans_minute);
     let fast = graded(w.batch_harvest, mv, ml);
@@ -705,6 +717,37 @@ mod tests {
         f.device_members = 3;
         f.device_fresh = 3;
         assert!(score(&f, &rules()).reasons.is_empty());
+    }
+
+    #[test]
+    fn in_a_store_the_member_is_visiting_counts_over_minutes_allow_more_and_pace_does_not() {
+        let mut f = first();
+        f.member_batch = 6;
+        f.new_account_scans = 6;
+        let flagged = score(&f, &rules());
+        assert_eq!(
+            reasons(&flagged),
+            vec![Reason::NewAccountBurst, Reason::BatchHarvest]
+        );
+        f.in_store = true;
+        assert!(score(&f, &rules()).reasons.is_empty());
+        f.member_batch = 11;
+        let v = score(&f, &rules());
+        assert_eq!(reasons(&v), vec![Reason::BatchHarvest]);
+        assert_eq!((v.reasons[0].value, v.reasons[0].limit), (11.0, 10.0));
+        // three caps of one batch within a minute is a script's pace, in a store or not
+        f.member_batch = 3;
+        f.batch_minute = 3;
+        assert_eq!(reasons(&score(&f, &rules())), vec![Reason::BatchHarvest]);
+        // a factor of 1 makes no difference
+        let mut r = rules();
+        r.in_store_factor = 1;
+        f.batch_minute = 0;
+        f.member_batch = 6;
+        assert_eq!(
+            reasons(&score(&f, &r)),
+            vec![Reason::NewAccountBurst, Reason::BatchHarvest]
+        );
     }
 
     #[test]

@@ -39,7 +39,16 @@ pub struct ScanProfile {
     /// crowds that counted them count the survivor in their place.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub merged: Vec<u64>,
+    /// The latest store visit the store recorded: `(store hash, from µs, to µs)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visit: Option<(u64, i64, i64)>,
 }
+
+/// How long a visit without a duration is taken to last.
+const VISIT_DEFAULT_S: i64 = 2 * 3_600;
+
+/// The longest a visit is taken to last.
+const VISIT_MAX_S: i64 = 12 * 3_600;
 
 /// Merged ids a member remembers for its crowds.
 pub const TRACK_MERGED: usize = 4;
@@ -58,6 +67,14 @@ impl ScanProfile {
     /// Whether the member never scanned (the profile is then left out of its state).
     pub fn is_empty(&self) -> bool {
         *self == ScanProfile::default()
+    }
+
+    /// Records a visit to `store` at `ts` that lasted `duration_s`. Whether the event marks
+    /// the arrival or the departure is not in the contract, so it covers that long on both
+    /// sides.
+    pub fn visited(&mut self, store: &str, ts: i64, duration_s: Option<i64>) {
+        let d = duration_s.unwrap_or(VISIT_DEFAULT_S).clamp(0, VISIT_MAX_S) * 1_000_000;
+        self.visit = Some((hash64(store), ts.saturating_sub(d), ts.saturating_add(d)));
     }
 
     /// Counts a scan of member `me` (first seen at `first_seen`) and adds member features.
@@ -89,6 +106,10 @@ impl ScanProfile {
             check.dealer = Some(b.dealer.clone());
         }
         let f = &mut check.features;
+        f.in_store = check.store.as_deref().is_some_and(|s| {
+            self.visit
+                .is_some_and(|(h, from, to)| h == hash64(s) && (from..=to).contains(&ts))
+        });
         f.unknown_code = check.batch.is_none();
         f.sku_registered = ctx.refs.sku_registered(&check.sku);
         f.any_registered = ctx.refs.any_registered();
