@@ -53,6 +53,9 @@ pub struct Report {
     pub engine_commands: u64,
     /// Members resident at the end of the engine's last run (what its peak RSS holds).
     pub engine_members: u64,
+    /// `Engine::apply` of one event in the engine's last run, µs: p50, p99, p99.9, p99.99,
+    /// max (decode excluded). The tail shows pauses inside single events.
+    pub engine_apply_us: [f64; 5],
     /// Invariants broken by the engine's final state (`invariants::check`); empty when sound.
     pub violations: Vec<String>,
     /// Decode plus `Sharded::apply_epoch`, for each `(shards, events per epoch)` asked for.
@@ -225,23 +228,35 @@ pub fn run(
     let mut commands = 0u64;
     let mut members = 0u64;
     let mut violations = Vec::new();
+    let mut apply_us = [0.0; 5];
     let engine = phase(
         runs,
         n,
         || {
             let mut engine = Engine::new(Rules::default());
             let mut out = Vec::new();
+            let mut hist = hdrhistogram::Histogram::<u64>::new(3)?;
             outputs = 0;
             for l in &lines {
                 let ev = decoder
                     .decode(l)
                     .map_err(|r| anyhow::anyhow!("generated event rejected: {r:?}"))?;
+                let t = Instant::now();
                 engine.apply(&ev, &mut out);
+                hist.record(t.elapsed().as_nanos() as u64)?;
                 outputs += out.len() as u64;
                 out.clear();
             }
             commands = engine.stats.commands;
             members = engine.members().count() as u64;
+            let q = |p: f64| hist.value_at_quantile(p) as f64 / 1e3;
+            apply_us = [
+                q(0.5),
+                q(0.99),
+                q(0.999),
+                q(0.9999),
+                hist.max() as f64 / 1e3,
+            ];
             Ok(engine)
         },
         |e| violations = crate::invariants::check_engine(e),
@@ -310,6 +325,7 @@ pub fn run(
         engine_outputs: outputs,
         engine_commands: commands,
         engine_members: members,
+        engine_apply_us: apply_us,
         violations,
         sharded: sharded_phases,
     })
@@ -355,6 +371,10 @@ impl Report {
         s.push_str(&format!(
             "\nengine / ceiling: {:.3}   (engine ran {} commands, emitted {} outputs; {} members resident)\n",
             self.ratio, self.engine_commands, self.engine_outputs, self.engine_members
+        ));
+        let [p50, p99, p999, p9999, max] = self.engine_apply_us;
+        s.push_str(&format!(
+            "engine apply per event, last run (us): p50 {p50:.1}  p99 {p99:.1}  p99.9 {p999:.1}  p99.99 {p9999:.1}  max {max:.0}\n"
         ));
         for p in &self.sharded {
             s.push_str(&format!(
