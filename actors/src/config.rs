@@ -515,6 +515,12 @@ impl Default for FraudState {
 }
 
 impl FraudState {
+    /// The fresh-account window in µs: a member first seen this recently is new, and a
+    /// device in ordinary use for longer is not.
+    pub fn fresh_account_us(&self) -> i64 {
+        self.fresh_account_h * 3_600_000_000
+    }
+
     fn check(&self) -> Result<(), (String, String)> {
         let bad = |k: &str, why: &str| Err((format!("fraud.{k}"), why.to_string()));
         if self.device_members_window_h <= 0 || self.net_members_window_min <= 0 {

@@ -9,7 +9,7 @@
 //! other members lazily, when they next scan through a linking crowd.
 
 use super::window::{BatchScans, Distinct, Rate};
-use super::{hash64, ring, ScanCheck};
+use super::{hash64, is_zero, ring, ScanCheck};
 use crate::cmd::{CampaignCmd, Cmd, CrowdCmd, MemberCmd, RingCmd};
 use crate::{Ctx, Effects, Key};
 use compact_str::CompactString as Str;
@@ -52,10 +52,6 @@ pub struct Crowd {
     pub seen: i64,
 }
 
-fn is_zero(v: &i64) -> bool {
-    *v == 0
-}
-
 impl Crowd {
     /// Handles one command for the crowd of kind `kind`.
     pub fn handle(&mut self, kind: CrowdKind, cmd: CrowdCmd, ctx: &Ctx, fx: &mut Effects) {
@@ -87,8 +83,8 @@ impl Crowd {
                     .fresh_within(ts, st.crowd_fresh_window_min * MIN_US);
                 // a phone in ordinary use for longer than an account stays fresh is a
                 // household's, whoever scans with it today
-                f.device_known = self.seen != 0
-                    && ts.saturating_sub(self.seen) > st.fresh_account_h * 60 * MIN_US;
+                f.device_known =
+                    self.seen != 0 && ts.saturating_sub(self.seen) > st.fresh_account_us();
                 if let Some(b) = &check.batch {
                     let b = hash64(b);
                     f.device_batch =

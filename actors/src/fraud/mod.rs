@@ -23,6 +23,11 @@ use crate::config::FraudRules;
 use compact_str::CompactString as Str;
 use serde::{Deserialize, Serialize};
 
+/// Whether a state field holds its default (zero): serde then leaves it out.
+pub(crate) fn is_zero<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
 /// Why a scan scored what it did: stable snake_case names, so label values stay bounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

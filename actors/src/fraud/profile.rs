@@ -4,7 +4,7 @@
 //! looks the code's batch up in the reference data, once per scan, for the entities after it.
 
 use super::window::{BatchScans, Rate};
-use super::{hash64, ring, ScanCheck};
+use super::{hash64, is_zero, ring, ScanCheck};
 use crate::{Ctx, DAY_US};
 use compact_str::CompactString as Str;
 use serde::{Deserialize, Serialize};
@@ -59,10 +59,6 @@ const TRACK_ADDRS: usize = 8;
 /// The batch key unregistered codes are counted under.
 const UNKNOWN_BATCH: u64 = 0x756e_6b6e_6f77_6e21;
 
-fn is_zero(n: &u32) -> bool {
-    *n == 0
-}
-
 impl ScanProfile {
     /// Whether the member never scanned (the profile is then left out of its state).
     pub fn is_empty(&self) -> bool {
@@ -115,7 +111,7 @@ impl ScanProfile {
         f.any_registered = ctx.refs.any_registered();
         f.member_rate = self.rate.add(ts);
         let age = ts.saturating_sub(first_seen);
-        let fresh_window = st.fresh_account_h * 60 * MIN_US;
+        let fresh_window = st.fresh_account_us();
         // "first seen within the day" means "new" only where the system's memory reaches
         // back further than that: on a cold start (a replay without history, a new
         // deployment) every member is first seen recently and age says nothing
