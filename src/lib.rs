@@ -4,6 +4,7 @@
 pub mod board;
 pub mod cli;
 pub mod cluster;
+pub mod codes;
 pub mod config;
 pub mod cql;
 pub mod fluvio;

@@ -7,6 +7,7 @@
 //!
 //! `open` picks the store the configuration names: [`RedbStore`] or [`crate::cql::CqlStore`].
 
+use crate::codes::CodeRuns;
 use omnistream_actors::cold::{Cold, Kind};
 use omnistream_actors::Str;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -321,6 +322,8 @@ pub struct RedbStore {
     db: Arc<Database>,
     /// `states.redb`: entity states and the checkpoint blobs.
     states: Arc<Database>,
+    /// `codes/`: the code registry's states (see [`crate::codes`]).
+    codes: Arc<CodeRuns>,
 }
 
 impl RedbStore {
@@ -352,20 +355,33 @@ impl RedbStore {
                 path: states_path.clone(),
                 why: format!("cannot open: {e}"),
             })?;
-        let store = RedbStore {
-            db: Arc::new(db),
-            states: Arc::new(states),
-        };
-        {
+        let manifest = {
             let err = |e: String| StoreError::Open {
                 path: states_path.clone(),
                 why: e,
             };
-            let tx = store.states.begin_write().map_err(|e| err(e.to_string()))?;
+            let tx = states.begin_write().map_err(|e| err(e.to_string()))?;
             tx.open_table(STATES).map_err(|e| err(e.to_string()))?;
-            tx.open_table(CHECKPOINT).map_err(|e| err(e.to_string()))?;
+            let m = tx
+                .open_table(CHECKPOINT)
+                .map_err(|e| err(e.to_string()))?
+                .get("code_runs")
+                .map_err(|e| err(e.to_string()))?
+                .map(|v| v.value().to_vec());
             tx.commit().map_err(|e| err(e.to_string()))?;
-        }
+            m
+        };
+        let codes_dir = dir.join("codes");
+        let codes =
+            CodeRuns::open(&codes_dir, manifest.as_deref()).map_err(|why| StoreError::Open {
+                path: codes_dir.clone(),
+                why,
+            })?;
+        let store = RedbStore {
+            db: Arc::new(db),
+            states: Arc::new(states),
+            codes: Arc::new(codes),
+        };
         let version = store.meta("format")?;
         match version {
             Some(v) if v > FORMAT_VERSION => {
@@ -392,6 +408,11 @@ impl RedbStore {
         Ok(store)
     }
 
+    /// What the code registry's runs hold and cost.
+    pub fn code_stats(&self) -> crate::codes::CodeStats {
+        self.codes.stats()
+    }
+
     fn meta(&self, key: &str) -> Result<Option<u64>, StoreError> {
         let tx = self
             .db
@@ -408,8 +429,63 @@ impl RedbStore {
     }
 }
 
-/// Writes a checkpoint into `states.redb` in one durable transaction.
-fn write_checkpoint(db: &Database, cp: &CheckpointWrite) -> Result<(), StoreError> {
+fn codes_err(why: String) -> StoreError {
+    StoreError::Io {
+        op: "write",
+        table: "code runs",
+        why,
+    }
+}
+
+/// Writes a checkpoint durably: its code states as a new code run (see [`crate::codes`]),
+/// then everything else and the manifest naming that run in one `states.redb` transaction;
+/// then merges code runs if enough have gathered.
+fn write_checkpoint(
+    db: &Database,
+    codes: &CodeRuns,
+    cp: &CheckpointWrite,
+) -> Result<(), StoreError> {
+    let code_states: Vec<(&str, &[u8])> = cp
+        .states
+        .iter()
+        .filter(|s| s.0 == Kind::Code)
+        .map(|(_, k, v)| (k.as_str(), v.as_slice()))
+        .collect();
+    let new = codes.write(&code_states).map_err(codes_err)?;
+    let written = write_states(db, cp, &codes.manifest_with(new.as_ref()));
+    match (written, new) {
+        (Ok(()), Some(n)) => codes.installed(n),
+        (Err(e), Some(n)) => {
+            codes.discard(n);
+            return Err(e);
+        }
+        (r, None) => r?,
+    }
+    codes
+        .compact(&mut |m| commit_manifest(db, m).map_err(|e| e.to_string()))
+        .map_err(codes_err)
+}
+
+/// Stores the code runs' manifest after a merge (which changes no state, only where the
+/// states live).
+fn commit_manifest(db: &Database, manifest: &[u8]) -> Result<(), StoreError> {
+    let tx = db
+        .begin_write()
+        .map_err(|e| io("begin", "checkpoint")(e.into()))?;
+    {
+        let mut t = tx
+            .open_table(CHECKPOINT)
+            .map_err(|e| io("open", "checkpoint")(e.into()))?;
+        t.insert("code_runs", manifest)
+            .map_err(|e| io("insert", "checkpoint")(e.into()))?;
+    }
+    tx.commit()
+        .map_err(|e| io("commit", "checkpoint")(e.into()))
+}
+
+/// The checkpoint's states but codes, its blobs and the code runs' manifest, in one durable
+/// transaction of `states.redb`.
+fn write_states(db: &Database, cp: &CheckpointWrite, manifest: &[u8]) -> Result<(), StoreError> {
     let tx = db
         .begin_write()
         .map_err(|e| io("begin", "states")(e.into()))?;
@@ -420,7 +496,8 @@ fn write_checkpoint(db: &Database, cp: &CheckpointWrite) -> Result<(), StoreErro
         let mut k = Vec::new();
         // in key order: consecutive inserts land in the same B-tree pages, which the
         // transaction has already copied, instead of copying a page per state
-        let mut order: Vec<&(Kind, Str, Vec<u8>)> = cp.states.iter().collect();
+        let mut order: Vec<&(Kind, Str, Vec<u8>)> =
+            cp.states.iter().filter(|s| s.0 != Kind::Code).collect();
         order.sort_unstable_by(|a, b| (a.0 as u8, &a.1).cmp(&(b.0 as u8, &b.1)));
         for (kind, key, state) in order {
             state_key(&mut k, *kind, key);
@@ -437,6 +514,7 @@ fn write_checkpoint(db: &Database, cp: &CheckpointWrite) -> Result<(), StoreErro
             ("seen", &cp.seen),
             ("codes_filter", &cp.filter),
             ("extras", &cp.extras),
+            ("code_runs", manifest),
         ] {
             t.insert(name, blob)
                 .map_err(|e| io("insert", "checkpoint")(e.into()))?;
@@ -447,11 +525,11 @@ fn write_checkpoint(db: &Database, cp: &CheckpointWrite) -> Result<(), StoreErro
 
 /// The embedded store's checkpoint writer: `states.redb` has a writer of its own, so a
 /// checkpoint written on another thread never holds up the log's commits.
-struct RedbCheckpointer(Arc<Database>);
+struct RedbCheckpointer(Arc<Database>, Arc<CodeRuns>);
 
 impl Checkpointer for RedbCheckpointer {
     fn write(&self, cp: &CheckpointWrite) -> Result<(), StoreError> {
-        write_checkpoint(&self.0, cp)
+        write_checkpoint(&self.0, &self.1, cp)
     }
 }
 
@@ -462,8 +540,10 @@ fn state_key(k: &mut Vec<u8>, kind: Kind, key: &str) {
     k.extend_from_slice(key.as_bytes());
 }
 
-/// The entity states of the embedded store's last checkpoint, read by the engine.
-struct RedbCold(Arc<Database>);
+/// The entity states of the embedded store's last checkpoint, read by the engine: codes
+/// from the code runs (then `states.redb`, where a store written before them kept codes
+/// too), every other kind from `states.redb`.
+struct RedbCold(Arc<Database>, Arc<CodeRuns>);
 
 impl RedbCold {
     fn states(&self) -> Result<redb::ReadOnlyTable<&'static [u8], &'static [u8]>, String> {
@@ -478,6 +558,11 @@ impl RedbCold {
 
 impl Cold for RedbCold {
     fn load(&self, kind: Kind, key: &str) -> Result<Option<Vec<u8>>, String> {
+        if kind == Kind::Code {
+            if let Some(s) = self.1.get(key)? {
+                return Ok(Some(s));
+            }
+        }
         let mut k = Vec::with_capacity(key.len() + 1);
         state_key(&mut k, kind, key);
         let t = self.states()?;
@@ -487,6 +572,7 @@ impl Cold for RedbCold {
     }
 
     fn scan(&self, kind: Kind, f: &mut dyn FnMut(&str, &[u8])) -> Result<(), String> {
+        let runs = (kind == Kind::Code && !self.1.is_empty()).then_some(&self.1);
         let t = self.states()?;
         let (lo, hi) = ([kind as u8], [kind as u8 + 1]);
         for row in t
@@ -496,12 +582,21 @@ impl Cold for RedbCold {
             let (k, v) = row.map_err(|e| format!("store states: {e}"))?;
             let key = std::str::from_utf8(&k.value()[1..])
                 .map_err(|e| format!("store states: a key is not UTF-8: {e}"))?;
-            f(key, v.value());
+            // a code the runs hold has a newer state there
+            if runs.map_or(Ok(None), |r| r.get(key))?.is_none() {
+                f(key, v.value());
+            }
+        }
+        if let Some(r) = runs {
+            r.scan(f)?;
         }
         Ok(())
     }
 
     fn holds(&self, kind: Kind) -> Result<bool, String> {
+        if kind == Kind::Code && !self.1.is_empty() {
+            return Ok(true);
+        }
         let t = self.states()?;
         let (lo, hi) = ([kind as u8], [kind as u8 + 1]);
         let mut rows = t
@@ -524,6 +619,7 @@ fn ledger_key(member: &str, seq: u64) -> Vec<u8> {
 struct RedbCommitter {
     db: Arc<Database>,
     states: Arc<Database>,
+    codes: Arc<CodeRuns>,
 }
 
 impl Committer for RedbCommitter {
@@ -569,7 +665,7 @@ impl Committer for RedbCommitter {
         }
         tx.commit().map_err(|e| io("commit", "all")(e.into()))?;
         match &b.checkpoint {
-            Some(cp) => write_checkpoint(&self.states, cp),
+            Some(cp) => write_checkpoint(&self.states, &self.codes, cp),
             None => Ok(()),
         }
     }
@@ -580,6 +676,7 @@ impl RedbStore {
         RedbCommitter {
             db: Arc::clone(&self.db),
             states: Arc::clone(&self.states),
+            codes: Arc::clone(&self.codes),
         }
     }
 }
@@ -594,11 +691,17 @@ impl Store for RedbStore {
     }
 
     fn cold(&self) -> Option<Box<dyn Cold>> {
-        Some(Box::new(RedbCold(Arc::clone(&self.states))))
+        Some(Box::new(RedbCold(
+            Arc::clone(&self.states),
+            Arc::clone(&self.codes),
+        )))
     }
 
     fn checkpointer(&self) -> Option<Arc<dyn Checkpointer>> {
-        Some(Arc::new(RedbCheckpointer(Arc::clone(&self.states))))
+        Some(Arc::new(RedbCheckpointer(
+            Arc::clone(&self.states),
+            Arc::clone(&self.codes),
+        )))
     }
 
     fn last_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
@@ -806,6 +909,89 @@ mod tests {
         })
         .unwrap();
         assert_eq!(skus, vec![("m1".to_string(), b"\x01[]".to_vec())]);
+    }
+
+    #[test]
+    fn code_states_go_to_the_code_runs_and_read_back_over_older_ones_in_states_redb() {
+        use omnistream_actors::cold;
+        use omnistream_actors::fraud::code::Code;
+        let dir = tempfile::tempdir().unwrap();
+        let code = |first: &str, scans: u32| {
+            cold::encode(&Code {
+                first: first.into(),
+                at: 1_764_000_000_000_000,
+                event: 7,
+                scans,
+                others: 0,
+            })
+            .unwrap()
+        };
+        let cp = |seq: u64, states: Vec<(Kind, Str, Vec<u8>)>| CheckpointWrite {
+            seq,
+            states,
+            ..CheckpointWrite::default()
+        };
+        let s = RedbStore::open(dir.path()).unwrap();
+        // a store written before the code runs kept codes in states.redb: write one there
+        write_states(&s.states, &cp(1, vec![]), &s.codes.manifest_with(None)).unwrap();
+        {
+            let tx = s.states.begin_write().unwrap();
+            {
+                let mut t = tx.open_table(STATES).unwrap();
+                let mut k = Vec::new();
+                for (key, c) in [("OLD", code("m1", 1)), ("BOTH", code("m1", 1))] {
+                    state_key(&mut k, Kind::Code, key);
+                    t.insert(k.as_slice(), c.as_slice()).unwrap();
+                }
+            }
+            tx.commit().unwrap();
+        }
+        let w = s.checkpointer().unwrap();
+        for i in 0..(crate::codes::FANOUT as u64 + 1) {
+            w.write(&cp(
+                2 + i,
+                vec![
+                    (Kind::Code, format!("C{i}").into(), code("m2", 1)),
+                    (Kind::Code, "BOTH".into(), code("m2", 2 + i as u32)),
+                    (Kind::Member, "m2".into(), b"\x01{}".to_vec()),
+                ],
+            ))
+            .unwrap();
+        }
+        let mut raw = 0;
+        {
+            let tx = s.states.begin_read().unwrap();
+            let t = tx.open_table(STATES).unwrap();
+            for row in t.iter().unwrap() {
+                raw += usize::from(row.unwrap().0.value()[0] == Kind::Code as u8);
+            }
+        }
+        assert_eq!(raw, 2, "new code states are not written to states.redb");
+        drop((w, s));
+        let s = RedbStore::open(dir.path()).unwrap();
+        let stats = s.codes.stats();
+        assert!(stats.runs >= 2 && stats.records >= 6, "{stats:?}");
+        let cold = s.cold().unwrap();
+        let get = |k: &str| cold.load(Kind::Code, k).unwrap();
+        assert_eq!(get("OLD"), Some(code("m1", 1)));
+        assert_eq!(
+            get("BOTH"),
+            Some(code("m2", 2 + crate::codes::FANOUT as u32))
+        );
+        assert_eq!(get("C0"), Some(code("m2", 1)));
+        assert_eq!(get("C9"), None);
+        assert_eq!(
+            cold.load(Kind::Member, "m2").unwrap(),
+            Some(b"\x01{}".to_vec())
+        );
+        assert!(cold.holds(Kind::Code).unwrap());
+        let mut all = std::collections::BTreeMap::new();
+        cold.scan(Kind::Code, &mut |k, v| {
+            assert!(all.insert(k.to_string(), v.to_vec()).is_none(), "{k} twice");
+        })
+        .unwrap();
+        assert_eq!(all.len(), 2 + crate::codes::FANOUT + 1);
+        assert_eq!(all["BOTH"], code("m2", 2 + crate::codes::FANOUT as u32));
     }
 
     #[test]

@@ -2,18 +2,22 @@
 //! a code that is not resident, measured on the embedded store. The `code` kind's table asks
 //! its Bloom filter ([`CodeFilter`], sized like `code-filter-codes`, 1% false positives) and,
 //! when the filter says "maybe", loads the state from the cold tier (the service's `Layered`
-//! over `states.redb`) and decodes it (`Table::get_mut` in `actors/src/cold.rs`).
+//! over the store, whose codes live in the code runs of `omnistream::codes`) and decodes it
+//! (`Table::get_mut` in `actors/src/cold.rs`).
 //!
 //! The benchmark is an ignored test:
 //! `OMNISTREAM_BENCH_CODES=10000000 cargo test --release -p omnistream --test registry -- --ignored --nocapture`
-//! (`OMNISTREAM_BENCH_CODES`, default 1,000,000; `OMNISTREAM_BENCH_DIR`, where the temporary
+//! (`OMNISTREAM_BENCH_CODES`, default 1,000,000; `OMNISTREAM_BENCH_CHUNK`, codes a checkpoint,
+//! default 1,000,000; `OMNISTREAM_BENCH_MARKS`, sizes at which to stop and time lookups of the
+//! registry so far, e.g. `100000000,300000000`; `OMNISTREAM_BENCH_DIR`, where the temporary
 //! store goes, default the system's temp dir). It writes the codes' states through the store's
-//! checkpoint writer in checkpoints of 500,000 (keys of earlier checkpoints stay: a checkpoint
-//! only inserts), stops early rather than leave less than 8 GB (8e9 B) free on the store's disk,
-//! builds the filter, then times lookups of codes that exist and of codes that do not, with
-//! the file in the page cache (hot) and after dropping it from the page cache and reopening
-//! the store (cold). Prints p50/p99/p99.9/max, insert rate, file and filter sizes, RSS.
-//! On a tmpfs (`OMNISTREAM_BENCH_DIR=/dev/shm`) the file is memory: every pass is hot there.
+//! checkpoint writer (keys of earlier checkpoints stay: a checkpoint only inserts), which
+//! writes them as code runs and merges runs as they gather, stops early rather than leave
+//! less than 8 GB (8e9 B) free on the store's disk, and fills the filter as it goes; then it
+//! times lookups of codes that exist and of codes that do not, with the files in the page
+//! cache (hot) and after dropping them from the page cache and reopening the store (cold).
+//! Prints p50/p99/p99.9/max, write rate, sizes on disk and in memory, RSS.
+//! On a tmpfs (`OMNISTREAM_BENCH_DIR=/dev/shm`) the files are memory: every pass is hot there.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark fails loudly on purpose
 
 use hdrhistogram::Histogram;
@@ -26,12 +30,12 @@ use std::process::Command;
 use std::time::Instant;
 
 /// Codes per checkpoint while loading the registry (bounds the benchmark's own memory).
-const CHUNK: u64 = 500_000;
+const CHUNK: u64 = 1_000_000;
 /// Codes per batch (one batch prefix each).
 const PER_BATCH: u64 = 100_000;
 /// Lookups per pass.
 const SAMPLES: usize = 200_000;
-/// The store's disk must keep this much free.
+/// The store's disk must keep this much free (`OMNISTREAM_BENCH_MIN_FREE` to change).
 const MIN_FREE: u64 = 8_000_000_000;
 
 /// A bijection on u64 (splitmix64's finalizer): distinct inputs give distinct codes.
@@ -99,25 +103,55 @@ fn free_bytes(dir: &Path) -> u64 {
         .unwrap()
 }
 
-/// `fincore`'s view of how much of `file` is in the page cache.
-fn cached(file: &Path) -> String {
-    Command::new("fincore")
-        .args(["--noheadings", "--bytes", "--output", "RES,SIZE"])
-        .arg(file)
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|e| format!("(fincore: {e})"))
+/// The store's files: `states.redb` and the code runs.
+fn files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v = vec![dir.join("states.redb")];
+    v.extend(
+        std::fs::read_dir(dir.join("codes"))
+            .unwrap()
+            .map(|e| e.unwrap().path()),
+    );
+    v
 }
 
-/// Drops `file` from the page cache (GNU dd: `iflag=nocache count=0` advises the kernel to
-/// drop the whole file); only this file's pages, clean ones (a checkpoint commit is synced).
-fn drop_cache(file: &Path) {
-    let st = Command::new("dd")
-        .arg(format!("if={}", file.display()))
-        .args(["iflag=nocache", "count=0", "status=none"])
-        .status()
-        .unwrap();
-    assert!(st.success());
+/// Bytes the store's files take.
+fn disk(dir: &Path) -> u64 {
+    files(dir)
+        .iter()
+        .map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0))
+        .sum()
+}
+
+/// How much of the store's files is in the page cache (`fincore`), in MB.
+fn cached(dir: &Path) -> String {
+    let mut res = 0u64;
+    for f in files(dir) {
+        let out = Command::new("fincore")
+            .args(["--noheadings", "--bytes", "--output", "RES"])
+            .arg(&f)
+            .output();
+        let Ok(out) = out else {
+            return "(fincore failed)".into();
+        };
+        res += String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<u64>()
+            .unwrap_or(0);
+    }
+    format!("{} MB of {} MB", res >> 20, disk(dir) >> 20)
+}
+
+/// Drops the store's files from the page cache (GNU dd: `iflag=nocache count=0` advises the
+/// kernel to drop a whole file); only these files' pages, clean ones (checkpoints are synced).
+fn drop_cache(dir: &Path) {
+    for f in files(dir) {
+        let st = Command::new("dd")
+            .arg(format!("if={}", f.display()))
+            .args(["iflag=nocache", "count=0", "status=none"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
 }
 
 fn us(h: &Histogram<u64>, q: f64) -> f64 {
@@ -167,25 +201,74 @@ fn pass(
     (h, loads)
 }
 
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(default)
+}
+
+/// A source of lookup samples, seeded.
+struct Rand(u64);
+
+impl Rand {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1);
+        mix(self.0)
+    }
+
+    /// `SAMPLES` codes among the first `n`.
+    fn present(&mut self, n: u64, batches: u64) -> Vec<String> {
+        (0..SAMPLES)
+            .map(|_| code(self.next() % n, batches))
+            .collect()
+    }
+}
+
 #[test]
 #[ignore = "benchmark: run with --release -- --ignored --nocapture (OMNISTREAM_BENCH_CODES)"]
 fn registry_bench_lookup_with_filter_and_store() {
-    let planned: u64 = std::env::var("OMNISTREAM_BENCH_CODES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    let planned = env_u64("OMNISTREAM_BENCH_CODES", 1_000_000);
+    let chunk = env_u64("OMNISTREAM_BENCH_CHUNK", CHUNK);
+    let min_free = env_u64("OMNISTREAM_BENCH_MIN_FREE", MIN_FREE);
+    // sizes at which to pause and time lookups of the registry so far (hot)
+    let marks: Vec<u64> = std::env::var("OMNISTREAM_BENCH_MARKS")
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|v| v.trim().replace('_', "").parse().ok())
+        .collect();
     let base = std::env::var_os("OMNISTREAM_BENCH_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
     let dir = tempfile::tempdir_in(&base).unwrap();
-    let file = dir.path().join("states.redb");
     let batches = planned.div_ceil(PER_BATCH).max(1);
-    let state_len = state(0).len();
+    let mut packed = Vec::new();
+    omnistream::codes::pack(&cold::decode(&state(0)).unwrap(), &mut packed);
     println!(
-        "{planned} codes planned ({batches} batches), 20-character codes, states of {state_len} B \
-         (encoded `Code`), store in {}",
+        "{planned} codes planned ({batches} batches), 20-character codes, states of {} B as the \
+         engine encodes them, {} B packed in the code runs; {chunk} codes a checkpoint; store in {}",
+        state(0).len(),
+        packed.len(),
         dir.path().display()
     );
+
+    // the filter the engine builds for `code-filter-codes` = the planned count, filled as the
+    // codes are written
+    let t = Instant::now();
+    let mut filter = CodeFilter::for_rate(planned.max(1024), 0.01).unwrap();
+    println!(
+        "filter: {:.1} MB for {planned} codes, made in {:.1} s",
+        filter.memory_bytes() as f64 / 1e6,
+        t.elapsed().as_secs_f64()
+    );
+    let mut rand = Rand(0x9e37_79b9_7f4a_7c15);
+    let layered = |s: &RedbStore| Layered {
+        inflight: InFlightSlot::default(),
+        base: s.cold().unwrap(),
+    };
 
     // 1. the registry, written as the engine's checkpoints write it
     let store = RedbStore::open(dir.path()).unwrap();
@@ -193,19 +276,39 @@ fn registry_bench_lookup_with_filter_and_store() {
     let t = Instant::now();
     let mut n = 0;
     let mut last = (0.0, 0.0);
-    // what the next checkpoint may add to the file: twice the last one's growth (a first
-    // guess of 300 B a code before any)
-    let mut grow = CHUNK * 300;
+    let mut slowest = 0.0f64;
+    // what the next checkpoint may add to the disk at most: its own run, and a merge's new
+    // runs before the old ones go (a partition's share of everything, twice, is more than
+    // any merge of one partition writes)
+    let mut grow = chunk * 100;
+    // the next checkpoint's states are made on the other core while one is written
+    let (tx, chunks) = std::sync::mpsc::sync_channel(1);
+    std::thread::spawn(move || {
+        let mut n = 0;
+        while n < planned {
+            let end = (n + chunk).min(planned);
+            let states: Vec<(Kind, omnistream_actors::Str, Vec<u8>)> = (n..end)
+                .map(|i| (Kind::Code, code(i, batches).into(), state(i)))
+                .collect();
+            if tx.send((end, states)).is_err() {
+                return;
+            }
+            n = end;
+        }
+    });
     while n < planned {
-        if free_bytes(dir.path()) < MIN_FREE + grow {
-            println!("stopped at {n} codes: the next checkpoint could leave less than 8 GB free");
+        let used = disk(dir.path());
+        let need = grow + 2 * used / omnistream::codes::PARTS as u64;
+        if free_bytes(dir.path()) < min_free + need {
+            println!(
+                "stopped at {n} codes: the next checkpoint could leave less than {min_free} B free"
+            );
             break;
         }
-        let before = std::fs::metadata(&file).unwrap().len();
-        let end = (n + CHUNK).min(planned);
-        let states = (n..end)
-            .map(|i| (Kind::Code, code(i, batches).into(), state(i)))
-            .collect();
+        let (end, states) = chunks.recv().unwrap();
+        for (_, c, _) in &states {
+            filter.insert(c.as_bytes());
+        }
         let t1 = Instant::now();
         cp.write(&CheckpointWrite {
             seq: end,
@@ -214,66 +317,62 @@ fn registry_bench_lookup_with_filter_and_store() {
         })
         .unwrap();
         last = ((end - n) as f64, t1.elapsed().as_secs_f64());
-        grow = grow.max(
-            2 * std::fs::metadata(&file)
-                .unwrap()
-                .len()
-                .saturating_sub(before),
-        );
+        slowest = slowest.max(last.1);
+        grow = grow.max(2 * disk(dir.path()).saturating_sub(used));
         n = end;
-        if n % (2 * CHUNK) == 0 {
+        if n % (10 * chunk) == 0 || n == planned {
+            let s = store.code_stats();
             println!(
-                "  {n} codes, {:.1} s, last checkpoint {:.0} codes/s, file {:.0} MB",
+                "  {n} codes, {:.1} s, last checkpoint {:.0} codes/s, slowest {slowest:.1} s; \
+                 {} runs, {:.0} MB on disk, {:.0} MB of index and filters; free {} MB",
                 t.elapsed().as_secs_f64(),
                 last.0 / last.1,
-                std::fs::metadata(&file).unwrap().len() as f64 / 1e6
+                s.runs,
+                s.disk_bytes as f64 / 1e6,
+                s.memory_bytes as f64 / 1e6,
+                free_bytes(dir.path()) >> 20,
+            );
+        }
+        if marks.contains(&n) {
+            let tier = layered(&store);
+            println!("at {n} codes: page cache {}", cached(dir.path()));
+            pass(
+                &format!("at {n}, hot, registered"),
+                &filter,
+                &tier,
+                &rand.present(n, batches),
+                true,
             );
         }
     }
     let secs = t.elapsed().as_secs_f64();
-    let size = std::fs::metadata(&file).unwrap().len();
+    let s = store.code_stats();
     let (r, hwm) = rss();
     println!(
         "wrote {n} codes in {secs:.1} s: {:.0} codes/s overall, {:.0} codes/s in the last \
-         checkpoint; states.redb {:.0} MB ({:.0} B a code); RSS {r} MB (peak {hwm} MB)",
+         checkpoint, slowest checkpoint {slowest:.1} s; {} runs holding {} records, {:.0} MB \
+         ({:.1} B a code), their indexes and filters {:.1} MB; states.redb {:.0} MB; RSS {r} MB \
+         (peak {hwm} MB)",
         n as f64 / secs,
         last.0 / last.1,
-        size as f64 / 1e6,
-        size as f64 / n as f64
+        s.runs,
+        s.records,
+        s.disk_bytes as f64 / 1e6,
+        s.disk_bytes as f64 / n as f64,
+        s.memory_bytes as f64 / 1e6,
+        std::fs::metadata(dir.path().join("states.redb"))
+            .unwrap()
+            .len() as f64
+            / 1e6,
     );
 
-    // 2. the filter the engine builds for `code-filter-codes` = n
-    let t = Instant::now();
-    let mut filter = CodeFilter::for_rate(n.max(1024), 0.01).unwrap();
-    for i in 0..n {
-        filter.insert(code(i, batches).as_bytes());
-    }
-    let (r, hwm) = rss();
-    println!(
-        "filter: {:.1} MB for {n} codes, built in {:.1} s; RSS {r} MB (peak {hwm} MB)",
-        filter.memory_bytes() as f64 / 1e6,
-        t.elapsed().as_secs_f64()
-    );
-
-    // 3. lookups in a random order: registered codes, and codes never registered
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut rand = move || {
-        x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-        mix(x)
-    };
-    let present: Vec<String> = (0..SAMPLES).map(|_| code(rand() % n, batches)).collect();
-    let present2: Vec<String> = (0..SAMPLES).map(|_| code(rand() % n, batches)).collect();
+    // 2. lookups in a random order: registered codes, and codes never registered
+    let present = rand.present(n, batches);
+    let present2 = rand.present(n, batches);
     let absent: Vec<String> = (0..SAMPLES)
-        .map(|_| code(n + rand() % (1 << 40), batches))
+        .map(|_| code(n + rand.next() % (1 << 40), batches))
         .collect();
-    let layered = |s: &RedbStore| Layered {
-        inflight: InFlightSlot::default(),
-        base: s.cold().unwrap(),
-    };
-    println!(
-        "page cache before the hot passes (resident, size in B): {}",
-        cached(&file)
-    );
+    println!("page cache before the hot passes: {}", cached(dir.path()));
     let cold_tier = layered(&store);
     pass("hot, registered", &filter, &cold_tier, &present, true);
     pass(
@@ -291,24 +390,27 @@ fn registry_bench_lookup_with_filter_and_store() {
     drop(cold_tier);
     drop(cp);
     drop(store);
-    let size = std::fs::metadata(&file).unwrap().len();
+    drop_cache(dir.path());
     println!(
-        "states.redb after closing: {:.0} MB ({:.0} B a code)",
-        size as f64 / 1e6,
-        size as f64 / n as f64
+        "page cache after dropping the files: {}",
+        cached(dir.path())
     );
-    drop_cache(&file);
-    println!("page cache after dropping the file: {}", cached(&file));
+    let t = Instant::now();
     let store = RedbStore::open(dir.path()).unwrap();
+    let (r, hwm) = rss();
+    println!(
+        "reopened in {:.1} s (reads every run's index and filter); RSS {r} MB (peak {hwm} MB)",
+        t.elapsed().as_secs_f64()
+    );
     let cold_tier = layered(&store);
     pass(
-        "cold (file dropped, store reopened), registered",
+        "cold (files dropped, store reopened), registered",
         &filter,
         &cold_tier,
         &present2,
         true,
     );
-    println!("page cache after the cold pass: {}", cached(&file));
+    println!("page cache after the cold pass: {}", cached(dir.path()));
     pass("then never registered", &filter, &cold_tier, &absent, false);
     println!(
         "free on the disk at the end: {} MB",

@@ -87,7 +87,20 @@ impl CodeFilter {
 
     /// Whether a code may have been inserted (false: certainly never).
     pub fn contains(&self, code: &[u8]) -> bool {
-        let h = hash(code);
+        self.contains_hash(hash(code))
+    }
+
+    /// Adds a key by a 64-bit hash the caller computed (any well-mixed hash; it must use the
+    /// same one for [`CodeFilter::contains_hash`]).
+    pub fn insert_hash(&mut self, h: u64) {
+        let i = self.block(h);
+        for (w, m) in self.blocks[i].iter_mut().zip(mask(h)) {
+            *w |= m;
+        }
+    }
+
+    /// Whether a key with this hash may have been added by [`CodeFilter::insert_hash`].
+    pub fn contains_hash(&self, h: u64) -> bool {
         let b = &self.blocks[self.block(h)];
         b.iter().zip(mask(h)).all(|(w, m)| w & m != 0)
     }
