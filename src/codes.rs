@@ -629,6 +629,9 @@ pub struct CodeRuns {
     dir: PathBuf,
     live: Mutex<Arc<Runs>>,
     next_id: Mutex<u64>,
+    /// Held by a checkpoint's writer from its run to its merges: two checkpoints written at
+    /// once would each store a manifest without the other's run.
+    writing: Mutex<()>,
 }
 
 fn sync_dir(dir: &Path) -> Result<(), String> {
@@ -695,7 +698,13 @@ impl CodeRuns {
             dir: dir.to_path_buf(),
             live: Mutex::new(Arc::new(runs)),
             next_id: Mutex::new(next),
+            writing: Mutex::new(()),
         })
+    }
+
+    /// Excludes other writers of runs and manifests until dropped.
+    pub fn writer(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.writing.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn live(&self) -> Arc<Runs> {

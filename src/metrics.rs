@@ -67,6 +67,12 @@ pub struct Metrics {
     pub state_loads: IntCounterVec,
     /// Bytes held by the read cache of states.
     pub state_cache_bytes: IntGauge,
+    /// The code registry's live runs (embedded store).
+    pub code_runs: IntGauge,
+    /// Code states in them.
+    pub code_records: IntGauge,
+    /// Their bytes, on disk and in memory (indexes and filters).
+    pub code_bytes: IntGaugeVec,
     /// Whether the service is ready (1) or not (0).
     pub ready: IntGauge,
     /// Fluvio records handed to the shard and durable.
@@ -319,6 +325,24 @@ impl Default for Metrics {
                 "omnistream_state_cache_bytes",
                 "weighed bytes in the read cache of stored states (cql.cache-mb)",
             ),
+            code_runs: gauge(
+                &r,
+                "omnistream_code_registry_runs",
+                "live runs of the code registry (embedded store, data-dir/codes)",
+            ),
+            code_records: gauge(
+                &r,
+                "omnistream_code_registry_records",
+                "code states in the code registry's runs (a code rewritten since its last \
+                 merge counts once a run)",
+            ),
+            code_bytes: gauge_vec(
+                &r,
+                "omnistream_code_registry_bytes",
+                "bytes of the code registry's runs: on disk, and in memory (their block \
+                 indexes and Bloom filters)",
+                &["where"],
+            ),
             forgotten_ids: counter(
                 &r,
                 "omnistream_forgotten_event_ids_total",
@@ -464,6 +488,21 @@ impl Metrics {
         }
         self.state_cache_bytes
             .set(i64::try_from(c.bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the code registry's gauges.
+    pub fn code_registry(&self, c: &crate::codes::CodeStats) {
+        if !self.enabled {
+            return;
+        }
+        let set = |g: &IntGauge, v: u64| g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        set(&self.code_runs, c.runs);
+        set(&self.code_records, c.records);
+        set(&self.code_bytes.with_label_values(&["disk"]), c.disk_bytes);
+        set(
+            &self.code_bytes.with_label_values(&["memory"]),
+            c.memory_bytes,
+        );
     }
 
     /// Sets the resident-entity gauges of `shard`.

@@ -257,6 +257,9 @@ pub struct ShardStats {
     /// The store's read cache of states (CQL): counters since start, size now.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub read_cache: Option<crate::store::ReadCache>,
+    /// The embedded store's code registry: runs, records, bytes on disk and in memory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code_registry: Option<crate::codes::CodeStats>,
 }
 
 /// How the shard commits and checkpoints, from the configuration.
@@ -985,6 +988,9 @@ impl Shard {
                 if let Some(cache) = self.store.read_cache() {
                     self.metrics.read_cache(&cache);
                 }
+                if let Some(codes) = self.store.code_registry() {
+                    self.metrics.code_registry(&codes);
+                }
                 self.stats.commits += 1;
                 self.stats.max_batch = self.stats.max_batch.max(c.events);
                 answer(c.waiting, &Ok(()));
@@ -1530,6 +1536,7 @@ impl Handler<GetStats> for Shard {
     fn handle(&mut self, _: GetStats, _: &mut Self::Context) -> Self::Result {
         let mut stats = self.stats.clone();
         stats.read_cache = self.store.read_cache();
+        stats.code_registry = self.store.code_registry();
         MessageResult(stats)
     }
 }

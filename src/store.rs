@@ -288,6 +288,10 @@ pub trait Store: Send {
     fn read_cache(&self) -> Option<ReadCache> {
         None
     }
+    /// What the code registry's runs hold and cost, if this store keeps codes in them.
+    fn code_registry(&self) -> Option<crate::codes::CodeStats> {
+        None
+    }
 }
 
 /// A read cache's counters since start and its size now.
@@ -451,6 +455,7 @@ fn write_checkpoint(
         .filter(|s| s.0 == Kind::Code)
         .map(|(_, k, v)| (k.as_str(), v.as_slice()))
         .collect();
+    let _writer = codes.writer();
     let new = codes.write(&code_states).map_err(codes_err)?;
     let written = write_states(db, cp, &codes.manifest_with(new.as_ref()));
     match (written, new) {
@@ -695,6 +700,10 @@ impl Store for RedbStore {
             Arc::clone(&self.states),
             Arc::clone(&self.codes),
         )))
+    }
+
+    fn code_registry(&self) -> Option<crate::codes::CodeStats> {
+        Some(self.codes.stats())
     }
 
     fn checkpointer(&self) -> Option<Arc<dyn Checkpointer>> {

@@ -399,6 +399,13 @@ fn a_checkpoint_written_on_an_idle_service_is_taken_in_without_another_event() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(checkpoints, 1, "the written checkpoint was not taken in");
+    // the script's three scanned codes are in one run of the code registry
+    let codes = &s.get("/v1/stats")["shard"]["code_registry"];
+    assert_eq!(
+        (&codes["runs"], &codes["records"]),
+        (&json!(1), &json!(3)),
+        "{codes}"
+    );
     s.stop();
 }
 
