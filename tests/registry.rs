@@ -10,7 +10,9 @@
 //! (`OMNISTREAM_BENCH_CODES`, default 1,000,000; `OMNISTREAM_BENCH_CHUNK`, codes a checkpoint,
 //! default 1,000,000; `OMNISTREAM_BENCH_MARKS`, sizes at which to stop and time lookups of the
 //! registry so far, e.g. `100000000,300000000`; `OMNISTREAM_BENCH_DIR`, where the temporary
-//! store goes, default the system's temp dir). It writes the codes' states through the store's
+//! store goes, default the system's temp dir; `OMNISTREAM_BENCH_REUSE`, a copy of a store this
+//! benchmark wrote with `OMNISTREAM_BENCH_CODES` codes, to time its lookups again from a cold
+//! start without writing it: `cp -al` its temporary directory before the test ends). It writes the codes' states through the store's
 //! checkpoint writer (keys of earlier checkpoints stay: a checkpoint only inserts), which
 //! writes them as code runs and merges runs as they gather, stops early rather than leave
 //! less than 8 GB (8e9 B) free on the store's disk, and fills the filter as it goes; then it
@@ -220,6 +222,13 @@ impl Rand {
         mix(self.0)
     }
 
+    /// `SAMPLES` codes never registered: serials past the first `n`, under real batches.
+    fn absent(&mut self, n: u64, batches: u64) -> Vec<String> {
+        (0..SAMPLES)
+            .map(|_| code(n + self.next() % (1 << 40), batches))
+            .collect()
+    }
+
     /// `SAMPLES` codes among the first `n`.
     fn present(&mut self, n: u64, batches: u64) -> Vec<String> {
         (0..SAMPLES)
@@ -243,7 +252,12 @@ fn registry_bench_lookup_with_filter_and_store() {
     let base = std::env::var_os("OMNISTREAM_BENCH_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
-    let dir = tempfile::tempdir_in(&base).unwrap();
+    let tmp = tempfile::tempdir_in(&base).unwrap();
+    // an existing store of `planned` codes this benchmark wrote (and kept): time its lookups
+    // from a cold start only
+    let reuse = std::env::var_os("OMNISTREAM_BENCH_REUSE").map(std::path::PathBuf::from);
+    let dir_buf = reuse.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let dir = dir_buf.as_path();
     let batches = planned.div_ceil(PER_BATCH).max(1);
     let mut packed = Vec::new();
     omnistream::codes::pack(&cold::decode(&state(0)).unwrap(), &mut packed);
@@ -252,7 +266,7 @@ fn registry_bench_lookup_with_filter_and_store() {
          engine encodes them, {} B packed in the code runs; {chunk} codes a checkpoint; store in {}",
         state(0).len(),
         packed.len(),
-        dir.path().display()
+        dir.display()
     );
 
     // the filter the engine builds for `code-filter-codes` = the planned count, filled as the
@@ -270,8 +284,24 @@ fn registry_bench_lookup_with_filter_and_store() {
         base: s.cold().unwrap(),
     };
 
+    if reuse.is_some() {
+        let t = Instant::now();
+        for i in 0..planned {
+            filter.insert(code(i, batches).as_bytes());
+        }
+        println!(
+            "reusing {}: filter filled with its {planned} codes in {:.1} s",
+            dir.display(),
+            t.elapsed().as_secs_f64()
+        );
+        let present2 = rand.present(planned, batches);
+        let absent = rand.absent(planned, batches);
+        cold_passes(dir, &filter, &present2, &absent);
+        return;
+    }
+
     // 1. the registry, written as the engine's checkpoints write it
-    let store = RedbStore::open(dir.path()).unwrap();
+    let store = RedbStore::open(dir).unwrap();
     let cp = store.checkpointer().unwrap();
     let t = Instant::now();
     let mut n = 0;
@@ -297,9 +327,9 @@ fn registry_bench_lookup_with_filter_and_store() {
         }
     });
     while n < planned {
-        let used = disk(dir.path());
+        let used = disk(dir);
         let need = grow + 2 * used / omnistream::codes::PARTS as u64;
-        if free_bytes(dir.path()) < min_free + need {
+        if free_bytes(dir) < min_free + need {
             println!(
                 "stopped at {n} codes: the next checkpoint could leave less than {min_free} B free"
             );
@@ -318,7 +348,7 @@ fn registry_bench_lookup_with_filter_and_store() {
         .unwrap();
         last = ((end - n) as f64, t1.elapsed().as_secs_f64());
         slowest = slowest.max(last.1);
-        grow = grow.max(2 * disk(dir.path()).saturating_sub(used));
+        grow = grow.max(2 * disk(dir).saturating_sub(used));
         n = end;
         if n % (10 * chunk) == 0 || n == planned {
             let s = store.code_stats();
@@ -330,12 +360,12 @@ fn registry_bench_lookup_with_filter_and_store() {
                 s.runs,
                 s.disk_bytes as f64 / 1e6,
                 s.memory_bytes as f64 / 1e6,
-                free_bytes(dir.path()) >> 20,
+                free_bytes(dir) >> 20,
             );
         }
         if marks.contains(&n) {
             let tier = layered(&store);
-            println!("at {n} codes: page cache {}", cached(dir.path()));
+            println!("at {n} codes: page cache {}", cached(dir));
             pass(
                 &format!("at {n}, hot, registered"),
                 &filter,
@@ -360,19 +390,14 @@ fn registry_bench_lookup_with_filter_and_store() {
         s.disk_bytes as f64 / 1e6,
         s.disk_bytes as f64 / n as f64,
         s.memory_bytes as f64 / 1e6,
-        std::fs::metadata(dir.path().join("states.redb"))
-            .unwrap()
-            .len() as f64
-            / 1e6,
+        std::fs::metadata(dir.join("states.redb")).unwrap().len() as f64 / 1e6,
     );
 
     // 2. lookups in a random order: registered codes, and codes never registered
     let present = rand.present(n, batches);
     let present2 = rand.present(n, batches);
-    let absent: Vec<String> = (0..SAMPLES)
-        .map(|_| code(n + rand.next() % (1 << 40), batches))
-        .collect();
-    println!("page cache before the hot passes: {}", cached(dir.path()));
+    let absent = rand.absent(n, batches);
+    println!("page cache before the hot passes: {}", cached(dir));
     let cold_tier = layered(&store);
     pass("hot, registered", &filter, &cold_tier, &present, true);
     pass(
@@ -390,30 +415,33 @@ fn registry_bench_lookup_with_filter_and_store() {
     drop(cold_tier);
     drop(cp);
     drop(store);
-    drop_cache(dir.path());
-    println!(
-        "page cache after dropping the files: {}",
-        cached(dir.path())
-    );
+    cold_passes(dir, &filter, &present2, &absent);
+}
+
+/// Drops the store's files from the page cache, reopens it, and times registered codes, then
+/// codes never registered.
+fn cold_passes(dir: &Path, filter: &CodeFilter, present: &[String], absent: &[String]) {
+    drop_cache(dir);
+    println!("page cache after dropping the files: {}", cached(dir));
     let t = Instant::now();
-    let store = RedbStore::open(dir.path()).unwrap();
+    let store = RedbStore::open(dir).unwrap();
     let (r, hwm) = rss();
     println!(
         "reopened in {:.1} s (reads every run's index and filter); RSS {r} MB (peak {hwm} MB)",
         t.elapsed().as_secs_f64()
     );
-    let cold_tier = layered(&store);
+    let cold_tier = Layered {
+        inflight: InFlightSlot::default(),
+        base: store.cold().unwrap(),
+    };
     pass(
         "cold (files dropped, store reopened), registered",
-        &filter,
+        filter,
         &cold_tier,
-        &present2,
+        present,
         true,
     );
-    println!("page cache after the cold pass: {}", cached(dir.path()));
-    pass("then never registered", &filter, &cold_tier, &absent, false);
-    println!(
-        "free on the disk at the end: {} MB",
-        free_bytes(dir.path()) >> 20
-    );
+    println!("page cache after the cold pass: {}", cached(dir));
+    pass("then never registered", filter, &cold_tier, absent, false);
+    println!("free on the disk at the end: {} MB", free_bytes(dir) >> 20);
 }
