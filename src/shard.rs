@@ -782,6 +782,10 @@ impl Shard {
                 self.truncate_below = Some(seq);
                 self.stats.checkpoints += 1;
                 self.metrics.checkpoints.inc();
+                // the checkpoint's codes are in the registry's runs from now on
+                if let Some(codes) = self.store.code_registry() {
+                    self.metrics.code_registry(&codes);
+                }
             }
             Err(e) => self.checkpoint_failed(&e),
         }
@@ -987,9 +991,6 @@ impl Shard {
                 self.observe_remembered_ids();
                 if let Some(cache) = self.store.read_cache() {
                     self.metrics.read_cache(&cache);
-                }
-                if let Some(codes) = self.store.code_registry() {
-                    self.metrics.code_registry(&codes);
                 }
                 self.stats.commits += 1;
                 self.stats.max_batch = self.stats.max_batch.max(c.events);

@@ -406,6 +406,9 @@ fn a_checkpoint_written_on_an_idle_service_is_taken_in_without_another_event() {
         (&json!(1), &json!(3)),
         "{codes}"
     );
+    let (_, text) = s.request_text("GET", "/metrics", "");
+    assert_eq!(sample(&text, "omnistream_code_registry_records"), 3.0);
+    assert!(sample(&text, r#"omnistream_code_registry_bytes{where="disk"}"#) > 0.0);
     s.stop();
 }
 
