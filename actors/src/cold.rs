@@ -14,12 +14,12 @@
 
 use crate::fraud::filter::CodeFilter;
 use compact_str::CompactString as Str;
+use griddle::hash_map::Entry;
 use serde::{de::DeserializeOwned, Serialize};
 use std::borrow::Cow;
-use std::collections::hash_map::Entry;
 use std::collections::BTreeMap;
 
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashMap<K, V> = crate::GrowMap<K, V>;
 
 /// The encoding version of a stored entity state: the first byte of every stored value. A
 /// state with a higher version is refused, never misread.

@@ -7,6 +7,7 @@
 //! to other entities, outputs, and timers on event time.
 
 pub mod campaign;
+mod chunkheap;
 pub mod cmd;
 pub mod cold;
 pub mod config;
@@ -27,6 +28,15 @@ pub mod sku;
 pub mod store;
 mod timers;
 pub mod vecmap;
+
+/// The hash map of the engine's large tables (entities, remembered event ids, timers).
+///
+/// It grows incrementally: when full, it allocates the larger table and moves a few entries
+/// on each later insert, where a standard map moves every entry inside the one insert that
+/// crossed the threshold. In the engine that was one event taking 20-25 ms at each growth
+/// of a table of a few hundred thousand entries (BENCHMARKS.md, issue #5); reads look in both
+/// tables while a move is under way. Iteration order is not relied on anywhere.
+pub(crate) type GrowMap<K, V> = griddle::HashMap<K, V, foldhash::fast::RandomState>;
 
 pub use cmd::*;
 /// The string type of entity keys and ids (inline up to 24 bytes).

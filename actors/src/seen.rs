@@ -21,7 +21,7 @@
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashMap<K, V> = crate::GrowMap<K, V>;
 
 /// How overdue (seconds) the oldest remembered second may be before a horizon sweep runs.
 const SWEEP_SLACK_S: u32 = 3_600;

@@ -14,12 +14,15 @@
 //! The rebuild remains as a bound on memory for the rare run of earlier re-arms. The order
 //! of firing is the sorted set's: a key's entry at its current time is the only one that
 //! fires, and the heap orders `(time, key)` the same way.
+//!
+//! Neither structure pauses to grow: the map moves a few entries per insert when it grows
+//! ([`crate::GrowMap`]), and the heap's storage grows in chunks ([`ChunkHeap`]), so no arm
+//! moves what is already stored.
 
+use crate::chunkheap::ChunkHeap;
 use crate::Key;
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashMap<K, V> = crate::GrowMap<K, V>;
 
 /// Entries below which the heap is never rebuilt (a rebuild of a small heap buys nothing).
 const REBUILD_FLOOR: usize = 1_024;
@@ -27,7 +30,7 @@ const REBUILD_FLOOR: usize = 1_024;
 /// The pending timers, one per key.
 #[derive(Debug, Default)]
 pub(crate) struct Timers {
-    heap: BinaryHeap<Reverse<(i64, Key)>>,
+    heap: ChunkHeap<(i64, Key)>,
     at: HashMap<Key, i64>,
 }
 
@@ -37,7 +40,7 @@ impl Timers {
         match self.at.insert(key.clone(), t) {
             // the anchor, at or before the old time, is at or before the new one
             Some(old) if old <= t => return,
-            _ => self.heap.push(Reverse((t, key))),
+            _ => self.heap.push((t, key)),
         }
         if self.heap.len() > REBUILD_FLOOR.max(2 * self.at.len()) {
             self.rebuild();
@@ -46,24 +49,20 @@ impl Timers {
 
     /// Drops the stale entries: the heap then holds one entry per pending timer.
     fn rebuild(&mut self) {
-        let live: Vec<_> = self
-            .at
-            .iter()
-            .map(|(k, t)| Reverse((*t, k.clone())))
-            .collect();
-        self.heap = BinaryHeap::from(live);
+        let live: Vec<_> = self.at.iter().map(|(k, t)| (*t, k.clone())).collect();
+        self.heap = ChunkHeap::from_vec(live);
     }
 
     /// Settles the top: moves an anchor that came up early to its key's time and drops stale
     /// entries, until the top is a key's current time; that time, the earliest pending.
     fn first(&mut self) -> Option<i64> {
         loop {
-            let Reverse((t, k)) = self.heap.peek()?;
+            let (t, k) = self.heap.peek()?;
             match self.at.get(k) {
                 Some(now) if now == t => return Some(*t),
                 Some(&now) if now > *t => {
-                    let Reverse((_, k)) = self.heap.pop()?;
-                    self.heap.push(Reverse((now, k)));
+                    let (_, k) = self.heap.pop()?;
+                    self.heap.push((now, k));
                 }
                 // fired, retained away, or moved earlier (that entry is below this one)
                 _ => {
@@ -78,7 +77,7 @@ impl Timers {
         if self.first()? > to_us {
             return None;
         }
-        let Reverse((t, k)) = self.heap.pop()?;
+        let (t, k) = self.heap.pop()?;
         self.at.remove(&k);
         Some((t, k))
     }
