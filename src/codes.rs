@@ -286,8 +286,9 @@ impl Run {
         check_block(buf).map_err(|why| format!("code run {} block {i}: {why}", self.path.display()))
     }
 
-    /// The packed state of `key` (whose order hash is `h`) in this run.
-    fn get(&self, key: &[u8], h: u64, buf: &mut [u8]) -> Result<Option<Vec<u8>>, String> {
+    /// The packed state of `key` (whose order hash is `h`) in this run. `buf` is made a
+    /// block long here, once a run's filter says the code may be in it.
+    fn get(&self, key: &[u8], h: u64, buf: &mut Vec<u8>) -> Result<Option<Vec<u8>>, String> {
         if !self.filter.contains_hash(filter_hash(h)) {
             return Ok(None);
         }
@@ -296,6 +297,7 @@ impl Run {
         let Some(mut i) = self.first.partition_point(|&x| x <= h).checked_sub(1) else {
             return Ok(None);
         };
+        buf.resize(BLOCK, 0);
         loop {
             self.read_block(i, buf)?;
             for r in records(buf) {
@@ -739,7 +741,7 @@ impl CodeRuns {
     pub fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
         let live = self.live();
         let h = hash(key.as_bytes());
-        let mut buf = vec![0u8; BLOCK];
+        let mut buf = Vec::new();
         let part = live
             .parts
             .get(part_of(h))
@@ -807,9 +809,6 @@ impl CodeRuns {
     /// The manifest naming the live runs and `new` (to store with its checkpoint).
     pub fn manifest_with(&self, new: Option<&NewRun>) -> Vec<u8> {
         let mut runs = (*self.live()).clone();
-        if runs.parts.is_empty() {
-            runs.parts = vec![Vec::new(); PARTS];
-        }
         if let Some(n) = new {
             runs.l0.insert(0, Arc::clone(&n.0));
         }
@@ -820,9 +819,6 @@ impl CodeRuns {
     pub fn installed(&self, new: NewRun) {
         let mut live = self.live.lock().unwrap_or_else(PoisonError::into_inner);
         let mut runs = (**live).clone();
-        if runs.parts.is_empty() {
-            runs.parts = vec![Vec::new(); PARTS];
-        }
         runs.l0.insert(0, new.0);
         *live = Arc::new(runs);
     }
@@ -1161,7 +1157,7 @@ mod tests {
             run.first.contains(&1000),
             "a block starts inside the group of equal hashes"
         );
-        let mut buf = vec![0; BLOCK];
+        let mut buf = Vec::new();
         for (h, k) in &keys {
             assert!(
                 run.get(k.as_bytes(), *h, &mut buf).unwrap().is_some(),

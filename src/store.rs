@@ -412,11 +412,6 @@ impl RedbStore {
         Ok(store)
     }
 
-    /// What the code registry's runs hold and cost.
-    pub fn code_stats(&self) -> crate::codes::CodeStats {
-        self.codes.stats()
-    }
-
     fn meta(&self, key: &str) -> Result<Option<u64>, StoreError> {
         let tx = self
             .db

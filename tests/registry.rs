@@ -351,7 +351,9 @@ fn registry_bench_lookup_with_filter_and_store() {
         grow = grow.max(2 * disk(dir).saturating_sub(used));
         n = end;
         if n % (10 * chunk) == 0 || n == planned {
-            let s = store.code_stats();
+            let s = store
+                .code_registry()
+                .expect("the embedded store has code runs");
             println!(
                 "  {n} codes, {:.1} s, last checkpoint {:.0} codes/s, slowest {slowest:.1} s; \
                  {} runs, {:.0} MB on disk, {:.0} MB of index and filters; free {} MB",
@@ -376,7 +378,9 @@ fn registry_bench_lookup_with_filter_and_store() {
         }
     }
     let secs = t.elapsed().as_secs_f64();
-    let s = store.code_stats();
+    let s = store
+        .code_registry()
+        .expect("the embedded store has code runs");
     let (r, hwm) = rss();
     println!(
         "wrote {n} codes in {secs:.1} s: {:.0} codes/s overall, {:.0} codes/s in the last \
