@@ -33,7 +33,7 @@ pub mod vecmap;
 ///
 /// It grows incrementally: when full, it allocates the larger table and moves a few entries
 /// on each later insert, where a standard map moves every entry inside the one insert that
-/// crossed the threshold. In the engine that was one event taking 20-25 ms at each growth
+/// crossed the threshold. In the engine that was one event taking 20-40 ms at each growth
 /// of a table of a few hundred thousand entries (BENCHMARKS.md, issue #5); reads look in both
 /// tables while a move is under way. Iteration order is not relied on anywhere.
 pub(crate) type GrowMap<K, V> = griddle::HashMap<K, V, foldhash::fast::RandomState>;
