@@ -1,40 +1,51 @@
 //! The event ids the engine remembers so that a repeat is dropped, with a bound on how many.
 //!
-//! Each id is kept with the second of its event time (`u32`, seconds since the Unix epoch,
-//! clamped): 20 bytes a slot in one hash table, where an id in a set plus a time-ordered queue
-//! took 65-90 bytes an accepted event. A histogram of ids per second says, without a scan, which
-//! seconds to drop.
+//! Each id is kept twice: in a hash set, for the check every event makes, and in a queue of
+//! its second of event time (`u32`, seconds since the Unix epoch, clamped), in the order the
+//! ids came, which says which ids to forget next without a pass over the set. About 54 bytes
+//! an id measured at 10 million (16 in the set's slots, which are 44-88% full, 16 in its
+//! second's queue, and the queues' spare room), where the earlier version took 44. An earlier
+//! version kept one table of id → second (20 bytes a slot) and forgot by a pass over the whole
+//! table: about 3 ms a million ids, inside one event, each time the horizon swept or the bound
+//! shed (BENCHMARKS.md, issue #5). Now each forgetting is one id, a few per event.
 //!
-//! Ids leave in two ways, both by whole seconds of event time, oldest first:
-//! - **horizon**: ids older than the deduplication horizon behind the watermark are forgotten;
-//!   the lateness window (shorter than the horizon) refuses their repeats. The sweep runs when
-//!   the oldest second is an hour overdue, so it costs one pass over the table per hour of
-//!   event time; an id kept that hour longer only turns a would-be refusal into a duplicate.
-//! - **bound**: past `max-remembered-ids`, the oldest seconds are forgotten until an eighth of
-//!   the bound is free, and the floor rises past them: an event stamped before the floor is
-//!   then refused as too late, because its id may have been one of those forgotten. The
-//!   lateness window shrinks under id pressure; an event is never applied twice.
+//! Ids leave in two ways, oldest second first, in arrival order within a second:
+//! - **horizon**: ids older than the deduplication horizon behind the watermark are forgotten,
+//!   up to [`SWEEP_STEP`] each time the watermark moves (more than the one id an event adds,
+//!   so any backlog drains); the lateness window (shorter than the horizon) refuses their
+//!   repeats. An id kept a little longer only turns a would-be refusal into a duplicate.
+//! - **bound**: past `max-remembered-ids`, each new id makes the oldest one go, and the floor
+//!   rises past that id's second: an event stamped before the floor is then refused as too
+//!   late, because its id may have been one of those forgotten. The lateness window shrinks
+//!   under id pressure; an event is never applied twice.
 //!
 //! Everything here follows from the input alone (no clock, no hash order), so a replay and a
-//! restore from a checkpoint keep the same ids and refuse the same events.
+//! restore from a checkpoint keep the same ids and refuse the same events: a checkpoint
+//! stores the queues in their order, so a restored set forgets what the live one would.
 
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
-type HashMap<K, V> = crate::GrowMap<K, V>;
-
-/// How overdue (seconds) the oldest remembered second may be before a horizon sweep runs.
-const SWEEP_SLACK_S: u32 = 3_600;
+/// Ids forgotten behind the horizon at most, each time the watermark moves.
+pub const SWEEP_STEP: usize = 8;
 
 /// The remembered ids.
 #[derive(Debug, Default)]
 pub struct Seen {
-    ids: HashMap<Uuid, u32>,
-    per_sec: BTreeMap<u32, u32>,
+    ids: crate::GrowMap<Uuid, ()>,
+    /// The ids of each second, in arrival order; those before `next` are forgotten.
+    by_sec: BTreeMap<u32, Queue>,
     /// Ids stamped before this second may have been forgotten under the bound.
     floor: u32,
     /// Most ids kept (0: no bound).
     cap: usize,
+}
+
+/// One second's ids.
+#[derive(Debug, Default)]
+struct Queue {
+    ids: Vec<Uuid>,
+    next: usize,
 }
 
 /// The second an event time (µs) is remembered under.
@@ -82,84 +93,69 @@ impl Seen {
         i64::from(self.floor) * 1_000_000
     }
 
-    /// Remembers `id` at `ts_us`; answers how many ids the bound made it forget.
+    /// Remembers `id` at `ts_us` (an id already remembered keeps its first second); answers
+    /// how many ids the bound made it forget.
     pub fn insert(&mut self, id: Uuid, ts_us: i64) -> u64 {
-        let s = second(ts_us);
-        if let Some(old) = self.ids.insert(id, s) {
-            // the caller checks `contains` first; keep the histogram true regardless
-            self.uncount(old, 1);
+        if self.ids.insert(id, ()).is_some() {
+            return 0;
         }
-        *self.per_sec.entry(s).or_insert(0) += 1;
-        if self.cap > 0 && self.ids.len() > self.cap {
-            self.shed()
-        } else {
-            0
+        self.by_sec.entry(second(ts_us)).or_default().ids.push(id);
+        let mut forgotten = 0;
+        while self.cap > 0 && self.ids.len() > self.cap {
+            let Some(s) = self.forget_oldest(u32::MAX) else {
+                break;
+            };
+            self.floor = self.floor.max(s.saturating_add(1));
+            forgotten += 1;
         }
+        forgotten
     }
 
-    /// Forgets ids stamped at or before `until_us` (the horizon behind the watermark), once the
-    /// oldest of them is [`SWEEP_SLACK_S`] overdue.
+    /// Forgets up to [`SWEEP_STEP`] ids stamped at or before `until_us` (the horizon behind
+    /// the watermark), oldest first.
     pub fn expire(&mut self, until_us: i64) {
         let until = second(until_us);
-        match self.per_sec.first_key_value() {
-            Some((&oldest, _)) if oldest.saturating_add(SWEEP_SLACK_S) <= until => {
-                self.drop_through(until);
+        for _ in 0..SWEEP_STEP {
+            if self.forget_oldest(until).is_none() {
+                return;
             }
-            _ => {}
         }
     }
 
-    /// Past the bound: forgets the oldest seconds until an eighth of the bound is free, and
-    /// raises the floor past them. Answers the ids forgotten.
-    fn shed(&mut self) -> u64 {
-        let target = self.ids.len() - (self.cap - self.cap / 8);
-        let mut cut = 0;
-        let mut n = 0usize;
-        for (&s, &c) in &self.per_sec {
-            cut = s;
-            n += c as usize;
-            if n >= target {
-                break;
-            }
+    /// Forgets the oldest id if its second is at or before `through`; answers that second.
+    fn forget_oldest(&mut self, through: u32) -> Option<u32> {
+        let mut first = self.by_sec.first_entry()?;
+        let s = *first.key();
+        if s > through {
+            return None;
         }
-        let before = self.ids.len();
-        self.drop_through(cut);
-        self.floor = self.floor.max(cut.saturating_add(1));
-        (before - self.ids.len()) as u64
-    }
-
-    /// Forgets every id stamped at or before second `cut`.
-    fn drop_through(&mut self, cut: u32) {
-        self.ids.retain(|_, s| *s > cut);
-        self.per_sec = self.per_sec.split_off(&cut.saturating_add(1));
-        if cut == u32::MAX {
-            self.per_sec.clear();
+        let q = first.get_mut();
+        let id = q.ids[q.next];
+        q.next += 1;
+        if q.next == q.ids.len() {
+            first.remove();
         }
-    }
-
-    fn uncount(&mut self, s: u32, n: u32) {
-        if let Some(c) = self.per_sec.get_mut(&s) {
-            *c -= n.min(*c);
-            if *c == 0 {
-                self.per_sec.remove(&s);
-            }
-        }
+        self.ids.remove(&id);
+        Some(s)
     }
 
     /// The ids as a checkpoint stores them: 24 bytes each, the second's start in µs (LE) and
-    /// the id, in (time, id) order so that the same set always encodes to the same bytes.
+    /// the id, oldest second first and in arrival order within a second, the order in which
+    /// they will be forgotten.
     pub fn encode(&self) -> Vec<u8> {
-        let mut all: Vec<(u32, &Uuid)> = self.ids.iter().map(|(id, s)| (*s, id)).collect();
-        all.sort_unstable();
-        let mut out = Vec::with_capacity(all.len() * 24);
-        for (s, id) in all {
-            out.extend_from_slice(&(i64::from(s) * 1_000_000).to_le_bytes());
-            out.extend_from_slice(id.as_bytes());
+        let mut out = Vec::with_capacity(self.ids.len() * 24);
+        for (s, q) in &self.by_sec {
+            for id in &q.ids[q.next..] {
+                out.extend_from_slice(&(i64::from(*s) * 1_000_000).to_le_bytes());
+                out.extend_from_slice(id.as_bytes());
+            }
         }
         out
     }
 
     /// Rebuilds the set from [`Seen::encode`]'s bytes and the floor a checkpoint kept.
+    /// (Checkpoints written before ids were queued hold them in (time, id) order, which this
+    /// reads the same way.)
     pub fn decode(bytes: &[u8], floor_us: i64, cap: usize) -> Result<Seen, String> {
         if !bytes.len().is_multiple_of(24) {
             return Err(format!("{} bytes of event ids", bytes.len()));
@@ -173,11 +169,14 @@ impl Seen {
             s.insert(Uuid::from_bytes(id), i64::from_le_bytes(t));
         }
         s.floor = second(floor_us);
-        s.cap = cap;
         // a bound lowered since the checkpoint applies at once
-        if cap > 0 && s.ids.len() > cap {
-            s.shed();
+        while cap > 0 && s.ids.len() > cap {
+            let Some(sec) = s.forget_oldest(u32::MAX) else {
+                break;
+            };
+            s.floor = s.floor.max(sec.saturating_add(1));
         }
+        s.cap = cap;
         Ok(s)
     }
 }
@@ -198,8 +197,13 @@ mod tests {
         for n in 0..100u64 {
             forgotten += s.insert(id(n), (n / 10) as i64 * 1_000_000 + 5);
         }
-        assert!(s.len() <= 80, "{}", s.len());
-        assert!(forgotten > 0);
+        assert_eq!(s.len(), 80, "one forgotten for each id past the bound");
+        assert_eq!(forgotten, 20);
+        assert_eq!(
+            s.floor_us(),
+            2_000_000,
+            "past the seconds of the forgotten ids"
+        );
         assert_eq!(forgotten as usize + s.len(), 100);
         // whole seconds go, oldest first: every kept id is newer than every forgotten one
         assert!(!s.contains(&id(0)) && s.contains(&id(99)));
@@ -216,29 +220,52 @@ mod tests {
     }
 
     #[test]
-    fn the_horizon_sweeps_once_the_oldest_second_is_an_hour_overdue() {
+    fn the_horizon_forgets_a_few_ids_each_time_oldest_first() {
         let mut s = Seen::new(0);
-        s.insert(id(1), 0);
-        s.insert(id(2), 10_000_000);
-        s.expire(3_000_000_000);
-        assert_eq!(s.len(), 2, "under an hour overdue: no sweep yet");
-        s.expire(3_600_000_000);
-        assert_eq!(s.len(), 0, "both at or before the horizon");
+        for n in 0..20u64 {
+            s.insert(id(n), 1_000_005);
+        }
+        s.insert(id(100), 10_000_000);
+        s.expire(999_999);
+        assert_eq!(s.len(), 21, "nothing at or before the horizon");
+        s.expire(1_000_000);
+        assert_eq!(s.len(), 21 - SWEEP_STEP, "a step at a time");
+        assert!(
+            !s.contains(&id(0)) && s.contains(&id(SWEEP_STEP as u64)),
+            "in arrival order"
+        );
+        s.expire(1_000_000);
+        s.expire(1_000_000);
+        assert_eq!(s.len(), 1, "stops at the horizon");
+        assert!(s.contains(&id(100)));
+        s.expire(10_000_000);
+        assert!(s.is_empty() && s.by_sec.is_empty());
         assert_eq!(s.floor_us(), 0, "the horizon is not the bound's floor");
-        assert!(s.per_sec.is_empty());
     }
 
     #[test]
     fn a_checkpoint_round_trip_keeps_ids_floor_and_bytes() {
         let mut s = Seen::new(50);
         for n in 0..60u64 {
-            s.insert(id(n), n as i64 * 1_000_000);
+            // three ids a second, in falling id order
+            s.insert(id(1000 - n), (n / 3) as i64 * 1_000_000);
         }
+        // the bound forgot seconds 0-2 and one id of second 3: the restore must forget what
+        // the live set forgets next
+        assert_eq!((s.len(), s.floor_us()), (50, 4_000_000));
         let bytes = s.encode();
-        let r = Seen::decode(&bytes, s.floor_us(), 50).unwrap();
+        let mut r = Seen::decode(&bytes, s.floor_us(), 50).unwrap();
         assert_eq!(r.len(), s.len());
         assert_eq!(r.floor_us(), s.floor_us());
         assert_eq!(r.encode(), bytes, "the same set encodes to the same bytes");
+        for n in 0..30u64 {
+            let ts = 40_000_000 + n as i64;
+            assert_eq!(r.insert(id(n), ts), s.insert(id(n), ts));
+            r.expire(7_000_000);
+            s.expire(7_000_000);
+            assert_eq!(r.encode(), s.encode(), "after {n} more ids");
+            assert_eq!(r.floor_us(), s.floor_us());
+        }
         assert!(Seen::decode(&bytes[..23], 0, 0).is_err());
         // a lower bound applies on restore
         let small = Seen::decode(&bytes, s.floor_us(), 10).unwrap();
@@ -251,7 +278,8 @@ mod tests {
         assert_eq!(second(i64::MAX), u32::MAX);
         let mut s = Seen::new(0);
         s.insert(id(1), i64::MAX);
-        s.drop_through(u32::MAX);
-        assert!(s.is_empty() && s.per_sec.is_empty());
+        s.insert(id(2), -5);
+        s.expire(i64::MAX);
+        assert!(s.is_empty() && s.by_sec.is_empty());
     }
 }
