@@ -28,9 +28,9 @@ impl<T> Default for ChunkHeap<T> {
     }
 }
 
-impl<T: Ord> ChunkHeap<T> {
-    /// A heap of `items`, built in linear time.
-    pub(crate) fn from_vec(items: Vec<T>) -> Self {
+/// A heap of the items, built in linear time.
+impl<T: Ord> FromIterator<T> for ChunkHeap<T> {
+    fn from_iter<I: IntoIterator<Item = T>>(items: I) -> Self {
         let mut h = ChunkHeap::default();
         for x in items {
             h.append(x);
@@ -40,7 +40,9 @@ impl<T: Ord> ChunkHeap<T> {
         }
         h
     }
+}
 
+impl<T: Ord> ChunkHeap<T> {
     /// Entries held (stale ones included: the caller decides what is stale).
     pub(crate) fn len(&self) -> usize {
         self.len
@@ -161,7 +163,7 @@ mod tests {
             ops in prop::collection::vec((0u8..4, 0u16..500), 0..3_000),
             start in prop::collection::vec(0u16..500, 0..6_000),
         ) {
-            let mut h = ChunkHeap::from_vec(start.clone());
+            let mut h: ChunkHeap<u16> = start.iter().copied().collect();
             let mut std: BinaryHeap<Reverse<u16>> = start.into_iter().map(Reverse).collect();
             for (op, v) in ops {
                 if op == 0 {

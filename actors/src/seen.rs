@@ -100,6 +100,12 @@ impl Seen {
             return 0;
         }
         self.by_sec.entry(second(ts_us)).or_default().ids.push(id);
+        self.trim()
+    }
+
+    /// Past the bound: forgets the oldest ids until it holds, raising the floor past each one's
+    /// second. Answers how many went.
+    fn trim(&mut self) -> u64 {
         let mut forgotten = 0;
         while self.cap > 0 && self.ids.len() > self.cap {
             let Some(s) = self.forget_oldest(u32::MAX) else {
@@ -169,14 +175,9 @@ impl Seen {
             s.insert(Uuid::from_bytes(id), i64::from_le_bytes(t));
         }
         s.floor = second(floor_us);
-        // a bound lowered since the checkpoint applies at once
-        while cap > 0 && s.ids.len() > cap {
-            let Some(sec) = s.forget_oldest(u32::MAX) else {
-                break;
-            };
-            s.floor = s.floor.max(sec.saturating_add(1));
-        }
         s.cap = cap;
+        // a bound lowered since the checkpoint applies at once
+        s.trim();
         Ok(s)
     }
 }

@@ -49,8 +49,7 @@ impl Timers {
 
     /// Drops the stale entries: the heap then holds one entry per pending timer.
     fn rebuild(&mut self) {
-        let live: Vec<_> = self.at.iter().map(|(k, t)| (*t, k.clone())).collect();
-        self.heap = ChunkHeap::from_vec(live);
+        self.heap = self.at.iter().map(|(k, t)| (*t, k.clone())).collect();
     }
 
     /// Settles the top: moves an anchor that came up early to its key's time and drops stale
