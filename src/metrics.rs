@@ -126,6 +126,11 @@ fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeV
     g
 }
 
+/// Sets a gauge to a count, saturating at the gauge's maximum.
+fn set_u64(g: &IntGauge, v: u64) {
+    g.set(i64::try_from(v).unwrap_or(i64::MAX));
+}
+
 fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
     let g = IntGauge::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"));
     r.register(Box::new(g.clone()))
@@ -486,8 +491,7 @@ impl Metrics {
             let m = self.state_loads.with_label_values(&[from]);
             m.inc_by(total.saturating_sub(m.get()));
         }
-        self.state_cache_bytes
-            .set(i64::try_from(c.bytes).unwrap_or(i64::MAX));
+        set_u64(&self.state_cache_bytes, c.bytes);
     }
 
     /// Sets the code registry's gauges.
@@ -495,11 +499,10 @@ impl Metrics {
         if !self.enabled {
             return;
         }
-        let set = |g: &IntGauge, v: u64| g.set(i64::try_from(v).unwrap_or(i64::MAX));
-        set(&self.code_runs, c.runs);
-        set(&self.code_records, c.records);
-        set(&self.code_bytes.with_label_values(&["disk"]), c.disk_bytes);
-        set(
+        set_u64(&self.code_runs, c.runs);
+        set_u64(&self.code_records, c.records);
+        set_u64(&self.code_bytes.with_label_values(&["disk"]), c.disk_bytes);
+        set_u64(
             &self.code_bytes.with_label_values(&["memory"]),
             c.memory_bytes,
         );

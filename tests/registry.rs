@@ -279,10 +279,6 @@ fn registry_bench_lookup_with_filter_and_store() {
         t.elapsed().as_secs_f64()
     );
     let mut rand = Rand(0x9e37_79b9_7f4a_7c15);
-    let layered = |s: &RedbStore| Layered {
-        inflight: InFlightSlot::default(),
-        base: s.cold().unwrap(),
-    };
 
     if reuse.is_some() {
         let t = Instant::now();
@@ -422,6 +418,14 @@ fn registry_bench_lookup_with_filter_and_store() {
     cold_passes(dir, &filter, &present2, &absent);
 }
 
+/// The store's cold tier, read as the engine reads it (nothing in flight).
+fn layered(s: &RedbStore) -> Layered {
+    Layered {
+        inflight: InFlightSlot::default(),
+        base: s.cold().unwrap(),
+    }
+}
+
 /// Drops the store's files from the page cache, reopens it, and times registered codes, then
 /// codes never registered.
 fn cold_passes(dir: &Path, filter: &CodeFilter, present: &[String], absent: &[String]) {
@@ -434,10 +438,7 @@ fn cold_passes(dir: &Path, filter: &CodeFilter, present: &[String], absent: &[St
         "reopened in {:.1} s (reads every run's index and filter); RSS {r} MB (peak {hwm} MB)",
         t.elapsed().as_secs_f64()
     );
-    let cold_tier = Layered {
-        inflight: InFlightSlot::default(),
-        base: store.cold().unwrap(),
-    };
+    let cold_tier = layered(&store);
     pass(
         "cold (files dropped, store reopened), registered",
         filter,
