@@ -367,6 +367,44 @@ impl<V: Default + Clone + Serialize + DeserializeOwned> Table<V> {
         }
     }
 
+    /// Every entity of this kind, resident or not, handed to `f` one at a time in the order
+    /// `order` gives their keys: only the keys are gathered, and a stored or spilled state is
+    /// read and decoded when its turn comes, so a state far larger than memory can be written
+    /// out (what [`Table::all`] would collect whole). The store's scan may come in any order.
+    pub(crate) fn each_sorted(
+        &self,
+        cold: Option<&dyn Cold>,
+        order: fn(&str, &str) -> std::cmp::Ordering,
+        f: &mut dyn FnMut(&str, &V) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let mut keys: Vec<Str> = Vec::new();
+        if let Some(c) = cold {
+            c.scan(self.kind, &mut |k, _| keys.push(Str::from(k)))?;
+        }
+        keys.extend(self.spilled.keys().cloned());
+        keys.extend(self.live.keys().cloned());
+        keys.sort_unstable_by(|a, b| order(a, b));
+        keys.dedup();
+        let named = |k: &str, e: String| format!("{} {k}: {e}", self.kind.name());
+        for k in &keys {
+            if let Some(s) = self.live.get(k.as_str()) {
+                f(k, &s.v)?;
+                continue;
+            }
+            let b = match self.spilled.get(k.as_str()) {
+                Some(b) => Cow::Borrowed(b.as_slice()),
+                // listed by the scan above, so a store without it now has failed
+                None => match cold.map(|c| c.load(self.kind, k)).transpose()?.flatten() {
+                    Some(b) => Cow::Owned(b),
+                    None => return Err(named(k, "listed by the store but not found".into())),
+                },
+            };
+            let v: V = decode(&b).map_err(|e| named(k, e))?;
+            f(k, &v)?;
+        }
+        Ok(())
+    }
+
     /// The resident entities.
     pub(crate) fn resident(&self) -> impl Iterator<Item = (&Str, &V)> {
         self.live.iter().map(|(k, s)| (k, &s.v))

@@ -227,6 +227,60 @@ struct Global {
     seen_floor_us: i64,
 }
 
+/// One entity's state, as [`Engine::each_state`] hands it over; serialised as the state
+/// itself.
+#[derive(Debug, Clone, Copy)]
+pub enum State<'a> {
+    /// An identity.
+    Identity(&'a Identity),
+    /// A member.
+    Member(&'a Member),
+    /// An order.
+    Order(&'a Order),
+    /// A SKU.
+    Sku(&'a Sku),
+    /// A dealer.
+    Dealer(&'a Dealer),
+    /// A store.
+    Store(&'a Store),
+    /// A campaign.
+    Campaign(&'a Campaign),
+    /// A code registry entry.
+    Code(&'a Code),
+    /// A device, an IP address or a network prefix.
+    Crowd(&'a Crowd),
+    /// A ring.
+    Ring(&'a Ring),
+}
+
+impl Serialize for State<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            State::Identity(v) => v.serialize(s),
+            State::Member(v) => v.serialize(s),
+            State::Order(v) => v.serialize(s),
+            State::Sku(v) => v.serialize(s),
+            State::Dealer(v) => v.serialize(s),
+            State::Store(v) => v.serialize(s),
+            State::Campaign(v) => v.serialize(s),
+            State::Code(v) => v.serialize(s),
+            State::Crowd(v) => v.serialize(s),
+            State::Ring(v) => v.serialize(s),
+        }
+    }
+}
+
+/// The order of identity keys as a [`Snapshot`] sorts them: as `kind/value`, the stored NUL
+/// read as `/` (then by the stored key, so two keys that look alike stay apart).
+fn identity_order(a: &str, b: &str) -> std::cmp::Ordering {
+    fn shown(k: &str) -> impl Iterator<Item = u8> + '_ {
+        let (kind, value) = k.split_once('\0').unwrap_or((k, ""));
+        let sep = k.contains('\0').then_some(b'/');
+        kind.bytes().chain(sep).chain(value.bytes())
+    }
+    shown(a).cmp(shown(b)).then_with(|| a.cmp(b))
+}
+
 /// The key string of an identity entity: kind, NUL, value.
 fn identity_key(kind: &str, value: &str) -> Str {
     let mut s = Str::with_capacity(kind.len() + 1 + value.len());
@@ -989,6 +1043,92 @@ impl Engine {
             rings: self.rings.all(cold, keep)?,
             refs: self.refs.clone(),
         })
+    }
+
+    /// Every entity's state, resident or not, handed to `f` one at a time: kind by kind in the
+    /// order of [`Snapshot`]'s fields, each kind sorted by key as there (identities as
+    /// `kind/value`). What [`Engine::try_snapshot`] holds at once, for a writer that should
+    /// not: only the keys of one kind are gathered, and a passivated state is read back when
+    /// its turn comes. Fails when the cold tier or `f` does.
+    pub fn each_state(
+        &self,
+        f: &mut dyn FnMut(Kind, &str, State<'_>) -> Result<(), String>,
+    ) -> Result<(), String> {
+        let cold = self.cold_ref();
+        self.identities
+            .each_sorted(cold, identity_order, &mut |k, s| {
+                f(
+                    Kind::Identity,
+                    &k.replacen('\0', "/", 1),
+                    State::Identity(s),
+                )
+            })?;
+        macro_rules! each {
+            ($($table:ident: $kind:ident => $state:ident),*) => {$(
+                self.$table.each_sorted(cold, str::cmp, &mut |k, s| {
+                    f(Kind::$kind, k, State::$state(s))
+                })?;
+            )*};
+        }
+        each!(members: Member => Member, orders: Order => Order, skus: Sku => Sku,
+            dealers: Dealer => Dealer, stores: Store => Store, campaigns: Campaign => Campaign,
+            codes: Code => Code, devices: Device => Crowd, ips: Ip => Crowd, nets: Net => Crowd,
+            rings: Ring => Ring);
+        Ok(())
+    }
+
+    /// Writes what `serde_json::to_writer(w, &engine.try_snapshot()?)` writes, byte for byte,
+    /// without holding the snapshot: each entity is read, written, and handed to `also` (for
+    /// the caller's own views of it) in turn, so the peak memory is one kind's keys, not every
+    /// state twice.
+    pub fn write_snapshot(
+        &self,
+        w: &mut dyn std::io::Write,
+        also: &mut dyn FnMut(Kind, &str, State<'_>) -> Result<(), String>,
+    ) -> Result<(), String> {
+        fn field(kind: Kind) -> &'static str {
+            match kind {
+                Kind::Identity => "identities",
+                Kind::Member => "members",
+                Kind::Order => "orders",
+                Kind::Sku => "skus",
+                Kind::Dealer => "dealers",
+                Kind::Store => "stores",
+                Kind::Campaign => "campaigns",
+                Kind::Code => "codes",
+                Kind::Device => "devices",
+                Kind::Ip => "ips",
+                Kind::Net => "nets",
+                Kind::Ring => "rings",
+            }
+        }
+        let io = |e: std::io::Error| format!("writing the state: {e}");
+        let js = |e: serde_json::Error| format!("writing the state: {e}");
+        // opens the kinds before `upto` not yet opened (closing the one before); true if any
+        let open_to = |w: &mut dyn std::io::Write, opened: &mut usize, upto: usize| {
+            let fresh = *opened < upto;
+            while *opened < upto {
+                let close = if *opened == 0 { "{" } else { "}," };
+                write!(w, "{close}\"{}\":{{", field(Kind::ALL[*opened])).map_err(io)?;
+                *opened += 1;
+            }
+            Ok::<bool, String>(fresh)
+        };
+        let mut opened = 0;
+        self.each_state(&mut |kind, key, state| {
+            // `Kind`'s tags count from 1 in the order of `Kind::ALL`
+            if !open_to(w, &mut opened, kind as usize)? {
+                w.write_all(b",").map_err(io)?;
+            }
+            serde_json::to_writer(&mut *w, key).map_err(js)?;
+            w.write_all(b":").map_err(io)?;
+            serde_json::to_writer(&mut *w, &state).map_err(js)?;
+            also(kind, key, state)
+        })?;
+        open_to(w, &mut opened, Kind::ALL.len())?;
+        w.write_all(b"},\"refs\":").map_err(io)?;
+        serde_json::to_writer(&mut *w, &self.refs).map_err(js)?;
+        w.write_all(b"}").map_err(io)
     }
 
     /// All state, sorted by key, of an engine without a cold tier (with one, use

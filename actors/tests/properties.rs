@@ -422,10 +422,20 @@ fn run_cold(
             );
         }
     }
-    Ok((
-        serde_json::to_string(&e.try_snapshot().unwrap()).unwrap(),
-        out,
-    ))
+    let state = serde_json::to_string(&e.try_snapshot().unwrap()).unwrap();
+    // the streamed snapshot is the same bytes, and shows each entity once, in its order
+    let (mut streamed, mut seen) = (Vec::new(), Vec::new());
+    e.write_snapshot(&mut streamed, &mut |kind, key, _| {
+        seen.push((kind, key.to_string()));
+        Ok(())
+    })
+    .unwrap();
+    prop_assert_eq!(&state, &String::from_utf8(streamed).unwrap());
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    prop_assert_eq!(seen, sorted);
+    Ok((state, out))
 }
 
 proptest! {

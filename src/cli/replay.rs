@@ -4,7 +4,8 @@
 
 use crate::store::{Batch, CheckpointWrite, Store};
 use anyhow::Context;
-use omnistream_actors::engine::{Applied, Emitted, Engine};
+use omnistream_actors::cold::Kind;
+use omnistream_actors::engine::{Applied, Emitted, Engine, State};
 use omnistream_actors::sharded::Sharded;
 use omnistream_actors::{Output, Rules};
 use omnistream_schemas::Decoder;
@@ -34,7 +35,8 @@ pub struct ReplaySummary {
     /// Entities passivated to the spill store (`--resident`).
     pub passivated: u64,
     /// Peak resident memory (kB, VmHWM) when the input was processed, before the final
-    /// states were written (which brings every entity back into memory).
+    /// states were written (streamed one entity at a time; with `--resident`, passivated
+    /// ones are read back one by one).
     pub peak_rss_kb: Option<u64>,
     /// Wall time in seconds.
     pub seconds: f64,
@@ -268,13 +270,22 @@ pub fn run(
                 .sharded
                 .try_snapshot()
                 .map_err(|e| anyhow::anyhow!("snapshot: {e}"))?;
-            write_states(&snap, ep.sharded.watermark(), ep.sharded.rules(), out_dir)?
+            let mut views = Views::new(ep.sharded.watermark(), ep.sharded.rules(), out_dir)?;
+            let mut state = writer(out_dir, "state.json")?;
+            serde_json::to_writer(&mut state, &snap)?;
+            state.flush()?;
+            views.snapshot(&snap).map_err(|e| anyhow::anyhow!(e))?;
+            views.finish()?
         }
         None => {
-            let snap = engine
-                .try_snapshot()
-                .map_err(|e| anyhow::anyhow!("spill store: {e}"))?;
-            write_states(&snap, engine.watermark(), &engine.rules, out_dir)?
+            // streamed: with a resident bound, the whole state need not fit in memory
+            let mut views = Views::new(engine.watermark(), &engine.rules, out_dir)?;
+            let mut state = writer(out_dir, "state.json")?;
+            engine
+                .write_snapshot(&mut state, &mut |kind, key, s| views.see(kind, key, s))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            state.flush()?;
+            views.finish()?
         }
     };
     if let Some((store, dir)) = spill {
@@ -355,53 +366,97 @@ fn dead_letter(
     )
 }
 
-/// Writes the final states, sorted by key, and the whole snapshot; returns the member count.
-fn write_states(
-    snap: &omnistream_actors::engine::Snapshot,
-    watermark: i64,
-    rules: &omnistream_actors::Rules,
-    dir: &Path,
-) -> anyhow::Result<u64> {
-    let at = omnistream_schemas::EventTime {
-        unix_us: watermark.max(0),
-        offset_min: 480,
-    };
-    let (now, today) = (at.unix_us, at.local_day());
-    let mut members = writer(dir, "members.jsonl")?;
-    let mut n = 0;
-    for m in snap.members.values().filter(|m| m.alias_of.is_none()) {
-        line(&mut members, &m.view(now, today, rules))?;
-        n += 1;
+/// The views `replay` writes beside `state.json`, one file per kind, fed one entity at a time
+/// in key order: members (not aliases), SKUs' stock, dealers' credit, stores' KPIs, as of the
+/// final watermark.
+struct Views<'a> {
+    members: BufWriter<File>,
+    skus: BufWriter<File>,
+    dealers: BufWriter<File>,
+    stores: BufWriter<File>,
+    at: omnistream_schemas::EventTime,
+    rules: &'a omnistream_actors::Rules,
+    /// Members written.
+    n: u64,
+}
+
+impl<'a> Views<'a> {
+    fn new(
+        watermark: i64,
+        rules: &'a omnistream_actors::Rules,
+        dir: &Path,
+    ) -> anyhow::Result<Self> {
+        Ok(Views {
+            members: writer(dir, "members.jsonl")?,
+            skus: writer(dir, "skus.jsonl")?,
+            dealers: writer(dir, "dealers.jsonl")?,
+            stores: writer(dir, "stores.jsonl")?,
+            at: omnistream_schemas::EventTime {
+                unix_us: watermark.max(0),
+                offset_min: 480,
+            },
+            rules,
+            n: 0,
+        })
     }
-    members.flush()?;
-    let mut skus = writer(dir, "skus.jsonl")?;
-    for (id, s) in &snap.skus {
-        line(
-            &mut skus,
-            &serde_json::json!({"sku": id, "stock": s.view()}),
-        )?;
+
+    fn see(&mut self, kind: Kind, key: &str, state: State<'_>) -> Result<(), String> {
+        let written = match (kind, state) {
+            (Kind::Member, State::Member(m)) if m.alias_of.is_none() => {
+                self.n += 1;
+                let view = m.view(self.at.unix_us, self.at.local_day(), self.rules);
+                line(&mut self.members, &view)
+            }
+            (Kind::Sku, State::Sku(s)) => line(
+                &mut self.skus,
+                &serde_json::json!({"sku": key, "stock": s.view()}),
+            ),
+            (Kind::Dealer, State::Dealer(d)) => line(
+                &mut self.dealers,
+                &serde_json::json!({"dealer": key, "credit": d.view()}),
+            ),
+            (Kind::Store, State::Store(s)) => line(
+                &mut self.stores,
+                &serde_json::json!({"store": key, "kpis": s.view(self.at)}),
+            ),
+            _ => Ok(()),
+        };
+        written.map_err(|e| format!("writing the {} views: {e}", kind.name()))
     }
-    skus.flush()?;
-    let mut dealers = writer(dir, "dealers.jsonl")?;
-    for (id, d) in &snap.dealers {
-        line(
-            &mut dealers,
-            &serde_json::json!({"dealer": id, "credit": d.view()}),
-        )?;
+
+    /// Every view of a snapshot held whole (the sharded replay's).
+    fn snapshot(&mut self, snap: &omnistream_actors::engine::Snapshot) -> Result<(), String> {
+        let members = snap
+            .members
+            .iter()
+            .map(|(k, v)| (Kind::Member, k, State::Member(v)));
+        let skus = snap.skus.iter().map(|(k, v)| (Kind::Sku, k, State::Sku(v)));
+        let dealers = snap
+            .dealers
+            .iter()
+            .map(|(k, v)| (Kind::Dealer, k, State::Dealer(v)));
+        let stores = snap
+            .stores
+            .iter()
+            .map(|(k, v)| (Kind::Store, k, State::Store(v)));
+        for (kind, key, s) in members.chain(skus).chain(dealers).chain(stores) {
+            self.see(kind, key, s)?;
+        }
+        Ok(())
     }
-    dealers.flush()?;
-    let mut stores = writer(dir, "stores.jsonl")?;
-    for (id, s) in &snap.stores {
-        line(
-            &mut stores,
-            &serde_json::json!({"store": id, "kpis": s.view(at)}),
-        )?;
+
+    /// Flushes the files; returns the members written.
+    fn finish(mut self) -> anyhow::Result<u64> {
+        for w in [
+            &mut self.members,
+            &mut self.skus,
+            &mut self.dealers,
+            &mut self.stores,
+        ] {
+            w.flush()?;
+        }
+        Ok(self.n)
     }
-    stores.flush()?;
-    let mut state = writer(dir, "state.json")?;
-    serde_json::to_writer(&mut state, &snap)?;
-    state.flush()?;
-    Ok(n)
 }
 
 /// The summary as printed.
