@@ -101,6 +101,11 @@ pub fn peak_rss_kb() -> Option<u64> {
     status_kb("VmHWM:")
 }
 
+/// Reads VmRSS (resident set now) of this process, in kB.
+pub fn rss_kb() -> Option<u64> {
+    status_kb("VmRSS:")
+}
+
 /// CPU seconds this process has used (user + system, all threads), from `/proc/self/stat`.
 fn cpu_seconds() -> f64 {
     let Ok(s) = std::fs::read_to_string("/proc/self/stat") else {

@@ -17,6 +17,9 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+/// How often a long replay says how far it got (on standard error).
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What a replay did.
 #[derive(Debug, Default, Serialize)]
 pub struct ReplaySummary {
@@ -190,6 +193,7 @@ pub fn run(
     let mut dead = writer(out_dir, "dead-letter.jsonl")?;
     let mut summary = ReplaySummary::default();
     let started = Instant::now();
+    let mut told = started;
     let mut buf: Vec<Emitted> = Vec::new();
     for input in inputs {
         let name: std::rc::Rc<str> = input.display().to_string().into();
@@ -201,6 +205,21 @@ pub fn run(
         for raw in JsonLines::new(reader) {
             let mut raw = raw.with_context(|| format!("reading {name}"))?;
             summary.lines += 1;
+            if summary.lines % 4096 == 0 && told.elapsed() >= PROGRESS_EVERY {
+                told = Instant::now();
+                let (resident, passivated) = match &epochs {
+                    Some(ep) => (ep.sharded.resident(), ep.sharded.evicted()),
+                    None => (engine.resident(), engine.evicted()),
+                };
+                eprintln!(
+                    "replay: {} lines in {:.0} s ({:.0} lines/s overall), {resident} entities resident, \
+                     {passivated} passivated, RSS {} MiB",
+                    summary.lines,
+                    started.elapsed().as_secs_f64(),
+                    summary.lines as f64 / started.elapsed().as_secs_f64(),
+                    omnistream_loadtest::bench::rss_kb().unwrap_or(0) / 1024
+                );
+            }
             // a line the decoder or the engine refused: its id when readable, and why
             let refused = match decoder.decode(&raw.bytes) {
                 Ok(ev) if epochs.is_some() => {
@@ -251,6 +270,13 @@ pub fn run(
     }
     if let Some(ep) = epochs.as_mut() {
         flush_epoch(ep, &mut summary, &mut buf, &mut dead, &pii)?;
+    }
+    if told > started {
+        eprintln!(
+            "replay: {} lines read in {:.0} s; writing the final states",
+            summary.lines,
+            started.elapsed().as_secs_f64()
+        );
     }
     if let Some(t) = until {
         match epochs.as_mut() {
