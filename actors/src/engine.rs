@@ -291,7 +291,7 @@ fn identity_key(kind: &str, value: &str) -> Str {
 }
 
 /// An entity key as `(kind, key string)`.
-fn split_key(key: &Key) -> (Kind, Str) {
+pub(crate) fn split_key(key: &Key) -> (Kind, Str) {
     match key {
         Key::Identity(k, v) => (Kind::Identity, identity_key(k, v)),
         Key::Member(id) => (Kind::Member, id.clone()),
@@ -309,7 +309,7 @@ fn split_key(key: &Key) -> (Kind, Str) {
 }
 
 /// The inverse of [`split_key`].
-fn join_key(kind: Kind, id: Str) -> Key {
+pub(crate) fn join_key(kind: Kind, id: Str) -> Key {
     match kind {
         Kind::Identity => {
             let (k, v) = id.split_once('\0').unwrap_or((id.as_str(), ""));
@@ -770,10 +770,7 @@ impl Engine {
                 .timers
                 .sorted()
                 .into_iter()
-                .map(|(t, k)| {
-                    let (kind, id) = split_key(k);
-                    (t, kind as u8, id)
-                })
+                .map(|(t, kind, id)| (t, kind as u8, id.clone()))
                 .collect(),
             refs: self.refs.clone(),
             stats: self.stats.clone(),

@@ -26,7 +26,7 @@ pub mod seen;
 pub mod sharded;
 pub mod sku;
 pub mod store;
-mod timers;
+pub mod timers;
 pub mod vecmap;
 
 /// The hash map of the engine's large tables (entities, remembered event ids, timers).

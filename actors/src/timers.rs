@@ -18,9 +18,21 @@
 //! Neither structure pauses to grow: the map moves a few entries per insert when it grows
 //! ([`crate::GrowMap`]), and the heap's storage grows in chunks ([`ChunkHeap`]), so no arm
 //! moves what is already stored.
+//!
+//! Both hold a key as its kind and key string (32 bytes, where a [`Key`] takes 48 for the
+//! identity's two strings): a member that is passivated keeps its pending timer in memory,
+//! so at 10 million members known these entries are a large part of what is not bounded.
+//! The order is the same: kinds in [`Key`]'s order, then the string (an identity's
+//! `kind NUL value` sorts as its `(kind, value)` pair for kinds without a NUL; only members
+//! arm timers today).
 
 use crate::chunkheap::ChunkHeap;
-use crate::Key;
+use crate::cold::Kind;
+use crate::engine::{join_key, split_key};
+use crate::{Key, Str};
+
+/// A timer's key: a [`Key`] as its kind and key string.
+type Tk = (Kind, Str);
 
 type HashMap<K, V> = crate::GrowMap<K, V>;
 
@@ -29,14 +41,15 @@ const REBUILD_FLOOR: usize = 1_024;
 
 /// The pending timers, one per key.
 #[derive(Debug, Default)]
-pub(crate) struct Timers {
-    heap: ChunkHeap<(i64, Key)>,
-    at: HashMap<Key, i64>,
+pub struct Timers {
+    heap: ChunkHeap<(i64, Tk)>,
+    at: HashMap<Tk, i64>,
 }
 
 impl Timers {
     /// Sets `key`'s timer to `t`, replacing any earlier request.
-    pub(crate) fn arm(&mut self, key: Key, t: i64) {
+    pub fn arm(&mut self, key: Key, t: i64) {
+        let key = split_key(&key);
         match self.at.insert(key.clone(), t) {
             // the anchor, at or before the old time, is at or before the new one
             Some(old) if old <= t => return,
@@ -72,25 +85,30 @@ impl Timers {
     }
 
     /// The earliest pending timer if it is at or before `to_us`, removed.
-    pub(crate) fn pop_due(&mut self, to_us: i64) -> Option<(i64, Key)> {
+    pub fn pop_due(&mut self, to_us: i64) -> Option<(i64, Key)> {
         if self.first()? > to_us {
             return None;
         }
         let (t, k) = self.heap.pop()?;
         self.at.remove(&k);
-        Some((t, k))
+        Some((t, join_key(k.0, k.1)))
     }
 
-    /// Every pending timer in firing order.
-    pub(crate) fn sorted(&self) -> Vec<(i64, &Key)> {
-        let mut v: Vec<_> = self.at.iter().map(|(k, t)| (*t, k)).collect();
+    /// Every pending timer in firing order, as `(time, kind, key string)`.
+    pub(crate) fn sorted(&self) -> Vec<(i64, Kind, &Str)> {
+        let mut v: Vec<_> = self
+            .at
+            .iter()
+            .map(|((kind, id), t)| (*t, *kind, id))
+            .collect();
         v.sort_unstable();
         v
     }
 
     /// Keeps the timers of the keys `keep` takes.
     pub(crate) fn retain(&mut self, keep: impl Fn(&Key) -> bool) {
-        self.at.retain(|k, _| keep(k));
+        self.at
+            .retain(|(kind, id), _| keep(&join_key(*kind, id.clone())));
         self.rebuild();
     }
 
@@ -107,8 +125,15 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::{BTreeMap, BTreeSet};
 
+    /// Members, and (numbers from 8) identities of kinds that are prefixes of each other.
     fn key(i: u8) -> Key {
-        Key::Member(format!("m{i}").into())
+        match i {
+            0..8 => Key::Member(format!("m{i}").into()),
+            _ => Key::Identity(
+                ["a", "ab", "a-b"][usize::from(i % 3)].into(),
+                format!("{}", i % 2).into(),
+            ),
+        }
     }
 
     #[test]
@@ -219,7 +244,7 @@ mod tests {
                         of.retain(|k, _| keep(k));
                     }
                 }
-                let sorted: Vec<_> = t.sorted().into_iter().map(|(at, k)| (at, k.clone())).collect();
+                let sorted: Vec<_> = t.sorted().into_iter().map(|(at, kind, id)| (at, join_key(kind, id.clone()))).collect();
                 prop_assert_eq!(sorted, set.iter().cloned().collect::<Vec<_>>());
             }
         }
