@@ -18,21 +18,11 @@ use omnistream_actors::DAY_US;
 use std::time::Instant;
 use uuid::Uuid;
 
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod common;
+use common::{env, rss_bytes};
 
 fn rss_mb() -> f64 {
-    let s = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: f64 = s
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0.0);
-    pages * 4096.0 / 1e6
+    rss_bytes() / 1e6
 }
 
 /// Inserts `n` ids, the `i`th at `ts(i)`, calling `expire` first as the engine does; prints

@@ -16,22 +16,8 @@ use omnistream_actors::timers::Timers;
 use omnistream_actors::{Key, DAY_US};
 use std::time::Instant;
 
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn rss_bytes() -> f64 {
-    let s = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: f64 = s
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0.0);
-    pages * 4096.0
-}
+mod common;
+use common::{env, rss_bytes};
 
 fn key(i: u64) -> Key {
     let h = i.wrapping_mul(0x9e37_79b9_7f4a_7c15);

@@ -121,3 +121,22 @@ pub fn typical_member(rules: &Rules) -> (Str, Member) {
     }
     (me, m)
 }
+
+/// A `u64` from the environment variable `name`, or `default`.
+pub fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// This process's resident set now, in bytes (`/proc/self/statm`).
+pub fn rss_bytes() -> f64 {
+    let s = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: f64 = s
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0.0);
+    pages * 4096.0
+}
