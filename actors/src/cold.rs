@@ -367,31 +367,42 @@ impl<V: Default + Clone + Serialize + DeserializeOwned> Table<V> {
         }
     }
 
-    /// Every entity of this kind, resident or not, handed to `f` one at a time in the order
-    /// `order` gives their keys: only the keys are gathered, and a stored or spilled state is
-    /// read and decoded when its turn comes, so a state far larger than memory can be written
-    /// out (what [`Table::all`] would collect whole). The store's scan may come in any order.
+    /// Every entity of this kind, resident or not, handed to `f` one at a time, by key as
+    /// `shown` shows it (then by the key itself): only the keys are gathered, and a stored or
+    /// spilled state is read and decoded when its turn comes, so a state far larger than
+    /// memory can be written out (what [`Table::all`] would collect whole). The store's scan
+    /// may come in any order. `f` is given the shown key.
     pub(crate) fn each_sorted(
         &self,
         cold: Option<&dyn Cold>,
-        order: fn(&str, &str) -> std::cmp::Ordering,
+        shown: fn(&str) -> Cow<'_, str>,
         f: &mut dyn FnMut(&str, &V) -> Result<(), String>,
     ) -> Result<(), String> {
-        let mut keys: Vec<Str> = Vec::new();
+        let mut stored: Vec<Str> = Vec::new();
         if let Some(c) = cold {
-            c.scan(self.kind, &mut |k, _| keys.push(Str::from(k)))?;
+            c.scan(self.kind, &mut |k, _| stored.push(Str::from(k)))?;
         }
-        keys.extend(self.spilled.keys().cloned());
-        keys.extend(self.live.keys().cloned());
-        keys.sort_unstable_by(|a, b| order(a, b));
-        keys.dedup();
+        // each key as shown, itself, and its state if resident (so not looked up again)
+        let mut keys: Vec<(Cow<'_, str>, &str, Option<&V>)> =
+            Vec::with_capacity(stored.len() + self.spilled.len() + self.live.len());
+        // resident first: a key also spilled or stored keeps its resident state below
+        keys.extend(
+            self.live
+                .iter()
+                .map(|(k, s)| (shown(k), k.as_str(), Some(&s.v))),
+        );
+        let others = self.spilled.keys().chain(&stored);
+        keys.extend(others.map(|k| (shown(k), k.as_str(), None)));
+        // stable, so of equal keys the resident one stays first and is the one kept
+        keys.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
+        keys.dedup_by(|later, earlier| later.1 == earlier.1);
         let named = |k: &str, e: String| format!("{} {k}: {e}", self.kind.name());
-        for k in &keys {
-            if let Some(s) = self.live.get(k.as_str()) {
-                f(k, &s.v)?;
+        for (sk, k, v) in &keys {
+            if let Some(v) = v {
+                f(sk, v)?;
                 continue;
             }
-            let b = match self.spilled.get(k.as_str()) {
+            let b = match self.spilled.get(*k) {
                 Some(b) => Cow::Borrowed(b.as_slice()),
                 // listed by the scan above, so a store without it now has failed
                 None => match cold.map(|c| c.load(self.kind, k)).transpose()?.flatten() {
@@ -400,7 +411,7 @@ impl<V: Default + Clone + Serialize + DeserializeOwned> Table<V> {
                 },
             };
             let v: V = decode(&b).map_err(|e| named(k, e))?;
-            f(k, &v)?;
+            f(sk, &v)?;
         }
         Ok(())
     }

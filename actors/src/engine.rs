@@ -270,15 +270,13 @@ impl Serialize for State<'_> {
     }
 }
 
-/// The order of identity keys as a [`Snapshot`] sorts them: as `kind/value`, the stored NUL
-/// read as `/` (then by the stored key, so two keys that look alike stay apart).
-fn identity_order(a: &str, b: &str) -> std::cmp::Ordering {
-    fn shown(k: &str) -> impl Iterator<Item = u8> + '_ {
-        let (kind, value) = k.split_once('\0').unwrap_or((k, ""));
-        let sep = k.contains('\0').then_some(b'/');
-        kind.bytes().chain(sep).chain(value.bytes())
+/// An identity key as a [`Snapshot`] shows (and sorts) it: `kind/value`, the stored NUL read
+/// as `/` (two keys that look alike are then kept apart by the stored key).
+fn identity_shown(k: &str) -> std::borrow::Cow<'_, str> {
+    match k.contains('\0') {
+        true => k.replacen('\0', "/", 1).into(),
+        false => k.into(),
     }
-    shown(a).cmp(shown(b)).then_with(|| a.cmp(b))
 }
 
 /// The key string of an identity entity: kind, NUL, value.
@@ -1025,7 +1023,7 @@ impl Engine {
                 .identities
                 .all(cold, keep)?
                 .into_iter()
-                .map(|(k, s)| (k.replacen('\0', "/", 1), s))
+                .map(|(k, s)| (identity_shown(&k).into_owned(), s))
                 .collect(),
             members: self.members.all(cold, keep)?,
             orders: self.orders.all(cold, keep)?,
@@ -1053,16 +1051,12 @@ impl Engine {
     ) -> Result<(), String> {
         let cold = self.cold_ref();
         self.identities
-            .each_sorted(cold, identity_order, &mut |k, s| {
-                f(
-                    Kind::Identity,
-                    &k.replacen('\0', "/", 1),
-                    State::Identity(s),
-                )
+            .each_sorted(cold, identity_shown, &mut |k, s| {
+                f(Kind::Identity, k, State::Identity(s))
             })?;
         macro_rules! each {
             ($($table:ident: $kind:ident => $state:ident),*) => {$(
-                self.$table.each_sorted(cold, str::cmp, &mut |k, s| {
+                self.$table.each_sorted(cold, |k| Cow::Borrowed(k), &mut |k, s| {
                     f(Kind::$kind, k, State::$state(s))
                 })?;
             )*};
@@ -1112,14 +1106,19 @@ impl Engine {
             Ok::<bool, String>(fresh)
         };
         let mut opened = 0;
+        // each entity is written whole into this first: serde_json then writes to memory,
+        // not through `w`'s virtual calls for every token
+        let mut one = Vec::new();
         self.each_state(&mut |kind, key, state| {
             // `Kind`'s tags count from 1 in the order of `Kind::ALL`
             if !open_to(w, &mut opened, kind as usize)? {
-                w.write_all(b",").map_err(io)?;
+                one.push(b',');
             }
-            serde_json::to_writer(&mut *w, key).map_err(js)?;
-            w.write_all(b":").map_err(io)?;
-            serde_json::to_writer(&mut *w, &state).map_err(js)?;
+            serde_json::to_writer(&mut one, key).map_err(js)?;
+            one.push(b':');
+            serde_json::to_writer(&mut one, &state).map_err(js)?;
+            w.write_all(&one).map_err(io)?;
+            one.clear();
             also(kind, key, state)
         })?;
         open_to(w, &mut opened, Kind::ALL.len())?;
