@@ -115,6 +115,41 @@ fn bad_rules_stop_with_the_key_and_the_problem() {
     assert!(err.contains("points.fen-per-point: must be > 0"), "{err}");
 }
 
+/// The outputs are written on a thread of their own: a write that fails there stops the
+/// replay with the file and the reason, as one on the main thread does. (`/dev/full` answers
+/// every write with "no space left".)
+#[test]
+fn a_failed_write_of_the_outputs_stops_with_the_file_and_the_reason() {
+    if !Path::new("/dev/full").exists() {
+        return; // not Linux: nothing to test with
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = smoke_file(dir.path());
+    for file in ["outputs.jsonl", "ledger.jsonl", "state.json"] {
+        let out = dir.path().join(format!("out-{file}"));
+        std::fs::create_dir_all(&out).unwrap();
+        std::os::unix::fs::symlink("/dev/full", out.join(file)).unwrap();
+        let o = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+            .args(["replay", "--input"])
+            .arg(&input)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{file}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        let what = if file == "state.json" {
+            "the state"
+        } else {
+            file
+        };
+        assert!(
+            err.contains(&format!("writing {what}: No space left")),
+            "{file}: {err}"
+        );
+    }
+}
+
 /// `--resident` passivates entities to a spill store while replaying: the files are the same
 /// as with every entity in memory, on a generated stream big enough to evict many times.
 #[test]
