@@ -98,7 +98,8 @@ impl Kind {
 
 /// Where passivated entity states live: the states of the last checkpoint, by kind and key.
 /// Implemented by the service's stores; reads only (the engine's owner writes checkpoints).
-pub trait Cold: Send {
+/// Shared between threads: the final states are read and written on several.
+pub trait Cold: Send + Sync {
     /// The stored state of one entity, if any.
     fn load(&self, kind: Kind, key: &str) -> Result<Option<Vec<u8>>, String>;
     /// Calls `f` with every stored state of one kind (for full snapshots).
@@ -151,6 +152,10 @@ pub(crate) struct Io<'a> {
     pub(crate) clock: u64,
     pub(crate) err: &'a mut Option<String>,
 }
+
+/// An entity as [`Table::listed`] lists it: its key as shown, its key, and its state when
+/// resident.
+pub(crate) type Listed<'a, V> = (Cow<'a, str>, &'a str, Option<&'a V>);
 
 /// The entities of one kind: resident ones, and evicted dirty ones awaiting a checkpoint.
 #[derive(Debug)]
@@ -367,23 +372,22 @@ impl<V: Default + Clone + Serialize + DeserializeOwned> Table<V> {
         }
     }
 
-    /// Every entity of this kind, resident or not, handed to `f` one at a time, by key as
-    /// `shown` shows it (then by the key itself): only the keys are gathered, and a stored or
-    /// spilled state is read and decoded when its turn comes, so a state far larger than
-    /// memory can be written out (what [`Table::all`] would collect whole). The store's scan
-    /// may come in any order. `f` is given the shown key.
-    pub(crate) fn each_sorted(
-        &self,
+    /// Every entity of this kind, resident or not, sorted by key as `shown` shows it (then by
+    /// the key itself): the keys only, with a resident state's reference; a stored or spilled
+    /// state is read and decoded by [`Table::state_of`] when its turn comes, so a state far
+    /// larger than memory can be written out (what [`Table::all`] would collect whole). The
+    /// store's scan may come in any order; its keys are kept in `stored`.
+    pub(crate) fn listed<'a>(
+        &'a self,
         cold: Option<&dyn Cold>,
         shown: fn(&str) -> Cow<'_, str>,
-        f: &mut dyn FnMut(&str, &V) -> Result<(), String>,
-    ) -> Result<(), String> {
-        let mut stored: Vec<Str> = Vec::new();
+        stored: &'a mut Vec<Str>,
+    ) -> Result<Vec<Listed<'a, V>>, String> {
         if let Some(c) = cold {
             c.scan(self.kind, &mut |k, _| stored.push(Str::from(k)))?;
         }
-        // each key as shown, itself, and its state if resident (so not looked up again)
-        let mut keys: Vec<(Cow<'_, str>, &str, Option<&V>)> =
+        let stored: &'a [Str] = stored;
+        let mut keys: Vec<Listed<'a, V>> =
             Vec::with_capacity(stored.len() + self.spilled.len() + self.live.len());
         // resident first: a key also spilled or stored keeps its resident state below
         keys.extend(
@@ -391,29 +395,33 @@ impl<V: Default + Clone + Serialize + DeserializeOwned> Table<V> {
                 .iter()
                 .map(|(k, s)| (shown(k), k.as_str(), Some(&s.v))),
         );
-        let others = self.spilled.keys().chain(&stored);
+        let others = self.spilled.keys().chain(stored);
         keys.extend(others.map(|k| (shown(k), k.as_str(), None)));
         // stable, so of equal keys the resident one stays first and is the one kept
         keys.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
         keys.dedup_by(|later, earlier| later.1 == earlier.1);
-        let named = |k: &str, e: String| format!("{} {k}: {e}", self.kind.name());
-        for (sk, k, v) in &keys {
-            if let Some(v) = v {
-                f(sk, v)?;
-                continue;
-            }
-            let b = match self.spilled.get(*k) {
-                Some(b) => Cow::Borrowed(b.as_slice()),
-                // listed by the scan above, so a store without it now has failed
-                None => match cold.map(|c| c.load(self.kind, k)).transpose()?.flatten() {
-                    Some(b) => Cow::Owned(b),
-                    None => return Err(named(k, "listed by the store but not found".into())),
-                },
-            };
-            let v: V = decode(&b).map_err(|e| named(k, e))?;
-            f(sk, &v)?;
+        Ok(keys)
+    }
+
+    /// The state of a listed entity: the resident one, else the spilled or stored one decoded.
+    pub(crate) fn state_of<'a>(
+        &self,
+        cold: Option<&dyn Cold>,
+        (_, k, v): &Listed<'a, V>,
+    ) -> Result<Cow<'a, V>, String> {
+        if let Some(v) = v {
+            return Ok(Cow::Borrowed(*v));
         }
-        Ok(())
+        let named = |e: String| format!("{} {k}: {e}", self.kind.name());
+        let b = match self.spilled.get(*k) {
+            Some(b) => Cow::Borrowed(b.as_slice()),
+            // listed by the scan, so a store without it now has failed
+            None => match cold.map(|c| c.load(self.kind, k)).transpose()?.flatten() {
+                Some(b) => Cow::Owned(b),
+                None => return Err(named("listed by the store but not found".into())),
+            },
+        };
+        decode(&b).map(Cow::Owned).map_err(named)
     }
 
     /// The resident entities.

@@ -8,13 +8,14 @@
 
 use crate::campaign::Campaign;
 use crate::cmd::Cmd;
-use crate::cold::{Cold, Io, Kind, Table};
+use crate::cold::{Cold, Io, Kind, Listed, Table};
 use crate::dealer::Dealer;
 use crate::fraud::code::Code;
 use crate::fraud::crowd::{Crowd, CrowdKind};
 use crate::fraud::filter::CodeFilter;
 use crate::fraud::ring::Ring;
 use crate::identity::Identity;
+use crate::inorder::{render_in_order, Rendered, Spread};
 use crate::member::Member;
 use crate::order::Order;
 use crate::output::Output;
@@ -268,6 +269,74 @@ impl Serialize for State<'_> {
             State::Ring(v) => v.serialize(s),
         }
     }
+}
+
+/// Renders the caller's view of one entity (see [`Engine::write_snapshot`]) into a buffer.
+pub type View<'v> = dyn Fn(Kind, &str, State<'_>, &mut Vec<u8>) -> Result<(), String> + Sync + 'v;
+
+/// Takes the views of a chunk of entities of one kind (see [`Engine::write_snapshot`]).
+pub type Side<'v> = dyn FnMut(Kind, &[u8]) -> Result<(), String> + 'v;
+
+/// Where [`Engine::write_snapshot`] writes, and how.
+struct Out<'o, 'v> {
+    w: &'o mut dyn std::io::Write,
+    spread: Spread,
+    view: &'o View<'v>,
+    side: &'o mut Side<'v>,
+    cold: Option<&'o dyn Cold>,
+}
+
+impl Out<'_, '_> {
+    /// Writes one kind's entities, `"key":state` separated by commas, in the listing's order.
+    fn kind<V>(
+        &mut self,
+        kind: Kind,
+        table: &Table<V>,
+        shown: fn(&str) -> Cow<'_, str>,
+        state: fn(&V) -> State<'_>,
+    ) -> Result<(), String>
+    where
+        V: Default + Clone + Serialize + serde::de::DeserializeOwned + Sync,
+    {
+        let js = |e: serde_json::Error| format!("writing the state: {e}");
+        let mut stored = Vec::new();
+        let listed = table.listed(self.cold, shown, &mut stored)?;
+        let (cold, view) = (self.cold, self.view);
+        let render = |items: &[Listed<'_, V>], (json, mine): &mut Rendered| {
+            for item in items {
+                let v = table.state_of(cold, item)?;
+                let s = state(&v);
+                json.push(b',');
+                serde_json::to_writer(&mut *json, &*item.0).map_err(js)?;
+                json.push(b':');
+                serde_json::to_writer(&mut *json, &s).map_err(js)?;
+                view(kind, &item.0, s, mine)?;
+            }
+            Ok(())
+        };
+        let mut first = true;
+        let (w, side) = (&mut *self.w, &mut *self.side);
+        render_in_order(&listed, self.spread, &render, &mut |(json, mine)| {
+            // each entity comes with the comma before it, which the first one has not
+            let json = if first {
+                json.get(1..).unwrap_or_default()
+            } else {
+                json
+            };
+            first = false;
+            w.write_all(json)
+                .map_err(|e| format!("writing the state: {e}"))?;
+            match mine.is_empty() {
+                true => Ok(()),
+                false => side(kind, mine),
+            }
+        })
+    }
+}
+
+/// A key as a [`Snapshot`] shows it: as it is (all but identities).
+fn as_is(k: &str) -> Cow<'_, str> {
+    Cow::Borrowed(k)
 }
 
 /// An identity key as a [`Snapshot`] shows (and sorts) it: `kind/value`, the stored NUL read
@@ -1040,42 +1109,20 @@ impl Engine {
         })
     }
 
-    /// Every entity's state, resident or not, handed to `f` one at a time: kind by kind in the
-    /// order of [`Snapshot`]'s fields, each kind sorted by key as there (identities as
-    /// `kind/value`). What [`Engine::try_snapshot`] holds at once, for a writer that should
-    /// not: only the keys of one kind are gathered, and a passivated state is read back when
-    /// its turn comes. Fails when the cold tier or `f` does.
-    pub fn each_state(
-        &self,
-        f: &mut dyn FnMut(Kind, &str, State<'_>) -> Result<(), String>,
-    ) -> Result<(), String> {
-        let cold = self.cold_ref();
-        self.identities
-            .each_sorted(cold, identity_shown, &mut |k, s| {
-                f(Kind::Identity, k, State::Identity(s))
-            })?;
-        macro_rules! each {
-            ($($table:ident: $kind:ident => $state:ident),*) => {$(
-                self.$table.each_sorted(cold, |k| Cow::Borrowed(k), &mut |k, s| {
-                    f(Kind::$kind, k, State::$state(s))
-                })?;
-            )*};
-        }
-        each!(members: Member => Member, orders: Order => Order, skus: Sku => Sku,
-            dealers: Dealer => Dealer, stores: Store => Store, campaigns: Campaign => Campaign,
-            codes: Code => Code, devices: Device => Crowd, ips: Ip => Crowd, nets: Net => Crowd,
-            rings: Ring => Ring);
-        Ok(())
-    }
-
     /// Writes what `serde_json::to_writer(w, &engine.try_snapshot()?)` writes, byte for byte,
-    /// without holding the snapshot: each entity is read, written, and handed to `also` (for
-    /// the caller's own views of it) in turn, so the peak memory is one kind's keys, not every
-    /// state twice.
+    /// without holding the snapshot: kind by kind in the order of [`Snapshot`]'s fields, each
+    /// kind sorted by key as there (identities as `kind/value`), only one kind's keys are
+    /// gathered and a passivated state is read back when its turn comes. The entities are
+    /// serialised on `spread`'s threads, a chunk at a time, and written in order; `view`
+    /// renders the caller's own view of each entity (on the same threads) into a buffer
+    /// that `side` is then given, a chunk of one kind at a time, in key order. Fails when the
+    /// cold tier, `w`, `view` or `side` does.
     pub fn write_snapshot(
         &self,
         w: &mut dyn std::io::Write,
-        also: &mut dyn FnMut(Kind, &str, State<'_>) -> Result<(), String>,
+        spread: Spread,
+        view: &View<'_>,
+        side: &mut Side<'_>,
     ) -> Result<(), String> {
         fn field(kind: Kind) -> &'static str {
             match kind {
@@ -1095,36 +1142,37 @@ impl Engine {
         }
         let io = |e: std::io::Error| format!("writing the state: {e}");
         let js = |e: serde_json::Error| format!("writing the state: {e}");
-        // opens the kinds before `upto` not yet opened (closing the one before); true if any
-        let open_to = |w: &mut dyn std::io::Write, opened: &mut usize, upto: usize| {
-            let fresh = *opened < upto;
-            while *opened < upto {
-                let close = if *opened == 0 { "{" } else { "}," };
-                write!(w, "{close}\"{}\":{{", field(Kind::ALL[*opened])).map_err(io)?;
-                *opened += 1;
-            }
-            Ok::<bool, String>(fresh)
+        let mut out = Out {
+            w,
+            spread,
+            view,
+            side,
+            cold: self.cold_ref(),
         };
-        let mut opened = 0;
-        // each entity is written whole into this first: serde_json then writes to memory,
-        // not through `w`'s virtual calls for every token
-        let mut one = Vec::new();
-        self.each_state(&mut |kind, key, state| {
-            // `Kind`'s tags count from 1 in the order of `Kind::ALL`
-            if !open_to(w, &mut opened, kind as usize)? {
-                one.push(b',');
-            }
-            serde_json::to_writer(&mut one, key).map_err(js)?;
-            one.push(b':');
-            serde_json::to_writer(&mut one, &state).map_err(js)?;
-            w.write_all(&one).map_err(io)?;
-            one.clear();
-            also(kind, key, state)
-        })?;
-        open_to(w, &mut opened, Kind::ALL.len())?;
-        w.write_all(b"},\"refs\":").map_err(io)?;
-        serde_json::to_writer(&mut *w, &self.refs).map_err(js)?;
-        w.write_all(b"}").map_err(io)
+        // `Kind`'s tags count from 1 in the order of `Kind::ALL`
+        for (i, kind) in Kind::ALL.into_iter().enumerate() {
+            let open = if i == 0 { "{" } else { "}," };
+            write!(out.w, "{open}\"{}\":{{", field(kind)).map_err(io)?;
+            match kind {
+                Kind::Identity => out.kind(kind, &self.identities, identity_shown, |v| {
+                    State::Identity(v)
+                }),
+                Kind::Member => out.kind(kind, &self.members, as_is, |v| State::Member(v)),
+                Kind::Order => out.kind(kind, &self.orders, as_is, |v| State::Order(v)),
+                Kind::Sku => out.kind(kind, &self.skus, as_is, |v| State::Sku(v)),
+                Kind::Dealer => out.kind(kind, &self.dealers, as_is, |v| State::Dealer(v)),
+                Kind::Store => out.kind(kind, &self.stores, as_is, |v| State::Store(v)),
+                Kind::Campaign => out.kind(kind, &self.campaigns, as_is, |v| State::Campaign(v)),
+                Kind::Code => out.kind(kind, &self.codes, as_is, |v| State::Code(v)),
+                Kind::Device => out.kind(kind, &self.devices, as_is, |v| State::Crowd(v)),
+                Kind::Ip => out.kind(kind, &self.ips, as_is, |v| State::Crowd(v)),
+                Kind::Net => out.kind(kind, &self.nets, as_is, |v| State::Crowd(v)),
+                Kind::Ring => out.kind(kind, &self.rings, as_is, |v| State::Ring(v)),
+            }?;
+        }
+        out.w.write_all(b"},\"refs\":").map_err(io)?;
+        serde_json::to_writer(&mut *out.w, &self.refs).map_err(js)?;
+        out.w.write_all(b"}").map_err(io)
     }
 
     /// All state, sorted by key, of an engine without a cold tier (with one, use

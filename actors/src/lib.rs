@@ -15,6 +15,7 @@ pub mod dealer;
 pub mod engine;
 pub mod fraud;
 pub mod identity;
+pub mod inorder;
 pub mod key;
 pub mod member;
 pub mod order;

@@ -5,12 +5,15 @@
 //! scan gets exactly one fraud decision, the same on replay.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
-use omnistream_actors::engine::{Applied, Emitted, Engine};
+use omnistream_actors::cold::Kind;
+use omnistream_actors::engine::{Applied, Emitted, Engine, State};
+use omnistream_actors::inorder::Spread;
 use omnistream_actors::sharded::{Link, Remote, Sharded};
 use omnistream_actors::{Output, Rules};
 use omnistream_schemas::{Decoder, Event, Pii};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
+use std::io::Write;
 
 fn decoder() -> Decoder {
     Decoder::new(Pii::new(b"prop-key"))
@@ -423,18 +426,37 @@ fn run_cold(
         }
     }
     let state = serde_json::to_string(&e.try_snapshot().unwrap()).unwrap();
-    // the streamed snapshot is the same bytes, and shows each entity once, in its order
-    let (mut streamed, mut seen) = (Vec::new(), Vec::new());
-    e.write_snapshot(&mut streamed, &mut |kind, key, _| {
-        seen.push((kind, key.to_string()));
-        Ok(())
-    })
-    .unwrap();
-    prop_assert_eq!(&state, &String::from_utf8(streamed).unwrap());
-    let mut sorted = seen.clone();
-    sorted.sort();
-    sorted.dedup();
-    prop_assert_eq!(seen, sorted);
+    // the streamed snapshot is the same bytes on one thread or several, and its view shows
+    // each entity once, in its order
+    let mut views = Vec::new();
+    for spread in [
+        Spread::default(),
+        Spread {
+            threads: 3,
+            chunk: 2,
+        },
+    ] {
+        let (mut streamed, mut seen) = (Vec::new(), Vec::new());
+        let view = |kind: Kind, key: &str, _: State<'_>, buf: &mut Vec<u8>| {
+            writeln!(buf, "{}\t{key}", kind as u8).map_err(|e| e.to_string())
+        };
+        e.write_snapshot(&mut streamed, spread, &view, &mut |kind, lines| {
+            for l in String::from_utf8(lines.to_vec()).unwrap().lines() {
+                let (k, key) = l.split_once('\t').unwrap();
+                assert_eq!(k, (kind as u8).to_string());
+                seen.push((kind, key.to_string()));
+            }
+            Ok(())
+        })
+        .unwrap();
+        prop_assert_eq!(&state, &String::from_utf8(streamed).unwrap());
+        let mut sorted = seen.clone();
+        sorted.sort();
+        sorted.dedup();
+        prop_assert_eq!(&seen, &sorted);
+        views.push(seen);
+    }
+    prop_assert_eq!(&views[0], &views[1]);
     Ok((state, out))
 }
 

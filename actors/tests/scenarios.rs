@@ -2,7 +2,8 @@
 //! the real decoder), states and outputs checked.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
-use omnistream_actors::engine::{Applied, Emitted, Engine};
+use omnistream_actors::engine::{Applied, Emitted, Engine, State};
+use omnistream_actors::inorder::Spread;
 use omnistream_actors::{Output, Rules};
 use omnistream_schemas::{Decoder, Event, Pii};
 
@@ -564,15 +565,27 @@ fn the_streamed_snapshot_is_the_snapshot() {
         }
         assert_eq!(w.engine.take_cold_error(), None);
         let whole = serde_json::to_string(&w.engine.try_snapshot().unwrap()).unwrap();
-        let mut streamed = Vec::new();
-        let mut members = 0;
-        w.engine
-            .write_snapshot(&mut streamed, &mut |kind, _, _| {
-                members += usize::from(kind == omnistream_actors::cold::Kind::Member);
+        for spread in [
+            Spread::default(),
+            Spread {
+                threads: 2,
+                chunk: 3,
+            },
+        ] {
+            let mut streamed = Vec::new();
+            let mut members = 0;
+            let view = |kind, _: &str, _: State<'_>, buf: &mut Vec<u8>| {
+                buf.extend(u8::from(kind == omnistream_actors::cold::Kind::Member).to_le_bytes());
                 Ok(())
-            })
-            .unwrap();
-        assert_eq!(whole, String::from_utf8(streamed).unwrap(), "bound {bound}");
-        assert_eq!(members, 8, "bound {bound}");
+            };
+            w.engine
+                .write_snapshot(&mut streamed, spread, &view, &mut |_, marks| {
+                    members += marks.iter().map(|&m| usize::from(m)).sum::<usize>();
+                    Ok(())
+                })
+                .unwrap();
+            assert_eq!(whole, String::from_utf8(streamed).unwrap(), "bound {bound}");
+            assert_eq!(members, 8, "bound {bound}");
+        }
     }
 }

@@ -6,6 +6,7 @@ use crate::store::{Batch, CheckpointWrite, Store};
 use anyhow::Context;
 use omnistream_actors::cold::Kind;
 use omnistream_actors::engine::{Applied, Emitted, Engine, State};
+use omnistream_actors::inorder::Spread;
 use omnistream_actors::sharded::Sharded;
 use omnistream_actors::{Output, Rules};
 use omnistream_schemas::Decoder;
@@ -442,8 +443,14 @@ pub fn run(
             // streamed: with a resident bound, the whole state need not fit in memory
             let mut views = Views::new(engine.watermark(), &engine.rules, out_dir)?;
             let mut state = writer(out_dir, "state.json")?;
+            let (at, rules) = (views.at, views.rules);
+            let view = move |_: Kind, key: &str, s: State<'_>, buf: &mut Vec<u8>| {
+                Views::render(at, rules, key, s, buf)
+            };
             engine
-                .write_snapshot(&mut state, &mut |kind, key, s| views.see(kind, key, s))
+                .write_snapshot(&mut state, Spread::cores(), &view, &mut |kind, lines| {
+                    views.write(kind, lines)
+                })
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             state.flush()?;
             views.finish()?
@@ -551,28 +558,48 @@ impl<'a> Views<'a> {
         })
     }
 
-    fn see(&mut self, kind: Kind, key: &str, state: State<'_>) -> Result<(), String> {
-        let written = match (kind, state) {
-            (Kind::Member, State::Member(m)) if m.alias_of.is_none() => {
-                self.n += 1;
-                let view = m.view(self.at.unix_us, self.at.local_day(), self.rules);
-                line(&mut self.members, &view)
+    /// Renders the view of one entity as a line into `buf`: members (not aliases), SKUs,
+    /// dealers and stores have one. Called on the threads writing the final states.
+    fn render(
+        at: omnistream_schemas::EventTime,
+        rules: &omnistream_actors::Rules,
+        key: &str,
+        state: State<'_>,
+        buf: &mut Vec<u8>,
+    ) -> Result<(), String> {
+        let rendered = match state {
+            State::Member(m) if m.alias_of.is_none() => {
+                line(buf, &m.view(at.unix_us, at.local_day(), rules))
             }
-            (Kind::Sku, State::Sku(s)) => line(
-                &mut self.skus,
-                &serde_json::json!({"sku": key, "stock": s.view()}),
-            ),
-            (Kind::Dealer, State::Dealer(d)) => line(
-                &mut self.dealers,
-                &serde_json::json!({"dealer": key, "credit": d.view()}),
-            ),
-            (Kind::Store, State::Store(s)) => line(
-                &mut self.stores,
-                &serde_json::json!({"store": key, "kpis": s.view(self.at)}),
-            ),
+            State::Sku(s) => line(buf, &serde_json::json!({"sku": key, "stock": s.view()})),
+            State::Dealer(d) => line(buf, &serde_json::json!({"dealer": key, "credit": d.view()})),
+            State::Store(s) => line(buf, &serde_json::json!({"store": key, "kpis": s.view(at)})),
             _ => Ok(()),
         };
-        written.map_err(|e| format!("writing the {} views: {e}", kind.name()))
+        rendered.map_err(|e| format!("rendering a view of {key}: {e}"))
+    }
+
+    /// Writes rendered views of one kind, in key order, to its file.
+    fn write(&mut self, kind: Kind, lines: &[u8]) -> Result<(), String> {
+        let file = match kind {
+            Kind::Member => {
+                self.n += lines.iter().filter(|&&b| b == b'\n').count() as u64;
+                &mut self.members
+            }
+            Kind::Sku => &mut self.skus,
+            Kind::Dealer => &mut self.dealers,
+            Kind::Store => &mut self.stores,
+            _ => return Ok(()),
+        };
+        file.write_all(lines)
+            .map_err(|e| format!("writing the {} views: {e}", kind.name()))
+    }
+
+    /// Renders and writes the view of one entity.
+    fn see(&mut self, kind: Kind, key: &str, state: State<'_>) -> Result<(), String> {
+        let mut buf = Vec::new();
+        Self::render(self.at, self.rules, key, state, &mut buf)?;
+        self.write(kind, &buf)
     }
 
     /// Every view of a snapshot held whole (the sharded replay's).
