@@ -357,21 +357,21 @@ fn identity_key(kind: &str, value: &str) -> Str {
     s
 }
 
-/// An entity key as `(kind, key string)`.
-pub(crate) fn split_key(key: &Key) -> (Kind, Str) {
+/// An entity key as `(kind, key string)` (taken whole: its string moves, uncopied).
+pub(crate) fn split_key(key: Key) -> (Kind, Str) {
     match key {
-        Key::Identity(k, v) => (Kind::Identity, identity_key(k, v)),
-        Key::Member(id) => (Kind::Member, id.clone()),
-        Key::Order(id) => (Kind::Order, id.clone()),
-        Key::Sku(id) => (Kind::Sku, id.clone()),
-        Key::Dealer(id) => (Kind::Dealer, id.clone()),
-        Key::Store(id) => (Kind::Store, id.clone()),
-        Key::Campaign(id) => (Kind::Campaign, id.clone()),
-        Key::Code(id) => (Kind::Code, id.clone()),
-        Key::Device(id) => (Kind::Device, id.clone()),
-        Key::Ip(id) => (Kind::Ip, id.clone()),
-        Key::Net(id) => (Kind::Net, id.clone()),
-        Key::Ring(id) => (Kind::Ring, id.clone()),
+        Key::Identity(k, v) => (Kind::Identity, identity_key(&k, &v)),
+        Key::Member(id) => (Kind::Member, id),
+        Key::Order(id) => (Kind::Order, id),
+        Key::Sku(id) => (Kind::Sku, id),
+        Key::Dealer(id) => (Kind::Dealer, id),
+        Key::Store(id) => (Kind::Store, id),
+        Key::Campaign(id) => (Kind::Campaign, id),
+        Key::Code(id) => (Kind::Code, id),
+        Key::Device(id) => (Kind::Device, id),
+        Key::Ip(id) => (Kind::Ip, id),
+        Key::Net(id) => (Kind::Net, id),
+        Key::Ring(id) => (Kind::Ring, id),
     }
 }
 

@@ -49,7 +49,7 @@ pub struct Timers {
 impl Timers {
     /// Sets `key`'s timer to `t`, replacing any earlier request.
     pub fn arm(&mut self, key: Key, t: i64) {
-        let key = split_key(&key);
+        let key = split_key(key);
         match self.at.insert(key.clone(), t) {
             // the anchor, at or before the old time, is at or before the new one
             Some(old) if old <= t => return,
