@@ -298,7 +298,6 @@ impl Out<'_, '_> {
     where
         V: Default + Clone + Serialize + serde::de::DeserializeOwned + Sync,
     {
-        let js = |e: serde_json::Error| format!("writing the state: {e}");
         let mut stored = Vec::new();
         let listed = table.listed(self.cold, shown, &mut stored)?;
         let (cold, view) = (self.cold, self.view);
@@ -307,9 +306,9 @@ impl Out<'_, '_> {
                 let v = table.state_of(cold, item)?;
                 let s = state(&v);
                 json.push(b',');
-                serde_json::to_writer(&mut *json, &*item.0).map_err(js)?;
+                serde_json::to_writer(&mut *json, &*item.0).map_err(state_error)?;
                 json.push(b':');
-                serde_json::to_writer(&mut *json, &s).map_err(js)?;
+                serde_json::to_writer(&mut *json, &s).map_err(state_error)?;
                 view(kind, &item.0, s, mine)?;
             }
             Ok(())
@@ -324,14 +323,18 @@ impl Out<'_, '_> {
                 json
             };
             first = false;
-            w.write_all(json)
-                .map_err(|e| format!("writing the state: {e}"))?;
+            w.write_all(json).map_err(state_error)?;
             match mine.is_empty() {
                 true => Ok(()),
                 false => side(kind, mine),
             }
         })
     }
+}
+
+/// A failure to write the state (of the writer, or of serde_json).
+fn state_error(e: impl std::fmt::Display) -> String {
+    format!("writing the state: {e}")
 }
 
 /// A key as a [`Snapshot`] shows it: as it is (all but identities).
@@ -341,7 +344,7 @@ fn as_is(k: &str) -> Cow<'_, str> {
 
 /// An identity key as a [`Snapshot`] shows (and sorts) it: `kind/value`, the stored NUL read
 /// as `/` (two keys that look alike are then kept apart by the stored key).
-fn identity_shown(k: &str) -> std::borrow::Cow<'_, str> {
+fn identity_shown(k: &str) -> Cow<'_, str> {
     match k.contains('\0') {
         true => k.replacen('\0', "/", 1).into(),
         false => k.into(),
@@ -1140,8 +1143,6 @@ impl Engine {
                 Kind::Ring => "rings",
             }
         }
-        let io = |e: std::io::Error| format!("writing the state: {e}");
-        let js = |e: serde_json::Error| format!("writing the state: {e}");
         let mut out = Out {
             w,
             spread,
@@ -1149,10 +1150,9 @@ impl Engine {
             side,
             cold: self.cold_ref(),
         };
-        // `Kind`'s tags count from 1 in the order of `Kind::ALL`
         for (i, kind) in Kind::ALL.into_iter().enumerate() {
             let open = if i == 0 { "{" } else { "}," };
-            write!(out.w, "{open}\"{}\":{{", field(kind)).map_err(io)?;
+            write!(out.w, "{open}\"{}\":{{", field(kind)).map_err(state_error)?;
             match kind {
                 Kind::Identity => out.kind(kind, &self.identities, identity_shown, |v| {
                     State::Identity(v)
@@ -1170,9 +1170,9 @@ impl Engine {
                 Kind::Ring => out.kind(kind, &self.rings, as_is, |v| State::Ring(v)),
             }?;
         }
-        out.w.write_all(b"},\"refs\":").map_err(io)?;
-        serde_json::to_writer(&mut *out.w, &self.refs).map_err(js)?;
-        out.w.write_all(b"}").map_err(io)
+        out.w.write_all(b"},\"refs\":").map_err(state_error)?;
+        serde_json::to_writer(&mut *out.w, &self.refs).map_err(state_error)?;
+        out.w.write_all(b"}").map_err(state_error)
     }
 
     /// All state, sorted by key, of an engine without a cold tier (with one, use

@@ -42,8 +42,8 @@ pub struct ReplaySummary {
     /// Entities passivated to the spill store (`--resident`).
     pub passivated: u64,
     /// Peak resident memory (kB, VmHWM) when the input was processed, before the final
-    /// states were written (streamed one entity at a time; with `--resident`, passivated
-    /// ones are read back one by one).
+    /// states were written (streamed a chunk of entities at a time; with `--resident`,
+    /// passivated ones are read back one by one).
     pub peak_rss_kb: Option<u64>,
     /// Wall time in seconds.
     pub seconds: f64,
@@ -456,6 +456,8 @@ pub fn run(
             views.finish()?
         }
     };
+    // the outputs' thread finishing and the spill store's removal are not the states' time
+    summary.state_seconds = processed.elapsed().as_secs_f64();
     summary.outputs = outputs.finish()?;
     match spill {
         Some((store, dir)) => {
@@ -468,7 +470,6 @@ pub fn run(
         None => drop(std::thread::spawn(move || drop((engine, epochs)))),
     }
     summary.seconds = started.elapsed().as_secs_f64();
-    summary.state_seconds = processed.elapsed().as_secs_f64();
     Ok(summary)
 }
 
@@ -524,8 +525,8 @@ fn dead_letter(
     )
 }
 
-/// The views `replay` writes beside `state.json`, one file per kind, fed one entity at a time
-/// in key order: members (not aliases), SKUs' stock, dealers' credit, stores' KPIs, as of the
+/// The views `replay` writes beside `state.json`, one file per kind, fed in key order (a
+/// chunk of rendered lines at a time, or one entity at a time from a whole snapshot): members (not aliases), SKUs' stock, dealers' credit, stores' KPIs, as of the
 /// final watermark.
 struct Views<'a> {
     members: BufWriter<File>,
