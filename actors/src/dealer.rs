@@ -9,10 +9,11 @@
 //! and released, oldest first, as soon as credit comes back.
 
 use crate::cmd::{Cmd, DealerCmd, OrderCmd, RegionV};
+use crate::keymap::KeyMap;
 use crate::{Ctx, Effects, Key, Output, Recent};
 use compact_str::CompactString as Str;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 /// How many payment references a dealer remembers: a bank feed redelivers within days, and a
 /// dealer makes few payments, so this covers redeliveries while bounding the state.
@@ -63,13 +64,13 @@ pub struct Dealer {
     /// Sales region, for cross-region diversion checks.
     pub region: Option<RegionV>,
     /// Orders taken on credit and not yet shipped: order key → amount.
-    pub open: BTreeMap<Str, i64>,
+    pub open: KeyMap<i64>,
     /// Sum of `open`, kept so exposure is O(1) while releasing a queue of holds.
     pub open_total: i64,
     /// Owed for shipped orders minus payments; negative is prepaid credit.
     pub unpaid: i64,
     /// Shipped orders by key, for returns and credit notes.
-    pub shipped: BTreeMap<Str, Shipped>,
+    pub shipped: KeyMap<Shipped>,
     /// `(at, order)` of every record in `shipped`, so pruning finds old ones without a scan.
     pub shipped_by_at: BTreeSet<(i64, Str)>,
     /// Orders waiting for credit, oldest first.
@@ -767,10 +768,10 @@ mod tests {
     }
 
     fn check_books(d: &Dealer) -> Result<(), TestCaseError> {
-        prop_assert_eq!(d.open_total, d.open.values().sum::<i64>());
+        prop_assert_eq!(d.open_total, d.open.values_any_order().sum::<i64>());
         prop_assert_eq!(d.exposure(), d.open_total + d.unpaid);
         prop_assert_eq!(d.shipped.len(), d.shipped_by_at.len());
-        for (o, s) in &d.shipped {
+        for (o, s) in d.shipped.sorted() {
             // fully credited records are settled and dropped (zero-amount ones stay for
             // idempotency of a redelivered Open)
             prop_assert!(0 <= s.credited && s.credited <= s.amount, "{o}: {s:?}");
@@ -807,7 +808,7 @@ mod tests {
                 if !lowered {
                     prop_assert!(d.exposure() <= d.limit, "{:?} -> {:?}", c, d);
                 }
-                let newly_open = d.open.keys().any(|o| !before.open.contains_key(o));
+                let newly_open = d.open.sorted().iter().any(|(o, _)| !before.open.contains_key(o));
                 if newly_open {
                     prop_assert!(d.exposure() <= d.limit, "{:?} -> {:?}", c, d);
                 }

@@ -17,6 +17,7 @@ pub mod fraud;
 pub mod identity;
 pub mod inorder;
 pub mod key;
+pub mod keymap;
 pub mod member;
 pub mod order;
 pub mod output;
@@ -179,7 +180,7 @@ impl Effects {
 /// (`points.order-days` before the event time), oldest first: records kept for returns leave
 /// it without a scan of the whole map.
 pub fn prune_order_window<V>(
-    map: &mut std::collections::BTreeMap<compact_str::CompactString, V>,
+    map: &mut keymap::KeyMap<V>,
     by_at: &mut std::collections::BTreeSet<(i64, compact_str::CompactString)>,
     ctx: &Ctx,
 ) {

@@ -8,6 +8,7 @@
 //! so the pool never oversells, whichever channel the orders come from.
 
 use crate::cmd::{Cmd, OrderCmd, SkuCmd};
+use crate::keymap::KeyMap;
 use crate::{Ctx, Effects, Key, Output, Recent};
 use compact_str::CompactString as Str;
 use omnistream_schemas::StockOp;
@@ -65,11 +66,11 @@ pub struct Committed {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Sku {
     /// Stock per location.
-    pub locations: BTreeMap<Str, Loc>,
+    pub locations: KeyMap<Loc>,
     /// Open reservations by order key.
-    pub open: BTreeMap<Str, Reservation>,
+    pub open: KeyMap<Reservation>,
     /// Shipped orders by order key, for returns.
-    pub committed: BTreeMap<Str, Committed>,
+    pub committed: KeyMap<Committed>,
     /// `(at, order)` of every record in `committed`, so pruning finds the old ones without
     /// scanning them all (a busy SKU ships many orders in `order_days`).
     pub committed_by_at: BTreeSet<(i64, Str)>,
@@ -111,7 +112,8 @@ impl Sku {
     pub fn view(&self) -> SkuView {
         let locations: BTreeMap<Str, LocView> = self
             .locations
-            .iter()
+            .sorted()
+            .into_iter()
             .map(|(k, l)| {
                 let v = LocView {
                     on_hand: l.on_hand,
@@ -813,10 +815,10 @@ mod tests {
     }
 
     fn check_books(s: &Sku) -> Result<(), TestCaseError> {
-        for (name, l) in &s.locations {
+        for (name, l) in s.locations.sorted() {
             let sum: i64 = s
                 .open
-                .values()
+                .values_any_order()
                 .filter(|r| r.location == *name)
                 .map(|r| r.qty)
                 .sum();
@@ -824,18 +826,18 @@ mod tests {
             prop_assert!(l.on_hand >= 0 && l.reserved >= 0 && l.safety >= 0);
             prop_assert!(l.atp() >= 0);
         }
-        for r in s.open.values() {
+        for r in s.open.values_any_order() {
             prop_assert!(s.locations.contains_key(&r.location));
             prop_assert!(r.qty > 0);
         }
-        for c in s.committed.values() {
+        for c in s.committed.values_any_order() {
             prop_assert!(c.restocked >= 0 && c.restocked <= c.qty);
         }
         prop_assert_eq!(s.committed.len(), s.committed_by_at.len());
         for (_, o) in &s.committed_by_at {
             prop_assert!(s.committed.contains_key(o));
         }
-        for o in s.open.keys() {
+        for (o, _) in s.open.sorted() {
             prop_assert!(!s.committed.contains_key(o));
         }
         Ok(())

@@ -9,6 +9,7 @@
 //! their KPIs through [`Store::view`].
 
 use crate::cmd::StoreCmd;
+use crate::keymap::KeyMap;
 use crate::{Ctx, Effects, Recent, DAY_US};
 use compact_str::CompactString as Str;
 use omnistream_schemas::EventTime;
@@ -118,7 +119,7 @@ pub struct Store {
     /// KPIs by local day number.
     pub days: BTreeMap<i64, Kpi>,
     /// Recent visitors by member id.
-    pub visitors: BTreeMap<Str, Visitor>,
+    pub visitors: KeyMap<Visitor>,
     /// The same visitors ordered by latest visit, so the oldest are found without a scan.
     pub visitors_by_time: BTreeSet<(i64, Str)>,
     /// Sales reps by id.
@@ -854,7 +855,8 @@ mod tests {
             1 << 40,
             visit("late", false),
         );
-        assert_eq!(s.visitors.keys().collect::<Vec<_>>(), vec!["late"]);
+        let kept: Vec<&Str> = s.visitors.sorted().into_iter().map(|(m, _)| m).collect();
+        assert_eq!(kept, vec!["late"]);
         assert_eq!(s.visitors_by_time.len(), 1);
     }
 

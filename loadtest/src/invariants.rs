@@ -43,7 +43,7 @@ fn check_parts<'a>(
         }
     }
     for (sku, v) in skus {
-        for (loc, l) in &v.locations {
+        for (loc, l) in v.locations.sorted() {
             if !(0..=l.on_hand).contains(&l.reserved) {
                 bad.push(format!(
                     "{sku} at {loc}: reserved {} of {} on hand (oversold)",
