@@ -15,6 +15,16 @@ pub mod shard;
 pub mod store;
 pub mod tls;
 
+/// Drops `v` on a thread of its own, which the process does not wait for: freeing a million
+/// entities' allocations one by one takes seconds (BENCHMARKS.md), and at the end of a run or
+/// a service nobody needs that memory back before the process exits. When the thread cannot
+/// be started, `v` is dropped here.
+pub fn free_in_background<T: Send + 'static>(v: T) {
+    let _ = std::thread::Builder::new()
+        .name("omnistream-free".into())
+        .spawn(move || drop(v));
+}
+
 /// The moment read views (member X-RFM, store KPIs) are computed at: the engine's watermark,
 /// in China time, since KPI days are the brands' local days.
 pub fn view_time(engine: &omnistream_actors::sharded::Sharded) -> omnistream_schemas::EventTime {

@@ -848,7 +848,21 @@ impl Shard {
         let Some(writer) = self.checkpointer.clone() else {
             return;
         };
-        match self.take_checkpoint().and_then(|cp| writer.write(&cp)) {
+        let started = Instant::now();
+        let written = self.take_checkpoint().and_then(|cp| {
+            let taken = started.elapsed().as_secs_f64();
+            let r = writer.write(&cp);
+            tracing::info!(
+                states = cp.states.len(),
+                encoding_seconds = taken,
+                writing_seconds = started.elapsed().as_secs_f64() - taken,
+                ok = r.is_ok(),
+                "final checkpoint"
+            );
+            crate::free_in_background(cp);
+            r
+        });
+        match written {
             Ok(()) => {
                 self.stats.checkpoints += 1;
                 self.metrics.checkpoints.inc();
@@ -857,6 +871,17 @@ impl Shard {
                 tracing::error!(error = %e, "final checkpoint failed; the next start replays the log")
             }
         }
+    }
+
+    /// After the last commit and checkpoint: the entities' memory is given back on a thread
+    /// of its own (see [`crate::free_in_background`]); the shard answers nothing after this.
+    /// The engine's handles on the store close here first, so the store can be opened again
+    /// as soon as the shard has stopped (a restart in the same process).
+    fn let_go(&mut self) {
+        let empty = Sharded::new(self.engine.rules().clone(), self.engine.shards());
+        let mut engine = std::mem::replace(&mut self.engine, empty);
+        drop(engine.take_colds());
+        crate::free_in_background(engine);
     }
 
     /// Commits what waits, unless a commit is being written: then what waits goes with the
@@ -1366,8 +1391,10 @@ impl Actor for Shard {
 
     fn stopping(&mut self, _: &mut Self::Context) -> Running {
         // a checkpoint at shutdown: the next start replays nothing
-        let _ = self.flush_sync();
+        let flushed = self.flush_sync();
         self.final_checkpoint();
+        tracing::debug!(flushed = flushed.is_ok(), "shard stopping");
+        self.let_go();
         Running::Stop
     }
 }

@@ -767,6 +767,14 @@ impl Engine {
         self.codes.filter = CodeFilter::for_rate(codes.max(1024), 0.01).ok();
     }
 
+    /// Takes the cold tier away, and with it the bound: the engine then holds every entity
+    /// resident and reads nothing back. For an owner that must close the store (a file lock,
+    /// a session) now but lets the engine's memory be freed later.
+    pub fn take_cold(&mut self) -> Option<Box<dyn Cold>> {
+        self.bound = 0;
+        self.cold.take().map(|c| c.0)
+    }
+
     /// Reads of the cold tier, and reads the code filter or an empty kind saved, since start.
     pub fn cold_reads(&self) -> (u64, u64) {
         let mut n = (0, 0);
@@ -828,7 +836,8 @@ impl Engine {
     pub fn checkpoint(&mut self) -> Result<Checkpoint, String> {
         let mut states = Vec::new();
         let err = &mut self.cold_error;
-        each_table!(self, mut |t| t.checkpoint(&mut states, err));
+        let threads = crate::inorder::Spread::cores().threads;
+        each_table!(self, mut |t| t.checkpoint(&mut states, err, threads));
         if let Some(e) = self.cold_error.take() {
             return Err(e);
         }

@@ -605,6 +605,14 @@ impl Sharded {
         }
     }
 
+    /// Takes every engine's cold tier away (see [`Engine::take_cold`]).
+    pub fn take_colds(&mut self) -> Vec<Box<dyn Cold>> {
+        self.engines
+            .iter_mut()
+            .filter_map(Engine::take_cold)
+            .collect()
+    }
+
     /// Shards as a checkpoint left them (written by any number of shards, or by one
     /// engine): each engine loads its own keys from its cold tier as commands need them.
     pub fn restore(

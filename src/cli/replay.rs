@@ -465,9 +465,8 @@ pub fn run(
             drop(store);
             std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
         }
-        // freeing a million entities one by one takes seconds, and the caller has no use
-        // for them: a thread of its own frees them while the caller goes on (or exits)
-        None => drop(std::thread::spawn(move || drop((engine, epochs)))),
+        // the caller has no use for the entities: freed while it goes on (or exits)
+        None => crate::free_in_background((engine, epochs)),
     }
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
