@@ -8,9 +8,10 @@
 //! `Engine::apply` in a profile of the `default` scenario, BENCHMARKS.md). A hash map finds
 //! the key in one probe. Its iteration order is not a function of the input (the hasher's
 //! seed is random per process, and the order depends on how the table grew), so this type
-//! offers no unordered iteration: [`KeyMap::sorted`] lists by key, and the serialised form is
-//! the same sorted JSON/packed map a `BTreeMap` wrote, byte for byte — saved states, replay's
-//! `state.json` and checkpoints did not change.
+//! offers no unordered iteration: [`KeyMap::sorted`] lists by key (and
+//! [`KeyMap::values_any_order`] serves sums and checks only), and the serialised form is the
+//! sorted map a `BTreeMap` wrote, byte for byte: stored states, checkpoints and replay's
+//! `state.json` did not change.
 
 use crate::Str;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -175,6 +176,38 @@ mod tests {
         assert_eq!(listed, want);
         assert_eq!(listed.len(), 49);
         assert!(format!("{k:?}").starts_with("{\"mall:order-000\": "));
+    }
+
+    proptest::proptest! {
+        /// Any history of inserts, changes and removals leaves a map that answers and
+        /// serialises as the `BTreeMap` with the same history, and as a map rebuilt from its
+        /// own saved form (a restore): the table's layout never shows.
+        #[test]
+        fn answers_and_saves_as_the_sorted_map(
+            ops in proptest::collection::vec((0u8..3, 0u16..64, 0i64..1000), 0..300)
+        ) {
+            let mut k: KeyMap<i64> = KeyMap::default();
+            let mut b: BTreeMap<Str, i64> = BTreeMap::new();
+            for (op, key, v) in ops {
+                let key = Str::from(format!("dealer:order-{key}{}", "-".repeat(usize::from(key % 4) * 5)));
+                match op {
+                    0 => proptest::prop_assert_eq!(k.insert(key.clone(), v), b.insert(key, v)),
+                    1 => proptest::prop_assert_eq!(k.remove(&key), b.remove(&key)),
+                    _ => {
+                        *k.entry(key.clone()).or_default() += v;
+                        *b.entry(key.clone()).or_default() += v;
+                    }
+                }
+                proptest::prop_assert_eq!(k.len(), b.len());
+            }
+            let saved = serde_json::to_string(&k).unwrap();
+            proptest::prop_assert_eq!(&saved, &serde_json::to_string(&b).unwrap());
+            let restored: KeyMap<i64> = serde_json::from_str(&saved).unwrap();
+            proptest::prop_assert_eq!(serde_json::to_string(&restored).unwrap(), saved);
+            proptest::prop_assert_eq!(&restored, &k);
+            let listed: Vec<(&Str, &i64)> = k.sorted();
+            proptest::prop_assert_eq!(listed, b.iter().collect::<Vec<_>>());
+        }
     }
 
     #[test]
