@@ -1075,9 +1075,12 @@ pub async fn serve(cfg: Config, listener: TcpListener, pii_key: Vec<u8>) -> anyh
             .wrap(actix_web::middleware::from_fn(access))
     })
     .workers(2)
+    // SIGINT and SIGTERM alike drain (actix's own handling stops at once on SIGINT)
+    .disable_signals()
     .shutdown_timeout(10)
     .listen(listener)?
     .run();
+    actix_web::rt::spawn(stop_on_signals(server.handle()));
     println!("omnistream listening on http://{addr}");
     server.await?;
     if let Some(f) = fluvio {
@@ -1089,6 +1092,41 @@ pub async fn serve(cfg: Config, listener: TcpListener, pii_key: Vec<u8>) -> anyh
     }
     arbiter.stop();
     Ok(())
+}
+
+/// The first SIGINT (Ctrl-C) or SIGTERM stops the server gracefully: it accepts nothing new,
+/// answers the requests under way (they wait for their commit), and `serve` then takes the
+/// final checkpoint. A second signal exits at once: what was answered is in the log, and the
+/// next start replays it from the last checkpoint.
+async fn stop_on_signals(server: actix_web::dev::ServerHandle) {
+    use tokio::signal::unix::{signal, Signal, SignalKind};
+    /// The next SIGINT or SIGTERM (false: no signal can come).
+    async fn next(term: &mut Option<Signal>) -> bool {
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.is_ok(),
+            r = async {
+                match term.as_mut() {
+                    Some(t) => t.recv().await.is_some(),
+                    None => std::future::pending().await,
+                }
+            } => r,
+        }
+    }
+    let mut term = signal(SignalKind::terminate()).ok();
+    if !next(&mut term).await {
+        return;
+    }
+    tracing::info!(
+        "stopping: answering the requests under way, then a final checkpoint (signal again to stop at once)"
+    );
+    // stopping waits for the requests: it runs beside this task, which listens on
+    actix_web::rt::spawn(async move { server.stop(true).await });
+    if next(&mut term).await {
+        tracing::warn!(
+            "stopping at once, without the final checkpoint: the next start replays the log since the last one"
+        );
+        std::process::exit(130);
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{id, observe, script, Service};
-use serde_json::json;
+use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
@@ -519,5 +519,49 @@ fn several_shards_reach_one_state_across_restarts_and_shard_counts() {
     let r = s.post(&events[9..]);
     assert_eq!(r["accepted"], 5, "{r}");
     assert_eq!(observe(&s), expected);
+    s.stop();
+}
+
+/// Ctrl-C (SIGINT) stops the service as SIGTERM does: a request under way when the signal
+/// comes is answered (its events durable) before the process exits, and a restart finds them.
+/// (actix-web's own handling stopped at once on SIGINT, dropping such a request unanswered.)
+#[test]
+fn ctrl_c_answers_the_request_under_way_and_then_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Service::start(dir.path());
+    // big enough to be under way for a while (decoding, one member each, the commit)
+    let clicks: Vec<String> = (0..8_000)
+        .map(|i| {
+            format!(
+                r#"{{"id":"{}","type":"click","ts":"2026-11-11T10:00:00+08:00","channel":"mall","member":{{"openid":"o{i}"}},"target":"ad1"}}"#,
+                id(100_000 + i)
+            )
+        })
+        .collect();
+    let body = clicks.join("\n");
+    let mut c = TcpStream::connect(&s.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        c,
+        "POST /v1/events HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let pid = s.pid();
+    Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    let mut resp = String::new();
+    c.read_to_string(&mut resp)
+        .expect("the request under way is answered");
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp:.300}");
+    let v: Value = serde_json::from_str(resp.split_once("\r\n\r\n").unwrap().1).unwrap();
+    assert_eq!(v["accepted"], 8_000, "{v:.300}");
+    s.wait_exit();
+
+    let s = Service::start(dir.path());
+    let r = s.post(&clicks[..10]);
+    assert_eq!(r["duplicates"], 10, "{r}");
     s.stop();
 }

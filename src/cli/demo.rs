@@ -25,19 +25,25 @@ fn post(addr: &str, body: &[u8]) -> std::io::Result<u16> {
         .unwrap_or(0))
 }
 
+/// Whether the service answers `/readyz` with 200 now.
+fn ready(addr: &str) -> bool {
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = write!(
+        s,
+        "GET /readyz HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n"
+    );
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    buf.starts_with("HTTP/1.1 200")
+}
+
 /// Waits until the service answers `/readyz`.
 fn wait_ready(addr: &str) -> bool {
     for _ in 0..300 {
-        if let Ok(mut s) = TcpStream::connect(addr) {
-            let _ = write!(
-                s,
-                "GET /readyz HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n"
-            );
-            let mut buf = String::new();
-            let _ = s.read_to_string(&mut buf);
-            if buf.starts_with("HTTP/1.1 200") {
-                return true;
-            }
+        if ready(addr) {
+            return true;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -64,7 +70,15 @@ pub fn feed(addr: String, scenario: String, rate: u64) -> anyhow::Result<()> {
     let mut sent = 0usize;
     for chunk in lines.chunks(batch) {
         let body = chunk.join(&b'\n');
-        let code = post(&addr, &body)?;
+        let code = match post(&addr, &body) {
+            Ok(code) => code,
+            // Ctrl-C: the service answered what it had and stopped taking requests
+            Err(_) if !ready(&addr) => {
+                eprintln!("demo: the service is stopping; {sent} events were sent");
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
         if code == 429 || code == 503 {
             std::thread::sleep(Duration::from_secs(1));
         }

@@ -165,6 +165,12 @@ impl Service {
         assert!(status.success(), "exit after SIGTERM: {status}");
     }
 
+    /// Waits for the process to exit after a signal sent otherwise; asserts it exited 0.
+    pub fn wait_exit(mut self) {
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "exit: {status}");
+    }
+
     /// SIGKILL: no chance to flush anything.
     pub fn kill(mut self) {
         self.child.kill().unwrap();
