@@ -834,13 +834,7 @@ impl Engine {
     /// own state. Written atomically with the log position it reflects, it lets a restart
     /// resume from there ([`Engine::restore`]) instead of replaying the whole log.
     pub fn checkpoint(&mut self) -> Result<Checkpoint, String> {
-        let mut states = Vec::new();
-        let err = &mut self.cold_error;
-        let threads = crate::inorder::Spread::cores().threads;
-        each_table!(self, mut |t| t.checkpoint(&mut states, err, threads));
-        if let Some(e) = self.cold_error.take() {
-            return Err(e);
-        }
+        let states = self.changed_states()?;
         let global = Global {
             version: crate::cold::STATE_VERSION,
             watermark: self.watermark,
@@ -868,6 +862,22 @@ impl Engine {
                 .map(CodeFilter::to_bytes)
                 .unwrap_or_default(),
         })
+    }
+
+    /// The states of a checkpoint alone, as `(kind, key, encoded state)`: every entity changed
+    /// since the last one, which then counts as written. For a cold tier that is only a spill
+    /// store (`replay` with a resident bound, which never restarts from it), where the
+    /// engine's own state would be encoded for nothing: its timers and remembered ids grow
+    /// with the entities known, not with those changed.
+    pub fn changed_states(&mut self) -> Result<Vec<(Kind, Str, Vec<u8>)>, String> {
+        let mut states = Vec::new();
+        let err = &mut self.cold_error;
+        let threads = crate::inorder::Spread::cores().threads;
+        each_table!(self, mut |t| t.checkpoint(&mut states, err, threads));
+        match self.cold_error.take() {
+            Some(e) => Err(e),
+            None => Ok(states),
+        }
     }
 
     /// An engine as a checkpoint left it: its own state from `global` and `seen`, entity

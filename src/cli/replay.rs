@@ -477,12 +477,12 @@ fn checkpoint(engine: &mut Engine, store: &mut dyn Store) -> anyhow::Result<()> 
     if let Some(why) = engine.take_cold_error() {
         anyhow::bail!("spill store: {why}");
     }
-    let cp = engine
-        .checkpoint()
+    let states = engine
+        .changed_states()
         .map_err(|e| anyhow::anyhow!("spill store: {e}"))?;
     store.commit(&Batch {
         checkpoint: Some(CheckpointWrite {
-            states: cp.states,
+            states,
             ..CheckpointWrite::default()
         }),
         ..Batch::default()
