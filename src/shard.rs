@@ -848,14 +848,13 @@ impl Shard {
         let Some(writer) = self.checkpointer.clone() else {
             return;
         };
-        let started = Instant::now();
         let written = self.take_checkpoint().and_then(|cp| {
-            let taken = started.elapsed().as_secs_f64();
+            let started = Instant::now();
             let r = writer.write(&cp);
             tracing::info!(
                 states = cp.states.len(),
-                encoding_seconds = taken,
-                writing_seconds = started.elapsed().as_secs_f64() - taken,
+                encoding_seconds = self.stats.checkpoint_seconds,
+                writing_seconds = started.elapsed().as_secs_f64(),
                 ok = r.is_ok(),
                 "final checkpoint"
             );
