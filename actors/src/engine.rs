@@ -843,7 +843,7 @@ impl Engine {
                 .timers
                 .sorted()
                 .into_iter()
-                .map(|(t, kind, id)| (t, kind as u8, id.clone()))
+                .map(|(t, kind, id)| (t, kind as u8, id))
                 .collect(),
             refs: self.refs.clone(),
             stats: self.stats.clone(),

@@ -19,20 +19,96 @@
 //! ([`crate::GrowMap`]), and the heap's storage grows in chunks ([`ChunkHeap`]), so no arm
 //! moves what is already stored.
 //!
-//! Both hold a key as its kind and key string (32 bytes, where a [`Key`] takes 48 for the
-//! identity's two strings): a member that is passivated keeps its pending timer in memory,
-//! so at 10 million members known these entries are a large part of what is not bounded.
-//! The order is the same: kinds in [`Key`]'s order, then the string (an identity's
-//! `kind NUL value` sorts as its `(kind, value)` pair for kinds without a NUL; only members
-//! arm timers today).
+//! Both hold a key in 16 bytes ([`Tk`]: a member id as the engine issues them, `m` and 16
+//! hex digits, as its number; any other key boxed as its kind and string), where a [`Key`]
+//! takes 48: a member that is passivated keeps its pending timer in memory, so at 10 million
+//! members known these entries are a large part of what is not bounded. The order is the
+//! same: kinds in [`Key`]'s order, then the string (an identity's `kind NUL value` sorts as
+//! its `(kind, value)` pair for kinds without a NUL; only members arm timers today).
 
 use crate::chunkheap::ChunkHeap;
 use crate::cold::Kind;
 use crate::engine::{join_key, split_key};
 use crate::{Key, Str};
+use std::cmp::Ordering;
 
-/// A timer's key: a [`Key`] as its kind and key string.
-type Tk = (Kind, Str);
+/// A timer's key in 16 bytes. `Member` holds the ids [`crate::identity::member_id_for`]
+/// issues (`m` + 16 lowercase hex digits) as their number, which orders them as their strings
+/// do (same length, digits in ASCII order); every other key is `Other`, boxed, and never holds
+/// such an id, so equal keys are always the same variant.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Tk {
+    Member(u64),
+    Other(Box<(Kind, Str)>),
+}
+
+impl Tk {
+    fn of(key: Key) -> Tk {
+        let (kind, id) = split_key(key);
+        match kind {
+            Kind::Member => match member_number(&id) {
+                Some(n) => Tk::Member(n),
+                None => Tk::Other(Box::new((kind, id))),
+            },
+            _ => Tk::Other(Box::new((kind, id))),
+        }
+    }
+
+    fn kind(&self) -> Kind {
+        match self {
+            Tk::Member(_) => Kind::Member,
+            Tk::Other(b) => b.0,
+        }
+    }
+
+    fn id(&self) -> Str {
+        match self {
+            Tk::Member(n) => member_string(*n),
+            Tk::Other(b) => b.1.clone(),
+        }
+    }
+
+    fn key(self) -> Key {
+        match self {
+            Tk::Member(n) => Key::Member(member_string(n)),
+            Tk::Other(b) => join_key(b.0, b.1),
+        }
+    }
+}
+
+impl Ord for Tk {
+    fn cmp(&self, other: &Self) -> Ordering {
+        match (self, other) {
+            (Tk::Member(a), Tk::Member(b)) => a.cmp(b),
+            (Tk::Other(a), Tk::Other(b)) => a.cmp(b),
+            _ => self
+                .kind()
+                .cmp(&other.kind())
+                .then_with(|| self.id().cmp(&other.id())),
+        }
+    }
+}
+
+impl PartialOrd for Tk {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// The number of a member id of the engine's form, `m` + 16 lowercase hex digits.
+fn member_number(id: &str) -> Option<u64> {
+    let hex = id.strip_prefix('m')?;
+    let lower = |b: &u8| b.is_ascii_digit() || (b'a'..=b'f').contains(b);
+    if hex.len() != 16 || !hex.as_bytes().iter().all(lower) {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// The id [`member_number`] read.
+fn member_string(n: u64) -> Str {
+    compact_str::format_compact!("m{n:016x}")
+}
 
 type HashMap<K, V> = crate::GrowMap<K, V>;
 
@@ -49,7 +125,7 @@ pub struct Timers {
 impl Timers {
     /// Sets `key`'s timer to `t`, replacing any earlier request.
     pub fn arm(&mut self, key: Key, t: i64) {
-        let key = split_key(key);
+        let key = Tk::of(key);
         match self.at.insert(key.clone(), t) {
             // the anchor, at or before the old time, is at or before the new one
             Some(old) if old <= t => return,
@@ -96,24 +172,19 @@ impl Timers {
         self.first_due(to_us)?;
         let (t, k) = self.heap.pop()?;
         self.at.remove(&k);
-        Some((t, join_key(k.0, k.1)))
+        Some((t, k.key()))
     }
 
     /// Every pending timer in firing order, as `(time, kind, key string)`.
-    pub(crate) fn sorted(&self) -> Vec<(i64, Kind, &Str)> {
-        let mut v: Vec<_> = self
-            .at
-            .iter()
-            .map(|((kind, id), t)| (*t, *kind, id))
-            .collect();
+    pub(crate) fn sorted(&self) -> Vec<(i64, Kind, Str)> {
+        let mut v: Vec<_> = self.at.iter().map(|(k, t)| (*t, k)).collect();
         v.sort_unstable();
-        v
+        v.into_iter().map(|(t, k)| (t, k.kind(), k.id())).collect()
     }
 
     /// Keeps the timers of the keys `keep` takes.
     pub(crate) fn retain(&mut self, keep: impl Fn(&Key) -> bool) {
-        self.at
-            .retain(|(kind, id), _| keep(&join_key(*kind, id.clone())));
+        self.at.retain(|k, _| keep(&k.clone().key()));
         self.rebuild();
     }
 
@@ -130,15 +201,54 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::{BTreeMap, BTreeSet};
 
-    /// Members, and (numbers from 8) identities of kinds that are prefixes of each other.
+    /// Members, (8 to 11) identities of kinds that are prefixes of each other, (12 to 15)
+    /// member ids of the engine's form, held as numbers, and (16 to 19) ids that miss that
+    /// form by a little and sort among them as strings.
     fn key(i: u8) -> Key {
         match i {
             0..8 => Key::Member(format!("m{i}").into()),
-            _ => Key::Identity(
+            8..12 => Key::Identity(
                 ["a", "ab", "a-b"][usize::from(i % 3)].into(),
                 format!("{}", i % 2).into(),
             ),
+            12..16 => {
+                let n = [0, 0xff, 0x0123_4567_89ab_cdef, u64::MAX][usize::from(i - 12)];
+                Key::Member(format!("m{n:016x}").into())
+            }
+            _ => Key::Member(
+                [
+                    "m00000000000000FF",
+                    "m0123456789abcde",
+                    "m0123456789abcdef0",
+                    "mffffffffffffffff ",
+                ][usize::from(i % 4)]
+                .into(),
+            ),
         }
+    }
+
+    #[test]
+    fn compact_keys_round_trip_and_order_as_kind_and_string() {
+        for a in 0..20 {
+            let tk = Tk::of(key(a));
+            assert_eq!(
+                matches!(tk, Tk::Member(_)),
+                (12..16).contains(&a),
+                "{}",
+                key(a)
+            );
+            assert_eq!(tk.clone().key(), key(a));
+            for b in 0..20 {
+                assert_eq!(
+                    tk.cmp(&Tk::of(key(b))),
+                    split_key(key(a)).cmp(&split_key(key(b))),
+                    "{} against {}",
+                    key(a),
+                    key(b)
+                );
+            }
+        }
+        assert_eq!(std::mem::size_of::<Tk>(), 16);
     }
 
     #[test]
@@ -207,7 +317,7 @@ mod tests {
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            4 => (0u8..12, 0i64..40).prop_map(|(k, t)| Op::Arm(k, t)),
+            4 => (0u8..20, 0i64..40).prop_map(|(k, t)| Op::Arm(k, t)),
             2 => (0i64..40).prop_map(Op::Pop),
             1 => (2u8..4).prop_map(Op::Retain),
         ]
@@ -249,7 +359,7 @@ mod tests {
                         of.retain(|k, _| keep(k));
                     }
                 }
-                let sorted: Vec<_> = t.sorted().into_iter().map(|(at, kind, id)| (at, join_key(kind, id.clone()))).collect();
+                let sorted: Vec<_> = t.sorted().into_iter().map(|(at, kind, id)| (at, join_key(kind, id))).collect();
                 prop_assert_eq!(sorted, set.iter().cloned().collect::<Vec<_>>());
             }
         }
