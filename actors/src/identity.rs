@@ -17,13 +17,29 @@ pub struct Identity {
 /// The member id a new member created from this identity gets: deterministic, so a replay
 /// (or two shards racing on the same new identity) issues the same id.
 pub fn member_id_for(id: &Id) -> Str {
-    // FNV-1a over kind and value, 64 bits; ids are `m` + 16 hex digits
+    // FNV-1a over kind and value, 64 bits
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in id.0.bytes().chain([0u8]).chain(id.1.bytes()) {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    compact_str::format_compact!("m{h:016x}")
+    member_id_of(h)
+}
+
+/// The member id of a number: `m` + 16 lowercase hex digits, the form every issued id has.
+pub(crate) fn member_id_of(n: u64) -> Str {
+    compact_str::format_compact!("m{n:016x}")
+}
+
+/// The number of a member id of the issued form ([`member_id_of`]'s inverse); None for an id
+/// of any other form (a channel's own, an uppercase digit, another length).
+pub(crate) fn member_number(id: &str) -> Option<u64> {
+    let hex = id.strip_prefix('m')?;
+    let lower = |b: &u8| b.is_ascii_digit() || (b'a'..=b'f').contains(b);
+    if hex.len() != 16 || !hex.as_bytes().iter().all(lower) {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
 }
 
 /// Starts resolving `ids` and delivering `then` to their member. `member_id` identities name
@@ -159,6 +175,10 @@ mod tests {
         assert_ne!(a, member_id_for(&("openid".into(), "o2".into())));
         assert_ne!(a, member_id_for(&("tmall".into(), "o1".into())));
         assert_eq!(a.len(), 17);
+        // every issued id is of the form the timers hold as a number (`timers::Tk`)
+        let n = member_number(&a).expect("an issued id reads as its number");
+        assert_eq!(member_id_of(n), a);
+        assert_eq!(member_number("m1"), None);
     }
 
     #[test]

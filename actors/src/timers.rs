@@ -29,11 +29,12 @@
 use crate::chunkheap::ChunkHeap;
 use crate::cold::Kind;
 use crate::engine::{join_key, split_key};
+use crate::identity::{member_id_of, member_number};
 use crate::{Key, Str};
 use std::cmp::Ordering;
 
 /// A timer's key in 16 bytes. `Member` holds the ids [`crate::identity::member_id_for`]
-/// issues (`m` + 16 lowercase hex digits) as their number, which orders them as their strings
+/// issues ([`member_id_of`]: `m` + 16 lowercase hex digits) as their number, which orders them as their strings
 /// do (same length, digits in ASCII order); every other key is `Other`, boxed, and never holds
 /// such an id, so equal keys are always the same variant.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -63,14 +64,14 @@ impl Tk {
 
     fn id(&self) -> Str {
         match self {
-            Tk::Member(n) => member_string(*n),
+            Tk::Member(n) => member_id_of(*n),
             Tk::Other(b) => b.1.clone(),
         }
     }
 
     fn key(self) -> Key {
         match self {
-            Tk::Member(n) => Key::Member(member_string(n)),
+            Tk::Member(n) => Key::Member(member_id_of(n)),
             Tk::Other(b) => join_key(b.0, b.1),
         }
     }
@@ -93,21 +94,6 @@ impl PartialOrd for Tk {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
-}
-
-/// The number of a member id of the engine's form, `m` + 16 lowercase hex digits.
-fn member_number(id: &str) -> Option<u64> {
-    let hex = id.strip_prefix('m')?;
-    let lower = |b: &u8| b.is_ascii_digit() || (b'a'..=b'f').contains(b);
-    if hex.len() != 16 || !hex.as_bytes().iter().all(lower) {
-        return None;
-    }
-    u64::from_str_radix(hex, 16).ok()
-}
-
-/// The id [`member_number`] read.
-fn member_string(n: u64) -> Str {
-    compact_str::format_compact!("m{n:016x}")
 }
 
 type HashMap<K, V> = crate::GrowMap<K, V>;
