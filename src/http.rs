@@ -1099,20 +1099,8 @@ pub async fn serve(cfg: Config, listener: TcpListener, pii_key: Vec<u8>) -> anyh
 /// final checkpoint. A second signal exits at once: what was answered is in the log, and the
 /// next start replays it from the last checkpoint.
 async fn stop_on_signals(server: actix_web::dev::ServerHandle) {
-    use tokio::signal::unix::{signal, Signal, SignalKind};
-    /// The next SIGINT or SIGTERM (false: no signal can come).
-    async fn next(term: &mut Option<Signal>) -> bool {
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r.is_ok(),
-            r = async {
-                match term.as_mut() {
-                    Some(t) => t.recv().await.is_some(),
-                    None => std::future::pending().await,
-                }
-            } => r,
-        }
-    }
-    let mut term = signal(SignalKind::terminate()).ok();
+    use crate::next_stop_signal as next;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     if !next(&mut term).await {
         return;
     }

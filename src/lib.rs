@@ -25,6 +25,20 @@ pub fn free_in_background<T: Send + 'static>(v: T) {
         .spawn(move || drop(v));
 }
 
+/// Waits for the next SIGINT (Ctrl-C) or SIGTERM; `term` is the process's SIGTERM stream
+/// (None if it could not be had: then SIGINT alone). False when no signal can come.
+pub async fn next_stop_signal(term: &mut Option<tokio::signal::unix::Signal>) -> bool {
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.is_ok(),
+        r = async {
+            match term.as_mut() {
+                Some(t) => t.recv().await.is_some(),
+                None => std::future::pending().await,
+            }
+        } => r,
+    }
+}
+
 /// The moment read views (member X-RFM, store KPIs) are computed at: the engine's watermark,
 /// in China time, since KPI days are the brands' local days.
 pub fn view_time(engine: &omnistream_actors::sharded::Sharded) -> omnistream_schemas::EventTime {

@@ -266,15 +266,8 @@ fn run_cluster(opts: &ServiceOpts) -> anyhow::Result<ExitCode> {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         for mode in [Stop::Drain, Stop::Abandon] {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = async {
-                    match term.as_mut() {
-                        Some(t) => { t.recv().await; }
-                        None => std::future::pending().await,
-                    }
-                } => {}
-            }
+            // as before the helper: a failed wait (a signal that cannot be had) counts too
+            let _ = omnistream::next_stop_signal(&mut term).await;
             match mode {
                 Stop::Drain => tracing::info!(
                     "stopping: the epoch under way finishes on every process, then a \
