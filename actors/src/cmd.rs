@@ -124,7 +124,7 @@ pub enum MemberCmd {
         store: Option<Str>,
         /// The fraud verdict, when the scan went through the fraud checks: the member writes
         /// the scan's one `decision` output, and holds the points of a review.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "crate::cold::omit")]
         verdict: Option<Box<Verdict>>,
     },
     /// A scan on its way to a decision: add the member's features, pass it to the code.

@@ -22,8 +22,28 @@ use std::collections::BTreeMap;
 type HashMap<K, V> = crate::GrowMap<K, V>;
 
 /// The encoding version of a stored entity state: the first byte of every stored value. A
-/// state with a higher version is refused, never misread.
-pub const STATE_VERSION: u8 = 1;
+/// state with a version this binary does not know is refused, never misread.
+///
+/// - 1: JSON, as the API shows states (written until session 20, still read);
+/// - 2: postcard (serde's compact binary form: varints, no field names), every field
+///   present — a third of the bytes of JSON and a fraction of its encoding time
+///   (BENCHMARKS.md).
+pub const STATE_VERSION: u8 = 2;
+
+/// The oldest encoding version this binary still reads.
+pub const OLDEST_VERSION: u8 = 1;
+
+thread_local! {
+    /// Set while [`encode`] runs on this thread: fields are then never left out.
+    static COMPACT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// `skip_serializing_if` of a state's field that is usually empty: JSON (the API's views,
+/// `replay`'s files, encoding version 1) leaves it out when it holds its default. The stored
+/// encoding keeps it: postcard has no field names, so a field left out would shift the rest.
+pub(crate) fn omit<T: Default + PartialEq>(v: &T) -> bool {
+    !COMPACT.with(std::cell::Cell::get) && *v == T::default()
+}
 
 /// The kinds of entity, with the byte that tags their stored states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -114,12 +134,63 @@ pub trait Cold: Send + Sync {
     }
 }
 
-/// An entity state as stored: [`STATE_VERSION`], then its JSON.
+/// Serializes `items`, `len` of them, as a sequence whose length is given first: postcard
+/// needs it, and a packed state's iterator does not know it.
+pub(crate) fn seq<S: serde::Serializer, T: Serialize>(
+    s: S,
+    len: usize,
+    items: impl Iterator<Item = T>,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::{Error, SerializeSeq};
+    let mut q = s.serialize_seq(Some(len))?;
+    let mut n = 0;
+    for i in items {
+        q.serialize_element(&i)?;
+        n += 1;
+    }
+    if n != len {
+        return Err(S::Error::custom(format!(
+            "{n} items where {len} were counted"
+        )));
+    }
+    q.end()
+}
+
+/// [`seq`] for a map of `(key, value)` pairs.
+pub(crate) fn map<S: serde::Serializer, K: Serialize, V: Serialize>(
+    s: S,
+    len: usize,
+    items: impl Iterator<Item = (K, V)>,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::{Error, SerializeMap};
+    let mut q = s.serialize_map(Some(len))?;
+    let mut n = 0;
+    for (k, v) in items {
+        q.serialize_entry(&k, &v)?;
+        n += 1;
+    }
+    if n != len {
+        return Err(S::Error::custom(format!(
+            "{n} entries where {len} were counted"
+        )));
+    }
+    q.end()
+}
+
+/// An entity state as stored: [`STATE_VERSION`], then its postcard encoding.
 pub fn encode<V: Serialize>(v: &V) -> Result<Vec<u8>, String> {
-    let mut b = Vec::with_capacity(256);
+    /// Clears [`COMPACT`] however the encoding ends.
+    struct Compact;
+    impl Drop for Compact {
+        fn drop(&mut self) {
+            COMPACT.with(|c| c.set(false));
+        }
+    }
+    COMPACT.with(|c| c.set(true));
+    let _reset = Compact;
+    let mut b = Vec::with_capacity(128);
     b.push(STATE_VERSION);
-    serde_json::to_writer(&mut b, v).map_err(|e| format!("encoding an entity state: {e}"))?;
-    Ok(b)
+    postcard::to_extend(v, b).map_err(|e| format!("encoding an entity state: {e}"))
 }
 
 /// Fewest states worth a thread of their own when encoding a checkpoint.
@@ -149,14 +220,19 @@ fn encode_all<V: Serialize + Sync>(
     })
 }
 
-/// Reads a stored entity state; refuses an unknown encoding version.
+/// Reads a stored entity state of any version this binary knows; refuses others.
 pub fn decode<V: DeserializeOwned>(b: &[u8]) -> Result<V, String> {
+    let bad = |e: &dyn std::fmt::Display| format!("decoding an entity state: {e}");
     match b.split_first() {
-        Some((&STATE_VERSION, json)) => {
-            serde_json::from_slice(json).map_err(|e| format!("decoding an entity state: {e}"))
-        }
+        Some((&STATE_VERSION, rest)) => match postcard::take_from_bytes(rest) {
+            Ok((v, [])) => Ok(v),
+            Ok((_, left)) => Err(bad(&format_args!("{} bytes after its end", left.len()))),
+            Err(e) => Err(bad(&e)),
+        },
+        Some((1, json)) => serde_json::from_slice(json).map_err(|e| bad(&e)),
         Some((v, _)) => Err(format!(
-            "entity state encoding {v} is not one this binary reads (it reads {STATE_VERSION})"
+            "entity state encoding {v} is not one this binary reads (it reads \
+             {OLDEST_VERSION} to {STATE_VERSION})"
         )),
         None => Err("empty entity state".into()),
     }

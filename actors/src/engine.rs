@@ -228,6 +228,24 @@ struct Global {
     seen_floor_us: i64,
 }
 
+impl Global {
+    /// As a checkpoint stores it: [`crate::cold::encode`]'s form, like the states.
+    fn encode(&self) -> Result<Vec<u8>, String> {
+        crate::cold::encode(self).map_err(|e| format!("engine state: {e}"))
+    }
+
+    /// Reads it back; a checkpoint written before states were stored in postcard holds it
+    /// as bare JSON (its first byte `{`, never a version byte).
+    fn decode(b: &[u8]) -> Result<Global, String> {
+        let g = if b.first() == Some(&b'{') {
+            serde_json::from_slice(b).map_err(|e| e.to_string())
+        } else {
+            crate::cold::decode(b)
+        };
+        g.map_err(|e| format!("engine checkpoint: {e}"))
+    }
+}
+
 /// One entity's state, as [`Engine::each_state`] hands it over; serialised as the state
 /// itself.
 #[derive(Debug, Clone, Copy)]
@@ -849,7 +867,7 @@ impl Engine {
             stats: self.stats.clone(),
             seen_floor_us: self.seen.floor_us(),
         };
-        let global = serde_json::to_vec(&global).map_err(|e| format!("engine state: {e}"))?;
+        let global = global.encode()?;
         let seen = self.seen.encode();
         Ok(Checkpoint {
             states,
@@ -890,12 +908,12 @@ impl Engine {
         codes: u64,
     ) -> Result<Engine, String> {
         let (global, seen) = (&cp.global, &cp.seen);
-        let g: Global =
-            serde_json::from_slice(global).map_err(|e| format!("engine checkpoint: {e}"))?;
-        if g.version != crate::cold::STATE_VERSION {
+        let g = Global::decode(global)?;
+        if !(crate::cold::OLDEST_VERSION..=crate::cold::STATE_VERSION).contains(&g.version) {
             return Err(format!(
-                "engine checkpoint encoding {} is not one this binary reads ({})",
+                "engine checkpoint encoding {} is not one this binary reads ({} to {})",
                 g.version,
+                crate::cold::OLDEST_VERSION,
                 crate::cold::STATE_VERSION
             ));
         }
@@ -934,11 +952,10 @@ impl Engine {
         let Some(mut all) = parts.next() else {
             return Ok(Checkpoint::default());
         };
-        let bad = |e: serde_json::Error| format!("engine state: {e}");
-        let mut g: Global = serde_json::from_slice(&all.global).map_err(bad)?;
+        let mut g = Global::decode(&all.global)?;
         for p in parts {
             all.states.extend(p.states);
-            let o: Global = serde_json::from_slice(&p.global).map_err(bad)?;
+            let o = Global::decode(&p.global)?;
             g.timers.extend(o.timers);
             g.stats.commands += o.stats.commands;
             g.stats.timers += o.stats.timers;
@@ -955,7 +972,7 @@ impl Engine {
             }
         }
         g.timers.sort();
-        all.global = serde_json::to_vec(&g).map_err(bad)?;
+        all.global = g.encode()?;
         Ok(all)
     }
 
@@ -1198,5 +1215,47 @@ impl Engine {
     /// [`Engine::try_snapshot`]: this one would be empty if the tier failed).
     pub fn snapshot(&self) -> Snapshot {
         self.try_snapshot().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+    use super::*;
+
+    /// The engine's own state round-trips in the stored form, and a checkpoint of a binary
+    /// before it (bare JSON) still reads.
+    #[test]
+    fn the_engine_state_reads_in_both_encodings() {
+        let g = Global {
+            version: crate::cold::STATE_VERSION,
+            watermark: 1_794_000_000_000_000,
+            clock: 42,
+            timers: vec![(7, Kind::Member as u8, "m00000000000000ff".into())],
+            refs: RefData::default(),
+            stats: Stats {
+                commands: 9,
+                ..Stats::default()
+            },
+            seen_floor_us: 5,
+        };
+        let stored = g.encode().unwrap();
+        assert_eq!(stored[0], crate::cold::STATE_VERSION);
+        let old = serde_json::to_vec(&Global { version: 1, ..g }).unwrap();
+        for b in [stored, old] {
+            let back = Global::decode(&b).unwrap();
+            assert_eq!(
+                (back.watermark, back.clock, &back.timers, back.seen_floor_us),
+                (
+                    1_794_000_000_000_000,
+                    42,
+                    &vec![(7, 2, "m00000000000000ff".into())],
+                    5
+                )
+            );
+            assert_eq!(back.stats.commands, 9);
+        }
+        assert!(Global::decode(b"{not json").is_err());
+        assert!(Global::decode(&[9, 1, 2]).is_err());
     }
 }

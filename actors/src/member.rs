@@ -41,10 +41,10 @@ pub struct Member {
     pub id: Str,
     /// Set when this member merged into another: everything is forwarded there. Boxed, like
     /// the other parts most members never use, so it costs a pointer, not a whole string.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::cold::omit")]
     pub alias_of: Option<Box<Str>>,
     /// A merge in flight: commands wait here until the survivor answers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::cold::omit")]
     pub merging: Option<Box<Merging>>,
     /// Identities bound to this member.
     pub ids: Ids,
@@ -53,7 +53,7 @@ pub struct Member {
     /// Latest activity (µs).
     pub last_seen: i64,
     /// The store of the member's first activity, when it was at a store.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::cold::omit")]
     pub first_store: Option<Box<Str>>,
     /// Channels used, sorted.
     pub channels: Packed<Str>,
@@ -65,7 +65,7 @@ pub struct Member {
     /// Latest order time (µs; 0 before any).
     pub last_order: i64,
     /// Watched SKUs (in a `bought-any` tag rule) bought, with the latest time.
-    #[serde(default, skip_serializing_if = "Packed::is_empty")]
+    #[serde(default, skip_serializing_if = "crate::cold::omit")]
     pub bought: Packed<(Str, i64)>,
     /// Tags on, sorted.
     pub tags: Packed<Str>,
@@ -78,7 +78,7 @@ pub struct Member {
     /// Points bookkeeping per order.
     pub orders: Orders,
     /// Rewarded scans per campaign on one local day: `(campaign, day, count)`.
-    #[serde(default, skip_serializing_if = "Packed::is_empty")]
+    #[serde(default, skip_serializing_if = "crate::cold::omit")]
     pub caps: Packed<(Str, i64, u32)>,
     /// Recent event ids (for dropping a repeated event).
     pub recent: Recent,
@@ -95,10 +95,10 @@ pub struct Member {
     #[serde(skip)]
     pub orders_due: OrdersDue,
     /// What the member's scans say for fraud checks.
-    #[serde(default, skip_serializing_if = "Boxed::is_empty")]
+    #[serde(default, skip_serializing_if = "crate::cold::omit")]
     pub scan: Boxed<ScanProfile>,
     /// Scan rewards held for review, oldest first.
-    #[serde(default, skip_serializing_if = "no_held")]
+    #[serde(default, skip_serializing_if = "crate::cold::omit")]
     pub held: Box<[HeldReward]>,
 }
 
@@ -139,10 +139,6 @@ impl OrdersDue {
     fn none_by(self, keep: i64) -> bool {
         self.0 != 0 && i64::from(self.0) * 1_000_000 > keep
     }
-}
-
-fn no_held(h: &[HeldReward]) -> bool {
-    h.is_empty()
 }
 
 /// A part most members never use (the scan profile): nothing but a null pointer while it is
@@ -258,7 +254,7 @@ impl std::fmt::Debug for Ids {
 
 impl Serialize for Ids {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.iter())
+        crate::cold::seq(s, self.len(), self.iter())
     }
 }
 
@@ -296,7 +292,7 @@ pub struct Merging {
     /// The event each stashed command descends from (absent in states from before it was
     /// kept: those commands run under the event that ends the merge). A merge begun by one
     /// event can meet other events' commands only when shards run epochs of several events.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "crate::cold::omit")]
     pub origins: Vec<(uuid::Uuid, omnistream_schemas::EventTime)>,
 }
 
@@ -1184,7 +1180,7 @@ impl std::fmt::Debug for Orders {
 
 impl Serialize for Orders {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_map(self.iter())
+        crate::cold::map(s, self.len(), self.iter())
     }
 }
 
@@ -3033,6 +3029,26 @@ mod tests {
             let back: Member = serde_json::from_str(want).unwrap();
             assert_eq!(back, m, "{name}");
             assert_eq!(serde_json::to_string(&back).unwrap(), want, "{name}");
+            // the stored form: every field kept (postcard has no names to skip by), read
+            // back to the same state, and a state stored as JSON (version 1) still reads
+            let stored = crate::cold::encode(&m).unwrap();
+            assert_eq!(stored[0], crate::cold::STATE_VERSION);
+            assert_eq!(crate::cold::decode::<Member>(&stored).unwrap(), m, "{name}");
+            assert!(
+                stored.len() * 2 < want.len(),
+                "{name}: {} bytes",
+                stored.len()
+            );
+            let v1 = [&[1u8][..], want.as_bytes()].concat();
+            assert_eq!(crate::cold::decode::<Member>(&v1).unwrap(), m, "{name}");
+            // JSON is unchanged by an encoding before it on the same thread
+            assert_eq!(serde_json::to_string(&m).unwrap(), want, "{name}");
+            // nothing is read past the end, and a cut state is refused
+            let longer = [&stored[..], &[0u8][..]].concat();
+            assert!(crate::cold::decode::<Member>(&longer).is_err(), "{name}");
+            let cut = crate::cold::decode::<Member>(&stored[..stored.len() - 1]);
+            assert!(cut.is_err(), "{name}");
         }
+        assert!(crate::cold::decode::<Member>(&[9, 0]).is_err());
     }
 }

@@ -44,10 +44,10 @@ pub struct Order {
     /// Where the placement stands.
     pub phase: Phase,
     /// Consumer or dealer.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::cold::omit")]
     pub kind: Option<OrderKind>,
     /// The latest status applied after placement.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::cold::omit")]
     pub status: Option<OrderStatus>,
     /// Channel.
     pub channel: Str,
@@ -56,13 +56,13 @@ pub struct Order {
     /// Stock location.
     pub location: Str,
     /// Store credited.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::cold::omit")]
     pub store: Option<Str>,
     /// Buyer's identities (consumer).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "crate::cold::omit")]
     pub member: Vec<Id>,
     /// Buyer (dealer).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::cold::omit")]
     pub dealer: Option<Str>,
     /// Points paid with.
     pub points_redeemed: i64,
@@ -71,17 +71,17 @@ pub struct Order {
     /// SKUs that reserved.
     pub reserved: Vec<Str>,
     /// The first refusal: SKU and its ATP.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::cold::omit")]
     pub refused: Option<(Str, i64)>,
     /// Quantity returned so far per SKU.
     pub returned: BTreeMap<Str, i64>,
     /// Status events that arrived while placement was in flight, with their event ids (they
     /// apply later under their own ids, so entities' duplicate checks still tell them apart).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "crate::cold::omit")]
     pub later: Vec<(u128, OrderEvent)>,
     /// Their event times, one for each of `later` (a state saved before these were kept has
     /// none: its deferred events then run at the time of the event that settles placement).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "crate::cold::omit")]
     pub later_at: Vec<EventTime>,
     /// Whether it was paid.
     pub paid: bool,

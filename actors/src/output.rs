@@ -23,7 +23,7 @@ pub enum Output {
         /// `merged_in`, `merged_out`.
         reason: Str,
         /// The order or campaign the entry is about.
-        #[serde(skip_serializing_if = "Option::is_none", default)]
+        #[serde(skip_serializing_if = "crate::cold::omit", default)]
         about: Option<Str>,
     },
     /// Points waiting for an order's fulfilment changed.
@@ -200,7 +200,7 @@ pub enum Output {
         /// Points held for the review (0 unless in review).
         held: i64,
         /// The decision shadow rules would have made, when different.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "crate::cold::omit")]
         shadow_decision: Option<Decision>,
     },
     /// A review was resolved (or refused because the member had too many on hold).

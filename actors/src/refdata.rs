@@ -37,7 +37,7 @@ pub struct RefData {
     pub skus: BTreeSet<Str>,
     /// Event time of the earliest event observed (µs): where the system's memory of
     /// members begins. A member first seen soon after it may be new or merely unseen.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::cold::omit")]
     pub since: Option<i64>,
 }
 

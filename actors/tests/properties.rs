@@ -368,6 +368,27 @@ proptest! {
     }
 }
 
+/// A stored state in encoding version 1 (JSON), as binaries before session 20 wrote it.
+fn as_version_1(kind: Kind, b: &[u8]) -> Vec<u8> {
+    use omnistream_actors::{campaign, cold, dealer, fraud, identity, member, order, sku, store};
+    fn v1<V: serde::Serialize + serde::de::DeserializeOwned>(b: &[u8]) -> Vec<u8> {
+        let v: V = cold::decode(b).unwrap();
+        [&[1u8][..], &serde_json::to_vec(&v).unwrap()].concat()
+    }
+    match kind {
+        Kind::Identity => v1::<identity::Identity>(b),
+        Kind::Member => v1::<member::Member>(b),
+        Kind::Order => v1::<order::Order>(b),
+        Kind::Sku => v1::<sku::Sku>(b),
+        Kind::Dealer => v1::<dealer::Dealer>(b),
+        Kind::Store => v1::<store::Store>(b),
+        Kind::Campaign => v1::<campaign::Campaign>(b),
+        Kind::Code => v1::<fraud::code::Code>(b),
+        Kind::Device | Kind::Ip | Kind::Net => v1::<fraud::crowd::Crowd>(b),
+        Kind::Ring => v1::<fraud::ring::Ring>(b),
+    }
+}
+
 /// Runs `events` through an engine that passivates beyond `bound` resident entities into an
 /// in-memory cold tier, takes a checkpoint every `every` events, and at event `restart`
 /// is thrown away and restored from its last checkpoint, replaying the events since (their
@@ -396,6 +417,12 @@ fn run_cold(
         }
         if (i + 1) % every == 0 {
             let mut cp = e.checkpoint().unwrap();
+            if (i / every) % 3 == 2 {
+                // every third checkpoint as a binary before postcard wrote it: states in JSON
+                for (kind, _, b) in &mut cp.states {
+                    *b = as_version_1(*kind, b);
+                }
+            }
             cold.write(std::mem::take(&mut cp.states));
             if (i / every) % 2 == 1 {
                 // every other checkpoint without its filter: the restore rebuilds it

@@ -9,7 +9,7 @@
 //! other members lazily, when they next scan through a linking crowd.
 
 use super::window::{BatchScans, Distinct, Rate};
-use super::{hash64, is_zero, ring, ScanCheck};
+use super::{hash64, ring, ScanCheck};
 use crate::cmd::{CampaignCmd, Cmd, CrowdCmd, MemberCmd, RingCmd};
 use crate::{Ctx, Effects, Key};
 use compact_str::CompactString as Str;
@@ -32,23 +32,23 @@ pub enum CrowdKind {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Crowd {
     /// Scans in the minute, hour and day windows (devices and IPs).
-    #[serde(default, skip_serializing_if = "Rate::is_empty")]
+    #[serde(default, skip_serializing_if = "crate::cold::omit")]
     pub rate: Rate,
     /// Distinct members in the window.
     pub members: Distinct,
     /// Distinct addresses in the window (prefixes): a NAT is many members on one address, a
     /// rotated proxy pool many members on many.
-    #[serde(default, skip_serializing_if = "Distinct::is_empty")]
+    #[serde(default, skip_serializing_if = "crate::cold::omit")]
     pub ips: Distinct,
     /// Recent scans by batch (devices).
-    #[serde(default, skip_serializing_if = "BatchScans::is_empty")]
+    #[serde(default, skip_serializing_if = "crate::cold::omit")]
     pub batches: BatchScans,
     /// Ring key: the smallest ring key among the members linked here in its epoch.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::cold::omit")]
     pub label: Option<Str>,
     /// When the device was first seen in ordinary use, a click (µs; 0: never). Scans do not
     /// set it: a farm's phone that only scans stays as new as its accounts.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "crate::cold::omit")]
     pub seen: i64,
 }
 

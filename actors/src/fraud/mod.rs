@@ -23,11 +23,6 @@ use crate::config::FraudRules;
 use compact_str::CompactString as Str;
 use serde::{Deserialize, Serialize};
 
-/// Whether a state field holds its default (zero): serde then leaves it out.
-pub(crate) fn is_zero<T: Default + PartialEq>(v: &T) -> bool {
-    *v == T::default()
-}
-
 /// Why a scan scored what it did: stable snake_case names, so label values stay bounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -246,7 +241,7 @@ pub struct Contribution {
     /// The limit it was compared with.
     pub limit: f32,
     /// Shadow mode: scored and reported, not enforced.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "crate::cold::omit")]
     pub shadow: bool,
 }
 
@@ -260,7 +255,7 @@ pub struct Verdict {
     /// Every reason that fired, in [`Reason::ALL`] order.
     pub reasons: Vec<Contribution>,
     /// What the decision would be with shadow rules enforced, when that differs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::cold::omit")]
     pub shadow_decision: Option<Decision>,
 }
 
@@ -291,7 +286,7 @@ pub struct ScanCheck {
     pub fresh: bool,
     /// Hashes of member ids that merged into this member (One-ID): crowds count them as
     /// this member, not as others.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "crate::cold::omit")]
     pub merged: Vec<u64>,
     /// The code's batch, when a registered prefix matches.
     pub batch: Option<Str>,

@@ -4,7 +4,7 @@
 //! looks the code's batch up in the reference data, once per scan, for the entities after it.
 
 use super::window::{BatchScans, Rate};
-use super::{hash64, is_zero, ring, ScanCheck};
+use super::{hash64, ring, ScanCheck};
 use crate::{Ctx, DAY_US};
 use compact_str::CompactString as Str;
 use serde::{Deserialize, Serialize};
@@ -21,26 +21,26 @@ pub struct ScanProfile {
     /// Scans in the minute, hour and day windows.
     pub rate: Rate,
     /// The latest located scan: `(lat, lon, µs)`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::cold::omit")]
     pub last_geo: Option<(f64, f64, i64)>,
     /// Recent scans by batch.
-    #[serde(default, skip_serializing_if = "BatchScans::is_empty")]
+    #[serde(default, skip_serializing_if = "crate::cold::omit")]
     pub batches: BatchScans,
     /// Ring key (`label@epoch`), when linked to other members (None: its own).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::cold::omit")]
     pub ring: Option<Str>,
     /// Size of its ring when that ring was flagged (0: not flagged).
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "crate::cold::omit")]
     pub ring_size: u32,
     /// Recent addresses: `(prefix hash, address hash, µs)`, the newest last.
-    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    #[serde(default, skip_serializing_if = "crate::cold::omit")]
     pub addrs: VecDeque<(u64, u64, i64)>,
     /// Hashes of the member ids merged into this one, newest last (at most [`TRACK_MERGED`]):
     /// crowds that counted them count the survivor in their place.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "crate::cold::omit")]
     pub merged: Vec<u64>,
     /// The latest store visit the store recorded: `(store hash, from µs, to µs)`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::cold::omit")]
     pub visit: Option<(u64, i64, i64)>,
 }
 

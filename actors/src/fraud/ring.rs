@@ -39,7 +39,7 @@ pub fn epoch_of(key: &str) -> Option<i64> {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ring {
     /// Set when this ring merged into a smaller label.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "crate::cold::omit")]
     pub into: Option<Str>,
     /// Member ids remembered, sorted.
     pub members: Vec<Str>,
