@@ -36,6 +36,10 @@ pub const OLDEST_VERSION: u8 = 1;
 thread_local! {
     /// Set while [`encode`] runs on this thread: fields are then never left out.
     static COMPACT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Where [`encode`] writes before copying out exactly the bytes written: a state's
+    /// encoding then grows no vector of its own, and keeps no spare capacity while it
+    /// waits in memory for a checkpoint.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// `skip_serializing_if` of a state's field that is usually empty: JSON (the API's views,
@@ -188,9 +192,16 @@ pub fn encode<V: Serialize>(v: &V) -> Result<Vec<u8>, String> {
     }
     COMPACT.with(|c| c.set(true));
     let _reset = Compact;
-    let mut b = Vec::with_capacity(128);
+    let mut b = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    b.clear();
     b.push(STATE_VERSION);
-    postcard::to_extend(v, b).map_err(|e| format!("encoding an entity state: {e}"))
+    let b = postcard::to_extend(v, b).map_err(|e| format!("encoding an entity state: {e}"))?;
+    let out = b.as_slice().to_vec();
+    // a rare huge state does not keep its buffer
+    if b.capacity() <= 1 << 20 {
+        SCRATCH.with(|s| *s.borrow_mut() = b);
+    }
+    Ok(out)
 }
 
 /// Fewest states worth a thread of their own when encoding a checkpoint.
