@@ -64,8 +64,8 @@ pub struct Config {
     /// many events. 0 (the default): only at shutdown, so a crash replays the log since the
     /// last graceful stop. A checkpoint encodes every entity changed since the previous one on
     /// the shard and writes them (to `states.redb`, or the CQL `states` table) from a thread of
-    /// its own; at scale it costs a fifth of the throughput and a second on the tail
-    /// (BENCHMARKS.md).
+    /// its own; every 100,000 events it cost about 30% of the throughput and most of a second
+    /// on the tail here (BENCHMARKS.md).
     pub checkpoint_every_events: u64,
     /// Threads the entities run on, each owning the keys that hash to it (1 to 64; default
     /// 1). With two or more, each ingest request's events run together as one *epoch* on all
