@@ -26,8 +26,13 @@ type HashMap<K, V> = crate::GrowMap<K, V>;
 ///
 /// - 1: JSON, as the API shows states (written until session 20, still read);
 /// - 2: postcard (serde's compact binary form: varints, no field names), every field
-///   present — a third of the bytes of JSON and a fraction of its encoding time
-///   (BENCHMARKS.md).
+///   present: about a quarter of the bytes of JSON (BENCHMARKS.md).
+///
+/// Without field names a layout cannot grow the way JSON did (a new field with
+/// `#[serde(default)]`): adding, removing, reordering or retyping a field of a stored state
+/// makes the states already stored unreadable. Such a change bumps this version and keeps a
+/// reader for the layout before it; `member::tests::the_stored_layout_is_pinned` fails
+/// until then.
 pub const STATE_VERSION: u8 = 2;
 
 /// The oldest encoding version this binary still reads.
