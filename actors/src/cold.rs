@@ -31,8 +31,9 @@ type HashMap<K, V> = crate::GrowMap<K, V>;
 /// Without field names a layout cannot grow the way JSON did (a new field with
 /// `#[serde(default)]`): adding, removing, reordering or retyping a field of a stored state
 /// makes the states already stored unreadable. Such a change bumps this version and keeps a
-/// reader for the layout before it; `member::tests::the_stored_layout_is_pinned` fails
-/// until then.
+/// reader for the layout before it; `member::tests::the_stored_layout_is_pinned` (a full
+/// member) and `tests::the_stored_layout_of_every_kind_is_pinned` (every kind's empty state:
+/// fields added or removed) fail until then.
 pub const STATE_VERSION: u8 = 2;
 
 /// The oldest encoding version this binary still reads.
@@ -629,6 +630,51 @@ impl Cold for MemCold {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The stored layout of every kind's empty state, pinned: a field added to or removed
+    /// from a stored type changes it (see [`STATE_VERSION`] for what such a change needs).
+    /// A member's full layout is pinned in `member::tests`.
+    #[test]
+    fn the_stored_layout_of_every_kind_is_pinned() {
+        fn hex<V: Default + Serialize>() -> String {
+            encode(&V::default())
+                .unwrap()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect()
+        }
+        use crate::fraud::{code::Code, crowd::Crowd, ring::Ring};
+        let got = [
+            ("identity", hex::<crate::identity::Identity>()),
+            ("member", hex::<crate::member::Member>()),
+            ("order", hex::<crate::order::Order>()),
+            ("sku", hex::<crate::sku::Sku>()),
+            ("dealer", hex::<crate::dealer::Dealer>()),
+            ("store", hex::<crate::store::Store>()),
+            ("campaign", hex::<crate::campaign::Campaign>()),
+            ("code", hex::<Code>()),
+            ("crowd", hex::<Crowd>()),
+            ("ring", hex::<Ring>()),
+        ];
+        let want = [
+            ("identity", "0200"),
+            (
+                "member",
+                "0200000000000000000000000000000000000000000000000000000000000000000000000000",
+            ),
+            ("order", "02000000000000000000000000000000000000"),
+            ("sku", "020000000000"),
+            ("dealer", "0200000000000000000000000000"),
+            ("store", "020000000000000000"),
+            ("campaign", "02000000000000000000000000000000"),
+            ("code", "020000000000"),
+            ("crowd", "020000000000000000"),
+            ("ring", "0200000000"),
+        ];
+        for ((kind, got), (_, want)) in got.iter().zip(want) {
+            assert_eq!(got, want, "the stored layout of a {kind} changed");
+        }
+    }
 
     #[test]
     fn encoding_on_threads_keeps_the_order_of_one() {
