@@ -144,46 +144,55 @@ pub trait Cold: Send + Sync {
     }
 }
 
-/// Serializes `items`, `len` of them, as a sequence whose length is given first: postcard
-/// needs it, and a packed state's iterator does not know it.
+/// The length a packed list's serializer is given: counted (a pass over the packed bytes)
+/// for the stored form, whose sequences start with their length, and not for JSON, which
+/// writes none.
+fn length_for<S: serde::Serializer>(s: &S, count: impl FnOnce() -> usize) -> Option<usize> {
+    (!s.is_human_readable()).then(count)
+}
+
+/// The error when a list yielded another number of items than it counted.
+fn miscounted<E: serde::ser::Error>(len: Option<usize>, n: usize) -> Result<(), E> {
+    match len {
+        Some(len) if len != n => Err(E::custom(format!("{n} items where {len} were counted"))),
+        _ => Ok(()),
+    }
+}
+
+/// Serializes `items` as a sequence; `count` says how many there are, when the format needs
+/// the length first ([`length_for`]): a packed state's iterator does not know it.
 pub(crate) fn seq<S: serde::Serializer, T: Serialize>(
     s: S,
-    len: usize,
+    count: impl FnOnce() -> usize,
     items: impl Iterator<Item = T>,
 ) -> Result<S::Ok, S::Error> {
-    use serde::ser::{Error, SerializeSeq};
-    let mut q = s.serialize_seq(Some(len))?;
+    use serde::ser::SerializeSeq;
+    let len = length_for(&s, count);
+    let mut q = s.serialize_seq(len)?;
     let mut n = 0;
     for i in items {
         q.serialize_element(&i)?;
         n += 1;
     }
-    if n != len {
-        return Err(S::Error::custom(format!(
-            "{n} items where {len} were counted"
-        )));
-    }
+    miscounted(len, n)?;
     q.end()
 }
 
 /// [`seq`] for a map of `(key, value)` pairs.
 pub(crate) fn map<S: serde::Serializer, K: Serialize, V: Serialize>(
     s: S,
-    len: usize,
+    count: impl FnOnce() -> usize,
     items: impl Iterator<Item = (K, V)>,
 ) -> Result<S::Ok, S::Error> {
-    use serde::ser::{Error, SerializeMap};
-    let mut q = s.serialize_map(Some(len))?;
+    use serde::ser::SerializeMap;
+    let len = length_for(&s, count);
+    let mut q = s.serialize_map(len)?;
     let mut n = 0;
     for (k, v) in items {
         q.serialize_entry(&k, &v)?;
         n += 1;
     }
-    if n != len {
-        return Err(S::Error::custom(format!(
-            "{n} entries where {len} were counted"
-        )));
-    }
+    miscounted(len, n)?;
     q.end()
 }
 

@@ -254,7 +254,7 @@ impl std::fmt::Debug for Ids {
 
 impl Serialize for Ids {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        crate::cold::seq(s, self.len(), self.iter())
+        crate::cold::seq(s, || self.len(), self.iter())
     }
 }
 
@@ -1180,7 +1180,7 @@ impl std::fmt::Debug for Orders {
 
 impl Serialize for Orders {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        crate::cold::map(s, self.len(), self.iter())
+        crate::cold::map(s, || self.len(), self.iter())
     }
 }
 

@@ -544,7 +544,7 @@ impl<T: Pack + fmt::Debug> fmt::Debug for Compact<T> {
 
 impl<T: Pack + Serialize> Serialize for Compact<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        crate::cold::seq(s, self.len(), self.iter())
+        crate::cold::seq(s, || self.len(), self.iter())
     }
 }
 
@@ -604,7 +604,7 @@ impl<T: Pack + fmt::Debug> fmt::Debug for Packed<T> {
 
 impl<T: Pack + Serialize> Serialize for Packed<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        crate::cold::seq(s, self.len(), self.iter())
+        crate::cold::seq(s, || self.len(), self.iter())
     }
 }
 

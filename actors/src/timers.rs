@@ -34,9 +34,9 @@ use crate::{Key, Str};
 use std::cmp::Ordering;
 
 /// A timer's key in 16 bytes. `Member` holds the ids [`crate::identity::member_id_for`]
-/// issues ([`member_id_of`]: `m` + 16 lowercase hex digits) as their number, which orders them as their strings
-/// do (same length, digits in ASCII order); every other key is `Other`, boxed, and never holds
-/// such an id, so equal keys are always the same variant.
+/// issues ([`member_id_of`]: `m` + 16 lowercase hex digits) as their number, which orders
+/// them as their strings do (same length, digits in ASCII order); every other key is
+/// `Other`, boxed, and never holds such an id, so equal keys are always the same variant.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Tk {
     Member(u64),
