@@ -264,6 +264,24 @@ pub fn decode<V: DeserializeOwned>(b: &[u8]) -> Result<V, String> {
     }
 }
 
+/// Keeps an encoded state for a begun checkpoint, or reports why it could not be encoded.
+fn stage(
+    staged: &mut HashMap<Str, Vec<u8>>,
+    kind: Kind,
+    k: Str,
+    b: Result<Vec<u8>, String>,
+    err: &mut Option<String>,
+) {
+    match b {
+        Ok(b) => {
+            staged.insert(k, b);
+        }
+        Err(e) => {
+            err.get_or_insert(format!("{} {k}: {e}", kind.name()));
+        }
+    }
+}
+
 /// One resident entity.
 #[derive(Debug)]
 pub(crate) struct Slot<V> {
@@ -272,6 +290,9 @@ pub(crate) struct Slot<V> {
     touched: u64,
     /// Changed since the last checkpoint.
     dirty: bool,
+    /// Changed before the checkpoint begun last and not yet encoded for it: its state is
+    /// encoded (into [`Table::staged`]) before anything changes it or it leaves memory.
+    pending: bool,
 }
 
 /// What a table needs from the engine to load an entity: the cold tier, the clock, and where
@@ -294,6 +315,12 @@ pub(crate) struct Table<V> {
     /// is several hundred bytes), and the old and new arrays of a growing map are small.
     pub(crate) live: HashMap<Str, Box<Slot<V>>>,
     spilled: HashMap<Str, Vec<u8>>,
+    /// The keys of a begun checkpoint's states still to encode (their slots are `pending`,
+    /// unless a change or an eviction encoded them first).
+    todo: Vec<Str>,
+    /// A begun checkpoint's states encoded so far, and the spilled ones it took: readable
+    /// (after `spilled`, before the cold tier) until the checkpoint is complete.
+    staged: HashMap<Str, Vec<u8>>,
     /// Every key ever created, as a Bloom filter: a key it has never seen is new without a
     /// read of the cold tier (the code registry: most scans are of codes never scanned).
     pub(crate) filter: Option<CodeFilter>,
@@ -313,6 +340,8 @@ impl<V: Default + Clone + Serialize + DeserializeOwned> Table<V> {
             kind,
             live: HashMap::default(),
             spilled: HashMap::default(),
+            todo: Vec::new(),
+            staged: HashMap::default(),
             filter: None,
             cold_holds: true,
             loads: 0,
@@ -325,7 +354,14 @@ impl<V: Default + Clone + Serialize + DeserializeOwned> Table<V> {
     /// through `io.err` (the owner must then discard the engine) and treated as absent.
     pub(crate) fn get_mut(&mut self, key: Str, create: bool, io: &mut Io<'_>) -> Option<&mut V> {
         match self.live.entry(key) {
-            Entry::Occupied(o) => {
+            Entry::Occupied(mut o) => {
+                if o.get().pending {
+                    // the begun checkpoint takes the state before this change
+                    let b = encode(&o.get().v);
+                    let k = o.key().clone();
+                    stage(&mut self.staged, self.kind, k, b, io.err);
+                    o.get_mut().pending = false;
+                }
                 let s = o.into_mut();
                 s.touched = io.clock;
                 s.dirty = true;
@@ -339,6 +375,10 @@ impl<V: Default + Clone + Serialize + DeserializeOwned> Table<V> {
                         .is_some_and(|f| !f.contains(slot.key().as_bytes()));
                 let stored = match self.spilled.remove(slot.key()) {
                     Some(b) => Some(b),
+                    // what the begun checkpoint holds stays there: it is written with it
+                    None if !self.staged.is_empty() && self.staged.contains_key(slot.key()) => {
+                        self.staged.get(slot.key()).cloned()
+                    }
                     None if never => {
                         self.skipped += 1;
                         None
@@ -374,6 +414,7 @@ impl<V: Default + Clone + Serialize + DeserializeOwned> Table<V> {
                     v,
                     touched: io.clock,
                     dirty: true,
+                    pending: false,
                 }));
                 Some(&mut s.v)
             }
@@ -385,7 +426,7 @@ impl<V: Default + Clone + Serialize + DeserializeOwned> Table<V> {
         if let Some(s) = self.live.get(key) {
             return Some(Cow::Borrowed(&s.v));
         }
-        let b = match self.spilled.get(key) {
+        let b = match self.spilled.get(key).or_else(|| self.staged.get(key)) {
             Some(b) => b.clone(),
             None if !self.cold_holds
                 || self
@@ -419,12 +460,23 @@ impl<V: Default + Clone + Serialize + DeserializeOwned> Table<V> {
     /// and kept until the next checkpoint. Returns how many left.
     pub(crate) fn evict(&mut self, cutoff: u64, err: &mut Option<String>) -> usize {
         let before = self.live.len();
-        let (spilled, kind) = (&mut self.spilled, self.kind);
+        let (spilled, staged, kind) = (&mut self.spilled, &mut self.staged, self.kind);
         self.live.retain(|k, s| {
             if s.touched > cutoff {
                 return true;
             }
-            if s.dirty {
+            if s.pending {
+                // not changed since the checkpoint began (so not dirty): its state goes there
+                match encode(&s.v) {
+                    Ok(b) => {
+                        staged.insert(k.clone(), b);
+                    }
+                    Err(e) => {
+                        err.get_or_insert(format!("{} {k}: {e}", kind.name()));
+                        return true;
+                    }
+                }
+            } else if s.dirty {
                 match encode(&s.v) {
                     Ok(b) => {
                         spilled.insert(k.clone(), b);
@@ -440,6 +492,75 @@ impl<V: Default + Clone + Serialize + DeserializeOwned> Table<V> {
         before - self.live.len()
     }
 
+    /// Begins a checkpoint: every state changed since the last one belongs to it, as it is
+    /// now. Spilled states are taken at once (they are encoded); resident ones are marked
+    /// pending, to be encoded by [`Table::advance`] a slice at a time or, if that comes
+    /// first, just before a command changes them or they are evicted. Beginning again before
+    /// a checkpoint completes makes one checkpoint of both, as of the later beginning.
+    pub(crate) fn begin(&mut self) {
+        for (k, s) in self.live.iter_mut() {
+            if s.dirty {
+                s.dirty = false;
+                s.pending = true;
+                self.todo.push(k.clone());
+            }
+        }
+        self.staged.extend(self.spilled.drain());
+    }
+
+    /// Encodes up to `budget` of the begun checkpoint's pending states, on up to `threads`
+    /// threads; returns how many keys it went through (0: nothing is left to encode).
+    pub(crate) fn advance(
+        &mut self,
+        budget: usize,
+        err: &mut Option<String>,
+        threads: usize,
+    ) -> usize
+    where
+        V: Sync,
+    {
+        let n = budget.min(self.todo.len());
+        let keys = self.todo.split_off(self.todo.len() - n);
+        let pending: Vec<(&Str, &V)> = keys
+            .iter()
+            .filter_map(|k| self.live.get_key_value(k))
+            .filter(|(_, s)| s.pending)
+            .map(|(k, s)| (k, &s.v))
+            .collect();
+        let encoded: Vec<(Str, Result<Vec<u8>, String>)> = pending
+            .iter()
+            .map(|(k, _)| (*k).clone())
+            .zip(encode_all(&pending, threads))
+            .collect();
+        drop(pending);
+        for (k, b) in encoded {
+            if let Some(s) = self.live.get_mut(&k) {
+                s.pending = false;
+                // what could not be encoded stays dirty (and the owner is told, through `err`)
+                s.dirty = b.is_err();
+            }
+            stage(&mut self.staged, self.kind, k, b, err);
+        }
+        n
+    }
+
+    /// Whether the begun checkpoint has states left to encode.
+    pub(crate) fn encoding(&self) -> bool {
+        !self.todo.is_empty()
+    }
+
+    /// Hands the begun checkpoint's states to `out` once all are encoded.
+    pub(crate) fn complete(&mut self, out: &mut Vec<(Kind, Str, Vec<u8>)>) {
+        debug_assert!(
+            self.todo.is_empty(),
+            "a checkpoint completed before its states were encoded"
+        );
+        let before = out.len();
+        out.extend(self.staged.drain().map(|(k, b)| (self.kind, k, b)));
+        // what the owner writes next is read back from there
+        self.cold_holds |= out.len() > before;
+    }
+
     /// Hands every state changed since the last checkpoint to `out` and marks them clean.
     pub(crate) fn checkpoint(
         &mut self,
@@ -449,31 +570,9 @@ impl<V: Default + Clone + Serialize + DeserializeOwned> Table<V> {
     ) where
         V: Sync,
     {
-        let before = out.len();
-        let dirty: Vec<(&Str, &V)> = self
-            .live
-            .iter()
-            .filter(|(_, s)| s.dirty)
-            .map(|(k, s)| (k, &s.v))
-            .collect();
-        let mut failed = Vec::new();
-        for ((k, _), b) in dirty.iter().zip(encode_all(&dirty, threads)) {
-            match b {
-                Ok(b) => out.push((self.kind, (*k).clone(), b)),
-                Err(e) => {
-                    err.get_or_insert(format!("{} {k}: {e}", self.kind.name()));
-                    failed.push((*k).clone());
-                }
-            }
-        }
-        drop(dirty);
-        // what could not be encoded stays dirty (and the owner is told, through `err`)
-        for (k, s) in self.live.iter_mut() {
-            s.dirty = s.dirty && failed.contains(k);
-        }
-        out.extend(self.spilled.drain().map(|(k, b)| (self.kind, k, b)));
-        // what the owner writes next is read back from there
-        self.cold_holds |= out.len() > before;
+        self.begin();
+        self.advance(usize::MAX, err, threads);
+        self.complete(out);
     }
 
     /// Every entity of this kind, sorted by key: stored, then spilled, then resident ones
@@ -502,7 +601,13 @@ impl<V: Default + Clone + Serialize + DeserializeOwned> Table<V> {
                 }
             })?;
         }
-        for (k, b) in self.spilled.iter().filter(|(k, _)| keep(self.kind, k)) {
+        // a begun checkpoint's states are newer than the stored ones, the spilled newer still
+        for (k, b) in self
+            .staged
+            .iter()
+            .chain(self.spilled.iter())
+            .filter(|(k, _)| keep(self.kind, k))
+        {
             m.insert(k.clone(), decode(b)?);
         }
         for (k, s) in self.live.iter().filter(|(k, _)| keep(self.kind, k)) {
@@ -537,7 +642,7 @@ impl<V: Default + Clone + Serialize + DeserializeOwned> Table<V> {
                 .iter()
                 .map(|(k, s)| (shown(k), k.as_str(), Some(&s.v))),
         );
-        let others = self.spilled.keys().chain(stored);
+        let others = self.spilled.keys().chain(self.staged.keys()).chain(stored);
         keys.extend(others.map(|k| (shown(k), k.as_str(), None)));
         // stable, so of equal keys the resident one stays first and is the one kept
         keys.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
@@ -555,7 +660,7 @@ impl<V: Default + Clone + Serialize + DeserializeOwned> Table<V> {
             return Ok(Cow::Borrowed(*v));
         }
         let named = |e: String| format!("{} {k}: {e}", self.kind.name());
-        let b = match self.spilled.get(*k) {
+        let b = match self.spilled.get(*k).or_else(|| self.staged.get(*k)) {
             Some(b) => Cow::Borrowed(b.as_slice()),
             // listed by the scan, so a store without it now has failed
             None => match cold.map(|c| c.load(self.kind, k)).transpose()?.flatten() {

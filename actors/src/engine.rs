@@ -188,6 +188,9 @@ pub struct Engine {
     clock: u64,
     stamps: Vec<u64>,
     evicted: u64,
+    /// A begun checkpoint's own part, encoded when it began (its entity states are encoded
+    /// by [`Engine::advance_checkpoint`]): the states left out of a [`Checkpoint`].
+    begun: Option<Checkpoint>,
 }
 
 /// The cold tier, boxed.
@@ -502,6 +505,7 @@ impl Engine {
             clock: 0,
             stamps: Vec::new(),
             evicted: 0,
+            begun: None,
         }
     }
 
@@ -852,7 +856,20 @@ impl Engine {
     /// own state. Written atomically with the log position it reflects, it lets a restart
     /// resume from there ([`Engine::restore`]) instead of replaying the whole log.
     pub fn checkpoint(&mut self) -> Result<Checkpoint, String> {
-        let states = self.changed_states()?;
+        self.begin_checkpoint()?;
+        self.advance_checkpoint(usize::MAX)?;
+        self.complete_checkpoint()
+    }
+
+    /// Begins a checkpoint as of now without encoding the entity states it holds: they are
+    /// encoded by [`Engine::advance_checkpoint`], a slice at a time between commands (or by
+    /// the command about to change one, first), so a host answering requests never stops
+    /// for all of them at once. Commands may run meanwhile; the checkpoint stays as of its
+    /// beginning. The engine's own state (timers, remembered ids, ...) is encoded here.
+    /// Beginning again before [`Engine::complete_checkpoint`] makes one checkpoint, as of
+    /// the later beginning.
+    pub fn begin_checkpoint(&mut self) -> Result<(), String> {
+        each_table!(self, mut |t| t.begin());
         let global = Global {
             version: crate::cold::STATE_VERSION,
             watermark: self.watermark,
@@ -867,19 +884,56 @@ impl Engine {
             stats: self.stats.clone(),
             seen_floor_us: self.seen.floor_us(),
         };
-        let global = global.encode()?;
-        let seen = self.seen.encode();
-        Ok(Checkpoint {
-            states,
-            global,
-            seen,
+        self.begun = Some(Checkpoint {
+            states: Vec::new(),
+            global: global.encode()?,
+            seen: self.seen.encode(),
             filter: self
                 .codes
                 .filter
                 .as_ref()
                 .map(CodeFilter::to_bytes)
                 .unwrap_or_default(),
-        })
+        });
+        Ok(())
+    }
+
+    /// Encodes up to `budget` more of the begun checkpoint's entity states; true once all
+    /// are (then [`Engine::complete_checkpoint`] hands the checkpoint over).
+    pub fn advance_checkpoint(&mut self, budget: usize) -> Result<bool, String> {
+        let mut left = budget;
+        let err = &mut self.cold_error;
+        let threads = crate::inorder::Spread::cores().threads;
+        each_table!(self, mut |t| {
+            if left > 0 {
+                left -= t.advance(left, err, threads);
+            }
+        });
+        debug_assert!(left <= budget);
+        if let Some(e) = self.cold_error.take() {
+            return Err(e);
+        }
+        let mut encoding = false;
+        each_table!(self, |t| encoding |= t.encoding());
+        Ok(!encoding)
+    }
+
+    /// The begun checkpoint, once [`Engine::advance_checkpoint`] has encoded all its states;
+    /// they then count as written (what the engine reads from its cold tier next).
+    pub fn complete_checkpoint(&mut self) -> Result<Checkpoint, String> {
+        if !self.advance_checkpoint(0)? {
+            return Err("a checkpoint completed before its states were encoded".into());
+        }
+        let Some(mut cp) = self.begun.take() else {
+            return Err("no checkpoint was begun".into());
+        };
+        each_table!(self, mut |t| t.complete(&mut cp.states));
+        Ok(cp)
+    }
+
+    /// Whether a checkpoint is begun and not complete.
+    pub fn checkpoint_begun(&self) -> bool {
+        self.begun.is_some()
     }
 
     /// The states of a checkpoint alone, as `(kind, key, encoded state)`: every entity changed

@@ -654,6 +654,42 @@ impl Sharded {
         Engine::merge_checkpoints(parts)
     }
 
+    /// Begins a checkpoint of every shard (see [`Engine::begin_checkpoint`]).
+    pub fn begin_checkpoint(&mut self) -> Result<(), String> {
+        self.engines
+            .iter_mut()
+            .try_for_each(Engine::begin_checkpoint)
+    }
+
+    /// Encodes up to `budget` more states of the begun checkpoint, shared among the shards;
+    /// true once all are (see [`Engine::advance_checkpoint`]).
+    pub fn advance_checkpoint(&mut self, budget: usize) -> Result<bool, String> {
+        let each = budget.div_ceil(self.engines.len());
+        let mut done = true;
+        for e in &mut self.engines {
+            done &= e.advance_checkpoint(each)?;
+        }
+        Ok(done)
+    }
+
+    /// The begun checkpoint of every shard, once all its states are encoded, in the form one
+    /// engine writes.
+    pub fn complete_checkpoint(&mut self) -> Result<Checkpoint, String> {
+        // no shard hands over its part unless every one can
+        if !self.advance_checkpoint(0)? {
+            return Err("a checkpoint completed before its states were encoded".into());
+        }
+        if self.engines.len() == 1 {
+            return self.engines[0].complete_checkpoint();
+        }
+        let parts = self
+            .engines
+            .iter_mut()
+            .map(Engine::complete_checkpoint)
+            .collect::<Result<Vec<_>, _>>()?;
+        Engine::merge_checkpoints(parts)
+    }
+
     /// The first failure of any shard's cold tier since the last call (see
     /// [`Engine::take_cold_error`]).
     pub fn take_cold_error(&mut self) -> Option<String> {

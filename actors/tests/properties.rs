@@ -393,12 +393,17 @@ fn as_version_1(kind: Kind, b: &[u8]) -> Vec<u8> {
 /// in-memory cold tier, takes a checkpoint every `every` events, and at event `restart`
 /// is thrown away and restored from its last checkpoint, replaying the events since (their
 /// outputs must repeat the ones already produced). Returns the final state and the outputs.
+/// With `slice` > 0 a checkpoint is begun every `every` events and its states encoded
+/// `slice` at a time after each later event (as the service spreads them between requests),
+/// so commands change and evict entities of a checkpoint not yet complete; one begun before
+/// the last completed makes one checkpoint with it.
 fn run_cold(
     rules: &Rules,
     events: &[Event],
     bound: usize,
     every: usize,
     restart: usize,
+    slice: usize,
 ) -> Result<(String, Vec<Emitted>), TestCaseError> {
     use omnistream_actors::cold::MemCold;
     let cold = MemCold::default();
@@ -407,7 +412,24 @@ fn run_cold(
     let mut out = Vec::new();
     // (events covered, checkpoint without its states) of the last checkpoint
     let mut last = (0, omnistream_actors::engine::Checkpoint::default());
-    let mut saved = false;
+    let mut saved = 0;
+    let mut save = |mut cp: omnistream_actors::engine::Checkpoint, covered: usize| {
+        if saved % 3 == 2 {
+            // every third checkpoint as a binary before postcard wrote it: states in JSON
+            for (kind, _, b) in &mut cp.states {
+                *b = as_version_1(*kind, b);
+            }
+        }
+        cold.write(std::mem::take(&mut cp.states));
+        if saved % 2 == 1 {
+            // every other checkpoint without its filter: the restore rebuilds it
+            cp.filter.clear();
+        }
+        saved += 1;
+        (covered, cp)
+    };
+    // the events a begun checkpoint covers
+    let mut begun = None;
     for (i, ev) in events.iter().enumerate() {
         let from = out.len();
         e.apply(ev, &mut out);
@@ -415,24 +437,23 @@ fn run_cold(
         if bound > 0 {
             prop_assert!(e.resident() <= bound);
         }
-        if (i + 1) % every == 0 {
-            let mut cp = e.checkpoint().unwrap();
-            if (i / every) % 3 == 2 {
-                // every third checkpoint as a binary before postcard wrote it: states in JSON
-                for (kind, _, b) in &mut cp.states {
-                    *b = as_version_1(*kind, b);
-                }
+        if let Some(covered) = begun {
+            if e.advance_checkpoint(slice).unwrap() {
+                last = save(e.complete_checkpoint().unwrap(), covered);
+                begun = None;
             }
-            cold.write(std::mem::take(&mut cp.states));
-            if (i / every) % 2 == 1 {
-                // every other checkpoint without its filter: the restore rebuilds it
-                cp.filter.clear();
-            }
-            last = (i + 1, cp);
-            saved = true;
         }
-        if i + 1 == restart && saved {
+        if (i + 1) % every == 0 {
+            if slice == 0 {
+                last = save(e.checkpoint().unwrap(), i + 1);
+            } else {
+                e.begin_checkpoint().unwrap();
+                begun = Some(i + 1);
+            }
+        }
+        if i + 1 == restart && last.0 > 0 {
             let (covered, cp) = &last;
+            begun = None;
             e = Engine::restore(rules.clone(), cp, Box::new(cold.clone()), bound, 64).unwrap();
             let mut again = Vec::new();
             for ev in &events[*covered..=i] {
@@ -495,7 +516,7 @@ proptest! {
     #[test]
     fn passivation_checkpoints_and_restore_change_nothing(
         gens in seq(7), bound in 0..12usize, every in 1..9usize, restart in 0..70usize,
-        ids in 0..30u64,
+        ids in 0..30u64, slice in 0..4usize,
     ) {
         let mut events = materialize(7, &gens);
         // an event sent again just after the restore: the restored engine must still know it
@@ -506,7 +527,7 @@ proptest! {
         // and a bound on remembered ids, which a restore must keep to the id
         let rules = rules_ids(ids);
         let (plain, out) = run(rules.clone(), &events);
-        let (state, cold_out) = run_cold(&rules, &events, bound, every, restart)?;
+        let (state, cold_out) = run_cold(&rules, &events, bound, every, restart, slice)?;
         prop_assert_eq!(serde_json::to_string(&plain.snapshot()).unwrap(), state);
         prop_assert_eq!(serde_json::to_string(&out).unwrap(), serde_json::to_string(&cold_out).unwrap());
     }
@@ -515,10 +536,11 @@ proptest! {
     #[test]
     fn passivation_changes_no_fraud_decision(
         gens in fraud_seq(8), bound in 1..12usize, every in 1..9usize, restart in 0..90usize,
+        slice in 0..4usize,
     ) {
         let events = materialize(8, &gens);
         let (plain, out) = run(rules(), &events);
-        let (state, cold_out) = run_cold(&rules(), &events, bound, every, restart)?;
+        let (state, cold_out) = run_cold(&rules(), &events, bound, every, restart, slice)?;
         prop_assert_eq!(serde_json::to_string(&plain.snapshot()).unwrap(), state);
         prop_assert_eq!(serde_json::to_string(&out).unwrap(), serde_json::to_string(&cold_out).unwrap());
     }
