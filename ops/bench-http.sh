@@ -7,6 +7,8 @@
 #   a variant is a list of KEY=VALUE environment settings for the service, e.g.
 #   "OMNISTREAM_METRICS=true" "OMNISTREAM_METRICS=false"
 #   a BIN=PATH entry in a variant runs that omnistream binary instead (two builds side by side)
+# Environment: MAX_SECS and PACED_SECS (each phase's length), FRACTION (the paced rate as a
+# fraction of the closed loop's, default 0.5).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scenario=${1:-default}
@@ -38,6 +40,7 @@ for round in $(seq 1 "$rounds"); do
     echo "== round $round: $v (batch $batch, load $(cut -d' ' -f1 /proc/loadavg))"
     timeout 300 "$bin/loadtest" http --addr "127.0.0.1:$port" --scenario "$scenario" \
       --batch "$batch" --max-secs "${MAX_SECS:-15}" --paced-secs "${PACED_SECS:-15}" \
+      --fraction "${FRACTION:-0.5}" \
       2>"$work/client.err" || { head -3 "$work/client.err" >&2; exit 1; }
     kill "$pid"; wait "$pid" 2>/dev/null || true
     pid=

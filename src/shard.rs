@@ -246,7 +246,8 @@ pub struct ShardStats {
     pub restored_from: u64,
     /// Checkpoints written since start.
     pub checkpoints: u64,
-    /// Seconds the last checkpoint took to take (encoding, not the write).
+    /// Seconds the shard spent on the last checkpoint (encoding, not the write), spread over
+    /// slices between requests but at shutdown.
     pub checkpoint_seconds: f64,
     /// Entities passivated since start.
     pub passivated: u64,
@@ -344,6 +345,13 @@ pub struct Shard {
     writer: Option<std::thread::JoinHandle<Result<u64, StoreError>>>,
     /// Drop the log below this seq with the next commit (a checkpoint reflects it).
     truncate_below: Option<u64>,
+    /// A checkpoint begun and not yet handed to the writer: its states are encoded a slice
+    /// at a time between the requests (see [`Spreading`]).
+    spreading: Option<Spreading>,
+    /// The last commit known durable (commits finish in the order of their ids).
+    durable_id: u64,
+    /// This actor, to queue the next slice of a checkpoint behind the requests waiting.
+    me: Option<actix::WeakAddr<Shard>>,
     /// Commits on a thread of its own when the store allows it (None: on this thread).
     committer: Option<Arc<dyn Committer>>,
     /// Batches for the commit thread (started with the actor), and its answers.
@@ -371,15 +379,59 @@ struct Committing {
     /// The log's next seq once it is durable.
     log_end: u64,
     started: Instant,
-    /// A checkpoint taken as of its last event: written once the batch is durable.
-    checkpoint: Option<Arc<InFlight>>,
 }
+
+/// A checkpoint begun as of the last event of a commit, whose entity states are encoded a
+/// slice at a time, each slice a message queued behind the requests already waiting, so no
+/// request waits for more than one slice. Once all are encoded and that commit is durable,
+/// the checkpoint goes to the writer thread. (Encoding all at once stopped the shard for
+/// 0.1-0.5 s every 100,000 events; BENCHMARKS.md.)
+struct Spreading {
+    /// The log seq the checkpoint reflects (every event before it).
+    seq: u64,
+    /// The commit holding its last events: it is written once that one is durable.
+    after: u64,
+    /// The shard's own state as of the beginning.
+    extras: Vec<u8>,
+    began: Instant,
+    /// Seconds the shard spent on it: the beginning, then every slice.
+    busy: f64,
+    /// The longest the shard stopped for it at once.
+    longest: f64,
+    /// Seconds its beginning took (the engine's own state encoded, pending states marked).
+    beginning: f64,
+    slices: u32,
+    /// Every state is encoded: waiting for the commit `after`.
+    encoded: bool,
+}
+
+/// Encode the next slice of the checkpoint begun (sent by the shard to itself).
+struct EncodeSlice;
+
+impl Message for EncodeSlice {
+    type Result = ();
+}
+
+/// States encoded between two checks of the time a slice has taken.
+const SLICE_STATES: usize = 128;
+/// The time a slice of a checkpoint's encoding may take before the shard turns to the
+/// requests queued: about one commit's sync (BENCHMARKS.md).
+const SLICE: Duration = Duration::from_micros(1000);
 
 /// The commit thread finished commit `0`.
 struct Committed(u64);
 
 impl Message for Committed {
     type Result = ();
+}
+
+/// A checkpoint that could not be taken, and why.
+fn checkpoint_error(why: String) -> StoreError {
+    StoreError::Io {
+        op: "checkpoint",
+        table: "states",
+        why,
+    }
 }
 
 /// What a commit fails with when the commit thread is gone.
@@ -512,6 +564,9 @@ impl Shard {
             inflight: InFlightSlot::default(),
             writer: None,
             truncate_below: None,
+            spreading: None,
+            durable_id: 0,
+            me: None,
             resident: sc.resident,
             filter_codes: sc.filter_codes,
             checkpoint_every: sc.checkpoint_every,
@@ -556,6 +611,8 @@ impl Shard {
 
     fn rebuild_from_store(&mut self) -> Result<(), StoreError> {
         let started = Instant::now();
+        // a checkpoint begun is of the engine being replaced
+        self.spreading = None;
         let rules = self.engine.rules().clone();
         let low_atp = rules.stock.low_stock_atp;
         let restore_err = |why: String| StoreError::Io {
@@ -719,26 +776,14 @@ impl Shard {
     }
 
     /// Takes a checkpoint of the engine and the shard as of every event applied (all of
-    /// them durable: called after a commit).
+    /// them durable: called after a commit), all at once: at shutdown. One begun and not
+    /// complete becomes part of it.
     fn take_checkpoint(&mut self) -> Result<CheckpointWrite, StoreError> {
         let started = Instant::now();
-        let err = |why: String| StoreError::Io {
-            op: "checkpoint",
-            table: "states",
-            why,
-        };
-        let cp = self.engine.checkpoint().map_err(err)?;
-        let extras = serde_json::to_vec(&Extras {
-            reviews: self.reviews.0.clone(),
-            board: self.board.save(),
-        })
-        .map_err(|e| err(e.to_string()))?;
+        self.spreading = None;
+        let cp = self.engine.checkpoint().map_err(checkpoint_error)?;
+        let extras = self.extras()?;
         self.stats.checkpoint_seconds = started.elapsed().as_secs_f64();
-        tracing::debug!(
-            states = cp.states.len(),
-            seconds = self.stats.checkpoint_seconds,
-            "checkpoint taken"
-        );
         self.since_checkpoint = 0;
         Ok(CheckpointWrite {
             seq: self.next_seq,
@@ -750,15 +795,128 @@ impl Shard {
         })
     }
 
-    /// After a commit: starts writing the checkpoint taken with it, now that everything it
-    /// reflects is durable, or takes in a finished one (the log below it can go). A failed
-    /// checkpoint write leaves the engine's idea of what the store holds wrong, so the engine
-    /// is rebuilt from the last good checkpoint and the log.
-    fn after_commit(&mut self, checkpoint: Option<Arc<InFlight>>) {
-        if let Some(flight) = checkpoint {
-            if let Err(e) = self.start_writer(flight) {
-                self.checkpoint_failed(&e);
+    /// The shard's own state in a checkpoint.
+    fn extras(&self) -> Result<Vec<u8>, StoreError> {
+        serde_json::to_vec(&Extras {
+            reviews: self.reviews.0.clone(),
+            board: self.board.save(),
+        })
+        .map_err(|e| checkpoint_error(e.to_string()))
+    }
+
+    /// Begins a checkpoint as of the batch handed to the store as commit `after`, when one
+    /// is due and none is being encoded or written; its states are encoded by
+    /// [`Shard::encode_slice`].
+    fn begin_checkpoint(&mut self, after: u64) -> Result<(), StoreError> {
+        if self.writer.is_some()
+            || self.spreading.is_some()
+            || self.checkpointer.is_none()
+            || !self.checkpoint_due()
+        {
+            return Ok(());
+        }
+        let began = Instant::now();
+        self.engine.begin_checkpoint().map_err(checkpoint_error)?;
+        let extras = self.extras()?;
+        let busy = began.elapsed().as_secs_f64();
+        self.spreading = Some(Spreading {
+            seq: self.next_seq,
+            after,
+            extras,
+            began,
+            busy,
+            longest: busy,
+            beginning: busy,
+            slices: 0,
+            encoded: false,
+        });
+        self.since_checkpoint = 0;
+        if let Some(me) = self.me.as_ref().and_then(actix::WeakAddr::upgrade) {
+            me.do_send(EncodeSlice);
+        }
+        Ok(())
+    }
+
+    /// Encodes a slice of the begun checkpoint's states, and queues the next slice behind
+    /// the requests waiting; hands the checkpoint to the writer once all are encoded.
+    fn encode_slice(&mut self) {
+        let Some(sp) = self.spreading.as_mut().filter(|sp| !sp.encoded) else {
+            return;
+        };
+        let started = Instant::now();
+        let done = loop {
+            match self.engine.advance_checkpoint(SLICE_STATES) {
+                Ok(false) if started.elapsed() < SLICE => {}
+                Ok(done) => break done,
+                Err(why) => {
+                    self.spreading = None;
+                    self.checkpoint_failed(&checkpoint_error(why));
+                    return;
+                }
             }
+        };
+        let took = started.elapsed().as_secs_f64();
+        sp.busy += took;
+        sp.longest = sp.longest.max(took);
+        sp.slices += 1;
+        sp.encoded = done;
+        if done {
+            self.checkpoint_encoded();
+        } else if let Some(me) = self.me.as_ref().and_then(actix::WeakAddr::upgrade) {
+            me.do_send(EncodeSlice);
+        }
+    }
+
+    /// The begun checkpoint goes to the writer once its states are encoded and the commit of
+    /// its last events is durable; its states are readable in flight from then on.
+    fn checkpoint_encoded(&mut self) {
+        let Some(sp) = self
+            .spreading
+            .take_if(|sp| sp.encoded && sp.after <= self.durable_id)
+        else {
+            return;
+        };
+        let started = Instant::now();
+        let flight = self.engine.complete_checkpoint().map(|cp| {
+            Arc::new(InFlight::new(CheckpointWrite {
+                seq: sp.seq,
+                states: cp.states,
+                global: cp.global,
+                seen: cp.seen,
+                filter: cp.filter,
+                extras: sp.extras,
+            }))
+        });
+        let flight = match flight {
+            Ok(f) => f,
+            Err(why) => return self.checkpoint_failed(&checkpoint_error(why)),
+        };
+        let took = started.elapsed().as_secs_f64();
+        self.stats.checkpoint_seconds = sp.busy + took;
+        tracing::debug!(
+            states = flight.cp.states.len(),
+            busy_seconds = self.stats.checkpoint_seconds,
+            longest_stop_seconds = sp.longest.max(took),
+            beginning_seconds = sp.beginning,
+            completing_seconds = took,
+            slices = sp.slices,
+            seconds = sp.began.elapsed().as_secs_f64(),
+            "checkpoint taken"
+        );
+        self.set_inflight(Some(Arc::clone(&flight)));
+        if let Err(e) = self.start_writer(flight) {
+            self.checkpoint_failed(&e);
+        }
+    }
+
+    /// After commit `id` is durable: starts writing a checkpoint that waited for it, or
+    /// takes in a written one (the log below it can go). A failed checkpoint write leaves
+    /// the engine's idea of what the store holds wrong, so the engine is rebuilt from the
+    /// last good checkpoint and the log.
+    fn after_commit(&mut self, id: u64) {
+        self.durable_id = id;
+        if self.spreading.is_some() {
+            self.checkpoint_encoded();
         } else if self.writer.as_ref().is_some_and(|w| w.is_finished()) {
             self.finish_writer();
         }
@@ -799,18 +957,6 @@ impl Shard {
         }
     }
 
-    /// Takes a checkpoint, when one is due, as of every event applied (all in the batch about
-    /// to be committed or before it); its states stay readable through the engine's cold tier
-    /// until they are durable.
-    fn checkpoint_with_batch(&mut self) -> Result<Option<Arc<InFlight>>, StoreError> {
-        if self.writer.is_some() || self.checkpointer.is_none() || !self.checkpoint_due() {
-            return Ok(None);
-        }
-        let flight = Arc::new(InFlight::new(self.take_checkpoint()?));
-        self.set_inflight(Some(Arc::clone(&flight)));
-        Ok(Some(flight))
-    }
-
     /// Hands a checkpoint whose events are all durable to a thread that writes it.
     fn start_writer(&mut self, flight: Arc<InFlight>) -> Result<(), StoreError> {
         let Some(writer) = self.checkpointer.clone() else {
@@ -842,7 +988,9 @@ impl Shard {
     /// synchronously) unless nothing changed since, so the next start replays nothing.
     fn final_checkpoint(&mut self) {
         self.finish_writer();
-        if !self.checkpoints || self.since_checkpoint == 0 || !self.ready.load(Ordering::SeqCst) {
+        // a checkpoint begun and not written is finished with this one
+        let nothing_new = self.since_checkpoint == 0 && self.spreading.is_none();
+        if !self.checkpoints || nothing_new || !self.ready.load(Ordering::SeqCst) {
             return;
         }
         let Some(writer) = self.checkpointer.clone() else {
@@ -926,7 +1074,6 @@ impl Shard {
             outputs: 0,
             log_end: self.next_seq,
             started: Instant::now(),
-            checkpoint: None,
         };
         // an entity that failed to load or encode leaves the engine untrustworthy: nothing
         // it produced is committed, and it is rebuilt from the store (in `finish`)
@@ -938,9 +1085,8 @@ impl Shard {
             };
             return self.finish(c, Err(e));
         }
-        match self.checkpoint_with_batch() {
-            Ok(cp) => c.checkpoint = cp,
-            Err(e) => return self.finish(c, Err(e)),
+        if let Err(e) = self.begin_checkpoint(c.id) {
+            return self.finish(c, Err(e));
         }
         batch.truncate_below = self.truncate_below.take();
         c.outputs = batch.outputs.len();
@@ -1019,7 +1165,7 @@ impl Shard {
                 self.stats.commits += 1;
                 self.stats.max_batch = self.stats.max_batch.max(c.events);
                 answer(c.waiting, &Ok(()));
-                self.after_commit(c.checkpoint);
+                self.after_commit(c.id);
                 Ok(())
             }
             Err(e) => {
@@ -1350,6 +1496,7 @@ impl Actor for Shard {
     fn started(&mut self, ctx: &mut Self::Context) {
         // bounded mailbox: senders wait (and HTTP answers 429 first, by its own count)
         ctx.set_mailbox_capacity(1024);
+        self.me = Some(ctx.address().downgrade());
         self.start_committer(ctx.address().downgrade());
         self.ready.store(true, Ordering::SeqCst);
         // a failed rebuild leaves the shard not ready (ingest answers 503); the store usually
@@ -1470,6 +1617,14 @@ impl Handler<Review> for Shard {
             let _ = msg.reply.send(rx.await.ok());
         });
         self.schedule_flush(ctx);
+    }
+}
+
+impl Handler<EncodeSlice> for Shard {
+    type Result = ();
+
+    fn handle(&mut self, _: EncodeSlice, _: &mut Self::Context) {
+        self.encode_slice();
     }
 }
 

@@ -266,7 +266,7 @@ pub fn decode<V: DeserializeOwned>(b: &[u8]) -> Result<V, String> {
 
 /// Keeps an encoded state for a begun checkpoint, or reports why it could not be encoded.
 fn stage(
-    staged: &mut HashMap<Str, Vec<u8>>,
+    staged: &mut BTreeMap<Str, Vec<u8>>,
     kind: Kind,
     k: Str,
     b: Result<Vec<u8>, String>,
@@ -319,8 +319,9 @@ pub(crate) struct Table<V> {
     /// unless a change or an eviction encoded them first).
     todo: Vec<Str>,
     /// A begun checkpoint's states encoded so far, and the spilled ones it took: readable
-    /// (after `spilled`, before the cold tier) until the checkpoint is complete.
-    staged: HashMap<Str, Vec<u8>>,
+    /// (after `spilled`, before the cold tier) until the checkpoint is complete. In key order,
+    /// so the checkpoint hands its states over sorted (see [`Table::complete`]).
+    staged: BTreeMap<Str, Vec<u8>>,
     /// Every key ever created, as a Bloom filter: a key it has never seen is new without a
     /// read of the cold tier (the code registry: most scans are of codes never scanned).
     pub(crate) filter: Option<CodeFilter>,
@@ -341,7 +342,7 @@ impl<V: Default + Clone + Serialize + DeserializeOwned> Table<V> {
             live: HashMap::default(),
             spilled: HashMap::default(),
             todo: Vec::new(),
-            staged: HashMap::default(),
+            staged: BTreeMap::new(),
             filter: None,
             cold_holds: true,
             loads: 0,
@@ -549,14 +550,16 @@ impl<V: Default + Clone + Serialize + DeserializeOwned> Table<V> {
         !self.todo.is_empty()
     }
 
-    /// Hands the begun checkpoint's states to `out` once all are encoded.
+    /// Hands the begun checkpoint's states to `out` once all are encoded: one run of this
+    /// kind, sorted by key (a host can then find a state in it without an index).
     pub(crate) fn complete(&mut self, out: &mut Vec<(Kind, Str, Vec<u8>)>) {
         debug_assert!(
             self.todo.is_empty(),
             "a checkpoint completed before its states were encoded"
         );
         let before = out.len();
-        out.extend(self.staged.drain().map(|(k, b)| (self.kind, k, b)));
+        let staged = std::mem::take(&mut self.staged);
+        out.extend(staged.into_iter().map(|(k, b)| (self.kind, k, b)));
         // what the owner writes next is read back from there
         self.cold_holds |= out.len() > before;
     }

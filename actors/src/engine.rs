@@ -206,7 +206,8 @@ impl std::fmt::Debug for ColdTier {
 /// engine's own state (watermark, timers, reference data, counters, remembered event ids).
 #[derive(Debug, Default)]
 pub struct Checkpoint {
-    /// Entity states as `(kind, key, encoded state)`.
+    /// Entity states as `(kind, key, encoded state)`: a run of each kind (of each shard, from
+    /// [`crate::Sharded`]), sorted by key.
     pub states: Vec<(Kind, Str, Vec<u8>)>,
     /// The engine's own state (versioned JSON).
     pub global: Vec<u8>,
