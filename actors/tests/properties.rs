@@ -755,7 +755,8 @@ proptest! {
 /// [`run_sharded`] with passivation to a cold tier (a bound on resident entities), a
 /// checkpoint every `every` epochs, and at epoch `restart` a restore from the last checkpoint
 /// into `again` shards (another number) that replays the epochs after it, whose outputs must
-/// repeat the ones already produced.
+/// repeat the ones already produced. With `slice` > 0 a checkpoint is begun and its states
+/// encoded `slice` at a time after each later epoch (see [`run_cold`]).
 #[allow(clippy::too_many_arguments)]
 fn run_sharded_cold(
     events: &[Event],
@@ -765,6 +766,7 @@ fn run_sharded_cold(
     every: usize,
     restart: usize,
     again: usize,
+    slice: usize,
 ) -> Result<(String, Vec<Emitted>), TestCaseError> {
     use omnistream_actors::cold::{Cold, MemCold};
     let cold = MemCold::default();
@@ -788,17 +790,33 @@ fn run_sharded_cold(
     let mut out = Vec::new();
     let mut starts = Vec::new();
     let mut last: Option<(usize, omnistream_actors::engine::Checkpoint)> = None;
+    // the epochs a begun checkpoint covers
+    let mut begun = None;
     for (k, epoch) in epochs.iter().enumerate() {
         starts.push(out.len());
         s.apply_epoch(epoch, &mut out);
         prop_assert_eq!(s.take_cold_error(), None);
+        if let Some(covered) = begun {
+            if s.advance_checkpoint(slice).unwrap() {
+                let mut cp = s.complete_checkpoint().unwrap();
+                cold.write(std::mem::take(&mut cp.states));
+                last = Some((covered, cp));
+                begun = None;
+            }
+        }
         if (k + 1) % every == 0 {
-            let mut cp = s.checkpoint().unwrap();
-            cold.write(std::mem::take(&mut cp.states));
-            last = Some((k + 1, cp));
+            if slice == 0 {
+                let mut cp = s.checkpoint().unwrap();
+                cold.write(std::mem::take(&mut cp.states));
+                last = Some((k + 1, cp));
+            } else {
+                s.begin_checkpoint().unwrap();
+                begun = Some(k + 1);
+            }
         }
         if k + 1 == restart {
             if let Some((covered, cp)) = &last {
+                begun = None;
                 s = Sharded::restore(rules(), again, cp, colds(again), bound, 64).unwrap();
                 let mut replayed = Vec::new();
                 for epoch in &epochs[*covered..=k] {
@@ -837,9 +855,10 @@ proptest! {
         bound in 0..16usize,
         every in 1..5usize,
         restart in 0..40usize,
+        slice in 0..4usize,
     ) {
         let (plain, out, _) = run_sharded(1, &events, &cuts);
-        let (state, cold_out) = run_sharded_cold(&events, &cuts, shards, bound, every, restart, again)?;
+        let (state, cold_out) = run_sharded_cold(&events, &cuts, shards, bound, every, restart, again, slice)?;
         let want = serde_json::to_string(&plain.try_snapshot().unwrap()).unwrap();
         prop_assert_eq!(want, state);
         prop_assert_eq!(serde_json::to_string(&out).unwrap(), serde_json::to_string(&cold_out).unwrap());
