@@ -398,7 +398,7 @@ struct Spreading {
     busy: f64,
     /// The longest the shard stopped for it at once.
     longest: f64,
-    /// Seconds its beginning took (the engine's own state encoded, pending states marked).
+    /// Seconds its beginning took (the engine's own state encoded, the changed keys taken).
     beginning: f64,
     slices: u32,
     /// Every state is encoded: waiting for the commit `after`.
@@ -831,8 +831,14 @@ impl Shard {
             encoded: false,
         });
         self.since_checkpoint = 0;
-        if let Some(me) = self.me.as_ref().and_then(actix::WeakAddr::upgrade) {
-            me.do_send(EncodeSlice);
+        match self.me.as_ref().and_then(actix::WeakAddr::upgrade) {
+            Some(me) => me.do_send(EncodeSlice),
+            // not running as an actor: no requests to interleave with, encode them all now
+            None => {
+                while self.spreading.as_ref().is_some_and(|sp| !sp.encoded) {
+                    self.encode_slice();
+                }
+            }
         }
         Ok(())
     }
