@@ -502,7 +502,8 @@ impl<V: Default + Clone + Serialize + DeserializeOwned> Table<V> {
     }
 
     /// Evicts every resident entity last used at or before `cutoff`; dirty ones are encoded
-    /// and kept until the next checkpoint. Returns how many left.
+    /// and kept until the next checkpoint (pending ones: in the begun one). Returns how many
+    /// left.
     pub(crate) fn evict(&mut self, cutoff: u64, err: &mut Option<String>) -> usize {
         let before = self.live.len();
         let (spilled, staged, kind, epoch) =
@@ -511,26 +512,20 @@ impl<V: Default + Clone + Serialize + DeserializeOwned> Table<V> {
             if s.touched > cutoff {
                 return true;
             }
-            if s.pending(epoch) {
-                // not changed since the checkpoint began (so not dirty): its state goes there
-                match encode(&s.v) {
-                    Ok(b) => {
-                        staged.insert(k.clone(), b);
-                    }
-                    Err(e) => {
-                        err.get_or_insert(format!("{} {k}: {e}", kind.name()));
-                        return true;
-                    }
+            if !s.dirty {
+                return false;
+            }
+            match encode(&s.v) {
+                // pending: unchanged since the checkpoint began, so its state is that one's
+                Ok(b) if s.pending(epoch) => {
+                    staged.insert(k.clone(), b);
                 }
-            } else if s.dirty {
-                match encode(&s.v) {
-                    Ok(b) => {
-                        spilled.insert(k.clone(), b);
-                    }
-                    Err(e) => {
-                        err.get_or_insert(format!("{} {k}: {e}", kind.name()));
-                        return true;
-                    }
+                Ok(b) => {
+                    spilled.insert(k.clone(), b);
+                }
+                Err(e) => {
+                    err.get_or_insert(format!("{} {k}: {e}", kind.name()));
+                    return true;
                 }
             }
             false
