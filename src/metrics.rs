@@ -28,6 +28,10 @@ pub struct Metrics {
     pub source_lag: IntGaugeVec,
     /// Checkpoints written since start.
     pub checkpoints: IntCounter,
+    /// The longest the shard stopped at once for each checkpoint.
+    pub checkpoint_stop_seconds: Histogram,
+    /// Seconds each checkpoint took to write (on its own thread).
+    pub checkpoint_write_seconds: Histogram,
     registry: Registry,
     /// Events in, by type and outcome.
     pub events: IntCounterVec,
@@ -146,6 +150,10 @@ fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
 }
 
 const OUTCOMES: [&str; 3] = ["accepted", "duplicate", "rejected"];
+/// Buckets of the checkpoint histograms: a slice is about a millisecond, a write seconds.
+const CHECKPOINT_SECONDS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 const DECISIONS: [&str; 3] = ["allow", "review", "block"];
 const ORDER_RESULTS: [&str; 4] = ["accepted", "rejected", "held", "released"];
 const STOCK_ALERTS: [&str; 3] = ["low_stock", "stock_out", "stock_short"];
@@ -372,6 +380,19 @@ impl Default for Metrics {
                 &r,
                 "omnistream_checkpoints_total",
                 "checkpoints written with a commit",
+            ),
+            checkpoint_stop_seconds: histogram(
+                &r,
+                "omnistream_checkpoint_stop_seconds",
+                "the longest the shard stopped at once for a checkpoint (its beginning, a slice \
+                 of its encoding, its hand-over; at shutdown all of its encoding)",
+                CHECKPOINT_SECONDS.to_vec(),
+            ),
+            checkpoint_write_seconds: histogram(
+                &r,
+                "omnistream_checkpoint_write_seconds",
+                "seconds a checkpoint took to write, on the writer's thread",
+                CHECKPOINT_SECONDS.to_vec(),
             ),
             ready: gauge(
                 &r,

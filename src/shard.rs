@@ -249,6 +249,8 @@ pub struct ShardStats {
     /// Seconds the shard spent on the last checkpoint (encoding, not the write), spread over
     /// slices between requests but at shutdown.
     pub checkpoint_seconds: f64,
+    /// The longest the shard stopped at once for the last checkpoint.
+    pub checkpoint_longest_stop_seconds: f64,
     /// Entities passivated since start.
     pub passivated: u64,
     /// Event ids forgotten under `max-remembered-ids` (the engine's count at the last commit).
@@ -784,6 +786,10 @@ impl Shard {
         let cp = self.engine.checkpoint().map_err(checkpoint_error)?;
         let extras = self.extras()?;
         self.stats.checkpoint_seconds = started.elapsed().as_secs_f64();
+        self.stats.checkpoint_longest_stop_seconds = self.stats.checkpoint_seconds;
+        self.metrics
+            .checkpoint_stop_seconds
+            .observe(self.stats.checkpoint_seconds);
         self.since_checkpoint = 0;
         Ok(CheckpointWrite {
             seq: self.next_seq,
@@ -899,10 +905,14 @@ impl Shard {
         };
         let took = started.elapsed().as_secs_f64();
         self.stats.checkpoint_seconds = sp.busy + took;
+        self.stats.checkpoint_longest_stop_seconds = sp.longest.max(took);
+        self.metrics
+            .checkpoint_stop_seconds
+            .observe(self.stats.checkpoint_longest_stop_seconds);
         tracing::debug!(
             states = flight.cp.states.len(),
             busy_seconds = self.stats.checkpoint_seconds,
-            longest_stop_seconds = sp.longest.max(took),
+            longest_stop_seconds = self.stats.checkpoint_longest_stop_seconds,
             beginning_seconds = sp.beginning,
             completing_seconds = took,
             slices = sp.slices,
@@ -968,11 +978,15 @@ impl Shard {
         let Some(writer) = self.checkpointer.clone() else {
             return Ok(());
         };
+        let took = self.metrics.checkpoint_write_seconds.clone();
         let handle = std::thread::Builder::new()
             .name("omnistream-checkpoint".into())
             .spawn(move || {
                 let started = Instant::now();
                 let r = writer.write(&flight.cp).map(|()| flight.cp.seq);
+                if r.is_ok() {
+                    took.observe(started.elapsed().as_secs_f64());
+                }
                 tracing::debug!(
                     states = flight.cp.states.len(),
                     seconds = started.elapsed().as_secs_f64(),
@@ -1005,6 +1019,11 @@ impl Shard {
         let written = self.take_checkpoint().and_then(|cp| {
             let started = Instant::now();
             let r = writer.write(&cp);
+            if r.is_ok() {
+                self.metrics
+                    .checkpoint_write_seconds
+                    .observe(started.elapsed().as_secs_f64());
+            }
             tracing::info!(
                 states = cp.states.len(),
                 encoding_seconds = self.stats.checkpoint_seconds,

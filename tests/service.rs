@@ -408,6 +408,17 @@ fn a_checkpoint_written_on_an_idle_service_is_taken_in_without_another_event() {
     );
     let (_, text) = s.request_text("GET", "/metrics", "");
     assert_eq!(sample(&text, "omnistream_code_registry_records"), 3.0);
+    // what the checkpoint cost: the shard's longest stop for it, and its write
+    assert_eq!(
+        sample(&text, "omnistream_checkpoint_stop_seconds_count"),
+        1.0
+    );
+    assert_eq!(
+        sample(&text, "omnistream_checkpoint_write_seconds_count"),
+        1.0
+    );
+    let stop = s.get("/v1/stats")["shard"]["checkpoint_longest_stop_seconds"].clone();
+    assert!(stop.as_f64().is_some_and(|x| x > 0.0), "{stop}");
     assert!(sample(&text, r#"omnistream_code_registry_bytes{where="disk"}"#) > 0.0);
     s.stop();
 }
