@@ -857,9 +857,10 @@ impl Engine {
     /// own state. Written atomically with the log position it reflects, it lets a restart
     /// resume from there ([`Engine::restore`]) instead of replaying the whole log.
     pub fn checkpoint(&mut self) -> Result<Checkpoint, String> {
-        self.begin_checkpoint()?;
-        self.advance_checkpoint(usize::MAX)?;
-        self.complete_checkpoint()
+        let mut cp = self.own_state()?;
+        cp.states = self.changed_states()?;
+        self.begun = None;
+        Ok(cp)
     }
 
     /// Begins a checkpoint as of now without encoding the entity states it holds: they are
@@ -871,6 +872,12 @@ impl Engine {
     /// the later beginning.
     pub fn begin_checkpoint(&mut self) -> Result<(), String> {
         each_table!(self, mut |t| t.begin());
+        self.begun = Some(self.own_state()?);
+        Ok(())
+    }
+
+    /// A checkpoint of the engine's own state, without entity states.
+    fn own_state(&self) -> Result<Checkpoint, String> {
         let global = Global {
             version: crate::cold::STATE_VERSION,
             watermark: self.watermark,
@@ -885,7 +892,7 @@ impl Engine {
             stats: self.stats.clone(),
             seen_floor_us: self.seen.floor_us(),
         };
-        self.begun = Some(Checkpoint {
+        Ok(Checkpoint {
             states: Vec::new(),
             global: global.encode()?,
             seen: self.seen.encode(),
@@ -895,8 +902,7 @@ impl Engine {
                 .as_ref()
                 .map(CodeFilter::to_bytes)
                 .unwrap_or_default(),
-        });
-        Ok(())
+        })
     }
 
     /// Encodes up to `budget` more of the begun checkpoint's entity states; true once all

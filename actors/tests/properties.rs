@@ -474,6 +474,17 @@ fn run_cold(
         }
     }
     let state = serde_json::to_string(&e.try_snapshot().unwrap()).unwrap();
+    if begun.is_some() {
+        // a whole checkpoint taken while one is begun (as at a stop) holds both: restored, it
+        // is this state
+        let (_, cp) = save(e.checkpoint().unwrap(), events.len());
+        let restored = Engine::restore(rules.clone(), &cp, Box::new(cold.clone()), bound, 64);
+        prop_assert_eq!(
+            &serde_json::to_string(&restored.unwrap().try_snapshot().unwrap()).unwrap(),
+            &state,
+            "a checkpoint taken over a begun one is not the state"
+        );
+    }
     // the streamed snapshot is the same bytes on one thread or several, and its view shows
     // each entity once, in its order
     let mut views = Vec::new();
