@@ -643,13 +643,21 @@ impl Sharded {
     /// A checkpoint of every shard, in the form one engine writes (see
     /// [`Engine::checkpoint`]).
     pub fn checkpoint(&mut self) -> Result<Checkpoint, String> {
+        self.merged(Engine::checkpoint)
+    }
+
+    /// Every shard's checkpoint from `take`, merged into the form one engine writes.
+    fn merged(
+        &mut self,
+        take: fn(&mut Engine) -> Result<Checkpoint, String>,
+    ) -> Result<Checkpoint, String> {
         if self.engines.len() == 1 {
-            return self.engines[0].checkpoint();
+            return take(&mut self.engines[0]);
         }
         let parts = self
             .engines
             .iter_mut()
-            .map(Engine::checkpoint)
+            .map(take)
             .collect::<Result<Vec<_>, _>>()?;
         Engine::merge_checkpoints(parts)
     }
@@ -679,15 +687,7 @@ impl Sharded {
         if !self.advance_checkpoint(0)? {
             return Err("a checkpoint completed before its states were encoded".into());
         }
-        if self.engines.len() == 1 {
-            return self.engines[0].complete_checkpoint();
-        }
-        let parts = self
-            .engines
-            .iter_mut()
-            .map(Engine::complete_checkpoint)
-            .collect::<Result<Vec<_>, _>>()?;
-        Engine::merge_checkpoints(parts)
+        self.merged(Engine::complete_checkpoint)
     }
 
     /// The first failure of any shard's cold tier since the last call (see
