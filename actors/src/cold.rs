@@ -417,12 +417,10 @@ impl<V: Default + Clone + Serialize + DeserializeOwned> Table<V> {
                         .filter
                         .as_ref()
                         .is_some_and(|f| !f.contains(slot.key().as_bytes()));
-                let stored = match self.spilled.remove(slot.key()) {
+                // what the begun checkpoint holds stays there: it is written with it
+                let newer = self.spilled.remove(slot.key());
+                let stored = match newer.or_else(|| self.staged.get(slot.key()).cloned()) {
                     Some(b) => Some(b),
-                    // what the begun checkpoint holds stays there: it is written with it
-                    None if !self.staged.is_empty() && self.staged.contains_key(slot.key()) => {
-                        self.staged.get(slot.key()).cloned()
-                    }
                     None if never => {
                         self.skipped += 1;
                         None

@@ -206,8 +206,9 @@ impl std::fmt::Debug for ColdTier {
 /// engine's own state (watermark, timers, reference data, counters, remembered event ids).
 #[derive(Debug, Default)]
 pub struct Checkpoint {
-    /// Entity states as `(kind, key, encoded state)`: a run of each kind (of each shard, from
-    /// [`crate::Sharded`]), sorted by key.
+    /// Entity states as `(kind, key, encoded state)`: from [`Engine::complete_checkpoint`], a
+    /// run of each kind (of each shard, from [`crate::Sharded`]) sorted by key; from
+    /// [`Engine::checkpoint`], in no order.
     pub states: Vec<(Kind, Str, Vec<u8>)>,
     /// The engine's own state (versioned JSON).
     pub global: Vec<u8>,
@@ -936,11 +937,6 @@ impl Engine {
         };
         each_table!(self, mut |t| t.complete(&mut cp.states));
         Ok(cp)
-    }
-
-    /// Whether a checkpoint is begun and not complete.
-    pub fn checkpoint_begun(&self) -> bool {
-        self.begun.is_some()
     }
 
     /// The states of a checkpoint alone, as `(kind, key, encoded state)`: every entity changed
