@@ -27,6 +27,8 @@ struct AppState {
     ready: Arc<AtomicBool>,
     cfg: Arc<Config>,
     metrics: Arc<Metrics>,
+    /// The `run --input` files' progress (none: empty).
+    inputs: crate::files::Progress,
 }
 
 /// A JSON error body with a stable code and a human detail.
@@ -98,6 +100,7 @@ async fn submit(
         .send(Ingest {
             source: source.into(),
             position: None,
+            after: None,
             items,
             reply: tx,
             received,
@@ -487,6 +490,7 @@ async fn get_stats(st: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "shard": shard, "engine": engine,
         "inflight_events": st.inflight.load(Ordering::SeqCst),
+        "inputs": st.inputs.lock().map(|i| json!(*i)).unwrap_or_default(),
         "latency_us": {
             "window": "the last 60 to 120 seconds",
             "ingest_to_decision": st.metrics.decision_window.percentiles(),
@@ -977,7 +981,14 @@ async fn access(
 
 /// Opens the store, replays it, starts the shard and serves HTTP on `listener` until
 /// SIGINT/SIGTERM; then commits what waits and returns.
-pub async fn serve(cfg: Config, listener: TcpListener, pii_key: Vec<u8>) -> anyhow::Result<()> {
+/// Serves the HTTP API (and the Fluvio source and sinks when configured) until a signal, or
+/// until every `inputs` file is read and durable when they are to stop it.
+pub async fn serve(
+    cfg: Config,
+    listener: TcpListener,
+    pii_key: Vec<u8>,
+    inputs: crate::files::Inputs,
+) -> anyhow::Result<()> {
     let ready = Arc::new(AtomicBool::new(false));
     let metrics = Arc::new(Metrics::new(cfg.metrics));
     let open = || {
@@ -1021,8 +1032,18 @@ pub async fn serve(cfg: Config, listener: TcpListener, pii_key: Vec<u8>) -> anyh
     );
     let arbiter = Arbiter::new();
     let shard = Shard::start_in_arbiter(&arbiter.handle(), move |_| shard);
+    // the input files are checked before anything is served: a bad one stops start-up
+    let planned = if inputs.files.is_empty() {
+        Vec::new()
+    } else {
+        crate::files::stored_positions(&shard, &inputs)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?
+    };
+    let progress = crate::files::progress(&planned);
     let pii = Pii::new(&pii_key);
     let state = AppState {
+        inputs: progress.clone(),
         shard: shard.clone(),
         decoder: Decoder::new(pii.clone()),
         pii,
@@ -1082,7 +1103,37 @@ pub async fn serve(cfg: Config, listener: TcpListener, pii_key: Vec<u8>) -> anyh
     .run();
     actix_web::rt::spawn(stop_on_signals(server.handle()));
     println!("omnistream listening on http://{addr}");
+    let stop_at_end = inputs.stop_at_end;
+    let input = (!planned.is_empty()).then(|| {
+        let (handle, shard) = (server.handle(), shard.clone());
+        let (key, max_future_s) = (pii_key.clone(), cfg.max_future_s);
+        actix_web::rt::spawn(async move {
+            let read =
+                crate::files::ingest(shard, planned, &inputs, progress, &key, max_future_s).await;
+            match &read {
+                Ok(()) if inputs.stop_at_end => {
+                    tracing::info!("every input file is durable; stopping (--stop-after-input)")
+                }
+                Ok(()) => {}
+                Err(e) => tracing::error!(error = %e, "reading the input files stopped"),
+            }
+            if inputs.stop_at_end {
+                handle.stop(true).await;
+            }
+            read
+        })
+    });
     server.await?;
+    // a signal may have stopped the server first: the reading stops where it is (what it
+    // handed over is answered), and the next start reads on from the durable position
+    let read = match input {
+        Some(task) if task.is_finished() => task.await.ok(),
+        Some(task) => {
+            task.abort();
+            None
+        }
+        None => None,
+    };
     if let Some(f) = fluvio {
         f.stop();
     }
@@ -1091,7 +1142,10 @@ pub async fn serve(cfg: Config, listener: TcpListener, pii_key: Vec<u8>) -> anyh
         tracing::error!(error = %e, "final commit failed");
     }
     arbiter.stop();
-    Ok(())
+    match read {
+        Some(Err(e)) if stop_at_end => Err(anyhow::anyhow!("reading the input files: {e}")),
+        _ => Ok(()),
+    }
 }
 
 /// The first SIGINT (Ctrl-C) or SIGTERM stops the server gracefully: it accepts nothing new,

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod codes;
 pub mod config;
 pub mod cql;
+pub mod files;
 pub mod fluvio;
 pub mod http;
 pub mod metrics;

@@ -36,6 +36,8 @@ enum Command {
     Run {
         #[command(flatten)]
         opts: ServiceOpts,
+        #[command(flatten)]
+        input: InputOpts,
     },
     /// Run the service and feed it generated traffic (the load tool's scenario) at a modest
     /// rate: open the printed address to watch the live board.
@@ -169,6 +171,24 @@ struct ServiceOpts {
     data_dir: Option<PathBuf>,
 }
 
+/// JSON-lines files for `run` to take in besides HTTP (and Fluvio).
+#[derive(clap::Args, Debug)]
+struct InputOpts {
+    /// A JSON-lines file of events to take in, exactly once: read from the position stored
+    /// for it (none: its start) to its end; several are read in the order given, and the last
+    /// one is then followed for lines appended to it. Repeatable.
+    #[arg(long = "input", value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// Lines of an input file handed to the entities at a time (each batch is durable, with
+    /// the file's position, before the next one goes).
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    input_batch: u64,
+    /// Stop gracefully (final checkpoint) once every input file is read to its end and
+    /// durable, instead of following the last one: a backfill into the service's store.
+    #[arg(long, requires = "files")]
+    stop_after_input: bool,
+}
+
 impl ServiceOpts {
     fn load(&self) -> anyhow::Result<Config> {
         let mut env: Vec<(String, String)> = std::env::vars().collect();
@@ -185,7 +205,21 @@ impl ServiceOpts {
     }
 }
 
-fn run_service(opts: &ServiceOpts, demo: Option<(String, u64)>) -> anyhow::Result<ExitCode> {
+impl From<InputOpts> for omnistream::files::Inputs {
+    fn from(o: InputOpts) -> Self {
+        omnistream::files::Inputs {
+            files: o.files,
+            batch: o.input_batch as usize,
+            stop_at_end: o.stop_after_input,
+        }
+    }
+}
+
+fn run_service(
+    opts: &ServiceOpts,
+    demo: Option<(String, u64)>,
+    inputs: omnistream::files::Inputs,
+) -> anyhow::Result<ExitCode> {
     let mut cfg = opts.load()?;
     if demo.is_some() && opts.data_dir.is_none() {
         // a fresh store each time: the generator's ids are deterministic, and a second demo
@@ -206,7 +240,7 @@ fn run_service(opts: &ServiceOpts, demo: Option<(String, u64)>) -> anyhow::Resul
             }
         });
     }
-    actix_web::rt::System::new().block_on(omnistream::http::serve(cfg, listener, key))?;
+    actix_web::rt::System::new().block_on(omnistream::http::serve(cfg, listener, key, inputs))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -434,12 +468,12 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             })
         }
-        Command::Run { opts } => run_service(&opts, None),
+        Command::Run { opts, input } => run_service(&opts, None, input.into()),
         Command::Demo {
             opts,
             scenario,
             rate,
-        } => run_service(&opts, Some((scenario, rate))),
+        } => run_service(&opts, Some((scenario, rate)), Default::default()),
         Command::CheckConfig { opts } => opts.load().and_then(|cfg| check_config(&cfg)),
         Command::Migrate { opts, cluster } => opts.load().and_then(|cfg| migrate(&cfg, cluster)),
         Command::Produce { opts, files, topic } => cli::pii_from_env()

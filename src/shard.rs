@@ -180,6 +180,17 @@ pub enum ShardError {
     /// A commit failed and the state is not rebuilt from the store yet; nothing was applied.
     #[error("not ready: the store is unavailable; the state is rebuilt once it answers again, nothing was applied")]
     NotReady,
+    /// The batch follows a position of its source other than the one applied (one sent
+    /// before it failed); nothing was applied.
+    #[error("source {name} is at position {at}, and this batch follows {after}: one before it failed; nothing was applied")]
+    OutOfOrder {
+        /// The source.
+        name: String,
+        /// Its position as applied.
+        at: u64,
+        /// The position the batch follows.
+        after: u64,
+    },
 }
 
 /// Where the answer to an ingest goes.
@@ -193,6 +204,10 @@ pub struct Ingest {
     /// The source's position after these items (a Fluvio partition's next offset); `None`
     /// stores the log's next sequence number (HTTP has no position of its own).
     pub position: Option<u64>,
+    /// The position these items follow, for a source with several batches in flight: the
+    /// batch is refused ([`ShardError::OutOfOrder`]) unless it is the source's position as
+    /// applied, so a batch queued behind one that failed is not committed past it.
+    pub after: Option<u64>,
     /// The items.
     pub items: Vec<Item>,
     /// The answer.
@@ -323,6 +338,9 @@ pub struct Shard {
     stored_decoder: Decoder,
     next_seq: u64,
     next_output: u64,
+    /// Each source's position as applied (durable or not yet); empty after a rebuild, when
+    /// the store's positions are the applied ones.
+    applied: std::collections::HashMap<String, u64>,
     batch: Batch,
     waiting: Vec<(Reply, Vec<Outcome>)>,
     flush_scheduled: bool,
@@ -581,6 +599,7 @@ impl Shard {
             stored_decoder: Decoder::new(Pii::for_stored(pii_key)),
             next_seq: 0,
             next_output: 0,
+            applied: std::collections::HashMap::new(),
             batch: Batch::default(),
             waiting: Vec::new(),
             flush_scheduled: false,
@@ -613,8 +632,10 @@ impl Shard {
 
     fn rebuild_from_store(&mut self) -> Result<(), StoreError> {
         let started = Instant::now();
-        // a checkpoint begun is of the engine being replaced
+        // a checkpoint begun is of the engine being replaced, and what was applied of the
+        // sources goes with it
         self.spreading = None;
+        self.applied.clear();
         let rules = self.engine.rules().clone();
         let low_atp = rules.stock.low_stock_atp;
         let restore_err = |why: String| StoreError::Io {
@@ -1501,6 +1522,35 @@ impl Shard {
             Some(p) => p.1 = pos,
             None => self.batch.positions.push((source.to_string(), pos)),
         }
+        match self.applied.get_mut(source) {
+            Some(p) => *p = pos,
+            None => {
+                self.applied.insert(source.to_string(), pos);
+            }
+        }
+    }
+
+    /// Whether a source's batch that follows position `after` follows what was applied of
+    /// it: the error when another position was (a batch before it failed, and the state was
+    /// rebuilt without it).
+    fn follows(&self, source: &str, after: u64) -> Result<(), ShardError> {
+        let at = match self.applied.get(source) {
+            Some(p) => *p,
+            None => self
+                .store
+                .position(source)
+                .map_err(|e| ShardError::Store(e.to_string()))?
+                .unwrap_or(0),
+        };
+        if at == after {
+            Ok(())
+        } else {
+            Err(ShardError::OutOfOrder {
+                name: source.to_string(),
+                at,
+                after,
+            })
+        }
     }
 }
 
@@ -1578,6 +1628,12 @@ impl Handler<Ingest> for Shard {
             // the engine may still hold a failed commit's events: apply nothing on top of them
             let _ = msg.reply.send(Err(ShardError::NotReady));
             return;
+        }
+        if let Some(after) = msg.after {
+            if let Err(e) = self.follows(&msg.source, after) {
+                let _ = msg.reply.send(Err(e));
+                return;
+            }
         }
         let _span =
             tracing::debug_span!("ingest", source = %msg.source, items = msg.items.len()).entered();
@@ -1843,6 +1899,26 @@ mod tests {
         shard.do_send(Ingest {
             source: "http".into(),
             position: None,
+            after: None,
+            items: vec![click(n)],
+            reply,
+            received: Instant::now(),
+        });
+        rx
+    }
+
+    /// Sends one event as a batch of source `file:a` that follows position `after`.
+    fn ingest_after(
+        shard: &Addr<Shard>,
+        n: u32,
+        after: u64,
+        position: u64,
+    ) -> oneshot::Receiver<Result<Vec<Outcome>, ShardError>> {
+        let (reply, rx) = oneshot::channel();
+        shard.do_send(Ingest {
+            source: "file:a".into(),
+            position: Some(position),
+            after: Some(after),
             items: vec![click(n)],
             reply,
             received: Instant::now(),
@@ -1918,6 +1994,71 @@ mod tests {
             // the repeat of a failed event is new, not a duplicate
             let again = ingest(&shard, 2).await.unwrap().unwrap();
             assert!(matches!(again[0], Outcome::Accepted { .. }), "{again:?}");
+        });
+    }
+
+    #[test]
+    fn a_batch_that_does_not_follow_what_was_applied_of_its_source_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let gate = Arc::new(Gate::default());
+        actix::System::new().block_on(async {
+            let shard = start(dir.path(), &gate);
+            gate.set(true);
+            let position = || {
+                shard.send(Read(|_: &Sharded, s: &dyn Store| {
+                    s.position("file:a").unwrap()
+                }))
+            };
+            // a new source is at 0
+            let e = ingest_after(&shard, 1, 5, 10).await.unwrap().unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    ShardError::OutOfOrder {
+                        at: 0,
+                        after: 5,
+                        ..
+                    }
+                ),
+                "{e}"
+            );
+            assert!(ingest_after(&shard, 1, 0, 10).await.unwrap().is_ok());
+            // two in flight: the second follows the first as applied, before it is durable
+            gate.set(false);
+            let first = ingest_after(&shard, 2, 10, 20);
+            gate.entered(2).await;
+            let second = ingest_after(&shard, 3, 20, 30);
+            gate.set(true);
+            assert!(first.await.unwrap().is_ok() && second.await.unwrap().is_ok());
+            assert_eq!(position().await.unwrap(), Some(30));
+            // a failed commit takes its batch and the one behind it; the source is back at
+            // its durable position, so a batch sent after them is refused, not committed
+            // past the lost ones
+            gate.set(false);
+            gate.fail_next.store(true, Ordering::SeqCst);
+            let lost = ingest_after(&shard, 4, 30, 40);
+            gate.entered(gate.entered.load(Ordering::SeqCst) + 1).await;
+            let behind = ingest_after(&shard, 5, 40, 50);
+            gate.set(true);
+            assert!(lost.await.unwrap().is_err() && behind.await.unwrap().is_err());
+            let e = ingest_after(&shard, 6, 50, 60).await.unwrap().unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    ShardError::OutOfOrder {
+                        at: 30,
+                        after: 50,
+                        ..
+                    }
+                ),
+                "{e}"
+            );
+            assert!(e.to_string().contains("file:a is at position 30"), "{e}");
+            assert_eq!(position().await.unwrap(), Some(30));
+            // read again from the durable position, it goes on
+            assert!(ingest_after(&shard, 4, 30, 40).await.unwrap().is_ok());
+            assert_eq!(position().await.unwrap(), Some(40));
+            assert_eq!(counts(&shard).await, (4, 4));
         });
     }
 

@@ -208,6 +208,7 @@ pub async fn ingest_partition(
             let msg = Ingest {
                 source: source.clone(),
                 position: Some(position),
+                after: None,
                 items,
                 reply,
                 received,

@@ -50,9 +50,15 @@ impl Service {
 
     /// `omnistream run` with extra environment and its log (stderr) sent to `stderr`.
     pub fn start_logging(dir: &Path, env: &[(&str, &str)], stderr: Stdio) -> Service {
+        Service::start_args(dir, &[], env, stderr)
+    }
+
+    /// `omnistream run` with more arguments (`--input FILE`), environment and log.
+    pub fn start_args(dir: &Path, args: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Service {
         let mut child = Command::new(env!("CARGO_BIN_EXE_omnistream"))
             .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
+            .args(args)
             .env("OMNISTREAM_PII_KEY", "service-test-key")
             .env("OMNISTREAM_LOG", "warn")
             .envs(env.iter().copied())

@@ -1,0 +1,639 @@
+//! JSON-lines files as a source of `omnistream run` (`--input FILE`), exactly once.
+//!
+//! A backfill into the live service, or a feed that lands as files: each file is read from
+//! its stored position (source `file:<absolute path>`, a byte offset just after the last
+//! line taken) to its end, in the order given, the last one then followed for appended lines
+//! (unless the service is to stop at the end). One thread reads and decodes the next batch
+//! while the shard applies the last one; a batch's position is committed with its events, so
+//! after a crash the file is read again from the last durable batch, and the event ids make
+//! whatever was applied twice a no-op. One batch is in flight at a time: after a failed
+//! commit the shard fails what was applied behind it and rebuilds, and a second batch already
+//! queued could otherwise be committed with a position past the failed one's events.
+
+use crate::shard::{Ingest, Item, Outcome, Read, Shard};
+use actix::Addr;
+use omnistream_actors::sharded::Sharded;
+use omnistream_schemas::{Decoder, Pii};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// How often the followed file is looked at again once its end is reached.
+const FOLLOW_EVERY: Duration = Duration::from_millis(200);
+
+/// Bytes kept of one line: one more than the largest event, so an oversized line is still
+/// refused as too large, while a line of gigabytes never sits in memory.
+const LINE_LIMIT: usize = omnistream_schemas::MAX_EVENT_BYTES + 1;
+
+/// What `run --input` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct Inputs {
+    /// The files, read in this order.
+    pub files: Vec<PathBuf>,
+    /// Most lines a batch (one commit's worth at most).
+    pub batch: usize,
+    /// Stop the service (gracefully, with the final checkpoint) once every file is read to
+    /// its end and durable, instead of following the last one.
+    pub stop_at_end: bool,
+}
+
+/// A file to read and where from.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    /// The path as given.
+    pub path: PathBuf,
+    /// The name its position is stored under.
+    pub source: Arc<str>,
+    /// The stored position (0 when none).
+    pub from: u64,
+}
+
+/// The name a file's position is stored under: `file:` and its absolute path (a file moved
+/// elsewhere is read from its start again; the event ids make the repeat a no-op).
+pub fn source_name(path: &Path) -> Result<String, String> {
+    let abs = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(format!("file:{}", abs.display()))
+}
+
+/// Checks every file before the service starts: it can be opened, and it is not shorter than
+/// the position stored for it (a file replaced by a shorter one would otherwise be read from
+/// the middle of a line). `stored` gives a source's stored position.
+pub fn plan(
+    inputs: &Inputs,
+    mut stored: impl FnMut(&str) -> Result<Option<u64>, String>,
+) -> Result<Vec<Planned>, String> {
+    let mut out = Vec::new();
+    for path in &inputs.files {
+        let source = source_name(path).map_err(|e| format!("--input {e}"))?;
+        let len = File::open(path)
+            .and_then(|f| f.metadata())
+            .map_err(|e| format!("--input {}: {e}", path.display()))?
+            .len();
+        let from = stored(&source).map_err(|e| {
+            format!(
+                "--input {}: reading its stored position: {e}",
+                path.display()
+            )
+        })?;
+        let from = from.unwrap_or(0);
+        if from > len {
+            return Err(format!(
+                "--input {}: the store holds position {from} for it, past its end ({len} bytes): \
+                 was it replaced or cut? Give a new file another name",
+                path.display()
+            ));
+        }
+        out.push(Planned {
+            path: path.clone(),
+            source: source.into(),
+            from,
+        });
+    }
+    Ok(out)
+}
+
+/// Reads a file's lines from a byte position: each complete line with the position just
+/// after it. Blank lines are skipped (their bytes still move the position).
+pub struct LineReader<R> {
+    inner: BufReader<R>,
+    /// Position after the last line returned.
+    pos: u64,
+    /// The line being read (cut at [`LINE_LIMIT`]), and its full length so far.
+    line: Vec<u8>,
+    len: u64,
+}
+
+/// One line read.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Line {
+    /// Its bytes without the terminator (`\n`, `\r\n`), cut at the limit.
+    pub bytes: Vec<u8>,
+    /// The position just after it.
+    pub end: u64,
+}
+
+impl LineReader<File> {
+    /// Opens `path` at byte `from`.
+    pub fn open(path: &Path, from: u64) -> std::io::Result<LineReader<File>> {
+        let mut f = File::open(path)?;
+        f.seek(SeekFrom::Start(from))?;
+        Ok(LineReader::new(f, from))
+    }
+}
+
+impl<R: std::io::Read> LineReader<R> {
+    /// Reads `r`, whose first byte is at position `pos`.
+    pub fn new(r: R, pos: u64) -> LineReader<R> {
+        LineReader {
+            inner: BufReader::with_capacity(1 << 16, r),
+            pos,
+            line: Vec::new(),
+            len: 0,
+        }
+    }
+
+    /// The position after the last line returned.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    /// The next non-blank line. At the end of what is there so far, a line without its
+    /// terminator is returned when `last` (the file is complete) and otherwise kept for the
+    /// next call, which reads what was appended since.
+    pub fn next_line(&mut self, last: bool) -> std::io::Result<Option<Line>> {
+        loop {
+            let chunk = match self.inner.fill_buf() {
+                Ok(c) => c,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if chunk.is_empty() {
+                if !last || self.len == 0 {
+                    return Ok(None);
+                }
+                if let Some(l) = self.take(0) {
+                    return Ok(Some(l));
+                }
+                continue;
+            }
+            let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
+                Some(i) => (i, true),
+                None => (chunk.len(), false),
+            };
+            let room = LINE_LIMIT.saturating_sub(self.line.len());
+            self.line.extend_from_slice(&chunk[..take.min(room)]);
+            self.len += take as u64;
+            self.inner.consume(take + usize::from(done));
+            if done {
+                if let Some(l) = self.take(1) {
+                    return Ok(Some(l));
+                }
+            }
+        }
+    }
+
+    /// Ends the line being read (with a terminator of `term` bytes): the line, or None when
+    /// it was blank.
+    fn take(&mut self, term: u64) -> Option<Line> {
+        self.pos += self.len + term;
+        self.len = 0;
+        let mut bytes = std::mem::take(&mut self.line);
+        if bytes.last() == Some(&b'\r') && bytes.len() < LINE_LIMIT {
+            bytes.pop();
+        }
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return None;
+        }
+        Some(Line {
+            bytes,
+            end: self.pos,
+        })
+    }
+}
+
+/// Lines of one file on their way to the shard.
+struct Batch {
+    file: usize,
+    lines: Vec<Vec<u8>>,
+    /// Decoded on the reading thread; decoded again from `lines` if the batch is retried.
+    items: Option<Vec<Item>>,
+    /// The file's position after the last line.
+    position: u64,
+    /// The last batch of a file read to its end.
+    end: bool,
+}
+
+/// What was taken from one file (`/v1/stats` lists them under `inputs`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FileSummary {
+    /// The file as given.
+    pub file: String,
+    /// The byte position it was read from at start-up.
+    pub from: u64,
+    /// The byte position durable now (after the last line taken).
+    pub position: u64,
+    /// Read to its end and durable (a followed file never is).
+    pub done: bool,
+    /// Lines taken since start-up (blank lines aside).
+    pub lines: u64,
+    /// Applied.
+    pub accepted: u64,
+    /// Already seen.
+    pub duplicates: u64,
+    /// Refused (in the dead letters).
+    pub rejected: u64,
+}
+
+/// Batches handed to the shard and not yet durable, at most.
+const IN_FLIGHT: usize = 8;
+
+/// Why a pass over the files stopped.
+enum Stop {
+    /// A batch was not made durable: read again from the durable positions.
+    Retry(String),
+    /// The shard is gone, or a file cannot be read.
+    Fatal(String),
+}
+
+/// The progress of every input file, shared with `/v1/stats`.
+pub type Progress = Arc<std::sync::Mutex<Vec<FileSummary>>>;
+
+/// The progress of `planned` before anything is read.
+pub fn progress(planned: &[Planned]) -> Progress {
+    Arc::new(std::sync::Mutex::new(
+        planned
+            .iter()
+            .map(|p| FileSummary {
+                file: p.path.display().to_string(),
+                from: p.from,
+                position: p.from,
+                ..FileSummary::default()
+            })
+            .collect(),
+    ))
+}
+
+/// Reads the planned files on a thread of its own and hands their lines to the shard, a few
+/// batches in flight, each naming the position it follows. When one is not made durable
+/// (the store refused it; the shard then refuses those behind it too), the files are read
+/// again from their durable positions. Returns when every file is read and durable
+/// (`stop_at_end`), or with the error that stopped it; never while the last file is
+/// followed.
+pub async fn ingest(
+    shard: Addr<Shard>,
+    mut planned: Vec<Planned>,
+    inputs: &Inputs,
+    progress: Progress,
+    pii_key: &[u8],
+    max_future_s: u64,
+) -> Result<(), String> {
+    let pii = Pii::new(pii_key);
+    let mut run = Pass {
+        decoder: Decoder::new(pii.clone()),
+        pii,
+        max_future_s,
+        batch: inputs.batch.max(1),
+        follow: !inputs.stop_at_end,
+        summaries: progress,
+        first: 0,
+        began: Instant::now(),
+    };
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match run.pass(&shard, &planned).await {
+            Ok(()) => return Ok(()),
+            Err(Stop::Fatal(e)) => return Err(e),
+            Err(Stop::Retry(e)) => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "an input batch was not made durable; reading again from the durable positions");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                let files = Inputs {
+                    files: inputs.files[run.first..].to_vec(),
+                    ..inputs.clone()
+                };
+                let again = stored_positions(&shard, &files).await?;
+                planned.truncate(run.first);
+                planned.extend(again);
+            }
+        }
+    }
+}
+
+/// A batch handed over, until its answer.
+struct Sent {
+    file: usize,
+    lines: usize,
+    position: u64,
+    end: bool,
+    answer: tokio::sync::oneshot::Receiver<Result<Vec<Outcome>, crate::shard::ShardError>>,
+}
+
+/// The reading of the files, over one or more passes.
+struct Pass {
+    decoder: Decoder,
+    pii: Pii,
+    max_future_s: u64,
+    batch: usize,
+    follow: bool,
+    summaries: Progress,
+    /// Files before it are read to their end and durable.
+    first: usize,
+    /// When the file being read was started (the end of the one before it).
+    began: Instant,
+}
+
+impl Pass {
+    /// Reads `planned[self.first..]` from their planned positions.
+    async fn pass(&mut self, shard: &Addr<Shard>, planned: &[Planned]) -> Result<(), Stop> {
+        let (tx, mut rx) = mpsc::channel::<Result<Batch, String>>(IN_FLIGHT);
+        let files: Vec<(usize, PathBuf, u64)> = (self.first..planned.len())
+            .map(|i| (i, planned[i].path.clone(), planned[i].from))
+            .collect();
+        {
+            let (decoder, pii) = (self.decoder.clone(), self.pii.clone());
+            let (batch, follow, max_future_s) = (self.batch, self.follow, self.max_future_s);
+            std::thread::Builder::new()
+                .name("omnistream-input".into())
+                .spawn(move || read_files(files, batch, follow, &decoder, &pii, max_future_s, tx))
+                .map_err(|e| Stop::Fatal(format!("starting the input thread: {e}")))?;
+        }
+        // the position each file's next batch follows
+        let mut after: Vec<u64> = planned.iter().map(|p| p.from).collect();
+        let mut inflight = std::collections::VecDeque::<Sent>::new();
+        let mut reading = true;
+        loop {
+            // hand over what is read, without waiting while answers are due
+            while reading && inflight.len() < IN_FLIGHT {
+                let next = if inflight.is_empty() {
+                    rx.recv().await
+                } else {
+                    match rx.try_recv() {
+                        Ok(b) => Some(b),
+                        Err(mpsc::error::TryRecvError::Empty) => break,
+                        Err(mpsc::error::TryRecvError::Disconnected) => None,
+                    }
+                };
+                let Some(b) = next else {
+                    reading = false;
+                    break;
+                };
+                let b = b.map_err(Stop::Fatal)?;
+                let p = &planned[b.file];
+                let items = match b.items {
+                    Some(items) => items,
+                    None => decode(&b.lines, &self.decoder, &self.pii, self.max_future_s),
+                };
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                let msg = Ingest {
+                    source: p.source.clone(),
+                    position: Some(b.position),
+                    after: Some(after[b.file]),
+                    items,
+                    reply,
+                    received: Instant::now(),
+                };
+                shard
+                    .send(msg)
+                    .await
+                    .map_err(|_| Stop::Fatal("the shard stopped".into()))?;
+                after[b.file] = b.position;
+                inflight.push_back(Sent {
+                    file: b.file,
+                    lines: b.lines.len(),
+                    position: b.position,
+                    end: b.end,
+                    answer,
+                });
+            }
+            let Some(mut s) = inflight.pop_front() else {
+                return Ok(());
+            };
+            match (&mut s.answer).await {
+                Ok(Ok(outcomes)) => self.durable(&planned[s.file], &s, &outcomes),
+                Ok(Err(e)) => {
+                    // those behind it are refused too, or were applied after the rebuild:
+                    // either way they are read again (the ids make a repeat a no-op)
+                    for rest in inflight.drain(..) {
+                        let _ = rest.answer.await;
+                    }
+                    return Err(Stop::Retry(format!(
+                        "{}: {e}",
+                        planned[s.file].path.display()
+                    )));
+                }
+                Err(_) => return Err(Stop::Fatal("the shard stopped".into())),
+            }
+        }
+    }
+
+    /// Counts a durable batch; at a file's end, says what was taken from it.
+    fn durable(&mut self, p: &Planned, s: &Sent, outcomes: &[Outcome]) {
+        let mut all = self
+            .summaries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(sum) = all.get_mut(s.file) else {
+            return;
+        };
+        sum.position = s.position;
+        sum.done = s.end;
+        sum.lines += s.lines as u64;
+        for o in outcomes {
+            match o {
+                Outcome::Accepted { .. } => sum.accepted += 1,
+                Outcome::Duplicate { .. } => sum.duplicates += 1,
+                _ => sum.rejected += 1,
+            }
+        }
+        if !s.end {
+            return;
+        }
+        let secs = self.began.elapsed().as_secs_f64();
+        tracing::info!(
+            file = %p.path.display(), from = p.from, to = s.position, lines = sum.lines,
+            accepted = sum.accepted, duplicates = sum.duplicates, rejected = sum.rejected,
+            seconds = secs, "input file read to its end, durable"
+        );
+        println!(
+            "input {}: {} lines to byte {} in {:.2} s ({:.0} lines/s): {} accepted, {} duplicates, {} rejected",
+            p.path.display(),
+            sum.lines,
+            s.position,
+            secs,
+            sum.lines as f64 / secs.max(1e-9),
+            sum.accepted,
+            sum.duplicates,
+            sum.rejected
+        );
+        self.first = s.file + 1;
+        self.began = Instant::now();
+    }
+}
+
+fn decode(lines: &[Vec<u8>], decoder: &Decoder, pii: &Pii, max_future_s: u64) -> Vec<Item> {
+    let now = crate::shard::wall_clock_us();
+    lines
+        .iter()
+        .map(|l| Item::decode(decoder, pii, l, now, max_future_s))
+        .collect()
+}
+
+/// The reading thread: every file (its index among the planned ones, its path, where from),
+/// `batch` lines at a time, the last one followed when `follow`. Stops when the receiver is
+/// gone.
+fn read_files(
+    files: Vec<(usize, PathBuf, u64)>,
+    batch: usize,
+    follow: bool,
+    decoder: &Decoder,
+    pii: &Pii,
+    max_future_s: u64,
+    tx: mpsc::Sender<Result<Batch, String>>,
+) {
+    let last_file = files.last().map_or(0, |f| f.0);
+    for (file, path, from) in files {
+        let mut r = match LineReader::open(&path, from) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(format!("--input {}: {e}", path.display())));
+                return;
+            }
+        };
+        let followed = follow && file == last_file;
+        let mut lines = Vec::with_capacity(batch);
+        loop {
+            let line = match r.next_line(!followed) {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(format!("--input {}: {e}", path.display())));
+                    return;
+                }
+            };
+            let end = line.is_none();
+            if let Some(l) = line {
+                lines.push(l.bytes);
+            }
+            if lines.len() == batch || (end && (!lines.is_empty() || !followed)) {
+                let lines = std::mem::replace(&mut lines, Vec::with_capacity(batch));
+                let b = Batch {
+                    file,
+                    items: Some(decode(&lines, decoder, pii, max_future_s)),
+                    lines,
+                    position: r.position(),
+                    end: end && !followed,
+                };
+                if tx.blocking_send(Ok(b)).is_err() {
+                    return;
+                }
+            }
+            if end {
+                if !followed {
+                    break;
+                }
+                if tx.is_closed() {
+                    return;
+                }
+                std::thread::sleep(FOLLOW_EVERY);
+            }
+        }
+    }
+}
+
+/// The stored positions of the planned files, read through the shard.
+pub async fn stored_positions(
+    shard: &Addr<Shard>,
+    inputs: &Inputs,
+) -> Result<Vec<Planned>, String> {
+    let names: Vec<String> = inputs
+        .files
+        .iter()
+        .map(|p| source_name(p).map_err(|e| format!("--input {e}")))
+        .collect::<Result<_, _>>()?;
+    let positions = shard
+        .send(Read(move |_: &Sharded, s: &dyn crate::store::Store| {
+            names
+                .iter()
+                .map(|n| Ok((n.clone(), s.position(n).map_err(|e| e.to_string())?)))
+                .collect::<Result<Vec<(String, Option<u64>)>, String>>()
+        }))
+        .await
+        .map_err(|e| format!("the shard stopped: {e}"))??;
+    plan(inputs, |name| {
+        Ok(positions
+            .iter()
+            .find(|(n, _)| n == name)
+            .and_then(|(_, p)| *p))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all(input: &[u8], from: u64, last: bool) -> Vec<(String, u64)> {
+        let mut r = LineReader::new(input, from);
+        let mut out = Vec::new();
+        while let Some(l) = r.next_line(last).unwrap() {
+            out.push((String::from_utf8(l.bytes).unwrap(), l.end));
+        }
+        out
+    }
+
+    #[test]
+    fn lines_carry_the_position_after_them_and_blank_lines_move_it() {
+        let got = all(b"{\"a\":1}\r\n\n  \n{\"b\":2}\n", 0, true);
+        assert_eq!(got, vec![("{\"a\":1}".into(), 9), ("{\"b\":2}".into(), 21)]);
+        // read from a stored position, positions go on from it
+        let got = all(b"{\"b\":2}\n", 13, true);
+        assert_eq!(got, vec![("{\"b\":2}".into(), 21)]);
+    }
+
+    #[test]
+    fn a_line_without_its_end_waits_unless_the_file_is_complete() {
+        assert_eq!(all(b"{}\n{\"c\"", 0, false), vec![("{}".into(), 3)]);
+        assert_eq!(
+            all(b"{}\n{\"c\"", 0, true),
+            vec![("{}".into(), 3), ("{\"c\"".into(), 7)]
+        );
+    }
+
+    #[test]
+    fn a_followed_file_yields_what_is_appended_once_its_line_ends() {
+        let dir = std::env::temp_dir().join(format!("omnistream-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("feed.jsonl");
+        std::fs::write(&path, b"{\"a\":1}\n{\"b\"").unwrap();
+        let mut r = LineReader::open(&path, 0).unwrap();
+        assert_eq!(r.next_line(false).unwrap().unwrap().end, 8);
+        assert_eq!(r.next_line(false).unwrap(), None);
+        assert_eq!(r.position(), 8);
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(b":2}\n").unwrap();
+        let l = r.next_line(false).unwrap().unwrap();
+        assert_eq!((l.bytes.as_slice(), l.end), (&b"{\"b\":2}"[..], 16));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_oversized_line_is_cut_but_its_bytes_counted() {
+        let mut input = vec![b'x'; LINE_LIMIT + 100];
+        input.extend_from_slice(b"\n{}\n");
+        let mut r = LineReader::new(&input[..], 0);
+        let first = r.next_line(true).unwrap().unwrap();
+        assert_eq!(first.bytes.len(), LINE_LIMIT);
+        assert_eq!(first.end, LINE_LIMIT as u64 + 101);
+        assert_eq!(r.next_line(true).unwrap().unwrap().end, input.len() as u64);
+    }
+
+    #[test]
+    fn a_position_past_the_end_of_its_file_stops_start_up() {
+        let dir = std::env::temp_dir().join(format!("omnistream-plan-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("a.jsonl");
+        std::fs::write(&path, b"{}\n").unwrap();
+        let inputs = Inputs {
+            files: vec![path.clone()],
+            batch: 10,
+            stop_at_end: true,
+        };
+        let ok = plan(&inputs, |_| Ok(Some(3))).unwrap();
+        assert_eq!(ok[0].from, 3);
+        assert!(ok[0].source.starts_with("file:/"), "{}", ok[0].source);
+        let e = plan(&inputs, |_| Ok(Some(4))).unwrap_err();
+        assert!(e.contains("position 4") && e.contains("3 bytes"), "{e}");
+        let missing = Inputs {
+            files: vec![dir.join("none.jsonl")],
+            ..inputs
+        };
+        let e = plan(&missing, |_| Ok(None)).unwrap_err();
+        assert!(e.starts_with("--input ") && e.contains("none.jsonl"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
