@@ -10,11 +10,15 @@
 #   replay   omnistream replay --input FILE --out DIR (files in, states + outputs out; no store)
 #   http     omnistream run (embedded store: every event durable before it is answered)
 #            fed the same file by post.py, 1,000 lines a request on 2 connections
+#   input    omnistream run --input FILE --stop-after-input (embedded store: the file read
+#            in batches, each durable with the file's position before it counts); events/s
+#            from the process's start to the file durable, and to its exit (final checkpoint)
 # Output: runs/<time>/results.txt (one line per run) and medians at the end.
 # Variants (for reference runs, not the comparison itself):
 #   FLINK_CHECKPOINT_MS=0             the Flink job without checkpoints
 #   SERVICE_ENV="OMNISTREAM_K=V ..."  settings for omnistream run (e.g. periodic checkpoints)
 #   SKIP_REPLAY=1                     leave out omnistream replay
+#   SKIP_HTTP=1                       leave out omnistream run over HTTP
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
@@ -27,6 +31,7 @@ parallelism=${PARALLELISM:-2}
 checkpoint_ms=${FLINK_CHECKPOINT_MS:-1000}
 service_env=${SERVICE_ENV:-}
 skip_replay=${SKIP_REPLAY:-}
+skip_http=${SKIP_HTTP:-}
 target=${CARGO_TARGET_DIR:-$root/target}
 bin=$target/release
 
@@ -77,7 +82,23 @@ for round in $(seq 1 "$rounds"); do
   echo "round=$round load_before=$l0 load_after=$(load) omnistream_replay seconds=$(echo "$e - $s" | bc) events_per_s=$(echo "$n / ($e - $s)" | bc) outputs=$(wc -l <"$work/out/outputs.jsonl") dead_letters=$(wc -l <"$work/out/dead-letter.jsonl")" | tee -a "$results"
   fi
 
+  # omnistream run --input, embedded store
+  rm -rf "$work/data"
+  l0=$(load)
+  s=$(date +%s.%N)
+  # shellcheck disable=SC2086
+  # each line of its output stamped as it comes: the file's summary line is printed once
+  # its last batch is durable
+  env $service_env timeout 900 "$bin/omnistream" run --listen "127.0.0.1:$port" --data-dir "$work/data" \
+    --input "$input" --stop-after-input 2>"$runs/input-$round.err" |
+    while IFS= read -r l; do echo "$(date +%s.%N) $l"; done >"$runs/input-$round.log"
+  e=$(date +%s.%N)
+  n=$(wc -l <"$input")
+  durable=$(awk '$2 == "input" { print $1 }' "$runs/input-$round.log")
+  echo "round=$round load_before=$l0 load_after=$(load) omnistream_input service_env=[${service_env// /,}] seconds_to_durable=$(echo "$durable - $s" | bc) events_per_s_file=$(echo "$n / ($durable - $s)" | bc) seconds_to_exit=$(echo "$e - $s" | bc) events_per_s_to_exit=$(echo "$n / ($e - $s)" | bc) accepted=$(sed -n 's/.*: \([0-9]*\) accepted.*/\1/p' "$runs/input-$round.log")" | tee -a "$results"
+
   # omnistream run over HTTP, embedded store
+  [ -n "$skip_http" ] && continue
   rm -rf "$work/data"
   l0=$(load)
   s=$(date +%s.%N)
@@ -109,6 +130,8 @@ for name, pred, key in [
     ("flink events/s first record to last", lambda r: "checkpoints" in r, "events_per_s_processing"),
     ("omnistream replay events/s", lambda r: "dead_letters" in r, "events_per_s"),
     ("omnistream run over HTTP events/s", lambda r: "store_bytes" in r, "events_per_s"),
+    ("omnistream run --input events/s, start to file durable", lambda r: "events_per_s_file" in r, "events_per_s_file"),
+    ("omnistream run --input events/s, start to exit", lambda r: "events_per_s_to_exit" in r, "events_per_s_to_exit"),
 ]:
     m, v = med(pred, key)
     print(f"{name}: median {m:,.0f} of {v}")
