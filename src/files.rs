@@ -612,6 +612,60 @@ mod tests {
         assert_eq!(r.next_line(true).unwrap().unwrap().end, input.len() as u64);
     }
 
+    /// A file that grows while it is read: `read` gives what was appended so far.
+    struct Growing(std::rc::Rc<std::cell::RefCell<Vec<u8>>>, usize);
+
+    impl std::io::Read for Growing {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let all = self.0.borrow();
+            let n = buf.len().min(all.len() - self.1);
+            buf[..n].copy_from_slice(&all[self.1..self.1 + n]);
+            self.1 += n;
+            Ok(n)
+        }
+    }
+
+    proptest::proptest! {
+        /// However a file is appended to while it is followed, the lines and the positions
+        /// after them are those of the whole file read at once, and every position is just
+        /// after a newline (but the end of a complete file's unterminated last line).
+        #[test]
+        fn a_file_appended_in_any_pieces_gives_the_lines_of_the_whole(
+            bytes in proptest::collection::vec(
+                proptest::sample::select(vec![b'\n', b'\r', b' ', b'a', b'{']), 0..300),
+            cuts in proptest::collection::vec(0usize..300, 0..8),
+        ) {
+            let whole = all(&bytes, 0, true);
+            let grown = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+            let mut r = LineReader::new(Growing(grown.clone(), 0), 0);
+            let mut got = Vec::new();
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(bytes.len())).collect();
+            cuts.sort_unstable();
+            cuts.push(bytes.len());
+            let mut from = 0;
+            for c in cuts {
+                grown.borrow_mut().extend_from_slice(&bytes[from..c]);
+                from = c;
+                while let Some(l) = r.next_line(false).unwrap() {
+                    got.push((String::from_utf8(l.bytes).unwrap(), l.end));
+                }
+                // what is taken so far ends at a newline (or is nothing)
+                let p = r.position() as usize;
+                proptest::prop_assert!(p == 0 || bytes[p - 1] == b'\n');
+            }
+            while let Some(l) = r.next_line(true).unwrap() {
+                got.push((String::from_utf8(l.bytes).unwrap(), l.end));
+            }
+            proptest::prop_assert_eq!(&got, &whole);
+            proptest::prop_assert_eq!(r.position(), bytes.len() as u64);
+            for (line, end) in &whole {
+                let end = *end as usize;
+                proptest::prop_assert!(bytes[end - 1] == b'\n' || end == bytes.len());
+                proptest::prop_assert!(!line.trim().is_empty());
+            }
+        }
+    }
+
     #[test]
     fn a_position_past_the_end_of_its_file_stops_start_up() {
         let dir = std::env::temp_dir().join(format!("omnistream-plan-{}", std::process::id()));
