@@ -582,9 +582,8 @@ mod tests {
 
     #[test]
     fn a_followed_file_yields_what_is_appended_once_its_line_ends() {
-        let dir = std::env::temp_dir().join(format!("omnistream-files-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("feed.jsonl");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("feed.jsonl");
         std::fs::write(&path, b"{\"a\":1}\n{\"b\"").unwrap();
         let mut r = LineReader::open(&path, 0).unwrap();
         assert_eq!(r.next_line(false).unwrap().unwrap().end, 8);
@@ -598,7 +597,6 @@ mod tests {
         f.write_all(b":2}\n").unwrap();
         let l = r.next_line(false).unwrap().unwrap();
         assert_eq!((l.bytes.as_slice(), l.end), (&b"{\"b\":2}"[..], 16));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -668,9 +666,8 @@ mod tests {
 
     #[test]
     fn a_position_past_the_end_of_its_file_stops_start_up() {
-        let dir = std::env::temp_dir().join(format!("omnistream-plan-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("a.jsonl");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
         std::fs::write(&path, b"{}\n").unwrap();
         let inputs = Inputs {
             files: vec![path.clone()],
@@ -683,11 +680,10 @@ mod tests {
         let e = plan(&inputs, |_| Ok(Some(4))).unwrap_err();
         assert!(e.contains("position 4") && e.contains("3 bytes"), "{e}");
         let missing = Inputs {
-            files: vec![dir.join("none.jsonl")],
+            files: vec![dir.path().join("none.jsonl")],
             ..inputs
         };
         let e = plan(&missing, |_| Ok(None)).unwrap_err();
         assert!(e.starts_with("--input ") && e.contains("none.jsonl"), "{e}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
