@@ -3,19 +3,22 @@
 //! A backfill into the live service, or a feed that lands as files: each file is read from
 //! its stored position (source `file:<absolute path>`, a byte offset just after the last
 //! line taken) to its end, in the order given, the last one then followed for appended lines
-//! (unless the service is to stop at the end). One thread reads and decodes the next batch
-//! while the shard applies the last one; a batch's position is committed with its events, so
+//! (unless the service is to stop at the end). One thread reads and decodes the next batches
+//! while the shard applies the last ones; a batch's position is committed with its events, so
 //! after a crash the file is read again from the last durable batch, and the event ids make
-//! whatever was applied twice a no-op. One batch is in flight at a time: after a failed
-//! commit the shard fails what was applied behind it and rebuilds, and a second batch already
-//! queued could otherwise be committed with a position past the failed one's events.
+//! whatever was applied twice a no-op. A few batches are in flight, each naming the position
+//! it follows: after a failed commit the shard fails what was applied behind it and rebuilds,
+//! and refuses a batch that does not follow its source's position as applied, so none is
+//! committed past the failed one's events; the files are then read again from their durable
+//! positions.
 
 use crate::shard::{Ingest, Item, Outcome, Read, Shard};
 use actix::Addr;
 use omnistream_actors::sharded::Sharded;
 use omnistream_schemas::{Decoder, Pii};
+use omnistream_streams::jsonl::{read_line_part, DEFAULT_LINE_LIMIT as LINE_LIMIT};
 use std::fs::File;
-use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::io::{BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,10 +26,6 @@ use tokio::sync::mpsc;
 
 /// How often the followed file is looked at again once its end is reached.
 const FOLLOW_EVERY: Duration = Duration::from_millis(200);
-
-/// Bytes kept of one line: one more than the largest event, so an oversized line is still
-/// refused as too large, while a line of gigabytes never sits in memory.
-const LINE_LIMIT: usize = omnistream_schemas::MAX_EVENT_BYTES + 1;
 
 /// What `run --input` asks for.
 #[derive(Debug, Clone, Default)]
@@ -62,11 +61,11 @@ pub fn source_name(path: &Path) -> Result<String, String> {
 /// the position stored for it (a file replaced by a shorter one would otherwise be read from
 /// the middle of a line). `stored` gives a source's stored position.
 pub fn plan(
-    inputs: &Inputs,
+    files: &[PathBuf],
     mut stored: impl FnMut(&str) -> Result<Option<u64>, String>,
 ) -> Result<Vec<Planned>, String> {
     let mut out = Vec::new();
-    for path in &inputs.files {
+    for path in files {
         let source = source_name(path).map_err(|e| format!("--input {e}"))?;
         let len = File::open(path)
             .and_then(|f| f.metadata())
@@ -145,32 +144,17 @@ impl<R: std::io::Read> LineReader<R> {
     /// next call, which reads what was appended since.
     pub fn next_line(&mut self, last: bool) -> std::io::Result<Option<Line>> {
         loop {
-            let chunk = match self.inner.fill_buf() {
-                Ok(c) => c,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            if chunk.is_empty() {
-                if !last || self.len == 0 {
-                    return Ok(None);
-                }
-                if let Some(l) = self.take(0) {
-                    return Ok(Some(l));
-                }
-                continue;
+            let (read, ended) = read_line_part(&mut self.inner, &mut self.line, LINE_LIMIT)?;
+            self.len += read as u64;
+            if !ended {
+                return Ok(if last && self.len > 0 {
+                    self.take(0)
+                } else {
+                    None
+                });
             }
-            let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
-                Some(i) => (i, true),
-                None => (chunk.len(), false),
-            };
-            let room = LINE_LIMIT.saturating_sub(self.line.len());
-            self.line.extend_from_slice(&chunk[..take.min(room)]);
-            self.len += take as u64;
-            self.inner.consume(take + usize::from(done));
-            if done {
-                if let Some(l) = self.take(1) {
-                    return Ok(Some(l));
-                }
+            if let Some(l) = self.take(1) {
+                return Ok(Some(l));
             }
         }
     }
@@ -194,12 +178,12 @@ impl<R: std::io::Read> LineReader<R> {
     }
 }
 
-/// Lines of one file on their way to the shard.
+/// Lines of one file on their way to the shard, decoded on the reading thread.
 struct Batch {
     file: usize,
-    lines: Vec<Vec<u8>>,
-    /// Decoded on the reading thread; decoded again from `lines` if the batch is retried.
-    items: Option<Vec<Item>>,
+    /// The lines read (blank lines aside).
+    lines: usize,
+    items: Vec<Item>,
     /// The file's position after the last line.
     position: u64,
     /// The last batch of a file read to its end.
@@ -290,11 +274,7 @@ pub async fn ingest(
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "an input batch was not made durable; reading again from the durable positions");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
-                let files = Inputs {
-                    files: inputs.files[run.first..].to_vec(),
-                    ..inputs.clone()
-                };
-                let again = stored_positions(&shard, &files).await?;
+                let again = stored_positions(&shard, &inputs.files[run.first..]).await?;
                 planned.truncate(run.first);
                 planned.extend(again);
             }
@@ -361,17 +341,12 @@ impl Pass {
                     break;
                 };
                 let b = b.map_err(Stop::Fatal)?;
-                let p = &planned[b.file];
-                let items = match b.items {
-                    Some(items) => items,
-                    None => decode(&b.lines, &self.decoder, &self.pii, self.max_future_s),
-                };
                 let (reply, answer) = tokio::sync::oneshot::channel();
                 let msg = Ingest {
-                    source: p.source.clone(),
+                    source: planned[b.file].source.clone(),
                     position: Some(b.position),
                     after: Some(after[b.file]),
-                    items,
+                    items: b.items,
                     reply,
                     received: Instant::now(),
                 };
@@ -382,7 +357,7 @@ impl Pass {
                 after[b.file] = b.position;
                 inflight.push_back(Sent {
                     file: b.file,
-                    lines: b.lines.len(),
+                    lines: b.lines,
                     position: b.position,
                     end: b.end,
                     answer,
@@ -497,14 +472,14 @@ fn read_files(
                 lines.push(l.bytes);
             }
             if lines.len() == batch || (end && (!lines.is_empty() || !followed)) {
-                let lines = std::mem::replace(&mut lines, Vec::with_capacity(batch));
                 let b = Batch {
                     file,
-                    items: Some(decode(&lines, decoder, pii, max_future_s)),
-                    lines,
+                    items: decode(&lines, decoder, pii, max_future_s),
+                    lines: lines.len(),
                     position: r.position(),
                     end: end && !followed,
                 };
+                lines.clear();
                 if tx.blocking_send(Ok(b)).is_err() {
                     return;
                 }
@@ -522,31 +497,18 @@ fn read_files(
     }
 }
 
-/// The stored positions of the planned files, read through the shard.
+/// `files` planned ([`plan`]) from the positions the shard's store holds.
 pub async fn stored_positions(
     shard: &Addr<Shard>,
-    inputs: &Inputs,
+    files: &[PathBuf],
 ) -> Result<Vec<Planned>, String> {
-    let names: Vec<String> = inputs
-        .files
-        .iter()
-        .map(|p| source_name(p).map_err(|e| format!("--input {e}")))
-        .collect::<Result<_, _>>()?;
-    let positions = shard
+    let files = files.to_vec();
+    shard
         .send(Read(move |_: &Sharded, s: &dyn crate::store::Store| {
-            names
-                .iter()
-                .map(|n| Ok((n.clone(), s.position(n).map_err(|e| e.to_string())?)))
-                .collect::<Result<Vec<(String, Option<u64>)>, String>>()
+            plan(&files, |name| s.position(name).map_err(|e| e.to_string()))
         }))
         .await
-        .map_err(|e| format!("the shard stopped: {e}"))??;
-    plan(inputs, |name| {
-        Ok(positions
-            .iter()
-            .find(|(n, _)| n == name)
-            .and_then(|(_, p)| *p))
-    })
+        .map_err(|e| format!("the shard stopped: {e}"))?
 }
 
 #[cfg(test)]
@@ -674,16 +636,16 @@ mod tests {
             batch: 10,
             stop_at_end: true,
         };
-        let ok = plan(&inputs, |_| Ok(Some(3))).unwrap();
+        let ok = plan(&inputs.files, |_| Ok(Some(3))).unwrap();
         assert_eq!(ok[0].from, 3);
         assert!(ok[0].source.starts_with("file:/"), "{}", ok[0].source);
-        let e = plan(&inputs, |_| Ok(Some(4))).unwrap_err();
+        let e = plan(&inputs.files, |_| Ok(Some(4))).unwrap_err();
         assert!(e.contains("position 4") && e.contains("3 bytes"), "{e}");
         let missing = Inputs {
             files: vec![dir.path().join("none.jsonl")],
             ..inputs
         };
-        let e = plan(&missing, |_| Ok(None)).unwrap_err();
+        let e = plan(&missing.files, |_| Ok(None)).unwrap_err();
         assert!(e.starts_with("--input ") && e.contains("none.jsonl"), "{e}");
     }
 }

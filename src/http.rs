@@ -979,10 +979,10 @@ async fn access(
     Ok(res.map_into_boxed_body())
 }
 
-/// Opens the store, replays it, starts the shard and serves HTTP on `listener` until
-/// SIGINT/SIGTERM; then commits what waits and returns.
-/// Serves the HTTP API (and the Fluvio source and sinks when configured) until a signal, or
-/// until every `inputs` file is read and durable when they are to stop it.
+/// Opens the store, replays it, starts the shard and serves HTTP on `listener` (with the
+/// Fluvio source and sinks when configured, and the `inputs` files) until SIGINT/SIGTERM, or
+/// until every input file is durable when they are to stop it; then commits what waits and
+/// returns.
 pub async fn serve(
     cfg: Config,
     listener: TcpListener,
@@ -1036,7 +1036,7 @@ pub async fn serve(
     let planned = if inputs.files.is_empty() {
         Vec::new()
     } else {
-        crate::files::stored_positions(&shard, &inputs)
+        crate::files::stored_positions(&shard, &inputs.files)
             .await
             .map_err(|e| anyhow::anyhow!(e))?
     };

@@ -43,30 +43,40 @@ impl<R: Read> JsonLines<R> {
     /// Reads one line into `buf` (up to the limit, without its `\n`); returns its full length,
     /// or `None` at the end.
     fn read_line(&mut self, buf: &mut Vec<u8>) -> std::io::Result<Option<usize>> {
-        let mut total = 0usize;
-        let mut any = false;
-        loop {
-            let chunk = match self.inner.fill_buf() {
-                Ok(c) => c,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            if chunk.is_empty() {
-                return Ok(any.then_some(total));
-            }
-            any = true;
-            let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
-                Some(i) => (i, true),
-                None => (chunk.len(), false),
-            };
-            let room = self.limit.saturating_sub(buf.len());
-            buf.extend_from_slice(&chunk[..take.min(room)]);
-            total += take;
-            // the terminator is consumed but neither kept nor counted
-            self.inner.consume(take + usize::from(done));
-            if done {
-                return Ok(Some(total));
-            }
+        let (len, ended) = read_line_part(&mut self.inner, buf, self.limit)?;
+        Ok((len > 0 || ended).then_some(len))
+    }
+}
+
+/// Reads the rest of `r`'s current line into `buf`, keeping `buf` within `limit` bytes, and
+/// consumes it with its `\n` (neither kept nor counted): returns the bytes of the line read,
+/// cut ones included, and whether its `\n` was reached; without it, `r` is at the end of what
+/// it holds (a file still being written may hold more later: a next call reads on).
+pub fn read_line_part<R: BufRead + ?Sized>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+    limit: usize,
+) -> std::io::Result<(usize, bool)> {
+    let mut total = 0usize;
+    loop {
+        let chunk = match r.fill_buf() {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if chunk.is_empty() {
+            return Ok((total, false));
+        }
+        let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (i, true),
+            None => (chunk.len(), false),
+        };
+        let room = limit.saturating_sub(buf.len());
+        buf.extend_from_slice(&chunk[..take.min(room)]);
+        total += take;
+        r.consume(take + usize::from(done));
+        if done {
+            return Ok((total, true));
         }
     }
 }
