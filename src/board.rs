@@ -57,7 +57,8 @@ pub struct Board {
     minutes: BTreeMap<i64, Minute>,
     reasons: HashMap<String, u64>,
     store_sales: HashMap<String, i64>,
-    low_stock: BTreeMap<(String, String), i64>,
+    /// SKU → location → ATP, nested so a stock change looks its row up without a copy.
+    low_stock: BTreeMap<String, BTreeMap<String, i64>>,
     holds: BTreeMap<String, (u32, i64, i64)>,
     blocked: VecDeque<Blocked>,
     low_atp: i64,
@@ -81,6 +82,18 @@ pub struct BoardView<'a> {
 }
 
 /// `m1234abcd…` → `m12…cd`: enough to tell rows apart, not to identify anyone.
+/// Adds `by` to `key`'s count; the key is copied only when it is new.
+macro_rules! add {
+    ($map:expr, $key:expr, $by:expr) => {
+        match $map.get_mut($key) {
+            Some(v) => *v += $by,
+            None => {
+                $map.insert($key.to_string(), $by);
+            }
+        }
+    };
+}
+
 fn mask(id: &str) -> String {
     let n = id.chars().count();
     if n <= 5 {
@@ -129,10 +142,12 @@ impl Board {
                     let channel =
                         Channel::parse(order.split_once(':').map_or("", |(c, _)| c)).label();
                     let m = self.minute(at);
-                    *m.sales.entry(channel.to_string()).or_default() += amount;
-                    *m.orders.entry(channel.to_string()).or_default() += 1;
-                    if let Some(store) = engine.order(order).and_then(|o| o.store.clone()) {
-                        *self.store_sales.entry(store.to_string()).or_default() += amount;
+                    add!(m.sales, channel, *amount);
+                    add!(m.orders, channel, 1);
+                    if let Some(o) = engine.order(order) {
+                        if let Some(store) = &o.store {
+                            add!(self.store_sales, store.as_str(), *amount);
+                        }
                     }
                 }
                 Output::Decision {
@@ -151,10 +166,7 @@ impl Board {
                         Decision::Duplicate => m.duplicate += 1,
                     }
                     for r in reasons.iter().filter(|r| r.points > 0 && !r.shadow) {
-                        *self
-                            .reasons
-                            .entry(r.reason.as_str().to_string())
-                            .or_default() += 1;
+                        add!(self.reasons, r.reason.as_str(), 1);
                     }
                     if *decision == Decision::Block {
                         self.blocked.push_front(Blocked {
@@ -174,11 +186,21 @@ impl Board {
                 Output::Stock {
                     sku, location, atp, ..
                 } => {
-                    let k = (sku.to_string(), location.to_string());
                     if *atp <= self.low_atp {
-                        self.low_stock.insert(k, *atp);
-                    } else {
-                        self.low_stock.remove(&k);
+                        let at = match self.low_stock.get_mut(sku.as_str()) {
+                            Some(at) => at,
+                            None => self.low_stock.entry(sku.to_string()).or_default(),
+                        };
+                        match at.get_mut(location.as_str()) {
+                            Some(a) => *a = *atp,
+                            None => {
+                                at.insert(location.to_string(), *atp);
+                            }
+                        }
+                    } else if let Some(at) = self.low_stock.get_mut(sku.as_str()) {
+                        if at.remove(location.as_str()).is_some() && at.is_empty() {
+                            self.low_stock.remove(sku.as_str());
+                        }
                     }
                 }
                 Output::Credit {
@@ -189,8 +211,13 @@ impl Board {
                     ..
                 } => {
                     if *held > 0 {
-                        self.holds
-                            .insert(dealer.to_string(), (*held, *exposure, *limit));
+                        let row = (*held, *exposure, *limit);
+                        match self.holds.get_mut(dealer.as_str()) {
+                            Some(r) => *r = row,
+                            None => {
+                                self.holds.insert(dealer.to_string(), row);
+                            }
+                        }
                     } else {
                         self.holds.remove(dealer.as_str());
                     }
@@ -207,7 +234,7 @@ impl Board {
             "minutes": self.minutes.values().collect::<Vec<_>>(),
             "reasons": self.reasons,
             "store_sales": self.store_sales,
-            "low_stock": self.low_stock.iter().map(|((s, l), a)| (s, l, a)).collect::<Vec<_>>(),
+            "low_stock": self.low_rows().collect::<Vec<_>>(),
             "holds": self.holds,
             "blocked": self.blocked,
         })
@@ -232,12 +259,21 @@ impl Board {
             low_stock: s
                 .low_stock
                 .into_iter()
-                .map(|(s, l, a)| ((s, l), a))
-                .collect(),
+                .fold(BTreeMap::new(), |mut m, (s, l, a)| {
+                    m.entry(s).or_default().insert(l, a);
+                    m
+                }),
             holds: s.holds,
             blocked: s.blocked,
             low_atp,
         })
+    }
+
+    /// The low-stock rows as (SKU, location, ATP), by SKU then location.
+    fn low_rows(&self) -> impl Iterator<Item = (&str, &str, i64)> {
+        self.low_stock
+            .iter()
+            .flat_map(|(s, at)| at.iter().map(move |(l, a)| (s.as_str(), l.as_str(), *a)))
     }
 
     /// The view the page shows.
@@ -253,11 +289,7 @@ impl Board {
             .collect();
         top_stores.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
         top_stores.truncate(TOP);
-        let mut low: Vec<(&str, &str, i64)> = self
-            .low_stock
-            .iter()
-            .map(|((s, l), a)| (s.as_str(), l.as_str(), *a))
-            .collect();
+        let mut low: Vec<(&str, &str, i64)> = self.low_rows().collect();
         low.sort_by_key(|x| (x.2, x.0, x.1));
         low.truncate(TOP * 2);
         BoardView {
@@ -279,6 +311,82 @@ impl Board {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn emitted(output: Output) -> Emitted {
+        Emitted {
+            event: uuid::Uuid::nil(),
+            at: omnistream_schemas::EventTime::from_unix_ms(1_700_000_000_000),
+            output,
+        }
+    }
+
+    fn stock(sku: &str, location: &str, atp: i64) -> Emitted {
+        emitted(Output::Stock {
+            sku: sku.into(),
+            location: location.into(),
+            on_hand: atp,
+            reserved: 0,
+            safety: 0,
+            atp,
+        })
+    }
+
+    fn credit(dealer: &str, held: u32, exposure: i64) -> Emitted {
+        emitted(Output::Credit {
+            dealer: dealer.into(),
+            limit: 1_000,
+            exposure,
+            available: 1_000 - exposure,
+            held,
+        })
+    }
+
+    #[test]
+    fn low_stock_and_holds_follow_the_latest_change_and_survive_a_save() {
+        let engine = Sharded::new(omnistream_actors::Rules::default(), 1);
+        let mut b = Board::new(5);
+        b.observe(
+            &engine,
+            &[
+                stock("sku-1", "dc-east", 3),
+                stock("sku-1", "s-9", 0),
+                stock("sku-2", "dc-east", 40),
+                stock("sku-1", "dc-east", 4),
+                credit("d-1", 2, 900),
+                credit("d-2", 1, 100),
+                credit("d-1", 3, 950),
+            ],
+        );
+        assert_eq!(
+            b.view().low_stock,
+            vec![("sku-1", "s-9", 0), ("sku-1", "dc-east", 4)]
+        );
+        assert_eq!(
+            b.view().holds,
+            vec![("d-1", 3, 950, 1_000), ("d-2", 1, 100, 1_000)]
+        );
+        // restocked and paid: the rows go, and an emptied SKU with them
+        b.observe(
+            &engine,
+            &[
+                stock("sku-1", "s-9", 50),
+                stock("sku-1", "dc-east", 6),
+                stock("sku-3", "s-1", 9),
+                credit("d-2", 0, 0),
+            ],
+        );
+        assert!(b.view().low_stock.is_empty());
+        assert!(b.low_stock.is_empty());
+        assert_eq!(b.view().holds, vec![("d-1", 3, 950, 1_000)]);
+        b.observe(
+            &engine,
+            &[stock("sku-2", "s-1", 1), stock("sku-2", "s-2", 2)],
+        );
+        let again = Board::load(5, b.save()).unwrap();
+        assert_eq!(again.view().low_stock, b.view().low_stock);
+        assert_eq!(again.view().holds, b.view().holds);
+        assert_eq!(again.save(), b.save());
+    }
 
     #[test]
     fn masks_keep_only_the_ends() {
