@@ -522,6 +522,7 @@ struct CqlCommitter {
 
 impl Committer for CqlCommitter {
     fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+        batch.check_encoded()?;
         commit_batch(&self.inner, &self.rt, &self.marks, batch)?;
         write_checkpoint(&self.states, batch)
     }
@@ -1085,6 +1086,7 @@ impl CqlStore {
 
 impl Store for CqlStore {
     fn commit(&mut self, batch: &Batch) -> Result<(), StoreError> {
+        batch.check_encoded()?;
         commit_batch(&self.inner, &self.rt, &self.marks, batch)?;
         write_checkpoint(&self.states(), batch)
     }

@@ -1122,7 +1122,7 @@ impl Shard {
         let mut c = Committing {
             id: self.commit_id,
             waiting: std::mem::take(&mut self.waiting),
-            events: batch.events.len(),
+            events: batch.event_count(),
             outputs: 0,
             log_end: self.next_seq,
             started: Instant::now(),
@@ -1141,7 +1141,7 @@ impl Shard {
             return self.finish(c, Err(e));
         }
         batch.truncate_below = self.truncate_below.take();
-        c.outputs = batch.outputs.len();
+        c.outputs = batch.output_count();
         if let Some(jobs) = self
             .commit_jobs
             .as_ref()
@@ -1153,6 +1153,7 @@ impl Shard {
             }
             return self.finish(c, Err(commit_thread_stopped()));
         }
+        batch.encode();
         let r = self.store.commit(&batch);
         self.finish(c, r)
     }
@@ -1248,7 +1249,8 @@ impl Shard {
         let spawned = std::thread::Builder::new()
             .name("omnistream-commit".into())
             .spawn(move || {
-                for (id, batch) in inbox {
+                for (id, mut batch) in inbox {
+                    batch.encode();
                     let r = committer.commit(&batch);
                     if done.send((id, r)).is_err() {
                         break;
@@ -1295,10 +1297,22 @@ impl Shard {
     /// Logs an applied entry (an event or an admin command) at the next seq in the batch being
     /// built, with what it produced, and lets the board, the reviews and the metrics see it.
     fn log_entry(&mut self, json: Vec<u8>, emitted: &[Emitted]) {
+        self.batch.events.push((self.next_seq, json));
+        self.logged(emitted);
+    }
+
+    /// [`Shard::log_entry`] for an event, held as it is: the thread that commits the batch
+    /// encodes it.
+    fn log_event(&mut self, ev: Box<Event>, emitted: &[Emitted]) {
+        self.batch.unencoded.events.push((self.next_seq, ev));
+        self.logged(emitted);
+    }
+
+    /// What follows logging an entry: the observers, the seqs, its outputs.
+    fn logged(&mut self, emitted: &[Emitted]) {
         self.metrics.observe(emitted);
         self.board.observe(&self.engine, emitted);
         self.reviews.observe(emitted);
-        self.batch.events.push((self.next_seq, json));
         self.next_seq += 1;
         self.since_checkpoint += 1;
         self.push_outputs(emitted);
@@ -1312,16 +1326,13 @@ impl Shard {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = flight;
     }
 
-    /// Adds outputs (and ledger entries) to the batch being built.
+    /// Adds outputs (and so ledger entries) to the batch being built, as values: the
+    /// thread that commits the batch encodes them.
     fn push_outputs(&mut self, emitted: &[Emitted]) {
+        let outputs = &mut self.batch.unencoded.outputs;
+        outputs.reserve(emitted.len());
         for e in emitted {
-            let json = serde_json::to_vec(e).unwrap_or_default();
-            if let Output::Ledger { member, seq, .. } = &e.output {
-                self.batch
-                    .ledger
-                    .push((member.to_string(), *seq, json.clone()));
-            }
-            self.batch.outputs.push((self.next_output, json));
+            outputs.push((self.next_output, e.clone()));
             self.next_output += 1;
         }
     }
@@ -1350,9 +1361,10 @@ impl Shard {
                         Applied::Done(_) => {
                             self.stats.applied += 1;
                             self.metrics.event(ev.body.kind().name(), "accepted");
-                            self.log_entry(serde_json::to_vec(&ev).unwrap_or_default(), &emitted);
+                            let id = ev.id;
+                            self.log_event(ev, &emitted);
                             outcomes.push(Outcome::Accepted {
-                                id: ev.id,
+                                id,
                                 outputs: std::mem::take(&mut emitted),
                             });
                         }
@@ -1646,7 +1658,7 @@ impl Handler<Ingest> for Shard {
         let outcomes = self.apply(&msg.source, msg.position, msg.items);
         self.metrics.decided(msg.received.elapsed());
         self.waiting.push((msg.reply, outcomes));
-        if self.batch.events.len() >= self.commit_events {
+        if self.batch.event_count() >= self.commit_events {
             let _ = self.flush();
         } else {
             self.schedule_flush(ctx);

@@ -9,7 +9,9 @@
 
 use crate::codes::CodeRuns;
 use omnistream_actors::cold::{Cold, Kind};
-use omnistream_actors::Str;
+use omnistream_actors::engine::Emitted;
+use omnistream_actors::{Output, Str};
+use omnistream_schemas::Event;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -114,6 +116,76 @@ pub struct Batch {
     pub checkpoint: Option<CheckpointWrite>,
     /// Drop the log before this seq: a durable checkpoint reflects it.
     pub truncate_below: Option<u64>,
+    /// Accepted events and outputs still to be encoded into `events`, `outputs` and
+    /// `ledger`: the thread that commits the batch encodes them ([`Batch::encode`]), so the
+    /// shard's thread goes on applying meanwhile. A store refuses a batch that holds any.
+    pub unencoded: Unencoded,
+}
+
+/// Events and outputs of a [`Batch`] as values, before their JSON is made.
+#[derive(Debug, Default, Clone)]
+pub struct Unencoded {
+    /// Accepted events as `(log seq, event)`.
+    pub events: Vec<(u64, Box<Event>)>,
+    /// Outputs as `(output seq, output)`.
+    pub outputs: Vec<(u64, Emitted)>,
+}
+
+impl Batch {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.event_count() == 0 && self.output_count() == 0 && self.positions.is_empty()
+    }
+
+    /// Entries in the log, encoded or not.
+    pub fn event_count(&self) -> usize {
+        self.events.len() + self.unencoded.events.len()
+    }
+
+    /// Outputs, encoded or not.
+    pub fn output_count(&self) -> usize {
+        self.outputs.len() + self.unencoded.outputs.len()
+    }
+
+    /// Encodes the events and outputs held as values into JSON rows, each in seq order with
+    /// those encoded already, and a ledger row for each ledger output.
+    pub fn encode(&mut self) {
+        let Unencoded { events, outputs } = std::mem::take(&mut self.unencoded);
+        let sort_events = !self.events.is_empty() && !events.is_empty();
+        let sort_outputs = !self.outputs.is_empty() && !outputs.is_empty();
+        self.events.reserve(events.len());
+        for (seq, ev) in events {
+            self.events
+                .push((seq, serde_json::to_vec(&ev).unwrap_or_default()));
+        }
+        self.outputs.reserve(outputs.len());
+        for (seq, e) in outputs {
+            let json = serde_json::to_vec(&e).unwrap_or_default();
+            if let Output::Ledger { member, seq, .. } = &e.output {
+                self.ledger.push((member.to_string(), *seq, json.clone()));
+            }
+            self.outputs.push((seq, json));
+        }
+        if sort_events {
+            self.events.sort_by_key(|r| r.0);
+        }
+        if sort_outputs {
+            self.outputs.sort_by_key(|r| r.0);
+        }
+    }
+
+    /// A store's check that the batch was encoded: rows left as values would be lost.
+    pub fn check_encoded(&self) -> Result<(), StoreError> {
+        if self.unencoded.events.is_empty() && self.unencoded.outputs.is_empty() {
+            return Ok(());
+        }
+        Err(StoreError::Io {
+            op: "commit",
+            table: "all",
+            why: "the batch holds events or outputs not encoded (Batch::encode was not called)"
+                .into(),
+        })
+    }
 }
 
 /// Writes checkpoints, from any thread: the service's shard hands each to a thread of its
@@ -258,13 +330,6 @@ pub struct StoredCheckpoint {
     pub filter: Vec<u8>,
     /// The shard's own state.
     pub extras: Vec<u8>,
-}
-
-impl Batch {
-    /// Whether there is nothing to write.
-    pub fn is_empty(&self) -> bool {
-        self.events.is_empty() && self.outputs.is_empty() && self.positions.is_empty()
-    }
 }
 
 /// Where the service keeps what it must not lose.
@@ -661,6 +726,7 @@ struct RedbCommitter {
 
 impl Committer for RedbCommitter {
     fn commit(&self, b: &Batch) -> Result<(), StoreError> {
+        b.check_encoded()?;
         let tx = self
             .db
             .begin_write()
@@ -932,6 +998,49 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_encodes_its_values_in_seq_order_and_a_store_refuses_it_unencoded() {
+        let decoder = omnistream_schemas::Decoder::new(omnistream_schemas::Pii::new(b"k"));
+        let line = br#"{"id":"0e3c5bb6-4fd0-4c5e-9a7e-1f1e8f7c3d11","type":"click","ts":"2026-11-11T10:00:00+08:00","channel":"mall","member":{"openid":"o1"},"target":"ad1"}"#;
+        let ev = Box::new(decoder.decode(line).unwrap());
+        let at = ev.ts;
+        let ledger = Emitted {
+            event: ev.id,
+            at,
+            output: Output::Ledger {
+                member: "m1".into(),
+                seq: 7,
+                delta: 5,
+                balance: 5,
+                reason: "earned".into(),
+                about: None,
+            },
+        };
+        let mut b = Batch {
+            events: vec![(4, b"mark".to_vec())],
+            outputs: vec![(10, b"dead".to_vec())],
+            ..Batch::default()
+        };
+        b.unencoded.events.push((3, ev.clone()));
+        b.unencoded.outputs.push((9, ledger.clone()));
+        b.unencoded.outputs.push((11, ledger.clone()));
+        assert_eq!((b.event_count(), b.output_count()), (2, 3));
+        assert!(!b.is_empty());
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = RedbStore::open(dir.path()).unwrap();
+        assert!(s.commit(&b).is_err(), "values would be lost");
+        b.encode();
+        assert_eq!((b.event_count(), b.output_count()), (2, 3));
+        let seqs = |rows: &[(u64, Vec<u8>)]| rows.iter().map(|r| r.0).collect::<Vec<_>>();
+        assert_eq!(seqs(&b.events), [3, 4]);
+        assert_eq!(seqs(&b.outputs), [9, 10, 11]);
+        assert_eq!(b.events[0].1, serde_json::to_vec(&ev).unwrap());
+        assert_eq!(b.outputs[0].1, serde_json::to_vec(&ledger).unwrap());
+        assert_eq!(b.ledger.len(), 2);
+        assert_eq!((b.ledger[0].0.as_str(), b.ledger[0].1), ("m1", 7));
+        s.commit(&b).unwrap();
+    }
+
+    #[test]
     fn commits_are_read_back_in_order_after_reopening() {
         let dir = tempfile::tempdir().unwrap();
         {
@@ -947,6 +1056,7 @@ mod tests {
                 positions: vec![("http".into(), 2)],
                 checkpoint: None,
                 truncate_below: None,
+                ..Batch::default()
             };
             s.commit(&b).unwrap();
         }

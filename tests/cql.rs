@@ -88,6 +88,7 @@ fn cql_store_commits_replays_across_buckets_and_survives_reopening() {
             outputs: seqs.clone().map(|q| (q, body("o", q))).collect(),
             ledger: vec![],
             positions: vec![("http".into(), seqs.end)],
+            ..Batch::default()
         };
         s.commit(&b).unwrap();
     }
@@ -137,6 +138,7 @@ fn cql_ledger_pages_in_entry_order_across_member_buckets() {
             .chain([("m2".to_string(), 1, entry(1))])
             .collect(),
         positions: vec![],
+        ..Batch::default()
     };
     s.commit(&b).unwrap();
     assert_eq!(
@@ -193,6 +195,7 @@ fn cql_a_half_written_commit_is_neither_replayed_nor_served() {
         outputs: vec![(0, body("o", 0))],
         ledger: vec![("m1".into(), 1, body("l", 1))],
         positions: vec![("http".into(), 2)],
+        ..Batch::default()
     })
     .unwrap();
     drop(s);
@@ -238,6 +241,7 @@ fn cql_a_half_written_commit_is_neither_replayed_nor_served() {
         outputs: vec![(1, body("o", 1))],
         ledger: vec![("m1".into(), 2, body("l", 2))],
         positions: vec![("http".into(), 3)],
+        ..Batch::default()
     })
     .unwrap();
     let (next, seen) = replay_all(&s, 0);
@@ -263,6 +267,7 @@ fn cql_a_write_that_fails_for_good_names_table_and_key_and_keeps_nothing() {
         outputs: vec![],
         ledger: vec![],
         positions: vec![("http".into(), 1)],
+        ..Batch::default()
     })
     .unwrap();
     // take the table away under the open store: every write to it now fails
@@ -286,6 +291,7 @@ fn cql_a_write_that_fails_for_good_names_table_and_key_and_keeps_nothing() {
             outputs: vec![(0, body("o", 0)), (1, body("o", 1))],
             ledger: vec![],
             positions: vec![("http".into(), 3)],
+            ..Batch::default()
         })
         .unwrap_err()
         .to_string();
