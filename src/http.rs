@@ -503,6 +503,12 @@ async fn metrics_text(st: web::Data<AppState>) -> HttpResponse {
     st.metrics
         .ready
         .set(i64::from(st.ready.load(Ordering::SeqCst)));
+    let inputs = st
+        .inputs
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    st.metrics.inputs(&inputs);
     exposition(&st.metrics)
 }
 

@@ -79,6 +79,12 @@ pub struct Metrics {
     pub code_bytes: IntGaugeVec,
     /// Whether the service is ready (1) or not (0).
     pub ready: IntGauge,
+    /// Each input file's byte position durable in the store.
+    input_position: IntGaugeVec,
+    /// Each input file's bytes beyond that position (its size now minus the position).
+    input_behind: IntGaugeVec,
+    /// Each input file's lines taken since start-up, by outcome.
+    input_lines: IntCounterVec,
     /// Fluvio records handed to the shard and durable.
     pub fluvio_consumed: IntCounter,
     /// Outputs produced to Fluvio sink topics and acknowledged.
@@ -399,6 +405,26 @@ impl Default for Metrics {
                 "omnistream_ready",
                 "1 when the store is open and the shard runs",
             ),
+            input_position: gauge_vec(
+                &r,
+                "omnistream_input_position_bytes",
+                "byte position of an input file (run --input) durable in the store",
+                &["file"],
+            ),
+            input_behind: gauge_vec(
+                &r,
+                "omnistream_input_behind_bytes",
+                "bytes of an input file beyond its durable position: not yet taken, or a last \
+                 line without its newline",
+                &["file"],
+            ),
+            input_lines: counter_vec(
+                &r,
+                "omnistream_input_lines_total",
+                "lines of an input file taken since start-up, by outcome (accepted, duplicate, \
+                 rejected)",
+                &["file", "outcome"],
+            ),
             fluvio_consumed: counter(
                 &r,
                 "omnistream_fluvio_consumed_records_total",
@@ -595,6 +621,29 @@ impl Metrics {
         self.children
             .stock_alerts
             .inc_by(&self.stock_alerts, &[kind], 1);
+    }
+
+    /// Sets the input files' metrics from their progress and their sizes now (at each scrape,
+    /// so a file that grows while the shard is stuck shows as behind).
+    pub fn inputs(&self, files: &[crate::files::FileSummary]) {
+        for f in files {
+            let file = f.file.as_str();
+            set_u64(&self.input_position.with_label_values(&[file]), f.position);
+            if let Ok(m) = std::fs::metadata(file) {
+                set_u64(
+                    &self.input_behind.with_label_values(&[file]),
+                    m.len().saturating_sub(f.position),
+                );
+            }
+            for (outcome, n) in [
+                ("accepted", f.accepted),
+                ("duplicate", f.duplicates),
+                ("rejected", f.rejected),
+            ] {
+                let c = self.input_lines.with_label_values(&[file, outcome]);
+                c.inc_by(n.saturating_sub(c.get()));
+            }
+        }
     }
 
     /// The text exposition format.

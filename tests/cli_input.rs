@@ -28,6 +28,14 @@ fn wait_for(s: &Service, position: u64) -> Value {
     }
 }
 
+/// The value of one sample of `/metrics`, by its name and labels as printed.
+fn metric(s: &Service, sample: &str) -> Option<f64> {
+    let (code, text) = s.request_text("GET", "/metrics", "");
+    assert_eq!(code, 200, "{text}");
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+}
+
 fn append(path: &std::path::Path, bytes: &[u8]) {
     let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
     f.write_all(bytes).unwrap();
@@ -62,6 +70,21 @@ fn a_followed_file_gives_the_state_of_the_same_events_posted_and_restarts_where_
         "a followed file is never done"
     );
     assert_eq!(stats["shard"]["applied"], half as u64, "{stats}");
+    // the same in the metrics, and the cut line as bytes behind
+    let label = format!("{{file=\"{path}\"");
+    let sample = |name: &str, rest: &str| metric(&s, &format!("{name}{label}{rest}}}"));
+    assert_eq!(
+        sample("omnistream_input_position_bytes", ""),
+        Some(first_part as f64)
+    );
+    assert_eq!(
+        sample("omnistream_input_behind_bytes", ""),
+        Some(cut as f64)
+    );
+    assert_eq!(
+        sample("omnistream_input_lines_total", ",outcome=\"accepted\""),
+        Some(half as f64)
+    );
 
     // the cut line ends, and the rest arrives
     let rest = events[half][cut..].to_string() + "\n" + &events[half + 1..].join("\n") + "\n";
@@ -74,6 +97,11 @@ fn a_followed_file_gives_the_state_of_the_same_events_posted_and_restarts_where_
         "{stats}"
     );
     assert_eq!(observe(&s), want);
+    assert_eq!(sample("omnistream_input_behind_bytes", ""), Some(0.0));
+    assert_eq!(
+        sample("omnistream_input_lines_total", ",outcome=\"accepted\""),
+        Some(events.len() as f64)
+    );
     s.stop();
 
     // a restart reads on from the durable position: nothing is taken twice
