@@ -503,12 +503,14 @@ async fn metrics_text(st: web::Data<AppState>) -> HttpResponse {
     st.metrics
         .ready
         .set(i64::from(st.ready.load(Ordering::SeqCst)));
-    let inputs = st
-        .inputs
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
-    st.metrics.inputs(&inputs);
+    {
+        // held while the counters are set: see Metrics::inputs
+        let inputs = st
+            .inputs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        st.metrics.inputs(&inputs);
+    }
     exposition(&st.metrics)
 }
 

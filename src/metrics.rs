@@ -302,7 +302,8 @@ impl Default for Metrics {
             commit_seconds: histogram(
                 &r,
                 "omnistream_store_commit_seconds",
-                "seconds per store commit",
+                "seconds per store commit, from the batch handed over to durable (its events \
+                 and outputs encoded to JSON, written, synced)",
                 secs.clone(),
             ),
             commit_events: histogram(
@@ -625,15 +626,24 @@ impl Metrics {
 
     /// Sets the input files' metrics from their progress and their sizes now (at each scrape,
     /// so a file that grows while the shard is stuck shows as behind).
+    /// The caller holds the progress's lock, so two scrapes at once cannot both add the same
+    /// lines. A file that cannot be read has no `behind` sample; one cut shorter than its
+    /// position shows as 0 behind (a restart then refuses it, naming it).
     pub fn inputs(&self, files: &[crate::files::FileSummary]) {
+        if !self.enabled {
+            return;
+        }
         for f in files {
             let file = f.file.as_str();
             set_u64(&self.input_position.with_label_values(&[file]), f.position);
-            if let Ok(m) = std::fs::metadata(file) {
-                set_u64(
+            match std::fs::metadata(file) {
+                Ok(m) => set_u64(
                     &self.input_behind.with_label_values(&[file]),
                     m.len().saturating_sub(f.position),
-                );
+                ),
+                Err(_) => {
+                    let _ = self.input_behind.remove_label_values(&[file]);
+                }
             }
             for (outcome, n) in [
                 ("accepted", f.accepted),
