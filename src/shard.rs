@@ -1825,82 +1825,8 @@ impl Handler<GetStats> for Shard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Committer, RedbStore};
-    use std::sync::{Condvar, Mutex};
-
-    /// Holds commits until opened, and fails the next one when told to.
-    #[derive(Default)]
-    struct Gate {
-        open: Mutex<bool>,
-        opened: Condvar,
-        fail_next: AtomicBool,
-        /// Commits that reached the gate.
-        entered: std::sync::atomic::AtomicUsize,
-    }
-
-    impl Gate {
-        fn set(&self, open: bool) {
-            *self.open.lock().unwrap() = open;
-            self.opened.notify_all();
-        }
-
-        /// Waits (at most 10 s) until `n` commits reached the gate.
-        async fn entered(&self, n: usize) {
-            for _ in 0..2000 {
-                if self.entered.load(Ordering::SeqCst) >= n {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            panic!("no commit reached the store");
-        }
-    }
-
-    /// The embedded store, with its commits behind a [`Gate`].
-    struct Gated(RedbStore, Arc<Gate>);
-
-    struct GatedCommitter(Arc<dyn Committer>, Arc<Gate>);
-
-    impl Committer for GatedCommitter {
-        fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
-            self.1.entered.fetch_add(1, Ordering::SeqCst);
-            let open = self.1.open.lock().unwrap();
-            drop(self.1.opened.wait_while(open, |open| !*open).unwrap());
-            if self.1.fail_next.swap(false, Ordering::SeqCst) {
-                return Err(StoreError::Io {
-                    op: "commit",
-                    table: "all",
-                    why: "injected".into(),
-                });
-            }
-            self.0.commit(batch)
-        }
-    }
-
-    impl Store for Gated {
-        fn commit(&mut self, _: &Batch) -> Result<(), StoreError> {
-            unreachable!("the shard commits through the committer")
-        }
-        fn replay(&self, from: u64, f: &mut dyn FnMut(u64, &[u8])) -> Result<u64, StoreError> {
-            self.0.replay(from, f)
-        }
-        fn next_output(&self) -> Result<u64, StoreError> {
-            self.0.next_output()
-        }
-        fn ledger(&self, m: &str, from: u64, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
-            self.0.ledger(m, from, limit)
-        }
-        fn outputs(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-            self.0.outputs(from, limit)
-        }
-        fn position(&self, source: &str) -> Result<Option<u64>, StoreError> {
-            self.0.position(source)
-        }
-        fn committer(&self) -> Option<Arc<dyn Committer>> {
-            let inner = self.0.committer()?;
-            Some(Arc::new(GatedCommitter(inner, Arc::clone(&self.1))))
-        }
-    }
+    use crate::store::gated::{Gate, Gated};
+    use crate::store::RedbStore;
 
     fn click(n: u32) -> Item {
         let raw = format!(

@@ -1224,3 +1224,107 @@ mod tests {
         assert!(e.contains("omnistream.redb"), "{e}");
     }
 }
+
+/// A store for tests whose commits wait behind a gate and fail when told to, on the commit
+/// thread and on the shard's own thread alike.
+#[cfg(test)]
+pub(crate) mod gated {
+    use super::{Batch, Committer, RedbStore, Store, StoreError};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Condvar, Mutex};
+    use std::time::Duration;
+
+    /// Holds commits until opened, and fails the next one when told to.
+    #[derive(Default)]
+    pub(crate) struct Gate {
+        open: Mutex<bool>,
+        opened: Condvar,
+        /// Fail the next commit that passes the gate.
+        pub(crate) fail_next: AtomicBool,
+        /// Commits that reached the gate.
+        pub(crate) entered: AtomicUsize,
+        /// Commits failed on purpose.
+        pub(crate) failed: AtomicUsize,
+    }
+
+    impl Gate {
+        /// A gate that lets every commit through.
+        pub(crate) fn opened() -> Arc<Gate> {
+            let g = Arc::new(Gate::default());
+            g.set(true);
+            g
+        }
+
+        pub(crate) fn set(&self, open: bool) {
+            *self.open.lock().unwrap() = open;
+            self.opened.notify_all();
+        }
+
+        /// Waits (at most 10 s) until `n` commits reached the gate.
+        pub(crate) async fn entered(&self, n: usize) {
+            for _ in 0..2000 {
+                if self.entered.load(Ordering::SeqCst) >= n {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            panic!("no commit reached the store");
+        }
+
+        fn pass(
+            &self,
+            batch: &Batch,
+            commit: impl FnOnce(&Batch) -> Result<(), StoreError>,
+        ) -> Result<(), StoreError> {
+            self.entered.fetch_add(1, Ordering::SeqCst);
+            let open = self.open.lock().unwrap();
+            drop(self.opened.wait_while(open, |open| !*open).unwrap());
+            if self.fail_next.swap(false, Ordering::SeqCst) {
+                self.failed.fetch_add(1, Ordering::SeqCst);
+                return Err(StoreError::Io {
+                    op: "commit",
+                    table: "all",
+                    why: "injected".into(),
+                });
+            }
+            commit(batch)
+        }
+    }
+
+    /// The embedded store, with its commits behind a [`Gate`].
+    pub(crate) struct Gated(pub(crate) RedbStore, pub(crate) Arc<Gate>);
+
+    struct GatedCommitter(Arc<dyn Committer>, Arc<Gate>);
+
+    impl Committer for GatedCommitter {
+        fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+            self.1.pass(batch, |b| self.0.commit(b))
+        }
+    }
+
+    impl Store for Gated {
+        fn commit(&mut self, batch: &Batch) -> Result<(), StoreError> {
+            let gate = Arc::clone(&self.1);
+            gate.pass(batch, |b| self.0.commit(b))
+        }
+        fn replay(&self, from: u64, f: &mut dyn FnMut(u64, &[u8])) -> Result<u64, StoreError> {
+            self.0.replay(from, f)
+        }
+        fn next_output(&self) -> Result<u64, StoreError> {
+            self.0.next_output()
+        }
+        fn ledger(&self, m: &str, from: u64, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+            self.0.ledger(m, from, limit)
+        }
+        fn outputs(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+            self.0.outputs(from, limit)
+        }
+        fn position(&self, source: &str) -> Result<Option<u64>, StoreError> {
+            self.0.position(source)
+        }
+        fn committer(&self) -> Option<Arc<dyn Committer>> {
+            let inner = self.0.committer()?;
+            Some(Arc::new(GatedCommitter(inner, Arc::clone(&self.1))))
+        }
+    }
+}
