@@ -143,7 +143,9 @@ pub struct FluvioConfig {
     pub max_batch_records: usize,
     /// Records read but not yet handed to the shard, per partition, at most (backpressure).
     pub channel_records: usize,
-    /// Commit the consumer offset to Fluvio after this many records (once durable).
+    /// Commit the consumer offset to Fluvio after this many records (once durable). Each
+    /// such commit stops the partition's reader until the store has caught up with it, so
+    /// the batches in flight drain: not too often.
     pub commit_every_records: u64,
     /// ...or after this many milliseconds, whichever comes first.
     pub commit_every_ms: u64,
@@ -174,7 +176,7 @@ impl Default for FluvioConfig {
             replication: 1,
             max_batch_records: 1_000,
             channel_records: 4_096,
-            commit_every_records: 1_000,
+            commit_every_records: 10_000,
             commit_every_ms: 1_000,
             sinks: true,
             linger_ms: 10,

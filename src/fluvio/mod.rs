@@ -255,11 +255,13 @@ mod tests {
     use super::*;
     use crate::config::FluvioConfig;
     use crate::shard::{FlushNow, GetStats};
+    use crate::store::gated::{Gate, Gated};
     use crate::store::RedbStore;
     use actix::Actor;
     use mapping::{event_key, partition_of, raw_key, raw_stream, stored_output_route, Sink};
     use std::collections::HashMap;
     use std::sync::atomic::AtomicBool;
+    use std::sync::atomic::Ordering::SeqCst;
 
     const KEY: &[u8] = b"test-key";
 
@@ -292,23 +294,30 @@ mod tests {
         positions: HashMap<String, Option<u64>>,
         /// Failed produce attempts.
         produce_failures: u64,
+        /// Store commits failed on purpose.
+        failed_commits: usize,
+        /// The ids of the events in the store's log, in log order.
+        logged: Vec<String>,
     }
 
     /// Runs the service's Fluvio path over `log` until `records` records are durable and
     /// the sinks produced every stored output, or (with `stop_after`) until that many records
-    /// are durable, wherever the readers and sinks are then.
+    /// are durable, wherever the readers and sinks are then. With `fail_after`, the first
+    /// store commit after that many records are durable fails.
     fn run(
         dir: &std::path::Path,
         log: &MemLog,
         cfg: &FluvioConfig,
         records: u64,
         stop_after: Option<u64>,
+        fail_after: Option<u64>,
     ) -> RunResult {
         let (cfg, log, dir) = (cfg.clone(), log.clone(), dir.to_path_buf());
-        actix::System::new().block_on(async move {
+        let (result, arbiter) = actix::System::new().block_on(async move {
             let metrics = Arc::new(Metrics::default());
+            let gate = Gate::opened();
             let shard = Shard::new(
-                Box::new(RedbStore::open(&dir).unwrap()),
+                Box::new(Gated(RedbStore::open(&dir).unwrap(), gate.clone())),
                 omnistream_actors::Rules::default(),
                 KEY,
                 crate::shard::ShardConfig {
@@ -319,8 +328,10 @@ mod tests {
                 Arc::new(AtomicBool::new(false)),
                 metrics.clone(),
             )
-            .unwrap()
-            .start();
+            .unwrap();
+            // on a thread of its own, as in the service
+            let arbiter = actix::Arbiter::new();
+            let shard = Shard::start_in_arbiter(&arbiter.handle(), move |_| shard);
             let transport = MemTransport {
                 log: log.clone(),
                 group: cfg.consumer.clone(),
@@ -341,6 +352,9 @@ mod tests {
                 // in this order: records durable (not just applied), so every output they
                 // made is stored; then what is stored; then what the sinks produced
                 let durable = metrics.fluvio_consumed.get();
+                if fail_after.is_some_and(|k| durable >= k) && gate.failed.load(SeqCst) == 0 {
+                    gate.fail_next.store(true, SeqCst);
+                }
                 let stored = shard
                     .send(Read(|_: &Sharded, s: &dyn Store| s.next_output().unwrap()))
                     .await
@@ -370,8 +384,14 @@ mod tests {
                 })
                 .chain([sink::SINK_CURSOR.to_string()])
                 .collect();
-            let (outputs, positions) = shard
+            let (outputs, positions, logged) = shard
                 .send(Read(move |_: &Sharded, s: &dyn Store| {
+                    let mut logged = Vec::new();
+                    s.replay(0, &mut |_, entry| {
+                        let v: serde_json::Value = serde_json::from_slice(entry).unwrap();
+                        logged.push(v["id"].as_str().unwrap_or("-").to_string());
+                    })
+                    .unwrap();
                     let o: Vec<Vec<u8>> = s
                         .outputs(0, usize::MAX)
                         .unwrap()
@@ -385,7 +405,7 @@ mod tests {
                             (n, v)
                         })
                         .collect();
-                    (o, p)
+                    (o, p, logged)
                 }))
                 .await
                 .unwrap();
@@ -397,14 +417,21 @@ mod tests {
                     outputs.len() as u64 - at_start
                 );
             }
-            RunResult {
+            let result = RunResult {
                 seen: st.applied + st.duplicates + st.rejected,
                 duplicates: st.duplicates,
                 outputs,
                 positions,
                 produce_failures: metrics.fluvio_produce_failures.get(),
-            }
-        })
+                failed_commits: gate.failed.load(SeqCst),
+                logged,
+            };
+            arbiter.stop();
+            (result, arbiter)
+        });
+        // the shard, and with it the store, is gone once its thread is
+        assert!(arbiter.join().is_ok());
+        result
     }
 
     /// Checks the sink topics against the stored outputs and the positions against the log.
@@ -524,7 +551,7 @@ mod tests {
         produce(&log, &cfg, &first);
         // a producer that is briefly down: the sinks retry, nothing is lost or doubled
         log.fail_next_appends(3);
-        let r1 = run(dir.path(), &log, &cfg, first.len() as u64, None);
+        let r1 = run(dir.path(), &log, &cfg, first.len() as u64, None, None);
         assert_eq!(r1.seen, first.len() as u64);
         assert_eq!(r1.produce_failures, 3);
         check(&log, &cfg, &r1);
@@ -537,7 +564,7 @@ mod tests {
         // twice
         let second = generated(300, 8);
         produce(&log, &cfg, &second);
-        let r2 = run(dir.path(), &log, &cfg, second.len() as u64, None);
+        let r2 = run(dir.path(), &log, &cfg, second.len() as u64, None, None);
         assert_eq!(
             r2.seen,
             second.len() as u64,
@@ -567,18 +594,92 @@ mod tests {
         let events = generated(600, 11);
         let n = events.len() as u64;
         produce(&log, &cfg, &events);
-        let r1 = run(dir.path(), &log, &cfg, n, Some(100));
+        let r1 = run(dir.path(), &log, &cfg, n, Some(100), None);
         assert!(
             r1.seen >= 100 && r1.seen < n,
             "stopped mid-stream: {}",
             r1.seen
         );
-        let r2 = run(dir.path(), &log, &cfg, n - r1.seen, None);
+        let r2 = run(dir.path(), &log, &cfg, n - r1.seen, None, None);
         assert_eq!(r1.seen + r2.seen, n, "every record taken once");
         assert_eq!(
             r2.duplicates, 0,
             "nothing taken before the stop is read again"
         );
         check(&log, &cfg, &r2);
+    }
+    #[test]
+    fn a_failed_commit_with_batches_in_flight_loses_nothing_and_takes_nothing_twice() {
+        // small batches and a backlog: several batches of each partition are in flight
+        // whenever a commit fails
+        let cfg = FluvioConfig {
+            enabled: true,
+            partitions: 2,
+            max_batch_records: 8,
+            commit_every_records: 10,
+            ..FluvioConfig::default()
+        };
+        let events = generated(600, 13);
+        let n = events.len() as u64;
+        // the same records in two logs, one for each run (the sinks write to the log too)
+        let logs = [MemLog::new(), MemLog::new()];
+        for log in &logs {
+            for t in client::all_topics(&cfg) {
+                log.create_topic(&t, cfg.partitions).unwrap();
+            }
+            produce(log, &cfg, &events);
+        }
+        let (clean, failed) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let want = run(clean.path(), &logs[0], &cfg, n, None, None);
+        let (log, got) = (
+            &logs[1],
+            run(failed.path(), &logs[1], &cfg, n, None, Some(120)),
+        );
+        assert_eq!(got.failed_commits, 1, "the commit failed once");
+        check(log, &cfg, &got);
+        // every record that is an event is in the log once, as in a run without the failure
+        let mut ids = got.logged.clone();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), got.logged.len(), "an event logged twice");
+        let mut clean_ids = want.logged.clone();
+        clean_ids.sort();
+        assert_eq!(ids, clean_ids, "events lost or added by the failure");
+        assert!(ids.len() as u64 > n * 9 / 10, "{} of {n} logged", ids.len());
+    }
+    /// The rate of the Fluvio path over the in-memory log, for BENCHMARKS.md (not a test):
+    /// `OMNISTREAM_RATE_EVENTS=100000 cargo test --release --lib fluvio_ingest_rate --
+    /// --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn fluvio_ingest_rate() {
+        let n: u64 = std::env::var("OMNISTREAM_RATE_EVENTS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100_000);
+        let every = std::env::var("OMNISTREAM_RATE_COMMIT_EVERY")
+            .ok()
+            .and_then(|v| v.parse().ok());
+        let cfg = FluvioConfig {
+            enabled: true,
+            partitions: 2,
+            commit_every_records: every.unwrap_or(FluvioConfig::default().commit_every_records),
+            ..FluvioConfig::default()
+        };
+        let log = MemLog::new();
+        for t in client::all_topics(&cfg) {
+            log.create_topic(&t, cfg.partitions).unwrap();
+        }
+        let events = generated(n, 5);
+        produce(&log, &cfg, &events);
+        let dir = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+        let r = run(dir.path(), &log, &cfg, n, Some(events.len() as u64), None);
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "fluvio path over the in-memory log: {} records durable in {secs:.2} s: {:.0} records/s",
+            r.seen,
+            r.seen as f64 / secs
+        );
     }
 }

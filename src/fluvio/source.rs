@@ -168,9 +168,38 @@ pub async fn read_partition<S: RecordStream>(
     }
 }
 
-/// Hands one partition's records to the shard in batches, each with the partition's next
-/// offset as its position, retrying a batch the store refused (ids make it idempotent), and
-/// publishes each durable position on `durable`.
+/// Batches of one partition handed to the shard and not yet durable, at most: the next one
+/// is decoded and applied while the one before it is written.
+pub const IN_FLIGHT: usize = 4;
+
+/// A batch handed to the shard, until its answer.
+struct Sent {
+    records: Vec<Record>,
+    position: u64,
+    answer: tokio::sync::oneshot::Receiver<
+        Result<Vec<crate::shard::Outcome>, crate::shard::ShardError>,
+    >,
+}
+
+/// What came first while batches were in flight.
+enum Next {
+    /// The oldest batch's answer.
+    Answer(
+        Result<
+            Result<Vec<crate::shard::Outcome>, crate::shard::ShardError>,
+            tokio::sync::oneshot::error::RecvError,
+        >,
+    ),
+    /// A record (None: the reader stopped).
+    Record(Option<Record>),
+}
+
+/// Hands one partition's records to the shard in batches of at most `max_batch`, each with
+/// the partition's next offset as its position and naming the position it follows, up to
+/// [`IN_FLIGHT`] of them not yet durable; publishes each durable position on `durable`, in
+/// order. When one is not made durable (the store refused it; the shard then refuses the
+/// ones behind it, which follow a position it no longer holds), its records and those of
+/// every batch behind it are handed over again after a pause (ids make a repeat a no-op).
 #[allow(clippy::too_many_arguments)]
 pub async fn ingest_partition(
     shard: Addr<Shard>,
@@ -183,52 +212,110 @@ pub async fn ingest_partition(
     max_future_s: u64,
     consumed: prometheus::IntCounter,
 ) -> Result<(), SourceError> {
-    let mut batch: Vec<Record> = Vec::with_capacity(max_batch);
+    let max_batch = max_batch.max(1);
+    let mut inflight = std::collections::VecDeque::<Sent>::new();
+    // records to hand over again, before any new one
+    let mut again = std::collections::VecDeque::<Record>::new();
+    // the position the next batch follows (None: whatever the shard holds)
+    let mut after: Option<u64> = None;
+    let mut reading = true;
+    let mut backoff = Duration::from_millis(50);
     loop {
-        let Some(first) = rx.recv().await else {
-            return Ok(());
+        let first = if !again.is_empty() && inflight.len() < IN_FLIGHT {
+            again.pop_front()
+        } else if inflight.is_empty() {
+            if !reading {
+                return Ok(());
+            }
+            match rx.recv().await {
+                Some(r) => Some(r),
+                None => return Ok(()),
+            }
+        } else {
+            let room = reading && again.is_empty() && inflight.len() < IN_FLIGHT;
+            let next = {
+                let oldest = inflight.front_mut().expect("not empty");
+                tokio::select! {
+                    biased;
+                    a = &mut oldest.answer => Next::Answer(a),
+                    r = rx.recv(), if room => Next::Record(r),
+                }
+            };
+            match next {
+                Next::Record(Some(r)) => Some(r),
+                Next::Record(None) => {
+                    reading = false;
+                    None
+                }
+                Next::Answer(Ok(Ok(_))) => {
+                    let done = inflight.pop_front().expect("not empty");
+                    consumed.inc_by(done.records.len() as u64);
+                    let _ = durable.send(done.position);
+                    backoff = Duration::from_millis(50);
+                    None
+                }
+                Next::Answer(Ok(Err(e))) => {
+                    tracing::warn!(source = %source, error = %e, in_flight = inflight.len(), "batch not durable; handing it and those behind it over again");
+                    // wait out the answers behind it: none may still be on its way when
+                    // the records go again
+                    // (in offset order: the failed batch, those behind it, then what still
+                    // waited to go again from an earlier failure)
+                    let failed = inflight.pop_front().expect("not empty");
+                    let mut records: std::collections::VecDeque<Record> = failed.records.into();
+                    for s in inflight.drain(..) {
+                        let _ = s.answer.await;
+                        records.extend(s.records);
+                    }
+                    records.extend(again.drain(..));
+                    again = records;
+                    after = None;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    None
+                }
+                Next::Answer(Err(_)) => return Err(SourceError::ShardGone),
+            }
         };
+        let Some(first) = first else { continue };
+        // a batch: what waits to go again first, then what the reader has ready
+        let mut batch = Vec::with_capacity(max_batch);
         batch.push(first);
         while batch.len() < max_batch {
+            match again.pop_front() {
+                Some(r) => batch.push(r),
+                None => break,
+            }
+        }
+        while again.is_empty() && batch.len() < max_batch {
             match rx.try_recv() {
                 Ok(r) => batch.push(r),
                 Err(_) => break,
             }
         }
         let position = batch.last().map_or(0, |r| r.offset + 1);
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            let received = Instant::now();
-            let now = crate::shard::wall_clock_us();
-            let items = batch
-                .iter()
-                .map(|r| Item::decode(&decoder, &pii, &r.value, now, max_future_s))
-                .collect();
-            let (reply, answer) = tokio::sync::oneshot::channel();
-            let msg = Ingest {
-                source: source.clone(),
-                position: Some(position),
-                after: None,
-                items,
-                reply,
-                received,
-            };
-            if shard.send(msg).await.is_err() {
-                return Err(SourceError::ShardGone);
-            }
-            match answer.await {
-                Ok(Ok(_)) => break,
-                Ok(Err(e)) => {
-                    tracing::warn!(source = %source, error = %e, "batch not durable; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-                Err(_) => return Err(SourceError::ShardGone),
-            }
+        let now = crate::shard::wall_clock_us();
+        let items = batch
+            .iter()
+            .map(|r| Item::decode(&decoder, &pii, &r.value, now, max_future_s))
+            .collect();
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let msg = Ingest {
+            source: source.clone(),
+            position: Some(position),
+            after,
+            items,
+            reply,
+            received: Instant::now(),
+        };
+        if shard.send(msg).await.is_err() {
+            return Err(SourceError::ShardGone);
         }
-        consumed.inc_by(batch.len() as u64);
-        batch.clear();
-        let _ = durable.send(position);
+        after = Some(position);
+        inflight.push_back(Sent {
+            records: batch,
+            position,
+            answer,
+        });
     }
 }
 
