@@ -1419,7 +1419,8 @@ impl Shard {
                 .engine
                 .apply_epoch_owned(&events, &mut emitted, Some(&mut owners));
             let mut logged = Vec::new();
-            for ((ev, (applied, _)), slot) in events.iter().zip(results).zip(slots.iter().copied())
+            for ((ev, (applied, _)), slot) in
+                events.into_iter().zip(results).zip(slots.iter().copied())
             {
                 let kind = ev.body.kind().name();
                 let out = match applied {
@@ -1431,16 +1432,18 @@ impl Shard {
                     Applied::Done(_) => {
                         self.stats.applied += 1;
                         self.metrics.event(kind, "accepted");
-                        logged.push(serde_json::to_vec(ev).unwrap_or_default());
+                        let id = ev.id;
+                        // encoded by the thread that commits the batch
+                        logged.push(Box::new(ev));
                         // its outputs are moved in once the batch has them (below)
                         Outcome::Accepted {
-                            id: ev.id,
+                            id,
                             outputs: Vec::new(),
                         }
                     }
                     Applied::Late => {
                         let why = too_late(ev.ts.unix_us, self.engine.coordinator());
-                        let raw = serde_json::to_string(ev).unwrap_or_default();
+                        let raw = serde_json::to_string(&ev).unwrap_or_default();
                         self.reject(source, Some(ev.id.to_string()), vec![why], raw)
                     }
                 };
@@ -1457,8 +1460,8 @@ impl Shard {
                 self.batch.events.push((self.next_seq, json));
                 self.next_seq += 1;
             }
-            for json in logged {
-                self.batch.events.push((self.next_seq, json));
+            for ev in logged {
+                self.batch.unencoded.events.push((self.next_seq, ev));
                 self.next_seq += 1;
                 self.since_checkpoint += 1;
             }

@@ -256,10 +256,9 @@ pub async fn ingest_partition(
                 }
                 Next::Answer(Ok(Err(e))) => {
                     tracing::warn!(source = %source, error = %e, in_flight = inflight.len(), "batch not durable; handing it and those behind it over again");
-                    // wait out the answers behind it: none may still be on its way when
-                    // the records go again
-                    // (in offset order: the failed batch, those behind it, then what still
-                    // waited to go again from an earlier failure)
+                    // wait out the answers behind it (none may still be on its way when the
+                    // records go again), and queue the records in offset order: the failed
+                    // batch, those behind it, then what waited to go again from before
                     let failed = inflight.pop_front().expect("not empty");
                     let mut records: std::collections::VecDeque<Record> = failed.records.into();
                     for s in inflight.drain(..) {
