@@ -11,14 +11,20 @@
 //! and refuses a batch that does not follow its source's position as applied, so none is
 //! committed past the failed one's events; the files are then read again from their durable
 //! positions.
+//!
+//! A watched directory (`--input-dir`) is the same list, growing: its files in name order,
+//! the newest followed, and files that appear later taken as they appear (a later name ends
+//! the followed one: daily files, rotated logs). A `.gz` file is read through gzip, its
+//! positions counting decompressed bytes, and is never followed.
 
 use crate::shard::{Ingest, Item, Outcome, Read, Shard};
 use actix::Addr;
 use omnistream_actors::sharded::Sharded;
 use omnistream_schemas::{Decoder, Pii};
 use omnistream_streams::jsonl::{read_line_part, DEFAULT_LINE_LIMIT as LINE_LIMIT};
+use std::ffi::OsStr;
 use std::fs::File;
-use std::io::{BufReader, Seek, SeekFrom};
+use std::io::{BufReader, Read as _, Seek, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +38,9 @@ const FOLLOW_EVERY: Duration = Duration::from_millis(200);
 pub struct Inputs {
     /// The files, read in this order.
     pub files: Vec<PathBuf>,
+    /// A directory whose files ([`listed`]) are taken in name order and as they appear
+    /// (instead of `files`).
+    pub dir: Option<PathBuf>,
     /// Most lines a batch (one commit's worth at most).
     pub batch: usize,
     /// Stop the service (gracefully, with the final checkpoint) once every file is read to
@@ -48,6 +57,79 @@ pub struct Planned {
     pub source: Arc<str>,
     /// The stored position (0 when none).
     pub from: u64,
+    /// Its size when planned (none for a `.gz` file: its decompressed size is not known).
+    pub len: Option<u64>,
+    /// Read to its end before start-up: not read again (see [`skip_done`]).
+    pub done: bool,
+}
+
+impl Inputs {
+    /// Whether any file or directory is to be read.
+    pub fn any(&self) -> bool {
+        !self.files.is_empty() || self.dir.is_some()
+    }
+
+    /// The files to plan at start-up: those given, or the directory's as they are now.
+    pub fn at_start(&self) -> Result<Vec<PathBuf>, String> {
+        match &self.dir {
+            Some(dir) => listed(dir),
+            None => Ok(self.files.clone()),
+        }
+    }
+}
+
+/// Whether `path` is read through gzip (its name ends in `.gz`).
+pub fn gzipped(path: &Path) -> bool {
+    path.extension() == Some(OsStr::new("gz"))
+}
+
+/// Whether `--input-dir` takes a file of this name: `*.jsonl` and `*.jsonl.gz`, but not a
+/// name starting with a dot (a file being written under a hidden name, to be renamed in
+/// when complete).
+pub fn taken(name: &OsStr) -> bool {
+    name.to_str()
+        .is_some_and(|n| !n.starts_with('.') && (n.ends_with(".jsonl") || n.ends_with(".jsonl.gz")))
+}
+
+/// The files of `dir` that `--input-dir` takes ([`taken`], regular files), sorted by name.
+pub fn listed(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let err = |e: std::io::Error| format!("--input-dir {}: {e}", dir.display());
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(err)? {
+        let entry = entry.map_err(err)?;
+        let path = entry.path();
+        if taken(&entry.file_name()) && path.is_file() {
+            out.push(path);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Opens a file of events: its bytes, decompressed when it is a `.gz` file (several gzip
+/// members one after the other are read as one stream).
+pub fn open_events(path: &Path) -> std::io::Result<Box<dyn std::io::Read + Send>> {
+    let f = File::open(path)?;
+    Ok(if gzipped(path) {
+        Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(f)))
+    } else {
+        Box::new(f)
+    })
+}
+
+/// In a watched directory, marks the files read to their end before start-up (stored
+/// position = size) as done, so a restart does not open them again; the newest stays when
+/// it is to be followed (lines may be appended to it). A `.gz` file is read again to its
+/// stored position: its decompressed size is not known without that.
+pub fn skip_done(planned: &mut [Planned], follow: bool) {
+    let newest = if follow {
+        planned.len().checked_sub(1)
+    } else {
+        None
+    };
+    for (i, p) in planned.iter_mut().enumerate() {
+        p.done = p.len == Some(p.from) && Some(i) != newest;
+    }
 }
 
 /// The name a file's position is stored under: `file:` and its absolute path (a file moved
@@ -59,7 +141,8 @@ pub fn source_name(path: &Path) -> Result<String, String> {
 
 /// Checks every file before the service starts: it can be opened, and it is not shorter than
 /// the position stored for it (a file replaced by a shorter one would otherwise be read from
-/// the middle of a line). `stored` gives a source's stored position.
+/// the middle of a line; a `.gz` file is checked when it is read). `stored` gives a source's
+/// stored position.
 pub fn plan(
     files: &[PathBuf],
     mut stored: impl FnMut(&str) -> Result<Option<u64>, String>,
@@ -71,6 +154,7 @@ pub fn plan(
             .and_then(|f| f.metadata())
             .map_err(|e| format!("--input {}: {e}", path.display()))?
             .len();
+        let len = (!gzipped(path)).then_some(len);
         let from = stored(&source).map_err(|e| {
             format!(
                 "--input {}: reading its stored position: {e}",
@@ -78,7 +162,7 @@ pub fn plan(
             )
         })?;
         let from = from.unwrap_or(0);
-        if from > len {
+        if let Some(len) = len.filter(|&len| from > len) {
             return Err(format!(
                 "--input {}: the store holds position {from} for it, past its end ({len} bytes): \
                  was it replaced or cut? Give a new file another name",
@@ -89,6 +173,8 @@ pub fn plan(
             path: path.clone(),
             source: source.into(),
             from,
+            len,
+            done: false,
         });
     }
     Ok(out)
@@ -114,12 +200,30 @@ pub struct Line {
     pub end: u64,
 }
 
-impl LineReader<File> {
-    /// Opens `path` at byte `from`.
-    pub fn open(path: &Path, from: u64) -> std::io::Result<LineReader<File>> {
-        let mut f = File::open(path)?;
-        f.seek(SeekFrom::Start(from))?;
-        Ok(LineReader::new(f, from))
+/// A file being read, plain or decompressed.
+pub type FileLines = LineReader<Box<dyn std::io::Read + Send>>;
+
+impl FileLines {
+    /// Opens `path` at byte `from` (of its decompressed bytes for a `.gz` file, which are
+    /// read and dropped up to there).
+    pub fn open(path: &Path, from: u64) -> std::io::Result<FileLines> {
+        if !gzipped(path) {
+            let mut f = File::open(path)?;
+            f.seek(SeekFrom::Start(from))?;
+            return Ok(LineReader::new(Box::new(f), from));
+        }
+        let mut r = open_events(path)?;
+        let skipped = std::io::copy(&mut (&mut r).take(from), &mut std::io::sink())?;
+        if skipped < from {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "the store holds position {from} for it, past the end of its decompressed \
+                     bytes ({skipped}): was it replaced? Give a new file another name"
+                ),
+            ));
+        }
+        Ok(LineReader::new(r, from))
     }
 }
 
@@ -190,6 +294,13 @@ struct Batch {
     end: bool,
 }
 
+/// What the reading thread hands over.
+enum Message {
+    Batch(Batch),
+    /// A file that appeared in the watched directory: the next index, before its batches.
+    Found(Planned),
+}
+
 /// What was taken from one file (`/v1/stats` lists them under `inputs`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct FileSummary {
@@ -211,6 +322,18 @@ pub struct FileSummary {
     pub rejected: u64,
 }
 
+impl FileSummary {
+    fn of(p: &Planned) -> FileSummary {
+        FileSummary {
+            file: p.path.display().to_string(),
+            from: p.from,
+            position: p.from,
+            done: p.done,
+            ..FileSummary::default()
+        }
+    }
+}
+
 /// Batches handed to the shard and not yet durable, at most.
 const IN_FLIGHT: usize = 8;
 
@@ -228,15 +351,7 @@ pub type Progress = Arc<std::sync::Mutex<Vec<FileSummary>>>;
 /// The progress of `planned` before anything is read.
 pub fn progress(planned: &[Planned]) -> Progress {
     Arc::new(std::sync::Mutex::new(
-        planned
-            .iter()
-            .map(|p| FileSummary {
-                file: p.path.display().to_string(),
-                from: p.from,
-                position: p.from,
-                ..FileSummary::default()
-            })
-            .collect(),
+        planned.iter().map(FileSummary::of).collect(),
     ))
 }
 
@@ -244,8 +359,8 @@ pub fn progress(planned: &[Planned]) -> Progress {
 /// batches in flight, each naming the position it follows. When one is not made durable
 /// (the store refused it; the shard then refuses those behind it too), the files are read
 /// again from their durable positions. Returns when every file is read and durable
-/// (`stop_at_end`), or with the error that stopped it; never while the last file is
-/// followed.
+/// (`stop_at_end`), or with the error that stopped it; never while a file is followed or a
+/// directory watched.
 pub async fn ingest(
     shard: Addr<Shard>,
     mut planned: Vec<Planned>,
@@ -261,22 +376,25 @@ pub async fn ingest(
         max_future_s,
         batch: inputs.batch.max(1),
         follow: !inputs.stop_at_end,
+        dir: inputs.dir.clone(),
         summaries: progress,
-        first: 0,
-        began: Instant::now(),
+        began: Vec::new(),
     };
     let mut backoff = Duration::from_millis(50);
     loop {
-        match run.pass(&shard, &planned).await {
+        match run.pass(&shard, &mut planned).await {
             Ok(()) => return Ok(()),
             Err(Stop::Fatal(e)) => return Err(e),
             Err(Stop::Retry(e)) => {
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "an input batch was not made durable; reading again from the durable positions");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
-                let again = stored_positions(&shard, &inputs.files[run.first..]).await?;
-                planned.truncate(run.first);
-                planned.extend(again);
+                let open: Vec<usize> = run.open(planned.len());
+                let paths: Vec<PathBuf> = open.iter().map(|&i| planned[i].path.clone()).collect();
+                let again = stored_positions(&shard, &paths).await?;
+                for (i, p) in open.into_iter().zip(again) {
+                    planned[i] = p;
+                }
             }
         }
     }
@@ -298,28 +416,72 @@ struct Pass {
     max_future_s: u64,
     batch: usize,
     follow: bool,
+    dir: Option<PathBuf>,
     summaries: Progress,
-    /// Files before it are read to their end and durable.
-    first: usize,
-    /// When the file being read was started (the end of the one before it).
-    began: Instant,
+    /// When each file's first batch was handed over.
+    began: Vec<Option<Instant>>,
 }
 
 impl Pass {
-    /// Reads `planned[self.first..]` from their planned positions.
-    async fn pass(&mut self, shard: &Addr<Shard>, planned: &[Planned]) -> Result<(), Stop> {
-        let (tx, mut rx) = mpsc::channel::<Result<Batch, String>>(IN_FLIGHT);
-        let files: Vec<(usize, PathBuf, u64)> = (self.first..planned.len())
-            .map(|i| (i, planned[i].path.clone(), planned[i].from))
+    /// The files not yet read to their end and durable, by index.
+    fn open(&self, files: usize) -> Vec<usize> {
+        let all = self
+            .summaries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (0..files)
+            .filter(|&i| all.get(i).is_none_or(|s| !s.done))
+            .collect()
+    }
+
+    /// The file to follow once the others are read: the last given, or in a directory the
+    /// newest by name (a `.gz` file is read to its end instead).
+    fn followed(&self, planned: &[Planned], open: &[usize]) -> Option<usize> {
+        if !self.follow {
+            return None;
+        }
+        let last = if self.dir.is_some() {
+            (0..planned.len()).max_by(|&a, &b| planned[a].path.cmp(&planned[b].path))?
+        } else {
+            planned.len().checked_sub(1)?
+        };
+        (open.contains(&last) && !gzipped(&planned[last].path)).then_some(last)
+    }
+
+    /// Reads the files not done from their planned positions, and the files that appear in
+    /// the watched directory; adds those to `planned` and to the progress.
+    async fn pass(&mut self, shard: &Addr<Shard>, planned: &mut Vec<Planned>) -> Result<(), Stop> {
+        let (tx, mut rx) = mpsc::channel::<Result<Message, String>>(IN_FLIGHT);
+        let open = self.open(planned.len());
+        let followed = self.followed(planned, &open);
+        let todo: Vec<(usize, PathBuf, u64)> = open
+            .iter()
+            .map(|&i| (i, planned[i].path.clone(), planned[i].from))
             .collect();
+        let watch = match (&self.dir, self.follow) {
+            (Some(dir), true) => Some(Watch {
+                dir: dir.clone(),
+                known: planned.iter().map(|p| p.path.clone()).collect(),
+                newest: planned.iter().map(|p| p.path.clone()).max(),
+                next: planned.len(),
+                failing: false,
+            }),
+            _ => None,
+        };
         {
-            let (decoder, pii) = (self.decoder.clone(), self.pii.clone());
-            let (batch, follow, max_future_s) = (self.batch, self.follow, self.max_future_s);
+            let reader = Reader {
+                decoder: self.decoder.clone(),
+                pii: self.pii.clone(),
+                batch: self.batch,
+                max_future_s: self.max_future_s,
+                tx,
+            };
             std::thread::Builder::new()
                 .name("omnistream-input".into())
-                .spawn(move || read_files(files, batch, follow, &decoder, &pii, max_future_s, tx))
+                .spawn(move || reader.run(todo, followed, watch))
                 .map_err(|e| Stop::Fatal(format!("starting the input thread: {e}")))?;
         }
+        self.began.resize(planned.len(), None);
         // the position each file's next batch follows
         let mut after: Vec<u64> = planned.iter().map(|p| p.from).collect();
         let mut inflight = std::collections::VecDeque::<Sent>::new();
@@ -336,11 +498,24 @@ impl Pass {
                         Err(mpsc::error::TryRecvError::Disconnected) => None,
                     }
                 };
-                let Some(b) = next else {
-                    reading = false;
-                    break;
+                let b = match next.transpose().map_err(Stop::Fatal)? {
+                    None => {
+                        reading = false;
+                        break;
+                    }
+                    Some(Message::Found(p)) => {
+                        tracing::info!(file = %p.path.display(), "input file found in the watched directory");
+                        after.push(p.from);
+                        self.began.push(None);
+                        self.summaries
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .push(FileSummary::of(&p));
+                        planned.push(p);
+                        continue;
+                    }
+                    Some(Message::Batch(b)) => b,
                 };
-                let b = b.map_err(Stop::Fatal)?;
                 let (reply, answer) = tokio::sync::oneshot::channel();
                 let msg = Ingest {
                     source: planned[b.file].source.clone(),
@@ -355,6 +530,7 @@ impl Pass {
                     .await
                     .map_err(|_| Stop::Fatal("the shard stopped".into()))?;
                 after[b.file] = b.position;
+                self.began[b.file].get_or_insert_with(Instant::now);
                 inflight.push_back(Sent {
                     file: b.file,
                     lines: b.lines,
@@ -406,13 +582,20 @@ impl Pass {
         if !s.end {
             return;
         }
-        let secs = self.began.elapsed().as_secs_f64();
+        let secs = self
+            .began
+            .get(s.file)
+            .copied()
+            .flatten()
+            .map_or(0.0, |t| t.elapsed().as_secs_f64());
         tracing::info!(
             file = %p.path.display(), from = p.from, to = s.position, lines = sum.lines,
             accepted = sum.accepted, duplicates = sum.duplicates, rejected = sum.rejected,
             seconds = secs, "input file read to its end, durable"
         );
-        println!(
+        // not println!: a service whose standard output was closed goes on
+        let _ = writeln!(
+            std::io::stdout(),
             "input {}: {} lines to byte {} in {:.2} s ({:.0} lines/s): {} accepted, {} duplicates, {} rejected",
             p.path.display(),
             sum.lines,
@@ -423,8 +606,185 @@ impl Pass {
             sum.duplicates,
             sum.rejected
         );
-        self.first = s.file + 1;
-        self.began = Instant::now();
+    }
+}
+
+/// The watched directory, as the reading thread knows it.
+struct Watch {
+    dir: PathBuf,
+    /// Every file planned or found (a file is taken once, by its path).
+    known: std::collections::HashSet<PathBuf>,
+    /// The greatest name known.
+    newest: Option<PathBuf>,
+    /// The index the next file found gets.
+    next: usize,
+    /// The last look failed (warned once until one succeeds).
+    failing: bool,
+}
+
+impl Watch {
+    /// The files that appeared since the last look, by name.
+    fn look(&mut self) -> Vec<PathBuf> {
+        match listed(&self.dir) {
+            Ok(all) => {
+                self.failing = false;
+                all.into_iter()
+                    .filter(|p| self.known.insert(p.clone()))
+                    .collect()
+            }
+            Err(e) => {
+                if !std::mem::replace(&mut self.failing, true) {
+                    tracing::warn!(error = %e, "cannot list the watched input directory; trying again");
+                }
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// The reading thread's side: decodes lines and hands them over in batches.
+struct Reader {
+    decoder: Decoder,
+    pii: Pii,
+    batch: usize,
+    max_future_s: u64,
+    tx: mpsc::Sender<Result<Message, String>>,
+}
+
+/// The receiver is gone, or a file could not be read (the error was handed over).
+struct Gone;
+
+impl Reader {
+    fn send(&self, m: Result<Message, String>) -> Result<(), Gone> {
+        self.tx.blocking_send(m).map_err(|_| Gone)
+    }
+
+    fn fail(&self, path: &Path, e: impl std::fmt::Display) -> Gone {
+        let _ = self.send(Err(format!("--input {}: {e}", path.display())));
+        Gone
+    }
+
+    fn open(&self, path: &Path, from: u64) -> Result<FileLines, Gone> {
+        FileLines::open(path, from).map_err(|e| self.fail(path, e))
+    }
+
+    /// Hands over what `r` holds now, `batch` lines at a time. When `complete`, that is
+    /// to its end, the last line even without its newline, and the last batch (empty if
+    /// need be) says so; otherwise a line without its end waits for the next call.
+    fn drain(
+        &self,
+        file: usize,
+        path: &Path,
+        r: &mut FileLines,
+        complete: bool,
+    ) -> Result<(), Gone> {
+        let mut lines = Vec::with_capacity(self.batch);
+        loop {
+            let line = r.next_line(complete).map_err(|e| self.fail(path, e))?;
+            let end = line.is_none();
+            if let Some(l) = line {
+                lines.push(l.bytes);
+            }
+            if lines.len() == self.batch || (end && (complete || !lines.is_empty())) {
+                let b = Batch {
+                    file,
+                    items: decode(&lines, &self.decoder, &self.pii, self.max_future_s),
+                    lines: lines.len(),
+                    position: r.position(),
+                    end: end && complete,
+                };
+                lines.clear();
+                self.send(Ok(Message::Batch(b)))?;
+            }
+            if end {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Reads every file of `todo` (index, path, position) to its end in order, but
+    /// `followed`, which is read last and then followed; with `watch`, takes the files that
+    /// appear in the directory: each one read to its end, the newest followed instead (a
+    /// later name ends the one followed before it). Returns when there is nothing left to
+    /// read or follow, or the receiver is gone.
+    fn run(
+        self,
+        todo: Vec<(usize, PathBuf, u64)>,
+        followed: Option<usize>,
+        mut watch: Option<Watch>,
+    ) {
+        let _ = self.read(todo, followed, &mut watch);
+    }
+
+    fn read(
+        &self,
+        todo: Vec<(usize, PathBuf, u64)>,
+        followed: Option<usize>,
+        watch: &mut Option<Watch>,
+    ) -> Result<(), Gone> {
+        let mut queue = std::collections::VecDeque::new();
+        let mut follow: Option<(usize, PathBuf, FileLines)> = None;
+        for (i, path, from) in todo {
+            if Some(i) == followed {
+                let r = self.open(&path, from)?;
+                follow = Some((i, path, r));
+            } else {
+                queue.push_back((i, path, from));
+            }
+        }
+        loop {
+            while let Some((i, path, from)) = queue.pop_front() {
+                let mut r = self.open(&path, from)?;
+                self.drain(i, &path, &mut r, true)?;
+            }
+            match (&mut follow, watch.is_some()) {
+                (Some((i, path, r)), _) => self.drain(*i, path, r, false)?,
+                (None, false) => return Ok(()),
+                (None, true) => {}
+            }
+            if let Some(w) = watch.as_mut() {
+                let found = w.look();
+                let before = w.newest.clone();
+                for path in &found {
+                    let source = source_name(path).map_err(|e| self.fail(path, e))?;
+                    let p = Planned {
+                        path: path.clone(),
+                        source: source.into(),
+                        from: 0,
+                        len: None,
+                        done: false,
+                    };
+                    queue.push_back((w.next, path.clone(), 0));
+                    w.next += 1;
+                    self.send(Ok(Message::Found(p)))?;
+                    if w.newest.as_ref().is_none_or(|n| path > n) {
+                        w.newest = Some(path.clone());
+                    }
+                }
+                if w.newest != before {
+                    // a later name: the file followed so far is complete
+                    if let Some((i, path, mut r)) = follow.take() {
+                        self.drain(i, &path, &mut r, true)?;
+                    }
+                    if let Some(pos) = queue
+                        .iter()
+                        .position(|(_, p, _)| Some(p) == w.newest.as_ref() && !gzipped(p))
+                    {
+                        if let Some((i, path, from)) = queue.remove(pos) {
+                            let r = self.open(&path, from)?;
+                            follow = Some((i, path, r));
+                        }
+                    }
+                }
+                if !found.is_empty() {
+                    continue;
+                }
+            }
+            if self.tx.is_closed() {
+                return Ok(());
+            }
+            std::thread::sleep(FOLLOW_EVERY);
+        }
     }
 }
 
@@ -434,67 +794,6 @@ fn decode(lines: &[Vec<u8>], decoder: &Decoder, pii: &Pii, max_future_s: u64) ->
         .iter()
         .map(|l| Item::decode(decoder, pii, l, now, max_future_s))
         .collect()
-}
-
-/// The reading thread: every file (its index among the planned ones, its path, where from),
-/// `batch` lines at a time, the last one followed when `follow`. Stops when the receiver is
-/// gone.
-fn read_files(
-    files: Vec<(usize, PathBuf, u64)>,
-    batch: usize,
-    follow: bool,
-    decoder: &Decoder,
-    pii: &Pii,
-    max_future_s: u64,
-    tx: mpsc::Sender<Result<Batch, String>>,
-) {
-    let last_file = files.last().map_or(0, |f| f.0);
-    for (file, path, from) in files {
-        let mut r = match LineReader::open(&path, from) {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = tx.blocking_send(Err(format!("--input {}: {e}", path.display())));
-                return;
-            }
-        };
-        let followed = follow && file == last_file;
-        let mut lines = Vec::with_capacity(batch);
-        loop {
-            let line = match r.next_line(!followed) {
-                Ok(l) => l,
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(format!("--input {}: {e}", path.display())));
-                    return;
-                }
-            };
-            let end = line.is_none();
-            if let Some(l) = line {
-                lines.push(l.bytes);
-            }
-            if lines.len() == batch || (end && (!lines.is_empty() || !followed)) {
-                let b = Batch {
-                    file,
-                    items: decode(&lines, decoder, pii, max_future_s),
-                    lines: lines.len(),
-                    position: r.position(),
-                    end: end && !followed,
-                };
-                lines.clear();
-                if tx.blocking_send(Ok(b)).is_err() {
-                    return;
-                }
-            }
-            if end {
-                if !followed {
-                    break;
-                }
-                if tx.is_closed() {
-                    return;
-                }
-                std::thread::sleep(FOLLOW_EVERY);
-            }
-        }
-    }
 }
 
 /// `files` planned ([`plan`]) from the positions the shard's store holds.
@@ -633,6 +932,7 @@ mod tests {
         std::fs::write(&path, b"{}\n").unwrap();
         let inputs = Inputs {
             files: vec![path.clone()],
+            dir: None,
             batch: 10,
             stop_at_end: true,
         };
@@ -647,5 +947,79 @@ mod tests {
         };
         let e = plan(&missing.files, |_| Ok(None)).unwrap_err();
         assert!(e.starts_with("--input ") && e.contains("none.jsonl"), "{e}");
+    }
+
+    #[test]
+    fn a_directory_gives_its_json_lines_files_by_name_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "b.jsonl",
+            "a.jsonl.gz",
+            ".a.jsonl",
+            "c.json",
+            "c.jsonl.tmp",
+            "a.jsonl",
+        ] {
+            std::fs::write(dir.path().join(name), b"").unwrap();
+        }
+        std::fs::create_dir(dir.path().join("d.jsonl")).unwrap();
+        let names: Vec<String> = listed(dir.path())
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["a.jsonl", "a.jsonl.gz", "b.jsonl"]);
+        let e = listed(&dir.path().join("none")).unwrap_err();
+        assert!(e.starts_with("--input-dir ") && e.contains("none"), "{e}");
+    }
+
+    #[test]
+    fn files_read_to_their_end_are_done_but_the_newest_when_followed() {
+        let p = |name: &str, from: u64, len: Option<u64>| Planned {
+            path: name.into(),
+            source: name.into(),
+            from,
+            len,
+            done: false,
+        };
+        let mut planned = vec![
+            p("a.jsonl", 10, Some(10)),
+            p("b.jsonl", 5, Some(10)),
+            p("c.jsonl.gz", 10, None),
+            p("d.jsonl", 10, Some(10)),
+        ];
+        skip_done(&mut planned, true);
+        let done: Vec<bool> = planned.iter().map(|p| p.done).collect();
+        assert_eq!(done, [true, false, false, false]);
+        skip_done(&mut planned, false);
+        let done: Vec<bool> = planned.iter().map(|p| p.done).collect();
+        assert_eq!(done, [true, false, false, true]);
+    }
+
+    #[test]
+    fn a_gzip_file_is_read_in_decompressed_positions_and_checked_when_opened() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl.gz");
+        // two gzip members one after the other are one stream
+        let mut bytes = Vec::new();
+        for part in [&b"{\"a\":1}\n"[..], &b"\n{\"b\":2}\n"[..]] {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            gz.write_all(part).unwrap();
+            bytes.extend(gz.finish().unwrap());
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let mut r = FileLines::open(&path, 0).unwrap();
+        assert_eq!(r.next_line(true).unwrap().unwrap().end, 8);
+        let l = r.next_line(true).unwrap().unwrap();
+        assert_eq!((l.bytes.as_slice(), l.end), (&b"{\"b\":2}"[..], 17));
+        assert_eq!(r.next_line(true).unwrap(), None);
+        let mut r = FileLines::open(&path, 9).unwrap();
+        assert_eq!(r.next_line(true).unwrap().unwrap().end, 17);
+        // no size is known to check at start-up; opening past the end says so
+        let planned = plan(std::slice::from_ref(&path), |_| Ok(Some(18))).unwrap();
+        assert_eq!(planned[0].len, None);
+        let e = FileLines::open(&path, 18).err().unwrap().to_string();
+        assert!(e.contains("position 18") && e.contains("(17)"), "{e}");
     }
 }

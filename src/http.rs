@@ -1041,12 +1041,17 @@ pub async fn serve(
     let arbiter = Arbiter::new();
     let shard = Shard::start_in_arbiter(&arbiter.handle(), move |_| shard);
     // the input files are checked before anything is served: a bad one stops start-up
-    let planned = if inputs.files.is_empty() {
-        Vec::new()
-    } else {
-        crate::files::stored_positions(&shard, &inputs.files)
+    let planned = if inputs.any() {
+        let files = inputs.at_start().map_err(|e| anyhow::anyhow!(e))?;
+        let mut planned = crate::files::stored_positions(&shard, &files)
             .await
-            .map_err(|e| anyhow::anyhow!(e))?
+            .map_err(|e| anyhow::anyhow!(e))?;
+        if inputs.dir.is_some() {
+            crate::files::skip_done(&mut planned, !inputs.stop_at_end);
+        }
+        planned
+    } else {
+        Vec::new()
     };
     let progress = crate::files::progress(&planned);
     let pii = Pii::new(&pii_key);
@@ -1112,7 +1117,7 @@ pub async fn serve(
     actix_web::rt::spawn(stop_on_signals(server.handle()));
     println!("omnistream listening on http://{addr}");
     let stop_at_end = inputs.stop_at_end;
-    let input = (!planned.is_empty()).then(|| {
+    let input = inputs.any().then(|| {
         let (handle, shard) = (server.handle(), shard.clone());
         let (key, max_future_s) = (pii_key.clone(), cfg.max_future_s);
         actix_web::rt::spawn(async move {

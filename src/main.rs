@@ -179,13 +179,21 @@ struct InputOpts {
     /// one is then followed for lines appended to it. Repeatable.
     #[arg(long = "input", value_name = "FILE")]
     files: Vec<PathBuf>,
+    /// A directory of JSON-lines files (`*.jsonl`, `*.jsonl.gz`; names starting with a dot
+    /// are left alone) to take in, exactly once, in name order: each read to its end but the
+    /// newest, which is followed; files that appear later are taken as they appear, a later
+    /// name ending the followed file (daily files, rotated logs). `.gz` files are
+    /// decompressed (also with `--input`), and never followed.
+    #[arg(long = "input-dir", value_name = "DIR", conflicts_with = "files")]
+    dir: Option<PathBuf>,
     /// Lines of an input file handed to the entities at a time (each batch is durable, with
     /// the file's position, before the next one goes).
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     input_batch: u64,
-    /// Stop gracefully (final checkpoint) once every input file is read to its end and
-    /// durable, instead of following the last one: a backfill into the service's store.
-    #[arg(long, requires = "files")]
+    /// Stop gracefully (final checkpoint) once every input file (with `--input-dir`, those
+    /// there at start-up) is read to its end and durable, instead of following the last one:
+    /// a backfill into the service's store.
+    #[arg(long)]
     stop_after_input: bool,
 }
 
@@ -205,13 +213,20 @@ impl ServiceOpts {
     }
 }
 
-impl From<InputOpts> for omnistream::files::Inputs {
-    fn from(o: InputOpts) -> Self {
-        omnistream::files::Inputs {
+impl TryFrom<InputOpts> for omnistream::files::Inputs {
+    type Error = anyhow::Error;
+
+    fn try_from(o: InputOpts) -> anyhow::Result<Self> {
+        let inputs = omnistream::files::Inputs {
             files: o.files,
+            dir: o.dir,
             batch: o.input_batch as usize,
             stop_at_end: o.stop_after_input,
+        };
+        if inputs.stop_at_end && !inputs.any() {
+            anyhow::bail!("--stop-after-input needs --input FILE or --input-dir DIR");
         }
+        Ok(inputs)
     }
 }
 
@@ -468,7 +483,9 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             })
         }
-        Command::Run { opts, input } => run_service(&opts, None, input.into()),
+        Command::Run { opts, input } => input
+            .try_into()
+            .and_then(|input| run_service(&opts, None, input)),
         Command::Demo {
             opts,
             scenario,

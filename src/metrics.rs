@@ -627,8 +627,9 @@ impl Metrics {
     /// Sets the input files' metrics from their progress and their sizes now (at each scrape,
     /// so a file that grows while the shard is stuck shows as behind).
     /// The caller holds the progress's lock, so two scrapes at once cannot both add the same
-    /// lines. A file that cannot be read has no `behind` sample; one cut shorter than its
-    /// position shows as 0 behind (a restart then refuses it, naming it).
+    /// lines. A file that cannot be read has no `behind` sample, nor has a `.gz` file until it
+    /// is done; one cut shorter than its position shows as 0 behind (a restart then refuses
+    /// it, naming it).
     pub fn inputs(&self, files: &[crate::files::FileSummary]) {
         if !self.enabled {
             return;
@@ -636,12 +637,15 @@ impl Metrics {
         for f in files {
             let file = f.file.as_str();
             set_u64(&self.input_position.with_label_values(&[file]), f.position);
+            let gz = crate::files::gzipped(std::path::Path::new(file));
             match std::fs::metadata(file) {
-                Ok(m) => set_u64(
+                // a `.gz` file's position counts decompressed bytes: its size says nothing
+                Ok(_) if gz && f.done => set_u64(&self.input_behind.with_label_values(&[file]), 0),
+                Ok(m) if !gz => set_u64(
                     &self.input_behind.with_label_values(&[file]),
                     m.len().saturating_sub(f.position),
                 ),
-                Err(_) => {
+                _ => {
                     let _ = self.input_behind.remove_label_values(&[file]);
                 }
             }

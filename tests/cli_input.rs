@@ -205,3 +205,152 @@ fn an_input_that_cannot_be_read_or_was_cut_stops_start_up_with_its_name() {
         "{err}"
     );
 }
+
+/// Polls `/v1/stats` until `check` holds for its `inputs`.
+fn wait_until(s: &Service, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let started = Instant::now();
+    loop {
+        let stats = s.get("/v1/stats");
+        if check(&stats["inputs"]) {
+            return stats;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{what}: {}",
+            stats["inputs"]
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The `inputs` entry of the file named `name`.
+fn entry<'a>(inputs: &'a Value, name: &str) -> &'a Value {
+    inputs
+        .as_array()
+        .and_then(|all| {
+            all.iter()
+                .find(|f| f["file"].as_str().is_some_and(|f| f.ends_with(name)))
+        })
+        .unwrap_or(&Value::Null)
+}
+
+/// Writes `lines` to `name` in `dir` the way a producer should: under a hidden name, then
+/// renamed in (gzip-compressed when the name ends in `.gz`).
+fn drop_file(dir: &std::path::Path, name: &str, lines: &[String]) {
+    let text = lines.join("\n") + "\n";
+    let hidden = dir.join(format!(".{name}.part"));
+    if name.ends_with(".gz") {
+        let mut gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&hidden).unwrap(),
+            flate2::Compression::default(),
+        );
+        gz.write_all(text.as_bytes()).unwrap();
+        gz.finish().unwrap();
+    } else {
+        std::fs::write(&hidden, text).unwrap();
+    }
+    std::fs::rename(&hidden, dir.join(name)).unwrap();
+}
+
+#[test]
+fn a_watched_directory_takes_files_in_name_order_as_they_appear_and_restarts_where_it_was() {
+    let tmp = tempfile::tempdir().unwrap();
+    let events = script();
+    let posted = Service::start(&tmp.path().join("posted"));
+    posted.post(&events);
+    let want = observe(&posted);
+    posted.stop();
+
+    let dir = tmp.path().join("feeds");
+    std::fs::create_dir(&dir).unwrap();
+    // not taken: a hidden file (one being written), and a name that is not JSON lines
+    std::fs::write(dir.join(".draft.jsonl"), "not json\n").unwrap();
+    std::fs::write(dir.join("notes.txt"), "not json\n").unwrap();
+    drop_file(&dir, "2026-12-01.jsonl", &events[..4]);
+    // the newest, followed: its last line is still being written
+    let cut = events[8].len() / 2;
+    let second = dir.join("2026-12-02.jsonl");
+    std::fs::write(&second, events[4..8].join("\n") + "\n" + &events[8][..cut]).unwrap();
+    let data = tmp.path().join("data");
+    let args = ["--input-dir", dir.to_str().unwrap()];
+    let s = Service::start_args(&data, &args, &[], Stdio::inherit());
+    let stats = wait_until(&s, "the first two files", |i| {
+        entry(i, "12-01.jsonl")["done"] == true && entry(i, "12-02.jsonl")["lines"] == 4
+    });
+    let inputs = stats["inputs"].as_array().unwrap();
+    assert_eq!(inputs.len(), 2, "only the two JSON-lines files: {inputs:?}");
+    assert_eq!(entry(&stats["inputs"], "12-02.jsonl")["done"], false);
+    assert_eq!(stats["shard"]["applied"], 8, "{stats}");
+
+    // the followed file grows; then a later name ends it: one gzip-compressed, one plain
+    append(&second, (events[8][cut..].to_string() + "\n").as_bytes());
+    drop_file(&dir, "2026-12-03.jsonl.gz", &events[9..11]);
+    drop_file(&dir, "2026-12-04.jsonl", &events[11..]);
+    let stats = wait_until(&s, "the later files", |i| {
+        entry(i, "12-02.jsonl")["done"] == true
+            && entry(i, "12-03.jsonl.gz")["done"] == true
+            && entry(i, "12-04.jsonl")["lines"] == 3
+    });
+    assert_eq!(entry(&stats["inputs"], "12-02.jsonl")["accepted"], 5);
+    assert_eq!(entry(&stats["inputs"], "12-03.jsonl.gz")["accepted"], 2);
+    assert_eq!(entry(&stats["inputs"], "12-04.jsonl")["done"], false);
+    // an earlier name arriving late is taken too (here a copy: all duplicates), while the
+    // newest stays followed
+    drop_file(&dir, "2026-11-30.jsonl", &events[..4]);
+    let stats = wait_until(&s, "the late file", |i| {
+        entry(i, "11-30.jsonl")["done"] == true
+    });
+    assert_eq!(entry(&stats["inputs"], "11-30.jsonl")["duplicates"], 4);
+    assert_eq!(entry(&stats["inputs"], "12-04.jsonl")["done"], false);
+    assert_eq!(observe(&s), want);
+    let label = format!("{{file=\"{}\"}}", dir.join("2026-12-03.jsonl.gz").display());
+    assert_eq!(
+        metric(&s, &format!("omnistream_input_behind_bytes{label}")),
+        Some(0.0),
+        "a done .gz file is not behind"
+    );
+    s.stop();
+
+    // a restart: the files read to their end are not opened again, the .gz file is read to
+    // its position, the newest is followed from its own; nothing is taken twice
+    let s = Service::start_args(&data, &args, &[], Stdio::inherit());
+    let stats = wait_until(&s, "the restart", |i| {
+        entry(i, "12-03.jsonl.gz")["done"] == true
+    });
+    for f in ["11-30.jsonl", "12-01.jsonl", "12-02.jsonl"] {
+        let e = entry(&stats["inputs"], f);
+        assert!(
+            e["done"] == true && e["lines"] == 0 && e["from"] == e["position"],
+            "{e}"
+        );
+    }
+    assert_eq!(entry(&stats["inputs"], "12-03.jsonl.gz")["lines"], 0);
+    let newest = entry(&stats["inputs"], "12-04.jsonl");
+    assert!(newest["done"] == false && newest["from"] != 0, "{newest}");
+    assert_eq!(observe(&s), want);
+    s.stop();
+
+    // a backfill of what is there: every file done, then exit 0
+    let out = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+        .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .args(args)
+        .arg("--stop-after-input")
+        .env("OMNISTREAM_PII_KEY", "service-test-key")
+        .env("OMNISTREAM_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let missing = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+        .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .args(["--input-dir", tmp.path().join("none").to_str().unwrap()])
+        .env("OMNISTREAM_LOG", "error")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        !missing.status.success() && err.contains("--input-dir") && err.contains("none"),
+        "{err}"
+    );
+}

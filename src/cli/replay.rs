@@ -172,8 +172,8 @@ fn spawn_reader(
                 let reader: Box<dyn std::io::Read> = if &*file == "-" {
                     Box::new(std::io::stdin().lock())
                 } else {
-                    match File::open(input) {
-                        Ok(f) => Box::new(f),
+                    match crate::files::open_events(input) {
+                        Ok(f) => f,
                         Err(e) => {
                             let _ = tx.send(Err(
                                 anyhow::Error::new(e).context(format!("opening {file}"))

@@ -242,7 +242,8 @@ pub fn run(
         if f.as_os_str() == "-" {
             v.check("-", io::stdin().lock())?;
         } else {
-            let file = File::open(f).with_context(|| format!("opening {}", f.display()))?;
+            let file =
+                crate::files::open_events(f).with_context(|| format!("opening {}", f.display()))?;
             v.check(&f.display().to_string(), file)?;
         }
     }
