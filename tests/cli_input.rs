@@ -13,19 +13,46 @@ use std::time::{Duration, Instant};
 
 /// Polls `/v1/stats` until the input file's durable position is `position`.
 fn wait_for(s: &Service, position: u64) -> Value {
+    wait_until(s, &format!("the input did not reach {position}"), |i| {
+        i[0]["position"] == position
+    })
+}
+
+/// Polls `/v1/stats` until `check` holds for its `inputs`.
+fn wait_until(s: &Service, what: &str, check: impl Fn(&Value) -> bool) -> Value {
     let started = Instant::now();
     loop {
         let stats = s.get("/v1/stats");
-        if stats["inputs"][0]["position"] == position {
+        if check(&stats["inputs"]) {
             return stats;
         }
         assert!(
             started.elapsed() < Duration::from_secs(60),
-            "the input did not reach {position}: {}",
+            "{what}: {}",
             stats["inputs"]
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The script's events, and the state they give when posted over HTTP (the reference).
+fn posted(tmp: &std::path::Path) -> (Vec<String>, Value) {
+    let events = script();
+    let posted = Service::start(&tmp.join("posted"));
+    posted.post(&events);
+    let want = observe(&posted);
+    posted.stop();
+    (events, want)
+}
+
+/// `omnistream run` on `data`, its output captured (for runs that end by themselves).
+fn run_to_end(data: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_omnistream"));
+    cmd.args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .env("OMNISTREAM_PII_KEY", "service-test-key")
+        .env("OMNISTREAM_LOG", "warn");
+    cmd
 }
 
 /// The value of one sample of `/metrics`, by its name and labels as printed.
@@ -44,12 +71,8 @@ fn append(path: &std::path::Path, bytes: &[u8]) {
 #[test]
 fn a_followed_file_gives_the_state_of_the_same_events_posted_and_restarts_where_it_was() {
     let tmp = tempfile::tempdir().unwrap();
-    let events = script();
     // the reference: the same events over HTTP
-    let posted = Service::start(&tmp.path().join("posted"));
-    posted.post(&events);
-    let want = observe(&posted);
-    posted.stop();
+    let (events, want) = posted(tmp.path());
 
     // the first half, a blank line, and the next event cut in the middle of its line
     let file = tmp.path().join("feed.jsonl");
@@ -125,11 +148,7 @@ fn stop_after_input_is_a_backfill_and_a_copy_of_the_file_is_all_duplicates() {
     std::fs::write(&b, events[half..].join("\n")).unwrap();
     let data = tmp.path().join("data");
     let run = |files: &[&std::path::Path]| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_omnistream"));
-        cmd.args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&data)
-            .env("OMNISTREAM_PII_KEY", "service-test-key")
-            .env("OMNISTREAM_LOG", "warn");
+        let mut cmd = run_to_end(&data);
         for f in files {
             cmd.arg("--input").arg(f);
         }
@@ -206,23 +225,6 @@ fn an_input_that_cannot_be_read_or_was_cut_stops_start_up_with_its_name() {
     );
 }
 
-/// Polls `/v1/stats` until `check` holds for its `inputs`.
-fn wait_until(s: &Service, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let started = Instant::now();
-    loop {
-        let stats = s.get("/v1/stats");
-        if check(&stats["inputs"]) {
-            return stats;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "{what}: {}",
-            stats["inputs"]
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// The `inputs` entry of the file named `name`.
 fn entry<'a>(inputs: &'a Value, name: &str) -> &'a Value {
     inputs
@@ -255,12 +257,7 @@ fn drop_file(dir: &std::path::Path, name: &str, lines: &[String]) {
 #[test]
 fn a_watched_directory_takes_files_in_name_order_as_they_appear_and_restarts_where_it_was() {
     let tmp = tempfile::tempdir().unwrap();
-    let events = script();
-    let posted = Service::start(&tmp.path().join("posted"));
-    posted.post(&events);
-    let want = observe(&posted);
-    posted.stop();
-
+    let (events, want) = posted(tmp.path());
     let dir = tmp.path().join("feeds");
     std::fs::create_dir(&dir).unwrap();
     // not taken: a hidden file (one being written), and a name that is not JSON lines
@@ -331,21 +328,14 @@ fn a_watched_directory_takes_files_in_name_order_as_they_appear_and_restarts_whe
     s.stop();
 
     // a backfill of what is there: every file done, then exit 0
-    let out = Command::new(env!("CARGO_BIN_EXE_omnistream"))
-        .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
+    let out = run_to_end(&data)
         .args(args)
         .arg("--stop-after-input")
-        .env("OMNISTREAM_PII_KEY", "service-test-key")
-        .env("OMNISTREAM_LOG", "warn")
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    let missing = Command::new(env!("CARGO_BIN_EXE_omnistream"))
-        .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data)
+    let missing = run_to_end(&data)
         .args(["--input-dir", tmp.path().join("none").to_str().unwrap()])
-        .env("OMNISTREAM_LOG", "error")
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&missing.stderr);
