@@ -454,18 +454,16 @@ impl Pass {
         let (tx, mut rx) = mpsc::channel::<Result<Message, String>>(IN_FLIGHT);
         let open = self.open(planned.len());
         let followed = self.followed(planned, &open);
-        let todo: Vec<(usize, PathBuf, u64)> = open
+        let mut todo: Vec<(usize, PathBuf, u64)> = open
             .iter()
             .map(|&i| (i, planned[i].path.clone(), planned[i].from))
             .collect();
+        if self.dir.is_some() {
+            // files found while reading were indexed as found: read again by name
+            todo.sort_by(|a, b| a.1.cmp(&b.1));
+        }
         let watch = match (&self.dir, self.follow) {
-            (Some(dir), true) => Some(Watch {
-                dir: dir.clone(),
-                known: planned.iter().map(|p| p.path.clone()).collect(),
-                newest: planned.iter().map(|p| p.path.clone()).max(),
-                next: planned.len(),
-                failing: false,
-            }),
+            (Some(dir), true) => Some(Watch::new(dir.clone(), planned)),
             _ => None,
         };
         {
@@ -620,17 +618,65 @@ struct Watch {
     next: usize,
     /// The last look failed (warned once until one succeeds).
     failing: bool,
+    /// Files listed but not taken yet, with their size and modification time then: a file
+    /// read to its end at once is taken only when a look finds it unchanged (see [`Watch::look`]).
+    waiting: std::collections::HashMap<PathBuf, Stamp>,
+}
+
+/// A file's size and modification time, to tell whether it is still being written.
+type Stamp = (u64, Option<std::time::SystemTime>);
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| (m.len(), m.modified().ok()))
 }
 
 impl Watch {
-    /// The files that appeared since the last look, by name.
+    fn new(dir: PathBuf, planned: &[Planned]) -> Watch {
+        Watch {
+            dir,
+            known: planned.iter().map(|p| p.path.clone()).collect(),
+            newest: planned.iter().map(|p| p.path.clone()).max(),
+            next: planned.len(),
+            failing: false,
+            waiting: Default::default(),
+        }
+    }
+
+    /// The files to take now of those that appeared since they were last taken, by name.
+    /// The greatest name, when it sorts after every file known and is not a `.gz` file, is
+    /// taken at once: it is followed, so a line still being written waits for its end. Any
+    /// other file is read to its end as soon as it is taken, so it is taken only once a look
+    /// finds it as the one before did (size and modification time, 0.2 s later): a file still
+    /// being written in place (a late earlier name, a `.gz` file being compressed) waits until
+    /// its writer stops. A file gone before it is taken is forgotten.
     fn look(&mut self) -> Vec<PathBuf> {
         match listed(&self.dir) {
             Ok(all) => {
                 self.failing = false;
-                all.into_iter()
-                    .filter(|p| self.known.insert(p.clone()))
-                    .collect()
+                let greatest = all.last().cloned();
+                let mut take = Vec::new();
+                for p in all {
+                    if self.known.contains(&p) {
+                        continue;
+                    }
+                    let followed = Some(&p) == greatest.as_ref()
+                        && self.newest.as_ref().is_none_or(|n| &p > n)
+                        && !gzipped(&p);
+                    let settled = followed
+                        || match stamp(&p) {
+                            Some(now) => self.waiting.insert(p.clone(), now) == Some(now),
+                            None => false,
+                        };
+                    if settled {
+                        self.waiting.remove(&p);
+                        self.known.insert(p.clone());
+                        take.push(p);
+                    }
+                }
+                self.waiting.retain(|p, _| p.exists());
+                take
             }
             Err(e) => {
                 if !std::mem::replace(&mut self.failing, true) {
@@ -746,7 +792,14 @@ impl Reader {
                 let found = w.look();
                 let before = w.newest.clone();
                 for path in &found {
-                    let source = source_name(path).map_err(|e| self.fail(path, e))?;
+                    let source = match source_name(path) {
+                        Ok(s) => s,
+                        Err(e) if !path.exists() => {
+                            tracing::warn!(file = %path.display(), error = %e, "an input file went before it was read; skipped");
+                            continue;
+                        }
+                        Err(e) => return Err(self.fail(path, e)),
+                    };
                     let p = Planned {
                         path: path.clone(),
                         source: source.into(),
@@ -971,6 +1024,37 @@ mod tests {
         assert_eq!(names, ["a.jsonl", "a.jsonl.gz", "b.jsonl"]);
         let e = listed(&dir.path().join("none")).unwrap_err();
         assert!(e.starts_with("--input-dir ") && e.contains("none"), "{e}");
+    }
+
+    #[test]
+    fn a_watch_takes_the_next_followed_name_at_once_and_other_files_once_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |name: &str| dir.path().join(name);
+        let names = |v: Vec<PathBuf>| -> Vec<String> {
+            v.iter()
+                .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+                .collect()
+        };
+        std::fs::write(at("b.jsonl"), b"{}\n").unwrap();
+        let planned = plan(&[at("b.jsonl")], |_| Ok(None)).unwrap();
+        let mut w = Watch::new(dir.path().to_path_buf(), &planned);
+        assert!(w.look().is_empty());
+        // a late earlier name being written, a .gz after the newest, the next name
+        std::fs::write(at("a.jsonl"), b"{}\n{").unwrap();
+        std::fs::write(at("c.jsonl.gz"), b"\x1f").unwrap();
+        std::fs::write(at("d.jsonl"), b"").unwrap();
+        assert_eq!(names(w.look()), ["d.jsonl"]);
+        // a.jsonl grows between looks: it waits; the .gz did not change: taken
+        std::fs::write(at("a.jsonl"), b"{}\n{}\n").unwrap();
+        assert_eq!(names(w.look()), ["c.jsonl.gz"]);
+        assert_eq!(names(w.look()), ["a.jsonl"]);
+        // taken once; a file gone before it settled is forgotten
+        std::fs::write(at("0.jsonl"), b"").unwrap();
+        assert!(w.look().is_empty());
+        std::fs::remove_file(at("0.jsonl")).unwrap();
+        assert!(w.look().is_empty());
+        assert!(w.waiting.is_empty());
+        assert!(w.look().is_empty());
     }
 
     #[test]

@@ -327,13 +327,24 @@ fn a_watched_directory_takes_files_in_name_order_as_they_appear_and_restarts_whe
     assert_eq!(observe(&s), want);
     s.stop();
 
-    // a backfill of what is there: every file done, then exit 0
+    // a backfill of what is there: every file done, then exit 0; a file read in this run
+    // prints its summary, and only the .gz file is read (to its position) again
     let out = run_to_end(&data)
         .args(args)
         .arg("--stop-after-input")
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains("12-03.jsonl.gz: 0 lines"), "{printed}");
+    for f in [
+        "11-30.jsonl:",
+        "12-01.jsonl:",
+        "12-02.jsonl:",
+        "12-04.jsonl:",
+    ] {
+        assert!(!printed.contains(f), "{f} was opened again: {printed}");
+    }
     let missing = run_to_end(&data)
         .args(["--input-dir", tmp.path().join("none").to_str().unwrap()])
         .output()
