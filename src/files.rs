@@ -632,6 +632,33 @@ fn stamp(path: &Path) -> Option<Stamp> {
         .map(|m| (m.len(), m.modified().ok()))
 }
 
+/// Whether a file has stopped changing: the same [`Stamp`] at two looks at least
+/// [`FOLLOW_EVERY`] apart (or the file gone).
+struct Quiet {
+    last: Option<Stamp>,
+    at: Instant,
+}
+
+impl Quiet {
+    fn new(last: Option<Stamp>, at: Instant) -> Quiet {
+        Quiet { last, at }
+    }
+
+    /// Whether the file, found as `now` at `at`, has stopped changing.
+    fn after(&mut self, now: Option<Stamp>, at: Instant) -> bool {
+        if now.is_none() {
+            return true;
+        }
+        if at.duration_since(self.at) < FOLLOW_EVERY {
+            return false;
+        }
+        let same = now == self.last;
+        self.last = now;
+        self.at = at;
+        same
+    }
+}
+
 impl Watch {
     fn new(dir: PathBuf, planned: &[Planned]) -> Watch {
         Watch {
@@ -770,6 +797,8 @@ impl Reader {
     ) -> Result<(), Gone> {
         let mut queue = std::collections::VecDeque::new();
         let mut follow: Option<(usize, PathBuf, FileLines)> = None;
+        // files followed until a later name came: read on until their writer stops
+        let mut closing: Vec<(usize, PathBuf, FileLines, Quiet)> = Vec::new();
         for (i, path, from) in todo {
             if Some(i) == followed {
                 let r = self.open(&path, from)?;
@@ -787,6 +816,17 @@ impl Reader {
                 (Some((i, path, r)), _) => self.drain(*i, path, r, false)?,
                 (None, false) => return Ok(()),
                 (None, true) => {}
+            }
+            let mut k = 0;
+            while k < closing.len() {
+                let (i, path, r, quiet) = &mut closing[k];
+                self.drain(*i, path, r, false)?;
+                if quiet.after(stamp(path), Instant::now()) {
+                    self.drain(*i, path, r, true)?;
+                    closing.remove(k);
+                } else {
+                    k += 1;
+                }
             }
             if let Some(w) = watch.as_mut() {
                 let found = w.look();
@@ -815,9 +855,11 @@ impl Reader {
                     }
                 }
                 if w.newest != before {
-                    // a later name: the file followed so far is complete
-                    if let Some((i, path, mut r)) = follow.take() {
-                        self.drain(i, &path, &mut r, true)?;
+                    // a later name: the file followed so far is complete once its writer
+                    // stops (it may not have written its last line out yet)
+                    if let Some((i, path, r)) = follow.take() {
+                        let q = Quiet::new(stamp(&path), Instant::now());
+                        closing.push((i, path, r, q));
                     }
                     if let Some(pos) = queue
                         .iter()
@@ -1055,6 +1097,22 @@ mod tests {
         assert!(w.look().is_empty());
         assert!(w.waiting.is_empty());
         assert!(w.look().is_empty());
+    }
+
+    #[test]
+    fn a_file_is_quiet_once_two_looks_apart_find_it_unchanged_or_gone() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let s = |len: u64| Some((len, None));
+        let mut q = Quiet::new(s(10), t0);
+        assert!(!q.after(s(10), at(50)), "too soon to tell");
+        assert!(!q.after(s(12), at(200)), "it grew");
+        assert!(!q.after(s(12), at(300)), "too soon after the last change");
+        assert!(q.after(s(12), at(400)));
+        assert!(
+            Quiet::new(s(1), t0).after(None, t0),
+            "gone: nothing more to wait for"
+        );
     }
 
     #[test]
