@@ -618,9 +618,9 @@ struct Watch {
     next: usize,
     /// The last look failed (warned once until one succeeds).
     failing: bool,
-    /// Files listed but not taken yet, with their size and modification time then: a file
-    /// read to its end at once is taken only when a look finds it unchanged (see [`Watch::look`]).
-    waiting: std::collections::HashMap<PathBuf, Stamp>,
+    /// Files listed but not taken yet: a file read to its end at once is taken only when it
+    /// has stopped changing (see [`Watch::look`]).
+    waiting: std::collections::HashMap<PathBuf, Quiet>,
 }
 
 /// A file's size and modification time, to tell whether it is still being written.
@@ -671,18 +671,19 @@ impl Watch {
         }
     }
 
-    /// The files to take now of those that appeared since they were last taken, by name.
-    /// The greatest name, when it sorts after every file known and is not a `.gz` file, is
-    /// taken at once: it is followed, so a line still being written waits for its end. Any
-    /// other file is read to its end as soon as it is taken, so it is taken only once a look
-    /// finds it as the one before did (size and modification time, 0.2 s later): a file still
-    /// being written in place (a late earlier name, a `.gz` file being compressed) waits until
-    /// its writer stops. A file gone before it is taken is forgotten.
-    fn look(&mut self) -> Vec<PathBuf> {
+    /// The files to take now (at `now`) of those that appeared since they were last taken,
+    /// by name. The greatest name, when it sorts after every file known and is not a `.gz`
+    /// file, is taken at once: it is followed, so a line still being written waits for its
+    /// end. Any other file is read to its end as soon as it is taken, so it is taken only once
+    /// it is [`Quiet`] (the same size and modification time at looks 0.2 s apart): a file
+    /// still being written in place (a late earlier name, a `.gz` file being compressed) waits
+    /// until its writer stops. A file gone before it is taken is forgotten.
+    fn look(&mut self, now: Instant) -> Vec<PathBuf> {
         match listed(&self.dir) {
             Ok(all) => {
                 self.failing = false;
                 let greatest = all.last().cloned();
+                let mut waiting = std::collections::HashMap::new();
                 let mut take = Vec::new();
                 for p in all {
                     if self.known.contains(&p) {
@@ -691,18 +692,22 @@ impl Watch {
                     let followed = Some(&p) == greatest.as_ref()
                         && self.newest.as_ref().is_none_or(|n| &p > n)
                         && !gzipped(&p);
-                    let settled = followed
-                        || match stamp(&p) {
-                            Some(now) => self.waiting.insert(p.clone(), now) == Some(now),
-                            None => false,
+                    if !followed {
+                        let Some(s) = stamp(&p) else { continue };
+                        let Some(mut q) = self.waiting.remove(&p) else {
+                            waiting.insert(p, Quiet::new(Some(s), now));
+                            continue;
                         };
-                    if settled {
-                        self.waiting.remove(&p);
-                        self.known.insert(p.clone());
-                        take.push(p);
+                        if !q.after(Some(s), now) {
+                            waiting.insert(p, q);
+                            continue;
+                        }
                     }
+                    self.known.insert(p.clone());
+                    take.push(p);
                 }
-                self.waiting.retain(|p, _| p.exists());
+                // what was waiting and is not listed now is gone
+                self.waiting = waiting;
                 take
             }
             Err(e) => {
@@ -829,7 +834,7 @@ impl Reader {
                 }
             }
             if let Some(w) = watch.as_mut() {
-                let found = w.look();
+                let found = w.look(Instant::now());
                 let before = w.newest.clone();
                 for path in &found {
                     let source = match source_name(path) {
@@ -1080,23 +1085,27 @@ mod tests {
         std::fs::write(at("b.jsonl"), b"{}\n").unwrap();
         let planned = plan(&[at("b.jsonl")], |_| Ok(None)).unwrap();
         let mut w = Watch::new(dir.path().to_path_buf(), &planned);
-        assert!(w.look().is_empty());
+        let t0 = Instant::now();
+        let at_ms = |ms: u64| t0 + Duration::from_millis(ms);
+        assert!(w.look(at_ms(0)).is_empty());
         // a late earlier name being written, a .gz after the newest, the next name
         std::fs::write(at("a.jsonl"), b"{}\n{").unwrap();
         std::fs::write(at("c.jsonl.gz"), b"\x1f").unwrap();
         std::fs::write(at("d.jsonl"), b"").unwrap();
-        assert_eq!(names(w.look()), ["d.jsonl"]);
+        assert_eq!(names(w.look(at_ms(0))), ["d.jsonl"]);
+        // looking again at once (as the reader does after a find) tells nothing yet
+        assert!(w.look(at_ms(10)).is_empty());
         // a.jsonl grows between looks: it waits; the .gz did not change: taken
         std::fs::write(at("a.jsonl"), b"{}\n{}\n").unwrap();
-        assert_eq!(names(w.look()), ["c.jsonl.gz"]);
-        assert_eq!(names(w.look()), ["a.jsonl"]);
+        assert_eq!(names(w.look(at_ms(200))), ["c.jsonl.gz"]);
+        assert_eq!(names(w.look(at_ms(400))), ["a.jsonl"]);
         // taken once; a file gone before it settled is forgotten
         std::fs::write(at("0.jsonl"), b"").unwrap();
-        assert!(w.look().is_empty());
+        assert!(w.look(at_ms(600)).is_empty());
         std::fs::remove_file(at("0.jsonl")).unwrap();
-        assert!(w.look().is_empty());
+        assert!(w.look(at_ms(800)).is_empty());
         assert!(w.waiting.is_empty());
-        assert!(w.look().is_empty());
+        assert!(w.look(at_ms(1000)).is_empty());
     }
 
     #[test]
