@@ -43,8 +43,13 @@ impl Conn {
 
     /// Sends one POST and reads the whole answer; returns the status code.
     fn post(&mut self, path: &str, body: &[u8]) -> Result<u16> {
+        Ok(self.send("POST", path, body)?.0)
+    }
+
+    /// Sends one request and reads the whole answer: its status code and body.
+    fn send(&mut self, method: &str, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
         let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             self.addr,
             body.len()
         );
@@ -77,7 +82,7 @@ impl Conn {
         };
         let mut body = vec![0u8; len];
         self.reader.read_exact(&mut body)?;
-        Ok(status)
+        Ok((status, body))
     }
 }
 
@@ -137,6 +142,143 @@ pub struct Report {
     pub max: PhaseReport,
     /// Open loop at a fraction of the maximum rate.
     pub paced: PhaseReport,
+    /// The service's own latencies over the paced phase (None when it exports no metrics).
+    pub server: Option<ServerLatency>,
+}
+
+/// Histograms of the service's Prometheus text: `le` bound → cumulative count, per name.
+type Scrape = std::collections::BTreeMap<String, Vec<(f64, u64)>>;
+
+/// The histograms of the service's request latencies, as the service measures them.
+const SERVER_HISTOGRAMS: [&str; 2] = [
+    "omnistream_ingest_decision_seconds",
+    "omnistream_ingest_durable_seconds",
+];
+
+/// One server-side histogram over a phase: the difference of two scrapes.
+#[derive(Debug, Clone, serde::Serialize, PartialEq)]
+pub struct Quantiles {
+    /// Requests observed.
+    pub count: u64,
+    /// p50, p99 and p99.9 in milliseconds, interpolated within the buckets as Prometheus'
+    /// `histogram_quantile` does (so only as fine as the buckets around them).
+    pub ms: [f64; 3],
+    /// The share of requests within 2 ms (a bucket bound: exact).
+    pub within_2ms: f64,
+}
+
+/// The service's own view of the paced phase, from its Prometheus histograms scraped before
+/// and after it: from a request's arrival (its body read) to its decision, and to its durable
+/// answer. Time before the service reads a request (the connection's queue) is not in it; the
+/// driver's own latency, from each request's due time, is.
+#[derive(Debug, Clone, serde::Serialize, PartialEq)]
+pub struct ServerLatency {
+    /// Arrival → decision (`omnistream_ingest_decision_seconds`).
+    pub decision: Quantiles,
+    /// Arrival → durable answer (`omnistream_ingest_durable_seconds`).
+    pub durable: Quantiles,
+}
+
+/// Reads the request-latency histograms of `/metrics`; None when the service has metrics off
+/// (404) or exports neither.
+fn scrape(addr: &str) -> Result<Option<Scrape>> {
+    let (status, body) = Conn::open(addr)?.send("GET", "/metrics", b"")?;
+    if status == 404 {
+        return Ok(None);
+    }
+    if status != 200 {
+        bail!("GET /metrics answered {status}");
+    }
+    let text = String::from_utf8_lossy(&body);
+    let found = parse_buckets(&text);
+    Ok((!found.is_empty()).then_some(found))
+}
+
+/// The `_bucket` lines of [`SERVER_HISTOGRAMS`] in Prometheus text.
+fn parse_buckets(text: &str) -> Scrape {
+    let mut found = Scrape::new();
+    for line in text.lines() {
+        for name in SERVER_HISTOGRAMS {
+            let Some(rest) = line
+                .strip_prefix(name)
+                .and_then(|r| r.strip_prefix("_bucket{le=\""))
+            else {
+                continue;
+            };
+            let Some((le, count)) = rest.split_once("\"} ") else {
+                continue;
+            };
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                match le.parse() {
+                    Ok(v) => v,
+                    Err(_) => continue,
+                }
+            };
+            if let Ok(n) = count.trim().parse::<u64>() {
+                found.entry(name.to_string()).or_default().push((le, n));
+            }
+        }
+    }
+    found
+}
+
+/// The quantiles of the requests observed between two scrapes of one histogram.
+fn quantiles(before: &[(f64, u64)], after: &[(f64, u64)]) -> Quantiles {
+    let was = |le: f64| before.iter().find(|b| b.0 == le).map_or(0, |b| b.1);
+    let delta: Vec<(f64, u64)> = after
+        .iter()
+        .map(|&(le, n)| (le, n.saturating_sub(was(le))))
+        .collect();
+    let count = delta.last().map_or(0, |d| d.1);
+    let at = |q: f64| {
+        if count == 0 {
+            return 0.0;
+        }
+        let rank = q * count as f64;
+        let (mut lo, mut below) = (0.0, 0u64);
+        for &(le, n) in &delta {
+            if n as f64 >= rank {
+                if le.is_infinite() {
+                    // above the last bound: Prometheus answers the last bound
+                    return lo * 1000.0;
+                }
+                let share = if n > below {
+                    (rank - below as f64) / (n - below) as f64
+                } else {
+                    0.0
+                };
+                return (lo + (le - lo) * share) * 1000.0;
+            }
+            (lo, below) = (le, n);
+        }
+        lo * 1000.0
+    };
+    let within_2ms = delta
+        .iter()
+        .find(|d| (d.0 - 0.002).abs() < 1e-12)
+        .map_or(f64::NAN, |d| {
+            if count == 0 {
+                0.0
+            } else {
+                d.1 as f64 / count as f64
+            }
+        });
+    Quantiles {
+        count,
+        ms: [at(0.5), at(0.99), at(0.999)],
+        within_2ms,
+    }
+}
+
+/// The service's latencies between two scrapes; None if either lacks a histogram.
+fn server_latency(before: &Scrape, after: &Scrape) -> Option<ServerLatency> {
+    let q = |name: &str| Some(quantiles(before.get(name)?, after.get(name)?));
+    Some(ServerLatency {
+        decision: q(SERVER_HISTOGRAMS[0])?,
+        durable: q(SERVER_HISTOGRAMS[1])?,
+    })
 }
 
 impl Report {
@@ -164,7 +306,19 @@ impl Report {
             "refused",
             row("closed loop (max)", &self.max),
             row("open loop (paced)", &self.paced),
-        )
+        ) + &self.server.as_ref().map_or(String::new(), |s| {
+            let line = |name: &str, q: &Quantiles| {
+                format!(
+                    "server, paced: {name:<22} {:>8} requests | p50/p99/p99.9 ms {:>6.2} {:>6.2} {:>6.2} | within 2 ms {:.2}%\n",
+                    q.count,
+                    q.ms[0],
+                    q.ms[1],
+                    q.ms[2],
+                    q.within_2ms * 100.0
+                )
+            };
+            line("arrival -> decision", &s.decision) + &line("arrival -> durable", &s.durable)
+        })
     }
 }
 
@@ -360,11 +514,17 @@ pub fn run(addr: &str, events: &[u8], o: &Options, log: &mut dyn FnMut(&str)) ->
         "max {:.0} req/s; open loop at {rate:.0}/s for up to {paced_secs} s",
         max.per_s
     ));
+    let before = scrape(addr)?;
     let paced = feed.phase(Some(rate), paced_secs, "the paced phase")?;
+    let server = match before {
+        Some(b) => scrape(addr)?.and_then(|a| server_latency(&b, &a)),
+        None => None,
+    };
     Ok(Report {
         connections,
         max,
         paced,
+        server,
     })
 }
 
@@ -477,6 +637,53 @@ mod tests {
             route(br#"{"id":"x","type":"order","note":"scan"}"#),
             "/v1/events"
         );
+    }
+
+    #[test]
+    fn server_latency_is_the_difference_of_two_scrapes() {
+        let text = |counts: [u64; 4], other: u64| {
+            let mut s = String::from("# HELP x\n");
+            for (name, c) in [
+                ("omnistream_ingest_decision_seconds", counts),
+                ("omnistream_ingest_durable_seconds", [other; 4]),
+            ] {
+                for (le, n) in ["0.001", "0.002", "0.004", "+Inf"].iter().zip(c) {
+                    s.push_str(&format!("{name}_bucket{{le=\"{le}\"}} {n}\n"));
+                }
+                s.push_str(&format!("{name}_count {}\n", c[3]));
+            }
+            s
+        };
+        // before: 100 requests, all within 1 ms (a closed loop the phase must not count)
+        let before = parse_buckets(&text([100, 100, 100, 100], 7));
+        // after: 1,000 more, 500 within 1 ms, 490 in (1, 2] ms, 10 in (2, 4] ms
+        let after = parse_buckets(&text([600, 1090, 1100, 1100], 7));
+        let s = server_latency(&before, &after).unwrap();
+        assert_eq!(s.decision.count, 1000);
+        assert!((s.decision.within_2ms - 0.99).abs() < 1e-9);
+        // rank 500 is the last of the first bucket
+        assert!((s.decision.ms[0] - 1.0).abs() < 1e-9, "{:?}", s.decision);
+        // rank 990 is the last of the second
+        assert!((s.decision.ms[1] - 2.0).abs() < 1e-9, "{:?}", s.decision);
+        // rank 999 is 9 of the 10 in (2, 4] ms: 2 + 2 × 0.9
+        assert!((s.decision.ms[2] - 3.8).abs() < 1e-9, "{:?}", s.decision);
+        // nothing observed in the durable histogram between the two
+        assert_eq!(s.durable.count, 0);
+        assert_eq!(s.durable.ms, [0.0; 3]);
+        // a scrape without the histograms gives no server view
+        assert_eq!(server_latency(&before, &parse_buckets("up 1\n")), None);
+    }
+
+    #[test]
+    fn a_quantile_above_the_last_bound_is_that_bound() {
+        let after = parse_buckets(
+            "omnistream_ingest_decision_seconds_bucket{le=\"0.002\"} 1\n\
+             omnistream_ingest_decision_seconds_bucket{le=\"+Inf\"} 10\n",
+        );
+        let q = quantiles(&[], &after[SERVER_HISTOGRAMS[0]]);
+        assert_eq!(q.count, 10);
+        assert!((q.ms[1] - 2.0).abs() < 1e-9, "{q:?}");
+        assert!((q.within_2ms - 0.1).abs() < 1e-9);
     }
 
     #[test]
