@@ -55,8 +55,14 @@ pub struct Planned {
     pub path: PathBuf,
     /// The name its position is stored under.
     pub source: Arc<str>,
-    /// The stored position (0 when none).
+    /// The name the inode of the file at that position is stored under
+    /// ([`identity_source`]).
+    pub identity: Arc<str>,
+    /// Where to read from: the stored position (0 when none), or 0 when the file under
+    /// the name is not the one that position is in.
     pub from: u64,
+    /// The source's position in the store (0 when none): what its first batch follows.
+    pub stored: u64,
     /// Its size when planned (none for a `.gz` file: its decompressed size is not known).
     pub len: Option<u64>,
     /// Read to its end before start-up: not read again (see [`skip_done`]).
@@ -134,8 +140,8 @@ pub fn skip_done(planned: &mut [Planned], follow: bool) {
 
 /// The name a file's position is stored under: `file:` and its absolute path (a file moved
 /// elsewhere is read from its start again; the event ids make the repeat a no-op).
-pub fn source_name(path: &Path) -> Result<String, String> {
-    let abs = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
+pub fn source_name(path: &Path) -> std::io::Result<String> {
+    let abs = std::fs::canonicalize(path)?;
     Ok(format!("file:{}", abs.display()))
 }
 
@@ -145,39 +151,60 @@ pub fn source_name(path: &Path) -> Result<String, String> {
 /// stored position.
 pub fn plan(
     files: &[PathBuf],
+    dir: Option<&Path>,
     mut stored: impl FnMut(&str) -> Result<Option<u64>, String>,
 ) -> Result<Vec<Planned>, String> {
     let mut out = Vec::new();
     for path in files {
-        let source = source_name(path).map_err(|e| format!("--input {e}"))?;
-        let len = File::open(path)
+        let name = named(path, dir);
+        let source = source_name(path).map_err(|e| format!("{name}: {e}"))?;
+        let identity = identity_source(&source);
+        let meta = File::open(path)
             .and_then(|f| f.metadata())
-            .map_err(|e| format!("--input {}: {e}", path.display()))?
-            .len();
-        let len = (!gzipped(path)).then_some(len);
-        let from = stored(&source).map_err(|e| {
-            format!(
-                "--input {}: reading its stored position: {e}",
-                path.display()
-            )
-        })?;
-        let from = from.unwrap_or(0);
+            .map_err(|e| format!("{name}: {e}"))?;
+        let len = (!gzipped(path)).then_some(meta.len());
+        let mut stored = |key: &str| {
+            stored(key).map_err(|e| format!("{name}: reading its stored position: {e}"))
+        };
+        let at = stored(&source)?.unwrap_or(0);
+        let mut from = at;
+        match (stored(&identity)?, inode(&meta)) {
+            (Some(was), Some(now)) if was != now && from > 0 => {
+                tracing::warn!(file = %path.display(), was, now, position = from, "another file than the one read before has this name (rotated or replaced): read from its start");
+                from = 0;
+            }
+            (Some(was), Some(now)) if was == now && len.is_some_and(|l| from > l) => {
+                tracing::warn!(file = %path.display(), size = ?len, position = from, "the file is shorter than the position read to (cut in place: copytruncate?): read again from its start");
+                from = 0;
+            }
+            _ => {}
+        }
+        // a store from before inodes were kept: the file cannot be told from another
         if let Some(len) = len.filter(|&len| from > len) {
             return Err(format!(
-                "--input {}: the store holds position {from} for it, past its end ({len} bytes): \
-                 was it replaced or cut? Give a new file another name",
-                path.display()
+                "{name}: the store holds position {from} for it, past its end ({len} bytes): \
+                 was it replaced or cut? Give a new file another name"
             ));
         }
         out.push(Planned {
             path: path.clone(),
             source: source.into(),
+            identity: identity.into(),
             from,
+            stored: at,
             len,
             done: false,
         });
     }
     Ok(out)
+}
+
+/// How an error names an input file: after the option that gave it.
+fn named(path: &Path, dir: Option<&Path>) -> String {
+    match dir {
+        Some(d) => format!("--input-dir {}: {}", d.display(), path.display()),
+        None => format!("--input {}", path.display()),
+    }
 }
 
 /// Reads a file's lines from a byte position: each complete line with the position just
@@ -207,24 +234,53 @@ impl FileLines {
     /// Opens `path` at byte `from` (of its decompressed bytes for a `.gz` file, which are
     /// read and dropped up to there).
     pub fn open(path: &Path, from: u64) -> std::io::Result<FileLines> {
-        if !gzipped(path) {
-            let mut f = File::open(path)?;
-            f.seek(SeekFrom::Start(from))?;
-            return Ok(LineReader::new(Box::new(f), from));
-        }
-        let mut r = open_events(path)?;
-        let skipped = std::io::copy(&mut (&mut r).take(from), &mut std::io::sink())?;
-        if skipped < from {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!(
-                    "the store holds position {from} for it, past the end of its decompressed \
-                     bytes ({skipped}): was it replaced? Give a new file another name"
-                ),
-            ));
-        }
-        Ok(LineReader::new(r, from))
+        Ok(open_input(path, from)?.0)
     }
+}
+
+/// The inode of a file, where the platform has them: what tells a file renamed away (and
+/// another created under its name) from the one that was read.
+#[cfg(unix)]
+pub fn inode(meta: &std::fs::Metadata) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    Some(meta.ino())
+}
+
+/// The inode of a file, where the platform has them (not here).
+#[cfg(not(unix))]
+pub fn inode(_meta: &std::fs::Metadata) -> Option<u64> {
+    None
+}
+
+/// The name a file's inode is stored under, beside its position (committed with it).
+pub fn identity_source(source: &str) -> String {
+    format!("{source}#inode")
+}
+
+/// Opens a file as [`FileLines::open`] does; also gives, for a plain file, a second handle
+/// on the same open file (to look at its size while following it, whatever its name is
+/// now), and its inode.
+fn open_input(path: &Path, from: u64) -> std::io::Result<(FileLines, Option<File>, Option<u64>)> {
+    let mut f = File::open(path)?;
+    let ino = inode(&f.metadata()?);
+    if !gzipped(path) {
+        let handle = f.try_clone()?;
+        f.seek(SeekFrom::Start(from))?;
+        return Ok((LineReader::new(Box::new(f), from), Some(handle), ino));
+    }
+    let mut r: Box<dyn std::io::Read + Send> =
+        Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(f)));
+    let skipped = std::io::copy(&mut (&mut r).take(from), &mut std::io::sink())?;
+    if skipped < from {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "the store holds position {from} for it, past the end of its decompressed \
+                 bytes ({skipped}): was it replaced? Give a new file another name"
+            ),
+        ));
+    }
+    Ok((LineReader::new(r, from), None, ino))
 }
 
 impl<R: std::io::Read> LineReader<R> {
@@ -290,6 +346,8 @@ struct Batch {
     items: Vec<Item>,
     /// The file's position after the last line.
     position: u64,
+    /// The inode of the file read (committed beside the position).
+    inode: Option<u64>,
     /// The last batch of a file read to its end.
     end: bool,
 }
@@ -389,9 +447,20 @@ pub async fn ingest(
                 tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "an input batch was not made durable; reading again from the durable positions");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
-                let open: Vec<usize> = run.open(planned.len());
+                let mut open: Vec<usize> = run.open(planned.len());
+                if run.dir.is_some() {
+                    // a file of the watched directory gone meanwhile has nothing more to give
+                    open.retain(|&i| {
+                        let here = planned[i].path.exists();
+                        if !here {
+                            tracing::warn!(file = %planned[i].path.display(), "an input file went before it was read to its end; passed over");
+                            run.pass_over(i);
+                        }
+                        here
+                    });
+                }
                 let paths: Vec<PathBuf> = open.iter().map(|&i| planned[i].path.clone()).collect();
-                let again = stored_positions(&shard, &paths).await?;
+                let again = stored_positions(&shard, &paths, run.dir.as_deref()).await?;
                 for (i, p) in open.into_iter().zip(again) {
                     planned[i] = p;
                 }
@@ -424,6 +493,17 @@ struct Pass {
 
 impl Pass {
     /// The files not yet read to their end and durable, by index.
+    /// Counts file `i` as read to its end without reading it (it is gone).
+    fn pass_over(&self, i: usize) {
+        let mut all = self
+            .summaries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(s) = all.get_mut(i) {
+            s.done = true;
+        }
+    }
+
     fn open(&self, files: usize) -> Vec<usize> {
         let all = self
             .summaries
@@ -468,6 +548,7 @@ impl Pass {
         };
         {
             let reader = Reader {
+                watched: self.dir.clone(),
                 decoder: self.decoder.clone(),
                 pii: self.pii.clone(),
                 batch: self.batch,
@@ -481,7 +562,7 @@ impl Pass {
         }
         self.began.resize(planned.len(), None);
         // the position each file's next batch follows
-        let mut after: Vec<u64> = planned.iter().map(|p| p.from).collect();
+        let mut after: Vec<u64> = planned.iter().map(|p| p.stored).collect();
         let mut inflight = std::collections::VecDeque::<Sent>::new();
         let mut reading = true;
         loop {
@@ -503,7 +584,7 @@ impl Pass {
                     }
                     Some(Message::Found(p)) => {
                         tracing::info!(file = %p.path.display(), "input file found in the watched directory");
-                        after.push(p.from);
+                        after.push(p.stored);
                         self.began.push(None);
                         self.summaries
                             .lock()
@@ -519,6 +600,7 @@ impl Pass {
                     source: planned[b.file].source.clone(),
                     position: Some(b.position),
                     after: Some(after[b.file]),
+                    also: b.inode.map(|i| (planned[b.file].identity.clone(), i)),
                     items: b.items,
                     reply,
                     received: Instant::now(),
@@ -722,6 +804,9 @@ impl Watch {
 
 /// The reading thread's side: decodes lines and hands them over in batches.
 struct Reader {
+    /// The watched directory, if the files are its (errors name it; a file of it that is
+    /// gone before it is opened is passed over, not an error).
+    watched: Option<PathBuf>,
     decoder: Decoder,
     pii: Pii,
     batch: usize,
@@ -732,44 +817,93 @@ struct Reader {
 /// The receiver is gone, or a file could not be read (the error was handed over).
 struct Gone;
 
+/// A file open on the reading thread.
+struct Open {
+    /// Its index among the files.
+    file: usize,
+    path: PathBuf,
+    lines: FileLines,
+    /// The same open file (not for a `.gz` file), to look at whatever its name is now.
+    handle: Option<File>,
+    /// Its inode when opened.
+    inode: Option<u64>,
+    /// Followed, and renamed away: since when it is read on until its writer stops.
+    moved: Option<Quiet>,
+}
+
+impl Open {
+    /// Its size and modification time now: of the open file itself when there is a handle
+    /// (a file renamed or removed still has them), else of its path.
+    fn stamp(&self) -> Option<Stamp> {
+        match &self.handle {
+            Some(h) => h.metadata().ok().map(|m| (m.len(), m.modified().ok())),
+            None => stamp(&self.path),
+        }
+    }
+}
+
 impl Reader {
     fn send(&self, m: Result<Message, String>) -> Result<(), Gone> {
         self.tx.blocking_send(m).map_err(|_| Gone)
     }
 
     fn fail(&self, path: &Path, e: impl std::fmt::Display) -> Gone {
-        let _ = self.send(Err(format!("--input {}: {e}", path.display())));
+        let name = named(path, self.watched.as_deref());
+        let _ = self.send(Err(format!("{name}: {e}")));
         Gone
     }
 
-    fn open(&self, path: &Path, from: u64) -> Result<FileLines, Gone> {
-        FileLines::open(path, from).map_err(|e| self.fail(path, e))
+    /// Opens file `file` at `from`; a file of the watched directory that is gone by now is
+    /// passed over (None): it is counted as read to its end, with nothing taken from it.
+    fn open(&self, file: usize, path: &Path, from: u64) -> Result<Option<Open>, Gone> {
+        match open_input(path, from) {
+            Ok((lines, handle, inode)) => Ok(Some(Open {
+                file,
+                path: path.to_path_buf(),
+                lines,
+                handle,
+                inode,
+                moved: None,
+            })),
+            Err(e) if self.watched.is_some() && e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::warn!(file = %path.display(), "an input file went before it was read; passed over");
+                self.send(Ok(Message::Batch(Batch {
+                    file,
+                    items: Vec::new(),
+                    lines: 0,
+                    position: from,
+                    inode: None,
+                    end: true,
+                })))?;
+                Ok(None)
+            }
+            Err(e) => Err(self.fail(path, e)),
+        }
     }
 
-    /// Hands over what `r` holds now, `batch` lines at a time. When `complete`, that is
-    /// to its end, the last line even without its newline, and the last batch (empty if
-    /// need be) says so; otherwise a line without its end waits for the next call.
-    fn drain(
-        &self,
-        file: usize,
-        path: &Path,
-        r: &mut FileLines,
-        complete: bool,
-    ) -> Result<(), Gone> {
+    /// Hands over what `o` holds now, `batch` lines at a time. When `complete`, that is
+    /// to its end, the last line even without its newline, and when also `ends`, the last
+    /// batch (empty if need be) says the file is read to its end; otherwise a line without
+    /// its end waits for the next call.
+    fn drain(&self, o: &mut Open, complete: bool, ends: bool) -> Result<(), Gone> {
         let mut lines = Vec::with_capacity(self.batch);
         loop {
-            let line = r.next_line(complete).map_err(|e| self.fail(path, e))?;
+            let line = o
+                .lines
+                .next_line(complete)
+                .map_err(|e| self.fail(&o.path, e))?;
             let end = line.is_none();
             if let Some(l) = line {
                 lines.push(l.bytes);
             }
-            if lines.len() == self.batch || (end && (complete || !lines.is_empty())) {
+            if lines.len() == self.batch || (end && ((complete && ends) || !lines.is_empty())) {
                 let b = Batch {
-                    file,
+                    file: o.file,
                     items: decode(&lines, &self.decoder, &self.pii, self.max_future_s),
                     lines: lines.len(),
-                    position: r.position(),
-                    end: end && complete,
+                    position: o.lines.position(),
+                    inode: o.inode,
+                    end: end && complete && ends,
                 };
                 lines.clear();
                 self.send(Ok(Message::Batch(b)))?;
@@ -778,6 +912,36 @@ impl Reader {
                 return Ok(());
             }
         }
+    }
+
+    /// The followed file, read to what it holds now: whether its path still names it. Cut
+    /// in place (shorter than what was read: `copytruncate`), it is read again from its
+    /// start. Renamed away with another file created under its name (`logrotate`'s
+    /// default), it is read on until a look finds it unchanged 0.2 s on (its writer may
+    /// still be writing to it), completed, and the new file followed from its start, under
+    /// the same name, its inode committed with its first lines.
+    fn follow(&self, o: &mut Open) -> Result<(), Gone> {
+        self.drain(o, false, false)?;
+        let Some(now) = o.stamp() else { return Ok(()) };
+        let at_path = std::fs::metadata(&o.path).ok().and_then(|m| inode(&m));
+        if at_path.is_some() && at_path != o.inode {
+            let quiet = o
+                .moved
+                .get_or_insert_with(|| Quiet::new(Some(now), Instant::now()));
+            if !quiet.after(Some(now), Instant::now()) {
+                return Ok(());
+            }
+            self.drain(o, true, false)?;
+            tracing::info!(file = %o.path.display(), to = o.lines.position(), "the followed file was renamed away and another created under its name: following the new one from its start");
+        } else if now.0 < o.lines.position() {
+            tracing::warn!(file = %o.path.display(), size = now.0, read_to = o.lines.position(), "the followed file was cut (copytruncate?): reading it again from its start");
+        } else {
+            return Ok(());
+        }
+        if let Some(n) = self.open(o.file, &o.path.clone(), 0)? {
+            *o = n;
+        }
+        Ok(())
     }
 
     /// Reads every file of `todo` (index, path, position) to its end in order, but
@@ -801,33 +965,33 @@ impl Reader {
         watch: &mut Option<Watch>,
     ) -> Result<(), Gone> {
         let mut queue = std::collections::VecDeque::new();
-        let mut follow: Option<(usize, PathBuf, FileLines)> = None;
+        let mut follow: Option<Open> = None;
         // files followed until a later name came: read on until their writer stops
-        let mut closing: Vec<(usize, PathBuf, FileLines, Quiet)> = Vec::new();
+        let mut closing: Vec<(Open, Quiet)> = Vec::new();
         for (i, path, from) in todo {
             if Some(i) == followed {
-                let r = self.open(&path, from)?;
-                follow = Some((i, path, r));
+                follow = self.open(i, &path, from)?;
             } else {
                 queue.push_back((i, path, from));
             }
         }
         loop {
             while let Some((i, path, from)) = queue.pop_front() {
-                let mut r = self.open(&path, from)?;
-                self.drain(i, &path, &mut r, true)?;
+                if let Some(mut o) = self.open(i, &path, from)? {
+                    self.drain(&mut o, true, true)?;
+                }
             }
             match (&mut follow, watch.is_some()) {
-                (Some((i, path, r)), _) => self.drain(*i, path, r, false)?,
+                (Some(o), _) => self.follow(o)?,
                 (None, false) => return Ok(()),
                 (None, true) => {}
             }
             let mut k = 0;
             while k < closing.len() {
-                let (i, path, r, quiet) = &mut closing[k];
-                self.drain(*i, path, r, false)?;
-                if quiet.after(stamp(path), Instant::now()) {
-                    self.drain(*i, path, r, true)?;
+                let (o, quiet) = &mut closing[k];
+                self.drain(o, false, false)?;
+                if quiet.after(o.stamp(), Instant::now()) {
+                    self.drain(o, true, true)?;
                     closing.remove(k);
                 } else {
                     k += 1;
@@ -847,8 +1011,10 @@ impl Reader {
                     };
                     let p = Planned {
                         path: path.clone(),
+                        identity: identity_source(&source).into(),
                         source: source.into(),
                         from: 0,
+                        stored: 0,
                         len: None,
                         done: false,
                     };
@@ -862,17 +1028,16 @@ impl Reader {
                 if w.newest != before {
                     // a later name: the file followed so far is complete once its writer
                     // stops (it may not have written its last line out yet)
-                    if let Some((i, path, r)) = follow.take() {
-                        let q = Quiet::new(stamp(&path), Instant::now());
-                        closing.push((i, path, r, q));
+                    if let Some(o) = follow.take() {
+                        let q = Quiet::new(o.stamp(), Instant::now());
+                        closing.push((o, q));
                     }
                     if let Some(pos) = queue
                         .iter()
                         .position(|(_, p, _)| Some(p) == w.newest.as_ref() && !gzipped(p))
                     {
                         if let Some((i, path, from)) = queue.remove(pos) {
-                            let r = self.open(&path, from)?;
-                            follow = Some((i, path, r));
+                            follow = self.open(i, &path, from)?;
                         }
                     }
                 }
@@ -900,11 +1065,15 @@ fn decode(lines: &[Vec<u8>], decoder: &Decoder, pii: &Pii, max_future_s: u64) ->
 pub async fn stored_positions(
     shard: &Addr<Shard>,
     files: &[PathBuf],
+    dir: Option<&Path>,
 ) -> Result<Vec<Planned>, String> {
     let files = files.to_vec();
+    let dir = dir.map(Path::to_path_buf);
     shard
         .send(Read(move |_: &Sharded, s: &dyn crate::store::Store| {
-            plan(&files, |name| s.position(name).map_err(|e| e.to_string()))
+            plan(&files, dir.as_deref(), |name| {
+                s.position(name).map_err(|e| e.to_string())
+            })
         }))
         .await
         .map_err(|e| format!("the shard stopped: {e}"))?
@@ -1036,17 +1205,47 @@ mod tests {
             batch: 10,
             stop_at_end: true,
         };
-        let ok = plan(&inputs.files, |_| Ok(Some(3))).unwrap();
+        // a store from before inodes were kept holds positions only
+        let at = |p: u64| move |k: &str| Ok((!k.ends_with("#inode")).then_some(p));
+        let ok = plan(&inputs.files, None, at(3)).unwrap();
         assert_eq!(ok[0].from, 3);
         assert!(ok[0].source.starts_with("file:/"), "{}", ok[0].source);
-        let e = plan(&inputs.files, |_| Ok(Some(4))).unwrap_err();
+        assert_eq!(&*ok[0].identity, format!("{}#inode", ok[0].source));
+        let e = plan(&inputs.files, None, at(4)).unwrap_err();
         assert!(e.contains("position 4") && e.contains("3 bytes"), "{e}");
         let missing = Inputs {
             files: vec![dir.path().join("none.jsonl")],
             ..inputs
         };
-        let e = plan(&missing.files, |_| Ok(None)).unwrap_err();
+        let e = plan(&missing.files, None, |_| Ok(None)).unwrap_err();
         assert!(e.starts_with("--input ") && e.contains("none.jsonl"), "{e}");
+        assert_eq!(e.matches("none.jsonl").count(), 1, "{e}");
+        let e = plan(&missing.files, Some(dir.path()), |_| Ok(None)).unwrap_err();
+        assert!(
+            e.starts_with("--input-dir ") && e.contains("none.jsonl"),
+            "{e}"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_stored_inode_tells_a_rotated_or_cut_file_from_the_one_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        std::fs::write(&path, b"{}\n{}\n").unwrap();
+        let ino = inode(&std::fs::metadata(&path).unwrap()).unwrap();
+        let files = std::slice::from_ref(&path);
+        let stored = |pos: u64, was: u64| {
+            move |k: &str| Ok(Some(if k.ends_with("#inode") { was } else { pos }))
+        };
+        // the same file: read on from the position; past its end it was cut: from its start
+        assert_eq!(plan(files, None, stored(3, ino)).unwrap()[0].from, 3);
+        assert_eq!(plan(files, None, stored(9, ino)).unwrap()[0].from, 0);
+        // another file under the name: from its start, shorter or not
+        assert_eq!(plan(files, None, stored(3, ino + 1)).unwrap()[0].from, 0);
+        assert_eq!(plan(files, None, stored(9, ino + 1)).unwrap()[0].from, 0);
+        // the first batch still follows the position the store holds
+        assert_eq!(plan(files, None, stored(9, ino + 1)).unwrap()[0].stored, 9);
     }
 
     #[test]
@@ -1083,7 +1282,7 @@ mod tests {
                 .collect()
         };
         std::fs::write(at("b.jsonl"), b"{}\n").unwrap();
-        let planned = plan(&[at("b.jsonl")], |_| Ok(None)).unwrap();
+        let planned = plan(&[at("b.jsonl")], Some(dir.path()), |_| Ok(None)).unwrap();
         let mut w = Watch::new(dir.path().to_path_buf(), &planned);
         let t0 = Instant::now();
         let at_ms = |ms: u64| t0 + Duration::from_millis(ms);
@@ -1129,7 +1328,9 @@ mod tests {
         let p = |name: &str, from: u64, len: Option<u64>| Planned {
             path: name.into(),
             source: name.into(),
+            identity: name.into(),
             from,
+            stored: from,
             len,
             done: false,
         };
@@ -1168,9 +1369,152 @@ mod tests {
         let mut r = FileLines::open(&path, 9).unwrap();
         assert_eq!(r.next_line(true).unwrap().unwrap().end, 17);
         // no size is known to check at start-up; opening past the end says so
-        let planned = plan(std::slice::from_ref(&path), |_| Ok(Some(18))).unwrap();
+        let planned = plan(std::slice::from_ref(&path), None, |_| Ok(Some(18))).unwrap();
         assert_eq!(planned[0].len, None);
         let e = FileLines::open(&path, 18).err().unwrap().to_string();
         assert!(e.contains("position 18") && e.contains("(17)"), "{e}");
+    }
+
+    fn reader(watched: Option<&Path>) -> (Reader, mpsc::Receiver<Result<Message, String>>) {
+        let (tx, rx) = mpsc::channel(16);
+        let pii = Pii::new(b"k");
+        let r = Reader {
+            watched: watched.map(Path::to_path_buf),
+            decoder: Decoder::new(pii.clone()),
+            pii,
+            batch: 10,
+            max_future_s: 60,
+            tx,
+        };
+        (r, rx)
+    }
+
+    #[test]
+    fn a_watched_file_gone_before_it_is_opened_is_passed_over_and_the_next_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("a.jsonl");
+        let here = dir.path().join("b.jsonl");
+        std::fs::write(&here, b"{}\n").unwrap();
+        let (r, mut rx) = reader(Some(dir.path()));
+        let todo = vec![(0, gone.clone(), 5), (1, here.clone(), 0)];
+        assert!(r.read(todo, None, &mut None).is_ok());
+        drop(r);
+        let mut got = Vec::new();
+        while let Some(m) = rx.blocking_recv() {
+            match m.unwrap() {
+                Message::Batch(b) => got.push((b.file, b.lines, b.position, b.end)),
+                Message::Found(p) => panic!("found {}", p.path.display()),
+            }
+        }
+        // the gone file ends where it was, nothing taken; the next is read
+        assert_eq!(got, vec![(0, 0, 5, true), (1, 1, 3, true)]);
+    }
+
+    #[test]
+    fn a_given_file_gone_is_an_error_naming_it_once_and_its_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("a.jsonl");
+        let (r, mut rx) = reader(None);
+        assert!(r.read(vec![(0, gone.clone(), 0)], None, &mut None).is_err());
+        drop(r);
+        let e = rx.blocking_recv().unwrap().err().unwrap();
+        assert!(e.starts_with("--input "), "{e}");
+        assert_eq!(e.matches("a.jsonl").count(), 1, "{e}");
+        // a file the directory holds that cannot be read names the directory and the file
+        let (r, mut rx) = reader(Some(dir.path()));
+        let _ = r.fail(&gone, "denied");
+        drop(r);
+        let e = rx.blocking_recv().unwrap().err().unwrap();
+        assert_eq!(
+            e,
+            format!(
+                "--input-dir {}: {}: denied",
+                dir.path().display(),
+                gone.display()
+            )
+        );
+    }
+
+    /// The batches handed over so far: (file, lines, position, inode, end).
+    fn batches(
+        rx: &mut mpsc::Receiver<Result<Message, String>>,
+    ) -> Vec<(usize, usize, u64, Option<u64>, bool)> {
+        let mut got = Vec::new();
+        while let Ok(m) = rx.try_recv() {
+            if let Ok(Message::Batch(b)) = m {
+                got.push((b.file, b.lines, b.position, b.inode, b.end));
+            }
+        }
+        got
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_followed_file_renamed_away_is_read_on_until_quiet_then_the_new_one_from_its_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.jsonl");
+        std::fs::write(&path, b"{}\n").unwrap();
+        let ino = |p: &Path| inode(&std::fs::metadata(p).unwrap());
+        let first = ino(&path);
+        let (r, mut rx) = reader(None);
+        let mut o = r.open(0, &path, 0).ok().flatten().unwrap();
+        assert!(r.follow(&mut o).is_ok());
+        assert_eq!(batches(&mut rx), vec![(0, 1, 3, first, false)]);
+        // logrotate: renamed away, a last half line still written to it, a new file created
+        let old = dir.path().join("app.jsonl.1");
+        std::fs::rename(&path, &old).unwrap();
+        use std::io::Write;
+        let mut w = std::fs::OpenOptions::new().append(true).open(&old).unwrap();
+        w.write_all(b"{\"x\"").unwrap();
+        std::fs::write(&path, b"{}\n{}\n").unwrap();
+        let second = ino(&path);
+        assert_ne!(first, second);
+        // the first look starts the wait for the old file's writer to stop
+        assert!(r.follow(&mut o).is_ok());
+        assert_eq!(batches(&mut rx), vec![]);
+        w.write_all(b":1}").unwrap();
+        std::thread::sleep(FOLLOW_EVERY + Duration::from_millis(50));
+        // changed since: it waits again
+        assert!(r.follow(&mut o).is_ok());
+        assert_eq!(batches(&mut rx), vec![]);
+        std::thread::sleep(FOLLOW_EVERY + Duration::from_millis(50));
+        // unchanged: its last line (no newline) is taken, not as the end of the source,
+        // and the new file is followed from its start
+        assert!(r.follow(&mut o).is_ok());
+        assert_eq!(batches(&mut rx), vec![(0, 1, 10, first, false)]);
+        assert!(r.follow(&mut o).is_ok());
+        assert_eq!(batches(&mut rx), vec![(0, 2, 6, second, false)]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_followed_file_cut_in_place_is_read_again_from_its_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.jsonl");
+        std::fs::write(&path, b"{}\n{}\n{}\n").unwrap();
+        let ino = inode(&std::fs::metadata(&path).unwrap());
+        let (r, mut rx) = reader(None);
+        let mut o = r.open(0, &path, 0).ok().flatten().unwrap();
+        assert!(r.follow(&mut o).is_ok());
+        assert_eq!(batches(&mut rx), vec![(0, 3, 9, ino, false)]);
+        // copytruncate: the content copied away, the file cut, the writer goes on
+        std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        use std::io::Write;
+        let mut w = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        w.write_all(b"{\"n\":1}\n").unwrap();
+        assert!(r.follow(&mut o).is_ok());
+        assert!(r.follow(&mut o).is_ok());
+        assert_eq!(batches(&mut rx), vec![(0, 1, 8, ino, false)]);
+        // a file that only grows is read on
+        w.write_all(b"{}\n").unwrap();
+        assert!(r.follow(&mut o).is_ok());
+        assert_eq!(batches(&mut rx), vec![(0, 1, 11, ino, false)]);
     }
 }

@@ -101,6 +101,7 @@ async fn submit(
             source: source.into(),
             position: None,
             after: None,
+            also: None,
             items,
             reply: tx,
             received,
@@ -474,6 +475,9 @@ async fn post_review(
 }
 
 async fn get_stats(st: web::Data<AppState>) -> HttpResponse {
+    // the inputs first: what they count as durable was applied before the shard's counters
+    // are read next, so the answer never shows a file's lines durable and not applied
+    let inputs = st.inputs.lock().map(|i| json!(*i)).unwrap_or_default();
     let shard = st.shard.send(GetStats).await.ok();
     let engine = st
         .shard
@@ -490,7 +494,7 @@ async fn get_stats(st: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "shard": shard, "engine": engine,
         "inflight_events": st.inflight.load(Ordering::SeqCst),
-        "inputs": st.inputs.lock().map(|i| json!(*i)).unwrap_or_default(),
+        "inputs": inputs,
         "latency_us": {
             "window": "the last 60 to 120 seconds",
             "ingest_to_decision": st.metrics.decision_window.percentiles(),
@@ -1043,7 +1047,7 @@ pub async fn serve(
     // the input files are checked before anything is served: a bad one stops start-up
     let planned = if inputs.any() {
         let files = inputs.at_start().map_err(|e| anyhow::anyhow!(e))?;
-        let mut planned = crate::files::stored_positions(&shard, &files)
+        let mut planned = crate::files::stored_positions(&shard, &files, inputs.dir.as_deref())
             .await
             .map_err(|e| anyhow::anyhow!(e))?;
         if inputs.dir.is_some() {

@@ -214,6 +214,10 @@ pub struct Ingest {
     /// batch is refused ([`ShardError::OutOfOrder`]) unless it is the source's position as
     /// applied, so a batch queued behind one that failed is not committed past it.
     pub after: Option<u64>,
+    /// Another position committed with these items, when applied: a file's identity beside
+    /// its byte position (`file:<path>#inode`), so a restart tells a rotated file from the
+    /// one its position was in.
+    pub also: Option<(Arc<str>, u64)>,
     /// The items.
     pub items: Vec<Item>,
     /// The answer.
@@ -1659,6 +1663,9 @@ impl Handler<Ingest> for Shard {
         let _span =
             tracing::debug_span!("ingest", source = %msg.source, items = msg.items.len()).entered();
         let outcomes = self.apply(&msg.source, msg.position, msg.items);
+        if let Some((source, pos)) = &msg.also {
+            self.set_position(source, *pos);
+        }
         self.metrics.decided(msg.received.elapsed());
         self.waiting.push((msg.reply, outcomes));
         if self.batch.event_count() >= self.commit_events {
@@ -1864,6 +1871,7 @@ mod tests {
             source: source.into(),
             position,
             after,
+            also: None,
             items: vec![click(n)],
             reply,
             received: Instant::now(),

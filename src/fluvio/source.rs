@@ -302,6 +302,7 @@ pub async fn ingest_partition(
             source: source.clone(),
             position: Some(position),
             after,
+            also: None,
             items,
             reply,
             received: Instant::now(),
