@@ -67,6 +67,10 @@ pub struct Planned {
     pub len: Option<u64>,
     /// Read to its end before start-up: not read again (see [`skip_done`]).
     pub done: bool,
+    /// A `.gz` file the store says was read to its end: the compressed size stored when it
+    /// was ([`gz_done_source`]) is its size now, and its inode the one stored, if any (its
+    /// decompressed size, what its position counts, is not known without reading it).
+    pub complete: bool,
 }
 
 impl Inputs {
@@ -124,9 +128,9 @@ pub fn open_events(path: &Path) -> std::io::Result<Box<dyn std::io::Read + Send>
 }
 
 /// In a watched directory, marks the files read to their end before start-up (stored
-/// position = size) as done, so a restart does not open them again; the newest stays when
-/// it is to be followed (lines may be appended to it). A `.gz` file is read again to its
-/// stored position: its decompressed size is not known without that.
+/// position = size, or a `.gz` file [`Planned::complete`]) as done, so a restart does not
+/// open them again; the newest plain file stays when it is to be followed (lines may be
+/// appended to it).
 pub fn skip_done(planned: &mut [Planned], follow: bool) {
     let newest = if follow {
         planned.len().checked_sub(1)
@@ -134,7 +138,8 @@ pub fn skip_done(planned: &mut [Planned], follow: bool) {
         None
     };
     for (i, p) in planned.iter_mut().enumerate() {
-        p.done = p.len == Some(p.from) && Some(i) != newest;
+        // a .gz file is never followed, the newest or not
+        p.done = (p.len == Some(p.from) && Some(i) != newest) || p.complete;
     }
 }
 
@@ -168,7 +173,11 @@ pub fn plan(
         };
         let at = stored(&source)?.unwrap_or(0);
         let mut from = at;
-        match (stored(&identity)?, inode(&meta)) {
+        let was = stored(&identity)?;
+        let complete = len.is_none()
+            && stored(&gz_done_source(&source))? == Some(meta.len())
+            && (was.is_none() || was == inode(&meta));
+        match (was, inode(&meta)) {
             (Some(was), Some(now)) if was != now && from > 0 => {
                 tracing::warn!(file = %path.display(), was, now, position = from, "another file than the one read before has this name (rotated or replaced): read from its start");
                 from = 0;
@@ -194,6 +203,7 @@ pub fn plan(
             stored: at,
             len,
             done: false,
+            complete,
         });
     }
     Ok(out)
@@ -257,16 +267,26 @@ pub fn identity_source(source: &str) -> String {
     format!("{source}#inode")
 }
 
-/// Opens a file as [`FileLines::open`] does; also gives, for a plain file, a second handle
-/// on the same open file (to look at its size while following it, whatever its name is
-/// now), and its inode.
-fn open_input(path: &Path, from: u64) -> std::io::Result<(FileLines, Option<File>, Option<u64>)> {
+/// The name a `.gz` file's compressed size is stored under once it is read to its end
+/// (committed with its last lines), so a restart need not decompress it again.
+pub fn gz_done_source(source: &str) -> String {
+    format!("{source}#gz-size")
+}
+
+/// An input file opened: its lines, and (a plain file) a second handle on the same open
+/// file, to look at its size while following it, whatever its name is now, or (a `.gz`
+/// file) its compressed size; its inode.
+type Opened = (FileLines, Result<File, u64>, Option<u64>);
+
+/// Opens a file as [`FileLines::open`] does, with what [`Opened`] adds.
+fn open_input(path: &Path, from: u64) -> std::io::Result<Opened> {
     let mut f = File::open(path)?;
-    let ino = inode(&f.metadata()?);
+    let meta = f.metadata()?;
+    let ino = inode(&meta);
     if !gzipped(path) {
         let handle = f.try_clone()?;
         f.seek(SeekFrom::Start(from))?;
-        return Ok((LineReader::new(Box::new(f), from), Some(handle), ino));
+        return Ok((LineReader::new(Box::new(f), from), Ok(handle), ino));
     }
     let mut r: Box<dyn std::io::Read + Send> =
         Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(f)));
@@ -280,7 +300,7 @@ fn open_input(path: &Path, from: u64) -> std::io::Result<(FileLines, Option<File
             ),
         ));
     }
-    Ok((LineReader::new(r, from), None, ino))
+    Ok((LineReader::new(r, from), Err(meta.len()), ino))
 }
 
 impl<R: std::io::Read> LineReader<R> {
@@ -348,6 +368,9 @@ struct Batch {
     position: u64,
     /// The inode of the file read (committed beside the position).
     inode: Option<u64>,
+    /// A `.gz` file's compressed size, on the batch that ends it (committed beside the
+    /// position, [`gz_done_source`]).
+    gz_done: Option<u64>,
     /// The last batch of a file read to its end.
     end: bool,
 }
@@ -600,7 +623,10 @@ impl Pass {
                     source: planned[b.file].source.clone(),
                     position: Some(b.position),
                     after: Some(after[b.file]),
-                    also: b.inode.map(|i| (planned[b.file].identity.clone(), i)),
+                    also: match b.gz_done {
+                        Some(size) => Some((gz_done_source(&planned[b.file].source).into(), size)),
+                        None => b.inode.map(|i| (planned[b.file].identity.clone(), i)),
+                    },
                     items: b.items,
                     reply,
                     received: Instant::now(),
@@ -823,8 +849,9 @@ struct Open {
     file: usize,
     path: PathBuf,
     lines: FileLines,
-    /// The same open file (not for a `.gz` file), to look at whatever its name is now.
-    handle: Option<File>,
+    /// The same open file, to look at whatever its name is now; a `.gz` file's compressed
+    /// size instead.
+    handle: Result<File, u64>,
     /// Its inode when opened.
     inode: Option<u64>,
     /// Followed, and renamed away: since when it is read on until its writer stops.
@@ -836,8 +863,8 @@ impl Open {
     /// (a file renamed or removed still has them), else of its path.
     fn stamp(&self) -> Option<Stamp> {
         match &self.handle {
-            Some(h) => h.metadata().ok().map(|m| (m.len(), m.modified().ok())),
-            None => stamp(&self.path),
+            Ok(h) => h.metadata().ok().map(|m| (m.len(), m.modified().ok())),
+            Err(_) => stamp(&self.path),
         }
     }
 }
@@ -873,6 +900,7 @@ impl Reader {
                     lines: 0,
                     position: from,
                     inode: None,
+                    gz_done: None,
                     end: true,
                 })))?;
                 Ok(None)
@@ -903,6 +931,12 @@ impl Reader {
                     lines: lines.len(),
                     position: o.lines.position(),
                     inode: o.inode,
+                    gz_done: o
+                        .handle
+                        .as_ref()
+                        .err()
+                        .copied()
+                        .filter(|_| end && complete && ends),
                     end: end && complete && ends,
                 };
                 lines.clear();
@@ -1017,6 +1051,7 @@ impl Reader {
                         stored: 0,
                         len: None,
                         done: false,
+                        complete: false,
                     };
                     queue.push_back((w.next, path.clone(), 0));
                     w.next += 1;
@@ -1248,6 +1283,62 @@ mod tests {
         assert_eq!(plan(files, None, stored(9, ino + 1)).unwrap()[0].stored, 9);
     }
 
+    #[cfg(unix)]
+    #[test]
+    fn a_gz_file_is_complete_when_its_stored_compressed_size_is_its_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl.gz");
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(b"{}\n{}\n").unwrap();
+        std::fs::write(&path, gz.finish().unwrap()).unwrap();
+        let size = std::fs::metadata(&path).unwrap().len();
+        let ino = inode(&std::fs::metadata(&path).unwrap()).unwrap();
+        let files = std::slice::from_ref(&path);
+        let plan_with = |gz_size: Option<u64>, was: Option<u64>| {
+            let mut p = plan(files, Some(dir.path()), |k: &str| {
+                Ok(if k.ends_with("#gz-size") {
+                    gz_size
+                } else if k.ends_with("#inode") {
+                    was
+                } else {
+                    Some(6)
+                })
+            })
+            .unwrap();
+            // the newest, and in a followed directory: a .gz file is not followed
+            skip_done(&mut p, true);
+            (p[0].complete, p[0].done)
+        };
+        assert_eq!(plan_with(Some(size), Some(ino)), (true, true));
+        // the batch that ended it carried no inode (one batch): the size alone
+        assert_eq!(plan_with(Some(size), None), (true, true));
+        // not read to its end, another size, another file: read (to its position) again
+        assert_eq!(plan_with(None, Some(ino)), (false, false));
+        assert_eq!(plan_with(Some(size + 1), Some(ino)), (false, false));
+        assert_eq!(plan_with(Some(size), Some(ino + 1)), (false, false));
+    }
+
+    #[test]
+    fn the_batch_that_ends_a_gz_file_carries_its_compressed_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl.gz");
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(b"{}\n{}\n{}").unwrap();
+        std::fs::write(&path, gz.finish().unwrap()).unwrap();
+        let size = std::fs::metadata(&path).unwrap().len();
+        let (r, mut rx) = reader(Some(dir.path()));
+        let mut o = r.open(0, &path, 0).ok().flatten().unwrap();
+        assert!(r.drain(&mut o, true, true).is_ok());
+        drop(r);
+        let mut got = Vec::new();
+        while let Ok(Ok(Message::Batch(b))) = rx.try_recv() {
+            got.push((b.lines, b.position, b.end, b.gz_done));
+        }
+        assert_eq!(got, vec![(3, 8, true, Some(size))]);
+    }
+
     #[test]
     fn a_directory_gives_its_json_lines_files_by_name_and_nothing_else() {
         let dir = tempfile::tempdir().unwrap();
@@ -1333,6 +1424,7 @@ mod tests {
             stored: from,
             len,
             done: false,
+            complete: false,
         };
         let mut planned = vec![
             p("a.jsonl", 10, Some(10)),

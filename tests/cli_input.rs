@@ -350,13 +350,18 @@ fn a_watched_directory_takes_files_in_name_order_as_they_appear_and_restarts_whe
     );
     s.stop();
 
-    // a restart: the files read to their end are not opened again, the .gz file is read to
-    // its position, the newest is followed from its own; nothing is taken twice
+    // a restart: the files read to their end are not opened again, the .gz file neither,
+    // the newest is followed from its own position; nothing is taken twice
     let s = Service::start_args(&data, &args, &[], Stdio::inherit());
     let stats = wait_until(&s, "the restart", |i| {
         entry(i, "12-03.jsonl.gz")["done"] == true
     });
-    for f in ["11-30.jsonl", "12-01.jsonl", "12-02.jsonl"] {
+    for f in [
+        "11-30.jsonl",
+        "12-01.jsonl",
+        "12-02.jsonl",
+        "12-03.jsonl.gz",
+    ] {
         let e = entry(&stats["inputs"], f);
         assert!(
             e["done"] == true && e["lines"] == 0 && e["from"] == e["position"],
@@ -370,7 +375,8 @@ fn a_watched_directory_takes_files_in_name_order_as_they_appear_and_restarts_whe
     s.stop();
 
     // a backfill of what is there: every file done, then exit 0; a file read in this run
-    // prints its summary, and only the .gz file is read (to its position) again
+    // prints its summary, and none is (the .gz file's compressed size was stored with its
+    // end: it is not decompressed again)
     let out = run_to_end(&data)
         .args(args)
         .arg("--stop-after-input")
@@ -378,8 +384,8 @@ fn a_watched_directory_takes_files_in_name_order_as_they_appear_and_restarts_whe
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let printed = String::from_utf8_lossy(&out.stdout);
-    assert!(printed.contains("12-03.jsonl.gz: 0 lines"), "{printed}");
     for f in [
+        "12-03.jsonl.gz:",
         "11-30.jsonl:",
         "12-01.jsonl:",
         "12-02.jsonl:",
