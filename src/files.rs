@@ -1283,16 +1283,22 @@ mod tests {
         assert_eq!(plan(files, None, stored(9, ino + 1)).unwrap()[0].stored, 9);
     }
 
+    /// `dir/a.jsonl.gz` holding `bytes`, and its compressed size.
+    fn gz_file(dir: &Path, bytes: &[u8]) -> (PathBuf, u64) {
+        use std::io::Write;
+        let path = dir.join("a.jsonl.gz");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(bytes).unwrap();
+        std::fs::write(&path, gz.finish().unwrap()).unwrap();
+        let size = std::fs::metadata(&path).unwrap().len();
+        (path, size)
+    }
+
     #[cfg(unix)]
     #[test]
     fn a_gz_file_is_complete_when_its_stored_compressed_size_is_its_size() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.jsonl.gz");
-        use std::io::Write;
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(b"{}\n{}\n").unwrap();
-        std::fs::write(&path, gz.finish().unwrap()).unwrap();
-        let size = std::fs::metadata(&path).unwrap().len();
+        let (path, size) = gz_file(dir.path(), b"{}\n{}\n");
         let ino = inode(&std::fs::metadata(&path).unwrap()).unwrap();
         let files = std::slice::from_ref(&path);
         let plan_with = |gz_size: Option<u64>, was: Option<u64>| {
@@ -1322,12 +1328,7 @@ mod tests {
     #[test]
     fn the_batch_that_ends_a_gz_file_carries_its_compressed_size() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.jsonl.gz");
-        use std::io::Write;
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(b"{}\n{}\n{}").unwrap();
-        std::fs::write(&path, gz.finish().unwrap()).unwrap();
-        let size = std::fs::metadata(&path).unwrap().len();
+        let (path, size) = gz_file(dir.path(), b"{}\n{}\n{}");
         let (r, mut rx) = reader(Some(dir.path()));
         let mut o = r.open(0, &path, 0).ok().flatten().unwrap();
         assert!(r.drain(&mut o, true, true).is_ok());
