@@ -63,6 +63,9 @@ pub struct Planned {
     pub from: u64,
     /// The source's position in the store (0 when none): what its first batch follows.
     pub stored: u64,
+    /// The file's inode when planned: opened later and found another, it is read from its
+    /// start (it was rotated in between).
+    pub inode: Option<u64>,
     /// Its size when planned (none for a `.gz` file: its decompressed size is not known).
     pub len: Option<u64>,
     /// Read to its end before start-up: not read again (see [`skip_done`]).
@@ -201,6 +204,7 @@ pub fn plan(
             identity: identity.into(),
             from,
             stored: at,
+            inode: inode(&meta),
             len,
             done: false,
             complete,
@@ -571,6 +575,7 @@ impl Pass {
         };
         {
             let reader = Reader {
+                planned: planned.iter().map(|p| p.inode).collect(),
                 watched: self.dir.clone(),
                 decoder: self.decoder.clone(),
                 pii: self.pii.clone(),
@@ -830,6 +835,8 @@ impl Watch {
 
 /// The reading thread's side: decodes lines and hands them over in batches.
 struct Reader {
+    /// The inode each file had when planned, by index.
+    planned: Vec<Option<u64>>,
     /// The watched directory, if the files are its (errors name it; a file of it that is
     /// gone before it is opened is passed over, not an error).
     watched: Option<PathBuf>,
@@ -884,6 +891,10 @@ impl Reader {
     /// passed over (None): it is counted as read to its end, with nothing taken from it.
     fn open(&self, file: usize, path: &Path, from: u64) -> Result<Option<Open>, Gone> {
         match open_input(path, from) {
+            Ok((_, _, now)) if from > 0 && self.rotated_since_planned(file, now) => {
+                tracing::warn!(file = %path.display(), position = from, "another file than the one planned has this name (rotated since): read from its start");
+                self.open(file, path, 0)
+            }
             Ok((lines, handle, inode)) => Ok(Some(Open {
                 file,
                 path: path.to_path_buf(),
@@ -906,6 +917,14 @@ impl Reader {
                 Ok(None)
             }
             Err(e) => Err(self.fail(path, e)),
+        }
+    }
+
+    /// Whether file `file`, opened with inode `now`, is not the file planned.
+    fn rotated_since_planned(&self, file: usize, now: Option<u64>) -> bool {
+        match self.planned.get(file) {
+            Some(Some(was)) => now.is_some_and(|n| n != *was),
+            _ => false,
         }
     }
 
@@ -974,6 +993,17 @@ impl Reader {
         }
         if let Some(n) = self.open(o.file, &o.path.clone(), 0)? {
             *o = n;
+            // commit the new start (and inode) at once: a restart before its first whole
+            // line is durable must not read the new file from the old position
+            self.send(Ok(Message::Batch(Batch {
+                file: o.file,
+                items: Vec::new(),
+                lines: 0,
+                position: 0,
+                inode: o.inode,
+                gz_done: None,
+                end: false,
+            })))?;
         }
         Ok(())
     }
@@ -1049,6 +1079,7 @@ impl Reader {
                         source: source.into(),
                         from: 0,
                         stored: 0,
+                        inode: None,
                         len: None,
                         done: false,
                         complete: false,
@@ -1423,6 +1454,7 @@ mod tests {
             identity: name.into(),
             from,
             stored: from,
+            inode: None,
             len,
             done: false,
             complete: false,
@@ -1472,6 +1504,7 @@ mod tests {
         let (tx, rx) = mpsc::channel(16);
         let pii = Pii::new(b"k");
         let r = Reader {
+            planned: Vec::new(),
             watched: watched.map(Path::to_path_buf),
             decoder: Decoder::new(pii.clone()),
             pii,
@@ -1574,7 +1607,11 @@ mod tests {
         // unchanged: its last line (no newline) is taken, not as the end of the source,
         // and the new file is followed from its start
         assert!(r.follow(&mut o).is_ok());
-        assert_eq!(batches(&mut rx), vec![(0, 1, 10, first, false)]);
+        // the new start is committed at once, before any whole line of the new file
+        assert_eq!(
+            batches(&mut rx),
+            vec![(0, 1, 10, first, false), (0, 0, 0, second, false)]
+        );
         assert!(r.follow(&mut o).is_ok());
         assert_eq!(batches(&mut rx), vec![(0, 2, 6, second, false)]);
     }
@@ -1604,10 +1641,35 @@ mod tests {
         w.write_all(b"{\"n\":1}\n").unwrap();
         assert!(r.follow(&mut o).is_ok());
         assert!(r.follow(&mut o).is_ok());
-        assert_eq!(batches(&mut rx), vec![(0, 1, 8, ino, false)]);
+        assert_eq!(
+            batches(&mut rx),
+            vec![(0, 0, 0, ino, false), (0, 1, 8, ino, false)]
+        );
         // a file that only grows is read on
         w.write_all(b"{}\n").unwrap();
         assert!(r.follow(&mut o).is_ok());
         assert_eq!(batches(&mut rx), vec![(0, 1, 11, ino, false)]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_file_rotated_between_its_plan_and_its_opening_is_read_from_its_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.jsonl");
+        std::fs::write(&path, b"{}\n{}\n").unwrap();
+        let ino = inode(&std::fs::metadata(&path).unwrap());
+        let (mut r, mut rx) = reader(None);
+        // planned as another inode, at position 3: read from 0
+        r.planned = vec![ino.map(|i| i + 1)];
+        let mut o = r.open(0, &path, 3).ok().flatten().unwrap();
+        assert!(r.drain(&mut o, true, true).is_ok());
+        // planned as this inode: from its position
+        r.planned = vec![ino];
+        let mut o = r.open(0, &path, 3).ok().flatten().unwrap();
+        assert!(r.drain(&mut o, true, true).is_ok());
+        assert_eq!(
+            batches(&mut rx),
+            vec![(0, 2, 6, ino, true), (0, 1, 6, ino, true)]
+        );
     }
 }

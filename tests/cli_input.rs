@@ -243,9 +243,12 @@ fn a_followed_file_rotated_by_renaming_goes_on_in_the_new_file_and_a_restart_tel
     let s = Service::start_args(&data, &["--input", path], &[], Stdio::inherit());
     let accepted = |n: usize| move |i: &Value| i[0]["accepted"] == n as u64;
     wait_until(&s, "the first file", accepted(a));
-    // logrotate: renamed away, another file created under the name
-    std::fs::rename(&file, tmp.path().join("feed.jsonl.1")).unwrap();
-    write(&events[a..b]);
+    // logrotate: renamed away, a last line written to it by its writer (which has not
+    // reopened yet), then another file created under the name
+    let old = tmp.path().join("feed.jsonl.1");
+    std::fs::rename(&file, &old).unwrap();
+    append(&old, (events[a].clone() + "\n").as_bytes());
+    write(&events[a + 1..b]);
     let stats = wait_until(&s, "the file created after the rename", accepted(b));
     let second = std::fs::metadata(&file).unwrap().len();
     assert_eq!(stats["inputs"][0]["position"], second, "{stats}");
