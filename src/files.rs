@@ -171,6 +171,7 @@ pub fn plan(
             .and_then(|f| f.metadata())
             .map_err(|e| format!("{name}: {e}"))?;
         let len = (!gzipped(path)).then_some(meta.len());
+        let ino = inode(&meta);
         let mut stored = |key: &str| {
             stored(key).map_err(|e| format!("{name}: reading its stored position: {e}"))
         };
@@ -179,8 +180,8 @@ pub fn plan(
         let was = stored(&identity)?;
         let complete = len.is_none()
             && stored(&gz_done_source(&source))? == Some(meta.len())
-            && (was.is_none() || was == inode(&meta));
-        match (was, inode(&meta)) {
+            && (was.is_none() || was == ino);
+        match (was, ino) {
             (Some(was), Some(now)) if was != now && from > 0 => {
                 tracing::warn!(file = %path.display(), was, now, position = from, "another file than the one read before has this name (rotated or replaced): read from its start");
                 from = 0;
@@ -204,7 +205,7 @@ pub fn plan(
             identity: identity.into(),
             from,
             stored: at,
-            inode: inode(&meta),
+            inode: ino,
             len,
             done: false,
             complete,
@@ -248,7 +249,7 @@ impl FileLines {
     /// Opens `path` at byte `from` (of its decompressed bytes for a `.gz` file, which are
     /// read and dropped up to there).
     pub fn open(path: &Path, from: u64) -> std::io::Result<FileLines> {
-        Ok(open_input(path, from)?.0)
+        Ok(open_input(path, from, None)?.0)
     }
 }
 
@@ -282,11 +283,18 @@ pub fn gz_done_source(source: &str) -> String {
 /// file) its compressed size; its inode.
 type Opened = (FileLines, Result<File, u64>, Option<u64>);
 
-/// Opens a file as [`FileLines::open`] does, with what [`Opened`] adds.
-fn open_input(path: &Path, from: u64) -> std::io::Result<Opened> {
+/// Opens a file as [`FileLines::open`] does, with what [`Opened`] adds; from its start
+/// instead of `from` when it is not the file `planned` (an inode seen when its position was
+/// planned: it was rotated since).
+fn open_input(path: &Path, from: u64, planned: Option<u64>) -> std::io::Result<Opened> {
     let mut f = File::open(path)?;
     let meta = f.metadata()?;
     let ino = inode(&meta);
+    let mut from = from;
+    if from > 0 && planned.is_some_and(|was| ino.is_some_and(|now| now != was)) {
+        tracing::warn!(file = %path.display(), position = from, "another file than the one planned has this name (rotated since): read from its start");
+        from = 0;
+    }
     if !gzipped(path) {
         let handle = f.try_clone()?;
         f.seek(SeekFrom::Start(from))?;
@@ -377,6 +385,22 @@ struct Batch {
     gz_done: Option<u64>,
     /// The last batch of a file read to its end.
     end: bool,
+}
+
+impl Batch {
+    /// A batch of no lines that commits file `file`'s `position` (and `inode`), and with
+    /// `end` says it is read to its end.
+    fn mark(file: usize, position: u64, inode: Option<u64>, end: bool) -> Batch {
+        Batch {
+            file,
+            lines: 0,
+            items: Vec::new(),
+            position,
+            inode,
+            gz_done: None,
+            end,
+        }
+    }
 }
 
 /// What the reading thread hands over.
@@ -740,9 +764,11 @@ struct Watch {
 type Stamp = (u64, Option<std::time::SystemTime>);
 
 fn stamp(path: &Path) -> Option<Stamp> {
-    std::fs::metadata(path)
-        .ok()
-        .map(|m| (m.len(), m.modified().ok()))
+    std::fs::metadata(path).ok().as_ref().map(stamp_of)
+}
+
+fn stamp_of(m: &std::fs::Metadata) -> Stamp {
+    (m.len(), m.modified().ok())
 }
 
 /// Whether a file has stopped changing: the same [`Stamp`] at two looks at least
@@ -870,7 +896,7 @@ impl Open {
     /// (a file renamed or removed still has them), else of its path.
     fn stamp(&self) -> Option<Stamp> {
         match &self.handle {
-            Ok(h) => h.metadata().ok().map(|m| (m.len(), m.modified().ok())),
+            Ok(h) => h.metadata().ok().as_ref().map(stamp_of),
             Err(_) => stamp(&self.path),
         }
     }
@@ -890,11 +916,8 @@ impl Reader {
     /// Opens file `file` at `from`; a file of the watched directory that is gone by now is
     /// passed over (None): it is counted as read to its end, with nothing taken from it.
     fn open(&self, file: usize, path: &Path, from: u64) -> Result<Option<Open>, Gone> {
-        match open_input(path, from) {
-            Ok((_, _, now)) if from > 0 && self.rotated_since_planned(file, now) => {
-                tracing::warn!(file = %path.display(), position = from, "another file than the one planned has this name (rotated since): read from its start");
-                self.open(file, path, 0)
-            }
+        let planned = self.planned.get(file).copied().flatten();
+        match open_input(path, from, planned) {
             Ok((lines, handle, inode)) => Ok(Some(Open {
                 file,
                 path: path.to_path_buf(),
@@ -905,26 +928,10 @@ impl Reader {
             })),
             Err(e) if self.watched.is_some() && e.kind() == std::io::ErrorKind::NotFound => {
                 tracing::warn!(file = %path.display(), "an input file went before it was read; passed over");
-                self.send(Ok(Message::Batch(Batch {
-                    file,
-                    items: Vec::new(),
-                    lines: 0,
-                    position: from,
-                    inode: None,
-                    gz_done: None,
-                    end: true,
-                })))?;
+                self.send(Ok(Message::Batch(Batch::mark(file, from, None, true))))?;
                 Ok(None)
             }
             Err(e) => Err(self.fail(path, e)),
-        }
-    }
-
-    /// Whether file `file`, opened with inode `now`, is not the file planned.
-    fn rotated_since_planned(&self, file: usize, now: Option<u64>) -> bool {
-        match self.planned.get(file) {
-            Some(Some(was)) => now.is_some_and(|n| n != *was),
-            _ => false,
         }
     }
 
@@ -995,15 +1002,7 @@ impl Reader {
             *o = n;
             // commit the new start (and inode) at once: a restart before its first whole
             // line is durable must not read the new file from the old position
-            self.send(Ok(Message::Batch(Batch {
-                file: o.file,
-                items: Vec::new(),
-                lines: 0,
-                position: 0,
-                inode: o.inode,
-                gz_done: None,
-                end: false,
-            })))?;
+            self.send(Ok(Message::Batch(Batch::mark(o.file, 0, o.inode, false))))?;
         }
         Ok(())
     }
