@@ -180,10 +180,10 @@ pub struct ServerLatency {
 }
 
 /// Reads the request-latency histograms of `/metrics`; None when the service has metrics off
-/// (404) or exports neither.
+/// (404), keeps them behind a token (401, 403: the driver sends none) or exports neither.
 fn scrape(addr: &str) -> Result<Option<Scrape>> {
     let (status, body) = Conn::open(addr)?.send("GET", "/metrics", b"")?;
-    if status == 404 {
+    if matches!(status, 401 | 403 | 404) {
         return Ok(None);
     }
     if status != 200 {
