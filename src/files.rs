@@ -33,6 +33,11 @@ use tokio::sync::mpsc;
 /// How often the followed file is looked at again once its end is reached.
 const FOLLOW_EVERY: Duration = Duration::from_millis(200);
 
+/// How many of a file's first bytes (decompressed, for a `.gz` file) its fingerprint covers:
+/// what tells it from another file that took its name, or its inode number, or that was
+/// written over it ([`head_source`]).
+const HEAD: usize = 1024;
+
 /// What `run --input` asks for.
 #[derive(Debug, Clone, Default)]
 pub struct Inputs {
@@ -167,8 +172,8 @@ pub fn plan(
         let name = named(path, dir);
         let source = source_name(path).map_err(|e| format!("{name}: {e}"))?;
         let identity = identity_source(&source);
-        let meta = File::open(path)
-            .and_then(|f| f.metadata())
+        let (file, meta) = File::open(path)
+            .and_then(|f| f.metadata().map(|m| (f, m)))
             .map_err(|e| format!("{name}: {e}"))?;
         let len = (!gzipped(path)).then_some(meta.len());
         let ino = inode(&meta);
@@ -178,9 +183,18 @@ pub fn plan(
         let at = stored(&source)?.unwrap_or(0);
         let mut from = at;
         let was = stored(&identity)?;
+        // the first bytes read before are not the file's (none stored: cannot tell; the file
+        // unreadable: its reading says why)
+        let other_head = match stored(&head_source(&source))? {
+            Some(h) if at > 0 => {
+                read_head(&file, len.is_none()).is_ok_and(|b| fingerprint(&b, at) != h)
+            }
+            _ => false,
+        };
         let complete = len.is_none()
             && stored(&gz_done_source(&source))? == Some(meta.len())
-            && (was.is_none() || was == ino);
+            && (was.is_none() || was == ino)
+            && !other_head;
         match (was, ino) {
             (Some(was), Some(now)) if was != now && from > 0 => {
                 tracing::warn!(file = %path.display(), was, now, position = from, "another file than the one read before has this name (rotated or replaced): read from its start");
@@ -188,6 +202,10 @@ pub fn plan(
             }
             (Some(was), Some(now)) if was == now && len.is_some_and(|l| from > l) => {
                 tracing::warn!(file = %path.display(), size = ?len, position = from, "the file is shorter than the position read to (cut in place: copytruncate?): read again from its start");
+                from = 0;
+            }
+            _ if other_head && from > 0 => {
+                tracing::warn!(file = %path.display(), position = from, "the file's first bytes are not those read before (replaced, or written over): read from its start");
                 from = 0;
             }
             _ => {}
@@ -249,7 +267,7 @@ impl FileLines {
     /// Opens `path` at byte `from` (of its decompressed bytes for a `.gz` file, which are
     /// read and dropped up to there).
     pub fn open(path: &Path, from: u64) -> std::io::Result<FileLines> {
-        Ok(open_input(path, from, None)?.0)
+        Ok(open_input(path, from, None)?.lines)
     }
 }
 
@@ -272,16 +290,76 @@ pub fn identity_source(source: &str) -> String {
     format!("{source}#inode")
 }
 
+/// The name the fingerprint of a file's first bytes is stored under, beside its position
+/// (committed with it): a file replaced while the service was stopped by one that got the
+/// same inode number, or written over in place, is told from the one read by its first
+/// bytes.
+pub fn head_source(source: &str) -> String {
+    format!("{source}#head")
+}
+
+/// The fingerprint of a file's first `upto` bytes ([`HEAD`] at most), `head` being its first
+/// bytes as far as they are known: the first 62 bits of their SHA-256 (a stored position
+/// fits a signed 64-bit column).
+fn fingerprint(head: &[u8], upto: u64) -> u64 {
+    use sha2::Digest as _;
+    let n = usize::try_from(upto)
+        .map_or(HEAD, |u| u.min(HEAD))
+        .min(head.len());
+    let d = sha2::Sha256::digest(&head[..n]);
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&d[..8]);
+    u64::from_be_bytes(first) >> 2
+}
+
+/// A file's first [`HEAD`] bytes (fewer if it is shorter; decompressed when `gz`), read
+/// without moving the offset `f` shares with its clones.
+#[cfg(unix)]
+fn read_head(f: &File, gz: bool) -> std::io::Result<Vec<u8>> {
+    struct At<'a>(&'a File, u64);
+    impl std::io::Read for At<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            use std::os::unix::fs::FileExt as _;
+            let n = self.0.read_at(buf, self.1)?;
+            self.1 += n as u64;
+            Ok(n)
+        }
+    }
+    let mut out = Vec::with_capacity(HEAD);
+    let limit = HEAD as u64;
+    if gz {
+        flate2::read::MultiGzDecoder::new(BufReader::new(At(f, 0)))
+            .take(limit)
+            .read_to_end(&mut out)?;
+    } else {
+        At(f, 0).take(limit).read_to_end(&mut out)?;
+    }
+    Ok(out)
+}
+
+/// A file's first bytes: not read where there are no positional reads (every file then has
+/// the fingerprint of no bytes).
+#[cfg(not(unix))]
+fn read_head(_f: &File, _gz: bool) -> std::io::Result<Vec<u8>> {
+    Ok(Vec::new())
+}
+
 /// The name a `.gz` file's compressed size is stored under once it is read to its end
 /// (committed with its last lines), so a restart need not decompress it again.
 pub fn gz_done_source(source: &str) -> String {
     format!("{source}#gz-size")
 }
 
-/// An input file opened: its lines, and (a plain file) a second handle on the same open
-/// file, to look at its size while following it, whatever its name is now, or (a `.gz`
-/// file) its compressed size; its inode.
-type Opened = (FileLines, Result<File, u64>, Option<u64>);
+/// An input file opened.
+struct Opened {
+    lines: FileLines,
+    /// A plain file: a second handle on the same open file, to look at its size and first
+    /// bytes while following it, whatever its name is now; a `.gz` file: its compressed size.
+    handle: Result<File, u64>,
+    inode: Option<u64>,
+    /// Its first bytes as far as [`HEAD`] (what it held of them when opened).
+    head: Vec<u8>,
+}
 
 /// Opens a file as [`FileLines::open`] does, with what [`Opened`] adds; from its start
 /// instead of `from` when it is not the file `planned` (an inode seen when its position was
@@ -295,10 +373,18 @@ fn open_input(path: &Path, from: u64, planned: Option<u64>) -> std::io::Result<O
         tracing::warn!(file = %path.display(), position = from, "another file than the one planned has this name (rotated since): read from its start");
         from = 0;
     }
-    if !gzipped(path) {
+    let gz = gzipped(path);
+    // unreadable as gzip: the lines' reading says so
+    let head = read_head(&f, gz).unwrap_or_default();
+    if !gz {
         let handle = f.try_clone()?;
         f.seek(SeekFrom::Start(from))?;
-        return Ok((LineReader::new(Box::new(f), from), Ok(handle), ino));
+        return Ok(Opened {
+            lines: LineReader::new(Box::new(f), from),
+            handle: Ok(handle),
+            inode: ino,
+            head,
+        });
     }
     let mut r: Box<dyn std::io::Read + Send> =
         Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(f)));
@@ -312,7 +398,12 @@ fn open_input(path: &Path, from: u64, planned: Option<u64>) -> std::io::Result<O
             ),
         ));
     }
-    Ok((LineReader::new(r, from), Err(meta.len()), ino))
+    Ok(Opened {
+        lines: LineReader::new(r, from),
+        handle: Err(meta.len()),
+        inode: ino,
+        head,
+    })
 }
 
 impl<R: std::io::Read> LineReader<R> {
@@ -380,6 +471,9 @@ struct Batch {
     position: u64,
     /// The inode of the file read (committed beside the position).
     inode: Option<u64>,
+    /// The fingerprint of its bytes up to `position` (the first [`HEAD`] at most; committed
+    /// beside the position, [`head_source`]).
+    head: Option<u64>,
     /// A `.gz` file's compressed size, on the batch that ends it (committed beside the
     /// position, [`gz_done_source`]).
     gz_done: Option<u64>,
@@ -397,6 +491,7 @@ impl Batch {
             items: Vec::new(),
             position,
             inode,
+            head: None,
             gz_done: None,
             end,
         }
@@ -652,9 +747,19 @@ impl Pass {
                     source: planned[b.file].source.clone(),
                     position: Some(b.position),
                     after: Some(after[b.file]),
-                    also: match b.gz_done {
-                        Some(size) => Some((gz_done_source(&planned[b.file].source).into(), size)),
-                        None => b.inode.map(|i| (planned[b.file].identity.clone(), i)),
+                    also: {
+                        let p = &planned[b.file];
+                        let mut also = Vec::new();
+                        if let Some(i) = b.inode {
+                            also.push((p.identity.clone(), i));
+                        }
+                        if let Some(h) = b.head {
+                            also.push((head_source(&p.source).into(), h));
+                        }
+                        if let Some(size) = b.gz_done {
+                            also.push((gz_done_source(&p.source).into(), size));
+                        }
+                        also
                     },
                     items: b.items,
                     reply,
@@ -887,6 +992,8 @@ struct Open {
     handle: Result<File, u64>,
     /// Its inode when opened.
     inode: Option<u64>,
+    /// Its first bytes as far as [`HEAD`], as far as they are known.
+    head: Vec<u8>,
     /// Followed, and renamed away: since when it is read on until its writer stops.
     moved: Option<Quiet>,
 }
@@ -899,6 +1006,28 @@ impl Open {
             Ok(h) => h.metadata().ok().as_ref().map(stamp_of),
             Err(_) => stamp(&self.path),
         }
+    }
+
+    /// The fingerprint of its bytes up to `pos` (the first [`HEAD`] at most): of a plain
+    /// file that was shorter than that when its first bytes were read, read them again.
+    fn head_at(&mut self, pos: u64) -> u64 {
+        if self.head.len() < HEAD && (self.head.len() as u64) < pos {
+            if let Ok(b) = self.handle.as_ref().map(|h| read_head(h, false)) {
+                self.head = b.unwrap_or_default();
+            }
+        }
+        fingerprint(&self.head, pos)
+    }
+
+    /// Whether its first bytes are no longer those read before (a plain file cut and
+    /// written again in place, faster than its size could show it).
+    fn written_over(&self) -> bool {
+        let Ok(h) = &self.handle else { return false };
+        let Ok(now) = read_head(h, false) else {
+            return false;
+        };
+        let n = now.len().min(self.head.len());
+        now[..n] != self.head[..n]
     }
 }
 
@@ -918,12 +1047,13 @@ impl Reader {
     fn open(&self, file: usize, path: &Path, from: u64) -> Result<Option<Open>, Gone> {
         let planned = self.planned.get(file).copied().flatten();
         match open_input(path, from, planned) {
-            Ok((lines, handle, inode)) => Ok(Some(Open {
+            Ok(o) => Ok(Some(Open {
                 file,
                 path: path.to_path_buf(),
-                lines,
-                handle,
-                inode,
+                lines: o.lines,
+                handle: o.handle,
+                inode: o.inode,
+                head: o.head,
                 moved: None,
             })),
             Err(e) if self.watched.is_some() && e.kind() == std::io::ErrorKind::NotFound => {
@@ -951,12 +1081,14 @@ impl Reader {
                 lines.push(l.bytes);
             }
             if lines.len() == self.batch || (end && ((complete && ends) || !lines.is_empty())) {
+                let position = o.lines.position();
                 let b = Batch {
                     file: o.file,
                     items: decode(&lines, &self.decoder, &self.pii, self.max_future_s),
                     lines: lines.len(),
-                    position: o.lines.position(),
+                    position,
                     inode: o.inode,
+                    head: Some(o.head_at(position)),
                     gz_done: o
                         .handle
                         .as_ref()
@@ -979,12 +1111,19 @@ impl Reader {
     /// start. Renamed away with another file created under its name (`logrotate`'s
     /// default), it is read on until a look finds it unchanged 0.2 s on (its writer may
     /// still be writing to it), completed, and the new file followed from its start, under
-    /// the same name, its inode committed with its first lines.
+    /// the same name, its inode committed with its first lines. Found with other first bytes
+    /// than it had (cut and written again before a look could see it shorter), it is read
+    /// again from its start, nothing read from the old position.
     fn follow(&self, o: &mut Open) -> Result<(), Gone> {
-        self.drain(o, false, false)?;
+        let over = o.written_over();
+        if !over {
+            self.drain(o, false, false)?;
+        }
         let Some(now) = o.stamp() else { return Ok(()) };
         let at_path = std::fs::metadata(&o.path).ok().and_then(|m| inode(&m));
-        if at_path.is_some() && at_path != o.inode {
+        if over {
+            tracing::warn!(file = %o.path.display(), read_to = o.lines.position(), "the followed file's first bytes changed (cut and written again in place): reading it again from its start");
+        } else if at_path.is_some() && at_path != o.inode {
             let quiet = o
                 .moved
                 .get_or_insert_with(|| Quiet::new(Some(now), Instant::now()));
@@ -1271,7 +1410,7 @@ mod tests {
             stop_at_end: true,
         };
         // a store from before inodes were kept holds positions only
-        let at = |p: u64| move |k: &str| Ok((!k.ends_with("#inode")).then_some(p));
+        let at = |p: u64| move |k: &str| Ok((!k.contains('#')).then_some(p));
         let ok = plan(&inputs.files, None, at(3)).unwrap();
         assert_eq!(ok[0].from, 3);
         assert!(ok[0].source.starts_with("file:/"), "{}", ok[0].source);
@@ -1301,7 +1440,13 @@ mod tests {
         let ino = inode(&std::fs::metadata(&path).unwrap()).unwrap();
         let files = std::slice::from_ref(&path);
         let stored = |pos: u64, was: u64| {
-            move |k: &str| Ok(Some(if k.ends_with("#inode") { was } else { pos }))
+            move |k: &str| {
+                Ok(match k.rsplit_once('#') {
+                    Some((_, "inode")) => Some(was),
+                    Some(_) => None,
+                    None => Some(pos),
+                })
+            }
         };
         // the same file: read on from the position; past its end it was cut: from its start
         assert_eq!(plan(files, None, stored(3, ino)).unwrap()[0].from, 3);
@@ -1311,6 +1456,47 @@ mod tests {
         assert_eq!(plan(files, None, stored(9, ino + 1)).unwrap()[0].from, 0);
         // the first batch still follows the position the store holds
         assert_eq!(plan(files, None, stored(9, ino + 1)).unwrap()[0].stored, 9);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn stored_first_bytes_tell_a_file_that_took_the_inode_or_was_written_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.jsonl");
+        std::fs::write(&path, b"{\"a\":1}\n{\"b\":2}\n").unwrap();
+        let ino = inode(&std::fs::metadata(&path).unwrap()).unwrap();
+        let files = std::slice::from_ref(&path);
+        let stored = |pos: u64, head: Option<u64>| {
+            move |k: &str| {
+                Ok(match k.rsplit_once('#') {
+                    Some((_, "inode")) => Some(ino),
+                    Some((_, "head")) => head,
+                    Some(_) => None,
+                    None => Some(pos),
+                })
+            }
+        };
+        let from = |pos, head| plan(files, None, stored(pos, head)).unwrap()[0].from;
+        // the bytes read to position 8 (the first line) are the file's: read on from there
+        assert_eq!(from(8, Some(fingerprint(b"{\"a\":1}\n", 8))), 8);
+        // a file of the same inode and at least as long, whose first bytes are others
+        // (replaced, the number reused; or written over in place): from its start
+        assert_eq!(from(8, Some(fingerprint(b"{\"z\":9}\n", 8))), 0);
+        // none stored (a store from before): the inode alone decides
+        assert_eq!(from(8, None), 8);
+        // the fingerprint covers only the bytes up to the position: what was appended
+        // after it does not change it
+        assert_eq!(
+            fingerprint(b"{\"a\":1}\n", 8),
+            fingerprint(b"{\"a\":1}\n{\"b\":2}\n", 8)
+        );
+        // and past the first HEAD bytes, those alone
+        let long = vec![b'x'; HEAD + 10];
+        assert_eq!(
+            fingerprint(&long, HEAD as u64 + 3),
+            fingerprint(&long[..HEAD], 1 << 40)
+        );
+        assert!(fingerprint(&long, 1 << 40) < 1 << 62);
     }
 
     /// `dir/a.jsonl.gz` holding `bytes`, and its compressed size.
@@ -1331,12 +1517,14 @@ mod tests {
         let (path, size) = gz_file(dir.path(), b"{}\n{}\n");
         let ino = inode(&std::fs::metadata(&path).unwrap()).unwrap();
         let files = std::slice::from_ref(&path);
-        let plan_with = |gz_size: Option<u64>, was: Option<u64>| {
+        let plan_with = |gz_size: Option<u64>, was: Option<u64>, head: Option<u64>| {
             let mut p = plan(files, Some(dir.path()), |k: &str| {
                 Ok(if k.ends_with("#gz-size") {
                     gz_size
                 } else if k.ends_with("#inode") {
                     was
+                } else if k.ends_with("#head") {
+                    head
                 } else {
                     Some(6)
                 })
@@ -1346,13 +1534,28 @@ mod tests {
             skip_done(&mut p, true);
             (p[0].complete, p[0].done)
         };
-        assert_eq!(plan_with(Some(size), Some(ino)), (true, true));
+        let head = fingerprint(b"{}\n{}\n", 6);
+        assert_eq!(plan_with(Some(size), Some(ino), Some(head)), (true, true));
+        // a store from before first bytes were kept: the inode and size
+        assert_eq!(plan_with(Some(size), Some(ino), None), (true, true));
         // the batch that ended it carried no inode (one batch): the size alone
-        assert_eq!(plan_with(Some(size), None), (true, true));
+        assert_eq!(plan_with(Some(size), None, None), (true, true));
         // not read to its end, another size, another file: read (to its position) again
-        assert_eq!(plan_with(None, Some(ino)), (false, false));
-        assert_eq!(plan_with(Some(size + 1), Some(ino)), (false, false));
-        assert_eq!(plan_with(Some(size), Some(ino + 1)), (false, false));
+        assert_eq!(plan_with(None, Some(ino), Some(head)), (false, false));
+        assert_eq!(
+            plan_with(Some(size + 1), Some(ino), Some(head)),
+            (false, false)
+        );
+        assert_eq!(
+            plan_with(Some(size), Some(ino + 1), Some(head)),
+            (false, false)
+        );
+        // the same inode and size, other first bytes: another file
+        let other = fingerprint(b"[]\n{}\n", 6);
+        assert_eq!(
+            plan_with(Some(size), Some(ino), Some(other)),
+            (false, false)
+        );
     }
 
     #[test]
@@ -1648,6 +1851,44 @@ mod tests {
         w.write_all(b"{}\n").unwrap();
         assert!(r.follow(&mut o).is_ok());
         assert_eq!(batches(&mut rx), vec![(0, 1, 11, ino, false)]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_followed_file_written_over_past_its_position_is_read_again_from_its_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.jsonl");
+        std::fs::write(&path, b"{\"n\":1}\n{\"n\":2}\n").unwrap();
+        let (r, mut rx) = reader(None);
+        let mut o = r.open(0, &path, 0).ok().flatten().unwrap();
+        assert!(r.follow(&mut o).is_ok());
+        let mut heads = Vec::new();
+        while let Ok(Ok(Message::Batch(b))) = rx.try_recv() {
+            heads.push((b.position, b.head, b.items.len()));
+        }
+        // each batch carries the fingerprint of the bytes up to its position
+        let first = fingerprint(b"{\"n\":1}\n{\"n\":2}\n", 16);
+        assert_eq!(heads, vec![(16, Some(first), 2)]);
+        // cut and written again, longer, between two looks: what was at the old position
+        // (the middle of a line) is not read; the file is read from its start
+        std::fs::write(&path, b"{\"m\":10}\n{\"m\":20}\n{\"m\":30}\n").unwrap();
+        assert!(r.follow(&mut o).is_ok());
+        assert!(r.follow(&mut o).is_ok());
+        let mut got = Vec::new();
+        while let Ok(Ok(Message::Batch(b))) = rx.try_recv() {
+            got.push((b.position, b.lines));
+        }
+        assert_eq!(got, vec![(0, 0), (27, 3)]);
+        // appended to: read on, not taken for another rewrite
+        append_to(&path, b"{\"m\":40}\n");
+        assert!(r.follow(&mut o).is_ok());
+        assert_eq!(batches(&mut rx), vec![(0, 1, 36, o.inode, false)]);
+    }
+
+    fn append_to(path: &Path, bytes: &[u8]) {
+        use std::io::Write;
+        let mut w = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+        w.write_all(bytes).unwrap();
     }
 
     #[cfg(unix)]

@@ -101,7 +101,7 @@ async fn submit(
             source: source.into(),
             position: None,
             after: None,
-            also: None,
+            also: Vec::new(),
             items,
             reply: tx,
             received,

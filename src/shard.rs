@@ -214,10 +214,10 @@ pub struct Ingest {
     /// batch is refused ([`ShardError::OutOfOrder`]) unless it is the source's position as
     /// applied, so a batch queued behind one that failed is not committed past it.
     pub after: Option<u64>,
-    /// Another position committed with these items, when applied: a file's identity beside
-    /// its byte position (`file:<path>#inode`), so a restart tells a rotated file from the
-    /// one its position was in.
-    pub also: Option<(Arc<str>, u64)>,
+    /// Other positions committed with these items, when applied: a file's identity beside
+    /// its byte position (`file:<path>#inode`, `#head`), so a restart tells a rotated or
+    /// replaced file from the one its position was in.
+    pub also: Vec<(Arc<str>, u64)>,
     /// The items.
     pub items: Vec<Item>,
     /// The answer.
@@ -1663,7 +1663,7 @@ impl Handler<Ingest> for Shard {
         let _span =
             tracing::debug_span!("ingest", source = %msg.source, items = msg.items.len()).entered();
         let outcomes = self.apply(&msg.source, msg.position, msg.items);
-        if let Some((source, pos)) = &msg.also {
+        for (source, pos) in &msg.also {
             self.set_position(source, *pos);
         }
         self.metrics.decided(msg.received.elapsed());
@@ -1871,7 +1871,7 @@ mod tests {
             source: source.into(),
             position,
             after,
-            also: None,
+            also: Vec::new(),
             items: vec![click(n)],
             reply,
             received: Instant::now(),

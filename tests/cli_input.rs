@@ -225,6 +225,27 @@ fn an_input_that_cannot_be_read_stops_start_up_with_its_name_and_one_cut_is_read
         said.contains("1 lines") && said.contains("0 accepted, 1 duplicates"),
         "{said}"
     );
+    // written over in place again (the same inode), now longer than the position read to:
+    // its first bytes are not those read, so it is read from its start, not from the
+    // middle of a line
+    let rest = script()[1..].to_vec();
+    std::fs::write(&file, rest.join("\n") + "\n").unwrap();
+    let out = run(&file);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    let want = format!(
+        "{} lines to byte {}",
+        rest.len(),
+        std::fs::metadata(&file).unwrap().len()
+    );
+    assert!(
+        said.contains(&want)
+            && said.contains(&format!(
+                "0 accepted, {} duplicates, 0 rejected",
+                rest.len()
+            )),
+        "{said}"
+    );
 }
 
 #[test]

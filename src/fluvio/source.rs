@@ -302,7 +302,7 @@ pub async fn ingest_partition(
             source: source.clone(),
             position: Some(position),
             after,
-            also: None,
+            also: Vec::new(),
             items,
             reply,
             received: Instant::now(),
