@@ -79,6 +79,10 @@ pub struct Planned {
     /// was ([`gz_done_source`]) is its size now, and its inode the one stored, if any (its
     /// decompressed size, what its position counts, is not known without reading it).
     pub complete: bool,
+    /// The file the one read before was renamed to (found in the same directory by its
+    /// inode and first bytes), when the name now holds another: read from `stored` to its
+    /// end first, then this file from its start.
+    pub tail: Option<PathBuf>,
 }
 
 impl Inputs {
@@ -185,7 +189,8 @@ pub fn plan(
         let was = stored(&identity)?;
         // the first bytes read before are not the file's (none stored: cannot tell; the file
         // unreadable: its reading says why)
-        let other_head = match stored(&head_source(&source))? {
+        let stored_head = stored(&head_source(&source))?;
+        let other_head = match stored_head {
             Some(h) if at > 0 => {
                 read_head(&file, len.is_none()).is_ok_and(|b| fingerprint(&b, at) != h)
             }
@@ -195,9 +200,18 @@ pub fn plan(
             && stored(&gz_done_source(&source))? == Some(meta.len())
             && (was.is_none() || was == ino)
             && !other_head;
+        let mut tail = None;
         match (was, ino) {
             (Some(was), Some(now)) if was != now && from > 0 => {
-                tracing::warn!(file = %path.display(), was, now, position = from, "another file than the one read before has this name (rotated or replaced): read from its start");
+                tail = len.and(renamed_to(path, was, at, stored_head));
+                match &tail {
+                    Some(old) => {
+                        tracing::warn!(file = %path.display(), renamed_to = %old.display(), position = from, "the file read before was rotated (renamed) while the service was stopped: reading the rest of it, then the new file from its start")
+                    }
+                    None => {
+                        tracing::warn!(file = %path.display(), was, now, position = from, "another file than the one read before has this name (rotated or replaced), and the old one is not beside it: read from its start")
+                    }
+                }
                 from = 0;
             }
             (Some(was), Some(now)) if was == now && len.is_some_and(|l| from > l) => {
@@ -227,9 +241,35 @@ pub fn plan(
             len,
             done: false,
             complete,
+            tail,
         });
     }
     Ok(out)
+}
+
+/// The file in `path`'s directory that is the one read to position `at` under `path`
+/// before: its inode `ino`, at least `at` bytes long, and its first bytes those read (when
+/// their fingerprint `head` is known). What logrotate's default does while the service is
+/// stopped: `feed.jsonl` renamed to `feed.jsonl.1` and a new `feed.jsonl` created. A plain
+/// file only (one compressed since is another file).
+fn renamed_to(path: &Path, ino: u64, at: u64, head: Option<u64>) -> Option<PathBuf> {
+    let dir = match path.parent() {
+        Some(d) if d.as_os_str().is_empty() => Path::new("."),
+        Some(d) => d,
+        None => return None,
+    };
+    std::fs::read_dir(dir).ok()?.flatten().find_map(|e| {
+        let meta = e.metadata().ok()?;
+        let ours = meta.is_file() && inode(&meta) == Some(ino) && meta.len() >= at;
+        let p = e.path();
+        let same = ours
+            && head.is_none_or(|h| {
+                File::open(&p)
+                    .and_then(|f| read_head(&f, false))
+                    .is_ok_and(|b| fingerprint(&b, at) == h)
+            });
+        same.then_some(p)
+    })
 }
 
 /// How an error names an input file: after the option that gave it.
@@ -695,6 +735,10 @@ impl Pass {
         {
             let reader = Reader {
                 planned: planned.iter().map(|p| p.inode).collect(),
+                tails: planned
+                    .iter()
+                    .map(|p| p.tail.clone().map(|t| (t, p.stored)))
+                    .collect(),
                 watched: self.dir.clone(),
                 decoder: self.decoder.clone(),
                 pii: self.pii.clone(),
@@ -968,6 +1012,9 @@ impl Watch {
 struct Reader {
     /// The inode each file had when planned, by index.
     planned: Vec<Option<u64>>,
+    /// By index: the file the one read before was renamed to, and the position to read it
+    /// from ([`Planned::tail`]).
+    tails: Vec<Option<(PathBuf, u64)>>,
     /// The watched directory, if the files are its (errors name it; a file of it that is
     /// gone before it is opened is passed over, not an error).
     watched: Option<PathBuf>,
@@ -999,6 +1046,18 @@ struct Open {
 }
 
 impl Open {
+    fn new(file: usize, path: &Path, o: Opened) -> Open {
+        Open {
+            file,
+            path: path.to_path_buf(),
+            lines: o.lines,
+            handle: o.handle,
+            inode: o.inode,
+            head: o.head,
+            moved: None,
+        }
+    }
+
     /// Its size and modification time now: of the open file itself when there is a handle
     /// (a file renamed or removed still has them), else of its path.
     fn stamp(&self) -> Option<Stamp> {
@@ -1047,15 +1106,7 @@ impl Reader {
     fn open(&self, file: usize, path: &Path, from: u64) -> Result<Option<Open>, Gone> {
         let planned = self.planned.get(file).copied().flatten();
         match open_input(path, from, planned) {
-            Ok(o) => Ok(Some(Open {
-                file,
-                path: path.to_path_buf(),
-                lines: o.lines,
-                handle: o.handle,
-                inode: o.inode,
-                head: o.head,
-                moved: None,
-            })),
+            Ok(o) => Ok(Some(Open::new(file, path, o))),
             Err(e) if self.watched.is_some() && e.kind() == std::io::ErrorKind::NotFound => {
                 tracing::warn!(file = %path.display(), "an input file went before it was read; passed over");
                 self.send(Ok(Message::Batch(Batch::mark(file, from, None, true))))?;
@@ -1063,6 +1114,20 @@ impl Reader {
             }
             Err(e) => Err(self.fail(path, e)),
         }
+    }
+
+    /// Reads the rest of the file the one read before as file `file` was renamed to, from
+    /// `from` to its end, under the same position name; then commits the start of the file
+    /// that now has the name (its inode as planned), which is read next.
+    fn tail(&self, file: usize, old: &Path, from: u64) -> Result<(), Gone> {
+        match open_input(old, from, None) {
+            Ok(o) => self.drain(&mut Open::new(file, old, o), true, false)?,
+            Err(e) => {
+                tracing::warn!(file = %old.display(), error = %e, "the file the input was renamed to could not be read: its lines after the durable position are not read");
+            }
+        }
+        let inode = self.planned.get(file).copied().flatten();
+        self.send(Ok(Message::Batch(Batch::mark(file, 0, inode, false))))
     }
 
     /// Hands over what `o` holds now, `batch` lines at a time. When `complete`, that is
@@ -1171,6 +1236,9 @@ impl Reader {
         // files followed until a later name came: read on until their writer stops
         let mut closing: Vec<(Open, Quiet)> = Vec::new();
         for (i, path, from) in todo {
+            if let Some((old, at)) = self.tails.get(i).and_then(Option::as_ref) {
+                self.tail(i, old, *at)?;
+            }
             if Some(i) == followed {
                 follow = self.open(i, &path, from)?;
             } else {
@@ -1221,6 +1289,7 @@ impl Reader {
                         len: None,
                         done: false,
                         complete: false,
+                        tail: None,
                     };
                     queue.push_back((w.next, path.clone(), 0));
                     w.next += 1;
@@ -1460,6 +1529,57 @@ mod tests {
 
     #[cfg(unix)]
     #[test]
+    fn a_file_rotated_while_stopped_has_the_rest_of_the_old_one_read_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.jsonl");
+        let old = dir.path().join("app.jsonl.1");
+        // read to 8 under the name, two lines appended, renamed away; a new file created
+        std::fs::write(&old, b"{\"a\":1}\n{\"a\":2}\n{\"a\":3}\n").unwrap();
+        std::fs::write(&path, b"{\"b\":1}\n").unwrap();
+        let was = inode(&std::fs::metadata(&old).unwrap()).unwrap();
+        let files = std::slice::from_ref(&path);
+        let plan_at = |pos: u64, ino: u64, head: Option<u64>| {
+            let p = plan(files, None, move |k: &str| {
+                Ok(match k.rsplit_once('#') {
+                    Some((_, "inode")) => Some(ino),
+                    Some((_, "head")) => head,
+                    Some(_) => None,
+                    None => Some(pos),
+                })
+            })
+            .unwrap();
+            (p[0].from, p[0].stored, p[0].tail.clone())
+        };
+        let read = Some(fingerprint(b"{\"a\":1}\n", 8));
+        assert_eq!(plan_at(8, was, read), (0, 8, Some(old.clone())));
+        // first bytes stored and not the old file's, or none stored: by the inode alone
+        assert_eq!(
+            plan_at(8, was, Some(fingerprint(b"{\"x\":1}\n", 8))).2,
+            None
+        );
+        assert_eq!(plan_at(8, was, None).2, Some(old.clone()));
+        // shorter than the position, or no file of that inode beside it: nothing to finish
+        assert_eq!(plan_at(99, was, None).2, None);
+        assert_eq!(plan_at(8, was + 1_000_000, None).2, None);
+
+        // the reader takes the old file's rest, commits the new file's start, then reads it
+        let (mut r, mut rx) = reader(None);
+        let now = inode(&std::fs::metadata(&path).unwrap());
+        r.planned = vec![now];
+        r.tails = vec![Some((old.clone(), 8))];
+        assert!(r.read(vec![(0, path.clone(), 0)], None, &mut None).is_ok());
+        assert_eq!(
+            batches(&mut rx),
+            vec![
+                (0, 2, 24, Some(was), false),
+                (0, 0, 0, now, false),
+                (0, 1, 8, now, true)
+            ]
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
     fn stored_first_bytes_tell_a_file_that_took_the_inode_or_was_written_over() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.jsonl");
@@ -1660,6 +1780,7 @@ mod tests {
             len,
             done: false,
             complete: false,
+            tail: None,
         };
         let mut planned = vec![
             p("a.jsonl", 10, Some(10)),
@@ -1707,6 +1828,7 @@ mod tests {
         let pii = Pii::new(b"k");
         let r = Reader {
             planned: Vec::new(),
+            tails: Vec::new(),
             watched: watched.map(Path::to_path_buf),
             decoder: Decoder::new(pii.clone()),
             pii,

@@ -255,7 +255,9 @@ fn a_followed_file_rotated_by_renaming_goes_on_in_the_new_file_and_a_restart_tel
     // three files under one name: the third longer than the second, so a position in the
     // second read in the third would start in the middle of a line
     let (a, b) = (events.len() / 3, events.len() / 3 + 2);
-    assert!(events[b..].join("\n").len() > events[a..b].join("\n").len() + 1);
+    let c = b + (events.len() - b) / 2;
+    assert!(c > b + 1 && c < events.len());
+    assert!(events[c..].join("\n").len() > events[a..b].join("\n").len() + 1);
     let file = tmp.path().join("feed.jsonl");
     let path = file.to_str().unwrap();
     let write = |part: &[String]| std::fs::write(&file, part.join("\n") + "\n").unwrap();
@@ -276,9 +278,12 @@ fn a_followed_file_rotated_by_renaming_goes_on_in_the_new_file_and_a_restart_tel
     assert_eq!(stats["inputs"][0]["rejected"], 0, "{stats}");
     s.stop();
 
-    // rotated again while the service was stopped: the new file is read from its start
+    // while the service was stopped, lines appended, then rotated again: the rest of the
+    // renamed file (found beside it by its inode and first bytes) is read, then the new
+    // file from its start
+    append(&file, (events[b..c].join("\n") + "\n").as_bytes());
     std::fs::rename(&file, tmp.path().join("feed.jsonl.2")).unwrap();
-    write(&events[b..]);
+    write(&events[c..]);
     let s = Service::start_args(&data, &["--input", path], &[], Stdio::inherit());
     let stats = wait_until(
         &s,
