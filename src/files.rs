@@ -80,9 +80,9 @@ pub struct Planned {
     /// decompressed size, what its position counts, is not known without reading it).
     pub complete: bool,
     /// The file the one read before was renamed to (found in the same directory by its
-    /// inode and first bytes), when the name now holds another: read from `stored` to its
-    /// end first, then this file from its start.
-    pub tail: Option<PathBuf>,
+    /// name, inode and first bytes), and that inode, when the name now holds another: read
+    /// from `stored` to its end first, then this file from its start.
+    pub tail: Option<(PathBuf, u64)>,
 }
 
 impl Inputs {
@@ -151,7 +151,8 @@ pub fn skip_done(planned: &mut [Planned], follow: bool) {
     };
     for (i, p) in planned.iter_mut().enumerate() {
         // a .gz file is never followed, the newest or not
-        p.done = (p.len == Some(p.from) && Some(i) != newest) || p.complete;
+        // (one with the rest of a renamed file to read is not, empty or not)
+        p.done = p.tail.is_none() && ((p.len == Some(p.from) && Some(i) != newest) || p.complete);
     }
 }
 
@@ -203,10 +204,12 @@ pub fn plan(
         let mut tail = None;
         match (was, ino) {
             (Some(was), Some(now)) if was != now && from > 0 => {
-                tail = len.and(renamed_to(path, was, at, stored_head));
+                tail = len
+                    .and_then(|_| renamed_to(path, dir.is_some(), was, at, stored_head))
+                    .map(|old| (old, was));
                 match &tail {
-                    Some(old) => {
-                        tracing::warn!(file = %path.display(), renamed_to = %old.display(), position = from, "the file read before was rotated (renamed) while the service was stopped: reading the rest of it, then the new file from its start")
+                    Some((old, _)) => {
+                        tracing::warn!(file = %path.display(), renamed_to = %old.display(), position = from, "the file read before was rotated (renamed) while the service was stopped: reading the rest of it, then the new file from its start (a file rotated in between, if any, is not read)")
                     }
                     None => {
                         tracing::warn!(file = %path.display(), was, now, position = from, "another file than the one read before has this name (rotated or replaced), and the old one is not beside it: read from its start")
@@ -247,18 +250,21 @@ pub fn plan(
     Ok(out)
 }
 
-/// The file in `path`'s directory that is the one read to position `at` under `path`
-/// before: its inode `ino`, at least `at` bytes long, and its first bytes those read (when
-/// their fingerprint `head` is known). What logrotate's default does while the service is
+/// The file beside `path` (the file it names, if a link) that is the one read to position
+/// `at` under `path` before: named after it (`feed.jsonl.1`, `feed.jsonl-20261203`), its
+/// inode `ino`, at least `at` bytes long, and its first bytes those read (when their
+/// fingerprint `head` is known). What logrotate's default does while the service is
 /// stopped: `feed.jsonl` renamed to `feed.jsonl.1` and a new `feed.jsonl` created. A plain
-/// file only (one compressed since is another file).
-fn renamed_to(path: &Path, ino: u64, at: u64, head: Option<u64>) -> Option<PathBuf> {
-    let dir = match path.parent() {
-        Some(d) if d.as_os_str().is_empty() => Path::new("."),
-        Some(d) => d,
-        None => return None,
-    };
+/// file only (one compressed since is another file); in a `watched` directory, not a file
+/// it takes anyway (that one is read from its start under its own name).
+fn renamed_to(path: &Path, watched: bool, ino: u64, at: u64, head: Option<u64>) -> Option<PathBuf> {
+    let real = std::fs::canonicalize(path).ok()?;
+    let (dir, name) = (real.parent()?, real.file_name()?.as_encoded_bytes());
     std::fs::read_dir(dir).ok()?.flatten().find_map(|e| {
+        let n = e.file_name();
+        if !n.as_encoded_bytes().starts_with(name) || (watched && taken(&n)) {
+            return None;
+        }
         let meta = e.metadata().ok()?;
         let ours = meta.is_file() && inode(&meta) == Some(ino) && meta.len() >= at;
         let p = e.path();
@@ -397,8 +403,9 @@ struct Opened {
     /// bytes while following it, whatever its name is now; a `.gz` file: its compressed size.
     handle: Result<File, u64>,
     inode: Option<u64>,
-    /// Its first bytes as far as [`HEAD`] (what it held of them when opened).
-    head: Vec<u8>,
+    /// Its first bytes as far as [`HEAD`] (what it held of them when opened); none when
+    /// they could not be read (no fingerprint is then committed).
+    head: Option<Vec<u8>>,
 }
 
 /// Opens a file as [`FileLines::open`] does, with what [`Opened`] adds; from its start
@@ -415,7 +422,7 @@ fn open_input(path: &Path, from: u64, planned: Option<u64>) -> std::io::Result<O
     }
     let gz = gzipped(path);
     // unreadable as gzip: the lines' reading says so
-    let head = read_head(&f, gz).unwrap_or_default();
+    let head = read_head(&f, gz).ok();
     if !gz {
         let handle = f.try_clone()?;
         f.seek(SeekFrom::Start(from))?;
@@ -737,7 +744,7 @@ impl Pass {
                 planned: planned.iter().map(|p| p.inode).collect(),
                 tails: planned
                     .iter()
-                    .map(|p| p.tail.clone().map(|t| (t, p.stored)))
+                    .map(|p| p.tail.clone().map(|(old, ino)| (old, p.stored, ino)))
                     .collect(),
                 watched: self.dir.clone(),
                 decoder: self.decoder.clone(),
@@ -1012,9 +1019,9 @@ impl Watch {
 struct Reader {
     /// The inode each file had when planned, by index.
     planned: Vec<Option<u64>>,
-    /// By index: the file the one read before was renamed to, and the position to read it
-    /// from ([`Planned::tail`]).
-    tails: Vec<Option<(PathBuf, u64)>>,
+    /// By index: the file the one read before was renamed to, the position to read it
+    /// from, and its inode ([`Planned::tail`]).
+    tails: Vec<Option<(PathBuf, u64, u64)>>,
     /// The watched directory, if the files are its (errors name it; a file of it that is
     /// gone before it is opened is passed over, not an error).
     watched: Option<PathBuf>,
@@ -1039,8 +1046,8 @@ struct Open {
     handle: Result<File, u64>,
     /// Its inode when opened.
     inode: Option<u64>,
-    /// Its first bytes as far as [`HEAD`], as far as they are known.
-    head: Vec<u8>,
+    /// Its first bytes as far as [`HEAD`], as far as they are known (none: unreadable).
+    head: Option<Vec<u8>>,
     /// Followed, and renamed away: since when it is read on until its writer stops.
     moved: Option<Quiet>,
 }
@@ -1069,24 +1076,27 @@ impl Open {
 
     /// The fingerprint of its bytes up to `pos` (the first [`HEAD`] at most): of a plain
     /// file that was shorter than that when its first bytes were read, read them again.
-    fn head_at(&mut self, pos: u64) -> u64 {
-        if self.head.len() < HEAD && (self.head.len() as u64) < pos {
-            if let Ok(b) = self.handle.as_ref().map(|h| read_head(h, false)) {
-                self.head = b.unwrap_or_default();
+    fn head_at(&mut self, pos: u64) -> Option<u64> {
+        let head = self.head.as_mut()?;
+        if head.len() < HEAD && (head.len() as u64) < pos {
+            if let Ok(Ok(b)) = self.handle.as_ref().map(|h| read_head(h, false)) {
+                *head = b;
             }
         }
-        fingerprint(&self.head, pos)
+        Some(fingerprint(head, pos))
     }
 
     /// Whether its first bytes are no longer those read before (a plain file cut and
     /// written again in place, faster than its size could show it).
     fn written_over(&self) -> bool {
-        let Ok(h) = &self.handle else { return false };
+        let (Ok(h), Some(head)) = (&self.handle, &self.head) else {
+            return false;
+        };
         let Ok(now) = read_head(h, false) else {
             return false;
         };
-        let n = now.len().min(self.head.len());
-        now[..n] != self.head[..n]
+        let n = now.len().min(head.len());
+        now[..n] != head[..n]
     }
 }
 
@@ -1116,12 +1126,30 @@ impl Reader {
         }
     }
 
-    /// Reads the rest of the file the one read before as file `file` was renamed to, from
-    /// `from` to its end, under the same position name; then commits the start of the file
-    /// that now has the name (its inode as planned), which is read next.
-    fn tail(&self, file: usize, old: &Path, from: u64) -> Result<(), Gone> {
-        match open_input(old, from, None) {
-            Ok(o) => self.drain(&mut Open::new(file, old, o), true, false)?,
+    /// Reads the rest of the file the one read before as file `file` was renamed to, if
+    /// planned: from its durable position to its end, under the same position name, once a
+    /// look finds it unchanged 0.2 s on (its writer may not have reopened yet); then commits
+    /// the start of the file that now has the name (its inode as planned), read next.
+    fn tail(&self, file: usize) -> Result<(), Gone> {
+        let Some((old, from, was)) = self.tails.get(file).and_then(Option::as_ref) else {
+            return Ok(());
+        };
+        match open_input(old, *from, None) {
+            Ok(o) if o.inode == Some(*was) => {
+                let mut o = Open::new(file, old, o);
+                let mut quiet = Quiet::new(o.stamp(), Instant::now());
+                loop {
+                    self.drain(&mut o, false, false)?;
+                    if quiet.after(o.stamp(), Instant::now()) {
+                        break;
+                    }
+                    std::thread::sleep(FOLLOW_EVERY / 4);
+                }
+                self.drain(&mut o, true, false)?;
+            }
+            Ok(_) => {
+                tracing::warn!(file = %old.display(), "the file the input was renamed to was rotated again since: its lines after the durable position are not read");
+            }
             Err(e) => {
                 tracing::warn!(file = %old.display(), error = %e, "the file the input was renamed to could not be read: its lines after the durable position are not read");
             }
@@ -1153,7 +1181,7 @@ impl Reader {
                     lines: lines.len(),
                     position,
                     inode: o.inode,
-                    head: Some(o.head_at(position)),
+                    head: o.head_at(position),
                     gz_done: o
                         .handle
                         .as_ref()
@@ -1235,21 +1263,25 @@ impl Reader {
         let mut follow: Option<Open> = None;
         // files followed until a later name came: read on until their writer stops
         let mut closing: Vec<(Open, Quiet)> = Vec::new();
+        // the followed file's renamed predecessor, read in its turn: after the others
+        let mut follow_tail = None;
         for (i, path, from) in todo {
-            if let Some((old, at)) = self.tails.get(i).and_then(Option::as_ref) {
-                self.tail(i, old, *at)?;
-            }
             if Some(i) == followed {
                 follow = self.open(i, &path, from)?;
+                follow_tail = Some(i);
             } else {
                 queue.push_back((i, path, from));
             }
         }
         loop {
             while let Some((i, path, from)) = queue.pop_front() {
+                self.tail(i)?;
                 if let Some(mut o) = self.open(i, &path, from)? {
                     self.drain(&mut o, true, true)?;
                 }
+            }
+            if let Some(i) = follow_tail.take() {
+                self.tail(i)?;
             }
             match (&mut follow, watch.is_some()) {
                 (Some(o), _) => self.follow(o)?,
@@ -1551,30 +1583,64 @@ mod tests {
             (p[0].from, p[0].stored, p[0].tail.clone())
         };
         let read = Some(fingerprint(b"{\"a\":1}\n", 8));
-        assert_eq!(plan_at(8, was, read), (0, 8, Some(old.clone())));
-        // first bytes stored and not the old file's, or none stored: by the inode alone
+        let found = Some((std::fs::canonicalize(&old).unwrap(), was));
+        assert_eq!(plan_at(8, was, read), (0, 8, found.clone()));
+        // first bytes stored and not the old file's: not it; none stored: the inode decides
         assert_eq!(
             plan_at(8, was, Some(fingerprint(b"{\"x\":1}\n", 8))).2,
             None
         );
-        assert_eq!(plan_at(8, was, None).2, Some(old.clone()));
+        assert_eq!(plan_at(8, was, None).2, found);
         // shorter than the position, or no file of that inode beside it: nothing to finish
         assert_eq!(plan_at(99, was, None).2, None);
         assert_eq!(plan_at(8, was + 1_000_000, None).2, None);
+        // with a rest to read, even an empty new file is not done
+        std::fs::write(&path, b"").unwrap();
+        let mut p = plan(files, None, |k: &str| {
+            Ok(match k.rsplit_once('#') {
+                Some((_, "inode")) => Some(was),
+                Some(_) => None,
+                None => Some(8),
+            })
+        })
+        .unwrap();
+        skip_done(&mut p, false);
+        assert!(p[0].tail.is_some() && !p[0].done);
+        // a file of that inode not named after the input is not taken for it
+        std::fs::rename(&old, dir.path().join("other.jsonl.1")).unwrap();
+        assert_eq!(plan_at(8, was, read).2, None);
+        std::fs::rename(dir.path().join("other.jsonl.1"), &old).unwrap();
+        std::fs::write(&path, b"{\"b\":1}\n").unwrap();
 
-        // the reader takes the old file's rest, commits the new file's start, then reads it
+        // the reader takes the old file's rest in the file's turn (after the files before
+        // it), commits the new file's start, then reads it
+        let first = dir.path().join("first.jsonl");
+        std::fs::write(&first, b"{}\n").unwrap();
         let (mut r, mut rx) = reader(None);
         let now = inode(&std::fs::metadata(&path).unwrap());
-        r.planned = vec![now];
-        r.tails = vec![Some((old.clone(), 8))];
-        assert!(r.read(vec![(0, path.clone(), 0)], None, &mut None).is_ok());
+        r.planned = vec![None, now];
+        r.tails = vec![None, Some((old.clone(), 8, was))];
+        let todo = vec![(0, first.clone(), 0), (1, path.clone(), 0)];
+        assert!(r.read(todo, None, &mut None).is_ok());
+        let first_ino = inode(&std::fs::metadata(&first).unwrap());
         assert_eq!(
             batches(&mut rx),
             vec![
-                (0, 2, 24, Some(was), false),
-                (0, 0, 0, now, false),
-                (0, 1, 8, now, true)
+                (0, 1, 3, first_ino, true),
+                (1, 2, 24, Some(was), false),
+                (1, 0, 0, now, false),
+                (1, 1, 8, now, true)
             ]
+        );
+        // the old file is not the planned one any more (rotated again): its rest is not
+        // read, the new file's start is committed all the same
+        let (mut r, mut rx) = reader(None);
+        r.planned = vec![now];
+        r.tails = vec![Some((old.clone(), 8, was + 1))];
+        assert!(r.read(vec![(0, path.clone(), 0)], None, &mut None).is_ok());
+        assert_eq!(
+            batches(&mut rx),
+            vec![(0, 0, 0, now, false), (0, 1, 8, now, true)]
         );
     }
 
