@@ -1540,15 +1540,7 @@ mod tests {
         std::fs::write(&path, b"{}\n{}\n").unwrap();
         let ino = inode(&std::fs::metadata(&path).unwrap()).unwrap();
         let files = std::slice::from_ref(&path);
-        let stored = |pos: u64, was: u64| {
-            move |k: &str| {
-                Ok(match k.rsplit_once('#') {
-                    Some((_, "inode")) => Some(was),
-                    Some(_) => None,
-                    None => Some(pos),
-                })
-            }
-        };
+        let stored = |pos: u64, was: u64| store_of(pos, was, None);
         // the same file: read on from the position; past its end it was cut: from its start
         assert_eq!(plan(files, None, stored(3, ino)).unwrap()[0].from, 3);
         assert_eq!(plan(files, None, stored(9, ino)).unwrap()[0].from, 0);
@@ -1571,15 +1563,7 @@ mod tests {
         let was = inode(&std::fs::metadata(&old).unwrap()).unwrap();
         let files = std::slice::from_ref(&path);
         let plan_at = |pos: u64, ino: u64, head: Option<u64>| {
-            let p = plan(files, None, move |k: &str| {
-                Ok(match k.rsplit_once('#') {
-                    Some((_, "inode")) => Some(ino),
-                    Some((_, "head")) => head,
-                    Some(_) => None,
-                    None => Some(pos),
-                })
-            })
-            .unwrap();
+            let p = plan(files, None, store_of(pos, ino, head)).unwrap();
             (p[0].from, p[0].stored, p[0].tail.clone())
         };
         let read = Some(fingerprint(b"{\"a\":1}\n", 8));
@@ -1596,14 +1580,7 @@ mod tests {
         assert_eq!(plan_at(8, was + 1_000_000, None).2, None);
         // with a rest to read, even an empty new file is not done
         std::fs::write(&path, b"").unwrap();
-        let mut p = plan(files, None, |k: &str| {
-            Ok(match k.rsplit_once('#') {
-                Some((_, "inode")) => Some(was),
-                Some(_) => None,
-                None => Some(8),
-            })
-        })
-        .unwrap();
+        let mut p = plan(files, None, store_of(8, was, None)).unwrap();
         skip_done(&mut p, false);
         assert!(p[0].tail.is_some() && !p[0].done);
         // a file of that inode not named after the input is not taken for it
@@ -1652,16 +1629,7 @@ mod tests {
         std::fs::write(&path, b"{\"a\":1}\n{\"b\":2}\n").unwrap();
         let ino = inode(&std::fs::metadata(&path).unwrap()).unwrap();
         let files = std::slice::from_ref(&path);
-        let stored = |pos: u64, head: Option<u64>| {
-            move |k: &str| {
-                Ok(match k.rsplit_once('#') {
-                    Some((_, "inode")) => Some(ino),
-                    Some((_, "head")) => head,
-                    Some(_) => None,
-                    None => Some(pos),
-                })
-            }
-        };
+        let stored = |pos: u64, head: Option<u64>| store_of(pos, ino, head);
         let from = |pos, head| plan(files, None, stored(pos, head)).unwrap()[0].from;
         // the bytes read to position 8 (the first line) are the file's: read on from there
         assert_eq!(from(8, Some(fingerprint(b"{\"a\":1}\n", 8))), 8);
@@ -1683,6 +1651,23 @@ mod tests {
             fingerprint(&long[..HEAD], 1 << 40)
         );
         assert!(fingerprint(&long, 1 << 40) < 1 << 62);
+    }
+
+    /// A store holding position `pos` for a file, its inode `ino` and the fingerprint `head`
+    /// of its first bytes, and nothing else.
+    fn store_of(
+        pos: u64,
+        ino: u64,
+        head: Option<u64>,
+    ) -> impl FnMut(&str) -> Result<Option<u64>, String> {
+        move |k: &str| {
+            Ok(match k.rsplit_once('#') {
+                Some((_, "inode")) => Some(ino),
+                Some((_, "head")) => head,
+                Some(_) => None,
+                None => Some(pos),
+            })
+        }
     }
 
     /// `dir/a.jsonl.gz` holding `bytes`, and its compressed size.
