@@ -63,6 +63,8 @@ pub struct Planned {
     /// The name the inode of the file at that position is stored under
     /// ([`identity_source`]).
     pub identity: Arc<str>,
+    /// The name the fingerprint of its first bytes is stored under ([`head_source`]).
+    pub head: Arc<str>,
     /// Where to read from: the stored position (0 when none), or 0 when the file under
     /// the name is not the one that position is in.
     pub from: u64,
@@ -177,6 +179,7 @@ pub fn plan(
         let name = named(path, dir);
         let source = source_name(path).map_err(|e| format!("{name}: {e}"))?;
         let identity = identity_source(&source);
+        let head = head_source(&source);
         let (file, meta) = File::open(path)
             .and_then(|f| f.metadata().map(|m| (f, m)))
             .map_err(|e| format!("{name}: {e}"))?;
@@ -190,7 +193,7 @@ pub fn plan(
         let was = stored(&identity)?;
         // the first bytes read before are not the file's (none stored: cannot tell; the file
         // unreadable: its reading says why)
-        let stored_head = stored(&head_source(&source))?;
+        let stored_head = stored(&head)?;
         let other_head = match stored_head {
             Some(h) if at > 0 => {
                 read_head(&file, len.is_none()).is_ok_and(|b| fingerprint(&b, at) != h)
@@ -238,6 +241,7 @@ pub fn plan(
             path: path.clone(),
             source: source.into(),
             identity: identity.into(),
+            head: head.into(),
             from,
             stored: at,
             inode: ino,
@@ -805,7 +809,7 @@ impl Pass {
                             also.push((p.identity.clone(), i));
                         }
                         if let Some(h) = b.head {
-                            also.push((head_source(&p.source).into(), h));
+                            also.push((p.head.clone(), h));
                         }
                         if let Some(size) = b.gz_done {
                             also.push((gz_done_source(&p.source).into(), size));
@@ -1101,6 +1105,11 @@ impl Open {
 }
 
 impl Reader {
+    /// The inode file `file` had when planned (none for a file found later).
+    fn planned_inode(&self, file: usize) -> Option<u64> {
+        self.planned.get(file).copied().flatten()
+    }
+
     fn send(&self, m: Result<Message, String>) -> Result<(), Gone> {
         self.tx.blocking_send(m).map_err(|_| Gone)
     }
@@ -1114,8 +1123,7 @@ impl Reader {
     /// Opens file `file` at `from`; a file of the watched directory that is gone by now is
     /// passed over (None): it is counted as read to its end, with nothing taken from it.
     fn open(&self, file: usize, path: &Path, from: u64) -> Result<Option<Open>, Gone> {
-        let planned = self.planned.get(file).copied().flatten();
-        match open_input(path, from, planned) {
+        match open_input(path, from, self.planned_inode(file)) {
             Ok(o) => Ok(Some(Open::new(file, path, o))),
             Err(e) if self.watched.is_some() && e.kind() == std::io::ErrorKind::NotFound => {
                 tracing::warn!(file = %path.display(), "an input file went before it was read; passed over");
@@ -1154,7 +1162,7 @@ impl Reader {
                 tracing::warn!(file = %old.display(), error = %e, "the file the input was renamed to could not be read: its lines after the durable position are not read");
             }
         }
-        let inode = self.planned.get(file).copied().flatten();
+        let inode = self.planned_inode(file);
         self.send(Ok(Message::Batch(Batch::mark(file, 0, inode, false))))
     }
 
@@ -1314,6 +1322,7 @@ impl Reader {
                     let p = Planned {
                         path: path.clone(),
                         identity: identity_source(&source).into(),
+                        head: head_source(&source).into(),
                         source: source.into(),
                         from: 0,
                         stored: 0,
@@ -1825,6 +1834,7 @@ mod tests {
             path: name.into(),
             source: name.into(),
             identity: name.into(),
+            head: name.into(),
             from,
             stored: from,
             inode: None,
