@@ -22,6 +22,7 @@ use actix::Addr;
 use omnistream_actors::sharded::Sharded;
 use omnistream_schemas::{Decoder, Pii};
 use omnistream_streams::jsonl::{read_line_part, DEFAULT_LINE_LIMIT as LINE_LIMIT};
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{BufReader, Read as _, Seek, SeekFrom, Write as _};
@@ -575,15 +576,33 @@ pub struct FileSummary {
     pub duplicates: u64,
     /// Refused (in the dead letters).
     pub rejected: u64,
+    /// The file this one was renamed to while the service was stopped, whose rest is read
+    /// first; until it is read, `position` counts in it (from `rest_of.from`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rest_of: Option<RestOf>,
+}
+
+/// A renamed file whose rest is read before the file now under the name.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RestOf {
+    /// The file it was renamed to.
+    pub file: String,
+    /// The durable position in it at start-up.
+    pub from: u64,
 }
 
 impl FileSummary {
     fn of(p: &Planned) -> FileSummary {
+        let rest_of = p.tail.as_ref().map(|(old, _)| RestOf {
+            file: old.display().to_string(),
+            from: p.stored,
+        });
         FileSummary {
             file: p.path.display().to_string(),
             from: p.from,
-            position: p.from,
+            position: rest_of.as_ref().map_or(p.from, |r| r.from),
             done: p.done,
+            rest_of,
             ..FileSummary::default()
         }
     }
@@ -864,6 +883,11 @@ impl Pass {
         let Some(sum) = all.get_mut(s.file) else {
             return;
         };
+        if sum.rest_of.is_some() && s.position < sum.position {
+            // the renamed file's rest is read (its positions are past the stored one, never
+            // 0) and the new file's start committed
+            sum.rest_of = None;
+        }
         sum.position = s.position;
         sum.done = s.end;
         sum.lines += s.lines as u64;
@@ -1376,21 +1400,72 @@ fn decode(lines: &[Vec<u8>], decoder: &Decoder, pii: &Pii, max_future_s: u64) ->
 }
 
 /// `files` planned ([`plan`]) from the positions the shard's store holds.
+///
+/// The shard only reads the stored values (every name a file's plan may ask for); the plan
+/// itself, which opens the files, reads their first bytes and may list a directory, runs on
+/// a blocking thread, so HTTP ingest is not held up behind it (a retry re-plans while the
+/// service serves).
 pub async fn stored_positions(
     shard: &Addr<Shard>,
     files: &[PathBuf],
     dir: Option<&Path>,
 ) -> Result<Vec<Planned>, String> {
-    let files = files.to_vec();
+    let blocking = |what: &'static str| move |e: tokio::task::JoinError| format!("{what}: {e}");
+    let files = Arc::new(files.to_vec());
     let dir = dir.map(Path::to_path_buf);
-    shard
-        .send(Read(move |_: &Sharded, s: &dyn crate::store::Store| {
-            plan(&files, dir.as_deref(), |name| {
-                s.position(name).map_err(|e| e.to_string())
-            })
-        }))
+    let mut names: Vec<String> = {
+        let files = files.clone();
+        tokio::task::spawn_blocking(move || {
+            // a file whose name cannot be made is left to the plan, which says why
+            files
+                .iter()
+                .filter_map(|p| source_name(p).ok())
+                .flat_map(|s| [identity_source(&s), head_source(&s), gz_done_source(&s), s])
+                .collect()
+        })
         .await
-        .map_err(|e| format!("the shard stopped: {e}"))?
+        .map_err(blocking("naming the input files"))?
+    };
+    let mut values = HashMap::new();
+    // a name made again by the plan can differ (a link changed in between): read it too
+    for _ in 0..3 {
+        let read = shard
+            .send(Read(move |_: &Sharded, s: &dyn crate::store::Store| {
+                names
+                    .into_iter()
+                    .map(|n| s.position(&n).map(|v| (n, v)))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| e.to_string())
+            }))
+            .await
+            .map_err(|e| format!("the shard stopped: {e}"))??;
+        values.extend(read);
+        let (files, dir) = (files.clone(), dir.clone());
+        let (planned, unread, had) = tokio::task::spawn_blocking(move || {
+            let mut unread = Vec::new();
+            let planned = plan(&files, dir.as_deref(), |name| match values.get(name) {
+                Some(v) => Ok(*v),
+                None => {
+                    // a file's plan asks for its position first: read the rest with it
+                    unread.extend([
+                        identity_source(name),
+                        head_source(name),
+                        gz_done_source(name),
+                        name.to_string(),
+                    ]);
+                    Err(format!("{name}: its stored position was not read"))
+                }
+            });
+            (planned, unread, values)
+        })
+        .await
+        .map_err(blocking("planning the input files"))?;
+        if unread.is_empty() {
+            return planned;
+        }
+        (names, values) = (unread, had);
+    }
+    Err("the input files' names kept changing while they were planned".into())
 }
 
 #[cfg(test)]

@@ -282,15 +282,42 @@ fn a_followed_file_rotated_by_renaming_goes_on_in_the_new_file_and_a_restart_tel
     // renamed file (found beside it by its inode and first bytes) is read, then the new
     // file from its start
     append(&file, (events[b..c].join("\n") + "\n").as_bytes());
-    std::fs::rename(&file, tmp.path().join("feed.jsonl.2")).unwrap();
+    let renamed = tmp.path().join("feed.jsonl.2");
+    std::fs::rename(&file, &renamed).unwrap();
     write(&events[c..]);
+    // its writer still adds to it (blank lines): it is read until it is quiet, and
+    // `/v1/stats` says which file is being finished meanwhile
+    let writing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let writer = {
+        let (writing, renamed) = (writing.clone(), renamed.clone());
+        std::thread::spawn(move || {
+            while writing.load(std::sync::atomic::Ordering::SeqCst) {
+                append(&renamed, b"\n");
+                std::thread::sleep(Duration::from_millis(30));
+            }
+        })
+    };
     let s = Service::start_args(&data, &["--input", path], &[], Stdio::inherit());
+    let stats = wait_until(&s, "the rest of the renamed file", accepted(c - b));
+    let rest = &stats["inputs"][0]["rest_of"];
+    assert!(
+        rest["file"].as_str().unwrap().ends_with("feed.jsonl.2"),
+        "{stats}"
+    );
+    assert_eq!(rest["from"], second, "{stats}");
+    assert!(
+        stats["inputs"][0]["position"].as_u64().unwrap() > second,
+        "{stats}"
+    );
+    writing.store(false, std::sync::atomic::Ordering::SeqCst);
+    writer.join().unwrap();
     let stats = wait_until(
         &s,
         "the file rotated in while stopped",
         accepted(events.len() - b),
     );
     assert_eq!(stats["inputs"][0]["from"], 0, "{stats}");
+    assert!(stats["inputs"][0].get("rest_of").is_none(), "{stats}");
     assert_eq!(stats["inputs"][0]["rejected"], 0, "{stats}");
     assert_eq!(observe(&s), want);
     s.stop();
