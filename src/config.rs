@@ -149,6 +149,15 @@ pub struct FluvioConfig {
     pub commit_every_records: u64,
     /// ...or after this many milliseconds, whichever comes first.
     pub commit_every_ms: u64,
+    /// Event-time alignment of the input partitions: a partition hands over a batch only when
+    /// its first event is at most this many seconds ahead of every other partition that
+    /// still has records (a backlog or a backfill in one topic then does not run the
+    /// watermark ahead of the others, whose events would be refused as `too_late`); 0 turns
+    /// it off.
+    pub max_skew_s: u64,
+    /// A partition without a record for this many milliseconds holds the others back no
+    /// longer (a quiet topic; one with nothing to read at start-up holds nothing back).
+    pub idle_ms: u64,
     /// Produce durable outputs to the sink topics.
     pub sinks: bool,
     /// Producer linger in milliseconds.
@@ -178,6 +187,8 @@ impl Default for FluvioConfig {
             channel_records: 4_096,
             commit_every_records: 10_000,
             commit_every_ms: 1_000,
+            max_skew_s: 3_600,
+            idle_ms: 5_000,
             sinks: true,
             linger_ms: 10,
             batch_bytes: 64 << 10,
@@ -310,6 +321,7 @@ impl FluvioConfig {
             ("fluvio.max-batch-records", self.max_batch_records as u64),
             ("fluvio.channel-records", self.channel_records as u64),
             ("fluvio.commit-every-records", self.commit_every_records),
+            ("fluvio.idle-ms", self.idle_ms),
             ("fluvio.batch-bytes", self.batch_bytes as u64),
         ] {
             if v == 0 {

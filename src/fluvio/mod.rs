@@ -11,6 +11,7 @@
 //! transport. (`own-partitions` splits the input between processes that do not exchange
 //! commands: each then holds only the state its own events built.)
 
+pub mod align;
 pub mod client;
 pub mod log;
 pub mod mapping;
@@ -171,6 +172,7 @@ pub async fn start<T: Transport + Clone + 'static>(
     let decoder = Decoder::new(pii.clone());
     let mut tasks = Vec::new();
     let mut lag = Vec::new();
+    let align = align::Align::new(Stream::ALL.len() * cfg.owned().len(), cfg.max_skew_s);
     for stream in Stream::ALL {
         let topic = stream.topic(&cfg.topics).to_string();
         for partition in cfg.owned() {
@@ -189,6 +191,15 @@ pub async fn start<T: Transport + Clone + 'static>(
                 })?;
             let from = stored.unwrap_or(0);
             tracing::info!(source = %name, from, "fluvio source starts");
+            let turn = align.turn(lag.len());
+            // nothing to read: it holds nothing back (unknown: until its first batch or idle)
+            if transport
+                .end_offset(&topic, partition)
+                .await
+                .is_ok_and(|end| end <= from)
+            {
+                turn.idle();
+            }
             let s = transport.open_stream(&topic, partition, from).await?;
             let (tx, rx) = mpsc::channel(cfg.channel_records);
             let (dtx, drx) = watch::channel(from);
@@ -214,6 +225,8 @@ pub async fn start<T: Transport + Clone + 'static>(
                     cfg.max_batch_records,
                     max_future_s,
                     metrics.fluvio_consumed.clone(),
+                    turn,
+                    Duration::from_millis(cfg.idle_ms),
                 ),
             ));
         }
@@ -288,6 +301,8 @@ mod tests {
         seen: u64,
         /// Of which duplicates.
         duplicates: u64,
+        /// Of which refused (malformed, or too late).
+        rejected: u64,
         /// Every stored output row.
         outputs: Vec<Vec<u8>>,
         /// Stored positions by source name.
@@ -420,6 +435,7 @@ mod tests {
             let result = RunResult {
                 seen: st.applied + st.duplicates + st.rejected,
                 duplicates: st.duplicates,
+                rejected: st.rejected,
                 outputs,
                 positions,
                 produce_failures: metrics.fluvio_produce_failures.get(),
@@ -572,6 +588,46 @@ mod tests {
         );
         assert!(r2.outputs.len() > r1.outputs.len());
         check(&log, &cfg, &r2);
+    }
+
+    #[test]
+    fn a_backfill_in_one_topic_is_read_in_step_with_the_others_and_nothing_is_refused_late() {
+        // the members' history (a click each over the 28 days before) and the scenario's
+        // own events in every topic (the 30 minutes after): read each partition as fast as
+        // it goes, the other topics' events ran the watermark weeks past the history's,
+        // which was then refused as too_late (max-lateness-s is 6 days)
+        let dir = tempfile::tempdir().unwrap();
+        let log = MemLog::new();
+        let cfg = FluvioConfig {
+            enabled: true,
+            partitions: 2,
+            max_batch_records: 50,
+            ..FluvioConfig::default()
+        };
+        for t in client::all_topics(&cfg) {
+            log.create_topic(&t, cfg.partitions).unwrap();
+        }
+        let mut sc = omnistream_loadtest::Scenario::load("smoke").unwrap();
+        sc.events = 1_500;
+        sc.history.days = 28;
+        sc.history.share = 0.8;
+        let lines = omnistream_loadtest::generated_lines(&sc).unwrap();
+        let ts = |l: &Vec<u8>| {
+            let v: serde_json::Value = serde_json::from_slice(l).unwrap();
+            omnistream_schemas::EventTime::parse(v["ts"].as_str().unwrap())
+                .unwrap()
+                .unix_us
+        };
+        let (oldest, newest) = (ts(&lines[0]), ts(&lines[lines.len() - 1]));
+        assert!(
+            newest - oldest > 20 * omnistream_actors::DAY_US,
+            "no backfill"
+        );
+        produce(&log, &cfg, &lines);
+        let r = run(dir.path(), &log, &cfg, lines.len() as u64, None, None);
+        assert_eq!(r.seen, lines.len() as u64);
+        assert_eq!(r.rejected, 0, "refused: the partitions were not aligned");
+        check(&log, &cfg, &r);
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! durable (a watch channel from [`ingest_partition`]). [`OffsetTracker`] makes that decision
 //! and is tested without a server.
 
+use super::align::Turn;
 use super::log::{LogError, PartitionedLog, Record};
 use crate::shard::{Ingest, Item, Shard};
 use actix::Addr;
@@ -200,6 +201,10 @@ enum Next {
 /// order. When one is not made durable (the store refused it; the shard then refuses the
 /// ones behind it, which follow a position it no longer holds), its records and those of
 /// every batch behind it are handed over again after a pause (ids make a repeat a no-op).
+///
+/// A batch goes only when `turn` lets it (event-time alignment with the other partitions,
+/// see [`super::align`]); a partition without a record for `idle` holds the others back no
+/// longer.
 #[allow(clippy::too_many_arguments)]
 pub async fn ingest_partition(
     shard: Addr<Shard>,
@@ -211,11 +216,16 @@ pub async fn ingest_partition(
     max_batch: usize,
     max_future_s: u64,
     consumed: prometheus::IntCounter,
+    mut turn: Turn,
+    idle: Duration,
 ) -> Result<(), SourceError> {
     let max_batch = max_batch.max(1);
     let mut inflight = std::collections::VecDeque::<Sent>::new();
     // records to hand over again, before any new one
     let mut again = std::collections::VecDeque::<Record>::new();
+    // the decoded items of the first records of `again` (the rest of a batch cut by the
+    // alignment: decoded once)
+    let mut decoded = std::collections::VecDeque::<Item>::new();
     // the position the next batch follows (None: whatever the shard holds)
     let mut after: Option<u64> = None;
     let mut reading = true;
@@ -225,11 +235,23 @@ pub async fn ingest_partition(
             again.pop_front()
         } else if inflight.is_empty() {
             if !reading {
+                turn.idle();
                 return Ok(());
             }
-            match rx.recv().await {
+            // (a channel's recv is cancel-safe: a timeout loses no record)
+            let next = match tokio::time::timeout(idle, rx.recv()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    turn.idle();
+                    rx.recv().await
+                }
+            };
+            match next {
                 Some(r) => Some(r),
-                None => return Ok(()),
+                None => {
+                    turn.idle();
+                    return Ok(());
+                }
             }
         } else {
             let room = reading && again.is_empty() && inflight.len() < IN_FLIGHT;
@@ -267,6 +289,7 @@ pub async fn ingest_partition(
                     }
                     records.extend(again.drain(..));
                     again = records;
+                    decoded.clear();
                     after = None;
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -278,10 +301,16 @@ pub async fn ingest_partition(
         let Some(first) = first else { continue };
         // a batch: what waits to go again first, then what the reader has ready
         let mut batch = Vec::with_capacity(max_batch);
+        let mut items: Vec<Item> = Vec::with_capacity(max_batch);
+        // `first` came from `again` when it holds anything, and `decoded` lines up with it
         batch.push(first);
+        items.extend(decoded.pop_front());
         while batch.len() < max_batch {
             match again.pop_front() {
-                Some(r) => batch.push(r),
+                Some(r) => {
+                    batch.push(r);
+                    items.extend(decoded.pop_front());
+                }
                 None => break,
             }
         }
@@ -291,12 +320,35 @@ pub async fn ingest_partition(
                 Err(_) => break,
             }
         }
-        let position = batch.last().map_or(0, |r| r.offset + 1);
         let now = crate::shard::wall_clock_us();
-        let items = batch
+        let undecoded = &batch[items.len()..];
+        items.extend(
+            undecoded
+                .iter()
+                .map(|r| Item::decode(&decoder, &pii, &r.value, now, max_future_s)),
+        );
+        let at = |i: &Item| match i {
+            Item::Event(e) => Some(e.ts.unix_us),
+            Item::Rejected { .. } => None,
+        };
+        let bound = turn.wait(items.iter().find_map(at)).await;
+        // what is further ahead than the other partitions allow goes in a later batch
+        let keep = items
             .iter()
-            .map(|r| Item::decode(&decoder, &pii, &r.value, now, max_future_s))
-            .collect();
+            .position(|i| at(i).is_some_and(|t| t > bound))
+            .unwrap_or(items.len())
+            .max(1);
+        for (r, i) in batch
+            .split_off(keep)
+            .into_iter()
+            .zip(items.split_off(keep))
+            .rev()
+        {
+            again.push_front(r);
+            decoded.push_front(i);
+        }
+        let last = items.iter().rev().find_map(at);
+        let position = batch.last().map_or(0, |r| r.offset + 1);
         let (reply, answer) = tokio::sync::oneshot::channel();
         let msg = Ingest {
             source: source.clone(),
@@ -310,6 +362,7 @@ pub async fn ingest_partition(
         if shard.send(msg).await.is_err() {
             return Err(SourceError::ShardGone);
         }
+        turn.handed(last);
         after = Some(position);
         inflight.push_back(Sent {
             records: batch,
