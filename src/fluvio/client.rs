@@ -146,6 +146,41 @@ pub fn on_offset(expected: u64, got: u64, reopened_at: Option<(u64, u64)>) -> Ga
     }
 }
 
+/// The partition's high watermark (what consumers can read up to) and log end offset, as the
+/// SC reports them for its leader (the SPU updates them every few seconds: they may be
+/// behind, never ahead).
+async fn partition_end(
+    fluvio: &Fluvio,
+    topic: &str,
+    partition: u32,
+) -> Result<(u64, u64), LogError> {
+    use ::fluvio::metadata::partition::PartitionSpec;
+    let name = format!("{topic}-{partition}");
+    let failed = |why: String| LogError::Failed {
+        topic: topic.to_string(),
+        why,
+    };
+    let admin = fluvio.admin().await;
+    let found = admin
+        .list::<PartitionSpec, _>(vec![name.clone()])
+        .await
+        .map_err(|e| failed(format!("listing partition {name}: {e}")))?;
+    let leader = found
+        .iter()
+        .find(|m| m.name == name)
+        .map(|m| m.status.leader.clone())
+        .ok_or_else(|| failed(format!("partition {name} not found")))?;
+    let offset = |o: i64| {
+        u64::try_from(o).map_err(|_| failed(format!("partition {name} has no leader yet")))
+    };
+    Ok((offset(leader.hw)?, offset(leader.leo)?))
+}
+
+/// How long a stream may give nothing before the partition's end is asked for: when the
+/// SC says records are there past the next expected offset, the client is holding them
+/// back (see [`FluvioStream::next`]).
+const STALL_CHECK: Duration = Duration::from_secs(5);
+
 /// A consumer stream of one partition, owned by its reader task. Re-opens itself when the
 /// client skipped records (see [`on_offset`]).
 pub struct FluvioStream {
@@ -212,7 +247,44 @@ impl RecordStream for FluvioStream {
             self.stale = false;
         }
         loop {
-            let r = match self.inner.next().await {
+            // The client also loses the records of a cut batch at the *end* of a backlog,
+            // and then no later record shows the gap: the partition looks read to its end
+            // while records wait past it (seen against a real cluster: 33 records of a
+            // partition never read). So while the stream gives nothing, the SC is asked for
+            // the partition's end every few seconds; when it is past the expected offset,
+            // the stream is re-opened there. The pending `next()` is dropped only together
+            // with its stream (a commit after a `next()` dropped mid-poll can hang: see the
+            // source's module documentation), never to poll the same stream again.
+            let polled = {
+                let (fluvio, topic, partition, expected) =
+                    (&self.fluvio, &self.topic, self.partition, self.expected);
+                let mut next = std::pin::pin!(self.inner.next());
+                loop {
+                    tokio::select! {
+                        r = &mut next => break Some(r),
+                        () = tokio::time::sleep(STALL_CHECK) => {
+                            if partition_end(fluvio, topic, partition)
+                                .await
+                                .is_ok_and(|(readable, _)| readable > expected)
+                            {
+                                break None;
+                            }
+                        }
+                    }
+                }
+            };
+            let Some(polled) = polled else {
+                tracing::info!(
+                    topic = %self.topic,
+                    partition = self.partition,
+                    expected = self.expected,
+                    "the fluvio client gives nothing while the partition holds records past \
+                     the expected offset; re-reading from it"
+                );
+                self.reopen().await?;
+                continue;
+            };
+            let r = match polled {
                 None => return Ok(None),
                 Some(Err(code)) => return Err(failed(&self.topic, format!("{code:?}"))),
                 Some(Ok(r)) => r,
@@ -370,23 +442,9 @@ impl Transport for FluvioTransport {
     /// The partition's log end offset as the SC reports it (its leader's `leo`, which the
     /// SPU updates every few seconds): good for a lag gauge, not for reading.
     async fn end_offset(&self, topic: &str, partition: u32) -> Result<u64, LogError> {
-        use ::fluvio::metadata::partition::PartitionSpec;
-        let name = format!("{topic}-{partition}");
-        let failed = |why: String| LogError::Failed {
-            topic: topic.to_string(),
-            why,
-        };
-        let admin = self.fluvio.admin().await;
-        let found = admin
-            .list::<PartitionSpec, _>(vec![name.clone()])
+        partition_end(&self.fluvio, topic, partition)
             .await
-            .map_err(|e| failed(format!("listing partition {name}: {e}")))?;
-        let leo = found
-            .iter()
-            .find(|m| m.name == name)
-            .map(|m| m.status.leader.leo)
-            .ok_or_else(|| failed(format!("partition {name} not found")))?;
-        u64::try_from(leo).map_err(|_| failed(format!("partition {name} has no leader yet")))
+            .map(|(_, leo)| leo)
     }
 
     /// Counts the partitions the SC lists for the topic (`<topic>-<n>`).
