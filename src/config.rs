@@ -157,6 +157,8 @@ pub struct FluvioConfig {
     pub max_skew_s: u64,
     /// A partition without a record for this many milliseconds holds the others back no
     /// longer (a quiet topic; one with nothing to read at start-up holds nothing back).
+    /// Keep it above the 5 s after which a stream that gives nothing is checked against
+    /// the partition's end (the client can hold records back; see the README).
     pub idle_ms: u64,
     /// Produce durable outputs to the sink topics.
     pub sinks: bool,
@@ -187,8 +189,8 @@ impl Default for FluvioConfig {
             channel_records: 4_096,
             commit_every_records: 10_000,
             commit_every_ms: 1_000,
-            max_skew_s: 3_600,
-            idle_ms: 5_000,
+            max_skew_s: 21_600,
+            idle_ms: 10_000,
             sinks: true,
             linger_ms: 10,
             batch_bytes: 64 << 10,

@@ -1433,9 +1433,11 @@ pub async fn stored_positions(
             .send(Read(move |_: &Sharded, s: &dyn crate::store::Store| {
                 names
                     .into_iter()
-                    .map(|n| s.position(&n).map(|v| (n, v)))
+                    .map(|n| match s.position(&n) {
+                        Ok(v) => Ok((n, v)),
+                        Err(e) => Err(format!("{n}: reading its stored position: {e}")),
+                    })
                     .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| e.to_string())
             }))
             .await
             .map_err(|e| format!("the shard stopped: {e}"))??;

@@ -100,7 +100,12 @@ impl Turn {
     /// rest waits for the others). `None` (no event could be decoded) goes at once, whole.
     /// While it waits, the partition is at `first`.
     pub async fn wait(&mut self, first: Option<i64>) -> i64 {
-        let Some(first) = first.filter(|_| self.align.skew_us > 0) else {
+        if self.align.skew_us == 0 {
+            return i64::MAX;
+        }
+        let Some(first) = first else {
+            // only refused records: nothing to place it by, and nothing it could hold back
+            self.idle();
             return i64::MAX;
         };
         self.align.set(self.me, Some(first));
@@ -125,6 +130,14 @@ impl Turn {
     /// batch waits.
     pub fn idle(&self) {
         self.align.set(self.me, None);
+    }
+}
+
+impl Drop for Turn {
+    /// A partition whose task ended (its stream ended, the shard stopped, an abort) holds
+    /// nothing back.
+    fn drop(&mut self) {
+        self.idle();
     }
 }
 
@@ -192,6 +205,19 @@ mod tests {
             .await
             .expect("an idle partition holds nothing back")
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_partition_gone_or_with_only_refused_records_holds_nothing_back() {
+        let align = Align::new(3, 10);
+        let (mut a, mut b, c) = (align.turn(0), align.turn(1), align.turn(2));
+        assert_eq!(b.wait(None).await, i64::MAX, "nothing to cut by");
+        drop(c);
+        // a is the only one left with a place
+        let to = tokio::time::timeout(Duration::from_secs(1), a.wait(Some(i64::MAX - 1)))
+            .await
+            .expect("held back by a partition without events or gone");
+        assert_eq!(to, i64::MAX);
     }
 
     #[tokio::test]

@@ -170,10 +170,11 @@ async fn partition_end(
         .find(|m| m.name == name)
         .map(|m| m.status.leader.clone())
         .ok_or_else(|| failed(format!("partition {name} not found")))?;
-    let offset = |o: i64| {
-        u64::try_from(o).map_err(|_| failed(format!("partition {name} has no leader yet")))
-    };
-    Ok((offset(leader.hw)?, offset(leader.leo)?))
+    // no leader yet: nothing readable
+    let hw = u64::try_from(leader.hw).unwrap_or(0);
+    let leo = u64::try_from(leader.leo)
+        .map_err(|_| failed(format!("partition {name} has no leader yet")))?;
+    Ok((hw, leo))
 }
 
 /// How long a stream may give nothing before the partition's end is asked for: when the
@@ -192,8 +193,11 @@ pub struct FluvioStream {
     expected: u64,
     /// The gap (expected, got) the last re-open was for.
     reopened_at: Option<(u64, u64)>,
-    /// A commit failed: re-open before reading on.
+    /// A commit failed, or a re-open did: re-open before reading on.
     stale: bool,
+    /// The (expected offset, high watermark) the last re-open for records held back was
+    /// for: not re-opened again for the same.
+    stalled_at: Option<(u64, u64)>,
     inner: Box<dyn ConsumerStream>,
 }
 
@@ -258,31 +262,50 @@ impl RecordStream for FluvioStream {
             let polled = {
                 let (fluvio, topic, partition, expected) =
                     (&self.fluvio, &self.topic, self.partition, self.expected);
+                let stalled_at = self.stalled_at;
                 let mut next = std::pin::pin!(self.inner.next());
                 loop {
                     tokio::select! {
-                        r = &mut next => break Some(r),
+                        r = &mut next => break Ok(r),
                         () = tokio::time::sleep(STALL_CHECK) => {
-                            if partition_end(fluvio, topic, partition)
-                                .await
-                                .is_ok_and(|(readable, _)| readable > expected)
-                            {
-                                break None;
+                            // the SC's answer may not come: the stream waits on meanwhile
+                            let end = tokio::time::timeout(
+                                STALL_CHECK,
+                                partition_end(fluvio, topic, partition),
+                            )
+                            .await;
+                            if let Ok(Ok((readable, _))) = end {
+                                // once for the same gap: records the stream cannot give
+                                // (removed by retention, say) are not asked for forever
+                                if readable > expected
+                                    && stalled_at != Some((expected, readable))
+                                {
+                                    break Err(readable);
+                                }
                             }
                         }
                     }
                 }
             };
-            let Some(polled) = polled else {
-                tracing::info!(
-                    topic = %self.topic,
-                    partition = self.partition,
-                    expected = self.expected,
-                    "the fluvio client gives nothing while the partition holds records past \
-                     the expected offset; re-reading from it"
-                );
-                self.reopen().await?;
-                continue;
+            let polled = match polled {
+                Ok(polled) => polled,
+                Err(readable) => {
+                    tracing::info!(
+                        topic = %self.topic,
+                        partition = self.partition,
+                        expected = self.expected,
+                        readable,
+                        "the fluvio client gives nothing while the partition holds records \
+                         past the expected offset; re-reading from it"
+                    );
+                    self.stalled_at = Some((self.expected, readable));
+                    // the old stream's next() was dropped: never poll or commit it again,
+                    // even if this re-open fails (the next call re-opens first)
+                    self.stale = true;
+                    self.reopen().await?;
+                    self.stale = false;
+                    continue;
+                }
             };
             let r = match polled {
                 None => return Ok(None),
@@ -431,6 +454,7 @@ impl Transport for FluvioTransport {
             expected: from,
             reopened_at: None,
             stale: false,
+            stalled_at: None,
             inner,
         })
     }

@@ -145,6 +145,18 @@ impl Running {
     }
 }
 
+/// Tasks spawned so far, aborted if start-up fails part way (a dropped handle would leave
+/// them running, waiting on partitions that never start).
+struct Spawned(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
 fn spawn_logged<F>(what: String, f: F) -> tokio::task::JoinHandle<()>
 where
     F: Future<Output = Result<(), SourceError>> + 'static,
@@ -170,7 +182,7 @@ pub async fn start<T: Transport + Clone + 'static>(
 ) -> Result<Running, LogError> {
     let pii = Pii::new(pii_key);
     let decoder = Decoder::new(pii.clone());
-    let mut tasks = Vec::new();
+    let mut tasks = Spawned(Vec::new());
     let mut lag = Vec::new();
     let align = align::Align::new(Stream::ALL.len() * cfg.owned().len(), cfg.max_skew_s);
     for stream in Stream::ALL {
@@ -209,11 +221,11 @@ pub async fn start<T: Transport + Clone + 'static>(
                 Duration::from_millis(cfg.commit_every_ms),
                 Instant::now(),
             );
-            tasks.push(spawn_logged(
+            tasks.0.push(spawn_logged(
                 format!("read {name}"),
                 source::read_partition(s, tx, drx, tracker),
             ));
-            tasks.push(spawn_logged(
+            tasks.0.push(spawn_logged(
                 format!("ingest {name}"),
                 source::ingest_partition(
                     shard.clone(),
@@ -232,7 +244,7 @@ pub async fn start<T: Transport + Clone + 'static>(
         }
     }
     if metrics.enabled {
-        tasks.push(spawn_logged(
+        tasks.0.push(spawn_logged(
             "source lag".into(),
             measure_lag(
                 transport.clone(),
@@ -249,7 +261,7 @@ pub async fn start<T: Transport + Clone + 'static>(
             failed: metrics.fluvio_produce_failures.clone(),
             skipped: metrics.fluvio_skipped.clone(),
         };
-        tasks.push(spawn_logged(
+        tasks.0.push(spawn_logged(
             "sinks".into(),
             sink::run_sinks(
                 shard,
@@ -260,7 +272,9 @@ pub async fn start<T: Transport + Clone + 'static>(
             ),
         ));
     }
-    Ok(Running { tasks })
+    Ok(Running {
+        tasks: std::mem::take(&mut tasks.0),
+    })
 }
 
 #[cfg(test)]
@@ -596,17 +610,6 @@ mod tests {
         // own events in every topic (the 30 minutes after): read each partition as fast as
         // it goes, the other topics' events ran the watermark weeks past the history's,
         // which was then refused as too_late (max-lateness-s is 6 days)
-        let dir = tempfile::tempdir().unwrap();
-        let log = MemLog::new();
-        let cfg = FluvioConfig {
-            enabled: true,
-            partitions: 2,
-            max_batch_records: 50,
-            ..FluvioConfig::default()
-        };
-        for t in client::all_topics(&cfg) {
-            log.create_topic(&t, cfg.partitions).unwrap();
-        }
         let mut sc = omnistream_loadtest::Scenario::load("smoke").unwrap();
         sc.events = 1_500;
         sc.history.days = 28;
@@ -623,11 +626,31 @@ mod tests {
             newest - oldest > 20 * omnistream_actors::DAY_US,
             "no backfill"
         );
-        produce(&log, &cfg, &lines);
-        let r = run(dir.path(), &log, &cfg, lines.len() as u64, None, None);
-        assert_eq!(r.seen, lines.len() as u64);
-        assert_eq!(r.rejected, 0, "refused: the partitions were not aligned");
-        check(&log, &cfg, &r);
+        // batches of 50: a batch of the history spans days and is cut; of 3 within a minute:
+        // batches wait with others of their partition in flight, and step back for their
+        // answers
+        for (batch, skew) in [(50, FluvioConfig::default().max_skew_s), (3, 60)] {
+            let dir = tempfile::tempdir().unwrap();
+            let log = MemLog::new();
+            let cfg = FluvioConfig {
+                enabled: true,
+                partitions: 2,
+                max_batch_records: batch,
+                max_skew_s: skew,
+                ..FluvioConfig::default()
+            };
+            for t in client::all_topics(&cfg) {
+                log.create_topic(&t, cfg.partitions).unwrap();
+            }
+            produce(&log, &cfg, &lines);
+            let r = run(dir.path(), &log, &cfg, lines.len() as u64, None, None);
+            assert_eq!(r.seen, lines.len() as u64);
+            assert_eq!(
+                r.rejected, 0,
+                "batches of {batch}: the partitions were not aligned"
+            );
+            check(&log, &cfg, &r);
+        }
     }
 
     #[test]

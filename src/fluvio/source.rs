@@ -173,6 +173,10 @@ pub async fn read_partition<S: RecordStream>(
 /// is decoded and applied while the one before it is written.
 pub const IN_FLIGHT: usize = 4;
 
+/// How long a batch waits for the other partitions (see [`super::align`]) while batches
+/// of its own are in flight, before it steps back so their answers are taken.
+const ANSWERS_WAIT: Duration = Duration::from_millis(50);
+
 /// A batch handed to the shard, until its answer.
 struct Sent {
     records: Vec<Record>,
@@ -230,8 +234,13 @@ pub async fn ingest_partition(
     let mut after: Option<u64> = None;
     let mut reading = true;
     let mut backoff = Duration::from_millis(50);
+    // a batch waiting for the other partitions was put back: take an answer first
+    let mut held = false;
     loop {
-        let first = if !again.is_empty() && inflight.len() < IN_FLIGHT {
+        let first = if !again.is_empty()
+            && inflight.len() < IN_FLIGHT
+            && (!held || inflight.is_empty())
+        {
             again.pop_front()
         } else if inflight.is_empty() {
             if !reading {
@@ -270,6 +279,7 @@ pub async fn ingest_partition(
                     None
                 }
                 Next::Answer(Ok(Ok(_))) => {
+                    held = false;
                     let done = inflight.pop_front().expect("not empty");
                     consumed.inc_by(done.records.len() as u64);
                     let _ = durable.send(done.position);
@@ -290,6 +300,7 @@ pub async fn ingest_partition(
                     records.extend(again.drain(..));
                     again = records;
                     decoded.clear();
+                    held = false;
                     after = None;
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -331,7 +342,24 @@ pub async fn ingest_partition(
             Item::Event(e) => Some(e.ts.unix_us),
             Item::Rejected { .. } => None,
         };
-        let bound = turn.wait(items.iter().find_map(at)).await;
+        let first_at = items.iter().find_map(at);
+        let bound = if inflight.is_empty() {
+            turn.wait(first_at).await
+        } else {
+            // batches in flight: their answers (durable positions, a refusal) are not left
+            // waiting behind this one, which goes back to the front of the queue meanwhile
+            match tokio::time::timeout(ANSWERS_WAIT, turn.wait(first_at)).await {
+                Ok(bound) => bound,
+                Err(_) => {
+                    for (r, i) in batch.into_iter().zip(items).rev() {
+                        again.push_front(r);
+                        decoded.push_front(i);
+                    }
+                    held = true;
+                    continue;
+                }
+            }
+        };
         // what is further ahead than the other partitions allow goes in a later batch
         let keep = items
             .iter()
