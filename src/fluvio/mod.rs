@@ -728,7 +728,8 @@ mod tests {
     }
     /// The rate of the Fluvio path over the in-memory log, for BENCHMARKS.md (not a test):
     /// `OMNISTREAM_RATE_EVENTS=100000 cargo test --release --lib fluvio_ingest_rate --
-    /// --ignored --nocapture`.
+    /// --ignored --nocapture` (`OMNISTREAM_RATE_SKEW_S` sets `max-skew-s`: 0 times the path
+    /// without the event-time alignment).
     #[test]
     #[ignore]
     fn fluvio_ingest_rate() {
@@ -739,10 +740,14 @@ mod tests {
         let every = std::env::var("OMNISTREAM_RATE_COMMIT_EVERY")
             .ok()
             .and_then(|v| v.parse().ok());
+        let skew = std::env::var("OMNISTREAM_RATE_SKEW_S")
+            .ok()
+            .and_then(|v| v.parse().ok());
         let cfg = FluvioConfig {
             enabled: true,
             partitions: 2,
             commit_every_records: every.unwrap_or(FluvioConfig::default().commit_every_records),
+            max_skew_s: skew.unwrap_or(FluvioConfig::default().max_skew_s),
             ..FluvioConfig::default()
         };
         let log = MemLog::new();
