@@ -90,6 +90,11 @@ pub struct Metrics {
     input_lines: IntCounterVec,
     /// Fluvio records handed to the shard and durable.
     pub fluvio_consumed: IntCounter,
+    /// Batches of an input partition that waited for the others to catch up in event time
+    /// (`max-skew-s`), and the milliseconds they waited.
+    pub fluvio_align_waits: IntCounter,
+    /// See `fluvio_align_waits`.
+    pub fluvio_align_wait_ms: IntCounter,
     /// Outputs produced to Fluvio sink topics and acknowledged.
     pub fluvio_produced: IntCounter,
     /// Failed produce attempts to Fluvio sink topics (each is retried).
@@ -447,6 +452,16 @@ impl Default for Metrics {
                 &r,
                 "omnistream_fluvio_consumed_records_total",
                 "fluvio records handed to the shard and durable",
+            ),
+            fluvio_align_waits: counter(
+                &r,
+                "omnistream_fluvio_align_waits_total",
+                "batches of an input partition that waited for the other partitions to catch up in event time (max-skew-s)",
+            ),
+            fluvio_align_wait_ms: counter(
+                &r,
+                "omnistream_fluvio_align_wait_milliseconds_total",
+                "milliseconds batches of input partitions waited for the others in event time",
             ),
             fluvio_produced: counter(
                 &r,

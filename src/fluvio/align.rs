@@ -98,22 +98,23 @@ impl Turn {
     /// Waits until a batch whose first event is at `first` (µs) may go, and says up to
     /// which event time it may go: the batch is cut before its first event past that (the
     /// rest waits for the others). `None` (no event could be decoded) goes at once, whole.
-    /// While it waits, the partition is at `first`.
-    pub async fn wait(&mut self, first: Option<i64>) -> i64 {
+    /// While it waits, the partition is at `first`. Also says whether it had to wait.
+    pub async fn wait(&mut self, first: Option<i64>) -> (i64, bool) {
         if self.align.skew_us == 0 {
-            return i64::MAX;
+            return (i64::MAX, false);
         }
         let Some(first) = first else {
             // only refused records: nothing to place it by, and nothing it could hold back
             self.idle();
-            return i64::MAX;
+            return (i64::MAX, false);
         };
         self.align.set(self.me, Some(first));
         let (me, skew) = (self.me, self.align.skew_us);
+        let blocked = !may_go(&self.places.borrow(), me, first, skew);
         // the sender lives in `align`, which this turn holds: the wait ends only by a change
         match self.places.wait_for(|p| may_go(p, me, first, skew)).await {
-            Ok(p) => bound(&p, me, skew),
-            Err(_) => i64::MAX,
+            Ok(p) => (bound(&p, me, skew), blocked),
+            Err(_) => (i64::MAX, blocked),
         }
     }
 
@@ -171,7 +172,8 @@ mod tests {
         let (mut old, mut new) = (align.turn(0), align.turn(1));
         // both starting: the one ahead waits, the one behind goes
         let ahead = tokio::spawn(async move {
-            new.wait(Some(1_000_000_000)).await;
+            let (_, blocked) = new.wait(Some(1_000_000_000)).await;
+            assert!(blocked, "said it went at once");
             new
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -180,7 +182,7 @@ mod tests {
             "went before the partition behind was known"
         );
         // the one behind may go up to the skew past the one ahead, which waits at 1,000 s
-        assert_eq!(old.wait(Some(0)).await, 1_010_000_000);
+        assert_eq!(old.wait(Some(0)).await, (1_010_000_000, false));
         old.handed(Some(500_000_000));
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(
@@ -211,13 +213,13 @@ mod tests {
     async fn a_partition_gone_or_with_only_refused_records_holds_nothing_back() {
         let align = Align::new(3, 10);
         let (mut a, mut b, c) = (align.turn(0), align.turn(1), align.turn(2));
-        assert_eq!(b.wait(None).await, i64::MAX, "nothing to cut by");
+        assert_eq!(b.wait(None).await, (i64::MAX, false), "nothing to cut by");
         drop(c);
         // a is the only one left with a place
         let to = tokio::time::timeout(Duration::from_secs(1), a.wait(Some(i64::MAX - 1)))
             .await
             .expect("held back by a partition without events or gone");
-        assert_eq!(to, i64::MAX);
+        assert_eq!(to, (i64::MAX, false));
     }
 
     #[tokio::test]
@@ -228,6 +230,6 @@ mod tests {
         let to = tokio::time::timeout(Duration::from_secs(1), a.wait(Some(i64::MAX)))
             .await
             .expect("no alignment");
-        assert_eq!(to, i64::MAX, "and no cut");
+        assert_eq!(to, (i64::MAX, false), "and no cut");
     }
 }

@@ -239,6 +239,10 @@ pub async fn start<T: Transport + Clone + 'static>(
                     metrics.fluvio_consumed.clone(),
                     turn,
                     Duration::from_millis(cfg.idle_ms),
+                    (
+                        metrics.fluvio_align_waits.clone(),
+                        metrics.fluvio_align_wait_ms.clone(),
+                    ),
                 ),
             ));
         }
@@ -317,6 +321,8 @@ mod tests {
         duplicates: u64,
         /// Of which refused (malformed, or too late).
         rejected: u64,
+        /// Batches that waited for the other partitions in event time.
+        align_waits: u64,
         /// Every stored output row.
         outputs: Vec<Vec<u8>>,
         /// Stored positions by source name.
@@ -450,6 +456,7 @@ mod tests {
                 seen: st.applied + st.duplicates + st.rejected,
                 duplicates: st.duplicates,
                 rejected: st.rejected,
+                align_waits: metrics.fluvio_align_waits.get(),
                 outputs,
                 positions,
                 produce_failures: metrics.fluvio_produce_failures.get(),
@@ -649,6 +656,7 @@ mod tests {
                 r.rejected, 0,
                 "batches of {batch}: the partitions were not aligned"
             );
+            assert!(r.align_waits > 0, "batches of {batch}: nothing waited");
             check(&log, &cfg, &r);
         }
     }

@@ -222,6 +222,7 @@ pub async fn ingest_partition(
     consumed: prometheus::IntCounter,
     mut turn: Turn,
     idle: Duration,
+    (waits, waited_ms): (prometheus::IntCounter, prometheus::IntCounter),
 ) -> Result<(), SourceError> {
     let max_batch = max_batch.max(1);
     let mut inflight = std::collections::VecDeque::<Sent>::new();
@@ -343,14 +344,31 @@ pub async fn ingest_partition(
             Item::Rejected { .. } => None,
         };
         let first_at = items.iter().find_map(at);
+        let started = Instant::now();
+        let count = |blocked: bool| {
+            if blocked {
+                let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                waits.inc();
+                waited_ms.inc_by(ms);
+                if ms >= 1_000 {
+                    tracing::info!(source = %source, waited_ms = ms, "a batch waited for the other input partitions to catch up in event time (max-skew-s)");
+                }
+            }
+        };
         let bound = if inflight.is_empty() {
-            turn.wait(first_at).await
+            let (bound, blocked) = turn.wait(first_at).await;
+            count(blocked);
+            bound
         } else {
             // batches in flight: their answers (durable positions, a refusal) are not left
             // waiting behind this one, which goes back to the front of the queue meanwhile
             match tokio::time::timeout(ANSWERS_WAIT, turn.wait(first_at)).await {
-                Ok(bound) => bound,
+                Ok((bound, blocked)) => {
+                    count(blocked);
+                    bound
+                }
                 Err(_) => {
+                    count(true);
                     for (r, i) in batch.into_iter().zip(items).rev() {
                         again.push_front(r);
                         decoded.push_front(i);
