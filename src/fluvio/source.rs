@@ -237,6 +237,8 @@ pub async fn ingest_partition(
     let mut backoff = Duration::from_millis(50);
     // a batch waiting for the other partitions was put back: take an answer first
     let mut held = false;
+    // when the batch put back began to wait (its wait is counted once, when it goes)
+    let mut waiting_since: Option<Instant> = None;
     loop {
         let first = if !again.is_empty()
             && inflight.len() < IN_FLIGHT
@@ -302,6 +304,7 @@ pub async fn ingest_partition(
                     again = records;
                     decoded.clear();
                     held = false;
+                    waiting_since = None;
                     after = None;
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -344,7 +347,9 @@ pub async fn ingest_partition(
             Item::Rejected { .. } => None,
         };
         let first_at = items.iter().find_map(at);
-        let started = Instant::now();
+        // a batch that stepped back waits on from when it first waited
+        let stepped_back = waiting_since.is_some();
+        let started = waiting_since.take().unwrap_or_else(Instant::now);
         let count = |blocked: bool| {
             if blocked {
                 let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -357,18 +362,18 @@ pub async fn ingest_partition(
         };
         let bound = if inflight.is_empty() {
             let (bound, blocked) = turn.wait(first_at).await;
-            count(blocked);
+            count(blocked || stepped_back);
             bound
         } else {
             // batches in flight: their answers (durable positions, a refusal) are not left
             // waiting behind this one, which goes back to the front of the queue meanwhile
             match tokio::time::timeout(ANSWERS_WAIT, turn.wait(first_at)).await {
                 Ok((bound, blocked)) => {
-                    count(blocked);
+                    count(blocked || stepped_back);
                     bound
                 }
                 Err(_) => {
-                    count(true);
+                    waiting_since = Some(started);
                     for (r, i) in batch.into_iter().zip(items).rev() {
                         again.push_front(r);
                         decoded.push_front(i);
