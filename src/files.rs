@@ -401,6 +401,16 @@ pub fn gz_done_source(source: &str) -> String {
     format!("{source}#gz-size")
 }
 
+/// Every name [`plan`] may read for a file stored under `source`.
+fn stored_names(source: &str) -> [String; 4] {
+    [
+        identity_source(source),
+        head_source(source),
+        gz_done_source(source),
+        source.to_string(),
+    ]
+}
+
 /// An input file opened.
 struct Opened {
     lines: FileLines,
@@ -1420,7 +1430,7 @@ pub async fn stored_positions(
             files
                 .iter()
                 .filter_map(|p| source_name(p).ok())
-                .flat_map(|s| [identity_source(&s), head_source(&s), gz_done_source(&s), s])
+                .flat_map(|s| stored_names(&s))
                 .collect()
         })
         .await
@@ -1449,12 +1459,7 @@ pub async fn stored_positions(
                 Some(v) => Ok(*v),
                 None => {
                     // a file's plan asks for its position first: read the rest with it
-                    unread.extend([
-                        identity_source(name),
-                        head_source(name),
-                        gz_done_source(name),
-                        name.to_string(),
-                    ]);
+                    unread.extend(stored_names(name));
                     Err(format!("{name}: its stored position was not read"))
                 }
             });

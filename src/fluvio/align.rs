@@ -9,12 +9,11 @@
 //! the shard only events at most `max-skew-s` ahead of every other partition that still has
 //! records to give: a batch waits until its first event is, and is cut before its first
 //! event that is not (the rest goes in a later batch: a batch of a sparse topic can span
-//! days). Such a partition is where its last
-//! batch ended, or, while waiting, where its waiting batch starts; one that has had no
-//! record for `idle-ms` holds nothing back (a quiet topic does not stop the others), and
-//! neither does one whose next batch is not decoded yet once it has been that long without
-//! one. The partition furthest behind may always go, so the partitions never wait on each
-//! other in a circle.
+//! days). A partition is where its last batch ended, or, while waiting, where its waiting
+//! batch starts; one that has had no record for `idle-ms` holds nothing back (a quiet topic
+//! does not stop the others), nor does one whose batch held only refused records or whose
+//! task ended. The partition furthest behind may always go, so the partitions never wait on
+//! each other in a circle.
 //!
 //! Alignment changes only the order in which the partitions' batches reach the shard; what
 //! the shard then does is logged in that order, so a replay gives the same state.

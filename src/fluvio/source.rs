@@ -177,6 +177,20 @@ pub const IN_FLIGHT: usize = 4;
 /// of its own are in flight, before it steps back so their answers are taken.
 const ANSWERS_WAIT: Duration = Duration::from_millis(50);
 
+/// Puts records and their decoded items back at the front of the queue to hand over, in
+/// order: `decoded` lines up with the first records of `again`.
+fn put_back(
+    records: Vec<Record>,
+    items: Vec<Item>,
+    again: &mut std::collections::VecDeque<Record>,
+    decoded: &mut std::collections::VecDeque<Item>,
+) {
+    for (r, i) in records.into_iter().zip(items).rev() {
+        again.push_front(r);
+        decoded.push_front(i);
+    }
+}
+
 /// A batch handed to the shard, until its answer.
 struct Sent {
     records: Vec<Record>,
@@ -247,7 +261,6 @@ pub async fn ingest_partition(
             again.pop_front()
         } else if inflight.is_empty() {
             if !reading {
-                turn.idle();
                 return Ok(());
             }
             // (a channel's recv is cancel-safe: a timeout loses no record)
@@ -260,10 +273,8 @@ pub async fn ingest_partition(
             };
             match next {
                 Some(r) => Some(r),
-                None => {
-                    turn.idle();
-                    return Ok(());
-                }
+                // (the turn, dropped, holds nothing back)
+                None => return Ok(()),
             }
         } else {
             let room = reading && again.is_empty() && inflight.len() < IN_FLIGHT;
@@ -374,10 +385,7 @@ pub async fn ingest_partition(
                 }
                 Err(_) => {
                     waiting_since = Some(started);
-                    for (r, i) in batch.into_iter().zip(items).rev() {
-                        again.push_front(r);
-                        decoded.push_front(i);
-                    }
+                    put_back(batch, items, &mut again, &mut decoded);
                     held = true;
                     continue;
                 }
@@ -389,15 +397,12 @@ pub async fn ingest_partition(
             .position(|i| at(i).is_some_and(|t| t > bound))
             .unwrap_or(items.len())
             .max(1);
-        for (r, i) in batch
-            .split_off(keep)
-            .into_iter()
-            .zip(items.split_off(keep))
-            .rev()
-        {
-            again.push_front(r);
-            decoded.push_front(i);
-        }
+        put_back(
+            batch.split_off(keep),
+            items.split_off(keep),
+            &mut again,
+            &mut decoded,
+        );
         let last = items.iter().rev().find_map(at);
         let position = batch.last().map_or(0, |r| r.offset + 1);
         let (reply, answer) = tokio::sync::oneshot::channel();
