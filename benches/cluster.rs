@@ -30,6 +30,7 @@ fn setup(processes: u32, process: u32) -> Setup {
         resident: 0,
         metrics: None,
         sinks: false,
+        align: omnistream::cluster::sequencer::Aligning::default(),
     }
 }
 

@@ -337,6 +337,11 @@ fn run_cluster(opts: &ServiceOpts) -> anyhow::Result<ExitCode> {
         resident: cfg.resident_entities,
         sinks: cfg.fluvio.sinks,
         metrics: Some(metrics.clone()),
+        align: omnistream::cluster::sequencer::Aligning {
+            max_skew_s: cfg.fluvio.max_skew_s,
+            idle: std::time::Duration::from_millis(cfg.fluvio.idle_ms),
+            max_future_s: cfg.max_future_s,
+        },
     };
     tracing::info!(
         process = cfg.cluster.process,

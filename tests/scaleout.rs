@@ -10,7 +10,7 @@
 
 mod common;
 
-use omnistream::cluster::sequencer::{self, Cut};
+use omnistream::cluster::sequencer::{self, Aligning, Cut};
 use omnistream::cluster::{self, run_process, ClusterConfig, Report, Setup, Stop};
 use omnistream::config::{CqlConfig, FluvioTopics};
 use omnistream::fluvio::log::{MemLog, PartitionedLog};
@@ -55,6 +55,8 @@ thread_local! {
     /// of the cluster running now (each process on `{base}_p{process}`, as `omnistream
     /// cluster` derives it).
     static CQL: std::cell::RefCell<Option<CqlConfig>> = const { std::cell::RefCell::new(None) };
+    /// The sequencer's alignment in the processes this thread starts.
+    static ALIGN: std::cell::Cell<Aligning> = std::cell::Cell::new(Aligning::default());
 }
 
 /// Process `process`'s store: redb in `dir`, or its keyspace when a CQL base is set.
@@ -91,6 +93,7 @@ fn setup(processes: u32, process: u32, shards: u32) -> Setup {
         resident: RESIDENT.with(std::cell::Cell::get),
         sinks: true,
         metrics: None,
+        align: ALIGN.with(std::cell::Cell::get),
     }
 }
 
@@ -395,6 +398,46 @@ fn two_and_three_processes_reach_the_state_and_outputs_of_one() {
         assert!(r[0].passivated > 0, "{r:?}");
     }
     same_as_one(&lines, bounded);
+}
+
+#[test]
+fn a_backfill_in_one_topic_is_cut_in_step_with_the_others_and_nothing_is_refused_late() {
+    // the members' history (a click each over the 28 days before) in the clicks topic, the
+    // scenario's own 30 minutes in every topic: cut by records alone, the other topics'
+    // events ran every process's watermark weeks past the history, which the shards then
+    // refused as too_late (max-lateness-s is 6 days)
+    let mut sc = omnistream_loadtest::Scenario::load("smoke").unwrap();
+    sc.events = 1_500;
+    sc.history.days = 28;
+    sc.history.share = 0.8;
+    let lines = omnistream_loadtest::generated_lines(&sc).unwrap();
+    let total = lines.len() as u64;
+    for skew in [Aligning::default().max_skew_s, 0] {
+        ALIGN.with(|a| {
+            a.set(Aligning {
+                max_skew_s: skew,
+                ..Aligning::default()
+            })
+        });
+        let started = Instant::now();
+        let out = run_cluster(&lines, 2, 2, None, &[]);
+        ALIGN.with(|a| a.set(Aligning::default()));
+        let r = &out.reports[0][0];
+        assert_eq!(r.events + r.duplicates + r.rejected, total, "{r:?}");
+        if skew == 0 {
+            // the test can fail: without the alignment, history is refused
+            assert!(r.rejected > total / 10, "without alignment: {r:?}");
+        } else {
+            assert_eq!(r.rejected, 0, "aligned: {r:?}");
+            // no partition was waited for until it turned idle (10 s)
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{:?}",
+                started.elapsed()
+            );
+        }
+        eprintln!("max-skew-s {skew}: {r:?} in {:?}", started.elapsed());
+    }
 }
 
 #[test]

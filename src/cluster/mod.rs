@@ -190,6 +190,9 @@ pub struct Setup {
     /// checkpoints, the outputs it owns, and on process 0 the events and dead letters (every
     /// process admits every event; process 0 alone counts them, so sums over processes hold).
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// How process 0's sequencer aligns the input partitions in event time (`[fluvio]
+    /// max-skew-s`, `idle-ms`, and `max-future-s`); only process 0's counts.
+    pub align: sequencer::Aligning,
 }
 
 impl Setup {
@@ -655,6 +658,15 @@ fn spawn_io<T: Transport + Clone + Send + 'static>(
     let cfg = setup.cluster.clone();
     let (topics, sinks) = (setup.topics.clone(), setup.sinks);
     let fingerprint = setup.fingerprint();
+    let cutting = sequencer::Cutting {
+        fingerprint,
+        align: setup.align,
+        max_lateness_s: setup.rules.max_lateness_s,
+        waits: setup
+            .metrics
+            .as_ref()
+            .map(|m| (m.fluvio_align_waits.clone(), m.fluvio_align_wait_ms.clone())),
+    };
     let inputs = inputs(&setup.topics, setup.partitions);
     let place = place.clone();
     std::thread::Builder::new()
@@ -720,14 +732,7 @@ fn spawn_io<T: Transport + Clone + Send + 'static>(
                 }
                 if cfg.process == 0 {
                     let h = halt.subscribe();
-                    set.spawn_local(sequencer::run(
-                        transport,
-                        cfg,
-                        inputs,
-                        applied,
-                        h,
-                        fingerprint,
-                    ));
+                    set.spawn_local(sequencer::run(transport, cfg, inputs, applied, h, cutting));
                 }
                 while let Some(done) = set.join_next().await {
                     let err = match done {

@@ -14,14 +14,28 @@
 //! Cutting as soon as anything is there keeps epochs small under a light load; under a heavy
 //! one the sequencer waits for the processes (`ahead-epochs`) while records pile up, so the
 //! next cut is bigger: the epoch grows with the load, as a group commit does.
+//!
+//! Cuts are aligned in event time, as one process aligns its partitions
+//! ([`crate::fluvio::align`]): every process's watermark is the latest event time it has
+//! applied, so a cut that took a fair share of records from a partition holding today and from
+//! one holding a backfill of last month would run the watermark past the backfill, whose
+//! events the shards then refuse as late. So the watchers also read each record's `ts`, and a
+//! cut takes from a partition only events at most `max-skew-s` ahead of every other partition
+//! (of its first pending event, or, with nothing pending, of the last event cut from it, until
+//! it has read nothing for `idle-ms`). What the shards will refuse anyway (no `ts`, a `ts` too
+//! far behind the events cut or ahead of the clock) holds nothing back. The partition furthest
+//! behind can always be cut, so the sequencer never waits in a circle.
 
 use super::{ClusterConfig, ClusterError};
 use crate::fluvio::sink::RecordSink;
 use crate::fluvio::source::RecordStream;
 use crate::fluvio::Transport;
 use serde::{Deserialize, Serialize};
-use std::cell::Cell;
+use std::borrow::Cow;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
 
 /// One input partition's share of an epoch.
@@ -85,28 +99,80 @@ impl Cut {
     }
 }
 
-/// The next cut after positions `at` (topic, partition, next offset) given each partition's
-/// end: a fair share of `budget` records from each partition that has any (the share of
-/// those with fewer goes to none: a cut may stay under the budget), or None when no partition
-/// has a record.
-pub fn cut(epoch: u64, at: &[(String, u32, u64)], ends: &[u64], budget: usize) -> Option<Cut> {
-    let waiting = at
+/// A record the sequencer has read and no cut names yet: its offset and its event time (µs;
+/// None: it has none the shards will go by).
+pub type Pending = (u64, Option<i64>);
+
+/// One input partition as the sequencer sees it when it cuts.
+#[derive(Debug, Clone, Copy)]
+pub struct Ahead<'a> {
+    /// What its watcher read that no cut names yet, in offset order.
+    pub pending: &'a VecDeque<Pending>,
+    /// Where it is in event time when none of `pending` has a time to go by: the last event
+    /// cut from it, `Some(i64::MIN)` before its first, None once it is idle.
+    pub quiet: Option<i64>,
+}
+
+/// The next cut after positions `at` (topic, partition, next offset): from each partition
+/// with records pending, those that may go now, up to a fair share of `budget` among the
+/// partitions that have any (the share of those with fewer goes to none: a cut may stay
+/// under the budget). When `skew_us` is not 0, records may go up to the first event more
+/// than `skew_us` ahead of another partition's place (the first event pending there, else
+/// its `quiet` place); a partition whose first event is that far ahead waits.
+/// An event older than `late_before` (the shards will refuse it as late) neither holds back
+/// nor is held. None when no partition has anything to cut now.
+pub fn cut(
+    epoch: u64,
+    at: &[(String, u32, u64)],
+    ahead: &[Ahead<'_>],
+    budget: usize,
+    skew_us: i64,
+    late_before: i64,
+) -> Option<Cut> {
+    let timed = |t: Option<i64>| t.filter(|t| *t >= late_before);
+    let budget = budget.max(1);
+    let places: Vec<Option<i64>> = ahead
         .iter()
-        .zip(ends)
-        .filter(|((_, _, pos), end)| *end > pos)
-        .count();
-    if waiting == 0 {
+        .map(|a| a.pending.iter().find_map(|&(_, t)| timed(t)).or(a.quiet))
+        .collect();
+    // how many records each partition may give now (up to the budget)
+    let may: Vec<usize> = ahead
+        .iter()
+        .enumerate()
+        .map(|(me, a)| {
+            let bound = if skew_us == 0 {
+                i64::MAX
+            } else {
+                crate::fluvio::align::bound(&places, me, skew_us)
+            };
+            a.pending
+                .iter()
+                .take(budget)
+                .take_while(|&&(_, t)| timed(t).is_none_or(|t| t <= bound))
+                .count()
+        })
+        .collect();
+    let giving = may.iter().filter(|n| **n > 0).count();
+    if giving == 0 {
         return None;
     }
-    let share = (budget.max(1)).div_ceil(waiting) as u64;
+    // the budget is shared among the partitions that may give (those waiting take none)
+    let share = budget.div_ceil(giving);
     let ranges = at
         .iter()
-        .zip(ends)
-        .map(|((topic, partition, pos), end)| Range {
-            topic: topic.clone(),
-            partition: *partition,
-            from: *pos,
-            to: (*end).max(*pos).min(pos + share),
+        .zip(ahead)
+        .zip(may)
+        .map(|(((topic, partition, pos), a), may)| {
+            let to = match may.min(share).checked_sub(1) {
+                Some(last) => (a.pending[last].0 + 1).max(*pos),
+                None => *pos,
+            };
+            Range {
+                topic: topic.clone(),
+                partition: *partition,
+                from: *pos,
+                to,
+            }
         })
         .collect();
     Some(Cut {
@@ -114,6 +180,20 @@ pub fn cut(epoch: u64, at: &[(String, u32, u64)], ends: &[u64], budget: usize) -
         ranges,
         fingerprint: 0,
     })
+}
+
+/// The event time (µs) of a record's value, an event's JSON line: its `ts`, or None when it
+/// has none that parses (the shards dead-letter such a record).
+pub fn event_time(value: &[u8]) -> Option<i64> {
+    #[derive(Deserialize)]
+    struct Ts<'a> {
+        #[serde(borrow)]
+        ts: Option<Cow<'a, str>>,
+    }
+    let ts = serde_json::from_slice::<Ts<'_>>(value).ok()?.ts?;
+    omnistream_schemas::EventTime::parse(&ts)
+        .ok()
+        .map(|t| t.unix_us)
 }
 
 /// Where the sequencer starts: the epoch after the last cut and the positions it left, or
@@ -133,10 +213,80 @@ pub fn resume_from(last: Option<&Cut>, inputs: &[(String, u32)]) -> (u64, Vec<(S
 
 /// How long a watcher waits without a record before it asks the cluster for the partition's
 /// end, and re-opens its stream when that end is past what it read.
-const WATCH_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
+const WATCH_CHECK: Duration = Duration::from_secs(2);
 
-/// Reads a partition from `from` on, keeping only how far it goes (`end`: the offset after
-/// the last record read), and wakes the sequencer after each batch of records. A client that
+/// Records a watcher keeps pending before it stops reading until a cut takes some (a
+/// partition far ahead in event time waits for the others this way, in bounded memory).
+const PENDING_MAX: usize = 65_536;
+
+/// How the sequencer aligns the input partitions in event time (see the module's doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Aligning {
+    /// `[fluvio] max-skew-s`: how far (s) a cut may take a partition ahead of the others in
+    /// event time; 0: no alignment.
+    pub max_skew_s: u64,
+    /// `[fluvio] idle-ms`: a partition that has read nothing for this long and has nothing
+    /// pending holds nothing back.
+    pub idle: Duration,
+    /// `max-future-s`: an event further ahead of the sequencer's clock holds nothing back
+    /// (0: no limit).
+    pub max_future_s: u64,
+}
+
+impl Default for Aligning {
+    fn default() -> Self {
+        let f = crate::config::FluvioConfig::default();
+        Aligning {
+            max_skew_s: f.max_skew_s,
+            idle: Duration::from_millis(f.idle_ms),
+            max_future_s: crate::config::Config::default().max_future_s,
+        }
+    }
+}
+
+/// What the sequencer puts into and goes by in every cut, beside the cluster's settings.
+#[derive(Debug, Clone)]
+pub struct Cutting {
+    /// What the processes must agree on (see [`super::Setup::fingerprint`]).
+    pub fingerprint: u64,
+    /// The alignment in event time.
+    pub align: Aligning,
+    /// The rules' `max-lateness-s`: events this far behind the latest cut are refused by the
+    /// shards, so they hold nothing back.
+    pub max_lateness_s: i64,
+    /// Where cuts that waited for a partition behind are counted (waits, milliseconds).
+    pub waits: Option<(prometheus::IntCounter, prometheus::IntCounter)>,
+}
+
+/// A partition's watcher and the sequencer share this.
+#[derive(Debug)]
+struct Watched {
+    /// Records read that no cut names yet.
+    pending: RefCell<VecDeque<Pending>>,
+    /// The offset after the last record read.
+    end: Cell<u64>,
+    /// When the watcher last read a record (or started); None: it had nothing to read at
+    /// the start.
+    seen: Cell<Option<Instant>>,
+    /// Wakes a watcher that stopped at [`PENDING_MAX`].
+    room: Notify,
+}
+
+impl Watched {
+    /// Whether the partition holds nothing back for now: nothing pending, nothing read for
+    /// `idle`.
+    fn idle(&self, idle: Duration, now: Instant) -> bool {
+        self.pending.borrow().is_empty()
+            && self
+                .seen
+                .get()
+                .is_none_or(|s| now.saturating_duration_since(s) >= idle)
+    }
+}
+
+/// Reads a partition from `from` on, keeping each record's offset and (when `timed`: the
+/// alignment is on, with max-future-s in µs, 0: no limit) event time until a cut names it
+/// (a time further ahead of the clock is kept as none: it holds nothing back), and wakes the sequencer after each record. A client that
 /// drops the last records of a backlog (fluvio 0.50.1 can, see `fluvio::client::on_offset`)
 /// shows no gap until the next record comes, so after [`WATCH_CHECK`] without records the
 /// watcher compares its end with the cluster's and reads again from its end when behind.
@@ -144,29 +294,46 @@ async fn watch_partition<T: Transport>(
     transport: T,
     topic: String,
     partition: u32,
-    end: Rc<Cell<u64>>,
+    w: Rc<Watched>,
     moved: Rc<Notify>,
+    timed: Option<i64>,
 ) -> Result<(), ClusterError> {
-    let mut s = transport.open_stream(&topic, partition, end.get()).await?;
+    let mut s = transport
+        .open_stream(&topic, partition, w.end.get())
+        .await?;
     loop {
+        while w.pending.borrow().len() >= PENDING_MAX {
+            w.room.notified().await;
+        }
         // the watcher commits no offsets, so a `next()` cut short by the timer is harmless
         let next = tokio::time::timeout(WATCH_CHECK, s.next()).await;
         match next {
             Ok(Ok(Some(rec))) => {
-                end.set(end.get().max(rec.offset + 1));
+                if rec.offset >= w.end.get() {
+                    let at = timed.and_then(|future_us| {
+                        let at = event_time(&rec.value)?;
+                        let horizon = crate::shard::wall_clock_us().saturating_add(future_us);
+                        (future_us == 0 || at <= horizon).then_some(at)
+                    });
+                    w.pending.borrow_mut().push_back((rec.offset, at));
+                    w.end.set(rec.offset + 1);
+                }
+                w.seen.set(Some(Instant::now()));
                 moved.notify_one();
             }
             Ok(Ok(None)) | Err(_) => {
                 let reported = transport.end_offset(&topic, partition).await.unwrap_or(0);
-                if reported > end.get() {
-                    tracing::info!(%topic, partition, read = end.get(), reported,
+                if reported > w.end.get() {
+                    tracing::info!(%topic, partition, read = w.end.get(), reported,
                         "the partition holds records the watcher has not seen; reading again");
-                    s = transport.open_stream(&topic, partition, end.get()).await?;
+                    s = transport
+                        .open_stream(&topic, partition, w.end.get())
+                        .await?;
                 }
             }
             Ok(Err(e)) => {
                 tracing::warn!(%topic, partition, error = %e, "watching a partition failed; retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }
@@ -174,14 +341,14 @@ async fn watch_partition<T: Transport>(
 
 /// Cuts epochs until `stop`: at most `cfg.ahead_epochs` ahead of the epochs process 0 has
 /// applied (`applied`: the next epoch it will apply), as soon as a partition has a record
-/// past the last cut. Must run inside a `LocalSet` (the watchers are local tasks).
+/// past the last cut that may go. Must run inside a `LocalSet` (the watchers are local tasks).
 pub async fn run<T: Transport + Clone + 'static>(
     transport: T,
     cfg: ClusterConfig,
     inputs: Vec<(String, u32)>,
     mut applied: watch::Receiver<u64>,
     mut stop: watch::Receiver<bool>,
-    fingerprint: u64,
+    cutting: Cutting,
 ) -> Result<(), ClusterError> {
     let topic = cfg.control_topic.clone();
     let mut sink = transport.open_sink().await?;
@@ -223,22 +390,47 @@ pub async fn run<T: Transport + Clone + 'static>(
     drop(s);
     let (mut epoch, mut at) = resume_from(last.as_ref(), &inputs);
     tracing::info!(epoch, "the sequencer starts");
+    let align = cutting.align;
+    let skew_us = i64::try_from(align.max_skew_s)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(1_000_000);
+    let lateness_us = cutting.max_lateness_s.saturating_mul(1_000_000);
+    let future_us = i64::try_from(align.max_future_s)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(1_000_000);
     let moved = Rc::new(Notify::new());
     let mut watchers = tokio::task::JoinSet::new();
-    let ends: Vec<Rc<Cell<u64>>> = at
-        .iter()
-        .map(|(t, p, pos)| {
-            let end = Rc::new(Cell::new(*pos));
-            watchers.spawn_local(watch_partition(
-                transport.clone(),
-                t.clone(),
-                *p,
-                end.clone(),
-                moved.clone(),
-            ));
-            end
-        })
-        .collect();
+    let started = Instant::now();
+    let mut watched = Vec::with_capacity(at.len());
+    for (t, p, pos) in &at {
+        // a partition with nothing to read at the start holds nothing back (the end the
+        // cluster reports may lag: then it does until its first record or `idle`)
+        let empty = transport
+            .end_offset(t, *p)
+            .await
+            .is_ok_and(|end| end <= *pos);
+        let w = Rc::new(Watched {
+            pending: RefCell::new(VecDeque::new()),
+            end: Cell::new(*pos),
+            seen: Cell::new((!empty).then_some(started)),
+            room: Notify::new(),
+        });
+        watchers.spawn_local(watch_partition(
+            transport.clone(),
+            t.clone(),
+            *p,
+            w.clone(),
+            moved.clone(),
+            (skew_us != 0).then_some(future_us),
+        ));
+        watched.push(w);
+    }
+    // where each partition is when nothing of it is pending: the last event cut from it
+    // (before the first: behind everything), and the latest event cut from any
+    let mut last_at: Vec<Option<i64>> = vec![Some(i64::MIN); at.len()];
+    let mut latest = i64::MIN;
+    // since when a cut has waited for a partition behind
+    let mut blocked: Option<Instant> = None;
     loop {
         if *stop.borrow() {
             return Ok(());
@@ -251,10 +443,43 @@ pub async fn run<T: Transport + Clone + 'static>(
             }
             continue;
         }
-        let now: Vec<u64> = ends.iter().map(|e| e.get()).collect();
-        let Some(mut c) = cut(epoch, &at, &now, cfg.epoch_records) else {
+        let now = Instant::now();
+        let made = {
+            let pending: Vec<std::cell::Ref<'_, VecDeque<Pending>>> =
+                watched.iter().map(|w| w.pending.borrow()).collect();
+            let ahead: Vec<Ahead<'_>> = pending
+                .iter()
+                .zip(&watched)
+                .zip(&last_at)
+                .map(|((p, w), last)| Ahead {
+                    pending: p,
+                    quiet: if w.idle(align.idle, now) { None } else { *last },
+                })
+                .collect();
+            let late_before = latest.saturating_sub(lateness_us);
+            cut(epoch, &at, &ahead, cfg.epoch_records, skew_us, late_before).map(|mut c| {
+                c.fingerprint = cutting.fingerprint;
+                c
+            })
+        };
+        let Some(c) = made else {
+            let waiting = watched.iter().any(|w| !w.pending.borrow().is_empty());
+            if waiting && blocked.is_none() {
+                blocked = Some(now);
+            }
+            // records wait for a partition behind: until it reads or turns idle
+            let turns_idle = watched
+                .iter()
+                .filter(|w| !w.idle(align.idle, now))
+                .filter(|w| w.pending.borrow().is_empty())
+                .filter_map(|w| w.seen.get())
+                .map(|s| (s + align.idle).saturating_duration_since(now))
+                .min()
+                .filter(|_| waiting)
+                .unwrap_or(align.idle.max(Duration::from_secs(1)));
             tokio::select! {
                 _ = moved.notified() => {}
+                _ = tokio::time::sleep(turns_idle) => {}
                 Some(done) = watchers.join_next() => {
                     done.map_err(|e| ClusterError::Stopped(format!("a watcher failed: {e}")))??;
                 }
@@ -262,14 +487,44 @@ pub async fn run<T: Transport + Clone + 'static>(
             }
             continue;
         };
-        c.fingerprint = fingerprint;
+        if let Some(since) = blocked.take() {
+            let ms = u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX);
+            if let Some((waits, waited)) = &cutting.waits {
+                waits.inc();
+                waited.inc_by(ms);
+            }
+            if ms >= 1_000 {
+                tracing::info!(
+                    epoch,
+                    waited_ms = ms,
+                    "a cut waited for input partitions behind in event time (max-skew-s)"
+                );
+            }
+        }
         let bytes = serde_json::to_vec(&c).map_err(|e| ClusterError::Corrupt(e.to_string()))?;
         // a failed send or flush leaves it unknown whether the cut was appended: the
         // sequencer stops (and reads the last cut again when it restarts)
         sink.send(&topic, key, &bytes).await?;
         sink.flush().await?;
-        for (a, r) in at.iter_mut().zip(&c.ranges) {
+        for (((a, r), w), last) in at.iter_mut().zip(&c.ranges).zip(&watched).zip(&mut last_at) {
             a.2 = r.to;
+            let mut pending = w.pending.borrow_mut();
+            let before = pending.len();
+            while let Some(&(offset, t)) = pending.front() {
+                if offset >= r.to {
+                    break;
+                }
+                pending.pop_front();
+                if let Some(t) = t {
+                    latest = latest.max(t);
+                    if t >= latest.saturating_sub(lateness_us) {
+                        *last = Some(t);
+                    }
+                }
+            }
+            if before >= PENDING_MAX && pending.len() < PENDING_MAX {
+                w.room.notify_one();
+            }
         }
         epoch += 1;
     }
@@ -286,14 +541,47 @@ mod tests {
             .collect()
     }
 
+    /// Records `from..to` pending, each with the time `time` gives its offset.
+    fn pending(from: u64, to: u64, time: impl Fn(u64) -> Option<i64>) -> VecDeque<Pending> {
+        (from..to).map(|o| (o, time(o))).collect()
+    }
+
+    fn spans(c: &Cut) -> Vec<(u64, u64)> {
+        c.ranges.iter().map(|r| (r.from, r.to)).collect()
+    }
+
+    fn ahead(pending: &[VecDeque<Pending>], quiet: &[Option<i64>]) -> Vec<Ahead<'static>> {
+        // (leaked: the tests' queues live to the end of the test anyway)
+        let pending: &'static [VecDeque<Pending>] = Box::leak(pending.to_vec().into_boxed_slice());
+        pending
+            .iter()
+            .zip(quiet)
+            .map(|(p, q)| Ahead {
+                pending: p,
+                quiet: *q,
+            })
+            .collect()
+    }
+
+    const H: i64 = 3_600_000_000;
+
     #[test]
     fn a_cut_shares_the_budget_among_the_partitions_that_have_records() {
-        assert_eq!(cut(0, &at(&[0, 0]), &[0, 0], 100), None);
-        let c = cut(4, &at(&[0, 5, 9]), &[1000, 5, 30], 100).unwrap();
+        let none = |_| None;
+        let empty = [VecDeque::new(), VecDeque::new()];
+        assert_eq!(
+            cut(0, &at(&[0, 0]), &ahead(&empty, &[None; 2]), 100, 0, 0),
+            None
+        );
+        let queues = [
+            pending(0, 1000, none),
+            VecDeque::new(),
+            pending(9, 30, none),
+        ];
+        let c = cut(4, &at(&[0, 5, 9]), &ahead(&queues, &[None; 3]), 100, 0, 0).unwrap();
         assert_eq!(c.epoch, 4);
-        let spans: Vec<(u64, u64)> = c.ranges.iter().map(|r| (r.from, r.to)).collect();
         // two partitions have records: 50 each, the second of them has only 21
-        assert_eq!(spans, vec![(0, 50), (5, 5), (9, 30)]);
+        assert_eq!(spans(&c), vec![(0, 50), (5, 5), (9, 30)]);
         assert_eq!(c.records(), 71);
         // the next cut starts where this one ended, for every partition
         let inputs: Vec<(String, u32)> = (0..3).map(|p| ("t".to_string(), p)).collect();
@@ -301,5 +589,183 @@ mod tests {
         assert_eq!(epoch, 5);
         assert_eq!(next, at(&[50, 5, 30]));
         assert_eq!(resume_from(None, &inputs), (0, at(&[0, 0, 0])));
+    }
+
+    #[test]
+    fn a_partition_ahead_in_event_time_waits_for_the_one_behind() {
+        // partition 0: a backfill, an event an hour over 100 hours; partition 1: today
+        let today = 1000 * H;
+        let queues = [
+            pending(0, 100, |o| Some(o as i64 * H)),
+            pending(0, 100, |o| Some(today + o as i64)),
+        ];
+        let c = cut(
+            0,
+            &at(&[0, 0]),
+            &ahead(&queues, &[Some(i64::MIN); 2]),
+            200,
+            6 * H,
+            i64::MIN,
+        )
+        .unwrap();
+        assert_eq!(spans(&c), vec![(0, 100), (0, 0)], "today waits");
+        // with a smaller budget the backfill goes in shares, today still waits
+        let c = cut(
+            0,
+            &at(&[0, 0]),
+            &ahead(&queues, &[Some(i64::MIN); 2]),
+            20,
+            6 * H,
+            i64::MIN,
+        )
+        .unwrap();
+        assert_eq!(spans(&c), vec![(0, 20), (0, 0)], "the whole budget");
+        // the backfill read, nothing of it pending: until it is idle, it is where its last
+        // event was, and today waits; once idle, today goes
+        let rest = [VecDeque::new(), queues[1].clone()];
+        assert_eq!(
+            cut(
+                1,
+                &at(&[100, 0]),
+                &ahead(&rest, &[Some(99 * H), None]),
+                200,
+                6 * H,
+                i64::MIN
+            ),
+            None
+        );
+        let c = cut(
+            1,
+            &at(&[100, 0]),
+            &ahead(&rest, &[None, None]),
+            200,
+            6 * H,
+            i64::MIN,
+        )
+        .unwrap();
+        assert_eq!(spans(&c), vec![(100, 100), (0, 100)]);
+        // a backfill within the skew of today: both go, the one ahead up to 6 hours past
+        // the other's first event
+        let near = [
+            pending(0, 10, |o| Some(today - 8 * H + o as i64 * H)),
+            pending(0, 10, |o| Some(today + o as i64 * H)),
+        ];
+        let c = cut(
+            0,
+            &at(&[0, 0]),
+            &ahead(&near, &[None; 2]),
+            100,
+            6 * H,
+            i64::MIN,
+        )
+        .unwrap();
+        // partition 1 may go to today - 8 h + 6 h = today - 2 h: none of it
+        assert_eq!(spans(&c), vec![(0, 10), (0, 0)]);
+        // without alignment everything goes
+        let c = cut(0, &at(&[0, 0]), &ahead(&near, &[None; 2]), 100, 0, i64::MIN).unwrap();
+        assert_eq!(spans(&c), vec![(0, 10), (0, 10)]);
+    }
+
+    #[test]
+    fn what_the_shards_refuse_holds_nothing_back_and_is_not_held() {
+        let today = 1000 * H;
+        // partition 0's next event is years behind: refused as late, it holds nothing back
+        let queues = [
+            pending(0, 2, |o| Some(if o == 0 { 5 } else { today })),
+            pending(0, 3, |o| (o != 0).then_some(today + o as i64 * 7 * H)),
+        ];
+        let c = cut(
+            0,
+            &at(&[0, 0]),
+            &ahead(&queues, &[None; 2]),
+            100,
+            6 * H,
+            today - 6 * 24 * H,
+        )
+        .unwrap();
+        // partition 0 holds today; partition 1 goes to today + 6 h: its record without a
+        // time, then the one at today + 7 h waits
+        assert_eq!(spans(&c), vec![(0, 2), (0, 1)]);
+        // a starting partition (nothing read yet) holds every other back: only what the
+        // shards refuse goes
+        let starting = [queues[0].clone(), VecDeque::new()];
+        let quiet = [None, Some(i64::MIN)];
+        let c = cut(
+            0,
+            &at(&[0, 0]),
+            &ahead(&starting, &quiet),
+            100,
+            6 * H,
+            today - 6 * 24 * H,
+        );
+        assert_eq!(c.map(|c| spans(&c)), Some(vec![(0, 1), (0, 0)]));
+    }
+
+    #[test]
+    fn the_partition_furthest_behind_can_always_be_cut() {
+        // random places and queues: whenever the partition with the earliest place has
+        // records pending, some cut is made, and no cut takes an event past the bound
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % m
+        };
+        for _ in 0..2_000 {
+            let n = 1 + next(4) as usize;
+            let mut queues = Vec::new();
+            let mut quiet = Vec::new();
+            for _ in 0..n {
+                let len = next(5);
+                let base = next(100) as i64 * H;
+                queues.push(pending(0, len, |o| {
+                    (o % 4 != 3).then_some(base + o as i64 * H)
+                }));
+                quiet.push(match next(3) {
+                    0 => None,
+                    1 => Some(i64::MIN),
+                    _ => Some(next(100) as i64 * H),
+                });
+            }
+            let skew = 1 + next(10) as i64 * H;
+            let a = ahead(&queues, &quiet);
+            let places: Vec<Option<i64>> = a
+                .iter()
+                .map(|a| a.pending.iter().find_map(|p| p.1).or(a.quiet))
+                .collect();
+            let behind = places
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| p.map(|p| (p, i)))
+                .min();
+            let c = cut(0, &at(&vec![0; n]), &a, 8, skew, i64::MIN);
+            if let Some((_, i)) = behind {
+                if !queues[i].is_empty() {
+                    assert!(c.is_some(), "stuck: {queues:?} {quiet:?}");
+                }
+            } else if queues.iter().any(|q| !q.is_empty()) {
+                assert!(c.is_some(), "nothing holds back, yet no cut");
+            }
+            for (me, r) in c.iter().flat_map(|c| c.ranges.iter().enumerate()) {
+                let bound = crate::fluvio::align::bound(&places, me, skew);
+                for &(_, t) in queues[me].iter().take(r.to as usize) {
+                    assert!(
+                        t.is_none_or(|t| t <= bound),
+                        "an event past the bound was cut"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_records_event_time_is_its_ts() {
+        let line = br#"{"type":"click","id":"x","ts":"2026-11-11T20:15:03.120+08:00","member":{"id":"m"}}"#;
+        assert_eq!(event_time(line), Some(1_794_399_303_120_000));
+        assert_eq!(event_time(br#"{"type":"click","id":"x"}"#), None);
+        assert_eq!(event_time(br#"{"ts":"yesterday"}"#), None);
+        assert_eq!(event_time(br#"{"ts":12}"#), None);
+        assert_eq!(event_time(b"{not json"), None);
     }
 }
