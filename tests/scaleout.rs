@@ -42,6 +42,12 @@ fn generated(events: u64, seed: u64) -> Vec<Vec<u8>> {
     let mut late: serde_json::Value = serde_json::from_slice(click).unwrap();
     late["id"] = "0b7c1a52-1f0e-4d7c-9a43-00000000beef".into();
     late["ts"] = "2020-01-01T00:00:00+08:00".into();
+    // and, half-way, a click from a device whose clock is years ahead: refused by every
+    // process alike (were it applied, every event after it would be late)
+    let mut ahead = late.clone();
+    ahead["id"] = "0b7c1a52-1f0e-4d7c-9a43-00000000f00d".into();
+    ahead["ts"] = "2035-01-01T00:00:00+08:00".into();
+    lines.insert(lines.len() / 2, serde_json::to_vec(&ahead).unwrap());
     lines.push(b"{not json".to_vec());
     lines.push(br#"{"type":"scan","id":"x"}"#.to_vec());
     lines.push(serde_json::to_vec(&late).unwrap());
@@ -377,12 +383,17 @@ fn same_as_one(lines: &[Vec<u8>], many: Outcome) {
         .map(|o| serde_json::from_slice::<serde_json::Value>(o).unwrap())
         .filter(|o| o["output"] == "dead_letter")
         .collect();
-    assert_eq!(dead.len(), 3, "the three bad lines are dead-lettered once");
+    assert_eq!(dead.len(), 4, "the four bad lines are dead-lettered once");
     let late = dead
         .iter()
         .find(|d| d["id"] == "0b7c1a52-1f0e-4d7c-9a43-00000000beef")
         .expect("the late click is dead-lettered");
     assert!(late["reasons"].to_string().contains("watermark"), "{late}");
+    let ahead = dead
+        .iter()
+        .find(|d| d["id"] == "0b7c1a52-1f0e-4d7c-9a43-00000000f00d")
+        .expect("the click from the future is dead-lettered");
+    assert!(ahead["reasons"].to_string().contains("future"), "{ahead}");
 }
 
 #[test]
@@ -677,7 +688,7 @@ fn the_processes_metrics_count_epochs_events_and_outputs_once() {
     let accepted = |t: &str| value(t, &["omnistream_events_total{", "outcome=\"accepted\""]);
     assert_eq!(accepted(&text[0]), reports[0].events as f64);
     assert_eq!(accepted(&text[1]), 0.0);
-    assert_eq!(value(&text[0], &["omnistream_dead_letters_total{"]), 3.0);
+    assert_eq!(value(&text[0], &["omnistream_dead_letters_total{"]), 4.0);
     assert_eq!(value(&text[1], &["omnistream_dead_letters_total{"]), 0.0);
     // decisions where they were made: the stored decision outputs of each process
     for (p, t) in text.iter().enumerate() {

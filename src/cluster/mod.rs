@@ -890,7 +890,19 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
         // (with each its range, offset, and on process 0 its line, should it turn out late)
         let mut events: Vec<(Event, Source)> = Vec::with_capacity(fed.records.len());
         for (i, offset, bytes) in fed.records {
-            match decoder.decode(&bytes) {
+            // an event further ahead of process 0's clock than it allows is refused as
+            // `run` refuses it (by every process alike: the clock is the cut's)
+            let decoded =
+                decoder
+                    .decode(&bytes)
+                    .and_then(|ev| match fed.cut.too_far_ahead(ev.ts.unix_us) {
+                        None => Ok(ev),
+                        Some(p) => Err(omnistream_schemas::Rejection {
+                            id: Some(ev.id.to_string()),
+                            problems: vec![p],
+                        }),
+                    });
+            match decoded {
                 Ok(ev) => {
                     let raw = if primary { bytes } else { Vec::new() };
                     events.push((ev, (i, offset, raw)));

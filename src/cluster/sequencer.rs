@@ -62,6 +62,15 @@ pub struct Cut {
     /// [`super::Setup::fingerprint`]); 0: not checked.
     #[serde(default)]
     pub fingerprint: u64,
+    /// Process 0's clock when it cut (µs since 1970; 0: no check, as in cuts written before
+    /// this field): every process refuses an event more than `max_future_s` ahead of it
+    /// (`future_timestamp`), alike, as `run` refuses one ahead of its own clock; otherwise one
+    /// device's wrong clock would move every process's watermark years ahead.
+    #[serde(default)]
+    pub clock_us: i64,
+    /// Process 0's `max-future-s` (0: no limit).
+    #[serde(default)]
+    pub max_future_s: u64,
 }
 
 /// A record of the control topic: a cut, or a fence a starting sequencer appends to find the
@@ -93,6 +102,15 @@ pub fn cuts<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Result<Vec<Cut>, 
 }
 
 impl Cut {
+    /// Why every process refuses an event at `ts_us` in this epoch: more than `max_future_s`
+    /// ahead of process 0's clock when it cut (None: accepted, or a cut without a clock).
+    pub fn too_far_ahead(&self, ts_us: i64) -> Option<omnistream_schemas::Problem> {
+        if self.clock_us == 0 {
+            return None;
+        }
+        crate::shard::too_far_ahead(ts_us, self.clock_us, self.max_future_s)
+    }
+
     /// Records it covers.
     pub fn records(&self) -> u64 {
         self.ranges.iter().map(|r| r.to - r.from).sum()
@@ -179,6 +197,8 @@ pub fn cut(
         epoch,
         ranges,
         fingerprint: 0,
+        clock_us: 0,
+        max_future_s: 0,
     })
 }
 
@@ -228,8 +248,8 @@ pub struct Aligning {
     /// `[fluvio] idle-ms`: a partition that has read nothing for this long and has nothing
     /// pending holds nothing back.
     pub idle: Duration,
-    /// `max-future-s`: an event further ahead of the sequencer's clock holds nothing back
-    /// (0: no limit).
+    /// `max-future-s`: an event further ahead of the sequencer's clock holds nothing back,
+    /// and every process refuses it (see [`Cut::clock_us`]); 0: no limit.
     pub max_future_s: u64,
 }
 
@@ -459,6 +479,8 @@ pub async fn run<T: Transport + Clone + 'static>(
             let late_before = latest.saturating_sub(lateness_us);
             cut(epoch, &at, &ahead, cfg.epoch_records, skew_us, late_before).map(|mut c| {
                 c.fingerprint = cutting.fingerprint;
+                c.clock_us = crate::shard::wall_clock_us();
+                c.max_future_s = align.max_future_s;
                 c
             })
         };
