@@ -46,7 +46,7 @@ fn generated(events: u64, seed: u64) -> Vec<Vec<u8>> {
     // process alike (were it applied, every event after it would be late)
     let mut ahead = late.clone();
     ahead["id"] = "0b7c1a52-1f0e-4d7c-9a43-00000000f00d".into();
-    ahead["ts"] = "2035-01-01T00:00:00+08:00".into();
+    ahead["ts"] = "2100-01-01T00:00:00+08:00".into();
     lines.insert(lines.len() / 2, serde_json::to_vec(&ahead).unwrap());
     lines.push(b"{not json".to_vec());
     lines.push(br#"{"type":"scan","id":"x"}"#.to_vec());
@@ -63,6 +63,9 @@ thread_local! {
     static CQL: std::cell::RefCell<Option<CqlConfig>> = const { std::cell::RefCell::new(None) };
     /// The sequencer's alignment in the processes this thread starts.
     static ALIGN: std::cell::Cell<Aligning> = std::cell::Cell::new(Aligning::default());
+    /// Where process 0 of the processes this thread starts counts (None: nowhere).
+    static METRICS: std::cell::RefCell<Option<Arc<omnistream::metrics::Metrics>>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 /// Process `process`'s store: redb in `dir`, or its keyspace when a CQL base is set.
@@ -98,7 +101,11 @@ fn setup(processes: u32, process: u32, shards: u32) -> Setup {
         codes: 100_000,
         resident: RESIDENT.with(std::cell::Cell::get),
         sinks: true,
-        metrics: None,
+        metrics: if process == 0 {
+            METRICS.with(|m| m.borrow().clone())
+        } else {
+            None
+        },
         align: ALIGN.with(std::cell::Cell::get),
     }
 }
@@ -430,24 +437,26 @@ fn a_backfill_in_one_topic_is_cut_in_step_with_the_others_and_nothing_is_refused
                 ..Aligning::default()
             })
         });
-        let started = Instant::now();
+        let metrics = Arc::new(omnistream::metrics::Metrics::new(true));
+        METRICS.with(|m| *m.borrow_mut() = Some(metrics.clone()));
         let out = run_cluster(&lines, 2, 2, None, &[]);
         ALIGN.with(|a| a.set(Aligning::default()));
+        METRICS.with(|m| *m.borrow_mut() = None);
         let r = &out.reports[0][0];
+        let waited_ms = metrics.fluvio_align_wait_ms.get();
         assert_eq!(r.events + r.duplicates + r.rejected, total, "{r:?}");
         if skew == 0 {
-            // the test can fail: without the alignment, history is refused
-            assert!(r.rejected > total / 10, "without alignment: {r:?}");
+            // the test can fail: without the alignment, history is refused (330 of 1,954
+            // when this test was written)
+            assert!(r.rejected > total / 20, "without alignment: {r:?}");
+            assert_eq!(waited_ms, 0);
         } else {
             assert_eq!(r.rejected, 0, "aligned: {r:?}");
-            // no partition was waited for until it turned idle (10 s)
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "{:?}",
-                started.elapsed()
-            );
+            // records did wait, and none until another partition turned idle (10 s): all
+            // the waits together took less
+            assert!(metrics.fluvio_align_waits.get() > 0, "nothing waited");
+            assert!(waited_ms < 10_000, "waited {waited_ms} ms");
         }
-        eprintln!("max-skew-s {skew}: {r:?} in {:?}", started.elapsed());
     }
 }
 

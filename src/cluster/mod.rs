@@ -195,17 +195,23 @@ pub struct Setup {
     pub align: sequencer::Aligning,
 }
 
+/// How processes read a cut: 2 since each cut carries process 0's clock, by which every
+/// process refuses events too far ahead (a build that ignores it would admit what the others
+/// refuse, so the two must not share a cluster).
+pub const CUT_FORMAT: u32 = 2;
+
 impl Setup {
     /// A hash of what every process must share for their epochs to agree: the rules, the
     /// personal-data key (through a keyed hash, never the key), the shard and process counts,
-    /// the input partitions and this build's version. Process 0 writes it into every cut; a
-    /// process whose own differs refuses the cut instead of diverging in silence.
+    /// the input partitions, this build's version and how it reads a cut ([`CUT_FORMAT`]).
+    /// Process 0 writes it into every cut; a process whose own differs refuses the cut
+    /// instead of diverging in silence.
     pub fn fingerprint(&self) -> u64 {
         let rules = serde_json::to_string(&self.rules).unwrap_or_default();
         let key =
             Pii::new(&self.pii_key).hash(&omnistream_schemas::IdKind::MemberId, "fingerprint");
         let text = format!(
-            "{rules}|{key}|{}|{}|{}|{}",
+            "{rules}|{key}|{}|{}|{}|{}|{CUT_FORMAT}",
             self.cluster.shard_count(),
             self.cluster.processes,
             self.partitions,
@@ -662,6 +668,7 @@ fn spawn_io<T: Transport + Clone + Send + 'static>(
         fingerprint,
         align: setup.align,
         max_lateness_s: setup.rules.max_lateness_s,
+        watermark_lag_s: setup.rules.watermark_lag_s,
         waits: setup
             .metrics
             .as_ref()

@@ -131,28 +131,55 @@ pub struct Ahead<'a> {
     pub quiet: Option<i64>,
 }
 
+/// The event times the shards will go by in a cut: an event older than `late_before` is
+/// refused as late, one past `horizon` as ahead of the clock; neither holds back nor is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// The earliest event time (µs) the shards accept ([`i64::MIN`]: any).
+    pub late_before: i64,
+    /// The latest event time (µs) the shards accept ([`i64::MAX`]: any).
+    pub horizon: i64,
+}
+
+impl Window {
+    /// Any time.
+    pub const ALL: Window = Window {
+        late_before: i64::MIN,
+        horizon: i64::MAX,
+    };
+
+    /// `t` when the shards go by it.
+    pub fn usable(&self, t: Option<i64>) -> Option<i64> {
+        t.filter(|t| (self.late_before..=self.horizon).contains(t))
+    }
+}
+
 /// The next cut after positions `at` (topic, partition, next offset): from each partition
 /// with records pending, those that may go now, up to a fair share of `budget` among the
 /// partitions that have any (the share of those with fewer goes to none: a cut may stay
 /// under the budget). When `skew_us` is not 0, records may go up to the first event more
 /// than `skew_us` ahead of another partition's place (the first event pending there, else
 /// its `quiet` place); a partition whose first event is that far ahead waits.
-/// An event older than `late_before` (the shards will refuse it as late) neither holds back
-/// nor is held. None when no partition has anything to cut now.
+/// An event outside `window` (the shards will refuse it) neither holds back nor is held.
+/// None when no partition has anything to cut now.
 pub fn cut(
     epoch: u64,
     at: &[(String, u32, u64)],
     ahead: &[Ahead<'_>],
     budget: usize,
     skew_us: i64,
-    late_before: i64,
+    window: Window,
 ) -> Option<Cut> {
-    let timed = |t: Option<i64>| t.filter(|t| *t >= late_before);
+    let timed = |t: Option<i64>| window.usable(t);
     let budget = budget.max(1);
-    let places: Vec<Option<i64>> = ahead
-        .iter()
-        .map(|a| a.pending.iter().find_map(|&(_, t)| timed(t)).or(a.quiet))
-        .collect();
+    let places: Vec<Option<i64>> = if skew_us == 0 {
+        Vec::new()
+    } else {
+        ahead
+            .iter()
+            .map(|a| a.pending.iter().find_map(|&(_, t)| timed(t)).or(a.quiet))
+            .collect()
+    };
     // how many records each partition may give now (up to the budget)
     let may: Vec<usize> = ahead
         .iter()
@@ -216,6 +243,30 @@ pub fn event_time(value: &[u8]) -> Option<i64> {
         .map(|t| t.unix_us)
 }
 
+/// After a cut took `taken` from a partition: where the partition is now when nothing of it
+/// is pending (`last`: its last event the shards go by; None when it gave records but none
+/// such, so that records the shards refuse never hold the others back), and the latest
+/// event time cut from any (`latest`, the processes' watermark before its lag).
+fn after_cut(
+    taken: impl Iterator<Item = Pending>,
+    window: Window,
+    last: &mut Option<i64>,
+    latest: &mut i64,
+) {
+    let mut gave = false;
+    let mut usable = None;
+    for (_, t) in taken {
+        gave = true;
+        if let Some(t) = window.usable(t) {
+            usable = Some(t);
+            *latest = (*latest).max(t);
+        }
+    }
+    if gave {
+        *last = usable;
+    }
+}
+
 /// Where the sequencer starts: the epoch after the last cut and the positions it left, or
 /// epoch 0 at offset 0 of every partition.
 pub fn resume_from(last: Option<&Cut>, inputs: &[(String, u32)]) -> (u64, Vec<(String, u32, u64)>) {
@@ -271,9 +322,11 @@ pub struct Cutting {
     pub fingerprint: u64,
     /// The alignment in event time.
     pub align: Aligning,
-    /// The rules' `max-lateness-s`: events this far behind the latest cut are refused by the
-    /// shards, so they hold nothing back.
+    /// The rules' `max-lateness-s` and `watermark-lag-s`: events further behind the latest
+    /// cut than both are refused by the shards (`Engine::late`), so they hold nothing back.
     pub max_lateness_s: i64,
+    /// See `max_lateness_s`.
+    pub watermark_lag_s: i64,
     /// Where cuts that waited for a partition behind are counted (waits, milliseconds).
     pub waits: Option<(prometheus::IntCounter, prometheus::IntCounter)>,
 }
@@ -305,8 +358,7 @@ impl Watched {
 }
 
 /// Reads a partition from `from` on, keeping each record's offset and (when `timed`: the
-/// alignment is on, with max-future-s in µs, 0: no limit) event time until a cut names it
-/// (a time further ahead of the clock is kept as none: it holds nothing back), and wakes the sequencer after each record. A client that
+/// alignment is on) event time until a cut names it, and wakes the sequencer after each record. A client that
 /// drops the last records of a backlog (fluvio 0.50.1 can, see `fluvio::client::on_offset`)
 /// shows no gap until the next record comes, so after [`WATCH_CHECK`] without records the
 /// watcher compares its end with the cluster's and reads again from its end when behind.
@@ -316,7 +368,7 @@ async fn watch_partition<T: Transport>(
     partition: u32,
     w: Rc<Watched>,
     moved: Rc<Notify>,
-    timed: Option<i64>,
+    timed: bool,
 ) -> Result<(), ClusterError> {
     let mut s = transport
         .open_stream(&topic, partition, w.end.get())
@@ -330,11 +382,7 @@ async fn watch_partition<T: Transport>(
         match next {
             Ok(Ok(Some(rec))) => {
                 if rec.offset >= w.end.get() {
-                    let at = timed.and_then(|future_us| {
-                        let at = event_time(&rec.value)?;
-                        let horizon = crate::shard::wall_clock_us().saturating_add(future_us);
-                        (future_us == 0 || at <= horizon).then_some(at)
-                    });
+                    let at = if timed { event_time(&rec.value) } else { None };
                     w.pending.borrow_mut().push_back((rec.offset, at));
                     w.end.set(rec.offset + 1);
                 }
@@ -415,6 +463,7 @@ pub async fn run<T: Transport + Clone + 'static>(
         .unwrap_or(i64::MAX)
         .saturating_mul(1_000_000);
     let lateness_us = cutting.max_lateness_s.saturating_mul(1_000_000);
+    let lag_us = cutting.watermark_lag_s.saturating_mul(1_000_000);
     let future_us = i64::try_from(align.max_future_s)
         .unwrap_or(i64::MAX)
         .saturating_mul(1_000_000);
@@ -423,8 +472,9 @@ pub async fn run<T: Transport + Clone + 'static>(
     let started = Instant::now();
     let mut watched = Vec::with_capacity(at.len());
     for (t, p, pos) in &at {
-        // a partition with nothing to read at the start holds nothing back (the end the
-        // cluster reports may lag: then it does until its first record or `idle`)
+        // a partition with nothing to read at the start holds nothing back until its first
+        // record (the end the cluster reports may lag: records produced just before the
+        // start may then be cut behind the others' by up to the lateness window)
         let empty = transport
             .end_offset(t, *p)
             .await
@@ -441,7 +491,7 @@ pub async fn run<T: Transport + Clone + 'static>(
             *p,
             w.clone(),
             moved.clone(),
-            (skew_us != 0).then_some(future_us),
+            skew_us != 0,
         ));
         watched.push(w);
     }
@@ -449,8 +499,8 @@ pub async fn run<T: Transport + Clone + 'static>(
     // (before the first: behind everything), and the latest event cut from any
     let mut last_at: Vec<Option<i64>> = vec![Some(i64::MIN); at.len()];
     let mut latest = i64::MIN;
-    // since when a cut has waited for a partition behind
-    let mut blocked: Option<Instant> = None;
+    // since when each partition's records have waited for a partition behind
+    let mut held: Vec<Option<Instant>> = vec![None; at.len()];
     loop {
         if *stop.borrow() {
             return Ok(());
@@ -476,19 +526,57 @@ pub async fn run<T: Transport + Clone + 'static>(
                     quiet: if w.idle(align.idle, now) { None } else { *last },
                 })
                 .collect();
-            let late_before = latest.saturating_sub(lateness_us);
-            cut(epoch, &at, &ahead, cfg.epoch_records, skew_us, late_before).map(|mut c| {
+            // what the shards refuse, as the engine judges it (`Engine::late`) and with the
+            // clock this cut carries
+            let clock = crate::shard::wall_clock_us();
+            let window = Window {
+                late_before: if lateness_us == 0 {
+                    i64::MIN
+                } else {
+                    latest.saturating_sub(lag_us).saturating_sub(lateness_us)
+                },
+                horizon: if future_us == 0 {
+                    i64::MAX
+                } else {
+                    clock.saturating_add(future_us)
+                },
+            };
+            cut(epoch, &at, &ahead, cfg.epoch_records, skew_us, window).map(|mut c| {
                 c.fingerprint = cutting.fingerprint;
-                c.clock_us = crate::shard::wall_clock_us();
+                c.clock_us = clock;
                 c.max_future_s = align.max_future_s;
-                c
+                (c, window)
             })
         };
-        let Some(c) = made else {
-            let waiting = watched.iter().any(|w| !w.pending.borrow().is_empty());
-            if waiting && blocked.is_none() {
-                blocked = Some(now);
+        // a partition with records that gave none waits from now (or on)
+        for ((h, w), r) in held
+            .iter_mut()
+            .zip(&watched)
+            .enumerate()
+            .map(|(i, x)| (x, made.as_ref().map(|(c, _)| &c.ranges[i])))
+        {
+            let gave = r.is_some_and(|r| r.to > r.from);
+            if !gave && !w.pending.borrow().is_empty() {
+                h.get_or_insert(now);
+            } else if let Some(since) = h.take().filter(|_| gave) {
+                let ms = u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX);
+                if let Some((waits, waited)) = &cutting.waits {
+                    waits.inc();
+                    waited.inc_by(ms);
+                }
+                if ms >= 1_000 {
+                    tracing::info!(
+                        epoch,
+                        topic = %r.map_or("", |r| r.topic.as_str()),
+                        partition = r.map_or(0, |r| r.partition),
+                        waited_ms = ms,
+                        "a partition's records waited for partitions behind in event time (max-skew-s)"
+                    );
+                }
             }
+        }
+        let Some((c, window)) = made else {
+            let waiting = watched.iter().any(|w| !w.pending.borrow().is_empty());
             // records wait for a partition behind: until it reads or turns idle
             let turns_idle = watched
                 .iter()
@@ -509,20 +597,6 @@ pub async fn run<T: Transport + Clone + 'static>(
             }
             continue;
         };
-        if let Some(since) = blocked.take() {
-            let ms = u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX);
-            if let Some((waits, waited)) = &cutting.waits {
-                waits.inc();
-                waited.inc_by(ms);
-            }
-            if ms >= 1_000 {
-                tracing::info!(
-                    epoch,
-                    waited_ms = ms,
-                    "a cut waited for input partitions behind in event time (max-skew-s)"
-                );
-            }
-        }
         let bytes = serde_json::to_vec(&c).map_err(|e| ClusterError::Corrupt(e.to_string()))?;
         // a failed send or flush leaves it unknown whether the cut was appended: the
         // sequencer stops (and reads the last cut again when it restarts)
@@ -532,18 +606,11 @@ pub async fn run<T: Transport + Clone + 'static>(
             a.2 = r.to;
             let mut pending = w.pending.borrow_mut();
             let before = pending.len();
-            while let Some(&(offset, t)) = pending.front() {
-                if offset >= r.to {
-                    break;
-                }
-                pending.pop_front();
-                if let Some(t) = t {
-                    latest = latest.max(t);
-                    if t >= latest.saturating_sub(lateness_us) {
-                        *last = Some(t);
-                    }
-                }
-            }
+            let taken = pending
+                .iter()
+                .take_while(|(offset, _)| *offset < r.to)
+                .count();
+            after_cut(pending.drain(..taken), window, last, &mut latest);
             if before >= PENDING_MAX && pending.len() < PENDING_MAX {
                 w.room.notify_one();
             }
@@ -587,12 +654,26 @@ mod tests {
 
     const H: i64 = 3_600_000_000;
 
+    fn late(before: i64) -> Window {
+        Window {
+            late_before: before,
+            ..Window::ALL
+        }
+    }
+
     #[test]
     fn a_cut_shares_the_budget_among_the_partitions_that_have_records() {
         let none = |_| None;
         let empty = [VecDeque::new(), VecDeque::new()];
         assert_eq!(
-            cut(0, &at(&[0, 0]), &ahead(&empty, &[None; 2]), 100, 0, 0),
+            cut(
+                0,
+                &at(&[0, 0]),
+                &ahead(&empty, &[None; 2]),
+                100,
+                0,
+                Window::ALL
+            ),
             None
         );
         let queues = [
@@ -600,7 +681,15 @@ mod tests {
             VecDeque::new(),
             pending(9, 30, none),
         ];
-        let c = cut(4, &at(&[0, 5, 9]), &ahead(&queues, &[None; 3]), 100, 0, 0).unwrap();
+        let c = cut(
+            4,
+            &at(&[0, 5, 9]),
+            &ahead(&queues, &[None; 3]),
+            100,
+            0,
+            Window::ALL,
+        )
+        .unwrap();
         assert_eq!(c.epoch, 4);
         // two partitions have records: 50 each, the second of them has only 21
         assert_eq!(spans(&c), vec![(0, 50), (5, 5), (9, 30)]);
@@ -627,7 +716,7 @@ mod tests {
             &ahead(&queues, &[Some(i64::MIN); 2]),
             200,
             6 * H,
-            i64::MIN,
+            Window::ALL,
         )
         .unwrap();
         assert_eq!(spans(&c), vec![(0, 100), (0, 0)], "today waits");
@@ -638,7 +727,7 @@ mod tests {
             &ahead(&queues, &[Some(i64::MIN); 2]),
             20,
             6 * H,
-            i64::MIN,
+            Window::ALL,
         )
         .unwrap();
         assert_eq!(spans(&c), vec![(0, 20), (0, 0)], "the whole budget");
@@ -652,7 +741,7 @@ mod tests {
                 &ahead(&rest, &[Some(99 * H), None]),
                 200,
                 6 * H,
-                i64::MIN
+                Window::ALL
             ),
             None
         );
@@ -662,7 +751,7 @@ mod tests {
             &ahead(&rest, &[None, None]),
             200,
             6 * H,
-            i64::MIN,
+            Window::ALL,
         )
         .unwrap();
         assert_eq!(spans(&c), vec![(100, 100), (0, 100)]);
@@ -678,13 +767,21 @@ mod tests {
             &ahead(&near, &[None; 2]),
             100,
             6 * H,
-            i64::MIN,
+            Window::ALL,
         )
         .unwrap();
         // partition 1 may go to today - 8 h + 6 h = today - 2 h: none of it
         assert_eq!(spans(&c), vec![(0, 10), (0, 0)]);
         // without alignment everything goes
-        let c = cut(0, &at(&[0, 0]), &ahead(&near, &[None; 2]), 100, 0, i64::MIN).unwrap();
+        let c = cut(
+            0,
+            &at(&[0, 0]),
+            &ahead(&near, &[None; 2]),
+            100,
+            0,
+            Window::ALL,
+        )
+        .unwrap();
         assert_eq!(spans(&c), vec![(0, 10), (0, 10)]);
     }
 
@@ -702,7 +799,7 @@ mod tests {
             &ahead(&queues, &[None; 2]),
             100,
             6 * H,
-            today - 6 * 24 * H,
+            late(today - 6 * 24 * H),
         )
         .unwrap();
         // partition 0 holds today; partition 1 goes to today + 6 h: its record without a
@@ -718,7 +815,7 @@ mod tests {
             &ahead(&starting, &quiet),
             100,
             6 * H,
-            today - 6 * 24 * H,
+            late(today - 6 * 24 * H),
         );
         assert_eq!(c.map(|c| spans(&c)), Some(vec![(0, 1), (0, 0)]));
     }
@@ -761,7 +858,7 @@ mod tests {
                 .enumerate()
                 .filter_map(|(i, p)| p.map(|p| (p, i)))
                 .min();
-            let c = cut(0, &at(&vec![0; n]), &a, 8, skew, i64::MIN);
+            let c = cut(0, &at(&vec![0; n]), &a, 8, skew, Window::ALL);
             if let Some((_, i)) = behind {
                 if !queues[i].is_empty() {
                     assert!(c.is_some(), "stuck: {queues:?} {quiet:?}");
@@ -779,6 +876,68 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_partition_that_gave_only_what_the_shards_refuse_holds_nothing_back() {
+        let window = Window {
+            late_before: 10 * H,
+            horizon: 20 * H,
+        };
+        let (mut last, mut latest) = (Some(12 * H), 15 * H);
+        // no ts, too late, too far ahead: none of it is a place
+        after_cut(
+            [(0, None), (1, Some(H)), (2, Some(30 * H))].into_iter(),
+            window,
+            &mut last,
+            &mut latest,
+        );
+        assert_eq!((last, latest), (None, 15 * H));
+        // the last usable one is the place, and the latest moves
+        after_cut(
+            [(3, Some(16 * H)), (4, None), (5, Some(30 * H))].into_iter(),
+            window,
+            &mut last,
+            &mut latest,
+        );
+        assert_eq!((last, latest), (Some(16 * H), 16 * H));
+        // a partition that gave nothing stays where it was
+        after_cut(std::iter::empty(), window, &mut last, &mut latest);
+        assert_eq!(last, Some(16 * H));
+        // and in a cut, records the shards refuse do not hold another partition back
+        let queues = [
+            pending(0, 3, |_| None),
+            pending(0, 3, |o| Some(25 * H + o as i64)),
+        ];
+        let c = cut(0, &at(&[0, 0]), &ahead(&queues, &[None; 2]), 10, H, window).unwrap();
+        assert_eq!(spans(&c), vec![(0, 3), (0, 3)]);
+    }
+
+    #[test]
+    fn every_process_judges_the_future_by_the_clock_the_cut_carries() {
+        let mut c = cut(
+            0,
+            &at(&[0]),
+            &ahead(&[pending(0, 1, |_| None)], &[None]),
+            1,
+            0,
+            Window::ALL,
+        )
+        .unwrap();
+        // a cut written before cuts carried a clock: no check
+        let old =
+            r#"{"epoch":0,"ranges":[{"topic":"t","partition":0,"from":0,"to":1}],"fingerprint":7}"#;
+        let read: Cut = serde_json::from_str(old).unwrap();
+        assert_eq!((read.clock_us, read.max_future_s), (0, 0));
+        assert!(read.too_far_ahead(i64::MAX).is_none());
+        // the cut's clock, not the reader's: a cut made in 2020 refuses an event of 2021
+        c.clock_us = 1_577_836_800_000_000;
+        c.max_future_s = 300;
+        assert!(c.too_far_ahead(c.clock_us + 299_000_000).is_none());
+        let p = c.too_far_ahead(c.clock_us + 365 * 24 * H).expect("refused");
+        assert_eq!(p.reason, omnistream_schemas::Reason::FutureTimestamp);
+        c.max_future_s = 0;
+        assert!(c.too_far_ahead(i64::MAX).is_none(), "0: no limit");
     }
 
     #[test]
