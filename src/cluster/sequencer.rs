@@ -941,6 +941,66 @@ mod tests {
     }
 
     #[test]
+    fn a_watcher_stops_reading_at_its_bound_until_a_cut_makes_room() {
+        use crate::fluvio::log::{MemLog, PartitionedLog};
+        let log = MemLog::new();
+        log.create_topic("t", 1).unwrap();
+        let line = br#"{"ts":"2026-11-11T20:15:03.120+08:00"}"#;
+        for _ in 0..PENDING_MAX + 100 {
+            log.append("t", b"k", line).unwrap();
+        }
+        let transport = crate::fluvio::MemTransport {
+            log,
+            group: "g".into(),
+        };
+        let w = Rc::new(Watched {
+            pending: RefCell::new(VecDeque::new()),
+            end: Cell::new(0),
+            seen: Cell::new(None),
+            room: Notify::new(),
+        });
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async {
+            let moved = Rc::new(Notify::new());
+            let task = tokio::task::spawn_local(watch_partition(
+                transport,
+                "t".into(),
+                0,
+                w.clone(),
+                moved,
+                true,
+            ));
+            let until = |n: u64| {
+                let w = w.clone();
+                async move {
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    while w.end.get() < n {
+                        assert!(Instant::now() < deadline, "read {} of {n}", w.end.get());
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    // and no further
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            };
+            until(PENDING_MAX as u64).await;
+            assert_eq!(w.pending.borrow().len(), PENDING_MAX, "read past its bound");
+            assert_eq!(w.end.get(), PENDING_MAX as u64);
+            assert_eq!(w.pending.borrow()[0], (0, Some(1_794_399_303_120_000)));
+            // a cut takes ten: it reads ten more
+            w.pending.borrow_mut().drain(..10);
+            w.room.notify_one();
+            until(PENDING_MAX as u64 + 10).await;
+            assert_eq!(w.pending.borrow().len(), PENDING_MAX);
+            assert_eq!(w.end.get(), PENDING_MAX as u64 + 10);
+            task.abort();
+        });
+    }
+
+    #[test]
     fn a_records_event_time_is_its_ts() {
         let line = br#"{"type":"click","id":"x","ts":"2026-11-11T20:15:03.120+08:00","member":{"id":"m"}}"#;
         assert_eq!(event_time(line), Some(1_794_399_303_120_000));
