@@ -84,7 +84,8 @@ pub struct Config {
     /// The CQL store (ScyllaDB or Cassandra), used when `store = "cql"`.
     pub cql: CqlConfig,
     /// Live ingest refuses events stamped more than this many seconds ahead of the server's
-    /// clock (reason `future_timestamp`); 0 accepts any time.
+    /// clock (reason `future_timestamp`); 0 accepts any time. In `omnistream cluster`,
+    /// process 0's value and clock, carried in each cut, count for every process.
     pub max_future_s: u64,
     /// At start-up, how long `run` keeps trying to reach a CQL store that does not answer
     /// (a node still booting, a restart of the cluster) before it gives up; 0 gives up at

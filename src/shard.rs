@@ -122,7 +122,7 @@ pub fn too_far_ahead(ts_us: i64, now_us: i64, max_future_s: u64) -> Option<Probl
             Reason::FutureTimestamp,
             "ts",
             format!(
-                "{} s ahead of this server's clock; at most {max_future_s} s (max-future-s) are accepted",
+                "{} s ahead of the clock of the server that took it in (in a cluster: process 0's); at most {max_future_s} s (max-future-s) are accepted",
                 (ts_us - now_us) / 1_000_000
             ),
         )
