@@ -6,7 +6,10 @@
 //! every process reading every record: on one machine the processes share its cores.
 //!
 //! `OMNISTREAM_BENCH_EVENTS` (default 200,000 of the `default` scenario, whose first ~20,000
-//! are reference data: code batches, dealers, stock), rounds 3.
+//! are reference data: code batches, dealers, stock), rounds 3. `OMNISTREAM_BENCH_SKEW_S`
+//! sets the sequencer's `max-skew-s` (default 21600; 0: epochs cut by records alone). The
+//! scenario begins with four weeks of members' history clicks: cut by records alone, much of
+//! it is refused as late, so each line also says how many events process 0 refused.
 
 use omnistream::cluster::{self, run_process, ClusterConfig, Setup, Stop};
 use omnistream::fluvio::log::PartitionedLog;
@@ -30,12 +33,19 @@ fn setup(processes: u32, process: u32) -> Setup {
         resident: 0,
         metrics: None,
         sinks: false,
-        align: omnistream::cluster::sequencer::Aligning::default(),
+        align: omnistream::cluster::sequencer::Aligning {
+            max_skew_s: std::env::var("OMNISTREAM_BENCH_SKEW_S")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(omnistream::cluster::sequencer::Aligning::default().max_skew_s),
+            ..omnistream::cluster::sequencer::Aligning::default()
+        },
     }
 }
 
-/// One run: seconds until every process applied every epoch, epochs, exchange records.
-fn run(lines: &[Vec<u8>], processes: u32) -> (f64, u64, usize) {
+/// One run: seconds until every process applied every epoch, epochs, exchange records,
+/// events process 0 refused.
+fn run(lines: &[Vec<u8>], processes: u32) -> (f64, u64, usize, u64) {
     let log = cluster::mem_log(&setup(processes, 0), processes, lines).expect("log");
     let root = tempfile::tempdir().expect("tempdir");
     let started = Instant::now();
@@ -76,12 +86,16 @@ fn run(lines: &[Vec<u8>], processes: u32) -> (f64, u64, usize) {
         std::thread::sleep(Duration::from_millis(1));
     };
     let secs = started.elapsed().as_secs_f64();
-    for (stop, _, t) in running {
+    let mut refused = 0;
+    for (p, (stop, _, t)) in running.into_iter().enumerate() {
         stop.send(Stop::Drain).expect("stop");
-        t.join().expect("thread").expect("process");
+        let report = t.join().expect("thread").expect("process");
+        if p == 0 {
+            refused = report.rejected;
+        }
     }
     let exchanged = log.all(&setup(processes, 0).cluster.exchange_topic).len();
-    (secs, last, exchanged)
+    (secs, last, exchanged, refused)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -105,9 +119,9 @@ fn main() {
     for round in 0..3 {
         let mut this = Vec::new();
         for (i, &p) in counts.iter().enumerate() {
-            let (secs, epochs, exchanged) = run(&lines, p);
+            let (secs, epochs, exchanged, refused) = run(&lines, p);
             eprintln!(
-                "round {round}: {p} process(es): {:.0} events/s, {epochs} epochs, {exchanged} exchange records",
+                "round {round}: {p} process(es): {:.0} events/s, {epochs} epochs, {exchanged} exchange records, {refused} refused",
                 n / secs
             );
             rates[i].push(n / secs);
@@ -119,8 +133,9 @@ fn main() {
         }
     }
     println!(
-        "{} events, default scenario, 4 input partitions, epoch-records 512, medians of 3 rounds",
-        lines.len()
+        "{} events, default scenario, 4 input partitions, epoch-records 512, max-skew-s {}, medians of 3 rounds",
+        lines.len(),
+        setup(1, 0).align.max_skew_s
     );
     println!("processes  events/s  ÷ one process  epochs  exchange records");
     for (i, &p) in counts.iter().enumerate() {
