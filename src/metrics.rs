@@ -456,12 +456,12 @@ impl Default for Metrics {
             fluvio_align_waits: counter(
                 &r,
                 "omnistream_fluvio_align_waits_total",
-                "batches of an input partition (in omnistream cluster: epoch cuts) that waited for the other partitions to catch up in event time (max-skew-s)",
+                "batches of an input partition (in omnistream cluster: runs of its records the epoch cuts held) that waited for the other partitions to catch up in event time (max-skew-s)",
             ),
             fluvio_align_wait_ms: counter(
                 &r,
                 "omnistream_fluvio_align_wait_milliseconds_total",
-                "milliseconds batches of input partitions (in omnistream cluster: epoch cuts) waited for the others in event time",
+                "milliseconds batches of input partitions (in omnistream cluster: runs of their records held by the epoch cuts) waited for the others in event time",
             ),
             fluvio_produced: counter(
                 &r,

@@ -114,9 +114,7 @@ impl Item {
 
 /// The problem with an event time more than `max_future_s` ahead of `now_us`, if any.
 pub fn too_far_ahead(ts_us: i64, now_us: i64, max_future_s: u64) -> Option<Problem> {
-    let max_us = i64::try_from(max_future_s)
-        .unwrap_or(i64::MAX)
-        .saturating_mul(1_000_000);
+    let max_us = secs_us(max_future_s);
     (max_future_s > 0 && ts_us > now_us.saturating_add(max_us)).then(|| {
         Problem::new(
             Reason::FutureTimestamp,
@@ -148,6 +146,13 @@ pub fn too_late(ts_us: i64, engine: &Engine) -> Problem {
         ),
     };
     Problem::new(Reason::TooLate, "ts", why)
+}
+
+/// A setting in seconds as microseconds, the unit of event times (saturating).
+pub fn secs_us(secs: u64) -> i64 {
+    i64::try_from(secs)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(1_000_000)
 }
 
 /// This machine's clock in microseconds since the Unix epoch (live ingest only; the entity

@@ -4,13 +4,13 @@
 //! A cut names, for every input partition, the offsets it covers (`from..to`, empty when the
 //! partition has nothing new), so the last record alone tells where the next cut starts, and
 //! a restarted sequencer reads only that. A cut takes a fair share of the epoch's budget from
-//! each partition that has records, so every stream advances.
+//! each partition that may give records (see the alignment below), so every stream advances.
 //!
 //! The sequencer learns what each partition holds by reading it (a watcher task per
-//! partition that keeps only the offsets), not from the cluster's metadata: Fluvio's
-//! reported log end lags by seconds, and a cut must only name records a reader can fetch.
-//! So process 0 fetches every input record twice (here and in its feeder); the watchers
-//! decode nothing but the offsets.
+//! partition that keeps the offsets and event times of the records no cut names yet), not
+//! from the cluster's metadata: Fluvio's reported log end lags by seconds, and a cut must
+//! only name records a reader can fetch. So process 0 fetches every input record twice
+//! (here and in its feeder); the watchers read nothing of a record but its `ts`.
 //! Cutting as soon as anything is there keeps epochs small under a light load; under a heavy
 //! one the sequencer waits for the processes (`ahead-epochs`) while records pile up, so the
 //! next cut is bigger: the epoch grows with the load, as a group commit does.
@@ -170,14 +170,19 @@ pub fn cut(
     skew_us: i64,
     window: Window,
 ) -> Option<Cut> {
-    let timed = |t: Option<i64>| window.usable(t);
     let budget = budget.max(1);
+    // without alignment no partition has a place, so nothing bounds another
     let places: Vec<Option<i64>> = if skew_us == 0 {
         Vec::new()
     } else {
         ahead
             .iter()
-            .map(|a| a.pending.iter().find_map(|&(_, t)| timed(t)).or(a.quiet))
+            .map(|a| {
+                a.pending
+                    .iter()
+                    .find_map(|&(_, t)| window.usable(t))
+                    .or(a.quiet)
+            })
             .collect()
     };
     // how many records each partition may give now (up to the budget)
@@ -185,15 +190,11 @@ pub fn cut(
         .iter()
         .enumerate()
         .map(|(me, a)| {
-            let bound = if skew_us == 0 {
-                i64::MAX
-            } else {
-                crate::fluvio::align::bound(&places, me, skew_us)
-            };
+            let bound = crate::fluvio::align::bound(&places, me, skew_us);
             a.pending
                 .iter()
                 .take(budget)
-                .take_while(|&&(_, t)| timed(t).is_none_or(|t| t <= bound))
+                .take_while(|&&(_, t)| window.usable(t).is_none_or(|t| t <= bound))
                 .count()
         })
         .collect();
@@ -459,14 +460,10 @@ pub async fn run<T: Transport + Clone + 'static>(
     let (mut epoch, mut at) = resume_from(last.as_ref(), &inputs);
     tracing::info!(epoch, "the sequencer starts");
     let align = cutting.align;
-    let skew_us = i64::try_from(align.max_skew_s)
-        .unwrap_or(i64::MAX)
-        .saturating_mul(1_000_000);
+    let skew_us = crate::shard::secs_us(align.max_skew_s);
     let lateness_us = cutting.max_lateness_s.saturating_mul(1_000_000);
     let lag_us = cutting.watermark_lag_s.saturating_mul(1_000_000);
-    let future_us = i64::try_from(align.max_future_s)
-        .unwrap_or(i64::MAX)
-        .saturating_mul(1_000_000);
+    let future_us = crate::shard::secs_us(align.max_future_s);
     let moved = Rc::new(Notify::new());
     let mut watchers = tokio::task::JoinSet::new();
     let started = Instant::now();
@@ -549,13 +546,12 @@ pub async fn run<T: Transport + Clone + 'static>(
             })
         };
         // a partition with records that gave none waits from now (or on)
-        for ((h, w), r) in held
-            .iter_mut()
-            .zip(&watched)
-            .enumerate()
-            .map(|(i, x)| (x, made.as_ref().map(|(c, _)| &c.ranges[i])))
+        for (i, ((h, w), (topic, partition, _))) in
+            held.iter_mut().zip(&watched).zip(&at).enumerate()
         {
-            let gave = r.is_some_and(|r| r.to > r.from);
+            let gave = made
+                .as_ref()
+                .is_some_and(|(c, _)| c.ranges[i].to > c.ranges[i].from);
             if !gave && !w.pending.borrow().is_empty() {
                 h.get_or_insert(now);
             } else if let Some(since) = h.take().filter(|_| gave) {
@@ -567,8 +563,8 @@ pub async fn run<T: Transport + Clone + 'static>(
                 if ms >= 1_000 {
                     tracing::info!(
                         epoch,
-                        topic = %r.map_or("", |r| r.topic.as_str()),
-                        partition = r.map_or(0, |r| r.partition),
+                        %topic,
+                        partition,
                         waited_ms = ms,
                         "a partition's records waited for partitions behind in event time (max-skew-s)"
                     );

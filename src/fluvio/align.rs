@@ -59,9 +59,7 @@ impl Align {
         let start = if skew_s == 0 { None } else { Some(i64::MIN) };
         Arc::new(Align {
             places: watch::channel(vec![start; partitions]).0,
-            skew_us: i64::try_from(skew_s)
-                .unwrap_or(i64::MAX)
-                .saturating_mul(1_000_000),
+            skew_us: crate::shard::secs_us(skew_s),
         })
     }
 
