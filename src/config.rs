@@ -167,6 +167,17 @@ pub struct FluvioConfig {
     pub linger_ms: u64,
     /// Producer batch size in bytes.
     pub batch_bytes: usize,
+    /// Milliseconds a produce (the sinks', `produce`'s) waits for the cluster to take and
+    /// acknowledge its records before it opens its producers again and sends what is not
+    /// acknowledged again: a producer whose partition leader stopped can otherwise wait
+    /// for it for good.
+    pub ack_timeout_ms: u64,
+    /// When a record counts as written, for the sinks and `produce` (acknowledged) and for
+    /// the source (readable): `read-committed` once every in-sync replica holds it, or
+    /// `read-uncommitted` once the partition's leader does (faster with `replication` > 1,
+    /// but a leader lost before its follower copied a record loses it). The same with one
+    /// replica.
+    pub isolation: FluvioIsolation,
     /// Topic names.
     pub topics: FluvioTopics,
 }
@@ -195,6 +206,8 @@ impl Default for FluvioConfig {
             sinks: true,
             linger_ms: 10,
             batch_bytes: 64 << 10,
+            ack_timeout_ms: 10_000,
+            isolation: FluvioIsolation::ReadCommitted,
             topics: FluvioTopics::default(),
         }
     }
@@ -326,6 +339,7 @@ impl FluvioConfig {
             ("fluvio.commit-every-records", self.commit_every_records),
             ("fluvio.idle-ms", self.idle_ms),
             ("fluvio.batch-bytes", self.batch_bytes as u64),
+            ("fluvio.ack-timeout-ms", self.ack_timeout_ms),
         ] {
             if v == 0 {
                 return Err(err(key, "must be > 0"));
@@ -545,6 +559,16 @@ impl AuthConfig {
         }
         Ok(out)
     }
+}
+
+/// When a Fluvio record counts as written (`fluvio.isolation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FluvioIsolation {
+    /// A record is written once every in-sync replica holds it.
+    ReadCommitted,
+    /// A record is written once the partition's leader holds it.
+    ReadUncommitted,
 }
 
 /// Where the service persists its log.
@@ -1139,6 +1163,17 @@ mod tests {
         assert_eq!(c.fluvio.topics.scans, "scans-b");
         assert_eq!(c.fluvio.topics.clicks, "clicks", "default kept");
         assert_eq!(Config::default().fluvio.owned(), [0]);
+        assert_eq!(c.fluvio.isolation, FluvioIsolation::ReadCommitted);
+        assert_eq!(c.fluvio.ack_timeout_ms, 10_000);
+        let iso = |v| env(&[("OMNISTREAM_FLUVIO__ISOLATION", v)]);
+        let c = Config::load(None, iso("read-uncommitted")).unwrap();
+        assert_eq!(c.fluvio.isolation, FluvioIsolation::ReadUncommitted);
+        let e = Config::load(None, iso("committed")).unwrap_err();
+        assert!(e.problem.contains("committed"), "{e}");
+        let zero = ("OMNISTREAM_FLUVIO__ACK_TIMEOUT_MS", "0");
+        let e =
+            Config::load(None, env(&[("OMNISTREAM_FLUVIO__ENABLED", "true"), zero])).unwrap_err();
+        assert_eq!(e.key, "fluvio.ack-timeout-ms");
 
         std::fs::write(&f, "[fluvio]\nendpont = \"x:1\"\n").unwrap();
         let e = Config::load(Some(&f), env(&[])).unwrap_err();

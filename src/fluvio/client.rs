@@ -14,7 +14,7 @@ use crate::config::FluvioConfig;
 use ::fluvio::consumer::{ConsumerConfigExtBuilder, ConsumerStream, OffsetManagementStrategy};
 use ::fluvio::metadata::topic::TopicSpec;
 use ::fluvio::{
-    Fluvio, FluvioClusterConfig, Offset, Partitioner, PartitionerConfig, ProduceOutput,
+    Fluvio, FluvioClusterConfig, Isolation, Offset, Partitioner, PartitionerConfig, ProduceOutput,
     TopicProducerConfigBuilder, TopicProducerPool,
 };
 use fluvio_future::net::{DefaultDomainConnector, DomainConnector};
@@ -189,6 +189,7 @@ pub struct FluvioStream {
     partition: u32,
     fluvio: Arc<Fluvio>,
     consumer: String,
+    isolation: Isolation,
     /// The offset of the next record to yield.
     expected: u64,
     /// The gap (expected, got) the last re-open was for.
@@ -207,6 +208,7 @@ impl FluvioStream {
         self.inner = FluvioStream::open(
             &self.fluvio,
             &self.consumer,
+            self.isolation,
             &self.topic,
             self.partition,
             self.expected,
@@ -218,6 +220,7 @@ impl FluvioStream {
     async fn open(
         fluvio: &Fluvio,
         consumer: &str,
+        isolation: Isolation,
         topic: &str,
         partition: u32,
         from: u64,
@@ -230,6 +233,9 @@ impl FluvioStream {
             .offset_consumer(consumer.to_string())
             .offset_start(start)
             .offset_strategy(OffsetManagementStrategy::Manual)
+            // read-committed: only records every in-sync replica holds, so one the leader
+            // took and lost in a failover before a follower copied it is never applied
+            .isolation(isolation)
             .build()
             .map_err(|e| failed(topic, format!("{e:#}")))?;
         let s = fluvio
@@ -355,11 +361,21 @@ impl RecordStream for FluvioStream {
     }
 }
 
+/// Fluvio's isolation for `fluvio.isolation`.
+fn isolation_of(i: crate::config::FluvioIsolation) -> Isolation {
+    match i {
+        crate::config::FluvioIsolation::ReadCommitted => Isolation::ReadCommitted,
+        crate::config::FluvioIsolation::ReadUncommitted => Isolation::ReadUncommitted,
+    }
+}
+
 /// Producers of the sink topics, opened on first use.
 pub struct FluvioSink {
     fluvio: Arc<Fluvio>,
     linger: Duration,
     batch_bytes: usize,
+    ack_timeout: Duration,
+    isolation: Isolation,
     producers: HashMap<String, TopicProducerPool>,
     pending: Vec<(String, ProduceOutput)>,
 }
@@ -371,6 +387,8 @@ impl FluvioSink {
             fluvio,
             linger: Duration::from_millis(cfg.linger_ms),
             batch_bytes: cfg.batch_bytes,
+            ack_timeout: Duration::from_millis(cfg.ack_timeout_ms),
+            isolation: isolation_of(cfg.isolation),
             producers: HashMap::new(),
             pending: Vec::new(),
         }
@@ -382,6 +400,15 @@ impl FluvioSink {
                 .linger(self.linger)
                 .batch_size(self.batch_bytes)
                 .partitioner(Arc::new(OwnershipPartitioner))
+                // read-committed: acknowledged once every in-sync replica holds the
+                // records; with fluvio's default (the leader's own write) an SPU killed
+                // before its follower copied them loses acknowledged outputs (seen on a
+                // 2-SPU cluster)
+                .isolation(self.isolation)
+                // how long the SPU may take to have the records copied before it answers
+                // with an error (fluvio's default, 1.5 s, fails and the client re-sends, each
+                // copy lengthening the follower's catch-up after a restart)
+                .timeout(self.ack_timeout)
                 .build()
                 .map_err(|e| failed(topic, e))?;
             let p = self
@@ -397,31 +424,56 @@ impl FluvioSink {
     }
 }
 
+/// `what` on `topic`, given up with an error at `deadline`, `limit` after the send or the
+/// flush began (the producer may be waiting for a leader that does not come back).
+async fn bounded<T, E: std::fmt::Display>(
+    topic: &str,
+    deadline: tokio::time::Instant,
+    limit: Duration,
+    what: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, LogError> {
+    match tokio::time::timeout_at(deadline, what).await {
+        Ok(r) => r.map_err(|e| failed(topic, format!("{e:#}"))),
+        Err(_) => Err(failed(
+            topic,
+            format!(
+                "no acknowledgement within {} ms (fluvio.ack-timeout-ms)",
+                limit.as_millis()
+            ),
+        )),
+    }
+}
+
 impl RecordSink for FluvioSink {
     async fn send(&mut self, topic: &str, key: &[u8], value: &[u8]) -> Result<(), LogError> {
-        let out = self
-            .producer(topic)
-            .await?
-            .send(key.to_vec(), value.to_vec())
-            .await
-            .map_err(|e| failed(topic, format!("{e:#}")))?;
+        let limit = self.ack_timeout;
+        let deadline = tokio::time::Instant::now() + limit;
+        let producer = self.producer(topic).await?;
+        // a send waits when the producer's queue is full, i.e. while it cannot deliver
+        let sent = producer.send(key.to_vec(), value.to_vec());
+        let out = bounded(topic, deadline, limit, sent).await?;
         self.pending.push((topic.to_string(), out));
         Ok(())
     }
 
     async fn flush(&mut self) -> Result<(), LogError> {
         let pending = std::mem::take(&mut self.pending);
+        let limit = self.ack_timeout;
+        let deadline = tokio::time::Instant::now() + limit;
         for (topic, p) in &self.producers {
-            p.flush()
-                .await
-                .map_err(|e| failed(topic, format!("{e:#}")))?;
+            bounded(topic, deadline, limit, p.flush()).await?;
         }
         for (topic, out) in pending {
-            out.wait()
-                .await
-                .map_err(|e| failed(&topic, format!("{e:#}")))?;
+            bounded(&topic, deadline, limit, out.wait()).await?;
         }
         Ok(())
+    }
+
+    /// Drops the producers: a producer keeps sending to the leader it first found, so after
+    /// a leader moved (an SPU stopped, its replica took over) only a new one reaches it.
+    fn reopen(&mut self) {
+        self.pending.clear();
+        self.producers.clear();
     }
 }
 
@@ -444,13 +496,16 @@ impl Transport for FluvioTransport {
         partition: u32,
         from: u64,
     ) -> Result<FluvioStream, LogError> {
+        let isolation = isolation_of(self.cfg.isolation);
+        let consumer = &self.cfg.consumer;
         let inner =
-            FluvioStream::open(&self.fluvio, &self.cfg.consumer, topic, partition, from).await?;
+            FluvioStream::open(&self.fluvio, consumer, isolation, topic, partition, from).await?;
         Ok(FluvioStream {
             topic: topic.to_string(),
             partition,
             fluvio: self.fluvio.clone(),
-            consumer: self.cfg.consumer.clone(),
+            consumer: consumer.clone(),
+            isolation,
             expected: from,
             reopened_at: None,
             stale: false,
@@ -556,7 +611,65 @@ pub fn route_line(
 }
 
 /// Records `produce` sends between two waits for their acknowledgements.
-const FLUSH_EVERY: u64 = 10_000;
+const FLUSH_EVERY: usize = 10_000;
+
+/// How long `produce` keeps sending again the records the cluster has not acknowledged (a
+/// partition's leader stopped, its replica taking over; an SPU restarting) before it gives
+/// up with the error.
+const PRODUCE_RETRY: Duration = Duration::from_secs(120);
+
+/// Records sent and not yet acknowledged: topic, key, line.
+type Unacked = Vec<(String, String, Vec<u8>)>;
+
+/// After `first` (a send or a flush that failed), opens the sink again and sends `batch`
+/// again until it is acknowledged, backing off up to 5 s between tries; gives up with the
+/// last error once `retry` has passed. Records acknowledged before the failure may go out
+/// twice: the event ids make the copies duplicates to the service.
+async fn resend<K: RecordSink>(
+    sink: &mut K,
+    batch: &Unacked,
+    first: LogError,
+    retry: Duration,
+) -> Result<(), LogError> {
+    let started = std::time::Instant::now();
+    let mut backoff = Duration::from_millis(100);
+    let mut error = first;
+    loop {
+        if started.elapsed() >= retry {
+            return Err(error);
+        }
+        tracing::warn!(%error, records = batch.len(), "the cluster did not take a batch; sending it again");
+        sink.reopen();
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+        match send_all(sink, batch).await {
+            Ok(()) => return Ok(()),
+            Err(e) => error = e,
+        }
+    }
+}
+
+/// Sends every record of `batch` and waits for their acknowledgement.
+async fn send_all<K: RecordSink>(sink: &mut K, batch: &Unacked) -> Result<(), LogError> {
+    for (t, k, l) in batch {
+        sink.send(t, k.as_bytes(), l).await?;
+    }
+    sink.flush().await
+}
+
+/// Waits for `batch`'s acknowledgement (sending it again after a failure, see [`resend`]),
+/// then forgets it.
+async fn settle<K: RecordSink>(
+    sink: &mut K,
+    batch: &mut Unacked,
+    retry: Duration,
+) -> Result<(), LogError> {
+    if let Err(e) = sink.flush().await {
+        resend(sink, batch, e, retry).await?;
+    }
+    batch.clear();
+    Ok(())
+}
 
 /// How long `produce` waits for the next line before it waits for the acknowledgements of
 /// what it sent: a paced pipe's records are confirmed while the pipe is quiet.
@@ -613,10 +726,6 @@ pub async fn produce_files(
     topic: Option<&str>,
     pii: Pii,
 ) -> Result<Vec<(String, u64)>, ClientError> {
-    let decoder = Decoder::new(pii);
-    let mut sink = FluvioSink::new(fluvio, cfg);
-    let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
-    let mut unacked = 0u64;
     // every file opens before anything is produced: a wrong name is found at once
     let mut inputs: Vec<Input> = Vec::with_capacity(files.len());
     for f in files {
@@ -630,37 +739,58 @@ pub async fn produce_files(
         };
         inputs.push((f.clone(), file));
     }
-    let (tx, mut rx) = tokio::sync::mpsc::channel(4096);
+    let (tx, rx) = tokio::sync::mpsc::channel(4096);
     let reader = std::thread::spawn(move || read_lines(inputs, tx));
+    let mut sink = FluvioSink::new(fluvio, cfg);
+    let decoder = Decoder::new(pii);
+    let counts = produce_lines(rx, &mut sink, topic, cfg, &decoder, PRODUCE_RETRY).await;
+    // a reader that panicked ended its channel as if the input had ended: not a success
+    reader.join().map_err(|_| ClientError::File {
+        path: "-".into(),
+        why: "the reading thread failed".into(),
+    })?;
+    counts
+}
+
+/// `produce`'s loop: routes each line read to its topic and key and sends it, waits for the
+/// acknowledgements every [`FLUSH_EVERY`] records and whenever the input is quiet for
+/// [`IDLE_FLUSH`], and keeps what is not acknowledged to send it again (see [`resend`]).
+async fn produce_lines<K: RecordSink>(
+    mut rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, ClientError>>,
+    sink: &mut K,
+    topic: Option<&str>,
+    cfg: &FluvioConfig,
+    decoder: &Decoder,
+    retry: Duration,
+) -> Result<Vec<(String, u64)>, ClientError> {
+    let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
+    // bounded memory for large backfills: at most FLUSH_EVERY records wait for their
+    // acknowledgement
+    let mut batch: Unacked = Vec::with_capacity(FLUSH_EVERY);
     loop {
         // a receive cut short by the timer loses nothing (the channel keeps the line)
         let line = match tokio::time::timeout(IDLE_FLUSH, rx.recv()).await {
             Err(_) => {
-                if unacked > 0 {
-                    unacked = 0;
-                    sink.flush().await?;
+                if !batch.is_empty() {
+                    settle(sink, &mut batch, retry).await?;
                 }
                 continue;
             }
             Ok(None) => break,
             Ok(Some(line)) => line?,
         };
-        let (t, key) = route_line(&line, topic, cfg, &decoder);
-        sink.send(&t, key.as_bytes(), &line).await?;
-        *counts.entry(t).or_default() += 1;
-        unacked += 1;
-        if unacked == FLUSH_EVERY {
-            unacked = 0;
-            // bounded memory for large backfills: one acknowledgement future per record
-            sink.flush().await?;
+        let (t, key) = route_line(&line, topic, cfg, decoder);
+        let sent = sink.send(&t, key.as_bytes(), &line).await;
+        *counts.entry(t.clone()).or_default() += 1;
+        batch.push((t, key, line));
+        if let Err(e) = sent {
+            resend(sink, &batch, e, retry).await?;
+            batch.clear();
+        } else if batch.len() == FLUSH_EVERY {
+            settle(sink, &mut batch, retry).await?;
         }
     }
-    // a reader that panicked ended its channel as if the input had ended: not a success
-    reader.join().map_err(|_| ClientError::File {
-        path: "-".into(),
-        why: "the reading thread failed".into(),
-    })?;
-    sink.flush().await?;
+    settle(sink, &mut batch, retry).await?;
     Ok(counts.into_iter().collect())
 }
 
@@ -704,6 +834,178 @@ mod tests {
             Gap::Reopen,
             "evicted start: re-read once"
         );
+    }
+
+    /// A sink that queues sends like a producer and fails its first `fail_flushes` flushes
+    /// after delivering half of what was queued (acknowledged in part, as a leader that
+    /// stopped mid-batch), or fails the send of the `fail_send`th record once.
+    struct Flaky {
+        log: super::super::log::MemLog,
+        queued: Vec<(String, Vec<u8>, Vec<u8>)>,
+        fail_flushes: u32,
+        fail_send: Option<usize>,
+        sends: usize,
+        reopened: u32,
+    }
+
+    impl Flaky {
+        fn new(fail_flushes: u32, fail_send: Option<usize>) -> Flaky {
+            use super::super::log::PartitionedLog;
+            let log = super::super::log::MemLog::new();
+            log.create_topic("t", 1).unwrap();
+            Flaky {
+                log,
+                queued: Vec::new(),
+                fail_flushes,
+                fail_send,
+                sends: 0,
+                reopened: 0,
+            }
+        }
+
+        fn delivered(&self) -> Vec<String> {
+            self.log
+                .all("t")
+                .into_iter()
+                .map(|(_, r)| String::from_utf8(r.value).unwrap())
+                .collect()
+        }
+    }
+
+    impl RecordSink for Flaky {
+        async fn send(&mut self, topic: &str, key: &[u8], value: &[u8]) -> Result<(), LogError> {
+            self.sends += 1;
+            if self.fail_send == Some(self.sends) {
+                self.fail_send = None;
+                return Err(failed(topic, "the given SPU is not the leader"));
+            }
+            self.queued
+                .push((topic.into(), key.to_vec(), value.to_vec()));
+            Ok(())
+        }
+
+        async fn flush(&mut self) -> Result<(), LogError> {
+            use super::super::log::PartitionedLog;
+            let queued = std::mem::take(&mut self.queued);
+            let half = if self.fail_flushes > 0 {
+                queued.len() / 2
+            } else {
+                queued.len()
+            };
+            for (t, k, v) in &queued[..half] {
+                self.log.append(t, k, v)?;
+            }
+            if self.fail_flushes > 0 {
+                self.fail_flushes -= 1;
+                return Err(failed("t", "socket closed"));
+            }
+            Ok(())
+        }
+
+        fn reopen(&mut self) {
+            self.queued.clear();
+            self.reopened += 1;
+        }
+    }
+
+    fn lines(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!(r#"{{"line":{i}}}"#)).collect()
+    }
+
+    /// Runs `produce`'s loop over `input` into `sink`, sending everything to topic `t`.
+    fn produce_into(
+        sink: &mut Flaky,
+        input: &[String],
+        retry: Duration,
+    ) -> Result<Vec<(String, u64)>, ClientError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (tx, rx) = tokio::sync::mpsc::channel(input.len() + 1);
+        for l in input {
+            tx.try_send(Ok(l.clone().into_bytes())).unwrap();
+        }
+        drop(tx);
+        let cfg = FluvioConfig::default();
+        let d = Decoder::new(Pii::new(b"k"));
+        rt.block_on(produce_lines(rx, sink, Some("t"), &cfg, &d, retry))
+    }
+
+    /// Every line is in the log at least once, and the first copies are in input order.
+    fn assert_all_delivered_in_order(sink: &Flaky, input: &[String]) {
+        let got = sink.delivered();
+        let mut seen = std::collections::HashSet::new();
+        let firsts: Vec<&String> = got.iter().filter(|l| seen.insert(*l)).collect();
+        assert_eq!(firsts, input.iter().collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_batch_the_cluster_did_not_acknowledge_is_sent_again_through_new_producers() {
+        let input = lines(40);
+        let mut sink = Flaky::new(2, None);
+        let counts = produce_into(&mut sink, &input, Duration::from_secs(30)).unwrap();
+        assert_eq!(
+            counts,
+            vec![("t".to_string(), 40)],
+            "each line counted once"
+        );
+        assert_eq!(sink.reopened, 2, "opened again after each failed flush");
+        assert_all_delivered_in_order(&sink, &input);
+        // the half delivered before the first failure went out again: duplicates, not losses
+        assert_eq!(sink.delivered().len(), 20 + 20 + 40);
+    }
+
+    #[test]
+    fn a_refused_send_sends_the_unacknowledged_batch_again() {
+        let input = lines(12);
+        let mut sink = Flaky::new(0, Some(5));
+        let counts = produce_into(&mut sink, &input, Duration::from_secs(30)).unwrap();
+        assert_eq!(counts, vec![("t".to_string(), 12)]);
+        assert_eq!(sink.reopened, 1);
+        assert_eq!(
+            sink.delivered(),
+            input,
+            "the four queued before it were sent once"
+        );
+    }
+
+    #[test]
+    fn a_cluster_that_never_acknowledges_is_an_error_after_the_retry_window() {
+        let mut sink = Flaky::new(u32::MAX, None);
+        let started = std::time::Instant::now();
+        let e = produce_into(&mut sink, &lines(3), Duration::from_millis(400))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("socket closed"), "{e}");
+        assert!(sink.reopened >= 2, "{}", sink.reopened);
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_produce_that_gets_no_answer_is_an_error_naming_the_setting() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let limit = Duration::from_millis(50);
+        let e = rt
+            .block_on(async {
+                let deadline = tokio::time::Instant::now() + limit;
+                let never = std::future::pending::<Result<(), String>>();
+                bounded("decisions", deadline, limit, never).await
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("decisions") && e.contains("fluvio.ack-timeout-ms"),
+            "{e}"
+        );
+        let ok = rt.block_on(async {
+            let deadline = tokio::time::Instant::now() + limit;
+            bounded("decisions", deadline, limit, async { Ok::<_, String>(7) }).await
+        });
+        assert_eq!(ok.unwrap(), 7);
     }
 
     #[test]

@@ -32,6 +32,10 @@ pub trait RecordSink {
     /// Waits until every queued record is acknowledged; an error means some may be lost and
     /// everything since the last successful flush is sent again.
     fn flush(&mut self) -> impl Future<Output = Result<(), LogError>>;
+    /// Forgets what was queued and the connections it went through, after a failure: the
+    /// next send opens them again (a partition whose leader moved is then reached at its
+    /// new leader).
+    fn reopen(&mut self) {}
 }
 
 impl RecordSink for MemLog {
@@ -103,6 +107,7 @@ pub async fn run_sinks<K: RecordSink>(
                 Err(e) => {
                     counters.failed.inc();
                     tracing::warn!(error = %e, from, "producing outputs failed; retrying");
+                    sink.reopen();
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
