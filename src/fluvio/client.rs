@@ -182,6 +182,9 @@ async fn partition_end(
 /// back (see [`FluvioStream::next`]).
 const STALL_CHECK: Duration = Duration::from_secs(5);
 
+/// How long a consumer-offset commit may take before the stream is opened anew.
+const COMMIT_WAIT: Duration = Duration::from_secs(10);
+
 /// A consumer stream of one partition, owned by its reader task. Re-opens itself when the
 /// client skipped records (see [`on_offset`]).
 pub struct FluvioStream {
@@ -347,13 +350,27 @@ impl RecordStream for FluvioStream {
     }
 
     async fn commit_yielded(&mut self) -> Result<(), LogError> {
-        let done = match self.inner.offset_commit().await {
-            Err(c) => Err(failed(&self.topic, format!("offset commit: {c:?}"))),
-            Ok(()) => self
-                .inner
-                .offset_flush()
-                .await
-                .map_err(|c| failed(&self.topic, format!("offset flush: {c:?}"))),
+        let commit = async {
+            match self.inner.offset_commit().await {
+                Err(c) => Err(failed(&self.topic, format!("offset commit: {c:?}"))),
+                Ok(()) => self
+                    .inner
+                    .offset_flush()
+                    .await
+                    .map_err(|c| failed(&self.topic, format!("offset flush: {c:?}"))),
+            }
+        };
+        // a commit can wait for good on a stream whose SPU went away: it is given up, and
+        // the stream, which must not be used after a dropped call, is opened anew
+        let done = match tokio::time::timeout(COMMIT_WAIT, commit).await {
+            Ok(done) => done,
+            Err(_) => Err(failed(
+                &self.topic,
+                format!(
+                    "offset commit: no answer within {} s",
+                    COMMIT_WAIT.as_secs()
+                ),
+            )),
         };
         // everything yielded is before `expected`: re-opening there loses and repeats nothing
         self.stale = done.is_err();

@@ -161,12 +161,17 @@ fn spawn_logged<F>(what: String, f: F) -> tokio::task::JoinHandle<()>
 where
     F: Future<Output = Result<(), SourceError>> + 'static,
 {
-    actix::spawn(async move {
-        match f.await {
-            Ok(()) => tracing::info!(task = %what, "fluvio task ended"),
-            Err(e) => tracing::error!(task = %what, error = %e, "fluvio task stopped"),
+    use tracing::Instrument;
+    let span = tracing::info_span!("fluvio", task = %what);
+    actix::spawn(
+        async move {
+            match f.await {
+                Ok(()) => tracing::info!("fluvio task ended"),
+                Err(e) => tracing::error!(error = %e, "fluvio task stopped"),
+            }
         }
-    })
+        .instrument(span),
+    )
 }
 
 /// Starts one reader and one ingest task per input topic and owned partition, from the

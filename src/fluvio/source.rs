@@ -146,17 +146,32 @@ pub async fn read_partition<S: RecordStream>(
         backoff = Duration::from_millis(100);
         let offset = rec.offset;
         let step = tracker.on_record(offset, Instant::now());
-        if tx.send(rec).await.is_err() {
+        if watched("handing a record over", offset, tx.send(rec))
+            .await
+            .is_err()
+        {
             return Err(SourceError::ShardGone);
         }
         if let Step::Checkpoint(pos) = step {
             // the ingest side hands the record to the shard and reports the position durable
-            let reached = durable.wait_for(|d| *d >= pos).await.map(|d| *d);
+            let reached = watched(
+                "its position durable",
+                offset,
+                durable.wait_for(|d| *d >= pos),
+            )
+            .await
+            .map(|d| *d);
             let Ok(d) = reached else {
                 return Err(SourceError::ShardGone);
             };
             if tracker.may_commit(offset, d) {
-                match stream.commit_yielded().await {
+                match watched(
+                    "the consumer offset commit",
+                    offset,
+                    stream.commit_yielded(),
+                )
+                .await
+                {
                     Ok(()) => tracker.committed(pos, Instant::now()),
                     // the store holds the position; the consumer offset is only a mirror
                     Err(e) => {
@@ -165,6 +180,25 @@ pub async fn read_partition<S: RecordStream>(
                     }
                 }
             }
+        }
+    }
+}
+
+/// Awaits `f` to completion (never dropping it), saying every 10 s under the target
+/// `omnistream::fluvio::wait` (debug) how long a partition's reader has waited for `what`:
+/// where a reader that stopped is waiting.
+async fn watched<F: Future>(what: &str, offset: u64, f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let started = Instant::now();
+    loop {
+        tokio::select! {
+            out = &mut f => return out,
+            () = tokio::time::sleep(Duration::from_secs(10)) => tracing::debug!(
+                target: "omnistream::fluvio::wait",
+                waited_s = started.elapsed().as_secs(),
+                offset,
+                "a partition's reader waits for {what}"
+            ),
         }
     }
 }
