@@ -188,10 +188,17 @@ pub async fn read_partition<S: RecordStream>(
 /// `omnistream::fluvio::wait` (debug) how long a partition's reader has waited for `what`:
 /// where a reader that stopped is waiting.
 async fn watched<F: Future>(what: &str, offset: u64, f: F) -> F::Output {
+    use std::task::Poll;
     let mut f = std::pin::pin!(f);
+    // the common case, ready at once, arms no timer (this is on every record's path)
+    let first = std::future::poll_fn(|cx| Poll::Ready(f.as_mut().poll(cx))).await;
+    if let Poll::Ready(out) = first {
+        return out;
+    }
     let started = Instant::now();
     loop {
         tokio::select! {
+            biased;
             out = &mut f => return out,
             () = tokio::time::sleep(Duration::from_secs(10)) => tracing::debug!(
                 target: "omnistream::fluvio::wait",
@@ -530,6 +537,24 @@ impl<L: PartitionedLog> RecordStream for LogStream<L> {
 mod tests {
     use super::*;
     use crate::fluvio::log::MemLog;
+
+    #[test]
+    fn a_watched_wait_gives_what_it_waited_for_ready_or_not() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        assert_eq!(rt.block_on(watched("x", 0, async { 7 })), 7);
+        let later = rt.block_on(async {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                tx.send(8).unwrap();
+            });
+            watched("x", 0, rx).await
+        });
+        assert_eq!(later.unwrap(), 8);
+    }
 
     #[test]
     fn commits_only_what_is_durable_and_not_twice() {
