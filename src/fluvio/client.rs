@@ -182,6 +182,31 @@ async fn partition_end(
 /// back (see [`FluvioStream::next`]).
 const STALL_CHECK: Duration = Duration::from_secs(5);
 
+/// What a stream that gives nothing does, by the partition's readable end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stall {
+    /// Nothing to read past the expected offset, or this gap was re-read already.
+    Wait,
+    /// Re-open the stream at the expected offset.
+    Reopen,
+    /// A re-opened stream gave nothing either: connect a new client, then re-open.
+    Reconnect,
+}
+
+/// The decision for a stream at `expected` that gave nothing while the partition is
+/// readable up to `readable`, after the last stall `last` (expected, readable). Once for the
+/// same gap: records the stream cannot give (removed by retention, say) are not asked for
+/// forever.
+fn on_stall(expected: u64, readable: u64, last: Option<(u64, u64)>) -> Stall {
+    if readable <= expected || last == Some((expected, readable)) {
+        Stall::Wait
+    } else if last.is_some_and(|(e, _)| e == expected) {
+        Stall::Reconnect
+    } else {
+        Stall::Reopen
+    }
+}
+
 /// How long a consumer-offset commit may take before the stream is opened anew.
 const COMMIT_WAIT: Duration = Duration::from_secs(10);
 
@@ -191,6 +216,8 @@ pub struct FluvioStream {
     topic: String,
     partition: u32,
     fluvio: Arc<Fluvio>,
+    /// To connect anew (see [`Stall::Reconnect`]).
+    cfg: FluvioConfig,
     consumer: String,
     isolation: Isolation,
     /// The offset of the next record to yield.
@@ -284,12 +311,9 @@ impl RecordStream for FluvioStream {
                             )
                             .await;
                             if let Ok(Ok((readable, _))) = end {
-                                // once for the same gap: records the stream cannot give
-                                // (removed by retention, say) are not asked for forever
-                                if readable > expected
-                                    && stalled_at != Some((expected, readable))
-                                {
-                                    break Err(readable);
+                                let stall = on_stall(expected, readable, stalled_at);
+                                if stall != Stall::Wait {
+                                    break Err((readable, stall));
                                 }
                             }
                         }
@@ -298,7 +322,23 @@ impl RecordStream for FluvioStream {
             };
             let polled = match polled {
                 Ok(polled) => polled,
-                Err(readable) => {
+                Err((readable, stall)) => {
+                    if stall == Stall::Reconnect {
+                        // seen after an SPU restart: re-opened streams of the same client
+                        // still gave nothing, where a new process read on
+                        tracing::warn!(
+                            topic = %self.topic,
+                            partition = self.partition,
+                            expected = self.expected,
+                            readable,
+                            "a re-opened stream gave nothing either; connecting anew"
+                        );
+                        self.stale = true;
+                        match connect(&self.cfg).await {
+                            Ok(f) => self.fluvio = Arc::new(f),
+                            Err(e) => return Err(failed(&self.topic, e.to_string())),
+                        }
+                    }
                     tracing::info!(
                         topic = %self.topic,
                         partition = self.partition,
@@ -521,6 +561,7 @@ impl Transport for FluvioTransport {
             topic: topic.to_string(),
             partition,
             fluvio: self.fluvio.clone(),
+            cfg: self.cfg.clone(),
             consumer: consumer.clone(),
             isolation,
             expected: from,
@@ -829,6 +870,24 @@ mod tests {
             );
         }
         assert_eq!(p.partition(&cfg, None, b""), partition_of("", 6));
+    }
+
+    #[test]
+    fn a_stream_that_gives_nothing_is_reopened_then_connected_anew() {
+        assert_eq!(on_stall(10, 10, None), Stall::Wait, "nothing past it");
+        assert_eq!(on_stall(10, 9, None), Stall::Wait);
+        assert_eq!(on_stall(10, 15, None), Stall::Reopen);
+        assert_eq!(on_stall(10, 15, Some((4, 8))), Stall::Reopen, "a new gap");
+        assert_eq!(
+            on_stall(10, 15, Some((10, 15))),
+            Stall::Wait,
+            "the same gap"
+        );
+        assert_eq!(
+            on_stall(10, 20, Some((10, 15))),
+            Stall::Reconnect,
+            "re-opened at 10 and still nothing while more came"
+        );
     }
 
     #[test]
