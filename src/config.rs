@@ -345,6 +345,12 @@ impl FluvioConfig {
                 return Err(err(key, "must be > 0"));
             }
         }
+        if self.ack_timeout_ms > 600_000 {
+            return Err(err(
+                "fluvio.ack-timeout-ms",
+                "must be at most 600000 (10 minutes)",
+            ));
+        }
         let t = &self.topics;
         let names = [
             &t.scans,
@@ -1169,11 +1175,17 @@ mod tests {
         let c = Config::load(None, iso("read-uncommitted")).unwrap();
         assert_eq!(c.fluvio.isolation, FluvioIsolation::ReadUncommitted);
         let e = Config::load(None, iso("committed")).unwrap_err();
-        assert!(e.problem.contains("committed"), "{e}");
+        assert_eq!(e.key, "OMNISTREAM_FLUVIO__ISOLATION", "{e}");
+        assert!(e.problem.contains("`committed`"), "{e}");
         let zero = ("OMNISTREAM_FLUVIO__ACK_TIMEOUT_MS", "0");
         let e =
             Config::load(None, env(&[("OMNISTREAM_FLUVIO__ENABLED", "true"), zero])).unwrap_err();
         assert_eq!(e.key, "fluvio.ack-timeout-ms");
+        let huge = ("OMNISTREAM_FLUVIO__ACK_TIMEOUT_MS", "700000");
+        let e =
+            Config::load(None, env(&[("OMNISTREAM_FLUVIO__ENABLED", "true"), huge])).unwrap_err();
+        assert_eq!(e.key, "fluvio.ack-timeout-ms");
+        assert!(e.problem.contains("600000"), "{e}");
 
         std::fs::write(&f, "[fluvio]\nendpont = \"x:1\"\n").unwrap();
         let e = Config::load(Some(&f), env(&[])).unwrap_err();

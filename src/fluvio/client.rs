@@ -194,17 +194,27 @@ enum Stall {
 }
 
 /// The decision for a stream at `expected` that gave nothing while the partition is
-/// readable up to `readable`, after the last stall `last` (expected, readable). Once for the
-/// same gap: records the stream cannot give (removed by retention, say) are not asked for
-/// forever.
-fn on_stall(expected: u64, readable: u64, last: Option<(u64, u64)>) -> Stall {
-    if readable <= expected || last == Some((expected, readable)) {
-        Stall::Wait
-    } else if last.is_some_and(|(e, _)| e == expected) {
+/// readable up to `readable`, and the stall record to keep: `last` is the expected offset
+/// of the stalls before and how many checks found it stalled. The first stall at an offset
+/// re-opens the stream; later ones connect anew, on the 2nd, 4th, 8th, ... check (5 s
+/// apart), so a partition that stays stuck (records the stream cannot give) is not asked
+/// for in a tight loop.
+fn on_stall(expected: u64, readable: u64, last: Option<(u64, u32)>) -> (Stall, Option<(u64, u32)>) {
+    if readable <= expected {
+        return (Stall::Wait, last);
+    }
+    let checks = match last {
+        Some((e, n)) if e == expected => n.saturating_add(1),
+        _ => 0,
+    };
+    let stall = if checks == 0 {
+        Stall::Reopen
+    } else if checks.is_power_of_two() {
         Stall::Reconnect
     } else {
-        Stall::Reopen
-    }
+        Stall::Wait
+    };
+    (stall, Some((expected, checks)))
 }
 
 /// How long a consumer-offset commit may take before the stream is opened anew.
@@ -226,9 +236,9 @@ pub struct FluvioStream {
     reopened_at: Option<(u64, u64)>,
     /// A commit failed, or a re-open did: re-open before reading on.
     stale: bool,
-    /// The (expected offset, high watermark) the last re-open for records held back was
-    /// for: not re-opened again for the same.
-    stalled_at: Option<(u64, u64)>,
+    /// The expected offset the stream last stalled at, and how many checks found it
+    /// stalled there (see [`on_stall`]).
+    stalled_at: Option<(u64, u32)>,
     inner: Box<dyn ConsumerStream>,
 }
 
@@ -263,8 +273,9 @@ impl FluvioStream {
             .offset_consumer(consumer.to_string())
             .offset_start(start)
             .offset_strategy(OffsetManagementStrategy::Manual)
-            // read-committed: only records every in-sync replica holds, so one the leader
-            // took and lost in a failover before a follower copied it is never applied
+            // with read-committed (the default) only records every in-sync replica holds, so
+            // one the leader took and lost in a failover before a follower copied it is
+            // never applied
             .isolation(isolation)
             .build()
             .map_err(|e| failed(topic, format!("{e:#}")))?;
@@ -295,10 +306,10 @@ impl RecordStream for FluvioStream {
             // the stream is re-opened there. The pending `next()` is dropped only together
             // with its stream (a commit after a `next()` dropped mid-poll can hang: see the
             // source's module documentation), never to poll the same stream again.
+            let mut stalled_at = self.stalled_at;
             let polled = {
                 let (fluvio, topic, partition, expected) =
                     (&self.fluvio, &self.topic, self.partition, self.expected);
-                let stalled_at = self.stalled_at;
                 let mut next = std::pin::pin!(self.inner.next());
                 loop {
                     tokio::select! {
@@ -311,7 +322,8 @@ impl RecordStream for FluvioStream {
                             )
                             .await;
                             if let Ok(Ok((readable, _))) = end {
-                                let stall = on_stall(expected, readable, stalled_at);
+                                let stall;
+                                (stall, stalled_at) = on_stall(expected, readable, stalled_at);
                                 if stall != Stall::Wait {
                                     break Err((readable, stall));
                                 }
@@ -320,6 +332,7 @@ impl RecordStream for FluvioStream {
                     }
                 }
             };
+            self.stalled_at = stalled_at;
             let polled = match polled {
                 Ok(polled) => polled,
                 Err((readable, stall)) => {
@@ -347,7 +360,6 @@ impl RecordStream for FluvioStream {
                         "the fluvio client gives nothing while the partition holds records \
                          past the expected offset; re-reading from it"
                     );
-                    self.stalled_at = Some((self.expected, readable));
                     // the old stream's next() was dropped: never poll or commit it again,
                     // even if this re-open fails (the next call re-opens first)
                     self.stale = true;
@@ -457,15 +469,16 @@ impl FluvioSink {
                 .linger(self.linger)
                 .batch_size(self.batch_bytes)
                 .partitioner(Arc::new(OwnershipPartitioner))
-                // read-committed: acknowledged once every in-sync replica holds the
-                // records; with fluvio's default (the leader's own write) an SPU killed
-                // before its follower copied them loses acknowledged outputs (seen on a
-                // 2-SPU cluster)
+                // with read-committed (the default) acknowledged once every in-sync replica
+                // holds the records; with fluvio's default (the leader's own write) an SPU
+                // killed before its follower copied them loses acknowledged outputs (seen
+                // on a 2-SPU cluster)
                 .isolation(self.isolation)
                 // how long the SPU may take to have the records copied before it answers
                 // with an error (fluvio's default, 1.5 s, fails and the client re-sends, each
-                // copy lengthening the follower's catch-up after a restart)
-                .timeout(self.ack_timeout)
+                // copy lengthening the follower's catch-up after a restart); half of ours,
+                // so its answer comes before our own deadline
+                .timeout(self.ack_timeout / 2)
                 .build()
                 .map_err(|e| failed(topic, e))?;
             let p = self
@@ -491,21 +504,30 @@ async fn bounded<T, E: std::fmt::Display>(
 ) -> Result<T, LogError> {
     match tokio::time::timeout_at(deadline, what).await {
         Ok(r) => r.map_err(|e| failed(topic, format!("{e:#}"))),
-        Err(_) => Err(failed(
-            topic,
-            format!(
-                "no acknowledgement within {} ms (fluvio.ack-timeout-ms)",
-                limit.as_millis()
-            ),
-        )),
+        Err(_) => Err(no_answer(topic, limit)),
     }
+}
+
+/// The error of a produce that got no answer within `fluvio.ack-timeout-ms`.
+fn no_answer(topic: &str, limit: Duration) -> LogError {
+    failed(
+        topic,
+        format!(
+            "no acknowledgement within {} ms (fluvio.ack-timeout-ms)",
+            limit.as_millis()
+        ),
+    )
 }
 
 impl RecordSink for FluvioSink {
     async fn send(&mut self, topic: &str, key: &[u8], value: &[u8]) -> Result<(), LogError> {
         let limit = self.ack_timeout;
         let deadline = tokio::time::Instant::now() + limit;
-        let producer = self.producer(topic).await?;
+        // opening one asks the cluster where the partitions lead: bounded as well
+        let producer = match tokio::time::timeout_at(deadline, self.producer(topic)).await {
+            Ok(p) => p?,
+            Err(_) => return Err(no_answer(topic, limit)),
+        };
         // a send waits when the producer's queue is full, i.e. while it cannot deliver
         let sent = producer.send(key.to_vec(), value.to_vec());
         let out = bounded(topic, deadline, limit, sent).await?;
@@ -801,13 +823,14 @@ pub async fn produce_files(
     let reader = std::thread::spawn(move || read_lines(inputs, tx));
     let mut sink = FluvioSink::new(fluvio, cfg);
     let decoder = Decoder::new(pii);
-    let counts = produce_lines(rx, &mut sink, topic, cfg, &decoder, PRODUCE_RETRY).await;
+    // on an error the reader is left behind (it may be blocked on a quiet standard input)
+    let counts = produce_lines(rx, &mut sink, topic, cfg, &decoder, PRODUCE_RETRY).await?;
     // a reader that panicked ended its channel as if the input had ended: not a success
     reader.join().map_err(|_| ClientError::File {
         path: "-".into(),
         why: "the reading thread failed".into(),
     })?;
-    counts
+    Ok(counts)
 }
 
 /// `produce`'s loop: routes each line read to its topic and key and sends it, waits for the
@@ -874,20 +897,30 @@ mod tests {
 
     #[test]
     fn a_stream_that_gives_nothing_is_reopened_then_connected_anew() {
-        assert_eq!(on_stall(10, 10, None), Stall::Wait, "nothing past it");
-        assert_eq!(on_stall(10, 9, None), Stall::Wait);
-        assert_eq!(on_stall(10, 15, None), Stall::Reopen);
-        assert_eq!(on_stall(10, 15, Some((4, 8))), Stall::Reopen, "a new gap");
         assert_eq!(
-            on_stall(10, 15, Some((10, 15))),
-            Stall::Wait,
-            "the same gap"
+            on_stall(10, 10, None),
+            (Stall::Wait, None),
+            "nothing past it"
         );
+        assert_eq!(on_stall(10, 9, Some((4, 3))), (Stall::Wait, Some((4, 3))));
+        assert_eq!(on_stall(10, 15, None), (Stall::Reopen, Some((10, 0))));
         assert_eq!(
-            on_stall(10, 20, Some((10, 15))),
-            Stall::Reconnect,
-            "re-opened at 10 and still nothing while more came"
+            on_stall(10, 15, Some((4, 5))).0,
+            Stall::Reopen,
+            "a new offset"
         );
+        // stuck at 10, whether or not more records came: connect anew on the 1st, 2nd,
+        // 4th, 8th ... check after the re-open, wait on the others
+        let mut last = Some((10, 0));
+        let mut got = Vec::new();
+        for readable in [15, 15, 20, 20, 20, 20, 20, 20, 20] {
+            let stall;
+            (stall, last) = on_stall(10, readable, last);
+            got.push(stall == Stall::Reconnect);
+        }
+        let expect = [true, true, false, true, false, false, false, true, false];
+        assert_eq!(got, expect);
+        assert_eq!(last, Some((10, 9)));
     }
 
     #[test]
@@ -1055,7 +1088,12 @@ mod tests {
             .to_string();
         assert!(e.contains("socket closed"), "{e}");
         assert!(sink.reopened >= 2, "{}", sink.reopened);
-        assert!(started.elapsed() < Duration::from_secs(10));
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(400),
+            "gave up before the window: {took:?}"
+        );
+        assert!(took < Duration::from_secs(10));
     }
 
     #[test]
