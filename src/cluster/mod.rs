@@ -630,7 +630,6 @@ async fn produce<K: crate::fluvio::sink::RecordSink>(
                 Ok(_) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, "producing outputs failed; retrying");
-                    sink.reopen();
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}
                         _ = halt.wait_for(|h| *h) => return Ok(()),

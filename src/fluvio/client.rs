@@ -226,10 +226,9 @@ pub struct FluvioStream {
     topic: String,
     partition: u32,
     fluvio: Arc<Fluvio>,
-    /// To connect anew (see [`Stall::Reconnect`]).
+    /// The consumer id and isolation to open with, and the cluster to connect anew to (see
+    /// [`Stall::Reconnect`]).
     cfg: FluvioConfig,
-    consumer: String,
-    isolation: Isolation,
     /// The offset of the next record to yield.
     expected: u64,
     /// The gap (expected, got) the last re-open was for.
@@ -247,8 +246,7 @@ impl FluvioStream {
     async fn reopen(&mut self) -> Result<(), LogError> {
         self.inner = FluvioStream::open(
             &self.fluvio,
-            &self.consumer,
-            self.isolation,
+            &self.cfg,
             &self.topic,
             self.partition,
             self.expected,
@@ -259,8 +257,7 @@ impl FluvioStream {
 
     async fn open(
         fluvio: &Fluvio,
-        consumer: &str,
-        isolation: Isolation,
+        cfg: &FluvioConfig,
         topic: &str,
         partition: u32,
         from: u64,
@@ -270,13 +267,13 @@ impl FluvioStream {
         let config = ConsumerConfigExtBuilder::default()
             .topic(topic)
             .partition(partition)
-            .offset_consumer(consumer.to_string())
+            .offset_consumer(cfg.consumer.clone())
             .offset_start(start)
             .offset_strategy(OffsetManagementStrategy::Manual)
             // with read-committed (the default) only records every in-sync replica holds, so
             // one the leader took and lost in a failover before a follower copied it is
             // never applied
-            .isolation(isolation)
+            .isolation(isolation_of(cfg.isolation))
             .build()
             .map_err(|e| failed(topic, format!("{e:#}")))?;
         let s = fluvio
@@ -336,6 +333,9 @@ impl RecordStream for FluvioStream {
             let polled = match polled {
                 Ok(polled) => polled,
                 Err((readable, stall)) => {
+                    // the old stream's next() was dropped: never poll or commit it again,
+                    // even if what follows fails (the next call re-opens first)
+                    self.stale = true;
                     if stall == Stall::Reconnect {
                         // seen after an SPU restart: re-opened streams of the same client
                         // still gave nothing, where a new process read on
@@ -346,7 +346,6 @@ impl RecordStream for FluvioStream {
                             readable,
                             "a re-opened stream gave nothing either; connecting anew"
                         );
-                        self.stale = true;
                         match connect(&self.cfg).await {
                             Ok(f) => self.fluvio = Arc::new(f),
                             Err(e) => return Err(failed(&self.topic, e.to_string())),
@@ -360,9 +359,6 @@ impl RecordStream for FluvioStream {
                         "the fluvio client gives nothing while the partition holds records \
                          past the expected offset; re-reading from it"
                     );
-                    // the old stream's next() was dropped: never poll or commit it again,
-                    // even if this re-open fails (the next call re-opens first)
-                    self.stale = true;
                     self.reopen().await?;
                     self.stale = false;
                     continue;
@@ -502,21 +498,27 @@ async fn bounded<T, E: std::fmt::Display>(
     limit: Duration,
     what: impl std::future::Future<Output = Result<T, E>>,
 ) -> Result<T, LogError> {
-    match tokio::time::timeout_at(deadline, what).await {
-        Ok(r) => r.map_err(|e| failed(topic, format!("{e:#}"))),
-        Err(_) => Err(no_answer(topic, limit)),
-    }
+    within(topic, deadline, limit, what)
+        .await?
+        .map_err(|e| failed(topic, format!("{e:#}")))
 }
 
-/// The error of a produce that got no answer within `fluvio.ack-timeout-ms`.
-fn no_answer(topic: &str, limit: Duration) -> LogError {
-    failed(
-        topic,
-        format!(
-            "no acknowledgement within {} ms (fluvio.ack-timeout-ms)",
-            limit.as_millis()
-        ),
-    )
+/// `what`'s output, or an error naming `fluvio.ack-timeout-ms` at `deadline`.
+async fn within<F: std::future::Future>(
+    topic: &str,
+    deadline: tokio::time::Instant,
+    limit: Duration,
+    what: F,
+) -> Result<F::Output, LogError> {
+    tokio::time::timeout_at(deadline, what).await.map_err(|_| {
+        failed(
+            topic,
+            format!(
+                "no acknowledgement within {} ms (fluvio.ack-timeout-ms)",
+                limit.as_millis()
+            ),
+        )
+    })
 }
 
 impl RecordSink for FluvioSink {
@@ -524,10 +526,7 @@ impl RecordSink for FluvioSink {
         let limit = self.ack_timeout;
         let deadline = tokio::time::Instant::now() + limit;
         // opening one asks the cluster where the partitions lead: bounded as well
-        let producer = match tokio::time::timeout_at(deadline, self.producer(topic)).await {
-            Ok(p) => p?,
-            Err(_) => return Err(no_answer(topic, limit)),
-        };
+        let producer = within(topic, deadline, limit, self.producer(topic)).await??;
         // a send waits when the producer's queue is full, i.e. while it cannot deliver
         let sent = producer.send(key.to_vec(), value.to_vec());
         let out = bounded(topic, deadline, limit, sent).await?;
@@ -575,17 +574,12 @@ impl Transport for FluvioTransport {
         partition: u32,
         from: u64,
     ) -> Result<FluvioStream, LogError> {
-        let isolation = isolation_of(self.cfg.isolation);
-        let consumer = &self.cfg.consumer;
-        let inner =
-            FluvioStream::open(&self.fluvio, consumer, isolation, topic, partition, from).await?;
+        let inner = FluvioStream::open(&self.fluvio, &self.cfg, topic, partition, from).await?;
         Ok(FluvioStream {
             topic: topic.to_string(),
             partition,
             fluvio: self.fluvio.clone(),
             cfg: self.cfg.clone(),
-            consumer: consumer.clone(),
-            isolation,
             expected: from,
             reopened_at: None,
             stale: false,
@@ -862,7 +856,12 @@ async fn produce_lines<K: RecordSink>(
         };
         let (t, key) = route_line(&line, topic, cfg, decoder);
         let sent = sink.send(&t, key.as_bytes(), &line).await;
-        *counts.entry(t.clone()).or_default() += 1;
+        match counts.get_mut(&t) {
+            Some(n) => *n += 1,
+            None => {
+                counts.insert(t.clone(), 1);
+            }
+        }
         batch.push((t, key, line));
         if let Err(e) = sent {
             resend(sink, &batch, e, retry).await?;

@@ -107,7 +107,6 @@ pub async fn run_sinks<K: RecordSink>(
                 Err(e) => {
                     counters.failed.inc();
                     tracing::warn!(error = %e, from, "producing outputs failed; retrying");
-                    sink.reopen();
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
@@ -122,7 +121,22 @@ pub async fn run_sinks<K: RecordSink>(
 }
 
 /// Produces stored output rows to their topics and flushes; returns how many were outputs.
+/// After a failure the sink is opened again ([`RecordSink::reopen`]) for the caller's retry,
+/// which sends all the rows again.
 pub(crate) async fn produce_rows<K: RecordSink>(
+    sink: &mut K,
+    topics: &FluvioTopics,
+    rows: &[(u64, Vec<u8>)],
+    counters: &SinkCounters,
+) -> Result<u64, LogError> {
+    let produced = send_rows(sink, topics, rows, counters).await;
+    if produced.is_err() {
+        sink.reopen();
+    }
+    produced
+}
+
+async fn send_rows<K: RecordSink>(
     sink: &mut K,
     topics: &FluvioTopics,
     rows: &[(u64, Vec<u8>)],
