@@ -53,6 +53,8 @@ pub struct Report {
     pub engine_commands: u64,
     /// Members resident at the end of the engine's last run (what its peak RSS holds).
     pub engine_members: u64,
+    /// Entities resident per kind at the end of the engine's last run.
+    pub engine_resident: Vec<(String, usize)>,
     /// `Engine::apply` of one event in the engine's last run, µs: p50, p99, p99.9, p99.99,
     /// max (decode excluded). The tail shows pauses inside single events.
     pub engine_apply_us: [f64; 5],
@@ -232,6 +234,7 @@ pub fn run(
     let mut outputs = 0u64;
     let mut commands = 0u64;
     let mut members = 0u64;
+    let mut resident = Vec::new();
     let mut violations = Vec::new();
     let mut apply_us = [0.0; 5];
     let engine = phase(
@@ -254,6 +257,7 @@ pub fn run(
             }
             commands = engine.stats.commands;
             members = engine.members().count() as u64;
+            resident = engine.counts().map(|(k, n)| (k.to_string(), n)).to_vec();
             let q = |p: f64| hist.value_at_quantile(p) as f64 / 1e3;
             apply_us = [
                 q(0.5),
@@ -330,6 +334,7 @@ pub fn run(
         engine_outputs: outputs,
         engine_commands: commands,
         engine_members: members,
+        engine_resident: resident,
         engine_apply_us: apply_us,
         violations,
         sharded: sharded_phases,
@@ -377,6 +382,13 @@ impl Report {
             "\nengine / ceiling: {:.3}   (engine ran {} commands, emitted {} outputs; {} members resident)\n",
             self.ratio, self.engine_commands, self.engine_outputs, self.engine_members
         ));
+        let kinds: Vec<String> = self
+            .engine_resident
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        s.push_str(&format!("entities resident: {}\n", kinds.join(", ")));
         let [p50, p99, p999, p9999, max] = self.engine_apply_us;
         s.push_str(&format!(
             "engine apply per event, last run (us): p50 {p50:.1}  p99 {p99:.1}  p99.9 {p999:.1}  p99.99 {p9999:.1}  max {max:.0}\n"
