@@ -1070,11 +1070,8 @@ pub async fn serve(
         metrics: metrics.clone(),
     };
     let fluvio = if cfg.fluvio.enabled {
-        let client = crate::fluvio::client::connect(&cfg.fluvio).await?;
-        let transport = crate::fluvio::client::FluvioTransport {
-            fluvio: Arc::new(client),
-            cfg: cfg.fluvio.clone(),
-        };
+        let client = crate::fluvio::client::Client::connect(&cfg.fluvio).await?;
+        let transport = crate::fluvio::client::FluvioTransport { client };
         let running = crate::fluvio::start(
             &transport,
             &cfg.fluvio,

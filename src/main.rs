@@ -142,7 +142,7 @@ enum TopicsAction {
 fn with_fluvio<T>(
     opts: &ServiceOpts,
     f: impl AsyncFnOnce(
-        std::sync::Arc<fluvio::Fluvio>,
+        omnistream::fluvio::client::Client,
         Config,
     ) -> Result<T, omnistream::fluvio::client::ClientError>,
 ) -> anyhow::Result<T> {
@@ -152,8 +152,8 @@ fn with_fluvio<T>(
         .enable_all()
         .build()?;
     Ok(rt.block_on(async move {
-        let client = omnistream::fluvio::client::connect(&cfg.fluvio).await?;
-        f(std::sync::Arc::new(client), cfg).await
+        let client = omnistream::fluvio::client::Client::connect(&cfg.fluvio).await?;
+        f(client, cfg).await
     })?)
 }
 
@@ -305,11 +305,8 @@ fn run_cluster(opts: &ServiceOpts) -> anyhow::Result<ExitCode> {
         .worker_threads(1)
         .enable_all()
         .build()?;
-    let fluvio = rt.block_on(omnistream::fluvio::client::connect(&cfg.fluvio))?;
-    let transport = omnistream::fluvio::client::FluvioTransport {
-        fluvio: std::sync::Arc::new(fluvio),
-        cfg: cfg.fluvio.clone(),
-    };
+    let client = rt.block_on(omnistream::fluvio::client::Client::connect(&cfg.fluvio))?;
+    let transport = omnistream::fluvio::client::FluvioTransport { client };
     let (stop, stop_rx) = tokio::sync::watch::channel(Stop::Run);
     rt.spawn(async move {
         let mut term =
@@ -500,16 +497,10 @@ fn main() -> ExitCode {
         Command::Migrate { opts, cluster } => opts.load().and_then(|cfg| migrate(&cfg, cluster)),
         Command::Produce { opts, files, topic } => cli::pii_from_env()
             .and_then(|(pii, _)| {
-                with_fluvio(&opts, async |client, cfg| {
+                with_fluvio(&opts, async |client, _| {
                     let topic = (topic != "auto").then_some(topic.as_str());
-                    omnistream::fluvio::client::produce_files(
-                        client,
-                        &cfg.fluvio,
-                        &files,
-                        topic,
-                        pii.clone(),
-                    )
-                    .await
+                    omnistream::fluvio::client::produce_files(client, &files, topic, pii.clone())
+                        .await
                 })
             })
             .map(|counts| {
@@ -521,7 +512,7 @@ fn main() -> ExitCode {
         Command::Topics {
             action: TopicsAction::Create { opts },
         } => with_fluvio(&opts, async |client, cfg| {
-            omnistream::fluvio::client::create_topics(&client, &cfg.fluvio, &cfg.cluster).await
+            omnistream::fluvio::client::create_topics(&client, &cfg.cluster).await
         })
         .map(|topics| {
             for (t, what) in topics {

@@ -7,12 +7,11 @@ mod common;
 
 use common::Service;
 use omnistream::config::FluvioConfig;
-use omnistream::fluvio::client::{connect, FluvioTransport};
+use omnistream::fluvio::client::{Client, FluvioTransport};
 use omnistream::fluvio::mapping::Sink;
 use omnistream::fluvio::source::RecordStream;
 use omnistream::fluvio::Transport;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const SINKS: [(&str, &str); 8] = [
@@ -91,11 +90,8 @@ fn read_topic(
         .build()
         .unwrap();
     rt.block_on(async {
-        let client = connect(&cfg).await.unwrap();
-        let t = FluvioTransport {
-            fluvio: Arc::new(client),
-            cfg: cfg.clone(),
-        };
+        let client = Client::connect(&cfg).await.unwrap();
+        let t = FluvioTransport { client };
         let mut streams = Vec::new();
         for p in 0..partitions {
             streams.push(t.open_stream(topic, p, 0).await.unwrap());

@@ -84,6 +84,130 @@ pub async fn connect(cfg: &FluvioConfig) -> Result<Fluvio, ClientError> {
     }
 }
 
+/// How long one call to the SC may take: one sent as the SC went away is never answered.
+const SC_CALL: Duration = Duration::from_secs(5);
+
+/// A value that those who share it replace as a whole when it fails, once for all of them:
+/// each use names the generation it had ([`Renewable::current`]), and a renewal asked for
+/// an older generation than the current one gets the current one, without making another.
+pub struct Renewable<T> {
+    current: std::sync::Mutex<(Arc<T>, u64)>,
+    renewing: tokio::sync::Mutex<()>,
+}
+
+impl<T> Renewable<T> {
+    /// `t` as generation 0.
+    pub fn new(t: T) -> Self {
+        Renewable {
+            current: std::sync::Mutex::new((Arc::new(t), 0)),
+            renewing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The value now, and its generation.
+    pub fn current(&self) -> (Arc<T>, u64) {
+        let g = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        (g.0.clone(), g.1)
+    }
+
+    /// Replaces generation `seen` by what `make` gives; when another user replaced it
+    /// already (or does while this one waits), the value that one made. A failed `make`
+    /// leaves the value as it was.
+    pub async fn renew<E>(
+        &self,
+        seen: u64,
+        make: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<(Arc<T>, u64), E> {
+        let _one = self.renewing.lock().await;
+        let now = self.current();
+        if now.1 != seen {
+            return Ok(now);
+        }
+        let made = (Arc::new(make.await?), seen + 1);
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = made.clone();
+        Ok(made)
+    }
+}
+
+/// The process's client of the cluster, shared by its transport, streams and sinks.
+///
+/// fluvio 0.50.1's client opens its connection to the SC once: after the SC restarted,
+/// every admin call of that client fails ("Broken pipe", seen for as long as the client
+/// lives) and the first one sent as the SC went away is never answered. The partitions'
+/// ends could then not be known again, and a stream that lost a batch at the end of a
+/// backlog (see [`FluvioStream::next`]) or a cluster's sequencer waiting for one would wait
+/// for good (seen: a backfill stopped 30 records short after an SC restart). So every call
+/// to the SC is bounded, and one that fails connects anew, once for every user
+/// ([`Renewable`]): later streams and producers use the new client, streams already open
+/// read on over their own connections to the SPUs.
+#[derive(Clone)]
+pub struct Client {
+    cfg: FluvioConfig,
+    fluvio: Arc<Renewable<Fluvio>>,
+}
+
+impl Client {
+    /// Connects (see [`connect`]).
+    pub async fn connect(cfg: &FluvioConfig) -> Result<Client, ClientError> {
+        Ok(Client {
+            cfg: cfg.clone(),
+            fluvio: Arc::new(Renewable::new(connect(cfg).await?)),
+        })
+    }
+
+    /// The configuration it connected with.
+    pub fn cfg(&self) -> &FluvioConfig {
+        &self.cfg
+    }
+
+    /// The client now, and its generation.
+    pub fn current(&self) -> (Arc<Fluvio>, u64) {
+        self.fluvio.current()
+    }
+
+    /// Connects anew unless another user did since generation `seen`.
+    pub async fn renew(&self, seen: u64) -> Result<(Arc<Fluvio>, u64), ClientError> {
+        // logged by the one user that connects, not by those who then find its client
+        let connected = async {
+            let f = connect(&self.cfg).await?;
+            tracing::warn!(endpoint = %self.cfg.endpoint, generation = seen + 1,
+                "a call to the fluvio SC failed; connected anew");
+            Ok(f)
+        };
+        self.fluvio.renew(seen, connected).await
+    }
+
+    /// `call` with an admin of the current client, within [`SC_CALL`]; when it fails, once
+    /// more on a client connected anew.
+    pub async fn admin<T, E, F>(
+        &self,
+        call: impl Fn(::fluvio::FluvioAdmin) -> F,
+    ) -> Result<T, String>
+    where
+        E: std::fmt::Display,
+        F: std::future::Future<Output = Result<T, E>>,
+    {
+        let once =
+            async |fluvio: &Fluvio| match tokio::time::timeout(SC_CALL, call(fluvio.admin().await))
+                .await
+            {
+                Ok(Ok(t)) => Ok(t),
+                Ok(Err(e)) => Err(format!("{e:#}")),
+                Err(_) => Err(format!("the SC gave no answer within {SC_CALL:?}")),
+            };
+        let (fluvio, generation) = self.current();
+        let first = match once(&fluvio).await {
+            Ok(t) => return Ok(t),
+            Err(e) => e,
+        };
+        let (fluvio, _) = self
+            .renew(generation)
+            .await
+            .map_err(|e| format!("{first}; connecting anew: {e}"))?;
+        once(&fluvio).await
+    }
+}
+
 /// How fluvio opens its connections (to the SC and to every SPU): plain TCP, or TLS with our
 /// client configuration, the server checked under [`FluvioConfig::tls_name`].
 pub fn connector(cfg: &FluvioConfig) -> Result<DomainConnector, String> {
@@ -150,7 +274,7 @@ pub fn on_offset(expected: u64, got: u64, reopened_at: Option<(u64, u64)>) -> Ga
 /// SC reports them for its leader (the SPU updates them every few seconds: they may be
 /// behind, never ahead).
 async fn partition_end(
-    fluvio: &Fluvio,
+    client: &Client,
     topic: &str,
     partition: u32,
 ) -> Result<(u64, u64), LogError> {
@@ -160,9 +284,11 @@ async fn partition_end(
         topic: topic.to_string(),
         why,
     };
-    let admin = fluvio.admin().await;
-    let found = admin
-        .list::<PartitionSpec, _>(vec![name.clone()])
+    let found = client
+        .admin(|admin| {
+            let name = name.clone();
+            async move { admin.list::<PartitionSpec, _>(vec![name]).await }
+        })
         .await
         .map_err(|e| failed(format!("listing partition {name}: {e}")))?;
     let leader = found
@@ -225,10 +351,11 @@ const COMMIT_WAIT: Duration = Duration::from_secs(10);
 pub struct FluvioStream {
     topic: String,
     partition: u32,
-    fluvio: Arc<Fluvio>,
-    /// The consumer id and isolation to open with, and the cluster to connect anew to (see
-    /// [`Stall::Reconnect`]).
-    cfg: FluvioConfig,
+    /// The process's client (its configuration: the consumer id and isolation to open
+    /// with), connected anew on [`Stall::Reconnect`].
+    client: Client,
+    /// The generation of the client the stream was opened on.
+    generation: u64,
     /// The offset of the next record to yield.
     expected: u64,
     /// The gap (expected, got) the last re-open was for.
@@ -244,14 +371,16 @@ pub struct FluvioStream {
 impl FluvioStream {
     /// Replaces the client's stream by a new one from the next expected offset.
     async fn reopen(&mut self) -> Result<(), LogError> {
+        let (fluvio, generation) = self.client.current();
         self.inner = FluvioStream::open(
-            &self.fluvio,
-            &self.cfg,
+            &fluvio,
+            self.client.cfg(),
             &self.topic,
             self.partition,
             self.expected,
         )
         .await?;
+        self.generation = generation;
         Ok(())
     }
 
@@ -305,8 +434,8 @@ impl RecordStream for FluvioStream {
             // source's module documentation), never to poll the same stream again.
             let mut stalled_at = self.stalled_at;
             let polled = {
-                let (fluvio, topic, partition, expected) =
-                    (&self.fluvio, &self.topic, self.partition, self.expected);
+                let (client, topic, partition, expected) =
+                    (&self.client, &self.topic, self.partition, self.expected);
                 let mut next = std::pin::pin!(self.inner.next());
                 loop {
                     tokio::select! {
@@ -315,7 +444,7 @@ impl RecordStream for FluvioStream {
                             // the SC's answer may not come: the stream waits on meanwhile
                             let end = tokio::time::timeout(
                                 STALL_CHECK,
-                                partition_end(fluvio, topic, partition),
+                                partition_end(client, topic, partition),
                             )
                             .await;
                             if let Ok(Ok((readable, _))) = end {
@@ -346,9 +475,8 @@ impl RecordStream for FluvioStream {
                             readable,
                             "a re-opened stream gave nothing either; connecting anew"
                         );
-                        match connect(&self.cfg).await {
-                            Ok(f) => self.fluvio = Arc::new(f),
-                            Err(e) => return Err(failed(&self.topic, e.to_string())),
+                        if let Err(e) = self.client.renew(self.generation).await {
+                            return Err(failed(&self.topic, e.to_string()));
                         }
                     }
                     tracing::info!(
@@ -436,7 +564,11 @@ fn isolation_of(i: crate::config::FluvioIsolation) -> Isolation {
 
 /// Producers of the sink topics, opened on first use.
 pub struct FluvioSink {
-    fluvio: Arc<Fluvio>,
+    client: Client,
+    /// After a failure: the client's connection to the SC is tried (and a client connected
+    /// anew when it is lost) before producers are opened again, so they find the current
+    /// leaders.
+    check: bool,
     linger: Duration,
     batch_bytes: usize,
     ack_timeout: Duration,
@@ -447,9 +579,11 @@ pub struct FluvioSink {
 
 impl FluvioSink {
     /// A sink over a connected client.
-    pub fn new(fluvio: Arc<Fluvio>, cfg: &FluvioConfig) -> FluvioSink {
+    pub fn new(client: Client) -> FluvioSink {
+        let cfg = client.cfg().clone();
         FluvioSink {
-            fluvio,
+            client,
+            check: false,
             linger: Duration::from_millis(cfg.linger_ms),
             batch_bytes: cfg.batch_bytes,
             ack_timeout: Duration::from_millis(cfg.ack_timeout_ms),
@@ -461,6 +595,17 @@ impl FluvioSink {
 
     async fn producer(&mut self, topic: &str) -> Result<&TopicProducerPool, LogError> {
         if !self.producers.contains_key(topic) {
+            if self.check {
+                use ::fluvio::metadata::topic::TopicSpec;
+                self.client
+                    .admin(|admin| {
+                        let topic = topic.to_string();
+                        async move { admin.list::<TopicSpec, _>(vec![topic]).await }
+                    })
+                    .await
+                    .map_err(|e| failed(topic, format!("asking the SC for the topic: {e}")))?;
+                self.check = false;
+            }
             let config = TopicProducerConfigBuilder::default()
                 .linger(self.linger)
                 .batch_size(self.batch_bytes)
@@ -478,7 +623,9 @@ impl FluvioSink {
                 .build()
                 .map_err(|e| failed(topic, e))?;
             let p = self
-                .fluvio
+                .client
+                .current()
+                .0
                 .topic_producer_with_config(topic, config)
                 .await
                 .map_err(|e| failed(topic, format!("{e:#}")))?;
@@ -552,6 +699,7 @@ impl RecordSink for FluvioSink {
     fn reopen(&mut self) {
         self.pending.clear();
         self.producers.clear();
+        self.check = true;
     }
 }
 
@@ -559,9 +707,7 @@ impl RecordSink for FluvioSink {
 #[derive(Clone)]
 pub struct FluvioTransport {
     /// The client.
-    pub fluvio: Arc<Fluvio>,
-    /// The configuration.
-    pub cfg: FluvioConfig,
+    pub client: Client,
 }
 
 impl Transport for FluvioTransport {
@@ -574,12 +720,13 @@ impl Transport for FluvioTransport {
         partition: u32,
         from: u64,
     ) -> Result<FluvioStream, LogError> {
-        let inner = FluvioStream::open(&self.fluvio, &self.cfg, topic, partition, from).await?;
+        let (fluvio, generation) = self.client.current();
+        let inner = FluvioStream::open(&fluvio, self.client.cfg(), topic, partition, from).await?;
         Ok(FluvioStream {
             topic: topic.to_string(),
             partition,
-            fluvio: self.fluvio.clone(),
-            cfg: self.cfg.clone(),
+            client: self.client.clone(),
+            generation,
             expected: from,
             reopened_at: None,
             stale: false,
@@ -589,13 +736,13 @@ impl Transport for FluvioTransport {
     }
 
     async fn open_sink(&self) -> Result<FluvioSink, LogError> {
-        Ok(FluvioSink::new(self.fluvio.clone(), &self.cfg))
+        Ok(FluvioSink::new(self.client.clone()))
     }
 
     /// The partition's log end offset as the SC reports it (its leader's `leo`, which the
     /// SPU updates every few seconds): good for a lag gauge, not for reading.
     async fn end_offset(&self, topic: &str, partition: u32) -> Result<u64, LogError> {
-        partition_end(&self.fluvio, topic, partition)
+        partition_end(&self.client, topic, partition)
             .await
             .map(|(_, leo)| leo)
     }
@@ -603,9 +750,11 @@ impl Transport for FluvioTransport {
     /// Counts the partitions the SC lists for the topic (`<topic>-<n>`).
     async fn partitions(&self, topic: &str) -> Result<u32, LogError> {
         use ::fluvio::metadata::partition::PartitionSpec;
-        let admin = self.fluvio.admin().await;
-        let all = admin
-            .list::<PartitionSpec, _>(Vec::<String>::new())
+        let all = self
+            .client
+            .admin(
+                |admin| async move { admin.list::<PartitionSpec, _>(Vec::<String>::new()).await },
+            )
             .await
             .map_err(|e| failed(topic, format!("listing partitions: {e}")))?;
         let n = all
@@ -637,11 +786,11 @@ pub fn all_topics(cfg: &FluvioConfig) -> Vec<String> {
 /// cluster's: the control topic with one partition, the exchange topic with one per process;
 /// returns each topic with `created` or `exists`.
 pub async fn create_topics(
-    fluvio: &Fluvio,
-    cfg: &FluvioConfig,
+    client: &Client,
     cluster: &crate::cluster::ClusterConfig,
 ) -> Result<Vec<(String, &'static str)>, ClientError> {
-    let admin = fluvio.admin().await;
+    let cfg = client.cfg();
+    let admin = client.current().0.admin().await;
     let mut out = Vec::new();
     let topics = all_topics(cfg)
         .into_iter()
@@ -794,8 +943,7 @@ fn read_lines(inputs: Vec<Input>, tx: tokio::sync::mpsc::Sender<Result<Vec<u8>, 
 /// Lines are produced as they are read, so `loadtest stream --rate R | omnistream produce -`
 /// feeds the topics at that rate.
 pub async fn produce_files(
-    fluvio: Arc<Fluvio>,
-    cfg: &FluvioConfig,
+    client: Client,
     files: &[std::path::PathBuf],
     topic: Option<&str>,
     pii: Pii,
@@ -815,10 +963,11 @@ pub async fn produce_files(
     }
     let (tx, rx) = tokio::sync::mpsc::channel(4096);
     let reader = std::thread::spawn(move || read_lines(inputs, tx));
-    let mut sink = FluvioSink::new(fluvio, cfg);
+    let cfg = client.cfg().clone();
+    let mut sink = FluvioSink::new(client);
     let decoder = Decoder::new(pii);
     // on an error the reader is left behind (it may be blocked on a quiet standard input)
-    let counts = produce_lines(rx, &mut sink, topic, cfg, &decoder, PRODUCE_RETRY).await?;
+    let counts = produce_lines(rx, &mut sink, topic, &cfg, &decoder, PRODUCE_RETRY).await?;
     // a reader that panicked ended its channel as if the input had ended: not a success
     reader.join().map_err(|_| ClientError::File {
         path: "-".into(),
@@ -877,6 +1026,47 @@ async fn produce_lines<K: RecordSink>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn users_of_one_failed_generation_renew_it_once() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let r = Renewable::new("first".to_string());
+            let made = std::cell::Cell::new(0);
+            let make = |v: &'static str| {
+                let made = &made;
+                async move {
+                    made.set(made.get() + 1);
+                    // a connect takes time: the other users come while it runs
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    Ok::<_, String>(v.to_string())
+                }
+            };
+            // three users saw generation 0 fail at once: one connection is made
+            let (a, b, c) = tokio::join!(
+                r.renew(0, make("second")),
+                r.renew(0, make("other")),
+                r.renew(0, make("another")),
+            );
+            assert_eq!(made.get(), 1);
+            for got in [a, b, c] {
+                let (v, g) = got.unwrap();
+                assert_eq!((v.as_str(), g), ("second", 1));
+            }
+            // a user still on generation 0 gets the current one without a new connection
+            let (v, g) = r.renew(0, make("late")).await.unwrap();
+            assert_eq!((v.as_str(), g, made.get()), ("second", 1, 1));
+            // a failed connection leaves the value, and the next failure tries again
+            let failed = r.renew(1, async { Err::<String, _>("refused") }).await;
+            assert_eq!(failed.err(), Some("refused"));
+            assert_eq!(r.current().1, 1);
+            let (v, g) = r.renew(1, make("third")).await.unwrap();
+            assert_eq!((v.as_str(), g, made.get()), ("third", 2, 2));
+        });
+    }
 
     #[test]
     fn the_partitioner_is_the_ownership_function() {
