@@ -624,19 +624,14 @@ async fn produce<K: crate::fluvio::sink::RecordSink>(
         let Some(next) = batch.last().map(|(seq, _)| seq + 1) else {
             continue;
         };
-        let mut backoff = std::time::Duration::from_millis(50);
-        loop {
-            match crate::fluvio::sink::produce_rows(&mut sink, &topics, &batch, &counters).await {
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "producing outputs failed; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = halt.wait_for(|h| *h) => return Ok(()),
-                    }
-                    backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
-                }
-            }
+        let halted = async {
+            // a dropped sender halts too
+            let _ = halt.wait_for(|h| *h).await;
+        };
+        let retried =
+            crate::fluvio::sink::produce_retrying(&mut sink, &topics, &batch, &counters, halted);
+        if retried.await.is_none() {
+            return Ok(());
         }
         let _ = produced.send(next);
     }

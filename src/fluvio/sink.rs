@@ -97,20 +97,10 @@ pub async fn run_sinks<K: RecordSink>(
             tokio::time::sleep(idle).await;
             continue;
         };
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            match produce_rows(&mut sink, &topics, &rows, &counters).await {
-                Ok(n) => {
-                    counters.produced.inc_by(n);
-                    break;
-                }
-                Err(e) => {
-                    counters.failed.inc();
-                    tracing::warn!(error = %e, from, "producing outputs failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
+        let retried =
+            produce_retrying(&mut sink, &topics, &rows, &counters, std::future::pending());
+        if let Some(n) = retried.await {
+            counters.produced.inc_by(n);
         }
         from = next;
         shard.do_send(SetPosition {
@@ -120,39 +110,162 @@ pub async fn run_sinks<K: RecordSink>(
     }
 }
 
-/// Produces stored output rows to their topics and flushes; returns how many were outputs.
-/// After a failure the sink is opened again ([`RecordSink::reopen`]) for the caller's retry,
-/// which sends all the rows again.
-pub(crate) async fn produce_rows<K: RecordSink>(
+/// Produces stored output rows to their topics and flushes, trying again (all the rows,
+/// through a sink opened again: [`RecordSink::reopen`]) after a failure, backing off from
+/// 50 ms to 5 s, until they are acknowledged; returns how many were outputs. `None`: `halt`
+/// came first (`run`'s sinks have none: they never give up on a row).
+pub(crate) async fn produce_retrying<K: RecordSink>(
     sink: &mut K,
     topics: &FluvioTopics,
     rows: &[(u64, Vec<u8>)],
     counters: &SinkCounters,
-) -> Result<u64, LogError> {
-    let produced = send_rows(sink, topics, rows, counters).await;
-    if produced.is_err() {
-        sink.reopen();
+    halt: impl Future<Output = ()>,
+) -> Option<u64> {
+    // routed once: a row that is not an output is counted and logged once, not per try
+    let routed: Vec<(&str, String, &[u8])> = rows
+        .iter()
+        .filter_map(|(seq, row)| match stored_output_route(row) {
+            Some((which, key)) => Some((Sink::topic(which, topics), key, row.as_slice())),
+            None => {
+                counters.skipped.inc();
+                tracing::error!(seq, "stored output is not an output; skipped");
+                None
+            }
+        })
+        .collect();
+    let mut halt = std::pin::pin!(halt);
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match send_rows(sink, &routed).await {
+            Ok(()) => return Some(routed.len() as u64),
+            Err(e) => {
+                sink.reopen();
+                counters.failed.inc();
+                let from = rows.first().map(|(seq, _)| *seq);
+                tracing::warn!(error = %e, ?from, "producing outputs failed; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = &mut halt => return None,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
     }
-    produced
 }
 
 async fn send_rows<K: RecordSink>(
     sink: &mut K,
-    topics: &FluvioTopics,
-    rows: &[(u64, Vec<u8>)],
-    counters: &SinkCounters,
-) -> Result<u64, LogError> {
-    let mut n = 0;
-    for (seq, row) in rows {
-        let Some((which, key)) = stored_output_route(row) else {
-            counters.skipped.inc();
-            tracing::error!(seq, "stored output is not an output; skipped");
-            continue;
-        };
-        sink.send(Sink::topic(which, topics), key.as_bytes(), row)
-            .await?;
-        n += 1;
+    routed: &[(&str, String, &[u8])],
+) -> Result<(), LogError> {
+    for (topic, key, row) in routed {
+        sink.send(topic, key.as_bytes(), row).await?;
     }
-    sink.flush().await?;
-    Ok(n)
+    sink.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sink that fails its first `fails` flushes, losing what was queued.
+    #[derive(Default)]
+    struct Failing {
+        fails: u32,
+        queued: Vec<(String, String)>,
+        delivered: Vec<(String, String)>,
+        reopened: u32,
+    }
+
+    impl RecordSink for Failing {
+        async fn send(&mut self, topic: &str, key: &[u8], _: &[u8]) -> Result<(), LogError> {
+            let key = String::from_utf8_lossy(key).into_owned();
+            self.queued.push((topic.to_string(), key));
+            Ok(())
+        }
+
+        async fn flush(&mut self) -> Result<(), LogError> {
+            if self.fails > 0 {
+                self.fails -= 1;
+                return Err(LogError::Failed {
+                    topic: "t".into(),
+                    why: "no leader".into(),
+                });
+            }
+            self.delivered.append(&mut self.queued);
+            Ok(())
+        }
+
+        fn reopen(&mut self) {
+            self.queued.clear();
+            self.reopened += 1;
+        }
+    }
+
+    fn counters() -> SinkCounters {
+        let c = |n: &str| prometheus::IntCounter::new(n, n).unwrap();
+        SinkCounters {
+            produced: c("produced"),
+            failed: c("failed"),
+            skipped: c("skipped"),
+        }
+    }
+
+    fn rows() -> Vec<(u64, Vec<u8>)> {
+        let dead = |id: &str| format!(r#"{{"output":"dead_letter","id":"{id}"}}"#).into_bytes();
+        vec![(7, dead("a")), (8, b"[]".to_vec()), (9, dead("b"))]
+    }
+
+    #[test]
+    fn failed_rows_are_sent_again_through_a_reopened_sink_until_acknowledged() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut sink = Failing {
+            fails: 2,
+            ..Failing::default()
+        };
+        let c = counters();
+        let topics = FluvioTopics::default();
+        let n = rt.block_on(produce_retrying(
+            &mut sink,
+            &topics,
+            &rows(),
+            &c,
+            std::future::pending(),
+        ));
+        assert_eq!(n, Some(2));
+        let dl = topics.dead_letter.clone();
+        assert_eq!(
+            sink.delivered,
+            vec![
+                (dl.clone(), "event/a".to_string()),
+                (dl, "event/b".to_string())
+            ]
+        );
+        assert_eq!((sink.reopened, c.failed.get(), c.skipped.get()), (2, 2, 1));
+    }
+
+    #[test]
+    fn a_halt_ends_the_retries_without_the_rows() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut sink = Failing {
+            fails: u32::MAX,
+            ..Failing::default()
+        };
+        let c = counters();
+        let n = rt.block_on(produce_retrying(
+            &mut sink,
+            &FluvioTopics::default(),
+            &rows(),
+            &c,
+            async {},
+        ));
+        assert_eq!(n, None);
+        assert!(sink.delivered.is_empty());
+        assert_eq!(c.failed.get(), 1);
+    }
 }
