@@ -87,12 +87,23 @@ pub async fn connect(cfg: &FluvioConfig) -> Result<Fluvio, ClientError> {
 /// How long one call to the SC may take: one sent as the SC went away is never answered.
 const SC_CALL: Duration = Duration::from_secs(5);
 
+/// How long a failed renewal answers for itself: users that asked meanwhile (waiting
+/// behind it) get its error at once instead of each trying again.
+const RENEW_PAUSE: Duration = Duration::from_secs(1);
+
 /// A value that those who share it replace as a whole when it fails, once for all of them:
 /// each use names the generation it had ([`Renewable::current`]), and a renewal asked for
 /// an older generation than the current one gets the current one, without making another.
 pub struct Renewable<T> {
     current: std::sync::Mutex<(Arc<T>, u64)>,
-    renewing: tokio::sync::Mutex<()>,
+    renewing: tokio::sync::Mutex<Option<Failed>>,
+}
+
+/// The last renewal that failed: of which generation, when, why.
+struct Failed {
+    generation: u64,
+    at: tokio::time::Instant,
+    why: String,
 }
 
 impl<T> Renewable<T> {
@@ -100,7 +111,7 @@ impl<T> Renewable<T> {
     pub fn new(t: T) -> Self {
         Renewable {
             current: std::sync::Mutex::new((Arc::new(t), 0)),
-            renewing: tokio::sync::Mutex::new(()),
+            renewing: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -112,20 +123,41 @@ impl<T> Renewable<T> {
 
     /// Replaces generation `seen` by what `make` gives; when another user replaced it
     /// already (or does while this one waits), the value that one made. A failed `make`
-    /// leaves the value as it was.
-    pub async fn renew<E>(
+    /// leaves the value as it was, and for [`RENEW_PAUSE`] its error is the answer to
+    /// renewing the same generation, without making again.
+    pub async fn renew<E: std::fmt::Display>(
         &self,
         seen: u64,
         make: impl std::future::Future<Output = Result<T, E>>,
-    ) -> Result<(Arc<T>, u64), E> {
-        let _one = self.renewing.lock().await;
+    ) -> Result<(Arc<T>, u64), String> {
+        let mut last = self.renewing.lock().await;
         let now = self.current();
         if now.1 != seen {
             return Ok(now);
         }
-        let made = (Arc::new(make.await?), seen + 1);
-        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = made.clone();
-        Ok(made)
+        if let Some(f) = last.as_ref().filter(|f| f.generation == seen) {
+            let ago = f.at.elapsed();
+            if ago < RENEW_PAUSE {
+                return Err(format!("{} ({} ms ago)", f.why, ago.as_millis()));
+            }
+        }
+        match make.await {
+            Ok(t) => {
+                let made = (Arc::new(t), seen + 1);
+                *self.current.lock().unwrap_or_else(|p| p.into_inner()) = made.clone();
+                *last = None;
+                Ok(made)
+            }
+            Err(e) => {
+                let why = e.to_string();
+                *last = Some(Failed {
+                    generation: seen,
+                    at: tokio::time::Instant::now(),
+                    why: why.clone(),
+                });
+                Err(why)
+            }
+        }
     }
 }
 
@@ -138,8 +170,8 @@ impl<T> Renewable<T> {
 /// backlog (see [`FluvioStream::next`]) or a cluster's sequencer waiting for one would wait
 /// for good (seen: a backfill stopped 30 records short after an SC restart). So every call
 /// to the SC is bounded, and one that fails connects anew, once for every user
-/// ([`Renewable`]): later streams and producers use the new client, streams already open
-/// read on over their own connections to the SPUs.
+/// ([`Renewable`]): later streams and producers use the new client, streams and producers
+/// already open go on over their own connections (fluvio gives each its own SPU pool).
 #[derive(Clone)]
 pub struct Client {
     cfg: FluvioConfig,
@@ -165,14 +197,14 @@ impl Client {
         self.fluvio.current()
     }
 
-    /// Connects anew unless another user did since generation `seen`.
-    pub async fn renew(&self, seen: u64) -> Result<(Arc<Fluvio>, u64), ClientError> {
+    /// Connects anew, for the reason `why`, unless another user did since generation `seen`.
+    pub async fn renew(&self, seen: u64, why: &str) -> Result<(Arc<Fluvio>, u64), String> {
         // logged by the one user that connects, not by those who then find its client
         let connected = async {
             let f = connect(&self.cfg).await?;
-            tracing::warn!(endpoint = %self.cfg.endpoint, generation = seen + 1,
-                "a call to the fluvio SC failed; connected anew");
-            Ok(f)
+            tracing::warn!(endpoint = %self.cfg.endpoint, generation = seen + 1, why,
+                "connected to the fluvio cluster anew");
+            Ok::<_, ClientError>(f)
         };
         self.fluvio.renew(seen, connected).await
     }
@@ -201,7 +233,7 @@ impl Client {
             Err(e) => e,
         };
         let (fluvio, _) = self
-            .renew(generation)
+            .renew(generation, &first)
             .await
             .map_err(|e| format!("{first}; connecting anew: {e}"))?;
         once(&fluvio).await
@@ -441,13 +473,10 @@ impl RecordStream for FluvioStream {
                     tokio::select! {
                         r = &mut next => break Ok(r),
                         () = tokio::time::sleep(STALL_CHECK) => {
-                            // the SC's answer may not come: the stream waits on meanwhile
-                            let end = tokio::time::timeout(
-                                STALL_CHECK,
-                                partition_end(client, topic, partition),
-                            )
-                            .await;
-                            if let Ok(Ok((readable, _))) = end {
+                            // bounded by itself (the SC's answer may not come, and a new
+                            // client may be needed): the stream waits on meanwhile
+                            let end = partition_end(client, topic, partition).await;
+                            if let Ok((readable, _)) = end {
                                 let stall;
                                 (stall, stalled_at) = on_stall(expected, readable, stalled_at);
                                 if stall != Stall::Wait {
@@ -475,8 +504,9 @@ impl RecordStream for FluvioStream {
                             readable,
                             "a re-opened stream gave nothing either; connecting anew"
                         );
-                        if let Err(e) = self.client.renew(self.generation).await {
-                            return Err(failed(&self.topic, e.to_string()));
+                        let why = "a stream re-opened at the same offset gave nothing either";
+                        if let Err(e) = self.client.renew(self.generation, why).await {
+                            return Err(failed(&self.topic, e));
                         }
                     }
                     tracing::info!(
@@ -566,8 +596,9 @@ fn isolation_of(i: crate::config::FluvioIsolation) -> Isolation {
 pub struct FluvioSink {
     client: Client,
     /// After a failure: the client's connection to the SC is tried (and a client connected
-    /// anew when it is lost) before producers are opened again, so they find the current
-    /// leaders.
+    /// anew when it is lost) before producers are opened again, so that they learn where
+    /// the partitions lead now. Best effort: with the SC down they open on the client there
+    /// is, whose last known leaders are likely still right.
     check: bool,
     linger: Duration,
     batch_bytes: usize,
@@ -595,17 +626,6 @@ impl FluvioSink {
 
     async fn producer(&mut self, topic: &str) -> Result<&TopicProducerPool, LogError> {
         if !self.producers.contains_key(topic) {
-            if self.check {
-                use ::fluvio::metadata::topic::TopicSpec;
-                self.client
-                    .admin(|admin| {
-                        let topic = topic.to_string();
-                        async move { admin.list::<TopicSpec, _>(vec![topic]).await }
-                    })
-                    .await
-                    .map_err(|e| failed(topic, format!("asking the SC for the topic: {e}")))?;
-                self.check = false;
-            }
             let config = TopicProducerConfigBuilder::default()
                 .linger(self.linger)
                 .batch_size(self.batch_bytes)
@@ -670,6 +690,20 @@ async fn within<F: std::future::Future>(
 
 impl RecordSink for FluvioSink {
     async fn send(&mut self, topic: &str, key: &[u8], value: &[u8]) -> Result<(), LogError> {
+        if std::mem::take(&mut self.check) {
+            use ::fluvio::metadata::topic::TopicSpec;
+            let asked = self
+                .client
+                .admin(|admin| {
+                    let topic = topic.to_string();
+                    async move { admin.list::<TopicSpec, _>(vec![topic]).await }
+                })
+                .await;
+            if let Err(e) = asked {
+                tracing::warn!(topic, error = %e,
+                    "the fluvio SC does not answer; producers open on what the client knows");
+            }
+        }
         let limit = self.ack_timeout;
         let deadline = tokio::time::Instant::now() + limit;
         // opening one asks the cluster where the partitions lead: bounded as well
@@ -790,7 +824,6 @@ pub async fn create_topics(
     cluster: &crate::cluster::ClusterConfig,
 ) -> Result<Vec<(String, &'static str)>, ClientError> {
     let cfg = client.cfg();
-    let admin = client.current().0.admin().await;
     let mut out = Vec::new();
     let topics = all_topics(cfg)
         .into_iter()
@@ -801,15 +834,19 @@ pub async fn create_topics(
         ]);
     for (topic, partitions) in topics {
         let spec = TopicSpec::new_computed(partitions, cfg.replication, None);
-        match admin.create(topic.clone(), false, spec).await {
+        let created = client
+            .admin(|admin| {
+                let (topic, spec) = (topic.clone(), spec.clone());
+                async move { admin.create(topic, false, spec).await }
+            })
+            .await;
+        match created {
             Ok(()) => out.push((topic, "created")),
-            Err(e)
-                if format!("{e:#}").contains("TopicAlreadyExists")
-                    || format!("{e:#}").contains("already exists") =>
-            {
+            // also when a create the SC did answer is asked again on a new client
+            Err(e) if e.contains("TopicAlreadyExists") || e.contains("already exists") => {
                 out.push((topic, "exists"))
             }
-            Err(e) => return Err(failed(&topic, format!("{e:#}")).into()),
+            Err(e) => return Err(failed(&topic, e).into()),
         }
     }
     Ok(out)
@@ -1059,10 +1096,16 @@ mod tests {
             // a user still on generation 0 gets the current one without a new connection
             let (v, g) = r.renew(0, make("late")).await.unwrap();
             assert_eq!((v.as_str(), g, made.get()), ("second", 1, 1));
-            // a failed connection leaves the value, and the next failure tries again
+            // a failed connection leaves the value; for a second, renewing the same
+            // generation answers with its error without connecting (those queued behind
+            // it do not each wait for a connection of their own); then it is tried again
             let failed = r.renew(1, async { Err::<String, _>("refused") }).await;
-            assert_eq!(failed.err(), Some("refused"));
+            assert_eq!(failed.err().as_deref(), Some("refused"));
             assert_eq!(r.current().1, 1);
+            let again = r.renew(1, make("too soon")).await;
+            assert!(again.is_err_and(|e| e.starts_with("refused (")));
+            assert_eq!(made.get(), 1);
+            tokio::time::sleep(RENEW_PAUSE).await;
             let (v, g) = r.renew(1, make("third")).await.unwrap();
             assert_eq!((v.as_str(), g, made.get()), ("third", 2, 2));
         });

@@ -97,11 +97,13 @@ pub async fn run_sinks<K: RecordSink>(
             tokio::time::sleep(idle).await;
             continue;
         };
+        // without a halt it returns only once the rows are acknowledged
         let retried =
             produce_retrying(&mut sink, &topics, &rows, &counters, std::future::pending());
-        if let Some(n) = retried.await {
-            counters.produced.inc_by(n);
-        }
+        let Some(n) = retried.await else {
+            return Ok(());
+        };
+        counters.produced.inc_by(n);
         from = next;
         shard.do_send(SetPosition {
             source: SINK_CURSOR.into(),
@@ -141,8 +143,8 @@ pub(crate) async fn produce_retrying<K: RecordSink>(
             Err(e) => {
                 sink.reopen();
                 counters.failed.inc();
-                let from = rows.first().map(|(seq, _)| *seq);
-                tracing::warn!(error = %e, ?from, "producing outputs failed; retrying");
+                let from = rows.first().map_or(0, |(seq, _)| *seq);
+                tracing::warn!(error = %e, from, "producing outputs failed; retrying");
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
                     () = &mut halt => return None,
