@@ -59,6 +59,17 @@ pub struct SinkCounters {
     pub skipped: prometheus::IntCounter,
 }
 
+/// Rows read from the store at a time (on the shard's thread: short reads).
+const READ_ROWS: usize = 512;
+
+/// Most rows produced between two waits for acknowledgement. A flush waits for every
+/// in-sync replica (`fluvio.isolation = read-committed`): with replication 2 on the local
+/// test cluster one took long enough that the sinks, flushing every 512 rows, put out about
+/// 1,000 outputs a second and ended 88 s behind the input (BENCHMARKS.md, session 31). A
+/// backlog now goes out in batches up to this size; a sink that keeps up still flushes
+/// what there is at once.
+const SINK_BATCH: usize = 8192;
+
 /// Tails the store's outputs from the stored cursor and produces them, forever (until the
 /// shard stops).
 pub async fn run_sinks<K: RecordSink>(
@@ -81,18 +92,33 @@ pub async fn run_sinks<K: RecordSink>(
         }
     };
     loop {
-        let rows = shard
-            .send(Read(move |_: &Sharded, s: &dyn Store| s.outputs(from, 512)))
-            .await
-            .map_err(|_| SourceError::ShardGone)?;
-        let rows = match rows {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(error = %e, "reading outputs failed; retrying");
-                tokio::time::sleep(idle).await;
-                continue;
+        let mut rows: Vec<(u64, Vec<u8>)> = Vec::new();
+        // what is there, up to a batch, in short reads
+        while rows.len() < SINK_BATCH {
+            let at = rows.last().map_or(from, |(seq, _)| seq + 1);
+            let read = shard
+                .send(Read(move |_: &Sharded, s: &dyn Store| {
+                    s.outputs(at, READ_ROWS)
+                }))
+                .await
+                .map_err(|_| SourceError::ShardGone)?;
+            match read {
+                Ok(r) => {
+                    let more = r.len() == READ_ROWS;
+                    rows.extend(r);
+                    if !more {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading outputs failed; retrying");
+                    if rows.is_empty() {
+                        tokio::time::sleep(idle).await;
+                    }
+                    break;
+                }
             }
-        };
+        }
         let Some(next) = rows.last().map(|(seq, _)| seq + 1) else {
             tokio::time::sleep(idle).await;
             continue;
