@@ -403,26 +403,21 @@ pub struct FluvioStream {
 impl FluvioStream {
     /// Replaces the client's stream by a new one from the next expected offset.
     async fn reopen(&mut self) -> Result<(), LogError> {
-        let (fluvio, generation) = self.client.current();
-        self.inner = FluvioStream::open(
-            &fluvio,
-            self.client.cfg(),
-            &self.topic,
-            self.partition,
-            self.expected,
-        )
-        .await?;
-        self.generation = generation;
+        (self.inner, self.generation) =
+            FluvioStream::open(&self.client, &self.topic, self.partition, self.expected).await?;
         Ok(())
     }
 
+    /// A consumer stream from `from` on the client's current connection, and that
+    /// connection's generation.
     async fn open(
-        fluvio: &Fluvio,
-        cfg: &FluvioConfig,
+        client: &Client,
         topic: &str,
         partition: u32,
         from: u64,
-    ) -> Result<Box<dyn ConsumerStream>, LogError> {
+    ) -> Result<(Box<dyn ConsumerStream>, u64), LogError> {
+        let (fluvio, generation) = client.current();
+        let cfg = client.cfg();
         let start = Offset::absolute(i64::try_from(from).unwrap_or(i64::MAX))
             .map_err(|e| failed(topic, e))?;
         let config = ConsumerConfigExtBuilder::default()
@@ -441,7 +436,7 @@ impl FluvioStream {
             .consumer_with_config(config)
             .await
             .map_err(|e| failed(topic, format!("{e:#}")))?;
-        Ok(Box::new(s))
+        Ok((Box::new(s), generation))
     }
 }
 
@@ -600,10 +595,6 @@ pub struct FluvioSink {
     /// the partitions lead now. Best effort: with the SC down they open on the client there
     /// is, whose last known leaders are likely still right.
     check: bool,
-    linger: Duration,
-    batch_bytes: usize,
-    ack_timeout: Duration,
-    isolation: Isolation,
     producers: HashMap<String, TopicProducerPool>,
     pending: Vec<(String, ProduceOutput)>,
 }
@@ -611,35 +602,36 @@ pub struct FluvioSink {
 impl FluvioSink {
     /// A sink over a connected client.
     pub fn new(client: Client) -> FluvioSink {
-        let cfg = client.cfg().clone();
         FluvioSink {
             client,
             check: false,
-            linger: Duration::from_millis(cfg.linger_ms),
-            batch_bytes: cfg.batch_bytes,
-            ack_timeout: Duration::from_millis(cfg.ack_timeout_ms),
-            isolation: isolation_of(cfg.isolation),
             producers: HashMap::new(),
             pending: Vec::new(),
         }
     }
 
+    /// `fluvio.ack-timeout-ms`.
+    fn ack_timeout(&self) -> Duration {
+        Duration::from_millis(self.client.cfg().ack_timeout_ms)
+    }
+
     async fn producer(&mut self, topic: &str) -> Result<&TopicProducerPool, LogError> {
         if !self.producers.contains_key(topic) {
+            let cfg = self.client.cfg();
             let config = TopicProducerConfigBuilder::default()
-                .linger(self.linger)
-                .batch_size(self.batch_bytes)
+                .linger(Duration::from_millis(cfg.linger_ms))
+                .batch_size(cfg.batch_bytes)
                 .partitioner(Arc::new(OwnershipPartitioner))
                 // with read-committed (the default) acknowledged once every in-sync replica
                 // holds the records; with fluvio's default (the leader's own write) an SPU
                 // killed before its follower copied them loses acknowledged outputs (seen
                 // on a 2-SPU cluster)
-                .isolation(self.isolation)
+                .isolation(isolation_of(cfg.isolation))
                 // how long the SPU may take to have the records copied before it answers
                 // with an error (fluvio's default, 1.5 s, fails and the client re-sends, each
                 // copy lengthening the follower's catch-up after a restart); half of ours,
                 // so its answer comes before our own deadline
-                .timeout(self.ack_timeout / 2)
+                .timeout(self.ack_timeout() / 2)
                 .build()
                 .map_err(|e| failed(topic, e))?;
             let p = self
@@ -704,7 +696,7 @@ impl RecordSink for FluvioSink {
                     "the fluvio SC does not answer; producers open on what the client knows");
             }
         }
-        let limit = self.ack_timeout;
+        let limit = self.ack_timeout();
         let deadline = tokio::time::Instant::now() + limit;
         // opening one asks the cluster where the partitions lead: bounded as well
         let producer = within(topic, deadline, limit, self.producer(topic)).await??;
@@ -717,7 +709,7 @@ impl RecordSink for FluvioSink {
 
     async fn flush(&mut self) -> Result<(), LogError> {
         let pending = std::mem::take(&mut self.pending);
-        let limit = self.ack_timeout;
+        let limit = self.ack_timeout();
         let deadline = tokio::time::Instant::now() + limit;
         for (topic, p) in &self.producers {
             bounded(topic, deadline, limit, p.flush()).await?;
@@ -754,8 +746,7 @@ impl Transport for FluvioTransport {
         partition: u32,
         from: u64,
     ) -> Result<FluvioStream, LogError> {
-        let (fluvio, generation) = self.client.current();
-        let inner = FluvioStream::open(&fluvio, self.client.cfg(), topic, partition, from).await?;
+        let (inner, generation) = FluvioStream::open(&self.client, topic, partition, from).await?;
         Ok(FluvioStream {
             topic: topic.to_string(),
             partition,

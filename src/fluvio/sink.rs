@@ -238,6 +238,14 @@ mod tests {
         }
     }
 
+    fn block_on<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
     fn rows() -> Vec<(u64, Vec<u8>)> {
         let dead = |id: &str| format!(r#"{{"output":"dead_letter","id":"{id}"}}"#).into_bytes();
         vec![(7, dead("a")), (8, b"[]".to_vec()), (9, dead("b"))]
@@ -245,17 +253,13 @@ mod tests {
 
     #[test]
     fn failed_rows_are_sent_again_through_a_reopened_sink_until_acknowledged() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
         let mut sink = Failing {
             fails: 2,
             ..Failing::default()
         };
         let c = counters();
         let topics = FluvioTopics::default();
-        let n = rt.block_on(produce_retrying(
+        let n = block_on(produce_retrying(
             &mut sink,
             &topics,
             &rows(),
@@ -276,16 +280,12 @@ mod tests {
 
     #[test]
     fn a_halt_ends_the_retries_without_the_rows() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
         let mut sink = Failing {
             fails: u32::MAX,
             ..Failing::default()
         };
         let c = counters();
-        let n = rt.block_on(produce_retrying(
+        let n = block_on(produce_retrying(
             &mut sink,
             &FluvioTopics::default(),
             &rows(),
