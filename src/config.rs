@@ -116,8 +116,10 @@ pub struct FluvioConfig {
     /// Encrypt the connections to the SC and the SPUs with TLS (rustls), verifying the
     /// cluster's certificates against `tls-ca-file` for the name `tls-domain`.
     pub tls: bool,
-    /// The name the cluster's certificates are issued for (a DNS name or an IP address);
-    /// default: the host of `endpoint`. Fluvio connects to every SPU under this one name.
+    /// The DNS name the cluster's certificates are issued for; default: the host of
+    /// `endpoint`. The SC is checked under this name and each SPU under
+    /// `<SPU name>.<tls-domain>` (Fluvio's convention: certificates carry the name and `*.`
+    /// the name), so it cannot be an IP address.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_domain: Option<String>,
     /// PEM file of the certificate authorities to trust; needed with `tls = true`.
@@ -304,11 +306,24 @@ impl FluvioConfig {
         self.tls_keys().client_config().map_err(tls_err)?;
         if self.tls {
             let name = self.tls_name();
-            if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
-                return Err(err(
-                    "fluvio.tls-domain",
-                    format!("`{name}` is not a DNS name or an IP address"),
-                ));
+            match rustls::pki_types::ServerName::try_from(name.as_str()) {
+                Ok(rustls::pki_types::ServerName::DnsName(_)) => {}
+                Ok(_) => {
+                    return Err(err(
+                        "fluvio.tls-domain",
+                        format!(
+                            "`{name}` is an IP address, but Fluvio checks each SPU's certificate \
+                             for `<SPU name>.<tls-domain>`: set the DNS name the cluster's \
+                             certificates carry (as `fluvio.local` with `*.fluvio.local`)"
+                        ),
+                    ))
+                }
+                Err(_) => {
+                    return Err(err(
+                        "fluvio.tls-domain",
+                        format!("`{name}` is not a DNS name"),
+                    ))
+                }
             }
         } else if self.tls_domain.is_some() {
             return Err(err(
@@ -1220,13 +1235,37 @@ mod tests {
             None,
             env(&[
                 on,
-                ("OMNISTREAM_FLUVIO__ENDPOINT", "[::1]:9003"),
+                ("OMNISTREAM_FLUVIO__ENDPOINT", "fluvio.local:9003"),
                 ("OMNISTREAM_FLUVIO__TLS", "true"),
                 ("OMNISTREAM_FLUVIO__TLS_CA_FILE", ca),
             ]),
         )
         .unwrap();
-        assert_eq!(c.fluvio.tls_name(), "::1", "the endpoint's host by default");
+        assert_eq!(
+            c.fluvio.tls_name(),
+            "fluvio.local",
+            "the endpoint's host by default"
+        );
+        // an IP address cannot name the SPUs (`<SPU name>.<tls-domain>`), given or defaulted
+        for (endpoint, domain, ip) in [
+            ("[::1]:9003", None, "::1"),
+            ("127.0.0.1:9003", None, "127.0.0.1"),
+            ("fluvio.local:9003", Some("10.0.0.7"), "10.0.0.7"),
+        ] {
+            let mut vars = vec![
+                on,
+                ("OMNISTREAM_FLUVIO__ENDPOINT", endpoint),
+                ("OMNISTREAM_FLUVIO__TLS", "true"),
+                ("OMNISTREAM_FLUVIO__TLS_CA_FILE", ca),
+            ];
+            vars.extend(domain.map(|d| ("OMNISTREAM_FLUVIO__TLS_DOMAIN", d)));
+            let e = Config::load(None, env(&vars)).unwrap_err();
+            assert_eq!(e.key, "fluvio.tls-domain");
+            assert!(
+                e.problem.contains(&format!("`{ip}` is an IP address")),
+                "{e}"
+            );
+        }
         let e = Config::load(None, env(&[on, ("OMNISTREAM_FLUVIO__TLS", "true")])).unwrap_err();
         assert_eq!(e.key, "fluvio.tls-ca-file");
         let e = Config::load(None, env(&[on, ("OMNISTREAM_FLUVIO__TLS_CA_FILE", ca)])).unwrap_err();

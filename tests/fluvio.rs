@@ -1,6 +1,8 @@
 //! Against a real Fluvio cluster, only when `OMNISTREAM_FLUVIO_ENDPOINT` is set (e.g.
 //! `127.0.0.1:9003` after `fluvio cluster start --local`); otherwise each test prints that it
 //! skipped and passes. Topic names get a per-run suffix, so runs do not see each other.
+//! For a cluster that serves TLS, set the service's own `OMNISTREAM_FLUVIO__TLS*` variables
+//! too: the processes the tests start inherit them, and the tests' own reader reads them.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
 mod common;
@@ -70,6 +72,19 @@ fn suffix(letter: &str) -> String {
     format!("{letter}{}-{secs}", std::process::id())
 }
 
+/// `cfg` with the TLS settings of the environment the service reads
+/// (`OMNISTREAM_FLUVIO__TLS`, `__TLS_DOMAIN`, `__TLS_CA_FILE`, `__TLS_CERT_FILE`,
+/// `__TLS_KEY_FILE`), so the tests' own client reaches a cluster that serves TLS.
+fn tls_from_env(mut cfg: FluvioConfig) -> FluvioConfig {
+    let var = |name: &str| std::env::var(format!("OMNISTREAM_FLUVIO__{name}")).ok();
+    cfg.tls = var("TLS").is_some_and(|v| v == "true");
+    cfg.tls_domain = var("TLS_DOMAIN");
+    cfg.tls_ca_file = var("TLS_CA_FILE").map(Into::into);
+    cfg.tls_cert_file = var("TLS_CERT_FILE").map(Into::into);
+    cfg.tls_key_file = var("TLS_KEY_FILE").map(Into::into);
+    cfg
+}
+
 /// Reads `topic`'s first `partitions` partitions from their start with the service's own
 /// client code, round robin (each until it has nothing for 50 ms), and hands every record's
 /// key and JSON value to `each` until it returns true or `limit` passes. No offsets are
@@ -81,10 +96,10 @@ fn read_topic(
     limit: Duration,
     mut each: impl FnMut(&[u8], serde_json::Value) -> bool,
 ) {
-    let cfg = FluvioConfig {
+    let cfg = tls_from_env(FluvioConfig {
         endpoint: endpoint.to_string(),
         ..FluvioConfig::default()
-    };
+    });
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -113,6 +113,8 @@ fn fluvio_cfg(port: u16, ca: &str, client: bool) -> FluvioConfig {
     let mut cfg = FluvioConfig {
         endpoint: format!("127.0.0.1:{port}"),
         tls: true,
+        // a name of the test certificate (an SPU would be checked as `<SPU name>.localhost`)
+        tls_domain: Some("localhost".into()),
         tls_ca_file: Some(fixture(ca)),
         connect_timeout_ms: 5_000,
         ..FluvioConfig::default()
@@ -174,10 +176,17 @@ fn fluvio_connects_over_mutual_tls_and_refuses_an_untrusted_server() {
 }
 
 #[test]
-fn fluvio_tls_name_defaults_to_the_endpoint_host_and_a_wrong_name_is_refused() {
+fn fluvio_tls_name_is_never_an_ip_address_and_a_wrong_name_is_refused() {
     let (port, seen) = server(1);
     let mut cfg = fluvio_cfg(port, "ca.pem", true);
-    assert_eq!(cfg.tls_name(), "127.0.0.1");
+    cfg.tls_domain = None;
+    assert_eq!(
+        cfg.tls_name(),
+        "127.0.0.1",
+        "the endpoint's host by default"
+    );
+    let e = cfg.check().unwrap_err();
+    assert_eq!(e.key, "fluvio.tls-domain");
     cfg.tls_domain = Some("fluvio.example.com".into());
     cfg.check().unwrap();
     let err = rt()
