@@ -410,13 +410,25 @@ fn tls_dir() -> std::path::PathBuf {
 }
 
 /// With `tls = true` the store talks TLS to the node and verifies its certificate: the CA the
-/// node's certificate comes from connects (library and CLI), another one is refused.
+/// node's certificate comes from connects (library and CLI), another one is refused. The
+/// node asks TLS clients for a certificate from the test CA (mutual TLS): ours connects,
+/// none is refused by the node.
 #[test]
 fn cql_tls_connects_with_the_node_certificate_and_refuses_another() {
     let dir = tls_dir();
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
     let mut cfg = config("tls");
     cfg.tls = true;
     cfg.tls_ca_file = Some(dir.join("ca.pem"));
+    // no client certificate: the node refuses the handshake
+    let e = match cql::migrate(&cfg) {
+        Ok(_) => panic!("the node let a TLS client in without a certificate"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("127.0.0.1"), "names the node: {e}");
+    assert!(e.to_lowercase().contains("certificate"), "says why: {e}");
+    cfg.tls_cert_file = Some(fixtures.join("client.pem"));
+    cfg.tls_key_file = Some(fixtures.join("client-key.pem"));
     let m = cql::migrate(&cfg).unwrap();
     assert_eq!(m.to, cql::SCHEMA_VERSION);
     let s = CqlStore::open(&cfg).unwrap();
@@ -428,6 +440,12 @@ fn cql_tls_connects_with_the_node_certificate_and_refuses_another() {
         "OMNISTREAM_CQL__TLS_CA_FILE".into(),
         dir.join("ca.pem").display().to_string(),
     ));
+    for (var, file) in [("CERT", "client.pem"), ("KEY", "client-key.pem")] {
+        env.push((
+            format!("OMNISTREAM_CQL__TLS_{var}_FILE"),
+            fixtures.join(file).display().to_string(),
+        ));
+    }
     let out = Command::new(env!("CARGO_BIN_EXE_omnistream"))
         .arg("check-config")
         .envs(env)

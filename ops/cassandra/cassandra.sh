@@ -33,6 +33,9 @@
 # (keytool, 30 days) and the node accepts TLS and plain connections on the one CQL port
 # (client_encryption_options enabled and optional). tls/ca.pem is what a client trusts;
 # tls/other-ca.pem is a second certificate the node does not use, for the refusal test.
+# A TLS client must present a certificate (require_client_auth): one signed by the test CA
+# of tests/fixtures/tls (ca.pem, imported into tls/clients.p12), as tests/fixtures/tls/client.pem
+# is. Plain connections need none.
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -240,7 +243,9 @@ TLS_DIR="$WORK/tls"
 TLS_PASS="omnistream-test"
 
 # A self-signed certificate with IP SAN 127.0.0.1 (the driver verifies a node by its address),
-# its PEM for clients, and an unrelated one. Made once per work dir.
+# its PEM for clients, and an unrelated one. Made once per work dir. The node trusts client
+# certificates from the repository's test CA (tests/fixtures/tls/ca.pem).
+CLIENT_CA="$SCRIPT_DIR/../../tests/fixtures/tls/ca.pem"
 make_tls() {
     local java="$1" keytool
     keytool="$(dirname "$(readlink -f "$java")")/keytool"
@@ -259,6 +264,11 @@ make_tls() {
         >"$TLS_DIR/ca.pem" 2>/dev/null || die "keytool could not export $TLS_DIR/ca.pem"
     "$keytool" -exportcert -rfc -alias other -keystore "$TLS_DIR/other.p12" -storepass "$TLS_PASS" \
         >"$TLS_DIR/other-ca.pem" 2>/dev/null || die "keytool could not export $TLS_DIR/other-ca.pem"
+    [[ -s "$CLIENT_CA" ]] || die "no $CLIENT_CA (the CA of the clients' certificates)"
+    rm -f "$TLS_DIR/clients.p12"
+    "$keytool" -importcert -noprompt -alias clients -file "$CLIENT_CA" \
+        -keystore "$TLS_DIR/clients.p12" -storetype PKCS12 -storepass "$TLS_PASS" >/dev/null 2>&1 \
+        || die "keytool could not import $CLIENT_CA into $TLS_DIR/clients.p12"
 }
 
 write_yaml() {
@@ -317,14 +327,17 @@ counter_cache_size: 8MiB
 prepared_statements_cache_size: 16MiB
 native_transport_max_threads: 32
 
-# TLS on the CQL port, optional: a client may connect with or without it.
+# TLS on the CQL port, optional: a client may connect with or without it; one that uses it
+# must present a certificate from the test CA (mutual TLS).
 client_encryption_options:
   enabled: true
   optional: true
   keystore: $TLS_DIR/node.p12
   keystore_password: $TLS_PASS
   store_type: PKCS12
-  require_client_auth: false
+  require_client_auth: true
+  truststore: $TLS_DIR/clients.p12
+  truststore_password: $TLS_PASS
 
 # Test friendliness: no snapshot on DROP/TRUNCATE, a bit more slack under CI load,
 # batch limits as in ScyllaDB's defaults (128 KiB warn / 1 MiB fail).
