@@ -292,7 +292,7 @@ fn run_cluster(opts: &ServiceOpts) -> anyhow::Result<ExitCode> {
         "omnistream cluster process {} listening on http://{addr} (/healthz, /readyz, /metrics)",
         cfg.cluster.process
     );
-    let store = omnistream::store::open(&cfg).map_err(|e| {
+    let mut store = omnistream::store::open(&cfg).map_err(|e| {
         let hint = if cfg.store == StoreKind::Cql {
             " (`omnistream migrate --cluster` creates every process's keyspace)"
         } else {
@@ -300,6 +300,7 @@ fn run_cluster(opts: &ServiceOpts) -> anyhow::Result<ExitCode> {
         };
         anyhow::anyhow!("{e}{hint}")
     })?;
+    omnistream::store::check_pii_key(&mut *store, &key)?;
     // the client's own tasks run on this runtime for as long as the process runs
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

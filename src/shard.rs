@@ -582,6 +582,8 @@ impl Shard {
         ready: Arc<AtomicBool>,
         metrics: Arc<Metrics>,
     ) -> Result<Shard, StoreError> {
+        let mut store = store;
+        crate::store::check_pii_key(&mut *store, pii_key)?;
         let low_atp = rules.stock.low_stock_atp;
         let checkpointer = store.checkpointer();
         let committer = store.committer().filter(|_| sc.commit_thread);

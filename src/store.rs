@@ -81,6 +81,14 @@ pub enum StoreError {
         /// Why.
         why: String,
     },
+    /// The personal-data key is not the one the store was written with.
+    #[error(
+        "OMNISTREAM_PII_KEY: not the key this store was written with: personal values would \
+         hash differently and no longer find their members; start with the store's key (keep \
+         it in a file, OMNISTREAM_PII_KEY_FILE), or with a new data directory or keyspace for \
+         a new key"
+    )]
+    PiiKey,
     /// A read or write failed.
     #[error("store {op} ({table}): {why}")]
     Io {
@@ -98,6 +106,33 @@ fn io(op: &'static str, table: &'static str) -> impl Fn(redb::Error) -> StoreErr
         op,
         table,
         why: e.to_string(),
+    }
+}
+
+/// The position row that holds a keyed fingerprint of the personal-data key.
+pub const PII_KEY_CHECK: &str = "omnistream.pii-key-check";
+
+/// A fingerprint of the personal-data key: a hash of a constant hashed with the key, so it
+/// tells keys apart without revealing them (never 0).
+pub fn pii_key_fingerprint(key: &[u8]) -> u64 {
+    let h = omnistream_schemas::Pii::new(key)
+        .hash(&omnistream_schemas::IdKind::MemberId, "pii-key-check");
+    crate::fluvio::mapping::stable_hash(h.as_bytes()).max(1)
+}
+
+/// Checks that `key` is the personal-data key `store` was written with, and on a store that
+/// holds no fingerprint yet (new, or written before the check existed) commits this key's:
+/// a store's log and states hold hashes, so another key would split every member from the
+/// identities already known, in silence.
+pub fn check_pii_key(store: &mut dyn Store, key: &[u8]) -> Result<(), StoreError> {
+    let fp = pii_key_fingerprint(key);
+    match store.position(PII_KEY_CHECK)? {
+        Some(stored) if stored == fp => Ok(()),
+        Some(_) => Err(StoreError::PiiKey),
+        None => store.commit(&Batch {
+            positions: vec![(PII_KEY_CHECK.to_string(), fp)],
+            ..Batch::default()
+        }),
     }
 }
 
