@@ -277,10 +277,35 @@ async fn get_identity(st: web::Data<AppState>, p: web::Path<(String, String)>) -
     .await
 }
 
+/// `from` and `limit` of a paged read, as given; [`Page::bounds`] parses them with errors
+/// that name them.
 #[derive(Deserialize)]
 struct Page {
-    from: Option<u64>,
-    limit: Option<usize>,
+    from: Option<String>,
+    limit: Option<String>,
+}
+
+impl Page {
+    /// `from` (default 0) and `limit` (default 100, at most 1000), or what is wrong, naming
+    /// the one that is not a whole number (see [`bad_query`]).
+    fn bounds(&self) -> Result<(u64, usize), String> {
+        let num = |name: &str, v: &Option<String>| {
+            v.as_deref()
+                .map(|s| {
+                    s.parse::<u64>()
+                        .map_err(|_| format!("{name}: `{s}` is not a whole number"))
+                })
+                .transpose()
+        };
+        let from = num("from", &self.from)?.unwrap_or(0);
+        let limit = num("limit", &self.limit)?.map_or(100, |l| l.min(1000) as usize);
+        Ok((from, limit))
+    }
+}
+
+/// 400 `bad_query` with what is wrong with the query.
+fn bad_query(detail: String) -> HttpResponse {
+    error(StatusCode::BAD_REQUEST, "bad_query", detail)
 }
 
 async fn get_ledger(
@@ -289,7 +314,10 @@ async fn get_ledger(
     q: web::Query<Page>,
 ) -> HttpResponse {
     let id = id.into_inner();
-    let (from, limit) = (q.from.unwrap_or(0), q.limit.unwrap_or(100).min(1000));
+    let (from, limit) = match q.bounds() {
+        Ok(b) => b,
+        Err(e) => return bad_query(e),
+    };
     read_store(&st, "member", move |e, s| {
         let Some(m) = e.member(&id) else {
             return Ok(None);
@@ -344,27 +372,47 @@ async fn get_order(st: web::Data<AppState>, p: web::Path<(String, String)>) -> H
 
 #[derive(Deserialize)]
 struct OutputQuery {
-    from: Option<u64>,
-    limit: Option<usize>,
+    #[serde(flatten)]
+    page: Page,
     output: Option<String>,
     campaign: Option<String>,
 }
 
+/// What [`outputs_page`] reads: from, limit, kind and campaign.
+type OutputFilter = (u64, usize, Option<String>, Option<String>);
+
+impl OutputQuery {
+    /// The filter, or what is wrong, naming the parameter: a bad number, or an `output` no
+    /// output has (answered with the kinds there are, instead of an empty page).
+    fn filter(self) -> Result<OutputFilter, String> {
+        let (from, limit) = self.page.bounds()?;
+        if let Some(k) = self.output.as_deref().filter(|k| *k != "dead_letter") {
+            omnistream_actors::output::check_kind(k)
+                .map_err(|e| format!("output: {e}, or `dead_letter`"))?;
+        }
+        Ok((from, limit, self.output, self.campaign))
+    }
+}
+
 /// Outputs in order from a sequence number, optionally of one kind (and campaign).
 async fn get_outputs(st: web::Data<AppState>, q: web::Query<OutputQuery>) -> HttpResponse {
-    let q = q.into_inner();
-    read_store(&st, "outputs", move |_, s| outputs_page(s, q).map(Some)).await
+    match q.into_inner().filter() {
+        Ok(f) => read_store(&st, "outputs", move |_, s| outputs_page(s, f).map(Some)).await,
+        Err(e) => bad_query(e),
+    }
 }
 
 async fn get_decisions(st: web::Data<AppState>, q: web::Query<OutputQuery>) -> HttpResponse {
     let mut q = q.into_inner();
     q.output = Some("decision".into());
-    read_store(&st, "outputs", move |_, s| outputs_page(s, q).map(Some)).await
+    match q.filter() {
+        Ok(f) => read_store(&st, "outputs", move |_, s| outputs_page(s, f).map(Some)).await,
+        Err(e) => bad_query(e),
+    }
 }
 
-fn outputs_page(s: &dyn Store, q: OutputQuery) -> Result<Value, StoreError> {
-    let limit = q.limit.unwrap_or(100).min(1000);
-    let mut from = q.from.unwrap_or(0);
+fn outputs_page(s: &dyn Store, q: OutputFilter) -> Result<Value, StoreError> {
+    let (mut from, limit, output, campaign) = q;
     let mut found = Vec::new();
     // scan at most this many rows per request, so a rare filter cannot stall the shard
     let mut budget = 50_000usize;
@@ -379,12 +427,10 @@ fn outputs_page(s: &dyn Store, q: OutputQuery) -> Result<Value, StoreError> {
             let Ok(v) = serde_json::from_slice::<Value>(&row) else {
                 continue;
             };
-            let kind_ok = q
-                .output
+            let kind_ok = output
                 .as_deref()
                 .is_none_or(|k| v.get("output").and_then(Value::as_str) == Some(k));
-            let camp_ok = q
-                .campaign
+            let camp_ok = campaign
                 .as_deref()
                 .is_none_or(|c| v.get("campaign").and_then(Value::as_str) == Some(c));
             if kind_ok && camp_ok {
@@ -1223,13 +1269,9 @@ mod tests {
 
     #[test]
     fn a_failing_store_is_an_error_not_an_empty_page() {
-        let q = OutputQuery {
-            from: None,
-            limit: None,
-            output: None,
-            campaign: None,
-        };
-        let e = outputs_page(&Down, q).unwrap_err().to_string();
+        let e = outputs_page(&Down, (0, 100, None, None))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("connection refused"), "{e}");
     }
 }

@@ -38,10 +38,13 @@ fn op(summary: &str, params: &[&str], body: Option<&str>) -> Value {
 pub fn document() -> Value {
     let mut doc = paths();
     for r in crate::http::ROUTES {
-        let op = &mut doc["paths"][r.path][r.method.to_ascii_lowercase()];
-        if !op.is_object() {
+        // never index a missing path: serde_json would insert a null operation
+        let Some(op) = doc["paths"]
+            .get_mut(r.path)
+            .and_then(|p| p.get_mut(r.method.to_ascii_lowercase()))
+        else {
             continue;
-        }
+        };
         let scopes: &[&str] = match r.access {
             crate::http::Access::Scope(s) => &[s],
             crate::http::Access::Metrics => &["read", "admin"],
@@ -80,9 +83,18 @@ fn paths() -> Value {
             "/v1/stats": {"get": op("counters of the shard and the engine", &[], None)},
             "/healthz": {"get": op("the process is up", &[], None)},
             "/readyz": {"get": op("the store is open and the shard runs", &[], None)},
+            "/openapi.json": {"get": op("this document", &[], None)},
+            "/metrics": {"get": op("Prometheus metrics, text format (404 `metrics_off` when `metrics = false`)", &[], None)},
+            "/": {"get": op("the live board for managers (HTML; takes ?token= when tokens are on)", &["token:query"], None)},
+            "/v1/board": {"get": op("the board's figures as JSON", &["token:query"], None)},
+            "/v1/board/stream": {"get": op("the board's figures as server-sent events, one when they change", &["token:query"], None)},
         },
         "components": {"schemas": {"Event": omnistream_schemas::json_schema()}},
     });
+    doc["paths"]["/v1/scan"]["post"]["responses"]["422"] = json!({"description":
+        "the scan was rejected (its reasons in the body) and kept as a dead letter"});
+    doc["paths"]["/v1/reviews/{event}"]["post"]["responses"]["503"] = json!({"description":
+        "not ready: the store is unavailable; retry after the Retry-After header"});
     // reads of state are refused while not ready: the state may hold a failed commit's events
     if let Some(paths) = doc["paths"].as_object_mut() {
         for (path, ops) in paths.iter_mut() {
@@ -93,4 +105,30 @@ fn paths() -> Value {
         }
     }
     doc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_has_an_operation_and_none_is_null() {
+        let doc = document();
+        for r in crate::http::ROUTES {
+            let op = &doc["paths"][r.path][r.method.to_ascii_lowercase()];
+            assert!(
+                op["responses"]["200"].is_object(),
+                "{} {}",
+                r.method,
+                r.path
+            );
+            assert!(op["security"].is_array(), "{} {}", r.method, r.path);
+        }
+        for (path, ops) in doc["paths"].as_object().into_iter().flatten() {
+            for (method, op) in ops.as_object().into_iter().flatten() {
+                assert!(op.is_object(), "{method} {path}: {op}");
+            }
+        }
+        assert!(doc["paths"]["/v1/scan"]["post"]["responses"]["422"].is_object());
+    }
 }

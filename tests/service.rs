@@ -67,6 +67,26 @@ fn bad_requests_get_4xx_with_reasons_and_lose_nothing_else() {
     assert_eq!(code, 400, "{v}");
     let (code, v) = s.request("POST", "/v1/scan", &script()[2]);
     assert_eq!(code, 400, "an order is not a scan: {v}");
+    // a filter no output has, or a page bound that is not a number: 400 naming it, never an
+    // empty page that passes for an answer
+    let (code, v) = s.request("GET", "/v1/outputs?output=dead-letter", "");
+    assert_eq!(code, 400, "{v}");
+    let detail = v["detail"].as_str().unwrap_or("");
+    assert!(
+        detail.starts_with("output:") && detail.contains("`dead_letter`"),
+        "{v}"
+    );
+    for path in ["/v1/outputs?from=abc", "/v1/decisions?limit=-1"] {
+        let (code, v) = s.request("GET", path, "");
+        assert_eq!(code, 400, "{path}: {v}");
+        assert_eq!(v["error"], "bad_query", "{path}: {v}");
+    }
+    let (code, v) = s.request("GET", "/v1/members/m1/ledger?from=x", "");
+    assert_eq!(code, 400, "{v}");
+    assert!(
+        v["detail"].as_str().unwrap_or("").starts_with("from:"),
+        "{v}"
+    );
 }
 
 #[test]
@@ -346,6 +366,45 @@ fn a_damaged_store_stops_start_up_naming_the_file() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("omnistream.redb"), "{err}");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"));
+}
+
+/// A store remembers a fingerprint of its personal-data key: started with another key (or
+/// without one, on the public development key), the service stops naming the variable
+/// instead of hashing new identities apart from the known ones; the store's key starts it.
+#[test]
+fn another_personal_data_key_stops_start_up_and_the_store_key_starts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Service::start(dir.path());
+    s.post(&script());
+    let before = observe(&s);
+    s.stop();
+    for key in [Some("another-key-0123456789"), None] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_omnistream"));
+        cmd.args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .env("OMNISTREAM_LOG", "warn")
+            .env_remove("OMNISTREAM_PII_KEY");
+        if let Some(k) = key {
+            cmd.env("OMNISTREAM_PII_KEY", k);
+        }
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success(), "started with key {key:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("OMNISTREAM_PII_KEY"), "{err}");
+        assert!(
+            err.contains("not the key this store was written with"),
+            "{err}"
+        );
+        assert!(
+            !err.contains("another-key"),
+            "the key is never shown: {err}"
+        );
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("listening"));
+    }
+    // the store's own key: it starts, and the state is what it was
+    let s = Service::start(dir.path());
+    assert_eq!(observe(&s), before);
+    s.stop();
 }
 
 #[test]

@@ -250,6 +250,15 @@ pub enum Output {
     },
 }
 
+/// Whether `name` is the `output` tag of some output; the error lists every tag (serde's own
+/// list of the variants, so it never falls behind the enum).
+pub fn check_kind(name: &str) -> Result<(), String> {
+    match serde_json::from_value::<Output>(serde_json::json!({ "output": name })) {
+        Err(e) if e.to_string().contains("unknown variant") => Err(e.to_string()),
+        _ => Ok(()),
+    }
+}
+
 impl Output {
     /// The output stream this belongs to (a Fluvio topic later): `points`, `members`,
     /// `orders`, `stock`, `credit`, `decisions`, `alerts`.
@@ -276,5 +285,30 @@ impl Output {
             Output::Decision { .. } | Output::ReviewResolved { .. } => "decisions",
             Output::Diversion { .. } | Output::RingFlagged { .. } => "alerts",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_tag_is_a_kind_and_others_are_refused_with_the_list() {
+        for name in [
+            "decision",
+            "ledger",
+            "stock_short",
+            "ring_flagged",
+            "credit",
+            "order_held",
+        ] {
+            assert_eq!(check_kind(name), Ok(()), "{name}");
+        }
+        let e = check_kind("dead-letter").unwrap_err();
+        assert!(
+            e.contains("dead-letter") && e.contains("`stock_short`"),
+            "{e}"
+        );
+        assert!(check_kind("").is_err());
     }
 }
