@@ -80,3 +80,46 @@ fn smoke_over_http_meets_its_fraud_floor_and_keeps_the_invariants() {
     assert!(broken.is_empty(), "invariants broken: {broken:?}");
     s.stop();
 }
+
+/// `loadtest http` counts what the service did with the events it sent, not only the
+/// statuses: a fresh store accepts them, and the same events sent again are duplicates, which
+/// the report says instead of passing them off as a rate.
+#[test]
+fn the_http_driver_reports_the_events_accepted_and_the_duplicates() {
+    let mut sc = omnistream_loadtest::Scenario::load("smoke").unwrap();
+    sc.events = 3_000;
+    let mut events = Vec::new();
+    omnistream_loadtest::generate(&sc, &mut events, &mut std::io::sink(), &mut |_| {}).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let s = Service::start(dir.path());
+    let opts = omnistream_loadtest::http::Options {
+        batch: 1,
+        connections: 2,
+        max_secs: 0.2,
+        paced_secs: 0.3,
+        fraction: 0.5,
+    };
+    let first = omnistream_loadtest::http::run(&s.addr, &events, &opts, &mut |_| {}).unwrap();
+    let again = omnistream_loadtest::http::run(&s.addr, &events, &opts, &mut |_| {}).unwrap();
+    for (name, p) in [("closed", &first.max), ("paced", &first.paced)] {
+        assert!(p.events_accepted > 0, "{name}: {p:?}");
+        assert_eq!(p.events_rejected, 0, "{name}: {p:?}");
+        // one event a request: every answered request is one event's answer
+        assert_eq!(
+            p.events_accepted + p.events_duplicate,
+            p.ok,
+            "{name}: {p:?}"
+        );
+    }
+    // the second run starts again from the first event: the first run's events are
+    // duplicates now, and only those
+    let sent = first.max.ok + first.paced.ok;
+    let p = &again.max;
+    assert_eq!(p.events_duplicate, sent.min(p.ok), "{p:?}");
+    assert_eq!(p.events_accepted, p.ok - p.events_duplicate, "{p:?}");
+    let table = again.table();
+    assert!(
+        table.contains(&format!("{} duplicate", p.events_duplicate)),
+        "{table}"
+    );
+}

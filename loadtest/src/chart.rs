@@ -153,6 +153,9 @@ mod tests {
         PhaseReport {
             ok: 100,
             refused: 0,
+            events_accepted: 100,
+            events_duplicate: 0,
+            events_rejected: 0,
             seconds: 1.0,
             per_s,
             events_per_s: per_s,

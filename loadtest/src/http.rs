@@ -42,8 +42,8 @@ impl Conn {
     }
 
     /// Sends one POST and reads the whole answer; returns the status code.
-    fn post(&mut self, path: &str, body: &[u8]) -> Result<u16> {
-        Ok(self.send("POST", path, body)?.0)
+    fn post(&mut self, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
+        self.send("POST", path, body)
     }
 
     /// Sends one request and reads the whole answer: its status code and body.
@@ -119,6 +119,14 @@ pub struct PhaseReport {
     pub ok: u64,
     /// Requests answered 429 (backpressure) or another non-2xx status.
     pub refused: u64,
+    /// Events the service answered as accepted, as duplicates and as rejected (a rejected
+    /// event is answered, and counted in `ok` when its request was 2xx: a store that already
+    /// holds later events refuses these as `too_late`, so read these before the rates).
+    pub events_accepted: u64,
+    /// See `events_accepted`.
+    pub events_duplicate: u64,
+    /// See `events_accepted`.
+    pub events_rejected: u64,
     /// Wall seconds of the phase.
     pub seconds: f64,
     /// Answered requests per second.
@@ -282,6 +290,27 @@ fn server_latency(before: &Scrape, after: &Scrape) -> Option<ServerLatency> {
 }
 
 impl Report {
+    /// Each phase's events by answer, and a warning when the service rejected any.
+    fn outcome_lines(&self) -> String {
+        let mut s = String::new();
+        for (name, p) in [("closed loop", &self.max), ("open loop", &self.paced)] {
+            s += &format!(
+                "events, {name}: {} accepted, {} duplicate, {} rejected\n",
+                p.events_accepted, p.events_duplicate, p.events_rejected
+            );
+        }
+        let rejected = self.max.events_rejected + self.paced.events_rejected;
+        if rejected > 0 {
+            s += &format!(
+                "warning: the service rejected {rejected} events (their reasons: \
+                 /v1/outputs?output=dead_letter); rates above count them as answered. A store \
+                 that already holds later events refuses these as too_late: use a fresh data \
+                 directory\n"
+            );
+        }
+        s
+    }
+
     /// A readable table.
     pub fn table(&self) -> String {
         let row = |name: &str, p: &PhaseReport| {
@@ -306,7 +335,8 @@ impl Report {
             "refused",
             row("closed loop (max)", &self.max),
             row("open loop (paced)", &self.paced),
-        ) + &self.server.as_ref().map_or(String::new(), |s| {
+        ) + &self.outcome_lines()
+            + &self.server.as_ref().map_or(String::new(), |s| {
             let line = |name: &str, q: &Quantiles| {
                 format!(
                     "server, paced: {name:<22} {:>8} requests | p50/p99/p99.9 ms {:>6.2} {:>6.2} {:>6.2} | within 2 ms {:.2}%\n",
@@ -328,6 +358,30 @@ struct Tally {
     ok: u64,
     refused: u64,
     events: u64,
+    /// Events answered accepted, duplicate, rejected.
+    outcomes: [u64; 3],
+}
+
+/// The events an answer counts as accepted, duplicate and rejected: `/v1/events` answers
+/// the three counts, `/v1/scan` one event's `status` (422 when rejected); anything else
+/// (429, 503, ...) counts none.
+fn outcomes(path: &str, status: u16, body: &[u8]) -> [u64; 3] {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return [0; 3];
+    };
+    if path == "/v1/scan" {
+        return match (status, v["status"].as_str()) {
+            (200, Some("accepted")) => [1, 0, 0],
+            (200, Some("duplicate")) => [0, 1, 0],
+            (422, _) => [0, 0, 1],
+            _ => [0; 3],
+        };
+    }
+    if status != 200 {
+        return [0; 3];
+    }
+    let n = |k: &str| v[k].as_u64().unwrap_or(0);
+    [n("accepted"), n("duplicates"), n("rejected")]
 }
 
 impl Tally {
@@ -338,6 +392,7 @@ impl Tally {
             ok: 0,
             refused: 0,
             events: 0,
+            outcomes: [0; 3],
         })
     }
 
@@ -347,6 +402,9 @@ impl Tally {
         self.ok += o.ok;
         self.events += o.events;
         self.refused += o.refused;
+        for (a, b) in self.outcomes.iter_mut().zip(o.outcomes) {
+            *a += b;
+        }
         Ok(())
     }
 }
@@ -401,11 +459,14 @@ fn phase(
                             due
                         }
                     };
-                    let (path, status) = match requests[i] {
+                    let (path, (status, body)) = match requests[i] {
                         [one] => (route(one), conn.post(route(one), one)?),
                         many => ("/v1/events", conn.post("/v1/events", &many.join(&b'\n'))?),
                     };
                     let us = (due.elapsed().as_micros() as u64).max(1);
+                    for (a, b) in t.outcomes.iter_mut().zip(outcomes(path, status, &body)) {
+                        *a += b;
+                    }
                     if (200..300).contains(&status) {
                         t.ok += 1;
                         t.events += requests[i].len() as u64;
@@ -439,6 +500,9 @@ fn phase(
     Ok(PhaseReport {
         ok: t.ok,
         refused: t.refused,
+        events_accepted: t.outcomes[0],
+        events_duplicate: t.outcomes[1],
+        events_rejected: t.outcomes[2],
         seconds,
         per_s: t.ok as f64 / seconds,
         events_per_s: t.events as f64 / seconds,
@@ -473,7 +537,11 @@ impl<'a> Feed<'a> {
     fn phase(&mut self, rate: Option<f64>, secs: f64, what: &str) -> Result<PhaseReport> {
         let rest = &self.lines[self.used.min(self.lines.len())..];
         if rest.is_empty() {
-            bail!("no events left for {what}: generate more events");
+            bail!(
+                "no events left for {what}: the phases before it used all {} events; give more \
+                 (--events) or shorten them (--max-secs)",
+                self.lines.len()
+            );
         }
         let p = phase(
             self.addr,
@@ -628,6 +696,20 @@ pub fn sweep(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answers_are_counted_by_what_happened_to_their_events() {
+        let batch = br#"{"accepted":3,"duplicates":1,"rejected":2,"results":[]}"#;
+        assert_eq!(outcomes("/v1/events", 200, batch), [3, 1, 2]);
+        let scan = |s: &str| format!(r#"{{"id":"x","status":"{s}"}}"#).into_bytes();
+        assert_eq!(outcomes("/v1/scan", 200, &scan("accepted")), [1, 0, 0]);
+        assert_eq!(outcomes("/v1/scan", 200, &scan("duplicate")), [0, 1, 0]);
+        assert_eq!(outcomes("/v1/scan", 422, &scan("rejected")), [0, 0, 1]);
+        let busy = br#"{"error":"saturated","detail":"retry"}"#;
+        assert_eq!(outcomes("/v1/events", 429, busy), [0; 3]);
+        assert_eq!(outcomes("/v1/scan", 503, busy), [0; 3]);
+        assert_eq!(outcomes("/v1/events", 200, b"not json"), [0; 3]);
+    }
 
     #[test]
     fn scans_go_to_the_scan_endpoint_and_the_rest_to_events() {

@@ -102,6 +102,9 @@ enum Cmd {
         /// Paced rate as a fraction of the maximum rate.
         #[arg(long, default_value_t = 0.5)]
         fraction: f64,
+        /// Events to generate instead of the scenario's count (both phases draw on them).
+        #[arg(long)]
+        events: Option<u64>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -236,9 +239,13 @@ fn main() -> Result<()> {
             max_secs,
             paced_secs,
             fraction,
+            events: count,
             json,
         } => {
-            let sc = Scenario::load(&scenario)?;
+            let mut sc = Scenario::load(&scenario)?;
+            if let Some(n) = count {
+                sc.events = n;
+            }
             let mut events = Vec::new();
             generate(&sc, &mut events, &mut std::io::sink(), &mut |_| {})?;
             let opts = omnistream_loadtest::http::Options {
