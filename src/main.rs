@@ -236,10 +236,16 @@ fn run_service(
     inputs: omnistream::files::Inputs,
 ) -> anyhow::Result<ExitCode> {
     let mut cfg = opts.load()?;
-    if demo.is_some() && opts.data_dir.is_none() {
-        // a fresh store each time: the generator's ids are deterministic, and a second demo
-        // into the same store would only meet duplicates
-        cfg.data_dir = std::env::temp_dir().join(format!("omnistream-demo-{}", std::process::id()));
+    // a fresh store each time, removed when the demo stops: the generator's ids are
+    // deterministic, and a second demo into the same store would only meet duplicates
+    let demo_store = (demo.is_some() && opts.data_dir.is_none())
+        .then(|| std::env::temp_dir().join(format!("omnistream-demo-{}", std::process::id())));
+    if let Some(dir) = &demo_store {
+        cfg.data_dir = dir.clone();
+        eprintln!(
+            "demo: its store is {} (removed when it stops; --data-dir DIR keeps one)",
+            dir.display()
+        );
     }
     let (key, keyed) = cli::pii_key_from_env()?;
     if !keyed {
@@ -256,6 +262,12 @@ fn run_service(
         });
     }
     actix_web::rt::System::new().block_on(omnistream::http::serve(cfg, listener, key, inputs))?;
+    if let Some(dir) = demo_store {
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => eprintln!("demo: removed its store {}", dir.display()),
+            Err(e) => eprintln!("demo: could not remove its store {}: {e}", dir.display()),
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

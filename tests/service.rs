@@ -650,3 +650,59 @@ fn ctrl_c_answers_the_request_under_way_and_then_stops() {
     assert_eq!(r["duplicates"], 10, "{r}");
     s.stop();
 }
+
+/// `omnistream demo` feeds the service round after round (new consumers, later event time),
+/// so the board keeps moving past one round of the scenario; Ctrl-C stops it cleanly and it
+/// removes the store it made for itself.
+#[test]
+fn demo_keeps_feeding_round_after_round_and_cleans_up_on_ctrl_c() {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+        .args(["demo", "--listen", "127.0.0.1:0", "--rate", "3000"])
+        .env("OMNISTREAM_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let store = std::env::temp_dir().join(format!("omnistream-demo-{}", child.id()));
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("omnistream listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .to_string();
+    // the smoke scenario has 5,000 events a round: wait for the second round, bounded
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let applied = loop {
+        let (_, body) = common::http_get(&addr, "/v1/stats", None);
+        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        let applied = v["shard"]["applied"].as_u64().unwrap_or(0);
+        if applied > 6_000 || std::time::Instant::now() > deadline {
+            break applied;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(store.is_dir(), "its store {}", store.display());
+    let (_, body) = common::http_get(&addr, "/v1/stats", None);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        applied > 6_000,
+        "only {applied} events applied in 60 s: {v}"
+    );
+    assert_eq!(v["shard"]["duplicates"], 0, "rounds repeat nothing: {v}");
+    assert_eq!(v["shard"]["rejected"], 0, "{v}");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        !store.exists(),
+        "the demo's store is removed: {}",
+        store.display()
+    );
+}

@@ -1,6 +1,8 @@
 //! `omnistream demo`: the service on embedded defaults plus the built-in generator feeding it
 //! over HTTP at a modest rate, so a newcomer sees the live board fill within seconds.
 
+use omnistream_loadtest::Scenario;
+use omnistream_schemas::EventTime;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -50,49 +52,78 @@ fn wait_ready(addr: &str) -> bool {
     false
 }
 
-/// Generates `scenario` and posts it to `addr` at about `rate` events per second, in
-/// batches; runs on its own thread beside the server.
+/// The scenario's `k`-th round: its own seed (new consumers, codes and event ids, so nothing
+/// is a duplicate of an earlier round) and its event time right after the round before, so
+/// the demo goes on for as long as the service runs.
+fn round(base: &Scenario, k: u64) -> anyhow::Result<Scenario> {
+    let t0 = EventTime::parse(&base.start)
+        .map_err(|e| anyhow::anyhow!("scenario start {}: {}", base.start, e.0))?;
+    let shift_us = (k as i64)
+        .saturating_mul(base.duration as i64)
+        .saturating_mul(1_000_000);
+    let mut sc = base.clone();
+    sc.seed = base.seed.wrapping_add(k);
+    sc.start = EventTime {
+        unix_us: t0.unix_us.saturating_add(shift_us),
+        ..t0
+    }
+    .to_string();
+    Ok(sc)
+}
+
+/// Generates `scenario` round after round (see [`round`]) and posts it to `addr` at about
+/// `rate` events per second, in batches, until the service stops; runs on its own thread
+/// beside the server.
 pub fn feed(addr: String, scenario: String, rate: u64) -> anyhow::Result<()> {
-    let sc = omnistream_loadtest::Scenario::load(&scenario)?;
-    let mut events = Vec::new();
-    let summary =
-        omnistream_loadtest::generate(&sc, &mut events, &mut std::io::sink(), &mut |_| {})?;
+    let base = Scenario::load(&scenario)?;
     if !wait_ready(&addr) {
         anyhow::bail!("the service at {addr} never became ready");
     }
-    let lines = omnistream_loadtest::lines_of(&events);
     eprintln!(
-        "demo: feeding {} generated events (scenario {scenario}) at about {rate}/s; open http://{addr}/",
-        lines.len()
+        "demo: feeding scenario {scenario} at about {rate}/s, {} events a round, each round with \
+         new consumers and {} more minutes of event time, until Ctrl-C; open http://{addr}/",
+        base.events,
+        base.duration / 60
     );
     let batch = (rate / 10).clamp(1, 1000) as usize;
     let started = Instant::now();
-    let mut sent = 0usize;
-    for chunk in lines.chunks(batch) {
-        let body = chunk.join(&b'\n');
-        let code = match post(&addr, &body) {
-            Ok(code) => code,
-            // Ctrl-C: the service answered what it had and stopped taking requests
-            Err(_) if !ready(&addr) => {
-                eprintln!("demo: the service is stopping; {sent} events were sent");
-                return Ok(());
+    let (mut sent, mut scans) = (0usize, 0u64);
+    for k in 0.. {
+        let sc = round(&base, k)?;
+        let mut events = Vec::new();
+        let summary =
+            omnistream_loadtest::generate(&sc, &mut events, &mut std::io::sink(), &mut |_| {})?;
+        scans += summary.by_type.get("scan").copied().unwrap_or(0);
+        for chunk in omnistream_loadtest::lines_of(&events).chunks(batch) {
+            let body = chunk.join(&b'\n');
+            let code = match post(&addr, &body) {
+                Ok(code) => code,
+                // Ctrl-C: the service answered what it had and stopped taking requests
+                Err(_) if !ready(&addr) => {
+                    eprintln!(
+                        "demo: the service is stopping; {sent} events ({scans} scans generated) \
+                         were sent in {:.0} s",
+                        started.elapsed().as_secs_f64()
+                    );
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if code == 429 || code == 503 {
+                std::thread::sleep(Duration::from_secs(1));
             }
-            Err(e) => return Err(e.into()),
-        };
-        if code == 429 || code == 503 {
-            std::thread::sleep(Duration::from_secs(1));
+            sent += chunk.len();
+            // pace by the wall clock: `sent` events should take sent / rate seconds
+            let due = Duration::from_secs_f64(sent as f64 / rate.max(1) as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
         }
-        sent += chunk.len();
-        // pace by the wall clock: `sent` events should take sent / rate seconds
-        let due = Duration::from_secs_f64(sent as f64 / rate.max(1) as f64);
-        if let Some(wait) = due.checked_sub(started.elapsed()) {
-            std::thread::sleep(wait);
-        }
+        tracing::info!(
+            round = k + 1,
+            sent,
+            "demo: a round of generated events sent"
+        );
     }
-    eprintln!(
-        "demo: sent {sent} events ({} scans) in {:.0} s; the service keeps running (Ctrl-C stops it)",
-        summary.by_type.get("scan").copied().unwrap_or(0),
-        started.elapsed().as_secs_f64()
-    );
     Ok(())
 }
