@@ -143,7 +143,7 @@ async fn post_events(st: web::Data<AppState>, body: web::Bytes) -> HttpResponse 
                 .iter()
                 .map(|o| match o {
                     Outcome::Accepted { id, .. } => json!({"id": id, "status": "accepted"}),
-                    Outcome::Duplicate { id } => json!({"id": id, "status": "duplicate"}),
+                    Outcome::Duplicate { id, .. } => json!({"id": id, "status": "duplicate"}),
                     Outcome::Rejected { id, reasons } => {
                         json!({"id": id, "status": "rejected", "reasons": reasons})
                     }
@@ -186,8 +186,17 @@ async fn post_scan(st: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
                     .find(|v| v.get("output").and_then(Value::as_str) == Some("decision"));
                 HttpResponse::Ok().json(json!({"id": id, "status": "accepted", "decision": decision, "outputs": outputs}))
             }
-            Some(Outcome::Duplicate { id }) => {
-                HttpResponse::Ok().json(json!({"id": id, "status": "duplicate"}))
+            // a retry: the decision it got and its review's resolution, while the shard
+            // remembers them (else null)
+            Some(Outcome::Duplicate { id, answered }) => {
+                let of = |kind: &str| {
+                    answered
+                        .iter()
+                        .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
+                        .find(|v| v.get("output").and_then(Value::as_str) == Some(kind))
+                };
+                HttpResponse::Ok().json(json!({"id": id, "status": "duplicate",
+                    "decision": of("decision"), "resolution": of("review_resolved")}))
             }
             Some(Outcome::Rejected { id, reasons }) => HttpResponse::UnprocessableEntity()
                 .json(json!({"id": id, "status": "rejected", "reasons": reasons})),

@@ -68,7 +68,7 @@ fn paths() -> Value {
                  "description": "real-time entity state for omnichannel brands: ingest events, read members, points, stock, credit and store KPIs"},
         "paths": {
             "/v1/events": {"post": op("ingest events (a JSON array or JSON lines); answers per event after they are durable", &[], Some("events per the contract"))},
-            "/v1/scan": {"post": op("one scan, answered with its outputs (and decision)", &[], Some("one scan event"))},
+            "/v1/scan": {"post": op("one scan, answered with its outputs (and decision); sent again, `duplicate` with the decision it got and its review's resolution while remembered", &[], Some("one scan event"))},
             "/v1/members/{id}": {"get": op("a member's profile, X-RFM, tags, tier and points", &["id"], None)},
             "/v1/members/{id}/ledger": {"get": op("a member's points ledger", &["id", "from:query", "limit:query"], None)},
             "/v1/identities/{kind}/{value}": {"get": op("the member an identity belongs to (personal values are hashed by the server)", &["kind", "value"], None)},

@@ -53,6 +53,11 @@ pub enum Outcome {
     Duplicate {
         /// Event id.
         id: uuid::Uuid,
+        /// For a scan sent again (a retry after a timeout), the decision it got and, once a
+        /// person resolved its review, the resolution, while the shard remembers them (see
+        /// [`RECENT_ANSWERS`]); empty otherwise.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        answered: Vec<Emitted>,
     },
     /// Refused by the contract; kept in the dead letters.
     Rejected {
@@ -363,6 +368,7 @@ pub struct Shard {
     commit_events: usize,
     ready: Arc<AtomicBool>,
     reviews: Reviews,
+    answers: Answers,
     metrics: Arc<Metrics>,
     board: Board,
     /// Whether the store keeps checkpoints (and so can hold passivated entities).
@@ -558,6 +564,52 @@ impl Reviews {
     }
 }
 
+/// Scans' decisions answered most recently are remembered up to this many (the oldest
+/// forgotten first): a scan sent again is answered with the decision it got.
+pub const RECENT_ANSWERS: usize = 50_000;
+
+/// Recent scans' decisions by scan id, each with its review's resolution once there is one:
+/// what a scan sent again (a consumer's retry after a timeout) is answered with.
+#[derive(Debug, Default)]
+struct Answers {
+    by_scan: std::collections::HashMap<uuid::Uuid, Vec<Emitted>>,
+    order: std::collections::VecDeque<uuid::Uuid>,
+}
+
+impl Answers {
+    fn observe(&mut self, out: &[Emitted]) {
+        for e in out {
+            let (scan, resolution) = match &e.output {
+                Output::Decision { scan_event, .. } => (*scan_event, false),
+                Output::ReviewResolved { scan_event, .. } => (*scan_event, true),
+                _ => continue,
+            };
+            match self.by_scan.get_mut(&scan) {
+                Some(answer) if resolution => {
+                    answer.truncate(1);
+                    answer.push(e.clone());
+                }
+                Some(answer) => *answer = vec![e.clone()],
+                // a resolution whose decision came before what is remembered (before a
+                // restart's checkpoint) is kept alone
+                None => {
+                    self.by_scan.insert(scan, vec![e.clone()]);
+                    self.order.push_back(scan);
+                }
+            }
+        }
+        while self.order.len() > RECENT_ANSWERS {
+            if let Some(old) = self.order.pop_front() {
+                self.by_scan.remove(&old);
+            }
+        }
+    }
+
+    fn get(&self, scan: uuid::Uuid) -> Vec<Emitted> {
+        self.by_scan.get(&scan).cloned().unwrap_or_default()
+    }
+}
+
 /// Resolve the review of a scan: pay its held reward or refuse it; answers once durable.
 pub struct Review {
     /// The scan's event id.
@@ -624,6 +676,7 @@ impl Shard {
             commit_events: sc.commit_events,
             ready,
             reviews: Reviews::default(),
+            answers: Answers::default(),
             stats: ShardStats::default(),
         };
         s.rebuild()?;
@@ -723,6 +776,8 @@ impl Shard {
         let mut n = 0u64;
         let mut bad = None;
         let decoder = &self.stored_decoder;
+        // the decisions of the log's tail (since the checkpoint), for retried scans
+        let mut answers = Answers::default();
         // the events an epoch marker announced run together once all have been read; the
         // others ran, and replay, one at a time
         let mut epoch: Vec<omnistream_schemas::Event> = Vec::new();
@@ -765,6 +820,7 @@ impl Shard {
                 }
             }
             reviews.observe(&scratch);
+            answers.observe(&scratch);
             board.observe(&engine, &scratch);
             scratch.clear();
         })?;
@@ -791,6 +847,7 @@ impl Shard {
             });
         }
         self.reviews = reviews;
+        self.answers = answers;
         self.board = board;
         self.engine = engine;
         self.since_checkpoint = next - from;
@@ -1324,6 +1381,7 @@ impl Shard {
         self.metrics.observe(emitted);
         self.board.observe(&self.engine, emitted);
         self.reviews.observe(emitted);
+        self.answers.observe(emitted);
         self.next_seq += 1;
         self.since_checkpoint += 1;
         self.push_outputs(emitted);
@@ -1367,7 +1425,10 @@ impl Shard {
                         Applied::Duplicate => {
                             self.metrics.event(ev.body.kind().name(), "duplicate");
                             self.stats.duplicates += 1;
-                            outcomes.push(Outcome::Duplicate { id: ev.id });
+                            outcomes.push(Outcome::Duplicate {
+                                id: ev.id,
+                                answered: self.answers.get(ev.id),
+                            });
                         }
                         Applied::Done(_) => {
                             self.stats.applied += 1;
@@ -1438,7 +1499,10 @@ impl Shard {
                     Applied::Duplicate => {
                         self.metrics.event(kind, "duplicate");
                         self.stats.duplicates += 1;
-                        Outcome::Duplicate { id: ev.id }
+                        Outcome::Duplicate {
+                            id: ev.id,
+                            answered: self.answers.get(ev.id),
+                        }
                     }
                     Applied::Done(_) => {
                         self.stats.applied += 1;
@@ -1479,6 +1543,7 @@ impl Shard {
             self.metrics.observe(&emitted);
             self.board.observe(&self.engine, &emitted);
             self.reviews.observe(&emitted);
+            self.answers.observe(&emitted);
             self.push_outputs(&emitted);
             // each answer gets its own event's outputs and those of the timers it made due,
             // as with one shard; moved, not copied
@@ -1842,6 +1907,65 @@ impl Handler<GetStats> for Shard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn decision(n: u128, d: omnistream_actors::fraud::Decision) -> Emitted {
+        Emitted {
+            event: uuid::Uuid::from_u128(n),
+            at: omnistream_schemas::EventTime::from_unix_ms(0),
+            output: Output::Decision {
+                scan_event: uuid::Uuid::from_u128(n),
+                code: "c".into(),
+                member: "m1".into(),
+                campaign: "cmp".into(),
+                decision: d,
+                score: 0,
+                reasons: Vec::new(),
+                reward: 0,
+                held: 10,
+                shadow_decision: None,
+            },
+        }
+    }
+
+    #[test]
+    fn recent_answers_keep_the_decision_and_its_resolution_and_stay_bounded() {
+        use omnistream_actors::fraud::Decision;
+        let mut a = Answers::default();
+        a.observe(&[decision(1, Decision::Review)]);
+        let resolved = Emitted {
+            event: uuid::Uuid::from_u128(99),
+            at: omnistream_schemas::EventTime::from_unix_ms(1),
+            output: Output::ReviewResolved {
+                scan_event: uuid::Uuid::from_u128(1),
+                member: "m1".into(),
+                campaign: "cmp".into(),
+                allow: true,
+                reward: 10,
+            },
+        };
+        a.observe(std::slice::from_ref(&resolved));
+        assert_eq!(a.get(uuid::Uuid::from_u128(1)).len(), 2);
+        // a resolution whose decision is not remembered is kept alone
+        let mut b = Answers::default();
+        b.observe(&[resolved]);
+        assert_eq!(b.get(uuid::Uuid::from_u128(1)).len(), 1);
+        // past the bound the oldest go first
+        let many: Vec<Emitted> = (2..RECENT_ANSWERS as u128 + 12)
+            .map(|n| decision(n, Decision::Allow))
+            .collect();
+        a.observe(&many);
+        assert_eq!(a.by_scan.len(), RECENT_ANSWERS);
+        assert_eq!(a.order.len(), RECENT_ANSWERS);
+        assert!(a.get(uuid::Uuid::from_u128(1)).is_empty());
+        assert_eq!(
+            a.get(uuid::Uuid::from_u128(RECENT_ANSWERS as u128 + 11))
+                .len(),
+            1
+        );
+        // 1 and 2..=11 were the oldest: forgotten; 12 is the oldest kept
+        assert!(a.get(uuid::Uuid::from_u128(11)).is_empty());
+        assert_eq!(a.get(uuid::Uuid::from_u128(12)).len(), 1);
+    }
     use crate::store::gated::{Gate, Gated};
     use crate::store::RedbStore;
 

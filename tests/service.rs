@@ -155,6 +155,17 @@ fn review_survives_restarts(env: &[(&str, &str)]) {
     assert_eq!(s.get("/v1/identities/openid/traveller")["balance"], 10);
     let listed = s.get("/v1/decisions?campaign=cny");
     assert_eq!(listed["items"].as_array().unwrap().len(), 2, "{listed}");
+    // a consumer's retry of the first scan: a duplicate, answered with the decision it got
+    let again = s
+        .request(
+            "POST",
+            "/v1/scan",
+            &scan(1, "A1", "2026-11-11T10:00:00+08:00", 31.23, 121.47),
+        )
+        .1;
+    assert_eq!(again["status"], "duplicate", "{again}");
+    assert_eq!(again["decision"], first["decision"], "{again}");
+    assert_eq!(s.get("/v1/identities/openid/traveller")["balance"], 10);
     s.stop();
     // the review survives a restart (it is state rebuilt from the log)
     let s = Service::start_with(dir.path(), env);
@@ -171,6 +182,18 @@ fn review_survives_restarts(env: &[(&str, &str)]) {
         r#"{"decision":"allow"}"#,
     );
     assert_eq!(code, 404, "a resolved review is gone");
+    // the held scan sent again: answered with the review's resolution (its decision came
+    // before the restart's checkpoint, so this process no longer has it)
+    let again = s
+        .request(
+            "POST",
+            "/v1/scan",
+            &scan(2, "A2", "2026-11-11T10:10:00+08:00", 39.90, 116.40),
+        )
+        .1;
+    assert_eq!(again["status"], "duplicate", "{again}");
+    assert_eq!(again["resolution"]["allow"], true, "{again}");
+    assert_eq!(again["resolution"]["reward"], 10, "{again}");
     let (code, _) = s.request(
         "POST",
         &format!("/v1/reviews/{}", id(1)),
