@@ -206,10 +206,18 @@ impl ServiceOpts {
         if let Some(d) = &self.data_dir {
             env.push(("OMNISTREAM_DATA_DIR".into(), format!("\"{}\"", d.display())));
         }
-        Ok(omnistream::config::Config::load(
-            self.config.as_deref(),
-            env,
-        )?)
+        let cfg = omnistream::config::Config::load(self.config.as_deref(), env)?;
+        // the test suite's variable, one underscore short of the key: easy to set by mistake
+        if std::env::var_os("OMNISTREAM_FLUVIO_ENDPOINT").is_some()
+            && std::env::var_os("OMNISTREAM_FLUVIO__ENDPOINT").is_none()
+        {
+            tracing::warn!(
+                endpoint = %cfg.fluvio.endpoint,
+                "OMNISTREAM_FLUVIO_ENDPOINT is read by the test suite only; the service's key is \
+                 fluvio.endpoint, OMNISTREAM_FLUVIO__ENDPOINT (two underscores)"
+            );
+        }
+        Ok(cfg)
     }
 }
 
