@@ -369,6 +369,9 @@ pub struct Shard {
     ready: Arc<AtomicBool>,
     reviews: Reviews,
     answers: Answers,
+    /// The personal-data key's fingerprint row, written with every commit until one that
+    /// holds it is durable (the store had none: see `store::pii_key_unrecorded`).
+    key_check: Option<(String, u64)>,
     metrics: Arc<Metrics>,
     board: Board,
     /// Whether the store keeps checkpoints (and so can hold passivated entities).
@@ -420,6 +423,8 @@ struct Committing {
     /// The log's next seq once it is durable.
     log_end: u64,
     started: Instant,
+    /// Whether it holds the key's fingerprint row (see `Shard::key_check`).
+    records_key: bool,
 }
 
 /// A checkpoint begun as of the last event of a commit, whose entity states are encoded a
@@ -634,8 +639,8 @@ impl Shard {
         ready: Arc<AtomicBool>,
         metrics: Arc<Metrics>,
     ) -> Result<Shard, StoreError> {
-        let mut store = store;
-        crate::store::check_pii_key(&mut *store, pii_key)?;
+        // the key's fingerprint, when the store has none yet, goes with the first commit
+        let key_check = crate::store::pii_key_unrecorded(&*store, pii_key)?;
         let low_atp = rules.stock.low_stock_atp;
         let checkpointer = store.checkpointer();
         let committer = store.committer().filter(|_| sc.commit_thread);
@@ -677,6 +682,7 @@ impl Shard {
             ready,
             reviews: Reviews::default(),
             answers: Answers::default(),
+            key_check,
             stats: ShardStats::default(),
         };
         s.rebuild()?;
@@ -1194,7 +1200,11 @@ impl Shard {
             outputs: 0,
             log_end: self.next_seq,
             started: Instant::now(),
+            records_key: self.key_check.is_some(),
         };
+        if let Some(row) = &self.key_check {
+            batch.positions.push(row.clone());
+        }
         // an entity that failed to load or encode leaves the engine untrustworthy: nothing
         // it produced is committed, and it is rebuilt from the store (in `finish`)
         if let Some(why) = self.engine.take_cold_error() {
@@ -1285,6 +1295,9 @@ impl Shard {
                 }
                 self.stats.commits += 1;
                 self.stats.max_batch = self.stats.max_batch.max(c.events);
+                if c.records_key {
+                    self.key_check = None;
+                }
                 answer(c.waiting, &Ok(()));
                 self.after_commit(c.id);
                 Ok(())

@@ -120,17 +120,28 @@ pub fn pii_key_fingerprint(key: &[u8]) -> u64 {
     crate::fluvio::mapping::stable_hash(h.as_bytes()).max(1)
 }
 
-/// Checks that `key` is the personal-data key `store` was written with, and on a store that
-/// holds no fingerprint yet (new, or written before the check existed) commits this key's:
-/// a store's log and states hold hashes, so another key would split every member from the
-/// identities already known, in silence.
-pub fn check_pii_key(store: &mut dyn Store, key: &[u8]) -> Result<(), StoreError> {
+/// Checks that `key` is the personal-data key `store` was written with: a store's log and
+/// states hold hashes, so another key would split every member from the identities already
+/// known, in silence. On a store that holds no fingerprint yet (new, or written before the
+/// check existed), the row to record with the next commit.
+pub fn pii_key_unrecorded(
+    store: &dyn Store,
+    key: &[u8],
+) -> Result<Option<(String, u64)>, StoreError> {
     let fp = pii_key_fingerprint(key);
     match store.position(PII_KEY_CHECK)? {
-        Some(stored) if stored == fp => Ok(()),
+        Some(stored) if stored == fp => Ok(None),
         Some(_) => Err(StoreError::PiiKey),
-        None => store.commit(&Batch {
-            positions: vec![(PII_KEY_CHECK.to_string(), fp)],
+        None => Ok(Some((PII_KEY_CHECK.to_string(), fp))),
+    }
+}
+
+/// [`pii_key_unrecorded`], recording the fingerprint at once when the store has none.
+pub fn check_pii_key(store: &mut dyn Store, key: &[u8]) -> Result<(), StoreError> {
+    match pii_key_unrecorded(store, key)? {
+        None => Ok(()),
+        Some(row) => store.commit(&Batch {
+            positions: vec![row],
             ..Batch::default()
         }),
     }
