@@ -156,13 +156,11 @@ fn review_survives_restarts(env: &[(&str, &str)]) {
     let listed = s.get("/v1/decisions?campaign=cny");
     assert_eq!(listed["items"].as_array().unwrap().len(), 2, "{listed}");
     // a consumer's retry of the first scan: a duplicate, answered with the decision it got
-    let again = s
-        .request(
-            "POST",
-            "/v1/scan",
-            &scan(1, "A1", "2026-11-11T10:00:00+08:00", 31.23, 121.47),
-        )
-        .1;
+    let resend = |s: &Service, body: String| s.request("POST", "/v1/scan", &body).1;
+    let again = resend(
+        &s,
+        scan(1, "A1", "2026-11-11T10:00:00+08:00", 31.23, 121.47),
+    );
     assert_eq!(again["status"], "duplicate", "{again}");
     assert_eq!(again["decision"], first["decision"], "{again}");
     assert_eq!(s.get("/v1/identities/openid/traveller")["balance"], 10);
@@ -184,13 +182,10 @@ fn review_survives_restarts(env: &[(&str, &str)]) {
     assert_eq!(code, 404, "a resolved review is gone");
     // the held scan sent again: answered with the review's resolution (its decision came
     // before the restart's checkpoint, so this process no longer has it)
-    let again = s
-        .request(
-            "POST",
-            "/v1/scan",
-            &scan(2, "A2", "2026-11-11T10:10:00+08:00", 39.90, 116.40),
-        )
-        .1;
+    let again = resend(
+        &s,
+        scan(2, "A2", "2026-11-11T10:10:00+08:00", 39.90, 116.40),
+    );
     assert_eq!(again["status"], "duplicate", "{again}");
     assert_eq!(again["resolution"]["allow"], true, "{again}");
     assert_eq!(again["resolution"]["reward"], 10, "{again}");
@@ -679,7 +674,6 @@ fn ctrl_c_answers_the_request_under_way_and_then_stops() {
 /// removes the store it made for itself.
 #[test]
 fn demo_keeps_feeding_round_after_round_and_cleans_up_on_ctrl_c() {
-    use std::io::BufRead;
     let mut child = Command::new(env!("CARGO_BIN_EXE_omnistream"))
         .args(["demo", "--listen", "127.0.0.1:0", "--rate", "3000"])
         .env("OMNISTREAM_LOG", "warn")
@@ -688,15 +682,7 @@ fn demo_keeps_feeding_round_after_round_and_cleans_up_on_ctrl_c() {
         .spawn()
         .unwrap();
     let store = std::env::temp_dir().join(format!("omnistream-demo-{}", child.id()));
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("omnistream listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .to_string();
+    let addr = common::listening_addr(&mut child);
     // the smoke scenario has 5,000 events a round: wait for the second round, bounded
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let applied = loop {

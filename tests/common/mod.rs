@@ -37,6 +37,19 @@ pub struct Service {
     pub addr: String,
 }
 
+/// The address a started `omnistream run` or `demo` (its standard output piped) says it
+/// listens on, from its first line.
+pub fn listening_addr(child: &mut Child) -> String {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    line.trim()
+        .strip_prefix("omnistream listening on http://")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .to_string()
+}
+
 impl Service {
     /// `omnistream run` on the embedded store in `dir`.
     pub fn start(dir: &Path) -> Service {
@@ -66,15 +79,7 @@ impl Service {
             .stderr(stderr)
             .spawn()
             .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("omnistream listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-            .to_string();
+        let addr = listening_addr(&mut child);
         Service { child, addr }
     }
 
