@@ -37,7 +37,7 @@ def main():
     shot = sys.argv[2] if len(sys.argv) > 2 else None
     work = tempfile.mkdtemp(prefix="omnistream-board-")
     svc = subprocess.Popen([binary, "demo", "--listen", "127.0.0.1:0", "--data-dir", os.path.join(work, "data"),
-                            "--rate", "400"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            "--rate", "400", "--rounds", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         addr = svc.stdout.readline().strip().rsplit("http://", 1)[1]
         url = "http://%s/?poll" % addr

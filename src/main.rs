@@ -50,6 +50,10 @@ enum Command {
         /// Events per second to send.
         #[arg(long, default_value_t = 200)]
         rate: u64,
+        /// Rounds of the scenario to send, each with new consumers and later event time; 0
+        /// sends until the service stops.
+        #[arg(long, default_value_t = 0)]
+        rounds: u64,
     },
     /// Load the configuration (defaults, file, OMNISTREAM_* variables), check it, open the
     /// store, and print the effective configuration.
@@ -240,7 +244,7 @@ impl TryFrom<InputOpts> for omnistream::files::Inputs {
 
 fn run_service(
     opts: &ServiceOpts,
-    demo: Option<(String, u64)>,
+    demo: Option<(String, u64, u64)>,
     inputs: omnistream::files::Inputs,
 ) -> anyhow::Result<ExitCode> {
     let mut cfg = opts.load()?;
@@ -261,10 +265,10 @@ fn run_service(
     }
     let listener = std::net::TcpListener::bind(&cfg.listen)
         .map_err(|e| anyhow::anyhow!("config listen: cannot bind {}: {e}", cfg.listen))?;
-    if let Some((scenario, rate)) = demo {
+    if let Some((scenario, rate, rounds)) = demo {
         let addr = listener.local_addr()?.to_string();
         std::thread::spawn(move || {
-            if let Err(e) = cli::demo::feed(addr, scenario, rate) {
+            if let Err(e) = cli::demo::feed(addr, scenario, rate, rounds) {
                 eprintln!("demo: feeding stopped: {e:#}");
             }
         });
@@ -513,7 +517,8 @@ fn main() -> ExitCode {
             opts,
             scenario,
             rate,
-        } => run_service(&opts, Some((scenario, rate)), Default::default()),
+            rounds,
+        } => run_service(&opts, Some((scenario, rate, rounds)), Default::default()),
         Command::CheckConfig { opts } => opts.load().and_then(|cfg| check_config(&cfg)),
         Command::Migrate { opts, cluster } => opts.load().and_then(|cfg| migrate(&cfg, cluster)),
         Command::Produce { opts, files, topic } => cli::pii_from_env()

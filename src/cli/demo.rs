@@ -72,23 +72,28 @@ fn round(base: &Scenario, k: u64) -> anyhow::Result<Scenario> {
 }
 
 /// Generates `scenario` round after round (see [`round`]) and posts it to `addr` at about
-/// `rate` events per second, in batches, until the service stops; runs on its own thread
-/// beside the server.
-pub fn feed(addr: String, scenario: String, rate: u64) -> anyhow::Result<()> {
+/// `rate` events per second, in batches, for `rounds` rounds (0: until the service stops);
+/// runs on its own thread beside the server.
+pub fn feed(addr: String, scenario: String, rate: u64, rounds: u64) -> anyhow::Result<()> {
     let base = Scenario::load(&scenario)?;
     if !wait_ready(&addr) {
         anyhow::bail!("the service at {addr} never became ready");
     }
     eprintln!(
         "demo: feeding scenario {scenario} at about {rate}/s, {} events a round, each round with \
-         new consumers and {} more minutes of event time, until Ctrl-C; open http://{addr}/",
+         new consumers and {} more minutes of event time, {}; open http://{addr}/",
         base.events,
-        base.duration / 60
+        base.duration / 60,
+        match rounds {
+            0 => "until Ctrl-C".to_string(),
+            n => format!("for {n} rounds"),
+        }
     );
     let batch = (rate / 10).clamp(1, 1000) as usize;
     let started = Instant::now();
     let mut sent = 0usize;
-    for k in 0.. {
+    let last = if rounds == 0 { u64::MAX } else { rounds };
+    for k in 0..last {
         let sc = round(&base, k)?;
         let mut events = Vec::new();
         omnistream_loadtest::generate(&sc, &mut events, &mut std::io::sink(), &mut |_| {})?;
@@ -124,5 +129,9 @@ pub fn feed(addr: String, scenario: String, rate: u64) -> anyhow::Result<()> {
             "demo: a round of generated events sent"
         );
     }
+    eprintln!(
+        "demo: sent {sent} events in {:.0} s; the service keeps running (Ctrl-C stops it)",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
