@@ -369,8 +369,8 @@ pub struct Shard {
     ready: Arc<AtomicBool>,
     reviews: Reviews,
     answers: Answers,
-    /// The personal-data key's fingerprint row, written with every commit until one that
-    /// holds it is durable (the store had none: see `store::pii_key_unrecorded`).
+    /// The personal-data key's fingerprint row, written with every commit until one is
+    /// durable (the store had none: see `store::pii_key_unrecorded`).
     key_check: Option<(String, u64)>,
     metrics: Arc<Metrics>,
     board: Board,
@@ -423,8 +423,6 @@ struct Committing {
     /// The log's next seq once it is durable.
     log_end: u64,
     started: Instant,
-    /// Whether it holds the key's fingerprint row (see `Shard::key_check`).
-    records_key: bool,
 }
 
 /// A checkpoint begun as of the last event of a commit, whose entity states are encoded a
@@ -1200,7 +1198,6 @@ impl Shard {
             outputs: 0,
             log_end: self.next_seq,
             started: Instant::now(),
-            records_key: self.key_check.is_some(),
         };
         if let Some(row) = &self.key_check {
             batch.positions.push(row.clone());
@@ -1295,9 +1292,8 @@ impl Shard {
                 }
                 self.stats.commits += 1;
                 self.stats.max_batch = self.stats.max_batch.max(c.events);
-                if c.records_key {
-                    self.key_check = None;
-                }
+                // every commit carries the row while it is unrecorded: this one did
+                self.key_check = None;
                 answer(c.waiting, &Ok(()));
                 self.after_commit(c.id);
                 Ok(())
