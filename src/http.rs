@@ -166,6 +166,14 @@ fn status(o: &Outcome) -> &'static str {
     }
 }
 
+/// The first of `outputs` of one kind (its `output` tag), as JSON.
+fn first_of(outputs: &[omnistream_actors::engine::Emitted], kind: &str) -> Option<Value> {
+    outputs
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
+        .find(|v| v.get("output").and_then(Value::as_str) == Some(kind))
+}
+
 async fn post_scan(st: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
     let looks_like_scan = serde_json::from_slice::<Value>(&body)
         .ok()
@@ -180,24 +188,14 @@ async fn post_scan(st: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
     match submit(&st, "http-scan", vec![&body]).await {
         Ok(mut outcomes) => match outcomes.pop() {
             Some(Outcome::Accepted { id, outputs }) => {
-                let decision = outputs
-                    .iter()
-                    .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
-                    .find(|v| v.get("output").and_then(Value::as_str) == Some("decision"));
+                let decision = first_of(&outputs, "decision");
                 HttpResponse::Ok().json(json!({"id": id, "status": "accepted", "decision": decision, "outputs": outputs}))
             }
             // a retry: the decision it got and its review's resolution, while the shard
             // remembers them (else null)
-            Some(Outcome::Duplicate { id, answered }) => {
-                let of = |kind: &str| {
-                    answered
-                        .iter()
-                        .map(|e| serde_json::to_value(e).unwrap_or(Value::Null))
-                        .find(|v| v.get("output").and_then(Value::as_str) == Some(kind))
-                };
-                HttpResponse::Ok().json(json!({"id": id, "status": "duplicate",
-                    "decision": of("decision"), "resolution": of("review_resolved")}))
-            }
+            Some(Outcome::Duplicate { id, answered }) => HttpResponse::Ok().json(json!({
+                "id": id, "status": "duplicate", "decision": first_of(&answered, "decision"),
+                "resolution": first_of(&answered, "review_resolved")})),
             Some(Outcome::Rejected { id, reasons }) => HttpResponse::UnprocessableEntity()
                 .json(json!({"id": id, "status": "rejected", "reasons": reasons})),
             None => error(
@@ -405,17 +403,19 @@ impl OutputQuery {
 
 /// Outputs in order from a sequence number, optionally of one kind (and campaign).
 async fn get_outputs(st: web::Data<AppState>, q: web::Query<OutputQuery>) -> HttpResponse {
-    match q.into_inner().filter() {
-        Ok(f) => read_store(&st, "outputs", move |_, s| outputs_page(s, f).map(Some)).await,
-        Err(e) => bad_query(e),
-    }
+    answer_outputs(&st, q.into_inner()).await
 }
 
 async fn get_decisions(st: web::Data<AppState>, q: web::Query<OutputQuery>) -> HttpResponse {
     let mut q = q.into_inner();
     q.output = Some("decision".into());
+    answer_outputs(&st, q).await
+}
+
+/// A page of outputs as `q` asks, or 400 naming what is wrong with `q`.
+async fn answer_outputs(st: &AppState, q: OutputQuery) -> HttpResponse {
     match q.filter() {
-        Ok(f) => read_store(&st, "outputs", move |_, s| outputs_page(s, f).map(Some)).await,
+        Ok(f) => read_store(st, "outputs", move |_, s| outputs_page(s, f).map(Some)).await,
         Err(e) => bad_query(e),
     }
 }
