@@ -611,7 +611,48 @@ impl Answers {
     fn get(&self, scan: uuid::Uuid) -> Vec<Emitted> {
         self.by_scan.get(&scan).cloned().unwrap_or_default()
     }
+
+    /// The answers of the store's last [`RECENT_ANSWERS`] decisions (and their
+    /// resolutions), read back from its outputs, newest first, at most [`ANSWERS_READ`]
+    /// outputs back: what the shard answered before a restart is answered the same after it.
+    fn from_outputs(store: &dyn Store) -> Result<Answers, StoreError> {
+        const CHUNK: u64 = 16_384;
+        let finders = [
+            memchr::memmem::Finder::new(br#""output":"decision""#),
+            memchr::memmem::Finder::new(br#""output":"review_resolved""#),
+        ];
+        let mut chunks = Vec::new();
+        let (mut hi, mut found) = (store.next_output()?, 0usize);
+        let floor = hi.saturating_sub(ANSWERS_READ);
+        while hi > floor && found < RECENT_ANSWERS {
+            let lo = hi.saturating_sub(CHUNK).max(floor);
+            let mut kept = Vec::new();
+            for (seq, json) in store.outputs(lo, (hi - lo) as usize)? {
+                if !finders.iter().any(|f| f.find(&json).is_some()) {
+                    continue;
+                }
+                let e: Emitted = serde_json::from_slice(&json).map_err(|e| StoreError::Io {
+                    op: "read",
+                    table: "outputs",
+                    why: format!("output {seq} does not decode: {e}"),
+                })?;
+                found += usize::from(matches!(e.output, Output::Decision { .. }));
+                kept.push(e);
+            }
+            chunks.push(kept);
+            hi = lo;
+        }
+        let mut answers = Answers::default();
+        for chunk in chunks.iter().rev() {
+            answers.observe(chunk);
+        }
+        Ok(answers)
+    }
 }
+
+/// How many of the store's last outputs a restart reads to find the [`RECENT_ANSWERS`]
+/// decisions to remember (a stream of few scans may hold fewer in them).
+const ANSWERS_READ: u64 = 1_000_000;
 
 /// Resolve the review of a scan: pay its held reward or refuse it; answers once durable.
 pub struct Review {
@@ -780,8 +821,6 @@ impl Shard {
         let mut n = 0u64;
         let mut bad = None;
         let decoder = &self.stored_decoder;
-        // the decisions of the log's tail (since the checkpoint), for retried scans
-        let mut answers = Answers::default();
         // the events an epoch marker announced run together once all have been read; the
         // others ran, and replay, one at a time
         let mut epoch: Vec<omnistream_schemas::Event> = Vec::new();
@@ -824,7 +863,6 @@ impl Shard {
                 }
             }
             reviews.observe(&scratch);
-            answers.observe(&scratch);
             board.observe(&engine, &scratch);
             scratch.clear();
         })?;
@@ -851,7 +889,8 @@ impl Shard {
             });
         }
         self.reviews = reviews;
-        self.answers = answers;
+        // retried scans are answered from the stored outputs, the log's tail among them
+        self.answers = Answers::from_outputs(&*self.store)?;
         self.board = board;
         self.engine = engine;
         self.since_checkpoint = next - from;
@@ -1974,6 +2013,69 @@ mod tests {
         // 1 and 2..=11 were the oldest: forgotten; 12 is the oldest kept
         assert!(a.get(uuid::Uuid::from_u128(11)).is_empty());
         assert_eq!(a.get(uuid::Uuid::from_u128(12)).len(), 1);
+    }
+
+    #[test]
+    fn recent_answers_are_read_back_from_the_stored_outputs_over_several_chunks() {
+        use omnistream_actors::fraud::Decision;
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = RedbStore::open(dir.path()).unwrap();
+        assert!(Answers::from_outputs(&store).unwrap().by_scan.is_empty());
+        let resolution = |scan: u128| Emitted {
+            event: uuid::Uuid::from_u128(1 << 100 | scan),
+            at: omnistream_schemas::EventTime::from_unix_ms(1),
+            output: Output::ReviewResolved {
+                scan_event: uuid::Uuid::from_u128(scan),
+                member: "m1".into(),
+                campaign: "cmp".into(),
+                allow: false,
+                reward: 0,
+            },
+        };
+        let other = |n: u128| Emitted {
+            event: uuid::Uuid::from_u128(1 << 101 | n),
+            at: omnistream_schemas::EventTime::from_unix_ms(1),
+            output: Output::Ledger {
+                member: "m1".into(),
+                seq: n as u64,
+                delta: 1,
+                balance: n as i64,
+                reason: "scan_reward".into(),
+                about: None,
+            },
+        };
+        // 60,000 decisions, each after a ledger entry: 120,000 outputs, over 8 chunks read
+        let mut outputs = Vec::new();
+        for n in 1..=60_000u128 {
+            outputs.push(other(n));
+            outputs.push(decision(n, Decision::Review));
+        }
+        // a resolution of a remembered scan, and one of a forgotten scan
+        outputs.push(resolution(30_000));
+        outputs.push(resolution(5));
+        let mut batch = Batch::default();
+        batch.unencoded.outputs = outputs
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| (i as u64, e))
+            .collect();
+        batch.encode();
+        store.commit(&batch).unwrap();
+        let a = Answers::from_outputs(&store).unwrap();
+        // the newest 50,000 answers: the resolution of 5 alone (the newest) and the decisions
+        // on scans 10,002..=60,000
+        assert_eq!(a.by_scan.len(), RECENT_ANSWERS);
+        assert_eq!(
+            a.get(uuid::Uuid::from_u128(10_002)),
+            vec![decision(10_002, Decision::Review)]
+        );
+        assert!(a.get(uuid::Uuid::from_u128(10_001)).is_empty());
+        assert_eq!(
+            a.get(uuid::Uuid::from_u128(30_000)),
+            vec![decision(30_000, Decision::Review), resolution(30_000)]
+        );
+        assert_eq!(a.get(uuid::Uuid::from_u128(5)), vec![resolution(5)]);
+        assert_eq!(a.get(uuid::Uuid::from_u128(60_000)).len(), 1);
     }
     use crate::store::gated::{Gate, Gated};
     use crate::store::RedbStore;

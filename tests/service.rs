@@ -180,13 +180,14 @@ fn review_survives_restarts(env: &[(&str, &str)]) {
         r#"{"decision":"allow"}"#,
     );
     assert_eq!(code, 404, "a resolved review is gone");
-    // the held scan sent again: answered with the review's resolution (its decision came
-    // before the restart's checkpoint, so this process no longer has it)
+    // the held scan sent again: answered with the decision it got before the restart (read
+    // back from the stored outputs) and the review's resolution
     let again = resend(
         &s,
         scan(2, "A2", "2026-11-11T10:10:00+08:00", 39.90, 116.40),
     );
     assert_eq!(again["status"], "duplicate", "{again}");
+    assert_eq!(again["decision"], second["decision"], "{again}");
     assert_eq!(again["resolution"]["allow"], true, "{again}");
     assert_eq!(again["resolution"]["reward"], 10, "{again}");
     let (code, _) = s.request(
@@ -199,6 +200,19 @@ fn review_survives_restarts(env: &[(&str, &str)]) {
     // and the resolution itself is in the log: after another restart the reward is still paid
     let s = Service::start_with(dir.path(), env);
     assert_eq!(s.get("/v1/identities/openid/traveller")["balance"], 20);
+    // and both scans sent again are still answered as they were
+    let again = resend(
+        &s,
+        scan(1, "A1", "2026-11-11T10:00:00+08:00", 31.23, 121.47),
+    );
+    assert_eq!(again["decision"], first["decision"], "{again}");
+    assert!(again["resolution"].is_null(), "{again}");
+    let again = resend(
+        &s,
+        scan(2, "A2", "2026-11-11T10:10:00+08:00", 39.90, 116.40),
+    );
+    assert_eq!(again["decision"], second["decision"], "{again}");
+    assert_eq!(again["resolution"]["reward"], 10, "{again}");
     s.stop();
 }
 
