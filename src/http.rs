@@ -751,15 +751,28 @@ async fn openapi() -> HttpResponse {
 /// Any path or method no route takes.
 async fn no_route(req: actix_web::HttpRequest) -> HttpResponse {
     let path = req.match_info().as_str();
-    let known = ROUTES
+    let mut allowed: Vec<&str> = ROUTES
         .iter()
-        .any(|r| actix_web::dev::ResourceDef::new(r.path).is_match(path));
-    if known {
-        error(
+        .filter(|r| actix_web::dev::ResourceDef::new(r.path).is_match(path))
+        .map(|r| r.method)
+        .collect();
+    if !allowed.is_empty() {
+        allowed.sort_unstable();
+        allowed.dedup();
+        let allow = allowed.join(", ");
+        let mut r = error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
-            format!("{} is not served on {}", req.method(), req.path()),
-        )
+            format!(
+                "{} is not served on {}; it takes {allow}",
+                req.method(),
+                req.path()
+            ),
+        );
+        if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&allow) {
+            r.headers_mut().insert(actix_web::http::header::ALLOW, v);
+        }
+        r
     } else {
         error(
             StatusCode::NOT_FOUND,

@@ -65,7 +65,7 @@ fn paths() -> Value {
     let mut doc = json!({
         "openapi": "3.1.0",
         "info": {"title": "omnistream", "version": env!("CARGO_PKG_VERSION"),
-                 "description": "real-time entity state for omnichannel brands: ingest events, read members, points, stock, credit and store KPIs"},
+                 "description": "real-time entity state for omnichannel brands: ingest events, read members, points, stock, credit and store KPIs. Every error answers a JSON body `{error, detail}`: another method on a path below answers 405 `method_not_allowed` with an `Allow` header listing its methods; a path not below answers 404 `no_route`."},
         "paths": {
             "/v1/events": {"post": op("ingest events (a JSON array or JSON lines); answers per event after they are durable", &[], Some("events per the contract"))},
             "/v1/scan": {"post": op("one scan, answered with its outputs (and decision); sent again, `duplicate` with the decision it got and its review's resolution while remembered", &[], Some("one scan event"))},

@@ -87,6 +87,26 @@ fn bad_requests_get_4xx_with_reasons_and_lose_nothing_else() {
         v["detail"].as_str().unwrap_or("").starts_with("from:"),
         "{v}"
     );
+    // another method on a served path: 405 with the methods it takes (RFC 9110 wants the
+    // Allow header); a path not served: 404
+    let (code, head, body) = s.raw("DELETE /v1/members/m1 HTTP/1.1\r\nHost: t", b"");
+    assert_eq!(code, 405, "{body}");
+    assert!(
+        head.to_ascii_lowercase().contains("\r\nallow: get\r\n"),
+        "{head}"
+    );
+    assert!(
+        body.contains("method_not_allowed") && body.contains("it takes GET"),
+        "{body}"
+    );
+    let (code, head, _) = s.raw("GET /v1/events HTTP/1.1\r\nHost: t", b"");
+    assert_eq!(code, 405);
+    assert!(
+        head.to_ascii_lowercase().contains("\r\nallow: post\r\n"),
+        "{head}"
+    );
+    let (code, v) = s.request("GET", "/v1/nothing", "");
+    assert_eq!((code, &v["error"]), (404, &json!("no_route")), "{v}");
 }
 
 #[test]
