@@ -384,11 +384,43 @@ fn check_config(cfg: &Config) -> anyhow::Result<ExitCode> {
     println!("{}", toml::to_string_pretty(&shown)?);
     match cfg.store {
         StoreKind::Embedded => {
-            omnistream::store::RedbStore::open(&cfg.data_dir)?;
-            println!(
-                "# ok: configuration valid, store {} opens",
-                cfg.data_dir.display()
-            );
+            let dir = &cfg.data_dir;
+            if dir.join("omnistream.redb").exists() {
+                let store = omnistream::store::RedbStore::open(dir)?;
+                // the key it would run with: another one stops `run`, so it fails here too
+                let (key, _) = cli::pii_key_from_env()?;
+                let recorded = omnistream::store::pii_key_unrecorded(&store, &key)?.is_none();
+                println!(
+                    "# ok: configuration valid, store {} opens{}",
+                    dir.display(),
+                    if recorded {
+                        ", written with this personal-data key"
+                    } else {
+                        " (its personal-data key is recorded by the next run)"
+                    }
+                );
+            } else {
+                // nothing is created here: `run` creates the directory, so its nearest
+                // existing ancestor must be a directory
+                let mut up = dir.as_path();
+                while !up.exists() {
+                    up = up.parent().unwrap_or(std::path::Path::new("."));
+                    if up.as_os_str().is_empty() {
+                        up = std::path::Path::new(".");
+                    }
+                }
+                if !up.is_dir() {
+                    anyhow::bail!(
+                        "config data-dir: {} cannot be created: {} is not a directory",
+                        dir.display(),
+                        up.display()
+                    );
+                }
+                println!(
+                    "# ok: configuration valid; no store in {} yet (`run` creates it)",
+                    dir.display()
+                );
+            }
         }
         StoreKind::Cql => {
             if cfg.cluster.processes > 1 {

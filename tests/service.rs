@@ -457,6 +457,36 @@ fn another_personal_data_key_stops_start_up_and_the_store_key_starts_it() {
     let s = Service::start(dir.path());
     assert_eq!(observe(&s), before);
     s.stop();
+    // check-config says the same before a start: another key fails naming the variable, the
+    // store's own passes; on a directory with no store it creates nothing
+    let check = |data: &std::path::Path, key: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+            .args(["check-config", "--data-dir"])
+            .arg(data)
+            .env("OMNISTREAM_LOG", "warn")
+            .env("OMNISTREAM_PII_KEY", key)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    let (ok, text) = check(dir.path(), "another-key-0123456789");
+    assert!(!ok && text.contains("OMNISTREAM_PII_KEY"), "{text}");
+    let (ok, text) = check(dir.path(), "service-test-key");
+    assert!(
+        ok && text.contains("written with this personal-data key"),
+        "{text}"
+    );
+    let fresh = dir.path().join("not-yet/data");
+    let (ok, text) = check(&fresh, "service-test-key");
+    assert!(ok && text.contains("no store in"), "{text}");
+    assert!(
+        !dir.path().join("not-yet").exists(),
+        "check-config created {fresh:?}"
+    );
+    let (ok, text) = check(&dir.path().join("omnistream.redb/data"), "service-test-key");
+    assert!(!ok && text.contains("is not a directory"), "{text}");
 }
 
 #[test]
