@@ -431,6 +431,17 @@ fn outage(mode: Mode) {
         let (code, _, body, _) = post(&s, b);
         assert_eq!(code, 200, "before the outage: {body}");
     }
+    // frozen: a fresh start first, so that the requests during the freeze load entities'
+    // states from the node (paged reads, which the driver's timeout does not bound: they
+    // hung until the node thawed, with /readyz still ready), not only commit to it
+    let s = if mode == Mode::Freeze {
+        s.stop();
+        let s = start_cql(&node, keyspace);
+        assert!(ready(&s));
+        s
+    } else {
+        s
+    };
 
     let (tx, rx) = mpsc::channel();
     let t0 = Instant::now();
@@ -526,6 +537,13 @@ fn outage(mode: Mode) {
         "the outage came at the end of the stream"
     );
     assert!(seen.not_ready, "/readyz never said not ready: {seen:?}");
+    // the longest a refusal may take is a commit's `request-timeout-ms` (5 s) × `write-attempts`
+    // (3); one as long as the outage (20 s) waited on the node without a bound (a load's
+    // paged read on the frozen node did, until the node thawed)
+    assert!(
+        seen.slowest_refusal < Duration::from_secs(18),
+        "a refusal took as long as the outage: {seen:?}"
+    );
     assert!(seen.read_refused, "no read was refused while not ready");
     let (answering, ready_again) = (seen.t_answering.unwrap(), seen.t_ready.unwrap());
     assert!(

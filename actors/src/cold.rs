@@ -425,6 +425,9 @@ impl<V: Default + Clone + Serialize + DeserializeOwned> Table<V> {
                         self.skipped += 1;
                         None
                     }
+                    // after a failed load the engine is discarded whatever follows: asking a
+                    // store that does not answer again would only hold its owner longer
+                    None if io.err.is_some() => None,
                     None => match io.cold.map(|c| {
                         self.loads += 1;
                         c.load(self.kind, slot.key())
@@ -881,6 +884,38 @@ mod tests {
         };
         *t.get_mut(Str::from(format!("k{i}")), true, &mut io)
             .unwrap() = v;
+    }
+
+    /// After a load fails the engine is discarded whatever follows, so no other key is asked
+    /// of the store: one that does not answer holds its owner one timeout, not one a key.
+    #[test]
+    fn after_a_failed_load_the_store_is_not_asked_again() {
+        struct Down(std::sync::atomic::AtomicUsize);
+        impl Cold for Down {
+            fn load(&self, _: Kind, _: &str) -> Result<Option<Vec<u8>>, String> {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Err("no answer".into())
+            }
+            fn scan(&self, _: Kind, _: &mut dyn FnMut(&str, &[u8])) -> Result<(), String> {
+                Ok(())
+            }
+            fn holds(&self, _: Kind) -> Result<bool, String> {
+                Ok(true)
+            }
+        }
+        let down = Down(Default::default());
+        let mut t: Table<u64> = Table::new(Kind::Member);
+        let mut err = None;
+        for i in 0..3 {
+            let mut io = Io {
+                cold: Some(&down),
+                clock: i,
+                err: &mut err,
+            };
+            let _ = t.get_mut(Str::from(format!("k{i}")), true, &mut io);
+        }
+        assert_eq!(err.as_deref(), Some("no answer"));
+        assert_eq!(down.0.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     /// A checkpoint takes every state changed before it began, as it was then, whether the
