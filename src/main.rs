@@ -204,11 +204,18 @@ struct InputOpts {
 impl ServiceOpts {
     fn load(&self) -> anyhow::Result<Config> {
         let mut env: Vec<(String, String)> = std::env::vars().collect();
+        // a flag wins over the variable of its key: the variable is dropped, not merely
+        // outnumbered (the loader orders variables, and which of two copies came last
+        // depended on their values)
+        let mut flag = |key: &str, value: String| {
+            env.retain(|(k, _)| k != key);
+            env.push((key.into(), toml::Value::String(value).to_string()));
+        };
         if let Some(l) = &self.listen {
-            env.push(("OMNISTREAM_LISTEN".into(), format!("\"{l}\"")));
+            flag("OMNISTREAM_LISTEN", l.clone());
         }
         if let Some(d) = &self.data_dir {
-            env.push(("OMNISTREAM_DATA_DIR".into(), format!("\"{}\"", d.display())));
+            flag("OMNISTREAM_DATA_DIR", d.display().to_string());
         }
         let cfg = omnistream::config::Config::load(self.config.as_deref(), env)?;
         // the test suite's variable, one underscore short of the key: easy to set by mistake

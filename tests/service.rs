@@ -779,3 +779,25 @@ fn demo_keeps_feeding_round_after_round_and_cleans_up_on_ctrl_c() {
         store.display()
     );
 }
+
+/// `--data-dir` and `--listen` win over `OMNISTREAM_DATA_DIR` and `OMNISTREAM_LISTEN`,
+/// whichever of the two values sorts first (it once depended on that).
+#[test]
+fn flags_win_over_the_variables_of_their_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    for (var, flag) in [("a-var", "z-flag"), ("z-var", "a-flag")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+            .args(["check-config", "--listen", "127.0.0.1:18142", "--data-dir"])
+            .arg(dir.path().join(flag))
+            .env("OMNISTREAM_DATA_DIR", dir.path().join(var))
+            .env("OMNISTREAM_LISTEN", "127.0.0.1:18141")
+            .env("OMNISTREAM_LOG", "warn")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        let flag_dir = format!("data-dir = \"{}\"", dir.path().join(flag).display());
+        assert!(text.contains(&flag_dir), "{flag}: {text}");
+        assert!(text.contains("listen = \"127.0.0.1:18142\""), "{text}");
+    }
+}
