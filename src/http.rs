@@ -802,12 +802,15 @@ pub struct Route {
     pub path: &'static str,
     /// Who may call it.
     pub access: Access,
+    /// The query parameters it takes; any other is refused (400 `bad_query`), so a typo
+    /// (`?campain=`) is not silently an unfiltered answer.
+    pub query: &'static [&'static str],
 }
 
 /// Declares every route once: `ROUTES` (what the access guard and its test walk) and
 /// `register` (what the App serves) come from the same list, so no route lacks a rule.
 macro_rules! routes {
-    ($($method:ident $path:literal => $handler:ident, $access:expr;)*) => {
+    ($($method:ident $path:literal $([$($q:ident),*])? => $handler:ident, $access:expr;)*) => {
         /// Every route of the API with its access rule.
         pub const ROUTES: &[Route] = &[$(Route {
             method: match stringify!($method).as_bytes() {
@@ -816,6 +819,7 @@ macro_rules! routes {
             },
             path: $path,
             access: $access,
+            query: &[$($(stringify!($q)),*)?],
         }),*];
 
         fn register(app: &mut web::ServiceConfig) {
@@ -833,14 +837,14 @@ routes! {
     post "/v1/events" => post_events, INGEST;
     post "/v1/scan" => post_scan, INGEST;
     get "/v1/members/{id}" => get_member, READ;
-    get "/v1/members/{id}/ledger" => get_ledger, READ;
+    get "/v1/members/{id}/ledger" [from, limit] => get_ledger, READ;
     get "/v1/identities/{kind}/{value}" => get_identity, READ;
     get "/v1/skus/{sku}/stock" => get_stock, READ;
     get "/v1/dealers/{id}/credit" => get_credit, READ;
     get "/v1/stores/{id}/kpis" => get_kpis, READ;
     get "/v1/orders/{channel}/{order}" => get_order, READ;
-    get "/v1/outputs" => get_outputs, READ;
-    get "/v1/decisions" => get_decisions, READ;
+    get "/v1/outputs" [from, limit, output, campaign] => get_outputs, READ;
+    get "/v1/decisions" [campaign, from, limit] => get_decisions, READ;
     post "/v1/reviews/{event}" => post_review, REVIEW;
     get "/v1/stats" => get_stats, READ;
     get "/v1/admin/snapshot" => snapshot, ADMIN;
@@ -848,9 +852,9 @@ routes! {
     get "/readyz" => readyz, Access::Health;
     get "/openapi.json" => openapi, READ;
     get "/metrics" => metrics_text, Access::Metrics;
-    get "/v1/board" => board_json, READ;
-    get "/v1/board/stream" => board_stream, READ;
-    get "/" => board_page, READ;
+    get "/v1/board" [token] => board_json, READ;
+    get "/v1/board/stream" [token] => board_stream, READ;
+    get "/" [token] => board_page, READ;
 }
 
 /// Routes that take `?token=` on GET (the board page and what it fetches).
@@ -901,6 +905,39 @@ impl Guard {
             .iter()
             .position(|d| d.is_match(path))
             .map(|i| ROUTES[i].path)
+    }
+
+    /// Why the query is refused, when it names a parameter the route does not take.
+    fn unknown_query(
+        &self,
+        method: &actix_web::http::Method,
+        path: &str,
+        query: &str,
+    ) -> Option<String> {
+        if query.is_empty() {
+            return None;
+        }
+        let pattern = self.pattern_of(path)?;
+        let route = ROUTES
+            .iter()
+            .find(|r| r.path == pattern && r.method == method.as_str())?;
+        let pairs = web::Query::<Vec<(String, String)>>::from_query(query).ok()?;
+        let unknown = pairs
+            .iter()
+            .find(|(k, _)| !route.query.contains(&k.as_str()))?;
+        Some(if route.query.is_empty() {
+            format!(
+                "{}: unknown query parameter; {} takes none",
+                unknown.0, route.path
+            )
+        } else {
+            format!(
+                "{}: unknown query parameter; {} takes {}",
+                unknown.0,
+                route.path,
+                route.query.join(", ")
+            )
+        })
     }
 
     /// The scopes of the token whose digest equals `token`'s; every credential and every
@@ -1029,6 +1066,9 @@ async fn access(
             return Ok(req.into_response(error(StatusCode::FORBIDDEN, "forbidden", why)));
         }
         Ok(()) => {}
+    }
+    if let Some(why) = guard.unknown_query(req.method(), &path, req.query_string()) {
+        return Ok(req.into_response(bad_query(why)));
     }
     let res = next.call(req).await?;
     let status = res.status();

@@ -107,6 +107,18 @@ fn bad_requests_get_4xx_with_reasons_and_lose_nothing_else() {
     );
     let (code, v) = s.request("GET", "/v1/nothing", "");
     assert_eq!((code, &v["error"]), (404, &json!("no_route")), "{v}");
+    // a query parameter the route does not take: 400 naming it and what the route takes,
+    // never an unfiltered answer
+    let (code, v) = s.request("GET", "/v1/decisions?campain=cny", "");
+    assert_eq!((code, &v["error"]), (400, &json!("bad_query")), "{v}");
+    assert_eq!(
+        v["detail"],
+        "campain: unknown query parameter; /v1/decisions takes campaign, from, limit"
+    );
+    let (code, v) = s.request("GET", "/v1/skus/S1/stock?at=now", "");
+    assert_eq!((code, &v["error"]), (400, &json!("bad_query")), "{v}");
+    let (code, _) = s.request("GET", "/v1/decisions?campaign=cny&limit=5", "");
+    assert_eq!(code, 200);
 }
 
 #[test]
