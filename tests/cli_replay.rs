@@ -325,3 +325,39 @@ fn the_number_of_shards_changes_no_output_file() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("--shards"));
 }
+
+/// A missing input is found before anything is written: the output directory keeps the
+/// files of the earlier run as they were (it used to truncate some and keep others).
+#[test]
+fn a_missing_input_stops_before_any_output_is_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    replay(&out, &[]);
+    let before: Vec<Vec<u8>> = FILES
+        .iter()
+        .map(|f| std::fs::read(out.join(f)).unwrap())
+        .collect();
+    let o = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+        .args(["replay", "--input", SAMPLE, "--input"])
+        .arg(dir.path().join("nope.jsonl"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("opening") && err.contains("nope.jsonl"),
+        "{err}"
+    );
+    for (f, b) in FILES.iter().zip(&before) {
+        assert_eq!(&std::fs::read(out.join(f)).unwrap(), b, "{f} changed");
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+        .args(["replay", "--input", SAMPLE, "--shards", "1000", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("at most 64"));
+}

@@ -292,6 +292,15 @@ pub fn run(
     if parallel.shards == 0 || parallel.epoch == 0 {
         anyhow::bail!("--shards and --epoch-events must be at least 1");
     }
+    if parallel.shards > 64 {
+        // as the service's `shards`: each is a thread, and more than cores only costs
+        anyhow::bail!("--shards {}: at most 64", parallel.shards);
+    }
+    // every input opens before anything is written: a missing file found half-way used to
+    // leave the output directory with some files new and others from an earlier run
+    for f in inputs.iter().filter(|f| f.as_os_str() != "-") {
+        File::open(f).with_context(|| format!("opening {}", f.display()))?;
+    }
     let sharded = parallel != Parallel::default();
     if sharded && resident > 0 {
         anyhow::bail!(
