@@ -911,6 +911,22 @@ impl Config {
         if self.group_commit_events == 0 {
             return Err(err("group-commit-events", "must be > 0"));
         }
+        let line = omnistream_schemas::decode::MAX_EVENT_BYTES;
+        if self.max_body_bytes < line {
+            return Err(err(
+                "max-body-bytes",
+                format!(
+                    "{} is under one event's limit ({line} bytes): some valid events could never be sent",
+                    self.max_body_bytes
+                ),
+            ));
+        }
+        if self.max_batch_events == 0 {
+            return Err(err(
+                "max-batch-events",
+                "must be at least 1 (0 would refuse every request)",
+            ));
+        }
         if !(1..=64).contains(&self.shards) {
             return Err(err(
                 "shards",
@@ -1041,6 +1057,11 @@ mod tests {
                 "OMNISTREAM_CLUSTER__EPOCH_RECORDS",
                 "0",
                 "cluster.epoch-records",
+            ),
+            (
+                "OMNISTREAM_CLUSTER__EXCHANGE_TOPIC",
+                "omnistream-epochs",
+                "cluster.exchange-topic",
             ),
         ] {
             let e = Config::load(
@@ -1363,6 +1384,14 @@ mod tests {
         assert!(e.problem.contains("unknown field"), "{e}");
         let e = Config::load(None, env(&[("OMNISTREAM_LISTEN", "localhost")])).unwrap_err();
         assert_eq!(e.key, "listen");
+        // limits that would refuse every request
+        for (var, key) in [
+            ("OMNISTREAM_MAX_BODY_BYTES", "max-body-bytes"),
+            ("OMNISTREAM_MAX_BATCH_EVENTS", "max-batch-events"),
+        ] {
+            let e = Config::load(None, env(&[(var, "0")])).unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+        }
         let e = Config::load(
             None,
             env(&[("OMNISTREAM_RULES__POINTS__FEN_PER_POINT", "0")]),

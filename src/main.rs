@@ -47,8 +47,8 @@ enum Command {
         /// Built-in scenario (smoke, default, double11, fraud-heavy) or a TOML file.
         #[arg(long, default_value = "smoke")]
         scenario: String,
-        /// Events per second to send.
-        #[arg(long, default_value_t = 200)]
+        /// Events per second to send (at least 1).
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
         rate: u64,
         /// Rounds of the scenario to send, each with new consumers and later event time; 0
         /// sends until the service stops.
@@ -255,6 +255,13 @@ fn run_service(
     inputs: omnistream::files::Inputs,
 ) -> anyhow::Result<ExitCode> {
     let mut cfg = opts.load()?;
+    if cfg.cluster.processes > 1 {
+        tracing::warn!(
+            processes = cfg.cluster.processes,
+            "cluster.processes is read by `omnistream cluster` only: `run` is one process \
+             holding every shard"
+        );
+    }
     // a fresh store each time, removed when the demo stops: the generator's ids are
     // deterministic, and a second demo into the same store would only meet duplicates
     let demo_store = (demo.is_some() && opts.data_dir.is_none())

@@ -163,8 +163,8 @@ impl Rules {
         if !(0..crate::engine::DEDUP_HORIZON_US / 1_000_000).contains(&self.max_lateness_s) {
             return bad(
                 "max-lateness-s",
-                "must be 0 (off) or under 604800 (7 days, how long event ids are remembered): \
-                 an older event could not be told from a repeat",
+                "must be between 0 (off) and 604799 (under 7 days, how long event ids are \
+                 remembered): an older event could not be told from a repeat",
             );
         }
         self.fraud.check()?;

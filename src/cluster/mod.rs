@@ -161,6 +161,15 @@ impl ClusterConfig {
         if self.control_topic.is_empty() || self.exchange_topic.is_empty() {
             return bad("control-topic", "topic names must not be empty".into());
         }
+        if self.control_topic == self.exchange_topic {
+            return bad(
+                "exchange-topic",
+                format!(
+                    "`{}` is the control topic too: epochs and commands need a topic each",
+                    self.exchange_topic
+                ),
+            );
+        }
         Ok(())
     }
 }
