@@ -1124,15 +1124,16 @@ pub async fn serve(
     // a CQL store that does not answer yet (a node still booting) is tried again, backing
     // off, for store-wait-s; any other error stops start-up at once
     let waited = std::time::Instant::now();
+    let deadline = waited + Duration::from_secs(cfg.store_wait_s);
     let mut wait = Duration::from_millis(500);
     let shard = loop {
         match open() {
             Ok(shard) => break shard,
-            Err(e @ StoreError::Unreachable { .. })
-                if waited.elapsed() + wait < Duration::from_secs(cfg.store_wait_s) =>
-            {
-                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, waited_s = waited.elapsed().as_secs(), "store not reachable yet; waiting (store-wait-s)");
-                tokio::time::sleep(wait).await;
+            // the last try is at the deadline itself, not a backoff step before it
+            Err(e @ StoreError::Unreachable { .. }) if std::time::Instant::now() < deadline => {
+                let pause = wait.min(deadline.saturating_duration_since(std::time::Instant::now()));
+                tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, waited_s = waited.elapsed().as_secs(), "store not reachable yet; waiting (store-wait-s)");
+                tokio::time::sleep(pause).await;
                 wait = (wait * 2).min(Duration::from_secs(5));
             }
             Err(e @ StoreError::Unreachable { .. }) => {
