@@ -1225,7 +1225,11 @@ pub async fn serve(
     .listen(listener)?
     .run();
     actix_web::rt::spawn(stop_on_signals(server.handle()));
-    println!("omnistream listening on http://{addr}");
+    // not println!: it panics once standard output is closed, and the service goes on
+    {
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), "omnistream listening on http://{addr}");
+    }
     let stop_at_end = inputs.stop_at_end;
     let input = inputs.any().then(|| {
         let (handle, shard) = (server.handle(), shard.clone());

@@ -268,10 +268,10 @@ fn run_service(
         .then(|| std::env::temp_dir().join(format!("omnistream-demo-{}", std::process::id())));
     if let Some(dir) = &demo_store {
         cfg.data_dir = dir.clone();
-        eprintln!(
+        cli::note(format_args!(
             "demo: its store is {} (removed when it stops; --data-dir DIR keeps one)",
             dir.display()
-        );
+        ));
     }
     let (key, keyed) = cli::pii_key_from_env()?;
     if !keyed {
@@ -283,15 +283,18 @@ fn run_service(
         let addr = listener.local_addr()?.to_string();
         std::thread::spawn(move || {
             if let Err(e) = cli::demo::feed(addr, scenario, rate, rounds) {
-                eprintln!("demo: feeding stopped: {e:#}");
+                cli::note(format_args!("demo: feeding stopped: {e:#}"));
             }
         });
     }
     actix_web::rt::System::new().block_on(omnistream::http::serve(cfg, listener, key, inputs))?;
     if let Some(dir) = demo_store {
         match std::fs::remove_dir_all(&dir) {
-            Ok(()) => eprintln!("demo: removed its store {}", dir.display()),
-            Err(e) => eprintln!("demo: could not remove its store {}: {e}", dir.display()),
+            Ok(()) => cli::note(format_args!("demo: removed its store {}", dir.display())),
+            Err(e) => cli::note(format_args!(
+                "demo: could not remove its store {}: {e}",
+                dir.display()
+            )),
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -326,10 +329,10 @@ fn run_cluster(opts: &ServiceOpts) -> anyhow::Result<ExitCode> {
     let addr = listener.local_addr()?;
     let http = omnistream::http::serve_cluster(&cfg, listener, metrics.clone())?;
     // standard error: standard output is the process's report, as JSON, when it stops
-    eprintln!(
+    cli::note(format_args!(
         "omnistream cluster process {} listening on http://{addr} (/healthz, /readyz, /metrics)",
         cfg.cluster.process
-    );
+    ));
     let mut store = omnistream::store::open(&cfg).map_err(|e| {
         let hint = if cfg.store == StoreKind::Cql {
             " (`omnistream migrate --cluster` creates every process's keyspace)"
@@ -509,10 +512,23 @@ fn migrate(cfg: &Config, cluster: bool) -> anyhow::Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("OMNISTREAM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,scylla=warn"));
+    let filter = match std::env::var("OMNISTREAM_LOG") {
+        Ok(v) if !v.trim().is_empty() => match tracing_subscriber::EnvFilter::try_new(&v) {
+            Ok(f) => f,
+            Err(e) => {
+                cli::note(format_args!(
+                    "config OMNISTREAM_LOG: `{v}` is not a log filter ({e}); e.g. `info`, `warn,omnistream=debug`"
+                ));
+                return ExitCode::from(2);
+            }
+        },
+        _ => tracing_subscriber::EnvFilter::new("info,scylla=warn"),
+    };
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // on a failed write it would report with eprintln!, which panics once standard
+        // error is closed (`2>&1 | head`): the log line is lost, the service goes on
+        .log_internal_errors(false)
         .with_writer(std::io::stderr);
     // OMNISTREAM_LOG_FORMAT=json: one JSON object per line, for log shippers
     match std::env::var("OMNISTREAM_LOG_FORMAT").as_deref() {

@@ -85,3 +85,79 @@ fn a_bad_log_format_stops_start_up_naming_the_variable() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("OMNISTREAM_LOG_FORMAT"), "{err}");
 }
+
+/// `omnistream run ... 2>&1 | head -3`: with its standard output and error closed, the service
+/// serves on and stops on SIGTERM (printing its address panicked the main thread, and the
+/// process then served on and ignored SIGTERM until killed). A log filter that does not
+/// parse stops start-up naming the variable.
+#[test]
+fn closed_standard_streams_do_not_stop_the_service_or_its_graceful_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+        .args(["run", "--listen", &addr, "--data-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let health = || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&addr).ok()?;
+        write!(
+            s,
+            "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut r = String::new();
+        s.read_to_string(&mut r).ok()?;
+        Some(r.starts_with("HTTP/1.1 200"))
+    };
+    let t = std::time::Instant::now();
+    while health() != Some(true) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the service exited: {:?}",
+            child.try_wait()
+        );
+        assert!(t.elapsed().as_secs() < 30, "never healthy");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // SIGTERM: a graceful stop, in seconds
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let t = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t.elapsed().as_secs() > 20 {
+            let _ = child.kill();
+            panic!("still running 20 s after SIGTERM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+        .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("OMNISTREAM_LOG", "notalevel[[")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("OMNISTREAM_LOG") && err.contains("notalevel[["),
+        "{err}"
+    );
+}

@@ -79,7 +79,7 @@ pub fn feed(addr: String, scenario: String, rate: u64, rounds: u64) -> anyhow::R
     if !wait_ready(&addr) {
         anyhow::bail!("the service at {addr} never became ready");
     }
-    eprintln!(
+    super::note(format_args!(
         "demo: feeding scenario {scenario} at about {rate}/s, {} events a round, each round with \
          new consumers and {} more minutes of event time, {}; open http://{addr}/",
         base.events,
@@ -88,7 +88,7 @@ pub fn feed(addr: String, scenario: String, rate: u64, rounds: u64) -> anyhow::R
             0 => "until Ctrl-C".to_string(),
             n => format!("for {n} rounds"),
         }
-    );
+    ));
     let batch = (rate / 10).clamp(1, 1000) as usize;
     let started = Instant::now();
     let mut sent = 0usize;
@@ -103,12 +103,12 @@ pub fn feed(addr: String, scenario: String, rate: u64, rounds: u64) -> anyhow::R
                 Ok(code) => code,
                 // Ctrl-C: the service answered what it had and stopped taking requests
                 Err(_) if !ready(&addr) => {
-                    eprintln!(
+                    super::note(format_args!(
                         "demo: the service is stopping; {sent} events were sent in {:.0} s \
                          ({} rounds begun)",
                         started.elapsed().as_secs_f64(),
                         k + 1
-                    );
+                    ));
                     return Ok(());
                 }
                 Err(e) => return Err(e.into()),
@@ -129,9 +129,9 @@ pub fn feed(addr: String, scenario: String, rate: u64, rounds: u64) -> anyhow::R
             "demo: a round of generated events sent"
         );
     }
-    eprintln!(
+    super::note(format_args!(
         "demo: sent {sent} events in {:.0} s; the service keeps running (Ctrl-C stops it)",
         started.elapsed().as_secs_f64()
-    );
+    ));
     Ok(())
 }

@@ -6,6 +6,14 @@ pub mod validate;
 
 use omnistream_schemas::Pii;
 
+/// A line on standard error that never panics: `eprintln!` does when the stream is closed
+/// (`omnistream run ... 2>&1 | head`), and a panic on the main thread left the service
+/// serving with nobody to stop it on SIGTERM.
+pub fn note(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 /// Environment variable holding the secret key for hashing personal identity values.
 pub const PII_KEY_ENV: &str = "OMNISTREAM_PII_KEY";
 
