@@ -7,8 +7,8 @@ use omnistream_actors::engine::Emitted;
 use omnistream_actors::Output;
 use omnistream_schemas::{Channel, EventKind, Problem};
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Counter, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 use serde::Serialize;
 use std::sync::{Mutex, OnceLock};
@@ -91,10 +91,10 @@ pub struct Metrics {
     /// Fluvio records handed to the shard and durable.
     pub fluvio_consumed: IntCounter,
     /// Batches of an input partition that waited for the others to catch up in event time
-    /// (`max-skew-s`), and the milliseconds they waited.
+    /// (`max-skew-s`), and the seconds they waited.
     pub fluvio_align_waits: IntCounter,
     /// See `fluvio_align_waits`.
-    pub fluvio_align_wait_ms: IntCounter,
+    pub fluvio_align_wait_seconds: Counter,
     /// Outputs produced to Fluvio sink topics and acknowledged.
     pub fluvio_produced: IntCounter,
     /// Failed produce attempts to Fluvio sink topics (each is retried).
@@ -158,6 +158,14 @@ fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
 
 fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
     let c = IntCounter::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    r.register(Box::new(c.clone()))
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    c
+}
+
+/// A counter of seconds: Prometheus' base unit, fractions included.
+fn seconds_counter(r: &Registry, name: &str, help: &str) -> Counter {
+    let c = Counter::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"));
     r.register(Box::new(c.clone()))
         .unwrap_or_else(|e| panic!("metric {name}: {e}"));
     c
@@ -458,10 +466,10 @@ impl Default for Metrics {
                 "omnistream_fluvio_align_waits_total",
                 "batches of an input partition (in omnistream cluster: runs of its records the epoch cuts held) that waited for the other partitions to catch up in event time (max-skew-s)",
             ),
-            fluvio_align_wait_ms: counter(
+            fluvio_align_wait_seconds: seconds_counter(
                 &r,
-                "omnistream_fluvio_align_wait_milliseconds_total",
-                "milliseconds batches of input partitions (in omnistream cluster: runs of their records held by the epoch cuts) waited for the others in event time",
+                "omnistream_fluvio_align_wait_seconds_total",
+                "seconds batches of input partitions (in omnistream cluster: runs of their records held by the epoch cuts) waited for the others in event time",
             ),
             fluvio_produced: counter(
                 &r,

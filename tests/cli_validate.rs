@@ -58,6 +58,50 @@ fn a_bad_feed_exits_one_and_writes_rejects_without_the_phone() {
     assert_eq!(first["reasons"][0]["path"], "ip");
 }
 
+/// A misspelt field gets its "did you mean" whether the line is valid (an optional field,
+/// ignored) or rejected (a required one, then missing): the rejected line is where it helps.
+#[test]
+fn a_misspelt_field_is_named_on_valid_and_rejected_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("feed.jsonl");
+    // `store` is optional on a scan: without it the line is still valid
+    let optional = GOOD.replace("\"ip\":", "\"stroe\":\"st-001\",\"ip\":");
+    std::fs::write(&f, format!("{optional}\n")).unwrap();
+    let out = omnistream().arg("validate").arg(&f).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains(
+            "warnings (the lines are still valid):\n  unknown_field at stroe: ignored; did you \
+             mean `store`?: 1 lines, first at"
+        ),
+        "{text}"
+    );
+
+    let required = GOOD.replace("\"device\":", "\"devcie\":");
+    std::fs::write(&f, format!("{GOOD}\n{required}\n")).unwrap();
+    let out = omnistream().arg("validate").arg(&f).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("missing_field"), "{text}");
+    assert!(
+        text.contains("unknown_field at devcie: ignored; did you mean `device`?: 1 lines"),
+        "{text}"
+    );
+    assert!(!text.contains("the lines are still valid"), "{text}");
+    let out = omnistream()
+        .args(["validate", "--json"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        s["rejected_warnings"]["unknown_field at devcie: ignored; did you mean `device`?"]["lines"],
+        1,
+        "{s}"
+    );
+}
+
 #[test]
 fn stdin_and_json_summary() {
     let mut child = omnistream()

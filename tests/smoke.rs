@@ -101,7 +101,8 @@ fn the_http_driver_reports_the_events_accepted_and_the_duplicates() {
     };
     let first = omnistream_loadtest::http::run(&s.addr, &events, &opts, &mut |_| {}).unwrap();
     let again = omnistream_loadtest::http::run(&s.addr, &events, &opts, &mut |_| {}).unwrap();
-    for (name, p) in [("closed", &first.max), ("paced", &first.paced)] {
+    let first_paced = first.paced.as_ref().expect("3,000 events outlast 0.2 s");
+    for (name, p) in [("closed", &first.max), ("paced", first_paced)] {
         assert!(p.events_accepted > 0, "{name}: {p:?}");
         assert_eq!(p.events_rejected, 0, "{name}: {p:?}");
         // one event a request: every answered request is one event's answer
@@ -113,7 +114,7 @@ fn the_http_driver_reports_the_events_accepted_and_the_duplicates() {
     }
     // the second run starts again from the first event: the first run's events are
     // duplicates now, and only those
-    let sent = first.max.ok + first.paced.ok;
+    let sent = first.max.ok + first_paced.ok;
     let p = &again.max;
     assert_eq!(p.events_duplicate, sent.min(p.ok), "{p:?}");
     assert_eq!(p.events_accepted, p.ok - p.events_duplicate, "{p:?}");
@@ -121,5 +122,69 @@ fn the_http_driver_reports_the_events_accepted_and_the_duplicates() {
     assert!(
         table.contains(&format!("{} duplicate", p.events_duplicate)),
         "{table}"
+    );
+    // a rate measured on a fresh store is ingest's; one measured on events the store already
+    // holds is the duplicate path's, and the report says so instead of passing it off
+    let away = "measured the service turning events away";
+    assert!(!first.table().contains(away), "{}", first.table());
+    let lines = omnistream_loadtest::lines_of(&events);
+    let resent = lines[..sent as usize].join(&b'\n');
+    let long = omnistream_loadtest::http::Options {
+        max_secs: 30.0,
+        ..opts
+    };
+    let rerun = omnistream_loadtest::http::run(&s.addr, &resent, &long, &mut |_| {}).unwrap();
+    assert_eq!(rerun.max.events_duplicate, sent, "{:?}", rerun.max);
+    let table = rerun.table();
+    assert!(
+        table.contains(&format!(
+            "the closed loop {away}, not ingesting them: {sent} of its {sent} events"
+        )),
+        "{table}"
+    );
+    assert!(table.contains("fresh data directory"), "{table}");
+}
+
+/// The README's short run (`--events 20000 --max-secs 2`) can send every event in the closed
+/// loop: its figures are still reported, with why the paced phase did not run and how many
+/// events would have let it.
+#[test]
+fn the_http_driver_reports_the_closed_loop_when_it_used_every_event() {
+    let mut sc = omnistream_loadtest::Scenario::load("smoke").unwrap();
+    sc.events = 300;
+    let mut events = Vec::new();
+    omnistream_loadtest::generate(&sc, &mut events, &mut std::io::sink(), &mut |_| {}).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let s = Service::start(dir.path());
+    let opts = omnistream_loadtest::http::Options {
+        batch: 1,
+        connections: 2,
+        max_secs: 30.0,
+        paced_secs: 3.0,
+        fraction: 0.5,
+    };
+    let r = omnistream_loadtest::http::run(&s.addr, &events, &opts, &mut |_| {}).unwrap();
+    assert_eq!(r.max.events_accepted, 300, "{:?}", r.max);
+    assert!(r.paced.is_none() && r.server.is_none(), "{r:?}");
+    let why = r.paced_skipped.as_deref().unwrap();
+    assert!(why.contains("used all 300 events"), "{why}");
+    let need: u64 = why
+        .split("--events ")
+        .nth(1)
+        .and_then(|t| t.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no --events N in: {why}"));
+    assert!(need > 300, "{why}");
+    let table = r.table();
+    assert!(table.contains("closed loop (max)"), "{table}");
+    assert!(
+        table.contains("events, closed loop: 300 accepted"),
+        "{table}"
+    );
+    assert!(table.contains("did not run"), "{table}");
+    let json = serde_json::to_value(&r).unwrap();
+    assert!(
+        json["paced"].is_null() && json["max"]["ok"] == 300,
+        "{json}"
     );
 }

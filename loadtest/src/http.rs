@@ -148,8 +148,11 @@ pub struct Report {
     pub connections: usize,
     /// Closed loop: maximum rate.
     pub max: PhaseReport,
-    /// Open loop at a fraction of the maximum rate.
-    pub paced: PhaseReport,
+    /// Open loop at a fraction of the maximum rate; None when the closed loop used every
+    /// event (see `paced_skipped`).
+    pub paced: Option<PhaseReport>,
+    /// Why the paced phase did not run and how to give it events (None when it ran).
+    pub paced_skipped: Option<String>,
     /// The service's own latencies over the paced phase (None when it exports no metrics).
     pub server: Option<ServerLatency>,
 }
@@ -290,16 +293,38 @@ fn server_latency(before: &Scrape, after: &Scrape) -> Option<ServerLatency> {
 }
 
 impl Report {
-    /// Each phase's events by answer, and a warning when the service rejected any.
+    /// The phases that ran, by name.
+    fn phases(&self) -> Vec<(&'static str, &PhaseReport)> {
+        let mut v = vec![("closed loop", &self.max)];
+        v.extend(self.paced.as_ref().map(|p| ("open loop", p)));
+        v
+    }
+
+    /// Each phase's events by answer, and warnings when the service turned events away.
     fn outcome_lines(&self) -> String {
         let mut s = String::new();
-        for (name, p) in [("closed loop", &self.max), ("open loop", &self.paced)] {
+        for (name, p) in self.phases() {
             s += &format!(
                 "events, {name}: {} accepted, {} duplicate, {} rejected\n",
                 p.events_accepted, p.events_duplicate, p.events_rejected
             );
         }
-        let rejected = self.max.events_rejected + self.paced.events_rejected;
+        for (name, p) in self.phases() {
+            let away = p.events_duplicate + p.events_rejected;
+            let answered = p.events_accepted + away;
+            // a duplicate changes nothing and a rejection only adds a dead letter: the rates
+            // of a phase made mostly of them are those of that short path, not of ingest
+            if away * 2 > answered {
+                s += &format!(
+                    "warning: the {name} measured the service turning events away, not \
+                     ingesting them: {away} of its {answered} events were duplicates or rejected. \
+                     The store already holds them (the same scenario sent before: the tool has no \
+                     --seed, a scenario always sends the same events): run the service on a \
+                     fresh data directory\n"
+                );
+            }
+        }
+        let rejected: u64 = self.phases().iter().map(|(_, p)| p.events_rejected).sum();
         if rejected > 0 {
             s += &format!(
                 "warning: the service rejected {rejected} events (their reasons: \
@@ -334,7 +359,10 @@ impl Report {
             "ok",
             "refused",
             row("closed loop (max)", &self.max),
-            row("open loop (paced)", &self.paced),
+            match &self.paced {
+                Some(p) => row("open loop (paced)", p),
+                None => format!("{:<28} did not run: no events left\n", "open loop (paced)"),
+            },
         ) + &self.outcome_lines()
             + &self.server.as_ref().map_or(String::new(), |s| {
             let line = |name: &str, q: &Quantiles| {
@@ -532,6 +560,11 @@ impl<'a> Feed<'a> {
         }
     }
 
+    /// Events no phase has sent yet.
+    fn left(&self) -> usize {
+        self.lines.len().saturating_sub(self.used)
+    }
+
     /// One phase (closed loop when `rate` is None) of at most `secs` on the events left;
     /// `what` names it when none are left.
     fn phase(&mut self, rate: Option<f64>, secs: f64, what: &str) -> Result<PhaseReport> {
@@ -559,7 +592,8 @@ impl<'a> Feed<'a> {
 /// Drives `addr` with the events in `events` (JSON lines), `batch` events per request (one:
 /// scans to `/v1/scan`, the rest to `/v1/events`; more: all to `/v1/events`): first the closed loop for at most
 /// `max_secs`, then the open loop at `fraction` of the rate found, for at most `paced_secs`, on
-/// the events after those the first phase used.
+/// the events after those the first phase used. When the closed loop used them all, the
+/// report has its figures and says in `paced_skipped` why the paced phase did not run.
 pub fn run(addr: &str, events: &[u8], o: &Options, log: &mut dyn FnMut(&str)) -> Result<Report> {
     let Options {
         batch,
@@ -577,6 +611,24 @@ pub fn run(addr: &str, events: &[u8], o: &Options, log: &mut dyn FnMut(&str)) ->
         feed.lines.len()
     ));
     let max = feed.phase(None, max_secs, "the closed loop")?;
+    if feed.left() == 0 {
+        // the closed loop's figures are measured and worth having: report them, and say what
+        // would have given the paced phase events (the closed loop's pace over both phases)
+        let (n, secs) = (feed.lines.len(), max.seconds);
+        let pace = n as f64 / secs.max(1e-9);
+        let need = (pace * (max_secs + fraction * paced_secs) / 1000.0).ceil() as u64 * 1000;
+        return Ok(Report {
+            connections,
+            max,
+            paced: None,
+            paced_skipped: Some(format!(
+                "the paced phase did not run: the closed loop used all {n} events in {secs:.1} s \
+                 and left none for it; give more events (about --events {need} for these phase \
+                 lengths) or shorten the closed loop (--max-secs)"
+            )),
+            server: None,
+        });
+    }
     let rate = max.per_s * fraction;
     log(&format!(
         "max {:.0} req/s; open loop at {rate:.0}/s for up to {paced_secs} s",
@@ -591,7 +643,8 @@ pub fn run(addr: &str, events: &[u8], o: &Options, log: &mut dyn FnMut(&str)) ->
     Ok(Report {
         connections,
         max,
-        paced,
+        paced: Some(paced),
+        paced_skipped: None,
         server,
     })
 }
@@ -766,6 +819,73 @@ mod tests {
         assert_eq!(q.count, 10);
         assert!((q.ms[1] - 2.0).abs() < 1e-9, "{q:?}");
         assert!((q.within_2ms - 0.1).abs() < 1e-9);
+    }
+
+    fn phase_of(accepted: u64, duplicate: u64, rejected: u64) -> PhaseReport {
+        PhaseReport {
+            ok: accepted + duplicate + rejected,
+            refused: 0,
+            events_accepted: accepted,
+            events_duplicate: duplicate,
+            events_rejected: rejected,
+            seconds: 1.0,
+            per_s: 1.0,
+            events_per_s: 1.0,
+            target_per_s: None,
+            all_us: [1; 4],
+            scan_us: [1; 4],
+        }
+    }
+
+    #[test]
+    fn a_phase_of_mostly_duplicates_or_rejections_is_called_out() {
+        let report = |max: PhaseReport, paced: PhaseReport| Report {
+            connections: 1,
+            max,
+            paced: Some(paced),
+            paced_skipped: None,
+            server: None,
+        };
+        let warned = |r: &Report| {
+            r.table()
+                .contains("measured the service turning events away")
+        };
+        // a fresh store, and a few duplicates (retries): ingest was measured
+        assert!(!warned(&report(phase_of(100, 0, 0), phase_of(60, 40, 0))));
+        // a rerun on the same store: the closed loop met only what it had sent before
+        let rerun = report(phase_of(0, 19_892, 0), phase_of(900, 0, 0));
+        let table = rerun.table();
+        assert!(warned(&rerun), "{table}");
+        assert!(table.contains("the closed loop measured"), "{table}");
+        assert!(table.contains("19892 of its 19892 events"), "{table}");
+        assert!(table.contains("fresh data directory"), "{table}");
+        assert!(!table.contains("the open loop measured"), "{table}");
+        // mostly rejected (too_late on a store that holds later events) counts the same
+        let late = report(phase_of(100, 0, 0), phase_of(10, 5, 30));
+        assert!(
+            late.table().contains("the open loop measured"),
+            "{}",
+            late.table()
+        );
+    }
+
+    #[test]
+    fn a_report_without_a_paced_phase_shows_the_closed_loop() {
+        let r = Report {
+            connections: 8,
+            max: phase_of(20_000, 0, 0),
+            paced: None,
+            paced_skipped: Some("the paced phase did not run".into()),
+            server: None,
+        };
+        let table = r.table();
+        assert!(table.contains("closed loop (max)"), "{table}");
+        assert!(
+            table.contains("events, closed loop: 20000 accepted"),
+            "{table}"
+        );
+        assert!(table.contains("did not run"), "{table}");
+        assert!(!table.contains("events, open loop"), "{table}");
     }
 
     #[test]

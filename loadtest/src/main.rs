@@ -102,7 +102,9 @@ enum Cmd {
         /// Paced rate as a fraction of the maximum rate.
         #[arg(long, default_value_t = 0.5)]
         fraction: f64,
-        /// Events to generate instead of the scenario's count (both phases draw on them).
+        /// Events to generate instead of the scenario's count (both phases draw on them; when
+        /// the closed loop uses them all, its figures are printed and the run exits 1 for want
+        /// of a paced phase).
         #[arg(long)]
         events: Option<u64>,
         /// Print JSON instead of a table.
@@ -263,7 +265,12 @@ fn main() -> Result<()> {
             } else {
                 print!("{}", report.table());
             }
-            Ok(())
+            // the run is incomplete: a script waiting for the paced figures must see that, as
+            // it did when the tool stopped without a report
+            match report.paced_skipped {
+                Some(why) => anyhow::bail!(why),
+                None => Ok(()),
+            }
         }
     }
 }

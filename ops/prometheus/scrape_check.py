@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """A real Prometheus scrapes a real omnistream: start the service on a free loopback port
-with a temp data dir, post a few events, start Prometheus (Debian package) scraping it with
-the alert rules of this folder, and wait until Prometheus reports the service's counters.
+with a temp data dir, post a few events and examples/sample.jsonl, check its /metrics with
+`promtool check metrics` (names, units, suffixes: a name Prometheus' conventions refuse fails
+here), start Prometheus (Debian package) scraping it with the alert rules of this folder, and
+wait until Prometheus reports the service's counters.
 
 usage: scrape_check.py PATH/TO/omnistream      (exit 0 on success; both servers are stopped)
 """
@@ -28,6 +30,19 @@ def main():
         req = urllib.request.Request("http://%s/v1/events" % addr, data="\n".join(json.dumps(e) for e in events).encode(),
                                      headers={"Content-Type": "application/json"}, method="POST")
         print("ingest:", urllib.request.urlopen(req, timeout=10).read().decode()[:80])
+        # the repository's sample too: decisions, points, orders, stock alerts and a dead letter,
+        # so the metric families that only appear once used are checked as well
+        with open(os.path.join(here, "..", "..", "examples", "sample.jsonl"), "rb") as f:
+            req = urllib.request.Request("http://%s/v1/events" % addr, data=f.read(),
+                                         headers={"Content-Type": "application/json"}, method="POST")
+        accepted = 3 + json.loads(urllib.request.urlopen(req, timeout=10).read())["accepted"]
+        metrics = urllib.request.urlopen("http://%s/metrics" % addr, timeout=10).read()
+        check = subprocess.run(["promtool", "check", "metrics"], input=metrics, capture_output=True)
+        if check.returncode != 0:
+            print("promtool check metrics refused the service's /metrics (exit %d):\n%s%s"
+                  % (check.returncode, check.stdout.decode(), check.stderr.decode()), file=sys.stderr)
+            return 1
+        print("promtool check metrics: %d lines of /metrics, no complaint" % len(metrics.splitlines()))
         port = free_port()
         cfg = os.path.join(work, "prometheus.yml")
         with open(os.path.join(here, "prometheus.yml")) as f:
@@ -45,10 +60,10 @@ def main():
             try:
                 body = json.loads(urllib.request.urlopen(query, timeout=2).read())
                 result = body["data"]["result"]
-                if result and float(result[0]["value"][1]) == 3.0:
+                if result and float(result[0]["value"][1]) == accepted:
                     rules = json.loads(urllib.request.urlopen("http://127.0.0.1:%d/api/v1/rules" % port, timeout=2).read())
                     n = sum(len(g["rules"]) for g in rules["data"]["groups"])
-                    print("prometheus scraped omnistream: 3 accepted events; %d alert rules loaded" % n)
+                    print("prometheus scraped omnistream: %d accepted events; %d alert rules loaded" % (accepted, n))
                     return 0
             except Exception:
                 pass

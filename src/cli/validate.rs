@@ -53,6 +53,9 @@ pub struct Summary {
     pub valid_by_type: BTreeMap<&'static str, u64>,
     /// Warnings that do not reject a line (unknown fields, repeated ids).
     pub warnings: BTreeMap<String, Tally>,
+    /// The same unknown-field warnings on rejected lines: a misspelt required field is
+    /// rejected as missing, and its "did you mean" is what says which field it was.
+    pub rejected_warnings: BTreeMap<String, Tally>,
 }
 
 impl Summary {
@@ -75,6 +78,9 @@ struct RejectRecord<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<&'a str>,
     reasons: &'a [Problem],
+    /// Unknown fields in the line, with a "did you mean" for likely typos.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    warnings: &'a [String],
     /// The line with personal values hashed (see `Pii::redact`).
     raw: String,
 }
@@ -137,6 +143,14 @@ impl Validator {
                 }
                 Err(rej) => {
                     counts.rejected += 1;
+                    let warnings = lint(&raw.bytes);
+                    for w in &warnings {
+                        self.summary
+                            .rejected_warnings
+                            .entry(w.clone())
+                            .or_default()
+                            .add(|| at(""));
+                    }
                     let mut reasons_seen = Vec::new();
                     for p in &rej.problems {
                         let code = p.reason.code();
@@ -155,6 +169,7 @@ impl Validator {
                             line: raw.line,
                             id: rej.id.as_deref(),
                             reasons: &rej.problems,
+                            warnings: &warnings,
                             raw: self.pii.redact(&raw.bytes),
                         };
                         serde_json::to_writer(&mut *out, &rec)?;
@@ -200,6 +215,15 @@ pub fn render(s: &Summary) -> String {
         let _ = writeln!(o, "  {:<16} {:>8}  first at", "reason", "lines");
         for (r, t) in &s.reasons {
             let _ = writeln!(o, "  {:<16} {:>8}  {}", r, t.lines, t.first);
+        }
+    }
+    if !s.rejected_warnings.is_empty() {
+        let _ = writeln!(
+            o,
+            "\nin rejected lines (a misspelt required field is rejected as missing):"
+        );
+        for (w, t) in &s.rejected_warnings {
+            let _ = writeln!(o, "  {w}: {} lines, first at {}", t.lines, t.first);
         }
     }
     if !s.warnings.is_empty() {
@@ -302,6 +326,11 @@ mod tests {
             .find(|k| k.starts_with("duplicate_id"))
             .unwrap();
         assert_eq!(s.warnings[dup].first, "feed:2 (id)");
+        // the typo that made line 6 miss its device is named on the rejected line, not among
+        // the warnings of valid lines
+        let hint = "unknown_field at devcie: ignored; did you mean `device`?";
+        assert_eq!(s.rejected_warnings[hint].first, "feed:6");
+        assert!(!s.warnings.contains_key(hint), "{:?}", s.warnings);
         let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
         assert_eq!(text.lines().count(), 4);
         assert!(
@@ -311,6 +340,10 @@ mod tests {
         let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
         assert_eq!(first["line"], 3);
         assert_eq!(first["reasons"][0]["reason"], "bad_timestamp");
+        assert!(first.get("warnings").is_none(), "{first}");
+        let typo: serde_json::Value = serde_json::from_str(text.lines().nth(2).unwrap()).unwrap();
+        assert_eq!(typo["line"], 6);
+        assert_eq!(typo["warnings"][0], hint);
         assert!(render(&s).contains("FAILED: 6 lines, 2 valid, 4 rejected"));
     }
 }

@@ -673,10 +673,12 @@ fn spawn_io<T: Transport + Clone + Send + 'static>(
         align: setup.align,
         max_lateness_s: setup.rules.max_lateness_s,
         watermark_lag_s: setup.rules.watermark_lag_s,
-        waits: setup
-            .metrics
-            .as_ref()
-            .map(|m| (m.fluvio_align_waits.clone(), m.fluvio_align_wait_ms.clone())),
+        waits: setup.metrics.as_ref().map(|m| {
+            (
+                m.fluvio_align_waits.clone(),
+                m.fluvio_align_wait_seconds.clone(),
+            )
+        }),
     };
     let inputs = inputs(&setup.topics, setup.partitions);
     let place = place.clone();

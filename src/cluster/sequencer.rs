@@ -328,8 +328,8 @@ pub struct Cutting {
     pub max_lateness_s: i64,
     /// See `max_lateness_s`.
     pub watermark_lag_s: i64,
-    /// Where cuts that waited for a partition behind are counted (waits, milliseconds).
-    pub waits: Option<(prometheus::IntCounter, prometheus::IntCounter)>,
+    /// Where cuts that waited for a partition behind are counted (waits, seconds).
+    pub waits: Option<(prometheus::IntCounter, prometheus::Counter)>,
 }
 
 /// A partition's watcher and the sequencer share this.
@@ -555,10 +555,11 @@ pub async fn run<T: Transport + Clone + 'static>(
             if !gave && !w.pending.borrow().is_empty() {
                 h.get_or_insert(now);
             } else if let Some(since) = h.take().filter(|_| gave) {
-                let ms = u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX);
+                let elapsed = since.elapsed();
+                let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
                 if let Some((waits, waited)) = &cutting.waits {
                     waits.inc();
-                    waited.inc_by(ms);
+                    waited.inc_by(elapsed.as_secs_f64());
                 }
                 if ms >= 1_000 {
                     tracing::info!(

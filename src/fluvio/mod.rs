@@ -246,7 +246,7 @@ pub async fn start<T: Transport + Clone + 'static>(
                     Duration::from_millis(cfg.idle_ms),
                     (
                         metrics.fluvio_align_waits.clone(),
-                        metrics.fluvio_align_wait_ms.clone(),
+                        metrics.fluvio_align_wait_seconds.clone(),
                     ),
                 ),
             ));

@@ -277,7 +277,7 @@ pub async fn ingest_partition(
     consumed: prometheus::IntCounter,
     mut turn: Turn,
     idle: Duration,
-    (waits, waited_ms): (prometheus::IntCounter, prometheus::IntCounter),
+    (waits, waited_s): (prometheus::IntCounter, prometheus::Counter),
 ) -> Result<(), SourceError> {
     let max_batch = max_batch.max(1);
     let mut inflight = std::collections::VecDeque::<Sent>::new();
@@ -404,9 +404,10 @@ pub async fn ingest_partition(
         let started = waiting_since.take().unwrap_or_else(Instant::now);
         let count = |blocked: bool| {
             if blocked {
-                let ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                let waited = started.elapsed();
+                let ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX);
                 waits.inc();
-                waited_ms.inc_by(ms);
+                waited_s.inc_by(waited.as_secs_f64());
                 if ms >= 1_000 {
                     tracing::info!(source = %source, waited_ms = ms, "a batch waited for the other input partitions to catch up in event time (max-skew-s)");
                 }
