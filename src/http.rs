@@ -175,15 +175,26 @@ fn first_of(outputs: &[omnistream_actors::engine::Emitted], kind: &str) -> Optio
 }
 
 async fn post_scan(st: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
-    let looks_like_scan = serde_json::from_slice::<Value>(&body)
-        .ok()
-        .is_some_and(|v| v.get("type").and_then(Value::as_str) == Some("scan"));
-    if !looks_like_scan {
-        return error(
-            StatusCode::BAD_REQUEST,
+    // what is wrong with a body that is not one scan, said as precisely as it can be; a
+    // scan's own problems (fields) are answered as a rejection with reasons, below
+    let not_a_scan = match serde_json::from_slice::<Value>(&body) {
+        Err(e) => Some(("bad_body", format!("the body is not JSON: {e}"))),
+        Ok(Value::Object(o)) => match o.get("type") {
+            Some(Value::String(t)) if t == "scan" => None,
+            Some(Value::String(t)) => Some((
+                "not_a_scan",
+                format!("the body is a `{t}` event; /v1/scan takes one scan event (others go to /v1/events)"),
+            )),
+            Some(other) => Some(("not_a_scan", format!("type: {other} is not \"scan\""))),
+            None => Some(("not_a_scan", "type: missing; a scan event has \"type\": \"scan\"".into())),
+        },
+        Ok(_) => Some((
             "not_a_scan",
-            "the body must be one scan event",
-        );
+            "the body must be one JSON object, a scan event (a batch goes to /v1/events)".into(),
+        )),
+    };
+    if let Some((code, detail)) = not_a_scan {
+        return error(StatusCode::BAD_REQUEST, code, detail);
     }
     match submit(&st, "http-scan", vec![&body]).await {
         Ok(mut outcomes) => match outcomes.pop() {

@@ -67,6 +67,30 @@ fn bad_requests_get_4xx_with_reasons_and_lose_nothing_else() {
     assert_eq!(code, 400, "{v}");
     let (code, v) = s.request("POST", "/v1/scan", &script()[2]);
     assert_eq!(code, 400, "an order is not a scan: {v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("is a `order` event"),
+        "{v}"
+    );
+    // a body that is not one scan says what it is instead
+    for (body, code, says) in [
+        ("{\"id\": 1,", "bad_body", "not JSON"),
+        ("{\"id\": \"x\"}", "not_a_scan", "type: missing"),
+        ("[]", "not_a_scan", "one JSON object"),
+    ] {
+        let (status, v) = s.request("POST", "/v1/scan", body);
+        assert_eq!(
+            (status, v["error"].as_str()),
+            (400, Some(code)),
+            "{body}: {v}"
+        );
+        assert!(
+            v["detail"].as_str().unwrap_or("").contains(says),
+            "{body}: {v}"
+        );
+    }
     // a filter no output has, or a page bound that is not a number: 400 naming it, never an
     // empty page that passes for an answer
     let (code, v) = s.request("GET", "/v1/outputs?output=dead-letter", "");
