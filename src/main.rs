@@ -60,6 +60,10 @@ enum Command {
     CheckConfig {
         #[command(flatten)]
         opts: ServiceOpts,
+        /// On `store = "cql"`, check the keyspaces of every `omnistream cluster` process
+        /// instead (`{keyspace}_p0` … `{keyspace}_p{processes-1}`).
+        #[arg(long)]
+        cluster: bool,
     },
     /// Create or upgrade the CQL schema (`store = "cql"`): idempotent, records the schema
     /// version; refuses a keyspace whose schema is newer than this binary.
@@ -395,7 +399,7 @@ fn run_cluster(opts: &ServiceOpts) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn check_config(cfg: &Config) -> anyhow::Result<ExitCode> {
+fn check_config(cfg: &Config, cluster: bool) -> anyhow::Result<ExitCode> {
     let mut shown = cfg.clone();
     shown.cql = cfg.cql.redacted();
     println!("{}", toml::to_string_pretty(&shown)?);
@@ -440,41 +444,59 @@ fn check_config(cfg: &Config) -> anyhow::Result<ExitCode> {
             }
         }
         StoreKind::Cql => {
-            if cfg.cluster.processes > 1 {
+            let keyspaces: Vec<String> = if cluster {
+                (0..cfg.cluster.processes)
+                    .map(|p| omnistream::cluster::process_keyspace(&cfg.cql.keyspace, p))
+                    .collect()
+            } else {
+                if cfg.cluster.processes > 1 {
+                    println!(
+                        "# cluster: `omnistream cluster` processes keep their states in {} … {} \
+                         (`check-config --cluster` checks them); checked here: {}, what \
+                         `omnistream run` uses",
+                        omnistream::cluster::process_keyspace(&cfg.cql.keyspace, 0),
+                        omnistream::cluster::process_keyspace(
+                            &cfg.cql.keyspace,
+                            cfg.cluster.processes - 1
+                        ),
+                        cfg.cql.keyspace
+                    );
+                }
+                vec![cfg.cql.keyspace.clone()]
+            };
+            let migrate = if cluster {
+                "omnistream migrate --cluster"
+            } else {
+                "omnistream migrate"
+            };
+            for ks in &keyspaces {
+                let mut c = cfg.cql.clone();
+                c.keyspace = ks.clone();
+                let p = omnistream::cql::probe(&c)?;
                 println!(
-                    "# cluster: `omnistream cluster` processes keep their states in {} … {} \
-                     (`omnistream migrate --cluster` creates them); probed here: {}, what \
-                     `omnistream run` uses",
-                    omnistream::cluster::process_keyspace(&cfg.cql.keyspace, 0),
-                    omnistream::cluster::process_keyspace(
-                        &cfg.cql.keyspace,
-                        cfg.cluster.processes - 1
-                    ),
-                    cfg.cql.keyspace
+                    "# cql: cluster {:?}, release {}, keyspace {ks} {}, schema version {} (this binary: {})",
+                    p.cluster_name,
+                    p.release_version,
+                    if p.keyspace_present { "present" } else { "absent" },
+                    p.schema_version.map_or("none".to_string(), |v| v.to_string()),
+                    omnistream::cql::SCHEMA_VERSION,
                 );
+                match p.schema_version {
+                    Some(v) if v == omnistream::cql::SCHEMA_VERSION => {}
+                    Some(v) if v > omnistream::cql::SCHEMA_VERSION => {
+                        anyhow::bail!("keyspace {ks} has schema version {v}, newer than this binary: upgrade omnistream")
+                    }
+                    _ => anyhow::bail!("keyspace {ks} is not migrated: run `{migrate}`"),
+                }
             }
-            let p = omnistream::cql::probe(&cfg.cql)?;
             println!(
-                "# cql: cluster {:?}, release {}, keyspace {} {}, schema version {} (this binary: {})",
-                p.cluster_name,
-                p.release_version,
-                cfg.cql.keyspace,
-                if p.keyspace_present { "present" } else { "absent" },
-                p.schema_version.map_or("none".to_string(), |v| v.to_string()),
-                omnistream::cql::SCHEMA_VERSION,
+                "# ok: configuration valid, {} ready",
+                if keyspaces.len() == 1 {
+                    "keyspace".to_string()
+                } else {
+                    format!("{} keyspaces", keyspaces.len())
+                }
             );
-            match p.schema_version {
-                Some(v) if v == omnistream::cql::SCHEMA_VERSION => {
-                    println!("# ok: configuration valid, keyspace ready");
-                }
-                Some(v) if v > omnistream::cql::SCHEMA_VERSION => {
-                    anyhow::bail!("keyspace {} has schema version {v}, newer than this binary: upgrade omnistream", cfg.cql.keyspace)
-                }
-                _ => anyhow::bail!(
-                    "keyspace {} is not migrated: run `omnistream migrate`",
-                    cfg.cql.keyspace
-                ),
-            }
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -581,7 +603,9 @@ fn main() -> ExitCode {
             rate,
             rounds,
         } => run_service(&opts, Some((scenario, rate, rounds)), Default::default()),
-        Command::CheckConfig { opts } => opts.load().and_then(|cfg| check_config(&cfg)),
+        Command::CheckConfig { opts, cluster } => {
+            opts.load().and_then(|cfg| check_config(&cfg, cluster))
+        }
         Command::Migrate { opts, cluster } => opts.load().and_then(|cfg| migrate(&cfg, cluster)),
         Command::Produce { opts, files, topic } => cli::pii_from_env()
             .and_then(|(pii, _)| {

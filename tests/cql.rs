@@ -391,6 +391,38 @@ fn cql_check_config_reports_the_cluster_and_the_schema() {
         out.contains(&format!("present, schema version {v}")),
         "{out}"
     );
+    // the keyspaces of a cluster's processes: checked with --cluster, made by migrate --cluster
+    let cluster = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+            .args(args)
+            .envs(cql_env(&cfg))
+            .env("OMNISTREAM_CLUSTER__PROCESSES", "2")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, out) = cluster(&["check-config", "--cluster"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(
+        out.contains(&format!(
+            "{}_p0 is not migrated: run `omnistream migrate --cluster`",
+            cfg.keyspace
+        )),
+        "{out}"
+    );
+    let (code, out) = cluster(&["migrate", "--cluster"]);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = cluster(&["check-config", "--cluster"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(&format!("keyspace {}_p1 present", cfg.keyspace))
+            && out.contains("2 keyspaces ready"),
+        "{out}"
+    );
 }
 
 /// The environment that points `omnistream` at the test keyspace.
