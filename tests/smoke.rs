@@ -81,15 +81,21 @@ fn smoke_over_http_meets_its_fraud_floor_and_keeps_the_invariants() {
     s.stop();
 }
 
+/// The first `n` events of the `smoke` scenario, as JSON lines.
+fn smoke_events(n: u64) -> Vec<u8> {
+    let mut sc = omnistream_loadtest::Scenario::load("smoke").unwrap();
+    sc.events = n;
+    let mut events = Vec::new();
+    omnistream_loadtest::generate(&sc, &mut events, &mut std::io::sink(), &mut |_| {}).unwrap();
+    events
+}
+
 /// `loadtest http` counts what the service did with the events it sent, not only the
 /// statuses: a fresh store accepts them, and the same events sent again are duplicates, which
 /// the report says instead of passing them off as a rate.
 #[test]
 fn the_http_driver_reports_the_events_accepted_and_the_duplicates() {
-    let mut sc = omnistream_loadtest::Scenario::load("smoke").unwrap();
-    sc.events = 3_000;
-    let mut events = Vec::new();
-    omnistream_loadtest::generate(&sc, &mut events, &mut std::io::sink(), &mut |_| {}).unwrap();
+    let events = smoke_events(3_000);
     let dir = tempfile::tempdir().unwrap();
     let s = Service::start(dir.path());
     let opts = omnistream_loadtest::http::Options {
@@ -145,15 +151,12 @@ fn the_http_driver_reports_the_events_accepted_and_the_duplicates() {
     assert!(table.contains("fresh data directory"), "{table}");
 }
 
-/// The README's short run (`--events 20000 --max-secs 2`) can send every event in the closed
+/// A short run (`--events` too few for `--max-secs`) can send every event in the closed
 /// loop: its figures are still reported, with why the paced phase did not run and how many
 /// events would have let it.
 #[test]
 fn the_http_driver_reports_the_closed_loop_when_it_used_every_event() {
-    let mut sc = omnistream_loadtest::Scenario::load("smoke").unwrap();
-    sc.events = 300;
-    let mut events = Vec::new();
-    omnistream_loadtest::generate(&sc, &mut events, &mut std::io::sink(), &mut |_| {}).unwrap();
+    let events = smoke_events(300);
     let dir = tempfile::tempdir().unwrap();
     let s = Service::start(dir.path());
     let opts = omnistream_loadtest::http::Options {
