@@ -826,6 +826,7 @@ macro_rules! routes {
         pub const ROUTES: &[Route] = &[$(Route {
             method: match stringify!($method).as_bytes() {
                 b"get" => "GET",
+                b"head" => "HEAD",
                 _ => "POST",
             },
             path: $path,
@@ -861,6 +862,9 @@ routes! {
     get "/v1/admin/snapshot" => snapshot, ADMIN;
     get "/healthz" => healthz, Access::Health;
     get "/readyz" => readyz, Access::Health;
+    // load balancers' probes often use HEAD
+    head "/healthz" => healthz, Access::Health;
+    head "/readyz" => readyz, Access::Health;
     get "/openapi.json" => openapi, READ;
     get "/metrics" => metrics_text, Access::Metrics;
     get "/v1/board" [token] => board_json, READ;

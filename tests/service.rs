@@ -129,6 +129,15 @@ fn bad_requests_get_4xx_with_reasons_and_lose_nothing_else() {
         head.to_ascii_lowercase().contains("\r\nallow: post\r\n"),
         "{head}"
     );
+    let (code, _, _) = s.raw("HEAD /healthz HTTP/1.1\r\nHost: t", b"");
+    assert_eq!(code, 200, "HEAD /healthz");
+    let (code, head, _) = s.raw("DELETE /readyz HTTP/1.1\r\nHost: t", b"");
+    assert_eq!(code, 405);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("\r\nallow: get, head\r\n"),
+        "{head}"
+    );
     let (code, v) = s.request("GET", "/v1/nothing", "");
     assert_eq!((code, &v["error"]), (404, &json!("no_route")), "{v}");
     // a query parameter the route does not take: 400 naming it and what the route takes,
