@@ -145,57 +145,6 @@ impl Drop for Rt {
     }
 }
 
-/// A paged read's wait, bounded by the request timeout. The driver's own timeout does not
-/// bound paged reads (`execute_iter`): a frozen node (SIGSTOP) held a state's load, and so
-/// the shard and every request behind it, until the node thawed.
-async fn within<T, E: std::fmt::Display>(
-    limit: Duration,
-    fut: impl Future<Output = Result<T, E>>,
-) -> Result<T, String> {
-    match tokio::time::timeout(limit, fut).await {
-        Ok(r) => r.map_err(|e| e.to_string()),
-        Err(_) => Err(no_answer(limit)),
-    }
-}
-
-fn no_answer(limit: Duration) -> String {
-    format!(
-        "no answer within {} ms (cql.request-timeout-ms)",
-        limit.as_millis()
-    )
-}
-
-/// The rows of a paged read, each page waited for at most the request timeout (see
-/// [`within`]).
-struct Paged<S> {
-    rows: S,
-    limit: Duration,
-}
-
-impl<S, T, E> Paged<S>
-where
-    S: futures::Stream<Item = Result<T, E>> + Unpin,
-    E: std::fmt::Display,
-{
-    /// Opens the read `start` begins (the first page) and types its rows with `typed`.
-    async fn open<P, PE: std::fmt::Display, TE: std::fmt::Display>(
-        limit: Duration,
-        start: impl Future<Output = Result<P, PE>>,
-        typed: impl FnOnce(P) -> Result<S, TE>,
-    ) -> Result<Paged<S>, String> {
-        let pager = within(limit, start).await?;
-        let rows = typed(pager).map_err(|e| e.to_string())?;
-        Ok(Paged { rows, limit })
-    }
-
-    async fn next(&mut self) -> Option<Result<T, String>> {
-        match tokio::time::timeout(self.limit, self.rows.next()).await {
-            Ok(row) => row.map(|r| r.map_err(|e| e.to_string())),
-            Err(_) => Some(Err(no_answer(self.limit))),
-        }
-    }
-}
-
 fn db_err(keyspace: &str, why: impl Into<String>) -> StoreError {
     StoreError::Database {
         keyspace: keyspace.to_string(),
@@ -509,8 +458,6 @@ pub fn probe(cfg: &CqlConfig) -> Result<Probe, StoreError> {
 struct Inner {
     session: Session,
     keyspace: String,
-    /// `cql.request-timeout-ms`, for the waits the driver does not bound (see [`within`]).
-    timeout: Duration,
     attempts: u32,
     concurrency: usize,
     ins_event: PreparedStatement,
@@ -691,7 +638,6 @@ impl CqlStore {
                 del_blob: prepare(s, k, "checkpoint_blobs", format!("DELETE FROM {k}.checkpoint_blobs WHERE gen = ? AND name = ?"), w).await?,
                 session,
                 keyspace: ks,
-                timeout: Duration::from_millis(c.request_timeout_ms),
                 attempts: c.write_attempts,
                 concurrency: c.max_concurrent_requests,
             })
@@ -1062,28 +1008,22 @@ async fn scan_log(
         let to = hi.min((bucket + 1) << EVENT_BUCKET_BITS) as i64;
         let key = format!("bucket {bucket}");
         let err = cql_err("scan", table, key);
-        let n = left.min(i32::MAX as usize) as i32;
-        let pager = Paged::open(
-            inner.timeout,
-            async {
-                if table == "events" {
-                    let values = (bucket as i64, from, to);
-                    inner
-                        .session
-                        .execute_iter(inner.sel_events.clone(), values)
-                        .await
-                } else {
-                    let values = (bucket as i64, from, to, n);
-                    inner
-                        .session
-                        .execute_iter(inner.sel_outputs.clone(), values)
-                        .await
-                }
-            },
-            |p| p.rows_stream::<(i64, Vec<u8>)>(),
-        )
-        .await;
-        let mut rows = match pager {
+        let pager = if table == "events" {
+            inner
+                .session
+                .execute_iter(inner.sel_events.clone(), (bucket as i64, from, to))
+                .await
+        } else {
+            let n = left.min(i32::MAX as usize) as i32;
+            inner
+                .session
+                .execute_iter(inner.sel_outputs.clone(), (bucket as i64, from, to, n))
+                .await
+        };
+        let mut rows = match pager
+            .map_err(|e| e.to_string())
+            .and_then(|p| p.rows_stream::<(i64, Vec<u8>)>().map_err(|e| e.to_string()))
+        {
             Ok(r) => r,
             Err(e) => {
                 let _ = tx.send(Err(err(e))).await;
@@ -1105,7 +1045,7 @@ async fn scan_log(
                     }
                 }
                 Err(e) => {
-                    let _ = tx.send(Err(err(e))).await;
+                    let _ = tx.send(Err(err(e.to_string()))).await;
                     return;
                 }
             }
@@ -1218,17 +1158,19 @@ impl Store for CqlStore {
                 let lo = from.max(bucket << LEDGER_BUCKET_BITS) as i64;
                 let n = (limit - out.len()).min(i32::MAX as usize) as i32;
                 let err = cql_err("read", "ledger", format!("member {member} bucket {bucket}"));
-                let values = (member.as_str(), bucket as i64, lo, n);
-                let mut rows = Paged::open(
-                    inner.timeout,
-                    inner.session.execute_iter(inner.sel_ledger.clone(), values),
-                    |p| p.rows_stream::<(i64, Vec<u8>)>(),
-                )
-                .await
-                .map_err(&err)?;
+                let mut rows = inner
+                    .session
+                    .execute_iter(
+                        inner.sel_ledger.clone(),
+                        (member.as_str(), bucket as i64, lo, n),
+                    )
+                    .await
+                    .map_err(|e| err(e.to_string()))?
+                    .rows_stream::<(i64, Vec<u8>)>()
+                    .map_err(|e| err(e.to_string()))?;
                 let before = out.len();
                 while let Some(row) = rows.next().await {
-                    let (_, body) = row.map_err(&err)?;
+                    let (_, body) = row.map_err(|e| err(e.to_string()))?;
                     out.push(body);
                     if out.len() >= limit {
                         break;

@@ -869,7 +869,7 @@ routes! {
     get "/metrics" => metrics_text, Access::Metrics;
     get "/v1/board" [token] => board_json, READ;
     get "/v1/board/stream" [token] => board_stream, READ;
-    get "/" [token] => board_page, READ;
+    get "/" [token, poll] => board_page, READ;
 }
 
 /// Routes that take `?token=` on GET (the board page and what it fetches).

@@ -85,7 +85,7 @@ fn paths() -> Value {
             "/readyz": {"get": op("the store is open and the shard runs", &[], None), "head": op("the store is open and the shard runs (no body)", &[], None)},
             "/openapi.json": {"get": op("this document", &[], None)},
             "/metrics": {"get": op("Prometheus metrics, text format (404 `metrics_off` when `metrics = false`)", &[], None)},
-            "/": {"get": op("the live board for managers (HTML; takes ?token= when tokens are on)", &["token:query"], None)},
+            "/": {"get": op("the live board for managers (HTML; takes ?token= when tokens are on, and ?poll to ask for the figures once a second instead of a server-sent event stream, behind proxies that buffer one)", &["token:query", "poll:query"], None)},
             "/v1/board": {"get": op("the board's figures as JSON", &["token:query"], None)},
             "/v1/board/stream": {"get": op("the board's figures as server-sent events, one when they change", &["token:query"], None)},
         },

@@ -615,44 +615,72 @@ impl Answers {
     /// The answers of the store's last [`RECENT_ANSWERS`] decisions (and their
     /// resolutions), read back from its outputs, newest first, at most [`ANSWERS_READ`]
     /// outputs back: what the shard answered before a restart is answered the same after it.
-    fn from_outputs(store: &dyn Store) -> Result<Answers, StoreError> {
+    /// A convenience, never a condition of starting: what cannot be read or decoded is
+    /// skipped with a warning (those scans sent again are answered without their decision).
+    fn from_outputs(store: &dyn Store) -> Answers {
         const CHUNK: u64 = 16_384;
         let finders = [
             memchr::memmem::Finder::new(br#""output":"decision""#),
             memchr::memmem::Finder::new(br#""output":"review_resolved""#),
         ];
         let mut chunks = Vec::new();
-        let (mut hi, mut found) = (store.next_output()?, 0usize);
-        let floor = hi.saturating_sub(ANSWERS_READ);
+        let mut hi = match store.next_output() {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "retried scans' decisions not read back");
+                return Answers::default();
+            }
+        };
+        let (floor, mut found, mut undecodable) = (hi.saturating_sub(ANSWERS_READ), 0usize, 0u64);
         while hi > floor && found < RECENT_ANSWERS {
             let lo = hi.saturating_sub(CHUNK).max(floor);
+            let rows = match store.outputs(lo, (hi - lo) as usize) {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::warn!(error = %e, before = hi, "retried scans' decisions read back only after this output");
+                    break;
+                }
+            };
+            // a store reads from `lo` on: rows from `hi` were read already, and none below it
+            // means those outputs expired (`outputs-ttl-s`), and every older one with them
+            let mut any = false;
             let mut kept = Vec::new();
-            for (seq, json) in store.outputs(lo, (hi - lo) as usize)? {
-                if !finders.iter().any(|f| f.find(&json).is_some()) {
+            for (_, json) in rows.iter().take_while(|(seq, _)| *seq < hi) {
+                any = true;
+                if !finders.iter().any(|f| f.find(json).is_some()) {
                     continue;
                 }
-                let e: Emitted = serde_json::from_slice(&json).map_err(|e| StoreError::Io {
-                    op: "read",
-                    table: "outputs",
-                    why: format!("output {seq} does not decode: {e}"),
-                })?;
-                found += usize::from(matches!(e.output, Output::Decision { .. }));
-                kept.push(e);
+                match serde_json::from_slice::<Emitted>(json) {
+                    Ok(e) => {
+                        found += usize::from(matches!(e.output, Output::Decision { .. }));
+                        kept.push(e);
+                    }
+                    Err(_) => undecodable += 1,
+                }
             }
             chunks.push(kept);
+            if !any {
+                break;
+            }
             hi = lo;
+        }
+        if undecodable > 0 {
+            tracing::warn!(
+                undecodable,
+                "stored decisions this build cannot read are not answered to retried scans"
+            );
         }
         let mut answers = Answers::default();
         for chunk in chunks.iter().rev() {
             answers.observe(chunk);
         }
-        Ok(answers)
+        answers
     }
 }
 
 /// How many of the store's last outputs a restart reads to find the [`RECENT_ANSWERS`]
 /// decisions to remember (a stream of few scans may hold fewer in them).
-const ANSWERS_READ: u64 = 1_000_000;
+const ANSWERS_READ: u64 = 250_000;
 
 /// Resolve the review of a scan: pay its held reward or refuse it; answers once durable.
 pub struct Review {
@@ -890,7 +918,7 @@ impl Shard {
         }
         self.reviews = reviews;
         // retried scans are answered from the stored outputs, the log's tail among them
-        self.answers = Answers::from_outputs(&*self.store)?;
+        self.answers = Answers::from_outputs(&*self.store);
         self.board = board;
         self.engine = engine;
         self.since_checkpoint = next - from;
@@ -2020,7 +2048,7 @@ mod tests {
         use omnistream_actors::fraud::Decision;
         let dir = tempfile::tempdir().unwrap();
         let mut store = RedbStore::open(dir.path()).unwrap();
-        assert!(Answers::from_outputs(&store).unwrap().by_scan.is_empty());
+        assert!(Answers::from_outputs(&store).by_scan.is_empty());
         let resolution = |scan: u128| Emitted {
             event: uuid::Uuid::from_u128(1 << 100 | scan),
             at: omnistream_schemas::EventTime::from_unix_ms(1),
@@ -2061,7 +2089,7 @@ mod tests {
             .collect();
         batch.encode();
         store.commit(&batch).unwrap();
-        let a = Answers::from_outputs(&store).unwrap();
+        let a = Answers::from_outputs(&store);
         // the newest 50,000 answers: the resolution of 5 alone (the newest) and the decisions
         // on scans 10,002..=60,000
         assert_eq!(a.by_scan.len(), RECENT_ANSWERS);
@@ -2076,6 +2104,25 @@ mod tests {
         );
         assert_eq!(a.get(uuid::Uuid::from_u128(5)), vec![resolution(5)]);
         assert_eq!(a.get(uuid::Uuid::from_u128(60_000)).len(), 1);
+
+        // outputs whose oldest expired (they begin at 70,000 here): the chunks below read
+        // the same live rows again from their start, which must neither count twice nor go
+        // on; a stored decision this build cannot read is skipped
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = RedbStore::open(dir.path()).unwrap();
+        let mut batch = Batch::default();
+        batch.unencoded.outputs = (1..=20_000u128)
+            .map(|n| (69_999 + n as u64, decision(n, Decision::Allow)))
+            .collect();
+        batch.encode();
+        batch
+            .outputs
+            .push((90_000, br#"{"output":"decision","scan_event":7}"#.to_vec()));
+        store.commit(&batch).unwrap();
+        let a = Answers::from_outputs(&store);
+        assert_eq!(a.by_scan.len(), 20_000);
+        assert_eq!(a.order.len(), 20_000);
+        assert_eq!(a.get(uuid::Uuid::from_u128(1)).len(), 1);
     }
     use crate::store::gated::{Gate, Gated};
     use crate::store::RedbStore;

@@ -152,6 +152,9 @@ fn bad_requests_get_4xx_with_reasons_and_lose_nothing_else() {
     assert_eq!((code, &v["error"]), (400, &json!("bad_query")), "{v}");
     let (code, _) = s.request("GET", "/v1/decisions?campaign=cny&limit=5", "");
     assert_eq!(code, 200);
+    // the board page's own switch (ops/board_check.py loads it so)
+    let (code, _) = s.request_text("GET", "/?poll", "");
+    assert_eq!(code, 200, "/?poll");
 }
 
 #[test]

@@ -21,7 +21,7 @@
 //! binary neither reads nor writes it.
 
 use super::cache::StateCache;
-use super::{cql_err, prepare, retry, Inner, Paged, Rt, SHARD};
+use super::{cql_err, prepare, retry, Inner, Rt, SHARD};
 use crate::store::{CheckpointWrite, Checkpointer, StoreError, StoredCheckpoint};
 use futures::StreamExt;
 use omnistream_actors::cold::{Cold, Kind};
@@ -393,18 +393,16 @@ async fn clean(inner: Arc<Inner>, keys: Vec<(Kind, Str)>, gen: i64, prev: i64) {
 /// Reads one blob of generation `gen`, its chunks in order.
 async fn read_blob(inner: &Inner, gen: i64, name: &'static str) -> Result<Vec<u8>, StoreError> {
     let err = cql_err("read", "checkpoint_blobs", format!("{name} gen {gen}"));
-    let mut rows = Paged::open(
-        inner.timeout,
-        inner
-            .session
-            .execute_iter(inner.sel_blob.clone(), (gen, name)),
-        |p| p.rows_stream::<(Vec<u8>,)>(),
-    )
-    .await
-    .map_err(&err)?;
+    let mut rows = inner
+        .session
+        .execute_iter(inner.sel_blob.clone(), (gen, name))
+        .await
+        .map_err(|e| err(e.to_string()))?
+        .rows_stream::<(Vec<u8>,)>()
+        .map_err(|e| err(e.to_string()))?;
     let mut out = Vec::new();
     while let Some(row) = rows.next().await {
-        out.extend_from_slice(&row.map_err(&err)?.0);
+        out.extend_from_slice(&row.map_err(|e| err(e.to_string()))?.0);
     }
     Ok(out)
 }
@@ -516,18 +514,16 @@ impl CqlStates {
                 let stmts = inner.kind(kind);
                 // the first rows, then (rarely, past unfinished generations) all of them
                 for stmt in [&stmts.sel, &stmts.sel_all] {
-                    let mut rows = Paged::open(
-                        inner.timeout,
-                        inner
-                            .session
-                            .execute_iter(stmt.clone(), (key.as_str(), g.durable)),
-                        |p| p.rows_stream::<(i64, Vec<u8>)>(),
-                    )
-                    .await
-                    .map_err(&err)?;
+                    let mut rows = inner
+                        .session
+                        .execute_iter(stmt.clone(), (key.as_str(), g.durable))
+                        .await
+                        .map_err(|e| err(e.to_string()))?
+                        .rows_stream::<(i64, Vec<u8>)>()
+                        .map_err(|e| err(e.to_string()))?;
                     let mut n = 0;
                     while let Some(row) = rows.next().await {
-                        let (gen, state) = row.map_err(&err)?;
+                        let (gen, state) = row.map_err(|e| err(e.to_string()))?;
                         if g.counts(gen) {
                             return Ok(Some(state));
                         }
@@ -579,20 +575,18 @@ impl Cold for CqlStates {
             .rt
             .run(async move {
                 let err = cql_err("scan", table(kind), format!("{kind:?}"));
-                let mut rows = Paged::open(
-                    inner.timeout,
-                    inner
-                        .session
-                        .execute_iter(inner.kind(kind).scan.clone(), ()),
-                    |p| p.rows_stream::<(String, i64, Vec<u8>)>(),
-                )
-                .await
-                .map_err(&err)?;
+                let mut rows = inner
+                    .session
+                    .execute_iter(inner.kind(kind).scan.clone(), ())
+                    .await
+                    .map_err(|e| err(e.to_string()))?
+                    .rows_stream::<(String, i64, Vec<u8>)>()
+                    .map_err(|e| err(e.to_string()))?;
                 // rows of one key come together, newest generation first
                 let mut out: Vec<(String, Vec<u8>)> = Vec::new();
                 let mut last: Option<String> = None;
                 while let Some(row) = rows.next().await {
-                    let (key, gen, state) = row.map_err(&err)?;
+                    let (key, gen, state) = row.map_err(|e| err(e.to_string()))?;
                     if !g.counts(gen) || last.as_deref() == Some(key.as_str()) {
                         continue;
                     }
