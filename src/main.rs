@@ -641,7 +641,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("omnistream: error: {e:#}");
+            cli::note(format_args!("omnistream: error: {e:#}"));
             ExitCode::from(2)
         }
     }

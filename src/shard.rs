@@ -2072,7 +2072,7 @@ mod tests {
                 about: None,
             },
         };
-        // 60,000 decisions, each after a ledger entry: 120,000 outputs, over 8 chunks read
+        // 60,000 decisions, each after a ledger entry: 120,000 outputs, of which the newest 7 chunks are read
         let mut outputs = Vec::new();
         for n in 1..=60_000u128 {
             outputs.push(other(n));
