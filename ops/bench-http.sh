@@ -8,7 +8,8 @@
 #   "OMNISTREAM_METRICS=true" "OMNISTREAM_METRICS=false"
 #   a BIN=PATH entry in a variant runs that omnistream binary instead (two builds side by side)
 # Environment: MAX_SECS and PACED_SECS (each phase's length), FRACTION (the paced rate as a
-# fraction of the closed loop's, default 0.5).
+# fraction of the closed loop's, default 0.5), EVENTS (events to generate, for scenarios too
+# small for both phases), OMNISTREAM_BENCH_PORT (default 18181).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scenario=${1:-default}
@@ -21,7 +22,7 @@ bin=target/release
 port=${OMNISTREAM_BENCH_PORT:-18181}
 work=$(mktemp -d)
 pid=
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
+cleanup() { if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
 for round in $(seq 1 "$rounds"); do
@@ -33,14 +34,21 @@ for round in $(seq 1 "$rounds"); do
     env $v "$svc" run --listen "127.0.0.1:$port" --data-dir "$work/data" \
       >"$work/server.log" 2>&1 &
     pid=$!
+    up=
     for _ in $(seq 1 100); do
-      curl -fs "127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
+      curl -fs "127.0.0.1:$port/readyz" >/dev/null 2>&1 && { up=1; break; }
+      kill -0 "$pid" 2>/dev/null || break
       sleep 0.1
     done
+    if [ -z "$up" ]; then
+      echo "bench-http: the service did not become ready; its log:" >&2
+      tail -5 "$work/server.log" >&2
+      exit 1
+    fi
     echo "== round $round: $v (batch $batch, load $(cut -d' ' -f1 /proc/loadavg))"
     timeout 300 "$bin/loadtest" http --addr "127.0.0.1:$port" --scenario "$scenario" \
       --batch "$batch" --max-secs "${MAX_SECS:-15}" --paced-secs "${PACED_SECS:-15}" \
-      --fraction "${FRACTION:-0.5}" \
+      --fraction "${FRACTION:-0.5}" ${EVENTS:+--events "$EVENTS"} \
       2>"$work/client.err" || { head -3 "$work/client.err" >&2; exit 1; }
     kill "$pid"; wait "$pid" 2>/dev/null || true
     pid=

@@ -17,15 +17,22 @@ bin=target/release
 port=${OMNISTREAM_BENCH_PORT:-18182}
 work=$(mktemp -d)
 pid=
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
+cleanup() { if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 mkdir -p "$out"
 "$bin/omnistream" run --listen "127.0.0.1:$port" --data-dir "$work/data" >"$work/server.log" 2>&1 &
 pid=$!
+up=
 for _ in $(seq 1 100); do
-  curl -fs "127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
+  curl -fs "127.0.0.1:$port/readyz" >/dev/null 2>&1 && { up=1; break; }
+  kill -0 "$pid" 2>/dev/null || break
   sleep 0.1
 done
+if [ -z "$up" ]; then
+  echo "bench-sweep: the service did not become ready; its log:" >&2
+  tail -5 "$work/server.log" >&2
+  exit 1
+fi
 echo "== sweep: scenario $scenario, batch $batch, load $(cut -d' ' -f1-3 /proc/loadavg), $(date -u +%FT%TZ), $(git rev-parse --short HEAD)"
 timeout 600 "$bin/loadtest" sweep --addr "127.0.0.1:$port" --scenario "$scenario" \
   --batch "$batch" --connections "${CONNECTIONS:-32}" --max-secs "${MAX_SECS:-10}" \

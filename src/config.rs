@@ -20,6 +20,9 @@ const NOT_KEYS: &[&str] = &[
     "OMNISTREAM_BENCH_DIR",
     "OMNISTREAM_FUZZ_SECS",
     "OMNISTREAM_FLUVIO_ENDPOINT",
+    // the benchmark scripts' port (ops/bench-http.sh, ops/bench-sweep.sh), inherited by the
+    // service they start
+    "OMNISTREAM_BENCH_PORT",
 ];
 
 /// Environment variables under this prefix hold access tokens (named by `token-env`), not keys.
@@ -337,6 +340,17 @@ impl FluvioConfig {
         if self.partitions == 0 {
             return Err(err("fluvio.partitions", "must be > 0"));
         }
+        if let Some((i, p)) = self
+            .own_partitions
+            .iter()
+            .enumerate()
+            .find(|(i, p)| self.own_partitions[..*i].contains(p))
+        {
+            return Err(err(
+                "fluvio.own-partitions",
+                format!("partition {p} is listed twice (entry {i})"),
+            ));
+        }
         if let Some(p) = self.own_partitions.iter().find(|p| **p >= self.partitions) {
             return Err(err(
                 "fluvio.own-partitions",
@@ -352,6 +366,7 @@ impl FluvioConfig {
             ("fluvio.max-batch-records", self.max_batch_records as u64),
             ("fluvio.channel-records", self.channel_records as u64),
             ("fluvio.commit-every-records", self.commit_every_records),
+            ("fluvio.commit-every-ms", self.commit_every_ms),
             ("fluvio.idle-ms", self.idle_ms),
             ("fluvio.batch-bytes", self.batch_bytes as u64),
             ("fluvio.ack-timeout-ms", self.ack_timeout_ms),
@@ -359,6 +374,13 @@ impl FluvioConfig {
             if v == 0 {
                 return Err(err(key, "must be > 0"));
             }
+        }
+        if self.idle_ms < 5_000 {
+            return Err(err(
+                "fluvio.idle-ms",
+                "must be at least 5000: a stream silent for 5 s is first checked for records held \
+                 back, and a partition must not count as idle before that",
+            ));
         }
         if self.ack_timeout_ms > 600_000 {
             return Err(err(
@@ -942,12 +964,41 @@ impl Config {
         if self.store == StoreKind::Cql {
             self.cql.check()?;
         }
-        if self.fluvio.enabled {
-            self.fluvio.check()?;
-        }
+        // whether or not `run` consumes it: `topics create`, `produce` and `cluster` read the
+        // section too, and check-config should not pass what they refuse
+        self.fluvio.check()?;
         self.auth.check()?;
         if let Err(crate::cluster::ClusterError::Config { key, why }) = self.cluster.check() {
             return Err(err(format!("cluster.{key}"), why));
+        }
+        let t = &self.fluvio.topics;
+        for (key, name) in [
+            ("cluster.control-topic", &self.cluster.control_topic),
+            ("cluster.exchange-topic", &self.cluster.exchange_topic),
+        ] {
+            let taken = [
+                &t.scans,
+                &t.clicks,
+                &t.orders,
+                &t.visits,
+                &t.ops,
+                &t.decisions,
+                &t.points,
+                &t.members,
+                &t.order_updates,
+                &t.stock,
+                &t.credit,
+                &t.alerts,
+                &t.dead_letter,
+            ];
+            if taken.contains(&name) {
+                return Err(err(
+                    key,
+                    format!(
+                        "`{name}` is one of fluvio.topics: the cluster needs topics of its own"
+                    ),
+                ));
+            }
         }
         self.rules
             .check()
@@ -1062,6 +1113,21 @@ mod tests {
                 "OMNISTREAM_CLUSTER__EXCHANGE_TOPIC",
                 "omnistream-epochs",
                 "cluster.exchange-topic",
+            ),
+            (
+                "OMNISTREAM_CLUSTER__EXCHANGE_TOPIC",
+                "",
+                "cluster.exchange-topic",
+            ),
+            (
+                "OMNISTREAM_CLUSTER__EXCHANGE_TOPIC",
+                "Bad!",
+                "cluster.exchange-topic",
+            ),
+            (
+                "OMNISTREAM_CLUSTER__CONTROL_TOPIC",
+                "scans",
+                "cluster.control-topic",
             ),
         ] {
             let e = Config::load(
@@ -1182,6 +1248,32 @@ mod tests {
 
     #[test]
     fn the_fluvio_section_is_read_checked_and_overridden() {
+        // checked whether or not `run` consumes it (`topics create`, `produce` and `cluster`
+        // read it too)
+        for (pairs, key) in [
+            (
+                &[("OMNISTREAM_FLUVIO__PARTITIONS", "0")][..],
+                "fluvio.partitions",
+            ),
+            (
+                &[
+                    ("OMNISTREAM_FLUVIO__PARTITIONS", "4"),
+                    ("OMNISTREAM_FLUVIO__OWN_PARTITIONS", "[0, 0]"),
+                ][..],
+                "fluvio.own-partitions",
+            ),
+            (
+                &[("OMNISTREAM_FLUVIO__IDLE_MS", "1000")][..],
+                "fluvio.idle-ms",
+            ),
+            (
+                &[("OMNISTREAM_FLUVIO__COMMIT_EVERY_MS", "0")][..],
+                "fluvio.commit-every-ms",
+            ),
+        ] {
+            let e = Config::load(None, env(pairs)).unwrap_err();
+            assert_eq!(e.key, key, "{e}");
+        }
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
         std::fs::write(

@@ -158,8 +158,23 @@ impl ClusterConfig {
         if self.ahead_epochs == 0 {
             return bad("ahead-epochs", "must be at least 1".into());
         }
-        if self.control_topic.is_empty() || self.exchange_topic.is_empty() {
-            return bad("control-topic", "topic names must not be empty".into());
+        for (key, name) in [
+            ("control-topic", &self.control_topic),
+            ("exchange-topic", &self.exchange_topic),
+        ] {
+            let ok = !name.is_empty()
+                && name.len() <= 63
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            if !ok {
+                return bad(
+                    key,
+                    format!(
+                        "`{name}` is not a topic name (lowercase letters, digits, `-`; at most 63)"
+                    ),
+                );
+            }
         }
         if self.control_topic == self.exchange_topic {
             return bad(
