@@ -741,6 +741,22 @@ fn a_cluster_process_serves_health_readiness_and_metrics_over_http() {
     assert_eq!(http_get(addr, "/healthz", None).0, 200);
     let (code, body) = http_get(addr, "/readyz", None);
     assert_eq!(code, 503, "{body}");
+    // load balancers' probes send HEAD
+    for (path, want) in [("/healthz", "200"), ("/readyz", "503")] {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            s,
+            "HEAD {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).unwrap();
+        assert!(
+            r.starts_with(&format!("HTTP/1.1 {want}")),
+            "HEAD {path}: {r}"
+        );
+    }
     m.ready.set(1);
     m.cluster_epochs.inc_by(7);
     assert_eq!(http_get(addr, "/readyz", None).0, 200);
