@@ -113,9 +113,14 @@ impl Board {
         }
     }
 
-    fn minute(&mut self, at_us: i64) -> &mut Minute {
+    /// The minute of `at_us`, or None when it is older than the window (a late event's: its
+    /// minute would otherwise stay among the last hour's until a newer minute arrives).
+    fn minute(&mut self, at_us: i64) -> Option<&mut Minute> {
         let m = at_us.div_euclid(60_000_000);
         if let Some(&last) = self.minutes.keys().next_back() {
+            if m <= last - MINUTES {
+                return None;
+            }
             if m > last {
                 let oldest = m - MINUTES;
                 while self
@@ -127,10 +132,10 @@ impl Board {
                 }
             }
         }
-        self.minutes.entry(m).or_insert_with(|| Minute {
+        Some(self.minutes.entry(m).or_insert_with(|| Minute {
             minute: m,
             ..Minute::default()
-        })
+        }))
     }
 
     /// Takes in what one event produced.
@@ -141,9 +146,10 @@ impl Board {
                 Output::OrderAccepted { order, amount } => {
                     let channel =
                         Channel::parse(order.split_once(':').map_or("", |(c, _)| c)).label();
-                    let m = self.minute(at);
-                    add!(m.sales, channel, *amount);
-                    add!(m.orders, channel, 1);
+                    if let Some(m) = self.minute(at) {
+                        add!(m.sales, channel, *amount);
+                        add!(m.orders, channel, 1);
+                    }
                     if let Some(o) = engine.order(order) {
                         if let Some(store) = &o.store {
                             add!(self.store_sales, store.as_str(), *amount);
@@ -158,12 +164,13 @@ impl Board {
                     score,
                     ..
                 } => {
-                    let m = self.minute(at);
-                    match decision {
-                        Decision::Allow => m.allow += 1,
-                        Decision::Review => m.review += 1,
-                        Decision::Block => m.block += 1,
-                        Decision::Duplicate => m.duplicate += 1,
+                    if let Some(m) = self.minute(at) {
+                        match decision {
+                            Decision::Allow => m.allow += 1,
+                            Decision::Review => m.review += 1,
+                            Decision::Block => m.block += 1,
+                            Decision::Duplicate => m.duplicate += 1,
+                        }
                     }
                     for r in reasons.iter().filter(|r| r.points > 0 && !r.shadow) {
                         add!(self.reasons, r.reason.as_str(), 1);
@@ -339,6 +346,29 @@ mod tests {
             available: 1_000 - exposure,
             held,
         })
+    }
+
+    /// A late order older than the last hour is not shown among its minutes.
+    #[test]
+    fn a_late_event_older_than_the_hour_adds_no_minute() {
+        let engine = Sharded::new(omnistream_actors::Rules::default(), 1);
+        let mut b = Board::new(5);
+        let order = |ms: i64| Emitted {
+            at: omnistream_schemas::EventTime::from_unix_ms(ms),
+            ..emitted(Output::OrderAccepted {
+                order: "mall:o1".into(),
+                amount: 100,
+            })
+        };
+        let now = 1_700_000_000_000;
+        b.observe(&engine, &[order(now), order(now - 30 * 60_000)]);
+        assert_eq!(b.view().minutes.len(), 2);
+        b.observe(&engine, &[order(now - 5 * 3_600_000)]);
+        assert_eq!(
+            b.view().minutes.len(),
+            2,
+            "a minute five hours old was added"
+        );
     }
 
     #[test]
