@@ -138,8 +138,9 @@ enum Command {
 
 #[derive(Subcommand)]
 enum TopicsAction {
-    /// Create every input and output topic with `fluvio.partitions` partitions (existing
-    /// topics are left as they are).
+    /// Create every input and output topic with `fluvio.partitions` partitions, and the
+    /// control topic (1 partition) and exchange topic (`cluster.processes` partitions) of
+    /// `omnistream cluster` (existing topics are left as they are).
     Create {
         #[command(flatten)]
         opts: ServiceOpts,
@@ -551,6 +552,8 @@ fn main() -> ExitCode {
         // on a failed write it would report with eprintln!, which panics once standard
         // error is closed (`2>&1 | head`): the log line is lost, the service goes on
         .log_internal_errors(false)
+        // colour only for a person at a terminal, not in files and pipes
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     // OMNISTREAM_LOG_FORMAT=json: one JSON object per line, for log shippers
     match std::env::var("OMNISTREAM_LOG_FORMAT").as_deref() {
@@ -562,6 +565,18 @@ fn main() -> ExitCode {
         }
     }
     let args = Cli::parse();
+    if !matches!(
+        args.command,
+        Command::Run { .. } | Command::Demo { .. } | Command::Cluster { .. }
+    ) {
+        // a command whose output is read by another (`validate --json | head`) ends quietly
+        // when the reader goes, as Unix filters do, instead of panicking on the failed write
+        // (Rust ignores SIGPIPE). The service keeps ignoring it: it must outlive its stdout.
+        // SAFETY: restores a default disposition before any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let result = match args.command {
         Command::Validate {
             files,

@@ -147,3 +147,20 @@ fn schema_prints_the_committed_json_schema() {
     .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), committed);
 }
+
+/// `omnistream validate --json FILE | head -c 10`: the reader goes early and validate ends
+/// quietly, as a Unix filter does (it panicked on the failed write).
+#[test]
+fn a_reader_that_goes_early_ends_validate_quietly() {
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/sample.jsonl");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+        .args(["validate", "--json", sample])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+}

@@ -113,6 +113,13 @@ pub fn feed(addr: String, scenario: String, rate: u64, rounds: u64) -> anyhow::R
                 }
                 Err(e) => return Err(e.into()),
             };
+            if code == 401 || code == 403 {
+                // every later request would be refused alike: say so instead of "sent"
+                anyhow::bail!(
+                    "the service refused the generated events ({code}): the demo sends them \
+                     without a token; run it with auth.enabled = false"
+                );
+            }
             if code == 429 || code == 503 {
                 std::thread::sleep(Duration::from_secs(1));
             }

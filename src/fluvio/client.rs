@@ -29,7 +29,7 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// No answer within the connect timeout.
-    #[error("fluvio {endpoint}: no connection within {ms} ms (is the cluster running there?)")]
+    #[error("fluvio {endpoint}: no connection within {ms} ms (is the cluster running there? the address is fluvio.endpoint, OMNISTREAM_FLUVIO__ENDPOINT)")]
     Timeout {
         /// The endpoint tried.
         endpoint: String,
@@ -37,7 +37,7 @@ pub enum ClientError {
         ms: u64,
     },
     /// The connection was refused or failed.
-    #[error("fluvio {endpoint}: cannot connect: {why}")]
+    #[error("fluvio {endpoint}: cannot connect (is the cluster running there? the address is fluvio.endpoint, OMNISTREAM_FLUVIO__ENDPOINT): {why}")]
     Connect {
         /// The endpoint tried.
         endpoint: String,
