@@ -1476,6 +1476,8 @@ mod tests {
         assert!(e.problem.contains("unknown field"), "{e}");
         let e = Config::load(None, env(&[("OMNISTREAM_LISTEN", "localhost")])).unwrap_err();
         assert_eq!(e.key, "listen");
+        // variables of the scripts around the service are not keys
+        Config::load(None, env(&[("OMNISTREAM_BENCH_PORT", "18181")])).unwrap();
         // limits that would refuse every request
         for (var, key) in [
             ("OMNISTREAM_MAX_BODY_BYTES", "max-body-bytes"),
