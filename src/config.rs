@@ -250,6 +250,27 @@ pub struct FluvioTopics {
     pub dead_letter: String,
 }
 
+impl FluvioTopics {
+    /// Every topic name, inputs first.
+    pub fn all(&self) -> [&String; 13] {
+        [
+            &self.scans,
+            &self.clicks,
+            &self.orders,
+            &self.visits,
+            &self.ops,
+            &self.decisions,
+            &self.points,
+            &self.members,
+            &self.order_updates,
+            &self.stock,
+            &self.credit,
+            &self.alerts,
+            &self.dead_letter,
+        ]
+    }
+}
+
 impl Default for FluvioTopics {
     fn default() -> Self {
         let s = |n: &str| n.to_string();
@@ -388,22 +409,7 @@ impl FluvioConfig {
                 "must be at most 600000 (10 minutes)",
             ));
         }
-        let t = &self.topics;
-        let names = [
-            &t.scans,
-            &t.clicks,
-            &t.orders,
-            &t.visits,
-            &t.ops,
-            &t.decisions,
-            &t.points,
-            &t.members,
-            &t.order_updates,
-            &t.stock,
-            &t.credit,
-            &t.alerts,
-            &t.dead_letter,
-        ];
+        let names = self.topics.all();
         for (i, n) in names.iter().enumerate() {
             let ok = !n.is_empty()
                 && n.len() <= 63
@@ -971,27 +977,11 @@ impl Config {
         if let Err(crate::cluster::ClusterError::Config { key, why }) = self.cluster.check() {
             return Err(err(format!("cluster.{key}"), why));
         }
-        let t = &self.fluvio.topics;
         for (key, name) in [
             ("cluster.control-topic", &self.cluster.control_topic),
             ("cluster.exchange-topic", &self.cluster.exchange_topic),
         ] {
-            let taken = [
-                &t.scans,
-                &t.clicks,
-                &t.orders,
-                &t.visits,
-                &t.ops,
-                &t.decisions,
-                &t.points,
-                &t.members,
-                &t.order_updates,
-                &t.stock,
-                &t.credit,
-                &t.alerts,
-                &t.dead_letter,
-            ];
-            if taken.contains(&name) {
+            if self.fluvio.topics.all().contains(&name) {
                 return Err(err(
                     key,
                     format!(
