@@ -685,6 +685,13 @@ pub struct CqlConfig {
     /// MiB of the read cache (moka) in front of the stored states: the states the engine
     /// loads back after passivating them, and the keys known to have none. 0 turns it off.
     pub cache_mb: u64,
+    /// Seconds of the writer lease: one process writes a keyspace, and holds a lease row
+    /// (a lightweight transaction) that it renews every fifth of this. It writes nothing once
+    /// its last renewal is older than seven tenths of this (a node that does not answer), and
+    /// a process that stopped without releasing it (a crash) holds it this long, unless it is
+    /// started again on the same host with the same listen address, which takes it over at
+    /// once. 3 to 600.
+    pub lease_s: u32,
 }
 
 impl Default for CqlConfig {
@@ -708,6 +715,7 @@ impl Default for CqlConfig {
             max_concurrent_requests: 32,
             cache_mb: 64,
             outputs_ttl_s: DEFAULT_OUTPUTS_TTL_S,
+            lease_s: 10,
         }
     }
 }
@@ -797,6 +805,12 @@ impl CqlConfig {
         }
         if self.request_timeout_ms == 0 {
             return Err(err("cql.request-timeout-ms", "must be > 0"));
+        }
+        if !(3..=600).contains(&self.lease_s) {
+            return Err(err(
+                "cql.lease-s",
+                format!("{} is not between 3 and 600 seconds", self.lease_s),
+            ));
         }
         if self.write_attempts == 0 {
             return Err(err("cql.write-attempts", "must be > 0"));
@@ -1193,6 +1207,18 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.key, "cql.outputs-ttl-s");
         assert!(e.problem.contains("20 years"), "{e}");
+        for bad in ["2", "601"] {
+            let e = Config::load(
+                None,
+                env(&[
+                    ("OMNISTREAM_STORE", "cql"),
+                    ("OMNISTREAM_CQL__LEASE_S", bad),
+                ]),
+            )
+            .unwrap_err();
+            assert_eq!(e.key, "cql.lease-s");
+            assert!(e.problem.contains("between 3 and 600"), "{e}");
+        }
         // the password from a file (a mounted secret), never with `password` too
         let pw = dir.path().join("cql.password");
         std::fs::write(&pw, "s3cret-from-a-file\n").unwrap();

@@ -14,7 +14,8 @@
 //! write is idempotent, which is why retrying it is safe). Ledger rows are keyed by member, not
 //! by seq, so a commit first records their keys as `pending` in the marker partition; a failed
 //! commit's ledger rows are deleted before the next replay or commit (also after a crash).
-//! No LWT: one process owns a keyspace (the single shard), so no write needs a condition.
+//! One process writes a keyspace: it holds the writer lease (the `lease` module, the only
+//! conditional writes), and every write it sends checks first that the lease is still its own.
 //!
 //! The `Store` trait is synchronous and called from the shard's actor thread, which is itself
 //! inside a tokio runtime; the store therefore owns a small runtime of its own and hands every
@@ -38,17 +39,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The schema version this binary writes and reads.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// Schema files in order: `(version, CQL)`; `migrate` applies those above the recorded one.
 pub const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../schemas/cql/001_init.cql")),
     (2, include_str!("../schemas/cql/002_checkpoints.cql")),
     (3, include_str!("../schemas/cql/003_kind_tables.cql")),
+    (4, include_str!("../schemas/cql/004_writer_lease.cql")),
 ];
 
 mod cache;
+mod lease;
 mod states;
+
+pub use lease::{exit_when_fenced, owner_name, EXIT_FENCED};
 
 /// `seq >> EVENT_BUCKET_BITS` is the partition of an event or output (65536 rows each).
 pub const EVENT_BUCKET_BITS: u32 = 16;
@@ -417,9 +422,13 @@ pub struct Probe {
     pub keyspace_present: bool,
     /// The schema version recorded in it.
     pub schema_version: Option<i32>,
+    /// The process that writes it now (its writer lease's owner, pid and start) and the
+    /// seconds its lease has left; none when no process does (or before schema 4).
+    pub writer: Option<(String, Option<i32>)>,
 }
 
-/// Connects and reads the cluster's name and version and the keyspace's schema version.
+/// Connects and reads the cluster's name and version, the keyspace's schema version and who
+/// writes it.
 pub fn probe(cfg: &CqlConfig) -> Result<Probe, StoreError> {
     let rt = Rt::new().map_err(|e| db_err(&cfg.keyspace, format!("runtime: {e}")))?;
     let cfg = cfg.clone();
@@ -445,11 +454,20 @@ pub fn probe(cfg: &CqlConfig) -> Result<Probe, StoreError> {
             .map_err(|e| cql_err("read", "system.local", "local")(e.to_string()))?;
         let keyspace_present = session.get_cluster_state().get_keyspace(ks).is_some()
             || !tables(&session, ks).await?.is_empty();
+        let schema_version = recorded_version(&session, ks).await?;
+        let writer = if schema_version.is_some_and(|v| v >= 4) {
+            lease::holder_of(&session, ks)
+                .await
+                .map_err(cql_err("read", "leases", ks))?
+        } else {
+            None
+        };
         Ok(Probe {
             cluster_name: cluster_name.unwrap_or_default(),
             release_version: release_version.unwrap_or_default(),
             keyspace_present,
-            schema_version: recorded_version(&session, ks).await?,
+            schema_version,
+            writer,
         })
     })
 }
@@ -483,6 +501,8 @@ struct Inner {
     ins_blob: PreparedStatement,
     sel_blob: PreparedStatement,
     del_blob: PreparedStatement,
+    /// The writer lease every write checks.
+    lease: lease::Lease,
 }
 
 /// The durable log in a CQL keyspace; see the module documentation for the commit protocol.
@@ -509,6 +529,33 @@ struct Marks {
     dirty: AtomicBool,
     /// The log below this seq is deleted already (in this process).
     truncated: AtomicU64,
+    /// The marker the last commit was to write (it may have, though it failed).
+    attempted: std::sync::Mutex<Option<(u64, u64)>>,
+}
+
+impl Marks {
+    /// Whether the commit marker read from the node, `(seq, output)`, is where this process
+    /// left it: its last commit's, or the one its last (failed) commit was to write. Any
+    /// other means another process wrote the log.
+    fn check_unmoved(&self, seq: u64, output: u64) -> Result<(), String> {
+        let known = (
+            self.next_seq.load(Ordering::SeqCst),
+            self.next_output.load(Ordering::SeqCst),
+        );
+        let attempted = *self
+            .attempted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if (seq, output) == known || Some((seq, output)) == attempted {
+            return Ok(());
+        }
+        Err(format!(
+            "the log's commit marker moved to seq {seq} (output {output}) while this process's \
+             writer lease had lapsed; this process left it at seq {} (output {}): another \
+             process wrote the log",
+            known.0, known.1
+        ))
+    }
 }
 
 /// Commits from the shard's commit thread; the same writes as [`CqlStore::commit`].
@@ -554,6 +601,10 @@ fn commit_batch(
         .outputs
         .last()
         .map_or(marks.next_output.load(Ordering::SeqCst), |(s, _)| s + 1);
+    *marks
+        .attempted
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((next_seq, next_output));
     let r = rt.run(commit(
         inner.clone(),
         batch.clone(),
@@ -585,11 +636,25 @@ struct Marker {
 }
 
 impl CqlStore {
-    /// Connects, refuses a keyspace that is not migrated or has a newer schema, prepares every
-    /// statement, and finishes (cleans up) a commit a crash left half-written.
+    /// [`CqlStore::open_as`] with an owner name of its own (unique to this store).
     pub fn open(cfg: &CqlConfig) -> Result<CqlStore, StoreError> {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let owner = format!(
+            "pid {} store {}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        CqlStore::open_as(cfg, &owner)
+    }
+
+    /// Connects, refuses a keyspace that is not migrated or has a newer schema, prepares every
+    /// statement, takes the writer lease as `owner` ([`owner_name`]; [`StoreError::Held`]
+    /// while another process holds it), and finishes (cleans up) a commit a crash left
+    /// half-written.
+    pub fn open_as(cfg: &CqlConfig, owner: &str) -> Result<CqlStore, StoreError> {
         let rt = Rt::new().map_err(|e| db_err(&cfg.keyspace, format!("runtime: {e}")))?;
         let c = cfg.clone();
+        let owner = owner.to_string();
         let inner = rt.run(async move {
             let ks = c.keyspace.clone();
             let session = connect(&c).await?;
@@ -609,6 +674,14 @@ impl CqlStore {
                 }
                 Some(_) => {}
             }
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            let info = format!(
+                "pid {}, since {}",
+                std::process::id(),
+                omnistream_schemas::EventTime::from_unix_ms(now_ms)
+            );
             let w = consistency(&c.write_consistency);
             let r = consistency(&c.read_consistency);
             let s = &session;
@@ -636,6 +709,7 @@ impl CqlStore {
                 ins_blob: prepare(s, k, "checkpoint_blobs", format!("INSERT INTO {k}.checkpoint_blobs (gen, name, chunk, data) VALUES (?, ?, ?, ?)"), w).await?,
                 sel_blob: prepare(s, k, "checkpoint_blobs", format!("SELECT data FROM {k}.checkpoint_blobs WHERE gen = ? AND name = ?"), r).await?,
                 del_blob: prepare(s, k, "checkpoint_blobs", format!("DELETE FROM {k}.checkpoint_blobs WHERE gen = ? AND name = ?"), w).await?,
+                lease: lease::Lease::prepare(s, k, owner, info, c.lease_s).await?,
                 session,
                 keyspace: ks,
                 attempts: c.write_attempts,
@@ -649,12 +723,23 @@ impl CqlStore {
                 next_output: AtomicU64::new(0),
                 dirty: AtomicBool::new(true),
                 truncated: AtomicU64::new(0),
+                attempted: Default::default(),
             }),
             gens: Default::default(),
             cache: cache::StateCache::new(cfg.cache_mb.saturating_mul(1 << 20)),
             cleaning: Default::default(),
             rt: Arc::new(rt),
         };
+        // nothing is written before the lease is this process's; dropped (an error below),
+        // the store releases it
+        let inner = Arc::clone(&store.inner);
+        store
+            .rt
+            .run(async move { inner.lease.acquire(&inner.session).await })?;
+        store.rt.spawn(lease::keep(
+            Arc::downgrade(&store.inner),
+            Arc::clone(&store.marks),
+        ));
         recover(&store.inner, &store.rt, &store.marks)?;
         let inner = Arc::clone(&store.inner);
         *store
@@ -720,7 +805,7 @@ fn recover(inner: &Arc<Inner>, rt: &Rt, marks: &Marks) -> Result<(), StoreError>
                     async move {
                         let key = format!("{member}/{seq}");
                         let bucket = (seq >> LEDGER_BUCKET_BITS) as i64;
-                        retry(inner.attempts, || {
+                        write(&inner, || {
                             inner.session.execute_unpaged(
                                 &inner.del_ledger,
                                 (member.as_str(), bucket, seq as i64),
@@ -735,7 +820,7 @@ fn recover(inner: &Arc<Inner>, rt: &Rt, marks: &Marks) -> Result<(), StoreError>
                 .collect()
                 .await;
             results.into_iter().collect::<Result<Vec<()>, _>>()?;
-            retry(inner.attempts, || {
+            write(&inner, || {
                 inner
                     .session
                     .execute_unpaged(&inner.clear_pending, (SHARD,))
@@ -774,10 +859,30 @@ async fn read_marker(inner: &Inner) -> Result<Marker, StoreError> {
 /// Runs an idempotent request up to `attempts` times, backing off 50 ms, 100 ms, ...
 async fn retry<T, E: std::fmt::Display, Fut: Future<Output = Result<T, E>>>(
     attempts: u32,
+    f: impl FnMut() -> Fut,
+) -> Result<T, String> {
+    retry_gated(attempts, None, f).await
+}
+
+/// A write of this process's log: [`retry`], each attempt sent only while the writer lease
+/// is this process's (see the `lease` module).
+async fn write<T, E: std::fmt::Display, Fut: Future<Output = Result<T, E>>>(
+    inner: &Inner,
+    f: impl FnMut() -> Fut,
+) -> Result<T, String> {
+    retry_gated(inner.attempts, Some(&inner.lease), f).await
+}
+
+async fn retry_gated<T, E: std::fmt::Display, Fut: Future<Output = Result<T, E>>>(
+    attempts: u32,
+    gate: Option<&lease::Lease>,
     mut f: impl FnMut() -> Fut,
 ) -> Result<T, String> {
     let mut last = String::new();
     for i in 0..attempts {
+        if let Some(lease) = gate {
+            lease.writable()?;
+        }
         match f().await {
             Ok(v) => return Ok(v),
             Err(e) => {
@@ -819,7 +924,7 @@ async fn write_rows<R: SerializeRow>(
     rows: &[R],
 ) -> Result<(), String> {
     if let [row] = rows {
-        return retry(inner.attempts, || inner.session.execute_unpaged(stmt, row))
+        return write(inner, || inner.session.execute_unpaged(stmt, row))
             .await
             .map(drop);
     }
@@ -831,7 +936,7 @@ async fn write_rows<R: SerializeRow>(
         b.set_consistency(cl);
     }
     b.set_is_idempotent(true);
-    retry(inner.attempts, || inner.session.batch(&b, rows))
+    write(inner, || inner.session.batch(&b, rows))
         .await
         .map(drop)
 }
@@ -873,7 +978,7 @@ async fn commit(
     if !b.ledger.is_empty() {
         let keys: Vec<(&str, u64)> = b.ledger.iter().map(|(m, s, _)| (m.as_str(), *s)).collect();
         let pending = serde_json::to_vec(&keys).unwrap_or_default();
-        retry(inner.attempts, || {
+        write(&inner, || {
             inner
                 .session
                 .execute_unpaged(&inner.set_pending, (&pending, SHARD))
@@ -937,7 +1042,7 @@ async fn commit(
                 }
                 Unit::Truncate(bucket, below) => {
                     let s = &inner_ref.session;
-                    retry(inner_ref.attempts, || async move {
+                    write(inner_ref, || async move {
                         match below {
                             None => {
                                 s.execute_unpaged(&inner_ref.del_events_bucket, (bucket,))
@@ -968,7 +1073,7 @@ async fn commit(
     let (s, o) = (next_seq as i64, next_output as i64);
     let marker_key = format!("shard {SHARD}");
     if b.positions.is_empty() {
-        retry(inner.attempts, || {
+        write(&inner, || {
             inner
                 .session
                 .execute_unpaged(&inner.set_marker, (s, o, SHARD))
@@ -1084,11 +1189,33 @@ impl CqlStore {
     }
 }
 
+impl CqlStore {
+    /// Releases the writer lease: the next process need not wait for it to expire. Nothing
+    /// is written after this, by a committer still holding the store's parts either.
+    fn release(&self) {
+        let inner = Arc::clone(&self.inner);
+        let _ = self.rt.run(async move {
+            inner.lease.release(&inner.session).await;
+            Ok(())
+        });
+    }
+}
+
+impl Drop for CqlStore {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 impl Store for CqlStore {
     fn commit(&mut self, batch: &Batch) -> Result<(), StoreError> {
         batch.check_encoded()?;
         commit_batch(&self.inner, &self.rt, &self.marks, batch)?;
         write_checkpoint(&self.states(), batch)
+    }
+
+    fn close(&mut self) {
+        self.release();
     }
 
     fn read_cache(&self) -> Option<crate::store::ReadCache> {

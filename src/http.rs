@@ -1128,9 +1128,10 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let ready = Arc::new(AtomicBool::new(false));
     let metrics = Arc::new(Metrics::new(cfg.metrics));
+    let listen = listener.local_addr()?;
     let open = || {
         Shard::new(
-            crate::store::open(&cfg)?,
+            crate::store::open(&cfg, listen)?,
             cfg.rules.clone(),
             &pii_key,
             crate::shard::ShardConfig::from(&cfg),
@@ -1138,31 +1139,10 @@ pub async fn serve(
             metrics.clone(),
         )
     };
-    // a CQL store that does not answer yet (a node still booting) is tried again, backing
-    // off, for store-wait-s; any other error stops start-up at once
-    let waited = std::time::Instant::now();
-    let deadline = waited + Duration::from_secs(cfg.store_wait_s);
-    let mut wait = Duration::from_millis(500);
-    let shard = loop {
-        match open() {
-            Ok(shard) => break shard,
-            // the last try is at the deadline itself, not a backoff step before it
-            Err(e @ StoreError::Unreachable { .. }) if std::time::Instant::now() < deadline => {
-                let pause = wait.min(deadline.saturating_duration_since(std::time::Instant::now()));
-                tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, waited_s = waited.elapsed().as_secs(), "store not reachable yet; waiting (store-wait-s)");
-                tokio::time::sleep(pause).await;
-                wait = (wait * 2).min(Duration::from_secs(5));
-            }
-            Err(e @ StoreError::Unreachable { .. }) => {
-                return Err(anyhow::anyhow!(
-                    "{e} (gave up after {:.1} s; store-wait-s = {})",
-                    waited.elapsed().as_secs_f64(),
-                    cfg.store_wait_s
-                ))
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
+    // a CQL store that does not answer yet (a node still booting), or whose writer lease
+    // another process holds, is tried again for store-wait-s; nothing else runs here yet, so
+    // the wait blocks this thread as the opening itself does
+    let shard = crate::store::wait_for(cfg.store_wait_s, open)?;
     tracing::info!(
         replayed = shard.stats.replayed,
         seconds = shard.stats.replay_seconds,

@@ -338,14 +338,16 @@ fn run_cluster(opts: &ServiceOpts) -> anyhow::Result<ExitCode> {
         "omnistream cluster process {} listening on http://{addr} (/healthz, /readyz, /metrics)",
         cfg.cluster.process
     ));
-    let mut store = omnistream::store::open(&cfg).map_err(|e| {
-        let hint = if cfg.store == StoreKind::Cql {
-            " (`omnistream migrate --cluster` creates every process's keyspace)"
-        } else {
-            ""
-        };
-        anyhow::anyhow!("{e}{hint}")
-    })?;
+    let mut store =
+        omnistream::store::wait_for(cfg.store_wait_s, || omnistream::store::open(&cfg, addr))
+            .map_err(|e| {
+                let hint = if cfg.store == StoreKind::Cql {
+                    " (`omnistream migrate --cluster` creates every process's keyspace)"
+                } else {
+                    ""
+                };
+                anyhow::anyhow!("{e}{hint}")
+            })?;
     omnistream::store::check_pii_key(&mut *store, &key)?;
     // the client's own tasks run on this runtime for as long as the process runs
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -482,6 +484,16 @@ fn check_config(cfg: &Config, cluster: bool) -> anyhow::Result<ExitCode> {
                     p.schema_version.map_or("none".to_string(), |v| v.to_string()),
                     omnistream::cql::SCHEMA_VERSION,
                 );
+                match &p.writer {
+                    Some((who, left)) => println!(
+                        "# cql: keyspace {ks} is written by {who}{} (a `run` on it now waits for that process)",
+                        left.map_or(String::new(), |s| format!("; its writer lease ends in {s} s unless renewed"))
+                    ),
+                    None if p.schema_version.is_some() => {
+                        println!("# cql: keyspace {ks}: no process writes it now")
+                    }
+                    None => {}
+                }
                 match p.schema_version {
                     Some(v) if v == omnistream::cql::SCHEMA_VERSION => {}
                     Some(v) if v > omnistream::cql::SCHEMA_VERSION => {
@@ -576,6 +588,10 @@ fn main() -> ExitCode {
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         }
+    } else {
+        // a service that lost its CQL writer lease to another process has a stale state:
+        // it exits, and its supervisor starts it afresh from the log
+        omnistream::cql::exit_when_fenced();
     }
     let result = match args.command {
         Command::Validate {

@@ -1921,6 +1921,8 @@ impl Handler<Shutdown> for Shard {
     fn handle(&mut self, _: Shutdown, ctx: &mut Self::Context) -> Self::Result {
         let r = self.flush_sync();
         self.final_checkpoint();
+        // the next process (a rolling restart) need not wait for this one's CQL writer lease
+        self.store.close();
         ctx.stop();
         r
     }

@@ -81,6 +81,21 @@ pub enum StoreError {
         /// Why.
         why: String,
     },
+    /// Another process writes the CQL keyspace (it holds the writer lease); it may stop, or
+    /// its lease expire, so start-up waits for it (`store-wait-s`).
+    #[error(
+        "cql keyspace {keyspace}: another process writes it: {owner}; its writer lease ends in \
+         {} unless that process renews it (two writers would corrupt the log)",
+        seconds_left.map_or("a few seconds".to_string(), |s| format!("{s} s"))
+    )]
+    Held {
+        /// The keyspace.
+        keyspace: String,
+        /// The lease's owner (host and listen address) and its pid and start.
+        owner: String,
+        /// Seconds its row has left on the node.
+        seconds_left: Option<i32>,
+    },
     /// The personal-data key is not the one the store was written with.
     #[error(
         "OMNISTREAM_PII_KEY: not the key this store was written with: personal values would \
@@ -415,6 +430,9 @@ pub trait Store: Send {
     fn read_cache(&self) -> Option<ReadCache> {
         None
     }
+    /// A graceful stop: this process writes nothing more, and lets go of what keeps other
+    /// processes out (the CQL writer lease), so the next one starts at once.
+    fn close(&mut self) {}
     /// What the code registry's runs hold and cost, if this store keeps codes in them.
     fn code_registry(&self) -> Option<crate::codes::CodeStats> {
         None
@@ -434,15 +452,62 @@ pub struct ReadCache {
     pub bytes: u64,
 }
 
-/// Opens the store the configuration names (`store = "embedded" | "cql"`).
-pub fn open(cfg: &crate::config::Config) -> Result<Box<dyn Store>, StoreError> {
+/// Opens the store the configuration names (`store = "embedded" | "cql"`) for the service
+/// listening on `listen`: on CQL, that names the writer lease's owner
+/// ([`crate::cql::owner_name`]); the embedded store is locked by its file.
+pub fn open(
+    cfg: &crate::config::Config,
+    listen: std::net::SocketAddr,
+) -> Result<Box<dyn Store>, StoreError> {
     Ok(match cfg.store {
         crate::config::StoreKind::Embedded => Box::new(RedbStore::open_with_cache(
             &cfg.data_dir,
             cfg.store_cache_mb << 20,
         )?),
-        crate::config::StoreKind::Cql => Box::new(crate::cql::CqlStore::open(&cfg.cql)?),
+        crate::config::StoreKind::Cql => Box::new(crate::cql::CqlStore::open_as(
+            &cfg.cql,
+            &crate::cql::owner_name(listen),
+        )?),
     })
+}
+
+/// Runs `open` until it gives a store, waiting (backing off, at most 5 s a time) while it
+/// fails in a way that passes: a CQL node that does not answer yet, or a writer lease that
+/// another process holds (it may be stopping: a rolling restart), for `store-wait-s` at most.
+/// Any other error stops start-up at once.
+pub fn wait_for<T>(
+    wait_s: u64,
+    mut open: impl FnMut() -> Result<T, StoreError>,
+) -> anyhow::Result<T> {
+    let waited = std::time::Instant::now();
+    let deadline = waited + std::time::Duration::from_secs(wait_s);
+    let mut wait = std::time::Duration::from_millis(500);
+    loop {
+        match open() {
+            Ok(v) => return Ok(v),
+            Err(e @ (StoreError::Unreachable { .. } | StoreError::Held { .. })) => {
+                let now = std::time::Instant::now();
+                if now >= deadline {
+                    return Err(anyhow::anyhow!(
+                        "{e} (gave up after {:.1} s; store-wait-s = {wait_s})",
+                        waited.elapsed().as_secs_f64(),
+                    ));
+                }
+                // the last try is at the deadline itself, not a backoff step before it
+                let pause = wait.min(deadline - now);
+                let what = match e {
+                    StoreError::Held { .. } => {
+                        "the store's writer lease is held; waiting (store-wait-s)"
+                    }
+                    _ => "store not reachable yet; waiting (store-wait-s)",
+                };
+                tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, waited_s = waited.elapsed().as_secs(), "{what}");
+                std::thread::sleep(pause);
+                wait = (wait * 2).min(std::time::Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// The embedded store: one redb file (a copy-on-write B-tree with checksummed pages and

@@ -321,7 +321,8 @@ fn cql_migrate_twice_is_a_no_op_and_a_newer_schema_is_refused() {
     assert_eq!((again.from, again.statements), (Some(v), 0), "{again:?}");
     CqlStore::open(&cfg).unwrap();
     // a keyspace of schema 1 (before checkpoints) is refused until migrated, and then
-    // gains the checkpoint tables (3 statements) and the state table of each kind (12)
+    // gains the checkpoint tables (3 statements), the state table of each kind (12) and
+    // the lease table (1)
     cql::force_schema_version(&cfg, 1).unwrap();
     let e = CqlStore::open(&cfg).err().unwrap().to_string();
     assert!(
@@ -331,7 +332,7 @@ fn cql_migrate_twice_is_a_no_op_and_a_newer_schema_is_refused() {
     let up = cql::migrate(&cfg).unwrap();
     assert_eq!(
         (up.from, up.to, up.statements, up.states_copied),
-        (Some(1), v, 3 + Kind::ALL.len(), 0),
+        (Some(1), v, 3 + Kind::ALL.len() + 1, 0),
         "{up:?}"
     );
     CqlStore::open(&cfg).unwrap();
@@ -391,6 +392,7 @@ fn cql_check_config_reports_the_cluster_and_the_schema() {
         out.contains(&format!("present, schema version {v}")),
         "{out}"
     );
+    assert!(out.contains("no process writes it now"), "{out}");
     // the keyspaces of a cluster's processes: checked with --cluster, made by migrate --cluster
     let cluster = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_omnistream"))
@@ -1275,7 +1277,8 @@ fn cql_migrate_from_schema_2_moves_the_states_to_their_kinds_tables_and_the_chec
         (
             Some(2),
             cql::SCHEMA_VERSION,
-            Kind::ALL.len(),
+            // the kinds' tables, and schema 4's lease table
+            Kind::ALL.len() + 1,
             rows.len() as u64
         ),
         "{up:?}"
@@ -1392,4 +1395,216 @@ fn cql_service_restores_a_schema_2_checkpoint_after_migrate() {
     assert_eq!(r["duplicates"], events.len(), "all kept: {r}");
     assert_eq!(observe(&s), expected);
     s.stop();
+}
+
+/// Runs CQL of its own on the test's node (a process other than the store under test).
+struct Raw {
+    rt: tokio::runtime::Runtime,
+    session: scylla::client::session::Session,
+}
+
+impl Raw {
+    fn connect() -> Raw {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let session = rt.block_on(raw_session());
+        Raw { rt, session }
+    }
+
+    fn run(&self, cql: &str) {
+        self.rt
+            .block_on(self.session.query_unpaged(cql.to_string(), ()))
+            .unwrap_or_else(|e| panic!("{cql}: {e}"));
+    }
+
+    /// The writer lease's owner, if the row is there.
+    fn lease_owner(&self, ks: &str) -> Option<String> {
+        let r = self
+            .rt
+            .block_on(self.session.query_unpaged(
+                format!("SELECT owner FROM {ks}.leases WHERE name = 'writer'"),
+                (),
+            ))
+            .unwrap()
+            .into_rows_result()
+            .unwrap();
+        r.maybe_first_row::<(Option<String>,)>().unwrap()?.0
+    }
+}
+
+/// Polls `f` every 50 ms until it gives `Some`, for at most `secs`.
+fn within<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let t = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(t.elapsed().as_secs() < secs, "not within {secs} s: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn lease_batch(seq: u64) -> Batch {
+    Batch {
+        events: vec![(seq, body("e", seq))],
+        positions: vec![("http".into(), seq + 1)],
+        ..Batch::default()
+    }
+}
+
+/// One writer per keyspace, in one process: a second store is refused naming the holder, a
+/// closed store releases the lease; a store whose lease expired (the row deleted here) takes
+/// it again and writes on when the log is where it left it, and writes nothing more once
+/// another process moved the commit marker meanwhile, or holds the row.
+#[test]
+fn cql_a_store_writes_only_while_it_holds_the_writer_lease() {
+    let mut cfg = migrated("lease");
+    cfg.lease_s = 3; // renewed every 0.6 s, writes stop 2.1 s after the last renewal
+    let ks = cfg.keyspace.clone();
+    let raw = Raw::connect();
+    let mut s = CqlStore::open(&cfg).unwrap();
+    let me = raw
+        .lease_owner(&ks)
+        .expect("the open store holds the lease");
+    assert!(
+        me.starts_with(&format!("pid {} store ", std::process::id())),
+        "{me}"
+    );
+    s.commit(&lease_batch(0)).unwrap();
+    let e = CqlStore::open(&cfg)
+        .err()
+        .expect("a second writer is refused");
+    let msg = e.to_string();
+    assert!(
+        matches!(e, omnistream::store::StoreError::Held { .. })
+            && msg.contains("another process writes it")
+            && msg.contains(&me)
+            && msg.contains("since "),
+        "{msg}"
+    );
+    drop(s);
+    assert_eq!(raw.lease_owner(&ks), None, "closing releases the lease");
+
+    let mut s = CqlStore::open(&cfg).unwrap();
+    let me = raw.lease_owner(&ks).unwrap();
+    s.commit(&lease_batch(1)).unwrap();
+    // the row expires, nobody writes meanwhile: taken again, checked, written on
+    raw.run(&format!("DELETE FROM {ks}.leases WHERE name = 'writer'"));
+    within(10, "the lease taken again", || {
+        (raw.lease_owner(&ks).as_deref() == Some(me.as_str())).then_some(())
+    });
+    within(10, "writes again after the check", || {
+        s.commit(&lease_batch(2)).ok()
+    });
+    assert_eq!(replay_all(&s, 0).0, 3);
+
+    // the row expires and another process moves the log meanwhile: fenced for good
+    raw.run(&format!("DELETE FROM {ks}.leases WHERE name = 'writer'"));
+    raw.run(&format!(
+        "UPDATE {ks}.positions SET next_seq = 999 WHERE shard = 0"
+    ));
+    within(10, "the lease taken again", || {
+        (raw.lease_owner(&ks).as_deref() == Some(me.as_str())).then_some(())
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let e = s.commit(&lease_batch(3)).unwrap_err().to_string();
+    assert!(
+        e.contains("moved to seq 999") && e.contains("another process wrote the log"),
+        "{e}"
+    );
+    // the row is this store's, and still nothing is written
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let e = s.commit(&lease_batch(3)).unwrap_err().to_string();
+    assert!(e.contains("another process wrote the log"), "{e}");
+    drop(s);
+
+    // another owner takes the row: the store stops writing at its next renewal
+    raw.run(&format!("DELETE FROM {ks}.leases WHERE name = 'writer'"));
+    raw.run(&format!(
+        "UPDATE {ks}.positions SET next_seq = 3 WHERE shard = 0"
+    ));
+    let mut s = CqlStore::open(&cfg).unwrap();
+    s.commit(&lease_batch(3)).unwrap();
+    raw.run(&format!(
+        "UPDATE {ks}.leases USING TTL 60 SET owner = 'intruder', info = 'pid 1' WHERE name = 'writer'"
+    ));
+    let e = within(10, "the store fenced", || s.commit(&lease_batch(4)).err());
+    let e = e.to_string();
+    assert!(
+        e.contains("another process holds the writer lease") && e.contains("intruder (pid 1)"),
+        "{e}"
+    );
+    drop(s);
+    assert_eq!(
+        raw.lease_owner(&ks).as_deref(),
+        Some("intruder"),
+        "a fenced store does not release another's lease"
+    );
+}
+
+/// Two services on one keyspace: the second waits for the first's writer lease and gives up
+/// after `store-wait-s`, naming the holder; started again, it starts once the first stops
+/// (SIGTERM releases the lease) and serves what the first wrote.
+#[test]
+fn cql_service_a_second_service_on_one_keyspace_waits_for_the_first_ones_lease() {
+    let cfg = migrated("svc_lease");
+    let events = script();
+    let a = start(&cfg);
+    a.post(&events[..5]);
+    let t = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+        .args(["run", "--listen", "127.0.0.1:0"])
+        .envs(cql_env(&cfg))
+        .env("OMNISTREAM_STORE_WAIT_S", "2")
+        .env("OMNISTREAM_PII_KEY", "service-test-key")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(t.elapsed().as_secs_f64() >= 2.0, "{:?}", t.elapsed());
+    assert!(
+        err.contains("another process writes it")
+            && err.contains(&a.addr)
+            && err.contains("store-wait-s = 2")
+            && err.contains("writer lease is held; waiting"),
+        "{err}"
+    );
+
+    let env = cql_env(&cfg);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let child = Service::spawn(
+        std::path::Path::new("/dev/null/no-data-dir"),
+        &[],
+        &env,
+        std::process::Stdio::null(),
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(Service::listening(child));
+    });
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(
+        rx.try_recv().is_err(),
+        "the second service started beside the first"
+    );
+    // an operator asks who writes the keyspace
+    let out = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+        .arg("check-config")
+        .envs(cql_env(&cfg))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("is written by ") && text.contains(&a.addr),
+        "{text}"
+    );
+    a.stop();
+    let b = rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the second service starts once the first stopped");
+    let r = b.post(&events);
+    assert_eq!(r["duplicates"], 5, "it serves what the first wrote: {r}");
+    b.stop();
 }

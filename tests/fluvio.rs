@@ -373,7 +373,7 @@ fn two_cluster_processes_over_fluvio_decide_every_scan_once() {
         }
         let migrated = omnistream(&["migrate", "--cluster"], &cluster_env);
         assert!(
-            migrated.contains("_p1: schema version none -> 3"),
+            migrated.contains("_p1: schema version none -> 4"),
             "{migrated}"
         );
     }

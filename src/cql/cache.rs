@@ -4,8 +4,8 @@
 //!
 //! It holds only durable states, so it can never answer with something a restart would not
 //! find: it is filled by reads of durable rows and by checkpoints once they are durable. One
-//! process owns a keyspace and the shard is its only reader, so there is no other writer to
-//! miss. A read of a key and a checkpoint writing that key never overlap: while a checkpoint
+//! process writes a keyspace (it holds the writer lease, `lease.rs`, and exits when another
+//! wrote) and the shard is its only reader, so there is no other writer to miss. A read of a key and a checkpoint writing that key never overlap: while a checkpoint
 //! is in flight, its keys are answered from memory (`store::Layered`) and never reach this
 //! cache or the table, and a new one is taken only between the shard's reads.
 

@@ -290,7 +290,7 @@ async fn write(
     finish: bool,
 ) -> Result<(), StoreError> {
     let key = format!("shard {SHARD}");
-    retry(inner.attempts, || {
+    super::write(inner, || {
         inner
             .session
             .execute_unpaged(&inner.add_unfinished, (vec![gen], SHARD))
@@ -299,7 +299,7 @@ async fn write(
     .map_err(cql_err("write", "checkpoints", key.clone()))?;
     let mut states = futures::stream::iter(cp.states.iter())
         .map(|(kind, k, state)| async move {
-            retry(inner.attempts, || {
+            super::write(inner, || {
                 inner
                     .session
                     .execute_unpaged(&inner.kind(*kind).ins, (k.as_str(), gen, state.as_slice()))
@@ -321,7 +321,7 @@ async fn write(
         .zip([&cp.global, &cp.seen, &cp.filter, &cp.extras])
     {
         for (i, chunk) in blob.chunks(BLOB_CHUNK).enumerate() {
-            retry(inner.attempts, || {
+            super::write(inner, || {
                 inner
                     .session
                     .execute_unpaged(&inner.ins_blob, (gen, name, i as i32, chunk))
@@ -338,7 +338,7 @@ async fn write(
         return Ok(());
     }
     // the commit point of the checkpoint: one row
-    retry(inner.attempts, || {
+    super::write(inner, || {
         inner
             .session
             .execute_unpaged(&inner.set_ckpt, (gen, cp.seq as i64, vec![gen], SHARD))
@@ -354,6 +354,11 @@ pub(super) type Cleaning = Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>;
 /// Deletes what generation `gen` made obsolete: older rows of the keys it wrote, and the
 /// blobs of generation `prev`. Failures are only logged: the rows are ignored anyway.
 async fn clean(inner: Arc<Inner>, keys: Vec<(Kind, Str)>, gen: i64, prev: i64) {
+    // only the lease's holder deletes; the rows are ignored anyway, the next one cleans them
+    if let Err(why) = inner.lease.writable() {
+        tracing::warn!(gen, "not cleaning up after the checkpoint: {why}");
+        return;
+    }
     let fanout = inner.concurrency * CHECKPOINT_FANOUT;
     let mut dels = futures::stream::iter(keys)
         .map(|(kind, k)| {

@@ -68,7 +68,12 @@ impl Service {
 
     /// `omnistream run` with more arguments (`--input FILE`), environment and log.
     pub fn start_args(dir: &Path, args: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Service {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+        Service::listening(Service::spawn(dir, args, env, stderr))
+    }
+
+    /// `omnistream run` started, not yet listening (its standard output piped).
+    pub fn spawn(dir: &Path, args: &[&str], env: &[(&str, &str)], stderr: Stdio) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_omnistream"))
             .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
             .args(args)
@@ -78,7 +83,11 @@ impl Service {
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
-            .unwrap();
+            .unwrap()
+    }
+
+    /// A [`Service::spawn`]ed process once it says it listens (blocks until then).
+    pub fn listening(mut child: Child) -> Service {
         let addr = listening_addr(&mut child);
         Service { child, addr }
     }
