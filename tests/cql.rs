@@ -454,13 +454,30 @@ fn cql_tls_connects_with_the_node_certificate_and_refuses_another() {
     let mut cfg = config("tls");
     cfg.tls = true;
     cfg.tls_ca_file = Some(dir.join("ca.pem"));
-    // no client certificate: the node refuses the handshake
-    let e = match cql::migrate(&cfg) {
-        Ok(_) => panic!("the node let a TLS client in without a certificate"),
-        Err(e) => e.to_string(),
-    };
-    assert!(e.contains("127.0.0.1"), "names the node: {e}");
-    assert!(e.to_lowercase().contains("certificate"), "says why: {e}");
+    // no client certificate: the node refuses the handshake, and says why in its alert; on
+    // a loaded machine the node's reset can overtake the alert (seen once, session 34, with
+    // the crash tests running beside it), so the reason is looked for in up to three refusals
+    let mut refusals = Vec::new();
+    for _ in 0..3 {
+        let e = match cql::migrate(&cfg) {
+            Ok(_) => panic!("the node let a TLS client in without a certificate"),
+            Err(e) => e.to_string(),
+        };
+        assert!(e.contains("127.0.0.1"), "names the node: {e}");
+        let why = e.to_lowercase().contains("certificate");
+        refusals.push(e);
+        if why {
+            break;
+        }
+    }
+    assert!(
+        refusals
+            .last()
+            .unwrap()
+            .to_lowercase()
+            .contains("certificate"),
+        "says why: {refusals:?}"
+    );
     cfg.tls_cert_file = Some(fixtures.join("client.pem"));
     cfg.tls_key_file = Some(fixtures.join("client-key.pem"));
     let m = cql::migrate(&cfg).unwrap();
