@@ -687,10 +687,10 @@ pub struct CqlConfig {
     pub cache_mb: u64,
     /// Seconds of the writer lease: one process writes a keyspace, and holds a lease row
     /// (a lightweight transaction) that it renews every fifth of this. It writes nothing once
-    /// its last renewal is older than seven tenths of this (a node that does not answer), and
-    /// a process that stopped without releasing it (a crash) holds it this long, unless it is
-    /// started again on the same host with the same listen address, which takes it over at
-    /// once. 3 to 600.
+    /// its last renewal is older than six tenths of this (a node that does not answer); the
+    /// rest, less a second, is the margin for requests still under way. A process that
+    /// stopped without releasing it (a crash) holds it this long, unless a process is started
+    /// on the same host, which takes it over at once. 5 to 600.
     pub lease_s: u32,
 }
 
@@ -806,10 +806,11 @@ impl CqlConfig {
         if self.request_timeout_ms == 0 {
             return Err(err("cql.request-timeout-ms", "must be > 0"));
         }
-        if !(3..=600).contains(&self.lease_s) {
+        // below 5 s the margin (0.4 × lease-s - 1 s) would be under a second
+        if !(5..=600).contains(&self.lease_s) {
             return Err(err(
                 "cql.lease-s",
-                format!("{} is not between 3 and 600 seconds", self.lease_s),
+                format!("{} is not between 5 and 600 seconds", self.lease_s),
             ));
         }
         if self.write_attempts == 0 {
@@ -1217,7 +1218,7 @@ mod tests {
             )
             .unwrap_err();
             assert_eq!(e.key, "cql.lease-s");
-            assert!(e.problem.contains("between 3 and 600"), "{e}");
+            assert!(e.problem.contains("between 5 and 600"), "{e}");
         }
         // the password from a file (a mounted secret), never with `password` too
         let pw = dir.path().join("cql.password");

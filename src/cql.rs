@@ -53,7 +53,7 @@ mod cache;
 mod lease;
 mod states;
 
-pub use lease::{exit_when_fenced, owner_name, EXIT_FENCED};
+pub use lease::{exit_when_fenced, EXIT_FENCED};
 
 /// `seq >> EVENT_BUCKET_BITS` is the partition of an event or output (65536 rows each).
 pub const EVENT_BUCKET_BITS: u32 = 16;
@@ -529,33 +529,6 @@ struct Marks {
     dirty: AtomicBool,
     /// The log below this seq is deleted already (in this process).
     truncated: AtomicU64,
-    /// The marker the last commit was to write (it may have, though it failed).
-    attempted: std::sync::Mutex<Option<(u64, u64)>>,
-}
-
-impl Marks {
-    /// Whether the commit marker read from the node, `(seq, output)`, is where this process
-    /// left it: its last commit's, or the one its last (failed) commit was to write. Any
-    /// other means another process wrote the log.
-    fn check_unmoved(&self, seq: u64, output: u64) -> Result<(), String> {
-        let known = (
-            self.next_seq.load(Ordering::SeqCst),
-            self.next_output.load(Ordering::SeqCst),
-        );
-        let attempted = *self
-            .attempted
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if (seq, output) == known || Some((seq, output)) == attempted {
-            return Ok(());
-        }
-        Err(format!(
-            "the log's commit marker moved to seq {seq} (output {output}) while this process's \
-             writer lease had lapsed; this process left it at seq {} (output {}): another \
-             process wrote the log",
-            known.0, known.1
-        ))
-    }
 }
 
 /// Commits from the shard's commit thread; the same writes as [`CqlStore::commit`].
@@ -601,10 +574,6 @@ fn commit_batch(
         .outputs
         .last()
         .map_or(marks.next_output.load(Ordering::SeqCst), |(s, _)| s + 1);
-    *marks
-        .attempted
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((next_seq, next_output));
     let r = rt.run(commit(
         inner.clone(),
         batch.clone(),
@@ -636,25 +605,19 @@ struct Marker {
 }
 
 impl CqlStore {
-    /// [`CqlStore::open_as`] with an owner name of its own (unique to this store).
+    /// [`CqlStore::open_as`] for a store that serves no address (tools, tests).
     pub fn open(cfg: &CqlConfig) -> Result<CqlStore, StoreError> {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let owner = format!(
-            "pid {} store {}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        );
-        CqlStore::open_as(cfg, &owner)
+        CqlStore::open_as(cfg, "in-process")
     }
 
     /// Connects, refuses a keyspace that is not migrated or has a newer schema, prepares every
-    /// statement, takes the writer lease as `owner` ([`owner_name`]; [`StoreError::Held`]
-    /// while another process holds it), and finishes (cleans up) a commit a crash left
-    /// half-written.
-    pub fn open_as(cfg: &CqlConfig, owner: &str) -> Result<CqlStore, StoreError> {
+    /// statement, takes the writer lease for this run, named by `label` (the listen
+    /// address; [`StoreError::Held`] while another process holds it), and finishes (cleans
+    /// up) a commit a crash left half-written.
+    pub fn open_as(cfg: &CqlConfig, label: &str) -> Result<CqlStore, StoreError> {
         let rt = Rt::new().map_err(|e| db_err(&cfg.keyspace, format!("runtime: {e}")))?;
         let c = cfg.clone();
-        let owner = owner.to_string();
+        let label = label.to_string();
         let inner = rt.run(async move {
             let ks = c.keyspace.clone();
             let session = connect(&c).await?;
@@ -709,7 +672,7 @@ impl CqlStore {
                 ins_blob: prepare(s, k, "checkpoint_blobs", format!("INSERT INTO {k}.checkpoint_blobs (gen, name, chunk, data) VALUES (?, ?, ?, ?)"), w).await?,
                 sel_blob: prepare(s, k, "checkpoint_blobs", format!("SELECT data FROM {k}.checkpoint_blobs WHERE gen = ? AND name = ?"), r).await?,
                 del_blob: prepare(s, k, "checkpoint_blobs", format!("DELETE FROM {k}.checkpoint_blobs WHERE gen = ? AND name = ?"), w).await?,
-                lease: lease::Lease::prepare(s, k, owner, info, c.lease_s).await?,
+                lease: lease::Lease::prepare(s, &c, &label, info).await?,
                 session,
                 keyspace: ks,
                 attempts: c.write_attempts,
@@ -723,7 +686,6 @@ impl CqlStore {
                 next_output: AtomicU64::new(0),
                 dirty: AtomicBool::new(true),
                 truncated: AtomicU64::new(0),
-                attempted: Default::default(),
             }),
             gens: Default::default(),
             cache: cache::StateCache::new(cfg.cache_mb.saturating_mul(1 << 20)),
@@ -736,10 +698,7 @@ impl CqlStore {
         store
             .rt
             .run(async move { inner.lease.acquire(&inner.session).await })?;
-        store.rt.spawn(lease::keep(
-            Arc::downgrade(&store.inner),
-            Arc::clone(&store.marks),
-        ));
+        store.rt.spawn(lease::keep(Arc::downgrade(&store.inner)));
         recover(&store.inner, &store.rt, &store.marks)?;
         let inner = Arc::clone(&store.inner);
         *store
@@ -880,13 +839,21 @@ async fn retry_gated<T, E: std::fmt::Display, Fut: Future<Output = Result<T, E>>
 ) -> Result<T, String> {
     let mut last = String::new();
     for i in 0..attempts {
-        if let Some(lease) = gate {
-            lease.writable()?;
-        }
-        match f().await {
+        let attempt = match gate {
+            // no attempt is sent, or retried by the driver, after the lease's time is up
+            Some(lease) => {
+                let left = lease.writable()?;
+                match tokio::time::timeout(left, f()).await {
+                    Ok(r) => r.map_err(|e| e.to_string()),
+                    Err(_) => Err("the writer lease's time ran out during the write".into()),
+                }
+            }
+            None => f().await.map_err(|e| e.to_string()),
+        };
+        match attempt {
             Ok(v) => return Ok(v),
             Err(e) => {
-                last = e.to_string();
+                last = e;
                 if i + 1 < attempts {
                     tracing::warn!(attempt = i + 1, error = %last, "cql write failed; retrying");
                     tokio::time::sleep(Duration::from_millis(50u64 << i.min(6))).await;
@@ -1194,7 +1161,17 @@ impl CqlStore {
     /// is written after this, by a committer still holding the store's parts either.
     fn release(&self) {
         let inner = Arc::clone(&self.inner);
+        // the cleanup after the last checkpoint deletes while the lease is held: it finishes
+        // first (it is short; bounded all the same)
+        let cleaning = self
+            .cleaning
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
         let _ = self.rt.run(async move {
+            if let Some(task) = cleaning {
+                let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+            }
             inner.lease.release(&inner.session).await;
             Ok(())
         });
@@ -1232,6 +1209,12 @@ impl Store for CqlStore {
     }
 
     fn replay(&self, from: u64, f: &mut dyn FnMut(u64, &[u8])) -> Result<u64, StoreError> {
+        // a rebuild after an outage replays: while the lease is not this process's again the
+        // shard stays not ready, rather than say ready and fail its next commit
+        self.inner
+            .lease
+            .writable()
+            .map_err(cql_err("replay", "leases", "writer"))?;
         self.recover()?;
         let end = self.marks.next_seq.load(Ordering::SeqCst);
         let mut expected = from;

@@ -453,8 +453,8 @@ pub struct ReadCache {
 }
 
 /// Opens the store the configuration names (`store = "embedded" | "cql"`) for the service
-/// listening on `listen`: on CQL, that names the writer lease's owner
-/// ([`crate::cql::owner_name`]); the embedded store is locked by its file.
+/// listening on `listen`: on CQL, that names the writer lease's owner with the host name
+/// (see `src/cql/lease.rs`); the embedded store is locked by its file.
 pub fn open(
     cfg: &crate::config::Config,
     listen: std::net::SocketAddr,
@@ -466,7 +466,7 @@ pub fn open(
         )?),
         crate::config::StoreKind::Cql => Box::new(crate::cql::CqlStore::open_as(
             &cfg.cql,
-            &crate::cql::owner_name(listen),
+            &listen.to_string(),
         )?),
     })
 }

@@ -672,14 +672,23 @@ fn cql_service_restarts_after_sigterm_and_sigkill_reach_the_same_state_as_one_ru
     s.stop();
 
     let cfg = migrated("svc_restart");
-    let s = start(&cfg);
+    // a long writer lease: the restarts below must not wait for it
+    let long = [("OMNISTREAM_CQL__LEASE_S", "60")];
+    let s = start_bounded(&cfg, &long);
     s.post(&events[..5]);
     s.stop();
-    let s = start(&cfg);
+    let s = start_bounded(&cfg, &long);
     s.post(&events[5..9]);
     // answered means durable: a SIGKILL right after loses nothing acknowledged
     s.kill();
-    let s = start(&cfg);
+    // the killed run's lease is taken over at once (same host), on another port too
+    let t = Instant::now();
+    let s = start_bounded(&cfg, &long);
+    assert!(
+        t.elapsed().as_secs() < 30,
+        "waited for the lease: {:?}",
+        t.elapsed()
+    );
     let r = s.post(&events);
     assert_eq!(r["duplicates"], 9, "the first nine were kept: {r}");
     assert_eq!(observe(&s), expected);
@@ -1478,7 +1487,7 @@ fn lease_batch(seq: u64) -> Batch {
 #[test]
 fn cql_a_store_writes_only_while_it_holds_the_writer_lease() {
     let mut cfg = migrated("lease");
-    cfg.lease_s = 3; // renewed every 0.6 s, writes stop 2.1 s after the last renewal
+    cfg.lease_s = 5; // renewed every second, writes stop 3 s after the last renewal
     let ks = cfg.keyspace.clone();
     let raw = Raw::connect();
     let mut s = CqlStore::open(&cfg).unwrap();
@@ -1486,7 +1495,7 @@ fn cql_a_store_writes_only_while_it_holds_the_writer_lease() {
         .lease_owner(&ks)
         .expect("the open store holds the lease");
     assert!(
-        me.starts_with(&format!("pid {} store ", std::process::id())),
+        me.contains(&format!(" in-process run {}.", std::process::id())),
         "{me}"
     );
     s.commit(&lease_batch(0)).unwrap();
@@ -1517,33 +1526,45 @@ fn cql_a_store_writes_only_while_it_holds_the_writer_lease() {
     });
     assert_eq!(replay_all(&s, 0).0, 3);
 
-    // the row expires and another process moves the log meanwhile: fenced for good
+    // the row expires and another run takes it meanwhile (and stops): fenced for good
     raw.run(&format!("DELETE FROM {ks}.leases WHERE name = 'writer'"));
     raw.run(&format!(
-        "UPDATE {ks}.positions SET next_seq = 999 WHERE shard = 0"
+        "UPDATE {ks}.leases SET owner = 'elsewhere 10.0.0.9:8080 run 7.1.0' WHERE name = 'last-writer'"
     ));
-    within(10, "the lease taken again", || {
-        (raw.lease_owner(&ks).as_deref() == Some(me.as_str())).then_some(())
+    // (refused meanwhile while the last writer is being checked)
+    let e = within(10, "the store fenced", || {
+        s.commit(&lease_batch(3))
+            .err()
+            .map(|e| e.to_string())
+            .filter(|e| !e.contains("last writer is checked"))
     });
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let e = s.commit(&lease_batch(3)).unwrap_err().to_string();
     assert!(
-        e.contains("moved to seq 999") && e.contains("another process wrote the log"),
+        e.contains("another process took the writer lease")
+            && e.contains("elsewhere 10.0.0.9:8080 run 7.1.0")
+            && e.contains("state is stale"),
         "{e}"
     );
-    // the row is this store's, and still nothing is written
+    // the row is this store's again, and still nothing is written
+    assert_eq!(raw.lease_owner(&ks).as_deref(), Some(me.as_str()));
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let e = s.commit(&lease_batch(3)).unwrap_err().to_string();
-    assert!(e.contains("another process wrote the log"), "{e}");
+    assert!(e.contains("state is stale"), "{e}");
     drop(s);
 
-    // another owner takes the row: the store stops writing at its next renewal
-    raw.run(&format!("DELETE FROM {ks}.leases WHERE name = 'writer'"));
+    // a row left by a run of this host that is gone (a crash: its lock went with it) is
+    // taken over at once, though it has a minute left
+    let host = me.split(' ').next().unwrap();
+    let dead = format!("{host} 127.0.0.1:1 run 1.1.1");
     raw.run(&format!(
-        "UPDATE {ks}.positions SET next_seq = 3 WHERE shard = 0"
+        "UPDATE {ks}.leases USING TTL 60 SET owner = '{dead}' WHERE name = 'writer'"
     ));
+    let t = Instant::now();
     let mut s = CqlStore::open(&cfg).unwrap();
+    assert!(t.elapsed().as_secs_f64() < 5.0, "{:?}", t.elapsed());
+    let taker = raw.lease_owner(&ks).unwrap();
+    assert!(taker != dead && taker != me, "{taker}");
     s.commit(&lease_batch(3)).unwrap();
+    // another owner takes the row: the store stops writing at its next renewal
     raw.run(&format!(
         "UPDATE {ks}.leases USING TTL 60 SET owner = 'intruder', info = 'pid 1' WHERE name = 'writer'"
     ));

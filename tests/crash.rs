@@ -40,12 +40,8 @@ fn start(dir: &Path, env: &[(String, String)]) -> (Proc, String) {
 }
 
 fn start_args(dir: &Path, env: &[(String, String)], args: &[&str]) -> (Proc, String) {
-    start_at("127.0.0.1:0", dir, env, args)
-}
-
-fn start_at(listen: &str, dir: &Path, env: &[(String, String)], args: &[&str]) -> (Proc, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_omnistream"))
-        .args(["run", "--listen", listen, "--data-dir"])
+        .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .args(args)
         .env("OMNISTREAM_LOG", "error")
@@ -267,15 +263,6 @@ fn ten_sigkills(store: Vec<(String, String)>, both: Vec<(String, String)>) {
         }
         env
     };
-    // on CQL the killed process's writer lease lives on for `cql.lease-s`: the same service
-    // (same host, same listen address) takes it over at once, so it restarts where it ran
-    let cql = bounded
-        .iter()
-        .any(|(k, v)| k == "OMNISTREAM_STORE" && v == "cql");
-    let restart = |addr: &str, k: usize| {
-        let listen = if cql { addr } else { "127.0.0.1:0" };
-        start_at(listen, dir.path(), &restart_env(k), &[])
-    };
     for (i, b) in batches.iter().enumerate() {
         if let Some(k) = points.iter().position(|p| *p == i) {
             if k % 2 == 1 {
@@ -284,12 +271,12 @@ fn ten_sigkills(store: Vec<(String, String)>, both: Vec<(String, String)>) {
                 std::thread::sleep(Duration::from_millis(next() % 15));
                 child.kill().unwrap();
                 let _ = inflight.join();
-                (child, addr) = restart(&addr, k);
+                (child, addr) = start(dir.path(), &restart_env(k));
             } else {
                 // acknowledged means durable: this batch is not sent again
                 assert_eq!(request(&addr, "POST", "/v1/events", b).unwrap().0, 200);
                 child.kill().unwrap();
-                (child, addr) = restart(&addr, k);
+                (child, addr) = start(dir.path(), &restart_env(k));
                 continue;
             }
         }

@@ -1,45 +1,55 @@
 //! The writer lease: one process writes a keyspace.
 //!
 //! Two processes writing one keyspace would give the same log seqs to different events and
-//! overwrite each other's commit marker: the log would be corrupt, in silence. So a process
-//! takes the row `leases[name = 'writer']` before it writes anything, with a lightweight
-//! transaction (`INSERT ... IF NOT EXISTS USING TTL lease-s`), and renews it every fifth of
-//! the TTL (`UPDATE ... USING TTL lease-s ... IF owner = <itself>`).
+//! overwrite each other's commit marker and checkpoints: the log would be corrupt, in
+//! silence. So a process takes the row `leases['writer']` before it writes anything, with a
+//! lightweight transaction (`INSERT ... IF NOT EXISTS USING TTL lease-s`), and renews it every
+//! fifth of the TTL (`UPDATE ... USING TTL lease-s ... IF owner = <itself>`). Its owner value
+//! is unique to the run: host name, listen address, pid and start time.
 //!
-//! Safety rests on this process's own clock only: a renewal sent at `t` keeps the row alive
-//! on the node until at least `t + lease-s` (less a second: CQL counts TTLs in whole seconds),
-//! and this process writes only until `t + 0.7 × lease-s` ([`VALID`]), checked before every
-//! request it sends ([`Lease::writable`]). Another process can take the row only after it
-//! expired, so the two never write at the same time unless a request of the first stays in
-//! the network for longer than the remaining `0.3 × lease-s` (a margin, not a proof).
+//! **Writes stop in time.** A renewal sent at `t` keeps the row alive until at least
+//! `t + lease-s` (less a second: TTLs count whole seconds), and this process writes only until
+//! `t + 0.6 × lease-s` ([`VALID`]): every write attempt checks that first and is cut off at
+//! that instant ([`Lease::writable`] gives the time left), so no attempt is sent, or retried
+//! by the driver, later. Another process can take the row only after it expired. The two
+//! never write at once unless a request stays in the network (or a node's queue) for longer
+//! than the remaining `0.4 × lease-s - 1 s` (3 s by default), or the database nodes' clocks
+//! disagree by as much (the TTL is stamped by one node and judged by others).
 //!
-//! When the node does not answer for longer than that (an outage), this process stops
-//! writing. When it can renew again and finds the row expired and free, it takes it again,
-//! but writes only after checking that the log's commit marker is still where this process
-//! left it (or where its last, failed, commit would have put it): otherwise another process
-//! wrote meanwhile, this one's state is stale, and it is fenced. Fenced (the row held by
-//! another process), a process never writes again; the service exits ([`exit_when_fenced`])
-//! so that its supervisor starts it afresh, replaying the log the other process wrote.
+//! **Taking it again.** When the node does not answer for longer than that (an outage), this
+//! process stops writing. When the node answers again and the row has expired, the process
+//! takes it again, but writes only after it checked that nobody else held it meanwhile: every
+//! process that takes the lease first records its owner value in the row
+//! `leases['last-writer']` (never expiring, written with a lightweight transaction and read
+//! with SERIAL consistency), so if that row still names this run, no other process can have
+//! written anything. Otherwise this process's state is stale and it is fenced: it never
+//! writes again, and the service exits ([`exit_when_fenced`]) so that its supervisor starts
+//! it afresh, replaying the log the other process wrote.
 //!
-//! The owner is the host name and the listen address: two processes on one host cannot
-//! listen on the same address, so a process that finds the row held by its own name is the
-//! same service started again after a crash, and takes the row over at once instead of
-//! waiting for the TTL.
+//! **A crashed run on the same host.** Whoever may hold the lease also holds a host-local
+//! lock: an abstract Unix socket named after the keyspace and the nodes, which the kernel
+//! releases when the process dies. A process that gets the lock therefore knows that no
+//! process on this host holds the lease, so a row owned by a run on this host is a dead run's
+//! (a crash): it takes it over at once instead of waiting for the TTL. Host names must be
+//! unique among the hosts that write a keyspace.
 
-use super::{prepare, Inner, Marks};
+use super::{prepare, Inner};
 use crate::store::StoreError;
 use scylla::client::session::Session;
 use scylla::response::query_result::QueryResult;
 use scylla::statement::prepared::PreparedStatement;
-use scylla::statement::Consistency;
+use scylla::statement::{Consistency, SerialConsistency};
+use std::os::unix::net::UnixListener;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Mutex, Weak};
 use std::time::{Duration, Instant};
 
 /// The lease's row.
-const NAME: &str = "writer";
+const WRITER: &str = "writer";
+/// The row naming the run that took the lease last.
+const LAST: &str = "last-writer";
 /// The share of the TTL after a renewal is sent during which this process writes.
-pub const VALID: f64 = 0.7;
+pub const VALID: f64 = 0.6;
 /// The share of the TTL between two renewals.
 pub const RENEW: f64 = 0.2;
 /// The exit status of a process that lost its lease to another.
@@ -54,11 +64,6 @@ pub fn exit_when_fenced() {
     EXIT_WHEN_FENCED.store(true, Ordering::SeqCst);
 }
 
-/// This process's name as a lease owner: the host name and the address it listens on.
-pub fn owner_name(listen: std::net::SocketAddr) -> String {
-    format!("{} {listen}", host_name())
-}
-
 fn host_name() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: the buffer is valid for its length; gethostname writes at most that many
@@ -68,7 +73,46 @@ fn host_name() -> String {
         return "unknown-host".into();
     }
     let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
+    let name = String::from_utf8_lossy(&buf[..end]).replace(' ', "_");
+    if name.is_empty() {
+        "unknown-host".into()
+    } else {
+        name
+    }
+}
+
+/// The owner value of this run: host, `label` (the listen address), pid and start time.
+fn owner_value(host: &str, label: &str) -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{host} {label} run {}.{nanos}.{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// The host an owner value names (its first word).
+fn host_of(owner: &str) -> &str {
+    owner.split(' ').next().unwrap_or("")
+}
+
+/// Takes the host-local lock of keyspace `ks` on `nodes`: the listener while held, none when
+/// another process on this host (or another store in this one) holds it.
+fn local_lock(ks: &str, nodes: &[String]) -> std::io::Result<Option<UnixListener>> {
+    use std::os::linux::net::SocketAddrExt;
+    let mut sorted = nodes.to_vec();
+    sorted.sort();
+    let tag = crate::fluvio::mapping::stable_hash(sorted.join(",").as_bytes());
+    let name = format!("omnistream-writer:{ks}:{tag:016x}");
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+    match UnixListener::bind_addr(&addr) {
+        Ok(l) => Ok(Some(l)),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// What this process knows of its lease, on its own clock (pure: times are given).
@@ -78,7 +122,8 @@ pub struct Term {
     until: Option<Instant>,
     /// The last renewal that the node applied was sent then.
     renewed: Option<Instant>,
-    /// Taken again after it lapsed: nothing is written until the log is checked.
+    /// Nothing is written until the `last-writer` row is checked (just taken, or taken again
+    /// after it lapsed).
     verify: bool,
     /// Why this process writes nothing more (fenced, or released).
     ended: Option<String>,
@@ -93,13 +138,12 @@ impl Term {
         }
     }
 
-    /// The row was taken again, sent at `sent`, after it had expired.
-    pub fn retaken(&mut self, sent: Instant, ttl: Duration) {
-        self.renewed(sent, ttl);
+    /// The row expired, or was just taken: writes wait for the check of `last-writer`.
+    pub fn check_first(&mut self) {
         self.verify = true;
     }
 
-    /// The log was checked after a retake: writes may go on.
+    /// `last-writer` names this run: writes may go on.
     pub fn verified(&mut self) {
         self.verify = false;
     }
@@ -111,16 +155,20 @@ impl Term {
         }
     }
 
-    /// Whether a write may be sent at `now`; the reason when not.
-    pub fn writable(&self, now: Instant, ttl: Duration) -> Result<(), String> {
+    /// Whether a write may be sent at `now`, and for how long; the reason when not.
+    pub fn writable(&self, now: Instant, ttl: Duration) -> Result<Duration, String> {
         if let Some(why) = &self.ended {
             return Err(why.clone());
         }
         if self.verify {
-            return Err("the writer lease was taken again after it lapsed; writing waits until the log is checked".into());
+            return Err(
+                "the writer lease was taken again after it lapsed; writing waits until \
+                        the keyspace's last writer is checked"
+                    .into(),
+            );
         }
         match (self.until, self.renewed) {
-            (Some(until), _) if now < until => Ok(()),
+            (Some(until), _) if now < until => Ok(until - now),
             (Some(_), Some(at)) => Err(format!(
                 "the writer lease was last renewed {:.1} s ago (the node does not answer in time); \
                  nothing is written until it is renewed (lease-s = {})",
@@ -136,7 +184,7 @@ impl Term {
         self.ended.is_some()
     }
 
-    /// Whether a retake waits for the log to be checked.
+    /// Whether writes wait for the check of `last-writer`.
     pub fn needs_verify(&self) -> bool {
         self.verify && self.ended.is_none()
     }
@@ -144,7 +192,7 @@ impl Term {
 
 /// The answer to a conditional write.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Lwt {
+enum Lwt {
     Applied,
     /// Not applied: the row's owner as the node has it (none: no row).
     NotApplied {
@@ -162,19 +210,25 @@ fn lwt(result: QueryResult) -> Result<Lwt, String> {
         .maybe_first_row::<scylla::value::Row>()
         .map_err(|e| e.to_string())?
         .ok_or("a conditional write answered no row")?;
-    let text = |i: Option<usize>| {
-        i.and_then(|i| row.columns.get(i).cloned().flatten())
-            .and_then(|v| v.as_text().cloned())
-    };
-    let applied = applied
-        .and_then(|i| row.columns.get(i).cloned().flatten())
+    let value = |i: Option<usize>| i.and_then(|i| row.columns.get(i).cloned().flatten());
+    let applied = value(applied)
         .and_then(|v| v.as_boolean())
         .ok_or("a conditional write answered without [applied]")?;
     Ok(if applied {
         Lwt::Applied
     } else {
-        Lwt::NotApplied { owner: text(owner) }
+        Lwt::NotApplied {
+            owner: value(owner).and_then(|v| v.as_text().cloned()),
+        }
     })
+}
+
+/// Why the `last-writer` check did not pass.
+enum Check {
+    /// Another run took the lease since: this one is stale.
+    Stale(String),
+    /// The check could not be made (the node); try again.
+    Failed(String),
 }
 
 /// `owner (info)` for messages, or the owner alone.
@@ -194,7 +248,7 @@ pub(super) async fn holder_of(
 ) -> Result<Option<(String, Option<i32>)>, String> {
     let rows = s
         .query_unpaged(
-            format!("SELECT owner, info, TTL(owner) FROM {ks}.leases WHERE name = '{NAME}'"),
+            format!("SELECT owner, info, TTL(owner) FROM {ks}.leases WHERE name = '{WRITER}'"),
             (),
         )
         .await
@@ -212,39 +266,65 @@ pub(super) async fn holder_of(
 /// The lease of one store: its statements, its owner and its [`Term`].
 pub(super) struct Lease {
     keyspace: String,
+    nodes: Vec<String>,
+    host: String,
     owner: String,
     info: String,
     ttl: Duration,
     term: Mutex<Term>,
+    /// The host-local lock, while this store may hold the lease.
+    lock: Mutex<Option<UnixListener>>,
     acquire: PreparedStatement,
+    /// Renewal, and taking over a dead run's row: `IF owner = ?`.
     renew: PreparedStatement,
     release: PreparedStatement,
     holder: PreparedStatement,
+    last_read: PreparedStatement,
+    last_insert: PreparedStatement,
+    last_update: PreparedStatement,
 }
 
 impl Lease {
-    /// Prepares the lease's statements for `owner` (`info`: shown to other processes).
+    /// Prepares the lease's statements for this run, named by `label` (the listen address;
+    /// `info`: shown to other processes).
     pub async fn prepare(
         s: &Session,
-        ks: &str,
-        owner: String,
+        cfg: &crate::config::CqlConfig,
+        label: &str,
         info: String,
-        ttl_s: u32,
     ) -> Result<Lease, StoreError> {
-        let ttl = ttl_s.max(1);
-        // conditional writes: the serial consistency (LOCAL_SERIAL) decides; ONE would do
-        // for the commit part on one node, QUORUM is what a cluster of several needs
-        let q = Consistency::Quorum;
+        let ks = cfg.keyspace.as_str();
+        let ttl = cfg.lease_s.max(1);
+        let host = host_name();
+        // conditional writes decide in their serial phase: SERIAL, so that processes that
+        // prefer different datacenters still agree; a conditional write is never retried by
+        // the driver (this module retries, knowing what an earlier attempt may have done)
+        let lwt = async |table: &'static str, cql: String| {
+            let mut p = prepare(s, ks, table, cql, Consistency::Quorum).await?;
+            p.set_serial_consistency(Some(SerialConsistency::Serial));
+            p.set_is_idempotent(false);
+            Ok::<_, StoreError>(p)
+        };
+        let read = async |cql: String| {
+            // SERIAL: sees every conditional write decided before it
+            prepare(s, ks, "leases", cql, Consistency::Serial).await
+        };
         Ok(Lease {
-            acquire: prepare(s, ks, "leases", format!("INSERT INTO {ks}.leases (name, owner, info) VALUES (?, ?, ?) IF NOT EXISTS USING TTL {ttl}"), q).await?,
-            renew: prepare(s, ks, "leases", format!("UPDATE {ks}.leases USING TTL {ttl} SET owner = ?, info = ? WHERE name = ? IF owner = ?"), q).await?,
-            release: prepare(s, ks, "leases", format!("DELETE FROM {ks}.leases WHERE name = ? IF owner = ?"), q).await?,
-            holder: prepare(s, ks, "leases", format!("SELECT owner, info, TTL(owner) FROM {ks}.leases WHERE name = ?"), q).await?,
+            acquire: lwt("leases", format!("INSERT INTO {ks}.leases (name, owner, info) VALUES (?, ?, ?) IF NOT EXISTS USING TTL {ttl}")).await?,
+            renew: lwt("leases", format!("UPDATE {ks}.leases USING TTL {ttl} SET owner = ?, info = ? WHERE name = ? IF owner = ?")).await?,
+            release: lwt("leases", format!("DELETE FROM {ks}.leases WHERE name = ? IF owner = ?")).await?,
+            last_insert: lwt("leases", format!("INSERT INTO {ks}.leases (name, owner, info) VALUES (?, ?, ?) IF NOT EXISTS")).await?,
+            last_update: lwt("leases", format!("UPDATE {ks}.leases SET owner = ?, info = ? WHERE name = ? IF owner = ?")).await?,
+            holder: read(format!("SELECT owner, info, TTL(owner) FROM {ks}.leases WHERE name = ?")).await?,
+            last_read: read(format!("SELECT owner FROM {ks}.leases WHERE name = ?")).await?,
             keyspace: ks.to_string(),
-            owner,
+            nodes: cfg.contact_points.clone(),
+            owner: owner_value(&host, label),
+            host,
             info,
             ttl: Duration::from_secs(u64::from(ttl)),
             term: Mutex::new(Term::default()),
+            lock: Mutex::new(None),
         })
     }
 
@@ -254,8 +334,14 @@ impl Lease {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Whether a write may be sent now; why not, naming the keyspace, otherwise.
-    pub fn writable(&self) -> Result<(), String> {
+    /// The TTL (`lease-s`).
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Whether a write may be sent now, and the time it has before writes stop; why not,
+    /// naming the keyspace, otherwise.
+    pub fn writable(&self) -> Result<Duration, String> {
         self.term()
             .writable(Instant::now(), self.ttl)
             .map_err(|why| format!("keyspace {}: {why}", self.keyspace))
@@ -263,15 +349,16 @@ impl Lease {
 
     async fn try_acquire(&self, s: &Session) -> Result<Lwt, String> {
         let r = s
-            .execute_unpaged(&self.acquire, (NAME, &self.owner, &self.info))
+            .execute_unpaged(&self.acquire, (WRITER, &self.owner, &self.info))
             .await
             .map_err(|e| e.to_string())?;
         lwt(r)
     }
 
-    async fn try_renew(&self, s: &Session) -> Result<Lwt, String> {
+    /// `UPDATE ... IF owner = <from>`: a renewal (`from` this run) or a takeover.
+    async fn try_renew(&self, s: &Session, from: &str) -> Result<Lwt, String> {
         let r = s
-            .execute_unpaged(&self.renew, (&self.owner, &self.info, NAME, &self.owner))
+            .execute_unpaged(&self.renew, (&self.owner, &self.info, WRITER, from))
             .await
             .map_err(|e| e.to_string())?;
         lwt(r)
@@ -284,7 +371,7 @@ impl Lease {
         type Row = (Option<String>, Option<String>, Option<i32>);
         let read = async {
             let rows = s
-                .execute_unpaged(&self.holder, (NAME,))
+                .execute_unpaged(&self.holder, (WRITER,))
                 .await
                 .ok()?
                 .into_rows_result()
@@ -295,36 +382,120 @@ impl Lease {
         (describe(owner, info), left)
     }
 
-    /// Takes the lease at start-up: free, or held by this same owner (the same service
-    /// started again after a crash). Held by another: [`StoreError::Held`].
-    pub async fn acquire(&self, s: &Session) -> Result<(), StoreError> {
-        let err = |why: String| StoreError::Unreachable {
-            keyspace: self.keyspace.clone(),
-            why: format!("taking the writer lease: {why}"),
-        };
-        let sent = Instant::now();
-        match self.try_acquire(s).await.map_err(err)? {
-            Lwt::Applied => {}
-            Lwt::NotApplied { owner: Some(o), .. } if o == self.owner => {
-                match self.try_renew(s).await.map_err(err)? {
-                    Lwt::Applied => {
-                        tracing::info!(keyspace = %self.keyspace, owner = %self.owner, "took over the writer lease a previous run of this service (same host and listen address) left")
-                    }
-                    Lwt::NotApplied { owner } => return Err(self.held(s, owner).await),
-                }
-            }
-            Lwt::NotApplied { owner } => return Err(self.held(s, owner).await),
-        }
-        self.term().renewed(sent, self.ttl);
-        Ok(())
-    }
-
     async fn held(&self, s: &Session, seen: Option<String>) -> StoreError {
         let (owner, seconds_left) = self.holder(s, seen).await;
         StoreError::Held {
             keyspace: self.keyspace.clone(),
             owner,
             seconds_left,
+        }
+    }
+
+    /// Takes the lease at start-up: free, or held by a dead run on this host (a crash).
+    /// Held by another: [`StoreError::Held`].
+    pub async fn acquire(&self, s: &Session) -> Result<(), StoreError> {
+        let err = |why: String| StoreError::Unreachable {
+            keyspace: self.keyspace.clone(),
+            why: format!("taking the writer lease: {why}"),
+        };
+        let lock = local_lock(&self.keyspace, &self.nodes).map_err(|e| StoreError::Database {
+            keyspace: self.keyspace.clone(),
+            why: format!("the host-local lock of the writer lease: {e}"),
+        })?;
+        let Some(lock) = lock else {
+            // another process on this host holds the lease, or is taking it
+            let (owner, seconds_left) = self.holder(s, None).await;
+            let owner = if owner == "?" {
+                "a process on this host that holds the keyspace's host-local lock".into()
+            } else {
+                owner
+            };
+            return Err(StoreError::Held {
+                keyspace: self.keyspace.clone(),
+                owner,
+                seconds_left,
+            });
+        };
+        *self
+            .lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(lock);
+        let sent = Instant::now();
+        match self.try_acquire(s).await.map_err(err)? {
+            Lwt::Applied => {}
+            // an earlier attempt of this call was applied
+            Lwt::NotApplied { owner: Some(o) } if o == self.owner => {}
+            // a run on this host, which cannot be alive (this process has the host's lock)
+            Lwt::NotApplied { owner: Some(o) } if host_of(&o) == self.host => {
+                match self.try_renew(s, &o).await.map_err(err)? {
+                    Lwt::Applied => {
+                        tracing::info!(keyspace = %self.keyspace, previous = %o, "took over the writer lease a crashed run on this host left")
+                    }
+                    Lwt::NotApplied { owner } => return Err(self.held(s, owner).await),
+                }
+            }
+            Lwt::NotApplied { owner } => return Err(self.held(s, owner).await),
+        }
+        {
+            let mut t = self.term();
+            t.renewed(sent, self.ttl);
+            t.check_first();
+        }
+        // recorded before anything is written, so a run that lapses can tell if another
+        // took the lease meanwhile; a failure here drops the store, which releases the row
+        match self.claim_last(s, false).await {
+            Ok(()) => {
+                self.term().verified();
+                Ok(())
+            }
+            Err(Check::Stale(why) | Check::Failed(why)) => Err(err(why)),
+        }
+    }
+
+    /// Records this run in `last-writer`; with `retake`, only when it still names this run
+    /// (taken again after a lapse), stale otherwise.
+    async fn claim_last(&self, s: &Session, retake: bool) -> Result<(), Check> {
+        let failed = |e: String| Check::Failed(format!("the last-writer row: {e}"));
+        let prev = s
+            .execute_unpaged(&self.last_read, (LAST,))
+            .await
+            .map_err(|e| failed(e.to_string()))?
+            .into_rows_result()
+            .map_err(|e| failed(e.to_string()))?
+            .maybe_first_row::<(Option<String>,)>()
+            .map_err(|e| failed(e.to_string()))?
+            .and_then(|r| r.0);
+        if prev.as_deref() == Some(self.owner.as_str()) {
+            return Ok(());
+        }
+        let stale = |other: Option<String>| {
+            Check::Stale(format!(
+                "another process took the writer lease of keyspace {} while this one's had \
+                 lapsed ({}): this process's state is stale",
+                self.keyspace,
+                other.as_deref().unwrap_or("?")
+            ))
+        };
+        if retake {
+            return Err(stale(prev));
+        }
+        let r = match &prev {
+            None => {
+                s.execute_unpaged(&self.last_insert, (LAST, &self.owner, &self.info))
+                    .await
+            }
+            Some(p) => {
+                s.execute_unpaged(&self.last_update, (&self.owner, &self.info, LAST, p))
+                    .await
+            }
+        };
+        match lwt(r.map_err(|e| failed(e.to_string()))?).map_err(failed)? {
+            Lwt::Applied => Ok(()),
+            Lwt::NotApplied { owner } if owner.as_deref() == Some(self.owner.as_str()) => Ok(()),
+            Lwt::NotApplied { owner } => Err(failed(format!(
+                "changed to {} while this process was taking the lease",
+                owner.as_deref().unwrap_or("nothing")
+            ))),
         }
     }
 
@@ -351,36 +522,111 @@ impl Lease {
             t.end("the store is closed (writer lease released)".into());
             held
         };
-        if !held {
-            return;
-        }
-        let r = tokio::time::timeout(
-            Duration::from_secs(2),
-            s.execute_unpaged(&self.release, (NAME, &self.owner)),
-        )
-        .await;
-        match r {
-            Ok(Ok(_)) => tracing::debug!(keyspace = %self.keyspace, "writer lease released"),
-            Ok(Err(e)) => {
-                tracing::warn!(keyspace = %self.keyspace, error = %e, "could not release the writer lease; it expires by itself")
+        if held {
+            let r = tokio::time::timeout(
+                Duration::from_secs(2),
+                s.execute_unpaged(&self.release, (WRITER, &self.owner)),
+            )
+            .await;
+            match r {
+                Ok(Ok(_)) => tracing::debug!(keyspace = %self.keyspace, "writer lease released"),
+                Ok(Err(e)) => {
+                    tracing::warn!(keyspace = %self.keyspace, error = %e, "could not release the writer lease; it expires by itself")
+                }
+                Err(_) => {
+                    tracing::warn!(keyspace = %self.keyspace, "releasing the writer lease timed out; it expires by itself")
+                }
             }
-            Err(_) => {
-                tracing::warn!(keyspace = %self.keyspace, "releasing the writer lease timed out; it expires by itself")
+        }
+        // after the row: a process on this host waiting for the lock finds it free
+        *self
+            .lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
+
+    /// One turn of [`keep`]: renew, or take the expired row again; then the check of
+    /// `last-writer` when it is due. `Err`: the node did not answer (try again soon);
+    /// `Ok(false)`: fenced, stop.
+    async fn turn(&self, s: &Session, budget: Duration) -> Result<bool, String> {
+        let sent = Instant::now();
+        match within(budget, self.try_renew(s, &self.owner)).await? {
+            Lwt::Applied => self.term().renewed(sent, self.ttl),
+            Lwt::NotApplied { owner: None } => {
+                // expired on the node: nothing is written from now until the check below
+                {
+                    let mut t = self.term();
+                    if t.is_ended() {
+                        return Ok(false);
+                    }
+                    t.check_first();
+                }
+                let sent = Instant::now();
+                match within(budget, self.try_acquire(s)).await? {
+                    Lwt::Applied => {
+                        tracing::warn!(keyspace = %self.keyspace, "the writer lease had expired; taken again, checking the last writer before writing");
+                    }
+                    Lwt::NotApplied { owner: Some(o) } if o == self.owner => {}
+                    Lwt::NotApplied { owner } => {
+                        let (who, _) = self.holder(s, owner).await;
+                        self.fence(format!(
+                            "another process holds the writer lease of keyspace {}: {who}",
+                            self.keyspace
+                        ));
+                        return Ok(false);
+                    }
+                }
+                self.term().renewed(sent, self.ttl);
+            }
+            Lwt::NotApplied { owner } => {
+                let (who, _) = self.holder(s, owner).await;
+                self.fence(format!(
+                    "another process holds the writer lease of keyspace {}: {who}",
+                    self.keyspace
+                ));
+                return Ok(false);
             }
         }
+        if self.term().needs_verify() {
+            match within(budget, async { Ok(self.claim_last(s, true).await) }).await? {
+                Ok(()) => {
+                    tracing::info!(keyspace = %self.keyspace, "no other process took the lease meanwhile: writing again");
+                    self.term().verified();
+                }
+                Err(Check::Stale(why)) => {
+                    self.fence(why);
+                    return Ok(false);
+                }
+                Err(Check::Failed(why)) => return Err(why),
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// `f`, or an error once `budget` has passed.
+async fn within<T>(
+    budget: Duration,
+    f: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(budget, f).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no answer within {} ms", budget.as_millis())),
     }
 }
 
 /// Renews the lease while the store is open (`inner` alive), takes it again after it
-/// lapsed, and checks the log before writing again; see the module documentation.
-pub(super) async fn keep(inner: Weak<Inner>, marks: Arc<Marks>) {
+/// lapsed, and checks the last writer before writing again; see the module documentation.
+/// Renewals are scheduled from when the last one was sent, each given at most a period.
+pub(super) async fn keep(inner: Weak<Inner>) {
     let period = match inner.upgrade() {
-        Some(i) => i.lease.ttl.mul_f64(RENEW),
+        Some(i) => i.lease.ttl().mul_f64(RENEW),
         None => return,
     };
     let mut failing = false;
+    let mut next = tokio::time::Instant::now() + period;
     loop {
-        tokio::time::sleep(period).await;
+        tokio::time::sleep_until(next).await;
         let Some(inner) = inner.upgrade() else {
             return;
         };
@@ -388,61 +634,24 @@ pub(super) async fn keep(inner: Weak<Inner>, marks: Arc<Marks>) {
         if lease.term().is_ended() {
             return;
         }
-        let s = &inner.session;
-        let sent = Instant::now();
-        let r = match lease.try_renew(s).await {
-            Ok(Lwt::NotApplied { owner: None, .. }) => {
-                // expired on the node: nobody holds it, take it again
-                match lease.try_acquire(s).await {
-                    Ok(Lwt::Applied) => {
-                        tracing::warn!(keyspace = %lease.keyspace, "the writer lease had expired; taken again, checking the log before writing");
-                        lease.term().retaken(sent, lease.ttl);
-                        Ok(Lwt::Applied)
-                    }
-                    other => other,
-                }
-            }
-            other => other,
-        };
-        match r {
-            Ok(Lwt::Applied) => {
+        let started = tokio::time::Instant::now();
+        match lease.turn(&inner.session, period).await {
+            Ok(true) => {
                 if failing {
                     tracing::info!(keyspace = %lease.keyspace, "writer lease renewed again");
                     failing = false;
                 }
-                lease.term().renewed(sent, lease.ttl);
+                next = started + period;
             }
-            Ok(Lwt::NotApplied { owner }) => {
-                let (who, _) = lease.holder(s, owner).await;
-                lease.fence(format!(
-                    "another process holds the writer lease of keyspace {}: {who}",
-                    lease.keyspace
-                ));
-                return;
-            }
+            Ok(false) => return,
             Err(e) => {
                 if !failing {
                     tracing::warn!(keyspace = %lease.keyspace, error = %e, "could not renew the writer lease; trying again");
                     failing = true;
                 }
-                continue;
-            }
-        }
-        if lease.term().needs_verify() {
-            match super::read_marker(&inner).await {
-                Ok(m) => match marks.check_unmoved(m.next_seq, m.next_output) {
-                    Ok(()) => {
-                        tracing::info!(keyspace = %lease.keyspace, "the log is as this process left it: writing again");
-                        lease.term().verified();
-                    }
-                    Err(why) => {
-                        lease.fence(why);
-                        return;
-                    }
-                },
-                Err(e) => {
-                    tracing::warn!(keyspace = %lease.keyspace, error = %e, "could not read the commit marker to check the log; trying again")
-                }
+                // while the node does not answer, try again soon: the moment it does, the
+                // lease is taken again (a refused connection fails at once)
+                next = started + period.min(Duration::from_millis(500));
             }
         }
     }
@@ -462,30 +671,35 @@ mod tests {
     }
 
     #[test]
-    fn writes_stop_at_seven_tenths_of_the_ttl_after_the_renewal_was_sent() {
+    fn writes_stop_at_six_tenths_of_the_ttl_after_the_renewal_was_sent() {
         let t0 = Instant::now();
         let mut t = Term::default();
         t.renewed(t0, TTL);
-        assert!(t.writable(t0 + Duration::from_millis(6_999), TTL).is_ok());
+        assert_eq!(
+            t.writable(t0 + Duration::from_millis(5_000), TTL),
+            Ok(Duration::from_millis(1_000)),
+            "the time left bounds each write"
+        );
         let e = t
-            .writable(t0 + Duration::from_millis(7_000), TTL)
+            .writable(t0 + Duration::from_millis(6_000), TTL)
             .unwrap_err();
-        assert!(e.contains("last renewed 7.0 s ago"), "{e}");
+        assert!(e.contains("last renewed 6.0 s ago"), "{e}");
         assert!(e.contains("lease-s = 10"), "{e}");
         // a renewal sent later moves the end on
         t.renewed(t0 + Duration::from_secs(2), TTL);
-        assert!(t.writable(t0 + Duration::from_millis(8_999), TTL).is_ok());
+        assert!(t.writable(t0 + Duration::from_millis(7_999), TTL).is_ok());
     }
 
     #[test]
-    fn a_retaken_lease_writes_only_after_the_log_is_checked() {
+    fn a_lease_taken_again_writes_only_after_the_last_writer_is_checked() {
         let t0 = Instant::now();
         let mut t = Term::default();
         t.renewed(t0, TTL);
-        t.retaken(t0 + Duration::from_secs(30), TTL);
-        assert!(t.needs_verify());
+        t.check_first();
+        t.renewed(t0 + Duration::from_secs(30), TTL);
+        assert!(t.needs_verify(), "a renewal does not stand for the check");
         let e = t.writable(t0 + Duration::from_secs(31), TTL).unwrap_err();
-        assert!(e.contains("checked"), "{e}");
+        assert!(e.contains("last writer is checked"), "{e}");
         t.verified();
         assert!(t.writable(t0 + Duration::from_secs(31), TTL).is_ok());
     }
@@ -503,14 +717,35 @@ mod tests {
             Err("fenced by b".into())
         );
         assert!(t.is_ended());
-        t.retaken(t0, TTL);
+        t.check_first();
         assert!(!t.needs_verify());
     }
 
     #[test]
-    fn the_owner_names_the_host_and_the_address() {
-        let o = owner_name("127.0.0.1:8080".parse().unwrap());
-        assert!(o.ends_with(" 127.0.0.1:8080"), "{o}");
-        assert!(o.len() > " 127.0.0.1:8080".len(), "{o}");
+    fn owner_values_are_unique_per_run_and_name_their_host() {
+        let (a, b) = (
+            owner_value("web-1", "127.0.0.1:8080"),
+            owner_value("web-1", "127.0.0.1:8080"),
+        );
+        assert_ne!(a, b);
+        assert!(a.starts_with("web-1 127.0.0.1:8080 run "), "{a}");
+        assert_eq!(host_of(&a), "web-1");
+        assert!(!host_name().contains(' '));
+    }
+
+    #[test]
+    fn the_host_lock_is_held_once_and_free_again_when_dropped() {
+        let ks = format!("lock_test_{}", std::process::id());
+        let nodes = vec!["127.0.0.1:9042".to_string()];
+        let first = local_lock(&ks, &nodes).unwrap();
+        assert!(first.is_some());
+        assert!(local_lock(&ks, &nodes).unwrap().is_none(), "held once");
+        // another keyspace, or other nodes: another lock
+        assert!(local_lock(&format!("{ks}_b"), &nodes).unwrap().is_some());
+        assert!(local_lock(&ks, &["10.0.0.1:9042".to_string()])
+            .unwrap()
+            .is_some());
+        drop(first);
+        assert!(local_lock(&ks, &nodes).unwrap().is_some(), "free again");
     }
 }

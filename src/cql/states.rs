@@ -354,21 +354,19 @@ pub(super) type Cleaning = Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>;
 /// Deletes what generation `gen` made obsolete: older rows of the keys it wrote, and the
 /// blobs of generation `prev`. Failures are only logged: the rows are ignored anyway.
 async fn clean(inner: Arc<Inner>, keys: Vec<(Kind, Str)>, gen: i64, prev: i64) {
-    // only the lease's holder deletes; the rows are ignored anyway, the next one cleans them
-    if let Err(why) = inner.lease.writable() {
-        tracing::warn!(gen, "not cleaning up after the checkpoint: {why}");
-        return;
-    }
     let fanout = inner.concurrency * CHECKPOINT_FANOUT;
     let mut dels = futures::stream::iter(keys)
         .map(|(kind, k)| {
             let inner = Arc::clone(&inner);
             async move {
-                inner
-                    .session
-                    .execute_unpaged(&inner.kind(kind).del_old, (k.as_str(), gen))
-                    .await
-                    .map(drop)
+                // each delete only while this process holds the writer lease
+                super::write(&inner, || {
+                    inner
+                        .session
+                        .execute_unpaged(&inner.kind(kind).del_old, (k.as_str(), gen))
+                })
+                .await
+                .map(drop)
             }
         })
         .buffer_unordered(fanout);
@@ -379,10 +377,10 @@ async fn clean(inner: Arc<Inner>, keys: Vec<(Kind, Str)>, gen: i64, prev: i64) {
     drop(dels);
     if prev > 0 {
         for name in BLOBS {
-            let r = inner
-                .session
-                .execute_unpaged(&inner.del_blob, (prev, name))
-                .await;
+            let r = super::write(&inner, || {
+                inner.session.execute_unpaged(&inner.del_blob, (prev, name))
+            })
+            .await;
             failed += usize::from(r.is_err());
         }
     }
