@@ -191,3 +191,28 @@ fn the_http_driver_reports_the_closed_loop_when_it_used_every_event() {
         "{json}"
     );
 }
+
+/// A sweep whose events run out stops with why, and still shows what it measured.
+#[test]
+fn a_sweep_cut_short_by_its_events_says_why_and_shows_what_it_measured() {
+    let events = smoke_events(300);
+    let dir = tempfile::tempdir().unwrap();
+    let s = Service::start(dir.path());
+    let opts = omnistream_loadtest::http::Options {
+        batch: 1,
+        connections: 2,
+        max_secs: 30.0,
+        paced_secs: 3.0,
+        fraction: 0.5,
+    };
+    let e = omnistream_loadtest::http::sweep(&s.addr, &events, &opts, &[0.25, 0.5], &mut |_| {})
+        .unwrap_err();
+    let text = format!("{e:#}");
+    assert!(
+        text.contains("the sweep stopped; measured before that")
+            && text.contains("closed loop at the start: ")
+            && text.contains("at the end: not measured")
+            && text.contains("no events left for the phase at 0.25 of the maximum"),
+        "{text}"
+    );
+}

@@ -669,40 +669,59 @@ pub struct Sweep {
 impl Sweep {
     /// A readable table: offered, answered, refused and latency per point.
     pub fn table(&self) -> String {
-        let mut s = format!(
-            "closed loop at the start: {:.0} req/s ({:.0} events/s) on {} connections, {} events a \
-             request; at the end: {:.0} req/s\n\
-             {:>10} {:>10} {:>10} {:>8} | latency from schedule, ms: {:>8} {:>8} {:>8} {:>8}\n",
-            self.max.per_s,
-            self.max.events_per_s,
+        table(
             self.connections,
             self.batch,
-            self.max_end.per_s,
-            "offered/s",
-            "answered/s",
-            "events/s",
-            "refused",
-            "p50",
-            "p99",
-            "p99.9",
-            "max"
-        );
-        for p in &self.points {
-            let ms = |us: u64| us as f64 / 1000.0;
-            s.push_str(&format!(
-                "{:>10.0} {:>10.0} {:>10.0} {:>8} | {:>34.2} {:>8.2} {:>8.2} {:>8.2}\n",
-                p.target_per_s.unwrap_or(0.0),
-                p.per_s,
-                p.events_per_s,
-                p.refused,
-                ms(p.all_us[0]),
-                ms(p.all_us[1]),
-                ms(p.all_us[2]),
-                ms(p.all_us[3]),
-            ));
-        }
-        s
+            &self.max,
+            &self.points,
+            Some(&self.max_end),
+        )
     }
+}
+
+/// The table of [`Sweep::table`], also of a sweep cut short (no closing closed loop).
+fn table(
+    connections: usize,
+    batch: usize,
+    max: &PhaseReport,
+    points: &[PhaseReport],
+    max_end: Option<&PhaseReport>,
+) -> String {
+    let end = max_end.map_or("not measured".to_string(), |m| {
+        format!("{:.0} req/s", m.per_s)
+    });
+    let mut s = format!(
+        "closed loop at the start: {:.0} req/s ({:.0} events/s) on {} connections, {} events a \
+         request; at the end: {end}\n\
+         {:>10} {:>10} {:>10} {:>8} | latency from schedule, ms: {:>8} {:>8} {:>8} {:>8}\n",
+        max.per_s,
+        max.events_per_s,
+        connections,
+        batch,
+        "offered/s",
+        "answered/s",
+        "events/s",
+        "refused",
+        "p50",
+        "p99",
+        "p99.9",
+        "max"
+    );
+    for p in points {
+        let ms = |us: u64| us as f64 / 1000.0;
+        s.push_str(&format!(
+            "{:>10.0} {:>10.0} {:>10.0} {:>8} | {:>34.2} {:>8.2} {:>8.2} {:>8.2}\n",
+            p.target_per_s.unwrap_or(0.0),
+            p.per_s,
+            p.events_per_s,
+            p.refused,
+            ms(p.all_us[0]),
+            ms(p.all_us[1]),
+            ms(p.all_us[2]),
+            ms(p.all_us[3]),
+        ));
+    }
+    s
 }
 
 /// Drives `addr` as [`run`] does, but with one open-loop phase of `secs` per fraction of the
@@ -722,6 +741,13 @@ pub fn sweep(
     let mut feed = Feed::new(addr, events, o.batch, o.connections);
     let max = feed.phase(None, o.max_secs, "the closed loop")?;
     log(&format!("max {:.0} req/s", max.per_s));
+    // a sweep cut short (the events ran out) still shows what it measured
+    let cut_short = |e: anyhow::Error, points: &[PhaseReport]| {
+        e.context(format!(
+            "the sweep stopped; measured before that:\n{}",
+            table(o.connections, o.batch.max(1), &max, points, None)
+        ))
+    };
     let mut points = Vec::new();
     for f in fractions {
         let rate = max.per_s * f;
@@ -729,13 +755,18 @@ pub fn sweep(
             "open loop at {f} of the maximum: {rate:.0}/s for up to {} s",
             o.paced_secs
         ));
-        points.push(feed.phase(
-            Some(rate),
-            o.paced_secs,
-            &format!("the phase at {f} of the maximum"),
-        )?);
+        let p = feed
+            .phase(
+                Some(rate),
+                o.paced_secs,
+                &format!("the phase at {f} of the maximum"),
+            )
+            .map_err(|e| cut_short(e, &points))?;
+        points.push(p);
     }
-    let max_end = feed.phase(None, o.max_secs, "the closing closed loop")?;
+    let max_end = feed
+        .phase(None, o.max_secs, "the closing closed loop")
+        .map_err(|e| cut_short(e, &points))?;
     log(&format!("max at the end {:.0} req/s", max_end.per_s));
     Ok(Sweep {
         connections: o.connections,

@@ -158,6 +158,13 @@ enum Cmd {
 }
 
 fn main() -> Result<()> {
+    // its output is read by other programs (`loadtest generate --scenario default | head`):
+    // when the reader goes, it ends quietly as Unix filters do, instead of panicking on the
+    // failed write (Rust ignores SIGPIPE)
+    // SAFETY: restores a default disposition before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     match Cli::parse().cmd {
         Cmd::Generate {
             scenario,

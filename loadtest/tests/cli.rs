@@ -48,3 +48,25 @@ fn stream_refuses_a_rate_that_is_not_positive() {
         assert!(out.stdout.is_empty());
     }
 }
+
+/// A reader that stops early (`loadtest stream ... | head`) ends the stream quietly, as
+/// with any Unix filter: killed by SIGPIPE, no panic on standard error.
+#[test]
+fn a_reader_that_goes_early_ends_stream_quietly() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args(["stream", "--scenario", "smoke"])
+        .env_remove("RUST_BACKTRACE")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut head = [0u8; 100];
+    child.stdout.take().unwrap().read_exact(&mut head).unwrap();
+    // the pipe's reading end is closed here: the next writes fail
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.signal(), Some(13), "{:?}: {err}", out.status);
+    assert!(!err.contains("panicked"), "{err}");
+}
