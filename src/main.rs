@@ -69,7 +69,7 @@ enum Command {
     /// version; refuses a keyspace whose schema is newer than this binary.
     Migrate {
         #[command(flatten)]
-        opts: ServiceOpts,
+        opts: ConfigOpts,
         /// Migrate the keyspaces of every `omnistream cluster` process instead
         /// (`{keyspace}_p0` … `{keyspace}_p{processes-1}`).
         #[arg(long)]
@@ -79,7 +79,7 @@ enum Command {
     /// event (the `[fluvio]` section names the cluster and topics).
     Produce {
         #[command(flatten)]
-        opts: ServiceOpts,
+        opts: ConfigOpts,
         /// Files of JSON lines; `-` reads standard input.
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -143,13 +143,13 @@ enum TopicsAction {
     /// `omnistream cluster` (existing topics are left as they are).
     Create {
         #[command(flatten)]
-        opts: ServiceOpts,
+        opts: ConfigOpts,
     },
 }
 
 /// Runs a Fluvio client command on a small runtime of its own.
 fn with_fluvio<T>(
-    opts: &ServiceOpts,
+    opts: &ConfigOpts,
     f: impl AsyncFnOnce(
         omnistream::fluvio::client::Client,
         Config,
@@ -166,7 +166,22 @@ fn with_fluvio<T>(
     })?)
 }
 
-/// Options shared by `run`, `check-config` and `migrate`.
+/// The configuration's options of the commands that run no service (`migrate`, `produce`,
+/// `topics`): `--listen` and `--data-dir` would do nothing there, so they are refused.
+#[derive(clap::Args)]
+struct ConfigOpts {
+    /// Configuration file (TOML); every key has a default.
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+}
+
+impl ConfigOpts {
+    fn load(&self) -> anyhow::Result<Config> {
+        load_config(self.config.as_deref(), None, None)
+    }
+}
+
+/// Options shared by `run`, `demo`, `cluster` and `check-config`.
 #[derive(clap::Args)]
 struct ServiceOpts {
     /// Configuration file (TOML); every key has a default.
@@ -208,33 +223,46 @@ struct InputOpts {
 
 impl ServiceOpts {
     fn load(&self) -> anyhow::Result<Config> {
-        let mut env: Vec<(String, String)> = std::env::vars().collect();
-        // a flag wins over the variable of its key: the variable is dropped, not merely
-        // outnumbered (the loader orders variables, and which of two copies came last
-        // depended on their values)
-        let mut flag = |key: &str, value: String| {
-            env.retain(|(k, _)| k != key);
-            env.push((key.into(), toml::Value::String(value).to_string()));
-        };
-        if let Some(l) = &self.listen {
-            flag("OMNISTREAM_LISTEN", l.clone());
-        }
-        if let Some(d) = &self.data_dir {
-            flag("OMNISTREAM_DATA_DIR", d.display().to_string());
-        }
-        let cfg = omnistream::config::Config::load(self.config.as_deref(), env)?;
-        // the test suite's variable, one underscore short of the key: easy to set by mistake
-        if std::env::var_os("OMNISTREAM_FLUVIO_ENDPOINT").is_some()
-            && std::env::var_os("OMNISTREAM_FLUVIO__ENDPOINT").is_none()
-        {
-            tracing::warn!(
-                endpoint = %cfg.fluvio.endpoint,
-                "OMNISTREAM_FLUVIO_ENDPOINT is read by the test suite only; the service's key is \
-                 fluvio.endpoint, OMNISTREAM_FLUVIO__ENDPOINT (two underscores)"
-            );
-        }
-        Ok(cfg)
+        load_config(
+            self.config.as_deref(),
+            self.listen.as_deref(),
+            self.data_dir.as_deref(),
+        )
     }
+}
+
+/// The configuration: defaults, the file, `OMNISTREAM_*` variables, then the flags.
+fn load_config(
+    config: Option<&std::path::Path>,
+    listen: Option<&str>,
+    data_dir: Option<&std::path::Path>,
+) -> anyhow::Result<Config> {
+    let mut env: Vec<(String, String)> = std::env::vars().collect();
+    // a flag wins over the variable of its key: the variable is dropped, not merely
+    // outnumbered (the loader orders variables, and which of two copies came last
+    // depended on their values)
+    let mut flag = |key: &str, value: String| {
+        env.retain(|(k, _)| k != key);
+        env.push((key.into(), toml::Value::String(value).to_string()));
+    };
+    if let Some(l) = listen {
+        flag("OMNISTREAM_LISTEN", l.to_string());
+    }
+    if let Some(d) = data_dir {
+        flag("OMNISTREAM_DATA_DIR", d.display().to_string());
+    }
+    let cfg = omnistream::config::Config::load(config, env)?;
+    // the test suite's variable, one underscore short of the key: easy to set by mistake
+    if std::env::var_os("OMNISTREAM_FLUVIO_ENDPOINT").is_some()
+        && std::env::var_os("OMNISTREAM_FLUVIO__ENDPOINT").is_none()
+    {
+        tracing::warn!(
+            endpoint = %cfg.fluvio.endpoint,
+            "OMNISTREAM_FLUVIO_ENDPOINT is read by the test suite only; the service's key is \
+             fluvio.endpoint, OMNISTREAM_FLUVIO__ENDPOINT (two underscores)"
+        );
+    }
+    Ok(cfg)
 }
 
 impl TryFrom<InputOpts> for omnistream::files::Inputs {
@@ -406,6 +434,10 @@ fn check_config(cfg: &Config, cluster: bool) -> anyhow::Result<ExitCode> {
     let mut shown = cfg.clone();
     shown.cql = cfg.cql.redacted();
     println!("{}", toml::to_string_pretty(&shown)?);
+    let unset = cfg.unset_keys();
+    if !unset.is_empty() {
+        println!("# not set (no default): {}", unset.join(", "));
+    }
     match cfg.store {
         StoreKind::Embedded => {
             let dir = &cfg.data_dir;

@@ -849,3 +849,27 @@ fn flags_win_over_the_variables_of_their_keys() {
         assert!(text.contains("listen = \"127.0.0.1:18142\""), "{text}");
     }
 }
+
+/// The commands that run no service refuse `--listen` and `--data-dir` (they took them and
+/// did nothing with them), naming the flag.
+#[test]
+fn commands_without_a_service_refuse_listen_and_data_dir() {
+    for args in [
+        &["migrate", "--listen", "127.0.0.1:1"][..],
+        &["migrate", "--data-dir", "/tmp/x"],
+        &["produce", "--data-dir", "/tmp/x", "-"],
+        &["topics", "create", "--listen", "127.0.0.1:1"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("unexpected argument '{}'", args[args.len() - 2]))
+                || err.contains(&format!("unexpected argument '{}'", args[1])),
+            "{args:?}: {err}"
+        );
+    }
+}
