@@ -842,7 +842,7 @@ async fn retry_gated<T, E: std::fmt::Display, Fut: Future<Output = Result<T, E>>
         let attempt = match gate {
             // no attempt is sent, or retried by the driver, after the lease's time is up
             Some(lease) => {
-                let left = lease.writable()?;
+                let (left, _under_way) = lease.begin()?;
                 match tokio::time::timeout(left, f()).await {
                     Ok(r) => r.map_err(|e| e.to_string()),
                     Err(_) => Err("the writer lease's time ran out during the write".into()),

@@ -135,6 +135,9 @@ fn cql_ten_sigkills_lose_nothing_and_count_nothing_twice() {
             ("OMNISTREAM_CQL__KEYSPACE".into(), cfg.keyspace.clone()),
             ("OMNISTREAM_CQL__READ_CONSISTENCY".into(), "ONE".into()),
             ("OMNISTREAM_CQL__WRITE_CONSISTENCY".into(), "ONE".into()),
+            // each restart takes the killed run's writer lease over after the margin, 1 s
+            // at the shortest lease (3 s at the default)
+            ("OMNISTREAM_CQL__LEASE_S".into(), "5".into()),
         ],
         Vec::new(),
     );

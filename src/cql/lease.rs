@@ -5,16 +5,20 @@
 //! silence. So a process takes the row `leases['writer']` before it writes anything, with a
 //! lightweight transaction (`INSERT ... IF NOT EXISTS USING TTL lease-s`), and renews it every
 //! fifth of the TTL (`UPDATE ... USING TTL lease-s ... IF owner = <itself>`). Its owner value
-//! is unique to the run: host name, listen address, pid and start time.
+//! is unique to the run: its place (host name, boot id, network namespace), listen address,
+//! pid and start time. A graceful stop deletes the row once the attempts under way are
+//! answered.
 //!
 //! **Writes stop in time.** A renewal sent at `t` keeps the row alive until at least
 //! `t + lease-s` (less a second: TTLs count whole seconds), and this process writes only until
-//! `t + 0.6 × lease-s` ([`VALID`]): every write attempt checks that first and is cut off at
-//! that instant ([`Lease::writable`] gives the time left), so no attempt is sent, or retried
-//! by the driver, later. Another process can take the row only after it expired. The two
-//! never write at once unless a request stays in the network (or a node's queue) for longer
-//! than the remaining `0.4 × lease-s - 1 s` (3 s by default), or the database nodes' clocks
-//! disagree by as much (the TTL is stamped by one node and judged by others).
+//! `t + 0.6 × lease-s` ([`VALID`]): every write attempt checks that first ([`Lease::begin`]
+//! gives the time left) and stops waiting for its answer at that instant, so no attempt is
+//! sent, or retried by the driver, later. Another process can take the row only after it
+//! expired. The two never write at once unless a request already sent stays in the network
+//! (or a node's queue) for longer than the remaining `0.4 × lease-s - 1 s` (3 s by default),
+//! the process stalls that long between the check and the send, or the database nodes'
+//! clocks disagree by as much (the TTL is stamped by one node and judged by others). The
+//! data writes carry no fencing token.
 //!
 //! **Taking it again.** When the node does not answer for longer than that (an outage), this
 //! process stops writing. When the node answers again and the row has expired, the process
@@ -26,12 +30,14 @@
 //! writes again, and the service exits ([`exit_when_fenced`]) so that its supervisor starts
 //! it afresh, replaying the log the other process wrote.
 //!
-//! **A crashed run on the same host.** Whoever may hold the lease also holds a host-local
-//! lock: an abstract Unix socket named after the keyspace and the nodes, which the kernel
-//! releases when the process dies. A process that gets the lock therefore knows that no
-//! process on this host holds the lease, so a row owned by a run on this host is a dead run's
-//! (a crash): it takes it over at once instead of waiting for the TTL. Host names must be
-//! unique among the hosts that write a keyspace.
+//! **A crashed run in the same place.** Whoever may hold the lease also holds a host-local
+//! lock: an abstract Unix socket named after the keyspace and the cluster's name, which the
+//! kernel releases when the process dies; abstract sockets are per network namespace, so the
+//! place an owner names is host name, boot id and network namespace. A process that gets the
+//! lock therefore knows that no live process of its place may hold the lease, so a row owned
+//! by a run of its place is a dead run's (a crash): it takes it over, and writes after the
+//! margin (the crashed run's last requests), instead of waiting for the TTL. Host names must
+//! be unique among the hosts that write a keyspace.
 
 use super::{prepare, Inner};
 use crate::store::StoreError;
@@ -81,7 +87,29 @@ fn host_name() -> String {
     }
 }
 
-/// The owner value of this run: host, `label` (the listen address), pid and start time.
+/// Where this process runs, as far as the host-local lock reaches: the host name, the boot
+/// (a restarted or cloned machine is another) and the network namespace (abstract Unix
+/// sockets are per namespace: two containers are two places). `/?` when unknown: then no
+/// row is ever taken over.
+fn locality() -> String {
+    use std::os::unix::fs::MetadataExt;
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().chars().take(8).collect::<String>())
+        .unwrap_or_default();
+    let netns = std::fs::metadata("/proc/self/ns/net").map_or(0, |m| m.ino());
+    if boot.is_empty() || netns == 0 {
+        return format!("{}/?", host_name());
+    }
+    format!("{}/{boot}/{netns}", host_name())
+}
+
+/// Whether a row owned by `owner` may be taken over at once by a process at `mine` that
+/// holds the host-local lock: a run of the same place, which the lock proves gone.
+fn same_place(mine: &str, owner: &str) -> bool {
+    !mine.ends_with("/?") && host_of(owner) == mine
+}
+
+/// The owner value of this run: place, `label` (the listen address), pid and start time.
 fn owner_value(host: &str, label: &str) -> String {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
@@ -94,18 +122,18 @@ fn owner_value(host: &str, label: &str) -> String {
     )
 }
 
-/// The host an owner value names (its first word).
+/// The place an owner value names (its first word).
 fn host_of(owner: &str) -> &str {
     owner.split(' ').next().unwrap_or("")
 }
 
-/// Takes the host-local lock of keyspace `ks` on `nodes`: the listener while held, none when
-/// another process on this host (or another store in this one) holds it.
-fn local_lock(ks: &str, nodes: &[String]) -> std::io::Result<Option<UnixListener>> {
+/// Takes the host-local lock of keyspace `ks` of the cluster named `cluster`: the listener
+/// while held, none when another process in this network namespace (or another store in
+/// this one) holds it. Named after what the lease guards, not after how the nodes are
+/// reached (two spellings of the contact points are one keyspace).
+fn local_lock(ks: &str, cluster: &str) -> std::io::Result<Option<UnixListener>> {
     use std::os::linux::net::SocketAddrExt;
-    let mut sorted = nodes.to_vec();
-    sorted.sort();
-    let tag = crate::fluvio::mapping::stable_hash(sorted.join(",").as_bytes());
+    let tag = crate::fluvio::mapping::stable_hash(cluster.as_bytes());
     let name = format!("omnistream-writer:{ks}:{tag:016x}");
     let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
     match UnixListener::bind_addr(&addr) {
@@ -231,6 +259,15 @@ enum Check {
     Failed(String),
 }
 
+/// A write attempt under way ([`Lease::begin`]).
+pub(super) struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// `owner (info)` for messages, or the owner alone.
 fn describe(owner: Option<String>, info: Option<String>) -> String {
     let owner = owner.unwrap_or_else(|| "?".into());
@@ -266,7 +303,9 @@ pub(super) async fn holder_of(
 /// The lease of one store: its statements, its owner and its [`Term`].
 pub(super) struct Lease {
     keyspace: String,
-    nodes: Vec<String>,
+    /// The cluster's name (`system.local`), for the host-local lock.
+    cluster: String,
+    /// This process's place ([`locality`]).
     host: String,
     owner: String,
     info: String,
@@ -274,6 +313,8 @@ pub(super) struct Lease {
     term: Mutex<Term>,
     /// The host-local lock, while this store may hold the lease.
     lock: Mutex<Option<UnixListener>>,
+    /// Write attempts under way (a graceful release waits for them).
+    inflight: std::sync::atomic::AtomicUsize,
     acquire: PreparedStatement,
     /// Renewal, and taking over a dead run's row: `IF owner = ?`.
     renew: PreparedStatement,
@@ -295,7 +336,15 @@ impl Lease {
     ) -> Result<Lease, StoreError> {
         let ks = cfg.keyspace.as_str();
         let ttl = cfg.lease_s.max(1);
-        let host = host_name();
+        let host = locality();
+        let cluster = s
+            .query_unpaged("SELECT cluster_name FROM system.local", ())
+            .await
+            .ok()
+            .and_then(|r| r.into_rows_result().ok())
+            .and_then(|r| r.maybe_first_row::<(Option<String>,)>().ok().flatten())
+            .and_then(|r| r.0)
+            .unwrap_or_default();
         // conditional writes decide in their serial phase: SERIAL, so that processes that
         // prefer different datacenters still agree; a conditional write is never retried by
         // the driver (this module retries, knowing what an earlier attempt may have done)
@@ -318,13 +367,14 @@ impl Lease {
             holder: read(format!("SELECT owner, info, TTL(owner) FROM {ks}.leases WHERE name = ?")).await?,
             last_read: read(format!("SELECT owner FROM {ks}.leases WHERE name = ?")).await?,
             keyspace: ks.to_string(),
-            nodes: cfg.contact_points.clone(),
+            cluster,
             owner: owner_value(&host, label),
             host,
             info,
             ttl: Duration::from_secs(u64::from(ttl)),
             term: Mutex::new(Term::default()),
             lock: Mutex::new(None),
+            inflight: Default::default(),
         })
     }
 
@@ -345,6 +395,24 @@ impl Lease {
         self.term()
             .writable(Instant::now(), self.ttl)
             .map_err(|why| format!("keyspace {}: {why}", self.keyspace))
+    }
+
+    /// A write attempt about to be sent: [`Lease::writable`], and the attempt counted until
+    /// the guard is dropped, so that a release waits for it.
+    pub fn begin(&self) -> Result<(Duration, InFlight<'_>), String> {
+        // counted before the check: a release that ends the term and then sees no attempt
+        // under way cannot miss one that passes the check
+        self.inflight.fetch_add(1, Ordering::SeqCst);
+        let guard = InFlight(&self.inflight);
+        Ok((self.writable()?, guard))
+    }
+
+    /// The margin: the part of the TTL after writes stop, less the second the TTL's whole
+    /// seconds may cost.
+    fn margin(&self) -> Duration {
+        self.ttl
+            .mul_f64(1.0 - VALID)
+            .saturating_sub(Duration::from_secs(1))
     }
 
     async fn try_acquire(&self, s: &Session) -> Result<Lwt, String> {
@@ -398,7 +466,7 @@ impl Lease {
             keyspace: self.keyspace.clone(),
             why: format!("taking the writer lease: {why}"),
         };
-        let lock = local_lock(&self.keyspace, &self.nodes).map_err(|e| StoreError::Database {
+        let lock = local_lock(&self.keyspace, &self.cluster).map_err(|e| StoreError::Database {
             keyspace: self.keyspace.clone(),
             why: format!("the host-local lock of the writer lease: {e}"),
         })?;
@@ -420,16 +488,19 @@ impl Lease {
             .lock
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(lock);
-        let sent = Instant::now();
+        let mut sent = Instant::now();
+        let mut taken_over = false;
         match self.try_acquire(s).await.map_err(err)? {
             Lwt::Applied => {}
             // an earlier attempt of this call was applied
             Lwt::NotApplied { owner: Some(o) } if o == self.owner => {}
-            // a run on this host, which cannot be alive (this process has the host's lock)
-            Lwt::NotApplied { owner: Some(o) } if host_of(&o) == self.host => {
+            // a run of this place, which cannot be alive (this process has its lock)
+            Lwt::NotApplied { owner: Some(o) } if same_place(&self.host, &o) => {
+                sent = Instant::now();
                 match self.try_renew(s, &o).await.map_err(err)? {
                     Lwt::Applied => {
-                        tracing::info!(keyspace = %self.keyspace, previous = %o, "took over the writer lease a crashed run on this host left")
+                        tracing::info!(keyspace = %self.keyspace, previous = %o, "took over the writer lease a crashed run on this host left");
+                        taken_over = true;
                     }
                     Lwt::NotApplied { owner } => return Err(self.held(s, owner).await),
                 }
@@ -441,15 +512,27 @@ impl Lease {
             t.renewed(sent, self.ttl);
             t.check_first();
         }
+        if taken_over {
+            // requests the crashed run sent may still sit in a node's queue: they get the
+            // margin an expiry would have given them
+            let wait = self.margin();
+            tracing::info!(keyspace = %self.keyspace, wait_ms = wait.as_millis() as u64, "waiting for the crashed run's last requests before writing");
+            tokio::time::sleep(wait).await;
+            let again = Instant::now();
+            match self.try_renew(s, &self.owner).await.map_err(err)? {
+                Lwt::Applied => self.term().renewed(again, self.ttl),
+                Lwt::NotApplied { owner } => return Err(self.held(s, owner).await),
+            }
+        }
         // recorded before anything is written, so a run that lapses can tell if another
         // took the lease meanwhile; a failure here drops the store, which releases the row
-        match self.claim_last(s, false).await {
-            Ok(()) => {
-                self.term().verified();
-                Ok(())
-            }
-            Err(Check::Stale(why) | Check::Failed(why)) => Err(err(why)),
+        let budget = self.ttl.mul_f64(VALID - RENEW);
+        match within(budget, async { Ok(self.claim_last(s, false).await) }).await {
+            Ok(Ok(())) => self.term().verified(),
+            Ok(Err(Check::Stale(why) | Check::Failed(why))) | Err(why) => return Err(err(why)),
         }
+        // too slow to have any time left: start-up tries again (store-wait-s)
+        self.writable().map(drop).map_err(err)
     }
 
     /// Records this run in `last-writer`; with `retake`, only when it still names this run
@@ -523,6 +606,11 @@ impl Lease {
             held
         };
         if held {
+            // attempts already sent finish first (bounded by the margin)
+            let deadline = Instant::now() + self.margin();
+            while self.inflight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
             let r = tokio::time::timeout(
                 Duration::from_secs(2),
                 s.execute_unpaged(&self.release, (WRITER, &self.owner)),
@@ -563,6 +651,17 @@ impl Lease {
                 }
                 let sent = Instant::now();
                 match within(budget, self.try_acquire(s)).await? {
+                    Lwt::Applied if self.term().is_ended() => {
+                        // released meanwhile (the store is closing): give the row back
+                        let give_back = async {
+                            s.execute_unpaged(&self.release, (WRITER, &self.owner))
+                                .await
+                                .map(drop)
+                                .map_err(|e| e.to_string())
+                        };
+                        let _ = within(budget, give_back).await;
+                        return Ok(false);
+                    }
                     Lwt::Applied => {
                         tracing::warn!(keyspace = %self.keyspace, "the writer lease had expired; taken again, checking the last writer before writing");
                     }
@@ -635,7 +734,10 @@ pub(super) async fn keep(inner: Weak<Inner>) {
             return;
         }
         let started = tokio::time::Instant::now();
-        match lease.turn(&inner.session, period).await {
+        // a renewal's answer is good for its validity counted from when it was sent, so it
+        // may take until the last renewal's validity would end
+        let budget = lease.ttl().mul_f64(VALID - RENEW);
+        match lease.turn(&inner.session, budget).await {
             Ok(true) => {
                 if failing {
                     tracing::info!(keyspace = %lease.keyspace, "writer lease renewed again");
@@ -723,29 +825,45 @@ mod tests {
 
     #[test]
     fn owner_values_are_unique_per_run_and_name_their_host() {
+        let here = locality();
         let (a, b) = (
-            owner_value("web-1", "127.0.0.1:8080"),
-            owner_value("web-1", "127.0.0.1:8080"),
+            owner_value(&here, "127.0.0.1:8080"),
+            owner_value(&here, "127.0.0.1:8080"),
         );
         assert_ne!(a, b);
-        assert!(a.starts_with("web-1 127.0.0.1:8080 run "), "{a}");
-        assert_eq!(host_of(&a), "web-1");
-        assert!(!host_name().contains(' '));
+        assert!(a.starts_with(&format!("{here} 127.0.0.1:8080 run ")), "{a}");
+        assert!(!here.contains(' '));
+        // host name, boot and network namespace on Linux
+        assert_eq!(here.split('/').count(), 3, "{here}");
+        assert!(same_place(&here, &a));
+        let other_ns = format!("{}/12345 x run 1.1.1", here.rsplit_once('/').unwrap().0);
+        assert!(!same_place(&here, &other_ns), "another network namespace");
+        let name_only = format!("{} x run 1.1.1", host_name());
+        assert!(!same_place(&here, &name_only), "the host name alone");
+        assert!(
+            !same_place("web-1/?", "web-1/? x run 1.1.1"),
+            "an unknown place"
+        );
     }
 
     #[test]
     fn the_host_lock_is_held_once_and_free_again_when_dropped() {
         let ks = format!("lock_test_{}", std::process::id());
-        let nodes = vec!["127.0.0.1:9042".to_string()];
-        let first = local_lock(&ks, &nodes).unwrap();
+        let first = local_lock(&ks, "Test Cluster").unwrap();
         assert!(first.is_some());
-        assert!(local_lock(&ks, &nodes).unwrap().is_none(), "held once");
-        // another keyspace, or other nodes: another lock
-        assert!(local_lock(&format!("{ks}_b"), &nodes).unwrap().is_some());
-        assert!(local_lock(&ks, &["10.0.0.1:9042".to_string()])
+        assert!(
+            local_lock(&ks, "Test Cluster").unwrap().is_none(),
+            "held once"
+        );
+        // another keyspace, or another cluster: another lock
+        assert!(local_lock(&format!("{ks}_b"), "Test Cluster")
             .unwrap()
             .is_some());
+        assert!(local_lock(&ks, "Other").unwrap().is_some());
         drop(first);
-        assert!(local_lock(&ks, &nodes).unwrap().is_some(), "free again");
+        assert!(
+            local_lock(&ks, "Test Cluster").unwrap().is_some(),
+            "free again"
+        );
     }
 }
