@@ -596,23 +596,30 @@ fn cql_service_waits_for_a_node_that_is_not_up_yet_and_gives_up_after_store_wait
         .unwrap()
         .port();
     cfg.contact_points = vec![format!("127.0.0.1:{closed}")];
-    let t = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_omnistream"))
-        .args(["run", "--listen", "127.0.0.1:0"])
-        .envs(cql_env(&cfg))
-        .env("OMNISTREAM_STORE_WAIT_S", "2")
-        .env("OMNISTREAM_PII_KEY", "cql-test-key-0123456789")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    // the whole wait: it once gave up at the last backoff step before it (1.5 s of 2)
-    assert!(t.elapsed().as_secs_f64() >= 2.0, "{:?}", t.elapsed());
+    let err = gives_up_after_2_s(&cfg);
     assert!(
         err.contains("cannot connect") && err.contains("store-wait-s = 2"),
         "{err}"
     );
     assert!(err.contains("store not reachable yet"), "it retried: {err}");
+}
+
+/// `run` with `store-wait-s = 2` on a store it cannot use: it must stop with status 2 after
+/// the whole wait (it once gave up at the last backoff step before it, 1.5 s of 2); its
+/// standard error.
+fn gives_up_after_2_s(cfg: &CqlConfig) -> String {
+    let t = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+        .args(["run", "--listen", "127.0.0.1:0"])
+        .envs(cql_env(cfg))
+        .env("OMNISTREAM_STORE_WAIT_S", "2")
+        .env("OMNISTREAM_PII_KEY", "service-test-key")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(t.elapsed().as_secs_f64() >= 2.0, "{:?}", t.elapsed());
+    err
 }
 
 #[test]
@@ -1592,17 +1599,7 @@ fn cql_service_a_second_service_on_one_keyspace_waits_for_the_first_ones_lease()
     let events = script();
     let a = start(&cfg);
     a.post(&events[..5]);
-    let t = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_omnistream"))
-        .args(["run", "--listen", "127.0.0.1:0"])
-        .envs(cql_env(&cfg))
-        .env("OMNISTREAM_STORE_WAIT_S", "2")
-        .env("OMNISTREAM_PII_KEY", "service-test-key")
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(t.elapsed().as_secs_f64() >= 2.0, "{:?}", t.elapsed());
+    let err = gives_up_after_2_s(&cfg);
     assert!(
         err.contains("another process writes it")
             && err.contains(&a.addr)

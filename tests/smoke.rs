@@ -151,11 +151,13 @@ fn the_http_driver_reports_the_events_accepted_and_the_duplicates() {
     assert!(table.contains("fresh data directory"), "{table}");
 }
 
-/// A short run (`--events` too few for `--max-secs`) can send every event in the closed
-/// loop: its figures are still reported, with why the paced phase did not run and how many
-/// events would have let it.
-#[test]
-fn the_http_driver_reports_the_closed_loop_when_it_used_every_event() {
+/// 300 events, a fresh service and options whose closed loop (up to 30 s) uses them all.
+fn too_few_events() -> (
+    Vec<u8>,
+    tempfile::TempDir,
+    Service,
+    omnistream_loadtest::http::Options,
+) {
     let events = smoke_events(300);
     let dir = tempfile::tempdir().unwrap();
     let s = Service::start(dir.path());
@@ -166,6 +168,15 @@ fn the_http_driver_reports_the_closed_loop_when_it_used_every_event() {
         paced_secs: 3.0,
         fraction: 0.5,
     };
+    (events, dir, s, opts)
+}
+
+/// A short run (`--events` too few for `--max-secs`) can send every event in the closed
+/// loop: its figures are still reported, with why the paced phase did not run and how many
+/// events would have let it.
+#[test]
+fn the_http_driver_reports_the_closed_loop_when_it_used_every_event() {
+    let (events, _dir, s, opts) = too_few_events();
     let r = omnistream_loadtest::http::run(&s.addr, &events, &opts, &mut |_| {}).unwrap();
     assert_eq!(r.max.events_accepted, 300, "{:?}", r.max);
     assert!(r.paced.is_none() && r.server.is_none(), "{r:?}");
@@ -195,16 +206,7 @@ fn the_http_driver_reports_the_closed_loop_when_it_used_every_event() {
 /// A sweep whose events run out stops with why, and still shows what it measured.
 #[test]
 fn a_sweep_cut_short_by_its_events_says_why_and_shows_what_it_measured() {
-    let events = smoke_events(300);
-    let dir = tempfile::tempdir().unwrap();
-    let s = Service::start(dir.path());
-    let opts = omnistream_loadtest::http::Options {
-        batch: 1,
-        connections: 2,
-        max_secs: 30.0,
-        paced_secs: 3.0,
-        fraction: 0.5,
-    };
+    let (events, _dir, s, opts) = too_few_events();
     let e = omnistream_loadtest::http::sweep(&s.addr, &events, &opts, &[0.25, 0.5], &mut |_| {})
         .unwrap_err();
     let text = format!("{e:#}");

@@ -597,6 +597,15 @@ impl Lease {
         }
     }
 
+    /// [`Lease::fence`]: another process holds the row (`seen` as the node answered).
+    async fn fence_held_by(&self, s: &Session, seen: Option<String>) {
+        let (who, _) = self.holder(s, seen).await;
+        self.fence(format!(
+            "another process holds the writer lease of keyspace {}: {who}",
+            self.keyspace
+        ));
+    }
+
     /// Releases the lease (a graceful stop): nothing is written after this.
     pub async fn release(&self, s: &Session) {
         let held = {
@@ -667,22 +676,14 @@ impl Lease {
                     }
                     Lwt::NotApplied { owner: Some(o) } if o == self.owner => {}
                     Lwt::NotApplied { owner } => {
-                        let (who, _) = self.holder(s, owner).await;
-                        self.fence(format!(
-                            "another process holds the writer lease of keyspace {}: {who}",
-                            self.keyspace
-                        ));
+                        self.fence_held_by(s, owner).await;
                         return Ok(false);
                     }
                 }
                 self.term().renewed(sent, self.ttl);
             }
             Lwt::NotApplied { owner } => {
-                let (who, _) = self.holder(s, owner).await;
-                self.fence(format!(
-                    "another process holds the writer lease of keyspace {}: {who}",
-                    self.keyspace
-                ));
+                self.fence_held_by(s, owner).await;
                 return Ok(false);
             }
         }
@@ -765,6 +766,14 @@ mod tests {
 
     const TTL: Duration = Duration::from_secs(10);
 
+    /// A term renewed now, and now.
+    fn held() -> (Instant, Term) {
+        let t0 = Instant::now();
+        let mut t = Term::default();
+        t.renewed(t0, TTL);
+        (t0, t)
+    }
+
     #[test]
     fn a_new_term_writes_nothing_until_the_lease_is_taken() {
         let t = Term::default();
@@ -774,9 +783,7 @@ mod tests {
 
     #[test]
     fn writes_stop_at_six_tenths_of_the_ttl_after_the_renewal_was_sent() {
-        let t0 = Instant::now();
-        let mut t = Term::default();
-        t.renewed(t0, TTL);
+        let (t0, mut t) = held();
         assert_eq!(
             t.writable(t0 + Duration::from_millis(5_000), TTL),
             Ok(Duration::from_millis(1_000)),
@@ -794,9 +801,7 @@ mod tests {
 
     #[test]
     fn a_lease_taken_again_writes_only_after_the_last_writer_is_checked() {
-        let t0 = Instant::now();
-        let mut t = Term::default();
-        t.renewed(t0, TTL);
+        let (t0, mut t) = held();
         t.check_first();
         t.renewed(t0 + Duration::from_secs(30), TTL);
         assert!(t.needs_verify(), "a renewal does not stand for the check");
@@ -808,9 +813,7 @@ mod tests {
 
     #[test]
     fn an_ended_lease_never_writes_again_even_when_renewed() {
-        let t0 = Instant::now();
-        let mut t = Term::default();
-        t.renewed(t0, TTL);
+        let (t0, mut t) = held();
         t.end("fenced by b".into());
         t.renewed(t0 + Duration::from_secs(1), TTL);
         t.end("released".into());
