@@ -425,6 +425,9 @@ pub struct Probe {
     /// The process that writes it now (its writer lease's owner, pid and start) and the
     /// seconds its lease has left; none when no process does (or before schema 4).
     pub writer: Option<(String, Option<i32>)>,
+    /// The fingerprint of the personal-data key the keyspace was written with
+    /// ([`crate::store::pii_key_fingerprint`]); none before the first run records it.
+    pub pii_key_check: Option<u64>,
 }
 
 /// Connects and reads the cluster's name and version, the keyspace's schema version and who
@@ -455,6 +458,27 @@ pub fn probe(cfg: &CqlConfig) -> Result<Probe, StoreError> {
         let keyspace_present = session.get_cluster_state().get_keyspace(ks).is_some()
             || !tables(&session, ks).await?.is_empty();
         let schema_version = recorded_version(&session, ks).await?;
+        let pii_key_check = match schema_version {
+            Some(_) => {
+                let err = cql_err("read", "positions", crate::store::PII_KEY_CHECK);
+                let rows = session
+                    .query_unpaged(
+                        format!(
+                            "SELECT position FROM {ks}.positions WHERE shard = ? AND source = ?"
+                        ),
+                        (SHARD, crate::store::PII_KEY_CHECK),
+                    )
+                    .await
+                    .map_err(|e| err(e.to_string()))?
+                    .into_rows_result()
+                    .map_err(|e| err(e.to_string()))?;
+                rows.maybe_first_row::<(Option<i64>,)>()
+                    .map_err(|e| err(e.to_string()))?
+                    .and_then(|(p,)| p)
+                    .map(|p| p as u64)
+            }
+            None => None,
+        };
         let writer = if schema_version.is_some_and(|v| v >= 4) {
             lease::holder_of(&session, ks)
                 .await
@@ -468,6 +492,7 @@ pub fn probe(cfg: &CqlConfig) -> Result<Probe, StoreError> {
             keyspace_present,
             schema_version,
             writer,
+            pii_key_check,
         })
     })
 }

@@ -533,6 +533,19 @@ fn check_config(cfg: &Config, cluster: bool) -> anyhow::Result<ExitCode> {
                     }
                     _ => anyhow::bail!("keyspace {ks} is not migrated: run `{migrate}`"),
                 }
+                // the key `run` would take: another one stops it, so it fails here too
+                let (key, _) = cli::pii_key_from_env()?;
+                match p.pii_key_check {
+                    Some(fp) if fp == omnistream::store::pii_key_fingerprint(&key) => {
+                        println!("# cql: keyspace {ks}: written with this personal-data key")
+                    }
+                    Some(_) => {
+                        anyhow::bail!("keyspace {ks}: {}", omnistream::store::StoreError::PiiKey)
+                    }
+                    None => println!(
+                        "# cql: keyspace {ks}: its personal-data key is recorded by the next run"
+                    ),
+                }
             }
             println!(
                 "# ok: configuration valid, {} ready",

@@ -1644,3 +1644,42 @@ fn cql_service_a_second_service_on_one_keyspace_waits_for_the_first_ones_lease()
     assert_eq!(r["duplicates"], 5, "it serves what the first wrote: {r}");
     b.stop();
 }
+
+/// `check-config` on CQL checks the personal-data key as `run` would: none recorded yet, the
+/// one a service recorded, and another (which stops `run`, so it fails `check-config` too).
+#[test]
+fn cql_check_config_checks_the_personal_data_key() {
+    let cfg = migrated("checkpii");
+    let check = |key: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+            .arg("check-config")
+            .envs(cql_env(&cfg))
+            .env("OMNISTREAM_PII_KEY", key)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, text) = check("the-first-key-0123456789");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("recorded by the next run"), "{text}");
+    // a service (key `service-test-key`) records it with its first commit
+    let s = start(&cfg);
+    s.post(&script()[..1]);
+    s.stop();
+    let (code, text) = check("service-test-key");
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains("written with this personal-data key"),
+        "{text}"
+    );
+    let (code, text) = check("another-key-0123456789");
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains(&cfg.keyspace) && text.contains("OMNISTREAM_PII_KEY: not the key"),
+        "{text}"
+    );
+}
