@@ -690,7 +690,8 @@ pub struct CqlConfig {
     /// its last renewal is older than six tenths of this (a node that does not answer); the
     /// rest, less a second, is the margin for requests still under way. A process that
     /// stopped without releasing it (a crash) holds it this long, unless a process is started
-    /// on the same host, which takes it over at once. 5 to 600.
+    /// in the same place (host, boot, network namespace), which takes it over after the
+    /// margin. 5 to 600.
     pub lease_s: u32,
 }
 

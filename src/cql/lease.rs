@@ -103,8 +103,9 @@ fn locality() -> String {
     format!("{}/{boot}/{netns}", host_name())
 }
 
-/// Whether a row owned by `owner` may be taken over at once by a process at `mine` that
-/// holds the host-local lock: a run of the same place, which the lock proves gone.
+/// Whether a row owned by `owner` may be taken over (after the margin, not the TTL) by a
+/// process at `mine` that holds the host-local lock: a run of the same place, which the
+/// lock proves gone.
 fn same_place(mine: &str, owner: &str) -> bool {
     !mine.ends_with("/?") && host_of(owner) == mine
 }
