@@ -250,6 +250,18 @@ pub struct FluvioTopics {
     pub dead_letter: String,
 }
 
+/// Why `name` cannot name a Fluvio topic, if it cannot.
+pub fn not_a_topic_name(name: &str) -> Option<String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    (!ok).then(|| {
+        format!("`{name}` is not a topic name (lowercase letters, digits, `-`; at most 63)")
+    })
+}
+
 impl FluvioTopics {
     /// Every topic name, inputs first.
     pub fn all(&self) -> [&String; 13] {
@@ -411,17 +423,8 @@ impl FluvioConfig {
         }
         let names = self.topics.all();
         for (i, n) in names.iter().enumerate() {
-            let ok = !n.is_empty()
-                && n.len() <= 63
-                && n.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-            if !ok {
-                return Err(err(
-                    "fluvio.topics",
-                    format!(
-                        "`{n}` is not a topic name (lowercase letters, digits, `-`; at most 63)"
-                    ),
-                ));
+            if let Some(why) = not_a_topic_name(n) {
+                return Err(err("fluvio.topics", why));
             }
             if names[..i].contains(n) {
                 return Err(err("fluvio.topics", format!("`{n}` is named twice")));

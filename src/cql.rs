@@ -460,22 +460,11 @@ pub fn probe(cfg: &CqlConfig) -> Result<Probe, StoreError> {
         let schema_version = recorded_version(&session, ks).await?;
         let pii_key_check = match schema_version {
             Some(_) => {
-                let err = cql_err("read", "positions", crate::store::PII_KEY_CHECK);
-                let rows = session
-                    .query_unpaged(
-                        format!(
-                            "SELECT position FROM {ks}.positions WHERE shard = ? AND source = ?"
-                        ),
-                        (SHARD, crate::store::PII_KEY_CHECK),
-                    )
-                    .await
-                    .map_err(|e| err(e.to_string()))?
-                    .into_rows_result()
-                    .map_err(|e| err(e.to_string()))?;
-                rows.maybe_first_row::<(Option<i64>,)>()
-                    .map_err(|e| err(e.to_string()))?
-                    .and_then(|(p,)| p)
-                    .map(|p| p as u64)
+                let source = crate::store::PII_KEY_CHECK;
+                let r = session
+                    .query_unpaged(select_position(ks), (SHARD, source))
+                    .await;
+                position_of(r, source)?
             }
             None => None,
         };
@@ -495,6 +484,26 @@ pub fn probe(cfg: &CqlConfig) -> Result<Probe, StoreError> {
             pii_key_check,
         })
     })
+}
+
+/// The read of one source position of keyspace `ks`, bound to `(shard, source)`.
+fn select_position(ks: &str) -> String {
+    format!("SELECT position FROM {ks}.positions WHERE shard = ? AND source = ?")
+}
+
+/// The position a [`select_position`] read answered for `source`, if it is stored.
+fn position_of(
+    r: Result<scylla::response::query_result::QueryResult, scylla::errors::ExecutionError>,
+    source: &str,
+) -> Result<Option<u64>, StoreError> {
+    let err = cql_err("read", "positions", source);
+    let row = r
+        .map_err(|e| err(e.to_string()))?
+        .into_rows_result()
+        .map_err(|e| err(e.to_string()))?
+        .maybe_first_row::<(Option<i64>,)>()
+        .map_err(|e| err(e.to_string()))?;
+    Ok(row.and_then(|(p,)| p).map(|p| p as u64))
 }
 
 /// The prepared statements and settings every call shares.
@@ -662,14 +671,6 @@ impl CqlStore {
                 }
                 Some(_) => {}
             }
-            let now_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64);
-            let info = format!(
-                "pid {}, since {}",
-                std::process::id(),
-                omnistream_schemas::EventTime::from_unix_ms(now_ms)
-            );
             let w = consistency(&c.write_consistency);
             let r = consistency(&c.read_consistency);
             let s = &session;
@@ -687,7 +688,7 @@ impl CqlStore {
                 sel_events: prepare(s, k, "events", format!("SELECT seq, body FROM {k}.events WHERE bucket = ? AND seq >= ? AND seq < ?"), r).await?,
                 sel_outputs: prepare(s, k, "outputs", format!("SELECT seq, body FROM {k}.outputs WHERE bucket = ? AND seq >= ? AND seq < ? LIMIT ?"), r).await?,
                 sel_ledger: prepare(s, k, "ledger", format!("SELECT seq, body FROM {k}.ledger WHERE member = ? AND bucket = ? AND seq >= ? LIMIT ?"), r).await?,
-                sel_position: prepare(s, k, "positions", format!("SELECT position FROM {k}.positions WHERE shard = ? AND source = ?"), r).await?,
+                sel_position: prepare(s, k, "positions", select_position(k), r).await?,
                 del_events_bucket: prepare(s, k, "events", format!("DELETE FROM {k}.events WHERE bucket = ?"), w).await?,
                 del_events_below: prepare(s, k, "events", format!("DELETE FROM {k}.events WHERE bucket = ? AND seq < ?"), w).await?,
                 sel_ckpt: prepare(s, k, "checkpoints", format!("SELECT gen, seq, unfinished FROM {k}.checkpoints WHERE shard = ?"), r).await?,
@@ -697,7 +698,7 @@ impl CqlStore {
                 ins_blob: prepare(s, k, "checkpoint_blobs", format!("INSERT INTO {k}.checkpoint_blobs (gen, name, chunk, data) VALUES (?, ?, ?, ?)"), w).await?,
                 sel_blob: prepare(s, k, "checkpoint_blobs", format!("SELECT data FROM {k}.checkpoint_blobs WHERE gen = ? AND name = ?"), r).await?,
                 del_blob: prepare(s, k, "checkpoint_blobs", format!("DELETE FROM {k}.checkpoint_blobs WHERE gen = ? AND name = ?"), w).await?,
-                lease: lease::Lease::prepare(s, &c, &label, info).await?,
+                lease: lease::Lease::prepare(s, &c, &label).await?,
                 session,
                 keyspace: ks,
                 attempts: c.write_attempts,
@@ -1337,18 +1338,11 @@ impl Store for CqlStore {
         let inner = self.inner.clone();
         let source = source.to_string();
         self.rt.run(async move {
-            let err = cql_err("read", "positions", source.clone());
-            let rows = inner
+            let r = inner
                 .session
                 .execute_unpaged(&inner.sel_position, (SHARD, source.as_str()))
-                .await
-                .map_err(|e| err(e.to_string()))?
-                .into_rows_result()
-                .map_err(|e| err(e.to_string()))?;
-            let row = rows
-                .maybe_first_row::<(Option<i64>,)>()
-                .map_err(|e| err(e.to_string()))?;
-            Ok(row.and_then(|(p,)| p).map(|p| p as u64))
+                .await;
+            position_of(r, &source)
         })
     }
 }

@@ -479,26 +479,23 @@ fn check_config(cfg: &Config, cluster: bool) -> anyhow::Result<ExitCode> {
             }
         }
         StoreKind::Cql => {
-            let keyspaces: Vec<String> = if cluster {
-                (0..cfg.cluster.processes)
-                    .map(|p| omnistream::cluster::process_keyspace(&cfg.cql.keyspace, p))
-                    .collect()
-            } else {
-                if cfg.cluster.processes > 1 {
-                    println!(
-                        "# cluster: `omnistream cluster` processes keep their states in {} … {} \
-                         (`check-config --cluster` checks them); checked here: {}, what \
-                         `omnistream run` uses",
-                        omnistream::cluster::process_keyspace(&cfg.cql.keyspace, 0),
-                        omnistream::cluster::process_keyspace(
-                            &cfg.cql.keyspace,
-                            cfg.cluster.processes - 1
-                        ),
-                        cfg.cql.keyspace
-                    );
-                }
-                vec![cfg.cql.keyspace.clone()]
-            };
+            if !cluster && cfg.cluster.processes > 1 {
+                println!(
+                    "# cluster: `omnistream cluster` processes keep their states in {} … {} \
+                     (`check-config --cluster` checks them); checked here: {}, what \
+                     `omnistream run` uses",
+                    omnistream::cluster::process_keyspace(&cfg.cql.keyspace, 0),
+                    omnistream::cluster::process_keyspace(
+                        &cfg.cql.keyspace,
+                        cfg.cluster.processes - 1
+                    ),
+                    cfg.cql.keyspace
+                );
+            }
+            let keyspaces = keyspaces(cfg, cluster);
+            // the key `run` would take: another one stops it, so it fails here too
+            let (key, _) = cli::pii_key_from_env()?;
+            let fingerprint = omnistream::store::pii_key_fingerprint(&key);
             let migrate = if cluster {
                 "omnistream migrate --cluster"
             } else {
@@ -533,10 +530,8 @@ fn check_config(cfg: &Config, cluster: bool) -> anyhow::Result<ExitCode> {
                     }
                     _ => anyhow::bail!("keyspace {ks} is not migrated: run `{migrate}`"),
                 }
-                // the key `run` would take: another one stops it, so it fails here too
-                let (key, _) = cli::pii_key_from_env()?;
                 match p.pii_key_check {
-                    Some(fp) if fp == omnistream::store::pii_key_fingerprint(&key) => {
+                    Some(fp) if fp == fingerprint => {
                         println!("# cql: keyspace {ks}: written with this personal-data key")
                     }
                     Some(_) => {
@@ -560,19 +555,24 @@ fn check_config(cfg: &Config, cluster: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn migrate(cfg: &Config, cluster: bool) -> anyhow::Result<ExitCode> {
-    if cfg.store != StoreKind::Cql {
-        println!("store = \"embedded\": nothing to migrate (the embedded store upgrades itself)");
-        return Ok(ExitCode::SUCCESS);
-    }
-    let keyspaces: Vec<String> = if cluster {
+/// The CQL keyspaces `migrate` and `check-config` work on: `run`'s, or with `--cluster` each
+/// `omnistream cluster` process's.
+fn keyspaces(cfg: &Config, cluster: bool) -> Vec<String> {
+    if cluster {
         (0..cfg.cluster.processes)
             .map(|p| omnistream::cluster::process_keyspace(&cfg.cql.keyspace, p))
             .collect()
     } else {
         vec![cfg.cql.keyspace.clone()]
-    };
-    for keyspace in keyspaces {
+    }
+}
+
+fn migrate(cfg: &Config, cluster: bool) -> anyhow::Result<ExitCode> {
+    if cfg.store != StoreKind::Cql {
+        println!("store = \"embedded\": nothing to migrate (the embedded store upgrades itself)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for keyspace in keyspaces(cfg, cluster) {
         let cql = omnistream::config::CqlConfig {
             keyspace,
             ..cfg.cql.clone()

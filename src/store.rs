@@ -91,7 +91,7 @@ pub enum StoreError {
     Held {
         /// The keyspace.
         keyspace: String,
-        /// The lease's owner (host and listen address) and its pid and start.
+        /// The lease's owner (place, listen address, run) and its pid and start.
         owner: String,
         /// Seconds its row has left on the node.
         seconds_left: Option<i32>,

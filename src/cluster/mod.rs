@@ -162,18 +162,8 @@ impl ClusterConfig {
             ("control-topic", &self.control_topic),
             ("exchange-topic", &self.exchange_topic),
         ] {
-            let ok = !name.is_empty()
-                && name.len() <= 63
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-            if !ok {
-                return bad(
-                    key,
-                    format!(
-                        "`{name}` is not a topic name (lowercase letters, digits, `-`; at most 63)"
-                    ),
-                );
+            if let Some(why) = crate::config::not_a_topic_name(name) {
+                return bad(key, why);
             }
         }
         if self.control_topic == self.exchange_topic {

@@ -123,6 +123,18 @@ fn owner_value(host: &str, label: &str) -> String {
     )
 }
 
+/// What other processes are shown of this run beside its owner value: pid and start.
+fn run_info() -> String {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    format!(
+        "pid {}, since {}",
+        std::process::id(),
+        omnistream_schemas::EventTime::from_unix_ms(now_ms)
+    )
+}
+
 /// The place an owner value names (its first word).
 fn host_of(owner: &str) -> &str {
     owner.split(' ').next().unwrap_or("")
@@ -284,21 +296,28 @@ pub(super) async fn holder_of(
     s: &Session,
     ks: &str,
 ) -> Result<Option<(String, Option<i32>)>, String> {
-    let rows = s
+    let r = s
         .query_unpaged(
-            format!("SELECT owner, info, TTL(owner) FROM {ks}.leases WHERE name = '{WRITER}'"),
-            (),
+            format!("{HOLDER} FROM {ks}.leases WHERE name = ?"),
+            (WRITER,),
         )
         .await
-        .map_err(|e| e.to_string())?
-        .into_rows_result()
         .map_err(|e| e.to_string())?;
-    let row = rows
-        .maybe_first_row::<(Option<String>, Option<String>, Option<i32>)>()
-        .map_err(|e| e.to_string())?;
-    Ok(row
+    Ok(holder_row(r)?
         .filter(|(owner, _, _)| owner.is_some())
         .map(|(owner, info, left)| (describe(owner, info), left)))
+}
+
+/// What is read of the writer's row: `owner`, `info` and the seconds it has left.
+const HOLDER: &str = "SELECT owner, info, TTL(owner)";
+type HolderRow = (Option<String>, Option<String>, Option<i32>);
+
+/// The row of a [`HOLDER`] read, if there is one.
+fn holder_row(r: QueryResult) -> Result<Option<HolderRow>, String> {
+    r.into_rows_result()
+        .map_err(|e| e.to_string())?
+        .maybe_first_row::<HolderRow>()
+        .map_err(|e| e.to_string())
 }
 
 /// The lease of one store: its statements, its owner and its [`Term`].
@@ -327,13 +346,11 @@ pub(super) struct Lease {
 }
 
 impl Lease {
-    /// Prepares the lease's statements for this run, named by `label` (the listen address;
-    /// `info`: shown to other processes).
+    /// Prepares the lease's statements for this run, named by `label` (the listen address).
     pub async fn prepare(
         s: &Session,
         cfg: &crate::config::CqlConfig,
         label: &str,
-        info: String,
     ) -> Result<Lease, StoreError> {
         let ks = cfg.keyspace.as_str();
         let ttl = cfg.lease_s.max(1);
@@ -365,13 +382,13 @@ impl Lease {
             release: lwt("leases", format!("DELETE FROM {ks}.leases WHERE name = ? IF owner = ?")).await?,
             last_insert: lwt("leases", format!("INSERT INTO {ks}.leases (name, owner, info) VALUES (?, ?, ?) IF NOT EXISTS")).await?,
             last_update: lwt("leases", format!("UPDATE {ks}.leases SET owner = ?, info = ? WHERE name = ? IF owner = ?")).await?,
-            holder: read(format!("SELECT owner, info, TTL(owner) FROM {ks}.leases WHERE name = ?")).await?,
+            holder: read(format!("{HOLDER} FROM {ks}.leases WHERE name = ?")).await?,
             last_read: read(format!("SELECT owner FROM {ks}.leases WHERE name = ?")).await?,
             keyspace: ks.to_string(),
             cluster,
             owner: owner_value(&host, label),
             host,
-            info,
+            info: run_info(),
             ttl: Duration::from_secs(u64::from(ttl)),
             term: Mutex::new(Term::default()),
             lock: Mutex::new(None),
@@ -437,17 +454,10 @@ impl Lease {
     /// that was not applied answers only the columns of its condition), or as `seen` when
     /// it cannot be read; and the seconds the row has left.
     async fn holder(&self, s: &Session, seen: Option<String>) -> (String, Option<i32>) {
-        type Row = (Option<String>, Option<String>, Option<i32>);
-        let read = async {
-            let rows = s
-                .execute_unpaged(&self.holder, (WRITER,))
-                .await
-                .ok()?
-                .into_rows_result()
-                .ok()?;
-            rows.maybe_first_row::<Row>().ok()?
-        };
-        let (owner, info, left) = read.await.unwrap_or((seen, None, None));
+        let read = s.execute_unpaged(&self.holder, (WRITER,)).await.ok();
+        let (owner, info, left) = read
+            .and_then(|r| holder_row(r).ok().flatten())
+            .unwrap_or((seen, None, None));
         (describe(owner, info), left)
     }
 
