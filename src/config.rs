@@ -101,6 +101,8 @@ pub struct Config {
     pub fluvio: FluvioConfig,
     /// Bearer-token access control of the HTTP API (`[auth]`, off unless `enabled = true`).
     pub auth: AuthConfig,
+    /// TLS on the HTTP API (`[http]`, off unless `tls = true`).
+    pub http: HttpConfig,
     /// Several processes dividing the shards over Fluvio (`[cluster]`, used by `omnistream
     /// cluster`; see the README's scale-out section).
     pub cluster: crate::cluster::ClusterConfig,
@@ -439,6 +441,66 @@ impl FluvioConfig {
             (0..self.partitions).collect()
         } else {
             self.own_partitions.clone()
+        }
+    }
+}
+
+/// The HTTP API's transport: plain HTTP (the default), or HTTPS with the service's
+/// certificate, and optionally client certificates required (mutual TLS). The same keys as
+/// the `cql` and `fluvio` sections, seen from the server's side: `tls-ca-file` names whom to
+/// trust, here the clients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct HttpConfig {
+    /// Serve HTTPS (rustls, TLS 1.2 and 1.3) instead of plain HTTP on `listen`; needs
+    /// `tls-cert-file` and `tls-key-file`. Applies to `run` and to `cluster` processes.
+    pub tls: bool,
+    /// PEM file of the certificate chain the service presents (its own certificate first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM file of the private key of `tls-cert-file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM file of the certificate authorities that sign clients' certificates: when set,
+    /// every connection must present one (mutual TLS), before any request or token is read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Every this many seconds the certificate and key files are checked, and read again when
+    /// they changed (a renewal takes no restart; a pair that does not work leaves the one in
+    /// use and is logged). 0: read once at start-up. The clients' CA file is read once.
+    pub tls_reload_s: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            tls: false,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_ca_file: None,
+            tls_reload_s: 10,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The TLS keys of this section.
+    pub fn tls_keys(&self) -> crate::tls::TlsKeys<'_> {
+        crate::tls::TlsKeys {
+            section: "http",
+            enabled: self.tls,
+            ca: self.tls_ca_file.as_ref(),
+            cert: self.tls_cert_file.as_ref(),
+            key: self.tls_key_file.as_ref(),
+        }
+    }
+
+    /// `https` or `http`, for the addresses the service prints.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls {
+            "https"
+        } else {
+            "http"
         }
     }
 }
@@ -859,6 +921,7 @@ impl Default for Config {
             metrics: true,
             fluvio: FluvioConfig::default(),
             auth: AuthConfig::default(),
+            http: HttpConfig::default(),
             cluster: crate::cluster::ClusterConfig::default(),
             rules: Rules::default(),
         }
@@ -903,6 +966,9 @@ impl Config {
             ("cql.tls-ca-file", c.tls_ca_file.is_none()),
             ("cql.tls-cert-file", c.tls_cert_file.is_none()),
             ("cql.tls-key-file", c.tls_key_file.is_none()),
+            ("http.tls-cert-file", self.http.tls_cert_file.is_none()),
+            ("http.tls-key-file", self.http.tls_key_file.is_none()),
+            ("http.tls-ca-file", self.http.tls_ca_file.is_none()),
         ]
         .into_iter()
         .filter_map(|(k, unset)| unset.then_some(k))
@@ -1015,6 +1081,7 @@ impl Config {
         // section too, and check-config should not pass what they refuse
         self.fluvio.check()?;
         self.auth.check()?;
+        self.http.tls_keys().server_config().map_err(tls_err)?;
         if let Err(crate::cluster::ClusterError::Config { key, why }) = self.cluster.check() {
             return Err(err(format!("cluster.{key}"), why));
         }

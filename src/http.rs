@@ -622,6 +622,44 @@ async fn cluster_no_route(req: actix_web::HttpRequest) -> HttpResponse {
     )
 }
 
+/// The TLS server configuration of `[http]` (checked when the configuration was loaded),
+/// `None` for plain HTTP; with it, a task on the current actix runtime reads the certificate
+/// again when its files change (every `tls-reload-s`).
+fn https(
+    http: &crate::config::HttpConfig,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<Option<rustls::ServerConfig>> {
+    let Some(tls) = http
+        .tls_keys()
+        .server_config()
+        .map_err(|e| std::io::Error::other(format!("{}: {}", e.key, e.why)))?
+    else {
+        return Ok(None);
+    };
+    if http.tls_reload_s > 0 {
+        let (cert, every) = (tls.cert, Duration::from_secs(http.tls_reload_s));
+        actix_web::rt::spawn(async move {
+            let mut tick = actix_web::rt::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match cert.reload() {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        metrics.tls_reloads.with_label_values(&["reloaded"]).inc();
+                        tracing::info!(file = %cert.cert_file().display(), "https: the certificate's files changed; new connections get the new one");
+                    }
+                    Err(e) => {
+                        metrics.tls_reloads.with_label_values(&["failed"]).inc();
+                        tracing::error!(key = %e.key, "https: the certificate's files changed but cannot be used ({}); the one in use is kept", e.why);
+                    }
+                }
+            }
+        });
+    }
+    Ok(Some(Arc::unwrap_or_clone(tls.config)))
+}
+
 /// Serves `/healthz`, `/readyz` (ready while the process applies epochs) and `/metrics` of an
 /// `omnistream cluster` process, behind the service's access guard (`[auth]`), on a thread
 /// and actix system of its own that leaves the signals to the process. Returns a handle that
@@ -632,11 +670,19 @@ pub fn serve_cluster(
     metrics: Arc<Metrics>,
 ) -> std::io::Result<actix_web::dev::ServerHandle> {
     let guard = Arc::new(Guard::new(&cfg.auth, cfg.max_body_bytes));
+    let http = cfg.http.clone();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("http".into())
         .spawn(move || {
             actix_web::rt::System::new().block_on(async move {
+                let tls = match https(&http, metrics.clone()) {
+                    Ok(tls) => tls,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
                 let server = HttpServer::new(move || {
                     App::new()
                         .app_data(web::Data::new(metrics.clone()))
@@ -651,8 +697,11 @@ pub fn serve_cluster(
                 })
                 .workers(1)
                 .disable_signals()
-                .shutdown_timeout(2)
-                .listen(listener);
+                .shutdown_timeout(2);
+                let server = match tls {
+                    Some(c) => server.listen_rustls_0_23(listener, c),
+                    None => server.listen(listener),
+                };
                 match server {
                     Ok(s) => {
                         let s = s.run();
@@ -1129,6 +1178,8 @@ pub async fn serve(
     let ready = Arc::new(AtomicBool::new(false));
     let metrics = Arc::new(Metrics::new(cfg.metrics));
     let listen = listener.local_addr()?;
+    // the certificate files are read before anything starts consuming
+    let tls = https(&cfg.http, metrics.clone())?;
     let open = || {
         Shard::new(
             crate::store::open(&cfg, listen)?,
@@ -1206,6 +1257,9 @@ pub async fn serve(
     } else if !addr.ip().is_loopback() {
         tracing::warn!(%addr, "access control is off on a non-loopback address: anyone who reaches it can read members and post events ([auth] enabled = true)");
     }
+    if cfg.auth.enabled && !cfg.http.tls && !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "plain HTTP on a non-loopback address: bearer tokens and members' data cross the network in the clear ([http] tls = true, or a TLS proxy in front)");
+    }
     let server = HttpServer::new(move || {
         App::new()
             .app_data(web::Data::new(state.clone()))
@@ -1218,14 +1272,21 @@ pub async fn serve(
     .workers(2)
     // SIGINT and SIGTERM alike drain (actix's own handling stops at once on SIGINT)
     .disable_signals()
-    .shutdown_timeout(10)
-    .listen(listener)?
+    .shutdown_timeout(10);
+    let server = match tls {
+        Some(c) => server.listen_rustls_0_23(listener, c)?,
+        None => server.listen(listener)?,
+    }
     .run();
     actix_web::rt::spawn(stop_on_signals(server.handle()));
     // not println!: it panics once standard output is closed, and the service goes on
     {
         use std::io::Write;
-        let _ = writeln!(std::io::stdout(), "omnistream listening on http://{addr}");
+        let scheme = cfg.http.scheme();
+        let _ = writeln!(
+            std::io::stdout(),
+            "omnistream listening on {scheme}://{addr}"
+        );
     }
     let stop_at_end = inputs.stop_at_end;
     let input = inputs.any().then(|| {

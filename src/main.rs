@@ -288,6 +288,12 @@ fn run_service(
     inputs: omnistream::files::Inputs,
 ) -> anyhow::Result<ExitCode> {
     let mut cfg = opts.load()?;
+    if demo.is_some() && cfg.http.tls {
+        anyhow::bail!(
+            "config http.tls: `demo` feeds its generator's events to itself over plain HTTP; \
+             run it without [http] tls, or try HTTPS with `omnistream run`"
+        );
+    }
     if cfg.cluster.processes > 1 {
         tracing::warn!(
             processes = cfg.cluster.processes,
@@ -363,8 +369,9 @@ fn run_cluster(opts: &ServiceOpts) -> anyhow::Result<ExitCode> {
     let http = omnistream::http::serve_cluster(&cfg, listener, metrics.clone())?;
     // standard error: standard output is the process's report, as JSON, when it stops
     cli::note(format_args!(
-        "omnistream cluster process {} listening on http://{addr} (/healthz, /readyz, /metrics)",
-        cfg.cluster.process
+        "omnistream cluster process {} listening on {}://{addr} (/healthz, /readyz, /metrics)",
+        cfg.cluster.process,
+        cfg.http.scheme()
     ));
     let mut store =
         omnistream::store::wait_for(cfg.store_wait_s, || omnistream::store::open(&cfg, addr))

@@ -57,6 +57,9 @@ pub struct Metrics {
     pub commit_events: Histogram,
     /// Failed store commits.
     pub commit_failures: IntCounter,
+    /// The HTTPS certificate read again after its files changed, by outcome (`reloaded`,
+    /// `failed`: the one in use kept).
+    pub tls_reloads: IntCounterVec,
     /// Seconds from an ingest request's arrival to its durable answer.
     pub ingest_seconds: Histogram,
     /// Seconds from an ingest request's arrival to its events' decisions (applied, not yet
@@ -339,6 +342,12 @@ impl Default for Metrics {
                 &r,
                 "omnistream_store_commit_failures_total",
                 "failed store commits",
+            ),
+            tls_reloads: counter_vec(
+                &r,
+                "omnistream_http_tls_reloads_total",
+                "the HTTPS certificate read again after its files changed, by outcome (reloaded, failed: the one in use kept)",
+                &["outcome"],
             ),
             ingest_seconds: histogram(
                 &r,

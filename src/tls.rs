@@ -1,25 +1,27 @@
-//! TLS client settings, one set of rules for the CQL store and the Fluvio transport: rustls
-//! with the aws-lc-rs provider, trust anchors from a PEM file (`tls-ca-file`), and optionally
-//! a client certificate and its key (`tls-cert-file`, `tls-key-file`) for servers that
-//! authenticate their clients (mutual TLS).
+//! TLS settings, one set of rules for the CQL store and the Fluvio transport (clients) and the
+//! HTTP API (a server): rustls with the aws-lc-rs provider. A client trusts the certificates
+//! of a PEM file (`tls-ca-file`) and may present its own (`tls-cert-file`, `tls-key-file`) to
+//! servers that authenticate their clients (mutual TLS); the server presents
+//! `tls-cert-file` and, with `tls-ca-file`, requires clients' certificates signed by it.
 //!
 //! The files are read and checked when the configuration is checked, so a bad file stops
 //! start-up naming the key and the file, before anything connects.
 
 use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-/// The TLS keys of one configuration section (`cql` or `fluvio`).
+/// The TLS keys of one configuration section (`cql`, `fluvio` or `http`).
 #[derive(Debug, Clone, Copy)]
 pub struct TlsKeys<'a> {
     /// The section, for error messages: `cql`, `fluvio`.
     pub section: &'static str,
     /// `tls`: encrypt the connections.
     pub enabled: bool,
-    /// `tls-ca-file`: the certificates to trust.
+    /// `tls-ca-file`: the certificates to trust (a server's, or the clients' issuers).
     pub ca: Option<&'a PathBuf>,
-    /// `tls-cert-file`: this client's certificate chain.
+    /// `tls-cert-file`: this side's certificate chain.
     pub cert: Option<&'a PathBuf>,
     /// `tls-key-file`: the private key of that certificate.
     pub key: Option<&'a PathBuf>,
@@ -47,19 +49,7 @@ impl TlsKeys<'_> {
     /// without `tls` (it would suggest encryption that does not happen).
     pub fn client_config(&self) -> Result<Option<Arc<rustls::ClientConfig>>, TlsError> {
         if !self.enabled {
-            for (key, set) in [
-                ("tls-ca-file", self.ca.is_some()),
-                ("tls-cert-file", self.cert.is_some()),
-                ("tls-key-file", self.key.is_some()),
-            ] {
-                if set {
-                    return Err(self.err(
-                        key,
-                        "set without tls = true: connections would not be encrypted",
-                    ));
-                }
-            }
-            return Ok(None);
+            return self.none_set().map(|()| None);
         }
         let Some(ca) = self.ca else {
             return Err(self.err(
@@ -103,6 +93,193 @@ impl TlsKeys<'_> {
             }
         };
         Ok(Some(Arc::new(config)))
+    }
+
+    /// With `tls = false`, no file may be set: it would suggest encryption that does not
+    /// happen.
+    fn none_set(&self) -> Result<(), TlsError> {
+        for (key, set) in [
+            ("tls-ca-file", self.ca.is_some()),
+            ("tls-cert-file", self.cert.is_some()),
+            ("tls-key-file", self.key.is_some()),
+        ] {
+            if set {
+                return Err(self.err(
+                    key,
+                    "set without tls = true: connections would not be encrypted",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The server configuration these keys describe (the HTTP API), `None` with `tls =
+    /// false`: `tls` needs the certificate and its key; `tls-ca-file`, when set, makes every
+    /// client present a certificate signed by one of its certificates (mutual TLS).
+    pub fn server_config(&self) -> Result<Option<ServerTls>, TlsError> {
+        if !self.enabled {
+            return self.none_set().map(|()| None);
+        }
+        let need = |key: &str| {
+            self.err(
+                key,
+                "tls = true needs the PEM files of the certificate the service presents \
+                 (tls-cert-file) and of its private key (tls-key-file)",
+            )
+        };
+        let cert_file = self.cert.ok_or_else(|| need("tls-cert-file"))?;
+        let key_file = self.key.ok_or_else(|| need("tls-key-file"))?;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let cert = Arc::new(ServerCert::read(
+            self.section,
+            cert_file,
+            key_file,
+            provider.clone(),
+        )?);
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| self.err("tls", format!("TLS versions: {e}")))?;
+        let builder = match self.ca {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let roots = roots(ca).map_err(|why| self.err("tls-ca-file", why))?;
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .map_err(|e| self.err("tls-ca-file", format!("{}: {e}", ca.display())))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let config = builder.with_cert_resolver(cert.clone());
+        Ok(Some(ServerTls {
+            config: Arc::new(config),
+            cert,
+        }))
+    }
+}
+
+/// The HTTP API's TLS: the rustls configuration, and the certificate it presents.
+#[derive(Debug)]
+pub struct ServerTls {
+    /// What the server hands to rustls.
+    pub config: Arc<rustls::ServerConfig>,
+    /// The certificate in use, read again by [`ServerCert::reload`].
+    pub cert: Arc<ServerCert>,
+}
+
+/// What identifies a file's contents without reading them: modification time, length and
+/// inode (a renewal tool's rename, or Kubernetes' swap of a secret's symlink, changes it).
+type Stamp = (Option<std::time::SystemTime>, u64, u64);
+
+/// The certificate and key the service presents, swapped for the files' new contents when
+/// they change (a renewed certificate without a restart). Connections take the one in use
+/// when they start.
+#[derive(Debug)]
+pub struct ServerCert {
+    section: &'static str,
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    current: RwLock<Arc<CertifiedKey>>,
+    /// The two files' stamps when they were last read.
+    seen: Mutex<[Option<Stamp>; 2]>,
+}
+
+/// The two files read and checked: a certificate chain, a private key, and the key the one
+/// of the chain's first certificate.
+fn load(
+    section: &str,
+    cert: &Path,
+    key: &Path,
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<CertifiedKey, TlsError> {
+    let err = |k: &str, why: String| TlsError {
+        key: format!("{section}.{k}"),
+        why,
+    };
+    let chain = chain(cert).map_err(|why| err("tls-cert-file", why))?;
+    let private = private_key(key).map_err(|why| err("tls-key-file", why))?;
+    CertifiedKey::from_der(chain, private, provider).map_err(|e| {
+        err(
+            "tls-key-file",
+            format!(
+                "{} does not fit the certificate in {} (its first certificate must be the \
+                 service's own): {e}",
+                key.display(),
+                cert.display()
+            ),
+        )
+    })
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok(), m.len(), m.ino()))
+}
+
+impl ServerCert {
+    fn read(
+        section: &'static str,
+        cert_file: &Path,
+        key_file: &Path,
+        provider: Arc<rustls::crypto::CryptoProvider>,
+    ) -> Result<ServerCert, TlsError> {
+        let seen = [stamp(cert_file), stamp(key_file)];
+        let cert = ServerCert {
+            section,
+            cert_file: cert_file.to_path_buf(),
+            key_file: key_file.to_path_buf(),
+            current: RwLock::new(Arc::new(load(section, cert_file, key_file, &provider)?)),
+            provider,
+            seen: Mutex::new(seen),
+        };
+        Ok(cert)
+    }
+
+    fn load(&self) -> Result<CertifiedKey, TlsError> {
+        load(
+            self.section,
+            &self.cert_file,
+            &self.key_file,
+            &self.provider,
+        )
+    }
+
+    /// Reads the files again if they changed since they were last read: `Ok(true)` when the
+    /// new certificate is in use (for connections from now on), `Ok(false)` when neither
+    /// changed. A pair that does not work leaves the one in use, and is reported once (a
+    /// renewal writing one file, then the other, is read again after the second).
+    pub fn reload(&self) -> Result<bool, TlsError> {
+        let now = [stamp(&self.cert_file), stamp(&self.key_file)];
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+            if *seen == now {
+                return Ok(false);
+            }
+            *seen = now;
+        }
+        let fresh = Arc::new(self.load()?);
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+        Ok(true)
+    }
+
+    /// The certificate file, for logs.
+    pub fn cert_file(&self) -> &Path {
+        &self.cert_file
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ServerCert {
+    fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        )
     }
 }
 
@@ -214,6 +391,103 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(c.client_auth_cert_resolver.has_certs());
+    }
+
+    #[test]
+    fn the_server_side_needs_its_certificate_and_key_and_may_require_clients_certificates() {
+        let (ca, cert, key) = (
+            fixture("ca.pem"),
+            fixture("server.pem"),
+            fixture("server-key.pem"),
+        );
+        let http = |enabled, ca, cert, key| TlsKeys {
+            section: "http",
+            ..keys(enabled, ca, cert, key)
+        };
+        assert!(http(false, None, None, None)
+            .server_config()
+            .unwrap()
+            .is_none());
+        let e = http(false, None, Some(&cert), Some(&key))
+            .server_config()
+            .unwrap_err();
+        assert_eq!(e.key, "http.tls-cert-file");
+        assert!(e.why.contains("without tls = true"), "{e:?}");
+        let e = http(true, None, None, Some(&key))
+            .server_config()
+            .unwrap_err();
+        assert_eq!(e.key, "http.tls-cert-file");
+        let e = http(true, None, Some(&cert), None)
+            .server_config()
+            .unwrap_err();
+        assert_eq!(e.key, "http.tls-key-file");
+        // the client's key with the server's certificate
+        let other = fixture("client-key.pem");
+        let e = http(true, None, Some(&cert), Some(&other))
+            .server_config()
+            .unwrap_err();
+        assert_eq!(e.key, "http.tls-key-file");
+        assert!(e.why.contains("does not fit"), "{e:?}");
+        let e = http(true, Some(&key), Some(&cert), Some(&key))
+            .server_config()
+            .unwrap_err();
+        assert_eq!(e.key, "http.tls-ca-file");
+        assert!(e.why.contains("no certificate"), "{e:?}");
+        // a certificate, with or without the clients' CA (what each asks of clients:
+        // tests/tls.rs, against the running service)
+        for ca in [None, Some(&ca)] {
+            assert!(http(true, ca, Some(&cert), Some(&key))
+                .server_config()
+                .unwrap()
+                .is_some());
+        }
+    }
+
+    #[test]
+    fn the_servers_certificate_is_read_again_when_its_files_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("api.pem"), dir.path().join("api-key.pem"));
+        let put = |c: &str, k: &str| {
+            // a renewal tool's way: write aside, rename over (a new inode each time)
+            for (from, to) in [(c, &cert), (k, &key)] {
+                let tmp = to.with_extension("new");
+                std::fs::copy(fixture(from), &tmp).unwrap();
+                std::fs::rename(&tmp, to).unwrap();
+            }
+        };
+        put("server.pem", "server-key.pem");
+        let tls = keys(true, None, Some(&cert), Some(&key));
+        let tls = TlsKeys {
+            section: "http",
+            ..tls
+        }
+        .server_config()
+        .unwrap()
+        .unwrap();
+        let served = || tls.cert.current.read().unwrap().cert[0].to_vec();
+        let der = |f: &str| CertificateDer::from_pem_file(fixture(f)).unwrap().to_vec();
+        assert_eq!(served(), der("server.pem"));
+        assert!(!tls.cert.reload().unwrap(), "nothing changed");
+        put("fluvio.pem", "fluvio-key.pem");
+        assert!(tls.cert.reload().unwrap());
+        assert_eq!(served(), der("fluvio.pem"));
+        assert!(!tls.cert.reload().unwrap());
+        // half a renewal: a certificate whose key is not there yet is not taken...
+        std::fs::copy(fixture("server.pem"), &cert).unwrap();
+        let e = tls.cert.reload().unwrap_err();
+        assert_eq!(e.key, "http.tls-key-file");
+        assert!(e.why.contains("does not fit"), "{e:?}");
+        assert_eq!(served(), der("fluvio.pem"), "the one in use is kept");
+        // ...nor reported again until the files change once more
+        assert!(!tls.cert.reload().unwrap());
+        std::fs::copy(fixture("server-key.pem"), &key).unwrap();
+        assert!(tls.cert.reload().unwrap());
+        assert_eq!(served(), der("server.pem"));
+        // a file gone: refused, the one in use kept
+        std::fs::remove_file(&cert).unwrap();
+        let e = tls.cert.reload().unwrap_err();
+        assert_eq!(e.key, "http.tls-cert-file");
+        assert_eq!(served(), der("server.pem"));
     }
 
     #[test]

@@ -219,3 +219,352 @@ fn cql_offers_its_client_certificate_to_a_node_that_asks() {
         .expect("the test server is no CQL node");
     handshook(&seen, "a CQL frame", &err);
 }
+
+// ---- the HTTP API over TLS (`[http] tls`): the service itself, started on port 0 ----
+
+mod common;
+
+/// A client trusting `ca`, presenting the test client certificate when `client` is true.
+fn api_client(ca: &str, client: bool) -> Arc<rustls::ClientConfig> {
+    api_client_as(ca, client.then_some(("client.pem", "client-key.pem")))
+}
+
+/// A client trusting `ca`, presenting the certificate and key of these fixtures if any.
+fn api_client_as(ca: &str, presents: Option<(&str, &str)>) -> Arc<rustls::ClientConfig> {
+    let ca = fixture(ca);
+    let (cert, key) = presents.map_or((None, None), |(c, k)| (Some(fixture(c)), Some(fixture(k))));
+    omnistream::tls::TlsKeys {
+        section: "test",
+        enabled: true,
+        ca: Some(&ca),
+        cert: cert.as_ref(),
+        key: key.as_ref(),
+    }
+    .client_config()
+    .unwrap()
+    .unwrap()
+}
+
+/// One request over TLS to `addr` (the server checked as `localhost`): the status and the
+/// body, or what failed (the handshake, the server hanging up).
+fn https(
+    addr: &str,
+    client: Arc<rustls::ClientConfig>,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Result<(u16, String), String> {
+    https_to("localhost", addr, client, method, path, body)
+}
+
+/// [`https`] checking the server's certificate for `name`.
+fn https_to(
+    name: &str,
+    addr: &str,
+    client: Arc<rustls::ClientConfig>,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Result<(u16, String), String> {
+    use std::io::Write;
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let name = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
+    let conn = rustls::ClientConnection::new(client, name).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    write!(
+        tls,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .map_err(|e| e.to_string())?;
+    let mut resp = Vec::new();
+    match tls.read_to_end(&mut resp) {
+        Ok(_) => {}
+        // actix closes without close_notify once it has answered `Connection: close`
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !resp.is_empty() => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    let text = String::from_utf8_lossy(&resp).to_string();
+    let code = text
+        .get(9..12)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("not an HTTP answer: {text:?}"))?;
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Ok((code, body.to_string()))
+}
+
+/// A plain HTTP request to the TLS port `addr` gets no HTTP answer (the handshake fails on
+/// it and the server hangs up).
+fn plain_http_gets_no_answer(addr: &str) {
+    let mut plain = std::net::TcpStream::connect(addr).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    std::io::Write::write_all(
+        &mut plain,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let _ = plain.read_to_end(&mut got);
+    assert!(
+        !got.starts_with(b"HTTP/"),
+        "plain HTTP answered: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+}
+
+/// `omnistream run` serving HTTPS with the test server certificate, and with the test CA as
+/// the clients' CA when `mutual` is true.
+fn https_service(dir: &Path, mutual: bool) -> common::Service {
+    let (cert, key, ca) = (
+        fixture("server.pem"),
+        fixture("server-key.pem"),
+        fixture("ca.pem"),
+    );
+    let mut env = vec![
+        ("OMNISTREAM_HTTP__TLS", "true".to_string()),
+        ("OMNISTREAM_HTTP__TLS_CERT_FILE", cert.display().to_string()),
+        ("OMNISTREAM_HTTP__TLS_KEY_FILE", key.display().to_string()),
+    ];
+    if mutual {
+        env.push(("OMNISTREAM_HTTP__TLS_CA_FILE", ca.display().to_string()));
+    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let svc = common::Service::start_with(dir, &env);
+    assert_eq!(svc.scheme, "https", "the service says what it serves");
+    svc
+}
+
+#[test]
+fn the_api_serves_https_and_refuses_plain_http_and_untrusting_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = https_service(dir.path(), false);
+    let trusting = api_client("ca.pem", false);
+    let (code, body) = https(&svc.addr, trusting.clone(), "GET", "/healthz", "").unwrap();
+    assert_eq!(code, 200, "{body}");
+    // the API itself, not only health: an event in, the member out
+    let event = common::script().remove(0);
+    let (code, body) = https(&svc.addr, trusting.clone(), "POST", "/v1/events", &event).unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"accepted\""), "{body}");
+    let (code, body) = https(&svc.addr, trusting.clone(), "GET", "/v1/stats", "").unwrap();
+    assert_eq!(code, 200, "{body}");
+    plain_http_gets_no_answer(&svc.addr);
+    // a client that trusts another CA refuses the service's certificate
+    let err = https(
+        &svc.addr,
+        api_client("other-ca.pem", false),
+        "GET",
+        "/healthz",
+        "",
+    )
+    .unwrap_err();
+    assert!(err.contains("UnknownIssuer"), "{err}");
+    // and the service still serves the trusting client after those failures
+    let (code, _) = https(&svc.addr, trusting, "GET", "/readyz", "").unwrap();
+    assert_eq!(code, 200);
+    svc.stop();
+}
+
+#[test]
+fn the_api_with_a_clients_ca_serves_only_clients_with_its_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = https_service(dir.path(), true);
+    let err = https(
+        &svc.addr,
+        api_client("ca.pem", false),
+        "GET",
+        "/healthz",
+        "",
+    )
+    .expect_err("a client without a certificate is refused in the handshake");
+    eprintln!("no client certificate: {err}");
+    // a client certificate the CA did not sign (self-signed), and one from the right CA
+    // that is not for clients (the server's own: no clientAuth usage)
+    for (cert, key) in [
+        ("stranger.pem", "stranger-key.pem"),
+        ("server.pem", "server-key.pem"),
+    ] {
+        let err = https(
+            &svc.addr,
+            api_client_as("ca.pem", Some((cert, key))),
+            "GET",
+            "/healthz",
+            "",
+        )
+        .expect_err("refused in the handshake");
+        // the client learns it by the server's alert, or by the hang-up after it (a broken
+        // pipe when its request was still being written)
+        eprintln!("{cert} as a client certificate: {err}");
+    }
+    let (code, body) = https(&svc.addr, api_client("ca.pem", true), "GET", "/healthz", "").unwrap();
+    assert_eq!(code, 200, "{body}");
+    // the health routes too: the whole port asks for a certificate
+    let (code, _) = https(&svc.addr, api_client("ca.pem", true), "GET", "/metrics", "").unwrap();
+    assert_eq!(code, 200);
+    svc.stop();
+}
+
+#[test]
+fn a_renewed_certificate_is_served_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("api.pem"), dir.path().join("api-key.pem"));
+    let put = |c: &str, k: &str| {
+        for (from, to) in [(k, &key), (c, &cert)] {
+            let tmp = to.with_extension("new");
+            std::fs::copy(fixture(from), &tmp).unwrap();
+            std::fs::rename(&tmp, to).unwrap();
+        }
+    };
+    put("server.pem", "server-key.pem");
+    let env = [
+        ("OMNISTREAM_HTTP__TLS", "true"),
+        ("OMNISTREAM_HTTP__TLS_CERT_FILE", cert.to_str().unwrap()),
+        ("OMNISTREAM_HTTP__TLS_KEY_FILE", key.to_str().unwrap()),
+        ("OMNISTREAM_HTTP__TLS_RELOAD_S", "1"),
+    ];
+    let svc = common::Service::start_with(&dir.path().join("data"), &env);
+    let get = |ca: &str, name: &str, path: &str| {
+        https_to(name, &svc.addr, api_client(ca, false), "GET", path, "")
+    };
+    assert_eq!(get("ca.pem", "localhost", "/healthz").unwrap().0, 200);
+    // the renewal: Fluvio's test certificate, of another CA and name, in the same files
+    put("fluvio.pem", "fluvio-key.pem");
+    let t = std::time::Instant::now();
+    while get("fluvio-ca.pem", "fluvio.local", "/healthz").is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the new certificate was not served within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let err = get("ca.pem", "localhost", "/healthz").unwrap_err();
+    assert!(err.contains("UnknownIssuer"), "the old one is gone: {err}");
+    // (a reload can meet the key renamed and not yet the certificate: a failure, then the
+    // pair on the next look; so failures are counted from here)
+    let count = |outcome: &str| -> u64 {
+        let (code, metrics) = get("fluvio-ca.pem", "fluvio.local", "/metrics").unwrap();
+        assert_eq!(code, 200);
+        let line = format!("omnistream_http_tls_reloads_total{{outcome=\"{outcome}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .map_or(0, |v| v.trim().parse().unwrap())
+    };
+    assert!(count("reloaded") >= 1);
+    let failed = count("failed");
+    // a renewal gone wrong (not a certificate) is not taken: the one in use stays, and the
+    // failure is counted
+    std::fs::write(&cert, b"not a certificate\n").unwrap();
+    let t = std::time::Instant::now();
+    while count("failed") == failed {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the bad file was not noticed within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        get("fluvio-ca.pem", "fluvio.local", "/healthz").unwrap().0,
+        200,
+        "the certificate in use is kept"
+    );
+    svc.stop();
+}
+
+#[test]
+fn a_cluster_process_serves_health_and_metrics_over_https() {
+    let mut cfg = omnistream::config::Config::default();
+    cfg.http.tls = true;
+    cfg.http.tls_cert_file = Some(fixture("server.pem"));
+    cfg.http.tls_key_file = Some(fixture("server-key.pem"));
+    cfg.check().unwrap();
+    let metrics = Arc::new(omnistream::metrics::Metrics::new(true));
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let h = omnistream::http::serve_cluster(&cfg, l, metrics.clone()).unwrap();
+    let (code, _) = https(&addr, api_client("ca.pem", false), "GET", "/healthz", "").unwrap();
+    assert_eq!(code, 200);
+    metrics.cluster_epochs.inc_by(3);
+    let (code, body) = https(&addr, api_client("ca.pem", false), "GET", "/metrics", "").unwrap();
+    assert_eq!(code, 200);
+    assert!(body.contains("omnistream_cluster_epochs_total 3"), "{body}");
+    plain_http_gets_no_answer(&addr);
+    rt().block_on(h.stop(true));
+}
+
+#[test]
+fn https_settings_that_cannot_work_stop_start_up_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.pem");
+    let (cert, other_key) = (fixture("server.pem"), fixture("client-key.pem"));
+    // the environment, the key named, a word of the reason
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: [Case; 4] = [
+        (
+            &[("OMNISTREAM_HTTP__TLS", "true")],
+            "http.tls-cert-file",
+            "tls = true needs",
+        ),
+        (
+            &[
+                ("OMNISTREAM_HTTP__TLS", "true"),
+                ("OMNISTREAM_HTTP__TLS_CERT_FILE", missing.to_str().unwrap()),
+                ("OMNISTREAM_HTTP__TLS_KEY_FILE", missing.to_str().unwrap()),
+            ],
+            "http.tls-cert-file",
+            "missing.pem",
+        ),
+        (
+            &[("OMNISTREAM_HTTP__TLS_KEY_FILE", missing.to_str().unwrap())],
+            "http.tls-key-file",
+            "without tls = true",
+        ),
+        (
+            &[
+                ("OMNISTREAM_HTTP__TLS", "true"),
+                ("OMNISTREAM_HTTP__TLS_CERT_FILE", cert.to_str().unwrap()),
+                ("OMNISTREAM_HTTP__TLS_KEY_FILE", other_key.to_str().unwrap()),
+            ],
+            "http.tls-key-file",
+            "does not fit",
+        ),
+    ];
+    for (env, key, why) in cases {
+        for cmd in ["run", "check-config"] {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_omnistream"))
+                .arg(cmd)
+                .args(["--listen", "127.0.0.1:0", "--data-dir"])
+                .arg(dir.path().join("data"))
+                .env("OMNISTREAM_LOG", "warn")
+                .envs(env.iter().copied())
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{cmd} {env:?}: {err}");
+            assert!(
+                err.contains(key) && err.contains(why),
+                "{cmd} {env:?}: {err}"
+            );
+        }
+    }
+    // demo feeds itself over plain HTTP: it says so instead of failing every request
+    let key = fixture("server-key.pem");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_omnistream"))
+        .args(["demo", "--listen", "127.0.0.1:0"])
+        .env("OMNISTREAM_LOG", "warn")
+        .env("OMNISTREAM_HTTP__TLS", "true")
+        .env("OMNISTREAM_HTTP__TLS_CERT_FILE", &cert)
+        .env("OMNISTREAM_HTTP__TLS_KEY_FILE", &key)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("http.tls") && err.contains("plain HTTP"),
+        "{err}"
+    );
+}

@@ -35,19 +35,27 @@ pub struct Service {
     child: Child,
     /// `ip:port` it listens on.
     pub addr: String,
+    /// `http` or `https`, as it said.
+    pub scheme: String,
 }
 
-/// The address a started `omnistream run` or `demo` (its standard output piped) says it
-/// listens on, from its first line.
-pub fn listening_addr(child: &mut Child) -> String {
+/// The scheme and address a started `omnistream run` or `demo` (its standard output piped)
+/// says it listens on, from its first line.
+pub fn listening_url(child: &mut Child) -> (String, String) {
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
     line.trim()
-        .strip_prefix("omnistream listening on http://")
+        .strip_prefix("omnistream listening on ")
+        .and_then(|url| url.split_once("://"))
+        .map(|(scheme, addr)| (scheme.to_string(), addr.to_string()))
         .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .to_string()
+}
+
+/// The address of [`listening_url`].
+pub fn listening_addr(child: &mut Child) -> String {
+    listening_url(child).1
 }
 
 impl Service {
@@ -88,8 +96,12 @@ impl Service {
 
     /// A [`Service::spawn`]ed process once it says it listens (blocks until then).
     pub fn listening(mut child: Child) -> Service {
-        let addr = listening_addr(&mut child);
-        Service { child, addr }
+        let (scheme, addr) = listening_url(&mut child);
+        Service {
+            child,
+            addr,
+            scheme,
+        }
     }
 
     /// One request; the status and the body as text.
