@@ -19,14 +19,73 @@ use hdrhistogram::Histogram;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+/// The client configuration of HTTPS, once [`use_https`] was called: every connection of
+/// the process then speaks TLS.
+static HTTPS: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+
+/// Speak HTTPS to the service (`[http] tls`), trusting the certificates of the PEM file
+/// `ca`; the service's certificate must carry the host of the address it is driven at (an IP
+/// address or a name).
+pub fn use_https(ca: &std::path::Path) -> Result<()> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in
+        CertificateDer::pem_file_iter(ca).with_context(|| format!("--tls-ca {}", ca.display()))?
+    {
+        roots
+            .add(cert.with_context(|| format!("--tls-ca {}", ca.display()))?)
+            .with_context(|| format!("--tls-ca {}", ca.display()))?;
+    }
+    if roots.is_empty() {
+        bail!("--tls-ca {}: no certificate in it", ca.display());
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let _ = HTTPS.set(Arc::new(config));
+    Ok(())
+}
+
+/// A connection's bytes: plain TCP or TLS over it.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
 
 /// A keep-alive HTTP/1.1 connection that sends one request at a time.
 struct Conn {
     addr: String,
-    reader: BufReader<TcpStream>,
-    writer: TcpStream,
+    io: BufReader<Stream>,
 }
 
 impl Conn {
@@ -34,10 +93,20 @@ impl Conn {
         let s = TcpStream::connect(addr).with_context(|| format!("cannot connect to {addr}"))?;
         s.set_nodelay(true)?;
         s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let stream = match HTTPS.get() {
+            None => Stream::Plain(s),
+            Some(config) => {
+                let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                    .with_context(|| format!("`{host}` is not a name TLS can check"))?;
+                let conn = rustls::ClientConnection::new(config.clone(), name)?;
+                Stream::Tls(Box::new(rustls::StreamOwned::new(conn, s)))
+            }
+        };
         Ok(Conn {
             addr: addr.to_string(),
-            reader: BufReader::new(s.try_clone()?),
-            writer: s,
+            io: BufReader::new(stream),
         })
     }
 
@@ -53,10 +122,13 @@ impl Conn {
             self.addr,
             body.len()
         );
-        self.writer.write_all(head.as_bytes())?;
-        self.writer.write_all(body)?;
+        // the buffer holds only what was read ahead: writing past it is safe
+        let w = self.io.get_mut();
+        w.write_all(head.as_bytes())?;
+        w.write_all(body)?;
+        w.flush()?;
         let mut line = String::new();
-        self.reader.read_line(&mut line)?;
+        self.io.read_line(&mut line)?;
         let status: u16 = line
             .get(9..12)
             .and_then(|c| c.parse().ok())
@@ -64,7 +136,7 @@ impl Conn {
         let mut len = None;
         loop {
             line.clear();
-            if self.reader.read_line(&mut line)? == 0 {
+            if self.io.read_line(&mut line)? == 0 {
                 bail!("connection closed in the headers");
             }
             let l = line.trim_end();
@@ -81,7 +153,7 @@ impl Conn {
             bail!("answer without Content-Length (status {status})");
         };
         let mut body = vec![0u8; len];
-        self.reader.read_exact(&mut body)?;
+        self.io.read_exact(&mut body)?;
         Ok((status, body))
     }
 }

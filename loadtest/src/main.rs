@@ -110,6 +110,10 @@ enum Cmd {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Speak HTTPS (a service with `[http] tls`), trusting the certificates of this PEM
+        /// file; the service's certificate must carry the host of --addr.
+        #[arg(long)]
+        tls_ca: Option<PathBuf>,
     },
     /// Throughput and latency against offered load: the closed loop's maximum, then an open
     /// loop at each fraction of it; a table, JSON, and (built with `--features chart`) a PNG.
@@ -154,6 +158,9 @@ enum Cmd {
         /// A TrueType font for the chart's text.
         #[arg(long)]
         font: Option<PathBuf>,
+        /// Speak HTTPS, trusting the certificates of this PEM file (as for `http`).
+        #[arg(long)]
+        tls_ca: Option<PathBuf>,
     },
 }
 
@@ -221,7 +228,11 @@ fn main() -> Result<()> {
             chart,
             title,
             font,
+            tls_ca,
         } => {
+            if let Some(ca) = &tls_ca {
+                omnistream_loadtest::http::use_https(ca)?;
+            }
             let opts = omnistream_loadtest::http::Options {
                 batch,
                 connections,
@@ -250,7 +261,11 @@ fn main() -> Result<()> {
             fraction,
             events: count,
             json,
+            tls_ca,
         } => {
+            if let Some(ca) = &tls_ca {
+                omnistream_loadtest::http::use_https(ca)?;
+            }
             let mut sc = Scenario::load(&scenario)?;
             if let Some(n) = count {
                 sc.events = n;
