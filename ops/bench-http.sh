@@ -6,7 +6,9 @@
 # Usage: ops/bench-http.sh [SCENARIO] [BATCH] [ROUNDS] [VARIANT...]
 #   a variant is a list of KEY=VALUE environment settings for the service, e.g.
 #   "OMNISTREAM_METRICS=true" "OMNISTREAM_METRICS=false"
-#   a BIN=PATH entry in a variant runs that omnistream binary instead (two builds side by side)
+#   a BIN=PATH entry in a variant runs that omnistream binary instead (two builds side by side);
+#   a TLS_CA=PATH entry speaks HTTPS to it, trusting that PEM file (give the service
+#   OMNISTREAM_HTTP__TLS=true and its certificate files in the same variant)
 # Environment: MAX_SECS and PACED_SECS (each phase's length), FRACTION (the paced rate as a
 # fraction of the closed loop's, default 0.5), EVENTS (events to generate, for scenarios too
 # small for both phases), OMNISTREAM_BENCH_PORT (default 18181).
@@ -29,14 +31,16 @@ for round in $(seq 1 "$rounds"); do
   for v in "${variants[@]}"; do
     rm -rf "$work/data"
     svc="$bin/omnistream"
-    for kv in $v; do case $kv in BIN=*) svc=${kv#BIN=} ;; esac; done
+    tls_ca=
+    for kv in $v; do case $kv in BIN=*) svc=${kv#BIN=} ;; TLS_CA=*) tls_ca=${kv#TLS_CA=} ;; esac; done
+    scheme=http; [ -z "$tls_ca" ] || scheme=https
     # shellcheck disable=SC2086
     env $v "$svc" run --listen "127.0.0.1:$port" --data-dir "$work/data" \
       >"$work/server.log" 2>&1 &
     pid=$!
     up=
     for _ in $(seq 1 100); do
-      curl -fs "127.0.0.1:$port/readyz" >/dev/null 2>&1 && { up=1; break; }
+      curl -fs ${tls_ca:+--cacert "$tls_ca"} "$scheme://127.0.0.1:$port/readyz" >/dev/null 2>&1 && { up=1; break; }
       kill -0 "$pid" 2>/dev/null || break
       sleep 0.1
     done
@@ -48,7 +52,7 @@ for round in $(seq 1 "$rounds"); do
     echo "== round $round: $v (batch $batch, load $(cut -d' ' -f1 /proc/loadavg))"
     timeout 300 "$bin/loadtest" http --addr "127.0.0.1:$port" --scenario "$scenario" \
       --batch "$batch" --max-secs "${MAX_SECS:-15}" --paced-secs "${PACED_SECS:-15}" \
-      --fraction "${FRACTION:-0.5}" ${EVENTS:+--events "$EVENTS"} \
+      --fraction "${FRACTION:-0.5}" ${EVENTS:+--events "$EVENTS"} ${tls_ca:+--tls-ca "$tls_ca"} \
       2>"$work/client.err" || { head -3 "$work/client.err" >&2; exit 1; }
     kill "$pid"; wait "$pid" 2>/dev/null || true
     pid=

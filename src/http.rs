@@ -696,6 +696,7 @@ pub fn serve_cluster(
                         .wrap(actix_web::middleware::from_fn(access))
                 })
                 .workers(1)
+                .tcp_nodelay(true)
                 .disable_signals()
                 .shutdown_timeout(2);
                 let server = match tls {
@@ -1270,6 +1271,9 @@ pub async fn serve(
             .wrap(actix_web::middleware::from_fn(access))
     })
     .workers(2)
+    // an answer goes out at once, whole: over TLS it is written as more than one segment,
+    // and with Nagle's algorithm the last waited for the caller's delayed ACK (~40 ms)
+    .tcp_nodelay(true)
     // SIGINT and SIGTERM alike drain (actix's own handling stops at once on SIGINT)
     .disable_signals()
     .shutdown_timeout(10);
