@@ -636,7 +636,18 @@ fn https(
     else {
         return Ok(None);
     };
+    metrics.tls_expiry.set(tls.cert.not_after());
+    tracing::info!(
+        file = %tls.cert.cert_file().display(),
+        expires_unix_s = tls.cert.not_after(),
+        client_certificates = if http.tls_ca_file.is_some() { "required" } else { "not asked for" },
+        "https on"
+    );
     if http.tls_reload_s > 0 {
+        // both outcomes exported from the start: an alert on the first failure sees 0 → 1
+        for outcome in ["reloaded", "failed"] {
+            metrics.tls_reloads.with_label_values(&[outcome]);
+        }
         let (cert, every) = (tls.cert, Duration::from_secs(http.tls_reload_s));
         actix_web::rt::spawn(async move {
             let mut tick = actix_web::rt::time::interval(every);
@@ -647,10 +658,13 @@ fn https(
                     Ok(false) => {}
                     Ok(true) => {
                         metrics.tls_reloads.with_label_values(&["reloaded"]).inc();
+                        metrics.tls_stale.set(0);
+                        metrics.tls_expiry.set(cert.not_after());
                         tracing::info!(file = %cert.cert_file().display(), "https: the certificate's files changed; new connections get the new one");
                     }
                     Err(e) => {
                         metrics.tls_reloads.with_label_values(&["failed"]).inc();
+                        metrics.tls_stale.set(1);
                         tracing::error!(key = %e.key, "https: the certificate's files changed but cannot be used ({}); the one in use is kept", e.why);
                     }
                 }

@@ -60,6 +60,11 @@ pub struct Metrics {
     /// The HTTPS certificate read again after its files changed, by outcome (`reloaded`,
     /// `failed`: the one in use kept).
     pub tls_reloads: IntCounterVec,
+    /// 1 while the HTTPS certificate's files hold something the service could not take (the
+    /// certificate in use is older than the files), else 0.
+    pub tls_stale: IntGauge,
+    /// When the HTTPS certificate in use expires, Unix seconds.
+    pub tls_expiry: IntGauge,
     /// Seconds from an ingest request's arrival to its durable answer.
     pub ingest_seconds: Histogram,
     /// Seconds from an ingest request's arrival to its events' decisions (applied, not yet
@@ -348,6 +353,16 @@ impl Default for Metrics {
                 "omnistream_http_tls_reloads_total",
                 "the HTTPS certificate read again after its files changed, by outcome (reloaded, failed: the one in use kept)",
                 &["outcome"],
+            ),
+            tls_stale: gauge(
+                &r,
+                "omnistream_http_tls_certificate_stale",
+                "1 while the HTTPS certificate's files changed but could not be used (the one in use is kept), else 0",
+            ),
+            tls_expiry: gauge(
+                &r,
+                "omnistream_http_tls_certificate_expiry_timestamp_seconds",
+                "when the HTTPS certificate in use expires (Unix seconds)",
             ),
             ingest_seconds: histogram(
                 &r,

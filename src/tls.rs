@@ -183,25 +183,60 @@ pub struct ServerCert {
     key_file: PathBuf,
     provider: Arc<rustls::crypto::CryptoProvider>,
     current: RwLock<Arc<CertifiedKey>>,
+    /// When the certificate in use expires, Unix seconds.
+    not_after: std::sync::atomic::AtomicI64,
     /// The two files' stamps when they were last read.
     seen: Mutex<[Option<Stamp>; 2]>,
 }
 
-/// The two files read and checked: a certificate chain, a private key, and the key the one
-/// of the chain's first certificate.
+/// The two files read and checked: a certificate chain, its first certificate valid now, a
+/// private key, and the key the one of that certificate; with the certificate's expiry
+/// (Unix seconds).
 fn load(
     section: &str,
     cert: &Path,
     key: &Path,
     provider: &rustls::crypto::CryptoProvider,
-) -> Result<CertifiedKey, TlsError> {
+) -> Result<(CertifiedKey, i64), TlsError> {
     let err = |k: &str, why: String| TlsError {
         key: format!("{section}.{k}"),
         why,
     };
     let chain = chain(cert).map_err(|why| err("tls-cert-file", why))?;
     let private = private_key(key).map_err(|why| err("tls-key-file", why))?;
-    CertifiedKey::from_der(chain, private, provider).map_err(|e| {
+    let (not_before, not_after) = validity(&chain[0]).ok_or_else(|| {
+        err(
+            "tls-cert-file",
+            format!(
+                "{}: its first certificate's validity cannot be read",
+                cert.display()
+            ),
+        )
+    })?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    if now >= not_after.0 {
+        return Err(err(
+            "tls-cert-file",
+            format!(
+                "{}: the certificate expired on {}",
+                cert.display(),
+                not_after.1
+            ),
+        ));
+    }
+    if now < not_before.0 {
+        return Err(err(
+            "tls-cert-file",
+            format!(
+                "{}: the certificate is not valid before {}",
+                cert.display(),
+                not_before.1
+            ),
+        ));
+    }
+    let certified = CertifiedKey::from_der(chain, private, provider).map_err(|e| {
         err(
             "tls-key-file",
             format!(
@@ -211,7 +246,85 @@ fn load(
                 cert.display()
             ),
         )
-    })
+    })?;
+    Ok((certified, not_after.0))
+}
+
+/// One DER element: its tag, its contents, and what follows it.
+fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, mut rest) = rest.split_first()?;
+    let len = if first < 0x80 {
+        usize::from(first)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |l, &b| (l << 8) | usize::from(b));
+        rest = &rest[n..];
+        len
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+/// A time of a certificate's validity: Unix seconds, and as shown (`2027-01-31 23:59:59 UTC`).
+type When = (i64, String);
+
+/// A certificate's `notBefore` and `notAfter` (RFC 5280: UTCTime or GeneralizedTime, UTC).
+fn validity(cert: &[u8]) -> Option<(When, When)> {
+    const SEQUENCE: u8 = 0x30;
+    let (SEQUENCE, cert, _) = der(cert)? else {
+        return None;
+    };
+    let (SEQUENCE, mut tbs, _) = der(cert)? else {
+        return None;
+    };
+    // [0] version (absent in v1), serialNumber, signature, issuer, then validity
+    if tbs.first() == Some(&0xa0) {
+        tbs = der(tbs)?.2;
+    }
+    for _ in 0..3 {
+        tbs = der(tbs)?.2;
+    }
+    let (SEQUENCE, validity, _) = der(tbs)? else {
+        return None;
+    };
+    let (t1, before, rest) = der(validity)?;
+    let (t2, after, _) = der(rest)?;
+    Some((time(t1, before)?, time(t2, after)?))
+}
+
+/// UTCTime (`YYMMDDHHMMSSZ`, 1950-2049) or GeneralizedTime (`YYYYMMDDHHMMSSZ`).
+fn time(tag: u8, text: &[u8]) -> Option<When> {
+    let text = std::str::from_utf8(text).ok()?;
+    let digits = text.strip_suffix('Z')?;
+    let (year, rest) = match (tag, digits.len()) {
+        (0x17, 12) => {
+            let yy: i64 = digits[..2].parse().ok()?;
+            (if yy < 50 { 2000 + yy } else { 1900 + yy }, &digits[2..])
+        }
+        (0x18, 14) => (digits[..4].parse().ok()?, &digits[4..]),
+        _ => return None,
+    };
+    let field = |i: usize| rest.get(i..i + 2)?.parse::<i64>().ok();
+    let (month, day, hour, min, sec) = (field(0)?, field(2)?, field(4)?, field(6)?, field(8)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
+        return None;
+    }
+    // days from 1970-01-01 to the date (the proleptic Gregorian calendar, by eras of 400 years)
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((
+        days * 86_400 + hour * 3_600 + min * 60 + sec,
+        format!("{year:04}-{month:02}-{day:02} {hour:02}:{min:02}:{sec:02} UTC"),
+    ))
 }
 
 fn stamp(path: &Path) -> Option<Stamp> {
@@ -228,18 +341,20 @@ impl ServerCert {
         provider: Arc<rustls::crypto::CryptoProvider>,
     ) -> Result<ServerCert, TlsError> {
         let seen = [stamp(cert_file), stamp(key_file)];
+        let (first, not_after) = load(section, cert_file, key_file, &provider)?;
         let cert = ServerCert {
             section,
             cert_file: cert_file.to_path_buf(),
             key_file: key_file.to_path_buf(),
-            current: RwLock::new(Arc::new(load(section, cert_file, key_file, &provider)?)),
+            current: RwLock::new(Arc::new(first)),
+            not_after: not_after.into(),
             provider,
             seen: Mutex::new(seen),
         };
         Ok(cert)
     }
 
-    fn load(&self) -> Result<CertifiedKey, TlsError> {
+    fn load(&self) -> Result<(CertifiedKey, i64), TlsError> {
         load(
             self.section,
             &self.cert_file,
@@ -261,9 +376,16 @@ impl ServerCert {
             }
             *seen = now;
         }
-        let fresh = Arc::new(self.load()?);
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+        let (fresh, not_after) = self.load()?;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(fresh);
+        self.not_after
+            .store(not_after, std::sync::atomic::Ordering::Relaxed);
         Ok(true)
+    }
+
+    /// When the certificate in use expires, Unix seconds.
+    pub fn not_after(&self) -> i64 {
+        self.not_after.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The certificate file, for logs.
@@ -306,7 +428,7 @@ fn chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let pem = read(path)?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{shown}: {e}"))?;
+        .map_err(|e| pem_problem(path, e))?;
     if certs.is_empty() {
         return Err(format!(
             "no certificate (PEM `BEGIN CERTIFICATE`) in {shown}"
@@ -324,8 +446,25 @@ fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
         rustls::pki_types::pem::Error::NoItemsFound => {
             format!("no private key (PEM `BEGIN PRIVATE KEY`) in {shown}")
         }
-        e => format!("{shown}: {e}"),
+        e => pem_problem(path, e),
     })
+}
+
+/// A PEM file's damage, in words (the library's own messages show markers as byte lists).
+fn pem_problem(path: &Path, e: rustls::pki_types::pem::Error) -> String {
+    use rustls::pki_types::pem::Error;
+    let shown = path.display();
+    match e {
+        Error::MissingSectionEnd { end_marker } => format!(
+            "{shown}: a `BEGIN {}` section has no END line (a file cut short?)",
+            String::from_utf8_lossy(&end_marker)
+        ),
+        Error::IllegalSectionStart { .. } => {
+            format!("{shown}: a `-----BEGIN` line that is not PEM")
+        }
+        Error::Base64Decode(why) => format!("{shown}: damaged base64 in a PEM section ({why})"),
+        e => format!("{shown}: {e}"),
+    }
 }
 
 #[cfg(test)]
@@ -444,6 +583,42 @@ mod tests {
     }
 
     #[test]
+    fn a_certificates_validity_is_read_and_an_expired_one_refused() {
+        let der = |f: &str| CertificateDer::from_pem_file(fixture(f)).unwrap().to_vec();
+        // made with `-startdate 20200101000000Z -enddate 20210101000000Z` (UTCTime)
+        let (before, after) = validity(&der("expired.pem")).unwrap();
+        assert_eq!(
+            before,
+            (1_577_836_800, "2020-01-01 00:00:00 UTC".to_string())
+        );
+        assert_eq!(
+            after,
+            (1_609_459_200, "2021-01-01 00:00:00 UTC".to_string())
+        );
+        // 100 years from 2026-11-30: the end is a GeneralizedTime (after 2049)
+        let (before, after) = validity(&der("server.pem")).unwrap();
+        assert!(before.1.starts_with("2026-11-30"), "{before:?}");
+        assert!(after.1.starts_with("2126-"), "{after:?}");
+        assert_eq!(time(0x18, b"21261106100000Z").unwrap().0, 4_949_632_800);
+        for bad in [&b"2612011200Z"[..], b"261301120000Z", b"261201120000"] {
+            assert!(time(0x17, bad).is_none(), "{bad:?}");
+        }
+        assert!(validity(b"\x30\x03\x02\x01\x01").is_none());
+        let (cert, key) = (fixture("expired.pem"), fixture("expired-key.pem"));
+        let e = TlsKeys {
+            section: "http",
+            ..keys(true, None, Some(&cert), Some(&key))
+        }
+        .server_config()
+        .unwrap_err();
+        assert_eq!(e.key, "http.tls-cert-file");
+        assert!(
+            e.why.contains("expired on 2021-01-01 00:00:00 UTC"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
     fn the_servers_certificate_is_read_again_when_its_files_change() {
         let dir = tempfile::tempdir().unwrap();
         let (cert, key) = (dir.path().join("api.pem"), dir.path().join("api-key.pem"));
@@ -538,5 +713,16 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.key, "fluvio.tls-ca-file");
         assert!(e.why.contains("broken.pem"), "{e:?}");
+        // a file cut short: said in words, not as the marker's bytes
+        let pem = std::fs::read_to_string(&ca).unwrap();
+        std::fs::write(&broken, &pem[..pem.len() / 2]).unwrap();
+        let e = keys(true, Some(&broken), None, None)
+            .client_config()
+            .unwrap_err();
+        assert!(
+            e.why
+                .contains("`BEGIN CERTIFICATE` section has no END line"),
+            "{e:?}"
+        );
     }
 }

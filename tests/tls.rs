@@ -431,6 +431,18 @@ fn a_renewed_certificate_is_served_without_a_restart() {
         https_to(name, &svc.addr, api_client(ca, false), "GET", path, "")
     };
     assert_eq!(get("ca.pem", "localhost", "/healthz").unwrap().0, 200);
+    // both outcomes are exported before anything happened (an alert on `failed` then sees
+    // it rise from 0), and the certificate is not stale
+    let (_, metrics) = get("ca.pem", "localhost", "/metrics").unwrap();
+    for line in [
+        "omnistream_http_tls_reloads_total{outcome=\"failed\"} 0",
+        "omnistream_http_tls_reloads_total{outcome=\"reloaded\"} 0",
+        "omnistream_http_tls_certificate_stale 0",
+        // server.pem's end: 2126-11-06 08:31:41 UTC (openssl x509 -enddate)
+        "omnistream_http_tls_certificate_expiry_timestamp_seconds 4949627501",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line}: {metrics}");
+    }
     // the renewal: Fluvio's test certificate, of another CA and name, in the same files
     put("fluvio.pem", "fluvio-key.pem");
     let t = std::time::Instant::now();
@@ -445,16 +457,23 @@ fn a_renewed_certificate_is_served_without_a_restart() {
     assert!(err.contains("UnknownIssuer"), "the old one is gone: {err}");
     // (a reload can meet the key renamed and not yet the certificate: a failure, then the
     // pair on the next look; so failures are counted from here)
-    let count = |outcome: &str| -> u64 {
+    let value = |name: &str| -> u64 {
         let (code, metrics) = get("fluvio-ca.pem", "fluvio.local", "/metrics").unwrap();
         assert_eq!(code, 200);
-        let line = format!("omnistream_http_tls_reloads_total{{outcome=\"{outcome}\"}} ");
+        let name = format!("{name} ");
         metrics
             .lines()
-            .find_map(|l| l.strip_prefix(&line))
+            .find_map(|l| l.strip_prefix(&name))
             .map_or(0, |v| v.trim().parse().unwrap())
     };
+    let count = |outcome: &str| {
+        value(&format!(
+            "omnistream_http_tls_reloads_total{{outcome=\"{outcome}\"}}"
+        ))
+    };
+    let stale = || value("omnistream_http_tls_certificate_stale");
     assert!(count("reloaded") >= 1);
+    assert_eq!(stale(), 0, "the files' certificate is the one in use");
     let failed = count("failed");
     // a renewal gone wrong (not a certificate) is not taken: the one in use stays, and the
     // failure is counted
@@ -471,6 +490,11 @@ fn a_renewed_certificate_is_served_without_a_restart() {
         get("fluvio-ca.pem", "fluvio.local", "/healthz").unwrap().0,
         200,
         "the certificate in use is kept"
+    );
+    assert_eq!(
+        stale(),
+        1,
+        "and it is older than the files: the alert's gauge"
     );
     svc.stop();
 }
@@ -503,7 +527,8 @@ fn https_settings_that_cannot_work_stop_start_up_naming_the_key() {
     let (cert, other_key) = (fixture("server.pem"), fixture("client-key.pem"));
     // the environment, the key named, a word of the reason
     type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
-    let cases: [Case; 4] = [
+    let (expired, expired_key) = (fixture("expired.pem"), fixture("expired-key.pem"));
+    let cases: [Case; 5] = [
         (
             &[("OMNISTREAM_HTTP__TLS", "true")],
             "http.tls-cert-file",
@@ -531,6 +556,18 @@ fn https_settings_that_cannot_work_stop_start_up_naming_the_key() {
             ],
             "http.tls-key-file",
             "does not fit",
+        ),
+        (
+            &[
+                ("OMNISTREAM_HTTP__TLS", "true"),
+                ("OMNISTREAM_HTTP__TLS_CERT_FILE", expired.to_str().unwrap()),
+                (
+                    "OMNISTREAM_HTTP__TLS_KEY_FILE",
+                    expired_key.to_str().unwrap(),
+                ),
+            ],
+            "http.tls-cert-file",
+            "expired on 2021-01-01",
         ),
     ];
     for (env, key, why) in cases {
