@@ -143,6 +143,21 @@ impl TlsKeys<'_> {
             None => builder.with_no_client_auth(),
             Some(ca) => {
                 let roots = roots(ca).map_err(|why| self.err("tls-ca-file", why))?;
+                // webpki never takes a leaf as its own issuer: a client's own certificate
+                // here would let no client in, so it is refused now rather than then
+                let certs = chain(ca).map_err(|why| self.err("tls-ca-file", why))?;
+                if let Some(n) = certs.iter().position(|c| is_ca(c) != Some(true)) {
+                    return Err(self.err(
+                        "tls-ca-file",
+                        format!(
+                            "{}: certificate {} of the file is not a CA certificate \
+                             (basicConstraints CA:TRUE): clients' certificates are checked \
+                             against the CA that signed them, not against themselves",
+                            ca.display(),
+                            n + 1
+                        ),
+                    ));
+                }
                 let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                     Arc::new(roots),
                     provider,
@@ -273,23 +288,68 @@ fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
 /// A time of a certificate's validity: Unix seconds, and as shown (`2027-01-31 23:59:59 UTC`).
 type When = (i64, String);
 
-/// A certificate's `notBefore` and `notAfter` (RFC 5280: UTCTime or GeneralizedTime, UTC).
-fn validity(cert: &[u8]) -> Option<(When, When)> {
-    const SEQUENCE: u8 = 0x30;
+const SEQUENCE: u8 = 0x30;
+
+/// The elements of a certificate's `TBSCertificate` in order (RFC 5280): [0] version (absent
+/// in v1), serialNumber, signature, issuer, validity, subject, subjectPublicKeyInfo, ...,
+/// [3] extensions.
+fn tbs(cert: &[u8]) -> Option<Vec<(u8, &[u8])>> {
     let (SEQUENCE, cert, _) = der(cert)? else {
         return None;
     };
     let (SEQUENCE, mut tbs, _) = der(cert)? else {
         return None;
     };
-    // [0] version (absent in v1), serialNumber, signature, issuer, then validity
-    if tbs.first() == Some(&0xa0) {
-        tbs = der(tbs)?.2;
+    let mut fields = Vec::new();
+    while !tbs.is_empty() {
+        let (tag, contents, rest) = der(tbs)?;
+        fields.push((tag, contents));
+        tbs = rest;
     }
-    for _ in 0..3 {
-        tbs = der(tbs)?.2;
+    Some(fields)
+}
+
+/// Whether a certificate says it is a CA (basicConstraints with cA TRUE); `None` when it
+/// does not parse.
+fn is_ca(cert: &[u8]) -> Option<bool> {
+    let fields = tbs(cert)?;
+    // without extensions (v1, v2) nothing says so
+    let Some(&(_, extensions)) = fields.iter().find(|(tag, _)| *tag == 0xa3) else {
+        return Some(false);
+    };
+    let (SEQUENCE, mut list, _) = der(extensions)? else {
+        return None;
+    };
+    while !list.is_empty() {
+        let (_, extension, rest) = der(list)?;
+        list = rest;
+        // extnID, critical (a BOOLEAN, absent when false), extnValue (an OCTET STRING)
+        let (0x06, oid, mut extension) = der(extension)? else {
+            return None;
+        };
+        if oid != [0x55, 0x1d, 0x13] {
+            continue; // not 2.5.29.19, basicConstraints
+        }
+        if extension.first() == Some(&0x01) {
+            extension = der(extension)?.2;
+        }
+        let (0x04, value, _) = der(extension)? else {
+            return None;
+        };
+        let (SEQUENCE, constraints, _) = der(value)? else {
+            return None;
+        };
+        return Some(matches!(der(constraints), Some((0x01, [v], _)) if *v != 0));
     }
-    let (SEQUENCE, validity, _) = der(tbs)? else {
+    Some(false)
+}
+
+/// A certificate's `notBefore` and `notAfter` (RFC 5280: UTCTime or GeneralizedTime, UTC).
+fn validity(cert: &[u8]) -> Option<(When, When)> {
+    let fields = tbs(cert)?;
+    // after [0] version (absent in v1), serialNumber, signature and issuer
+    let skip = usize::from(fields.first()?.0 == 0xa0);
+    let &(SEQUENCE, validity) = fields.get(skip + 3)? else {
         return None;
     };
     let (t1, before, rest) = der(validity)?;
@@ -572,6 +632,16 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.key, "http.tls-ca-file");
         assert!(e.why.contains("no certificate"), "{e:?}");
+        // a client's own certificate as the clients' CA
+        let own = fixture("client.pem");
+        let e = http(true, Some(&own), Some(&cert), Some(&key))
+            .server_config()
+            .unwrap_err();
+        assert_eq!(e.key, "http.tls-ca-file");
+        assert!(
+            e.why.contains("certificate 1 of the file is not a CA"),
+            "{e:?}"
+        );
         // a certificate, with or without the clients' CA (what each asks of clients:
         // tests/tls.rs, against the running service)
         for ca in [None, Some(&ca)] {
@@ -604,6 +674,18 @@ mod tests {
             assert!(time(0x17, bad).is_none(), "{bad:?}");
         }
         assert!(validity(b"\x30\x03\x02\x01\x01").is_none());
+        // basicConstraints: the CAs say so, the leaves do not
+        for (f, ca) in [
+            ("ca.pem", true),
+            ("other-ca.pem", true),
+            ("fluvio-ca.pem", true),
+            ("server.pem", false),
+            ("client.pem", false),
+            ("stranger.pem", false),
+            ("expired.pem", false),
+        ] {
+            assert_eq!(is_ca(&der(f)), Some(ca), "{f}");
+        }
         let (cert, key) = (fixture("expired.pem"), fixture("expired-key.pem"));
         let e = TlsKeys {
             section: "http",
