@@ -142,10 +142,11 @@ impl TlsKeys<'_> {
         let builder = match self.ca {
             None => builder.with_no_client_auth(),
             Some(ca) => {
-                let roots = roots(ca).map_err(|why| self.err("tls-ca-file", why))?;
+                let certs = chain(ca).map_err(|why| self.err("tls-ca-file", why))?;
+                let roots =
+                    roots_of(ca, certs.clone()).map_err(|why| self.err("tls-ca-file", why))?;
                 // webpki never takes a leaf as its own issuer: a client's own certificate
                 // here would let no client in, so it is refused now rather than then
-                let certs = chain(ca).map_err(|why| self.err("tls-ca-file", why))?;
                 if let Some(n) = certs.iter().position(|c| is_ca(c) != Some(true)) {
                     return Err(self.err(
                         "tls-ca-file",
@@ -472,9 +473,17 @@ fn read(path: &Path) -> Result<Vec<u8>, String> {
 /// Every certificate in the PEM file `ca` becomes a trust anchor (a CA, or a self-signed
 /// server certificate).
 fn roots(ca: &Path) -> Result<rustls::RootCertStore, String> {
+    roots_of(ca, chain(ca)?)
+}
+
+/// [`roots`] of certificates already read from the file `ca`.
+fn roots_of(
+    ca: &Path,
+    certs: Vec<CertificateDer<'static>>,
+) -> Result<rustls::RootCertStore, String> {
     let shown = ca.display();
     let mut roots = rustls::RootCertStore::empty();
-    for cert in chain(ca)? {
+    for cert in certs {
         roots
             .add(cert)
             .map_err(|e| format!("{shown}: a certificate rustls cannot use: {e}"))?;
