@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::Service;
+use common::{short_drive, smoke_events, Service};
 
 /// Floors set below what `smoke` gives at the commit this test was written (recall 0.845,
 /// false positives 0.89%; `smoke` has no member history, so the account-age signals stay
@@ -81,15 +81,6 @@ fn smoke_over_http_meets_its_fraud_floor_and_keeps_the_invariants() {
     s.stop();
 }
 
-/// The first `n` events of the `smoke` scenario, as JSON lines.
-fn smoke_events(n: u64) -> Vec<u8> {
-    let mut sc = omnistream_loadtest::Scenario::load("smoke").unwrap();
-    sc.events = n;
-    let mut events = Vec::new();
-    omnistream_loadtest::generate(&sc, &mut events, &mut std::io::sink(), &mut |_| {}).unwrap();
-    events
-}
-
 /// `loadtest http` counts what the service did with the events it sent, not only the
 /// statuses: a fresh store accepts them, and the same events sent again are duplicates, which
 /// the report says instead of passing them off as a rate.
@@ -98,13 +89,7 @@ fn the_http_driver_reports_the_events_accepted_and_the_duplicates() {
     let events = smoke_events(3_000);
     let dir = tempfile::tempdir().unwrap();
     let s = Service::start(dir.path());
-    let opts = omnistream_loadtest::http::Options {
-        batch: 1,
-        connections: 2,
-        max_secs: 0.2,
-        paced_secs: 0.3,
-        fraction: 0.5,
-    };
+    let opts = short_drive();
     let first = omnistream_loadtest::http::run(&s.addr, &events, &opts, &mut |_| {}).unwrap();
     let again = omnistream_loadtest::http::run(&s.addr, &events, &opts, &mut |_| {}).unwrap();
     let first_paced = first.paced.as_ref().expect("3,000 events outlast 0.2 s");
@@ -162,11 +147,9 @@ fn too_few_events() -> (
     let dir = tempfile::tempdir().unwrap();
     let s = Service::start(dir.path());
     let opts = omnistream_loadtest::http::Options {
-        batch: 1,
-        connections: 2,
         max_secs: 30.0,
         paced_secs: 3.0,
-        fraction: 0.5,
+        ..short_drive()
     };
     (events, dir, s, opts)
 }

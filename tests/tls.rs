@@ -614,19 +614,11 @@ fn the_load_driver_drives_a_service_over_https() {
     let dir = tempfile::tempdir().unwrap();
     let svc = https_service(dir.path(), false);
     omnistream_loadtest::http::use_https(&fixture("ca.pem")).unwrap();
-    let mut sc = omnistream_loadtest::Scenario::load("smoke").unwrap();
-    sc.events = 2_000;
-    let mut events = Vec::new();
-    omnistream_loadtest::generate(&sc, &mut events, &mut std::io::sink(), &mut |_| {}).unwrap();
-    let opts = omnistream_loadtest::http::Options {
-        batch: 1,
-        connections: 2,
-        max_secs: 0.2,
-        paced_secs: 0.3,
-        fraction: 0.5,
-    };
+    let events = common::smoke_events(2_000);
     // the test certificate carries IP:127.0.0.1, the host of the service's address
-    let report = omnistream_loadtest::http::run(&svc.addr, &events, &opts, &mut |_| {}).unwrap();
+    let report =
+        omnistream_loadtest::http::run(&svc.addr, &events, &common::short_drive(), &mut |_| {})
+            .unwrap();
     let paced = report.paced.as_ref().expect("2,000 events outlast 0.2 s");
     for p in [&report.max, paced] {
         assert!(p.events_accepted > 0, "{p:?}");

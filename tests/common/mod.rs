@@ -286,3 +286,24 @@ pub fn observe(s: &Service) -> Value {
         "kpis": s.get("/v1/stores/st1/kpis"),
     })
 }
+
+/// `n` events of the `smoke` scenario, as JSON lines.
+pub fn smoke_events(n: u64) -> Vec<u8> {
+    let mut sc = omnistream_loadtest::Scenario::load("smoke").unwrap();
+    sc.events = n;
+    let mut events = Vec::new();
+    omnistream_loadtest::generate(&sc, &mut events, &mut std::io::sink(), &mut |_| {}).unwrap();
+    events
+}
+
+/// A short `loadtest http` drive: one event a request over two connections, 0.2 s closed
+/// loop, then 0.3 s paced at half its rate.
+pub fn short_drive() -> omnistream_loadtest::http::Options {
+    omnistream_loadtest::http::Options {
+        batch: 1,
+        connections: 2,
+        max_secs: 0.2,
+        paced_secs: 0.3,
+        fraction: 0.5,
+    }
+}
