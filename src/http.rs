@@ -624,7 +624,7 @@ async fn cluster_no_route(req: actix_web::HttpRequest) -> HttpResponse {
 
 /// The TLS server configuration of `[http]` (checked when the configuration was loaded),
 /// `None` for plain HTTP; with it, a task on the current actix runtime reads the certificate
-/// again when its files change (every `tls-reload-s`).
+/// again when its files change (every `tls-reload-s`), and the handshakes are counted.
 fn https(
     http: &crate::config::HttpConfig,
     metrics: Arc<Metrics>,
@@ -637,6 +637,11 @@ fn https(
         return Ok(None);
     };
     metrics.tls_expiry.set(tls.cert.not_after());
+    metrics.tls_handshakes.with_label_values(&["completed"]);
+    tls.handshakes.count_into(
+        metrics.tls_handshakes.with_label_values(&["begun"]),
+        metrics.tls_refused.clone(),
+    );
     tracing::info!(
         file = %tls.cert.cert_file().display(),
         expires_unix_s = tls.cert.not_after(),
@@ -674,6 +679,14 @@ fn https(
     Ok(Some(Arc::unwrap_or_clone(tls.config)))
 }
 
+/// What an HTTPS server calls on each connection it serves: a completed handshake counted.
+fn count_completed(
+    metrics: &Metrics,
+) -> impl Fn(&dyn std::any::Any, &mut actix_web::dev::Extensions) + Send + Sync + 'static {
+    let completed = metrics.tls_handshakes.with_label_values(&["completed"]);
+    move |_, _| completed.inc()
+}
+
 /// Serves `/healthz`, `/readyz` (ready while the process applies epochs) and `/metrics` of an
 /// `omnistream cluster` process, behind the service's access guard (`[auth]`), on a thread
 /// and actix system of its own that leaves the signals to the process. Returns a handle that
@@ -697,6 +710,7 @@ pub fn serve_cluster(
                         return;
                     }
                 };
+                let completed = count_completed(&metrics);
                 let server = HttpServer::new(move || {
                     App::new()
                         .app_data(web::Data::new(metrics.clone()))
@@ -714,7 +728,7 @@ pub fn serve_cluster(
                 .disable_signals()
                 .shutdown_timeout(2);
                 let server = match tls {
-                    Some(c) => server.listen_rustls_0_23(listener, c),
+                    Some(c) => server.on_connect(completed).listen_rustls_0_23(listener, c),
                     None => server.listen(listener),
                 };
                 match server {
@@ -1292,7 +1306,9 @@ pub async fn serve(
     .disable_signals()
     .shutdown_timeout(10);
     let server = match tls {
-        Some(c) => server.listen_rustls_0_23(listener, c)?,
+        Some(c) => server
+            .on_connect(count_completed(&metrics))
+            .listen_rustls_0_23(listener, c)?,
         None => server.listen(listener)?,
     }
     .run();

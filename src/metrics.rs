@@ -65,6 +65,11 @@ pub struct Metrics {
     pub tls_stale: IntGauge,
     /// When the HTTPS certificate in use expires, Unix seconds.
     pub tls_expiry: IntGauge,
+    /// HTTPS handshakes by stage: `begun` (a client's hello read), `completed` (a connection
+    /// served); the difference failed or was given up.
+    pub tls_handshakes: IntCounterVec,
+    /// Clients' certificates refused under `tls-ca-file`, by reason.
+    pub tls_refused: IntCounterVec,
     /// Seconds from an ingest request's arrival to its durable answer.
     pub ingest_seconds: Histogram,
     /// Seconds from an ingest request's arrival to its events' decisions (applied, not yet
@@ -363,6 +368,18 @@ impl Default for Metrics {
                 &r,
                 "omnistream_http_tls_certificate_expiry_timestamp_seconds",
                 "when the HTTPS certificate in use expires (Unix seconds)",
+            ),
+            tls_handshakes: counter_vec(
+                &r,
+                "omnistream_http_tls_handshakes_total",
+                "HTTPS handshakes by stage: begun (a client hello read), completed (the connection served); the difference failed or was given up",
+                &["stage"],
+            ),
+            tls_refused: counter_vec(
+                &r,
+                "omnistream_http_tls_client_certificates_refused_total",
+                "clients' certificates refused under http.tls-ca-file, by reason",
+                &["reason"],
             ),
             ingest_seconds: histogram(
                 &r,

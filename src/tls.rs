@@ -10,7 +10,8 @@
 use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 /// The TLS keys of one configuration section (`cql`, `fluvio` or `http`).
 #[derive(Debug, Clone, Copy)]
@@ -130,11 +131,13 @@ impl TlsKeys<'_> {
         let cert_file = self.cert.ok_or_else(|| need("tls-cert-file"))?;
         let key_file = self.key.ok_or_else(|| need("tls-key-file"))?;
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let handshakes = Arc::new(Handshakes::default());
         let cert = Arc::new(ServerCert::read(
             self.section,
             cert_file,
             key_file,
             provider.clone(),
+            handshakes.clone(),
         )?);
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -165,14 +168,175 @@ impl TlsKeys<'_> {
                 )
                 .build()
                 .map_err(|e| self.err("tls-ca-file", format!("{}: {e}", ca.display())))?;
-                builder.with_client_cert_verifier(verifier)
+                builder.with_client_cert_verifier(Arc::new(ClientCheck {
+                    inner: verifier,
+                    handshakes: handshakes.clone(),
+                }))
             }
         };
         let config = builder.with_cert_resolver(cert.clone());
         Ok(Some(ServerTls {
             config: Arc::new(config),
             cert,
+            handshakes,
         }))
+    }
+}
+
+/// Why a client's certificate was refused, as the metric's `reason` label says it.
+pub const REFUSALS: [&str; 7] = [
+    "unknown_issuer",
+    "expired",
+    "not_yet_valid",
+    "not_for_clients",
+    "bad_signature",
+    "bad_encoding",
+    "other",
+];
+
+fn refusal(e: &rustls::Error) -> &'static str {
+    use rustls::CertificateError as C;
+    match e {
+        rustls::Error::InvalidCertificate(c) => match c {
+            C::UnknownIssuer => "unknown_issuer",
+            C::Expired | C::ExpiredContext { .. } => "expired",
+            C::NotValidYet | C::NotValidYetContext { .. } => "not_yet_valid",
+            C::InvalidPurpose | C::InvalidPurposeContext { .. } => "not_for_clients",
+            C::BadSignature => "bad_signature",
+            C::BadEncoding => "bad_encoding",
+            _ => "other",
+        },
+        _ => "other",
+    }
+}
+
+/// At most one log line a refused client certificate every this many seconds (a scanner
+/// trying certificates must not flood the log); the line says how many since the last.
+const REFUSAL_LOG_EVERY_S: i64 = 10;
+
+/// What the HTTPS server counts of its handshakes: those begun (a client's hello read: every
+/// handshake that gets that far, whatever happens next) and clients' certificates refused,
+/// by reason. The service hands over its Prometheus counters when it serves; a configuration
+/// only checked (`check-config`) counts nothing.
+#[derive(Debug, Default)]
+pub struct Handshakes {
+    begun: OnceLock<prometheus::IntCounter>,
+    refused: OnceLock<prometheus::IntCounterVec>,
+    /// Refusals not yet in a log line, and when the last line was written (Unix seconds).
+    unlogged: AtomicU64,
+    logged_at: AtomicI64,
+}
+
+impl Handshakes {
+    /// Counts from now on into `begun` and `refused` (by `reason`, every reason of
+    /// [`REFUSALS`] exported at 0 from the start).
+    pub fn count_into(&self, begun: prometheus::IntCounter, refused: prometheus::IntCounterVec) {
+        for reason in REFUSALS {
+            refused.with_label_values(&[reason]);
+        }
+        let _ = self.begun.set(begun);
+        let _ = self.refused.set(refused);
+    }
+
+    fn begun(&self) {
+        if let Some(c) = self.begun.get() {
+            c.inc();
+        }
+    }
+
+    /// A client's certificate refused: counted, and logged with its subject unless a line
+    /// was written in the last [`REFUSAL_LOG_EVERY_S`] seconds.
+    fn refused(&self, cert: &CertificateDer<'_>, e: &rustls::Error) {
+        let reason = refusal(e);
+        if let Some(c) = self.refused.get() {
+            c.with_label_values(&[reason]).inc();
+        }
+        self.unlogged.fetch_add(1, Relaxed);
+        let now = unix_now();
+        let last = self.logged_at.load(Relaxed);
+        if now - last < REFUSAL_LOG_EVERY_S
+            || self
+                .logged_at
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let refused = self.unlogged.swap(0, Relaxed);
+        // the subject is the client's word, not checked: shown escaped and cut short
+        let subject: String = common_name(cert)
+            .unwrap_or_else(|| "(no common name)".into())
+            .chars()
+            .take(80)
+            .collect();
+        tracing::warn!(
+            reason,
+            subject = ?subject,
+            refused_since_last_line = refused,
+            "https: a client's certificate was refused ({e})"
+        );
+    }
+}
+
+/// The clients' CA check of mutual TLS (webpki's), counting and logging what it refuses.
+#[derive(Debug)]
+struct ClientCheck {
+    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    handshakes: Arc<Handshakes>,
+}
+
+impl rustls::server::danger::ClientCertVerifier for ClientCheck {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        self.inner
+            .verify_client_cert(end_entity, intermediates, now)
+            .inspect_err(|e| self.handshakes.refused(end_entity, e))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner
+            .verify_tls12_signature(message, cert, dss)
+            .inspect_err(|e| self.handshakes.refused(cert, e))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner
+            .verify_tls13_signature(message, cert, dss)
+            .inspect_err(|e| self.handshakes.refused(cert, e))
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+
+    fn requires_raw_public_keys(&self) -> bool {
+        self.inner.requires_raw_public_keys()
     }
 }
 
@@ -183,6 +347,8 @@ pub struct ServerTls {
     pub config: Arc<rustls::ServerConfig>,
     /// The certificate in use, read again by [`ServerCert::reload`].
     pub cert: Arc<ServerCert>,
+    /// What the handshakes count.
+    pub handshakes: Arc<Handshakes>,
 }
 
 /// What identifies a file's contents without reading them: modification time, length and
@@ -203,6 +369,8 @@ pub struct ServerCert {
     not_after: std::sync::atomic::AtomicI64,
     /// The two files' stamps when they were last read.
     seen: Mutex<[Option<Stamp>; 2]>,
+    /// Every client's hello asks this for the certificate: a handshake begun.
+    handshakes: Arc<Handshakes>,
 }
 
 /// The two files read and checked: a certificate chain, its first certificate valid now, a
@@ -229,9 +397,7 @@ fn load(
             ),
         )
     })?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let now = unix_now();
     if now >= not_after.0 {
         return Err(err(
             "tls-cert-file",
@@ -264,6 +430,12 @@ fn load(
         )
     })?;
     Ok((certified, not_after.0))
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// One DER element: its tag, its contents, and what follows it.
@@ -345,6 +517,33 @@ fn is_ca(cert: &[u8]) -> Option<bool> {
     Some(false)
 }
 
+/// The first common name (2.5.4.3) of a certificate's subject, `None` when it has none or
+/// does not parse.
+fn common_name(cert: &[u8]) -> Option<String> {
+    let fields = tbs(cert)?;
+    // after [0] version (absent in v1), serialNumber, signature, issuer and validity
+    let skip = usize::from(fields.first()?.0 == 0xa0);
+    let &(SEQUENCE, mut names) = fields.get(skip + 4)? else {
+        return None;
+    };
+    // a SEQUENCE of SETs of (OID, value) SEQUENCEs
+    while !names.is_empty() {
+        let (_, mut set, rest) = der(names)?;
+        names = rest;
+        while !set.is_empty() {
+            let (_, pair, more) = der(set)?;
+            set = more;
+            let (0x06, oid, value) = der(pair)? else {
+                return None;
+            };
+            if oid == [0x55, 0x04, 0x03] {
+                return Some(String::from_utf8_lossy(der(value)?.1).into_owned());
+            }
+        }
+    }
+    None
+}
+
 /// A certificate's `notBefore` and `notAfter` (RFC 5280: UTCTime or GeneralizedTime, UTC).
 fn validity(cert: &[u8]) -> Option<(When, When)> {
     let fields = tbs(cert)?;
@@ -400,6 +599,7 @@ impl ServerCert {
         cert_file: &Path,
         key_file: &Path,
         provider: Arc<rustls::crypto::CryptoProvider>,
+        handshakes: Arc<Handshakes>,
     ) -> Result<ServerCert, TlsError> {
         let seen = [stamp(cert_file), stamp(key_file)];
         let (first, not_after) = load(section, cert_file, key_file, &provider)?;
@@ -411,6 +611,7 @@ impl ServerCert {
             not_after: not_after.into(),
             provider,
             seen: Mutex::new(seen),
+            handshakes,
         };
         Ok(cert)
     }
@@ -457,6 +658,7 @@ impl ServerCert {
 
 impl rustls::server::ResolvesServerCert for ServerCert {
     fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.handshakes.begun();
         Some(
             self.current
                 .read()
@@ -658,6 +860,62 @@ mod tests {
                 .server_config()
                 .unwrap()
                 .is_some());
+        }
+    }
+
+    #[test]
+    fn a_refused_client_certificate_is_counted_by_reason_with_its_subject_read() {
+        let first = |name: &str| chain(&fixture(name)).unwrap().remove(0);
+        assert_eq!(
+            common_name(&first("stranger.pem")).as_deref(),
+            Some("omnistream test stranger")
+        );
+        assert_eq!(
+            common_name(&first("ca.pem")).as_deref(),
+            Some("omnistream test CA")
+        );
+        assert_eq!(common_name(b"not a certificate"), None);
+        // the clients' check of `tls-ca-file`, counting into a registry of its own
+        let roots = roots(&fixture("ca.pem")).unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let check = ClientCheck {
+            inner: rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .unwrap(),
+            handshakes: Arc::default(),
+        };
+        let refused =
+            prometheus::IntCounterVec::new(prometheus::Opts::new("r", "r"), &["reason"]).unwrap();
+        let begun = prometheus::IntCounter::new("b", "b").unwrap();
+        check.handshakes.count_into(begun, refused.clone());
+        let count = |reason: &str| refused.with_label_values(&[reason]).get();
+        assert_eq!(count("unknown_issuer"), 0, "exported at 0");
+        use rustls::server::danger::ClientCertVerifier;
+        let now = rustls::pki_types::UnixTime::now();
+        for (name, outcome) in [
+            ("client.pem", None),
+            ("stranger.pem", Some("unknown_issuer")),
+            ("server.pem", Some("not_for_clients")),
+            ("stranger.pem", Some("unknown_issuer")),
+        ] {
+            let checked = check.verify_client_cert(&first(name), &[], now);
+            assert_eq!(checked.is_ok(), outcome.is_none(), "{name}");
+        }
+        assert_eq!(count("unknown_issuer"), 2);
+        assert_eq!(count("not_for_clients"), 1);
+        // one log line in the window, the other two refusals waiting for the next
+        assert_eq!(check.handshakes.unlogged.load(Relaxed), 2);
+        use rustls::CertificateError as C;
+        for (e, reason) in [
+            (C::Expired, "expired"),
+            (C::NotValidYet, "not_yet_valid"),
+            (C::BadSignature, "bad_signature"),
+            (C::Revoked, "other"),
+        ] {
+            assert_eq!(refusal(&rustls::Error::InvalidCertificate(e)), reason);
         }
     }
 

@@ -333,7 +333,9 @@ fn https_service(dir: &Path, mutual: bool) -> common::Service {
         env.push(("OMNISTREAM_HTTP__TLS_CA_FILE", ca.display().to_string()));
     }
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let svc = common::Service::start_with(dir, &env);
+    // the log in `dir/service.log`, the data in `dir/data`
+    let log = std::fs::File::create(dir.join("service.log")).unwrap();
+    let svc = common::Service::start_logging(&dir.join("data"), &env, log.into());
     assert_eq!(svc.scheme, "https", "the service says what it serves");
     svc
 }
@@ -403,9 +405,37 @@ fn the_api_with_a_clients_ca_serves_only_clients_with_its_certificates() {
     let (code, body) = https(&svc.addr, api_client("ca.pem", true), "GET", "/healthz", "").unwrap();
     assert_eq!(code, 200, "{body}");
     // the health routes too: the whole port asks for a certificate
-    let (code, _) = https(&svc.addr, api_client("ca.pem", true), "GET", "/metrics", "").unwrap();
+    let (code, metrics) =
+        https(&svc.addr, api_client("ca.pem", true), "GET", "/metrics", "").unwrap();
     assert_eq!(code, 200);
+    // the two certificates refused are counted by reason; the client without one is not
+    // (rustls refuses it before any certificate is checked), but its handshake begun and
+    // never completed is: five begun (this scrape's included), two served
+    let value = |series: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{series}: {metrics}"))
+    };
+    let refused = "omnistream_http_tls_client_certificates_refused_total";
+    assert_eq!(value(&format!("{refused}{{reason=\"unknown_issuer\"}}")), 1);
+    assert_eq!(value(&format!("{refused}{{reason=\"not_for_clients\"}}")), 1);
+    assert_eq!(value(&format!("{refused}{{reason=\"expired\"}}")), 0);
+    let handshakes = "omnistream_http_tls_handshakes_total";
+    assert_eq!(value(&format!("{handshakes}{{stage=\"begun\"}}")), 5);
+    assert_eq!(value(&format!("{handshakes}{{stage=\"completed\"}}")), 2);
     svc.stop();
+    // one log line for the first refusal (the next within 10 s only counted), naming the
+    // reason and the certificate's subject
+    let log = std::fs::read_to_string(dir.path().join("service.log")).unwrap();
+    let refusals: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("a client's certificate was refused"))
+        .collect();
+    assert_eq!(refusals.len(), 1, "{log}");
+    for part in ["unknown_issuer", "omnistream test stranger", "UnknownIssuer"] {
+        assert!(refusals[0].contains(part), "{part}: {log}");
+    }
 }
 
 #[test]
