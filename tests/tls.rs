@@ -419,7 +419,10 @@ fn the_api_with_a_clients_ca_serves_only_clients_with_its_certificates() {
     };
     let refused = "omnistream_http_tls_client_certificates_refused_total";
     assert_eq!(value(&format!("{refused}{{reason=\"unknown_issuer\"}}")), 1);
-    assert_eq!(value(&format!("{refused}{{reason=\"not_for_clients\"}}")), 1);
+    assert_eq!(
+        value(&format!("{refused}{{reason=\"not_for_clients\"}}")),
+        1
+    );
     assert_eq!(value(&format!("{refused}{{reason=\"expired\"}}")), 0);
     let handshakes = "omnistream_http_tls_handshakes_total";
     assert_eq!(value(&format!("{handshakes}{{stage=\"begun\"}}")), 5);
@@ -433,7 +436,11 @@ fn the_api_with_a_clients_ca_serves_only_clients_with_its_certificates() {
         .filter(|l| l.contains("a client's certificate was refused"))
         .collect();
     assert_eq!(refusals.len(), 1, "{log}");
-    for part in ["unknown_issuer", "omnistream test stranger", "UnknownIssuer"] {
+    for part in [
+        "unknown_issuer",
+        "omnistream test stranger",
+        "UnknownIssuer",
+    ] {
         assert!(refusals[0].contains(part), "{part}: {log}");
     }
 }

@@ -328,6 +328,44 @@ fn dormant_turns_on_by_timer_without_an_event_of_that_member() {
         .any(|o| matches!(o, Output::Tag { tag, on: true, member } if tag == "dormant" && *member == m.id)));
 }
 
+/// A dormant member's points still expire and its windowed tags still drop: the dormant
+/// time, once behind, used to be the earliest of the member's next times, so no timer was
+/// armed again and the points stayed for good.
+#[test]
+fn a_dormant_members_points_expire_and_its_windowed_tags_drop() {
+    let mut w = World::new(Rules::default());
+    w.send(&stock("S1", 10, T0));
+    let lines = r#","lines":[{"sku":"S1","qty":1,"unit_price":150000}],"location":"wh""#;
+    w.send(&order("o1", "placed", r#"{"openid":"oa"}"#, lines, T1));
+    w.send(&order("o1", "fulfilled", r#"{"openid":"oa"}"#, "", T2));
+    let m = w.member_by("openid", "oa").clone();
+    assert_eq!(m.points.balance, 1500);
+    assert!(m.tags.contains(&"high_value".into()), "{:?}", m.tags);
+    // others' events move the watermark: past the dormant time (60 days), then past the
+    // 90-day window of high_value, then past a year
+    for (n, ts) in [
+        (1, "2027-01-20T12:00:00+08:00"),
+        (2, "2027-03-01T12:00:00+08:00"),
+        (3, "2027-11-20T12:00:00+08:00"),
+    ] {
+        w.send(&format!(
+            r#"{{"type":"click","ts":"{ts}","channel":"mall","member":{{"openid":"other{n}"}},"target":"ad1"}}"#
+        ));
+        let m = w.member_by("openid", "oa").clone();
+        assert!(m.tags.contains(&"dormant".into()), "{ts}: {:?}", m.tags);
+        match n {
+            1 => assert!(m.tags.contains(&"high_value".into()), "{ts}: {:?}", m.tags),
+            _ => assert!(!m.tags.contains(&"high_value".into()), "{ts}: {:?}", m.tags),
+        }
+        let left = if n == 3 { 0 } else { 1500 };
+        assert_eq!(m.points.balance, left, "{ts}");
+    }
+    assert!(w.out.iter().any(|e| matches!(
+        &e.output,
+        Output::Ledger { delta: -1500, reason, .. } if reason == "expired"
+    )));
+}
+
 #[test]
 fn scan_rewards_respect_the_daily_cap_and_the_budget() {
     let mut rules = Rules::default();
