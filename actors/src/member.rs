@@ -1282,6 +1282,10 @@ impl Member {
                             None => self.handle(me, c, ctx, fx),
                         }
                     }
+                    // a tick that came while merging was ignored: what it was for happens
+                    // now, and the next one is armed
+                    self.expire(ctx, fx);
+                    self.evaluate(ctx.ts(), ctx.day(), ctx.rules, fx);
                 }
                 other => {
                     // a stash saved before origins were kept has none: its commands, and any
@@ -1308,6 +1312,10 @@ impl Member {
                 self.apply(other, new_member, ctx, fx);
             }
         }
+        // a merge can bring lots already past their expiry (the other member's tick fell
+        // while it was handing its state over, and a merging member ignores ticks): their
+        // time is behind, so no timer would come for them; they expire now
+        self.expire(ctx, fx);
         self.evaluate(ctx.ts(), ctx.day(), ctx.rules, fx);
     }
 

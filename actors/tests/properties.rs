@@ -2,7 +2,8 @@
 //! to the ledger, merges conserve points, stock never oversold, dealer credit never exceeded
 //! without a hold, replay gives byte-identical state, repeats change nothing, the
 //! interleaving of events for different entities changes no entity's final state, and every
-//! scan gets exactly one fraud decision, the same on replay.
+//! scan gets exactly one fraud decision, the same on replay, and no points outlive their
+//! expiry, dormant members' included.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly on purpose
 
 use omnistream_actors::cold::Kind;
@@ -303,8 +304,43 @@ proptest! {
     }
 }
 
+/// Points that expire in 3 days, members dormant after 1: the sequences of [`seq`] span days.
+fn rules_short_lived() -> Rules {
+    let mut r = rules();
+    r.points.expiry_days = 3;
+    for t in &mut r.tags {
+        if let omnistream_actors::config::TagCond::InactiveFor { days } = &mut t.when {
+            *days = 1;
+        }
+    }
+    r
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    /// Once the watermark is past a lot's expiry, the lot is gone: the member's timer fires
+    /// whatever else it waits for (a dormant member once lost its timer, and its points stayed
+    /// for good), and lots that arrive already past it (points of an order fulfilled days
+    /// before its `placed`, which date from the fulfilment) expire too. Checked after the watermark is moved
+    /// past every lot's expiry: a command run on behalf of an older event arms its timer at
+    /// that event's time, which fires at the next move of the watermark.
+    #[test]
+    fn no_points_outlive_their_expiry(gens in seq(7)) {
+        let events = materialize(7, &gens);
+        let rules = rules_short_lived();
+        let life = rules.points.expiry_days * 86_400_000_000;
+        let (mut e, mut out) = run(rules, &events);
+        let end = e.watermark() + life + 1;
+        e.advance(end, &mut out);
+        for (id, m) in e.members() {
+            if m.alias_of.is_some() || m.merging.is_some() {
+                continue;
+            }
+            prop_assert!(m.points.lots.first().is_none(), "member {} keeps lots {:?} at {}", id, m.points.lots.iter().collect::<Vec<_>>(), end);
+        }
+        check_invariants(&e, &out)?;
+    }
 
     #[test]
     fn invariants_hold_after_every_event(gens in seq(1)) {
