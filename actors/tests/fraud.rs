@@ -935,6 +935,14 @@ fn unknown_codes_are_blocked_for_registered_skus_or_where_the_campaign_requires_
     w.send(&batch("S9", "NINE"));
     w.send(&scan(60, "FORGED1", "f", "df", "4.4.4.4", None));
     assert_eq!(w.last().decision, Decision::Allow);
+    // the consumer scanning that code again (to see the reward) is a duplicate, not a second
+    // unknown code: it was blocked before
+    w.send(&scan(90, "FORGED1", "f", "df", "4.4.4.4", None));
+    let d = w.last();
+    assert_eq!(
+        (d.decision, d.reasons.clone()),
+        (Decision::Duplicate, vec![Reason::CodeRepeat])
+    );
     // once the SKU's codes are registered, a code matching none of them is forged
     w.send(&batch("S1", "OK"));
     w.send(&scan(120, "FORGED2", "f", "df", "4.4.4.4", None));

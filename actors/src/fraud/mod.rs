@@ -347,10 +347,12 @@ pub fn score(f: &Features, r: &FraudRules) -> Verdict {
     // guessed; without registered batches for the SKU only a campaign's rule can tell
     if f.unknown_code && (r.require_registered_codes || f.sku_registered) {
         push(Reason::UnknownCode, Some(w.unknown_code), 1.0, 0.0);
-    } else if f.unknown_code && f.any_registered {
+    } else if f.unknown_code && f.any_registered && f.code != CodeSeen::Repeat {
         // one unregistered code may be a product whose batches are not registered yet;
         // several from one member within minutes, at a brand that registers its codes, are
-        // guessed or generated (a brand registering none has no unknown codes to speak of)
+        // guessed or generated (a brand registering none has no unknown codes to speak of).
+        // A member scanning its own code again brings no new code: it was judged on its
+        // first scan, and a consumer checking the reward must not be blocked for it
         let (v, l) = (f64::from(f.member_unknown), f64::from(r.unknown_scans));
         push(Reason::UnknownCode, graded(w.unknown_code / 2, v, l), v, l);
     }
@@ -820,6 +822,14 @@ mod tests {
         assert_eq!(
             (v.decision, reasons(&v)),
             (Decision::Block, vec![Reason::UnknownCode])
+        );
+        // the same code again by the same member (counted again on the member's side): a
+        // duplicate, not a second unknown code
+        f.code = CodeSeen::Repeat;
+        let v = score(&f, &r);
+        assert_eq!(
+            (v.decision, reasons(&v)),
+            (Decision::Duplicate, vec![Reason::CodeRepeat])
         );
     }
 
