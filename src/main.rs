@@ -445,13 +445,15 @@ fn check_config(cfg: &Config, cluster: bool) -> anyhow::Result<ExitCode> {
     if !unset.is_empty() {
         println!("# not set (no default): {}", unset.join(", "));
     }
+    // the personal-data key `run` would take, whatever the store: a key too short or a file
+    // that cannot be read stops `run`, so it fails here too
+    let (key, _) = cli::pii_key_from_env()?;
     match cfg.store {
         StoreKind::Embedded => {
             let dir = &cfg.data_dir;
             if dir.join("omnistream.redb").exists() {
                 let store = omnistream::store::RedbStore::open(dir)?;
-                // the key it would run with: another one stops `run`, so it fails here too
-                let (key, _) = cli::pii_key_from_env()?;
+                // another key than the store's stops `run`, so it fails here too
                 let recorded = omnistream::store::pii_key_unrecorded(&store, &key)?.is_none();
                 println!(
                     "# ok: configuration valid, store {} opens{}",
@@ -500,8 +502,7 @@ fn check_config(cfg: &Config, cluster: bool) -> anyhow::Result<ExitCode> {
                 );
             }
             let keyspaces = keyspaces(cfg, cluster);
-            // the key `run` would take: another one stops it, so it fails here too
-            let (key, _) = cli::pii_key_from_env()?;
+            // another key than the keyspace's stops `run`, so it fails here too
             let fingerprint = omnistream::store::pii_key_fingerprint(&key);
             let migrate = if cluster {
                 "omnistream migrate --cluster"

@@ -542,7 +542,15 @@ impl RedbStore {
         let db = redb::Builder::new()
             .set_cache_size(cache_bytes / 2)
             .create(&path)
-            .map_err(|e| open_err(format!("cannot open: {e}")))?;
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => open_err(
+                    "cannot open: another process holds it (an `omnistream run` on this data \
+                     directory? one process at a time opens the embedded store: stop it, or \
+                     ask the running service over HTTP)"
+                        .into(),
+                ),
+                e => open_err(format!("cannot open: {e}")),
+            })?;
         let states_path = dir.join("states.redb");
         let states = redb::Builder::new()
             .set_cache_size(cache_bytes / 2)

@@ -271,6 +271,27 @@ fn the_personal_data_key_comes_from_the_variable_or_a_file() {
     );
     assert_ne!(code, Some(0));
     assert!(err.contains("/nonexistent/pii.key"), "{err}");
+    // `check-config` refuses what `run` would, before any store exists
+    for (var, value, says) in [
+        ("OMNISTREAM_PII_KEY", "short-key", "16"),
+        (
+            "OMNISTREAM_PII_KEY_FILE",
+            "/nonexistent/pii.key",
+            "/nonexistent/pii.key",
+        ),
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+            .args(["check-config", "--data-dir"])
+            .arg(dir.path().join("no-store-yet"))
+            .env_remove("OMNISTREAM_PII_KEY")
+            .env_remove("OMNISTREAM_PII_KEY_FILE")
+            .env(var, value)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{var}: {err}");
+        assert!(err.contains(var) && err.contains(says), "{err}");
+    }
 }
 
 /// `--shards` changes no output file: on a generated stream, 3 shards write what 1 writes for

@@ -535,6 +535,11 @@ fn another_personal_data_key_stops_start_up_and_the_store_key_starts_it() {
     );
     let (ok, text) = check(&dir.path().join("omnistream.redb/data"), "service-test-key");
     assert!(!ok && text.contains("is not a directory"), "{text}");
+    // while the service runs on the store, check-config says who holds it
+    let s = Service::start(dir.path());
+    let (ok, text) = check(dir.path(), "service-test-key");
+    assert!(!ok && text.contains("another process holds it"), "{text}");
+    s.stop();
 }
 
 #[test]
