@@ -1012,6 +1012,9 @@ impl Config {
             set(&mut value, &path, parse_scalar(&raw)).map_err(|p| err(&var, p))?;
             Config::deserialize(value.clone()).map_err(|e| err(&var, e.to_string()))?;
         }
+        if let Some(toml::Value::Table(rules)) = value.get_mut("rules") {
+            inherit_default_campaign(rules);
+        }
         let mut cfg = Config::deserialize(value).map_err(|e| err("config", e.to_string()))?;
         if let Some(f) = cfg.cql.password_file.take() {
             if cfg.cql.password.is_some() {
@@ -1132,6 +1135,29 @@ fn set(root: &mut toml::Value, path: &[String], v: toml::Value) -> Result<(), St
     Ok(())
 }
 
+/// Each campaign of `rules.campaigns` takes the keys it does not set from
+/// `rules.default-campaign` (its `[fraud]` table key by key too): a campaign that sets only its
+/// points keeps the brand's own thresholds, not the built-in ones. `rules` is the `[rules]`
+/// table (or a rules file of `replay --rules`).
+pub fn inherit_default_campaign(rules: &mut toml::Table) {
+    let Some(base) = rules.get("default-campaign").cloned() else {
+        return;
+    };
+    let Some(toml::Value::Table(campaigns)) = rules.get_mut("campaigns") else {
+        return;
+    };
+    for (_, campaign) in campaigns.iter_mut() {
+        if campaign.is_table() {
+            let mut full = base.clone();
+            merge(
+                &mut full,
+                std::mem::replace(campaign, toml::Value::Boolean(false)),
+            );
+            *campaign = full;
+        }
+    }
+}
+
 fn merge(base: &mut toml::Value, over: toml::Value) {
     match (base, over) {
         (toml::Value::Table(b), toml::Value::Table(o)) => {
@@ -1204,6 +1230,38 @@ mod tests {
         assert_eq!(c.group_commit_ms, 20);
         assert_eq!(c.rules.stock.low_stock_atp, 3);
         assert_eq!(c.rules.points.expiry_days, 365, "untouched defaults stay");
+    }
+
+    /// A campaign takes what it does not set from the default campaign (the file's and the
+    /// environment's), not from the built-in defaults.
+    #[test]
+    fn a_campaign_takes_what_it_does_not_set_from_the_default_campaign() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(
+            &f,
+            "[rules.default-campaign]\npoints = 20\n[rules.default-campaign.fraud]\nreview-at = 30\n\
+             [rules.campaigns.cny.fraud]\nblock-at = 90\n[rules.campaigns.mid]\npoints = 5\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&f),
+            env(&[("OMNISTREAM_RULES__DEFAULT_CAMPAIGN__DAILY_CAP", "7")]),
+        )
+        .unwrap();
+        let cny = &c.rules.campaigns["cny"];
+        assert_eq!((cny.points, cny.daily_cap), (20, 7));
+        assert_eq!((cny.fraud.review_at, cny.fraud.block_at), (30, 90));
+        let mid = &c.rules.campaigns["mid"];
+        assert_eq!((mid.points, mid.fraud.review_at), (5, 30));
+        assert_eq!(
+            mid.fraud.block_at, c.rules.default_campaign.fraud.block_at,
+            "a key neither sets is the built-in default"
+        );
+        // a misspelt key in a campaign is still refused
+        std::fs::write(&f, "[rules.campaigns.cny.fraud]\nreveiw-at = 30\n").unwrap();
+        let e = Config::load(Some(&f), env(&[])).unwrap_err();
+        assert!(e.to_string().contains("reveiw-at"), "{e}");
     }
 
     #[test]

@@ -115,6 +115,39 @@ fn bad_rules_stop_with_the_key_and_the_problem() {
     assert!(err.contains("points.fen-per-point: must be > 0"), "{err}");
 }
 
+/// `--rules` takes a rules file (the `[rules]` tables at top level) or a whole configuration
+/// file (`check-config`'s), whose `[rules]` it uses: the same rules give the same ledger.
+#[test]
+fn a_whole_configuration_file_gives_replay_its_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let replay = |name: &str, text: &str| {
+        let rules = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&rules, text).unwrap();
+        let out = dir.path().join(name);
+        let o = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+            .args(["replay", "--input", SAMPLE, "--out"])
+            .arg(&out)
+            .arg("--rules")
+            .arg(&rules)
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        std::fs::read_to_string(out.join("ledger.jsonl")).unwrap()
+    };
+    let rules = replay("rules", "[default-campaign]\npoints = 33\n");
+    let config = replay(
+        "config",
+        "listen = \"127.0.0.1:9999\"\n[auth]\nenabled = false\n[rules.default-campaign]\npoints = 33\n",
+    );
+    assert!(rules.contains(r#""delta":33,"#), "{rules}");
+    assert_eq!(rules, config);
+}
+
 /// The outputs are written on a thread of their own: a write that fails there stops the
 /// replay with the file and the reason, as one on the main thread does. (`/dev/full` answers
 /// every write with "no space left".)

@@ -51,15 +51,26 @@ pub struct ReplaySummary {
     pub state_seconds: f64,
 }
 
-/// Loads rules from a TOML file (or the defaults), refusing unknown keys and bad values.
+/// Loads rules from a TOML file (or the defaults), refusing unknown keys and bad values: the
+/// `[rules]` section's tables at top level, or a whole configuration file (one with a
+/// `[rules]` table, as `check-config` prints it), whose rules are taken. Campaigns take what
+/// they do not set from the default campaign, as in the configuration.
 pub fn load_rules(path: Option<&Path>) -> anyhow::Result<Rules> {
     let Some(p) = path else {
         return Ok(Rules::default());
     };
     let text =
         std::fs::read_to_string(p).with_context(|| format!("reading rules {}", p.display()))?;
-    let rules: Rules =
+    let mut table: toml::Table =
         toml::from_str(&text).map_err(|e| anyhow::anyhow!("rules {}: {e}", p.display()))?;
+    if table.contains_key("rules") {
+        let cfg = crate::config::Config::load(Some(p), std::iter::empty())
+            .map_err(|e| anyhow::anyhow!("rules {} (a configuration file): {e}", p.display()))?;
+        return Ok(cfg.rules);
+    }
+    crate::config::inherit_default_campaign(&mut table);
+    let rules = <Rules as serde::Deserialize>::deserialize(table)
+        .map_err(|e| anyhow::anyhow!("rules {}: {e}", p.display()))?;
     rules
         .check()
         .map_err(|(key, why)| anyhow::anyhow!("rules {}: {key}: {why}", p.display()))?;
