@@ -461,6 +461,11 @@ fn outputs_page(s: &dyn Store, q: OutputFilter) -> Result<Value, StoreError> {
             }
         }
     }
+    if found.is_empty() {
+        // a cursor past the end (a client's guess, a store restored from an older backup)
+        // comes back as the end: following `next` from there misses nothing written later
+        from = from.min(s.next_output()?);
+    }
     Ok(json!({"next": from, "items": found}))
 }
 

@@ -223,6 +223,12 @@ fn review_survives_restarts(env: &[(&str, &str)]) {
     assert_eq!(s.get("/v1/identities/openid/traveller")["balance"], 10);
     let listed = s.get("/v1/decisions?campaign=cny");
     assert_eq!(listed["items"].as_array().unwrap().len(), 2, "{listed}");
+    // a cursor past the end answers the end, where the next output will be
+    let end = s.get("/v1/outputs?from=99999");
+    assert!(end["items"].as_array().unwrap().is_empty(), "{end}");
+    let last = listed["items"][1]["seq"].as_u64().unwrap();
+    let next = end["next"].as_u64().unwrap();
+    assert!(next > last && next < 99999, "{end} after {listed}");
     // a consumer's retry of the first scan: a duplicate, answered with the decision it got
     let resend = |s: &Service, body: String| s.request("POST", "/v1/scan", &body).1;
     let again = resend(
