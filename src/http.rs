@@ -1214,6 +1214,13 @@ pub async fn serve(
     let listen = listener.local_addr()?;
     // the certificate files are read before anything starts consuming
     let tls = https(&cfg.http, metrics.clone())?;
+    // and the input files are there before a store is opened (or a data directory made)
+    for f in &inputs.files {
+        std::fs::File::open(f).map_err(|e| anyhow::anyhow!("--input {}: {e}", f.display()))?;
+    }
+    if let Some(dir) = &inputs.dir {
+        crate::files::listed(dir).map_err(|e| anyhow::anyhow!(e))?;
+    }
     let open = || {
         Shard::new(
             crate::store::open(&cfg, listen)?,

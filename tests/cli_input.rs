@@ -211,6 +211,10 @@ fn an_input_that_cannot_be_read_stops_start_up_with_its_name_and_one_cut_is_read
         !out.status.success() && err.contains("--input") && err.contains("missing.jsonl"),
         "{err}"
     );
+    assert!(
+        !data.exists(),
+        "no data directory made for a run that could not start"
+    );
 
     let file = tmp.path().join("feed.jsonl");
     std::fs::write(&file, script().join("\n") + "\n").unwrap();
