@@ -821,6 +821,11 @@ impl Check<'_> {
                 (Reason::NegativeQty, 0) => {
                     (Reason::ZeroQty, "must be greater than zero".to_string())
                 }
+                // the code stays (a stable API): its detail says what is wrong with a zero
+                (Reason::NegativeAmount, 0) => (
+                    Reason::NegativeAmount,
+                    "must be greater than zero".to_string(),
+                ),
                 (r, _) => (r, format!("{v} is below the minimum {min}")),
             };
             self.push(reason, path, detail);

@@ -404,6 +404,17 @@ fn malformed_corpus_is_rejected_with_the_right_reason() {
             rej.problems
         );
     }
+    // a zero where a positive amount is due keeps its code and says so
+    let zero = d.decode(
+        BAD[BAD
+            .iter()
+            .position(|b| b.0.contains(r#""amount":0"#))
+            .unwrap()]
+        .0
+        .as_bytes(),
+    );
+    let detail = &zero.unwrap_err().problems[0].detail;
+    assert_eq!(detail, "must be greater than zero");
 }
 
 #[test]
