@@ -582,10 +582,11 @@ impl Metrics {
         }
     }
 
-    /// Counts a refused event (one that does not decode, or came too late): an event of
-    /// unknown type rejected, dead-lettered by its first reason.
-    pub fn refused(&self, problems: &[Problem]) {
-        self.event("unknown", "rejected");
+    /// Counts a refused event (one that does not decode, or came too late) as a rejected
+    /// event of its type (`unknown` when it names none, see [`kind_label`]), dead-lettered by
+    /// its first reason.
+    pub fn refused(&self, kind: &str, problems: &[Problem]) {
+        self.event(kind, "rejected");
         self.dead_letter(problems.first().map_or("bad_json", |p| p.reason.code()));
     }
 
@@ -855,6 +856,11 @@ impl LatencyWindow {
             max: all.max(),
         }
     }
+}
+
+/// The `type` label of a refused event: its type's name, or `unknown` when it names none.
+pub fn kind_label(kind: Option<omnistream_schemas::EventKind>) -> &'static str {
+    kind.map_or("unknown", |k| k.name())
 }
 
 #[cfg(test)]

@@ -76,6 +76,8 @@ pub enum Item {
     Event(Box<Event>),
     /// A refused one, with its redacted text for the dead letters.
     Rejected {
+        /// Its type's name when it names one, else `unknown` (the metrics' label).
+        kind: &'static str,
         /// Event id when readable.
         id: Option<String>,
         /// Every problem.
@@ -103,12 +105,14 @@ impl Item {
             Ok(ev) => match too_far_ahead(ev.ts.unix_us, now_us, max_future_s) {
                 None => Item::Event(Box::new(ev)),
                 Some(p) => Item::Rejected {
+                    kind: ev.body.kind().name(),
                     id: Some(ev.id.to_string()),
                     reasons: vec![p],
                     raw: pii.redact(raw),
                 },
             },
             Err(r) => Item::Rejected {
+                kind: crate::metrics::kind_label(r.kind),
                 id: r.id,
                 reasons: r.problems,
                 raw: pii.redact(raw),
@@ -1520,13 +1524,20 @@ impl Shard {
                             let why = too_late(ev.ts.unix_us, self.engine.coordinator());
                             // the event as decoded: personal values are hashed already
                             let raw = serde_json::to_string(&ev).unwrap_or_default();
-                            let out = self.reject(source, Some(ev.id.to_string()), vec![why], raw);
+                            let id = Some(ev.id.to_string());
+                            let out =
+                                self.reject(source, ev.body.kind().name(), id, vec![why], raw);
                             outcomes.push(out);
                         }
                     }
                 }
-                Item::Rejected { id, reasons, raw } => {
-                    let out = self.reject(source, id, reasons, raw);
+                Item::Rejected {
+                    kind,
+                    id,
+                    reasons,
+                    raw,
+                } => {
+                    let out = self.reject(source, kind, id, reasons, raw);
                     outcomes.push(out);
                 }
             }
@@ -1554,8 +1565,13 @@ impl Shard {
                     outcomes.push(None);
                     events.push(*ev);
                 }
-                Item::Rejected { id, reasons, raw } => {
-                    let out = self.reject(source, id, reasons, raw);
+                Item::Rejected {
+                    kind,
+                    id,
+                    reasons,
+                    raw,
+                } => {
+                    let out = self.reject(source, kind, id, reasons, raw);
                     outcomes.push(Some(out));
                 }
             }
@@ -1595,7 +1611,7 @@ impl Shard {
                     Applied::Late => {
                         let why = too_late(ev.ts.unix_us, self.engine.coordinator());
                         let raw = serde_json::to_string(&ev).unwrap_or_default();
-                        self.reject(source, Some(ev.id.to_string()), vec![why], raw)
+                        self.reject(source, kind, Some(ev.id.to_string()), vec![why], raw)
                     }
                 };
                 outcomes[slot] = Some(out);
@@ -1671,12 +1687,13 @@ impl Shard {
     fn reject(
         &mut self,
         source: &str,
+        kind: &str,
         id: Option<String>,
         reasons: Vec<Problem>,
         raw: String,
     ) -> Outcome {
         self.stats.rejected += 1;
-        self.metrics.refused(&reasons);
+        self.metrics.refused(kind, &reasons);
         let dead = serde_json::json!({
             "output": "dead_letter", "source": source, "id": id,
             "reasons": reasons, "raw": raw,

@@ -522,6 +522,7 @@ impl Decoder {
                     _ => Err(Rejection {
                         id: w.id.take().map(Cow::into_owned),
                         problems,
+                        kind: w.ty.as_deref().and_then(EventKind::from_name),
                     }),
                 }
             }
@@ -557,12 +558,13 @@ impl Decoder {
         }
         let mut w = wire_from_value(&map, &mut problems);
         let id = w.id.as_deref().map(str::to_string);
+        let kind = w.ty.as_deref().and_then(EventKind::from_name);
         let _ = build(&mut w, &self.pii, &mut problems);
         if problems.is_empty() {
             // serde refused something the field-by-field pass accepted: report serde's reason
             problems.push(Problem::new(Reason::WrongType, "", msg));
         }
-        Rejection { id, problems }
+        Rejection { id, problems, kind }
     }
 }
 

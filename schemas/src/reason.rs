@@ -178,12 +178,16 @@ pub struct Rejection {
     pub id: Option<String>,
     /// Every problem found, in field order.
     pub problems: Vec<Problem>,
+    /// The event's type when it names one (for metrics by type; not part of the answer).
+    #[serde(skip)]
+    pub kind: Option<crate::event::EventKind>,
 }
 
 impl Rejection {
     /// A rejection with a single problem about the whole event.
     pub fn whole(reason: Reason, detail: impl Into<String>) -> Self {
         Rejection {
+            kind: None,
             id: None,
             problems: vec![Problem::new(reason, "", detail)],
         }

@@ -918,6 +918,7 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
                         Some(p) => Err(omnistream_schemas::Rejection {
                             id: Some(ev.id.to_string()),
                             problems: vec![p],
+                            kind: Some(ev.body.kind()),
                         }),
                     });
             match decoded {
@@ -927,7 +928,7 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
                 }
                 Err(rej) if primary => {
                     report.rejected += 1;
-                    m.refused(&rej.problems);
+                    m.refused(crate::metrics::kind_label(rej.kind), &rej.problems);
                     let r = &fed.cut.ranges[i];
                     dead_letter(
                         &mut batch,
@@ -979,7 +980,7 @@ pub fn run_process<T: Transport + Clone + Send + 'static>(
                 Applied::Late if primary => {
                     report.rejected += 1;
                     let why = crate::shard::too_late(ev.ts.unix_us, sharded.coordinator());
-                    m.refused(std::slice::from_ref(&why));
+                    m.refused(ev.body.kind().name(), std::slice::from_ref(&why));
                     let r = &fed.cut.ranges[*i];
                     dead_letter(
                         &mut batch,
