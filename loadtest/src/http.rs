@@ -123,12 +123,23 @@ impl Conn {
             body.len()
         );
         // the buffer holds only what was read ahead: writing past it is safe
+        let addr = &self.addr;
+        let gone = |doing: &str| {
+            format!("{doing} {addr}: the connection broke (the service stopped or restarted?)")
+        };
         let w = self.io.get_mut();
-        w.write_all(head.as_bytes())?;
-        w.write_all(body)?;
-        w.flush()?;
+        w.write_all(head.as_bytes())
+            .and_then(|()| w.write_all(body))
+            .and_then(|()| w.flush())
+            .with_context(|| gone("sending a request to"))?;
         let mut line = String::new();
-        self.io.read_line(&mut line)?;
+        let read = self
+            .io
+            .read_line(&mut line)
+            .with_context(|| gone("reading an answer from"))?;
+        if read == 0 {
+            bail!("{}", gone("reading an answer from"));
+        }
         let status: u16 = line
             .get(9..12)
             .and_then(|c| c.parse().ok())
