@@ -142,7 +142,12 @@ async fn post_events(st: web::Data<AppState>, body: web::Bytes) -> HttpResponse 
             let results: Vec<Value> = outcomes
                 .iter()
                 .map(|o| match o {
-                    Outcome::Accepted { id, .. } => json!({"id": id, "status": "accepted"}),
+                    Outcome::Accepted { id, outputs } => match order_result(outputs) {
+                        // a channel placing an order learns at once whether the stock (and
+                        // points, and credit) were there, not only that the event is durable
+                        Some(order) => json!({"id": id, "status": "accepted", "order": order}),
+                        None => json!({"id": id, "status": "accepted"}),
+                    },
                     Outcome::Duplicate { id, .. } => json!({"id": id, "status": "duplicate"}),
                     Outcome::Rejected { id, reasons } => {
                         json!({"id": id, "status": "rejected", "reasons": reasons})
@@ -164,6 +169,27 @@ fn status(o: &Outcome) -> &'static str {
         Outcome::Duplicate { .. } => "duplicate",
         Outcome::Rejected { .. } => "rejected",
     }
+}
+
+/// What an event did to an order, as JSON: the first of its outputs that is an order's
+/// result (accepted, rejected with the reason, held for credit, released, a status change,
+/// or a change the order's state refused).
+fn order_result(outputs: &[omnistream_actors::engine::Emitted]) -> Option<Value> {
+    use omnistream_actors::Output as O;
+    outputs
+        .iter()
+        .find(|e| {
+            matches!(
+                e.output,
+                O::OrderAccepted { .. }
+                    | O::OrderRejected { .. }
+                    | O::OrderHeld { .. }
+                    | O::OrderReleased { .. }
+                    | O::OrderStatus { .. }
+                    | O::OrderIgnored { .. }
+            )
+        })
+        .and_then(|e| serde_json::to_value(&e.output).ok())
 }
 
 /// The first of `outputs` of one kind (its `output` tag), as JSON.

@@ -67,7 +67,7 @@ fn paths() -> Value {
         "info": {"title": "omnistream", "version": env!("CARGO_PKG_VERSION"),
                  "description": "real-time entity state for omnichannel brands: ingest events, read members, points, stock, credit and store KPIs. Every error answers a JSON body `{error, detail}`: another method on a path below answers 405 `method_not_allowed` with an `Allow` header listing its methods; a path not below answers 404 `no_route`."},
         "paths": {
-            "/v1/events": {"post": op("ingest events (a JSON array or JSON lines); answers per event after they are durable", &[], Some("events per the contract"))},
+            "/v1/events": {"post": op("ingest events (a JSON array or JSON lines); answers per event after they are durable: accepted, duplicate or rejected (with reasons); an accepted event that placed, changed or released an order carries `order`, the order's result (order_accepted, order_rejected with its reason such as insufficient_stock or insufficient_points, order_held with the dealer's shortfall, order_released, order_status, order_ignored)", &[], Some("events per the contract"))},
             "/v1/scan": {"post": op("one scan, answered with its outputs (and decision); sent again, `duplicate` with the decision it got and its review's resolution while remembered", &[], Some("one scan event"))},
             "/v1/members/{id}": {"get": op("a member's profile, X-RFM, tags, tier and points", &["id"], None)},
             "/v1/members/{id}/ledger": {"get": op("a member's points ledger", &["id", "from:query", "limit:query"], None)},

@@ -18,6 +18,15 @@ fn the_scripted_day_gives_the_expected_state_over_http() {
     assert_eq!(s.get("/readyz")["status"], "ready");
     let r = s.post(&script());
     assert_eq!(r["accepted"], 14, "{r}");
+    // an order's answer says what became of it: o1 reserved, p2 held for the dealer's credit,
+    // then released by the payment; a click has no order result
+    let result = |i: usize| r["results"][i]["order"].clone();
+    assert_eq!(result(2)["output"], "order_accepted", "{r}");
+    assert_eq!(result(2)["amount"], 20000, "{r}");
+    assert_eq!(result(6)["output"], "order_held", "{r}");
+    assert_eq!(result(6)["shortfall"], 10000, "{r}");
+    assert_eq!(result(11)["output"], "order_released", "{r}");
+    assert!(result(0).is_null(), "{r}");
     let o = observe(&s);
     // the order earned 200 points, the return of half took 100 back
     assert_eq!(o["member"]["balance"], 100, "{o}");
@@ -37,6 +46,14 @@ fn the_scripted_day_gives_the_expected_state_over_http() {
     let again = s.post(&script());
     assert_eq!(again["duplicates"], 14);
     assert_eq!(observe(&s), o);
+    // more than the pool holds: refused at once, with the reason, and the stock untouched
+    let big = r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9f01","type":"order","ts":"2026-11-11T18:00:00+08:00","channel":"tmall","order":"t9","status":"placed","kind":"consumer","member":{"tmall":"tz"},"lines":[{"sku":"S1","qty":1000,"unit_price":100}],"location":"wh"}"#;
+    let refused = s.post(&[big.to_string()]);
+    let order = &refused["results"][0]["order"];
+    assert_eq!(refused["results"][0]["status"], "accepted", "{refused}");
+    assert_eq!(order["output"], "order_rejected", "{refused}");
+    assert_eq!(order["reason"], "insufficient_stock", "{refused}");
+    assert_eq!(s.get("/v1/skus/S1/stock")["atp"], 39);
     let openapi = s.get("/openapi.json");
     assert!(openapi["paths"]["/v1/events"]["post"].is_object());
     s.stop();
