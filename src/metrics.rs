@@ -213,6 +213,26 @@ impl Children {
         }
     }
 
+    /// Every known child exported at 0 (an alert on `increase` or `rate` then sees the first
+    /// occurrence, which a series born at 1 hides).
+    fn export(&self, vec: &IntCounterVec) {
+        let second: &[&str] = if self.second.is_empty() {
+            &[""]
+        } else {
+            self.second
+        };
+        for a in &self.first {
+            for b in second {
+                let labels: Vec<&str> = if self.second.is_empty() {
+                    vec![*a]
+                } else {
+                    vec![*a, *b]
+                };
+                self.inc_by(vec, &labels, 0);
+            }
+        }
+    }
+
     fn inc_by(&self, vec: &IntCounterVec, labels: &[&str], by: u64) {
         let i = self.first.iter().position(|v| Some(v) == labels.first());
         let j = if self.second.is_empty() {
@@ -399,7 +419,11 @@ impl Default for Metrics {
                 "omnistream_inflight_events",
                 "events accepted but not yet durable",
             ),
-            log_events: gauge(&r, "omnistream_log_events", "events in the durable log"),
+            log_events: gauge(
+                &r,
+                "omnistream_log_events",
+                "the durable log's end: events logged since the store was made (those before the last checkpoint may have been dropped from it)",
+            ),
             remembered_ids: gauge(
                 &r,
                 "omnistream_remembered_event_ids",
@@ -567,10 +591,21 @@ impl Default for Metrics {
 impl Metrics {
     /// Metrics that record, or (with `false`) a set that records nothing.
     pub fn new(enabled: bool) -> Metrics {
-        Metrics {
+        let m = Metrics {
             enabled,
             ..Metrics::default()
+        };
+        if enabled {
+            let c = &m.children;
+            c.events.export(&m.events);
+            c.decisions.export(&m.decisions);
+            c.orders.export(&m.orders);
+            c.stock_alerts.export(&m.stock_alerts);
+            for r in omnistream_schemas::Reason::ALL {
+                m.dead_letters.with_label_values(&[r.code()]);
+            }
         }
+        m
     }
 
     /// Counts one event by type and outcome.
@@ -925,7 +960,25 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }
-        // a child appears once used, not before
-        assert!(!text.contains(r#"type="visit""#), "{text}");
+        // the known children are exported at 0 before they are used (an alert on `increase`
+        // sees the first occurrence); unknown ones appear once used
+        for line in [
+            r#"omnistream_events_total{outcome="rejected",type="visit"} 0"#,
+            r#"omnistream_stock_alerts_total{kind="low_stock"} 0"#,
+            r#"omnistream_scan_decisions_total{decision="block"} 0"#,
+            r#"omnistream_dead_letters_total{reason="bad_uuid"} 0"#,
+        ] {
+            assert!(
+                text.contains(line),
+                "{line} missing from
+{text}"
+            );
+        }
+        assert!(
+            !text.contains(r#"type="telepathy",outcome="rejected""#),
+            "{text}"
+        );
+        let quiet = Metrics::new(false).render();
+        assert!(!quiet.contains("omnistream_events_total{"), "{quiet}");
     }
 }

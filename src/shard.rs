@@ -934,6 +934,16 @@ impl Shard {
         self.next_output = self.store.next_output()?;
         self.stats.replayed = n;
         self.stats.replay_seconds = started.elapsed().as_secs_f64();
+        // the gauges a commit or a checkpoint sets, from the state just rebuilt: an idle
+        // service after a restart shows what it holds, not zeros until its first commit
+        self.metrics
+            .log_events
+            .set(i64::try_from(next).unwrap_or(i64::MAX));
+        self.metrics.resident("0", &self.engine.counts());
+        self.observe_remembered_ids();
+        if let Some(codes) = self.store.code_registry() {
+            self.metrics.code_registry(&codes);
+        }
         Ok(())
     }
 
