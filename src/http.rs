@@ -1262,9 +1262,10 @@ pub async fn serve(
     // the wait blocks this thread as the opening itself does
     let shard = crate::store::wait_for(cfg.store_wait_s, open)?;
     tracing::info!(
+        checkpoint_at = shard.stats.restored_from,
         replayed = shard.stats.replayed,
         seconds = shard.stats.replay_seconds,
-        "state rebuilt from the log"
+        "state rebuilt: the last checkpoint (at that log position; 0: none), then the log after it"
     );
     let arbiter = Arbiter::new();
     let shard = Shard::start_in_arbiter(&arbiter.handle(), move |_| shard);

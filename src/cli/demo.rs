@@ -86,6 +86,7 @@ pub fn feed(addr: String, scenario: String, rate: u64, rounds: u64) -> anyhow::R
         base.duration / 60,
         match rounds {
             0 => "until Ctrl-C".to_string(),
+            1 => "for 1 round".to_string(),
             n => format!("for {n} rounds"),
         }
     ));
