@@ -74,17 +74,34 @@ pub enum Outcome {
 pub enum Item {
     /// A valid event.
     Event(Box<Event>),
-    /// A refused one, with its redacted text for the dead letters.
-    Rejected {
-        /// Its type's name when it names one, else `unknown` (the metrics' label).
-        kind: &'static str,
-        /// Event id when readable.
-        id: Option<String>,
-        /// Every problem.
-        reasons: Vec<Problem>,
-        /// The line with personal values hashed.
-        raw: String,
-    },
+    /// A refused one.
+    Rejected(Refused),
+}
+
+/// A refused event, with its redacted text for the dead letters.
+#[derive(Debug)]
+pub struct Refused {
+    /// Its type's name when it names one, else `unknown` (the metrics' label).
+    pub kind: &'static str,
+    /// Event id when readable.
+    pub id: Option<String>,
+    /// Every problem.
+    pub reasons: Vec<Problem>,
+    /// The line with personal values hashed.
+    pub raw: String,
+}
+
+impl Refused {
+    /// An event that decoded and is refused for `why` (too late): its text is the event as
+    /// decoded, personal values hashed already.
+    fn decoded(ev: &Event, why: Problem) -> Refused {
+        Refused {
+            kind: ev.body.kind().name(),
+            id: Some(ev.id.to_string()),
+            reasons: vec![why],
+            raw: serde_json::to_string(ev).unwrap_or_default(),
+        }
+    }
 }
 
 impl Item {
@@ -104,19 +121,19 @@ impl Item {
         match decoder.decode(raw) {
             Ok(ev) => match too_far_ahead(ev.ts.unix_us, now_us, max_future_s) {
                 None => Item::Event(Box::new(ev)),
-                Some(p) => Item::Rejected {
+                Some(p) => Item::Rejected(Refused {
                     kind: ev.body.kind().name(),
                     id: Some(ev.id.to_string()),
                     reasons: vec![p],
                     raw: pii.redact(raw),
-                },
+                }),
             },
-            Err(r) => Item::Rejected {
+            Err(r) => Item::Rejected(Refused {
                 kind: crate::metrics::kind_label(r.kind),
                 id: r.id,
                 reasons: r.problems,
                 raw: pii.redact(raw),
-            },
+            }),
         }
     }
 }
@@ -1532,22 +1549,13 @@ impl Shard {
                         }
                         Applied::Late => {
                             let why = too_late(ev.ts.unix_us, self.engine.coordinator());
-                            // the event as decoded: personal values are hashed already
-                            let raw = serde_json::to_string(&ev).unwrap_or_default();
-                            let id = Some(ev.id.to_string());
-                            let out =
-                                self.reject(source, ev.body.kind().name(), id, vec![why], raw);
+                            let out = self.reject(source, Refused::decoded(&ev, why));
                             outcomes.push(out);
                         }
                     }
                 }
-                Item::Rejected {
-                    kind,
-                    id,
-                    reasons,
-                    raw,
-                } => {
-                    let out = self.reject(source, kind, id, reasons, raw);
+                Item::Rejected(r) => {
+                    let out = self.reject(source, r);
                     outcomes.push(out);
                 }
             }
@@ -1575,13 +1583,8 @@ impl Shard {
                     outcomes.push(None);
                     events.push(*ev);
                 }
-                Item::Rejected {
-                    kind,
-                    id,
-                    reasons,
-                    raw,
-                } => {
-                    let out = self.reject(source, kind, id, reasons, raw);
+                Item::Rejected(r) => {
+                    let out = self.reject(source, r);
                     outcomes.push(Some(out));
                 }
             }
@@ -1620,8 +1623,7 @@ impl Shard {
                     }
                     Applied::Late => {
                         let why = too_late(ev.ts.unix_us, self.engine.coordinator());
-                        let raw = serde_json::to_string(&ev).unwrap_or_default();
-                        self.reject(source, kind, Some(ev.id.to_string()), vec![why], raw)
+                        self.reject(source, Refused::decoded(&ev, why))
                     }
                 };
                 outcomes[slot] = Some(out);
@@ -1694,14 +1696,13 @@ impl Shard {
     }
 
     /// Counts a refused item and writes it to the dead letters (with the batch being built).
-    fn reject(
-        &mut self,
-        source: &str,
-        kind: &str,
-        id: Option<String>,
-        reasons: Vec<Problem>,
-        raw: String,
-    ) -> Outcome {
+    fn reject(&mut self, source: &str, r: Refused) -> Outcome {
+        let Refused {
+            kind,
+            id,
+            reasons,
+            raw,
+        } = r;
         self.stats.rejected += 1;
         self.metrics.refused(kind, &reasons);
         let dead = serde_json::json!({

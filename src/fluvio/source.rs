@@ -396,7 +396,7 @@ pub async fn ingest_partition(
         );
         let at = |i: &Item| match i {
             Item::Event(e) => Some(e.ts.unix_us),
-            Item::Rejected { .. } => None,
+            Item::Rejected(_) => None,
         };
         let first_at = items.iter().find_map(at);
         // a batch that stepped back waits on from when it first waited
