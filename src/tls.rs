@@ -366,7 +366,7 @@ pub struct ServerCert {
     provider: Arc<rustls::crypto::CryptoProvider>,
     current: RwLock<Arc<CertifiedKey>>,
     /// When the certificate in use expires, Unix seconds.
-    not_after: std::sync::atomic::AtomicI64,
+    not_after: AtomicI64,
     /// The two files' stamps when they were last read.
     seen: Mutex<[Option<Stamp>; 2]>,
     /// Every client's hello asks this for the certificate: a handshake begun.
@@ -517,13 +517,18 @@ fn is_ca(cert: &[u8]) -> Option<bool> {
     Some(false)
 }
 
+/// The `n`-th field of a certificate's `TBSCertificate` after its version ([0], absent in
+/// v1): 0 serialNumber, 1 signature, 2 issuer, 3 validity, 4 subject, ...
+fn tbs_field(cert: &[u8], n: usize) -> Option<(u8, &[u8])> {
+    let fields = tbs(cert)?;
+    let skip = usize::from(fields.first()?.0 == 0xa0);
+    fields.get(skip + n).copied()
+}
+
 /// The first common name (2.5.4.3) of a certificate's subject, `None` when it has none or
 /// does not parse.
 fn common_name(cert: &[u8]) -> Option<String> {
-    let fields = tbs(cert)?;
-    // after [0] version (absent in v1), serialNumber, signature, issuer and validity
-    let skip = usize::from(fields.first()?.0 == 0xa0);
-    let &(SEQUENCE, mut names) = fields.get(skip + 4)? else {
+    let (SEQUENCE, mut names) = tbs_field(cert, 4)? else {
         return None;
     };
     // a SEQUENCE of SETs of (OID, value) SEQUENCEs
@@ -546,10 +551,7 @@ fn common_name(cert: &[u8]) -> Option<String> {
 
 /// A certificate's `notBefore` and `notAfter` (RFC 5280: UTCTime or GeneralizedTime, UTC).
 fn validity(cert: &[u8]) -> Option<(When, When)> {
-    let fields = tbs(cert)?;
-    // after [0] version (absent in v1), serialNumber, signature and issuer
-    let skip = usize::from(fields.first()?.0 == 0xa0);
-    let &(SEQUENCE, validity) = fields.get(skip + 3)? else {
+    let (SEQUENCE, validity) = tbs_field(cert, 3)? else {
         return None;
     };
     let (t1, before, rest) = der(validity)?;
@@ -640,14 +642,13 @@ impl ServerCert {
         }
         let (fresh, not_after) = self.load()?;
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(fresh);
-        self.not_after
-            .store(not_after, std::sync::atomic::Ordering::Relaxed);
+        self.not_after.store(not_after, Relaxed);
         Ok(true)
     }
 
     /// When the certificate in use expires, Unix seconds.
     pub fn not_after(&self) -> i64 {
-        self.not_after.load(std::sync::atomic::Ordering::Relaxed)
+        self.not_after.load(Relaxed)
     }
 
     /// The certificate file, for logs.
