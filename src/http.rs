@@ -655,11 +655,12 @@ async fn cluster_no_route(req: actix_web::HttpRequest) -> HttpResponse {
 
 /// The TLS server configuration of `[http]` (checked when the configuration was loaded),
 /// `None` for plain HTTP; with it, a task on the current actix runtime reads the certificate
-/// again when its files change (every `tls-reload-s`), and the handshakes are counted.
+/// again when its files change (every `tls-reload-s`), the handshakes begun are counted, and
+/// the counter of those completed comes with it, for the server's `on_connect`.
 fn https(
     http: &crate::config::HttpConfig,
     metrics: Arc<Metrics>,
-) -> std::io::Result<Option<rustls::ServerConfig>> {
+) -> std::io::Result<Option<(rustls::ServerConfig, prometheus::IntCounter)>> {
     let Some(tls) = http
         .tls_keys()
         .server_config()
@@ -668,7 +669,7 @@ fn https(
         return Ok(None);
     };
     metrics.tls_expiry.set(tls.cert.not_after());
-    metrics.tls_handshakes.with_label_values(&["completed"]);
+    let completed = metrics.tls_handshakes.with_label_values(&["completed"]);
     tls.handshakes.count_into(
         metrics.tls_handshakes.with_label_values(&["begun"]),
         metrics.tls_refused.clone(),
@@ -707,15 +708,7 @@ fn https(
             }
         });
     }
-    Ok(Some(Arc::unwrap_or_clone(tls.config)))
-}
-
-/// What an HTTPS server calls on each connection it serves: a completed handshake counted.
-fn count_completed(
-    metrics: &Metrics,
-) -> impl Fn(&dyn std::any::Any, &mut actix_web::dev::Extensions) + Send + Sync + 'static {
-    let completed = metrics.tls_handshakes.with_label_values(&["completed"]);
-    move |_, _| completed.inc()
+    Ok(Some((Arc::unwrap_or_clone(tls.config), completed)))
 }
 
 /// Serves `/healthz`, `/readyz` (ready while the process applies epochs) and `/metrics` of an
@@ -741,7 +734,6 @@ pub fn serve_cluster(
                         return;
                     }
                 };
-                let completed = count_completed(&metrics);
                 let server = HttpServer::new(move || {
                     App::new()
                         .app_data(web::Data::new(metrics.clone()))
@@ -759,7 +751,10 @@ pub fn serve_cluster(
                 .disable_signals()
                 .shutdown_timeout(2);
                 let server = match tls {
-                    Some(c) => server.on_connect(completed).listen_rustls_0_23(listener, c),
+                    // each connection served: a handshake completed
+                    Some((c, completed)) => server
+                        .on_connect(move |_, _| completed.inc())
+                        .listen_rustls_0_23(listener, c),
                     None => server.listen(listener),
                 };
                 match server {
@@ -1241,11 +1236,9 @@ pub async fn serve(
     // the certificate files are read before anything starts consuming
     let tls = https(&cfg.http, metrics.clone())?;
     // and the input files are there before a store is opened (or a data directory made)
-    for f in &inputs.files {
+    let files = inputs.at_start().map_err(|e| anyhow::anyhow!(e))?;
+    for f in &files {
         std::fs::File::open(f).map_err(|e| anyhow::anyhow!("--input {}: {e}", f.display()))?;
-    }
-    if let Some(dir) = &inputs.dir {
-        crate::files::listed(dir).map_err(|e| anyhow::anyhow!(e))?;
     }
     let open = || {
         Shard::new(
@@ -1271,7 +1264,6 @@ pub async fn serve(
     let shard = Shard::start_in_arbiter(&arbiter.handle(), move |_| shard);
     // the input files are checked before anything is served: a bad one stops start-up
     let planned = if inputs.any() {
-        let files = inputs.at_start().map_err(|e| anyhow::anyhow!(e))?;
         let mut planned = crate::files::stored_positions(&shard, &files, inputs.dir.as_deref())
             .await
             .map_err(|e| anyhow::anyhow!(e))?;
@@ -1345,8 +1337,8 @@ pub async fn serve(
     .disable_signals()
     .shutdown_timeout(10);
     let server = match tls {
-        Some(c) => server
-            .on_connect(count_completed(&metrics))
+        Some((c, completed)) => server
+            .on_connect(move |_, _| completed.inc())
             .listen_rustls_0_23(listener, c)?,
         None => server.listen(listener)?,
     }
