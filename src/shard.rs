@@ -953,11 +953,7 @@ impl Shard {
         self.stats.replay_seconds = started.elapsed().as_secs_f64();
         // the gauges a commit or a checkpoint sets, from the state just rebuilt: an idle
         // service after a restart shows what it holds, not zeros until its first commit
-        self.metrics
-            .log_events
-            .set(i64::try_from(next).unwrap_or(i64::MAX));
-        self.metrics.resident("0", &self.engine.counts());
-        self.observe_remembered_ids();
+        self.observe_held(next);
         if let Some(codes) = self.store.code_registry() {
             self.metrics.code_registry(&codes);
         }
@@ -1374,17 +1370,13 @@ impl Shard {
         match result {
             Ok(()) => {
                 self.metrics.commit_events.observe(c.events as f64);
-                self.metrics
-                    .log_events
-                    .set(i64::try_from(c.log_end).unwrap_or(i64::MAX));
-                self.metrics.resident("0", &self.engine.counts());
+                self.observe_held(c.log_end);
                 let passivated = self.engine.evicted();
                 self.metrics
                     .passivated
                     .inc_by(passivated.saturating_sub(self.stats.passivated));
                 self.stats.passivated = passivated;
                 self.stats.resident = self.engine.resident();
-                self.observe_remembered_ids();
                 if let Some(cache) = self.store.read_cache() {
                     self.metrics.read_cache(&cache);
                 }
@@ -1663,6 +1655,16 @@ impl Shard {
         }
         self.set_position(source, position.unwrap_or(self.next_seq));
         outcomes.into_iter().flatten().collect()
+    }
+
+    /// The gauges of what the shard holds: the durable log's end, resident entities, and the
+    /// remembered event ids (after a commit, and after the state is rebuilt).
+    fn observe_held(&mut self, log_end: u64) {
+        self.metrics
+            .log_events
+            .set(i64::try_from(log_end).unwrap_or(i64::MAX));
+        self.metrics.resident("0", &self.engine.counts());
+        self.observe_remembered_ids();
     }
 
     /// After a commit: the remembered event ids in the metrics, and a warning (at most once a
