@@ -1148,12 +1148,9 @@ pub fn inherit_default_campaign(rules: &mut toml::Table) {
     };
     for (_, campaign) in campaigns.iter_mut() {
         if campaign.is_table() {
-            let mut full = base.clone();
-            merge(
-                &mut full,
-                std::mem::replace(campaign, toml::Value::Boolean(false)),
-            );
-            *campaign = full;
+            // the default campaign, with the campaign's own keys over it
+            let own = std::mem::replace(campaign, base.clone());
+            merge(campaign, own);
         }
     }
 }
