@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{id, observe, script, Service};
+use common::{id, observe, sample, script, Service};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -305,16 +305,6 @@ fn review_survives_restarts(env: &[(&str, &str)]) {
     assert_eq!(again["decision"], second["decision"], "{again}");
     assert_eq!(again["resolution"]["reward"], 10, "{again}");
     s.stop();
-}
-
-/// The value of one sample line of the Prometheus text format.
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|rest| rest.trim().parse().ok())
-        })
-        .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
 }
 
 #[test]

@@ -307,3 +307,14 @@ pub fn short_drive() -> omnistream_loadtest::http::Options {
         fraction: 0.5,
     }
 }
+
+/// The value of one sample line of the Prometheus text format (`series` is the metric's
+/// name with its labels as the service writes them); panics when it is missing.
+pub fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
+}
