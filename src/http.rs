@@ -10,7 +10,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use omnistream_actors::sharded::Sharded;
 use omnistream_schemas::{Decoder, IdKind, Pii};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -245,19 +245,42 @@ async fn post_scan(st: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
     }
 }
 
+/// Why a read found no answer to give: the store failed, or the state did not render as JSON.
+enum ReadError {
+    Store(StoreError),
+    Render(serde_json::Error),
+}
+
+impl From<StoreError> for ReadError {
+    fn from(e: StoreError) -> Self {
+        ReadError::Store(e)
+    }
+}
+
+impl From<serde_json::Error> for ReadError {
+    fn from(e: serde_json::Error) -> Self {
+        ReadError::Render(e)
+    }
+}
+
+/// A view as JSON (a failure is the server's fault, answered 500, never taken for a 404).
+fn to_json<T: Serialize>(view: T) -> Result<Option<Value>, ReadError> {
+    Ok(Some(serde_json::to_value(view)?))
+}
+
 /// Runs a read on the shard and answers 200 with its value or 404.
 async fn read<F>(st: &AppState, what: &str, f: F) -> HttpResponse
 where
-    F: FnOnce(&Sharded, &dyn Store) -> Option<Value> + Send + 'static,
+    F: FnOnce(&Sharded) -> Result<Option<Value>, ReadError> + Send + 'static,
 {
-    read_store(st, what, move |e, s| Ok(f(e, s))).await
+    read_store(st, what, move |e, _| f(e)).await
 }
 
 /// [`read`] for lookups that read the store: a store failure answers 503 with its reason,
 /// never a 404 or a short page that would pass for an answer.
 async fn read_store<F>(st: &AppState, what: &str, f: F) -> HttpResponse
 where
-    F: FnOnce(&Sharded, &dyn Store) -> Result<Option<Value>, StoreError> + Send + 'static,
+    F: FnOnce(&Sharded, &dyn Store) -> Result<Option<Value>, ReadError> + Send + 'static,
 {
     if !st.ready.load(Ordering::SeqCst) {
         // until the rebuild the engine may hold events of a commit that failed
@@ -269,7 +292,15 @@ where
     }
     match st.shard.send(Read(f)).await {
         Ok(Ok(Some(v))) => HttpResponse::Ok().json(v),
-        Ok(Err(e)) => {
+        Ok(Err(ReadError::Render(e))) => {
+            tracing::error!(what, error = %e, "a state did not render as JSON");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "render_failed",
+                format!("the {what} could not be shown: {e}"),
+            )
+        }
+        Ok(Err(ReadError::Store(e))) => {
             let mut r = error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store_unavailable",
@@ -294,16 +325,18 @@ where
     }
 }
 
-fn member_view(e: &Sharded, id: &str) -> Option<Value> {
+fn member_view(e: &Sharded, id: &str) -> Result<Option<Value>, ReadError> {
     let at = crate::view_time(e);
     let (now, today) = (at.unix_us, at.local_day());
-    e.member(id)
-        .and_then(|m| serde_json::to_value(m.view(now, today, e.rules())).ok())
+    match e.member(id) {
+        Some(m) => to_json(m.view(now, today, e.rules())),
+        None => Ok(None),
+    }
 }
 
 async fn get_member(st: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
     let id = id.into_inner();
-    read(&st, "member", move |e, _| member_view(e, &id)).await
+    read(&st, "member", move |e| member_view(e, &id)).await
 }
 
 async fn get_identity(st: web::Data<AppState>, p: web::Path<(String, String)>) -> HttpResponse {
@@ -314,8 +347,11 @@ async fn get_identity(st: web::Data<AppState>, p: web::Path<(String, String)>) -
         Ok(v) => v,
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_identity", e.to_string()),
     };
-    read(&st, "member for this identity", move |e, _| {
-        let id = e.member_of(k.as_str(), &v)?.id.clone();
+    read(&st, "member for this identity", move |e| {
+        let Some(m) = e.member_of(k.as_str(), &v) else {
+            return Ok(None);
+        };
+        let id = m.id.clone();
         member_view(e, &id)
     })
     .await
@@ -380,27 +416,27 @@ async fn get_ledger(
 
 async fn get_stock(st: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
     let id = id.into_inner();
-    read(&st, "sku", move |e, _| {
-        e.sku(&id).and_then(|s| serde_json::to_value(s.view()).ok())
+    read(&st, "sku", move |e| match e.sku(&id) {
+        Some(s) => to_json(s.view()),
+        None => Ok(None),
     })
     .await
 }
 
 async fn get_credit(st: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
     let id = id.into_inner();
-    read(&st, "dealer", move |e, _| {
-        e.dealer(&id)
-            .and_then(|d| serde_json::to_value(d.view()).ok())
+    read(&st, "dealer", move |e| match e.dealer(&id) {
+        Some(d) => to_json(d.view()),
+        None => Ok(None),
     })
     .await
 }
 
 async fn get_kpis(st: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
     let id = id.into_inner();
-    read(&st, "store", move |e, _| {
-        let at = crate::view_time(e);
-        e.store(&id)
-            .and_then(|s| serde_json::to_value(s.view(at)).ok())
+    read(&st, "store", move |e| match e.store(&id) {
+        Some(s) => to_json(s.view(crate::view_time(e))),
+        None => Ok(None),
     })
     .await
 }
@@ -408,8 +444,9 @@ async fn get_kpis(st: web::Data<AppState>, id: web::Path<String>) -> HttpRespons
 async fn get_order(st: web::Data<AppState>, p: web::Path<(String, String)>) -> HttpResponse {
     let (channel, order) = p.into_inner();
     let key = omnistream_actors::router::order_key(&channel, &order);
-    read(&st, "order", move |e, _| {
-        e.order(&key).and_then(|o| serde_json::to_value(o).ok())
+    read(&st, "order", move |e| match e.order(&key) {
+        Some(o) => to_json(o.view(&key)),
+        None => Ok(None),
     })
     .await
 }
@@ -452,7 +489,7 @@ async fn get_decisions(st: web::Data<AppState>, q: web::Query<OutputQuery>) -> H
 /// A page of outputs as `q` asks, or 400 naming what is wrong with `q`.
 async fn answer_outputs(st: &AppState, q: OutputQuery) -> HttpResponse {
     match q.filter() {
-        Ok(f) => read_store(st, "outputs", move |_, s| outputs_page(s, f).map(Some)).await,
+        Ok(f) => read_store(st, "outputs", move |_, s| Ok(Some(outputs_page(s, f)?))).await,
         Err(e) => bad_query(e),
     }
 }

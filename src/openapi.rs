@@ -75,7 +75,7 @@ fn paths() -> Value {
             "/v1/skus/{sku}/stock": {"get": op("stock per location and total available-to-promise", &["sku"], None)},
             "/v1/dealers/{id}/credit": {"get": op("a dealer's limit, exposure, available credit and held orders", &["id"], None)},
             "/v1/stores/{id}/kpis": {"get": op("a store's KPIs by hour and day, and sales-rep visits", &["id"], None)},
-            "/v1/orders/{channel}/{order}": {"get": op("an order's coordinator state", &["channel", "order"], None)},
+            "/v1/orders/{channel}/{order}": {"get": op("an order: its placement's phase (new, credit, held, reserving, redeeming, accepted, rejected, cancelled), latest status, lines and amount, SKUs reserved or refused, quantities returned, and `deferred`: status events that came before `placed` or while placement was in flight, each applied under its own id and time once placement settles", &["channel", "order"], None)},
             "/v1/outputs": {"get": op("outputs in order (points, stock, credit, orders, dead letters)", &["from:query", "limit:query", "output:query", "campaign:query"], None)},
             "/v1/decisions": {"get": op("scan decisions, optionally of one campaign", &["campaign:query", "from:query", "limit:query"], None)},
             "/v1/reviews/{event}": {"post": op("resolve a scan under review: body {\"decision\": \"allow\"|\"block\"}", &["event"], None)},

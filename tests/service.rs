@@ -54,6 +54,46 @@ fn the_scripted_day_gives_the_expected_state_over_http() {
     assert_eq!(order["output"], "order_rejected", "{refused}");
     assert_eq!(order["reason"], "insufficient_stock", "{refused}");
     assert_eq!(s.get("/v1/skus/S1/stock")["atp"], 39);
+    // o1 through its life: placed, fulfilled, half returned
+    assert_eq!(o["order"]["status"], "returned", "{o}");
+    assert_eq!(o["order"]["amount"], 20000, "{o}");
+    assert_eq!(o["order"]["returned"]["S1"], 1, "{o}");
+    // a status that comes before `placed` waits in the order, shown with its id and time
+    // (this answered 404 while it waited: the waiting event's id did not render as JSON)
+    let order = |status: &str, n: u32, at: &str, extra: Value| {
+        let mut v = json!({"id": id(n),"type":"order","ts":at,"channel":"mall","order":"o2",
+            "status":status,"kind":"consumer","member":{"openid":"oa"}});
+        v.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        v.to_string()
+    };
+    let early = order("fulfilled", 901, "2026-11-11T19:10:00+08:00", json!({}));
+    assert_eq!(s.post(&[early])["accepted"], 1);
+    let waiting = s.get("/v1/orders/mall/o2");
+    assert_eq!(waiting["phase"], "new", "{waiting}");
+    assert_eq!(waiting["deferred"][0]["status"], "fulfilled", "{waiting}");
+    assert_eq!(waiting["deferred"][0]["event"], id(901), "{waiting}");
+    assert_eq!(
+        waiting["deferred"][0]["at"], "2026-11-11T19:10:00.000+08:00",
+        "{waiting}"
+    );
+    let placed = order(
+        "placed",
+        900,
+        "2026-11-11T19:00:00+08:00",
+        json!({"lines":[{"sku":"S1","qty":1,"unit_price":500}],"location":"wh"}),
+    );
+    assert_eq!(
+        s.post(&[placed])["results"][0]["order"]["output"],
+        "order_accepted"
+    );
+    let settled = s.get("/v1/orders/mall/o2");
+    assert_eq!(settled["phase"], "accepted", "{settled}");
+    assert_eq!(settled["status"], "fulfilled", "{settled}");
+    assert_eq!(settled["deferred"], json!([]), "{settled}");
+    let (code, none) = s.request("GET", "/v1/orders/mall/nope", "");
+    assert_eq!((code, none["error"].as_str()), (404, Some("not_found")));
     let openapi = s.get("/openapi.json");
     assert!(openapi["paths"]["/v1/events"]["post"].is_object());
     s.stop();

@@ -89,7 +89,110 @@ pub struct Order {
     pub recent: Recent,
 }
 
+/// A status event waiting in the coordinator, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeferredView {
+    /// Its event id.
+    pub event: uuid::Uuid,
+    /// The status it brings.
+    pub status: OrderStatus,
+    /// Its event time (absent for one kept by a build that did not record it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<EventTime>,
+}
+
+/// An order's coordinator state as the HTTP API shows it: the placement's progress, the
+/// latest status, and the status events waiting for the placement to settle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderView {
+    /// The order key, `channel:order`.
+    pub order: Str,
+    /// Where the placement stands (`new`: no `placed` seen yet).
+    pub phase: Phase,
+    /// Consumer or dealer (absent until `placed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<OrderKind>,
+    /// The latest status applied after placement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<OrderStatus>,
+    /// Lines as placed.
+    pub lines: Vec<LineV>,
+    /// Order value in fen.
+    pub amount: i64,
+    /// Stock location.
+    pub location: Str,
+    /// Store credited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<Str>,
+    /// Buyer's identities (consumer; personal values hashed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub member: Vec<Id>,
+    /// Buyer (dealer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dealer: Option<Str>,
+    /// Points paid with.
+    pub points_redeemed: i64,
+    /// Whether it was paid.
+    pub paid: bool,
+    /// SKUs whose answer is awaited.
+    pub waiting: Vec<Str>,
+    /// SKUs that reserved.
+    pub reserved: Vec<Str>,
+    /// The first refusal: the SKU and the quantity it had available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<RefusedView>,
+    /// Quantity returned so far per SKU.
+    pub returned: BTreeMap<Str, i64>,
+    /// Status events that arrived before `placed` or while placement was in flight, in
+    /// arrival order; each applies, under its own id and time, once placement settles.
+    pub deferred: Vec<DeferredView>,
+}
+
+/// The SKU that refused an order's reservation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedView {
+    /// The SKU.
+    pub sku: Str,
+    /// What it had available to promise then.
+    pub available: i64,
+}
+
 impl Order {
+    /// The order as the HTTP API shows it (`me`: its key).
+    pub fn view(&self, me: &str) -> OrderView {
+        OrderView {
+            order: me.into(),
+            phase: self.phase,
+            kind: self.kind,
+            status: self.status,
+            lines: self.lines.clone(),
+            amount: self.amount(),
+            location: self.location.clone(),
+            store: self.store.clone(),
+            member: self.member.clone(),
+            dealer: self.dealer.clone(),
+            points_redeemed: self.points_redeemed,
+            paid: self.paid,
+            waiting: self.waiting.clone(),
+            reserved: self.reserved.clone(),
+            refused: self.refused.as_ref().map(|(sku, available)| RefusedView {
+                sku: sku.clone(),
+                available: *available,
+            }),
+            returned: self.returned.clone(),
+            deferred: self
+                .later
+                .iter()
+                .enumerate()
+                .map(|(i, (id, ev))| DeferredView {
+                    event: uuid::Uuid::from_u128(*id),
+                    status: ev.status,
+                    at: self.later_at.get(i).copied(),
+                })
+                .collect(),
+        }
+    }
+
     /// Order value in fen.
     pub fn amount(&self) -> i64 {
         self.lines
@@ -534,4 +637,52 @@ fn ignored(me: &Str, status: OrderStatus, reason: &str, fx: &mut Effects) {
         status: status.into(),
         reason: reason.into(),
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Rules;
+
+    fn status(status: OrderStatus) -> OrderEvent {
+        OrderEvent {
+            status,
+            kind: OrderKind::Consumer,
+            channel: "mall".into(),
+            lines: None,
+            location: None,
+            store: None,
+            member: Some(vec![("openid".into(), "oa".into())]),
+            dealer: None,
+            points_redeemed: None,
+        }
+    }
+
+    #[test]
+    fn a_status_before_placed_waits_and_the_view_shows_it_as_json() {
+        let rules = Rules::default();
+        let refs = crate::refdata::RefData::default();
+        let at = EventTime::parse("2026-11-11T19:10:00+08:00").unwrap();
+        let event = uuid::Uuid::from_u128(u128::MAX - 7);
+        let ctx = Ctx {
+            at,
+            event,
+            rules: &rules,
+            refs: &refs,
+        };
+        let me: Str = "mall:o2".into();
+        let mut o = Order::default();
+        let mut fx = Effects::default();
+        let ev = Box::new(status(OrderStatus::Fulfilled));
+        o.handle(&me, OrderCmd::Event(ev), &ctx, &mut fx);
+        assert!(fx.sends.is_empty() && fx.outputs.is_empty(), "{fx:?}");
+        // the waiting event's 128-bit id once made the whole order unrenderable as a JSON value
+        let v = serde_json::to_value(o.view(&me)).unwrap();
+        assert_eq!(v["order"], "mall:o2");
+        assert_eq!(v["phase"], "new");
+        assert!(v.get("status").is_none(), "{v}");
+        assert_eq!(v["deferred"][0]["status"], "fulfilled");
+        assert_eq!(v["deferred"][0]["event"], event.to_string());
+        assert_eq!(v["deferred"][0]["at"], "2026-11-11T19:10:00.000+08:00");
+    }
 }

@@ -284,6 +284,7 @@ pub fn observe(s: &Service) -> Value {
         "stock": s.get("/v1/skus/S1/stock"),
         "credit": s.get("/v1/dealers/d1/credit"),
         "kpis": s.get("/v1/stores/st1/kpis"),
+        "order": s.get("/v1/orders/mall/o1"),
     })
 }
 
