@@ -407,9 +407,13 @@ async fn get_ledger(
             .iter()
             .filter_map(|r| serde_json::from_slice(r).ok())
             .collect();
-        Ok(Some(
-            json!({"member": m.id, "balance": m.points.balance, "entries": entries}),
-        ))
+        // where the next page starts, as /v1/outputs answers it: after the last entry given
+        let next = entries
+            .last()
+            .and_then(|e| e["seq"].as_u64())
+            .map_or(from, |s| s + 1);
+        Ok(Some(json!({"member": m.id, "balance": m.points.balance,
+            "debt": m.points.debt, "next": next, "entries": entries})))
     })
     .await
 }

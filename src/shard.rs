@@ -2102,6 +2102,8 @@ mod tests {
                 balance: n as i64,
                 reason: "scan_reward".into(),
                 about: None,
+                debt_delta: 0,
+                debt: 0,
             },
         };
         // 60,000 decisions, each after a ledger entry: 120,000 outputs, of which the newest 7 chunks are read

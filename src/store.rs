@@ -1132,6 +1132,8 @@ mod tests {
                 balance: 5,
                 reason: "earned".into(),
                 about: None,
+                debt_delta: 0,
+                debt: 0,
             },
         };
         let mut b = Batch {

@@ -37,6 +37,22 @@ fn the_scripted_day_gives_the_expected_state_over_http() {
     let ledger = o["ledger"]["entries"].as_array().unwrap();
     let sum: i64 = ledger.iter().map(|e| e["delta"].as_i64().unwrap()).sum();
     assert_eq!(sum, 100);
+    // the ledger pages as /v1/outputs does: `next` is where the following page starts
+    let member = o["member"]["id"].as_str().unwrap();
+    let first = s.get(&format!("/v1/members/{member}/ledger?limit=1"));
+    assert_eq!(first["entries"].as_array().unwrap().len(), 1, "{first}");
+    let next = first["next"].as_u64().unwrap();
+    assert_eq!(next, first["entries"][0]["seq"].as_u64().unwrap() + 1);
+    let rest = s.get(&format!("/v1/members/{member}/ledger?from={next}"));
+    assert_eq!(
+        rest["entries"].as_array().unwrap().len(),
+        ledger.len() - 1,
+        "{rest}"
+    );
+    assert_eq!(
+        (rest["debt"].as_i64(), rest["next"].as_u64()),
+        (Some(0), Some(next + ledger.len() as u64 - 1))
+    );
     assert_eq!(o["scanner"]["balance"], 20, "two scans of 10 points");
     // 100 − 2 sold + 1 returned − 40 (p1, fulfilled) − 20 (p2, released after the payment)
     assert_eq!(o["stock"]["atp"], 39, "{o}");

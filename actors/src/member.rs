@@ -1562,6 +1562,9 @@ impl Member {
                 o.at = ts;
                 let pending = std::mem::take(&mut o.pending);
                 let take = o.earned - o.reversed;
+                // the windows (X-RFM, tags, tiers) count orders net: what the order still
+                // counted for, value and points, comes off on the day it is cancelled
+                let (value, points) = (o.value - o.returned, take);
                 o.reversed = o.earned;
                 let refund = o.redeemed - o.refunded;
                 o.refunded = o.redeemed;
@@ -1575,6 +1578,7 @@ impl Member {
                         total: self.points.pending,
                     });
                 }
+                self.unday(ctx.day(), value, points);
                 self.reverse(take, Some(order.clone()), fx);
                 self.credit(refund, "redeem_refund", Some(order), ts, fx);
             }
@@ -1586,6 +1590,7 @@ impl Member {
                 if o.cancelled || o.value <= 0 || value <= 0 || o.pending > 0 {
                     return;
                 }
+                let before = o.returned;
                 o.returned = (o.returned + value).min(o.value);
                 o.at = ts;
                 // reversal rounds up and refund rounds down: a full return takes back every
@@ -1598,7 +1603,9 @@ impl Member {
                     (o.redeemed as i128 * o.returned as i128 / o.value as i128) as i64;
                 let refund = want_refunded - o.refunded;
                 o.refunded = want_refunded;
+                let back = o.returned - before;
                 self.set_order(order.clone(), o);
+                self.unday(ctx.day(), back, take);
                 self.reverse(take, Some(order.clone()), fx);
                 self.credit(refund, "redeem_refund", Some(order), ts, fx);
             }
@@ -1836,17 +1843,29 @@ impl Member {
         self.days.change(day, f);
     }
 
-    /// Adds points (paying debt first); writes a ledger entry for what reaches the balance.
+    /// Takes a cancelled or returned order's value and points off the windows, on the day of
+    /// the cancellation or return (the day's sums may go below 0: a window that holds the
+    /// return but not the purchase reads lower).
+    fn unday(&mut self, day: i64, value: i64, points: i64) {
+        if value > 0 || points > 0 {
+            self.day(day, |d| {
+                d.amount -= value.max(0);
+                d.earned -= points.max(0);
+            });
+        }
+    }
+
+    /// Adds points, paying debt first; one ledger entry says what reached the balance and what
+    /// paid debt.
     fn credit(&mut self, points: i64, reason: &str, about: Option<Str>, ts: i64, fx: &mut Effects) {
         if points <= 0 {
             return;
         }
         let pay = points.min(self.points.debt);
         if pay > 0 {
-            self.points.debt -= pay;
             fx.out(Output::PointsDebt {
                 member: self.id.clone(),
-                debt: self.points.debt,
+                debt: self.points.debt - pay,
             });
         }
         let add = points - pay;
@@ -1867,12 +1886,19 @@ impl Member {
                     lots.insert(at, (ts, add));
                 }),
             }
-            self.entry(add, reason, about, fx);
         }
+        self.entry(add, -pay, reason, about, fx);
     }
 
     /// Takes points from the oldest lots; the caller checked the balance.
     fn debit(&mut self, points: i64, reason: &str, about: Option<Str>, fx: &mut Effects) {
+        let taken = self.take_lots(points);
+        self.entry(-taken, 0, reason, about, fx);
+    }
+
+    /// Takes up to `points` from the oldest lots (no more than the balance); what it took.
+    /// The caller writes the ledger entry.
+    fn take_lots(&mut self, points: i64) -> i64 {
         let mut left = points.min(self.points.balance);
         let taken = left;
         if left > 0 {
@@ -1892,20 +1918,18 @@ impl Member {
                 lots.drain(..spent).for_each(drop);
             });
         }
-        if taken > 0 {
-            self.entry(-taken, reason, about, fx);
-        }
+        taken
     }
 
-    /// Takes back points: what the balance cannot cover becomes debt.
+    /// Takes back points: what the balance cannot cover becomes debt, in the same ledger entry.
     fn reverse(&mut self, points: i64, about: Option<Str>, fx: &mut Effects) {
         if points <= 0 {
             return;
         }
-        let take = points.min(self.points.balance);
-        self.debit(take, "reversed", about, fx);
-        if points > take {
-            self.points.debt += points - take;
+        let take = self.take_lots(points);
+        let owed = points - take;
+        self.entry(-take, owed, "reversed", about, fx);
+        if owed > 0 {
             fx.out(Output::PointsDebt {
                 member: self.id.clone(),
                 debt: self.points.debt,
@@ -1913,8 +1937,21 @@ impl Member {
         }
     }
 
-    fn entry(&mut self, delta: i64, reason: &str, about: Option<Str>, fx: &mut Effects) {
+    /// Applies a change of the balance and of the debt and writes its ledger entry (none when
+    /// both are 0).
+    fn entry(
+        &mut self,
+        delta: i64,
+        debt_delta: i64,
+        reason: &str,
+        about: Option<Str>,
+        fx: &mut Effects,
+    ) {
+        if delta == 0 && debt_delta == 0 {
+            return;
+        }
         self.points.balance += delta;
+        self.points.debt += debt_delta;
         self.points.seq += 1;
         fx.out(Output::Ledger {
             member: self.id.clone(),
@@ -1923,6 +1960,8 @@ impl Member {
             balance: self.points.balance,
             reason: Str::from(reason),
             about,
+            debt_delta,
+            debt: self.points.debt,
         });
     }
 
@@ -1940,9 +1979,7 @@ impl Member {
         if n > 0 {
             self.points.lots.edit(|lots| lots.drain(..n).for_each(drop));
         }
-        if gone > 0 {
-            self.entry(-gone, "expired", None, fx);
-        }
+        self.entry(-gone, 0, "expired", None, fx);
     }
 
     /// Survivor's side of a merge: take everything, or refuse for different phones.
@@ -2047,14 +2084,14 @@ impl Member {
         self.tier_at = self.tier_at.max(other.tier_at);
         // points: the other's lots join ours, keeping their dates (they expire as they would)
         self.points.pending += other.points.pending;
-        self.points.debt += other.points.debt;
         if other.points.balance > 0 {
             self.points.lots.edit(|lots| {
                 lots.extend(other.points.lots.iter());
                 lots.sort_by_key(|l| l.0);
             });
-            self.entry(other.points.balance, "merged_in", Some(from.clone()), fx);
         }
+        let (balance, debt) = (other.points.balance, other.points.debt);
+        self.entry(balance, debt, "merged_in", Some(from.clone()), fx);
         fx.out(Output::Merged {
             survivor: me.clone(),
             alias: from.clone(),
@@ -2072,10 +2109,8 @@ impl Member {
             .take()
             .map(|m| (m.stash, m.origins))
             .unwrap_or_default();
-        if self.points.balance > 0 {
-            let b = self.points.balance;
-            self.entry(-b, "merged_out", Some(into.clone()), fx);
-        }
+        let (b, d) = (self.points.balance, self.points.debt);
+        self.entry(-b, -d, "merged_out", Some(into.clone()), fx);
         let id = std::mem::take(&mut self.id);
         let seq = self.points.seq;
         *self = Member {
@@ -2693,7 +2728,7 @@ mod tests {
     }
 
     /// JSON of `full_member`, as the layout before the compact one (commit f2fde8e) wrote it.
-    const FULL_JSON: &str = r#"{"id":"m0123456789abcdef","ids":[["openid","o-other"],["openid","oX7f_2kq9ZLmA81bC3dEfGhIjK"],["phone","9f2c4d1e8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d"]],"first_seen":1792800000000000,"last_seen":1794000000000000,"first_store":"st-009","channels":["campaign","douyin","mall"],"stores":[["st-009",1792800000000000],["st-001",1794000000000000],["st-002",1796073600000000],["st-003",1797000720000000]],"days":[{"day":20750,"orders":1,"amount":16699,"redeem_orders":0,"clicks":0,"scans":0,"visits":1,"earned":166},{"day":20763,"orders":1,"amount":2699,"redeem_orders":0,"clicks":1,"scans":0,"visits":1,"earned":26},{"day":20769,"orders":1,"amount":4699,"redeem_orders":0,"clicks":1,"scans":0,"visits":0,"earned":46},{"day":20775,"orders":1,"amount":6699,"redeem_orders":0,"clicks":1,"scans":0,"visits":0,"earned":66},{"day":20781,"orders":1,"amount":8699,"redeem_orders":0,"clicks":1,"scans":0,"visits":0,"earned":86},{"day":20787,"orders":1,"amount":10699,"redeem_orders":1,"clicks":1,"scans":0,"visits":0,"earned":106},{"day":20793,"orders":1,"amount":12699,"redeem_orders":0,"clicks":1,"scans":0,"visits":0,"earned":0},{"day":20798,"orders":0,"amount":0,"redeem_orders":0,"clicks":0,"scans":3,"visits":0,"earned":20}],"last_order":1796592000000000,"bought":[["SKU-NEW",1796592000000000]],"tags":["new_product_fan"],"tier":"member","tier_at":1797001800000000,"points":{"balance":401,"pending":126,"debt":0,"lots":[[1792800060000000,166],[1795036860000000,22],[1795555260000000,86],[1796073660000000,106],[1797000000000000,1],[1797000600000000,10],[1797000720000000,10]],"seq":12},"orders":{"mall:O0":{"value":2699,"pending":0,"earned":26,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1794000060000000},"mall:O1":{"value":4699,"pending":0,"earned":46,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1794518460000000},"mall:O2":{"value":6699,"pending":0,"earned":66,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1795036860000000},"mall:O3":{"value":8699,"pending":0,"earned":86,"reversed":86,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":true,"at":1797000060000000},"mall:O4":{"value":10699,"pending":0,"earned":106,"reversed":10,"redeemed":20,"refunded":1,"returned":1000,"placed":true,"cancelled":false,"at":1797000000000000},"mall:O5":{"value":12699,"pending":126,"earned":0,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1796592000000000},"mall:O7":{"value":16699,"pending":0,"earned":166,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1792800060000000}},"caps":[["cny-2027",20798,2]],"recent":[1,3,8643,17283,25923,34563,43203,9223372036854825819,50011,9223372036854825820,50012,9223372036854825821,50013,19998],"conflicts":0,"timer_at":1798038600000000,"pruned_day":0,"scan":{"rate":[[[359400144,1]],[[5990002,3]],[[499166,3]]],"last_geo":[33.230000000000004,121.47,1797000720000000],"batches":[[8461818871936413217,1797000600000000],[8461818871936413217,1797000660000000],[8461818871936413217,1797000720000000]],"ring":"m0000@2971","ring_size":5,"addrs":[[3853945448803498574,5899124329930544746,1797000720000000]],"merged":[624174092497489363],"visit":[2668674956576408028,1793999400000000,1794000600000000]},"held":[{"event":50012,"campaign":"cny-2027","points":10,"daily_cap":3,"at":1797000660000000}]}"#;
+    const FULL_JSON: &str = r#"{"id":"m0123456789abcdef","ids":[["openid","o-other"],["openid","oX7f_2kq9ZLmA81bC3dEfGhIjK"],["phone","9f2c4d1e8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d"]],"first_seen":1792800000000000,"last_seen":1794000000000000,"first_store":"st-009","channels":["campaign","douyin","mall"],"stores":[["st-009",1792800000000000],["st-001",1794000000000000],["st-002",1796073600000000],["st-003",1797000720000000]],"days":[{"day":20750,"orders":1,"amount":16699,"redeem_orders":0,"clicks":0,"scans":0,"visits":1,"earned":166},{"day":20763,"orders":1,"amount":2699,"redeem_orders":0,"clicks":1,"scans":0,"visits":1,"earned":26},{"day":20769,"orders":1,"amount":4699,"redeem_orders":0,"clicks":1,"scans":0,"visits":0,"earned":46},{"day":20775,"orders":1,"amount":6699,"redeem_orders":0,"clicks":1,"scans":0,"visits":0,"earned":66},{"day":20781,"orders":1,"amount":8699,"redeem_orders":0,"clicks":1,"scans":0,"visits":0,"earned":86},{"day":20787,"orders":1,"amount":10699,"redeem_orders":1,"clicks":1,"scans":0,"visits":0,"earned":106},{"day":20793,"orders":1,"amount":12699,"redeem_orders":0,"clicks":1,"scans":0,"visits":0,"earned":0},{"day":20798,"orders":0,"amount":-9699,"redeem_orders":0,"clicks":0,"scans":3,"visits":0,"earned":-76}],"last_order":1796592000000000,"bought":[["SKU-NEW",1796592000000000]],"tags":["new_product_fan"],"tier":"member","tier_at":1797001800000000,"points":{"balance":401,"pending":126,"debt":0,"lots":[[1792800060000000,166],[1795036860000000,22],[1795555260000000,86],[1796073660000000,106],[1797000000000000,1],[1797000600000000,10],[1797000720000000,10]],"seq":12},"orders":{"mall:O0":{"value":2699,"pending":0,"earned":26,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1794000060000000},"mall:O1":{"value":4699,"pending":0,"earned":46,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1794518460000000},"mall:O2":{"value":6699,"pending":0,"earned":66,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1795036860000000},"mall:O3":{"value":8699,"pending":0,"earned":86,"reversed":86,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":true,"at":1797000060000000},"mall:O4":{"value":10699,"pending":0,"earned":106,"reversed":10,"redeemed":20,"refunded":1,"returned":1000,"placed":true,"cancelled":false,"at":1797000000000000},"mall:O5":{"value":12699,"pending":126,"earned":0,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1796592000000000},"mall:O7":{"value":16699,"pending":0,"earned":166,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1792800060000000}},"caps":[["cny-2027",20798,2]],"recent":[1,3,8643,17283,25923,34563,43203,9223372036854825819,50011,9223372036854825820,50012,9223372036854825821,50013,19998],"conflicts":0,"timer_at":1798038600000000,"pruned_day":0,"scan":{"rate":[[[359400144,1]],[[5990002,3]],[[499166,3]]],"last_geo":[33.230000000000004,121.47,1797000720000000],"batches":[[8461818871936413217,1797000600000000],[8461818871936413217,1797000660000000],[8461818871936413217,1797000720000000]],"ring":"m0000@2971","ring_size":5,"addrs":[[3853945448803498574,5899124329930544746,1797000720000000]],"merged":[624174092497489363],"visit":[2668674956576408028,1793999400000000,1794000600000000]},"held":[{"event":50012,"campaign":"cny-2027","points":10,"daily_cap":3,"at":1797000660000000}]}"#;
     /// JSON of a member waiting for a merge's answer, with a command stashed (same origin).
     const MERGING_JSON: &str = r#"{"id":"m5","merging":{"into":"m1","stash":[{"click":{"channel":"mall","campaign":null}}],"origins":[["00000000-0000-0000-0000-000000000003","2026-11-06T21:22:00.000Z"]]},"ids":[["openid","o5"]],"first_seen":1794000000000000,"last_seen":1794000000000000,"channels":["douyin"],"stores":[],"days":[{"day":20763,"orders":0,"amount":0,"redeem_orders":0,"clicks":1,"scans":0,"visits":0,"earned":0}],"last_order":0,"tags":[],"tier":"member","tier_at":1794000000000000,"points":{"balance":0,"pending":0,"debt":0,"lots":[],"seq":0},"orders":{},"recent":[1],"conflicts":0,"timer_at":1796592000000000,"pruned_day":0}"#;
     /// JSON of a member merged away (an alias), same origin.
@@ -3010,7 +3045,7 @@ mod tests {
     }
 
     /// JSON of `long_member` (same origin as `FULL_JSON`).
-    const LONG_JSON: &str = r#"{"id":"m77","ids":[["openid","o77"]],"first_seen":1794000000000000,"last_seen":1794000000000000,"channels":["mall"],"stores":[["st-002",1804560000000000]],"days":[{"day":20763,"orders":1,"amount":2699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":26},{"day":20766,"orders":1,"amount":4699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":46},{"day":20769,"orders":1,"amount":6699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":66},{"day":20772,"orders":1,"amount":8699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":86},{"day":20775,"orders":1,"amount":10699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":106},{"day":20777,"orders":1,"amount":12699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":126},{"day":20780,"orders":1,"amount":14699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":146},{"day":20783,"orders":1,"amount":16699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":166},{"day":20786,"orders":1,"amount":18699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":186},{"day":20788,"orders":1,"amount":20699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":206},{"day":20791,"orders":1,"amount":22699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":226},{"day":20794,"orders":1,"amount":24699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":246},{"day":20797,"orders":1,"amount":26699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":266},{"day":20800,"orders":1,"amount":28699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":286},{"day":20802,"orders":1,"amount":30699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":306},{"day":20805,"orders":1,"amount":32699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":326},{"day":20808,"orders":1,"amount":34699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":346},{"day":20811,"orders":1,"amount":36699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":366},{"day":20813,"orders":1,"amount":38699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":386},{"day":20816,"orders":1,"amount":40699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":406},{"day":20819,"orders":1,"amount":42699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":426},{"day":20822,"orders":1,"amount":44699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":446},{"day":20825,"orders":1,"amount":46699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":466},{"day":20827,"orders":1,"amount":48699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":486},{"day":20830,"orders":1,"amount":50699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":506},{"day":20833,"orders":1,"amount":52699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":526},{"day":20836,"orders":1,"amount":54699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":546},{"day":20838,"orders":1,"amount":56699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":566},{"day":20841,"orders":1,"amount":58699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":586},{"day":20844,"orders":1,"amount":60699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":606},{"day":20847,"orders":1,"amount":62699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":626},{"day":20850,"orders":1,"amount":64699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":646},{"day":20852,"orders":1,"amount":66699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":666},{"day":20855,"orders":1,"amount":68699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":686},{"day":20858,"orders":1,"amount":70699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":706},{"day":20861,"orders":1,"amount":72699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":726},{"day":20863,"orders":1,"amount":74699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":746},{"day":20866,"orders":1,"amount":76699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":766},{"day":20869,"orders":1,"amount":78699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":786},{"day":20872,"orders":1,"amount":80699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":806},{"day":20875,"orders":1,"amount":82699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":826},{"day":20877,"orders":1,"amount":84699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":846},{"day":20880,"orders":1,"amount":86699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":866},{"day":20883,"orders":1,"amount":88699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":886},{"day":20886,"orders":1,"amount":90699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":906}],"last_order":1804560000000000,"bought":[["SKU-NEW",1804560000000000]],"tags":["dormant","high_value"],"tier":"platinum","tier_at":1810800000000000,"points":{"balance":20963,"pending":0,"debt":0,"lots":[[1794000300000000,19],[1794240300000000,46],[1794480300000000,66],[1794720300000000,86],[1794960300000000,106],[1795200300000000,126],[1795440300000000,146],[1795680300000000,166],[1795920300000000,186],[1796160300000000,206],[1796400300000000,226],[1796640300000000,246],[1796880300000000,266],[1797120300000000,286],[1797360300000000,306],[1797600300000000,326],[1797840300000000,346],[1798080300000000,366],[1798320300000000,386],[1798560300000000,406],[1798800300000000,426],[1799040300000000,446],[1799280300000000,466],[1799520300000000,486],[1799760300000000,506],[1800000300000000,526],[1800240300000000,546],[1800480300000000,566],[1800720300000000,586],[1800960300000000,606],[1801200300000000,626],[1801440300000000,646],[1801680300000000,666],[1801920300000000,686],[1802160300000000,706],[1802400300000000,726],[1802640300000000,746],[1802880300000000,766],[1803120300000000,786],[1803360300000000,806],[1803600300000000,826],[1803840300000000,846],[1804080300000000,866],[1804320300000000,886],[1804560300000000,906]],"seq":46},"orders":{"mall:O27":{"value":56699,"pending":0,"earned":566,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1800480300000000},"mall:O28":{"value":58699,"pending":0,"earned":586,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1800720300000000},"mall:O29":{"value":60699,"pending":0,"earned":606,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1800960300000000},"mall:O30":{"value":62699,"pending":0,"earned":626,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1801200300000000},"mall:O31":{"value":64699,"pending":0,"earned":646,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1801440300000000},"mall:O32":{"value":66699,"pending":0,"earned":666,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1801680300000000},"mall:O33":{"value":68699,"pending":0,"earned":686,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1801920300000000},"mall:O34":{"value":70699,"pending":0,"earned":706,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1802160300000000},"mall:O35":{"value":72699,"pending":0,"earned":726,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1802400300000000},"mall:O36":{"value":74699,"pending":0,"earned":746,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1802640300000000},"mall:O37":{"value":76699,"pending":0,"earned":766,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1802880300000000},"mall:O38":{"value":78699,"pending":0,"earned":786,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1803120300000000},"mall:O39":{"value":80699,"pending":0,"earned":806,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1803360300000000},"mall:O40":{"value":82699,"pending":0,"earned":826,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1803600300000000},"mall:O41":{"value":84699,"pending":0,"earned":846,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1803840300000000},"mall:O42":{"value":86699,"pending":0,"earned":866,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1804080300000000},"mall:O43":{"value":88699,"pending":0,"earned":886,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1804320300000000},"mall:O44":{"value":90699,"pending":0,"earned":906,"reversed":7,"redeemed":0,"refunded":0,"returned":700,"placed":true,"cancelled":false,"at":1810800000000000}},"recent":[],"conflicts":0,"timer_at":1813392000000000,"pruned_day":0}"#;
+    const LONG_JSON: &str = r#"{"id":"m77","ids":[["openid","o77"]],"first_seen":1794000000000000,"last_seen":1794000000000000,"channels":["mall"],"stores":[["st-002",1804560000000000]],"days":[{"day":20763,"orders":1,"amount":2699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":26},{"day":20766,"orders":1,"amount":4699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":46},{"day":20769,"orders":1,"amount":6699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":66},{"day":20772,"orders":1,"amount":8699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":86},{"day":20775,"orders":1,"amount":10699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":106},{"day":20777,"orders":1,"amount":12699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":126},{"day":20780,"orders":1,"amount":14699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":146},{"day":20783,"orders":1,"amount":16699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":166},{"day":20786,"orders":1,"amount":18699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":186},{"day":20788,"orders":1,"amount":20699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":206},{"day":20791,"orders":1,"amount":22699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":226},{"day":20794,"orders":1,"amount":24699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":246},{"day":20797,"orders":1,"amount":26699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":266},{"day":20800,"orders":1,"amount":28699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":286},{"day":20802,"orders":1,"amount":30699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":306},{"day":20805,"orders":1,"amount":32699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":326},{"day":20808,"orders":1,"amount":34699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":346},{"day":20811,"orders":1,"amount":36699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":366},{"day":20813,"orders":1,"amount":38699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":386},{"day":20816,"orders":1,"amount":40699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":406},{"day":20819,"orders":1,"amount":42699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":426},{"day":20822,"orders":1,"amount":44699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":446},{"day":20825,"orders":1,"amount":46699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":466},{"day":20827,"orders":1,"amount":48699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":486},{"day":20830,"orders":1,"amount":50699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":506},{"day":20833,"orders":1,"amount":52699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":526},{"day":20836,"orders":1,"amount":54699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":546},{"day":20838,"orders":1,"amount":56699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":566},{"day":20841,"orders":1,"amount":58699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":586},{"day":20844,"orders":1,"amount":60699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":606},{"day":20847,"orders":1,"amount":62699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":626},{"day":20850,"orders":1,"amount":64699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":646},{"day":20852,"orders":1,"amount":66699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":666},{"day":20855,"orders":1,"amount":68699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":686},{"day":20858,"orders":1,"amount":70699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":706},{"day":20861,"orders":1,"amount":72699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":726},{"day":20863,"orders":1,"amount":74699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":746},{"day":20866,"orders":1,"amount":76699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":766},{"day":20869,"orders":1,"amount":78699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":786},{"day":20872,"orders":1,"amount":80699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":806},{"day":20875,"orders":1,"amount":82699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":826},{"day":20877,"orders":1,"amount":84699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":846},{"day":20880,"orders":1,"amount":86699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":866},{"day":20883,"orders":1,"amount":88699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":886},{"day":20886,"orders":1,"amount":90699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":906},{"day":20958,"orders":0,"amount":-700,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":-7}],"last_order":1804560000000000,"bought":[["SKU-NEW",1804560000000000]],"tags":["dormant","high_value"],"tier":"platinum","tier_at":1810800000000000,"points":{"balance":20963,"pending":0,"debt":0,"lots":[[1794000300000000,19],[1794240300000000,46],[1794480300000000,66],[1794720300000000,86],[1794960300000000,106],[1795200300000000,126],[1795440300000000,146],[1795680300000000,166],[1795920300000000,186],[1796160300000000,206],[1796400300000000,226],[1796640300000000,246],[1796880300000000,266],[1797120300000000,286],[1797360300000000,306],[1797600300000000,326],[1797840300000000,346],[1798080300000000,366],[1798320300000000,386],[1798560300000000,406],[1798800300000000,426],[1799040300000000,446],[1799280300000000,466],[1799520300000000,486],[1799760300000000,506],[1800000300000000,526],[1800240300000000,546],[1800480300000000,566],[1800720300000000,586],[1800960300000000,606],[1801200300000000,626],[1801440300000000,646],[1801680300000000,666],[1801920300000000,686],[1802160300000000,706],[1802400300000000,726],[1802640300000000,746],[1802880300000000,766],[1803120300000000,786],[1803360300000000,806],[1803600300000000,826],[1803840300000000,846],[1804080300000000,866],[1804320300000000,886],[1804560300000000,906]],"seq":46},"orders":{"mall:O27":{"value":56699,"pending":0,"earned":566,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1800480300000000},"mall:O28":{"value":58699,"pending":0,"earned":586,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1800720300000000},"mall:O29":{"value":60699,"pending":0,"earned":606,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1800960300000000},"mall:O30":{"value":62699,"pending":0,"earned":626,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1801200300000000},"mall:O31":{"value":64699,"pending":0,"earned":646,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1801440300000000},"mall:O32":{"value":66699,"pending":0,"earned":666,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1801680300000000},"mall:O33":{"value":68699,"pending":0,"earned":686,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1801920300000000},"mall:O34":{"value":70699,"pending":0,"earned":706,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1802160300000000},"mall:O35":{"value":72699,"pending":0,"earned":726,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1802400300000000},"mall:O36":{"value":74699,"pending":0,"earned":746,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1802640300000000},"mall:O37":{"value":76699,"pending":0,"earned":766,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1802880300000000},"mall:O38":{"value":78699,"pending":0,"earned":786,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1803120300000000},"mall:O39":{"value":80699,"pending":0,"earned":806,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1803360300000000},"mall:O40":{"value":82699,"pending":0,"earned":826,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1803600300000000},"mall:O41":{"value":84699,"pending":0,"earned":846,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1803840300000000},"mall:O42":{"value":86699,"pending":0,"earned":866,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1804080300000000},"mall:O43":{"value":88699,"pending":0,"earned":886,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1804320300000000},"mall:O44":{"value":90699,"pending":0,"earned":906,"reversed":7,"redeemed":0,"refunded":0,"returned":700,"placed":true,"cancelled":false,"at":1810800000000000}},"recent":[],"conflicts":0,"timer_at":1813392000000000,"pruned_day":0}"#;
 
     /// The checkpoint format does not depend on how a member is laid out in memory: a member
     /// built by its handlers serializes exactly as before, and reads back to the same state.
@@ -3084,20 +3119,20 @@ mod tests {
         "06646f7579696e046d616c6c040673742d3030398080baf2d8a2af060673742d3030318080d1cbc5e8af0606",
         "73742d3030328080d98e9fe1b0060673742d30303380909dd99a97b106089cc40201f6840200000001cc02b6",
         "c40201962a0001000134c2c40201b649000100005ccec40201d668000100008401dac40201f6870100010000",
-        "ac01e6c4020196a70101010000d401f2c40201b6c6010001000000fcc402000000000300288080bbbfb5ffb0",
-        "060107534b552d4e45578080bbbfb5ffb006010f6e65775f70726f647563745f66616e066d656d6265728088",
-        "99dfa297b106a206fc010007809cd6abd9a2af06cc02809cb1e6f2a4b0062c809c939789c3b006ac01809cf5",
-        "c79fe1b006d40180c0caaa9597b1060280d8e4e69997b1061480909dd99a97b106140c07076d616c6c3a4f30",
-        "962a0034000000000100809ced84c6e8af06076d616c6c3a4f31b649005c000000000100809ccfb5dc86b006",
-        "076d616c6c3a4f32d668008401000000000100809cb1e6f2a4b006076d616c6c3a4f33f6870100ac01ac0100",
-        "0000010180dce6e39597b106076d616c6c3a4f3496a70100d401142802d00f010080c0caaa9597b106076d61",
-        "6c6c3a4f35b6c601fc01000000000001008080bbbfb5ffb006076d616c6c3a4f37f6840200cc020000000001",
-        "00809cd6abd9a2af060108636e792d32303237fcc402020e0103c343838701c3ca01838e02c3d102db868380",
-        "808080808001db8603dc868380808080808001dc8603dd868380808080808001dd86039e9c01008088ddc0cf",
-        "d3b1060001a08be0d6020101e499db050301bcf73c03013e0ad7a3709d4040ae47e17a145e5e4080909dd99a",
-        "97b10603a1dcddfbe6ed9ab77580d8e4e69997b106a1dcddfbe6ed9ab77580f480a09a97b106a1dcddfbe6ed",
-        "9ab77580909dd99a97b106010a6d3030303040323937310501cef4a99df7defdbd35eaacffdaabcaf9ee5180",
-        "909dd99a97b10601d39bc2aafbe0e0d40801dc83dfbdbdb7c2842580e8b68fc1e8af068098eb87cae8af0601",
-        "dc860308636e792d32303237140380f480a09a97b106",
+        "ac01e6c4020196a70101010000d401f2c40201b6c6010001000000fcc40200c597010000030097018080bbbf",
+        "b5ffb0060107534b552d4e45578080bbbfb5ffb006010f6e65775f70726f647563745f66616e066d656d6265",
+        "72808899dfa297b106a206fc010007809cd6abd9a2af06cc02809cb1e6f2a4b0062c809c939789c3b006ac01",
+        "809cf5c79fe1b006d40180c0caaa9597b1060280d8e4e69997b1061480909dd99a97b106140c07076d616c6c",
+        "3a4f30962a0034000000000100809ced84c6e8af06076d616c6c3a4f31b649005c000000000100809ccfb5dc",
+        "86b006076d616c6c3a4f32d668008401000000000100809cb1e6f2a4b006076d616c6c3a4f33f6870100ac01",
+        "ac01000000010180dce6e39597b106076d616c6c3a4f3496a70100d401142802d00f010080c0caaa9597b106",
+        "076d616c6c3a4f35b6c601fc01000000000001008080bbbfb5ffb006076d616c6c3a4f37f6840200cc020000",
+        "00000100809cd6abd9a2af060108636e792d32303237fcc402020e0103c343838701c3ca01838e02c3d102db",
+        "868380808080808001db8603dc868380808080808001dc8603dd868380808080808001dd86039e9c01008088",
+        "ddc0cfd3b1060001a08be0d6020101e499db050301bcf73c03013e0ad7a3709d4040ae47e17a145e5e408090",
+        "9dd99a97b10603a1dcddfbe6ed9ab77580d8e4e69997b106a1dcddfbe6ed9ab77580f480a09a97b106a1dcdd",
+        "fbe6ed9ab77580909dd99a97b106010a6d3030303040323937310501cef4a99df7defdbd35eaacffdaabcaf9",
+        "ee5180909dd99a97b10601d39bc2aafbe0e0d40801dc83dfbdbdb7c2842580e8b68fc1e8af068098eb87cae8",
+        "af0601dc860308636e792d32303237140380f480a09a97b106",
     );
 }

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "output", rename_all = "snake_case")]
 pub enum Output {
-    /// A points ledger entry: every change of a member's available balance.
+    /// A points ledger entry: every change of a member's available balance or of the points
+    /// it owes (a reversal the balance could not cover; paid from the next points earned).
+    /// Per member, the deltas sum to the balance and the debt deltas to the debt.
     Ledger {
         /// Member id.
         member: Str,
@@ -25,6 +27,13 @@ pub enum Output {
         /// The order or campaign the entry is about.
         #[serde(skip_serializing_if = "crate::cold::omit", default)]
         about: Option<Str>,
+        /// Change of the points owed (absent: 0): up by what a reversal could not take, down
+        /// by what points earned paid off.
+        #[serde(skip_serializing_if = "crate::cold::omit", default)]
+        debt_delta: i64,
+        /// Points owed after the entry (absent: 0).
+        #[serde(skip_serializing_if = "crate::cold::omit", default)]
+        debt: i64,
     },
     /// Points waiting for an order's fulfilment changed.
     Pending {

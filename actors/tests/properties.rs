@@ -169,6 +169,7 @@ fn run(rules: Rules, events: &[Event]) -> (Engine, Vec<Emitted>) {
 
 fn check_invariants(engine: &Engine, out: &[Emitted]) -> Result<(), TestCaseError> {
     let mut ledger: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut owed: BTreeMap<&str, i64> = BTreeMap::new();
     let mut last: BTreeMap<&str, (u64, i64)> = BTreeMap::new();
     for e in out {
         if let Output::Ledger {
@@ -176,16 +177,29 @@ fn check_invariants(engine: &Engine, out: &[Emitted]) -> Result<(), TestCaseErro
             seq,
             delta,
             balance,
+            debt_delta,
+            debt,
             ..
         } = &e.output
         {
             prop_assert!(*balance >= 0, "negative balance {balance} for {member}");
+            prop_assert!(*debt >= 0, "negative debt {debt} for {member}");
+            prop_assert!(*delta != 0 || *debt_delta != 0, "an empty entry {}", seq);
             let sum = ledger.entry(member.as_str()).or_default();
             *sum += delta;
             prop_assert_eq!(
                 *sum,
                 *balance,
                 "ledger sum differs from balance after entry {}",
+                seq
+            );
+            // the debt is in the ledger too: what a reversal could not take, and its payment
+            let sum = owed.entry(member.as_str()).or_default();
+            *sum += debt_delta;
+            prop_assert_eq!(
+                *sum,
+                *debt,
+                "debt deltas differ from the debt after {}",
                 seq
             );
             let prev = last.insert(member.as_str(), (*seq, *balance));
@@ -198,11 +212,14 @@ fn check_invariants(engine: &Engine, out: &[Emitted]) -> Result<(), TestCaseErro
     let mut total_balance = 0;
     for (id, m) in engine.members() {
         let sum = ledger.get(id.as_str()).copied().unwrap_or(0);
+        let debt = owed.get(id.as_str()).copied().unwrap_or(0);
         if m.alias_of.is_some() {
             prop_assert_eq!(sum, 0, "an alias keeps no points: {}", id);
+            prop_assert_eq!(debt, 0, "an alias owes no points: {}", id);
             continue;
         }
         prop_assert_eq!(m.points.balance, sum, "member {} balance vs ledger", id);
+        prop_assert_eq!(m.points.debt, debt, "member {} debt vs ledger", id);
         let lots: i64 = m.points.lots.iter().map(|l| l.1).sum();
         prop_assert_eq!(lots, m.points.balance);
         prop_assert!(m.points.pending >= 0 && m.points.debt >= 0);

@@ -253,6 +253,63 @@ fn points_earned_in_one_channel_pay_in_another_and_a_cancel_refunds_them() {
     assert_eq!(w.ledger_sum(&m.id), 500);
 }
 
+/// The ledger entries of one member: (reason, about, delta, debt delta, debt after).
+fn ledger_of(w: &World, member: &str) -> Vec<(String, String, i64, i64, i64)> {
+    w.out
+        .iter()
+        .filter_map(|e| match &e.output {
+            Output::Ledger {
+                member: m,
+                reason,
+                about,
+                delta,
+                debt_delta,
+                debt,
+                ..
+            } if m == member => Some((
+                reason.to_string(),
+                about.as_deref().unwrap_or("").to_string(),
+                *delta,
+                *debt_delta,
+                *debt,
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_clawback_beyond_the_balance_and_its_payment_are_in_the_ledger() {
+    let mut w = World::new(Rules::default());
+    w.send(&stock("S1", 10, T0));
+    let who = r#"{"openid":"od"}"#;
+    let l = r#","lines":[{"sku":"S1","qty":1,"unit_price":50000}],"location":"wh""#;
+    w.send(&order("a", "placed", who, l, T0));
+    w.send(&order("a", "fulfilled", who, "", T0));
+    // every point spent, then the order that earned them comes back whole
+    let spend =
+        r#","lines":[{"sku":"S1","qty":1,"unit_price":100}],"location":"wh","points_redeemed":500"#;
+    w.send(&order("b", "placed", who, spend, T1));
+    w.send(&order("a", "returned", who, "", T2));
+    let earn = r#","lines":[{"sku":"S1","qty":1,"unit_price":10000}],"location":"wh""#;
+    w.send(&order("c", "placed", who, earn, T2));
+    w.send(&order("c", "fulfilled", who, "", T3));
+    let m = w.member_by("openid", "od").clone();
+    assert_eq!((m.points.balance, m.points.debt), (0, 400));
+    let s = |r: &str, a: &str, d, dd, debt| (r.to_string(), a.to_string(), d, dd, debt);
+    assert_eq!(
+        ledger_of(&w, &m.id),
+        vec![
+            s("earned", "mall:a", 500, 0, 0),
+            s("redeemed", "mall:b", -500, 0, 0),
+            // the return takes 500 the balance no longer holds: all of it owed
+            s("reversed", "mall:a", 0, 500, 500),
+            // order c's 100 points pay the debt, none reach the balance
+            s("earned", "mall:c", 0, -100, 400),
+        ]
+    );
+}
+
 #[test]
 fn identities_seen_together_merge_members_and_keep_every_point_once() {
     let mut w = World::new(Rules::default());
@@ -364,6 +421,37 @@ fn a_dormant_members_points_expire_and_its_windowed_tags_drop() {
         &e.output,
         Output::Ledger { delta: -1500, reason, .. } if reason == "expired"
     )));
+}
+
+/// A whole order returned, or an order cancelled, no longer counts in the windows: the
+/// monetary tag drops at once, the tier it earned after the downgrade grace. (Both were
+/// counted gross: bought and returned, a member stayed `silver` and `high_value`.)
+#[test]
+fn a_returned_or_cancelled_order_leaves_the_tag_and_tier_windows() {
+    let mut w = World::new(Rules::default());
+    w.send(&stock("S1", 10, T0));
+    let lines = r#","lines":[{"sku":"S1","qty":1,"unit_price":150000}],"location":"wh""#;
+    w.send(&order("o1", "placed", r#"{"openid":"oa"}"#, lines, T1));
+    w.send(&order("o1", "fulfilled", r#"{"openid":"oa"}"#, "", T1));
+    let m = w.member_by("openid", "oa").clone();
+    assert_eq!((m.tier.as_str(), m.points.balance), ("silver", 1500));
+    assert!(m.tags.contains(&"high_value".into()), "{:?}", m.tags);
+    w.send(&order("o1", "returned", r#"{"openid":"oa"}"#, "", T2));
+    let m = w.member_by("openid", "oa").clone();
+    assert!(!m.tags.contains(&"high_value".into()), "{:?}", m.tags);
+    assert_eq!(m.points.balance, 0);
+    assert_eq!(m.tier, "silver", "kept for the grace");
+    let rfm = m.view(w.engine.watermark(), 20769, &Rules::default());
+    assert_eq!(rfm.xrfm[0].monetary, 0, "{:?}", rfm.xrfm);
+    // a cancelled order never counted: no monetary tag
+    w.send(&order("o2", "placed", r#"{"openid":"ob"}"#, lines, T2));
+    w.send(&order("o2", "cancelled", r#"{"openid":"ob"}"#, "", T3));
+    let m = w.member_by("openid", "ob").clone();
+    assert!(!m.tags.contains(&"high_value".into()), "{:?}", m.tags);
+    // past the 30-day grace (another member's click moves the watermark): the tier goes
+    w.send(r#"{"type":"click","ts":"2026-12-20T12:00:00+08:00","channel":"mall","member":{"openid":"oc"},"target":"ad1"}"#);
+    let m = w.member_by("openid", "oa").clone();
+    assert_eq!(m.tier, "member");
 }
 
 #[test]
