@@ -15,6 +15,10 @@ use omnistream_schemas::{EventTime, OrderKind, OrderStatus};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// Status events an order keeps while its placement is in flight or not seen yet; more are
+/// ignored (with an `order_ignored` output).
+pub const MAX_DEFERRED: usize = 16;
+
 /// Where an order's placement stands.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -264,14 +268,15 @@ impl Order {
     fn on_event(&mut self, me: &Str, ev: OrderEvent, ctx: &Ctx, fx: &mut Effects) {
         if ev.status == OrderStatus::Placed {
             if self.phase != Phase::New {
-                return; // placed once: a repeat changes nothing
+                // placed once: a repeat (or an edit of the lines) changes nothing, and says so
+                return ignored(me, ev.status, "already placed", fx);
             }
             return self.place(me, ev, fx);
         }
         match self.phase {
             // placement still in flight (or not seen yet): apply when it settles
             Phase::New | Phase::Credit | Phase::Reserving | Phase::Redeeming => {
-                self.defer(ev, ctx);
+                self.defer(me, ev, ctx, fx);
             }
             Phase::Held => {
                 if ev.status == OrderStatus::Cancelled {
@@ -285,7 +290,7 @@ impl Order {
                     self.status = Some(OrderStatus::Cancelled);
                     self.status_out(me, "cancelled", fx);
                 } else {
-                    self.defer(ev, ctx);
+                    self.defer(me, ev, ctx, fx);
                 }
             }
             Phase::Rejected | Phase::Cancelled => {
@@ -455,15 +460,21 @@ impl Order {
         }
     }
 
-    /// Keeps a status event that arrived while placement is in flight (at most 16), to apply
-    /// when it settles, under its own id and time.
-    fn defer(&mut self, ev: OrderEvent, ctx: &Ctx) {
-        if self.later.len() < 16 {
-            if self.later_at.len() == self.later.len() {
-                self.later_at.push(ctx.at);
-            }
-            self.later.push((ctx.event.as_u128(), ev));
+    /// Keeps a status event that arrived while placement is in flight (at most
+    /// [`MAX_DEFERRED`]), to apply when it settles, under its own id and time.
+    fn defer(&mut self, me: &Str, ev: OrderEvent, ctx: &Ctx, fx: &mut Effects) {
+        if self.later.len() >= MAX_DEFERRED {
+            return ignored(
+                me,
+                ev.status,
+                "too many status events wait for placement",
+                fx,
+            );
         }
+        if self.later_at.len() == self.later.len() {
+            self.later_at.push(ctx.at);
+        }
+        self.later.push((ctx.event.as_u128(), ev));
     }
 
     fn to_member(&self, cmd: MemberCmd, fx: &mut Effects) {
@@ -656,6 +667,62 @@ mod tests {
             dealer: None,
             points_redeemed: None,
         }
+    }
+
+    fn ignored_reasons(fx: &Effects) -> Vec<String> {
+        fx.outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::OrderIgnored { reason, .. } => Some(reason.to_string()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_repeated_placed_and_statuses_beyond_the_waiting_bound_are_ignored_with_a_reason() {
+        let (rules, refs) = (Rules::default(), crate::refdata::RefData::default());
+        let at = EventTime::parse("2026-11-11T19:10:00+08:00").unwrap();
+        let ctx = |n: u128| Ctx {
+            at,
+            event: uuid::Uuid::from_u128(n),
+            rules: &rules,
+            refs: &refs,
+        };
+        let me: Str = "mall:o3".into();
+        let mut o = Order::default();
+        let mut fx = Effects::default();
+        for n in 0..=MAX_DEFERRED as u128 {
+            let ev = Box::new(status(OrderStatus::Paid));
+            o.handle(&me, OrderCmd::Event(ev), &ctx(n), &mut fx);
+        }
+        assert_eq!(o.later.len(), MAX_DEFERRED);
+        assert_eq!(
+            ignored_reasons(&fx),
+            ["too many status events wait for placement"]
+        );
+        let mut placed = status(OrderStatus::Placed);
+        placed.lines = Some(vec![LineV {
+            sku: "S1".into(),
+            qty: 1,
+            unit_price: 100,
+        }]);
+        placed.location = Some("wh".into());
+        let mut fx = Effects::default();
+        o.handle(
+            &me,
+            OrderCmd::Event(Box::new(placed.clone())),
+            &ctx(100),
+            &mut fx,
+        );
+        assert_eq!(o.phase, Phase::Reserving);
+        assert!(ignored_reasons(&fx).is_empty());
+        // the lines edited in a second `placed`: not applied, and said so
+        placed.lines.as_mut().unwrap()[0].qty = 5;
+        let mut fx = Effects::default();
+        o.handle(&me, OrderCmd::Event(Box::new(placed)), &ctx(101), &mut fx);
+        assert_eq!(ignored_reasons(&fx), ["already placed"]);
+        assert_eq!(o.lines[0].qty, 1);
     }
 
     #[test]
