@@ -70,6 +70,10 @@ fn the_scripted_day_gives_the_expected_state_over_http() {
     assert_eq!(order["output"], "order_rejected", "{refused}");
     assert_eq!(order["reason"], "insufficient_stock", "{refused}");
     assert_eq!(s.get("/v1/skus/S1/stock")["atp"], 39);
+    // times read as times: instants in UTC, a store's days as local dates
+    assert_eq!(o["member"]["first_seen"], "2026-11-11T01:00:00.000Z", "{o}");
+    assert_eq!(o["kpis"]["days"][0]["at"], "2026-11-11", "{o}");
+    assert_eq!(o["kpis"]["this_hour"]["at"], "2026-11-11T17:00", "{o}");
     // o1 through its life: placed, fulfilled, half returned
     assert_eq!(o["order"]["status"], "returned", "{o}");
     assert_eq!(o["order"]["amount"], 20000, "{o}");

@@ -90,7 +90,8 @@ pub struct HeldView {
     pub amount: i64,
     /// Credit missing now for it to be released, in fen.
     pub shortfall: i64,
-    /// Event time it was held (µs).
+    /// Event time it was held (RFC 3339, UTC).
+    #[serde(with = "crate::shown::instant")]
     pub at: i64,
 }
 

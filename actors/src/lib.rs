@@ -26,6 +26,7 @@ pub mod refdata;
 pub mod router;
 pub mod seen;
 pub mod sharded;
+pub mod shown;
 pub mod sku;
 pub mod store;
 pub mod timers;

@@ -1206,9 +1206,11 @@ pub struct MemberView {
     pub id: Str,
     /// Identity kinds and values (personal values hashed).
     pub identities: Vec<Id>,
-    /// First activity (µs).
+    /// First activity (RFC 3339, UTC).
+    #[serde(with = "crate::shown::instant")]
     pub first_seen: i64,
-    /// Latest activity (µs).
+    /// Latest activity (RFC 3339, UTC).
+    #[serde(with = "crate::shown::instant")]
     pub last_seen: i64,
     /// Channels used.
     pub channels: Vec<Str>,

@@ -364,12 +364,18 @@ impl Store {
         let (day, hour) = (now.local_day(), now.local_hour());
         let window_start = now.unix_us.saturating_sub(REP_WINDOW_DAYS * DAY_US);
         StoreView {
-            today: KpiView::new(day, self.days.get(&day).copied().unwrap_or_default()),
-            this_hour: KpiView::new(hour, self.hours.get(&hour).copied().unwrap_or_default()),
+            today: KpiView::new(
+                Bucket::Day(day),
+                self.days.get(&day).copied().unwrap_or_default(),
+            ),
+            this_hour: KpiView::new(
+                Bucket::Hour(hour),
+                self.hours.get(&hour).copied().unwrap_or_default(),
+            ),
             days: self
                 .days
                 .iter()
-                .map(|(d, k)| KpiView::new(*d, *k))
+                .map(|(d, k)| KpiView::new(Bucket::Day(*d), *k))
                 .collect(),
             reps: self
                 .reps
@@ -377,7 +383,7 @@ impl Store {
                 .map(|(id, r)| RepView {
                     rep: id.clone(),
                     visits: r.visits,
-                    last_visit_us: r.last_us,
+                    last_visit: r.last_us,
                     visits_30d: r
                         .recent
                         .iter()
@@ -442,8 +448,8 @@ fn hash_key(s: &str) -> u128 {
 /// One bucket's KPIs with the derived conversion.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KpiView {
-    /// Local day or hour number of the bucket.
-    pub at: i64,
+    /// The bucket: a local day (`2026-11-11`) or hour (`2026-11-11T20:00`).
+    pub at: Bucket,
     /// The counts.
     #[serde(flatten)]
     pub kpi: Kpi,
@@ -451,8 +457,18 @@ pub struct KpiView {
     pub conversion: Option<f64>,
 }
 
+/// A KPI bucket: a day or an hour of the sender's local time, shown as its date (and hour).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Bucket {
+    /// An hour (`2026-11-11T20:00`).
+    Hour(#[serde(with = "crate::shown::hour")] i64),
+    /// A day (`2026-11-11`).
+    Day(#[serde(with = "crate::shown::day")] i64),
+}
+
 impl KpiView {
-    fn new(at: i64, kpi: Kpi) -> Self {
+    fn new(at: Bucket, kpi: Kpi) -> Self {
         KpiView {
             at,
             kpi,
@@ -468,8 +484,9 @@ pub struct RepView {
     pub rep: Str,
     /// Visits in all.
     pub visits: u64,
-    /// Time of the latest visit (µs).
-    pub last_visit_us: i64,
+    /// Time of the latest visit (RFC 3339, UTC).
+    #[serde(with = "crate::shown::instant")]
+    pub last_visit: i64,
     /// Visits in the 30 days before the view's time.
     pub visits_30d: usize,
     /// Average time spent per visit with a known duration, in seconds.
@@ -802,7 +819,7 @@ mod tests {
         assert_eq!(v.reps.len(), 1);
         let r = &v.reps[0];
         assert_eq!(
-            (r.visits, r.last_visit_us, r.visits_30d),
+            (r.visits, r.last_visit, r.visits_30d),
             (3, (T0_MS + 40 * day) * 1000, 2)
         );
         assert_eq!(r.avg_duration_s, Some(900.0));
