@@ -235,6 +235,9 @@ fn replay_refuses_an_event_beyond_the_lateness_window_into_the_dead_letters() {
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0]["id"], "00000000-0000-7000-8000-000000000002");
     assert_eq!(dead[0]["line"], 2);
+    // shaped as the service's dead letters, which a warehouse loads beside these
+    assert_eq!(dead[0]["output"], "dead_letter");
+    assert_eq!(dead[0]["source"], format!("file:{}", dead[0]["file"].as_str().unwrap()));
     assert_eq!(dead[0]["reasons"][0]["reason"], "too_late", "{dead:?}");
     let skus = std::fs::read_to_string(out.join("skus.jsonl")).unwrap();
     assert!(skus.contains("\"T\""), "{skus}");

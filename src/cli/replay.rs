@@ -525,7 +525,9 @@ fn flush_epoch(
     Ok(())
 }
 
-/// Writes one refused line to the dead letters, its personal values hashed.
+/// Writes one refused line to the dead letters, its personal values hashed: the service's
+/// dead letter (`output`, `source` as `run --input` names a file, `id`, `reasons`, `raw`)
+/// with the file and line it came from.
 fn dead_letter(
     dead: &mut impl Write,
     pii: &omnistream_schemas::Pii,
@@ -538,6 +540,7 @@ fn dead_letter(
     line(
         dead,
         &serde_json::json!({
+            "output": "dead_letter", "source": format!("file:{file}"),
             "file": file, "line": at_line, "id": id,
             "reasons": reasons, "raw": pii.redact(raw),
         }),
