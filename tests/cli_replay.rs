@@ -237,7 +237,10 @@ fn replay_refuses_an_event_beyond_the_lateness_window_into_the_dead_letters() {
     assert_eq!(dead[0]["line"], 2);
     // shaped as the service's dead letters, which a warehouse loads beside these
     assert_eq!(dead[0]["output"], "dead_letter");
-    assert_eq!(dead[0]["source"], format!("file:{}", dead[0]["file"].as_str().unwrap()));
+    assert_eq!(
+        dead[0]["source"],
+        format!("file:{}", dead[0]["file"].as_str().unwrap())
+    );
     assert_eq!(dead[0]["reasons"][0]["reason"], "too_late", "{dead:?}");
     let skus = std::fs::read_to_string(out.join("skus.jsonl")).unwrap();
     assert!(skus.contains("\"T\""), "{skus}");
@@ -417,4 +420,22 @@ fn a_missing_input_stops_before_any_output_is_touched() {
         .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("at most 64"));
+}
+
+/// `--until` before the input's last event time fires nothing more, and says so.
+#[test]
+fn an_until_before_the_inputs_end_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+        .args(["replay", "--input", SAMPLE, "--out"])
+        .arg(dir.path().join("out"))
+        .args(["--until", "2020-01-01T00:00:00Z"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("--until 2020-01-01T00:00:00.000Z is not after the input's event time"),
+        "{err}"
+    );
 }

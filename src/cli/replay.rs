@@ -435,6 +435,17 @@ pub fn run(
         );
     }
     if let Some(t) = until {
+        let reached = match &epochs {
+            Some(ep) => ep.sharded.watermark(),
+            None => engine.watermark(),
+        };
+        if t.unix_us <= reached {
+            // the input went past it already: nothing more is due, say so rather than nothing
+            eprintln!(
+                "replay: --until {t} is not after the input's event time (the watermark reached {}): no timer more fired",
+                omnistream_schemas::EventTime { unix_us: reached, offset_min: 0 }
+            );
+        }
         match epochs.as_mut() {
             Some(ep) => ep.sharded.advance(t.unix_us, &mut buf),
             None => engine.advance(t.unix_us, &mut buf),
