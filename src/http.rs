@@ -246,7 +246,7 @@ async fn post_scan(st: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
 }
 
 /// Why a read found no answer to give: the store failed, or the state did not render as JSON.
-enum ReadError {
+pub(crate) enum ReadError {
     Store(StoreError),
     Render(serde_json::Error),
 }
@@ -325,7 +325,9 @@ where
     }
 }
 
-fn member_view(e: &Sharded, id: &str) -> Result<Option<Value>, ReadError> {
+/// What `GET /v1/members/{id}` answers (the functions below are the routes' answers too, also
+/// read by [`crate::openapi`] for its examples).
+pub(crate) fn member_view(e: &Sharded, id: &str) -> Result<Option<Value>, ReadError> {
     let at = crate::view_time(e);
     let (now, today) = (at.unix_us, at.local_day());
     match e.member(id) {
@@ -407,52 +409,78 @@ async fn get_ledger(
             .iter()
             .filter_map(|r| serde_json::from_slice(r).ok())
             .collect();
-        // where the next page starts, as /v1/outputs answers it: after the last entry given
-        let next = entries
-            .last()
-            .and_then(|e| e["seq"].as_u64())
-            .map_or(from, |s| s + 1);
-        Ok(Some(json!({"member": m.id, "balance": m.points.balance,
-            "debt": m.points.debt, "next": next, "entries": entries})))
+        Ok(Some(ledger_page(&m, from, entries)))
     })
     .await
+}
+
+pub(crate) fn stock_view(e: &Sharded, id: &str) -> Result<Option<Value>, ReadError> {
+    match e.sku(id) {
+        Some(s) => to_json(s.view()),
+        None => Ok(None),
+    }
+}
+
+/// What `GET /v1/members/{id}/ledger` answers: the member's balance and debt, a page of its
+/// entries from `from`, and `next`, where the following page starts (after the last entry
+/// given, as /v1/outputs answers it).
+pub(crate) fn ledger_page(
+    m: &omnistream_actors::member::Member,
+    from: u64,
+    entries: Vec<Value>,
+) -> Value {
+    let next = entries
+        .last()
+        .and_then(|e| e["seq"].as_u64())
+        .map_or(from, |s| s + 1);
+    json!({"member": m.id, "balance": m.points.balance, "debt": m.points.debt,
+        "next": next, "entries": entries})
 }
 
 async fn get_stock(st: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
     let id = id.into_inner();
-    read(&st, "sku", move |e| match e.sku(&id) {
-        Some(s) => to_json(s.view()),
+    read(&st, "sku", move |e| stock_view(e, &id)).await
+}
+
+pub(crate) fn credit_view(e: &Sharded, id: &str) -> Result<Option<Value>, ReadError> {
+    match e.dealer(id) {
+        Some(d) => to_json(d.view()),
         None => Ok(None),
-    })
-    .await
+    }
 }
 
 async fn get_credit(st: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
     let id = id.into_inner();
-    read(&st, "dealer", move |e| match e.dealer(&id) {
-        Some(d) => to_json(d.view()),
+    read(&st, "dealer", move |e| credit_view(e, &id)).await
+}
+
+pub(crate) fn kpis_view(e: &Sharded, id: &str) -> Result<Option<Value>, ReadError> {
+    match e.store(id) {
+        Some(s) => to_json(s.view(crate::view_time(e))),
         None => Ok(None),
-    })
-    .await
+    }
 }
 
 async fn get_kpis(st: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
     let id = id.into_inner();
-    read(&st, "store", move |e| match e.store(&id) {
-        Some(s) => to_json(s.view(crate::view_time(e))),
+    read(&st, "store", move |e| kpis_view(e, &id)).await
+}
+
+pub(crate) fn order_view(
+    e: &Sharded,
+    channel: &str,
+    order: &str,
+) -> Result<Option<Value>, ReadError> {
+    let key = omnistream_actors::router::order_key(channel, order);
+    match e.order(&key) {
+        Some(o) => to_json(o.view(&key)),
         None => Ok(None),
-    })
-    .await
+    }
 }
 
 async fn get_order(st: web::Data<AppState>, p: web::Path<(String, String)>) -> HttpResponse {
     let (channel, order) = p.into_inner();
-    let key = omnistream_actors::router::order_key(&channel, &order);
-    read(&st, "order", move |e| match e.order(&key) {
-        Some(o) => to_json(o.view(&key)),
-        None => Ok(None),
-    })
-    .await
+    read(&st, "order", move |e| order_view(e, &channel, &order)).await
 }
 
 #[derive(Deserialize)]

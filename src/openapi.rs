@@ -33,10 +33,129 @@ fn op(summary: &str, params: &[&str], body: Option<&str>) -> Value {
     o
 }
 
+/// The sample feed the examples come from (the README's `curl` examples send it too).
+const SAMPLE: &str = include_str!("../examples/sample.jsonl");
+
+/// Example answers: the sample feed run through the entities under the default rules and the
+/// public development key, read with the functions the routes answer with. Each is what a
+/// service started on defaults answers after `POST /v1/events` of `examples/sample.jsonl`
+/// (`tests/service.rs` asks it and compares), so the examples cannot drift from the code.
+/// Each: the path, the request the example answers, and the answer.
+fn examples() -> Vec<(&'static str, String, Value)> {
+    use crate::http::{credit_view, kpis_view, ledger_page, member_view, order_view, stock_view};
+    use omnistream_actors::{sharded::Sharded, Output, Rules};
+    let decoder = omnistream_schemas::Decoder::new(omnistream_schemas::Pii::new(
+        crate::cli::DEV_PII_KEY.as_bytes(),
+    ));
+    let mut e = Sharded::new(Rules::default(), 1);
+    let mut out = Vec::new();
+    for line in SAMPLE.lines() {
+        if let Ok(ev) = decoder.decode(line.as_bytes()) {
+            e.apply(&ev, &mut out);
+        }
+    }
+    let json = |v: Result<Option<Value>, crate::http::ReadError>| match v {
+        Ok(Some(v)) => v,
+        _ => Value::Null,
+    };
+    let items: Vec<Value> = out
+        .iter()
+        .enumerate()
+        .map(|(seq, o)| json!({"seq": seq, "output": o}))
+        .collect();
+    let page = |items: Vec<Value>, end: usize| {
+        let next = items
+            .last()
+            .and_then(|i| i["seq"].as_u64())
+            .map_or(end as u64, |s| s + 1);
+        json!({"next": next, "items": items})
+    };
+    let decisions: Vec<Value> = items
+        .iter()
+        .filter(|i| i["output"]["output"] == "decision")
+        .take(2)
+        .cloned()
+        .collect();
+    let Some(m) = e.member_of("tmall", "tb_lili").map(|m| m.into_owned()) else {
+        return Vec::new();
+    };
+    let entries: Vec<Value> = out
+        .iter()
+        .filter(|o| matches!(&o.output, Output::Ledger { member, .. } if *member == m.id))
+        .filter_map(|o| serde_json::to_value(o).ok())
+        .collect();
+    let first = items[..3.min(items.len())].to_vec();
+    vec![
+        (
+            "/v1/members/{id}",
+            format!("/v1/members/{}", m.id),
+            json(member_view(&e, &m.id)),
+        ),
+        (
+            "/v1/identities/{kind}/{value}",
+            "/v1/identities/tmall/tb_lili".into(),
+            json(member_view(&e, &m.id)),
+        ),
+        (
+            "/v1/members/{id}/ledger",
+            format!("/v1/members/{}/ledger", m.id),
+            ledger_page(&m, 0, entries),
+        ),
+        (
+            "/v1/skus/{sku}/stock",
+            "/v1/skus/SKU-COLA-500/stock".into(),
+            json(stock_view(&e, "SKU-COLA-500")),
+        ),
+        (
+            "/v1/dealers/{id}/credit",
+            "/v1/dealers/dl-north/credit".into(),
+            json(credit_view(&e, "dl-north")),
+        ),
+        (
+            "/v1/stores/{id}/kpis",
+            "/v1/stores/st-001/kpis".into(),
+            json(kpis_view(&e, "st-001")),
+        ),
+        (
+            "/v1/orders/{channel}/{order}",
+            "/v1/orders/tmall/T-1001".into(),
+            json(order_view(&e, "tmall", "T-1001")),
+        ),
+        (
+            "/v1/outputs",
+            "/v1/outputs?limit=3".into(),
+            page(first, items.len()),
+        ),
+        (
+            "/v1/decisions",
+            "/v1/decisions?campaign=cny-2027&limit=2".into(),
+            page(decisions, items.len()),
+        ),
+    ]
+}
+
 /// The document, with each operation's bearer scope from the route list the App is built
-/// from (`crate::http::ROUTES`; tokens apply when `auth.enabled = true`).
+/// from (`crate::http::ROUTES`; tokens apply when `auth.enabled = true`), and example answers
+/// (see [`examples`]). Built once.
 pub fn document() -> Value {
+    static DOC: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    DOC.get_or_init(build).clone()
+}
+
+fn build() -> Value {
     let mut doc = paths();
+    for (path, request, answer) in examples() {
+        if let Some(ok) = doc["paths"]
+            .get_mut(path)
+            .and_then(|p| p.get_mut("get"))
+            .and_then(|op| op["responses"].get_mut("200"))
+        {
+            ok["content"]["application/json"]["examples"] = json!({"sample": {
+                "summary": format!("GET {request}, after POST /v1/events of examples/sample.jsonl to a service on defaults"),
+                "value": answer,
+            }});
+        }
+    }
     for r in crate::http::ROUTES {
         // never index a missing path: serde_json would insert a null operation
         let Some(op) = doc["paths"]

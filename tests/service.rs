@@ -950,3 +950,38 @@ fn commands_without_a_service_refuse_listen_and_data_dir() {
         );
     }
 }
+
+/// The OpenAPI document's example answers are what a service on defaults answers after the
+/// sample feed: each example's request is asked and the answer compared whole.
+#[test]
+fn the_openapi_examples_are_the_answers_to_the_sample_feed() {
+    let dir = tempfile::tempdir().unwrap();
+    // the public development key, as the examples use (an empty key is no key)
+    let s = Service::start_with(dir.path(), &[("OMNISTREAM_PII_KEY", "")]);
+    let sample = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/sample.jsonl"
+    ))
+    .unwrap();
+    let lines: Vec<String> = sample.lines().map(str::to_string).collect();
+    // its last line is the bad one the README shows as a dead letter: after every output
+    assert_eq!(s.post(&lines)["rejected"], 1);
+    let doc = s.get("/openapi.json");
+    let mut asked = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        let ok = &ops["get"]["responses"]["200"]["content"]["application/json"];
+        let Some(example) = ok["examples"]["sample"].as_object() else {
+            continue;
+        };
+        let summary = example["summary"].as_str().unwrap();
+        let request = summary
+            .strip_prefix("GET ")
+            .and_then(|r| r.split(',').next())
+            .unwrap();
+        assert_eq!(s.get(request), example["value"], "{path}: {request}");
+        assert!(!example["value"].is_null(), "{path}");
+        asked += 1;
+    }
+    assert_eq!(asked, 9, "every state read has an example");
+    s.stop();
+}
