@@ -39,19 +39,49 @@ pub mod instant {
     }
 }
 
+/// A span of local time numbered from the epoch (days, hours), shown as the start of the
+/// span in RFC 3339 cut to `len` characters; read back by completing the cut with `rest`.
+struct Span {
+    us: i64,
+    len: usize,
+    rest: &'static str,
+}
+
+impl Span {
+    fn write<S: Serializer>(&self, n: i64, s: S) -> Result<S::Ok, S::Error> {
+        let t = utc(n.saturating_mul(self.us)).to_string();
+        s.serialize_str(t.get(..self.len).unwrap_or(&t))
+    }
+
+    fn read<'de, D: Deserializer<'de>>(&self, d: D) -> Result<i64, D::Error> {
+        parse(d, self.rest).map(|us| us.div_euclid(self.us))
+    }
+}
+
+const DAY: Span = Span {
+    us: US_PER_DAY,
+    len: 10,
+    rest: "T00:00:00Z",
+};
+
+const HOUR: Span = Span {
+    us: US_PER_HOUR,
+    len: 16,
+    rest: ":00Z",
+};
+
 /// A local day number (days since 1970-01-01), as `YYYY-MM-DD`.
 pub mod day {
     use super::*;
 
     /// Writes day `n` as its date.
     pub fn serialize<S: Serializer>(n: &i64, s: S) -> Result<S::Ok, S::Error> {
-        let t = utc(n.saturating_mul(US_PER_DAY)).to_string();
-        s.serialize_str(t.get(..10).unwrap_or(&t))
+        DAY.write(*n, s)
     }
 
     /// Reads a date into its day number.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-        parse(d, "T00:00:00Z").map(|us| us.div_euclid(US_PER_DAY))
+        DAY.read(d)
     }
 }
 
@@ -61,13 +91,12 @@ pub mod hour {
 
     /// Writes hour `n` as its date and hour.
     pub fn serialize<S: Serializer>(n: &i64, s: S) -> Result<S::Ok, S::Error> {
-        let t = utc(n.saturating_mul(US_PER_HOUR)).to_string();
-        s.serialize_str(t.get(..16).unwrap_or(&t))
+        HOUR.write(*n, s)
     }
 
     /// Reads a date and hour into its hour number.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-        parse(d, ":00Z").map(|us| us.div_euclid(US_PER_HOUR))
+        HOUR.read(d)
     }
 }
 

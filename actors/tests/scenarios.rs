@@ -385,19 +385,34 @@ fn dormant_turns_on_by_timer_without_an_event_of_that_member() {
         .any(|o| matches!(o, Output::Tag { tag, on: true, member } if tag == "dormant" && *member == m.id)));
 }
 
+/// One order of 1,500 yuan.
+const BIG: &str = r#","lines":[{"sku":"S1","qty":1,"unit_price":150000}],"location":"wh""#;
+
+/// Member `oa` placed [`BIG`] at T1 and had it fulfilled at `fulfilled`: 1,500 points and
+/// `high_value`.
+fn big_spender(fulfilled: &str) -> World {
+    let mut w = World::new(Rules::default());
+    w.send(&stock("S1", 10, T0));
+    w.send(&order("o1", "placed", r#"{"openid":"oa"}"#, BIG, T1));
+    w.send(&order(
+        "o1",
+        "fulfilled",
+        r#"{"openid":"oa"}"#,
+        "",
+        fulfilled,
+    ));
+    let m = w.member_by("openid", "oa").clone();
+    assert_eq!(m.points.balance, 1500);
+    assert!(m.tags.contains(&"high_value".into()), "{:?}", m.tags);
+    w
+}
+
 /// A dormant member's points still expire and its windowed tags still drop: the dormant
 /// time, once behind, used to be the earliest of the member's next times, so no timer was
 /// armed again and the points stayed for good.
 #[test]
 fn a_dormant_members_points_expire_and_its_windowed_tags_drop() {
-    let mut w = World::new(Rules::default());
-    w.send(&stock("S1", 10, T0));
-    let lines = r#","lines":[{"sku":"S1","qty":1,"unit_price":150000}],"location":"wh""#;
-    w.send(&order("o1", "placed", r#"{"openid":"oa"}"#, lines, T1));
-    w.send(&order("o1", "fulfilled", r#"{"openid":"oa"}"#, "", T2));
-    let m = w.member_by("openid", "oa").clone();
-    assert_eq!(m.points.balance, 1500);
-    assert!(m.tags.contains(&"high_value".into()), "{:?}", m.tags);
+    let mut w = big_spender(T2);
     // others' events move the watermark: past the dormant time (60 days), then past the
     // 90-day window of high_value, then past a year
     for (n, ts) in [
@@ -428,14 +443,9 @@ fn a_dormant_members_points_expire_and_its_windowed_tags_drop() {
 /// counted gross: bought and returned, a member stayed `silver` and `high_value`.)
 #[test]
 fn a_returned_or_cancelled_order_leaves_the_tag_and_tier_windows() {
-    let mut w = World::new(Rules::default());
-    w.send(&stock("S1", 10, T0));
-    let lines = r#","lines":[{"sku":"S1","qty":1,"unit_price":150000}],"location":"wh""#;
-    w.send(&order("o1", "placed", r#"{"openid":"oa"}"#, lines, T1));
-    w.send(&order("o1", "fulfilled", r#"{"openid":"oa"}"#, "", T1));
-    let m = w.member_by("openid", "oa").clone();
-    assert_eq!((m.tier.as_str(), m.points.balance), ("silver", 1500));
-    assert!(m.tags.contains(&"high_value".into()), "{:?}", m.tags);
+    let mut w = big_spender(T1);
+    let lines = BIG;
+    assert_eq!(w.member_by("openid", "oa").tier, "silver");
     w.send(&order("o1", "returned", r#"{"openid":"oa"}"#, "", T2));
     let m = w.member_by("openid", "oa").clone();
     assert!(!m.tags.contains(&"high_value".into()), "{:?}", m.tags);
