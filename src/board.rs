@@ -345,6 +345,8 @@ mod tests {
             exposure,
             available: 1_000 - exposure,
             held,
+            unpaid: 0,
+            open_orders: 0,
         })
     }
 

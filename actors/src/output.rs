@@ -256,6 +256,23 @@ pub enum Output {
         available: i64,
         /// Orders on hold.
         held: u32,
+        /// Owed for shipped orders less payments (negative: paid ahead), part of exposure.
+        #[serde(default)]
+        unpaid: i64,
+        /// Orders taken on credit and not yet shipped.
+        #[serde(default)]
+        open_orders: u64,
+    },
+    /// A payment was not booked: its reference was booked before (a resend of one transfer).
+    PaymentIgnored {
+        /// Dealer.
+        dealer: Str,
+        /// The payment's reference.
+        reference: Str,
+        /// Amount in fen.
+        amount: i64,
+        /// Why.
+        reason: Str,
     },
 }
 
@@ -290,7 +307,7 @@ impl Output {
             | Output::LowStock { .. }
             | Output::StockOut { .. }
             | Output::StockShort { .. } => "stock",
-            Output::Credit { .. } => "credit",
+            Output::Credit { .. } | Output::PaymentIgnored { .. } => "credit",
             Output::Decision { .. } | Output::ReviewResolved { .. } => "decisions",
             Output::Diversion { .. } | Output::RingFlagged { .. } => "alerts",
         }

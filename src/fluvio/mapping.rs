@@ -192,7 +192,9 @@ pub fn output_route(o: &Output) -> (Sink, Key) {
         | Output::LowStock { sku, .. }
         | Output::StockOut { sku, .. }
         | Output::StockShort { sku, .. } => (Sink::Stock, Key::Sku(sku.clone())),
-        Output::Credit { dealer, .. } => (Sink::Credit, Key::Dealer(dealer.clone())),
+        Output::Credit { dealer, .. } | Output::PaymentIgnored { dealer, .. } => {
+            (Sink::Credit, Key::Dealer(dealer.clone()))
+        }
         Output::Decision { member, .. } | Output::ReviewResolved { member, .. } => {
             (Sink::Decisions, Key::Member(member.clone()))
         }
@@ -298,6 +300,8 @@ mod tests {
             exposure: 0,
             available: 1,
             held: 0,
+            unpaid: 0,
+            open_orders: 0,
         });
         assert_eq!(
             (s.topic(&t), k.to_string().as_str()),
