@@ -187,6 +187,7 @@ fn order_result(outputs: &[omnistream_actors::engine::Emitted]) -> Option<Value>
                     | O::OrderReleased { .. }
                     | O::OrderStatus { .. }
                     | O::OrderIgnored { .. }
+                    | O::OrderDeferred { .. }
             )
         })
         .and_then(|e| serde_json::to_value(&e.output).ok())

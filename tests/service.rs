@@ -89,7 +89,15 @@ fn the_scripted_day_gives_the_expected_state_over_http() {
         v.to_string()
     };
     let early = order("fulfilled", 901, "2026-11-11T19:10:00+08:00", json!({}));
-    assert_eq!(s.post(&[early])["accepted"], 1);
+    let answer = s.post(&[early]);
+    assert_eq!(answer["accepted"], 1);
+    // and its answer says so
+    let said = &answer["results"][0]["order"];
+    assert_eq!(said["output"], "order_deferred", "{answer}");
+    assert_eq!(
+        (said["status"].as_str(), said["waits_for"].as_str()),
+        (Some("fulfilled"), Some("placed"))
+    );
     let waiting = s.get("/v1/orders/mall/o2");
     assert_eq!(waiting["phase"], "new", "{waiting}");
     assert_eq!(waiting["deferred"][0]["status"], "fulfilled", "{waiting}");

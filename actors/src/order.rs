@@ -474,6 +474,22 @@ impl Order {
         if self.later_at.len() == self.later.len() {
             self.later_at.push(ctx.at);
         }
+        // said only of a wait the sender can act on: no `placed` yet, or a dealer order held
+        // for credit. A placement in flight settles within the event's own cascade when events
+        // run one at a time and a little later in an epoch, so saying so would make the outputs
+        // depend on how events are batched.
+        let waits_for = match self.phase {
+            Phase::New => Some("placed"),
+            Phase::Held => Some("credit"),
+            _ => None,
+        };
+        if let Some(waits_for) = waits_for {
+            fx.out(Output::OrderDeferred {
+                order: me.clone(),
+                status: status_name(ev.status).into(),
+                waits_for: waits_for.into(),
+            });
+        }
         self.later.push((ctx.event.as_u128(), ev));
     }
 
@@ -635,17 +651,21 @@ impl Order {
     }
 }
 
-fn ignored(me: &Str, status: OrderStatus, reason: &str, fx: &mut Effects) {
-    let status = match status {
+/// A status's name in the event contract.
+fn status_name(status: OrderStatus) -> &'static str {
+    match status {
         OrderStatus::Placed => "placed",
         OrderStatus::Paid => "paid",
         OrderStatus::Cancelled => "cancelled",
         OrderStatus::Fulfilled => "fulfilled",
         OrderStatus::Returned => "returned",
-    };
+    }
+}
+
+fn ignored(me: &Str, status: OrderStatus, reason: &str, fx: &mut Effects) {
     fx.out(Output::OrderIgnored {
         order: me.clone(),
-        status: status.into(),
+        status: status_name(status).into(),
         reason: reason.into(),
     });
 }
@@ -742,7 +762,15 @@ mod tests {
         let mut fx = Effects::default();
         let ev = Box::new(status(OrderStatus::Fulfilled));
         o.handle(&me, OrderCmd::Event(ev), &ctx, &mut fx);
-        assert!(fx.sends.is_empty() && fx.outputs.is_empty(), "{fx:?}");
+        assert!(fx.sends.is_empty(), "{fx:?}");
+        assert_eq!(
+            fx.outputs,
+            vec![Output::OrderDeferred {
+                order: me.clone(),
+                status: "fulfilled".into(),
+                waits_for: "placed".into(),
+            }]
+        );
         // the waiting event's 128-bit id once made the whole order unrenderable as a JSON value
         let v = serde_json::to_value(o.view(&me)).unwrap();
         assert_eq!(v["order"], "mall:o2");

@@ -147,6 +147,16 @@ pub enum Output {
         /// Why it was not applied.
         reason: Str,
     },
+    /// A status event waits in the order: it came before `placed`, or while a dealer order is
+    /// held for credit; it applies, under its own id and time, once placement settles.
+    OrderDeferred {
+        /// Order key.
+        order: Str,
+        /// The status sent.
+        status: Str,
+        /// What it waits for: `placed`, or `credit` (a dealer order held for credit).
+        waits_for: Str,
+    },
     /// Stock at one location changed; `atp` is what channels may sell.
     Stock {
         /// SKU.
@@ -302,7 +312,8 @@ impl Output {
             | Output::OrderHeld { .. }
             | Output::OrderReleased { .. }
             | Output::OrderStatus { .. }
-            | Output::OrderIgnored { .. } => "orders",
+            | Output::OrderIgnored { .. }
+            | Output::OrderDeferred { .. } => "orders",
             Output::Stock { .. }
             | Output::LowStock { .. }
             | Output::StockOut { .. }

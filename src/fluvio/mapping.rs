@@ -187,7 +187,8 @@ pub fn output_route(o: &Output) -> (Sink, Key) {
         | Output::OrderHeld { order, .. }
         | Output::OrderReleased { order, .. }
         | Output::OrderStatus { order, .. }
-        | Output::OrderIgnored { order, .. } => (Sink::OrderUpdates, Key::Order(order.clone())),
+        | Output::OrderIgnored { order, .. }
+        | Output::OrderDeferred { order, .. } => (Sink::OrderUpdates, Key::Order(order.clone())),
         Output::Stock { sku, .. }
         | Output::LowStock { sku, .. }
         | Output::StockOut { sku, .. }
