@@ -40,13 +40,28 @@ fn error(status: StatusCode, code: &str, detail: impl Into<String>) -> HttpRespo
     r.json(json!({"error": code, "detail": detail.into()}))
 }
 
-/// Splits a body into event texts: a JSON array of objects, or JSON lines.
+/// Splits a body into event texts: a JSON array of objects, one JSON object (also spread
+/// over lines, as a pretty-printer writes it), or JSON lines. A leading UTF-8 byte-order mark
+/// is dropped.
 fn split(body: &[u8]) -> Result<Vec<&[u8]>, String> {
-    let first = body.iter().find(|b| !b.is_ascii_whitespace());
-    if first == Some(&b'[') {
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    let start = body
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(body.len());
+    let rest = &body[start..];
+    if rest.first() == Some(&b'[') {
         let raws: Vec<&serde_json::value::RawValue> =
             serde_json::from_slice(body).map_err(|e| format!("not a JSON array of events: {e}"))?;
         return Ok(raws.into_iter().map(|r| r.get().as_bytes()).collect());
+    }
+    // a first line that does not close its object is one object over several lines (a line
+    // of JSON lines ends with its `}`); if the whole body is not one object, lines it is
+    let first_line = rest.split(|b| *b == b'\n').next().unwrap_or_default();
+    if rest.first() == Some(&b'{') && !first_line.trim_ascii_end().ends_with(b"}") {
+        if let Ok(one) = serde_json::from_slice::<&serde_json::value::RawValue>(rest) {
+            return Ok(vec![one.get().as_bytes()]);
+        }
     }
     Ok(body
         .split(|b| *b == b'\n')
@@ -1494,6 +1509,32 @@ async fn stop_on_signals(server: actix_web::dev::ServerHandle) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_body_is_an_array_one_object_over_lines_or_json_lines() {
+        let texts = |b: &[u8]| -> Vec<String> {
+            split(b)
+                .unwrap()
+                .into_iter()
+                .map(|t| String::from_utf8_lossy(t).into_owned())
+                .collect()
+        };
+        // pretty-printed, as `jq .` writes one event: one event, not five broken lines
+        let pretty = b"{\n  \"id\": \"x\",\n  \"type\": \"click\"\n}\n";
+        assert_eq!(
+            texts(pretty),
+            ["{\n  \"id\": \"x\",\n  \"type\": \"click\"\n}"]
+        );
+        // JSON lines, with a byte-order mark and CRLF
+        let lines = b"\xEF\xBB\xBF{\"a\":1}\r\n{\"b\":2}\r\n";
+        assert_eq!(texts(lines), [r#"{"a":1}"#, r#"{"b":2}"#]);
+        assert_eq!(
+            texts(b"\xEF\xBB\xBF[{\"a\":1}, {\"b\":2}]"),
+            [r#"{"a":1}"#, r#"{"b":2}"#]
+        );
+        // two objects spread over lines are no one object: lines, each then refused alone
+        assert_eq!(texts(b"{\n\"a\":1}\n{\n\"b\":2}").len(), 4);
+    }
 
     /// A store whose every read fails, as Cassandra does while it is down.
     struct Down;

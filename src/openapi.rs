@@ -2,12 +2,23 @@
 
 use serde_json::{json, Value};
 
+/// A parameter's schema: the paging ones are whole numbers, the others strings.
+fn param_schema(name: &str) -> Value {
+    match name {
+        "from" => json!({"type": "integer", "minimum": 0, "default": 0,
+            "description": "the sequence number to start at (an answer's `next`)"}),
+        "limit" => json!({"type": "integer", "minimum": 0, "default": 100,
+            "description": "at most this many items; more than 1000 is taken as 1000"}),
+        _ => json!({"type": "string"}),
+    }
+}
+
 fn op(summary: &str, params: &[&str], body: Option<&str>) -> Value {
     let parameters: Vec<Value> = params
         .iter()
         .map(|p| {
             let (name, place) = p.split_once(':').unwrap_or((p, "path"));
-            json!({"name": name, "in": place, "required": place == "path", "schema": {"type": "string"}})
+            json!({"name": name, "in": place, "required": place == "path", "schema": param_schema(name)})
         })
         .collect();
     let mut o = json!({
@@ -20,9 +31,10 @@ fn op(summary: &str, params: &[&str], body: Option<&str>) -> Value {
         },
     });
     if let Some(b) = body {
+        let event = json!({"$ref": "#/components/schemas/Event"});
         o["requestBody"] = json!({"required": true, "description": b, "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/Event"}},
-            "application/x-ndjson": {},
+            "application/json": {"schema": {"oneOf": [event, {"type": "array", "items": event}]}},
+            "application/x-ndjson": {"schema": event},
         }});
         o["responses"]["413"] = json!({"description": "body or batch too large"});
         o["responses"]["429"] =
@@ -134,6 +146,37 @@ fn examples() -> Vec<(&'static str, String, Value)> {
     ]
 }
 
+/// The event contract's JSON schema as components: its definitions (`$defs`, which the
+/// document root does not have) become schemas of their own beside `Event`, and every
+/// reference follows them, so each `$ref` resolves within the document.
+fn components() -> Value {
+    fn relink(v: &mut Value) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get_mut("$ref") {
+                    if let Some(name) = r.strip_prefix("#/$defs/") {
+                        *r = format!("#/components/schemas/{name}");
+                    }
+                }
+                m.values_mut().for_each(relink);
+            }
+            Value::Array(a) => a.iter_mut().for_each(relink),
+            _ => {}
+        }
+    }
+    let mut event = omnistream_schemas::json_schema();
+    relink(&mut event);
+    let mut schemas = serde_json::Map::new();
+    if let Some(Value::Object(defs)) = event.as_object_mut().and_then(|e| e.remove("$defs")) {
+        schemas.extend(defs);
+    }
+    if let Some(e) = event.as_object_mut() {
+        e.remove("$schema");
+    }
+    schemas.insert("Event".into(), event);
+    json!({"schemas": schemas})
+}
+
 /// The document, with each operation's bearer scope from the route list the App is built
 /// from (`crate::http::ROUTES`; tokens apply when `auth.enabled = true`), and example answers
 /// (see [`examples`]). Built once.
@@ -167,7 +210,8 @@ fn build() -> Value {
         let scopes: &[&str] = match r.access {
             crate::http::Access::Scope(s) => &[s],
             crate::http::Access::Metrics => &["read", "admin"],
-            crate::http::Access::Health => &[],
+            // open to all, tokens or not
+            crate::http::Access::Health => continue,
         };
         op["security"] = json!([{"bearer": scopes}]);
         op["responses"]["401"] =
@@ -186,7 +230,7 @@ fn paths() -> Value {
         "info": {"title": "omnistream", "version": env!("CARGO_PKG_VERSION"),
                  "description": "real-time entity state for omnichannel brands: ingest events, read members, points, stock, credit and store KPIs. Every error answers a JSON body `{error, detail}`: another method on a path below answers 405 `method_not_allowed` with an `Allow` header listing its methods; a path not below answers 404 `no_route`."},
         "paths": {
-            "/v1/events": {"post": op("ingest events (a JSON array or JSON lines); answers per event after they are durable: accepted, duplicate or rejected (with reasons); an accepted event that placed, changed or released an order carries `order`, the order's result (order_accepted, order_rejected with its reason such as insufficient_stock or insufficient_points, order_held with the dealer's shortfall, order_released, order_status, order_deferred for a status that waits for `placed` or for the dealer's credit, order_ignored with the reason)", &[], Some("events per the contract"))},
+            "/v1/events": {"post": op("ingest events (a JSON array, JSON lines, or one JSON object, also spread over lines; a leading byte-order mark is dropped); answers per event after they are durable: accepted, duplicate or rejected (with reasons); an accepted event that placed, changed or released an order carries `order`, the order's result (order_accepted, order_rejected with its reason such as insufficient_stock or insufficient_points, order_held with the dealer's shortfall, order_released, order_status, order_deferred for a status that waits for `placed` or for the dealer's credit, order_ignored with the reason)", &[], Some("events per the contract"))},
             "/v1/scan": {"post": op("one scan, answered with its outputs (and decision); sent again, `duplicate` with the decision it got and its review's resolution while remembered", &[], Some("one scan event"))},
             "/v1/members/{id}": {"get": op("a member's profile, X-RFM, tags, tier and points", &["id"], None)},
             "/v1/members/{id}/ledger": {"get": op("a member's points ledger", &["id", "from:query", "limit:query"], None)},
@@ -206,10 +250,28 @@ fn paths() -> Value {
             "/metrics": {"get": op("Prometheus metrics, text format (404 `metrics_off` when `metrics = false`)", &[], None)},
             "/": {"get": op("the live board for managers (HTML; takes ?token= when tokens are on, and ?poll to ask for the figures once a second instead of a server-sent event stream, behind proxies that buffer one)", &["token:query", "poll:query"], None)},
             "/v1/board": {"get": op("the board's figures as JSON", &["token:query"], None)},
-            "/v1/board/stream": {"get": op("the board's figures as server-sent events, one when they change", &["token:query"], None)},
+            "/v1/board/stream": {"get": op("the board's figures as server-sent events, one a second", &["token:query"], None)},
         },
-        "components": {"schemas": {"Event": omnistream_schemas::json_schema()}},
+        "components": components(),
     });
+    // what the routes that answer no JSON answer
+    for (path, method, kind) in [
+        ("/", "get", "text/html"),
+        ("/metrics", "get", "text/plain"),
+        ("/v1/board/stream", "get", "text/event-stream"),
+    ] {
+        doc["paths"][path][method]["responses"]["200"]["content"] = json!({kind: {}});
+    }
+    for path in ["/healthz", "/readyz"] {
+        if let Some(head) = doc["paths"][path].get_mut("head") {
+            head["responses"]["200"] = json!({"description": "ok (no body)"});
+        }
+    }
+    doc["paths"]["/v1/scan"]["post"]["requestBody"]["content"] = json!({"application/json":
+        {"schema": {"$ref": "#/components/schemas/Event"}}});
+    doc["paths"]["/v1/reviews/{event}"]["post"]["requestBody"] = json!({"required": true,
+        "content": {"application/json": {"schema": {"type": "object", "required": ["decision"],
+            "properties": {"decision": {"enum": ["allow", "block"]}}}}}});
     doc["paths"]["/v1/scan"]["post"]["responses"]["422"] = json!({"description":
         "the scan was rejected (its reasons in the body) and kept as a dead letter"});
     doc["paths"]["/v1/reviews/{event}"]["post"]["responses"]["503"] = json!({"description":
@@ -241,7 +303,8 @@ mod tests {
                 r.method,
                 r.path
             );
-            assert!(op["security"].is_array(), "{} {}", r.method, r.path);
+            let open = matches!(r.access, crate::http::Access::Health);
+            assert_eq!(op["security"].is_array(), !open, "{} {}", r.method, r.path);
             // the query parameters documented are the ones the route takes (others are 400)
             let mut documented: Vec<&str> = op["parameters"]
                 .as_array()
@@ -261,5 +324,31 @@ mod tests {
             }
         }
         assert!(doc["paths"]["/v1/scan"]["post"]["responses"]["422"].is_object());
+    }
+
+    /// Every `$ref` points at something in the document (the event schema's definitions once
+    /// pointed at a `$defs` only its own root had: a client generator stopped there).
+    #[test]
+    fn every_reference_resolves_within_the_document() {
+        fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+            match v {
+                Value::Object(m) => {
+                    if let Some(Value::String(r)) = m.get("$ref") {
+                        out.push(r);
+                    }
+                    m.values().for_each(|v| refs(v, out));
+                }
+                Value::Array(a) => a.iter().for_each(|v| refs(v, out)),
+                _ => {}
+            }
+        }
+        let doc = document();
+        let mut found = Vec::new();
+        refs(&doc, &mut found);
+        assert!(found.len() > 5, "{found:?}");
+        for r in found {
+            let pointer = r.strip_prefix('#').unwrap_or(r);
+            assert!(doc.pointer(pointer).is_some(), "{r} resolves to nothing");
+        }
     }
 }
