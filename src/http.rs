@@ -637,6 +637,23 @@ async fn post_review(
             Some(Outcome::Accepted { outputs, .. }) => {
                 HttpResponse::Ok().json(json!({"event": event, "outputs": outputs}))
             }
+            // resolved before: the same decision again is a retry, answered with the
+            // resolution; the other decision is refused (a resolution is final)
+            Some(Outcome::Duplicate { answered, .. }) => {
+                let resolution = first_of(&answered, "review_resolved").unwrap_or_default();
+                if resolution["allow"].as_bool() == Some(allow) {
+                    HttpResponse::Ok().json(
+                        json!({"event": event, "status": "duplicate", "resolution": resolution}),
+                    )
+                } else {
+                    let was = if allow { "block" } else { "allow" };
+                    error(
+                        StatusCode::CONFLICT,
+                        "already_resolved",
+                        format!("this scan's review was resolved `{was}` already; a resolution is final"),
+                    )
+                }
+            }
             _ => error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "no_outcome",

@@ -274,6 +274,8 @@ fn paths() -> Value {
             "properties": {"decision": {"enum": ["allow", "block"]}}}}}});
     doc["paths"]["/v1/scan"]["post"]["responses"]["422"] = json!({"description":
         "the scan was rejected (its reasons in the body) and kept as a dead letter"});
+    doc["paths"]["/v1/reviews/{event}"]["post"]["responses"]["409"] = json!({"description":
+        "`already_resolved`: the review was resolved with the other decision (the same decision again answers 200 `duplicate` with the resolution)"});
     doc["paths"]["/v1/reviews/{event}"]["post"]["responses"]["503"] = json!({"description":
         "not ready: the store is unavailable; retry after the Retry-After header"});
     // reads of state are refused while not ready: the state may hold a failed commit's events

@@ -709,7 +709,8 @@ pub struct Review {
     pub event: uuid::Uuid,
     /// Pay the reward.
     pub allow: bool,
-    /// The answer: `None` when no review of that scan is pending.
+    /// The answer: `None` when no review of that scan is pending; a
+    /// [`Outcome::Duplicate`] with the remembered outputs when it was resolved already.
     pub reply: oneshot::Sender<Option<Result<Vec<Outcome>, ShardError>>>,
 }
 
@@ -1875,7 +1876,18 @@ impl Handler<Review> for Shard {
             return;
         }
         let Some(member) = self.reviews.0.get(&msg.event).cloned() else {
-            let _ = msg.reply.send(None);
+            // resolved before (a reviewer's retry after a lost answer): what it became
+            let answered = self.answers.get(msg.event);
+            let resolved = answered
+                .iter()
+                .any(|e| matches!(e.output, Output::ReviewResolved { .. }));
+            let answer = resolved.then(|| {
+                Ok(vec![Outcome::Duplicate {
+                    id: msg.event,
+                    answered,
+                }])
+            });
+            let _ = msg.reply.send(answer);
             return;
         };
         let seq = self.next_seq;

@@ -333,12 +333,33 @@ fn review_survives_restarts(env: &[(&str, &str)]) {
     );
     assert_eq!(code, 200, "{v}");
     assert_eq!(s.get("/v1/identities/openid/traveller")["balance"], 20);
-    let (code, _) = s.request(
+    // the reviewer's retry (its answer lost) gets the resolution, paid once; the other
+    // decision is refused, a resolution being final; a scan never held is no review
+    let (code, v) = s.request(
         "POST",
         &format!("/v1/reviews/{}", id(2)),
         r#"{"decision":"allow"}"#,
     );
-    assert_eq!(code, 404, "a resolved review is gone");
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["status"], "duplicate", "{v}");
+    assert_eq!(v["resolution"]["allow"], true, "{v}");
+    assert_eq!(s.get("/v1/identities/openid/traveller")["balance"], 20);
+    let (code, v) = s.request(
+        "POST",
+        &format!("/v1/reviews/{}", id(2)),
+        r#"{"decision":"block"}"#,
+    );
+    assert_eq!(
+        (code, v["error"].as_str()),
+        (409, Some("already_resolved")),
+        "{v}"
+    );
+    let (code, v) = s.request(
+        "POST",
+        &format!("/v1/reviews/{}", id(1)),
+        r#"{"decision":"allow"}"#,
+    );
+    assert_eq!((code, v["error"].as_str()), (404, Some("no_review")), "{v}");
     // the held scan sent again: answered with the decision it got before the restart (read
     // back from the stored outputs) and the review's resolution
     let again = resend(
