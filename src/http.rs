@@ -29,6 +29,9 @@ struct AppState {
     metrics: Arc<Metrics>,
     /// The `run --input` files' progress (none: empty).
     inputs: crate::files::Progress,
+    /// Turns true when the server begins to stop: the board's event streams end then, or
+    /// the graceful stop would wait for them until its timeout.
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// A JSON error body with a stable code and a human detail.
@@ -889,14 +892,25 @@ async fn board_json(st: web::Data<AppState>) -> HttpResponse {
 /// Server-sent events: the board's view once a second.
 async fn board_stream(st: web::Data<AppState>) -> HttpResponse {
     let shard = st.shard.clone();
-    let stream = futures_util::stream::unfold((shard, true), |(shard, first)| async move {
-        if !first {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-        let v = shard.send(GetBoard).await.ok()?;
-        let frame = web::Bytes::from(format!("data: {v}\n\n"));
-        Some((Ok::<_, actix_web::Error>(frame), (shard, false)))
-    });
+    let stopping = st.stopping.clone();
+    let stream = futures_util::stream::unfold(
+        (shard, stopping, true),
+        |(shard, mut stopping, first)| async move {
+            if !first {
+                // a frame a second, until the server stops (the browser reconnects later)
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stopping.wait_for(|s| *s) => return None,
+                }
+            }
+            if *stopping.borrow() {
+                return None;
+            }
+            let v = shard.send(GetBoard).await.ok()?;
+            let frame = web::Bytes::from(format!("data: {v}\n\n"));
+            Some((Ok::<_, actix_web::Error>(frame), (shard, stopping, false)))
+        },
+    );
     HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("Cache-Control", "no-cache"))
@@ -1378,7 +1392,10 @@ pub async fn serve(
     };
     let progress = crate::files::progress(&planned);
     let pii = Pii::new(&pii_key);
+    let (stop_streams, stopping) = tokio::sync::watch::channel(false);
+    let stop_streams = Arc::new(stop_streams);
     let state = AppState {
+        stopping,
         inputs: progress.clone(),
         shard: shard.clone(),
         decoder: Decoder::new(pii.clone()),
@@ -1445,7 +1462,7 @@ pub async fn serve(
         None => server.listen(listener)?,
     }
     .run();
-    actix_web::rt::spawn(stop_on_signals(server.handle()));
+    actix_web::rt::spawn(stop_on_signals(server.handle(), stop_streams.clone()));
     // not println!: it panics once standard output is closed, and the service goes on
     {
         use std::io::Write;
@@ -1470,6 +1487,7 @@ pub async fn serve(
                 Err(e) => tracing::error!(error = %e, "reading the input files stopped"),
             }
             if inputs.stop_at_end {
+                stop_streams.send_replace(true);
                 handle.stop(true).await;
             }
             read
@@ -1504,7 +1522,10 @@ pub async fn serve(
 /// answers the requests under way (they wait for their commit), and `serve` then takes the
 /// final checkpoint. A second signal exits at once: what was answered is in the log, and the
 /// next start replays it from the last checkpoint.
-async fn stop_on_signals(server: actix_web::dev::ServerHandle) {
+async fn stop_on_signals(
+    server: actix_web::dev::ServerHandle,
+    streams: Arc<tokio::sync::watch::Sender<bool>>,
+) {
     use crate::next_stop_signal as next;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     if !next(&mut term).await {
@@ -1513,7 +1534,9 @@ async fn stop_on_signals(server: actix_web::dev::ServerHandle) {
     tracing::info!(
         "stopping: answering the requests under way, then a final checkpoint (signal again to stop at once)"
     );
-    // stopping waits for the requests: it runs beside this task, which listens on
+    // stopping waits for the requests: it runs beside this task, which listens on; the
+    // board's streams end first, or it would wait for them
+    streams.send_replace(true);
     actix_web::rt::spawn(async move { server.stop(true).await });
     if next(&mut term).await {
         tracing::warn!(
