@@ -190,6 +190,23 @@ impl Board {
                         self.blocked.truncate(TICKER);
                     }
                 }
+                // a held scan a reviewer blocked joins the ticker (its first decision, review,
+                // stays in its minute's counts)
+                Output::ReviewResolved {
+                    member,
+                    campaign,
+                    allow: false,
+                    ..
+                } => {
+                    self.blocked.push_front(Blocked {
+                        at,
+                        member: mask(member),
+                        campaign: campaign.to_string(),
+                        score: 0,
+                        reasons: vec!["blocked_on_review".into()],
+                    });
+                    self.blocked.truncate(TICKER);
+                }
                 Output::Stock {
                     sku, location, atp, ..
                 } => {
@@ -440,6 +457,29 @@ mod tests {
                 ("sku-1", "dc-east", 4)
             ]
         );
+    }
+
+    /// A reviewer's block shows in the blocked ticker; an allow does not.
+    #[test]
+    fn a_scan_blocked_on_review_joins_the_ticker() {
+        let engine = Sharded::new(omnistream_actors::Rules::default(), 1);
+        let mut b = Board::new(5);
+        let resolved = |allow: bool| {
+            emitted(Output::ReviewResolved {
+                scan_event: uuid::Uuid::from_u128(7),
+                member: "m0123456789abcdef".into(),
+                campaign: "cny".into(),
+                allow,
+                reward: 0,
+            })
+        };
+        b.observe(&engine, &[resolved(true)]);
+        assert!(b.view().blocked.is_empty());
+        b.observe(&engine, &[resolved(false)]);
+        let v = b.view();
+        assert_eq!(v.blocked.len(), 1);
+        assert_eq!(v.blocked[0].reasons, ["blocked_on_review"]);
+        assert_eq!(v.blocked[0].member, "m01…ef");
     }
 
     #[test]
