@@ -508,10 +508,21 @@ struct OutputQuery {
     page: Page,
     output: Option<String>,
     campaign: Option<String>,
+    sku: Option<String>,
+    location: Option<String>,
+    member: Option<String>,
+    dealer: Option<String>,
+    order: Option<String>,
 }
 
-/// What [`outputs_page`] reads: from, limit, kind and campaign.
-type OutputFilter = (u64, usize, Option<String>, Option<String>);
+/// What [`outputs_page`] reads: where to start, how many, the kind (`output`), and the
+/// fields an output must have with these values (`campaign`, `sku`, ...).
+struct OutputFilter {
+    from: u64,
+    limit: usize,
+    output: Option<String>,
+    fields: Vec<(&'static str, String)>,
+}
 
 impl OutputQuery {
     /// The filter, or what is wrong, naming the parameter: a bad number, or an `output` no
@@ -522,7 +533,23 @@ impl OutputQuery {
             omnistream_actors::output::check_kind(k)
                 .map_err(|e| format!("output: {e}, or `dead_letter`"))?;
         }
-        Ok((from, limit, self.output, self.campaign))
+        let fields = [
+            ("campaign", self.campaign),
+            ("sku", self.sku),
+            ("location", self.location),
+            ("member", self.member),
+            ("dealer", self.dealer),
+            ("order", self.order),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect();
+        Ok(OutputFilter {
+            from,
+            limit,
+            output: self.output,
+            fields,
+        })
     }
 }
 
@@ -546,7 +573,12 @@ async fn answer_outputs(st: &AppState, q: OutputQuery) -> HttpResponse {
 }
 
 fn outputs_page(s: &dyn Store, q: OutputFilter) -> Result<Value, StoreError> {
-    let (mut from, limit, output, campaign) = q;
+    let OutputFilter {
+        mut from,
+        limit,
+        output,
+        fields,
+    } = q;
     let mut found = Vec::new();
     // scan at most this many rows per request, so a rare filter cannot stall the shard
     let mut budget = 50_000usize;
@@ -564,10 +596,10 @@ fn outputs_page(s: &dyn Store, q: OutputFilter) -> Result<Value, StoreError> {
             let kind_ok = output
                 .as_deref()
                 .is_none_or(|k| v.get("output").and_then(Value::as_str) == Some(k));
-            let camp_ok = campaign
-                .as_deref()
-                .is_none_or(|c| v.get("campaign").and_then(Value::as_str) == Some(c));
-            if kind_ok && camp_ok {
+            let fields_ok = fields
+                .iter()
+                .all(|(k, want)| v.get(*k).and_then(Value::as_str) == Some(want.as_str()));
+            if kind_ok && fields_ok {
                 found.push(json!({"seq": seq, "output": v}));
                 if found.len() >= limit {
                     break;
@@ -1077,7 +1109,7 @@ routes! {
     get "/v1/dealers/{id}/credit" => get_credit, READ;
     get "/v1/stores/{id}/kpis" => get_kpis, READ;
     get "/v1/orders/{channel}/{order}" => get_order, READ;
-    get "/v1/outputs" [from, limit, output, campaign] => get_outputs, READ;
+    get "/v1/outputs" [from, limit, output, campaign, sku, location, member, dealer, order] => get_outputs, READ;
     get "/v1/decisions" [campaign, from, limit] => get_decisions, READ;
     post "/v1/reviews/{event}" => post_review, REVIEW;
     get "/v1/stats" => get_stats, READ;
@@ -1610,9 +1642,17 @@ mod tests {
 
     #[test]
     fn a_failing_store_is_an_error_not_an_empty_page() {
-        let e = outputs_page(&Down, (0, 100, None, None))
-            .unwrap_err()
-            .to_string();
+        let e = outputs_page(
+            &Down,
+            OutputFilter {
+                from: 0,
+                limit: 100,
+                output: None,
+                fields: Vec::new(),
+            },
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("connection refused"), "{e}");
     }
 }

@@ -239,7 +239,7 @@ fn paths() -> Value {
             "/v1/dealers/{id}/credit": {"get": op("a dealer's limit, exposure, available credit and held orders", &["id"], None)},
             "/v1/stores/{id}/kpis": {"get": op("a store's KPIs by hour and day, and sales-rep visits", &["id"], None)},
             "/v1/orders/{channel}/{order}": {"get": op("an order: its placement's phase (new, credit, held, reserving, redeeming, accepted, rejected, cancelled), latest status, lines and amount, SKUs reserved or refused, quantities returned, and `deferred`: status events that came before `placed` or while placement was in flight, each applied under its own id and time once placement settles", &["channel", "order"], None)},
-            "/v1/outputs": {"get": op("outputs in order (points, stock, credit, orders, dead letters)", &["from:query", "limit:query", "output:query", "campaign:query"], None)},
+            "/v1/outputs": {"get": op("outputs in order (points, stock, credit, orders, dead letters), optionally of one kind (`output`) and of one campaign, SKU, location, member, dealer or order (`channel:order`): a channel follows its stock with ?output=stock&sku=..., starting from `next` of the page before", &["from:query", "limit:query", "output:query", "campaign:query", "sku:query", "location:query", "member:query", "dealer:query", "order:query"], None)},
             "/v1/decisions": {"get": op("scan decisions, optionally of one campaign", &["campaign:query", "from:query", "limit:query"], None)},
             "/v1/reviews/{event}": {"post": op("resolve a scan under review: body {\"decision\": \"allow\"|\"block\"}", &["event"], None)},
             "/v1/admin/snapshot": {"get": op("every entity's state, sorted by key (large)", &[], None)},

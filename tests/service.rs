@@ -74,6 +74,28 @@ fn the_scripted_day_gives_the_expected_state_over_http() {
     assert_eq!(o["member"]["first_seen"], "2026-11-11T01:00:00.000Z", "{o}");
     assert_eq!(o["kpis"]["days"][0]["at"], "2026-11-11", "{o}");
     assert_eq!(o["kpis"]["this_hour"]["at"], "2026-11-11T17:00", "{o}");
+    // a channel follows one SKU's stock, or one order, in the outputs
+    let page = s.get("/v1/outputs?output=stock&sku=S1&location=wh");
+    let items = page["items"].as_array().unwrap();
+    assert!(items.len() >= 5, "{page}");
+    assert!(items
+        .iter()
+        .all(|i| i["output"]["output"] == "stock" && i["output"]["sku"] == "S1"));
+    let page = s.get("/v1/outputs?order=mall:o1");
+    let kinds: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["output"]["output"].as_str().unwrap())
+        .collect();
+    let want = [
+        "order_accepted",
+        "pending",
+        "order_status",
+        "pending",
+        "order_status",
+    ];
+    assert_eq!(kinds, want, "{page}");
     // o1 through its life: placed, fulfilled, half returned
     assert_eq!(o["order"]["status"], "returned", "{o}");
     assert_eq!(o["order"]["amount"], 20000, "{o}");
