@@ -511,6 +511,7 @@ impl Order {
         fx.out(Output::OrderStatus {
             order: me.clone(),
             status: status.into(),
+            detail: None,
         });
     }
 
@@ -593,12 +594,21 @@ impl Order {
         };
         let mut value = 0i64;
         let mut changed = false;
-        for (sku, qty) in wanted {
+        // what was asked and not returned, said in the output (the return still applies)
+        let mut unapplied: Vec<String> = Vec::new();
+        for (sku, asked) in wanted {
             let Some(&bought) = placed.get(&sku) else {
+                unapplied.push(format!("{sku}: not in the order"));
                 continue;
             };
             let done = self.returned.get(&sku).copied().unwrap_or(0);
-            let qty = qty.min(bought - done);
+            let qty = asked.min(bought - done);
+            if qty < asked {
+                unapplied.push(format!(
+                    "{sku}: {asked} sent back, {} left to return",
+                    (bought - done).max(0)
+                ));
+            }
             if qty <= 0 {
                 continue;
             }
@@ -621,7 +631,12 @@ impl Order {
             );
         }
         if !changed {
-            return ignored(me, OrderStatus::Returned, "no returnable lines", fx);
+            let reason = if unapplied.is_empty() {
+                "no returnable lines".to_string()
+            } else {
+                format!("no returnable lines: {}", unapplied.join("; "))
+            };
+            return ignored(me, OrderStatus::Returned, &reason, fx);
         }
         self.status = Some(OrderStatus::Returned);
         self.to_member(
@@ -647,7 +662,11 @@ impl Order {
                 }),
             );
         }
-        self.status_out(me, "returned", fx);
+        fx.out(Output::OrderStatus {
+            order: me.clone(),
+            status: "returned".into(),
+            detail: (!unapplied.is_empty()).then(|| unapplied.join("; ").into()),
+        });
     }
 }
 

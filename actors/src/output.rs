@@ -137,6 +137,10 @@ pub enum Output {
         order: Str,
         /// New status.
         status: Str,
+        /// What of the event was not applied, when some was not (a return of more than is
+        /// left to return, or of a SKU the order does not hold).
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        detail: Option<Str>,
     },
     /// A status change the order's state does not allow (e.g. `returned` before `fulfilled`).
     OrderIgnored {

@@ -725,3 +725,42 @@ fn the_streamed_snapshot_is_the_snapshot() {
         }
     }
 }
+
+/// A return of more than is left to return applies what is left and says what was not;
+/// the price of a returned line is the price paid, whatever the return event says.
+#[test]
+fn a_return_beyond_the_order_says_what_was_not_returned() {
+    let mut w = World::new(Rules::default());
+    w.send(&stock("S1", 10, T0));
+    let who = r#"{"openid":"or"}"#;
+    let two = r#","lines":[{"sku":"S1","qty":2,"unit_price":5000}],"location":"wh""#;
+    w.send(&order("r1", "placed", who, two, T0));
+    w.send(&order("r1", "fulfilled", who, "", T1));
+    let back =
+        r#","lines":[{"sku":"S1","qty":5,"unit_price":1},{"sku":"S9","qty":1,"unit_price":1}]"#;
+    w.send(&order("r1", "returned", who, back, T2));
+    let said: Vec<String> = w
+        .outputs()
+        .iter()
+        .filter_map(|o| match o {
+            Output::OrderStatus {
+                status,
+                detail: Some(d),
+                ..
+            } if status == "returned" => Some(d.to_string()),
+            Output::OrderIgnored { reason, .. } => Some(reason.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        said,
+        ["S1: 5 sent back, 2 left to return; S9: not in the order"]
+    );
+    // all 100 points taken back: the value is the price paid, not the 1 fen the event says
+    let m = w.member_by("openid", "or").clone();
+    assert_eq!(m.points.balance, 0);
+    w.send(&order("r1", "returned", who, back, T3));
+    assert!(w.outputs().iter().any(|o| matches!(o,
+        Output::OrderIgnored { reason, .. }
+            if reason == "no returnable lines: S1: 5 sent back, 0 left to return; S9: not in the order")));
+}
