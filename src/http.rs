@@ -1056,6 +1056,9 @@ pub enum Access {
     Metrics,
     /// `/healthz`, `/readyz`: open when `auth.open-health`, else any valid token.
     Health,
+    /// Any valid token, whatever its scopes (`/openapi.json`: a channel holding only an
+    /// `ingest` token reads the API it sends to).
+    AnyToken,
 }
 
 /// One route of the API and who may call it.
@@ -1119,7 +1122,7 @@ routes! {
     // load balancers' probes often use HEAD
     head "/healthz" => healthz, Access::Health;
     head "/readyz" => readyz, Access::Health;
-    get "/openapi.json" => openapi, READ;
+    get "/openapi.json" => openapi, Access::AnyToken;
     get "/metrics" => metrics_text, Access::Metrics;
     get "/v1/board" [token] => board_json, READ;
     get "/v1/board/stream" [token] => board_stream, READ;

@@ -210,6 +210,13 @@ fn build() -> Value {
         let scopes: &[&str] = match r.access {
             crate::http::Access::Scope(s) => &[s],
             crate::http::Access::Metrics => &["read", "admin"],
+            // any valid token: no scope to lack, so no 403
+            crate::http::Access::AnyToken => {
+                op["security"] = json!([{"bearer": []}]);
+                op["responses"]["401"] =
+                    json!({"description": "no valid bearer token (WWW-Authenticate: Bearer)"});
+                continue;
+            }
             // open to all, tokens or not
             crate::http::Access::Health => continue,
         };
