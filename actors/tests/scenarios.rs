@@ -278,14 +278,22 @@ fn ledger_of(w: &World, member: &str) -> Vec<(String, String, i64, i64, i64)> {
         .collect()
 }
 
-#[test]
-fn a_clawback_beyond_the_balance_and_its_payment_are_in_the_ledger() {
+/// A world with 10 of S1 in `wh`, where `who` bought `qty` of S1 at `price` fen in order
+/// `id`, placed and fulfilled at the times given.
+fn bought(who: &str, id: &str, qty: i64, price: i64, placed: &str, fulfilled: &str) -> World {
     let mut w = World::new(Rules::default());
     w.send(&stock("S1", 10, T0));
+    let lines =
+        format!(r#","lines":[{{"sku":"S1","qty":{qty},"unit_price":{price}}}],"location":"wh""#);
+    w.send(&order(id, "placed", who, &lines, placed));
+    w.send(&order(id, "fulfilled", who, "", fulfilled));
+    w
+}
+
+#[test]
+fn a_clawback_beyond_the_balance_and_its_payment_are_in_the_ledger() {
     let who = r#"{"openid":"od"}"#;
-    let l = r#","lines":[{"sku":"S1","qty":1,"unit_price":50000}],"location":"wh""#;
-    w.send(&order("a", "placed", who, l, T0));
-    w.send(&order("a", "fulfilled", who, "", T0));
+    let mut w = bought(who, "a", 1, 50000, T0, T0);
     // every point spent, then the order that earned them comes back whole
     let spend =
         r#","lines":[{"sku":"S1","qty":1,"unit_price":100}],"location":"wh","points_redeemed":500"#;
@@ -391,16 +399,7 @@ const BIG: &str = r#","lines":[{"sku":"S1","qty":1,"unit_price":150000}],"locati
 /// Member `oa` placed [`BIG`] at T1 and had it fulfilled at `fulfilled`: 1,500 points and
 /// `high_value`.
 fn big_spender(fulfilled: &str) -> World {
-    let mut w = World::new(Rules::default());
-    w.send(&stock("S1", 10, T0));
-    w.send(&order("o1", "placed", r#"{"openid":"oa"}"#, BIG, T1));
-    w.send(&order(
-        "o1",
-        "fulfilled",
-        r#"{"openid":"oa"}"#,
-        "",
-        fulfilled,
-    ));
+    let w = bought(r#"{"openid":"oa"}"#, "o1", 1, 150_000, T1, fulfilled);
     let m = w.member_by("openid", "oa").clone();
     assert_eq!(m.points.balance, 1500);
     assert!(m.tags.contains(&"high_value".into()), "{:?}", m.tags);
@@ -730,12 +729,8 @@ fn the_streamed_snapshot_is_the_snapshot() {
 /// the price of a returned line is the price paid, whatever the return event says.
 #[test]
 fn a_return_beyond_the_order_says_what_was_not_returned() {
-    let mut w = World::new(Rules::default());
-    w.send(&stock("S1", 10, T0));
     let who = r#"{"openid":"or"}"#;
-    let two = r#","lines":[{"sku":"S1","qty":2,"unit_price":5000}],"location":"wh""#;
-    w.send(&order("r1", "placed", who, two, T0));
-    w.send(&order("r1", "fulfilled", who, "", T1));
+    let mut w = bought(who, "r1", 2, 5000, T0, T1);
     let back =
         r#","lines":[{"sku":"S1","qty":5,"unit_price":1},{"sku":"S9","qty":1,"unit_price":1}]"#;
     w.send(&order("r1", "returned", who, back, T2));
