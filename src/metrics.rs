@@ -780,7 +780,7 @@ impl Metrics {
 }
 
 /// Ledger reasons are a fixed set; anything else is labelled `other`.
-const LEDGER_REASONS: [&str; 10] = [
+const LEDGER_REASONS: [&str; 11] = [
     "earned",
     "scan_reward",
     "redeemed",
@@ -789,6 +789,7 @@ const LEDGER_REASONS: [&str; 10] = [
     "expired",
     "merged_in",
     "merged_out",
+    "debt_paid",
     "review_reward",
     "other",
 ];

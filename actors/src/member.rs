@@ -2094,6 +2094,17 @@ impl Member {
         }
         let (balance, debt) = (other.points.balance, other.points.debt);
         self.entry(balance, debt, "merged_in", Some(from.clone()), fx);
+        // one side's points pay the other's debt at once: a member never holds points it
+        // owes (they could be spent while the debt stands)
+        let pay = self.points.debt.min(self.points.balance);
+        if pay > 0 {
+            let taken = self.take_lots(pay);
+            self.entry(-taken, -taken, "debt_paid", Some(from.clone()), fx);
+            fx.out(Output::PointsDebt {
+                member: self.id.clone(),
+                debt: self.points.debt,
+            });
+        }
         fx.out(Output::Merged {
             survivor: me.clone(),
             alias: from.clone(),

@@ -21,8 +21,9 @@ pub enum Output {
         delta: i64,
         /// Balance after the entry.
         balance: i64,
-        /// Why: `earned`, `scan_reward`, `redeemed`, `redeem_refund`, `reversed`, `expired`,
-        /// `merged_in`, `merged_out`.
+        /// Why: `earned`, `scan_reward`, `review_reward`, `redeemed`, `redeem_refund`,
+        /// `reversed`, `expired`, `merged_in`, `merged_out`, `debt_paid` (a merge brought
+        /// points and debt together: the points pay it).
         reason: Str,
         /// The order or campaign the entry is about.
         #[serde(skip_serializing_if = "crate::cold::omit", default)]

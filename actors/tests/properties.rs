@@ -184,6 +184,11 @@ fn check_invariants(engine: &Engine, out: &[Emitted]) -> Result<(), TestCaseErro
         {
             prop_assert!(*balance >= 0, "negative balance {balance} for {member}");
             prop_assert!(*debt >= 0, "negative debt {debt} for {member}");
+            // points owed are paid from the balance first: never both at once
+            prop_assert!(
+                *debt == 0 || *balance == 0,
+                "{member} holds {balance} points while owing {debt} (entry {seq})"
+            );
             prop_assert!(*delta != 0 || *debt_delta != 0, "an empty entry {}", seq);
             let sum = ledger.entry(member.as_str()).or_default();
             *sum += delta;

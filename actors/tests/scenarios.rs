@@ -759,3 +759,39 @@ fn a_return_beyond_the_order_says_what_was_not_returned() {
         Output::OrderIgnored { reason, .. }
             if reason == "no returnable lines: S1: 5 sent back, 0 left to return; S9: not in the order")));
 }
+
+/// A merge of a member owing points with one holding some pays the debt at once: the merged
+/// points could otherwise be spent while the debt stood.
+#[test]
+fn a_merge_pays_one_sides_debt_from_the_others_points() {
+    let x = r#"{"openid":"ox"}"#;
+    let mut w = bought(x, "a", 1, 100_000, T0, T0);
+    let spend =
+        r#","lines":[{"sku":"S1","qty":1,"unit_price":100}],"location":"wh","points_redeemed":900"#;
+    w.send(&order("b", "placed", x, spend, T0));
+    w.send(&order("a", "returned", x, "", T1));
+    assert_eq!(w.member_by("openid", "ox").points.debt, 900);
+    let y = r#"{"openid":"oy"}"#;
+    let earn = r#","lines":[{"sku":"S1","qty":1,"unit_price":50000}],"location":"wh""#;
+    w.send(&order("c", "placed", y, earn, T1));
+    w.send(&order("c", "fulfilled", y, "", T1));
+    for who in ["ox", "oy"] {
+        w.send(&format!(
+            r#"{{"type":"identify","ts":"{T2}","member":{{"openid":"{who}","unionid":"u-1"}}}}"#
+        ));
+    }
+    let m = w.member_by("openid", "oy").clone();
+    assert_eq!(w.member_by("openid", "ox").id, m.id, "merged");
+    assert_eq!((m.points.balance, m.points.debt), (0, 400));
+    let last = ledger_of(&w, &m.id).pop().unwrap();
+    assert_eq!(
+        (last.0.as_str(), last.2, last.3, last.4),
+        ("debt_paid", -500, -500, 400)
+    );
+    // nothing left to spend
+    let redeem =
+        r#","lines":[{"sku":"S1","qty":1,"unit_price":100}],"location":"wh","points_redeemed":500"#;
+    w.send(&order("d", "placed", y, redeem, T3));
+    assert!(w.outputs().iter().any(|o| matches!(o,
+        Output::OrderRejected { order, reason, .. } if order == "mall:d" && reason == "insufficient_points")));
+}
