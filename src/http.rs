@@ -58,13 +58,27 @@ fn split(body: &[u8]) -> Result<Vec<&[u8]>, String> {
             serde_json::from_slice(body).map_err(|e| format!("not a JSON array of events: {e}"))?;
         return Ok(raws.into_iter().map(|r| r.get().as_bytes()).collect());
     }
-    // a first line that does not close its object is one object over several lines (a line
-    // of JSON lines ends with its `}`); if the whole body is not one object, lines it is
+    // a first line that does not close its object is an object over several lines (a line
+    // of JSON lines ends with its `}`): the body is read as JSON values one after another,
+    // and what follows the first that does not parse is one text, refused with the error's
+    // own line and column (not a dead letter for each of its lines)
     let first_line = rest.split(|b| *b == b'\n').next().unwrap_or_default();
     if rest.first() == Some(&b'{') && !first_line.trim_ascii_end().ends_with(b"}") {
-        if let Ok(one) = serde_json::from_slice::<&serde_json::value::RawValue>(rest) {
-            return Ok(vec![one.get().as_bytes()]);
+        let mut texts = Vec::new();
+        let mut values =
+            serde_json::Deserializer::from_slice(rest).into_iter::<&serde_json::value::RawValue>();
+        loop {
+            let at = values.byte_offset();
+            match values.next() {
+                None => break,
+                Some(Ok(v)) => texts.push(v.get().as_bytes()),
+                Some(Err(_)) => {
+                    texts.push(rest[at..].trim_ascii());
+                    break;
+                }
+            }
         }
+        return Ok(texts);
     }
     Ok(body
         .split(|b| *b == b'\n')
@@ -1607,8 +1621,18 @@ mod tests {
             texts(b"\xEF\xBB\xBF[{\"a\":1}, {\"b\":2}]"),
             [r#"{"a":1}"#, r#"{"b":2}"#]
         );
-        // two objects spread over lines are no one object: lines, each then refused alone
-        assert_eq!(texts(b"{\n\"a\":1}\n{\n\"b\":2}").len(), 4);
+        // two objects spread over lines are two events
+        assert_eq!(
+            texts(b"{\n\"a\":1}\n{\n\"b\":2}"),
+            ["{\n\"a\":1}", "{\n\"b\":2}"]
+        );
+        // a typo: what precedes it stands, the rest is one text (refused once, with the
+        // error's line), not a dead letter for each of its lines
+        let typo = b"{\n \"a\": 1\n}\n{\n \"b\": {\"c\": 2}\n \"d\": 3\n}\n";
+        assert_eq!(
+            texts(typo),
+            ["{\n \"a\": 1\n}", "{\n \"b\": {\"c\": 2}\n \"d\": 3\n}"]
+        );
     }
 
     /// A store whose every read fails, as Cassandra does while it is down.
