@@ -462,10 +462,12 @@ pub(crate) fn ledger_page(
     from: u64,
     entries: Vec<Value>,
 ) -> Value {
+    // a cursor past the end comes back as the end, as /v1/outputs answers it: following
+    // `next` from there misses no entry written later
     let next = entries
         .last()
         .and_then(|e| e["seq"].as_u64())
-        .map_or(from, |s| s + 1);
+        .map_or(from.min(m.points.seq + 1), |s| s + 1);
     json!({"member": m.id, "balance": m.points.balance, "debt": m.points.debt,
         "next": next, "entries": entries})
 }

@@ -1004,11 +1004,11 @@ impl Store for RedbStore {
             .range(lo.as_slice()..=hi.as_slice())
             .map_err(|e| io("scan", "ledger")(e.into()))?
         {
-            let (_, v) = row.map_err(|e| io("scan", "ledger")(e.into()))?;
-            out.push(v.value().to_vec());
             if out.len() >= limit {
                 break;
             }
+            let (_, v) = row.map_err(|e| io("scan", "ledger")(e.into()))?;
+            out.push(v.value().to_vec());
         }
         Ok(out)
     }

@@ -49,10 +49,16 @@ fn the_scripted_day_gives_the_expected_state_over_http() {
         ledger.len() - 1,
         "{rest}"
     );
+    let end = next + ledger.len() as u64 - 1;
     assert_eq!(
         (rest["debt"].as_i64(), rest["next"].as_u64()),
-        (Some(0), Some(next + ledger.len() as u64 - 1))
+        (Some(0), Some(end))
     );
+    // no entry asked, none given; a cursor past the end comes back as the end
+    let none = s.get(&format!("/v1/members/{member}/ledger?limit=0"));
+    assert_eq!(none["entries"], json!([]), "{none}");
+    let far = s.get(&format!("/v1/members/{member}/ledger?from=1000"));
+    assert_eq!(far["next"].as_u64(), Some(end), "{far}");
     assert_eq!(o["scanner"]["balance"], 20, "two scans of 10 points");
     // 100 − 2 sold + 1 returned − 40 (p1, fulfilled) − 20 (p2, released after the payment)
     assert_eq!(o["stock"]["atp"], 39, "{o}");

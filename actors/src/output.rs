@@ -282,7 +282,8 @@ pub enum Output {
     PaymentIgnored {
         /// Dealer.
         dealer: Str,
-        /// The payment's reference.
+        /// The payment's reference (the event's `ref`).
+        #[serde(rename = "ref")]
         reference: Str,
         /// Amount in fen.
         amount: i64,
