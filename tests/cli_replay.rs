@@ -435,7 +435,7 @@ fn an_until_before_the_inputs_end_is_named() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(
-        err.contains("--until 2020-01-01T00:00:00.000Z is not after the input's event time"),
+        err.contains("--until 2020-01-01T00:00:00.000Z is not after the input's last event time"),
         "{err}"
     );
 }

@@ -442,8 +442,8 @@ pub fn run(
         if t.unix_us <= reached {
             // the input went past it already: nothing more is due, say so rather than nothing
             eprintln!(
-                "replay: --until {t} is not after the input's event time (the watermark reached {}): no timer more fired",
-                omnistream_schemas::EventTime { unix_us: reached, offset_min: 0 }
+                "replay: --until {t} is not after the input's last event time ({}, the watermark): no further timer fired",
+                omnistream_schemas::EventTime { unix_us: reached, offset_min: t.offset_min }
             );
         }
         match epochs.as_mut() {
