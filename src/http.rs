@@ -685,9 +685,10 @@ async fn post_review(
             "no review of this scan is pending",
         ),
         Ok(Some(Ok(mut o))) => match o.pop() {
-            Some(Outcome::Accepted { outputs, .. }) => {
-                HttpResponse::Ok().json(json!({"event": event, "outputs": outputs}))
-            }
+            // the same shape as a retry's answer, with every output the resolution made
+            Some(Outcome::Accepted { outputs, .. }) => HttpResponse::Ok().json(json!({
+                "event": event, "status": "accepted",
+                "resolution": first_of(&outputs, "review_resolved"), "outputs": outputs})),
             // resolved before: the same decision again is a retry, answered with the
             // resolution; the other decision is refused (a resolution is final)
             Some(Outcome::Duplicate { answered, .. }) => {

@@ -361,6 +361,11 @@ fn review_survives_restarts(env: &[(&str, &str)]) {
     );
     assert_eq!(code, 200, "{v}");
     assert_eq!(s.get("/v1/identities/openid/traveller")["balance"], 20);
+    assert_eq!(
+        (v["status"].as_str(), v["resolution"]["allow"].as_bool()),
+        (Some("accepted"), Some(true)),
+        "{v}"
+    );
     // the reviewer's retry (its answer lost) gets the resolution, paid once; the other
     // decision is refused, a resolution being final; a scan never held is no review
     let (code, v) = s.request(
