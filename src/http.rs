@@ -588,6 +588,20 @@ async fn answer_outputs(st: &AppState, q: OutputQuery) -> HttpResponse {
     }
 }
 
+/// The fields of an output a filter looks in: an order's or a campaign's points are ledger
+/// entries `about` it, and a member is also a merge's `survivor` or `alias`.
+fn fields_named(filter: &str) -> &[&str] {
+    match filter {
+        "order" => &["order", "about"],
+        "campaign" => &["campaign", "about"],
+        "member" => &["member", "survivor", "alias"],
+        "sku" => &["sku"],
+        "location" => &["location"],
+        "dealer" => &["dealer"],
+        _ => &[],
+    }
+}
+
 fn outputs_page(s: &dyn Store, q: OutputFilter) -> Result<Value, StoreError> {
     let OutputFilter {
         mut from,
@@ -612,9 +626,11 @@ fn outputs_page(s: &dyn Store, q: OutputFilter) -> Result<Value, StoreError> {
             let kind_ok = output
                 .as_deref()
                 .is_none_or(|k| v.get("output").and_then(Value::as_str) == Some(k));
-            let fields_ok = fields
-                .iter()
-                .all(|(k, want)| v.get(*k).and_then(Value::as_str) == Some(want.as_str()));
+            let fields_ok = fields.iter().all(|(k, want)| {
+                fields_named(k)
+                    .iter()
+                    .any(|f| v.get(*f).and_then(Value::as_str) == Some(want.as_str()))
+            });
             if kind_ok && fields_ok {
                 found.push(json!({"seq": seq, "output": v}));
                 if found.len() >= limit {

@@ -94,12 +94,15 @@ fn the_scripted_day_gives_the_expected_state_over_http() {
         .iter()
         .map(|i| i["output"]["output"].as_str().unwrap())
         .collect();
+    // with the points it earned and took back (ledger entries about it)
     let want = [
         "order_accepted",
         "pending",
         "order_status",
         "pending",
+        "ledger",
         "order_status",
+        "ledger",
     ];
     assert_eq!(kinds, want, "{page}");
     // o1 through its life: placed, fulfilled, half returned
