@@ -59,11 +59,15 @@ fn examples() -> Vec<(&'static str, String, Value)> {
     let decoder = omnistream_schemas::Decoder::new(omnistream_schemas::Pii::new(
         crate::cli::DEV_PII_KEY.as_bytes(),
     ));
-    let mut e = Sharded::new(Rules::default(), 1);
+    let rules = Rules::default();
+    let mut board = crate::board::Board::new(rules.stock.low_stock_atp);
+    let mut e = Sharded::new(rules, 1);
     let mut out = Vec::new();
     for line in SAMPLE.lines() {
         if let Ok(ev) = decoder.decode(line.as_bytes()) {
+            let start = out.len();
             e.apply(&ev, &mut out);
+            board.observe(&e, &out[start..]);
         }
     }
     let json = |v: Result<Option<Value>, crate::http::ReadError>| match v {
@@ -142,6 +146,11 @@ fn examples() -> Vec<(&'static str, String, Value)> {
             "/v1/decisions",
             "/v1/decisions?campaign=cny-2027&limit=2".into(),
             page(decisions, items.len()),
+        ),
+        (
+            "/v1/board",
+            "/v1/board".into(),
+            serde_json::to_value(board.view()).unwrap_or_default(),
         ),
     ]
 }
