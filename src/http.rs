@@ -296,9 +296,10 @@ impl From<serde_json::Error> for ReadError {
     }
 }
 
-/// A view as JSON (a failure is the server's fault, answered 500, never taken for a 404).
-fn to_json<T: Serialize>(view: T) -> Result<Option<Value>, ReadError> {
-    Ok(Some(serde_json::to_value(view)?))
+/// A view, when there is one, as JSON (a failure is the server's fault, answered 500, never
+/// taken for a 404).
+fn to_json<T: Serialize>(view: Option<T>) -> Result<Option<Value>, ReadError> {
+    Ok(view.map(serde_json::to_value).transpose()?)
 }
 
 /// Runs a read on the shard and answers 200 with its value or 404.
@@ -363,10 +364,7 @@ where
 pub(crate) fn member_view(e: &Sharded, id: &str) -> Result<Option<Value>, ReadError> {
     let at = crate::view_time(e);
     let (now, today) = (at.unix_us, at.local_day());
-    match e.member(id) {
-        Some(m) => to_json(m.view(now, today, e.rules())),
-        None => Ok(None),
-    }
+    to_json(e.member(id).map(|m| m.view(now, today, e.rules())))
 }
 
 async fn get_member(st: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
@@ -448,10 +446,7 @@ async fn get_ledger(
 }
 
 pub(crate) fn stock_view(e: &Sharded, id: &str) -> Result<Option<Value>, ReadError> {
-    match e.sku(id) {
-        Some(s) => to_json(s.view()),
-        None => Ok(None),
-    }
+    to_json(e.sku(id).map(|s| s.view()))
 }
 
 /// What `GET /v1/members/{id}/ledger` answers: the member's balance and debt, a page of its
@@ -478,10 +473,7 @@ async fn get_stock(st: web::Data<AppState>, id: web::Path<String>) -> HttpRespon
 }
 
 pub(crate) fn credit_view(e: &Sharded, id: &str) -> Result<Option<Value>, ReadError> {
-    match e.dealer(id) {
-        Some(d) => to_json(d.view()),
-        None => Ok(None),
-    }
+    to_json(e.dealer(id).map(|d| d.view()))
 }
 
 async fn get_credit(st: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
@@ -490,10 +482,7 @@ async fn get_credit(st: web::Data<AppState>, id: web::Path<String>) -> HttpRespo
 }
 
 pub(crate) fn kpis_view(e: &Sharded, id: &str) -> Result<Option<Value>, ReadError> {
-    match e.store(id) {
-        Some(s) => to_json(s.view(crate::view_time(e))),
-        None => Ok(None),
-    }
+    to_json(e.store(id).map(|s| s.view(crate::view_time(e))))
 }
 
 async fn get_kpis(st: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
@@ -507,10 +496,7 @@ pub(crate) fn order_view(
     order: &str,
 ) -> Result<Option<Value>, ReadError> {
     let key = omnistream_actors::router::order_key(channel, order);
-    match e.order(&key) {
-        Some(o) => to_json(o.view(&key)),
-        None => Ok(None),
-    }
+    to_json(e.order(&key).map(|o| o.view(&key)))
 }
 
 async fn get_order(st: web::Data<AppState>, p: web::Path<(String, String)>) -> HttpResponse {
@@ -532,12 +518,12 @@ struct OutputQuery {
 }
 
 /// What [`outputs_page`] reads: where to start, how many, the kind (`output`), and the
-/// fields an output must have with these values (`campaign`, `sku`, ...).
+/// values an output must hold, each in one of the fields named with it.
 struct OutputFilter {
     from: u64,
     limit: usize,
     output: Option<String>,
-    fields: Vec<(&'static str, String)>,
+    fields: Vec<(&'static [&'static str], String)>,
 }
 
 impl OutputQuery {
@@ -549,17 +535,20 @@ impl OutputQuery {
             omnistream_actors::output::check_kind(k)
                 .map_err(|e| format!("output: {e}, or `dead_letter`"))?;
         }
-        let fields = [
-            ("campaign", self.campaign),
-            ("sku", self.sku),
-            ("location", self.location),
-            ("member", self.member),
-            ("dealer", self.dealer),
-            ("order", self.order),
-        ]
-        .into_iter()
-        .filter_map(|(k, v)| v.map(|v| (k, v)))
-        .collect();
+        // an order's or a campaign's points are ledger entries `about` it, and a member is
+        // also a merge's `survivor` or `alias`
+        let in_fields: [(&'static [&'static str], _); 6] = [
+            (&["campaign", "about"], self.campaign),
+            (&["sku"], self.sku),
+            (&["location"], self.location),
+            (&["member", "survivor", "alias"], self.member),
+            (&["dealer"], self.dealer),
+            (&["order", "about"], self.order),
+        ];
+        let fields = in_fields
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect();
         Ok(OutputFilter {
             from,
             limit,
@@ -588,20 +577,6 @@ async fn answer_outputs(st: &AppState, q: OutputQuery) -> HttpResponse {
     }
 }
 
-/// The fields of an output a filter looks in: an order's or a campaign's points are ledger
-/// entries `about` it, and a member is also a merge's `survivor` or `alias`.
-fn fields_named(filter: &str) -> &[&str] {
-    match filter {
-        "order" => &["order", "about"],
-        "campaign" => &["campaign", "about"],
-        "member" => &["member", "survivor", "alias"],
-        "sku" => &["sku"],
-        "location" => &["location"],
-        "dealer" => &["dealer"],
-        _ => &[],
-    }
-}
-
 fn outputs_page(s: &dyn Store, q: OutputFilter) -> Result<Value, StoreError> {
     let OutputFilter {
         mut from,
@@ -626,8 +601,8 @@ fn outputs_page(s: &dyn Store, q: OutputFilter) -> Result<Value, StoreError> {
             let kind_ok = output
                 .as_deref()
                 .is_none_or(|k| v.get("output").and_then(Value::as_str) == Some(k));
-            let fields_ok = fields.iter().all(|(k, want)| {
-                fields_named(k)
+            let fields_ok = fields.iter().all(|(names, want)| {
+                names
                     .iter()
                     .any(|f| v.get(*f).and_then(Value::as_str) == Some(want.as_str()))
             });
