@@ -486,7 +486,7 @@ impl Order {
         if let Some(waits_for) = waits_for {
             fx.out(Output::OrderDeferred {
                 order: me.clone(),
-                status: status_name(ev.status).into(),
+                status: ev.status.as_str().into(),
                 waits_for: waits_for.into(),
             });
         }
@@ -670,21 +670,10 @@ impl Order {
     }
 }
 
-/// A status's name in the event contract.
-fn status_name(status: OrderStatus) -> &'static str {
-    match status {
-        OrderStatus::Placed => "placed",
-        OrderStatus::Paid => "paid",
-        OrderStatus::Cancelled => "cancelled",
-        OrderStatus::Fulfilled => "fulfilled",
-        OrderStatus::Returned => "returned",
-    }
-}
-
 fn ignored(me: &Str, status: OrderStatus, reason: &str, fx: &mut Effects) {
     fx.out(Output::OrderIgnored {
         order: me.clone(),
-        status: status_name(status).into(),
+        status: status.as_str().into(),
         reason: reason.into(),
     });
 }

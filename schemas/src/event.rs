@@ -499,6 +499,17 @@ pub enum OrderStatus {
 }
 
 impl OrderStatus {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Placed => "placed",
+            OrderStatus::Paid => "paid",
+            OrderStatus::Cancelled => "cancelled",
+            OrderStatus::Fulfilled => "fulfilled",
+            OrderStatus::Returned => "returned",
+        }
+    }
+
     /// Parses the wire name.
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
