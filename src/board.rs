@@ -138,6 +138,12 @@ impl Board {
         }))
     }
 
+    /// A blocked scan at the head of the ticker (which keeps the latest [`TICKER`]).
+    fn block(&mut self, b: Blocked) {
+        self.blocked.push_front(b);
+        self.blocked.truncate(TICKER);
+    }
+
     /// Takes in what one event produced.
     pub fn observe(&mut self, engine: &Sharded, emitted: &[Emitted]) {
         for e in emitted {
@@ -176,7 +182,7 @@ impl Board {
                         add!(self.reasons, r.reason.as_str(), 1);
                     }
                     if *decision == Decision::Block {
-                        self.blocked.push_front(Blocked {
+                        self.block(Blocked {
                             at,
                             member: mask(member),
                             campaign: campaign.to_string(),
@@ -187,7 +193,6 @@ impl Board {
                                 .map(|r| r.reason.as_str().to_string())
                                 .collect(),
                         });
-                        self.blocked.truncate(TICKER);
                     }
                 }
                 // a held scan a reviewer blocked joins the ticker (its first decision, review,
@@ -198,14 +203,13 @@ impl Board {
                     allow: false,
                     ..
                 } => {
-                    self.blocked.push_front(Blocked {
+                    self.block(Blocked {
                         at,
                         member: mask(member),
                         campaign: campaign.to_string(),
                         score: 0,
                         reasons: vec!["blocked_on_review".into()],
                     });
-                    self.blocked.truncate(TICKER);
                 }
                 Output::Stock {
                     sku, location, atp, ..
