@@ -229,9 +229,7 @@ fn points_earned_in_one_channel_pay_in_another_and_a_cancel_refunds_them() {
     ));
     w.send(&order("a", "fulfilled", r#"{"tmall":"tb1"}"#, "", T1));
     // at the store by phone: the same member
-    let pay =
-        r#","lines":[{"sku":"S1","qty":1,"unit_price":100}],"location":"wh","points_redeemed":300"#;
-    let store_order = pay.replace("\"location\"", "\"store\":\"st1\",\"location\"");
+    let store_order = redeeming(300).replace("\"location\"", "\"store\":\"st1\",\"location\"");
     w.send(&order(
         "b",
         "placed",
@@ -278,30 +276,46 @@ fn ledger_of(w: &World, member: &str) -> Vec<(String, String, i64, i64, i64)> {
         .collect()
 }
 
-/// A world with 10 of S1 in `wh`, where `who` bought `qty` of S1 at `price` fen in order
-/// `id`, placed and fulfilled at the times given.
-fn bought(who: &str, id: &str, qty: i64, price: i64, placed: &str, fulfilled: &str) -> World {
-    let mut w = World::new(Rules::default());
-    w.send(&stock("S1", 10, T0));
+/// `who` buys `qty` of S1 at `price` fen in order `id`, placed and fulfilled at the times
+/// given.
+fn buy(w: &mut World, who: &str, id: &str, qty: i64, price: i64, placed: &str, fulfilled: &str) {
     let lines =
         format!(r#","lines":[{{"sku":"S1","qty":{qty},"unit_price":{price}}}],"location":"wh""#);
     w.send(&order(id, "placed", who, &lines, placed));
     w.send(&order(id, "fulfilled", who, "", fulfilled));
+}
+
+/// A world with 10 of S1 in `wh`, where `who` [`buy`]s.
+fn bought(who: &str, id: &str, qty: i64, price: i64, placed: &str, fulfilled: &str) -> World {
+    let mut w = World::new(Rules::default());
+    w.send(&stock("S1", 10, T0));
+    buy(&mut w, who, id, qty, price, placed, fulfilled);
+    w
+}
+
+/// The rest of an order of one S1 at 1 yuan paying with `points`.
+fn redeeming(points: i64) -> String {
+    format!(
+        r#","lines":[{{"sku":"S1","qty":1,"unit_price":100}}],"location":"wh","points_redeemed":{points}"#
+    )
+}
+
+/// A world where `who` bought S1 at `price` (order `a`, at T0), spent `spent` of the points
+/// in order `b` at `at`, and then returned order `a` whole at `back`: what the return takes
+/// back beyond the balance is owed.
+fn owing(who: &str, price: i64, spent: i64, at: &str, back: &str) -> World {
+    let mut w = bought(who, "a", 1, price, T0, T0);
+    w.send(&order("b", "placed", who, &redeeming(spent), at));
+    w.send(&order("a", "returned", who, "", back));
     w
 }
 
 #[test]
 fn a_clawback_beyond_the_balance_and_its_payment_are_in_the_ledger() {
     let who = r#"{"openid":"od"}"#;
-    let mut w = bought(who, "a", 1, 50000, T0, T0);
     // every point spent, then the order that earned them comes back whole
-    let spend =
-        r#","lines":[{"sku":"S1","qty":1,"unit_price":100}],"location":"wh","points_redeemed":500"#;
-    w.send(&order("b", "placed", who, spend, T1));
-    w.send(&order("a", "returned", who, "", T2));
-    let earn = r#","lines":[{"sku":"S1","qty":1,"unit_price":10000}],"location":"wh""#;
-    w.send(&order("c", "placed", who, earn, T2));
-    w.send(&order("c", "fulfilled", who, "", T3));
+    let mut w = owing(who, 50000, 500, T1, T2);
+    buy(&mut w, who, "c", 1, 10000, T2, T3);
     let m = w.member_by("openid", "od").clone();
     assert_eq!((m.points.balance, m.points.debt), (0, 400));
     let s = |r: &str, a: &str, d, dd, debt| (r.to_string(), a.to_string(), d, dd, debt);
@@ -764,17 +778,10 @@ fn a_return_beyond_the_order_says_what_was_not_returned() {
 /// points could otherwise be spent while the debt stood.
 #[test]
 fn a_merge_pays_one_sides_debt_from_the_others_points() {
-    let x = r#"{"openid":"ox"}"#;
-    let mut w = bought(x, "a", 1, 100_000, T0, T0);
-    let spend =
-        r#","lines":[{"sku":"S1","qty":1,"unit_price":100}],"location":"wh","points_redeemed":900"#;
-    w.send(&order("b", "placed", x, spend, T0));
-    w.send(&order("a", "returned", x, "", T1));
+    let mut w = owing(r#"{"openid":"ox"}"#, 100_000, 900, T0, T1);
     assert_eq!(w.member_by("openid", "ox").points.debt, 900);
     let y = r#"{"openid":"oy"}"#;
-    let earn = r#","lines":[{"sku":"S1","qty":1,"unit_price":50000}],"location":"wh""#;
-    w.send(&order("c", "placed", y, earn, T1));
-    w.send(&order("c", "fulfilled", y, "", T1));
+    buy(&mut w, y, "c", 1, 50000, T1, T1);
     for who in ["ox", "oy"] {
         w.send(&format!(
             r#"{{"type":"identify","ts":"{T2}","member":{{"openid":"{who}","unionid":"u-1"}}}}"#
@@ -789,9 +796,7 @@ fn a_merge_pays_one_sides_debt_from_the_others_points() {
         ("debt_paid", -500, -500, 400)
     );
     // nothing left to spend
-    let redeem =
-        r#","lines":[{"sku":"S1","qty":1,"unit_price":100}],"location":"wh","points_redeemed":500"#;
-    w.send(&order("d", "placed", y, redeem, T3));
+    w.send(&order("d", "placed", y, &redeeming(500), T3));
     assert!(w.outputs().iter().any(|o| matches!(o,
         Output::OrderRejected { order, reason, .. } if order == "mall:d" && reason == "insufficient_points")));
 }
