@@ -356,6 +356,8 @@ mod tests {
             reserved: 0,
             safety: 0,
             atp,
+            cause: Some(omnistream_actors::output::StockCause::Set),
+            order: None,
         })
     }
 

@@ -88,21 +88,29 @@ fn the_scripted_day_gives_the_expected_state_over_http() {
         .iter()
         .all(|i| i["output"]["output"] == "stock" && i["output"]["sku"] == "S1"));
     let page = s.get("/v1/outputs?order=mall:o1");
-    let kinds: Vec<&str> = page["items"]
+    let kinds: Vec<(&str, &str)> = page["items"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|i| i["output"]["output"].as_str().unwrap())
+        .map(|i| {
+            let o = &i["output"];
+            let what = o["cause"].as_str().or(o["reason"].as_str());
+            (o["output"].as_str().unwrap(), what.unwrap_or(""))
+        })
         .collect();
-    // with the points it earned and took back (ledger entries about it)
+    // with the stock it moved (each change saying how) and the points it earned and took
+    // back (ledger entries about it)
     let want = [
-        "order_accepted",
-        "pending",
-        "order_status",
-        "pending",
-        "ledger",
-        "order_status",
-        "ledger",
+        ("stock", "reserve"),
+        ("order_accepted", ""),
+        ("pending", ""),
+        ("order_status", ""),
+        ("stock", "commit"),
+        ("pending", ""),
+        ("ledger", "earned"),
+        ("order_status", ""),
+        ("stock", "restock"),
+        ("ledger", "reversed"),
     ];
     assert_eq!(kinds, want, "{page}");
     // o1 through its life: placed, fulfilled, half returned

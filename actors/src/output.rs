@@ -5,6 +5,26 @@ use crate::fraud::{Contribution, Decision};
 use compact_str::CompactString as Str;
 use serde::{Deserialize, Serialize};
 
+/// What changed a location's stock (the `cause` of a [`Output::Stock`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StockCause {
+    /// An order reserved units.
+    Reserve,
+    /// An order's reservation was let go: the order was cancelled, or refused elsewhere.
+    Release,
+    /// An order was fulfilled: its reservation left on hand.
+    Commit,
+    /// Units of a fulfilled order came back.
+    Restock,
+    /// A stock event received units.
+    Receive,
+    /// A stock event adjusted on hand.
+    Adjust,
+    /// A stock event set on hand (a count).
+    Set,
+}
+
 /// One output of an entity actor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "output", rename_all = "snake_case")]
@@ -176,6 +196,15 @@ pub enum Output {
         safety: i64,
         /// Available to promise: on hand − reserved − safety, at least 0.
         atp: i64,
+        /// What moved it: an order's `reserve`, `release` (cancelled or refused), `commit`
+        /// (fulfilled: the reservation ships) or `restock` (returned); a stock event's
+        /// `receive`, `adjust` or `set`. Always set; absent only in outputs stored by a
+        /// build before it, which still read.
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        cause: Option<StockCause>,
+        /// The order (`channel:order`) that moved it; absent for a stock event.
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        order: Option<Str>,
     },
     /// ATP fell to or below the low-stock threshold.
     LowStock {

@@ -9,6 +9,7 @@
 
 use crate::cmd::{Cmd, OrderCmd, SkuCmd};
 use crate::keymap::KeyMap;
+use crate::output::StockCause;
 use crate::{Ctx, Effects, Key, Output, Recent};
 use compact_str::CompactString as Str;
 use omnistream_schemas::StockOp;
@@ -150,7 +151,8 @@ impl Sku {
                 let before = self.atp(&r.location);
                 let loc = self.locations.entry(r.location.clone()).or_default();
                 loc.reserved = loc.reserved.saturating_sub(r.qty);
-                self.changed(me, &r.location, before, ctx, fx);
+                let cause = (StockCause::Release, Some(order));
+                self.changed(me, &r.location, before, cause, ctx, fx);
             }
             SkuCmd::Restock { order, qty } => self.restock(me, order, qty, ctx, fx),
             SkuCmd::Stock {
@@ -209,7 +211,8 @@ impl Sku {
             },
         );
         reply(fx, true, atp);
-        self.changed(me, &location, before, ctx, fx);
+        let cause = (StockCause::Reserve, Some(order));
+        self.changed(me, &location, before, cause, ctx, fx);
     }
 
     fn commit(&mut self, me: &Str, order: Str, ctx: &Ctx, fx: &mut Effects) {
@@ -225,7 +228,7 @@ impl Sku {
         let at = ctx.ts();
         self.committed_by_at.insert((at, order.clone()));
         self.committed.insert(
-            order,
+            order.clone(),
             Committed {
                 location: r.location.clone(),
                 qty: r.qty,
@@ -233,7 +236,8 @@ impl Sku {
                 at,
             },
         );
-        self.changed(me, &r.location, before, ctx, fx);
+        let cause = (StockCause::Commit, Some(order));
+        self.changed(me, &r.location, before, cause, ctx, fx);
     }
 
     fn restock(&mut self, me: &Str, order: Str, qty: i64, ctx: &Ctx, fx: &mut Effects) {
@@ -252,7 +256,8 @@ impl Sku {
         let before = self.atp(&location);
         let loc = self.locations.entry(location.clone()).or_default();
         loc.on_hand = loc.on_hand.saturating_add(n);
-        self.changed(me, &location, before, ctx, fx);
+        let cause = (StockCause::Restock, Some(order));
+        self.changed(me, &location, before, cause, ctx, fx);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -280,9 +285,14 @@ impl Sku {
             loc.safety = s.max(0);
         }
         let short = loc.reserved.saturating_sub(loc.on_hand);
+        let cause = match op {
+            StockOp::Receive => StockCause::Receive,
+            StockOp::Adjust => StockCause::Adjust,
+            StockOp::Set => StockCause::Set,
+        };
         // a count is news even when ATP stays the same (the location may be new, or the
         // count confirms the books), so it is always published
-        self.changed(me, &location, before, ctx, fx);
+        self.changed(me, &location, before, (cause, None), ctx, fx);
         if short > 0 {
             fx.out(Output::StockShort {
                 sku: me.clone(),
@@ -292,8 +302,17 @@ impl Sku {
         }
     }
 
-    /// Publishes the location's numbers and the threshold crossings since `before` (ATP).
-    fn changed(&self, me: &Str, location: &Str, before: i64, ctx: &Ctx, fx: &mut Effects) {
+    /// Publishes the location's numbers, with what moved them (and the order that did), and
+    /// the threshold crossings since `before` (ATP).
+    fn changed(
+        &self,
+        me: &Str,
+        location: &Str,
+        before: i64,
+        (cause, order): (StockCause, Option<Str>),
+        ctx: &Ctx,
+        fx: &mut Effects,
+    ) {
         let l = self.locations.get(location).copied().unwrap_or_default();
         let atp = l.atp();
         fx.out(Output::Stock {
@@ -303,6 +322,8 @@ impl Sku {
             reserved: l.reserved,
             safety: l.safety,
             atp,
+            cause: Some(cause),
+            order,
         });
         let low = ctx.rules.stock.low_stock_atp;
         if before > low && atp <= low && atp > 0 {
@@ -387,7 +408,8 @@ mod tests {
         }
     }
 
-    fn stock_out(l: &str, on_hand: i64, reserved: i64, safety: i64, atp: i64) -> Output {
+    /// A stock output: location, `[on_hand, reserved, safety, atp]`, cause and order.
+    fn stock_out(l: &str, [on_hand, reserved, safety, atp]: [i64; 4], cause: Cause) -> Output {
         Output::Stock {
             sku: me(),
             location: l.into(),
@@ -395,8 +417,12 @@ mod tests {
             reserved,
             safety,
             atp,
+            cause: Some(cause.0),
+            order: cause.1.map(Str::from),
         }
     }
+
+    type Cause = (StockCause, Option<&'static str>);
 
     #[test]
     fn reserve_within_atp_reserves_and_replies_with_the_new_atp() {
@@ -405,7 +431,14 @@ mod tests {
         run(&mut s, &r, 1, set("wh1", 50, Some(5)));
         let fx = run(&mut s, &r, 2, reserve("mall:o1", "wh1", 20));
         assert_eq!(stock_reply(&fx), (Key::Order("mall:o1".into()), true, 25));
-        assert_eq!(fx.outputs, vec![stock_out("wh1", 50, 20, 5, 25)]);
+        assert_eq!(
+            fx.outputs,
+            vec![stock_out(
+                "wh1",
+                [50, 20, 5, 25],
+                (StockCause::Reserve, Some("mall:o1"))
+            )]
+        );
         assert_eq!(s.locations["wh1"].reserved, 20);
         assert_eq!(
             s.open["mall:o1"],
@@ -492,7 +525,14 @@ mod tests {
                 order: "mall:o1".into(),
             },
         );
-        assert_eq!(fx.outputs, vec![stock_out("wh1", 25, 0, 2, 23)]);
+        assert_eq!(
+            fx.outputs,
+            vec![stock_out(
+                "wh1",
+                [25, 0, 2, 23],
+                (StockCause::Commit, Some("mall:o1"))
+            )]
+        );
         assert!(fx.sends.is_empty());
         assert!(s.open.is_empty());
         assert_eq!(
@@ -541,7 +581,14 @@ mod tests {
                 order: "mall:o1".into(),
             },
         );
-        assert_eq!(fx.outputs, vec![stock_out("wh1", 30, 7, 0, 23)]);
+        assert_eq!(
+            fx.outputs,
+            vec![stock_out(
+                "wh1",
+                [30, 7, 0, 23],
+                (StockCause::Release, Some("mall:o1"))
+            )]
+        );
         assert_eq!(s.atp("wh1"), 23);
         // a shipped order has nothing to release; a second release nothing either
         run(
@@ -585,13 +632,27 @@ mod tests {
             qty: n,
         };
         let fx = run(&mut s, &r, 10, back(3));
-        assert_eq!(fx.outputs, vec![stock_out("wh1", 9, 0, 0, 9)]);
+        assert_eq!(
+            fx.outputs,
+            vec![stock_out(
+                "wh1",
+                [9, 0, 0, 9],
+                (StockCause::Restock, Some("mall:o1"))
+            )]
+        );
         // the same return event delivered again
         let fx = run(&mut s, &r, 10, back(3));
         assert_eq!(fx, Effects::default());
         // a later return of more than is left is capped at what is left
         let fx = run(&mut s, &r, 11, back(3));
-        assert_eq!(fx.outputs, vec![stock_out("wh1", 10, 0, 0, 10)]);
+        assert_eq!(
+            fx.outputs,
+            vec![stock_out(
+                "wh1",
+                [10, 0, 0, 10],
+                (StockCause::Restock, Some("mall:o1"))
+            )]
+        );
         assert_eq!(s.committed["mall:o1"].restocked, 4);
         let fx = run(&mut s, &r, 12, back(1));
         assert_eq!(fx, Effects::default());
@@ -620,7 +681,14 @@ mod tests {
             safety,
         };
         let fx = run(&mut s, &r, 1, op(StockOp::Receive, 40, Some(4)));
-        assert_eq!(fx.outputs, vec![stock_out("st1", 40, 0, 4, 36)]);
+        assert_eq!(
+            fx.outputs,
+            vec![stock_out(
+                "st1",
+                [40, 0, 4, 36],
+                (StockCause::Receive, None)
+            )]
+        );
         run(&mut s, &r, 2, op(StockOp::Adjust, -15, None));
         assert_eq!(
             s.locations["st1"],
@@ -663,7 +731,7 @@ mod tests {
         assert_eq!(
             fx.outputs,
             vec![
-                stock_out("wh1", 6, 10, 0, 0),
+                stock_out("wh1", [6, 10, 0, 0], (StockCause::Set, None)),
                 Output::StockShort {
                     sku: me(),
                     location: "wh1".into(),
@@ -706,14 +774,23 @@ mod tests {
             location: "wh1".into(),
         };
         let fx = run(&mut s, &r, 2, reserve("a", "wh1", 4));
-        assert_eq!(fx.outputs, vec![stock_out("wh1", 14, 4, 0, 10), low(10)]);
+        assert_eq!(
+            fx.outputs,
+            vec![
+                stock_out("wh1", [14, 4, 0, 10], (StockCause::Reserve, Some("a"))),
+                low(10)
+            ]
+        );
         let fx = run(&mut s, &r, 3, reserve("b", "wh1", 2));
         assert!(!fx.outputs.contains(&low(8)));
         assert_eq!(fx.outputs.len(), 1);
         let fx = run(&mut s, &r, 4, reserve("c", "wh1", 8));
         assert_eq!(
             fx.outputs,
-            vec![stock_out("wh1", 14, 14, 0, 0), out.clone()]
+            vec![
+                stock_out("wh1", [14, 14, 0, 0], (StockCause::Reserve, Some("c"))),
+                out.clone()
+            ]
         );
         // already out: a further count to zero is not a new stock-out
         let fx = run(&mut s, &r, 5, set("wh1", 14, None));
@@ -721,7 +798,13 @@ mod tests {
         // from plenty straight to zero is a stock-out, not low stock
         run(&mut s, &r, 6, set("wh1", 100, None));
         let fx = run(&mut s, &r, 7, set("wh1", 14, Some(0)));
-        assert_eq!(fx.outputs, vec![stock_out("wh1", 14, 14, 0, 0), out]);
+        assert_eq!(
+            fx.outputs,
+            vec![
+                stock_out("wh1", [14, 14, 0, 0], (StockCause::Set, None)),
+                out
+            ]
+        );
     }
 
     #[test]

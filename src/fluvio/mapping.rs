@@ -324,6 +324,12 @@ mod tests {
             Some((Sink::DeadLetter, "event/x1".to_string()))
         );
         assert_eq!(stored_output_route(b"[]"), None);
+        // a stock output stored by a build before `cause` and `order` still goes out
+        let old = br#"{"event":"00000000-0000-7000-8000-000000000003","at":"2026-11-11T09:00:00.000+08:00","output":"stock","sku":"S1","location":"wh","on_hand":100,"reserved":2,"safety":0,"atp":98}"#;
+        assert_eq!(
+            stored_output_route(old),
+            Some((Sink::Stock, "sku/S1".to_string()))
+        );
         let names: std::collections::HashSet<&str> =
             Sink::ALL.iter().map(|s| s.topic(&t)).collect();
         assert_eq!(names.len(), Sink::ALL.len(), "every sink has its own topic");
