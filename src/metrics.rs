@@ -190,7 +190,15 @@ const CHECKPOINT_SECONDS: [f64; 13] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 const DECISIONS: [&str; 3] = ["allow", "review", "block"];
-const ORDER_RESULTS: [&str; 4] = ["accepted", "rejected", "held", "released"];
+/// `unpaid_cancelled`: accepted orders the service cancelled for want of payment
+/// (`rules.stock.cancel-unpaid-after-s`).
+const ORDER_RESULTS: [&str; 5] = [
+    "accepted",
+    "rejected",
+    "held",
+    "released",
+    "unpaid_cancelled",
+];
 const STOCK_ALERTS: [&str; 3] = ["low_stock", "stock_out", "stock_short"];
 
 /// The children of a counter vector for known label values, each resolved on first use.
@@ -716,6 +724,13 @@ impl Metrics {
                 Output::OrderRejected { .. } => self.order("rejected"),
                 Output::OrderHeld { .. } => self.order("held"),
                 Output::OrderReleased { .. } => self.order("released"),
+                // the only cancellation that says why is the service's own, for want of
+                // payment; a channel's `cancelled` carries no detail
+                Output::OrderStatus {
+                    status,
+                    detail: Some(_),
+                    ..
+                } if status == "cancelled" => self.order("unpaid_cancelled"),
                 Output::LowStock { .. } => self.stock_alert("low_stock"),
                 Output::StockOut { .. } => self.stock_alert("stock_out"),
                 Output::StockShort { .. } => self.stock_alert("stock_short"),

@@ -312,6 +312,83 @@ fn a_scan_sent_to_review_is_paid_once_a_person_allows_it_and_survives_a_restart(
 
 /// The same on three shards: the review's resolution is an admin command run over the shards
 /// (the member may live on any of them) and replayed from the log after a restart.
+/// With `rules.stock.cancel-unpaid-after-s`, an order left unpaid is cancelled once event
+/// time passes its due time, across a restart in between (its timer is state: rebuilt from
+/// the log after SIGKILL, kept in the checkpoint after SIGTERM), on one shard or three.
+#[test]
+fn an_unpaid_order_lets_its_stock_go_after_the_configured_time_across_restarts() {
+    for (shards, graceful) in [("1", false), ("3", true)] {
+        let env = [
+            ("OMNISTREAM_RULES__STOCK__CANCEL_UNPAID_AFTER_S", "1800"),
+            ("OMNISTREAM_SHARDS", shards),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let s = Service::start_with(dir.path(), &env);
+        let ev =
+            |n: u32, ts: &str, rest: &str| format!(r#"{{"id":"{}","ts":"{ts}",{rest}}}"#, id(n));
+        let stock = r#""type":"stock","sku":"S1","location":"wh","op":"receive","qty":5"#;
+        let order = |o: &str, status: &str| {
+            format!(
+                r#""type":"order","channel":"mall","order":"{o}","status":"{status}","kind":"consumer","member":{{"openid":"ou"}},"lines":[{{"sku":"S1","qty":2,"unit_price":100}}],"location":"wh""#
+            )
+        };
+        let r = s.post(&[
+            ev(1, "2026-11-11T10:00:00+08:00", stock),
+            ev(2, "2026-11-11T10:00:00+08:00", &order("u1", "placed")),
+            ev(3, "2026-11-11T10:05:00+08:00", &order("u2", "placed")),
+            ev(4, "2026-11-11T10:20:00+08:00", &order("u2", "paid")),
+        ]);
+        assert_eq!(r["accepted"], 4, "{r}");
+        assert_eq!(s.get("/v1/skus/S1/stock")["atp"], 1);
+        if graceful {
+            s.stop();
+        } else {
+            s.kill();
+        }
+        let s = Service::start_with(dir.path(), &env);
+        // event time reaches 10:31: u1's half hour is up, u2 was paid in time
+        let r = s.post(&[ev(
+            5,
+            "2026-11-11T10:31:00+08:00",
+            &stock.replace("S1", "S2"),
+        )]);
+        assert_eq!(r["accepted"], 1, "{r}");
+        let u1 = s.get("/v1/orders/mall/u1");
+        assert_eq!(
+            (u1["phase"].as_str(), u1["status"].as_str()),
+            (Some("cancelled"), Some("cancelled")),
+            "{u1}"
+        );
+        assert_eq!(s.get("/v1/orders/mall/u2")["status"], "placed");
+        assert_eq!(
+            s.get("/v1/skus/S1/stock")["atp"],
+            3,
+            "u1's two units are back"
+        );
+        let said = s.get("/v1/outputs?order=mall:u1&output=order_status");
+        assert_eq!(
+            said["items"][0]["output"]["detail"], "not paid within 1800 s of being placed",
+            "{said}"
+        );
+        let text = s.request_text("GET", "/metrics", "").1;
+        assert_eq!(
+            sample(
+                &text,
+                r#"omnistream_orders_total{result="unpaid_cancelled"}"#
+            ),
+            1.0,
+            "shards {shards}"
+        );
+        // the payment that comes after is refused with the reason
+        let late = s.post(&[ev(6, "2026-11-11T10:40:00+08:00", &order("u1", "paid"))]);
+        assert_eq!(
+            late["results"][0]["order"]["reason"], "order was cancelled",
+            "{late}"
+        );
+        s.stop();
+    }
+}
+
 #[test]
 fn on_three_shards_a_review_is_paid_once_and_survives_a_restart() {
     review_survives_restarts(&[("OMNISTREAM_SHARDS", "3")]);

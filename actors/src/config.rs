@@ -157,6 +157,12 @@ impl Rules {
                 ));
             }
         }
+        if self.stock.cancel_unpaid_after_s < 0 {
+            return bad(
+                "stock.cancel-unpaid-after-s",
+                "must be >= 0 (0: unpaid orders are never cancelled)",
+            );
+        }
         if self.watermark_lag_s < 0 {
             return bad("watermark-lag-s", "must be >= 0");
         }
@@ -390,11 +396,20 @@ impl Default for MemberRules {
 pub struct StockRules {
     /// ATP at or below this is low stock.
     pub low_stock_atp: i64,
+    /// A consumer order accepted and neither paid nor cancelled this many seconds after it
+    /// was placed (event time) is cancelled: its stock released, redeemed points given back
+    /// (`order_status` `cancelled` with the reason in `detail`). 0, the default: never, the
+    /// channel's own `cancelled` does it. Dealer orders are left to the dealer's credit. A
+    /// change applies to orders accepted after it.
+    pub cancel_unpaid_after_s: i64,
 }
 
 impl Default for StockRules {
     fn default() -> Self {
-        StockRules { low_stock_atp: 10 }
+        StockRules {
+            low_stock_atp: 10,
+            cancel_unpaid_after_s: 0,
+        }
     }
 }
 

@@ -1,8 +1,9 @@
 //! The deterministic engine: hosts every entity in one thread and defines the canonical order
 //! of processing. An input event is routed to its first commands; the commands' effects are
 //! queued and run first-in first-out until the cascade is done; then the next event. Timers
-//! fire, in (time, key) order, when the watermark (latest event time minus a lag) passes them,
-//! before the event that moved it. The same input in the same order therefore gives the same
+//! fire, in (time, key) order, when the watermark (latest event time minus a lag) passes them:
+//! their ticks run before the event that moved it, and what the ticks send is queued after the
+//! event's first commands (round 0 of a sharded epoch, see `crate::sharded`). The same input in the same order therefore gives the same
 //! states and the same outputs, byte for byte. The actix runtime (issue #5) shards this work
 //! and must preserve per-key order; this engine is the reference it is tested against.
 
@@ -169,7 +170,9 @@ pub struct Engine {
     nets: Table<Crowd>,
     rings: Table<Ring>,
     refs: RefData,
-    queue: VecDeque<(Key, Cmd, Origin)>,
+    /// Commands to run, each with its origin and whether a timer's tick (not the event being
+    /// applied) is at the root of its cascade.
+    queue: VecDeque<(Key, Cmd, Origin, bool)>,
     /// The one pending timer of each key: a new request replaces the old one.
     timers: Timers,
     watermark: i64,
@@ -521,10 +524,13 @@ impl Engine {
         if let Err(refused) = self.admit(ev) {
             return refused;
         }
-        self.advance(ev.ts.unix_us - self.rules.watermark_lag_s * 1_000_000, out);
+        let ticks = self.fire_due(ev.ts.unix_us - self.rules.watermark_lag_s * 1_000_000, out);
         self.refs.observe(ev);
         self.queue
-            .extend(route(ev).into_iter().map(|(k, c)| (k, c, None)));
+            .extend(route(ev).into_iter().map(|(k, c)| (k, c, None, false)));
+        // what the timers' ticks sent runs after the event's first commands, as the next
+        // round of a sharded epoch (see `fire_due`)
+        self.queue.extend(ticks);
         let ran = self.drain(ev.id, ev.ts, out);
         self.trim();
         Applied::Done(ran)
@@ -619,29 +625,52 @@ impl Engine {
         at: EventTime,
         out: &mut Vec<Emitted>,
     ) -> usize {
-        self.queue.push_back((key, cmd, None));
+        self.queue.push_back((key, cmd, None, false));
         self.drain(id, at, out)
     }
 
-    /// Moves the watermark to `to_us` (never back), firing every timer at or before it.
+    /// Moves the watermark to `to_us` (never back), firing every timer at or before it and
+    /// running what their ticks send to the end.
     pub fn advance(&mut self, to_us: i64, out: &mut Vec<Emitted>) {
+        let ticks = self.fire_due(to_us, out);
+        self.queue.extend(ticks);
+        self.drain(Uuid::nil(), EventTime::from_unix_ms(0), out);
+    }
+
+    /// Moves the watermark to `to_us` (never back) and runs the tick of every timer at or
+    /// before it, in (time, key) order, each at once (so a timer a tick sets that is already
+    /// due fires in the same pass); returns what the ticks sent, on behalf of their timers
+    /// (nil id, the timer's time) unless a tick named another origin. The caller queues them
+    /// after the first commands of the event that moved the watermark: the ticks and those
+    /// commands are round 0 of a sharded epoch (`crate::sharded`), and what they send runs
+    /// breadth first from there, so one event at a time on one engine gives exactly the
+    /// state and outputs of epochs of one event on any number of shards, timers that send
+    /// commands included (an unpaid order's timer cancels it at its SKUs and member).
+    fn fire_due(&mut self, to_us: i64, out: &mut Vec<Emitted>) -> Vec<(Key, Cmd, Origin, bool)> {
+        let mut sent = Vec::new();
         if to_us <= self.watermark {
-            return;
+            return sent;
         }
         self.watermark = to_us;
         while let Some((at, key)) = self.timers.pop_due(to_us) {
             self.stats.timers += 1;
-            self.queue.push_back((key, Cmd::Tick, None));
-            self.drain(
-                Uuid::nil(),
-                EventTime::from_unix_ms(at.div_euclid(1000)),
-                out,
-            );
+            let at = EventTime::from_unix_ms(at.div_euclid(1000));
+            let origin = Some((Uuid::nil(), at));
+            self.dispatch(key, Cmd::Tick, Uuid::nil(), at);
+            self.stats.commands += 1;
+            self.fx
+                .take_sends(|k, c, o| sent.push((k, c, o.or(origin), true)));
+            self.arm_timers();
+            self.fx.take_outputs(|output, o| {
+                let (event, at) = o.unwrap_or((Uuid::nil(), at));
+                out.push(Emitted { event, at, output });
+            });
         }
         // forget ids beyond the horizon: the lateness window refuses their repeats (with the
         // window off, the entities' own guards catch them: order states, ledgers per order,
         // recent-event lists)
         self.seen.expire(to_us - DEDUP_HORIZON_US);
+        sent
     }
 
     fn remember(&mut self, id: Uuid, ts: i64) {
@@ -672,28 +701,31 @@ impl Engine {
         self.seen.len()
     }
 
+    /// Runs the queue to its end; returns how many of the commands were the event's own
+    /// cascade (not a timer's).
     fn drain(&mut self, event: Uuid, at: EventTime, out: &mut Vec<Emitted>) -> usize {
-        let mut ran = 0;
-        while let Some((key, cmd, origin)) = self.queue.pop_front() {
-            if ran >= MAX_CASCADE {
+        let (mut all, mut ran) = (0, 0);
+        while let Some((key, cmd, origin, by_timer)) = self.queue.pop_front() {
+            if all >= MAX_CASCADE {
                 self.stats.runaway += 1;
                 self.queue.clear();
                 break;
             }
-            ran += 1;
+            all += 1;
+            ran += usize::from(!by_timer);
             let (event, at) = origin.unwrap_or((event, at));
             self.dispatch(key, cmd, event, at);
             let queue = &mut self.queue;
             // what a command run on behalf of another event sends is on that event's behalf
             self.fx
-                .take_sends(|k, c, o| queue.push_back((k, c, o.or(origin))));
+                .take_sends(|k, c, o| queue.push_back((k, c, o.or(origin), by_timer)));
             self.arm_timers();
             self.fx.take_outputs(|output, o| {
                 let (event, at) = o.unwrap_or((event, at));
                 out.push(Emitted { event, at, output });
             });
         }
-        self.stats.commands += ran as u64;
+        self.stats.commands += all as u64;
         ran
     }
 
@@ -732,6 +764,9 @@ impl Engine {
             (Key::Order(id), Cmd::Order(c)) => {
                 on!(self.orders, id.clone(), true, |o| o
                     .handle(&id, c, &ctx, fx))
+            }
+            (Key::Order(id), Cmd::Tick) => {
+                on!(self.orders, id.clone(), false, |o| o.tick(&id, &ctx, fx))
             }
             (Key::Sku(id), Cmd::Sku(c)) => {
                 on!(self.skus, id.clone(), true, |s| s.handle(&id, c, &ctx, fx))

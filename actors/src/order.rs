@@ -19,6 +19,18 @@ use std::collections::BTreeMap;
 /// ignored (with an `order_ignored` output).
 pub const MAX_DEFERRED: usize = 16;
 
+/// The event id under which an unpaid order is cancelled by its timer: a version-8 UUID of
+/// a 128-bit FNV-1a hash of the order key, the same on every run and shard (so a replay
+/// gives the same ids) and apart from the channels' event ids (version 7 or 4).
+pub fn unpaid_cancel_id(order: &str) -> uuid::Uuid {
+    let mut h: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    for b in b"unpaid-cancel/".iter().chain(order.as_bytes()) {
+        h ^= u128::from(*b);
+        h = h.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b);
+    }
+    uuid::Builder::from_custom_bytes(h.to_be_bytes()).into_uuid()
+}
+
 /// Where an order's placement stands.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -423,6 +435,13 @@ impl Order {
             order: me.clone(),
             amount,
         });
+        // a consumer order left unpaid lets its stock go after a while, when so configured
+        // (a `paid` waiting among the deferred events below is seen when the timer fires)
+        let after = ctx.rules.stock.cancel_unpaid_after_s;
+        if self.kind == Some(OrderKind::Consumer) && !self.paid && after > 0 {
+            let due = ctx.ts().saturating_add(after.saturating_mul(1_000_000));
+            fx.timer(Key::Order(me.clone()), due);
+        }
         if self.kind == Some(OrderKind::Consumer) {
             let placed = MemberCmd::OrderPlaced {
                 order: me.clone(),
@@ -551,21 +570,7 @@ impl Order {
                         fx,
                     );
                 }
-                self.release_stock(me, fx);
-                self.to_member(MemberCmd::OrderCancelled { order: me.clone() }, fx);
-                self.to_dealer(DealerCmd::Close { order: me.clone() }, fx);
-                if let Some(s) = &self.store {
-                    fx.send(
-                        Key::Store(s.clone()),
-                        Cmd::Store(StoreCmd::Refund {
-                            order: me.clone(),
-                            amount: self.amount(),
-                        }),
-                    );
-                }
-                self.phase = Phase::Cancelled;
-                self.status = Some(OrderStatus::Cancelled);
-                self.status_out(me, "cancelled", fx);
+                self.cancel(me, None, fx);
             }
             OrderStatus::Returned => {
                 if !fulfilled {
@@ -577,6 +582,50 @@ impl Order {
                 self.returned_lines(me, ev.lines, fx);
             }
         }
+    }
+
+    /// Cancels an accepted order that has not shipped: stock released, points given back,
+    /// credit freed, the store's sale refunded; `detail` says why when the channel did not.
+    fn cancel(&mut self, me: &Str, detail: Option<Str>, fx: &mut Effects) {
+        self.release_stock(me, fx);
+        self.to_member(MemberCmd::OrderCancelled { order: me.clone() }, fx);
+        self.to_dealer(DealerCmd::Close { order: me.clone() }, fx);
+        if let Some(s) = &self.store {
+            fx.send(
+                Key::Store(s.clone()),
+                Cmd::Store(StoreCmd::Refund {
+                    order: me.clone(),
+                    amount: self.amount(),
+                }),
+            );
+        }
+        self.phase = Phase::Cancelled;
+        self.status = Some(OrderStatus::Cancelled);
+        fx.out(Output::OrderStatus {
+            order: me.clone(),
+            status: "cancelled".into(),
+            detail,
+        });
+    }
+
+    /// The order's timer: a consumer order accepted and still neither paid nor cancelled
+    /// when it fires (`rules.stock.cancel-unpaid-after-s` after it was placed) is
+    /// cancelled, under an event id of its own ([`unpaid_cancel_id`]) and the timer's
+    /// time, so what it sends and emits is told apart from any event's.
+    pub fn tick(&mut self, me: &Str, ctx: &Ctx, fx: &mut Effects) {
+        let after = ctx.rules.stock.cancel_unpaid_after_s;
+        let unpaid = self.kind == Some(OrderKind::Consumer)
+            && self.phase == Phase::Accepted
+            && self.status == Some(OrderStatus::Placed)
+            && !self.paid;
+        if after <= 0 || !unpaid {
+            return;
+        }
+        let event = unpaid_cancel_id(me);
+        let mark = fx.mark();
+        let detail = format_compact!("not paid within {after} s of being placed");
+        self.cancel(me, Some(detail), fx);
+        fx.mark_origin(mark, event, ctx.at);
     }
 
     /// Applies a return: restock, take points back, credit note, store refund.

@@ -20,9 +20,11 @@
 //! ledger entries, a SKU's stock changes) keep the order its state changed in.
 //!
 //! With one event per epoch that order is the single engine's breadth-first cascade, so
-//! epochs of one event reproduce [`Engine::apply`] exactly (timers too, as long as a timer's
-//! command sends nothing, which holds for every entity today: a member's tick only changes
-//! itself). Longer epochs trade that for throughput: within an epoch, a command `d` hops from
+//! epochs of one event reproduce [`Engine::apply`] exactly, timers included: the engine runs
+//! the ticks an event makes due at once and queues what they send after the event's first
+//! commands, as this round 0 does (an unpaid order's tick sends to its SKUs and member; when
+//! the engine ran each tick's whole cascade before the event, a property test found the
+//! outputs in another order). Longer epochs trade that for throughput: within an epoch, a command `d` hops from
 //! its event runs after the commands fewer hops from theirs, and every event's reference
 //! data is known from the epoch's start. The result is still a function of the input and the
 //! epoch cuts alone, so a host that logs its cuts replays to the same state. Entities must

@@ -24,7 +24,7 @@
 //! takes 48: a member that is passivated keeps its pending timer in memory, so at 10 million
 //! members known these entries are a large part of what is not bounded. The order is the
 //! same: kinds in [`Key`]'s order, then the string (an identity's `kind NUL value` sorts as
-//! its `(kind, value)` pair for kinds without a NUL; only members arm timers today).
+//! its `(kind, value)` pair for kinds without a NUL; members and orders arm timers).
 
 use crate::chunkheap::ChunkHeap;
 use crate::cold::Kind;

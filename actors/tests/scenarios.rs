@@ -800,3 +800,88 @@ fn a_merge_pays_one_sides_debt_from_the_others_points() {
     assert!(w.outputs().iter().any(|o| matches!(o,
         Output::OrderRejected { order, reason, .. } if order == "mall:d" && reason == "insufficient_points")));
 }
+
+/// With `rules.stock.cancel-unpaid-after-s`, a consumer order neither paid nor cancelled in
+/// time lets its stock go and gives its points back, under an id of its own; a `paid`
+/// after that is ignored; an order paid in time, and an order of a world without the
+/// setting, keep theirs.
+#[test]
+fn an_order_left_unpaid_is_cancelled_after_the_configured_time() {
+    let mut rules = Rules::default();
+    rules.stock.cancel_unpaid_after_s = 1800;
+    let who = r#"{"openid":"ou"}"#;
+    let run = |rules: Rules| {
+        let mut w = World::new(rules);
+        w.send(&stock("S1", 10, T0));
+        buy(&mut w, who, "a", 1, 100_000, T0, T0); // 1,000 points earned
+        w.send(&order(
+            "b",
+            "placed",
+            who,
+            &redeeming(300),
+            "2026-11-11T12:00:00+08:00",
+        ));
+        w.send(&order(
+            "c",
+            "placed",
+            who,
+            &redeeming(0),
+            "2026-11-11T12:00:00+08:00",
+        ));
+        w.send(&order("c", "paid", who, "", "2026-11-11T12:29:00+08:00"));
+        // 31 minutes on: the watermark passes b's due time
+        w.send(&stock("S2", 1, "2026-11-11T12:31:00+08:00"));
+        w
+    };
+    let mut w = run(rules.clone());
+    let b = w.engine.order("mall:b").unwrap().into_owned();
+    assert_eq!(b.status, Some(omnistream_schemas::OrderStatus::Cancelled));
+    let c = w.engine.order("mall:c").unwrap().into_owned();
+    assert!(c.paid && c.status == Some(omnistream_schemas::OrderStatus::Placed));
+    // a (shipped) 1 and c 1 out of 10; b's unit came back
+    assert_eq!(w.engine.sku("S1").unwrap().view().atp, 8);
+    let m = w.member_by("openid", "ou").clone();
+    assert_eq!(m.points.balance, 1000, "the 300 redeemed came back");
+    let ledger = ledger_of(&w, &m.id);
+    assert_eq!(
+        ledger.last().map(|l| (l.0.as_str(), l.1.as_str(), l.2)),
+        Some(("redeem_refund", "mall:b", 300))
+    );
+    // the cancellation says why, and what it did carries its own id and the due time
+    let id = omnistream_actors::order::unpaid_cancel_id("mall:b");
+    let said: Vec<_> = w.out.iter().filter(|e| e.event == id).collect();
+    assert!(said.iter().all(|e| e.at.unix_us
+        == omnistream_schemas::EventTime::parse("2026-11-11T12:30:00+08:00")
+            .unwrap()
+            .unix_us));
+    let kinds: Vec<String> = said
+        .iter()
+        .map(|e| match &e.output {
+            Output::OrderStatus { status, detail, .. } => {
+                format!("{status}: {}", detail.as_deref().unwrap_or(""))
+            }
+            Output::Stock { cause, order, .. } => format!("stock {cause:?} {order:?}"),
+            o => o.stream().to_string(),
+        })
+        .collect();
+    assert!(
+        kinds.contains(&"cancelled: not paid within 1800 s of being placed".to_string()),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&r#"stock Some(Release) Some("mall:b")"#.to_string()),
+        "{kinds:?}"
+    );
+    // the payment that comes too late is refused with the reason
+    w.send(&order("b", "paid", who, "", "2026-11-11T12:40:00+08:00"));
+    assert!(w.outputs().iter().any(|o| matches!(o,
+        Output::OrderIgnored { order, reason, .. } if order == "mall:b" && reason == "order was cancelled")));
+    // without the setting nothing is cancelled
+    let w = run(Rules::default());
+    let b = w.engine.order("mall:b").unwrap().into_owned();
+    assert_eq!(b.status, Some(omnistream_schemas::OrderStatus::Placed));
+    assert_eq!(w.engine.sku("S1").unwrap().view().atp, 7);
+    // and a negative setting is refused by the rules' check, naming the key
+    rules.stock.cancel_unpaid_after_s = -1;
+    assert_eq!(rules.check().unwrap_err().0, "stock.cancel-unpaid-after-s");
+}
