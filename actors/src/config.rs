@@ -396,11 +396,14 @@ impl Default for MemberRules {
 pub struct StockRules {
     /// ATP at or below this is low stock.
     pub low_stock_atp: i64,
-    /// A consumer order accepted and neither paid nor cancelled this many seconds after it
-    /// was placed (event time) is cancelled: its stock released, redeemed points given back
-    /// (`order_status` `cancelled` with the reason in `detail`). 0, the default: never, the
-    /// channel's own `cancelled` does it. Dealer orders are left to the dealer's credit. A
-    /// change applies to orders accepted after it.
+    /// A consumer order accepted and neither paid, cancelled nor fulfilled this many seconds
+    /// after it was placed is cancelled: its stock released, redeemed points given back
+    /// (`order_status` `cancelled` with the reason in `detail`). Event time: once the
+    /// watermark (the newest event time less `watermark-lag-s`) passes that moment, so a
+    /// `paid` stamped before it but arriving after a later event is refused; the lag is what
+    /// protects payments that arrive late. 0, the default: never, the channel's own
+    /// `cancelled` does it. Dealer orders are left to the dealer's credit. A change applies
+    /// to orders accepted after it.
     pub cancel_unpaid_after_s: i64,
 }
 

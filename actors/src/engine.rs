@@ -35,8 +35,9 @@ use std::collections::{BTreeMap, VecDeque};
 
 use uuid::Uuid;
 
-/// Most commands one event may cascade into; beyond it the cascade stops and is counted (a
-/// guard against a logic loop, never reached by correct handlers).
+/// Most commands one event may cascade into, and as many again for each timer it makes due;
+/// beyond it the cascade stops and is counted (a guard against a logic loop, never reached by
+/// correct handlers).
 pub const MAX_CASCADE: usize = 100_000;
 
 /// How long event ids are remembered to drop duplicates, behind the watermark.
@@ -524,14 +525,17 @@ impl Engine {
         if let Err(refused) = self.admit(ev) {
             return refused;
         }
-        let ticks = self.fire_due(ev.ts.unix_us - self.rules.watermark_lag_s * 1_000_000, out);
+        let to = ev.ts.unix_us - self.rules.watermark_lag_s * 1_000_000;
+        let fired = self.stats.timers;
+        let ticks = self.fire_due(to, ev.ts.offset_min, out);
+        let fired = usize::try_from(self.stats.timers - fired).unwrap_or(usize::MAX);
         self.refs.observe(ev);
         self.queue
             .extend(route(ev).into_iter().map(|(k, c)| (k, c, None, false)));
         // what the timers' ticks sent runs after the event's first commands, as the next
         // round of a sharded epoch (see `fire_due`)
         self.queue.extend(ticks);
-        let ran = self.drain(ev.id, ev.ts, out);
+        let ran = self.drain(ev.id, ev.ts, fired, out);
         self.trim();
         Applied::Done(ran)
     }
@@ -626,15 +630,17 @@ impl Engine {
         out: &mut Vec<Emitted>,
     ) -> usize {
         self.queue.push_back((key, cmd, None, false));
-        self.drain(id, at, out)
+        self.drain(id, at, 0, out)
     }
 
     /// Moves the watermark to `to_us` (never back), firing every timer at or before it and
     /// running what their ticks send to the end.
     pub fn advance(&mut self, to_us: i64, out: &mut Vec<Emitted>) {
-        let ticks = self.fire_due(to_us, out);
+        let fired = self.stats.timers;
+        let ticks = self.fire_due(to_us, 0, out);
+        let fired = usize::try_from(self.stats.timers - fired).unwrap_or(usize::MAX);
         self.queue.extend(ticks);
-        self.drain(Uuid::nil(), EventTime::from_unix_ms(0), out);
+        self.drain(Uuid::nil(), EventTime::from_unix_ms(0), fired, out);
     }
 
     /// Moves the watermark to `to_us` (never back) and runs the tick of every timer at or
@@ -645,8 +651,16 @@ impl Engine {
     /// commands are round 0 of a sharded epoch (`crate::sharded`), and what they send runs
     /// breadth first from there, so one event at a time on one engine gives exactly the
     /// state and outputs of epochs of one event on any number of shards, timers that send
-    /// commands included (an unpaid order's timer cancels it at its SKUs and member).
-    fn fire_due(&mut self, to_us: i64, out: &mut Vec<Emitted>) -> Vec<(Key, Cmd, Origin, bool)> {
+    /// commands included (an unpaid order's timer cancels it at its SKUs and member). A tick
+    /// runs at its timer's time, in the UTC offset of the event that made it due
+    /// (`offset_min`; 0 when none did), so what it books on a day or an hour (a store's
+    /// refund, a member's windows) lands on that sender's local one.
+    fn fire_due(
+        &mut self,
+        to_us: i64,
+        offset_min: i16,
+        out: &mut Vec<Emitted>,
+    ) -> Vec<(Key, Cmd, Origin, bool)> {
         let mut sent = Vec::new();
         if to_us <= self.watermark {
             return sent;
@@ -654,7 +668,10 @@ impl Engine {
         self.watermark = to_us;
         while let Some((at, key)) = self.timers.pop_due(to_us) {
             self.stats.timers += 1;
-            let at = EventTime::from_unix_ms(at.div_euclid(1000));
+            let at = EventTime {
+                offset_min,
+                ..EventTime::from_unix_ms(at.div_euclid(1000))
+            };
             let origin = Some((Uuid::nil(), at));
             self.dispatch(key, Cmd::Tick, Uuid::nil(), at);
             self.stats.commands += 1;
@@ -701,12 +718,20 @@ impl Engine {
         self.seen.len()
     }
 
-    /// Runs the queue to its end; returns how many of the commands were the event's own
-    /// cascade (not a timer's).
-    fn drain(&mut self, event: Uuid, at: EventTime, out: &mut Vec<Emitted>) -> usize {
+    /// Runs the queue to its end (at most [`MAX_CASCADE`] commands for the event and as many
+    /// for each of the `timers` it made due); returns how many of the commands were the
+    /// event's own cascade (not a timer's).
+    fn drain(
+        &mut self,
+        event: Uuid,
+        at: EventTime,
+        timers: usize,
+        out: &mut Vec<Emitted>,
+    ) -> usize {
         let (mut all, mut ran) = (0, 0);
+        let most = MAX_CASCADE.saturating_mul(timers.saturating_add(1));
         while let Some((key, cmd, origin, by_timer)) = self.queue.pop_front() {
-            if all >= MAX_CASCADE {
+            if all >= most {
                 self.stats.runaway += 1;
                 self.queue.clear();
                 break;

@@ -435,13 +435,6 @@ impl Order {
             order: me.clone(),
             amount,
         });
-        // a consumer order left unpaid lets its stock go after a while, when so configured
-        // (a `paid` waiting among the deferred events below is seen when the timer fires)
-        let after = ctx.rules.stock.cancel_unpaid_after_s;
-        if self.kind == Some(OrderKind::Consumer) && !self.paid && after > 0 {
-            let due = ctx.ts().saturating_add(after.saturating_mul(1_000_000));
-            fx.timer(Key::Order(me.clone()), due);
-        }
         if self.kind == Some(OrderKind::Consumer) {
             let placed = MemberCmd::OrderPlaced {
                 order: me.clone(),
@@ -477,6 +470,22 @@ impl Order {
                 fx.mark_origin(mark, event, at);
             }
         }
+        // a consumer order left unpaid lets its stock go after a while, when so configured
+        // (after the deferred events: one may have paid, cancelled or shipped it already)
+        let after = ctx.rules.stock.cancel_unpaid_after_s;
+        if after > 0 && self.unpaid() {
+            let due = ctx.ts().saturating_add(after.saturating_mul(1_000_000));
+            fx.timer(Key::Order(me.clone()), due);
+        }
+    }
+
+    /// Whether this is a consumer order accepted and since neither paid, cancelled nor
+    /// shipped: what its timer cancels.
+    fn unpaid(&self) -> bool {
+        self.kind == Some(OrderKind::Consumer)
+            && self.phase == Phase::Accepted
+            && self.status == Some(OrderStatus::Placed)
+            && !self.paid
     }
 
     /// Keeps a status event that arrived while placement is in flight (at most
@@ -608,22 +617,18 @@ impl Order {
         });
     }
 
-    /// The order's timer: a consumer order accepted and still neither paid nor cancelled
-    /// when it fires (`rules.stock.cancel-unpaid-after-s` after it was placed) is
+    /// The order's timer: a consumer order accepted and still neither paid, cancelled nor
+    /// fulfilled when it fires (`rules.stock.cancel-unpaid-after-s` after it was placed) is
     /// cancelled, under an event id of its own ([`unpaid_cancel_id`]) and the timer's
     /// time, so what it sends and emits is told apart from any event's.
     pub fn tick(&mut self, me: &Str, ctx: &Ctx, fx: &mut Effects) {
-        let after = ctx.rules.stock.cancel_unpaid_after_s;
-        let unpaid = self.kind == Some(OrderKind::Consumer)
-            && self.phase == Phase::Accepted
-            && self.status == Some(OrderStatus::Placed)
-            && !self.paid;
-        if after <= 0 || !unpaid {
+        if ctx.rules.stock.cancel_unpaid_after_s <= 0 || !self.unpaid() {
             return;
         }
         let event = unpaid_cancel_id(me);
         let mark = fx.mark();
-        let detail = format_compact!("not paid within {after} s of being placed");
+        // the time it was due, not the setting now: a timer keeps the time it was set for
+        let detail = format_compact!("not paid by {} (cancel-unpaid-after-s)", ctx.at);
         self.cancel(me, Some(detail), fx);
         fx.mark_origin(mark, event, ctx.at);
     }

@@ -952,7 +952,12 @@ impl Worker<'_, '_> {
     /// Runs one command in round `depth` under its event (or the event it is on behalf of).
     fn run(&mut self, (tag, key, cmd, own): Msg, depth: u32, admitted: &[Admitted<'_>]) {
         let (id, at) = own.unwrap_or_else(|| match &tag.root {
-            Root::Timer(t, _) => (Uuid::nil(), EventTime::from_unix_ms(t.div_euclid(1000))),
+            // in the offset of the event that made it due, as the single engine's ticks
+            Root::Timer(t, _) => {
+                let offset_min = admitted[tag.seq as usize].ev.map_or(0, |e| e.ts.offset_min);
+                let at = EventTime::from_unix_ms(t.div_euclid(1000));
+                (Uuid::nil(), EventTime { offset_min, ..at })
+            }
             Root::Event(_) => {
                 let slot = &admitted[tag.seq as usize];
                 match (slot.ev, &slot.command) {
