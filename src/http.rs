@@ -496,7 +496,11 @@ pub(crate) fn order_view(
     order: &str,
 ) -> Result<Option<Value>, ReadError> {
     let key = omnistream_actors::router::order_key(channel, order);
-    to_json(e.order(&key).map(|o| o.view(&key)))
+    let k = omnistream_actors::Key::Order(key.clone());
+    let due = e.engine_of(&k).timer_of(k.clone());
+    // a timer the setting no longer acts on is not shown
+    let due = due.filter(|_| e.rules().stock.cancel_unpaid_after_s > 0);
+    to_json(e.order(&key).map(|o| o.view(&key, due)))
 }
 
 async fn get_order(st: web::Data<AppState>, p: web::Path<(String, String)>) -> HttpResponse {

@@ -338,12 +338,17 @@ fn an_unpaid_order_lets_its_stock_go_after_the_configured_time_across_restarts()
         ]);
         assert_eq!(r["accepted"], 4, "{r}");
         assert_eq!(s.get("/v1/skus/S1/stock")["atp"], 1);
+        // the unpaid order shows when it lets go (in UTC), the paid one nothing
+        let due = "2026-11-11T02:30:00.000Z";
+        assert_eq!(s.get("/v1/orders/mall/u1")["cancel_unpaid_at"], due);
+        assert!(s.get("/v1/orders/mall/u2")["cancel_unpaid_at"].is_null());
         if graceful {
             s.stop();
         } else {
             s.kill();
         }
         let s = Service::start_with(dir.path(), &env);
+        assert_eq!(s.get("/v1/orders/mall/u1")["cancel_unpaid_at"], due);
         // event time reaches 10:31: u1's half hour is up, u2 was paid in time
         let r = s.post(&[ev(
             5,
@@ -357,6 +362,7 @@ fn an_unpaid_order_lets_its_stock_go_after_the_configured_time_across_restarts()
             (Some("cancelled"), Some("cancelled")),
             "{u1}"
         );
+        assert!(u1["cancel_unpaid_at"].is_null(), "{u1}");
         assert_eq!(s.get("/v1/orders/mall/u2")["status"], "placed");
         assert_eq!(
             s.get("/v1/skus/S1/stock")["atp"],

@@ -1166,6 +1166,11 @@ impl Engine {
         self.orders.get(key, self.cold_ref())
     }
 
+    /// The time (µs) an entity's pending timer is set for, if one is.
+    pub fn timer_of(&self, key: Key) -> Option<i64> {
+        self.timers.due(key)
+    }
+
     /// A campaign's state.
     pub fn campaign(&self, id: &str) -> Option<Cow<'_, Campaign>> {
         self.campaigns.get(id, self.cold_ref())

@@ -162,6 +162,10 @@ pub struct OrderView {
     /// Status events that arrived before `placed` or while placement was in flight, in
     /// arrival order; each applies, under its own id and time, once placement settles.
     pub deferred: Vec<DeferredView>,
+    /// When the order is cancelled unless paid first (`rules.stock.cancel-unpaid-after-s`),
+    /// in UTC; absent for an order paid, cancelled, fulfilled or without the setting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_unpaid_at: Option<EventTime>,
 }
 
 /// The SKU that refused an order's reservation.
@@ -175,8 +179,13 @@ pub struct RefusedView {
 
 impl Order {
     /// The order as the HTTP API shows it (`me`: its key).
-    pub fn view(&self, me: &str) -> OrderView {
+    /// The order as the API shows it; `cancel_at` is its pending timer (µs), if any, which
+    /// is shown while the order is unpaid.
+    pub fn view(&self, me: &str, cancel_at: Option<i64>) -> OrderView {
         OrderView {
+            cancel_unpaid_at: cancel_at
+                .filter(|_| self.unpaid())
+                .map(|us| EventTime::from_unix_ms(us.div_euclid(1000))),
             order: me.into(),
             phase: self.phase,
             kind: self.kind,
@@ -834,8 +843,10 @@ mod tests {
             }]
         );
         // the waiting event's 128-bit id once made the whole order unrenderable as a JSON value
-        let v = serde_json::to_value(o.view(&me)).unwrap();
+        let v = serde_json::to_value(o.view(&me, Some(1))).unwrap();
         assert_eq!(v["order"], "mall:o2");
+        // a pending timer is not shown for an order not accepted
+        assert!(v.get("cancel_unpaid_at").is_none(), "{v}");
         assert_eq!(v["phase"], "new");
         assert!(v.get("status").is_none(), "{v}");
         assert_eq!(v["deferred"][0]["status"], "fulfilled");

@@ -153,6 +153,11 @@ impl Timers {
         }
     }
 
+    /// The time `key`'s timer is set for, if one is pending.
+    pub fn due(&self, key: Key) -> Option<i64> {
+        self.at.get(&Tk::of(key)).copied()
+    }
+
     /// The earliest pending timer if it is at or before `to_us`, removed.
     pub fn pop_due(&mut self, to_us: i64) -> Option<(i64, Key)> {
         self.first_due(to_us)?;
