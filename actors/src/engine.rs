@@ -613,7 +613,11 @@ impl Engine {
     /// Adds the timers the last command asked for, one per key.
     fn arm_timers(&mut self) {
         for (k, t) in self.fx.timers.drain(..) {
-            self.timers.arm(k, t);
+            if t == crate::DISARM {
+                self.timers.remove(k);
+            } else {
+                self.timers.arm(k, t);
+            }
         }
     }
 

@@ -80,6 +80,9 @@ impl Ctx<'_> {
     }
 }
 
+/// The time of a timer request that drops the key's pending timer instead ([`Effects::disarm`]).
+pub const DISARM: i64 = i64::MIN;
+
 /// What a handler asks the runtime to do.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Effects {
@@ -165,6 +168,11 @@ impl Effects {
     /// Asks for a `Tick` at event time `at_us`.
     pub fn timer(&mut self, key: Key, at_us: i64) {
         self.timers.push((key, at_us));
+    }
+
+    /// Drops `key`'s pending timer, if any (a request for a tick at [`DISARM`]).
+    pub fn disarm(&mut self, key: Key) {
+        self.timers.push((key, DISARM));
     }
 
     /// Empties all three lists, keeping their capacity.

@@ -322,7 +322,15 @@ impl Order {
                 };
                 ignored(me, ev.status, reason, fx);
             }
-            Phase::Accepted => self.change(me, ev, ctx, fx),
+            Phase::Accepted => {
+                let unpaid = self.unpaid();
+                self.change(me, ev, ctx, fx);
+                // paid, cancelled or shipped: the timer that would cancel it has nothing to
+                // do, and would only read the order back (from the store, if passivated)
+                if unpaid && !self.unpaid() && ctx.rules.stock.cancel_unpaid_after_s > 0 {
+                    fx.disarm(Key::Order(me.clone()));
+                }
+            }
         }
     }
 

@@ -153,6 +153,16 @@ impl Timers {
         }
     }
 
+    /// Drops `key`'s pending timer, if any. Its heap entries go stale (dropped when they come
+    /// up, or by a rebuild once stale entries outnumber live ones).
+    pub fn remove(&mut self, key: Key) {
+        if self.at.remove(&Tk::of(key)).is_some()
+            && self.heap.len() > REBUILD_FLOOR.max(2 * self.at.len())
+        {
+            self.rebuild();
+        }
+    }
+
     /// The time `key`'s timer is set for, if one is pending.
     pub fn due(&self, key: Key) -> Option<i64> {
         self.at.get(&Tk::of(key)).copied()
@@ -254,6 +264,27 @@ mod tests {
         assert_eq!(t.pop_due(25), None);
         assert_eq!(t.pop_due(100), Some((30, key(1))));
         assert_eq!(t.pop_due(100), None);
+    }
+
+    #[test]
+    fn a_removed_key_does_not_fire_and_armed_again_fires_once() {
+        let mut t = Timers::default();
+        t.arm(key(1), 10);
+        t.arm(key(2), 20);
+        t.remove(key(1));
+        t.remove(key(3)); // none pending: nothing happens
+        assert_eq!((t.len(), t.due(key(1)), t.due(key(2))), (1, None, Some(20)));
+        assert_eq!(t.pop_due(15), None);
+        t.arm(key(1), 30);
+        let fired: Vec<_> = std::iter::from_fn(|| t.pop_due(100)).collect();
+        assert_eq!(fired, vec![(20, key(2)), (30, key(1))]);
+        // many removals leave no more stale entries than live ones (past the floor)
+        for i in 0..(2 * REBUILD_FLOOR as i64) {
+            t.arm(key(5), i);
+            t.arm(key(6), i);
+            t.remove(key(5));
+        }
+        assert!(t.heap.len() <= REBUILD_FLOOR.max(2 * t.len()) + 1);
     }
 
     #[test]

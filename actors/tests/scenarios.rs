@@ -833,6 +833,24 @@ fn an_order_left_unpaid_is_cancelled_after_the_configured_time() {
         w.send(&stock("S2", 1, "2026-11-11T12:31:00+08:00"));
         w
     };
+    // before it comes due: b's timer waits, c's was dropped when c was paid
+    let mut early = World::new(rules.clone());
+    early.send(&stock("S1", 10, T0));
+    for o in ["b", "c"] {
+        let placed = "2026-11-11T12:00:00+08:00";
+        early.send(&order(o, "placed", who, &redeeming(0), placed));
+    }
+    early.send(&order("c", "paid", who, "", "2026-11-11T12:29:00+08:00"));
+    let timer = |o: &str| {
+        early
+            .engine
+            .timer_of(omnistream_actors::Key::Order(o.into()))
+    };
+    let due = omnistream_schemas::EventTime::parse("2026-11-11T12:30:00+08:00").unwrap();
+    assert_eq!(
+        (timer("mall:b"), timer("mall:c")),
+        (Some(due.unix_us), None)
+    );
     let mut w = run(rules.clone());
     let b = w.engine.order("mall:b").unwrap().into_owned();
     assert_eq!(b.status, Some(omnistream_schemas::OrderStatus::Cancelled));
