@@ -174,7 +174,7 @@ async fn post_events(st: web::Data<AppState>, body: web::Bytes) -> HttpResponse 
             let results: Vec<Value> = outcomes
                 .iter()
                 .map(|o| match o {
-                    Outcome::Accepted { id, outputs } => match order_result(outputs) {
+                    Outcome::Accepted { id, outputs } => match order_result(*id, outputs) {
                         // a channel placing an order learns at once whether the stock (and
                         // points, and credit) were there, not only that the event is durable
                         Some(order) => json!({"id": id, "status": "accepted", "order": order}),
@@ -203,24 +203,27 @@ fn status(o: &Outcome) -> &'static str {
     }
 }
 
-/// What an event did to an order, as JSON: the first of its outputs that is an order's
-/// result (accepted, rejected with the reason, held for credit, released, a status change,
-/// or a change the order's state refused).
-fn order_result(outputs: &[omnistream_actors::engine::Emitted]) -> Option<Value> {
+/// What an event did to an order, as JSON: the first of its own outputs (under its id `id`)
+/// that is an order's result (accepted, rejected with the reason, held for credit, released,
+/// a status change, or a change the order's state refused). Outputs under other ids are not
+/// its result though it caused them: a timer it made due (an unpaid order's cancellation),
+/// or a status that waited for its `placed`.
+fn order_result(id: uuid::Uuid, outputs: &[omnistream_actors::engine::Emitted]) -> Option<Value> {
     use omnistream_actors::Output as O;
     outputs
         .iter()
         .find(|e| {
-            matches!(
-                e.output,
-                O::OrderAccepted { .. }
-                    | O::OrderRejected { .. }
-                    | O::OrderHeld { .. }
-                    | O::OrderReleased { .. }
-                    | O::OrderStatus { .. }
-                    | O::OrderIgnored { .. }
-                    | O::OrderDeferred { .. }
-            )
+            e.event == id
+                && matches!(
+                    e.output,
+                    O::OrderAccepted { .. }
+                        | O::OrderRejected { .. }
+                        | O::OrderHeld { .. }
+                        | O::OrderReleased { .. }
+                        | O::OrderStatus { .. }
+                        | O::OrderIgnored { .. }
+                        | O::OrderDeferred { .. }
+                )
         })
         .and_then(|e| serde_json::to_value(&e.output).ok())
 }
@@ -1509,7 +1512,10 @@ pub async fn serve(
         None => server.listen(listener)?,
     }
     .run();
-    actix_web::rt::spawn(stop_on_signals(server.handle(), stop_streams.clone()));
+    // SIGTERM is taken before the address is printed: a stop sent as soon as the service
+    // says it listens is a graceful stop, not the default action (the process killed)
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    actix_web::rt::spawn(stop_on_signals(server.handle(), stop_streams.clone(), term));
     // not println!: it panics once standard output is closed, and the service goes on
     {
         use std::io::Write;
@@ -1572,9 +1578,9 @@ pub async fn serve(
 async fn stop_on_signals(
     server: actix_web::dev::ServerHandle,
     streams: Arc<tokio::sync::watch::Sender<bool>>,
+    mut term: Option<tokio::signal::unix::Signal>,
 ) {
     use crate::next_stop_signal as next;
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     if !next(&mut term).await {
         return;
     }

@@ -349,13 +349,16 @@ fn an_unpaid_order_lets_its_stock_go_after_the_configured_time_across_restarts()
         }
         let s = Service::start_with(dir.path(), &env);
         assert_eq!(s.get("/v1/orders/mall/u1")["cancel_unpaid_at"], due);
-        // event time reaches 10:31: u1's half hour is up, u2 was paid in time
-        let r = s.post(&[ev(
-            5,
-            "2026-11-11T10:31:00+08:00",
-            &stock.replace("S1", "S2"),
-        )]);
+        // event time reaches 10:31 with u3's placement: u1's half hour is up, u2 was paid in
+        // time; u3's answer is u3's own result, not the cancellation its time made due
+        let r = s.post(&[ev(5, "2026-11-11T10:31:00+08:00", &order("u3", "placed"))]);
         assert_eq!(r["accepted"], 1, "{r}");
+        let said = &r["results"][0]["order"];
+        assert_eq!(
+            (said["output"].as_str(), said["order"].as_str()),
+            (Some("order_accepted"), Some("mall:u3")),
+            "{r}"
+        );
         let u1 = s.get("/v1/orders/mall/u1");
         assert_eq!(
             (u1["phase"].as_str(), u1["status"].as_str()),
@@ -366,8 +369,8 @@ fn an_unpaid_order_lets_its_stock_go_after_the_configured_time_across_restarts()
         assert_eq!(s.get("/v1/orders/mall/u2")["status"], "placed");
         assert_eq!(
             s.get("/v1/skus/S1/stock")["atp"],
-            3,
-            "u1's two units are back"
+            1,
+            "u1's two units are back, u3 took two"
         );
         let said = s.get("/v1/outputs?order=mall:u1&output=order_status");
         assert_eq!(
