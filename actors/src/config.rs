@@ -99,6 +99,9 @@ pub const DEFAULT_MAX_REMEMBERED_IDS: u64 = 20_000_000;
 /// The default lateness window: six days, a day inside the deduplication horizon.
 pub const DEFAULT_MAX_LATENESS_S: i64 = 6 * 86_400;
 
+/// The longest `stock.cancel-unpaid-after-s`: a year.
+const MAX_UNPAID_S: i64 = 365 * 86_400;
+
 impl Rules {
     /// The rules of one campaign.
     pub fn campaign(&self, id: &str) -> &CampaignRules {
@@ -157,10 +160,10 @@ impl Rules {
                 ));
             }
         }
-        if self.stock.cancel_unpaid_after_s < 0 {
+        if !(0..=MAX_UNPAID_S).contains(&self.stock.cancel_unpaid_after_s) {
             return bad(
                 "stock.cancel-unpaid-after-s",
-                "must be >= 0 (0: unpaid orders are never cancelled)",
+                "must be 0..=31536000 seconds (0: unpaid orders are never cancelled; at most a year)",
             );
         }
         if self.watermark_lag_s < 0 {

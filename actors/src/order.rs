@@ -28,6 +28,11 @@ pub fn unpaid_cancel_id(order: &str) -> uuid::Uuid {
         h ^= u128::from(*b);
         h = h.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b);
     }
+    // spread the last bytes over every digit: keys that differ at the end would otherwise
+    // give ids that differ in a few digits only
+    h ^= h >> 67;
+    h = h.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
+    h ^= h >> 59;
     uuid::Builder::from_custom_bytes(h.to_be_bytes()).into_uuid()
 }
 
@@ -491,8 +496,9 @@ impl Order {
         // (after the deferred events: one may have paid, cancelled or shipped it already)
         let after = ctx.rules.stock.cancel_unpaid_after_s;
         if after > 0 && self.unpaid() {
+            // a microsecond after the due time: a `paid` stamped at the due time itself counts
             let due = ctx.ts().saturating_add(after.saturating_mul(1_000_000));
-            fx.timer(Key::Order(me.clone()), due);
+            fx.timer(Key::Order(me.clone()), due.saturating_add(1));
         }
     }
 

@@ -847,10 +847,14 @@ fn an_order_left_unpaid_is_cancelled_after_the_configured_time() {
             .timer_of(omnistream_actors::Key::Order(o.into()))
     };
     let due = omnistream_schemas::EventTime::parse("2026-11-11T12:30:00+08:00").unwrap();
+    // (a microsecond after the due time: a `paid` stamped at it counts)
     assert_eq!(
         (timer("mall:b"), timer("mall:c")),
-        (Some(due.unix_us), None)
+        (Some(due.unix_us + 1), None)
     );
+    early.send(&order("b", "paid", who, "", "2026-11-11T12:30:00+08:00"));
+    let b = early.engine.order("mall:b").unwrap().into_owned();
+    assert!(b.paid && b.status == Some(omnistream_schemas::OrderStatus::Placed));
     let mut w = run(rules.clone());
     let b = w.engine.order("mall:b").unwrap().into_owned();
     assert_eq!(b.status, Some(omnistream_schemas::OrderStatus::Cancelled));
@@ -906,6 +910,9 @@ fn an_order_left_unpaid_is_cancelled_after_the_configured_time() {
     assert_eq!(w.engine.sku("S1").unwrap().view().atp, 7);
     // and a negative setting is refused by the rules' check, naming the key
     rules.stock.cancel_unpaid_after_s = -1;
+    assert_eq!(rules.check().unwrap_err().0, "stock.cancel-unpaid-after-s");
+    // and so is one longer than a year
+    rules.stock.cancel_unpaid_after_s = 365 * 86_400 + 1;
     assert_eq!(rules.check().unwrap_err().0, "stock.cancel-unpaid-after-s");
 }
 
