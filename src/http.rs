@@ -542,6 +542,12 @@ impl OutputQuery {
             omnistream_actors::output::check_kind(k)
                 .map_err(|e| format!("output: {e}, or `dead_letter`"))?;
         }
+        // an order is `channel:order`: a bare order id would only ever find nothing
+        if let Some(o) = self.order.as_deref().filter(|o| !o.contains(':')) {
+            return Err(format!(
+                "order: `{o}` is not `channel:order` (order ids are unique per channel)"
+            ));
+        }
         // an order's or a campaign's points are ledger entries `about` it, and a member is
         // also a merge's `survivor` or `alias`
         let in_fields: [(&'static [&'static str], _); 6] = [

@@ -224,7 +224,11 @@ fn bad_requests_get_4xx_with_reasons_and_lose_nothing_else() {
         detail.starts_with("output:") && detail.contains("`dead_letter`"),
         "{v}"
     );
-    for path in ["/v1/outputs?from=abc", "/v1/decisions?limit=-1"] {
+    for path in [
+        "/v1/outputs?from=abc",
+        "/v1/decisions?limit=-1",
+        "/v1/outputs?order=o1",
+    ] {
         let (code, v) = s.request("GET", path, "");
         assert_eq!(code, 400, "{path}: {v}");
         assert_eq!(v["error"], "bad_query", "{path}: {v}");
