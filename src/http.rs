@@ -499,10 +499,10 @@ pub(crate) fn order_view(
     order: &str,
 ) -> Result<Option<Value>, ReadError> {
     let key = omnistream_actors::router::order_key(channel, order);
-    let k = omnistream_actors::Key::Order(key.clone());
-    let due = e.engine_of(&k).timer_of(k.clone());
     // a timer the setting no longer acts on is not shown
-    let due = due.filter(|_| e.rules().stock.cancel_unpaid_after_s > 0);
+    let due = e
+        .timer_of(omnistream_actors::Key::Order(key.clone()))
+        .filter(|_| e.rules().stock.cancel_unpaid_after_s > 0);
     to_json(e.order(&key).map(|o| o.view(&key, due)))
 }
 

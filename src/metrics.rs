@@ -724,13 +724,14 @@ impl Metrics {
                 Output::OrderRejected { .. } => self.order("rejected"),
                 Output::OrderHeld { .. } => self.order("held"),
                 Output::OrderReleased { .. } => self.order("released"),
-                // the only cancellation that says why is the service's own, for want of
-                // payment; a channel's `cancelled` carries no detail
-                Output::OrderStatus {
-                    status,
-                    detail: Some(_),
-                    ..
-                } if status == "cancelled" => self.order("unpaid_cancelled"),
+                // the service's own cancellation for want of payment, under the id the
+                // order's timer cancels it with
+                Output::OrderStatus { order, status, .. }
+                    if status == "cancelled"
+                        && e.event == omnistream_actors::order::unpaid_cancel_id(order) =>
+                {
+                    self.order("unpaid_cancelled")
+                }
                 Output::LowStock { .. } => self.stock_alert("low_stock"),
                 Output::StockOut { .. } => self.stock_alert("stock_out"),
                 Output::StockShort { .. } => self.stock_alert("stock_short"),

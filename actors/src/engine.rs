@@ -526,9 +526,7 @@ impl Engine {
             return refused;
         }
         let to = ev.ts.unix_us - self.rules.watermark_lag_s * 1_000_000;
-        let fired = self.stats.timers;
-        let ticks = self.fire_due(to, ev.ts.offset_min, out);
-        let fired = usize::try_from(self.stats.timers - fired).unwrap_or(usize::MAX);
+        let (fired, ticks) = self.fire_due(to, ev.ts.offset_min, out);
         self.refs.observe(ev);
         self.queue
             .extend(route(ev).into_iter().map(|(k, c)| (k, c, None, false)));
@@ -640,16 +638,15 @@ impl Engine {
     /// Moves the watermark to `to_us` (never back), firing every timer at or before it and
     /// running what their ticks send to the end.
     pub fn advance(&mut self, to_us: i64, out: &mut Vec<Emitted>) {
-        let fired = self.stats.timers;
-        let ticks = self.fire_due(to_us, 0, out);
-        let fired = usize::try_from(self.stats.timers - fired).unwrap_or(usize::MAX);
+        let (fired, ticks) = self.fire_due(to_us, 0, out);
         self.queue.extend(ticks);
         self.drain(Uuid::nil(), EventTime::from_unix_ms(0), fired, out);
     }
 
     /// Moves the watermark to `to_us` (never back) and runs the tick of every timer at or
     /// before it, in (time, key) order, each at once (so a timer a tick sets that is already
-    /// due fires in the same pass); returns what the ticks sent, on behalf of their timers
+    /// due fires in the same pass); returns how many fired and what their ticks sent, on
+    /// behalf of their timers
     /// (nil id, the timer's time) unless a tick named another origin. The caller queues them
     /// after the first commands of the event that moved the watermark: the ticks and those
     /// commands are round 0 of a sharded epoch (`crate::sharded`), and what they send runs
@@ -664,14 +661,15 @@ impl Engine {
         to_us: i64,
         offset_min: i16,
         out: &mut Vec<Emitted>,
-    ) -> Vec<(Key, Cmd, Origin, bool)> {
-        let mut sent = Vec::new();
+    ) -> (usize, Vec<(Key, Cmd, Origin, bool)>) {
+        let (mut fired, mut sent) = (0, Vec::new());
         if to_us <= self.watermark {
-            return sent;
+            return (fired, sent);
         }
         self.watermark = to_us;
         while let Some((at, key)) = self.timers.pop_due(to_us) {
             self.stats.timers += 1;
+            fired += 1;
             let at = EventTime {
                 offset_min,
                 ..EventTime::from_unix_ms(at.div_euclid(1000))
@@ -691,7 +689,7 @@ impl Engine {
         // window off, the entities' own guards catch them: order states, ledgers per order,
         // recent-event lists)
         self.seen.expire(to_us - DEDUP_HORIZON_US);
-        sent
+        (fired, sent)
     }
 
     fn remember(&mut self, id: Uuid, ts: i64) {

@@ -183,9 +183,8 @@ pub struct RefusedView {
 }
 
 impl Order {
-    /// The order as the HTTP API shows it (`me`: its key).
-    /// The order as the API shows it; `cancel_at` is its pending timer (µs), if any, which
-    /// is shown while the order is unpaid.
+    /// The order as the HTTP API shows it (`me`: its key); `cancel_at` is its pending timer
+    /// (µs), if any, shown while the order is unpaid.
     pub fn view(&self, me: &str, cancel_at: Option<i64>) -> OrderView {
         OrderView {
             cancel_unpaid_at: cancel_at

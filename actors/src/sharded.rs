@@ -888,6 +888,11 @@ impl Sharded {
         self.engine_of(&Key::Order(key.into())).order(key)
     }
 
+    /// The time (µs) an entity's pending timer is set for, on the shard that owns it.
+    pub fn timer_of(&self, key: Key) -> Option<i64> {
+        self.engine_of(&key).timer_of(key)
+    }
+
     /// A campaign's state.
     pub fn campaign(&self, id: &str) -> Option<Cow<'_, Campaign>> {
         self.engine_of(&Key::Campaign(id.into())).campaign(id)
