@@ -367,6 +367,42 @@ fn run_cluster(opts: &ServiceOpts) -> anyhow::Result<ExitCode> {
     let metrics = std::sync::Arc::new(omnistream::metrics::Metrics::new(cfg.metrics));
     let addr = listener.local_addr()?;
     let http = omnistream::http::serve_cluster(&cfg, listener, metrics.clone())?;
+    // the client's own tasks run on this runtime for as long as the process runs
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    // SIGTERM is taken before the process says it listens: a stop sent from then on, while
+    // the store opens or Fluvio connects too, is a stop (the store closed, its CQL lease
+    // given back), not the default action (the process killed)
+    let term = {
+        let _in = rt.enter();
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok()
+    };
+    let (stop, mut stop_rx) = tokio::sync::watch::channel(Stop::Run);
+    rt.spawn(async move {
+        let mut term = term;
+        for mode in [Stop::Drain, Stop::Abandon] {
+            // as before the helper: a failed wait (a signal that cannot be had) counts too
+            let _ = omnistream::next_stop_signal(&mut term).await;
+            match mode {
+                Stop::Drain => tracing::info!(
+                    "stopping: the epoch under way finishes on every process, then a \
+                     checkpoint (signal again to stop at once)"
+                ),
+                _ => tracing::warn!("stopping at once, without a checkpoint"),
+            }
+            let _ = stop.send(mode);
+        }
+    });
+    let stopped_early = |http: actix_web::dev::ServerHandle, rt: &tokio::runtime::Runtime| {
+        rt.block_on(http.stop(true));
+        cli::note(format_args!(
+            "omnistream cluster process {} stopped before it ran",
+            cfg.cluster.process
+        ));
+        Ok(ExitCode::SUCCESS)
+    };
     // standard error: standard output is the process's report, as JSON, when it stops
     cli::note(format_args!(
         "omnistream cluster process {} listening on {}://{addr} (/healthz, /readyz, /metrics)",
@@ -384,30 +420,21 @@ fn run_cluster(opts: &ServiceOpts) -> anyhow::Result<ExitCode> {
                 anyhow::anyhow!("{e}{hint}")
             })?;
     omnistream::store::check_pii_key(&mut *store, &key)?;
-    // the client's own tasks run on this runtime for as long as the process runs
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()?;
-    let client = rt.block_on(omnistream::fluvio::client::Client::connect(&cfg.fluvio))?;
-    let transport = omnistream::fluvio::client::FluvioTransport { client };
-    let (stop, stop_rx) = tokio::sync::watch::channel(Stop::Run);
-    rt.spawn(async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        for mode in [Stop::Drain, Stop::Abandon] {
-            // as before the helper: a failed wait (a signal that cannot be had) counts too
-            let _ = omnistream::next_stop_signal(&mut term).await;
-            match mode {
-                Stop::Drain => tracing::info!(
-                    "stopping: the epoch under way finishes on every process, then a \
-                     checkpoint (signal again to stop at once)"
-                ),
-                _ => tracing::warn!("stopping at once, without a checkpoint"),
-            }
-            let _ = stop.send(mode);
+    if *stop_rx.borrow() != Stop::Run {
+        store.close();
+        return stopped_early(http, &rt);
+    }
+    let connected = rt.block_on(async {
+        tokio::select! {
+            c = omnistream::fluvio::client::Client::connect(&cfg.fluvio) => Some(c),
+            _ = stop_rx.changed() => None,
         }
     });
+    let Some(client) = connected else {
+        store.close();
+        return stopped_early(http, &rt);
+    };
+    let transport = omnistream::fluvio::client::FluvioTransport { client: client? };
     let setup = Setup {
         rules: cfg.rules.clone(),
         pii_key: key,

@@ -520,6 +520,46 @@ fn the_cluster_command_names_a_bad_setting_and_an_unreachable_fluvio() {
     assert!(started.elapsed() < Duration::from_secs(60));
 }
 
+/// SIGTERM sent once a cluster process says it listens stops it, also while it still waits
+/// for Fluvio (here an endpoint that takes the connection and never answers): it exits 0
+/// saying so, not killed by the signal, nor after the connect timeout.
+#[test]
+fn a_cluster_process_stopped_while_it_connects_exits_at_once() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = silent.local_addr().unwrap().to_string();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_omnistream"))
+        .args(["cluster", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("OMNISTREAM_FLUVIO__ENDPOINT", &endpoint)
+        .env("OMNISTREAM_FLUVIO__CONNECT_TIMEOUT_MS", "60000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut said = String::new();
+    while !said.contains("omnistream cluster process 0 listening") {
+        let mut line = String::new();
+        assert!(err.read_line(&mut line).unwrap() > 0, "{said}");
+        said.push_str(&line);
+    }
+    let started = Instant::now();
+    let st = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{said}{rest}");
+    assert!(rest.contains("stopped before it ran"), "{said}{rest}");
+    assert!(started.elapsed() < Duration::from_secs(30), "{rest}");
+    drop(silent);
+}
+
 /// A process given other rules than process 0 stops at the first cut, naming the problem,
 /// instead of applying epochs that would diverge in silence.
 #[test]
