@@ -369,11 +369,18 @@ impl From<&crate::config::Config> for ShardConfig {
 struct Extras {
     reviews: std::collections::HashMap<uuid::Uuid, String>,
     board: serde_json::Value,
+    /// The rules the log after the checkpoint starts under (checkpoints written before
+    /// builds kept them have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rules: Option<Rules>,
 }
 
 /// The shard actor.
 pub struct Shard {
     engine: Sharded,
+    /// The rules the service was started with: what new events run under (a log written
+    /// under others replays under those first).
+    rules: Rules,
     shards: usize,
     store: Box<dyn Store>,
     stored_decoder: Decoder,
@@ -523,6 +530,54 @@ const ADMIN_PREFIX: &[u8] = b"{\"admin\"";
 /// as the N events after it, which ran together and replay so, whatever the number of
 /// shards then. Events outside an epoch ran one at a time (one shard, or one event).
 const EPOCH_MARK: &[u8] = b"{\"admin\":\"epoch\"";
+
+/// The start of the log entry that says which rules the entries after it ran under:
+/// `{"admin":"rules","rules":{..}}`, logged when a start's rules differ from those the log
+/// (or the checkpoint before it) was written under.
+const RULES_MARK: &[u8] = b"{\"admin\":\"rules\"";
+
+/// The rules from here on in the log.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RulesEntry {
+    admin: String,
+    rules: Rules,
+}
+
+/// The settings (as dotted paths, `stock.cancel-unpaid-after-s`) that differ between two
+/// sets of rules.
+fn rules_changed(old: &Rules, new: &Rules) -> Vec<String> {
+    fn walk(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+        match (a, b) {
+            (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
+                let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+                keys.sort();
+                keys.dedup();
+                for k in keys {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    let null = serde_json::Value::Null;
+                    walk(
+                        &p,
+                        x.get(k).unwrap_or(&null),
+                        y.get(k).unwrap_or(&null),
+                        out,
+                    );
+                }
+            }
+            _ if a != b => out.push(path.to_string()),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    let (a, b) = (serde_json::to_value(old), serde_json::to_value(new));
+    if let (Ok(a), Ok(b)) = (a, b) {
+        walk("", &a, &b, &mut out);
+    }
+    out
+}
 
 /// An epoch marker.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -756,7 +811,8 @@ impl Shard {
             since_checkpoint: 0,
             metrics,
             board: Board::new(low_atp),
-            engine: Sharded::new(rules, sc.shards),
+            engine: Sharded::new(rules.clone(), sc.shards),
+            rules,
             shards: sc.shards.max(1),
             store,
             stored_decoder: Decoder::new(Pii::for_stored(pii_key)),
@@ -801,8 +857,7 @@ impl Shard {
         // sources goes with it
         self.spreading = None;
         self.applied.clear();
-        let rules = self.engine.rules().clone();
-        let low_atp = rules.stock.low_stock_atp;
+        let low_atp = self.rules.stock.low_stock_atp;
         let restore_err = |why: String| StoreError::Io {
             op: "restore",
             table: "checkpoint",
@@ -835,6 +890,7 @@ impl Shard {
                 })
             })
             .collect();
+        let mut in_effect: Option<Rules> = None;
         let (mut engine, mut reviews, mut board, from) =
             match (colds, self.store.last_checkpoint()?) {
                 (Some(colds), Some(cp)) => {
@@ -844,8 +900,13 @@ impl Shard {
                         seen: cp.seen,
                         filter: cp.filter,
                     };
+                    let x: Extras = serde_json::from_slice(&cp.extras)
+                        .map_err(|e| restore_err(format!("shard state: {e}")))?;
+                    // the log after the checkpoint runs under the rules it was written under
+                    // (older checkpoints do not say: the configured ones)
+                    in_effect = x.rules;
                     let engine = Sharded::restore(
-                        rules,
+                        in_effect.clone().unwrap_or_else(|| self.rules.clone()),
                         self.shards,
                         &saved,
                         colds,
@@ -853,14 +914,12 @@ impl Shard {
                         self.filter_codes,
                     )
                     .map_err(restore_err)?;
-                    let x: Extras = serde_json::from_slice(&cp.extras)
-                        .map_err(|e| restore_err(format!("shard state: {e}")))?;
                     let board = Board::load(low_atp, x.board)
                         .map_err(|e| restore_err(format!("board: {e}")))?;
                     (engine, Reviews(x.reviews), board, cp.seq)
                 }
                 (colds, _) => {
-                    let mut engine = Sharded::new(rules, self.shards);
+                    let mut engine = Sharded::new(self.rules.clone(), self.shards);
                     if let Some(colds) = colds {
                         engine.set_cold(colds, self.resident, self.filter_codes);
                     }
@@ -879,6 +938,16 @@ impl Shard {
             if bytes.starts_with(EPOCH_MARK) {
                 match serde_json::from_slice::<EpochMark>(bytes) {
                     Ok(m) => awaited = m.events,
+                    Err(e) => {
+                        bad.get_or_insert((seq, e.to_string()));
+                    }
+                }
+            } else if bytes.starts_with(RULES_MARK) {
+                match serde_json::from_slice::<RulesEntry>(bytes) {
+                    Ok(r) => {
+                        engine.set_rules(&r.rules);
+                        in_effect = Some(r.rules);
+                    }
                     Err(e) => {
                         bad.get_or_insert((seq, e.to_string()));
                     }
@@ -952,6 +1021,7 @@ impl Shard {
         self.next_output = self.store.next_output()?;
         self.stats.replayed = n;
         self.stats.replay_seconds = started.elapsed().as_secs_f64();
+        self.run_configured_rules(in_effect.as_ref());
         // the gauges a commit or a checkpoint sets, from the state just rebuilt: an idle
         // service after a restart shows what it holds, not zeros until its first commit
         self.observe_held(next);
@@ -959,6 +1029,29 @@ impl Shard {
             self.metrics.code_registry(&codes);
         }
         Ok(())
+    }
+
+    /// From the end of the replayed log on, runs the configured rules: when the log was
+    /// written under others (or does not say), the log says so first, in an entry that goes
+    /// with the next commit, so a replay switches there too and no event is ever replayed
+    /// under rules other than those it ran under.
+    fn run_configured_rules(&mut self, in_effect: Option<&Rules>) {
+        if in_effect == Some(&self.rules) {
+            return;
+        }
+        if let Some(old) = in_effect {
+            tracing::warn!(
+                changed = %rules_changed(old, &self.rules).join(", "),
+                "the rules differ from those the stored log was written under: the log was \
+                 replayed under its own, new events run under the configured ones"
+            );
+        }
+        self.engine.set_rules(&self.rules);
+        let entry = RulesEntry {
+            admin: "rules".into(),
+            rules: self.rules.clone(),
+        };
+        self.log_entry(serde_json::to_vec(&entry).unwrap_or_default(), &[]);
     }
 
     /// The checkpoint to write with the batch being committed, when one is due.
@@ -1000,6 +1093,7 @@ impl Shard {
         serde_json::to_vec(&Extras {
             reviews: self.reviews.0.clone(),
             board: self.board.save(),
+            rules: Some(self.engine.rules().clone()),
         })
         .map_err(|e| checkpoint_error(e.to_string()))
     }
@@ -2235,11 +2329,17 @@ mod tests {
             .start()
     }
 
-    /// (events the engine applied, events in the store's log)
+    /// (events the engine applied, events in the store's log: not its other entries, such
+    /// as the rules a first start logs)
     async fn counts(shard: &Addr<Shard>) -> (u64, u64) {
         shard
             .send(Read(|e: &Sharded, s: &dyn Store| {
-                (e.stats().events, s.replay(0, &mut |_, _| {}).unwrap())
+                let mut events = 0;
+                s.replay(0, &mut |_, v| {
+                    events += u64::from(!v.starts_with(ADMIN_PREFIX));
+                })
+                .unwrap();
+                (e.stats().events, events)
             }))
             .await
             .unwrap()
@@ -2336,6 +2436,35 @@ mod tests {
             assert_eq!(position().await.unwrap(), Some(40));
             assert_eq!(counts(&shard).await, (4, 4));
         });
+    }
+
+    #[test]
+    fn rules_read_back_from_the_log_equal_those_written_and_a_change_is_named_by_its_key() {
+        let mut r: Rules = toml::from_str(
+            "watermark-lag-s = 300\n[points]\nfen-per-point = 50\n\
+             [points.channel-multiplier]\ntmall = 1.5\n\
+             [campaigns.cny.fraud]\nreview-at = 40\n",
+        )
+        .unwrap();
+        let entry = serde_json::to_vec(&RulesEntry {
+            admin: "rules".into(),
+            rules: r.clone(),
+        })
+        .unwrap();
+        assert!(entry.starts_with(RULES_MARK) && entry.starts_with(ADMIN_PREFIX));
+        let back: RulesEntry = serde_json::from_slice(&entry).unwrap();
+        // equal as read back: a restart under the same rules logs nothing
+        assert_eq!(back.rules, r);
+        assert!(rules_changed(&back.rules, &r).is_empty());
+        r.stock.cancel_unpaid_after_s = 600;
+        r.points.channel_multiplier.insert("jd".into(), 2.0);
+        assert_eq!(
+            rules_changed(&back.rules, &r),
+            [
+                "points.channel-multiplier.jd",
+                "stock.cancel-unpaid-after-s"
+            ]
+        );
     }
 
     #[test]

@@ -401,6 +401,91 @@ fn an_unpaid_order_lets_its_stock_go_after_the_configured_time_across_restarts()
     }
 }
 
+/// Rules changed between runs apply to what comes after the change, never to events that
+/// ran before it, whatever kind of stop came between: the events replayed from the log after
+/// a SIGKILL run under the rules they ran under (the log records them), and those after the
+/// restart under the new ones.
+#[test]
+fn changed_rules_apply_from_the_restart_on_and_never_to_the_replayed_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let order = |n: u32, o: &str, status: &str, h: u32| {
+        format!(
+            r#"{{"id":"{}","ts":"2026-11-11T{h:02}:00:00+08:00","type":"order","channel":"mall","order":"{o}","status":"{status}","kind":"consumer","member":{{"openid":"oa"}},"lines":[{{"sku":"S1","qty":2,"unit_price":10000}}],"location":"wh"}}"#,
+            id(n)
+        )
+    };
+    // one order of 200 yuan: 200 points at 100 fen a point, 400 at 50
+    let buy = |s: &Service, n: u32, o: &str, h: u32| {
+        let r = s.post(&[
+            order(n, o, "placed", h),
+            order(n + 1, o, "fulfilled", h + 1),
+        ]);
+        assert_eq!(r["accepted"], 2, "{r}");
+    };
+    let balance = |s: &Service| s.get("/v1/identities/openid/oa")["balance"].clone();
+    let half = [("OMNISTREAM_RULES__POINTS__FEN_PER_POINT", "50")];
+    let data = dir.path().join("data");
+    let s = Service::start(&data);
+    let stock = r#""type":"stock","sku":"S1","location":"wh","op":"receive","qty":100"#;
+    let r = s.post(&[format!(
+        r#"{{"id":"{}","ts":"2026-11-11T07:00:00+08:00",{stock}}}"#,
+        id(100)
+    )]);
+    assert_eq!(r["accepted"], 1, "{r}");
+    buy(&s, 1, "a1", 8);
+    assert_eq!(balance(&s), 200);
+    s.kill();
+    // the log tail replays at 100 fen a point; the new order earns at 50, and the log says
+    // so before it (a second SIGKILL replays both alike)
+    let log = dir.path().join("stderr.log");
+    let s = Service::start_logging(
+        &data,
+        &half,
+        std::process::Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
+    assert_eq!(
+        balance(&s),
+        200,
+        "the replayed order earned at the new rate"
+    );
+    buy(&s, 3, "a2", 10);
+    assert_eq!(balance(&s), 600);
+    s.kill();
+    let said = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        said.contains("points.fen-per-point") && said.contains("rules differ"),
+        "{said}"
+    );
+    // a checkpoint carries the rules the log after it runs under: one is written (the
+    // replayed tail makes it due at the first commit), a5 comes after it, then a SIGKILL
+    // and a start on the old rules
+    let every = [half[0], ("OMNISTREAM_CHECKPOINT_EVERY_EVENTS", "4")];
+    let s = Service::start_with(&data, &every);
+    assert_eq!(balance(&s), 600);
+    buy(&s, 5, "a4", 12);
+    let mut checkpoints = 0;
+    for _ in 0..100 {
+        checkpoints = s.get("/v1/stats")["shard"]["checkpoints"].as_u64().unwrap();
+        if checkpoints >= 1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(checkpoints, 1, "no checkpoint was written");
+    buy(&s, 7, "a5", 14);
+    assert_eq!(balance(&s), 1400);
+    s.kill();
+    let s = Service::start(&data);
+    assert_eq!(balance(&s), 1400, "a5 earned again at 100 fen a point");
+    buy(&s, 9, "a6", 16);
+    assert_eq!(balance(&s), 1600);
+    // after a graceful stop, back to the new rate: nothing earned changes
+    s.stop();
+    let s = Service::start_with(&data, &half);
+    assert_eq!(balance(&s), 1600);
+    s.stop();
+}
+
 /// The same on three shards: the review's resolution is an admin command run over the shards
 /// (the member may live on any of them) and replayed from the log after a restart.
 #[test]

@@ -515,6 +515,16 @@ impl Engine {
         }
     }
 
+    /// Runs what comes next under `rules`, as a restart with them would: the state stays,
+    /// and a lower `max-remembered-ids` forgets the oldest ids at once.
+    pub fn set_rules(&mut self, rules: Rules) {
+        let cap = usize::try_from(rules.max_remembered_ids).unwrap_or(usize::MAX);
+        if cap != self.seen.cap() {
+            self.stats.forgotten += self.seen.set_cap(cap);
+        }
+        self.rules = rules;
+    }
+
     /// The watermark (µs): timers at or before it have fired.
     pub fn watermark(&self) -> i64 {
         self.watermark

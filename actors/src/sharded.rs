@@ -464,6 +464,13 @@ impl Sharded {
         &self.engines[0].rules
     }
 
+    /// Runs what comes next under `rules` on every shard ([`Engine::set_rules`]).
+    pub fn set_rules(&mut self, rules: &Rules) {
+        for e in &mut self.engines {
+            e.set_rules(rules.clone());
+        }
+    }
+
     /// The engine that owns `key`.
     pub fn engine_of(&self, key: &Key) -> &Engine {
         &self.engines[key.owner(self.engines.len())]
