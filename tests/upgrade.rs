@@ -83,6 +83,49 @@ fn a_store_written_by_format_1_loads_and_equals_a_replay() {
     s.stop();
 }
 
+/// A store whose checkpoint holds states of encoding 2 (written before orders kept when they
+/// were placed) restores the very state the build that wrote it had, goes on from there,
+/// and after a checkpoint of its own (encoding 3) restores the same again.
+#[test]
+fn a_store_of_encoding_2_restores_the_state_its_build_had() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-encoding-2");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(data.join("codes")).unwrap();
+    for f in ["omnistream.redb", "states.redb", "codes/0000000000000001.run"] {
+        std::fs::copy(fixture.join("data").join(f), data.join(f)).unwrap();
+    }
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixture.join("snapshot.json")).unwrap()).unwrap();
+    let state = |s: &Service| -> serde_json::Value { serde_json::from_str(&snapshot(s)).unwrap() };
+    // written with the development key (an empty variable is no key)
+    let dev_key = [("OMNISTREAM_PII_KEY", "")];
+    let s = Service::start_with(&data, &dev_key);
+    let stats = s.get("/v1/stats");
+    assert_eq!(stats["shard"]["restored_from"], 28, "{stats}");
+    assert_eq!(stats["shard"]["replayed"], 0, "{stats}");
+    assert!(
+        state(&s) == saved,
+        "the encoding-2 checkpoint restores into another state than its build had"
+    );
+    // M-501 was placed by that build: its time is not known, its cancellation still runs
+    let cancel = r#"{"id":"0193a7f2-6c1e-7d4a-9a51-0000000000f1","type":"order","ts":"2026-11-14T10:00:00+08:00","channel":"mall","order":"M-501","status":"cancelled","kind":"consumer","member":{"openid":"o6_chen"}}"#;
+    let placed = r#"{"id":"0193a7f2-6c1e-7d4a-9a51-0000000000f2","type":"order","ts":"2026-11-14T10:05:00+08:00","channel":"mall","order":"M-502","status":"placed","kind":"consumer","lines":[{"sku":"SKU-TEA-330","qty":1,"unit_price":2900}],"location":"wh-sh","member":{"openid":"o6_chen"}}"#;
+    let r = s.post(&[cancel.to_string(), placed.to_string()]);
+    assert_eq!(r["accepted"], 2, "{r}");
+    assert_eq!(r["results"][0]["order"]["output"], "order_status", "{r}");
+    let old = s.get("/v1/orders/mall/M-501");
+    assert_eq!((old["status"].as_str(), old.get("placed_at")), (Some("cancelled"), None));
+    let new = s.get("/v1/orders/mall/M-502");
+    assert_eq!(new["placed_at"], "2026-11-14T10:05:00.000+08:00", "{new}");
+    let before = state(&s);
+    s.stop();
+    let s = Service::start_with(&data, &dev_key);
+    assert_eq!(s.get("/v1/stats")["shard"]["replayed"], 0);
+    assert!(state(&s) == before, "restored from its own checkpoint into another state");
+    s.stop();
+}
+
 #[test]
 fn a_store_from_a_newer_build_is_refused_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();

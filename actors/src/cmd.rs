@@ -208,6 +208,15 @@ pub enum MemberCmd {
         /// The survivor.
         into: Str,
     },
+    /// [`MemberCmd::OrderCancelled`] of an order placed at `placed` (the last variant: the
+    /// commands stashed in stored states keep their tags): the order also stops counting on
+    /// the day it was placed (X-RFM frequency and monetary, orders paid with points).
+    OrderCancelledPlaced {
+        /// Order key.
+        order: Str,
+        /// When (and in which offset) it was placed.
+        placed: omnistream_schemas::EventTime,
+    },
 }
 
 /// An order's change as the order coordinator receives it.

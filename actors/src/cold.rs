@@ -26,7 +26,9 @@ type HashMap<K, V> = crate::GrowMap<K, V>;
 ///
 /// - 1: JSON, as the API shows states (written until session 20, still read);
 /// - 2: postcard (serde's compact binary form: varints, no field names), every field
-///   present: about a quarter of the bytes of JSON (BENCHMARKS.md).
+///   present: about a quarter of the bytes of JSON (BENCHMARKS.md);
+/// - 3: the same, with the order's `placed_at` (when and in which offset it was placed)
+///   appended: read from 2 by [`StoredState::from_v2`].
 ///
 /// Without field names a layout cannot grow the way JSON did (a new field with
 /// `#[serde(default)]`): adding, removing, reordering or retyping a field of a stored state
@@ -34,7 +36,7 @@ type HashMap<K, V> = crate::GrowMap<K, V>;
 /// reader for the layout before it; `member::tests::the_stored_layout_is_pinned` (a full
 /// member) and `tests::the_stored_layout_of_every_kind_is_pinned` (every kind's empty state:
 /// fields added or removed) fail until then.
-pub const STATE_VERSION: u8 = 2;
+pub const STATE_VERSION: u8 = 3;
 
 /// The oldest encoding version this binary still reads.
 pub const OLDEST_VERSION: u8 = 1;
@@ -246,15 +248,58 @@ fn encode_all<V: Serialize + Sync>(
     })
 }
 
+/// A type [`encode`] stores, and how it reads from an older encoding.
+pub trait StoredState: DeserializeOwned {
+    /// Reads the postcard of encoding 2: the layout of today for every type but those
+    /// encoding 3 changed, which say how.
+    fn from_v2(b: &[u8]) -> Result<Self, String> {
+        postcard_exactly(b)
+    }
+}
+
+/// The postcard of one value and nothing after it.
+fn postcard_exactly<V: DeserializeOwned>(b: &[u8]) -> Result<V, String> {
+    match postcard::take_from_bytes(b) {
+        Ok((v, [])) => Ok(v),
+        Ok((_, left)) => Err(format!("{} bytes after its end", left.len())),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+impl StoredState for crate::order::Order {
+    /// Encoding 3 appended `placed_at`, an `Option`: an order of encoding 2 followed by the
+    /// byte of `None` is its encoding 3, placed at a time not recorded.
+    fn from_v2(b: &[u8]) -> Result<Self, String> {
+        let mut v = Vec::with_capacity(b.len() + 1);
+        v.extend_from_slice(b);
+        v.push(0);
+        postcard_exactly(&v)
+    }
+}
+
+/// The stored types encoding 3 did not change.
+macro_rules! stored_as_before {
+    ($($t:ty),* $(,)?) => { $(impl StoredState for $t {})* };
+}
+stored_as_before!(
+    crate::identity::Identity,
+    crate::member::Member,
+    crate::sku::Sku,
+    crate::dealer::Dealer,
+    crate::store::Store,
+    crate::campaign::Campaign,
+    crate::fraud::code::Code,
+    crate::fraud::crowd::Crowd,
+    crate::fraud::ring::Ring,
+    u64,
+);
+
 /// Reads a stored entity state of any version this binary knows; refuses others.
-pub fn decode<V: DeserializeOwned>(b: &[u8]) -> Result<V, String> {
+pub fn decode<V: StoredState>(b: &[u8]) -> Result<V, String> {
     let bad = |e: &dyn std::fmt::Display| format!("decoding an entity state: {e}");
     match b.split_first() {
-        Some((&STATE_VERSION, rest)) => match postcard::take_from_bytes(rest) {
-            Ok((v, [])) => Ok(v),
-            Ok((_, left)) => Err(bad(&format_args!("{} bytes after its end", left.len()))),
-            Err(e) => Err(bad(&e)),
-        },
+        Some((&STATE_VERSION, rest)) => postcard_exactly(rest).map_err(|e| bad(&e)),
+        Some((2, rest)) => V::from_v2(rest).map_err(|e| bad(&e)),
         Some((1, json)) => serde_json::from_slice(json).map_err(|e| bad(&e)),
         Some((v, _)) => Err(format!(
             "entity state encoding {v} is not one this binary reads (it reads \
@@ -373,7 +418,7 @@ pub(crate) struct Table<V> {
     pub(crate) skipped: u64,
 }
 
-impl<V: Default + Clone + Serialize + DeserializeOwned> Table<V> {
+impl<V: Default + Clone + Serialize + StoredState> Table<V> {
     pub(crate) fn new(kind: Kind) -> Self {
         Table {
             kind,
@@ -856,23 +901,59 @@ mod tests {
             ("ring", hex::<Ring>()),
         ];
         let want = [
-            ("identity", "0200"),
+            ("identity", "0300"),
             (
                 "member",
-                "0200000000000000000000000000000000000000000000000000000000000000000000000000",
+                "0300000000000000000000000000000000000000000000000000000000000000000000000000",
             ),
-            ("order", "02000000000000000000000000000000000000"),
-            ("sku", "020000000000"),
-            ("dealer", "0200000000000000000000000000"),
-            ("store", "020000000000000000"),
-            ("campaign", "02000000000000000000000000000000"),
-            ("code", "020000000000"),
-            ("crowd", "020000000000000000"),
-            ("ring", "0200000000"),
+            ("order", "0300000000000000000000000000000000000000"),
+            ("sku", "030000000000"),
+            ("dealer", "0300000000000000000000000000"),
+            ("store", "030000000000000000"),
+            ("campaign", "03000000000000000000000000000000"),
+            ("code", "030000000000"),
+            ("crowd", "030000000000000000"),
+            ("ring", "0300000000"),
         ];
         for ((kind, got), (_, want)) in got.iter().zip(want) {
             assert_eq!(got, want, "the stored layout of a {kind} changed");
         }
+    }
+
+    /// States stored in encoding 2 still read: the kinds it did not change as they were, an
+    /// order (which encoding 3 gave `placed_at`) without the time it was placed.
+    #[test]
+    fn states_of_encoding_2_read_back() {
+        fn v2<V: Default + Serialize + StoredState + PartialEq + std::fmt::Debug>(v: &V) {
+            let mut b = encode(v).unwrap();
+            b[0] = 2;
+            assert_eq!(&decode::<V>(&b).unwrap(), v);
+        }
+        v2(&crate::member::Member::default());
+        v2(&crate::sku::Sku::default());
+        v2(&crate::identity::Identity::default());
+        let mut order = crate::order::Order {
+            channel: "mall".into(),
+            location: "wh".into(),
+            paid: true,
+            points_redeemed: 5,
+            ..Default::default()
+        };
+        // encoding 2 of that order: encoding 3 without its last byte (`None`)
+        let mut b = encode(&order).unwrap();
+        assert_eq!(b.pop(), Some(0));
+        b[0] = 2;
+        assert_eq!(decode::<crate::order::Order>(&b).unwrap(), order);
+        // today's orders keep the time; a v2 order one byte longer is refused
+        order.placed_at = Some(omnistream_schemas::EventTime {
+            unix_us: 1_794_000_000_000_000,
+            offset_min: 480,
+        });
+        let stored = encode(&order).unwrap();
+        assert_eq!(decode::<crate::order::Order>(&stored).unwrap(), order);
+        let mut longer = b.clone();
+        longer.push(0);
+        assert!(decode::<crate::order::Order>(&longer).is_err());
     }
 
     /// Sets key `k{i}` of `t` to `v` at clock `clock`, as a command would.

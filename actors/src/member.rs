@@ -457,6 +457,13 @@ impl Days {
         self.0.with_slice(f)
     }
 
+    /// Whether there is a record of `day`.
+    fn holds(&self, day: i64) -> bool {
+        self.iter()
+            .take_while(|d| d.day >= day)
+            .any(|d| d.day == day)
+    }
+
     /// Changes the record of `day` (created if there is none) through `f`.
     fn change(&mut self, day: i64, f: impl FnOnce(&mut Day)) {
         // nearly always today: the newest record, or a new one before it; only the front is
@@ -1553,36 +1560,9 @@ impl Member {
                 });
                 self.credit(p, "earned", Some(order), ts, fx);
             }
-            MemberCmd::OrderCancelled { order } => {
-                let Some(mut o) = self.orders.get(&order) else {
-                    return;
-                };
-                if o.cancelled {
-                    return;
-                }
-                o.cancelled = true;
-                o.at = ts;
-                let pending = std::mem::take(&mut o.pending);
-                let take = o.earned - o.reversed;
-                // the windows (X-RFM, tags, tiers) count orders net: what the order still
-                // counted for, value and points, comes off on the day it is cancelled
-                let (value, points) = (o.value - o.returned, take);
-                o.reversed = o.earned;
-                let refund = o.redeemed - o.refunded;
-                o.refunded = o.redeemed;
-                self.set_order(order.clone(), o);
-                if pending > 0 {
-                    self.points.pending -= pending;
-                    fx.out(Output::Pending {
-                        member: me,
-                        order: order.clone(),
-                        points: 0,
-                        total: self.points.pending,
-                    });
-                }
-                self.unday(ctx.day(), value, points);
-                self.reverse(take, Some(order.clone()), fx);
-                self.credit(refund, "redeem_refund", Some(order), ts, fx);
+            MemberCmd::OrderCancelled { order } => self.cancelled(me, order, None, ctx, fx),
+            MemberCmd::OrderCancelledPlaced { order, placed } => {
+                self.cancelled(me, order, Some(placed), ctx, fx);
             }
             MemberCmd::OrderReturned { order, value } => {
                 let Some(mut o) = self.orders.get(&order) else {
@@ -1843,6 +1823,63 @@ impl Member {
     /// Changes the activity record of a local day.
     fn day(&mut self, day: i64, f: impl FnOnce(&mut Day)) {
         self.days.change(day, f);
+    }
+
+    /// A cancelled order: pending points dropped, redeemed points refunded, earned points
+    /// reversed. The windows (X-RFM, tags, tiers) count orders net: the points it still
+    /// counted for come off on the day it is cancelled; the order itself (its count, its
+    /// value, its use of points) comes off the day it was placed, when `placed` says which
+    /// and that day is still kept, else its value comes off the day it is cancelled.
+    fn cancelled(
+        &mut self,
+        me: Str,
+        order: Str,
+        placed: Option<omnistream_schemas::EventTime>,
+        ctx: &Ctx,
+        fx: &mut Effects,
+    ) {
+        let ts = ctx.ts();
+        let Some(mut o) = self.orders.get(&order) else {
+            return;
+        };
+        if o.cancelled {
+            return;
+        }
+        o.cancelled = true;
+        o.at = ts;
+        let pending = std::mem::take(&mut o.pending);
+        let take = o.earned - o.reversed;
+        let value = o.value - o.returned;
+        let counted_on = placed
+            .map(omnistream_schemas::EventTime::local_day)
+            .filter(|&d| o.placed && self.days.holds(d));
+        let with_points = o.redeemed > 0;
+        o.reversed = o.earned;
+        let refund = o.redeemed - o.refunded;
+        o.refunded = o.redeemed;
+        self.set_order(order.clone(), o);
+        if pending > 0 {
+            self.points.pending -= pending;
+            fx.out(Output::Pending {
+                member: me,
+                order: order.clone(),
+                points: 0,
+                total: self.points.pending,
+            });
+        }
+        match counted_on {
+            Some(day) => {
+                self.day(day, |d| {
+                    d.orders = d.orders.saturating_sub(1);
+                    d.redeem_orders = d.redeem_orders.saturating_sub(u32::from(with_points));
+                    d.amount -= value.max(0);
+                });
+                self.unday(ctx.day(), 0, take);
+            }
+            None => self.unday(ctx.day(), value, take),
+        }
+        self.reverse(take, Some(order.clone()), fx);
+        self.credit(refund, "redeem_refund", Some(order), ts, fx);
     }
 
     /// Takes a cancelled or returned order's value and points off the windows, on the day of
@@ -3112,6 +3149,61 @@ mod tests {
         assert!(crate::cold::decode::<Member>(&[9, 0]).is_err());
     }
 
+    /// A cancelled order stops counting in X-RFM on the day it was placed: frequency and
+    /// monetary over every window then leave it out, whenever it is cancelled; a cancellation
+    /// that does not say when the order was placed (an order stored before that was kept)
+    /// takes its value off the day of the cancellation and leaves the count.
+    #[test]
+    fn a_cancelled_order_stops_counting_on_the_day_it_was_placed() {
+        let rules = rules();
+        let me: Str = "m1".into();
+        let (mut m, mut fx) = (Member::default(), Effects::default());
+        let day = 1_440;
+        m.handle(
+            &me,
+            placed("mall:o1".into(), 0, 0),
+            &ctx(&rules, 0),
+            &mut fx,
+        );
+        m.handle(
+            &me,
+            placed("mall:o2".into(), 1, 0),
+            &ctx(&rules, 2 * day),
+            &mut fx,
+        );
+        let windows = |m: &Member, min: i64| {
+            let c = ctx(&rules, min);
+            m.view(c.ts(), c.day(), &rules)
+                .xrfm
+                .iter()
+                .map(|x| (x.frequency, x.monetary))
+                .collect::<Vec<_>>()
+        };
+        let n = rules.member.rfm_windows_days.len();
+        assert_eq!(windows(&m, 2 * day + 1), vec![(2, 6_000); n]);
+        let cancel = MemberCmd::OrderCancelledPlaced {
+            order: "mall:o1".into(),
+            placed: ctx(&rules, 0).at,
+        };
+        m.handle(&me, cancel.clone(), &ctx(&rules, 2 * day + 5), &mut fx);
+        assert_eq!(windows(&m, 2 * day + 6), vec![(1, 4_000); n]);
+        let placed_day = m
+            .days
+            .iter()
+            .find(|d| d.day == ctx(&rules, 0).day())
+            .unwrap();
+        assert_eq!((placed_day.orders, placed_day.amount), (0, 0));
+        // once only
+        m.handle(&me, cancel, &ctx(&rules, 2 * day + 7), &mut fx);
+        assert_eq!(windows(&m, 2 * day + 8), vec![(1, 4_000); n]);
+        // without the time it was placed: the value comes off today, the count stays
+        let legacy = MemberCmd::OrderCancelled {
+            order: "mall:o2".into(),
+        };
+        m.handle(&me, legacy, &ctx(&rules, 3 * day), &mut fx);
+        assert_eq!(windows(&m, 3 * day + 1), vec![(1, 0); n]);
+    }
+
     /// The stored layout of a member, pinned: postcard has no field names, so adding,
     /// removing, reordering or retyping a field of `Member` (or of anything it holds) makes
     /// every stored member unreadable. Such a change must bump `cold::STATE_VERSION`, keep a
@@ -3121,11 +3213,18 @@ mod tests {
         let stored = crate::cold::encode(&full_member(&rules())).unwrap();
         let hex: String = stored.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(hex, FULL_STORED, "the stored layout of a member changed");
+        let mut v2 = stored;
+        v2[0] = 2;
+        assert_eq!(
+            crate::cold::decode::<Member>(&v2).unwrap(),
+            full_member(&rules())
+        );
     }
 
-    /// `crate::cold::encode` of `full_member`, version 2.
+    /// `crate::cold::encode` of `full_member`, version 3 (the same bytes as version 2 after
+    /// the first: encoding 3 changed orders only).
     const FULL_STORED: &str = concat!(
-        "02116d30313233343536373839616263646566000003066f70656e6964076f2d6f74686572066f70656e6964",
+        "03116d30313233343536373839616263646566000003066f70656e6964076f2d6f74686572066f70656e6964",
         "1a6f5837665f326b71395a4c6d4138316243336445664768496a4b0570686f6e654039663263346431653861",
         "3762366335643465336632613162306339643865376636613562346333643265316630613962386337643665",
         "356634613362326331648080baf2d8a2af068080d1cbc5e8af06010673742d303039030863616d706169676e",

@@ -108,6 +108,10 @@ pub struct Order {
     pub paid: bool,
     /// Return events applied (a repeated one is dropped).
     pub recent: Recent,
+    /// When, and in which offset, `placed` came (absent in states stored before encoding 3
+    /// and before `placed`): a cancellation takes the order off the member's day it counted on.
+    #[serde(default, skip_serializing_if = "crate::cold::omit")]
+    pub placed_at: Option<EventTime>,
 }
 
 /// A status event waiting in the coordinator, as the API shows it.
@@ -171,6 +175,10 @@ pub struct OrderView {
     /// in UTC; absent for an order paid, cancelled, fulfilled or without the setting.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancel_unpaid_at: Option<EventTime>,
+    /// When `placed` came, in its own offset (absent before it, and for orders placed
+    /// before this was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placed_at: Option<EventTime>,
 }
 
 /// The SKU that refused an order's reservation.
@@ -219,6 +227,7 @@ impl Order {
                     at: self.later_at.get(i).copied(),
                 })
                 .collect(),
+            placed_at: self.placed_at,
         }
     }
 
@@ -296,6 +305,7 @@ impl Order {
                 // placed once: a repeat (or an edit of the lines) changes nothing, and says so
                 return ignored(me, ev.status, "already placed", fx);
             }
+            self.placed_at = Some(ctx.at);
             return self.place(me, ev, fx);
         }
         match self.phase {
@@ -619,7 +629,15 @@ impl Order {
     /// credit freed, the store's sale refunded; `detail` says why when the channel did not.
     fn cancel(&mut self, me: &Str, detail: Option<Str>, fx: &mut Effects) {
         self.release_stock(me, fx);
-        self.to_member(MemberCmd::OrderCancelled { order: me.clone() }, fx);
+        let cancelled = match self.placed_at {
+            Some(placed) => MemberCmd::OrderCancelledPlaced {
+                order: me.clone(),
+                placed,
+            },
+            // placed before the time was kept: counted where it was
+            None => MemberCmd::OrderCancelled { order: me.clone() },
+        };
+        self.to_member(cancelled, fx);
         self.to_dealer(DealerCmd::Close { order: me.clone() }, fx);
         if let Some(s) = &self.store {
             fx.send(

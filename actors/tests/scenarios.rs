@@ -471,6 +471,13 @@ fn a_returned_or_cancelled_order_leaves_the_tag_and_tier_windows() {
     w.send(&order("o2", "cancelled", r#"{"openid":"ob"}"#, "", T3));
     let m = w.member_by("openid", "ob").clone();
     assert!(!m.tags.contains(&"high_value".into()), "{:?}", m.tags);
+    // nor an order in X-RFM: frequency and monetary leave it out in every window
+    let rfm = m.view(w.engine.watermark(), 20769, &Rules::default());
+    assert!(
+        rfm.xrfm.iter().all(|x| (x.frequency, x.monetary) == (0, 0)),
+        "{:?}",
+        rfm.xrfm
+    );
     // past the 30-day grace (another member's click moves the watermark): the tier goes
     w.send(r#"{"type":"click","ts":"2026-12-20T12:00:00+08:00","channel":"mall","member":{"openid":"oc"},"target":"ad1"}"#);
     let m = w.member_by("openid", "oa").clone();
@@ -939,6 +946,10 @@ fn an_unpaid_orders_cancellation_books_on_the_senders_local_day() {
     w.send(&stock("S2", 1, "2026-11-12T00:41:00+08:00"));
     let n = w.engine.order("mall:n").unwrap().into_owned();
     assert_eq!(n.status, Some(omnistream_schemas::OrderStatus::Cancelled));
+    assert_eq!(
+        n.placed_at,
+        Some(omnistream_schemas::EventTime::parse("2026-11-12T00:10:00+08:00").unwrap())
+    );
     let s = w.engine.store("st1").unwrap().into_owned();
     let local = |t: &str| omnistream_schemas::EventTime::parse(t).unwrap().local_day();
     let day = local("2026-11-12T00:10:00+08:00");
@@ -956,7 +967,13 @@ fn an_unpaid_orders_cancellation_books_on_the_senders_local_day() {
         day,
         &Rules::default(),
     );
-    assert!(view.xrfm.iter().all(|x| x.monetary == 0), "{:?}", view.xrfm);
+    assert!(
+        view.xrfm
+            .iter()
+            .all(|x| (x.frequency, x.monetary) == (0, 0)),
+        "{:?}",
+        view.xrfm
+    );
 }
 
 /// More unpaid orders come due at once than one cascade may run (`MAX_CASCADE` commands):
