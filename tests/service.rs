@@ -370,6 +370,12 @@ fn an_unpaid_order_lets_its_stock_go_after_the_configured_time_across_restarts()
             "{u1}"
         );
         assert!(u1["cancel_unpaid_at"].is_null(), "{u1}");
+        assert_eq!(
+            u1["cancel_detail"],
+            "not paid by 2026-11-11T10:30:00.000+08:00 (cancel-unpaid-after-s)",
+            "{u1}"
+        );
+        assert_eq!(u1["placed_at"], "2026-11-11T10:00:00.000+08:00", "{u1}");
         assert_eq!(s.get("/v1/orders/mall/u2")["status"], "placed");
         assert_eq!(
             s.get("/v1/skus/S1/stock")["atp"],

@@ -92,7 +92,11 @@ fn a_store_of_encoding_2_restores_the_state_its_build_had() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     std::fs::create_dir_all(data.join("codes")).unwrap();
-    for f in ["omnistream.redb", "states.redb", "codes/0000000000000001.run"] {
+    for f in [
+        "omnistream.redb",
+        "states.redb",
+        "codes/0000000000000001.run",
+    ] {
         std::fs::copy(fixture.join("data").join(f), data.join(f)).unwrap();
     }
     let saved: serde_json::Value =
@@ -115,14 +119,20 @@ fn a_store_of_encoding_2_restores_the_state_its_build_had() {
     assert_eq!(r["accepted"], 2, "{r}");
     assert_eq!(r["results"][0]["order"]["output"], "order_status", "{r}");
     let old = s.get("/v1/orders/mall/M-501");
-    assert_eq!((old["status"].as_str(), old.get("placed_at")), (Some("cancelled"), None));
+    assert_eq!(
+        (old["status"].as_str(), old.get("placed_at")),
+        (Some("cancelled"), None)
+    );
     let new = s.get("/v1/orders/mall/M-502");
     assert_eq!(new["placed_at"], "2026-11-14T10:05:00.000+08:00", "{new}");
     let before = state(&s);
     s.stop();
     let s = Service::start_with(&data, &dev_key);
     assert_eq!(s.get("/v1/stats")["shard"]["replayed"], 0);
-    assert!(state(&s) == before, "restored from its own checkpoint into another state");
+    assert!(
+        state(&s) == before,
+        "restored from its own checkpoint into another state"
+    );
     s.stop();
 }
 

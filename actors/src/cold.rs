@@ -28,7 +28,7 @@ type HashMap<K, V> = crate::GrowMap<K, V>;
 /// - 2: postcard (serde's compact binary form: varints, no field names), every field
 ///   present: about a quarter of the bytes of JSON (BENCHMARKS.md);
 /// - 3: the same, with the order's `placed_at` (when and in which offset it was placed)
-///   appended: read from 2 by [`StoredState::from_v2`].
+///   and `cancel_detail` appended: read from 2 by [`StoredState::from_v2`].
 ///
 /// Without field names a layout cannot grow the way JSON did (a new field with
 /// `#[serde(default)]`): adding, removing, reordering or retyping a field of a stored state
@@ -267,12 +267,13 @@ fn postcard_exactly<V: DeserializeOwned>(b: &[u8]) -> Result<V, String> {
 }
 
 impl StoredState for crate::order::Order {
-    /// Encoding 3 appended `placed_at`, an `Option`: an order of encoding 2 followed by the
-    /// byte of `None` is its encoding 3, placed at a time not recorded.
+    /// Encoding 3 appended `placed_at` and `cancel_detail`, two `Option`s: an order of
+    /// encoding 2 followed by two bytes of `None` is its encoding 3, placed at a time not
+    /// recorded and cancelled (if it was) for no reason kept.
     fn from_v2(b: &[u8]) -> Result<Self, String> {
-        let mut v = Vec::with_capacity(b.len() + 1);
+        let mut v = Vec::with_capacity(b.len() + 2);
         v.extend_from_slice(b);
-        v.push(0);
+        v.extend_from_slice(&[0, 0]);
         postcard_exactly(&v)
     }
 }
@@ -906,7 +907,7 @@ mod tests {
                 "member",
                 "0300000000000000000000000000000000000000000000000000000000000000000000000000",
             ),
-            ("order", "0300000000000000000000000000000000000000"),
+            ("order", "030000000000000000000000000000000000000000"),
             ("sku", "030000000000"),
             ("dealer", "0300000000000000000000000000"),
             ("store", "030000000000000000"),
@@ -939,9 +940,9 @@ mod tests {
             points_redeemed: 5,
             ..Default::default()
         };
-        // encoding 2 of that order: encoding 3 without its last byte (`None`)
+        // encoding 2 of that order: encoding 3 without its last two bytes (`None`s)
         let mut b = encode(&order).unwrap();
-        assert_eq!(b.pop(), Some(0));
+        assert_eq!((b.pop(), b.pop()), (Some(0), Some(0)));
         b[0] = 2;
         assert_eq!(decode::<crate::order::Order>(&b).unwrap(), order);
         // today's orders keep the time; a v2 order one byte longer is refused

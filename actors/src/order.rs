@@ -112,6 +112,10 @@ pub struct Order {
     /// and before `placed`): a cancellation takes the order off the member's day it counted on.
     #[serde(default, skip_serializing_if = "crate::cold::omit")]
     pub placed_at: Option<EventTime>,
+    /// Why the order was cancelled, when it was not its channel's `cancelled` (the unpaid
+    /// order's timer): the `detail` of its `order_status`.
+    #[serde(default, skip_serializing_if = "crate::cold::omit")]
+    pub cancel_detail: Option<Str>,
 }
 
 /// A status event waiting in the coordinator, as the API shows it.
@@ -179,6 +183,10 @@ pub struct OrderView {
     /// before this was kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placed_at: Option<EventTime>,
+    /// Why it was cancelled, when not by its channel: `not paid by <time>
+    /// (cancel-unpaid-after-s)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_detail: Option<Str>,
 }
 
 /// The SKU that refused an order's reservation.
@@ -228,6 +236,7 @@ impl Order {
                 })
                 .collect(),
             placed_at: self.placed_at,
+            cancel_detail: self.cancel_detail.clone(),
         }
     }
 
@@ -650,6 +659,7 @@ impl Order {
         }
         self.phase = Phase::Cancelled;
         self.status = Some(OrderStatus::Cancelled);
+        self.cancel_detail.clone_from(&detail);
         fx.out(Output::OrderStatus {
             order: me.clone(),
             status: "cancelled".into(),
