@@ -422,6 +422,33 @@ fn a_missing_input_stops_before_any_output_is_touched() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("at most 64"));
 }
 
+/// The timers `--until` fires run in its offset, as those an event makes due run in the
+/// event's: points expiring and tags lapsing a year on are stamped, and land on days, in
+/// `+08:00` when `--until` says `+08:00` (they were in UTC whatever it said).
+#[test]
+fn the_timers_until_fires_run_in_its_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    for (until, suffix) in [
+        ("2027-12-01T00:00:00+08:00", "+08:00"),
+        ("2027-12-01T00:00:00Z", "Z"),
+    ] {
+        let out = dir.path().join(suffix);
+        replay(&out, &["--until", until]);
+        let text = std::fs::read_to_string(out.join("outputs.jsonl")).unwrap();
+        let fired: Vec<String> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter_map(|o| o["at"].as_str().map(str::to_string))
+            .filter(|at| at.as_str() > "2027")
+            .collect();
+        assert!(fired.len() >= 5, "{until}: {fired:?}");
+        assert!(
+            fired.iter().all(|at| at.ends_with(suffix)),
+            "{until}: {fired:?}"
+        );
+    }
+}
+
 /// `--until` before the input's last event time fires nothing more, and says so.
 #[test]
 fn an_until_before_the_inputs_end_is_named() {

@@ -648,10 +648,11 @@ impl Engine {
         self.drain(id, at, 0, out)
     }
 
-    /// Moves the watermark to `to_us` (never back), firing every timer at or before it and
-    /// running what their ticks send to the end.
-    pub fn advance(&mut self, to_us: i64, out: &mut Vec<Emitted>) {
-        let (fired, ticks) = self.fire_due(to_us, 0, out);
+    /// Moves the watermark to `to` (never back), firing every timer at or before it and
+    /// running what their ticks send to the end; the ticks run in `to`'s UTC offset, as
+    /// those an event makes due run in its offset.
+    pub fn advance(&mut self, to: EventTime, out: &mut Vec<Emitted>) {
+        let (fired, ticks) = self.fire_due(to.unix_us, to.offset_min, out);
         self.queue.extend(ticks);
         self.drain(Uuid::nil(), EventTime::from_unix_ms(0), fired, out);
     }
@@ -667,7 +668,7 @@ impl Engine {
     /// state and outputs of epochs of one event on any number of shards, timers that send
     /// commands included (an unpaid order's timer cancels it at its SKUs and member). A tick
     /// runs at its timer's time, in the UTC offset of the event that made it due
-    /// (`offset_min`; 0 when none did), so what it books on a day or an hour (a store's
+    /// (`offset_min`; that of the time given to [`Engine::advance`]), so what it books on a day or an hour (a store's
     /// refund, a member's windows) lands on that sender's local one.
     fn fire_due(
         &mut self,

@@ -220,6 +220,9 @@ struct Admitted<'a> {
     command: Option<(Key, Cmd, Uuid, EventTime)>,
     /// The watermark after it.
     watermark: i64,
+    /// The UTC offset the timers it fires run in: the event's, or the time's given to
+    /// [`Sharded::advance`].
+    offset_min: i16,
     /// Whether it moved the watermark, and so fires the timers due: as in
     /// [`Engine::advance`], a timer at or before a watermark that does not move waits for
     /// the next move (and a command from outside the streams fires none).
@@ -526,6 +529,7 @@ impl Sharded {
                             ev: Some(ev),
                             command: None,
                             watermark,
+                            offset_min: ev.ts.offset_min,
                             fires,
                         });
                         index.push(i);
@@ -554,17 +558,18 @@ impl Sharded {
         results
     }
 
-    /// Moves the watermark to `to_us` (never back), firing every timer at or before it, as
-    /// [`Engine::advance`] does.
-    pub fn advance(&mut self, to_us: i64, out: &mut Vec<Emitted>) {
-        if to_us <= self.watermark() {
+    /// Moves the watermark to `to` (never back), firing every timer at or before it in
+    /// `to`'s offset, as [`Engine::advance`] does.
+    pub fn advance(&mut self, to: EventTime, out: &mut Vec<Emitted>) {
+        if to.unix_us <= self.watermark() {
             return;
         }
-        self.engines[0].set_watermark(to_us);
+        self.engines[0].set_watermark(to.unix_us);
         let slot = [Admitted {
             ev: None,
             command: None,
-            watermark: to_us,
+            watermark: to.unix_us,
+            offset_min: to.offset_min,
             fires: true,
         }];
         self.run_slots(&slot, out, None);
@@ -598,6 +603,7 @@ impl Sharded {
             ev: None,
             command: Some((key, cmd, id, at)),
             watermark: self.watermark(),
+            offset_min: at.offset_min,
             fires: false,
         }];
         let (ran, _) = self.run_slots(&slot, out, None);
@@ -966,7 +972,7 @@ impl Worker<'_, '_> {
         let (id, at) = own.unwrap_or_else(|| match &tag.root {
             // in the offset of the event that made it due, as the single engine's ticks
             Root::Timer(t, _) => {
-                let offset_min = admitted[tag.seq as usize].ev.map_or(0, |e| e.ts.offset_min);
+                let offset_min = admitted[tag.seq as usize].offset_min;
                 let at = EventTime::from_unix_ms(t.div_euclid(1000));
                 (Uuid::nil(), EventTime { offset_min, ..at })
             }
@@ -1213,6 +1219,7 @@ mod tests {
         let mut os = Vec::new();
         s.apply_epoch(std::slice::from_ref(&ev), &mut os);
         let later = ev.ts.unix_us + 100 * 86_400_000_000;
+        let later = EventTime::from_unix_ms(later / 1000);
         e.advance(later, &mut oe);
         s.advance(later, &mut os);
         assert_eq!(

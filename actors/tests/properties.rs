@@ -381,7 +381,7 @@ proptest! {
         let life = rules.points.expiry_days * 86_400_000_000;
         let (mut e, mut out) = run(rules, &events);
         let end = e.watermark() + life + 1;
-        e.advance(end, &mut out);
+        e.advance(omnistream_schemas::EventTime { unix_us: end, offset_min: 0 }, &mut out);
         for (id, m) in e.members() {
             if m.alias_of.is_some() || m.merging.is_some() {
                 continue;
@@ -839,7 +839,12 @@ proptest! {
         }
         let (mut s, mut os, rs) = run_sharded(shards, &events, &[1]);
         // and a year later every timer has fired, in the same order
-        let later = events.last().unwrap().ts.unix_us + 400 * 86_400_000_000;
+        // (in the last event's offset: the ticks run in it on both)
+        let last = events.last().unwrap().ts;
+        let later = omnistream_schemas::EventTime {
+            unix_us: last.unix_us + 400 * 86_400_000_000,
+            ..last
+        };
         engine.advance(later, &mut oe);
         s.advance(later, &mut os);
         prop_assert_eq!(&re, &rs);

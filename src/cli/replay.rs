@@ -447,8 +447,8 @@ pub fn run(
             );
         }
         match epochs.as_mut() {
-            Some(ep) => ep.sharded.advance(t.unix_us, &mut buf),
-            None => engine.advance(t.unix_us, &mut buf),
+            Some(ep) => ep.sharded.advance(t, &mut buf),
+            None => engine.advance(t, &mut buf),
         }
     }
     // the writing thread finishes the outputs while this one writes the final states
