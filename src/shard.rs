@@ -1021,7 +1021,7 @@ impl Shard {
         self.next_output = self.store.next_output()?;
         self.stats.replayed = n;
         self.stats.replay_seconds = started.elapsed().as_secs_f64();
-        self.run_configured_rules(in_effect.as_ref());
+        self.run_configured_rules(in_effect.as_ref(), n);
         // the gauges a commit or a checkpoint sets, from the state just rebuilt: an idle
         // service after a restart shows what it holds, not zeros until its first commit
         self.observe_held(next);
@@ -1035,15 +1035,17 @@ impl Shard {
     /// written under others (or does not say), the log says so first, in an entry that goes
     /// with the next commit, so a replay switches there too and no event is ever replayed
     /// under rules other than those it ran under.
-    fn run_configured_rules(&mut self, in_effect: Option<&Rules>) {
+    fn run_configured_rules(&mut self, in_effect: Option<&Rules>, replayed: u64) {
         if in_effect == Some(&self.rules) {
             return;
         }
         if let Some(old) = in_effect {
             tracing::warn!(
                 changed = %rules_changed(old, &self.rules).join(", "),
-                "the rules differ from those the stored log was written under: the log was \
-                 replayed under its own, new events run under the configured ones"
+                replayed,
+                "the rules differ from those the stored state was built under: the events \
+                 replayed from the log after the last checkpoint ran under those, new events \
+                 run under the configured ones"
             );
         }
         self.engine.set_rules(&self.rules);

@@ -327,8 +327,12 @@ pub fn run(
     });
     let until = until
         .map(|s| {
-            omnistream_schemas::EventTime::parse(s)
-                .map_err(|e| anyhow::anyhow!("--until `{s}`: {e}"))
+            omnistream_schemas::EventTime::parse(s).map_err(|e| {
+                anyhow::anyhow!(
+                    "--until `{s}`: {e} (an RFC 3339 time with its UTC offset, \
+                         2027-01-01T00:00:00+08:00)"
+                )
+            })
         })
         .transpose()?;
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
