@@ -380,12 +380,17 @@ fn run_cluster(opts: &ServiceOpts) -> anyhow::Result<ExitCode> {
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok()
     };
     let (stop, mut stop_rx) = tokio::sync::watch::channel(Stop::Run);
+    // set once the process applies epochs: a stop before then has nothing to drain
+    let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let runs = running.clone();
     rt.spawn(async move {
         let mut term = term;
         for mode in [Stop::Drain, Stop::Abandon] {
             // as before the helper: a failed wait (a signal that cannot be had) counts too
             let _ = omnistream::next_stop_signal(&mut term).await;
+            let ran = runs.load(std::sync::atomic::Ordering::SeqCst);
             match mode {
+                _ if !ran => tracing::info!("stopping before the process runs"),
                 Stop::Drain => tracing::info!(
                     "stopping: the epoch under way finishes on every process, then a \
                      checkpoint (signal again to stop at once)"
@@ -409,18 +414,23 @@ fn run_cluster(opts: &ServiceOpts) -> anyhow::Result<ExitCode> {
         cfg.cluster.process,
         cfg.http.scheme()
     ));
-    let mut store =
-        omnistream::store::wait_for(cfg.store_wait_s, || omnistream::store::open(&cfg, addr))
-            .map_err(|e| {
-                let hint = if cfg.store == StoreKind::Cql {
-                    " (`omnistream migrate --cluster` creates every process's keyspace)"
-                } else {
-                    ""
-                };
-                anyhow::anyhow!("{e}{hint}")
-            })?;
+    let stopping = || *stop_rx.borrow() != Stop::Run;
+    let store = omnistream::store::wait_for_unless(cfg.store_wait_s, &stopping, || {
+        omnistream::store::open(&cfg, addr)
+    })
+    .map_err(|e| {
+        let hint = if cfg.store == StoreKind::Cql {
+            " (`omnistream migrate --cluster` creates every process's keyspace)"
+        } else {
+            ""
+        };
+        anyhow::anyhow!("{e}{hint}")
+    })?;
+    let Some(mut store) = store else {
+        return stopped_early(http, &rt);
+    };
     omnistream::store::check_pii_key(&mut *store, &key)?;
-    if *stop_rx.borrow() != Stop::Run {
+    if stopping() {
         store.close();
         return stopped_early(http, &rt);
     }
@@ -457,6 +467,7 @@ fn run_cluster(opts: &ServiceOpts) -> anyhow::Result<ExitCode> {
         shards = ?cfg.cluster.hosted(),
         "cluster process starts"
     );
+    running.store(true, std::sync::atomic::Ordering::SeqCst);
     let report = run_process(transport, store, &setup, stop_rx, None);
     rt.block_on(http.stop(true));
     println!("{}", serde_json::to_string(&report?)?);

@@ -370,9 +370,31 @@ struct Extras {
     reviews: std::collections::HashMap<uuid::Uuid, String>,
     board: serde_json::Value,
     /// The rules the log after the checkpoint starts under (checkpoints written before
-    /// builds kept them have none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// builds kept them have none; rules this build cannot read count as none).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "stored_rules"
+    )]
     rules: Option<Rules>,
+}
+
+/// Rules as a checkpoint or the log stored them, or none when this build cannot read them
+/// (a key renamed or removed since): the rest of what holds them still reads, and the
+/// events after them run under the configured rules, as before rules were stored.
+fn stored_rules<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Rules>, D::Error> {
+    let v = <Option<serde_json::Value> as serde::Deserialize>::deserialize(d)?;
+    Ok(v.and_then(|v| match serde_json::from_value(v) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                "stored rules do not read in this build: the events after them replay under \
+                 the configured rules"
+            );
+            None
+        }
+    }))
 }
 
 /// The shard actor.
@@ -540,7 +562,9 @@ const RULES_MARK: &[u8] = b"{\"admin\":\"rules\"";
 #[derive(serde::Serialize, serde::Deserialize)]
 struct RulesEntry {
     admin: String,
-    rules: Rules,
+    /// None when this build cannot read them ([`stored_rules`]).
+    #[serde(deserialize_with = "stored_rules")]
+    rules: Option<Rules>,
 }
 
 /// The settings (as dotted paths, `stock.cancel-unpaid-after-s`) that differ between two
@@ -945,8 +969,8 @@ impl Shard {
             } else if bytes.starts_with(RULES_MARK) {
                 match serde_json::from_slice::<RulesEntry>(bytes) {
                     Ok(r) => {
-                        engine.set_rules(&r.rules);
-                        in_effect = Some(r.rules);
+                        engine.set_rules(r.rules.as_ref().unwrap_or(&self.rules));
+                        in_effect = r.rules;
                     }
                     Err(e) => {
                         bad.get_or_insert((seq, e.to_string()));
@@ -1051,7 +1075,7 @@ impl Shard {
         self.engine.set_rules(&self.rules);
         let entry = RulesEntry {
             admin: "rules".into(),
-            rules: self.rules.clone(),
+            rules: Some(self.rules.clone()),
         };
         self.log_entry(serde_json::to_vec(&entry).unwrap_or_default(), &[]);
     }
@@ -2450,18 +2474,30 @@ mod tests {
         .unwrap();
         let entry = serde_json::to_vec(&RulesEntry {
             admin: "rules".into(),
-            rules: r.clone(),
+            rules: Some(r.clone()),
         })
         .unwrap();
         assert!(entry.starts_with(RULES_MARK) && entry.starts_with(ADMIN_PREFIX));
         let back: RulesEntry = serde_json::from_slice(&entry).unwrap();
         // equal as read back: a restart under the same rules logs nothing
-        assert_eq!(back.rules, r);
-        assert!(rules_changed(&back.rules, &r).is_empty());
+        let back = back.rules.unwrap();
+        assert_eq!(back, r);
+        assert!(rules_changed(&back, &r).is_empty());
+        // rules this build cannot read (a key renamed since) are none, not an error
+        let renamed = String::from_utf8(entry)
+            .unwrap()
+            .replace("fen-per-point", "fen-a-point");
+        let unreadable: RulesEntry = serde_json::from_str(&renamed).unwrap();
+        assert!(unreadable.rules.is_none());
+        let x: Extras = serde_json::from_str(
+            r#"{"reviews":{},"board":null,"rules":{"points":{"fen-a-point":5}}}"#,
+        )
+        .unwrap();
+        assert!(x.rules.is_none());
         r.stock.cancel_unpaid_after_s = 600;
         r.points.channel_multiplier.insert("jd".into(), 2.0);
         assert_eq!(
-            rules_changed(&back.rules, &r),
+            rules_changed(&back, &r),
             [
                 "points.channel-multiplier.jd",
                 "stock.cancel-unpaid-after-s"

@@ -475,16 +475,27 @@ pub fn open(
 /// fails in a way that passes: a CQL node that does not answer yet, or a writer lease that
 /// another process holds (it may be stopping: a rolling restart), for `store-wait-s` at most.
 /// Any other error stops start-up at once.
-pub fn wait_for<T>(
+pub fn wait_for<T>(wait_s: u64, open: impl FnMut() -> Result<T, StoreError>) -> anyhow::Result<T> {
+    wait_for_unless(wait_s, &|| false, open)?
+        .ok_or_else(|| anyhow::anyhow!("stopped while waiting for the store"))
+}
+
+/// [`wait_for`], giving up with `None` as soon as `stopped` says so (a signal while it
+/// waits: a rolling restart's SIGTERM must not wait out `store-wait-s`).
+pub fn wait_for_unless<T>(
     wait_s: u64,
+    stopped: &dyn Fn() -> bool,
     mut open: impl FnMut() -> Result<T, StoreError>,
-) -> anyhow::Result<T> {
+) -> anyhow::Result<Option<T>> {
     let waited = std::time::Instant::now();
     let deadline = waited + std::time::Duration::from_secs(wait_s);
     let mut wait = std::time::Duration::from_millis(500);
     loop {
+        if stopped() {
+            return Ok(None);
+        }
         match open() {
-            Ok(v) => return Ok(v),
+            Ok(v) => return Ok(Some(v)),
             Err(e @ (StoreError::Unreachable { .. } | StoreError::Held { .. })) => {
                 let now = std::time::Instant::now();
                 if now >= deadline {
@@ -502,7 +513,15 @@ pub fn wait_for<T>(
                     _ => "store not reachable yet; waiting (store-wait-s)",
                 };
                 tracing::warn!(error = %e, retry_in_ms = pause.as_millis() as u64, waited_s = waited.elapsed().as_secs(), "{what}");
-                std::thread::sleep(pause);
+                // in slices, so a stop is seen within 50 ms
+                let until = std::time::Instant::now() + pause;
+                while !stopped() {
+                    let left = until.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    std::thread::sleep(left.min(std::time::Duration::from_millis(50)));
+                }
                 wait = (wait * 2).min(std::time::Duration::from_secs(5));
             }
             Err(e) => return Err(e.into()),
@@ -1329,6 +1348,35 @@ mod tests {
         .unwrap();
         assert_eq!(all.len(), 2 + crate::codes::FANOUT + 1);
         assert_eq!(all["BOTH"], code("m2", 2 + crate::codes::FANOUT as u32));
+    }
+
+    /// A stop while the store's lease is held ends the wait within its 50 ms slices, not
+    /// after `store-wait-s`; without one the wait goes on to the deadline.
+    #[test]
+    fn a_stop_ends_the_wait_for_a_held_store() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let held = || {
+            Err::<(), _>(StoreError::Held {
+                keyspace: "k".into(),
+                owner: "another run".into(),
+                seconds_left: Some(30),
+            })
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(700));
+            flag.store(true, Ordering::SeqCst);
+        });
+        let started = std::time::Instant::now();
+        let r = wait_for_unless(60, &|| stop.load(Ordering::SeqCst), held).unwrap();
+        assert!(r.is_none());
+        let took = started.elapsed();
+        assert!(took >= std::time::Duration::from_millis(700), "{took:?}");
+        assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+        t.join().unwrap();
+        let e = wait_for(1, held).unwrap_err().to_string();
+        assert!(e.contains("another run") && e.contains("store-wait-s = 1"), "{e}");
     }
 
     #[test]

@@ -153,6 +153,11 @@ impl Rules {
             );
         }
         for t in &self.tags {
+            if let TagCond::RedeemShareOver { share, .. } = &t.when {
+                if !(share.is_finite() && (0.0..=1.0).contains(share)) {
+                    return Err((format!("tags.{}", t.name), "share must be in 0..=1".into()));
+                }
+            }
             if t.when.days() > self.member.history_days {
                 return Err((
                     format!("tags.{}", t.name),
@@ -790,6 +795,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.tags.len(), 1);
+        // a share that is not a number would not even be stored (JSON has no NaN)
+        for share in ["nan", "inf", "1.5", "-0.1"] {
+            let r: Rules = toml::from_str(&format!(
+                "[[tags]]\nname = \"ps\"\nwhen = {{ rule = \"redeem-share-over\", days = 30, share = {share}, min-orders = 2 }}\n"
+            ))
+            .unwrap();
+            assert_eq!(
+                r.check().unwrap_err(),
+                ("tags.ps".into(), "share must be in 0..=1".into()),
+                "{share}"
+            );
+        }
     }
 
     #[test]

@@ -457,11 +457,12 @@ impl Days {
         self.0.with_slice(f)
     }
 
-    /// Whether there is a record of `day`.
-    fn holds(&self, day: i64) -> bool {
+    /// Whether the record of `day` counts an order (and one paid with points, when
+    /// `with_points`).
+    fn counts(&self, day: i64, with_points: bool) -> bool {
         self.iter()
             .take_while(|d| d.day >= day)
-            .any(|d| d.day == day)
+            .any(|d| d.day == day && d.orders >= 1 && (!with_points || d.redeem_orders >= 1))
     }
 
     /// Changes the record of `day` (created if there is none) through `f`.
@@ -1828,8 +1829,10 @@ impl Member {
     /// A cancelled order: pending points dropped, redeemed points refunded, earned points
     /// reversed. The windows (X-RFM, tags, tiers) count orders net: the points it still
     /// counted for come off on the day it is cancelled; the order itself (its count, its
-    /// value, its use of points) comes off the day it was placed, when `placed` says which
-    /// and that day is still kept, else its value comes off the day it is cancelled.
+    /// value, its use of points) comes off the day it was placed when `placed` says which
+    /// and that day still counts it, and not at all when that day is no longer kept (no
+    /// window holds it); an order placed before the time was kept (`placed` None) takes its
+    /// value off the day it is cancelled.
     fn cancelled(
         &mut self,
         me: Str,
@@ -1850,10 +1853,9 @@ impl Member {
         let pending = std::mem::take(&mut o.pending);
         let take = o.earned - o.reversed;
         let value = o.value - o.returned;
-        let counted_on = placed
-            .map(omnistream_schemas::EventTime::local_day)
-            .filter(|&d| o.placed && self.days.holds(d));
         let with_points = o.redeemed > 0;
+        let placed_day = placed.map(omnistream_schemas::EventTime::local_day);
+        let counted_on = placed_day.filter(|&d| o.placed && self.days.counts(d, with_points));
         o.reversed = o.earned;
         let refund = o.redeemed - o.refunded;
         o.refunded = o.redeemed;
@@ -1867,16 +1869,18 @@ impl Member {
                 total: self.points.pending,
             });
         }
-        match counted_on {
-            Some(day) => {
+        match (counted_on, placed_day) {
+            (Some(day), _) => {
                 self.day(day, |d| {
-                    d.orders = d.orders.saturating_sub(1);
-                    d.redeem_orders = d.redeem_orders.saturating_sub(u32::from(with_points));
+                    d.orders -= 1;
+                    d.redeem_orders -= u32::from(with_points);
                     d.amount -= value.max(0);
                 });
                 self.unday(ctx.day(), 0, take);
             }
-            None => self.unday(ctx.day(), value, take),
+            // its day is gone (pruned: no window holds it any more), or does not count it
+            (None, Some(_)) => self.unday(ctx.day(), 0, take),
+            (None, None) => self.unday(ctx.day(), value, take),
         }
         self.reverse(take, Some(order.clone()), fx);
         self.credit(refund, "redeem_refund", Some(order), ts, fx);
@@ -3202,6 +3206,57 @@ mod tests {
         };
         m.handle(&me, legacy, &ctx(&rules, 3 * day), &mut fx);
         assert_eq!(windows(&m, 3 * day + 1), vec![(1, 0); n]);
+    }
+
+    /// An order cancelled after the day it was placed is no longer kept (but while the
+    /// member still keeps the order: `order-days` past `history-days`): no window held it,
+    /// so nothing comes off any, nor off the day of the cancellation.
+    #[test]
+    fn an_order_cancelled_after_its_day_was_pruned_takes_nothing_off_the_windows() {
+        let mut rules = rules();
+        rules.member.history_days = 100;
+        rules.member.rfm_windows_days = vec![30, 90];
+        rules.points.order_days = 120;
+        let me: Str = "m2".into();
+        let (mut m, mut fx) = (Member::default(), Effects::default());
+        let day = 1_440;
+        let (old, late) = (0, 110 * day);
+        // a member the engine made (an empty one is not evaluated, so never pruned)
+        m.first_seen = ctx(&rules, old).ts();
+        m.handle(
+            &me,
+            placed("mall:o3".into(), 2, 0),
+            &ctx(&rules, old),
+            &mut fx,
+        );
+        m.handle(
+            &me,
+            placed("mall:o4".into(), 0, 0),
+            &ctx(&rules, late),
+            &mut fx,
+        );
+        let windows = |m: &Member, min: i64| {
+            let c = ctx(&rules, min);
+            m.view(c.ts(), c.day(), &rules)
+                .xrfm
+                .iter()
+                .map(|x| (x.frequency, x.monetary))
+                .collect::<Vec<_>>()
+        };
+        let before = windows(&m, late + 1);
+        assert_eq!(before, vec![(1, 2_000); 2]);
+        assert!(m.orders.get("mall:o3").is_some(), "the order is kept");
+        assert!(
+            !m.days.iter().any(|d| d.day == ctx(&rules, old).day()),
+            "its day is not"
+        );
+        let cancel = MemberCmd::OrderCancelledPlaced {
+            order: "mall:o3".into(),
+            placed: ctx(&rules, old).at,
+        };
+        m.handle(&me, cancel, &ctx(&rules, late + 2), &mut fx);
+        assert!(m.orders.get("mall:o3").unwrap().cancelled);
+        assert_eq!(windows(&m, late + 3), before);
     }
 
     /// The stored layout of a member, pinned: postcard has no field names, so adding,

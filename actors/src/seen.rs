@@ -103,8 +103,6 @@ impl Seen {
         self.trim()
     }
 
-    /// Past the bound: forgets the oldest ids until it holds, raising the floor past each one's
-    /// second. Answers how many went.
     /// Changes the bound (0: none); a lower one forgets the oldest ids at once, as
     /// [`Seen::decode`] does. Returns how many were forgotten.
     pub fn set_cap(&mut self, cap: usize) -> u64 {
@@ -112,6 +110,8 @@ impl Seen {
         self.trim()
     }
 
+    /// Past the bound: forgets the oldest ids until it holds, raising the floor past each one's
+    /// second. Answers how many went.
     fn trim(&mut self) -> u64 {
         let mut forgotten = 0;
         while self.cap > 0 && self.ids.len() > self.cap {
