@@ -2990,7 +2990,7 @@ mod tests {
         /// every time, as after loading a state), past the packed limit of orders and back.
         #[test]
         fn skipping_the_orders_pass_changes_nothing(
-            ops in proptest::collection::vec((0u8..5, 0u32..40, -50_000i64..120_000), 1..150),
+            ops in proptest::collection::vec((0u8..6, 0u32..40, -50_000i64..120_000), 1..150),
         ) {
             let rules = rules();
             let reset = |m: &mut Member| m.orders_due = OrdersDue::default();
@@ -2998,6 +2998,11 @@ mod tests {
                     0 => placed(order, n, 0),
                     1 => MemberCmd::OrderFulfilled { order },
                     2 => MemberCmd::OrderCancelled { order },
+                    // placed some day of the first month (whichever the order really was)
+                    5 => MemberCmd::OrderCancelledPlaced {
+                        order,
+                        placed: ctx(&rules, i64::from(n) * 1_000).at,
+                    },
                     3 => MemberCmd::OrderReturned { order, value: 700 },
                     _ => MemberCmd::Redeem { order, points: 1 },
             })?;
