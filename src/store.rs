@@ -1376,7 +1376,10 @@ mod tests {
         assert!(took < std::time::Duration::from_secs(5), "{took:?}");
         t.join().unwrap();
         let e = wait_for(1, held).unwrap_err().to_string();
-        assert!(e.contains("another run") && e.contains("store-wait-s = 1"), "{e}");
+        assert!(
+            e.contains("another run") && e.contains("store-wait-s = 1"),
+            "{e}"
+        );
     }
 
     #[test]

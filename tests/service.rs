@@ -469,14 +469,7 @@ fn changed_rules_apply_from_the_restart_on_and_never_to_the_replayed_log() {
     let s = Service::start_with(&data, &every);
     assert_eq!(balance(&s), 600);
     buy(&s, 5, "a4", 12);
-    let mut checkpoints = 0;
-    for _ in 0..100 {
-        checkpoints = s.get("/v1/stats")["shard"]["checkpoints"].as_u64().unwrap();
-        if checkpoints >= 1 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let checkpoints = checkpoints_written(&s);
     assert_eq!(checkpoints, 1, "no checkpoint was written");
     buy(&s, 7, "a5", 14);
     assert_eq!(balance(&s), 1400);
@@ -490,6 +483,19 @@ fn changed_rules_apply_from_the_restart_on_and_never_to_the_replayed_log() {
     let s = Service::start_with(&data, &half);
     assert_eq!(balance(&s), 1600);
     s.stop();
+}
+
+/// The shard's checkpoints once one is written (a thread of its own writes it after the
+/// commit that made it due), or 0 after 5 s.
+fn checkpoints_written(s: &Service) -> u64 {
+    for _ in 0..100 {
+        let n = s.get("/v1/stats")["shard"]["checkpoints"].as_u64().unwrap();
+        if n >= 1 {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    0
 }
 
 /// The same on three shards: the review's resolution is an admin command run over the shards
@@ -920,14 +926,7 @@ fn a_checkpoint_written_on_an_idle_service_is_taken_in_without_another_event() {
     let s = Service::start_with(dir.path(), &[("OMNISTREAM_CHECKPOINT_EVERY_EVENTS", "5")]);
     let r = s.post(&script());
     assert_eq!(r["accepted"], 14, "{r}");
-    let mut checkpoints = 0;
-    for _ in 0..100 {
-        checkpoints = s.get("/v1/stats")["shard"]["checkpoints"].as_u64().unwrap();
-        if checkpoints >= 1 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let checkpoints = checkpoints_written(&s);
     assert_eq!(checkpoints, 1, "the written checkpoint was not taken in");
     // the script's three scanned codes are in one run of the code registry
     let codes = &s.get("/v1/stats")["shard"]["code_registry"];

@@ -3158,6 +3158,16 @@ mod tests {
         assert!(crate::cold::decode::<Member>(&[9, 0]).is_err());
     }
 
+    /// X-RFM `(frequency, monetary)` of each window at minute `min`.
+    fn frequency_and_monetary(m: &Member, rules: &Rules, min: i64) -> Vec<(u32, i64)> {
+        let c = ctx(rules, min);
+        m.view(c.ts(), c.day(), rules)
+            .xrfm
+            .iter()
+            .map(|x| (x.frequency, x.monetary))
+            .collect()
+    }
+
     /// A cancelled order stops counting in X-RFM on the day it was placed: frequency and
     /// monetary over every window then leave it out, whenever it is cancelled; a cancellation
     /// that does not say when the order was placed (an order stored before that was kept)
@@ -3180,14 +3190,7 @@ mod tests {
             &ctx(&rules, 2 * day),
             &mut fx,
         );
-        let windows = |m: &Member, min: i64| {
-            let c = ctx(&rules, min);
-            m.view(c.ts(), c.day(), &rules)
-                .xrfm
-                .iter()
-                .map(|x| (x.frequency, x.monetary))
-                .collect::<Vec<_>>()
-        };
+        let windows = |m: &Member, min: i64| frequency_and_monetary(m, &rules, min);
         let n = rules.member.rfm_windows_days.len();
         assert_eq!(windows(&m, 2 * day + 1), vec![(2, 6_000); n]);
         let cancel = MemberCmd::OrderCancelledPlaced {
@@ -3240,14 +3243,7 @@ mod tests {
             &ctx(&rules, late),
             &mut fx,
         );
-        let windows = |m: &Member, min: i64| {
-            let c = ctx(&rules, min);
-            m.view(c.ts(), c.day(), &rules)
-                .xrfm
-                .iter()
-                .map(|x| (x.frequency, x.monetary))
-                .collect::<Vec<_>>()
-        };
+        let windows = |m: &Member, min: i64| frequency_and_monetary(m, &rules, min);
         let before = windows(&m, late + 1);
         assert_eq!(before, vec![(1, 2_000); 2]);
         assert!(m.orders.get("mall:o3").is_some(), "the order is kept");
