@@ -521,9 +521,25 @@ impl Engine {
     /// Runs what comes next under `rules`, as a restart with them would: the state stays,
     /// and a lower `max-remembered-ids` forgets the oldest ids at once.
     pub fn set_rules(&mut self, rules: Rules) {
+        self.switch_rules(rules, self.watermark);
+    }
+
+    /// [`Engine::set_rules`] at `watermark` (a shard's own may lag the coordinator's).
+    pub(crate) fn switch_rules(&mut self, rules: Rules, watermark: i64) {
         let cap = usize::try_from(rules.max_remembered_ids).unwrap_or(usize::MAX);
         if cap != self.seen.cap() {
             self.stats.forgotten += self.seen.set_cap(cap);
+        }
+        // points that now expire sooner: each member's timer, set for its oldest lot's
+        // expiry under the old rules (or for something else, later), comes that much
+        // earlier, but not before now (just after the watermark); its tick expires what
+        // is due under the new rules (points already past it at the switch's time) and sets
+        // the next timer for the rest (an early tick of a member only re-evaluates it)
+        let sooner = (self.rules.points.expiry_days - rules.points.expiry_days)
+            .saturating_mul(86_400_000_000);
+        if sooner > 0 {
+            let now = watermark.saturating_add(1);
+            self.timers.advance_kind(Kind::Member, sooner, now);
         }
         self.rules = rules;
     }

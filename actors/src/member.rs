@@ -2471,9 +2471,9 @@ impl Member {
         if self.alias_of.is_some() || self.merging.is_some() {
             return;
         }
-        if self.timer_at <= ctx.ts() {
-            self.timer_at = 0;
-        }
+        // the member's one timer fired (the engine keeps one per key), whenever it was set
+        // for: a timer brought forward by a rules change fires before `timer_at`
+        self.timer_at = 0;
         self.expire(ctx, fx);
         self.evaluate(ctx.ts(), ctx.day(), ctx.rules, fx);
     }

@@ -469,8 +469,9 @@ impl Sharded {
 
     /// Runs what comes next under `rules` on every shard ([`Engine::set_rules`]).
     pub fn set_rules(&mut self, rules: &Rules) {
+        let watermark = self.watermark();
         for e in &mut self.engines {
-            e.set_rules(rules.clone());
+            e.switch_rules(rules.clone(), watermark);
         }
     }
 
@@ -1204,6 +1205,55 @@ mod tests {
             .expect("points earned on fulfilment");
         assert_eq!(fulfilled.event, events[2].id);
         assert_eq!(fulfilled.at, events[2].ts);
+    }
+
+    /// A shorter points expiry taken in between brings the members' timers forward alike on
+    /// one engine and on shards (whose own watermarks lag the coordinator's).
+    #[test]
+    fn a_rules_switch_moves_the_timers_as_the_engine_does() {
+        let d = Decoder::new(Pii::new(b"k"));
+        let events: Vec<Event> = (1..=6u32)
+            .map(|n| {
+                d.decode(format!(r#"{{"id":"00000000-0000-7000-8000-{n:012}","ts":"2026-01-0{n}T08:00:00+08:00","type":"order","channel":"mall","order":"o{n}","status":"placed","kind":"consumer","member":{{"openid":"o{n}"}},"lines":[{{"sku":"S1","qty":1,"unit_price":10000}}],"location":"wh"}}"#).as_bytes())
+                    .unwrap()
+            })
+            .collect();
+        let stock = d
+            .decode(br#"{"id":"00000000-0000-7000-8000-000000000100","ts":"2026-01-01T07:00:00+08:00","type":"stock","sku":"S1","location":"wh","op":"receive","qty":100}"#)
+            .unwrap();
+        let fulfil = |n: u32| {
+            d.decode(format!(r#"{{"id":"00000000-0000-7000-8000-{:012}","ts":"2026-01-0{n}T09:00:00+08:00","type":"order","channel":"mall","order":"o{n}","status":"fulfilled","kind":"consumer","member":{{"openid":"o{n}"}}}}"#, 200 + n).as_bytes())
+                .unwrap()
+        };
+        let mut all = vec![stock];
+        for (n, ev) in (1..=6).zip(events) {
+            all.push(ev);
+            all.push(fulfil(n));
+        }
+        let mut e = Engine::new(Rules::default());
+        let mut s = Sharded::new(Rules::default(), 3);
+        let (mut oe, mut os) = (Vec::new(), Vec::new());
+        for ev in &all {
+            e.apply(ev, &mut oe);
+            s.apply_epoch(std::slice::from_ref(ev), &mut os);
+        }
+        let mut shorter = Rules::default();
+        shorter.points.expiry_days = 3;
+        e.set_rules(shorter.clone());
+        s.set_rules(&shorter);
+        let later = EventTime::parse("2026-01-20T08:00:00+08:00").unwrap();
+        e.advance(later, &mut oe);
+        s.advance(later, &mut os);
+        assert!(
+            oe.iter().any(
+                |o| matches!(&o.output, crate::Output::Ledger { reason, .. } if reason == "expired")
+            ),
+            "nothing expired"
+        );
+        assert_eq!(
+            serde_json::to_string(&oe).unwrap(),
+            serde_json::to_string(&os).unwrap()
+        );
     }
 
     #[test]

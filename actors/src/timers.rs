@@ -183,6 +183,20 @@ impl Timers {
         v.into_iter().map(|(t, k)| (t, k.kind(), k.id())).collect()
     }
 
+    /// Moves every pending timer of `kind` `by_us` earlier, but not before `floor`.
+    pub(crate) fn advance_kind(&mut self, kind: Kind, by_us: i64, floor: i64) {
+        let mut moved = false;
+        for (k, t) in self.at.iter_mut() {
+            if k.kind() == kind {
+                *t = (*t).min(t.saturating_sub(by_us).max(floor));
+                moved = true;
+            }
+        }
+        if moved {
+            self.rebuild();
+        }
+    }
+
     /// Keeps the timers of the keys `keep` takes.
     pub(crate) fn retain(&mut self, keep: impl Fn(&Key) -> bool) {
         self.at.retain(|k, _| keep(&k.clone().key()));

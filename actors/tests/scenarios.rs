@@ -451,6 +451,46 @@ fn a_dormant_members_points_expire_and_its_windowed_tags_drop() {
     )));
 }
 
+/// A shorter `points.expiry-days` taken in between (a restart under new rules): points
+/// already held expire at the time they fall due under it, by the member's own timer, with
+/// no event of the member's (its timer, set for the old expiry, comes that much earlier).
+#[test]
+fn a_shorter_expiry_taken_in_between_expires_held_points_when_they_fall_due() {
+    let mut w = big_spender(T2);
+    let mut rules = w.engine.rules.clone();
+    rules.points.expiry_days = 20;
+    w.engine.set_rules(rules);
+    // another member's event 25 days on moves the watermark past the new due time (and
+    // before any of oa's own timers under the old rules)
+    w.send(r#"{"type":"click","ts":"2026-12-07T12:00:00+08:00","channel":"mall","member":{"openid":"ob"},"target":"ad1"}"#);
+    let m = w.member_by("openid", "oa").clone();
+    assert_eq!(m.points.balance, 0);
+    let expired = w
+        .out
+        .iter()
+        .find(|e| matches!(&e.output, Output::Ledger { reason, .. } if reason == "expired"))
+        .expect("an expired entry");
+    // a timer's entry: the nil id, at the lot's due time under the new rules (earned at
+    // T2, 20 days on, to the millisecond a timer's time is stamped with)
+    assert!(expired.event.is_nil(), "{expired:?}");
+    let earned = omnistream_schemas::EventTime::parse(T2).unwrap().unix_us;
+    assert_eq!(expired.at.unix_us, earned + 20 * 86_400_000_000);
+    // no tag went and came back on the way (the early tick ran at the switch's time)
+    let tags = w
+        .out
+        .iter()
+        .filter(|e| matches!(&e.output, Output::Tag { .. }))
+        .count();
+    assert_eq!(tags, 1, "high_value once");
+    // a longer one: nothing more to expire, and the member's timer still fires later
+    let mut rules = w.engine.rules.clone();
+    rules.points.expiry_days = 365;
+    w.engine.set_rules(rules);
+    w.send(r#"{"type":"click","ts":"2027-03-01T12:00:00+08:00","channel":"mall","member":{"openid":"ob"},"target":"ad1"}"#);
+    let m = w.member_by("openid", "oa").clone();
+    assert!(!m.tags.contains(&"high_value".into()), "{:?}", m.tags);
+}
+
 /// A whole order returned, or an order cancelled, no longer counts in the windows: the
 /// monetary tag drops at once, the tier it earned after the downgrade grace. (Both were
 /// counted gross: bought and returned, a member stayed `silver` and `high_value`.)
