@@ -209,22 +209,10 @@ fn status(o: &Outcome) -> &'static str {
 /// its result though it caused them: a timer it made due (an unpaid order's cancellation),
 /// or a status that waited for its `placed`.
 fn order_result(id: uuid::Uuid, outputs: &[omnistream_actors::engine::Emitted]) -> Option<Value> {
-    use omnistream_actors::Output as O;
+    // an order's results are what the `orders` stream carries
     outputs
         .iter()
-        .find(|e| {
-            e.event == id
-                && matches!(
-                    e.output,
-                    O::OrderAccepted { .. }
-                        | O::OrderRejected { .. }
-                        | O::OrderHeld { .. }
-                        | O::OrderReleased { .. }
-                        | O::OrderStatus { .. }
-                        | O::OrderIgnored { .. }
-                        | O::OrderDeferred { .. }
-                )
-        })
+        .find(|e| e.event == id && e.output.stream() == "orders")
         .and_then(|e| serde_json::to_value(&e.output).ok())
 }
 

@@ -536,7 +536,7 @@ impl Engine {
         // is due under the new rules (points already past it at the switch's time) and sets
         // the next timer for the rest (an early tick of a member only re-evaluates it)
         let sooner = (self.rules.points.expiry_days - rules.points.expiry_days)
-            .saturating_mul(86_400_000_000);
+            .saturating_mul(crate::DAY_US);
         if sooner > 0 {
             let now = watermark.saturating_add(1);
             self.timers.advance_kind(Kind::Member, sooner, now);

@@ -1869,19 +1869,17 @@ impl Member {
                 total: self.points.pending,
             });
         }
-        match (counted_on, placed_day) {
-            (Some(day), _) => {
-                self.day(day, |d| {
-                    d.orders -= 1;
-                    d.redeem_orders -= u32::from(with_points);
-                    d.amount -= value.max(0);
-                });
-                self.unday(ctx.day(), 0, take);
-            }
-            // its day is gone (pruned: no window holds it any more), or does not count it
-            (None, Some(_)) => self.unday(ctx.day(), 0, take),
-            (None, None) => self.unday(ctx.day(), value, take),
+        if let Some(day) = counted_on {
+            self.day(day, |d| {
+                d.orders -= 1;
+                d.redeem_orders -= u32::from(with_points);
+                d.amount -= value.max(0);
+            });
         }
+        // the value comes off today only when the placement's day is not known; known and
+        // not counting it (pruned: no window holds it any more), nothing comes off
+        let value_today = if placed_day.is_some() { 0 } else { value };
+        self.unday(ctx.day(), value_today, take);
         self.reverse(take, Some(order.clone()), fx);
         self.credit(refund, "redeem_refund", Some(order), ts, fx);
     }
