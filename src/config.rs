@@ -1259,6 +1259,29 @@ mod tests {
         std::fs::write(&f, "[rules.campaigns.cny.fraud]\nreveiw-at = 30\n").unwrap();
         let e = Config::load(Some(&f), env(&[])).unwrap_err();
         assert!(e.to_string().contains("reveiw-at"), "{e}");
+        // a bad value names the campaign's key as the file spells it
+        for (toml, key) in [
+            (
+                "[rules.campaigns.x.fraud]\nreview-at = 80\nblock-at = 50\n",
+                "rules.campaigns.x.fraud.review-at",
+            ),
+            (
+                "[rules.campaigns.x]\npoints = -5\n",
+                "rules.campaigns.x.points",
+            ),
+            (
+                "[rules.campaigns.x]\nbudget = -1\n",
+                "rules.campaigns.x.budget",
+            ),
+            (
+                "[rules.default-campaign]\npoints = -5\n",
+                "rules.default-campaign.points",
+            ),
+        ] {
+            std::fs::write(&f, toml).unwrap();
+            let e = Config::load(Some(&f), env(&[])).unwrap_err();
+            assert!(e.to_string().contains(&format!("{key}:")), "{toml}: {e}");
+        }
     }
 
     #[test]

@@ -183,9 +183,22 @@ impl Rules {
         }
         self.fraud.check()?;
         let cap = u32::try_from(self.fraud.track_members).unwrap_or(u32::MAX);
-        for (name, c) in std::iter::once((&Str::from("default-campaign"), &self.default_campaign))
-            .chain(self.campaigns.iter())
+        for (name, c) in std::iter::once(("default-campaign".to_string(), &self.default_campaign))
+            .chain(
+                self.campaigns
+                    .iter()
+                    .map(|(id, c)| (format!("campaigns.{id}"), c)),
+            )
         {
+            if c.points < 0 {
+                return Err((format!("{name}.points"), "must be >= 0".into()));
+            }
+            if c.budget < 0 {
+                return Err((
+                    format!("{name}.budget"),
+                    "must be >= 0 (0: no limit)".into(),
+                ));
+            }
             c.fraud
                 .check(cap)
                 .map_err(|(k, why)| (format!("{name}.fraud.{k}"), why))?;
@@ -836,6 +849,6 @@ mod tests {
         );
         let r: Rules =
             toml::from_str("[campaigns.x.fraud]\nreview-at = 80\nblock-at = 70\n").unwrap();
-        assert_eq!(r.check().unwrap_err().0, "x.fraud.review-at");
+        assert_eq!(r.check().unwrap_err().0, "campaigns.x.fraud.review-at");
     }
 }
