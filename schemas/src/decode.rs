@@ -1466,9 +1466,13 @@ pub fn lint(bytes: &[u8]) -> Vec<String> {
                 .collect(),
             None => FIELDS.to_vec(),
         };
+        // two edits apart is a typo of a long name, and another word for a short one (`qty`
+        // is not `ts`)
+        let near =
+            |f: &str| edit_distance(f, key) <= if f.len().min(key.len()) <= 4 { 1 } else { 2 };
         let hint = candidates
             .into_iter()
-            .filter(|f| edit_distance(f, key) <= 2)
+            .filter(|f| near(f))
             .min_by_key(|f| edit_distance(f, key));
         let type_name = kind.map(EventKind::name).unwrap_or("this event");
         out.push(match hint {

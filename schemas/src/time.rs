@@ -61,7 +61,10 @@ impl EventTime {
     pub fn parse(s: &str) -> Result<Self, TimeError> {
         let b = s.as_bytes();
         if b.len() < 20 {
-            return Err(TimeError("too short for rfc 3339"));
+            return Err(TimeError(
+                "too short for RFC 3339, which is a date, 'T', a time and an offset \
+                 (2026-11-11T00:00:01+08:00)",
+            ));
         }
         let year = digits(b, 0, 4)?;
         expect(b, 4, b'-')?;

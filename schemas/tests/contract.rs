@@ -500,9 +500,14 @@ fn rejection_keeps_the_id_when_readable() {
 
 #[test]
 fn lint_points_at_typos_and_unused_fields() {
-    let raw =
-        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"scan","skuu":"S","target":"t"}"#;
+    let raw = r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"scan","skuu":"S","target":"t","qty":1}"#;
     let w = lint(raw.as_bytes());
+    // two edits from `ts`, but another word: no suggestion for a short name
+    assert!(
+        w.iter()
+            .any(|s| s.contains("qty") && s.contains("not used by scan")),
+        "{w:?}"
+    );
     assert!(
         w.iter()
             .any(|s| s.contains("skuu") && s.contains("did you mean `sku`")),
