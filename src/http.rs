@@ -174,12 +174,19 @@ async fn post_events(st: web::Data<AppState>, body: web::Bytes) -> HttpResponse 
             let results: Vec<Value> = outcomes
                 .iter()
                 .map(|o| match o {
-                    Outcome::Accepted { id, outputs } => match order_result(*id, outputs) {
-                        // a channel placing an order learns at once whether the stock (and
-                        // points, and credit) were there, not only that the event is durable
-                        Some(order) => json!({"id": id, "status": "accepted", "order": order}),
-                        None => json!({"id": id, "status": "accepted"}),
-                    },
+                    Outcome::Accepted { id, outputs } => {
+                        // a channel learns at once what its event did, not only that it is
+                        // durable: whether the stock (and points, and credit) were there for
+                        // an order, a scan's decision, a payment's credit (or why it was not
+                        // booked)
+                        let mut answer = json!({"id": id, "status": "accepted"});
+                        for (field, stream) in RESULTS {
+                            if let Some(r) = result_on(*id, outputs, stream) {
+                                answer[field] = r;
+                            }
+                        }
+                        answer
+                    }
                     Outcome::Duplicate { id, .. } => json!({"id": id, "status": "duplicate"}),
                     Outcome::Rejected { id, reasons } => {
                         json!({"id": id, "status": "rejected", "reasons": reasons})
@@ -203,16 +210,28 @@ fn status(o: &Outcome) -> &'static str {
     }
 }
 
-/// What an event did to an order, as JSON: the first of its own outputs (under its id `id`)
-/// that is an order's result (accepted, rejected with the reason, held for credit, released,
-/// a status change, or a change the order's state refused). Outputs under other ids are not
-/// its result though it caused them: a timer it made due (an unpaid order's cancellation),
-/// or a status that waited for its `placed`.
-fn order_result(id: uuid::Uuid, outputs: &[omnistream_actors::engine::Emitted]) -> Option<Value> {
-    // an order's results are what the `orders` stream carries
+/// The fields of an accepted event's answer, and the output stream each one's result is on.
+const RESULTS: [(&str, &str); 3] = [
+    ("order", "orders"),
+    ("decision", "decisions"),
+    ("credit", "credit"),
+];
+
+/// What an event did on one output stream, as JSON: the first of its own outputs (under its
+/// id `id`) on `stream`. For an order (`orders`): accepted, rejected with the reason, held
+/// for credit, released, a status change, or a change the order's state refused; for a scan
+/// (`decisions`): its decision; for a payment or a dealer's order (`credit`): the dealer's
+/// credit after it, or why a payment was not booked. Outputs under other ids are not its
+/// result though it caused them: a timer it made due (an unpaid order's cancellation), or a
+/// status that waited for its `placed`.
+fn result_on(
+    id: uuid::Uuid,
+    outputs: &[omnistream_actors::engine::Emitted],
+    stream: &str,
+) -> Option<Value> {
     outputs
         .iter()
-        .find(|e| e.event == id && e.output.stream() == "orders")
+        .find(|e| e.event == id && e.output.stream() == stream)
         .and_then(|e| serde_json::to_value(&e.output).ok())
 }
 
@@ -233,7 +252,10 @@ async fn post_scan(st: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
             Some(Value::String(t)) if t == "scan" => None,
             Some(Value::String(t)) => Some((
                 "not_a_scan",
-                format!("the body is a `{t}` event; /v1/scan takes one scan event (others go to /v1/events)"),
+                format!(
+                    "the body is {} `{t}` event; /v1/scan takes one scan event (others go to /v1/events)",
+                    if t.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" }
+                ),
             )),
             Some(other) => Some(("not_a_scan", format!("type: {other} is not \"scan\""))),
             None => Some(("not_a_scan", "type: missing; a scan event has \"type\": \"scan\"".into())),
@@ -476,6 +498,37 @@ pub(crate) fn kpis_view(e: &Sharded, id: &str) -> Result<Option<Value>, ReadErro
     to_json(e.store(id).map(|s| s.view(crate::view_time(e))))
 }
 
+/// A campaign's budget and counts, with the rules it runs under: its own (`configured`) or
+/// `default-campaign`'s, so a campaign id misspelt by a channel shows as one that runs on
+/// the defaults. None for an id neither configured nor named by any scan.
+pub(crate) fn campaign_view(e: &Sharded, id: &str) -> Result<Option<Value>, ReadError> {
+    let configured = e.rules().campaigns.contains_key(id);
+    let state = e.campaign(id);
+    if state.is_none() && !configured {
+        return Ok(None);
+    }
+    let rules = e.rules().campaign(id);
+    let mut view = state
+        .map_or_else(Default::default, |c| c.into_owned())
+        .view();
+    // the rules' budget, which the state takes on at its next scan
+    view.budget = rules.budget;
+    view.remaining = (rules.budget > 0).then(|| (rules.budget - view.spent).max(0));
+    let mut v = to_json(Some(view))?.unwrap_or_default();
+    v["id"] = json!(id);
+    v["configured"] = json!(configured);
+    v["points"] = json!(rules.points);
+    v["daily_cap"] = json!(rules.daily_cap);
+    v["review_at"] = json!(rules.fraud.review_at);
+    v["block_at"] = json!(rules.fraud.block_at);
+    Ok(Some(v))
+}
+
+async fn get_campaign(st: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
+    let id = id.into_inner();
+    read(&st, "campaign", move |e| campaign_view(e, &id)).await
+}
+
 async fn get_kpis(st: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
     let id = id.into_inner();
     read(&st, "store", move |e| kpis_view(e, &id)).await
@@ -510,6 +563,11 @@ struct OutputQuery {
     member: Option<String>,
     dealer: Option<String>,
     order: Option<String>,
+    /// `/v1/decisions` only: `allow`, `review`, `block` or `duplicate`.
+    decision: Option<String>,
+    /// `/v1/decisions` only: `true`, reviews still waiting for a person; `false`, reviews
+    /// no longer waiting.
+    pending: Option<String>,
 }
 
 /// What [`outputs_page`] reads: where to start, how many, the kind (`output`), and the
@@ -519,6 +577,8 @@ struct OutputFilter {
     limit: usize,
     output: Option<String>,
     fields: Vec<(&'static [&'static str], String)>,
+    /// Only reviews that are (true) or are no longer (false) waiting for a person.
+    pending: Option<bool>,
 }
 
 impl OutputQuery {
@@ -538,13 +598,27 @@ impl OutputQuery {
         }
         // an order's or a campaign's points are ledger entries `about` it, and a member is
         // also a merge's `survivor` or `alias`
-        let in_fields: [(&'static [&'static str], _); 6] = [
+        if let Some(d) = self.decision.as_deref() {
+            if !["allow", "review", "block", "duplicate"].contains(&d) {
+                return Err(format!(
+                    "decision: `{d}` is not one of allow, review, block, duplicate"
+                ));
+            }
+        }
+        let pending = match self.pending.as_deref() {
+            None => None,
+            Some("true") => Some(true),
+            Some("false") => Some(false),
+            Some(p) => return Err(format!("pending: `{p}` is not true or false")),
+        };
+        let in_fields: [(&'static [&'static str], _); 7] = [
             (&["campaign", "about"], self.campaign),
             (&["sku"], self.sku),
             (&["location"], self.location),
             (&["member", "survivor", "alias"], self.member),
             (&["dealer"], self.dealer),
             (&["order", "about"], self.order),
+            (&["decision"], self.decision),
         ];
         let fields = in_fields
             .into_iter()
@@ -555,6 +629,7 @@ impl OutputQuery {
             limit,
             output: self.output,
             fields,
+            pending,
         })
     }
 }
@@ -564,26 +639,71 @@ async fn get_outputs(st: web::Data<AppState>, q: web::Query<OutputQuery>) -> Htt
     answer_outputs(&st, q.into_inner()).await
 }
 
+/// Scan decisions; a review's also says whether it is `pending`: still holding its points
+/// for a person to resolve (`POST /v1/reviews/{event}`), as the member's state says now.
 async fn get_decisions(st: web::Data<AppState>, q: web::Query<OutputQuery>) -> HttpResponse {
     let mut q = q.into_inner();
     q.output = Some("decision".into());
-    answer_outputs(&st, q).await
+    match q.filter() {
+        Ok(f) => {
+            read_store(&st, "decisions", move |e, s| {
+                let want = f.pending;
+                let keep = |v: &mut Value| {
+                    if v.get("decision").and_then(Value::as_str) != Some("review") {
+                        return want.is_none();
+                    }
+                    let pending = review_pending(e, v);
+                    v["pending"] = json!(pending);
+                    want.is_none_or(|w| w == pending)
+                };
+                Ok(Some(outputs_page(s, f, keep)?))
+            })
+            .await
+        }
+        Err(e) => bad_query(e),
+    }
+}
+
+/// Whether the review decision `v` still holds its points in its member's state (followed
+/// through merges).
+pub(crate) fn review_pending(e: &Sharded, v: &Value) -> bool {
+    let (Some(member), Some(event)) = (
+        v.get("member").and_then(Value::as_str),
+        v.get("scan_event")
+            .and_then(Value::as_str)
+            .and_then(|s| uuid::Uuid::parse_str(s).ok()),
+    ) else {
+        return false;
+    };
+    e.member(member)
+        .is_some_and(|m| m.held.iter().any(|h| h.event == event.as_u128()))
 }
 
 /// A page of outputs as `q` asks, or 400 naming what is wrong with `q`.
 async fn answer_outputs(st: &AppState, q: OutputQuery) -> HttpResponse {
     match q.filter() {
-        Ok(f) => read_store(st, "outputs", move |_, s| Ok(Some(outputs_page(s, f)?))).await,
+        Ok(f) => {
+            read_store(st, "outputs", move |_, s| {
+                Ok(Some(outputs_page(s, f, |_| true)?))
+            })
+            .await
+        }
         Err(e) => bad_query(e),
     }
 }
 
-fn outputs_page(s: &dyn Store, q: OutputFilter) -> Result<Value, StoreError> {
+/// The outputs from `q.from` that `q` selects and `keep` keeps (which may add to them).
+fn outputs_page(
+    s: &dyn Store,
+    q: OutputFilter,
+    mut keep: impl FnMut(&mut Value) -> bool,
+) -> Result<Value, StoreError> {
     let OutputFilter {
         mut from,
         limit,
         output,
         fields,
+        pending: _,
     } = q;
     let mut found = Vec::new();
     // scan at most this many rows per request, so a rare filter cannot stall the shard
@@ -596,7 +716,7 @@ fn outputs_page(s: &dyn Store, q: OutputFilter) -> Result<Value, StoreError> {
         budget = budget.saturating_sub(rows.len());
         for (seq, row) in rows {
             from = seq + 1;
-            let Ok(v) = serde_json::from_slice::<Value>(&row) else {
+            let Ok(mut v) = serde_json::from_slice::<Value>(&row) else {
                 continue;
             };
             let kind_ok = output
@@ -607,7 +727,7 @@ fn outputs_page(s: &dyn Store, q: OutputFilter) -> Result<Value, StoreError> {
                     .iter()
                     .any(|f| v.get(*f).and_then(Value::as_str) == Some(want.as_str()))
             });
-            if kind_ok && fields_ok {
+            if kind_ok && fields_ok && keep(&mut v) {
                 found.push(json!({"seq": seq, "output": v}));
                 if found.len() >= limit {
                     break;
@@ -1122,7 +1242,8 @@ routes! {
     get "/v1/stores/{id}/kpis" => get_kpis, READ;
     get "/v1/orders/{channel}/{order}" => get_order, READ;
     get "/v1/outputs" [from, limit, output, campaign, sku, location, member, dealer, order] => get_outputs, READ;
-    get "/v1/decisions" [campaign, from, limit] => get_decisions, READ;
+    get "/v1/decisions" [campaign, from, limit, decision, member, pending] => get_decisions, READ;
+    get "/v1/campaigns/{id}" => get_campaign, READ;
     post "/v1/reviews/{event}" => post_review, REVIEW;
     get "/v1/stats" => get_stats, READ;
     get "/v1/admin/snapshot" => snapshot, ADMIN;
@@ -1674,7 +1795,9 @@ mod tests {
                 limit: 100,
                 output: None,
                 fields: Vec::new(),
+                pending: None,
             },
+            |_| true,
         )
         .unwrap_err()
         .to_string();

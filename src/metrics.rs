@@ -41,6 +41,10 @@ pub struct Metrics {
     pub decisions: IntCounterVec,
     /// Reasons that fired in scan decisions.
     pub decision_reasons: IntCounterVec,
+    /// Allowed or reviewed scans that paid or held no points, by why.
+    pub scan_unrewarded: IntCounterVec,
+    /// Reviews resolved (by a person, or refused when a member held too many), by resolution.
+    pub reviews_resolved: IntCounterVec,
     /// Points moved by ledger reason (issued, redeemed, reversed, expired, ...), absolute.
     pub points: IntCounterVec,
     /// Accepted order value in fen by channel.
@@ -332,6 +336,20 @@ impl Default for Metrics {
                 "reasons that fired in scan decisions",
                 &["reason"],
             ),
+            scan_unrewarded: counter_vec(
+                &r,
+                "omnistream_scan_unrewarded_total",
+                "allowed or reviewed scans that paid or held no points, by why (daily_cap, \
+                 budget_exhausted, no_points)",
+                &["why"],
+            ),
+            reviews_resolved: counter_vec(
+                &r,
+                "omnistream_reviews_resolved_total",
+                "reviews resolved, by resolution (allow, block: by a person, or refused when \
+                 the member held too many)",
+                &["resolution"],
+            ),
             points: counter_vec(
                 &r,
                 "omnistream_points_total",
@@ -605,6 +623,12 @@ impl Metrics {
             for r in omnistream_schemas::Reason::ALL {
                 m.dead_letters.with_label_values(&[r.code()]);
             }
+            for why in omnistream_actors::fraud::NoReward::ALL {
+                m.scan_unrewarded.with_label_values(&[why.as_str()]);
+            }
+            for r in ["allow", "block"] {
+                m.reviews_resolved.with_label_values(&[r]);
+            }
         }
         m
     }
@@ -697,7 +721,10 @@ impl Metrics {
         for e in emitted {
             match &e.output {
                 Output::Decision {
-                    decision, reasons, ..
+                    decision,
+                    reasons,
+                    no_reward,
+                    ..
                 } => {
                     let c = &self.children;
                     c.decisions.inc_by(&self.decisions, &[decision.as_str()], 1);
@@ -706,7 +733,16 @@ impl Metrics {
                             .with_label_values(&[r.reason.as_str()])
                             .inc();
                     }
+                    if let Some(why) = no_reward {
+                        self.scan_unrewarded
+                            .with_label_values(&[why.as_str()])
+                            .inc();
+                    }
                 }
+                Output::ReviewResolved { allow, .. } => self
+                    .reviews_resolved
+                    .with_label_values(&[if *allow { "allow" } else { "block" }])
+                    .inc(),
                 Output::Ledger { delta, reason, .. } => self.children.points.inc_by(
                     &self.points,
                     &[ledger_label(reason)],
@@ -977,6 +1013,8 @@ mod tests {
             r#"omnistream_stock_alerts_total{kind="low_stock"} 0"#,
             r#"omnistream_scan_decisions_total{decision="block"} 0"#,
             r#"omnistream_dead_letters_total{reason="bad_uuid"} 0"#,
+            r#"omnistream_scan_unrewarded_total{why="daily_cap"} 0"#,
+            r#"omnistream_reviews_resolved_total{resolution="allow"} 0"#,
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }

@@ -54,7 +54,10 @@ const SAMPLE: &str = include_str!("../examples/sample.jsonl");
 /// (`tests/service.rs` asks it and compares), so the examples cannot drift from the code.
 /// Each: the path, the request the example answers, and the answer.
 fn examples() -> Vec<(&'static str, String, Value)> {
-    use crate::http::{credit_view, kpis_view, ledger_page, member_view, order_view, stock_view};
+    use crate::http::{
+        campaign_view, credit_view, kpis_view, ledger_page, member_view, order_view,
+        review_pending, stock_view,
+    };
     use omnistream_actors::{sharded::Sharded, Output, Rules};
     let decoder = omnistream_schemas::Decoder::new(omnistream_schemas::Pii::new(
         crate::cli::DEV_PII_KEY.as_bytes(),
@@ -91,6 +94,12 @@ fn examples() -> Vec<(&'static str, String, Value)> {
         .filter(|i| i["output"]["output"] == "decision")
         .take(2)
         .cloned()
+        .map(|mut i| {
+            if i["output"]["decision"] == "review" {
+                i["output"]["pending"] = json!(review_pending(&e, &i["output"]));
+            }
+            i
+        })
         .collect();
     let Some(m) = e.member_of("tmall", "tb_lili").map(|m| m.into_owned()) else {
         return Vec::new();
@@ -146,6 +155,11 @@ fn examples() -> Vec<(&'static str, String, Value)> {
             "/v1/decisions",
             "/v1/decisions?campaign=cny-2027&limit=2".into(),
             page(decisions, items.len()),
+        ),
+        (
+            "/v1/campaigns/{id}",
+            "/v1/campaigns/cny-2027".into(),
+            json(campaign_view(&e, "cny-2027")),
         ),
         (
             "/v1/board",
@@ -246,7 +260,7 @@ fn paths() -> Value {
         "info": {"title": "omnistream", "version": env!("CARGO_PKG_VERSION"),
                  "description": "real-time entity state for omnichannel brands: ingest events, read members, points, stock, credit and store KPIs. Every error answers a JSON body `{error, detail}`: another method on a path below answers 405 `method_not_allowed` with an `Allow` header listing its methods; a path not below answers 404 `no_route`."},
         "paths": {
-            "/v1/events": {"post": op("ingest events (a JSON array, JSON lines, or one JSON object, also spread over lines; a leading byte-order mark is dropped); answers per event after they are durable: accepted, duplicate or rejected (with reasons); an accepted event that placed, changed or released an order carries `order`, the order's result (order_accepted, order_rejected with its reason such as insufficient_stock or insufficient_points, order_held with the dealer's shortfall, order_released, order_status, order_deferred for a status that waits for `placed` or for the dealer's credit, order_ignored with the reason)", &[], Some("events per the contract"))},
+            "/v1/events": {"post": op("ingest events (a JSON array, JSON lines, or one JSON object, also spread over lines; a leading byte-order mark is dropped); answers per event after they are durable: accepted, duplicate or rejected (with reasons); an accepted event that placed, changed or released an order carries `order`, the order's result (order_accepted, order_rejected with its reason such as insufficient_stock or insufficient_points, order_held with the dealer's shortfall, order_released, order_status, order_deferred for a status that waits for `placed` or for the dealer's credit, order_ignored with the reason); an accepted scan carries `decision`, its decision as `/v1/scan` answers it; a payment (or a dealer's order) carries `credit`, the dealer's credit after it, or payment_ignored with the reason (a `ref` already booked)", &[], Some("events per the contract"))},
             "/v1/scan": {"post": op("one scan, answered with its outputs (and decision); sent again, `duplicate` with the decision it got and its review's resolution while remembered", &[], Some("one scan event"))},
             "/v1/members/{id}": {"get": op("a member's profile, X-RFM, tags, tier and points", &["id"], None)},
             "/v1/members/{id}/ledger": {"get": op("a member's points ledger: `balance`, `debt`, `next` (the `from` of the following page) and `entries`, each with `seq`, `delta`, `balance` after, `reason` (earned, scan_reward, review_reward, redeemed, redeem_refund, reversed, expired, merged_in, merged_out, debt_paid), `about` (the order, campaign or other member), and `debt_delta`/`debt` when the debt changed (left out when 0)", &["id", "from:query", "limit:query"], None)},
@@ -254,9 +268,10 @@ fn paths() -> Value {
             "/v1/skus/{sku}/stock": {"get": op("stock per location and total available-to-promise", &["sku"], None)},
             "/v1/dealers/{id}/credit": {"get": op("a dealer's limit, exposure, available credit and held orders", &["id"], None)},
             "/v1/stores/{id}/kpis": {"get": op("a store's KPIs by hour and day, and sales-rep visits", &["id"], None)},
-            "/v1/orders/{channel}/{order}": {"get": op("an order: its placement's phase (new, credit, held, reserving, redeeming, accepted, rejected, cancelled), latest status, lines and amount, SKUs reserved or refused, quantities returned, and `deferred`: status events that came before `placed` or while placement was in flight, each applied under its own id and time once placement settles; `cancel_unpaid_at`, while a consumer order is unpaid and `rules.stock.cancel-unpaid-after-s` is set, is when it will be cancelled unless paid first; `placed_at`, when `placed` came, in its sender's offset; `cancel_detail`, why it was cancelled when not by its channel", &["channel", "order"], None)},
+            "/v1/orders/{channel}/{order}": {"get": op("an order: its placement's phase (new, credit, held, reserving, redeeming, accepted, rejected, cancelled), latest status (`paid` is a flag of its own, not a status), lines and amount, the SKUs its placement reserved (`reserved`, still listed after fulfilment or cancellation: the stock view says what is held now) or refused, quantities returned, and `deferred`: status events that came before `placed` or while placement was in flight, each applied under its own id and time once placement settles; `cancel_unpaid_at`, while a consumer order is unpaid and `rules.stock.cancel-unpaid-after-s` is set, is when it will be cancelled unless paid first; `placed_at`, when `placed` came, in its sender's offset; `cancel_detail`, why it was cancelled when not by its channel", &["channel", "order"], None)},
             "/v1/outputs": {"get": op("outputs in order (points, stock, credit, orders, dead letters), optionally of one kind (`output`) and of one campaign, SKU, location, member, dealer or order (`channel:order`), each an exact match on the output's field of that name (and for `order` and `campaign` on a ledger entry's `about`, for `member` on a merge's `survivor` and `alias`): a channel follows its stock with ?output=stock&sku=..., starting from `next` of the page before (a filtered page reads at most 50,000 outputs, so it can hold fewer items than `limit`, even none, with `next` moved on: follow `next` until it stops moving)", &["from:query", "limit:query", "output:query", "campaign:query", "sku:query", "location:query", "member:query", "dealer:query", "order:query"], None)},
-            "/v1/decisions": {"get": op("scan decisions, optionally of one campaign", &["campaign:query", "from:query", "limit:query"], None)},
+            "/v1/decisions": {"get": op("scan decisions in order, optionally of one campaign, one `decision` (allow, review, block, duplicate) and one member; a review also says whether it is `pending` (still holding its points for a person to resolve, as the member's state says now), and `pending=true` lists only those (the risk team's queue; `false`, the reviews resolved or never holding points); an allowed or reviewed scan that got no points says why in `no_reward` (daily_cap, budget_exhausted, no_points); pages as /v1/outputs", &["campaign:query", "from:query", "limit:query", "decision:query", "member:query", "pending:query"], None)},
+            "/v1/campaigns/{id}": {"get": op("a scan campaign: whether it has rules of its own (`configured`; else it runs on `rules.default-campaign`, as a misspelt id does), its points, daily cap and review/block thresholds, and its budget: `budget` (0: no limit), `spent` (paid and held for reviews, net of what came back), `remaining`, `granted`, `refunded`, claims, `rewarded`, `denied` for lack of budget, `exhausted`, and decisions per kind; 404 for an id neither configured nor named by a scan", &["id"], None)},
             "/v1/reviews/{event}": {"post": op("resolve a scan under review: body {\"decision\": \"allow\"|\"block\"}; answers `{event, status: accepted, resolution, outputs}` (a retry of the same decision: `status: duplicate` and the `resolution`)", &["event"], None)},
             "/v1/admin/snapshot": {"get": op("every entity's state, sorted by key (large)", &[], None)},
             "/v1/stats": {"get": op("counters of the shard and the engine", &[], None)},

@@ -2162,6 +2162,7 @@ mod tests {
                 reasons: Vec::new(),
                 reward: 0,
                 held: 10,
+                no_reward: None,
                 shadow_decision: None,
             },
         }

@@ -195,7 +195,7 @@ fn bad_requests_get_4xx_with_reasons_and_lose_nothing_else() {
         v["detail"]
             .as_str()
             .unwrap_or("")
-            .contains("is a `order` event"),
+            .contains("is an `order` event"),
         "{v}"
     );
     // a body that is not one scan says what it is instead
@@ -274,7 +274,8 @@ fn bad_requests_get_4xx_with_reasons_and_lose_nothing_else() {
     assert_eq!((code, &v["error"]), (400, &json!("bad_query")), "{v}");
     assert_eq!(
         v["detail"],
-        "campain: unknown query parameter; /v1/decisions takes campaign, from, limit"
+        "campain: unknown query parameter; /v1/decisions takes campaign, from, limit, decision, \
+         member, pending"
     );
     let (code, v) = s.request("GET", "/v1/skus/S1/stock?at=now", "");
     assert_eq!((code, &v["error"]), (400, &json!("bad_query")), "{v}");
@@ -535,6 +536,37 @@ fn review_survives_restarts(env: &[(&str, &str)]) {
     assert_eq!(s.get("/v1/identities/openid/traveller")["balance"], 10);
     let listed = s.get("/v1/decisions?campaign=cny");
     assert_eq!(listed["items"].as_array().unwrap().len(), 2, "{listed}");
+    // the risk team's queue: the reviews still waiting for a person
+    let queue = s.get("/v1/decisions?campaign=cny&decision=review&pending=true");
+    let items = queue["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{queue}");
+    assert_eq!(items[0]["output"]["scan_event"], id(2), "{queue}");
+    assert_eq!(items[0]["output"]["pending"], true, "{queue}");
+    let member = first["decision"]["member"].as_str().unwrap();
+    let allowed = s.get(&format!("/v1/decisions?decision=allow&member={member}"));
+    assert_eq!(allowed["items"].as_array().unwrap().len(), 1, "{allowed}");
+    for bad in ["decision=maybe", "pending=yes", "colour=red"] {
+        let (code, v) = s.request("GET", &format!("/v1/decisions?{bad}"), "");
+        assert_eq!(
+            (code, v["error"].as_str()),
+            (400, Some("bad_query")),
+            "{bad}: {v}"
+        );
+    }
+    // the campaign (not configured: it runs on default-campaign's rules): 10 paid, 10 held
+    let c = s.get("/v1/campaigns/cny");
+    assert_eq!(
+        (
+            &c["configured"],
+            &c["points"],
+            &c["spent"],
+            &c["decisions"]["review"]
+        ),
+        (&json!(false), &json!(10), &json!(20), &json!(1)),
+        "{c}"
+    );
+    let (code, _) = s.request("GET", "/v1/campaigns/no-such-campaign", "");
+    assert_eq!(code, 404);
     // a cursor past the end answers the end, where the next output will be
     let end = s.get("/v1/outputs?from=99999");
     assert!(end["items"].as_array().unwrap().is_empty(), "{end}");
@@ -602,6 +634,11 @@ fn review_survives_restarts(env: &[(&str, &str)]) {
     assert_eq!(again["decision"], second["decision"], "{again}");
     assert_eq!(again["resolution"]["allow"], true, "{again}");
     assert_eq!(again["resolution"]["reward"], 10, "{again}");
+    // resolved: out of the queue, still listed as a review no longer pending
+    let queue = s.get("/v1/decisions?decision=review&pending=true");
+    assert!(queue["items"].as_array().unwrap().is_empty(), "{queue}");
+    let done = s.get("/v1/decisions?decision=review&pending=false");
+    assert_eq!(done["items"][0]["output"]["pending"], false, "{done}");
     let (code, _) = s.request(
         "POST",
         &format!("/v1/reviews/{}", id(1)),
@@ -625,6 +662,44 @@ fn review_survives_restarts(env: &[(&str, &str)]) {
     );
     assert_eq!(again["decision"], second["decision"], "{again}");
     assert_eq!(again["resolution"]["reward"], 10, "{again}");
+    s.stop();
+}
+
+/// `POST /v1/events` answers each accepted event with what it did: a scan's decision (and why
+/// an allowed scan paid nothing), a payment's credit, or why a payment was not booked.
+#[test]
+fn an_events_answer_says_what_each_event_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Service::start_with(dir.path(), &[]);
+    let scan = |n: u32, code: &str, min: u32| {
+        json!({"id": id(n), "type":"scan","ts":format!("2026-11-11T10:{min:02}:00+08:00"),"channel":"campaign",
+               "code":code,"sku":"S1","campaign":"cny","member":{"openid":"regular"},"device":"d1","ip":"10.1.1.1"})
+        .to_string()
+    };
+    let dealer = json!({"id": id(10), "type":"dealer","ts":"2026-11-11T09:00:00+08:00","dealer":"d1","credit_limit":100000}).to_string();
+    let pay = |n: u32| {
+        json!({"id": id(n), "type":"payment","ts":"2026-11-11T11:00:00+08:00","channel":"dealer","dealer":"d1","amount":5000,"ref":"BANK-1"})
+            .to_string()
+    };
+    let v = s.post(&[dealer, pay(11), pay(12)]);
+    let r = &v["results"];
+    assert_eq!(r[1]["credit"]["output"], "credit", "{v}");
+    assert_eq!(r[2]["credit"]["output"], "payment_ignored", "{v}");
+    assert!(r[2]["order"].is_null() && r[2]["decision"].is_null(), "{v}");
+    // the default campaign pays 3 scans a day: the fourth is allowed but capped, and says so
+    let v = s.post(
+        &(1..=4)
+            .map(|n| scan(n, &format!("C{n}"), n * 10))
+            .collect::<Vec<_>>(),
+    );
+    let r = v["results"].as_array().unwrap();
+    assert_eq!(r.len(), 4, "{v}");
+    for (i, want) in [10, 10, 10, 0].iter().enumerate() {
+        assert_eq!(r[i]["decision"]["decision"], "allow", "{v}");
+        assert_eq!(r[i]["decision"]["reward"], *want, "{v}");
+    }
+    assert!(r[0]["decision"].get("no_reward").is_none(), "{v}");
+    assert_eq!(r[3]["decision"]["no_reward"], "daily_cap", "{v}");
     s.stop();
 }
 
@@ -1245,6 +1320,6 @@ fn the_openapi_examples_are_the_answers_to_the_sample_feed() {
         assert!(!example["value"].is_null(), "{path}");
         asked += 1;
     }
-    assert_eq!(asked, 10, "every state read has an example");
+    assert_eq!(asked, 11, "every state read has an example");
     s.stop();
 }

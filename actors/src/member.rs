@@ -16,7 +16,7 @@ use crate::cmd::{
 use crate::config::{Rules, TagCond};
 use crate::fraud::profile::ScanProfile;
 use crate::fraud::ring;
-use crate::fraud::{Decision, Verdict};
+use crate::fraud::{Decision, NoReward, Verdict};
 use crate::output::Output;
 use crate::packed::{
     edit_boxed, get_bytes, get_fields, get_i, get_str, get_time, get_u, put_fields, put_i, put_str,
@@ -1713,6 +1713,19 @@ impl Member {
             Decision::Review => {}
             Decision::Block | Decision::Duplicate => self.refund(&campaign, points, fx),
         }
+        let no_reward = match v.decision {
+            Decision::Allow | Decision::Review if reward == 0 && held == 0 => {
+                Some(if ctx.rules.campaign(&campaign).points <= 0 {
+                    NoReward::NoPoints
+                } else if points <= 0 {
+                    // the campaign granted none: its budget could not pay
+                    NoReward::BudgetExhausted
+                } else {
+                    NoReward::DailyCap
+                })
+            }
+            _ => None,
+        };
         fx.out(Output::Decision {
             scan_event: ctx.event,
             code,
@@ -1723,6 +1736,7 @@ impl Member {
             reasons: v.reasons,
             reward,
             held,
+            no_reward,
             shadow_decision: v.shadow_decision,
         });
     }

@@ -1,7 +1,7 @@
 //! Outputs: what entity actors tell the world (channels, boards, risk teams). Each is one
 //! change, keyed by the entity it is about, so sinks can keep per-key order.
 
-use crate::fraud::{Contribution, Decision};
+use crate::fraud::{Contribution, Decision, NoReward};
 use compact_str::CompactString as Str;
 use serde::{Deserialize, Serialize};
 
@@ -252,6 +252,10 @@ pub enum Output {
         reward: i64,
         /// Points held for the review (0 unless in review).
         held: i64,
+        /// Why an allowed or reviewed scan got (or holds) no points: `daily_cap`,
+        /// `budget_exhausted` or `no_points`; absent otherwise.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        no_reward: Option<NoReward>,
         /// The decision shadow rules would have made, when different.
         #[serde(default, skip_serializing_if = "crate::cold::omit")]
         shadow_decision: Option<Decision>,

@@ -573,6 +573,31 @@ fn scan_rewards_respect_the_daily_cap_and_the_budget() {
         .outputs()
         .iter()
         .any(|o| matches!(o, Output::BudgetExhausted { .. })));
+    // each allowed scan's decision says why it paid nothing, in the order they came
+    let unpaid: Vec<_> = w
+        .outputs()
+        .iter()
+        .filter_map(|o| match o {
+            Output::Decision {
+                decision: omnistream_actors::fraud::Decision::Allow,
+                reward,
+                no_reward,
+                ..
+            } => Some((*reward, *no_reward)),
+            _ => None,
+        })
+        .collect();
+    use omnistream_actors::fraud::NoReward;
+    assert_eq!(
+        unpaid,
+        [
+            (10, None),
+            (10, None),
+            (0, Some(NoReward::DailyCap)),
+            (10, None),
+            (0, Some(NoReward::BudgetExhausted)),
+        ]
+    );
 }
 
 #[test]

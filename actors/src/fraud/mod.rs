@@ -110,6 +110,36 @@ impl Reason {
     }
 }
 
+/// Why a scan allowed (or sent to review) got no points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoReward {
+    /// The member already had the campaign's `daily-cap` of rewarded scans that local day.
+    DailyCap,
+    /// The campaign's `budget` could not pay the points.
+    BudgetExhausted,
+    /// The campaign pays no points (`points = 0`).
+    NoPoints,
+}
+
+impl NoReward {
+    /// Every kind, in order.
+    pub const ALL: [NoReward; 3] = [
+        NoReward::DailyCap,
+        NoReward::BudgetExhausted,
+        NoReward::NoPoints,
+    ];
+
+    /// The stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoReward::DailyCap => "daily_cap",
+            NoReward::BudgetExhausted => "budget_exhausted",
+            NoReward::NoPoints => "no_points",
+        }
+    }
+}
+
 /// What a scan gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
