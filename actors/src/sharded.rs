@@ -302,7 +302,7 @@ struct Exchange<'a> {
     link: Option<&'a dyn Link>,
     /// Each admitted event's place in the epoch, by id: an output made on behalf of another
     /// event than its command's (see [`crate::Effects::mark_origin`]) counts as that event's.
-    seq_of: std::collections::HashMap<Uuid, u32, foldhash::fast::RandomState>,
+    seq_of: std::collections::HashMap<Uuid, u32>,
     barrier: Meet,
     /// `boxes[round % 2][from * shards + to]`: two sets, so a shard that runs ahead into the
     /// next round never writes where a slower one is still reading.
@@ -346,32 +346,22 @@ impl<'a> Exchange<'a> {
         }
     }
 
-    /// Moves `msgs` into the box (by swapping the vectors when the box is empty, as it is
-    /// unless a link filled it: a command is some 300 bytes, and a round moves thousands).
     fn post(&self, round: usize, from: usize, to: usize, msgs: &mut Vec<Msg>) {
         if msgs.is_empty() {
             return;
         }
-        let mut b = self.boxes[round % 2][from * self.shards + to]
+        self.boxes[round % 2][from * self.shards + to]
             .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if b.is_empty() {
-            std::mem::swap(&mut *b, msgs);
-        } else {
-            b.append(msgs);
-        }
+            .unwrap_or_else(PoisonError::into_inner)
+            .append(msgs);
     }
 
-    /// Empties the box into `into` (by swapping when `into` is empty).
     fn take(&self, round: usize, from: usize, to: usize, into: &mut Vec<Msg>) {
-        let mut b = self.boxes[round % 2][from * self.shards + to]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if into.is_empty() {
-            std::mem::swap(&mut *b, into);
-        } else {
-            into.append(&mut b);
-        }
+        into.append(
+            &mut self.boxes[round % 2][from * self.shards + to]
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
     }
 
     /// The lead's step after a round's barrier when other processes run the other shards:
@@ -830,24 +820,22 @@ impl Sharded {
             });
         }
         let mut ran = vec![0usize; admitted.len()];
+        let mut all: Vec<Placed> = Vec::new();
         // one cut cascade counts once, however many shards were still sending
         if parts.iter().any(|p| p.runaway) {
             self.engines[0].count_runaway();
         }
-        let mut placed = Vec::with_capacity(parts.len());
         for part in parts {
             for (r, p) in ran.iter_mut().zip(part.ran) {
                 *r += p;
             }
-            placed.push(part.placed);
+            all.extend(part.placed);
         }
-        // each shard's outputs are already in its order: merged, not sorted
-        let mut heads: Vec<_> = placed
-            .into_iter()
-            .map(|p| p.into_iter().peekable())
-            .collect();
+        // each shard's outputs are already in its order: the stable sort merges the runs in
+        // about linear time
+        all.sort_by(|a, b| a.0.cmp(&b.0));
         let mut counts = vec![0usize; admitted.len()];
-        while let Some((_, seq, emitted)) = next_in_order(&mut heads, |p| &p.0) {
+        for (_, seq, emitted) in all {
             counts[seq as usize] += 1;
             out.push(emitted);
             if let Some(o) = owners.as_deref_mut() {
@@ -1011,12 +999,7 @@ impl Worker<'_, '_> {
                 tag.path.clone(),
                 u32::try_from(k).unwrap_or(u32::MAX),
             );
-            // most outputs are their own command's event's (no lookup needed)
-            let owner = if own.is_none() && e.event == id && !id.is_nil() {
-                tag.seq
-            } else {
-                self.ex.seq_of.get(&e.event).copied().unwrap_or(tag.seq)
-            };
+            let owner = self.ex.seq_of.get(&e.event).copied().unwrap_or(tag.seq);
             self.placed.push((place, owner, e));
         }
         let n = self.ex.shards;
@@ -1078,9 +1061,7 @@ fn run_shard(
             w.run(m, 0, admitted);
         }
     }
-    // the runs of commands a round receives: this shard's own sends, then each other
-    // shard's, each in the order they were made, which is tag order
-    let mut runs: Vec<Vec<Msg>> = (0..n).map(|_| Vec::new()).collect();
+    let mut inbox: Vec<Msg> = Vec::new();
     let mut round = 0;
     loop {
         if round + 1 >= MAX_ROUNDS {
@@ -1113,46 +1094,23 @@ fn run_shard(
                 runaway: false,
             };
         }
-        std::mem::swap(&mut runs[me], &mut w.local);
-        for (from, run) in runs.iter_mut().enumerate() {
+        inbox.append(&mut w.local);
+        for from in 0..n {
             if from != me {
-                ex.take(round, from, me, run);
+                ex.take(round, from, me, &mut inbox);
             }
         }
         round += 1;
         w.count = 0;
+        // the inbox is sorted runs (this shard's own sends, then each other shard's, each in
+        // the order they were made, which is tag order): the stable sort merges them in about
+        // linear time
+        inbox.sort_by(|a, b| a.0.cmp(&b.0));
         let depth = u32::try_from(round).unwrap_or(u32::MAX);
-        // merged in tag order, each command moved once more, into its run
-        let mut heads: Vec<std::iter::Peekable<std::vec::Drain<'_, Msg>>> = runs
-            .iter_mut()
-            .filter(|r| !r.is_empty())
-            .map(|r| r.drain(..).peekable())
-            .collect();
-        while let Some(m) = next_in_order(&mut heads, |m| &m.0) {
+        for m in inbox.drain(..) {
             w.run(m, depth, admitted);
         }
     }
-}
-
-/// Takes the least item (by `key`) from the heads of runs that are each in order, ties going
-/// to the earlier run (a stable merge); `None` when all are empty. A scan of the heads: there
-/// are as many runs as shards, a handful.
-fn next_in_order<T, K: Ord, I: Iterator<Item = T>>(
-    heads: &mut [std::iter::Peekable<I>],
-    key: impl Fn(&T) -> &K,
-) -> Option<T> {
-    let mut best: Option<(usize, &K)> = None;
-    let mut at = None;
-    for (i, h) in heads.iter_mut().enumerate() {
-        if let Some(item) = h.peek() {
-            let k = key(item);
-            if best.is_none_or(|(_, b)| k < b) {
-                best = Some((i, k));
-                at = Some(i);
-            }
-        }
-    }
-    heads[at?].next()
 }
 
 #[cfg(test)]
