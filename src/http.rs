@@ -210,17 +210,19 @@ fn status(o: &Outcome) -> &'static str {
     }
 }
 
-/// The fields of an accepted event's answer, and the output stream each one's result is on.
+/// The fields of an accepted event's answer, and the output stream each one's result is on
+/// (for a scan, its `decision` output only: the stream also carries the refusal of an older
+/// review that a new one pushed over `max-held-reviews`, under the new scan's id).
 const RESULTS: [(&str, &str); 3] = [
     ("order", "orders"),
-    ("decision", "decisions"),
+    ("decision", "decision"),
     ("credit", "credit"),
 ];
 
 /// What an event did on one output stream, as JSON: the first of its own outputs (under its
 /// id `id`) on `stream`. For an order (`orders`): accepted, rejected with the reason, held
 /// for credit, released, a status change, or a change the order's state refused; for a scan
-/// (`decisions`): its decision; for a payment or a dealer's order (`credit`): the dealer's
+/// (`decision`, the one output kind): its decision; for a payment or a dealer's order (`credit`): the dealer's
 /// credit after it, or why a payment was not booked. Outputs under other ids are not its
 /// result though it caused them: a timer it made due (an unpaid order's cancellation), or a
 /// status that waited for its `placed`.
@@ -231,7 +233,14 @@ fn result_on(
 ) -> Option<Value> {
     outputs
         .iter()
-        .find(|e| e.event == id && e.output.stream() == stream)
+        .find(|e| {
+            e.event == id
+                && if stream == "decision" {
+                    matches!(e.output, omnistream_actors::Output::Decision { .. })
+                } else {
+                    e.output.stream() == stream
+                }
+        })
         .and_then(|e| serde_json::to_value(&e.output).ok())
 }
 
@@ -565,6 +574,9 @@ struct OutputQuery {
     order: Option<String>,
     /// `/v1/decisions` only: `allow`, `review`, `block` or `duplicate`.
     decision: Option<String>,
+    /// `/v1/decisions` only: the device and the IP address scanned from.
+    device: Option<String>,
+    ip: Option<String>,
     /// `/v1/decisions` only: `true`, reviews still waiting for a person; `false`, reviews
     /// no longer waiting.
     pending: Option<String>,
@@ -611,14 +623,19 @@ impl OutputQuery {
             Some("false") => Some(false),
             Some(p) => return Err(format!("pending: `{p}` is not true or false")),
         };
-        let in_fields: [(&'static [&'static str], _); 7] = [
+        // a name with a `/` is a JSON pointer: a decision's scan is an object of its own
+        let decisions = self.output.as_deref() == Some("decision");
+        let sku: &'static [&'static str] = if decisions { &["/scan/sku"] } else { &["sku"] };
+        let in_fields: [(&'static [&'static str], _); 9] = [
             (&["campaign", "about"], self.campaign),
-            (&["sku"], self.sku),
+            (sku, self.sku),
             (&["location"], self.location),
             (&["member", "survivor", "alias"], self.member),
             (&["dealer"], self.dealer),
             (&["order", "about"], self.order),
             (&["decision"], self.decision),
+            (&["/scan/device"], self.device),
+            (&["/scan/ip"], self.ip),
         ];
         let fields = in_fields
             .into_iter()
@@ -648,11 +665,19 @@ async fn get_decisions(st: web::Data<AppState>, q: web::Query<OutputQuery>) -> H
         Ok(f) => {
             read_store(&st, "decisions", move |e, s| {
                 let want = f.pending;
+                // the held reviews of each member the page names, read once a page
+                let mut held: std::collections::HashMap<String, Vec<u128>> = Default::default();
                 let keep = |v: &mut Value| {
                     if v.get("decision").and_then(Value::as_str) != Some("review") {
                         return want.is_none();
                     }
-                    let pending = review_pending(e, v);
+                    let member = v.get("member").and_then(Value::as_str).unwrap_or("");
+                    let events = held.entry(member.to_string()).or_insert_with(|| {
+                        e.member(member)
+                            .map(|m| m.held.iter().map(|h| h.event).collect())
+                            .unwrap_or_default()
+                    });
+                    let pending = scan_event(v).is_some_and(|id| events.contains(&id.as_u128()));
                     v["pending"] = json!(pending);
                     want.is_none_or(|w| w == pending)
                 };
@@ -664,15 +689,18 @@ async fn get_decisions(st: web::Data<AppState>, q: web::Query<OutputQuery>) -> H
     }
 }
 
+/// The scan a decision output is about.
+fn scan_event(v: &Value) -> Option<uuid::Uuid> {
+    v.get("scan_event")
+        .and_then(Value::as_str)
+        .and_then(|s| uuid::Uuid::parse_str(s).ok())
+}
+
 /// Whether the review decision `v` still holds its points in its member's state (followed
 /// through merges).
 pub(crate) fn review_pending(e: &Sharded, v: &Value) -> bool {
-    let (Some(member), Some(event)) = (
-        v.get("member").and_then(Value::as_str),
-        v.get("scan_event")
-            .and_then(Value::as_str)
-            .and_then(|s| uuid::Uuid::parse_str(s).ok()),
-    ) else {
+    let (Some(member), Some(event)) = (v.get("member").and_then(Value::as_str), scan_event(v))
+    else {
         return false;
     };
     e.member(member)
@@ -723,9 +751,14 @@ fn outputs_page(
                 .as_deref()
                 .is_none_or(|k| v.get("output").and_then(Value::as_str) == Some(k));
             let fields_ok = fields.iter().all(|(names, want)| {
-                names
-                    .iter()
-                    .any(|f| v.get(*f).and_then(Value::as_str) == Some(want.as_str()))
+                names.iter().any(|f| {
+                    let at = if f.starts_with('/') {
+                        v.pointer(f)
+                    } else {
+                        v.get(*f)
+                    };
+                    at.and_then(Value::as_str) == Some(want.as_str())
+                })
             });
             if kind_ok && fields_ok && keep(&mut v) {
                 found.push(json!({"seq": seq, "output": v}));
@@ -1242,7 +1275,7 @@ routes! {
     get "/v1/stores/{id}/kpis" => get_kpis, READ;
     get "/v1/orders/{channel}/{order}" => get_order, READ;
     get "/v1/outputs" [from, limit, output, campaign, sku, location, member, dealer, order] => get_outputs, READ;
-    get "/v1/decisions" [campaign, from, limit, decision, member, pending] => get_decisions, READ;
+    get "/v1/decisions" [campaign, from, limit, decision, member, pending, sku, device, ip] => get_decisions, READ;
     get "/v1/campaigns/{id}" => get_campaign, READ;
     post "/v1/reviews/{event}" => post_review, REVIEW;
     get "/v1/stats" => get_stats, READ;

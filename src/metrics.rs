@@ -984,6 +984,61 @@ mod tests {
         }
     }
 
+    /// Scans that paid nothing count by why, and resolutions by what was decided.
+    #[test]
+    fn unrewarded_scans_and_resolved_reviews_are_counted() {
+        use omnistream_actors::fraud::{Decision, NoReward};
+        let m = Metrics::new(true);
+        let at = omnistream_schemas::EventTime::from_unix_ms(0);
+        let decision = |no_reward| Emitted {
+            event: uuid::Uuid::nil(),
+            at,
+            output: Output::Decision {
+                scan_event: uuid::Uuid::nil(),
+                code: "c".into(),
+                member: "m1".into(),
+                campaign: "cmp".into(),
+                decision: Decision::Allow,
+                score: 0,
+                reasons: Vec::new(),
+                reward: 0,
+                held: 0,
+                no_reward,
+                shadow_decision: None,
+                scan: None,
+            },
+        };
+        let resolved = |allow| Emitted {
+            event: uuid::Uuid::nil(),
+            at,
+            output: Output::ReviewResolved {
+                scan_event: uuid::Uuid::nil(),
+                member: "m1".into(),
+                campaign: "cmp".into(),
+                allow,
+                reward: 0,
+            },
+        };
+        m.observe(&[
+            decision(Some(NoReward::BudgetExhausted)),
+            decision(Some(NoReward::BudgetExhausted)),
+            decision(Some(NoReward::DailyCap)),
+            decision(None),
+            resolved(false),
+        ]);
+        let text = m.render();
+        for line in [
+            r#"omnistream_scan_unrewarded_total{why="budget_exhausted"} 2"#,
+            r#"omnistream_scan_unrewarded_total{why="daily_cap"} 1"#,
+            r#"omnistream_scan_unrewarded_total{why="no_points"} 0"#,
+            r#"omnistream_reviews_resolved_total{resolution="block"} 1"#,
+            r#"omnistream_reviews_resolved_total{resolution="allow"} 0"#,
+            r#"omnistream_scan_decisions_total{decision="allow"} 4"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+    }
+
     #[test]
     fn resolved_children_count_as_the_label_lookup_does() {
         let m = Metrics::new(true);

@@ -2164,6 +2164,7 @@ mod tests {
                 held: 10,
                 no_reward: None,
                 shadow_decision: None,
+                scan: None,
             },
         }
     }

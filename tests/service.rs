@@ -275,7 +275,7 @@ fn bad_requests_get_4xx_with_reasons_and_lose_nothing_else() {
     assert_eq!(
         v["detail"],
         "campain: unknown query parameter; /v1/decisions takes campaign, from, limit, decision, \
-         member, pending"
+         member, pending, sku, device, ip"
     );
     let (code, v) = s.request("GET", "/v1/skus/S1/stock?at=now", "");
     assert_eq!((code, &v["error"]), (400, &json!("bad_query")), "{v}");
@@ -533,6 +533,12 @@ fn review_survives_restarts(env: &[(&str, &str)]) {
         .1;
     assert_eq!(second["decision"]["decision"], "review", "{second}");
     assert_eq!(second["decision"]["reward"], 0);
+    // what was scanned, for the reviewer: SKU, device, address
+    assert_eq!(
+        second["decision"]["scan"],
+        json!({"sku": "S1", "device": "d9", "ip": "10.9.9.9"}),
+        "{second}"
+    );
     assert_eq!(s.get("/v1/identities/openid/traveller")["balance"], 10);
     let listed = s.get("/v1/decisions?campaign=cny");
     assert_eq!(listed["items"].as_array().unwrap().len(), 2, "{listed}");
@@ -545,6 +551,15 @@ fn review_survives_restarts(env: &[(&str, &str)]) {
     let member = first["decision"]["member"].as_str().unwrap();
     let allowed = s.get(&format!("/v1/decisions?decision=allow&member={member}"));
     assert_eq!(allowed["items"].as_array().unwrap().len(), 1, "{allowed}");
+    // and by what was scanned: both came from one device, neither from another
+    let by_device = s.get("/v1/decisions?device=d9&sku=S1&ip=10.9.9.9");
+    assert_eq!(
+        by_device["items"].as_array().unwrap().len(),
+        2,
+        "{by_device}"
+    );
+    let other = s.get("/v1/decisions?device=d1");
+    assert!(other["items"].as_array().unwrap().is_empty(), "{other}");
     for bad in ["decision=maybe", "pending=yes", "colour=red"] {
         let (code, v) = s.request("GET", &format!("/v1/decisions?{bad}"), "");
         assert_eq!(
@@ -670,7 +685,10 @@ fn review_survives_restarts(env: &[(&str, &str)]) {
 #[test]
 fn an_events_answer_says_what_each_event_did() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Service::start_with(dir.path(), &[]);
+    let s = Service::start_with(
+        dir.path(),
+        &[("OMNISTREAM_RULES__FRAUD__MAX_HELD_REVIEWS", "1")],
+    );
     let scan = |n: u32, code: &str, min: u32| {
         json!({"id": id(n), "type":"scan","ts":format!("2026-11-11T10:{min:02}:00+08:00"),"channel":"campaign",
                "code":code,"sku":"S1","campaign":"cny","member":{"openid":"regular"},"device":"d1","ip":"10.1.1.1"})
@@ -700,6 +718,36 @@ fn an_events_answer_says_what_each_event_did() {
     }
     assert!(r[0]["decision"].get("no_reward").is_none(), "{v}");
     assert_eq!(r[3]["decision"]["no_reward"], "daily_cap", "{v}");
+    // Shanghai, Beijing, Shanghai ten minutes apart: two reviews, and the second refuses the
+    // first's hold (one held review at most) under its own id, before its decision: the
+    // answer is still the scan's own decision
+    let travel = |n: u32, min: u32, lat: f64, lon: f64| {
+        json!({"id": id(n), "type":"scan","ts":format!("2026-11-11T11:{min:02}:00+08:00"),"channel":"campaign",
+               "code":format!("T{n}"),"sku":"S1","campaign":"cny","member":{"openid":"traveller"},
+               "device":"d2","ip":"10.2.2.2","geo":{"lat":lat,"lon":lon}})
+        .to_string()
+    };
+    let v = s.post(&[
+        travel(20, 0, 31.23, 121.47),
+        travel(21, 10, 39.90, 116.40),
+        travel(22, 20, 31.23, 121.47),
+    ]);
+    let r = &v["results"];
+    assert_eq!(r[1]["decision"]["decision"], "review", "{v}");
+    assert_eq!(
+        (&r[2]["decision"]["output"], &r[2]["decision"]["decision"]),
+        (&json!("decision"), &json!("review")),
+        "{v}"
+    );
+    let refused = s.get(&format!(
+        "/v1/outputs?output=review_resolved&member={}",
+        r[2]["decision"]["member"].as_str().unwrap()
+    ));
+    assert_eq!(
+        refused["items"][0]["output"]["scan_event"],
+        id(21),
+        "{refused}"
+    );
     s.stop();
 }
 

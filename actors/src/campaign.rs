@@ -5,8 +5,8 @@
 //! holds or refuses and writes the decision. Points the member could not be paid (its daily
 //! cap, a refused review) come back. `Claim` is the unchecked path, for trusted channels.
 
-use crate::cmd::{CampaignCmd, Cmd, MemberCmd};
-use crate::fraud::Decision;
+use crate::cmd::{CampaignCmd, Cmd, MemberCmd, ScanDecided};
+use crate::fraud::{Decision, NoReward, Scanned};
 use crate::{Ctx, Effects, Key, Output, Recent};
 use compact_str::CompactString as Str;
 use serde::{Deserialize, Serialize};
@@ -123,17 +123,33 @@ impl Campaign {
                     Decision::Allow | Decision::Review => self.grant(me, points, fx),
                     Decision::Block | Decision::Duplicate => 0,
                 };
+                let not_granted = match v.decision {
+                    Decision::Allow | Decision::Review if granted == 0 => Some(if points == 0 {
+                        NoReward::NoPoints
+                    } else {
+                        NoReward::BudgetExhausted
+                    }),
+                    _ => None,
+                };
                 let check = *check;
                 fx.send(
                     Key::Member(check.member),
-                    Cmd::Member(MemberCmd::ScanReward {
+                    Cmd::Member(MemberCmd::ScanDecided(Box::new(ScanDecided {
                         campaign: me.clone(),
                         code: check.code,
                         points: granted,
                         daily_cap: rules.daily_cap,
-                        store: check.store,
-                        verdict: Some(Box::new(v)),
-                    }),
+                        verdict: v,
+                        scanned: Scanned {
+                            sku: check.sku,
+                            device: check.device,
+                            ip: check.ip,
+                            store: check.store,
+                            batch: check.batch,
+                            dealer: check.dealer,
+                        },
+                        not_granted,
+                    }))),
                 );
             }
             CampaignCmd::Refund { points: back } => {

@@ -1,7 +1,7 @@
 //! Commands: the messages entity actors receive, one enum per entity kind. They are plain data
 //! (serde), so the exchange can carry them in process or over Fluvio topics.
 
-use crate::fraud::{ScanCheck, Verdict};
+use crate::fraud::{NoReward, ScanCheck, Scanned, Verdict};
 use crate::member::Member;
 use compact_str::CompactString as Str;
 use omnistream_schemas::{OrderKind, OrderStatus, StockOp};
@@ -217,6 +217,30 @@ pub enum MemberCmd {
         /// When (and in which offset) it was placed.
         placed: omnistream_schemas::EventTime,
     },
+    /// A checked scan's reward and verdict with what was scanned, for its decision output:
+    /// what the campaign sends in place of [`MemberCmd::ScanReward`] with a verdict (which
+    /// stored states may still hold; appended last so their tags keep).
+    ScanDecided(Box<ScanDecided>),
+}
+
+/// See [`MemberCmd::ScanDecided`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScanDecided {
+    /// Campaign.
+    pub campaign: Str,
+    /// The item's code.
+    pub code: Str,
+    /// Points granted by the budget.
+    pub points: i64,
+    /// Most rewarded scans per member per local day in this campaign.
+    pub daily_cap: u32,
+    /// The fraud verdict.
+    pub verdict: Verdict,
+    /// What was scanned, where and from what.
+    pub scanned: Scanned,
+    /// Why the campaign granted no points to an allowed or reviewed scan (its rules pay
+    /// none, or its budget could not): judged when it granted, under the rules then.
+    pub not_granted: Option<NoReward>,
 }
 
 /// An order's change as the order coordinator receives it.

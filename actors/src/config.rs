@@ -577,6 +577,10 @@ impl FraudState {
         if !(1..=4096).contains(&self.track_batch_scans) {
             return bad("track-batch-scans", "must be in 1..=4096");
         }
+        if self.max_held_reviews == 0 {
+            // a review would refuse its own hold while its decision says it holds the points
+            return bad("max-held-reviews", "must be >= 1");
+        }
         if self.ring_epoch_days <= 0 {
             return bad("ring-epoch-days", "must be > 0");
         }

@@ -16,7 +16,7 @@ use crate::cmd::{
 use crate::config::{Rules, TagCond};
 use crate::fraud::profile::ScanProfile;
 use crate::fraud::ring;
-use crate::fraud::{Decision, NoReward, Verdict};
+use crate::fraud::{Decision, NoReward, Scanned, Verdict};
 use crate::output::Output;
 use crate::packed::{
     edit_boxed, get_bytes, get_fields, get_i, get_str, get_time, get_u, put_fields, put_i, put_str,
@@ -1394,18 +1394,54 @@ impl Member {
                 if !self.first_event(ctx) {
                     return;
                 }
-                self.add_channel("campaign");
-                self.day(ctx.day(), |d| d.scans += 1);
-                if let Some(s) = &store {
-                    self.at_store(s, ts, new_member, ctx.rules);
-                }
+                self.scanned(store.as_ref(), ts, new_member, ctx);
                 match verdict {
                     // the unchecked path (`CampaignCmd::Claim`): pay, no decision output
                     None => {
                         self.pay(campaign, points, daily_cap, ctx, fx);
                     }
-                    Some(v) => self.decided(campaign, code, points, daily_cap, *v, ctx, fx),
+                    // as stored by builds before `ScanDecided`: why nothing was granted is
+                    // judged under the rules now
+                    Some(v) => {
+                        let not_granted = (points <= 0).then(|| {
+                            if ctx.rules.campaign(&campaign).points <= 0 {
+                                NoReward::NoPoints
+                            } else {
+                                NoReward::BudgetExhausted
+                            }
+                        });
+                        let v = *v;
+                        self.decided(
+                            campaign,
+                            code,
+                            points,
+                            daily_cap,
+                            v,
+                            None,
+                            not_granted,
+                            ctx,
+                            fx,
+                        )
+                    }
                 }
+            }
+            MemberCmd::ScanDecided(d) => {
+                if !self.first_event(ctx) {
+                    return;
+                }
+                let d = *d;
+                self.scanned(d.scanned.store.as_ref(), ts, new_member, ctx);
+                self.decided(
+                    d.campaign,
+                    d.code,
+                    d.points,
+                    d.daily_cap,
+                    d.verdict,
+                    Some(d.scanned),
+                    d.not_granted,
+                    ctx,
+                    fx,
+                );
             }
             MemberCmd::Scan(mut check) => {
                 if !self
@@ -1669,6 +1705,15 @@ impl Member {
         }
     }
 
+    /// A campaign scan counted on the member: its channel, the day's scans, the store.
+    fn scanned(&mut self, store: Option<&Str>, ts: i64, new_member: bool, ctx: &Ctx) {
+        self.add_channel("campaign");
+        self.day(ctx.day(), |d| d.scans += 1);
+        if let Some(s) = store {
+            self.at_store(s, ts, new_member, ctx.rules);
+        }
+    }
+
     /// The end of a checked scan: pay, hold or refuse, and write its one decision output.
     #[allow(clippy::too_many_arguments)] // the fields of one command, unpacked
     fn decided(
@@ -1678,6 +1723,8 @@ impl Member {
         points: i64,
         daily_cap: u32,
         v: Verdict,
+        scanned: Option<Scanned>,
+        not_granted: Option<NoReward>,
         ctx: &Ctx,
         fx: &mut Effects,
     ) {
@@ -1713,16 +1760,14 @@ impl Member {
             Decision::Review => {}
             Decision::Block | Decision::Duplicate => self.refund(&campaign, points, fx),
         }
+        // granted points that paid nothing met the daily cap; none granted, the campaign's why
         let no_reward = match v.decision {
             Decision::Allow | Decision::Review if reward == 0 && held == 0 => {
-                Some(if ctx.rules.campaign(&campaign).points <= 0 {
-                    NoReward::NoPoints
-                } else if points <= 0 {
-                    // the campaign granted none: its budget could not pay
-                    NoReward::BudgetExhausted
+                if points > 0 {
+                    Some(NoReward::DailyCap)
                 } else {
-                    NoReward::DailyCap
-                })
+                    not_granted
+                }
             }
             _ => None,
         };
@@ -1738,6 +1783,7 @@ impl Member {
             held,
             no_reward,
             shadow_decision: v.shadow_decision,
+            scan: scanned,
         });
     }
 
@@ -3168,6 +3214,56 @@ mod tests {
             assert!(cut.is_err(), "{name}");
         }
         assert!(crate::cold::decode::<Member>(&[9, 0]).is_err());
+    }
+
+    /// A merging member's stash holding a checked scan whose optional fields are empty (the
+    /// usual scan: no store, no registered batch) stores and reads back whole: postcard has no
+    /// names, so a field left out would shift every byte after it.
+    #[test]
+    fn a_stashed_scan_decision_stores_and_reads_back() {
+        let rules = rules();
+        let (mut m, _) = merging_and_alias(&rules);
+        let scanned = Scanned {
+            sku: "S1".into(),
+            device: "d1".into(),
+            ip: "10.0.0.1".into(),
+            store: None,
+            batch: None,
+            dealer: None,
+        };
+        let decided = |points, not_granted, scanned| {
+            MemberCmd::ScanDecided(Box::new(crate::cmd::ScanDecided {
+                campaign: "c1".into(),
+                code: "K1".into(),
+                points,
+                daily_cap: 3,
+                verdict: Verdict {
+                    decision: Decision::Allow,
+                    score: 0,
+                    reasons: Vec::new(),
+                    shadow_decision: None,
+                },
+                scanned,
+                not_granted,
+            }))
+        };
+        let mut full = scanned.clone();
+        full.store = Some("st-1".into());
+        full.batch = Some("B1".into());
+        full.dealer = Some("dl-1".into());
+        for (n, cmd) in [
+            decided(0, Some(NoReward::BudgetExhausted), scanned),
+            decided(10, None, full),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut fx = Effects::default();
+            m.handle(&"m5".into(), cmd, &ctx(&rules, 3 + n as i64), &mut fx);
+        }
+        assert_eq!(m.merging.as_ref().map(|g| g.stash.len()), Some(3));
+        let stored = crate::cold::encode(&m).unwrap();
+        assert_eq!(crate::cold::decode::<Member>(&stored).unwrap(), m);
     }
 
     /// X-RFM `(frequency, monetary)` of each window at minute `min`.

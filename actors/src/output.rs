@@ -1,7 +1,7 @@
 //! Outputs: what entity actors tell the world (channels, boards, risk teams). Each is one
 //! change, keyed by the entity it is about, so sinks can keep per-key order.
 
-use crate::fraud::{Contribution, Decision, NoReward};
+use crate::fraud::{Contribution, Decision, NoReward, Scanned};
 use compact_str::CompactString as Str;
 use serde::{Deserialize, Serialize};
 
@@ -254,11 +254,15 @@ pub enum Output {
         held: i64,
         /// Why an allowed or reviewed scan got (or holds) no points: `daily_cap`,
         /// `budget_exhausted` or `no_points`; absent otherwise.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "crate::cold::omit")]
         no_reward: Option<NoReward>,
         /// The decision shadow rules would have made, when different.
         #[serde(default, skip_serializing_if = "crate::cold::omit")]
         shadow_decision: Option<Decision>,
+        /// What was scanned: SKU, device, IP, and store, batch and dealer when known (absent
+        /// for a scan decided from a command stored by an earlier build).
+        #[serde(default, skip_serializing_if = "crate::cold::omit")]
+        scan: Option<Scanned>,
     },
     /// A review was resolved (or refused because the member had too many on hold).
     ReviewResolved {

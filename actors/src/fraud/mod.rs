@@ -289,6 +289,27 @@ pub struct Verdict {
     pub shadow_decision: Option<Decision>,
 }
 
+/// What a checked scan was, as its decision shows it to a risk team: the SKU, the store,
+/// the device and address it came from, and the batch and dealer of its code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scanned {
+    /// SKU.
+    pub sku: Str,
+    /// Device fingerprint.
+    pub device: Str,
+    /// IP address, canonical text.
+    pub ip: Str,
+    /// Store, when the scan named one.
+    #[serde(default, skip_serializing_if = "crate::cold::omit")]
+    pub store: Option<Str>,
+    /// The code's batch, when a registered prefix matched.
+    #[serde(default, skip_serializing_if = "crate::cold::omit")]
+    pub batch: Option<Str>,
+    /// The dealer the batch was shipped to.
+    #[serde(default, skip_serializing_if = "crate::cold::omit")]
+    pub dealer: Option<Str>,
+}
+
 /// A scan on its way through the entities, carrying what it has learned.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScanCheck {
