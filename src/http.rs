@@ -661,13 +661,33 @@ async fn get_outputs(st: web::Data<AppState>, q: web::Query<OutputQuery>) -> Htt
 async fn get_decisions(st: web::Data<AppState>, q: web::Query<OutputQuery>) -> HttpResponse {
     let mut q = q.into_inner();
     q.output = Some("decision".into());
+    // a member's decisions are those of the person: also those written under an id merged
+    // into it since (or into which it merged), matched by where each id leads now
+    let member = q.member.take();
     match q.filter() {
         Ok(f) => {
             read_store(&st, "decisions", move |e, s| {
                 let want = f.pending;
+                let mut leads: std::collections::HashMap<String, String> = Default::default();
+                let mut person = |id: &str| -> String {
+                    leads
+                        .entry(id.to_string())
+                        .or_insert_with(|| {
+                            e.member(id)
+                                .map_or_else(|| id.to_string(), |m| m.id.to_string())
+                        })
+                        .clone()
+                };
+                let member = member.as_deref().map(&mut person);
                 // the held reviews of each member the page names, read once a page
                 let mut held: std::collections::HashMap<String, Vec<u128>> = Default::default();
                 let keep = |v: &mut Value| {
+                    if let Some(who) = &member {
+                        let of = v.get("member").and_then(Value::as_str).unwrap_or("");
+                        if person(of) != *who {
+                            return false;
+                        }
+                    }
                     if v.get("decision").and_then(Value::as_str) != Some("review") {
                         return want.is_none();
                     }

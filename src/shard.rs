@@ -650,12 +650,15 @@ impl Reviews {
     fn observe(&mut self, out: &[Emitted]) {
         for e in out {
             match &e.output {
+                // a review holding nothing (the budget could not pay, the campaign pays no
+                // points) has nothing to resolve: it is no review to a reviewer (404)
                 Output::Decision {
                     scan_event,
                     member,
                     decision: omnistream_actors::fraud::Decision::Review,
+                    held,
                     ..
-                } => {
+                } if *held > 0 => {
                     self.0.insert(*scan_event, member.to_string());
                 }
                 Output::ReviewResolved { scan_event, .. } => {

@@ -751,6 +751,94 @@ fn an_events_answer_says_what_each_event_did() {
     s.stop();
 }
 
+/// A review that holds nothing (the budget was spent) is no review to resolve; a member's
+/// reviews are found under its id after a merge brought them from another id.
+#[test]
+fn reviews_holding_nothing_are_not_resolvable_and_merged_ones_stay_the_persons() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Service::start_with(
+        dir.path(),
+        &[("OMNISTREAM_RULES__DEFAULT_CAMPAIGN__BUDGET", "20")],
+    );
+    let scan = |n: u32, who: &str, min: u32, lat: f64, lon: f64| {
+        json!({"id": id(n), "type":"scan","ts":format!("2026-11-11T10:{min:02}:00+08:00"),"channel":"campaign",
+               "code":format!("K{n}"),"sku":"S1","campaign":"cny","member":{"openid":who},
+               "device":format!("d-{who}"),"ip":"10.3.3.3","geo":{"lat":lat,"lon":lon}})
+        .to_string()
+    };
+    // Shanghai then Beijing: a review holding 10 of the budget of 20; the next review finds
+    // the budget spent (10 paid, 10 held) and holds nothing
+    let v = s.post(&[
+        scan(1, "oa", 0, 31.23, 121.47),
+        scan(2, "oa", 10, 39.90, 116.40),
+        scan(3, "ob", 0, 31.23, 121.47),
+        scan(4, "ob", 10, 39.90, 116.40),
+    ]);
+    let r = &v["results"];
+    assert_eq!(
+        (&r[1]["decision"]["decision"], &r[1]["decision"]["held"]),
+        (&json!("review"), &json!(10)),
+        "{v}"
+    );
+    assert_eq!(
+        (
+            &r[3]["decision"]["decision"],
+            &r[3]["decision"]["held"],
+            &r[3]["decision"]["no_reward"]
+        ),
+        (&json!("review"), &json!(0), &json!("budget_exhausted")),
+        "{v}"
+    );
+    let (code, v) = s.request(
+        "POST",
+        &format!("/v1/reviews/{}", id(4)),
+        r#"{"decision":"allow"}"#,
+    );
+    assert_eq!((code, v["error"].as_str()), (404, Some("no_review")), "{v}");
+    // ob's member then merges with oa's (one login with both): oa's held review is the
+    // person's, whichever id survived, and so is ob's
+    let (a, b) = (
+        r[1]["decision"]["member"].as_str().unwrap().to_string(),
+        r[3]["decision"]["member"].as_str().unwrap().to_string(),
+    );
+    let login =
+        json!({"id": id(5), "type":"identify","ts":"2026-11-11T10:20:00+08:00","channel":"mall",
+                       "member":{"openid":"oa","unionid":"u-ab"}})
+        .to_string();
+    let login2 =
+        json!({"id": id(6), "type":"identify","ts":"2026-11-11T10:21:00+08:00","channel":"mall",
+                        "member":{"openid":"ob","unionid":"u-ab"}})
+        .to_string();
+    s.post(&[login, login2]);
+    let survivor = s.get("/v1/identities/openid/ob")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        survivor,
+        s.get("/v1/identities/openid/oa")["id"].as_str().unwrap(),
+        "merged"
+    );
+    for who in [&a, &b, &survivor] {
+        let mine = s.get(&format!("/v1/decisions?decision=review&member={who}"));
+        let events: Vec<&Value> = mine["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| &i["output"]["scan_event"])
+            .collect();
+        assert_eq!(
+            events,
+            [&json!(id(2)), &json!(id(4))],
+            "member={who}: {mine}"
+        );
+    }
+    let queue = s.get(&format!("/v1/decisions?pending=true&member={survivor}"));
+    assert_eq!(queue["items"].as_array().unwrap().len(), 1, "{queue}");
+    assert_eq!(queue["items"][0]["output"]["scan_event"], id(2), "{queue}");
+    s.stop();
+}
+
 #[test]
 fn metrics_and_the_board_count_the_scripted_day() {
     let dir = tempfile::tempdir().unwrap();
