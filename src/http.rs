@@ -187,7 +187,25 @@ async fn post_events(st: web::Data<AppState>, body: web::Bytes) -> HttpResponse 
                         }
                         answer
                     }
-                    Outcome::Duplicate { id, .. } => json!({"id": id, "status": "duplicate"}),
+                    // a scan sent again: the decision it got, while the shard remembers it,
+                    // and its review's resolution once there is one
+                    Outcome::Duplicate { id, answered } => {
+                        let mut answer = json!({"id": id, "status": "duplicate"});
+                        let output = |kind: &str| {
+                            first_of(answered, kind).map(|mut v| {
+                                if let Some(o) = v.as_object_mut() {
+                                    o.remove("event");
+                                    o.remove("at");
+                                }
+                                v
+                            })
+                        };
+                        if let Some(d) = output("decision") {
+                            answer["decision"] = d;
+                            answer["resolution"] = output("review_resolved").unwrap_or_default();
+                        }
+                        answer
+                    }
                     Outcome::Rejected { id, reasons } => {
                         json!({"id": id, "status": "rejected", "reasons": reasons})
                     }

@@ -539,7 +539,26 @@ fn review_survives_restarts(env: &[(&str, &str)]) {
         json!({"sku": "S1", "device": "d9", "ip": "10.9.9.9"}),
         "{second}"
     );
-    assert_eq!(s.get("/v1/identities/openid/traveller")["balance"], 10);
+    let profile = s.get("/v1/identities/openid/traveller");
+    assert_eq!(profile["balance"], 10);
+    assert_eq!(
+        (
+            &profile["held_reviews"][0]["scan_event"],
+            &profile["held_reviews"][0]["points"]
+        ),
+        (&json!(id(2)), &json!(10)),
+        "{profile}"
+    );
+    // sent again through /v1/events: a duplicate, with the decision it got
+    let v = s.post(&[scan(2, "A2", "2026-11-11T10:10:00+08:00", 39.90, 116.40)]);
+    assert_eq!(v["results"][0]["status"], "duplicate", "{v}");
+    // the decision output itself (/v1/scan also shows the envelope's event and at)
+    let mut want = second["decision"].clone();
+    for k in ["event", "at"] {
+        want.as_object_mut().unwrap().remove(k);
+    }
+    assert_eq!(v["results"][0]["decision"], want, "{v}");
+    assert!(v["results"][0]["resolution"].is_null(), "{v}");
     let listed = s.get("/v1/decisions?campaign=cny");
     assert_eq!(listed["items"].as_array().unwrap().len(), 2, "{listed}");
     // the risk team's queue: the reviews still waiting for a person
@@ -606,7 +625,9 @@ fn review_survives_restarts(env: &[(&str, &str)]) {
         r#"{"decision":"allow"}"#,
     );
     assert_eq!(code, 200, "{v}");
-    assert_eq!(s.get("/v1/identities/openid/traveller")["balance"], 20);
+    let profile = s.get("/v1/identities/openid/traveller");
+    assert_eq!(profile["balance"], 20);
+    assert!(profile.get("held_reviews").is_none(), "{profile}");
     assert_eq!(
         (v["status"].as_str(), v["resolution"]["allow"].as_bool()),
         (Some("accepted"), Some(true)),

@@ -1238,6 +1238,23 @@ pub struct MemberView {
     pub debt: i64,
     /// Conflicts recorded.
     pub conflicts: u32,
+    /// Scan rewards held for a person's review, oldest first (left out when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub held_reviews: Vec<HeldView>,
+}
+
+/// A scan reward held for review, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HeldView {
+    /// The scan's event id (resolve it with `POST /v1/reviews/{scan_event}`).
+    pub scan_event: uuid::Uuid,
+    /// Campaign.
+    pub campaign: Str,
+    /// Points held.
+    pub points: i64,
+    /// When it was held (the scan's time, RFC 3339, UTC).
+    #[serde(with = "crate::shown::instant")]
+    pub at: i64,
 }
 
 /// X-RFM over one window.
@@ -2572,6 +2589,16 @@ impl Member {
             pending: self.points.pending,
             debt: self.points.debt,
             conflicts: self.conflicts,
+            held_reviews: self
+                .held
+                .iter()
+                .map(|h| HeldView {
+                    scan_event: uuid::Uuid::from_u128(h.event),
+                    campaign: h.campaign.clone(),
+                    points: h.points,
+                    at: h.at,
+                })
+                .collect(),
         }
     }
 }
