@@ -201,6 +201,7 @@ impl Board {
                     member,
                     campaign,
                     allow: false,
+                    refused: false,
                     ..
                 } => {
                     self.block(Blocked {
@@ -465,7 +466,8 @@ mod tests {
         );
     }
 
-    /// A reviewer's block shows in the blocked ticker; an allow does not.
+    /// A reviewer's block shows in the blocked ticker; an allow does not, nor a hold the
+    /// service refused (a member over `max-held-reviews`).
     #[test]
     fn a_scan_blocked_on_review_joins_the_ticker() {
         let engine = Sharded::new(omnistream_actors::Rules::default(), 1);
@@ -477,9 +479,22 @@ mod tests {
                 campaign: "cny".into(),
                 allow,
                 reward: 0,
+                refused: false,
             })
         };
         b.observe(&engine, &[resolved(true)]);
+        assert!(b.view().blocked.is_empty());
+        b.observe(
+            &engine,
+            &[emitted(Output::ReviewResolved {
+                scan_event: uuid::Uuid::from_u128(8),
+                member: "m0123456789abcdef".into(),
+                campaign: "cny".into(),
+                allow: false,
+                reward: 0,
+                refused: true,
+            })],
+        );
         assert!(b.view().blocked.is_empty());
         b.observe(&engine, &[resolved(false)]);
         let v = b.view();

@@ -880,6 +880,13 @@ async fn post_review(
                     HttpResponse::Ok().json(
                         json!({"event": event, "status": "duplicate", "resolution": resolution}),
                     )
+                } else if resolution["refused"] == true {
+                    error(
+                        StatusCode::CONFLICT,
+                        "already_resolved",
+                        "this scan's review was refused by the service: its member held more \
+                         than `max-held-reviews` and this was the oldest; a resolution is final",
+                    )
                 } else {
                     let was = if allow { "block" } else { "allow" };
                     error(

@@ -346,8 +346,8 @@ impl Default for Metrics {
             reviews_resolved: counter_vec(
                 &r,
                 "omnistream_reviews_resolved_total",
-                "reviews resolved, by resolution (allow, block: by a person, or refused when \
-                 the member held too many)",
+                "reviews resolved, by resolution (allow, block: by a person; refused: the oldest \
+                 hold of a member over max-held-reviews)",
                 &["resolution"],
             ),
             points: counter_vec(
@@ -626,7 +626,7 @@ impl Metrics {
             for why in omnistream_actors::fraud::NoReward::ALL {
                 m.scan_unrewarded.with_label_values(&[why.as_str()]);
             }
-            for r in ["allow", "block"] {
+            for r in ["allow", "block", "refused"] {
                 m.reviews_resolved.with_label_values(&[r]);
             }
         }
@@ -739,9 +739,13 @@ impl Metrics {
                             .inc();
                     }
                 }
-                Output::ReviewResolved { allow, .. } => self
+                Output::ReviewResolved { allow, refused, .. } => self
                     .reviews_resolved
-                    .with_label_values(&[if *allow { "allow" } else { "block" }])
+                    .with_label_values(&[match (allow, refused) {
+                        (_, true) => "refused",
+                        (true, false) => "allow",
+                        (false, false) => "block",
+                    }])
                     .inc(),
                 Output::Ledger { delta, reason, .. } => self.children.points.inc_by(
                     &self.points,
@@ -1017,6 +1021,7 @@ mod tests {
                 campaign: "cmp".into(),
                 allow,
                 reward: 0,
+                refused: !allow,
             },
         };
         m.observe(&[
@@ -1025,14 +1030,16 @@ mod tests {
             decision(Some(NoReward::DailyCap)),
             decision(None),
             resolved(false),
+            resolved(true),
         ]);
         let text = m.render();
         for line in [
             r#"omnistream_scan_unrewarded_total{why="budget_exhausted"} 2"#,
             r#"omnistream_scan_unrewarded_total{why="daily_cap"} 1"#,
             r#"omnistream_scan_unrewarded_total{why="no_points"} 0"#,
-            r#"omnistream_reviews_resolved_total{resolution="block"} 1"#,
-            r#"omnistream_reviews_resolved_total{resolution="allow"} 0"#,
+            r#"omnistream_reviews_resolved_total{resolution="refused"} 1"#,
+            r#"omnistream_reviews_resolved_total{resolution="block"} 0"#,
+            r#"omnistream_reviews_resolved_total{resolution="allow"} 1"#,
             r#"omnistream_scan_decisions_total{decision="allow"} 4"#,
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");

@@ -2186,6 +2186,7 @@ mod tests {
                 campaign: "cmp".into(),
                 allow: true,
                 reward: 10,
+                refused: false,
             },
         };
         a.observe(std::slice::from_ref(&resolved));
@@ -2227,6 +2228,7 @@ mod tests {
                 campaign: "cmp".into(),
                 allow: false,
                 reward: 0,
+                refused: false,
             },
         };
         let other = |n: u128| Emitted {

@@ -769,6 +769,17 @@ fn an_events_answer_says_what_each_event_did() {
         id(21),
         "{refused}"
     );
+    assert_eq!(refused["items"][0]["output"]["refused"], true, "{refused}");
+    let (code, v) = s.request(
+        "POST",
+        &format!("/v1/reviews/{}", id(21)),
+        r#"{"decision":"allow"}"#,
+    );
+    assert_eq!(code, 409, "{v}");
+    assert!(
+        v["detail"].as_str().unwrap().contains("max-held-reviews"),
+        "{v}"
+    );
     s.stop();
 }
 

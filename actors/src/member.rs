@@ -1494,6 +1494,7 @@ impl Member {
                     campaign: h.campaign,
                     allow,
                     reward,
+                    refused: false,
                 });
             }
             MemberCmd::RingLabel { label } => {
@@ -1771,6 +1772,7 @@ impl Member {
                         campaign: old.campaign,
                         allow: false,
                         reward: 0,
+                        refused: true,
                     });
                 }
             }

@@ -277,6 +277,10 @@ pub enum Output {
         allow: bool,
         /// Points credited.
         reward: i64,
+        /// Refused by the service, not by a person: the member held more than
+        /// `max-held-reviews` and this was the oldest.
+        #[serde(default, skip_serializing_if = "crate::cold::omit")]
+        refused: bool,
     },
     /// A code was scanned outside the sales region of the dealer its batch was shipped to.
     Diversion {
