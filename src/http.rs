@@ -1590,7 +1590,9 @@ pub async fn serve(
     inputs: crate::files::Inputs,
 ) -> anyhow::Result<()> {
     let ready = Arc::new(AtomicBool::new(false));
-    let metrics = Arc::new(Metrics::new(cfg.metrics));
+    let metrics = Arc::new(
+        Metrics::new(cfg.metrics).with_campaigns(cfg.rules.campaigns.keys().map(|c| c.as_str())),
+    );
     let listen = listener.local_addr()?;
     // the certificate files are read before anything starts consuming
     let tls = https(&cfg.http, metrics.clone())?;

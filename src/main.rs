@@ -364,7 +364,10 @@ fn run_cluster(opts: &ServiceOpts) -> anyhow::Result<ExitCode> {
             cfg.listen
         )
     })?;
-    let metrics = std::sync::Arc::new(omnistream::metrics::Metrics::new(cfg.metrics));
+    let metrics = std::sync::Arc::new(
+        omnistream::metrics::Metrics::new(cfg.metrics)
+            .with_campaigns(cfg.rules.campaigns.keys().map(|c| c.as_str())),
+    );
     let addr = listener.local_addr()?;
     let http = omnistream::http::serve_cluster(&cfg, listener, metrics.clone())?;
     // the client's own tasks run on this runtime for as long as the process runs

@@ -43,6 +43,11 @@ pub struct Metrics {
     pub decision_reasons: IntCounterVec,
     /// Allowed or reviewed scans that paid or held no points, by why.
     pub scan_unrewarded: IntCounterVec,
+    /// Scan decisions by configured campaign (`other` for the rest) and decision.
+    pub campaign_decisions: IntCounterVec,
+    /// The campaigns the configuration names: labels of their own (a scan's campaign id is
+    /// the sender's, and labels must not grow with what senders make up).
+    campaigns: std::collections::HashSet<String>,
     /// Reviews resolved (by a person, or refused when a member held too many), by resolution.
     pub reviews_resolved: IntCounterVec,
     /// Points moved by ledger reason (issued, redeemed, reversed, expired, ...), absolute.
@@ -336,6 +341,14 @@ impl Default for Metrics {
                 "reasons that fired in scan decisions",
                 &["reason"],
             ),
+            campaign_decisions: counter_vec(
+                &r,
+                "omnistream_campaign_decisions_total",
+                "scan decisions by campaign (those the configuration names; `other` for the \
+                 rest) and decision",
+                &["campaign", "decision"],
+            ),
+            campaigns: Default::default(),
             scan_unrewarded: counter_vec(
                 &r,
                 "omnistream_scan_unrewarded_total",
@@ -633,6 +646,20 @@ impl Metrics {
         m
     }
 
+    /// Gives the configured campaigns labels of their own in
+    /// `omnistream_campaign_decisions_total`, exported at 0 (the rest count as `other`).
+    pub fn with_campaigns<'a>(mut self, ids: impl IntoIterator<Item = &'a str>) -> Metrics {
+        self.campaigns = ids.into_iter().map(str::to_string).collect();
+        if self.enabled {
+            for c in self.campaigns.iter().map(String::as_str).chain(["other"]) {
+                for d in ["allow", "review", "block", "duplicate"] {
+                    self.campaign_decisions.with_label_values(&[c, d]);
+                }
+            }
+        }
+        self
+    }
+
     /// Counts one event by type and outcome.
     pub fn event(&self, kind: &str, outcome: &str) {
         if self.enabled {
@@ -724,10 +751,19 @@ impl Metrics {
                     decision,
                     reasons,
                     no_reward,
+                    campaign,
                     ..
                 } => {
                     let c = &self.children;
                     c.decisions.inc_by(&self.decisions, &[decision.as_str()], 1);
+                    let label = if self.campaigns.contains(campaign.as_str()) {
+                        campaign.as_str()
+                    } else {
+                        "other"
+                    };
+                    self.campaign_decisions
+                        .with_label_values(&[label, decision.as_str()])
+                        .inc();
                     for r in reasons {
                         self.decision_reasons
                             .with_label_values(&[r.reason.as_str()])
@@ -988,11 +1024,12 @@ mod tests {
         }
     }
 
-    /// Scans that paid nothing count by why, and resolutions by what was decided.
+    /// Scans that paid nothing count by why, resolutions by what was decided, and decisions
+    /// by campaign: a configured one by name, any other as `other`.
     #[test]
     fn unrewarded_scans_and_resolved_reviews_are_counted() {
         use omnistream_actors::fraud::{Decision, NoReward};
-        let m = Metrics::new(true);
+        let m = Metrics::new(true).with_campaigns(["cmp", "cny-2027"]);
         let at = omnistream_schemas::EventTime::from_unix_ms(0);
         let decision = |no_reward| Emitted {
             event: uuid::Uuid::nil(),
@@ -1041,6 +1078,9 @@ mod tests {
             r#"omnistream_reviews_resolved_total{resolution="block"} 0"#,
             r#"omnistream_reviews_resolved_total{resolution="allow"} 1"#,
             r#"omnistream_scan_decisions_total{decision="allow"} 4"#,
+            r#"omnistream_campaign_decisions_total{campaign="cmp",decision="allow"} 4"#,
+            r#"omnistream_campaign_decisions_total{campaign="cny-2027",decision="block"} 0"#,
+            r#"omnistream_campaign_decisions_total{campaign="other",decision="allow"} 0"#,
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }

@@ -934,6 +934,14 @@ fn metrics_and_the_board_count_the_scripted_day() {
         ),
         3.0
     );
+    // no campaign is configured here: all of them are `other`
+    assert_eq!(
+        sample(
+            &text,
+            r#"omnistream_campaign_decisions_total{campaign="other",decision="allow"}"#
+        ),
+        3.0
+    );
     // o1 (¥200) in the mall; p1 and p2 (¥400 + ¥200) through the dealer portal
     assert_eq!(
         sample(&text, r#"omnistream_gmv_fen_total{channel="mall"}"#),
