@@ -356,15 +356,30 @@ async fn read_store<F>(st: &AppState, what: &str, f: F) -> HttpResponse
 where
     F: FnOnce(&Sharded, &dyn Store) -> Result<Option<Value>, ReadError> + Send + 'static,
 {
-    if !st.ready.load(Ordering::SeqCst) {
-        // until the rebuild the engine may hold events of a commit that failed
-        return error(
+    if let Some(r) = not_ready(st) {
+        return r;
+    }
+    read_answer(what, st.shard.send(Read(f)).await)
+}
+
+/// 503 until the store is open and the state rebuilt: until the rebuild the engine may hold
+/// events of a commit that failed.
+fn not_ready(st: &AppState) -> Option<HttpResponse> {
+    (!st.ready.load(Ordering::SeqCst)).then(|| {
+        error(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",
             "the store is not available",
-        );
-    }
-    match st.shard.send(Read(f)).await {
+        )
+    })
+}
+
+/// The answer to a read the shard ran (or could not run).
+fn read_answer(
+    what: &str,
+    got: Result<Result<Option<Value>, ReadError>, actix::MailboxError>,
+) -> HttpResponse {
+    match got {
         Ok(Ok(Some(v))) => HttpResponse::Ok().json(v),
         Ok(Err(ReadError::Render(e))) => {
             tracing::error!(what, error = %e, "a state did not render as JSON");
@@ -682,46 +697,58 @@ async fn get_decisions(st: web::Data<AppState>, q: web::Query<OutputQuery>) -> H
     // a member's decisions are those of the person: also those written under an id merged
     // into it since (or into which it merged), matched by where each id leads now
     let member = q.member.take();
+    if let Some(r) = not_ready(&st) {
+        return r;
+    }
     match q.filter() {
         Ok(f) => {
-            read_store(&st, "decisions", move |e, s| {
-                let want = f.pending;
-                let mut leads: std::collections::HashMap<String, String> = Default::default();
-                let mut person = |id: &str| -> String {
-                    leads
-                        .entry(id.to_string())
-                        .or_insert_with(|| {
-                            e.member(id)
-                                .map_or_else(|| id.to_string(), |m| m.id.to_string())
-                        })
-                        .clone()
-                };
-                let member = member.as_deref().map(&mut person);
-                // the held reviews of each member the page names, read once a page
-                let mut held: std::collections::HashMap<String, Vec<u128>> = Default::default();
-                let keep = |v: &mut Value| {
-                    if let Some(who) = &member {
-                        let of = v.get("member").and_then(Value::as_str).unwrap_or("");
-                        if person(of) != *who {
-                            return false;
+            let read = crate::shard::ReadReviewed(
+                move |e: &Sharded,
+                      s: &dyn Store,
+                      resolution: &dyn Fn(uuid::Uuid) -> Option<Value>| {
+                    let want = f.pending;
+                    let mut leads: std::collections::HashMap<String, String> = Default::default();
+                    let mut person = |id: &str| -> String {
+                        leads
+                            .entry(id.to_string())
+                            .or_insert_with(|| {
+                                e.member(id)
+                                    .map_or_else(|| id.to_string(), |m| m.id.to_string())
+                            })
+                            .clone()
+                    };
+                    let member = member.as_deref().map(&mut person);
+                    // the held reviews of each member the page names, read once a page
+                    let mut held: std::collections::HashMap<String, Vec<u128>> = Default::default();
+                    let keep = |v: &mut Value| {
+                        if let Some(who) = &member {
+                            let of = v.get("member").and_then(Value::as_str).unwrap_or("");
+                            if person(of) != *who {
+                                return false;
+                            }
                         }
-                    }
-                    if v.get("decision").and_then(Value::as_str) != Some("review") {
-                        return want.is_none();
-                    }
-                    let member = v.get("member").and_then(Value::as_str).unwrap_or("");
-                    let events = held.entry(member.to_string()).or_insert_with(|| {
-                        e.member(member)
-                            .map(|m| m.held.iter().map(|h| h.event).collect())
-                            .unwrap_or_default()
-                    });
-                    let pending = scan_event(v).is_some_and(|id| events.contains(&id.as_u128()));
-                    v["pending"] = json!(pending);
-                    want.is_none_or(|w| w == pending)
-                };
-                Ok(Some(outputs_page(s, f, keep)?))
-            })
-            .await
+                        if v.get("decision").and_then(Value::as_str) != Some("review") {
+                            return want.is_none();
+                        }
+                        let member = v.get("member").and_then(Value::as_str).unwrap_or("");
+                        let events = held.entry(member.to_string()).or_insert_with(|| {
+                            e.member(member)
+                                .map(|m| m.held.iter().map(|h| h.event).collect())
+                                .unwrap_or_default()
+                        });
+                        let scan = scan_event(v);
+                        let pending = scan.is_some_and(|id| events.contains(&id.as_u128()));
+                        v["pending"] = json!(pending);
+                        // what became of it, while the shard remembers the scan
+                        if let Some(r) = scan.filter(|_| !pending).and_then(resolution) {
+                            v["resolution"] = r;
+                        }
+                        want.is_none_or(|w| w == pending)
+                    };
+                    Ok(Some(outputs_page(s, f, keep)?))
+                },
+            );
+            read_answer("decisions", st.shard.send(read).await)
         }
         Err(e) => bad_query(e),
     }

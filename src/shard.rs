@@ -272,6 +272,20 @@ where
     type Result = R;
 }
 
+/// A [`Read`] that also sees what became of recent scans' reviews: the resolution (as its
+/// output's JSON) of a scan among the last [`RECENT_ANSWERS`] decisions, once resolved.
+pub struct ReadReviewed<F>(pub F);
+
+impl<F, R> Message for ReadReviewed<F>
+where
+    F: FnOnce(&Sharded, &dyn Store, &dyn Fn(uuid::Uuid) -> Option<serde_json::Value>) -> R
+        + Send
+        + 'static,
+    R: Send + 'static,
+{
+    type Result = R;
+}
+
 /// Commit whatever waits now (used at shutdown).
 pub struct FlushNow;
 
@@ -1987,6 +2001,28 @@ where
 
     fn handle(&mut self, msg: Read<F>, _: &mut Self::Context) -> Self::Result {
         MessageResult((msg.0)(&self.engine, self.store.as_ref()))
+    }
+}
+
+impl<F, R> Handler<ReadReviewed<F>> for Shard
+where
+    F: FnOnce(&Sharded, &dyn Store, &dyn Fn(uuid::Uuid) -> Option<serde_json::Value>) -> R
+        + Send
+        + 'static,
+    R: Send + 'static,
+{
+    type Result = MessageResult<ReadReviewed<F>>;
+
+    fn handle(&mut self, msg: ReadReviewed<F>, _: &mut Self::Context) -> Self::Result {
+        let answers = &self.answers;
+        let resolution = |scan: uuid::Uuid| {
+            answers.by_scan.get(&scan).and_then(|outs| {
+                outs.iter()
+                    .find(|e| matches!(e.output, Output::ReviewResolved { .. }))
+                    .and_then(|e| serde_json::to_value(&e.output).ok())
+            })
+        };
+        MessageResult((msg.0)(&self.engine, self.store.as_ref(), &resolution))
     }
 }
 

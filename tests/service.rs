@@ -675,6 +675,17 @@ fn review_survives_restarts(env: &[(&str, &str)]) {
     assert!(queue["items"].as_array().unwrap().is_empty(), "{queue}");
     let done = s.get("/v1/decisions?decision=review&pending=false");
     assert_eq!(done["items"][0]["output"]["pending"], false, "{done}");
+    // with what became of it
+    let resolution = &done["items"][0]["output"]["resolution"];
+    assert_eq!(
+        (
+            &resolution["output"],
+            &resolution["allow"],
+            &resolution["reward"]
+        ),
+        (&json!("review_resolved"), &json!(true), &json!(10)),
+        "{done}"
+    );
     let (code, _) = s.request(
         "POST",
         &format!("/v1/reviews/{}", id(1)),
@@ -685,6 +696,12 @@ fn review_survives_restarts(env: &[(&str, &str)]) {
     // and the resolution itself is in the log: after another restart the reward is still paid
     let s = Service::start_with(dir.path(), env);
     assert_eq!(s.get("/v1/identities/openid/traveller")["balance"], 20);
+    // and the queue still says what became of the review (read back from the outputs)
+    let done = s.get("/v1/decisions?decision=review");
+    assert_eq!(
+        done["items"][0]["output"]["resolution"]["allow"], true,
+        "{done}"
+    );
     // and both scans sent again are still answered as they were
     let again = resend(
         &s,
