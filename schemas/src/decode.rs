@@ -922,6 +922,10 @@ impl Check<'_> {
                     self.push(Reason::BadPhone, &kpath(), why);
                     ok = false;
                 }
+                Err(e @ PiiError::NotIssued) => {
+                    self.push(Reason::BadValue, &kpath(), e.to_string());
+                    ok = false;
+                }
             }
         }
         if !ok {

@@ -29,6 +29,20 @@ pub enum PiiError {
     /// Stored input carried a personal value that is not a keyed hash.
     #[error("a stored personal value must be a keyed hash")]
     NotHashed,
+    /// A `member_id` of a form this service never issues (a typo, a made-up or another
+    /// system's id): taken as given, it would start a member of that id.
+    #[error("not a member id this service issued (`m` and 16 lowercase hex digits)")]
+    NotIssued,
+}
+
+/// Whether `id` has the form of the member ids this service issues: `m` and 16 lowercase hex
+/// digits (the number of the identity that created the member).
+pub fn issued_member_id(id: &str) -> bool {
+    id.len() == 17
+        && id.starts_with('m')
+        && id.as_bytes()[1..]
+            .iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
 }
 
 /// Prefix of every hashed value, so a reader can tell a hash from a raw value.
@@ -76,6 +90,10 @@ impl Pii {
                 Ok(self.hash(kind, digits))
             }
             k if k.is_personal() => Ok(self.hash(kind, value.trim())),
+            // the log keeps what was accepted before this check: it replays as it ran
+            IdKind::MemberId if !self.stored && !issued_member_id(value) => {
+                Err(PiiError::NotIssued)
+            }
             _ => Ok(Str::from(value)),
         }
     }
