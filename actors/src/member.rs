@@ -1723,6 +1723,27 @@ impl Member {
         }
     }
 
+    /// Refuses the oldest holds beyond `max-held-reviews` (an unbounded hold list is a state
+    /// leak): their points go back to their campaigns.
+    fn refuse_over_limit(&mut self, ctx: &Ctx, fx: &mut Effects) {
+        let max = ctx.rules.fraud.max_held_reviews;
+        let over: Vec<HeldReward> = edit_boxed(&mut self.held, |held| {
+            let n = held.len().saturating_sub(max);
+            held.drain(..n).collect()
+        });
+        for old in over {
+            self.refund(&old.campaign, old.points, fx);
+            fx.out(Output::ReviewResolved {
+                scan_event: uuid::Uuid::from_u128(old.event),
+                member: self.id.clone(),
+                campaign: old.campaign,
+                allow: false,
+                reward: 0,
+                refused: true,
+            });
+        }
+    }
+
     /// A campaign scan counted on the member: its channel, the day's scans, the store.
     fn scanned(&mut self, store: Option<&Str>, ts: i64, new_member: bool, ctx: &Ctx) {
         self.add_channel("campaign");
@@ -1758,23 +1779,8 @@ impl Member {
                     daily_cap,
                     at: ctx.ts(),
                 };
-                let max = ctx.rules.fraud.max_held_reviews;
-                // an unbounded hold list is a state leak: the oldest review is refused
-                let over = edit_boxed(&mut self.held, |held| {
-                    held.push(hold);
-                    (held.len() > max).then(|| held.remove(0))
-                });
-                if let Some(old) = over {
-                    self.refund(&old.campaign, old.points, fx);
-                    fx.out(Output::ReviewResolved {
-                        scan_event: uuid::Uuid::from_u128(old.event),
-                        member: self.id.clone(),
-                        campaign: old.campaign,
-                        allow: false,
-                        reward: 0,
-                        refused: true,
-                    });
-                }
+                edit_boxed(&mut self.held, |held| held.push(hold));
+                self.refuse_over_limit(ctx, fx);
             }
             Decision::Review => {}
             Decision::Block | Decision::Duplicate => self.refund(&campaign, points, fx),
@@ -2192,6 +2198,8 @@ impl Member {
             held.extend(other.held);
             held.sort_by_key(|h| h.at);
         });
+        // the person holds no more than one member may
+        self.refuse_over_limit(ctx, fx);
         // the scan windows stay the survivor's: the alias's recent scans are not replayed into
         // them (a merge mid-burst undercounts that burst once); a flagged ring is kept
         let (other_ring, other_merged) = other
@@ -3243,6 +3251,66 @@ mod tests {
             assert!(cut.is_err(), "{name}");
         }
         assert!(crate::cold::decode::<Member>(&[9, 0]).is_err());
+    }
+
+    /// A merge that brings the survivor more held reviews than `max-held-reviews` refuses
+    /// the oldest of the person's holds at once, giving their points back.
+    #[test]
+    fn a_merge_over_the_hold_limit_refuses_the_oldest_holds() {
+        let mut rules = rules();
+        rules.fraud.max_held_reviews = 2;
+        let hold = |event: u128, at: i64| HeldReward {
+            event,
+            campaign: "c1".into(),
+            points: 10,
+            daily_cap: 3,
+            at,
+        };
+        let mut m = Member {
+            id: "m1".into(),
+            held: vec![hold(1, 10), hold(3, 30)].into_boxed_slice(),
+            ..Member::default()
+        };
+        let other = Member {
+            id: "m2".into(),
+            held: vec![hold(2, 20)].into_boxed_slice(),
+            ..Member::default()
+        };
+        let mut fx = Effects::default();
+        m.handle(
+            &"m1".into(),
+            MemberCmd::Absorb {
+                from: "m2".into(),
+                state: Box::new(other),
+            },
+            &ctx(&rules, 100),
+            &mut fx,
+        );
+        let kept: Vec<u128> = m.held.iter().map(|h| h.event).collect();
+        assert_eq!(kept, [2, 3]);
+        let refused: Vec<_> = fx
+            .outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::ReviewResolved {
+                    scan_event,
+                    refused: true,
+                    allow: false,
+                    ..
+                } => Some(scan_event.as_u128()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(refused, [1]);
+        let refunds = fx
+            .sends
+            .iter()
+            .filter(|(k, c)| {
+                *k == Key::Campaign("c1".into())
+                    && matches!(c, Cmd::Campaign(CampaignCmd::Refund { points: 10 }))
+            })
+            .count();
+        assert_eq!(refunds, 1);
     }
 
     /// A merging member's stash holding a checked scan whose optional fields are empty (the
