@@ -89,6 +89,7 @@ fi
 promtool check config ops/prometheus/prometheus.yml
 promtool check config ops/prometheus/prometheus-compose.yml
 promtool check rules ops/prometheus/alerts.yml
+python3 ops/grafana/check_queries.py
 python3 ops/prometheus/scrape_check.py target/debug/omnistream
 
 step "the live board in headless chromium during demo"
