@@ -124,11 +124,9 @@ impl Campaign {
                     Decision::Block | Decision::Duplicate => 0,
                 };
                 let not_granted = match v.decision {
-                    Decision::Allow | Decision::Review if granted == 0 => Some(if points == 0 {
-                        NoReward::NoPoints
-                    } else {
-                        NoReward::BudgetExhausted
-                    }),
+                    Decision::Allow | Decision::Review if granted == 0 => {
+                        Some(NoReward::not_granted(points))
+                    }
                     _ => None,
                 };
                 let check = *check;

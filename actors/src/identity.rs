@@ -34,12 +34,10 @@ pub(crate) fn member_id_of(n: u64) -> Str {
 /// The number of a member id of the issued form ([`member_id_of`]'s inverse); None for an id
 /// of any other form (a channel's own, an uppercase digit, another length).
 pub(crate) fn member_number(id: &str) -> Option<u64> {
-    let hex = id.strip_prefix('m')?;
-    let lower = |b: &u8| b.is_ascii_digit() || (b'a'..=b'f').contains(b);
-    if hex.len() != 16 || !hex.as_bytes().iter().all(lower) {
+    if !omnistream_schemas::pii::issued_member_id(id) {
         return None;
     }
-    u64::from_str_radix(hex, 16).ok()
+    u64::from_str_radix(&id[1..], 16).ok()
 }
 
 /// Starts resolving `ids` and delivering `then` to their member. `member_id` identities name

@@ -1420,13 +1420,8 @@ impl Member {
                     // as stored by builds before `ScanDecided`: why nothing was granted is
                     // judged under the rules now
                     Some(v) => {
-                        let not_granted = (points <= 0).then(|| {
-                            if ctx.rules.campaign(&campaign).points <= 0 {
-                                NoReward::NoPoints
-                            } else {
-                                NoReward::BudgetExhausted
-                            }
-                        });
+                        let not_granted = (points <= 0)
+                            .then(|| NoReward::not_granted(ctx.rules.campaign(&campaign).points));
                         let v = *v;
                         self.decided(
                             campaign,

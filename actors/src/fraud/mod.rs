@@ -130,6 +130,16 @@ impl NoReward {
         NoReward::NoPoints,
     ];
 
+    /// Why a campaign whose rules pay `points` a scan granted none: they pay none, or its
+    /// budget could not.
+    pub fn not_granted(points: i64) -> NoReward {
+        if points <= 0 {
+            NoReward::NoPoints
+        } else {
+            NoReward::BudgetExhausted
+        }
+    }
+
     /// The stable name.
     pub fn as_str(self) -> &'static str {
         match self {
