@@ -180,8 +180,12 @@ async fn post_events(st: web::Data<AppState>, body: web::Bytes) -> HttpResponse 
                         // an order, a scan's decision, a payment's credit (or why it was not
                         // booked)
                         let mut answer = json!({"id": id, "status": "accepted"});
-                        for (field, stream) in RESULTS {
-                            if let Some(r) = result_on(*id, outputs, stream) {
+                        for (field, is) in RESULTS {
+                            // its own outputs only: a timer it made due, a status that waited
+                            // for its `placed`, run under other ids
+                            if let Some(r) =
+                                output_json(outputs, |e| e.event == *id && is(&e.output))
+                            {
                                 answer[field] = r;
                             }
                         }
@@ -191,18 +195,11 @@ async fn post_events(st: web::Data<AppState>, body: web::Bytes) -> HttpResponse 
                     // and its review's resolution once there is one
                     Outcome::Duplicate { id, answered } => {
                         let mut answer = json!({"id": id, "status": "duplicate"});
-                        let output = |kind: &str| {
-                            first_of(answered, kind).map(|mut v| {
-                                if let Some(o) = v.as_object_mut() {
-                                    o.remove("event");
-                                    o.remove("at");
-                                }
-                                v
-                            })
-                        };
-                        if let Some(d) = output("decision") {
+                        if let Some(d) = output_json(answered, |e| is_decision(&e.output)) {
                             answer["decision"] = d;
-                            answer["resolution"] = output("review_resolved").unwrap_or_default();
+                            answer["resolution"] =
+                                output_json(answered, |e| is_resolution(&e.output))
+                                    .unwrap_or_default();
                         }
                         answer
                     }
@@ -228,37 +225,39 @@ fn status(o: &Outcome) -> &'static str {
     }
 }
 
-/// The fields of an accepted event's answer, and the output stream each one's result is on
-/// (for a scan, its `decision` output only: the stream also carries the refusal of an older
-/// review that a new one pushed over `max-held-reviews`, under the new scan's id).
-const RESULTS: [(&str, &str); 3] = [
-    ("order", "orders"),
-    ("decision", "decision"),
-    ("credit", "credit"),
+/// The fields of an accepted event's answer, and which of its outputs is each one's result:
+/// for an order, its first on the `orders` stream (accepted, rejected with the reason, held
+/// for credit, released, a status change, or a change the order's state refused); for a
+/// scan, its decision (not the refusal of an older review a new one pushed over
+/// `max-held-reviews`, written under the new scan's id on the same stream); for a payment or
+/// a dealer's order, its first on the `credit` stream (the dealer's credit after it, or why
+/// a payment was not booked).
+const RESULTS: [(&str, IsOutput); 3] = [
+    ("order", |o| o.stream() == "orders"),
+    ("decision", is_decision),
+    ("credit", |o| o.stream() == "credit"),
 ];
 
-/// What an event did on one output stream, as JSON: the first of its own outputs (under its
-/// id `id`) on `stream`. For an order (`orders`): accepted, rejected with the reason, held
-/// for credit, released, a status change, or a change the order's state refused; for a scan
-/// (`decision`, the one output kind): its decision; for a payment or a dealer's order (`credit`): the dealer's
-/// credit after it, or why a payment was not booked. Outputs under other ids are not its
-/// result though it caused them: a timer it made due (an unpaid order's cancellation), or a
-/// status that waited for its `placed`.
-fn result_on(
-    id: uuid::Uuid,
+/// Whether an output is of some kind.
+type IsOutput = fn(&omnistream_actors::Output) -> bool;
+
+fn is_decision(o: &omnistream_actors::Output) -> bool {
+    matches!(o, omnistream_actors::Output::Decision { .. })
+}
+
+fn is_resolution(o: &omnistream_actors::Output) -> bool {
+    matches!(o, omnistream_actors::Output::ReviewResolved { .. })
+}
+
+/// The first of `outputs` that `pick` picks, as the output's own JSON (without the
+/// envelope's `event` and `at`).
+fn output_json(
     outputs: &[omnistream_actors::engine::Emitted],
-    stream: &str,
+    pick: impl Fn(&omnistream_actors::engine::Emitted) -> bool,
 ) -> Option<Value> {
     outputs
         .iter()
-        .find(|e| {
-            e.event == id
-                && if stream == "decision" {
-                    matches!(e.output, omnistream_actors::Output::Decision { .. })
-                } else {
-                    e.output.stream() == stream
-                }
-        })
+        .find(|e| pick(e))
         .and_then(|e| serde_json::to_value(&e.output).ok())
 }
 
@@ -707,37 +706,20 @@ async fn get_decisions(st: web::Data<AppState>, q: web::Query<OutputQuery>) -> H
                       s: &dyn Store,
                       resolution: &dyn Fn(uuid::Uuid) -> Option<Value>| {
                     let want = f.pending;
-                    let mut leads: std::collections::HashMap<String, String> = Default::default();
-                    let mut person = |id: &str| -> String {
-                        leads
-                            .entry(id.to_string())
-                            .or_insert_with(|| {
-                                e.member(id)
-                                    .map_or_else(|| id.to_string(), |m| m.id.to_string())
-                            })
-                            .clone()
-                    };
-                    let member = member.as_deref().map(&mut person);
-                    // the held reviews of each member the page names, read once a page
-                    let mut held: std::collections::HashMap<String, Vec<u128>> = Default::default();
+                    let mut members = Holders::default();
+                    let member = member.as_deref().map(|id| members.of(e, id).0.clone());
                     let keep = |v: &mut Value| {
                         if let Some(who) = &member {
                             let of = v.get("member").and_then(Value::as_str).unwrap_or("");
-                            if person(of) != *who {
+                            if members.of(e, of).0 != *who {
                                 return false;
                             }
                         }
                         if v.get("decision").and_then(Value::as_str) != Some("review") {
                             return want.is_none();
                         }
-                        let member = v.get("member").and_then(Value::as_str).unwrap_or("");
-                        let events = held.entry(member.to_string()).or_insert_with(|| {
-                            e.member(member)
-                                .map(|m| m.held.iter().map(|h| h.event).collect())
-                                .unwrap_or_default()
-                        });
                         let scan = scan_event(v);
-                        let pending = scan.is_some_and(|id| events.contains(&id.as_u128()));
+                        let pending = members.pending(e, v);
                         v["pending"] = json!(pending);
                         // what became of it, while the shard remembers the scan
                         if let Some(r) = scan.filter(|_| !pending).and_then(resolution) {
@@ -761,15 +743,26 @@ fn scan_event(v: &Value) -> Option<uuid::Uuid> {
         .and_then(|s| uuid::Uuid::parse_str(s).ok())
 }
 
-/// Whether the review decision `v` still holds its points in its member's state (followed
-/// through merges).
-pub(crate) fn review_pending(e: &Sharded, v: &Value) -> bool {
-    let (Some(member), Some(event)) = (v.get("member").and_then(Value::as_str), scan_event(v))
-    else {
-        return false;
-    };
-    e.member(member)
-        .is_some_and(|m| m.held.iter().any(|h| h.event == event.as_u128()))
+/// What a page of decisions reads of the members it names, once each: the person an id
+/// leads to now (through merges) and the scans whose rewards that person holds for review.
+#[derive(Default)]
+pub(crate) struct Holders(std::collections::HashMap<String, (String, Vec<u128>)>);
+
+impl Holders {
+    fn of(&mut self, e: &Sharded, id: &str) -> &(String, Vec<u128>) {
+        self.0
+            .entry(id.to_string())
+            .or_insert_with(|| match e.member(id) {
+                Some(m) => (m.id.to_string(), m.held.iter().map(|h| h.event).collect()),
+                None => (id.to_string(), Vec::new()),
+            })
+    }
+
+    /// Whether the review decision `v` still holds its points in its member's state.
+    pub(crate) fn pending(&mut self, e: &Sharded, v: &Value) -> bool {
+        let member = v.get("member").and_then(Value::as_str).unwrap_or("");
+        scan_event(v).is_some_and(|s| self.of(e, member).1.contains(&s.as_u128()))
+    }
 }
 
 /// A page of outputs as `q` asks, or 400 naming what is wrong with `q`.

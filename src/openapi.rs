@@ -55,8 +55,8 @@ const SAMPLE: &str = include_str!("../examples/sample.jsonl");
 /// Each: the path, the request the example answers, and the answer.
 fn examples() -> Vec<(&'static str, String, Value)> {
     use crate::http::{
-        campaign_view, credit_view, kpis_view, ledger_page, member_view, order_view,
-        review_pending, stock_view,
+        campaign_view, credit_view, kpis_view, ledger_page, member_view, order_view, stock_view,
+        Holders,
     };
     use omnistream_actors::{sharded::Sharded, Output, Rules};
     let decoder = omnistream_schemas::Decoder::new(omnistream_schemas::Pii::new(
@@ -96,7 +96,7 @@ fn examples() -> Vec<(&'static str, String, Value)> {
         .cloned()
         .map(|mut i| {
             if i["output"]["decision"] == "review" {
-                i["output"]["pending"] = json!(review_pending(&e, &i["output"]));
+                i["output"]["pending"] = json!(Holders::default().pending(&e, &i["output"]));
             }
             i
         })

@@ -729,6 +729,14 @@ impl Answers {
         self.by_scan.get(&scan).cloned().unwrap_or_default()
     }
 
+    /// The resolution of the scan's review, once there is one (while remembered).
+    fn resolution(&self, scan: uuid::Uuid) -> Option<&Emitted> {
+        self.by_scan
+            .get(&scan)?
+            .iter()
+            .find(|e| matches!(e.output, Output::ReviewResolved { .. }))
+    }
+
     /// The answers of the store's last [`RECENT_ANSWERS`] decisions (and their
     /// resolutions), read back from its outputs, newest first, at most [`ANSWERS_READ`]
     /// outputs back: what the shard answered before a restart is answered the same after it.
@@ -2016,11 +2024,9 @@ where
     fn handle(&mut self, msg: ReadReviewed<F>, _: &mut Self::Context) -> Self::Result {
         let answers = &self.answers;
         let resolution = |scan: uuid::Uuid| {
-            answers.by_scan.get(&scan).and_then(|outs| {
-                outs.iter()
-                    .find(|e| matches!(e.output, Output::ReviewResolved { .. }))
-                    .and_then(|e| serde_json::to_value(&e.output).ok())
-            })
+            answers
+                .resolution(scan)
+                .and_then(|e| serde_json::to_value(&e.output).ok())
         };
         MessageResult((msg.0)(&self.engine, self.store.as_ref(), &resolution))
     }
@@ -2036,10 +2042,8 @@ impl Handler<Review> for Shard {
         }
         let Some(member) = self.reviews.0.get(&msg.event).cloned() else {
             // resolved before (a reviewer's retry after a lost answer): what it became
+            let resolved = self.answers.resolution(msg.event).is_some();
             let answered = self.answers.get(msg.event);
-            let resolved = answered
-                .iter()
-                .any(|e| matches!(e.output, Output::ReviewResolved { .. }));
             let answer = resolved.then(|| {
                 Ok(vec![Outcome::Duplicate {
                     id: msg.event,
