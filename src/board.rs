@@ -480,6 +480,7 @@ mod tests {
                 allow,
                 reward: 0,
                 refused: false,
+                by: None,
             })
         };
         b.observe(&engine, &[resolved(true)]);
@@ -493,6 +494,7 @@ mod tests {
                 allow: false,
                 reward: 0,
                 refused: true,
+                by: None,
             })],
         );
         assert!(b.view().blocked.is_empty());

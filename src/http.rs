@@ -7,7 +7,7 @@ use crate::shard::{GetBoard, GetStats, Ingest, Item, Outcome, Read, Shard, Shutd
 use crate::store::{Store, StoreError};
 use actix::prelude::*;
 use actix_web::http::StatusCode;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpMessage, HttpResponse, HttpServer};
 use omnistream_actors::sharded::Sharded;
 use omnistream_schemas::{Decoder, IdKind, Pii};
 use serde::{Deserialize, Serialize};
@@ -835,14 +835,72 @@ fn outputs_page(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ReviewBody {
     /// `allow` or `block`.
     decision: String,
+    /// Who resolves it (recorded on the resolution).
+    #[serde(default)]
+    reviewer: Option<String>,
+    /// Why (recorded on the resolution).
+    #[serde(default)]
+    note: Option<String>,
 }
+
+/// The longest reviewer name and note a resolution records, in characters.
+const MAX_REVIEWER: usize = 64;
+const MAX_NOTE: usize = 1000;
+
+impl ReviewBody {
+    /// The decision (`true`: allow) and who asked, or why the body is refused.
+    fn read(
+        body: &[u8],
+        token: Option<&str>,
+    ) -> Result<(bool, omnistream_actors::output::Resolver), String> {
+        const FORM: &str =
+            r#"expected {"decision": "allow"|"block", "reviewer"?: "name", "note"?: "why"}"#;
+        let b: ReviewBody = serde_json::from_slice(body).map_err(|e| format!("{e}; {FORM}"))?;
+        let allow = match b.decision.as_str() {
+            "allow" => true,
+            "block" => false,
+            d => return Err(format!("decision: `{d}` is neither `allow` nor `block`")),
+        };
+        let text = |key: &str, v: Option<String>, max: usize, lines: bool| match v {
+            None => Ok(None),
+            Some(v) if v.trim().is_empty() => Err(format!("{key}: empty; leave it out instead")),
+            Some(v) if v.chars().count() > max => {
+                Err(format!("{key}: longer than {max} characters"))
+            }
+            Some(v)
+                if v.chars()
+                    .any(|c| c.is_control() && !(lines && matches!(c, '\n' | '\t'))) =>
+            {
+                Err(format!("{key}: holds a control character"))
+            }
+            Some(v) => Ok(Some(v.trim().to_string())),
+        };
+        let reviewer = text("reviewer", b.reviewer, MAX_REVIEWER, false)?;
+        let note = text("note", b.note, MAX_NOTE, true)?;
+        Ok((
+            allow,
+            omnistream_actors::output::Resolver {
+                reviewer: reviewer.map(Into::into),
+                token: token.map(Into::into),
+                note,
+                at: crate::shard::wall_clock_text(),
+            },
+        ))
+    }
+}
+
+/// The configured name of the token a request was let in with (access control on).
+#[derive(Debug, Clone)]
+struct Caller(String);
 
 /// Resolves a scan under review: `{"decision": "allow"}` pays the held reward.
 async fn post_review(
     st: web::Data<AppState>,
+    req: actix_web::HttpRequest,
     event: web::Path<String>,
     body: web::Bytes,
 ) -> HttpResponse {
@@ -853,16 +911,10 @@ async fn post_review(
             "the path must be the scan's event id",
         );
     };
-    let allow = match serde_json::from_slice::<ReviewBody>(&body).map(|b| b.decision) {
-        Ok(d) if d == "allow" => true,
-        Ok(d) if d == "block" => false,
-        _ => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "bad_body",
-                r#"expected {"decision": "allow"} or {"decision": "block"}"#,
-            )
-        }
+    let token = req.extensions().get::<Caller>().map(|c| c.0.clone());
+    let (allow, by) = match ReviewBody::read(&body, token.as_deref()) {
+        Ok(read) => read,
+        Err(why) => return error(StatusCode::BAD_REQUEST, "bad_body", why),
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
     if st
@@ -870,6 +922,7 @@ async fn post_review(
         .send(crate::shard::Review {
             event,
             allow,
+            by,
             reply: tx,
         })
         .await
@@ -1442,7 +1495,7 @@ impl Guard {
 
     /// The scopes of the token whose digest equals `token`'s; every credential and every
     /// byte is compared (no early exit), so the time taken says nothing about a near miss.
-    fn scopes_of(&self, token: &[u8]) -> Option<&[String]> {
+    fn credential_of(&self, token: &[u8]) -> Option<&crate::config::Credential> {
         let d = crate::config::token_digest(token);
         let mut found = None;
         for c in &self.credentials {
@@ -1452,22 +1505,23 @@ impl Guard {
                 .zip(d.iter())
                 .fold(0u8, |acc, (a, b)| acc | (a ^ b));
             if diff == 0 && found.is_none() {
-                found = Some(c.scopes.as_slice());
+                found = Some(c);
             }
         }
         found
     }
 
-    /// Decides a request: `Ok` to serve it.
+    /// Decides a request: `Ok` to serve it, with the name of the token it came with (none
+    /// when access control is off or the route is open).
     fn check(
         &self,
         method: &actix_web::http::Method,
         path: &str,
         header: Option<&[u8]>,
         query: &str,
-    ) -> Result<(), Refusal> {
+    ) -> Result<Option<String>, Refusal> {
         if !self.enabled {
-            return Ok(());
+            return Ok(None);
         }
         let pattern = self.pattern_of(path);
         let route = pattern.and_then(|p| {
@@ -1477,8 +1531,8 @@ impl Guard {
         });
         let access = route.map(|r| r.access);
         match access {
-            Some(Access::Metrics) if self.open_metrics => return Ok(()),
-            Some(Access::Health) if self.open_health => return Ok(()),
+            Some(Access::Metrics) if self.open_metrics => return Ok(None),
+            Some(Access::Health) if self.open_health => return Ok(None),
             _ => {}
         }
         let token: Vec<u8> = match header {
@@ -1515,10 +1569,10 @@ impl Guard {
                 }
             }
         };
-        let Some(scopes) = self.scopes_of(&token) else {
+        let Some(credential) = self.credential_of(&token) else {
             return Err(Refusal::Unauthenticated("the token is not valid"));
         };
-        let has = |s: &str| scopes.iter().any(|x| x == s);
+        let has = |s: &str| credential.scopes.iter().any(|x| x == s);
         match access {
             Some(Access::Scope(s)) if !has(s) => Err(Refusal::Forbidden(format!(
                 "this route needs the `{s}` scope"
@@ -1527,7 +1581,7 @@ impl Guard {
                 "this route needs the `read` or `admin` scope".into(),
             )),
             // any valid token may learn that a route does not exist (404/405)
-            _ => Ok(()),
+            _ => Ok(Some(credential.name.clone())),
         }
     }
 }
@@ -1565,7 +1619,11 @@ async fn access(
         Err(Refusal::Forbidden(why)) => {
             return Ok(req.into_response(error(StatusCode::FORBIDDEN, "forbidden", why)));
         }
-        Ok(()) => {}
+        Ok(caller) => {
+            if let Some(name) = caller {
+                req.extensions_mut().insert(Caller(name));
+            }
+        }
     }
     if let Some(why) = guard.unknown_query(req.method(), &path, req.query_string()) {
         return Ok(req.into_response(bad_query(why)));

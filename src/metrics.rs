@@ -1059,6 +1059,7 @@ mod tests {
                 allow,
                 reward: 0,
                 refused: !allow,
+                by: None,
             },
         };
         m.observe(&[

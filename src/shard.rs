@@ -189,6 +189,16 @@ pub fn wall_clock_us() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
+/// This machine's clock as RFC 3339 text in UTC, to the millisecond: when the service took
+/// a request or refused an item, for the people reading its outputs.
+pub fn wall_clock_text() -> String {
+    omnistream_schemas::EventTime {
+        unix_us: wall_clock_us() / 1000 * 1000,
+        offset_min: 0,
+    }
+    .to_string()
+}
+
 /// A commit slower than this (seconds), plus [`COMMIT_S_PER_EVENT`] for each of its events, is
 /// logged at warn level with its size.
 const SLOW_COMMIT_S: f64 = 0.02;
@@ -639,10 +649,36 @@ struct AdminEntry {
     member: String,
     /// Pay or refuse.
     allow: bool,
+    /// Who asked, when by the service's clock, and why (absent in entries logged before
+    /// it was kept): copied onto the resolution it makes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    by: Option<omnistream_actors::output::Resolver>,
 }
 
 impl AdminEntry {
+    /// Runs the command; the resolution it makes carries who asked for it.
     fn apply(&self, engine: &mut Sharded, out: &mut Vec<Emitted>) -> usize {
+        let from = out.len();
+        let n = self.run(engine, out);
+        if let Some(who) = &self.by {
+            for e in &mut out[from..] {
+                if let Output::ReviewResolved {
+                    scan_event,
+                    refused: false,
+                    by,
+                    ..
+                } = &mut e.output
+                {
+                    if *scan_event == self.event {
+                        *by = Some(Box::new(who.clone()));
+                    }
+                }
+            }
+        }
+        n
+    }
+
+    fn run(&self, engine: &mut Sharded, out: &mut Vec<Emitted>) -> usize {
         let at = omnistream_schemas::EventTime {
             unix_us: self.at_us,
             offset_min: 0,
@@ -813,6 +849,8 @@ pub struct Review {
     pub event: uuid::Uuid,
     /// Pay the reward.
     pub allow: bool,
+    /// Who asked, when and why.
+    pub by: omnistream_actors::output::Resolver,
     /// The answer: `None` when no review of that scan is pending; a
     /// [`Outcome::Duplicate`] with the remembered outputs when it was resolved already.
     pub reply: oneshot::Sender<Option<Result<Vec<Outcome>, ShardError>>>,
@@ -1855,7 +1893,7 @@ impl Shard {
         self.metrics.refused(kind, &reasons);
         let dead = serde_json::json!({
             "output": "dead_letter", "source": source, "id": id,
-            "reasons": reasons, "raw": raw,
+            "reasons": reasons, "raw": raw, "received_at": wall_clock_text(),
         });
         self.batch.outputs.push((
             self.next_output,
@@ -2062,6 +2100,7 @@ impl Handler<Review> for Shard {
             event: msg.event,
             member,
             allow: msg.allow,
+            by: Some(msg.by),
         };
         let mut emitted = Vec::new();
         entry.apply(&mut self.engine, &mut emitted);
@@ -2227,6 +2266,7 @@ mod tests {
                 allow: true,
                 reward: 10,
                 refused: false,
+                by: None,
             },
         };
         a.observe(std::slice::from_ref(&resolved));
@@ -2269,6 +2309,7 @@ mod tests {
                 allow: false,
                 reward: 0,
                 refused: false,
+                by: None,
             },
         };
         let other = |n: u128| Emitted {

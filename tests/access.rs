@@ -275,6 +275,45 @@ fn the_board_takes_a_query_token_on_get_and_nothing_else_does() {
     }
 }
 
+/// A resolution records the name of the token it came with, beside the reviewer's own name
+/// (what that caller said): the risk team's audit trail says who the service let in.
+#[test]
+fn a_resolution_records_the_token_it_came_with() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &[]);
+    // Shanghai, then Beijing ten minutes later: the second scan is held for review
+    for (n, ts, lat, lon) in [
+        (1, "2026-11-11T10:00:00+08:00", 31.23, 121.47),
+        (2, "2026-11-11T10:10:00+08:00", 39.90, 116.40),
+    ] {
+        let scan = serde_json::json!({"id": id(n), "type": "scan", "ts": ts, "channel": "campaign",
+            "code": format!("A{n}"), "sku": "S1", "campaign": "cny", "member": {"openid": "o-t"},
+            "device": "d9", "ip": "10.9.9.9", "geo": {"lat": lat, "lon": lon}});
+        let (code, _, v) = call(
+            &s,
+            "POST",
+            "/v1/scan",
+            Some(&bearer("ingest")),
+            &scan.to_string(),
+        );
+        assert_eq!(code, 200, "{v}");
+    }
+    let (code, _, v) = call(
+        &s,
+        "POST",
+        &format!("/v1/reviews/{}", id(2)),
+        Some(&bearer("review")),
+        r#"{"decision": "block", "reviewer": "ann"}"#,
+    );
+    assert_eq!(code, 200, "{v}");
+    let by = &v["resolution"]["by"];
+    assert_eq!(
+        (&by["reviewer"], &by["token"], by["note"].is_null()),
+        (&Value::from("ann"), &Value::from("review-only"), true),
+        "{v}"
+    );
+}
+
 fn run_expecting_failure(env: &[(&str, &str)]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_omnistream"))

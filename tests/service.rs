@@ -185,6 +185,16 @@ fn bad_requests_get_4xx_with_reasons_and_lose_nothing_else() {
     assert_eq!(r["results"][1]["reasons"][0]["reason"], "bad_uuid");
     let dead = s.get("/v1/outputs?output=dead_letter");
     assert_eq!(dead["items"].as_array().unwrap().len(), 1, "{dead}");
+    // when it came, by the service's clock (dead letters have no event time to go by)
+    let received = dead["items"][0]["output"]["received_at"]
+        .as_str()
+        .unwrap_or("");
+    let received = omnistream_schemas::EventTime::parse(received);
+    let now = omnistream::shard::wall_clock_us();
+    assert!(
+        received.is_ok_and(|t| (now - 60_000_000..=now).contains(&t.unix_us)),
+        "{dead}"
+    );
     let (code, _) = s.request("GET", "/v1/members/nobody", "");
     assert_eq!(code, 404);
     let (code, v) = s.request("GET", "/v1/identities/phone/not-a-phone", "");
@@ -619,12 +629,62 @@ fn review_survives_restarts(env: &[(&str, &str)]) {
     s.stop();
     // the review survives a restart (it is state rebuilt from the log)
     let s = Service::start_with(dir.path(), env);
+    // a body the service cannot record is refused with why, and resolves nothing
+    let long = "x".repeat(1001);
+    for (body, why) in [
+        (
+            r#"{"decision":"allow","reviewr":"ann"}"#.to_string(),
+            "unknown field `reviewr`",
+        ),
+        (
+            r#"{"decision":"allow","reviewer":"  "}"#.to_string(),
+            "reviewer: empty",
+        ),
+        (
+            json!({"decision": "allow", "note": long}).to_string(),
+            "note: longer than 1000",
+        ),
+        (
+            r#"{"decision":"allow","reviewer":"a\u0007b"}"#.to_string(),
+            "reviewer: holds a control",
+        ),
+    ] {
+        let (code, v) = s.request("POST", &format!("/v1/reviews/{}", id(2)), &body);
+        assert_eq!(
+            (code, v["error"].as_str()),
+            (400, Some("bad_body")),
+            "{body}: {v}"
+        );
+        assert!(v["detail"].as_str().unwrap().contains(why), "{body}: {v}");
+    }
+    let before = std::time::SystemTime::now();
     let (code, v) = s.request(
         "POST",
         &format!("/v1/reviews/{}", id(2)),
-        r#"{"decision":"allow"}"#,
+        r#"{"decision":"allow","reviewer":"Ann Li","note":"travelling for work:\nticket seen"}"#,
     );
     assert_eq!(code, 200, "{v}");
+    // who resolved it and why, and when by the service's clock (no token: access is off)
+    let by = &v["resolution"]["by"];
+    assert_eq!(
+        (&by["reviewer"], &by["note"], &by["token"]),
+        (
+            &json!("Ann Li"),
+            &json!("travelling for work:\nticket seen"),
+            &Value::Null
+        ),
+        "{v}"
+    );
+    let at = by["at"].as_str().unwrap();
+    let at_ms = omnistream_schemas::EventTime::parse(at).unwrap().unix_us / 1000;
+    let before_ms = before
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert!(
+        at.ends_with('Z') && (before_ms..before_ms + 60_000).contains(&at_ms),
+        "{v}"
+    );
     let profile = s.get("/v1/identities/openid/traveller");
     assert_eq!(profile["balance"], 20);
     assert!(profile.get("held_reviews").is_none(), "{profile}");
@@ -702,6 +762,12 @@ fn review_survives_restarts(env: &[(&str, &str)]) {
         done["items"][0]["output"]["resolution"]["allow"], true,
         "{done}"
     );
+    // with who resolved it, as the log recorded it
+    assert_eq!(
+        done["items"][0]["output"]["resolution"]["by"], resolution["by"],
+        "{done}"
+    );
+    assert_eq!(resolution["by"]["reviewer"], "Ann Li", "{resolution}");
     // and both scans sent again are still answered as they were
     let again = resend(
         &s,

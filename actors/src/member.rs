@@ -1490,6 +1490,7 @@ impl Member {
                     allow,
                     reward,
                     refused: false,
+                    by: None,
                 });
             }
             MemberCmd::RingLabel { label } => {
@@ -1735,6 +1736,7 @@ impl Member {
                 allow: false,
                 reward: 0,
                 refused: true,
+                by: None,
             });
         }
     }

@@ -25,6 +25,25 @@ pub enum StockCause {
     Set,
 }
 
+/// Who resolved a review, as the service recorded the request: set by the service on the
+/// admin command it logs (the entity never sees it), so a replay of the log repeats it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resolver {
+    /// The reviewer's name as the request gave it.
+    #[serde(default, skip_serializing_if = "crate::cold::omit")]
+    pub reviewer: Option<Str>,
+    /// The access token's configured name, when access control is on: who the service
+    /// knows sent it (the reviewer's name is what that caller said).
+    #[serde(default, skip_serializing_if = "crate::cold::omit")]
+    pub token: Option<Str>,
+    /// The reviewer's note.
+    #[serde(default, skip_serializing_if = "crate::cold::omit")]
+    pub note: Option<String>,
+    /// When the service took the request, by its clock, RFC 3339 in UTC (the output's
+    /// `ts` is the event time it ran at, the watermark).
+    pub at: String,
+}
+
 /// One output of an entity actor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "output", rename_all = "snake_case")]
@@ -281,6 +300,10 @@ pub enum Output {
         /// `max-held-reviews` and this was the oldest.
         #[serde(default, skip_serializing_if = "crate::cold::omit")]
         refused: bool,
+        /// Who resolved it, when and why, as the service recorded the person's request
+        /// (absent for a refusal, and for resolutions recorded before it was kept).
+        #[serde(default, skip_serializing_if = "crate::cold::omit")]
+        by: Option<Box<Resolver>>,
     },
     /// A code was scanned outside the sales region of the dealer its batch was shipped to.
     Diversion {
