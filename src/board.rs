@@ -149,7 +149,7 @@ impl Board {
         for e in emitted {
             let at = e.at.unix_us;
             match &e.output {
-                Output::OrderAccepted { order, amount } => {
+                Output::OrderAccepted { order, amount, .. } => {
                     let channel =
                         Channel::parse(order.split_once(':').map_or("", |(c, _)| c)).label();
                     if let Some(m) = self.minute(at) {
@@ -383,6 +383,7 @@ mod tests {
             at: omnistream_schemas::EventTime::from_unix_ms(ms),
             ..emitted(Output::OrderAccepted {
                 order: "mall:o1".into(),
+                dealer: None,
                 amount: 100,
             })
         };

@@ -183,9 +183,15 @@ async fn post_events(st: web::Data<AppState>, body: web::Bytes) -> HttpResponse 
                         for (field, is) in RESULTS {
                             // its own outputs only: a timer it made due, a status that waited
                             // for its `placed`, run under other ids
-                            if let Some(r) =
-                                output_json(outputs, |e| e.event == *id && is(&e.output))
-                            {
+                            let mine: Vec<Value> = outputs
+                                .iter()
+                                .filter(|e| e.event == *id && is(&e.output))
+                                .filter_map(|e| serde_json::to_value(&e.output).ok())
+                                .collect();
+                            if mine.len() > 1 && field == "order" {
+                                answer["orders"] = Value::from(mine.clone());
+                            }
+                            if let Some(r) = mine.into_iter().last() {
                                 answer[field] = r;
                             }
                         }
@@ -225,13 +231,15 @@ fn status(o: &Outcome) -> &'static str {
     }
 }
 
-/// The fields of an accepted event's answer, and which of its outputs is each one's result:
-/// for an order, its first on the `orders` stream (accepted, rejected with the reason, held
-/// for credit, released, a status change, or a change the order's state refused); for a
-/// scan, its decision (not the refusal of an older review a new one pushed over
-/// `max-held-reviews`, written under the new scan's id on the same stream); for a payment or
-/// a dealer's order, its first on the `credit` stream (the dealer's credit after it, or why
-/// a payment was not booked).
+/// The fields of an accepted event's answer, and which of its outputs is each one's result,
+/// the last it made (where it ended: a dealer's order taken on credit and then refused for
+/// stock ends rejected, with its credit given back): for an order, its last on the `orders`
+/// stream (accepted, rejected with the reason, held for credit, released, a status change,
+/// or a change the order's state refused; all of them in `orders` when there were more, as
+/// a payment releasing two held orders makes); for a scan, its decision (not the refusal of
+/// an older review a new one pushed over `max-held-reviews`, written under the new scan's
+/// id on the same stream); for a payment, a dealer's order or its fulfilment, its last on
+/// the `credit` stream (the dealer's credit after it, or why a payment was not booked).
 const RESULTS: [(&str, IsOutput); 3] = [
     ("order", |o| o.stream() == "orders"),
     ("decision", is_decision),

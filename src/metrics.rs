@@ -788,7 +788,7 @@ impl Metrics {
                     &[ledger_label(reason)],
                     delta.unsigned_abs(),
                 ),
-                Output::OrderAccepted { order, amount } => {
+                Output::OrderAccepted { order, amount, .. } => {
                     let channel = order.split_once(':').map_or("", |(c, _)| c);
                     self.children.gmv.inc_by(
                         &self.gmv,

@@ -787,6 +787,117 @@ fn review_survives_restarts(env: &[(&str, &str)]) {
 /// `POST /v1/events` answers each accepted event with what it did: a scan's decision (and why
 /// an allowed scan paid nothing), a payment's credit, or why a payment was not booked.
 #[test]
+fn a_dealers_events_answer_where_they_ended_and_list_under_the_dealer() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Service::start(dir.path());
+    let t = |h: u32| format!("2026-11-11T{h:02}:00:00+08:00");
+    let ev = |n: u32, v: Value| {
+        let mut v = v;
+        v["id"] = json!(id(n));
+        v.to_string()
+    };
+    let order = |n: u32, h: u32, o: &str, qty: i64, price: i64| {
+        ev(
+            n,
+            json!({"type":"order","ts":t(h),"channel":"dealer","order":o,"status":"placed","kind":"dealer",
+            "dealer":"d2","lines":[{"sku":"SB","qty":qty,"unit_price":price}],"location":"wh"}),
+        )
+    };
+    let v = s.post(&[
+        ev(
+            1,
+            json!({"type":"stock","ts":t(8),"sku":"SB","location":"wh","op":"receive","qty":10}),
+        ),
+        ev(
+            2,
+            json!({"type":"dealer","ts":t(8),"dealer":"d2","credit_limit":100_000_000}),
+        ),
+        // a pallet dear by the unit (¥50,000 each) is an order like any other
+        order(3, 9, "big", 2, 5_000_000),
+        // more than the stock: taken on credit, then refused for stock, the credit given back
+        order(4, 9, "short", 20, 100),
+    ]);
+    let r = &v["results"];
+    assert_eq!(r[2]["order"]["output"], "order_accepted", "{v}");
+    assert_eq!(r[3]["order"]["output"], "order_rejected", "{v}");
+    assert_eq!(
+        (&r[3]["credit"]["exposure"], &r[3]["credit"]["open_orders"]),
+        (&json!(10_000_000), &json!(1)),
+        "the answer is the credit after the refusal: {v}"
+    );
+    // a limit cut holds two orders; a raise releases both, which then take their stock:
+    // all of it is in the answer
+    let v = s.post(&[
+        ev(
+            5,
+            json!({"type":"dealer","ts":t(10),"dealer":"d2","credit_limit":10_000_000}),
+        ),
+        order(6, 10, "h1", 1, 300),
+        order(7, 10, "h2", 1, 400),
+        ev(
+            8,
+            json!({"type":"dealer","ts":t(11),"dealer":"d2","credit_limit":100_000_000}),
+        ),
+    ]);
+    let r = &v["results"];
+    assert_eq!(r[1]["order"]["output"], "order_held", "{v}");
+    let released: Vec<_> = r[3]["orders"]
+        .as_array()
+        .unwrap_or(&Vec::new())
+        .iter()
+        .map(|o| (o["output"].clone(), o["order"].clone()))
+        .collect();
+    assert_eq!(
+        released,
+        [
+            (json!("order_released"), json!("dealer:h1")),
+            (json!("order_released"), json!("dealer:h2")),
+            (json!("order_accepted"), json!("dealer:h1")),
+            (json!("order_accepted"), json!("dealer:h2"))
+        ],
+        "{v}"
+    );
+    // shipping moves the exposure from open orders to unpaid: published as credit
+    let v = s.post(&[ev(
+        9,
+        json!({"type":"order","ts":t(12),"channel":"dealer","order":"big","status":"fulfilled","kind":"dealer","dealer":"d2"}),
+    )]);
+    let credit = &v["results"][0]["credit"];
+    assert_eq!(
+        (&credit["unpaid"], &credit["open_orders"]),
+        (&json!(10_000_000), &json!(2)),
+        "{v}"
+    );
+    // the dealer's orders are listed under the dealer: every kind of order output
+    let listed = s.get("/v1/outputs?dealer=d2&limit=100");
+    let kinds: std::collections::BTreeSet<String> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["output"]["output"].as_str().unwrap().to_string())
+        .collect();
+    for k in [
+        "order_accepted",
+        "order_rejected",
+        "order_held",
+        "order_released",
+        "order_status",
+        "credit",
+    ] {
+        assert!(
+            kinds.contains(k),
+            "{k} not listed under the dealer: {kinds:?}"
+        );
+    }
+    let short = s.get("/v1/outputs?dealer=d2&output=order_rejected");
+    assert_eq!(
+        short["items"][0]["output"]["order"], "dealer:short",
+        "{short}"
+    );
+    s.stop();
+}
+
+#[test]
 fn an_events_answer_says_what_each_event_did() {
     let dir = tempfile::tempdir().unwrap();
     let s = Service::start_with(

@@ -181,7 +181,8 @@ impl Dealer {
             }
             DealerCmd::Open { order, amount } => self.open(me, order, amount, ctx, fx),
             DealerCmd::Fulfilled { order } => {
-                // exposure does not change (open becomes unpaid), so nothing is published
+                // exposure does not change (open becomes unpaid), but what it is made of does:
+                // published, so a follower of `credit` sees `unpaid` and `open_orders` move
                 let Some(amount) = self.take_open(&order) else {
                     return;
                 };
@@ -196,6 +197,7 @@ impl Dealer {
                         at,
                     },
                 );
+                self.credit(me, fx);
             }
             DealerCmd::Close { order } => {
                 if self.take_open(&order).is_none() && !self.unhold(&order) {
@@ -531,7 +533,20 @@ mod tests {
         run(&mut d, &r, info(1_000));
         run(&mut d, &r, open("p1", 600));
         let fx = run(&mut d, &r, DealerCmd::Fulfilled { order: "p1".into() });
-        assert_eq!(fx, Effects::default());
+        // published all the same: what the exposure is made of moved
+        assert!(fx.sends.is_empty(), "{fx:?}");
+        assert_eq!(
+            fx.outputs,
+            [Output::Credit {
+                dealer: me(),
+                limit: 1_000,
+                exposure: 600,
+                available: 400,
+                held: 0,
+                unpaid: 600,
+                open_orders: 0,
+            }]
+        );
         assert_eq!(d.open_total, 0);
         assert_eq!(d.unpaid, 600);
         assert_eq!(d.exposure(), 600);

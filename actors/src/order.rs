@@ -312,7 +312,7 @@ impl Order {
         if ev.status == OrderStatus::Placed {
             if self.phase != Phase::New {
                 // placed once: a repeat (or an edit of the lines) changes nothing, and says so
-                return ignored(me, ev.status, "already placed", fx);
+                return ignored(me, self.dealer_of(), ev.status, "already placed", fx);
             }
             self.placed_at = Some(ctx.at);
             return self.place(me, ev, fx);
@@ -343,7 +343,7 @@ impl Order {
                 } else {
                     "order was cancelled"
                 };
-                ignored(me, ev.status, reason, fx);
+                ignored(me, self.dealer_of(), ev.status, reason, fx);
             }
             Phase::Accepted => {
                 let unpaid = self.unpaid();
@@ -462,6 +462,7 @@ impl Order {
         self.later_at.clear();
         fx.out(Output::OrderRejected {
             order: me.clone(),
+            dealer: self.dealer_of(),
             reason: reason.into(),
             detail,
         });
@@ -473,6 +474,7 @@ impl Order {
         let amount = self.amount();
         fx.out(Output::OrderAccepted {
             order: me.clone(),
+            dealer: self.dealer_of(),
             amount,
         });
         if self.kind == Some(OrderKind::Consumer) {
@@ -535,6 +537,7 @@ impl Order {
         if self.later.len() >= MAX_DEFERRED {
             return ignored(
                 me,
+                self.dealer_of(),
                 ev.status,
                 "too many status events wait for placement",
                 fx,
@@ -555,6 +558,7 @@ impl Order {
         if let Some(waits_for) = waits_for {
             fx.out(Output::OrderDeferred {
                 order: me.clone(),
+                dealer: self.dealer_of(),
                 status: ev.status.as_str().into(),
                 waits_for: waits_for.into(),
             });
@@ -570,6 +574,13 @@ impl Order {
         }
     }
 
+    /// The dealer, for a dealer's order.
+    fn dealer_of(&self) -> Option<Str> {
+        self.dealer
+            .clone()
+            .filter(|_| self.kind == Some(OrderKind::Dealer))
+    }
+
     fn to_dealer(&self, cmd: DealerCmd, fx: &mut Effects) {
         if let (Some(d), Some(OrderKind::Dealer)) = (&self.dealer, self.kind) {
             fx.send(Key::Dealer(d.clone()), Cmd::Dealer(cmd));
@@ -579,6 +590,7 @@ impl Order {
     fn status_out(&self, me: &Str, status: &str, fx: &mut Effects) {
         fx.out(Output::OrderStatus {
             order: me.clone(),
+            dealer: self.dealer_of(),
             status: status.into(),
             detail: None,
         });
@@ -598,7 +610,7 @@ impl Order {
             }
             OrderStatus::Fulfilled => {
                 if fulfilled {
-                    return ignored(me, ev.status, "already fulfilled", fx);
+                    return ignored(me, self.dealer_of(), ev.status, "already fulfilled", fx);
                 }
                 self.status = Some(OrderStatus::Fulfilled);
                 for sku in &self.reserved {
@@ -615,6 +627,7 @@ impl Order {
                 if fulfilled {
                     return ignored(
                         me,
+                        self.dealer_of(),
                         ev.status,
                         "fulfilled orders are returned, not cancelled",
                         fx,
@@ -624,7 +637,13 @@ impl Order {
             }
             OrderStatus::Returned => {
                 if !fulfilled {
-                    return ignored(me, ev.status, "only fulfilled orders can be returned", fx);
+                    return ignored(
+                        me,
+                        self.dealer_of(),
+                        ev.status,
+                        "only fulfilled orders can be returned",
+                        fx,
+                    );
                 }
                 if !self.recent.insert(ctx.event.as_u128(), 8) {
                     return;
@@ -662,6 +681,7 @@ impl Order {
         self.cancel_detail.clone_from(&detail);
         fx.out(Output::OrderStatus {
             order: me.clone(),
+            dealer: self.dealer_of(),
             status: "cancelled".into(),
             detail,
         });
@@ -740,7 +760,7 @@ impl Order {
             } else {
                 format!("no returnable lines: {}", unapplied.join("; "))
             };
-            return ignored(me, OrderStatus::Returned, &reason, fx);
+            return ignored(me, self.dealer_of(), OrderStatus::Returned, &reason, fx);
         }
         self.status = Some(OrderStatus::Returned);
         self.to_member(
@@ -768,15 +788,17 @@ impl Order {
         }
         fx.out(Output::OrderStatus {
             order: me.clone(),
+            dealer: self.dealer_of(),
             status: "returned".into(),
             detail: (!unapplied.is_empty()).then(|| unapplied.join("; ").into()),
         });
     }
 }
 
-fn ignored(me: &Str, status: OrderStatus, reason: &str, fx: &mut Effects) {
+fn ignored(me: &Str, dealer: Option<Str>, status: OrderStatus, reason: &str, fx: &mut Effects) {
     fx.out(Output::OrderIgnored {
         order: me.clone(),
+        dealer,
         status: status.as_str().into(),
         reason: reason.into(),
     });
@@ -879,6 +901,7 @@ mod tests {
             fx.outputs,
             vec![Output::OrderDeferred {
                 order: me.clone(),
+                dealer: None,
                 status: "fulfilled".into(),
                 waits_for: "placed".into(),
             }]

@@ -143,6 +143,9 @@ pub enum Output {
     OrderAccepted {
         /// Order key.
         order: Str,
+        /// The dealer, for a dealer's order (what `/v1/outputs?dealer=` matches).
+        #[serde(default, skip_serializing_if = "crate::cold::omit")]
+        dealer: Option<Str>,
         /// Order value in fen.
         amount: i64,
     },
@@ -150,6 +153,9 @@ pub enum Output {
     OrderRejected {
         /// Order key.
         order: Str,
+        /// The dealer, for a dealer's order (what `/v1/outputs?dealer=` matches).
+        #[serde(default, skip_serializing_if = "crate::cold::omit")]
+        dealer: Option<Str>,
         /// `insufficient_stock`, `insufficient_points`, `no_lines`, `no_location`, ...
         reason: Str,
         /// Detail for people.
@@ -175,6 +181,9 @@ pub enum Output {
     OrderStatus {
         /// Order key.
         order: Str,
+        /// The dealer, for a dealer's order (what `/v1/outputs?dealer=` matches).
+        #[serde(default, skip_serializing_if = "crate::cold::omit")]
+        dealer: Option<Str>,
         /// New status.
         status: Str,
         /// What of the event was not applied, when some was not (a return of more than is
@@ -186,6 +195,9 @@ pub enum Output {
     OrderIgnored {
         /// Order key.
         order: Str,
+        /// The dealer, for a dealer's order (what `/v1/outputs?dealer=` matches).
+        #[serde(default, skip_serializing_if = "crate::cold::omit")]
+        dealer: Option<Str>,
         /// The status sent.
         status: Str,
         /// Why it was not applied.
@@ -196,6 +208,9 @@ pub enum Output {
     OrderDeferred {
         /// Order key.
         order: Str,
+        /// The dealer, for a dealer's order (what `/v1/outputs?dealer=` matches).
+        #[serde(default, skip_serializing_if = "crate::cold::omit")]
+        dealer: Option<Str>,
         /// The status sent.
         status: Str,
         /// What it waits for: `placed`, or `credit` (a dealer order held for credit).

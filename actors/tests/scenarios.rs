@@ -104,7 +104,7 @@ fn a_consumer_order_through_fulfilment_and_a_partial_return() {
     let lines = r#","lines":[{"sku":"S1","qty":2,"unit_price":10000},{"sku":"S2","qty":1,"unit_price":5000}],"location":"wh""#;
     w.send(&order("o1", "placed", r#"{"openid":"oa"}"#, lines, T1));
     assert!(w.outputs().iter().any(
-        |o| matches!(o, Output::OrderAccepted { order, amount: 25000 } if order == "mall:o1")
+        |o| matches!(o, Output::OrderAccepted { order, amount: 25000, .. } if order == "mall:o1")
     ));
     let m = w.member_by("openid", "oa").clone();
     assert_eq!(m.points.pending, 250, "1 point per yuan");

@@ -1149,15 +1149,27 @@ fn build(w: &mut Wire<'_>, pii: &Pii, problems: &mut Vec<Problem>) -> Option<Eve
                                     c.missing(&ppath, "each line needs a unit price in fen");
                                     None
                                 }
-                                Some(v) => c.int_in(
-                                    &ppath,
-                                    v,
-                                    0,
-                                    MAX_AMOUNT / MAX_QTY,
-                                    Reason::NegativeAmount,
-                                ),
+                                Some(v) => {
+                                    c.int_in(&ppath, v, 0, MAX_AMOUNT, Reason::NegativeAmount)
+                                }
                             };
                             match (sku, qty, price) {
+                                // a line's value, not its price, has the bound: a pallet of
+                                // appliances is dear by the unit and few by the count
+                                (Some(_), Some(qty), Some(unit_price))
+                                    if qty
+                                        .checked_mul(unit_price)
+                                        .is_none_or(|v| v > MAX_AMOUNT) =>
+                                {
+                                    c.push(
+                                        Reason::OutOfRange,
+                                        &format!("lines[{i}]"),
+                                        format!(
+                                            "qty {qty} × unit_price {unit_price} is above the maximum {MAX_AMOUNT} fen a line may be worth"
+                                        ),
+                                    );
+                                    ok = false;
+                                }
                                 (Some(sku), Some(qty), Some(unit_price)) => out.push(Line {
                                     sku,
                                     qty,
