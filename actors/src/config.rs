@@ -152,7 +152,14 @@ impl Rules {
                 "each window must be in 1..=member.history-days",
             );
         }
-        for t in &self.tags {
+        for (i, t) in self.tags.iter().enumerate() {
+            // a second rule of one name: the member's tag would be one, its meaning either
+            if self.tags[..i].iter().any(|o| o.name == t.name) {
+                return Err((
+                    format!("tags.{}", t.name),
+                    "a second tag rule of this name (names must be unique)".into(),
+                ));
+            }
             if let TagCond::RedeemShareOver { share, .. } = &t.when {
                 if !(share.is_finite() && (0.0..=1.0).contains(share)) {
                     return Err((format!("tags.{}", t.name), "share must be in 0..=1".into()));
@@ -812,6 +819,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.tags.len(), 1);
+        let twice =
+            "[[tags]]\nname = \"x\"\nwhen = { rule = \"clicks-at-least\", days = 7, count = 1 }\n";
+        let r: Rules = toml::from_str(&format!("{twice}{twice}")).unwrap();
+        assert_eq!(
+            r.check().unwrap_err(),
+            (
+                "tags.x".into(),
+                "a second tag rule of this name (names must be unique)".into()
+            )
+        );
         // a share that is not a number would not even be stored (JSON has no NaN)
         for share in ["nan", "inf", "1.5", "-0.1"] {
             let r: Rules = toml::from_str(&format!(

@@ -451,6 +451,46 @@ fn a_dormant_members_points_expire_and_its_windowed_tags_drop() {
     )));
 }
 
+/// A windowed tag drops at the local midnight its last counted day leaves the window, with no
+/// event of the member's, also when an older day (an order a day before, or one a merge
+/// brought) is kept beyond the window: the member's timer went by the oldest day alone, which
+/// had left the window already, so `clicker` stayed on for a year.
+#[test]
+fn a_windowed_tag_drops_when_its_day_leaves_though_an_older_day_stays() {
+    for merged in [false, true] {
+        let mut rules = Rules::default();
+        rules.tags.push(omnistream_actors::config::TagRule {
+            name: "clicker".into(),
+            when: omnistream_actors::config::TagCond::ClicksAtLeast { days: 7, count: 1 },
+        });
+        let mut w = World::new(rules);
+        let clicker = if merged { "o6" } else { "jd1" };
+        w.send(r#"{"type":"stock","ts":"2026-09-01T08:00:00+08:00","sku":"A","location":"wh","op":"receive","qty":10}"#);
+        w.send(r#"{"type":"order","ts":"2026-09-03T09:00:00+08:00","channel":"jd","order":"O1","status":"placed","kind":"consumer","lines":[{"sku":"A","qty":1,"unit_price":1000}],"location":"wh","member":{"jd":"jd1"}}"#);
+        let kind = if merged { "openid" } else { "jd" };
+        w.send(&format!(
+            r#"{{"type":"click","ts":"2026-09-04T10:00:00+08:00","channel":"mall","member":{{"{kind}":"{clicker}"}},"target":"ad"}}"#
+        ));
+        if merged {
+            w.send(r#"{"type":"identify","ts":"2026-09-04T11:00:00+08:00","member":{"jd":"jd1","openid":"o6"}}"#);
+        }
+        let tags = |w: &World| w.member_by("jd", "jd1").tags.to_vec();
+        // another member's events move time: the last minute of 09-10, then past midnight
+        w.send(r#"{"type":"click","ts":"2026-09-10T23:59:00+08:00","channel":"mall","member":{"openid":"x1"},"target":"ad"}"#);
+        assert_eq!(tags(&w), ["clicker"], "merged: {merged}");
+        w.send(r#"{"type":"click","ts":"2026-09-11T00:01:00+08:00","channel":"mall","member":{"openid":"x2"},"target":"ad"}"#);
+        assert!(tags(&w).is_empty(), "merged: {merged}: {:?}", tags(&w));
+        // dropped by the member's timer at the midnight 09-04 left the 7 days
+        let off = w
+            .out
+            .iter()
+            .find(|e| matches!(&e.output, Output::Tag { on: false, .. }))
+            .expect("the tag dropped");
+        let midnight = omnistream_schemas::EventTime::parse("2026-09-11T00:00:00+08:00").unwrap();
+        assert_eq!(off.at.unix_us, midnight.unix_us, "merged: {merged}");
+    }
+}
+
 /// A shorter `points.expiry-days` taken in between (a restart under new rules): points
 /// already held expire at the time they fall due under it, by the member's own timer, with
 /// no event of the member's (its timer, set for the old expiry, comes that much earlier).
