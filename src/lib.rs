@@ -26,6 +26,39 @@ pub fn free_in_background<T: Send + 'static>(v: T) {
         .spawn(move || drop(v));
 }
 
+/// The places (dotted paths, `stock.cancel-unpaid-after-s`; objects walked key by key, any
+/// other value compared whole) where two JSON values differ, in key order.
+pub fn changed_paths(a: &serde_json::Value, b: &serde_json::Value) -> Vec<String> {
+    fn walk(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+        match (a, b) {
+            (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
+                let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+                keys.sort();
+                keys.dedup();
+                let null = serde_json::Value::Null;
+                for k in keys {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    walk(
+                        &p,
+                        x.get(k).unwrap_or(&null),
+                        y.get(k).unwrap_or(&null),
+                        out,
+                    );
+                }
+            }
+            _ if a != b => out.push(path.to_string()),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk("", a, b, &mut out);
+    out
+}
+
 /// Waits for the next SIGINT (Ctrl-C) or SIGTERM; `term` is the process's SIGTERM stream
 /// (None if it could not be had: then SIGINT alone). False when no signal can come.
 pub async fn next_stop_signal(term: &mut Option<tokio::signal::unix::Signal>) -> bool {

@@ -30,6 +30,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compare two `replay` output directories of the same input (the current rules, then
+    /// the what-if ones): the rules that differ, members' tiers, tags and points in sum and
+    /// member by member, scan decisions, refused orders, and the SKUs, dealers and stores that
+    /// came out differently. Exit 0 when the two are the same, 1 when they differ.
+    Diff {
+        /// The first replay's directory (the base).
+        base: PathBuf,
+        /// The second replay's directory (the what-if).
+        what_if: PathBuf,
+        /// How many changed members (and SKUs, dealers, stores) to show.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Write every changed member to this file, one JSON line each.
+        #[arg(long, value_name = "OUT")]
+        changes: Option<PathBuf>,
+        /// Print the report as one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the JSON Schema of the event contract.
     Schema,
     /// Run the service: HTTP API over the configured store (embedded by default: no servers).
@@ -640,6 +659,42 @@ fn migrate(cfg: &Config, cluster: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `omnistream diff`: the report on standard output, every changed member to `changes`.
+fn diff(
+    base: &std::path::Path,
+    what_if: &std::path::Path,
+    limit: usize,
+    changes: Option<&std::path::Path>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    let mut file = match changes {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
+        )),
+        None => None,
+    };
+    let r = cli::diff::run(
+        base,
+        what_if,
+        limit,
+        file.as_mut().map(|f| f as &mut dyn std::io::Write),
+    )?;
+    if let Some(mut f) = file {
+        std::io::Write::flush(&mut f)?;
+    }
+    if json {
+        println!("{}", cli::diff::to_json(&r));
+    } else {
+        print!("{}", cli::diff::render(&r, base, what_if));
+    }
+    Ok(if cli::diff::same(&r) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
 fn main() -> ExitCode {
     let filter = match std::env::var("OMNISTREAM_LOG") {
         Ok(v) if !v.trim().is_empty() => match tracing_subscriber::EnvFilter::try_new(&v) {
@@ -719,6 +774,13 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             })
         }
+        Command::Diff {
+            base,
+            what_if,
+            limit,
+            changes,
+            json,
+        } => diff(&base, &what_if, limit, changes.as_deref(), json),
         Command::Run { opts, input } => input
             .try_into()
             .and_then(|input| run_service(&opts, None, input)),

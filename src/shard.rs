@@ -594,37 +594,10 @@ struct RulesEntry {
 /// The settings (as dotted paths, `stock.cancel-unpaid-after-s`) that differ between two
 /// sets of rules.
 fn rules_changed(old: &Rules, new: &Rules) -> Vec<String> {
-    fn walk(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
-        match (a, b) {
-            (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
-                let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
-                keys.sort();
-                keys.dedup();
-                for k in keys {
-                    let p = if path.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{path}.{k}")
-                    };
-                    let null = serde_json::Value::Null;
-                    walk(
-                        &p,
-                        x.get(k).unwrap_or(&null),
-                        y.get(k).unwrap_or(&null),
-                        out,
-                    );
-                }
-            }
-            _ if a != b => out.push(path.to_string()),
-            _ => {}
-        }
+    match (serde_json::to_value(old), serde_json::to_value(new)) {
+        (Ok(a), Ok(b)) => crate::changed_paths(&a, &b),
+        _ => Vec::new(),
     }
-    let mut out = Vec::new();
-    let (a, b) = (serde_json::to_value(old), serde_json::to_value(new));
-    if let (Ok(a), Ok(b)) = (a, b) {
-        walk("", &a, &b, &mut out);
-    }
-    out
 }
 
 /// An epoch marker.

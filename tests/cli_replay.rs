@@ -148,6 +148,71 @@ fn a_whole_configuration_file_gives_replay_its_rules() {
     assert_eq!(rules, config);
 }
 
+/// A what-if as a data team runs it: replay, edit the `rules.toml` the replay wrote, replay
+/// under it, and `diff` the two: it names the settings changed and what they did, exits 1;
+/// the file taken back unchanged gives the same replay (exit 0).
+#[test]
+fn diff_shows_what_a_rule_change_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = smoke_file(dir.path());
+    let (base, same, what_if) = (
+        dir.path().join("base"),
+        dir.path().join("same"),
+        dir.path().join("what-if"),
+    );
+    replay_file(&input, &base, &[]);
+    let written = std::fs::read_to_string(base.join("rules.toml")).unwrap();
+    let again = base.join("rules.toml");
+    replay_file(&input, &same, &["--rules", again.to_str().unwrap()]);
+    // twice the points a yuan, and a lower block threshold
+    let edited = written
+        .replace("fen-per-point = 100", "fen-per-point = 50")
+        .replace("block-at = 70", "block-at = 50");
+    assert_ne!(edited, written, "the defaults moved: {written}");
+    let rules = dir.path().join("what-if.toml");
+    std::fs::write(&rules, edited).unwrap();
+    replay_file(&input, &what_if, &["--rules", rules.to_str().unwrap()]);
+    let diff = |a: &Path, b: &Path, extra: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+            .arg("diff")
+            .args([a, b])
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).to_string(),
+        )
+    };
+    let (code, text) = diff(&base, &same, &[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("rules: the same"), "{text}");
+    let changes = dir.path().join("changes.jsonl");
+    let (code, text) = diff(&base, &what_if, &["--changes", changes.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("rules changed: default-campaign.fraud.block-at, points.fen-per-point"),
+        "{text}"
+    );
+    let (_, json) = diff(&base, &what_if, &["--json"]);
+    let r: serde_json::Value = serde_json::from_str(&json).unwrap();
+    // more points in all, and reviews scoring 50 or more blocked
+    let [a, b] = [0, 1].map(|i| r["members"]["points"]["balance"][i].as_i64().unwrap());
+    assert!(b > a, "{r}");
+    let [x, y] = [0, 1].map(|i| r["decisions"]["block"][i].as_i64().unwrap_or(0));
+    assert!(y > x, "{r}");
+    // every changed member in the file, one line each
+    let lines = std::fs::read_to_string(&changes).unwrap();
+    assert_eq!(
+        lines.lines().count() as u64,
+        r["members"]["changed"].as_u64().unwrap()
+    );
+    assert!(lines.lines().all(|l| l.contains(r#""points":"#)
+        || l.contains(r#""tier":"#)
+        || l.contains(r#""tags":"#)
+        || l.contains(r#""other":"#)));
+}
+
 /// The outputs are written on a thread of their own: a write that fails there stops the
 /// replay with the file and the reason, as one on the main thread does. (`/dev/full` answers
 /// every write with "no space left".)

@@ -19,13 +19,25 @@ fn the_scripted_day_gives_the_expected_state_over_http() {
     let r = s.post(&script());
     assert_eq!(r["accepted"], 14, "{r}");
     // an order's answer says what became of it: o1 reserved, p2 held for the dealer's credit,
-    // then released by the payment; a click has no order result
+    // then released by the payment, which then reserved its stock (where it ended, with
+    // both steps in `orders`); a click has no order result
     let result = |i: usize| r["results"][i]["order"].clone();
     assert_eq!(result(2)["output"], "order_accepted", "{r}");
     assert_eq!(result(2)["amount"], 20000, "{r}");
     assert_eq!(result(6)["output"], "order_held", "{r}");
     assert_eq!(result(6)["shortfall"], 10000, "{r}");
-    assert_eq!(result(11)["output"], "order_released", "{r}");
+    assert_eq!(result(11)["output"], "order_accepted", "{r}");
+    let steps: Vec<&Value> = r["results"][11]["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| &o["output"])
+        .collect();
+    assert_eq!(
+        steps,
+        [&json!("order_released"), &json!("order_accepted")],
+        "{r}"
+    );
     assert!(result(0).is_null(), "{r}");
     let o = observe(&s);
     // the order earned 200 points, the return of half took 100 back

@@ -1,6 +1,7 @@
 //! Command implementations behind the `omnistream` subcommands.
 
 pub mod demo;
+pub mod diff;
 pub mod replay;
 pub mod validate;
 

@@ -336,6 +336,14 @@ pub fn run(
         })
         .transpose()?;
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    // the rules the replay ran under, whole (defaults filled in): what `diff` compares, and
+    // a file `--rules` takes again
+    let shown = toml::to_string_pretty(&rules).context("writing the rules as TOML")?;
+    std::fs::write(
+        out_dir.join("rules.toml"),
+        format!("# the rules this replay ran under (`replay --rules` takes this file)\n{shown}"),
+    )
+    .with_context(|| format!("writing {}", out_dir.join("rules.toml").display()))?;
     let (pii, _) = super::pii_from_env()?;
     let mut engine = Engine::new(rules);
     let mut spill = match resident {
