@@ -152,6 +152,11 @@ enum Command {
         /// README's design section). The result is a function of the input and this number.
         #[arg(long = "epoch-events", default_value_t = 1)]
         epoch_events: usize,
+        /// Read every input first and replay the events in event-time order (ties in the
+        /// order read): for exports made one per channel, each in its own order. Holds the
+        /// whole input in memory.
+        #[arg(long = "sort-by-time")]
+        sort_by_time: bool,
     },
 }
 
@@ -756,6 +761,7 @@ fn main() -> ExitCode {
             resident,
             shards,
             epoch_events,
+            sort_by_time,
         } => {
             let parallel = cli::replay::Parallel {
                 shards,
@@ -768,6 +774,7 @@ fn main() -> ExitCode {
                 until.as_deref(),
                 resident,
                 parallel,
+                sort_by_time,
             );
             replay.map(|s| {
                 print!("{}", cli::replay::render(&s, &out));

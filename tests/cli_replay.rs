@@ -213,6 +213,75 @@ fn diff_shows_what_a_rule_change_did() {
         || l.contains(r#""other":"#)));
 }
 
+/// A backfill from exports made one per kind of event, each in its own time order: with
+/// `--sort-by-time` the replay is the one of all the events in time order.
+#[test]
+fn sort_by_time_replays_exports_per_channel_as_one_timeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = smoke_file(dir.path());
+    let text = std::fs::read_to_string(&input).unwrap();
+    let ts = |l: &str| {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        omnistream_schemas::EventTime::parse(v["ts"].as_str().unwrap())
+            .unwrap()
+            .unix_us
+    };
+    // the events in time order, leaving out those sharing an instant (whose order among
+    // themselves would be the files' order, not the generator's)
+    let mut lines: Vec<(i64, &str)> = text.lines().map(|l| (ts(l), l)).collect();
+    lines.sort_by_key(|(t, _)| *t);
+    let mut count = std::collections::HashMap::new();
+    for (t, _) in &lines {
+        *count.entry(*t).or_insert(0) += 1;
+    }
+    lines.retain(|(t, _)| count[t] == 1);
+    let join = |ls: &[&str]| ls.iter().map(|l| format!("{l}\n")).collect::<String>();
+    let timeline = dir.path().join("timeline.jsonl");
+    std::fs::write(
+        &timeline,
+        join(&lines.iter().map(|(_, l)| *l).collect::<Vec<_>>()),
+    )
+    .unwrap();
+    // orders in one export, everything else in another
+    let (orders, rest): (Vec<&str>, Vec<&str>) = lines
+        .iter()
+        .map(|(_, l)| *l)
+        .partition(|l| l.contains(r#""type":"order""#));
+    assert!(orders.len() > 100 && rest.len() > 100);
+    let (a, b) = (
+        dir.path().join("orders.jsonl"),
+        dir.path().join("rest.jsonl"),
+    );
+    std::fs::write(&a, join(&orders)).unwrap();
+    std::fs::write(&b, join(&rest)).unwrap();
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    replay_file(&timeline, &one, &[]);
+    let o = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+        .args(["replay", "--sort-by-time", "--input"])
+        .args([&a, &b])
+        .arg("--out")
+        .arg(&two)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for f in [
+        "members.jsonl",
+        "skus.jsonl",
+        "dealers.jsonl",
+        "stores.jsonl",
+        "state.json",
+    ] {
+        let (x, y) = (
+            std::fs::read(one.join(f)).unwrap(),
+            std::fs::read(two.join(f)).unwrap(),
+        );
+        assert!(
+            x == y,
+            "{f} differs between the timeline and the sorted exports"
+        );
+    }
+}
+
 /// The outputs are written on a thread of their own: a write that fails there stops the
 /// replay with the file and the reason, as one on the main thread does. (`/dev/full` answers
 /// every write with "no space left".)

@@ -168,13 +168,26 @@ struct Decoded {
 
 /// Reads and decodes the inputs on a thread of its own, in file order, so the engine's thread
 /// only applies events: a batch at a time through a bounded channel, ending with the first
-/// read error.
+/// read error. With `by_time`, every input is read first and the events are handed over in
+/// event-time order instead (see [`sorted_by_time`]).
 fn spawn_reader(
     inputs: &[PathBuf],
     decoder: Decoder,
+    by_time: bool,
 ) -> anyhow::Result<Receiver<anyhow::Result<Decoded>>> {
     let (tx, rx) = sync_channel(BATCHES_IN_FLIGHT);
     let inputs = inputs.to_vec();
+    let tx = if by_time {
+        // the sorting thread hands on what the reader sends once it has all of it
+        let (to_sort, all) = sync_channel(BATCHES_IN_FLIGHT);
+        std::thread::Builder::new()
+            .name("replay-sort".into())
+            .spawn(move || sorted_by_time(all, &tx))
+            .context("starting the sorting thread")?;
+        to_sort
+    } else {
+        tx
+    };
     std::thread::Builder::new()
         .name("replay-read".into())
         .spawn(move || {
@@ -225,6 +238,53 @@ fn spawn_reader(
         })
         .context("starting the reading thread")?;
     Ok(rx)
+}
+
+/// Takes every batch the reader sends, then hands the events on in event-time order (the
+/// instant, whatever the sender's offset): a backfill of exports made per channel, each in
+/// its own order, replays as the events happened instead of being refused as `too_late`
+/// across files. Ties keep the order read (files in the order given, then by line); lines
+/// that did not decode come first, in that order (they are dead letters either way). Holds
+/// the whole input in memory. A read error is passed on as soon as it comes.
+fn sorted_by_time(
+    all: Receiver<anyhow::Result<Decoded>>,
+    out: &SyncSender<anyhow::Result<Decoded>>,
+) {
+    let mut lines = Vec::new();
+    for batch in all {
+        match batch {
+            Ok(b) => lines.extend(b.lines.into_iter().map(|l| (Arc::clone(&b.file), l))),
+            Err(e) => {
+                let _ = out.send(Err(e));
+                return;
+            }
+        }
+    }
+    // stable: equal times keep the order they were read in
+    lines.sort_by_key(|(_, (_, ev))| ev.as_ref().map_or(i64::MIN, |e| e.ts.unix_us));
+    let mut batch: Option<Decoded> = None;
+    for (file, line) in lines {
+        let same = batch
+            .as_ref()
+            .is_some_and(|b| Arc::ptr_eq(&b.file, &file) && b.lines.len() < LINES_A_BATCH);
+        if !same {
+            if let Some(full) = batch.take() {
+                if out.send(Ok(full)).is_err() {
+                    return;
+                }
+            }
+            batch = Some(Decoded {
+                file,
+                lines: Vec::with_capacity(LINES_A_BATCH),
+            });
+        }
+        if let Some(b) = batch.as_mut() {
+            b.lines.push(line);
+        }
+    }
+    if let Some(last) = batch {
+        let _ = out.send(Ok(last));
+    }
 }
 
 /// Writes the outputs on a thread of its own, in the order they were emitted: all to
@@ -298,6 +358,7 @@ pub fn run(
     until: Option<&str>,
     resident: usize,
     parallel: Parallel,
+    by_time: bool,
 ) -> anyhow::Result<ReplaySummary> {
     let rules = load_rules(rules)?;
     if parallel.shards == 0 || parallel.epoch == 0 {
@@ -369,7 +430,7 @@ pub fn run(
     let started = Instant::now();
     let mut told = started;
     let mut buf: Vec<Emitted> = Vec::new();
-    for batch in spawn_reader(inputs, Decoder::new(pii.clone()))? {
+    for batch in spawn_reader(inputs, Decoder::new(pii.clone()), by_time)? {
         let Decoded { file: name, lines } = batch?;
         for (mut raw, decoded) in lines {
             summary.lines += 1;
