@@ -535,7 +535,12 @@ async fn get_stock(st: web::Data<AppState>, id: web::Path<String>) -> HttpRespon
 }
 
 pub(crate) fn credit_view(e: &Sharded, id: &str) -> Result<Option<Value>, ReadError> {
-    to_json(e.dealer(id).map(|d| d.view()))
+    let mut v = to_json(e.dealer(id).map(|d| d.view()))?;
+    // which dealer, as every other view names its entity (a saved answer stands alone)
+    if let Some(Value::Object(o)) = &mut v {
+        o.insert("dealer".into(), Value::from(id));
+    }
+    Ok(v)
 }
 
 async fn get_credit(st: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {

@@ -1204,9 +1204,19 @@ fn build(w: &mut Wire<'_>, pii: &Pii, problems: &mut Vec<Problem>) -> Option<Eve
                     .map(Some),
                 (_, v) => Some(c.text("dealer", v)),
             };
-            let points_redeemed = match w.points_redeemed {
-                None => Some(None),
-                Some(v) => c
+            let points_redeemed = match (w.points_redeemed, okind) {
+                (None, _) => Some(None),
+                // points are a member's: a dealer's order has none to spend (it was taken and
+                // kept on the order, spending nothing)
+                (Some(v), Some(OrderKind::Dealer)) if v > 0 => {
+                    c.push(
+                        Reason::BadValue,
+                        "points_redeemed",
+                        "only a consumer order redeems points; a dealer order has no member",
+                    );
+                    None
+                }
+                (Some(v), _) => c
                     .int_in("points_redeemed", v, 0, MAX_AMOUNT, Reason::NegativeAmount)
                     .map(Some),
             };

@@ -261,6 +261,11 @@ const BAD: &[(&str, Reason, &str)] = &[
         Reason::NegativeAmount,
         "lines[0].unit_price",
     ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"order","ts":"2026-11-11T20:15:03Z","channel":"dealer","order":"P","status":"placed","kind":"dealer","dealer":"d1","location":"L","lines":[{"sku":"S","qty":1,"unit_price":1}],"points_redeemed":500}"#,
+        Reason::BadValue,
+        "points_redeemed",
+    ),
     // a line worth more than 10^15 fen (a dear unit is fine, ¥50,000 here, at a sane count)
     (
         r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"order","ts":"2026-11-11T20:15:03Z","channel":"mall","order":"O","status":"placed","kind":"consumer","member":{"openid":"o"},"location":"L","lines":[{"sku":"S","qty":2,"unit_price":5000000},{"sku":"S","qty":1000000000,"unit_price":5000000}]}"#,
