@@ -1835,6 +1835,7 @@ impl Member {
                     } else {
                         "too many identities".into()
                     },
+                    value: Some(id.1.clone()),
                 });
                 continue;
             }
@@ -2114,6 +2115,7 @@ impl Member {
                     member: self.id.clone(),
                     other: from.clone(),
                     reason: "different phone numbers".into(),
+                    value: None,
                 });
                 fx.send(
                     Key::Member(from),

@@ -126,6 +126,10 @@ pub enum Output {
         other: Str,
         /// Why.
         reason: Str,
+        /// The identity left unbound, when an identity conflicted (its value as stored: a
+        /// phone's is hashed): it stays with no member, or with the one it had.
+        #[serde(default, skip_serializing_if = "crate::cold::omit")]
+        value: Option<Str>,
     },
     /// A scan's reward was not paid: the member's daily cap in the campaign was reached.
     RewardCapped {

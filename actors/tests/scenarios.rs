@@ -391,6 +391,27 @@ fn two_phones_never_merge_automatically() {
     assert!(w.outputs().iter().any(
         |o| matches!(o, Output::MergeConflict { reason, .. } if reason == "different phone numbers")
     ));
+    // a second phone at a member who has one: left unbound, and the conflict says which
+    w.send(&format!(
+        r#"{{"type":"identify","ts":"{T1}","member":{{"openid":"oa","phone":"13800000003"}}}}"#
+    ));
+    let third = Pii::new(KEY)
+        .protect(&omnistream_schemas::IdKind::parse("phone"), "13800000003")
+        .unwrap();
+    let named: Vec<_> = w
+        .outputs()
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::MergeConflict {
+                other,
+                reason,
+                value,
+                ..
+            } if reason == "a second phone number" => Some((other.clone(), value.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(named, [("phone".into(), Some(third))]);
 }
 
 #[test]
