@@ -2708,6 +2708,18 @@ mod tests {
         }
     }
 
+    /// [`rules`] with these tag rules added.
+    fn rules_with_tags<const N: usize>(tags: [(&str, TagCond); N]) -> Rules {
+        let mut r = rules();
+        for (name, when) in tags {
+            r.tags.push(crate::config::TagRule {
+                name: name.into(),
+                when,
+            });
+        }
+        r
+    }
+
     fn rules() -> Rules {
         let mut r = Rules::default();
         for t in &mut r.tags {
@@ -3090,14 +3102,11 @@ mod tests {
         fn kept_day_sums_change_nothing(
             ops in proptest::collection::vec((0u8..6, 0u32..30, -60_000i64..140_000), 1..150),
         ) {
-            let mut rules = rules();
-            for (name, when) in [
+            let rules = rules_with_tags([
                 ("buyer", TagCond::OrdersAtLeast { days: 30, count: 3 }),
                 ("clicker", TagCond::ClicksAtLeast { days: 7, count: 2 }),
                 ("scanner", TagCond::ScansAtLeast { days: 120, count: 2 }),
-            ] {
-                rules.tags.push(crate::config::TagRule { name: name.into(), when });
-            }
+            ]);
             let reset = |m: &mut Member| m.days.1 = Rest::UNFIT;
             same_as_reset(&rules, ("m8", "o8"), ops, reset, |kind, n, order| match kind {
                     0 => placed(order, n, i64::from(n % 2)),
@@ -3128,14 +3137,11 @@ mod tests {
             ops in proptest::collection::vec((0u8..6, 0u32..12, 0i64..30_000), 1..60),
             wait in 0i64..600_000,
         ) {
-            let mut rules = rules();
-            for (name, when) in [
+            let rules = rules_with_tags([
                 ("buyer", TagCond::OrdersAtLeast { days: 30, count: 2 }),
                 ("clicker", TagCond::ClicksAtLeast { days: 7, count: 1 }),
                 ("scanner", TagCond::ScansAtLeast { days: 14, count: 2 }),
-            ] {
-                rules.tags.push(crate::config::TagRule { name: name.into(), when });
-            }
+            ]);
             let me = Str::from("m7");
             let mut m = identified(&me, "o7", &rules);
             let mut min = 0i64;
