@@ -886,7 +886,7 @@ impl ReviewBody {
             }
             Some(v)
                 if v.chars()
-                    .any(|c| c.is_control() && !(lines && matches!(c, '\n' | '\t'))) =>
+                    .any(|c| c.is_control() && !(lines && matches!(c, '\n' | '\r' | '\t'))) =>
             {
                 Err(format!("{key}: holds a control character"))
             }

@@ -26,8 +26,9 @@ pub fn free_in_background<T: Send + 'static>(v: T) {
         .spawn(move || drop(v));
 }
 
-/// The places (dotted paths, `stock.cancel-unpaid-after-s`; objects walked key by key, any
-/// other value compared whole) where two JSON values differ, in key order.
+/// The places (dotted paths, `stock.cancel-unpaid-after-s`, `tags[2].when.fen`; objects
+/// walked key by key, arrays item by item, any other value compared whole) where two JSON
+/// values differ, in key order.
 pub fn changed_paths(a: &serde_json::Value, b: &serde_json::Value) -> Vec<String> {
     fn walk(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
         match (a, b) {
@@ -46,6 +47,18 @@ pub fn changed_paths(a: &serde_json::Value, b: &serde_json::Value) -> Vec<String
                         &p,
                         x.get(k).unwrap_or(&null),
                         y.get(k).unwrap_or(&null),
+                        out,
+                    );
+                }
+            }
+            (serde_json::Value::Array(x), serde_json::Value::Array(y)) => {
+                let null = serde_json::Value::Null;
+                for i in 0..x.len().max(y.len()) {
+                    let p = format!("{path}[{i}]");
+                    walk(
+                        &p,
+                        x.get(i).unwrap_or(&null),
+                        y.get(i).unwrap_or(&null),
                         out,
                     );
                 }

@@ -33,7 +33,8 @@ enum Command {
     /// Compare two `replay` output directories of the same input (the current rules, then
     /// the what-if ones): the rules that differ, members' tiers, tags and points in sum and
     /// member by member, scan decisions, refused orders, and the SKUs, dealers and stores that
-    /// came out differently. Exit 0 when the two are the same, 1 when they differ.
+    /// came out differently. Exit 0 when the two are the same, 1 when they differ, 2 when a
+    /// directory cannot be read.
     Diff {
         /// The first replay's directory (the base).
         base: PathBuf,
@@ -129,7 +130,8 @@ enum Command {
         #[arg(long = "input", short = 'i', required = true, num_args = 1..)]
         inputs: Vec<PathBuf>,
         /// Directory for outputs.jsonl, ledger.jsonl, dead-letter.jsonl, members.jsonl,
-        /// skus.jsonl, dealers.jsonl, stores.jsonl and state.json.
+        /// skus.jsonl, dealers.jsonl, stores.jsonl, state.json and rules.toml (the rules it
+        /// ran under, whole).
         #[arg(long, default_value = "out")]
         out: PathBuf,
         /// Business rules (TOML); defaults when not given.

@@ -60,6 +60,18 @@ pub struct Metrics {
     pub stock_alerts: IntCounterVec,
     /// Cross-region scans reported against dealers.
     pub diversions: IntCounter,
+    /// Payments not booked (a `ref` booked before).
+    pub payments_ignored: IntCounter,
+    /// Dealers' credit over the resident dealers (all of them unless `resident-entities`
+    /// bounds them), set at most once a second: how many are past their limit, how many
+    /// orders are held and for how much, and the exposure in all.
+    pub dealers_over_limit: IntGauge,
+    /// See [`Metrics::dealers_over_limit`].
+    pub dealer_orders_held: IntGauge,
+    /// See [`Metrics::dealers_over_limit`].
+    pub dealer_held_fen: IntGauge,
+    /// See [`Metrics::dealers_over_limit`].
+    pub dealer_exposure_fen: IntGauge,
     /// Seconds per store commit.
     pub commit_seconds: Histogram,
     /// Events per store commit.
@@ -386,6 +398,31 @@ impl Default for Metrics {
                 &r,
                 "omnistream_diversions_total",
                 "scans outside the region of the dealer the code was shipped to",
+            ),
+            payments_ignored: counter(
+                &r,
+                "omnistream_payments_ignored_total",
+                "dealer payments not booked: their `ref` was booked before (a resend)",
+            ),
+            dealers_over_limit: gauge(
+                &r,
+                "omnistream_dealers_over_limit",
+                "dealers whose exposure is past their credit limit (a lowered limit), resident dealers",
+            ),
+            dealer_orders_held: gauge(
+                &r,
+                "omnistream_dealer_orders_held",
+                "dealer orders held for credit, resident dealers",
+            ),
+            dealer_held_fen: gauge(
+                &r,
+                "omnistream_dealer_held_fen",
+                "the amount of the dealer orders held for credit (fen), resident dealers",
+            ),
+            dealer_exposure_fen: gauge(
+                &r,
+                "omnistream_dealer_exposure_fen",
+                "dealers' exposure in all (open orders plus unpaid, fen), resident dealers",
             ),
             commit_seconds: histogram(
                 &r,
@@ -726,6 +763,27 @@ impl Metrics {
         );
     }
 
+    /// Sets the dealers' credit gauges from every resident dealer.
+    pub fn dealers<'a>(
+        &self,
+        dealers: impl Iterator<Item = &'a omnistream_actors::dealer::Dealer>,
+    ) {
+        if !self.enabled {
+            return;
+        }
+        let (mut over, mut held, mut held_fen, mut exposure) = (0i64, 0i64, 0i64, 0i64);
+        for d in dealers {
+            over += i64::from(d.available() < 0);
+            held += i64::try_from(d.held.len()).unwrap_or(i64::MAX);
+            held_fen = held_fen.saturating_add(d.held.iter().map(|h| h.amount).sum::<i64>());
+            exposure = exposure.saturating_add(d.exposure());
+        }
+        self.dealers_over_limit.set(over);
+        self.dealer_orders_held.set(held);
+        self.dealer_held_fen.set(held_fen);
+        self.dealer_exposure_fen.set(exposure);
+    }
+
     /// Sets the resident-entity gauges of `shard`.
     pub fn resident(&self, shard: &str, counts: &[(&'static str, usize)]) {
         if !self.enabled {
@@ -812,6 +870,7 @@ impl Metrics {
                 Output::StockOut { .. } => self.stock_alert("stock_out"),
                 Output::StockShort { .. } => self.stock_alert("stock_short"),
                 Output::Diversion { .. } => self.diversions.inc(),
+                Output::PaymentIgnored { .. } => self.payments_ignored.inc(),
                 _ => {}
             }
         }
@@ -1082,6 +1141,51 @@ mod tests {
             r#"omnistream_campaign_decisions_total{campaign="cmp",decision="allow"} 4"#,
             r#"omnistream_campaign_decisions_total{campaign="cny-2027",decision="block"} 0"#,
             r#"omnistream_campaign_decisions_total{campaign="other",decision="allow"} 0"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+    }
+
+    /// The dealers' gauges: one past its limit (a lowered limit), two orders held for 700
+    /// fen, the exposure summed; a payment resent counts as ignored.
+    #[test]
+    fn dealers_credit_is_summed_into_gauges() {
+        use omnistream_actors::dealer::{Dealer, Held};
+        let m = Metrics::new(true);
+        let held = |order: &str, amount| Held {
+            order: order.into(),
+            amount,
+            at: 0,
+        };
+        let over = Dealer {
+            limit: 1_000,
+            open_total: 1_500,
+            ..Dealer::default()
+        };
+        let waiting = Dealer {
+            limit: 5_000,
+            unpaid: 4_800,
+            held: vec![held("dealer:h1", 300), held("dealer:h2", 400)],
+            ..Dealer::default()
+        };
+        m.dealers([&over, &waiting].into_iter());
+        m.observe(&[Emitted {
+            event: uuid::Uuid::nil(),
+            at: omnistream_schemas::EventTime::from_unix_ms(0),
+            output: Output::PaymentIgnored {
+                dealer: "d1".into(),
+                reference: "BANK-1".into(),
+                amount: 5,
+                reason: "reference already booked".into(),
+            },
+        }]);
+        let text = m.render();
+        for line in [
+            "omnistream_dealers_over_limit 1",
+            "omnistream_dealer_orders_held 2",
+            "omnistream_dealer_held_fen 700",
+            "omnistream_dealer_exposure_fen 6300",
+            "omnistream_payments_ignored_total 1",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }

@@ -673,7 +673,7 @@ fn review_survives_restarts(env: &[(&str, &str)]) {
     let (code, v) = s.request(
         "POST",
         &format!("/v1/reviews/{}", id(2)),
-        r#"{"decision":"allow","reviewer":"Ann Li","note":"travelling for work:\nticket seen"}"#,
+        r#"{"decision":"allow","reviewer":"Ann Li","note":"travelling for work:\r\nticket seen"}"#,
     );
     assert_eq!(code, 200, "{v}");
     // who resolved it and why, and when by the service's clock (no token: access is off)
@@ -682,7 +682,7 @@ fn review_survives_restarts(env: &[(&str, &str)]) {
         (&by["reviewer"], &by["note"], &by["token"]),
         (
             &json!("Ann Li"),
-            &json!("travelling for work:\nticket seen"),
+            &json!("travelling for work:\r\nticket seen"),
             &Value::Null
         ),
         "{v}"

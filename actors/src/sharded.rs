@@ -730,6 +730,11 @@ impl Sharded {
         self.engines.iter().map(Engine::evicted).sum()
     }
 
+    /// Every resident dealer, all shards (all of them without a cold tier).
+    pub fn dealers(&self) -> impl Iterator<Item = (&crate::Str, &crate::dealer::Dealer)> {
+        self.engines.iter().flat_map(Engine::dealers)
+    }
+
     /// Resident entities per kind, all shards.
     pub fn counts(&self) -> [(&'static str, usize); 12] {
         let mut all = self.engines[0].counts();

@@ -24,6 +24,8 @@ const POINTS: [&str; 3] = ["balance", "pending", "debt"];
 pub struct Report {
     /// Settings that differ (dotted paths), when both directories have their `rules.toml`.
     pub rules: Option<Vec<String>>,
+    /// Whether the two are one directory.
+    pub same_dir: bool,
     /// Members on each side.
     pub members: Pair,
     /// Members of one side only (ids merged differently, or none).
@@ -72,14 +74,18 @@ pub fn run(
     mut changes: Option<&mut dyn Write>,
 ) -> anyhow::Result<Report> {
     for dir in [base, other] {
-        anyhow::ensure!(
-            dir.join("members.jsonl").is_file(),
-            "{}: no members.jsonl here (give two directories `omnistream replay --out` wrote)",
-            dir.display()
-        );
+        anyhow::ensure!(dir.is_dir(), "{}: no such directory", dir.display());
+        for f in ["members.jsonl", "outputs.jsonl"] {
+            anyhow::ensure!(
+                dir.join(f).is_file(),
+                "{}: no {f} here (give two directories `omnistream replay --out` wrote)",
+                dir.display()
+            );
+        }
     }
     let mut r = Report {
         rules: rules_changed(base, other)?,
+        same_dir: std::fs::canonicalize(base)? == std::fs::canonicalize(other)?,
         ..Report::default()
     };
     join(base, other, "members", "id", |a, b| {
@@ -224,7 +230,7 @@ pub fn member_change(a: &Value, b: &Value) -> Option<Value> {
     let other: Vec<String> = crate::changed_paths(a, b)
         .into_iter()
         .filter(|p| {
-            let top = p.split('.').next().unwrap_or("");
+            let top = p.split(['.', '[']).next().unwrap_or("");
             !["tier", "tags"].contains(&top) && !POINTS.contains(&top)
         })
         .collect();
@@ -378,9 +384,6 @@ fn join_in_memory(
 /// Counts one side's outputs per kind, scan decisions per decision and refused orders per
 /// reason.
 fn count_outputs(path: &Path, side: usize, r: &mut Report) -> anyhow::Result<()> {
-    if !path.is_file() {
-        return Ok(());
-    }
     let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     // only the few fields counted are read from each line
     #[derive(serde::Deserialize)]
@@ -449,6 +452,9 @@ pub fn render(r: &Report, base: &Path, other: &Path) -> String {
         short(other),
         "change"
     ));
+    if r.same_dir {
+        out.push_str("(the same directory twice)\n");
+    }
     match &r.rules {
         Some(p) if p.is_empty() => out.push_str("rules: the same\n"),
         Some(p) => out.push_str(&format!("rules changed: {}\n", p.join(", "))),
@@ -582,6 +588,7 @@ pub fn to_json(r: &Report) -> Value {
     };
     json!({
         "rules_changed": r.rules,
+        "same_directory": r.same_dir,
         "members": {
             "count": [r.members.0, r.members.1],
             "only": [r.only.0, r.only.1],
@@ -624,15 +631,16 @@ mod tests {
         b["tags"] = json!(["b", "c"]);
         b["balance"] = json!(25);
         b["xrfm"][0]["frequency"] = json!(2);
+        b["channels"] = json!(["mall"]);
         let c = member_change(&a, &b).unwrap();
         assert_eq!(
             c,
             json!({"id": "m1", "tier": ["silver", "gold"], "tags": {"added": ["c"], "removed": ["a"]},
-                   "points": {"balance": [10, 25]}, "other": ["xrfm"]})
+                   "points": {"balance": [10, 25]}, "other": ["channels", "xrfm[0].frequency"]})
         );
         assert_eq!(
             describe(&c),
-            "m1  tier silver → gold; tags +c -a; balance 10 → 25 (+15); also xrfm"
+            "m1  tier silver → gold; tags +c -a; balance 10 → 25 (+15); also channels, xrfm[0].frequency"
         );
     }
 
