@@ -28,7 +28,9 @@ type HashMap<K, V> = crate::GrowMap<K, V>;
 /// - 2: postcard (serde's compact binary form: varints, no field names), every field
 ///   present: about a quarter of the bytes of JSON (BENCHMARKS.md);
 /// - 3: the same, with the order's `placed_at` (when and in which offset it was placed)
-///   and `cancel_detail` appended: read from 2 by [`StoredState::from_v2`].
+///   and `cancel_detail` appended: read from 2 by [`StoredState::from_v2`];
+/// - 4: the same, with the member's `offset_min` appended: read from 3 by
+///   [`StoredState::from_v3`] (and from 2, where members were as in 3).
 ///
 /// Without field names a layout cannot grow the way JSON did (a new field with
 /// `#[serde(default)]`): adding, removing, reordering or retyping a field of a stored state
@@ -36,7 +38,7 @@ type HashMap<K, V> = crate::GrowMap<K, V>;
 /// reader for the layout before it; `member::tests::the_stored_layout_is_pinned` (a full
 /// member) and `tests::the_stored_layout_of_every_kind_is_pinned` (every kind's empty state:
 /// fields added or removed) fail until then.
-pub const STATE_VERSION: u8 = 3;
+pub const STATE_VERSION: u8 = 4;
 
 /// The oldest encoding version this binary still reads.
 pub const OLDEST_VERSION: u8 = 1;
@@ -251,8 +253,14 @@ fn encode_all<V: Serialize + Sync>(
 /// A type [`encode`] stores, and how it reads from an older encoding.
 pub trait StoredState: DeserializeOwned {
     /// Reads the postcard of encoding 2: the layout of today for every type but those
-    /// encoding 3 changed, which say how.
+    /// encodings 3 and 4 changed, which say how.
     fn from_v2(b: &[u8]) -> Result<Self, String> {
+        Self::from_v3(b)
+    }
+
+    /// Reads the postcard of encoding 3: the layout of today for every type but the one
+    /// encoding 4 changed (the member), which says how.
+    fn from_v3(b: &[u8]) -> Result<Self, String> {
         postcard_exactly(b)
     }
 }
@@ -278,13 +286,24 @@ impl StoredState for crate::order::Order {
     }
 }
 
-/// The stored types encoding 3 did not change.
+impl StoredState for crate::member::Member {
+    /// Encoding 4 appended `offset_min`, an `Option`: a member of encoding 3 (or 2, the same
+    /// for members) followed by a byte of `None` is its encoding 4, its offset not known
+    /// until its next event.
+    fn from_v3(b: &[u8]) -> Result<Self, String> {
+        let mut v = Vec::with_capacity(b.len() + 1);
+        v.extend_from_slice(b);
+        v.push(0);
+        postcard_exactly(&v)
+    }
+}
+
+/// The stored types encodings 3 and 4 did not change.
 macro_rules! stored_as_before {
     ($($t:ty),* $(,)?) => { $(impl StoredState for $t {})* };
 }
 stored_as_before!(
     crate::identity::Identity,
-    crate::member::Member,
     crate::sku::Sku,
     crate::dealer::Dealer,
     crate::store::Store,
@@ -300,6 +319,7 @@ pub fn decode<V: StoredState>(b: &[u8]) -> Result<V, String> {
     let bad = |e: &dyn std::fmt::Display| format!("decoding an entity state: {e}");
     match b.split_first() {
         Some((&STATE_VERSION, rest)) => postcard_exactly(rest).map_err(|e| bad(&e)),
+        Some((3, rest)) => V::from_v3(rest).map_err(|e| bad(&e)),
         Some((2, rest)) => V::from_v2(rest).map_err(|e| bad(&e)),
         Some((1, json)) => serde_json::from_slice(json).map_err(|e| bad(&e)),
         Some((v, _)) => Err(format!(
@@ -902,35 +922,57 @@ mod tests {
             ("ring", hex::<Ring>()),
         ];
         let want = [
-            ("identity", "0300"),
+            ("identity", "0400"),
             (
                 "member",
-                "0300000000000000000000000000000000000000000000000000000000000000000000000000",
+                "040000000000000000000000000000000000000000000000000000000000000000000000000000",
             ),
-            ("order", "030000000000000000000000000000000000000000"),
-            ("sku", "030000000000"),
-            ("dealer", "0300000000000000000000000000"),
-            ("store", "030000000000000000"),
-            ("campaign", "03000000000000000000000000000000"),
-            ("code", "030000000000"),
-            ("crowd", "030000000000000000"),
-            ("ring", "0300000000"),
+            ("order", "040000000000000000000000000000000000000000"),
+            ("sku", "040000000000"),
+            ("dealer", "0400000000000000000000000000"),
+            ("store", "040000000000000000"),
+            ("campaign", "04000000000000000000000000000000"),
+            ("code", "040000000000"),
+            ("crowd", "040000000000000000"),
+            ("ring", "0400000000"),
         ];
         for ((kind, got), (_, want)) in got.iter().zip(want) {
             assert_eq!(got, want, "the stored layout of a {kind} changed");
         }
     }
 
-    /// States stored in encoding 2 still read: the kinds it did not change as they were, an
-    /// order (which encoding 3 gave `placed_at`) without the time it was placed.
+    /// States stored in encodings 2 and 3 still read: the kinds they did not change as they
+    /// were, an order (which encoding 3 gave `placed_at`) without the time it was placed, a
+    /// member (which encoding 4 gave `offset_min`) without its offset.
     #[test]
     fn states_of_encoding_2_read_back() {
         fn v2<V: Default + Serialize + StoredState + PartialEq + std::fmt::Debug>(v: &V) {
-            let mut b = encode(v).unwrap();
-            b[0] = 2;
-            assert_eq!(&decode::<V>(&b).unwrap(), v);
+            for version in [2, 3] {
+                let mut b = encode(v).unwrap();
+                b[0] = version;
+                assert_eq!(&decode::<V>(&b).unwrap(), v, "{version}");
+            }
         }
-        v2(&crate::member::Member::default());
+        // encodings 2 and 3 of a member: encoding 4 without its last byte (a `None`)
+        let member = crate::member::Member {
+            id: "m1".into(),
+            tier: "member".into(),
+            ..Default::default()
+        };
+        for version in [2, 3] {
+            let mut b = encode(&member).unwrap();
+            assert_eq!(b.pop(), Some(0));
+            b[0] = version;
+            assert_eq!(decode::<crate::member::Member>(&b).unwrap(), member);
+        }
+        let known = crate::member::Member {
+            offset_min: Some(480),
+            ..member
+        };
+        assert_eq!(
+            decode::<crate::member::Member>(&encode(&known).unwrap()).unwrap(),
+            known
+        );
         v2(&crate::sku::Sku::default());
         v2(&crate::identity::Identity::default());
         let mut order = crate::order::Order {

@@ -475,10 +475,11 @@ fn a_dormant_members_points_expire_and_its_windowed_tags_drop() {
 /// A windowed tag drops at the local midnight its last counted day leaves the window, with no
 /// event of the member's, also when an older day (an order a day before, or one a merge
 /// brought) is kept beyond the window: the member's timer went by the oldest day alone, which
-/// had left the window already, so `clicker` stayed on for a year.
+/// had left the window already, so `clicker` stayed on for a year. The midnight is the
+/// member's own (its events' offset), also when the events moving time come in another.
 #[test]
 fn a_windowed_tag_drops_when_its_day_leaves_though_an_older_day_stays() {
-    for merged in [false, true] {
+    for (merged, utc) in [(false, false), (true, false), (false, true)] {
         let mut rules = Rules::default();
         rules.tags.push(omnistream_actors::config::TagRule {
             name: "clicker".into(),
@@ -497,10 +498,20 @@ fn a_windowed_tag_drops_when_its_day_leaves_though_an_older_day_stays() {
         }
         let tags = |w: &World| w.member_by("jd", "jd1").tags.to_vec();
         // another member's events move time: the last minute of 09-10, then past midnight
-        w.send(r#"{"type":"click","ts":"2026-09-10T23:59:00+08:00","channel":"mall","member":{"openid":"x1"},"target":"ad"}"#);
-        assert_eq!(tags(&w), ["clicker"], "merged: {merged}");
-        w.send(r#"{"type":"click","ts":"2026-09-11T00:01:00+08:00","channel":"mall","member":{"openid":"x2"},"target":"ad"}"#);
-        assert!(tags(&w).is_empty(), "merged: {merged}: {:?}", tags(&w));
+        // (in Shanghai; sent in UTC by a sender of another offset)
+        let [before, after] = if utc {
+            ["2026-09-10T15:59:00Z", "2026-09-10T16:01:00Z"]
+        } else {
+            ["2026-09-10T23:59:00+08:00", "2026-09-11T00:01:00+08:00"]
+        };
+        w.send(&format!(r#"{{"type":"click","ts":"{before}","channel":"mall","member":{{"openid":"x1"}},"target":"ad"}}"#));
+        assert_eq!(tags(&w), ["clicker"], "merged: {merged}, utc: {utc}");
+        w.send(&format!(r#"{{"type":"click","ts":"{after}","channel":"mall","member":{{"openid":"x2"}},"target":"ad"}}"#));
+        assert!(
+            tags(&w).is_empty(),
+            "merged: {merged}, utc: {utc}: {:?}",
+            tags(&w)
+        );
         // dropped by the member's timer at the midnight 09-04 left the 7 days
         let off = w
             .out
