@@ -188,10 +188,17 @@ async fn post_events(st: web::Data<AppState>, body: web::Bytes) -> HttpResponse 
                                 .filter(|e| e.event == *id && is(&e.output))
                                 .filter_map(|e| serde_json::to_value(&e.output).ok())
                                 .collect();
+                            // an order's result is its own: the order the event touched first
+                            // (its own order, whose entity runs first), where it ended; the
+                            // others it moved (held orders a cancellation made room for) are
+                            // in `orders`
+                            let own =
+                                |v: &Value| field != "order" || v["order"] == mine[0]["order"];
+                            let last = mine.iter().rev().find(|v| own(v)).cloned();
                             if mine.len() > 1 && field == "order" {
-                                answer["orders"] = Value::from(mine.clone());
+                                answer["orders"] = Value::from(mine);
                             }
-                            if let Some(r) = mine.into_iter().last() {
+                            if let Some(r) = last {
                                 answer[field] = r;
                             }
                         }
@@ -233,10 +240,11 @@ fn status(o: &Outcome) -> &'static str {
 
 /// The fields of an accepted event's answer, and which of its outputs is each one's result,
 /// the last it made (where it ended: a dealer's order taken on credit and then refused for
-/// stock ends rejected, with its credit given back): for an order, its last on the `orders`
-/// stream (accepted, rejected with the reason, held for credit, released, a status change,
-/// or a change the order's state refused; all of them in `orders` when there were more, as
-/// a payment releasing two held orders makes); for a scan, its decision (not the refusal of
+/// stock ends rejected, with its credit given back): for an order, the last on the `orders`
+/// stream of the order it touched first, its own (accepted, rejected with the reason, held
+/// for credit, released, a status change, or a change the order's state refused; all it
+/// made, of every order, in `orders` when there were more, as a payment releasing two held
+/// orders or a cancellation making room for one makes); for a scan, its decision (not the refusal of
 /// an older review a new one pushed over `max-held-reviews`, written under the new scan's
 /// id on the same stream); for a payment, a dealer's order or its fulfilment, its last on
 /// the `credit` stream (the dealer's credit after it, or why a payment was not booked).
@@ -1034,6 +1042,15 @@ async fn metrics_text(st: web::Data<AppState>) -> HttpResponse {
     st.metrics
         .ready
         .set(i64::from(st.ready.load(Ordering::SeqCst)));
+    if st.metrics.enabled && st.ready.load(Ordering::SeqCst) {
+        // the dealers' credit as the state holds it now; a shard too busy to answer within
+        // a second leaves the gauges as the last scrape set them
+        let metrics = Arc::clone(&st.metrics);
+        let read = crate::shard::Read(move |e: &Sharded, _: &dyn Store| {
+            metrics.dealers(e.dealers().map(|(_, d)| d));
+        });
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), st.shard.send(read)).await;
+    }
     {
         // held while the counters are set: see Metrics::inputs
         let inputs = st

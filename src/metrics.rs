@@ -63,8 +63,8 @@ pub struct Metrics {
     /// Payments not booked (a `ref` booked before).
     pub payments_ignored: IntCounter,
     /// Dealers' credit over the resident dealers (all of them unless `resident-entities`
-    /// bounds them), set at most once a second: how many are past their limit, how many
-    /// orders are held and for how much, and the exposure in all.
+    /// bounds them), read from the state at each scrape: how many are past their limit, how
+    /// many orders are held and for how much, and the exposure in all.
     pub dealers_over_limit: IntGauge,
     /// See [`Metrics::dealers_over_limit`].
     pub dealer_orders_held: IntGauge,

@@ -480,9 +480,6 @@ pub struct Shard {
     committing: Option<Committing>,
     /// When the shard last logged that event ids were forgotten under the id bound.
     forgot_logged: Option<Instant>,
-    /// When the dealers' credit gauges were last set (at most once a second: they read
-    /// every resident dealer).
-    dealers_observed: Option<Instant>,
     /// Numbers the commits, to match the commit thread's answers.
     commit_id: u64,
     pipeline_min_events: usize,
@@ -858,7 +855,6 @@ impl Shard {
             commit_thread: None,
             committing: None,
             forgot_logged: None,
-            dealers_observed: None,
             commit_id: 0,
             pipeline_min_events: sc.pipeline_min_events,
             checkpoints: checkpointer.is_some(),
@@ -1826,13 +1822,6 @@ impl Shard {
             .set(i64::try_from(log_end).unwrap_or(i64::MAX));
         self.metrics.resident("0", &self.engine.counts());
         self.observe_remembered_ids();
-        if self
-            .dealers_observed
-            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
-        {
-            self.dealers_observed = Some(Instant::now());
-            self.metrics.dealers(self.engine.dealers().map(|(_, d)| d));
-        }
     }
 
     /// After a commit: the remembered event ids in the metrics, and a warning (at most once a

@@ -906,6 +906,45 @@ fn a_dealers_events_answer_where_they_ended_and_list_under_the_dealer() {
         short["items"][0]["output"]["order"], "dealer:short",
         "{short}"
     );
+    // 100 fen of room: an order of 250 is held; the scrape says so, as the state does now
+    let v = s.post(&[
+        ev(
+            10,
+            json!({"type":"dealer","ts":t(13),"dealer":"d2","credit_limit":10_000_800}),
+        ),
+        order(11, 13, "h3", 1, 250),
+    ]);
+    assert_eq!(v["results"][1]["order"]["output"], "order_held", "{v}");
+    let (_, text) = s.request_text("GET", "/metrics", "");
+    for (series, want) in [
+        ("omnistream_dealer_orders_held ", 1.0),
+        ("omnistream_dealer_held_fen ", 250.0),
+        ("omnistream_dealer_exposure_fen ", 10_000_700.0),
+        ("omnistream_dealers_over_limit ", 0.0),
+    ] {
+        assert_eq!(sample(&text, series), want, "{series}");
+    }
+    // cancelling h2 makes room for h3: the answer is h2's, cancelled; h3's release is listed
+    let v = s.post(&[ev(
+        12,
+        json!({"type":"order","ts":t(14),"channel":"dealer","order":"h2","status":"cancelled","kind":"dealer","dealer":"d2"}),
+    )]);
+    let r = &v["results"][0];
+    assert_eq!(
+        (&r["order"]["order"], &r["order"]["status"]),
+        (&json!("dealer:h2"), &json!("cancelled")),
+        "{v}"
+    );
+    assert!(
+        r["orders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["output"] == "order_released" && o["order"] == "dealer:h3"),
+        "{v}"
+    );
+    let (_, text) = s.request_text("GET", "/metrics", "");
+    assert_eq!(sample(&text, "omnistream_dealer_orders_held "), 0.0);
     s.stop();
 }
 

@@ -556,9 +556,13 @@ impl Order {
             _ => None,
         };
         if let Some(waits_for) = waits_for {
+            // before `placed` the order knows no dealer: the waiting event's names it
+            let dealer = self
+                .dealer_of()
+                .or_else(|| ev.dealer.clone().filter(|_| ev.kind == OrderKind::Dealer));
             fx.out(Output::OrderDeferred {
                 order: me.clone(),
-                dealer: self.dealer_of(),
+                dealer,
                 status: ev.status.as_str().into(),
                 waits_for: waits_for.into(),
             });
@@ -916,5 +920,19 @@ mod tests {
         assert_eq!(v["deferred"][0]["status"], "fulfilled");
         assert_eq!(v["deferred"][0]["event"], event.to_string());
         assert_eq!(v["deferred"][0]["at"], "2026-11-11T19:10:00.000+08:00");
+        // a dealer's order waiting for `placed` names its dealer, as its event does
+        let mut d = Order::default();
+        let mut fx = Effects::default();
+        let ev = Box::new(OrderEvent {
+            kind: OrderKind::Dealer,
+            dealer: Some("d9".into()),
+            member: None,
+            ..status(OrderStatus::Paid)
+        });
+        d.handle(&"dealer:p9".into(), OrderCmd::Event(ev), &ctx, &mut fx);
+        assert!(
+            matches!(&fx.outputs[..], [Output::OrderDeferred { dealer: Some(d), .. }] if d == "d9"),
+            "{fx:?}"
+        );
     }
 }

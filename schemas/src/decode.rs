@@ -1207,8 +1207,8 @@ fn build(w: &mut Wire<'_>, pii: &Pii, problems: &mut Vec<Problem>) -> Option<Eve
             let points_redeemed = match (w.points_redeemed, okind) {
                 (None, _) => Some(None),
                 // points are a member's: a dealer's order has none to spend (it was taken and
-                // kept on the order, spending nothing)
-                (Some(v), Some(OrderKind::Dealer)) if v > 0 => {
+                // kept on the order, spending nothing; the log keeps those it took then)
+                (Some(v), Some(OrderKind::Dealer)) if v > 0 && !pii.is_stored() => {
                     c.push(
                         Reason::BadValue,
                         "points_redeemed",

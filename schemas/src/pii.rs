@@ -65,6 +65,12 @@ impl Pii {
         }
     }
 
+    /// Whether this reads the service's own log back ([`Pii::for_stored`]): what was accepted
+    /// then is accepted again, so the log replays as it ran.
+    pub fn is_stored(&self) -> bool {
+        self.stored
+    }
+
     /// Whether a value has the shape of [`Pii::hash`] output.
     pub fn is_hash(value: &str) -> bool {
         value.len() == 23

@@ -609,11 +609,16 @@ pub fn to_json(r: &Report) -> Value {
     })
 }
 
-/// Whether the two replays came out the same (the rules aside).
+/// Whether the two replays came out the same (the rules aside): no member, SKU, dealer or
+/// store changed, and as many outputs of each kind, decisions of each decision and refused
+/// orders of each reason.
 pub fn same(r: &Report) -> bool {
+    let even = |m: &BTreeMap<String, Pair>| m.values().all(|(a, b)| a == b);
     r.changed == 0
         && r.only == (0, 0)
-        && r.outputs.values().all(|(a, b)| a == b)
+        && even(&r.outputs)
+        && even(&r.decisions)
+        && even(&r.rejected)
         && r.views.iter().all(|v| v.changed == 0)
 }
 
@@ -724,5 +729,21 @@ mod tests {
         // the same directory twice: the same
         let r = run(a.path(), a.path(), 10, None).unwrap();
         assert!(same(&r), "{r:?}");
+        // decisions swapped between two scans, every count of outputs equal: not the same
+        let (c, d) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let m1 = [m("m1", "member", 5)];
+        let scans = |x: &str, y: &str| {
+            [
+                json!({"output": "decision", "decision": x}),
+                json!({"output": "decision", "decision": y}),
+            ]
+        };
+        for (dir, s) in [(&c, scans("allow", "allow")), (&d, scans("allow", "block"))] {
+            write(dir.path(), "members.jsonl", &m1);
+            write(dir.path(), "outputs.jsonl", &s);
+        }
+        let r = run(c.path(), d.path(), 10, None).unwrap();
+        assert_eq!(r.outputs["decision"], (2, 2));
+        assert!(!same(&r), "{r:?}");
     }
 }
