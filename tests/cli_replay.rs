@@ -187,6 +187,16 @@ fn diff_shows_what_a_rule_change_did() {
     let (code, text) = diff(&base, &same, &[]);
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("rules: the same"), "{text}");
+    assert!(!text.contains("NOTE"), "{text}");
+    // a replay that ran otherwise (time moved on after the input) is said to, whatever
+    // its outputs
+    let later = dir.path().join("later");
+    replay_file(&input, &later, &["--until", "2027-06-01T00:00:00+08:00"]);
+    let (_, text) = diff(&base, &later, &[]);
+    assert!(
+        text.contains("NOTE the two replays ran differently, not only by rules: until: null against \"2027-06-01T00:00:00+08:00\""),
+        "{text}"
+    );
     let changes = dir.path().join("changes.jsonl");
     let (code, text) = diff(&base, &what_if, &["--changes", changes.to_str().unwrap()]);
     assert_eq!(code, Some(1), "{text}");

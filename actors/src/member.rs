@@ -2268,6 +2268,15 @@ impl Member {
             .unwrap_or_default();
         let (b, d) = (self.points.balance, self.points.debt);
         self.entry(-b, -d, "merged_out", Some(into.clone()), fx);
+        // the id merged away holds no tag any more (the survivor evaluates its own): said, as
+        // its points leaving are, so a follower of `tag` outputs does not keep it tagged
+        for tag in self.tags.to_vec() {
+            fx.out(Output::Tag {
+                member: self.id.clone(),
+                tag,
+                on: false,
+            });
+        }
         let id = std::mem::take(&mut self.id);
         let seq = self.points.seq;
         *self = Member {

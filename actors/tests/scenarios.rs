@@ -523,6 +523,47 @@ fn a_windowed_tag_drops_when_its_day_leaves_though_an_older_day_stays() {
     }
 }
 
+/// The id merged away says it holds its tags no more (as its points leave with
+/// `merged_out`): a follower of `tag` outputs does not keep an alias tagged.
+#[test]
+fn a_member_merged_away_drops_its_tags() {
+    let mut rules = Rules::default();
+    rules.tags.push(omnistream_actors::config::TagRule {
+        name: "clicker".into(),
+        when: omnistream_actors::config::TagCond::ClicksAtLeast { days: 7, count: 1 },
+    });
+    let mut w = World::new(rules);
+    for who in ["ta", "tb"] {
+        w.send(&format!(
+            r#"{{"type":"click","ts":"{T0}","channel":"mall","member":{{"openid":"{who}"}},"target":"ad"}}"#
+        ));
+    }
+    let ids = ["ta", "tb"].map(|o| w.member_by("openid", o).id.clone());
+    w.send(&format!(
+        r#"{{"type":"identify","ts":"{T1}","member":{{"openid":"ta","tmall":"x"}}}}"#
+    ));
+    w.send(&format!(
+        r#"{{"type":"identify","ts":"{T1}","member":{{"openid":"tb","tmall":"x"}}}}"#
+    ));
+    let survivor = w.member_by("openid", "ta").id.clone();
+    assert_eq!(survivor, w.member_by("openid", "tb").id, "merged");
+    let alias = ids.iter().find(|i| **i != survivor).unwrap().clone();
+    let offs: Vec<_> = w
+        .outputs()
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Tag {
+                member,
+                tag,
+                on: false,
+            } => Some((member.clone(), tag.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(offs, [(alias, "clicker".into())]);
+    assert_eq!(w.member_by("openid", "tb").tags.to_vec(), ["clicker"]);
+}
+
 /// A shorter `points.expiry-days` taken in between (a restart under new rules): points
 /// already held expire at the time they fall due under it, by the member's own timer, with
 /// no event of the member's (its timer, set for the old expiry, comes that much earlier).

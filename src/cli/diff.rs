@@ -26,6 +26,10 @@ pub struct Report {
     pub rules: Option<Vec<String>>,
     /// Whether the two are one directory.
     pub same_dir: bool,
+    /// How the two replays' runs differ besides the rules (their `input.json`: the inputs'
+    /// sizes and lines, `--until`, `--sort-by-time`, shards and epoch size): a difference
+    /// here is not the rule change's doing.
+    pub runs_differ: Vec<String>,
     /// Members on each side.
     pub members: Pair,
     /// Members of one side only (ids merged differently, or none).
@@ -86,6 +90,7 @@ pub fn run(
     let mut r = Report {
         rules: rules_changed(base, other)?,
         same_dir: std::fs::canonicalize(base)? == std::fs::canonicalize(other)?,
+        runs_differ: runs_differ(base, other)?,
         ..Report::default()
     };
     join(base, other, "members", "id", |a, b| {
@@ -195,6 +200,48 @@ fn rules_changed(base: &Path, other: &Path) -> anyhow::Result<Option<Vec<String>
         (Some(a), Some(b)) => Some(crate::changed_paths(&a, &b)),
         _ => None,
     })
+}
+
+/// What differs between the two replays' `input.json` besides the file names (none when
+/// either has none: a replay by an older build).
+fn runs_differ(base: &Path, other: &Path) -> anyhow::Result<Vec<String>> {
+    let read = |dir: &Path| -> anyhow::Result<Option<Value>> {
+        let p = dir.join("input.json");
+        if !p.is_file() {
+            return Ok(None);
+        }
+        let s = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+        Ok(Some(
+            serde_json::from_str(&s).with_context(|| format!("{}", p.display()))?,
+        ))
+    };
+    let (Some(a), Some(b)) = (read(base)?, read(other)?) else {
+        return Ok(Vec::new());
+    };
+    let sizes = |v: &Value| -> Vec<Value> {
+        v["inputs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|i| i["bytes"].clone())
+            .collect()
+    };
+    let mut out = Vec::new();
+    if sizes(&a) != sizes(&b) || a["lines"] != b["lines"] {
+        out.push(format!(
+            "the input: {} lines in {:?} bytes against {} lines in {:?} bytes",
+            a["lines"],
+            sizes(&a),
+            b["lines"],
+            sizes(&b)
+        ));
+    }
+    for k in ["until", "sort_by_time", "shards", "epoch_events"] {
+        if a[k] != b[k] {
+            out.push(format!("{k}: {} against {}", a[k], b[k]));
+        }
+    }
+    Ok(out)
 }
 
 /// How one member's view differs between the two sides, or None when it does not:
@@ -455,6 +502,11 @@ pub fn render(r: &Report, base: &Path, other: &Path) -> String {
     if r.same_dir {
         out.push_str("(the same directory twice)\n");
     }
+    for d in &r.runs_differ {
+        out.push_str(&format!(
+            "NOTE the two replays ran differently, not only by rules: {d}\n"
+        ));
+    }
     match &r.rules {
         Some(p) if p.is_empty() => out.push_str("rules: the same\n"),
         Some(p) => out.push_str(&format!("rules changed: {}\n", p.join(", "))),
@@ -589,6 +641,7 @@ pub fn to_json(r: &Report) -> Value {
     json!({
         "rules_changed": r.rules,
         "same_directory": r.same_dir,
+        "runs_differ": r.runs_differ,
         "members": {
             "count": [r.members.0, r.members.1],
             "only": [r.only.0, r.only.1],

@@ -386,6 +386,7 @@ pub fn run(
         events: Vec::with_capacity(parallel.epoch),
         sources: Vec::with_capacity(parallel.epoch),
     });
+    let until_text = until.map(str::to_string);
     let until = until
         .map(|s| {
             omnistream_schemas::EventTime::parse(s).map_err(|e| {
@@ -573,6 +574,21 @@ pub fn run(
         None => crate::free_in_background((engine, epochs)),
     }
     summary.seconds = started.elapsed().as_secs_f64();
+    // what the replay read and how it ran, beside rules.toml: what `diff` checks before it
+    // puts two replays side by side as a rule change
+    let run = serde_json::json!({
+        "inputs": inputs.iter().map(|f| serde_json::json!({
+            "file": f.display().to_string(),
+            "bytes": std::fs::metadata(f).ok().filter(|_| f.as_os_str() != "-").map(|m| m.len()),
+        })).collect::<Vec<_>>(),
+        "lines": summary.lines,
+        "until": until_text,
+        "sort_by_time": by_time,
+        "shards": parallel.shards,
+        "epoch_events": parallel.epoch,
+    });
+    std::fs::write(out_dir.join("input.json"), format!("{run}\n"))
+        .with_context(|| format!("writing {}", out_dir.join("input.json").display()))?;
     Ok(summary)
 }
 
