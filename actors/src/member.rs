@@ -2781,6 +2781,18 @@ mod tests {
         assert_eq!(m.offset_min, Some(0));
     }
 
+    /// An unchecked scan reward of 5 points in campaign `c1` (the properties' scan).
+    fn scan_reward() -> MemberCmd {
+        MemberCmd::ScanReward {
+            campaign: "c1".into(),
+            code: "K".into(),
+            points: 5,
+            daily_cap: 9,
+            store: None,
+            verdict: None,
+        }
+    }
+
     /// [`rules`] with these tag rules added.
     fn rules_with_tags<const N: usize>(tags: [(&str, TagCond); N]) -> Rules {
         let mut r = rules();
@@ -3186,14 +3198,7 @@ mod tests {
                     1 => MemberCmd::OrderFulfilled { order },
                     2 => MemberCmd::Click { channel: "douyin".into(), campaign: None },
                     3 => MemberCmd::Visit { store: "st-1".into(), duration_s: None },
-                    4 => MemberCmd::ScanReward {
-                        campaign: "c1".into(),
-                        code: "K".into(),
-                        points: 5,
-                        daily_cap: 9,
-                        store: None,
-                        verdict: None,
-                    },
+                    4 => scan_reward(),
                     _ => MemberCmd::Redeem { order, points: 1 },
             })?;
         }
@@ -3245,14 +3250,7 @@ mod tests {
                     2 => MemberCmd::OrderReturned { order, value: 700 },
                     3 => MemberCmd::Click { channel: "douyin".into(), campaign: None },
                     4 => MemberCmd::Visit { store: "st-1".into(), duration_s: None },
-                    _ => MemberCmd::ScanReward {
-                        campaign: "c1".into(),
-                        code: "K".into(),
-                        points: 5,
-                        daily_cap: 9,
-                        store: None,
-                        verdict: None,
-                    },
+                    _ => scan_reward(),
                 };
                 let c = Ctx { event: Uuid::from_u128(1_000 + i as u128), ..ctx(&rules, min) };
                 m.handle(&me, cmd, &c, &mut Effects::default());
