@@ -39,7 +39,7 @@ pub struct Report {
     /// Changed members by what changed: `tier`, `tags`, `points`, `other`.
     pub changed_in: BTreeMap<&'static str, u64>,
     /// Sums of each of [`POINTS`].
-    pub points: BTreeMap<&'static str, Pair>,
+    pub points: BTreeMap<String, Pair>,
     /// Members per tier.
     pub tiers: BTreeMap<String, Pair>,
     /// Members holding each tag.
@@ -106,13 +106,11 @@ pub fn run(
                 }
             }
             for k in POINTS {
-                let n = m[k].as_i64().unwrap_or(0);
-                let sum = r.points.entry(k).or_default();
-                if side == 0 {
-                    sum.0 += n;
-                } else {
-                    sum.1 += n;
-                }
+                add(
+                    r.points.entry(k.to_string()).or_default(),
+                    side,
+                    m[k].as_i64().unwrap_or(0),
+                );
             }
         }
         match (a, b) {
@@ -171,13 +169,33 @@ pub fn run(
     Ok(r)
 }
 
+/// Adds `n` to a side's count.
+fn add(p: &mut Pair, side: usize, n: i64) {
+    if side == 0 {
+        p.0 += n;
+    } else {
+        p.1 += n;
+    }
+}
+
 /// Adds one to a side's count.
 fn bump_one(p: &mut Pair, side: usize) {
-    if side == 0 {
-        p.0 += 1;
-    } else {
-        p.1 += 1;
+    add(p, side, 1);
+}
+
+/// A side file of a replay directory (`rules.toml`, `input.json`) read and parsed by
+/// `parse`; None when the directory has none (a replay by an older build).
+fn side_file(
+    dir: &Path,
+    name: &str,
+    parse: impl Fn(&str) -> anyhow::Result<Value>,
+) -> anyhow::Result<Option<Value>> {
+    let p = dir.join(name);
+    if !p.is_file() {
+        return Ok(None);
     }
+    let s = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+    Ok(Some(parse(&s).with_context(|| format!("{}", p.display()))?))
 }
 
 fn text(v: &Value) -> String {
@@ -187,14 +205,10 @@ fn text(v: &Value) -> String {
 /// The settings that differ between the two replays' `rules.toml` (None when either has none:
 /// a replay by a build before it was written).
 fn rules_changed(base: &Path, other: &Path) -> anyhow::Result<Option<Vec<String>>> {
-    let read = |dir: &Path| -> anyhow::Result<Option<Value>> {
-        let p = dir.join("rules.toml");
-        if !p.is_file() {
-            return Ok(None);
-        }
-        let s = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
-        let t: toml::Table = toml::from_str(&s).with_context(|| format!("{}", p.display()))?;
-        Ok(Some(serde_json::to_value(t)?))
+    let read = |dir: &Path| {
+        side_file(dir, "rules.toml", |s| {
+            Ok(serde_json::to_value(toml::from_str::<toml::Table>(s)?)?)
+        })
     };
     Ok(match (read(base)?, read(other)?) {
         (Some(a), Some(b)) => Some(crate::changed_paths(&a, &b)),
@@ -205,16 +219,7 @@ fn rules_changed(base: &Path, other: &Path) -> anyhow::Result<Option<Vec<String>
 /// What differs between the two replays' `input.json` besides the file names (none when
 /// either has none: a replay by an older build).
 fn runs_differ(base: &Path, other: &Path) -> anyhow::Result<Vec<String>> {
-    let read = |dir: &Path| -> anyhow::Result<Option<Value>> {
-        let p = dir.join("input.json");
-        if !p.is_file() {
-            return Ok(None);
-        }
-        let s = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
-        Ok(Some(
-            serde_json::from_str(&s).with_context(|| format!("{}", p.display()))?,
-        ))
-    };
+    let read = |dir: &Path| side_file(dir, "input.json", |s| Ok(serde_json::from_str(s)?));
     let (Some(a), Some(b)) = (read(base)?, read(other)?) else {
         return Ok(Vec::new());
     };
@@ -647,7 +652,7 @@ pub fn to_json(r: &Report) -> Value {
             "only": [r.only.0, r.only.1],
             "changed": r.changed,
             "changed_in": r.changed_in,
-            "points": r.points.iter().map(|(k, (a, b))| (k.to_string(), json!([a, b]))).collect::<serde_json::Map<_, _>>(),
+            "points": pairs(&r.points),
             "tiers": pairs(&r.tiers),
             "tags": pairs(&r.tags),
             "first": r.first,
