@@ -28,16 +28,18 @@ type HashMap<K, V> = crate::GrowMap<K, V>;
 /// - 2: postcard (serde's compact binary form: varints, no field names), every field
 ///   present: about a quarter of the bytes of JSON (BENCHMARKS.md);
 /// - 3: the same, with the order's `placed_at` (when and in which offset it was placed)
-///   and `cancel_detail` appended: read from 2 by [`StoredState::from_v2`];
-/// - 4: the same, with the member's `offset_min` appended: read from 3 by
-///   [`StoredState::from_v3`] (and from 2, where members were as in 3).
+///   and `cancel_detail` appended;
+/// - 4: the same, with the member's `offset_min` appended.
 ///
 /// Without field names a layout cannot grow the way JSON did (a new field with
 /// `#[serde(default)]`): adding, removing, reordering or retyping a field of a stored state
-/// makes the states already stored unreadable. Such a change bumps this version and keeps a
-/// reader for the layout before it; `member::tests::the_stored_layout_is_pinned` (a full
-/// member) and `tests::the_stored_layout_of_every_kind_is_pinned` (every kind's empty state:
-/// fields added or removed) fail until then.
+/// makes the states already stored unreadable. Such a change bumps this version and reads
+/// the layout before it: a field added at the end carries `deserialize_with` [`since_v3`] or
+/// [`since_v4`] (or a new one), which reads nothing and gives the default while [`decode`]
+/// reads an older encoding, wherever the type sits (a member inside another member's
+/// stash too). `member::tests::the_stored_layout_is_pinned` (a
+/// full member) and `tests::the_stored_layout_of_every_kind_is_pinned` (every kind's empty
+/// state: fields added or removed) fail until then.
 pub const STATE_VERSION: u8 = 4;
 
 /// The oldest encoding version this binary still reads.
@@ -50,6 +52,41 @@ thread_local! {
     /// encoding then grows no vector of its own, and keeps no spare capacity while it
     /// waits in memory for a checkpoint.
     static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The encoding [`decode`] is reading on this thread; the current one otherwise (JSON of
+    /// any age, commands between processes).
+    static READING: std::cell::Cell<u8> = const { std::cell::Cell::new(STATE_VERSION) };
+}
+
+/// `deserialize_with` of a field encoding 3 appended: see [`since`].
+pub(crate) fn since_v3<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de> + Default,
+{
+    since(3, d)
+}
+
+/// `deserialize_with` of a field encoding 4 appended: see [`since`].
+pub(crate) fn since_v4<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de> + Default,
+{
+    since(4, d)
+}
+
+/// A field encoding `version` added: read when the state was stored in it or later; in an
+/// older encoding its bytes are not there, so nothing is read and it takes its default.
+fn since<'de, D, T>(version: u8, d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de> + Default,
+{
+    if READING.with(std::cell::Cell::get) < version {
+        Ok(T::default())
+    } else {
+        T::deserialize(d)
+    }
 }
 
 /// `skip_serializing_if` of a state's field that is usually empty: JSON (the API's views,
@@ -250,23 +287,16 @@ fn encode_all<V: Serialize + Sync>(
     })
 }
 
-/// A type [`encode`] stores, and how it reads from an older encoding.
-pub trait StoredState: DeserializeOwned {
-    /// Reads the postcard of encoding 2: the layout of today for every type but those
-    /// encodings 3 and 4 changed, which say how.
-    fn from_v2(b: &[u8]) -> Result<Self, String> {
-        Self::from_v3(b)
+/// The postcard of one value and nothing after it, in the layout of encoding `version`.
+fn postcard_exactly<V: DeserializeOwned>(version: u8, b: &[u8]) -> Result<V, String> {
+    /// Puts back the encoding read before, however the decoding ends.
+    struct Reading(u8);
+    impl Drop for Reading {
+        fn drop(&mut self) {
+            READING.with(|r| r.set(self.0));
+        }
     }
-
-    /// Reads the postcard of encoding 3: the layout of today for every type but the one
-    /// encoding 4 changed (the member), which says how.
-    fn from_v3(b: &[u8]) -> Result<Self, String> {
-        postcard_exactly(b)
-    }
-}
-
-/// The postcard of one value and nothing after it.
-fn postcard_exactly<V: DeserializeOwned>(b: &[u8]) -> Result<V, String> {
+    let _back = Reading(READING.with(|r| r.replace(version)));
     match postcard::take_from_bytes(b) {
         Ok((v, [])) => Ok(v),
         Ok((_, left)) => Err(format!("{} bytes after its end", left.len())),
@@ -274,53 +304,13 @@ fn postcard_exactly<V: DeserializeOwned>(b: &[u8]) -> Result<V, String> {
     }
 }
 
-impl StoredState for crate::order::Order {
-    /// Encoding 3 appended `placed_at` and `cancel_detail`, two `Option`s: an order of
-    /// encoding 2 followed by two bytes of `None` is its encoding 3, placed at a time not
-    /// recorded and cancelled (if it was) for no reason kept.
-    fn from_v2(b: &[u8]) -> Result<Self, String> {
-        let mut v = Vec::with_capacity(b.len() + 2);
-        v.extend_from_slice(b);
-        v.extend_from_slice(&[0, 0]);
-        postcard_exactly(&v)
-    }
-}
-
-impl StoredState for crate::member::Member {
-    /// Encoding 4 appended `offset_min`, an `Option`: a member of encoding 3 (or 2, the same
-    /// for members) followed by a byte of `None` is its encoding 4, its offset not known
-    /// until its next event.
-    fn from_v3(b: &[u8]) -> Result<Self, String> {
-        let mut v = Vec::with_capacity(b.len() + 1);
-        v.extend_from_slice(b);
-        v.push(0);
-        postcard_exactly(&v)
-    }
-}
-
-/// The stored types encodings 3 and 4 did not change.
-macro_rules! stored_as_before {
-    ($($t:ty),* $(,)?) => { $(impl StoredState for $t {})* };
-}
-stored_as_before!(
-    crate::identity::Identity,
-    crate::sku::Sku,
-    crate::dealer::Dealer,
-    crate::store::Store,
-    crate::campaign::Campaign,
-    crate::fraud::code::Code,
-    crate::fraud::crowd::Crowd,
-    crate::fraud::ring::Ring,
-    u64,
-);
-
 /// Reads a stored entity state of any version this binary knows; refuses others.
-pub fn decode<V: StoredState>(b: &[u8]) -> Result<V, String> {
+pub fn decode<V: DeserializeOwned>(b: &[u8]) -> Result<V, String> {
     let bad = |e: &dyn std::fmt::Display| format!("decoding an entity state: {e}");
     match b.split_first() {
-        Some((&STATE_VERSION, rest)) => postcard_exactly(rest).map_err(|e| bad(&e)),
-        Some((3, rest)) => V::from_v3(rest).map_err(|e| bad(&e)),
-        Some((2, rest)) => V::from_v2(rest).map_err(|e| bad(&e)),
+        Some((&v, rest)) if (2..=STATE_VERSION).contains(&v) => {
+            postcard_exactly(v, rest).map_err(|e| bad(&e))
+        }
         Some((1, json)) => serde_json::from_slice(json).map_err(|e| bad(&e)),
         Some((v, _)) => Err(format!(
             "entity state encoding {v} is not one this binary reads (it reads \
@@ -439,7 +429,7 @@ pub(crate) struct Table<V> {
     pub(crate) skipped: u64,
 }
 
-impl<V: Default + Clone + Serialize + StoredState> Table<V> {
+impl<V: Default + Clone + Serialize + DeserializeOwned> Table<V> {
     pub(crate) fn new(kind: Kind) -> Self {
         Table {
             kind,
@@ -946,7 +936,7 @@ mod tests {
     /// member (which encoding 4 gave `offset_min`) without its offset.
     #[test]
     fn states_of_encoding_2_read_back() {
-        fn v2<V: Default + Serialize + StoredState + PartialEq + std::fmt::Debug>(v: &V) {
+        fn v2<V: Default + Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(v: &V) {
             for version in [2, 3] {
                 let mut b = encode(v).unwrap();
                 b[0] = version;

@@ -237,9 +237,6 @@ struct Global {
     seen_floor_us: i64,
 }
 
-/// Encoding 3 did not change it.
-impl crate::cold::StoredState for Global {}
-
 impl Global {
     /// As a checkpoint stores it: [`crate::cold::encode`]'s form, like the states.
     fn encode(&self) -> Result<Vec<u8>, String> {
@@ -326,7 +323,7 @@ impl Out<'_, '_> {
         state: fn(&V) -> State<'_>,
     ) -> Result<(), String>
     where
-        V: Default + Clone + Serialize + crate::cold::StoredState + Sync,
+        V: Default + Clone + Serialize + serde::de::DeserializeOwned + Sync,
     {
         let mut stored = Vec::new();
         let listed = table.listed(self.cold, shown, &mut stored)?;

@@ -103,8 +103,12 @@ pub struct Member {
     /// The UTC offset (minutes) of the member's latest event: its timer counts days in it, so
     /// a windowed tag drops at the member's midnight whatever the offset of the event that
     /// makes the timer due (None: a state stored before it was kept, until its next event).
-    /// Last, so encoding 3 reads as encoding 4 with a `None` appended.
-    #[serde(default, skip_serializing_if = "crate::cold::omit")]
+    /// Added by encoding 4: not in the states stored before.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::cold::omit",
+        deserialize_with = "crate::cold::since_v4"
+    )]
     pub offset_min: Option<i16>,
 }
 
@@ -3546,6 +3550,42 @@ mod tests {
         assert_eq!(m.merging.as_ref().map(|g| g.stash.len()), Some(3));
         let stored = crate::cold::encode(&m).unwrap();
         assert_eq!(crate::cold::decode::<Member>(&stored).unwrap(), m);
+    }
+
+    /// A merging member stored in encoding 3 whose stash holds another member's whole state
+    /// (an `Absorb` of a merge cascading through it, stored when a checkpoint cut the cascade)
+    /// reads: both members lack `offset_min`, not only the outer one.
+    #[test]
+    fn a_stashed_member_of_encoding_3_reads() {
+        let rules = rules();
+        let (mut m, _) = merging_and_alias(&rules);
+        m.offset_min = None;
+        let inner = Member {
+            offset_min: None,
+            ..full_member(&rules)
+        };
+        if let Some(g) = m.merging.as_mut() {
+            g.stash.push(MemberCmd::Absorb {
+                from: "m9".into(),
+                state: Box::new(inner.clone()),
+            });
+        }
+        let stored = crate::cold::encode(&m).unwrap();
+        assert_eq!(crate::cold::decode::<Member>(&stored).unwrap(), m);
+        // encoding 3: each member's last byte (its offset's `None`) taken out
+        let alone = crate::cold::encode(&inner).unwrap();
+        let inner4 = &alone[1..];
+        let at = stored
+            .windows(inner4.len())
+            .position(|w| w == inner4)
+            .expect("the stashed member's bytes");
+        let mut v3 = stored[..at + inner4.len() - 1].to_vec();
+        v3.extend_from_slice(&stored[at + inner4.len()..stored.len() - 1]);
+        v3[0] = 3;
+        assert_eq!(crate::cold::decode::<Member>(&v3).unwrap(), m);
+        // and it is read as encoding 3 throughout: as encoding 4 the same bytes are refused
+        v3[0] = 4;
+        assert!(crate::cold::decode::<Member>(&v3).is_err());
     }
 
     /// X-RFM `(frequency, monetary)` of each window at minute `min`.

@@ -110,11 +110,19 @@ pub struct Order {
     pub recent: Recent,
     /// When, and in which offset, `placed` came (absent in states stored before encoding 3
     /// and before `placed`): a cancellation takes the order off the member's day it counted on.
-    #[serde(default, skip_serializing_if = "crate::cold::omit")]
+    #[serde(
+        default,
+        skip_serializing_if = "crate::cold::omit",
+        deserialize_with = "crate::cold::since_v3"
+    )]
     pub placed_at: Option<EventTime>,
     /// Why the order was cancelled, when it was not its channel's `cancelled` (the unpaid
-    /// order's timer): the `detail` of its `order_status`.
-    #[serde(default, skip_serializing_if = "crate::cold::omit")]
+    /// order's timer): the `detail` of its `order_status` (added by encoding 3).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::cold::omit",
+        deserialize_with = "crate::cold::since_v3"
+    )]
     pub cancel_detail: Option<Str>,
 }
 

@@ -456,7 +456,7 @@ proptest! {
 /// A stored state in encoding version 1 (JSON), as binaries before session 20 wrote it.
 fn as_version_1(kind: Kind, b: &[u8]) -> Vec<u8> {
     use omnistream_actors::{campaign, cold, dealer, fraud, identity, member, order, sku, store};
-    fn v1<V: serde::Serialize + cold::StoredState>(b: &[u8]) -> Vec<u8> {
+    fn v1<V: serde::Serialize + serde::de::DeserializeOwned>(b: &[u8]) -> Vec<u8> {
         let v: V = cold::decode(b).unwrap();
         [&[1u8][..], &serde_json::to_vec(&v).unwrap()].concat()
     }
