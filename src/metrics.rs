@@ -62,6 +62,8 @@ pub struct Metrics {
     pub diversions: IntCounter,
     /// Payments not booked (a `ref` booked before).
     pub payments_ignored: IntCounter,
+    /// Of those, references booked before with another amount.
+    pub payment_conflicts: IntCounter,
     /// Dealers' credit over the resident dealers (all of them unless `resident-entities`
     /// bounds them), read from the state at each scrape: how many are past their limit, how
     /// many orders are held and for how much, and the exposure in all.
@@ -403,6 +405,11 @@ impl Default for Metrics {
                 &r,
                 "omnistream_payments_ignored_total",
                 "dealer payments not booked: their `ref` was booked before (a resend)",
+            ),
+            payment_conflicts: counter(
+                &r,
+                "omnistream_payment_conflicts_total",
+                "dealer payments not booked whose `ref` was booked before with another amount",
             ),
             dealers_over_limit: gauge(
                 &r,
@@ -870,7 +877,12 @@ impl Metrics {
                 Output::StockOut { .. } => self.stock_alert("stock_out"),
                 Output::StockShort { .. } => self.stock_alert("stock_short"),
                 Output::Diversion { .. } => self.diversions.inc(),
-                Output::PaymentIgnored { .. } => self.payments_ignored.inc(),
+                Output::PaymentIgnored { amount, booked, .. } => {
+                    self.payments_ignored.inc();
+                    if booked.is_some_and(|b| b != *amount) {
+                        self.payment_conflicts.inc();
+                    }
+                }
                 _ => {}
             }
         }
@@ -1176,6 +1188,7 @@ mod tests {
                 dealer: "d1".into(),
                 reference: "BANK-1".into(),
                 amount: 5,
+                booked: Some(4),
                 reason: "reference already booked".into(),
             },
         }]);
@@ -1186,6 +1199,7 @@ mod tests {
             "omnistream_dealer_held_fen 700",
             "omnistream_dealer_exposure_fen 6300",
             "omnistream_payments_ignored_total 1",
+            "omnistream_payment_conflicts_total 1",
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }

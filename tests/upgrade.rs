@@ -85,7 +85,7 @@ fn a_store_written_by_format_1_loads_and_equals_a_replay() {
 
 /// A store whose checkpoint holds states of encoding 2 (written before orders kept when they
 /// were placed) restores the very state the build that wrote it had, goes on from there,
-/// and after a checkpoint of its own (encoding 4) restores the same again.
+/// and after a checkpoint of its own (today's encoding) restores the same again.
 #[test]
 fn a_store_of_encoding_2_restores_the_state_its_build_had() {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-encoding-2");

@@ -29,18 +29,19 @@ type HashMap<K, V> = crate::GrowMap<K, V>;
 ///   present: about a quarter of the bytes of JSON (BENCHMARKS.md);
 /// - 3: the same, with the order's `placed_at` (when and in which offset it was placed)
 ///   and `cancel_detail` appended;
-/// - 4: the same, with the member's `offset_min` appended.
+/// - 4: the same, with the member's `offset_min` appended;
+/// - 5: the same, with the dealer's `booked` (each payment reference's amount) appended.
 ///
 /// Without field names a layout cannot grow the way JSON did (a new field with
 /// `#[serde(default)]`): adding, removing, reordering or retyping a field of a stored state
 /// makes the states already stored unreadable. Such a change bumps this version and reads
 /// the layout before it: a field added at the end carries `deserialize_with` [`since_v3`] or
-/// [`since_v4`] (or a new one), which reads nothing and gives the default while [`decode`]
+/// [`since_v5`] (or a new one), which reads nothing and gives the default while [`decode`]
 /// reads an older encoding, wherever the type sits (a member inside another member's
 /// stash too). `member::tests::the_stored_layout_is_pinned` (a
 /// full member) and `tests::the_stored_layout_of_every_kind_is_pinned` (every kind's empty
 /// state: fields added or removed) fail until then.
-pub const STATE_VERSION: u8 = 4;
+pub const STATE_VERSION: u8 = 5;
 
 /// The oldest encoding version this binary still reads.
 pub const OLDEST_VERSION: u8 = 1;
@@ -73,6 +74,15 @@ where
     T: serde::Deserialize<'de> + Default,
 {
     since(4, d)
+}
+
+/// `deserialize_with` of a field encoding 5 appended: see [`since`].
+pub(crate) fn since_v5<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de> + Default,
+{
+    since(5, d)
 }
 
 /// A field encoding `version` added: read when the state was stored in it or later; in an
@@ -912,19 +922,19 @@ mod tests {
             ("ring", hex::<Ring>()),
         ];
         let want = [
-            ("identity", "0400"),
+            ("identity", "0500"),
             (
                 "member",
-                "040000000000000000000000000000000000000000000000000000000000000000000000000000",
+                "050000000000000000000000000000000000000000000000000000000000000000000000000000",
             ),
-            ("order", "040000000000000000000000000000000000000000"),
-            ("sku", "040000000000"),
-            ("dealer", "0400000000000000000000000000"),
-            ("store", "040000000000000000"),
-            ("campaign", "04000000000000000000000000000000"),
-            ("code", "040000000000"),
-            ("crowd", "040000000000000000"),
-            ("ring", "0400000000"),
+            ("order", "050000000000000000000000000000000000000000"),
+            ("sku", "050000000000"),
+            ("dealer", "050000000000000000000000000000"),
+            ("store", "050000000000000000"),
+            ("campaign", "05000000000000000000000000000000"),
+            ("code", "050000000000"),
+            ("crowd", "050000000000000000"),
+            ("ring", "0500000000"),
         ];
         for ((kind, got), (_, want)) in got.iter().zip(want) {
             assert_eq!(got, want, "the stored layout of a {kind} changed");
@@ -933,11 +943,12 @@ mod tests {
 
     /// States stored in encodings 2 and 3 still read: the kinds they did not change as they
     /// were, an order (which encoding 3 gave `placed_at`) without the time it was placed, a
-    /// member (which encoding 4 gave `offset_min`) without its offset.
+    /// member (which encoding 4 gave `offset_min`) without its offset, a dealer (which
+    /// encoding 5 gave `booked`) without its payments' amounts.
     #[test]
     fn states_of_encoding_2_read_back() {
         fn v2<V: Default + Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(v: &V) {
-            for version in [2, 3] {
+            for version in [2, 3, 4] {
                 let mut b = encode(v).unwrap();
                 b[0] = version;
                 assert_eq!(&decode::<V>(&b).unwrap(), v, "{version}");
@@ -963,6 +974,17 @@ mod tests {
             decode::<crate::member::Member>(&encode(&known).unwrap()).unwrap(),
             known
         );
+        // encoding 4 of a dealer: encoding 5 without its last byte (no amounts booked)
+        let dealer = crate::dealer::Dealer {
+            limit: 7,
+            ..Default::default()
+        };
+        let mut b = encode(&dealer).unwrap();
+        assert_eq!(b.pop(), Some(0));
+        for version in [2, 3, 4] {
+            b[0] = version;
+            assert_eq!(decode::<crate::dealer::Dealer>(&b).unwrap(), dealer);
+        }
         v2(&crate::sku::Sku::default());
         v2(&crate::identity::Identity::default());
         let mut order = crate::order::Order {

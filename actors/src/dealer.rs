@@ -79,6 +79,15 @@ pub struct Dealer {
     pub payments: Recent,
     /// Running totals.
     pub counters: Counters,
+    /// The amount booked under each reference (as kept in `payments`), oldest first and as
+    /// many: a resend with another amount is told apart from a plain resend. Added by
+    /// encoding 5: references booked before it have no amount here.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::cold::omit",
+        deserialize_with = "crate::cold::since_v5"
+    )]
+    pub booked: Box<[(u64, i64)]>,
 }
 
 /// A held order as the API shows it.
@@ -233,24 +242,45 @@ impl Dealer {
                 if amount <= 0 {
                     return;
                 }
-                if !self
-                    .payments
-                    .insert(reference_hash(&reference), PAYMENTS_CAP)
-                {
+                let id = reference_hash(&reference);
+                if !self.payments.insert(id, PAYMENTS_CAP) {
+                    let fingerprint = Recent::fingerprint(id);
+                    let booked = self
+                        .booked
+                        .iter()
+                        .find(|(f, _)| *f == fingerprint)
+                        .map(|&(_, a)| a);
+                    let reason = match booked {
+                        Some(b) if b != amount => "reference already booked with another amount",
+                        _ => "reference already booked",
+                    };
                     fx.out(Output::PaymentIgnored {
                         dealer: me.clone(),
                         reference,
                         amount,
-                        reason: "reference already booked".into(),
+                        booked,
+                        reason: reason.into(),
                     });
                     return;
                 }
+                self.book(Recent::fingerprint(id), amount);
                 self.counters.payments = self.counters.payments.saturating_add(1);
                 self.unpaid = self.unpaid.saturating_sub(amount);
                 self.release_held(me, fx);
                 self.credit(me, fx);
             }
         }
+    }
+
+    /// Keeps the amount of a reference just booked, the oldest going past [`PAYMENTS_CAP`]
+    /// as in `payments`.
+    fn book(&mut self, fingerprint: u64, amount: i64) {
+        let mut v = std::mem::take(&mut self.booked).into_vec();
+        if v.len() >= PAYMENTS_CAP {
+            v.remove(0);
+        }
+        v.push((fingerprint, amount));
+        self.booked = v.into_boxed_slice();
     }
 
     fn open(&mut self, me: &Str, order: Str, amount: i64, ctx: &Ctx, fx: &mut Effects) {
@@ -666,11 +696,34 @@ mod tests {
                 dealer: me(),
                 reference: "BANK-1".into(),
                 amount: 400,
+                booked: Some(400),
                 reason: "reference already booked".into(),
             }]
         );
         assert_eq!(d, before);
         assert_eq!(d.counters.payments, 1);
+        // the same reference with another amount is not booked either, and says both
+        let fx = run(&mut d, &r, pay(450, "BANK-1"));
+        assert_eq!(
+            fx.outputs,
+            vec![Output::PaymentIgnored {
+                dealer: me(),
+                reference: "BANK-1".into(),
+                amount: 450,
+                booked: Some(400),
+                reason: "reference already booked with another amount".into(),
+            }]
+        );
+        assert_eq!(d, before);
+        // a reference booked before amounts were kept (a state of encoding 4): a resend
+        // says so without an amount to compare
+        let mut old = before.clone();
+        old.booked = Box::default();
+        let fx = run(&mut old, &r, pay(450, "BANK-1"));
+        assert!(matches!(
+            &fx.outputs[..],
+            [Output::PaymentIgnored { booked: None, reason, .. }] if reason == "reference already booked"
+        ));
         // paying more than owed leaves prepaid credit that lowers exposure
         run(&mut d, &r, pay(1_000, "BANK-2"));
         assert_eq!(d.unpaid, -500);

@@ -3711,12 +3711,20 @@ mod tests {
             old[0] = version;
             assert_eq!(crate::cold::decode::<Member>(&old).unwrap(), unknown);
         }
+        // encoding 4: the same bytes as 5 (which changed dealers only)
+        let mut v4 = crate::cold::encode(&full_member(&rules())).unwrap();
+        v4[0] = 4;
+        assert_eq!(
+            crate::cold::decode::<Member>(&v4).unwrap(),
+            full_member(&rules())
+        );
     }
 
-    /// `crate::cold::encode` of `full_member`, version 4 (the same bytes as versions 2 and 3
-    /// after the first, but for the offset appended: encoding 3 changed orders only).
+    /// `crate::cold::encode` of `full_member`, version 5 (the same bytes as version 4 after
+    /// the first, and as 2 and 3 but for the offset 4 appended: 3 changed orders only, 5
+    /// dealers only).
     const FULL_STORED: &str = concat!(
-        "04116d30313233343536373839616263646566000003066f70656e6964076f2d6f74686572066f70656e6964",
+        "05116d30313233343536373839616263646566000003066f70656e6964076f2d6f74686572066f70656e6964",
         "1a6f5837665f326b71395a4c6d4138316243336445664768496a4b0570686f6e654039663263346431653861",
         "3762366335643465336632613162306339643865376636613562346333643265316630613962386337643665",
         "356634613362326331648080baf2d8a2af068080d1cbc5e8af06010673742d303039030863616d706169676e",

@@ -370,7 +370,12 @@ pub enum Output {
         reference: Str,
         /// Amount in fen.
         amount: i64,
-        /// Why.
+        /// The amount booked under that reference first, when known (not for references
+        /// booked before store encoding 5).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        booked: Option<i64>,
+        /// Why: `reference already booked`, or `reference already booked with another
+        /// amount` (a transfer to look at: the second amount is not booked either).
         reason: Str,
     },
 }
