@@ -32,6 +32,8 @@ struct AppState {
     /// Turns true when the server begins to stop: the board's event streams end then, or
     /// the graceful stop would wait for them until its timeout.
     stopping: tokio::sync::watch::Receiver<bool>,
+    /// Changes after every durable commit: `/v1/outputs/stream` reads again then.
+    durable: tokio::sync::watch::Receiver<u64>,
 }
 
 /// A JSON error body with a stable code and a human detail.
@@ -451,6 +453,10 @@ async fn get_identity(st: web::Data<AppState>, p: web::Path<(String, String)>) -
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_identity", e.to_string()),
     };
     read(&st, "member for this identity", move |e| {
+        // a member id names its member itself: no identity entity is kept for it
+        if k == IdKind::MemberId {
+            return member_view(e, &v);
+        }
         let Some(m) = e.member_of(k.as_str(), &v) else {
             return Ok(None);
         };
@@ -637,6 +643,7 @@ struct OutputQuery {
 
 /// What [`outputs_page`] reads: where to start, how many, the kind (`output`), and the
 /// values an output must hold, each in one of the fields named with it.
+#[derive(Clone)]
 struct OutputFilter {
     from: u64,
     limit: usize,
@@ -799,6 +806,123 @@ async fn answer_outputs(st: &AppState, q: OutputQuery) -> HttpResponse {
     }
 }
 
+/// Outputs as they become durable, pushed as server-sent events (`text/event-stream`): each
+/// an event `output` whose `id` is its `seq` and whose `data` is `{"seq", "output"}` as
+/// `/v1/outputs` lists them, with `/v1/outputs`' filters. It starts at `from`, or after the
+/// `Last-Event-ID` a reconnecting client sends, or else at the end: what becomes durable
+/// from now on. Each durable commit wakes it; a comment line every 15 s keeps idle
+/// connections open; it ends when the server stops.
+async fn outputs_stream(
+    st: web::Data<AppState>,
+    q: web::Query<OutputQuery>,
+    req: actix_web::HttpRequest,
+) -> HttpResponse {
+    if let Some(r) = not_ready(&st) {
+        return r;
+    }
+    let q = q.into_inner();
+    let given = q.page.from.is_some();
+    let resume = match req.headers().get("last-event-id") {
+        None => None,
+        Some(v) => match v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) {
+            Some(seq) => Some(seq.saturating_add(1)),
+            None => {
+                return bad_query(format!(
+                    "Last-Event-ID: `{}` is not an output's seq",
+                    String::from_utf8_lossy(v.as_bytes())
+                ))
+            }
+        },
+    };
+    let mut f = match q.filter() {
+        Ok(f) => f,
+        Err(e) => return bad_query(e),
+    };
+    f.from = match resume.or(given.then_some(f.from)) {
+        Some(from) => from,
+        None => match st
+            .shard
+            .send(Read(|_: &Sharded, s: &dyn Store| s.next_output()))
+            .await
+        {
+            Ok(Ok(end)) => end,
+            Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
+            Err(e) => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "shard_unavailable",
+                    e.to_string(),
+                )
+            }
+        },
+    };
+    f.limit = 1000;
+    let first = web::Bytes::from(format!(": outputs from seq {}\n\n", f.from));
+    let follow = futures_util::stream::unfold(
+        (st.shard.clone(), st.stopping.clone(), st.durable.clone(), f),
+        |(shard, mut stopping, mut durable, mut f)| async move {
+            loop {
+                if *stopping.borrow() {
+                    return None;
+                }
+                // seen before reading: a commit from here on wakes the wait below
+                durable.borrow_and_update();
+                let page = f.clone();
+                let read = Read(move |_: &Sharded, s: &dyn Store| outputs_page(s, page, |_| true));
+                let v = match shard.send(read).await {
+                    Ok(Ok(v)) => v,
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "an outputs stream could not read; it ends");
+                        return None;
+                    }
+                    Err(_) => return None,
+                };
+                let next = v["next"].as_u64().unwrap_or(f.from);
+                let moved = next != f.from;
+                f.from = next;
+                let items = v["items"].as_array().map(Vec::as_slice).unwrap_or_default();
+                if !items.is_empty() {
+                    let mut chunk = String::new();
+                    for item in items {
+                        let seq = item["seq"].as_u64().unwrap_or_default();
+                        chunk.push_str(&format!("id: {seq}\nevent: output\ndata: {item}\n\n"));
+                    }
+                    let frame = web::Bytes::from(chunk);
+                    return Some((
+                        Ok::<_, actix_web::Error>(frame),
+                        (shard, stopping, durable, f),
+                    ));
+                }
+                if moved {
+                    // a filter that kept nothing of a long stretch: read on
+                    continue;
+                }
+                // Some(true): a commit; Some(false): quiet for a while; None: the end
+                let woke = tokio::select! {
+                    changed = durable.changed() => changed.is_ok().then_some(true),
+                    _ = tokio::time::sleep(Duration::from_secs(15)) => Some(false),
+                    _ = stopping.wait_for(|s| *s) => None,
+                };
+                match woke {
+                    Some(true) => {}
+                    Some(false) => {
+                        let frame = web::Bytes::from_static(b": keep-alive\n\n");
+                        return Some((Ok(frame), (shard, stopping, durable, f)));
+                    }
+                    None => return None,
+                }
+            }
+        },
+    );
+    use futures_util::StreamExt as _;
+    let stream =
+        futures_util::stream::once(async move { Ok::<_, actix_web::Error>(first) }).chain(follow);
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-cache"))
+        .streaming(stream)
+}
+
 /// The outputs from `q.from` that `q` selects and `keep` keeps (which may add to them).
 fn outputs_page(
     s: &dyn Store,
@@ -812,6 +936,10 @@ fn outputs_page(
         fields,
         pending: _,
     } = q;
+    if limit == 0 {
+        // nothing asked for: the end, where a follower that starts now begins
+        return Ok(json!({"next": s.next_output()?, "items": []}));
+    }
     let mut found = Vec::new();
     // scan at most this many rows per request, so a rare filter cannot stall the shard
     let mut budget = 50_000usize;
@@ -1423,6 +1551,7 @@ routes! {
     get "/v1/stores/{id}/kpis" => get_kpis, READ;
     get "/v1/orders/{channel}/{order}" => get_order, READ;
     get "/v1/outputs" [from, limit, output, campaign, sku, location, member, dealer, order] => get_outputs, READ;
+    get "/v1/outputs/stream" [from, output, campaign, sku, location, member, dealer, order] => outputs_stream, READ;
     get "/v1/decisions" [campaign, from, limit, decision, member, pending, sku, device, ip] => get_decisions, READ;
     get "/v1/campaigns/{id}" => get_campaign, READ;
     post "/v1/reviews/{event}" => post_review, REVIEW;
@@ -1747,7 +1876,9 @@ pub async fn serve(
     let pii = Pii::new(&pii_key);
     let (stop_streams, stopping) = tokio::sync::watch::channel(false);
     let stop_streams = Arc::new(stop_streams);
+    let durable = shard.send(crate::shard::WatchDurable).await?;
     let state = AppState {
+        durable,
         stopping,
         inputs: progress.clone(),
         shard: shard.clone(),

@@ -448,6 +448,8 @@ pub struct Shard {
     key_check: Option<(String, u64)>,
     metrics: Arc<Metrics>,
     board: Board,
+    /// Counts durable commits: followers of the outputs (`/v1/outputs/stream`) wake on it.
+    durable: tokio::sync::watch::Sender<u64>,
     /// Whether the store keeps checkpoints (and so can hold passivated entities).
     checkpoints: bool,
     resident: usize,
@@ -871,6 +873,7 @@ impl Shard {
             since_checkpoint: 0,
             metrics,
             board: Board::new(low_atp),
+            durable: tokio::sync::watch::Sender::new(0),
             engine: Sharded::new(rules.clone(), sc.shards),
             rules,
             shards: sc.shards.max(1),
@@ -1542,6 +1545,7 @@ impl Shard {
                 // every commit carries the row while it is unrecorded: this one did
                 self.key_check = None;
                 answer(c.waiting, &Ok(()));
+                self.durable.send_modify(|n| *n = n.wrapping_add(1));
                 self.after_commit(c.id);
                 Ok(())
             }
@@ -2163,6 +2167,21 @@ impl Handler<SetPosition> for Shard {
     fn handle(&mut self, msg: SetPosition, ctx: &mut Self::Context) {
         self.set_position(&msg.source, msg.position);
         self.schedule_flush(ctx);
+    }
+}
+
+/// Ask for a receiver that changes after every durable commit (new outputs may be readable).
+pub struct WatchDurable;
+
+impl Message for WatchDurable {
+    type Result = tokio::sync::watch::Receiver<u64>;
+}
+
+impl Handler<WatchDurable> for Shard {
+    type Result = MessageResult<WatchDurable>;
+
+    fn handle(&mut self, _: WatchDurable, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.durable.subscribe())
     }
 }
 

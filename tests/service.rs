@@ -1096,6 +1096,11 @@ fn reviews_holding_nothing_are_not_resolvable_and_merged_ones_stay_the_persons()
         s.get("/v1/identities/openid/oa")["id"].as_str().unwrap(),
         "merged"
     );
+    // a member id is an identity too: both ids find the survivor's profile
+    for who in [&a, &b] {
+        let by_id = s.get(&format!("/v1/identities/member_id/{who}"));
+        assert_eq!(by_id["id"], survivor.as_str(), "{by_id}");
+    }
     for who in [&a, &b, &survivor] {
         let mine = s.get(&format!("/v1/decisions?decision=review&member={who}"));
         let events: Vec<&Value> = mine["items"]
@@ -1743,4 +1748,93 @@ fn the_openapi_examples_are_the_answers_to_the_sample_feed() {
     }
     assert_eq!(asked, 11, "every state read has an example");
     s.stop();
+}
+
+/// Reads `conn` until what it has read holds `want`; returns all of it.
+fn read_until(conn: &mut TcpStream, got: &mut Vec<u8>, want: &str) -> String {
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(got).contains(want) {
+        let n = conn.read(&mut buf).unwrap();
+        assert!(n > 0, "stream closed: {}", String::from_utf8_lossy(got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(got).into_owned()
+}
+
+/// A channel follows its SKU's stock as it moves: `/v1/outputs/stream` pushes each output
+/// once durable, from the end when no `from` is given, filtered as `/v1/outputs`; a client
+/// reconnecting with `Last-Event-ID` gets what followed it; `limit=0` answers the end.
+#[test]
+fn a_channel_is_pushed_its_stock_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Service::start(dir.path());
+    let stock = |n: u32, sku: &str, qty: i64| {
+        json!({"id": id(n), "type":"stock","ts":"2026-11-11T08:01:00+08:00","sku": sku,
+               "location":"wh-sh","op":"receive","qty": qty})
+        .to_string()
+    };
+    s.post(&[stock(1, "SKU-A", 5)]);
+    let end = s.get("/v1/outputs?limit=0");
+    assert_eq!(end["items"], json!([]), "{end}");
+    let end = end["next"].as_u64().unwrap();
+    assert!(end >= 1, "the end is after the first output: {end}");
+    let mut conn = TcpStream::connect(&s.addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        conn,
+        "GET /v1/outputs/stream?output=stock&sku=SKU-A HTTP/1.1\r\nHost: t\r\n\r\n"
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let text = read_until(
+        &mut conn,
+        &mut got,
+        &format!(": outputs from seq {end}\n\n"),
+    );
+    assert!(text.contains("text/event-stream"), "{text}");
+    // another SKU's change is not sent; this one's is, once durable
+    s.post(&[stock(2, "SKU-B", 7)]);
+    s.post(&[stock(3, "SKU-A", 4)]);
+    read_until(&mut conn, &mut got, "event: output\n");
+    let text = read_until(&mut conn, &mut got, "}\n\n");
+    assert!(!text.contains("SKU-B"), "{text}");
+    let frame = text
+        .split("event: output\n")
+        .nth(1)
+        .expect("an output frame");
+    let seq: u64 = frame
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .and_then(|d| serde_json::from_str::<Value>(d).ok())
+        .and_then(|v| {
+            assert_eq!(v["output"]["sku"], "SKU-A", "{v}");
+            assert_eq!(v["output"]["on_hand"], 9, "{v}");
+            v["seq"].as_u64()
+        })
+        .expect("the output's seq");
+    assert!(text.contains(&format!("id: {seq}\n")), "{text}");
+    drop(conn);
+    // a client that lost the connection after the output before resumes at this one
+    let mut again = TcpStream::connect(&s.addr).unwrap();
+    again
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        again,
+        "GET /v1/outputs/stream?sku=SKU-A HTTP/1.1\r\nHost: t\r\nLast-Event-ID: {}\r\n\r\n",
+        seq - 1
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let text = read_until(&mut again, &mut got, &format!("id: {seq}\n"));
+    assert!(
+        text.contains(&format!(": outputs from seq {seq}\n")),
+        "{text}"
+    );
+    let (code, v) = s.request("GET", "/v1/outputs/stream?from=x", "");
+    assert_eq!((code, v["error"].as_str()), (400, Some("bad_query")), "{v}");
+    s.stop();
+    let mut rest = Vec::new();
+    let _ = again.read_to_end(&mut rest);
 }
