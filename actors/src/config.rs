@@ -181,6 +181,18 @@ impl Rules {
         if self.watermark_lag_s < 0 {
             return bad("watermark-lag-s", "must be >= 0");
         }
+        if !(1..=3660).contains(&self.store.kpi_days) {
+            return bad(
+                "store.kpi-days",
+                "must be 1..=3660 days (a store keeps a bucket an hour and a day for as long)",
+            );
+        }
+        if !(0..=8760).contains(&self.store.conversion_window_hours) {
+            return bad(
+                "store.conversion-window-hours",
+                "must be 0..=8760 hours (0: no visit converts; at most a year)",
+            );
+        }
         if !(0..crate::engine::DEDUP_HORIZON_US / 1_000_000).contains(&self.max_lateness_s) {
             return bad(
                 "max-lateness-s",
@@ -871,5 +883,16 @@ mod tests {
         let r: Rules =
             toml::from_str("[campaigns.x.fraud]\nreview-at = 80\nblock-at = 70\n").unwrap();
         assert_eq!(r.check().unwrap_err().0, "campaigns.x.fraud.review-at");
+        for (toml, key) in [
+            ("[store]\nkpi-days = -3\n", "store.kpi-days"),
+            ("[store]\nkpi-days = 0\n", "store.kpi-days"),
+            (
+                "[store]\nconversion-window-hours = -5\n",
+                "store.conversion-window-hours",
+            ),
+        ] {
+            let r: Rules = toml::from_str(toml).unwrap();
+            assert_eq!(r.check().unwrap_err().0, key, "{toml}");
+        }
     }
 }

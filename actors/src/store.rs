@@ -107,6 +107,14 @@ pub struct Latest {
     pub hour: i64,
     /// Its local day.
     pub day: i64,
+    /// Its sender's UTC offset (minutes): the store's view counts today and this hour in it.
+    /// Added by store encoding 5.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::cold::omit",
+        deserialize_with = "crate::cold::since_v5"
+    )]
+    pub offset_min: Option<i16>,
 }
 
 /// One store's state.
@@ -203,6 +211,7 @@ impl Store {
             us: at.unix_us,
             hour: at.local_hour(),
             day: at.local_day(),
+            offset_min: Some(at.offset_min),
         };
         match self.latest {
             Some(l) if l.us >= now.us => l,
@@ -361,6 +370,15 @@ impl Store {
     /// The store's KPIs as a board shows them, at query time `now` (its local hour and day
     /// pick "today" and "this hour"; the caller passes the watermark or the wall clock).
     pub fn view(&self, now: EventTime) -> StoreView {
+        // today and this hour in the offset of the store's newest event, as its buckets count
+        // them (a store stored before encoding 5: the offset `now` has)
+        let now = EventTime {
+            offset_min: self
+                .latest
+                .and_then(|l| l.offset_min)
+                .unwrap_or(now.offset_min),
+            ..now
+        };
         let (day, hour) = (now.local_day(), now.local_hour());
         let window_start = now.unix_us.saturating_sub(REP_WINDOW_DAYS * DAY_US);
         StoreView {
@@ -760,6 +778,39 @@ mod tests {
         run(&mut s, &rules, at_ms(utc), 2, StoreCmd::Scan);
         assert_eq!(s.days.keys().copied().collect::<Vec<_>>(), vec![d, d + 1]);
         assert_eq!(s.view(local).today.kpi.scans, 1);
+    }
+
+    /// The view's today and this hour are counted in the offset of the store's newest event,
+    /// as its buckets are, whatever offset the service asks the view in: a store whose
+    /// senders send UTC sees its latest hour's visit in `this_hour`.
+    #[test]
+    fn today_and_this_hour_are_in_the_offset_of_the_newest_event() {
+        let rules = Rules::default();
+        let mut s = Store::default();
+        // 03:30Z, sent as UTC: 11:30 in China
+        let visit = at_ms(T0_MS + 210 * 60_000);
+        run(
+            &mut s,
+            &rules,
+            visit,
+            1,
+            StoreCmd::RepVisit {
+                rep: "r1".into(),
+                duration_s: Some(600),
+            },
+        );
+        let asked = EventTime {
+            offset_min: 480,
+            ..visit
+        };
+        let v = s.view(asked);
+        assert_eq!(v.this_hour.kpi.rep_visits, 1, "{v:?}");
+        assert_eq!(v.today.kpi.rep_visits, 1, "{v:?}");
+        // a store stored before the offset was kept: the view's own offset, as before
+        if let Some(l) = s.latest.as_mut() {
+            l.offset_min = None;
+        }
+        assert_eq!(s.view(asked).this_hour.kpi.rep_visits, 0);
     }
 
     #[test]
