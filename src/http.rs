@@ -172,6 +172,7 @@ async fn post_events(st: web::Data<AppState>, body: web::Bytes) -> HttpResponse 
     }
     match submit(&st, "http", texts).await {
         Ok(outcomes) => {
+            let orders_now = duplicates_orders(&st, &outcomes).await;
             let count = |s: &str| outcomes.iter().filter(|o| status(o) == s).count();
             let results: Vec<Value> = outcomes
                 .iter()
@@ -208,8 +209,16 @@ async fn post_events(st: web::Data<AppState>, body: web::Bytes) -> HttpResponse 
                     }
                     // a scan sent again: the decision it got, while the shard remembers it,
                     // and its review's resolution once there is one
-                    Outcome::Duplicate { id, answered } => {
+                    Outcome::Duplicate {
+                        id,
+                        answered,
+                        order,
+                    } => {
                         let mut answer = json!({"id": id, "status": "duplicate"});
+                        // an order event sent again: where its order stands now
+                        if let Some(v) = order.as_ref().and_then(|k| orders_now.get(k.as_str())) {
+                            answer["order_state"] = v.clone();
+                        }
                         if let Some(d) = output_json(answered, |e| is_decision(&e.output)) {
                             answer["decision"] = d;
                             answer["resolution"] =
@@ -230,6 +239,34 @@ async fn post_events(st: web::Data<AppState>, body: web::Bytes) -> HttpResponse 
         }
         Err(resp) => resp,
     }
+}
+
+/// The views (as `GET /v1/orders/{channel}/{order}` answers) of the orders of the order
+/// events among `outcomes` that were duplicates, by key; empty when there are none or the
+/// shard cannot answer (the duplicates are then answered without them).
+async fn duplicates_orders(
+    st: &AppState,
+    outcomes: &[Outcome],
+) -> std::collections::HashMap<String, Value> {
+    let keys: Vec<String> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Outcome::Duplicate { order: Some(k), .. } => Some(k.to_string()),
+            _ => None,
+        })
+        .collect();
+    if keys.is_empty() {
+        return Default::default();
+    }
+    let read = Read(move |e: &Sharded, _: &dyn Store| {
+        keys.into_iter()
+            .filter_map(|k| {
+                let v = order_view_of(e, &k).ok().flatten()?;
+                Some((k, v))
+            })
+            .collect()
+    });
+    st.shard.send(read).await.unwrap_or_default()
 }
 
 fn status(o: &Outcome) -> &'static str {
@@ -320,7 +357,7 @@ async fn post_scan(st: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
             }
             // a retry: the decision it got and its review's resolution, while the shard
             // remembers them (else null)
-            Some(Outcome::Duplicate { id, answered }) => HttpResponse::Ok().json(json!({
+            Some(Outcome::Duplicate { id, answered, .. }) => HttpResponse::Ok().json(json!({
                 "id": id, "status": "duplicate", "decision": first_of(&answered, "decision"),
                 "resolution": first_of(&answered, "review_resolved")})),
             Some(Outcome::Rejected { id, reasons }) => HttpResponse::UnprocessableEntity()
@@ -607,7 +644,12 @@ pub(crate) fn order_view(
     channel: &str,
     order: &str,
 ) -> Result<Option<Value>, ReadError> {
-    let key = omnistream_actors::router::order_key(channel, order);
+    order_view_of(e, &omnistream_actors::router::order_key(channel, order))
+}
+
+/// [`order_view`] of an order's key, `channel:order`.
+fn order_view_of(e: &Sharded, key: &str) -> Result<Option<Value>, ReadError> {
+    let key = omnistream_actors::Str::from(key);
     // a timer the setting no longer acts on is not shown
     let due = e
         .timer_of(omnistream_actors::Key::Order(key.clone()))

@@ -58,6 +58,10 @@ pub enum Outcome {
         /// [`RECENT_ANSWERS`]); empty otherwise.
         #[serde(skip_serializing_if = "Vec::is_empty")]
         answered: Vec<Emitted>,
+        /// For an order event sent again, its order's key (`channel:order`): the HTTP answer
+        /// shows where that order stands now, what a retry after a timeout needs to know.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        order: Option<omnistream_actors::Str>,
     },
     /// Refused by the contract; kept in the dead letters.
     Rejected {
@@ -1688,6 +1692,7 @@ impl Shard {
                             outcomes.push(Outcome::Duplicate {
                                 id: ev.id,
                                 answered: self.answers.get(ev.id),
+                                order: order_of(&ev),
                             });
                         }
                         Applied::Done(_) => {
@@ -1760,6 +1765,7 @@ impl Shard {
                         Outcome::Duplicate {
                             id: ev.id,
                             answered: self.answers.get(ev.id),
+                            order: order_of(&ev),
                         }
                     }
                     Applied::Done(_) => {
@@ -2063,6 +2069,7 @@ impl Handler<Review> for Shard {
                 Ok(vec![Outcome::Duplicate {
                     id: msg.event,
                     answered,
+                    order: None,
                 }])
             });
             let _ = msg.reply.send(answer);
@@ -2167,6 +2174,17 @@ impl Handler<SetPosition> for Shard {
     fn handle(&mut self, msg: SetPosition, ctx: &mut Self::Context) {
         self.set_position(&msg.source, msg.position);
         self.schedule_flush(ctx);
+    }
+}
+
+/// The key of the order an order event is about.
+fn order_of(ev: &Event) -> Option<omnistream_actors::Str> {
+    match &ev.body {
+        omnistream_schemas::Body::Order(o) => {
+            let channel = ev.channel.as_ref().map_or("", |c| c.as_str());
+            Some(omnistream_actors::router::order_key(channel, &o.order))
+        }
+        _ => None,
     }
 }
 

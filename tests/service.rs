@@ -1838,3 +1838,37 @@ fn a_channel_is_pushed_its_stock_changes() {
     let mut rest = Vec::new();
     let _ = again.read_to_end(&mut rest);
 }
+
+/// A channel whose request timed out sends its order event again: the answer is
+/// `duplicate`, with where the order stands now (`order_state`, as `GET /v1/orders/...`
+/// answers), so it learns whether the order was taken without a second request.
+#[test]
+fn a_retried_order_event_answers_where_the_order_stands() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Service::start(dir.path());
+    let feed = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/sample.jsonl"),
+    )
+    .unwrap();
+    let lines: Vec<String> = feed.lines().map(String::from).collect();
+    s.post(&lines);
+    let placed = lines
+        .iter()
+        .find(|l| l.contains("\"T-1001\"") && l.contains("\"placed\""))
+        .unwrap()
+        .clone();
+    let v = s.post(&[placed]);
+    let r = &v["results"][0];
+    assert_eq!(r["status"], "duplicate", "{v}");
+    assert_eq!(r["order_state"], s.get("/v1/orders/tmall/T-1001"), "{v}");
+    assert_eq!(r["order_state"]["order"], "tmall:T-1001", "{v}");
+    // other events sent again carry none
+    let stock = lines
+        .iter()
+        .find(|l| l.contains("\"stock\""))
+        .unwrap()
+        .clone();
+    let v = s.post(&[stock]);
+    assert!(v["results"][0].get("order_state").is_none(), "{v}");
+    s.stop();
+}
