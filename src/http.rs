@@ -162,7 +162,49 @@ async fn submit(
     }
 }
 
-async fn post_events(st: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
+/// 415 for a body declared as something no event can be sent as (a form upload, XML, ...):
+/// its parts would otherwise be read as lines of events. No `Content-Type`, JSON, JSON lines,
+/// plain text, bytes, and curl's default for `-d` (a form's type, the body as sent) pass.
+fn unsupported_type(req: &actix_web::HttpRequest) -> Option<HttpResponse> {
+    const TAKEN: [&str; 7] = [
+        "application/json",
+        "application/x-ndjson",
+        "application/jsonl",
+        "application/json-lines",
+        "text/plain",
+        "application/octet-stream",
+        "application/x-www-form-urlencoded",
+    ];
+    let given = req.headers().get("content-type")?;
+    let essence = given
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if essence.is_empty() || TAKEN.contains(&essence.as_str()) {
+        return None;
+    }
+    Some(error(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        format!(
+            "Content-Type `{essence}`: events are sent as JSON (application/json) or JSON lines \
+             (application/x-ndjson), as the body itself, not a form upload"
+        ),
+    ))
+}
+
+async fn post_events(
+    st: web::Data<AppState>,
+    req: actix_web::HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    if let Some(r) = unsupported_type(&req) {
+        return r;
+    }
     let texts = match split(&body) {
         Ok(t) => t,
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_body", e),
@@ -324,7 +366,14 @@ fn first_of(outputs: &[omnistream_actors::engine::Emitted], kind: &str) -> Optio
         .find(|v| v.get("output").and_then(Value::as_str) == Some(kind))
 }
 
-async fn post_scan(st: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
+async fn post_scan(
+    st: web::Data<AppState>,
+    req: actix_web::HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    if let Some(r) = unsupported_type(&req) {
+        return r;
+    }
     // what is wrong with a body that is not one scan, said as precisely as it can be; a
     // scan's own problems (fields) are answered as a rejection with reasons, below
     let not_a_scan = match serde_json::from_slice::<Value>(&body) {

@@ -471,6 +471,11 @@ pub fn open(
     })
 }
 
+/// Why an embedded store did not open: another process has it open.
+const HELD_EMBEDDED: &str = "cannot open: another process holds it (an `omnistream run` on this \
+     data directory? one process at a time opens the embedded store: stop it, or ask the \
+     running service over HTTP)";
+
 /// Runs `open` until it gives a store, waiting (backing off, at most 5 s a time) while it
 /// fails in a way that passes: a CQL node that does not answer yet, or a writer lease that
 /// another process holds (it may be stopping: a rolling restart), for `store-wait-s` at most.
@@ -548,6 +553,11 @@ impl RedbStore {
         RedbStore::open_with_cache(dir, DEFAULT_CACHE_BYTES)
     }
 
+    /// Whether opening failed only because another process has the embedded store open.
+    pub fn held_by_another(e: &StoreError) -> bool {
+        matches!(e, StoreError::Open { why, .. } if why == HELD_EMBEDDED)
+    }
+
     /// [`RedbStore::open`] with a page cache of at most `cache_bytes` (redb's own default,
     /// 1 GiB, would count against the memory the resident bound is meant to cap).
     pub fn open_with_cache(dir: &Path, cache_bytes: usize) -> Result<RedbStore, StoreError> {
@@ -562,12 +572,7 @@ impl RedbStore {
             .set_cache_size(cache_bytes / 2)
             .create(&path)
             .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => open_err(
-                    "cannot open: another process holds it (an `omnistream run` on this data \
-                     directory? one process at a time opens the embedded store: stop it, or \
-                     ask the running service over HTTP)"
-                        .into(),
-                ),
+                redb::DatabaseError::DatabaseAlreadyOpen => open_err(HELD_EMBEDDED.into()),
                 e => open_err(format!("cannot open: {e}")),
             })?;
         let states_path = dir.join("states.redb");
