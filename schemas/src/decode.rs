@@ -481,6 +481,26 @@ impl<'de: 'a, 'a> Deserialize<'de> for WireIds<'a> {
     }
 }
 
+/// The id of an event too large to decode, when its first KiB holds `"id": "<uuid>"` (where
+/// senders put it), so its rejection and dead letter can be matched to what was sent.
+fn id_near_start(bytes: &[u8]) -> Option<String> {
+    let head = String::from_utf8_lossy(&bytes[..bytes.len().min(1024)]);
+    let mut rest: &str = &head;
+    while let Some(at) = rest.find("\"id\"") {
+        rest = &rest[at + 4..];
+        let value = rest
+            .trim_start()
+            .strip_prefix(':')
+            .map(str::trim_start)
+            .and_then(|v| v.strip_prefix('"'))
+            .and_then(|v| v.split('"').next());
+        if let Some(v) = value.filter(|v| uuid::Uuid::parse_str(v).is_ok()) {
+            return Some(v.to_string());
+        }
+    }
+    None
+}
+
 /// Decodes and validates events; holds the keyed hasher for personal data.
 #[derive(Clone, Debug)]
 pub struct Decoder {
@@ -496,10 +516,12 @@ impl Decoder {
     /// Decodes one event from JSON bytes (one JSON object), validating it completely.
     pub fn decode(&self, bytes: &[u8]) -> Result<Event, Rejection> {
         if bytes.len() > MAX_EVENT_BYTES {
-            return Err(Rejection::whole(
+            let mut r = Rejection::whole(
                 Reason::TooLarge,
                 format!("{} bytes, limit {}", bytes.len(), MAX_EVENT_BYTES),
-            ));
+            );
+            r.id = id_near_start(bytes);
+            return Err(r);
         }
         let Ok(text) = std::str::from_utf8(bytes) else {
             return Err(self.diagnose(bytes, None));

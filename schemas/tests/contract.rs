@@ -479,10 +479,19 @@ fn size_utf8_and_depth_limits() {
         String::from(r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"click","pad":""#);
     big.push_str(&"x".repeat(MAX_EVENT_BYTES));
     big.push_str("\"}");
+    let r = d.decode(big.as_bytes()).unwrap_err();
+    assert_eq!(r.primary(), Reason::TooLarge);
+    // its id is still read from its start, so the sender can match the rejection
     assert_eq!(
-        d.decode(big.as_bytes()).unwrap_err().primary(),
-        Reason::TooLarge
+        r.id.as_deref(),
+        Some("0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11")
     );
+    // an `id` that is not an event id (a nested one, a bad value) is not taken for it
+    let nested = big.replace(
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","#,
+        r#"{"x":{"id":"7"},"id":"not-a-uuid","#,
+    );
+    assert_eq!(d.decode(nested.as_bytes()).unwrap_err().id, None);
 
     let bad_utf8 = b"{\"id\":\"\xff\xfe\",\"type\":\"click\"}";
     assert_eq!(d.decode(bad_utf8).unwrap_err().primary(), Reason::BadUtf8);
