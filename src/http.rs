@@ -163,14 +163,16 @@ async fn submit(
 }
 
 /// 415 for a body declared as something no event can be sent as (a form upload, XML, ...):
-/// its parts would otherwise be read as lines of events. No `Content-Type`, JSON, JSON lines,
-/// plain text, bytes, and curl's default for `-d` (a form's type, the body as sent) pass.
+/// its parts would otherwise be read as lines of events. No `Content-Type`, JSON (also
+/// `+json` types), JSON lines, plain text, bytes, and curl's default for `-d` (a form's
+/// type, the body as sent) pass.
 fn unsupported_type(req: &actix_web::HttpRequest) -> Option<HttpResponse> {
-    const TAKEN: [&str; 7] = [
+    const TAKEN: [&str; 8] = [
         "application/json",
         "application/x-ndjson",
         "application/jsonl",
         "application/json-lines",
+        "application/x-jsonlines",
         "text/plain",
         "application/octet-stream",
         "application/x-www-form-urlencoded",
@@ -184,7 +186,8 @@ fn unsupported_type(req: &actix_web::HttpRequest) -> Option<HttpResponse> {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    if essence.is_empty() || TAKEN.contains(&essence.as_str()) {
+    // JSON by another name too (`application/cloudevents+json`)
+    if essence.is_empty() || TAKEN.contains(&essence.as_str()) || essence.ends_with("+json") {
         return None;
     }
     Some(error(
@@ -899,10 +902,12 @@ async fn answer_outputs(st: &AppState, q: OutputQuery) -> HttpResponse {
 
 /// Outputs as they become durable, pushed as server-sent events (`text/event-stream`): each
 /// an event `output` whose `id` is its `seq` and whose `data` is `{"seq", "output"}` as
-/// `/v1/outputs` lists them, with `/v1/outputs`' filters. It starts at `from`, or after the
-/// `Last-Event-ID` a reconnecting client sends, or else at the end: what becomes durable
-/// from now on. Each durable commit wakes it; a comment line every 15 s keeps idle
-/// connections open; it ends when the server stops.
+/// `/v1/outputs` lists them, with `/v1/outputs`' filters. It starts after the
+/// `Last-Event-ID` a reconnecting client sends, else at `from`, else at the end: what
+/// becomes durable from now on. Each durable commit wakes it. At the start and at least
+/// every 15 s without an output it sends a comment and an `id` of where its reading has
+/// come to, so a client reconnecting after a quiet spell misses nothing that came since;
+/// it ends when the server stops.
 async fn outputs_stream(
     st: web::Data<AppState>,
     q: web::Query<OutputQuery>,
@@ -948,10 +953,16 @@ async fn outputs_stream(
         },
     };
     f.limit = 1000;
-    let first = web::Bytes::from(format!(": outputs from seq {}\n\n", f.from));
+    let first = web::Bytes::from(position(": outputs from", f.from));
     let follow = futures_util::stream::unfold(
-        (st.shard.clone(), st.stopping.clone(), st.durable.clone(), f),
-        |(shard, mut stopping, mut durable, mut f)| async move {
+        (
+            st.shard.clone(),
+            st.stopping.clone(),
+            st.durable.clone(),
+            f,
+            tokio::time::Instant::now(),
+        ),
+        |(shard, mut stopping, mut durable, mut f, sent)| async move {
             loop {
                 if *stopping.borrow() {
                     return None;
@@ -979,9 +990,10 @@ async fn outputs_stream(
                         chunk.push_str(&format!("id: {seq}\nevent: output\ndata: {item}\n\n"));
                     }
                     let frame = web::Bytes::from(chunk);
+                    let now = tokio::time::Instant::now();
                     return Some((
                         Ok::<_, actix_web::Error>(frame),
-                        (shard, stopping, durable, f),
+                        (shard, stopping, durable, f, now),
                     ));
                 }
                 if moved {
@@ -989,16 +1001,20 @@ async fn outputs_stream(
                     continue;
                 }
                 // Some(true): a commit; Some(false): quiet for a while; None: the end
+                // 15 s after the last frame, whatever woke the stream in between (commits
+                // with nothing for this filter): a proxy's idle timeout, a client gone
+                let quiet = sent + Duration::from_secs(15);
                 let woke = tokio::select! {
                     changed = durable.changed() => changed.is_ok().then_some(true),
-                    _ = tokio::time::sleep(Duration::from_secs(15)) => Some(false),
+                    _ = tokio::time::sleep_until(quiet) => Some(false),
                     _ = stopping.wait_for(|s| *s) => None,
                 };
                 match woke {
                     Some(true) => {}
                     Some(false) => {
-                        let frame = web::Bytes::from_static(b": keep-alive\n\n");
-                        return Some((Ok(frame), (shard, stopping, durable, f)));
+                        let frame = web::Bytes::from(position(": keep-alive, at", f.from));
+                        let now = tokio::time::Instant::now();
+                        return Some((Ok(frame), (shard, stopping, durable, f, now)));
                     }
                     None => return None,
                 }
@@ -1012,6 +1028,16 @@ async fn outputs_stream(
         .content_type("text/event-stream")
         .insert_header(("Cache-Control", "no-cache"))
         .streaming(stream)
+}
+
+/// An output stream's comment and where its reading has come to, `from`, as the id of an
+/// event without data (a client takes it as its last event id, and resumes there when it
+/// reconnects); at 0 there is no id before it to give.
+fn position(comment: &str, from: u64) -> String {
+    match from.checked_sub(1) {
+        Some(last) => format!("{comment} seq {from}\nid: {last}\n\n"),
+        None => format!("{comment} seq {from}\n\n"),
+    }
 }
 
 /// The outputs from `q.from` that `q` selects and `keep` keeps (which may add to them).

@@ -937,6 +937,9 @@ impl Shard {
                 .receive(c.id)
                 .map_err(|e| ShardError::Store(e.to_string()));
             answer(c.waiting, &r);
+            if r.is_ok() {
+                self.durable.send_modify(|n| *n = n.wrapping_add(1));
+            }
         }
         self.drop_queued(&ShardError::Store(
             "the state was rebuilt from the store before this was written".into(),

@@ -30,13 +30,14 @@ type HashMap<K, V> = crate::GrowMap<K, V>;
 /// - 3: the same, with the order's `placed_at` (when and in which offset it was placed)
 ///   and `cancel_detail` appended;
 /// - 4: the same, with the member's `offset_min` appended;
-/// - 5: the same, with the dealer's `booked` (each payment reference's amount) appended.
+/// - 5: the same, with the dealer's `booked` (each payment reference's amount) and the
+///   store's newest event's `offset_min` (in `latest`) appended.
 ///
 /// Without field names a layout cannot grow the way JSON did (a new field with
 /// `#[serde(default)]`): adding, removing, reordering or retyping a field of a stored state
 /// makes the states already stored unreadable. Such a change bumps this version and reads
-/// the layout before it: a field added at the end carries `deserialize_with` [`since_v3`] or
-/// [`since_v5`] (or a new one), which reads nothing and gives the default while [`decode`]
+/// the layout before it: a field added at the end carries `deserialize_with` [`since_v3`],
+/// [`since_v4`] or [`since_v5`] (or a new one), which reads nothing and gives the default while [`decode`]
 /// reads an older encoding, wherever the type sits (a member inside another member's
 /// stash too). `member::tests::the_stored_layout_is_pinned` (a
 /// full member) and `tests::the_stored_layout_of_every_kind_is_pinned` (every kind's empty
@@ -985,6 +986,29 @@ mod tests {
             b[0] = version;
             assert_eq!(decode::<crate::dealer::Dealer>(&b).unwrap(), dealer);
         }
+        // encoding 4 of a store that has seen an event: its `latest` (the first field, an
+        // `Option`) without the offset encoding 5 appended to it, then the rest as it was
+        let store = crate::store::Store {
+            latest: Some(crate::store::Latest {
+                us: 1_794_000_000_000_000,
+                hour: 498_333,
+                day: 20_763,
+                offset_min: None,
+            }),
+            ..Default::default()
+        };
+        let b = encode(&store).unwrap();
+        let latest = encode(&store.latest).unwrap();
+        let end = latest.len(); // [version, Some] and the latest's fields: where it ends
+        assert_eq!(
+            (b[1], b[end - 1]),
+            (1, 0),
+            "Some, then the offset's None last"
+        );
+        let mut v4 = b[..end - 1].to_vec();
+        v4.extend_from_slice(&b[end..]);
+        v4[0] = 4;
+        assert_eq!(decode::<crate::store::Store>(&v4).unwrap(), store);
         v2(&crate::sku::Sku::default());
         v2(&crate::identity::Identity::default());
         let mut order = crate::order::Order {

@@ -190,7 +190,7 @@ impl Rules {
         if !(0..=8760).contains(&self.store.conversion_window_hours) {
             return bad(
                 "store.conversion-window-hours",
-                "must be 0..=8760 hours (0: no visit converts; at most a year)",
+                "must be 0..=8760 hours (at most a year)",
             );
         }
         if !(0..crate::engine::DEDUP_HORIZON_US / 1_000_000).contains(&self.max_lateness_s) {

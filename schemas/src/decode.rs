@@ -481,22 +481,40 @@ impl<'de: 'a, 'a> Deserialize<'de> for WireIds<'a> {
     }
 }
 
-/// The id of an event too large to decode, when its first KiB holds `"id": "<uuid>"` (where
-/// senders put it), so its rejection and dead letter can be matched to what was sent.
+/// The id of an event too large to decode, when its first KiB holds the top-level key
+/// `"id": "<uuid>"` (where senders put it), so its rejection and dead letter can be matched
+/// to what was sent. A scan of the bytes, not a parse: strings skipped past their escapes,
+/// nesting counted, an `id` inside another object left alone.
 fn id_near_start(bytes: &[u8]) -> Option<String> {
-    let head = String::from_utf8_lossy(&bytes[..bytes.len().min(1024)]);
-    let mut rest: &str = &head;
-    while let Some(at) = rest.find("\"id\"") {
-        rest = &rest[at + 4..];
-        let value = rest
-            .trim_start()
-            .strip_prefix(':')
-            .map(str::trim_start)
-            .and_then(|v| v.strip_prefix('"'))
-            .and_then(|v| v.split('"').next());
-        if let Some(v) = value.filter(|v| uuid::Uuid::parse_str(v).is_ok()) {
-            return Some(v.to_string());
+    let head = &bytes[..bytes.len().min(1024)];
+    let (mut depth, mut i) = (0usize, 0usize);
+    while i < head.len() {
+        match head[i] {
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b'"' => {
+                let start = i + 1;
+                let mut end = start;
+                while *head.get(end)? != b'"' {
+                    end += if head[end] == b'\\' { 2 } else { 1 };
+                }
+                i = end;
+                if depth == 1 && &head[start..end] == b"id" {
+                    let rest = String::from_utf8_lossy(&head[end + 1..]);
+                    let value = rest
+                        .trim_start()
+                        .strip_prefix(':')
+                        .map(str::trim_start)
+                        .and_then(|v| v.strip_prefix('"'))
+                        .and_then(|v| v.split('"').next());
+                    return value
+                        .filter(|v| uuid::Uuid::parse_str(v).is_ok())
+                        .map(str::to_string);
+                }
+            }
+            _ => {}
         }
+        i += 1;
     }
     None
 }

@@ -486,12 +486,19 @@ fn size_utf8_and_depth_limits() {
         r.id.as_deref(),
         Some("0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11")
     );
-    // an `id` that is not an event id (a nested one, a bad value) is not taken for it
-    let nested = big.replace(
+    // after a nested object holding an `id` of its own, and a string holding `"id":`
+    let later = big.replace(
         r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","#,
-        r#"{"x":{"id":"7"},"id":"not-a-uuid","#,
+        r#"{"x":{"id":"0193a7f2-6c1e-7d4a-9a51-000000000001"},"y":"\"id\":","id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","#,
     );
-    assert_eq!(d.decode(nested.as_bytes()).unwrap_err().id, None);
+    let r = d.decode(later.as_bytes()).unwrap_err();
+    assert_eq!(
+        r.id.as_deref(),
+        Some("0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11")
+    );
+    // a top-level `id` that is not an event id is not taken for one
+    let bad = big.replace("0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11", "not-a-uuid");
+    assert_eq!(d.decode(bad.as_bytes()).unwrap_err().id, None);
 
     let bad_utf8 = b"{\"id\":\"\xff\xfe\",\"type\":\"click\"}";
     assert_eq!(d.decode(bad_utf8).unwrap_err().primary(), Reason::BadUtf8);
