@@ -686,6 +686,33 @@ async fn get_campaign(st: web::Data<AppState>, id: web::Path<String>) -> HttpRes
     read(&st, "campaign", move |e| campaign_view(e, &id)).await
 }
 
+/// Every store, resident or not, by id: its `today` and `this_hour` as
+/// `/v1/stores/{id}/kpis` shows them (in the offset of its newest event), its reps and its
+/// recent visitors: a manager's list of stores.
+pub(crate) fn stores_view(e: &Sharded) -> Result<Option<Value>, ReadError> {
+    let at = crate::view_time(e);
+    let stores = e.stores().map_err(|why| {
+        ReadError::Store(StoreError::Io {
+            op: "read",
+            table: "stores",
+            why,
+        })
+    })?;
+    let items: Vec<Value> = stores
+        .iter()
+        .map(|(id, s)| {
+            let v = s.view(at);
+            json!({"store": id, "today": v.today, "this_hour": v.this_hour,
+                   "reps": v.reps.len(), "recent_visitors": v.recent_visitors})
+        })
+        .collect();
+    Ok(Some(json!({ "items": items })))
+}
+
+async fn get_stores(st: web::Data<AppState>) -> HttpResponse {
+    read(&st, "stores", stores_view).await
+}
+
 async fn get_kpis(st: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
     let id = id.into_inner();
     read(&st, "store", move |e| kpis_view(e, &id)).await
@@ -1665,6 +1692,7 @@ routes! {
     get "/v1/identities/{kind}/{value}" => get_identity, READ;
     get "/v1/skus/{sku}/stock" => get_stock, READ;
     get "/v1/dealers/{id}/credit" => get_credit, READ;
+    get "/v1/stores" => get_stores, READ;
     get "/v1/stores/{id}/kpis" => get_kpis, READ;
     get "/v1/orders/{channel}/{order}" => get_order, READ;
     get "/v1/outputs" [from, limit, output, campaign, sku, location, member, dealer, order] => get_outputs, READ;

@@ -1763,7 +1763,7 @@ fn the_openapi_examples_are_the_answers_to_the_sample_feed() {
         assert!(!example["value"].is_null(), "{path}");
         asked += 1;
     }
-    assert_eq!(asked, 11, "every state read has an example");
+    assert_eq!(asked, 12, "every state read has an example");
     s.stop();
 }
 

@@ -1258,6 +1258,14 @@ impl Engine {
         self.dealers.resident()
     }
 
+    /// Every store, resident or not, of the keys shard `me` of `n` owns (all: `n` = 1),
+    /// sorted by id. Fails only when the cold tier does.
+    pub fn stores_owned(&self, me: usize, n: usize) -> Result<BTreeMap<Str, Store>, String> {
+        self.stores.all(self.cold_ref(), &|kind, k| {
+            n <= 1 || join_key(kind, k.into()).owner(n) == me
+        })
+    }
+
     /// Every resident member, alias or not (all of them without a cold tier).
     pub fn members(&self) -> impl Iterator<Item = (&Str, &Member)> {
         self.members.resident()

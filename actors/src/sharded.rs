@@ -735,6 +735,18 @@ impl Sharded {
         self.engines.iter().flat_map(Engine::dealers)
     }
 
+    /// Every store, resident or not, all shards, sorted by id.
+    pub fn stores(
+        &self,
+    ) -> Result<std::collections::BTreeMap<crate::Str, crate::store::Store>, String> {
+        let n = self.engines.len();
+        let mut all = std::collections::BTreeMap::new();
+        for (i, e) in self.engines.iter().enumerate() {
+            all.extend(e.stores_owned(i, n)?);
+        }
+        Ok(all)
+    }
+
     /// Resident entities per kind, all shards.
     pub fn counts(&self) -> [(&'static str, usize); 12] {
         let mut all = self.engines[0].counts();
@@ -1210,6 +1222,26 @@ mod tests {
             .expect("points earned on fulfilment");
         assert_eq!(fulfilled.event, events[2].id);
         assert_eq!(fulfilled.at, events[2].ts);
+    }
+
+    /// The stores of every shard are listed, each once, as the snapshot holds them.
+    #[test]
+    fn stores_are_listed_from_every_shard() {
+        let d = Decoder::new(Pii::new(b"k"));
+        let events: Vec<Event> = (1..=12)
+            .map(|i| {
+                let j = format!(
+                    r#"{{"id":"00000000-0000-7000-8000-{i:012}","ts":"2026-11-11T08:00:00+08:00","type":"visit","channel":"store","store":"st-{i}","visitor":"rep","rep":"r1"}}"#
+                );
+                d.decode(j.as_bytes()).unwrap()
+            })
+            .collect();
+        let mut s = Sharded::new(Rules::default(), 3);
+        let mut out = Vec::new();
+        s.apply_epoch(&events, &mut out);
+        let listed = s.stores().unwrap();
+        assert_eq!(listed.len(), 12);
+        assert_eq!(listed, s.try_snapshot().unwrap().stores);
     }
 
     /// A shorter points expiry taken in between brings the members' timers forward alike on
