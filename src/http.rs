@@ -713,6 +713,52 @@ async fn get_stores(st: web::Data<AppState>) -> HttpResponse {
     read(&st, "stores", stores_view).await
 }
 
+/// One sales rep's visits across stores: per store as each store's KPIs show it (by store
+/// id), with the totals; None when no store has seen the rep.
+pub(crate) fn rep_view(e: &Sharded, rep: &str) -> Result<Option<Value>, ReadError> {
+    let at = crate::view_time(e);
+    let stores = e.stores().map_err(|why| {
+        ReadError::Store(StoreError::Io {
+            op: "read",
+            table: "stores",
+            why,
+        })
+    })?;
+    let mut per_store = Vec::new();
+    let (mut visits, mut visits_30d, mut last) = (0u64, 0usize, None::<Value>);
+    for (id, s) in &stores {
+        let Some(r) = s.view(at).reps.into_iter().find(|r| r.rep == rep) else {
+            continue;
+        };
+        visits += r.visits;
+        visits_30d += r.visits_30d;
+        let mut v = serde_json::to_value(&r).map_err(ReadError::Render)?;
+        if last
+            .as_ref()
+            .is_none_or(|l| l.as_str() < v["last_visit"].as_str())
+        {
+            last = Some(v["last_visit"].clone());
+        }
+        if let Some(o) = v.as_object_mut() {
+            o.remove("rep");
+            o.insert("store".into(), json!(id));
+        }
+        per_store.push(v);
+    }
+    if per_store.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(
+        json!({"rep": rep, "visits": visits, "visits_30d": visits_30d,
+                   "last_visit": last, "stores": per_store}),
+    ))
+}
+
+async fn get_rep(st: web::Data<AppState>, rep: web::Path<String>) -> HttpResponse {
+    let rep = rep.into_inner();
+    read(&st, "sales rep", move |e| rep_view(e, &rep)).await
+}
+
 async fn get_kpis(st: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
     let id = id.into_inner();
     read(&st, "store", move |e| kpis_view(e, &id)).await
@@ -1693,6 +1739,7 @@ routes! {
     get "/v1/skus/{sku}/stock" => get_stock, READ;
     get "/v1/dealers/{id}/credit" => get_credit, READ;
     get "/v1/stores" => get_stores, READ;
+    get "/v1/reps/{rep}" => get_rep, READ;
     get "/v1/stores/{id}/kpis" => get_kpis, READ;
     get "/v1/orders/{channel}/{order}" => get_order, READ;
     get "/v1/outputs" [from, limit, output, campaign, sku, location, member, dealer, order] => get_outputs, READ;

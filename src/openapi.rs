@@ -56,8 +56,8 @@ const SAMPLE: &str = include_str!("../examples/sample.jsonl");
 /// Each: the path, the request the example answers, and the answer.
 fn examples() -> Vec<(&'static str, String, Value)> {
     use crate::http::{
-        campaign_view, credit_view, kpis_view, ledger_page, member_view, order_view, stock_view,
-        stores_view, Holders,
+        campaign_view, credit_view, kpis_view, ledger_page, member_view, order_view, rep_view,
+        stock_view, stores_view, Holders,
     };
     use omnistream_actors::{sharded::Sharded, Output, Rules};
     let decoder = omnistream_schemas::Decoder::new(omnistream_schemas::Pii::new(
@@ -143,6 +143,11 @@ fn examples() -> Vec<(&'static str, String, Value)> {
             json(kpis_view(&e, "st-001")),
         ),
         ("/v1/stores", "/v1/stores".into(), json(stores_view(&e))),
+        (
+            "/v1/reps/{rep}",
+            "/v1/reps/rep-zhang".into(),
+            json(rep_view(&e, "rep-zhang")),
+        ),
         (
             "/v1/orders/{channel}/{order}",
             "/v1/orders/tmall/T-1001".into(),
@@ -270,6 +275,7 @@ fn paths() -> Value {
             "/v1/skus/{sku}/stock": {"get": op("stock per location and total available-to-promise", &["sku"], None)},
             "/v1/dealers/{id}/credit": {"get": op("a dealer's limit, exposure, available credit and held orders", &["id"], None)},
             "/v1/stores": {"get": op("every store, resident or not, by id: `store`, its `today` and `this_hour` as `/v1/stores/{id}/kpis` shows them, how many sales `reps` visited it and its `recent_visitors`", &[], None)},
+            "/v1/reps/{rep}": {"get": op("one sales rep's visits across stores: per store (`visits`, `last_visit`, `visits_30d`, `avg_duration_s`, as the store's KPIs show them) and the totals; 404 when no store has seen the rep", &["rep"], None)},
             "/v1/stores/{id}/kpis": {"get": op("a store's KPIs by the sender's local hour and day (README, \"Store KPIs\"), and sales-rep visits; `today` and `this_hour` in the offset of the store's newest event", &["id"], None)},
             "/v1/orders/{channel}/{order}": {"get": op("an order: its placement's phase (new, credit, held, reserving, redeeming, accepted, rejected, cancelled), latest status (`paid` is a flag of its own, not a status), lines and amount, the SKUs its placement reserved (`reserved`, still listed after fulfilment or cancellation: the stock view says what is held now) or refused, quantities returned, and `deferred`: status events that came before `placed` or while placement was in flight, each applied under its own id and time once placement settles; `cancel_unpaid_at`, while a consumer order is unpaid and `rules.stock.cancel-unpaid-after-s` is set, is when it will be cancelled unless paid first; `placed_at`, when `placed` came, in its sender's offset; `cancel_detail`, why it was cancelled when not by its channel", &["channel", "order"], None)},
             "/v1/outputs": {"get": op("outputs in order (points, stock, credit, orders, dead letters), optionally of one kind (`output`) and of one campaign, SKU, location, member, dealer or order (`channel:order`), each an exact match on the output's field of that name (and for `order` and `campaign` on a ledger entry's `about`, for `member` on a merge's `survivor` and `alias`; a dealer's order outputs carry its `dealer`): a channel follows its stock with ?output=stock&sku=..., starting from `next` of the page before (a filtered page reads at most 50,000 outputs, so it can hold fewer items than `limit`, even none, with `next` moved on: follow `next` until it stops moving); `limit=0` answers no item and `next` at the end: where a follower starting now begins", &["from:query", "limit:query", "output:query", "campaign:query", "sku:query", "location:query", "member:query", "dealer:query", "order:query"], None)},

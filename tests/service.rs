@@ -1763,7 +1763,7 @@ fn the_openapi_examples_are_the_answers_to_the_sample_feed() {
         assert!(!example["value"].is_null(), "{path}");
         asked += 1;
     }
-    assert_eq!(asked, 12, "every state read has an example");
+    assert_eq!(asked, 13, "every state read has an example");
     s.stop();
 }
 
@@ -1889,5 +1889,45 @@ fn a_retried_order_event_answers_where_the_order_stands() {
         .clone();
     let v = s.post(&[stock]);
     assert!(v["results"][0].get("order_state").is_none(), "{v}");
+    s.stop();
+}
+
+/// A manager's lists: every store with today's KPIs, and one sales rep across stores.
+#[test]
+fn stores_and_a_rep_across_them_are_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Service::start(dir.path());
+    let visit = |n: u32, store: &str, minute: u32| {
+        json!({"id": id(n), "type":"visit","channel":"store",
+               "ts": format!("2026-11-11T10:{minute:02}:00+08:00"),
+               "store": store, "visitor":"rep","rep":"rep-li","duration_s": 600})
+        .to_string()
+    };
+    s.post(&[
+        visit(1, "st-a", 0),
+        visit(2, "st-b", 30),
+        visit(3, "st-b", 45),
+    ]);
+    let stores = s.get("/v1/stores");
+    let ids: Vec<&str> = stores["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["store"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["st-a", "st-b"], "{stores}");
+    assert_eq!(stores["items"][1]["today"]["rep_visits"], 2, "{stores}");
+    let rep = s.get("/v1/reps/rep-li");
+    assert_eq!(
+        (
+            rep["visits"].as_u64(),
+            rep["stores"].as_array().map(Vec::len)
+        ),
+        (Some(3), Some(2)),
+        "{rep}"
+    );
+    assert_eq!(rep["last_visit"], "2026-11-11T02:45:00.000Z", "{rep}");
+    let (code, _) = s.request("GET", "/v1/reps/nobody", "");
+    assert_eq!(code, 404);
     s.stop();
 }
