@@ -177,6 +177,19 @@ fn unsupported_type(req: &actix_web::HttpRequest) -> Option<HttpResponse> {
         "application/octet-stream",
         "application/x-www-form-urlencoded",
     ];
+    // a compressed body would be read as bytes of events: this service does not inflate
+    if let Some(enc) = req.headers().get("content-encoding") {
+        let enc = String::from_utf8_lossy(enc.as_bytes())
+            .trim()
+            .to_ascii_lowercase();
+        if enc != "identity" {
+            return Some(error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!("Content-Encoding `{enc}`: send events uncompressed"),
+            ));
+        }
+    }
     let given = req.headers().get("content-type")?;
     let essence = given
         .to_str()
@@ -195,7 +208,7 @@ fn unsupported_type(req: &actix_web::HttpRequest) -> Option<HttpResponse> {
         "unsupported_media_type",
         format!(
             "Content-Type `{essence}`: events are sent as JSON (application/json) or JSON lines \
-             (application/x-ndjson), as the body itself, not a form upload"
+             (application/x-ndjson), the events themselves as the body"
         ),
     ))
 }
@@ -217,7 +230,7 @@ async fn post_events(
     }
     match submit(&st, "http", texts).await {
         Ok(outcomes) => {
-            let orders_now = duplicates_orders(&st, &outcomes).await;
+            let now = duplicates_now(&st, &outcomes).await;
             let count = |s: &str| outcomes.iter().filter(|o| status(o) == s).count();
             let results: Vec<Value> = outcomes
                 .iter()
@@ -254,15 +267,13 @@ async fn post_events(
                     }
                     // a scan sent again: the decision it got, while the shard remembers it,
                     // and its review's resolution once there is one
-                    Outcome::Duplicate {
-                        id,
-                        answered,
-                        order,
-                    } => {
+                    Outcome::Duplicate { id, answered, .. } => {
                         let mut answer = json!({"id": id, "status": "duplicate"});
-                        // an order event sent again: where its order stands now
-                        if let Some(v) = order.as_ref().and_then(|k| orders_now.get(k.as_str())) {
-                            answer["order_state"] = v.clone();
+                        // an order or a payment sent again: where it stands now
+                        if let Some(Value::Object(fields)) = now.get(id) {
+                            for (k, v) in fields {
+                                answer[k] = v.clone();
+                            }
                         }
                         if let Some(d) = output_json(answered, |e| is_decision(&e.output)) {
                             answer["decision"] = d;
@@ -286,28 +297,49 @@ async fn post_events(
     }
 }
 
-/// The views (as `GET /v1/orders/{channel}/{order}` answers) of the orders of the order
-/// events among `outcomes` that were duplicates, by key; empty when there are none or the
-/// shard cannot answer (the duplicates are then answered without them).
-async fn duplicates_orders(
+/// What the order events and payments among `outcomes` that were duplicates are about,
+/// as it stands now, by event id: an order's `order_state` (as `GET
+/// /v1/orders/{channel}/{order}` answers), a payment's dealer's `credit_state` (as `GET
+/// /v1/dealers/{id}/credit`) and `booked`, the amount its `ref` was booked for (null: not
+/// booked; `true`: booked before amounts were kept). Empty when there are none or the shard
+/// cannot answer (the duplicates are then answered without them).
+async fn duplicates_now(
     st: &AppState,
     outcomes: &[Outcome],
-) -> std::collections::HashMap<String, Value> {
-    let keys: Vec<String> = outcomes
+) -> std::collections::HashMap<uuid::Uuid, Value> {
+    let asked: Vec<(uuid::Uuid, crate::shard::About)> = outcomes
         .iter()
         .filter_map(|o| match o {
-            Outcome::Duplicate { order: Some(k), .. } => Some(k.to_string()),
+            Outcome::Duplicate {
+                id, about: Some(a), ..
+            } => Some((*id, a.clone())),
             _ => None,
         })
         .collect();
-    if keys.is_empty() {
+    if asked.is_empty() {
         return Default::default();
     }
     let read = Read(move |e: &Sharded, _: &dyn Store| {
-        keys.into_iter()
-            .filter_map(|k| {
-                let v = order_view_of(e, &k).ok().flatten()?;
-                Some((k, v))
+        asked
+            .into_iter()
+            .filter_map(|(id, about)| {
+                let v = match about {
+                    crate::shard::About::Order(k) => {
+                        json!({"order_state": order_view_of(e, &k).ok().flatten()?})
+                    }
+                    crate::shard::About::Payment { dealer, reference } => {
+                        let booked = e.dealer(&dealer).and_then(|d| d.booked(&reference));
+                        json!({
+                            "credit_state": credit_view(e, &dealer).ok().flatten()?,
+                            "booked": match booked {
+                                Some(Some(amount)) => json!(amount),
+                                Some(None) => json!(true),
+                                None => Value::Null,
+                            },
+                        })
+                    }
+                };
+                Some((id, v))
             })
             .collect()
     });
@@ -993,38 +1025,38 @@ async fn outputs_stream(
     let given = q.page.from.is_some();
     let resume = match req.headers().get("last-event-id") {
         None => None,
-        Some(v) => match v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) {
-            Some(seq) => Some(seq.saturating_add(1)),
-            None => {
-                return bad_query(format!(
-                    "Last-Event-ID: `{}` is not an output's seq",
-                    String::from_utf8_lossy(v.as_bytes())
-                ))
-            }
+        Some(v) => match v.to_str().ok().map(str::trim) {
+            // the id a stream gives before the first output there is
+            Some("-1") => Some(0),
+            Some(s) => match s.parse::<u64>() {
+                Ok(seq) => Some(seq.saturating_add(1)),
+                Err(_) => return bad_query(format!("Last-Event-ID: `{s}` is not an output's seq")),
+            },
+            None => return bad_query("Last-Event-ID: not text".into()),
         },
     };
     let mut f = match q.filter() {
         Ok(f) => f,
         Err(e) => return bad_query(e),
     };
-    f.from = match resume.or(given.then_some(f.from)) {
-        Some(from) => from,
-        None => match st
-            .shard
-            .send(Read(|_: &Sharded, s: &dyn Store| s.next_output()))
-            .await
-        {
-            Ok(Ok(end)) => end,
-            Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
-            Err(e) => {
-                return error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "shard_unavailable",
-                    e.to_string(),
-                )
-            }
-        },
+    let end = match st
+        .shard
+        .send(Read(|_: &Sharded, s: &dyn Store| s.next_output()))
+        .await
+    {
+        Ok(Ok(end)) => end,
+        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
+        Err(e) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shard_unavailable",
+                e.to_string(),
+            )
+        }
     };
+    // a position past the end (a client's guess, a store restored from an older backup)
+    // starts at the end, as `/v1/outputs` answers it, and says so
+    f.from = resume.or(given.then_some(f.from)).unwrap_or(end).min(end);
     f.limit = 1000;
     let first = web::Bytes::from(position(": outputs from", f.from));
     let follow = futures_util::stream::unfold(
@@ -1105,12 +1137,10 @@ async fn outputs_stream(
 
 /// An output stream's comment and where its reading has come to, `from`, as the id of an
 /// event without data (a client takes it as its last event id, and resumes there when it
-/// reconnects); at 0 there is no id before it to give.
+/// reconnects): the seq before `from`, -1 before the first output.
 fn position(comment: &str, from: u64) -> String {
-    match from.checked_sub(1) {
-        Some(last) => format!("{comment} seq {from}\nid: {last}\n\n"),
-        None => format!("{comment} seq {from}\n\n"),
-    }
+    let last = from.checked_sub(1).map_or(-1, i128::from);
+    format!("{comment} seq {from}\nid: {last}\n\n")
 }
 
 /// The outputs from `q.from` that `q` selects and `keep` keeps (which may add to them).

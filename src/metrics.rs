@@ -404,7 +404,7 @@ impl Default for Metrics {
             payments_ignored: counter(
                 &r,
                 "omnistream_payments_ignored_total",
-                "dealer payments not booked: their `ref` was booked before (a resend)",
+                "dealer payments not booked: their `ref` was booked before (a resend, or another amount: see omnistream_payment_conflicts_total)",
             ),
             payment_conflicts: counter(
                 &r,

@@ -58,10 +58,10 @@ pub enum Outcome {
         /// [`RECENT_ANSWERS`]); empty otherwise.
         #[serde(skip_serializing_if = "Vec::is_empty")]
         answered: Vec<Emitted>,
-        /// For an order event sent again, its order's key (`channel:order`): the HTTP answer
-        /// shows where that order stands now, what a retry after a timeout needs to know.
+        /// For an order or a payment sent again, what it is about: the HTTP answer shows
+        /// where that stands now, what a retry after a timeout needs to know.
         #[serde(skip_serializing_if = "Option::is_none")]
-        order: Option<omnistream_actors::Str>,
+        about: Option<About>,
     },
     /// Refused by the contract; kept in the dead letters.
     Rejected {
@@ -1695,7 +1695,7 @@ impl Shard {
                             outcomes.push(Outcome::Duplicate {
                                 id: ev.id,
                                 answered: self.answers.get(ev.id),
-                                order: order_of(&ev),
+                                about: about(&ev),
                             });
                         }
                         Applied::Done(_) => {
@@ -1768,7 +1768,7 @@ impl Shard {
                         Outcome::Duplicate {
                             id: ev.id,
                             answered: self.answers.get(ev.id),
-                            order: order_of(&ev),
+                            about: about(&ev),
                         }
                     }
                     Applied::Done(_) => {
@@ -2072,7 +2072,7 @@ impl Handler<Review> for Shard {
                 Ok(vec![Outcome::Duplicate {
                     id: msg.event,
                     answered,
-                    order: None,
+                    about: None,
                 }])
             });
             let _ = msg.reply.send(answer);
@@ -2180,13 +2180,33 @@ impl Handler<SetPosition> for Shard {
     }
 }
 
-/// The key of the order an order event is about.
-fn order_of(ev: &Event) -> Option<omnistream_actors::Str> {
+/// What a repeated event is about, for its answer.
+#[derive(Debug, Clone, Serialize)]
+pub enum About {
+    /// An order event's order (`channel:order`).
+    Order(omnistream_actors::Str),
+    /// A payment's dealer and reference.
+    Payment {
+        /// The dealer.
+        dealer: omnistream_actors::Str,
+        /// Its `ref`.
+        reference: omnistream_actors::Str,
+    },
+}
+
+/// What an order event or a payment is about.
+fn about(ev: &Event) -> Option<About> {
     match &ev.body {
         omnistream_schemas::Body::Order(o) => {
             let channel = ev.channel.as_ref().map_or("", |c| c.as_str());
-            Some(omnistream_actors::router::order_key(channel, &o.order))
+            Some(About::Order(omnistream_actors::router::order_key(
+                channel, &o.order,
+            )))
         }
+        omnistream_schemas::Body::Payment(p) => Some(About::Payment {
+            dealer: p.dealer.clone(),
+            reference: p.reference.clone(),
+        }),
         _ => None,
     }
 }

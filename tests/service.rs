@@ -201,6 +201,20 @@ fn bad_requests_get_4xx_with_reasons_and_lose_nothing_else() {
         resp.starts_with("HTTP/1.1 415") && resp.contains("unsupported_media_type"),
         "{resp}"
     );
+    // so is a compressed body: its bytes would read as events
+    let mut conn = TcpStream::connect(&s.addr).unwrap();
+    write!(
+        conn,
+        "POST /v1/events HTTP/1.1\r\nHost: t\r\nContent-Encoding: gzip\r\n\
+         Content-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    conn.read_to_string(&mut resp).unwrap();
+    assert!(
+        resp.starts_with("HTTP/1.1 415") && resp.contains("Content-Encoding"),
+        "{resp}"
+    );
     let mut events = script();
     events.insert(1, r#"{"id":"nope","type":"scan"}"#.to_string());
     let r = s.post(&events);
@@ -1853,6 +1867,19 @@ fn a_channel_is_pushed_its_stock_changes() {
     );
     let (code, v) = s.request("GET", "/v1/outputs/stream?from=x", "");
     assert_eq!((code, v["error"].as_str()), (400, Some("bad_query")), "{v}");
+    // a position past the end (a store restored from an older backup) starts at the end,
+    // and says where; -1, the id before the first output, starts at the first
+    for (last, want) in [((seq + 100).to_string(), seq + 1), ("-1".to_string(), 0)] {
+        let mut c = TcpStream::connect(&s.addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        write!(
+            c,
+            "GET /v1/outputs/stream HTTP/1.1\r\nHost: t\r\nLast-Event-ID: {last}\r\n\r\n"
+        )
+        .unwrap();
+        let mut got = Vec::new();
+        read_until(&mut c, &mut got, &format!(": outputs from seq {want}\n"));
+    }
     s.stop();
     let mut rest = Vec::new();
     let _ = again.read_to_end(&mut rest);
@@ -1881,6 +1908,21 @@ fn a_retried_order_event_answers_where_the_order_stands() {
     assert_eq!(r["status"], "duplicate", "{v}");
     assert_eq!(r["order_state"], s.get("/v1/orders/tmall/T-1001"), "{v}");
     assert_eq!(r["order_state"]["order"], "tmall:T-1001", "{v}");
+    // a payment sent again: its dealer's credit now and what its `ref` was booked for
+    let payment = lines
+        .iter()
+        .find(|l| l.contains("\"payment\""))
+        .unwrap()
+        .clone();
+    let v = s.post(&[payment]);
+    let r = &v["results"][0];
+    assert_eq!(r["status"], "duplicate", "{v}");
+    assert_eq!(
+        r["credit_state"],
+        s.get("/v1/dealers/dl-north/credit"),
+        "{v}"
+    );
+    assert_eq!(r["booked"], 36000, "{v}");
     // other events sent again carry none
     let stock = lines
         .iter()

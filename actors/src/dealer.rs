@@ -244,12 +244,7 @@ impl Dealer {
                 }
                 let id = reference_hash(&reference);
                 if !self.payments.insert(id, PAYMENTS_CAP) {
-                    let fingerprint = Recent::fingerprint(id);
-                    let booked = self
-                        .booked
-                        .iter()
-                        .find(|(f, _)| *f == fingerprint)
-                        .map(|&(_, a)| a);
+                    let booked = self.booked(&reference).flatten();
                     let reason = match booked {
                         Some(b) if b != amount => "reference already booked with another amount",
                         _ => "reference already booked",
@@ -270,6 +265,22 @@ impl Dealer {
                 self.credit(me, fx);
             }
         }
+    }
+
+    /// Whether payment reference `reference` was booked: with its amount when kept (None:
+    /// not booked; `Some(None)`: booked before store encoding 5 kept amounts).
+    pub fn booked(&self, reference: &str) -> Option<Option<i64>> {
+        let id = reference_hash(reference);
+        if !self.payments.contains(id) {
+            return None;
+        }
+        let fingerprint = Recent::fingerprint(id);
+        Some(
+            self.booked
+                .iter()
+                .find(|(f, _)| *f == fingerprint)
+                .map(|&(_, a)| a),
+        )
     }
 
     /// Keeps the amount of a reference just booked, the oldest going past [`PAYMENTS_CAP`]
