@@ -64,7 +64,8 @@ fn sample(path: &str) -> (String, String) {
         .replace("{sku}", "S1")
         .replace("{channel}", "mall")
         .replace("{order}", "o1")
-        .replace("{event}", &id(999));
+        .replace("{event}", &id(999))
+        .replace("{rep}", "r1");
     assert!(
         !p.contains('{'),
         "a parameter without a sample value: {path}"

@@ -92,6 +92,9 @@ pub struct Validator {
     summary: Summary,
     seen_ids: HashSet<uuid::Uuid>,
     rejects: Option<Box<dyn Write>>,
+    /// This machine's clock when validation began (µs): events further ahead of it than
+    /// `run` takes are warned of.
+    now_us: i64,
 }
 
 impl Validator {
@@ -103,6 +106,7 @@ impl Validator {
             summary: Summary::default(),
             seen_ids: HashSet::new(),
             rejects,
+            now_us: crate::shard::wall_clock_us(),
         }
     }
 
@@ -139,6 +143,17 @@ impl Validator {
                     }
                     for w in lint(&raw.bytes) {
                         self.summary.warnings.entry(w).or_default().add(|| at(""));
+                    }
+                    // what `run` would refuse now, though the contract takes it
+                    let max_future_s = crate::config::Config::default().max_future_s;
+                    if crate::shard::too_far_ahead(ev.ts.unix_us, self.now_us, max_future_s)
+                        .is_some()
+                    {
+                        let w = format!(
+                            "future_timestamp: more than {max_future_s} s ahead of this \
+                             machine's clock: `run` refuses it now (max-future-s)"
+                        );
+                        self.summary.warnings.entry(w).or_default().add(|| at("ts"));
                     }
                 }
                 Err(rej) => {
@@ -289,6 +304,24 @@ mod tests {
     use super::*;
 
     const GOOD: &str = r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"scan","ts":"2026-11-11T20:15:03.120+08:00","channel":"campaign","code":"HZ8K2M9Q4T7W","sku":"SKU-COLA-500","campaign":"cny-2027","member":{"phone":"13800138000"},"device":"d-7f3a91","ip":"112.65.3.18"}"#;
+
+    /// An event the contract takes but `run` would refuse now, being ahead of the clock, is
+    /// warned of (not rejected: a file is often fed later).
+    #[test]
+    fn an_event_ahead_of_the_clock_is_warned_of() {
+        let ahead = GOOD.replace("2026-11-11T20:15:03.120+08:00", "2999-01-01T00:00:00+08:00");
+        let mut v = Validator::new(Pii::new(b"k"), None);
+        v.check("in", format!("{GOOD}\n{ahead}\n").as_bytes())
+            .unwrap();
+        let s = v.finish().unwrap();
+        assert_eq!(s.rejected(), 0);
+        let warned: Vec<&String> = s
+            .warnings
+            .keys()
+            .filter(|w| w.starts_with("future_timestamp"))
+            .collect();
+        assert_eq!(warned.len(), 1, "{:?}", s.warnings.keys());
+    }
 
     #[test]
     fn counts_reasons_types_and_duplicates_and_writes_redacted_rejects() {
