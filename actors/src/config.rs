@@ -187,6 +187,16 @@ impl Rules {
                 "must be 1..=3660 days (a store keeps a bucket an hour and a day for as long)",
             );
         }
+        if self
+            .store
+            .utc_offset_minutes
+            .is_some_and(|m| !(-840..=840).contains(&m))
+        {
+            return bad(
+                "store.utc-offset-minutes",
+                "must be -840..=840 minutes (UTC-14:00 to UTC+14:00)",
+            );
+        }
         if !(0..=8760).contains(&self.store.conversion_window_hours) {
             return bad(
                 "store.conversion-window-hours",
@@ -464,6 +474,12 @@ pub struct StoreRules {
     pub conversion_window_hours: i64,
     /// Hourly and daily KPI buckets are kept this many days.
     pub kpi_days: i64,
+    /// The UTC offset, in minutes (-840..=840; 480 is China time), that stores' hours and
+    /// days are counted in whatever offset each event was sent with, so a POS sending
+    /// `+08:00` and a sales-rep app sending UTC fill the same buckets. Not set: each event's
+    /// own offset, as for members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utc_offset_minutes: Option<i16>,
 }
 
 impl Default for StoreRules {
@@ -471,6 +487,7 @@ impl Default for StoreRules {
         StoreRules {
             conversion_window_hours: 24,
             kpi_days: 35,
+            utc_offset_minutes: None,
         }
     }
 }
@@ -889,6 +906,10 @@ mod tests {
             (
                 "[store]\nconversion-window-hours = -5\n",
                 "store.conversion-window-hours",
+            ),
+            (
+                "[store]\nutc-offset-minutes = 900\n",
+                "store.utc-offset-minutes",
             ),
         ] {
             let r: Rules = toml::from_str(toml).unwrap();

@@ -148,9 +148,16 @@ impl Store {
         let rules = &ctx.rules.store;
         let kpi_days = rules.kpi_days.max(1);
         let window_us = rules.conversion_window_hours.max(0).saturating_mul(HOUR_US);
-        let latest = self.advance(ctx.at);
+        // the store's own offset when one is configured, else the sender's
+        let at = match rules.utc_offset_minutes {
+            Some(offset_min) => EventTime {
+                offset_min,
+                ..ctx.at
+            },
+            None => ctx.at,
+        };
+        let latest = self.advance(at);
         let keep = Keep::new(latest, kpi_days);
-        let at = ctx.at;
         match cmd {
             StoreCmd::MemberVisit {
                 member, new_member, ..
@@ -811,6 +818,42 @@ mod tests {
             l.offset_min = None;
         }
         assert_eq!(s.view(asked).this_hour.kpi.rep_visits, 0);
+    }
+
+    /// With `utc-offset-minutes` set, a rep visit sent in UTC and a sale sent in China time
+    /// in the same real hour fill one hour bucket and one day, and the view shows both.
+    #[test]
+    fn a_configured_offset_puts_every_sender_in_the_same_buckets() {
+        let mut rules = Rules::default();
+        rules.store.utc_offset_minutes = Some(480);
+        let mut s = Store::default();
+        // 16:30Z on Jan 1 is 00:30 on Jan 2 in China
+        let utc = at_ms(T0_MS + (16 * 60 + 30) * 60_000);
+        let rep = || StoreCmd::RepVisit {
+            rep: "r1".into(),
+            duration_s: None,
+        };
+        run(&mut s, &rules, utc, 1, rep());
+        let china = EventTime {
+            unix_us: utc.unix_us + 10 * MIN_US,
+            offset_min: 480,
+        };
+        run(&mut s, &rules, china, 2, sale("o1", None, 500));
+        let d = day_of(T0_MS);
+        assert_eq!(s.days.keys().copied().collect::<Vec<_>>(), vec![d + 1]);
+        assert_eq!(s.hours.len(), 1);
+        let v = s.view(utc);
+        assert_eq!(
+            (v.this_hour.kpi.rep_visits, v.this_hour.kpi.orders),
+            (1, 1),
+            "{v:?}"
+        );
+        // without it, the senders' offsets: two days
+        let mut apart = Store::default();
+        let rules = Rules::default();
+        run(&mut apart, &rules, utc, 1, rep());
+        run(&mut apart, &rules, china, 2, sale("o1", None, 500));
+        assert_eq!(apart.days.len(), 2);
     }
 
     #[test]
