@@ -684,7 +684,10 @@ async fn get_credit(st: web::Data<AppState>, id: web::Path<String>) -> HttpRespo
 }
 
 pub(crate) fn kpis_view(e: &Sharded, id: &str) -> Result<Option<Value>, ReadError> {
-    to_json(e.store(id).map(|s| s.view(crate::view_time(e))))
+    to_json(
+        e.store(id)
+            .map(|s| s.view(crate::view_time(e), &e.rules().store)),
+    )
 }
 
 /// A campaign's budget and counts, with the rules it runs under: its own (`configured`) or
@@ -733,9 +736,9 @@ pub(crate) fn stores_view(e: &Sharded) -> Result<Option<Value>, ReadError> {
     let items: Vec<Value> = stores
         .iter()
         .map(|(id, s)| {
-            let v = s.view(at);
+            let v = s.view(at, &e.rules().store);
             json!({"store": id, "today": v.today, "this_hour": v.this_hour,
-                   "reps": v.reps.len(), "recent_visitors": v.recent_visitors})
+                   "rep_count": v.reps.len(), "recent_visitors": v.recent_visitors})
         })
         .collect();
     Ok(Some(json!({ "items": items })))
@@ -759,7 +762,12 @@ pub(crate) fn rep_view(e: &Sharded, rep: &str) -> Result<Option<Value>, ReadErro
     let mut per_store = Vec::new();
     let (mut visits, mut visits_30d, mut last) = (0u64, 0usize, None::<Value>);
     for (id, s) in &stores {
-        let Some(r) = s.view(at).reps.into_iter().find(|r| r.rep == rep) else {
+        let Some(r) = s
+            .view(at, &e.rules().store)
+            .reps
+            .into_iter()
+            .find(|r| r.rep == rep)
+        else {
             continue;
         };
         visits += r.visits;

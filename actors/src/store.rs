@@ -376,13 +376,13 @@ impl Store {
 
     /// The store's KPIs as a board shows them, at query time `now` (its local hour and day
     /// pick "today" and "this hour"; the caller passes the watermark or the wall clock).
-    pub fn view(&self, now: EventTime) -> StoreView {
-        // today and this hour in the offset of the store's newest event, as its buckets count
-        // them (a store stored before encoding 5: the offset `now` has)
+    pub fn view(&self, now: EventTime, rules: &crate::config::StoreRules) -> StoreView {
+        // today and this hour in the offset the buckets count in: the configured one, else
+        // that of the store's newest event (a store stored before encoding 5: `now`'s)
         let now = EventTime {
-            offset_min: self
-                .latest
-                .and_then(|l| l.offset_min)
+            offset_min: rules
+                .utc_offset_minutes
+                .or(self.latest.and_then(|l| l.offset_min))
                 .unwrap_or(now.offset_min),
             ..now
         };
@@ -702,11 +702,11 @@ mod tests {
             (sale_day.orders, sale_day.converted, sale_day.visitors),
             (2, 0, 0)
         );
-        let v = s.view(at_ms(tv));
+        let v = s.view(at_ms(tv), &Rules::default().store);
         assert_eq!(v.today.conversion, Some(0.5));
         assert_eq!(v.this_hour.conversion, Some(0.5));
         assert_eq!(
-            s.view(at_ms(ts)).today.conversion,
+            s.view(at_ms(ts), &Rules::default().store).today.conversion,
             None,
             "no visitors that day"
         );
@@ -784,7 +784,7 @@ mod tests {
         );
         run(&mut s, &rules, at_ms(utc), 2, StoreCmd::Scan);
         assert_eq!(s.days.keys().copied().collect::<Vec<_>>(), vec![d, d + 1]);
-        assert_eq!(s.view(local).today.kpi.scans, 1);
+        assert_eq!(s.view(local, &Rules::default().store).today.kpi.scans, 1);
     }
 
     /// The view's today and this hour are counted in the offset of the store's newest event,
@@ -810,14 +810,20 @@ mod tests {
             offset_min: 480,
             ..visit
         };
-        let v = s.view(asked);
+        let v = s.view(asked, &Rules::default().store);
         assert_eq!(v.this_hour.kpi.rep_visits, 1, "{v:?}");
         assert_eq!(v.today.kpi.rep_visits, 1, "{v:?}");
         // a store stored before the offset was kept: the view's own offset, as before
         if let Some(l) = s.latest.as_mut() {
             l.offset_min = None;
         }
-        assert_eq!(s.view(asked).this_hour.kpi.rep_visits, 0);
+        assert_eq!(
+            s.view(asked, &Rules::default().store)
+                .this_hour
+                .kpi
+                .rep_visits,
+            0
+        );
     }
 
     /// With `utc-offset-minutes` set, a rep visit sent in UTC and a sale sent in China time
@@ -842,7 +848,7 @@ mod tests {
         let d = day_of(T0_MS);
         assert_eq!(s.days.keys().copied().collect::<Vec<_>>(), vec![d + 1]);
         assert_eq!(s.hours.len(), 1);
-        let v = s.view(utc);
+        let v = s.view(utc, &rules.store);
         assert_eq!(
             (v.this_hour.kpi.rep_visits, v.this_hour.kpi.orders),
             (1, 1),
@@ -850,10 +856,16 @@ mod tests {
         );
         // without it, the senders' offsets: two days
         let mut apart = Store::default();
-        let rules = Rules::default();
-        run(&mut apart, &rules, utc, 1, rep());
-        run(&mut apart, &rules, china, 2, sale("o1", None, 500));
+        let plain = Rules::default();
+        run(&mut apart, &plain, utc, 1, rep());
+        run(&mut apart, &plain, china, 2, sale("o1", None, 500));
         assert_eq!(apart.days.len(), 2);
+        // a store whose newest event came before the setting (sent in UTC) is viewed in the
+        // configured offset at once, not in its newest event's until its next one
+        let mut before = Store::default();
+        run(&mut before, &plain, utc, 1, rep());
+        let v = before.view(utc, &rules.store);
+        assert_eq!(v.today.at, Bucket::Day(d + 1), "{v:?}");
     }
 
     #[test]
@@ -909,7 +921,7 @@ mod tests {
         run(&mut s, &rules, at_ms(T0_MS + 20 * day), 2, rep(Some(600)));
         run(&mut s, &rules, at_ms(T0_MS + 40 * day), 3, rep(None));
         let now = at_ms(T0_MS + 40 * day + 1);
-        let v = s.view(now);
+        let v = s.view(now, &rules.store);
         assert_eq!(v.reps.len(), 1);
         let r = &v.reps[0];
         assert_eq!(
@@ -926,7 +938,12 @@ mod tests {
         assert_eq!((today.rep_visits, today.rep_visit_seconds), (1, 0));
         assert_eq!(s.days[&day_of(T0_MS + 20 * day)].rep_visit_seconds, 600);
         // later, fewer visits are recent
-        assert_eq!(s.view(at_ms(T0_MS + 55 * day)).reps[0].visits_30d, 1);
+        assert_eq!(
+            s.view(at_ms(T0_MS + 55 * day), &Rules::default().store)
+                .reps[0]
+                .visits_30d,
+            1
+        );
     }
 
     #[test]
@@ -973,7 +990,7 @@ mod tests {
 
     #[test]
     fn view_of_an_empty_store_is_zero() {
-        let v = Store::default().view(at_ms(T0_MS));
+        let v = Store::default().view(at_ms(T0_MS), &Rules::default().store);
         assert_eq!(v.today.kpi, Kpi::default());
         assert_eq!(v.today.conversion, None);
         assert!(v.days.is_empty() && v.reps.is_empty());

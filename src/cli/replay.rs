@@ -696,7 +696,10 @@ impl<'a> Views<'a> {
             }
             State::Sku(s) => line(buf, &serde_json::json!({"sku": key, "stock": s.view()})),
             State::Dealer(d) => line(buf, &serde_json::json!({"dealer": key, "credit": d.view()})),
-            State::Store(s) => line(buf, &serde_json::json!({"store": key, "kpis": s.view(at)})),
+            State::Store(s) => line(
+                buf,
+                &serde_json::json!({"store": key, "kpis": s.view(at, &rules.store)}),
+            ),
             _ => Ok(()),
         };
         rendered.map_err(|e| format!("rendering a view of {key}: {e}"))
