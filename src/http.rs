@@ -721,10 +721,10 @@ async fn get_campaign(st: web::Data<AppState>, id: web::Path<String>) -> HttpRes
     read(&st, "campaign", move |e| campaign_view(e, &id)).await
 }
 
-/// Every store, resident or not, by id: its `today` and `this_hour` as
-/// `/v1/stores/{id}/kpis` shows them (in the offset of its newest event), its reps and its
-/// recent visitors: a manager's list of stores.
-pub(crate) fn stores_view(e: &Sharded) -> Result<Option<Value>, ReadError> {
+/// Every store's view now, resident or not, by id (what `/v1/stores/{id}/kpis` shows).
+fn store_views(
+    e: &Sharded,
+) -> Result<Vec<(omnistream_actors::Str, omnistream_actors::store::StoreView)>, ReadError> {
     let at = crate::view_time(e);
     let stores = e.stores().map_err(|why| {
         ReadError::Store(StoreError::Io {
@@ -733,10 +733,22 @@ pub(crate) fn stores_view(e: &Sharded) -> Result<Option<Value>, ReadError> {
             why,
         })
     })?;
-    let items: Vec<Value> = stores
-        .iter()
+    Ok(stores
+        .into_iter()
         .map(|(id, s)| {
             let v = s.view(at, &e.rules().store);
+            (id, v)
+        })
+        .collect())
+}
+
+/// Every store, resident or not, by id: its `today` and `this_hour` as
+/// `/v1/stores/{id}/kpis` shows them, how many reps visited it and its recent visitors: a
+/// manager's list of stores.
+pub(crate) fn stores_view(e: &Sharded) -> Result<Option<Value>, ReadError> {
+    let items: Vec<Value> = store_views(e)?
+        .into_iter()
+        .map(|(id, v)| {
             json!({"store": id, "today": v.today, "this_hour": v.this_hour,
                    "rep_count": v.reps.len(), "recent_visitors": v.recent_visitors})
         })
@@ -751,23 +763,10 @@ async fn get_stores(st: web::Data<AppState>) -> HttpResponse {
 /// One sales rep's visits across stores: per store as each store's KPIs show it (by store
 /// id), with the totals; None when no store has seen the rep.
 pub(crate) fn rep_view(e: &Sharded, rep: &str) -> Result<Option<Value>, ReadError> {
-    let at = crate::view_time(e);
-    let stores = e.stores().map_err(|why| {
-        ReadError::Store(StoreError::Io {
-            op: "read",
-            table: "stores",
-            why,
-        })
-    })?;
     let mut per_store = Vec::new();
     let (mut visits, mut visits_30d, mut last) = (0u64, 0usize, None::<Value>);
-    for (id, s) in &stores {
-        let Some(r) = s
-            .view(at, &e.rules().store)
-            .reps
-            .into_iter()
-            .find(|r| r.rep == rep)
-        else {
+    for (id, v) in store_views(e)? {
+        let Some(r) = v.reps.into_iter().find(|r| r.rep == rep) else {
             continue;
         };
         visits += r.visits;
