@@ -1272,7 +1272,8 @@ pub struct HeldView {
 pub struct Xrfm {
     /// Window in days.
     pub days: i64,
-    /// Days since the last order (None: never ordered).
+    /// Local days since the newest day with an order that still counts (a cancelled one
+    /// does not); None: no such order.
     pub recency_days: Option<i64>,
     /// Orders in the window.
     pub frequency: u32,
@@ -2642,6 +2643,16 @@ impl Member {
 
     /// The member as the API shows it, with X-RFM at `now`.
     pub fn view(&self, now: i64, today: i64, rules: &Rules) -> MemberView {
+        // local days since the newest day with an order that still counts (a cancellation
+        // takes its order off the day it was placed, so a cancelled order is no purchase);
+        // an order older than the days kept (`member.history-days`) by 24-hour periods
+        let recency_days = match self.days.iter().find(|d| d.orders > 0) {
+            Some(d) => Some((today - d.day).max(0)),
+            None => {
+                let since = (now - self.last_order).max(0) / DAY_US;
+                (self.last_order > 0 && since >= rules.member.history_days).then_some(since)
+            }
+        };
         let xrfm = rules
             .member
             .rfm_windows_days
@@ -2652,8 +2663,7 @@ impl Member {
                 let s = sums[0];
                 Xrfm {
                     days: w,
-                    recency_days: (self.last_order > 0)
-                        .then(|| (now - self.last_order).max(0) / DAY_US),
+                    recency_days,
                     frequency: s[ORDERS] as u32,
                     monetary: s[AMOUNT],
                     clicks: s[CLICKS] as u32,
@@ -3596,6 +3606,55 @@ mod tests {
             .iter()
             .map(|x| (x.frequency, x.monetary))
             .collect()
+    }
+
+    /// Recency counts from the newest order that still counts: a cancelled last order leaves
+    /// the one before it; with every order cancelled there is none.
+    #[test]
+    fn recency_leaves_out_a_cancelled_order() {
+        let rules = rules();
+        let me: Str = "m1".into();
+        let (mut m, mut fx) = (Member::default(), Effects::default());
+        let day = 1_440;
+        let recency = |m: &Member, min: i64| {
+            let c = ctx(&rules, min);
+            m.view(c.ts(), c.day(), &rules).xrfm[0].recency_days
+        };
+        m.handle(
+            &me,
+            placed("mall:o1".into(), 0, 0),
+            &ctx(&rules, 0),
+            &mut fx,
+        );
+        m.handle(
+            &me,
+            placed("mall:o2".into(), 1, 0),
+            &ctx(&rules, 3 * day),
+            &mut fx,
+        );
+        assert_eq!(recency(&m, 5 * day), Some(2));
+        let cancel = |order: &str, min: i64| MemberCmd::OrderCancelledPlaced {
+            order: order.into(),
+            placed: ctx(&rules, min).at,
+        };
+        m.handle(
+            &me,
+            cancel("mall:o2", 3 * day),
+            &ctx(&rules, 4 * day),
+            &mut fx,
+        );
+        assert_eq!(
+            recency(&m, 5 * day),
+            Some(5),
+            "the order before the cancelled one"
+        );
+        m.handle(
+            &me,
+            cancel("mall:o1", 0),
+            &ctx(&rules, 4 * day + 1),
+            &mut fx,
+        );
+        assert_eq!(recency(&m, 5 * day), None, "no order that counts");
     }
 
     /// A cancelled order stops counting in X-RFM on the day it was placed: frequency and
