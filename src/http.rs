@@ -34,6 +34,8 @@ struct AppState {
     stopping: tokio::sync::watch::Receiver<bool>,
     /// Changes after every durable commit: `/v1/outputs/stream` reads again then.
     durable: tokio::sync::watch::Receiver<u64>,
+    /// Where `/v1/outputs/stream` reads apart from the shard (the embedded store).
+    output_rows: Option<Arc<dyn crate::store::OutputRows>>,
 }
 
 /// A JSON error body with a stable code and a human detail.
@@ -1068,13 +1070,13 @@ async fn outputs_stream(
     let first = web::Bytes::from(position(": outputs from", f.from));
     let follow = futures_util::stream::unfold(
         (
-            st.shard.clone(),
+            (st.shard.clone(), st.output_rows.clone()),
             st.stopping.clone(),
             st.durable.clone(),
             f,
             tokio::time::Instant::now(),
         ),
-        |(shard, mut stopping, mut durable, mut f, sent)| async move {
+        |((shard, rows), mut stopping, mut durable, mut f, sent)| async move {
             loop {
                 if *stopping.borrow() {
                     return None;
@@ -1082,8 +1084,22 @@ async fn outputs_stream(
                 // seen before reading: a commit from here on wakes the wait below
                 durable.borrow_and_update();
                 let page = f.clone();
-                let read = Read(move |_: &Sharded, s: &dyn Store| outputs_page(s, page, |_| true));
-                let v = match shard.send(read).await {
+                // on a thread of the blocking pool when the store has a reader of its own
+                // (the embedded one): followers' filters then cost the shard nothing
+                let read = match rows.clone() {
+                    Some(r) => {
+                        tokio::task::spawn_blocking(move || outputs_page(&*r, page, |_| true))
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
+                    None => shard
+                        .send(Read(move |_: &Sharded, s: &dyn Store| {
+                            outputs_page(s, page, |_| true)
+                        }))
+                        .await
+                        .map_err(|e| e.to_string()),
+                };
+                let v = match read {
                     Ok(Ok(v)) => v,
                     Ok(Err(e)) => {
                         tracing::warn!(error = %e, "an outputs stream could not read; it ends");
@@ -1105,7 +1121,7 @@ async fn outputs_stream(
                     let now = tokio::time::Instant::now();
                     return Some((
                         Ok::<_, actix_web::Error>(frame),
-                        (shard, stopping, durable, f, now),
+                        ((shard, rows), stopping, durable, f, now),
                     ));
                 }
                 if moved {
@@ -1126,7 +1142,7 @@ async fn outputs_stream(
                     Some(false) => {
                         let frame = web::Bytes::from(position(": keep-alive, at", f.from));
                         let now = tokio::time::Instant::now();
-                        return Some((Ok(frame), (shard, stopping, durable, f, now)));
+                        return Some((Ok(frame), ((shard, rows), stopping, durable, f, now)));
                     }
                     None => return None,
                 }
@@ -1151,8 +1167,33 @@ fn position(comment: &str, from: u64) -> String {
 }
 
 /// The outputs from `q.from` that `q` selects and `keep` keeps (which may add to them).
-fn outputs_page(
-    s: &dyn Store,
+/// Where [`outputs_page`] reads outputs: the store on the shard's thread, or a reader of
+/// their own on another.
+trait Rows {
+    fn rows(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+    fn end(&self) -> Result<u64, StoreError>;
+}
+
+impl Rows for dyn Store + '_ {
+    fn rows(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        self.outputs(from, limit)
+    }
+    fn end(&self) -> Result<u64, StoreError> {
+        self.next_output()
+    }
+}
+
+impl Rows for dyn crate::store::OutputRows + '_ {
+    fn rows(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        self.outputs(from, limit)
+    }
+    fn end(&self) -> Result<u64, StoreError> {
+        self.next_output()
+    }
+}
+
+fn outputs_page<S: Rows + ?Sized>(
+    s: &S,
     q: OutputFilter,
     mut keep: impl FnMut(&mut Value) -> bool,
 ) -> Result<Value, StoreError> {
@@ -1165,19 +1206,32 @@ fn outputs_page(
     } = q;
     if limit == 0 {
         // nothing asked for: the end, where a follower that starts now begins
-        return Ok(json!({"next": s.next_output()?, "items": []}));
+        return Ok(json!({"next": s.end()?, "items": []}));
     }
+    // every value asked for is in a kept row as a JSON string: a row without one of them is
+    // passed over before it is parsed (most rows, for a channel following one SKU). Only
+    // values JSON writes as they are (no quote, backslash or control character) are looked
+    // for so; the parsed row decides the rest.
+    let needles: Vec<memchr::memmem::Finder<'static>> = output
+        .iter()
+        .chain(fields.iter().map(|(_, want)| want))
+        .filter(|w| !w.chars().any(|c| c == '"' || c == '\\' || c.is_control()))
+        .map(|w| memchr::memmem::Finder::new(format!("\"{w}\"").as_bytes()).into_owned())
+        .collect();
     let mut found = Vec::new();
     // scan at most this many rows per request, so a rare filter cannot stall the shard
     let mut budget = 50_000usize;
     while found.len() < limit && budget > 0 {
-        let rows = s.outputs(from, 1000)?;
+        let rows = s.rows(from, 1000)?;
         if rows.is_empty() {
             break;
         }
         budget = budget.saturating_sub(rows.len());
         for (seq, row) in rows {
             from = seq + 1;
+            if !needles.iter().all(|n| n.find(&row).is_some()) {
+                continue;
+            }
             let Ok(mut v) = serde_json::from_slice::<Value>(&row) else {
                 continue;
             };
@@ -1205,7 +1259,7 @@ fn outputs_page(
     if found.is_empty() {
         // a cursor past the end (a client's guess, a store restored from an older backup)
         // comes back as the end: following `next` from there misses nothing written later
-        from = from.min(s.next_output()?);
+        from = from.min(s.end()?);
     }
     Ok(json!({"next": from, "items": found}))
 }
@@ -2106,8 +2160,10 @@ pub async fn serve(
     let (stop_streams, stopping) = tokio::sync::watch::channel(false);
     let stop_streams = Arc::new(stop_streams);
     let durable = shard.send(crate::shard::WatchDurable).await?;
+    let output_rows = shard.send(crate::shard::GetOutputRows).await?;
     let state = AppState {
         durable,
+        output_rows,
         stopping,
         inputs: progress.clone(),
         shard: shard.clone(),
@@ -2337,7 +2393,7 @@ mod tests {
     #[test]
     fn a_failing_store_is_an_error_not_an_empty_page() {
         let e = outputs_page(
-            &Down,
+            &Down as &dyn Store,
             OutputFilter {
                 from: 0,
                 limit: 100,

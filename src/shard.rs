@@ -2211,6 +2211,21 @@ fn about(ev: &Event) -> Option<About> {
     }
 }
 
+/// Ask for a reader of the outputs usable from other threads, if the store has one.
+pub struct GetOutputRows;
+
+impl Message for GetOutputRows {
+    type Result = Option<Arc<dyn crate::store::OutputRows>>;
+}
+
+impl Handler<GetOutputRows> for Shard {
+    type Result = MessageResult<GetOutputRows>;
+
+    fn handle(&mut self, _: GetOutputRows, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.store.output_rows())
+    }
+}
+
 /// Ask for a receiver that changes after every durable commit (new outputs may be readable).
 pub struct WatchDurable;
 

@@ -393,6 +393,52 @@ pub struct StoredCheckpoint {
     pub extras: Vec<u8>,
 }
 
+/// Reads the durable outputs from any thread.
+pub trait OutputRows: Send + Sync {
+    /// The next output seq.
+    fn next_output(&self) -> Result<u64, StoreError>;
+    /// Outputs with seq >= `from`, at most `limit`.
+    fn outputs(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError>;
+}
+
+/// The outputs table of an embedded store, read in transactions of its own (redb readers
+/// run beside the writer).
+struct RedbOutputs(Arc<Database>);
+
+impl OutputRows for RedbOutputs {
+    fn next_output(&self) -> Result<u64, StoreError> {
+        let tx = self
+            .0
+            .begin_read()
+            .map_err(|e| io("read", "outputs")(e.into()))?;
+        let t = tx
+            .open_table(OUTPUTS)
+            .map_err(|e| io("open", "outputs")(e.into()))?;
+        let last = t.last().map_err(|e| io("scan", "outputs")(e.into()))?;
+        Ok(last.map_or(0, |(k, _)| k.value() + 1))
+    }
+
+    fn outputs(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let tx = self
+            .0
+            .begin_read()
+            .map_err(|e| io("read", "outputs")(e.into()))?;
+        let t = tx
+            .open_table(OUTPUTS)
+            .map_err(|e| io("open", "outputs")(e.into()))?;
+        let mut out = Vec::new();
+        for row in t
+            .range(from..)
+            .map_err(|e| io("scan", "outputs")(e.into()))?
+            .take(limit)
+        {
+            let (k, v) = row.map_err(|e| io("scan", "outputs")(e.into()))?;
+            out.push((k.value(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+}
+
 /// Where the service keeps what it must not lose.
 pub trait Store: Send {
     /// Writes a batch atomically and durably.
@@ -419,6 +465,11 @@ pub trait Store: Send {
     }
     /// A writer of checkpoints usable from another thread; None when this store keeps none.
     fn checkpointer(&self) -> Option<Arc<dyn Checkpointer>> {
+        None
+    }
+    /// A reader of the outputs usable from other threads (followers of the outputs read
+    /// there, not on the shard's thread); None when only the shard reads them.
+    fn output_rows(&self) -> Option<Arc<dyn OutputRows>> {
         None
     }
     /// A committer usable from another thread; None when commits must run on the shard's
@@ -1002,15 +1053,11 @@ impl Store for RedbStore {
     }
 
     fn next_output(&self) -> Result<u64, StoreError> {
-        let tx = self
-            .db
-            .begin_read()
-            .map_err(|e| io("read", "outputs")(e.into()))?;
-        let t = tx
-            .open_table(OUTPUTS)
-            .map_err(|e| io("open", "outputs")(e.into()))?;
-        let last = t.last().map_err(|e| io("scan", "outputs")(e.into()))?;
-        Ok(last.map_or(0, |(k, _)| k.value() + 1))
+        RedbOutputs(Arc::clone(&self.db)).next_output()
+    }
+
+    fn output_rows(&self) -> Option<Arc<dyn OutputRows>> {
+        Some(Arc::new(RedbOutputs(Arc::clone(&self.db))))
     }
 
     fn ledger(&self, member: &str, from: u64, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
@@ -1038,23 +1085,7 @@ impl Store for RedbStore {
     }
 
     fn outputs(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        let tx = self
-            .db
-            .begin_read()
-            .map_err(|e| io("read", "outputs")(e.into()))?;
-        let t = tx
-            .open_table(OUTPUTS)
-            .map_err(|e| io("open", "outputs")(e.into()))?;
-        let mut out = Vec::new();
-        for row in t
-            .range(from..)
-            .map_err(|e| io("scan", "outputs")(e.into()))?
-            .take(limit)
-        {
-            let (k, v) = row.map_err(|e| io("scan", "outputs")(e.into()))?;
-            out.push((k.value(), v.value().to_vec()));
-        }
-        Ok(out)
+        RedbOutputs(Arc::clone(&self.db)).outputs(from, limit)
     }
 
     fn position(&self, source: &str) -> Result<Option<u64>, StoreError> {
