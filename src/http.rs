@@ -762,37 +762,61 @@ async fn get_stores(st: web::Data<AppState>) -> HttpResponse {
     read(&st, "stores", stores_view).await
 }
 
-/// One sales rep's visits across stores: per store as each store's KPIs show it (by store
-/// id), with the totals; None when no store has seen the rep.
-pub(crate) fn rep_view(e: &Sharded, rep: &str) -> Result<Option<Value>, ReadError> {
-    let mut per_store = Vec::new();
-    let (mut visits, mut visits_30d, mut last) = (0u64, 0usize, None::<Value>);
+/// Every sales rep's visits across stores (by rep id): the totals and, per store as the
+/// store's KPIs show it, `visits`, `last_visit`, `visits_30d`, `avg_duration_s`.
+fn reps_across_stores(e: &Sharded) -> Result<std::collections::BTreeMap<String, Value>, ReadError> {
+    let mut reps = std::collections::BTreeMap::<String, Value>::new();
     for (id, v) in store_views(e)? {
-        let Some(r) = v.reps.into_iter().find(|r| r.rep == rep) else {
-            continue;
-        };
-        visits += r.visits;
-        visits_30d += r.visits_30d;
-        let mut v = serde_json::to_value(&r).map_err(ReadError::Render)?;
-        if last
-            .as_ref()
-            .is_none_or(|l| l.as_str() < v["last_visit"].as_str())
-        {
-            last = Some(v["last_visit"].clone());
+        for r in v.reps {
+            let mut at_store = serde_json::to_value(&r).map_err(ReadError::Render)?;
+            if let Some(o) = at_store.as_object_mut() {
+                o.remove("rep");
+                o.insert("store".into(), json!(id));
+            }
+            let all = reps.entry(r.rep.to_string()).or_insert_with(|| {
+                json!({"rep": r.rep, "visits": 0, "visits_30d": 0, "last_visit": null,
+                       "stores": []})
+            });
+            all["visits"] = json!(all["visits"].as_u64().unwrap_or(0) + r.visits);
+            all["visits_30d"] =
+                json!(all["visits_30d"].as_u64().unwrap_or(0) + r.visits_30d as u64);
+            // RFC 3339 in UTC, so the text orders as the time
+            if all["last_visit"].as_str() < at_store["last_visit"].as_str() {
+                all["last_visit"] = at_store["last_visit"].clone();
+            }
+            if let Some(list) = all["stores"].as_array_mut() {
+                list.push(at_store);
+            }
         }
-        if let Some(o) = v.as_object_mut() {
-            o.remove("rep");
-            o.insert("store".into(), json!(id));
-        }
-        per_store.push(v);
     }
-    if per_store.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(
-        json!({"rep": rep, "visits": visits, "visits_30d": visits_30d,
-                   "last_visit": last, "stores": per_store}),
-    ))
+    Ok(reps)
+}
+
+/// One sales rep's visits across stores, with the totals; None when no store has seen the
+/// rep.
+pub(crate) fn rep_view(e: &Sharded, rep: &str) -> Result<Option<Value>, ReadError> {
+    Ok(reps_across_stores(e)?.remove(rep))
+}
+
+/// Every sales rep any store has seen, by id, with the totals and the number of stores
+/// visited (the stores themselves at `/v1/reps/{rep}`).
+pub(crate) fn reps_view(e: &Sharded) -> Result<Option<Value>, ReadError> {
+    let items: Vec<Value> = reps_across_stores(e)?
+        .into_values()
+        .map(|mut r| {
+            let stores = r["stores"].as_array().map_or(0, Vec::len);
+            if let Some(o) = r.as_object_mut() {
+                o.remove("stores");
+                o.insert("store_count".into(), json!(stores));
+            }
+            r
+        })
+        .collect();
+    Ok(Some(json!({ "items": items })))
+}
+
+async fn get_reps(st: web::Data<AppState>) -> HttpResponse {
+    read(&st, "sales reps", reps_view).await
 }
 
 async fn get_rep(st: web::Data<AppState>, rep: web::Path<String>) -> HttpResponse {
@@ -1830,6 +1854,7 @@ routes! {
     get "/v1/skus/{sku}/stock" => get_stock, READ;
     get "/v1/dealers/{id}/credit" => get_credit, READ;
     get "/v1/stores" => get_stores, READ;
+    get "/v1/reps" => get_reps, READ;
     get "/v1/reps/{rep}" => get_rep, READ;
     get "/v1/stores/{id}/kpis" => get_kpis, READ;
     get "/v1/orders/{channel}/{order}" => get_order, READ;

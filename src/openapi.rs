@@ -57,7 +57,7 @@ const SAMPLE: &str = include_str!("../examples/sample.jsonl");
 fn examples() -> Vec<(&'static str, String, Value)> {
     use crate::http::{
         campaign_view, credit_view, kpis_view, ledger_page, member_view, order_view, rep_view,
-        stock_view, stores_view, Holders,
+        reps_view, stock_view, stores_view, Holders,
     };
     use omnistream_actors::{sharded::Sharded, Output, Rules};
     let decoder = omnistream_schemas::Decoder::new(omnistream_schemas::Pii::new(
@@ -148,6 +148,7 @@ fn examples() -> Vec<(&'static str, String, Value)> {
             "/v1/reps/rep-zhang".into(),
             json(rep_view(&e, "rep-zhang")),
         ),
+        ("/v1/reps", "/v1/reps".into(), json(reps_view(&e))),
         (
             "/v1/orders/{channel}/{order}",
             "/v1/orders/tmall/T-1001".into(),
@@ -275,6 +276,7 @@ fn paths() -> Value {
             "/v1/skus/{sku}/stock": {"get": op("stock per location and total available-to-promise", &["sku"], None)},
             "/v1/dealers/{id}/credit": {"get": op("a dealer's limit, exposure, available credit and held orders", &["id"], None)},
             "/v1/stores": {"get": op("every store, resident or not, by id: `store`, its `today` and `this_hour` as `/v1/stores/{id}/kpis` shows them, `rep_count`, how many sales reps visited it, and its `recent_visitors`; today and this hour in `rules.store.utc-offset-minutes` when set", &[], None)},
+            "/v1/reps": {"get": op("every sales rep any store has seen, by id: `visits`, `visits_30d` and `last_visit` over all stores, and `store_count`, the stores visited (listed at `/v1/reps/{rep}`)", &[], None)},
             "/v1/reps/{rep}": {"get": op("one sales rep's visits across stores: per store (`visits`, `last_visit`, `visits_30d`, `avg_duration_s`, as the store's KPIs show them) and the totals; 404 when no store has seen the rep", &["rep"], None)},
             "/v1/stores/{id}/kpis": {"get": op("a store's KPIs by the sender's local hour and day (README, \"Store KPIs\"), and sales-rep visits; `today` and `this_hour` in the offset of the store's newest event", &["id"], None)},
             "/v1/orders/{channel}/{order}": {"get": op("an order: its placement's phase (new, credit, held, reserving, redeeming, accepted, rejected, cancelled), latest status (`paid` is a flag of its own, not a status), lines and amount, the SKUs its placement reserved (`reserved`, still listed after fulfilment or cancellation: the stock view says what is held now) or refused, quantities returned, and `deferred`: status events that came before `placed` or while placement was in flight, each applied under its own id and time once placement settles; `cancel_unpaid_at`, while a consumer order is unpaid and `rules.stock.cancel-unpaid-after-s` is set, is when it will be cancelled unless paid first; `placed_at`, when `placed` came, in its sender's offset; `cancel_detail`, why it was cancelled when not by its channel", &["channel", "order"], None)},

@@ -1777,7 +1777,7 @@ fn the_openapi_examples_are_the_answers_to_the_sample_feed() {
         assert!(!example["value"].is_null(), "{path}");
         asked += 1;
     }
-    assert_eq!(asked, 13, "every state read has an example");
+    assert_eq!(asked, 14, "every state read has an example");
     s.stop();
 }
 
@@ -1971,5 +1971,12 @@ fn stores_and_a_rep_across_them_are_listed() {
     assert_eq!(rep["last_visit"], "2026-11-11T02:45:00.000Z", "{rep}");
     let (code, _) = s.request("GET", "/v1/reps/nobody", "");
     assert_eq!(code, 404);
+    let reps = s.get("/v1/reps");
+    assert_eq!(
+        reps["items"],
+        json!([{"rep": "rep-li", "visits": 3, "visits_30d": 3,
+                "last_visit": "2026-11-11T02:45:00.000Z", "store_count": 2}]),
+        "{reps}"
+    );
     s.stop();
 }
