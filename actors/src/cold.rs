@@ -36,12 +36,12 @@ type HashMap<K, V> = crate::GrowMap<K, V>;
 /// Without field names a layout cannot grow the way JSON did (a new field with
 /// `#[serde(default)]`): adding, removing, reordering or retyping a field of a stored state
 /// makes the states already stored unreadable. Such a change bumps this version and reads
-/// the layout before it: a field added at the end carries `deserialize_with` [`since_v3`],
-/// [`since_v4`] or [`since_v5`] (or a new one), which reads nothing and gives the default while [`decode`]
-/// reads an older encoding, wherever the type sits (a member inside another member's
-/// stash too). `member::tests::the_stored_layout_is_pinned` (a
-/// full member) and `tests::the_stored_layout_of_every_kind_is_pinned` (every kind's empty
-/// state: fields added or removed) fail until then.
+/// the layout before it: a field added at the end carries `deserialize_with`
+/// [`since`]`::<V, _, _>` with the encoding `V` that added it, which reads nothing and gives
+/// the default while [`decode`] reads an older encoding, wherever the type sits (a member
+/// inside another member's stash too). `member::tests::the_stored_layout_is_pinned` (a full
+/// member) and `tests::the_stored_layout_of_every_kind_is_pinned` (every kind's empty state:
+/// fields added or removed) fail until then.
 pub const STATE_VERSION: u8 = 5;
 
 /// The oldest encoding version this binary still reads.
@@ -59,41 +59,15 @@ thread_local! {
     static READING: std::cell::Cell<u8> = const { std::cell::Cell::new(STATE_VERSION) };
 }
 
-/// `deserialize_with` of a field encoding 3 appended: see [`since`].
-pub(crate) fn since_v3<'de, D, T>(d: D) -> Result<T, D::Error>
+/// `deserialize_with` of a field encoding `V` added (`"crate::cold::since::<5, _, _>"`):
+/// read when the state was stored in encoding `V` or later; in an older one its bytes are
+/// not there, so nothing is read and it takes its default.
+pub(crate) fn since<'de, const V: u8, D, T>(d: D) -> Result<T, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: serde::Deserialize<'de> + Default,
 {
-    since(3, d)
-}
-
-/// `deserialize_with` of a field encoding 4 appended: see [`since`].
-pub(crate) fn since_v4<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: serde::Deserialize<'de> + Default,
-{
-    since(4, d)
-}
-
-/// `deserialize_with` of a field encoding 5 appended: see [`since`].
-pub(crate) fn since_v5<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: serde::Deserialize<'de> + Default,
-{
-    since(5, d)
-}
-
-/// A field encoding `version` added: read when the state was stored in it or later; in an
-/// older encoding its bytes are not there, so nothing is read and it takes its default.
-fn since<'de, D, T>(version: u8, d: D) -> Result<T, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: serde::Deserialize<'de> + Default,
-{
-    if READING.with(std::cell::Cell::get) < version {
+    if READING.with(std::cell::Cell::get) < V {
         Ok(T::default())
     } else {
         T::deserialize(d)

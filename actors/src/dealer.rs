@@ -85,7 +85,7 @@ pub struct Dealer {
     #[serde(
         default,
         skip_serializing_if = "crate::cold::omit",
-        deserialize_with = "crate::cold::since_v5"
+        deserialize_with = "crate::cold::since::<5, _, _>"
     )]
     pub booked: Box<[(u64, i64)]>,
 }

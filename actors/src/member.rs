@@ -107,7 +107,7 @@ pub struct Member {
     #[serde(
         default,
         skip_serializing_if = "crate::cold::omit",
-        deserialize_with = "crate::cold::since_v4"
+        deserialize_with = "crate::cold::since::<4, _, _>"
     )]
     pub offset_min: Option<i16>,
 }

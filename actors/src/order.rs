@@ -113,7 +113,7 @@ pub struct Order {
     #[serde(
         default,
         skip_serializing_if = "crate::cold::omit",
-        deserialize_with = "crate::cold::since_v3"
+        deserialize_with = "crate::cold::since::<3, _, _>"
     )]
     pub placed_at: Option<EventTime>,
     /// Why the order was cancelled, when it was not its channel's `cancelled` (the unpaid
@@ -121,7 +121,7 @@ pub struct Order {
     #[serde(
         default,
         skip_serializing_if = "crate::cold::omit",
-        deserialize_with = "crate::cold::since_v3"
+        deserialize_with = "crate::cold::since::<3, _, _>"
     )]
     pub cancel_detail: Option<Str>,
 }

@@ -112,7 +112,7 @@ pub struct Latest {
     #[serde(
         default,
         skip_serializing_if = "crate::cold::omit",
-        deserialize_with = "crate::cold::since_v5"
+        deserialize_with = "crate::cold::since::<5, _, _>"
     )]
     pub offset_min: Option<i16>,
 }
