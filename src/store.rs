@@ -124,6 +124,17 @@ fn io(op: &'static str, table: &'static str) -> impl Fn(redb::Error) -> StoreErr
     }
 }
 
+/// Table `def` of `db` in a read transaction of its own (named `name` in errors): readers
+/// see the last commit, beside the writer.
+fn read_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    db: &Database,
+    def: TableDefinition<K, V>,
+    name: &'static str,
+) -> Result<redb::ReadOnlyTable<K, V>, StoreError> {
+    let tx = db.begin_read().map_err(|e| io("read", name)(e.into()))?;
+    tx.open_table(def).map_err(|e| io("open", name)(e.into()))
+}
+
 /// The position row that holds a keyed fingerprint of the personal-data key.
 pub const PII_KEY_CHECK: &str = "omnistream.pii-key-check";
 
@@ -407,25 +418,13 @@ struct RedbOutputs(Arc<Database>);
 
 impl OutputRows for RedbOutputs {
     fn next_output(&self) -> Result<u64, StoreError> {
-        let tx = self
-            .0
-            .begin_read()
-            .map_err(|e| io("read", "outputs")(e.into()))?;
-        let t = tx
-            .open_table(OUTPUTS)
-            .map_err(|e| io("open", "outputs")(e.into()))?;
+        let t = read_table(&self.0, OUTPUTS, "outputs")?;
         let last = t.last().map_err(|e| io("scan", "outputs")(e.into()))?;
         Ok(last.map_or(0, |(k, _)| k.value() + 1))
     }
 
     fn outputs(&self, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        let tx = self
-            .0
-            .begin_read()
-            .map_err(|e| io("read", "outputs")(e.into()))?;
-        let t = tx
-            .open_table(OUTPUTS)
-            .map_err(|e| io("open", "outputs")(e.into()))?;
+        let t = read_table(&self.0, OUTPUTS, "outputs")?;
         let mut out = Vec::new();
         for row in t
             .range(from..)
@@ -1006,13 +1005,7 @@ impl Store for RedbStore {
     }
 
     fn last_checkpoint(&self) -> Result<Option<StoredCheckpoint>, StoreError> {
-        let tx = self
-            .states
-            .begin_read()
-            .map_err(|e| io("read", "checkpoint")(e.into()))?;
-        let t = tx
-            .open_table(CHECKPOINT)
-            .map_err(|e| io("open", "checkpoint")(e.into()))?;
+        let t = read_table(&self.states, CHECKPOINT, "checkpoint")?;
         let blob = |name: &str| -> Result<Vec<u8>, StoreError> {
             Ok(t.get(name)
                 .map_err(|e| io("read", "checkpoint")(e.into()))?
@@ -1033,13 +1026,7 @@ impl Store for RedbStore {
     }
 
     fn replay(&self, from: u64, f: &mut dyn FnMut(u64, &[u8])) -> Result<u64, StoreError> {
-        let tx = self
-            .db
-            .begin_read()
-            .map_err(|e| io("read", "events")(e.into()))?;
-        let t = tx
-            .open_table(EVENTS)
-            .map_err(|e| io("open", "events")(e.into()))?;
+        let t = read_table(&self.db, EVENTS, "events")?;
         let mut next = from;
         for row in t
             .range(from..)
@@ -1061,13 +1048,7 @@ impl Store for RedbStore {
     }
 
     fn ledger(&self, member: &str, from: u64, limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
-        let tx = self
-            .db
-            .begin_read()
-            .map_err(|e| io("read", "ledger")(e.into()))?;
-        let t = tx
-            .open_table(LEDGER)
-            .map_err(|e| io("open", "ledger")(e.into()))?;
+        let t = read_table(&self.db, LEDGER, "ledger")?;
         let lo = ledger_key(member, from);
         let hi = ledger_key(member, u64::MAX);
         let mut out = Vec::new();
@@ -1089,13 +1070,7 @@ impl Store for RedbStore {
     }
 
     fn position(&self, source: &str) -> Result<Option<u64>, StoreError> {
-        let tx = self
-            .db
-            .begin_read()
-            .map_err(|e| io("read", "positions")(e.into()))?;
-        let t = tx
-            .open_table(POSITIONS)
-            .map_err(|e| io("open", "positions")(e.into()))?;
+        let t = read_table(&self.db, POSITIONS, "positions")?;
         Ok(t.get(source)
             .map_err(|e| io("read", "positions")(e.into()))?
             .map(|v| v.value()))
