@@ -50,7 +50,7 @@ fn error(status: StatusCode, code: &str, detail: impl Into<String>) -> HttpRespo
 /// Splits a body into event texts: a JSON array of objects, one JSON object (also spread
 /// over lines, as a pretty-printer writes it), or JSON lines. A leading UTF-8 byte-order mark
 /// is dropped.
-fn split(body: &[u8]) -> Result<Vec<&[u8]>, String> {
+fn split(body: &[u8]) -> Vec<&[u8]> {
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     let start = body
         .iter()
@@ -58,9 +58,11 @@ fn split(body: &[u8]) -> Result<Vec<&[u8]>, String> {
         .unwrap_or(body.len());
     let rest = &body[start..];
     if rest.first() == Some(&b'[') {
-        let raws: Vec<&serde_json::value::RawValue> =
-            serde_json::from_slice(body).map_err(|e| format!("not a JSON array of events: {e}"))?;
-        return Ok(raws.into_iter().map(|r| r.get().as_bytes()).collect());
+        return match serde_json::from_slice::<Vec<&serde_json::value::RawValue>>(rest) {
+            Ok(raws) => raws.into_iter().map(|r| r.get().as_bytes()).collect(),
+            // one broken element does not cost the others: each is refused or applied alone
+            Err(_) => array_items(rest),
+        };
     }
     // a first line that does not close its object is an object over several lines (a line
     // of JSON lines ends with its `}`): the body is read as JSON values one after another,
@@ -82,13 +84,57 @@ fn split(body: &[u8]) -> Result<Vec<&[u8]>, String> {
                 }
             }
         }
-        return Ok(texts);
+        return texts;
     }
-    Ok(body
-        .split(|b| *b == b'\n')
+    body.split(|b| *b == b'\n')
         .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
         .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
-        .collect())
+        .collect()
+}
+
+/// The elements of a JSON array that does not parse as a whole (`body` starts with its `[`),
+/// split at the commas outside strings, objects and arrays, so each is decoded on its own: a
+/// broken one is refused with its own reason and the others stand. Empty elements (a comma
+/// too many) are dropped. A string left open, or a bracket never closed, runs to the end of
+/// the body and makes one text of the rest, refused once; text after the closing `]` is one
+/// more (refused: it is not an event).
+fn array_items(body: &[u8]) -> Vec<&[u8]> {
+    fn push<'a>(items: &mut Vec<&'a [u8]>, t: &'a [u8]) {
+        let t = t.trim_ascii();
+        if !t.is_empty() {
+            items.push(t);
+        }
+    }
+    let mut items = Vec::new();
+    let (mut depth, mut in_string, mut escaped, mut start) = (0usize, false, false, 1);
+    for (i, &b) in body.iter().enumerate().skip(1) {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' if depth > 0 => depth -= 1,
+            b']' => {
+                push(&mut items, &body[start..i]);
+                push(&mut items, &body[i + 1..]);
+                return items;
+            }
+            b',' if depth == 0 => {
+                push(&mut items, &body[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    push(&mut items, &body[start..]);
+    items
 }
 
 /// Decodes, applies and waits until durable; the shared path of both ingest endpoints.
@@ -223,10 +269,7 @@ async fn post_events(
     if let Some(r) = unsupported_type(&req) {
         return r;
     }
-    let texts = match split(&body) {
-        Ok(t) => t,
-        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_body", e),
-    };
+    let texts = split(&body);
     if texts.is_empty() {
         return error(StatusCode::BAD_REQUEST, "empty", "no events in the body");
     }
@@ -2351,7 +2394,6 @@ mod tests {
     fn a_body_is_an_array_one_object_over_lines_or_json_lines() {
         let texts = |b: &[u8]| -> Vec<String> {
             split(b)
-                .unwrap()
                 .into_iter()
                 .map(|t| String::from_utf8_lossy(t).into_owned())
                 .collect()
@@ -2381,6 +2423,21 @@ mod tests {
             texts(typo),
             ["{\n \"a\": 1\n}", "{\n \"b\": {\"c\": 2}\n \"d\": 3\n}"]
         );
+        // an array with a broken element: the others are still events of their own; commas
+        // and brackets inside strings do not split, an empty element is dropped
+        assert_eq!(
+            texts(br#" [{"a":1}, {"b":2,},, {"c":"],{\"}"}, [3]] "#),
+            [r#"{"a":1}"#, r#"{"b":2,}"#, r#"{"c":"],{\"}"}"#, "[3]"]
+        );
+        // text after the array is one more (refused); a string left open runs to the end
+        assert_eq!(texts(br#"[{"a":1}] x"#), [r#"{"a":1}"#, "x"]);
+        assert_eq!(
+            texts(br#"[{"a":1}, {"b":"x}, {"c":3}]"#),
+            [r#"{"a":1}"#, r#"{"b":"x}, {"c":3}]"#]
+        );
+        // cut short: what arrived whole stands, the piece cut is refused
+        assert_eq!(texts(br#"[{"a":1}, {"b":"#), [r#"{"a":1}"#, r#"{"b":"#]);
+        assert!(texts(b"[").is_empty());
     }
 
     /// A store whose every read fails, as Cassandra does while it is down.
