@@ -29,6 +29,10 @@ enum Command {
         /// Print the summary as one JSON object instead of a table.
         #[arg(long)]
         json: bool,
+        /// The configuration `run` uses (its `max-future-s` says which events are too far
+        /// ahead of the clock; `OMNISTREAM_*` variables apply as for `run`).
+        #[command(flatten)]
+        cfg: ConfigOpts,
     },
     /// Compare two `replay` output directories of the same input (the current rules, then
     /// the what-if ones): the rules that differ, members' tiers, tags and points in sum and
@@ -767,7 +771,10 @@ fn main() -> ExitCode {
             files,
             rejects,
             json,
-        } => cli::validate::run(&files, rejects.as_deref(), json),
+            cfg,
+        } => cfg
+            .load()
+            .and_then(|c| cli::validate::run(&files, rejects.as_deref(), json, c.max_future_s)),
         Command::Replay {
             inputs,
             out,

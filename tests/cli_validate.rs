@@ -164,3 +164,40 @@ fn a_reader_that_goes_early_ends_validate_quietly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// An event ahead of the clock is warned of as `run` would refuse it, by the configuration
+/// `run` would use: `-c FILE`, then `OMNISTREAM_*` (a bad value stops it with the key).
+#[test]
+fn events_ahead_of_the_clock_are_judged_by_the_configuration_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("feed.jsonl");
+    let ahead = GOOD.replace("2026-11-11T20:15:03.120+08:00", "2999-01-01T00:00:00+08:00");
+    std::fs::write(&f, format!("{ahead}\n")).unwrap();
+    let conf = dir.path().join("omnistream.toml");
+    std::fs::write(&conf, "max-future-s = 0\n").unwrap();
+    let warned = |cmd: &mut Command| {
+        let out = cmd.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{text}");
+        text.contains("future_timestamp")
+    };
+    assert!(warned(omnistream().arg("validate").arg(&f)));
+    assert!(!warned(
+        omnistream().args(["validate", "-c"]).arg(&conf).arg(&f)
+    ));
+    assert!(!warned(
+        omnistream()
+            .arg("validate")
+            .arg(&f)
+            .env("OMNISTREAM_MAX_FUTURE_S", "0")
+    ));
+    let out = omnistream()
+        .arg("validate")
+        .arg(&f)
+        .env("OMNISTREAM_MAX_FUTURE_S", "soon")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("OMNISTREAM_MAX_FUTURE_S"), "{err}");
+}

@@ -95,6 +95,8 @@ pub struct Validator {
     /// This machine's clock when validation began (µs): events further ahead of it than
     /// `run` takes are warned of.
     now_us: i64,
+    /// How far ahead of the clock `run` takes an event (s; 0: any), `max-future-s`.
+    max_future_s: u64,
 }
 
 impl Validator {
@@ -107,7 +109,15 @@ impl Validator {
             seen_ids: HashSet::new(),
             rejects,
             now_us: crate::shard::wall_clock_us(),
+            max_future_s: crate::config::Config::default().max_future_s,
         }
+    }
+
+    /// Warns of events further ahead of the clock than `max_future_s` (0: never), as the
+    /// configuration `run` would use sets `max-future-s`.
+    pub fn max_future_s(mut self, max_future_s: u64) -> Self {
+        self.max_future_s = max_future_s;
+        self
     }
 
     /// Checks all lines of one input named `name`.
@@ -145,7 +155,7 @@ impl Validator {
                         self.summary.warnings.entry(w).or_default().add(|| at(""));
                     }
                     // what `run` would refuse now, though the contract takes it
-                    let max_future_s = crate::config::Config::default().max_future_s;
+                    let max_future_s = self.max_future_s;
                     if crate::shard::too_far_ahead(ev.ts.unix_us, self.now_us, max_future_s)
                         .is_some()
                     {
@@ -268,6 +278,7 @@ pub fn run(
     files: &[std::path::PathBuf],
     rejects: Option<&Path>,
     json: bool,
+    max_future_s: u64,
 ) -> anyhow::Result<ExitCode> {
     let (pii, _) = super::pii_from_env()?;
     let out: Option<Box<dyn Write>> = match rejects {
@@ -276,7 +287,7 @@ pub fn run(
         )?))),
         None => None,
     };
-    let mut v = Validator::new(pii, out);
+    let mut v = Validator::new(pii, out).max_future_s(max_future_s);
     for f in files {
         if f.as_os_str() == "-" {
             v.check("-", io::stdin().lock())?;
@@ -321,6 +332,15 @@ mod tests {
             .filter(|w| w.starts_with("future_timestamp"))
             .collect();
         assert_eq!(warned.len(), 1, "{:?}", s.warnings.keys());
+        // as configured: 0 takes any time, so nothing is warned of
+        let mut v = Validator::new(Pii::new(b"k"), None).max_future_s(0);
+        v.check("in", ahead.as_bytes()).unwrap();
+        let s = v.finish().unwrap();
+        assert!(
+            !s.warnings.keys().any(|w| w.starts_with("future_timestamp")),
+            "{:?}",
+            s.warnings.keys()
+        );
     }
 
     #[test]
