@@ -280,6 +280,10 @@ pub enum OrderCmd {
         ok: bool,
         /// Available-to-promise at the location when refused.
         atp: i64,
+        /// Refused because the SKU never had stock at the location (no stock event named it
+        /// there): a wrong location, or its stock not loaded yet.
+        #[serde(default)]
+        unstocked: bool,
     },
     /// The dealer's answer to `Open`: within credit, or held with the shortfall.
     Credit {

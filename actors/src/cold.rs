@@ -31,7 +31,8 @@ type HashMap<K, V> = crate::GrowMap<K, V>;
 ///   and `cancel_detail` appended;
 /// - 4: the same, with the member's `offset_min` appended;
 /// - 5: the same, with the dealer's `booked` (each payment reference's amount) and the
-///   store's newest event's `offset_min` (in `latest`) appended.
+///   store's newest event's `offset_min` (in `latest`) appended;
+/// - 6: the same, with the order's `refused_unstocked` appended.
 ///
 /// Without field names a layout cannot grow the way JSON did (a new field with
 /// `#[serde(default)]`): adding, removing, reordering or retyping a field of a stored state
@@ -42,7 +43,7 @@ type HashMap<K, V> = crate::GrowMap<K, V>;
 /// inside another member's stash too). `member::tests::the_stored_layout_is_pinned` (a full
 /// member) and `tests::the_stored_layout_of_every_kind_is_pinned` (every kind's empty state:
 /// fields added or removed) fail until then.
-pub const STATE_VERSION: u8 = 5;
+pub const STATE_VERSION: u8 = 6;
 
 /// The oldest encoding version this binary still reads.
 pub const OLDEST_VERSION: u8 = 1;
@@ -897,33 +898,34 @@ mod tests {
             ("ring", hex::<Ring>()),
         ];
         let want = [
-            ("identity", "0500"),
+            ("identity", "0600"),
             (
                 "member",
-                "050000000000000000000000000000000000000000000000000000000000000000000000000000",
+                "060000000000000000000000000000000000000000000000000000000000000000000000000000",
             ),
-            ("order", "050000000000000000000000000000000000000000"),
-            ("sku", "050000000000"),
-            ("dealer", "050000000000000000000000000000"),
-            ("store", "050000000000000000"),
-            ("campaign", "05000000000000000000000000000000"),
-            ("code", "050000000000"),
-            ("crowd", "050000000000000000"),
-            ("ring", "0500000000"),
+            ("order", "06000000000000000000000000000000000000000000"),
+            ("sku", "060000000000"),
+            ("dealer", "060000000000000000000000000000"),
+            ("store", "060000000000000000"),
+            ("campaign", "06000000000000000000000000000000"),
+            ("code", "060000000000"),
+            ("crowd", "060000000000000000"),
+            ("ring", "0600000000"),
         ];
         for ((kind, got), (_, want)) in got.iter().zip(want) {
             assert_eq!(got, want, "the stored layout of a {kind} changed");
         }
     }
 
-    /// States stored in encodings 2 and 3 still read: the kinds they did not change as they
-    /// were, an order (which encoding 3 gave `placed_at`) without the time it was placed, a
-    /// member (which encoding 4 gave `offset_min`) without its offset, a dealer (which
-    /// encoding 5 gave `booked`) without its payments' amounts.
+    /// States stored in older encodings still read: the kinds they did not change as they
+    /// were, an order (which encoding 3 gave `placed_at`) without the time it was placed, and
+    /// (which encoding 6 gave `refused_unstocked`) as refused for stock, a member (which
+    /// encoding 4 gave `offset_min`) without its offset, a dealer (which encoding 5 gave
+    /// `booked`) without its payments' amounts.
     #[test]
     fn states_of_encoding_2_read_back() {
         fn v2<V: Default + Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(v: &V) {
-            for version in [2, 3, 4] {
+            for version in [2, 3, 4, 5] {
                 let mut b = encode(v).unwrap();
                 b[0] = version;
                 assert_eq!(&decode::<V>(&b).unwrap(), v, "{version}");
@@ -960,6 +962,9 @@ mod tests {
             b[0] = version;
             assert_eq!(decode::<crate::dealer::Dealer>(&b).unwrap(), dealer);
         }
+        let mut b = encode(&dealer).unwrap();
+        b[0] = 5;
+        assert_eq!(decode::<crate::dealer::Dealer>(&b).unwrap(), dealer);
         // encoding 4 of a store that has seen an event: its `latest` (the first field, an
         // `Option`) without the offset encoding 5 appended to it, then the rest as it was
         let store = crate::store::Store {
@@ -992,8 +997,14 @@ mod tests {
             points_redeemed: 5,
             ..Default::default()
         };
-        // encoding 2 of that order: encoding 3 without its last two bytes (`None`s)
+        // encodings 3 to 5 of that order: encoding 6 without its last byte (`false`)
         let mut b = encode(&order).unwrap();
+        assert_eq!(b.pop(), Some(0));
+        for version in [3, 4, 5] {
+            b[0] = version;
+            assert_eq!(decode::<crate::order::Order>(&b).unwrap(), order);
+        }
+        // encoding 2: without the two before it too (`None`s)
         assert_eq!((b.pop(), b.pop()), (Some(0), Some(0)));
         b[0] = 2;
         assert_eq!(decode::<crate::order::Order>(&b).unwrap(), order);

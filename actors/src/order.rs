@@ -124,6 +124,15 @@ pub struct Order {
         deserialize_with = "crate::cold::since::<3, _, _>"
     )]
     pub cancel_detail: Option<Str>,
+    /// Whether the first refusal's SKU never had stock at the order's location (no stock
+    /// event named it there): the order is then refused as `not_stocked`, not short of stock
+    /// (added by encoding 6).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::cold::omit",
+        deserialize_with = "crate::cold::since::<6, _, _>"
+    )]
+    pub refused_unstocked: bool,
 }
 
 /// A status event waiting in the coordinator, as the API shows it.
@@ -204,6 +213,9 @@ pub struct RefusedView {
     pub sku: Str,
     /// What it had available to promise then.
     pub available: i64,
+    /// The SKU never had stock at the order's location (the order was refused as
+    /// `not_stocked`).
+    pub never_stocked: bool,
 }
 
 impl Order {
@@ -231,6 +243,7 @@ impl Order {
             refused: self.refused.as_ref().map(|(sku, available)| RefusedView {
                 sku: sku.clone(),
                 available: *available,
+                never_stocked: self.refused_unstocked,
             }),
             returned: self.returned.clone(),
             deferred: self
@@ -283,7 +296,12 @@ impl Order {
                     self.reserve(me, fx);
                 }
             }
-            OrderCmd::Stock { sku, ok, atp } => {
+            OrderCmd::Stock {
+                sku,
+                ok,
+                atp,
+                unstocked,
+            } => {
                 if self.phase != Phase::Reserving {
                     return;
                 }
@@ -295,6 +313,7 @@ impl Order {
                     self.reserved.push(sku);
                 } else if self.refused.is_none() {
                     self.refused = Some((sku, atp));
+                    self.refused_unstocked = unstocked;
                 }
                 if self.waiting.is_empty() {
                     self.reserved_all(me, ctx, fx);
@@ -410,6 +429,7 @@ impl Order {
         self.phase = Phase::Reserving;
         self.reserved.clear();
         self.refused = None;
+        self.refused_unstocked = false;
         let per = self.per_sku();
         self.waiting = per.keys().cloned().collect();
         for (sku, qty) in per {
@@ -429,6 +449,15 @@ impl Order {
         if let Some((sku, atp)) = self.refused.clone() {
             self.release_stock(me, fx);
             let want = self.per_sku().get(&sku).copied().unwrap_or(0);
+            if self.refused_unstocked {
+                // a location typo reads as a stock-out otherwise
+                let detail = format_compact!(
+                    "{sku} never had stock at {}: no stock event named that location for it \
+                     (a wrong location, or its stock not loaded yet); wants {want}",
+                    self.location
+                );
+                return self.reject(me, "not_stocked", detail, fx);
+            }
             let detail =
                 format_compact!("{sku} at {}: wants {want}, available {atp}", self.location);
             return self.reject(me, "insufficient_stock", detail, fx);

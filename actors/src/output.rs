@@ -160,7 +160,8 @@ pub enum Output {
         /// The dealer, for a dealer's order (what `/v1/outputs?dealer=` matches).
         #[serde(default, skip_serializing_if = "crate::cold::omit")]
         dealer: Option<Str>,
-        /// `insufficient_stock`, `insufficient_points`, `no_lines`, `no_location`, ...
+        /// `insufficient_stock`, `not_stocked` (the SKU never had stock at the location),
+        /// `insufficient_points`, `no_lines`, `no_location`, ...
         reason: Str,
         /// Detail for people.
         detail: Str,

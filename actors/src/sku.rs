@@ -173,6 +173,7 @@ impl Sku {
         ctx: &Ctx,
         fx: &mut Effects,
     ) {
+        let unstocked = !self.locations.contains_key(&location);
         let reply = |fx: &mut Effects, ok: bool, atp: i64| {
             fx.send(
                 Key::Order(order.clone()),
@@ -180,6 +181,7 @@ impl Sku {
                     sku: me.clone(),
                     ok,
                     atp,
+                    unstocked: unstocked && !ok,
                 }),
             );
         };
@@ -400,12 +402,26 @@ mod tests {
     fn stock_reply(fx: &Effects) -> (Key, bool, i64) {
         assert_eq!(fx.sends.len(), 1, "{fx:?}");
         match &fx.sends[0] {
-            (k, Cmd::Order(OrderCmd::Stock { sku, ok, atp })) => {
+            (k, Cmd::Order(OrderCmd::Stock { sku, ok, atp, .. })) => {
                 assert_eq!(*sku, me());
                 (k.clone(), *ok, *atp)
             }
             other => panic!("not a stock reply: {other:?}"),
         }
+    }
+
+    /// Whether the one reply refused for a location the SKU never had stock at.
+    fn unstocked(fx: &Effects) -> bool {
+        matches!(
+            fx.sends[..],
+            [(
+                _,
+                Cmd::Order(OrderCmd::Stock {
+                    unstocked: true,
+                    ..
+                })
+            )]
+        )
     }
 
     /// A stock output: location, `[on_hand, reserved, safety, atp]`, cause and order.
@@ -457,12 +473,15 @@ mod tests {
         let before = s.clone();
         let fx = run(&mut s, &r, 2, reserve("mall:o1", "wh1", 8));
         assert_eq!(stock_reply(&fx), (Key::Order("mall:o1".into()), false, 7));
+        assert!(!unstocked(&fx), "short of stock where it is stocked");
         assert!(fx.outputs.is_empty());
         assert_eq!(s, before);
-        // a location never seen has nothing to promise and is not created by asking
+        // a location never seen has nothing to promise and is not created by asking; the
+        // answer says it was never stocked there
         let fx = run(&mut s, &r, 3, reserve("mall:o2", "nowhere", 1));
         assert!(!stock_reply(&fx).1);
         assert_eq!(stock_reply(&fx).2, 0);
+        assert!(unstocked(&fx));
         assert_eq!(s, before);
         // nor is a non-positive quantity reserved
         let fx = run(&mut s, &r, 4, reserve("mall:o3", "wh1", 0));

@@ -182,6 +182,59 @@ fn the_last_unit_goes_to_exactly_one_order_and_the_other_is_released_whole() {
     assert_eq!(w.engine.sku("S1").unwrap().view().atp, 0);
 }
 
+/// An order for a location where its SKU never had stock (a typo, stock not loaded) is
+/// refused as `not_stocked`, saying so, not as a stock-out; short of stock where the SKU is
+/// stocked stays `insufficient_stock`.
+#[test]
+fn an_order_where_its_sku_was_never_stocked_says_so() {
+    let mut w = World::new(Rules::default());
+    w.send(&stock("S1", 1, T0));
+    let at = |loc: &str, qty: u32| {
+        format!(r#","lines":[{{"sku":"S1","qty":{qty},"unit_price":100}}],"location":"{loc}""#)
+    };
+    w.send(&order(
+        "a",
+        "placed",
+        r#"{"openid":"oa"}"#,
+        &at("hw", 1),
+        T1,
+    ));
+    w.send(&order(
+        "b",
+        "placed",
+        r#"{"openid":"ob"}"#,
+        &at("wh", 2),
+        T1,
+    ));
+    let rejected: Vec<_> = w
+        .outputs()
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::OrderRejected {
+                order,
+                reason,
+                detail,
+                ..
+            } => Some((order.to_string(), reason.to_string(), detail.to_string())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rejected.len(), 2, "{rejected:?}");
+    assert_eq!(
+        (rejected[0].0.as_str(), rejected[0].1.as_str()),
+        ("mall:a", "not_stocked")
+    );
+    assert!(
+        rejected[0].2.contains("S1 never had stock at hw"),
+        "{rejected:?}"
+    );
+    assert_eq!(rejected[1].1, "insufficient_stock", "{rejected:?}");
+    let view = |k: &str| w.engine.order(k).unwrap().view(k, None);
+    assert!(view("mall:a").refused.unwrap().never_stocked);
+    assert!(!view("mall:b").refused.unwrap().never_stocked);
+    assert_eq!(w.engine.sku("S1").unwrap().view().atp, 1);
+}
+
 #[test]
 fn two_lines_of_one_sku_count_together() {
     let mut w = World::new(Rules::default());
