@@ -744,26 +744,61 @@ pub(crate) fn campaign_view(e: &Sharded, id: &str) -> Result<Option<Value>, Read
     if state.is_none() && !configured {
         return Ok(None);
     }
-    let rules = e.rules().campaign(id);
-    let mut view = state
-        .map_or_else(Default::default, |c| c.into_owned())
-        .view();
+    let state = state.map_or_else(Default::default, |c| c.into_owned());
+    campaign_json(e.rules(), id, state).map(Some)
+}
+
+/// A campaign as `/v1/campaigns/{id}` shows it, from its state and the rules now; `points`
+/// is what a rewarded scan is paid (0 for a campaign nobody configured when
+/// `unconfigured-campaigns` pays those nothing).
+fn campaign_json(
+    all: &omnistream_actors::config::Rules,
+    id: &str,
+    state: omnistream_actors::campaign::Campaign,
+) -> Result<Value, ReadError> {
+    let rules = all.campaign(id);
+    let mut view = state.view();
     // the rules' budget, which the state takes on at its next scan
     view.budget = rules.budget;
     view.remaining = (rules.budget > 0).then(|| (rules.budget - view.spent).max(0));
     let mut v = to_json(Some(view))?.unwrap_or_default();
     v["id"] = json!(id);
-    v["configured"] = json!(configured);
-    v["points"] = json!(rules.points);
+    v["configured"] = json!(all.campaigns.contains_key(id));
+    v["points"] = json!(all.campaign_points(id));
     v["daily_cap"] = json!(rules.daily_cap);
     v["review_at"] = json!(rules.fraud.review_at);
     v["block_at"] = json!(rules.fraud.block_at);
-    Ok(Some(v))
+    Ok(v)
 }
 
 async fn get_campaign(st: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
     let id = id.into_inner();
     read(&st, "campaign", move |e| campaign_view(e, &id)).await
+}
+
+/// Every campaign, by id: those the configuration names (scanned or not) and those any scan
+/// named (a misspelt id among them, `configured: false`), each as `/v1/campaigns/{id}`
+/// shows it: the risk team's list when a budget alert fires.
+pub(crate) fn campaigns_view(e: &Sharded) -> Result<Option<Value>, ReadError> {
+    let mut all = e.campaigns().map_err(|why| {
+        ReadError::Store(StoreError::Io {
+            op: "read",
+            table: "campaigns",
+            why,
+        })
+    })?;
+    for id in e.rules().campaigns.keys() {
+        all.entry(id.clone()).or_default();
+    }
+    let items = all
+        .into_iter()
+        .map(|(id, s)| campaign_json(e.rules(), &id, s))
+        .collect::<Result<Vec<Value>, ReadError>>()?;
+    Ok(Some(json!({ "items": items })))
+}
+
+async fn get_campaigns(st: web::Data<AppState>) -> HttpResponse {
+    read(&st, "campaigns", campaigns_view).await
 }
 
 /// Every store's view now, resident or not, by id (what `/v1/stores/{id}/kpis` shows).
@@ -1904,6 +1939,7 @@ routes! {
     get "/v1/outputs" [from, limit, output, campaign, sku, location, member, dealer, order] => get_outputs, READ;
     get "/v1/outputs/stream" [from, output, campaign, sku, location, member, dealer, order] => outputs_stream, READ;
     get "/v1/decisions" [campaign, from, limit, decision, member, pending, sku, device, ip] => get_decisions, READ;
+    get "/v1/campaigns" => get_campaigns, READ;
     get "/v1/campaigns/{id}" => get_campaign, READ;
     post "/v1/reviews/{event}" => post_review, REVIEW;
     get "/v1/stats" => get_stats, READ;

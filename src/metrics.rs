@@ -366,9 +366,10 @@ impl Default for Metrics {
             scan_unrewarded: counter_vec(
                 &r,
                 "omnistream_scan_unrewarded_total",
-                "allowed or reviewed scans that paid or held no points, by why (daily_cap, \
-                 budget_exhausted, no_points)",
-                &["why"],
+                "allowed or reviewed scans that paid or held no points, by campaign (those the \
+                 configuration names, the rest as other) and why (daily_cap, budget_exhausted, \
+                 no_points, not_configured)",
+                &["campaign", "why"],
             ),
             reviews_resolved: counter_vec(
                 &r,
@@ -680,24 +681,29 @@ impl Metrics {
             for r in omnistream_schemas::Reason::ALL {
                 m.dead_letters.with_label_values(&[r.code()]);
             }
-            for why in omnistream_actors::fraud::NoReward::ALL {
-                m.scan_unrewarded.with_label_values(&[why.as_str()]);
-            }
             for r in ["allow", "block", "refused"] {
                 m.reviews_resolved.with_label_values(&[r]);
+            }
+            for why in omnistream_actors::fraud::NoReward::ALL {
+                m.scan_unrewarded
+                    .with_label_values(&["other", why.as_str()]);
             }
         }
         m
     }
 
     /// Gives the configured campaigns labels of their own in
-    /// `omnistream_campaign_decisions_total`, exported at 0 (the rest count as `other`).
+    /// `omnistream_campaign_decisions_total` and `omnistream_scan_unrewarded_total`, exported
+    /// at 0 (the rest count as `other`).
     pub fn with_campaigns<'a>(mut self, ids: impl IntoIterator<Item = &'a str>) -> Metrics {
         self.campaigns = ids.into_iter().map(str::to_string).collect();
         if self.enabled {
             for c in self.campaigns.iter().map(String::as_str).chain(["other"]) {
                 for d in ["allow", "review", "block", "duplicate"] {
                     self.campaign_decisions.with_label_values(&[c, d]);
+                }
+                for why in omnistream_actors::fraud::NoReward::ALL {
+                    self.scan_unrewarded.with_label_values(&[c, why.as_str()]);
                 }
             }
         }
@@ -836,7 +842,7 @@ impl Metrics {
                     }
                     if let Some(why) = no_reward {
                         self.scan_unrewarded
-                            .with_label_values(&[why.as_str()])
+                            .with_label_values(&[label, why.as_str()])
                             .inc();
                     }
                 }
@@ -1143,9 +1149,10 @@ mod tests {
         ]);
         let text = m.render();
         for line in [
-            r#"omnistream_scan_unrewarded_total{why="budget_exhausted"} 2"#,
-            r#"omnistream_scan_unrewarded_total{why="daily_cap"} 1"#,
-            r#"omnistream_scan_unrewarded_total{why="no_points"} 0"#,
+            r#"omnistream_scan_unrewarded_total{campaign="cmp",why="budget_exhausted"} 2"#,
+            r#"omnistream_scan_unrewarded_total{campaign="cmp",why="daily_cap"} 1"#,
+            r#"omnistream_scan_unrewarded_total{campaign="cmp",why="no_points"} 0"#,
+            r#"omnistream_scan_unrewarded_total{campaign="other",why="not_configured"} 0"#,
             r#"omnistream_reviews_resolved_total{resolution="refused"} 1"#,
             r#"omnistream_reviews_resolved_total{resolution="block"} 0"#,
             r#"omnistream_reviews_resolved_total{resolution="allow"} 1"#,
@@ -1234,7 +1241,7 @@ mod tests {
             r#"omnistream_stock_alerts_total{kind="low_stock"} 0"#,
             r#"omnistream_scan_decisions_total{decision="block"} 0"#,
             r#"omnistream_dead_letters_total{reason="bad_uuid"} 0"#,
-            r#"omnistream_scan_unrewarded_total{why="daily_cap"} 0"#,
+            r#"omnistream_scan_unrewarded_total{campaign="other",why="daily_cap"} 0"#,
             r#"omnistream_reviews_resolved_total{resolution="allow"} 0"#,
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");

@@ -178,6 +178,64 @@ fn the_scripted_day_gives_the_expected_state_over_http() {
     s.stop();
 }
 
+/// `unconfigured-campaigns = "no-reward"`: a scan of a campaign nobody configured (a
+/// misspelt id) is decided as any other and pays nothing, saying why; the list of campaigns
+/// shows it unconfigured, paying 0, and the metric counts it under `other`.
+#[test]
+fn an_unconfigured_campaign_pays_nothing_when_so_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Service::start_with(
+        dir.path(),
+        &[("OMNISTREAM_RULES__UNCONFIGURED_CAMPAIGNS", "no-reward")],
+    );
+    let (code, v) = s.request("POST", "/v1/scan", &script()[7]);
+    assert_eq!(code, 200, "{v}");
+    let d = &v["decision"];
+    assert_eq!(
+        (&d["decision"], &d["reward"], &d["no_reward"]),
+        (&json!("allow"), &json!(0), &json!("not_configured")),
+        "{v}"
+    );
+    let list = s.get("/v1/campaigns");
+    let cny = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "cny")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (&cny["configured"], &cny["points"], &cny["spent"]),
+        (&json!(false), &json!(0), &json!(0)),
+        "{list}"
+    );
+    let (_, text) = common::http_get(&s.addr, "/metrics", None);
+    assert!(
+        text.contains(
+            r#"omnistream_scan_unrewarded_total{campaign="other",why="not_configured"} 1"#
+        ),
+        "{text}"
+    );
+    // a value that is neither stops start-up with the key
+    let other = tempfile::tempdir().unwrap();
+    let (code, v) = {
+        let s2 = Service::spawn(
+            other.path(),
+            &[],
+            &[("OMNISTREAM_RULES__UNCONFIGURED_CAMPAIGNS", "nothing")],
+            std::process::Stdio::piped(),
+        );
+        let out = s2.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_eq!(code, Some(2), "{v}");
+    assert!(v.contains("unconfigured-campaigns"), "{v}");
+    s.stop();
+}
+
 #[test]
 fn bad_requests_get_4xx_with_reasons_and_lose_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
@@ -661,6 +719,9 @@ fn review_survives_restarts(env: &[(&str, &str)]) {
     );
     let (code, _) = s.request("GET", "/v1/campaigns/no-such-campaign", "");
     assert_eq!(code, 404);
+    // the list holds it, as it reads alone
+    let list = s.get("/v1/campaigns");
+    assert!(list["items"].as_array().unwrap().contains(&c), "{list}");
     // a cursor past the end answers the end, where the next output will be
     let end = s.get("/v1/outputs?from=99999");
     assert!(end["items"].as_array().unwrap().is_empty(), "{end}");
@@ -1785,7 +1846,7 @@ fn the_openapi_examples_are_the_answers_to_the_sample_feed() {
         assert!(!example["value"].is_null(), "{path}");
         asked += 1;
     }
-    assert_eq!(asked, 14, "every state read has an example");
+    assert_eq!(asked, 15, "every state read has an example");
     s.stop();
 }
 

@@ -87,7 +87,8 @@ impl Campaign {
         }
         let rules = ctx.rules.campaign(me);
         self.budget = rules.budget;
-        let points = rules.points.max(0);
+        let paid = ctx.rules.pays(me);
+        let points = ctx.rules.campaign_points(me);
         match cmd {
             CampaignCmd::Claim { ids, code, store } => {
                 self.claims += 1;
@@ -124,9 +125,11 @@ impl Campaign {
                     Decision::Block | Decision::Duplicate => 0,
                 };
                 let not_granted = match v.decision {
-                    Decision::Allow | Decision::Review if granted == 0 => {
-                        Some(NoReward::not_granted(points))
-                    }
+                    Decision::Allow | Decision::Review if granted == 0 => Some(if paid {
+                        NoReward::not_granted(points)
+                    } else {
+                        NoReward::NotConfigured
+                    }),
                     _ => None,
                 };
                 let check = *check;

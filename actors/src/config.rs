@@ -44,6 +44,22 @@ pub struct Rules {
     pub max_remembered_ids: u64,
     /// How the fraud entities keep their windows and sets (the same for every campaign).
     pub fraud: FraudState,
+    /// What a scan naming a campaign not in `campaigns` is paid: `pay` (the default) runs it
+    /// on `default-campaign`'s rules, points and all; `no-reward` scores and decides it the
+    /// same but pays nothing (its decision says `no_reward: not_configured`), so a misspelt
+    /// or made-up campaign id spends no points.
+    pub unconfigured_campaigns: Unconfigured,
+}
+
+/// What scans of a campaign nobody configured are paid (`unconfigured-campaigns`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Unconfigured {
+    /// `default-campaign`'s points.
+    #[default]
+    Pay,
+    /// Nothing.
+    NoReward,
 }
 
 impl Default for Rules {
@@ -88,6 +104,7 @@ impl Default for Rules {
             max_lateness_s: DEFAULT_MAX_LATENESS_S,
             max_remembered_ids: DEFAULT_MAX_REMEMBERED_IDS,
             fraud: FraudState::default(),
+            unconfigured_campaigns: Unconfigured::Pay,
         }
     }
 }
@@ -106,6 +123,22 @@ impl Rules {
     /// The rules of one campaign.
     pub fn campaign(&self, id: &str) -> &CampaignRules {
         self.campaigns.get(id).unwrap_or(&self.default_campaign)
+    }
+
+    /// Whether scans of campaign `id` are paid its rules' points: it is configured, or
+    /// `unconfigured-campaigns` pays the others.
+    pub fn pays(&self, id: &str) -> bool {
+        self.unconfigured_campaigns == Unconfigured::Pay || self.campaigns.contains_key(id)
+    }
+
+    /// The points a rewarded scan of campaign `id` is paid (0 when it [`pays`](Self::pays)
+    /// nothing).
+    pub fn campaign_points(&self, id: &str) -> i64 {
+        if self.pays(id) {
+            self.campaign(id).points.max(0)
+        } else {
+            0
+        }
     }
 
     /// Checks values serde cannot: returns the first problem as `(key, why)`.

@@ -1266,6 +1266,17 @@ impl Engine {
         })
     }
 
+    /// Every campaign's state, resident or not, of the keys shard `me` of `n` owns.
+    pub fn campaigns_owned(
+        &self,
+        me: usize,
+        n: usize,
+    ) -> Result<BTreeMap<Str, crate::campaign::Campaign>, String> {
+        self.campaigns.all(self.cold_ref(), &|kind, k| {
+            n <= 1 || join_key(kind, k.into()).owner(n) == me
+        })
+    }
+
     /// Every resident member, alias or not (all of them without a cold tier).
     pub fn members(&self) -> impl Iterator<Item = (&Str, &Member)> {
         self.members.resident()

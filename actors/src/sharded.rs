@@ -747,6 +747,18 @@ impl Sharded {
         Ok(all)
     }
 
+    /// Every campaign any scan named, resident or passivated, by id.
+    pub fn campaigns(
+        &self,
+    ) -> Result<std::collections::BTreeMap<crate::Str, crate::campaign::Campaign>, String> {
+        let n = self.engines.len();
+        let mut all = std::collections::BTreeMap::new();
+        for (i, e) in self.engines.iter().enumerate() {
+            all.extend(e.campaigns_owned(i, n)?);
+        }
+        Ok(all)
+    }
+
     /// Resident entities per kind, all shards.
     pub fn counts(&self) -> [(&'static str, usize); 12] {
         let mut all = self.engines[0].counts();

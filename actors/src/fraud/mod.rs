@@ -120,14 +120,17 @@ pub enum NoReward {
     BudgetExhausted,
     /// The campaign pays no points (`points = 0`).
     NoPoints,
+    /// The campaign is not configured and `unconfigured-campaigns` pays such scans nothing.
+    NotConfigured,
 }
 
 impl NoReward {
     /// Every kind, in order.
-    pub const ALL: [NoReward; 3] = [
+    pub const ALL: [NoReward; 4] = [
         NoReward::DailyCap,
         NoReward::BudgetExhausted,
         NoReward::NoPoints,
+        NoReward::NotConfigured,
     ];
 
     /// Why a campaign whose rules pay `points` a scan granted none: they pay none, or its
@@ -146,6 +149,7 @@ impl NoReward {
             NoReward::DailyCap => "daily_cap",
             NoReward::BudgetExhausted => "budget_exhausted",
             NoReward::NoPoints => "no_points",
+            NoReward::NotConfigured => "not_configured",
         }
     }
 }
