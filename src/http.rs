@@ -946,6 +946,12 @@ struct OutputQuery {
     /// `/v1/decisions` only: the device and the IP address scanned from.
     device: Option<String>,
     ip: Option<String>,
+    /// The code scanned (decisions and the code's other outputs).
+    code: Option<String>,
+    /// `/v1/decisions` only: a reason among the decision's `reasons`.
+    reason: Option<String>,
+    /// `/v1/decisions` only: the scan's event id (its decision, and any repeat's).
+    scan_event: Option<String>,
     /// `/v1/decisions` only: `true`, reviews still waiting for a person; `false`, reviews
     /// no longer waiting.
     pending: Option<String>,
@@ -993,10 +999,24 @@ impl OutputQuery {
             Some("false") => Some(false),
             Some(p) => return Err(format!("pending: `{p}` is not true or false")),
         };
+        // only reviews wait for a person: the two together could only ever find nothing
+        if let (Some(_), Some(d)) = (pending, self.decision.as_deref()) {
+            if d != "review" {
+                return Err(format!(
+                    "pending: only reviews wait for a person, and decision is `{d}`: \
+                     leave one of them out"
+                ));
+            }
+        }
+        if let Some(s) = self.scan_event.as_deref() {
+            if uuid::Uuid::parse_str(s).is_err() {
+                return Err(format!("scan_event: `{s}` is not an event id (a UUID)"));
+            }
+        }
         // a name with a `/` is a JSON pointer: a decision's scan is an object of its own
         let decisions = self.output.as_deref() == Some("decision");
         let sku: &'static [&'static str] = if decisions { &["/scan/sku"] } else { &["sku"] };
-        let in_fields: [(&'static [&'static str], _); 9] = [
+        let in_fields: [(&'static [&'static str], _); 12] = [
             (&["campaign", "about"], self.campaign),
             (sku, self.sku),
             (&["location"], self.location),
@@ -1006,6 +1026,12 @@ impl OutputQuery {
             (&["decision"], self.decision),
             (&["/scan/device"], self.device),
             (&["/scan/ip"], self.ip),
+            (&["code"], self.code),
+            (&["/reasons/*/reason"], self.reason),
+            (
+                &["scan_event"],
+                self.scan_event.map(|s| s.to_ascii_lowercase()),
+            ),
         ];
         let fields = in_fields
             .into_iter()
@@ -1045,6 +1071,11 @@ async fn get_decisions(st: web::Data<AppState>, q: web::Query<OutputQuery>) -> H
                       resolution: &dyn Fn(uuid::Uuid) -> Option<Value>| {
                     let want = f.pending;
                     let mut members = Holders::default();
+                    // an id no member has (an openid pasted for a member id) finds nothing
+                    // ever: 404, as /v1/members/{id} answers it
+                    if member.as_deref().is_some_and(|id| e.member(id).is_none()) {
+                        return Ok(None);
+                    }
                     let member = member.as_deref().map(|id| members.of(e, id).0.clone());
                     let keep = |v: &mut Value| {
                         if let Some(who) = &member {
@@ -1068,7 +1099,8 @@ async fn get_decisions(st: web::Data<AppState>, q: web::Query<OutputQuery>) -> H
                     Ok(Some(outputs_page(s, f, keep)?))
                 },
             );
-            read_answer("decisions", st.shard.send(read).await)
+            // the read finds nothing only for a member no one has
+            read_answer("member", st.shard.send(read).await)
         }
         Err(e) => bad_query(e),
     }
@@ -1340,16 +1372,9 @@ fn outputs_page<S: Rows + ?Sized>(
             let kind_ok = output
                 .as_deref()
                 .is_none_or(|k| v.get("output").and_then(Value::as_str) == Some(k));
-            let fields_ok = fields.iter().all(|(names, want)| {
-                names.iter().any(|f| {
-                    let at = if f.starts_with('/') {
-                        v.pointer(f)
-                    } else {
-                        v.get(*f)
-                    };
-                    at.and_then(Value::as_str) == Some(want.as_str())
-                })
-            });
+            let fields_ok = fields
+                .iter()
+                .all(|(names, want)| names.iter().any(|f| field_is(&v, f, want)));
             if kind_ok && fields_ok && keep(&mut v) {
                 found.push(json!({"seq": seq, "output": v}));
                 if found.len() >= limit {
@@ -1364,6 +1389,23 @@ fn outputs_page<S: Rows + ?Sized>(
         from = from.min(s.end()?);
     }
     Ok(json!({"next": from, "items": found}))
+}
+
+/// Whether the output `v` holds `want` in its field `f`: a name, a JSON pointer (`/scan/sku`),
+/// or a pointer through every element of an array (`/reasons/*/reason`: any of them).
+fn field_is(v: &Value, f: &str, want: &str) -> bool {
+    if let Some((list, each)) = f.split_once("/*") {
+        return v.pointer(list).and_then(Value::as_array).is_some_and(|a| {
+            a.iter()
+                .any(|e| e.pointer(each).and_then(Value::as_str) == Some(want))
+        });
+    }
+    let at = if f.starts_with('/') {
+        v.pointer(f)
+    } else {
+        v.get(f)
+    };
+    at.and_then(Value::as_str) == Some(want)
 }
 
 #[derive(Deserialize)]
@@ -1936,9 +1978,9 @@ routes! {
     get "/v1/reps/{rep}" => get_rep, READ;
     get "/v1/stores/{id}/kpis" => get_kpis, READ;
     get "/v1/orders/{channel}/{order}" => get_order, READ;
-    get "/v1/outputs" [from, limit, output, campaign, sku, location, member, dealer, order] => get_outputs, READ;
-    get "/v1/outputs/stream" [from, output, campaign, sku, location, member, dealer, order] => outputs_stream, READ;
-    get "/v1/decisions" [campaign, from, limit, decision, member, pending, sku, device, ip] => get_decisions, READ;
+    get "/v1/outputs" [from, limit, output, campaign, sku, location, member, dealer, order, code] => get_outputs, READ;
+    get "/v1/outputs/stream" [from, output, campaign, sku, location, member, dealer, order, code] => outputs_stream, READ;
+    get "/v1/decisions" [campaign, from, limit, decision, member, pending, sku, device, ip, code, reason, scan_event] => get_decisions, READ;
     get "/v1/campaigns" => get_campaigns, READ;
     get "/v1/campaigns/{id}" => get_campaign, READ;
     post "/v1/reviews/{event}" => post_review, REVIEW;
@@ -2006,7 +2048,8 @@ impl Guard {
             .map(|i| ROUTES[i].path)
     }
 
-    /// Why the query is refused, when it names a parameter the route does not take.
+    /// Why the query is refused, when it names a parameter the route does not take, or one
+    /// twice.
     fn unknown_query(
         &self,
         method: &actix_web::http::Method,
@@ -2021,6 +2064,15 @@ impl Guard {
             .iter()
             .find(|r| r.path == pattern && r.method == method.as_str())?;
         let pairs = web::Query::<Vec<(String, String)>>::from_query(query).ok()?;
+        // one value each: which of two would win is not for the service to guess
+        if let Some((k, _)) = pairs
+            .iter()
+            .enumerate()
+            .find(|(i, (k, _))| pairs[..*i].iter().any(|(j, _)| j == k))
+            .map(|(_, p)| p)
+        {
+            return Some(format!("{k}: given more than once; give one value"));
+        }
         let unknown = pairs
             .iter()
             .find(|(k, _)| !route.query.contains(&k.as_str()))?;

@@ -697,14 +697,42 @@ fn review_survives_restarts(env: &[(&str, &str)]) {
     );
     let other = s.get("/v1/decisions?device=d1");
     assert!(other["items"].as_array().unwrap().is_empty(), "{other}");
-    for bad in ["decision=maybe", "pending=yes", "colour=red"] {
+    // by the code scanned, by a reason, by the scan itself
+    let count = |q: &str| {
+        let v = s.get(&format!("/v1/decisions?{q}"));
+        v["items"].as_array().unwrap().len()
+    };
+    assert_eq!(count("code=A2"), 1);
+    assert_eq!(count("code=A3"), 0);
+    assert_eq!(count("reason=impossible_travel"), 1);
+    assert_eq!(count("reason=code_shared"), 0);
+    assert_eq!(count(&format!("scan_event={}", id(2).to_uppercase())), 1);
+    assert_eq!(count(&format!("scan_event={}", id(3))), 0);
+    for (bad, names) in [
+        ("decision=maybe", "decision"),
+        ("pending=yes", "pending"),
+        ("colour=red", "colour"),
+        ("decision=allow&pending=true", "pending"),
+        (
+            "pending=true&pending=false",
+            "pending: given more than once",
+        ),
+        ("scan_event=42", "scan_event"),
+    ] {
         let (code, v) = s.request("GET", &format!("/v1/decisions?{bad}"), "");
         assert_eq!(
             (code, v["error"].as_str()),
             (400, Some("bad_query")),
             "{bad}: {v}"
         );
+        assert!(
+            v["detail"].as_str().unwrap_or("").starts_with(names),
+            "{bad}: {v}"
+        );
     }
+    // an openid given for a member id: no member has it
+    let (code, v) = s.request("GET", "/v1/decisions?member=traveller", "");
+    assert_eq!((code, v["error"].as_str()), (404, Some("not_found")), "{v}");
     // the campaign (not configured: it runs on default-campaign's rules): 10 paid, 10 held
     let c = s.get("/v1/campaigns/cny");
     assert_eq!(
