@@ -49,6 +49,13 @@ pub struct Blocked {
     pub score: u8,
     /// Reason codes.
     pub reasons: Vec<String>,
+    /// The scan's event id (`/v1/decisions?scan_event=` finds its decision; absent in
+    /// boards saved before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<uuid::Uuid>,
+    /// The code scanned (absent for a review blocked, and in older saved boards).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
 }
 
 /// The board's state.
@@ -168,6 +175,8 @@ impl Board {
                     member,
                     campaign,
                     score,
+                    scan_event,
+                    code,
                     ..
                 } => {
                     if let Some(m) = self.minute(at) {
@@ -192,6 +201,8 @@ impl Board {
                                 .filter(|r| r.points > 0)
                                 .map(|r| r.reason.as_str().to_string())
                                 .collect(),
+                            event: Some(*scan_event),
+                            code: Some(code.to_string()),
                         });
                     }
                 }
@@ -202,6 +213,7 @@ impl Board {
                     campaign,
                     allow: false,
                     refused: false,
+                    scan_event,
                     ..
                 } => {
                     self.block(Blocked {
@@ -210,6 +222,8 @@ impl Board {
                         campaign: campaign.to_string(),
                         score: 0,
                         reasons: vec!["blocked_on_review".into()],
+                        event: Some(*scan_event),
+                        code: None,
                     });
                 }
                 Output::Stock {
@@ -504,6 +518,13 @@ mod tests {
         assert_eq!(v.blocked.len(), 1);
         assert_eq!(v.blocked[0].reasons, ["blocked_on_review"]);
         assert_eq!(v.blocked[0].member, "m01…ef");
+        // the scan it was, for a follow-up at /v1/decisions?scan_event=
+        assert_eq!(v.blocked[0].event, Some(uuid::Uuid::from_u128(7)));
+        // a ticker saved before the id was kept loads without it
+        let old = serde_json::json!({"at": 1, "member": "m…", "campaign": "c", "score": 80,
+                                     "reasons": ["ring"]});
+        let b: Blocked = serde_json::from_value(old).unwrap();
+        assert_eq!((b.event, b.code), (None, None));
     }
 
     #[test]
