@@ -1467,6 +1467,41 @@ impl ReviewBody {
     }
 }
 
+/// The answer to a resolution of a scan that holds no review, by what it was decided: a
+/// block or an allowed scan is not a review (409, saying which and why), a review that held
+/// nothing has nothing to resolve (404).
+fn not_under_review(decision: Value) -> HttpResponse {
+    let reasons: Vec<&str> = decision["reasons"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|r| r["reason"].as_str()).collect())
+        .unwrap_or_default();
+    let score = &decision["score"];
+    match decision["decision"].as_str().unwrap_or("") {
+        "review" => error(
+            StatusCode::NOT_FOUND,
+            "no_review",
+            format!(
+                "this scan was sent to review but holds no points ({}): nothing to resolve",
+                decision["no_reward"].as_str().unwrap_or("none held")
+            ),
+        ),
+        "block" => error(
+            StatusCode::CONFLICT,
+            "not_under_review",
+            format!(
+                "this scan was blocked (score {score}: {}), not sent to review: a block is \
+                 final; only a review holds points for a person to resolve",
+                reasons.join(", ")
+            ),
+        ),
+        d => error(
+            StatusCode::CONFLICT,
+            "not_under_review",
+            format!("this scan was decided `{d}` (score {score}), not sent to review: nothing to resolve"),
+        ),
+    }
+}
+
 /// The configured name of the token a request was let in with (access control on).
 #[derive(Debug, Clone)]
 struct Caller(String);
@@ -1512,7 +1547,8 @@ async fn post_review(
         Ok(None) => error(
             StatusCode::NOT_FOUND,
             "no_review",
-            "no review of this scan is pending",
+            "no review of this scan is pending: no scan with this id was decided among the \
+             last 50,000 the service remembers",
         ),
         Ok(Some(Ok(mut o))) => match o.pop() {
             // the same shape as a retry's answer, with every output the resolution made
@@ -1522,7 +1558,9 @@ async fn post_review(
             // resolved before: the same decision again is a retry, answered with the
             // resolution; the other decision is refused (a resolution is final)
             Some(Outcome::Duplicate { answered, .. }) => {
-                let resolution = first_of(&answered, "review_resolved").unwrap_or_default();
+                let Some(resolution) = first_of(&answered, "review_resolved") else {
+                    return not_under_review(first_of(&answered, "decision").unwrap_or_default());
+                };
                 if resolution["allow"].as_bool() == Some(allow) {
                     HttpResponse::Ok().json(
                         json!({"event": event, "status": "duplicate", "resolution": resolution}),
@@ -2526,6 +2564,26 @@ mod tests {
         // cut short: what arrived whole stands, the piece cut is refused
         assert_eq!(texts(br#"[{"a":1}, {"b":"#), [r#"{"a":1}"#, r#"{"b":"#]);
         assert!(texts(b"[").is_empty());
+    }
+
+    /// A resolution of a blocked scan says it was blocked, with its score and reasons.
+    #[test]
+    fn a_block_is_not_under_review_and_says_why() {
+        let d = json!({"decision": "block", "score": 85,
+                       "reasons": [{"reason": "ring"}, {"reason": "device_shared"}]});
+        let r = not_under_review(d);
+        assert_eq!(r.status(), StatusCode::CONFLICT);
+        let body = actix_web::body::to_bytes(r.into_body());
+        let body = futures_util::FutureExt::now_or_never(body)
+            .unwrap()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"], "not_under_review");
+        let detail = v["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("blocked (score 85: ring, device_shared)"),
+            "{detail}"
+        );
     }
 
     /// A store whose every read fails, as Cassandra does while it is down.

@@ -2065,10 +2065,12 @@ impl Handler<Review> for Shard {
             return;
         }
         let Some(member) = self.reviews.0.get(&msg.event).cloned() else {
-            // resolved before (a reviewer's retry after a lost answer): what it became
-            let resolved = self.answers.resolution(msg.event).is_some();
+            // resolved before (a reviewer's retry after a lost answer): what it became; or
+            // never held for review (blocked, allowed): what it was decided, so the answer
+            // can say so
             let answered = self.answers.get(msg.event);
-            let answer = resolved.then(|| {
+            let known = self.answers.resolution(msg.event).is_some() || !answered.is_empty();
+            let answer = known.then(|| {
                 Ok(vec![Outcome::Duplicate {
                     id: msg.event,
                     answered,

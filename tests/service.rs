@@ -858,6 +858,25 @@ fn review_survives_restarts(env: &[(&str, &str)]) {
         &format!("/v1/reviews/{}", id(1)),
         r#"{"decision":"allow"}"#,
     );
+    // an allowed scan is no review: the answer says what it was decided
+    assert_eq!(
+        (code, v["error"].as_str()),
+        (409, Some("not_under_review")),
+        "{v}"
+    );
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("decided `allow`"),
+        "{v}"
+    );
+    // an id no scan had
+    let (code, v) = s.request(
+        "POST",
+        &format!("/v1/reviews/{}", id(4242)),
+        r#"{"decision":"allow"}"#,
+    );
     assert_eq!((code, v["error"].as_str()), (404, Some("no_review")), "{v}");
     // the held scan sent again: answered with the decision it got before the restart (read
     // back from the stored outputs) and the review's resolution
@@ -1199,6 +1218,13 @@ fn reviews_holding_nothing_are_not_resolvable_and_merged_ones_stay_the_persons()
         r#"{"decision":"allow"}"#,
     );
     assert_eq!((code, v["error"].as_str()), (404, Some("no_review")), "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("holds no points (budget_exhausted)"),
+        "{v}"
+    );
     // ob's member then merges with oa's (one login with both): oa's held review is the
     // person's, whichever id survived, and so is ob's
     let (a, b) = (
