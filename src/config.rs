@@ -1159,6 +1159,11 @@ pub fn inherit_default_campaign(rules: &mut toml::Table) {
     }
 }
 
+/// Lays `over` on `base` key by key (tables merge; any other value, a list too, replaces).
+pub fn merge_toml(base: &mut toml::Value, over: toml::Value) {
+    merge(base, over);
+}
+
 fn merge(base: &mut toml::Value, over: toml::Value) {
     match (base, over) {
         (toml::Value::Table(b), toml::Value::Table(o)) => {

@@ -138,9 +138,11 @@ enum Command {
         /// ran under, whole).
         #[arg(long, default_value = "out")]
         out: PathBuf,
-        /// Business rules (TOML); defaults when not given.
+        /// Business rules (TOML): a rules file or a configuration file; defaults when not
+        /// given. Repeatable: each is laid over the ones before, key by key (the service's
+        /// configuration, then a what-if file of the few keys it changes).
         #[arg(long)]
-        rules: Option<PathBuf>,
+        rules: Vec<PathBuf>,
         /// After the input, move event time to this instant (RFC 3339) so timers fire
         /// (dormant tags, points expiry).
         #[arg(long)]
@@ -792,7 +794,7 @@ fn main() -> ExitCode {
             let replay = cli::replay::run(
                 &inputs,
                 &out,
-                rules.as_deref(),
+                &rules,
                 until.as_deref(),
                 resident,
                 parallel,

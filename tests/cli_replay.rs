@@ -610,3 +610,62 @@ fn an_until_before_the_inputs_end_is_named() {
         "{err}"
     );
 }
+
+/// `--rules` given twice: the second laid over the first, key by key, so a what-if file of
+/// one key keeps the rest of the service's configuration (its campaigns), and the campaign
+/// takes the changed default it does not set itself.
+#[test]
+fn a_what_if_file_is_laid_over_the_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("omnistream.toml");
+    std::fs::write(
+        &config,
+        "[rules.campaigns.qr-summer]\npoints = 50\n[rules.default-campaign.fraud]\nblock-at = 80\n",
+    )
+    .unwrap();
+    let what_if = dir.path().join("what-if.toml");
+    std::fs::write(&what_if, "[default-campaign.fraud]\nreview-at = 30\n").unwrap();
+    let out = dir.path().join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+        .args(["replay", "--input", SAMPLE, "--out"])
+        .arg(&out)
+        .arg("--rules")
+        .arg(&config)
+        .arg("--rules")
+        .arg(&what_if)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let ran: toml::Table =
+        toml::from_str(&std::fs::read_to_string(out.join("rules.toml")).unwrap()).unwrap();
+    let qr = &ran["campaigns"]["qr-summer"];
+    assert_eq!(qr["points"].as_integer(), Some(50), "{ran}");
+    assert_eq!(qr["fraud"]["review-at"].as_integer(), Some(30), "{ran}");
+    assert_eq!(qr["fraud"]["block-at"].as_integer(), Some(80), "{ran}");
+    assert_eq!(
+        ran["default-campaign"]["fraud"]["review-at"].as_integer(),
+        Some(30)
+    );
+    // a bad key in either is reported against its own file
+    std::fs::write(&what_if, "[default-campaign.fraud]\nreview_at = 30\n").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+        .args(["replay", "--input", SAMPLE, "--out"])
+        .arg(&out)
+        .arg("--rules")
+        .arg(&config)
+        .arg("--rules")
+        .arg(&what_if)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("what-if.toml") && err.contains("review_at"),
+        "{err}"
+    );
+}

@@ -51,30 +51,60 @@ pub struct ReplaySummary {
     pub state_seconds: f64,
 }
 
-/// Loads rules from a TOML file (or the defaults), refusing unknown keys and bad values: the
-/// `[rules]` section's tables at top level, or a whole configuration file (one with a
-/// `[rules]` table, as `check-config` prints it), whose rules are taken. Campaigns take what
-/// they do not set from the default campaign, as in the configuration.
-pub fn load_rules(path: Option<&Path>) -> anyhow::Result<Rules> {
-    let Some(p) = path else {
-        return Ok(Rules::default());
+/// Loads rules from TOML files (none: the defaults), refusing unknown keys and bad values:
+/// each is the `[rules]` section's tables at top level, or a whole configuration file (one
+/// with a `[rules]` table, as `check-config` prints it), whose rules are taken. Several are
+/// laid one over the other in order, key by key (a list such as `[[tags]]` replaces the
+/// whole list), so a what-if file of a few keys given after the service's configuration
+/// changes only those. Campaigns then take what they do not set from the default campaign,
+/// as in the configuration.
+pub fn load_rules(paths: &[PathBuf]) -> anyhow::Result<Rules> {
+    let mut merged = toml::Value::Table(toml::Table::new());
+    for p in paths {
+        crate::config::merge_toml(&mut merged, toml::Value::Table(rules_table(p)?));
+    }
+    let toml::Value::Table(mut table) = merged else {
+        unreachable!("a table merged with tables is a table");
     };
+    let named = || {
+        paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" + ")
+    };
+    crate::config::inherit_default_campaign(&mut table);
+    let rules = <Rules as serde::Deserialize>::deserialize(table)
+        .map_err(|e| anyhow::anyhow!("rules {}: {e}", named()))?;
+    rules
+        .check()
+        .map_err(|(key, why)| anyhow::anyhow!("rules {}: {key}: {why}", named()))?;
+    Ok(rules)
+}
+
+/// The rules table of one `--rules` file as written (checked alone first, so a mistake is
+/// reported against its file): a configuration file's `[rules]`, or the file itself.
+fn rules_table(p: &Path) -> anyhow::Result<toml::Table> {
     let text =
         std::fs::read_to_string(p).with_context(|| format!("reading rules {}", p.display()))?;
     let mut table: toml::Table =
         toml::from_str(&text).map_err(|e| anyhow::anyhow!("rules {}: {e}", p.display()))?;
     if table.contains_key("rules") {
-        let cfg = crate::config::Config::load(Some(p), std::iter::empty())
+        crate::config::Config::load(Some(p), std::iter::empty())
             .map_err(|e| anyhow::anyhow!("rules {} (a configuration file): {e}", p.display()))?;
-        return Ok(cfg.rules);
+        return Ok(match table.remove("rules") {
+            Some(toml::Value::Table(t)) => t,
+            _ => toml::Table::new(),
+        });
     }
-    crate::config::inherit_default_campaign(&mut table);
-    let rules = <Rules as serde::Deserialize>::deserialize(table)
+    let mut alone = table.clone();
+    crate::config::inherit_default_campaign(&mut alone);
+    let rules = <Rules as serde::Deserialize>::deserialize(alone)
         .map_err(|e| anyhow::anyhow!("rules {}: {e}", p.display()))?;
     rules
         .check()
         .map_err(|(key, why)| anyhow::anyhow!("rules {}: {key}: {why}", p.display()))?;
-    Ok(rules)
+    Ok(table)
 }
 
 fn writer(dir: &Path, name: &str) -> anyhow::Result<BufWriter<File>> {
@@ -354,7 +384,7 @@ impl OutputWriter {
 pub fn run(
     inputs: &[PathBuf],
     out_dir: &Path,
-    rules: Option<&Path>,
+    rules: &[PathBuf],
     until: Option<&str>,
     resident: usize,
     parallel: Parallel,
