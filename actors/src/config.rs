@@ -597,6 +597,14 @@ pub struct FraudState {
     pub ring_track: usize,
     /// Most reviews a member keeps on hold; beyond it the oldest is refused.
     pub max_held_reviews: usize,
+    /// Whether a member's first-seen time says "new" from the first event on. Off (the
+    /// default), the new-account signals (`fresh_accounts`, `new_account_pace`, a new
+    /// account's per-minute rate) wait until the system's memory reaches back further than
+    /// `fresh-account-h`: on a cold start every member is first seen recently, so age says
+    /// nothing. On for a programme whose members are all new (a launch), or a deployment
+    /// that loaded its members' history before the campaign: a device farm is then caught
+    /// from the first day.
+    pub ages_known_from_start: bool,
 }
 
 impl Default for FraudState {
@@ -618,6 +626,7 @@ impl Default for FraudState {
             ring_flag_size: 6,
             ring_track: 256,
             max_held_reviews: 32,
+            ages_known_from_start: false,
         }
     }
 }

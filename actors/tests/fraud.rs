@@ -412,6 +412,47 @@ fn on_a_cold_start_account_age_says_nothing() {
     assert!(ds.iter().all(|d| d.decision == Decision::Allow), "{ds:?}");
 }
 
+/// `ages-known-from-start`: a programme whose members are all new (or were loaded first)
+/// trusts first-seen from the first event, so a farm is caught on the deployment's first
+/// day as it is with a month of history.
+#[test]
+fn with_ages_known_from_start_a_farm_is_caught_on_the_first_day() {
+    let farm = |rules: Rules| {
+        let mut w = World::new(rules);
+        for i in 0..6 {
+            w.send(&scan(
+                i * 20,
+                &format!("F{i}"),
+                &format!("farm{i}"),
+                "emu-1",
+                "36.1.1.7",
+                None,
+            ));
+        }
+        w.decisions()
+    };
+    let cold = farm(Rules::default());
+    assert!(
+        cold[..4]
+            .iter()
+            .all(|d| !d.reasons.contains(&Reason::FreshAccounts)),
+        "{cold:?}"
+    );
+    let mut rules = Rules::default();
+    rules.fraud.ages_known_from_start = true;
+    let known = farm(rules);
+    assert!(
+        !flagged(&known[0]),
+        "one new account on a new phone is anyone"
+    );
+    assert!(
+        known[1..]
+            .iter()
+            .all(|d| flagged(d) && d.reasons.contains(&Reason::FreshAccounts)),
+        "{known:?}"
+    );
+}
+
 #[test]
 fn a_new_members_first_scans_are_allowed() {
     let mut w = World::default();

@@ -115,7 +115,7 @@ impl ScanProfile {
         // "first seen within the day" means "new" only where the system's memory reaches
         // back further than that: on a cold start (a replay without history, a new
         // deployment) every member is first seen recently and age says nothing
-        let known = ctx.refs.age_known(first_seen, fresh_window);
+        let known = st.ages_known_from_start || ctx.refs.age_known(first_seen, fresh_window);
         check.fresh = known && age <= fresh_window;
         f.fresh = check.fresh;
         if age <= st.new_account_min * MIN_US {
