@@ -1639,6 +1639,12 @@ async fn metrics_text(st: web::Data<AppState>) -> HttpResponse {
         let metrics = Arc::clone(&st.metrics);
         let read = crate::shard::Read(move |e: &Sharded, _: &dyn Store| {
             metrics.dealers(e.dealers().map(|(_, d)| d));
+            // the configured campaigns' budgets, as /v1/campaigns/{id} shows them
+            let rules = e.rules();
+            metrics.campaign_budgets(rules.campaigns.iter().map(|(id, r)| {
+                let spent = e.campaign(id).map_or(0, |c| c.view().spent);
+                (id.as_str(), r.budget, spent)
+            }));
         });
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), st.shard.send(read)).await;
     }

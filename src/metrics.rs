@@ -74,6 +74,13 @@ pub struct Metrics {
     pub dealer_held_fen: IntGauge,
     /// See [`Metrics::dealers_over_limit`].
     pub dealer_exposure_fen: IntGauge,
+    /// Scans held for review, waiting for a person.
+    pub reviews_pending: IntGauge,
+    /// Each configured campaign's budget, and what is left of it, read from the state at each
+    /// scrape (campaigns with a budget only).
+    pub campaign_budget: IntGaugeVec,
+    /// See [`Metrics::campaign_budget`].
+    pub campaign_budget_remaining: IntGaugeVec,
     /// Seconds per store commit.
     pub commit_seconds: Histogram,
     /// Events per store commit.
@@ -432,6 +439,24 @@ impl Default for Metrics {
                 "omnistream_dealer_exposure_fen",
                 "dealers' exposure in all (open orders plus unpaid, fen), resident dealers",
             ),
+            reviews_pending: gauge(
+                &r,
+                "omnistream_reviews_pending",
+                "scans held for review, waiting for a person (POST /v1/reviews/{event})",
+            ),
+            campaign_budget: gauge_vec(
+                &r,
+                "omnistream_campaign_budget_points",
+                "each configured campaign's budget in points (those with a budget)",
+                &["campaign"],
+            ),
+            campaign_budget_remaining: gauge_vec(
+                &r,
+                "omnistream_campaign_budget_remaining_points",
+                "what is left of each configured campaign's budget, in points (held reviews \
+                 count as spent), read from the state at each scrape",
+                &["campaign"],
+            ),
             commit_seconds: histogram(
                 &r,
                 "omnistream_store_commit_seconds",
@@ -774,6 +799,28 @@ impl Metrics {
             &self.code_bytes.with_label_values(&["memory"]),
             c.memory_bytes,
         );
+    }
+
+    /// Sets the count of scans held for review.
+    pub fn reviews_pending(&self, n: usize) {
+        if self.enabled {
+            self.reviews_pending
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Sets each configured campaign's budget gauges: `(campaign, budget, spent)`, those
+    /// with a budget only.
+    pub fn campaign_budgets<'a>(&self, campaigns: impl Iterator<Item = (&'a str, i64, i64)>) {
+        if !self.enabled {
+            return;
+        }
+        for (c, budget, spent) in campaigns.filter(|(_, b, _)| *b > 0) {
+            self.campaign_budget.with_label_values(&[c]).set(budget);
+            self.campaign_budget_remaining
+                .with_label_values(&[c])
+                .set((budget - spent).max(0));
+        }
     }
 
     /// Sets the dealers' credit gauges from every resident dealer.
@@ -1163,6 +1210,24 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }
+        // the queue and the budgets, as the shard and a scrape set them
+        m.reviews_pending(3);
+        m.campaign_budgets(
+            [("cmp", 1000, 1200), ("cny-2027", 500, 50), ("free", 0, 9)].into_iter(),
+        );
+        let text = m.render();
+        for line in [
+            "omnistream_reviews_pending 3",
+            r#"omnistream_campaign_budget_points{campaign="cny-2027"} 500"#,
+            r#"omnistream_campaign_budget_remaining_points{campaign="cny-2027"} 450"#,
+            r#"omnistream_campaign_budget_remaining_points{campaign="cmp"} 0"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        assert!(
+            !text.contains(r#"campaign="free""#),
+            "no budget, no gauge: {text}"
+        );
     }
 
     /// The dealers' gauges: one past its limit (a lowered limit), two orders held for 700

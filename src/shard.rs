@@ -1078,6 +1078,7 @@ impl Shard {
             });
         }
         self.reviews = reviews;
+        self.metrics.reviews_pending(self.reviews.0.len());
         // retried scans are answered from the stored outputs, the log's tail among them
         self.answers = Answers::from_outputs(&*self.store);
         self.board = board;
@@ -1648,6 +1649,7 @@ impl Shard {
         self.metrics.observe(emitted);
         self.board.observe(&self.engine, emitted);
         self.reviews.observe(emitted);
+        self.metrics.reviews_pending(self.reviews.0.len());
         self.answers.observe(emitted);
         self.next_seq += 1;
         self.since_checkpoint += 1;
@@ -1809,6 +1811,7 @@ impl Shard {
             self.metrics.observe(&emitted);
             self.board.observe(&self.engine, &emitted);
             self.reviews.observe(&emitted);
+            self.metrics.reviews_pending(self.reviews.0.len());
             self.answers.observe(&emitted);
             self.push_outputs(&emitted);
             // each answer gets its own event's outputs and those of the timers it made due,

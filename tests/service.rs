@@ -683,6 +683,11 @@ fn review_survives_restarts(env: &[(&str, &str)]) {
     let queue = s.get("/v1/decisions?campaign=cny&decision=review&pending=true");
     let items = queue["items"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{queue}");
+    let (_, metrics) = common::http_get(&s.addr, "/metrics", None);
+    assert!(
+        metrics.contains("\nomnistream_reviews_pending 1\n"),
+        "{metrics}"
+    );
     assert_eq!(items[0]["output"]["scan_event"], id(2), "{queue}");
     assert_eq!(items[0]["output"]["pending"], true, "{queue}");
     let member = first["decision"]["member"].as_str().unwrap();
