@@ -50,6 +50,13 @@ pub struct Report {
     pub outputs: BTreeMap<String, Pair>,
     /// Scan decisions per decision.
     pub decisions: BTreeMap<String, Pair>,
+    /// Scan decisions per campaign, then per decision.
+    pub campaign_decisions: BTreeMap<String, BTreeMap<String, Pair>>,
+    /// Scans decided on both sides but otherwise, by `(first, second)` decision.
+    pub moved: BTreeMap<(String, String), u64>,
+    /// The first of those scans (up to the limit asked for): scan event, campaign, code,
+    /// member, and each side's decision and score.
+    pub moved_first: Vec<Value>,
     /// Refused orders per reason.
     pub rejected: BTreeMap<String, Pair>,
     /// SKUs, dealers and stores: on each side, changed, and the first changed ids.
@@ -163,8 +170,15 @@ pub fn run(
         })?;
         r.views.push(v);
     }
+    let mut first_side = std::collections::HashMap::new();
     for (side, dir) in [(0, base), (1, other)] {
-        count_outputs(&dir.join("outputs.jsonl"), side, &mut r)?;
+        count_outputs(
+            &dir.join("outputs.jsonl"),
+            side,
+            &mut r,
+            &mut first_side,
+            limit,
+        )?;
     }
     Ok(r)
 }
@@ -433,9 +447,20 @@ fn join_in_memory(
     Ok(())
 }
 
-/// Counts one side's outputs per kind, scan decisions per decision and refused orders per
-/// reason.
-fn count_outputs(path: &Path, side: usize, r: &mut Report) -> anyhow::Result<()> {
+/// A scan's first decision on the first side: decision and score, by scan event.
+type FirstSide = std::collections::HashMap<String, (String, u64)>;
+
+/// Counts one side's outputs per kind, scan decisions per decision and per campaign, and
+/// refused orders per reason; the first side's decisions are kept by scan (`first`), so the
+/// second side's count the scans decided otherwise (a scan's first decision on each side:
+/// a repeat of the scan is a duplicate on both).
+fn count_outputs(
+    path: &Path,
+    side: usize,
+    r: &mut Report,
+    first: &mut FirstSide,
+    limit: usize,
+) -> anyhow::Result<()> {
     let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     // only the few fields counted are read from each line
     #[derive(serde::Deserialize)]
@@ -443,14 +468,43 @@ fn count_outputs(path: &Path, side: usize, r: &mut Report) -> anyhow::Result<()>
         output: Option<String>,
         decision: Option<String>,
         reason: Option<String>,
+        campaign: Option<String>,
+        scan_event: Option<String>,
+        code: Option<String>,
+        member: Option<String>,
+        score: Option<u64>,
     }
+    let mut seen_here = std::collections::HashSet::new();
     for (i, line) in BufReader::new(f).lines().enumerate() {
         let line = line.with_context(|| format!("reading {}", path.display()))?;
         let o: Seen = serde_json::from_str(&line)
             .with_context(|| format!("{}:{}: not an output", path.display(), i + 1))?;
         let Some(kind) = o.output else { continue };
-        match (kind.as_str(), o.decision, o.reason) {
-            ("decision", Some(d), _) => bump_one(r.decisions.entry(d).or_default(), side),
+        match (kind.as_str(), &o.decision, o.reason) {
+            ("decision", Some(d), _) => {
+                bump_one(r.decisions.entry(d.clone()).or_default(), side);
+                let campaign = o.campaign.clone().unwrap_or_default();
+                let per = r.campaign_decisions.entry(campaign.clone()).or_default();
+                bump_one(per.entry(d.clone()).or_default(), side);
+                let score = o.score.unwrap_or(0);
+                if let Some(scan) = o.scan_event.filter(|s| seen_here.insert(s.clone())) {
+                    if side == 0 {
+                        first.insert(scan, (d.clone(), score));
+                    } else if let Some((was, was_score)) = first.get(&scan) {
+                        if was != d {
+                            *r.moved.entry((was.clone(), d.clone())).or_default() += 1;
+                            if r.moved_first.len() < limit {
+                                r.moved_first.push(json!({
+                                    "scan_event": scan, "campaign": campaign,
+                                    "code": o.code, "member": o.member,
+                                    "first": {"decision": was, "score": was_score},
+                                    "second": {"decision": d, "score": score},
+                                }));
+                            }
+                        }
+                    }
+                }
+            }
             ("order_rejected", _, Some(why)) => bump_one(r.rejected.entry(why).or_default(), side),
             _ => {}
         }
@@ -550,6 +604,36 @@ pub fn render(r: &Report, base: &Path, other: &Path) -> String {
         out.push_str("scan decisions\n");
         for (d, p) in &r.decisions {
             row(&mut out, d, *p);
+        }
+        // per campaign only where there are several, and only the decisions that moved
+        if r.campaign_decisions.len() > 1 {
+            for (c, per) in &r.campaign_decisions {
+                for (d, p) in per.iter().filter(|(_, (a, b))| a != b) {
+                    row(&mut out, &format!("  {c}: {d}"), *p);
+                }
+            }
+        }
+    }
+    if !r.moved.is_empty() {
+        let all: u64 = r.moved.values().sum();
+        out.push_str(&format!(
+            "scans decided otherwise: {} (first → second)\n",
+            num(all as i64)
+        ));
+        for ((a, b), n) in &r.moved {
+            out.push_str(&format!("  {a} → {b}: {}\n", num(*n as i64)));
+        }
+        for m in &r.moved_first {
+            out.push_str(&format!(
+                "  {} {} code {}: {} ({}) → {} ({})\n",
+                text(&m["scan_event"]),
+                text(&m["campaign"]),
+                text(&m["code"]),
+                text(&m["first"]["decision"]),
+                m["first"]["score"],
+                text(&m["second"]["decision"]),
+                m["second"]["score"],
+            ));
         }
     }
     if !r.rejected.is_empty() {
@@ -658,6 +742,13 @@ pub fn to_json(r: &Report) -> Value {
             "first": r.first,
         },
         "decisions": pairs(&r.decisions),
+        "campaign_decisions": r.campaign_decisions.iter()
+            .map(|(c, per)| (c.clone(), pairs(per)))
+            .collect::<serde_json::Map<_, _>>(),
+        "decisions_moved": r.moved.iter()
+            .map(|((a, b), n)| json!({"first": a, "second": b, "scans": n}))
+            .collect::<Vec<_>>(),
+        "decisions_moved_first": r.moved_first,
         "orders_refused": pairs(&r.rejected),
         "outputs": pairs(&r.outputs),
         "views": r.views.iter().map(|v| json!({
@@ -676,6 +767,7 @@ pub fn same(r: &Report) -> bool {
         && r.only == (0, 0)
         && even(&r.outputs)
         && even(&r.decisions)
+        && r.moved.is_empty()
         && even(&r.rejected)
         && r.views.iter().all(|v| v.changed == 0)
 }
@@ -803,5 +895,46 @@ mod tests {
         let r = run(c.path(), d.path(), 10, None).unwrap();
         assert_eq!(r.outputs["decision"], (2, 2));
         assert!(!same(&r), "{r:?}");
+        // two scans swap their decisions, campaign by campaign: the counts stay even, the
+        // scans that moved are named (a repeat of a scan counts once)
+        let (e, f) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let scans = |x: &str, y: &str| {
+            [
+                json!({"output": "decision", "decision": x, "scan_event": "s1", "campaign": "a",
+                       "code": "C1", "score": 30}),
+                json!({"output": "decision", "decision": y, "scan_event": "s2", "campaign": "a",
+                       "code": "C2", "score": 60}),
+                json!({"output": "decision", "decision": "duplicate", "scan_event": "s2",
+                       "campaign": "a", "code": "C2", "score": 0}),
+                json!({"output": "decision", "decision": "allow", "scan_event": "s3",
+                       "campaign": "b", "code": "C3", "score": 0}),
+            ]
+        };
+        for (dir, s) in [
+            (&e, scans("allow", "review")),
+            (&f, scans("review", "allow")),
+        ] {
+            write(dir.path(), "members.jsonl", &m1);
+            write(dir.path(), "outputs.jsonl", &s);
+        }
+        let r = run(e.path(), f.path(), 1, None).unwrap();
+        assert!(!same(&r), "{r:?}");
+        assert_eq!(r.decisions["allow"], (2, 2));
+        assert_eq!(r.campaign_decisions["a"]["review"], (1, 1));
+        let moved: Vec<_> = r.moved.iter().collect();
+        assert_eq!(
+            moved,
+            [
+                (&("allow".to_string(), "review".to_string()), &1),
+                (&("review".to_string(), "allow".to_string()), &1)
+            ]
+        );
+        assert_eq!(r.moved_first.len(), 1, "the limit asked for");
+        let shown = render(&r, e.path(), f.path());
+        assert!(shown.contains("scans decided otherwise: 2"), "{shown}");
+        assert!(
+            shown.contains("s1 a code C1: allow (30) → review (30)"),
+            "{shown}"
+        );
     }
 }
