@@ -29,7 +29,7 @@ const NOT_KEYS: &[&str] = &[
 pub const TOKEN_ENV_PREFIX: &str = "OMNISTREAM_TOKEN_";
 
 /// The scopes a token can carry.
-pub const SCOPES: &[&str] = &["ingest", "read", "review", "admin"];
+pub const SCOPES: &[&str] = &["ingest", "read", "review", "points", "admin"];
 
 /// Shortest accepted token, in bytes.
 pub const MIN_TOKEN_LEN: usize = 16;

@@ -1439,31 +1439,156 @@ impl ReviewBody {
             "block" => false,
             d => return Err(format!("decision: `{d}` is neither `allow` nor `block`")),
         };
-        let text = |key: &str, v: Option<String>, max: usize, lines: bool| match v {
-            None => Ok(None),
-            Some(v) if v.trim().is_empty() => Err(format!("{key}: empty; leave it out instead")),
-            Some(v) if v.chars().count() > max => {
-                Err(format!("{key}: longer than {max} characters"))
-            }
-            Some(v)
-                if v.chars()
-                    .any(|c| c.is_control() && !(lines && matches!(c, '\n' | '\r' | '\t'))) =>
-            {
-                Err(format!("{key}: holds a control character"))
-            }
-            Some(v) => Ok(Some(v.trim().to_string())),
-        };
-        let reviewer = text("reviewer", b.reviewer, MAX_REVIEWER, false)?;
-        let note = text("note", b.note, MAX_NOTE, true)?;
-        Ok((
-            allow,
-            omnistream_actors::output::Resolver {
-                reviewer: reviewer.map(Into::into),
-                token: token.map(Into::into),
-                note,
-                at: crate::shard::wall_clock_text(),
-            },
-        ))
+        Ok((allow, resolver(b.reviewer, b.note, token)?))
+    }
+}
+
+/// A text field of a person's request, trimmed: none, or why it is refused (empty, longer
+/// than `max` characters, a control character; new lines and tabs only where `lines`).
+fn checked_text(
+    key: &str,
+    v: Option<String>,
+    max: usize,
+    lines: bool,
+) -> Result<Option<String>, String> {
+    match v {
+        None => Ok(None),
+        Some(v) if v.trim().is_empty() => Err(format!("{key}: empty; leave it out instead")),
+        Some(v) if v.chars().count() > max => Err(format!("{key}: longer than {max} characters")),
+        Some(v)
+            if v.chars()
+                .any(|c| c.is_control() && !(lines && matches!(c, '\n' | '\r' | '\t'))) =>
+        {
+            Err(format!("{key}: holds a control character"))
+        }
+        Some(v) => Ok(Some(v.trim().to_string())),
+    }
+}
+
+/// Who asked for a person's command, as the service records it: the `reviewer` and `note`
+/// the request gave, the access token's name, and the service's clock now.
+fn resolver(
+    reviewer: Option<String>,
+    note: Option<String>,
+    token: Option<&str>,
+) -> Result<omnistream_actors::output::Resolver, String> {
+    Ok(omnistream_actors::output::Resolver {
+        reviewer: checked_text("reviewer", reviewer, MAX_REVIEWER, false)?.map(Into::into),
+        token: token.map(Into::into),
+        note: checked_text("note", note, MAX_NOTE, true)?,
+        at: crate::shard::wall_clock_text(),
+    })
+}
+
+/// The largest adjustment one request makes, in points either way.
+const MAX_ADJUST: i64 = 10_000_000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdjustBody {
+    /// Points added (> 0) or taken (< 0).
+    points: i64,
+    /// The case it is recorded under.
+    #[serde(rename = "ref")]
+    reference: String,
+    #[serde(default)]
+    reviewer: Option<String>,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+impl AdjustBody {
+    /// The points, the reference and who asked, or why the body is refused.
+    fn read(
+        body: &[u8],
+        token: Option<&str>,
+    ) -> Result<(i64, String, omnistream_actors::output::Resolver), String> {
+        const FORM: &str = r#"expected {"points": n (not 0), "ref": "case id", "reviewer"?: "name", "note"?: "why"}"#;
+        let b: AdjustBody = serde_json::from_slice(body).map_err(|e| format!("{e}; {FORM}"))?;
+        if b.points == 0 || b.points.unsigned_abs() > MAX_ADJUST.unsigned_abs() {
+            return Err(format!(
+                "points: {} is not a change of 1 to {MAX_ADJUST} points either way",
+                b.points
+            ));
+        }
+        let reference = checked_text("ref", Some(b.reference), 64, false)?.unwrap_or_default();
+        Ok((b.points, reference, resolver(b.reviewer, b.note, token)?))
+    }
+}
+
+/// A person adjusts a member's points: customer service's goodwill (> 0) or a claw-back
+/// (< 0; what the balance cannot cover is owed from later points, never a negative balance),
+/// recorded under a reference (one adjustment a member and reference: the same again is a
+/// retry, another amount a 409), logged like an event so a replay repeats it.
+async fn post_adjustment(
+    st: web::Data<AppState>,
+    req: actix_web::HttpRequest,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    if let Some(r) = unsupported_type(&req) {
+        return r;
+    }
+    let token = req.extensions().get::<Caller>().map(|c| c.0.clone());
+    let (points, reference, by) = match AdjustBody::read(&body, token.as_deref()) {
+        Ok(read) => read,
+        Err(why) => return error(StatusCode::BAD_REQUEST, "bad_body", why),
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let sent = st
+        .shard
+        .send(crate::shard::Adjust {
+            member: id.into_inner(),
+            points,
+            reference: reference.clone(),
+            by,
+            reply: tx,
+        })
+        .await;
+    if sent.is_err() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shard_unavailable",
+            "the shard stopped",
+        );
+    }
+    use crate::shard::Adjusted;
+    match rx.await {
+        Ok(Ok(Adjusted::NoMember)) => error(StatusCode::NOT_FOUND, "not_found", "no such member"),
+        Ok(Ok(Adjusted::Before { member, points: p })) if p == points => HttpResponse::Ok()
+            .json(json!({"member": member, "ref": reference, "status": "duplicate", "points": p})),
+        Ok(Ok(Adjusted::Before { member, points: p })) => error(
+            StatusCode::CONFLICT,
+            "ref_conflict",
+            format!(
+                "member {member} was adjusted by {p} points under `{reference}` already; a \
+                 reference is one adjustment (give another for another)"
+            ),
+        ),
+        Ok(Ok(Adjusted::Done { member, outputs })) => {
+            let ledger: Vec<Value> = outputs
+                .iter()
+                .filter(|e| matches!(e.output, omnistream_actors::Output::Ledger { .. }))
+                .filter_map(|e| serde_json::to_value(&e.output).ok())
+                .collect();
+            HttpResponse::Ok().json(json!({
+                "member": member, "ref": reference, "status": "accepted",
+                "adjustment": outputs.iter()
+                    .find(|e| matches!(e.output, omnistream_actors::Output::PointsAdjusted { .. }))
+                    .and_then(|e| serde_json::to_value(&e.output).ok()),
+                "ledger": ledger,
+            }))
+        }
+        Ok(Err(e)) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            e.to_string(),
+        ),
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shard_unavailable",
+            "the shard stopped",
+        ),
     }
 }
 
@@ -2008,6 +2133,7 @@ const INGEST: Access = Access::Scope("ingest");
 const READ: Access = Access::Scope("read");
 const REVIEW: Access = Access::Scope("review");
 const ADMIN: Access = Access::Scope("admin");
+const POINTS: Access = Access::Scope("points");
 
 routes! {
     post "/v1/events" => post_events, INGEST;
@@ -2028,6 +2154,7 @@ routes! {
     get "/v1/campaigns" => get_campaigns, READ;
     get "/v1/campaigns/{id}" => get_campaign, READ;
     post "/v1/reviews/{event}" => post_review, REVIEW;
+    post "/v1/members/{id}/adjustments" => post_adjustment, POINTS;
     get "/v1/stats" => get_stats, READ;
     get "/v1/admin/snapshot" => snapshot, ADMIN;
     get "/healthz" => healthz, Access::Health;

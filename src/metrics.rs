@@ -996,7 +996,7 @@ impl Metrics {
 }
 
 /// Ledger reasons are a fixed set; anything else is labelled `other`.
-const LEDGER_REASONS: [&str; 11] = [
+const LEDGER_REASONS: [&str; 12] = [
     "earned",
     "scan_reward",
     "redeemed",
@@ -1007,6 +1007,7 @@ const LEDGER_REASONS: [&str; 11] = [
     "merged_out",
     "debt_paid",
     "review_reward",
+    "adjusted",
     "other",
 ];
 

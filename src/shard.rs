@@ -396,6 +396,9 @@ impl From<&crate::config::Config> for ShardConfig {
 #[derive(Serialize, serde::Deserialize)]
 struct Extras {
     reviews: std::collections::HashMap<uuid::Uuid, String>,
+    /// Points adjustments by member and reference (none in checkpoints written before).
+    #[serde(default, skip_serializing_if = "std::collections::HashMap::is_empty")]
+    adjusted: std::collections::HashMap<String, i64>,
     board: serde_json::Value,
     /// The rules the log after the checkpoint starts under (checkpoints written before
     /// builds kept them have none; rules this build cannot read count as none).
@@ -446,6 +449,7 @@ pub struct Shard {
     commit_events: usize,
     ready: Arc<AtomicBool>,
     reviews: Reviews,
+    adjusted: Adjustments,
     answers: Answers,
     /// The personal-data key's fingerprint row, written with every commit until one is
     /// durable (the store had none: see `store::pii_key_unrecorded`).
@@ -616,18 +620,26 @@ struct EpochMark {
 /// A command from the admin API, logged like an event so a replay repeats it.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct AdminEntry {
-    /// Always `review` today.
+    /// `review` (a review's resolution) or `adjust` (a points adjustment).
     admin: String,
     /// The command's own id.
     id: uuid::Uuid,
     /// Event time it ran at (µs).
     at_us: i64,
-    /// The scan under review.
+    /// The scan under review (a review).
+    #[serde(default, skip_serializing_if = "uuid::Uuid::is_nil")]
     event: uuid::Uuid,
-    /// The member holding the reward.
+    /// The member holding the reward, or whose points are adjusted.
     member: String,
-    /// Pay or refuse.
+    /// Pay or refuse (a review).
+    #[serde(default)]
     allow: bool,
+    /// Points added or taken (an adjustment).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    points: i64,
+    /// The case an adjustment is recorded under.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    reference: Option<String>,
     /// Who asked, when by the service's clock, and why (absent in entries logged before
     /// it was kept): copied onto the resolution it makes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -641,16 +653,19 @@ impl AdminEntry {
         let n = self.run(engine, out);
         if let Some(who) = &self.by {
             for e in &mut out[from..] {
-                if let Output::ReviewResolved {
-                    scan_event,
-                    refused: false,
-                    by,
-                    ..
-                } = &mut e.output
-                {
-                    if *scan_event == self.event {
+                match &mut e.output {
+                    Output::ReviewResolved {
+                        scan_event,
+                        refused: false,
+                        by,
+                        ..
+                    } if *scan_event == self.event && self.admin == "review" => {
                         *by = Some(Box::new(who.clone()));
                     }
+                    Output::PointsAdjusted { by, .. } if self.admin == "adjust" => {
+                        *by = Some(Box::new(who.clone()));
+                    }
+                    _ => {}
                 }
             }
         }
@@ -662,12 +677,48 @@ impl AdminEntry {
             unix_us: self.at_us,
             offset_min: 0,
         };
-        let cmd = omnistream_actors::Cmd::Member(omnistream_actors::MemberCmd::ReviewResolve {
-            event: self.event,
-            allow: self.allow,
-        });
+        let cmd = match self.admin.as_str() {
+            "adjust" => omnistream_actors::MemberCmd::Adjust {
+                points: self.points,
+                reference: self.reference.as_deref().unwrap_or_default().into(),
+            },
+            _ => omnistream_actors::MemberCmd::ReviewResolve {
+                event: self.event,
+                allow: self.allow,
+            },
+        };
+        let cmd = omnistream_actors::Cmd::Member(cmd);
         let key = omnistream_actors::Key::Member(self.member.as_str().into());
         engine.command(key, cmd, self.id, at, out)
+    }
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+/// The points adjustments made, by member and reference, with their points: a request under
+/// a reference used before is its retry (or a conflict).
+#[derive(Debug, Default)]
+struct Adjustments(std::collections::HashMap<String, i64>);
+
+impl Adjustments {
+    fn key(member: &str, reference: &str) -> String {
+        format!("{member}\u{0}{reference}")
+    }
+
+    fn observe(&mut self, out: &[Emitted]) {
+        for e in out {
+            if let Output::PointsAdjusted {
+                member,
+                reference,
+                points,
+                ..
+            } = &e.output
+            {
+                self.0.insert(Self::key(member, reference), *points);
+            }
+        }
     }
 }
 
@@ -839,6 +890,47 @@ impl Message for Review {
     type Result = ();
 }
 
+/// A person's adjustment of a member's points (`POST /v1/members/{id}/adjustments`), logged
+/// like an event so a replay repeats it; one per member and reference.
+pub struct Adjust {
+    /// The member (an id merged away adjusts its survivor).
+    pub member: String,
+    /// Points added (> 0) or taken (< 0).
+    pub points: i64,
+    /// The case it is recorded under: a second adjustment of the member under it is the
+    /// first one's retry.
+    pub reference: String,
+    /// Who asked, when and why.
+    pub by: omnistream_actors::output::Resolver,
+    /// The answer, once durable.
+    pub reply: oneshot::Sender<Result<Adjusted, ShardError>>,
+}
+
+impl Message for Adjust {
+    type Result = ();
+}
+
+/// What became of an [`Adjust`].
+#[derive(Debug)]
+pub enum Adjusted {
+    /// No member has that id.
+    NoMember,
+    /// The member was adjusted under that reference before, by `points`.
+    Before {
+        /// The member (the survivor).
+        member: String,
+        /// Points of that adjustment.
+        points: i64,
+    },
+    /// Applied and durable.
+    Done {
+        /// The member (the survivor).
+        member: String,
+        /// What it produced (its ledger entry and `points_adjusted`).
+        outputs: Vec<Emitted>,
+    },
+}
+
 impl Shard {
     /// Builds the shard: opens nothing itself, replays the store's log into a fresh engine.
     pub fn new(
@@ -893,6 +985,7 @@ impl Shard {
             commit_events: sc.commit_events,
             ready,
             reviews: Reviews::default(),
+            adjusted: Adjustments::default(),
             answers: Answers::default(),
             key_check,
             stats: ShardStats::default(),
@@ -961,6 +1054,7 @@ impl Shard {
             })
             .collect();
         let mut in_effect: Option<Rules> = None;
+        let mut adjusted = Adjustments::default();
         let (mut engine, mut reviews, mut board, from) =
             match (colds, self.store.last_checkpoint()?) {
                 (Some(colds), Some(cp)) => {
@@ -986,6 +1080,7 @@ impl Shard {
                     .map_err(restore_err)?;
                     let board = Board::load(low_atp, x.board)
                         .map_err(|e| restore_err(format!("board: {e}")))?;
+                    adjusted = Adjustments(x.adjusted);
                     (engine, Reviews(x.reviews), board, cp.seq)
                 }
                 (colds, _) => {
@@ -1052,6 +1147,7 @@ impl Shard {
                 }
             }
             reviews.observe(&scratch);
+            adjusted.observe(&scratch);
             board.observe(&engine, &scratch);
             scratch.clear();
         })?;
@@ -1078,6 +1174,7 @@ impl Shard {
             });
         }
         self.reviews = reviews;
+        self.adjusted = adjusted;
         self.metrics.reviews_pending(self.reviews.0.len());
         // retried scans are answered from the stored outputs, the log's tail among them
         self.answers = Answers::from_outputs(&*self.store);
@@ -1165,6 +1262,7 @@ impl Shard {
     fn extras(&self) -> Result<Vec<u8>, StoreError> {
         serde_json::to_vec(&Extras {
             reviews: self.reviews.0.clone(),
+            adjusted: self.adjusted.0.clone(),
             board: self.board.save(),
             rules: Some(self.engine.rules().clone()),
         })
@@ -1649,6 +1747,7 @@ impl Shard {
         self.metrics.observe(emitted);
         self.board.observe(&self.engine, emitted);
         self.reviews.observe(emitted);
+        self.adjusted.observe(emitted);
         self.metrics.reviews_pending(self.reviews.0.len());
         self.answers.observe(emitted);
         self.next_seq += 1;
@@ -1811,6 +1910,7 @@ impl Shard {
             self.metrics.observe(&emitted);
             self.board.observe(&self.engine, &emitted);
             self.reviews.observe(&emitted);
+            self.adjusted.observe(&emitted);
             self.metrics.reviews_pending(self.reviews.0.len());
             self.answers.observe(&emitted);
             self.push_outputs(&emitted);
@@ -2092,6 +2192,8 @@ impl Handler<Review> for Shard {
             event: msg.event,
             member,
             allow: msg.allow,
+            points: 0,
+            reference: None,
             by: Some(msg.by),
         };
         let mut emitted = Vec::new();
@@ -2108,6 +2210,68 @@ impl Handler<Review> for Shard {
         // the caller waits for the commit; forward its answer
         actix::spawn(async move {
             let _ = msg.reply.send(rx.await.ok());
+        });
+        self.schedule_flush(ctx);
+    }
+}
+
+impl Handler<Adjust> for Shard {
+    type Result = ();
+
+    fn handle(&mut self, msg: Adjust, ctx: &mut Self::Context) {
+        if !self.ready.load(Ordering::SeqCst) {
+            let _ = msg.reply.send(Err(ShardError::NotReady));
+            return;
+        }
+        // the person the id leads to now: an id merged away adjusts its survivor
+        let Some(member) = self.engine.member(&msg.member).map(|m| m.id.to_string()) else {
+            let _ = msg.reply.send(Ok(Adjusted::NoMember));
+            return;
+        };
+        if let Some(&points) = self
+            .adjusted
+            .0
+            .get(&Adjustments::key(&member, &msg.reference))
+        {
+            let _ = msg.reply.send(Ok(Adjusted::Before { member, points }));
+            return;
+        }
+        let seq = self.next_seq;
+        let entry = AdminEntry {
+            admin: "adjust".into(),
+            id: uuid::Uuid::from_u64_pair(0x4144_4a55_5354, seq),
+            at_us: self.engine.watermark().max(0),
+            event: uuid::Uuid::nil(),
+            member: member.clone(),
+            allow: false,
+            points: msg.points,
+            reference: Some(msg.reference),
+            by: Some(msg.by),
+        };
+        let mut emitted = Vec::new();
+        entry.apply(&mut self.engine, &mut emitted);
+        self.log_entry(serde_json::to_vec(&entry).unwrap_or_default(), &emitted);
+        let (tx, rx) = oneshot::channel();
+        self.waiting.push((
+            tx,
+            vec![Outcome::Accepted {
+                id: entry.id,
+                outputs: emitted,
+            }],
+        ));
+        // the caller waits for the commit; forward its answer
+        actix::spawn(async move {
+            let answer = match rx.await {
+                Ok(Ok(mut o)) => match o.pop() {
+                    Some(Outcome::Accepted { outputs, .. }) => {
+                        Ok(Adjusted::Done { member, outputs })
+                    }
+                    _ => Err(ShardError::NotReady),
+                },
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(ShardError::NotReady),
+            };
+            let _ = msg.reply.send(answer);
         });
         self.schedule_flush(ctx);
     }

@@ -23,6 +23,11 @@ const SECRETS: &[(&str, &str, &str)] = &[
         "review-secret-0123456789",
     ),
     (
+        "OMNISTREAM_TOKEN_POINTS",
+        "points",
+        "points-secret-0123456789",
+    ),
+    (
         "OMNISTREAM_TOKEN_ADMIN",
         "admin",
         "admin-secret-0123456789a",
@@ -74,6 +79,7 @@ fn sample(path: &str) -> (String, String) {
         "/v1/events" => script()[0].clone(),
         "/v1/scan" => script()[7].clone(),
         "/v1/reviews/{event}" => r#"{"decision": "allow"}"#.into(),
+        "/v1/members/{id}/adjustments" => r#"{"points": 5, "ref": "case-1"}"#.into(),
         _ => String::new(),
     };
     (p, body)
@@ -132,15 +138,15 @@ fn every_route_refuses_no_token_and_a_wrong_scope_and_serves_the_right_scope() {
         let (right, wrong): (Vec<&str>, Vec<&str>) = match r.access {
             Access::Scope(need) => (
                 vec![need],
-                vec!["ingest", "read", "review", "admin"]
+                vec!["ingest", "read", "review", "points", "admin"]
                     .into_iter()
                     .filter(|x| *x != need)
                     .collect(),
             ),
-            Access::Metrics => (vec!["read", "admin"], vec!["ingest", "review"]),
+            Access::Metrics => (vec!["read", "admin"], vec!["ingest", "review", "points"]),
             // protected health, and the API's description, take any valid token
             Access::Health | Access::AnyToken => {
-                (vec!["ingest", "read", "review", "admin"], vec![])
+                (vec!["ingest", "read", "review", "points", "admin"], vec![])
             }
         };
         for w in wrong {

@@ -236,6 +236,86 @@ fn an_unconfigured_campaign_pays_nothing_when_so_configured() {
     s.stop();
 }
 
+/// A person adjusts a member's points: goodwill added, a claw-back past the balance owed
+/// (never negative), one adjustment per reference (a retry is a duplicate, another amount a
+/// 409), all kept across a restart (the log replays the adjustments).
+#[test]
+fn points_adjustments_are_recorded_once_per_reference_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Service::start(dir.path());
+    s.post(&script());
+    let m = s.get("/v1/identities/openid/oa");
+    let member = m["id"].as_str().unwrap().to_string();
+    let before = m["balance"].as_i64().unwrap();
+    let adjust = |s: &Service, who: &str, body: &str| {
+        s.request("POST", &format!("/v1/members/{who}/adjustments"), body)
+    };
+    let (code, v) = adjust(
+        &s,
+        &member,
+        r#"{"points": 50, "ref": "case-1", "reviewer": "amy", "note": "parcel lost"}"#,
+    );
+    assert_eq!((code, v["status"].as_str()), (200, Some("accepted")), "{v}");
+    assert_eq!(v["ledger"][0]["reason"], "adjusted", "{v}");
+    assert_eq!(v["ledger"][0]["about"], "case-1", "{v}");
+    assert_eq!(v["ledger"][0]["balance"], before + 50, "{v}");
+    assert_eq!(v["adjustment"]["by"]["reviewer"], "amy", "{v}");
+    // a retry, and the same reference with another amount
+    let (code, v) = adjust(&s, &member, r#"{"points": 50, "ref": "case-1"}"#);
+    assert_eq!(
+        (code, v["status"].as_str()),
+        (200, Some("duplicate")),
+        "{v}"
+    );
+    let (code, v) = adjust(&s, &member, r#"{"points": 60, "ref": "case-1"}"#);
+    assert_eq!(
+        (code, v["error"].as_str()),
+        (409, Some("ref_conflict")),
+        "{v}"
+    );
+    // a claw-back larger than the balance: the balance goes to 0, the rest is owed
+    let (code, v) = adjust(&s, &member, r#"{"points": -1000000, "ref": "fraud-7"}"#);
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(
+        (&v["adjustment"]["balance"], &v["adjustment"]["debt"]),
+        (&json!(0), &json!(1_000_000 - before - 50)),
+        "{v}"
+    );
+    for (body, why) in [
+        (r#"{"points": 0, "ref": "x"}"#, "points"),
+        (r#"{"points": 5}"#, "ref"),
+        (r#"{"points": 5, "ref": " "}"#, "ref: empty"),
+        (r#"{"points": 5, "ref": "x", "colour": 1}"#, "colour"),
+    ] {
+        let (code, v) = adjust(&s, &member, body);
+        assert_eq!(
+            (code, v["error"].as_str()),
+            (400, Some("bad_body")),
+            "{body}: {v}"
+        );
+        assert!(v["detail"].as_str().unwrap().contains(why), "{body}: {v}");
+    }
+    let (code, _) = adjust(&s, "nobody", r#"{"points": 5, "ref": "x"}"#);
+    assert_eq!(code, 404);
+    let ledger = s.get(&format!("/v1/members/{member}/ledger"));
+    s.stop();
+    let s = Service::start(dir.path());
+    assert_eq!(s.get(&format!("/v1/members/{member}/ledger")), ledger);
+    let (code, v) = adjust(&s, &member, r#"{"points": 50, "ref": "case-1"}"#);
+    assert_eq!(
+        (code, v["status"].as_str()),
+        (200, Some("duplicate")),
+        "{v}"
+    );
+    let m = s.get(&format!("/v1/members/{member}"));
+    assert_eq!(
+        (&m["balance"], &m["debt"]),
+        (&json!(0), &json!(1_000_000 - before - 50)),
+        "{m}"
+    );
+    s.stop();
+}
+
 #[test]
 fn bad_requests_get_4xx_with_reasons_and_lose_nothing_else() {
     let dir = tempfile::tempdir().unwrap();

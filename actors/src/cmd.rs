@@ -221,6 +221,15 @@ pub enum MemberCmd {
     /// what the campaign sends in place of [`MemberCmd::ScanReward`] with a verdict (which
     /// stored states may still hold; appended last so their tags keep).
     ScanDecided(Box<ScanDecided>),
+    /// A person's adjustment of the points (customer service's goodwill, a fraud team's
+    /// claw-back), from the admin API; `reference` is the case it is recorded under.
+    /// Appended last so stashed commands keep their tags.
+    Adjust {
+        /// Points added (> 0) or taken (< 0); what the balance cannot cover becomes debt.
+        points: i64,
+        /// The case, ticket or reason code (the ledger entry's `about`).
+        reference: Str,
+    },
 }
 
 /// See [`MemberCmd::ScanDecided`].

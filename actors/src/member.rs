@@ -1692,6 +1692,35 @@ impl Member {
             }
             MemberCmd::Absorb { from, state } => self.absorb(from, *state, ctx, fx),
             MemberCmd::Absorbed { .. } | MemberCmd::AbsorbRefused { .. } => {}
+            MemberCmd::Adjust { points, reference } => {
+                if !self.first_event(ctx) {
+                    return;
+                }
+                if points > 0 {
+                    // paying what the member owes first, as any points earned do
+                    self.credit(points, "adjusted", Some(reference.clone()), ts, fx);
+                } else if points < 0 {
+                    // never below zero: what the balance cannot cover is owed
+                    let want = points.saturating_neg();
+                    let take = self.take_lots(want);
+                    let owed = want - take;
+                    self.entry(-take, owed, "adjusted", Some(reference.clone()), fx);
+                    if owed > 0 {
+                        fx.out(Output::PointsDebt {
+                            member: me.clone(),
+                            debt: self.points.debt,
+                        });
+                    }
+                }
+                fx.out(Output::PointsAdjusted {
+                    member: me,
+                    reference,
+                    points,
+                    balance: self.points.balance,
+                    debt: self.points.debt,
+                    by: None,
+                });
+            }
         }
     }
 

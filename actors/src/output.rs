@@ -93,6 +93,24 @@ pub enum Output {
         /// Points owed now.
         debt: i64,
     },
+    /// A person adjusted a member's points (`POST /v1/members/{id}/adjustments`): its ledger
+    /// entry is `adjusted`, `about` the reference.
+    PointsAdjusted {
+        /// Member id (the survivor of any merge).
+        member: Str,
+        /// The case it is recorded under.
+        #[serde(rename = "ref")]
+        reference: Str,
+        /// Points added (> 0) or taken (< 0).
+        points: i64,
+        /// The balance after it.
+        balance: i64,
+        /// The points owed after it (a claw-back larger than the balance).
+        debt: i64,
+        /// Who asked, when and why, as the service recorded the request.
+        #[serde(default, skip_serializing_if = "crate::cold::omit")]
+        by: Option<Box<Resolver>>,
+    },
     /// A tag turned on or off.
     Tag {
         /// Member id.
@@ -395,7 +413,10 @@ impl Output {
     /// `orders`, `stock`, `credit`, `decisions`, `alerts`.
     pub fn stream(&self) -> &'static str {
         match self {
-            Output::Ledger { .. } | Output::Pending { .. } | Output::PointsDebt { .. } => "points",
+            Output::Ledger { .. }
+            | Output::Pending { .. }
+            | Output::PointsDebt { .. }
+            | Output::PointsAdjusted { .. } => "points",
             Output::Tag { .. }
             | Output::Tier { .. }
             | Output::Merged { .. }

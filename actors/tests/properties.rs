@@ -391,6 +391,37 @@ proptest! {
         check_invariants(&e, &out)?;
     }
 
+    /// A person's points adjustments between the events (goodwill and claw-backs of any
+    /// size, to any member, aliases of merged ones too) keep every points invariant: never a
+    /// negative balance, the ledger summing to the balance and to the debt, debt paid first.
+    #[test]
+    fn adjustments_keep_the_points_invariants(
+        gens in seq(8),
+        adjust in proptest::collection::vec((any::<prop::sample::Index>(), -3000i64..3000), 0..24),
+    ) {
+        use omnistream_actors::{Cmd, Key, MemberCmd};
+        let events = materialize(8, &gens);
+        let mut e = Engine::new(rules());
+        let mut out = Vec::new();
+        let mut adjust = adjust.into_iter();
+        for (i, ev) in events.iter().enumerate() {
+            e.apply(ev, &mut out);
+            if i % 2 == 0 {
+                if let Some((pick, points)) = adjust.next() {
+                    let mut ids: Vec<String> = e.members().map(|(k, _)| k.to_string()).collect();
+                    ids.sort();
+                    if !ids.is_empty() && points != 0 {
+                        let who = pick.get(&ids).clone();
+                        let cmd = Cmd::Member(MemberCmd::Adjust { points, reference: format!("case-{i}").into() });
+                        let id = uuid::Uuid::from_u64_pair(9, i as u64);
+                        e.command(Key::Member(who.as_str().into()), cmd, id, ev.ts, &mut out);
+                    }
+                }
+            }
+            check_invariants(&e, &out)?;
+        }
+    }
+
     #[test]
     fn invariants_hold_after_every_event(gens in seq(1)) {
         let events = materialize(1, &gens);

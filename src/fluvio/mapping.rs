@@ -175,7 +175,8 @@ pub fn output_route(o: &Output) -> (Sink, Key) {
     match o {
         Output::Ledger { member, .. }
         | Output::Pending { member, .. }
-        | Output::PointsDebt { member, .. } => (Sink::Points, Key::Member(member.clone())),
+        | Output::PointsDebt { member, .. }
+        | Output::PointsAdjusted { member, .. } => (Sink::Points, Key::Member(member.clone())),
         Output::Tag { member, .. }
         | Output::Tier { member, .. }
         | Output::MergeConflict { member, .. }
