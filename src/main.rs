@@ -294,6 +294,9 @@ fn load_config(
              fluvio.endpoint, OMNISTREAM_FLUVIO__ENDPOINT (two underscores)"
         );
     }
+    for w in cfg.rules.warnings() {
+        tracing::warn!("config {w}");
+    }
     Ok(cfg)
 }
 

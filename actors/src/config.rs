@@ -141,6 +141,24 @@ impl Rules {
         }
     }
 
+    /// What the configuration takes but is likely a mistake: a points multiplier for a
+    /// channel none of the contract's (a typo such as `tmal`; channels are open, so it is
+    /// kept, and applies to events naming that channel).
+    pub fn warnings(&self) -> Vec<String> {
+        self.points
+            .channel_multiplier
+            .keys()
+            .filter(|c| !omnistream_schemas::Channel::KNOWN.contains(&c.as_str()))
+            .map(|c| {
+                format!(
+                    "points.channel-multiplier.{c}: `{c}` is none of the contract's channels \
+                     ({}); only events naming it exactly get this multiplier",
+                    omnistream_schemas::Channel::KNOWN.join(", ")
+                )
+            })
+            .collect()
+    }
+
     /// Checks values serde cannot: returns the first problem as `(key, why)`.
     pub fn check(&self) -> Result<(), (String, String)> {
         let bad = |k: &str, why: &str| Err((k.to_string(), why.to_string()));
@@ -174,6 +192,41 @@ impl Rules {
                 "min-earned must increase from level to level",
             );
         }
+        if self.tiers.levels.first().is_some_and(|l| l.min_earned <= 0) {
+            return bad(
+                "tiers.levels",
+                "min-earned must be >= 1 (at 0 every member, even one who never earned, is in \
+                 the level: that is `base`)",
+            );
+        }
+        let names =
+            std::iter::once(&self.tiers.base).chain(self.tiers.levels.iter().map(|l| &l.name));
+        for (i, n) in names.clone().enumerate() {
+            if n.trim().is_empty() || n.chars().any(char::is_control) {
+                return bad(
+                    "tiers",
+                    "a tier name (base or a level's) is empty or holds a control character",
+                );
+            }
+            if names.clone().take(i).any(|o| o == n) {
+                return Err((
+                    format!("tiers.{n}"),
+                    "a second tier of this name (base and levels must all differ)".into(),
+                ));
+            }
+        }
+        if !(1..=self.member.history_days).contains(&self.tiers.period_days) {
+            return bad(
+                "tiers.period-days",
+                "must be in 1..=member.history-days (a member keeps its days that long)",
+            );
+        }
+        if !(0..=3660).contains(&self.tiers.downgrade_grace_days) {
+            return bad(
+                "tiers.downgrade-grace-days",
+                "must be in 0..=3660 (0: downgrade at once)",
+            );
+        }
         if self
             .member
             .rfm_windows_days
@@ -193,10 +246,38 @@ impl Rules {
                     "a second tag rule of this name (names must be unique)".into(),
                 ));
             }
-            if let TagCond::RedeemShareOver { share, .. } = &t.when {
-                if !(share.is_finite() && (0.0..=1.0).contains(share)) {
-                    return Err((format!("tags.{}", t.name), "share must be in 0..=1".into()));
+            if t.name.trim().is_empty() || t.name.chars().any(char::is_control) {
+                return bad(
+                    "tags",
+                    "a tag rule's name is empty or holds a control character",
+                );
+            }
+            let tag = |why: &str| Err((format!("tags.{}", t.name), why.to_string()));
+            if t.when.days() < 1 {
+                return tag("days must be >= 1");
+            }
+            match &t.when {
+                TagCond::RedeemShareOver {
+                    share, min_orders, ..
+                } => {
+                    if !(share.is_finite() && (0.0..=1.0).contains(share)) {
+                        return tag("share must be in 0..=1");
+                    }
+                    if *min_orders < 1 {
+                        return tag("min-orders must be >= 1");
+                    }
                 }
+                TagCond::OrdersAtLeast { count, .. }
+                | TagCond::ScansAtLeast { count, .. }
+                | TagCond::ClicksAtLeast { count, .. }
+                    if *count < 1 =>
+                {
+                    return tag("count must be >= 1 (at 0 every member holds the tag)");
+                }
+                TagCond::MonetaryOver { fen, .. } if *fen < 0 => {
+                    return tag("fen must be >= 0");
+                }
+                _ => {}
             }
             if t.when.days() > self.member.history_days {
                 return Err((
@@ -912,6 +993,76 @@ mod tests {
                 "{share}"
             );
         }
+    }
+
+    /// Values a busy manager mistypes that serde takes but that would quietly give wrong
+    /// tiers or tags are refused, naming the key.
+    #[test]
+    fn tier_and_tag_values_that_would_mislead_are_refused() {
+        let level = |name: &str, min: i64| {
+            format!("[[tiers.levels]]\nname = \"{name}\"\nmin-earned = {min}\n")
+        };
+        let tag =
+            |name: &str, when: &str| format!("[[tags]]\nname = \"{name}\"\nwhen = {{ {when} }}\n");
+        for (text, key) in [
+            (
+                "[tiers]\nperiod-days = 0\n".to_string(),
+                "tiers.period-days",
+            ),
+            (
+                "[tiers]\nperiod-days = 999\n".to_string(),
+                "tiers.period-days",
+            ),
+            (
+                "[tiers]\ndowngrade-grace-days = -1\n".to_string(),
+                "tiers.downgrade-grace-days",
+            ),
+            (level("silver", -10), "tiers.levels"),
+            (level("silver", 0), "tiers.levels"),
+            (
+                format!("{}{}", level("silver", 10), level("silver", 20)),
+                "tiers.silver",
+            ),
+            (
+                format!("[tiers]\nbase = \"silver\"\n{}", level("silver", 10)),
+                "tiers.silver",
+            ),
+            (level(" ", 10), "tiers"),
+            (
+                tag("", r#"rule = "orders-at-least", days = 90, count = 2"#),
+                "tags",
+            ),
+            (
+                tag("rb", r#"rule = "orders-at-least", days = 90, count = 0"#),
+                "tags.rb",
+            ),
+            (
+                tag("rb", r#"rule = "clicks-at-least", days = 0, count = 1"#),
+                "tags.rb",
+            ),
+            (tag("rb", r#"rule = "inactive-for", days = 0"#), "tags.rb"),
+            (
+                tag("rb", r#"rule = "monetary-over", days = 9, fen = -1"#),
+                "tags.rb",
+            ),
+            (
+                tag(
+                    "rb",
+                    r#"rule = "redeem-share-over", days = 9, share = 0.5, min-orders = 0"#,
+                ),
+                "tags.rb",
+            ),
+        ] {
+            let r: Rules = toml::from_str(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_eq!(r.check().map_err(|e| e.0), Err(key.to_string()), "{text}");
+        }
+        // a channel none of the contract's is taken (channels are open) but warned of
+        let r: Rules =
+            toml::from_str("[points.channel-multiplier]\ntmal = 2.0\ntmall = 2.0\n").unwrap();
+        assert_eq!(r.check(), Ok(()));
+        let w = r.warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].starts_with("points.channel-multiplier.tmal"), "{w:?}");
     }
 
     #[test]
