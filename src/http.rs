@@ -294,6 +294,14 @@ async fn post_events(
                                 .filter(|e| e.event == *id && is(&e.output))
                                 .filter_map(|e| serde_json::to_value(&e.output).ok())
                                 .collect();
+                            // every merge the event made or was refused, the channel's answer
+                            // to a binding (a phone that belongs to another person says so)
+                            if field == "merges" {
+                                if !mine.is_empty() {
+                                    answer[field] = Value::from(mine);
+                                }
+                                continue;
+                            }
                             // an order's result is its own: the order the event touched first
                             // (its own order, whose entity runs first), where it ended; the
                             // others it moved (held orders a cancellation made room for) are
@@ -408,11 +416,20 @@ fn status(o: &Outcome) -> &'static str {
 /// orders or a cancellation making room for one makes); for a scan, its decision (not the refusal of
 /// an older review a new one pushed over `max-held-reviews`, written under the new scan's
 /// id on the same stream); for a payment, a dealer's order or its fulfilment, its last on
-/// the `credit` stream (the dealer's credit after it, or why a payment was not booked).
-const RESULTS: [(&str, IsOutput); 3] = [
+/// the `credit` stream (the dealer's credit after it, or why a payment was not booked); for
+/// any event whose identities joined two members or were refused for it (an `identify`, an
+/// order naming a second phone), all its `merged` and `merge_conflict` outputs, in `merges`.
+const RESULTS: [(&str, IsOutput); 4] = [
     ("order", |o| o.stream() == "orders"),
     ("decision", is_decision),
     ("credit", |o| o.stream() == "credit"),
+    ("merges", |o| {
+        matches!(
+            o,
+            omnistream_actors::Output::Merged { .. }
+                | omnistream_actors::Output::MergeConflict { .. }
+        )
+    }),
 ];
 
 /// Whether an output is of some kind.

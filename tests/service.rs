@@ -1324,11 +1324,32 @@ fn reviews_holding_nothing_are_not_resolvable_and_merged_ones_stay_the_persons()
         json!({"id": id(6), "type":"identify","ts":"2026-11-11T10:21:00+08:00","channel":"mall",
                         "member":{"openid":"ob","unionid":"u-ab"}})
         .to_string();
-    s.post(&[login, login2]);
+    let v = s.post(&[login, login2]);
     let survivor = s.get("/v1/identities/openid/ob")["id"]
         .as_str()
         .unwrap()
         .to_string();
+    // the second login's answer says it joined the two: the channel learns the binding held
+    assert_eq!(v["results"][1]["merges"][0]["output"], "merged", "{v}");
+    assert_eq!(
+        v["results"][1]["merges"][0]["survivor"],
+        survivor.as_str(),
+        "{v}"
+    );
+    assert!(v["results"][0].get("merges").is_none(), "{v}");
+    // a phone for a member who has another: refused, and the answer says so
+    let phones = [
+        json!({"id": id(7), "type":"identify","ts":"2026-11-11T10:22:00+08:00","channel":"mall",
+               "member":{"openid":"oa","phone":"13800138001"}}),
+        json!({"id": id(8), "type":"identify","ts":"2026-11-11T10:23:00+08:00","channel":"mall",
+               "member":{"openid":"oa","phone":"13900139002"}}),
+    ]
+    .map(|j| j.to_string());
+    let v = s.post(&phones);
+    assert_eq!(
+        v["results"][1]["merges"][0]["output"], "merge_conflict",
+        "{v}"
+    );
     assert_eq!(
         survivor,
         s.get("/v1/identities/openid/oa")["id"].as_str().unwrap(),
