@@ -635,7 +635,18 @@ async fn get_identity(st: web::Data<AppState>, p: web::Path<(String, String)>) -
         Ok(v) => v,
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_identity", e.to_string()),
     };
-    read(&st, "member for this identity", move |e| {
+    // a kind none of the contract's is looked up as sent (channels may use their own), but a
+    // miss says so: `Phone` is not `phone`
+    let what = if matches!(k, IdKind::Other(_)) {
+        format!(
+            "member for this identity (`{kind}` is none of the contract's identity kinds: {}; \
+             another kind is kept exactly as the channel sent it)",
+            IdKind::KNOWN.join(", ")
+        )
+    } else {
+        "member for this identity".to_string()
+    };
+    read(&st, &what, move |e| {
         // a member id names its member itself: no identity entity is kept for it
         if k == IdKind::MemberId {
             return member_view(e, &v);

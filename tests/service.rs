@@ -385,6 +385,16 @@ fn bad_requests_get_4xx_with_reasons_and_lose_nothing_else() {
     assert_eq!(dead["items"].as_array().unwrap().len(), 2, "{dead}");
     let (code, _) = s.request("GET", "/v1/members/nobody", "");
     assert_eq!(code, 404);
+    // a kind none of the contract's: looked up as sent, and the miss says so
+    let (code, v) = s.request("GET", "/v1/identities/Phone/13800138000", "");
+    assert_eq!(code, 404, "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("none of the contract's identity kinds"),
+        "{v}"
+    );
     let (code, v) = s.request("GET", "/v1/identities/phone/not-a-phone", "");
     assert_eq!(code, 400, "{v}");
     let (code, v) = s.request("POST", "/v1/scan", &script()[2]);
@@ -473,7 +483,7 @@ fn bad_requests_get_4xx_with_reasons_and_lose_nothing_else() {
     assert_eq!(
         v["detail"],
         "campain: unknown query parameter; /v1/decisions takes campaign, from, limit, decision, \
-         member, pending, sku, device, ip"
+         member, pending, sku, device, ip, code, reason, scan_event"
     );
     let (code, v) = s.request("GET", "/v1/skus/S1/stock?at=now", "");
     assert_eq!((code, &v["error"]), (400, &json!("bad_query")), "{v}");

@@ -1546,7 +1546,65 @@ pub fn lint(bytes: &[u8]) -> Vec<String> {
             None => format!("unknown_field at {key}: not used by {type_name}, ignored"),
         });
     }
+    // open lists: another channel or identity kind is kept as sent, so a near miss of one
+    // of the contract's (`Tmall`, `Phone`, `mobile`) is a second channel or another person
+    if let Some(c) = m.get("channel").and_then(Value::as_str) {
+        if let Some(h) = near_known(c, &crate::Channel::KNOWN, &[]) {
+            out.push(format!(
+                "unknown_channel at channel: `{c}` is none of the contract's channels; did you \
+                 mean `{h}`? kept as sent, a channel apart from `{h}`"
+            ));
+        }
+    }
+    if let Some(Value::Object(ids)) = m.get("member") {
+        const SYNONYMS: &[(&str, &str)] = &[
+            ("mobile", "phone"),
+            ("tel", "phone"),
+            ("telephone", "phone"),
+            ("cellphone", "phone"),
+            ("open_id", "openid"),
+            ("union_id", "unionid"),
+            ("memberid", "member_id"),
+        ];
+        for kind in ids.keys() {
+            if let Some(h) = near_known(kind, &crate::IdKind::KNOWN, SYNONYMS) {
+                out.push(format!(
+                    "unknown_kind at member.{kind}: `{kind}` is none of the contract's identity \
+                     kinds; did you mean `{h}`? kept as sent, an identity apart from `{h}` (its \
+                     member is another unless a `{h}` joins them)"
+                ));
+            }
+        }
+    }
     out
+}
+
+/// The known name `s` likely means, when it is not one itself: the same but for case, a
+/// synonym, or one edit from it (two for names longer than four characters).
+fn near_known(
+    s: &str,
+    known: &[&'static str],
+    synonyms: &[(&str, &'static str)],
+) -> Option<&'static str> {
+    if known.contains(&s) {
+        return None;
+    }
+    let lower = s.to_ascii_lowercase();
+    known
+        .iter()
+        .find(|k| **k == lower)
+        .copied()
+        .or_else(|| synonyms.iter().find(|(w, _)| *w == lower).map(|(_, k)| *k))
+        .or_else(|| {
+            known
+                .iter()
+                .filter(|k| {
+                    let d = edit_distance(k, &lower);
+                    d <= if k.len().min(lower.len()) <= 4 { 1 } else { 2 }
+                })
+                .min_by_key(|k| edit_distance(k, &lower))
+                .copied()
+        })
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {

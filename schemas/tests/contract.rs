@@ -580,6 +580,23 @@ fn lint_points_at_typos_and_unused_fields() {
             .any(|s| s.contains("target") && s.contains("not used by scan")),
         "{w:?}"
     );
+    // near misses of the open lists' known names: a second channel, another person
+    let raw = r#"{"type":"order","channel":"Tmall","member":{"Phone":"1","mobile":"2","kuaishou":"3","openid":"4"}}"#;
+    let w = lint(raw.as_bytes());
+    let has = |at: &str, mean: &str| {
+        w.iter()
+            .any(|s| s.contains(at) && s.contains(&format!("did you mean `{mean}`")))
+    };
+    assert!(has("at channel:", "tmall"), "{w:?}");
+    assert!(has("at member.Phone:", "phone"), "{w:?}");
+    assert!(has("at member.mobile:", "phone"), "{w:?}");
+    assert!(
+        !w.iter()
+            .any(|s| s.contains("kuaishou") || s.contains("member.openid")),
+        "{w:?}"
+    );
+    let raw = r#"{"type":"order","channel":"kuaishou","member":{"phone":"1"}}"#;
+    assert!(!lint(raw.as_bytes()).iter().any(|s| s.contains("channel")));
 }
 
 #[test]
