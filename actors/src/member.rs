@@ -1251,6 +1251,41 @@ pub struct MemberView {
     /// Scan rewards held for a person's review, oldest first (left out when none).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub held_reviews: Vec<HeldView>,
+    /// Where the member stands against the tiers now.
+    pub tier_progress: TierProgress,
+    /// Points of the balance that expire within 30 days of now.
+    pub expiring_30d: i64,
+    /// When the oldest points expire, and how many expire then (null: none held).
+    pub next_expiry: Option<ExpiryView>,
+}
+
+/// A member against the tiers, as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TierProgress {
+    /// Points earned in the tier period (`tiers.period-days`) up to today.
+    pub earned: i64,
+    /// The tier period in days.
+    pub period_days: i64,
+    /// The tier those points qualify for now.
+    pub qualifies_for: Str,
+    /// The tier above the member's (null at the top).
+    pub next: Option<Str>,
+    /// Points more to earn within the period to reach `next` (null at the top).
+    pub needed: Option<i64>,
+    /// When a member whose points no longer qualify for its tier drops to the one they do
+    /// (`tiers.downgrade-grace-days` after it last qualified; null: it still qualifies).
+    #[serde(with = "crate::shown::instant_opt")]
+    pub kept_until: Option<i64>,
+}
+
+/// Points due to expire, as the API shows them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExpiryView {
+    /// When (RFC 3339, UTC).
+    #[serde(with = "crate::shown::instant")]
+    pub at: i64,
+    /// How many.
+    pub points: i64,
 }
 
 /// A scan reward held for review, as the API shows it.
@@ -2701,6 +2736,49 @@ impl Member {
                 }
             })
             .collect();
+        let mut sums = [[0; COUNTS]; 1];
+        self.days
+            .totals(today, &[rules.tiers.period_days], &mut sums);
+        let earned = sums[0][EARNED];
+        let levels = &rules.tiers.levels;
+        let current = levels
+            .iter()
+            .position(|l| l.name == self.tier)
+            .map_or(0, |i| i + 1);
+        let qualified = levels
+            .iter()
+            .rposition(|l| earned >= l.min_earned)
+            .map_or(0, |i| i + 1);
+        let tier_progress = TierProgress {
+            earned,
+            period_days: rules.tiers.period_days,
+            qualifies_for: match qualified {
+                0 => rules.tiers.base.clone(),
+                i => levels[i - 1].name.clone(),
+            },
+            next: levels.get(current).map(|l| l.name.clone()),
+            needed: levels.get(current).map(|l| (l.min_earned - earned).max(0)),
+            kept_until: (qualified < current)
+                .then(|| self.tier_at + rules.tiers.downgrade_grace_days * DAY_US),
+        };
+        let expiry = rules.points.expiry_days * DAY_US;
+        let expiring_30d = self
+            .points
+            .lots
+            .iter()
+            .take_while(|(at, _)| at + expiry <= now + 30 * DAY_US)
+            .map(|(_, p)| p)
+            .sum();
+        let next_expiry = self.points.lots.iter().next().map(|(at, _)| ExpiryView {
+            at: at + expiry,
+            points: self
+                .points
+                .lots
+                .iter()
+                .take_while(|(a, _)| *a == at)
+                .map(|(_, p)| p)
+                .sum(),
+        });
         MemberView {
             id: self.id.clone(),
             identities: self.ids.to_vec(),
@@ -2725,6 +2803,9 @@ impl Member {
                     at: h.at,
                 })
                 .collect(),
+            tier_progress,
+            expiring_30d,
+            next_expiry,
         }
     }
 }

@@ -39,6 +39,19 @@ pub mod instant {
     }
 }
 
+/// An optional instant in µs since the epoch, as RFC 3339 in UTC or null.
+pub mod instant_opt {
+    use super::*;
+
+    /// Writes `us` as RFC 3339 in UTC, or null.
+    pub fn serialize<S: Serializer>(us: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+        match us {
+            Some(us) => s.collect_str(&utc(*us)),
+            None => s.serialize_none(),
+        }
+    }
+}
+
 /// A span of local time numbered from the epoch (days, hours), shown as the start of the
 /// span in RFC 3339 cut to `len` characters; read back by completing the cut with `rest`.
 struct Span {

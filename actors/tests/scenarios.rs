@@ -1227,3 +1227,44 @@ fn a_burst_of_unpaid_orders_coming_due_together_all_let_their_stock_go() {
     assert_eq!(w.engine.sku("S1").unwrap().view().atp, n as i64);
     assert_eq!(w.engine.stats.runaway, 0);
 }
+
+/// The profile shows where a member stands against the tiers and when its points expire:
+/// points earned in the period, the next tier and what it still needs, the tier kept through
+/// the grace period once the points no longer qualify, and the points expiring soon.
+#[test]
+fn a_profile_shows_tier_progress_and_points_expiring() {
+    let mut rules = Rules::default();
+    rules.tiers.period_days = 30;
+    rules.points.expiry_days = 60;
+    let mut w = World::new(rules.clone());
+    w.send(&stock("S1", 100, T0));
+    // 1,500 points: silver (1,000), gold (5,000) 3,500 away
+    let l = r#","lines":[{"sku":"S1","qty":1,"unit_price":150000}],"location":"wh""#;
+    w.send(&order("a", "placed", r#"{"openid":"oa"}"#, l, T1));
+    w.send(&order("a", "fulfilled", r#"{"openid":"oa"}"#, "", T1));
+    let view = |w: &World, at: &str| {
+        let t = omnistream_schemas::EventTime::parse(at).unwrap();
+        let m = w.member_by("openid", "oa");
+        m.view(t.unix_us, t.unix_us.div_euclid(86_400_000_000), &rules)
+    };
+    let v = view(&w, T2);
+    assert_eq!(v.tier, "silver");
+    let p = &v.tier_progress;
+    assert_eq!((p.earned, p.period_days), (1500, 30));
+    assert_eq!(
+        (p.qualifies_for.as_str(), p.next.as_deref(), p.needed),
+        ("silver", Some("gold"), Some(3500))
+    );
+    assert_eq!(p.kept_until, None);
+    assert_eq!(v.expiring_30d, 0, "60 days to go");
+    let next = v.next_expiry.unwrap();
+    assert_eq!(next.points, 1500);
+    // 40 days on: the period no longer holds the points, the tier is kept through the grace,
+    // and the points expire within 30 days
+    let v = view(&w, "2026-12-21T11:00:00+08:00");
+    let p = &v.tier_progress;
+    assert_eq!((p.earned, p.qualifies_for.as_str()), (0, "member"));
+    let kept = p.kept_until.expect("in the grace period");
+    assert!(kept > next.at - 60 * 86_400_000_000, "{kept}");
+    assert_eq!(v.expiring_30d, 1500);
+}
