@@ -624,7 +624,16 @@ pub(crate) fn member_view(e: &Sharded, id: &str) -> Result<Option<Value>, ReadEr
 
 async fn get_member(st: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
     let id = id.into_inner();
-    read(&st, "member", move |e| member_view(e, &id)).await
+    // an id not of the form the service issues (an openid, a phone pasted here) is no
+    // member's: the miss says what a member id looks like and where to look one up
+    let what = match st.pii.protect(&IdKind::MemberId, &id) {
+        Ok(_) => "member".to_string(),
+        Err(e) => format!(
+            "member: `{id}` is not a member id ({e}); find a member by any identity at \
+             /v1/identities/{{kind}}/{{value}}"
+        ),
+    };
+    read(&st, &what, move |e| member_view(e, &id)).await
 }
 
 async fn get_identity(st: web::Data<AppState>, p: web::Path<(String, String)>) -> HttpResponse {

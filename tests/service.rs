@@ -383,8 +383,15 @@ fn bad_requests_get_4xx_with_reasons_and_lose_nothing_else() {
     assert_eq!(r["results"][1]["reasons"][0]["reason"], "bad_json", "{r}");
     let dead = s.get("/v1/outputs?output=dead_letter");
     assert_eq!(dead["items"].as_array().unwrap().len(), 2, "{dead}");
-    let (code, _) = s.request("GET", "/v1/members/nobody", "");
+    let (code, v) = s.request("GET", "/v1/members/nobody", "");
     assert_eq!(code, 404);
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("/v1/identities/{kind}/{value}"),
+        "an id not of the issued form says where to look a member up: {v}"
+    );
     // a kind none of the contract's: looked up as sent, and the miss says so
     let (code, v) = s.request("GET", "/v1/identities/Phone/13800138000", "");
     assert_eq!(code, 404, "{v}");
