@@ -834,6 +834,54 @@ pub(crate) fn campaigns_view(e: &Sharded) -> Result<Option<Value>, ReadError> {
     Ok(Some(json!({ "items": items })))
 }
 
+/// The loyalty programme in figures, over every member (resident or not; ids merged away
+/// left out): how many, per tier and per tag, and the points they hold (`balance`, the
+/// programme's liability), are owed (`debt`), wait for fulfilments (`pending`) and for
+/// reviews (`held`). Reads every member: a manager's figure, not a tight loop.
+pub(crate) fn loyalty_view(e: &Sharded) -> Result<Option<Value>, ReadError> {
+    let (mut members, mut balance, mut pending, mut debt, mut held) =
+        (0u64, 0i64, 0i64, 0i64, 0i64);
+    let mut tiers = std::collections::BTreeMap::<String, u64>::new();
+    let mut tags = std::collections::BTreeMap::<String, u64>::new();
+    e.each_member(&mut |_, m| {
+        if m.alias_of.is_some() {
+            return;
+        }
+        members += 1;
+        *tiers.entry(m.tier.to_string()).or_default() += 1;
+        for t in m.tags.iter() {
+            *tags.entry(t.to_string()).or_default() += 1;
+        }
+        balance += m.points.balance;
+        pending += m.points.pending;
+        debt += m.points.debt;
+        held += m.held.iter().map(|h| h.points).sum::<i64>();
+    })
+    .map_err(|why| {
+        ReadError::Store(StoreError::Io {
+            op: "read",
+            table: "members",
+            why,
+        })
+    })?;
+    // every configured tier, with none in it too
+    let rules = e.rules();
+    for t in std::iter::once(&rules.tiers.base).chain(rules.tiers.levels.iter().map(|l| &l.name)) {
+        tiers.entry(t.to_string()).or_default();
+    }
+    for t in &rules.tags {
+        tags.entry(t.name.to_string()).or_default();
+    }
+    Ok(Some(json!({
+        "members": members, "tiers": tiers, "tags": tags,
+        "points": {"balance": balance, "pending": pending, "debt": debt, "held": held},
+    })))
+}
+
+async fn get_loyalty(st: web::Data<AppState>) -> HttpResponse {
+    read(&st, "loyalty", loyalty_view).await
+}
+
 async fn get_campaigns(st: web::Data<AppState>) -> HttpResponse {
     read(&st, "campaigns", campaigns_view).await
 }
@@ -2189,6 +2237,7 @@ routes! {
     get "/v1/outputs/stream" [from, output, campaign, sku, location, member, dealer, order, code] => outputs_stream, READ;
     get "/v1/decisions" [campaign, from, limit, decision, member, pending, sku, device, ip, code, reason, scan_event] => get_decisions, READ;
     get "/v1/campaigns" => get_campaigns, READ;
+    get "/v1/loyalty" => get_loyalty, READ;
     get "/v1/campaigns/{id}" => get_campaign, READ;
     post "/v1/reviews/{event}" => post_review, REVIEW;
     post "/v1/members/{id}/adjustments" => post_adjustment, POINTS;

@@ -250,6 +250,15 @@ fn points_adjustments_are_recorded_once_per_reference_and_survive_a_restart() {
     let adjust = |s: &Service, who: &str, body: &str| {
         s.request("POST", &format!("/v1/members/{who}/adjustments"), body)
     };
+    // the programme's figures: every member, the tiers configured, the points held
+    let loyalty = s.get("/v1/loyalty");
+    assert!(loyalty["members"].as_u64().unwrap() >= 3, "{loyalty}");
+    assert!(
+        loyalty["tiers"]["gold"].is_u64(),
+        "every tier listed: {loyalty}"
+    );
+    let held = loyalty["points"]["balance"].as_i64().unwrap();
+    assert!(held >= before, "{loyalty}");
     let (code, v) = adjust(
         &s,
         &member,
@@ -260,6 +269,7 @@ fn points_adjustments_are_recorded_once_per_reference_and_survive_a_restart() {
     assert_eq!(v["ledger"][0]["about"], "case-1", "{v}");
     assert_eq!(v["ledger"][0]["balance"], before + 50, "{v}");
     assert_eq!(v["adjustment"]["by"]["reviewer"], "amy", "{v}");
+    assert_eq!(s.get("/v1/loyalty")["points"]["balance"], held + 50);
     // a retry, and the same reference with another amount
     let (code, v) = adjust(&s, &member, r#"{"points": 50, "ref": "case-1"}"#);
     assert_eq!(
@@ -2023,7 +2033,7 @@ fn the_openapi_examples_are_the_answers_to_the_sample_feed() {
         assert!(!example["value"].is_null(), "{path}");
         asked += 1;
     }
-    assert_eq!(asked, 15, "every state read has an example");
+    assert_eq!(asked, 16, "every state read has an example");
     s.stop();
 }
 

@@ -702,6 +702,51 @@ impl<V: Default + Clone + Serialize + DeserializeOwned> Table<V> {
         self.cold_holds |= out.len() > before;
     }
 
+    /// Visits every entity of this kind once, in no order, of the keys `keep` takes, holding
+    /// one stored state at a time (where [`Table::all`] gathers them all): resident ones,
+    /// then staged and spilled ones not resident, then stored ones in neither.
+    pub(crate) fn each(
+        &self,
+        cold: Option<&dyn Cold>,
+        keep: &dyn Fn(Kind, &str) -> bool,
+        f: &mut dyn FnMut(&str, &V),
+    ) -> Result<(), String> {
+        for (k, s) in self.live.iter().filter(|(k, _)| keep(self.kind, k)) {
+            f(k, &s.v);
+        }
+        let newer = |k: &str| self.live.contains_key(k);
+        // spilled states are newer than staged ones: a key in both is visited as spilled
+        let staged = self
+            .staged
+            .iter()
+            .filter(|(k, _)| !self.spilled.contains_key(k.as_str()));
+        for (k, b) in staged
+            .chain(self.spilled.iter())
+            .filter(|(k, _)| keep(self.kind, k) && !newer(k))
+        {
+            f(k, &decode(b)?);
+        }
+        let mut bad = None;
+        if let Some(c) = cold {
+            c.scan(self.kind, &mut |k, b| {
+                if !keep(self.kind, k)
+                    || newer(k)
+                    || self.staged.contains_key(k)
+                    || self.spilled.contains_key(k)
+                {
+                    return;
+                }
+                match decode::<V>(b) {
+                    Ok(v) => f(k, &v),
+                    Err(e) => {
+                        bad.get_or_insert(format!("{} {k}: {e}", self.kind.name()));
+                    }
+                }
+            })?;
+        }
+        bad.map_or(Ok(()), Err)
+    }
+
     /// Every entity of this kind, sorted by key: stored, then spilled, then resident ones
     /// (each later source newer than the one before), of the keys `keep` takes: stored states
     /// of other keys are skipped before they are decoded (a shard reading a cold tier shared

@@ -1266,6 +1266,21 @@ impl Engine {
         })
     }
 
+    /// Visits every member, resident or not, of the keys shard `me` of `n` owns, one stored
+    /// state at a time, in no order.
+    pub fn each_member_owned(
+        &self,
+        me: usize,
+        n: usize,
+        f: &mut dyn FnMut(&str, &Member),
+    ) -> Result<(), String> {
+        self.members.each(
+            self.cold_ref(),
+            &|kind, k| n <= 1 || join_key(kind, k.into()).owner(n) == me,
+            f,
+        )
+    }
+
     /// Every campaign's state, resident or not, of the keys shard `me` of `n` owns.
     pub fn campaigns_owned(
         &self,

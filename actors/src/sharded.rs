@@ -747,6 +747,19 @@ impl Sharded {
         Ok(all)
     }
 
+    /// Visits every member, resident or passivated, aliases included, once each, in no
+    /// order, holding one stored state at a time.
+    pub fn each_member(
+        &self,
+        f: &mut dyn FnMut(&str, &crate::member::Member),
+    ) -> Result<(), String> {
+        let n = self.engines.len();
+        for (i, e) in self.engines.iter().enumerate() {
+            e.each_member_owned(i, n, f)?;
+        }
+        Ok(())
+    }
+
     /// Every campaign any scan named, resident or passivated, by id.
     pub fn campaigns(
         &self,

@@ -593,7 +593,23 @@ fn run_cold(
             );
         }
     }
-    let state = serde_json::to_string(&e.try_snapshot().unwrap()).unwrap();
+    let snapshot = e.try_snapshot().unwrap();
+    // a visit of every member, one stored state at a time, sees what the snapshot gathers:
+    // each member once, as it is now (resident, staged by a begun checkpoint, spilled, or
+    // stored), whatever passivation left where
+    let mut visited = BTreeMap::new();
+    e.each_member_owned(0, 1, &mut |k, m| {
+        let again = visited.insert(k.to_string(), serde_json::to_string(m).unwrap());
+        assert!(again.is_none(), "{k} visited twice");
+    })
+    .unwrap();
+    let gathered: BTreeMap<String, String> = snapshot
+        .members
+        .iter()
+        .map(|(k, m)| (k.to_string(), serde_json::to_string(m).unwrap()))
+        .collect();
+    prop_assert_eq!(visited, gathered);
+    let state = serde_json::to_string(&snapshot).unwrap();
     if begun.is_some() {
         // a whole checkpoint taken while one is begun (as at a stop) holds both: restored, it
         // is this state
