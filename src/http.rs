@@ -423,14 +423,16 @@ const RESULTS: [(&str, IsOutput); 4] = [
     ("order", |o| o.stream() == "orders"),
     ("decision", is_decision),
     ("credit", |o| o.stream() == "credit"),
-    ("merges", |o| {
-        matches!(
-            o,
-            omnistream_actors::Output::Merged { .. }
-                | omnistream_actors::Output::MergeConflict { .. }
-        )
-    }),
+    ("merges", is_merge),
 ];
+
+/// Whether an output is a merge of two members or one refused.
+fn is_merge(o: &omnistream_actors::Output) -> bool {
+    matches!(
+        o,
+        omnistream_actors::Output::Merged { .. } | omnistream_actors::Output::MergeConflict { .. }
+    )
+}
 
 /// Whether an output is of some kind.
 type IsOutput = fn(&omnistream_actors::Output) -> bool;
@@ -499,7 +501,18 @@ async fn post_scan(
         Ok(mut outcomes) => match outcomes.pop() {
             Some(Outcome::Accepted { id, outputs }) => {
                 let decision = first_of(&outputs, "decision");
-                HttpResponse::Ok().json(json!({"id": id, "status": "accepted", "decision": decision, "outputs": outputs}))
+                let mut answer = json!({"id": id, "status": "accepted", "decision": decision, "outputs": outputs});
+                // the scan's identities joined two members, or were refused for it: said as
+                // /v1/events says it
+                let merges: Vec<Value> = outputs
+                    .iter()
+                    .filter(|e| e.event == id && is_merge(&e.output))
+                    .filter_map(|e| serde_json::to_value(&e.output).ok())
+                    .collect();
+                if !merges.is_empty() {
+                    answer["merges"] = Value::from(merges);
+                }
+                HttpResponse::Ok().json(answer)
             }
             // a retry: the decision it got and its review's resolution, while the shard
             // remembers them (else null)

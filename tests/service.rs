@@ -1377,6 +1377,18 @@ fn reviews_holding_nothing_are_not_resolvable_and_merged_ones_stay_the_persons()
         v["results"][1]["merges"][0]["output"], "merge_conflict",
         "{v}"
     );
+    // a scan naming an identity of another member joins them, and /v1/scan says so too
+    let click = json!({"id": id(9), "type":"click","ts":"2026-11-11T10:24:00+08:00","channel":"tmall",
+                       "member":{"tmall":"t-z"},"target":"ad-1"});
+    s.post(&[click.to_string()]);
+    let mut scan: Value = serde_json::from_str(&script()[7]).unwrap();
+    scan["id"] = json!(id(10));
+    scan["code"] = json!("C-JOIN");
+    scan["ts"] = json!("2026-11-11T10:25:00+08:00");
+    scan["member"] = json!({"openid": "oa", "tmall": "t-z"});
+    let (code, v) = s.request("POST", "/v1/scan", &scan.to_string());
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["merges"][0]["output"], "merged", "{v}");
     assert_eq!(
         survivor,
         s.get("/v1/identities/openid/oa")["id"].as_str().unwrap(),

@@ -481,7 +481,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for WireIds<'a> {
     }
 }
 
-/// The id of an event too large to decode, when its first KiB holds the top-level key
+/// The id of an event too large to decode (or whose JSON breaks), when its first KiB holds
+/// the top-level key
 /// `"id": "<uuid>"` (where senders put it), so its rejection and dead letter can be matched
 /// to what was sent. A scan of the bytes, not a parse: strings skipped past their escapes,
 /// nesting counted, an `id` inside another object left alone.
@@ -580,7 +581,13 @@ impl Decoder {
         }
         let value: Value = match serde_json::from_slice(bytes) {
             Ok(v) => v,
-            Err(e) => return Rejection::whole(json_reason(&e), e.to_string()),
+            Err(e) => {
+                // broken JSON: its id, when it starts as senders write it, still says which
+                // event was refused
+                let mut r = Rejection::whole(json_reason(&e), e.to_string());
+                r.id = id_near_start(bytes);
+                return r;
+            }
         };
         let Value::Object(map) = value else {
             return Rejection::whole(Reason::NotAnObject, "an event is a json object");

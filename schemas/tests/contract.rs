@@ -472,6 +472,23 @@ fn every_problem_is_reported_not_just_the_first() {
     assert!(!got.contains(&(Reason::MissingField, "sku")), "{got:?}");
 }
 
+/// Broken JSON keeps its id when it starts as senders write it: the sender can match the
+/// rejection to what it sent.
+#[test]
+fn broken_json_keeps_its_id_when_it_leads() {
+    let d = decoder();
+    let r = d
+        .decode(br#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"click","target": }"#)
+        .unwrap_err();
+    assert_eq!(r.primary(), Reason::BadJson);
+    assert_eq!(
+        r.id.as_deref(),
+        Some("0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11")
+    );
+    let r = d.decode(br#"{"type":"click", "target": }"#).unwrap_err();
+    assert_eq!(r.id, None);
+}
+
 #[test]
 fn size_utf8_and_depth_limits() {
     let d = decoder();
