@@ -107,6 +107,8 @@ fn array_items(body: &[u8]) -> Vec<&[u8]> {
     }
     let mut items = Vec::new();
     let (mut depth, mut in_string, mut escaped, mut start) = (0usize, false, false, 1);
+    // an element just closed and no comma yet: another opening there is a comma missed
+    let mut ended = false;
     for (i, &b) in body.iter().enumerate().skip(1) {
         if in_string {
             match b {
@@ -119,8 +121,18 @@ fn array_items(body: &[u8]) -> Vec<&[u8]> {
         }
         match b {
             b'"' => in_string = true,
-            b'{' | b'[' => depth += 1,
-            b'}' | b']' if depth > 0 => depth -= 1,
+            b'{' | b'[' => {
+                if depth == 0 && ended {
+                    push(&mut items, &body[start..i]);
+                    start = i;
+                }
+                ended = false;
+                depth += 1;
+            }
+            b'}' | b']' if depth > 0 => {
+                depth -= 1;
+                ended = depth == 0;
+            }
             b']' => {
                 push(&mut items, &body[start..i]);
                 push(&mut items, &body[i + 1..]);
@@ -129,6 +141,7 @@ fn array_items(body: &[u8]) -> Vec<&[u8]> {
             b',' if depth == 0 => {
                 push(&mut items, &body[start..i]);
                 start = i + 1;
+                ended = false;
             }
             _ => {}
         }
@@ -637,16 +650,21 @@ pub(crate) fn member_view(e: &Sharded, id: &str) -> Result<Option<Value>, ReadEr
 
 async fn get_member(st: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
     let id = id.into_inner();
-    // an id not of the form the service issues (an openid, a phone pasted here) is no
-    // member's: the miss says what a member id looks like and where to look one up
-    let what = match st.pii.protect(&IdKind::MemberId, &id) {
+    let what = member_miss(&st.pii, &id);
+    read(&st, &what, move |e| member_view(e, &id)).await
+}
+
+/// What a miss of member `id` is called in its 404 (`no such ...`): an id not of the form
+/// the service issues (an openid, a phone pasted for one) says what a member id looks like
+/// and where to look a member up.
+fn member_miss(pii: &Pii, id: &str) -> String {
+    match pii.protect(&IdKind::MemberId, id) {
         Ok(_) => "member".to_string(),
         Err(e) => format!(
             "member: `{id}` is not a member id ({e}); find a member by any identity at \
              /v1/identities/{{kind}}/{{value}}"
         ),
-    };
-    read(&st, &what, move |e| member_view(e, &id)).await
+    }
 }
 
 async fn get_identity(st: web::Data<AppState>, p: web::Path<(String, String)>) -> HttpResponse {
@@ -723,7 +741,8 @@ async fn get_ledger(
         Ok(b) => b,
         Err(e) => return bad_query(e),
     };
-    read_store(&st, "member", move |e, s| {
+    let what = member_miss(&st.pii, &id);
+    read_store(&st, &what, move |e, s| {
         let Some(m) = e.member(&id) else {
             return Ok(None);
         };
@@ -1106,6 +1125,13 @@ impl OutputQuery {
                 ));
             }
         }
+        // a reason no decision has would only ever find nothing
+        if let Some(r) = self.reason.as_deref() {
+            let all = omnistream_actors::fraud::Reason::ALL.map(|r| r.as_str());
+            if !all.contains(&r) {
+                return Err(format!("reason: `{r}` is none of {}", all.join(", ")));
+            }
+        }
         if let Some(s) = self.scan_event.as_deref() {
             if uuid::Uuid::parse_str(s).is_err() {
                 return Err(format!("scan_event: `{s}` is not an event id (a UUID)"));
@@ -1127,8 +1153,11 @@ impl OutputQuery {
             (&["code"], self.code),
             (&["/reasons/*/reason"], self.reason),
             (
+                // as outputs write it, whatever form of a UUID was given
                 &["scan_event"],
-                self.scan_event.map(|s| s.to_ascii_lowercase()),
+                self.scan_event
+                    .and_then(|s| uuid::Uuid::parse_str(&s).ok())
+                    .map(|u| u.hyphenated().to_string()),
             ),
         ];
         let fields = in_fields
@@ -1158,6 +1187,7 @@ async fn get_decisions(st: web::Data<AppState>, q: web::Query<OutputQuery>) -> H
     // a member's decisions are those of the person: also those written under an id merged
     // into it since (or into which it merged), matched by where each id leads now
     let member = q.member.take();
+    let what = member_miss(&st.pii, member.as_deref().unwrap_or_default());
     if let Some(r) = not_ready(&st) {
         return r;
     }
@@ -1198,7 +1228,7 @@ async fn get_decisions(st: web::Data<AppState>, q: web::Query<OutputQuery>) -> H
                 },
             );
             // the read finds nothing only for a member no one has
-            read_answer("member", st.shard.send(read).await)
+            read_answer(&what, st.shard.send(read).await)
         }
         Err(e) => bad_query(e),
     }
@@ -1609,6 +1639,11 @@ impl AdjustBody {
                 b.points
             ));
         }
+        if b.reference.trim().is_empty() {
+            return Err(
+                "ref: empty; give the case or ticket the adjustment is recorded under".into(),
+            );
+        }
         let reference = checked_text("ref", Some(b.reference), 64, false)?.unwrap_or_default();
         Ok((b.points, reference, resolver(b.reviewer, b.note, token)?))
     }
@@ -1632,11 +1667,12 @@ async fn post_adjustment(
         Ok(read) => read,
         Err(why) => return error(StatusCode::BAD_REQUEST, "bad_body", why),
     };
+    let asked = id.into_inner();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let sent = st
         .shard
         .send(crate::shard::Adjust {
-            member: id.into_inner(),
+            member: asked.clone(),
             points,
             reference: reference.clone(),
             by,
@@ -1652,7 +1688,11 @@ async fn post_adjustment(
     }
     use crate::shard::Adjusted;
     match rx.await {
-        Ok(Ok(Adjusted::NoMember)) => error(StatusCode::NOT_FOUND, "not_found", "no such member"),
+        Ok(Ok(Adjusted::NoMember)) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no such {}", member_miss(&st.pii, &asked)),
+        ),
         Ok(Ok(Adjusted::Before { member, points: p })) if p == points => HttpResponse::Ok()
             .json(json!({"member": member, "ref": reference, "status": "duplicate", "points": p})),
         Ok(Ok(Adjusted::Before { member, points: p })) => error(
@@ -2795,6 +2835,11 @@ mod tests {
         );
         // cut short: what arrived whole stands, the piece cut is refused
         assert_eq!(texts(br#"[{"a":1}, {"b":"#), [r#"{"a":1}"#, r#"{"b":"#]);
+        // a comma missed between two elements: two events, not one refused text
+        assert_eq!(
+            texts(br#"[{"a":1} {"b":[2]}, {"c":3}]"#),
+            [r#"{"a":1}"#, r#"{"b":[2]}"#, r#"{"c":3}"#]
+        );
         assert!(texts(b"[").is_empty());
     }
 

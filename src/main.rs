@@ -295,7 +295,7 @@ fn load_config(
         );
     }
     for w in cfg.rules.warnings() {
-        tracing::warn!("config {w}");
+        tracing::warn!("config rules.{w}");
     }
     Ok(cfg)
 }

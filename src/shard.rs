@@ -398,7 +398,7 @@ struct Extras {
     reviews: std::collections::HashMap<uuid::Uuid, String>,
     /// Points adjustments by member and reference (none in checkpoints written before).
     #[serde(default, skip_serializing_if = "std::collections::HashMap::is_empty")]
-    adjusted: std::collections::HashMap<String, i64>,
+    adjusted: AdjustedRefs,
     board: serde_json::Value,
     /// The rules the log after the checkpoint starts under (checkpoints written before
     /// builds kept them have none; rules this build cannot read count as none).
@@ -697,26 +697,43 @@ fn is_zero(n: &i64) -> bool {
     *n == 0
 }
 
-/// The points adjustments made, by member and reference, with their points: a request under
-/// a reference used before is its retry (or a conflict).
+/// The points adjustments made, by member and then reference, with their points: a request
+/// under a reference used before is its retry (or a conflict). A merge hands the alias's to
+/// its survivor, so a retry through either id finds it.
 #[derive(Debug, Default)]
-struct Adjustments(std::collections::HashMap<String, i64>);
+struct Adjustments(AdjustedRefs);
+
+/// Member → reference → points.
+type AdjustedRefs = std::collections::HashMap<String, std::collections::HashMap<String, i64>>;
 
 impl Adjustments {
-    fn key(member: &str, reference: &str) -> String {
-        format!("{member}\u{0}{reference}")
+    fn get(&self, member: &str, reference: &str) -> Option<i64> {
+        self.0.get(member)?.get(reference).copied()
     }
 
     fn observe(&mut self, out: &[Emitted]) {
         for e in out {
-            if let Output::PointsAdjusted {
-                member,
-                reference,
-                points,
-                ..
-            } = &e.output
-            {
-                self.0.insert(Self::key(member, reference), *points);
+            match &e.output {
+                Output::PointsAdjusted {
+                    member,
+                    reference,
+                    points,
+                    ..
+                } => {
+                    self.0
+                        .entry(member.to_string())
+                        .or_default()
+                        .insert(reference.to_string(), *points);
+                }
+                Output::Merged { survivor, alias } => {
+                    if let Some(moved) = self.0.remove(alias.as_str()) {
+                        let into = self.0.entry(survivor.to_string()).or_default();
+                        for (r, p) in moved {
+                            into.entry(r).or_insert(p);
+                        }
+                    }
+                }
+                _ => {}
             }
         }
     }
@@ -2228,11 +2245,7 @@ impl Handler<Adjust> for Shard {
             let _ = msg.reply.send(Ok(Adjusted::NoMember));
             return;
         };
-        if let Some(&points) = self
-            .adjusted
-            .0
-            .get(&Adjustments::key(&member, &msg.reference))
-        {
+        if let Some(points) = self.adjusted.get(&member, &msg.reference) {
             let _ = msg.reply.send(Ok(Adjusted::Before { member, points }));
             return;
         }

@@ -613,18 +613,21 @@ fn an_until_before_the_inputs_end_is_named() {
 
 /// `--rules` given twice: the second laid over the first, key by key, so a what-if file of
 /// one key keeps the rest of the service's configuration (its campaigns), and the campaign
-/// takes the changed default it does not set itself.
+/// takes the changed default it does not set itself. A configuration's [rules] only are
+/// read: its access tokens need not be in the environment.
 #[test]
 fn a_what_if_file_is_laid_over_the_configuration() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("omnistream.toml");
     std::fs::write(
         &config,
-        "[rules.campaigns.qr-summer]\npoints = 50\n[rules.default-campaign.fraud]\nblock-at = 80\n",
+        "[auth]\nenabled = true\ntokens = [{name = \"pos\", scopes = [\"ingest\"], token-env = \"OMNISTREAM_TOKEN_NOT_SET_HERE\"}]\n\
+         [rules.campaigns.qr-summer]\npoints = 50\n[rules.default-campaign.fraud]\nblock-at = 80\n",
     )
     .unwrap();
     let what_if = dir.path().join("what-if.toml");
-    std::fs::write(&what_if, "[default-campaign.fraud]\nreview-at = 30\n").unwrap();
+    // valid only over the base's block-at (80): alone, over the default 70, it is not
+    std::fs::write(&what_if, "[default-campaign.fraud]\nreview-at = 75\n").unwrap();
     let out = dir.path().join("out");
     let o = Command::new(env!("CARGO_BIN_EXE_omnistream"))
         .args(["replay", "--input", SAMPLE, "--out"])
@@ -645,11 +648,11 @@ fn a_what_if_file_is_laid_over_the_configuration() {
         toml::from_str(&std::fs::read_to_string(out.join("rules.toml")).unwrap()).unwrap();
     let qr = &ran["campaigns"]["qr-summer"];
     assert_eq!(qr["points"].as_integer(), Some(50), "{ran}");
-    assert_eq!(qr["fraud"]["review-at"].as_integer(), Some(30), "{ran}");
+    assert_eq!(qr["fraud"]["review-at"].as_integer(), Some(75), "{ran}");
     assert_eq!(qr["fraud"]["block-at"].as_integer(), Some(80), "{ran}");
     assert_eq!(
         ran["default-campaign"]["fraud"]["review-at"].as_integer(),
-        Some(30)
+        Some(75)
     );
     // a bad key in either is reported against its own file
     std::fs::write(&what_if, "[default-campaign.fraud]\nreview_at = 30\n").unwrap();

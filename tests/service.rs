@@ -307,6 +307,28 @@ fn points_adjustments_are_recorded_once_per_reference_and_survive_a_restart() {
     }
     let (code, _) = adjust(&s, "nobody", r#"{"points": 5, "ref": "x"}"#);
     assert_eq!(code, 404);
+    // an adjustment, then a merge: a retry through either id is the same adjustment
+    let click = json!({"id": id(501), "type": "click", "ts": "2026-11-11T18:00:00+08:00",
+                       "channel": "tmall", "member": {"tmall": "t-adj"}, "target": "ad"});
+    s.post(&[click.to_string()]);
+    let other = s.get("/v1/identities/tmall/t-adj")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (code, v) = adjust(&s, &other, r#"{"points": 10, "ref": "case-m"}"#);
+    assert_eq!((code, v["status"].as_str()), (200, Some("accepted")), "{v}");
+    let join = json!({"id": id(502), "type": "identify", "ts": "2026-11-11T18:01:00+08:00",
+                      "member": {"openid": "oa", "tmall": "t-adj"}});
+    let v = s.post(&[join.to_string()]);
+    assert_eq!(v["results"][0]["merges"][0]["output"], "merged", "{v}");
+    for who in [&member, &other] {
+        let (code, v) = adjust(&s, who, r#"{"points": 10, "ref": "case-m"}"#);
+        assert_eq!(
+            (code, v["status"].as_str()),
+            (200, Some("duplicate")),
+            "{who}: {v}"
+        );
+    }
     let ledger = s.get(&format!("/v1/members/{member}/ledger"));
     s.stop();
     let s = Service::start(dir.path());
@@ -320,7 +342,7 @@ fn points_adjustments_are_recorded_once_per_reference_and_survive_a_restart() {
     let m = s.get(&format!("/v1/members/{member}"));
     assert_eq!(
         (&m["balance"], &m["debt"]),
-        (&json!(0), &json!(1_000_000 - before - 50)),
+        (&json!(0), &json!(1_000_000 - before - 50 - 10)),
         "{m}"
     );
     s.stop();
@@ -819,6 +841,7 @@ fn review_survives_restarts(env: &[(&str, &str)]) {
     assert_eq!(count("reason=impossible_travel"), 1);
     assert_eq!(count("reason=code_shared"), 0);
     assert_eq!(count(&format!("scan_event={}", id(2).to_uppercase())), 1);
+    assert_eq!(count(&format!("scan_event={}", id(2).replace('-', ""))), 1);
     assert_eq!(count(&format!("scan_event={}", id(3))), 0);
     for (bad, names) in [
         ("decision=maybe", "decision"),
@@ -830,6 +853,7 @@ fn review_survives_restarts(env: &[(&str, &str)]) {
             "pending: given more than once",
         ),
         ("scan_event=42", "scan_event"),
+        ("reason=batch-harvest", "reason: `batch-harvest` is none of"),
     ] {
         let (code, v) = s.request("GET", &format!("/v1/decisions?{bad}"), "");
         assert_eq!(

@@ -96,7 +96,8 @@ impl Campaign {
                     // nobody to pay: granting would leak budget
                     return;
                 }
-                let granted = self.grant(me, points, fx);
+                // a campaign that pays nothing grants nothing: no grant counted
+                let granted = if paid { self.grant(me, points, fx) } else { 0 };
                 let reward = MemberCmd::ScanReward {
                     campaign: me.clone(),
                     code,
@@ -121,7 +122,8 @@ impl Campaign {
                 }
                 d.shadow_differs += u64::from(v.shadow_decision.is_some());
                 let granted = match v.decision {
-                    Decision::Allow | Decision::Review => self.grant(me, points, fx),
+                    Decision::Allow | Decision::Review if paid => self.grant(me, points, fx),
+                    Decision::Allow | Decision::Review => 0,
                     Decision::Block | Decision::Duplicate => 0,
                 };
                 let not_granted = match v.decision {

@@ -150,9 +150,12 @@ impl Rules {
             .keys()
             .filter(|c| !omnistream_schemas::Channel::KNOWN.contains(&c.as_str()))
             .map(|c| {
+                let hint = omnistream_schemas::near_channel(c)
+                    .map(|h| format!("did you mean `{h}`? "))
+                    .unwrap_or_default();
                 format!(
                     "points.channel-multiplier.{c}: `{c}` is none of the contract's channels \
-                     ({}); only events naming it exactly get this multiplier",
+                     ({}); {hint}only events naming it exactly get this multiplier",
                     omnistream_schemas::Channel::KNOWN.join(", ")
                 )
             })
@@ -192,12 +195,13 @@ impl Rules {
                 "min-earned must increase from level to level",
             );
         }
-        if self.tiers.levels.first().is_some_and(|l| l.min_earned <= 0) {
-            return bad(
-                "tiers.levels",
+        if let Some(l) = self.tiers.levels.first().filter(|l| l.min_earned <= 0) {
+            return Err((
+                format!("tiers.levels.{}", l.name),
                 "min-earned must be >= 1 (at 0 every member, even one who never earned, is in \
-                 the level: that is `base`)",
-            );
+                 the level: that is `base`)"
+                    .into(),
+            ));
         }
         let names =
             std::iter::once(&self.tiers.base).chain(self.tiers.levels.iter().map(|l| &l.name));
@@ -215,7 +219,10 @@ impl Rules {
                 ));
             }
         }
-        if !(1..=self.member.history_days).contains(&self.tiers.period_days) {
+        // (no levels: no tiers to reckon, and the period is not read)
+        if !self.tiers.levels.is_empty()
+            && !(1..=self.member.history_days).contains(&self.tiers.period_days)
+        {
             return bad(
                 "tiers.period-days",
                 "must be in 1..=member.history-days (a member keeps its days that long)",
@@ -1017,8 +1024,8 @@ mod tests {
                 "[tiers]\ndowngrade-grace-days = -1\n".to_string(),
                 "tiers.downgrade-grace-days",
             ),
-            (level("silver", -10), "tiers.levels"),
-            (level("silver", 0), "tiers.levels"),
+            (level("silver", -10), "tiers.levels.silver"),
+            (level("silver", 0), "tiers.levels.silver"),
             (
                 format!("{}{}", level("silver", 10), level("silver", 20)),
                 "tiers.silver",

@@ -1586,6 +1586,12 @@ pub fn lint(bytes: &[u8]) -> Vec<String> {
     out
 }
 
+/// The contract's channel a channel name not among them likely means (`Tmall`, `tmal`):
+/// None for one of them, or for one too far from any.
+pub fn near_channel(s: &str) -> Option<&'static str> {
+    near_known(s, &crate::Channel::KNOWN, &[])
+}
+
 /// The known name `s` likely means, when it is not one itself: the same but for case, a
 /// synonym, or one edit from it (two for names longer than four characters).
 fn near_known(

@@ -79,31 +79,40 @@ pub fn load_rules(paths: &[PathBuf]) -> anyhow::Result<Rules> {
     rules
         .check()
         .map_err(|(key, why)| anyhow::anyhow!("rules {}: {key}: {why}", named()))?;
+    for w in rules.warnings() {
+        super::note(format_args!("omnistream: warning: rules {}: {w}", named()));
+    }
     Ok(rules)
 }
 
-/// The rules table of one `--rules` file as written (checked alone first, so a mistake is
-/// reported against its file): a configuration file's `[rules]`, or the file itself.
+/// The rules table of one `--rules` file as written (its keys and types checked alone first,
+/// so a mistake is reported against its file): a configuration file's `[rules]`, or the
+/// file itself.
 fn rules_table(p: &Path) -> anyhow::Result<toml::Table> {
     let text =
         std::fs::read_to_string(p).with_context(|| format!("reading rules {}", p.display()))?;
     let mut table: toml::Table =
         toml::from_str(&text).map_err(|e| anyhow::anyhow!("rules {}: {e}", p.display()))?;
-    if table.contains_key("rules") {
-        crate::config::Config::load(Some(p), std::iter::empty())
-            .map_err(|e| anyhow::anyhow!("rules {} (a configuration file): {e}", p.display()))?;
-        return Ok(match table.remove("rules") {
+    // a configuration file: its [rules] only (the rest, access tokens from the environment
+    // among it, is the service's business, not a replay's)
+    let table = if table.contains_key("rules") {
+        match table.remove("rules") {
             Some(toml::Value::Table(t)) => t,
-            _ => toml::Table::new(),
-        });
-    }
+            Some(_) => anyhow::bail!(
+                "rules {} (a configuration file): [rules] is not a table",
+                p.display()
+            ),
+            None => toml::Table::new(),
+        }
+    } else {
+        table
+    };
+    // its keys and types alone (a typo is reported against its file); its values are checked
+    // once the files are laid together, since a what-if's may hold only with the base's
     let mut alone = table.clone();
     crate::config::inherit_default_campaign(&mut alone);
-    let rules = <Rules as serde::Deserialize>::deserialize(alone)
+    <Rules as serde::Deserialize>::deserialize(alone)
         .map_err(|e| anyhow::anyhow!("rules {}: {e}", p.display()))?;
-    rules
-        .check()
-        .map_err(|(key, why)| anyhow::anyhow!("rules {}: {key}: {why}", p.display()))?;
     Ok(table)
 }
 
