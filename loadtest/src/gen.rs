@@ -524,19 +524,6 @@ fn run(
     }
     // reference data first, a few minutes before the activity starts
     let preamble = g.preamble();
-    if preamble.len() as u64 >= sc.events {
-        // the scenario's events would all be reference data: no scan, click or order at all
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "events = {} is no more than the {} reference events the sizes make first \
-                 (dealers, code batches, stock for each store's SKUs): raise `events` or \
-                 shrink [sizes] (stores, store_skus, dealers, batches_per_dealer)",
-                sc.events,
-                preamble.len()
-            ),
-        ));
-    }
     for p in preamble {
         if sum.events >= budget {
             break;

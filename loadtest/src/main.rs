@@ -414,6 +414,19 @@ fn cmd_generate(scenario: &str, out: &PathBuf, json: bool) -> Result<()> {
     let summary = generate(&sc, &mut events, &mut labels, &mut |n| bar.set_position(n))
         .context("writing events")?;
     bar.finish_and_clear();
+    // every event went to the reference data the sizes make first: no member did anything
+    let activity: u64 = ["scan", "click", "order", "visit"]
+        .iter()
+        .filter_map(|t| summary.by_type.get(t))
+        .sum();
+    if activity == 0 {
+        anyhow::bail!(
+            "{} events written, all of them reference data (dealers, code batches, stock for \
+             each store's SKUs), no scan, click, order or visit: raise `events` or shrink \
+             [sizes] (stores, store_skus, dealers, batches_per_dealer)",
+            summary.events
+        );
+    }
     let secs = t.elapsed().as_secs_f64();
     if json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
