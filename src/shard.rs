@@ -2213,9 +2213,25 @@ impl Handler<Review> for Shard {
             reference: None,
             by: Some(msg.by),
         };
+        let rx = self.run_admin(&entry, ctx);
+        // the caller waits for the commit; forward its answer
+        actix::spawn(async move {
+            let _ = msg.reply.send(rx.await.ok());
+        });
+    }
+}
+
+impl Shard {
+    /// Applies a command of the admin API, logs it like an event and schedules its commit:
+    /// the outcome, once durable.
+    fn run_admin(
+        &mut self,
+        entry: &AdminEntry,
+        ctx: &mut Context<Self>,
+    ) -> oneshot::Receiver<Result<Vec<Outcome>, ShardError>> {
         let mut emitted = Vec::new();
         entry.apply(&mut self.engine, &mut emitted);
-        self.log_entry(serde_json::to_vec(&entry).unwrap_or_default(), &emitted);
+        self.log_entry(serde_json::to_vec(entry).unwrap_or_default(), &emitted);
         let (tx, rx) = oneshot::channel();
         self.waiting.push((
             tx,
@@ -2224,11 +2240,8 @@ impl Handler<Review> for Shard {
                 outputs: emitted,
             }],
         ));
-        // the caller waits for the commit; forward its answer
-        actix::spawn(async move {
-            let _ = msg.reply.send(rx.await.ok());
-        });
         self.schedule_flush(ctx);
+        rx
     }
 }
 
@@ -2261,17 +2274,7 @@ impl Handler<Adjust> for Shard {
             reference: Some(msg.reference),
             by: Some(msg.by),
         };
-        let mut emitted = Vec::new();
-        entry.apply(&mut self.engine, &mut emitted);
-        self.log_entry(serde_json::to_vec(&entry).unwrap_or_default(), &emitted);
-        let (tx, rx) = oneshot::channel();
-        self.waiting.push((
-            tx,
-            vec![Outcome::Accepted {
-                id: entry.id,
-                outputs: emitted,
-            }],
-        ));
+        let rx = self.run_admin(&entry, ctx);
         // the caller waits for the commit; forward its answer
         actix::spawn(async move {
             let answer = match rx.await {
@@ -2286,7 +2289,6 @@ impl Handler<Adjust> for Shard {
             };
             let _ = msg.reply.send(answer);
         });
-        self.schedule_flush(ctx);
     }
 }
 
