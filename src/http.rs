@@ -38,6 +38,15 @@ struct AppState {
     output_rows: Option<Arc<dyn crate::store::OutputRows>>,
 }
 
+/// 503 `shard_unavailable`: the shard (the entities' actor) stopped.
+fn shard_stopped() -> HttpResponse {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "shard_unavailable",
+        "the shard stopped",
+    )
+}
+
 /// A JSON error body with a stable code and a human detail.
 fn error(status: StatusCode, code: &str, detail: impl Into<String>) -> HttpResponse {
     let mut r = HttpResponse::build(status);
@@ -1680,11 +1689,7 @@ async fn post_adjustment(
         })
         .await;
     if sent.is_err() {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shard_unavailable",
-            "the shard stopped",
-        );
+        return shard_stopped();
     }
     use crate::shard::Adjusted;
     match rx.await {
@@ -1722,11 +1727,7 @@ async fn post_adjustment(
             "store_unavailable",
             e.to_string(),
         ),
-        Err(_) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shard_unavailable",
-            "the shard stopped",
-        ),
+        Err(_) => shard_stopped(),
     }
 }
 
@@ -1800,11 +1801,7 @@ async fn post_review(
         .await
         .is_err()
     {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shard_unavailable",
-            "the shard stopped",
-        );
+        return shard_stopped();
     }
     match rx.await {
         Ok(None) => error(
@@ -1855,11 +1852,7 @@ async fn post_review(
             "store_unavailable",
             e.to_string(),
         ),
-        Err(_) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "shard_unavailable",
-            "the shard stopped",
-        ),
+        Err(_) => shard_stopped(),
     }
 }
 
