@@ -18,19 +18,22 @@ def chromium(args, profile):
     return out.stdout
 
 def page_numbers(dom):
-    """The KPI figures as rendered: sales (yuan), orders, scans."""
+    """The KPI figures as rendered: sales (yuan), orders, scans, points issued and used."""
     def text(id_):
         m = re.search(r'id="%s">([^<]*)<' % id_, dom)
         return m.group(1) if m else ""
     num = lambda s: int(re.sub(r"[^0-9]", "", s) or 0)
-    return {"sales": num(text("k-sales")), "orders": num(text("k-orders")), "scans": num(text("k-scans"))}
+    return {"sales": num(text("k-sales")), "orders": num(text("k-orders")), "scans": num(text("k-scans")),
+            "points_in": num(text("k-pin")), "points_out": num(text("k-pout"))}
 
 def board_numbers(addr):
     b = json.loads(urllib.request.urlopen("http://%s/v1/board" % addr, timeout=10).read())
     ms = b["minutes"]
     sales = sum(sum(m["sales"].values()) for m in ms)
     return {"sales": round(sales / 100), "orders": sum(sum(m["orders"].values()) for m in ms),
-            "scans": sum(m["allow"] + m["review"] + m["block"] + m["duplicate"] for m in ms)}
+            "scans": sum(m["allow"] + m["review"] + m["block"] + m["duplicate"] for m in ms),
+            "points_in": sum(m.get("points_in", 0) for m in ms),
+            "points_out": sum(m.get("points_out", 0) for m in ms)}
 
 def main():
     binary = sys.argv[1]

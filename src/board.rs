@@ -34,6 +34,14 @@ pub struct Minute {
     pub block: u64,
     /// Repeat scans by the same member.
     pub duplicate: u64,
+    /// Points added to members' balances (earned, scan rewards, refunds, adjustments; a
+    /// merge's moves left out).
+    #[serde(default)]
+    pub points_in: i64,
+    /// Points taken from them (redeemed, reversed, expired, adjustments; a merge's moves
+    /// left out).
+    #[serde(default)]
+    pub points_out: i64,
 }
 
 /// A blocked scan as the ticker shows it (member masked).
@@ -226,6 +234,17 @@ impl Board {
                         code: None,
                     });
                 }
+                Output::Ledger { delta, reason, .. }
+                    if !matches!(reason.as_str(), "merged_in" | "merged_out") =>
+                {
+                    if let Some(m) = self.minute(at) {
+                        if *delta > 0 {
+                            m.points_in += delta;
+                        } else {
+                            m.points_out -= delta;
+                        }
+                    }
+                }
                 Output::Stock {
                     sku, location, atp, ..
                 } => {
@@ -361,6 +380,44 @@ mod tests {
             at: omnistream_schemas::EventTime::from_unix_ms(1_700_000_000_000),
             output,
         }
+    }
+
+    /// Points in and out per minute, from the ledger: a merge's moves are no points issued
+    /// or used.
+    #[test]
+    fn points_issued_and_used_count_per_minute_without_merges() {
+        let engine = Sharded::new(omnistream_actors::Rules::default(), 1);
+        let mut b = Board::new(5);
+        let entry = |delta: i64, reason: &str| {
+            emitted(Output::Ledger {
+                member: "m1".into(),
+                seq: 1,
+                delta,
+                balance: 0,
+                reason: reason.into(),
+                about: None,
+                debt_delta: 0,
+                debt: 0,
+            })
+        };
+        b.observe(
+            &engine,
+            &[
+                entry(100, "earned"),
+                entry(20, "adjusted"),
+                entry(-30, "redeemed"),
+                entry(-5, "expired"),
+                entry(500, "merged_in"),
+                entry(-500, "merged_out"),
+            ],
+        );
+        let v = b.view();
+        assert_eq!((v.minutes[0].points_in, v.minutes[0].points_out), (120, 35));
+        // a minute saved before points were counted reads with none
+        let old: Minute = serde_json::from_value(serde_json::json!({"minute": 1, "sales": {},
+            "orders": {}, "allow": 0, "review": 0, "block": 0, "duplicate": 0}))
+        .unwrap();
+        assert_eq!((old.points_in, old.points_out), (0, 0));
     }
 
     fn stock(sku: &str, location: &str, atp: i64) -> Emitted {
