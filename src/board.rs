@@ -552,6 +552,7 @@ mod tests {
                 allow,
                 reward: 0,
                 refused: false,
+                overturned: false,
                 by: None,
             })
         };
@@ -566,6 +567,7 @@ mod tests {
                 allow: false,
                 reward: 0,
                 refused: true,
+                overturned: false,
                 by: None,
             })],
         );

@@ -1753,8 +1753,9 @@ fn not_under_review(decision: Value) -> HttpResponse {
             StatusCode::CONFLICT,
             "not_under_review",
             format!(
-                "this scan was blocked (score {score}: {}), not sent to review: a block is \
-                 final; only a review holds points for a person to resolve",
+                "this scan was blocked (score {score}: {}) already; `allow` overturns the \
+                 block (its reward is granted and paid, within the campaign's budget and the \
+                 daily cap)",
                 reasons.join(", ")
             ),
         ),

@@ -1184,6 +1184,7 @@ mod tests {
                 allow,
                 reward: 0,
                 refused: !allow,
+                overturned: false,
                 by: None,
             },
         };

@@ -640,6 +640,9 @@ struct AdminEntry {
     /// The case an adjustment is recorded under.
     #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
     reference: Option<String>,
+    /// The campaign of a scan whose block is overturned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    campaign: Option<String>,
     /// Who asked, when by the service's clock, and why (absent in entries logged before
     /// it was kept): copied onto the resolution it makes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -659,7 +662,9 @@ impl AdminEntry {
                         refused: false,
                         by,
                         ..
-                    } if *scan_event == self.event && self.admin == "review" => {
+                    } if *scan_event == self.event
+                        && (self.admin == "review" || self.admin == "overturn") =>
+                    {
                         *by = Some(Box::new(who.clone()));
                     }
                     Output::PointsAdjusted { by, .. } if self.admin == "adjust" => {
@@ -677,18 +682,32 @@ impl AdminEntry {
             unix_us: self.at_us,
             offset_min: 0,
         };
-        let cmd = match self.admin.as_str() {
-            "adjust" => omnistream_actors::MemberCmd::Adjust {
-                points: self.points,
-                reference: self.reference.as_deref().unwrap_or_default().into(),
-            },
-            _ => omnistream_actors::MemberCmd::ReviewResolve {
-                event: self.event,
-                allow: self.allow,
-            },
+        use omnistream_actors::{Cmd, Key, MemberCmd};
+        let member = Key::Member(self.member.as_str().into());
+        let (key, cmd) = match self.admin.as_str() {
+            "adjust" => (
+                member,
+                Cmd::Member(MemberCmd::Adjust {
+                    points: self.points,
+                    reference: self.reference.as_deref().unwrap_or_default().into(),
+                }),
+            ),
+            // the campaign grants the reward from its budget, then the member is paid
+            "overturn" => (
+                Key::Campaign(self.campaign.as_deref().unwrap_or_default().into()),
+                Cmd::Campaign(omnistream_actors::CampaignCmd::Overturn {
+                    member: self.member.as_str().into(),
+                    scan: self.event,
+                }),
+            ),
+            _ => (
+                member,
+                Cmd::Member(MemberCmd::ReviewResolve {
+                    event: self.event,
+                    allow: self.allow,
+                }),
+            ),
         };
-        let cmd = omnistream_actors::Cmd::Member(cmd);
-        let key = omnistream_actors::Key::Member(self.member.as_str().into());
         engine.command(key, cmd, self.id, at, out)
     }
 }
@@ -2189,7 +2208,37 @@ impl Handler<Review> for Shard {
             // never held for review (blocked, allowed): what it was decided, so the answer
             // can say so
             let answered = self.answers.get(msg.event);
-            let known = self.answers.resolution(msg.event).is_some() || !answered.is_empty();
+            let resolved = self.answers.resolution(msg.event).is_some();
+            // a block a person allows is overturned: its reward granted and paid now
+            let blocked = answered.iter().find_map(|e| match &e.output {
+                Output::Decision {
+                    decision: omnistream_actors::fraud::Decision::Block,
+                    member,
+                    campaign,
+                    ..
+                } => Some((member.to_string(), campaign.to_string())),
+                _ => None,
+            });
+            if let Some((member, campaign)) = blocked.filter(|_| msg.allow && !resolved) {
+                let entry = AdminEntry {
+                    admin: "overturn".into(),
+                    id: uuid::Uuid::from_u64_pair(0x4f56_4552_5455, self.next_seq),
+                    at_us: self.engine.watermark().max(0),
+                    event: msg.event,
+                    member,
+                    allow: true,
+                    points: 0,
+                    reference: None,
+                    campaign: Some(campaign),
+                    by: Some(msg.by),
+                };
+                let rx = self.run_admin(&entry, ctx);
+                actix::spawn(async move {
+                    let _ = msg.reply.send(rx.await.ok());
+                });
+                return;
+            }
+            let known = resolved || !answered.is_empty();
             let answer = known.then(|| {
                 Ok(vec![Outcome::Duplicate {
                     id: msg.event,
@@ -2211,6 +2260,7 @@ impl Handler<Review> for Shard {
             allow: msg.allow,
             points: 0,
             reference: None,
+            campaign: None,
             by: Some(msg.by),
         };
         let rx = self.run_admin(&entry, ctx);
@@ -2272,6 +2322,7 @@ impl Handler<Adjust> for Shard {
             allow: false,
             points: msg.points,
             reference: Some(msg.reference),
+            campaign: None,
             by: Some(msg.by),
         };
         let rx = self.run_admin(&entry, ctx);
@@ -2498,6 +2549,7 @@ mod tests {
                 allow: true,
                 reward: 10,
                 refused: false,
+                overturned: false,
                 by: None,
             },
         };
@@ -2541,6 +2593,7 @@ mod tests {
                 allow: false,
                 reward: 0,
                 refused: false,
+                overturned: false,
                 by: None,
             },
         };

@@ -348,6 +348,82 @@ fn points_adjustments_are_recorded_once_per_reference_and_survive_a_restart() {
     s.stop();
 }
 
+/// A person overturns a block: allowing a blocked scan grants its reward and pays it, as a
+/// resolution marked `overturned`; a retry is a duplicate, blocking it then a 409, and the
+/// payment survives a restart (the log repeats the overturn).
+#[test]
+fn a_blocked_scan_can_be_overturned_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Service::start(dir.path());
+    let first: Value = serde_json::from_str(&script()[7]).unwrap();
+    let mut copy = first.clone();
+    copy["id"] = json!(id(700));
+    copy["ts"] = json!("2026-11-11T13:30:00+08:00");
+    copy["member"] = json!({"openid": "o-copy"});
+    copy["device"] = json!("d-copy");
+    let v = s.post(&[first.to_string(), copy.to_string()]);
+    assert_eq!(v["results"][1]["decision"]["decision"], "block", "{v}");
+    let member = v["results"][1]["decision"]["member"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let resolve = |s: &Service, d: &str| {
+        s.request(
+            "POST",
+            &format!("/v1/reviews/{}", id(700)),
+            &format!(r#"{{"decision": "{d}", "reviewer": "risk-1", "note": "receipt checked"}}"#),
+        )
+    };
+    // blocking it again says it is blocked already, and how to overturn it
+    let (code, v) = resolve(&s, "block");
+    assert_eq!(
+        (code, v["error"].as_str()),
+        (409, Some("not_under_review")),
+        "{v}"
+    );
+    assert!(
+        v["detail"].as_str().unwrap().contains("`allow` overturns"),
+        "{v}"
+    );
+    let (code, v) = resolve(&s, "allow");
+    assert_eq!((code, v["status"].as_str()), (200, Some("accepted")), "{v}");
+    let r = &v["resolution"];
+    assert_eq!(
+        (
+            &r["allow"],
+            &r["overturned"],
+            &r["reward"],
+            &r["by"]["reviewer"]
+        ),
+        (&json!(true), &json!(true), &json!(10), &json!("risk-1")),
+        "{v}"
+    );
+    let balance = s.get(&format!("/v1/members/{member}"))["balance"].clone();
+    assert_eq!(balance, 10);
+    let (code, v) = resolve(&s, "allow");
+    assert_eq!(
+        (code, v["status"].as_str()),
+        (200, Some("duplicate")),
+        "{v}"
+    );
+    let (code, v) = resolve(&s, "block");
+    assert_eq!(
+        (code, v["error"].as_str()),
+        (409, Some("already_resolved")),
+        "{v}"
+    );
+    s.stop();
+    let s = Service::start(dir.path());
+    assert_eq!(s.get(&format!("/v1/members/{member}"))["balance"], 10);
+    let (code, v) = resolve(&s, "allow");
+    assert_eq!(
+        (code, v["status"].as_str()),
+        (200, Some("duplicate")),
+        "{v}"
+    );
+    s.stop();
+}
+
 #[test]
 fn bad_requests_get_4xx_with_reasons_and_lose_nothing_else() {
     let dir = tempfile::tempdir().unwrap();

@@ -75,9 +75,10 @@ impl Campaign {
         // claims and refunds are deduplicated apart: a refund travels under the id of the
         // scan that claimed
         let first = match &cmd {
-            CampaignCmd::Claim { .. } | CampaignCmd::Decide(_) => self
-                .claims_seen
-                .insert(ctx.event.as_u128(), CLAIMS_SEEN_CAP),
+            CampaignCmd::Claim { .. } | CampaignCmd::Decide(_) | CampaignCmd::Overturn { .. } => {
+                self.claims_seen
+                    .insert(ctx.event.as_u128(), CLAIMS_SEEN_CAP)
+            }
             CampaignCmd::Refund { .. } => self
                 .refunds_seen
                 .insert(ctx.event.as_u128(), REFUNDS_SEEN_CAP),
@@ -153,6 +154,18 @@ impl Campaign {
                         },
                         not_granted,
                     }))),
+                );
+            }
+            CampaignCmd::Overturn { member, scan } => {
+                let granted = if paid { self.grant(me, points, fx) } else { 0 };
+                fx.send(
+                    Key::Member(member),
+                    Cmd::Member(MemberCmd::Overturn {
+                        event: scan,
+                        campaign: me.clone(),
+                        points: granted,
+                        daily_cap: rules.daily_cap,
+                    }),
                 );
             }
             CampaignCmd::Refund { points: back } => {

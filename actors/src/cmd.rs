@@ -230,6 +230,18 @@ pub enum MemberCmd {
         /// The case, ticket or reason code (the ledger entry's `about`).
         reference: Str,
     },
+    /// The reward of a blocked scan a person overturned, granted by the campaign: paid
+    /// within the daily cap, and resolved (appended last).
+    Overturn {
+        /// The scan's event id.
+        event: uuid::Uuid,
+        /// Campaign.
+        campaign: Str,
+        /// Points granted by the budget.
+        points: i64,
+        /// Most rewarded scans per member per local day in this campaign.
+        daily_cap: u32,
+    },
 }
 
 /// See [`MemberCmd::ScanDecided`].
@@ -480,6 +492,14 @@ pub enum CampaignCmd {
     },
     /// A scan checked by every entity: score it, take the budget, send the reward or hold.
     Decide(Box<ScanCheck>),
+    /// A person overturned the block of a scan (the admin API): grant its reward from the
+    /// budget, as for an allowed scan, and pass it to the member.
+    Overturn {
+        /// The member the scan was decided for.
+        member: Str,
+        /// The scan's event id.
+        scan: uuid::Uuid,
+    },
 }
 
 /// Commands for an item code's registry entry.

@@ -1548,6 +1548,7 @@ impl Member {
                     allow,
                     reward,
                     refused: false,
+                    overturned: false,
                     by: None,
                 });
             }
@@ -1727,6 +1728,27 @@ impl Member {
             }
             MemberCmd::Absorb { from, state } => self.absorb(from, *state, ctx, fx),
             MemberCmd::Absorbed { .. } | MemberCmd::AbsorbRefused { .. } => {}
+            MemberCmd::Overturn {
+                event,
+                campaign,
+                points,
+                daily_cap,
+            } => {
+                if !self.first_event(ctx) {
+                    return;
+                }
+                let reward = self.pay(campaign.clone(), points, daily_cap, ctx, fx);
+                fx.out(Output::ReviewResolved {
+                    scan_event: event,
+                    member: me,
+                    campaign,
+                    allow: true,
+                    reward,
+                    refused: false,
+                    overturned: true,
+                    by: None,
+                });
+            }
             MemberCmd::Adjust { points, reference } => {
                 if !self.first_event(ctx) {
                     return;
@@ -1823,6 +1845,7 @@ impl Member {
                 allow: false,
                 reward: 0,
                 refused: true,
+                overturned: false,
                 by: None,
             });
         }

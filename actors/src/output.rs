@@ -321,7 +321,8 @@ pub enum Output {
         #[serde(default, skip_serializing_if = "crate::cold::omit")]
         scan: Option<Scanned>,
     },
-    /// A review was resolved (or refused because the member had too many on hold).
+    /// A review was resolved (or refused because the member had too many on hold), or a
+    /// person overturned a block (`overturned`).
     ReviewResolved {
         /// The scan's event id (named apart from the envelope's `event`, which for a
         /// resolution is the admin command's id).
@@ -338,6 +339,9 @@ pub enum Output {
         /// `max-held-reviews` and this was the oldest.
         #[serde(default, skip_serializing_if = "crate::cold::omit")]
         refused: bool,
+        /// A block a person overturned (the scan was blocked, not held for review).
+        #[serde(default, skip_serializing_if = "crate::cold::omit")]
+        overturned: bool,
         /// Who resolved it, when and why, as the service recorded the person's request
         /// (absent for a refusal, and for resolutions recorded before it was kept).
         #[serde(default, skip_serializing_if = "crate::cold::omit")]

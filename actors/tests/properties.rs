@@ -1032,19 +1032,37 @@ proptest! {
     ) {
         use omnistream_actors::{Cmd, Key, MemberCmd};
         use omnistream_actors::fraud::Decision;
-        let held = |out: &[Emitted]| -> Vec<(uuid::Uuid, String, EventTimeOf)> {
+        type Held = (uuid::Uuid, String, EventTimeOf, Option<String>);
+        let held = |out: &[Emitted]| -> Vec<Held> {
             out.iter()
                 .filter_map(|e| match &e.output {
                     Output::Decision { scan_event, member, decision: Decision::Review, .. } => {
-                        Some((*scan_event, member.to_string(), e.at))
+                        Some((*scan_event, member.to_string(), e.at, None))
+                    }
+                    Output::Decision { scan_event, member, campaign, decision: Decision::Block, .. } => {
+                        Some((*scan_event, member.to_string(), e.at, Some(campaign.to_string())))
                     }
                     _ => None,
                 })
                 .collect()
         };
-        let resolve = |i: usize, (event, member, at): &(uuid::Uuid, String, EventTimeOf)| {
-            let cmd = Cmd::Member(MemberCmd::ReviewResolve { event: *event, allow: i.is_multiple_of(2) });
-            (Key::Member(member.as_str().into()), cmd, uuid::Uuid::from_u64_pair(7, i as u64), *at)
+        // a review resolved, allowed or refused in turn; a block overturned through its
+        // campaign (the admin API's two commands)
+        let resolve = |i: usize, (event, member, at, campaign): &(uuid::Uuid, String, EventTimeOf, Option<String>)| {
+            let id = uuid::Uuid::from_u64_pair(7, i as u64);
+            match campaign {
+                Some(c) => {
+                    let cmd = Cmd::Campaign(omnistream_actors::CampaignCmd::Overturn {
+                        member: member.as_str().into(),
+                        scan: *event,
+                    });
+                    (Key::Campaign(c.as_str().into()), cmd, id, *at)
+                }
+                None => {
+                    let cmd = Cmd::Member(MemberCmd::ReviewResolve { event: *event, allow: i.is_multiple_of(2) });
+                    (Key::Member(member.as_str().into()), cmd, id, *at)
+                }
+            }
         };
         // the single engine against N shards in epochs of one event
         let mut engine = Engine::new(rules());
