@@ -216,6 +216,14 @@ impl Board {
                 }
                 // a held scan a reviewer blocked joins the ticker (its first decision, review,
                 // stays in its minute's counts)
+                // an overturned block leaves the ticker: the member was paid after all
+                Output::ReviewResolved {
+                    overturned: true,
+                    scan_event,
+                    ..
+                } => {
+                    self.blocked.retain(|b| b.event != Some(*scan_event));
+                }
                 Output::ReviewResolved {
                     member,
                     campaign,

@@ -1222,6 +1222,12 @@ async fn get_decisions(st: web::Data<AppState>, q: web::Query<OutputQuery>) -> H
                             }
                         }
                         if v.get("decision").and_then(Value::as_str) != Some("review") {
+                            // a block a person overturned says so, with what it paid
+                            if v.get("decision").and_then(Value::as_str) == Some("block") {
+                                if let Some(r) = scan_event(v).and_then(resolution) {
+                                    v["resolution"] = r;
+                                }
+                            }
                             return want.is_none();
                         }
                         let scan = scan_event(v);

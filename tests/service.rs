@@ -400,6 +400,18 @@ fn a_blocked_scan_can_be_overturned_once() {
     );
     let balance = s.get(&format!("/v1/members/{member}"))["balance"].clone();
     assert_eq!(balance, 10);
+    // the decision list shows the block with what became of it; the board's ticker drops it
+    let d = s.get(&format!("/v1/decisions?scan_event={}", id(700)));
+    assert_eq!(
+        d["items"][0]["output"]["resolution"]["overturned"], true,
+        "{d}"
+    );
+    let board = s.get("/v1/board");
+    let ticker = board["blocked"].as_array().unwrap();
+    assert!(
+        !ticker.iter().any(|b| b["event"] == id(700).as_str()),
+        "{board}"
+    );
     let (code, v) = resolve(&s, "allow");
     assert_eq!(
         (code, v["status"].as_str()),
