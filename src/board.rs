@@ -214,8 +214,6 @@ impl Board {
                         });
                     }
                 }
-                // a held scan a reviewer blocked joins the ticker (its first decision, review,
-                // stays in its minute's counts)
                 // an overturned block leaves the ticker: the member was paid after all
                 Output::ReviewResolved {
                     overturned: true,
@@ -224,6 +222,8 @@ impl Board {
                 } => {
                     self.blocked.retain(|b| b.event != Some(*scan_event));
                 }
+                // a held scan a reviewer blocked joins the ticker (its first decision, review,
+                // stays in its minute's counts)
                 Output::ReviewResolved {
                     member,
                     campaign,

@@ -706,7 +706,7 @@ impl Metrics {
             for r in omnistream_schemas::Reason::ALL {
                 m.dead_letters.with_label_values(&[r.code()]);
             }
-            for r in ["allow", "block", "refused"] {
+            for r in ["allow", "block", "refused", "overturned"] {
                 m.reviews_resolved.with_label_values(&[r]);
             }
             for why in omnistream_actors::fraud::NoReward::ALL {
@@ -893,12 +893,18 @@ impl Metrics {
                             .inc();
                     }
                 }
-                Output::ReviewResolved { allow, refused, .. } => self
+                Output::ReviewResolved {
+                    allow,
+                    refused,
+                    overturned,
+                    ..
+                } => self
                     .reviews_resolved
-                    .with_label_values(&[match (allow, refused) {
-                        (_, true) => "refused",
-                        (true, false) => "allow",
-                        (false, false) => "block",
+                    .with_label_values(&[match (allow, refused, overturned) {
+                        (_, true, _) => "refused",
+                        (_, false, true) => "overturned",
+                        (true, false, false) => "allow",
+                        (false, false, false) => "block",
                     }])
                     .inc(),
                 Output::Ledger { delta, reason, .. } => self.children.points.inc_by(

@@ -643,6 +643,11 @@ struct AdminEntry {
     /// The campaign of a scan whose block is overturned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     campaign: Option<String>,
+    /// The UTC offset of the scan a review or an overturn resolves, in minutes: the command
+    /// runs in its local day, which the campaign's daily cap counts (0 in entries logged
+    /// before it was kept, and for adjustments).
+    #[serde(default, skip_serializing_if = "is_zero_i16")]
+    offset_min: i16,
     /// Who asked, when by the service's clock, and why (absent in entries logged before
     /// it was kept): copied onto the resolution it makes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -680,7 +685,7 @@ impl AdminEntry {
     fn run(&self, engine: &mut Sharded, out: &mut Vec<Emitted>) -> usize {
         let at = omnistream_schemas::EventTime {
             unix_us: self.at_us,
-            offset_min: 0,
+            offset_min: self.offset_min,
         };
         use omnistream_actors::{Cmd, Key, MemberCmd};
         let member = Key::Member(self.member.as_str().into());
@@ -713,6 +718,10 @@ impl AdminEntry {
 }
 
 fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+fn is_zero_i16(n: &i16) -> bool {
     *n == 0
 }
 
@@ -2209,17 +2218,19 @@ impl Handler<Review> for Shard {
             // can say so
             let answered = self.answers.get(msg.event);
             let resolved = self.answers.resolution(msg.event).is_some();
-            // a block a person allows is overturned: its reward granted and paid now
+            // a block a person allows is overturned: its reward granted and paid now, in the
+            // scan's local day
             let blocked = answered.iter().find_map(|e| match &e.output {
                 Output::Decision {
                     decision: omnistream_actors::fraud::Decision::Block,
                     member,
                     campaign,
                     ..
-                } => Some((member.to_string(), campaign.to_string())),
+                } => Some((member.to_string(), campaign.to_string(), e.at.offset_min)),
                 _ => None,
             });
-            if let Some((member, campaign)) = blocked.filter(|_| msg.allow && !resolved) {
+            if let Some((member, campaign, offset_min)) = blocked.filter(|_| msg.allow && !resolved)
+            {
                 let entry = AdminEntry {
                     admin: "overturn".into(),
                     id: uuid::Uuid::from_u64_pair(0x4f56_4552_5455, self.next_seq),
@@ -2230,6 +2241,7 @@ impl Handler<Review> for Shard {
                     points: 0,
                     reference: None,
                     campaign: Some(campaign),
+                    offset_min,
                     by: Some(msg.by),
                 };
                 let rx = self.run_admin(&entry, ctx);
@@ -2261,6 +2273,13 @@ impl Handler<Review> for Shard {
             points: 0,
             reference: None,
             campaign: None,
+            // the scan's offset, while its decision is remembered: the daily cap's local day
+            offset_min: self
+                .answers
+                .get(msg.event)
+                .iter()
+                .find(|e| matches!(e.output, Output::Decision { .. }))
+                .map_or(0, |e| e.at.offset_min),
             by: Some(msg.by),
         };
         let rx = self.run_admin(&entry, ctx);
@@ -2323,6 +2342,7 @@ impl Handler<Adjust> for Shard {
             points: msg.points,
             reference: Some(msg.reference),
             campaign: None,
+            offset_min: 0,
             by: Some(msg.by),
         };
         let rx = self.run_admin(&entry, ctx);

@@ -436,6 +436,47 @@ fn a_blocked_scan_can_be_overturned_once() {
     s.stop();
 }
 
+/// An overturn is paid in the scan's local day: a member who reached the daily cap early in
+/// its local morning (still the day before in UTC) gets nothing more for it.
+#[test]
+fn an_overturn_counts_against_the_daily_cap_of_the_scans_local_day() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Service::start(dir.path());
+    let base: Value = serde_json::from_str(&script()[7]).unwrap();
+    let scan = |n: u32, code: &str, who: &str, device: &str, min: u32| {
+        let mut v = base.clone();
+        v["id"] = json!(id(800 + n));
+        v["code"] = json!(code);
+        v["ts"] = json!(format!("2026-11-12T07:{min:02}:00+08:00"));
+        v["member"] = json!({"openid": who});
+        v["device"] = json!(device);
+        v["ip"] = json!(format!("10.8.{n}.1"));
+        v.to_string()
+    };
+    // someone scans X first; the member's three rewarded scans reach the cap (3 a day)
+    let v = s.post(&[
+        scan(0, "X", "o-first", "d-first", 0),
+        scan(1, "A", "o-cap", "d-cap", 1),
+        scan(2, "B", "o-cap", "d-cap", 2),
+        scan(3, "C", "o-cap", "d-cap", 3),
+        scan(4, "X", "o-cap", "d-cap", 4),
+    ]);
+    let r = &v["results"];
+    assert_eq!(r[3]["decision"]["reward"], 10, "{v}");
+    assert_eq!(r[4]["decision"]["decision"], "block", "{v}");
+    let (code, v) = s.request(
+        "POST",
+        &format!("/v1/reviews/{}", id(804)),
+        r#"{"decision": "allow"}"#,
+    );
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(
+        v["resolution"]["reward"], 0,
+        "the cap of 2026-11-12 (+08:00) holds: {v}"
+    );
+    s.stop();
+}
+
 #[test]
 fn bad_requests_get_4xx_with_reasons_and_lose_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
