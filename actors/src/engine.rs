@@ -405,6 +405,12 @@ pub(crate) fn split_key(key: Key) -> (Kind, Str) {
     }
 }
 
+/// Whether a stored key belongs to shard `me` of `n` (every key does with one shard): the
+/// filter of the readers that walk a cold tier the shards share.
+fn owned(me: usize, n: usize) -> impl Fn(Kind, &str) -> bool {
+    move |kind, k| n <= 1 || join_key(kind, k.into()).owner(n) == me
+}
+
 /// The inverse of [`split_key`].
 pub(crate) fn join_key(kind: Kind, id: Str) -> Key {
     match kind {
@@ -1261,9 +1267,7 @@ impl Engine {
     /// Every store, resident or not, of the keys shard `me` of `n` owns (all: `n` = 1),
     /// sorted by id. Fails only when the cold tier does.
     pub fn stores_owned(&self, me: usize, n: usize) -> Result<BTreeMap<Str, Store>, String> {
-        self.stores.all(self.cold_ref(), &|kind, k| {
-            n <= 1 || join_key(kind, k.into()).owner(n) == me
-        })
+        self.stores.all(self.cold_ref(), &owned(me, n))
     }
 
     /// Visits every member, resident or not, of the keys shard `me` of `n` owns, one stored
@@ -1274,11 +1278,7 @@ impl Engine {
         n: usize,
         f: &mut dyn FnMut(&str, &Member),
     ) -> Result<(), String> {
-        self.members.each(
-            self.cold_ref(),
-            &|kind, k| n <= 1 || join_key(kind, k.into()).owner(n) == me,
-            f,
-        )
+        self.members.each(self.cold_ref(), &owned(me, n), f)
     }
 
     /// Every campaign's state, resident or not, of the keys shard `me` of `n` owns.
@@ -1287,9 +1287,7 @@ impl Engine {
         me: usize,
         n: usize,
     ) -> Result<BTreeMap<Str, crate::campaign::Campaign>, String> {
-        self.campaigns.all(self.cold_ref(), &|kind, k| {
-            n <= 1 || join_key(kind, k.into()).owner(n) == me
-        })
+        self.campaigns.all(self.cold_ref(), &owned(me, n))
     }
 
     /// Every resident member, alias or not (all of them without a cold tier).
@@ -1306,7 +1304,7 @@ impl Engine {
     /// its cold tier with the other shards: the stored states of other shards' keys are not
     /// even decoded.
     pub fn try_snapshot_owned(&self, me: usize, n: usize) -> Result<Snapshot, String> {
-        self.try_snapshot_where(&|kind, k| join_key(kind, k.into()).owner(n) == me)
+        self.try_snapshot_where(&owned(me, n))
     }
 
     fn try_snapshot_where(&self, keep: &dyn Fn(Kind, &str) -> bool) -> Result<Snapshot, String> {

@@ -1539,13 +1539,9 @@ pub fn lint(bytes: &[u8]) -> Vec<String> {
                 .collect(),
             None => FIELDS.to_vec(),
         };
-        // two edits apart is a typo of a long name, and another word for a short one (`qty`
-        // is not `ts`)
-        let near =
-            |f: &str| edit_distance(f, key) <= if f.len().min(key.len()) <= 4 { 1 } else { 2 };
         let hint = candidates
             .into_iter()
-            .filter(|f| near(f))
+            .filter(|f| near(f, key))
             .min_by_key(|f| edit_distance(f, key));
         let type_name = kind.map(EventKind::name).unwrap_or("this event");
         out.push(match hint {
@@ -1611,13 +1607,16 @@ fn near_known(
         .or_else(|| {
             known
                 .iter()
-                .filter(|k| {
-                    let d = edit_distance(k, &lower);
-                    d <= if k.len().min(lower.len()) <= 4 { 1 } else { 2 }
-                })
+                .filter(|k| near(k, &lower))
                 .min_by_key(|k| edit_distance(k, &lower))
                 .copied()
         })
+}
+
+/// Whether `a` is likely a typo of `b`: two edits apart is a typo of a long name, and
+/// another word for a short one (`qty` is not `ts`), so one edit for four characters or fewer.
+fn near(a: &str, b: &str) -> bool {
+    edit_distance(a, b) <= if a.len().min(b.len()) <= 4 { 1 } else { 2 }
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {
