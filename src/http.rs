@@ -557,6 +557,8 @@ async fn post_scan(
 pub(crate) enum ReadError {
     Store(StoreError),
     Render(serde_json::Error),
+    /// A query the state at hand refuses (a tier no rule names): 400 with why.
+    BadQuery(String),
 }
 
 impl From<StoreError> for ReadError {
@@ -616,6 +618,7 @@ fn read_answer(
 ) -> HttpResponse {
     match got {
         Ok(Ok(Some(v))) => HttpResponse::Ok().json(v),
+        Ok(Err(ReadError::BadQuery(why))) => bad_query(why),
         Ok(Err(ReadError::Render(e))) => {
             tracing::error!(what, error = %e, "a state did not render as JSON");
             error(
@@ -917,6 +920,108 @@ pub(crate) fn loyalty_view(e: &Sharded) -> Result<Option<Value>, ReadError> {
         "members": members, "tiers": tiers, "tags": tags,
         "points": {"balance": balance, "pending": pending, "debt": debt, "held": held},
     })))
+}
+
+/// `GET /v1/members`' query: a segment (tier, tag, channel, points held) and a page of it.
+#[derive(Deserialize, Default)]
+pub(crate) struct MembersQuery {
+    pub(crate) tier: Option<String>,
+    pub(crate) tag: Option<String>,
+    pub(crate) channel: Option<String>,
+    pub(crate) min_balance: Option<String>,
+    pub(crate) after: Option<String>,
+    pub(crate) limit: Option<String>,
+}
+
+/// Members in a segment, by id, a page at a time: those in `tier`, with `tag`, who used
+/// `channel`, holding at least `min_balance` points (each optional), after member id `after`;
+/// `total` counts the whole segment and `next` is the `after` of the next page. Reads every
+/// member, as [`loyalty_view`] does.
+pub(crate) fn members_list(e: &Sharded, q: &MembersQuery) -> Result<Option<Value>, ReadError> {
+    let limit = match q.limit.as_deref() {
+        None => 100,
+        Some(s) => s
+            .parse::<u64>()
+            .map(|l| l.min(1000) as usize)
+            .map_err(|_| ReadError::BadQuery(format!("limit: `{s}` is not a whole number")))?,
+    };
+    let min_balance = q
+        .min_balance
+        .as_deref()
+        .map(|s| {
+            s.parse::<i64>().map_err(|_| {
+                ReadError::BadQuery(format!("min_balance: `{s}` is not a number of points"))
+            })
+        })
+        .transpose()?;
+    // a tier or tag no rule names matches no one ever: say so rather than list nobody
+    let rules = e.rules();
+    let tiers: Vec<&str> = std::iter::once(&rules.tiers.base)
+        .chain(rules.tiers.levels.iter().map(|l| &l.name))
+        .map(|t| t.as_str())
+        .collect();
+    let tags: Vec<&str> = rules.tags.iter().map(|t| t.name.as_str()).collect();
+    let check = |what: &str, v: &Option<String>, known: &[&str]| match v {
+        Some(v) if !known.contains(&v.as_str()) => Err(ReadError::BadQuery(format!(
+            "{what}: `{v}` is none of the configured {what}s ({})",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        ))),
+        _ => Ok(()),
+    };
+    check("tier", &q.tier, &tiers)?;
+    check("tag", &q.tag, &tags)?;
+    let after = q.after.as_deref().unwrap_or("");
+    let mut total = 0u64;
+    // the `limit + 1` smallest ids past `after`: one more than the page tells whether a
+    // next page exists
+    let mut page =
+        std::collections::BTreeMap::<String, omnistream_actors::member::MemberSummary>::new();
+    e.each_member(&mut |id, m| {
+        if m.alias_of.is_some()
+            || q.tier.as_deref().is_some_and(|t| m.tier.as_str() != t)
+            || q.tag
+                .as_deref()
+                .is_some_and(|t| !m.tags.iter().any(|g| g.as_str() == t))
+            || q.channel
+                .as_deref()
+                .is_some_and(|c| !m.channels.iter().any(|g| g.as_str() == c))
+            || min_balance.is_some_and(|b| m.points.balance < b)
+        {
+            return;
+        }
+        total += 1;
+        if id <= after
+            || page.len() > limit && page.keys().next_back().is_some_and(|l| l.as_str() < id)
+        {
+            return;
+        }
+        page.insert(id.to_string(), m.summary());
+        if page.len() > limit + 1 {
+            page.pop_last();
+        }
+    })
+    .map_err(|why| {
+        ReadError::Store(StoreError::Io {
+            op: "read",
+            table: "members",
+            why,
+        })
+    })?;
+    let more = page.len() > limit;
+    let items: Vec<_> = page.into_values().take(limit).collect();
+    let next = more.then(|| items.last().map(|m| m.id.clone())).flatten();
+    Ok(Some(
+        json!({ "total": total, "items": items, "next": next }),
+    ))
+}
+
+async fn get_members(st: web::Data<AppState>, q: web::Query<MembersQuery>) -> HttpResponse {
+    let q = q.into_inner();
+    read(&st, "members", move |e| members_list(e, &q)).await
 }
 
 async fn get_loyalty(st: web::Data<AppState>) -> HttpResponse {
@@ -2276,6 +2381,7 @@ const POINTS: Access = Access::Scope("points");
 routes! {
     post "/v1/events" => post_events, INGEST;
     post "/v1/scan" => post_scan, INGEST;
+    get "/v1/members" [tier, tag, channel, min_balance, after, limit] => get_members, READ;
     get "/v1/members/{id}" => get_member, READ;
     get "/v1/members/{id}/ledger" [from, limit] => get_ledger, READ;
     get "/v1/identities/{kind}/{value}" => get_identity, READ;

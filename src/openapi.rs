@@ -57,7 +57,8 @@ const SAMPLE: &str = include_str!("../examples/sample.jsonl");
 fn examples() -> Vec<(&'static str, String, Value)> {
     use crate::http::{
         campaign_view, campaigns_view, credit_view, kpis_view, ledger_page, loyalty_view,
-        member_view, order_view, rep_view, reps_view, stock_view, stores_view, Holders,
+        member_view, members_list, order_view, rep_view, reps_view, stock_view, stores_view,
+        Holders, MembersQuery,
     };
     use omnistream_actors::{sharded::Sharded, Output, Rules};
     let decoder = omnistream_schemas::Decoder::new(omnistream_schemas::Pii::new(
@@ -176,6 +177,17 @@ fn examples() -> Vec<(&'static str, String, Value)> {
         ),
         ("/v1/loyalty", "/v1/loyalty".into(), json(loyalty_view(&e))),
         (
+            "/v1/members",
+            "/v1/members?limit=2".into(),
+            json(members_list(
+                &e,
+                &MembersQuery {
+                    limit: Some("2".into()),
+                    ..MembersQuery::default()
+                },
+            )),
+        ),
+        (
             "/v1/board",
             "/v1/board".into(),
             serde_json::to_value(board.view()).unwrap_or_default(),
@@ -276,6 +288,7 @@ fn paths() -> Value {
         "paths": {
             "/v1/events": {"post": op("ingest events (a JSON array, JSON lines, or one JSON object, also spread over lines; a leading byte-order mark is dropped; an array element that is not JSON is refused on its own, `bad_json`, the others applied); answers per event after they are durable: accepted, duplicate or rejected (with reasons); an accepted event whose identities joined two members or were refused for it carries `merges`, its `merged` and `merge_conflict` outputs; an accepted event that placed, changed or released an order carries `order`, the order's result, the last it made (order_accepted, order_rejected with its reason such as insufficient_stock, not_stocked (the SKU never had stock at the order's location) or insufficient_points, order_held with the dealer's shortfall, order_released, order_status, order_deferred for a status that waits for `placed` or for the dealer's credit, order_ignored with the reason), and `orders`, every one of them, when it made more than one (a payment releasing held orders, which then take their stock); an accepted scan carries `decision`, its decision output (as in `/v1/scan`'s answer, without the envelope's `event` and `at`), and so does a scan sent again (`duplicate`, with its review's `resolution`, while remembered; an order event sent again: `duplicate` with `order_state`, its order's view as `/v1/orders/{channel}/{order}` answers it now; a payment sent again: `credit_state`, its dealer's credit now, and `booked`, the amount its `ref` was booked for, null when not); a payment (or a dealer's order, or its fulfilment) carries `credit`, the dealer's credit after all it did, or payment_ignored with the reason (a `ref` already booked; `reference already booked with another amount` when its amount is not the one `booked` first)", &[], Some("events per the contract"))},
             "/v1/scan": {"post": op("one scan, answered with its outputs (and decision); sent again, `duplicate` with the decision it got and its review's resolution while remembered", &[], Some("one scan event"))},
+            "/v1/members": {"get": op("members in a segment, by id, a page at a time: those in `tier`, with `tag` (each must be a configured one: 400 naming them), who used `channel`, holding at least `min_balance` points (each optional; all given must hold); `after` a member id (the answer's `next`, null on the last page); `limit` up to 1000 (0: only `total`, the segment's size). Each item: `id`, `tier`, `tags`, `channels`, `balance`, `last_seen`; the profile has the rest. Ids merged away are left out. Reads every member, so it takes longer the more members there are", &["tier:query", "tag:query", "channel:query", "min_balance:query", "after:query", "limit:query"], None)},
             "/v1/members/{id}": {"get": op("a member's profile, X-RFM, tags, tier and points (`pending`: order points not yet earned), and `held_reviews` (scan rewards held for a person's review: scan_event, campaign, points, at; left out when none); `tier_progress` (`earned` in the tier period, `period_days`, `qualifies_for`, the `next` tier and the points `needed`, `kept_until`: the grace's end when its points no longer qualify for its tier), `expiring_30d` (points that expire within 30 days) and `next_expiry` ({at, points}, null when none held); 404 for an id no member has (one not of the issued form says where to look a member up)", &["id"], None)},
             "/v1/members/{id}/ledger": {"get": op("a member's points ledger: `balance`, `debt`, `next` (the `from` of the following page) and `entries`, each with `seq`, `delta`, `balance` after, `reason` (earned, scan_reward, review_reward, redeemed, redeem_refund, reversed, expired, merged_in, merged_out, debt_paid), `about` (the order, campaign or other member), and `debt_delta`/`debt` when the debt changed (left out when 0)", &["id", "from:query", "limit:query"], None)},
             "/v1/identities/{kind}/{value}": {"get": op("the member an identity belongs to (personal values are hashed by the server); `member_id` with an issued id answers as `/v1/members/{id}`, following merges", &["kind", "value"], None)},

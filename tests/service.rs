@@ -236,6 +236,93 @@ fn an_unconfigured_campaign_pays_nothing_when_so_configured() {
     s.stop();
 }
 
+/// A segment of members a page at a time: filtered by tier, tag, channel and points held,
+/// ids merged away left out, pages joined by `next` to the whole segment, and filters no
+/// rule could match refused with what would.
+#[test]
+fn members_are_listed_by_segment_a_page_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Service::start(dir.path());
+    s.post(&script());
+    let all = s.get("/v1/members?limit=1000");
+    let loyalty = s.get("/v1/loyalty");
+    assert_eq!(all["total"], loyalty["members"], "{all} {loyalty}");
+    let items = all["items"].as_array().unwrap();
+    assert_eq!(items.len() as u64, all["total"].as_u64().unwrap(), "{all}");
+    assert!(all["next"].is_null(), "{all}");
+    let ids: Vec<&str> = items.iter().map(|m| m["id"].as_str().unwrap()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted, "by id");
+    // the phone's member merged into oa's: only the survivor is listed
+    let oa = s.get("/v1/identities/openid/oa");
+    assert!(ids.contains(&oa["id"].as_str().unwrap()), "{all}");
+    let merged: Vec<&Value> = items.iter().filter(|m| m["id"] == oa["id"]).collect();
+    assert_eq!(merged.len(), 1, "{all}");
+    assert_eq!(merged[0]["balance"], oa["balance"], "{all}");
+    // the mall's buyer and the store's visitor (by phone) are one person who used both
+    assert_eq!(merged[0]["channels"], json!(["mall", "store"]), "{all}");
+    // one at a time, following `next`, gives the same list
+    let mut paged = Vec::new();
+    let mut after = String::new();
+    for _ in 0..ids.len() + 1 {
+        let page = s.get(&format!("/v1/members?limit=1&after={after}"));
+        assert_eq!(page["total"], all["total"], "{page}");
+        paged.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["id"].clone()),
+        );
+        match page["next"].as_str() {
+            Some(n) => after = n.to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(paged, ids, "pages joined");
+    // filters: who used the campaign channel; who holds points; by tier
+    let scanners = s.get("/v1/members?channel=campaign");
+    assert!(scanners["total"].as_u64().unwrap() >= 2, "{scanners}");
+    for m in scanners["items"].as_array().unwrap() {
+        assert!(
+            m["channels"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("campaign")),
+            "{m}"
+        );
+    }
+    let rich = s.get("/v1/members?min_balance=50");
+    let want = items
+        .iter()
+        .filter(|m| m["balance"].as_i64().unwrap() >= 50)
+        .count();
+    assert!(want >= 1 && want < items.len(), "the feed has both: {all}");
+    assert_eq!(rich["total"], want, "{rich}");
+    for m in rich["items"].as_array().unwrap() {
+        assert!(m["balance"].as_i64().unwrap() >= 50, "{m}");
+    }
+    let base = oa["tier"].as_str().unwrap();
+    let tier = s.get(&format!("/v1/members?tier={base}&limit=0"));
+    assert_eq!(tier["total"], loyalty["tiers"][base], "{tier} {loyalty}");
+    assert_eq!(tier["items"], json!([]), "limit 0: only the size");
+    // what no rule could match is refused, saying what would
+    let (code, v) = s.request("GET", "/v1/members?tier=Gold", "");
+    assert_eq!(code, 400, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("gold"), "{v}");
+    let (code, v) = s.request("GET", "/v1/members?tag=nobody", "");
+    assert_eq!(code, 400, "{v}");
+    assert!(
+        v["detail"].as_str().unwrap().starts_with("tag: `nobody`"),
+        "{v}"
+    );
+    let (code, v) = s.request("GET", "/v1/members?min_balance=lots", "");
+    assert_eq!(code, 400, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("min_balance"), "{v}");
+    s.stop();
+}
+
 /// A person adjusts a member's points: goodwill added, a claw-back past the balance owed
 /// (never negative), one adjustment per reference (a retry is a duplicate, another amount a
 /// 409), all kept across a restart (the log replays the adjustments).
@@ -2198,7 +2285,7 @@ fn the_openapi_examples_are_the_answers_to_the_sample_feed() {
         assert!(!example["value"].is_null(), "{path}");
         asked += 1;
     }
-    assert_eq!(asked, 16, "every state read has an example");
+    assert_eq!(asked, 17, "every state read has an example");
     s.stop();
 }
 

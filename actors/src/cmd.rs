@@ -109,6 +109,9 @@ pub enum MemberCmd {
         store: Str,
         /// Time spent, if known.
         duration_s: Option<i64>,
+        /// The visit's channel (`store` for a POS; a channel used, as a click's is).
+        #[serde(default)]
+        channel: Str,
     },
     /// A campaign scan, with the points the campaign's budget granted (0 when none).
     ScanReward {

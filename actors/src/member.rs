@@ -1217,6 +1217,24 @@ impl<'de> Deserialize<'de> for Orders {
     }
 }
 
+/// A member in a list (`GET /v1/members`): enough to pick out a segment, the profile for more.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MemberSummary {
+    /// Id.
+    pub id: Str,
+    /// Current tier.
+    pub tier: Str,
+    /// Tags on.
+    pub tags: Vec<Str>,
+    /// Channels used.
+    pub channels: Vec<Str>,
+    /// Points held.
+    pub balance: i64,
+    /// Latest activity (RFC 3339, UTC).
+    #[serde(with = "crate::shown::instant")]
+    pub last_seen: i64,
+}
+
 /// A member as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MemberView {
@@ -1443,8 +1461,15 @@ impl Member {
                     self.day(ctx.day(), |d| d.clicks += 1);
                 }
             }
-            MemberCmd::Visit { store, duration_s } => {
+            MemberCmd::Visit {
+                store,
+                duration_s,
+                channel,
+            } => {
                 if self.first_event(ctx) {
+                    if !channel.is_empty() {
+                        self.add_channel(&channel);
+                    }
                     self.day(ctx.day(), |d| d.visits += 1);
                     self.at_store(&store, ts, new_member, ctx.rules);
                     self.scan.get_mut().visited(&store, ts, duration_s);
@@ -2728,6 +2753,18 @@ impl Member {
         self.evaluate(ctx.at, ctx.rules, fx);
     }
 
+    /// What a member list shows of this member.
+    pub fn summary(&self) -> MemberSummary {
+        MemberSummary {
+            id: self.id.clone(),
+            tier: self.tier.clone(),
+            tags: self.tags.to_vec(),
+            channels: self.channels.to_vec(),
+            balance: self.points.balance,
+            last_seen: self.last_seen,
+        }
+    }
+
     /// The member as the API shows it, with X-RFM at `now`.
     pub fn view(&self, now: i64, today: i64, rules: &Rules) -> MemberView {
         // local days since the newest day with an order that still counts (a cancellation
@@ -3042,6 +3079,7 @@ mod tests {
                 then: Box::new(MemberCmd::Visit {
                     store: "st-001".into(),
                     duration_s: Some(600),
+                    channel: Default::default(),
                 }),
             },
             &ctx(rules, 0),
@@ -3134,6 +3172,7 @@ mod tests {
                 then: Box::new(MemberCmd::Visit {
                     store: "st-009".into(),
                     duration_s: None,
+                    channel: Default::default(),
                 }),
             },
             &ctx(rules, -20_000),
@@ -3344,7 +3383,7 @@ mod tests {
                     0 => placed(order, n, i64::from(n % 2)),
                     1 => MemberCmd::OrderFulfilled { order },
                     2 => MemberCmd::Click { channel: "douyin".into(), campaign: None },
-                    3 => MemberCmd::Visit { store: "st-1".into(), duration_s: None },
+                    3 => MemberCmd::Visit { store: "st-1".into(), duration_s: None, channel: "store".into() },
                     4 => scan_reward(),
                     _ => MemberCmd::Redeem { order, points: 1 },
             })?;
@@ -3396,7 +3435,7 @@ mod tests {
                     1 => MemberCmd::OrderFulfilled { order },
                     2 => MemberCmd::OrderReturned { order, value: 700 },
                     3 => MemberCmd::Click { channel: "douyin".into(), campaign: None },
-                    4 => MemberCmd::Visit { store: "st-1".into(), duration_s: None },
+                    4 => MemberCmd::Visit { store: "st-1".into(), duration_s: None, channel: "store".into() },
                     _ => scan_reward(),
                 };
                 let c = Ctx { event: Uuid::from_u128(1_000 + i as u128), ..ctx(&rules, min) };

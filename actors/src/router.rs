@@ -95,6 +95,7 @@ pub fn route(ev: &Event) -> Vec<(Key, Cmd)> {
                 MemberCmd::Visit {
                     store: v.store.clone(),
                     duration_s: v.duration_s,
+                    channel: channel.into(),
                 },
             )),
             (Visitor::Rep, _, Some(rep)) => out.push((

@@ -98,6 +98,7 @@ pub fn typical_member(rules: &Rules) -> (Str, Member) {
             MemberCmd::Visit {
                 store: "st-001".into(),
                 duration_s: Some(600),
+                channel: Default::default(),
             },
             &ctx(rules, i * 8_640 + 2),
             &mut fx,
