@@ -413,6 +413,22 @@ async fn duplicates_now(
                             },
                         })
                     }
+                    // a sign-up sent again: whom each identity leads to now (null: no one, as
+                    // a phone a conflict refused), which tells the merges it made or not
+                    crate::shard::About::Identities(ids) => {
+                        let mut members = serde_json::Map::new();
+                        for (kind, value) in ids {
+                            let m = if kind == "member_id" {
+                                e.member(&value).map(|m| m.id.to_string())
+                            } else {
+                                e.member_of(&kind, &value).map(|m| m.id.to_string())
+                            };
+                            members.insert(kind.to_string(), json!(m));
+                        }
+                        let first = members.values().next().cloned().unwrap_or_default();
+                        let one = !first.is_null() && members.values().all(|m| *m == first);
+                        json!({"members": members, "one_person": one})
+                    }
                 };
                 Some((id, v))
             })

@@ -2447,9 +2447,11 @@ pub enum About {
         /// Its `ref`.
         reference: omnistream_actors::Str,
     },
+    /// An `identify`'s identities (kind, value as stored).
+    Identities(Vec<omnistream_actors::Id>),
 }
 
-/// What an order event or a payment is about.
+/// What an order event, a payment or an `identify` is about.
 fn about(ev: &Event) -> Option<About> {
     match &ev.body {
         omnistream_schemas::Body::Order(o) => {
@@ -2462,6 +2464,9 @@ fn about(ev: &Event) -> Option<About> {
             dealer: p.dealer.clone(),
             reference: p.reference.clone(),
         }),
+        omnistream_schemas::Body::Identify(i) => {
+            Some(About::Identities(omnistream_actors::router::ids(&i.member)))
+        }
         _ => None,
     }
 }

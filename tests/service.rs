@@ -1617,6 +1617,34 @@ fn reviews_holding_nothing_are_not_resolvable_and_merged_ones_stay_the_persons()
         v["results"][1]["merges"][0]["output"], "merge_conflict",
         "{v}"
     );
+    // the same sign-ups sent again (a retry after a timeout): whom each identity leads to
+    // now, so the retry learns what the first try did
+    let v = s.post(&phones);
+    assert_eq!(v["results"][0]["status"], "duplicate", "{v}");
+    assert_eq!(v["results"][0]["one_person"], true, "{v}");
+    assert_eq!(
+        v["results"][0]["members"]["openid"],
+        survivor.as_str(),
+        "{v}"
+    );
+    assert_eq!(
+        v["results"][0]["members"]["phone"],
+        survivor.as_str(),
+        "{v}"
+    );
+    assert_eq!(
+        v["results"][1]["one_person"], false,
+        "the conflict kept them apart: {v}"
+    );
+    assert_eq!(
+        v["results"][1]["members"]["openid"],
+        survivor.as_str(),
+        "{v}"
+    );
+    assert!(
+        v["results"][1]["members"]["phone"].is_null(),
+        "bound to no one: {v}"
+    );
     // a scan naming an identity of another member joins them, and /v1/scan says so too
     let click = json!({"id": id(9), "type":"click","ts":"2026-11-11T10:24:00+08:00","channel":"tmall",
                        "member":{"tmall":"t-z"},"target":"ad-1"});
