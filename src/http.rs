@@ -774,12 +774,27 @@ async fn get_ledger(
         let Some(m) = e.member(&id) else {
             return Ok(None);
         };
-        let rows = s.ledger(&m.id, from, limit)?;
-        let entries: Vec<Value> = rows
-            .iter()
-            .filter_map(|r| serde_json::from_slice(r).ok())
-            .collect();
-        Ok(Some(ledger_page(&m, from, entries)))
+        let entries = |of: &str| -> Result<Vec<Value>, ReadError> {
+            Ok(s.ledger(of, from, limit)?
+                .iter()
+                .filter_map(|r| serde_json::from_slice(r).ok())
+                .collect())
+        };
+        // an id merged away keeps its own history, up to its `merged_out` (the survivor's
+        // ledger has the `merged_in`, naming it): shown as it was, with where it went
+        if m.id != id.as_str() {
+            if let Some(kept) = e.member_as_kept(&id).filter(|k| k.alias_of.is_some()) {
+                let rows = entries(&id)?;
+                let next = rows
+                    .last()
+                    .and_then(|e| e["seq"].as_u64())
+                    .map_or(from, |s| s + 1);
+                return Ok(Some(json!({"member": kept.id, "merged_into": m.id,
+                    "balance": 0, "debt": 0, "next": next, "entries": rows})));
+            }
+        }
+        let rows = entries(&m.id)?;
+        Ok(Some(ledger_page(&m, from, rows)))
     })
     .await
 }

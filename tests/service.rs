@@ -236,6 +236,56 @@ fn an_unconfigured_campaign_pays_nothing_when_so_configured() {
     s.stop();
 }
 
+/// Two members merged: the id merged away keeps its own ledger up to its `merged_out` and
+/// names the survivor; the survivor's ledger names it in its `merged_in`.
+#[test]
+fn an_id_merged_away_keeps_its_ledger_up_to_the_merge() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Service::start(dir.path());
+    s.post(&script());
+    let (ob, oc) = (
+        s.get("/v1/identities/openid/ob"),
+        s.get("/v1/identities/openid/oc"),
+    );
+    assert!(ob["balance"].as_i64().unwrap() > 0 && oc["balance"].as_i64().unwrap() > 0);
+    let join = |n: u32, who: &str| {
+        json!({"id": id(n), "type":"identify","ts":"2026-11-11T18:00:00+08:00","channel":"mall",
+               "member":{"openid": who, "unionid": "u-bc"}})
+        .to_string()
+    };
+    s.post(&[join(900, "ob"), join(901, "oc")]);
+    let survivor = s.get("/v1/identities/openid/ob")["id"].clone();
+    assert_eq!(s.get("/v1/identities/openid/oc")["id"], survivor);
+    let gone = if ob["id"] == survivor {
+        &oc["id"]
+    } else {
+        &ob["id"]
+    };
+    let gone = gone.as_str().unwrap();
+    let old = s.get(&format!("/v1/members/{gone}/ledger"));
+    assert_eq!(old["member"], gone, "{old}");
+    assert_eq!(old["merged_into"], survivor, "{old}");
+    let rows = old["entries"].as_array().unwrap();
+    assert!(rows.len() >= 2, "its points, then their leaving: {old}");
+    assert_eq!(rows.last().unwrap()["reason"], "merged_out", "{old}");
+    assert_eq!(rows.last().unwrap()["balance"], 0, "{old}");
+    assert!(rows.iter().all(|r| r["member"] == gone), "{old}");
+    let kept = s.get(&format!(
+        "/v1/members/{}/ledger",
+        survivor.as_str().unwrap()
+    ));
+    assert!(kept.get("merged_into").is_none(), "{kept}");
+    assert!(
+        kept["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["reason"] == "merged_in" && r["about"] == gone),
+        "{kept}"
+    );
+    s.stop();
+}
+
 /// A segment of members a page at a time: filtered by tier, tag, channel and points held,
 /// ids merged away left out, pages joined by `next` to the whole segment, and filters no
 /// rule could match refused with what would.

@@ -974,6 +974,11 @@ impl Sharded {
         self.engines[0].remembered_from_us()
     }
 
+    /// The state kept under member id `id` itself, an alias (merged away) too.
+    pub fn member_as_kept(&self, id: &str) -> Option<Cow<'_, Member>> {
+        self.engine_of(&Key::Member(id.into())).member_here(id)
+    }
+
     /// The member an id refers to, following aliases (which may live on other shards).
     pub fn member(&self, id: &str) -> Option<Cow<'_, Member>> {
         let mut id: crate::Str = id.into();
