@@ -32,7 +32,8 @@ type HashMap<K, V> = crate::GrowMap<K, V>;
 /// - 4: the same, with the member's `offset_min` appended;
 /// - 5: the same, with the dealer's `booked` (each payment reference's amount) and the
 ///   store's newest event's `offset_min` (in `latest`) appended;
-/// - 6: the same, with the order's `refused_unstocked` appended.
+/// - 6: the same, with the order's `refused_unstocked` appended;
+/// - 7: the same, with the store's `sales_waiting` appended.
 ///
 /// Without field names a layout cannot grow the way JSON did (a new field with
 /// `#[serde(default)]`): adding, removing, reordering or retyping a field of a stored state
@@ -43,7 +44,7 @@ type HashMap<K, V> = crate::GrowMap<K, V>;
 /// inside another member's stash too). `member::tests::the_stored_layout_is_pinned` (a full
 /// member) and `tests::the_stored_layout_of_every_kind_is_pinned` (every kind's empty state:
 /// fields added or removed) fail until then.
-pub const STATE_VERSION: u8 = 6;
+pub const STATE_VERSION: u8 = 7;
 
 /// The oldest encoding version this binary still reads.
 pub const OLDEST_VERSION: u8 = 1;
@@ -943,19 +944,19 @@ mod tests {
             ("ring", hex::<Ring>()),
         ];
         let want = [
-            ("identity", "0600"),
+            ("identity", "0700"),
             (
                 "member",
-                "060000000000000000000000000000000000000000000000000000000000000000000000000000",
+                "070000000000000000000000000000000000000000000000000000000000000000000000000000",
             ),
-            ("order", "06000000000000000000000000000000000000000000"),
-            ("sku", "060000000000"),
-            ("dealer", "060000000000000000000000000000"),
-            ("store", "060000000000000000"),
-            ("campaign", "06000000000000000000000000000000"),
-            ("code", "060000000000"),
-            ("crowd", "060000000000000000"),
-            ("ring", "0600000000"),
+            ("order", "07000000000000000000000000000000000000000000"),
+            ("sku", "070000000000"),
+            ("dealer", "070000000000000000000000000000"),
+            ("store", "07000000000000000000"),
+            ("campaign", "07000000000000000000000000000000"),
+            ("code", "070000000000"),
+            ("crowd", "070000000000000000"),
+            ("ring", "0700000000"),
         ];
         for ((kind, got), (_, want)) in got.iter().zip(want) {
             assert_eq!(got, want, "the stored layout of a {kind} changed");
@@ -1021,7 +1022,14 @@ mod tests {
             }),
             ..Default::default()
         };
-        let b = encode(&store).unwrap();
+        let mut b = encode(&store).unwrap();
+        // encodings 5 and 6: without the sales waiting for a visit (an empty list's byte)
+        assert_eq!(b.pop(), Some(0), "sales_waiting last");
+        for version in [5, 6] {
+            let mut old = b.clone();
+            old[0] = version;
+            assert_eq!(decode::<crate::store::Store>(&old).unwrap(), store);
+        }
         let latest = encode(&store.latest).unwrap();
         let end = latest.len(); // [version, Some] and the latest's fields: where it ends
         assert_eq!(

@@ -32,6 +32,9 @@ pub const REP_WINDOW_DAYS: i64 = 30;
 pub const SEEN_CAP: usize = 256;
 /// How many order keys a store remembers so an order is counted once.
 pub const ORDERS_CAP: usize = 1_024;
+/// How many sales that converted no visit a store remembers, for a visit that arrives after
+/// its order (door counters and POS feeds arrive out of order); the oldest are dropped first.
+pub const SALES_WAITING_CAP: usize = 256;
 
 /// The KPIs of one store in one local hour or local day.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +140,15 @@ pub struct Store {
     /// Recently applied `(event id, command kind)` pairs. The kind is part of the key because
     /// every command of one input event's chain carries that event's id.
     pub seen: VecDeque<(u128, u8)>,
+    /// Sales that converted no visit, `(time, member)`, oldest first, at most
+    /// [`SALES_WAITING_CAP`] and none older than the conversion window: a visit that arrives
+    /// after its order converts when it comes. Added by encoding 7.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::cold::omit",
+        deserialize_with = "crate::cold::since::<7, _, _>"
+    )]
+    pub sales_waiting: VecDeque<(i64, Str)>,
 }
 
 impl Store {
@@ -162,7 +174,7 @@ impl Store {
             StoreCmd::MemberVisit {
                 member, new_member, ..
             } => {
-                self.member_visit(member, new_member, at, keep);
+                self.member_visit(member, new_member, at, keep, window_us);
             }
             StoreCmd::RepVisit { rep, duration_s } => {
                 let secs = duration_s.map(|d| d.max(0));
@@ -188,7 +200,16 @@ impl Store {
                         k.members_won += u64::from(new_member);
                     });
                     if let Some(m) = member {
-                        self.convert(&m, at.unix_us, window_us);
+                        if !self.convert(&m, at.unix_us, window_us) {
+                            if self.sales_waiting.len() >= SALES_WAITING_CAP {
+                                self.sales_waiting.pop_front();
+                            }
+                            // kept in time order, a late sale among the newer ones
+                            let i = self
+                                .sales_waiting
+                                .partition_point(|(t, _)| *t <= at.unix_us);
+                            self.sales_waiting.insert(i, (at.unix_us, m));
+                        }
                     }
                 }
             }
@@ -240,8 +261,25 @@ impl Store {
         }
     }
 
-    fn member_visit(&mut self, member: Str, new_member: bool, at: EventTime, keep: Keep) {
+    fn member_visit(
+        &mut self,
+        member: Str,
+        new_member: bool,
+        at: EventTime,
+        keep: Keep,
+        window_us: i64,
+    ) {
         let (ts, hour, day) = (at.unix_us, at.local_hour(), at.local_day());
+        // the member's order came before this visit did, though placed after it within the
+        // window: the visit converts once recorded, as it would have had they come in time
+        // order (a visit older than the member's latest is not the one conversion counts from)
+        let sold = if self.visitors.get(&member).is_none_or(|v| ts >= v.at) {
+            self.sales_waiting
+                .iter()
+                .position(|(t, m)| *m == member && *t >= ts && *t - ts <= window_us)
+        } else {
+            None
+        };
         let (new_in_hour, new_in_day) = match self.visitors.get_mut(&member) {
             Some(v) if ts >= v.at => {
                 let fresh = (v.hour != hour, v.day != day);
@@ -291,17 +329,20 @@ impl Store {
             k.visitors += u64::from(new_in_day);
             k.members_won += won;
         }
+        if let Some((t, m)) = sold.and_then(|i| self.sales_waiting.remove(i)) {
+            self.convert(&m, t, window_us);
+        }
     }
 
     /// Counts the member's latest visit as converted, in its own buckets, when the order came
     /// within the window after it; each visit converts at most once per bucket, so converted
-    /// never exceeds visitors.
-    fn convert(&mut self, member: &Str, ts: i64, window_us: i64) {
+    /// never exceeds visitors. False when there was no such visit (the sale then waits for one, see `sales_waiting`).
+    fn convert(&mut self, member: &Str, ts: i64, window_us: i64) -> bool {
         let Some(v) = self.visitors.get_mut(member) else {
-            return;
+            return false;
         };
         if ts < v.at || ts - v.at > window_us {
-            return;
+            return false;
         }
         if !v.hour_converted {
             v.hour_converted = true;
@@ -315,6 +356,7 @@ impl Store {
                 k.converted += 1;
             }
         }
+        true
     }
 
     fn rep_visit(&mut self, rep: Str, secs: Option<i64>, ts: i64, latest_us: i64) {
@@ -371,6 +413,13 @@ impl Store {
             }
             self.visitors_by_time.pop_first();
             self.visitors.remove(&member);
+        }
+        while self
+            .sales_waiting
+            .front()
+            .is_some_and(|(t, _)| *t < horizon)
+        {
+            self.sales_waiting.pop_front();
         }
     }
 
@@ -669,6 +718,62 @@ mod tests {
         run(&mut s, &rules, t, 1, cmd);
         let d = s.days[&t.local_day()];
         assert_eq!((d.members_won, d.visitors, d.converted), (1, 0, 0));
+    }
+
+    #[test]
+    fn an_order_that_arrives_before_its_visit_converts_it_as_in_time_order() {
+        let rules = Rules::default(); // 24 h window
+        let tv = T0_MS + 20 * 3_600_000;
+        let ts = tv + 5 * 60_000;
+        let visit_then_sale = |s: &mut Store, order: &[usize]| {
+            let cmds = [
+                (tv, 1, visit("m1", false)),
+                (ts, 2, sale("store:s1", Some("m1"), 450)),
+                (tv + 60_000, 3, visit("m2", false)),
+            ];
+            for &i in order {
+                let (t, id, c) = cmds[i].clone();
+                run(s, &rules, at_ms(t), id, c);
+            }
+        };
+        let mut in_time = Store::default();
+        visit_then_sale(&mut in_time, &[0, 2, 1]);
+        let mut sale_first = Store::default();
+        visit_then_sale(&mut sale_first, &[1, 0, 2]);
+        let d = sale_first.days[&day_of(tv)];
+        assert_eq!((d.visitors, d.converted, d.orders), (2, 1, 1));
+        assert_eq!(sale_first.hours, in_time.hours);
+        assert_eq!(sale_first.days, in_time.days);
+        assert!(sale_first.sales_waiting.is_empty(), "used by its visit");
+        // a sale of a member whose visit never comes waits, then leaves with the window
+        let mut s = Store::default();
+        run(
+            &mut s,
+            &rules,
+            at_ms(ts),
+            4,
+            sale("store:s2", Some("m9"), 10),
+        );
+        assert_eq!(s.sales_waiting.len(), 1);
+        run(
+            &mut s,
+            &rules,
+            at_ms(ts + 25 * 3_600_000),
+            5,
+            visit("m8", false),
+        );
+        assert!(s.sales_waiting.is_empty(), "past the window");
+        // a visit after the sale does not convert with it
+        let mut s = Store::default();
+        run(
+            &mut s,
+            &rules,
+            at_ms(ts),
+            6,
+            sale("store:s3", Some("m1"), 10),
+        );
+        run(&mut s, &rules, at_ms(ts + 60_000), 7, visit("m1", false));
+        assert_eq!(s.days[&day_of(ts)].converted, 0);
     }
 
     #[test]
@@ -1061,6 +1166,12 @@ mod tests {
 
     fn check_invariants(s: &Store, kpi_days: i64) -> Result<(), TestCaseError> {
         let l = s.latest.expect("a command was applied");
+        prop_assert!(s.sales_waiting.len() <= SALES_WAITING_CAP);
+        prop_assert!(s
+            .sales_waiting
+            .iter()
+            .zip(s.sales_waiting.iter().skip(1))
+            .all(|(a, b)| a.0 <= b.0));
         prop_assert!(s.days.len() as i64 <= kpi_days);
         prop_assert!(s.hours.len() as i64 <= kpi_days * 24);
         prop_assert!(s.days.keys().all(|d| *d > l.day - kpi_days && *d <= l.day));
