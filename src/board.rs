@@ -6,7 +6,7 @@ use omnistream_actors::engine::Emitted;
 use omnistream_actors::fraud::Decision;
 use omnistream_actors::sharded::Sharded;
 use omnistream_actors::Output;
-use omnistream_schemas::Channel;
+use omnistream_schemas::{Channel, EventTime};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -71,7 +71,10 @@ pub struct Blocked {
 pub struct Board {
     minutes: BTreeMap<i64, Minute>,
     reasons: HashMap<String, u64>,
+    /// Each store's net sales (accepted orders less what was cancelled or returned) on the
+    /// local day `store_day`, the newest an order event was on.
     store_sales: HashMap<String, i64>,
+    store_day: i64,
     /// SKU → location → ATP, nested so a stock change looks its row up without a copy.
     low_stock: BTreeMap<String, BTreeMap<String, i64>>,
     holds: BTreeMap<String, (u32, i64, i64)>,
@@ -86,7 +89,7 @@ pub struct BoardView<'a> {
     pub minutes: Vec<&'a Minute>,
     /// Fraud reasons by count, largest first.
     pub top_reasons: Vec<(&'a str, u64)>,
-    /// Stores by sales, largest first.
+    /// Stores by net sales on the newest local day an order event was on, largest first.
     pub top_stores: Vec<(&'a str, i64)>,
     /// SKU locations at or near stock-out, lowest ATP first.
     pub low_stock: Vec<(&'a str, &'a str, i64)>,
@@ -153,6 +156,27 @@ impl Board {
         }))
     }
 
+    /// Adds `amount` to the net sales of `order`'s store (if it has one) on the local day of
+    /// `at` (in `rules.store.utc-offset-minutes` when set, as the stores' KPIs count): a newer
+    /// day starts the table afresh, an older one's change is not today's.
+    fn store_sale(&mut self, engine: &Sharded, order: &str, at: EventTime, amount: i64) {
+        let Some(store) = engine.order(order).and_then(|o| o.store.clone()) else {
+            return;
+        };
+        let day = match engine.rules().store.utc_offset_minutes {
+            Some(offset_min) => EventTime { offset_min, ..at },
+            None => at,
+        }
+        .local_day();
+        if day > self.store_day {
+            self.store_sales.clear();
+            self.store_day = day;
+        }
+        if day == self.store_day {
+            add!(self.store_sales, store.as_str(), amount);
+        }
+    }
+
     /// A blocked scan at the head of the ticker (which keeps the latest [`TICKER`]).
     fn block(&mut self, b: Blocked) {
         self.blocked.push_front(b);
@@ -171,12 +195,13 @@ impl Board {
                         add!(m.sales, channel, *amount);
                         add!(m.orders, channel, 1);
                     }
-                    if let Some(o) = engine.order(order) {
-                        if let Some(store) = &o.store {
-                            add!(self.store_sales, store.as_str(), *amount);
-                        }
-                    }
+                    self.store_sale(engine, order, e.at, *amount);
                 }
+                Output::OrderStatus {
+                    order,
+                    refund: Some(r),
+                    ..
+                } => self.store_sale(engine, order, e.at, -r),
                 Output::Decision {
                     decision,
                     reasons,
@@ -300,14 +325,19 @@ impl Board {
     /// The board as a checkpoint stores it (JSON), so a restart from a checkpoint shows
     /// the same board as one that replayed the whole log.
     pub fn save(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "minutes": self.minutes.values().collect::<Vec<_>>(),
             "reasons": self.reasons,
             "store_sales": self.store_sales,
             "low_stock": self.low_rows().collect::<Vec<_>>(),
             "holds": self.holds,
             "blocked": self.blocked,
-        })
+        });
+        // a board saved before the day was kept has none (its sales were since the start)
+        if self.store_day != 0 {
+            v["store_day"] = self.store_day.into();
+        }
+        v
     }
 
     /// The board [`Board::save`] wrote.
@@ -317,6 +347,8 @@ impl Board {
             minutes: Vec<Minute>,
             reasons: HashMap<String, u64>,
             store_sales: HashMap<String, i64>,
+            #[serde(default)]
+            store_day: i64,
             low_stock: Vec<(String, String, i64)>,
             holds: BTreeMap<String, (u32, i64, i64)>,
             blocked: VecDeque<Blocked>,
@@ -326,6 +358,7 @@ impl Board {
             minutes: s.minutes.into_iter().map(|m| (m.minute, m)).collect(),
             reasons: s.reasons,
             store_sales: s.store_sales,
+            store_day: s.store_day,
             low_stock: s
                 .low_stock
                 .into_iter()
@@ -451,6 +484,50 @@ mod tests {
             unpaid: 0,
             open_orders: 0,
         })
+    }
+
+    /// Top stores are today's net sales: a cancellation and a return come off the store of
+    /// their order, and a newer local day starts the table afresh.
+    #[test]
+    fn top_stores_are_the_days_net_sales() {
+        let decoder = omnistream_schemas::Decoder::new(omnistream_schemas::Pii::new(b"k"));
+        let mut engine = Sharded::new(omnistream_actors::Rules::default(), 1);
+        let mut b = Board::new(5);
+        let mut n = 0u32;
+        let mut send = |engine: &mut Sharded, b: &mut Board, json: &str| {
+            n += 1;
+            let line = json.replace("{id}", &format!("00000000-0000-7000-8000-{n:012}"));
+            let ev = decoder.decode(line.as_bytes()).unwrap();
+            let mut out = Vec::new();
+            engine.apply(&ev, &mut out);
+            b.observe(engine, &out);
+        };
+        send(
+            &mut engine,
+            &mut b,
+            r#"{"id":"{id}","type":"stock","ts":"2026-11-11T08:00:00+08:00","sku":"S1","location":"st1","op":"receive","qty":100}"#,
+        );
+        let order = |o: &str, status: &str, hour: u32, store: &str, qty: u32| {
+            format!(
+                r#"{{"id":"{{id}}","type":"order","ts":"2026-11-11T{hour:02}:00:00+08:00","channel":"store","order":"{o}","status":"{status}","kind":"consumer","member":{{"openid":"o-{o}"}},"lines":[{{"sku":"S1","qty":{qty},"unit_price":1000}}],"location":"st1","store":"{store}"}}"#
+            )
+        };
+        send(&mut engine, &mut b, &order("a", "placed", 9, "st1", 3));
+        send(&mut engine, &mut b, &order("b", "placed", 9, "st2", 2));
+        send(&mut engine, &mut b, &order("c", "placed", 9, "st2", 1));
+        assert_eq!(b.view().top_stores, vec![("st1", 3000), ("st2", 3000)]);
+        // a return of one of a's three, and c cancelled
+        send(&mut engine, &mut b, &order("a", "fulfilled", 10, "st1", 3));
+        send(&mut engine, &mut b, &order("a", "returned", 11, "st1", 1));
+        send(&mut engine, &mut b, &order("c", "cancelled", 11, "st2", 1));
+        assert_eq!(b.view().top_stores, vec![("st1", 2000), ("st2", 2000)]);
+        // the next day: only its own
+        let next = order("d", "placed", 9, "st2", 1).replace("2026-11-11", "2026-11-12");
+        send(&mut engine, &mut b, &next);
+        assert_eq!(b.view().top_stores, vec![("st2", 1000)]);
+        let again = Board::load(5, b.save()).unwrap();
+        assert_eq!(again.save(), b.save());
+        assert_eq!(again.view().top_stores, b.view().top_stores);
     }
 
     /// A late order older than the last hour is not shown among its minutes.

@@ -54,6 +54,8 @@ pub struct Metrics {
     pub points: IntCounterVec,
     /// Accepted order value in fen by channel.
     pub gmv: IntCounterVec,
+    /// Value given back by cancelled and returned orders, in fen, by channel.
+    pub refunds: IntCounterVec,
     /// Order results (accepted, rejected, held, released).
     pub orders: IntCounterVec,
     /// Stock alerts by kind (low_stock, stock_out, stock_short).
@@ -286,6 +288,7 @@ struct Resolved {
     decisions: Children,
     points: Children,
     gmv: Children,
+    refunds: Children,
     orders: Children,
     stock_alerts: Children,
 }
@@ -305,6 +308,7 @@ impl Default for Resolved {
             decisions: Children::new(DECISIONS.to_vec(), &[]),
             points: Children::new(LEDGER_REASONS.to_vec(), &[]),
             gmv: Children::new(Channel::KNOWN.to_vec(), &[]),
+            refunds: Children::new(Channel::KNOWN.to_vec(), &[]),
             orders: Children::new(ORDER_RESULTS.to_vec(), &[]),
             stock_alerts: Children::new(STOCK_ALERTS.to_vec(), &[]),
         }
@@ -395,6 +399,12 @@ impl Default for Metrics {
                 &r,
                 "omnistream_gmv_fen_total",
                 "value of accepted orders in fen",
+                &["channel"],
+            ),
+            refunds: counter_vec(
+                &r,
+                "omnistream_refunds_fen_total",
+                "value given back by cancelled and returned orders, in fen",
                 &["channel"],
             ),
             orders: counter_vec(&r, "omnistream_orders_total", "order results", &["result"]),
@@ -926,11 +936,25 @@ impl Metrics {
                 Output::OrderReleased { .. } => self.order("released"),
                 // the service's own cancellation for want of payment, under the id the
                 // order's timer cancels it with
-                Output::OrderStatus { order, status, .. }
+                Output::OrderStatus {
+                    order,
+                    status,
+                    refund,
+                    ..
+                } => {
+                    if let Some(r) = refund {
+                        let channel = order.split_once(':').map_or("", |(c, _)| c);
+                        self.children.refunds.inc_by(
+                            &self.refunds,
+                            &[Channel::parse(channel).label()],
+                            u64::try_from(*r).unwrap_or(0),
+                        );
+                    }
                     if status == "cancelled"
-                        && e.event == omnistream_actors::order::unpaid_cancel_id(order) =>
-                {
-                    self.order("unpaid_cancelled")
+                        && e.event == omnistream_actors::order::unpaid_cancel_id(order)
+                    {
+                        self.order("unpaid_cancelled")
+                    }
                 }
                 Output::LowStock { .. } => self.stock_alert("low_stock"),
                 Output::StockOut { .. } => self.stock_alert("stock_out"),

@@ -1817,6 +1817,11 @@ fn metrics_and_the_board_count_the_scripted_day() {
         sample(&text, r#"omnistream_gmv_fen_total{channel="dealer"}"#),
         60000.0
     );
+    // one of o1's two returned: ¥100 back
+    assert_eq!(
+        sample(&text, r#"omnistream_refunds_fen_total{channel="mall"}"#),
+        10000.0
+    );
     assert_eq!(
         sample(&text, r#"omnistream_orders_total{result="held"}"#),
         1.0

@@ -634,6 +634,7 @@ impl Order {
             dealer: self.dealer_of(),
             status: status.into(),
             detail: None,
+            refund: None,
         });
     }
 
@@ -725,6 +726,7 @@ impl Order {
             dealer: self.dealer_of(),
             status: "cancelled".into(),
             detail,
+            refund: Some(self.amount()),
         });
     }
 
@@ -832,6 +834,7 @@ impl Order {
             dealer: self.dealer_of(),
             status: "returned".into(),
             detail: (!unapplied.is_empty()).then(|| unapplied.join("; ").into()),
+            refund: Some(value),
         });
     }
 }
