@@ -33,7 +33,8 @@ type HashMap<K, V> = crate::GrowMap<K, V>;
 /// - 5: the same, with the dealer's `booked` (each payment reference's amount) and the
 ///   store's newest event's `offset_min` (in `latest`) appended;
 /// - 6: the same, with the order's `refused_unstocked` appended;
-/// - 7: the same, with the store's `sales_waiting` appended.
+/// - 7: the same, with the store's `sales_waiting` appended, and its KPI buckets'
+///   `member_visit_seconds` and `timed_member_visits`.
 ///
 /// Without field names a layout cannot grow the way JSON did (a new field with
 /// `#[serde(default)]`): adding, removing, reordering or retyping a field of a stored state
@@ -1030,6 +1031,33 @@ mod tests {
             old[0] = version;
             assert_eq!(decode::<crate::store::Store>(&old).unwrap(), store);
         }
+        // encoding 6 of a store with a day's KPIs: each bucket without the two visit-duration
+        // counts encoding 7 appended to it
+        let kpi = crate::store::Kpi {
+            member_visits: 3,
+            rep_visits: 2,
+            scans: 7,
+            orders: 5,
+            sales: 900,
+            visitors: 3,
+            ..Default::default()
+        };
+        let with_day = crate::store::Store {
+            days: [(20_763, kpi)].into_iter().collect(),
+            ..Default::default()
+        };
+        let v7 = encode(&with_day).unwrap();
+        let body = &encode(&kpi).unwrap()[1..];
+        assert_eq!(&body[body.len() - 2..], [0, 0], "the two counts last");
+        let at = v7
+            .windows(body.len())
+            .position(|w| w == body)
+            .expect("the bucket's bytes");
+        let mut v6 = v7[..at + body.len() - 2].to_vec();
+        v6.extend_from_slice(&v7[at + body.len()..]);
+        assert_eq!(v6.pop(), Some(0), "and without the sales waiting for a visit");
+        v6[0] = 6;
+        assert_eq!(decode::<crate::store::Store>(&v6).unwrap(), with_day);
         let latest = encode(&store.latest).unwrap();
         let end = latest.len(); // [version, Some] and the latest's fields: where it ends
         assert_eq!(

@@ -59,6 +59,13 @@ pub struct Kpi {
     pub visitors: u64,
     /// Visitors of this bucket who ordered at the store within the conversion window.
     pub converted: u64,
+    /// Seconds members spent in the store, over their visits with a known duration. Added
+    /// by encoding 7.
+    #[serde(default, deserialize_with = "crate::cold::since::<7, _, _>")]
+    pub member_visit_seconds: i64,
+    /// Member visits with a known duration. Added by encoding 7.
+    #[serde(default, deserialize_with = "crate::cold::since::<7, _, _>")]
+    pub timed_member_visits: u64,
 }
 
 impl Kpi {
@@ -66,6 +73,12 @@ impl Kpi {
     pub fn conversion(&self) -> Option<f64> {
         // u64 -> f64 is exact below 2^53 visitors, far beyond any bucket
         (self.visitors > 0).then(|| self.converted as f64 / self.visitors as f64)
+    }
+
+    /// Average seconds a member's visit lasted, over those with a known duration.
+    pub fn avg_visit_s(&self) -> Option<f64> {
+        (self.timed_member_visits > 0)
+            .then(|| self.member_visit_seconds as f64 / self.timed_member_visits as f64)
     }
 }
 
@@ -172,9 +185,17 @@ impl Store {
         let keep = Keep::new(latest, kpi_days);
         match cmd {
             StoreCmd::MemberVisit {
-                member, new_member, ..
+                member,
+                new_member,
+                duration_s,
             } => {
                 self.member_visit(member, new_member, at, keep, window_us);
+                if let Some(d) = duration_s {
+                    self.bump(at, keep, |k| {
+                        k.member_visit_seconds = k.member_visit_seconds.saturating_add(d.max(0));
+                        k.timed_member_visits += 1;
+                    });
+                }
             }
             StoreCmd::RepVisit { rep, duration_s } => {
                 let secs = duration_s.map(|d| d.max(0));
@@ -529,6 +550,8 @@ pub struct KpiView {
     pub kpi: Kpi,
     /// Converted over visitors; None when nobody visited.
     pub conversion: Option<f64>,
+    /// Average seconds of a member's visit (those with a known duration); None without one.
+    pub avg_visit_s: Option<f64>,
 }
 
 /// A KPI bucket: a day or an hour of the sender's local time, shown as its date (and hour).
@@ -547,6 +570,7 @@ impl KpiView {
             at,
             kpi,
             conversion: kpi.conversion(),
+            avg_visit_s: kpi.avg_visit_s(),
         }
     }
 }
@@ -774,6 +798,41 @@ mod tests {
         );
         run(&mut s, &rules, at_ms(ts + 60_000), 7, visit("m1", false));
         assert_eq!(s.days[&day_of(ts)].converted, 0);
+    }
+
+    #[test]
+    fn member_visits_with_a_duration_give_the_buckets_average_visit() {
+        let rules = Rules::default();
+        let mut s = Store::default();
+        let t = T0_MS + 10 * 3_600_000;
+        run(&mut s, &rules, at_ms(t), 1, visit("m1", false)); // 600 s
+        let untimed = StoreCmd::MemberVisit {
+            member: "m2".into(),
+            duration_s: None,
+            new_member: false,
+        };
+        run(&mut s, &rules, at_ms(t + 60_000), 2, untimed);
+        let long = StoreCmd::MemberVisit {
+            member: "m3".into(),
+            duration_s: Some(1_800),
+            new_member: false,
+        };
+        run(&mut s, &rules, at_ms(t + 120_000), 3, long);
+        let d = s.days[&day_of(t)];
+        assert_eq!(
+            (
+                d.member_visits,
+                d.timed_member_visits,
+                d.member_visit_seconds
+            ),
+            (3, 2, 2_400)
+        );
+        let v = s.view(at_ms(t), &rules.store);
+        assert_eq!(v.today.avg_visit_s, Some(1_200.0));
+        assert_eq!(v.this_hour.avg_visit_s, Some(1_200.0));
+        let json = serde_json::to_value(&v.today).unwrap();
+        assert_eq!(json["member_visit_seconds"], 2_400);
+        assert_eq!(json["avg_visit_s"], 1_200.0);
     }
 
     #[test]
