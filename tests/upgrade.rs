@@ -83,6 +83,27 @@ fn a_store_written_by_format_1_loads_and_equals_a_replay() {
     s.stop();
 }
 
+/// Fields a later encoding added that the JSON of a state always shows (a store's KPI
+/// counts, which its views show at 0 too): a state restored from an older encoding has them
+/// at 0, which its snapshot, written before they existed, does not hold.
+const ADDED_SHOWN: &[&str] = &["member_visit_seconds", "timed_member_visits"];
+
+/// `v` without the [`ADDED_SHOWN`] fields that are 0 (any other difference stays).
+fn without_added_zeros(mut v: serde_json::Value) -> serde_json::Value {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.retain(|k, x| !(ADDED_SHOWN.contains(&k.as_str()) && *x == 0));
+                m.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    strip(&mut v);
+    v
+}
+
 /// A store whose checkpoint holds states of encoding 2 (written before orders kept when they
 /// were placed) restores the very state the build that wrote it had, goes on from there,
 /// and after a checkpoint of its own (today's encoding) restores the same again.
@@ -109,7 +130,7 @@ fn a_store_of_encoding_2_restores_the_state_its_build_had() {
     assert_eq!(stats["shard"]["restored_from"], 28, "{stats}");
     assert_eq!(stats["shard"]["replayed"], 0, "{stats}");
     assert!(
-        state(&s) == saved,
+        without_added_zeros(state(&s)) == saved,
         "the encoding-2 checkpoint restores into another state than its build had"
     );
     // M-501 was placed by that build: its time is not known, its cancellation still runs

@@ -1055,7 +1055,11 @@ mod tests {
             .expect("the bucket's bytes");
         let mut v6 = v7[..at + body.len() - 2].to_vec();
         v6.extend_from_slice(&v7[at + body.len()..]);
-        assert_eq!(v6.pop(), Some(0), "and without the sales waiting for a visit");
+        assert_eq!(
+            v6.pop(),
+            Some(0),
+            "and without the sales waiting for a visit"
+        );
         v6[0] = 6;
         assert_eq!(decode::<crate::store::Store>(&v6).unwrap(), with_day);
         let latest = encode(&store.latest).unwrap();
