@@ -1088,18 +1088,58 @@ fn store_views(
 /// `/v1/stores/{id}/kpis` shows them, how many reps visited it and its recent visitors: a
 /// manager's list of stores.
 pub(crate) fn stores_view(e: &Sharded) -> Result<Option<Value>, ReadError> {
+    stores_list(e, None)
+}
+
+/// [`stores_view`], only the stores no sales rep visited in the `unvisited_days` days before
+/// the view's time when given (a rep's coverage: never visited ones included).
+fn stores_list(e: &Sharded, unvisited_days: Option<i64>) -> Result<Option<Value>, ReadError> {
+    let since = unvisited_days.map(|d| {
+        crate::view_time(e)
+            .unix_us
+            .saturating_sub(d.saturating_mul(86_400_000_000))
+    });
     let items: Vec<Value> = store_views(e)?
         .into_iter()
-        .map(|(id, v)| {
-            json!({"store": id, "today": v.today, "this_hour": v.this_hour,
-                   "rep_count": v.reps.len(), "recent_visitors": v.recent_visitors})
+        .filter_map(|(id, v)| {
+            let last = v.reps.iter().map(|r| r.last_visit).max();
+            if since.is_some_and(|s| last.is_some_and(|l| l >= s)) {
+                return None;
+            }
+            // as each rep's `last_visit` is shown (RFC 3339, UTC)
+            let last_rep_visit = last.and_then(|us| {
+                omnistream_actors::shown::instant::serialize(&us, serde_json::value::Serializer)
+                    .ok()
+            });
+            let rep_visits_30d: usize = v.reps.iter().map(|r| r.visits_30d).sum();
+            Some(
+                json!({"store": id, "today": v.today, "this_hour": v.this_hour,
+                   "rep_count": v.reps.len(), "last_rep_visit": last_rep_visit,
+                   "rep_visits_30d": rep_visits_30d, "recent_visitors": v.recent_visitors}),
+            )
         })
         .collect();
     Ok(Some(json!({ "items": items })))
 }
 
-async fn get_stores(st: web::Data<AppState>) -> HttpResponse {
-    read(&st, "stores", stores_view).await
+/// `GET /v1/stores`' query.
+#[derive(Deserialize)]
+struct StoresQuery {
+    unvisited_days: Option<String>,
+}
+
+async fn get_stores(st: web::Data<AppState>, q: web::Query<StoresQuery>) -> HttpResponse {
+    let days = match q.unvisited_days.as_deref().map(str::parse::<i64>) {
+        None => None,
+        Some(Ok(d)) if (0..=3_660).contains(&d) => Some(d),
+        Some(_) => {
+            return bad_query(format!(
+                "unvisited_days: `{}` is not a number of days from 0 to 3660",
+                q.unvisited_days.as_deref().unwrap_or_default()
+            ))
+        }
+    };
+    read(&st, "stores", move |e| stores_list(e, days)).await
 }
 
 /// Every sales rep's visits across stores (by rep id): the totals and, per store as the
@@ -2418,7 +2458,7 @@ routes! {
     get "/v1/identities/{kind}/{value}" => get_identity, READ;
     get "/v1/skus/{sku}/stock" => get_stock, READ;
     get "/v1/dealers/{id}/credit" => get_credit, READ;
-    get "/v1/stores" => get_stores, READ;
+    get "/v1/stores" [unvisited_days] => get_stores, READ;
     get "/v1/reps" => get_reps, READ;
     get "/v1/reps/{rep}" => get_rep, READ;
     get "/v1/stores/{id}/kpis" => get_kpis, READ;

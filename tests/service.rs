@@ -2569,5 +2569,29 @@ fn stores_and_a_rep_across_them_are_listed() {
                 "last_visit": "2026-11-11T02:45:00.000Z", "store_count": 2}]),
         "{reps}"
     );
+    assert_eq!(
+        stores["items"][1]["last_rep_visit"],
+        "2026-11-11T02:45:00.000Z"
+    );
+    assert_eq!(stores["items"][1]["rep_visits_30d"], 2);
+    // two days on, a member at st-c, which no rep ever visited: the reps' coverage
+    let member = json!({"id": id(4), "type":"visit","channel":"store",
+        "ts": "2026-11-13T10:00:00+08:00", "store": "st-c", "visitor":"member",
+        "member": {"openid": "o-c"}});
+    s.post(&[member.to_string()]);
+    let idle = |days: u32| -> Vec<String> {
+        s.get(&format!("/v1/stores?unvisited_days={days}"))["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["store"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(idle(1), ["st-a", "st-b", "st-c"]);
+    assert_eq!(idle(5), ["st-c"], "never visited by a rep");
+    let all = s.get("/v1/stores");
+    assert!(all["items"][2]["last_rep_visit"].is_null(), "{all}");
+    let (code, v) = s.request("GET", "/v1/stores?unvisited_days=week", "");
+    assert_eq!(code, 400, "{v}");
     s.stop();
 }
