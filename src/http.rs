@@ -821,6 +821,46 @@ pub(crate) fn ledger_page(
         "next": next, "entries": entries})
 }
 
+/// Every SKU's stock at one location (a store, a warehouse), by SKU, with the location's
+/// total ATP; None when no SKU was ever stocked there. Reads every SKU.
+pub(crate) fn location_view(e: &Sharded, location: &str) -> Result<Option<Value>, ReadError> {
+    let mut skus = std::collections::BTreeMap::new();
+    e.each_sku(&mut |id, s| {
+        if let Some(v) = s.location_view(location) {
+            skus.insert(id.to_string(), v);
+        }
+    })
+    .map_err(|why| {
+        ReadError::Store(StoreError::Io {
+            op: "read",
+            table: "skus",
+            why,
+        })
+    })?;
+    if skus.is_empty() {
+        return Ok(None);
+    }
+    let atp: i64 = skus.values().map(|v| v.atp).sum();
+    let items: Vec<Value> = skus
+        .into_iter()
+        .map(|(sku, v)| {
+            json!({"sku": sku, "on_hand": v.on_hand, "reserved": v.reserved,
+                   "safety": v.safety, "atp": v.atp})
+        })
+        .collect();
+    Ok(Some(
+        json!({"location": location, "atp": atp, "items": items}),
+    ))
+}
+
+async fn get_location_stock(st: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
+    let id = id.into_inner();
+    read(&st, "location (no SKU was ever stocked there)", move |e| {
+        location_view(e, &id)
+    })
+    .await
+}
+
 async fn get_stock(st: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
     let id = id.into_inner();
     read(&st, "sku", move |e| stock_view(e, &id)).await
@@ -2457,6 +2497,7 @@ routes! {
     get "/v1/members/{id}/ledger" [from, limit] => get_ledger, READ;
     get "/v1/identities/{kind}/{value}" => get_identity, READ;
     get "/v1/skus/{sku}/stock" => get_stock, READ;
+    get "/v1/locations/{id}/stock" => get_location_stock, READ;
     get "/v1/dealers/{id}/credit" => get_credit, READ;
     get "/v1/stores" [unvisited_days] => get_stores, READ;
     get "/v1/reps" => get_reps, READ;

@@ -56,9 +56,9 @@ const SAMPLE: &str = include_str!("../examples/sample.jsonl");
 /// Each: the path, the request the example answers, and the answer.
 fn examples() -> Vec<(&'static str, String, Value)> {
     use crate::http::{
-        campaign_view, campaigns_view, credit_view, kpis_view, ledger_page, loyalty_view,
-        member_view, members_list, order_view, rep_view, reps_view, stock_view, stores_view,
-        Holders, MembersQuery,
+        campaign_view, campaigns_view, credit_view, kpis_view, ledger_page, location_view,
+        loyalty_view, member_view, members_list, order_view, rep_view, reps_view, stock_view,
+        stores_view, Holders, MembersQuery,
     };
     use omnistream_actors::{sharded::Sharded, Output, Rules};
     let decoder = omnistream_schemas::Decoder::new(omnistream_schemas::Pii::new(
@@ -132,6 +132,11 @@ fn examples() -> Vec<(&'static str, String, Value)> {
             "/v1/skus/{sku}/stock",
             "/v1/skus/SKU-COLA-500/stock".into(),
             json(stock_view(&e, "SKU-COLA-500")),
+        ),
+        (
+            "/v1/locations/{id}/stock",
+            "/v1/locations/wh-sh/stock".into(),
+            json(location_view(&e, "wh-sh")),
         ),
         (
             "/v1/dealers/{id}/credit",
@@ -293,6 +298,7 @@ fn paths() -> Value {
             "/v1/members/{id}/ledger": {"get": op("a member's points ledger: `balance`, `debt`, `next` (the `from` of the following page) and `entries`, each with `seq`, `delta`, `balance` after, `reason` (earned, scan_reward, review_reward, redeemed, redeem_refund, reversed, expired, merged_in, merged_out, debt_paid), `about` (the order, campaign or other member), and `debt_delta`/`debt` when the debt changed (left out when 0); an id merged into another shows its own entries, up to its `merged_out`, with `merged_into`, the member it went to (whose ledger has the `merged_in` naming it)", &["id", "from:query", "limit:query"], None)},
             "/v1/identities/{kind}/{value}": {"get": op("the member an identity belongs to (personal values are hashed by the server); `member_id` with an issued id answers as `/v1/members/{id}`, following merges", &["kind", "value"], None)},
             "/v1/skus/{sku}/stock": {"get": op("stock per location and total available-to-promise", &["sku"], None)},
+            "/v1/locations/{id}/stock": {"get": op("every SKU's stock at one location (a store, a warehouse), by SKU: `on_hand`, `reserved`, `safety`, `atp`, and the location's total `atp`; 404 for a location no SKU was ever stocked at (ids are exact: `ST-001` is not `st-001`); reads every SKU", &["id"], None)},
             "/v1/dealers/{id}/credit": {"get": op("a dealer's limit, exposure, available credit and held orders", &["id"], None)},
             "/v1/stores": {"get": op("every store, resident or not, by id: `store`, its `today` and `this_hour` as `/v1/stores/{id}/kpis` shows them, `rep_count`, how many sales reps visited it, `last_rep_visit` (null: none remembered), `rep_visits_30d`, and its `recent_visitors`; today and this hour in `rules.store.utc-offset-minutes` when set; `unvisited_days` (0 to 3660) lists only the stores no sales rep visited in that many days before the newest event time (never visited ones too): the reps' coverage", &["unvisited_days:query"], None)},
             "/v1/reps": {"get": op("every sales rep any store has seen, by id: `visits`, `visits_30d` and `last_visit` over all stores, and `store_count`, the stores visited (listed at `/v1/reps/{rep}`)", &[], None)},

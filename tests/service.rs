@@ -236,6 +236,47 @@ fn an_unconfigured_campaign_pays_nothing_when_so_configured() {
     s.stop();
 }
 
+/// A location's stock across SKUs: each SKU's row as the SKU's own view has it at that
+/// location, the total ATP, and a 404 for a location never stocked.
+#[test]
+fn a_locations_stock_lists_every_sku_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Service::start(dir.path());
+    let mut events = script();
+    for (n, (sku, loc, qty)) in [("S2", "wh", 7), ("S3", "st-9", 5)].into_iter().enumerate() {
+        events.push(
+            json!({"id": id(800 + n as u32), "type":"stock","ts":"2026-11-11T08:30:00+08:00",
+                   "sku": sku, "location": loc, "op":"receive", "qty": qty})
+            .to_string(),
+        );
+    }
+    s.post(&events);
+    let wh = s.get("/v1/locations/wh/stock");
+    let skus: Vec<&str> = wh["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["sku"].as_str().unwrap())
+        .collect();
+    assert_eq!(skus, ["S1", "S2"], "{wh}");
+    let s1 = s.get("/v1/skus/S1/stock");
+    for field in ["on_hand", "reserved", "safety", "atp"] {
+        assert_eq!(
+            wh["items"][0][field], s1["locations"]["wh"][field],
+            "{field}: {wh} {s1}"
+        );
+    }
+    assert_eq!(wh["items"][1]["atp"], 7, "{wh}");
+    assert_eq!(
+        wh["atp"].as_i64().unwrap(),
+        s1["locations"]["wh"]["atp"].as_i64().unwrap() + 7,
+        "{wh}"
+    );
+    let (code, v) = s.request("GET", "/v1/locations/WH/stock", "");
+    assert_eq!(code, 404, "{v}");
+    s.stop();
+}
+
 /// Two members merged: the id merged away keeps its own ledger up to its `merged_out` and
 /// names the survivor; the survivor's ledger names it in its `merged_in`.
 #[test]
@@ -2368,7 +2409,7 @@ fn the_openapi_examples_are_the_answers_to_the_sample_feed() {
         assert!(!example["value"].is_null(), "{path}");
         asked += 1;
     }
-    assert_eq!(asked, 17, "every state read has an example");
+    assert_eq!(asked, 18, "every state read has an example");
     s.stop();
 }
 

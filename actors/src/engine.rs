@@ -1281,6 +1281,17 @@ impl Engine {
         self.members.each(self.cold_ref(), &owned(me, n), f)
     }
 
+    /// Visits every SKU, resident or not, of the keys shard `me` of `n` owns, one stored state
+    /// at a time, in no order.
+    pub fn each_sku_owned(
+        &self,
+        me: usize,
+        n: usize,
+        f: &mut dyn FnMut(&str, &Sku),
+    ) -> Result<(), String> {
+        self.skus.each(self.cold_ref(), &owned(me, n), f)
+    }
+
     /// Every campaign's state, resident or not, of the keys shard `me` of `n` owns.
     pub fn campaigns_owned(
         &self,

@@ -760,6 +760,15 @@ impl Sharded {
         Ok(())
     }
 
+    /// Visits every SKU, resident or not, one stored state at a time, in no order.
+    pub fn each_sku(&self, f: &mut dyn FnMut(&str, &crate::sku::Sku)) -> Result<(), String> {
+        let n = self.engines.len();
+        for (i, e) in self.engines.iter().enumerate() {
+            e.each_sku_owned(i, n, f)?;
+        }
+        Ok(())
+    }
+
     /// Every campaign any scan named, resident or passivated, by id.
     pub fn campaigns(
         &self,

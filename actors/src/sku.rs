@@ -32,6 +32,16 @@ pub struct Loc {
 }
 
 impl Loc {
+    /// As the API shows it.
+    fn view(&self) -> LocView {
+        LocView {
+            on_hand: self.on_hand,
+            reserved: self.reserved,
+            safety: self.safety,
+            atp: self.atp(),
+        }
+    }
+
     /// Available to promise, never below 0.
     pub fn atp(&self) -> i64 {
         self.on_hand
@@ -109,21 +119,18 @@ impl Sku {
         self.locations.get(location).map_or(0, Loc::atp)
     }
 
+    /// The stock at one location, for the API; None for a location the SKU never had.
+    pub fn location_view(&self, location: &str) -> Option<LocView> {
+        self.locations.get(location).map(Loc::view)
+    }
+
     /// The SKU's stock for the API.
     pub fn view(&self) -> SkuView {
         let locations: BTreeMap<Str, LocView> = self
             .locations
             .sorted()
             .into_iter()
-            .map(|(k, l)| {
-                let v = LocView {
-                    on_hand: l.on_hand,
-                    reserved: l.reserved,
-                    safety: l.safety,
-                    atp: l.atp(),
-                };
-                (k.clone(), v)
-            })
+            .map(|(k, l)| (k.clone(), l.view()))
             .collect();
         SkuView {
             atp: locations
