@@ -1549,6 +1549,30 @@ pub fn lint(bytes: &[u8]) -> Vec<String> {
             None => format!("unknown_field at {key}: not used by {type_name}, ignored"),
         });
     }
+    // a visit reads the field of its visitor only: the other is dropped without a word
+    if kind == Some(EventKind::Visit) {
+        let visitor = m.get("visitor").and_then(Value::as_str);
+        for (when, field) in [("member", "rep"), ("rep", "member")] {
+            if visitor == Some(when) && m.contains_key(field) {
+                out.push(format!(
+                    "ignored_field at {field}: a visit with `visitor`: `{when}` does not read \
+                     `{field}`; is the visitor a {field}?"
+                ));
+            }
+        }
+    }
+    // ids are exact: a space at either end makes another store, SKU, location or dealer
+    for field in ["store", "sku", "location", "dealer", "rep", "campaign"] {
+        if let Some(v) = m.get(field).and_then(Value::as_str) {
+            if v.trim() != v {
+                out.push(format!(
+                    "padded_id at {field}: `{v}` has a space at an end; kept as sent, it is \
+                     another {field} than `{}`",
+                    v.trim()
+                ));
+            }
+        }
+    }
     // open lists: another channel or identity kind is kept as sent, so a near miss of one
     // of the contract's (`Tmall`, `Phone`, `mobile`) is a second channel or another person
     if let Some(c) = m.get("channel").and_then(Value::as_str) {

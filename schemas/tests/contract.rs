@@ -614,6 +614,20 @@ fn lint_points_at_typos_and_unused_fields() {
     );
     let raw = r#"{"type":"order","channel":"kuaishou","member":{"phone":"1"}}"#;
     assert!(!lint(raw.as_bytes()).iter().any(|s| s.contains("channel")));
+    // a visit's field of the other visitor, and ids padded with a space
+    let raw = r#"{"type":"visit","channel":"sfa","store":"st-1 ","visitor":"rep","rep":"r1","member":{"openid":"o"}}"#;
+    let w = lint(raw.as_bytes());
+    assert!(
+        w.iter().any(|s| s.starts_with("ignored_field at member:")),
+        "{w:?}"
+    );
+    assert!(
+        w.iter()
+            .any(|s| s.starts_with("padded_id at store:") && s.contains("`st-1`")),
+        "{w:?}"
+    );
+    let raw = r#"{"type":"visit","channel":"store","store":"st-1","visitor":"member","member":{"openid":"o"}}"#;
+    assert!(lint(raw.as_bytes()).is_empty());
 }
 
 #[test]
