@@ -1244,9 +1244,34 @@ async fn get_rep(st: web::Data<AppState>, rep: web::Path<String>) -> HttpRespons
     read(&st, "sales rep", move |e| rep_view(e, &rep)).await
 }
 
-async fn get_kpis(st: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
+/// `GET /v1/stores/{id}/kpis`' query: the day whose hours to show (today's by default).
+#[derive(Deserialize)]
+struct KpisQuery {
+    day: Option<String>,
+}
+
+async fn get_kpis(
+    st: web::Data<AppState>,
+    id: web::Path<String>,
+    q: web::Query<KpisQuery>,
+) -> HttpResponse {
     let id = id.into_inner();
-    read(&st, "store", move |e| kpis_view(e, &id)).await
+    let day = match q.day.as_deref() {
+        None => None,
+        Some(d) => match omnistream_actors::shown::day::deserialize(Value::from(d)) {
+            Ok(n) => Some(n),
+            Err(_) => return bad_query(format!("day: `{d}` is not a date (YYYY-MM-DD)")),
+        },
+    };
+    read(&st, "store", move |e| {
+        let mut v = kpis_view(e, &id)?;
+        if let (Some(v), Some(day)) = (v.as_mut(), day) {
+            let hours = e.store(&id).map(|s| s.hours_of(day)).unwrap_or_default();
+            v["hours"] = serde_json::to_value(hours)?;
+        }
+        Ok(v)
+    })
+    .await
 }
 
 pub(crate) fn order_view(
@@ -2502,7 +2527,7 @@ routes! {
     get "/v1/stores" [unvisited_days] => get_stores, READ;
     get "/v1/reps" => get_reps, READ;
     get "/v1/reps/{rep}" => get_rep, READ;
-    get "/v1/stores/{id}/kpis" => get_kpis, READ;
+    get "/v1/stores/{id}/kpis" [day] => get_kpis, READ;
     get "/v1/orders/{channel}/{order}" => get_order, READ;
     get "/v1/outputs" [from, limit, output, campaign, sku, location, member, dealer, order, code] => get_outputs, READ;
     get "/v1/outputs/stream" [from, output, campaign, sku, location, member, dealer, order, code] => outputs_stream, READ;

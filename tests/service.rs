@@ -2632,6 +2632,15 @@ fn stores_and_a_rep_across_them_are_listed() {
     assert_eq!(idle(5), ["st-c"], "never visited by a rep");
     let all = s.get("/v1/stores");
     assert!(all["items"][2]["last_rep_visit"].is_null(), "{all}");
+    // a store's hours: today's (none at st-b now), or a day's asked for
+    let kpis = s.get("/v1/stores/st-b/kpis");
+    assert_eq!(kpis["hours"], json!([]), "{kpis}");
+    let kpis = s.get("/v1/stores/st-b/kpis?day=2026-11-11");
+    assert_eq!(kpis["hours"][0]["at"], "2026-11-11T10:00", "{kpis}");
+    assert_eq!(kpis["hours"][0]["rep_visits"], 2, "{kpis}");
+    assert_eq!(kpis["hours"].as_array().unwrap().len(), 1, "{kpis}");
+    let (code, v) = s.request("GET", "/v1/stores/st-b/kpis?day=11/11", "");
+    assert_eq!(code, 400, "{v}");
     let (code, v) = s.request("GET", "/v1/stores?unvisited_days=week", "");
     assert_eq!(code, 400, "{v}");
     s.stop();

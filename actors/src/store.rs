@@ -444,6 +444,15 @@ impl Store {
         }
     }
 
+    /// The kept hours of local day `day` with any activity, in order.
+    pub fn hours_of(&self, day: i64) -> Vec<KpiView> {
+        let first = day.saturating_mul(24);
+        self.hours
+            .range(first..first.saturating_add(24))
+            .map(|(h, k)| KpiView::new(Bucket::Hour(*h), *k))
+            .collect()
+    }
+
     /// The store's KPIs as a board shows them, at query time `now` (its local hour and day
     /// pick "today" and "this hour"; the caller passes the watermark or the wall clock).
     pub fn view(&self, now: EventTime, rules: &crate::config::StoreRules) -> StoreView {
@@ -472,6 +481,7 @@ impl Store {
                 .iter()
                 .map(|(d, k)| KpiView::new(Bucket::Day(*d), *k))
                 .collect(),
+            hours: self.hours_of(day),
             reps: self
                 .reps
                 .iter()
@@ -600,6 +610,8 @@ pub struct StoreView {
     pub this_hour: KpiView,
     /// Every kept day, oldest first.
     pub days: Vec<KpiView>,
+    /// Today's hours with any activity, in order (another day's: `?day=` on the route).
+    pub hours: Vec<KpiView>,
     /// Reps by id.
     pub reps: Vec<RepView>,
     /// Members in the recent-visitor memory.
