@@ -2138,11 +2138,17 @@ async fn metrics_text(st: web::Data<AppState>) -> HttpResponse {
         .ready
         .set(i64::from(st.ready.load(Ordering::SeqCst)));
     if st.metrics.enabled && st.ready.load(Ordering::SeqCst) {
-        // the dealers' credit as the state holds it now; a shard too busy to answer within
-        // a second leaves the gauges as the last scrape set them
+        // the dealers' credit as the state holds it now, every dealer's (passivated ones,
+        // and all after a restart from a checkpoint, are not resident); a shard too busy to
+        // answer within a second, or a store that fails the read, leaves the gauges as the
+        // last scrape set them
         let metrics = Arc::clone(&st.metrics);
         let read = crate::shard::Read(move |e: &Sharded, _: &dyn Store| {
-            metrics.dealers(e.dealers().map(|(_, d)| d));
+            let mut totals = crate::metrics::DealerTotals::default();
+            match e.each_dealer(&mut |_, d| totals.add(d)) {
+                Ok(()) => metrics.dealer_totals(&totals),
+                Err(why) => tracing::warn!(%why, "dealers' credit gauges not updated"),
+            }
             // the configured campaigns' budgets, as /v1/campaigns/{id} shows them
             let rules = e.rules();
             metrics.campaign_budgets(rules.campaigns.iter().map(|(id, r)| {

@@ -282,6 +282,27 @@ impl Children {
     }
 }
 
+/// The dealers' credit gauges' values, summed one dealer at a time.
+#[derive(Debug, Default)]
+pub struct DealerTotals {
+    over: i64,
+    held: i64,
+    held_fen: i64,
+    exposure: i64,
+}
+
+impl DealerTotals {
+    /// Counts one dealer in.
+    pub fn add(&mut self, d: &omnistream_actors::dealer::Dealer) {
+        self.over += i64::from(d.available() < 0);
+        self.held += i64::try_from(d.held.len()).unwrap_or(i64::MAX);
+        self.held_fen = self
+            .held_fen
+            .saturating_add(d.held.iter().map(|h| h.amount).sum::<i64>());
+        self.exposure = self.exposure.saturating_add(d.exposure());
+    }
+}
+
 /// The resolved children of [`Metrics`]' per-event counters.
 struct Resolved {
     events: Children,
@@ -833,25 +854,25 @@ impl Metrics {
         }
     }
 
-    /// Sets the dealers' credit gauges from every resident dealer.
+    /// Sets the dealers' credit gauges from `dealers`.
     pub fn dealers<'a>(
         &self,
         dealers: impl Iterator<Item = &'a omnistream_actors::dealer::Dealer>,
     ) {
+        let mut t = DealerTotals::default();
+        dealers.for_each(|d| t.add(d));
+        self.dealer_totals(&t);
+    }
+
+    /// Sets the dealers' credit gauges from totals over every dealer.
+    pub fn dealer_totals(&self, t: &DealerTotals) {
         if !self.enabled {
             return;
         }
-        let (mut over, mut held, mut held_fen, mut exposure) = (0i64, 0i64, 0i64, 0i64);
-        for d in dealers {
-            over += i64::from(d.available() < 0);
-            held += i64::try_from(d.held.len()).unwrap_or(i64::MAX);
-            held_fen = held_fen.saturating_add(d.held.iter().map(|h| h.amount).sum::<i64>());
-            exposure = exposure.saturating_add(d.exposure());
-        }
-        self.dealers_over_limit.set(over);
-        self.dealer_orders_held.set(held);
-        self.dealer_held_fen.set(held_fen);
-        self.dealer_exposure_fen.set(exposure);
+        self.dealers_over_limit.set(t.over);
+        self.dealer_orders_held.set(t.held);
+        self.dealer_held_fen.set(t.held_fen);
+        self.dealer_exposure_fen.set(t.exposure);
     }
 
     /// Sets the resident-entity gauges of `shard`.

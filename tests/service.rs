@@ -1513,6 +1513,18 @@ fn a_dealers_events_answer_where_they_ended_and_list_under_the_dealer() {
     ] {
         assert_eq!(sample(&text, series), want, "{series}");
     }
+    // the same after a restart from the shutdown checkpoint, where no dealer is resident
+    // until an event touches it: the gauges read every dealer, stored ones too
+    s.stop();
+    let s = Service::start(dir.path());
+    let (_, text) = s.request_text("GET", "/metrics", "");
+    for (series, want) in [
+        ("omnistream_dealer_orders_held ", 1.0),
+        ("omnistream_dealer_held_fen ", 250.0),
+        ("omnistream_dealer_exposure_fen ", 10_000_700.0),
+    ] {
+        assert_eq!(sample(&text, series), want, "after a restart: {series}");
+    }
     // cancelling h2 makes room for h3: the answer is h2's, cancelled; h3's release is listed
     let v = s.post(&[ev(
         12,

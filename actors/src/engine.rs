@@ -1292,6 +1292,17 @@ impl Engine {
         self.skus.each(self.cold_ref(), &owned(me, n), f)
     }
 
+    /// Visits every dealer, resident or not, of the keys shard `me` of `n` owns, one stored
+    /// state at a time, in no order.
+    pub fn each_dealer_owned(
+        &self,
+        me: usize,
+        n: usize,
+        f: &mut dyn FnMut(&str, &Dealer),
+    ) -> Result<(), String> {
+        self.dealers.each(self.cold_ref(), &owned(me, n), f)
+    }
+
     /// Every campaign's state, resident or not, of the keys shard `me` of `n` owns.
     pub fn campaigns_owned(
         &self,

@@ -760,6 +760,18 @@ impl Sharded {
         Ok(())
     }
 
+    /// Visits every dealer, resident or not, one stored state at a time, in no order.
+    pub fn each_dealer(
+        &self,
+        f: &mut dyn FnMut(&str, &crate::dealer::Dealer),
+    ) -> Result<(), String> {
+        let n = self.engines.len();
+        for (i, e) in self.engines.iter().enumerate() {
+            e.each_dealer_owned(i, n, f)?;
+        }
+        Ok(())
+    }
+
     /// Visits every SKU, resident or not, one stored state at a time, in no order.
     pub fn each_sku(&self, f: &mut dyn FnMut(&str, &crate::sku::Sku)) -> Result<(), String> {
         let n = self.engines.len();
