@@ -789,8 +789,13 @@ async fn get_ledger(
                     .last()
                     .and_then(|e| e["seq"].as_u64())
                     .map_or(from, |s| s + 1);
-                return Ok(Some(json!({"member": kept.id, "merged_into": m.id,
-                    "balance": 0, "debt": 0, "next": next, "entries": rows})));
+                // the member it merged into (its `merged_out` names it), which may itself have
+                // merged on since: `survivor` is where the person is now
+                return Ok(Some(
+                    json!({"member": kept.id, "merged_into": kept.alias_of,
+                    "survivor": m.id, "balance": 0, "debt": 0, "next": next,
+                    "entries": rows}),
+                ));
             }
         }
         let rows = entries(&m.id)?;

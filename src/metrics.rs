@@ -54,7 +54,7 @@ pub struct Metrics {
     pub points: IntCounterVec,
     /// Accepted order value in fen by channel.
     pub gmv: IntCounterVec,
-    /// Value given back by cancelled and returned orders, in fen, by channel.
+    /// Value of cancelled orders and returned lines (taken off sales), in fen, by channel.
     pub refunds: IntCounterVec,
     /// Order results (accepted, rejected, held, released).
     pub orders: IntCounterVec,
@@ -425,7 +425,7 @@ impl Default for Metrics {
             refunds: counter_vec(
                 &r,
                 "omnistream_refunds_fen_total",
-                "value given back by cancelled and returned orders, in fen",
+                "value of cancelled orders and returned lines, taken off sales, in fen",
                 &["channel"],
             ),
             orders: counter_vec(&r, "omnistream_orders_total", "order results", &["result"]),

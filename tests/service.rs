@@ -306,6 +306,7 @@ fn an_id_merged_away_keeps_its_ledger_up_to_the_merge() {
     let old = s.get(&format!("/v1/members/{gone}/ledger"));
     assert_eq!(old["member"], gone, "{old}");
     assert_eq!(old["merged_into"], survivor, "{old}");
+    assert_eq!(old["survivor"], survivor, "{old}");
     let rows = old["entries"].as_array().unwrap();
     assert!(rows.len() >= 2, "its points, then their leaving: {old}");
     assert_eq!(rows.last().unwrap()["reason"], "merged_out", "{old}");
@@ -324,6 +325,20 @@ fn an_id_merged_away_keeps_its_ledger_up_to_the_merge() {
             .any(|r| r["reason"] == "merged_in" && r["about"] == gone),
         "{kept}"
     );
+    // the person merges on with oa's member: the id merged away first still names the
+    // member its points went to, and where the person is now
+    let join_oa = json!({"id": id(902), "type":"identify","ts":"2026-11-11T18:30:00+08:00",
+        "channel":"mall", "member":{"openid": "oa", "unionid": "u-bc"}});
+    s.post(&[join_oa.to_string()]);
+    let now = s.get("/v1/identities/openid/oa")["id"].clone();
+    assert_eq!(s.get("/v1/identities/openid/ob")["id"], now);
+    assert_ne!(
+        now, survivor,
+        "oa's member, the older, survives: a chain of two merges"
+    );
+    let old = s.get(&format!("/v1/members/{gone}/ledger"));
+    assert_eq!(old["merged_into"], survivor, "{old}");
+    assert_eq!(old["survivor"], now, "{old}");
     s.stop();
 }
 

@@ -109,8 +109,9 @@ pub enum MemberCmd {
         store: Str,
         /// Time spent, if known.
         duration_s: Option<i64>,
-        /// The visit's channel (`store` for a POS; a channel used, as a click's is).
-        #[serde(default)]
+        /// The visit's channel (`store` for a POS; a channel used, as a click's is). Added by
+        /// encoding 7: a member in the middle of a merge stores the commands it waits with.
+        #[serde(default, deserialize_with = "crate::cold::since::<7, _, _>")]
         channel: Str,
     },
     /// A campaign scan, with the points the campaign's budget granted (0 when none).

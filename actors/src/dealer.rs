@@ -180,7 +180,10 @@ impl Dealer {
                 region,
             } => {
                 self.limit = credit_limit.max(0);
-                self.region = region;
+                // absent: the region it had (a limit change does not carry it)
+                if region.is_some() {
+                    self.region = region;
+                }
                 self.release_held(me, fx);
                 self.credit(me, fx);
             }

@@ -3770,6 +3770,36 @@ mod tests {
         assert!(crate::cold::decode::<Member>(&v3).is_err());
     }
 
+    /// A member in the middle of a merge, stored by encoding 6 with a visit waiting in its
+    /// stash (a visit without the channel encoding 7 gave it), reads as that visit with no
+    /// channel; read as encoding 7 the same bytes are refused.
+    #[test]
+    fn a_stashed_visit_of_encoding_6_reads() {
+        let rules = rules();
+        let (mut m, _) = merging_and_alias(&rules);
+        let visit = MemberCmd::Visit {
+            store: "st-1".into(),
+            duration_s: Some(5),
+            channel: Str::default(),
+        };
+        if let Some(g) = m.merging.as_mut() {
+            g.stash.push(visit.clone());
+        }
+        let stored = crate::cold::encode(&m).unwrap();
+        let body = &crate::cold::encode(&visit).unwrap()[1..];
+        assert_eq!(body.last(), Some(&0), "the empty channel last");
+        let at = stored
+            .windows(body.len())
+            .position(|w| w == body)
+            .expect("the stashed visit's bytes");
+        let mut v6 = stored[..at + body.len() - 1].to_vec();
+        v6.extend_from_slice(&stored[at + body.len()..]);
+        v6[0] = 6;
+        assert_eq!(crate::cold::decode::<Member>(&v6).unwrap(), m);
+        v6[0] = 7;
+        assert!(crate::cold::decode::<Member>(&v6).is_err());
+    }
+
     /// X-RFM `(frequency, monetary)` of each window at minute `min`.
     fn frequency_and_monetary(m: &Member, rules: &Rules, min: i64) -> Vec<(u32, i64)> {
         let c = ctx(rules, min);

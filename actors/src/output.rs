@@ -213,8 +213,8 @@ pub enum Output {
         /// left to return, or of a SKU the order does not hold).
         #[serde(skip_serializing_if = "Option::is_none", default)]
         detail: Option<Str>,
-        /// The value given back, in fen: a cancellation's whole order, a return's lines at
-        /// the price paid (absent for other statuses).
+        /// The value taken off the order's sales, in fen: a cancellation's whole order (paid
+        /// or not), a return's lines at the price paid (absent for other statuses).
         #[serde(skip_serializing_if = "Option::is_none", default)]
         refund: Option<i64>,
     },

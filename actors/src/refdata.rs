@@ -74,24 +74,22 @@ impl RefData {
                 self.skus.insert(b.sku.clone());
                 true
             }
-            Body::Dealer(d) => {
-                match d.region {
-                    Some(r) => {
-                        self.regions.insert(
-                            d.dealer.clone(),
-                            RegionV {
-                                lat: r.lat,
-                                lon: r.lon,
-                                radius_km: r.radius_km,
-                            },
-                        );
-                    }
-                    None => {
-                        self.regions.remove(&d.dealer);
-                    }
+            // a dealer event without a region (a limit change from the credit system) keeps
+            // the one it had: diversion checks go on
+            Body::Dealer(d) => match d.region {
+                Some(r) => {
+                    self.regions.insert(
+                        d.dealer.clone(),
+                        RegionV {
+                            lat: r.lat,
+                            lon: r.lon,
+                            radius_km: r.radius_km,
+                        },
+                    );
+                    true
                 }
-                true
-            }
+                None => true,
+            },
             _ => false,
         }
     }

@@ -222,14 +222,15 @@ impl Store {
                     });
                     if let Some(m) = member {
                         if !self.convert(&m, at.unix_us, window_us) {
-                            if self.sales_waiting.len() >= SALES_WAITING_CAP {
-                                self.sales_waiting.pop_front();
-                            }
-                            // kept in time order, a late sale among the newer ones
+                            // kept in time order, a late sale among the newer ones; when full,
+                            // the oldest of them and this one goes
                             let i = self
                                 .sales_waiting
                                 .partition_point(|(t, _)| *t <= at.unix_us);
                             self.sales_waiting.insert(i, (at.unix_us, m));
+                            if self.sales_waiting.len() > SALES_WAITING_CAP {
+                                self.sales_waiting.pop_front();
+                            }
                         }
                     }
                 }
@@ -293,7 +294,10 @@ impl Store {
         let (ts, hour, day) = (at.unix_us, at.local_hour(), at.local_day());
         // the member's order came before this visit did, though placed after it within the
         // window: the visit converts once recorded, as it would have had they come in time
-        // order (a visit older than the member's latest is not the one conversion counts from)
+        // order (a visit older than the member's latest is not the one conversion counts
+        // from). The first such visit to arrive takes the order: of two visits before one
+        // order, arriving order first, the earlier may be converted where time order would
+        // convert the later (the same day's bucket either way, not always the same hour's)
         let sold = if self.visitors.get(&member).is_none_or(|v| ts >= v.at) {
             self.sales_waiting
                 .iter()
@@ -799,6 +803,30 @@ mod tests {
             visit("m8", false),
         );
         assert!(s.sales_waiting.is_empty(), "past the window");
+        // a full list keeps the newest: a late sale older than all of them is the one dropped
+        let mut s = Store::default();
+        for i in 0..SALES_WAITING_CAP as i64 {
+            let o = format!("store:f{i}");
+            run(
+                &mut s,
+                &rules,
+                at_ms(ts + 1_000 * (i + 1)),
+                100 + i as u128,
+                sale(&o, Some("mx"), 1),
+            );
+        }
+        run(
+            &mut s,
+            &rules,
+            at_ms(ts),
+            99,
+            sale("store:late", Some("my"), 1),
+        );
+        assert_eq!(s.sales_waiting.len(), SALES_WAITING_CAP);
+        assert_eq!(
+            s.sales_waiting.front().map(|w| w.0),
+            Some((ts + 1_000) * 1_000)
+        );
         // a visit after the sale does not convert with it
         let mut s = Store::default();
         run(

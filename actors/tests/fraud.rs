@@ -961,6 +961,24 @@ fn cross_region_diversion_is_reported_against_the_dealer_not_the_consumer() {
         matches!(diversions[0], Output::Diversion { dealer, batch, km_outside, .. } if dealer == "sh-dealer" && batch == "SH-B1" && *km_outside > 800.0)
     );
     assert_eq!(w.engine.dealer("sh-dealer").unwrap().counters.diversions, 1);
+    // a new limit from the credit system, without the region: the region stays, and so do
+    // the diversion checks
+    w.send(&format!(
+        r#"{{"type":"dealer","ts":"{}","dealer":"sh-dealer","credit_limit":5000}}"#,
+        ts(800)
+    ));
+    let d = w.engine.dealer("sh-dealer").unwrap();
+    assert_eq!((d.limit, d.region.is_some()), (5000, true));
+    w.send(&scan(
+        900,
+        "SH0003",
+        "bj2",
+        "dbj2",
+        "2.2.2.9",
+        Some(BEIJING),
+    ));
+    assert_eq!(w.last().reasons, vec![Reason::CrossRegion]);
+    assert_eq!(w.engine.dealer("sh-dealer").unwrap().counters.diversions, 2);
 }
 
 #[test]
