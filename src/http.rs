@@ -880,6 +880,64 @@ pub(crate) fn credit_view(e: &Sharded, id: &str) -> Result<Option<Value>, ReadEr
     Ok(v)
 }
 
+/// `GET /v1/dealers`' query: which dealers (all by default).
+#[derive(Deserialize, Default)]
+pub(crate) struct DealersQuery {
+    pub(crate) held: Option<String>,
+    pub(crate) over_limit: Option<String>,
+}
+
+/// Every dealer's credit, resident or not, by id, as `/v1/dealers/{id}/credit` shows it:
+/// only those with orders held when `held=true`, only those whose exposure is past their
+/// limit when `over_limit=true`; with the totals of those listed. Reads every dealer.
+pub(crate) fn dealers_list(e: &Sharded, q: &DealersQuery) -> Result<Option<Value>, ReadError> {
+    let flag = |name: &str, v: &Option<String>| match v.as_deref() {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(ReadError::BadQuery(format!(
+            "{name}: `{other}` is neither true nor false"
+        ))),
+    };
+    let (held, over) = (flag("held", &q.held)?, flag("over_limit", &q.over_limit)?);
+    let mut all = std::collections::BTreeMap::new();
+    e.each_dealer(&mut |id, d| {
+        if (held && d.held.is_empty()) || (over && d.available() >= 0) {
+            return;
+        }
+        all.insert(id.to_string(), d.view());
+    })
+    .map_err(|why| {
+        ReadError::Store(StoreError::Io {
+            op: "read",
+            table: "dealers",
+            why,
+        })
+    })?;
+    let (exposure, held_fen) = all.values().fold((0i64, 0i64), |(x, h), v| {
+        (
+            x.saturating_add(v.exposure),
+            h.saturating_add(v.held.iter().map(|o| o.amount).sum::<i64>()),
+        )
+    });
+    let items = all
+        .into_iter()
+        .map(|(id, v)| {
+            let mut j = serde_json::to_value(v)?;
+            j["dealer"] = json!(id);
+            Ok(j)
+        })
+        .collect::<Result<Vec<Value>, serde_json::Error>>()?;
+    Ok(Some(
+        json!({"dealers": items.len(), "exposure": exposure, "held_fen": held_fen,
+        "items": items}),
+    ))
+}
+
+async fn get_dealers(st: web::Data<AppState>, q: web::Query<DealersQuery>) -> HttpResponse {
+    let q = q.into_inner();
+    read(&st, "dealers", move |e| dealers_list(e, &q)).await
+}
+
 async fn get_credit(st: web::Data<AppState>, id: web::Path<String>) -> HttpResponse {
     let id = id.into_inner();
     read(&st, "dealer", move |e| credit_view(e, &id)).await
@@ -2534,6 +2592,7 @@ routes! {
     get "/v1/identities/{kind}/{value}" => get_identity, READ;
     get "/v1/skus/{sku}/stock" => get_stock, READ;
     get "/v1/locations/{id}/stock" => get_location_stock, READ;
+    get "/v1/dealers" [held, over_limit] => get_dealers, READ;
     get "/v1/dealers/{id}/credit" => get_credit, READ;
     get "/v1/stores" [unvisited_days] => get_stores, READ;
     get "/v1/reps" => get_reps, READ;

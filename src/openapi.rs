@@ -56,9 +56,9 @@ const SAMPLE: &str = include_str!("../examples/sample.jsonl");
 /// Each: the path, the request the example answers, and the answer.
 fn examples() -> Vec<(&'static str, String, Value)> {
     use crate::http::{
-        campaign_view, campaigns_view, credit_view, kpis_view, ledger_page, location_view,
-        loyalty_view, member_view, members_list, order_view, rep_view, reps_view, stock_view,
-        stores_view, Holders, MembersQuery,
+        campaign_view, campaigns_view, credit_view, dealers_list, kpis_view, ledger_page,
+        location_view, loyalty_view, member_view, members_list, order_view, rep_view, reps_view,
+        stock_view, stores_view, DealersQuery, Holders, MembersQuery,
     };
     use omnistream_actors::{sharded::Sharded, Output, Rules};
     let decoder = omnistream_schemas::Decoder::new(omnistream_schemas::Pii::new(
@@ -142,6 +142,11 @@ fn examples() -> Vec<(&'static str, String, Value)> {
             "/v1/dealers/{id}/credit",
             "/v1/dealers/dl-north/credit".into(),
             json(credit_view(&e, "dl-north")),
+        ),
+        (
+            "/v1/dealers",
+            "/v1/dealers".into(),
+            json(dealers_list(&e, &DealersQuery::default())),
         ),
         (
             "/v1/stores/{id}/kpis",
@@ -300,6 +305,7 @@ fn paths() -> Value {
             "/v1/skus/{sku}/stock": {"get": op("stock per location and total available-to-promise", &["sku"], None)},
             "/v1/locations/{id}/stock": {"get": op("every SKU's stock at one location (a store, a warehouse), by SKU: `on_hand`, `reserved`, `safety`, `atp`, and the location's total `atp`; 404 for a location no SKU was ever stocked at (ids are exact: `ST-001` is not `st-001`); reads every SKU", &["id"], None)},
             "/v1/dealers/{id}/credit": {"get": op("a dealer's limit, exposure, available credit and held orders", &["id"], None)},
+            "/v1/dealers": {"get": op("every dealer's credit, resident or not, by id, each as `/v1/dealers/{id}/credit` shows it; `held=true`: only dealers with orders held for credit, `over_limit=true`: only those whose exposure is past their limit; `dealers`, `exposure` and `held_fen` total those listed; reads every dealer", &["held:query", "over_limit:query"], None)},
             "/v1/stores": {"get": op("every store, resident or not, by id: `store`, its `today` and `this_hour` as `/v1/stores/{id}/kpis` shows them, `rep_count`, how many sales reps visited it, `last_rep_visit` (null: none remembered), `rep_visits_30d`, and its `recent_visitors`; today and this hour in `rules.store.utc-offset-minutes` when set; `unvisited_days` (0 to 3660) lists only the stores no sales rep visited in that many days before the newest event time (never visited ones too): the reps' coverage", &["unvisited_days:query"], None)},
             "/v1/reps": {"get": op("every sales rep any store has seen, by id: `visits`, `visits_30d` and `last_visit` over all stores, and `store_count`, the stores visited (listed at `/v1/reps/{rep}`)", &[], None)},
             "/v1/reps/{rep}": {"get": op("one sales rep's visits across stores: per store (`visits`, `last_visit`, `visits_30d`, `avg_duration_s`, as the store's KPIs show them) and the totals; 404 when no store has seen the rep", &["rep"], None)},

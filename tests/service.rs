@@ -1540,6 +1540,24 @@ fn a_dealers_events_answer_where_they_ended_and_list_under_the_dealer() {
     ] {
         assert_eq!(sample(&text, series), want, "after a restart: {series}");
     }
+    // the credit controller's list: every dealer as its credit view, or those holding orders
+    let all = s.get("/v1/dealers");
+    let d2 = s.get("/v1/dealers/d2/credit");
+    let listed: Vec<&Value> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["dealer"] == "d2")
+        .collect();
+    assert_eq!(listed, [&d2], "{all}");
+    assert_eq!(all["exposure"], 10_000_700, "{all}");
+    let held = s.get("/v1/dealers?held=true");
+    assert_eq!(held["dealers"], 1, "{held}");
+    assert_eq!(held["held_fen"], 250, "{held}");
+    assert_eq!(held["items"][0]["dealer"], "d2", "{held}");
+    assert_eq!(s.get("/v1/dealers?over_limit=true")["dealers"], 0);
+    let (code, v) = s.request("GET", "/v1/dealers?held=yes", "");
+    assert_eq!(code, 400, "{v}");
     // cancelling h2 makes room for h3: the answer is h2's, cancelled; h3's release is listed
     let v = s.post(&[ev(
         12,
@@ -2436,7 +2454,7 @@ fn the_openapi_examples_are_the_answers_to_the_sample_feed() {
         assert!(!example["value"].is_null(), "{path}");
         asked += 1;
     }
-    assert_eq!(asked, 18, "every state read has an example");
+    assert_eq!(asked, 19, "every state read has an example");
     s.stop();
 }
 
