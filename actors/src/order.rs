@@ -360,6 +360,7 @@ impl Order {
                     self.phase = Phase::Cancelled;
                     self.status = Some(OrderStatus::Cancelled);
                     self.status_out(me, "cancelled", fx);
+                    self.drop_deferred(me, "order was cancelled while held for credit", fx);
                 } else {
                     self.defer(me, ev, ctx, fx);
                 }
@@ -495,14 +496,31 @@ impl Order {
             }
         }
         self.phase = Phase::Rejected;
-        self.later.clear();
-        self.later_at.clear();
         fx.out(Output::OrderRejected {
             order: me.clone(),
             dealer: self.dealer_of(),
             reason: reason.into(),
             detail,
         });
+        self.drop_deferred(me, "order was rejected", fx);
+    }
+
+    /// The status events waiting for placement, dropped now that it failed or the order was
+    /// cancelled while held: each said ignored, under its own id and time, as it would have
+    /// been had it come after (a `fulfilled` of goods shipped while on credit hold says so).
+    fn drop_deferred(&mut self, me: &Str, reason: &str, fx: &mut Effects) {
+        let times = std::mem::take(&mut self.later_at);
+        for (i, (id, ev)) in std::mem::take(&mut self.later).into_iter().enumerate() {
+            let mark = fx.mark();
+            let dealer = self
+                .dealer_of()
+                .or_else(|| ev.dealer.clone().filter(|_| ev.kind == OrderKind::Dealer));
+            ignored(me, dealer, ev.status, reason, fx);
+            // a state stored before the times were kept has none: said under this event
+            if let Some(at) = times.get(i) {
+                fx.mark_origin(mark, uuid::Uuid::from_u128(id), *at);
+            }
+        }
     }
 
     fn accept(&mut self, me: &Str, ctx: &Ctx, fx: &mut Effects) {

@@ -811,6 +811,50 @@ fn a_dealer_order_beyond_credit_is_held_then_released_by_a_payment() {
     assert_eq!(*w.engine.dealer("d1").unwrap(), before);
 }
 
+/// A held order's `fulfilled` waits for credit; the order cancelled while held drops it, and
+/// says so under the fulfilment's own id (goods shipped while on credit hold), as it says of a
+/// status that comes after the cancellation; the order's view keeps nothing waiting.
+#[test]
+fn a_status_waiting_on_a_held_order_is_said_ignored_when_the_order_is_cancelled() {
+    let mut w = World::new(Rules::default());
+    w.send(&stock("S1", 200, T0));
+    w.send(&format!(
+        r#"{{"type":"dealer","ts":"{T0}","dealer":"d1","credit_limit":1000}}"#
+    ));
+    let ev = |status: &str, ts: &str| {
+        format!(
+            r#"{{"type":"order","ts":"{ts}","channel":"dealer","order":"p9","status":"{status}","kind":"dealer","dealer":"d1","lines":[{{"sku":"S1","qty":5,"unit_price":1000}}],"location":"wh"}}"#
+        )
+    };
+    w.send(&ev("placed", T1));
+    w.send(&ev("fulfilled", T2)); // event 4
+    assert!(w.outputs().iter().any(
+        |o| matches!(o, Output::OrderDeferred { status, waits_for, .. } if status == "fulfilled" && waits_for == "credit")
+    ));
+    w.send(&ev("cancelled", T3));
+    let shipped = uuid::Uuid::parse_str("00000000-0000-7000-8000-000000000004").unwrap();
+    let said: Vec<(&Emitted, &str)> = w
+        .out
+        .iter()
+        .filter_map(|e| match &e.output {
+            Output::OrderIgnored { status, reason, .. } if status == "fulfilled" => {
+                Some((e, reason.as_str()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert_eq!(said[0].1, "order was cancelled while held for credit");
+    assert_eq!(said[0].0.event, shipped, "under the fulfilment's own id");
+    let view = w.engine.order("dealer:p9").unwrap().view("dealer:p9", None);
+    assert!(view.deferred.is_empty(), "{view:?}");
+    assert_eq!(
+        w.engine.sku("S1").unwrap().view().atp,
+        200,
+        "no stock taken"
+    );
+}
+
 /// A stock receipt of one unit at `ts`, with id number `n`.
 fn receipt(n: u32, ts: &str) -> String {
     format!(
