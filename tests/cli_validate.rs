@@ -110,7 +110,12 @@ fn stdin_and_json_summary() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let input = format!("{GOOD}\n{}\n", GOOD.replace("scan", "scna"));
+    // the second line is the first again (a repeated id) with a field of its own
+    let input = format!(
+        "{GOOD}\n{}\n{}\n",
+        GOOD.replace("scan", "scna"),
+        GOOD.replacen('{', r#"{"colour":"red","#, 1)
+    );
     child
         .stdin
         .take()
@@ -121,8 +126,11 @@ fn stdin_and_json_summary() {
     assert_eq!(out.status.code(), Some(1));
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(s["files"][0]["file"], "-");
-    assert_eq!(s["files"][0]["valid"], 1);
+    assert_eq!(s["files"][0]["valid"], 2);
     assert_eq!(s["reasons"]["unknown_type"]["lines"], 1);
+    // the warnings by code, for a script that gates a feed on them
+    assert_eq!(s["warning_codes"]["duplicate_id"], 1, "{s}");
+    assert_eq!(s["warning_codes"]["unknown_field"], 1, "{s}");
 }
 
 #[test]

@@ -56,6 +56,15 @@ pub struct Summary {
     /// The same unknown-field warnings on rejected lines: a misspelt required field is
     /// rejected as missing, and its "did you mean" is what says which field it was.
     pub rejected_warnings: BTreeMap<String, Tally>,
+    /// Valid lines' warnings per code (`unknown_field`, `duplicate_id`, `future_timestamp`,
+    /// ...), the word each warning starts with, summed over the warnings of that code (a
+    /// line with two unknown fields counts twice): what a script gating a feed counts.
+    pub warning_codes: BTreeMap<String, u64>,
+}
+
+/// A warning's code: the word it starts with (`unknown_field at x: ...` → `unknown_field`).
+fn warning_code(w: &str) -> &str {
+    w.split([' ', ':']).next().unwrap_or(w)
 }
 
 impl Summary {
@@ -212,6 +221,11 @@ impl Validator {
         if let Some(out) = self.rejects.as_mut() {
             out.flush().context("writing the rejects file")?;
         }
+        let mut codes = BTreeMap::new();
+        for (w, t) in &self.summary.warnings {
+            *codes.entry(warning_code(w).to_string()).or_default() += t.lines;
+        }
+        self.summary.warning_codes = codes;
         Ok(self.summary)
     }
 }
