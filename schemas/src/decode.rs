@@ -1561,6 +1561,19 @@ pub fn lint(bytes: &[u8]) -> Vec<String> {
             }
         }
     }
+    // a POS order's `placed` without `store` counts for no store's KPIs (the location is the
+    // stock's, not the store's)
+    if kind == Some(EventKind::Order)
+        && m.get("channel").and_then(Value::as_str) == Some("store")
+        && m.get("status").and_then(Value::as_str) == Some("placed")
+        && !m.contains_key("store")
+    {
+        out.push(
+            "no_store at store: a `store` channel order placed without `store` counts for no \
+             store's KPIs (`location` is where its stock is taken)"
+                .to_string(),
+        );
+    }
     // ids are exact: a space at either end makes another store, SKU, location or dealer
     for field in ["store", "sku", "location", "dealer", "rep", "campaign"] {
         if let Some(v) = m.get(field).and_then(Value::as_str) {

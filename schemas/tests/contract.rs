@@ -628,6 +628,16 @@ fn lint_points_at_typos_and_unused_fields() {
     );
     let raw = r#"{"type":"visit","channel":"store","store":"st-1","visitor":"member","member":{"openid":"o"}}"#;
     assert!(lint(raw.as_bytes()).is_empty());
+    // a POS order placed without its store
+    let pos = r#"{"type":"order","channel":"store","order":"o1","status":"placed","kind":"consumer","location":"st-1"}"#;
+    assert!(
+        lint(pos.as_bytes())
+            .iter()
+            .any(|s| s.starts_with("no_store at store:")),
+        "{pos}"
+    );
+    let with_store = pos.replace(r#""location""#, r#""store":"st-1","location""#);
+    assert!(lint(with_store.as_bytes()).is_empty(), "{with_store}");
 }
 
 #[test]
