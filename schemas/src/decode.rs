@@ -649,11 +649,23 @@ fn take_int(v: Option<&Value>, path: &str, p: &mut Vec<Problem>) -> Option<i64> 
             if let Some(i) = n.as_i64() {
                 return Some(i);
             }
-            let integral = n.is_u64() || n.as_f64().is_some_and(|f| f.fract() == 0.0);
-            let (reason, detail) = if integral {
+            // a whole number written as a decimal (`5990.0`, `1e3`) fits but is no integer
+            // in the contract's sense: said so, not taken for an overflow
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            let whole = f.fract() == 0.0;
+            let fits = (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&f);
+            let (reason, detail) = if n.is_u64() || (whole && !fits) {
                 (
                     Reason::OutOfRange,
                     format!("{n} does not fit a 64-bit integer"),
+                )
+            } else if whole {
+                (
+                    Reason::WrongType,
+                    format!(
+                        "{n} is written as a decimal: an integer has no fraction or exponent ({})",
+                        f as i64
+                    ),
                 )
             } else {
                 (Reason::WrongType, format!("{n} is not an integer"))

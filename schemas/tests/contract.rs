@@ -282,6 +282,22 @@ const BAD: &[(&str, Reason, &str)] = &[
         Reason::OutOfRange,
         "lines[0].qty",
     ),
+    // a whole number written as a decimal is no integer, not an overflow; a huge one is
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"order","ts":"2026-11-11T20:15:03Z","channel":"mall","order":"O","status":"placed","kind":"consumer","member":{"openid":"o"},"location":"L","lines":[{"sku":"S","qty":1,"unit_price":5990.0}]}"#,
+        Reason::WrongType,
+        "lines[0].unit_price",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"order","ts":"2026-11-11T20:15:03Z","channel":"mall","order":"O","status":"placed","kind":"consumer","member":{"openid":"o"},"location":"L","lines":[{"sku":"S","qty":1e3,"unit_price":1}]}"#,
+        Reason::WrongType,
+        "lines[0].qty",
+    ),
+    (
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"order","ts":"2026-11-11T20:15:03Z","channel":"mall","order":"O","status":"placed","kind":"consumer","member":{"openid":"o"},"location":"L","lines":[{"sku":"S","qty":1e30,"unit_price":1}]}"#,
+        Reason::OutOfRange,
+        "lines[0].qty",
+    ),
     (
         r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"order","ts":"2026-11-11T20:15:03Z","channel":"mall","order":"O","status":"placed","kind":"consumer","member":{"openid":"o"},"location":"L","lines":[{"qty":1,"unit_price":1}]}"#,
         Reason::MissingField,
