@@ -188,7 +188,8 @@ async fn submit(
             StatusCode::TOO_MANY_REQUESTS,
             "saturated",
             format!(
-                "{before} events in flight, limit {}",
+                "{before} events in flight and this request's {n} would pass the limit of {}; \
+                 nothing of it was applied: send it again after Retry-After",
                 st.cfg.max_inflight_events
             ),
         ));

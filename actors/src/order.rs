@@ -663,10 +663,12 @@ impl Order {
         match ev.status {
             OrderStatus::Placed => {}
             OrderStatus::Paid => {
-                if !self.paid {
-                    self.paid = true;
-                    self.status_out(me, "paid", fx);
+                if self.paid {
+                    // as a repeated `fulfilled` says: the channel learns nothing was applied
+                    return ignored(me, self.dealer_of(), ev.status, "already paid", fx);
                 }
+                self.paid = true;
+                self.status_out(me, "paid", fx);
             }
             OrderStatus::Fulfilled => {
                 if fulfilled {

@@ -96,6 +96,24 @@ const T1: &str = "2026-11-11T11:00:00+08:00";
 const T2: &str = "2026-11-12T11:00:00+08:00";
 const T3: &str = "2026-11-13T11:00:00+08:00";
 
+/// A `paid` sent again under a new id changes nothing and says so, as a second `fulfilled`
+/// does.
+#[test]
+fn a_second_paid_is_said_ignored() {
+    let mut w = World::new(Rules::default());
+    w.send(&stock("S1", 10, T0));
+    let lines = r#","lines":[{"sku":"S1","qty":1,"unit_price":100}],"location":"wh""#;
+    w.send(&order("o7", "placed", r#"{"openid":"oz"}"#, lines, T1));
+    w.send(&order("o7", "paid", r#"{"openid":"oz"}"#, "", T1));
+    let before = w.out.len();
+    w.send(&order("o7", "paid", r#"{"openid":"oz"}"#, "", T2));
+    let said: Vec<&Output> = w.out[before..].iter().map(|e| &e.output).collect();
+    assert!(
+        matches!(&said[..], [Output::OrderIgnored { status, reason, .. }] if status == "paid" && reason == "already paid"),
+        "{said:?}"
+    );
+}
+
 #[test]
 fn a_consumer_order_through_fulfilment_and_a_partial_return() {
     let mut w = World::new(Rules::default());
