@@ -238,12 +238,17 @@ async fn submit(
 /// `+json` types), JSON lines, plain text, bytes, and curl's default for `-d` (a form's
 /// type, the body as sent) pass.
 fn unsupported_type(req: &actix_web::HttpRequest) -> Option<HttpResponse> {
-    const TAKEN: [&str; 8] = [
+    const TAKEN: [&str; 13] = [
         "application/json",
         "application/x-ndjson",
+        "application/ndjson",
         "application/jsonl",
+        "application/jsonlines",
         "application/json-lines",
         "application/x-jsonlines",
+        "application/x-ldjson",
+        "text/x-ndjson",
+        "text/ndjson",
         "text/plain",
         "application/octet-stream",
         "application/x-www-form-urlencoded",
@@ -262,14 +267,21 @@ fn unsupported_type(req: &actix_web::HttpRequest) -> Option<HttpResponse> {
         }
     }
     let given = req.headers().get("content-type")?;
-    let essence = given
-        .to_str()
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let given = given.to_str().unwrap_or("").to_ascii_lowercase();
+    let mut parts = given.split(';');
+    let essence = parts.next().unwrap_or("").trim().to_string();
+    // events are UTF-8: a body declared in another charset (GBK) would be misread
+    if let Some(cs) = parts
+        .filter_map(|p| p.trim().strip_prefix("charset="))
+        .map(|c| c.trim_matches('"'))
+        .find(|c| !matches!(*c, "utf-8" | "utf8" | "us-ascii"))
+    {
+        return Some(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("charset `{cs}`: events are sent in UTF-8"),
+        ));
+    }
     // JSON by another name too (`application/cloudevents+json`)
     if essence.is_empty() || TAKEN.contains(&essence.as_str()) || essence.ends_with("+json") {
         return None;
@@ -291,6 +303,15 @@ async fn post_events(
 ) -> HttpResponse {
     if let Some(r) = unsupported_type(&req) {
         return r;
+    }
+    // gzip's magic bytes: a compressed body sent without its Content-Encoding
+    if body.starts_with(&[0x1f, 0x8b]) {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the body is gzip-compressed (it starts with gzip's magic bytes): send events \
+             uncompressed",
+        );
     }
     let texts = split(&body);
     if texts.is_empty() {

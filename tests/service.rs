@@ -706,6 +706,52 @@ fn bad_requests_get_4xx_with_reasons_and_lose_nothing_else() {
         resp.starts_with("HTTP/1.1 415") && resp.contains("Content-Encoding"),
         "{resp}"
     );
+    // gzip without its Content-Encoding, and a charset other than UTF-8: said, not misread
+    let raw = |head: &str, body: &[u8]| -> String {
+        let mut conn = TcpStream::connect(&s.addr).unwrap();
+        write!(
+            conn,
+            "POST /v1/events HTTP/1.1\r\nHost: t\r\n{head}Content-Length: {}\r\n\
+             Connection: close\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        conn.write_all(body).unwrap();
+        let mut resp = String::new();
+        conn.read_to_string(&mut resp).unwrap();
+        resp
+    };
+    let resp = raw("", &[0x1f, 0x8b, 8, 0, 0, 0, 0, 0]);
+    assert!(
+        resp.starts_with("HTTP/1.1 415") && resp.contains("gzip"),
+        "{resp}"
+    );
+    let resp = raw("Content-Type: application/json; charset=gbk\r\n", b"{}");
+    assert!(
+        resp.starts_with("HTTP/1.1 415") && resp.contains("charset `gbk`"),
+        "{resp}"
+    );
+    // JSON lines under the names clients give them
+    for (n, t) in [
+        "application/jsonlines",
+        "text/x-ndjson",
+        "application/json; charset=UTF-8",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let click = json!({"id": id(990 + n as u32), "type":"click",
+            "ts":"2026-11-11T09:00:00+08:00", "channel":"jd","member":{"jd":"j-1"},
+            "target":"ad-1"});
+        let resp = raw(
+            &format!("Content-Type: {t}\r\n"),
+            click.to_string().as_bytes(),
+        );
+        assert!(
+            resp.starts_with("HTTP/1.1 200") && resp.contains("accepted"),
+            "{t}: {resp}"
+        );
+    }
     let mut events = script();
     events.insert(1, r#"{"id":"nope","type":"scan"}"#.to_string());
     let r = s.post(&events);
