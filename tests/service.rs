@@ -88,6 +88,16 @@ fn the_scripted_day_gives_the_expected_state_over_http() {
     assert_eq!(order["output"], "order_rejected", "{refused}");
     assert_eq!(order["reason"], "insufficient_stock", "{refused}");
     assert_eq!(s.get("/v1/skus/S1/stock")["atp"], 39);
+    // the order keeps why, for its view and a retry's answer
+    let view = s.get("/v1/orders/tmall/t9");
+    assert_eq!(view["rejection"]["reason"], "insufficient_stock", "{view}");
+    assert_eq!(view["rejection"]["detail"], order["detail"], "{view}");
+    let retry = s.post(&[big.to_string()]);
+    assert_eq!(retry["results"][0]["status"], "duplicate", "{retry}");
+    assert_eq!(
+        retry["results"][0]["order_state"]["rejection"], view["rejection"],
+        "{retry}"
+    );
     // times read as times: instants in UTC, a store's days as local dates
     assert_eq!(o["member"]["first_seen"], "2026-11-11T01:00:00.000Z", "{o}");
     assert_eq!(o["kpis"]["days"][0]["at"], "2026-11-11", "{o}");

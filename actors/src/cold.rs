@@ -34,7 +34,8 @@ type HashMap<K, V> = crate::GrowMap<K, V>;
 ///   store's newest event's `offset_min` (in `latest`) appended;
 /// - 6: the same, with the order's `refused_unstocked` appended;
 /// - 7: the same, with the store's `sales_waiting` appended, and its KPI buckets'
-///   `member_visit_seconds` and `timed_member_visits`.
+///   `member_visit_seconds` and `timed_member_visits`; the order's `rejection`; a stashed
+///   visit's `channel`.
 ///
 /// Without field names a layout cannot grow the way JSON did (a new field with
 /// `#[serde(default)]`): adding, removing, reordering or retyping a field of a stored state
@@ -950,7 +951,7 @@ mod tests {
                 "member",
                 "070000000000000000000000000000000000000000000000000000000000000000000000000000",
             ),
-            ("order", "07000000000000000000000000000000000000000000"),
+            ("order", "0700000000000000000000000000000000000000000000"),
             ("sku", "070000000000"),
             ("dealer", "070000000000000000000000000000"),
             ("store", "07000000000000000000"),
@@ -1082,8 +1083,12 @@ mod tests {
             points_redeemed: 5,
             ..Default::default()
         };
-        // encodings 3 to 5 of that order: encoding 6 without its last byte (`false`)
+        // encoding 6 of that order: encoding 7 without its last byte (the rejection's `None`)
         let mut b = encode(&order).unwrap();
+        assert_eq!(b.pop(), Some(0));
+        b[0] = 6;
+        assert_eq!(decode::<crate::order::Order>(&b).unwrap(), order);
+        // encodings 3 to 5: encoding 6 without its last byte (`false`)
         assert_eq!(b.pop(), Some(0));
         for version in [3, 4, 5] {
             b[0] = version;

@@ -133,6 +133,14 @@ pub struct Order {
         deserialize_with = "crate::cold::since::<6, _, _>"
     )]
     pub refused_unstocked: bool,
+    /// Why placement was refused, `(reason, detail)` as its `order_rejected` said: an
+    /// order's view and a retry's answer say it (added by encoding 7).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::cold::omit",
+        deserialize_with = "crate::cold::since::<7, _, _>"
+    )]
+    pub rejection: Option<Box<(Str, Str)>>,
 }
 
 /// A status event waiting in the coordinator, as the API shows it.
@@ -204,6 +212,19 @@ pub struct OrderView {
     /// (cancel-unpaid-after-s)`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cancel_detail: Option<Str>,
+    /// Why placement was refused (`reason` and `detail`, as `order_rejected` said; absent
+    /// for an order not rejected, and for one rejected by a build before this was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejection: Option<RejectionView>,
+}
+
+/// Why an order's placement was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectionView {
+    /// The reason code (`insufficient_stock`, `not_stocked`, `insufficient_points`, ...).
+    pub reason: Str,
+    /// What it said.
+    pub detail: Str,
 }
 
 /// The SKU that refused an order's reservation.
@@ -258,6 +279,13 @@ impl Order {
                 .collect(),
             placed_at: self.placed_at,
             cancel_detail: self.cancel_detail.clone(),
+            rejection: self
+                .rejection
+                .as_deref()
+                .map(|(reason, detail)| RejectionView {
+                    reason: reason.clone(),
+                    detail: detail.clone(),
+                }),
         }
     }
 
@@ -496,6 +524,7 @@ impl Order {
             }
         }
         self.phase = Phase::Rejected;
+        self.rejection = Some(Box::new((reason.into(), detail.clone())));
         fx.out(Output::OrderRejected {
             order: me.clone(),
             dealer: self.dealer_of(),
