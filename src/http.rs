@@ -105,20 +105,37 @@ fn split(body: &[u8]) -> Vec<&[u8]> {
 /// split at the commas outside strings, objects and arrays, so each is decoded on its own: a
 /// broken one is refused with its own reason and the others stand. Empty elements (a comma
 /// too many) are dropped. A string left open, or a bracket never closed, runs to the end of
-/// the body and makes one text of the rest, refused once; text after the closing `]` is one
+/// the body, unless a later element boundary (`}` `,` `{`) starts an element that parses: the
+/// text before it is then the broken element, and the rest is split again (a quote closed in
+/// the wrong place no longer swallows the events after it); text after the closing `]` is one
 /// more (refused: it is not an event).
 fn array_items(body: &[u8]) -> Vec<&[u8]> {
-    fn push<'a>(items: &mut Vec<&'a [u8]>, t: &'a [u8]) {
-        let t = t.trim_ascii();
-        if !t.is_empty() {
-            items.push(t);
-        }
-    }
     let mut items = Vec::new();
-    let (mut depth, mut in_string, mut escaped, mut start) = (0usize, false, false, 1);
+    split_elements(body, 1, &mut items, 0);
+    items
+}
+
+/// Adds `t`, trimmed, unless it is empty.
+fn push_item<'a>(items: &mut Vec<&'a [u8]>, t: &'a [u8]) {
+    let t = t.trim_ascii();
+    if !t.is_empty() {
+        items.push(t);
+    }
+}
+
+/// How many times one body is split again after a broken element (each costs a scan of what
+/// follows): a hostile body of many broken elements gets the rest refused as one.
+const RESYNCS: usize = 64;
+
+/// [`array_items`] of `body` from `start` (the first byte inside the array), adding to `items`;
+/// `resyncs` counts the splits after broken elements so far.
+fn split_elements<'a>(body: &'a [u8], start: usize, items: &mut Vec<&'a [u8]>, resyncs: usize) {
+    let push = push_item;
+    let mut start = start;
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
     // an element just closed and no comma yet: another opening there is a comma missed
     let mut ended = false;
-    for (i, &b) in body.iter().enumerate().skip(1) {
+    for (i, &b) in body.iter().enumerate().skip(start) {
         if in_string {
             match b {
                 _ if escaped => escaped = false,
@@ -132,7 +149,7 @@ fn array_items(body: &[u8]) -> Vec<&[u8]> {
             b'"' => in_string = true,
             b'{' | b'[' => {
                 if depth == 0 && ended {
-                    push(&mut items, &body[start..i]);
+                    push(items, &body[start..i]);
                     start = i;
                 }
                 ended = false;
@@ -143,20 +160,62 @@ fn array_items(body: &[u8]) -> Vec<&[u8]> {
                 ended = depth == 0;
             }
             b']' => {
-                push(&mut items, &body[start..i]);
-                push(&mut items, &body[i + 1..]);
-                return items;
+                push(items, &body[start..i]);
+                push(items, &body[i + 1..]);
+                return;
             }
             b',' if depth == 0 => {
-                push(&mut items, &body[start..i]);
+                push(items, &body[start..i]);
                 start = i + 1;
                 ended = false;
             }
             _ => {}
         }
     }
-    push(&mut items, &body[start..]);
-    items
+    // a string or bracket left open ran to the end: the first later boundary that starts an
+    // element that parses ends the broken one
+    let tail = &body[start..];
+    if resyncs < RESYNCS {
+        if let Some((end, next)) = resync_point(tail) {
+            push(items, &tail[..end]);
+            return split_elements(body, start + next, items, resyncs + 1);
+        }
+    }
+    push(items, tail);
+}
+
+/// Where a broken element in `t` likely ends: `(end, next)`, the end of its text (after a
+/// `}`) and where the next element starts (its `{`), at the first of the first 16 `}` `,` `{`
+/// boundaries whose element parses as JSON. None when none does.
+fn resync_point(t: &[u8]) -> Option<(usize, usize)> {
+    let skip_ws = |mut i: usize| {
+        while t.get(i).is_some_and(u8::is_ascii_whitespace) {
+            i += 1;
+        }
+        i
+    };
+    let mut tries = 0;
+    for p in (0..t.len()).filter(|&p| t[p] == b'}') {
+        let comma = skip_ws(p + 1);
+        if t.get(comma) != Some(&b',') {
+            continue;
+        }
+        let next = skip_ws(comma + 1);
+        if t.get(next) != Some(&b'{') {
+            continue;
+        }
+        tries += 1;
+        if tries > 16 {
+            return None;
+        }
+        // the element starting there: parses on its own, followed by a boundary or the end
+        let mut values =
+            serde_json::Deserializer::from_slice(&t[next..]).into_iter::<serde::de::IgnoredAny>();
+        if let Some(Ok(_)) = values.next() {
+            return Some((p + 1, next));
+        }
+    }
+    None
 }
 
 /// Decodes, applies and waits until durable; the shared path of both ingest endpoints.
@@ -3162,11 +3221,27 @@ mod tests {
             texts(br#" [{"a":1}, {"b":2,},, {"c":"],{\"}"}, [3]] "#),
             [r#"{"a":1}"#, r#"{"b":2,}"#, r#"{"c":"],{\"}"}"#, "[3]"]
         );
-        // text after the array is one more (refused); a string left open runs to the end
+        // text after the array is one more (refused); a string left open ends at the next
+        // boundary whose element parses, and the elements after it stand
         assert_eq!(texts(br#"[{"a":1}] x"#), [r#"{"a":1}"#, "x"]);
         assert_eq!(
             texts(br#"[{"a":1}, {"b":"x}, {"c":3}]"#),
-            [r#"{"a":1}"#, r#"{"b":"x}, {"c":3}]"#]
+            [r#"{"a":1}"#, r#"{"b":"x}"#, r#"{"c":3}"#]
+        );
+        // a quote closed in the wrong place flips every string after it: still found
+        let flipped = br#"[{"id":"1","ts":"2026-12-05T22:00:00+08:00,"channel":"jd","x":1},{"id":"2","y":"a,b"},{"id":"3"}]"#;
+        assert_eq!(
+            texts(flipped),
+            [
+                r#"{"id":"1","ts":"2026-12-05T22:00:00+08:00,"channel":"jd","x":1}"#,
+                r#"{"id":"2","y":"a,b"}"#,
+                r#"{"id":"3"}"#
+            ]
+        );
+        // no boundary starts an element that parses: the rest is one text, as before
+        assert_eq!(
+            texts(br#"[{"a":1}, {"b":"x}, {"c":"]"#),
+            [r#"{"a":1}"#, r#"{"b":"x}, {"c":"]"#]
         );
         // cut short: what arrived whole stands, the piece cut is refused
         assert_eq!(texts(br#"[{"a":1}, {"b":"#), [r#"{"a":1}"#, r#"{"b":"#]);

@@ -793,6 +793,32 @@ fn bad_requests_get_4xx_with_reasons_and_lose_nothing_else() {
     assert_eq!(r["results"][1]["reasons"][0]["reason"], "bad_json", "{r}");
     let dead = s.get("/v1/outputs?output=dead_letter");
     assert_eq!(dead["items"].as_array().unwrap().len(), 2, "{dead}");
+    // a quote closed in the wrong place in the first element: the two after it stand
+    let click = |n: u32, ts: &str| {
+        format!(
+            r#"{{"id":"{}","type":"click","ts":"{ts}","channel":"jd","member":{{"jd":"j-2"}},"target":"ad-2"}}"#,
+            id(n)
+        )
+    };
+    let broken = click(995, "2026-11-11T09:10:00+08:00").replace(r#"+08:00","#, "+08:00,");
+    let body = format!(
+        "[{broken}, {}, {}]",
+        click(996, "2026-11-11T09:11:00+08:00"),
+        click(997, "2026-11-11T09:12:00+08:00")
+    );
+    let r = s.post(&[body]);
+    let statuses: Vec<&str> = r["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["rejected", "accepted", "accepted"], "{r}");
+    assert_eq!(
+        r["results"][0]["id"],
+        id(995),
+        "the broken one keeps its id: {r}"
+    );
     let (code, v) = s.request("GET", "/v1/members/nobody", "");
     assert_eq!(code, 404);
     assert!(
