@@ -125,7 +125,7 @@ fn push_item<'a>(items: &mut Vec<&'a [u8]>, t: &'a [u8]) {
 
 /// How many times one body is split again after a broken element (each costs a scan of what
 /// follows): a hostile body of many broken elements gets the rest refused as one.
-const RESYNCS: usize = 64;
+const RESYNCS: usize = 16;
 
 /// [`array_items`] of `body` from `start` (the first byte inside the array), adding to `items`;
 /// `resyncs` counts the splits after broken elements so far.
@@ -186,8 +186,11 @@ fn split_elements<'a>(body: &'a [u8], start: usize, items: &mut Vec<&'a [u8]>, r
 
 /// Where a broken element in `t` likely ends: `(end, next)`, the end of its text (after a
 /// `}`) and where the next element starts (its `{`), at the first of the first 16 `}` `,` `{`
-/// boundaries whose element parses as JSON. None when none does.
+/// boundaries whose element parses as JSON, looked for within an event's greatest size (and
+/// each element read no further): a hostile body costs a bounded scan. None when none does.
 fn resync_point(t: &[u8]) -> Option<(usize, usize)> {
+    const EVENT_MAX: usize = 64 * 1024;
+    let t = &t[..t.len().min(2 * EVENT_MAX)];
     let skip_ws = |mut i: usize| {
         while t.get(i).is_some_and(u8::is_ascii_whitespace) {
             i += 1;
@@ -209,8 +212,9 @@ fn resync_point(t: &[u8]) -> Option<(usize, usize)> {
             return None;
         }
         // the element starting there: parses on its own, followed by a boundary or the end
+        let element = &t[next..t.len().min(next + EVENT_MAX)];
         let mut values =
-            serde_json::Deserializer::from_slice(&t[next..]).into_iter::<serde::de::IgnoredAny>();
+            serde_json::Deserializer::from_slice(element).into_iter::<serde::de::IgnoredAny>();
         if let Some(Ok(_)) = values.next() {
             return Some((p + 1, next));
         }
