@@ -1463,8 +1463,11 @@ struct OutputQuery {
     ip: Option<String>,
     /// The code scanned (decisions and the code's other outputs).
     code: Option<String>,
-    /// `/v1/decisions` only: a reason among the decision's `reasons`.
+    /// A reason among a decision's `reasons` (`/v1/decisions`), or among a dead letter's
+    /// (`/v1/outputs?output=dead_letter`).
     reason: Option<String>,
+    /// A dead letter's event id, as it was sent (`/v1/outputs?output=dead_letter`).
+    id: Option<String>,
     /// `/v1/decisions` only: the scan's event id (its decision, and any repeat's).
     scan_event: Option<String>,
     /// `/v1/decisions` only: `true`, reviews still waiting for a person; `false`, reviews
@@ -1523,12 +1526,31 @@ impl OutputQuery {
                 ));
             }
         }
-        // a reason no decision has would only ever find nothing
+        // a reason no decision (or, for dead letters, no refusal) has would only ever find
+        // nothing
+        let dead_letters = self.output.as_deref() == Some("dead_letter");
         if let Some(r) = self.reason.as_deref() {
-            let all = omnistream_actors::fraud::Reason::ALL.map(|r| r.as_str());
+            let all: Vec<&str> = if dead_letters {
+                omnistream_schemas::Reason::ALL
+                    .iter()
+                    .map(|r| r.code())
+                    .collect()
+            } else {
+                omnistream_actors::fraud::Reason::ALL
+                    .map(|r| r.as_str())
+                    .to_vec()
+            };
             if !all.contains(&r) {
                 return Err(format!("reason: `{r}` is none of {}", all.join(", ")));
             }
+        }
+        // only dead letters are found by the id they were sent with
+        if self.id.is_some() && !dead_letters {
+            return Err(
+                "id: only with output=dead_letter (the other outputs name their event \
+                        in `event`)"
+                    .into(),
+            );
         }
         if let Some(s) = self.scan_event.as_deref() {
             if uuid::Uuid::parse_str(s).is_err() {
@@ -1538,7 +1560,7 @@ impl OutputQuery {
         // a name with a `/` is a JSON pointer: a decision's scan is an object of its own
         let decisions = self.output.as_deref() == Some("decision");
         let sku: &'static [&'static str] = if decisions { &["/scan/sku"] } else { &["sku"] };
-        let in_fields: [(&'static [&'static str], _); 12] = [
+        let in_fields: [(&'static [&'static str], _); 13] = [
             (&["campaign", "about"], self.campaign),
             (sku, self.sku),
             (&["location"], self.location),
@@ -1550,6 +1572,7 @@ impl OutputQuery {
             (&["/scan/ip"], self.ip),
             (&["code"], self.code),
             (&["/reasons/*/reason"], self.reason),
+            (&["id"], self.id),
             (
                 // as outputs write it, whatever form of a UUID was given
                 &["scan_event"],
@@ -2684,8 +2707,8 @@ routes! {
     get "/v1/reps/{rep}" => get_rep, READ;
     get "/v1/stores/{id}/kpis" [day] => get_kpis, READ;
     get "/v1/orders/{channel}/{order}" => get_order, READ;
-    get "/v1/outputs" [from, limit, output, campaign, sku, location, member, dealer, order, code] => get_outputs, READ;
-    get "/v1/outputs/stream" [from, output, campaign, sku, location, member, dealer, order, code] => outputs_stream, READ;
+    get "/v1/outputs" [from, limit, output, campaign, sku, location, member, dealer, order, code, reason, id] => get_outputs, READ;
+    get "/v1/outputs/stream" [from, output, campaign, sku, location, member, dealer, order, code, reason, id] => outputs_stream, READ;
     get "/v1/decisions" [campaign, from, limit, decision, member, pending, sku, device, ip, code, reason, scan_event] => get_decisions, READ;
     get "/v1/campaigns" => get_campaigns, READ;
     get "/v1/loyalty" => get_loyalty, READ;

@@ -819,6 +819,17 @@ fn bad_requests_get_4xx_with_reasons_and_lose_nothing_else() {
         id(995),
         "the broken one keeps its id: {r}"
     );
+    // an integrator finds a refusal later by its reason or by the id it was sent with
+    let by_reason = s.get("/v1/outputs?output=dead_letter&reason=bad_uuid");
+    let items = by_reason["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{by_reason}");
+    assert_eq!(items[0]["output"]["id"], "nope", "{by_reason}");
+    let by_id = s.get(&format!("/v1/outputs?output=dead_letter&id={}", id(995)));
+    assert_eq!(by_id["items"].as_array().unwrap().len(), 1, "{by_id}");
+    let (code, v) = s.request("GET", "/v1/outputs?output=dead_letter&reason=bad_uid", "");
+    assert_eq!(code, 400, "{v}");
+    let (code, v) = s.request("GET", "/v1/outputs?id=nope", "");
+    assert_eq!(code, 400, "{v}");
     let (code, v) = s.request("GET", "/v1/members/nobody", "");
     assert_eq!(code, 404);
     assert!(
