@@ -37,6 +37,8 @@ pub struct Metrics {
     pub events: IntCounterVec,
     /// Dead-lettered events by primary reason.
     pub dead_letters: IntCounterVec,
+    /// Every reason of every refused event (an event refused for three gives three).
+    pub refusal_reasons: IntCounterVec,
     /// Scan decisions by decision.
     pub decisions: IntCounterVec,
     /// Reasons that fired in scan decisions.
@@ -373,6 +375,12 @@ impl Default for Metrics {
                 &r,
                 "omnistream_dead_letters_total",
                 "dead-lettered events by primary reason",
+                &["reason"],
+            ),
+            refusal_reasons: counter_vec(
+                &r,
+                "omnistream_refusal_reasons_total",
+                "every reason of every refused event (one event may count under several)",
                 &["reason"],
             ),
             decisions: counter_vec(
@@ -736,6 +744,7 @@ impl Metrics {
             c.stock_alerts.export(&m.stock_alerts);
             for r in omnistream_schemas::Reason::ALL {
                 m.dead_letters.with_label_values(&[r.code()]);
+                m.refusal_reasons.with_label_values(&[r.code()]);
             }
             for r in ["allow", "block", "refused", "overturned"] {
                 m.reviews_resolved.with_label_values(&[r]);
@@ -781,6 +790,13 @@ impl Metrics {
     pub fn refused(&self, kind: &str, problems: &[Problem]) {
         self.event(kind, "rejected");
         self.dead_letter(problems.first().map_or("bad_json", |p| p.reason.code()));
+        if self.enabled {
+            for p in problems {
+                self.refusal_reasons
+                    .with_label_values(&[p.reason.code()])
+                    .inc();
+            }
+        }
     }
 
     /// Counts one dead-lettered event by its first reason.

@@ -1972,6 +1972,21 @@ fn metrics_and_the_board_count_the_scripted_day() {
         sample(&text, r#"omnistream_dead_letters_total{reason="bad_uuid"}"#),
         1.0
     );
+    // every reason of the refusals, not only each one's first: the bad scan lacks its
+    // fields too
+    assert_eq!(
+        sample(
+            &text,
+            r#"omnistream_refusal_reasons_total{reason="bad_uuid"}"#
+        ),
+        1.0
+    );
+    assert!(
+        sample(
+            &text,
+            r#"omnistream_refusal_reasons_total{reason="missing_field"}"#
+        ) >= 1.0
+    );
     assert_eq!(
         sample(
             &text,
