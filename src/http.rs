@@ -2917,6 +2917,23 @@ impl Guard {
 
 /// The middleware every request passes: access control, then a JSON body on the errors
 /// actix answers by itself (unknown route, body too large, bad path or query).
+/// Counts every answer by route (its pattern: `/v1/members/{id}`, bounded) and status, the
+/// access guard's refusals and the 413s, 415s and 429s included.
+async fn count_responses(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let metrics = req
+        .app_data::<web::Data<AppState>>()
+        .map(|st| Arc::clone(&st.metrics));
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+    let res = next.call(req).await?;
+    if let Some(m) = metrics {
+        m.http_response(&route, res.status().as_u16());
+    }
+    Ok(res)
+}
+
 async fn access(
     req: actix_web::dev::ServiceRequest,
     next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
@@ -3103,6 +3120,7 @@ pub async fn serve(
             .configure(register)
             .default_service(web::to(no_route))
             .wrap(actix_web::middleware::from_fn(access))
+            .wrap(actix_web::middleware::from_fn(count_responses))
     })
     .workers(2)
     // an answer goes out at once, whole: over TLS it is written as more than one segment,

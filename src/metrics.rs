@@ -39,6 +39,8 @@ pub struct Metrics {
     pub dead_letters: IntCounterVec,
     /// Every reason of every refused event (an event refused for three gives three).
     pub refusal_reasons: IntCounterVec,
+    /// HTTP answers by route pattern and status.
+    pub http_responses: IntCounterVec,
     /// Scan decisions by decision.
     pub decisions: IntCounterVec,
     /// Reasons that fired in scan decisions.
@@ -382,6 +384,12 @@ impl Default for Metrics {
                 "omnistream_refusal_reasons_total",
                 "every reason of every refused event (one event may count under several)",
                 &["reason"],
+            ),
+            http_responses: counter_vec(
+                &r,
+                "omnistream_http_responses_total",
+                "HTTP answers by route pattern and status code",
+                &["route", "status"],
             ),
             decisions: counter_vec(
                 &r,
@@ -796,6 +804,15 @@ impl Metrics {
                     .with_label_values(&[p.reason.code()])
                     .inc();
             }
+        }
+    }
+
+    /// Counts one HTTP answer.
+    pub fn http_response(&self, route: &str, status: u16) {
+        if self.enabled {
+            self.http_responses
+                .with_label_values(&[route, status.to_string().as_str()])
+                .inc();
         }
     }
 

@@ -1925,6 +1925,8 @@ fn metrics_and_the_board_count_the_scripted_day() {
     events.push(r#"{"type":"telepathy"}"#.to_string());
     s.post(&events);
     s.post(&events[..3]);
+    let (code, _) = s.request("GET", "/v1/members/m-nobody", "");
+    assert_eq!(code, 404);
     let mut conn = TcpStream::connect(&s.addr).unwrap();
     write!(
         conn,
@@ -1986,6 +1988,22 @@ fn metrics_and_the_board_count_the_scripted_day() {
             &text,
             r#"omnistream_refusal_reasons_total{reason="missing_field"}"#
         ) >= 1.0
+    );
+    // answers by route pattern and status: ingest's, a miss by its pattern
+    assert!(
+        sample(
+            &text,
+            r#"omnistream_http_responses_total{route="/v1/events",status="200"}"#
+        ) >= 2.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"omnistream_http_responses_total{route="/v1/members/{id}",status="404"}"#
+        ),
+        1.0,
+        "{text}"
     );
     assert_eq!(
         sample(
