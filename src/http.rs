@@ -680,6 +680,18 @@ fn to_json<T: Serialize>(view: Option<T>) -> Result<Option<Value>, ReadError> {
     Ok(view.map(serde_json::to_value).transpose()?)
 }
 
+/// A walk over every stored state of a kind (members, SKUs, ...) that the store failed:
+/// answered 503 with the reason, never a short answer that would pass for the whole.
+fn read_failed(table: &'static str) -> impl FnOnce(String) -> ReadError {
+    move |why| {
+        ReadError::Store(StoreError::Io {
+            op: "read",
+            table,
+            why,
+        })
+    }
+}
+
 /// Runs a read on the shard and answers 200 with its value or 404.
 async fn read<F>(st: &AppState, what: &str, f: F) -> HttpResponse
 where
@@ -920,13 +932,7 @@ pub(crate) fn location_view(e: &Sharded, location: &str) -> Result<Option<Value>
             skus.insert(id.to_string(), v);
         }
     })
-    .map_err(|why| {
-        ReadError::Store(StoreError::Io {
-            op: "read",
-            table: "skus",
-            why,
-        })
-    })?;
+    .map_err(read_failed("skus"))?;
     if skus.is_empty() {
         return Ok(None);
     }
@@ -991,13 +997,7 @@ pub(crate) fn dealers_list(e: &Sharded, q: &DealersQuery) -> Result<Option<Value
         }
         all.insert(id.to_string(), d.view());
     })
-    .map_err(|why| {
-        ReadError::Store(StoreError::Io {
-            op: "read",
-            table: "dealers",
-            why,
-        })
-    })?;
+    .map_err(read_failed("dealers"))?;
     let (exposure, held_fen) = all.values().fold((0i64, 0i64), |(x, h), v| {
         (
             x.saturating_add(v.exposure),
@@ -1080,13 +1080,7 @@ async fn get_campaign(st: web::Data<AppState>, id: web::Path<String>) -> HttpRes
 /// named (a misspelt id among them, `configured: false`), each as `/v1/campaigns/{id}`
 /// shows it: the risk team's list when a budget alert fires.
 pub(crate) fn campaigns_view(e: &Sharded) -> Result<Option<Value>, ReadError> {
-    let mut all = e.campaigns().map_err(|why| {
-        ReadError::Store(StoreError::Io {
-            op: "read",
-            table: "campaigns",
-            why,
-        })
-    })?;
+    let mut all = e.campaigns().map_err(read_failed("campaigns"))?;
     for id in e.rules().campaigns.keys() {
         all.entry(id.clone()).or_default();
     }
@@ -1120,13 +1114,7 @@ pub(crate) fn loyalty_view(e: &Sharded) -> Result<Option<Value>, ReadError> {
         debt += m.points.debt;
         held += m.held.iter().map(|h| h.points).sum::<i64>();
     })
-    .map_err(|why| {
-        ReadError::Store(StoreError::Io {
-            op: "read",
-            table: "members",
-            why,
-        })
-    })?;
+    .map_err(read_failed("members"))?;
     // every configured tier, with none in it too
     let rules = e.rules();
     for t in std::iter::once(&rules.tiers.base).chain(rules.tiers.levels.iter().map(|l| &l.name)) {
@@ -1223,13 +1211,7 @@ pub(crate) fn members_list(e: &Sharded, q: &MembersQuery) -> Result<Option<Value
             page.pop_last();
         }
     })
-    .map_err(|why| {
-        ReadError::Store(StoreError::Io {
-            op: "read",
-            table: "members",
-            why,
-        })
-    })?;
+    .map_err(read_failed("members"))?;
     let more = page.len() > limit;
     let items: Vec<_> = page.into_values().take(limit).collect();
     let next = more.then(|| items.last().map(|m| m.id.clone())).flatten();
@@ -1256,13 +1238,7 @@ fn store_views(
     e: &Sharded,
 ) -> Result<Vec<(omnistream_actors::Str, omnistream_actors::store::StoreView)>, ReadError> {
     let at = crate::view_time(e);
-    let stores = e.stores().map_err(|why| {
-        ReadError::Store(StoreError::Io {
-            op: "read",
-            table: "stores",
-            why,
-        })
-    })?;
+    let stores = e.stores().map_err(read_failed("stores"))?;
     Ok(stores
         .into_iter()
         .map(|(id, s)| {

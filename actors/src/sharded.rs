@@ -753,9 +753,18 @@ impl Sharded {
         &self,
         f: &mut dyn FnMut(&str, &crate::member::Member),
     ) -> Result<(), String> {
+        self.each_shard(|e, i, n| e.each_member_owned(i, n, f))
+    }
+
+    /// Runs `visit` on every shard's engine with its index and the shard count: a walk over
+    /// the keys each owns, so a cold tier the shards share is read once for each key.
+    fn each_shard(
+        &self,
+        mut visit: impl FnMut(&Engine, usize, usize) -> Result<(), String>,
+    ) -> Result<(), String> {
         let n = self.engines.len();
         for (i, e) in self.engines.iter().enumerate() {
-            e.each_member_owned(i, n, f)?;
+            visit(e, i, n)?;
         }
         Ok(())
     }
@@ -765,20 +774,12 @@ impl Sharded {
         &self,
         f: &mut dyn FnMut(&str, &crate::dealer::Dealer),
     ) -> Result<(), String> {
-        let n = self.engines.len();
-        for (i, e) in self.engines.iter().enumerate() {
-            e.each_dealer_owned(i, n, f)?;
-        }
-        Ok(())
+        self.each_shard(|e, i, n| e.each_dealer_owned(i, n, f))
     }
 
     /// Visits every SKU, resident or not, one stored state at a time, in no order.
     pub fn each_sku(&self, f: &mut dyn FnMut(&str, &crate::sku::Sku)) -> Result<(), String> {
-        let n = self.engines.len();
-        for (i, e) in self.engines.iter().enumerate() {
-            e.each_sku_owned(i, n, f)?;
-        }
-        Ok(())
+        self.each_shard(|e, i, n| e.each_sku_owned(i, n, f))
     }
 
     /// Every campaign any scan named, resident or passivated, by id.
