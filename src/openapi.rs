@@ -38,10 +38,12 @@ fn op(summary: &str, params: &[&str], body: Option<&str>) -> Value {
         }});
         o["responses"]["413"] = json!({"description": "body or batch too large"});
         o["responses"]["415"] = json!({"description": "a Content-Type events are not sent as (a form upload, XML), or a Content-Encoding (compressed bodies are not read): `unsupported_media_type`"});
-        o["responses"]["429"] =
-            json!({"description": "saturated; retry after the Retry-After header"});
-        o["responses"]["503"] =
-            json!({"description": "store unavailable; nothing of the request was applied"});
+        let retry = json!({"Retry-After": {"description": "seconds to wait before sending the same request again",
+            "schema": {"type": "integer", "minimum": 1}}});
+        o["responses"]["429"] = json!({"description": "saturated; nothing of the request was applied: send it again after the Retry-After header",
+            "headers": retry});
+        o["responses"]["503"] = json!({"description": "store unavailable; nothing of the request was applied",
+            "headers": retry});
     }
     o
 }
