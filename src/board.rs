@@ -93,7 +93,8 @@ pub struct BoardView<'a> {
     pub top_stores: Vec<(&'a str, i64)>,
     /// SKU locations at or near stock-out, lowest ATP first.
     pub low_stock: Vec<(&'a str, &'a str, i64)>,
-    /// Dealers with orders on hold: (dealer, held orders, exposure, limit).
+    /// Dealers with orders on hold or exposure past their limit: (dealer, held orders,
+    /// exposure, limit).
     pub holds: Vec<(&'a str, u32, i64, i64)>,
     /// Latest blocked scans, newest first.
     pub blocked: Vec<&'a Blocked>,
@@ -305,7 +306,9 @@ impl Board {
                     held,
                     ..
                 } => {
-                    if *held > 0 {
+                    // held orders, or exposure past a limit lowered under it: both need a
+                    // credit controller
+                    if *held > 0 || exposure > limit {
                         let row = (*held, *exposure, *limit);
                         match self.holds.get_mut(dealer.as_str()) {
                             Some(r) => *r = row,
@@ -590,6 +593,14 @@ mod tests {
         );
         assert!(b.view().low_stock.is_empty());
         assert!(b.low_stock.is_empty());
+        assert_eq!(b.view().holds, vec![("d-1", 3, 950, 1_000)]);
+        // a limit lowered under the exposure: listed though nothing is held, until paid down
+        b.observe(&engine, &[credit("d-3", 0, 1_200)]);
+        assert_eq!(
+            b.view().holds,
+            vec![("d-1", 3, 950, 1_000), ("d-3", 0, 1_200, 1_000)]
+        );
+        b.observe(&engine, &[credit("d-3", 0, 900)]);
         assert_eq!(b.view().holds, vec![("d-1", 3, 950, 1_000)]);
         b.observe(
             &engine,
