@@ -6,7 +6,7 @@ use omnistream_actors::engine::Emitted;
 use omnistream_actors::fraud::Decision;
 use omnistream_actors::sharded::Sharded;
 use omnistream_actors::Output;
-use omnistream_schemas::{Channel, EventTime};
+use omnistream_schemas::EventTime;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -190,8 +190,7 @@ impl Board {
             let at = e.at.unix_us;
             match &e.output {
                 Output::OrderAccepted { order, amount, .. } => {
-                    let channel =
-                        Channel::parse(order.split_once(':').map_or("", |(c, _)| c)).label();
+                    let channel = crate::metrics::channel_label(order);
                     if let Some(m) = self.minute(at) {
                         add!(m.sales, channel, *amount);
                         add!(m.orders, channel, 1);

@@ -286,6 +286,12 @@ impl Children {
     }
 }
 
+/// The label of an order's channel, from its key (`tmall:T-1`: the contract's channels by
+/// name, the rest `other`), as the GMV and refund series and the board count them.
+pub(crate) fn channel_label(order: &str) -> &'static str {
+    Channel::parse(omnistream_actors::router::order_channel(order)).label()
+}
+
 /// The dealers' credit gauges' values, summed one dealer at a time.
 #[derive(Debug, Default)]
 pub struct DealerTotals {
@@ -887,16 +893,6 @@ impl Metrics {
         }
     }
 
-    /// Sets the dealers' credit gauges from `dealers`.
-    pub fn dealers<'a>(
-        &self,
-        dealers: impl Iterator<Item = &'a omnistream_actors::dealer::Dealer>,
-    ) {
-        let mut t = DealerTotals::default();
-        dealers.for_each(|d| t.add(d));
-        self.dealer_totals(&t);
-    }
-
     /// Sets the dealers' credit gauges from totals over every dealer.
     pub fn dealer_totals(&self, t: &DealerTotals) {
         if !self.enabled {
@@ -977,10 +973,9 @@ impl Metrics {
                     delta.unsigned_abs(),
                 ),
                 Output::OrderAccepted { order, amount, .. } => {
-                    let channel = order.split_once(':').map_or("", |(c, _)| c);
                     self.children.gmv.inc_by(
                         &self.gmv,
-                        &[Channel::parse(channel).label()],
+                        &[channel_label(order)],
                         u64::try_from(*amount).unwrap_or(0),
                     );
                     self.order("accepted");
@@ -997,10 +992,9 @@ impl Metrics {
                     ..
                 } => {
                     if let Some(r) = refund {
-                        let channel = order.split_once(':').map_or("", |(c, _)| c);
                         self.children.refunds.inc_by(
                             &self.refunds,
-                            &[Channel::parse(channel).label()],
+                            &[channel_label(order)],
                             u64::try_from(*r).unwrap_or(0),
                         );
                     }
@@ -1338,7 +1332,9 @@ mod tests {
             held: vec![held("dealer:h1", 300), held("dealer:h2", 400)],
             ..Dealer::default()
         };
-        m.dealers([&over, &waiting].into_iter());
+        let mut totals = DealerTotals::default();
+        [&over, &waiting].into_iter().for_each(|d| totals.add(d));
+        m.dealer_totals(&totals);
         m.observe(&[Emitted {
             event: uuid::Uuid::nil(),
             at: omnistream_schemas::EventTime::from_unix_ms(0),

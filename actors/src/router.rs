@@ -19,6 +19,11 @@ pub fn order_key(channel: &str, order: &str) -> Str {
     format_compact!("{channel}:{order}")
 }
 
+/// The channel of an order's key ([`order_key`]'s first part).
+pub fn order_channel(key: &str) -> &str {
+    key.split_once(':').map_or("", |(c, _)| c)
+}
+
 /// The commands one event starts with, in the order they are sent.
 pub fn route(ev: &Event) -> Vec<(Key, Cmd)> {
     let channel = ev.channel.as_ref().map_or("", |c| c.as_str());

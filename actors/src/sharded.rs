@@ -730,11 +730,6 @@ impl Sharded {
         self.engines.iter().map(Engine::evicted).sum()
     }
 
-    /// Every resident dealer, all shards (all of them without a cold tier).
-    pub fn dealers(&self) -> impl Iterator<Item = (&crate::Str, &crate::dealer::Dealer)> {
-        self.engines.iter().flat_map(Engine::dealers)
-    }
-
     /// Every store, resident or not, all shards, sorted by id.
     pub fn stores(
         &self,
@@ -939,8 +934,13 @@ impl Sharded {
         Ok(all)
     }
 
-    /// The member an identity belongs to (value already hashed for personal kinds).
+    /// The member an identity belongs to (value already hashed for personal kinds); a
+    /// `member_id` names its member itself (no identity entity is kept for it), following
+    /// merges as every lookup does.
     pub fn member_of(&self, kind: &str, value: &str) -> Option<Cow<'_, Member>> {
+        if kind == "member_id" {
+            return self.member(value);
+        }
         let key = Key::Identity(kind.into(), value.into());
         let id = self.engine_of(&key).identity(kind, value)?.member.clone()?;
         self.member(&id)
