@@ -130,7 +130,6 @@ const RESYNCS: usize = 16;
 /// [`array_items`] of `body` from `start` (the first byte inside the array), adding to `items`;
 /// `resyncs` counts the splits after broken elements so far.
 fn split_elements<'a>(body: &'a [u8], start: usize, items: &mut Vec<&'a [u8]>, resyncs: usize) {
-    let push = push_item;
     let mut start = start;
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
     // an element just closed and no comma yet: another opening there is a comma missed
@@ -149,7 +148,7 @@ fn split_elements<'a>(body: &'a [u8], start: usize, items: &mut Vec<&'a [u8]>, r
             b'"' => in_string = true,
             b'{' | b'[' => {
                 if depth == 0 && ended {
-                    push(items, &body[start..i]);
+                    push_item(items, &body[start..i]);
                     start = i;
                 }
                 ended = false;
@@ -160,12 +159,12 @@ fn split_elements<'a>(body: &'a [u8], start: usize, items: &mut Vec<&'a [u8]>, r
                 ended = depth == 0;
             }
             b']' => {
-                push(items, &body[start..i]);
-                push(items, &body[i + 1..]);
+                push_item(items, &body[start..i]);
+                push_item(items, &body[i + 1..]);
                 return;
             }
             b',' if depth == 0 => {
-                push(items, &body[start..i]);
+                push_item(items, &body[start..i]);
                 start = i + 1;
                 ended = false;
             }
@@ -177,11 +176,11 @@ fn split_elements<'a>(body: &'a [u8], start: usize, items: &mut Vec<&'a [u8]>, r
     let tail = &body[start..];
     if resyncs < RESYNCS {
         if let Some((end, next)) = resync_point(tail) {
-            push(items, &tail[..end]);
+            push_item(items, &tail[..end]);
             return split_elements(body, start + next, items, resyncs + 1);
         }
     }
-    push(items, tail);
+    push_item(items, tail);
 }
 
 /// Where a broken element in `t` likely ends: `(end, next)`, the end of its text (after a
@@ -503,11 +502,7 @@ async fn duplicates_now(
                     crate::shard::About::Identities(ids) => {
                         let mut members = serde_json::Map::new();
                         for (kind, value) in ids {
-                            let m = if kind == "member_id" {
-                                e.member(&value).map(|m| m.id.to_string())
-                            } else {
-                                e.member_of(&kind, &value).map(|m| m.id.to_string())
-                            };
+                            let m = e.member_of(&kind, &value).map(|m| m.id.to_string());
                             members.insert(kind.to_string(), json!(m));
                         }
                         let first = members.values().next().cloned().unwrap_or_default();
@@ -812,10 +807,6 @@ async fn get_identity(st: web::Data<AppState>, p: web::Path<(String, String)>) -
         "member for this identity".to_string()
     };
     read(&st, &what, move |e| {
-        // a member id names its member itself: no identity entity is kept for it
-        if k == IdKind::MemberId {
-            return member_view(e, &v);
-        }
         let Some(m) = e.member_of(k.as_str(), &v) else {
             return Ok(None);
         };
@@ -834,20 +825,35 @@ struct Page {
 }
 
 impl Page {
-    /// `from` (default 0) and `limit` (default 100, at most 1000), or what is wrong, naming
-    /// the one that is not a whole number (see [`bad_query`]).
+    /// `from` (default 0) and `limit` (see [`limit_param`]), or what is wrong, naming the one
+    /// that is not a whole number (see [`bad_query`]).
     fn bounds(&self) -> Result<(u64, usize), String> {
-        let num = |name: &str, v: &Option<String>| {
-            v.as_deref()
-                .map(|s| {
-                    s.parse::<u64>()
-                        .map_err(|_| format!("{name}: `{s}` is not a whole number"))
-                })
-                .transpose()
-        };
-        let from = num("from", &self.from)?.unwrap_or(0);
-        let limit = num("limit", &self.limit)?.map_or(100, |l| l.min(1000) as usize);
-        Ok((from, limit))
+        let from = whole_param("from", self.from.as_deref())?.unwrap_or(0);
+        Ok((from, limit_param(self.limit.as_deref())?))
+    }
+}
+
+/// A query parameter that must be a whole number, or what is wrong with it.
+fn whole_param(name: &str, v: Option<&str>) -> Result<Option<u64>, String> {
+    v.map(|s| {
+        s.parse::<u64>()
+            .map_err(|_| format!("{name}: `{s}` is not a whole number"))
+    })
+    .transpose()
+}
+
+/// A page's `limit`: 100 by default, at most 1000.
+fn limit_param(v: Option<&str>) -> Result<usize, String> {
+    Ok(whole_param("limit", v)?.map_or(100, |l| l.min(1000) as usize))
+}
+
+/// A query parameter that is `true` or `false` (None when not given), or what is wrong.
+fn flag_param(name: &str, v: Option<&str>) -> Result<Option<bool>, String> {
+    match v {
+        None => Ok(None),
+        Some("true") => Ok(Some(true)),
+        Some("false") => Ok(Some(false)),
+        Some(other) => Err(format!("{name}: `{other}` is not true or false")),
     }
 }
 
@@ -982,12 +988,10 @@ pub(crate) struct DealersQuery {
 /// only those with orders held when `held=true`, only those whose exposure is past their
 /// limit when `over_limit=true`; with the totals of those listed. Reads every dealer.
 pub(crate) fn dealers_list(e: &Sharded, q: &DealersQuery) -> Result<Option<Value>, ReadError> {
-    let flag = |name: &str, v: &Option<String>| match v.as_deref() {
-        None | Some("false") => Ok(false),
-        Some("true") => Ok(true),
-        Some(other) => Err(ReadError::BadQuery(format!(
-            "{name}: `{other}` is neither true nor false"
-        ))),
+    let flag = |name, v: &Option<String>| {
+        flag_param(name, v.as_deref())
+            .map(|f| f.unwrap_or(false))
+            .map_err(ReadError::BadQuery)
     };
     let (held, over) = (flag("held", &q.held)?, flag("over_limit", &q.over_limit)?);
     let mut all = std::collections::BTreeMap::new();
@@ -1029,10 +1033,18 @@ async fn get_credit(st: web::Data<AppState>, id: web::Path<String>) -> HttpRespo
 }
 
 pub(crate) fn kpis_view(e: &Sharded, id: &str) -> Result<Option<Value>, ReadError> {
-    to_json(
-        e.store(id)
-            .map(|s| s.view(crate::view_time(e), &e.rules().store)),
-    )
+    kpis_view_on(e, id, None)
+}
+
+/// [`kpis_view`] with the hours of local day `day` instead of today's, when given.
+fn kpis_view_on(e: &Sharded, id: &str, day: Option<i64>) -> Result<Option<Value>, ReadError> {
+    to_json(e.store(id).map(|s| {
+        let mut v = s.view(crate::view_time(e), &e.rules().store);
+        if let Some(day) = day {
+            v.hours = s.hours_of(day);
+        }
+        v
+    }))
 }
 
 /// A campaign's budget and counts, with the rules it runs under: its own (`configured`) or
@@ -1117,7 +1129,7 @@ pub(crate) fn loyalty_view(e: &Sharded) -> Result<Option<Value>, ReadError> {
     .map_err(read_failed("members"))?;
     // every configured tier, with none in it too
     let rules = e.rules();
-    for t in std::iter::once(&rules.tiers.base).chain(rules.tiers.levels.iter().map(|l| &l.name)) {
+    for t in rules.tiers.names() {
         tiers.entry(t.to_string()).or_default();
     }
     for t in &rules.tags {
@@ -1145,13 +1157,7 @@ pub(crate) struct MembersQuery {
 /// `total` counts the whole segment and `next` is the `after` of the next page. Reads every
 /// member, as [`loyalty_view`] does.
 pub(crate) fn members_list(e: &Sharded, q: &MembersQuery) -> Result<Option<Value>, ReadError> {
-    let limit = match q.limit.as_deref() {
-        None => 100,
-        Some(s) => s
-            .parse::<u64>()
-            .map(|l| l.min(1000) as usize)
-            .map_err(|_| ReadError::BadQuery(format!("limit: `{s}` is not a whole number")))?,
-    };
+    let limit = limit_param(q.limit.as_deref()).map_err(ReadError::BadQuery)?;
     let min_balance = q
         .min_balance
         .as_deref()
@@ -1163,10 +1169,7 @@ pub(crate) fn members_list(e: &Sharded, q: &MembersQuery) -> Result<Option<Value
         .transpose()?;
     // a tier or tag no rule names matches no one ever: say so rather than list nobody
     let rules = e.rules();
-    let tiers: Vec<&str> = std::iter::once(&rules.tiers.base)
-        .chain(rules.tiers.levels.iter().map(|l| &l.name))
-        .map(|t| t.as_str())
-        .collect();
+    let tiers: Vec<&str> = rules.tiers.names().map(|t| t.as_str()).collect();
     let tags: Vec<&str> = rules.tags.iter().map(|t| t.name.as_str()).collect();
     let check = |what: &str, v: &Option<String>, known: &[&str]| match v {
         Some(v) if !known.contains(&v.as_str()) => Err(ReadError::BadQuery(format!(
@@ -1387,15 +1390,7 @@ async fn get_kpis(
             Err(_) => return bad_query(format!("day: `{d}` is not a date (YYYY-MM-DD)")),
         },
     };
-    read(&st, "store", move |e| {
-        let mut v = kpis_view(e, &id)?;
-        if let (Some(v), Some(day)) = (v.as_mut(), day) {
-            let hours = e.store(&id).map(|s| s.hours_of(day)).unwrap_or_default();
-            v["hours"] = serde_json::to_value(hours)?;
-        }
-        Ok(v)
-    })
-    .await
+    read(&st, "store", move |e| kpis_view_on(e, &id, day)).await
 }
 
 pub(crate) fn order_view(
@@ -1487,12 +1482,7 @@ impl OutputQuery {
                 ));
             }
         }
-        let pending = match self.pending.as_deref() {
-            None => None,
-            Some("true") => Some(true),
-            Some("false") => Some(false),
-            Some(p) => return Err(format!("pending: `{p}` is not true or false")),
-        };
+        let pending = flag_param("pending", self.pending.as_deref())?;
         // only reviews wait for a person: the two together could only ever find nothing
         if let (Some(_), Some(d)) = (pending, self.decision.as_deref()) {
             if d != "review" {

@@ -203,8 +203,7 @@ impl Rules {
                     .into(),
             ));
         }
-        let names =
-            std::iter::once(&self.tiers.base).chain(self.tiers.levels.iter().map(|l| &l.name));
+        let names = self.tiers.names();
         for (i, n) in names.clone().enumerate() {
             if n.trim().is_empty() || n.chars().any(char::is_control) {
                 return bad(
@@ -399,6 +398,13 @@ pub struct TierRules {
     /// A member keeps a tier at least this many days after last qualifying for it
     /// (0: downgrade at once).
     pub downgrade_grace_days: i64,
+}
+
+impl TierRules {
+    /// Every tier's name: `base`, then the levels'.
+    pub fn names(&self) -> impl Iterator<Item = &Str> + Clone {
+        std::iter::once(&self.base).chain(self.levels.iter().map(|l| &l.name))
+    }
 }
 
 impl Default for TierRules {
