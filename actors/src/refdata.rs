@@ -76,8 +76,8 @@ impl RefData {
             }
             // a dealer event without a region (a limit change from the credit system) keeps
             // the one it had: diversion checks go on
-            Body::Dealer(d) => match d.region {
-                Some(r) => {
+            Body::Dealer(d) => {
+                if let Some(r) = d.region {
                     self.regions.insert(
                         d.dealer.clone(),
                         RegionV {
@@ -86,10 +86,9 @@ impl RefData {
                             radius_km: r.radius_km,
                         },
                     );
-                    true
                 }
-                None => true,
-            },
+                true
+            }
             _ => false,
         }
     }

@@ -189,13 +189,8 @@ impl Store {
                 new_member,
                 duration_s,
             } => {
-                self.member_visit(member, new_member, at, keep, window_us);
-                if let Some(d) = duration_s {
-                    self.bump(at, keep, |k| {
-                        k.member_visit_seconds = k.member_visit_seconds.saturating_add(d.max(0));
-                        k.timed_member_visits += 1;
-                    });
-                }
+                let secs = duration_s.map(|d| d.max(0));
+                self.member_visit(member, new_member, secs, at, keep, window_us);
             }
             StoreCmd::RepVisit { rep, duration_s } => {
                 let secs = duration_s.map(|d| d.max(0));
@@ -287,6 +282,7 @@ impl Store {
         &mut self,
         member: Str,
         new_member: bool,
+        secs: Option<i64>,
         at: EventTime,
         keep: Keep,
         window_us: i64,
@@ -343,16 +339,21 @@ impl Store {
                 (true, true)
             }
         };
-        let won = u64::from(new_member);
-        if let Some(k) = bucket(&mut self.hours, hour, keep.min_hour) {
+        let count = |k: &mut Kpi, new_visitor: bool| {
             k.member_visits += 1;
-            k.visitors += u64::from(new_in_hour);
-            k.members_won += won;
+            k.visitors += u64::from(new_visitor);
+            k.members_won += u64::from(new_member);
+            // time spent, over the visits that say it
+            if let Some(s) = secs {
+                k.member_visit_seconds = k.member_visit_seconds.saturating_add(s);
+                k.timed_member_visits += 1;
+            }
+        };
+        if let Some(k) = bucket(&mut self.hours, hour, keep.min_hour) {
+            count(k, new_in_hour);
         }
         if let Some(k) = bucket(&mut self.days, day, keep.min_day) {
-            k.member_visits += 1;
-            k.visitors += u64::from(new_in_day);
-            k.members_won += won;
+            count(k, new_in_day);
         }
         if let Some((t, m)) = sold.and_then(|i| self.sales_waiting.remove(i)) {
             self.convert(&m, t, window_us);
