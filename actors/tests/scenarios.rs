@@ -784,18 +784,24 @@ fn scan_rewards_respect_the_daily_cap_and_the_budget() {
     );
 }
 
+/// Dealer d1's credit limit set at `T0`.
+fn dealer_d1(limit: i64) -> String {
+    format!(r#"{{"type":"dealer","ts":"{T0}","dealer":"d1","credit_limit":{limit}}}"#)
+}
+
+/// A status event of d1's order `id`, with its line of `qty` units of S1 at ¥10 from `wh`.
+fn dealer_order(id: &str, status: &str, qty: i64, ts: &str) -> String {
+    format!(
+        r#"{{"type":"order","ts":"{ts}","channel":"dealer","order":"{id}","status":"{status}","kind":"dealer","dealer":"d1","lines":[{{"sku":"S1","qty":{qty},"unit_price":1000}}],"location":"wh"}}"#
+    )
+}
+
 #[test]
 fn a_dealer_order_beyond_credit_is_held_then_released_by_a_payment() {
     let mut w = World::new(Rules::default());
     w.send(&stock("S1", 200, T0));
-    w.send(&format!(
-        r#"{{"type":"dealer","ts":"{T0}","dealer":"d1","credit_limit":100000}}"#
-    ));
-    let d = |id: &str, qty: i64, ts: &str| {
-        format!(
-            r#"{{"type":"order","ts":"{ts}","channel":"dealer","order":"{id}","status":"placed","kind":"dealer","dealer":"d1","lines":[{{"sku":"S1","qty":{qty},"unit_price":1000}}],"location":"wh"}}"#
-        )
-    };
+    w.send(&dealer_d1(100000));
+    let d = |id: &str, qty: i64, ts: &str| dealer_order(id, "placed", qty, ts);
     w.send(&d("p1", 80, T1)); // 80,000 of 100,000
     w.send(&d("p2", 30, T1)); // 30,000 more: held, short 10,000
     assert!(w.outputs().iter().any(
@@ -836,14 +842,8 @@ fn a_dealer_order_beyond_credit_is_held_then_released_by_a_payment() {
 fn a_status_waiting_on_a_held_order_is_said_ignored_when_the_order_is_cancelled() {
     let mut w = World::new(Rules::default());
     w.send(&stock("S1", 200, T0));
-    w.send(&format!(
-        r#"{{"type":"dealer","ts":"{T0}","dealer":"d1","credit_limit":1000}}"#
-    ));
-    let ev = |status: &str, ts: &str| {
-        format!(
-            r#"{{"type":"order","ts":"{ts}","channel":"dealer","order":"p9","status":"{status}","kind":"dealer","dealer":"d1","lines":[{{"sku":"S1","qty":5,"unit_price":1000}}],"location":"wh"}}"#
-        )
-    };
+    w.send(&dealer_d1(1000));
+    let ev = |status: &str, ts: &str| dealer_order("p9", status, 5, ts);
     w.send(&ev("placed", T1));
     w.send(&ev("fulfilled", T2)); // event 4
     assert!(w.outputs().iter().any(
