@@ -2250,15 +2250,22 @@ impl Handler<Review> for Shard {
                 });
                 return;
             }
-            let known = resolved || !answered.is_empty();
-            let answer = known.then(|| {
-                Ok(vec![Outcome::Duplicate {
+            if !resolved && answered.is_empty() {
+                let _ = msg.reply.send(None);
+                return;
+            }
+            // a resolution just applied may not be durable yet: its retry is answered with it
+            let rx = self.once_durable(
+                vec![Outcome::Duplicate {
                     id: msg.event,
                     answered,
                     about: None,
-                }])
+                }],
+                ctx,
+            );
+            actix::spawn(async move {
+                let _ = msg.reply.send(rx.await.ok());
             });
-            let _ = msg.reply.send(answer);
             return;
         };
         let seq = self.next_seq;
@@ -2291,6 +2298,25 @@ impl Handler<Review> for Shard {
 }
 
 impl Shard {
+    /// The answer to a retry of something applied earlier, given once that is durable: at
+    /// once when nothing applied waits for a commit, else with the next commit (which is
+    /// written after those pending). A retry answered sooner could say `duplicate` of a
+    /// command a failed commit then undoes.
+    fn once_durable(
+        &mut self,
+        outcomes: Vec<Outcome>,
+        ctx: &mut Context<Self>,
+    ) -> oneshot::Receiver<Result<Vec<Outcome>, ShardError>> {
+        let (tx, rx) = oneshot::channel();
+        if self.committing.is_none() && self.batch.is_empty() && self.waiting.is_empty() {
+            let _ = tx.send(Ok(outcomes));
+        } else {
+            self.waiting.push((tx, outcomes));
+            self.schedule_flush(ctx);
+        }
+        rx
+    }
+
     /// Applies a command of the admin API, logs it like an event and schedules its commit:
     /// the outcome, once durable.
     fn run_admin(
@@ -2328,7 +2354,16 @@ impl Handler<Adjust> for Shard {
             return;
         };
         if let Some(points) = self.adjusted.get(&member, &msg.reference) {
-            let _ = msg.reply.send(Ok(Adjusted::Before { member, points }));
+            // the first may not be durable yet: its retry is answered with it
+            let rx = self.once_durable(Vec::new(), ctx);
+            actix::spawn(async move {
+                let answer = match rx.await {
+                    Ok(Ok(_)) => Ok(Adjusted::Before { member, points }),
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(ShardError::NotReady),
+                };
+                let _ = msg.reply.send(answer);
+            });
             return;
         }
         let seq = self.next_seq;
@@ -2787,6 +2822,65 @@ mod tests {
             assert_eq!(counts(&shard).await, (2, 2));
             // two commits: the second event waited for the first commit, not for a timer
             assert_eq!(shard.send(GetStats).await.unwrap().commits, 2);
+        });
+    }
+
+    fn adjust(
+        shard: &Addr<Shard>,
+        member: &str,
+    ) -> oneshot::Receiver<Result<Adjusted, ShardError>> {
+        let (reply, rx) = oneshot::channel();
+        shard.do_send(Adjust {
+            member: member.into(),
+            points: 5,
+            reference: "case-1".into(),
+            by: omnistream_actors::output::Resolver {
+                reviewer: None,
+                token: None,
+                note: None,
+                at: "2026-11-11T00:00:00Z".into(),
+            },
+            reply,
+        });
+        rx
+    }
+
+    #[test]
+    fn a_retry_racing_the_commit_of_what_it_repeats_is_answered_once_that_is_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let gate = Gate::opened();
+        actix::System::new().block_on(async {
+            let shard = start(dir.path(), &gate);
+            assert!(ingest(&shard, 1).await.unwrap().is_ok());
+            let member = shard
+                .send(Read(|e: &Sharded, _: &dyn Store| {
+                    e.member_of("openid", "o1").map(|m| m.id.to_string())
+                }))
+                .await
+                .unwrap()
+                .unwrap();
+            gate.set(false);
+            let entered = gate.entered.load(Ordering::SeqCst);
+            let first = adjust(&shard, &member);
+            gate.entered(entered + 1).await;
+            let mut retry = adjust(&shard, &member);
+            // the retry is known for one, but the first is not durable: no answer yet
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let early = retry.try_recv();
+            // (opened before asserting: a shard stopping behind a shut gate never stops)
+            gate.set(true);
+            assert!(early.is_err(), "answered before durable: {early:?}");
+            assert!(matches!(first.await.unwrap(), Ok(Adjusted::Done { .. })));
+            assert!(matches!(
+                retry.await.unwrap(),
+                Ok(Adjusted::Before { points: 5, .. })
+            ));
+            // with nothing waiting for a commit, a retry is answered at once
+            let again = adjust(&shard, &member);
+            assert!(matches!(
+                again.await.unwrap(),
+                Ok(Adjusted::Before { points: 5, .. })
+            ));
         });
     }
 
