@@ -382,78 +382,85 @@ async fn post_events(
     match submit(&st, "http", texts).await {
         Ok(outcomes) => {
             let now = duplicates_now(&st, &outcomes).await;
-            let count = |s: &str| outcomes.iter().filter(|o| status(o) == s).count();
-            let results: Vec<Value> = outcomes
-                .iter()
-                .map(|o| match o {
-                    Outcome::Accepted { id, outputs } => {
-                        // a channel learns at once what its event did, not only that it is
-                        // durable: whether the stock (and points, and credit) were there for
-                        // an order, a scan's decision, a payment's credit (or why it was not
-                        // booked)
-                        let mut answer = json!({"id": id, "status": "accepted"});
-                        for (field, is) in RESULTS {
-                            // its own outputs only: a timer it made due, a status that waited
-                            // for its `placed`, run under other ids
-                            let mine: Vec<Value> = outputs
-                                .iter()
-                                .filter(|e| e.event == *id && is(&e.output))
-                                .filter_map(|e| serde_json::to_value(&e.output).ok())
-                                .collect();
-                            // every merge the event made or was refused, the channel's answer
-                            // to a binding (a phone that belongs to another person says so)
-                            if field == "merges" {
-                                if !mine.is_empty() {
-                                    answer[field] = Value::from(mine);
-                                }
-                                continue;
-                            }
-                            // an order's result is its own: the order the event touched first
-                            // (its own order, whose entity runs first), where it ended; the
-                            // others it moved (held orders a cancellation made room for) are
-                            // in `orders`
-                            let own =
-                                |v: &Value| field != "order" || v["order"] == mine[0]["order"];
-                            let last = mine.iter().rev().find(|v| own(v)).cloned();
-                            if mine.len() > 1 && field == "order" {
-                                answer["orders"] = Value::from(mine);
-                            }
-                            if let Some(r) = last {
-                                answer[field] = r;
-                            }
-                        }
-                        answer
-                    }
-                    // a scan sent again: the decision it got, while the shard remembers it,
-                    // and its review's resolution once there is one
-                    Outcome::Duplicate { id, answered, .. } => {
-                        let mut answer = json!({"id": id, "status": "duplicate"});
-                        // an order or a payment sent again: where it stands now
-                        if let Some(Value::Object(fields)) = now.get(id) {
-                            for (k, v) in fields {
-                                answer[k] = v.clone();
-                            }
-                        }
-                        if let Some(d) = output_json(answered, |e| is_decision(&e.output)) {
-                            answer["decision"] = d;
-                            answer["resolution"] =
-                                output_json(answered, |e| is_resolution(&e.output))
-                                    .unwrap_or_default();
-                        }
-                        answer
-                    }
-                    Outcome::Rejected { id, reasons } => {
-                        json!({"id": id, "status": "rejected", "reasons": reasons})
-                    }
-                })
-                .collect();
-            HttpResponse::Ok().json(json!({
-                "accepted": count("accepted"), "duplicates": count("duplicate"),
-                "rejected": count("rejected"), "results": results,
-            }))
+            HttpResponse::Ok().json(events_answer(&outcomes, &now))
         }
         Err(resp) => resp,
     }
+}
+
+/// The answer to `POST /v1/events`: the counts and each event's result, in the order sent;
+/// `now`, where the duplicates' orders and payments stand now (see [`duplicates_now`]).
+pub(crate) fn events_answer(
+    outcomes: &[Outcome],
+    now: &std::collections::HashMap<uuid::Uuid, Value>,
+) -> Value {
+    let count = |s: &str| outcomes.iter().filter(|o| status(o) == s).count();
+    let results: Vec<Value> = outcomes
+        .iter()
+        .map(|o| match o {
+            Outcome::Accepted { id, outputs } => {
+                // a channel learns at once what its event did, not only that it is
+                // durable: whether the stock (and points, and credit) were there for
+                // an order, a scan's decision, a payment's credit (or why it was not
+                // booked)
+                let mut answer = json!({"id": id, "status": "accepted"});
+                for (field, is) in RESULTS {
+                    // its own outputs only: a timer it made due, a status that waited
+                    // for its `placed`, run under other ids
+                    let mine: Vec<Value> = outputs
+                        .iter()
+                        .filter(|e| e.event == *id && is(&e.output))
+                        .filter_map(|e| serde_json::to_value(&e.output).ok())
+                        .collect();
+                    // every merge the event made or was refused, the channel's answer
+                    // to a binding (a phone that belongs to another person says so)
+                    if field == "merges" {
+                        if !mine.is_empty() {
+                            answer[field] = Value::from(mine);
+                        }
+                        continue;
+                    }
+                    // an order's result is its own: the order the event touched first
+                    // (its own order, whose entity runs first), where it ended; the
+                    // others it moved (held orders a cancellation made room for) are
+                    // in `orders`
+                    let own = |v: &Value| field != "order" || v["order"] == mine[0]["order"];
+                    let last = mine.iter().rev().find(|v| own(v)).cloned();
+                    if mine.len() > 1 && field == "order" {
+                        answer["orders"] = Value::from(mine);
+                    }
+                    if let Some(r) = last {
+                        answer[field] = r;
+                    }
+                }
+                answer
+            }
+            // a scan sent again: the decision it got, while the shard remembers it,
+            // and its review's resolution once there is one
+            Outcome::Duplicate { id, answered, .. } => {
+                let mut answer = json!({"id": id, "status": "duplicate"});
+                // an order or a payment sent again: where it stands now
+                if let Some(Value::Object(fields)) = now.get(id) {
+                    for (k, v) in fields {
+                        answer[k] = v.clone();
+                    }
+                }
+                if let Some(d) = output_json(answered, |e| is_decision(&e.output)) {
+                    answer["decision"] = d;
+                    answer["resolution"] =
+                        output_json(answered, |e| is_resolution(&e.output)).unwrap_or_default();
+                }
+                answer
+            }
+            Outcome::Rejected { id, reasons } => {
+                json!({"id": id, "status": "rejected", "reasons": reasons})
+            }
+        })
+        .collect();
+    json!({
+        "accepted": count("accepted"), "duplicates": count("duplicate"),
+        "rejected": count("rejected"), "results": results,
+    })
 }
 
 /// What the order events and payments among `outcomes` that were duplicates are about,
@@ -617,28 +624,14 @@ async fn post_scan(
     }
     match submit(&st, "http-scan", vec![&body]).await {
         Ok(mut outcomes) => match outcomes.pop() {
-            Some(Outcome::Accepted { id, outputs }) => {
-                let decision = first_of(&outputs, "decision");
-                let mut answer = json!({"id": id, "status": "accepted", "decision": decision, "outputs": outputs});
-                // the scan's identities joined two members, or were refused for it: said as
-                // /v1/events says it
-                let merges: Vec<Value> = outputs
-                    .iter()
-                    .filter(|e| e.event == id && is_merge(&e.output))
-                    .filter_map(|e| serde_json::to_value(&e.output).ok())
-                    .collect();
-                if !merges.is_empty() {
-                    answer["merges"] = Value::from(merges);
+            Some(o) => {
+                let (ok, answer) = scan_answer(o);
+                if ok {
+                    HttpResponse::Ok().json(answer)
+                } else {
+                    HttpResponse::UnprocessableEntity().json(answer)
                 }
-                HttpResponse::Ok().json(answer)
             }
-            // a retry: the decision it got and its review's resolution, while the shard
-            // remembers them (else null)
-            Some(Outcome::Duplicate { id, answered, .. }) => HttpResponse::Ok().json(json!({
-                "id": id, "status": "duplicate", "decision": first_of(&answered, "decision"),
-                "resolution": first_of(&answered, "review_resolved")})),
-            Some(Outcome::Rejected { id, reasons }) => HttpResponse::UnprocessableEntity()
-                .json(json!({"id": id, "status": "rejected", "reasons": reasons})),
             None => error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "no_outcome",
@@ -646,6 +639,40 @@ async fn post_scan(
             ),
         },
         Err(resp) => resp,
+    }
+}
+
+/// The answer to `POST /v1/scan`, and whether it is a 200 (else a 422: rejected).
+pub(crate) fn scan_answer(outcome: Outcome) -> (bool, Value) {
+    match outcome {
+        Outcome::Accepted { id, outputs } => {
+            let decision = first_of(&outputs, "decision");
+            let mut answer =
+                json!({"id": id, "status": "accepted", "decision": decision, "outputs": outputs});
+            // the scan's identities joined two members, or were refused for it: said as
+            // /v1/events says it
+            let merges: Vec<Value> = outputs
+                .iter()
+                .filter(|e| e.event == id && is_merge(&e.output))
+                .filter_map(|e| serde_json::to_value(&e.output).ok())
+                .collect();
+            if !merges.is_empty() {
+                answer["merges"] = Value::from(merges);
+            }
+            (true, answer)
+        }
+        // a retry: the decision it got and its review's resolution, while the shard
+        // remembers them (else null)
+        Outcome::Duplicate { id, answered, .. } => (
+            true,
+            json!({
+            "id": id, "status": "duplicate", "decision": first_of(&answered, "decision"),
+            "resolution": first_of(&answered, "review_resolved")}),
+        ),
+        Outcome::Rejected { id, reasons } => (
+            false,
+            json!({"id": id, "status": "rejected", "reasons": reasons}),
+        ),
     }
 }
 

@@ -48,20 +48,81 @@ fn op(summary: &str, params: &[&str], body: Option<&str>) -> Value {
     o
 }
 
+/// The answers of `POST /v1/events` and `POST /v1/scan` as schemas (their fields are told in
+/// the operations' summaries; an output's own fields in the README, Outputs).
+fn answer_schemas() -> Value {
+    let output = json!({"$ref": "#/components/schemas/Output"});
+    let emitted = json!({"$ref": "#/components/schemas/Emitted"});
+    let problems = json!({"type": "array", "items": {"$ref": "#/components/schemas/Problem"}});
+    let id = json!({"type": ["string", "null"], "description":
+        "the event's id (a rejected event's as sent; null when it had none that could be read)"});
+    let reasons: Vec<&str> = omnistream_schemas::Reason::ALL
+        .iter()
+        .map(|r| r.code())
+        .collect();
+    json!({
+        "Output": {"type": "object", "required": ["output"],
+            "description": "one output, its kind in `output`; the other fields by kind (README, Outputs)",
+            "properties": {"output": {"enum": omnistream_actors::output::kinds()}}},
+        "Emitted": {"description": "an output with `event`, the id of the event that caused it (the nil id for a timer's), and `at`, the event time it ran at",
+            "allOf": [output.clone(), {"type": "object", "required": ["event", "at"],
+                "properties": {"event": {"type": "string", "format": "uuid"}, "at": {"type": "string"}}}]},
+        "Problem": {"type": "object", "required": ["reason", "path", "detail"],
+            "properties": {"reason": {"enum": reasons},
+                "path": {"type": "string", "description": "the field's JSON path, as `lines[3].qty`; empty for the whole event"},
+                "detail": {"type": "string", "description": "what is wrong, for a person"}}},
+        "EventResult": {"type": "object", "required": ["id", "status"],
+            "description": "one event's result, in the order the events were sent",
+            "properties": {
+                "id": id.clone(),
+                "status": {"enum": ["accepted", "duplicate", "rejected"]},
+                "order": output.clone(),
+                "orders": {"type": "array", "items": output.clone()},
+                "decision": output.clone(),
+                "resolution": {"oneOf": [output.clone(), {"type": "null"}]},
+                "credit": output.clone(),
+                "merges": {"type": "array", "items": output.clone()},
+                "order_state": {"type": "object", "description": "an order event sent again: its order as `GET /v1/orders/{channel}/{order}` answers now"},
+                "credit_state": {"type": "object", "description": "a payment sent again: its dealer's credit as `GET /v1/dealers/{id}/credit` answers now"},
+                "booked": {"type": ["integer", "boolean", "null"], "description": "a payment sent again: the amount its `ref` was booked for (null: not booked)"},
+                "members": {"type": "object", "additionalProperties": {"type": ["string", "null"]},
+                    "description": "an `identify` sent again: by identity kind, the member it leads to now"},
+                "one_person": {"type": "boolean"},
+                "reasons": problems.clone()}},
+        "EventsAnswer": {"type": "object", "required": ["accepted", "duplicates", "rejected", "results"],
+            "properties": {
+                "accepted": {"type": "integer", "minimum": 0},
+                "duplicates": {"type": "integer", "minimum": 0},
+                "rejected": {"type": "integer", "minimum": 0},
+                "results": {"type": "array", "items": {"$ref": "#/components/schemas/EventResult"}}}},
+        "ScanAnswer": {"type": "object", "required": ["id", "status"],
+            "properties": {
+                "id": id,
+                "status": {"enum": ["accepted", "duplicate", "rejected"]},
+                "decision": {"oneOf": [emitted.clone(), {"type": "null"}]},
+                "resolution": {"oneOf": [emitted.clone(), {"type": "null"}]},
+                "outputs": {"type": "array", "items": emitted},
+                "merges": {"type": "array", "items": output},
+                "reasons": problems}},
+    })
+}
+
 /// The sample feed the examples come from (the README's `curl` examples send it too).
 const SAMPLE: &str = include_str!("../examples/sample.jsonl");
 
 /// Example answers: the sample feed run through the entities under the default rules and the
 /// public development key, read with the functions the routes answer with. Each is what a
 /// service started on defaults answers after `POST /v1/events` of `examples/sample.jsonl`
-/// (`tests/service.rs` asks it and compares), so the examples cannot drift from the code.
-/// Each: the path, the request the example answers, and the answer.
-fn examples() -> Vec<(&'static str, String, Value)> {
+/// (`tests/service.rs` asks it and compares), so the examples cannot drift from the code;
+/// and the answers of that POST and of `POST /v1/scan` of the sample's first scan.
+/// Each: the method, the path, the example's summary (which names its request), the answer.
+fn examples() -> Vec<(&'static str, &'static str, String, Value)> {
     use crate::http::{
         campaign_view, campaigns_view, credit_view, dealers_list, kpis_view, ledger_page,
         location_view, loyalty_view, member_view, members_list, order_view, rep_view, reps_view,
         stock_view, stores_view, DealersQuery, Holders, MembersQuery,
     };
+    use crate::shard::{Item, Outcome};
     use omnistream_actors::{sharded::Sharded, Output, Rules};
     let decoder = omnistream_schemas::Decoder::new(omnistream_schemas::Pii::new(
         crate::cli::DEV_PII_KEY.as_bytes(),
@@ -70,13 +131,28 @@ fn examples() -> Vec<(&'static str, String, Value)> {
     let mut board = crate::board::Board::new(rules.stock.low_stock_atp);
     let mut e = Sharded::new(rules, 1);
     let mut out = Vec::new();
+    let pii = omnistream_schemas::Pii::new(crate::cli::DEV_PII_KEY.as_bytes());
+    let mut outcomes = Vec::new();
     for line in SAMPLE.lines() {
-        if let Ok(ev) = decoder.decode(line.as_bytes()) {
-            let start = out.len();
-            e.apply(&ev, &mut out);
-            board.observe(&e, &out[start..]);
+        match Item::decode(&decoder, &pii, line.as_bytes(), 0, 0) {
+            Item::Event(ev) => {
+                let start = out.len();
+                e.apply(&ev, &mut out);
+                board.observe(&e, &out[start..]);
+                outcomes.push(Outcome::Accepted {
+                    id: ev.id,
+                    outputs: out[start..].to_vec(),
+                });
+            }
+            Item::Rejected(r) => outcomes.push(Outcome::Rejected {
+                id: r.id,
+                reasons: r.reasons,
+            }),
         }
     }
+    let scan = outcomes
+        .iter()
+        .position(|o| matches!(o, Outcome::Accepted { outputs, .. } if outputs.iter().any(|e| matches!(e.output, Output::Decision { .. }))));
     let json = |v: Result<Option<Value>, crate::http::ReadError>| match v {
         Ok(Some(v)) => v,
         _ => Value::Null,
@@ -114,7 +190,7 @@ fn examples() -> Vec<(&'static str, String, Value)> {
         .filter_map(|o| serde_json::to_value(o).ok())
         .collect();
     let first = items[..3.min(items.len())].to_vec();
-    vec![
+    let gets = vec![
         (
             "/v1/members/{id}",
             format!("/v1/members/{}", m.id),
@@ -204,7 +280,34 @@ fn examples() -> Vec<(&'static str, String, Value)> {
             "/v1/board".into(),
             serde_json::to_value(board.view()).unwrap_or_default(),
         ),
-    ]
+    ];
+    let mut all: Vec<(&str, &str, String, Value)> = gets
+        .into_iter()
+        .map(|(path, request, answer)| {
+            let summary = format!(
+                "GET {request}, after POST /v1/events of examples/sample.jsonl to a service on defaults"
+            );
+            ("get", path, summary, answer)
+        })
+        .collect();
+    all.push((
+        "post",
+        "/v1/events",
+        "POST /v1/events of examples/sample.jsonl (JSON lines) to a service on defaults".into(),
+        crate::http::events_answer(&outcomes, &Default::default()),
+    ));
+    if let Some(n) = scan {
+        all.push((
+            "post",
+            "/v1/scan",
+            format!(
+                "POST /v1/scan of line {} of examples/sample.jsonl (its first scan), after POST /v1/events of the lines before it, to a service on defaults",
+                n + 1
+            ),
+            crate::http::scan_answer(outcomes[n].clone()).1,
+        ));
+    }
+    all
 }
 
 /// The event contract's JSON schema as components: its definitions (`$defs`, which the
@@ -248,14 +351,14 @@ pub fn document() -> Value {
 
 fn build() -> Value {
     let mut doc = paths();
-    for (path, request, answer) in examples() {
+    for (method, path, summary, answer) in examples() {
         if let Some(ok) = doc["paths"]
             .get_mut(path)
-            .and_then(|p| p.get_mut("get"))
+            .and_then(|p| p.get_mut(method))
             .and_then(|op| op["responses"].get_mut("200"))
         {
             ok["content"]["application/json"]["examples"] = json!({"sample": {
-                "summary": format!("GET {request}, after POST /v1/events of examples/sample.jsonl to a service on defaults"),
+                "summary": summary,
                 "value": answer,
             }});
         }
@@ -333,6 +436,17 @@ fn paths() -> Value {
         },
         "components": components(),
     });
+    // what ingest answers, as schemas
+    if let (Some(schemas), Value::Object(more)) = (
+        doc["components"]["schemas"].as_object_mut(),
+        answer_schemas(),
+    ) {
+        schemas.extend(more);
+    }
+    let answer = |name: &str| json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{name}")}}});
+    doc["paths"]["/v1/events"]["post"]["responses"]["200"]["content"] = answer("EventsAnswer");
+    doc["paths"]["/v1/scan"]["post"]["responses"]["200"]["content"] = answer("ScanAnswer");
+
     // what the routes that answer no JSON answer
     for (path, method, kind) in [
         ("/", "get", "text/html"),
@@ -356,7 +470,8 @@ fn paths() -> Value {
                 "reviewer": {"type": "string", "minLength": 1, "maxLength": 64},
                 "note": {"type": "string", "minLength": 1, "maxLength": 1000}}}}}});
     doc["paths"]["/v1/scan"]["post"]["responses"]["422"] = json!({"description":
-        "the scan was rejected (its reasons in the body) and kept as a dead letter"});
+        "the scan was rejected (its reasons in the body) and kept as a dead letter",
+        "content": answer("ScanAnswer")});
     doc["paths"]["/v1/reviews/{event}"]["post"]["responses"]["409"] = json!({"description":
         "`already_resolved`: the review was resolved with the other decision (the same decision again answers 200 `duplicate` with the resolution)"});
     doc["paths"]["/v1/reviews/{event}"]["post"]["responses"]["503"] = json!({"description":
@@ -409,6 +524,80 @@ mod tests {
             }
         }
         assert!(doc["paths"]["/v1/scan"]["post"]["responses"]["422"].is_object());
+    }
+
+    /// The ingest answers' examples hold only fields their schemas declare, with every
+    /// required one, and outputs and reasons of the kinds declared: the schemas cannot fall
+    /// behind what the routes answer (the examples are those answers, `tests/service.rs`).
+    #[test]
+    fn the_ingest_examples_keep_to_their_schemas() {
+        let doc = document();
+        let schemas = &doc["components"]["schemas"];
+        let enum_has =
+            |schema: &Value, v: &Value| schema["enum"].as_array().is_some_and(|e| e.contains(v));
+        let fits = |name: &str, v: &Value| {
+            let s = &schemas[name];
+            let o = v.as_object().unwrap_or_else(|| panic!("{name}: {v}"));
+            for k in o.keys() {
+                assert!(
+                    s["properties"][k].is_object(),
+                    "{name} does not declare {k}: {v}"
+                );
+            }
+            for r in s["required"].as_array().unwrap() {
+                assert!(o.contains_key(r.as_str().unwrap()), "{name} lacks {r}: {v}");
+            }
+            if s["properties"]["status"].is_object() {
+                assert!(enum_has(&s["properties"]["status"], &v["status"]), "{v}");
+            }
+        };
+        let output_kind = |o: &Value| {
+            assert!(
+                enum_has(&schemas["Output"]["properties"]["output"], &o["output"]),
+                "{o}"
+            );
+        };
+        let example = |path: &str| {
+            doc["paths"][path]["post"]["responses"]["200"]["content"]["application/json"]
+                ["examples"]["sample"]["value"]
+                .clone()
+        };
+        let events = example("/v1/events");
+        fits("EventsAnswer", &events);
+        let mut statuses = std::collections::BTreeSet::new();
+        for r in events["results"].as_array().unwrap() {
+            fits("EventResult", r);
+            statuses.insert(r["status"].as_str().unwrap().to_string());
+            for f in ["order", "decision", "credit"] {
+                if r[f].is_object() {
+                    output_kind(&r[f]);
+                }
+            }
+            for f in ["orders", "merges"] {
+                r[f].as_array().into_iter().flatten().for_each(output_kind);
+            }
+            for p in r["reasons"].as_array().into_iter().flatten() {
+                assert!(
+                    enum_has(&schemas["Problem"]["properties"]["reason"], &p["reason"]),
+                    "{p}"
+                );
+            }
+        }
+        assert_eq!(statuses.len(), 2, "accepted and rejected: {statuses:?}");
+        assert!(events["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["decision"].is_object() && r["order"].is_null()));
+        let scan = example("/v1/scan");
+        fits("ScanAnswer", &scan);
+        output_kind(&scan["decision"]);
+        assert!(scan["decision"]["event"].is_string() && scan["decision"]["at"].is_string());
+        scan["outputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .for_each(output_kind);
     }
 
     /// Every `$ref` points at something in the document (the event schema's definitions once

@@ -2562,9 +2562,33 @@ fn the_openapi_examples_are_the_answers_to_the_sample_feed() {
     ))
     .unwrap();
     let lines: Vec<String> = sample.lines().map(str::to_string).collect();
-    // its last line is the bad one the README shows as a dead letter: after every output
-    assert_eq!(s.post(&lines)["rejected"], 1);
     let doc = s.get("/openapi.json");
+    let example = |path: &str| {
+        let e = &doc["paths"][path]["post"]["responses"]["200"]["content"]["application/json"]
+            ["examples"]["sample"];
+        (e["summary"].as_str().unwrap().to_string(), e["value"].clone())
+    };
+    // the answer to the POST itself; its last line is the bad one the README shows as a dead
+    // letter: after every output
+    let answer = s.post(&lines);
+    assert_eq!(answer["rejected"], 1);
+    assert_eq!(answer, example("/v1/events").1);
+    // `/v1/scan`'s: the sample's first scan sent alone after the lines before it (a service
+    // of its own: on this one the scan is a duplicate now)
+    let (summary, scan) = example("/v1/scan");
+    let line: usize = summary
+        .strip_prefix("POST /v1/scan of line ")
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    let dir2 = tempfile::tempdir().unwrap();
+    let s2 = Service::start_with(dir2.path(), &[("OMNISTREAM_PII_KEY", "")]);
+    s2.post(&lines[..line - 1]);
+    let (code, got) = s2.request("POST", "/v1/scan", &lines[line - 1]);
+    assert_eq!(code, 200, "{got}");
+    assert_eq!(got, scan);
+    assert!(scan["decision"]["decision"].is_string(), "{scan}");
+    s2.stop();
     let mut asked = 0;
     for (path, ops) in doc["paths"].as_object().unwrap() {
         let ok = &ops["get"]["responses"]["200"]["content"]["application/json"];

@@ -416,6 +416,22 @@ pub fn check_kind(name: &str) -> Result<(), String> {
     }
 }
 
+/// Every `output` tag, as serde names the variants (the list its unknown-variant error gives,
+/// so it never falls behind the enum either).
+pub fn kinds() -> Vec<String> {
+    let Err(e) = check_kind("") else {
+        return Vec::new();
+    };
+    e.split_once("expected one of")
+        .map_or_else(Vec::new, |(_, list)| {
+            list.split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_string)
+                .collect()
+        })
+}
+
 impl Output {
     /// The output stream this belongs to (a Fluvio topic later): `points`, `members`,
     /// `orders`, `stock`, `credit`, `decisions`, `alerts`.
@@ -452,6 +468,18 @@ impl Output {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_kinds_are_every_tag() {
+        let kinds = kinds();
+        assert!(kinds.len() >= 25, "{kinds:?}");
+        for k in ["decision", "ledger", "payment_ignored", "ring_flagged"] {
+            assert!(kinds.iter().any(|n| n == k), "{k} in {kinds:?}");
+        }
+        for k in &kinds {
+            assert!(check_kind(k).is_ok(), "{k}");
+        }
+    }
 
     #[test]
     fn every_tag_is_a_kind_and_others_are_refused_with_the_list() {
