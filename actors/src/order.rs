@@ -298,6 +298,21 @@ impl Order {
     }
 
     /// Quantity per SKU, lines of one SKU summed (they are reserved together).
+    /// Whether a status event's lines are the whole order (none given: the placed lines
+    /// apply): every placed SKU's quantity at least.
+    fn whole(&self, lines: Option<&[LineV]>) -> bool {
+        let Some(lines) = lines else {
+            return true;
+        };
+        let mut sent: BTreeMap<&str, i64> = BTreeMap::new();
+        for l in lines {
+            *sent.entry(l.sku.as_str()).or_insert(0) += l.qty;
+        }
+        self.per_sku()
+            .iter()
+            .all(|(sku, qty)| sent.get(sku.as_str()).is_some_and(|s| s >= qty))
+    }
+
     fn per_sku(&self) -> BTreeMap<Str, i64> {
         let mut m = BTreeMap::new();
         for l in &self.lines {
@@ -365,6 +380,15 @@ impl Order {
 
     fn on_event(&mut self, me: &Str, ev: OrderEvent, ctx: &Ctx, fx: &mut Effects) {
         if ev.status == OrderStatus::Placed {
+            // placed again after placement was refused (stock came in, points were topped
+            // up): a placement anew, as if the first had not been; a refusal applied nothing
+            // (its stock, credit and points were given back), so there is nothing to undo
+            if self.phase == Phase::Rejected {
+                *self = Order {
+                    recent: std::mem::take(&mut self.recent),
+                    ..Order::default()
+                };
+            }
             if self.phase != Phase::New {
                 // placed once: a repeat (or an edit of the lines) changes nothing, and says so
                 return ignored(me, self.dealer_of(), ev.status, "already placed", fx);
@@ -703,6 +727,13 @@ impl Order {
                 if fulfilled {
                     return ignored(me, self.dealer_of(), ev.status, "already fulfilled", fx);
                 }
+                // shipments are not told apart: the first ships the whole order (its stock
+                // committed, its points earned), and says so when its lines were fewer
+                let partial = (!self.whole(ev.lines.as_deref())).then_some(
+                    "fulfilled whole: the lines sent are fewer than the order's, and a \
+                     shipment of some lines is not told apart (every line's stock is committed \
+                     now; a later fulfilled is ignored)",
+                );
                 self.status = Some(OrderStatus::Fulfilled);
                 for sku in &self.reserved {
                     fx.send(
@@ -712,7 +743,13 @@ impl Order {
                 }
                 self.to_member(MemberCmd::OrderFulfilled { order: me.clone() }, fx);
                 self.to_dealer(DealerCmd::Fulfilled { order: me.clone() }, fx);
-                self.status_out(me, "fulfilled", fx);
+                fx.out(Output::OrderStatus {
+                    order: me.clone(),
+                    dealer: self.dealer_of(),
+                    status: "fulfilled".into(),
+                    detail: partial.map(Into::into),
+                    refund: None,
+                });
             }
             OrderStatus::Cancelled => {
                 if fulfilled {
@@ -721,6 +758,19 @@ impl Order {
                         self.dealer_of(),
                         ev.status,
                         "fulfilled orders are returned, not cancelled",
+                        fx,
+                    );
+                }
+                // cancelling the whole order for some of its lines would free the stock of
+                // goods still to ship (and refund them): refused, the order kept as it is
+                if !self.whole(ev.lines.as_deref()) {
+                    return ignored(
+                        me,
+                        self.dealer_of(),
+                        ev.status,
+                        "cancelling some lines is not supported: the lines sent are fewer than \
+                         the order's, and the order stays as it is (send `cancelled` without \
+                         lines to cancel it all)",
                         fx,
                     );
                 }

@@ -114,6 +114,95 @@ fn a_second_paid_is_said_ignored() {
     );
 }
 
+/// An order refused for stock is placed again under the same order id once stock came:
+/// a placement anew (it was `already placed`, though the refused order held nothing).
+#[test]
+fn an_order_refused_for_stock_is_placed_again_when_stock_comes() {
+    let mut w = World::new(Rules::default());
+    w.send(&stock("S1", 1, T0));
+    let lines = r#","lines":[{"sku":"S1","qty":2,"unit_price":100}],"location":"wh""#;
+    w.send(&order("n1", "placed", r#"{"openid":"on"}"#, lines, T1));
+    assert!(w.outputs().iter().any(
+        |o| matches!(o, Output::OrderRejected { reason, .. } if reason == "insufficient_stock")
+    ));
+    w.send(&stock("S1", 5, T1));
+    let before = w.out.len();
+    w.send(&order("n1", "placed", r#"{"openid":"on"}"#, lines, T2));
+    let said: Vec<&Output> = w.out[before..].iter().map(|e| &e.output).collect();
+    assert!(
+        said.iter().any(
+            |o| matches!(o, Output::OrderAccepted { order, amount: 200, .. } if order == "mall:n1")
+        ),
+        "{said:?}"
+    );
+    assert_eq!(w.engine.sku("S1").unwrap().view().atp, 4);
+    let o = w.engine.order("mall:n1").unwrap();
+    assert!(o.rejection.is_none() && o.refused.is_none());
+    // accepted now: a further `placed` is a repeat again
+    let before = w.out.len();
+    w.send(&order("n1", "placed", r#"{"openid":"on"}"#, lines, T2));
+    assert!(matches!(
+        &w.out[before..],
+        [e] if matches!(&e.output, Output::OrderIgnored { reason, .. } if reason == "already placed")
+    ));
+}
+
+/// Status events naming only some of the order's lines: a `cancelled` of some lines is
+/// refused (cancelling it all would free the stock of goods still to ship), a `fulfilled`
+/// of some ships it whole and says so; the lines in full (or none) act on the whole order.
+#[test]
+fn statuses_naming_some_lines_say_what_they_did() {
+    let mut w = World::new(Rules::default());
+    w.send(&stock("S1", 10, T0));
+    w.send(&stock("S2", 10, T0));
+    let lines = r#","lines":[{"sku":"S1","qty":2,"unit_price":100},{"sku":"S2","qty":3,"unit_price":100}],"location":"wh""#;
+    let one = r#","lines":[{"sku":"S2","qty":3,"unit_price":100}]"#;
+    w.send(&order("p1", "placed", r#"{"openid":"op"}"#, lines, T1));
+    let before = w.out.len();
+    w.send(&order("p1", "cancelled", r#"{"openid":"op"}"#, one, T1));
+    let said: Vec<&Output> = w.out[before..].iter().map(|e| &e.output).collect();
+    assert!(
+        matches!(&said[..], [Output::OrderIgnored { status, reason, .. }] if status == "cancelled" && reason.starts_with("cancelling some lines is not supported")),
+        "{said:?}"
+    );
+    assert_eq!(w.engine.sku("S1").unwrap().view().atp, 8, "still reserved");
+    // a fulfilment of one line ships the order whole, saying so
+    let before = w.out.len();
+    w.send(&order("p1", "fulfilled", r#"{"openid":"op"}"#, one, T2));
+    let detail = w.out[before..].iter().find_map(|e| match &e.output {
+        Output::OrderStatus { status, detail, .. } if status == "fulfilled" => Some(detail.clone()),
+        _ => None,
+    });
+    assert!(
+        detail
+            .flatten()
+            .is_some_and(|d| d.starts_with("fulfilled whole")),
+        "{:?}",
+        &w.out[before..]
+    );
+    assert_eq!(
+        w.engine.sku("S1").unwrap().view().locations["wh"].on_hand,
+        8
+    );
+    assert_eq!(
+        w.engine.sku("S2").unwrap().view().locations["wh"].on_hand,
+        7
+    );
+    // the lines in full cancel (and fulfil) as no lines do, with no detail
+    w.send(&order("p2", "placed", r#"{"openid":"op"}"#, lines, T2));
+    w.send(&order("p2", "cancelled", r#"{"openid":"op"}"#, lines, T2));
+    assert!(w.outputs().iter().any(
+        |o| matches!(o, Output::OrderStatus { order, status, .. } if order == "mall:p2" && status == "cancelled")
+    ));
+    w.send(&order("p3", "placed", r#"{"openid":"op"}"#, lines, T2));
+    let before = w.out.len();
+    w.send(&order("p3", "fulfilled", r#"{"openid":"op"}"#, lines, T3));
+    assert!(w.out[before..].iter().any(|e| matches!(
+        &e.output,
+        Output::OrderStatus { status, detail: None, .. } if status == "fulfilled"
+    )));
+}
+
 #[test]
 fn a_consumer_order_through_fulfilment_and_a_partial_return() {
     let mut w = World::new(Rules::default());
