@@ -62,6 +62,9 @@ pub struct Metrics {
     pub refunds: IntCounterVec,
     /// Order results (accepted, rejected, held, released).
     pub orders: IntCounterVec,
+    /// Orders refused, by the refusal's reason (`insufficient_stock`, `not_stocked`, ...):
+    /// lost demand told apart from a stock location not set up.
+    pub order_rejections: IntCounterVec,
     /// Stock alerts by kind (low_stock, stock_out, stock_short).
     pub stock_alerts: IntCounterVec,
     /// Cross-region scans reported against dealers.
@@ -451,6 +454,12 @@ impl Default for Metrics {
                 &["channel"],
             ),
             orders: counter_vec(&r, "omnistream_orders_total", "order results", &["result"]),
+            order_rejections: counter_vec(
+                &r,
+                "omnistream_order_rejections_total",
+                "orders refused, by reason (insufficient_stock, not_stocked, insufficient_points, ...)",
+                &["reason"],
+            ),
             stock_alerts: counter_vec(
                 &r,
                 "omnistream_stock_alerts_total",
@@ -980,7 +989,10 @@ impl Metrics {
                     );
                     self.order("accepted");
                 }
-                Output::OrderRejected { .. } => self.order("rejected"),
+                Output::OrderRejected { reason, .. } => {
+                    self.order("rejected");
+                    self.order_rejections.with_label_values(&[reason]).inc();
+                }
                 Output::OrderHeld { .. } => self.order("held"),
                 Output::OrderReleased { .. } => self.order("released"),
                 // the service's own cancellation for want of payment, under the id the
@@ -1346,8 +1358,20 @@ mod tests {
                 reason: "reference already booked".into(),
             },
         }]);
+        m.observe(&[Emitted {
+            event: uuid::Uuid::nil(),
+            at: omnistream_schemas::EventTime::from_unix_ms(0),
+            output: Output::OrderRejected {
+                order: "mall:o1".into(),
+                dealer: None,
+                reason: "not_stocked".into(),
+                detail: "SKU-A never had stock at wh-1".into(),
+            },
+        }]);
         let text = m.render();
         for line in [
+            r#"omnistream_orders_total{result="rejected"} 1"#,
+            r#"omnistream_order_rejections_total{reason="not_stocked"} 1"#,
             "omnistream_dealers_over_limit 1",
             "omnistream_dealer_orders_held 2",
             "omnistream_dealer_held_fen 700",

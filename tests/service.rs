@@ -2566,7 +2566,10 @@ fn the_openapi_examples_are_the_answers_to_the_sample_feed() {
     let example = |path: &str| {
         let e = &doc["paths"][path]["post"]["responses"]["200"]["content"]["application/json"]
             ["examples"]["sample"];
-        (e["summary"].as_str().unwrap().to_string(), e["value"].clone())
+        (
+            e["summary"].as_str().unwrap().to_string(),
+            e["value"].clone(),
+        )
     };
     // the answer to the POST itself; its last line is the bad one the README shows as a dead
     // letter: after every output
