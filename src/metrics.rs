@@ -65,7 +65,7 @@ pub struct Metrics {
     /// Orders refused, by the refusal's reason (`insufficient_stock`, `not_stocked`, ...):
     /// lost demand told apart from a stock location not set up.
     pub order_rejections: IntCounterVec,
-    /// Stock alerts by kind (low_stock, stock_out, stock_short).
+    /// Stock alerts by kind (low_stock, stock_out, stock_short, stock_count_ignored).
     pub stock_alerts: IntCounterVec,
     /// Cross-region scans reported against dealers.
     pub diversions: IntCounter,
@@ -238,7 +238,12 @@ const ORDER_RESULTS: [&str; 5] = [
     "released",
     "unpaid_cancelled",
 ];
-const STOCK_ALERTS: [&str; 3] = ["low_stock", "stock_out", "stock_short"];
+const STOCK_ALERTS: [&str; 4] = [
+    "low_stock",
+    "stock_out",
+    "stock_short",
+    "stock_count_ignored",
+];
 
 /// The children of a counter vector for known label values, each resolved on first use.
 /// `with_label_values` hashes the values and takes a lock on every call; the counters each
@@ -1019,6 +1024,7 @@ impl Metrics {
                 Output::LowStock { .. } => self.stock_alert("low_stock"),
                 Output::StockOut { .. } => self.stock_alert("stock_out"),
                 Output::StockShort { .. } => self.stock_alert("stock_short"),
+                Output::StockCountIgnored { .. } => self.stock_alert("stock_count_ignored"),
                 Output::Diversion { .. } => self.diversions.inc(),
                 Output::PaymentIgnored { amount, booked, .. } => {
                     self.payments_ignored.inc();

@@ -3969,11 +3969,11 @@ mod tests {
         );
     }
 
-    /// `crate::cold::encode` of `full_member`, version 6 (the same bytes as versions 4 and 5
+    /// `crate::cold::encode` of `full_member`, version 8 (the same bytes as versions 4 to 7
     /// after the first, and as 2 and 3 but for the offset 4 appended: 3 changed orders only,
-    /// 5 dealers and stores only, 6 orders only).
+    /// 5 dealers and stores only, 6 and 7 orders and stores only, 8 SKUs only).
     const FULL_STORED: &str = concat!(
-        "07116d30313233343536373839616263646566000003066f70656e6964076f2d6f74686572066f70656e6964",
+        "08116d30313233343536373839616263646566000003066f70656e6964076f2d6f74686572066f70656e6964",
         "1a6f5837665f326b71395a4c6d4138316243336445664768496a4b0570686f6e654039663263346431653861",
         "3762366335643465336632613162306339643865376636613562346333643265316630613962386337643665",
         "356634613362326331648080baf2d8a2af068080d1cbc5e8af06010673742d303039030863616d706169676e",

@@ -291,6 +291,21 @@ pub enum Output {
         location: Str,
         /// Reserved minus on hand.
         short: i64,
+        /// The orders holding reservations there (by order key, at most 50): those at risk.
+        #[serde(default)]
+        orders: Vec<Str>,
+    },
+    /// A stock count stamped before the latest count applied at its location, arriving
+    /// after it: not applied (the newer count stands).
+    StockCountIgnored {
+        /// SKU.
+        sku: Str,
+        /// Location.
+        location: Str,
+        /// The count's quantity.
+        qty: i64,
+        /// Why.
+        reason: Str,
     },
     /// The one decision on a scan: what it got and why.
     Decision {
@@ -457,7 +472,8 @@ impl Output {
             Output::Stock { .. }
             | Output::LowStock { .. }
             | Output::StockOut { .. }
-            | Output::StockShort { .. } => "stock",
+            | Output::StockShort { .. }
+            | Output::StockCountIgnored { .. } => "stock",
             Output::Credit { .. } | Output::PaymentIgnored { .. } => "credit",
             Output::Decision { .. } | Output::ReviewResolved { .. } => "decisions",
             Output::Diversion { .. } | Output::RingFlagged { .. } => "alerts",

@@ -11,10 +11,10 @@ use crate::cmd::{Cmd, OrderCmd, SkuCmd};
 use crate::keymap::KeyMap;
 use crate::output::StockCause;
 use crate::{Ctx, Effects, Key, Output, Recent};
-use compact_str::CompactString as Str;
+use compact_str::{format_compact, CompactString as Str};
 use omnistream_schemas::StockOp;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// How many stock and restock event ids a SKU remembers for deduplication. Redeliveries come
 /// soon after the original, so a short memory suffices and keeps the per-SKU state small.
@@ -73,6 +73,29 @@ pub struct Committed {
     pub at: i64,
 }
 
+/// Most orders a `stock_short` names.
+pub const SHORT_ORDERS: usize = 50;
+
+/// Most on-hand movements a location keeps for a count that arrives after them.
+pub const MOVES_CAP: usize = 64;
+/// How long (event time before the newest movement) they are kept.
+pub const MOVES_HORIZON_US: i64 = 7 * crate::DAY_US;
+
+/// A location's on-hand movements since its latest count, so counts apply in event time: a
+/// count stamped before movements already applied takes them in again (on hand at its time
+/// plus what moved since), and a movement stamped before the latest count moves nothing
+/// (the count saw it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Moves {
+    /// Event time of the latest count applied (µs; 0: none).
+    pub counted_at: i64,
+    /// `(event time µs, change of on hand)` of the receipts, adjustments, shipments and
+    /// returns after `counted_at`, as applied: the latest [`MOVES_CAP`], none older than
+    /// [`MOVES_HORIZON_US`] before the newest (a count older than those kept takes in only
+    /// those kept).
+    pub log: VecDeque<(i64, i64)>,
+}
+
 /// One SKU's stock.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Sku {
@@ -87,6 +110,13 @@ pub struct Sku {
     pub committed_by_at: BTreeSet<(i64, Str)>,
     /// Ids of stock and restock events already applied.
     pub seen: Recent,
+    /// Each location's on-hand movements since its latest count. Added by encoding 8.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::cold::omit",
+        deserialize_with = "crate::cold::since::<8, _, _>"
+    )]
+    pub moves: KeyMap<Moves>,
 }
 
 /// Stock at one location as the API shows it.
@@ -229,12 +259,12 @@ impl Sku {
             return;
         };
         let before = self.atp(&r.location);
+        let at = ctx.ts();
         let loc = self.locations.entry(r.location.clone()).or_default();
         loc.reserved = loc.reserved.saturating_sub(r.qty);
         // after a count found less than was reserved, the shipment cannot take on hand
         // below zero; the shortfall was already reported as StockShort
-        loc.on_hand = loc.on_hand.saturating_sub(r.qty).max(0);
-        let at = ctx.ts();
+        self.moved(&r.location, at, -r.qty);
         self.committed_by_at.insert((at, order.clone()));
         self.committed.insert(
             order.clone(),
@@ -263,8 +293,7 @@ impl Sku {
         c.restocked = c.restocked.saturating_add(n);
         let location = c.location.clone();
         let before = self.atp(&location);
-        let loc = self.locations.entry(location.clone()).or_default();
-        loc.on_hand = loc.on_hand.saturating_add(n);
+        self.moved(&location, ctx.ts(), n);
         let cause = (StockCause::Restock, Some(order));
         self.changed(me, &location, before, cause, ctx, fx);
     }
@@ -284,12 +313,34 @@ impl Sku {
             return;
         }
         let before = self.atp(&location);
+        let at = ctx.ts();
+        match op {
+            StockOp::Receive => self.moved(&location, at, qty.max(0)),
+            StockOp::Adjust => self.moved(&location, at, qty),
+            StockOp::Set => {
+                let m = self.moves.entry(location.clone()).or_default();
+                // a newer count stands: this one says what was on hand before it
+                if at < m.counted_at {
+                    let newer_by_s = (m.counted_at - at) / 1_000_000;
+                    fx.out(Output::StockCountIgnored {
+                        sku: me.clone(),
+                        location,
+                        qty,
+                        reason: format_compact!(
+                            "a count stamped {newer_by_s} s later was applied first; this older one is not"
+                        ),
+                    });
+                    return;
+                }
+                // on hand at the count's time, and what moved since (arrived before it)
+                let since: i64 = m.log.iter().filter(|(t, _)| *t > at).map(|(_, d)| *d).sum();
+                m.log.retain(|(t, _)| *t > at);
+                m.counted_at = at;
+                let loc = self.locations.entry(location.clone()).or_default();
+                loc.on_hand = qty.max(0).saturating_add(since).max(0);
+            }
+        }
         let loc = self.locations.entry(location.clone()).or_default();
-        loc.on_hand = match op {
-            StockOp::Receive => loc.on_hand.saturating_add(qty.max(0)),
-            StockOp::Adjust => loc.on_hand.saturating_add(qty).max(0),
-            StockOp::Set => qty.max(0),
-        };
         if let Some(s) = safety {
             loc.safety = s.max(0);
         }
@@ -303,12 +354,52 @@ impl Sku {
         // count confirms the books), so it is always published
         self.changed(me, &location, before, (cause, None), ctx, fx);
         if short > 0 {
+            // the orders whose reservations there cannot all ship, oldest id first
+            let mut orders: Vec<Str> = self
+                .open
+                .sorted()
+                .into_iter()
+                .filter(|(_, r)| r.location == location)
+                .map(|(o, _)| o.clone())
+                .collect();
+            orders.truncate(SHORT_ORDERS);
             fx.out(Output::StockShort {
                 sku: me.clone(),
                 location,
                 short,
+                orders,
             });
         }
+    }
+
+    /// Moves on hand at `location` by `delta` (never below 0) at event time `at`, and keeps
+    /// the movement for a count that comes later stamped before it; one stamped before the
+    /// latest count moves nothing: the count saw it. (Of a count and a movement stamped
+    /// alike, the one that arrives first came first.)
+    fn moved(&mut self, location: &Str, at: i64, delta: i64) {
+        let loc = self.locations.entry(location.clone()).or_default();
+        let m = match self.moves.get_mut(location) {
+            Some(m) => m,
+            None => self.moves.entry(location.clone()).or_default(),
+        };
+        if at < m.counted_at {
+            return;
+        }
+        let was = loc.on_hand;
+        loc.on_hand = loc.on_hand.saturating_add(delta).max(0);
+        let applied = loc.on_hand - was;
+        if applied == 0 {
+            return;
+        }
+        let newest = m.log.back().map_or(at, |(t, _)| at.max(*t));
+        while m.log.len() >= MOVES_CAP
+            || m.log
+                .front()
+                .is_some_and(|(t, _)| *t < newest.saturating_sub(MOVES_HORIZON_US))
+        {
+            m.log.pop_front();
+        }
+        m.log.push_back((at, applied));
     }
 
     /// Publishes the location's numbers, with what moved them (and the order that did), and
@@ -335,7 +426,10 @@ impl Sku {
             order,
         });
         let low = ctx.rules.stock.low_stock_atp;
-        if before > low && atp <= low && atp > 0 {
+        // entering the low band (0, low]: from above it, or from nothing (a new location, or
+        // one out of stock, received to a level still low)
+        let in_band = |a: i64| a > 0 && a <= low;
+        if in_band(atp) && !in_band(before) {
             fx.out(Output::LowStock {
                 sku: me.clone(),
                 location: location.clone(),
@@ -761,7 +855,8 @@ mod tests {
                 Output::StockShort {
                     sku: me(),
                     location: "wh1".into(),
-                    short: 4
+                    short: 4,
+                    orders: vec!["mall:o1".into()],
                 }
             ]
         );
@@ -785,7 +880,7 @@ mod tests {
     }
 
     #[test]
-    fn low_stock_and_stock_out_fire_on_the_crossing_only() {
+    fn low_stock_fires_entering_its_band_and_stock_out_on_the_crossing() {
         let r = Rules::default();
         assert_eq!(r.stock.low_stock_atp, 10);
         let mut s = Sku::default();
@@ -831,6 +926,26 @@ mod tests {
                 out
             ]
         );
+        // received back from zero to a level still low: low stock (entering the band)
+        let fx = run(&mut s, &r, 8, set("wh1", 17, Some(0)));
+        assert!(fx.outputs.contains(&low(3)), "{:?}", fx.outputs);
+        // and a new location first received low
+        let fx = run(
+            &mut s,
+            &r,
+            9,
+            SkuCmd::Stock {
+                op: StockOp::Receive,
+                location: "st-5".into(),
+                qty: 5,
+                safety: None,
+            },
+        );
+        assert!(fx.outputs.contains(&Output::LowStock {
+            sku: me(),
+            location: "st-5".into(),
+            atp: 5
+        }));
     }
 
     #[test]
@@ -952,7 +1067,133 @@ mod tests {
         Ok(())
     }
 
+    /// Applies one command at event time `ms`.
+    fn run_at(s: &mut Sku, rules: &Rules, event: u128, ms: i64, cmd: SkuCmd) -> Effects {
+        let mut fx = Effects::default();
+        s.handle(&me(), cmd, &ctx(rules, ms, event), &mut fx);
+        fx
+    }
+
+    fn stock_op(op: StockOp, qty: i64) -> SkuCmd {
+        SkuCmd::Stock {
+            op,
+            location: "wh".into(),
+            qty,
+            safety: None,
+        }
+    }
+
+    /// A count that arrives after movements it predates takes them in again (the shipment
+    /// after it stays shipped), and a count older than the latest applied is not applied:
+    /// the warehouse's count uploaded late does not undo the day's shipments.
+    #[test]
+    fn a_late_count_keeps_the_movements_after_it_and_an_older_one_is_ignored() {
+        let r = Rules::default();
+        let mut s = Sku::default();
+        let min = 60_000;
+        run_at(&mut s, &r, 1, T0, stock_op(StockOp::Receive, 100));
+        run_at(&mut s, &r, 2, T0 + min, reserve("mall:f1", "wh", 10));
+        run_at(
+            &mut s,
+            &r,
+            3,
+            T0 + 2 * min,
+            SkuCmd::Commit {
+                order: "mall:f1".into(),
+            },
+        );
+        assert_eq!(s.locations["wh"].on_hand, 90);
+        // counted 100 at T0 + 30 s, before the shipment: 100 then, 90 now
+        let fx = run_at(&mut s, &r, 4, T0 + 30_000, stock_op(StockOp::Set, 100));
+        assert_eq!(s.locations["wh"].on_hand, 90);
+        assert!(matches!(
+            &fx.outputs[0],
+            Output::Stock {
+                on_hand: 90,
+                atp: 90,
+                ..
+            }
+        ));
+        // a receipt stamped before that count, arriving after it: the count saw it
+        run_at(&mut s, &r, 5, T0 + 10_000, stock_op(StockOp::Receive, 7));
+        assert_eq!(s.locations["wh"].on_hand, 90);
+        // a newer count, then an older one: the older is said ignored
+        run_at(&mut s, &r, 6, T0 + 10 * min, stock_op(StockOp::Set, 50));
+        let fx = run_at(&mut s, &r, 7, T0 + 5 * min, stock_op(StockOp::Set, 80));
+        assert_eq!(s.locations["wh"].on_hand, 50);
+        assert!(
+            matches!(&fx.outputs[..], [Output::StockCountIgnored { qty: 80, reason, .. }] if reason.contains("300 s later")),
+            "{:?}",
+            fx.outputs
+        );
+    }
+
+    /// The movements kept are bounded: the latest [`MOVES_CAP`], and none older than the
+    /// horizon before the newest.
+    #[test]
+    fn the_movements_kept_are_bounded() {
+        let r = Rules::default();
+        let mut s = Sku::default();
+        for i in 0..200 {
+            run_at(
+                &mut s,
+                &r,
+                i,
+                T0 + i as i64 * 1_000,
+                stock_op(StockOp::Receive, 1),
+            );
+        }
+        assert_eq!(s.moves["wh"].log.len(), MOVES_CAP);
+        let day_ms = crate::DAY_US / 1_000;
+        run_at(
+            &mut s,
+            &r,
+            500,
+            T0 + 8 * day_ms,
+            stock_op(StockOp::Receive, 1),
+        );
+        assert_eq!(s.moves["wh"].log.len(), 1);
+        // a count drops what it saw
+        run_at(&mut s, &r, 501, T0 + 9 * day_ms, stock_op(StockOp::Set, 3));
+        assert!(s.moves["wh"].log.is_empty());
+    }
+
     proptest! {
+        /// Receipts and counts with distinct times give the same stock in whatever order they
+        /// arrive as in time order (a replay sorted by time and the live arrival agree).
+        #[test]
+        fn counts_and_receipts_end_alike_in_any_arrival_order(
+            ops in prop::collection::vec((any::<bool>(), 0..50i64), 1..30),
+            order in Just(()).prop_perturb(|_, mut rng| rng.random::<u64>()),
+        ) {
+            let r = Rules::default();
+            // event i at minute i; arrival order a seeded shuffle of them
+            let cmds: Vec<(i64, SkuCmd)> = ops
+                .iter()
+                .enumerate()
+                .map(|(i, (count, q))| {
+                    let op = if *count { StockOp::Set } else { StockOp::Receive };
+                    (T0 + i as i64 * 60_000, stock_op(op, (*q).max(1)))
+                })
+                .collect();
+            let mut arrival: Vec<usize> = (0..cmds.len()).collect();
+            let mut seed = order;
+            for i in (1..arrival.len()).rev() {
+                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                arrival.swap(i, (seed >> 33) as usize % (i + 1));
+            }
+            let mut in_time = Sku::default();
+            for (i, (ms, c)) in cmds.iter().enumerate() {
+                run_at(&mut in_time, &r, i as u128, *ms, c.clone());
+            }
+            let mut late = Sku::default();
+            for i in arrival {
+                let (ms, c) = &cmds[i];
+                run_at(&mut late, &r, i as u128, *ms, c.clone());
+            }
+            prop_assert_eq!(late.locations["wh"].on_hand, in_time.locations["wh"].on_hand);
+        }
+
         #[test]
         fn reservations_never_oversell(cmds in prop::collection::vec(cmd_strategy(), 0..60)) {
             let r = Rules::default();

@@ -193,7 +193,8 @@ pub fn output_route(o: &Output) -> (Sink, Key) {
         Output::Stock { sku, .. }
         | Output::LowStock { sku, .. }
         | Output::StockOut { sku, .. }
-        | Output::StockShort { sku, .. } => (Sink::Stock, Key::Sku(sku.clone())),
+        | Output::StockShort { sku, .. }
+        | Output::StockCountIgnored { sku, .. } => (Sink::Stock, Key::Sku(sku.clone())),
         Output::Credit { dealer, .. } | Output::PaymentIgnored { dealer, .. } => {
             (Sink::Credit, Key::Dealer(dealer.clone()))
         }
