@@ -369,6 +369,9 @@ pub struct ShardConfig {
     pub filter_codes: u64,
     /// Threads the entities run on, each owning the keys that hash to it.
     pub shards: usize,
+    /// Exit the process (code 3) when the embedded store must be opened again before it
+    /// writes, for its supervisor to start it again (see [`Shard::lose_store`]).
+    pub exit_when_store_lost: bool,
 }
 
 impl Default for ShardConfig {
@@ -388,6 +391,7 @@ impl From<&crate::config::Config> for ShardConfig {
             checkpoint_every: c.checkpoint_every_events,
             filter_codes: c.code_filter_codes,
             shards: c.shards,
+            exit_when_store_lost: true,
         }
     }
 }
@@ -400,6 +404,11 @@ struct Extras {
     #[serde(default, skip_serializing_if = "std::collections::HashMap::is_empty")]
     adjusted: AdjustedRefs,
     board: serde_json::Value,
+    /// The first output seq after the checkpoint: the outputs it follows (checkpoints
+    /// written before builds kept it have none). A store whose outputs end before it holds
+    /// a log and outputs older than its checkpoint: files copied at different moments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    next_output: Option<u64>,
     /// The rules the log after the checkpoint starts under (checkpoints written before
     /// builds kept them have none; rules this build cannot read count as none).
     #[serde(
@@ -445,6 +454,9 @@ pub struct Shard {
     batch: Batch,
     waiting: Vec<(Reply, Vec<Outcome>)>,
     flush_scheduled: bool,
+    /// The store must be opened again before it writes: nothing more is applied.
+    store_lost: bool,
+    exit_when_store_lost: bool,
     commit_every: Duration,
     commit_events: usize,
     ready: Arc<AtomicBool>,
@@ -1026,6 +1038,8 @@ impl Shard {
             batch: Batch::default(),
             waiting: Vec::new(),
             flush_scheduled: false,
+            store_lost: false,
+            exit_when_store_lost: sc.exit_when_store_lost,
             commit_every: sc.commit_every,
             commit_events: sc.commit_events,
             ready,
@@ -1049,6 +1063,13 @@ impl Shard {
         // timeouts (a frozen node), and meanwhile /readyz must not say ready, nor reads answer
         // from a state that is being replaced
         self.ready.store(false, Ordering::SeqCst);
+        if self.store_lost {
+            return Err(StoreError::Reopen {
+                op: "rebuild",
+                table: "all",
+                why: "a write failed on the disk before".into(),
+            });
+        }
         let r = self.rebuild_from_store();
         if r.is_ok() {
             self.ready.store(true, Ordering::SeqCst);
@@ -1111,6 +1132,25 @@ impl Shard {
                     };
                     let x: Extras = serde_json::from_slice(&cp.extras)
                         .map_err(|e| restore_err(format!("shard state: {e}")))?;
+                    // outputs that end before the checkpoint's: the log and outputs are older
+                    // than the checkpoint (a copy of the files taken while the service ran);
+                    // going on would hand out the missing outputs' seqs again
+                    if let Some(at) = x.next_output {
+                        let have = self.store.next_output()?;
+                        if have < at {
+                            return Err(StoreError::Io {
+                                op: "restore",
+                                table: "outputs",
+                                why: format!(
+                                    "the outputs end at seq {have}, before the checkpoint's {at}: \
+                                     the log and outputs are older than the checkpoint, as files \
+                                     copied at different moments while the service ran are; \
+                                     restore the data directory from one copy taken while it was \
+                                     stopped (README, Backups)"
+                                ),
+                            });
+                        }
+                    }
                     // the log after the checkpoint runs under the rules it was written under
                     // (older checkpoints do not say: the configured ones)
                     in_effect = x.rules;
@@ -1309,6 +1349,7 @@ impl Shard {
             reviews: self.reviews.0.clone(),
             adjusted: self.adjusted.0.clone(),
             board: self.board.save(),
+            next_output: Some(self.next_output),
             rules: Some(self.engine.rules().clone()),
         })
         .map_err(|e| checkpoint_error(e.to_string()))
@@ -1470,6 +1511,9 @@ impl Shard {
     }
 
     fn checkpoint_failed(&mut self, e: &StoreError) {
+        if e.needs_reopen() {
+            return self.lose_store(e);
+        }
         tracing::error!(error = %e, "checkpoint failed; rebuilding state from the store");
         if let Err(e) = self.rebuild() {
             tracing::error!(error = %e, "rebuild failed; not ready");
@@ -1708,6 +1752,10 @@ impl Shard {
                 answer(c.waiting, &Err(err.clone()));
                 // applied after it, so not durable either
                 self.drop_queued(&err);
+                if e.needs_reopen() {
+                    self.lose_store(&e);
+                    return Err(err);
+                }
                 // the engine applied events that are not durable: start again from the log
                 if let Err(e) = self.rebuild() {
                     tracing::error!(error = %e, "rebuild failed; not ready");
@@ -1716,6 +1764,22 @@ impl Shard {
                 Err(err)
             }
         }
+    }
+
+    /// The embedded store refuses every write until it is opened again (a write failed on
+    /// the disk: redb's "previous I/O error"), which only a new start does: the shard applies
+    /// nothing more and says not ready, and the process exits with code 3 so its supervisor
+    /// (systemd, Kubernetes) starts it again. Everything answered is durable in the log; a
+    /// restart replays it, once the disk has room, or stops at start-up saying why not.
+    fn lose_store(&mut self, e: &StoreError) {
+        self.store_lost = true;
+        self.ready.store(false, Ordering::SeqCst);
+        self.drop_queued(&ShardError::Store(e.to_string()));
+        if self.exit_when_store_lost {
+            tracing::error!(error = %e, "the store must be opened again: exiting with code 3 for a restart (everything answered is durable)");
+            std::process::exit(3);
+        }
+        tracing::error!(error = %e, "the store must be opened again: not ready until a restart");
     }
 
     /// Starts the commit thread, when the store can commit from one.
@@ -2880,6 +2944,46 @@ mod tests {
             assert!(matches!(
                 again.await.unwrap(),
                 Ok(Adjusted::Before { points: 5, .. })
+            ));
+        });
+    }
+
+    /// A store that must be opened again before it writes (redb after a full disk): the
+    /// shard says not ready and stays so (a rebuild from it would say ready and every write
+    /// after fail), applying nothing; the process would exit for a restart.
+    #[test]
+    fn a_store_that_must_be_opened_again_leaves_the_shard_not_ready() {
+        let dir = tempfile::tempdir().unwrap();
+        let gate = Gate::opened();
+        actix::System::new().block_on(async {
+            let store = Gated(RedbStore::open(dir.path()).unwrap(), Arc::clone(&gate));
+            let sc = ShardConfig {
+                pipeline_min_events: 1,
+                exit_when_store_lost: false,
+                ..ShardConfig::default()
+            };
+            let ready = Arc::new(AtomicBool::new(false));
+            let shard = Shard::new(
+                Box::new(store),
+                Rules::default(),
+                b"k",
+                sc,
+                Arc::clone(&ready),
+                Arc::new(Metrics::default()),
+            )
+            .unwrap()
+            .start();
+            assert!(ingest(&shard, 1).await.unwrap().is_ok());
+            gate.lost.store(true, Ordering::SeqCst);
+            let e = ingest(&shard, 2).await.unwrap().unwrap_err().to_string();
+            assert!(e.contains("opened again"), "{e}");
+            assert!(!ready.load(Ordering::SeqCst));
+            // the retries do not make it ready again, and nothing more is applied
+            tokio::time::sleep(Duration::from_millis(1_200)).await;
+            assert!(!ready.load(Ordering::SeqCst));
+            assert!(matches!(
+                ingest(&shard, 3).await.unwrap(),
+                Err(ShardError::NotReady)
             ));
         });
     }

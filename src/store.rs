@@ -114,13 +114,42 @@ pub enum StoreError {
         /// Why.
         why: String,
     },
+    /// The embedded store refuses every write after an earlier one failed on the disk (a
+    /// full disk, an I/O error) until it is opened again: only a new start does that.
+    #[error(
+        "store {op} ({table}): {why}: the embedded store must be opened again after a write \
+         failed on the disk (a full disk?)"
+    )]
+    Reopen {
+        /// What was being done.
+        op: &'static str,
+        /// The table.
+        table: &'static str,
+        /// Why.
+        why: String,
+    },
+}
+
+impl StoreError {
+    /// Whether only opening the store again (a new start of the process) can make it write.
+    pub fn needs_reopen(&self) -> bool {
+        matches!(self, StoreError::Reopen { .. })
+    }
 }
 
 fn io(op: &'static str, table: &'static str) -> impl Fn(redb::Error) -> StoreError {
-    move |e| StoreError::Io {
-        op,
-        table,
-        why: e.to_string(),
+    move |e| match e {
+        // redb's own word for "a write failed on the disk before: close and re-open"
+        redb::Error::PreviousIo => StoreError::Reopen {
+            op,
+            table,
+            why: e.to_string(),
+        },
+        e => StoreError::Io {
+            op,
+            table,
+            why: e.to_string(),
+        },
     }
 }
 
@@ -1424,6 +1453,8 @@ pub(crate) mod gated {
         opened: Condvar,
         /// Fail the next commit that passes the gate.
         pub(crate) fail_next: AtomicBool,
+        /// Fail every commit from the next on as a store that must be opened again.
+        pub(crate) lost: AtomicBool,
         /// Commits that reached the gate.
         pub(crate) entered: AtomicUsize,
         /// Commits failed on purpose.
@@ -1462,6 +1493,9 @@ pub(crate) mod gated {
             self.entered.fetch_add(1, Ordering::SeqCst);
             let open = self.open.lock().unwrap();
             drop(self.opened.wait_while(open, |open| !*open).unwrap());
+            if self.lost.load(Ordering::SeqCst) {
+                return Err(super::io("begin", "all")(redb::Error::PreviousIo));
+            }
             if self.fail_next.swap(false, Ordering::SeqCst) {
                 self.failed.fetch_add(1, Ordering::SeqCst);
                 return Err(StoreError::Io {

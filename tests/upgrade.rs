@@ -187,3 +187,64 @@ fn a_store_from_a_newer_build_is_refused_naming_the_file() {
         "{err}"
     );
 }
+
+/// A data directory put together from files copied at different moments (the log and
+/// outputs of one, the checkpoint of a later one, as a copy taken file by file while the
+/// service runs can be) is refused at start-up, saying so: going on would hand out the
+/// missing outputs' seqs again to other outputs, and a follower resuming by seq would read
+/// different data under them.
+#[test]
+fn a_data_directory_copied_at_different_moments_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, copy) = (dir.path().join("data"), dir.path().join("copy"));
+    std::fs::create_dir_all(&copy).unwrap();
+    let lines: Vec<String> = std::fs::read_to_string(SAMPLE)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let s = Service::start(&data);
+    s.post(&lines[..10]);
+    s.stop();
+    // the log and outputs as they were then
+    std::fs::copy(data.join("omnistream.redb"), copy.join("omnistream.redb")).unwrap();
+    let s = Service::start(&data);
+    s.post(&lines[10..]);
+    s.stop();
+    // the checkpoint of the later stop
+    std::fs::copy(data.join("states.redb"), copy.join("states.redb")).unwrap();
+    let codes = copy.join("codes");
+    std::fs::create_dir_all(&codes).unwrap();
+    for f in std::fs::read_dir(data.join("codes")).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), codes.join(f.file_name())).unwrap();
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+        .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&copy)
+        .env("OMNISTREAM_PII_KEY", "service-test-key")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // refused at once; one that started would run until stopped
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let running = child.try_wait().unwrap().is_none();
+    if running {
+        child.kill().unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        !running && !out.status.success(),
+        "started on files of two moments"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("copied at different moments"), "{err}");
+    // the directory itself, whole, still starts
+    let s = Service::start(&data);
+    assert_eq!(s.get("/v1/stats")["shard"]["replayed"], 0);
+    s.stop();
+}
