@@ -5,6 +5,19 @@ use omnistream_actors::Rules;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+/// Whether `var` is one of the variables Kubernetes gives every pod for a Service named
+/// `omnistream` (`OMNISTREAM_SERVICE_HOST`, `OMNISTREAM_SERVICE_PORT[_NAME]`,
+/// `OMNISTREAM_PORT[_8080_TCP[_ADDR|_PORT|_PROTO]]`): no key is named so, and taken for keys
+/// they would stop start-up in such a pod.
+fn service_link(var: &str) -> bool {
+    let Some(rest) = var.strip_prefix("OMNISTREAM_") else {
+        return false;
+    };
+    ["SERVICE_HOST", "SERVICE_PORT", "PORT"]
+        .iter()
+        .any(|p| rest == *p || rest.strip_prefix(p).is_some_and(|r| r.starts_with('_')))
+}
+
 /// Environment variables that are not configuration keys (secrets, logging, and the test and
 /// benchmark switches of ops/test-all.sh, which the service under test inherits); any
 /// `OMNISTREAM_TEST_*` variable belongs to the test suite too.
@@ -1004,6 +1017,7 @@ impl Config {
                     && !k.starts_with("OMNISTREAM_TEST_")
                     && !k.starts_with(TOKEN_ENV_PREFIX)
                     && !NOT_KEYS.contains(&k.as_str())
+                    && !service_link(k)
             })
             .cloned()
             .collect();
@@ -1229,6 +1243,12 @@ mod tests {
                 ("OMNISTREAM_PII_KEY", "secret"),
                 ("OMNISTREAM_TEST_CQL", "127.0.0.1:9042"),
                 ("HOME", "/root"),
+                // what Kubernetes sets for a Service named omnistream: not keys
+                ("OMNISTREAM_SERVICE_HOST", "10.0.0.1"),
+                ("OMNISTREAM_SERVICE_PORT", "8080"),
+                ("OMNISTREAM_SERVICE_PORT_HTTP", "8080"),
+                ("OMNISTREAM_PORT", "tcp://10.0.0.1:8080"),
+                ("OMNISTREAM_PORT_8080_TCP_ADDR", "10.0.0.1"),
             ]),
         )
         .unwrap();

@@ -2301,6 +2301,11 @@ async fn metrics_text(st: web::Data<AppState>) -> HttpResponse {
     st.metrics
         .ready
         .set(i64::from(st.ready.load(Ordering::SeqCst)));
+    // the events of HTTP requests taken and not yet answered (durable or refused), as
+    // `/v1/stats` counts them: read at the scrape, never left stale by a request's last set
+    st.metrics
+        .inflight
+        .set(i64::try_from(st.inflight.load(Ordering::SeqCst)).unwrap_or(i64::MAX));
     if st.metrics.enabled && st.ready.load(Ordering::SeqCst) {
         // the dealers' credit as the state holds it now, every dealer's (passivated ones,
         // and all after a restart from a checkpoint, are not resident); a shard too busy to

@@ -73,8 +73,8 @@ pub struct Metrics {
     pub payments_ignored: IntCounter,
     /// Of those, references booked before with another amount.
     pub payment_conflicts: IntCounter,
-    /// Dealers' credit over the resident dealers (all of them unless `resident-entities`
-    /// bounds them), read from the state at each scrape: how many are past their limit, how
+    /// Dealers' credit over every dealer, resident or stored, read from the state at each
+    /// scrape: how many are past their limit, how
     /// many orders are held and for how much, and the exposure in all.
     pub dealers_over_limit: IntGauge,
     /// See [`Metrics::dealers_over_limit`].
@@ -138,6 +138,9 @@ pub struct Metrics {
     input_position: IntGaugeVec,
     /// Each input file's bytes beyond that position (its size now minus the position).
     input_behind: IntGaugeVec,
+    /// 1, labelled with the build's version and the store encoding it writes: which build
+    /// runs (and wrote the store), for an upgrade's or a rollback's check.
+    build_info: IntGaugeVec,
     /// Each input file's lines taken since start-up, by outcome.
     input_lines: IntCounterVec,
     /// Fluvio records handed to the shard and durable.
@@ -489,22 +492,22 @@ impl Default for Metrics {
             dealers_over_limit: gauge(
                 &r,
                 "omnistream_dealers_over_limit",
-                "dealers whose exposure is past their credit limit (a lowered limit), resident dealers",
+                "dealers whose exposure is past their credit limit (a lowered limit), every dealer (stored ones too), read at each scrape",
             ),
             dealer_orders_held: gauge(
                 &r,
                 "omnistream_dealer_orders_held",
-                "dealer orders held for credit, resident dealers",
+                "dealer orders held for credit, every dealer (stored ones too), read at each scrape",
             ),
             dealer_held_fen: gauge(
                 &r,
                 "omnistream_dealer_held_fen",
-                "the amount of the dealer orders held for credit (fen), resident dealers",
+                "the amount of the dealer orders held for credit (fen), every dealer (stored ones too), read at each scrape",
             ),
             dealer_exposure_fen: gauge(
                 &r,
                 "omnistream_dealer_exposure_fen",
-                "dealers' exposure in all (open orders plus unpaid, fen), resident dealers",
+                "dealers' exposure in all (open orders plus unpaid, fen), every dealer (stored ones too), read at each scrape",
             ),
             reviews_pending: gauge(
                 &r,
@@ -676,6 +679,13 @@ impl Default for Metrics {
                 "byte position of an input file (run --input) durable in the store",
                 &["file"],
             ),
+            build_info: gauge_vec(
+                &r,
+                "omnistream_build_info",
+                "1, labelled with this build's version and the entity-state encoding it writes \
+                 (an older build cannot read a newer encoding)",
+                &["version", "state_encoding"],
+            ),
             input_behind: gauge_vec(
                 &r,
                 "omnistream_input_behind_bytes",
@@ -781,6 +791,12 @@ impl Metrics {
                 m.scan_unrewarded
                     .with_label_values(&["other", why.as_str()]);
             }
+            m.build_info
+                .with_label_values(&[
+                    env!("CARGO_PKG_VERSION"),
+                    &omnistream_actors::cold::STATE_VERSION.to_string(),
+                ])
+                .set(1);
         }
         m
     }
@@ -1377,6 +1393,7 @@ mod tests {
         let text = m.render();
         for line in [
             r#"omnistream_orders_total{result="rejected"} 1"#,
+            r#"omnistream_build_info{state_encoding="8",version="0.1.0"} 1"#,
             r#"omnistream_order_rejections_total{reason="not_stocked"} 1"#,
             "omnistream_dealers_over_limit 1",
             "omnistream_dealer_orders_held 2",
