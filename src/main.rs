@@ -746,14 +746,22 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     // OMNISTREAM_LOG_FORMAT=json: one JSON object per line, for log shippers
-    match std::env::var("OMNISTREAM_LOG_FORMAT").as_deref() {
-        Ok("json") => logs.json().with_current_span(true).init(),
-        Ok("text") | Err(_) => logs.init(),
+    let json_logs = match std::env::var("OMNISTREAM_LOG_FORMAT").as_deref() {
+        Ok("json") => {
+            logs.json().with_current_span(true).init();
+            true
+        }
+        Ok("text") | Err(_) => {
+            logs.init();
+            false
+        }
         Ok(other) => {
-            eprintln!("config OMNISTREAM_LOG_FORMAT: `{other}` is not `json` or `text`");
+            cli::note(format_args!(
+                "omnistream: error: config OMNISTREAM_LOG_FORMAT: `{other}` is not `json` or `text`"
+            ));
             return ExitCode::from(2);
         }
-    }
+    };
     let args = Cli::parse();
     if !matches!(
         args.command,
@@ -862,6 +870,11 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
+            // a log shipper reading JSON lines gets why the process stopped as one of them
+            // too (the plain line stays for a person)
+            if json_logs {
+                tracing::error!(error = format!("{e:#}"), "omnistream stopped on an error");
+            }
             cli::note(format_args!("omnistream: error: {e:#}"));
             ExitCode::from(2)
         }

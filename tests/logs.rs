@@ -86,6 +86,37 @@ fn a_bad_log_format_stops_start_up_naming_the_variable() {
     assert!(err.contains("OMNISTREAM_LOG_FORMAT"), "{err}");
 }
 
+/// With JSON logs, the error a start-up stops on is a JSON line too (a log shipper saw only
+/// the plain `omnistream: error:` line, the one that explains a crash loop), beside it.
+#[test]
+fn a_fatal_error_is_a_json_line_with_json_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+        .args(["run", "--listen", &addr, "--data-dir"])
+        .arg(dir.path())
+        .env("OMNISTREAM_LOG_FORMAT", "json")
+        .env("OMNISTREAM_PII_KEY", "logs-test-key-0123456789")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["level"] == "ERROR")
+        .unwrap_or_else(|| panic!("no JSON error line in\n{err}"));
+    assert!(
+        line["fields"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&addr)),
+        "{line}"
+    );
+    assert!(err.contains("omnistream: error:"), "{err}");
+    drop(taken);
+}
+
 /// `omnistream run ... 2>&1 | head -3`: with its standard output and error closed, the service
 /// serves on and stops on SIGTERM (printing its address panicked the main thread, and the
 /// process then served on and ignored SIGTERM until killed). A log filter that does not
