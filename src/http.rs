@@ -3187,6 +3187,10 @@ pub async fn serve(
         tracing::error!(error = %e, "final commit failed");
     }
     arbiter.stop();
+    // the shard, and the store it holds, are dropped on the arbiter's thread: wait for it,
+    // so the store's files are closed cleanly before the process ends (redb otherwise
+    // repairs them at the next open, a walk of the whole file)
+    let _ = arbiter.join();
     match read {
         Some(Err(e)) if stop_at_end => Err(anyhow::anyhow!("reading the input files: {e}")),
         _ => Ok(()),

@@ -528,31 +528,45 @@ fn check_config(cfg: &Config, cluster: bool) -> anyhow::Result<ExitCode> {
         StoreKind::Embedded => {
             let dir = &cfg.data_dir;
             if dir.join("omnistream.redb").exists() {
-                let store = match omnistream::store::RedbStore::open(dir) {
-                    Ok(s) => s,
+                // read only: opening it to write would create its other files and upgrade an
+                // older format (one way) before any `run` of this build was decided on
+                use omnistream::store::Inspected;
+                match omnistream::store::inspect_embedded(dir, &key)? {
                     // a config checked before a restart, the service still running on it
-                    Err(e) if omnistream::store::RedbStore::held_by_another(&e) => {
-                        println!(
-                            "# ok: configuration valid; store {} not opened: a running \
-                             service holds it (`run` checks its personal-data key when it \
-                             opens it)",
-                            dir.display()
-                        );
-                        return Ok(ExitCode::SUCCESS);
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                // another key than the store's stops `run`, so it fails here too
-                let recorded = omnistream::store::pii_key_unrecorded(&store, &key)?.is_none();
-                println!(
-                    "# ok: configuration valid, store {} opens{}",
-                    dir.display(),
-                    if recorded {
-                        ", written with this personal-data key"
-                    } else {
-                        " (its personal-data key is recorded by the next run)"
-                    }
-                );
+                    Inspected::Held => println!(
+                        "# ok: configuration valid; store {} not opened: a running \
+                         service holds it (`run` checks its personal-data key when it \
+                         opens it)",
+                        dir.display()
+                    ),
+                    // another key than the store's stops `run`, so it fails here too
+                    Inspected::Read {
+                        key_matches: Some(false),
+                        ..
+                    } => return Err(omnistream::store::StoreError::PiiKey.into()),
+                    Inspected::Read {
+                        format,
+                        key_matches,
+                    } => println!(
+                        "# ok: configuration valid, store {} opens{}{}",
+                        dir.display(),
+                        if key_matches.is_some() {
+                            ", written with this personal-data key"
+                        } else {
+                            " (its personal-data key is recorded by the next run)"
+                        },
+                        if format.unwrap_or(1) < omnistream::store::FORMAT_VERSION {
+                            format!(
+                                "; its format {} is older: `run` upgrades it to {} (one way: \
+                                 older builds cannot read it then)",
+                                format.unwrap_or(1),
+                                omnistream::store::FORMAT_VERSION
+                            )
+                        } else {
+                            String::new()
+                        }
+                    ),
+                }
             } else {
                 // nothing is created here: `run` creates the directory, so its nearest
                 // existing ancestor must be a directory

@@ -191,6 +191,75 @@ pub fn pii_key_unrecorded(
     }
 }
 
+/// What an embedded store holds, read without writing to it (`check-config`: opening it
+/// for writing would create its other files and upgrade an older format, one way) but for
+/// redb's own recovery of a file not closed cleanly, which any open makes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Inspected {
+    /// A running service holds it.
+    Held,
+    /// Its format (None: a store of format 1 or none yet), and whether `key` is the
+    /// personal-data key it records (None: it records none yet).
+    Read {
+        /// `meta.format`.
+        format: Option<u64>,
+        /// The key matches the recorded one (None: none recorded).
+        key_matches: Option<bool>,
+    },
+}
+
+/// Reads `dir/omnistream.redb`'s format and personal-data key check without writing to it.
+pub fn inspect_embedded(dir: &Path, key: &[u8]) -> Result<Inspected, StoreError> {
+    let path = dir.join("omnistream.redb");
+    let open_err = |why: String| StoreError::Open {
+        path: path.clone(),
+        why,
+    };
+    use redb::ReadableDatabase;
+    // each kept open while it is read (dropping one closes the file under its readers)
+    let (ro, rw);
+    let tx = match redb::ReadOnlyDatabase::open(&path) {
+        Ok(db) => {
+            ro = db;
+            ro.begin_read()
+        }
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Ok(Inspected::Held),
+        // not closed cleanly: redb recovers it as it opens it to write, as `run` would, and
+        // nothing else is written
+        Err(redb::DatabaseError::RepairAborted) => match redb::Database::create(&path) {
+            Ok(db) => {
+                rw = db;
+                rw.begin_read()
+            }
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Ok(Inspected::Held),
+            Err(e) => return Err(open_err(format!("cannot open: {e}"))),
+        },
+        Err(e) => return Err(open_err(format!("cannot open: {e}"))),
+    }
+    .map_err(|e| open_err(format!("cannot read: {e}")))?;
+    let read = |def: TableDefinition<&str, u64>, k: &str| -> Result<Option<u64>, StoreError> {
+        match tx.open_table(def) {
+            Ok(t) => Ok(t
+                .get(k)
+                .map_err(|e| open_err(format!("cannot read: {e}")))?
+                .map(|v| v.value())),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(open_err(format!("cannot read: {e}"))),
+        }
+    };
+    let format = read(META, "format")?;
+    if let Some(v) = format.filter(|v| *v > FORMAT_VERSION) {
+        return Err(open_err(format!(
+            "written by a newer omnistream (format {v}, this binary reads up to {FORMAT_VERSION})"
+        )));
+    }
+    let key_matches = read(POSITIONS, PII_KEY_CHECK)?.map(|fp| fp == pii_key_fingerprint(key));
+    Ok(Inspected::Read {
+        format,
+        key_matches,
+    })
+}
+
 /// [`pii_key_unrecorded`], recording the fingerprint at once when the store has none.
 pub fn check_pii_key(store: &mut dyn Store, key: &[u8]) -> Result<(), StoreError> {
     match pii_key_unrecorded(store, key)? {

@@ -248,3 +248,54 @@ fn a_data_directory_copied_at_different_moments_is_refused() {
     assert_eq!(s.get("/v1/stats")["shard"]["replayed"], 0);
     s.stop();
 }
+
+/// `check-config` reads a store without writing to it: a format-1 store stays byte for byte
+/// as it was (no upgrade, no `states.redb` made) and it says `run` would upgrade it, one
+/// way; `run` did that on a pre-flight check before any decision to upgrade.
+#[test]
+fn check_config_leaves_an_older_store_as_it_is_and_says_run_upgrades_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("omnistream.redb");
+    std::fs::copy(FIXTURE, &file).unwrap();
+    // the fixture was not closed cleanly (check-config says `run` recovers it): recovered
+    // and closed by redb itself, still of format 1
+    drop(redb::Database::create(&file).unwrap());
+    let before = std::fs::read(&file).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+        .args(["check-config", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("OMNISTREAM_PII_KEY")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("format 1 is older") && text.contains("one way"),
+        "{text}"
+    );
+    assert!(
+        std::fs::read(&file).unwrap() == before,
+        "the store was written"
+    );
+    assert!(!dir.path().join("states.redb").exists());
+}
+
+/// A graceful stop closes the embedded store's files cleanly: the next open has nothing to
+/// recover (redb checks, and repairs, a file left open, which takes longer the larger it
+/// is).
+#[test]
+fn a_graceful_stop_closes_the_store_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Service::start(dir.path());
+    let lines: Vec<String> = std::fs::read_to_string(SAMPLE)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    s.post(&lines);
+    s.stop();
+    for f in ["omnistream.redb", "states.redb"] {
+        let opened = redb::ReadOnlyDatabase::open(dir.path().join(f));
+        assert!(opened.is_ok(), "{f}: {:?}", opened.err());
+    }
+}
