@@ -1071,8 +1071,12 @@ impl Shard {
             });
         }
         let r = self.rebuild_from_store();
-        if r.is_ok() {
-            self.ready.store(true, Ordering::SeqCst);
+        match &r {
+            Ok(()) => self.ready.store(true, Ordering::SeqCst),
+            // the rebuild's own reads find the store refusing until it is opened again (a
+            // write failed on the disk and the pages read were not cached)
+            Err(e) if e.needs_reopen() => self.lose_store(e),
+            Err(_) => {}
         }
         r
     }
@@ -1252,11 +1256,7 @@ impl Shard {
             });
         }
         if let Some(why) = engine.take_cold_error() {
-            return Err(StoreError::Io {
-                op: "load",
-                table: "states",
-                why,
-            });
+            return Err(crate::store::load_error(why));
         }
         self.reviews = reviews;
         self.adjusted = adjusted;
@@ -1654,12 +1654,7 @@ impl Shard {
         // an entity that failed to load or encode leaves the engine untrustworthy: nothing
         // it produced is committed, and it is rebuilt from the store (in `finish`)
         if let Some(why) = self.engine.take_cold_error() {
-            let e = StoreError::Io {
-                op: "load",
-                table: "states",
-                why,
-            };
-            return self.finish(c, Err(e));
+            return self.finish(c, Err(crate::store::load_error(why)));
         }
         if let Err(e) = self.begin_checkpoint(c.id) {
             return self.finish(c, Err(e));

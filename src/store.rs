@@ -137,6 +137,19 @@ impl StoreError {
     }
 }
 
+/// A state that failed to load from the store (the engine's cold tier, which reports text):
+/// [`StoreError::Reopen`] when the text is redb's "previous I/O error" (a write failed on
+/// the disk before), which only opening the store again clears.
+pub fn load_error(why: String) -> StoreError {
+    let lost = why.contains(&redb::Error::PreviousIo.to_string());
+    let (op, table) = ("load", "states");
+    if lost {
+        StoreError::Reopen { op, table, why }
+    } else {
+        StoreError::Io { op, table, why }
+    }
+}
+
 fn io(op: &'static str, table: &'static str) -> impl Fn(redb::Error) -> StoreError {
     move |e| match e {
         // redb's own word for "a write failed on the disk before: close and re-open"
@@ -1178,6 +1191,18 @@ impl Store for RedbStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A state that failed to load because redb refuses until re-opened is told apart from
+    /// other load failures, however the cold tier wrapped the text.
+    #[test]
+    fn a_load_failed_on_a_store_to_open_again_says_so() {
+        let lost = format!(
+            "state of sku S1: {}",
+            io("read", "states")(redb::Error::PreviousIo)
+        );
+        assert!(load_error(lost).needs_reopen());
+        assert!(!load_error("state of sku S1: does not decode".into()).needs_reopen());
+    }
 
     /// A checkpoint in flight finds its states in runs of one kind, however they come: each
     /// run sorted (as an engine hands them over), a kind in several runs (one a shard), or a

@@ -297,7 +297,6 @@ impl Order {
             .sum()
     }
 
-    /// Quantity per SKU, lines of one SKU summed (they are reserved together).
     /// Whether a status event's lines are the whole order (none given: the placed lines
     /// apply): every placed SKU's quantity at least.
     fn whole(&self, lines: Option<&[LineV]>) -> bool {
@@ -313,6 +312,7 @@ impl Order {
             .all(|(sku, qty)| sent.get(sku.as_str()).is_some_and(|s| s >= qty))
     }
 
+    /// Quantity per SKU, lines of one SKU summed (they are reserved together).
     fn per_sku(&self) -> BTreeMap<Str, i64> {
         let mut m = BTreeMap::new();
         for l in &self.lines {

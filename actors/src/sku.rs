@@ -77,9 +77,9 @@ pub struct Committed {
 pub const SHORT_ORDERS: usize = 50;
 
 /// Most on-hand movements a location keeps for a count that arrives after them.
-pub const MOVES_CAP: usize = 64;
+pub const MOVES_CAP: usize = 32;
 /// How long (event time before the newest movement) they are kept.
-pub const MOVES_HORIZON_US: i64 = 7 * crate::DAY_US;
+pub const MOVES_HORIZON_US: i64 = 2 * crate::DAY_US;
 
 /// A location's on-hand movements since its latest count, so counts apply in event time: a
 /// count stamped before movements already applied takes them in again (on hand at its time
@@ -89,11 +89,13 @@ pub const MOVES_HORIZON_US: i64 = 7 * crate::DAY_US;
 pub struct Moves {
     /// Event time of the latest count applied (µs; 0: none).
     pub counted_at: i64,
-    /// `(event time µs, change of on hand)` of the receipts, adjustments, shipments and
-    /// returns after `counted_at`, as applied: the latest [`MOVES_CAP`], none older than
-    /// [`MOVES_HORIZON_US`] before the newest (a count older than those kept takes in only
-    /// those kept).
+    /// `(event time µs, change of on hand asked)` of the receipts, adjustments, shipments
+    /// and returns after `counted_at`, in arrival order: the latest [`MOVES_CAP`], none older
+    /// than [`MOVES_HORIZON_US`] before the newest.
     pub log: VecDeque<(i64, i64)>,
+    /// The newest event time of a movement dropped from the log for room (0: none): a count
+    /// stamped before it cannot take in every movement after it, and is not applied.
+    pub dropped_to: i64,
 }
 
 /// One SKU's stock.
@@ -319,25 +321,46 @@ impl Sku {
             StockOp::Adjust => self.moved(&location, at, qty),
             StockOp::Set => {
                 let m = self.moves.entry(location.clone()).or_default();
-                // a newer count stands: this one says what was on hand before it
-                if at < m.counted_at {
+                // a newer count stands: this one says what was on hand before it; and one
+                // older than the movements kept cannot take in all that moved since
+                let why = if at < m.counted_at {
                     let newer_by_s = (m.counted_at - at) / 1_000_000;
+                    Some(format_compact!(
+                        "a count stamped {newer_by_s} s later was applied first; this older one is not"
+                    ))
+                } else if at < m.dropped_to {
+                    let kept_s = (m.dropped_to - at) / 1_000_000;
+                    Some(format_compact!(
+                        "stamped {kept_s} s before the oldest stock movement still kept here \
+                         (the latest {MOVES_CAP}, 2 days): count again"
+                    ))
+                } else {
+                    None
+                };
+                if let Some(reason) = why {
+                    // its safety stock is a setting, not a count: taken all the same
+                    if let (Some(s), Some(loc)) = (safety, self.locations.get_mut(&location)) {
+                        loc.safety = s.max(0);
+                    }
                     fx.out(Output::StockCountIgnored {
                         sku: me.clone(),
                         location,
                         qty,
-                        reason: format_compact!(
-                            "a count stamped {newer_by_s} s later was applied first; this older one is not"
-                        ),
+                        reason,
                     });
                     return;
                 }
-                // on hand at the count's time, and what moved since (arrived before it)
-                let since: i64 = m.log.iter().filter(|(t, _)| *t > at).map(|(_, d)| *d).sum();
+                // on hand at the count's time, and what moved since (arrived before it),
+                // each in event time and never below 0, as they would have in time order
+                let mut since: Vec<(i64, i64)> =
+                    m.log.iter().copied().filter(|(t, _)| *t > at).collect();
+                since.sort_by_key(|(t, _)| *t);
                 m.log.retain(|(t, _)| *t > at);
                 m.counted_at = at;
                 let loc = self.locations.entry(location.clone()).or_default();
-                loc.on_hand = qty.max(0).saturating_add(since).max(0);
+                loc.on_hand = since
+                    .iter()
+                    .fold(qty.max(0), |n, (_, d)| n.saturating_add(*d).max(0));
             }
         }
         let loc = self.locations.entry(location.clone()).or_default();
@@ -353,8 +376,8 @@ impl Sku {
         // a count is news even when ATP stays the same (the location may be new, or the
         // count confirms the books), so it is always published
         self.changed(me, &location, before, (cause, None), ctx, fx);
-        if short > 0 {
-            // the orders whose reservations there cannot all ship, oldest id first
+        if short > 0 && op != StockOp::Receive {
+            // the orders whose reservations there cannot all ship, by order key
             let mut orders: Vec<Str> = self
                 .open
                 .sorted()
@@ -382,24 +405,23 @@ impl Sku {
             Some(m) => m,
             None => self.moves.entry(location.clone()).or_default(),
         };
-        if at < m.counted_at {
+        if at < m.counted_at || delta == 0 {
             return;
         }
-        let was = loc.on_hand;
         loc.on_hand = loc.on_hand.saturating_add(delta).max(0);
-        let applied = loc.on_hand - was;
-        if applied == 0 {
-            return;
-        }
+        // the change asked, not the one the floor at 0 let through: a count stamped before
+        // it applies it again from the counted level, as time order would have
         let newest = m.log.back().map_or(at, |(t, _)| at.max(*t));
         while m.log.len() >= MOVES_CAP
             || m.log
                 .front()
                 .is_some_and(|(t, _)| *t < newest.saturating_sub(MOVES_HORIZON_US))
         {
-            m.log.pop_front();
+            if let Some((t, _)) = m.log.pop_front() {
+                m.dropped_to = m.dropped_to.max(t);
+            }
         }
-        m.log.push_back((at, applied));
+        m.log.push_back((at, delta));
     }
 
     /// Publishes the location's numbers, with what moved them (and the order that did), and
@@ -1126,6 +1148,58 @@ mod tests {
             "{:?}",
             fx.outputs
         );
+    }
+
+    /// Movements that the floor at 0 cut still count in full when a count stamped before
+    /// them comes late, as in time order; a count older than the movements kept (more moved
+    /// since than is kept) is not applied, saying so, rather than applied short; an ignored
+    /// count's safety stock is taken.
+    #[test]
+    fn a_late_count_applies_what_was_asked_after_it_and_never_a_partial_log() {
+        let r = Rules::default();
+        let s_at = |ms| T0 + ms * 1_000;
+        // time order: count 10 at 2 s, adjust -5 at 3 s: 5
+        let mut timely = Sku::default();
+        run_at(&mut timely, &r, 1, s_at(2), stock_op(StockOp::Set, 10));
+        run_at(&mut timely, &r, 2, s_at(3), stock_op(StockOp::Adjust, -5));
+        assert_eq!(timely.locations["wh"].on_hand, 5);
+        // the adjustment first (on nothing: stops at 0), the count late: 5 too
+        let mut late = Sku::default();
+        run_at(&mut late, &r, 2, s_at(3), stock_op(StockOp::Adjust, -5));
+        run_at(&mut late, &r, 1, s_at(2), stock_op(StockOp::Set, 10));
+        assert_eq!(late.locations["wh"].on_hand, 5);
+        // more movements after a count stamped early than are kept: not applied
+        let mut busy = Sku::default();
+        run_at(&mut busy, &r, 1, s_at(0), stock_op(StockOp::Set, 1_000));
+        for i in 0..(MOVES_CAP as i64 + 8) {
+            run_at(
+                &mut busy,
+                &r,
+                10 + i as u128,
+                s_at(10 + i),
+                stock_op(StockOp::Adjust, -1),
+            );
+        }
+        let before = busy.locations["wh"];
+        let fx = run_at(
+            &mut busy,
+            &r,
+            999,
+            s_at(1),
+            SkuCmd::Stock {
+                op: StockOp::Set,
+                location: "wh".into(),
+                qty: 1_000,
+                safety: Some(4),
+            },
+        );
+        assert!(
+            matches!(&fx.outputs[..], [Output::StockCountIgnored { reason, .. }] if reason.contains("count again")),
+            "{:?}",
+            fx.outputs
+        );
+        assert_eq!(busy.locations["wh"].on_hand, before.on_hand);
+        assert_eq!(busy.locations["wh"].safety, 4, "its safety stock is taken");
     }
 
     /// The movements kept are bounded: the latest [`MOVES_CAP`], and none older than the
