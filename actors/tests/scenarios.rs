@@ -45,6 +45,16 @@ impl World {
         self.engine.apply(&ev, &mut self.out)
     }
 
+    /// Sends one event (as [`World::send`]) and answers what it emitted.
+    fn said(&mut self, json: &str) -> Vec<Output> {
+        let before = self.out.len();
+        self.send(json);
+        self.out[before..]
+            .iter()
+            .map(|e| e.output.clone())
+            .collect()
+    }
+
     fn outputs(&self) -> Vec<&Output> {
         self.out.iter().map(|e| &e.output).collect()
     }
@@ -105,9 +115,7 @@ fn a_second_paid_is_said_ignored() {
     let lines = r#","lines":[{"sku":"S1","qty":1,"unit_price":100}],"location":"wh""#;
     w.send(&order("o7", "placed", r#"{"openid":"oz"}"#, lines, T1));
     w.send(&order("o7", "paid", r#"{"openid":"oz"}"#, "", T1));
-    let before = w.out.len();
-    w.send(&order("o7", "paid", r#"{"openid":"oz"}"#, "", T2));
-    let said: Vec<&Output> = w.out[before..].iter().map(|e| &e.output).collect();
+    let said = w.said(&order("o7", "paid", r#"{"openid":"oz"}"#, "", T2));
     assert!(
         matches!(&said[..], [Output::OrderIgnored { status, reason, .. }] if status == "paid" && reason == "already paid"),
         "{said:?}"
@@ -126,9 +134,7 @@ fn an_order_refused_for_stock_is_placed_again_when_stock_comes() {
         |o| matches!(o, Output::OrderRejected { reason, .. } if reason == "insufficient_stock")
     ));
     w.send(&stock("S1", 5, T1));
-    let before = w.out.len();
-    w.send(&order("n1", "placed", r#"{"openid":"on"}"#, lines, T2));
-    let said: Vec<&Output> = w.out[before..].iter().map(|e| &e.output).collect();
+    let said = w.said(&order("n1", "placed", r#"{"openid":"on"}"#, lines, T2));
     assert!(
         said.iter().any(
             |o| matches!(o, Output::OrderAccepted { order, amount: 200, .. } if order == "mall:n1")
@@ -139,11 +145,10 @@ fn an_order_refused_for_stock_is_placed_again_when_stock_comes() {
     let o = w.engine.order("mall:n1").unwrap();
     assert!(o.rejection.is_none() && o.refused.is_none());
     // accepted now: a further `placed` is a repeat again
-    let before = w.out.len();
-    w.send(&order("n1", "placed", r#"{"openid":"on"}"#, lines, T2));
+    let said = w.said(&order("n1", "placed", r#"{"openid":"on"}"#, lines, T2));
     assert!(matches!(
-        &w.out[before..],
-        [e] if matches!(&e.output, Output::OrderIgnored { reason, .. } if reason == "already placed")
+        &said[..],
+        [Output::OrderIgnored { reason, .. }] if reason == "already placed"
     ));
 }
 
@@ -158,18 +163,15 @@ fn statuses_naming_some_lines_say_what_they_did() {
     let lines = r#","lines":[{"sku":"S1","qty":2,"unit_price":100},{"sku":"S2","qty":3,"unit_price":100}],"location":"wh""#;
     let one = r#","lines":[{"sku":"S2","qty":3,"unit_price":100}]"#;
     w.send(&order("p1", "placed", r#"{"openid":"op"}"#, lines, T1));
-    let before = w.out.len();
-    w.send(&order("p1", "cancelled", r#"{"openid":"op"}"#, one, T1));
-    let said: Vec<&Output> = w.out[before..].iter().map(|e| &e.output).collect();
+    let said = w.said(&order("p1", "cancelled", r#"{"openid":"op"}"#, one, T1));
     assert!(
         matches!(&said[..], [Output::OrderIgnored { status, reason, .. }] if status == "cancelled" && reason.starts_with("cancelling some lines is not supported")),
         "{said:?}"
     );
     assert_eq!(w.engine.sku("S1").unwrap().view().atp, 8, "still reserved");
     // a fulfilment of one line ships the order whole, saying so
-    let before = w.out.len();
-    w.send(&order("p1", "fulfilled", r#"{"openid":"op"}"#, one, T2));
-    let detail = w.out[before..].iter().find_map(|e| match &e.output {
+    let said = w.said(&order("p1", "fulfilled", r#"{"openid":"op"}"#, one, T2));
+    let detail = said.iter().find_map(|o| match o {
         Output::OrderStatus { status, detail, .. } if status == "fulfilled" => Some(detail.clone()),
         _ => None,
     });
@@ -177,8 +179,7 @@ fn statuses_naming_some_lines_say_what_they_did() {
         detail
             .flatten()
             .is_some_and(|d| d.starts_with("fulfilled whole")),
-        "{:?}",
-        &w.out[before..]
+        "{said:?}"
     );
     assert_eq!(
         w.engine.sku("S1").unwrap().view().locations["wh"].on_hand,
@@ -195,10 +196,9 @@ fn statuses_naming_some_lines_say_what_they_did() {
         |o| matches!(o, Output::OrderStatus { order, status, .. } if order == "mall:p2" && status == "cancelled")
     ));
     w.send(&order("p3", "placed", r#"{"openid":"op"}"#, lines, T2));
-    let before = w.out.len();
-    w.send(&order("p3", "fulfilled", r#"{"openid":"op"}"#, lines, T3));
-    assert!(w.out[before..].iter().any(|e| matches!(
-        &e.output,
+    let said = w.said(&order("p3", "fulfilled", r#"{"openid":"op"}"#, lines, T3));
+    assert!(said.iter().any(|o| matches!(
+        o,
         Output::OrderStatus { status, detail: None, .. } if status == "fulfilled"
     )));
 }
