@@ -222,6 +222,15 @@ fn resync_point(t: &[u8]) -> Option<(usize, usize)> {
 }
 
 /// Decodes, applies and waits until durable; the shared path of both ingest endpoints.
+/// Events of a request counted in flight until this is dropped.
+struct InFlight<'a>(&'a AtomicUsize, usize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Ordering::SeqCst);
+    }
+}
+
 async fn submit(
     st: &AppState,
     source: &str,
@@ -244,8 +253,11 @@ async fn submit(
     }
     let n = texts.len();
     let before = st.inflight.fetch_add(n, Ordering::SeqCst);
+    // given back however this ends: answered, refused, or dropped with a client that went
+    // away mid-commit (actix drops the handler's future then; a count left behind would
+    // narrow `max-inflight-events` for good, until every request were answered 429)
+    let _inflight = InFlight(&st.inflight, n);
     if before + n > st.cfg.max_inflight_events {
-        st.inflight.fetch_sub(n, Ordering::SeqCst);
         return Err(error(
             StatusCode::TOO_MANY_REQUESTS,
             "saturated",
@@ -278,7 +290,6 @@ async fn submit(
         Ok(()) => rx.await.map_err(|_| "the shard stopped".to_string()),
         Err(e) => Err(e.to_string()),
     };
-    st.inflight.fetch_sub(n, Ordering::SeqCst);
     st.metrics.durable(received.elapsed());
     match result {
         Ok(Ok(outcomes)) => Ok(outcomes),
