@@ -539,27 +539,23 @@ fn check_config(cfg: &Config, cluster: bool) -> anyhow::Result<ExitCode> {
                          opens it)",
                         dir.display()
                     ),
-                    // another key than the store's stops `run`, so it fails here too
-                    Inspected::Read {
-                        key_matches: Some(false),
-                        ..
-                    } => return Err(omnistream::store::StoreError::PiiKey.into()),
+                    // another key than the store's stops `run`, so it fails here too (an error
+                    // of `inspect_embedded`)
                     Inspected::Read {
                         format,
-                        key_matches,
+                        key_recorded,
                     } => println!(
                         "# ok: configuration valid, store {} opens{}{}",
                         dir.display(),
-                        if key_matches.is_some() {
+                        if key_recorded {
                             ", written with this personal-data key"
                         } else {
                             " (its personal-data key is recorded by the next run)"
                         },
-                        if format.unwrap_or(1) < omnistream::store::FORMAT_VERSION {
+                        if format < omnistream::store::FORMAT_VERSION {
                             format!(
-                                "; its format {} is older: `run` upgrades it to {} (one way: \
-                                 older builds cannot read it then)",
-                                format.unwrap_or(1),
+                                "; its format {format} is older: `run` upgrades it to {} (one \
+                                 way: older builds cannot read it then)",
                                 omnistream::store::FORMAT_VERSION
                             )
                         } else {

@@ -135,6 +135,16 @@ impl StoreError {
     pub fn needs_reopen(&self) -> bool {
         matches!(self, StoreError::Reopen { .. })
     }
+
+    /// A read or write that failed: [`StoreError::Reopen`] when the store refuses until it
+    /// is opened again (`lost`), else [`StoreError::Io`].
+    fn failed(op: &'static str, table: &'static str, why: String, lost: bool) -> StoreError {
+        if lost {
+            StoreError::Reopen { op, table, why }
+        } else {
+            StoreError::Io { op, table, why }
+        }
+    }
 }
 
 /// A state that failed to load from the store (the engine's cold tier, which reports text):
@@ -142,27 +152,19 @@ impl StoreError {
 /// the disk before), which only opening the store again clears.
 pub fn load_error(why: String) -> StoreError {
     let lost = why.contains(&redb::Error::PreviousIo.to_string());
-    let (op, table) = ("load", "states");
-    if lost {
-        StoreError::Reopen { op, table, why }
-    } else {
-        StoreError::Io { op, table, why }
-    }
+    StoreError::failed("load", "states", why, lost)
 }
 
 fn io(op: &'static str, table: &'static str) -> impl Fn(redb::Error) -> StoreError {
-    move |e| match e {
-        // redb's own word for "a write failed on the disk before: close and re-open"
-        redb::Error::PreviousIo => StoreError::Reopen {
+    // redb's PreviousIo: its own word for "a write failed on the disk before: close and
+    // re-open"
+    move |e| {
+        StoreError::failed(
             op,
             table,
-            why: e.to_string(),
-        },
-        e => StoreError::Io {
-            op,
-            table,
-            why: e.to_string(),
-        },
+            e.to_string(),
+            matches!(e, redb::Error::PreviousIo),
+        )
     }
 }
 
@@ -196,12 +198,26 @@ pub fn pii_key_unrecorded(
     store: &dyn Store,
     key: &[u8],
 ) -> Result<Option<(String, u64)>, StoreError> {
+    key_against(store.position(PII_KEY_CHECK)?, key)
+}
+
+/// [`pii_key_unrecorded`] against the fingerprint a store holds (`stored`, None: none).
+fn key_against(stored: Option<u64>, key: &[u8]) -> Result<Option<(String, u64)>, StoreError> {
     let fp = pii_key_fingerprint(key);
-    match store.position(PII_KEY_CHECK)? {
+    match stored {
         Some(stored) if stored == fp => Ok(None),
         Some(_) => Err(StoreError::PiiKey),
         None => Ok(Some((PII_KEY_CHECK.to_string(), fp))),
     }
+}
+
+/// The refusal of a store whose `meta.format` this binary cannot read, if it is one.
+fn newer_format(version: Option<u64>) -> Option<String> {
+    version.filter(|v| *v > FORMAT_VERSION).map(|v| {
+        format!(
+            "written by a newer omnistream (format {v}, this binary reads up to {FORMAT_VERSION})"
+        )
+    })
 }
 
 /// What an embedded store holds, read without writing to it (`check-config`: opening it
@@ -211,17 +227,18 @@ pub fn pii_key_unrecorded(
 pub enum Inspected {
     /// A running service holds it.
     Held,
-    /// Its format (None: a store of format 1 or none yet), and whether `key` is the
-    /// personal-data key it records (None: it records none yet).
+    /// Its format, and whether it records the personal-data key (the one given: another is
+    /// refused as `run` refuses it).
     Read {
-        /// `meta.format`.
-        format: Option<u64>,
-        /// The key matches the recorded one (None: none recorded).
-        key_matches: Option<bool>,
+        /// `meta.format` (1: a store of format 1, which has none).
+        format: u64,
+        /// It records the key already (else the next `run` records it).
+        key_recorded: bool,
     },
 }
 
-/// Reads `dir/omnistream.redb`'s format and personal-data key check without writing to it.
+/// Reads `dir/omnistream.redb`'s format and personal-data key check without writing to it;
+/// refuses a newer format and another key than `key`, as opening it for `run` does.
 pub fn inspect_embedded(dir: &Path, key: &[u8]) -> Result<Inspected, StoreError> {
     let path = dir.join("omnistream.redb");
     let open_err = |why: String| StoreError::Open {
@@ -261,15 +278,13 @@ pub fn inspect_embedded(dir: &Path, key: &[u8]) -> Result<Inspected, StoreError>
         }
     };
     let format = read(META, "format")?;
-    if let Some(v) = format.filter(|v| *v > FORMAT_VERSION) {
-        return Err(open_err(format!(
-            "written by a newer omnistream (format {v}, this binary reads up to {FORMAT_VERSION})"
-        )));
+    if let Some(why) = newer_format(format) {
+        return Err(open_err(why));
     }
-    let key_matches = read(POSITIONS, PII_KEY_CHECK)?.map(|fp| fp == pii_key_fingerprint(key));
+    let key_recorded = key_against(read(POSITIONS, PII_KEY_CHECK)?, key)?.is_none();
     Ok(Inspected::Read {
-        format,
-        key_matches,
+        format: format.unwrap_or(1),
+        key_recorded,
     })
 }
 
@@ -714,11 +729,6 @@ impl RedbStore {
         RedbStore::open_with_cache(dir, DEFAULT_CACHE_BYTES)
     }
 
-    /// Whether opening failed only because another process has the embedded store open.
-    pub fn held_by_another(e: &StoreError) -> bool {
-        matches!(e, StoreError::Open { why, .. } if why == HELD_EMBEDDED)
-    }
-
     /// [`RedbStore::open`] with a page cache of at most `cache_bytes` (redb's own default,
     /// 1 GiB, would count against the memory the resident bound is meant to cap).
     pub fn open_with_cache(dir: &Path, cache_bytes: usize) -> Result<RedbStore, StoreError> {
@@ -772,24 +782,27 @@ impl RedbStore {
             codes: Arc::new(codes),
         };
         let version = store.meta("format")?;
+        if let Some(why) = newer_format(version) {
+            return Err(open_err(why));
+        }
         match version {
-            Some(v) if v > FORMAT_VERSION => {
-                return Err(open_err(format!(
-                    "written by a newer omnistream (format {v}, this binary reads up to {FORMAT_VERSION})"
-                )))
-            }
             Some(FORMAT_VERSION) => {}
             // a new store, or format 1 (no checkpoint tables yet): create what is missing
             _ => {
-                let tx = store.db.begin_write().map_err(|e| open_err(e.to_string()))?;
+                let tx = store
+                    .db
+                    .begin_write()
+                    .map_err(|e| open_err(e.to_string()))?;
                 {
                     let mut t = tx.open_table(META).map_err(|e| open_err(e.to_string()))?;
-                    t.insert("format", FORMAT_VERSION).map_err(|e| open_err(e.to_string()))?;
+                    t.insert("format", FORMAT_VERSION)
+                        .map_err(|e| open_err(e.to_string()))?;
                     for def in [EVENTS, OUTPUTS] {
                         tx.open_table(def).map_err(|e| open_err(e.to_string()))?;
                     }
                     tx.open_table(LEDGER).map_err(|e| open_err(e.to_string()))?;
-                    tx.open_table(POSITIONS).map_err(|e| open_err(e.to_string()))?;
+                    tx.open_table(POSITIONS)
+                        .map_err(|e| open_err(e.to_string()))?;
                 }
                 tx.commit().map_err(|e| open_err(e.to_string()))?;
             }
