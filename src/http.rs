@@ -221,7 +221,6 @@ fn resync_point(t: &[u8]) -> Option<(usize, usize)> {
     None
 }
 
-/// Decodes, applies and waits until durable; the shared path of both ingest endpoints.
 /// Events of a request counted in flight until this is dropped.
 struct InFlight<'a>(&'a AtomicUsize, usize);
 
@@ -231,6 +230,7 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// Decodes, applies and waits until durable; the shared path of both ingest endpoints.
 async fn submit(
     st: &AppState,
     source: &str,

@@ -1511,13 +1511,19 @@ impl Shard {
     }
 
     fn checkpoint_failed(&mut self, e: &StoreError) {
+        tracing::error!(error = %e, "checkpoint failed; rebuilding state from the store");
+        self.rebuild_after(e);
+    }
+
+    /// After a write failed with `e`: the state is rebuilt from the store (not ready while
+    /// that fails: [`Shard::rebuild`] says so), or, when the store must be opened again, the
+    /// store is lost ([`Shard::lose_store`]).
+    fn rebuild_after(&mut self, e: &StoreError) {
         if e.needs_reopen() {
             return self.lose_store(e);
         }
-        tracing::error!(error = %e, "checkpoint failed; rebuilding state from the store");
         if let Err(e) = self.rebuild() {
             tracing::error!(error = %e, "rebuild failed; not ready");
-            self.ready.store(false, Ordering::SeqCst);
         }
     }
 
@@ -1747,15 +1753,8 @@ impl Shard {
                 answer(c.waiting, &Err(err.clone()));
                 // applied after it, so not durable either
                 self.drop_queued(&err);
-                if e.needs_reopen() {
-                    self.lose_store(&e);
-                    return Err(err);
-                }
                 // the engine applied events that are not durable: start again from the log
-                if let Err(e) = self.rebuild() {
-                    tracing::error!(error = %e, "rebuild failed; not ready");
-                    self.ready.store(false, Ordering::SeqCst);
-                }
+                self.rebuild_after(&e);
                 Err(err)
             }
         }
@@ -2835,16 +2834,34 @@ mod tests {
     }
 
     fn start(dir: &std::path::Path, gate: &Arc<Gate>) -> Addr<Shard> {
+        spawn(dir, gate, ShardConfig::default()).0
+    }
+
+    /// A shard on the gated store in `dir`, pipelining every batch, with `sc`'s other
+    /// settings; and its readiness.
+    fn spawn(
+        dir: &std::path::Path,
+        gate: &Arc<Gate>,
+        sc: ShardConfig,
+    ) -> (Addr<Shard>, Arc<AtomicBool>) {
         let store = Gated(RedbStore::open(dir).unwrap(), Arc::clone(gate));
         let metrics = Arc::new(Metrics::default());
         let sc = ShardConfig {
             pipeline_min_events: 1,
-            ..ShardConfig::default()
+            ..sc
         };
         let ready = Arc::new(AtomicBool::new(false));
-        Shard::new(Box::new(store), Rules::default(), b"k", sc, ready, metrics)
-            .unwrap()
-            .start()
+        let shard = Shard::new(
+            Box::new(store),
+            Rules::default(),
+            b"k",
+            sc,
+            Arc::clone(&ready),
+            metrics,
+        )
+        .unwrap()
+        .start();
+        (shard, ready)
     }
 
     /// (events the engine applied, events in the store's log: not its other entries, such
@@ -2951,23 +2968,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let gate = Gate::opened();
         actix::System::new().block_on(async {
-            let store = Gated(RedbStore::open(dir.path()).unwrap(), Arc::clone(&gate));
             let sc = ShardConfig {
-                pipeline_min_events: 1,
                 exit_when_store_lost: false,
                 ..ShardConfig::default()
             };
-            let ready = Arc::new(AtomicBool::new(false));
-            let shard = Shard::new(
-                Box::new(store),
-                Rules::default(),
-                b"k",
-                sc,
-                Arc::clone(&ready),
-                Arc::new(Metrics::default()),
-            )
-            .unwrap()
-            .start();
+            let (shard, ready) = spawn(dir.path(), &gate, sc);
             assert!(ingest(&shard, 1).await.unwrap().is_ok());
             gate.lost.store(true, Ordering::SeqCst);
             let e = ingest(&shard, 2).await.unwrap().unwrap_err().to_string();
