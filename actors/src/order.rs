@@ -411,7 +411,7 @@ impl Order {
                     }
                     self.phase = Phase::Cancelled;
                     self.status = Some(OrderStatus::Cancelled);
-                    self.status_out(me, "cancelled", fx);
+                    self.status_out(me, "cancelled", None, fx);
                     self.drop_deferred(me, "order was cancelled while held for credit", fx);
                 } else {
                     self.defer(me, ev, ctx, fx);
@@ -699,12 +699,13 @@ impl Order {
         }
     }
 
-    fn status_out(&self, me: &Str, status: &str, fx: &mut Effects) {
+    /// An `order_status` that refunds nothing, with what the channel should know (`detail`).
+    fn status_out(&self, me: &Str, status: &str, detail: Option<&str>, fx: &mut Effects) {
         fx.out(Output::OrderStatus {
             order: me.clone(),
             dealer: self.dealer_of(),
             status: status.into(),
-            detail: None,
+            detail: detail.map(Into::into),
             refund: None,
         });
     }
@@ -721,7 +722,7 @@ impl Order {
                     return ignored(me, self.dealer_of(), ev.status, "already paid", fx);
                 }
                 self.paid = true;
-                self.status_out(me, "paid", fx);
+                self.status_out(me, "paid", None, fx);
             }
             OrderStatus::Fulfilled => {
                 if fulfilled {
@@ -743,13 +744,7 @@ impl Order {
                 }
                 self.to_member(MemberCmd::OrderFulfilled { order: me.clone() }, fx);
                 self.to_dealer(DealerCmd::Fulfilled { order: me.clone() }, fx);
-                fx.out(Output::OrderStatus {
-                    order: me.clone(),
-                    dealer: self.dealer_of(),
-                    status: "fulfilled".into(),
-                    detail: partial.map(Into::into),
-                    refund: None,
-                });
+                self.status_out(me, "fulfilled", partial, fx);
             }
             OrderStatus::Cancelled => {
                 if fulfilled {

@@ -295,8 +295,9 @@ pub enum Output {
         #[serde(default)]
         orders: Vec<Str>,
     },
-    /// A stock count stamped before the latest count applied at its location, arriving
-    /// after it: not applied (the newer count stands).
+    /// A stock count not applied: stamped before the latest count applied at its location
+    /// (the newer count stands), or before the oldest movement the location still keeps
+    /// (it could not take in every movement since).
     StockCountIgnored {
         /// SKU.
         sku: Str,

@@ -332,7 +332,8 @@ impl Sku {
                     let kept_s = (m.dropped_to - at) / 1_000_000;
                     Some(format_compact!(
                         "stamped {kept_s} s before the oldest stock movement still kept here \
-                         (the latest {MOVES_CAP}, 2 days): count again"
+                         (the latest {MOVES_CAP}, {} days): count again",
+                        MOVES_HORIZON_US / crate::DAY_US
                     ))
                 } else {
                     None
@@ -500,18 +501,33 @@ mod tests {
 
     /// Applies one command with a fresh event id and returns its effects.
     fn run(s: &mut Sku, rules: &Rules, event: u128, cmd: SkuCmd) -> Effects {
+        run_at(s, rules, event, T0, cmd)
+    }
+
+    /// Applies one command at event time `ms`.
+    fn run_at(s: &mut Sku, rules: &Rules, event: u128, ms: i64, cmd: SkuCmd) -> Effects {
         let mut fx = Effects::default();
-        s.handle(&me(), cmd, &ctx(rules, T0, event), &mut fx);
+        s.handle(&me(), cmd, &ctx(rules, ms, event), &mut fx);
         fx
     }
 
-    fn set(location: &str, qty: i64, safety: Option<i64>) -> SkuCmd {
+    /// A stock event's command.
+    fn stock_at(op: StockOp, location: &str, qty: i64, safety: Option<i64>) -> SkuCmd {
         SkuCmd::Stock {
-            op: StockOp::Set,
+            op,
             location: location.into(),
             qty,
             safety,
         }
+    }
+
+    fn set(location: &str, qty: i64, safety: Option<i64>) -> SkuCmd {
+        stock_at(StockOp::Set, location, qty, safety)
+    }
+
+    /// A stock event at `wh` that leaves its safety stock as it is.
+    fn stock_op(op: StockOp, qty: i64) -> SkuCmd {
+        stock_at(op, "wh", qty, None)
     }
 
     fn reserve(order: &str, location: &str, qty: i64) -> SkuCmd {
@@ -816,12 +832,7 @@ mod tests {
     fn stock_events_receive_adjust_set_and_replace_safety() {
         let r = Rules::default();
         let mut s = Sku::default();
-        let op = |op, qty, safety| SkuCmd::Stock {
-            op,
-            location: "st1".into(),
-            qty,
-            safety,
-        };
+        let op = |op, qty, safety| stock_at(op, "st1", qty, safety);
         let fx = run(&mut s, &r, 1, op(StockOp::Receive, 40, Some(4)));
         assert_eq!(
             fx.outputs,
@@ -952,17 +963,7 @@ mod tests {
         let fx = run(&mut s, &r, 8, set("wh1", 17, Some(0)));
         assert!(fx.outputs.contains(&low(3)), "{:?}", fx.outputs);
         // and a new location first received low
-        let fx = run(
-            &mut s,
-            &r,
-            9,
-            SkuCmd::Stock {
-                op: StockOp::Receive,
-                location: "st-5".into(),
-                qty: 5,
-                safety: None,
-            },
-        );
+        let fx = run(&mut s, &r, 9, stock_at(StockOp::Receive, "st-5", 5, None));
         assert!(fx.outputs.contains(&Output::LowStock {
             sku: me(),
             location: "st-5".into(),
@@ -1089,22 +1090,6 @@ mod tests {
         Ok(())
     }
 
-    /// Applies one command at event time `ms`.
-    fn run_at(s: &mut Sku, rules: &Rules, event: u128, ms: i64, cmd: SkuCmd) -> Effects {
-        let mut fx = Effects::default();
-        s.handle(&me(), cmd, &ctx(rules, ms, event), &mut fx);
-        fx
-    }
-
-    fn stock_op(op: StockOp, qty: i64) -> SkuCmd {
-        SkuCmd::Stock {
-            op,
-            location: "wh".into(),
-            qty,
-            safety: None,
-        }
-    }
-
     /// A count that arrives after movements it predates takes them in again (the shipment
     /// after it stays shipped), and a count older than the latest applied is not applied:
     /// the warehouse's count uploaded late does not undo the day's shipments.
@@ -1186,12 +1171,7 @@ mod tests {
             &r,
             999,
             s_at(1),
-            SkuCmd::Stock {
-                op: StockOp::Set,
-                location: "wh".into(),
-                qty: 1_000,
-                safety: Some(4),
-            },
+            stock_at(StockOp::Set, "wh", 1_000, Some(4)),
         );
         assert!(
             matches!(&fx.outputs[..], [Output::StockCountIgnored { reason, .. }] if reason.contains("count again")),
@@ -1237,11 +1217,14 @@ mod tests {
         /// arrive as in time order (a replay sorted by time and the live arrival agree).
         #[test]
         fn counts_and_receipts_end_alike_in_any_arrival_order(
-            ops in prop::collection::vec((any::<bool>(), 0..50i64), 1..30),
-            order in Just(()).prop_perturb(|_, mut rng| rng.random::<u64>()),
+            (ops, arrival) in prop::collection::vec((any::<bool>(), 0..50i64), 1..30)
+                .prop_flat_map(|ops| {
+                    let n = ops.len();
+                    (Just(ops), Just((0..n).collect::<Vec<usize>>()).prop_shuffle())
+                }),
         ) {
             let r = Rules::default();
-            // event i at minute i; arrival order a seeded shuffle of them
+            // event i at minute i; arrival order a shuffle of them
             let cmds: Vec<(i64, SkuCmd)> = ops
                 .iter()
                 .enumerate()
@@ -1250,12 +1233,6 @@ mod tests {
                     (T0 + i as i64 * 60_000, stock_op(op, (*q).max(1)))
                 })
                 .collect();
-            let mut arrival: Vec<usize> = (0..cmds.len()).collect();
-            let mut seed = order;
-            for i in (1..arrival.len()).rev() {
-                seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-                arrival.swap(i, (seed >> 33) as usize % (i + 1));
-            }
             let mut in_time = Sku::default();
             for (i, (ms, c)) in cmds.iter().enumerate() {
                 run_at(&mut in_time, &r, i as u128, *ms, c.clone());
