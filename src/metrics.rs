@@ -1225,6 +1225,15 @@ pub fn kind_label(kind: Option<omnistream_schemas::EventKind>) -> &'static str {
 mod tests {
     use super::*;
 
+    /// `output` as an event at the epoch emits it.
+    fn emitted(output: Output) -> Emitted {
+        Emitted {
+            event: uuid::Uuid::nil(),
+            at: omnistream_schemas::EventTime::from_unix_ms(0),
+            output,
+        }
+    }
+
     #[test]
     fn the_window_forgets_what_is_older_than_two_halves() {
         let w = LatencyWindow::default();
@@ -1267,11 +1276,8 @@ mod tests {
     fn unrewarded_scans_and_resolved_reviews_are_counted() {
         use omnistream_actors::fraud::{Decision, NoReward};
         let m = Metrics::new(true).with_campaigns(["cmp", "cny-2027"]);
-        let at = omnistream_schemas::EventTime::from_unix_ms(0);
-        let decision = |no_reward| Emitted {
-            event: uuid::Uuid::nil(),
-            at,
-            output: Output::Decision {
+        let decision = |no_reward| {
+            emitted(Output::Decision {
                 scan_event: uuid::Uuid::nil(),
                 code: "c".into(),
                 member: "m1".into(),
@@ -1284,12 +1290,10 @@ mod tests {
                 no_reward,
                 shadow_decision: None,
                 scan: None,
-            },
+            })
         };
-        let resolved = |allow| Emitted {
-            event: uuid::Uuid::nil(),
-            at,
-            output: Output::ReviewResolved {
+        let resolved = |allow| {
+            emitted(Output::ReviewResolved {
                 scan_event: uuid::Uuid::nil(),
                 member: "m1".into(),
                 campaign: "cmp".into(),
@@ -1298,7 +1302,7 @@ mod tests {
                 refused: !allow,
                 overturned: false,
                 by: None,
-            },
+            })
         };
         m.observe(&[
             decision(Some(NoReward::BudgetExhausted)),
@@ -1369,27 +1373,21 @@ mod tests {
         let mut totals = DealerTotals::default();
         [&over, &waiting].into_iter().for_each(|d| totals.add(d));
         m.dealer_totals(&totals);
-        m.observe(&[Emitted {
-            event: uuid::Uuid::nil(),
-            at: omnistream_schemas::EventTime::from_unix_ms(0),
-            output: Output::PaymentIgnored {
+        m.observe(&[
+            emitted(Output::PaymentIgnored {
                 dealer: "d1".into(),
                 reference: "BANK-1".into(),
                 amount: 5,
                 booked: Some(4),
                 reason: "reference already booked".into(),
-            },
-        }]);
-        m.observe(&[Emitted {
-            event: uuid::Uuid::nil(),
-            at: omnistream_schemas::EventTime::from_unix_ms(0),
-            output: Output::OrderRejected {
+            }),
+            emitted(Output::OrderRejected {
                 order: "mall:o1".into(),
                 dealer: None,
                 reason: "not_stocked".into(),
                 detail: "SKU-A never had stock at wh-1".into(),
-            },
-        }]);
+            }),
+        ]);
         let text = m.render();
         for line in [
             r#"omnistream_orders_total{result="rejected"} 1"#,

@@ -124,14 +124,12 @@ fn examples() -> Vec<(&'static str, &'static str, String, Value)> {
     };
     use crate::shard::{Item, Outcome};
     use omnistream_actors::{sharded::Sharded, Output, Rules};
-    let decoder = omnistream_schemas::Decoder::new(omnistream_schemas::Pii::new(
-        crate::cli::DEV_PII_KEY.as_bytes(),
-    ));
+    let pii = omnistream_schemas::Pii::new(crate::cli::DEV_PII_KEY.as_bytes());
+    let decoder = omnistream_schemas::Decoder::new(pii.clone());
     let rules = Rules::default();
     let mut board = crate::board::Board::new(rules.stock.low_stock_atp);
     let mut e = Sharded::new(rules, 1);
     let mut out = Vec::new();
-    let pii = omnistream_schemas::Pii::new(crate::cli::DEV_PII_KEY.as_bytes());
     let mut outcomes = Vec::new();
     for line in SAMPLE.lines() {
         match Item::decode(&decoder, &pii, line.as_bytes(), 0, 0) {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{script, Service};
+use common::{script, texts, Service};
 use std::process::{Command, Stdio};
 
 #[test]
@@ -46,12 +46,7 @@ fn debug_logs_as_json_carry_spans_and_no_phone_number() {
         .iter()
         .find(|l| l["fields"]["message"] == "applied")
         .unwrap();
-    let spans: Vec<&str> = first["spans"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["name"].as_str().unwrap())
-        .collect();
+    let spans = texts(&first["spans"], "name");
     assert_eq!(spans, ["ingest", "event"]);
     assert!(lines
         .iter()

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{id, observe, sample, script, Service};
+use common::{id, observe, sample, script, texts, Service};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -262,12 +262,7 @@ fn a_locations_stock_lists_every_sku_there() {
     }
     s.post(&events);
     let wh = s.get("/v1/locations/wh/stock");
-    let skus: Vec<&str> = wh["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["sku"].as_str().unwrap())
-        .collect();
+    let skus = texts(&wh["items"], "sku");
     assert_eq!(skus, ["S1", "S2"], "{wh}");
     let s1 = s.get("/v1/skus/S1/stock");
     for field in ["on_hand", "reserved", "safety", "atp"] {
@@ -807,12 +802,7 @@ fn bad_requests_get_4xx_with_reasons_and_lose_nothing_else() {
         click(997, "2026-11-11T09:12:00+08:00")
     );
     let r = s.post(&[body]);
-    let statuses: Vec<&str> = r["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x["status"].as_str().unwrap())
-        .collect();
+    let statuses = texts(&r["results"], "status");
     assert_eq!(statuses, ["rejected", "accepted", "accepted"], "{r}");
     assert_eq!(
         r["results"][0]["id"],
@@ -2781,12 +2771,7 @@ fn stores_and_a_rep_across_them_are_listed() {
         visit(3, "st-b", 45),
     ]);
     let stores = s.get("/v1/stores");
-    let ids: Vec<&str> = stores["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["store"].as_str().unwrap())
-        .collect();
+    let ids = texts(&stores["items"], "store");
     assert_eq!(ids, ["st-a", "st-b"], "{stores}");
     assert_eq!(stores["items"][1]["today"]["rep_visits"], 2, "{stores}");
     let rep = s.get("/v1/reps/rep-li");

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::Service;
+use common::{texts, Service};
 use std::path::Path;
 use std::process::Command;
 
@@ -69,12 +69,7 @@ fn a_store_written_by_format_1_loads_and_equals_a_replay() {
     let body = std::fs::read_to_string(SAMPLE).unwrap();
     let (code, v) = s.request("POST", "/v1/events", &body);
     assert_eq!(code, 200, "{v}");
-    let statuses: Vec<&str> = v["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["status"].as_str().unwrap())
-        .collect();
+    let statuses = texts(&v["results"], "status");
     assert_eq!(statuses.len(), 29);
     assert!(
         statuses.iter().filter(|s| **s == "duplicate").count() >= 28,
@@ -157,6 +152,35 @@ fn a_store_of_encoding_2_restores_the_state_its_build_had() {
     s.stop();
 }
 
+/// `omnistream run` on `data` with `env`, which must refuse to start: its standard error. One
+/// that started would serve until stopped: it is killed after 60 s and the test fails.
+fn refused_start(data: &Path, env: &[(&str, &str)]) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+        .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let running = child.try_wait().unwrap().is_none();
+    if running {
+        child.kill().unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !running && !out.status.success(),
+        "started on {}: {err}",
+        data.display()
+    );
+    err
+}
+
 #[test]
 fn a_store_from_a_newer_build_is_refused_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -172,16 +196,7 @@ fn a_store_from_a_newer_build_is_refused_naming_the_file() {
         }
         tx.commit().unwrap();
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_omnistream"))
-        .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        !out.status.success(),
-        "started on a store of a newer format"
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_start(dir.path(), &[]);
     assert!(
         err.contains("omnistream.redb") && err.contains("newer") && err.contains("99"),
         "{err}"
@@ -219,29 +234,7 @@ fn a_data_directory_copied_at_different_moments_is_refused() {
         let f = f.unwrap();
         std::fs::copy(f.path(), codes.join(f.file_name())).unwrap();
     }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_omnistream"))
-        .args(["run", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&copy)
-        .env("OMNISTREAM_PII_KEY", "service-test-key")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // refused at once; one that started would run until stopped
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let running = child.try_wait().unwrap().is_none();
-    if running {
-        child.kill().unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        !running && !out.status.success(),
-        "started on files of two moments"
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_start(&copy, &[("OMNISTREAM_PII_KEY", "service-test-key")]);
     assert!(err.contains("copied at different moments"), "{err}");
     // the directory itself, whole, still starts
     let s = Service::start(&data);

@@ -217,6 +217,16 @@ impl Drop for Service {
     }
 }
 
+/// Each item of the array `list`'s `field`, as text: the statuses of an ingest answer's
+/// `results`, the ids of a list route's `items`.
+pub fn texts<'a>(list: &'a Value, field: &str) -> Vec<&'a str> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not an array: {list}"))
+        .iter()
+        .map(|i| i[field].as_str().unwrap())
+        .collect()
+}
+
 pub fn id(n: u32) -> String {
     format!("00000000-0000-7000-8000-{n:012}")
 }
