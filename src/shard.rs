@@ -1125,6 +1125,8 @@ impl Shard {
             .collect();
         let mut in_effect: Option<Rules> = None;
         let mut adjusted = Adjustments::default();
+        // the first output seq after the checkpoint, when it says
+        let mut checkpoint_outputs = None;
         let (mut engine, mut reviews, mut board, from) =
             match (colds, self.store.last_checkpoint()?) {
                 (Some(colds), Some(cp)) => {
@@ -1136,25 +1138,7 @@ impl Shard {
                     };
                     let x: Extras = serde_json::from_slice(&cp.extras)
                         .map_err(|e| restore_err(format!("shard state: {e}")))?;
-                    // outputs that end before the checkpoint's: the log and outputs are older
-                    // than the checkpoint (a copy of the files taken while the service ran);
-                    // going on would hand out the missing outputs' seqs again
-                    if let Some(at) = x.next_output {
-                        let have = self.store.next_output()?;
-                        if have < at {
-                            return Err(StoreError::Io {
-                                op: "restore",
-                                table: "outputs",
-                                why: format!(
-                                    "the outputs end at seq {have}, before the checkpoint's {at}: \
-                                     the log and outputs are older than the checkpoint, as files \
-                                     copied at different moments while the service ran are; \
-                                     restore the data directory from one copy taken while it was \
-                                     stopped (README, Backups)"
-                                ),
-                            });
-                        }
-                    }
+                    checkpoint_outputs = x.next_output;
                     // the log after the checkpoint runs under the rules it was written under
                     // (older checkpoints do not say: the configured ones)
                     in_effect = x.rules;
@@ -1258,6 +1242,23 @@ impl Shard {
         if let Some(why) = engine.take_cold_error() {
             return Err(crate::store::load_error(why));
         }
+        // outputs that end before the checkpoint's: the log and outputs are older than the
+        // checkpoint (a copy of the files taken while the service ran); going on would hand
+        // out the missing outputs' seqs again. Read once, after the replay (which writes no
+        // output and, on CQL, first makes sure the writer lease is this process's)
+        let outputs_end = self.store.next_output()?;
+        if let Some(at) = checkpoint_outputs.filter(|at| outputs_end < *at) {
+            return Err(StoreError::Io {
+                op: "restore",
+                table: "outputs",
+                why: format!(
+                    "the outputs end at seq {outputs_end}, before the checkpoint's {at}: the log \
+                     and outputs are older than the checkpoint, as files copied at different \
+                     moments while the service ran are; restore the data directory from one \
+                     copy taken while it was stopped (README, Backups)"
+                ),
+            });
+        }
         self.reviews = reviews;
         self.adjusted = adjusted;
         self.metrics.reviews_pending(self.reviews.0.len());
@@ -1271,7 +1272,7 @@ impl Shard {
         // checkpoint was written, before the commit that drops it)
         self.truncate_below = (from > 0).then_some(from);
         self.next_seq = next;
-        self.next_output = self.store.next_output()?;
+        self.next_output = outputs_end;
         self.stats.replayed = n;
         self.stats.replay_seconds = started.elapsed().as_secs_f64();
         self.run_configured_rules(in_effect.as_ref(), n);
