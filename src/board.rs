@@ -473,6 +473,7 @@ mod tests {
             atp,
             cause: Some(omnistream_actors::output::StockCause::Set),
             order: None,
+            floored: None,
         })
     }
 

@@ -554,13 +554,30 @@ fn status(o: &Outcome) -> &'static str {
 /// id on the same stream); for a payment, a dealer's order or its fulfilment, its last on
 /// the `credit` stream (the dealer's credit after it, or why a payment was not booked); for
 /// any event whose identities joined two members or were refused for it (an `identify`, an
-/// order naming a second phone), all its `merged` and `merge_conflict` outputs, in `merges`.
-const RESULTS: [(&str, IsOutput); 4] = [
+/// order naming a second phone), all its `merged` and `merge_conflict` outputs, in `merges`;
+/// for a `stock` event, the location's numbers after it (its `stock` output, with `floored`
+/// when an `adjust` took on hand to 0 short) or why its count was not applied
+/// (`stock_count_ignored`).
+const RESULTS: [(&str, IsOutput); 5] = [
     ("order", |o| o.stream() == "orders"),
     ("decision", is_decision),
     ("credit", |o| o.stream() == "credit"),
     ("merges", is_merge),
+    ("stock", is_stock_event_result),
 ];
+
+/// Whether an output is a `stock` event's result: the location's numbers it moved, or its
+/// count refused (not an order's reservation, shipment, release or restock).
+fn is_stock_event_result(o: &omnistream_actors::Output) -> bool {
+    use omnistream_actors::output::StockCause as C;
+    matches!(
+        o,
+        omnistream_actors::Output::Stock {
+            cause: Some(C::Receive | C::Adjust | C::Set),
+            ..
+        } | omnistream_actors::Output::StockCountIgnored { .. }
+    )
+}
 
 /// Whether an output is a merge of two members or one refused.
 fn is_merge(o: &omnistream_actors::Output) -> bool {

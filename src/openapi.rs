@@ -82,6 +82,7 @@ fn answer_schemas() -> Value {
                 "resolution": {"oneOf": [output.clone(), {"type": "null"}]},
                 "credit": output.clone(),
                 "merges": {"type": "array", "items": output.clone()},
+                "stock": output.clone(),
                 "order_state": {"type": "object", "description": "an order event sent again: its order as `GET /v1/orders/{channel}/{order}` answers now"},
                 "credit_state": {"type": "object", "description": "a payment sent again: its dealer's credit as `GET /v1/dealers/{id}/credit` answers now"},
                 "booked": {"type": ["integer", "boolean", "null"], "description": "a payment sent again: the amount its `ref` was booked for (null: not booked)"},
@@ -566,7 +567,7 @@ mod tests {
         for r in events["results"].as_array().unwrap() {
             fits("EventResult", r);
             statuses.insert(r["status"].as_str().unwrap().to_string());
-            for f in ["order", "decision", "credit"] {
+            for f in ["order", "decision", "credit", "stock"] {
                 if r[f].is_object() {
                     output_kind(&r[f]);
                 }

@@ -1742,6 +1742,43 @@ fn an_events_answer_says_what_each_event_did() {
         v["detail"].as_str().unwrap().contains("max-held-reviews"),
         "{v}"
     );
+    // a warehouse's stock events: the numbers after each, what an adjustment could not take,
+    // and a count older than the one applied, refused
+    let stock = |n: u32, min: u32, op: &str, qty: i64| {
+        json!({"id": id(n), "type":"stock","ts":format!("2026-11-11T12:{min:02}:00+08:00"),
+               "sku":"S9","location":"wh","op":op,"qty":qty})
+        .to_string()
+    };
+    let v = s.post(&[
+        stock(30, 0, "receive", 20),
+        stock(31, 5, "adjust", -25),
+        stock(32, 30, "set", 12),
+        stock(33, 20, "set", 99),
+    ]);
+    let r = &v["results"];
+    let said = |i: usize, f: &str| r[i]["stock"][f].clone();
+    assert_eq!(
+        (said(0, "output"), said(0, "atp")),
+        (json!("stock"), json!(20)),
+        "{v}"
+    );
+    assert_eq!(
+        (said(1, "on_hand"), said(1, "floored")),
+        (json!(0), json!(5)),
+        "{v}"
+    );
+    assert!(r[0]["stock"].get("floored").is_none(), "{v}");
+    assert_eq!(
+        (said(2, "cause"), said(2, "on_hand")),
+        (json!("set"), json!(12)),
+        "{v}"
+    );
+    assert_eq!(said(3, "output"), "stock_count_ignored", "{v}");
+    assert!(
+        said(3, "reason").as_str().unwrap().contains("600 s later"),
+        "{v}"
+    );
+    assert!(r[0]["order"].is_null() && r[0]["credit"].is_null(), "{v}");
     s.stop();
 }
 

@@ -190,7 +190,7 @@ impl Sku {
                 let before = self.atp(&r.location);
                 let loc = self.locations.entry(r.location.clone()).or_default();
                 loc.reserved = loc.reserved.saturating_sub(r.qty);
-                let cause = (StockCause::Release, Some(order));
+                let cause = (StockCause::Release, Some(order), 0);
                 self.changed(me, &r.location, before, cause, ctx, fx);
             }
             SkuCmd::Restock { order, qty } => self.restock(me, order, qty, ctx, fx),
@@ -252,7 +252,7 @@ impl Sku {
             },
         );
         reply(fx, true, atp);
-        let cause = (StockCause::Reserve, Some(order));
+        let cause = (StockCause::Reserve, Some(order), 0);
         self.changed(me, &location, before, cause, ctx, fx);
     }
 
@@ -266,7 +266,7 @@ impl Sku {
         loc.reserved = loc.reserved.saturating_sub(r.qty);
         // after a count found less than was reserved, the shipment cannot take on hand
         // below zero; the shortfall was already reported as StockShort
-        self.moved(&r.location, at, -r.qty);
+        let floored = self.moved(&r.location, at, -r.qty);
         self.committed_by_at.insert((at, order.clone()));
         self.committed.insert(
             order.clone(),
@@ -277,7 +277,7 @@ impl Sku {
                 at,
             },
         );
-        let cause = (StockCause::Commit, Some(order));
+        let cause = (StockCause::Commit, Some(order), floored);
         self.changed(me, &r.location, before, cause, ctx, fx);
     }
 
@@ -296,7 +296,7 @@ impl Sku {
         let location = c.location.clone();
         let before = self.atp(&location);
         self.moved(&location, ctx.ts(), n);
-        let cause = (StockCause::Restock, Some(order));
+        let cause = (StockCause::Restock, Some(order), 0);
         self.changed(me, &location, before, cause, ctx, fx);
     }
 
@@ -316,9 +316,12 @@ impl Sku {
         }
         let before = self.atp(&location);
         let at = ctx.ts();
+        let mut floored = 0;
         match op {
-            StockOp::Receive => self.moved(&location, at, qty.max(0)),
-            StockOp::Adjust => self.moved(&location, at, qty),
+            StockOp::Receive => {
+                self.moved(&location, at, qty.max(0));
+            }
+            StockOp::Adjust => floored = self.moved(&location, at, qty),
             StockOp::Set => {
                 let m = self.moves.entry(location.clone()).or_default();
                 // a newer count stands: this one says what was on hand before it; and one
@@ -376,7 +379,7 @@ impl Sku {
         };
         // a count is news even when ATP stays the same (the location may be new, or the
         // count confirms the books), so it is always published
-        self.changed(me, &location, before, (cause, None), ctx, fx);
+        self.changed(me, &location, before, (cause, None, floored), ctx, fx);
         if short > 0 && op != StockOp::Receive {
             // the orders whose reservations there cannot all ship, by order key
             let mut orders: Vec<Str> = self
@@ -399,17 +402,19 @@ impl Sku {
     /// Moves on hand at `location` by `delta` (never below 0) at event time `at`, and keeps
     /// the movement for a count that comes later stamped before it; one stamped before the
     /// latest count moves nothing: the count saw it. (Of a count and a movement stamped
-    /// alike, the one that arrives first came first.)
-    fn moved(&mut self, location: &Str, at: i64, delta: i64) {
+    /// alike, the one that arrives first came first.) Returns the units of a decrease that
+    /// on hand could not cover (0 when it could, or when the movement moved nothing).
+    fn moved(&mut self, location: &Str, at: i64, delta: i64) -> i64 {
         let loc = self.locations.entry(location.clone()).or_default();
         let m = match self.moves.get_mut(location) {
             Some(m) => m,
             None => self.moves.entry(location.clone()).or_default(),
         };
         if at < m.counted_at || delta == 0 {
-            return;
+            return 0;
         }
-        loc.on_hand = loc.on_hand.saturating_add(delta).max(0);
+        let wanted = loc.on_hand.saturating_add(delta);
+        loc.on_hand = wanted.max(0);
         // the change asked, not the one the floor at 0 let through: a count stamped before
         // it applies it again from the counted level, as time order would have
         let newest = m.log.back().map_or(at, |(t, _)| at.max(*t));
@@ -423,16 +428,18 @@ impl Sku {
             }
         }
         m.log.push_back((at, delta));
+        wanted.min(0).saturating_neg()
     }
 
-    /// Publishes the location's numbers, with what moved them (and the order that did), and
-    /// the threshold crossings since `before` (ATP).
+    /// Publishes the location's numbers, with what moved them (the order that did, and the
+    /// units of its decrease on hand could not cover), and the threshold crossings since
+    /// `before` (ATP).
     fn changed(
         &self,
         me: &Str,
         location: &Str,
         before: i64,
-        (cause, order): (StockCause, Option<Str>),
+        (cause, order, floored): (StockCause, Option<Str>, i64),
         ctx: &Ctx,
         fx: &mut Effects,
     ) {
@@ -447,6 +454,7 @@ impl Sku {
             atp,
             cause: Some(cause),
             order,
+            floored: (floored > 0).then_some(floored),
         });
         let low = ctx.rules.stock.low_stock_atp;
         // entering the low band (0, low]: from above it, or from nothing (a new location, or
@@ -574,6 +582,7 @@ mod tests {
             atp,
             cause: Some(cause.0),
             order: cause.1.map(Str::from),
+            floored: None,
         }
     }
 
@@ -851,9 +860,21 @@ mod tests {
                 safety: 4
             }
         );
-        // an adjustment never takes on hand below zero
-        run(&mut s, &r, 3, op(StockOp::Adjust, -100, None));
+        // an adjustment never takes on hand below zero, and says what it could not take
+        let fx = run(&mut s, &r, 3, op(StockOp::Adjust, -100, None));
         assert_eq!(s.locations["st1"].on_hand, 0);
+        assert!(
+            matches!(
+                &fx.outputs[0],
+                Output::Stock {
+                    on_hand: 0,
+                    floored: Some(75),
+                    ..
+                }
+            ),
+            "{:?}",
+            fx.outputs
+        );
         run(&mut s, &r, 4, op(StockOp::Set, 70, Some(0)));
         assert_eq!(
             s.locations["st1"],
@@ -893,14 +914,27 @@ mod tests {
                 }
             ]
         );
-        // shipping cannot take on hand below zero; the reservation still ends
-        run(
+        // shipping cannot take on hand below zero (the 4 short are said); the reservation
+        // still ends
+        let fx = run(
             &mut s,
             &r,
             4,
             SkuCmd::Commit {
                 order: "mall:o1".into(),
             },
+        );
+        assert!(
+            matches!(
+                &fx.outputs[0],
+                Output::Stock {
+                    on_hand: 0,
+                    floored: Some(4),
+                    ..
+                }
+            ),
+            "{:?}",
+            fx.outputs
         );
         assert_eq!(
             s.locations["wh1"],
