@@ -351,12 +351,17 @@ pub enum SkuCmd {
         /// Order key.
         order: Str,
     },
-    /// Returned goods go back on hand where the order was served from.
+    /// Returned goods go back on hand: at the location the return names, else where the
+    /// order was served from.
     Restock {
         /// Order key.
         order: Str,
         /// Quantity returned.
         qty: i64,
+        /// Where the goods came back (a store taking back an online order), when the return
+        /// says so.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        location: Option<Str>,
     },
     /// A `stock` event.
     Stock {

@@ -784,7 +784,7 @@ impl Order {
                 if !self.recent.insert(ctx.event.as_u128(), 8) {
                     return;
                 }
-                self.returned_lines(me, ev.lines, fx);
+                self.returned_lines(me, ev.lines, ev.location, fx);
             }
         }
     }
@@ -840,8 +840,15 @@ impl Order {
         fx.mark_origin(mark, event, ctx.at);
     }
 
-    /// Applies a return: restock, take points back, credit note, store refund.
-    fn returned_lines(&mut self, me: &Str, lines: Option<Vec<LineV>>, fx: &mut Effects) {
+    /// Applies a return: restock (at `location` when the return names one: where the goods
+    /// came back), take points back, credit note, store refund.
+    fn returned_lines(
+        &mut self,
+        me: &Str,
+        lines: Option<Vec<LineV>>,
+        location: Option<Str>,
+        fx: &mut Effects,
+    ) {
         let placed = self.per_sku();
         let wanted: BTreeMap<Str, i64> = match lines {
             Some(ls) => {
@@ -888,6 +895,7 @@ impl Order {
                 Cmd::Sku(SkuCmd::Restock {
                     order: me.clone(),
                     qty,
+                    location: location.clone(),
                 }),
             );
         }

@@ -193,7 +193,11 @@ impl Sku {
                 let cause = (StockCause::Release, Some(order), 0);
                 self.changed(me, &r.location, before, cause, ctx, fx);
             }
-            SkuCmd::Restock { order, qty } => self.restock(me, order, qty, ctx, fx),
+            SkuCmd::Restock {
+                order,
+                qty,
+                location,
+            } => self.restock(me, order, qty, location, ctx, fx),
             SkuCmd::Stock {
                 op,
                 location,
@@ -281,7 +285,17 @@ impl Sku {
         self.changed(me, &r.location, before, cause, ctx, fx);
     }
 
-    fn restock(&mut self, me: &Str, order: Str, qty: i64, ctx: &Ctx, fx: &mut Effects) {
+    /// Returned units back on hand, at `to` when the return named a location (a store taking
+    /// back an online order), else where the order shipped from; at most what it shipped.
+    fn restock(
+        &mut self,
+        me: &Str,
+        order: Str,
+        qty: i64,
+        to: Option<Str>,
+        ctx: &Ctx,
+        fx: &mut Effects,
+    ) {
         let Some(c) = self.committed.get_mut(&order) else {
             return;
         };
@@ -293,7 +307,7 @@ impl Sku {
             return;
         }
         c.restocked = c.restocked.saturating_add(n);
-        let location = c.location.clone();
+        let location = to.unwrap_or_else(|| c.location.clone());
         let before = self.atp(&location);
         self.moved(&location, ctx.ts(), n);
         let cause = (StockCause::Restock, Some(order), 0);
@@ -797,6 +811,7 @@ mod tests {
         let back = |n| SkuCmd::Restock {
             order: "mall:o1".into(),
             qty: n,
+            location: None,
         };
         let fx = run(&mut s, &r, 10, back(3));
         assert_eq!(
@@ -823,6 +838,23 @@ mod tests {
         assert_eq!(s.committed["mall:o1"].restocked, 4);
         let fx = run(&mut s, &r, 12, back(1));
         assert_eq!(fx, Effects::default());
+        // a return naming where the goods came back restocks there (a store taking back an
+        // online order), within what shipped all the same
+        run(&mut s, &r, 20, set("wh2", 10, None));
+        run(&mut s, &r, 21, reserve("mall:o2", "wh2", 2));
+        let commit = SkuCmd::Commit {
+            order: "mall:o2".into(),
+        };
+        run(&mut s, &r, 22, commit);
+        let in_store = SkuCmd::Restock {
+            order: "mall:o2".into(),
+            qty: 5,
+            location: Some("st-7".into()),
+        };
+        let fx = run(&mut s, &r, 23, in_store);
+        let cause = (StockCause::Restock, Some("mall:o2"));
+        assert_eq!(fx.outputs[0], stock_out("st-7", [2, 0, 0, 2], cause));
+        assert_eq!(s.locations["wh2"].on_hand, 8);
         // an order this SKU never shipped restocks nothing
         let fx = run(
             &mut s,
@@ -831,6 +863,7 @@ mod tests {
             SkuCmd::Restock {
                 order: "x".into(),
                 qty: 1,
+                location: None,
             },
         );
         assert_eq!(fx, Effects::default());
@@ -1023,6 +1056,7 @@ mod tests {
             SkuCmd::Restock {
                 order: "o1".into(),
                 qty: 1,
+                location: None,
             },
             &ctx(&r, late + 1, 5),
             &mut fx,
@@ -1075,7 +1109,9 @@ mod tests {
                 .prop_map(|(order, location, qty)| SkuCmd::Reserve { order, location, qty }),
             2 => order.clone().prop_map(|order| SkuCmd::Commit { order }),
             1 => order.clone().prop_map(|order| SkuCmd::Release { order }),
-            1 => (order, 1i64..5).prop_map(|(order, qty)| SkuCmd::Restock { order, qty }),
+            1 => (order, 1i64..5, proptest::option::of(loc.clone())).prop_map(
+                |(order, qty, location)| SkuCmd::Restock { order, qty, location }
+            ),
             2 => (op, loc, -10i64..25, proptest::option::of(0i64..6)).prop_map(
                 |(op, location, qty, safety)| SkuCmd::Stock { op, location, qty, safety }
             ),

@@ -244,17 +244,21 @@ fn a_consumer_order_through_fulfilment_and_a_partial_return() {
         9,
         "returned unit back on hand"
     );
-    // returning more than was bought reverses no more than the rest
+    // returning more than was bought reverses no more than the rest; this time at a store,
+    // whose stock takes the goods back (the warehouse's stays as it was)
     w.send(&order(
         "o1",
         "returned",
         r#"{"openid":"oa"}"#,
-        "",
+        r#","location":"st-9""#,
         "2026-11-14T11:00:00+08:00",
     ));
     let m = w.member_by("openid", "oa").clone();
     assert_eq!(m.points.balance, 0);
-    assert_eq!(w.engine.sku("S1").unwrap().view().atp, 10);
+    let s1 = w.engine.sku("S1").unwrap().view();
+    let at = |l: &str| s1.locations.get(l).map(|x| x.on_hand);
+    assert_eq!((at("wh"), at("st-9")), (Some(9), Some(1)), "{s1:?}");
+    assert_eq!(s1.atp, 10);
     assert_eq!(w.engine.sku("S2").unwrap().view().atp, 5);
 }
 
