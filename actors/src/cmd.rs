@@ -246,6 +246,14 @@ pub enum MemberCmd {
         /// Most rewarded scans per member per local day in this campaign.
         daily_cap: u32,
     },
+    /// Whether the balance covers `points` for an order, before its stock is reserved;
+    /// answers `OrderCmd::PointsChecked` and takes nothing (appended last).
+    HasPoints {
+        /// Order key.
+        order: Str,
+        /// Points the order would redeem.
+        points: i64,
+    },
 }
 
 /// See [`MemberCmd::ScanDecided`].
@@ -322,6 +330,13 @@ pub enum OrderCmd {
     /// The member's answer to `Redeem`.
     Redeemed {
         /// Whether the points were taken.
+        ok: bool,
+        /// The balance at that moment.
+        balance: i64,
+    },
+    /// The member's answer to `HasPoints`.
+    PointsChecked {
+        /// Whether the balance covers the points (or the order redeemed them already).
         ok: bool,
         /// The balance at that moment.
         balance: i64,

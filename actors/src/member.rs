@@ -1656,6 +1656,13 @@ impl Member {
                     );
                 }
             }
+            MemberCmd::HasPoints { order, points } => {
+                let done = self.orders.get(&order).is_some_and(|o| o.redeemed > 0);
+                let balance = self.points.balance;
+                let ok = done || points <= balance;
+                let answer = OrderCmd::PointsChecked { ok, balance };
+                fx.send(Key::Order(order), Cmd::Order(answer));
+            }
             MemberCmd::Redeem { order, points } => {
                 let done = self.orders.get(&order).is_some_and(|o| o.redeemed > 0);
                 let ok = done || points <= 0 || self.points.balance >= points;

@@ -57,6 +57,9 @@ pub enum Phase {
     Rejected,
     /// Cancelled.
     Cancelled,
+    /// Waiting for the member to say whether it holds the points to redeem (before any stock
+    /// is reserved: an order it cannot pay for takes no one's last units meanwhile).
+    CheckingPoints,
 }
 
 /// One order's coordinator state.
@@ -362,6 +365,16 @@ impl Order {
                     self.reserved_all(me, ctx, fx);
                 }
             }
+            OrderCmd::PointsChecked { ok, balance } => {
+                if self.phase != Phase::CheckingPoints {
+                    return;
+                }
+                if ok {
+                    self.reserve(me, fx);
+                } else {
+                    self.reject_points(me, balance, fx);
+                }
+            }
             OrderCmd::Redeemed { ok, balance } => {
                 if self.phase != Phase::Redeeming {
                     return;
@@ -369,10 +382,9 @@ impl Order {
                 if ok {
                     self.accept(me, ctx, fx);
                 } else {
+                    // spent meanwhile, since it said it had them
                     self.release_stock(me, fx);
-                    let detail =
-                        format_compact!("balance {balance}, needs {}", self.points_redeemed);
-                    self.reject(me, "insufficient_points", detail, fx);
+                    self.reject_points(me, balance, fx);
                 }
             }
         }
@@ -398,7 +410,11 @@ impl Order {
         }
         match self.phase {
             // placement still in flight (or not seen yet): apply when it settles
-            Phase::New | Phase::Credit | Phase::Reserving | Phase::Redeeming => {
+            Phase::New
+            | Phase::Credit
+            | Phase::CheckingPoints
+            | Phase::Reserving
+            | Phase::Redeeming => {
                 self.defer(me, ev, ctx, fx);
             }
             Phase::Held => {
@@ -473,8 +489,27 @@ impl Order {
                     }),
                 );
             }
+            // a consumer's points are asked first: an order refused for them never holds
+            // stock (that briefly took units another order wanted, and flapped the stock
+            // channels follow); they are taken once the stock is reserved
+            _ if self.points_redeemed > 0 => {
+                self.phase = Phase::CheckingPoints;
+                let ask = MemberCmd::HasPoints {
+                    order: me.clone(),
+                    points: self.points_redeemed,
+                };
+                match resolve(&self.member, ask) {
+                    Some((k, c)) => fx.send(k, c),
+                    None => self.reserve(me, fx),
+                }
+            }
             _ => self.reserve(me, fx),
         }
+    }
+
+    fn reject_points(&mut self, me: &Str, balance: i64, fx: &mut Effects) {
+        let detail = format_compact!("balance {balance}, needs {}", self.points_redeemed);
+        self.reject(me, "insufficient_points", detail, fx);
     }
 
     /// Asks every SKU of the order for its quantity.

@@ -1237,6 +1237,46 @@ mod tests {
         assert_eq!(s.shards(), 3);
     }
 
+    /// Two orders for the last unit in one epoch, the first redeeming points its member does
+    /// not have: the member is asked before any stock is reserved, so the first never holds
+    /// the unit while the second asks for it (it did, and both were refused), and no stock
+    /// output speaks of the refused order.
+    #[test]
+    fn an_order_refused_for_points_takes_no_stock_from_another_in_its_epoch() {
+        let d = Decoder::new(Pii::new(b"k"));
+        let order = |n: u32, who: &str, redeem: u32| {
+            format!(
+                r#"{{"id":"00000000-0000-7000-8000-00000000000{n}","ts":"2026-11-11T09:00:00+08:00","type":"order","channel":"douyin","order":"o{n}","status":"placed","kind":"consumer","member":{{"openid":"{who}"}},"lines":[{{"sku":"S1","qty":1,"unit_price":100}}],"location":"wh","points_redeemed":{redeem}}}"#
+            )
+        };
+        let events: Vec<Event> = [
+            r#"{"id":"00000000-0000-7000-8000-000000000001","ts":"2026-11-11T08:00:00+08:00","type":"stock","sku":"S1","location":"wh","op":"receive","qty":1}"#.to_string(),
+            order(2, "poor", 50),
+            order(3, "rich", 0),
+        ]
+        .iter()
+        .map(|j| d.decode(j.as_bytes()).unwrap())
+        .collect();
+        let mut s = Sharded::new(Rules::default(), 2);
+        let mut out = Vec::new();
+        s.apply_epoch(&events, &mut out);
+        let said = |o: &str| {
+            out.iter()
+                .filter_map(|e| match &e.output {
+                    crate::Output::OrderAccepted { order, .. } if order == o => Some("accepted"),
+                    crate::Output::OrderRejected { order, reason, .. } if order == o => {
+                        Some(reason.as_str())
+                    }
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(said("douyin:o2"), ["insufficient_points"], "{out:?}");
+        assert_eq!(said("douyin:o3"), ["accepted"], "{out:?}");
+        assert!(!out.iter().any(|e| matches!(&e.output,
+            crate::Output::Stock { order: Some(o), .. } if o == "douyin:o2")));
+    }
+
     /// A status event that arrives in the epoch of its order's placement waits in the order
     /// until placement settles; what it then causes is still its own: the same outputs, under
     /// the same event ids and times, as when the events run one at a time.

@@ -360,7 +360,7 @@ fn two_lines_of_one_sku_count_together() {
 }
 
 #[test]
-fn redeeming_more_than_the_balance_rejects_the_order_and_releases_stock() {
+fn redeeming_more_than_the_balance_rejects_the_order_before_any_stock_is_reserved() {
     let mut w = World::new(Rules::default());
     w.send(&stock("S1", 10, T0));
     let l = r#","lines":[{"sku":"S1","qty":1,"unit_price":10000}],"location":"wh","points_redeemed":500"#;
@@ -375,6 +375,11 @@ fn redeeming_more_than_the_balance_rejects_the_order_and_releases_stock() {
         .collect();
     assert_eq!(reasons, vec!["insufficient_points"]);
     assert_eq!(w.engine.sku("S1").unwrap().view().atp, 10);
+    // the channels following stock saw no reservation come and go
+    assert!(!w
+        .outputs()
+        .iter()
+        .any(|o| matches!(o, Output::Stock { order: Some(o), .. } if o == "mall:a")));
     let m = w.member_by("openid", "oa");
     assert_eq!(m.points.balance, 0);
 }
