@@ -2342,14 +2342,15 @@ impl Member {
         });
         // the person holds no more than one member may
         self.refuse_over_limit(ctx, fx);
-        // the scan windows stay the survivor's: the alias's recent scans are not replayed into
-        // them (a merge mid-burst undercounts that burst once); a flagged ring is kept
-        let (other_ring, other_merged) = other
-            .scan
-            .get()
-            .map_or((0, &[][..]), |s| (s.ring_size, &s.merged[..]));
+        // the person's scans on both sides count for its next scan (see ScanProfile::absorb)
         let scan = self.scan.get_mut();
-        scan.ring_size = scan.ring_size.max(other_ring);
+        let other_merged = match other.scan.get() {
+            Some(s) => {
+                scan.absorb(s, &ctx.rules.fraud);
+                &s.merged[..]
+            }
+            None => &[][..],
+        };
         scan.merged_in(&from, other_merged);
         self.tier_at = self.tier_at.max(other.tier_at);
         // points: the other's lots join ours, keeping their dates (they expire as they would)

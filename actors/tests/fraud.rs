@@ -71,11 +71,17 @@ const BEIJING: (f64, f64) = (39.90, 116.40);
 
 impl World {
     fn new(rules: Rules) -> Self {
+        World::keyed(rules, b"fraud-key")
+    }
+
+    /// A world whose personal data is hashed with `key` (member ids, and so which of two
+    /// merging members survives, follow from it).
+    fn keyed(rules: Rules, key: &[u8]) -> Self {
         World {
             engine: Engine::new(rules),
             out: Vec::new(),
             n: 0,
-            decoder: Decoder::new(Pii::new(b"fraud-key")),
+            decoder: Decoder::new(Pii::new(key)),
         }
     }
 
@@ -724,6 +730,49 @@ fn impossible_travel_is_reviewed_and_a_flight_is_not() {
         Some((31.25, 121.50)),
     ));
     assert_eq!(w.last().decision, Decision::Allow);
+}
+
+/// A person scanning as two members (an openid, and a phone used in the mall) who are then
+/// bound together: the scan after the merge is judged on the scans of both, whichever of the
+/// two survives. The survivor is the smaller id, so it follows from the personal-data key:
+/// with the phone's member surviving, the openid's Shanghai scan was dropped and a Beijing
+/// scan 20 minutes after the merge passed; the keys here give both survivors.
+#[test]
+fn a_merge_keeps_both_members_scans_whichever_survives() {
+    let mut survivors = std::collections::BTreeSet::new();
+    for key in ["k1", "k2", "k3", "k4", "k5", "k6", "k7", "k8", "k9", "k10"] {
+        let mut w = World::keyed(Rules::default(), key.as_bytes());
+        w.send(&history(-86_400 * 50, "traveller"));
+        w.send(&format!(
+            r#"{{"type":"click","ts":"{}","channel":"mall","member":{{"phone":"13800138000"}},"target":"ad1"}}"#,
+            ts(-86_400 * 40)
+        ));
+        let by_phone = |t: i64, code: &str, geo: Option<(f64, f64)>| {
+            scan(t, code, "x", "d-t", "1.1.1.1", geo)
+                .replace(r#"{"openid":"x"}"#, r#"{"phone":"13800138000"}"#)
+        };
+        // each side scans once, the phone's side first (without a position)
+        w.send(&by_phone(600, "P1", None));
+        w.send(&scan(
+            3_600,
+            "T1",
+            "traveller",
+            "d-t",
+            "1.1.1.1",
+            Some(SHANGHAI),
+        ));
+        let openid_member = w.decisions()[1].member.clone();
+        w.send(&format!(
+            r#"{{"type":"identify","ts":"{}","member":{{"openid":"traveller","phone":"13800138000"}}}}"#,
+            ts(3_600 + 600)
+        ));
+        w.send(&by_phone(3_600 + 1_800, "T2", Some(BEIJING)));
+        let d = w.last();
+        survivors.insert(d.member == openid_member);
+        assert_eq!(d.decision, Decision::Review, "key {key}: {d:?}");
+        assert_eq!(d.reasons, vec![Reason::ImpossibleTravel], "key {key}");
+    }
+    assert_eq!(survivors.len(), 2, "both members survive under some key");
 }
 
 #[test]

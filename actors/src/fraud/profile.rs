@@ -156,6 +156,55 @@ impl ScanProfile {
 }
 
 impl ScanProfile {
+    /// Takes in the scans a merged member remembers, so the person's next scan is judged on
+    /// all of them: its rates and batches counted with these, the later of the two last
+    /// positions and store visits, the addresses of both; a ring flagged on either side is
+    /// kept. The same whichever of the two survives the merge (which one does follows from
+    /// the ids, so from the personal-data key: the other's scans were dropped, and a scan 40
+    /// minutes after a scan 1,500 km away on the other side passed as no travel at all).
+    pub fn absorb(&mut self, other: &ScanProfile, rules: &crate::config::FraudState) {
+        self.rate.absorb(&other.rate);
+        let window = rules.batch_window_min * MIN_US;
+        self.batches
+            .absorb(&other.batches, window, rules.track_batch_scans);
+        // the later; of two at the same instant, either, the same one on both sides
+        let order = |g: &(f64, f64, i64)| (g.2, g.0.to_bits(), g.1.to_bits());
+        if let Some(g) = other.last_geo {
+            if self.last_geo.is_none_or(|mine| order(&g) > order(&mine)) {
+                self.last_geo = Some(g);
+            }
+        }
+        if let Some(v) = other.visit {
+            if self
+                .visit
+                .is_none_or(|mine| (v.2, v.1, v.0) > (mine.2, mine.1, mine.0))
+            {
+                self.visit = Some(v);
+            }
+        }
+        let mut addrs: Vec<(u64, u64, i64)> = self
+            .addrs
+            .iter()
+            .chain(other.addrs.iter())
+            .copied()
+            .collect();
+        addrs.sort_unstable_by_key(|(n, a, t)| (*t, *a, *n));
+        // one entry per address, its latest
+        let mut seen = std::collections::HashSet::new();
+        let mut newest_first: Vec<_> = addrs
+            .into_iter()
+            .rev()
+            .filter(|(_, a, _)| seen.insert(*a))
+            .collect();
+        newest_first.truncate(TRACK_ADDRS);
+        self.addrs = newest_first.into_iter().rev().collect();
+        self.ring = match (self.ring.take(), other.ring.clone()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.ring_size = self.ring_size.max(other.ring_size);
+    }
+
     /// Remembers that member `from` (with the ids merged into it before) merged into this
     /// one.
     pub fn merged_in(&mut self, from: &str, before: &[u64]) {
@@ -192,4 +241,70 @@ pub fn travel_kmh(a: (f64, f64, i64), b: (f64, f64, i64), min_km: f64) -> f32 {
     }
     let hours = ((b.2 - a.2).abs().max(1_000_000) as f64) / 3.6e9;
     (km / hours).min(1e9) as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A profile from a few scans' worth of remembered facts.
+    fn profile() -> impl Strategy<Value = ScanProfile> {
+        let t = 0i64..(3 * DAY_US);
+        (
+            proptest::collection::vec((t.clone(), 0u64..4), 0..12),
+            proptest::option::of((0i32..4, 0i32..4, t.clone())),
+            proptest::collection::vec((0u64..3, 0u64..6, t.clone()), 0..10),
+            proptest::option::of((0u64..3, t.clone(), t)),
+            proptest::option::of(0u8..3),
+            0u32..5,
+        )
+            .prop_map(|(scans, geo, addrs, visit, ring, ring_size)| {
+                let mut p = ScanProfile::default();
+                for (ts, batch) in scans {
+                    p.rate.add(ts);
+                    p.batches.add(batch, ts, 10 * MIN_US, 5);
+                }
+                p.last_geo = geo.map(|(la, lo, t)| (f64::from(la), f64::from(lo), t));
+                for (n, a, ts) in addrs {
+                    p.hop(n, a, ts);
+                }
+                p.visit = visit;
+                p.ring = ring.map(|r| compact_str::format_compact!("m{r}@1"));
+                p.ring_size = ring_size;
+                p
+            })
+    }
+
+    proptest! {
+        /// Which of two merging members survives follows from their ids; what the person's
+        /// next scan is judged on must not.
+        #[test]
+        fn absorbing_is_the_same_whichever_side_survives(a in profile(), b in profile()) {
+            let rules = crate::config::FraudState {
+                batch_window_min: 10,
+                track_batch_scans: 5,
+                ..Default::default()
+            };
+            let mut ab = a.clone();
+            ab.absorb(&b, &rules);
+            let mut ba = b.clone();
+            ba.absorb(&a, &rules);
+            prop_assert_eq!(ab, ba);
+        }
+    }
+
+    #[test]
+    fn absorbing_counts_both_sides_scans() {
+        let rules = crate::config::FraudState::default();
+        let (mut a, mut b) = (ScanProfile::default(), ScanProfile::default());
+        a.rate.add(10 * MIN_US);
+        b.rate.add(11 * MIN_US);
+        b.rate.add(12 * MIN_US);
+        a.last_geo = Some((31.2, 121.5, 10 * MIN_US));
+        b.last_geo = Some((39.9, 116.4, 12 * MIN_US));
+        a.absorb(&b, &rules);
+        assert_eq!(a.rate.recent(60 * MIN_US), 3);
+        assert_eq!(a.last_geo, b.last_geo);
+    }
 }

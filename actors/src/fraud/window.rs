@@ -57,6 +57,28 @@ impl Buckets {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// Takes in another window's counts (a merged member's): bucket by bucket, pruned to
+    /// the window ending at the newest bucket of the two. The same whichever side takes in
+    /// the other.
+    pub fn absorb(&mut self, other: &Buckets, width: i64, span: i64) {
+        let mut all: Vec<(i64, u32)> = self.0.iter().chain(other.0.iter()).copied().collect();
+        all.sort_unstable_by_key(|(b, _)| *b);
+        let mut q: VecDeque<(i64, u32)> = VecDeque::with_capacity(all.len());
+        for (b, n) in all {
+            match q.back_mut() {
+                Some((x, m)) if *x == b => *m = m.saturating_add(n),
+                _ => q.push_back((b, n)),
+            }
+        }
+        if let Some(&(newest, _)) = q.back() {
+            let first = newest - span / width + 1;
+            while q.front().is_some_and(|(x, _)| *x < first) {
+                q.pop_front();
+            }
+        }
+        self.0 = q;
+    }
 }
 
 /// Scan counts in the minute, hour and day windows.
@@ -82,6 +104,13 @@ impl Rate {
     /// Whether no scan is counted.
     pub fn is_empty(&self) -> bool {
         self.0.iter().all(Buckets::is_empty)
+    }
+
+    /// Takes in a merged member's scan counts, window by window.
+    pub fn absorb(&mut self, other: &Rate) {
+        for (i, (width, span)) in WINDOWS.iter().enumerate() {
+            self.0[i].absorb(&other.0[i], *width, *span);
+        }
     }
 }
 
@@ -206,6 +235,22 @@ impl BatchScans {
     /// Whether nothing is recorded.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+
+    /// Takes in a merged member's batch scans: both in time order (batch breaking ties), the
+    /// newest `cap` within `window` of the newest kept. The same whichever side takes in the
+    /// other.
+    pub fn absorb(&mut self, other: &BatchScans, window: i64, cap: usize) {
+        let mut all: Vec<(u64, i64)> = self.0.iter().chain(other.0.iter()).copied().collect();
+        all.sort_unstable_by_key(|(b, t)| (*t, *b));
+        let keep = all.len().saturating_sub(cap.max(1));
+        let mut q: VecDeque<(u64, i64)> = all.into_iter().skip(keep).collect();
+        if let Some(newest) = q.back().map(|(_, t)| *t) {
+            while q.front().is_some_and(|(_, t)| *t <= newest - window) {
+                q.pop_front();
+            }
+        }
+        self.0 = q;
     }
 
     /// Scans of `batch` later than `ts - span` (the scan just added included): how many caps
