@@ -159,7 +159,14 @@ fn decide(r: Resolve, fx: &mut Effects) {
         bind,
         then: Box::new(then),
     };
-    fx.send(Key::Member(target), Cmd::Member(seen));
+    // with a merge to make, the event goes to the target through the last member merging
+    // into it: sent after its MergeInto, it waits in that member's stash until the target has
+    // taken in its state, and then reaches the target with it. Sent to the target at once, it
+    // ran before that state arrived (a redemption checked against one side's points), and
+    // which side that was followed from the ids, so from the personal-data key. Should the
+    // target refuse the merge (two phones), the event stays with that member.
+    let via = members.last().cloned().unwrap_or(target);
+    fx.send(Key::Member(via), Cmd::Member(seen));
 }
 
 #[cfg(test)]

@@ -18,11 +18,17 @@ struct World {
 
 impl World {
     fn new(rules: Rules) -> Self {
+        World::keyed(rules, KEY)
+    }
+
+    /// A world whose personal data is hashed with `key` (member ids, and so which of two
+    /// merging members survives, follow from it).
+    fn keyed(rules: Rules, key: &[u8]) -> Self {
         World {
             engine: Engine::new(rules),
             out: Vec::new(),
             n: 0,
-            decoder: Decoder::new(Pii::new(KEY)),
+            decoder: Decoder::new(Pii::new(key)),
         }
     }
 
@@ -105,6 +111,42 @@ const T0: &str = "2026-11-11T10:00:00+08:00";
 const T1: &str = "2026-11-11T11:00:00+08:00";
 const T2: &str = "2026-11-12T11:00:00+08:00";
 const T3: &str = "2026-11-13T11:00:00+08:00";
+
+/// An order naming two members' identities (an openid with 500 points, a phone with 10)
+/// redeems from the person's 510, whichever of the two survives the merge it causes: it ran
+/// at the survivor before the other's points arrived, so it was refused, and had it
+/// redeemed less, it would have passed under one personal-data key and not another.
+#[test]
+fn an_order_that_merges_two_members_redeems_from_both_sides_points() {
+    let mut survivors = std::collections::BTreeSet::new();
+    for key in ["k1", "k2", "k3", "k4", "k5", "k6", "k7", "k8", "k9", "k10"] {
+        let mut w = World::keyed(Rules::default(), key.as_bytes());
+        w.send(&stock("S1", 100, T0));
+        let line = |fen: u32| {
+            format!(r#","lines":[{{"sku":"S1","qty":1,"unit_price":{fen}}}],"location":"wh""#)
+        };
+        let rich = r#"{"openid":"traveller"}"#;
+        let phone = r#"{"phone":"13800138000"}"#;
+        w.send(&order("o1", "placed", rich, &line(50_000), T0));
+        w.send(&order("o1", "fulfilled", rich, "", T0));
+        w.send(&order("o2", "placed", phone, &line(1_000), T0));
+        w.send(&order("o2", "fulfilled", phone, "", T0));
+        let rich_id = w.member_by("openid", "traveller").id.clone();
+        let both = r#"{"openid":"traveller","phone":"13800138000"}"#;
+        let redeem = format!(r#"{},"points_redeemed":505"#, line(100));
+        let said = w.said(&order("o3", "placed", both, &redeem, T1));
+        assert!(
+            said.iter()
+                .any(|o| matches!(o, Output::OrderAccepted { .. })),
+            "key {key}: {said:?}"
+        );
+        let m = w.member_by("openid", "traveller").clone();
+        assert_eq!(m.points.balance, 5, "key {key}");
+        assert_eq!(w.ledger_sum(&m.id), 5, "key {key}");
+        survivors.insert(m.id == rich_id);
+    }
+    assert_eq!(survivors.len(), 2, "both members survive under some key");
+}
 
 /// A `paid` sent again under a new id changes nothing and says so, as a second `fulfilled`
 /// does.
