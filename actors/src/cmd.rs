@@ -254,6 +254,16 @@ pub enum MemberCmd {
         /// Points the order would redeem.
         points: i64,
     },
+    /// An event's command that causes a merge, sent through the member merging in so that
+    /// it reaches the survivor after that member's state; `home` is the member it belongs to
+    /// should the merge be refused: the member of the event's first identity that had one
+    /// (appended last).
+    Via {
+        /// Where it runs when it reaches a member that is not `home` (and not merging).
+        home: Str,
+        /// The command (a `Seen`).
+        seen: Box<MemberCmd>,
+    },
 }
 
 /// See [`MemberCmd::ScanDecided`].

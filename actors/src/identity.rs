@@ -138,6 +138,12 @@ fn decide(r: Resolve, fx: &mut Effects) {
             }),
         );
     }
+    // should a merge be refused: the member of the first identity that had one
+    let home = r
+        .given
+        .clone()
+        .or_else(|| r.found.iter().flatten().next().cloned())
+        .unwrap_or_else(|| target.clone());
     // binding is the member's call (it checks phone conflicts): it gets the unbound ones
     let bind = r
         .ids
@@ -145,28 +151,26 @@ fn decide(r: Resolve, fx: &mut Effects) {
         .zip(r.found)
         .filter_map(|(id, m)| m.is_none().then_some(id))
         .collect();
-    let mut then = r.then;
-    if let MemberCmd::Scan(check) = &mut then {
-        // the merge is in flight: the scan's crowds count the merged members as this one
-        check.merged.extend(
-            members
-                .iter()
-                .skip(1)
-                .map(|m| crate::fraud::hash64(m.as_str())),
-        );
-    }
     let seen = MemberCmd::Seen {
         bind,
-        then: Box::new(then),
+        then: Box::new(r.then),
+    };
+    let (Some(via), true) = (members.last(), members.len() > 1) else {
+        return fx.send(Key::Member(target), Cmd::Member(seen));
     };
     // with a merge to make, the event goes to the target through the last member merging
     // into it: sent after its MergeInto, it waits in that member's stash until the target has
-    // taken in its state, and then reaches the target with it. Sent to the target at once, it
-    // ran before that state arrived (a redemption checked against one side's points), and
-    // which side that was followed from the ids, so from the personal-data key. Should the
-    // target refuse the merge (two phones), the event stays with that member.
-    let via = members.last().cloned().unwrap_or(target);
-    fx.send(Key::Member(via), Cmd::Member(seen));
+    // taken in its state, then reaches the target with it (whose scan memory then names the
+    // merged members, for the crowds and the code). Sent to the target at once, it ran before
+    // that state arrived (a redemption checked against one side's points), and which side
+    // that was followed from the ids, so from the personal-data key. Should the target refuse
+    // the merge (two phones: two people), the event goes to the member of its first identity
+    // that had one, which no key decides either.
+    let via_cmd = MemberCmd::Via {
+        home,
+        seen: Box::new(seen),
+    };
+    fx.send(Key::Member(via.clone()), Cmd::Member(via_cmd));
 }
 
 #[cfg(test)]

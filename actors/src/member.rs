@@ -1389,6 +1389,14 @@ impl Member {
             }
             return;
         }
+        // an event's command that waited for a merge (see `identity::decide`): at its home, or
+        // at the survivor it reached, it runs; else (a refused merge) it goes home
+        if let MemberCmd::Via { home, seen } = cmd {
+            if home == *me {
+                return self.handle(me, *seen, ctx, fx);
+            }
+            return fx.send(Key::Member(home), Cmd::Member(*seen));
+        }
         // the member's own offset, from the events that name it (they come resolved, `Seen`):
         // not a reviewer's resolution or another member's ring label, which run in the
         // service's or another sender's offset, nor a cancellation, which may be an order's
@@ -1454,7 +1462,8 @@ impl Member {
                 self.bind(bind, ctx, fx);
                 self.apply(*then, new_member, ctx, fx);
             }
-            MemberCmd::Identify => {}
+            // handled in `handle`, before a command is applied
+            MemberCmd::Identify | MemberCmd::Via { .. } => {}
             MemberCmd::Click { channel, .. } => {
                 if self.first_event(ctx) {
                     self.add_channel(&channel);

@@ -43,7 +43,10 @@ impl Code {
                 check.features.outside_region = self.diverted(&check, ctx);
             }
             CodeSeen::First
-        } else if self.first == check.member {
+        } else if self.first == check.member || check.merged.contains(&super::hash64(&self.first)) {
+            // the first scanner merged into this member since is the same person: a repeat,
+            // whichever of the two survived (the code then names the survivor)
+            self.first = check.member.clone();
             self.scans = self.scans.saturating_add(1);
             CodeSeen::Repeat
         } else {
