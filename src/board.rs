@@ -544,6 +544,8 @@ mod tests {
                 order: "mall:o1".into(),
                 dealer: None,
                 amount: 100,
+                points_redeemed: None,
+                balance: None,
             })
         };
         let now = 1_700_000_000_000;

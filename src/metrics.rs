@@ -300,7 +300,7 @@ impl Children {
 /// The label of an order's channel, from its key (`tmall:T-1`: the contract's channels by
 /// name, the rest `other`), as the GMV and refund series and the board count them.
 pub(crate) fn channel_label(order: &str) -> &'static str {
-    Channel::parse(omnistream_actors::router::order_channel(order)).label()
+    Channel::parse(&omnistream_actors::router::order_channel(order)).label()
 }
 
 /// The dealers' credit gauges' values, summed one dealer at a time.

@@ -380,7 +380,7 @@ impl Order {
                     return;
                 }
                 if ok {
-                    self.accept(me, ctx, fx);
+                    self.accept(me, Some(balance), ctx, fx);
                 } else {
                     // spent meanwhile, since it said it had them
                     self.release_stock(me, fx);
@@ -561,7 +561,7 @@ impl Order {
             }
             return;
         }
-        self.accept(me, ctx, fx);
+        self.accept(me, None, ctx, fx);
     }
 
     fn release_stock(&mut self, me: &Str, fx: &mut Effects) {
@@ -611,7 +611,9 @@ impl Order {
         }
     }
 
-    fn accept(&mut self, me: &Str, ctx: &Ctx, fx: &mut Effects) {
+    /// Accepts the order; `balance`, the member's after the points it redeemed (the answer
+    /// a checkout shows at once).
+    fn accept(&mut self, me: &Str, balance: Option<i64>, ctx: &Ctx, fx: &mut Effects) {
         self.phase = Phase::Accepted;
         self.status = Some(OrderStatus::Placed);
         let amount = self.amount();
@@ -619,6 +621,8 @@ impl Order {
             order: me.clone(),
             dealer: self.dealer_of(),
             amount,
+            points_redeemed: balance.map(|_| self.points_redeemed),
+            balance,
         });
         if self.kind == Some(OrderKind::Consumer) {
             let placed = MemberCmd::OrderPlaced {

@@ -170,6 +170,12 @@ pub enum Output {
         dealer: Option<Str>,
         /// Order value in fen.
         amount: i64,
+        /// Points the order redeemed, when it redeemed any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        points_redeemed: Option<i64>,
+        /// The member's points balance after that redemption.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        balance: Option<i64>,
     },
     /// An order was refused, with the reason.
     OrderRejected {

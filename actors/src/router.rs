@@ -14,14 +14,25 @@ pub fn ids(i: &Identities) -> Vec<Id> {
         .collect()
 }
 
-/// The key of an order's coordinator: order ids are unique per channel.
+/// The key of an order's coordinator, `channel:order`: order ids are unique per channel. A
+/// `:` or `%` in the channel is written `%3A` or `%25`, so a channel named `douyin:shopA`
+/// and an order id holding a `:` never make one key (`douyin` + `shopA:1` and `douyin:shopA`
+/// + `1` were both `douyin:shopA:1`: one order); keys of other channels are unchanged.
 pub fn order_key(channel: &str, order: &str) -> Str {
-    format_compact!("{channel}:{order}")
+    if !channel.contains([':', '%']) {
+        return format_compact!("{channel}:{order}");
+    }
+    let escaped = channel.replace('%', "%25").replace(':', "%3A");
+    format_compact!("{escaped}:{order}")
 }
 
-/// The channel of an order's key ([`order_key`]'s first part).
-pub fn order_channel(key: &str) -> &str {
-    key.split_once(':').map_or("", |(c, _)| c)
+/// The channel of an order's key ([`order_key`]'s first part, as sent).
+pub fn order_channel(key: &str) -> std::borrow::Cow<'_, str> {
+    let c = key.split_once(':').map_or("", |(c, _)| c);
+    if !c.contains('%') {
+        return c.into();
+    }
+    c.replace("%3A", ":").replace("%25", "%").into()
 }
 
 /// The commands one event starts with, in the order they are sent.
@@ -145,4 +156,27 @@ pub fn route(ev: &Event) -> Vec<(Key, Cmd)> {
         Body::Identify(i) => out.extend(resolve(&ids(&i.member), MemberCmd::Identify)),
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_keys_of_different_channels_and_ids_never_meet() {
+        assert_eq!(order_key("douyin", "DY-1"), "douyin:DY-1");
+        assert_ne!(
+            order_key("douyin", "shopA:1"),
+            order_key("douyin:shopA", "1")
+        );
+        assert_ne!(order_key("a%3Ab", "1"), order_key("a:b", "1"));
+        for (c, o) in [
+            ("douyin:shopA", "1"),
+            ("a%3Ab", "x"),
+            ("mall", "o:1"),
+            ("%", ""),
+        ] {
+            assert_eq!(order_channel(&order_key(c, o)), c);
+        }
+    }
 }
