@@ -184,6 +184,19 @@ impl Rules {
                 ));
             }
         }
+        for (i, pr) in self.points.promotions.iter().enumerate() {
+            let key = format!("points.promotions[{i}] ({})", pr.name);
+            let (from, to) = (day_number(&pr.from), day_number(&pr.to));
+            if from.is_none() || to.is_none() {
+                return Err((key, "from and to must be dates, YYYY-MM-DD".into()));
+            }
+            if from > to {
+                return Err((key, format!("from {} is after to {}", pr.from, pr.to)));
+            }
+            if !(pr.multiplier.is_finite() && (0.0..=100.0).contains(&pr.multiplier)) {
+                return Err((key, "multiplier must be in 0..=100".into()));
+            }
+        }
         if self
             .tiers
             .levels
@@ -371,6 +384,55 @@ pub struct PointsRules {
     /// An order's points record is kept this long after its last change (returns after that
     /// reverse nothing).
     pub order_days: i64,
+    /// Promotions: orders placed on their days earn more (double points on Double 11).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub promotions: Vec<Promotion>,
+}
+
+/// A points promotion: a consumer order placed from `from` to `to` (its local date, both
+/// included), in one of `channels` (none: every channel), earns `multiplier` times its points,
+/// on top of the channel and SKU multipliers. Where promotions overlap, the largest applies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Promotion {
+    /// A name for people (the configuration's diff and errors name it).
+    pub name: Str,
+    /// First day, `YYYY-MM-DD`.
+    pub from: Str,
+    /// Last day, `YYYY-MM-DD` (the same as `from` for one day).
+    pub to: Str,
+    /// Points earned are multiplied by this (0..=100).
+    pub multiplier: f64,
+    /// The channels it applies in (empty: all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<Str>,
+}
+
+/// The day number (days since 1970-01-01) of a `YYYY-MM-DD` date; None when it is not one.
+pub fn day_number(date: &str) -> Option<i64> {
+    let ok = date.len() == 10 && date.as_bytes()[4] == b'-' && date.as_bytes()[7] == b'-';
+    if !ok {
+        return None;
+    }
+    let t = omnistream_schemas::EventTime::parse(&format!("{date}T00:00:00Z")).ok()?;
+    Some(t.local_day())
+}
+
+impl PointsRules {
+    /// The multiplier of the promotions that cover an order placed on local day `day` in
+    /// `channel` (1 when none does).
+    pub fn promotion(&self, day: i64, channel: &str) -> f64 {
+        self.promotions
+            .iter()
+            .filter(|p| p.channels.is_empty() || p.channels.iter().any(|c| c == channel))
+            .filter(|p| {
+                let (from, to) = (day_number(&p.from), day_number(&p.to));
+                from.is_some_and(|f| f <= day) && to.is_some_and(|t| day <= t)
+            })
+            .map(|p| p.multiplier)
+            .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))
+            .unwrap_or(1.0)
+    }
 }
 
 impl Default for PointsRules {
@@ -381,6 +443,7 @@ impl Default for PointsRules {
             sku_multiplier: BTreeMap::new(),
             expiry_days: 365,
             order_days: 120,
+            promotions: Vec::new(),
         }
     }
 }
@@ -1006,6 +1069,51 @@ mod tests {
                 "{share}"
             );
         }
+    }
+
+    #[test]
+    fn promotions_cover_their_days_and_channels_and_bad_ones_are_refused() {
+        let r: Rules = toml::from_str(
+            "[[points.promotions]]\nname = \"d11\"\nfrom = \"2026-11-11\"\nto = \"2026-11-11\"\nmultiplier = 2.0\n\
+             [[points.promotions]]\nname = \"tmall week\"\nfrom = \"2026-11-10\"\nto = \"2026-11-16\"\nmultiplier = 3.0\nchannels = [\"tmall\"]\n",
+        )
+        .unwrap();
+        assert_eq!(r.check(), Ok(()));
+        let d11 = day_number("2026-11-11").unwrap();
+        assert_eq!(day_number("1970-01-02"), Some(1));
+        let p = &r.points;
+        assert_eq!(p.promotion(d11, "mall"), 2.0);
+        assert_eq!(p.promotion(d11, "tmall"), 3.0, "the largest of two");
+        assert_eq!(p.promotion(d11 + 1, "mall"), 1.0);
+        assert_eq!(p.promotion(d11 + 5, "tmall"), 3.0);
+        assert_eq!(p.promotion(d11 + 6, "tmall"), 1.0);
+        let back: Rules = toml::from_str(&toml::to_string(&r).unwrap()).unwrap();
+        assert_eq!(back, r);
+        for (body, why) in [
+            (
+                "from = \"2026-11-12\"\nto = \"2026-11-11\"\nmultiplier = 2.0",
+                "after",
+            ),
+            (
+                "from = \"11/11/2026\"\nto = \"2026-11-11\"\nmultiplier = 2.0",
+                "YYYY-MM-DD",
+            ),
+            (
+                "from = \"2026-11-11\"\nto = \"2026-11-11\"\nmultiplier = 200.0",
+                "0..=100",
+            ),
+        ] {
+            let r: Rules =
+                toml::from_str(&format!("[[points.promotions]]\nname = \"x\"\n{body}\n")).unwrap();
+            let (key, e) = r.check().unwrap_err();
+            assert_eq!(key, "points.promotions[0] (x)");
+            assert!(e.contains(why), "{e}");
+        }
+        let e = toml::from_str::<Rules>(
+            "[[points.promotions]]\nname = \"x\"\nfrom = \"2026-11-11\"\nto = \"2026-11-11\"\nmultiplier = 2.0\nchanels = []\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("chanels"), "{e}");
     }
 
     /// Values a busy manager mistypes that serde takes but that would quietly give wrong

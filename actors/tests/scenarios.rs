@@ -252,6 +252,36 @@ fn statuses_naming_some_lines_say_what_they_did() {
     )));
 }
 
+/// Double points on Double 11 (the order's own local date, in the channels named): an
+/// order placed late on the 11th in Shanghai earns double, one the next morning does not.
+#[test]
+fn a_promotion_multiplies_the_points_of_orders_placed_on_its_days() {
+    let rules: Rules = toml::from_str(
+        "[[points.promotions]]\nname = \"double 11\"\nfrom = \"2026-11-11\"\nto = \"2026-11-11\"\nmultiplier = 2.0\nchannels = [\"mall\"]\n",
+    )
+    .unwrap();
+    let mut w = World::new(rules);
+    w.send(&stock("S1", 10, T0));
+    let line = r#","lines":[{"sku":"S1","qty":1,"unit_price":10000}],"location":"wh""#;
+    let who = r#"{"openid":"oa"}"#;
+    w.send(&order(
+        "late",
+        "placed",
+        who,
+        line,
+        "2026-11-11T23:30:00+08:00",
+    ));
+    assert_eq!(w.member_by("openid", "oa").points.pending, 200);
+    w.send(&order(
+        "next",
+        "placed",
+        who,
+        line,
+        "2026-11-12T08:00:00+08:00",
+    ));
+    assert_eq!(w.member_by("openid", "oa").points.pending, 300);
+}
+
 #[test]
 fn a_consumer_order_through_fulfilment_and_a_partial_return() {
     let mut w = World::new(Rules::default());
