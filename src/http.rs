@@ -231,11 +231,30 @@ impl Drop for InFlight<'_> {
 }
 
 /// Decodes, applies and waits until durable; the shared path of both ingest endpoints.
-async fn submit(
-    st: &AppState,
-    source: &str,
-    texts: Vec<&[u8]>,
-) -> Result<Vec<Outcome>, HttpResponse> {
+/// One event's warnings, as `omnistream validate` gives them ([`omnistream_schemas::lint`]):
+/// for a refused event always (a misspelt required field is named with the refusal), for an
+/// accepted one when the decoder met something to warn of (`unusual`), so the common event
+/// is not parsed twice. Accepted events' warnings are counted by code.
+fn warnings_of(st: &AppState, item: &Item, unusual: bool, raw: &[u8]) -> Vec<String> {
+    let accepted = matches!(item, Item::Event(_));
+    if accepted && !unusual {
+        return Vec::new();
+    }
+    let w = omnistream_schemas::lint(raw);
+    if accepted {
+        for one in &w {
+            let code = one.split_once(' ').map_or(one.as_str(), |(c, _)| c);
+            st.metrics.event_warning(code);
+        }
+    }
+    w
+}
+
+/// The decoded items of an ingest request went to the shard: its outcomes, and each event's
+/// warnings (see [`warnings_of`]), in the order sent.
+type Submitted = (Vec<Outcome>, Vec<Vec<String>>);
+
+async fn submit(st: &AppState, source: &str, texts: Vec<&[u8]>) -> Result<Submitted, HttpResponse> {
     let received = std::time::Instant::now();
     if !st.ready.load(Ordering::SeqCst) {
         return Err(error(
@@ -269,9 +288,15 @@ async fn submit(
         ));
     }
     let now = crate::shard::wall_clock_us();
+    let mut warnings = Vec::with_capacity(n);
     let items = texts
         .into_iter()
-        .map(|t| Item::decode(&st.decoder, &st.pii, t, now, st.cfg.max_future_s))
+        .map(|t| {
+            let (item, unusual) =
+                Item::decode_noting(&st.decoder, &st.pii, t, now, st.cfg.max_future_s);
+            warnings.push(warnings_of(st, &item, unusual, t));
+            item
+        })
         .collect();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let sent = st
@@ -292,7 +317,7 @@ async fn submit(
     };
     st.metrics.durable(received.elapsed());
     match result {
-        Ok(Ok(outcomes)) => Ok(outcomes),
+        Ok(Ok(outcomes)) => Ok((outcomes, warnings)),
         Ok(Err(e)) => Err(error(
             StatusCode::SERVICE_UNAVAILABLE,
             "store_unavailable",
@@ -391,11 +416,25 @@ async fn post_events(
         return error(StatusCode::BAD_REQUEST, "empty", "no events in the body");
     }
     match submit(&st, "http", texts).await {
-        Ok(outcomes) => {
+        Ok((outcomes, warnings)) => {
             let now = duplicates_now(&st, &outcomes).await;
-            HttpResponse::Ok().json(events_answer(&outcomes, &now))
+            let mut answer = events_answer(&outcomes, &now);
+            with_warnings(&mut answer["results"], &warnings);
+            HttpResponse::Ok().json(answer)
         }
         Err(resp) => resp,
+    }
+}
+
+/// Each event's warnings (none: no field) on its result, in the order sent.
+fn with_warnings(results: &mut Value, warnings: &[Vec<String>]) {
+    let Some(results) = results.as_array_mut() else {
+        return;
+    };
+    for (r, w) in results.iter_mut().zip(warnings) {
+        if !w.is_empty() {
+            r["warnings"] = json!(w);
+        }
     }
 }
 
@@ -651,9 +690,12 @@ async fn post_scan(
         return error(StatusCode::BAD_REQUEST, code, detail);
     }
     match submit(&st, "http-scan", vec![&body]).await {
-        Ok(mut outcomes) => match outcomes.pop() {
+        Ok((mut outcomes, warnings)) => match outcomes.pop() {
             Some(o) => {
-                let (ok, answer) = scan_answer(o);
+                let (ok, mut answer) = scan_answer(o);
+                if let Some(w) = warnings.first().filter(|w| !w.is_empty()) {
+                    answer["warnings"] = json!(w);
+                }
                 if ok {
                     HttpResponse::Ok().json(answer)
                 } else {

@@ -67,6 +67,9 @@ pub struct Metrics {
     pub order_rejections: IntCounterVec,
     /// Stock alerts by kind (low_stock, stock_out, stock_short, stock_count_ignored).
     pub stock_alerts: IntCounterVec,
+    /// Warnings on events accepted over HTTP, by code (`unknown_field`, `unknown_channel`,
+    /// ...): a sender's misspelling, kept by the contract, that loses what it meant.
+    pub event_warnings: IntCounterVec,
     /// Cross-region scans reported against dealers.
     pub diversions: IntCounter,
     /// Payments not booked (a `ref` booked before).
@@ -468,6 +471,12 @@ impl Default for Metrics {
                 "orders refused, by reason (insufficient_stock, not_stocked, insufficient_points, ...)",
                 &["reason"],
             ),
+            event_warnings: counter_vec(
+                &r,
+                "omnistream_event_warnings_total",
+                "events accepted over HTTP with a warning (a field no type reads, a channel or identity kind none of the contract's), by code",
+                &["code"],
+            ),
             stock_alerts: counter_vec(
                 &r,
                 "omnistream_stock_alerts_total",
@@ -864,6 +873,13 @@ impl Metrics {
         if self.enabled {
             self.decision_seconds.observe(d.as_secs_f64());
             self.decision_window.record(d);
+        }
+    }
+
+    /// Counts one warning of an event accepted over HTTP, by its code.
+    pub fn event_warning(&self, code: &str) {
+        if self.enabled {
+            self.event_warnings.with_label_values(&[code]).inc();
         }
     }
 

@@ -54,6 +54,12 @@ fn answer_schemas() -> Value {
     let output = json!({"$ref": "#/components/schemas/Output"});
     let emitted = json!({"$ref": "#/components/schemas/Emitted"});
     let problems = json!({"type": "array", "items": {"$ref": "#/components/schemas/Problem"}});
+    let warnings = json!({"type": "array", "items": {"type": "string"}, "description":
+        "what `omnistream validate` warns of in this event, each starting with its code \
+         (`unknown_field at pointsRedeemed: ignored; did you mean `points_redeemed`?`, \
+         `unknown_channel`, `unknown_kind`): on an accepted event, whose misspelt field was \
+         ignored as the contract says, or whose channel or identity kind is kept apart; on a \
+         rejected one, beside its reasons"});
     let id = json!({"type": ["string", "null"], "description":
         "the event's id (a rejected event's as sent; null when it had none that could be read)"});
     let reasons: Vec<&str> = omnistream_schemas::Reason::ALL
@@ -89,6 +95,7 @@ fn answer_schemas() -> Value {
                 "members": {"type": "object", "additionalProperties": {"type": ["string", "null"]},
                     "description": "an `identify` sent again: by identity kind, the member it leads to now"},
                 "one_person": {"type": "boolean"},
+                "warnings": warnings.clone(),
                 "reasons": problems.clone()}},
         "EventsAnswer": {"type": "object", "required": ["accepted", "duplicates", "rejected", "results"],
             "properties": {
@@ -104,6 +111,7 @@ fn answer_schemas() -> Value {
                 "resolution": {"oneOf": [emitted.clone(), {"type": "null"}]},
                 "outputs": {"type": "array", "items": emitted},
                 "merges": {"type": "array", "items": output},
+                "warnings": warnings.clone(),
                 "reasons": problems}},
     })
 }

@@ -122,7 +122,20 @@ impl Item {
         now_us: i64,
         max_future_s: u64,
     ) -> Item {
-        match decoder.decode(raw) {
+        Item::decode_noting(decoder, pii, raw, now_us, max_future_s).0
+    }
+
+    /// [`Item::decode`], also telling whether [`omnistream_schemas::lint`] may have a
+    /// warning for it (see [`Decoder::decode_noting`]).
+    pub fn decode_noting(
+        decoder: &Decoder,
+        pii: &Pii,
+        raw: &[u8],
+        now_us: i64,
+        max_future_s: u64,
+    ) -> (Item, bool) {
+        let (decoded, unusual) = decoder.decode_noting(raw);
+        let item = match decoded {
             Ok(ev) => match too_far_ahead(ev.ts.unix_us, now_us, max_future_s) {
                 None => Item::Event(Box::new(ev)),
                 Some(p) => Item::Rejected(Refused {
@@ -138,7 +151,8 @@ impl Item {
                 reasons: r.problems,
                 raw: pii.redact(raw),
             }),
-        }
+        };
+        (item, unusual)
     }
 }
 

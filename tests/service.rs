@@ -1779,6 +1779,44 @@ fn an_events_answer_says_what_each_event_did() {
         "{v}"
     );
     assert!(r[0]["order"].is_null() && r[0]["credit"].is_null(), "{v}");
+    // a misspelt field is ignored, as the contract says, and the answer says so; so is a
+    // channel spelt another way (a channel apart), and a misspelt required field beside
+    // the refusal; a plain event says nothing
+    let order = |n: u32, channel: &str, extra: &str| {
+        format!(
+            r#"{{"id":"{}","type":"order","ts":"2026-11-11T13:00:00+08:00","channel":"{channel}","order":"W{n}","status":"placed","kind":"consumer","member":{{"openid":"w"}},"lines":[{{"sku":"S9","qty":1,"unit_price":100}}]{extra}}}"#,
+            id(n)
+        )
+    };
+    let v = s.post(&[
+        order(40, "douyin", r#","location":"wh","pointsRedeemed":100"#),
+        order(41, "Douyin", r#","location":"wh""#),
+        order(42, "douyin", r#","lcoation":"wh""#),
+        order(43, "douyin", r#","location":"wh""#),
+    ]);
+    let r = &v["results"];
+    let warned = |i: usize| {
+        r[i]["warnings"]
+            .as_array()
+            .map(|w| {
+                w.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+            .unwrap_or_default()
+    };
+    assert!(warned(0).contains("did you mean `points_redeemed`"), "{v}");
+    assert_eq!(r[0]["status"], "accepted", "{v}");
+    assert!(warned(1).starts_with("unknown_channel"), "{v}");
+    assert_eq!(r[2]["status"], "rejected", "{v}");
+    assert!(warned(2).contains("`location`"), "{v}");
+    assert!(r[3].get("warnings").is_none(), "{v}");
+    let (_, m) = common::http_get(&s.addr, "/metrics", None);
+    assert!(
+        m.contains(r#"omnistream_event_warnings_total{code="unknown_field"} 1"#),
+        "{m}"
+    );
     s.stop();
 }
 

@@ -84,6 +84,8 @@ struct Wire<'a> {
     points_redeemed: Option<i64>,
     duration_s: Option<i64>,
     region: Option<MapOnly<WireRegion>>,
+    /// Whether a top-level field no event type reads was met (a misspelt one, often).
+    unknown: bool,
 }
 
 /// Top-level field names the contract knows (for lint).
@@ -245,6 +247,7 @@ impl<'de> DeVisitor<'de> for InPlace<'_, 'de> {
         let mut seen: u64 = 0;
         while let Some(Key(k)) = m.next_key::<Key>()? {
             let Some(i) = k else {
+                w.unknown = true;
                 m.next_value::<serde::de::IgnoredAny>()?;
                 continue;
             };
@@ -534,16 +537,25 @@ impl Decoder {
 
     /// Decodes one event from JSON bytes (one JSON object), validating it completely.
     pub fn decode(&self, bytes: &[u8]) -> Result<Event, Rejection> {
+        self.decode_noting(bytes).0
+    }
+
+    /// [`Decoder::decode`], also telling whether [`lint`] may have something to say of the
+    /// event: it held a top-level field no event type reads (ignored by the contract's policy:
+    /// often a misspelt one), or a channel or identity kind that is none of the contract's
+    /// (kept as sent: `Douyin` is a channel apart). A live answer lints only those, so it
+    /// warns without parsing every event twice.
+    pub fn decode_noting(&self, bytes: &[u8]) -> (Result<Event, Rejection>, bool) {
         if bytes.len() > MAX_EVENT_BYTES {
             let mut r = Rejection::whole(
                 Reason::TooLarge,
                 format!("{} bytes, limit {}", bytes.len(), MAX_EVENT_BYTES),
             );
             r.id = id_near_start(bytes);
-            return Err(r);
+            return (Err(r), false);
         }
         let Ok(text) = std::str::from_utf8(bytes) else {
-            return Err(self.diagnose(bytes, None));
+            return (Err(self.diagnose(bytes, None)), false);
         };
         let mut w = Wire::default();
         let read = match fast::read(&mut w, text) {
@@ -554,7 +566,15 @@ impl Decoder {
                 w.read(text)
             }
         };
-        match read {
+        let open = |s: &str, known: &[&str]| !known.contains(&s);
+        let unknown = w.unknown
+            || w.channel
+                .as_deref()
+                .is_some_and(|c| open(c, &crate::Channel::KNOWN))
+            || w.member
+                .as_ref()
+                .is_some_and(|ids| ids.iter().any(|(k, _)| open(k, &crate::IdKind::KNOWN)));
+        let decoded = match read {
             Ok(()) => {
                 let mut problems = Vec::new();
                 match build(&mut w, &self.pii, &mut problems) {
@@ -568,7 +588,8 @@ impl Decoder {
                 }
             }
             Err(e) => Err(self.diagnose(bytes, Some(&e))),
-        }
+        };
+        (decoded, unknown)
     }
 
     /// The slow path: explains every problem of an event serde refused.
@@ -796,6 +817,9 @@ fn wire_from_value(m: &serde_json::Map<String, Value>, p: &mut Vec<Problem>) -> 
         points_redeemed: take_int(m.get("points_redeemed"), "points_redeemed", p),
         duration_s: take_int(m.get("duration_s"), "duration_s", p),
         region,
+        // only the diagnosis of a refused event builds a Wire from a map, and the caller
+        // lints a refused event whole
+        unknown: false,
     }
 }
 
@@ -1687,6 +1711,27 @@ fn edit_distance(a: &str, b: &str) -> usize {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// What lint may warn of is noted while decoding, by the fast reader and by serde's
+    /// alike (a nested unknown field sends an event to serde), and nothing else is.
+    #[test]
+    fn decoding_notes_what_lint_may_warn_of() {
+        let d = Decoder::new(crate::Pii::new(b"k"));
+        let click = |extra: &str| {
+            format!(
+                r#"{{"id":"00000000-0000-7000-8000-000000000001","type":"click","ts":"2026-11-11T10:00:00+08:00","channel":"mall","member":{{"openid":"o1"}},"target":"ad1"{extra}}}"#
+            )
+        };
+        let noted = |text: &str| d.decode_noting(text.as_bytes()).1;
+        assert!(!noted(&click("")));
+        assert!(noted(&click(r#","tagret":"x""#)));
+        assert!(noted(&click(
+            r#","deep":[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]"#
+        )));
+        assert!(noted(&click("").replace(r#""mall""#, r#""Mall""#)));
+        assert!(noted(&click("").replace(r#""openid""#, r#""open_id""#)));
+        assert!(d.decode_noting(click("").as_bytes()).0.is_ok());
+    }
 
     #[test]
     fn plain_ipv4_reads_what_the_standard_parser_reads() {

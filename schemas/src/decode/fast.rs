@@ -43,6 +43,7 @@ pub(super) fn read<'a>(w: &mut Wire<'a>, text: &'a str) -> Option<()> {
     let mut seen: u64 = 0;
     r.members_by(Reader::top_key, |r, key| {
         let Some(i) = key else {
+            w.unknown = true;
             return r.skip(0);
         };
         if seen & (1 << i) != 0 {
