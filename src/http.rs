@@ -1160,7 +1160,7 @@ pub(crate) fn campaign_view(e: &Sharded, id: &str) -> Result<Option<Value>, Read
 /// A campaign as `/v1/campaigns/{id}` shows it, from its state and the rules now; `points`
 /// is what a rewarded scan is paid (0 for a campaign nobody configured when
 /// `unconfigured-campaigns` pays those nothing).
-fn campaign_json(
+pub(crate) fn campaign_json(
     all: &omnistream_actors::config::Rules,
     id: &str,
     state: omnistream_actors::campaign::Campaign,

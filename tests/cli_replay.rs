@@ -39,7 +39,7 @@ fn smoke_file(dir: &Path) -> std::path::PathBuf {
     input
 }
 
-const FILES: [&str; 8] = [
+const FILES: [&str; 9] = [
     "outputs.jsonl",
     "ledger.jsonl",
     "dead-letter.jsonl",
@@ -47,6 +47,7 @@ const FILES: [&str; 8] = [
     "skus.jsonl",
     "dealers.jsonl",
     "stores.jsonl",
+    "campaigns.jsonl",
     "state.json",
 ];
 
@@ -96,6 +97,28 @@ fn the_sample_feed_gives_the_expected_business_results() {
     // the bad line is in the dead letters with its reasons, phone redacted
     let dead = read("dead-letter.jsonl");
     assert!(dead.contains("bad_uuid") && dead.contains("bad_ip") && dead.contains("<redacted>"));
+    // the campaign's budget and counts, as /v1/campaigns shows them (on the defaults: no
+    // rules name it), and the time the views are as of: the last event's
+    let cny: serde_json::Value = serde_json::from_str(read("campaigns.jsonl").trim()).unwrap();
+    assert_eq!(
+        (&cny["id"], &cny["configured"]),
+        (&"cny-2027".into(), &false.into()),
+        "{cny}"
+    );
+    assert!(cny["spent"].as_i64().unwrap() > 0, "{cny}");
+    let input: serde_json::Value = serde_json::from_str(&read("input.json")).unwrap();
+    assert!(
+        input["as_of"].as_str().unwrap().starts_with("2026-11-1"),
+        "{input}"
+    );
+    assert!(!summary.contains("note: campaigns"), "{summary}");
+    // a campaign misspelt in the rules is named, with the one the scans named
+    let typo = dir.path().join("typo.toml");
+    std::fs::write(&typo, "[campaigns.cny-2072]\npoints = 20\n").unwrap();
+    let out = dir.path().join("typo");
+    let summary = replay(&out, &["--rules", typo.to_str().unwrap()]);
+    assert!(summary.contains("no scan named: cny-2072"), "{summary}");
+    assert!(summary.contains("default-campaign): cny-2027"), "{summary}");
 }
 
 #[test]

@@ -49,6 +49,9 @@ pub struct ReplaySummary {
     pub seconds: f64,
     /// Of which writing the final states and their views, after the input was processed.
     pub state_seconds: f64,
+    /// Campaigns the rules configure that no scan named, and campaigns scans named that the
+    /// rules do not configure (run on `default-campaign`): a misspelt id on either side.
+    pub campaigns_apart: (Vec<String>, Vec<String>),
 }
 
 /// Loads rules from TOML files (none: the defaults), refusing unknown keys and bad values:
@@ -570,6 +573,13 @@ pub fn run(
     summary.peak_rss_kb = omnistream_loadtest::bench::peak_rss_kb();
     let processed = Instant::now();
     summary.passivated = engine.evicted();
+    // the time the views are as of, and the campaigns as /v1/campaigns lists them
+    let (as_of, campaigns) = match &epochs {
+        Some(ep) => (ep.sharded.watermark(), ep.sharded.campaigns()),
+        None => (engine.watermark(), engine.campaigns_owned(0, 1)),
+    };
+    let campaigns = campaigns.map_err(|e| anyhow::anyhow!("campaigns: {e}"))?;
+    summary.campaigns_apart = write_campaigns(out_dir, engine_rules(&engine, &epochs), campaigns)?;
     summary.members = match &epochs {
         Some(ep) => {
             let snap = ep
@@ -622,6 +632,9 @@ pub fn run(
         })).collect::<Vec<_>>(),
         "lines": summary.lines,
         "until": until_text,
+        // the time the views are as of (recency, expiring points, tiers' progress): the
+        // last event's, or `until`
+        "as_of": omnistream_schemas::EventTime { unix_us: as_of.max(0), offset_min: 0 }.to_string(),
         "sort_by_time": by_time,
         "shards": parallel.shards,
         "epoch_events": parallel.epoch,
@@ -629,6 +642,51 @@ pub fn run(
     std::fs::write(out_dir.join("input.json"), format!("{run}\n"))
         .with_context(|| format!("writing {}", out_dir.join("input.json").display()))?;
     Ok(summary)
+}
+
+/// The rules the replay ran under.
+fn engine_rules<'a>(
+    engine: &'a Engine,
+    epochs: &'a Option<Epochs>,
+) -> &'a omnistream_actors::Rules {
+    match epochs {
+        Some(ep) => ep.sharded.rules(),
+        None => &engine.rules,
+    }
+}
+
+/// Writes `campaigns.jsonl`, each campaign as `/v1/campaigns` shows it (budget, spent,
+/// counts, the rules it ran under, `configured`): those the rules configure and those any
+/// scan named. Answers the configured ones no scan named and the named ones not configured.
+fn write_campaigns(
+    dir: &Path,
+    rules: &omnistream_actors::Rules,
+    mut all: BTreeMap<omnistream_actors::Str, omnistream_actors::campaign::Campaign>,
+) -> anyhow::Result<(Vec<String>, Vec<String>)> {
+    let unscanned: Vec<String> = rules
+        .campaigns
+        .keys()
+        .filter(|id| !all.contains_key(*id))
+        .map(ToString::to_string)
+        .collect();
+    let unconfigured: Vec<String> = all
+        .keys()
+        .filter(|id| !rules.campaigns.contains_key(*id))
+        .map(ToString::to_string)
+        .collect();
+    for id in rules.campaigns.keys() {
+        all.entry(id.clone()).or_default();
+    }
+    let mut out = writer(dir, "campaigns.jsonl")?;
+    for (id, state) in all {
+        let Ok(v) = crate::http::campaign_json(rules, &id, state) else {
+            anyhow::bail!("campaign {id}: its view could not be rendered");
+        };
+        serde_json::to_writer(&mut out, &v)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok((unscanned, unconfigured))
 }
 
 /// Writes the states changed since the last checkpoint to the spill store.
@@ -808,7 +866,7 @@ pub fn render(s: &ReplaySummary, out: &Path) -> String {
     format!(
         "replayed {} lines: {} events, {} rejected (dead-letter.jsonl), {} duplicates\n\
          outputs: {}\nmembers: {}\npassivated: {} entities, peak RSS {} MiB while processing\n\
-         wrote {} in {:.2} s ({:.0} events/s; the final states in {:.2} s of it)\n",
+         wrote {} in {:.2} s ({:.0} events/s; the final states in {:.2} s of it)\n{}",
         s.lines,
         s.events,
         s.rejected,
@@ -826,5 +884,26 @@ pub fn render(s: &ReplaySummary, out: &Path) -> String {
         s.seconds,
         s.events as f64 / s.seconds.max(1e-9),
         s.state_seconds,
+        campaign_notes(&s.campaigns_apart),
     )
+}
+
+/// Notes on campaigns configured and never scanned, or scanned and not configured: the
+/// two sides of a misspelt campaign id (the scans ran on `default-campaign`).
+fn campaign_notes((unscanned, unconfigured): &(Vec<String>, Vec<String>)) -> String {
+    let mut s = String::new();
+    if !unscanned.is_empty() {
+        s += &format!(
+            "note: campaigns configured that no scan named: {} (misspelt? see campaigns.jsonl)\n",
+            unscanned.join(", ")
+        );
+    }
+    if !unconfigured.is_empty() && !unscanned.is_empty() {
+        s += &format!(
+            "note: campaigns scans named that the rules do not configure (they ran on \
+             default-campaign): {}\n",
+            unconfigured.join(", ")
+        );
+    }
+    s
 }
