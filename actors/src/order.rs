@@ -403,7 +403,13 @@ impl Order {
             }
             if self.phase != Phase::New {
                 // placed once: a repeat (or an edit of the lines) changes nothing, and says so
-                return ignored(me, self.dealer_of(), ev.status, "already placed", fx);
+                return ignored(
+                    me,
+                    self.dealer_of(),
+                    ev.status,
+                    ("already_placed", "already placed"),
+                    fx,
+                );
             }
             self.placed_at = Some(ctx.at);
             return self.place(me, ev, fx);
@@ -428,18 +434,25 @@ impl Order {
                     self.phase = Phase::Cancelled;
                     self.status = Some(OrderStatus::Cancelled);
                     self.status_out(me, "cancelled", None, fx);
-                    self.drop_deferred(me, "order was cancelled while held for credit", fx);
+                    self.drop_deferred(
+                        me,
+                        (
+                            "order_cancelled",
+                            "order was cancelled while held for credit",
+                        ),
+                        fx,
+                    );
                 } else {
                     self.defer(me, ev, ctx, fx);
                 }
             }
             Phase::Rejected | Phase::Cancelled => {
-                let reason = if self.phase == Phase::Rejected {
-                    "order was rejected"
+                let why = if self.phase == Phase::Rejected {
+                    ("order_rejected", "order was rejected")
                 } else {
-                    "order was cancelled"
+                    ("order_cancelled", "order was cancelled")
                 };
-                ignored(me, self.dealer_of(), ev.status, reason, fx);
+                ignored(me, self.dealer_of(), ev.status, why, fx);
             }
             Phase::Accepted => {
                 let unpaid = self.unpaid();
@@ -590,20 +603,20 @@ impl Order {
             reason: reason.into(),
             detail,
         });
-        self.drop_deferred(me, "order was rejected", fx);
+        self.drop_deferred(me, ("order_rejected", "order was rejected"), fx);
     }
 
     /// The status events waiting for placement, dropped now that it failed or the order was
     /// cancelled while held: each said ignored, under its own id and time, as it would have
     /// been had it come after (a `fulfilled` of goods shipped while on credit hold says so).
-    fn drop_deferred(&mut self, me: &Str, reason: &str, fx: &mut Effects) {
+    fn drop_deferred(&mut self, me: &Str, why: (&str, &str), fx: &mut Effects) {
         let times = std::mem::take(&mut self.later_at);
         for (i, (id, ev)) in std::mem::take(&mut self.later).into_iter().enumerate() {
             let mark = fx.mark();
             let dealer = self
                 .dealer_of()
                 .or_else(|| ev.dealer.clone().filter(|_| ev.kind == OrderKind::Dealer));
-            ignored(me, dealer, ev.status, reason, fx);
+            ignored(me, dealer, ev.status, why, fx);
             // a state stored before the times were kept has none: said under this event
             if let Some(at) = times.get(i) {
                 fx.mark_origin(mark, uuid::Uuid::from_u128(id), *at);
@@ -686,7 +699,10 @@ impl Order {
                 me,
                 self.dealer_of(),
                 ev.status,
-                "too many status events wait for placement",
+                (
+                    "too_many_waiting",
+                    "too many status events wait for placement",
+                ),
                 fx,
             );
         }
@@ -758,14 +774,26 @@ impl Order {
             OrderStatus::Paid => {
                 if self.paid {
                     // as a repeated `fulfilled` says: the channel learns nothing was applied
-                    return ignored(me, self.dealer_of(), ev.status, "already paid", fx);
+                    return ignored(
+                        me,
+                        self.dealer_of(),
+                        ev.status,
+                        ("already_paid", "already paid"),
+                        fx,
+                    );
                 }
                 self.paid = true;
                 self.status_out(me, "paid", None, fx);
             }
             OrderStatus::Fulfilled => {
                 if fulfilled {
-                    return ignored(me, self.dealer_of(), ev.status, "already fulfilled", fx);
+                    return ignored(
+                        me,
+                        self.dealer_of(),
+                        ev.status,
+                        ("already_fulfilled", "already fulfilled"),
+                        fx,
+                    );
                 }
                 // shipments are not told apart: the first ships the whole order (its stock
                 // committed, its points earned), and says so when its lines were fewer
@@ -791,7 +819,7 @@ impl Order {
                         me,
                         self.dealer_of(),
                         ev.status,
-                        "fulfilled orders are returned, not cancelled",
+                        ("fulfilled", "fulfilled orders are returned, not cancelled"),
                         fx,
                     );
                 }
@@ -802,9 +830,12 @@ impl Order {
                         me,
                         self.dealer_of(),
                         ev.status,
-                        "cancelling some lines is not supported: the lines sent are fewer than \
-                         the order's, and the order stays as it is (send `cancelled` without \
-                         lines to cancel it all)",
+                        (
+                            "partial_cancel",
+                            "cancelling some lines is not supported: the lines sent are fewer \
+                             than the order's, and the order stays as it is (send `cancelled` \
+                             without lines to cancel it all)",
+                        ),
                         fx,
                     );
                 }
@@ -816,7 +847,7 @@ impl Order {
                         me,
                         self.dealer_of(),
                         ev.status,
-                        "only fulfilled orders can be returned",
+                        ("not_fulfilled", "only fulfilled orders can be returned"),
                         fx,
                     );
                 }
@@ -944,7 +975,8 @@ impl Order {
             } else {
                 format!("no returnable lines: {}", unapplied.join("; "))
             };
-            return ignored(me, self.dealer_of(), OrderStatus::Returned, &reason, fx);
+            let why = ("nothing_to_return", reason.as_str());
+            return ignored(me, self.dealer_of(), OrderStatus::Returned, why, fx);
         }
         self.status = Some(OrderStatus::Returned);
         self.to_member(
@@ -980,12 +1012,21 @@ impl Order {
     }
 }
 
-fn ignored(me: &Str, dealer: Option<Str>, status: OrderStatus, reason: &str, fx: &mut Effects) {
+/// Says a status event was not applied: `why` is `(code, reason)`, a stable code a channel
+/// codes against and the reason for people.
+fn ignored(
+    me: &Str,
+    dealer: Option<Str>,
+    status: OrderStatus,
+    (code, reason): (&str, &str),
+    fx: &mut Effects,
+) {
     fx.out(Output::OrderIgnored {
         order: me.clone(),
         dealer,
         status: status.as_str().into(),
         reason: reason.into(),
+        code: Some(code.into()),
     });
 }
 
@@ -1008,11 +1049,20 @@ mod tests {
         }
     }
 
+    /// The reasons of the `order_ignored` outputs; each has its code too.
     fn ignored_reasons(fx: &Effects) -> Vec<String> {
         fx.outputs
             .iter()
             .filter_map(|o| match o {
-                Output::OrderIgnored { reason, .. } => Some(reason.to_string()),
+                Output::OrderIgnored { reason, code, .. } => {
+                    let code = code.as_deref().unwrap_or_default();
+                    assert!(
+                        !code.is_empty()
+                            && code.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                        "{code:?} for {reason}"
+                    );
+                    Some(reason.to_string())
+                }
                 _ => None,
             })
             .collect()

@@ -235,6 +235,13 @@ pub enum Output {
         status: Str,
         /// Why it was not applied.
         reason: Str,
+        /// The same as a stable code: `already_placed`, `already_paid`,
+        /// `already_fulfilled`, `order_rejected`, `order_cancelled`, `fulfilled` (cancelled
+        /// after shipping: return it), `partial_cancel`, `not_fulfilled` (returned before
+        /// shipping), `nothing_to_return`, `too_many_waiting`. Absent in outputs stored by a
+        /// build before it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<Str>,
     },
     /// A status event waits in the order: it came before `placed`, or while a dealer order is
     /// held for credit; it applies, under its own id and time, once placement settles.
