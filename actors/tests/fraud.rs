@@ -747,20 +747,16 @@ fn a_merge_keeps_both_members_scans_whichever_survives() {
             r#"{{"type":"click","ts":"{}","channel":"mall","member":{{"phone":"13800138000"}},"target":"ad1"}}"#,
             ts(-86_400 * 40)
         ));
+        let by_openid = |t: i64, code: &str, geo: Option<(f64, f64)>| {
+            scan(t, code, "traveller", "d-t", "1.1.1.1", geo)
+        };
         let by_phone = |t: i64, code: &str, geo: Option<(f64, f64)>| {
-            scan(t, code, "x", "d-t", "1.1.1.1", geo)
-                .replace(r#"{"openid":"x"}"#, r#"{"phone":"13800138000"}"#)
+            by_openid(t, code, geo)
+                .replace(r#"{"openid":"traveller"}"#, r#"{"phone":"13800138000"}"#)
         };
         // each side scans once, the phone's side first (without a position)
         w.send(&by_phone(600, "P1", None));
-        w.send(&scan(
-            3_600,
-            "T1",
-            "traveller",
-            "d-t",
-            "1.1.1.1",
-            Some(SHANGHAI),
-        ));
+        w.send(&by_openid(3_600, "T1", Some(SHANGHAI)));
         let openid_member = w.decisions()[1].member.clone();
         w.send(&format!(
             r#"{{"type":"identify","ts":"{}","member":{{"openid":"traveller","phone":"13800138000"}}}}"#,
