@@ -483,6 +483,19 @@ fn paths() -> Value {
         "`already_resolved`: the review was resolved with the other decision (the same decision again answers 200 `duplicate` with the resolution)"});
     doc["paths"]["/v1/reviews/{event}"]["post"]["responses"]["503"] = json!({"description":
         "not ready: the store is unavailable; retry after the Retry-After header"});
+    let adjust = &mut doc["paths"]["/v1/members/{id}/adjustments"]["post"];
+    adjust["requestBody"] = json!({"required": true,
+        "content": {"application/json": {"schema": {"type": "object", "required": ["points", "ref"],
+            "additionalProperties": false,
+            "properties": {"points": {"type": "integer", "minimum": -10_000_000, "maximum": 10_000_000,
+                    "not": {"const": 0}},
+                "ref": {"type": "string", "minLength": 1, "maxLength": 64},
+                "reviewer": {"type": "string", "minLength": 1, "maxLength": 64},
+                "note": {"type": "string", "minLength": 1, "maxLength": 1000}}}}}});
+    adjust["responses"]["409"] = json!({"description":
+        "`ref_conflict`: the member has an adjustment under this ref with another amount (the same amount again answers 200 `duplicate`)"});
+    adjust["responses"]["503"] = json!({"description":
+        "not ready: the store is unavailable; retry after the Retry-After header"});
     // reads of state are refused while not ready: the state may hold a failed commit's events
     if let Some(paths) = doc["paths"].as_object_mut() {
         for (path, ops) in paths.iter_mut() {
