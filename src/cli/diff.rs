@@ -44,8 +44,12 @@ pub struct Report {
     pub tiers: BTreeMap<String, Pair>,
     /// Members holding each tag.
     pub tags: BTreeMap<String, Pair>,
-    /// The first changed members (up to the limit asked for).
+    /// The first changed members (up to the limit asked for): those whose tier, tags or
+    /// points moved first, in key order, then those with other changes only (a threshold's
+    /// effect is not lost among members whose tier progress alone moved).
     pub first: Vec<Value>,
+    /// The first members with other changes only, kept until the end to fill `first`.
+    others_first: Vec<Value>,
     /// Outputs per kind (`output`).
     pub outputs: BTreeMap<String, Pair>,
     /// Scan decisions per decision.
@@ -132,8 +136,13 @@ pub fn run(
                     if let Some(w) = changes.as_deref_mut() {
                         writeln!(w, "{c}")?;
                     }
-                    if r.first.len() < limit {
+                    let notable = ["tier", "tags", "points"]
+                        .iter()
+                        .any(|k| c.get(*k).is_some());
+                    if notable && r.first.len() < limit {
                         r.first.push(c);
+                    } else if !notable && r.others_first.len() < limit {
+                        r.others_first.push(c);
                     }
                 }
             }
@@ -143,6 +152,9 @@ pub fn run(
         }
         Ok(())
     })?;
+    let room = limit.saturating_sub(r.first.len());
+    let others = std::mem::take(&mut r.others_first);
+    r.first.extend(others.into_iter().take(room));
     for (name, key) in [("skus", "sku"), ("dealers", "dealer"), ("stores", "store")] {
         let mut v = ViewDiff {
             name,
