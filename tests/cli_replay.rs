@@ -315,6 +315,43 @@ fn sort_by_time_replays_exports_per_channel_as_one_timeline() {
     }
 }
 
+/// Exports of one channel each, read one after another: the second's events older than the
+/// lateness window behind the first's are refused, and the summary says to sort them.
+#[test]
+fn files_read_one_after_another_with_late_events_are_told_to_sort() {
+    let dir = tempfile::tempdir().unwrap();
+    let click = |n: u32, day: u32| {
+        format!(
+            r#"{{"id":"00000000-0000-7000-8000-{n:012}","type":"click","ts":"2026-11-{day:02}T10:00:00+08:00","channel":"mall","member":{{"openid":"o{n}"}},"target":"ad"}}"#
+        ) + "\n"
+    };
+    let (a, b) = (
+        dir.path().join("mall.jsonl"),
+        dir.path().join("tmall.jsonl"),
+    );
+    std::fs::write(&a, click(1, 20)).unwrap();
+    std::fs::write(&b, click(2, 1)).unwrap();
+    let summary = replay_file(
+        &a,
+        &dir.path().join("out"),
+        &["--input", b.to_str().unwrap()],
+    );
+    assert!(summary.contains("1 rejected"), "{summary}");
+    assert!(
+        summary.contains("note: 1 events were older") && summary.contains("--sort-by-time"),
+        "{summary}"
+    );
+    let summary = replay_file(
+        &a,
+        &dir.path().join("sorted"),
+        &["--input", b.to_str().unwrap(), "--sort-by-time"],
+    );
+    assert!(
+        summary.contains("0 rejected") && !summary.contains("note:"),
+        "{summary}"
+    );
+}
+
 /// The outputs are written on a thread of their own: a write that fails there stops the
 /// replay with the file and the reason, as one on the main thread does. (`/dev/full` answers
 /// every write with "no space left".)

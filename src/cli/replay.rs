@@ -49,6 +49,10 @@ pub struct ReplaySummary {
     pub seconds: f64,
     /// Of which writing the final states and their views, after the input was processed.
     pub state_seconds: f64,
+    /// Events refused as older than the lateness window (`too_late`), and whether the inputs
+    /// were read as several files one after another (not `--sort-by-time`): files of one
+    /// channel each then want sorting into one timeline.
+    pub late: (u64, bool),
     /// Campaigns the rules configure that no scan named, and campaigns scans named that the
     /// rules do not configure (run on `default-campaign`): a misspelt id on either side.
     pub campaigns_apart: (Vec<String>, Vec<String>),
@@ -185,6 +189,7 @@ impl Epochs {
                 Applied::Done(_) => summary.events += 1,
                 Applied::Duplicate => summary.duplicates += 1,
                 Applied::Late => {
+                    summary.late.0 += 1;
                     let why = crate::shard::too_late(ev.ts.unix_us, self.sharded.coordinator());
                     late.push((ev.id.to_string(), source, why));
                 }
@@ -469,7 +474,10 @@ pub fn run(
     };
     let mut outputs = OutputWriter::spawn(out_dir)?;
     let mut dead = writer(out_dir, "dead-letter.jsonl")?;
-    let mut summary = ReplaySummary::default();
+    let mut summary = ReplaySummary {
+        late: (0, inputs.len() > 1 && !by_time),
+        ..ReplaySummary::default()
+    };
     let started = Instant::now();
     let mut told = started;
     let mut buf: Vec<Emitted> = Vec::new();
@@ -477,7 +485,7 @@ pub fn run(
         let Decoded { file: name, lines } = batch?;
         for (mut raw, decoded) in lines {
             summary.lines += 1;
-            if summary.lines % 4096 == 0 && told.elapsed() >= PROGRESS_EVERY {
+            if summary.lines.is_multiple_of(4096) && told.elapsed() >= PROGRESS_EVERY {
                 told = Instant::now();
                 let (resident, passivated) = match &epochs {
                     Some(ep) => (ep.sharded.resident(), ep.sharded.evicted()),
@@ -519,6 +527,7 @@ pub fn run(
                         None
                     }
                     Applied::Late => {
+                        summary.late.0 += 1;
                         let why = crate::shard::too_late(ev.ts.unix_us, &engine);
                         Some((Some(ev.id.to_string()), vec![why]))
                     }
@@ -866,7 +875,7 @@ pub fn render(s: &ReplaySummary, out: &Path) -> String {
     format!(
         "replayed {} lines: {} events, {} rejected (dead-letter.jsonl), {} duplicates\n\
          outputs: {}\nmembers: {}\npassivated: {} entities, peak RSS {} MiB while processing\n\
-         wrote {} in {:.2} s ({:.0} events/s; the final states in {:.2} s of it)\n{}",
+         wrote {} in {:.2} s ({:.0} events/s; the final states in {:.2} s of it)\n{}{}",
         s.lines,
         s.events,
         s.rejected,
@@ -885,6 +894,18 @@ pub fn render(s: &ReplaySummary, out: &Path) -> String {
         s.events as f64 / s.seconds.max(1e-9),
         s.state_seconds,
         campaign_notes(&s.campaigns_apart),
+        match s.late {
+            (0, _) => String::new(),
+            (n, true) => format!(
+                "note: {n} events were older than the lateness window (too_late, in \
+                 dead-letter.jsonl): files read one after another (one per channel?) want \
+                 --sort-by-time, which replays them as one timeline\n"
+            ),
+            (n, false) => format!(
+                "note: {n} events were older than the lateness window (too_late, in \
+                 dead-letter.jsonl)\n"
+            ),
+        },
     )
 }
 
