@@ -503,6 +503,15 @@ pub enum StoreCmd {
         /// Value in fen.
         amount: i64,
     },
+    /// Member `from` merged into `to`: its visits and waiting sales are the survivor's, so a
+    /// visit under one id and a sale under the other convert whichever id survived
+    /// (appended last).
+    Renamed {
+        /// The id merged away.
+        from: Str,
+        /// The survivor.
+        to: Str,
+    },
 }
 
 /// Commands for a campaign.

@@ -2304,6 +2304,14 @@ impl Member {
             self.add_channel(&c);
         }
         for (s, t) in other.stores.iter() {
+            // the store remembers the other's visits under its id: they are this member's
+            fx.send(
+                Key::Store(s.clone()),
+                Cmd::Store(StoreCmd::Renamed {
+                    from: from.clone(),
+                    to: me.clone(),
+                }),
+            );
             if !self.stores.iter().any(|(x, u)| x == s && u >= t) {
                 self.at_store(&s, t, false, ctx.rules);
             }

@@ -167,6 +167,11 @@ pub struct Store {
 impl Store {
     /// Handles one command.
     pub fn handle(&mut self, _me: &Str, cmd: StoreCmd, ctx: &Ctx, _fx: &mut Effects) {
+        // a rename changes no count and is the same done twice: one event may merge two ids
+        // into one survivor, so two renames share its event id
+        if let StoreCmd::Renamed { from, to } = cmd {
+            return self.renamed(&from, to);
+        }
         if !self.first_delivery(ctx.event.as_u128(), kind_of(&cmd)) {
             return;
         }
@@ -230,6 +235,8 @@ impl Store {
                     }
                 }
             }
+            // handled first, above
+            StoreCmd::Renamed { .. } => {}
             StoreCmd::Refund { amount, .. } => {
                 let amount = amount.max(0);
                 self.bump(at, keep, |k| k.refunds = k.refunds.saturating_add(amount));
@@ -275,6 +282,31 @@ impl Store {
         }
         if let Some(k) = bucket(&mut self.days, at.local_day(), keep.min_day) {
             f(k);
+        }
+    }
+
+    /// Member `from` is `to` now: its latest visit (the newer of the two, when both visited)
+    /// and its waiting sales go under `to`.
+    fn renamed(&mut self, from: &Str, to: Str) {
+        if let Some(v) = self.visitors.remove(from) {
+            self.visitors_by_time.remove(&(v.at, from.clone()));
+            let keep = match self.visitors.get(&to) {
+                Some(mine) if mine.at >= v.at => None,
+                Some(mine) => {
+                    self.visitors_by_time.remove(&(mine.at, to.clone()));
+                    Some(v)
+                }
+                None => Some(v),
+            };
+            if let Some(v) = keep {
+                self.visitors_by_time.insert((v.at, to.clone()));
+                self.visitors.insert(to.clone(), v);
+            }
+        }
+        for (_, m) in self.sales_waiting.iter_mut() {
+            if m == from {
+                *m = to.clone();
+            }
         }
     }
 
@@ -541,6 +573,7 @@ fn kind_of(cmd: &StoreCmd) -> u8 {
         StoreCmd::Scan => 2,
         StoreCmd::Sale { .. } => 3,
         StoreCmd::Refund { .. } => 4,
+        StoreCmd::Renamed { .. } => 5,
     }
 }
 
@@ -927,6 +960,35 @@ mod tests {
         // a member who never visited does not convert anything
         run(&mut s, &rules, at_ms(ts), 6, sale("mall:o4", Some("m7"), 1));
         assert_eq!(s.days.values().map(|k| k.converted).sum::<u64>(), 1);
+    }
+
+    /// A member who visited merged into another since: the survivor's order converts that
+    /// visit (the store knew it under the id merged away), and a rename repeated, or of an
+    /// id the store never saw, changes nothing.
+    #[test]
+    fn a_visit_under_a_merged_id_converts_the_survivors_order() {
+        let rules = Rules::default();
+        let mut s = Store::default();
+        let tv = T0_MS + 20 * 3_600_000;
+        run(&mut s, &rules, at_ms(tv), 1, visit("m9", false));
+        let renamed = |from: &str| StoreCmd::Renamed {
+            from: from.into(),
+            to: "m1".into(),
+        };
+        for (n, from) in [(2, "m9"), (2, "m9"), (3, "m5")] {
+            run(&mut s, &rules, at_ms(tv + 60_000), n, renamed(from));
+        }
+        assert!(s.visitors.get("m9").is_none() && s.visitors.get("m1").is_some());
+        assert_eq!(s.visitors_by_time.len(), 1);
+        let ts = tv + 3_600_000;
+        run(
+            &mut s,
+            &rules,
+            at_ms(ts),
+            4,
+            sale("mall:o1", Some("m1"), 1000),
+        );
+        assert_eq!(s.days[&day_of(tv)].converted, 1);
     }
 
     #[test]
