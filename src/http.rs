@@ -236,6 +236,7 @@ impl Drop for InFlight<'_> {
 /// accepted one when the decoder met something to warn of (`unusual`), so the common event
 /// is not parsed twice. Accepted events' warnings are counted by code.
 fn warnings_of(st: &AppState, item: &Item, unusual: bool, raw: &[u8]) -> Vec<String> {
+    // (lint reads nothing of an event refused as too large)
     let accepted = matches!(item, Item::Event(_));
     if accepted && !unusual {
         return Vec::new();

@@ -566,14 +566,16 @@ impl Decoder {
                 w.read(text)
             }
         };
-        let open = |s: &str, known: &[&str]| !known.contains(&s);
+        // a channel of the brand's own beyond the contract's (`xiaohongshu`) is no warning:
+        // only one near a contract's name (`Douyin`) is
         let unknown = w.unknown
             || w.channel
                 .as_deref()
-                .is_some_and(|c| open(c, &crate::Channel::KNOWN))
-            || w.member
-                .as_ref()
-                .is_some_and(|ids| ids.iter().any(|(k, _)| open(k, &crate::IdKind::KNOWN)));
+                .is_some_and(|c| near_channel(c).is_some())
+            || w.member.as_ref().is_some_and(|ids| {
+                ids.iter()
+                    .any(|(k, _)| !crate::IdKind::KNOWN.contains(&k.as_ref()))
+            });
         let decoded = match read {
             Ok(()) => {
                 let mut problems = Vec::new();
@@ -1547,7 +1549,12 @@ fn clip(s: &str) -> &str {
 
 /// Warnings about a JSON event that do not reject it: fields the contract does not name
 /// (ignored by policy), with a suggestion where one looks like a typo of a known field.
+/// An event over [`MAX_EVENT_BYTES`] gets none: it is refused as too large, unread. Names and
+/// values are quoted clipped to 64 bytes.
 pub fn lint(bytes: &[u8]) -> Vec<String> {
+    if bytes.len() > MAX_EVENT_BYTES {
+        return Vec::new();
+    }
     let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(bytes) else {
         return Vec::new();
     };
@@ -1580,6 +1587,7 @@ pub fn lint(bytes: &[u8]) -> Vec<String> {
             .filter(|f| near(f, key))
             .min_by_key(|f| edit_distance(f, key));
         let type_name = kind.map(EventKind::name).unwrap_or("this event");
+        let key = clip(key);
         out.push(match hint {
             Some(h) => format!("unknown_field at {key}: ignored; did you mean `{h}`?"),
             None => format!("unknown_field at {key}: not used by {type_name}, ignored"),
@@ -1689,6 +1697,12 @@ fn near_known(
 /// Whether `a` is likely a typo of `b`: two edits apart is a typo of a long name, and
 /// another word for a short one (`qty` is not `ts`), so one edit for four characters or fewer.
 fn near(a: &str, b: &str) -> bool {
+    // an edit distance is at least the difference in characters, and a character is at most
+    // 4 bytes: names whose lengths differ by more than 8 bytes are never within 2 (and a
+    // key of 60 KB is not compared cell by cell with every field's name)
+    if a.len().abs_diff(b.len()) > 8 {
+        return false;
+    }
     edit_distance(a, b) <= if a.len().min(b.len()) <= 4 { 1 } else { 2 }
 }
 
@@ -1731,6 +1745,18 @@ mod tests {
         assert!(noted(&click("").replace(r#""mall""#, r#""Mall""#)));
         assert!(noted(&click("").replace(r#""openid""#, r#""open_id""#)));
         assert!(d.decode_noting(click("").as_bytes()).0.is_ok());
+        // a brand's own channel is not a near miss of the contract's: nothing to lint
+        assert!(!noted(&click("").replace(r#""mall""#, r#""xiaohongshu""#)));
+        // a long unknown key is near no field's name (none is compared with it cell by cell)
+        // and is quoted clipped; a line over the event limit is refused unread, and linted not
+        // at all
+        let long = "k".repeat(60_000);
+        assert!(!near("location", &long) && near("location", "lcoation"));
+        let w = lint(click(&format!(r#","{long}":1"#)).as_bytes());
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].len() < 200, "{}", w[0]);
+        let huge = "k".repeat(MAX_EVENT_BYTES);
+        assert!(lint(click(&format!(r#","{huge}":1"#)).as_bytes()).is_empty());
     }
 
     #[test]
