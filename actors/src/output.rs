@@ -279,9 +279,10 @@ pub enum Output {
         /// The order (`channel:order`) that moved it; absent for a stock event.
         #[serde(skip_serializing_if = "Option::is_none", default)]
         order: Option<Str>,
-        /// Units of the decrease asked that on hand could not cover, so not applied (on hand
-        /// stops at 0): an `adjust` larger than what was on hand, or a shipment after a count
-        /// found less than was reserved. Absent when all of it applied.
+        /// Units of the decrease asked that on hand could not cover, so not applied now (on
+        /// hand stops at 0): an `adjust` larger than what was on hand, or a shipment after a
+        /// count found less than was reserved; a count stamped before it that arrives later
+        /// applies it in full from the counted level. Absent when all of it applied.
         #[serde(skip_serializing_if = "Option::is_none", default)]
         floored: Option<i64>,
     },

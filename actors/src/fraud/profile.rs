@@ -198,11 +198,22 @@ impl ScanProfile {
             .collect();
         newest_first.truncate(TRACK_ADDRS);
         self.addrs = newest_first.into_iter().rev().collect();
-        self.ring = match (self.ring.take(), other.ring.clone()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
+        // the ring of the newer epoch (an older one's is dropped at the next scan anyway),
+        // the smaller label of two in one epoch, with its flagged size: a stale ring's size
+        // is not carried onto a current one
+        let rank = |r: &Option<Str>| {
+            let e = r.as_deref().and_then(ring::epoch_of);
+            (e, std::cmp::Reverse(r.clone()))
         };
-        self.ring_size = self.ring_size.max(other.ring_size);
+        let theirs = (other.ring.clone(), other.ring_size);
+        let mine = (self.ring.take(), self.ring_size);
+        let (ring, size) = match rank(&mine.0).cmp(&rank(&theirs.0)) {
+            std::cmp::Ordering::Less => theirs,
+            std::cmp::Ordering::Greater => mine,
+            std::cmp::Ordering::Equal => (mine.0, mine.1.max(theirs.1)),
+        };
+        self.ring = ring;
+        self.ring_size = size;
     }
 
     /// Remembers that member `from` (with the ids merged into it before) merged into this
@@ -256,7 +267,7 @@ mod tests {
             proptest::option::of((0i32..4, 0i32..4, t.clone())),
             proptest::collection::vec((0u64..3, 0u64..6, t.clone()), 0..10),
             proptest::option::of((0u64..3, t.clone(), t)),
-            proptest::option::of(0u8..3),
+            proptest::option::of((0u8..3, 1u8..3)),
             0u32..5,
         )
             .prop_map(|(scans, geo, addrs, visit, ring, ring_size)| {
@@ -270,7 +281,7 @@ mod tests {
                     p.hop(n, a, ts);
                 }
                 p.visit = visit;
-                p.ring = ring.map(|r| compact_str::format_compact!("m{r}@1"));
+                p.ring = ring.map(|(r, e)| compact_str::format_compact!("m{r}@{e}"));
                 p.ring_size = ring_size;
                 p
             })
@@ -306,5 +317,12 @@ mod tests {
         a.absorb(&b, &rules);
         assert_eq!(a.rate.recent(60 * MIN_US), 3);
         assert_eq!(a.last_geo, b.last_geo);
+        // a ring of this epoch, flagged at 5, is kept over an older epoch's smaller label
+        a.ring = Some("m9@2971".into());
+        a.ring_size = 5;
+        b.ring = Some("m1@2970".into());
+        b.ring_size = 9;
+        a.absorb(&b, &rules);
+        assert_eq!((a.ring.as_deref(), a.ring_size), (Some("m9@2971"), 5));
     }
 }
