@@ -35,7 +35,11 @@ type HashMap<K, V> = crate::GrowMap<K, V>;
 /// - 6: the same, with the order's `refused_unstocked` appended;
 /// - 7: the same, with the store's `sales_waiting` appended, and its KPI buckets'
 ///   `member_visit_seconds` and `timed_member_visits`; the order's `rejection`; a stashed
-///   visit's `channel`.
+///   visit's `channel`;
+/// - 8: the same, with a SKU's stock movements since its latest count (`moves`) appended;
+/// - 9: the same layout, with new enum variants an older build would misread as damage: a
+///   member's stash may hold `HasPoints` and `Via` commands, an order may be in phase
+///   `CheckingPoints` (encoding 8 reads as is; 9 tells an older build to refuse the store).
 ///
 /// Without field names a layout cannot grow the way JSON did (a new field with
 /// `#[serde(default)]`): adding, removing, reordering or retyping a field of a stored state
@@ -46,7 +50,7 @@ type HashMap<K, V> = crate::GrowMap<K, V>;
 /// inside another member's stash too). `member::tests::the_stored_layout_is_pinned` (a full
 /// member) and `tests::the_stored_layout_of_every_kind_is_pinned` (every kind's empty state:
 /// fields added or removed) fail until then.
-pub const STATE_VERSION: u8 = 8;
+pub const STATE_VERSION: u8 = 9;
 
 /// The oldest encoding version this binary still reads.
 pub const OLDEST_VERSION: u8 = 1;
@@ -965,19 +969,19 @@ mod tests {
             ("ring", hex::<Ring>()),
         ];
         let want = [
-            ("identity", "0800"),
+            ("identity", "0900"),
             (
                 "member",
-                "080000000000000000000000000000000000000000000000000000000000000000000000000000",
+                "090000000000000000000000000000000000000000000000000000000000000000000000000000",
             ),
-            ("order", "0800000000000000000000000000000000000000000000"),
-            ("sku", "08000000000000"),
-            ("dealer", "080000000000000000000000000000"),
-            ("store", "08000000000000000000"),
-            ("campaign", "08000000000000000000000000000000"),
-            ("code", "080000000000"),
-            ("crowd", "080000000000000000"),
-            ("ring", "0800000000"),
+            ("order", "0900000000000000000000000000000000000000000000"),
+            ("sku", "09000000000000"),
+            ("dealer", "090000000000000000000000000000"),
+            ("store", "09000000000000000000"),
+            ("campaign", "09000000000000000000000000000000"),
+            ("code", "090000000000"),
+            ("crowd", "090000000000000000"),
+            ("ring", "0900000000"),
         ];
         for ((kind, got), (_, want)) in got.iter().zip(want) {
             assert_eq!(got, want, "the stored layout of a {kind} changed");
