@@ -512,6 +512,19 @@ fn paths() -> Value {
 mod tests {
     use super::*;
 
+    /// The `Output` schema sends a reader to the README's Outputs section for each kind's
+    /// fields: every kind is there.
+    #[test]
+    fn the_readme_lists_every_output_kind() {
+        let readme = include_str!("../README.md");
+        let start = readme.find("### Outputs").expect("an Outputs section");
+        let section = &readme[start..];
+        let section = &section[..section[4..].find("\n### ").map_or(section.len(), |e| e + 4)];
+        for kind in omnistream_actors::output::kinds() {
+            assert!(section.contains(&format!("**`{kind}`**")), "{kind}");
+        }
+    }
+
     #[test]
     fn every_route_has_an_operation_and_none_is_null() {
         let doc = document();
