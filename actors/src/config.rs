@@ -196,6 +196,15 @@ impl Rules {
             if !(pr.multiplier.is_finite() && (0.0..=100.0).contains(&pr.multiplier)) {
                 return Err((key, "multiplier must be in 0..=100".into()));
             }
+            if pr
+                .utc_offset_minutes
+                .is_some_and(|o| !(-840..=840).contains(&o))
+            {
+                return Err((
+                    key,
+                    "utc-offset-minutes must be -840..=840 minutes (UTC-14:00 to UTC+14:00)".into(),
+                ));
+            }
         }
         if self
             .tiers
@@ -406,6 +415,10 @@ pub struct Promotion {
     /// The channels it applies in (empty: all).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub channels: Vec<Str>,
+    /// The UTC offset its days are reckoned in, in minutes (480: China time); absent, each
+    /// order's own (its `ts`'s offset), so a feed stamped in UTC would reckon them in UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utc_offset_minutes: Option<i16>,
 }
 
 /// The day number (days since 1970-01-01) of a `YYYY-MM-DD` date; None when it is not one.
@@ -419,13 +432,15 @@ pub fn day_number(date: &str) -> Option<i64> {
 }
 
 impl PointsRules {
-    /// The multiplier of the promotions that cover an order placed on local day `day` in
-    /// `channel` (1 when none does).
-    pub fn promotion(&self, day: i64, channel: &str) -> f64 {
+    /// The multiplier of the promotions that cover an order placed at `at` in `channel` (1
+    /// when none does): on one of its days, reckoned in its offset or the order's own.
+    pub fn promotion(&self, at: omnistream_schemas::EventTime, channel: &str) -> f64 {
         self.promotions
             .iter()
             .filter(|p| p.channels.is_empty() || p.channels.iter().any(|c| c == channel))
             .filter(|p| {
+                let offset_min = p.utc_offset_minutes.unwrap_or(at.offset_min);
+                let day = omnistream_schemas::EventTime { offset_min, ..at }.local_day();
                 let (from, to) = (day_number(&p.from), day_number(&p.to));
                 from.is_some_and(|f| f <= day) && to.is_some_and(|t| day <= t)
             })
@@ -1079,14 +1094,28 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.check(), Ok(()));
-        let d11 = day_number("2026-11-11").unwrap();
         assert_eq!(day_number("1970-01-02"), Some(1));
+        let at = |s: &str| omnistream_schemas::EventTime::parse(s).unwrap();
         let p = &r.points;
-        assert_eq!(p.promotion(d11, "mall"), 2.0);
-        assert_eq!(p.promotion(d11, "tmall"), 3.0, "the largest of two");
-        assert_eq!(p.promotion(d11 + 1, "mall"), 1.0);
-        assert_eq!(p.promotion(d11 + 5, "tmall"), 3.0);
-        assert_eq!(p.promotion(d11 + 6, "tmall"), 1.0);
+        assert_eq!(p.promotion(at("2026-11-11T10:00:00+08:00"), "mall"), 2.0);
+        assert_eq!(
+            p.promotion(at("2026-11-11T10:00:00+08:00"), "tmall"),
+            3.0,
+            "the largest"
+        );
+        assert_eq!(p.promotion(at("2026-11-12T10:00:00+08:00"), "mall"), 1.0);
+        assert_eq!(p.promotion(at("2026-11-16T23:00:00+08:00"), "tmall"), 3.0);
+        assert_eq!(p.promotion(at("2026-11-17T00:00:00+08:00"), "tmall"), 1.0);
+        // each order's own offset, unless the promotion names one: 20:00Z on the 10th is the
+        // 11th in China
+        let utc_evening = at("2026-11-10T20:00:00Z");
+        assert_eq!(p.promotion(utc_evening, "mall"), 1.0);
+        let mut china = r.clone();
+        china.points.promotions[0].utc_offset_minutes = Some(480);
+        assert_eq!(china.check(), Ok(()));
+        assert_eq!(china.points.promotion(utc_evening, "mall"), 2.0);
+        china.points.promotions[0].utc_offset_minutes = Some(900);
+        assert!(china.check().unwrap_err().1.contains("-840..=840"));
         let back: Rules = toml::from_str(&toml::to_string(&r).unwrap()).unwrap();
         assert_eq!(back, r);
         for (body, why) in [

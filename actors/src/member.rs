@@ -1630,7 +1630,7 @@ impl Member {
                     .iter()
                     .map(|l| l.qty.saturating_mul(l.unit_price))
                     .sum();
-                let earn = earn_points(&lines, &channel, ctx.day(), ctx.rules);
+                let earn = earn_points(&lines, &channel, ctx.at, ctx.rules);
                 entry.value = value;
                 entry.pending = earn;
                 entry.at = ts;
@@ -2895,11 +2895,16 @@ impl Member {
     }
 }
 
-/// Points an order's lines earn in a channel, placed on local day `day`: per line, value ×
-/// channel, SKU and promotion multipliers ÷ fen per point, rounded down.
-pub fn earn_points(lines: &[LineV], channel: &str, day: i64, rules: &Rules) -> i64 {
+/// Points an order's lines earn in a channel, placed at `at`: per line, value × channel, SKU
+/// and promotion multipliers ÷ fen per point, rounded down.
+pub fn earn_points(
+    lines: &[LineV],
+    channel: &str,
+    at: omnistream_schemas::EventTime,
+    rules: &Rules,
+) -> i64 {
     let p = &rules.points;
-    let cm = p.channel_multiplier.get(channel).copied().unwrap_or(1.0) * p.promotion(day, channel);
+    let cm = p.channel_multiplier.get(channel).copied().unwrap_or(1.0) * p.promotion(at, channel);
     lines
         .iter()
         .map(|l| {
