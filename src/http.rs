@@ -244,8 +244,8 @@ fn warnings_of(st: &AppState, item: &Item, unusual: bool, raw: &[u8]) -> Vec<Str
     let w = omnistream_schemas::lint(raw);
     if accepted {
         for one in &w {
-            let code = one.split_once(' ').map_or(one.as_str(), |(c, _)| c);
-            st.metrics.event_warning(code);
+            st.metrics
+                .event_warning(crate::cli::validate::warning_code(one));
         }
     }
     w

@@ -63,7 +63,7 @@ pub struct Summary {
 }
 
 /// A warning's code: the word it starts with (`unknown_field at x: ...` → `unknown_field`).
-fn warning_code(w: &str) -> &str {
+pub(crate) fn warning_code(w: &str) -> &str {
     w.split([' ', ':']).next().unwrap_or(w)
 }
 
