@@ -264,6 +264,26 @@ pub enum MemberCmd {
         /// The command (a `Seen`).
         seen: Box<MemberCmd>,
     },
+    /// A merge of three or more members asks each for its phone first, in the order the event
+    /// names them, so which of them merge does not follow from their ids (appended last).
+    Phones(Box<Probe>),
+    /// A member the event named could not join the merge (its phone differs from the
+    /// others'): counted and said by the member the others merged into (appended last).
+    MergeRefused {
+        /// The member left out.
+        other: Str,
+    },
+}
+
+/// See [`MemberCmd::Phones`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Probe {
+    /// The resolution that found the members.
+    pub resolve: Resolve,
+    /// The members to merge, in the order the event names them (a given `member_id` first).
+    pub members: Vec<Str>,
+    /// The phone (as stored) of each member asked so far, in that order.
+    pub phones: Vec<Option<Str>>,
 }
 
 /// See [`MemberCmd::ScanDecided`].

@@ -39,7 +39,9 @@ type HashMap<K, V> = crate::GrowMap<K, V>;
 /// - 8: the same, with a SKU's stock movements since its latest count (`moves`) appended;
 /// - 9: the same layout, with new enum variants an older build would misread as damage: a
 ///   member's stash may hold `HasPoints` and `Via` commands, an order may be in phase
-///   `CheckingPoints` (encoding 8 reads as is; 9 tells an older build to refuse the store).
+///   `CheckingPoints` (encoding 8 reads as is; 9 tells an older build to refuse the store);
+/// - 10: the same layout; a member's stash may hold `Phones` and `MergeRefused` commands
+///   (a merge of three or more members; encoding 9 reads as is).
 ///
 /// Without field names a layout cannot grow the way JSON did (a new field with
 /// `#[serde(default)]`): adding, removing, reordering or retyping a field of a stored state
@@ -50,7 +52,7 @@ type HashMap<K, V> = crate::GrowMap<K, V>;
 /// inside another member's stash too). `member::tests::the_stored_layout_is_pinned` (a full
 /// member) and `tests::the_stored_layout_of_every_kind_is_pinned` (every kind's empty state:
 /// fields added or removed) fail until then.
-pub const STATE_VERSION: u8 = 9;
+pub const STATE_VERSION: u8 = 10;
 
 /// The oldest encoding version this binary still reads.
 pub const OLDEST_VERSION: u8 = 1;
@@ -969,19 +971,19 @@ mod tests {
             ("ring", hex::<Ring>()),
         ];
         let want = [
-            ("identity", "0900"),
+            ("identity", "0a00"),
             (
                 "member",
-                "090000000000000000000000000000000000000000000000000000000000000000000000000000",
+                "0a0000000000000000000000000000000000000000000000000000000000000000000000000000",
             ),
-            ("order", "0900000000000000000000000000000000000000000000"),
-            ("sku", "09000000000000"),
-            ("dealer", "090000000000000000000000000000"),
-            ("store", "09000000000000000000"),
-            ("campaign", "09000000000000000000000000000000"),
-            ("code", "090000000000"),
-            ("crowd", "090000000000000000"),
-            ("ring", "0900000000"),
+            ("order", "0a00000000000000000000000000000000000000000000"),
+            ("sku", "0a000000000000"),
+            ("dealer", "0a0000000000000000000000000000"),
+            ("store", "0a000000000000000000"),
+            ("campaign", "0a000000000000000000000000000000"),
+            ("code", "0a0000000000"),
+            ("crowd", "0a0000000000000000"),
+            ("ring", "0a00000000"),
         ];
         for ((kind, got), (_, want)) in got.iter().zip(want) {
             assert_eq!(got, want, "the stored layout of a {kind} changed");

@@ -2,7 +2,7 @@
 //! an event's identities visits each identity key in turn (so it scales like any keyed state),
 //! then decides at the last hop: a new member, the one member found, or a merge of several.
 
-use crate::cmd::{Cmd, Id, IdentityCmd, MemberCmd, Resolve};
+use crate::cmd::{Cmd, Id, IdentityCmd, MemberCmd, Probe, Resolve};
 use crate::{Ctx, Effects, Key};
 use compact_str::CompactString as Str;
 use serde::{Deserialize, Serialize};
@@ -115,16 +115,84 @@ impl Identity {
     }
 }
 
-/// The last hop: pick the member, merge the others into it, deliver the command.
+/// The last hop: pick the member, merge the others into it, deliver the command. Three or
+/// more members are asked for their phones first ([`settle`]).
 fn decide(r: Resolve, fx: &mut Effects) {
-    let mut members: Vec<Str> = r
-        .given
-        .iter()
-        .cloned()
-        .chain(r.found.iter().flatten().cloned())
-        .collect();
+    // the members in the order the event names them, each once
+    let mut named: Vec<Str> = Vec::new();
+    for m in r.given.iter().chain(r.found.iter().flatten()) {
+        if !named.contains(m) {
+            named.push(m.clone());
+        }
+    }
+    if named.len() < 3 {
+        // one member, or two: the pair merges or not whichever id is the smaller
+        return merge(r, named, fx);
+    }
+    // Three or more, of which two may have different phones: the survivor takes the others
+    // in one at a time and refuses one whose phone differs from those taken so far, so which
+    // are refused would follow from the order they reach it, that is from their ids (from the
+    // personal-data key). Their phones are gathered first instead, and the event's order
+    // decides: each member in turn joins unless its phone differs from one joined before.
+    let first = named[0].clone();
+    let probe = Probe {
+        resolve: r,
+        phones: Vec::with_capacity(named.len()),
+        members: named,
+    };
+    fx.send(
+        Key::Member(first),
+        Cmd::Member(MemberCmd::Phones(Box::new(probe))),
+    );
+}
+
+/// A member's answer to [`MemberCmd::Phones`]: with `phone`, its own, added, the probe goes on
+/// to the next member, or, all asked, the merge is made of those whose phones agree.
+pub fn probed(mut p: Probe, phone: Option<Str>, fx: &mut Effects) {
+    p.phones.push(phone);
+    if let Some(next) = p.members.get(p.phones.len()) {
+        let next = next.clone();
+        return fx.send(
+            Key::Member(next),
+            Cmd::Member(MemberCmd::Phones(Box::new(p))),
+        );
+    }
+    let (join, refused) = settle(&p.members, &p.phones);
+    if let Some(target) = join.iter().min() {
+        for other in refused {
+            fx.send(
+                Key::Member(target.clone()),
+                Cmd::Member(MemberCmd::MergeRefused { other }),
+            );
+        }
+    }
+    merge(p.resolve, join, fx);
+}
+
+/// Which of `members` (in the event's order) merge: each in turn, unless its phone differs
+/// from the phone of one taken before; and which are refused.
+fn settle(members: &[Str], phones: &[Option<Str>]) -> (Vec<Str>, Vec<Str>) {
+    let (mut join, mut refused) = (Vec::new(), Vec::new());
+    let mut phone: Option<&Str> = None;
+    for (m, p) in members.iter().zip(phones) {
+        match (phone, p) {
+            (Some(a), Some(b)) if a != b => refused.push(m.clone()),
+            _ => {
+                phone = phone.or(p.as_ref());
+                join.push(m.clone());
+            }
+        }
+    }
+    (join, refused)
+}
+
+/// Merges `members` (the first is the member of the event's first identity that had one) into
+/// the smallest of them and delivers the command.
+fn merge(r: Resolve, named: Vec<Str>, fx: &mut Effects) {
+    // should a merge be refused: the member of the first identity that had one
+    let home = named.first().cloned();
+    let mut members = named;
     members.sort();
-    members.dedup();
     let target = match members.first() {
         Some(m) => m.clone(),
         // nobody yet: a new member, named after the event's first identity
@@ -138,12 +206,7 @@ fn decide(r: Resolve, fx: &mut Effects) {
             }),
         );
     }
-    // should a merge be refused: the member of the first identity that had one
-    let home = r
-        .given
-        .clone()
-        .or_else(|| r.found.iter().flatten().next().cloned())
-        .unwrap_or_else(|| target.clone());
+    let home = home.unwrap_or_else(|| target.clone());
     // binding is the member's call (it checks phone conflicts): it gets the unbound ones
     let bind = r
         .ids
@@ -188,6 +251,24 @@ mod tests {
         let n = member_number(&a).expect("an issued id reads as its number");
         assert_eq!(member_id_of(n), a);
         assert_eq!(member_number("m1"), None);
+    }
+
+    #[test]
+    fn members_join_in_the_events_order_unless_their_phone_differs() {
+        let m = |s: &str| Str::from(s);
+        let p = |s: &str| Some(Str::from(s));
+        let members = [m("m3"), m("m1"), m("m2"), m("m4")];
+        // no phone on the first: the first phone taken decides
+        let (join, refused) = settle(&members, &[None, p("x"), p("y"), p("x")]);
+        assert_eq!(join, [m("m3"), m("m1"), m("m4")]);
+        assert_eq!(refused, [m("m2")]);
+        // members without phones always join
+        let (join, refused) = settle(&members, &[p("y"), None, p("x"), None]);
+        assert_eq!(join, [m("m3"), m("m1"), m("m4")]);
+        assert_eq!(refused, [m("m2")]);
+        let (join, refused) = settle(&members, &[None, None, None, None]);
+        assert_eq!(join, members);
+        assert!(refused.is_empty());
     }
 
     #[test]

@@ -1389,13 +1389,20 @@ impl Member {
             }
             return;
         }
-        // an event's command that waited for a merge (see `identity::decide`): at its home, or
-        // at the survivor it reached, it runs; else (a refused merge) it goes home
+        // an event's command that waited for a merge (see `identity::decide`): at its home it
+        // runs; anywhere else it goes home, which forwards it here when home merged into this
+        // member, or runs it there when the merge was refused
         if let MemberCmd::Via { home, seen } = cmd {
             if home == *me {
                 return self.handle(me, *seen, ctx, fx);
             }
             return fx.send(Key::Member(home), Cmd::Member(*seen));
+        }
+        // a merge of several asks each member's phone first (`identity::decide`): nothing here
+        // changes
+        if let MemberCmd::Phones(probe) = cmd {
+            let phone = self.ids.of_kind("phone").map(Str::from);
+            return crate::identity::probed(*probe, phone, fx);
         }
         // the member's own offset, from the events that name it (they come resolved, `Seen`):
         // not a reviewer's resolution or another member's ring label, which run in the
@@ -1463,7 +1470,16 @@ impl Member {
                 self.apply(*then, new_member, ctx, fx);
             }
             // handled in `handle`, before a command is applied
-            MemberCmd::Identify | MemberCmd::Via { .. } => {}
+            MemberCmd::Identify | MemberCmd::Via { .. } | MemberCmd::Phones(_) => {}
+            MemberCmd::MergeRefused { other } => {
+                self.conflicts += 1;
+                fx.out(Output::MergeConflict {
+                    member: me,
+                    other,
+                    reason: "different phone numbers".into(),
+                    value: None,
+                });
+            }
             MemberCmd::Click { channel, .. } => {
                 if self.first_event(ctx) {
                     self.add_channel(&channel);
@@ -4003,7 +4019,7 @@ mod tests {
     /// after the first, and as 2 and 3 but for the offset 4 appended: 3 changed orders only,
     /// 5 dealers and stores only, 6 and 7 orders and stores only, 8 SKUs only).
     const FULL_STORED: &str = concat!(
-        "09116d30313233343536373839616263646566000003066f70656e6964076f2d6f74686572066f70656e6964",
+        "0a116d30313233343536373839616263646566000003066f70656e6964076f2d6f74686572066f70656e6964",
         "1a6f5837665f326b71395a4c6d4138316243336445664768496a4b0570686f6e654039663263346431653861",
         "3762366335643465336632613162306339643865376636613562346333643265316630613962386337643665",
         "356634613362326331648080baf2d8a2af068080d1cbc5e8af06010673742d303039030863616d706169676e",

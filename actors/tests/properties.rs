@@ -327,8 +327,17 @@ fn decisions_per_scan(events: &[Event], out: &[Emitted]) -> BTreeMap<uuid::Uuid,
     per
 }
 
+/// Cases per property: `n`, or `PROPTEST_CASES` when set (a longer search by hand:
+/// `PROPTEST_CASES=2000 cargo test -p omnistream-actors --test properties`).
+fn cases(n: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(n)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(64), ..ProptestConfig::default() })]
 
     #[test]
     fn every_scan_gets_exactly_one_decision_and_replay_gives_the_same_decisions(gens in fraud_seq(6)) {
@@ -370,7 +379,7 @@ fn rules_short_lived() -> Rules {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(96), ..ProptestConfig::default() })]
 
     /// Once the watermark is past a lot's expiry, the lot is gone: the member's timer fires
     /// whatever else it waits for (a dormant member once lost its timer, and its points stayed
@@ -695,7 +704,7 @@ fn run_cold(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(64), ..ProptestConfig::default() })]
 
     /// Passivation, checkpoints and a restore from a checkpoint change neither the state nor
     /// the outputs: the property that lets the service bound memory and restart fast.
@@ -840,7 +849,7 @@ fn mixed(world: u8) -> impl Strategy<Value = Vec<Event>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(64), ..ProptestConfig::default() })]
 
     /// The number of shards changes nothing: for the same epochs, N shards reach the state,
     /// outputs and per-event outcomes of one.
@@ -1032,7 +1041,7 @@ fn run_sharded_cold(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(48), ..ProptestConfig::default() })]
 
     /// Shards with passivation, checkpoints and a restore into another number of shards
     /// reach the state and outputs of one shard holding everything: a sharded service can
@@ -1057,7 +1066,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(48), ..ProptestConfig::default() })]
 
     /// Commands from outside the streams (a review's resolution, by the admin API) run over
     /// the shards as on the single engine: every scan held for review resolved, allowed or
@@ -1245,7 +1254,7 @@ fn run_processes(
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(32), ..ProptestConfig::default() })]
 
     /// Several processes that each run some of the shards and trade commands through a link
     /// reach, together, exactly what one process with every shard reaches: the union of

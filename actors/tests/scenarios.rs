@@ -662,6 +662,68 @@ fn two_phones_never_merge_automatically() {
     assert_eq!(named, [("phone".into(), Some(third))]);
 }
 
+/// An event naming three members, two of them with different phones: which two become one
+/// follows the event's identities in the order of their kinds (phone, openid, unionid, tmall,
+/// jd, douyin, card, ...), under any personal-data key (the survivor took the others in by
+/// their ids, so the key decided which one was refused).
+#[test]
+fn a_merge_of_three_with_two_phones_follows_the_kinds_order() {
+    // (kind of the first phone's member, kind of the second's): the earlier kind joins
+    for (early, late) in [("openid", "douyin"), ("unionid", "jd")] {
+        for key in ["k1", "k2", "k3", "k4", "k5", "k6", "k7", "k8", "k9", "k10"] {
+            let mut w = World::keyed(Rules::default(), key.as_bytes());
+            for who in [
+                format!(r#"{{"{late}":"x","phone":"13800000001"}}"#),
+                r#"{"tmall":"tb","card":"kb"}"#.to_string(),
+                format!(r#"{{"{early}":"x","phone":"13800000002"}}"#),
+            ] {
+                w.send(&format!(
+                    r#"{{"type":"identify","ts":"{T0}","member":{who}}}"#
+                ));
+            }
+            let left_out = w.member_by(late, "x").id.clone();
+            // named late kind first: the JSON order does not count
+            let said = w.said(&format!(
+                r#"{{"type":"identify","ts":"{T1}","member":{{"{late}":"x","tmall":"tb","{early}":"x"}}}}"#
+            ));
+            let tb = w.member_by("tmall", "tb").id.clone();
+            assert_eq!(
+                tb,
+                w.member_by(early, "x").id,
+                "key {key}, {early}: the earlier kind joins"
+            );
+            assert_eq!(
+                w.member_by(late, "x").id,
+                left_out,
+                "key {key}, {late}: left out"
+            );
+            assert_ne!(tb, left_out, "key {key}");
+            let conflicts: Vec<_> = said
+                .iter()
+                .filter_map(|o| match o {
+                    Output::MergeConflict {
+                        member,
+                        other,
+                        reason,
+                        ..
+                    } => Some((member.clone(), other.clone(), reason.clone())),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(
+                conflicts,
+                [(
+                    tb.clone(),
+                    left_out.clone(),
+                    "different phone numbers".into()
+                )],
+                "key {key}, {early}"
+            );
+            assert_eq!(w.member_by("tmall", "tb").conflicts, 1, "key {key}");
+        }
+    }
+}
+
 #[test]
 fn dormant_turns_on_by_timer_without_an_event_of_that_member() {
     let mut w = World::new(Rules::default());
