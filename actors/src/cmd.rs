@@ -419,6 +419,17 @@ pub enum SkuCmd {
         /// New safety stock, if given.
         safety: Option<i64>,
     },
+    /// Whether `qty` could be reserved at `location` for the order: answers `OrderCmd::Stock`
+    /// as `Reserve` would, and holds nothing. An order of several SKUs asks them all first,
+    /// so one refused line does not reserve and release the others (appended last).
+    Check {
+        /// Order key.
+        order: Str,
+        /// Location.
+        location: Str,
+        /// Quantity (the order's lines of this SKU summed).
+        qty: i64,
+    },
 }
 
 /// Commands for a dealer.

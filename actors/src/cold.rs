@@ -41,7 +41,8 @@ type HashMap<K, V> = crate::GrowMap<K, V>;
 ///   member's stash may hold `HasPoints` and `Via` commands, an order may be in phase
 ///   `CheckingPoints` (encoding 8 reads as is; 9 tells an older build to refuse the store);
 /// - 10: the same layout; a member's stash may hold `Phones` and `MergeRefused` commands
-///   (a merge of three or more members; encoding 9 reads as is).
+///   (a merge of three or more members), an order may be in phase `CheckingStock`
+///   (encoding 9 reads as is).
 ///
 /// Without field names a layout cannot grow the way JSON did (a new field with
 /// `#[serde(default)]`): adding, removing, reordering or retyping a field of a stored state

@@ -60,6 +60,9 @@ pub enum Phase {
     /// Waiting for the member to say whether it holds the points to redeem (before any stock
     /// is reserved: an order it cannot pay for takes no one's last units meanwhile).
     CheckingPoints,
+    /// Waiting for the SKUs of an order of several to say whether they have its quantities
+    /// (before any is reserved: a line refused does not reserve and release the others).
+    CheckingStock,
 }
 
 /// One order's coordinator state.
@@ -348,7 +351,8 @@ impl Order {
                 atp,
                 unstocked,
             } => {
-                if self.phase != Phase::Reserving {
+                let checking = self.phase == Phase::CheckingStock;
+                if self.phase != Phase::Reserving && !checking {
                     return;
                 }
                 let Some(i) = self.waiting.iter().position(|s| *s == sku) else {
@@ -356,13 +360,21 @@ impl Order {
                 };
                 self.waiting.remove(i);
                 if ok {
-                    self.reserved.push(sku);
+                    if !checking {
+                        self.reserved.push(sku);
+                    }
                 } else if self.refused.is_none() {
                     self.refused = Some((sku, atp));
                     self.refused_unstocked = unstocked;
                 }
                 if self.waiting.is_empty() {
-                    self.reserved_all(me, ctx, fx);
+                    if checking && self.refused.is_none() {
+                        // every SKU has it: reserve (a unit taken meanwhile still refuses,
+                        // releasing the lines reserved, as without the check)
+                        self.reserve(me, fx);
+                    } else {
+                        self.reserved_all(me, ctx, fx);
+                    }
                 }
             }
             OrderCmd::PointsChecked { ok, balance } => {
@@ -419,6 +431,7 @@ impl Order {
             Phase::New
             | Phase::Credit
             | Phase::CheckingPoints
+            | Phase::CheckingStock
             | Phase::Reserving
             | Phase::Redeeming => {
                 self.defer(me, ev, ctx, fx);
@@ -525,23 +538,36 @@ impl Order {
         self.reject(me, "insufficient_points", detail, fx);
     }
 
-    /// Asks every SKU of the order for its quantity.
+    /// Asks every SKU of the order for its quantity: first whether they have it, when there
+    /// are several (see [`Phase::CheckingStock`]), then to reserve it.
     fn reserve(&mut self, me: &Str, fx: &mut Effects) {
-        self.phase = Phase::Reserving;
+        let per = self.per_sku();
+        let check = per.len() > 1 && self.phase != Phase::CheckingStock;
+        self.phase = if check {
+            Phase::CheckingStock
+        } else {
+            Phase::Reserving
+        };
         self.reserved.clear();
         self.refused = None;
         self.refused_unstocked = false;
-        let per = self.per_sku();
         self.waiting = per.keys().cloned().collect();
         for (sku, qty) in per {
-            fx.send(
-                Key::Sku(sku),
-                Cmd::Sku(SkuCmd::Reserve {
-                    order: me.clone(),
-                    location: self.location.clone(),
+            let (order, location) = (me.clone(), self.location.clone());
+            let cmd = if check {
+                SkuCmd::Check {
+                    order,
+                    location,
                     qty,
-                }),
-            );
+                }
+            } else {
+                SkuCmd::Reserve {
+                    order,
+                    location,
+                    qty,
+                }
+            };
+            fx.send(Key::Sku(sku), Cmd::Sku(cmd));
         }
     }
 
@@ -587,7 +613,10 @@ impl Order {
     }
 
     fn reject(&mut self, me: &Str, reason: &str, detail: Str, fx: &mut Effects) {
-        if self.phase == Phase::Reserving || self.phase == Phase::Redeeming {
+        if matches!(
+            self.phase,
+            Phase::CheckingStock | Phase::Reserving | Phase::Redeeming
+        ) {
             if let (Some(d), Some(OrderKind::Dealer)) = (&self.dealer, self.kind) {
                 fx.send(
                     Key::Dealer(d.clone()),

@@ -182,6 +182,27 @@ impl Sku {
                 location,
                 qty,
             } => self.reserve(me, order, location, qty, ctx, fx),
+            SkuCmd::Check {
+                order,
+                location,
+                qty,
+            } => {
+                let unstocked = !self.locations.contains_key(&location);
+                // what `reserve` would answer: yes for an order holding its units already
+                let atp = self.atp(&location);
+                let ok = self.open.contains_key(&order)
+                    || self.committed.contains_key(&order)
+                    || (qty > 0 && qty <= atp);
+                fx.send(
+                    Key::Order(order),
+                    Cmd::Order(OrderCmd::Stock {
+                        sku: me.clone(),
+                        ok,
+                        atp,
+                        unstocked: unstocked && !ok,
+                    }),
+                );
+            }
             SkuCmd::Commit { order } => self.commit(me, order, ctx, fx),
             SkuCmd::Release { order } => {
                 let Some(r) = self.open.remove(&order) else {
@@ -649,6 +670,38 @@ mod tests {
         let fx = run(&mut s, &r, 4, reserve("mall:o3", "wh1", 0));
         assert!(!stock_reply(&fx).1);
         assert_eq!(s, before);
+    }
+
+    /// A check answers what a reservation would (ok, the ATP, never stocked there) and
+    /// changes nothing, for an order holding its units already too.
+    #[test]
+    fn a_check_answers_as_a_reservation_would_and_holds_nothing() {
+        let r = Rules::default();
+        let mut s = Sku::default();
+        run(&mut s, &r, 1, set("wh1", 10, Some(3)));
+        let check = |order: &str, location: &str, qty: i64| SkuCmd::Check {
+            order: order.into(),
+            location: location.into(),
+            qty,
+        };
+        let before = s.clone();
+        let fx = run(&mut s, &r, 2, check("mall:o1", "wh1", 7));
+        assert_eq!(stock_reply(&fx), (Key::Order("mall:o1".into()), true, 7));
+        assert!(fx.outputs.is_empty());
+        let fx = run(&mut s, &r, 3, check("mall:o1", "wh1", 8));
+        assert_eq!(stock_reply(&fx), (Key::Order("mall:o1".into()), false, 7));
+        assert!(!unstocked(&fx));
+        let fx = run(&mut s, &r, 4, check("mall:o1", "nowhere", 1));
+        assert!(!stock_reply(&fx).1 && unstocked(&fx));
+        let fx = run(&mut s, &r, 5, check("mall:o1", "wh1", 0));
+        assert!(!stock_reply(&fx).1);
+        assert_eq!(s, before);
+        // an order that holds its units: yes, as a redelivered reservation is answered
+        run(&mut s, &r, 6, reserve("mall:o2", "wh1", 7));
+        let held = s.clone();
+        let fx = run(&mut s, &r, 7, check("mall:o2", "wh1", 7));
+        assert_eq!(stock_reply(&fx), (Key::Order("mall:o2".into()), true, 0));
+        assert_eq!(s, held);
     }
 
     #[test]

@@ -4,6 +4,9 @@
 
 use omnistream_actors::engine::{Applied, Emitted, Engine, State};
 use omnistream_actors::inorder::Spread;
+use omnistream_actors::order::Phase;
+use omnistream_actors::output::StockCause;
+use omnistream_actors::sharded::Sharded;
 use omnistream_actors::{Output, Rules};
 use omnistream_schemas::{Decoder, Event, Pii};
 
@@ -367,9 +370,61 @@ fn the_last_unit_goes_to_exactly_one_order_and_the_other_is_released_whole() {
         rejected,
         vec![("mall:b".into(), "insufficient_stock".into())]
     );
-    // the losing order's S2 reservation was compensated
     assert_eq!(w.engine.sku("S2").unwrap().view().atp, 9);
     assert_eq!(w.engine.sku("S1").unwrap().view().atp, 0);
+    // the losing order asked both SKUs first and reserved neither: no stock output names it
+    // (its S2 line was reserved and released, two outputs channels acted on)
+    let b_moves = w
+        .outputs()
+        .into_iter()
+        .filter(|o| matches!(o, Output::Stock { order: Some(o), .. } if o == "mall:b"))
+        .count();
+    assert_eq!(b_moves, 0);
+    assert_eq!(w.engine.order("mall:b").unwrap().phase, Phase::Rejected);
+}
+
+/// When another order takes the units between an order's check and its reservation (two
+/// orders in one epoch on two shards: both checks pass before either reserves), the
+/// reservation refuses and the line it reserved is released, as before the check.
+#[test]
+fn a_unit_taken_between_check_and_reservation_still_releases_the_other_lines() {
+    let decoder = Decoder::new(Pii::new(KEY));
+    let ev = |n: u32, json: &str| {
+        let with_id = format!(
+            "{{\"id\":\"00000000-0000-7000-8000-{n:012}\",{}",
+            &json[1..]
+        );
+        decoder.decode(with_id.as_bytes()).unwrap()
+    };
+    let mut s = Sharded::new(Rules::default(), 2);
+    let mut out = Vec::new();
+    s.apply_epoch(&[ev(1, &stock("S1", 1, T0))], &mut out);
+    s.apply_epoch(&[ev(2, &stock("S2", 10, T0))], &mut out);
+    let l = r#","lines":[{"sku":"S2","qty":1,"unit_price":100},{"sku":"S1","qty":1,"unit_price":100}],"location":"wh""#;
+    let both = [
+        ev(3, &order("a", "placed", r#"{"openid":"oa"}"#, l, T1)),
+        ev(4, &order("b", "placed", r#"{"openid":"ob"}"#, l, T1)),
+    ];
+    s.apply_epoch(&both, &mut out);
+    let phases: Vec<_> = ["mall:a", "mall:b"]
+        .iter()
+        .map(|k| s.order(k).unwrap().phase)
+        .collect();
+    assert!(
+        phases.contains(&Phase::Accepted) && phases.contains(&Phase::Rejected),
+        "{phases:?}"
+    );
+    // the race happened: the loser reserved S2 and released it
+    let released = out
+        .iter()
+        .filter(|e| {
+            matches!(&e.output, Output::Stock { sku, cause: Some(StockCause::Release), .. } if sku == "S2")
+        })
+        .count();
+    assert_eq!(released, 1);
+    let s2 = s.sku("S2").unwrap().view();
+    assert_eq!((s2.atp, s2.open_orders), (9, 1));
+    assert_eq!(s.sku("S1").unwrap().view().atp, 0);
 }
 
 /// An order for a location where its SKU never had stock (a typo, stock not loaded) is
