@@ -1812,7 +1812,37 @@ fn an_events_answer_says_what_each_event_did() {
     assert_eq!(r[2]["status"], "rejected", "{v}");
     assert!(warned(2).contains("`location`"), "{v}");
     assert!(r[3].get("warnings").is_none(), "{v}");
+    // what a POS or a door counter gets wrong and is still taken: an order placed without
+    // its store (no store's KPIs count it), a visit of ten days, an id with a space at an
+    // end; a line break in an id is refused
+    let visit = |n: u32, store: &str, extra: &str| {
+        format!(
+            r#"{{"id":"{}","type":"visit","ts":"2026-11-11T13:00:00+08:00","channel":"store","store":"{store}","visitor":"member","member":{{"openid":"w"}}{extra}}}"#,
+            id(n)
+        )
+    };
+    let v = s.post(&[
+        order(44, "store", r#","location":"wh""#),
+        visit(45, "st-1", r#","duration_s":864000"#),
+        visit(46, "st-1 ", ""),
+        visit(47, r"st-1\n", ""),
+    ]);
+    let r = &v["results"];
+    let warned = |i: usize| r[i]["warnings"].to_string();
+    assert_eq!(r[0]["status"], "accepted", "{v}");
+    assert!(warned(0).starts_with(r#"["no_store at store"#), "{v}");
+    assert!(warned(1).starts_with(r#"["implausible_duration"#), "{v}");
+    assert!(warned(2).starts_with(r#"["padded_id at store"#), "{v}");
+    assert_eq!(r[3]["status"], "rejected", "{v}");
+    assert!(
+        v.to_string().contains("a control character (U+000A)"),
+        "{v}"
+    );
     let (_, m) = common::http_get(&s.addr, "/metrics", None);
+    assert!(
+        m.contains(r#"omnistream_event_warnings_total{code="implausible_duration"} 1"#),
+        "{m}"
+    );
     assert!(
         m.contains(r#"omnistream_event_warnings_total{code="unknown_field"} 1"#),
         "{m}"

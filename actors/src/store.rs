@@ -12,7 +12,7 @@ use crate::cmd::StoreCmd;
 use crate::keymap::KeyMap;
 use crate::{Ctx, Effects, Recent, DAY_US};
 use compact_str::CompactString as Str;
-use omnistream_schemas::EventTime;
+use omnistream_schemas::{EventTime, MAX_VISIT_S};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -36,8 +36,15 @@ pub const ORDERS_CAP: usize = 1_024;
 /// its order (door counters and POS feeds arrive out of order); the oldest are dropped first.
 pub const SALES_WAITING_CAP: usize = 256;
 
+/// A visit's duration as its store counts it: 1 second to [`MAX_VISIT_S`]; else (0, or a
+/// door counter that missed the exit) the visit counts without a time.
+fn timed(duration_s: Option<i64>) -> Option<i64> {
+    duration_s.filter(|d| (1..=MAX_VISIT_S).contains(d))
+}
+
 /// The KPIs of one store in one local hour or local day.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+
 pub struct Kpi {
     /// Member visits (every visit, repeated ones included).
     pub member_visits: u64,
@@ -194,11 +201,11 @@ impl Store {
                 new_member,
                 duration_s,
             } => {
-                let secs = duration_s.map(|d| d.max(0));
+                let secs = timed(duration_s);
                 self.member_visit(member, new_member, secs, at, keep, window_us);
             }
             StoreCmd::RepVisit { rep, duration_s } => {
-                let secs = duration_s.map(|d| d.max(0));
+                let secs = timed(duration_s);
                 self.bump(at, keep, |k| {
                     k.rep_visits += 1;
                     k.rep_visit_seconds = k.rep_visit_seconds.saturating_add(secs.unwrap_or(0));
@@ -907,6 +914,24 @@ mod tests {
         let json = serde_json::to_value(&v.today).unwrap();
         assert_eq!(json["member_visit_seconds"], 2_400);
         assert_eq!(json["avg_visit_s"], 1_200.0);
+        // a visit of 0 seconds or of ten days counts, its time does not
+        for (i, d) in [(4, 0), (5, 864_000)] {
+            let odd = StoreCmd::MemberVisit {
+                member: format!("m{i}").into(),
+                duration_s: Some(d),
+                new_member: false,
+            };
+            run(&mut s, &rules, at_ms(t + 180_000), i, odd);
+        }
+        let d = s.days[&day_of(t)];
+        assert_eq!(
+            (
+                d.member_visits,
+                d.timed_member_visits,
+                d.member_visit_seconds
+            ),
+            (5, 2, 2_400)
+        );
     }
 
     #[test]

@@ -32,6 +32,21 @@ mod fast;
 pub const MAX_EVENT_BYTES: usize = 64 * 1024;
 /// Longest string accepted in an id-like field.
 pub const MAX_STR: usize = 256;
+
+/// The longest visit whose `duration_s` counts toward a store's and a rep's visit time, in
+/// seconds (12 hours): a longer one (a door counter that missed the exit) still counts as a
+/// visit, and so does one of 0 seconds, but neither's time does; `lint` warns of both.
+pub const MAX_VISIT_S: i64 = 12 * 3600;
+
+/// The first control character of `v` (a NUL, a tab, a line break, U+0080..U+009F) and its
+/// byte offset: ids are compared exactly, so one there makes another store, SKU or member.
+pub fn control_char(v: &str) -> Option<(usize, char)> {
+    // a byte below 0x20, DEL, or the lead byte of U+0080..U+00BF (which the C1 controls are)
+    if !v.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2) {
+        return None;
+    }
+    v.char_indices().find(|(_, c)| c.is_control())
+}
 /// Most identities one `member` object may carry.
 pub const MAX_IDENTITIES: usize = 16;
 /// Most lines one order may carry.
@@ -575,7 +590,8 @@ impl Decoder {
             || w.member.as_ref().is_some_and(|ids| {
                 ids.iter()
                     .any(|(k, _)| !crate::IdKind::KNOWN.contains(&k.as_ref()))
-            });
+            })
+            || may_warn(&w);
         let decoded = match read {
             Ok(()) => {
                 let mut problems = Vec::new();
@@ -860,6 +876,9 @@ fn type_name(v: &Value) -> &'static str {
 /// Collects problems while turning wire fields into typed values.
 struct Check<'p> {
     p: &'p mut Vec<Problem>,
+    /// Reading the service's own log back: checks added since it was written are skipped,
+    /// so it replays as it ran.
+    stored: bool,
 }
 
 impl Check<'_> {
@@ -888,6 +907,17 @@ impl Check<'_> {
                 Reason::TooLong,
                 path,
                 format!("{} bytes, limit {}", v.len(), MAX_STR),
+            );
+            None
+        } else if let Some((at, c)) = control_char(v).filter(|_| !self.stored) {
+            self.push(
+                Reason::BadValue,
+                path,
+                format!(
+                    "a control character (U+{:04X}) at byte {at}: values are compared exactly, \
+                     so it would name another one than without it",
+                    u32::from(c)
+                ),
             );
             None
         } else {
@@ -987,7 +1017,7 @@ impl Check<'_> {
                 ok = false;
                 continue;
             }
-            if v.is_empty() || v.len() > MAX_STR {
+            if v.is_empty() || v.len() > MAX_STR || (control_char(v).is_some() && !self.stored) {
                 self.text(&kpath(), Some(v));
                 ok = false;
                 continue;
@@ -1056,7 +1086,10 @@ impl Check<'_> {
 /// the event cannot be built (problems say why); `Some` only if no problem was pushed here.
 fn build(w: &mut Wire<'_>, pii: &Pii, problems: &mut Vec<Problem>) -> Option<Event> {
     let before = problems.len();
-    let mut c = Check { p: problems };
+    let mut c = Check {
+        p: problems,
+        stored: pii.is_stored(),
+    };
     let id = match w.id.as_deref() {
         None => {
             c.missing("id", "the idempotency key is required");
@@ -1539,6 +1572,29 @@ fn plain_ipv4(s: &str) -> Option<IpAddr> {
     (i == b.len()).then_some(IpAddr::V4(octets.into()))
 }
 
+/// Whether [`lint`] may warn of a decoded event beyond its field names, channel and identity
+/// kinds: a POS order placed without `store`, a visit carrying the other visitor's field, an
+/// id with white space at an end, a visit's implausible duration. Cheap: no parse again.
+fn may_warn(w: &Wire) -> bool {
+    let is = |s: &S, v: &str| s.as_deref() == Some(v);
+    let padded = |s: &S| s.as_deref().is_some_and(|v| v.trim() != v);
+    (is(&w.ty, "order") && is(&w.channel, "store") && is(&w.status, "placed") && w.store.is_none())
+        || (is(&w.ty, "visit")
+            && ((is(&w.visitor, "member") && w.rep.is_some())
+                || (is(&w.visitor, "rep") && w.member.is_some())
+                || w.duration_s.is_some_and(|d| d == 0 || d > MAX_VISIT_S)))
+        || [
+            &w.store,
+            &w.sku,
+            &w.location,
+            &w.dealer,
+            &w.rep,
+            &w.campaign,
+        ]
+        .into_iter()
+        .any(padded)
+}
+
 fn clip(s: &str) -> &str {
     let mut end = s.len().min(64);
     while !s.is_char_boundary(end) {
@@ -1621,13 +1677,29 @@ pub fn lint(bytes: &[u8]) -> Vec<String> {
     // ids are exact: a space at either end makes another store, SKU, location or dealer
     for field in ["store", "sku", "location", "dealer", "rep", "campaign"] {
         if let Some(v) = m.get(field).and_then(Value::as_str) {
-            if v.trim() != v {
+            if v.trim() != v && control_char(v).is_none() {
                 out.push(format!(
-                    "padded_id at {field}: `{v}` has a space at an end; kept as sent, it is \
+                    "padded_id at {field}: `{}` has white space at an end; kept as sent, it is \
                      another {field} than `{}`",
-                    v.trim()
+                    clip(v),
+                    clip(v.trim())
                 ));
             }
+        }
+    }
+    // a visit's time counts only when plausible (the visit counts either way)
+    if kind == Some(EventKind::Visit) {
+        match m.get("duration_s").and_then(Value::as_i64) {
+            Some(0) => out.push(
+                "implausible_duration at duration_s: 0 seconds; the visit counts, as a visit \
+                 without a duration (its time is not in the store's or rep's averages)"
+                    .to_string(),
+            ),
+            Some(d) if d > MAX_VISIT_S => out.push(format!(
+                "implausible_duration at duration_s: {d} s is over {MAX_VISIT_S} s (12 hours); \
+                 the visit counts, its time does not (a door counter that missed the exit?)"
+            )),
+            _ => {}
         }
     }
     // open lists: another channel or identity kind is kept as sent, so a near miss of one
@@ -1747,6 +1819,29 @@ mod tests {
         assert!(d.decode_noting(click("").as_bytes()).0.is_ok());
         // a brand's own channel is not a near miss of the contract's: nothing to lint
         assert!(!noted(&click("").replace(r#""mall""#, r#""xiaohongshu""#)));
+        // what lint says of decoded fields is noted too: a POS order placed without its store,
+        // a visit's other visitor's field or implausible duration, an id padded with a space
+        let visit = |extra: &str| {
+            format!(
+                r#"{{"id":"00000000-0000-7000-8000-000000000002","type":"visit","ts":"2026-11-11T10:00:00+08:00","channel":"store","store":"st-1","visitor":"member","member":{{"openid":"o1"}}{extra}}}"#
+            )
+        };
+        assert!(!noted(&visit(r#","duration_s":600"#)));
+        for odd in [
+            r#","duration_s":0"#,
+            r#","duration_s":864000"#,
+            r#","rep":"r1""#,
+        ] {
+            assert!(noted(&visit(odd)), "{odd}");
+            assert!(!lint(visit(odd).as_bytes()).is_empty(), "{odd}");
+        }
+        assert!(noted(&visit("").replace(r#""st-1""#, r#""st-1 ""#)));
+        let pos = r#"{"id":"00000000-0000-7000-8000-000000000003","type":"order","ts":"2026-11-11T10:00:00+08:00","channel":"store","order":"o1","status":"placed","kind":"consumer","member":{"openid":"o1"},"lines":[{"sku":"S1","qty":1,"unit_price":100}],"location":"st-1"}"#;
+        assert!(d.decode_noting(pos.as_bytes()).0.is_ok());
+        assert!(noted(pos));
+        assert!(!noted(
+            &pos.replace(r#""location""#, r#""store":"st-1","location""#)
+        ));
         // a long unknown key is near no field's name (none is compared with it cell by cell)
         // and is quoted clipped; a line over the event limit is refused unread, and linted not
         // at all

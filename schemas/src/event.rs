@@ -20,7 +20,7 @@ pub type Str = CompactString;
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 #[schemars(
     title = "omnistream event",
-    description = "One event of the omnistream contract (shared/EVENTS.md). Fields not listed are ignored."
+    description = "One event of the omnistream contract (shared/EVENTS.md). Fields not listed are ignored. String values hold no control characters (U+0000 to U+001F, U+007F to U+009F)."
 )]
 pub struct Event {
     /// The idempotency key: the same id twice is one event.

@@ -654,6 +654,59 @@ fn lint_points_at_typos_and_unused_fields() {
     );
     let with_store = pos.replace(r#""location""#, r#""store":"st-1","location""#);
     assert!(lint(with_store.as_bytes()).is_empty(), "{with_store}");
+    // a visit's time counts only when plausible
+    let visit = |d: i64| {
+        format!(
+            r#"{{"type":"visit","channel":"store","store":"st-1","visitor":"member","member":{{"openid":"o"}},"duration_s":{d}}}"#
+        )
+    };
+    for d in [0, 864_000] {
+        let w = lint(visit(d).as_bytes());
+        assert!(
+            w.len() == 1 && w[0].starts_with("implausible_duration at duration_s:"),
+            "{w:?}"
+        );
+    }
+    assert!(lint(visit(43_200).as_bytes()).is_empty());
+}
+
+/// A control character in a value (a NUL, a line break, a tab, U+0085) is refused with where
+/// it is: ids are compared exactly, so `st-001\n` was a store apart from `st-001`.
+#[test]
+fn control_characters_in_values_are_refused() {
+    let d = decoder();
+    let visit = |store: &str, openid: &str| {
+        format!(
+            r#"{{"id":"00000000-0000-7000-8000-000000000009","type":"visit","ts":"2026-11-11T10:00:00+08:00","channel":"store","store":"{store}","visitor":"member","member":{{"openid":"{openid}"}}}}"#
+        )
+    };
+    assert!(d.decode(visit("st-001", "o1").as_bytes()).is_ok());
+    assert!(
+        d.decode(visit("门店-001 ", "o1").as_bytes()).is_ok(),
+        "white space is a warning"
+    );
+    for (store, openid, path, at) in [
+        (r"st-001\n", "o1", "store", "U+000A) at byte 6"),
+        (r"st-\u0000001", "o1", "store", "U+0000) at byte 3"),
+        (r"st\t001", "o1", "store", "U+0009) at byte 2"),
+        ("st-001", r"o\u00851", "member.openid", "U+0085) at byte 1"),
+    ] {
+        let r = d.decode(visit(store, openid).as_bytes()).expect_err(store);
+        assert_eq!(r.problems.len(), 1, "{r:?}");
+        let p = &r.problems[0];
+        assert_eq!(
+            (p.reason, p.path.as_str()),
+            (Reason::BadValue, path),
+            "{r:?}"
+        );
+        assert!(p.detail.contains(at), "{}", p.detail);
+    }
+    // the service's own log, written before the check, replays as it ran
+    let stored = Decoder::new(Pii::for_stored(b"contract-test-key"));
+    assert!(stored.decode(visit(r"st-001\n", "o1").as_bytes()).is_ok());
+    // lint leaves a line break to the refusal: it is no padding
+    let w = lint(visit(r"st-001\n", "o1").as_bytes());
+    assert!(!w.iter().any(|s| s.starts_with("padded_id")), "{w:?}");
 }
 
 #[test]
