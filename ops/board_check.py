@@ -18,13 +18,17 @@ def chromium(args, profile):
     return out.stdout
 
 def page_numbers(dom):
-    """The KPI figures as rendered: sales (yuan), orders, scans, points issued and used."""
+    """The KPI figures as rendered: sales (yuan), orders, scans, points issued and used, member
+    visits; and the rows of the stores' table."""
     def text(id_):
         m = re.search(r'id="%s">([^<]*)<' % id_, dom)
         return m.group(1) if m else ""
     num = lambda s: int(re.sub(r"[^0-9]", "", s) or 0)
+    stores = re.search(r'id="stores">(.*?)</div>', dom, re.S)
+    rows = stores.group(1).count("<tr>") - 1 if stores and "<table" in stores.group(1) else 0
     return {"sales": num(text("k-sales")), "orders": num(text("k-orders")), "scans": num(text("k-scans")),
-            "points_in": num(text("k-pin")), "points_out": num(text("k-pout"))}
+            "points_in": num(text("k-pin")), "points_out": num(text("k-pout")),
+            "visits": num(text("k-visits")), "store_rows": rows}
 
 def board_numbers(addr):
     b = json.loads(urllib.request.urlopen("http://%s/v1/board" % addr, timeout=10).read())
@@ -33,7 +37,9 @@ def board_numbers(addr):
     return {"sales": round(sales / 100), "orders": sum(sum(m["orders"].values()) for m in ms),
             "scans": sum(m["allow"] + m["review"] + m["block"] + m["duplicate"] for m in ms),
             "points_in": sum(m.get("points_in", 0) for m in ms),
-            "points_out": sum(m.get("points_out", 0) for m in ms)}
+            "points_out": sum(m.get("points_out", 0) for m in ms),
+            "visits": sum(m.get("visits", 0) for m in ms),
+            "store_rows": len(b.get("stores_today", []))}
 
 def main():
     binary = sys.argv[1]
@@ -64,6 +70,9 @@ def main():
         print("page at the end:", final, "api:", api)
         if final != api:
             print("the page's figures differ from /v1/board", file=sys.stderr)
+            return 1
+        if not (final["visits"] > 0 and final["store_rows"] > 0):
+            print("the generator's store visits are not on the page", file=sys.stderr)
             return 1
         if shot:
             chromium(["--virtual-time-budget=3000", "--window-size=1400,1100", "--screenshot=" + os.path.abspath(shot), url], profile)

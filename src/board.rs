@@ -6,7 +6,7 @@ use omnistream_actors::engine::Emitted;
 use omnistream_actors::fraud::Decision;
 use omnistream_actors::sharded::Sharded;
 use omnistream_actors::Output;
-use omnistream_schemas::EventTime;
+use omnistream_schemas::{Body, Event, EventTime, Visitor};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
@@ -42,6 +42,12 @@ pub struct Minute {
     /// left out).
     #[serde(default)]
     pub points_out: i64,
+    /// Member visits to stores (none in minutes saved before visits were counted).
+    #[serde(default)]
+    pub visits: u64,
+    /// Sales-rep visits to stores.
+    #[serde(default)]
+    pub rep_visits: u64,
 }
 
 /// A blocked scan as the ticker shows it (member masked).
@@ -74,6 +80,8 @@ pub struct Board {
     /// Each store's net sales (accepted orders less what was cancelled or returned) on the
     /// local day `store_day`, the newest an order event was on.
     store_sales: HashMap<String, i64>,
+    /// Each store's member and rep visits on `store_day`.
+    store_visits: HashMap<String, (u64, u64)>,
     store_day: i64,
     /// SKU → location → ATP, nested so a stock change looks its row up without a copy.
     low_stock: BTreeMap<String, BTreeMap<String, i64>>,
@@ -89,8 +97,16 @@ pub struct BoardView<'a> {
     pub minutes: Vec<&'a Minute>,
     /// Fraud reasons by count, largest first.
     pub top_reasons: Vec<(&'a str, u64)>,
-    /// Stores by net sales on the newest local day an order event was on, largest first.
+    /// Stores by net sales on the newest local day an order or visit was on, largest first.
     pub top_stores: Vec<(&'a str, i64)>,
+    /// The stores of that day by net sales, then by member visits: what their KPIs say of it.
+    pub stores_today: Vec<StoreToday>,
+    /// That day (`YYYY-MM-DD`, local), absent before any order or visit.
+    #[serde(
+        serialize_with = "omnistream_actors::shown::day::serialize",
+        skip_serializing_if = "no_day"
+    )]
+    pub stores_day: i64,
     /// SKU locations at or near stock-out, lowest ATP first.
     pub low_stock: Vec<(&'a str, &'a str, i64)>,
     /// Dealers with orders on hold or exposure past their limit: (dealer, held orders,
@@ -98,6 +114,32 @@ pub struct BoardView<'a> {
     pub holds: Vec<(&'a str, u32, i64, i64)>,
     /// Latest blocked scans, newest first.
     pub blocked: Vec<&'a Blocked>,
+}
+
+/// One store's day on the board: its net sales and visits as the board counted them, and
+/// what its KPIs (`/v1/stores/{id}/kpis`, that day) say of its visitors.
+#[derive(Debug, Serialize)]
+pub struct StoreToday {
+    /// Store id.
+    pub store: String,
+    /// Accepted orders' value less what was cancelled or returned that day, in fen.
+    pub net_sales: i64,
+    /// Member visits.
+    pub member_visits: u64,
+    /// Sales-rep visits.
+    pub rep_visits: u64,
+    /// Distinct members who visited.
+    pub visitors: u64,
+    /// Visitors who ordered at the store within the conversion window.
+    pub converted: u64,
+    /// `converted` ÷ `visitors`; null when nobody visited.
+    pub conversion: Option<f64>,
+    /// Average seconds of a member's visit, over those with a duration; null without one.
+    pub avg_visit_s: Option<f64>,
+}
+
+fn no_day(d: &i64) -> bool {
+    *d == 0
 }
 
 /// Adds `by` to `key`'s count; the key is copied only when it is new.
@@ -164,6 +206,15 @@ impl Board {
         let Some(store) = engine.order(order).and_then(|o| o.store.clone()) else {
             return;
         };
+        if self.on_store_day(engine, at) {
+            add!(self.store_sales, store.as_str(), amount);
+        }
+    }
+
+    /// Whether `at` falls on the board's store day (its local day, in
+    /// `rules.store.utc-offset-minutes` when set, as the stores' KPIs count), a newer day
+    /// starting the stores' table afresh; an older day's change is not today's.
+    fn on_store_day(&mut self, engine: &Sharded, at: EventTime) -> bool {
         let day = match engine.rules().store.utc_offset_minutes {
             Some(offset_min) => EventTime { offset_min, ..at },
             None => at,
@@ -171,10 +222,36 @@ impl Board {
         .local_day();
         if day > self.store_day {
             self.store_sales.clear();
+            self.store_visits.clear();
             self.store_day = day;
         }
-        if day == self.store_day {
-            add!(self.store_sales, store.as_str(), amount);
+        day == self.store_day
+    }
+
+    /// Takes in an event applied (before or after its outputs): a store visit counts in its
+    /// minute and its store's day; nothing else is read here.
+    pub fn saw(&mut self, engine: &Sharded, ev: &Event) {
+        let Body::Visit(v) = &ev.body else {
+            return;
+        };
+        let rep = v.visitor == Visitor::Rep;
+        if let Some(m) = self.minute(ev.ts.unix_us) {
+            if rep {
+                m.rep_visits += 1;
+            } else {
+                m.visits += 1;
+            }
+        }
+        if self.on_store_day(engine, ev.ts) {
+            let row = match self.store_visits.get_mut(v.store.as_str()) {
+                Some(row) => row,
+                None => self.store_visits.entry(v.store.to_string()).or_default(),
+            };
+            if rep {
+                row.1 += 1;
+            } else {
+                row.0 += 1;
+            }
         }
     }
 
@@ -339,6 +416,10 @@ impl Board {
         if self.store_day != 0 {
             v["store_day"] = self.store_day.into();
         }
+        // and one saved before visits were counted has none
+        if !self.store_visits.is_empty() {
+            v["store_visits"] = serde_json::json!(self.store_visits);
+        }
         v
     }
 
@@ -350,6 +431,8 @@ impl Board {
             reasons: HashMap<String, u64>,
             store_sales: HashMap<String, i64>,
             #[serde(default)]
+            store_visits: HashMap<String, (u64, u64)>,
+            #[serde(default)]
             store_day: i64,
             low_stock: Vec<(String, String, i64)>,
             holds: BTreeMap<String, (u32, i64, i64)>,
@@ -360,6 +443,7 @@ impl Board {
             minutes: s.minutes.into_iter().map(|m| (m.minute, m)).collect(),
             reasons: s.reasons,
             store_sales: s.store_sales,
+            store_visits: s.store_visits,
             store_day: s.store_day,
             low_stock: s
                 .low_stock
@@ -381,8 +465,49 @@ impl Board {
             .flat_map(|(s, at)| at.iter().map(move |(l, a)| (s.as_str(), l.as_str(), *a)))
     }
 
-    /// The view the page shows.
-    pub fn view(&self) -> BoardView<'_> {
+    /// The stores of the store day by net sales, then member visits, then id (at most
+    /// [`TOP`]), with their KPIs of that day from `engine`.
+    fn stores_today(&self, engine: &Sharded) -> Vec<StoreToday> {
+        let mut ids: Vec<&str> = self
+            .store_sales
+            .keys()
+            .chain(self.store_visits.keys())
+            .map(String::as_str)
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let sales = |s: &str| self.store_sales.get(s).copied().unwrap_or(0);
+        let visits = |s: &str| self.store_visits.get(s).copied().unwrap_or((0, 0));
+        ids.sort_by(|a, b| {
+            sales(b)
+                .cmp(&sales(a))
+                .then(visits(b).0.cmp(&visits(a).0))
+                .then(a.cmp(b))
+        });
+        ids.truncate(TOP);
+        ids.into_iter()
+            .map(|id| {
+                let kpi = engine
+                    .store(id)
+                    .and_then(|s| s.days.get(&self.store_day).copied())
+                    .unwrap_or_default();
+                let (member_visits, rep_visits) = visits(id);
+                StoreToday {
+                    store: id.to_string(),
+                    net_sales: sales(id),
+                    member_visits,
+                    rep_visits,
+                    visitors: kpi.visitors,
+                    converted: kpi.converted,
+                    conversion: kpi.conversion(),
+                    avg_visit_s: kpi.avg_visit_s(),
+                }
+            })
+            .collect()
+    }
+
+    /// The view the page shows; `engine` gives the KPIs of the stores listed.
+    pub fn view(&self, engine: &Sharded) -> BoardView<'_> {
         let mut top_reasons: Vec<(&str, u64)> =
             self.reasons.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         top_reasons.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
@@ -401,6 +526,8 @@ impl Board {
             minutes: self.minutes.values().collect(),
             top_reasons,
             top_stores,
+            stores_today: self.stores_today(engine),
+            stores_day: self.store_day,
             low_stock: low,
             holds: self
                 .holds
@@ -454,7 +581,7 @@ mod tests {
                 entry(-500, "merged_out"),
             ],
         );
-        let v = b.view();
+        let v = b.view(&engine);
         assert_eq!((v.minutes[0].points_in, v.minutes[0].points_out), (120, 35));
         // a minute saved before points were counted reads with none
         let old: Minute = serde_json::from_value(serde_json::json!({"minute": 1, "sales": {},
@@ -518,19 +645,116 @@ mod tests {
         send(&mut engine, &mut b, &order("a", "placed", 9, "st1", 3));
         send(&mut engine, &mut b, &order("b", "placed", 9, "st2", 2));
         send(&mut engine, &mut b, &order("c", "placed", 9, "st2", 1));
-        assert_eq!(b.view().top_stores, vec![("st1", 3000), ("st2", 3000)]);
+        assert_eq!(
+            b.view(&engine).top_stores,
+            vec![("st1", 3000), ("st2", 3000)]
+        );
         // a return of one of a's three, and c cancelled
         send(&mut engine, &mut b, &order("a", "fulfilled", 10, "st1", 3));
         send(&mut engine, &mut b, &order("a", "returned", 11, "st1", 1));
         send(&mut engine, &mut b, &order("c", "cancelled", 11, "st2", 1));
-        assert_eq!(b.view().top_stores, vec![("st1", 2000), ("st2", 2000)]);
+        assert_eq!(
+            b.view(&engine).top_stores,
+            vec![("st1", 2000), ("st2", 2000)]
+        );
         // the next day: only its own
         let next = order("d", "placed", 9, "st2", 1).replace("2026-11-11", "2026-11-12");
         send(&mut engine, &mut b, &next);
-        assert_eq!(b.view().top_stores, vec![("st2", 1000)]);
+        assert_eq!(b.view(&engine).top_stores, vec![("st2", 1000)]);
         let again = Board::load(5, b.save()).unwrap();
         assert_eq!(again.save(), b.save());
-        assert_eq!(again.view().top_stores, b.view().top_stores);
+        assert_eq!(again.view(&engine).top_stores, b.view(&engine).top_stores);
+    }
+
+    /// Store visits count in their minute and their store's day; the day's stores are listed
+    /// by net sales, then member visits, with what their KPIs say of their visitors.
+    #[test]
+    fn stores_today_list_sales_and_visits_with_their_conversion() {
+        let decoder = omnistream_schemas::Decoder::new(omnistream_schemas::Pii::new(b"k"));
+        let mut engine = Sharded::new(omnistream_actors::Rules::default(), 1);
+        let mut b = Board::new(5);
+        let mut n = 0u32;
+        let mut send = |engine: &mut Sharded, b: &mut Board, json: &str| {
+            n += 1;
+            let line = json.replace("{id}", &format!("00000000-0000-7000-8000-{n:012}"));
+            let ev = decoder.decode(line.as_bytes()).unwrap();
+            let mut out = Vec::new();
+            b.saw(engine, &ev);
+            engine.apply(&ev, &mut out);
+            b.observe(engine, &out);
+        };
+        let visit = |store: &str, who: &str, min: u32, extra: &str| {
+            format!(
+                r#"{{"id":"{{id}}","type":"visit","ts":"2026-11-11T10:{min:02}:00+08:00","channel":"store","store":"{store}","visitor":"member","member":{{"openid":"{who}"}}{extra}}}"#
+            )
+        };
+        let rep = |store: &str, min: u32| {
+            format!(
+                r#"{{"id":"{{id}}","type":"visit","ts":"2026-11-11T10:{min:02}:00+08:00","channel":"sfa","store":"{store}","visitor":"rep","rep":"r1"}}"#
+            )
+        };
+        send(
+            &mut engine,
+            &mut b,
+            r#"{"id":"{id}","type":"stock","ts":"2026-11-11T08:00:00+08:00","sku":"S1","location":"st1","op":"receive","qty":100}"#,
+        );
+        send(
+            &mut engine,
+            &mut b,
+            &visit("st1", "a", 0, r#","duration_s":600"#),
+        );
+        send(
+            &mut engine,
+            &mut b,
+            &visit("st1", "b", 1, r#","duration_s":1200"#),
+        );
+        send(&mut engine, &mut b, &visit("st2", "c", 1, ""));
+        send(&mut engine, &mut b, &visit("st2", "d", 2, ""));
+        send(&mut engine, &mut b, &visit("st2", "e", 2, ""));
+        send(&mut engine, &mut b, &rep("st2", 3));
+        // a visitor of st1 buys there
+        send(
+            &mut engine,
+            &mut b,
+            r#"{"id":"{id}","type":"order","ts":"2026-11-11T10:05:00+08:00","channel":"store","order":"o1","status":"placed","kind":"consumer","member":{"openid":"a"},"lines":[{"sku":"S1","qty":1,"unit_price":2500}],"location":"st1","store":"st1"}"#,
+        );
+        let v = b.view(&engine);
+        let per_minute: Vec<_> = v.minutes.iter().map(|m| (m.visits, m.rep_visits)).collect();
+        assert_eq!(per_minute, [(1, 0), (2, 0), (2, 0), (0, 1), (0, 0)]);
+        let rows: Vec<_> = v
+            .stores_today
+            .iter()
+            .map(|s| {
+                (
+                    s.store.as_str(),
+                    s.net_sales,
+                    s.member_visits,
+                    s.rep_visits,
+                    s.visitors,
+                    s.converted,
+                    s.conversion,
+                    s.avg_visit_s,
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("st1", 2500, 2, 0, 2, 1, Some(0.5), Some(900.0)),
+                ("st2", 0, 3, 1, 3, 0, Some(0.0), None)
+            ]
+        );
+        // saved and loaded, the day's visits stay; the next day starts afresh
+        let again = Board::load(5, b.save()).unwrap();
+        assert_eq!(again.save(), b.save());
+        send(
+            &mut engine,
+            &mut b,
+            &visit("st3", "f", 0, "").replace("2026-11-11", "2026-11-12"),
+        );
+        let v = b.view(&engine);
+        assert_eq!(v.stores_today.len(), 1);
+        assert_eq!(v.stores_today[0].store, "st3");
     }
 
     /// A late order older than the last hour is not shown among its minutes.
@@ -550,10 +774,10 @@ mod tests {
         };
         let now = 1_700_000_000_000;
         b.observe(&engine, &[order(now), order(now - 30 * 60_000)]);
-        assert_eq!(b.view().minutes.len(), 2);
+        assert_eq!(b.view(&engine).minutes.len(), 2);
         b.observe(&engine, &[order(now - 5 * 3_600_000)]);
         assert_eq!(
-            b.view().minutes.len(),
+            b.view(&engine).minutes.len(),
             2,
             "a minute five hours old was added"
         );
@@ -576,11 +800,11 @@ mod tests {
             ],
         );
         assert_eq!(
-            b.view().low_stock,
+            b.view(&engine).low_stock,
             vec![("sku-1", "s-9", 0), ("sku-1", "dc-east", 4)]
         );
         assert_eq!(
-            b.view().holds,
+            b.view(&engine).holds,
             vec![("d-1", 3, 950, 1_000), ("d-2", 1, 100, 1_000)]
         );
         // restocked and paid: the rows go, and an emptied SKU with them
@@ -593,24 +817,24 @@ mod tests {
                 credit("d-2", 0, 0),
             ],
         );
-        assert!(b.view().low_stock.is_empty());
+        assert!(b.view(&engine).low_stock.is_empty());
         assert!(b.low_stock.is_empty());
-        assert_eq!(b.view().holds, vec![("d-1", 3, 950, 1_000)]);
+        assert_eq!(b.view(&engine).holds, vec![("d-1", 3, 950, 1_000)]);
         // a limit lowered under the exposure: listed though nothing is held, until paid down
         b.observe(&engine, &[credit("d-3", 0, 1_200)]);
         assert_eq!(
-            b.view().holds,
+            b.view(&engine).holds,
             vec![("d-1", 3, 950, 1_000), ("d-3", 0, 1_200, 1_000)]
         );
         b.observe(&engine, &[credit("d-3", 0, 900)]);
-        assert_eq!(b.view().holds, vec![("d-1", 3, 950, 1_000)]);
+        assert_eq!(b.view(&engine).holds, vec![("d-1", 3, 950, 1_000)]);
         b.observe(
             &engine,
             &[stock("sku-2", "s-1", 1), stock("sku-2", "s-2", 2)],
         );
         let again = Board::load(5, b.save()).unwrap();
-        assert_eq!(again.view().low_stock, b.view().low_stock);
-        assert_eq!(again.view().holds, b.view().holds);
+        assert_eq!(again.view(&engine).low_stock, b.view(&engine).low_stock);
+        assert_eq!(again.view(&engine).holds, b.view(&engine).holds);
         assert_eq!(again.save(), b.save());
     }
 
@@ -626,8 +850,9 @@ mod tests {
         });
         let b = Board::load(5, saved.clone()).unwrap();
         assert_eq!(b.save(), saved);
+        let engine = Sharded::new(omnistream_actors::Rules::default(), 1);
         assert_eq!(
-            b.view().low_stock,
+            b.view(&engine).low_stock,
             vec![
                 ("sku-1", "s-9", 0),
                 ("sku-2", "s-1", 1),
@@ -655,7 +880,7 @@ mod tests {
             })
         };
         b.observe(&engine, &[resolved(true)]);
-        assert!(b.view().blocked.is_empty());
+        assert!(b.view(&engine).blocked.is_empty());
         b.observe(
             &engine,
             &[emitted(Output::ReviewResolved {
@@ -669,9 +894,9 @@ mod tests {
                 by: None,
             })],
         );
-        assert!(b.view().blocked.is_empty());
+        assert!(b.view(&engine).blocked.is_empty());
         b.observe(&engine, &[resolved(false)]);
-        let v = b.view();
+        let v = b.view(&engine);
         assert_eq!(v.blocked.len(), 1);
         assert_eq!(v.blocked[0].reasons, ["blocked_on_review"]);
         assert_eq!(v.blocked[0].member, "m01…ef");

@@ -144,6 +144,7 @@ fn examples() -> Vec<(&'static str, &'static str, String, Value)> {
         match Item::decode(&decoder, &pii, line.as_bytes(), 0, 0) {
             Item::Event(ev) => {
                 let start = out.len();
+                board.saw(&e, &ev);
                 e.apply(&ev, &mut out);
                 board.observe(&e, &out[start..]);
                 outcomes.push(Outcome::Accepted {
@@ -285,7 +286,7 @@ fn examples() -> Vec<(&'static str, &'static str, String, Value)> {
         (
             "/v1/board",
             "/v1/board".into(),
-            serde_json::to_value(board.view()).unwrap_or_default(),
+            serde_json::to_value(board.view(&e)).unwrap_or_default(),
         ),
     ];
     let mut all: Vec<(&str, &str, String, Value)> = gets

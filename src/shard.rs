@@ -1216,6 +1216,7 @@ impl Shard {
             } else {
                 match decoder.decode(bytes) {
                     Ok(ev) if awaited > 0 => {
+                        board.saw(&engine, &ev);
                         epoch.push(ev);
                         n += 1;
                         if epoch.len() == awaited {
@@ -1225,6 +1226,7 @@ impl Shard {
                         }
                     }
                     Ok(ev) => {
+                        board.saw(&engine, &ev);
                         engine.apply(&ev, &mut scratch);
                         n += 1;
                     }
@@ -1856,6 +1858,7 @@ impl Shard {
     /// [`Shard::log_entry`] for an event, held as it is: the thread that commits the batch
     /// encodes it.
     fn log_event(&mut self, ev: Box<Event>, emitted: &[Emitted]) {
+        self.board.saw(&self.engine, &ev);
         self.batch.unencoded.events.push((self.next_seq, ev));
         self.logged(emitted);
     }
@@ -2021,6 +2024,7 @@ impl Shard {
                 self.next_seq += 1;
             }
             for ev in logged {
+                self.board.saw(&self.engine, &ev);
                 self.batch.unencoded.events.push((self.next_seq, ev));
                 self.next_seq += 1;
                 self.since_checkpoint += 1;
@@ -2620,7 +2624,7 @@ impl Handler<GetBoard> for Shard {
     type Result = MessageResult<GetBoard>;
 
     fn handle(&mut self, _: GetBoard, _: &mut Self::Context) -> Self::Result {
-        MessageResult(serde_json::to_value(self.board.view()).unwrap_or_default())
+        MessageResult(serde_json::to_value(self.board.view(&self.engine)).unwrap_or_default())
     }
 }
 

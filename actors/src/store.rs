@@ -44,7 +44,6 @@ fn timed(duration_s: Option<i64>) -> Option<i64> {
 
 /// The KPIs of one store in one local hour or local day.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-
 pub struct Kpi {
     /// Member visits (every visit, repeated ones included).
     pub member_visits: u64,
