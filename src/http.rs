@@ -1136,13 +1136,42 @@ pub(crate) fn kpis_view(e: &Sharded, id: &str) -> Result<Option<Value>, ReadErro
 
 /// [`kpis_view`] with the hours of local day `day` instead of today's, when given.
 fn kpis_view_on(e: &Sharded, id: &str, day: Option<i64>) -> Result<Option<Value>, ReadError> {
-    to_json(e.store(id).map(|s| {
-        let mut v = s.view(crate::view_time(e), &e.rules().store);
-        if let Some(day) = day {
-            v.hours = s.hours_of(day);
-        }
-        v
-    }))
+    let Some(s) = e.store(id) else {
+        return Ok(None);
+    };
+    let mut v = s.view(crate::view_time(e), &e.rules().store);
+    let Some(day) = day else {
+        return to_json(Some(v));
+    };
+    v.hours = s.hours_of(day);
+    let empty = v.hours.is_empty();
+    let mut json = to_json(Some(v))?.unwrap_or_default();
+    // no hours: a day before those kept, after the newest, or one without events
+    if empty {
+        let date = |n: i64| {
+            omnistream_actors::shown::day::serialize(&n, serde_json::value::Serializer)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default()
+        };
+        let (first, last) = (s.days.keys().next(), s.days.keys().next_back());
+        let why = match (first, last) {
+            (Some(&f), Some(&l)) if day < f => format!(
+                "before the days kept ({} to {}; rules.store.kpi-days is {})",
+                date(f),
+                date(l),
+                e.rules().store.kpi_days
+            ),
+            (Some(&f), Some(&l)) if day > l => format!(
+                "after the newest day with an event ({}; days kept from {})",
+                date(l),
+                date(f)
+            ),
+            _ => "no event of this store fell on that day".to_string(),
+        };
+        json["hours_note"] = json!(why);
+    }
+    Ok(Some(json))
 }
 
 /// A campaign's budget and counts, with the rules it runs under: its own (`configured`) or

@@ -184,7 +184,8 @@ pub fn too_late(ts_us: i64, engine: &Engine) -> Problem {
         // the lateness window (the only other reason the engine refuses an event as late)
         _ => format!(
             "{} s before the watermark (the latest event time seen); at most {} s \
-             (max-lateness-s) are accepted",
+             (max-lateness-s) are accepted (an event sent again this late: if it was accepted \
+             before, that stands; nothing is lost)",
             engine.watermark().saturating_sub(ts_us) / 1_000_000,
             engine.rules.max_lateness_s
         ),

@@ -2927,6 +2927,19 @@ fn stores_and_a_rep_across_them_are_listed() {
     assert_eq!(kpis["hours"][0]["at"], "2026-11-11T10:00", "{kpis}");
     assert_eq!(kpis["hours"][0]["rep_visits"], 2, "{kpis}");
     assert_eq!(kpis["hours"].as_array().unwrap().len(), 1, "{kpis}");
+    assert!(kpis.get("hours_note").is_none(), "{kpis}");
+    // a day without hours says why: before the days kept, after the newest, or no event then
+    for (day, why) in [
+        ("2026-01-01", "before the days kept (2026-11-11 to "),
+        ("2027-01-01", "after the newest day with an event ("),
+    ] {
+        let kpis = s.get(&format!("/v1/stores/st-b/kpis?day={day}"));
+        assert_eq!(kpis["hours"], json!([]), "{kpis}");
+        assert!(
+            kpis["hours_note"].as_str().unwrap().starts_with(why),
+            "{kpis}"
+        );
+    }
     let (code, v) = s.request("GET", "/v1/stores/st-b/kpis?day=11/11", "");
     assert_eq!(code, 400, "{v}");
     let (code, v) = s.request("GET", "/v1/stores?unvisited_days=week", "");
