@@ -121,6 +121,26 @@ pub struct Config {
     pub cluster: crate::cluster::ClusterConfig,
     /// Business rules.
     pub rules: Rules,
+    /// The brand's stores by id (`[stores.ID]`): their name, region and kind beside their
+    /// KPIs, and each listed before its first event (a store no rep ever visited shows as
+    /// unvisited). Stores not named here are listed once they have events.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub stores: std::collections::BTreeMap<String, StoreRef>,
+}
+
+/// A store as the brand describes it (`[stores.ID]`); every key optional.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default, rename_all = "kebab-case")]
+pub struct StoreRef {
+    /// Its name, as people know it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Its region (`/v1/stores?region=` lists and totals a region's stores).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// `own` (the brand's) or `partner` (a retailer's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
 }
 
 /// Fluvio as a source (input topics) and as sinks (output topics).
@@ -937,6 +957,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             cluster: crate::cluster::ClusterConfig::default(),
             rules: Rules::default(),
+            stores: Default::default(),
         }
     }
 }
@@ -1117,6 +1138,31 @@ impl Config {
                         "`{name}` is one of fluvio.topics: the cluster needs topics of its own"
                     ),
                 ));
+            }
+        }
+        for (id, s) in &self.stores {
+            let key = |k: &str| format!("stores.{id}.{k}");
+            if id.is_empty() || id.len() > omnistream_schemas::decode::MAX_STR {
+                return Err(err(format!("stores.{id}"), "a store id is 1 to 256 bytes"));
+            }
+            if omnistream_schemas::control_char(id).is_some() || id.trim() != id {
+                return Err(err(
+                    format!("stores.{id:?}"),
+                    "a store id has no control character and no white space at an end (events \
+                     could never name it)",
+                ));
+            }
+            if let Some(k) = s
+                .kind
+                .as_deref()
+                .filter(|k| !["own", "partner"].contains(k))
+            {
+                return Err(err(key("kind"), format!("`{k}` is not own or partner")));
+            }
+            for (k, v) in [("name", &s.name), ("region", &s.region)] {
+                if v.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                    return Err(err(key(k), "is empty: leave it out instead"));
+                }
             }
         }
         self.rules

@@ -1131,21 +1131,44 @@ async fn get_credit(st: web::Data<AppState>, id: web::Path<String>) -> HttpRespo
 }
 
 pub(crate) fn kpis_view(e: &Sharded, id: &str) -> Result<Option<Value>, ReadError> {
-    kpis_view_on(e, id, None)
+    kpis_view_on(e, &StoreRefs::new(), id, None)
 }
 
-/// [`kpis_view`] with the hours of local day `day` instead of today's, when given.
-fn kpis_view_on(e: &Sharded, id: &str, day: Option<i64>) -> Result<Option<Value>, ReadError> {
-    let Some(s) = e.store(id) else {
+/// The stores the configuration names (`[stores.ID]`).
+type StoreRefs = std::collections::BTreeMap<String, crate::config::StoreRef>;
+
+/// Adds a configured store's name, region and kind to its JSON.
+fn with_ref(v: &mut Value, r: Option<&crate::config::StoreRef>) {
+    let Some(r) = r else { return };
+    for (k, x) in [("name", &r.name), ("region", &r.region), ("kind", &r.kind)] {
+        if let Some(x) = x {
+            v[k] = json!(x);
+        }
+    }
+}
+
+/// [`kpis_view`] with the hours of local day `day` instead of today's, when given; a store
+/// the configuration names shows (with zeros) before its first event.
+fn kpis_view_on(
+    e: &Sharded,
+    refs: &StoreRefs,
+    id: &str,
+    day: Option<i64>,
+) -> Result<Option<Value>, ReadError> {
+    let r = refs.get(id);
+    let Some(s) = e.store(id).or_else(|| r.map(|_| Default::default())) else {
         return Ok(None);
     };
     let mut v = s.view(crate::view_time(e), &e.rules().store);
-    let Some(day) = day else {
-        return to_json(Some(v));
-    };
-    v.hours = s.hours_of(day);
+    if let Some(day) = day {
+        v.hours = s.hours_of(day);
+    }
     let empty = v.hours.is_empty();
     let mut json = to_json(Some(v))?.unwrap_or_default();
+    with_ref(&mut json, r);
+    let Some(day) = day else {
+        return Ok(Some(json));
+    };
     // no hours: a day before those kept, after the newest, or one without events
     if empty {
         let date = |n: i64| {
@@ -1382,48 +1405,83 @@ fn store_views(
 /// `/v1/stores/{id}/kpis` shows them, how many reps visited it and its recent visitors: a
 /// manager's list of stores.
 pub(crate) fn stores_view(e: &Sharded) -> Result<Option<Value>, ReadError> {
-    stores_list(e, None)
+    stores_list(e, &StoreRefs::new(), &StoresFilter::default())
 }
 
-/// [`stores_view`], only the stores no sales rep visited in the `unvisited_days` days before
-/// the view's time when given (a rep's coverage: never visited ones included).
-fn stores_list(e: &Sharded, unvisited_days: Option<i64>) -> Result<Option<Value>, ReadError> {
-    let since = unvisited_days.map(|d| {
-        crate::view_time(e)
-            .unix_us
-            .saturating_sub(d.saturating_mul(86_400_000_000))
-    });
-    let items: Vec<Value> = store_views(e)?
-        .into_iter()
-        .filter_map(|(id, v)| {
-            let last = v.reps.iter().map(|r| r.last_visit).max();
-            if since.is_some_and(|s| last.is_some_and(|l| l >= s)) {
-                return None;
-            }
-            // as each rep's `last_visit` is shown (RFC 3339, UTC)
-            let last_rep_visit = last.and_then(|us| {
-                omnistream_actors::shown::instant::serialize(&us, serde_json::value::Serializer)
-                    .ok()
-            });
-            let rep_visits_30d: usize = v.reps.iter().map(|r| r.visits_30d).sum();
-            Some(
-                json!({"store": id, "today": v.today, "this_hour": v.this_hour,
-                   "rep_count": v.reps.len(), "last_rep_visit": last_rep_visit,
-                   "rep_visits_30d": rep_visits_30d, "recent_visitors": v.recent_visitors}),
-            )
-        })
-        .collect();
-    Ok(Some(json!({ "items": items })))
+/// What `/v1/stores` keeps and adds.
+#[derive(Default)]
+struct StoresFilter {
+    /// Only the stores no sales rep visited in that many days before the view's time (a
+    /// rep's coverage: never visited ones included).
+    unvisited_days: Option<i64>,
+    /// Only the stores the configuration puts in this region.
+    region: Option<String>,
+    /// Each store's KPIs of this local day, and their total (`total`, `hours`).
+    day: Option<i64>,
+}
+
+/// [`stores_view`], filtered and with a day's KPIs as `f` says; the stores the configuration
+/// names are listed before their first event, with their name, region and kind.
+fn stores_list(
+    e: &Sharded,
+    refs: &StoreRefs,
+    f: &StoresFilter,
+) -> Result<Option<Value>, ReadError> {
+    let at = crate::view_time(e);
+    let since = f
+        .unvisited_days
+        .map(|d| at.unix_us.saturating_sub(d.saturating_mul(86_400_000_000)));
+    let mut stores = e.stores().map_err(read_failed("stores"))?;
+    for id in refs.keys() {
+        stores.entry(id.as_str().into()).or_default();
+    }
+    let mut items = Vec::new();
+    let mut listed = Vec::new();
+    for (id, s) in &stores {
+        let r = refs.get(id.as_str());
+        if f.region.is_some() && r.and_then(|r| r.region.as_ref()) != f.region.as_ref() {
+            continue;
+        }
+        let v = s.view(at, &e.rules().store);
+        let last = v.reps.iter().map(|r| r.last_visit).max();
+        if since.is_some_and(|s| last.is_some_and(|l| l >= s)) {
+            continue;
+        }
+        // as each rep's `last_visit` is shown (RFC 3339, UTC)
+        let last_rep_visit = last.and_then(|us| {
+            omnistream_actors::shown::instant::serialize(&us, serde_json::value::Serializer).ok()
+        });
+        let rep_visits_30d: usize = v.reps.iter().map(|r| r.visits_30d).sum();
+        let mut row = json!({"store": id, "today": v.today, "this_hour": v.this_hour,
+           "rep_count": v.reps.len(), "last_rep_visit": last_rep_visit,
+           "rep_visits_30d": rep_visits_30d, "recent_visitors": v.recent_visitors});
+        with_ref(&mut row, r);
+        if let Some(day) = f.day {
+            row["day"] = serde_json::to_value(s.day_of(day)).map_err(ReadError::Render)?;
+        }
+        items.push(row);
+        listed.push(s);
+    }
+    let mut v = json!({ "items": items });
+    if let Some(day) = f.day {
+        let (total, hours) = omnistream_actors::store::rollup(listed, day);
+        v["total"] = serde_json::to_value(total).map_err(ReadError::Render)?;
+        v["hours"] = serde_json::to_value(hours).map_err(ReadError::Render)?;
+    }
+    Ok(Some(v))
 }
 
 /// `GET /v1/stores`' query.
 #[derive(Deserialize)]
 struct StoresQuery {
     unvisited_days: Option<String>,
+    region: Option<String>,
+    day: Option<String>,
 }
 
 async fn get_stores(st: web::Data<AppState>, q: web::Query<StoresQuery>) -> HttpResponse {
-    let days = match q.unvisited_days.as_deref().map(str::parse::<i64>) {
+    let q = q.into_inner();
+    let unvisited_days = match q.unvisited_days.as_deref().map(str::parse::<i64>) {
         None => None,
         Some(Ok(d)) if (0..=3_660).contains(&d) => Some(d),
         Some(_) => {
@@ -1433,7 +1491,27 @@ async fn get_stores(st: web::Data<AppState>, q: web::Query<StoresQuery>) -> Http
             ))
         }
     };
-    read(&st, "stores", move |e| stores_list(e, days)).await
+    let day = match q.day.as_deref() {
+        None => None,
+        Some(d) => match omnistream_actors::shown::day::deserialize(Value::from(d)) {
+            Ok(n) => Some(n),
+            Err(_) => return bad_query(format!("day: `{d}` is not a date (YYYY-MM-DD)")),
+        },
+    };
+    let cfg = st.cfg.clone();
+    if let Some(r) = q.region.as_deref() {
+        if !cfg.stores.values().any(|s| s.region.as_deref() == Some(r)) {
+            return bad_query(format!(
+                "region: `{r}` is no configured store's region ([stores.ID] region = ...)"
+            ));
+        }
+    }
+    let f = StoresFilter {
+        unvisited_days,
+        region: q.region,
+        day,
+    };
+    read(&st, "stores", move |e| stores_list(e, &cfg.stores, &f)).await
 }
 
 /// Every sales rep's visits across stores (by rep id): the totals and, per store as the
@@ -1517,7 +1595,11 @@ async fn get_kpis(
             Err(_) => return bad_query(format!("day: `{d}` is not a date (YYYY-MM-DD)")),
         },
     };
-    read(&st, "store", move |e| kpis_view_on(e, &id, day)).await
+    let cfg = st.cfg.clone();
+    read(&st, "store", move |e| {
+        kpis_view_on(e, &cfg.stores, &id, day)
+    })
+    .await
 }
 
 pub(crate) fn order_view(
@@ -2800,7 +2882,7 @@ routes! {
     get "/v1/locations/{id}/stock" => get_location_stock, READ;
     get "/v1/dealers" [held, over_limit] => get_dealers, READ;
     get "/v1/dealers/{id}/credit" => get_credit, READ;
-    get "/v1/stores" [unvisited_days] => get_stores, READ;
+    get "/v1/stores" [unvisited_days, region, day] => get_stores, READ;
     get "/v1/reps" => get_reps, READ;
     get "/v1/reps/{rep}" => get_rep, READ;
     get "/v1/stores/{id}/kpis" [day] => get_kpis, READ;

@@ -2861,6 +2861,101 @@ fn a_retried_order_event_answers_where_the_order_stands() {
 
 /// A manager's lists: every store with today's KPIs, and one sales rep across stores.
 #[test]
+fn configured_stores_are_listed_before_their_first_event_and_a_region_totals_a_day() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Service::start_with(
+        dir.path(),
+        &[
+            ("OMNISTREAM_STORES__ST_A__NAME", "Alpha"),
+            ("OMNISTREAM_STORES__ST_A__REGION", "east"),
+            ("OMNISTREAM_STORES__ST_A__KIND", "own"),
+            ("OMNISTREAM_STORES__ST_Z__REGION", "east"),
+            ("OMNISTREAM_STORES__ST_Z__KIND", "partner"),
+            ("OMNISTREAM_STORES__ST_W__REGION", "west"),
+        ],
+    );
+    let visit = |n: u32, store: &str, hour: u32, who: &str| {
+        let mut v = json!({"id": id(n), "type":"visit","channel":"store",
+               "ts": format!("2026-11-11T{hour:02}:10:00+08:00"), "store": store,
+               "visitor":"member","member":{"openid": who},"duration_s": 600});
+        if who.starts_with("rep") {
+            v["visitor"] = json!("rep");
+            v["rep"] = json!(who);
+            v.as_object_mut().unwrap().remove("member");
+        }
+        v.to_string()
+    };
+    s.post(&[
+        visit(1, "st-a", 10, "o1"),
+        visit(2, "st-a", 11, "o2"),
+        visit(3, "st-a", 11, "rep-li"),
+        visit(4, "st-b", 11, "o3"),
+        visit(5, "st-w", 10, "o4"),
+    ]);
+    // every configured store, visited or not, and the one that is not configured
+    let all = s.get("/v1/stores");
+    assert_eq!(
+        texts(&all["items"], "store"),
+        ["st-a", "st-b", "st-w", "st-z"],
+        "{all}"
+    );
+    let a = &all["items"][0];
+    assert_eq!(
+        (&a["name"], &a["region"], &a["kind"]),
+        (&json!("Alpha"), &json!("east"), &json!("own")),
+        "{all}"
+    );
+    assert!(all["items"][1].get("region").is_none(), "{all}");
+    // st-z, never visited, is the east's store no rep saw
+    let idle = s.get("/v1/stores?region=east&unvisited_days=7");
+    assert_eq!(texts(&idle["items"], "store"), ["st-z"], "{idle}");
+    // a region's day: each store's and their sum, hour by hour
+    let east = s.get("/v1/stores?region=east&day=2026-11-11");
+    assert_eq!(texts(&east["items"], "store"), ["st-a", "st-z"], "{east}");
+    assert_eq!(east["items"][0]["day"]["member_visits"], 2, "{east}");
+    assert_eq!(east["items"][1]["day"]["member_visits"], 0, "{east}");
+    assert_eq!(
+        (
+            &east["total"]["member_visits"],
+            &east["total"]["rep_visits"],
+            &east["total"]["avg_visit_s"]
+        ),
+        (&json!(2), &json!(1), &json!(600.0)),
+        "{east}"
+    );
+    let hours: Vec<_> = east["hours"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            (
+                h["at"].as_str().unwrap(),
+                h["member_visits"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        hours,
+        [("2026-11-11T10:00", 1), ("2026-11-11T11:00", 1)],
+        "{east}"
+    );
+    let every = s.get("/v1/stores?day=2026-11-11");
+    assert_eq!(every["total"]["member_visits"], 4, "{every}");
+    // a configured store before its first event has its KPIs, all zero
+    let z = s.get("/v1/stores/st-z/kpis");
+    assert_eq!(
+        (&z["today"]["member_visits"], &z["kind"]),
+        (&json!(0), &json!("partner")),
+        "{z}"
+    );
+    for bad in ["/v1/stores?region=north", "/v1/stores?day=11-11"] {
+        let (code, v) = s.request("GET", bad, "");
+        assert_eq!(code, 400, "{bad}: {v}");
+    }
+    s.stop();
+}
+
+#[test]
 fn stores_and_a_rep_across_them_are_listed() {
     let dir = tempfile::tempdir().unwrap();
     let s = Service::start(dir.path());

@@ -81,6 +81,25 @@ impl Kpi {
         (self.visitors > 0).then(|| self.converted as f64 / self.visitors as f64)
     }
 
+    /// Adds another bucket's counts (another store's, for a rollup): a member who visited
+    /// both counts as a visitor of each.
+    pub fn add(&mut self, o: &Kpi) {
+        self.member_visits += o.member_visits;
+        self.rep_visits += o.rep_visits;
+        self.rep_visit_seconds = self.rep_visit_seconds.saturating_add(o.rep_visit_seconds);
+        self.scans += o.scans;
+        self.orders += o.orders;
+        self.sales = self.sales.saturating_add(o.sales);
+        self.members_won += o.members_won;
+        self.refunds = self.refunds.saturating_add(o.refunds);
+        self.visitors += o.visitors;
+        self.converted += o.converted;
+        self.member_visit_seconds = self
+            .member_visit_seconds
+            .saturating_add(o.member_visit_seconds);
+        self.timed_member_visits += o.timed_member_visits;
+    }
+
     /// Average seconds a member's visit lasted, over those with a known duration.
     pub fn avg_visit_s(&self) -> Option<f64> {
         (self.timed_member_visits > 0)
@@ -487,6 +506,14 @@ impl Store {
         }
     }
 
+    /// Local day `day`'s KPIs (zeros when none is kept).
+    pub fn day_of(&self, day: i64) -> KpiView {
+        KpiView::new(
+            Bucket::Day(day),
+            self.days.get(&day).copied().unwrap_or_default(),
+        )
+    }
+
     /// The kept hours of local day `day` with any activity, in order.
     pub fn hours_of(&self, day: i64) -> Vec<KpiView> {
         let first = day.saturating_mul(24);
@@ -543,6 +570,32 @@ impl Store {
             recent_visitors: self.visitors.len(),
         }
     }
+}
+
+/// Several stores' KPIs of local day `day` summed, the day's and each hour's with any
+/// activity (a member who visited two stores is a visitor of each).
+pub fn rollup<'a>(
+    stores: impl IntoIterator<Item = &'a Store>,
+    day: i64,
+) -> (KpiView, Vec<KpiView>) {
+    let mut total = Kpi::default();
+    let mut hours: BTreeMap<i64, Kpi> = BTreeMap::new();
+    let first = day.saturating_mul(24);
+    for s in stores {
+        if let Some(k) = s.days.get(&day) {
+            total.add(k);
+        }
+        for (h, k) in s.hours.range(first..first.saturating_add(24)) {
+            hours.entry(*h).or_default().add(k);
+        }
+    }
+    (
+        KpiView::new(Bucket::Day(day), total),
+        hours
+            .into_iter()
+            .map(|(h, k)| KpiView::new(Bucket::Hour(h), k))
+            .collect(),
+    )
 }
 
 /// The oldest hour and day buckets still kept, given the newest event time.
