@@ -2984,6 +2984,22 @@ fn stores_and_a_rep_across_them_are_listed() {
         "{rep}"
     );
     assert_eq!(rep["last_visit"], "2026-11-11T02:45:00.000Z", "{rep}");
+    // when, store by store: who visited a store this week
+    let at_b: Vec<_> = rep["stores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["store"] == "st-b")
+        .map(|s| s["recent_visits"].clone())
+        .collect();
+    assert_eq!(
+        at_b,
+        [json!([
+            "2026-11-11T02:30:00.000Z",
+            "2026-11-11T02:45:00.000Z"
+        ])],
+        "{rep}"
+    );
     let (code, _) = s.request("GET", "/v1/reps/nobody", "");
     assert_eq!(code, 404);
     let reps = s.get("/v1/reps");

@@ -52,6 +52,33 @@ pub mod instant_opt {
     }
 }
 
+/// Instants in µs since the epoch, as a list of RFC 3339 in UTC.
+pub mod instants {
+    use super::*;
+    use serde::ser::SerializeSeq;
+
+    /// Writes each as RFC 3339 in UTC.
+    pub fn serialize<S: Serializer>(us: &[i64], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(us.len()))?;
+        for u in us {
+            seq.serialize_element(&utc(*u).to_string())?;
+        }
+        seq.end()
+    }
+
+    /// Reads a list of RFC 3339 (any offset) into µs.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<i64>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|s| {
+                EventTime::parse(s)
+                    .map(|t| t.unix_us)
+                    .map_err(D::Error::custom)
+            })
+            .collect()
+    }
+}
+
 /// A span of local time numbered from the epoch (days, hours), shown as the start of the
 /// span in RFC 3339 cut to `len` characters; read back by completing the cut with `rest`.
 struct Span {

@@ -564,6 +564,12 @@ impl Store {
                         .iter()
                         .filter(|t| **t > window_start && **t <= now.unix_us)
                         .count(),
+                    recent_visits: r
+                        .recent
+                        .iter()
+                        .copied()
+                        .filter(|t| *t > window_start && *t <= now.unix_us)
+                        .collect(),
                     avg_duration_s: (r.timed > 0).then(|| r.seconds as f64 / r.timed as f64),
                 })
                 .collect(),
@@ -694,6 +700,9 @@ pub struct RepView {
     pub last_visit: i64,
     /// Visits in the 30 days before the view's time.
     pub visits_30d: usize,
+    /// When those were (RFC 3339, UTC), oldest first (at most the latest 256 kept).
+    #[serde(with = "crate::shown::instants", default)]
+    pub recent_visits: Vec<i64>,
     /// Average time spent per visit with a known duration, in seconds.
     pub avg_duration_s: Option<f64>,
 }
