@@ -165,6 +165,10 @@ enum Command {
         /// whole input in memory.
         #[arg(long = "sort-by-time")]
         sort_by_time: bool,
+        /// Exit with status 1 when any line was rejected (after writing everything, the
+        /// dead letters included), for a scheduled backfill that must not pass short.
+        #[arg(long)]
+        strict: bool,
     },
 }
 
@@ -807,6 +811,7 @@ fn main() -> ExitCode {
             shards,
             epoch_events,
             sort_by_time,
+            strict,
         } => {
             let parallel = cli::replay::Parallel {
                 shards,
@@ -823,6 +828,14 @@ fn main() -> ExitCode {
             );
             replay.map(|s| {
                 print!("{}", cli::replay::render(&s, &out));
+                if strict && s.rejected > 0 {
+                    eprintln!(
+                        "omnistream: --strict: lines rejected: {} (see {})",
+                        s.rejected,
+                        out.join("dead-letter.jsonl").display()
+                    );
+                    return ExitCode::from(1);
+                }
                 ExitCode::SUCCESS
             })
         }

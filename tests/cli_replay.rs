@@ -455,6 +455,24 @@ fn replay_refuses_an_event_beyond_the_lateness_window_into_the_dead_letters() {
         std::fs::read_to_string(sharded.join("dead-letter.jsonl")).unwrap(),
         std::fs::read_to_string(out.join("dead-letter.jsonl")).unwrap()
     );
+    // --strict: the same files, and status 1 for a backfill that must not pass short
+    let strict = dir.path().join("strict");
+    let o = Command::new(env!("CARGO_BIN_EXE_omnistream"))
+        .args(["replay", "--strict", "--input"])
+        .arg(&input)
+        .arg("--out")
+        .arg(&strict)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--strict: lines rejected: 1 "),
+        "{o:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(strict.join("dead-letter.jsonl")).unwrap(),
+        std::fs::read_to_string(out.join("dead-letter.jsonl")).unwrap()
+    );
 }
 
 /// The key for personal data may come from a file (`OMNISTREAM_PII_KEY_FILE`, a mounted
