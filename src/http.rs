@@ -1179,12 +1179,16 @@ fn kpis_view_on(
         };
         let (first, last) = (s.days.keys().next(), s.days.keys().next_back());
         let why = match (first, last) {
-            (Some(&f), Some(&l)) if day < f => format!(
+            // days are dropped past kpi-days: a shorter span is the store's whole history
+            (Some(&f), Some(&l)) if day < f && l - f + 1 >= e.rules().store.kpi_days => format!(
                 "before the days kept ({} to {}; rules.store.kpi-days is {})",
                 date(f),
                 date(l),
                 e.rules().store.kpi_days
             ),
+            (Some(&f), _) if day < f => {
+                format!("before the store's first day with an event ({})", date(f))
+            }
             (Some(&f), Some(&l)) if day > l => format!(
                 "after the newest day with an event ({}; days kept from {})",
                 date(l),

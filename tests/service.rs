@@ -3041,7 +3041,10 @@ fn stores_and_a_rep_across_them_are_listed() {
     assert!(kpis.get("hours_note").is_none(), "{kpis}");
     // a day without hours says why: before the days kept, after the newest, or no event then
     for (day, why) in [
-        ("2026-01-01", "before the days kept (2026-11-11 to "),
+        (
+            "2026-01-01",
+            "before the store's first day with an event (2026-11-11)",
+        ),
         ("2027-01-01", "after the newest day with an event ("),
     ] {
         let kpis = s.get(&format!("/v1/stores/st-b/kpis?day={day}"));

@@ -514,8 +514,12 @@ impl Store {
         )
     }
 
-    /// The kept hours of local day `day` with any activity, in order.
+    /// The kept hours of local day `day` with any activity, in order; none once the day
+    /// itself is no longer kept (its last hours outlive it by up to a day).
     pub fn hours_of(&self, day: i64) -> Vec<KpiView> {
+        if !self.days.contains_key(&day) {
+            return Vec::new();
+        }
         let first = day.saturating_mul(24);
         self.hours
             .range(first..first.saturating_add(24))
@@ -588,9 +592,11 @@ pub fn rollup<'a>(
     let mut hours: BTreeMap<i64, Kpi> = BTreeMap::new();
     let first = day.saturating_mul(24);
     for s in stores {
-        if let Some(k) = s.days.get(&day) {
-            total.add(k);
-        }
+        // a day no longer kept has no hours either (see `Store::hours_of`)
+        let Some(k) = s.days.get(&day) else {
+            continue;
+        };
+        total.add(k);
         for (h, k) in s.hours.range(first..first.saturating_add(24)) {
             hours.entry(*h).or_default().add(k);
         }
@@ -1259,6 +1265,35 @@ mod tests {
         );
         assert_eq!(s.days[&(d0 + 2)].scans, 2);
         assert_eq!(s.latest.map(|l| l.day), Some(d0 + 4));
+    }
+
+    /// A day's last hours are kept up to a day longer than the day: once the day is gone, it
+    /// shows no hours and adds nothing to a rollup (a total of zero beside hours of one).
+    #[test]
+    fn a_day_no_longer_kept_has_no_hours_and_adds_nothing_to_a_rollup() {
+        let rules = Rules::default(); // 35 days kept
+        let mut s = Store::default();
+        let t = T0_MS + 20 * 3_600_000;
+        run(&mut s, &rules, at_ms(t), 1, visit("m1", false));
+        let d = day_of(t);
+        assert_eq!(s.hours_of(d).len(), 1);
+        assert_eq!(rollup([&s], d).0.kpi.member_visits, 1);
+        run(
+            &mut s,
+            &rules,
+            at_ms(t + 35 * 86_400_000 - 10 * 3_600_000),
+            2,
+            visit("m2", false),
+        );
+        assert!(!s.days.contains_key(&d));
+        let first = d * 24;
+        assert!(
+            s.hours.range(first..first + 24).next().is_some(),
+            "the day's last hour outlives it"
+        );
+        assert!(s.hours_of(d).is_empty());
+        let (total, hours) = rollup([&s], d);
+        assert_eq!((total.kpi.member_visits, hours.len()), (0, 0));
     }
 
     #[test]

@@ -1017,6 +1017,18 @@ impl Check<'_> {
                 ok = false;
                 continue;
             }
+            if let Some((at, c)) = control_char(k).filter(|_| !self.stored) {
+                self.push(
+                    Reason::BadValue,
+                    &kpath(),
+                    format!(
+                        "a control character (U+{:04X}) at byte {at} of the identity kind",
+                        u32::from(c)
+                    ),
+                );
+                ok = false;
+                continue;
+            }
             if v.is_empty() || v.len() > MAX_STR || (control_char(v).is_some() && !self.stored) {
                 self.text(&kpath(), Some(v));
                 ok = false;
@@ -1578,6 +1590,7 @@ fn plain_ipv4(s: &str) -> Option<IpAddr> {
 fn may_warn(w: &Wire) -> bool {
     let is = |s: &S, v: &str| s.as_deref() == Some(v);
     let padded = |s: &S| s.as_deref().is_some_and(|v| v.trim() != v);
+    // (a field sent as null reads as absent here, and lint says nothing of it either)
     (is(&w.ty, "order") && is(&w.channel, "store") && is(&w.status, "placed") && w.store.is_none())
         || (is(&w.ty, "visit")
             && ((is(&w.visitor, "member") && w.rep.is_some())
@@ -1653,7 +1666,7 @@ pub fn lint(bytes: &[u8]) -> Vec<String> {
     if kind == Some(EventKind::Visit) {
         let visitor = m.get("visitor").and_then(Value::as_str);
         for (when, field) in [("member", "rep"), ("rep", "member")] {
-            if visitor == Some(when) && m.contains_key(field) {
+            if visitor == Some(when) && m.get(field).is_some_and(|v| !v.is_null()) {
                 out.push(format!(
                     "ignored_field at {field}: a visit with `visitor`: `{when}` does not read \
                      `{field}`; is the visitor a {field}?"

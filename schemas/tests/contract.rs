@@ -644,6 +644,9 @@ fn lint_points_at_typos_and_unused_fields() {
     );
     let raw = r#"{"type":"visit","channel":"store","store":"st-1","visitor":"member","member":{"openid":"o"}}"#;
     assert!(lint(raw.as_bytes()).is_empty());
+    // a null is no field sent (the live answer's noting reads it so too)
+    let null = raw.replace(r#""visitor""#, r#""rep":null,"visitor""#);
+    assert!(lint(null.as_bytes()).is_empty(), "{null}");
     // a POS order placed without its store
     let pos = r#"{"type":"order","channel":"store","order":"o1","status":"placed","kind":"consumer","location":"st-1"}"#;
     assert!(
@@ -701,6 +704,16 @@ fn control_characters_in_values_are_refused() {
         );
         assert!(p.detail.contains(at), "{}", p.detail);
     }
+    // nor in an identity's kind: `openid\n` was an identity kind of its own
+    let kind = visit("st-001", "o1").replace(r#"{"openid""#, r#"{"openid\n""#);
+    let r = d
+        .decode(kind.as_bytes())
+        .expect_err("a kind with a line break");
+    assert_eq!(r.problems[0].path, "member.openid\n", "{r:?}");
+    assert!(
+        r.problems[0].detail.contains("of the identity kind"),
+        "{r:?}"
+    );
     // the service's own log, written before the check, replays as it ran
     let stored = Decoder::new(Pii::for_stored(b"contract-test-key"));
     assert!(stored.decode(visit(r"st-001\n", "o1").as_bytes()).is_ok());

@@ -211,8 +211,10 @@ pub struct Setup {
 
 /// How processes read a cut: 2 since each cut carries process 0's clock, by which every
 /// process refuses events too far ahead (a build that ignores it would admit what the others
-/// refuse, so the two must not share a cluster).
-pub const CUT_FORMAT: u32 = 2;
+/// refuse, so the two must not share a cluster); 3 since values with control characters are
+/// refused, and the commands exchanged between processes grew (`MemberCmd::Phones`,
+/// `MergeRefused`, `SkuCmd::Check`), which an older build cannot read.
+pub const CUT_FORMAT: u32 = 3;
 
 impl Setup {
     /// A hash of what every process must share for their epochs to agree: the rules, the
