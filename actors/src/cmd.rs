@@ -282,8 +282,9 @@ pub struct Probe {
     pub resolve: Resolve,
     /// The members to merge, in the order the event names them (a given `member_id` first).
     pub members: Vec<Str>,
-    /// The phone (as stored) of each member asked so far, in that order.
-    pub phones: Vec<Option<Str>>,
+    /// Each member asked so far, in that order: the member that answered (an alias answers
+    /// through its survivor) and its phone (as stored).
+    pub phones: Vec<(Str, Option<Str>)>,
 }
 
 /// See [`MemberCmd::ScanDecided`].

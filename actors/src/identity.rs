@@ -146,10 +146,11 @@ fn decide(r: Resolve, fx: &mut Effects) {
     );
 }
 
-/// A member's answer to [`MemberCmd::Phones`]: with `phone`, its own, added, the probe goes on
-/// to the next member, or, all asked, the merge is made of those whose phones agree.
-pub fn probed(mut p: Probe, phone: Option<Str>, fx: &mut Effects) {
-    p.phones.push(phone);
+/// A member's answer to [`MemberCmd::Phones`]: with `phone`, that of the member `by` that
+/// answered, added, the probe goes on to the next member, or, all asked, the merge is made of
+/// those whose phones agree.
+pub fn probed(mut p: Probe, by: Str, phone: Option<Str>, fx: &mut Effects) {
+    p.phones.push((by, phone));
     if let Some(next) = p.members.get(p.phones.len()) {
         let next = next.clone();
         return fx.send(
@@ -170,11 +171,18 @@ pub fn probed(mut p: Probe, phone: Option<Str>, fx: &mut Effects) {
 }
 
 /// Which of `members` (in the event's order) merge: each in turn, unless its phone differs
-/// from the phone of one taken before; and which are refused.
-fn settle(members: &[Str], phones: &[Option<Str>]) -> (Vec<Str>, Vec<Str>) {
+/// from the phone of one taken before; and which are refused. A member that answered through
+/// another listed before it (an alias whose identities still named it) is that member: it
+/// goes with it, and is neither counted nor refused again.
+fn settle(members: &[Str], phones: &[(Str, Option<Str>)]) -> (Vec<Str>, Vec<Str>) {
     let (mut join, mut refused) = (Vec::new(), Vec::new());
     let mut phone: Option<&Str> = None;
-    for (m, p) in members.iter().zip(phones) {
+    let mut answered: Vec<&Str> = Vec::new();
+    for (m, (by, p)) in members.iter().zip(phones) {
+        if answered.contains(&by) {
+            continue;
+        }
+        answered.push(by);
         match (phone, p) {
             (Some(a), Some(b)) if a != b => refused.push(m.clone()),
             _ => {
@@ -258,17 +266,26 @@ mod tests {
         let m = |s: &str| Str::from(s);
         let p = |s: &str| Some(Str::from(s));
         let members = [m("m3"), m("m1"), m("m2"), m("m4")];
+        let each = |phones: [Option<Str>; 4]| -> Vec<(Str, Option<Str>)> {
+            members.iter().cloned().zip(phones).collect()
+        };
         // no phone on the first: the first phone taken decides
-        let (join, refused) = settle(&members, &[None, p("x"), p("y"), p("x")]);
+        let (join, refused) = settle(&members, &each([None, p("x"), p("y"), p("x")]));
         assert_eq!(join, [m("m3"), m("m1"), m("m4")]);
         assert_eq!(refused, [m("m2")]);
         // members without phones always join
-        let (join, refused) = settle(&members, &[p("y"), None, p("x"), None]);
+        let (join, refused) = settle(&members, &each([p("y"), None, p("x"), None]));
         assert_eq!(join, [m("m3"), m("m1"), m("m4")]);
         assert_eq!(refused, [m("m2")]);
-        let (join, refused) = settle(&members, &[None, None, None, None]);
+        let (join, refused) = settle(&members, &each([None, None, None, None]));
         assert_eq!(join, members);
         assert!(refused.is_empty());
+        // m4 answered through m2 (an alias of it still named by an identity): refused once
+        let mut through = each([None, p("x"), p("y"), p("y")]);
+        through[3].0 = m("m2");
+        let (join, refused) = settle(&members, &through);
+        assert_eq!(join, [m("m3"), m("m1")]);
+        assert_eq!(refused, [m("m2")]);
     }
 
     #[test]

@@ -1402,7 +1402,7 @@ impl Member {
         // changes
         if let MemberCmd::Phones(probe) = cmd {
             let phone = self.ids.of_kind("phone").map(Str::from);
-            return crate::identity::probed(*probe, phone, fx);
+            return crate::identity::probed(*probe, me.clone(), phone, fx);
         }
         // the member's own offset, from the events that name it (they come resolved, `Seen`):
         // not a reviewer's resolution or another member's ring label, which run in the
