@@ -1743,7 +1743,8 @@ impl OutputQuery {
             (&["campaign", "about"], self.campaign),
             (sku, self.sku),
             (&["location"], self.location),
-            (&["member", "survivor", "alias"], self.member),
+            // and the other side of a merge refused (`merge_conflict`'s `other`)
+            (&["member", "survivor", "alias", "other"], self.member),
             (&["dealer"], self.dealer),
             (&["order", "about"], self.order),
             (&["decision"], self.decision),
@@ -2311,13 +2312,47 @@ async fn post_adjustment(
                 .filter(|e| matches!(e.output, omnistream_actors::Output::Ledger { .. }))
                 .filter_map(|e| serde_json::to_value(&e.output).ok())
                 .collect();
-            HttpResponse::Ok().json(json!({
+            // what the member does not see as a change of balance: a claw-back past the
+            // balance owed, or a goodwill paying a debt
+            let mut warnings = Vec::new();
+            for e in &outputs {
+                if let omnistream_actors::Output::Ledger {
+                    delta,
+                    debt_delta,
+                    reason,
+                    ..
+                } = &e.output
+                {
+                    if reason != "adjusted" {
+                        continue;
+                    }
+                    if *debt_delta > 0 {
+                        warnings.push(format!(
+                            "owed: {debt_delta} of the {} points taken were more than the \
+                             balance; the member owes them, and the next points earned (a \
+                             goodwill too) pay them first",
+                            -points
+                        ));
+                    } else if *debt_delta < 0 {
+                        warnings.push(format!(
+                            "debt: {} of the {points} points paid what the member owed; the \
+                             balance rose by {delta}",
+                            -debt_delta
+                        ));
+                    }
+                }
+            }
+            let mut v = json!({
                 "member": member, "ref": reference, "status": "accepted",
                 "adjustment": outputs.iter()
                     .find(|e| matches!(e.output, omnistream_actors::Output::PointsAdjusted { .. }))
                     .and_then(|e| serde_json::to_value(&e.output).ok()),
                 "ledger": ledger,
-            }))
+            });
+            if !warnings.is_empty() {
+                v["warnings"] = json!(warnings);
+            }
+            HttpResponse::Ok().json(v)
         }
         Ok(Err(e)) => error(
             StatusCode::SERVICE_UNAVAILABLE,

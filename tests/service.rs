@@ -489,6 +489,20 @@ fn points_adjustments_are_recorded_once_per_reference_and_survive_a_restart() {
         (&json!(0), &json!(1_000_000 - before - 50)),
         "{v}"
     );
+    // the answer says what the balance does not show: the debt, and a goodwill paying it
+    assert!(
+        v["warnings"][0].as_str().unwrap().starts_with("owed: "),
+        "{v}"
+    );
+    let (code, v) = adjust(&s, &member, r#"{"points": 30, "ref": "goodwill-8"}"#);
+    assert_eq!(code, 200, "{v}");
+    assert!(
+        v["warnings"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("debt: 30 of the 30 points paid"),
+        "{v}"
+    );
     for (body, why) in [
         (r#"{"points": 0, "ref": "x"}"#, "points"),
         (r#"{"points": 5}"#, "ref"),
@@ -540,7 +554,7 @@ fn points_adjustments_are_recorded_once_per_reference_and_survive_a_restart() {
     let m = s.get(&format!("/v1/members/{member}"));
     assert_eq!(
         (&m["balance"], &m["debt"]),
-        (&json!(0), &json!(1_000_000 - before - 50 - 10)),
+        (&json!(0), &json!(1_000_000 - before - 50 - 10 - 30)),
         "{m}"
     );
     s.stop();
@@ -2951,6 +2965,45 @@ fn configured_stores_are_listed_before_their_first_event_and_a_region_totals_a_d
     for bad in ["/v1/stores?region=north", "/v1/stores?day=11-11"] {
         let (code, v) = s.request("GET", bad, "");
         assert_eq!(code, 400, "{bad}: {v}");
+    }
+    s.stop();
+}
+
+/// A merge refused for two phones is found from either account: `member=` matches its
+/// `other` too (the lead asked from the second account and found nothing).
+#[test]
+fn a_refused_merge_is_found_from_both_accounts() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Service::start(dir.path());
+    let identify = |n: u32, member: Value| {
+        json!({"id": id(n), "type":"identify","ts":"2026-11-11T10:00:00+08:00","member": member})
+            .to_string()
+    };
+    s.post(&[
+        identify(1, json!({"openid":"wa","phone":"13700001111"})),
+        identify(2, json!({"openid":"wb","phone":"13700002222"})),
+        identify(3, json!({"openid":"wa","tmall":"t-w"})),
+        identify(4, json!({"tmall":"t-w","openid":"wb"})),
+    ]);
+    let a = s.get("/v1/identities/openid/wa")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b = s.get("/v1/identities/openid/wb")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(a, b);
+    for who in [&a, &b] {
+        let v = s.get(&format!("/v1/outputs?output=merge_conflict&member={who}"));
+        let items = v["items"].as_array().unwrap();
+        assert_eq!(items.len(), 1, "{who}: {v}");
+        let o = &items[0]["output"];
+        let pair = [o["member"].as_str().unwrap(), o["other"].as_str().unwrap()];
+        assert!(
+            pair.contains(&a.as_str()) && pair.contains(&b.as_str()),
+            "{v}"
+        );
     }
     s.stop();
 }

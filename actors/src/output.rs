@@ -62,7 +62,8 @@ pub enum Output {
         balance: i64,
         /// Why: `earned`, `scan_reward`, `review_reward`, `redeemed`, `redeem_refund`,
         /// `reversed`, `expired`, `merged_in`, `merged_out`, `debt_paid` (a merge brought
-        /// points and debt together: the points pay it).
+        /// points and debt together: the points pay it), `adjusted` (a person's goodwill or
+        /// claw-back, `about` its `ref`; who and why are in its `points_adjusted`).
         reason: Str,
         /// The order or campaign the entry is about.
         #[serde(skip_serializing_if = "crate::cold::omit", default)]

@@ -1606,6 +1606,10 @@ fn may_warn(w: &Wire) -> bool {
         ]
         .into_iter()
         .any(padded)
+        || w.member.as_ref().is_some_and(|ids| {
+            ids.iter()
+                .any(|(k, v)| k.as_ref() != "phone" && v.trim() != v.as_ref())
+        })
 }
 
 fn clip(s: &str) -> &str {
@@ -1697,6 +1701,23 @@ pub fn lint(bytes: &[u8]) -> Vec<String> {
                     clip(v),
                     clip(v.trim())
                 ));
+            }
+        }
+    }
+    // an identity's value is exact too (but a phone's, which is read as its digits): a
+    // space at an end is another person
+    if let Some(Value::Object(ids)) = m.get("member") {
+        for (kind, v) in ids {
+            if let Some(v) = v.as_str() {
+                if kind != "phone" && v.trim() != v && control_char(v).is_none() {
+                    out.push(format!(
+                        "padded_id at member.{}: `{}` has white space at an end; kept as sent, \
+                         it is another identity than `{}` (another member)",
+                        clip(kind),
+                        clip(v),
+                        clip(v.trim())
+                    ));
+                }
             }
         }
     }
@@ -1849,6 +1870,7 @@ mod tests {
             assert!(!lint(visit(odd).as_bytes()).is_empty(), "{odd}");
         }
         assert!(noted(&visit("").replace(r#""st-1""#, r#""st-1 ""#)));
+        assert!(noted(&visit("").replace(r#""o1""#, r#""o1 ""#)));
         let pos = r#"{"id":"00000000-0000-7000-8000-000000000003","type":"order","ts":"2026-11-11T10:00:00+08:00","channel":"store","order":"o1","status":"placed","kind":"consumer","member":{"openid":"o1"},"lines":[{"sku":"S1","qty":1,"unit_price":100}],"location":"st-1"}"#;
         assert!(d.decode_noting(pos.as_bytes()).0.is_ok());
         assert!(noted(pos));

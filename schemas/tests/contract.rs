@@ -644,6 +644,16 @@ fn lint_points_at_typos_and_unused_fields() {
     );
     let raw = r#"{"type":"visit","channel":"store","store":"st-1","visitor":"member","member":{"openid":"o"}}"#;
     assert!(lint(raw.as_bytes()).is_empty());
+    // an identity's value with a space at an end is another person (not a phone's: digits)
+    let padded = raw.replace(
+        r#"{"openid":"o"}"#,
+        r#"{"openid":" o","phone":"138 0013 8000 "}"#,
+    );
+    let w = lint(padded.as_bytes());
+    assert!(
+        w.len() == 1 && w[0].starts_with("padded_id at member.openid:"),
+        "{w:?}"
+    );
     // a null is no field sent (the live answer's noting reads it so too)
     let null = raw.replace(r#""visitor""#, r#""rep":null,"visitor""#);
     assert!(lint(null.as_bytes()).is_empty(), "{null}");
