@@ -616,22 +616,29 @@ mod tests {
         })
     }
 
-    /// Top stores are today's net sales: a cancellation and a return come off the store of
-    /// their order, and a newer local day starts the table afresh.
-    #[test]
-    fn top_stores_are_the_days_net_sales() {
+    /// Applies each event given as JSON (`{id}` replaced by a fresh id) as the shard does:
+    /// the board sees the event, the engine runs it, the board sees its outputs.
+    fn feeder() -> impl FnMut(&mut Sharded, &mut Board, &str) {
         let decoder = omnistream_schemas::Decoder::new(omnistream_schemas::Pii::new(b"k"));
-        let mut engine = Sharded::new(omnistream_actors::Rules::default(), 1);
-        let mut b = Board::new(5);
         let mut n = 0u32;
-        let mut send = |engine: &mut Sharded, b: &mut Board, json: &str| {
+        move |engine, b, json| {
             n += 1;
             let line = json.replace("{id}", &format!("00000000-0000-7000-8000-{n:012}"));
             let ev = decoder.decode(line.as_bytes()).unwrap();
             let mut out = Vec::new();
+            b.saw(engine, &ev);
             engine.apply(&ev, &mut out);
             b.observe(engine, &out);
-        };
+        }
+    }
+
+    /// Top stores are today's net sales: a cancellation and a return come off the store of
+    /// their order, and a newer local day starts the table afresh.
+    #[test]
+    fn top_stores_are_the_days_net_sales() {
+        let mut engine = Sharded::new(omnistream_actors::Rules::default(), 1);
+        let mut b = Board::new(5);
+        let mut send = feeder();
         send(
             &mut engine,
             &mut b,
@@ -670,19 +677,9 @@ mod tests {
     /// by net sales, then member visits, with what their KPIs say of their visitors.
     #[test]
     fn stores_today_list_sales_and_visits_with_their_conversion() {
-        let decoder = omnistream_schemas::Decoder::new(omnistream_schemas::Pii::new(b"k"));
         let mut engine = Sharded::new(omnistream_actors::Rules::default(), 1);
         let mut b = Board::new(5);
-        let mut n = 0u32;
-        let mut send = |engine: &mut Sharded, b: &mut Board, json: &str| {
-            n += 1;
-            let line = json.replace("{id}", &format!("00000000-0000-7000-8000-{n:012}"));
-            let ev = decoder.decode(line.as_bytes()).unwrap();
-            let mut out = Vec::new();
-            b.saw(engine, &ev);
-            engine.apply(&ev, &mut out);
-            b.observe(engine, &out);
-        };
+        let mut send = feeder();
         let visit = |store: &str, who: &str, min: u32, extra: &str| {
             format!(
                 r#"{{"id":"{{id}}","type":"visit","ts":"2026-11-11T10:{min:02}:00+08:00","channel":"store","store":"{store}","visitor":"member","member":{{"openid":"{who}"}}{extra}}}"#

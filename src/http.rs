@@ -1495,12 +1495,9 @@ async fn get_stores(st: web::Data<AppState>, q: web::Query<StoresQuery>) -> Http
             ))
         }
     };
-    let day = match q.day.as_deref() {
-        None => None,
-        Some(d) => match omnistream_actors::shown::day::deserialize(Value::from(d)) {
-            Ok(n) => Some(n),
-            Err(_) => return bad_query(format!("day: `{d}` is not a date (YYYY-MM-DD)")),
-        },
+    let day = match day_param(q.day.as_deref()) {
+        Ok(d) => d,
+        Err(r) => return r,
     };
     let cfg = st.cfg.clone();
     if let Some(r) = q.region.as_deref() {
@@ -1580,6 +1577,15 @@ async fn get_rep(st: web::Data<AppState>, rep: web::Path<String>) -> HttpRespons
     read(&st, "sales rep", move |e| rep_view(e, &rep)).await
 }
 
+/// A `day` query parameter (YYYY-MM-DD) as its local day number, or the 400 it earns.
+fn day_param(d: Option<&str>) -> Result<Option<i64>, HttpResponse> {
+    d.map(|d| {
+        omnistream_actors::shown::day::deserialize(Value::from(d))
+            .map_err(|_| bad_query(format!("day: `{d}` is not a date (YYYY-MM-DD)")))
+    })
+    .transpose()
+}
+
 /// `GET /v1/stores/{id}/kpis`' query: the day whose hours to show (today's by default).
 #[derive(Deserialize)]
 struct KpisQuery {
@@ -1592,12 +1598,9 @@ async fn get_kpis(
     q: web::Query<KpisQuery>,
 ) -> HttpResponse {
     let id = id.into_inner();
-    let day = match q.day.as_deref() {
-        None => None,
-        Some(d) => match omnistream_actors::shown::day::deserialize(Value::from(d)) {
-            Ok(n) => Some(n),
-            Err(_) => return bad_query(format!("day: `{d}` is not a date (YYYY-MM-DD)")),
-        },
+    let day = match day_param(q.day.as_deref()) {
+        Ok(d) => d,
+        Err(r) => return r,
     };
     let cfg = st.cfg.clone();
     read(&st, "store", move |e| {
