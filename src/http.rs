@@ -1497,7 +1497,7 @@ async fn get_stores(st: web::Data<AppState>, q: web::Query<StoresQuery>) -> Http
     };
     let day = match day_param(q.day.as_deref()) {
         Ok(d) => d,
-        Err(r) => return r,
+        Err(e) => return bad_query(e),
     };
     let cfg = st.cfg.clone();
     if let Some(r) = q.region.as_deref() {
@@ -1577,11 +1577,11 @@ async fn get_rep(st: web::Data<AppState>, rep: web::Path<String>) -> HttpRespons
     read(&st, "sales rep", move |e| rep_view(e, &rep)).await
 }
 
-/// A `day` query parameter (YYYY-MM-DD) as its local day number, or the 400 it earns.
-fn day_param(d: Option<&str>) -> Result<Option<i64>, HttpResponse> {
+/// A `day` query parameter (YYYY-MM-DD) as its local day number, or what is wrong with it.
+fn day_param(d: Option<&str>) -> Result<Option<i64>, String> {
     d.map(|d| {
         omnistream_actors::shown::day::deserialize(Value::from(d))
-            .map_err(|_| bad_query(format!("day: `{d}` is not a date (YYYY-MM-DD)")))
+            .map_err(|_| format!("day: `{d}` is not a date (YYYY-MM-DD)"))
     })
     .transpose()
 }
@@ -1600,7 +1600,7 @@ async fn get_kpis(
     let id = id.into_inner();
     let day = match day_param(q.day.as_deref()) {
         Ok(d) => d,
-        Err(r) => return r,
+        Err(e) => return bad_query(e),
     };
     let cfg = st.cfg.clone();
     read(&st, "store", move |e| {
