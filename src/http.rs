@@ -1711,8 +1711,12 @@ impl OutputQuery {
         // a reason no decision (or, for dead letters, no refusal) has would only ever find
         // nothing
         let dead_letters = self.output.as_deref() == Some("dead_letter");
+        // a ledger entry's reason is a field of its own (`reason=adjusted`: every adjustment)
+        let ledger = self.output.as_deref() == Some("ledger");
         if let Some(r) = self.reason.as_deref() {
-            let all: Vec<&str> = if dead_letters {
+            let all: Vec<&str> = if ledger {
+                omnistream_actors::output::LEDGER_REASONS.to_vec()
+            } else if dead_letters {
                 omnistream_schemas::Reason::ALL
                     .iter()
                     .map(|r| r.code())
@@ -1754,7 +1758,14 @@ impl OutputQuery {
             (&["/scan/device"], self.device),
             (&["/scan/ip"], self.ip),
             (&["code"], self.code),
-            (&["/reasons/*/reason"], self.reason),
+            (
+                if ledger {
+                    &["reason"]
+                } else {
+                    &["/reasons/*/reason"]
+                },
+                self.reason,
+            ),
             (&["id"], self.id),
             (
                 // as outputs write it, whatever form of a UUID was given

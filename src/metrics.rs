@@ -351,7 +351,14 @@ impl Default for Resolved {
                 &OUTCOMES,
             ),
             decisions: Children::new(DECISIONS.to_vec(), &[]),
-            points: Children::new(LEDGER_REASONS.to_vec(), &[]),
+            points: Children::new(
+                omnistream_actors::output::LEDGER_REASONS
+                    .iter()
+                    .copied()
+                    .chain(["other"])
+                    .collect(),
+                &[],
+            ),
             gmv: Children::new(Channel::KNOWN.to_vec(), &[]),
             refunds: Children::new(Channel::KNOWN.to_vec(), &[]),
             orders: Children::new(ORDER_RESULTS.to_vec(), &[]),
@@ -1123,24 +1130,10 @@ impl Metrics {
     }
 }
 
-/// Ledger reasons are a fixed set; anything else is labelled `other`.
-const LEDGER_REASONS: [&str; 12] = [
-    "earned",
-    "scan_reward",
-    "redeemed",
-    "redeem_refund",
-    "reversed",
-    "expired",
-    "merged_in",
-    "merged_out",
-    "debt_paid",
-    "review_reward",
-    "adjusted",
-    "other",
-];
-
+/// Ledger reasons are a fixed set ([`omnistream_actors::output::LEDGER_REASONS`]); anything
+/// else is labelled `other`.
 fn ledger_label(reason: &str) -> &'static str {
-    LEDGER_REASONS
+    omnistream_actors::output::LEDGER_REASONS
         .iter()
         .find(|k| **k == reason)
         .copied()

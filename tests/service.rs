@@ -541,6 +541,18 @@ fn points_adjustments_are_recorded_once_per_reference_and_survive_a_restart() {
             "{who}: {v}"
         );
     }
+    // every adjustment, across members: the ledger's `reason`
+    let all = s.get("/v1/outputs?output=ledger&reason=adjusted");
+    let refs: Vec<&str> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["output"]["about"].as_str().unwrap())
+        .collect();
+    assert_eq!(refs, ["case-1", "fraud-7", "goodwill-8", "case-m"], "{all}");
+    let (code, v) = s.request("GET", "/v1/outputs?output=ledger&reason=goodwill", "");
+    assert_eq!(code, 400, "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("adjusted"), "{v}");
     let ledger = s.get(&format!("/v1/members/{member}/ledger"));
     s.stop();
     let s = Service::start(dir.path());

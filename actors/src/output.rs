@@ -44,6 +44,20 @@ pub struct Resolver {
     pub at: String,
 }
 
+/// Every `reason` a ledger entry has.
+pub const LEDGER_REASONS: [&str; 10] = [
+    "earned",
+    "scan_reward",
+    "redeemed",
+    "redeem_refund",
+    "reversed",
+    "expired",
+    "merged_in",
+    "merged_out",
+    "debt_paid",
+    "adjusted",
+];
+
 /// One output of an entity actor.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "output", rename_all = "snake_case")]
@@ -60,10 +74,10 @@ pub enum Output {
         delta: i64,
         /// Balance after the entry.
         balance: i64,
-        /// Why: `earned`, `scan_reward`, `review_reward`, `redeemed`, `redeem_refund`,
-        /// `reversed`, `expired`, `merged_in`, `merged_out`, `debt_paid` (a merge brought
-        /// points and debt together: the points pay it), `adjusted` (a person's goodwill or
-        /// claw-back, `about` its `ref`; who and why are in its `points_adjusted`).
+        /// Why: `earned`, `scan_reward`, `redeemed`, `redeem_refund`, `reversed`, `expired`,
+        /// `merged_in`, `merged_out`, `debt_paid` (a merge brought points and debt together:
+        /// the points pay it), `adjusted` (a person's goodwill or claw-back, `about` its
+        /// `ref`; who and why are in its `points_adjusted`): [`LEDGER_REASONS`].
         reason: Str,
         /// The order or campaign the entry is about.
         #[serde(skip_serializing_if = "crate::cold::omit", default)]
