@@ -2182,8 +2182,9 @@ fn metrics_and_the_board_count_the_scripted_day() {
         "no entity ids in labels"
     );
 
-    // the board shows the last hour of event time: the day's last sale was p2 at 15:00;
-    // two scans in that hour show up beside it
+    // the board shows the last hour of event time: the day's last event is a store visit at
+    // 16:00 (visits move the board's hour too), so its last sale, p2 at 15:00, has just left
+    // it; two scans at 15:30 show up beside the visit
     let late: Vec<String> = (0..2)
         .map(|i| {
             json!({"id": id(900 + i), "type":"scan","ts":"2026-11-11T15:30:00+08:00","channel":"campaign",
@@ -2201,7 +2202,13 @@ fn metrics_and_the_board_count_the_scripted_day() {
         .iter()
         .filter_map(|m| m["sales"]["dealer"].as_i64())
         .sum();
-    assert_eq!(sales, 20000, "{board}");
+    assert_eq!(sales, 0, "{board}");
+    let visits: u64 = minutes.iter().map(|m| m["visits"].as_u64().unwrap()).sum();
+    assert_eq!(visits, 1, "{board}");
+    // the day's stores: the visit's, with its KPIs
+    assert_eq!(board["stores_day"], "2026-11-11", "{board}");
+    assert_eq!(board["stores_today"][0]["store"], "st1", "{board}");
+    assert_eq!(board["stores_today"][0]["visitors"], 1, "{board}");
     let stats = s.get("/v1/stats");
     assert!(
         stats["latency_us"]["ingest_to_durable"]["count"]
