@@ -1294,6 +1294,10 @@ pub struct TierProgress {
     /// (`tiers.downgrade-grace-days` after it last qualified; null: it still qualifies).
     #[serde(with = "crate::shown::instant_opt")]
     pub kept_until: Option<i64>,
+    /// While in that grace: points more to earn within the period to qualify for its tier
+    /// again and keep it (`needed` is the way to the tier above).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub needed_to_keep: Option<i64>,
 }
 
 /// Points due to expire, as the API shows them.
@@ -2861,6 +2865,10 @@ impl Member {
             needed: levels.get(current).map(|l| (l.min_earned - earned).max(0)),
             kept_until: (qualified < current)
                 .then(|| self.tier_at + rules.tiers.downgrade_grace_days * DAY_US),
+            needed_to_keep: (qualified < current)
+                .then(|| current.checked_sub(1).and_then(|i| levels.get(i)))
+                .flatten()
+                .map(|l| (l.min_earned - earned).max(0)),
         };
         let expiry = rules.points.expiry_days * DAY_US;
         let expiring_30d = self

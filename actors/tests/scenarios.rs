@@ -1611,7 +1611,7 @@ fn a_profile_shows_tier_progress_and_points_expiring() {
         (p.qualifies_for.as_str(), p.next.as_deref(), p.needed),
         ("silver", Some("gold"), Some(3500))
     );
-    assert_eq!(p.kept_until, None);
+    assert_eq!((p.kept_until, p.needed_to_keep), (None, None));
     assert_eq!(v.expiring_30d, 0, "60 days to go");
     let next = v.next_expiry.unwrap();
     assert_eq!(next.points, 1500);
@@ -1624,5 +1624,7 @@ fn a_profile_shows_tier_progress_and_points_expiring() {
     // order's fulfilment at T1
     let t1 = omnistream_schemas::EventTime::parse(T1).unwrap().unix_us;
     assert_eq!(p.kept_until, Some(t1 + 30 * 86_400_000_000));
+    // what keeps silver (1,000 within the period), beside what reaches gold
+    assert_eq!((p.needed_to_keep, p.needed), (Some(1000), Some(5000)));
     assert_eq!(v.expiring_30d, 1500);
 }

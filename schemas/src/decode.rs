@@ -1607,9 +1607,34 @@ fn may_warn(w: &Wire) -> bool {
         .into_iter()
         .any(padded)
         || w.member.as_ref().is_some_and(|ids| {
-            ids.iter()
-                .any(|(k, v)| k.as_ref() != "phone" && v.trim() != v.as_ref())
+            ids.iter().any(|(k, v)| {
+                if k.as_ref() == "phone" {
+                    near_mobile(v)
+                } else {
+                    v.trim() != v.as_ref()
+                }
+            })
         })
+}
+
+/// Whether a phone reads as a mainland mobile with a digit too few or too many: 10 or 12
+/// digits starting with 1, no other country's code before them (11 is a mobile's length).
+fn near_mobile(raw: &str) -> bool {
+    let raw = raw.trim_start();
+    // (no allocation: the live answer's noting runs it on every phone)
+    let code = if raw.starts_with("+86") {
+        2
+    } else if raw.starts_with("0086") {
+        4
+    } else if raw.starts_with('+') {
+        return false; // another country's number
+    } else {
+        0
+    };
+    let mut national = raw.bytes().filter(u8::is_ascii_digit).skip(code);
+    let first = national.next();
+    let n = 1 + national.count();
+    first == Some(b'1') && (n == 10 || n == 12)
 }
 
 fn clip(s: &str) -> &str {
@@ -1705,10 +1730,18 @@ pub fn lint(bytes: &[u8]) -> Vec<String> {
         }
     }
     // an identity's value is exact too (but a phone's, which is read as its digits): a
-    // space at an end is another person
+    // space at an end is another person; so is a mobile number with a digit missing
     if let Some(Value::Object(ids)) = m.get("member") {
         for (kind, v) in ids {
             if let Some(v) = v.as_str() {
+                if kind == "phone" && near_mobile(v) {
+                    out.push(
+                        "unlikely_phone at member.phone: a mainland mobile number (starting \
+                         with 1) has 11 digits, this one a digit fewer or more; kept as sent, \
+                         another person than the number meant"
+                            .to_string(),
+                    );
+                }
                 if kind != "phone" && v.trim() != v && control_char(v).is_none() {
                     out.push(format!(
                         "padded_id at member.{}: `{}` has white space at an end; kept as sent, \
@@ -1871,6 +1904,9 @@ mod tests {
         }
         assert!(noted(&visit("").replace(r#""st-1""#, r#""st-1 ""#)));
         assert!(noted(&visit("").replace(r#""o1""#, r#""o1 ""#)));
+        let phone = |p: &str| visit("").replace(r#""openid":"o1""#, &format!(r#""phone":"{p}""#));
+        assert!(noted(&phone("1391234567")));
+        assert!(!noted(&phone("13912345678")));
         let pos = r#"{"id":"00000000-0000-7000-8000-000000000003","type":"order","ts":"2026-11-11T10:00:00+08:00","channel":"store","order":"o1","status":"placed","kind":"consumer","member":{"openid":"o1"},"lines":[{"sku":"S1","qty":1,"unit_price":100}],"location":"st-1"}"#;
         assert!(d.decode_noting(pos.as_bytes()).0.is_ok());
         assert!(noted(pos));

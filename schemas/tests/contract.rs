@@ -654,6 +654,24 @@ fn lint_points_at_typos_and_unused_fields() {
         w.len() == 1 && w[0].starts_with("padded_id at member.openid:"),
         "{w:?}"
     );
+    // a mainland mobile a digit short (or long) is likely mistyped; a landline is not
+    for (phone, warned) in [
+        ("1391234567", true),
+        ("139123456789", true),
+        ("+86 139 1234 567", true),
+        ("13912345678", false),
+        ("021-6123-4567", false),
+        ("+1 415 555 0100", false),
+    ] {
+        let one = raw.replace(r#"{"openid":"o"}"#, &format!(r#"{{"phone":"{phone}"}}"#));
+        let w = lint(one.as_bytes());
+        assert_eq!(
+            w.iter()
+                .any(|s| s.starts_with("unlikely_phone at member.phone")),
+            warned,
+            "{phone}: {w:?}"
+        );
+    }
     // a null is no field sent (the live answer's noting reads it so too)
     let null = raw.replace(r#""visitor""#, r#""rep":null,"visitor""#);
     assert!(lint(null.as_bytes()).is_empty(), "{null}");
