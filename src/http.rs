@@ -2731,9 +2731,25 @@ pub fn serve_cluster(
         .map_err(|_| std::io::Error::other("the HTTP thread ended before it served"))?
 }
 
+/// The board's view with the configured stores' names (`[stores.ID] name`) on its stores.
+fn board_named(mut v: Value, refs: &StoreRefs) -> Value {
+    if let Some(rows) = v["stores_today"].as_array_mut() {
+        for row in rows {
+            let name = row["store"]
+                .as_str()
+                .and_then(|id| refs.get(id))
+                .and_then(|r| r.name.clone());
+            if let Some(name) = name {
+                row["name"] = json!(name);
+            }
+        }
+    }
+    v
+}
+
 async fn board_json(st: web::Data<AppState>) -> HttpResponse {
     match st.shard.send(GetBoard).await {
-        Ok(v) => HttpResponse::Ok().json(v),
+        Ok(v) => HttpResponse::Ok().json(board_named(v, &st.cfg.stores)),
         Err(e) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "shard_unavailable",
@@ -2746,22 +2762,26 @@ async fn board_json(st: web::Data<AppState>) -> HttpResponse {
 async fn board_stream(st: web::Data<AppState>) -> HttpResponse {
     let shard = st.shard.clone();
     let stopping = st.stopping.clone();
+    let cfg = st.cfg.clone();
     let stream = futures_util::stream::unfold(
         (shard, stopping, true),
-        |(shard, mut stopping, first)| async move {
-            if !first {
-                // a frame a second, until the server stops (the browser reconnects later)
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = stopping.wait_for(|s| *s) => return None,
+        move |(shard, mut stopping, first)| {
+            let cfg = cfg.clone();
+            async move {
+                if !first {
+                    // a frame a second, until the server stops (the browser reconnects later)
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = stopping.wait_for(|s| *s) => return None,
+                    }
                 }
+                if *stopping.borrow() {
+                    return None;
+                }
+                let v = board_named(shard.send(GetBoard).await.ok()?, &cfg.stores);
+                let frame = web::Bytes::from(format!("data: {v}\n\n"));
+                Some((Ok::<_, actix_web::Error>(frame), (shard, stopping, false)))
             }
-            if *stopping.borrow() {
-                return None;
-            }
-            let v = shard.send(GetBoard).await.ok()?;
-            let frame = web::Bytes::from(format!("data: {v}\n\n"));
-            Some((Ok::<_, actix_web::Error>(frame), (shard, stopping, false)))
         },
     );
     HttpResponse::Ok()

@@ -2974,6 +2974,16 @@ fn configured_stores_are_listed_before_their_first_event_and_a_region_totals_a_d
     );
     let every = s.get("/v1/stores?day=2026-11-11");
     assert_eq!(every["total"]["member_visits"], 4, "{every}");
+    // the board's stores carry their configured names
+    let board = s.get("/v1/board");
+    let named: Vec<_> = board["stores_today"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["store"].as_str().unwrap(), r.get("name").cloned()))
+        .collect();
+    assert!(named.contains(&("st-a", Some(json!("Alpha")))), "{board}");
+    assert!(named.contains(&("st-b", None)), "{board}");
     // a configured store before its first event has its KPIs, all zero
     let z = s.get("/v1/stores/st-z/kpis");
     assert_eq!(

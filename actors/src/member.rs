@@ -2701,6 +2701,7 @@ impl Member {
                 member: self.id.clone(),
                 tier: name.clone(),
                 from: std::mem::replace(&mut self.tier, name),
+                earned: Some(earned),
             });
         }
     }

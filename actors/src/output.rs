@@ -143,6 +143,11 @@ pub enum Output {
         tier: Str,
         /// Previous tier.
         from: Str,
+        /// The points earned in the tier period (`tiers.period-days`) that the new tier
+        /// follows from: below the old tier's threshold on a drop (after its grace), at or
+        /// above the new one's on a rise. Absent in outputs stored by a build before it.
+        #[serde(skip_serializing_if = "Option::is_none", default)]
+        earned: Option<i64>,
     },
     /// Two members became one; `alias` still resolves to `survivor`.
     Merged {

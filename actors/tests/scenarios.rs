@@ -1605,6 +1605,13 @@ fn a_profile_shows_tier_progress_and_points_expiring() {
     };
     let v = view(&w, T2);
     assert_eq!(v.tier, "silver");
+    // the change says the points it follows from
+    assert!(
+        w.outputs().iter().any(|o| matches!(o,
+            Output::Tier { tier, from, earned: Some(1500), .. } if tier == "silver" && from == "member")),
+        "{:?}",
+        w.outputs()
+    );
     let p = &v.tier_progress;
     assert_eq!((p.earned, p.period_days), (1500, 30));
     assert_eq!(
