@@ -187,21 +187,11 @@ impl Sku {
                 location,
                 qty,
             } => {
-                let unstocked = !self.locations.contains_key(&location);
-                // what `reserve` would answer: yes for an order holding its units already
-                let atp = self.atp(&location);
-                let ok = self.open.contains_key(&order)
-                    || self.committed.contains_key(&order)
-                    || (qty > 0 && qty <= atp);
-                fx.send(
-                    Key::Order(order),
-                    Cmd::Order(OrderCmd::Stock {
-                        sku: me.clone(),
-                        ok,
-                        atp,
-                        unstocked: unstocked && !ok,
-                    }),
-                );
+                // what `reserve` would answer, holding nothing: a fit is the ATP now
+                let (ok, atp) = self
+                    .settled(&order, &location, qty)
+                    .unwrap_or_else(|| (true, self.atp(&location)));
+                self.reply(me, order, &location, ok, atp, fx);
             }
             SkuCmd::Commit { order } => self.commit(me, order, ctx, fx),
             SkuCmd::Release { order } => {
@@ -237,35 +227,10 @@ impl Sku {
         ctx: &Ctx,
         fx: &mut Effects,
     ) {
-        let unstocked = !self.locations.contains_key(&location);
-        let reply = |fx: &mut Effects, ok: bool, atp: i64| {
-            fx.send(
-                Key::Order(order.clone()),
-                Cmd::Order(OrderCmd::Stock {
-                    sku: me.clone(),
-                    ok,
-                    atp,
-                    unstocked: unstocked && !ok,
-                }),
-            );
-        };
-        // a redelivered Reserve (or one arriving after the order shipped) gets the answer it
-        // got the first time; reserving again would hold the stock twice
-        if let Some(r) = self.open.get(&order) {
-            reply(fx, true, self.atp(&r.location));
-            return;
-        }
-        if let Some(c) = self.committed.get(&order) {
-            reply(fx, true, self.atp(&c.location));
-            return;
+        if let Some((ok, atp)) = self.settled(&order, &location, qty) {
+            return self.reply(me, order, &location, ok, atp, fx);
         }
         let before = self.atp(&location);
-        // the decoder only passes positive quantities; anything else is a bug upstream and
-        // must not create a reservation that shifts `reserved` the wrong way
-        if qty <= 0 || qty > before {
-            reply(fx, false, before);
-            return;
-        }
         let loc = self.locations.entry(location.clone()).or_default();
         loc.reserved = loc.reserved.saturating_add(qty);
         let atp = loc.atp();
@@ -276,9 +241,42 @@ impl Sku {
                 qty,
             },
         );
-        reply(fx, true, atp);
+        self.reply(me, order.clone(), &location, true, atp, fx);
         let cause = (StockCause::Reserve, Some(order), 0);
         self.changed(me, &location, before, cause, ctx, fx);
+    }
+
+    /// The answer to a reservation of `qty` at `location` for `order` (or to a check of one)
+    /// when it is not to be reserved, as (ok, ATP): an order holding its units already (a
+    /// redelivered Reserve, or one after the order shipped) gets the answer it got the first
+    /// time, since reserving again would hold the stock twice; a quantity that does not fit
+    /// is refused. None: it fits.
+    fn settled(&self, order: &Str, location: &Str, qty: i64) -> Option<(bool, i64)> {
+        if let Some(r) = self.open.get(order) {
+            return Some((true, self.atp(&r.location)));
+        }
+        if let Some(c) = self.committed.get(order) {
+            return Some((true, self.atp(&c.location)));
+        }
+        let atp = self.atp(location);
+        // the decoder only passes positive quantities; anything else is a bug upstream and
+        // must not create a reservation that shifts `reserved` the wrong way
+        (qty <= 0 || qty > atp).then_some((false, atp))
+    }
+
+    /// Answers the order: `ok` or not, the ATP, and whether a refusal is for a location the
+    /// SKU never had stock at.
+    fn reply(&self, me: &Str, order: Str, location: &Str, ok: bool, atp: i64, fx: &mut Effects) {
+        let unstocked = !ok && !self.locations.contains_key(location);
+        fx.send(
+            Key::Order(order),
+            Cmd::Order(OrderCmd::Stock {
+                sku: me.clone(),
+                ok,
+                atp,
+                unstocked,
+            }),
+        );
     }
 
     fn commit(&mut self, me: &Str, order: Str, ctx: &Ctx, fx: &mut Effects) {
