@@ -1475,15 +1475,7 @@ impl Member {
             }
             // handled in `handle`, before a command is applied
             MemberCmd::Identify | MemberCmd::Via { .. } | MemberCmd::Phones(_) => {}
-            MemberCmd::MergeRefused { other } => {
-                self.conflicts += 1;
-                fx.out(Output::MergeConflict {
-                    member: me,
-                    other,
-                    reason: "different phone numbers".into(),
-                    value: None,
-                });
-            }
+            MemberCmd::MergeRefused { other } => self.phones_differ(other, fx),
             MemberCmd::Click { channel, .. } => {
                 if self.first_event(ctx) {
                     self.add_channel(&channel);
@@ -2277,17 +2269,22 @@ impl Member {
         self.entry(-gone, 0, "expired", None, fx);
     }
 
+    /// A merge with member `other` refused, their phones differing: counted and said.
+    fn phones_differ(&mut self, other: Str, fx: &mut Effects) {
+        self.conflicts += 1;
+        fx.out(Output::MergeConflict {
+            member: self.id.clone(),
+            other,
+            reason: "different phone numbers".into(),
+            value: None,
+        });
+    }
+
     /// Survivor's side of a merge: take everything, or refuse for different phones.
     fn absorb(&mut self, from: Str, other: Member, ctx: &Ctx, fx: &mut Effects) {
         if let (Some(a), Some(b)) = (self.ids.of_kind("phone"), other.ids.of_kind("phone")) {
             if a != b {
-                self.conflicts += 1;
-                fx.out(Output::MergeConflict {
-                    member: self.id.clone(),
-                    other: from.clone(),
-                    reason: "different phone numbers".into(),
-                    value: None,
-                });
+                self.phones_differ(from.clone(), fx);
                 fx.send(
                     Key::Member(from),
                     Cmd::Member(MemberCmd::AbsorbRefused {
@@ -2866,10 +2863,9 @@ impl Member {
             needed: levels.get(current).map(|l| (l.min_earned - earned).max(0)),
             kept_until: (qualified < current)
                 .then(|| self.tier_at + rules.tiers.downgrade_grace_days * DAY_US),
+            // (`current` counts the levels up to the member's: 1 or more when it is above)
             needed_to_keep: (qualified < current)
-                .then(|| current.checked_sub(1).and_then(|i| levels.get(i)))
-                .flatten()
-                .map(|l| (l.min_earned - earned).max(0)),
+                .then(|| (levels[current - 1].min_earned - earned).max(0)),
         };
         let expiry = rules.points.expiry_days * DAY_US;
         let expiring_30d = self

@@ -12,7 +12,7 @@ use crate::cmd::StoreCmd;
 use crate::keymap::KeyMap;
 use crate::{Ctx, Effects, Recent, DAY_US};
 use compact_str::CompactString as Str;
-use omnistream_schemas::{EventTime, MAX_VISIT_S};
+use omnistream_schemas::{plausible_visit, EventTime};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -36,10 +36,10 @@ pub const ORDERS_CAP: usize = 1_024;
 /// its order (door counters and POS feeds arrive out of order); the oldest are dropped first.
 pub const SALES_WAITING_CAP: usize = 256;
 
-/// A visit's duration as its store counts it: 1 second to [`MAX_VISIT_S`]; else (0, or a
+/// A visit's duration as its store counts it: 1 second to 12 hours (`plausible_visit`); else (0, or a
 /// door counter that missed the exit) the visit counts without a time.
 fn timed(duration_s: Option<i64>) -> Option<i64> {
-    duration_s.filter(|d| (1..=MAX_VISIT_S).contains(d))
+    duration_s.filter(|d| plausible_visit(*d))
 }
 
 /// The KPIs of one store in one local hour or local day.
@@ -517,14 +517,20 @@ impl Store {
     /// The kept hours of local day `day` with any activity, in order; none once the day
     /// itself is no longer kept (its last hours outlive it by up to a day).
     pub fn hours_of(&self, day: i64) -> Vec<KpiView> {
-        if !self.days.contains_key(&day) {
-            return Vec::new();
-        }
-        let first = day.saturating_mul(24);
-        self.hours
-            .range(first..first.saturating_add(24))
+        self.day_hours(day)
             .map(|(h, k)| KpiView::new(Bucket::Hour(*h), *k))
             .collect()
+    }
+
+    /// [`Store::hours_of`]'s buckets, by local hour number.
+    fn day_hours(&self, day: i64) -> impl Iterator<Item = (&i64, &Kpi)> {
+        let first = day.saturating_mul(24);
+        let last = if self.days.contains_key(&day) {
+            first.saturating_add(24)
+        } else {
+            first
+        };
+        self.hours.range(first..last)
     }
 
     /// The store's KPIs as a board shows them, at query time `now` (its local hour and day
@@ -542,10 +548,7 @@ impl Store {
         let (day, hour) = (now.local_day(), now.local_hour());
         let window_start = now.unix_us.saturating_sub(REP_WINDOW_DAYS * DAY_US);
         StoreView {
-            today: KpiView::new(
-                Bucket::Day(day),
-                self.days.get(&day).copied().unwrap_or_default(),
-            ),
+            today: self.day_of(day),
             this_hour: KpiView::new(
                 Bucket::Hour(hour),
                 self.hours.get(&hour).copied().unwrap_or_default(),
@@ -559,22 +562,21 @@ impl Store {
             reps: self
                 .reps
                 .iter()
-                .map(|(id, r)| RepView {
-                    rep: id.clone(),
-                    visits: r.visits,
-                    last_visit: r.last_us,
-                    visits_30d: r
-                        .recent
-                        .iter()
-                        .filter(|t| **t > window_start && **t <= now.unix_us)
-                        .count(),
-                    recent_visits: r
+                .map(|(id, r)| {
+                    let recent: Vec<i64> = r
                         .recent
                         .iter()
                         .copied()
                         .filter(|t| *t > window_start && *t <= now.unix_us)
-                        .collect(),
-                    avg_duration_s: (r.timed > 0).then(|| r.seconds as f64 / r.timed as f64),
+                        .collect();
+                    RepView {
+                        rep: id.clone(),
+                        visits: r.visits,
+                        last_visit: r.last_us,
+                        visits_30d: recent.len(),
+                        recent_visits: recent,
+                        avg_duration_s: (r.timed > 0).then(|| r.seconds as f64 / r.timed as f64),
+                    }
                 })
                 .collect(),
             recent_visitors: self.visitors.len(),
@@ -590,14 +592,11 @@ pub fn rollup<'a>(
 ) -> (KpiView, Vec<KpiView>) {
     let mut total = Kpi::default();
     let mut hours: BTreeMap<i64, Kpi> = BTreeMap::new();
-    let first = day.saturating_mul(24);
     for s in stores {
-        // a day no longer kept has no hours either (see `Store::hours_of`)
-        let Some(k) = s.days.get(&day) else {
-            continue;
-        };
-        total.add(k);
-        for (h, k) in s.hours.range(first..first.saturating_add(24)) {
+        if let Some(k) = s.days.get(&day) {
+            total.add(k);
+        }
+        for (h, k) in s.day_hours(day) {
             hours.entry(*h).or_default().add(k);
         }
     }

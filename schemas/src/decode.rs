@@ -38,6 +38,22 @@ pub const MAX_STR: usize = 256;
 /// visit, and so does one of 0 seconds, but neither's time does; `lint` warns of both.
 pub const MAX_VISIT_S: i64 = 12 * 3600;
 
+/// Why `v` is refused for a control character, if it holds one (`of`: what follows the
+/// byte offset in the detail).
+fn control_detail(v: &str, of: &str) -> Option<String> {
+    control_char(v).map(|(at, c)| {
+        format!(
+            "a control character (U+{:04X}) at byte {at}{of}",
+            u32::from(c)
+        )
+    })
+}
+
+/// Whether a visit's `duration_s` counts as its time: 1 second to [`MAX_VISIT_S`].
+pub fn plausible_visit(duration_s: i64) -> bool {
+    (1..=MAX_VISIT_S).contains(&duration_s)
+}
+
 /// The first control character of `v` (a NUL, a tab, a line break, U+0080..U+009F) and its
 /// byte offset: ids are compared exactly, so one there makes another store, SKU or member.
 pub fn control_char(v: &str) -> Option<(usize, char)> {
@@ -909,16 +925,13 @@ impl Check<'_> {
                 format!("{} bytes, limit {}", v.len(), MAX_STR),
             );
             None
-        } else if let Some((at, c)) = control_char(v).filter(|_| !self.stored) {
-            self.push(
-                Reason::BadValue,
-                path,
-                format!(
-                    "a control character (U+{:04X}) at byte {at}: values are compared exactly, \
-                     so it would name another one than without it",
-                    u32::from(c)
-                ),
-            );
+        } else if let Some(detail) = control_detail(
+            v,
+            ": values are compared exactly, so it would name another one than without it",
+        )
+        .filter(|_| !self.stored)
+        {
+            self.push(Reason::BadValue, path, detail);
             None
         } else {
             Some(Str::from(v))
@@ -1017,15 +1030,10 @@ impl Check<'_> {
                 ok = false;
                 continue;
             }
-            if let Some((at, c)) = control_char(k).filter(|_| !self.stored) {
-                self.push(
-                    Reason::BadValue,
-                    &kpath(),
-                    format!(
-                        "a control character (U+{:04X}) at byte {at} of the identity kind",
-                        u32::from(c)
-                    ),
-                );
+            if let Some(detail) =
+                control_detail(k, " of the identity kind").filter(|_| !self.stored)
+            {
+                self.push(Reason::BadValue, &kpath(), detail);
                 ok = false;
                 continue;
             }
@@ -1595,7 +1603,7 @@ fn may_warn(w: &Wire) -> bool {
         || (is(&w.ty, "visit")
             && ((is(&w.visitor, "member") && w.rep.is_some())
                 || (is(&w.visitor, "rep") && w.member.is_some())
-                || w.duration_s.is_some_and(|d| d == 0 || d > MAX_VISIT_S)))
+                || w.duration_s.is_some_and(|d| !plausible_visit(d))))
         || [
             &w.store,
             &w.sku,
@@ -1635,6 +1643,19 @@ fn near_mobile(raw: &str) -> bool {
     let first = national.next();
     let n = 1 + national.count();
     first == Some(b'1') && (n == 10 || n == 12)
+}
+
+/// `padded_id` at `path` when `v` has white space at an end (but no control character, which
+/// is refused, not warned of): kept as sent, it is another `what` than without.
+fn padded(path: &str, v: &str, what: &str) -> Option<String> {
+    (v.trim() != v && control_char(v).is_none()).then(|| {
+        format!(
+            "padded_id at {path}: `{}` has white space at an end; kept as sent, it is another \
+             {what} than `{}`",
+            clip(v),
+            clip(v.trim())
+        )
+    })
 }
 
 fn clip(s: &str) -> &str {
@@ -1719,14 +1740,7 @@ pub fn lint(bytes: &[u8]) -> Vec<String> {
     // ids are exact: a space at either end makes another store, SKU, location or dealer
     for field in ["store", "sku", "location", "dealer", "rep", "campaign"] {
         if let Some(v) = m.get(field).and_then(Value::as_str) {
-            if v.trim() != v && control_char(v).is_none() {
-                out.push(format!(
-                    "padded_id at {field}: `{}` has white space at an end; kept as sent, it is \
-                     another {field} than `{}`",
-                    clip(v),
-                    clip(v.trim())
-                ));
-            }
+            out.extend(padded(field, v, field));
         }
     }
     // an identity's value is exact too (but a phone's, which is read as its digits): a
@@ -1742,14 +1756,9 @@ pub fn lint(bytes: &[u8]) -> Vec<String> {
                             .to_string(),
                     );
                 }
-                if kind != "phone" && v.trim() != v && control_char(v).is_none() {
-                    out.push(format!(
-                        "padded_id at member.{}: `{}` has white space at an end; kept as sent, \
-                         it is another identity than `{}` (another member)",
-                        clip(kind),
-                        clip(v),
-                        clip(v.trim())
-                    ));
+                if kind != "phone" {
+                    let path = format!("member.{}", clip(kind));
+                    out.extend(padded(&path, v, "identity (another member)"));
                 }
             }
         }

@@ -8,7 +8,9 @@ pub mod pii;
 pub mod reason;
 pub mod time;
 
-pub use decode::{control_char, lint, near_channel, Decoder, MAX_EVENT_BYTES, MAX_VISIT_S};
+pub use decode::{
+    control_char, lint, near_channel, plausible_visit, Decoder, MAX_EVENT_BYTES, MAX_VISIT_S,
+};
 pub use event::*;
 pub use pii::Pii;
 pub use reason::{Problem, Reason, Rejection};
