@@ -2731,17 +2731,12 @@ pub fn serve_cluster(
         .map_err(|_| std::io::Error::other("the HTTP thread ended before it served"))?
 }
 
-/// The board's view with the configured stores' names (`[stores.ID] name`) on its stores.
+/// The board's view with the configured stores' name, region and kind on its stores.
 fn board_named(mut v: Value, refs: &StoreRefs) -> Value {
     if let Some(rows) = v["stores_today"].as_array_mut() {
         for row in rows {
-            let name = row["store"]
-                .as_str()
-                .and_then(|id| refs.get(id))
-                .and_then(|r| r.name.clone());
-            if let Some(name) = name {
-                row["name"] = json!(name);
-            }
+            let r = row["store"].as_str().and_then(|id| refs.get(id));
+            with_ref(row, r);
         }
     }
     v
@@ -2764,24 +2759,24 @@ async fn board_stream(st: web::Data<AppState>) -> HttpResponse {
     let stopping = st.stopping.clone();
     let cfg = st.cfg.clone();
     let stream = futures_util::stream::unfold(
-        (shard, stopping, true),
-        move |(shard, mut stopping, first)| {
-            let cfg = cfg.clone();
-            async move {
-                if !first {
-                    // a frame a second, until the server stops (the browser reconnects later)
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        _ = stopping.wait_for(|s| *s) => return None,
-                    }
+        (shard, stopping, cfg, true),
+        |(shard, mut stopping, cfg, first)| async move {
+            if !first {
+                // a frame a second, until the server stops (the browser reconnects later)
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stopping.wait_for(|s| *s) => return None,
                 }
-                if *stopping.borrow() {
-                    return None;
-                }
-                let v = board_named(shard.send(GetBoard).await.ok()?, &cfg.stores);
-                let frame = web::Bytes::from(format!("data: {v}\n\n"));
-                Some((Ok::<_, actix_web::Error>(frame), (shard, stopping, false)))
             }
+            if *stopping.borrow() {
+                return None;
+            }
+            let v = board_named(shard.send(GetBoard).await.ok()?, &cfg.stores);
+            let frame = web::Bytes::from(format!("data: {v}\n\n"));
+            Some((
+                Ok::<_, actix_web::Error>(frame),
+                (shard, stopping, cfg, false),
+            ))
         },
     );
     HttpResponse::Ok()
