@@ -597,13 +597,17 @@ fn status(o: &Outcome) -> &'static str {
 /// order naming a second phone), all its `merged` and `merge_conflict` outputs, in `merges`;
 /// for a `stock` event, the location's numbers after it (its `stock` output, with `floored`
 /// when an `adjust` took on hand to 0 short) or why its count was not applied
-/// (`stock_count_ignored`).
-const RESULTS: [(&str, IsOutput); 5] = [
+/// (`stock_count_ignored`); for an event whose `member_id` names no member this service
+/// issued, what of it the member did not apply (`unknown_member`; a scan's is its decision).
+const RESULTS: [(&str, IsOutput); 6] = [
     ("order", |o| o.stream() == "orders"),
     ("decision", is_decision),
     ("credit", |o| o.stream() == "credit"),
     ("merges", is_merge),
     ("stock", is_stock_event_result),
+    ("unknown_member", |o| {
+        matches!(o, omnistream_actors::Output::UnknownMember { .. })
+    }),
 ];
 
 /// Whether an output is a `stock` event's result: the location's numbers it moved, or its

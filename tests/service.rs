@@ -2034,6 +2034,35 @@ fn reviews_holding_nothing_are_not_resolvable_and_merged_ones_stay_the_persons()
     let queue = s.get(&format!("/v1/decisions?pending=true&member={survivor}"));
     assert_eq!(queue["items"].as_array().unwrap().len(), 1, "{queue}");
     assert_eq!(queue["items"][0]["output"]["scan_event"], id(2), "{queue}");
+    // a member id of the issued form that was never issued (the survivor's, a digit changed)
+    // starts no member: the event's answer says what was not applied, a scan is blocked
+    let typo = format!(
+        "{}{}",
+        &survivor[..survivor.len() - 1],
+        if survivor.ends_with('0') { '1' } else { '0' }
+    );
+    let click = json!({"id": id(11), "type":"click","ts":"2026-11-11T10:26:00+08:00","channel":"mall",
+                       "member":{"member_id": typo, "openid": "o-new"},"target":"ad-1"});
+    let v = s.post(&[click.to_string()]);
+    assert_eq!(v["results"][0]["status"], "accepted", "{v}");
+    assert_eq!(v["results"][0]["unknown_member"]["about"], "click", "{v}");
+    assert_eq!(
+        v["results"][0]["unknown_member"]["member"],
+        typo.as_str(),
+        "{v}"
+    );
+    scan["id"] = json!(id(12));
+    scan["code"] = json!("C-TYPO");
+    scan["ts"] = json!("2026-11-11T10:27:00+08:00");
+    scan["member"] = json!({"member_id": typo});
+    let (code, v) = s.request("POST", "/v1/scan", &scan.to_string());
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["decision"]["decision"], "block", "{v}");
+    assert_eq!(v["decision"]["no_reward"], "unknown_member", "{v}");
+    let (code, v) = s.request("GET", &format!("/v1/members/{typo}"), "");
+    assert_eq!(code, 404, "no member started: {v}");
+    let (code, v) = s.request("GET", "/v1/identities/openid/o-new", "");
+    assert_eq!(code, 404, "nothing bound: {v}");
     s.stop();
 }
 

@@ -300,7 +300,8 @@ mod tests {
         fx
     }
 
-    /// The member command inside a resolution's envelope (`Seen`, when resolution wraps it).
+    /// The member command inside a resolution's envelope (`Seen`, when resolution wraps it;
+    /// `Given`, when the member is named by id).
     fn inner(m: &MemberCmd) -> &MemberCmd {
         match m {
             MemberCmd::Seen { then, .. } => inner(then),
@@ -313,6 +314,7 @@ mod tests {
         let (_, cmd) = fx.sends.first()?;
         let then = match cmd {
             Cmd::Identity(IdentityCmd::Resolve(r)) => &r.then,
+            Cmd::Member(MemberCmd::Given(r)) => &r.then,
             Cmd::Member(m) => m,
             _ => return None,
         };

@@ -273,6 +273,11 @@ pub enum MemberCmd {
         /// The member left out.
         other: Str,
     },
+    /// An event named its member by `member_id`: the member is asked first whether it exists
+    /// (a One-ID this system issued: an id of that form that was never issued, a mistyped
+    /// digit, is refused and said, and starts no member); known, it goes on with the
+    /// resolution, at its identities or, with none, at once (appended last).
+    Given(Box<Resolve>),
 }
 
 /// See [`MemberCmd::Phones`].
@@ -371,6 +376,12 @@ pub enum OrderCmd {
         ok: bool,
         /// The balance at that moment.
         balance: i64,
+    },
+    /// The answer to `HasPoints` or `Redeem` when the order's `member_id` names no member
+    /// this system issued (appended last).
+    UnknownMember {
+        /// The id the order gave.
+        member: Str,
     },
 }
 

@@ -42,7 +42,9 @@ type HashMap<K, V> = crate::GrowMap<K, V>;
 ///   `CheckingPoints` (encoding 8 reads as is; 9 tells an older build to refuse the store);
 /// - 10: the same layout; a member's stash may hold `Phones` and `MergeRefused` commands
 ///   (a merge of three or more members), an order may be in phase `CheckingStock`
-///   (encoding 9 reads as is).
+///   (encoding 9 reads as is);
+/// - 11: the same layout; a member's stash may hold `Given` commands (an event naming its
+///   member by `member_id`, which is asked first whether it exists; encoding 10 reads as is).
 ///
 /// Without field names a layout cannot grow the way JSON did (a new field with
 /// `#[serde(default)]`): adding, removing, reordering or retyping a field of a stored state
@@ -53,7 +55,7 @@ type HashMap<K, V> = crate::GrowMap<K, V>;
 /// inside another member's stash too). `member::tests::the_stored_layout_is_pinned` (a full
 /// member) and `tests::the_stored_layout_of_every_kind_is_pinned` (every kind's empty state:
 /// fields added or removed) fail until then.
-pub const STATE_VERSION: u8 = 10;
+pub const STATE_VERSION: u8 = 11;
 
 /// The oldest encoding version this binary still reads.
 pub const OLDEST_VERSION: u8 = 1;
@@ -972,19 +974,19 @@ mod tests {
             ("ring", hex::<Ring>()),
         ];
         let want = [
-            ("identity", "0a00"),
+            ("identity", "0b00"),
             (
                 "member",
-                "0a0000000000000000000000000000000000000000000000000000000000000000000000000000",
+                "0b0000000000000000000000000000000000000000000000000000000000000000000000000000",
             ),
-            ("order", "0a00000000000000000000000000000000000000000000"),
-            ("sku", "0a000000000000"),
-            ("dealer", "0a0000000000000000000000000000"),
-            ("store", "0a000000000000000000"),
-            ("campaign", "0a000000000000000000000000000000"),
-            ("code", "0a0000000000"),
-            ("crowd", "0a0000000000000000"),
-            ("ring", "0a00000000"),
+            ("order", "0b00000000000000000000000000000000000000000000"),
+            ("sku", "0b000000000000"),
+            ("dealer", "0b0000000000000000000000000000"),
+            ("store", "0b000000000000000000"),
+            ("campaign", "0b000000000000000000000000000000"),
+            ("code", "0b0000000000"),
+            ("crowd", "0b0000000000000000"),
+            ("ring", "0b00000000"),
         ];
         for ((kind, got), (_, want)) in got.iter().zip(want) {
             assert_eq!(got, want, "the stored layout of a {kind} changed");

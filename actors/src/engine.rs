@@ -8,7 +8,7 @@
 //! and must preserve per-key order; this engine is the reference it is tested against.
 
 use crate::campaign::Campaign;
-use crate::cmd::Cmd;
+use crate::cmd::{Cmd, MemberCmd};
 use crate::cold::{Cold, Io, Kind, Listed, Table};
 use crate::dealer::Dealer;
 use crate::fraud::code::Code;
@@ -815,6 +815,14 @@ impl Engine {
             (Key::Identity(k, v), Cmd::Identity(c)) => {
                 on!(self.identities, identity_key(&k, &v), true, |s| s
                     .handle(c, &ctx, fx))
+            }
+            // an event naming its member by `member_id` starts no member: one never seen
+            // refuses it
+            (Key::Member(id), Cmd::Member(MemberCmd::Given(r))) => {
+                match self.members.get_mut(id.clone(), false, &mut io) {
+                    Some(m) => m.handle(&id, MemberCmd::Given(r), &ctx, fx),
+                    None => crate::member::unknown(&id, r.then, &ctx, fx),
+                }
             }
             (Key::Member(id), Cmd::Member(c)) => {
                 on!(self.members, id.clone(), true, |m| m

@@ -40,8 +40,9 @@ pub(crate) fn member_number(id: &str) -> Option<u64> {
     u64::from_str_radix(&id[1..], 16).ok()
 }
 
-/// Starts resolving `ids` and delivering `then` to their member. `member_id` identities name
-/// the member directly; the others are visited in order. None when `ids` is empty.
+/// Starts resolving `ids` and delivering `then` to their member. A `member_id` names the
+/// member directly: it is asked first whether it exists ([`MemberCmd::Given`]), then the
+/// others are visited in order ([`first_hop`]). None when `ids` is empty.
 pub fn resolve(ids: &[Id], then: MemberCmd) -> Option<(Key, Cmd)> {
     let given = ids
         .iter()
@@ -52,23 +53,27 @@ pub fn resolve(ids: &[Id], then: MemberCmd) -> Option<(Key, Cmd)> {
         .filter(|(k, _)| k != "member_id")
         .cloned()
         .collect();
-    match hops.first() {
-        Some(first) => Some((
-            Key::Identity(first.0.clone(), first.1.clone()),
-            Cmd::Identity(IdentityCmd::Resolve(Box::new(Resolve {
-                found: Vec::with_capacity(hops.len()),
-                ids: hops.clone(),
-                given,
-                then,
-            }))),
+    let r = Box::new(Resolve {
+        found: Vec::with_capacity(hops.len()),
+        ids: hops,
+        given,
+        then,
+    });
+    match &r.given {
+        Some(m) => Some((Key::Member(m.clone()), Cmd::Member(MemberCmd::Given(r)))),
+        None => first_hop(r).ok(),
+    }
+}
+
+/// The first identity of a resolution to visit, or, with none to visit, the resolution back
+/// (its given member, known, takes the command itself).
+pub(crate) fn first_hop(r: Box<Resolve>) -> Result<(Key, Cmd), Box<Resolve>> {
+    match r.ids.first() {
+        Some((k, v)) => Ok((
+            Key::Identity(k.clone(), v.clone()),
+            Cmd::Identity(IdentityCmd::Resolve(r)),
         )),
-        None => given.map(|m| {
-            let seen = MemberCmd::Seen {
-                bind: Vec::new(),
-                then: Box::new(then),
-            };
-            (Key::Member(m), Cmd::Member(seen))
-        }),
+        None => Err(r),
     }
 }
 
@@ -289,9 +294,27 @@ mod tests {
     }
 
     #[test]
-    fn a_member_id_identity_skips_the_hops() {
-        let (k, _) = resolve(&[("member_id".into(), "m1".into())], MemberCmd::Identify).unwrap();
+    fn a_member_id_is_asked_first_whether_it_exists() {
+        let (k, c) = resolve(&[("member_id".into(), "m1".into())], MemberCmd::Identify).unwrap();
         assert_eq!(k, Key::Member("m1".into()));
+        let Cmd::Member(MemberCmd::Given(r)) = c else {
+            panic!("{c:?}")
+        };
+        assert!(r.ids.is_empty());
+        assert!(first_hop(r).is_err());
+        // with other identities too: the member first, then its identities in turn
+        let ids = [
+            ("openid".into(), "o1".into()),
+            ("member_id".into(), "m1".into()),
+        ];
+        let (k, c) = resolve(&ids, MemberCmd::Identify).unwrap();
+        assert_eq!(k, Key::Member("m1".into()));
+        let Cmd::Member(MemberCmd::Given(r)) = c else {
+            panic!("{c:?}")
+        };
+        assert_eq!(r.given.as_deref(), Some("m1"));
+        let (k, _) = first_hop(r).unwrap();
+        assert_eq!(k, Key::Identity("openid".into(), "o1".into()));
         assert!(resolve(&[], MemberCmd::Identify).is_none());
     }
 }

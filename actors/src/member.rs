@@ -1344,6 +1344,82 @@ pub struct Xrfm {
     pub visits: u32,
 }
 
+/// What an event asked of member `id`, which its `member_id` named, when this system never
+/// issued that id (no member of it was ever seen: a mistyped digit, another store's id):
+/// nothing of it applies and no member is started; it is said instead. A scan is blocked
+/// (nothing checked, nothing paid, its code left unclaimed); an order's points check or
+/// redemption rejects the order; an order's sale still counts at its store, as a sale
+/// without a member.
+pub(crate) fn unknown(id: &Str, then: MemberCmd, ctx: &Ctx, fx: &mut Effects) {
+    let (about, order) = match then {
+        MemberCmd::Scan(check) => {
+            let check = *check;
+            return fx.out(Output::Decision {
+                scan_event: ctx.event,
+                code: check.code,
+                member: id.clone(),
+                campaign: check.campaign,
+                decision: Decision::Block,
+                score: 0,
+                reasons: Vec::new(),
+                reward: 0,
+                held: 0,
+                no_reward: Some(NoReward::UnknownMember),
+                shadow_decision: None,
+                scan: Some(Scanned {
+                    sku: check.sku,
+                    device: check.device,
+                    ip: check.ip,
+                    store: check.store,
+                    batch: check.batch,
+                    dealer: check.dealer,
+                }),
+            });
+        }
+        MemberCmd::HasPoints { order, .. } | MemberCmd::Redeem { order, .. } => {
+            let answer = OrderCmd::UnknownMember { member: id.clone() };
+            return fx.send(Key::Order(order), Cmd::Order(answer));
+        }
+        MemberCmd::OrderPlaced {
+            order,
+            store,
+            lines,
+            ..
+        } => {
+            if let Some(s) = store {
+                let amount = lines
+                    .iter()
+                    .map(|l| l.qty.saturating_mul(l.unit_price))
+                    .sum();
+                let sale = StoreCmd::Sale {
+                    order: order.clone(),
+                    member: None,
+                    amount,
+                    new_member: false,
+                };
+                fx.send(Key::Store(s), Cmd::Store(sale));
+            }
+            ("order_placed", Some(order))
+        }
+        MemberCmd::OrderFulfilled { order } => ("order_fulfilled", Some(order)),
+        MemberCmd::OrderCancelled { order } | MemberCmd::OrderCancelledPlaced { order, .. } => {
+            ("order_cancelled", Some(order))
+        }
+        MemberCmd::OrderReturned { order, .. } => ("order_returned", Some(order)),
+        MemberCmd::Click { .. } => ("click", None),
+        MemberCmd::Visit { .. } => ("visit", None),
+        MemberCmd::Identify => ("identify", None),
+        // what a resolution carries is one of the above (a scan's reward is resolved after
+        // its scan passed the member)
+        _ => ("event", None),
+    };
+    fx.out(Output::UnknownMember {
+        member: id.clone(),
+        about: about.into(),
+        order,
+    });
+}
+
 impl Member {
     /// Handles one command.
     pub fn handle(&mut self, me: &Str, cmd: MemberCmd, ctx: &Ctx, fx: &mut Effects) {
@@ -1407,6 +1483,24 @@ impl Member {
         if let MemberCmd::Phones(probe) = cmd {
             let phone = self.ids.of_kind("phone").map(Str::from);
             return crate::identity::probed(*probe, me.clone(), phone, fx);
+        }
+        // an event named this member by its `member_id` (`identity::resolve`): a member never
+        // seen was never issued (a state stored blank is none either); one seen goes on with
+        // the resolution, at the event's other identities or, with none, here
+        if let MemberCmd::Given(r) = cmd {
+            if self.first_seen == 0 {
+                return unknown(me, r.then, ctx, fx);
+            }
+            return match crate::identity::first_hop(r) {
+                Ok((key, cmd)) => fx.send(key, cmd),
+                Err(r) => {
+                    let seen = MemberCmd::Seen {
+                        bind: Vec::new(),
+                        then: Box::new(r.then),
+                    };
+                    self.handle(me, seen, ctx, fx)
+                }
+            };
         }
         // the member's own offset, from the events that name it (they come resolved, `Seen`):
         // not a reviewer's resolution or another member's ring label, which run in the
@@ -1474,7 +1568,10 @@ impl Member {
                 self.apply(*then, new_member, ctx, fx);
             }
             // handled in `handle`, before a command is applied
-            MemberCmd::Identify | MemberCmd::Via { .. } | MemberCmd::Phones(_) => {}
+            MemberCmd::Identify
+            | MemberCmd::Via { .. }
+            | MemberCmd::Phones(_)
+            | MemberCmd::Given(_) => {}
             MemberCmd::MergeRefused { other } => self.phones_differ(other, fx),
             MemberCmd::Click { channel, .. } => {
                 if self.first_event(ctx) {
@@ -3016,6 +3113,52 @@ mod tests {
         assert_eq!(m.offset_min, Some(0));
     }
 
+    /// A member named by id is asked first: a state stored blank (never seen) refuses the
+    /// event and stays blank; a seen one goes on at the event's identities, or with none runs
+    /// the command itself.
+    #[test]
+    fn a_given_member_never_seen_refuses_and_a_seen_one_goes_on() {
+        let rules = rules();
+        let me = Str::from("m3");
+        let given = |ids: Vec<Id>| {
+            MemberCmd::Given(Box::new(crate::cmd::Resolve {
+                found: Vec::new(),
+                ids,
+                given: Some(me.clone()),
+                then: MemberCmd::Identify,
+            }))
+        };
+        let (mut m, mut fx) = (Member::default(), Effects::default());
+        m.handle(&me, given(Vec::new()), &ctx(&rules, 0), &mut fx);
+        assert_eq!(m.first_seen, 0, "no member started");
+        assert!(fx.sends.is_empty());
+        assert!(
+            matches!(&fx.outputs[..], [Output::UnknownMember { member, about, order: None }] if member == "m3" && about == "identify"),
+            "{:?}",
+            fx.outputs
+        );
+        // seen: its identities next, or the command here
+        let seen = MemberCmd::Seen {
+            bind: vec![("openid".into(), "o3".into())],
+            then: Box::new(MemberCmd::Identify),
+        };
+        m.handle(&me, seen, &ctx(&rules, 1), &mut fx);
+        let mut fx = Effects::default();
+        m.handle(
+            &me,
+            given(vec![("tmall".into(), "t3".into())]),
+            &ctx(&rules, 2),
+            &mut fx,
+        );
+        assert!(fx.outputs.is_empty());
+        assert!(
+            matches!(&fx.sends[..], [(Key::Identity(k, v), Cmd::Identity(_))] if k == "tmall" && v == "t3")
+        );
+        let last = m.last_seen;
+        m.handle(&me, given(Vec::new()), &ctx(&rules, 3), &mut fx);
+        assert!(m.last_seen > last, "the event ran here");
+    }
+
     /// An unchecked scan reward of 5 points in campaign `c1` (the properties' scan).
     fn scan_reward() -> MemberCmd {
         MemberCmd::ScanReward {
@@ -4024,7 +4167,7 @@ mod tests {
     /// after the first, and as 2 and 3 but for the offset 4 appended: 3 changed orders only,
     /// 5 dealers and stores only, 6 and 7 orders and stores only, 8 SKUs only).
     const FULL_STORED: &str = concat!(
-        "0a116d30313233343536373839616263646566000003066f70656e6964076f2d6f74686572066f70656e6964",
+        "0b116d30313233343536373839616263646566000003066f70656e6964076f2d6f74686572066f70656e6964",
         "1a6f5837665f326b71395a4c6d4138316243336445664768496a4b0570686f6e654039663263346431653861",
         "3762366335643465336632613162306339643865376636613562346333643265316630613962386337643665",
         "356634613362326331648080baf2d8a2af068080d1cbc5e8af06010673742d303039030863616d706169676e",

@@ -399,6 +399,18 @@ impl Order {
                     self.reject_points(me, balance, fx);
                 }
             }
+            // the points of a member this system never issued: no points to redeem
+            OrderCmd::UnknownMember { member } => {
+                match self.phase {
+                    Phase::CheckingPoints => {}
+                    Phase::Redeeming => self.release_stock(me, fx),
+                    _ => return,
+                }
+                let detail = format_compact!(
+                    "member_id {member} names no member this service issued: no points to redeem"
+                );
+                self.reject(me, "unknown_member", detail, fx);
+            }
         }
     }
 

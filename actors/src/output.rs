@@ -460,6 +460,20 @@ pub enum Output {
         /// amount` (a transfer to look at: the second amount is not booked either).
         reason: Str,
     },
+    /// An event named its member by a `member_id` this service never issued (a mistyped
+    /// digit, an id from another system's store): what it asked of the member was not
+    /// applied, and no member was started. A scan's is its `decision` instead (`block`,
+    /// `no_reward: unknown_member`); an order's points check or redemption rejects the order.
+    UnknownMember {
+        /// The id the event gave.
+        member: Str,
+        /// What was not applied: `click`, `visit`, `identify`, `order_placed`,
+        /// `order_fulfilled`, `order_cancelled`, `order_returned`.
+        about: Str,
+        /// The order, for an order's part (its stock and sale stand; its points do not).
+        #[serde(default, skip_serializing_if = "crate::cold::omit")]
+        order: Option<Str>,
+    },
 }
 
 /// Whether `name` is the `output` tag of some output; the error lists every tag (serde's own
@@ -500,6 +514,7 @@ impl Output {
             | Output::Tier { .. }
             | Output::Merged { .. }
             | Output::MergeConflict { .. }
+            | Output::UnknownMember { .. }
             | Output::RewardCapped { .. }
             | Output::BudgetExhausted { .. } => "members",
             Output::OrderAccepted { .. }

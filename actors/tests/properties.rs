@@ -35,7 +35,20 @@ fn who(world: u8) -> impl Strategy<Value = String> {
         )),
         (0..4u8, 0..3u8)
             .prop_map(move |(i, j)| format!(r#"{{"openid":"o{w}{i}","tmall":"t{w}{j}"}}"#)),
+        // the id a member started by openid `o{w}{i}` alone has: issued once such a member
+        // was, never issued otherwise (a member started by a phone beside it has another)
+        (0..5u8).prop_map(move |i| format!(r#"{{"member_id":"{}"}}"#, issued(w, i))),
+        (0..5u8, 0..4u8).prop_map(move |(i, j)| format!(
+            r#"{{"member_id":"{}","openid":"o{w}{j}"}}"#,
+            issued(w, i)
+        )),
     ]
+}
+
+/// The member id the engine issues to a member started by openid `o{w}{i}`.
+fn issued(w: u8, i: u8) -> String {
+    omnistream_actors::identity::member_id_for(&("openid".into(), format!("o{w}{i}").into()))
+        .to_string()
 }
 
 fn lines(world: u8) -> impl Strategy<Value = String> {

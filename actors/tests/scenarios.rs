@@ -1635,3 +1635,137 @@ fn a_profile_shows_tier_progress_and_points_expiring() {
     assert_eq!((p.needed_to_keep, p.needed), (Some(1000), Some(5000)));
     assert_eq!(v.expiring_30d, 1500);
 }
+
+/// A `member_id` this system never issued (a mistyped digit) starts no member and gets
+/// nothing: each event's part for the member is refused and said, the order's stock and sale
+/// stand, a redemption is rejected, a scan is blocked with its code left unclaimed, and the
+/// real member's identities are never merged into the unknown id. A known id works as before.
+#[test]
+fn a_member_id_never_issued_starts_no_member_and_is_said() {
+    use omnistream_actors::fraud::{Decision, NoReward};
+    let mut rules = Rules::default();
+    rules.campaigns.insert(
+        "c1".into(),
+        omnistream_actors::config::CampaignRules {
+            points: 10,
+            ..Default::default()
+        },
+    );
+    let mut w = World::new(rules);
+    w.send(r#"{"type":"click","ts":"2026-10-01T10:00:00+08:00","channel":"mall","member":{"openid":"oa"},"target":"ad1"}"#);
+    w.send(&stock("S1", 10, T0));
+    let real = w.member_by("openid", "oa").id.clone();
+    // the same id with its last digit changed
+    let last = real.chars().last().unwrap();
+    let typo = format!(
+        "{}{}",
+        &real[..real.len() - 1],
+        if last == '0' { '1' } else { '0' }
+    );
+    let unknown = |said: &[Output]| -> Vec<(String, Option<String>)> {
+        said.iter()
+            .filter_map(|o| match o {
+                Output::UnknownMember {
+                    member,
+                    about,
+                    order,
+                } if *member == typo => {
+                    Some((about.to_string(), order.as_ref().map(|o| o.to_string())))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let by = |id: &str| format!(r#"{{"member_id":"{id}"}}"#);
+
+    let said = w.said(&format!(
+        r#"{{"type":"click","ts":"{T0}","channel":"mall","member":{},"target":"ad1"}}"#,
+        by(&typo)
+    ));
+    assert_eq!(unknown(&said), [("click".to_string(), None)], "{said:?}");
+
+    // an order: its stock and sale stand, its points are said not applied
+    let line = r#","lines":[{"sku":"S1","qty":1,"unit_price":1000}],"location":"wh","store":"st1""#;
+    let said = w.said(&order("t1", "placed", &by(&typo), line, T0));
+    assert!(
+        said.iter()
+            .any(|o| matches!(o, Output::OrderAccepted { order, .. } if order == "mall:t1")),
+        "{said:?}"
+    );
+    let placed = ("order_placed".to_string(), Some("mall:t1".to_string()));
+    assert_eq!(unknown(&said), [placed], "{said:?}");
+    assert_eq!(w.engine.sku("S1").unwrap().view().atp, 9);
+    let said = w.said(&order("t1", "fulfilled", &by(&typo), "", T1));
+    let fulfilled = ("order_fulfilled".to_string(), Some("mall:t1".to_string()));
+    assert_eq!(unknown(&said), [fulfilled], "{said:?}");
+    assert!(!said.iter().any(|o| matches!(o, Output::Ledger { .. })));
+
+    // a redemption: rejected, holding nothing
+    let redeem = format!(r#"{line},"points_redeemed":10"#);
+    let said = w.said(&order("t2", "placed", &by(&typo), &redeem, T1));
+    assert!(
+        said.iter().any(|o| matches!(
+            o,
+            Output::OrderRejected { order, reason, .. } if order == "mall:t2" && reason == "unknown_member"
+        )),
+        "{said:?}"
+    );
+    assert_eq!(w.engine.sku("S1").unwrap().view().atp, 9);
+
+    // a scan: blocked, nothing checked or paid, the code left for its real owner
+    let scan = |who: &str| {
+        format!(
+            r#"{{"type":"scan","ts":"{T1}","channel":"campaign","code":"K1","sku":"S1","campaign":"c1","member":{},"device":"d1","ip":"1.2.3.4"}}"#,
+            by(who)
+        )
+    };
+    let said = w.said(&scan(&typo));
+    assert!(
+        matches!(
+            &said[..],
+            [Output::Decision {
+                decision: Decision::Block,
+                reward: 0,
+                no_reward: Some(NoReward::UnknownMember),
+                member,
+                ..
+            }] if *member == typo
+        ),
+        "{said:?}"
+    );
+    let said = w.said(&scan(&real));
+    assert!(
+        said.iter().any(|o| matches!(
+            o,
+            Output::Decision { decision: Decision::Allow, reward: 10, member, .. } if *member == real
+        )),
+        "{said:?}"
+    );
+
+    // with other identities: refused whole; a new one stays unbound, a known one's member is
+    // not merged into the unknown id
+    for ids in [
+        format!(r#"{{"member_id":"{typo}","openid":"ob"}}"#),
+        format!(r#"{{"openid":"oa","member_id":"{typo}"}}"#),
+    ] {
+        let said = w.said(&format!(
+            r#"{{"type":"identify","ts":"{T2}","member":{ids}}}"#
+        ));
+        assert_eq!(unknown(&said), [("identify".to_string(), None)], "{said:?}");
+    }
+    assert!(w.engine.member_of("openid", "ob").is_none());
+    assert_eq!(w.member_by("openid", "oa").id, real);
+    assert!(w.engine.member(&typo).is_none(), "no member started");
+    assert!(!w
+        .outputs()
+        .iter()
+        .any(|o| matches!(o, Output::Merged { .. })));
+
+    // the issued id: binds a new identity and counts the event, as before
+    w.send(&format!(
+        r#"{{"type":"identify","ts":"{T2}","member":{{"member_id":"{real}","openid":"oc"}}}}"#
+    ));
+    assert_eq!(w.member_by("openid", "oc").id, real);
+    let m = w.member_by("openid", "oa");
+    assert_eq!(m.points.balance, 10, "the scan's reward");
+}

@@ -213,8 +213,10 @@ pub struct Setup {
 /// process refuses events too far ahead (a build that ignores it would admit what the others
 /// refuse, so the two must not share a cluster); 3 since values with control characters are
 /// refused, and the commands exchanged between processes grew (`MemberCmd::Phones`,
-/// `MergeRefused`, `SkuCmd::Check`), which an older build cannot read.
-pub const CUT_FORMAT: u32 = 3;
+/// `MergeRefused`, `SkuCmd::Check`), which an older build cannot read; 4 since an event
+/// naming its member by `member_id` asks that member first whether it exists
+/// (`MemberCmd::Given`, `OrderCmd::UnknownMember`).
+pub const CUT_FORMAT: u32 = 4;
 
 impl Setup {
     /// A hash of what every process must share for their epochs to agree: the rules, the

@@ -122,15 +122,19 @@ pub enum NoReward {
     NoPoints,
     /// The campaign is not configured and `unconfigured-campaigns` pays such scans nothing.
     NotConfigured,
+    /// A blocked scan whose `member_id` names no member this service issued (a mistyped
+    /// digit): nothing was checked or paid, and no member was started (appended last).
+    UnknownMember,
 }
 
 impl NoReward {
     /// Every kind, in order.
-    pub const ALL: [NoReward; 4] = [
+    pub const ALL: [NoReward; 5] = [
         NoReward::DailyCap,
         NoReward::BudgetExhausted,
         NoReward::NoPoints,
         NoReward::NotConfigured,
+        NoReward::UnknownMember,
     ];
 
     /// Why a campaign whose rules pay `points` a scan granted none: they pay none, or its
@@ -150,6 +154,7 @@ impl NoReward {
             NoReward::BudgetExhausted => "budget_exhausted",
             NoReward::NoPoints => "no_points",
             NoReward::NotConfigured => "not_configured",
+            NoReward::UnknownMember => "unknown_member",
         }
     }
 }
