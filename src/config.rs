@@ -42,7 +42,7 @@ const NOT_KEYS: &[&str] = &[
 pub const TOKEN_ENV_PREFIX: &str = "OMNISTREAM_TOKEN_";
 
 /// The scopes a token can carry.
-pub const SCOPES: &[&str] = &["ingest", "read", "review", "points", "admin"];
+pub const SCOPES: &[&str] = &["ingest", "read", "review", "points", "members", "admin"];
 
 /// Shortest accepted token, in bytes.
 pub const MIN_TOKEN_LEN: usize = 16;

@@ -2381,6 +2381,130 @@ async fn post_adjustment(
     }
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PhoneBody {
+    /// The new phone, as the member gave it.
+    phone: String,
+    /// The case it is recorded under.
+    #[serde(rename = "ref")]
+    reference: String,
+    #[serde(default)]
+    reviewer: Option<String>,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+impl PhoneBody {
+    /// The new phone as stored (hashed), the reference and who asked, or why the body is
+    /// refused.
+    fn read(
+        body: &[u8],
+        pii: &Pii,
+        token: Option<&str>,
+    ) -> Result<(String, String, omnistream_actors::output::Resolver), String> {
+        const FORM: &str = r#"expected {"phone": "13800138000", "ref": "case id", "reviewer"?: "name", "note"?: "why"}"#;
+        let b: PhoneBody = serde_json::from_slice(body).map_err(|e| format!("{e}; {FORM}"))?;
+        let phone = pii
+            .protect(&IdKind::Phone, &b.phone)
+            .map_err(|e| format!("phone: {e}"))?;
+        if b.reference.trim().is_empty() {
+            return Err("ref: empty; give the case or ticket the change is recorded under".into());
+        }
+        let reference = checked_text("ref", Some(b.reference), 64, false)?.unwrap_or_default();
+        Ok((
+            phone.to_string(),
+            reference,
+            resolver(b.reviewer, b.note, token)?,
+        ))
+    }
+}
+
+/// A person replaces a member's phone (customer service, once the member proved the new
+/// number; the old one is released), recorded under a reference and logged like an event so
+/// a replay repeats it. A phone another member has is refused (409, naming that member):
+/// the service never moves a phone from one person to another on its own.
+async fn post_phone(
+    st: web::Data<AppState>,
+    req: actix_web::HttpRequest,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    if let Some(r) = unsupported_type(&req) {
+        return r;
+    }
+    let token = req.extensions().get::<Caller>().map(|c| c.0.clone());
+    let (phone, reference, by) = match PhoneBody::read(&body, &st.pii, token.as_deref()) {
+        Ok(read) => read,
+        Err(why) => return error(StatusCode::BAD_REQUEST, "bad_body", why),
+    };
+    let asked = id.into_inner();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let msg = crate::shard::ReplacePhone {
+        member: asked.clone(),
+        phone,
+        reference: reference.clone(),
+        by,
+        reply: tx,
+    };
+    if st.shard.send(msg).await.is_err() {
+        return shard_stopped();
+    }
+    use crate::shard::PhoneReplaced as R;
+    match rx.await {
+        Ok(Ok(R::NoMember)) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no such {}", member_miss(&st.pii, &asked)),
+        ),
+        Ok(Ok(R::Unchanged { member })) => HttpResponse::Ok()
+            .json(json!({"member": member, "ref": reference, "status": "unchanged"})),
+        Ok(Ok(R::Done { member, outputs })) => {
+            let replaced = outputs
+                .iter()
+                .find(|e| matches!(e.output, omnistream_actors::Output::PhoneReplaced { .. }));
+            if let Some(e) = replaced {
+                return HttpResponse::Ok().json(json!({
+                    "member": member, "ref": reference, "status": "replaced",
+                    "phone_replaced": serde_json::to_value(&e.output).unwrap_or_default(),
+                }));
+            }
+            let refused = outputs.iter().find_map(|e| match &e.output {
+                omnistream_actors::Output::MergeConflict { other, reason, .. } => {
+                    Some((other.clone(), reason.clone()))
+                }
+                _ => None,
+            });
+            match refused {
+                Some((other, reason)) if other != "phone" => error(
+                    StatusCode::CONFLICT,
+                    "phone_taken",
+                    format!(
+                        "{reason}: {other} (GET /v1/members/{other}); a phone is one person's: \
+                         if the number passed to this member, replace {other}'s phone first"
+                    ),
+                ),
+                Some((_, reason)) => error(
+                    StatusCode::CONFLICT,
+                    "phone_refused",
+                    format!("{reason}: the member holds `member.max-identities` already"),
+                ),
+                None => error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "no_outcome",
+                    "the replacement produced no answer",
+                ),
+            }
+        }
+        Ok(Err(e)) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            e.to_string(),
+        ),
+        Err(_) => shard_stopped(),
+    }
+}
+
 /// The answer to a resolution of a scan that holds no review, by what it was decided: a
 /// block or an allowed scan is not a review (409, saying which and why), a review that held
 /// nothing has nothing to resolve (404).
@@ -2942,6 +3066,7 @@ const READ: Access = Access::Scope("read");
 const REVIEW: Access = Access::Scope("review");
 const ADMIN: Access = Access::Scope("admin");
 const POINTS: Access = Access::Scope("points");
+const MEMBERS: Access = Access::Scope("members");
 
 routes! {
     post "/v1/events" => post_events, INGEST;
@@ -2967,6 +3092,7 @@ routes! {
     get "/v1/campaigns/{id}" => get_campaign, READ;
     post "/v1/reviews/{event}" => post_review, REVIEW;
     post "/v1/members/{id}/adjustments" => post_adjustment, POINTS;
+    post "/v1/members/{id}/phone" => post_phone, MEMBERS;
     get "/v1/stats" => get_stats, READ;
     get "/v1/admin/snapshot" => snapshot, ADMIN;
     get "/healthz" => healthz, Access::Health;

@@ -647,7 +647,8 @@ struct EpochMark {
 /// A command from the admin API, logged like an event so a replay repeats it.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct AdminEntry {
-    /// `review` (a review's resolution) or `adjust` (a points adjustment).
+    /// `review` (a review's resolution), `overturn` (a block overturned), `adjust` (a
+    /// points adjustment) or `phone` (a phone replaced).
     admin: String,
     /// The command's own id.
     id: uuid::Uuid,
@@ -679,6 +680,9 @@ struct AdminEntry {
     /// it was kept): copied onto the resolution it makes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     by: Option<omnistream_actors::output::Resolver>,
+    /// The new phone of a replacement, as stored (hashed: the plain number is never logged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    phone: Option<String>,
 }
 
 impl AdminEntry {
@@ -702,6 +706,9 @@ impl AdminEntry {
                     Output::PointsAdjusted { by, .. } if self.admin == "adjust" => {
                         *by = Some(Box::new(who.clone()));
                     }
+                    Output::PhoneReplaced { by, .. } if self.admin == "phone" => {
+                        *by = Some(Box::new(who.clone()));
+                    }
                     _ => {}
                 }
             }
@@ -721,6 +728,13 @@ impl AdminEntry {
                 member,
                 Cmd::Member(MemberCmd::Adjust {
                     points: self.points,
+                    reference: self.reference.as_deref().unwrap_or_default().into(),
+                }),
+            ),
+            "phone" => (
+                member,
+                Cmd::Member(MemberCmd::ReplacePhone {
+                    phone: self.phone.as_deref().unwrap_or_default().into(),
                     reference: self.reference.as_deref().unwrap_or_default().into(),
                 }),
             ),
@@ -980,6 +994,44 @@ pub struct Adjust {
 
 impl Message for Adjust {
     type Result = ();
+}
+
+/// A person's replacement of a member's phone (`POST /v1/members/{id}/phone`), logged like
+/// an event so a replay repeats it.
+pub struct ReplacePhone {
+    /// The member (an id merged away is its survivor).
+    pub member: String,
+    /// The new phone, as stored (hashed).
+    pub phone: String,
+    /// The case it is recorded under.
+    pub reference: String,
+    /// Who asked, when and why.
+    pub by: omnistream_actors::output::Resolver,
+    /// The answer, once durable.
+    pub reply: oneshot::Sender<Result<PhoneReplaced, ShardError>>,
+}
+
+impl Message for ReplacePhone {
+    type Result = ();
+}
+
+/// What became of a [`ReplacePhone`].
+#[derive(Debug)]
+pub enum PhoneReplaced {
+    /// No member has that id.
+    NoMember,
+    /// The member has that phone already (a retry, or nothing to do): nothing logged.
+    Unchanged {
+        /// The member (the survivor).
+        member: String,
+    },
+    /// Run and durable: replaced (`phone_replaced`), or refused (`merge_conflict`).
+    Done {
+        /// The member (the survivor).
+        member: String,
+        /// What it produced.
+        outputs: Vec<Emitted>,
+    },
 }
 
 /// What became of an [`Adjust`].
@@ -2321,6 +2373,7 @@ impl Handler<Review> for Shard {
                     campaign: Some(campaign),
                     offset_min,
                     by: Some(msg.by),
+                    phone: None,
                 };
                 let rx = self.run_admin(&entry, ctx);
                 actix::spawn(async move {
@@ -2366,6 +2419,7 @@ impl Handler<Review> for Shard {
                 .find(|e| matches!(e.output, Output::Decision { .. }))
                 .map_or(0, |e| e.at.offset_min),
             by: Some(msg.by),
+            phone: None,
         };
         let rx = self.run_admin(&entry, ctx);
         // the caller waits for the commit; forward its answer
@@ -2457,6 +2511,7 @@ impl Handler<Adjust> for Shard {
             campaign: None,
             offset_min: 0,
             by: Some(msg.by),
+            phone: None,
         };
         let rx = self.run_admin(&entry, ctx);
         // the caller waits for the commit; forward its answer
@@ -2465,6 +2520,67 @@ impl Handler<Adjust> for Shard {
                 Ok(Ok(mut o)) => match o.pop() {
                     Some(Outcome::Accepted { outputs, .. }) => {
                         Ok(Adjusted::Done { member, outputs })
+                    }
+                    _ => Err(ShardError::NotReady),
+                },
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(ShardError::NotReady),
+            };
+            let _ = msg.reply.send(answer);
+        });
+    }
+}
+
+impl Handler<ReplacePhone> for Shard {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReplacePhone, ctx: &mut Self::Context) {
+        if !self.ready.load(Ordering::SeqCst) {
+            let _ = msg.reply.send(Err(ShardError::NotReady));
+            return;
+        }
+        // the person the id leads to now, and whether that is its phone already
+        let Some((member, same)) = self.engine.member(&msg.member).map(|m| {
+            let same = m.ids.of_kind("phone") == Some(msg.phone.as_str());
+            (m.id.to_string(), same)
+        }) else {
+            let _ = msg.reply.send(Ok(PhoneReplaced::NoMember));
+            return;
+        };
+        if same {
+            // a retry's first may not be durable yet: answered once it is
+            let rx = self.once_durable(Vec::new(), ctx);
+            actix::spawn(async move {
+                let answer = match rx.await {
+                    Ok(Ok(_)) => Ok(PhoneReplaced::Unchanged { member }),
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(ShardError::NotReady),
+                };
+                let _ = msg.reply.send(answer);
+            });
+            return;
+        }
+        let seq = self.next_seq;
+        let entry = AdminEntry {
+            admin: "phone".into(),
+            id: uuid::Uuid::from_u64_pair(0x0050_484f_4e45, seq),
+            at_us: self.engine.watermark().max(0),
+            event: uuid::Uuid::nil(),
+            member: member.clone(),
+            allow: false,
+            points: 0,
+            reference: Some(msg.reference),
+            campaign: None,
+            offset_min: 0,
+            by: Some(msg.by),
+            phone: Some(msg.phone),
+        };
+        let rx = self.run_admin(&entry, ctx);
+        actix::spawn(async move {
+            let answer = match rx.await {
+                Ok(Ok(mut o)) => match o.pop() {
+                    Some(Outcome::Accepted { outputs, .. }) => {
+                        Ok(PhoneReplaced::Done { member, outputs })
                     }
                     _ => Err(ShardError::NotReady),
                 },

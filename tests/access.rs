@@ -28,6 +28,11 @@ const SECRETS: &[(&str, &str, &str)] = &[
         "points-secret-0123456789",
     ),
     (
+        "OMNISTREAM_TOKEN_MEMBERS",
+        "members",
+        "members-secret-012345678",
+    ),
+    (
         "OMNISTREAM_TOKEN_ADMIN",
         "admin",
         "admin-secret-0123456789a",
@@ -80,6 +85,7 @@ fn sample(path: &str) -> (String, String) {
         "/v1/scan" => script()[7].clone(),
         "/v1/reviews/{event}" => r#"{"decision": "allow"}"#.into(),
         "/v1/members/{id}/adjustments" => r#"{"points": 5, "ref": "case-1"}"#.into(),
+        "/v1/members/{id}/phone" => r#"{"phone": "13800138000", "ref": "case-1"}"#.into(),
         _ => String::new(),
     };
     (p, body)

@@ -572,6 +572,93 @@ fn points_adjustments_are_recorded_once_per_reference_and_survive_a_restart() {
     s.stop();
 }
 
+/// Customer service replaces a member's phone: the new number finds the member and the old
+/// one nobody; a number another member has is a 409 naming that member; the same number again
+/// is `unchanged`; bad bodies are 400s, an unknown member a 404; all kept across a restart
+/// (the log repeats the replacement).
+#[test]
+fn a_phone_replaced_by_customer_service_moves_the_member_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Service::start(dir.path());
+    let ident = |n: u32, ids: Value| {
+        json!({"id": id(n), "type": "identify", "ts": "2026-11-11T18:00:00+08:00", "member": ids})
+            .to_string()
+    };
+    s.post(&[
+        ident(601, json!({"openid": "o-ph1", "phone": "13800000601"})),
+        ident(602, json!({"openid": "o-ph2", "phone": "13800000602"})),
+    ]);
+    let a = s.get("/v1/identities/openid/o-ph1")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b = s.get("/v1/identities/openid/o-ph2")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let replace = |s: &Service, who: &str, body: &str| {
+        s.request("POST", &format!("/v1/members/{who}/phone"), body)
+    };
+    let (code, v) = replace(&s, &a, r#"{"phone": "13800000602", "ref": "CS-9"}"#);
+    assert_eq!(
+        (code, v["error"].as_str()),
+        (409, Some("phone_taken")),
+        "{v}"
+    );
+    assert!(v["detail"].as_str().unwrap().contains(&b), "{v}");
+    let (code, v) = replace(
+        &s,
+        &a,
+        r#"{"phone": "139 0000 0601", "ref": "CS-10", "reviewer": "amy"}"#,
+    );
+    assert_eq!((code, v["status"].as_str()), (200, Some("replaced")), "{v}");
+    assert_eq!(v["phone_replaced"]["by"]["reviewer"], "amy", "{v}");
+    assert!(v["phone_replaced"]["previous"].is_string(), "{v}");
+    let (code, v) = replace(&s, &a, r#"{"phone": "13900000601", "ref": "CS-10"}"#);
+    assert_eq!(
+        (code, v["status"].as_str()),
+        (200, Some("unchanged")),
+        "{v}"
+    );
+    for (body, why) in [
+        (r#"{"phone": "hello", "ref": "x"}"#, "phone"),
+        (r#"{"phone": "13900000601"}"#, "ref"),
+        (
+            r#"{"phone": "13900000601", "ref": "x", "colour": 1}"#,
+            "colour",
+        ),
+    ] {
+        let (code, v) = replace(&s, &a, body);
+        assert_eq!(
+            (code, v["error"].as_str()),
+            (400, Some("bad_body")),
+            "{body}: {v}"
+        );
+        assert!(v["detail"].as_str().unwrap().contains(why), "{body}: {v}");
+    }
+    let (code, _) = replace(&s, "nobody", r#"{"phone": "13900000601", "ref": "x"}"#);
+    assert_eq!(code, 404);
+    let check = |s: &Service| {
+        assert_eq!(s.get("/v1/identities/phone/13900000601")["id"], a.as_str());
+        let (code, v) = s.request("GET", "/v1/identities/phone/13800000601", "");
+        assert_eq!(code, 404, "the old number is nobody's: {v}");
+    };
+    check(&s);
+    let all = s.get("/v1/outputs?output=phone_replaced");
+    assert_eq!(all["items"].as_array().unwrap().len(), 1, "{all}");
+    s.stop();
+    let s = Service::start(dir.path());
+    check(&s);
+    // the old number, now a new person's, starts a member of its own
+    s.post(&[ident(
+        603,
+        json!({"phone": "13800000601", "openid": "o-ph3"}),
+    )]);
+    let c = s.get("/v1/identities/phone/13800000601")["id"].clone();
+    assert!(c.is_string() && c != a.as_str() && c != b.as_str(), "{c}");
+    s.stop();
+}
+
 /// A person overturns a block: allowing a blocked scan grants its reward and pays it, as a
 /// resolution marked `overturned`; a retry is a duplicate, blocking it then a 409, and the
 /// payment survives a restart (the log repeats the overturn).

@@ -49,6 +49,14 @@ pub struct Resolve {
     pub given: Option<Str>,
     /// What to do at the member once resolved.
     pub then: MemberCmd,
+    /// How many times the first identity visited was given up by a member
+    /// ([`crate::identity::Identity::released`]; store encoding 11).
+    #[serde(
+        default,
+        deserialize_with = "crate::cold::since::<11, _, _>",
+        skip_serializing_if = "crate::cold::omit"
+    )]
+    pub first_released: u32,
 }
 
 /// Commands for an identity.
@@ -68,6 +76,23 @@ pub enum IdentityCmd {
         from: Str,
         /// The survivor.
         to: Str,
+    },
+    /// A person's replacement of `member`'s phone asks the new phone first: bound to nobody
+    /// (or to `member`), it is bound to `member`; bound to another member, it stays, and the
+    /// answer names that member ([`MemberCmd::PhoneClaimed`]; appended last).
+    Claim {
+        /// The member taking the phone.
+        member: Str,
+        /// The phone (this identity's value), for the answer.
+        phone: Str,
+        /// The case the replacement is recorded under, for the answer.
+        reference: Str,
+    },
+    /// The phone `member` gave up: bound to nobody any more, unless bound meanwhile to
+    /// another (appended last).
+    Release {
+        /// The member that had it.
+        member: Str,
     },
 }
 
@@ -278,6 +303,24 @@ pub enum MemberCmd {
     /// digit, is refused and said, and starts no member); known, it goes on with the
     /// resolution, at its identities or, with none, at once (appended last).
     Given(Box<Resolve>),
+    /// A person's replacement of the member's phone (customer service, once the member
+    /// proved the new number): the new phone is claimed first ([`IdentityCmd::Claim`]),
+    /// then the old one released (appended last).
+    ReplacePhone {
+        /// The new phone, as stored (hashed).
+        phone: Str,
+        /// The case it is recorded under.
+        reference: Str,
+    },
+    /// The new phone's answer to [`IdentityCmd::Claim`] (appended last).
+    PhoneClaimed {
+        /// The phone, as stored.
+        phone: Str,
+        /// The case the replacement is recorded under.
+        reference: Str,
+        /// The member the phone belongs to, when another: nothing changed.
+        taken_by: Option<Str>,
+    },
 }
 
 /// See [`MemberCmd::Phones`].

@@ -12,14 +12,34 @@ use serde::{Deserialize, Serialize};
 pub struct Identity {
     /// The member this identity belongs to, once bound.
     pub member: Option<Str>,
+    /// How many times a member gave it up (a person replaced a member's phone): a member
+    /// started by it later gets an id of its own ([`member_id_at`]), not the id of the member
+    /// that had it, which that identity may have started (store encoding 11).
+    #[serde(
+        default,
+        deserialize_with = "crate::cold::since::<11, _, _>",
+        skip_serializing_if = "crate::cold::omit"
+    )]
+    pub released: u32,
 }
 
 /// The member id a new member created from this identity gets: deterministic, so a replay
 /// (or two shards racing on the same new identity) issues the same id.
 pub fn member_id_for(id: &Id) -> Str {
-    // FNV-1a over kind and value, 64 bits
+    member_id_at(id, 0)
+}
+
+/// The member id a new member created from this identity gets after the identity was given
+/// up `released` times (0: never, [`member_id_for`]): the member that gave it up may have
+/// been started by it and keeps that id.
+pub fn member_id_at(id: &Id, released: u32) -> Str {
+    // FNV-1a over kind and value (and the count, once given up), 64 bits
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in id.0.bytes().chain([0u8]).chain(id.1.bytes()) {
+    let count = (released > 0).then(|| released.to_le_bytes());
+    let tail = count
+        .iter()
+        .flat_map(|c| std::iter::once(0u8).chain(c.iter().copied()));
+    for b in id.0.bytes().chain([0u8]).chain(id.1.bytes()).chain(tail) {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
@@ -58,6 +78,7 @@ pub fn resolve(ids: &[Id], then: MemberCmd) -> Option<(Key, Cmd)> {
         ids: hops,
         given,
         then,
+        first_released: 0,
     });
     match &r.given {
         Some(m) => Some((Key::Member(m.clone()), Cmd::Member(MemberCmd::Given(r)))),
@@ -104,7 +125,37 @@ impl Identity {
                     self.member = Some(to);
                 }
             }
+            IdentityCmd::Claim {
+                member,
+                phone,
+                reference,
+            } => {
+                let taken_by = match &self.member {
+                    Some(m) if *m != member => Some(m.clone()),
+                    _ => {
+                        self.member = Some(member.clone());
+                        None
+                    }
+                };
+                fx.send(
+                    Key::Member(member),
+                    Cmd::Member(MemberCmd::PhoneClaimed {
+                        phone,
+                        reference,
+                        taken_by,
+                    }),
+                );
+            }
+            IdentityCmd::Release { member } => {
+                if self.member.as_ref() == Some(&member) {
+                    self.member = None;
+                    self.released += 1;
+                }
+            }
             IdentityCmd::Resolve(mut r) => {
+                if r.found.is_empty() {
+                    r.first_released = self.released;
+                }
                 r.found.push(self.member.clone());
                 if r.found.len() < r.ids.len() {
                     let next = &r.ids[r.found.len()];
@@ -209,7 +260,7 @@ fn merge(r: Resolve, named: Vec<Str>, fx: &mut Effects) {
     let target = match members.first() {
         Some(m) => m.clone(),
         // nobody yet: a new member, named after the event's first identity
-        None => member_id_for(&r.ids[0]),
+        None => member_id_at(&r.ids[0], r.first_released),
     };
     for other in members.iter().skip(1) {
         fx.send(
@@ -259,6 +310,11 @@ mod tests {
         assert_eq!(a, member_id_for(&("openid".into(), "o1".into())));
         assert_ne!(a, member_id_for(&("openid".into(), "o2".into())));
         assert_ne!(a, member_id_for(&("tmall".into(), "o1".into())));
+        // an identity given up starts a member of another id each time
+        let id = ("openid".into(), "o1".into());
+        assert_eq!(member_id_at(&id, 0), a);
+        assert_ne!(member_id_at(&id, 1), a);
+        assert_ne!(member_id_at(&id, 1), member_id_at(&id, 2));
         assert_eq!(a.len(), 17);
         // every issued id is of the form the timers hold as a number (`timers::Tk`)
         let n = member_number(&a).expect("an issued id reads as its number");

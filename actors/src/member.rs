@@ -1573,6 +1573,26 @@ impl Member {
             | MemberCmd::Phones(_)
             | MemberCmd::Given(_) => {}
             MemberCmd::MergeRefused { other } => self.phones_differ(other, fx),
+            MemberCmd::ReplacePhone { phone, reference } => {
+                if self.ids.of_kind("phone") == Some(phone.as_str()) {
+                    return; // the member's phone already
+                }
+                let full = self.ids.len() >= ctx.rules.member.max_identities;
+                if full && self.ids.of_kind("phone").is_none() {
+                    return self.not_bound(phone, "too many identities", None, fx);
+                }
+                let claim = IdentityCmd::Claim {
+                    member: me,
+                    phone: phone.clone(),
+                    reference,
+                };
+                fx.send(Key::Identity("phone".into(), phone), Cmd::Identity(claim));
+            }
+            MemberCmd::PhoneClaimed {
+                phone,
+                reference,
+                taken_by,
+            } => self.phone_claimed(phone, reference, taken_by, fx),
             MemberCmd::Click { channel, .. } => {
                 if self.first_event(ctx) {
                     self.add_channel(&channel);
@@ -2113,6 +2133,62 @@ impl Member {
             all.sort();
             self.ids.set(&all);
         }
+    }
+
+    /// The new phone's answer to a replacement: bound to this member now, it replaces the
+    /// phone the member has (which is released); another member's, nothing changes.
+    fn phone_claimed(
+        &mut self,
+        phone: Str,
+        reference: Str,
+        taken_by: Option<Str>,
+        fx: &mut Effects,
+    ) {
+        if let Some(other) = taken_by {
+            let why = "the phone belongs to another member";
+            return self.not_bound(phone, why, Some(other), fx);
+        }
+        let previous = self.ids.of_kind("phone").map(Str::from);
+        if previous.as_ref() == Some(&phone) {
+            return;
+        }
+        let mut all: Vec<Id> = self
+            .ids
+            .to_vec()
+            .into_iter()
+            .filter(|(k, _)| k != "phone")
+            .collect();
+        all.push(("phone".into(), phone.clone()));
+        all.sort();
+        self.ids.set(&all);
+        if let Some(old) = &previous {
+            let release = IdentityCmd::Release {
+                member: self.id.clone(),
+            };
+            fx.send(
+                Key::Identity("phone".into(), old.clone()),
+                Cmd::Identity(release),
+            );
+        }
+        fx.out(Output::PhoneReplaced {
+            member: self.id.clone(),
+            phone,
+            previous,
+            reference,
+            by: None,
+        });
+    }
+
+    /// A phone a person asked to bind that was not: counted and said, naming the member it
+    /// belongs to when that is why.
+    fn not_bound(&mut self, phone: Str, why: &str, other: Option<Str>, fx: &mut Effects) {
+        self.conflicts += 1;
+        fx.out(Output::MergeConflict {
+            member: self.id.clone(),
+            other: other.unwrap_or_else(|| "phone".into()),
+            reason: why.into(),
+            value: Some(phone),
+        });
     }
 
     /// Records activity at `ts`.
@@ -3126,6 +3202,7 @@ mod tests {
                 ids,
                 given: Some(me.clone()),
                 then: MemberCmd::Identify,
+                first_released: 0,
             }))
         };
         let (mut m, mut fx) = (Member::default(), Effects::default());

@@ -460,6 +460,24 @@ pub enum Output {
         /// amount` (a transfer to look at: the second amount is not booked either).
         reason: Str,
     },
+    /// A person replaced the member's phone (`POST /v1/members/{id}/phone`): the new one
+    /// is bound to the member, the old one (if any) to nobody. A phone that belongs to another
+    /// member is refused instead, as a `merge_conflict` naming that member.
+    PhoneReplaced {
+        /// Member id.
+        member: Str,
+        /// The new phone, as stored (hashed).
+        phone: Str,
+        /// The phone it replaced, as stored (absent: the member had none).
+        #[serde(default, skip_serializing_if = "crate::cold::omit")]
+        previous: Option<Str>,
+        /// The case it is recorded under.
+        #[serde(rename = "ref")]
+        reference: Str,
+        /// Who asked, when and why, as the service recorded the request.
+        #[serde(default, skip_serializing_if = "crate::cold::omit")]
+        by: Option<Box<Resolver>>,
+    },
     /// An event named its member by a `member_id` this service never issued (a mistyped
     /// digit, an id from another system's store): what it asked of the member was not
     /// applied, and no member was started. A scan's is its `decision` instead (`block`,
@@ -515,6 +533,7 @@ impl Output {
             | Output::Merged { .. }
             | Output::MergeConflict { .. }
             | Output::UnknownMember { .. }
+            | Output::PhoneReplaced { .. }
             | Output::RewardCapped { .. }
             | Output::BudgetExhausted { .. } => "members",
             Output::OrderAccepted { .. }

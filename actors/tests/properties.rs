@@ -417,6 +417,64 @@ proptest! {
         check_invariants(&e, &out)?;
     }
 
+    /// A person's phone replacements between the events (to any member, aliases of merged
+    /// ones too, with numbers other members may hold) keep One-ID whole: a member holds at
+    /// most one phone, every identity a member holds leads back to it, no two members hold
+    /// one phone, and the points invariants hold.
+    #[test]
+    fn phone_replacements_keep_one_phone_per_member_and_one_member_per_phone(
+        gens in seq(8),
+        replace in proptest::collection::vec((any::<prop::sample::Index>(), 0..5u8), 0..24),
+    ) {
+        use omnistream_actors::{Cmd, Key, MemberCmd};
+        let events = materialize(8, &gens);
+        let pii = Pii::new(b"prop-key");
+        let mut e = Engine::new(rules());
+        let mut out = Vec::new();
+        let mut replace = replace.into_iter();
+        for (i, ev) in events.iter().enumerate() {
+            e.apply(ev, &mut out);
+            if i % 2 == 0 {
+                if let Some((pick, j)) = replace.next() {
+                    let mut ids: Vec<String> = e.members().map(|(k, _)| k.to_string()).collect();
+                    ids.sort();
+                    if !ids.is_empty() {
+                        let who = pick.get(&ids).clone();
+                        // the seq's phones (`1380000{w}{j:03}`, j < 3) and two nobody has
+                        let phone = pii.protect(&omnistream_schemas::IdKind::Phone, &format!("13800008{j:03}")).unwrap();
+                        let cmd = Cmd::Member(MemberCmd::ReplacePhone { phone, reference: format!("case-{i}").into() });
+                        let id = uuid::Uuid::from_u64_pair(9, i as u64);
+                        e.command(Key::Member(who.as_str().into()), cmd, id, ev.ts, &mut out);
+                    }
+                }
+            }
+            let mut holder: BTreeMap<String, String> = BTreeMap::new();
+            for (id, m) in e.members() {
+                if m.alias_of.is_some() || m.merging.is_some() {
+                    continue;
+                }
+                let phones: Vec<(&str, &str)> = m.ids.iter().filter(|(k, _)| *k == "phone").collect();
+                prop_assert!(phones.len() <= 1, "{} holds {:?}", id, phones);
+                for (k, v) in m.ids.iter() {
+                    let found = e.member_of(k, v).map(|f| f.id.to_string());
+                    prop_assert_eq!(found.as_deref(), Some(id.as_str()), "{}:{} of {}", k, v, id);
+                    if k == "phone" {
+                        let before = holder.insert(v.to_string(), id.to_string());
+                        prop_assert!(before.is_none(), "{} held by {:?} and {}", v, before, id);
+                    }
+                }
+            }
+            // and each phone leads to a member holding it (a phone given up leads nowhere)
+            for j in 0..5 {
+                let phone = pii.protect(&omnistream_schemas::IdKind::Phone, &format!("13800008{j:03}")).unwrap();
+                if let Some(m) = e.member_of("phone", &phone) {
+                    prop_assert!(m.ids.contains("phone", &phone), "{} leads to {}, which holds {:?}", phone, m.id, m.ids);
+                }
+            }
+            check_invariants(&e, &out)?;
+        }
+    }
+
     /// A person's points adjustments between the events (goodwill and claw-backs of any
     /// size, to any member, aliases of merged ones too) keep every points invariant: never a
     /// negative balance, the ledger summing to the balance and to the debt, debt paid first.

@@ -1769,3 +1769,77 @@ fn a_member_id_never_issued_starts_no_member_and_is_said() {
     let m = w.member_by("openid", "oa");
     assert_eq!(m.points.balance, 10, "the scan's reward");
 }
+
+/// A person replaces a member's phone: the new one is bound to it and the old one released
+/// (the old number then starts a new member, the new one finds this one); a phone another
+/// member has is refused, naming that member, and nothing moves.
+#[test]
+fn a_phone_replaced_by_a_person_moves_the_member_to_the_new_number() {
+    use omnistream_actors::{Cmd, Key, MemberCmd};
+    let mut w = World::new(Rules::default());
+    w.send(&format!(
+        r#"{{"type":"identify","ts":"{T0}","member":{{"openid":"oa","phone":"13800000001"}}}}"#
+    ));
+    w.send(&format!(
+        r#"{{"type":"identify","ts":"{T0}","member":{{"openid":"ob","phone":"13800000002"}}}}"#
+    ));
+    let a = w.member_by("openid", "oa").id.clone();
+    let b = w.member_by("openid", "ob").id.clone();
+    let hashed = |p: &str| {
+        Pii::new(KEY)
+            .protect(&omnistream_schemas::IdKind::Phone, p)
+            .unwrap()
+    };
+    let mut n = 0u64;
+    let mut replace = |w: &mut World, who: &str, phone: &str| -> Vec<Output> {
+        n += 1;
+        let cmd = Cmd::Member(MemberCmd::ReplacePhone {
+            phone: hashed(phone),
+            reference: "CS-1".into(),
+        });
+        let before = w.out.len();
+        let at = omnistream_schemas::EventTime::from_unix_ms(1_794_366_000_000);
+        let id = uuid::Uuid::from_u64_pair(77, n);
+        w.engine
+            .command(Key::Member(who.into()), cmd, id, at, &mut w.out);
+        w.out[before..].iter().map(|e| e.output.clone()).collect()
+    };
+    // another member's phone: refused, naming it
+    let said = replace(&mut w, &a, "13800000002");
+    assert!(
+        matches!(&said[..], [Output::MergeConflict { member, other, value: Some(v), .. }] if *member == a && *other == b && *v == hashed("13800000002")),
+        "{said:?}"
+    );
+    assert_eq!(w.member_by("phone", "13800000002").id, b);
+    assert_eq!(w.member_by("phone", "13800000001").id, a);
+    // a new number: bound, the old one released
+    let said = replace(&mut w, &a, "13900000009");
+    assert!(
+        matches!(&said[..], [Output::PhoneReplaced { member, phone, previous: Some(old), .. }]
+            if *member == a && *phone == hashed("13900000009") && *old == hashed("13800000001")),
+        "{said:?}"
+    );
+    let m = w.member_by("phone", "13900000009");
+    assert_eq!(m.id, a);
+    assert_eq!(m.ids.of_kind("phone"), Some(hashed("13900000009").as_str()));
+    assert_eq!(m.ids.len(), 2, "openid and the new phone");
+    assert!(w
+        .engine
+        .member_of("phone", &hashed("13800000001"))
+        .is_none());
+    // the same again changes nothing
+    assert!(replace(&mut w, &a, "13900000009").is_empty());
+    // the old number, now nobody's, starts a member of its own; the new one finds `a`
+    w.send(&format!(
+        r#"{{"type":"click","ts":"{T1}","channel":"mall","member":{{"phone":"13800000001"}},"target":"ad1"}}"#
+    ));
+    assert_ne!(w.member_by("phone", "13800000001").id, a);
+    w.send(&format!(
+        r#"{{"type":"identify","ts":"{T1}","member":{{"openid":"oa","phone":"13900000009"}}}}"#
+    ));
+    assert_eq!(
+        w.member_by("openid", "oa").conflicts,
+        1,
+        "only the refusal above"
+    );
+}
