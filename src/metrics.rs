@@ -4,6 +4,7 @@
 
 use hdrhistogram::Histogram as Hdr;
 use omnistream_actors::engine::Emitted;
+use omnistream_actors::member::{PHONE_NO_ROOM, PHONE_TAKEN};
 use omnistream_actors::Output;
 use omnistream_schemas::{Channel, EventKind, Problem};
 use prometheus::{
@@ -76,6 +77,12 @@ pub struct Metrics {
     pub payments_ignored: IntCounter,
     /// Of those, references booked before with another amount.
     pub payment_conflicts: IntCounter,
+    /// What events naming a `member_id` never issued asked of the member, refused, by what
+    /// (`click`, `visit`, `identify`, `order_placed`, ...; a scan's is its decision).
+    pub unknown_members: IntCounterVec,
+    /// Phones replaced by a person, and replacements refused (the phone is another
+    /// member's).
+    pub phone_changes: IntCounterVec,
     /// Dealers' credit over every dealer, resident or stored, read from the state at each
     /// scrape: how many are past their limit, how
     /// many orders are held and for how much, and the exposure in all.
@@ -443,7 +450,8 @@ impl Default for Metrics {
                 "omnistream_scan_unrewarded_total",
                 "allowed or reviewed scans that paid or held no points, by campaign (those the \
                  configuration names, the rest as other) and why (daily_cap, budget_exhausted, \
-                 no_points, not_configured)",
+                 no_points, not_configured; and unknown_member: scans blocked for a member_id \
+                 never issued)",
                 &["campaign", "why"],
             ),
             reviews_resolved: counter_vec(
@@ -504,6 +512,22 @@ impl Default for Metrics {
                 &r,
                 "omnistream_payment_conflicts_total",
                 "dealer payments not booked whose `ref` was booked before with another amount",
+            ),
+            unknown_members: counter_vec(
+                &r,
+                "omnistream_unknown_member_total",
+                "what events naming a member_id this service never issued asked of the member, \
+                 refused (click, visit, identify, order_placed, order_fulfilled, \
+                 order_cancelled, order_returned; a scan's is its decision, counted in \
+                 omnistream_scan_unrewarded_total as unknown_member)",
+                &["about"],
+            ),
+            phone_changes: counter_vec(
+                &r,
+                "omnistream_phone_changes_total",
+                "phones replaced by a person (result=replaced) and replacements refused \
+                 (result=refused: the phone is another member's, or the member is full)",
+                &["result"],
             ),
             dealers_over_limit: gauge(
                 &r,
@@ -800,6 +824,9 @@ impl Metrics {
                 m.dead_letters.with_label_values(&[r.code()]);
                 m.refusal_reasons.with_label_values(&[r.code()]);
             }
+            for r in ["replaced", "refused"] {
+                m.phone_changes.with_label_values(&[r]);
+            }
             for r in ["allow", "block", "refused", "overturned"] {
                 m.reviews_resolved.with_label_values(&[r]);
             }
@@ -1070,6 +1097,17 @@ impl Metrics {
                     if booked.is_some_and(|b| b != *amount) {
                         self.payment_conflicts.inc();
                     }
+                }
+                Output::UnknownMember { about, .. } => {
+                    self.unknown_members.with_label_values(&[about]).inc();
+                }
+                Output::PhoneReplaced { .. } => {
+                    self.phone_changes.with_label_values(&["replaced"]).inc();
+                }
+                Output::MergeConflict { reason, .. }
+                    if [PHONE_TAKEN, PHONE_NO_ROOM].contains(&reason.as_str()) =>
+                {
+                    self.phone_changes.with_label_values(&["refused"]).inc();
                 }
                 _ => {}
             }
@@ -1396,6 +1434,23 @@ mod tests {
                 reason: "not_stocked".into(),
                 detail: "SKU-A never had stock at wh-1".into(),
             }),
+            emitted(Output::UnknownMember {
+                member: "m0000000000000001".into(),
+                about: "click".into(),
+                order: None,
+            }),
+            emitted(Output::MergeConflict {
+                member: "m0000000000000002".into(),
+                other: "m0000000000000003".into(),
+                reason: PHONE_TAKEN.into(),
+                value: None,
+            }),
+            emitted(Output::MergeConflict {
+                member: "m0000000000000002".into(),
+                other: "phone".into(),
+                reason: "a second phone number".into(),
+                value: None,
+            }),
         ]);
         let text = m.render();
         for line in [
@@ -1408,6 +1463,9 @@ mod tests {
             "omnistream_dealer_exposure_fen 6300",
             "omnistream_payments_ignored_total 1",
             "omnistream_payment_conflicts_total 1",
+            r#"omnistream_unknown_member_total{about="click"} 1"#,
+            r#"omnistream_phone_changes_total{result="refused"} 1"#,
+            r#"omnistream_phone_changes_total{result="replaced"} 0"#,
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }

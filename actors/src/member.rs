@@ -1344,6 +1344,14 @@ pub struct Xrfm {
     pub visits: u32,
 }
 
+/// Why a person's phone replacement was refused (a `merge_conflict`'s `reason`): the phone
+/// is another member's.
+pub const PHONE_TAKEN: &str = "the phone belongs to another member";
+
+/// Why a person's phone replacement was refused: the member, without a phone, holds
+/// `member.max-identities` identities already.
+pub const PHONE_NO_ROOM: &str = "too many identities for a new phone";
+
 /// What an event asked of member `id`, which its `member_id` named, when this system never
 /// issued that id (no member of it was ever seen: a mistyped digit, another store's id):
 /// nothing of it applies and no member is started; it is said instead. A scan is blocked
@@ -1579,7 +1587,7 @@ impl Member {
                 }
                 let full = self.ids.len() >= ctx.rules.member.max_identities;
                 if full && self.ids.of_kind("phone").is_none() {
-                    return self.not_bound(phone, "too many identities", None, fx);
+                    return self.not_bound(phone, PHONE_NO_ROOM, None, fx);
                 }
                 let claim = IdentityCmd::Claim {
                     member: me,
@@ -2145,8 +2153,7 @@ impl Member {
         fx: &mut Effects,
     ) {
         if let Some(other) = taken_by {
-            let why = "the phone belongs to another member";
-            return self.not_bound(phone, why, Some(other), fx);
+            return self.not_bound(phone, PHONE_TAKEN, Some(other), fx);
         }
         let previous = self.ids.of_kind("phone").map(Str::from);
         if previous.as_ref() == Some(&phone) {
