@@ -2459,6 +2459,14 @@ async fn post_phone(
         ),
         Ok(Ok(R::Unchanged { member })) => HttpResponse::Ok()
             .json(json!({"member": member, "ref": reference, "status": "unchanged"})),
+        Ok(Ok(R::RefConflict { member })) => error(
+            StatusCode::CONFLICT,
+            "ref_conflict",
+            format!(
+                "member {member}'s phone was replaced under `{reference}` already, with another \
+                 number; a reference is one replacement (give another for another)"
+            ),
+        ),
         Ok(Ok(R::Done { member, outputs })) => {
             let replaced = outputs
                 .iter()

@@ -827,6 +827,9 @@ impl Metrics {
             for r in ["replaced", "refused"] {
                 m.phone_changes.with_label_values(&[r]);
             }
+            for about in omnistream_actors::output::UNKNOWN_MEMBER_ABOUT {
+                m.unknown_members.with_label_values(&[about]);
+            }
             for r in ["allow", "block", "refused", "overturned"] {
                 m.reviews_resolved.with_label_values(&[r]);
             }
@@ -1466,6 +1469,7 @@ mod tests {
             r#"omnistream_unknown_member_total{about="click"} 1"#,
             r#"omnistream_phone_changes_total{result="refused"} 1"#,
             r#"omnistream_phone_changes_total{result="replaced"} 0"#,
+            r#"omnistream_unknown_member_total{about="order_redeem"} 0"#,
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }

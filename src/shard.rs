@@ -645,7 +645,7 @@ struct EpochMark {
 }
 
 /// A command from the admin API, logged like an event so a replay repeats it.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct AdminEntry {
     /// `review` (a review's resolution), `overturn` (a block overturned), `adjust` (a
     /// points adjustment) or `phone` (a phone replaced).
@@ -686,6 +686,26 @@ struct AdminEntry {
 }
 
 impl AdminEntry {
+    /// A person's command `admin` on `member` under `reference`, at the shard's event time.
+    fn persons(
+        admin: &str,
+        id: uuid::Uuid,
+        shard: &Shard,
+        member: &str,
+        reference: String,
+        by: omnistream_actors::output::Resolver,
+    ) -> AdminEntry {
+        AdminEntry {
+            admin: admin.into(),
+            id,
+            at_us: shard.engine.watermark().max(0),
+            member: member.into(),
+            reference: Some(reference),
+            by: Some(by),
+            ..AdminEntry::default()
+        }
+    }
+
     /// Runs the command; the resolution it makes carries who asked for it.
     fn apply(&self, engine: &mut Sharded, out: &mut Vec<Emitted>) -> usize {
         let from = out.len();
@@ -772,8 +792,22 @@ fn is_zero_i16(n: &i16) -> bool {
 #[derive(Debug, Default)]
 struct Adjustments(AdjustedRefs);
 
-/// Member → reference → points.
+/// Member → reference → points; a phone replacement's reference is kept under
+/// [`phone_ref`], with a digest of the phone ([`phone_digest`]) for its points.
 type AdjustedRefs = std::collections::HashMap<String, std::collections::HashMap<String, i64>>;
+
+/// The key a phone replacement's reference is kept under beside the adjustments' (a
+/// reference holds no control character, so the two never meet).
+fn phone_ref(reference: &str) -> String {
+    format!("phone\u{1f}{reference}")
+}
+
+/// A phone (as stored) in 64 bits: which number a reference replaced the phone with.
+fn phone_digest(phone: &str) -> i64 {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(phone.as_bytes());
+    i64::from_le_bytes(d[..8].try_into().unwrap_or_default())
+}
 
 impl Adjustments {
     fn get(&self, member: &str, reference: &str) -> Option<i64> {
@@ -793,6 +827,17 @@ impl Adjustments {
                         .entry(member.to_string())
                         .or_default()
                         .insert(reference.to_string(), *points);
+                }
+                Output::PhoneReplaced {
+                    member,
+                    reference,
+                    phone,
+                    ..
+                } => {
+                    self.0
+                        .entry(member.to_string())
+                        .or_default()
+                        .insert(phone_ref(reference), phone_digest(phone));
                 }
                 Output::Merged { survivor, alias } => {
                     if let Some(moved) = self.0.remove(alias.as_str()) {
@@ -1020,8 +1065,15 @@ impl Message for ReplacePhone {
 pub enum PhoneReplaced {
     /// No member has that id.
     NoMember,
-    /// The member has that phone already (a retry, or nothing to do): nothing logged.
+    /// The member has that phone already, or the reference replaced it with this one
+    /// before (a retry): nothing logged.
     Unchanged {
+        /// The member (the survivor).
+        member: String,
+    },
+    /// The reference replaced the member's phone with another number before: nothing
+    /// logged.
+    RefConflict {
         /// The member (the survivor).
         member: String,
     },
@@ -2451,6 +2503,48 @@ impl Shard {
 
     /// Applies a command of the admin API, logs it like an event and schedules its commit:
     /// the outcome, once durable.
+    /// Answers `reply` with `answer` once everything taken before is durable: a retry, whose
+    /// first may not be durable yet.
+    fn answer_once_durable<T: Send + 'static>(
+        &mut self,
+        reply: oneshot::Sender<Result<T, ShardError>>,
+        answer: T,
+        ctx: &mut Context<Self>,
+    ) {
+        let rx = self.once_durable(Vec::new(), ctx);
+        actix::spawn(async move {
+            let answer = match rx.await {
+                Ok(Ok(_)) => Ok(answer),
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(ShardError::NotReady),
+            };
+            let _ = reply.send(answer);
+        });
+    }
+
+    /// Runs a person's command and answers `reply`, once it is durable, with what `done`
+    /// makes of its outputs.
+    fn answer_admin<T: Send + 'static>(
+        &mut self,
+        entry: &AdminEntry,
+        reply: oneshot::Sender<Result<T, ShardError>>,
+        done: impl FnOnce(Vec<Emitted>) -> T + 'static,
+        ctx: &mut Context<Self>,
+    ) {
+        let rx = self.run_admin(entry, ctx);
+        actix::spawn(async move {
+            let answer = match rx.await {
+                Ok(Ok(mut o)) => match o.pop() {
+                    Some(Outcome::Accepted { outputs, .. }) => Ok(done(outputs)),
+                    _ => Err(ShardError::NotReady),
+                },
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(ShardError::NotReady),
+            };
+            let _ = reply.send(answer);
+        });
+    }
+
     fn run_admin(
         &mut self,
         entry: &AdminEntry,
@@ -2486,48 +2580,20 @@ impl Handler<Adjust> for Shard {
             return;
         };
         if let Some(points) = self.adjusted.get(&member, &msg.reference) {
-            // the first may not be durable yet: its retry is answered with it
-            let rx = self.once_durable(Vec::new(), ctx);
-            actix::spawn(async move {
-                let answer = match rx.await {
-                    Ok(Ok(_)) => Ok(Adjusted::Before { member, points }),
-                    Ok(Err(e)) => Err(e),
-                    Err(_) => Err(ShardError::NotReady),
-                };
-                let _ = msg.reply.send(answer);
-            });
-            return;
+            let before = Adjusted::Before { member, points };
+            return self.answer_once_durable(msg.reply, before, ctx);
         }
-        let seq = self.next_seq;
+        let id = uuid::Uuid::from_u64_pair(0x4144_4a55_5354, self.next_seq);
         let entry = AdminEntry {
-            admin: "adjust".into(),
-            id: uuid::Uuid::from_u64_pair(0x4144_4a55_5354, seq),
-            at_us: self.engine.watermark().max(0),
-            event: uuid::Uuid::nil(),
-            member: member.clone(),
-            allow: false,
             points: msg.points,
-            reference: Some(msg.reference),
-            campaign: None,
-            offset_min: 0,
-            by: Some(msg.by),
-            phone: None,
+            ..AdminEntry::persons("adjust", id, self, &member, msg.reference, msg.by)
         };
-        let rx = self.run_admin(&entry, ctx);
-        // the caller waits for the commit; forward its answer
-        actix::spawn(async move {
-            let answer = match rx.await {
-                Ok(Ok(mut o)) => match o.pop() {
-                    Some(Outcome::Accepted { outputs, .. }) => {
-                        Ok(Adjusted::Done { member, outputs })
-                    }
-                    _ => Err(ShardError::NotReady),
-                },
-                Ok(Err(e)) => Err(e),
-                Err(_) => Err(ShardError::NotReady),
-            };
-            let _ = msg.reply.send(answer);
-        });
+        self.answer_admin(
+            &entry,
+            msg.reply,
+            |outputs| Adjusted::Done { member, outputs },
+            ctx,
+        );
     }
 }
 
@@ -2547,48 +2613,28 @@ impl Handler<ReplacePhone> for Shard {
             let _ = msg.reply.send(Ok(PhoneReplaced::NoMember));
             return;
         };
-        if same {
-            // a retry's first may not be durable yet: answered once it is
-            let rx = self.once_durable(Vec::new(), ctx);
-            actix::spawn(async move {
-                let answer = match rx.await {
-                    Ok(Ok(_)) => Ok(PhoneReplaced::Unchanged { member }),
-                    Ok(Err(e)) => Err(e),
-                    Err(_) => Err(ShardError::NotReady),
-                };
-                let _ = msg.reply.send(answer);
-            });
-            return;
+        // one replacement a member and reference: the same again is its retry, another
+        // number under it a conflict (a late retry must not undo a later change)
+        let before = self.adjusted.get(&member, &phone_ref(&msg.reference));
+        if before.is_some_and(|d| d != phone_digest(&msg.phone)) {
+            let conflict = PhoneReplaced::RefConflict { member };
+            return self.answer_once_durable(msg.reply, conflict, ctx);
         }
-        let seq = self.next_seq;
+        if same || before.is_some() {
+            let unchanged = PhoneReplaced::Unchanged { member };
+            return self.answer_once_durable(msg.reply, unchanged, ctx);
+        }
+        let id = uuid::Uuid::from_u64_pair(0x0050_484f_4e45, self.next_seq);
         let entry = AdminEntry {
-            admin: "phone".into(),
-            id: uuid::Uuid::from_u64_pair(0x0050_484f_4e45, seq),
-            at_us: self.engine.watermark().max(0),
-            event: uuid::Uuid::nil(),
-            member: member.clone(),
-            allow: false,
-            points: 0,
-            reference: Some(msg.reference),
-            campaign: None,
-            offset_min: 0,
-            by: Some(msg.by),
             phone: Some(msg.phone),
+            ..AdminEntry::persons("phone", id, self, &member, msg.reference, msg.by)
         };
-        let rx = self.run_admin(&entry, ctx);
-        actix::spawn(async move {
-            let answer = match rx.await {
-                Ok(Ok(mut o)) => match o.pop() {
-                    Some(Outcome::Accepted { outputs, .. }) => {
-                        Ok(PhoneReplaced::Done { member, outputs })
-                    }
-                    _ => Err(ShardError::NotReady),
-                },
-                Ok(Err(e)) => Err(e),
-                Err(_) => Err(ShardError::NotReady),
-            };
-            let _ = msg.reply.send(answer);
-        });
+        self.answer_admin(
+            &entry,
+            msg.reply,
+            |outputs| PhoneReplaced::Done { member, outputs },
+            ctx,
+        );
     }
 }
 

@@ -656,6 +656,23 @@ fn a_phone_replaced_by_customer_service_moves_the_member_and_survives_a_restart(
     )]);
     let c = s.get("/v1/identities/phone/13800000601")["id"].clone();
     assert!(c.is_string() && c != a.as_str() && c != b.as_str(), "{c}");
+    // a reference is one replacement: another number under it is a conflict, and its late
+    // retry after a later change does not undo that change (kept across the restart)
+    let (code, v) = replace(&s, &a, r#"{"phone": "13700000601", "ref": "CS-10"}"#);
+    assert_eq!(
+        (code, v["error"].as_str()),
+        (409, Some("ref_conflict")),
+        "{v}"
+    );
+    let (code, v) = replace(&s, &a, r#"{"phone": "13700000601", "ref": "CS-11"}"#);
+    assert_eq!((code, v["status"].as_str()), (200, Some("replaced")), "{v}");
+    let (code, v) = replace(&s, &a, r#"{"phone": "13900000601", "ref": "CS-10"}"#);
+    assert_eq!(
+        (code, v["status"].as_str()),
+        (200, Some("unchanged")),
+        "{v}"
+    );
+    assert_eq!(s.get("/v1/identities/phone/13700000601")["id"], a.as_str());
     s.stop();
 }
 

@@ -409,6 +409,11 @@ impl Order {
                 let detail = format_compact!(
                     "member_id {member} names no member this service issued: no points to redeem"
                 );
+                fx.out(Output::UnknownMember {
+                    member,
+                    about: "order_redeem".into(),
+                    order: Some(me.clone()),
+                });
                 self.reject(me, "unknown_member", detail, fx);
             }
         }

@@ -44,6 +44,18 @@ pub struct Resolver {
     pub at: String,
 }
 
+/// Every `about` of an `unknown_member` output.
+pub const UNKNOWN_MEMBER_ABOUT: [&str; 8] = [
+    "click",
+    "visit",
+    "identify",
+    "order_placed",
+    "order_fulfilled",
+    "order_cancelled",
+    "order_returned",
+    "order_redeem",
+];
+
 /// Every `reason` a ledger entry has.
 pub const LEDGER_REASONS: [&str; 10] = [
     "earned",
@@ -485,8 +497,8 @@ pub enum Output {
     UnknownMember {
         /// The id the event gave.
         member: Str,
-        /// What was not applied: `click`, `visit`, `identify`, `order_placed`,
-        /// `order_fulfilled`, `order_cancelled`, `order_returned`.
+        /// What was not applied: one of [`UNKNOWN_MEMBER_ABOUT`] (`order_redeem`: a
+        /// redemption, whose order is rejected).
         about: Str,
         /// The order, for an order's part (its stock and sale stand; its points do not).
         #[serde(default, skip_serializing_if = "crate::cold::omit")]

@@ -1710,6 +1710,8 @@ fn a_member_id_never_issued_starts_no_member_and_is_said() {
         )),
         "{said:?}"
     );
+    let redeem = ("order_redeem".to_string(), Some("mall:t2".to_string()));
+    assert_eq!(unknown(&said), [redeem], "{said:?}");
     assert_eq!(w.engine.sku("S1").unwrap().view().atp, 9);
 
     // a scan: blocked, nothing checked or paid, the code left for its real owner
