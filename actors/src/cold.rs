@@ -43,9 +43,11 @@ type HashMap<K, V> = crate::GrowMap<K, V>;
 /// - 10: the same layout; a member's stash may hold `Phones` and `MergeRefused` commands
 ///   (a merge of three or more members), an order may be in phase `CheckingStock`
 ///   (encoding 9 reads as is);
-/// - 11: the same layout; a member's stash may hold `Given` commands (an event naming its
-///   member by `member_id`, which is asked first whether it exists) and `ReplacePhone` and
-///   `PhoneClaimed` (a person's replacement of its phone); encoding 10 reads as is.
+/// - 11: the same, with an identity's `released` (how many times a member gave it up) and
+///   an order's `member_unknown` (placed under a `member_id` never issued) appended, and a
+///   resolution's `first_released`; a member's stash may hold `Given` commands (an event
+///   naming its member by `member_id`, which is asked first whether it exists) and
+///   `ReplacePhone` and `PhoneClaimed` (a person's replacement of its phone).
 ///
 /// Without field names a layout cannot grow the way JSON did (a new field with
 /// `#[serde(default)]`): adding, removing, reordering or retyping a field of a stored state
@@ -980,7 +982,7 @@ mod tests {
                 "member",
                 "0b0000000000000000000000000000000000000000000000000000000000000000000000000000",
             ),
-            ("order", "0b00000000000000000000000000000000000000000000"),
+            ("order", "0b0000000000000000000000000000000000000000000000"),
             ("sku", "0b000000000000"),
             ("dealer", "0b0000000000000000000000000000"),
             ("store", "0b000000000000000000"),
@@ -1123,8 +1125,18 @@ mod tests {
             points_redeemed: 5,
             ..Default::default()
         };
-        // encoding 6 of that order: encoding 7 without its last byte (the rejection's `None`)
+        // encodings 7 to 10 of that order: encoding 11 without its last byte (`false`)
         let mut b = encode(&order).unwrap();
+        assert_eq!(b.pop(), Some(0), "member_unknown last");
+        for version in 7..=10 {
+            b[0] = version;
+            assert_eq!(
+                decode::<crate::order::Order>(&b).unwrap(),
+                order,
+                "{version}"
+            );
+        }
+        // encoding 6: without the byte before it too (the rejection's `None`)
         assert_eq!(b.pop(), Some(0));
         b[0] = 6;
         assert_eq!(decode::<crate::order::Order>(&b).unwrap(), order);

@@ -1407,6 +1407,9 @@ pub(crate) fn unknown(id: &Str, then: MemberCmd, ctx: &Ctx, fx: &mut Effects) {
                 };
                 fx.send(Key::Store(s), Cmd::Store(sale));
             }
+            // the order then takes the member a later status of it names
+            let notice = OrderCmd::UnknownMember { member: id.clone() };
+            fx.send(Key::Order(order.clone()), Cmd::Order(notice));
             ("order_placed", Some(order))
         }
         MemberCmd::OrderFulfilled { order } => ("order_fulfilled", Some(order)),

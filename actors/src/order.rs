@@ -147,6 +147,14 @@ pub struct Order {
         deserialize_with = "crate::cold::since::<7, _, _>"
     )]
     pub rejection: Option<Box<(Str, Str)>>,
+    /// Placed under a `member_id` never issued (the member refused its placement): a later
+    /// status naming other identities gives their member the placement (encoding 11).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::cold::omit",
+        deserialize_with = "crate::cold::since::<11, _, _>"
+    )]
+    pub member_unknown: bool,
 }
 
 /// A status event waiting in the coordinator, as the API shows it.
@@ -222,6 +230,10 @@ pub struct OrderView {
     /// for an order not rejected, and for one rejected by a build before this was kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejection: Option<RejectionView>,
+    /// The `member_id` it was placed under was never issued: its points went to nobody; a
+    /// later status naming the member gives that member the order (absent otherwise).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub member_unknown: bool,
 }
 
 /// Why an order's placement was refused.
@@ -292,6 +304,7 @@ impl Order {
                     reason: reason.clone(),
                     detail: detail.clone(),
                 }),
+            member_unknown: self.member_unknown,
         }
     }
 
@@ -404,6 +417,15 @@ impl Order {
                 match self.phase {
                     Phase::CheckingPoints => {}
                     Phase::Redeeming => self.release_stock(me, fx),
+                    // accepted under that id, which started no member: a later status of it
+                    // naming another member gives that member the order
+                    Phase::Accepted => {
+                        let named = |(k, v): &Id| k == "member_id" && *v == member;
+                        if self.member.iter().any(named) {
+                            self.member_unknown = true;
+                        }
+                        return;
+                    }
                     _ => return,
                 }
                 let detail = format_compact!(
@@ -485,6 +507,15 @@ impl Order {
                 ignored(me, self.dealer_of(), ev.status, why, fx);
             }
             Phase::Accepted => {
+                // placed under a member_id never issued: a later status naming other
+                // identities gives their member the placement first (its points)
+                if self.member_unknown {
+                    if let Some(ids) = ev.member.clone().filter(|m| *m != self.member) {
+                        self.member = ids;
+                        self.member_unknown = false;
+                        self.to_member(self.placed(me), fx);
+                    }
+                }
                 let unpaid = self.unpaid();
                 self.change(me, ev, ctx, fx);
                 // paid, cancelled or shipped: the timer that would cancel it has nothing to
@@ -684,16 +715,7 @@ impl Order {
             balance,
         });
         if self.kind == Some(OrderKind::Consumer) {
-            let placed = MemberCmd::OrderPlaced {
-                order: me.clone(),
-                channel: self.channel.clone(),
-                store: self.store.clone(),
-                lines: self.lines.clone(),
-                points_redeemed: self.points_redeemed,
-            };
-            if let Some((k, c)) = resolve(&self.member, placed) {
-                fx.send(k, c);
-            }
+            self.to_member(self.placed(me), fx);
         } else if let Some(s) = &self.store {
             fx.send(
                 Key::Store(s.clone()),
@@ -777,6 +799,17 @@ impl Order {
             });
         }
         self.later.push((ctx.event.as_u128(), ev));
+    }
+
+    /// What the member is told of the order's placement.
+    fn placed(&self, me: &Str) -> MemberCmd {
+        MemberCmd::OrderPlaced {
+            order: me.clone(),
+            channel: self.channel.clone(),
+            store: self.store.clone(),
+            lines: self.lines.clone(),
+            points_redeemed: self.points_redeemed,
+        }
     }
 
     fn to_member(&self, cmd: MemberCmd, fx: &mut Effects) {

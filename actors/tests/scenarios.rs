@@ -1770,6 +1770,22 @@ fn a_member_id_never_issued_starts_no_member_and_is_said() {
     assert_eq!(w.member_by("openid", "oc").id, real);
     let m = w.member_by("openid", "oa");
     assert_eq!(m.points.balance, 10, "the scan's reward");
+
+    // an order placed under the mistyped id, then fulfilled naming the member rightly: the
+    // member gets the order then, and earns its points
+    w.send(&order("t3", "placed", &by(&typo), line, T2));
+    assert!(w.engine.order("mall:t3").unwrap().member_unknown);
+    let said = w.said(&order("t3", "fulfilled", &by(&real), "", T3));
+    assert!(unknown(&said).is_empty(), "{said:?}");
+    assert!(
+        said.iter().any(|o| matches!(
+            o,
+            Output::Ledger { member, reason, about: Some(about), .. }
+                if *member == real && reason == "earned" && about == "mall:t3"
+        )),
+        "{said:?}"
+    );
+    assert!(!w.engine.order("mall:t3").unwrap().member_unknown);
 }
 
 /// A person replaces a member's phone: the new one is bound to it and the old one released
