@@ -1057,7 +1057,7 @@ impl Check<'_> {
                     self.push(Reason::BadPhone, &kpath(), why);
                     ok = false;
                 }
-                Err(e @ PiiError::NotIssued) => {
+                Err(e @ PiiError::NotIssued(_)) => {
                     self.push(Reason::BadValue, &kpath(), e.to_string());
                     ok = false;
                 }

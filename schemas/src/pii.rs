@@ -31,8 +31,20 @@ pub enum PiiError {
     NotHashed,
     /// A `member_id` of a form this service never issues (a typo, a made-up or another
     /// system's id): taken as given, it would start a member of that id.
-    #[error("not a member id this service issued (`m` and 16 lowercase hex digits)")]
-    NotIssued,
+    #[error("not a member id this service issued (`m` and 16 lowercase hex digits){0}")]
+    NotIssued(&'static str),
+}
+
+/// What is wrong with a `member_id` not of the issued form, when it is one small slip from
+/// it (for [`PiiError::NotIssued`]'s message).
+fn not_issued_hint(id: &str) -> &'static str {
+    if id.trim() != id && issued_member_id(id.trim()) {
+        ": white space at an end"
+    } else if issued_member_id(&id.to_ascii_lowercase()) {
+        ": uppercase hex digits"
+    } else {
+        ""
+    }
 }
 
 /// Whether `id` has the form of the member ids this service issues: `m` and 16 lowercase hex
@@ -98,7 +110,7 @@ impl Pii {
             k if k.is_personal() => Ok(self.hash(kind, value.trim())),
             // the log keeps what was accepted before this check: it replays as it ran
             IdKind::MemberId if !self.stored && !issued_member_id(value) => {
-                Err(PiiError::NotIssued)
+                Err(PiiError::NotIssued(not_issued_hint(value)))
             }
             _ => Ok(Str::from(value)),
         }
@@ -258,6 +270,17 @@ fn b64url(bytes: &[u8], out: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_member_id_one_slip_from_the_issued_form_says_which() {
+        let p = Pii::new(b"test-key");
+        let id = "mb10c39d5cbac8d14";
+        assert_eq!(p.protect(&IdKind::MemberId, id).unwrap(), id);
+        let why = |v: &str| p.protect(&IdKind::MemberId, v).unwrap_err().to_string();
+        assert!(why(" mb10c39d5cbac8d14").ends_with(": white space at an end"));
+        assert!(why("MB10C39D5CBAC8D14").ends_with(": uppercase hex digits"));
+        assert!(why("hello").ends_with("hex digits)"));
+    }
 
     #[test]
     fn same_phone_in_any_format_hashes_the_same() {
