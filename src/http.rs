@@ -2523,6 +2523,16 @@ fn not_under_review(decision: Value) -> HttpResponse {
         .unwrap_or_default();
     let score = &decision["score"];
     match decision["decision"].as_str().unwrap_or("") {
+        "block" if decision["no_reward"] == "unknown_member" => error(
+            StatusCode::CONFLICT,
+            "unknown_member",
+            format!(
+                "this scan named member_id {}, which this service never issued: nobody to \
+                 pay, nothing to overturn; the channel sends the scan again (a new id) with \
+                 the member's right id",
+                decision["member"]
+            ),
+        ),
         "review" => error(
             StatusCode::NOT_FOUND,
             "no_review",

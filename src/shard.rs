@@ -2401,14 +2401,17 @@ impl Handler<Review> for Shard {
             let answered = self.answers.get(msg.event);
             let resolved = self.answers.resolution(msg.event).is_some();
             // a block a person allows is overturned: its reward granted and paid now, in the
-            // scan's local day
+            // scan's local day (not a scan of a member_id never issued: nobody to pay)
             let blocked = answered.iter().find_map(|e| match &e.output {
                 Output::Decision {
                     decision: omnistream_actors::fraud::Decision::Block,
                     member,
                     campaign,
+                    no_reward,
                     ..
-                } => Some((member.to_string(), campaign.to_string(), e.at.offset_min)),
+                } if *no_reward != Some(omnistream_actors::fraud::NoReward::UnknownMember) => {
+                    Some((member.to_string(), campaign.to_string(), e.at.offset_min))
+                }
                 _ => None,
             });
             if let Some((member, campaign, offset_min)) = blocked.filter(|_| msg.allow && !resolved)

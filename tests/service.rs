@@ -2163,6 +2163,17 @@ fn reviews_holding_nothing_are_not_resolvable_and_merged_ones_stay_the_persons()
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["decision"]["decision"], "block", "{v}");
     assert_eq!(v["decision"]["no_reward"], "unknown_member", "{v}");
+    // nobody to pay: a person cannot overturn it
+    let (code, v) = s.request(
+        "POST",
+        &format!("/v1/reviews/{}", id(12)),
+        r#"{"decision": "allow"}"#,
+    );
+    assert_eq!(
+        (code, v["error"].as_str()),
+        (409, Some("unknown_member")),
+        "{v}"
+    );
     let (code, v) = s.request("GET", &format!("/v1/members/{typo}"), "");
     assert_eq!(code, 404, "no member started: {v}");
     let (code, v) = s.request("GET", "/v1/identities/openid/o-new", "");

@@ -508,12 +508,22 @@ impl Order {
             }
             Phase::Accepted => {
                 // placed under a member_id never issued: a later status naming other
-                // identities gives their member the placement first (its points)
-                if self.member_unknown {
+                // identities gives their member the order first, as far as it went (placed,
+                // or shipped: its points pending, or earned); one returned in part stays
+                // unattributed (a person grants its points)
+                let movable = matches!(
+                    self.status,
+                    Some(OrderStatus::Placed | OrderStatus::Paid | OrderStatus::Fulfilled)
+                );
+                if self.member_unknown && movable {
                     if let Some(ids) = ev.member.clone().filter(|m| *m != self.member) {
                         self.member = ids;
                         self.member_unknown = false;
                         self.to_member(self.placed(me), fx);
+                        if self.status == Some(OrderStatus::Fulfilled) {
+                            let shipped = MemberCmd::OrderFulfilled { order: me.clone() };
+                            self.to_member(shipped, fx);
+                        }
                     }
                 }
                 let unpaid = self.unpaid();

@@ -1786,6 +1786,21 @@ fn a_member_id_never_issued_starts_no_member_and_is_said() {
         "{said:?}"
     );
     assert!(!w.engine.order("mall:t3").unwrap().member_unknown);
+
+    // shipped under the mistyped id, then shipped again naming the member: it earns them
+    w.send(&order("t4", "placed", &by(&typo), line, T2));
+    w.send(&order("t4", "fulfilled", &by(&typo), "", T2));
+    let said = w.said(&order("t4", "fulfilled", &by(&real), "", T3));
+    assert!(
+        said.iter().any(|o| matches!(
+            o,
+            Output::Ledger { member, reason, about: Some(about), .. }
+                if *member == real && reason == "earned" && about == "mall:t4"
+        )),
+        "{said:?}"
+    );
+    let m = w.member_by("openid", "oa");
+    assert_eq!(m.points.pending, 0, "nothing left pending");
 }
 
 /// A person replaces a member's phone: the new one is bound to it and the old one released
@@ -1795,6 +1810,10 @@ fn a_member_id_never_issued_starts_no_member_and_is_said() {
 fn a_phone_replaced_by_a_person_moves_the_member_to_the_new_number() {
     use omnistream_actors::{Cmd, Key, MemberCmd};
     let mut w = World::new(Rules::default());
+    // `a` is started by its phone: the old number's next owner must not get `a`'s id
+    w.send(&format!(
+        r#"{{"type":"click","ts":"{T0}","channel":"store","member":{{"phone":"13800000001"}},"target":"ad1"}}"#
+    ));
     w.send(&format!(
         r#"{{"type":"identify","ts":"{T0}","member":{{"openid":"oa","phone":"13800000001"}}}}"#
     ));
