@@ -47,6 +47,15 @@ fn shard_stopped() -> HttpResponse {
     )
 }
 
+/// The store failed: 503, retry after a second (`error` sets the header).
+fn store_unavailable(e: impl std::fmt::Display) -> HttpResponse {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        e.to_string(),
+    )
+}
+
 /// A JSON error body with a stable code and a human detail.
 fn error(status: StatusCode, code: &str, detail: impl Into<String>) -> HttpResponse {
     let mut r = HttpResponse::build(status);
@@ -319,11 +328,7 @@ async fn submit(st: &AppState, source: &str, texts: Vec<&[u8]>) -> Result<Submit
     st.metrics.durable(received.elapsed());
     match result {
         Ok(Ok(outcomes)) => Ok((outcomes, warnings)),
-        Ok(Err(e)) => Err(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            e.to_string(),
-        )),
+        Ok(Err(e)) => Err(store_unavailable(e)),
         Err(e) => Err(error(
             StatusCode::SERVICE_UNAVAILABLE,
             "shard_unavailable",
@@ -837,18 +842,7 @@ fn read_answer(
                 format!("the {what} could not be shown: {e}"),
             )
         }
-        Ok(Err(ReadError::Store(e))) => {
-            let mut r = error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                e.to_string(),
-            );
-            r.headers_mut().insert(
-                actix_web::http::header::RETRY_AFTER,
-                actix_web::http::header::HeaderValue::from_static("1"),
-            );
-            r
-        }
+        Ok(Err(ReadError::Store(e))) => store_unavailable(e),
         Ok(Ok(None)) => error(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -2372,11 +2366,7 @@ async fn post_adjustment(
             }
             HttpResponse::Ok().json(v)
         }
-        Ok(Err(e)) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            e.to_string(),
-        ),
+        Ok(Err(e)) => store_unavailable(e),
         Err(_) => shard_stopped(),
     }
 }
@@ -2504,11 +2494,7 @@ async fn post_phone(
                 ),
             }
         }
-        Ok(Err(e)) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            e.to_string(),
-        ),
+        Ok(Err(e)) => store_unavailable(e),
         Err(_) => shard_stopped(),
     }
 }
@@ -2640,11 +2626,7 @@ async fn post_review(
                 "the shard answered nothing",
             ),
         },
-        Ok(Some(Err(e))) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            e.to_string(),
-        ),
+        Ok(Some(Err(e))) => store_unavailable(e),
         Err(_) => shard_stopped(),
     }
 }

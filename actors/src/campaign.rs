@@ -6,7 +6,7 @@
 //! cap, a refused review) come back. `Claim` is the unchecked path, for trusted channels.
 
 use crate::cmd::{CampaignCmd, Cmd, MemberCmd, ScanDecided};
-use crate::fraud::{Decision, NoReward, Scanned};
+use crate::fraud::{Decision, NoReward};
 use crate::{Ctx, Effects, Key, Output, Recent};
 use compact_str::CompactString as Str;
 use serde::{Deserialize, Serialize};
@@ -135,23 +135,20 @@ impl Campaign {
                     }),
                     _ => None,
                 };
-                let check = *check;
+                let mut check = *check;
+                let (member, code) = (
+                    std::mem::take(&mut check.member),
+                    std::mem::take(&mut check.code),
+                );
                 fx.send(
-                    Key::Member(check.member),
+                    Key::Member(member),
                     Cmd::Member(MemberCmd::ScanDecided(Box::new(ScanDecided {
                         campaign: me.clone(),
-                        code: check.code,
+                        code,
                         points: granted,
                         daily_cap: rules.daily_cap,
                         verdict: v,
-                        scanned: Scanned {
-                            sku: check.sku,
-                            device: check.device,
-                            ip: check.ip,
-                            store: check.store,
-                            batch: check.batch,
-                            dealer: check.dealer,
-                        },
+                        scanned: check.scanned(),
                         not_granted,
                     }))),
                 );

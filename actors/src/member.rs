@@ -1361,12 +1361,12 @@ pub const PHONE_NO_ROOM: &str = "too many identities for a new phone";
 pub(crate) fn unknown(id: &Str, then: MemberCmd, ctx: &Ctx, fx: &mut Effects) {
     let (about, order) = match then {
         MemberCmd::Scan(check) => {
-            let check = *check;
+            let mut check = *check;
             return fx.out(Output::Decision {
                 scan_event: ctx.event,
-                code: check.code,
+                code: std::mem::take(&mut check.code),
                 member: id.clone(),
-                campaign: check.campaign,
+                campaign: std::mem::take(&mut check.campaign),
                 decision: Decision::Block,
                 score: 0,
                 reasons: Vec::new(),
@@ -1374,14 +1374,7 @@ pub(crate) fn unknown(id: &Str, then: MemberCmd, ctx: &Ctx, fx: &mut Effects) {
                 held: 0,
                 no_reward: Some(NoReward::UnknownMember),
                 shadow_decision: None,
-                scan: Some(Scanned {
-                    sku: check.sku,
-                    device: check.device,
-                    ip: check.ip,
-                    store: check.store,
-                    batch: check.batch,
-                    dealer: check.dealer,
-                }),
+                scan: Some(check.scanned()),
             });
         }
         MemberCmd::HasPoints { order, .. } | MemberCmd::Redeem { order, .. } => {

@@ -329,6 +329,20 @@ pub struct Scanned {
     pub dealer: Option<Str>,
 }
 
+impl ScanCheck {
+    /// What was scanned, as its decision names it.
+    pub fn scanned(self) -> Scanned {
+        Scanned {
+            sku: self.sku,
+            device: self.device,
+            ip: self.ip,
+            store: self.store,
+            batch: self.batch,
+            dealer: self.dealer,
+        }
+    }
+}
+
 /// A scan on its way through the entities, carrying what it has learned.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScanCheck {
