@@ -2499,6 +2499,150 @@ async fn post_phone(
     }
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MergeBody {
+    /// The other member's id.
+    with: String,
+    /// Whose phone the person keeps when the two have different ones.
+    #[serde(default)]
+    keep_phone_of: Option<String>,
+    /// The case it is recorded under.
+    #[serde(rename = "ref")]
+    reference: String,
+    #[serde(default)]
+    reviewer: Option<String>,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+/// What a merge request asks: the other member, whose phone stays, the reference and who.
+type MergeAsked = (
+    String,
+    Option<String>,
+    String,
+    omnistream_actors::output::Resolver,
+);
+
+impl MergeBody {
+    /// The request's parts, or why the body is refused.
+    fn read(body: &[u8], token: Option<&str>) -> Result<MergeAsked, String> {
+        const FORM: &str = r#"expected {"with": "member id", "keep_phone_of"?: "member id", "ref": "case id", "reviewer"?: "name", "note"?: "why"}"#;
+        let b: MergeBody = serde_json::from_slice(body).map_err(|e| format!("{e}; {FORM}"))?;
+        if b.with.trim().is_empty() {
+            return Err("with: empty; give the id of the member to merge with".into());
+        }
+        if b.reference.trim().is_empty() {
+            return Err("ref: empty; give the case or ticket the merge is recorded under".into());
+        }
+        let reference = checked_text("ref", Some(b.reference), 64, false)?.unwrap_or_default();
+        let by = resolver(b.reviewer, b.note, token)?;
+        Ok((b.with, b.keep_phone_of, reference, by))
+    }
+}
+
+/// A person merges two members (customer service, once it knows they are one person: the
+/// service refuses on its own to merge two members with different phones). With two
+/// phones the request says whose stays (`keep_phone_of`); the other is released. Recorded
+/// under a reference and logged like an event so a replay repeats it.
+async fn post_merge(
+    st: web::Data<AppState>,
+    req: actix_web::HttpRequest,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    if let Some(r) = unsupported_type(&req) {
+        return r;
+    }
+    let token = req.extensions().get::<Caller>().map(|c| c.0.clone());
+    let (with, keep_phone_of, reference, by) = match MergeBody::read(&body, token.as_deref()) {
+        Ok(read) => read,
+        Err(why) => return error(StatusCode::BAD_REQUEST, "bad_body", why),
+    };
+    let asked = id.into_inner();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let msg = crate::shard::MergeMembers {
+        member: asked.clone(),
+        with: with.clone(),
+        keep_phone_of,
+        reference: reference.clone(),
+        by,
+        reply: tx,
+    };
+    if st.shard.send(msg).await.is_err() {
+        return shard_stopped();
+    }
+    use crate::shard::MembersMerged as R;
+    match rx.await {
+        Ok(Ok(R::NoMember(which))) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no such {} ({which})", member_miss(&st.pii, &which)),
+        ),
+        Ok(Ok(R::Unchanged { member })) => HttpResponse::Ok().json(json!({
+            "member": member, "ref": reference, "status": "unchanged",
+            "detail": format!("{asked} and {with} are one member already: {member}"),
+        })),
+        Ok(Ok(R::PhonesDiffer {
+            member,
+            with: other,
+        })) => error(
+            StatusCode::CONFLICT,
+            "phones_differ",
+            format!(
+                "members {member} and {other} have different phones; say whose the person \
+                 keeps in `keep_phone_of` (`{asked}` or `{with}`): the other phone is released \
+                 (bound to nobody)"
+            ),
+        ),
+        Ok(Ok(R::KeepNeither)) => error(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            format!("keep_phone_of: neither `{asked}` nor `{with}`, the two merged"),
+        ),
+        Ok(Ok(R::RefConflict { member })) => error(
+            StatusCode::CONFLICT,
+            "ref_conflict",
+            format!(
+                "member {member} was merged with another member under `{reference}` already; \
+                 a reference is one merge (give another for another)"
+            ),
+        ),
+        Ok(Ok(R::Done {
+            member,
+            alias,
+            outputs,
+        })) => {
+            let find = |f: fn(&omnistream_actors::Output) -> bool| {
+                (outputs.iter().find(|e| f(&e.output)))
+                    .and_then(|e| serde_json::to_value(&e.output).ok())
+            };
+            use omnistream_actors::Output as O;
+            let merged = find(|o| matches!(o, O::Merged { .. }));
+            if merged.is_none() {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "no_outcome",
+                    "the merge produced no `merged` output",
+                );
+            }
+            let ledger: Vec<Value> = outputs
+                .iter()
+                .filter(|e| matches!(e.output, O::Ledger { .. }))
+                .filter_map(|e| serde_json::to_value(&e.output).ok())
+                .collect();
+            HttpResponse::Ok().json(json!({
+                "member": member, "alias": alias, "ref": reference, "status": "merged",
+                "merge_approved": find(|o| matches!(o, O::MergeApproved { .. })),
+                "merged": merged,
+                "ledger": ledger,
+            }))
+        }
+        Ok(Err(e)) => store_unavailable(e),
+        Err(_) => shard_stopped(),
+    }
+}
+
 /// The answer to a resolution of a scan that holds no review, by what it was decided: a
 /// block or an allowed scan is not a review (409, saying which and why), a review that held
 /// nothing has nothing to resolve (404).
@@ -3093,6 +3237,7 @@ routes! {
     post "/v1/reviews/{event}" => post_review, REVIEW;
     post "/v1/members/{id}/adjustments" => post_adjustment, POINTS;
     post "/v1/members/{id}/phone" => post_phone, MEMBERS;
+    post "/v1/members/{id}/merge" => post_merge, MEMBERS;
     get "/v1/stats" => get_stats, READ;
     get "/v1/admin/snapshot" => snapshot, ADMIN;
     get "/healthz" => healthz, Access::Health;

@@ -4,7 +4,7 @@
 
 use hdrhistogram::Histogram as Hdr;
 use omnistream_actors::engine::Emitted;
-use omnistream_actors::member::{PHONE_NO_ROOM, PHONE_TAKEN};
+use omnistream_actors::member::{PHONES_DIFFER, PHONE_NO_ROOM, PHONE_TAKEN};
 use omnistream_actors::Output;
 use omnistream_schemas::{Channel, EventKind, Problem};
 use prometheus::{
@@ -83,6 +83,10 @@ pub struct Metrics {
     /// Phones replaced by a person, and replacements refused (the phone is another
     /// member's).
     pub phone_changes: IntCounterVec,
+    /// Members merged: by their identities or a person (`merged`), a person's merges
+    /// (`approved`, each also `merged`), and merges refused for two phones
+    /// (`refused_phones`).
+    pub member_merges: IntCounterVec,
     /// Dealers' credit over every dealer, resident or stored, read from the state at each
     /// scrape: how many are past their limit, how
     /// many orders are held and for how much, and the exposure in all.
@@ -529,6 +533,15 @@ impl Default for Metrics {
                  (result=refused: the phone is another member's, or the member is full)",
                 &["result"],
             ),
+            member_merges: counter_vec(
+                &r,
+                "omnistream_member_merges_total",
+                "members merged into another (result=merged: by the identities events brought \
+                 together, or by a person), merges a person approved (result=approved, \
+                 POST /v1/members/{id}/merge; also counted as merged) and merges refused \
+                 because the two had different phones (result=refused_phones)",
+                &["result"],
+            ),
             dealers_over_limit: gauge(
                 &r,
                 "omnistream_dealers_over_limit",
@@ -827,6 +840,9 @@ impl Metrics {
             for r in ["replaced", "refused"] {
                 m.phone_changes.with_label_values(&[r]);
             }
+            for r in ["merged", "approved", "refused_phones"] {
+                m.member_merges.with_label_values(&[r]);
+            }
             for about in omnistream_actors::output::UNKNOWN_MEMBER_ABOUT {
                 m.unknown_members.with_label_values(&[about]);
             }
@@ -1106,6 +1122,17 @@ impl Metrics {
                 }
                 Output::PhoneReplaced { .. } => {
                     self.phone_changes.with_label_values(&["replaced"]).inc();
+                }
+                Output::Merged { .. } => {
+                    self.member_merges.with_label_values(&["merged"]).inc();
+                }
+                Output::MergeApproved { .. } => {
+                    self.member_merges.with_label_values(&["approved"]).inc();
+                }
+                Output::MergeConflict { reason, .. } if reason == PHONES_DIFFER => {
+                    self.member_merges
+                        .with_label_values(&["refused_phones"])
+                        .inc();
                 }
                 Output::MergeConflict { reason, .. }
                     if [PHONE_TAKEN, PHONE_NO_ROOM].contains(&reason.as_str()) =>
@@ -1454,11 +1481,21 @@ mod tests {
                 reason: "a second phone number".into(),
                 value: None,
             }),
+            emitted(Output::MergeConflict {
+                member: "m0000000000000002".into(),
+                other: "m0000000000000004".into(),
+                reason: PHONES_DIFFER.into(),
+                value: None,
+            }),
+            emitted(Output::Merged {
+                survivor: "m0000000000000002".into(),
+                alias: "m0000000000000004".into(),
+            }),
         ]);
         let text = m.render();
         for line in [
             r#"omnistream_orders_total{result="rejected"} 1"#,
-            r#"omnistream_build_info{state_encoding="11",version="0.1.0"} 1"#,
+            r#"omnistream_build_info{state_encoding="12",version="0.1.0"} 1"#,
             r#"omnistream_order_rejections_total{reason="not_stocked"} 1"#,
             "omnistream_dealers_over_limit 1",
             "omnistream_dealer_orders_held 2",
@@ -1470,6 +1507,9 @@ mod tests {
             r#"omnistream_phone_changes_total{result="refused"} 1"#,
             r#"omnistream_phone_changes_total{result="replaced"} 0"#,
             r#"omnistream_unknown_member_total{about="order_redeem"} 0"#,
+            r#"omnistream_member_merges_total{result="merged"} 1"#,
+            r#"omnistream_member_merges_total{result="refused_phones"} 1"#,
+            r#"omnistream_member_merges_total{result="approved"} 0"#,
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }

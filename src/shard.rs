@@ -648,7 +648,7 @@ struct EpochMark {
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct AdminEntry {
     /// `review` (a review's resolution), `overturn` (a block overturned), `adjust` (a
-    /// points adjustment) or `phone` (a phone replaced).
+    /// points adjustment), `phone` (a phone replaced) or `merge` (two members merged).
     admin: String,
     /// The command's own id.
     id: uuid::Uuid,
@@ -680,9 +680,13 @@ struct AdminEntry {
     /// it was kept): copied onto the resolution it makes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     by: Option<omnistream_actors::output::Resolver>,
-    /// The new phone of a replacement, as stored (hashed: the plain number is never logged).
+    /// The new phone of a replacement, or the phone a merge keeps, as stored (hashed: the
+    /// plain number is never logged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     phone: Option<String>,
+    /// The member a merge joins `member` with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    with: Option<String>,
 }
 
 impl AdminEntry {
@@ -729,6 +733,9 @@ impl AdminEntry {
                     Output::PhoneReplaced { by, .. } if self.admin == "phone" => {
                         *by = Some(Box::new(who.clone()));
                     }
+                    Output::MergeApproved { by, .. } if self.admin == "merge" => {
+                        *by = Some(Box::new(who.clone()));
+                    }
                     _ => {}
                 }
             }
@@ -755,6 +762,14 @@ impl AdminEntry {
                 member,
                 Cmd::Member(MemberCmd::ReplacePhone {
                     phone: self.phone.as_deref().unwrap_or_default().into(),
+                    reference: self.reference.as_deref().unwrap_or_default().into(),
+                }),
+            ),
+            "merge" => (
+                member,
+                Cmd::Member(MemberCmd::Join {
+                    with: self.with.as_deref().unwrap_or_default().into(),
+                    keep: self.phone.as_deref().map(Into::into),
                     reference: self.reference.as_deref().unwrap_or_default().into(),
                 }),
             ),
@@ -802,7 +817,14 @@ fn phone_ref(reference: &str) -> String {
     format!("phone\u{1f}{reference}")
 }
 
-/// A phone (as stored) in 64 bits: which number a reference replaced the phone with.
+/// The key a merge's reference is kept under, with a digest of the other member's id
+/// ([`phone_digest`]) for its points.
+fn merge_ref(reference: &str) -> String {
+    format!("merge\u{1f}{reference}")
+}
+
+/// A phone (as stored) or a member id in 64 bits: which number a reference replaced the
+/// phone with, or which member a reference merged with.
 fn phone_digest(phone: &str) -> i64 {
     use sha2::Digest;
     let d = sha2::Sha256::digest(phone.as_bytes());
@@ -838,6 +860,17 @@ impl Adjustments {
                         .entry(member.to_string())
                         .or_default()
                         .insert(phone_ref(reference), phone_digest(phone));
+                }
+                Output::MergeApproved {
+                    member,
+                    with,
+                    reference,
+                    ..
+                } => {
+                    self.0
+                        .entry(member.to_string())
+                        .or_default()
+                        .insert(merge_ref(reference), phone_digest(with));
                 }
                 Output::Merged { survivor, alias } => {
                     if let Some(moved) = self.0.remove(alias.as_str()) {
@@ -1081,6 +1114,64 @@ pub enum PhoneReplaced {
     Done {
         /// The member (the survivor).
         member: String,
+        /// What it produced.
+        outputs: Vec<Emitted>,
+    },
+}
+
+/// A person's merge of two members (`POST /v1/members/{id}/merge`), logged like an event so
+/// a replay repeats it.
+pub struct MergeMembers {
+    /// The member (an id merged away is its survivor).
+    pub member: String,
+    /// The other member.
+    pub with: String,
+    /// Whose phone the person keeps when the two have different phones (`member` or `with`,
+    /// as given).
+    pub keep_phone_of: Option<String>,
+    /// The case it is recorded under.
+    pub reference: String,
+    /// Who asked, when and why.
+    pub by: omnistream_actors::output::Resolver,
+    /// The answer, once durable.
+    pub reply: oneshot::Sender<Result<MembersMerged, ShardError>>,
+}
+
+impl Message for MergeMembers {
+    type Result = ();
+}
+
+/// What became of a [`MergeMembers`].
+#[derive(Debug)]
+pub enum MembersMerged {
+    /// No member has that id (the one given, `member` or `with`).
+    NoMember(String),
+    /// The two are one member already (merged before: a retry, or identities did it).
+    Unchanged {
+        /// The member both lead to.
+        member: String,
+    },
+    /// The two have different phones and the request did not say whose to keep: nothing
+    /// logged.
+    PhonesDiffer {
+        /// The member (the survivor of the id given).
+        member: String,
+        /// The other member (the survivor of the id given).
+        with: String,
+    },
+    /// `keep_phone_of` named neither member.
+    KeepNeither,
+    /// The reference merged one of the two with a third member before: nothing logged.
+    RefConflict {
+        /// The member that reference merged.
+        member: String,
+    },
+    /// Run and durable (`merge_approved`, `merged` and what the merge moved).
+    Done {
+        /// The member the two are now (the smaller id).
+        member: String,
+        /// The other, an alias of it now.
+        alias: String,
         /// What it produced.
         outputs: Vec<Emitted>,
     },
@@ -2428,7 +2519,7 @@ impl Handler<Review> for Shard {
                     campaign: Some(campaign),
                     offset_min,
                     by: Some(msg.by),
-                    phone: None,
+                    ..AdminEntry::default()
                 };
                 let rx = self.run_admin(&entry, ctx);
                 actix::spawn(async move {
@@ -2474,7 +2565,7 @@ impl Handler<Review> for Shard {
                 .find(|e| matches!(e.output, Output::Decision { .. }))
                 .map_or(0, |e| e.at.offset_min),
             by: Some(msg.by),
-            phone: None,
+            ..AdminEntry::default()
         };
         let rx = self.run_admin(&entry, ctx);
         // the caller waits for the commit; forward its answer
@@ -2636,6 +2727,80 @@ impl Handler<ReplacePhone> for Shard {
             &entry,
             msg.reply,
             |outputs| PhoneReplaced::Done { member, outputs },
+            ctx,
+        );
+    }
+}
+
+impl Handler<MergeMembers> for Shard {
+    type Result = ();
+
+    fn handle(&mut self, msg: MergeMembers, ctx: &mut Self::Context) {
+        if !self.ready.load(Ordering::SeqCst) {
+            let _ = msg.reply.send(Err(ShardError::NotReady));
+            return;
+        }
+        // each id's person now, and its phone (a state stored blank is no member)
+        let person = |id: &str| {
+            let m = self.engine.member(id).filter(|m| m.first_seen != 0)?;
+            Some((m.id.to_string(), m.ids.of_kind("phone").map(str::to_string)))
+        };
+        let Some((a, phone_a)) = person(&msg.member) else {
+            return drop(msg.reply.send(Ok(MembersMerged::NoMember(msg.member))));
+        };
+        let Some((b, phone_b)) = person(&msg.with) else {
+            return drop(msg.reply.send(Ok(MembersMerged::NoMember(msg.with))));
+        };
+        if a == b {
+            let unchanged = MembersMerged::Unchanged { member: a };
+            return self.answer_once_durable(msg.reply, unchanged, ctx);
+        }
+        // a reference is one merge: used for another pair, a conflict (the same pair again
+        // is one member now, answered above)
+        for (m, other) in [(&a, &b), (&b, &a)] {
+            let before = self.adjusted.get(m, &merge_ref(&msg.reference));
+            if before.is_some_and(|d| d != phone_digest(other)) {
+                let conflict = MembersMerged::RefConflict { member: m.clone() };
+                return self.answer_once_durable(msg.reply, conflict, ctx);
+            }
+        }
+        let keeper = match msg.keep_phone_of.as_deref() {
+            None => None,
+            Some(k) if k == msg.member => Some(true),
+            Some(k) if k == msg.with => Some(false),
+            Some(_) => return drop(msg.reply.send(Ok(MembersMerged::KeepNeither))),
+        };
+        // two phones: the person says which stays, and the command runs at the member
+        // giving its phone up; otherwise at the member named first
+        let (member, with, keep) = match (phone_a, phone_b, keeper) {
+            (Some(pa), Some(pb), _) if pa == pb => (a, b, None),
+            (Some(_), Some(_), None) => {
+                let differ = MembersMerged::PhonesDiffer { member: a, with: b };
+                return drop(msg.reply.send(Ok(differ)));
+            }
+            (Some(pa), Some(_), Some(true)) => (b, a, Some(pa)),
+            (Some(_), Some(pb), Some(false)) => (a, b, Some(pb)),
+            _ => (a, b, None),
+        };
+        let id = uuid::Uuid::from_u64_pair(0x004d_4552_4745, self.next_seq);
+        let entry = AdminEntry {
+            phone: keep,
+            with: Some(with.clone()),
+            ..AdminEntry::persons("merge", id, self, &member, msg.reference, msg.by)
+        };
+        let (survivor, alias) = if member < with {
+            (member, with)
+        } else {
+            (with, member)
+        };
+        self.answer_admin(
+            &entry,
+            msg.reply,
+            move |outputs| MembersMerged::Done {
+                member: survivor,
+                alias,
+                outputs,
+            },
             ctx,
         );
     }

@@ -86,6 +86,7 @@ fn sample(path: &str) -> (String, String) {
         "/v1/reviews/{event}" => r#"{"decision": "allow"}"#.into(),
         "/v1/members/{id}/adjustments" => r#"{"points": 5, "ref": "case-1"}"#.into(),
         "/v1/members/{id}/phone" => r#"{"phone": "13800138000", "ref": "case-1"}"#.into(),
+        "/v1/members/{id}/merge" => r#"{"with": "m2", "ref": "case-1"}"#.into(),
         _ => String::new(),
     };
     (p, body)

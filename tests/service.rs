@@ -676,6 +676,124 @@ fn a_phone_replaced_by_customer_service_moves_the_member_and_survives_a_restart(
     s.stop();
 }
 
+/// Customer service merges two members the service refused to merge (two phones): it must
+/// say whose phone stays; the merge moves the other's points and identities, releases its
+/// phone, answers a retry `unchanged`, and survives a restart; a reference is one merge.
+#[test]
+fn a_person_merges_two_members_the_service_refused_and_it_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Service::start(dir.path());
+    let ident = |n: u32, ids: Value| {
+        json!({"id": id(n), "type": "identify", "ts": "2026-11-11T18:00:00+08:00", "member": ids})
+            .to_string()
+    };
+    s.post(&[
+        ident(801, json!({"openid": "o-mg1", "phone": "13800000801"})),
+        ident(802, json!({"tmall": "t-mg2", "phone": "13800000802"})),
+        ident(803, json!({"openid": "o-mg1", "tmall": "t-mg2"})),
+        json!({"id": id(804), "type": "click", "ts": "2026-11-11T18:00:00+08:00",
+            "channel": "jd", "member": {"jd": "j-mg3"}, "target": "ad-1"})
+        .to_string(),
+    ]);
+    let who = |s: &Service, path: &str| s.get(path)["id"].as_str().unwrap().to_string();
+    let a = who(&s, "/v1/identities/openid/o-mg1");
+    let b = who(&s, "/v1/identities/tmall/t-mg2");
+    let c = who(&s, "/v1/identities/jd/j-mg3");
+    assert_ne!(a, b, "refused for two phones");
+    for (m, points, r) in [(&a, 100, "G-1"), (&b, 50, "G-2")] {
+        let body = json!({"points": points, "ref": r}).to_string();
+        let (code, v) = s.request("POST", &format!("/v1/members/{m}/adjustments"), &body);
+        assert_eq!(code, 200, "{v}");
+    }
+    let merge = |s: &Service, m: &str, body: Value| {
+        s.request("POST", &format!("/v1/members/{m}/merge"), &body.to_string())
+    };
+    let (code, v) = merge(&s, &a, json!({"with": b, "ref": "CS-M1"}));
+    assert_eq!(
+        (code, v["error"].as_str()),
+        (409, Some("phones_differ")),
+        "{v}"
+    );
+    assert!(
+        v["detail"].as_str().unwrap().contains("keep_phone_of"),
+        "{v}"
+    );
+    for (body, code_want, why) in [
+        (
+            json!({"with": b, "ref": "CS-M1", "keep_phone_of": c}),
+            400,
+            "keep_phone_of",
+        ),
+        (json!({"with": b}), 400, "ref"),
+        (json!({"with": "", "ref": "x"}), 400, "with"),
+        (json!({"with": b, "ref": "x", "colour": 1}), 400, "colour"),
+        (json!({"with": "nobody", "ref": "x"}), 404, "nobody"),
+    ] {
+        let (code, v) = merge(&s, &a, body.clone());
+        assert_eq!(code, code_want, "{body}: {v}");
+        assert!(v["detail"].as_str().unwrap().contains(why), "{body}: {v}");
+    }
+    let (code, v) = merge(
+        &s,
+        &a,
+        json!({"with": b, "keep_phone_of": b, "ref": "CS-M1", "reviewer": "amy", "note": "ID card seen"}),
+    );
+    assert_eq!((code, v["status"].as_str()), (200, Some("merged")), "{v}");
+    let survivor = a.clone().min(b.clone());
+    assert_eq!(v["member"], survivor.as_str(), "{v}");
+    assert_eq!(v["merge_approved"]["by"]["reviewer"], "amy", "{v}");
+    assert_eq!(
+        v["merge_approved"]["member"],
+        a.as_str(),
+        "a gives its phone up: {v}"
+    );
+    assert!(v["merge_approved"]["released"].is_string(), "{v}");
+    assert_eq!(v["merged"]["survivor"], survivor.as_str(), "{v}");
+    let (code, v) = merge(&s, &b, json!({"with": a, "ref": "CS-M1"}));
+    assert_eq!(
+        (code, v["status"].as_str()),
+        (200, Some("unchanged")),
+        "{v}"
+    );
+    let check = |s: &Service| {
+        assert_eq!(who(s, "/v1/identities/openid/o-mg1"), survivor);
+        assert_eq!(who(s, "/v1/identities/tmall/t-mg2"), survivor);
+        assert_eq!(who(s, "/v1/identities/phone/13800000802"), survivor);
+        let (code, v) = s.request("GET", "/v1/identities/phone/13800000801", "");
+        assert_eq!(code, 404, "the phone not kept is nobody's: {v}");
+        let m = s.get(&format!("/v1/members/{survivor}"));
+        assert_eq!(m["balance"], 150, "{m}");
+        let all = s.get("/v1/outputs?output=merge_approved");
+        assert_eq!(all["items"].as_array().unwrap().len(), 1, "{all}");
+    };
+    check(&s);
+    let (_, text) = s.request_text("GET", "/metrics", "");
+    assert!(
+        text.contains(r#"omnistream_member_merges_total{result="approved"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"omnistream_member_merges_total{result="refused_phones"} 1"#),
+        "{text}"
+    );
+    s.stop();
+    let s = Service::start(dir.path());
+    check(&s);
+    // a reference is one merge: the same one for a third member is a conflict; another
+    // reference merges it (no phones to choose between)
+    let (code, v) = merge(&s, &c, json!({"with": a, "ref": "CS-M1"}));
+    assert_eq!(
+        (code, v["error"].as_str()),
+        (409, Some("ref_conflict")),
+        "{v}"
+    );
+    let (code, v) = merge(&s, &c, json!({"with": a, "ref": "CS-M2"}));
+    assert_eq!((code, v["status"].as_str()), (200, Some("merged")), "{v}");
+    assert!(v["merge_approved"].get("released").is_none(), "{v}");
+    assert_eq!(who(&s, "/v1/identities/jd/j-mg3"), survivor.clone().min(c));
+    s.stop();
+}
+
 /// A person overturns a block: allowing a blocked scan grants its reward and pays it, as a
 /// resolution marked `overturned`; a retry is a duplicate, blocking it then a 409, and the
 /// payment survives a restart (the log repeats the overturn).

@@ -321,6 +321,21 @@ pub enum MemberCmd {
         /// The member the phone belongs to, when another: nothing changed.
         taken_by: Option<Str>,
     },
+    /// A person's merge of this member with `with` (customer service, once it knows the two
+    /// are one person, as when the service refused to merge them for their two phones): the
+    /// member gives up its phone when it is not `keep`, says so (`merge_approved`), and the
+    /// two merge as identities would merge them (appended last). The service sends it to
+    /// two members it found distinct (each the survivor of the id given); `with` this member
+    /// is nothing.
+    Join {
+        /// The other member.
+        with: Str,
+        /// The phone the person keeps, as stored (hashed), when the two have different
+        /// phones: the member holding another gives it up (released).
+        keep: Option<Str>,
+        /// The case it is recorded under.
+        reference: Str,
+    },
 }
 
 /// See [`MemberCmd::Phones`].

@@ -47,7 +47,9 @@ type HashMap<K, V> = crate::GrowMap<K, V>;
 ///   an order's `member_unknown` (placed under a `member_id` never issued) appended, and a
 ///   resolution's `first_released`; a member's stash may hold `Given` commands (an event
 ///   naming its member by `member_id`, which is asked first whether it exists) and
-///   `ReplacePhone` and `PhoneClaimed` (a person's replacement of its phone).
+///   `ReplacePhone` and `PhoneClaimed` (a person's replacement of its phone);
+/// - 12: the same layout; a member's stash may hold `Join` commands (a person's merge of two
+///   members; encoding 11 reads as is).
 ///
 /// Without field names a layout cannot grow the way JSON did (a new field with
 /// `#[serde(default)]`): adding, removing, reordering or retyping a field of a stored state
@@ -58,7 +60,7 @@ type HashMap<K, V> = crate::GrowMap<K, V>;
 /// inside another member's stash too). `member::tests::the_stored_layout_is_pinned` (a full
 /// member) and `tests::the_stored_layout_of_every_kind_is_pinned` (every kind's empty state:
 /// fields added or removed) fail until then.
-pub const STATE_VERSION: u8 = 11;
+pub const STATE_VERSION: u8 = 12;
 
 /// The oldest encoding version this binary still reads.
 pub const OLDEST_VERSION: u8 = 1;
@@ -977,19 +979,19 @@ mod tests {
             ("ring", hex::<Ring>()),
         ];
         let want = [
-            ("identity", "0b0000"),
+            ("identity", "0c0000"),
             (
                 "member",
-                "0b0000000000000000000000000000000000000000000000000000000000000000000000000000",
+                "0c0000000000000000000000000000000000000000000000000000000000000000000000000000",
             ),
-            ("order", "0b0000000000000000000000000000000000000000000000"),
-            ("sku", "0b000000000000"),
-            ("dealer", "0b0000000000000000000000000000"),
-            ("store", "0b000000000000000000"),
-            ("campaign", "0b000000000000000000000000000000"),
-            ("code", "0b0000000000"),
-            ("crowd", "0b0000000000000000"),
-            ("ring", "0b00000000"),
+            ("order", "0c0000000000000000000000000000000000000000000000"),
+            ("sku", "0c000000000000"),
+            ("dealer", "0c0000000000000000000000000000"),
+            ("store", "0c000000000000000000"),
+            ("campaign", "0c000000000000000000000000000000"),
+            ("code", "0c0000000000"),
+            ("crowd", "0c0000000000000000"),
+            ("ring", "0c00000000"),
         ];
         for ((kind, got), (_, want)) in got.iter().zip(want) {
             assert_eq!(got, want, "the stored layout of a {kind} changed");

@@ -1344,6 +1344,11 @@ pub struct Xrfm {
     pub visits: u32,
 }
 
+/// Why a merge of two members was refused (a `merge_conflict`'s `reason`): they have
+/// different phones, so two people as far as the service can tell (a person may merge them,
+/// `MemberCmd::Join`).
+pub const PHONES_DIFFER: &str = "different phone numbers";
+
 /// Why a person's phone replacement was refused (a `merge_conflict`'s `reason`): the phone
 /// is another member's.
 pub const PHONE_TAKEN: &str = "the phone belongs to another member";
@@ -1597,6 +1602,37 @@ impl Member {
                 reference,
                 taken_by,
             } => self.phone_claimed(phone, reference, taken_by, fx),
+            MemberCmd::Join {
+                with,
+                keep,
+                reference,
+            } => {
+                if with == me {
+                    return; // one member already
+                }
+                let phone = self.ids.of_kind("phone").map(Str::from);
+                let released = phone.filter(|p| keep.as_ref().is_some_and(|k| k != p));
+                if let Some(old) = &released {
+                    let rest: Vec<Id> = (self.ids.to_vec().into_iter())
+                        .filter(|(k, _)| k != "phone")
+                        .collect();
+                    self.ids.set(&rest);
+                    let release = IdentityCmd::Release { member: me.clone() };
+                    let key = Key::Identity("phone".into(), old.clone());
+                    fx.send(key, Cmd::Identity(release));
+                }
+                fx.out(Output::MergeApproved {
+                    member: me,
+                    with: with.clone(),
+                    phone: keep,
+                    released,
+                    reference,
+                    by: None,
+                });
+                // then as identities would merge them: the larger id into the smaller
+                let merge = MemberCmd::MergeInto { survivor: with };
+                self.apply(merge, new_member, ctx, fx);
+            }
             MemberCmd::Click { channel, .. } => {
                 if self.first_event(ctx) {
                     self.add_channel(&channel);
@@ -2451,7 +2487,7 @@ impl Member {
         fx.out(Output::MergeConflict {
             member: self.id.clone(),
             other,
-            reason: "different phone numbers".into(),
+            reason: PHONES_DIFFER.into(),
             value: None,
         });
     }
@@ -4247,7 +4283,7 @@ mod tests {
     /// after the first, and as 2 and 3 but for the offset 4 appended: 3 changed orders only,
     /// 5 dealers and stores only, 6 and 7 orders and stores only, 8 SKUs only).
     const FULL_STORED: &str = concat!(
-        "0b116d30313233343536373839616263646566000003066f70656e6964076f2d6f74686572066f70656e6964",
+        "0c116d30313233343536373839616263646566000003066f70656e6964076f2d6f74686572066f70656e6964",
         "1a6f5837665f326b71395a4c6d4138316243336445664768496a4b0570686f6e654039663263346431653861",
         "3762366335643465336632613162306339643865376636613562346333643265316630613962386337643665",
         "356634613362326331648080baf2d8a2af068080d1cbc5e8af06010673742d303039030863616d706169676e",

@@ -504,6 +504,27 @@ pub enum Output {
         #[serde(default, skip_serializing_if = "crate::cold::omit")]
         order: Option<Str>,
     },
+    /// A person merged the member with another (`POST /v1/members/{id}/merge`): the two
+    /// are one person. The `merged` output that follows names the survivor (the smaller id)
+    /// and moves everything there; a phone the person did not keep was released first.
+    MergeApproved {
+        /// The member the merge ran at (the one that gave up its phone, if one did).
+        member: Str,
+        /// The other member.
+        with: Str,
+        /// The phone the person kept, as stored (absent: the two had no different phones).
+        #[serde(default, skip_serializing_if = "crate::cold::omit")]
+        phone: Option<Str>,
+        /// The phone this member gave up, as stored (bound to nobody now).
+        #[serde(default, skip_serializing_if = "crate::cold::omit")]
+        released: Option<Str>,
+        /// The case it is recorded under.
+        #[serde(rename = "ref")]
+        reference: Str,
+        /// Who asked, when and why, as the service recorded the request.
+        #[serde(default, skip_serializing_if = "crate::cold::omit")]
+        by: Option<Box<Resolver>>,
+    },
 }
 
 /// Whether `name` is the `output` tag of some output; the error lists every tag (serde's own
@@ -546,6 +567,7 @@ impl Output {
             | Output::MergeConflict { .. }
             | Output::UnknownMember { .. }
             | Output::PhoneReplaced { .. }
+            | Output::MergeApproved { .. }
             | Output::RewardCapped { .. }
             | Output::BudgetExhausted { .. } => "members",
             Output::OrderAccepted { .. }

@@ -188,6 +188,42 @@ fn run(rules: Rules, events: &[Event]) -> (Engine, Vec<Emitted>) {
     (e, out)
 }
 
+/// A person merges members `x` and `y` as the service sends it (`shard::MergeMembers`): each
+/// id's survivor, nothing when they are one; with two phones, the command runs at the member
+/// whose phone is not kept (`x`'s kept when `keep_x`).
+fn person_merges(
+    e: &mut Engine,
+    x: &str,
+    y: &str,
+    keep_x: bool,
+    id: uuid::Uuid,
+    at: omnistream_schemas::EventTime,
+    out: &mut Vec<Emitted>,
+) {
+    use omnistream_actors::{Cmd, Key, MemberCmd};
+    let person = |id: &str| {
+        let m = e.member(id).filter(|m| m.first_seen != 0)?;
+        Some((m.id.to_string(), m.ids.of_kind("phone").map(str::to_string)))
+    };
+    let (Some((a, pa)), Some((b, pb))) = (person(x), person(y)) else {
+        return;
+    };
+    if a == b {
+        return;
+    }
+    let (at_member, with, keep) = match (pa, pb) {
+        (Some(pa), Some(pb)) if pa != pb && keep_x => (b, a, Some(pa)),
+        (Some(pa), Some(pb)) if pa != pb => (a, b, Some(pb)),
+        _ => (a, b, None),
+    };
+    let cmd = Cmd::Member(MemberCmd::Join {
+        with: with.into(),
+        keep: keep.map(Into::into),
+        reference: "case".into(),
+    });
+    e.command(Key::Member(at_member.into()), cmd, id, at, out);
+}
+
 fn check_invariants(engine: &Engine, out: &[Emitted]) -> Result<(), TestCaseError> {
     let mut ledger: BTreeMap<&str, i64> = BTreeMap::new();
     let mut owed: BTreeMap<&str, i64> = BTreeMap::new();
@@ -417,14 +453,16 @@ proptest! {
         check_invariants(&e, &out)?;
     }
 
-    /// A person's phone replacements between the events (to any member, aliases of merged
-    /// ones too, with numbers other members may hold) keep One-ID whole: a member holds at
-    /// most one phone, every identity a member holds leads back to it, no two members hold
-    /// one phone, and the points invariants hold.
+    /// A person's phone replacements and merges between the events (to any member, aliases
+    /// of merged ones too, with numbers other members may hold; merges of any two members,
+    /// keeping either one's phone, as the service sends them) keep One-ID whole: a member
+    /// holds at most one phone, every identity a member holds leads back to it, no two
+    /// members hold one phone, and the points invariants hold.
     #[test]
     fn phone_replacements_keep_one_phone_per_member_and_one_member_per_phone(
         gens in seq(8),
         replace in proptest::collection::vec((any::<prop::sample::Index>(), 0..5u8), 0..24),
+        merges in proptest::collection::vec((any::<prop::sample::Index>(), any::<prop::sample::Index>(), any::<bool>()), 0..12),
     ) {
         use omnistream_actors::{Cmd, Key, MemberCmd};
         let events = materialize(8, &gens);
@@ -446,6 +484,14 @@ proptest! {
                         let id = uuid::Uuid::from_u64_pair(9, i as u64);
                         e.command(Key::Member(who.as_str().into()), cmd, id, ev.ts, &mut out);
                     }
+                }
+            } else if let Some((x, y, keep_x)) = merges.get(i / 2) {
+                let mut ids: Vec<String> = e.members().map(|(k, _)| k.to_string()).collect();
+                ids.sort();
+                if !ids.is_empty() {
+                    let id = uuid::Uuid::from_u64_pair(10, i as u64);
+                    let (x, y) = (x.get(&ids).clone(), y.get(&ids).clone());
+                    person_merges(&mut e, &x, &y, *keep_x, id, ev.ts, &mut out);
                 }
             }
             let mut holder: BTreeMap<String, String> = BTreeMap::new();

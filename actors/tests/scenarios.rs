@@ -717,6 +717,160 @@ fn two_phones_never_merge_automatically() {
     assert_eq!(named, [("phone".into(), Some(third))]);
 }
 
+/// Two members the service refused to merge (two phones) are one person to customer
+/// service: a person merges them keeping one phone; the other is released (the number then
+/// starts a member of its own), the points of both are the person's, and identities of
+/// either lead to the survivor. Without a phone to keep, the merge is refused as before.
+#[test]
+fn a_person_merges_two_members_the_service_refused_keeping_one_phone() {
+    use omnistream_actors::{Cmd, Key, MemberCmd};
+    for keep_larger in [false, true] {
+        let mut w = bought(
+            r#"{"openid":"oa","phone":"13800000001"}"#,
+            "a",
+            1,
+            30000,
+            T0,
+            T0,
+        );
+        buy(
+            &mut w,
+            r#"{"tmall":"tb","phone":"13800000002"}"#,
+            "b",
+            1,
+            20000,
+            T0,
+            T0,
+        );
+        w.send(&format!(
+            r#"{{"type":"identify","ts":"{T1}","member":{{"openid":"oa","tmall":"tb"}}}}"#
+        ));
+        let a = w.member_by("openid", "oa").id.clone();
+        let b = w.member_by("tmall", "tb").id.clone();
+        assert_ne!(a, b, "refused: two phones");
+        let (small, large) = if a < b {
+            (a.clone(), b.clone())
+        } else {
+            (b.clone(), a.clone())
+        };
+        let phone_of = |w: &World, m: &str| {
+            w.engine
+                .member(m)
+                .unwrap()
+                .ids
+                .of_kind("phone")
+                .unwrap()
+                .to_string()
+        };
+        let mut n = 0u64;
+        let mut join = |w: &mut World, at: &str, with: &str, keep: Option<String>| {
+            n += 1;
+            let cmd = Cmd::Member(MemberCmd::Join {
+                with: with.into(),
+                keep: keep.map(Into::into),
+                reference: "CS-9".into(),
+            });
+            let before = w.out.len();
+            let t = omnistream_schemas::EventTime::from_unix_ms(1_794_366_000_000);
+            let id = uuid::Uuid::from_u64_pair(78, n);
+            w.engine
+                .command(Key::Member(at.into()), cmd, id, t, &mut w.out);
+            w.out[before..]
+                .iter()
+                .map(|e| e.output.clone())
+                .collect::<Vec<_>>()
+        };
+        // no phone to keep: the survivor refuses as it did for the identities
+        let said = join(&mut w, &a, &b, None);
+        assert!(
+            said.iter().any(|o| matches!(o, Output::MergeConflict { reason, .. } if reason == "different phone numbers")),
+            "{said:?}"
+        );
+        assert!(
+            !said.iter().any(|o| matches!(o, Output::Merged { .. })),
+            "{said:?}"
+        );
+        assert_ne!(
+            w.member_by("openid", "oa").id,
+            w.member_by("tmall", "tb").id
+        );
+        // kept: the phone of one; the command runs at the other, which gives its phone up
+        let (keeper, giver) = if keep_larger {
+            (&large, &small)
+        } else {
+            (&small, &large)
+        };
+        let (kept, given_up) = (phone_of(&w, keeper), phone_of(&w, giver));
+        let said = join(&mut w, giver, keeper, Some(kept.clone()));
+        let approved = said.iter().find_map(|o| match o {
+            Output::MergeApproved {
+                member,
+                with,
+                phone,
+                released,
+                ..
+            } => Some((
+                member.clone(),
+                with.clone(),
+                phone.clone(),
+                released.clone(),
+            )),
+            _ => None,
+        });
+        assert_eq!(
+            approved,
+            Some((
+                giver.clone(),
+                keeper.clone(),
+                Some(kept.clone().into()),
+                Some(given_up.clone().into())
+            )),
+            "{said:?}"
+        );
+        assert!(
+            said.iter().any(|o| matches!(o, Output::Merged { survivor, alias } if *survivor == small && *alias == large)),
+            "{said:?}"
+        );
+        let m = w.member_by("openid", "oa").clone();
+        assert_eq!(m.id, small);
+        assert_eq!(w.member_by("tmall", "tb").id, small);
+        assert_eq!(
+            m.ids.of_kind("phone"),
+            Some(kept.as_str()),
+            "keep_larger {keep_larger}"
+        );
+        assert_eq!(w.engine.member_of("phone", &kept).unwrap().id, small);
+        assert!(w.engine.member_of("phone", &given_up).is_none(), "released");
+        assert_eq!(m.points.balance, 500, "300 + 200: both sides' points");
+        assert_eq!(w.ledger_sum(&a) + w.ledger_sum(&b), 500);
+        // the number given up starts a member of its own
+        let other = if given_up == phone_of_plain(&w, "13800000001") {
+            "13800000001"
+        } else {
+            "13800000002"
+        };
+        w.send(&format!(
+            r#"{{"type":"click","ts":"{T2}","channel":"mall","member":{{"phone":"{other}"}},"target":"ad1"}}"#
+        ));
+        let fresh = w.member_by("phone", other).id.clone();
+        assert!(
+            fresh != a && fresh != b,
+            "a new member for the released number"
+        );
+        // sent again to the survivor with itself: one member, nothing happens (the service
+        // answers a retry `unchanged` before sending anything: tests/service.rs)
+        assert!(join(&mut w, &small, &small, Some(kept.clone())).is_empty());
+    }
+}
+
+/// A phone as stored (hashed with the worlds' key).
+fn phone_of_plain(_w: &World, phone: &str) -> String {
+    Pii::new(KEY)
+        .protect(&omnistream_schemas::IdKind::Phone, phone)
+        .unwrap()
+        .to_string()
+}
+
 /// An event naming three members, two of them with different phones: which two become one
 /// follows the event's identities in the order of their kinds (phone, openid, unionid, tmall,
 /// jd, douyin, card, ...), under any personal-data key (the survivor took the others in by

@@ -182,6 +182,7 @@ pub fn output_route(o: &Output) -> (Sink, Key) {
         | Output::MergeConflict { member, .. }
         | Output::UnknownMember { member, .. }
         | Output::PhoneReplaced { member, .. }
+        | Output::MergeApproved { member, .. }
         | Output::RewardCapped { member, .. } => (Sink::Members, Key::Member(member.clone())),
         Output::Merged { survivor, .. } => (Sink::Members, Key::Member(survivor.clone())),
         Output::BudgetExhausted { campaign } => (Sink::Members, Key::Campaign(campaign.clone())),
