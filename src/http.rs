@@ -1882,12 +1882,39 @@ impl Holders {
     }
 }
 
-/// A page of outputs as `q` asks, or 400 naming what is wrong with `q`.
+/// A page of outputs as `q` asks, or 400 naming what is wrong with `q`. A merge refused
+/// for two phones (`merge_conflict`, `different phone numbers`) says whether it is still
+/// `pending`: the two still two members, for a person to merge or leave
+/// (`POST /v1/members/{id}/merge`); `pending=true|false` lists those that are or are not.
 async fn answer_outputs(st: &AppState, q: OutputQuery) -> HttpResponse {
+    let conflicts = q.output.as_deref() == Some("merge_conflict");
     match q.filter() {
+        Ok(f) if f.pending.is_some() && !conflicts => bad_query(
+            "pending: only with output=merge_conflict here (reviews waiting: \
+             /v1/decisions?pending=true)"
+                .into(),
+        ),
         Ok(f) => {
-            read_store(st, "outputs", move |_, s| {
-                Ok(Some(outputs_page(s, f, |_| true)?))
+            read_store(st, "outputs", move |e, s| {
+                let want = f.pending;
+                let mut members = Holders::default();
+                let keep = |v: &mut Value| {
+                    if !conflicts {
+                        return true;
+                    }
+                    let phones = omnistream_actors::member::PHONES_DIFFER;
+                    if v.get("reason").and_then(Value::as_str) != Some(phones) {
+                        return want.is_none();
+                    }
+                    let id = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("");
+                    let (a, b) = (id("member").to_string(), id("other").to_string());
+                    let pending = e.member(&a).is_some()
+                        && e.member(&b).is_some()
+                        && members.of(e, &a).0.clone() != members.of(e, &b).0;
+                    v["pending"] = json!(pending);
+                    want.is_none_or(|w| w == pending)
+                };
+                Ok(Some(outputs_page(s, f, keep)?))
             })
             .await
         }
@@ -3228,7 +3255,7 @@ routes! {
     get "/v1/reps/{rep}" => get_rep, READ;
     get "/v1/stores/{id}/kpis" [day] => get_kpis, READ;
     get "/v1/orders/{channel}/{order}" => get_order, READ;
-    get "/v1/outputs" [from, limit, output, campaign, sku, location, member, dealer, order, code, reason, id] => get_outputs, READ;
+    get "/v1/outputs" [from, limit, output, campaign, sku, location, member, dealer, order, code, reason, id, pending] => get_outputs, READ;
     get "/v1/outputs/stream" [from, output, campaign, sku, location, member, dealer, order, code, reason, id] => outputs_stream, READ;
     get "/v1/decisions" [campaign, from, limit, decision, member, pending, sku, device, ip, code, reason, scan_event] => get_decisions, READ;
     get "/v1/campaigns" => get_campaigns, READ;

@@ -708,6 +708,27 @@ fn a_person_merges_two_members_the_service_refused_and_it_survives_a_restart() {
     let merge = |s: &Service, m: &str, body: Value| {
         s.request("POST", &format!("/v1/members/{m}/merge"), &body.to_string())
     };
+    // customer service's work list: the merges refused for two phones still two members
+    let waiting = |s: &Service, pending: bool| {
+        let v = s.get(&format!(
+            "/v1/outputs?output=merge_conflict&pending={pending}"
+        ));
+        v["items"].as_array().unwrap().len()
+    };
+    let listed = s.get("/v1/outputs?output=merge_conflict&pending=true");
+    let item = &listed["items"][0]["output"];
+    assert_eq!(item["pending"], true, "{listed}");
+    let pair = [
+        item["member"].as_str().unwrap(),
+        item["other"].as_str().unwrap(),
+    ];
+    assert!(
+        pair.contains(&a.as_str()) && pair.contains(&b.as_str()),
+        "{listed}"
+    );
+    assert_eq!((waiting(&s, true), waiting(&s, false)), (1, 0));
+    let (code, v) = s.request("GET", "/v1/outputs?output=ledger&pending=true", "");
+    assert_eq!((code, v["error"].as_str()), (400, Some("bad_query")), "{v}");
     let (code, v) = merge(&s, &a, json!({"with": b, "ref": "CS-M1"}));
     assert_eq!(
         (code, v["error"].as_str()),
@@ -767,6 +788,11 @@ fn a_person_merges_two_members_the_service_refused_and_it_survives_a_restart() {
         assert_eq!(all["items"].as_array().unwrap().len(), 1, "{all}");
     };
     check(&s);
+    assert_eq!(
+        (waiting(&s, true), waiting(&s, false)),
+        (0, 1),
+        "merged: no longer waiting"
+    );
     let (_, text) = s.request_text("GET", "/metrics", "");
     assert!(
         text.contains(r#"omnistream_member_merges_total{result="approved"} 1"#),
