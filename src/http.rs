@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::shard::{GetBoard, GetStats, Ingest, Item, Outcome, Read, Shard, Shutdown};
+use crate::shard::{GetBoard, GetStats, Ingest, Item, Outcome, Read, Shard, ShardError, Shutdown};
 use crate::store::{Store, StoreError};
 use actix::prelude::*;
 use actix_web::http::StatusCode;
@@ -2295,6 +2295,36 @@ impl AdjustBody {
     }
 }
 
+/// A person's request to change a member: its body as `read` takes it (with the caller's
+/// token, for who asked), or the answer refusing it (a body type not taken, or 400 with why).
+fn persons_request<A>(
+    req: &actix_web::HttpRequest,
+    read: impl FnOnce(Option<&str>) -> Result<A, String>,
+) -> Result<A, Box<HttpResponse>> {
+    if let Some(r) = unsupported_type(req) {
+        return Err(Box::new(r));
+    }
+    let token = req.extensions().get::<Caller>().map(|c| c.0.clone());
+    read(token.as_deref()).map_err(|why| Box::new(error(StatusCode::BAD_REQUEST, "bad_body", why)))
+}
+
+/// Sends the shard the message `make` builds around a reply channel and waits for the reply
+/// (given once what it did is durable), or answers 503 when the shard is gone.
+async fn ask_shard<T, M>(
+    st: &AppState,
+    make: impl FnOnce(tokio::sync::oneshot::Sender<Result<T, ShardError>>) -> M,
+) -> Result<Result<T, ShardError>, HttpResponse>
+where
+    M: actix::Message<Result = ()> + Send + 'static,
+    Shard: actix::Handler<M>,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if st.shard.send(make(tx)).await.is_err() {
+        return Err(shard_stopped());
+    }
+    rx.await.map_err(|_| shard_stopped())
+}
+
 /// A person adjusts a member's points: customer service's goodwill (> 0) or a claw-back
 /// (< 0; what the balance cannot cover is owed from later points, never a negative balance),
 /// recorded under a reference (one adjustment a member and reference: the same again is a
@@ -2305,31 +2335,21 @@ async fn post_adjustment(
     id: web::Path<String>,
     body: web::Bytes,
 ) -> HttpResponse {
-    if let Some(r) = unsupported_type(&req) {
-        return r;
-    }
-    let token = req.extensions().get::<Caller>().map(|c| c.0.clone());
-    let (points, reference, by) = match AdjustBody::read(&body, token.as_deref()) {
+    let (points, reference, by) = match persons_request(&req, |t| AdjustBody::read(&body, t)) {
         Ok(read) => read,
-        Err(why) => return error(StatusCode::BAD_REQUEST, "bad_body", why),
+        Err(refused) => return *refused,
     };
     let asked = id.into_inner();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let sent = st
-        .shard
-        .send(crate::shard::Adjust {
-            member: asked.clone(),
-            points,
-            reference: reference.clone(),
-            by,
-            reply: tx,
-        })
-        .await;
-    if sent.is_err() {
-        return shard_stopped();
-    }
+    let answer = ask_shard(&st, |reply| crate::shard::Adjust {
+        member: asked.clone(),
+        points,
+        reference: reference.clone(),
+        by,
+        reply,
+    });
     use crate::shard::Adjusted;
-    match rx.await {
+    match answer.await {
+        Err(stopped) => stopped,
         Ok(Ok(Adjusted::NoMember)) => error(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -2394,7 +2414,6 @@ async fn post_adjustment(
             HttpResponse::Ok().json(v)
         }
         Ok(Err(e)) => store_unavailable(e),
-        Err(_) => shard_stopped(),
     }
 }
 
@@ -2447,28 +2466,22 @@ async fn post_phone(
     id: web::Path<String>,
     body: web::Bytes,
 ) -> HttpResponse {
-    if let Some(r) = unsupported_type(&req) {
-        return r;
-    }
-    let token = req.extensions().get::<Caller>().map(|c| c.0.clone());
-    let (phone, reference, by) = match PhoneBody::read(&body, &st.pii, token.as_deref()) {
+    let read = persons_request(&req, |t| PhoneBody::read(&body, &st.pii, t));
+    let (phone, reference, by) = match read {
         Ok(read) => read,
-        Err(why) => return error(StatusCode::BAD_REQUEST, "bad_body", why),
+        Err(refused) => return *refused,
     };
     let asked = id.into_inner();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let msg = crate::shard::ReplacePhone {
+    let answer = ask_shard(&st, |reply| crate::shard::ReplacePhone {
         member: asked.clone(),
         phone,
         reference: reference.clone(),
         by,
-        reply: tx,
-    };
-    if st.shard.send(msg).await.is_err() {
-        return shard_stopped();
-    }
+        reply,
+    });
     use crate::shard::PhoneReplaced as R;
-    match rx.await {
+    match answer.await {
+        Err(stopped) => stopped,
         Ok(Ok(R::NoMember)) => error(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -2522,7 +2535,6 @@ async fn post_phone(
             }
         }
         Ok(Err(e)) => store_unavailable(e),
-        Err(_) => shard_stopped(),
     }
 }
 
@@ -2578,29 +2590,23 @@ async fn post_merge(
     id: web::Path<String>,
     body: web::Bytes,
 ) -> HttpResponse {
-    if let Some(r) = unsupported_type(&req) {
-        return r;
-    }
-    let token = req.extensions().get::<Caller>().map(|c| c.0.clone());
-    let (with, keep_phone_of, reference, by) = match MergeBody::read(&body, token.as_deref()) {
+    let read = persons_request(&req, |t| MergeBody::read(&body, t));
+    let (with, keep_phone_of, reference, by) = match read {
         Ok(read) => read,
-        Err(why) => return error(StatusCode::BAD_REQUEST, "bad_body", why),
+        Err(refused) => return *refused,
     };
     let asked = id.into_inner();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let msg = crate::shard::MergeMembers {
+    let answer = ask_shard(&st, |reply| crate::shard::MergeMembers {
         member: asked.clone(),
         with: with.clone(),
         keep_phone_of,
         reference: reference.clone(),
         by,
-        reply: tx,
-    };
-    if st.shard.send(msg).await.is_err() {
-        return shard_stopped();
-    }
+        reply,
+    });
     use crate::shard::MembersMerged as R;
-    match rx.await {
+    match answer.await {
+        Err(stopped) => stopped,
         Ok(Ok(R::NoMember(which))) => error(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -2666,7 +2672,6 @@ async fn post_merge(
             }))
         }
         Ok(Err(e)) => store_unavailable(e),
-        Err(_) => shard_stopped(),
     }
 }
 
