@@ -1655,8 +1655,9 @@ struct OutputQuery {
     id: Option<String>,
     /// `/v1/decisions` only: the scan's event id (its decision, and any repeat's).
     scan_event: Option<String>,
-    /// `/v1/decisions` only: `true`, reviews still waiting for a person; `false`, reviews
-    /// no longer waiting.
+    /// `/v1/decisions`: `true`, reviews still waiting for a person; `false`, reviews no
+    /// longer waiting. `/v1/outputs?output=merge_conflict`: merges refused for two phones
+    /// whose two members are (`true`) or are no longer (`false`) two.
     pending: Option<String>,
 }
 
@@ -2576,7 +2577,10 @@ impl MergeBody {
         }
         let reference = checked_text("ref", Some(b.reference), 64, false)?.unwrap_or_default();
         let by = resolver(b.reviewer, b.note, token)?;
-        Ok((b.with, b.keep_phone_of, reference, by))
+        // member ids are short: a long value is no member's, and is not echoed back
+        let with = checked_text("with", Some(b.with), 64, false)?.unwrap_or_default();
+        let keep = checked_text("keep_phone_of", b.keep_phone_of, 64, false)?;
+        Ok((with, keep, reference, by))
     }
 }
 
@@ -2596,6 +2600,10 @@ async fn post_merge(
         Err(refused) => return *refused,
     };
     let asked = id.into_inner();
+    if with == asked {
+        let why = format!("with: `{with}` is the member merged ({{id}}); name the other member");
+        return error(StatusCode::BAD_REQUEST, "bad_body", why);
+    }
     let answer = ask_shard(&st, |reply| crate::shard::MergeMembers {
         member: asked.clone(),
         with: with.clone(),
@@ -2628,10 +2636,21 @@ async fn post_merge(
                  (bound to nobody)"
             ),
         ),
+        Ok(Ok(R::Merging(busy))) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "merging",
+            format!(
+                "member {busy} is in a merge of its own that the next events finish; retry \
+                 after the Retry-After header"
+            ),
+        ),
         Ok(Ok(R::KeepNeither)) => error(
             StatusCode::BAD_REQUEST,
             "bad_body",
-            format!("keep_phone_of: neither `{asked}` nor `{with}`, the two merged"),
+            format!(
+                "keep_phone_of: neither `{asked}` nor `{with}` (nor a member either was merged \
+                 into): name the one whose phone stays"
+            ),
         ),
         Ok(Ok(R::RefConflict { member })) => error(
             StatusCode::CONFLICT,
@@ -2652,12 +2671,16 @@ async fn post_merge(
             };
             use omnistream_actors::Output as O;
             let merged = find(|o| matches!(o, O::Merged { .. }));
+            let approved = find(|o| matches!(o, O::MergeApproved { .. }));
             if merged.is_none() {
-                return error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "no_outcome",
-                    "the merge produced no `merged` output",
-                );
+                // approved and durable, and the merge still on its way (a cascade cut
+                // short by its bound goes on with the next events): said as it is
+                return HttpResponse::Accepted().json(json!({
+                    "member": member, "alias": alias, "ref": reference, "status": "approved",
+                    "merge_approved": approved, "merged": null,
+                    "detail": "the merge goes on with the next events: watch for its `merged` \
+                               output (/v1/outputs?output=merged&member=...)",
+                }));
             }
             let ledger: Vec<Value> = outputs
                 .iter()
@@ -2666,7 +2689,7 @@ async fn post_merge(
                 .collect();
             HttpResponse::Ok().json(json!({
                 "member": member, "alias": alias, "ref": reference, "status": "merged",
-                "merge_approved": find(|o| matches!(o, O::MergeApproved { .. })),
+                "merge_approved": approved,
                 "merged": merged,
                 "ledger": ledger,
             }))

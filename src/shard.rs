@@ -1159,7 +1159,10 @@ pub enum MembersMerged {
         /// The other member (the survivor of the id given).
         with: String,
     },
-    /// `keep_phone_of` named neither member.
+    /// One of the two (named) is in a merge of its own that has not ended yet: nothing
+    /// logged.
+    Merging(String),
+    /// `keep_phone_of` named neither member (nor a member merged into either).
     KeepNeither,
     /// The reference merged one of the two with a third member before: nothing logged.
     RefConflict {
@@ -2740,20 +2743,28 @@ impl Handler<MergeMembers> for Shard {
             let _ = msg.reply.send(Err(ShardError::NotReady));
             return;
         }
-        // each id's person now, and its phone (a state stored blank is no member)
+        // each id's person now, its phone, and whether it is handing its state over in a
+        // merge of its own (a state stored blank is no member)
         let person = |id: &str| {
             let m = self.engine.member(id).filter(|m| m.first_seen != 0)?;
-            Some((m.id.to_string(), m.ids.of_kind("phone").map(str::to_string)))
+            let phone = m.ids.of_kind("phone").map(str::to_string);
+            Some((m.id.to_string(), phone, m.merging.is_some()))
         };
-        let Some((a, phone_a)) = person(&msg.member) else {
+        let Some((a, phone_a, busy_a)) = person(&msg.member) else {
             return drop(msg.reply.send(Ok(MembersMerged::NoMember(msg.member))));
         };
-        let Some((b, phone_b)) = person(&msg.with) else {
+        let Some((b, phone_b, busy_b)) = person(&msg.with) else {
             return drop(msg.reply.send(Ok(MembersMerged::NoMember(msg.with))));
         };
         if a == b {
             let unchanged = MembersMerged::Unchanged { member: a };
             return self.answer_once_durable(msg.reply, unchanged, ctx);
+        }
+        // a merge under way (cut short by the cascade bound, finished by the next events):
+        // who the person is, and its phone, are not known until it ends
+        if busy_a || busy_b {
+            let busy = if busy_a { a } else { b };
+            return drop(msg.reply.send(Ok(MembersMerged::Merging(busy))));
         }
         // a reference is one merge: used for another pair, a conflict (the same pair again
         // is one member now, answered above)
@@ -2764,10 +2775,11 @@ impl Handler<MergeMembers> for Shard {
                 return self.answer_once_durable(msg.reply, conflict, ctx);
             }
         }
-        let keeper = match msg.keep_phone_of.as_deref() {
+        // whose phone stays: either id as given, or the member it leads to now
+        let keeper = match msg.keep_phone_of.as_deref().map(|k| (k, person(k))) {
             None => None,
-            Some(k) if k == msg.member => Some(true),
-            Some(k) if k == msg.with => Some(false),
+            Some((k, p)) if k == msg.member || p.as_ref().is_some_and(|p| p.0 == a) => Some(true),
+            Some((k, p)) if k == msg.with || p.as_ref().is_some_and(|p| p.0 == b) => Some(false),
             Some(_) => return drop(msg.reply.send(Ok(MembersMerged::KeepNeither))),
         };
         // two phones: the person says which stays, and the command runs at the member

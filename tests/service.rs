@@ -692,7 +692,7 @@ fn a_person_merges_two_members_the_service_refused_and_it_survives_a_restart() {
         ident(802, json!({"tmall": "t-mg2", "phone": "13800000802"})),
         ident(803, json!({"openid": "o-mg1", "tmall": "t-mg2"})),
         json!({"id": id(804), "type": "click", "ts": "2026-11-11T18:00:00+08:00",
-            "channel": "jd", "member": {"jd": "j-mg3"}, "target": "ad-1"})
+            "channel": "jd", "member": {"jd": "j-mg3", "phone": "13800000803"}, "target": "ad-1"})
         .to_string(),
     ]);
     let who = |s: &Service, path: &str| s.get(path)["id"].as_str().unwrap().to_string();
@@ -748,6 +748,12 @@ fn a_person_merges_two_members_the_service_refused_and_it_survives_a_restart() {
         (json!({"with": b}), 400, "ref"),
         (json!({"with": "", "ref": "x"}), 400, "with"),
         (json!({"with": b, "ref": "x", "colour": 1}), 400, "colour"),
+        (json!({"with": a, "ref": "x"}), 400, "with"),
+        (
+            json!({"with": "m".repeat(100_000), "ref": "x"}),
+            400,
+            "with",
+        ),
         (json!({"with": "nobody", "ref": "x"}), 404, "nobody"),
     ] {
         let (code, v) = merge(&s, &a, body.clone());
@@ -805,18 +811,29 @@ fn a_person_merges_two_members_the_service_refused_and_it_survives_a_restart() {
     s.stop();
     let s = Service::start(dir.path());
     check(&s);
-    // a reference is one merge: the same one for a third member is a conflict; another
-    // reference merges it (no phones to choose between)
-    let (code, v) = merge(&s, &c, json!({"with": a, "ref": "CS-M1"}));
+    // a reference is one merge of a member: the same one for it and a third member is a
+    // conflict; another reference merges them, an id merged away standing for its survivor
+    // (in `with` and in `keep_phone_of`)
+    let alias = a.clone().max(b.clone());
+    let (code, v) = merge(&s, &c, json!({"with": alias, "ref": "CS-M1"}));
     assert_eq!(
         (code, v["error"].as_str()),
         (409, Some("ref_conflict")),
         "{v}"
     );
-    let (code, v) = merge(&s, &c, json!({"with": a, "ref": "CS-M2"}));
+    let keep = json!({"with": alias, "keep_phone_of": survivor, "ref": "CS-M2"});
+    let (code, v) = merge(&s, &c, keep);
     assert_eq!((code, v["status"].as_str()), (200, Some("merged")), "{v}");
-    assert!(v["merge_approved"].get("released").is_none(), "{v}");
-    assert_eq!(who(&s, "/v1/identities/jd/j-mg3"), survivor.clone().min(c));
+    assert_eq!(
+        v["merge_approved"]["member"],
+        c.as_str(),
+        "c gives its phone up: {v}"
+    );
+    let person = survivor.clone().min(c.clone());
+    assert_eq!(who(&s, "/v1/identities/jd/j-mg3"), person);
+    assert_eq!(who(&s, "/v1/identities/phone/13800000802"), person);
+    let (code, _) = s.request("GET", "/v1/identities/phone/13800000803", "");
+    assert_eq!(code, 404, "c's phone released");
     s.stop();
 }
 

@@ -34,6 +34,16 @@ const RECENT_EVENTS: usize = 16;
 /// under the event id with this bit flipped, so the two do not look like a repeat.
 const FIRST_PASS: u128 = 1 << 127;
 
+/// What a member remembers of a merge with `other` refused for event `event` (beside the
+/// event ids, in [`Member::recent`]): the event's id with a bit of its own flipped (as
+/// [`FIRST_PASS`] does) and the other member's id mixed in.
+fn refusal_mark(event: uuid::Uuid, other: &str) -> u128 {
+    let other = (other.bytes()).fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    event.as_u128() ^ (1 << 126) ^ u128::from(other)
+}
+
 /// One member's state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Member {
@@ -1581,7 +1591,7 @@ impl Member {
             | MemberCmd::Via { .. }
             | MemberCmd::Phones(_)
             | MemberCmd::Given(_) => {}
-            MemberCmd::MergeRefused { other } => self.phones_differ(other, fx),
+            MemberCmd::MergeRefused { other } => self.phones_differ(other, ctx, fx),
             MemberCmd::ReplacePhone { phone, reference } => {
                 if self.ids.of_kind("phone") == Some(phone.as_str()) {
                     return; // the member's phone already
@@ -2481,8 +2491,16 @@ impl Member {
         self.entry(-gone, 0, "expired", None, fx);
     }
 
-    /// A merge with member `other` refused, their phones differing: counted and said.
-    fn phones_differ(&mut self, other: Str, fx: &mut Effects) {
+    /// A merge with member `other` refused, their phones differing: counted and said, once
+    /// an event (each command of an event resolves its identities again: a redeeming order
+    /// asks for the points, redeems and places, and would refuse the same merge three times).
+    fn phones_differ(&mut self, other: Str, ctx: &Ctx, fx: &mut Effects) {
+        if !self
+            .recent
+            .insert(refusal_mark(ctx.event, &other), RECENT_EVENTS)
+        {
+            return;
+        }
         self.conflicts += 1;
         fx.out(Output::MergeConflict {
             member: self.id.clone(),
@@ -2496,7 +2514,7 @@ impl Member {
     fn absorb(&mut self, from: Str, other: Member, ctx: &Ctx, fx: &mut Effects) {
         if let (Some(a), Some(b)) = (self.ids.of_kind("phone"), other.ids.of_kind("phone")) {
             if a != b {
-                self.phones_differ(from.clone(), fx);
+                self.phones_differ(from.clone(), ctx, fx);
                 fx.send(
                     Key::Member(from),
                     Cmd::Member(MemberCmd::AbsorbRefused {

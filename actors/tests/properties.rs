@@ -190,7 +190,8 @@ fn run(rules: Rules, events: &[Event]) -> (Engine, Vec<Emitted>) {
 
 /// A person merges members `x` and `y` as the service sends it (`shard::MergeMembers`): each
 /// id's survivor, nothing when they are one; with two phones, the command runs at the member
-/// whose phone is not kept (`x`'s kept when `keep_x`).
+/// whose phone is not kept (`x`'s kept when `keep_x`). Answers the phone given up, when one
+/// was: `Some(None)` when the merge was sent and gave none up, `None` when nothing was sent.
 fn person_merges(
     e: &mut Engine,
     x: &str,
@@ -199,22 +200,22 @@ fn person_merges(
     id: uuid::Uuid,
     at: omnistream_schemas::EventTime,
     out: &mut Vec<Emitted>,
-) {
+) -> Option<Option<String>> {
     use omnistream_actors::{Cmd, Key, MemberCmd};
     let person = |id: &str| {
         let m = e.member(id).filter(|m| m.first_seen != 0)?;
         Some((m.id.to_string(), m.ids.of_kind("phone").map(str::to_string)))
     };
     let (Some((a, pa)), Some((b, pb))) = (person(x), person(y)) else {
-        return;
+        return None;
     };
     if a == b {
-        return;
+        return None;
     }
-    let (at_member, with, keep) = match (pa, pb) {
-        (Some(pa), Some(pb)) if pa != pb && keep_x => (b, a, Some(pa)),
-        (Some(pa), Some(pb)) if pa != pb => (a, b, Some(pb)),
-        _ => (a, b, None),
+    let (at_member, with, keep, given_up) = match (pa, pb) {
+        (Some(pa), Some(pb)) if pa != pb && keep_x => (b, a, Some(pa), Some(pb)),
+        (Some(pa), Some(pb)) if pa != pb => (a, b, Some(pb), Some(pa)),
+        _ => (a, b, None, None),
     };
     let cmd = Cmd::Member(MemberCmd::Join {
         with: with.into(),
@@ -222,6 +223,7 @@ fn person_merges(
         reference: "case".into(),
     });
     e.command(Key::Member(at_member.into()), cmd, id, at, out);
+    Some(given_up)
 }
 
 fn check_invariants(engine: &Engine, out: &[Emitted]) -> Result<(), TestCaseError> {
@@ -491,7 +493,18 @@ proptest! {
                 if !ids.is_empty() {
                     let id = uuid::Uuid::from_u64_pair(10, i as u64);
                     let (x, y) = (x.get(&ids).clone(), y.get(&ids).clone());
-                    person_merges(&mut e, &x, &y, *keep_x, id, ev.ts, &mut out);
+                    if let Some(given_up) = person_merges(&mut e, &x, &y, *keep_x, id, ev.ts, &mut out) {
+                        // one member now (unless a merge of either was still under way),
+                        // and the phone not kept nobody's
+                        let of = |id: &str| e.member(id).map(|m| (m.id.to_string(), m.merging.is_some()));
+                        let (mx, my) = (of(&x), of(&y));
+                        if !mx.as_ref().is_some_and(|m| m.1) && !my.as_ref().is_some_and(|m| m.1) {
+                            prop_assert_eq!(mx.map(|m| m.0), my.map(|m| m.0), "{} and {} not merged", x, y);
+                        }
+                        if let Some(p) = given_up {
+                            prop_assert!(e.member_of("phone", &p).is_none(), "{} given up, still bound", p);
+                        }
+                    }
                 }
             }
             let mut holder: BTreeMap<String, String> = BTreeMap::new();

@@ -863,6 +863,47 @@ fn a_person_merges_two_members_the_service_refused_keeping_one_phone() {
     }
 }
 
+/// An event whose commands each resolve its identities (a redeeming order asks the member
+/// for its points, redeems, then places) says a merge refused for two phones once: one case
+/// for customer service, counted once.
+#[test]
+fn a_merge_refused_for_two_phones_is_said_once_an_event() {
+    let mut w = bought(
+        r#"{"jd":"jP1","phone":"13800000001"}"#,
+        "a",
+        1,
+        30000,
+        T0,
+        T0,
+    );
+    buy(
+        &mut w,
+        r#"{"tmall":"tP2","phone":"13800000002"}"#,
+        "b",
+        1,
+        20000,
+        T0,
+        T0,
+    );
+    let said = w.said(&order(
+        "c",
+        "placed",
+        r#"{"tmall":"tP2","jd":"jP1"}"#,
+        &redeeming(50),
+        T1,
+    ));
+    let refused: Vec<_> = said
+        .iter()
+        .filter(|o| matches!(o, Output::MergeConflict { .. }))
+        .collect();
+    assert_eq!(refused.len(), 1, "{said:?}");
+    let conflicts: u32 = [("jd", "jP1"), ("tmall", "tP2")]
+        .iter()
+        .map(|(k, v)| w.member_by(k, v).conflicts)
+        .sum();
+    assert_eq!(conflicts, 1);
+}
+
 /// A phone as stored (hashed with the worlds' key).
 fn phone_of_plain(_w: &World, phone: &str) -> String {
     Pii::new(KEY)
