@@ -1887,8 +1887,11 @@ impl Holders {
 /// for two phones (`merge_conflict`, `different phone numbers`) says whether it is still
 /// `pending`: the two still two members, for a person to merge or leave
 /// (`POST /v1/members/{id}/merge`); `pending=true|false` lists those that are or are not.
-async fn answer_outputs(st: &AppState, q: OutputQuery) -> HttpResponse {
+async fn answer_outputs(st: &AppState, mut q: OutputQuery) -> HttpResponse {
     let conflicts = q.output.as_deref() == Some("merge_conflict");
+    // a person's refused merges are those of every id merged into it since, or it into: the
+    // ids a refusal names are matched by where each leads now
+    let person = if conflicts { q.member.take() } else { None };
     match q.filter() {
         Ok(f) if f.pending.is_some() && !conflicts => bad_query(
             "pending: only with output=merge_conflict here (reviews waiting: \
@@ -1902,6 +1905,14 @@ async fn answer_outputs(st: &AppState, q: OutputQuery) -> HttpResponse {
                 let keep = |v: &mut Value| {
                     if !conflicts {
                         return true;
+                    }
+                    if let Some(p) = &person {
+                        let id = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("");
+                        let p = members.of(e, p).0.clone();
+                        let (a, b) = (id("member"), id("other"));
+                        if members.of(e, a).0 != p && members.of(e, b).0 != p {
+                            return false;
+                        }
                     }
                     let phones = omnistream_actors::member::PHONES_DIFFER;
                     if v.get("reason").and_then(Value::as_str) != Some(phones) {

@@ -834,6 +834,12 @@ fn a_person_merges_two_members_the_service_refused_and_it_survives_a_restart() {
     assert_eq!(who(&s, "/v1/identities/phone/13800000802"), person);
     let (code, _) = s.request("GET", "/v1/identities/phone/13800000803", "");
     assert_eq!(code, 404, "c's phone released");
+    // the person's refused merges, asked by any of its ids: the refusal between a and b,
+    // done since
+    let mine = s.get(&format!("/v1/outputs?output=merge_conflict&member={c}"));
+    let items = mine["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{mine}");
+    assert_eq!(items[0]["output"]["pending"], false, "{mine}");
     s.stop();
 }
 
