@@ -817,8 +817,8 @@ fn phone_ref(reference: &str) -> String {
     format!("phone\u{1f}{reference}")
 }
 
-/// The key a merge's reference is kept under, with a digest of the other member's id
-/// ([`phone_digest`]) for its points.
+/// The key a merge's reference is kept under (under the member that gave its phone up, or
+/// that the merge ran at), with a digest of the other member's id ([`phone_digest`]).
 fn merge_ref(reference: &str) -> String {
     format!("merge\u{1f}{reference}")
 }
@@ -1127,7 +1127,7 @@ pub struct MergeMembers {
     /// The other member.
     pub with: String,
     /// Whose phone the person keeps when the two have different phones (`member` or `with`,
-    /// as given).
+    /// as given, or the member either leads to).
     pub keep_phone_of: Option<String>,
     /// The case it is recorded under.
     pub reference: String,
