@@ -2648,11 +2648,11 @@ async fn post_merge(
             ),
         ),
         Ok(Ok(R::Merging(busy))) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::CONFLICT,
             "merging",
             format!(
-                "member {busy} is in a merge of its own that the next events finish; retry \
-                 after the Retry-After header"
+                "member {busy} is in a merge that never finished (its cascade was cut at the \
+                 engine's bound, counted as `runaway` in /v1/stats): a person cannot merge it"
             ),
         ),
         Ok(Ok(R::KeepNeither)) => error(
@@ -2684,13 +2684,14 @@ async fn post_merge(
             let merged = find(|o| matches!(o, O::Merged { .. }));
             let approved = find(|o| matches!(o, O::MergeApproved { .. }));
             if merged.is_none() {
-                // approved and durable, and the merge still on its way (a cascade cut
-                // short by its bound goes on with the next events): said as it is
-                return HttpResponse::Accepted().json(json!({
-                    "member": member, "alias": alias, "ref": reference, "status": "approved",
-                    "merge_approved": approved, "merged": null,
-                    "detail": "the merge goes on with the next events: watch for its `merged` \
-                               output (/v1/outputs?output=merged&member=...)",
+                // approved and logged, but its cascade was cut at the engine's bound (a
+                // guard against a logic loop): the two are not one, and it is said
+                return HttpResponse::InternalServerError().json(json!({
+                    "error": "merge_unfinished", "member": member, "alias": alias,
+                    "ref": reference, "merge_approved": approved, "merged": null,
+                    "detail": "the merge was approved and logged, but its cascade was cut at \
+                               the engine's bound (`runaway` in /v1/stats): the two are not \
+                               merged; report it",
                 }));
             }
             let ledger: Vec<Value> = outputs

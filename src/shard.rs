@@ -1159,8 +1159,8 @@ pub enum MembersMerged {
         /// The other member (the survivor of the id given).
         with: String,
     },
-    /// One of the two (named) is in a merge of its own that has not ended yet: nothing
-    /// logged.
+    /// One of the two (named) is in a merge that never finished (its cascade was cut at
+    /// the engine's bound): nothing logged.
     Merging(String),
     /// `keep_phone_of` named neither member (nor a member merged into either).
     KeepNeither,
@@ -2760,8 +2760,8 @@ impl Handler<MergeMembers> for Shard {
             let unchanged = MembersMerged::Unchanged { member: a };
             return self.answer_once_durable(msg.reply, unchanged, ctx);
         }
-        // a merge under way (cut short by the cascade bound, finished by the next events):
-        // who the person is, and its phone, are not known until it ends
+        // a merge that never finished (its cascade cut at the engine's bound): who the person
+        // is, and its phone, are not known
         if busy_a || busy_b {
             let busy = if busy_a { a } else { b };
             return drop(msg.reply.send(Ok(MembersMerged::Merging(busy))));
