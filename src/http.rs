@@ -1886,7 +1886,8 @@ impl Holders {
 /// A page of outputs as `q` asks, or 400 naming what is wrong with `q`. A merge refused
 /// for two phones (`merge_conflict`, `different phone numbers`) says whether it is still
 /// `pending`: the two still two members, for a person to merge or leave
-/// (`POST /v1/members/{id}/merge`); `pending=true|false` lists those that are or are not.
+/// (`POST /v1/members/{id}/merge`); with `output=merge_conflict`, `pending=true|false` lists
+/// those that are or are not.
 async fn answer_outputs(st: &AppState, mut q: OutputQuery) -> HttpResponse {
     let conflicts = q.output.as_deref() == Some("merge_conflict");
     // a person's refused merges are those of every id merged into it since, or it into: the
@@ -1902,8 +1903,9 @@ async fn answer_outputs(st: &AppState, mut q: OutputQuery) -> HttpResponse {
             read_store(st, "outputs", move |e, s| {
                 let want = f.pending;
                 let mut members = Holders::default();
+                // every refusal listed says whether it waits (also on a page of all kinds)
                 let keep = |v: &mut Value| {
-                    if !conflicts {
+                    if v.get("output").and_then(Value::as_str) != Some("merge_conflict") {
                         return true;
                     }
                     if let Some(p) = &person {
@@ -2668,7 +2670,7 @@ async fn post_merge(
             "ref_conflict",
             format!(
                 "member {member} was merged with another member under `{reference}` already; \
-                 a reference is one merge (give another for another)"
+                 a reference is one merge of a member (give another for another)"
             ),
         ),
         Ok(Ok(R::Done {

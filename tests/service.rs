@@ -727,6 +727,15 @@ fn a_person_merges_two_members_the_service_refused_and_it_survives_a_restart() {
         "{listed}"
     );
     assert_eq!((waiting(&s, true), waiting(&s, false)), (1, 0));
+    // and says so on a page of every kind too
+    let all = s.get("/v1/outputs?limit=1000");
+    let refusal = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["output"]["output"] == "merge_conflict")
+        .expect("the refusal listed");
+    assert_eq!(refusal["output"]["pending"], true, "{refusal}");
     let (code, v) = s.request("GET", "/v1/outputs?output=ledger&pending=true", "");
     assert_eq!((code, v["error"].as_str()), (400, Some("bad_query")), "{v}");
     let (code, v) = merge(&s, &a, json!({"with": b, "ref": "CS-M1"}));
