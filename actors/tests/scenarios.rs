@@ -717,6 +717,22 @@ fn two_phones_never_merge_automatically() {
     assert_eq!(named, [("phone".into(), Some(third))]);
 }
 
+/// A world of two members, each an identity given (`"kind":"value"`) with a phone of its
+/// own: the first earned 300 points (order `a`), the second 200 (order `b`).
+fn two_phones(first: &str, second: &str) -> World {
+    let mut w = bought(
+        &format!(r#"{{{first},"phone":"13800000001"}}"#),
+        "a",
+        1,
+        30000,
+        T0,
+        T0,
+    );
+    let second = format!(r#"{{{second},"phone":"13800000002"}}"#);
+    buy(&mut w, &second, "b", 1, 20000, T0, T0);
+    w
+}
+
 /// Two members the service refused to merge (two phones) are one person to customer
 /// service: a person merges them keeping one phone; the other is released (the number then
 /// starts a member of its own), the points of both are the person's, and identities of
@@ -725,23 +741,7 @@ fn two_phones_never_merge_automatically() {
 fn a_person_merges_two_members_the_service_refused_keeping_one_phone() {
     use omnistream_actors::{Cmd, Key, MemberCmd};
     for keep_larger in [false, true] {
-        let mut w = bought(
-            r#"{"openid":"oa","phone":"13800000001"}"#,
-            "a",
-            1,
-            30000,
-            T0,
-            T0,
-        );
-        buy(
-            &mut w,
-            r#"{"tmall":"tb","phone":"13800000002"}"#,
-            "b",
-            1,
-            20000,
-            T0,
-            T0,
-        );
+        let mut w = two_phones(r#""openid":"oa""#, r#""tmall":"tb""#);
         w.send(&format!(
             r#"{{"type":"identify","ts":"{T1}","member":{{"openid":"oa","tmall":"tb"}}}}"#
         ));
@@ -868,23 +868,7 @@ fn a_person_merges_two_members_the_service_refused_keeping_one_phone() {
 /// for customer service, counted once.
 #[test]
 fn a_merge_refused_for_two_phones_is_said_once_an_event() {
-    let mut w = bought(
-        r#"{"jd":"jP1","phone":"13800000001"}"#,
-        "a",
-        1,
-        30000,
-        T0,
-        T0,
-    );
-    buy(
-        &mut w,
-        r#"{"tmall":"tP2","phone":"13800000002"}"#,
-        "b",
-        1,
-        20000,
-        T0,
-        T0,
-    );
+    let mut w = two_phones(r#""jd":"jP1""#, r#""tmall":"tP2""#);
     let said = w.said(&order(
         "c",
         "placed",
