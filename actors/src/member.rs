@@ -38,10 +38,7 @@ const FIRST_PASS: u128 = 1 << 127;
 /// event ids, in [`Member::recent`]): the event's id with a bit of its own flipped (as
 /// [`FIRST_PASS`] does) and the other member's id mixed in.
 fn refusal_mark(event: uuid::Uuid, other: &str) -> u128 {
-    let other = (other.bytes()).fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    event.as_u128() ^ (1 << 126) ^ u128::from(other)
+    event.as_u128() ^ (1 << 126) ^ u128::from(crate::fraud::hash64(other))
 }
 
 /// One member's state.
@@ -1620,17 +1617,14 @@ impl Member {
                 if with == me {
                     return; // one member already
                 }
-                let phone = self.ids.of_kind("phone").map(Str::from);
-                let released = phone.filter(|p| keep.as_ref().is_some_and(|k| k != p));
-                if let Some(old) = &released {
-                    let rest: Vec<Id> = (self.ids.to_vec().into_iter())
-                        .filter(|(k, _)| k != "phone")
-                        .collect();
-                    self.ids.set(&rest);
-                    let release = IdentityCmd::Release { member: me.clone() };
-                    let key = Key::Identity("phone".into(), old.clone());
-                    fx.send(key, Cmd::Identity(release));
-                }
+                // a phone other than the one kept is given up
+                let mine = self.ids.of_kind("phone");
+                let gives_up = matches!((mine, keep.as_deref()), (Some(p), Some(k)) if p != k);
+                let released = if gives_up {
+                    self.swap_phone(None, fx)
+                } else {
+                    None
+                };
                 fx.out(Output::MergeApproved {
                     member: me,
                     with: with.clone(),
@@ -2197,28 +2191,10 @@ impl Member {
         if let Some(other) = taken_by {
             return self.not_bound(phone, PHONE_TAKEN, Some(other), fx);
         }
-        let previous = self.ids.of_kind("phone").map(Str::from);
-        if previous.as_ref() == Some(&phone) {
+        if self.ids.of_kind("phone") == Some(phone.as_str()) {
             return;
         }
-        let mut all: Vec<Id> = self
-            .ids
-            .to_vec()
-            .into_iter()
-            .filter(|(k, _)| k != "phone")
-            .collect();
-        all.push(("phone".into(), phone.clone()));
-        all.sort();
-        self.ids.set(&all);
-        if let Some(old) = &previous {
-            let release = IdentityCmd::Release {
-                member: self.id.clone(),
-            };
-            fx.send(
-                Key::Identity("phone".into(), old.clone()),
-                Cmd::Identity(release),
-            );
-        }
+        let previous = self.swap_phone(Some(phone.clone()), fx);
         fx.out(Output::PhoneReplaced {
             member: self.id.clone(),
             phone,
@@ -2226,6 +2202,26 @@ impl Member {
             reference,
             by: None,
         });
+    }
+
+    /// Binds `phone` as the member's phone in place of the one it has (None: no phone any
+    /// more), and releases that one: answers it.
+    fn swap_phone(&mut self, phone: Option<Str>, fx: &mut Effects) -> Option<Str> {
+        let previous = self.ids.of_kind("phone").map(Str::from);
+        let mut all: Vec<Id> = (self.ids.to_vec().into_iter())
+            .filter(|(k, _)| k != "phone")
+            .collect();
+        all.extend(phone.map(|p| ("phone".into(), p)));
+        all.sort();
+        self.ids.set(&all);
+        if let Some(old) = &previous {
+            let release = IdentityCmd::Release {
+                member: self.id.clone(),
+            };
+            let key = Key::Identity("phone".into(), old.clone());
+            fx.send(key, Cmd::Identity(release));
+        }
+        previous
     }
 
     /// A phone a person asked to bind that was not: counted and said, naming the member it

@@ -64,6 +64,32 @@ impl World {
             .collect()
     }
 
+    /// A person's command to member `who` (as the service's admin routes send it, at one
+    /// fixed service time, under command id `n` of kind `kind`): what it emitted.
+    fn persons(
+        &mut self,
+        who: &str,
+        cmd: omnistream_actors::MemberCmd,
+        kind: u64,
+        n: u64,
+    ) -> Vec<Output> {
+        use omnistream_actors::{Cmd, Key};
+        let before = self.out.len();
+        let at = omnistream_schemas::EventTime::from_unix_ms(1_794_366_000_000);
+        let id = uuid::Uuid::from_u64_pair(kind, n);
+        self.engine.command(
+            Key::Member(who.into()),
+            Cmd::Member(cmd),
+            id,
+            at,
+            &mut self.out,
+        );
+        self.out[before..]
+            .iter()
+            .map(|e| e.output.clone())
+            .collect()
+    }
+
     fn outputs(&self) -> Vec<&Output> {
         self.out.iter().map(|e| &e.output).collect()
     }
@@ -739,7 +765,7 @@ fn two_phones(first: &str, second: &str) -> World {
 /// either lead to the survivor. Without a phone to keep, the merge is refused as before.
 #[test]
 fn a_person_merges_two_members_the_service_refused_keeping_one_phone() {
-    use omnistream_actors::{Cmd, Key, MemberCmd};
+    use omnistream_actors::MemberCmd;
     for keep_larger in [false, true] {
         let mut w = two_phones(r#""openid":"oa""#, r#""tmall":"tb""#);
         w.send(&format!(
@@ -765,20 +791,12 @@ fn a_person_merges_two_members_the_service_refused_keeping_one_phone() {
         let mut n = 0u64;
         let mut join = |w: &mut World, at: &str, with: &str, keep: Option<String>| {
             n += 1;
-            let cmd = Cmd::Member(MemberCmd::Join {
+            let cmd = MemberCmd::Join {
                 with: with.into(),
                 keep: keep.map(Into::into),
                 reference: "CS-9".into(),
-            });
-            let before = w.out.len();
-            let t = omnistream_schemas::EventTime::from_unix_ms(1_794_366_000_000);
-            let id = uuid::Uuid::from_u64_pair(78, n);
-            w.engine
-                .command(Key::Member(at.into()), cmd, id, t, &mut w.out);
-            w.out[before..]
-                .iter()
-                .map(|e| e.output.clone())
-                .collect::<Vec<_>>()
+            };
+            w.persons(at, cmd, 78, n)
         };
         // no phone to keep: the survivor refuses as it did for the identities
         let said = join(&mut w, &a, &b, None);
@@ -844,7 +862,7 @@ fn a_person_merges_two_members_the_service_refused_keeping_one_phone() {
         assert_eq!(m.points.balance, 500, "300 + 200: both sides' points");
         assert_eq!(w.ledger_sum(&a) + w.ledger_sum(&b), 500);
         // the number given up starts a member of its own
-        let other = if given_up == phone_of_plain(&w, "13800000001") {
+        let other = if given_up == hashed("13800000001") {
             "13800000001"
         } else {
             "13800000002"
@@ -889,7 +907,7 @@ fn a_merge_refused_for_two_phones_is_said_once_an_event() {
 }
 
 /// A phone as stored (hashed with the worlds' key).
-fn phone_of_plain(_w: &World, phone: &str) -> String {
+fn hashed(phone: &str) -> String {
     Pii::new(KEY)
         .protect(&omnistream_schemas::IdKind::Phone, phone)
         .unwrap()
@@ -1987,7 +2005,7 @@ fn a_member_id_never_issued_starts_no_member_and_is_said() {
 /// member has is refused, naming that member, and nothing moves.
 #[test]
 fn a_phone_replaced_by_a_person_moves_the_member_to_the_new_number() {
-    use omnistream_actors::{Cmd, Key, MemberCmd};
+    use omnistream_actors::MemberCmd;
     let mut w = World::new(Rules::default());
     // `a` is started by its phone: the old number's next owner must not get `a`'s id
     w.send(&format!(
@@ -2001,24 +2019,14 @@ fn a_phone_replaced_by_a_person_moves_the_member_to_the_new_number() {
     ));
     let a = w.member_by("openid", "oa").id.clone();
     let b = w.member_by("openid", "ob").id.clone();
-    let hashed = |p: &str| {
-        Pii::new(KEY)
-            .protect(&omnistream_schemas::IdKind::Phone, p)
-            .unwrap()
-    };
     let mut n = 0u64;
     let mut replace = |w: &mut World, who: &str, phone: &str| -> Vec<Output> {
         n += 1;
-        let cmd = Cmd::Member(MemberCmd::ReplacePhone {
-            phone: hashed(phone),
+        let cmd = MemberCmd::ReplacePhone {
+            phone: hashed(phone).into(),
             reference: "CS-1".into(),
-        });
-        let before = w.out.len();
-        let at = omnistream_schemas::EventTime::from_unix_ms(1_794_366_000_000);
-        let id = uuid::Uuid::from_u64_pair(77, n);
-        w.engine
-            .command(Key::Member(who.into()), cmd, id, at, &mut w.out);
-        w.out[before..].iter().map(|e| e.output.clone()).collect()
+        };
+        w.persons(who, cmd, 77, n)
     };
     // another member's phone: refused, naming it
     let said = replace(&mut w, &a, "13800000002");
