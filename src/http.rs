@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::shard::{GetBoard, GetStats, Ingest, Item, Outcome, Read, Shard, ShardError, Shutdown};
+use crate::shard::{GetBoard, GetStats, Ingest, Item, Outcome, Read, Shard, Shutdown};
 use crate::store::{Store, StoreError};
 use actix::prelude::*;
 use actix_web::http::StatusCode;
@@ -1908,11 +1908,11 @@ async fn answer_outputs(st: &AppState, mut q: OutputQuery) -> HttpResponse {
                     if v.get("output").and_then(Value::as_str) != Some("merge_conflict") {
                         return true;
                     }
+                    let id = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+                    let (a, b) = (id("member"), id("other"));
                     if let Some(p) = &person {
-                        let id = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("");
                         let p = members.of(e, p).0.clone();
-                        let (a, b) = (id("member"), id("other"));
-                        if members.of(e, a).0 != p && members.of(e, b).0 != p {
+                        if members.of(e, &a).0 != p && members.of(e, &b).0 != p {
                             return false;
                         }
                     }
@@ -1920,8 +1920,6 @@ async fn answer_outputs(st: &AppState, mut q: OutputQuery) -> HttpResponse {
                     if v.get("reason").and_then(Value::as_str) != Some(phones) {
                         return want.is_none();
                     }
-                    let id = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("");
-                    let (a, b) = (id("member").to_string(), id("other").to_string());
                     let pending = e.member(&a).is_some()
                         && e.member(&b).is_some()
                         && members.of(e, &a).0.clone() != members.of(e, &b).0;
@@ -2324,10 +2322,10 @@ fn persons_request<A>(
 
 /// Sends the shard the message `make` builds around a reply channel and waits for the reply
 /// (given once what it did is durable), or answers 503 when the shard is gone.
-async fn ask_shard<T, M>(
+async fn ask_shard<R, M>(
     st: &AppState,
-    make: impl FnOnce(tokio::sync::oneshot::Sender<Result<T, ShardError>>) -> M,
-) -> Result<Result<T, ShardError>, HttpResponse>
+    make: impl FnOnce(tokio::sync::oneshot::Sender<R>) -> M,
+) -> Result<R, HttpResponse>
 where
     M: actix::Message<Result = ()> + Send + 'static,
     Shard: actix::Handler<M>,
@@ -2781,21 +2779,14 @@ async fn post_review(
         Ok(read) => read,
         Err(why) => return error(StatusCode::BAD_REQUEST, "bad_body", why),
     };
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    if st
-        .shard
-        .send(crate::shard::Review {
-            event,
-            allow,
-            by,
-            reply: tx,
-        })
-        .await
-        .is_err()
-    {
-        return shard_stopped();
-    }
-    match rx.await {
+    let answer = ask_shard(&st, |reply| crate::shard::Review {
+        event,
+        allow,
+        by,
+        reply,
+    });
+    match answer.await {
+        Err(stopped) => stopped,
         Ok(None) => error(
             StatusCode::NOT_FOUND,
             "no_review",
@@ -2840,7 +2831,6 @@ async fn post_review(
             ),
         },
         Ok(Some(Err(e))) => store_unavailable(e),
-        Err(_) => shard_stopped(),
     }
 }
 

@@ -808,7 +808,7 @@ fn is_zero_i16(n: &i16) -> bool {
 struct Adjustments(AdjustedRefs);
 
 /// Member → reference → points; a phone replacement's reference is kept under
-/// [`phone_ref`], with a digest of the phone ([`phone_digest`]) for its points.
+/// [`phone_ref`], with a digest of the phone ([`digest`]) for its points.
 type AdjustedRefs = std::collections::HashMap<String, std::collections::HashMap<String, i64>>;
 
 /// The key a phone replacement's reference is kept under beside the adjustments' (a
@@ -818,22 +818,30 @@ fn phone_ref(reference: &str) -> String {
 }
 
 /// The key a merge's reference is kept under (under the member that gave its phone up, or
-/// that the merge ran at), with a digest of the other member's id ([`phone_digest`]).
+/// that the merge ran at), with a digest of the other member's id ([`digest`]).
 fn merge_ref(reference: &str) -> String {
     format!("merge\u{1f}{reference}")
 }
 
 /// A phone (as stored) or a member id in 64 bits: which number a reference replaced the
 /// phone with, or which member a reference merged with.
-fn phone_digest(phone: &str) -> i64 {
+fn digest(value: &str) -> i64 {
     use sha2::Digest;
-    let d = sha2::Sha256::digest(phone.as_bytes());
+    let d = sha2::Sha256::digest(value.as_bytes());
     i64::from_le_bytes(d[..8].try_into().unwrap_or_default())
 }
 
 impl Adjustments {
     fn get(&self, member: &str, reference: &str) -> Option<i64> {
         self.0.get(member)?.get(reference).copied()
+    }
+
+    /// Keeps what `member`'s person's command under `key` did.
+    fn record(&mut self, member: &str, key: String, value: i64) {
+        self.0
+            .entry(member.to_string())
+            .or_default()
+            .insert(key, value);
     }
 
     fn observe(&mut self, out: &[Emitted]) {
@@ -844,34 +852,19 @@ impl Adjustments {
                     reference,
                     points,
                     ..
-                } => {
-                    self.0
-                        .entry(member.to_string())
-                        .or_default()
-                        .insert(reference.to_string(), *points);
-                }
+                } => self.record(member, reference.to_string(), *points),
                 Output::PhoneReplaced {
                     member,
                     reference,
                     phone,
                     ..
-                } => {
-                    self.0
-                        .entry(member.to_string())
-                        .or_default()
-                        .insert(phone_ref(reference), phone_digest(phone));
-                }
+                } => self.record(member, phone_ref(reference), digest(phone)),
                 Output::MergeApproved {
                     member,
                     with,
                     reference,
                     ..
-                } => {
-                    self.0
-                        .entry(member.to_string())
-                        .or_default()
-                        .insert(merge_ref(reference), phone_digest(with));
-                }
+                } => self.record(member, merge_ref(reference), digest(with)),
                 Output::Merged { survivor, alias } => {
                     if let Some(moved) = self.0.remove(alias.as_str()) {
                         let into = self.0.entry(survivor.to_string()).or_default();
@@ -2598,8 +2591,6 @@ impl Shard {
         rx
     }
 
-    /// Applies a command of the admin API, logs it like an event and schedules its commit:
-    /// the outcome, once durable.
     /// Answers `reply` with `answer` once everything taken before is durable: a retry, whose
     /// first may not be durable yet.
     fn answer_once_durable<T: Send + 'static>(
@@ -2642,6 +2633,8 @@ impl Shard {
         });
     }
 
+    /// Applies a command of the admin API, logs it like an event and schedules its commit:
+    /// the outcome, once durable.
     fn run_admin(
         &mut self,
         entry: &AdminEntry,
@@ -2713,7 +2706,7 @@ impl Handler<ReplacePhone> for Shard {
         // one replacement a member and reference: the same again is its retry, another
         // number under it a conflict (a late retry must not undo a later change)
         let before = self.adjusted.get(&member, &phone_ref(&msg.reference));
-        if before.is_some_and(|d| d != phone_digest(&msg.phone)) {
+        if before.is_some_and(|d| d != digest(&msg.phone)) {
             let conflict = PhoneReplaced::RefConflict { member };
             return self.answer_once_durable(msg.reply, conflict, ctx);
         }
@@ -2770,7 +2763,7 @@ impl Handler<MergeMembers> for Shard {
         // is one member now, answered above)
         for (m, other) in [(&a, &b), (&b, &a)] {
             let before = self.adjusted.get(m, &merge_ref(&msg.reference));
-            if before.is_some_and(|d| d != phone_digest(other)) {
+            if before.is_some_and(|d| d != digest(other)) {
                 let conflict = MembersMerged::RefConflict { member: m.clone() };
                 return self.answer_once_durable(msg.reply, conflict, ctx);
             }
