@@ -336,6 +336,8 @@ pub enum MemberCmd {
         /// The case it is recorded under.
         reference: Str,
     },
+    /// A person's block on this member's scans, set or lifted (appended last).
+    Block(crate::fraud::block::BlockCmd),
 }
 
 /// See [`MemberCmd::Phones`].
@@ -662,6 +664,14 @@ pub enum CrowdCmd {
     Check(Box<ScanCheck>),
     /// Ordinary activity from this device (a click): it has been in use since then (devices).
     Seen,
+    /// A person's block on this device, address or prefix (`value`, its key's id), set or
+    /// lifted (appended last).
+    Block {
+        /// The device, address or prefix.
+        value: Str,
+        /// What the person asked.
+        block: crate::fraud::block::BlockCmd,
+    },
 }
 
 /// Commands for a ring (a component of members linked by devices and home IPs), keyed by its

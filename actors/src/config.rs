@@ -973,6 +973,12 @@ impl FraudRules {
         if self.in_store_factor == 0 {
             return bad("in-store-factor", "must be >= 1 (1: no difference)");
         }
+        if self.shadow.contains(&crate::fraud::Reason::Blocked) {
+            return bad(
+                "shadow",
+                "`blocked` is a person's block, not a rule: lift the block instead",
+            );
+        }
         Ok(())
     }
 }
@@ -1235,6 +1241,11 @@ mod tests {
         assert_eq!(r.check(), Ok(()));
         let e = toml::from_str::<Rules>("[default-campaign.fraud]\nshadow = [\"no_such\"]\n");
         assert!(e.is_err(), "unknown reason names are refused");
+        let r: Rules =
+            toml::from_str("[default-campaign.fraud]\nshadow = [\"blocked\"]\n").unwrap();
+        let (key, why) = r.check().unwrap_err();
+        assert_eq!(key, "default-campaign.fraud.shadow");
+        assert!(why.contains("person's block"), "{why}");
         let r: Rules = toml::from_str("[default-campaign.fraud]\nip-members = 64\n").unwrap();
         assert_eq!(
             r.check().unwrap_err().0,

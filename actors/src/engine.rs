@@ -1234,6 +1234,11 @@ impl Engine {
         self.ips.get(ip, self.cold_ref())
     }
 
+    /// A network prefix's counts.
+    pub fn net(&self, net: &str) -> Option<Cow<'_, Crowd>> {
+        self.nets.get(net, self.cold_ref())
+    }
+
     /// A ring, by label.
     pub fn ring(&self, label: &str) -> Option<Cow<'_, Ring>> {
         self.rings.get(label, self.cold_ref())

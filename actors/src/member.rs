@@ -1637,6 +1637,15 @@ impl Member {
                 let merge = MemberCmd::MergeInto { survivor: with };
                 self.apply(merge, new_member, ctx, fx);
             }
+            MemberCmd::Block(block) => {
+                let lift = matches!(block, crate::fraud::block::BlockCmd::Lift { .. });
+                if lift && self.scan.is_empty() {
+                    return; // nothing blocked, no scan profile to start
+                }
+                let blocks = &mut self.scan.get_mut().blocks;
+                let on = crate::fraud::block::BlockOn::Member;
+                crate::fraud::block::apply(blocks, on, &me, block, ctx.at, fx);
+            }
             MemberCmd::Click { channel, .. } => {
                 if self.first_event(ctx) {
                     self.add_channel(&channel);
@@ -4022,6 +4031,7 @@ mod tests {
             store: None,
             batch: None,
             dealer: None,
+            blocked: None,
         };
         let decided = |points, not_granted, scanned| {
             MemberCmd::ScanDecided(Box::new(crate::cmd::ScanDecided {
@@ -4078,8 +4088,11 @@ mod tests {
         }
         let stored = crate::cold::encode(&m).unwrap();
         assert_eq!(crate::cold::decode::<Member>(&stored).unwrap(), m);
-        // encoding 3: each member's last byte (its offset's `None`) taken out
-        let mut v3 = crate::cold::without_appended(&stored, &inner, 1);
+        // encoding 3: each member's last byte (its offset's `None`) taken out, and each
+        // scan profile's blocks (encoding 13)
+        let stored = without_blocks(&without_blocks(&stored, &m), &inner);
+        let inner_v12 = without_blocks(&crate::cold::encode(&inner).unwrap(), &inner);
+        let mut v3 = crate::cold::without_last(&stored, &inner_v12[1..], 1);
         assert_eq!(v3.pop(), Some(0), "the outer member's offset last");
         v3[0] = 3;
         assert_eq!(crate::cold::decode::<Member>(&v3).unwrap(), m);
@@ -4103,13 +4116,21 @@ mod tests {
         if let Some(g) = m.merging.as_mut() {
             g.stash.push(visit.clone());
         }
-        let stored = crate::cold::encode(&m).unwrap();
+        let stored = without_blocks(&crate::cold::encode(&m).unwrap(), &m);
         // the empty channel last
         let mut v6 = crate::cold::without_appended(&stored, &visit, 1);
         v6[0] = 6;
         assert_eq!(crate::cold::decode::<Member>(&v6).unwrap(), m);
         v6[0] = 7;
         assert!(crate::cold::decode::<Member>(&v6).is_err());
+    }
+
+    /// `stored` without the empty list of blocks encoding 13 appended to `m`'s scan profile
+    /// (for tests that read older encodings back).
+    fn without_blocks(stored: &[u8], m: &Member) -> Vec<u8> {
+        let profile = m.scan.get().cloned().unwrap_or_default();
+        assert!(profile.blocks.is_empty());
+        crate::cold::without_appended(stored, &profile, 1)
     }
 
     /// X-RFM `(frequency, monetary)` of each window at minute `min`.
@@ -4274,7 +4295,7 @@ mod tests {
         assert_eq!(hex, FULL_STORED, "the stored layout of a member changed");
         // encodings 2 and 3: without the offset (`Some(0)`, the last two bytes), read as
         // not known
-        let mut old = stored;
+        let mut old = without_blocks(&stored, &full_member(&rules()));
         assert_eq!(old.split_off(old.len() - 2), [1, 0]);
         let unknown = Member {
             offset_min: None,
@@ -4284,8 +4305,9 @@ mod tests {
             old[0] = version;
             assert_eq!(crate::cold::decode::<Member>(&old).unwrap(), unknown);
         }
-        // encoding 4: the same bytes as 5 (which changed dealers only)
-        let mut v4 = crate::cold::encode(&full_member(&rules())).unwrap();
+        // encoding 4: the same bytes as 5 (which changed dealers only), to 12
+        let full = crate::cold::encode(&full_member(&rules())).unwrap();
+        let mut v4 = without_blocks(&full, &full_member(&rules()));
         v4[0] = 4;
         assert_eq!(
             crate::cold::decode::<Member>(&v4).unwrap(),
@@ -4293,11 +4315,12 @@ mod tests {
         );
     }
 
-    /// `crate::cold::encode` of `full_member`, version 8 (the same bytes as versions 4 to 7
-    /// after the first, and as 2 and 3 but for the offset 4 appended: 3 changed orders only,
-    /// 5 dealers and stores only, 6 and 7 orders and stores only, 8 SKUs only).
+    /// `crate::cold::encode` of `full_member`, version 13 (the same bytes as versions 4 to 12
+    /// after the first but for the empty list of blocks 13 appended to the scan profile, and
+    /// as 2 and 3 but for the offset 4 appended: 3 changed orders only, 5 dealers and stores
+    /// only, 6 and 7 orders and stores only, 8 SKUs only, 9 to 12 other commands).
     const FULL_STORED: &str = concat!(
-        "0c116d30313233343536373839616263646566000003066f70656e6964076f2d6f74686572066f70656e6964",
+        "0d116d30313233343536373839616263646566000003066f70656e6964076f2d6f74686572066f70656e6964",
         "1a6f5837665f326b71395a4c6d4138316243336445664768496a4b0570686f6e654039663263346431653861",
         "3762366335643465336632613162306339643865376636613562346333643265316630613962386337643665",
         "356634613362326331648080baf2d8a2af068080d1cbc5e8af06010673742d303039030863616d706169676e",
@@ -4318,6 +4341,6 @@ mod tests {
         "9dd99a97b10603a1dcddfbe6ed9ab77580d8e4e69997b106a1dcddfbe6ed9ab77580f480a09a97b106a1dcdd",
         "fbe6ed9ab77580909dd99a97b106010a6d3030303040323937310501cef4a99df7defdbd35eaacffdaabcaf9",
         "ee5180909dd99a97b10601d39bc2aafbe0e0d40801dc83dfbdbdb7c2842580e8b68fc1e8af068098eb87cae8",
-        "af0601dc860308636e792d32303237140380f480a09a97b1060100",
+        "af060001dc860308636e792d32303237140380f480a09a97b1060100",
     );
 }

@@ -525,6 +525,48 @@ pub enum Output {
         #[serde(default, skip_serializing_if = "crate::cold::omit")]
         by: Option<Box<Resolver>>,
     },
+    /// A person blocked a member, a device, an IP address or a network prefix (`POST
+    /// /v1/blocks`): its scans in the campaign (or in every campaign) are blocked, reason
+    /// `blocked`, until `until` (event time) or until lifted.
+    BlockSet {
+        /// `member`, `device`, `ip` or `net`.
+        on: crate::fraud::block::BlockOn,
+        /// The member id (the survivor of the id given), device, address or prefix.
+        value: Str,
+        /// The campaign (absent: every campaign).
+        #[serde(default, skip_serializing_if = "crate::cold::omit")]
+        campaign: Option<Str>,
+        /// When it ends, event time (absent: when lifted).
+        #[serde(default, skip_serializing_if = "crate::cold::omit")]
+        until: Option<omnistream_schemas::EventTime>,
+        /// The case it is recorded under.
+        #[serde(rename = "ref")]
+        reference: Str,
+        /// The case of the block for the same campaign it replaced, if one was set.
+        #[serde(default, skip_serializing_if = "crate::cold::omit")]
+        replaced: Option<Str>,
+        /// Who asked, when and why, as the service recorded the request.
+        #[serde(default, skip_serializing_if = "crate::cold::omit")]
+        by: Option<Box<Resolver>>,
+    },
+    /// A person lifted a block (`POST /v1/blocks/lift`).
+    BlockLifted {
+        /// `member`, `device`, `ip` or `net`.
+        on: crate::fraud::block::BlockOn,
+        /// The member id, device, address or prefix.
+        value: Str,
+        /// The campaign (absent: the block for every campaign).
+        #[serde(default, skip_serializing_if = "crate::cold::omit")]
+        campaign: Option<Str>,
+        /// The case the lift is recorded under.
+        #[serde(rename = "ref")]
+        reference: Str,
+        /// The case the block lifted was set under.
+        lifted: Str,
+        /// Who asked, when and why, as the service recorded the request.
+        #[serde(default, skip_serializing_if = "crate::cold::omit")]
+        by: Option<Box<Resolver>>,
+    },
 }
 
 /// Whether `name` is the `output` tag of some output; the error lists every tag (serde's own
@@ -583,7 +625,10 @@ impl Output {
             | Output::StockShort { .. }
             | Output::StockCountIgnored { .. } => "stock",
             Output::Credit { .. } | Output::PaymentIgnored { .. } => "credit",
-            Output::Decision { .. } | Output::ReviewResolved { .. } => "decisions",
+            Output::Decision { .. }
+            | Output::ReviewResolved { .. }
+            | Output::BlockSet { .. }
+            | Output::BlockLifted { .. } => "decisions",
             Output::Diversion { .. } | Output::RingFlagged { .. } => "alerts",
         }
     }

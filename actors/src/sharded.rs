@@ -946,6 +946,33 @@ impl Sharded {
         self.member(&id)
     }
 
+    /// The blocks a person set on a member, a device, an address or a prefix, with what they
+    /// are on: a member id leads to its survivor (whose blocks they are; None when no member
+    /// has the id); a device, address or prefix never seen has none.
+    pub fn blocks(
+        &self,
+        on: crate::fraud::block::BlockOn,
+        value: &str,
+    ) -> Option<(crate::Str, Vec<crate::fraud::block::Block>)> {
+        use crate::fraud::block::BlockOn;
+        let e = self.engine_of(&on.key(&value.into()));
+        let crowd = match on {
+            BlockOn::Member => {
+                // a state stored blank is no member
+                let m = self.member(value).filter(|m| m.first_seen != 0)?;
+                let blocks = m.scan.get().map(|s| s.blocks.clone()).unwrap_or_default();
+                return Some((m.id.clone(), blocks));
+            }
+            BlockOn::Device => e.device(value),
+            BlockOn::Ip => e.ip(value),
+            BlockOn::Net => e.net(value),
+        };
+        Some((
+            value.into(),
+            crowd.map(|c| c.blocks.clone()).unwrap_or_default(),
+        ))
+    }
+
     /// A SKU's state.
     pub fn sku(&self, id: &str) -> Option<Cow<'_, Sku>> {
         self.engine_of(&Key::Sku(id.into())).sku(id)

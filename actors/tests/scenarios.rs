@@ -74,16 +74,22 @@ impl World {
         n: u64,
     ) -> Vec<Output> {
         use omnistream_actors::{Cmd, Key};
+        self.persons_to(Key::Member(who.into()), Cmd::Member(cmd), kind, n)
+    }
+
+    /// A person's command `cmd` to the entity of `key` (as [`World::persons`]).
+    fn persons_to(
+        &mut self,
+        key: omnistream_actors::Key,
+        cmd: omnistream_actors::Cmd,
+        kind: u64,
+        n: u64,
+    ) -> Vec<Output> {
         let before = self.out.len();
+        // T1
         let at = omnistream_schemas::EventTime::from_unix_ms(1_794_366_000_000);
         let id = uuid::Uuid::from_u64_pair(kind, n);
-        self.engine.command(
-            Key::Member(who.into()),
-            Cmd::Member(cmd),
-            id,
-            at,
-            &mut self.out,
-        );
+        self.engine.command(key, cmd, id, at, &mut self.out);
         self.out[before..]
             .iter()
             .map(|e| e.output.clone())
@@ -974,6 +980,123 @@ fn a_merge_of_three_with_two_phones_follows_the_kinds_order() {
             assert_eq!(w.member_by("tmall", "tb").conflicts, 1, "key {key}");
         }
     }
+}
+
+/// The decision a scan got, with its reasons and the block it met.
+fn decided(said: &[Output]) -> (String, Vec<String>, Option<(String, String, String)>) {
+    said.iter()
+        .find_map(|o| match o {
+            Output::Decision {
+                decision,
+                reasons,
+                scan,
+                ..
+            } => Some((
+                decision.as_str().to_string(),
+                reasons
+                    .iter()
+                    .map(|c| c.reason.as_str().to_string())
+                    .collect(),
+                scan.as_ref().and_then(|s| s.blocked.as_ref()).map(|b| {
+                    let on = b.on.as_str().to_string();
+                    (on, b.value.to_string(), b.reference.to_string())
+                }),
+            )),
+            _ => None,
+        })
+        .expect("a decision")
+}
+
+/// A person's blocks: a device blocked in one campaign blocks its scans there (reason
+/// `blocked`, naming the block), not in another; lifted, it blocks nothing; a member blocked in
+/// every campaign is blocked on any device until the block's end, and the block follows the
+/// member into a merge.
+#[test]
+fn a_persons_block_stops_a_device_or_a_member_until_it_ends_or_is_lifted() {
+    use omnistream_actors::fraud::block::{BlockCmd, BlockOn};
+    use omnistream_actors::{Cmd, CrowdCmd, Key, MemberCmd};
+    let mut w = World::new(Rules::default());
+    for who in ["oa", "ob", "oc"] {
+        w.send(&format!(
+            r#"{{"type":"click","ts":"2026-10-01T10:00:00+08:00","channel":"mall","member":{{"openid":"{who}"}},"target":"ad1"}}"#
+        ));
+    }
+    let scan = |code: &str, who: &str, device: &str, campaign: &str, ts: &str| {
+        format!(
+            r#"{{"type":"scan","ts":"{ts}","channel":"campaign","code":"{code}","sku":"S1","campaign":"{campaign}","member":{{"openid":"{who}"}},"device":"{device}","ip":"1.2.3.4"}}"#
+        )
+    };
+    let set = |campaign: Option<&str>, until: Option<&str>, r: &str| BlockCmd::Set {
+        campaign: campaign.map(Into::into),
+        until: until.map(|u| omnistream_schemas::EventTime::parse(u).unwrap()),
+        reference: r.into(),
+    };
+    let device = |block| {
+        Cmd::Crowd(CrowdCmd::Block {
+            value: "d-bad".into(),
+            block,
+        })
+    };
+    let said = w.persons_to(
+        Key::Device("d-bad".into()),
+        device(set(Some("c1"), None, "R-1")),
+        9,
+        1,
+    );
+    assert!(
+        matches!(&said[..], [Output::BlockSet { on: BlockOn::Device, value, .. }] if value == "d-bad"),
+        "{said:?}"
+    );
+    let hit = Some(("device".into(), "d-bad".into(), "R-1".into()));
+    let (d, reasons, met) = decided(&w.said(&scan("K1", "oa", "d-bad", "c1", T2)));
+    assert_eq!((d.as_str(), met), ("block", hit.clone()));
+    assert_eq!(reasons.last().map(String::as_str), Some("blocked"));
+    assert_eq!(
+        decided(&w.said(&scan("K2", "oa", "d-bad", "c2", T2))).0,
+        "allow",
+        "another campaign"
+    );
+    assert_eq!(
+        decided(&w.said(&scan("K3", "oa", "d-ok", "c1", T2))).0,
+        "allow",
+        "another device"
+    );
+    let lift = BlockCmd::Lift {
+        campaign: Some("c1".into()),
+        reference: "R-2".into(),
+    };
+    let said = w.persons_to(Key::Device("d-bad".into()), device(lift), 9, 2);
+    assert!(matches!(&said[..], [Output::BlockLifted { lifted, .. }] if lifted == "R-1"));
+    assert_eq!(
+        decided(&w.said(&scan("K4", "oa", "d-bad", "c1", T2))).0,
+        "allow",
+        "lifted"
+    );
+    // a member blocked in every campaign until noon of the 12th
+    let b = w.member_by("openid", "ob").id.to_string();
+    let until = "2026-11-12T12:00:00+08:00";
+    w.persons(&b, MemberCmd::Block(set(None, Some(until), "R-3")), 9, 3);
+    let (d, _, met) = decided(&w.said(&scan("K5", "ob", "d-ob", "c2", T2)));
+    assert_eq!(
+        (d.as_str(), met),
+        ("block", Some(("member".into(), b.clone(), "R-3".into())))
+    );
+    // merged with another member, the person is still blocked, whichever id survives
+    w.send(&format!(
+        r#"{{"type":"identify","ts":"{T2}","member":{{"openid":"ob","card":"VIP-9"}}}}"#
+    ));
+    w.send(&format!(
+        r#"{{"type":"click","ts":"{T2}","channel":"mall","member":{{"openid":"oc","card":"VIP-9"}},"target":"ad1"}}"#
+    ));
+    let merged = w.member_by("openid", "oc").id.clone();
+    assert_eq!(merged, w.member_by("openid", "ob").id, "one member now");
+    let (d, _, _) = decided(&w.said(&scan("K6", "oc", "d-oc", "c1", T2)));
+    assert_eq!(d, "block", "the block follows the person");
+    assert_eq!(
+        decided(&w.said(&scan("K7", "oc", "d-oc", "c1", T3))).0,
+        "allow",
+        "ended"
+    );
 }
 
 #[test]

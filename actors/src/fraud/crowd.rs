@@ -8,6 +8,7 @@
 //! one component and the larger label merges into the smaller ([`super::ring`]). Labels reach
 //! other members lazily, when they next scan through a linking crowd.
 
+use super::block::{self, Block, BlockOn};
 use super::window::{BatchScans, Distinct, Rate};
 use super::{hash64, ring, ScanCheck};
 use crate::cmd::{CampaignCmd, Cmd, CrowdCmd, MemberCmd, RingCmd};
@@ -26,6 +27,17 @@ pub enum CrowdKind {
     Ip,
     /// A /24 or /64 prefix.
     Net,
+}
+
+impl CrowdKind {
+    /// What a block on such a crowd is on.
+    pub fn on(self) -> BlockOn {
+        match self {
+            CrowdKind::Device => BlockOn::Device,
+            CrowdKind::Ip => BlockOn::Ip,
+            CrowdKind::Net => BlockOn::Net,
+        }
+    }
 }
 
 /// One device's, IP's or prefix's counts.
@@ -50,6 +62,13 @@ pub struct Crowd {
     /// set it: a farm's phone that only scans stays as new as its accounts.
     #[serde(default, skip_serializing_if = "crate::cold::omit")]
     pub seen: i64,
+    /// A person's blocks on the scans from here. Added by encoding 13.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::cold::omit",
+        deserialize_with = "crate::cold::since::<13, _, _>"
+    )]
+    pub blocks: Vec<Block>,
 }
 
 impl Crowd {
@@ -64,7 +83,18 @@ impl Crowd {
                 }
                 return;
             }
+            CrowdCmd::Block { value, block } => {
+                block::apply(&mut self.blocks, kind.on(), &value, block, ctx.at, fx);
+                return;
+            }
         };
+        let value = match kind {
+            CrowdKind::Device => &check.device,
+            CrowdKind::Ip => &check.ip,
+            CrowdKind::Net => &check.net,
+        };
+        let hit = &mut check.features.block;
+        block::meet(hit, &self.blocks, kind.on(), value, &check.campaign, ts);
         let st = &ctx.rules.fraud;
         let member = hash64(&check.member);
         let f = &mut check.features;

@@ -12,6 +12,7 @@
 //! Entities only count; every threshold and weight is judged at the campaign with that
 //! campaign's rules, so one risk team can tune a campaign without touching the others.
 
+pub mod block;
 pub mod code;
 pub mod crowd;
 pub mod filter;
@@ -64,11 +65,14 @@ pub enum Reason {
     /// The member hopped over several addresses of one prefix within the hour (a rotating
     /// proxy handing each request a new address).
     IpRotation,
+    /// A person blocked the member, the device, the address or its prefix (in this campaign
+    /// or in all): the full 100 points, never in shadow (appended last).
+    Blocked,
 }
 
 impl Reason {
     /// Every reason, in a fixed order.
-    pub const ALL: [Reason; 16] = [
+    pub const ALL: [Reason; 17] = [
         Reason::CodeShared,
         Reason::CodeRepeat,
         Reason::UnknownCode,
@@ -85,6 +89,7 @@ impl Reason {
         Reason::Ring,
         Reason::CrossRegion,
         Reason::IpRotation,
+        Reason::Blocked,
     ];
 
     /// The stable name, as in outputs and metrics labels.
@@ -106,6 +111,7 @@ impl Reason {
             Reason::Ring => "ring",
             Reason::CrossRegion => "cross_region",
             Reason::IpRotation => "ip_rotation",
+            Reason::Blocked => "blocked",
         }
     }
 }
@@ -276,6 +282,14 @@ pub struct Features {
     pub ring_size: u32,
     /// Scanned outside the region of the dealer the batch was shipped to.
     pub outside_region: bool,
+    /// The first block of a person's the scan met on its way (member, device, address,
+    /// prefix). Added by encoding 13.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::cold::omit",
+        deserialize_with = "crate::cold::since::<13, _, _>"
+    )]
+    pub block: Option<Box<block::BlockHit>>,
 }
 
 /// One reason's part in a score.
@@ -327,6 +341,13 @@ pub struct Scanned {
     /// The dealer the batch was shipped to.
     #[serde(default, skip_serializing_if = "crate::cold::omit")]
     pub dealer: Option<Str>,
+    /// The person's block the scan met, when one blocked it. Added by encoding 13.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::cold::omit",
+        deserialize_with = "crate::cold::since::<13, _, _>"
+    )]
+    pub blocked: Option<Box<block::BlockHit>>,
 }
 
 impl ScanCheck {
@@ -339,6 +360,7 @@ impl ScanCheck {
             store: self.store,
             batch: self.batch,
             dealer: self.dealer,
+            blocked: self.features.block,
         }
     }
 }
@@ -555,6 +577,16 @@ pub fn score(f: &Features, r: &FraudRules) -> Verdict {
     }
     let (v, l) = over(f.member_net_ips, r.member_net_ips);
     push(Reason::IpRotation, graded(w.ip_rotation, v, l), v, l);
+    if f.block.is_some() {
+        // a person decided: whatever the campaign's weights, thresholds and shadow list
+        reasons.push(Contribution {
+            reason: Reason::Blocked,
+            points: 100,
+            value: 1.0,
+            limit: 0.0,
+            shadow: false,
+        });
+    }
     let (mut enforced, mut all) = (0u32, 0u32);
     for c in &reasons {
         all += u32::from(c.points);
@@ -575,8 +607,17 @@ pub fn score(f: &Features, r: &FraudRules) -> Verdict {
             Decision::Allow
         }
     };
-    let decision = decide(enforced);
-    let shadow = decide(all);
+    let blocked = f.block.is_some();
+    let decision = if blocked {
+        Decision::Block
+    } else {
+        decide(enforced)
+    };
+    let shadow = if blocked {
+        Decision::Block
+    } else {
+        decide(all)
+    };
     Verdict {
         decision,
         score: enforced,
@@ -1083,7 +1124,36 @@ mod tests {
             let json = serde_json::to_string(&r).unwrap_or_default();
             assert_eq!(json, format!("\"{}\"", r.as_str()));
         }
-        assert_eq!(Reason::ALL.len(), 16);
+        assert_eq!(Reason::ALL.len(), 17);
+    }
+
+    #[test]
+    fn a_persons_block_blocks_whatever_the_weights_thresholds_and_shadow_list() {
+        let mut r = rules();
+        r.block_at = 100;
+        r.review_at = 100;
+        r.shadow = vec![Reason::Blocked];
+        let f = Features {
+            code: CodeSeen::Repeat,
+            block: Some(Box::new(block::BlockHit {
+                on: block::BlockOn::Device,
+                value: "d-1".into(),
+                campaign: None,
+                reference: "R-1".into(),
+            })),
+            ..first()
+        };
+        let v = score(&f, &r);
+        assert_eq!(
+            (v.decision, v.score, v.shadow_decision),
+            (Decision::Block, 100, None)
+        );
+        // a repeat is said (at no points), the block is the score
+        assert_eq!(reasons(&v), vec![Reason::CodeRepeat, Reason::Blocked]);
+        assert!(v.reasons.iter().all(|c| !c.shadow));
+        // the same scan without the block is a duplicate
+        let f = Features { block: None, ..f };
+        assert_eq!(score(&f, &r).decision, Decision::Duplicate);
     }
 
     #[test]

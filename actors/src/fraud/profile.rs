@@ -42,6 +42,13 @@ pub struct ScanProfile {
     /// The latest store visit the store recorded: `(store hash, from µs, to µs)`.
     #[serde(default, skip_serializing_if = "crate::cold::omit")]
     pub visit: Option<(u64, i64, i64)>,
+    /// A person's blocks on the member's scans. Added by encoding 13.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::cold::omit",
+        deserialize_with = "crate::cold::since::<13, _, _>"
+    )]
+    pub blocks: Vec<super::block::Block>,
 }
 
 /// How long a visit without a duration is taken to last.
@@ -109,6 +116,8 @@ impl ScanProfile {
         f.unknown_code = check.batch.is_none();
         f.sku_registered = ctx.refs.sku_registered(&check.sku);
         f.any_registered = ctx.refs.any_registered();
+        let on = super::block::BlockOn::Member;
+        super::block::meet(&mut f.block, &self.blocks, on, me, &check.campaign, ts);
         f.member_rate = self.rate.add(ts);
         let age = ts.saturating_sub(first_seen);
         let fresh_window = st.fresh_account_us();
@@ -214,6 +223,23 @@ impl ScanProfile {
         };
         self.ring = ring;
         self.ring_size = size;
+        // a block follows the person: of two for one campaign, the one ending later (or
+        // never), then the smaller case, whichever side survives
+        for b in &other.blocks {
+            match self.blocks.iter_mut().find(|m| m.campaign == b.campaign) {
+                None => self.blocks.push(b.clone()),
+                Some(m) => {
+                    let rank = |b: &super::block::Block| {
+                        let end = b.until.map_or(i64::MAX, |u| u.unix_us);
+                        (end, std::cmp::Reverse(b.reference.clone()))
+                    };
+                    if rank(b) > rank(m) {
+                        *m = b.clone();
+                    }
+                }
+            }
+        }
+        self.blocks.sort_by(|a, b| a.campaign.cmp(&b.campaign));
     }
 
     /// Remembers that member `from` (with the ids merged into it before) merged into this
