@@ -2710,6 +2710,231 @@ async fn post_merge(
     }
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BlockBody {
+    /// `member`, `device`, `ip` or `net`.
+    on: String,
+    /// The member id, device, address or prefix.
+    value: String,
+    /// The campaign (absent: every campaign).
+    #[serde(default)]
+    campaign: Option<String>,
+    /// When it ends, RFC 3339 event time (absent: when lifted); a lift takes none.
+    #[serde(default)]
+    until: Option<String>,
+    /// The case it is recorded under.
+    #[serde(rename = "ref")]
+    reference: String,
+    #[serde(default)]
+    reviewer: Option<String>,
+    #[serde(default)]
+    note: Option<String>,
+}
+
+/// What a block request asks: on what, its command, and who.
+type BlockAsked = (
+    omnistream_actors::fraud::block::BlockOn,
+    String,
+    omnistream_actors::fraud::block::BlockCmd,
+    omnistream_actors::output::Resolver,
+);
+
+impl BlockBody {
+    /// The request's parts (`lift`: a lift), or why the body is refused.
+    fn read(body: &[u8], token: Option<&str>, lift: bool) -> Result<BlockAsked, String> {
+        use omnistream_actors::fraud::block::{BlockCmd, BlockOn};
+        const FORM: &str = r#"expected {"on": "member" | "device" | "ip" | "net", "value": "what is blocked", "campaign"?: "campaign id", "until"?: "RFC 3339 time (not for a lift)", "ref": "case id", "reviewer"?: "name", "note"?: "why"}"#;
+        let b: BlockBody = serde_json::from_slice(body).map_err(|e| format!("{e}; {FORM}"))?;
+        let on = BlockOn::parse(&b.on).ok_or_else(|| {
+            format!(
+                "on: `{}` is none of member, device, ip, net",
+                b.on.chars().take(32).collect::<String>()
+            )
+        })?;
+        if b.reference.trim().is_empty() {
+            return Err("ref: empty; give the case or ticket the block is recorded under".into());
+        }
+        let reference = checked_text("ref", Some(b.reference), 64, false)?.unwrap_or_default();
+        let value = block_value(on, b.value)?;
+        let campaign = checked_text("campaign", b.campaign, 128, false)?.map(Into::into);
+        let until = match b.until {
+            Some(_) if lift => {
+                return Err("until: a lift takes none (it lifts the block now)".into())
+            }
+            Some(u) => Some(omnistream_schemas::EventTime::parse(&u).map_err(|e| {
+                format!(
+                    "until: {e}; give an RFC 3339 time with its offset, 2026-12-31T23:59:59+08:00"
+                )
+            })?),
+            None => None,
+        };
+        let by = resolver(b.reviewer, b.note, token)?;
+        let reference = reference.into();
+        let cmd = if lift {
+            BlockCmd::Lift {
+                campaign,
+                reference,
+            }
+        } else {
+            BlockCmd::Set {
+                campaign,
+                until,
+                reference,
+            }
+        };
+        Ok((on, value, cmd, by))
+    }
+}
+
+/// What is blocked, in the form scans carry it: an address as the service writes it
+/// (`2408:8207::1`), a prefix as `a.b.c.0/24` or the /64 of an IPv6 address (any address
+/// within it, or the address alone, gives the prefix); a member id or a device as given.
+fn block_value(
+    on: omnistream_actors::fraud::block::BlockOn,
+    value: String,
+) -> Result<String, String> {
+    use omnistream_actors::fraud::block::BlockOn;
+    let max = match on {
+        BlockOn::Member => 64,
+        _ => omnistream_schemas::decode::MAX_STR,
+    };
+    let value = checked_text("value", Some(value), max, false)?.unwrap_or_default();
+    let addr = |s: &str| {
+        s.parse::<std::net::IpAddr>()
+            .map_err(|_| format!("value: `{s}` is not an IP address"))
+    };
+    match on {
+        BlockOn::Member | BlockOn::Device => Ok(value),
+        BlockOn::Ip => Ok(addr(&value)?.to_string()),
+        BlockOn::Net => {
+            let (a, len) = match value.split_once('/') {
+                Some((a, len)) => (addr(a)?, Some(len)),
+                None => (addr(&value)?, None),
+            };
+            let want = if a.is_ipv4() { "24" } else { "64" };
+            if len.is_some_and(|l| l != want) {
+                return Err(format!(
+                    "value: a prefix is an IPv4 /24 or an IPv6 /64 (scans are counted so), not                      `{value}`"
+                ));
+            }
+            Ok(omnistream_actors::fraud::net_prefix(&a).to_string())
+        }
+    }
+}
+
+/// The blocks in force on a member (by id: its survivor's), a device, an address or a prefix
+/// (given as `POST /v1/blocks` takes it), at the service's event time now. A member never
+/// seen is a 404; anything else never blocked has none.
+async fn get_blocks(st: web::Data<AppState>, path: web::Path<(String, String)>) -> HttpResponse {
+    use omnistream_actors::fraud::block::BlockOn;
+    let (on, value) = path.into_inner();
+    let Some(on) = BlockOn::parse(&on) else {
+        let why = format!(
+            "`{}` is none of member, device, ip, net",
+            on.chars().take(32).collect::<String>()
+        );
+        return error(StatusCode::BAD_REQUEST, "bad_path", why);
+    };
+    let value = match block_value(on, value) {
+        Ok(v) => v,
+        Err(why) => return error(StatusCode::BAD_REQUEST, "bad_path", why),
+    };
+    read(&st, "blocks", move |e| {
+        let Some((value, blocks)) = e.blocks(on, &value) else {
+            return Ok(None);
+        };
+        let now = e.watermark();
+        let blocks: Vec<_> = blocks.into_iter().filter(|b| b.in_force(now)).collect();
+        Ok(Some(
+            json!({ "on": on.as_str(), "value": value, "blocks": blocks }),
+        ))
+    })
+    .await
+}
+
+/// A person blocks a member, a device, an IP address or a network prefix: its scans in the
+/// campaign (or in every campaign) are blocked, reason `blocked`, until `until` or until
+/// lifted. Recorded under a reference and logged like an event so a replay repeats it.
+async fn post_block(
+    st: web::Data<AppState>,
+    req: actix_web::HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    set_block(st, req, body, false).await
+}
+
+/// A person lifts a block (the one for the campaign named, or the one for every campaign).
+async fn post_block_lift(
+    st: web::Data<AppState>,
+    req: actix_web::HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    set_block(st, req, body, true).await
+}
+
+async fn set_block(
+    st: web::Data<AppState>,
+    req: actix_web::HttpRequest,
+    body: web::Bytes,
+    lift: bool,
+) -> HttpResponse {
+    let (on, value, block, by) = match persons_request(&req, |t| BlockBody::read(&body, t, lift)) {
+        Ok(read) => read,
+        Err(refused) => return *refused,
+    };
+    let asked = value.clone();
+    let answer = ask_shard(&st, |reply| crate::shard::SetBlock {
+        on,
+        value,
+        block,
+        by,
+        reply,
+    });
+    use crate::shard::BlockSet as R;
+    match answer.await {
+        Err(stopped) => stopped,
+        Ok(Ok(R::NoMember)) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no such {}", member_miss(&st.pii, &asked)),
+        ),
+        Ok(Ok(R::Ended { now })) => error(
+            StatusCode::BAD_REQUEST,
+            "bad_body",
+            format!(
+                "until: not after the service's event time now ({now}): the block would block \
+                 nothing"
+            ),
+        ),
+        Ok(Ok(R::Unchanged {
+            value,
+            change,
+            blocks,
+        })) => HttpResponse::Ok().json(json!({
+            "on": on.as_str(), "value": value, "status": change.as_str(),
+            "blocks": blocks,
+        })),
+        Ok(Ok(R::Done {
+            value,
+            change,
+            outputs,
+            blocks,
+        })) => {
+            let said = outputs
+                .first()
+                .and_then(|e| serde_json::to_value(&e.output).ok());
+            let kind = if lift { "block_lifted" } else { "block_set" };
+            HttpResponse::Ok().json(json!({
+                "on": on.as_str(), "value": value, "status": change.as_str(),
+                kind: said,
+                "blocks": blocks,
+            }))
+        }
+        Ok(Err(e)) => store_unavailable(e),
+    }
+}
+
 /// The answer to a resolution of a scan that holds no review, by what it was decided: a
 /// block or an allowed scan is not a review (409, saying which and why), a review that held
 /// nothing has nothing to resolve (404).
@@ -3297,6 +3522,9 @@ routes! {
     post "/v1/members/{id}/adjustments" => post_adjustment, POINTS;
     post "/v1/members/{id}/phone" => post_phone, MEMBERS;
     post "/v1/members/{id}/merge" => post_merge, MEMBERS;
+    post "/v1/blocks" => post_block, REVIEW;
+    post "/v1/blocks/lift" => post_block_lift, REVIEW;
+    get "/v1/blocks/{on}/{value}" => get_blocks, READ;
     get "/v1/stats" => get_stats, READ;
     get "/v1/admin/snapshot" => snapshot, ADMIN;
     get "/healthz" => healthz, Access::Health;

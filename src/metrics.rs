@@ -87,6 +87,8 @@ pub struct Metrics {
     /// (`approved`, each also `merged`), and merges refused for two phones
     /// (`refused_phones`).
     pub member_merges: IntCounterVec,
+    /// A person's blocks set, replaced and lifted, by what they are on.
+    pub blocks: IntCounterVec,
     /// Dealers' credit over every dealer, resident or stored, read from the state at each
     /// scrape: how many are past their limit, how
     /// many orders are held and for how much, and the exposure in all.
@@ -542,6 +544,15 @@ impl Default for Metrics {
                  because the two had different phones (result=refused_phones)",
                 &["result"],
             ),
+            blocks: counter_vec(
+                &r,
+                "omnistream_blocks_total",
+                "a person's blocks (POST /v1/blocks) by what they are on (member, device, ip, \
+                 net): set (change=set), replacing one for the same campaign (change=updated) \
+                 and lifted (change=lifted); scans they blocked count under \
+                 omnistream_scan_decision_reasons_total{reason=\"blocked\"}",
+                &["on", "change"],
+            ),
             dealers_over_limit: gauge(
                 &r,
                 "omnistream_dealers_over_limit",
@@ -843,6 +854,11 @@ impl Metrics {
             for r in ["merged", "approved", "refused_phones"] {
                 m.member_merges.with_label_values(&[r]);
             }
+            for on in omnistream_actors::fraud::block::BlockOn::ALL {
+                for c in ["set", "updated", "lifted"] {
+                    m.blocks.with_label_values(&[on.as_str(), c]);
+                }
+            }
             for about in omnistream_actors::output::UNKNOWN_MEMBER_ABOUT {
                 m.unknown_members.with_label_values(&[about]);
             }
@@ -1128,6 +1144,15 @@ impl Metrics {
                 }
                 Output::MergeApproved { .. } => {
                     self.member_merges.with_label_values(&["approved"]).inc();
+                }
+                Output::BlockSet { on, replaced, .. } => {
+                    let change = if replaced.is_some() { "updated" } else { "set" };
+                    self.blocks.with_label_values(&[on.as_str(), change]).inc();
+                }
+                Output::BlockLifted { on, .. } => {
+                    self.blocks
+                        .with_label_values(&[on.as_str(), "lifted"])
+                        .inc();
                 }
                 Output::MergeConflict { reason, .. } if reason == PHONES_DIFFER => {
                     self.member_merges
@@ -1495,7 +1520,7 @@ mod tests {
         let text = m.render();
         for line in [
             r#"omnistream_orders_total{result="rejected"} 1"#,
-            r#"omnistream_build_info{state_encoding="12",version="0.1.0"} 1"#,
+            r#"omnistream_build_info{state_encoding="13",version="0.1.0"} 1"#,
             r#"omnistream_order_rejections_total{reason="not_stocked"} 1"#,
             "omnistream_dealers_over_limit 1",
             "omnistream_dealer_orders_held 2",

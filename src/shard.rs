@@ -29,6 +29,7 @@ use crate::store::{
 };
 use actix::prelude::*;
 use omnistream_actors::engine::{Applied, Emitted, Engine, Late};
+use omnistream_actors::fraud::block::{Block, BlockCmd, BlockOn, Change};
 use omnistream_actors::sharded::Sharded;
 use omnistream_actors::{Output, Rules};
 use omnistream_schemas::{Decoder, Event, Pii, Problem, Reason};
@@ -648,7 +649,8 @@ struct EpochMark {
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct AdminEntry {
     /// `review` (a review's resolution), `overturn` (a block overturned), `adjust` (a
-    /// points adjustment), `phone` (a phone replaced) or `merge` (two members merged).
+    /// points adjustment), `phone` (a phone replaced), `merge` (two members merged), `block`
+    /// (a person's block set on `on` `member`) or `unblock` (lifted).
     admin: String,
     /// The command's own id.
     id: uuid::Uuid,
@@ -687,6 +689,12 @@ struct AdminEntry {
     /// The member a merge joins `member` with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     with: Option<String>,
+    /// What a block is on (`member` then names the member, device, address or prefix).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    on: Option<BlockOn>,
+    /// When a block ends, event time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    until: Option<omnistream_schemas::EventTime>,
 }
 
 impl AdminEntry {
@@ -736,6 +744,12 @@ impl AdminEntry {
                     Output::MergeApproved { by, .. } if self.admin == "merge" => {
                         *by = Some(Box::new(who.clone()));
                     }
+                    Output::BlockSet { by, .. } if self.admin == "block" => {
+                        *by = Some(Box::new(who.clone()));
+                    }
+                    Output::BlockLifted { by, .. } if self.admin == "unblock" => {
+                        *by = Some(Box::new(who.clone()));
+                    }
                     _ => {}
                 }
             }
@@ -773,6 +787,33 @@ impl AdminEntry {
                     reference: self.reference.as_deref().unwrap_or_default().into(),
                 }),
             ),
+            "block" | "unblock" => {
+                use omnistream_actors::fraud::block::BlockCmd;
+                let on = self.on.unwrap_or(BlockOn::Member);
+                let campaign = self.campaign.as_deref().map(Into::into);
+                let reference = self.reference.as_deref().unwrap_or_default().into();
+                let block = if self.admin == "block" {
+                    BlockCmd::Set {
+                        campaign,
+                        until: self.until,
+                        reference,
+                    }
+                } else {
+                    BlockCmd::Lift {
+                        campaign,
+                        reference,
+                    }
+                };
+                let value: omnistream_actors::Str = self.member.as_str().into();
+                let cmd = match on {
+                    BlockOn::Member => Cmd::Member(MemberCmd::Block(block)),
+                    _ => Cmd::Crowd(omnistream_actors::CrowdCmd::Block {
+                        value: value.clone(),
+                        block,
+                    }),
+                };
+                (on.key(&value), cmd)
+            }
             // the campaign grants the reward from its budget, then the member is paid
             "overturn" => (
                 Key::Campaign(self.campaign.as_deref().unwrap_or_default().into()),
@@ -1109,6 +1150,60 @@ pub enum PhoneReplaced {
         member: String,
         /// What it produced.
         outputs: Vec<Emitted>,
+    },
+}
+
+/// A person's block on a member, a device, an address or a prefix, set or lifted (`POST
+/// /v1/blocks`, `POST /v1/blocks/lift`), logged like an event so a replay repeats it.
+pub struct SetBlock {
+    /// What it is on.
+    pub on: BlockOn,
+    /// The member id (an id merged away is its survivor), device, address or prefix, in the
+    /// form scans carry it.
+    pub value: String,
+    /// Set (`Set`) or lift (`Lift`), with the campaign and the case.
+    pub block: BlockCmd,
+    /// Who asked, when and why.
+    pub by: omnistream_actors::output::Resolver,
+    /// The answer, once durable.
+    pub reply: oneshot::Sender<Result<BlockSet, ShardError>>,
+}
+
+impl Message for SetBlock {
+    type Result = ();
+}
+
+/// What became of a [`SetBlock`].
+#[derive(Debug)]
+pub enum BlockSet {
+    /// No member has that id.
+    NoMember,
+    /// The block's `until` is not after the service's event time now (the time it would be
+    /// set at): it would block nothing. Nothing logged.
+    Ended {
+        /// The service's event time now.
+        now: omnistream_schemas::EventTime,
+    },
+    /// Nothing to change: the same block is set (a retry), or there is no block to lift.
+    /// Nothing logged.
+    Unchanged {
+        /// The member (the survivor), device, address or prefix.
+        value: String,
+        /// `Unchanged` or `NotBlocked`.
+        change: Change,
+        /// The blocks on it now.
+        blocks: Vec<Block>,
+    },
+    /// Run and durable.
+    Done {
+        /// The member (the survivor), device, address or prefix.
+        value: String,
+        /// `Set`, `Updated` or `Lifted`.
+        change: Change,
+        /// What it said (`block_set` or `block_lifted`).
+        outputs: Vec<Emitted>,
+        /// The blocks on it now.
+        blocks: Vec<Block>,
     },
 }
 
@@ -2725,6 +2820,79 @@ impl Handler<ReplacePhone> for Shard {
             |outputs| PhoneReplaced::Done { member, outputs },
             ctx,
         );
+    }
+}
+
+impl Handler<SetBlock> for Shard {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetBlock, ctx: &mut Self::Context) {
+        if !self.ready.load(Ordering::SeqCst) {
+            let _ = msg.reply.send(Err(ShardError::NotReady));
+            return;
+        }
+        let Some((value, blocks)) = self.engine.blocks(msg.on, &msg.value) else {
+            return drop(msg.reply.send(Ok(BlockSet::NoMember)));
+        };
+        let value = value.to_string();
+        // it runs at the service's event time, as the entry's `at_us` will say
+        let now = omnistream_schemas::EventTime {
+            unix_us: self.engine.watermark().max(0),
+            offset_min: 0,
+        };
+        if let BlockCmd::Set { until: Some(u), .. } = &msg.block {
+            if u.unix_us <= now.unix_us {
+                return drop(msg.reply.send(Ok(BlockSet::Ended { now })));
+            }
+        }
+        let change = omnistream_actors::fraud::block::plan(&blocks, &msg.block, now);
+        if matches!(change, Change::Unchanged | Change::NotBlocked) {
+            let in_force = blocks.iter().filter(|b| b.in_force(now.unix_us));
+            let same = BlockSet::Unchanged {
+                value,
+                change,
+                blocks: in_force.cloned().collect(),
+            };
+            return self.answer_once_durable(msg.reply, same, ctx);
+        }
+        // the blocks after it, as the entity will make them (the same pure step, at the same
+        // time)
+        let mut after = blocks;
+        let mut fx = omnistream_actors::Effects::default();
+        let v = value.as_str().into();
+        omnistream_actors::fraud::block::apply(
+            &mut after,
+            msg.on,
+            &v,
+            msg.block.clone(),
+            now,
+            &mut fx,
+        );
+        let (admin, campaign, until, reference) = match msg.block {
+            BlockCmd::Set {
+                campaign,
+                until,
+                reference,
+            } => ("block", campaign, until, reference),
+            BlockCmd::Lift {
+                campaign,
+                reference,
+            } => ("unblock", campaign, None, reference),
+        };
+        let id = uuid::Uuid::from_u64_pair(0x424c_4f43_4b00, self.next_seq);
+        let entry = AdminEntry {
+            on: Some(msg.on),
+            campaign: campaign.map(|c| c.to_string()),
+            until,
+            ..AdminEntry::persons(admin, id, self, &value, reference.into(), msg.by)
+        };
+        let done = move |outputs| BlockSet::Done {
+            value,
+            change,
+            outputs,
+            blocks: after,
+        };
+        self.answer_admin(&entry, msg.reply, done, ctx);
     }
 }
 

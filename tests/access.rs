@@ -75,7 +75,8 @@ fn sample(path: &str) -> (String, String) {
         .replace("{channel}", "mall")
         .replace("{order}", "o1")
         .replace("{event}", &id(999))
-        .replace("{rep}", "r1");
+        .replace("{rep}", "r1")
+        .replace("{on}", "device");
     assert!(
         !p.contains('{'),
         "a parameter without a sample value: {path}"
@@ -87,6 +88,9 @@ fn sample(path: &str) -> (String, String) {
         "/v1/members/{id}/adjustments" => r#"{"points": 5, "ref": "case-1"}"#.into(),
         "/v1/members/{id}/phone" => r#"{"phone": "13800138000", "ref": "case-1"}"#.into(),
         "/v1/members/{id}/merge" => r#"{"with": "m2", "ref": "case-1"}"#.into(),
+        "/v1/blocks" | "/v1/blocks/lift" => {
+            r#"{"on": "device", "value": "d-1", "ref": "case-1"}"#.into()
+        }
         _ => String::new(),
     };
     (p, body)

@@ -852,6 +852,192 @@ fn a_person_merges_two_members_the_service_refused_and_it_survives_a_restart() {
     s.stop();
 }
 
+/// A risk team's blocks over HTTP: a device blocked in one campaign blocks its scans there
+/// (`blocked`, the decision naming the block), a prefix given by any address within it
+/// blocks its addresses, a member's block follows its id; the blocks are listed, survive a
+/// restart (the log repeats them), and a lift ends them; bad requests say why.
+#[test]
+fn a_risk_team_blocks_a_device_a_prefix_and_a_member_and_lifts_a_block() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Service::start(dir.path());
+    let scan = |n: u32, who: &str, device: &str, ip: &str, campaign: &str| {
+        json!({"id": id(n), "type": "scan", "ts": "2026-11-11T18:00:00+08:00", "channel": "campaign",
+            "code": format!("BLK-{n}"), "sku": "S1", "campaign": campaign,
+            "member": {"openid": who}, "device": device, "ip": ip})
+        .to_string()
+    };
+    let decide = |s: &Service, body: String| {
+        let (code, v) = s.request("POST", "/v1/scan", &body);
+        assert_eq!(code, 200, "{v}");
+        v["decision"].clone()
+    };
+    let d = decide(&s, scan(901, "o-blk1", "d-farm", "10.9.8.7", "cny"));
+    assert_eq!(d["decision"], "allow", "{d}");
+    let member = s.get("/v1/identities/openid/o-blk1")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let block = |s: &Service, path: &str, body: Value| s.request("POST", path, &body.to_string());
+    let (code, v) = block(
+        &s,
+        "/v1/blocks",
+        json!({"on": "device", "value": "d-farm", "campaign": "cny", "ref": "RISK-1",
+            "reviewer": "li", "note": "farm phone"}),
+    );
+    assert_eq!((code, v["status"].as_str()), (200, Some("blocked")), "{v}");
+    assert_eq!(v["block_set"]["by"]["reviewer"], "li", "{v}");
+    assert_eq!(v["blocks"][0]["ref"], "RISK-1", "{v}");
+    let (code, v) = block(
+        &s,
+        "/v1/blocks",
+        json!({"on": "device", "value": "d-farm", "campaign": "cny", "ref": "RISK-1"}),
+    );
+    assert_eq!(
+        (code, v["status"].as_str()),
+        (200, Some("unchanged")),
+        "a retry: {v}"
+    );
+    // any address of the /24 gives the prefix
+    let (code, v) = block(
+        &s,
+        "/v1/blocks",
+        json!({"on": "net", "value": "172.16.5.77", "ref": "RISK-2"}),
+    );
+    assert_eq!(
+        (code, v["value"].as_str()),
+        (200, Some("172.16.5.0/24")),
+        "{v}"
+    );
+    let (code, v) = block(
+        &s,
+        "/v1/blocks",
+        json!({"on": "member", "value": member, "campaign": "summer", "until": "2026-11-12T00:00:00+08:00", "ref": "RISK-3"}),
+    );
+    assert_eq!((code, v["status"].as_str()), (200, Some("blocked")), "{v}");
+    let check = |s: &Service| {
+        let d = decide(s, scan(902, "o-blk2", "d-farm", "10.9.8.6", "cny"));
+        assert_eq!(d["decision"], "block", "{d}");
+        assert_eq!(
+            d["scan"]["blocked"],
+            json!({"on": "device", "value": "d-farm", "campaign": "cny", "ref": "RISK-1"}),
+            "{d}"
+        );
+        assert!(
+            d["reasons"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["reason"] == "blocked"),
+            "{d}"
+        );
+        let d = decide(s, scan(903, "o-blk2", "d-farm", "10.9.8.6", "summer"));
+        assert_eq!(d["decision"], "allow", "another campaign: {d}");
+        let d = decide(s, scan(904, "o-blk3", "d-ok3", "172.16.5.200", "summer"));
+        assert_eq!(
+            (&d["decision"], &d["scan"]["blocked"]["on"]),
+            (&json!("block"), &json!("net")),
+            "{d}"
+        );
+        let d = decide(s, scan(905, "o-blk1", "d-ok1", "10.9.8.5", "summer"));
+        assert_eq!(
+            (&d["decision"], &d["scan"]["blocked"]["on"]),
+            (&json!("block"), &json!("member")),
+            "{d}"
+        );
+        let v = s.get("/v1/blocks/device/d-farm");
+        assert_eq!(v["blocks"].as_array().unwrap().len(), 1, "{v}");
+        let v = s.get("/v1/blocks/net/172.16.5.0%2F24");
+        assert_eq!(v["blocks"][0]["ref"], "RISK-2", "{v}");
+        let v = s.get("/v1/blocks/ip/10.9.8.7");
+        assert_eq!(v["blocks"], json!([]), "never blocked: {v}");
+    };
+    check(&s);
+    s.stop();
+    let s = Service::start(dir.path());
+    // the same scans again are duplicates; new ones meet the blocks after the restart
+    let d = decide(&s, scan(910, "o-blk2", "d-farm", "10.9.8.6", "cny"));
+    assert_eq!(d["decision"], "block", "{d}");
+    let (code, v) = block(
+        &s,
+        "/v1/blocks/lift",
+        json!({"on": "device", "value": "d-farm", "campaign": "cny", "ref": "RISK-4"}),
+    );
+    assert_eq!((code, v["status"].as_str()), (200, Some("lifted")), "{v}");
+    assert_eq!(v["block_lifted"]["lifted"], "RISK-1", "{v}");
+    let (code, v) = block(
+        &s,
+        "/v1/blocks/lift",
+        json!({"on": "device", "value": "d-farm", "campaign": "cny", "ref": "RISK-4"}),
+    );
+    assert_eq!(
+        (code, v["status"].as_str()),
+        (200, Some("not_blocked")),
+        "{v}"
+    );
+    let d = decide(&s, scan(911, "o-blk2", "d-farm", "10.9.8.6", "cny"));
+    assert_eq!(d["decision"], "allow", "lifted: {d}");
+    let all = s.get("/v1/outputs?output=block_set");
+    assert_eq!(all["items"].as_array().unwrap().len(), 3, "{all}");
+    for (body, code_want, why) in [
+        (
+            json!({"on": "phone", "value": "x", "ref": "R"}),
+            400,
+            "none of member",
+        ),
+        (json!({"on": "device", "value": "d", "ref": ""}), 400, "ref"),
+        (
+            json!({"on": "ip", "value": "10.0.0.999", "ref": "R"}),
+            400,
+            "not an IP address",
+        ),
+        (
+            json!({"on": "net", "value": "10.0.0.0/16", "ref": "R"}),
+            400,
+            "/24",
+        ),
+        (
+            json!({"on": "device", "value": "d", "ref": "R", "until": "tomorrow"}),
+            400,
+            "until",
+        ),
+        (
+            json!({"on": "device", "value": "d", "ref": "R", "until": "2020-01-01T00:00:00Z"}),
+            400,
+            "block nothing",
+        ),
+        (
+            json!({"on": "device", "value": "d", "ref": "R", "colour": 1}),
+            400,
+            "colour",
+        ),
+        (
+            json!({"on": "member", "value": "nobody", "ref": "R"}),
+            404,
+            "nobody",
+        ),
+    ] {
+        let (code, v) = block(&s, "/v1/blocks", body.clone());
+        assert_eq!(code, code_want, "{body}: {v}");
+        assert!(v["detail"].as_str().unwrap().contains(why), "{body}: {v}");
+    }
+    let (code, v) = block(
+        &s,
+        "/v1/blocks/lift",
+        json!({"on": "device", "value": "d", "ref": "R", "until": "2030-01-01T00:00:00Z"}),
+    );
+    assert_eq!(code, 400, "a lift takes no until: {v}");
+    let (code, v) = s.request("GET", "/v1/blocks/phone/x", "");
+    assert_eq!(code, 400, "{v}");
+    let (_, text) = s.request_text("GET", "/metrics", "");
+    for line in [
+        r#"omnistream_blocks_total{change="lifted",on="device"} 1"#,
+        r#"omnistream_scan_decision_reasons_total{reason="blocked"} 1"#,
+    ] {
+        assert!(text.contains(line), "{line}: {text}");
+    }
+    s.stop();
+}
+
 /// A person overturns a block: allowing a blocked scan grants its reward and pays it, as a
 /// resolution marked `overturned`; a retry is a duplicate, blocking it then a 409, and the
 /// payment survives a restart (the log repeats the overturn).

@@ -204,6 +204,9 @@ pub fn output_route(o: &Output) -> (Sink, Key) {
         Output::Decision { member, .. } | Output::ReviewResolved { member, .. } => {
             (Sink::Decisions, Key::Member(member.clone()))
         }
+        Output::BlockSet { on, value, .. } | Output::BlockLifted { on, value, .. } => {
+            (Sink::Decisions, on.key(value))
+        }
         Output::Diversion { dealer, .. } => (Sink::Alerts, Key::Dealer(dealer.clone())),
         Output::RingFlagged { ring, .. } => (Sink::Alerts, Key::Ring(ring.clone())),
     }
