@@ -2799,6 +2799,9 @@ fn block_value(
         BlockOn::Member => 64,
         _ => omnistream_schemas::decode::MAX_STR,
     };
+    if value.trim().is_empty() {
+        return Err(format!("value: empty; give the {} to block", on.as_str()));
+    }
     let value = checked_text("value", Some(value), max, false)?.unwrap_or_default();
     let addr = |s: &str| {
         s.parse::<std::net::IpAddr>()
@@ -2840,7 +2843,8 @@ async fn get_blocks(st: web::Data<AppState>, path: web::Path<(String, String)>) 
         Ok(v) => v,
         Err(why) => return error(StatusCode::BAD_REQUEST, "bad_path", why),
     };
-    read(&st, "blocks", move |e| {
+    // only a member can be missing: a device never seen has no blocks
+    read(&st, "member", move |e| {
         let Some((value, blocks)) = e.blocks(on, &value) else {
             return Ok(None);
         };
@@ -2899,6 +2903,14 @@ async fn set_block(
             "not_found",
             format!("no such {}", member_miss(&st.pii, &asked)),
         ),
+        Ok(Ok(R::Merging { member })) => error(
+            StatusCode::CONFLICT,
+            "merging",
+            format!(
+                "member {member} is in a merge that never finished (its cascade was cut at the \
+                 engine's bound, counted as `runaway` in /v1/stats): a person cannot block it"
+            ),
+        ),
         Ok(Ok(R::Ended { now })) => error(
             StatusCode::BAD_REQUEST,
             "bad_body",
@@ -2921,8 +2933,10 @@ async fn set_block(
             outputs,
             blocks,
         })) => {
-            let said = outputs
-                .first()
+            // the member's own outputs of the moment (points expiring, a tag) may come first
+            use omnistream_actors::Output as O;
+            let said = (outputs.iter())
+                .find(|e| matches!(e.output, O::BlockSet { .. } | O::BlockLifted { .. }))
                 .and_then(|e| serde_json::to_value(&e.output).ok());
             let kind = if lift { "block_lifted" } else { "block_set" };
             HttpResponse::Ok().json(json!({

@@ -518,7 +518,8 @@ fn paths() -> Value {
     for (path, lift) in [("/v1/blocks", false), ("/v1/blocks/lift", true)] {
         let mut properties = json!({
             "on": {"type": "string", "enum": ["member", "device", "ip", "net"]},
-            "value": {"type": "string", "minLength": 1, "maxLength": 256},
+            "value": {"type": "string", "minLength": 1, "maxLength": 256,
+                "description": "a member id (at most 64 characters), a device (at most 256), an IP address, or a prefix"},
             "campaign": {"type": "string", "minLength": 1, "maxLength": 128},
             "ref": {"type": "string", "minLength": 1, "maxLength": 64},
             "reviewer": {"type": "string", "minLength": 1, "maxLength": 64},

@@ -1178,6 +1178,12 @@ impl Message for SetBlock {
 pub enum BlockSet {
     /// No member has that id.
     NoMember,
+    /// The member is in a merge that never finished (its cascade was cut at the engine's
+    /// bound): nothing logged.
+    Merging {
+        /// The member (the survivor of the id given).
+        member: String,
+    },
     /// The block's `until` is not after the service's event time now (the time it would be
     /// set at): it would block nothing. Nothing logged.
     Ended {
@@ -2835,6 +2841,16 @@ impl Handler<SetBlock> for Shard {
             return drop(msg.reply.send(Ok(BlockSet::NoMember)));
         };
         let value = value.to_string();
+        // a member handing its state over in a merge that never finished would only stash
+        // the block (the merge's own route refuses it so too)
+        if msg.on == BlockOn::Member
+            && self
+                .engine
+                .member(&value)
+                .is_some_and(|m| m.merging.is_some())
+        {
+            return drop(msg.reply.send(Ok(BlockSet::Merging { member: value })));
+        }
         // it runs at the service's event time, as the entry's `at_us` will say
         let now = omnistream_schemas::EventTime {
             unix_us: self.engine.watermark().max(0),

@@ -985,6 +985,7 @@ fn a_risk_team_blocks_a_device_a_prefix_and_a_member_and_lifts_a_block() {
             "none of member",
         ),
         (json!({"on": "device", "value": "d", "ref": ""}), 400, "ref"),
+        (json!({"on": "device", "value": " ", "ref": "R"}), 400, "give the device"),
         (
             json!({"on": "ip", "value": "10.0.0.999", "ref": "R"}),
             400,

@@ -8,9 +8,12 @@
 //! `blocked` (the full 100 points, never in shadow: a person decided) and the decision names
 //! the block. Counting goes on while blocked: the crowd still sees the scans.
 //!
-//! Set and lifted by a person's command, logged like an event, running at event time: a
-//! replay blocks the same scans. An `until` is event time too (a scan after it is not
-//! blocked), so a backfill of last week's scans meets last week's blocks.
+//! Set and lifted by a person's command, logged like an event, running at the service's event
+//! time: a replay blocks the same scans. A block holds for every scan that reaches it after it
+//! was set, whatever the scan's own event time (a late scan too), up to its `until`, judged on
+//! the scan's event time. An ended block stays in the state until the next person's command
+//! on the same member, device, address or prefix drops it: a late scan from before its end
+//! meets it until then.
 
 use crate::output::Output;
 use crate::Effects;
@@ -89,6 +92,29 @@ impl Block {
     pub fn in_force(&self, ts: i64) -> bool {
         self.until.is_none_or(|u| ts < u.unix_us)
     }
+
+    /// Which of two blocks for one campaign a merge keeps (the greater): the one ending later
+    /// (or never), then the smaller case, then every other field, so the same one whichever
+    /// member survives.
+    fn rank(&self) -> impl Ord + '_ {
+        let end = self.until.map_or(i64::MAX, |u| u.unix_us);
+        let offset = self.until.map(|u| u.offset_min);
+        let since = (self.since.unix_us, self.since.offset_min);
+        (end, std::cmp::Reverse(&self.reference), offset, since)
+    }
+}
+
+/// Takes `other`'s blocks into `blocks` (a member merged in): of two for one campaign, the
+/// one [`Block::rank`] puts first; kept in campaign order, as [`apply`] keeps them.
+pub fn absorb(blocks: &mut Vec<Block>, other: &[Block]) {
+    for b in other {
+        match blocks.iter_mut().find(|m| m.campaign == b.campaign) {
+            None => blocks.push(b.clone()),
+            Some(m) if b.rank() > m.rank() => *m = b.clone(),
+            Some(_) => {}
+        }
+    }
+    blocks.sort_by(|a, b| a.campaign.cmp(&b.campaign));
 }
 
 /// A person's command on the blocks of one member, device, address or prefix.
@@ -178,7 +204,9 @@ pub fn plan(blocks: &[Block], cmd: &BlockCmd, at: EventTime) -> Change {
     match (found, set) {
         (None, Some(_)) => Change::Set,
         (Some((_, b)), Some((until, reference))) => {
-            if b.until == *until && b.reference == *reference {
+            // the same instant in another offset is the same end
+            let end = |u: &Option<EventTime>| u.map(|u| u.unix_us);
+            if end(&b.until) == end(until) && b.reference == *reference {
                 Change::Unchanged
             } else {
                 Change::Updated
@@ -214,12 +242,15 @@ pub fn apply(
                 .iter()
                 .position(|b| b.campaign == campaign)
                 .map(|i| blocks.remove(i).reference);
-            blocks.push(Block {
+            // in campaign order (every campaign first): the same list whatever the order set
+            let i = blocks.partition_point(|b| b.campaign < campaign);
+            let block = Block {
                 campaign: campaign.clone(),
                 until,
                 reference: reference.clone(),
                 since: at,
-            });
+            };
+            blocks.insert(i, block);
             fx.out(Output::BlockSet {
                 on,
                 value: value.clone(),
@@ -376,6 +407,17 @@ mod tests {
         assert!(matches!(&out[..], [Output::BlockSet { replaced: Some(r), .. }] if r == "R-1"));
         assert_eq!(b.len(), 1);
         assert_eq!(b[0].until, Some(at(200)));
+        // the same instant written in another offset is the same end
+        let utc = EventTime {
+            offset_min: 0,
+            ..at(200)
+        };
+        let again = BlockCmd::Set {
+            campaign: Some("cny".into()),
+            until: Some(utc),
+            reference: "R-2".into(),
+        };
+        assert_eq!(plan(&b, &again, at(13)), Change::Unchanged);
     }
 
     #[test]

@@ -223,23 +223,8 @@ impl ScanProfile {
         };
         self.ring = ring;
         self.ring_size = size;
-        // a block follows the person: of two for one campaign, the one ending later (or
-        // never), then the smaller case, whichever side survives
-        for b in &other.blocks {
-            match self.blocks.iter_mut().find(|m| m.campaign == b.campaign) {
-                None => self.blocks.push(b.clone()),
-                Some(m) => {
-                    let rank = |b: &super::block::Block| {
-                        let end = b.until.map_or(i64::MAX, |u| u.unix_us);
-                        (end, std::cmp::Reverse(b.reference.clone()))
-                    };
-                    if rank(b) > rank(m) {
-                        *m = b.clone();
-                    }
-                }
-            }
-        }
-        self.blocks.sort_by(|a, b| a.campaign.cmp(&b.campaign));
+        // a block follows the person, the same one whichever side survives
+        super::block::absorb(&mut self.blocks, &other.blocks);
     }
 
     /// Remembers that member `from` (with the ids merged into it before) merged into this
@@ -295,8 +280,9 @@ mod tests {
             proptest::option::of((0u64..3, t.clone(), t)),
             proptest::option::of((0u8..3, 1u8..3)),
             0u32..5,
+            proptest::collection::vec((0u8..3, 0u8..3, 0u8..3, 0u8..2, 0i64..3), 0..4),
         )
-            .prop_map(|(scans, geo, addrs, visit, ring, ring_size)| {
+            .prop_map(|(scans, geo, addrs, visit, ring, ring_size, blocks)| {
                 let mut p = ScanProfile::default();
                 for (ts, batch) in scans {
                     p.rate.add(ts);
@@ -309,6 +295,22 @@ mod tests {
                 p.visit = visit;
                 p.ring = ring.map(|(r, e)| compact_str::format_compact!("m{r}@{e}"));
                 p.ring_size = ring_size;
+                // blocks set in any order, for a few campaigns, ends, cases and times
+                for (c, until, r, off, at) in blocks {
+                    let time = |us: i64, off: u8| omnistream_schemas::EventTime {
+                        unix_us: us,
+                        offset_min: i16::from(off) * 480,
+                    };
+                    let cmd = super::super::block::BlockCmd::Set {
+                        campaign: (c > 0).then(|| compact_str::format_compact!("c{c}")),
+                        until: (until > 0).then(|| time(i64::from(until) * DAY_US, off)),
+                        reference: compact_str::format_compact!("R{r}"),
+                    };
+                    let on = super::super::block::BlockOn::Member;
+                    let mut fx = crate::Effects::default();
+                    let at = time(at, 0);
+                    super::super::block::apply(&mut p.blocks, on, &"m".into(), cmd, at, &mut fx);
+                }
                 p
             })
     }
