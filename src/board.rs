@@ -166,6 +166,11 @@ fn mask(id: &str) -> String {
 }
 
 impl Board {
+    /// Flags stock at or below this ATP from now on (the rules reloaded).
+    pub fn set_low_atp(&mut self, low_atp: i64) {
+        self.low_atp = low_atp;
+    }
+
     /// A board flagging stock at or below this ATP.
     pub fn new(low_atp: i64) -> Self {
         Board {

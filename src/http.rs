@@ -36,6 +36,99 @@ struct AppState {
     durable: tokio::sync::watch::Receiver<u64>,
     /// Where `/v1/outputs/stream` reads apart from the shard (the embedded store).
     output_rows: Option<Arc<dyn crate::store::OutputRows>>,
+    /// Reads the configuration again, as at start-up (rules reloaded on SIGHUP and `POST
+    /// /v1/admin/reload`).
+    reload: Reloader,
+}
+
+/// Reads the configuration again: the file, the `OMNISTREAM_*` variables and the flags, as
+/// at start-up.
+pub type Reloader = Arc<dyn Fn() -> anyhow::Result<Config> + Send + Sync>;
+
+/// What a reload did.
+#[derive(Debug, Serialize)]
+struct Reloaded {
+    /// `reloaded` or `unchanged`.
+    status: &'static str,
+    /// The rules that changed, as dotted paths (`rules.campaigns.cny.fraud.review-at`).
+    changed: Vec<String>,
+    /// Other settings that differ from those the service started with: read at start-up
+    /// only, so not applied until a restart.
+    restart_needed: Vec<String>,
+}
+
+/// Reads the configuration again and runs its rules from now on (logged, so a restart and a
+/// replay of the log switch at the same point); other settings need a restart, and are
+/// named. A configuration that does not load changes nothing: the error says its key.
+async fn reload_rules(st: &AppState) -> Result<Reloaded, HttpResponse> {
+    let cfg = (st.reload)().map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "bad_config",
+            format!("{e:#}; the rules in effect stay"),
+        )
+    })?;
+    let json = |c: &Config| {
+        let mut v = serde_json::to_value(c).unwrap_or_default();
+        let rules = v.as_object_mut().and_then(|o| o.remove("rules"));
+        (v, rules.unwrap_or_default())
+    };
+    let ((old, _), (new, _)) = (json(&st.cfg), json(&cfg));
+    let restart_needed = crate::changed_paths(&old, &new);
+    for w in cfg.rules.warnings() {
+        tracing::warn!("config rules.{w}");
+    }
+    let campaigns: Vec<String> = cfg.rules.campaigns.keys().map(|c| c.to_string()).collect();
+    let answer = ask_shard(st, |reply| crate::shard::ReloadRules {
+        rules: cfg.rules,
+        reply,
+    });
+    match answer.await? {
+        Ok(changed) => {
+            st.metrics
+                .set_campaigns(campaigns.iter().map(String::as_str));
+            let status = if changed.is_empty() {
+                "unchanged"
+            } else {
+                "reloaded"
+            };
+            let changed = changed.into_iter().map(|c| format!("rules.{c}")).collect();
+            Ok(Reloaded {
+                status,
+                changed,
+                restart_needed,
+            })
+        }
+        Err(e) => Err(store_unavailable(e)),
+    }
+}
+
+/// `POST /v1/admin/reload`: the rules read again from the configuration (as SIGHUP does).
+async fn post_reload(st: web::Data<AppState>) -> HttpResponse {
+    match reload_rules(&st).await {
+        Ok(r) => HttpResponse::Ok().json(r),
+        Err(refused) => refused,
+    }
+}
+
+/// Reloads the rules at every SIGHUP, logging what changed or why nothing did.
+async fn reload_on_hangup(st: AppState, mut hup: tokio::signal::unix::Signal) {
+    while hup.recv().await.is_some() {
+        match reload_rules(&st).await {
+            Ok(r) => tracing::info!(
+                status = r.status,
+                changed = %r.changed.join(", "),
+                restart_needed = %r.restart_needed.join(", "),
+                "SIGHUP: configuration read again"
+            ),
+            Err(r) => {
+                let body = actix_web::body::to_bytes(r.into_body())
+                    .await
+                    .unwrap_or_default();
+                tracing::error!(answer = %String::from_utf8_lossy(&body), "SIGHUP: the rules were not reloaded");
+            }
+        }
+    }
 }
 
 /// 503 `shard_unavailable`: the shard (the entities' actor) stopped.
@@ -3541,6 +3634,7 @@ routes! {
     get "/v1/blocks/{on}/{value}" => get_blocks, READ;
     get "/v1/stats" => get_stats, READ;
     get "/v1/admin/snapshot" => snapshot, ADMIN;
+    post "/v1/admin/reload" => post_reload, ADMIN;
     get "/healthz" => healthz, Access::Health;
     get "/readyz" => readyz, Access::Health;
     // load balancers' probes often use HEAD
@@ -3836,6 +3930,7 @@ pub async fn serve(
     listener: TcpListener,
     pii_key: Vec<u8>,
     inputs: crate::files::Inputs,
+    reload: Reloader,
 ) -> anyhow::Result<()> {
     let ready = Arc::new(AtomicBool::new(false));
     let metrics = Arc::new(
@@ -3901,7 +3996,15 @@ pub async fn serve(
         ready,
         cfg: Arc::new(cfg.clone()),
         metrics: metrics.clone(),
+        reload,
     };
+    // SIGHUP reloads the rules (its default action would end the process)
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hup) => drop(actix_web::rt::spawn(reload_on_hangup(state.clone(), hup))),
+        Err(e) => {
+            tracing::warn!(error = %e, "SIGHUP cannot be taken: rules reload by POST /v1/admin/reload only")
+        }
+    }
     let fluvio = if cfg.fluvio.enabled {
         let client = crate::fluvio::client::Client::connect(&cfg.fluvio).await?;
         let transport = crate::fluvio::client::FluvioTransport { client };

@@ -365,7 +365,21 @@ fn run_service(
             }
         });
     }
-    actix_web::rt::System::new().block_on(omnistream::http::serve(cfg, listener, key, inputs))?;
+    // SIGHUP and POST /v1/admin/reload read the configuration again, as it was read here
+    let data_dir = cfg.data_dir.clone();
+    let (config, listen, flag_dir) = (
+        opts.config.clone(),
+        opts.listen.clone(),
+        opts.data_dir.clone(),
+    );
+    let reload: omnistream::http::Reloader = std::sync::Arc::new(move || {
+        let mut c = load_config(config.as_deref(), listen.as_deref(), flag_dir.as_deref())?;
+        // a demo's own store stays its store
+        c.data_dir = data_dir.clone();
+        Ok(c)
+    });
+    let serving = omnistream::http::serve(cfg, listener, key, inputs, reload);
+    actix_web::rt::System::new().block_on(serving)?;
     if let Some(dir) = demo_store {
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => cli::note(format_args!("demo: removed its store {}", dir.display())),

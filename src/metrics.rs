@@ -52,7 +52,7 @@ pub struct Metrics {
     pub campaign_decisions: IntCounterVec,
     /// The campaigns the configuration names: labels of their own (a scan's campaign id is
     /// the sender's, and labels must not grow with what senders make up).
-    campaigns: std::collections::HashSet<String>,
+    campaigns: std::sync::RwLock<std::collections::HashSet<String>>,
     /// Reviews resolved (by a person, or refused when a member held too many), by resolution.
     pub reviews_resolved: IntCounterVec,
     /// Points moved by ledger reason (issued, redeemed, reversed, expired, ...), absolute.
@@ -882,10 +882,18 @@ impl Metrics {
     /// Gives the configured campaigns labels of their own in
     /// `omnistream_campaign_decisions_total` and `omnistream_scan_unrewarded_total`, exported
     /// at 0 (the rest count as `other`).
-    pub fn with_campaigns<'a>(mut self, ids: impl IntoIterator<Item = &'a str>) -> Metrics {
-        self.campaigns = ids.into_iter().map(str::to_string).collect();
+    pub fn with_campaigns<'a>(self, ids: impl IntoIterator<Item = &'a str>) -> Metrics {
+        self.set_campaigns(ids);
+        self
+    }
+
+    /// The configured campaigns from now on (the rules reloaded): their scans are counted
+    /// under their own labels (others under `other`), each exported from 0. A campaign no
+    /// longer configured keeps the series it has.
+    pub fn set_campaigns<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
+        let ids: std::collections::HashSet<String> = ids.into_iter().map(str::to_string).collect();
         if self.enabled {
-            for c in self.campaigns.iter().map(String::as_str).chain(["other"]) {
+            for c in ids.iter().map(String::as_str).chain(["other"]) {
                 for d in ["allow", "review", "block", "duplicate"] {
                     self.campaign_decisions.with_label_values(&[c, d]);
                 }
@@ -894,7 +902,9 @@ impl Metrics {
                 }
             }
         }
-        self
+        if let Ok(mut mine) = self.campaigns.write() {
+            *mine = ids;
+        }
     }
 
     /// Counts one event by type and outcome.
@@ -1049,11 +1059,9 @@ impl Metrics {
                 } => {
                     let c = &self.children;
                     c.decisions.inc_by(&self.decisions, &[decision.as_str()], 1);
-                    let label = if self.campaigns.contains(campaign.as_str()) {
-                        campaign.as_str()
-                    } else {
-                        "other"
-                    };
+                    let known =
+                        (self.campaigns.read()).is_ok_and(|c| c.contains(campaign.as_str()));
+                    let label = if known { campaign.as_str() } else { "other" };
                     self.campaign_decisions
                         .with_label_values(&[label, decision.as_str()])
                         .inc();

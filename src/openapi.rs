@@ -515,6 +515,11 @@ fn paths() -> Value {
         "`phones_differ`: the two have different phones and `keep_phone_of` is absent; `ref_conflict`: the ref merged one of the two with another member; `merging`: one of the two is in a merge that never finished"});
     merge["responses"]["503"] = json!({"description":
         "not ready: the store is unavailable; retry after the Retry-After header"});
+    doc["paths"]["/v1/admin/reload"] = json!({"post": op(
+        "reads the configuration again (the file, the OMNISTREAM_* variables and the flags, as at start-up; SIGHUP does the same) and runs its `[rules]` from now on: campaigns, points, fraud thresholds and weights, tags, tiers, stock and store rules; logged where it happens, so a restart replays each event under the rules it ran under. No body. Answers `{status: reloaded | unchanged, changed: the rules' dotted paths that changed, restart_needed: other settings that differ from those the service started with (read at start-up only: not applied)}`; 400 `bad_config` naming the key when the configuration does not load (the rules in effect stay); scope `admin`",
+        &[],
+        None
+    )});
     for (path, lift) in [("/v1/blocks", false), ("/v1/blocks/lift", true)] {
         let mut properties = json!({
             "on": {"type": "string", "enum": ["member", "device", "ip", "net"]},

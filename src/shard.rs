@@ -1153,6 +1153,45 @@ pub enum PhoneReplaced {
     },
 }
 
+/// The rules reloaded from the configuration (SIGHUP, `POST /v1/admin/reload`): events from
+/// here on run under them, and the log says so at this point, so a replay switches here too.
+pub struct ReloadRules {
+    /// The rules now configured.
+    pub rules: Rules,
+    /// The settings that changed (dotted paths; none: the same rules), once the switch is
+    /// durable.
+    pub reply: oneshot::Sender<Result<Vec<String>, ShardError>>,
+}
+
+impl Message for ReloadRules {
+    type Result = ();
+}
+
+impl Handler<ReloadRules> for Shard {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReloadRules, ctx: &mut Self::Context) {
+        if !self.ready.load(Ordering::SeqCst) {
+            let _ = msg.reply.send(Err(ShardError::NotReady));
+            return;
+        }
+        if msg.rules == self.rules {
+            return self.answer_once_durable(msg.reply, Vec::new(), ctx);
+        }
+        let changed = rules_changed(&self.rules, &msg.rules);
+        tracing::info!(changed = %changed.join(", "), "rules reloaded: events from here on run under them");
+        self.rules = msg.rules;
+        self.engine.set_rules(&self.rules);
+        self.board.set_low_atp(self.rules.stock.low_stock_atp);
+        let entry = RulesEntry {
+            admin: "rules".into(),
+            rules: Some(self.rules.clone()),
+        };
+        self.log_entry(serde_json::to_vec(&entry).unwrap_or_default(), &[]);
+        self.answer_once_durable(msg.reply, changed, ctx);
+    }
+}
+
 /// A person's block on a member, a device, an address or a prefix, set or lifted (`POST
 /// /v1/blocks`, `POST /v1/blocks/lift`), logged like an event so a replay repeats it.
 pub struct SetBlock {

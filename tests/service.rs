@@ -8,7 +8,7 @@ use common::{id, observe, sample, script, texts, Service};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 #[test]
@@ -852,6 +852,81 @@ fn a_person_merges_two_members_the_service_refused_and_it_survives_a_restart() {
     s.stop();
 }
 
+/// The rules reloaded without a restart: a campaign's points changed in the configuration
+/// file pay from the reload on (`POST /v1/admin/reload`, then SIGHUP); a file that does not
+/// load changes nothing and names its key; another setting is named as needing a restart;
+/// after a SIGKILL the log replays each event under the rules it ran under.
+#[test]
+fn rules_reload_without_a_restart_and_a_replay_keeps_what_ran_under_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, conf) = (dir.path().join("data"), dir.path().join("omnistream.toml"));
+    let write = |points: i64, extra: &str| {
+        let text = format!("{extra}[rules.campaigns.cny]\npoints = {points}\n");
+        std::fs::write(&conf, text).unwrap();
+    };
+    write(10, "");
+    let conf_arg = conf.to_str().unwrap();
+    let start = || Service::start_args(&data, &["--config", conf_arg], &[], Stdio::inherit());
+    let s = start();
+    let scan = |s: &Service, n: u32| {
+        let body = json!({"id": id(n), "type": "scan", "ts": "2026-11-11T18:00:00+08:00",
+            "channel": "campaign", "code": format!("RL-{n}"), "sku": "S1", "campaign": "cny",
+            "member": {"openid": format!("o-rl{n}")}, "device": format!("d-rl{n}"),
+            "ip": format!("10.1.{n}.1")});
+        let (code, v) = s.request("POST", "/v1/scan", &body.to_string());
+        assert_eq!(code, 200, "{v}");
+        v["decision"]["reward"].as_i64().unwrap()
+    };
+    assert_eq!(scan(&s, 1), 10);
+    write(30, "max-batch-events = 500\n");
+    let (code, v) = s.request("POST", "/v1/admin/reload", "");
+    assert_eq!((code, v["status"].as_str()), (200, Some("reloaded")), "{v}");
+    assert_eq!(v["changed"], json!(["rules.campaigns.cny.points"]), "{v}");
+    assert_eq!(v["restart_needed"], json!(["max-batch-events"]), "{v}");
+    assert_eq!(scan(&s, 2), 30);
+    assert_eq!(s.get("/v1/campaigns/cny")["points"], 30);
+    let (code, v) = s.request("POST", "/v1/admin/reload", "");
+    assert_eq!(
+        (code, v["status"].as_str()),
+        (200, Some("unchanged")),
+        "{v}"
+    );
+    // a file that does not load: nothing changes, the key is named
+    std::fs::write(&conf, "[rules.campaigns.cny]\npoints = \"many\"\n").unwrap();
+    let (code, v) = s.request("POST", "/v1/admin/reload", "");
+    assert_eq!(
+        (code, v["error"].as_str()),
+        (400, Some("bad_config")),
+        "{v}"
+    );
+    assert!(v["detail"].as_str().unwrap().contains("points"), "{v}");
+    assert_eq!(scan(&s, 3), 30);
+    // SIGHUP does the same
+    write(50, "");
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &s.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while s.get("/v1/campaigns/cny")["points"] != 50 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGHUP reloaded nothing"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(scan(&s, 4), 50);
+    // no checkpoint: the restart replays the whole log, each scan under its own rules
+    s.kill();
+    let s = start();
+    for (n, points) in [(1, 10), (2, 30), (3, 30), (4, 50)] {
+        let m = s.get(&format!("/v1/identities/openid/o-rl{n}"));
+        assert_eq!(m["balance"], points, "scan {n}: {m}");
+    }
+    s.stop();
+}
+
 /// A risk team's blocks over HTTP: a device blocked in one campaign blocks its scans there
 /// (`blocked`, the decision naming the block), a prefix given by any address within it
 /// blocks its addresses, a member's block follows its id; the blocks are listed, survive a
@@ -985,7 +1060,11 @@ fn a_risk_team_blocks_a_device_a_prefix_and_a_member_and_lifts_a_block() {
             "none of member",
         ),
         (json!({"on": "device", "value": "d", "ref": ""}), 400, "ref"),
-        (json!({"on": "device", "value": " ", "ref": "R"}), 400, "give the device"),
+        (
+            json!({"on": "device", "value": " ", "ref": "R"}),
+            400,
+            "give the device",
+        ),
         (
             json!({"on": "ip", "value": "10.0.0.999", "ref": "R"}),
             400,
