@@ -2896,12 +2896,18 @@ fn block_value(
         return Err(format!("value: empty; give the {} to block", on.as_str()));
     }
     let value = checked_text("value", Some(value), max, false)?.unwrap_or_default();
+    // as scans are read: an IPv4 address written as IPv6 is the IPv4 address
     let addr = |s: &str| {
-        s.parse::<std::net::IpAddr>()
+        (s.parse::<std::net::IpAddr>())
+            .map(|a| a.to_canonical())
             .map_err(|_| format!("value: `{s}` is not an IP address"))
     };
     match on {
         BlockOn::Member | BlockOn::Device => Ok(value),
+        BlockOn::Ip if value.contains('/') => Err(format!(
+            "value: `{value}` is a prefix; block it with \"on\": \"net\" (an IPv4 /24 or an \
+             IPv6 /64)"
+        )),
         BlockOn::Ip => Ok(addr(&value)?.to_string()),
         BlockOn::Net => {
             let (a, len) = match value.split_once('/') {
@@ -2911,7 +2917,8 @@ fn block_value(
             let want = if a.is_ipv4() { "24" } else { "64" };
             if len.is_some_and(|l| l != want) {
                 return Err(format!(
-                    "value: a prefix is an IPv4 /24 or an IPv6 /64 (scans are counted so), not                      `{value}`"
+                    "value: a prefix is an IPv4 /24 or an IPv6 /64 (scans are counted so), not \
+                     `{value}`"
                 ));
             }
             Ok(omnistream_actors::fraud::net_prefix(&a).to_string())
@@ -2937,17 +2944,41 @@ async fn get_blocks(st: web::Data<AppState>, path: web::Path<(String, String)>) 
         Err(why) => return error(StatusCode::BAD_REQUEST, "bad_path", why),
     };
     // only a member can be missing: a device never seen has no blocks
-    read(&st, "member", move |e| {
-        let Some((value, blocks)) = e.blocks(on, &value) else {
-            return Ok(None);
-        };
-        let now = e.watermark();
+    read(&st, "member", move |e| blocks_view(e, on, &value)).await
+}
+
+/// The blocks in force on `value` (of kind `on`) at the service's event time now; an
+/// address's with its prefix's (`net`), which its scans meet too. None: no such member.
+pub(crate) fn blocks_view(
+    e: &Sharded,
+    on: omnistream_actors::fraud::block::BlockOn,
+    value: &str,
+) -> Result<Option<Value>, ReadError> {
+    use omnistream_actors::fraud::block::BlockOn;
+    let now = e.watermark();
+    let in_force = |on, value: &str| {
+        let (value, blocks) = e.blocks(on, value)?;
         let blocks: Vec<_> = blocks.into_iter().filter(|b| b.in_force(now)).collect();
-        Ok(Some(
-            json!({ "on": on.as_str(), "value": value, "blocks": blocks }),
-        ))
-    })
-    .await
+        Some(json!({ "on": on.as_str(), "value": value, "blocks": blocks }))
+    };
+    let Some(mut v) = in_force(on, value) else {
+        return Ok(None);
+    };
+    // an address's scans also meet its prefix's blocks
+    if let (BlockOn::Ip, Ok(a)) = (on, value.parse::<std::net::IpAddr>()) {
+        let net = omnistream_actors::fraud::net_prefix(&a);
+        v["net"] = in_force(BlockOn::Net, &net).unwrap_or_default();
+    }
+    Ok(Some(v))
+}
+
+/// [`get_blocks`] of a prefix written with its slash unencoded (`/v1/blocks/net/1.2.3.0/24`).
+async fn get_blocks_prefix(
+    st: web::Data<AppState>,
+    path: web::Path<(String, String, String)>,
+) -> HttpResponse {
+    let (on, addr, len) = path.into_inner();
+    get_blocks(st, web::Path::from((on, format!("{addr}/{len}")))).await
 }
 
 /// A person blocks a member, a device, an IP address or a network prefix: its scans in the
@@ -3016,15 +3047,23 @@ async fn set_block(
             value,
             change,
             blocks,
-        })) => HttpResponse::Ok().json(json!({
-            "on": on.as_str(), "value": value, "status": change.as_str(),
-            "blocks": blocks,
-        })),
+            warning,
+        })) => {
+            let mut v = json!({
+                "on": on.as_str(), "value": value, "status": change.as_str(),
+                "blocks": blocks,
+            });
+            if let Some(w) = warning {
+                v["warning"] = json!(w);
+            }
+            HttpResponse::Ok().json(v)
+        }
         Ok(Ok(R::Done {
             value,
             change,
             outputs,
             blocks,
+            warning,
         })) => {
             // the member's own outputs of the moment (points expiring, a tag) may come first
             use omnistream_actors::Output as O;
@@ -3032,11 +3071,15 @@ async fn set_block(
                 .find(|e| matches!(e.output, O::BlockSet { .. } | O::BlockLifted { .. }))
                 .and_then(|e| serde_json::to_value(&e.output).ok());
             let kind = if lift { "block_lifted" } else { "block_set" };
-            HttpResponse::Ok().json(json!({
+            let mut v = json!({
                 "on": on.as_str(), "value": value, "status": change.as_str(),
                 kind: said,
                 "blocks": blocks,
-            }))
+            });
+            if let Some(w) = warning {
+                v["warning"] = json!(w);
+            }
+            HttpResponse::Ok().json(v)
         }
         Ok(Err(e)) => store_unavailable(e),
     }
@@ -3632,6 +3675,7 @@ routes! {
     post "/v1/blocks" => post_block, REVIEW;
     post "/v1/blocks/lift" => post_block_lift, REVIEW;
     get "/v1/blocks/{on}/{value}" => get_blocks, READ;
+    get "/v1/blocks/{on}/{value}/{len}" => get_blocks_prefix, READ;
     get "/v1/stats" => get_stats, READ;
     get "/v1/admin/snapshot" => snapshot, ADMIN;
     post "/v1/admin/reload" => post_reload, ADMIN;

@@ -854,6 +854,10 @@ impl Metrics {
             for r in ["merged", "approved", "refused_phones"] {
                 m.member_merges.with_label_values(&[r]);
             }
+            // every reason from 0, `blocked` among them: an alert on increase() sees the first
+            for r in omnistream_actors::fraud::Reason::ALL {
+                m.decision_reasons.with_label_values(&[r.as_str()]);
+            }
             for on in omnistream_actors::fraud::block::BlockOn::ALL {
                 for c in ["set", "updated", "lifted"] {
                     m.blocks.with_label_values(&[on.as_str(), c]);

@@ -9,6 +9,7 @@ fn param_schema(name: &str) -> Value {
             "description": "the sequence number to start at (an answer's `next`)"}),
         "limit" => json!({"type": "integer", "minimum": 0, "default": 100,
             "description": "at most this many items; more than 1000 is taken as 1000"}),
+        "on" => json!({"type": "string", "enum": ["member", "device", "ip", "net"]}),
         _ => json!({"type": "string"}),
     }
 }
@@ -128,9 +129,9 @@ const SAMPLE: &str = include_str!("../examples/sample.jsonl");
 /// Each: the method, the path, the example's summary (which names its request), the answer.
 fn examples() -> Vec<(&'static str, &'static str, String, Value)> {
     use crate::http::{
-        campaign_view, campaigns_view, credit_view, dealers_list, kpis_view, ledger_page,
-        location_view, loyalty_view, member_view, members_list, order_view, rep_view, reps_view,
-        stock_view, stores_view, DealersQuery, Holders, MembersQuery,
+        blocks_view, campaign_view, campaigns_view, credit_view, dealers_list, kpis_view,
+        ledger_page, location_view, loyalty_view, member_view, members_list, order_view, rep_view,
+        reps_view, stock_view, stores_view, DealersQuery, Holders, MembersQuery,
     };
     use crate::shard::{Item, Outcome};
     use omnistream_actors::{sharded::Sharded, Output, Rules};
@@ -251,6 +252,15 @@ fn examples() -> Vec<(&'static str, &'static str, String, Value)> {
             "/v1/orders/{channel}/{order}",
             "/v1/orders/tmall/T-1001".into(),
             json(order_view(&e, "tmall", "T-1001")),
+        ),
+        (
+            "/v1/blocks/{on}/{value}",
+            "/v1/blocks/ip/112.65.3.18".into(),
+            json(blocks_view(
+                &e,
+                omnistream_actors::fraud::block::BlockOn::Ip,
+                "112.65.3.18",
+            )),
         ),
         (
             "/v1/outputs",
@@ -434,7 +444,7 @@ fn paths() -> Value {
             "/v1/members/{id}/merge": {"post": op("a person merges two members (customer service, once it knows the two are one person; the service on its own refuses to merge two members with different phones, `merge_conflict`): body {\"with\": the other member's id, \"keep_phone_of\"?: `{id}` or `with` (or the member either leads to), whose phone stays when the two have different phones (required then; the other phone is released, bound to nobody; not needed, and nothing dropped for it, with one phone or none), \"ref\": the case it is recorded under (1 to 64 characters), \"reviewer\"?: name, \"note\"?: why}, no other key; each id merged away stands for its survivor; the member giving its phone up says `merge_approved` (with `phone` kept, `released`, `by`), then the two merge as identities would merge them (`merged`: the smaller id survives and takes the other's points, identities, orders and reviews); answers `{member: the survivor, alias, ref, status: merged, merge_approved, merged, ledger}` once durable, `status: unchanged` when the two are one member already (a retry); 500 `merge_unfinished` when the merge was approved and logged but its cascade was cut at the engine's bound (`runaway` in /v1/stats: the two are not merged); 409 `phones_differ` without `keep_phone_of` for two phones; 409 `ref_conflict` when the ref merged one of them with a third member (a ref is one merge of a member, not checked across members it never merged); 400 when `keep_phone_of` names neither, or `with` is `{id}` itself; 404 for an id no member has (`detail` names it); 409 `merging` when either is in a merge that never finished (its cascade cut at the engine's bound); scope `members`", &["id"], None)},
             "/v1/blocks": {"post": op("a person (a risk team) blocks a member, a device, an IP address or a network prefix: its scans in `campaign` (absent: every campaign) are blocked, reason `blocked` (100 points, never shadow), the decision's `scan.blocked` naming the block ({on, value, campaign?, ref}), until `until` (RFC 3339 event time; absent: until lifted); counts go on while blocked. Body {\"on\": member | device | ip | net, \"value\": the member id (one merged away: its survivor; the block follows the person into later merges), the device fingerprint, the address, or the prefix (a.b.c.0/24, an IPv6 /64, or any address within it), \"campaign\"?: campaign id, \"until\"?: RFC 3339, \"ref\": the case (1 to 64 characters), \"reviewer\"?: name, \"note\"?: why}, no other key. A block for the same campaign (or for every campaign) is replaced (`updated`, the `block_set` output's `replaced` naming the case it replaced); the same block again is `unchanged`, nothing logged. Logged like an event at the service's event time (a replay blocks the same scans). Answers `{on, value, status: blocked | updated | unchanged, block_set?, blocks: the blocks in force on it}` once durable; 400 for a bad body or an `until` not after the service's event time now; 404 for a member id no member has; scope `review`", &[], None)},
             "/v1/blocks/lift": {"post": op("a person lifts a block: body {\"on\", \"value\", \"campaign\"?: the campaign whose block is lifted (absent: the block for every campaign), \"ref\", \"reviewer\"?, \"note\"?}, no `until`; says `block_lifted` (its `lifted` naming the case the block was set under); answers `{on, value, status: lifted | not_blocked, block_lifted?, blocks}` (`not_blocked`: no such block in force, nothing logged: a retry answers so); scope `review`", &[], None)},
-            "/v1/blocks/{on}/{value}": {"get": op("the blocks in force on a member (by id: its survivor's), a device, an address or a prefix (`on`: member, device, ip, net; `value` as POST /v1/blocks takes it, URL-encoded: a /24 is `1.2.3.0%2F24`), at the service's event time now: `{on, value, blocks: [{campaign?, until?, ref, since}]}`; set and lifted blocks, ended ones too, are in /v1/outputs (`output=block_set`, `output=block_lifted`); 404 for a member id no member has", &["on", "value"], None)},
+            "/v1/blocks/{on}/{value}": {"get": op("the blocks in force on a member (by id: its survivor's), a device, an address or a prefix (`on`: member, device, ip, net; `value` as POST /v1/blocks takes it, URL-encoded: a /24 is `1.2.3.0%2F24`), at the service's event time now: `{on, value, blocks: [{campaign?, until?, ref, since}]}` (`since`: the service's event time when it was set), for an address also `net`: its prefix's blocks, which its scans meet too; set and lifted blocks, ended ones too, are in /v1/outputs (`output=block_set`, `output=block_lifted`); 404 for a member id no member has", &["on", "value"], None)},
             "/v1/members/{id}/adjustments": {"post": op("a person adjusts a member's points: body {\"points\": n (not 0; at most 10,000,000 either way), \"ref\": the case it is recorded under (1 to 64 characters), \"reviewer\"?: name, \"note\"?: why}, no other key; added points pay the member's debt first; taken points never make the balance negative: what it cannot cover is owed (`debt`) from later points; the ledger entry's reason is `adjusted`, its `about` the ref, and a `points_adjusted` output records it with `by` (reviewer, note, token, the service's clock); an id merged away adjusts its survivor; answers `{member, ref, status: accepted, adjustment, ledger}` once durable; the same member and ref again: `status: duplicate` with its points, another amount 409 `ref_conflict`; 404 for an id no member has; scope `points`", &["id"], None)},
             "/v1/reviews/{event}": {"post": op("resolve a scan under review, or overturn a block: body {\"decision\": \"allow\"|\"block\", \"reviewer\"?: name (at most 64 characters), \"note\"?: why (at most 1,000)}, no other key; the resolution's `by` records them with `at` (the service's clock, UTC) and `token` (the access token's name, when access control is on); answers `{event, status: accepted, resolution, outputs}` (a retry of the same decision: `status: duplicate` and the `resolution`; the other decision, 409 `already_resolved` (a hold the service refused because its member held more than `max-held-reviews`, `refused: true` in the resolution, counts as blocked); `allow` on a blocked scan overturns the block (a customer's appeal: its reward granted from the campaign's budget and paid within the daily cap; the resolution says `overturned: true`), `block` on one answers 409 `not_under_review`; an allowed scan, 409 `not_under_review` saying what it was decided; a review that holds nothing, or an id the service does not remember deciding, 404 `no_review`)", &["event"], None)},
             "/v1/admin/snapshot": {"get": op("every entity's state, sorted by key (large)", &[], None)},
@@ -515,6 +525,11 @@ fn paths() -> Value {
         "`phones_differ`: the two have different phones and `keep_phone_of` is absent; `ref_conflict`: the ref merged one of the two with another member; `merging`: one of the two is in a merge that never finished"});
     merge["responses"]["503"] = json!({"description":
         "not ready: the store is unavailable; retry after the Retry-After header"});
+    doc["paths"]["/v1/blocks/{on}/{value}/{len}"] = json!({"get": op(
+        "GET /v1/blocks/{on}/{value} of a prefix written with its slash (`/v1/blocks/net/203.0.113.0/24`)",
+        &["on", "value", "len"],
+        None
+    )});
     doc["paths"]["/v1/admin/reload"] = json!({"post": op(
         "reads the configuration again (the file, the OMNISTREAM_* variables and the flags, as at start-up; SIGHUP does the same) and runs its `[rules]` from now on: campaigns, points, fraud thresholds and weights, tags, tiers, stock and store rules; logged where it happens, so a restart replays each event under the rules it ran under. No body. Answers `{status: reloaded | unchanged, changed: the rules' dotted paths that changed, restart_needed: other settings that differ from those the service started with (read at start-up only: not applied)}`; 400 `bad_config` naming the key when the configuration does not load (the rules in effect stay); scope `admin`",
         &[],

@@ -1238,6 +1238,8 @@ pub enum BlockSet {
         change: Change,
         /// The blocks on it now.
         blocks: Vec<Block>,
+        /// What the person may have meant instead (see [`block_warning`]).
+        warning: Option<String>,
     },
     /// Run and durable.
     Done {
@@ -1249,6 +1251,8 @@ pub enum BlockSet {
         outputs: Vec<Emitted>,
         /// The blocks on it now.
         blocks: Vec<Block>,
+        /// What the person may have meant instead (see [`block_warning`]).
+        warning: Option<String>,
     },
 }
 
@@ -2901,12 +2905,14 @@ impl Handler<SetBlock> for Shard {
             }
         }
         let change = omnistream_actors::fraud::block::plan(&blocks, &msg.block, now);
+        let warning = block_warning(self, &msg.block, change, &blocks, now.unix_us);
         if matches!(change, Change::Unchanged | Change::NotBlocked) {
             let in_force = blocks.iter().filter(|b| b.in_force(now.unix_us));
             let same = BlockSet::Unchanged {
                 value,
                 change,
                 blocks: in_force.cloned().collect(),
+                warning,
             };
             return self.answer_once_durable(msg.reply, same, ctx);
         }
@@ -2946,8 +2952,44 @@ impl Handler<SetBlock> for Shard {
             change,
             outputs,
             blocks: after,
+            warning,
         };
         self.answer_admin(&entry, msg.reply, done, ctx);
+    }
+}
+
+/// What a person asking for a block may have meant instead: a campaign neither configured nor
+/// named by any scan (a misspelt id blocks nothing), or a lift for every campaign of
+/// something blocked in some campaigns only (those blocks stay).
+fn block_warning(
+    shard: &Shard,
+    cmd: &BlockCmd,
+    change: Change,
+    blocks: &[Block],
+    now_us: i64,
+) -> Option<String> {
+    let (BlockCmd::Set { campaign, .. } | BlockCmd::Lift { campaign, .. }) = cmd;
+    match campaign.as_deref() {
+        Some(c) if !shard.rules.campaigns.contains_key(c) && shard.engine.campaign(c).is_none() => {
+            Some(format!(
+                "campaign `{c}` is not configured and no scan has named it: a misspelt id \
+                 blocks nothing (GET /v1/campaigns lists those known)"
+            ))
+        }
+        None if change == Change::NotBlocked => {
+            let by_campaign: Vec<&str> = (blocks.iter())
+                .filter(|b| b.in_force(now_us))
+                .filter_map(|b| b.campaign.as_deref())
+                .collect();
+            (!by_campaign.is_empty()).then(|| {
+                format!(
+                    "nothing is blocked here in every campaign; it is blocked in {}, which \
+                     stays: lift each with its `campaign`",
+                    by_campaign.join(", ")
+                )
+            })
+        }
+        _ => None,
     }
 }
 

@@ -76,7 +76,8 @@ fn sample(path: &str) -> (String, String) {
         .replace("{order}", "o1")
         .replace("{event}", &id(999))
         .replace("{rep}", "r1")
-        .replace("{on}", "device");
+        .replace("{on}", "device")
+        .replace("{len}", "24");
     assert!(
         !p.contains('{'),
         "a parameter without a sample value: {path}"

@@ -1013,6 +1013,25 @@ fn a_risk_team_blocks_a_device_a_prefix_and_a_member_and_lifts_a_block() {
             (&json!("block"), &json!("net")),
             "{d}"
         );
+        // an IPv4 address written as IPv6 is the same address, in the same prefix
+        let d = decide(
+            s,
+            scan(906, "o-blk3", "d-ok3", "::ffff:172.16.5.201", "summer"),
+        );
+        assert_eq!(
+            (&d["decision"], &d["scan"]["ip"]),
+            (&json!("block"), &json!("172.16.5.201")),
+            "{d}"
+        );
+        // an address shows its prefix's blocks too; a prefix may be written with its slash
+        let v = s.get("/v1/blocks/ip/172.16.5.9");
+        assert_eq!(
+            (&v["blocks"], &v["net"]["blocks"][0]["ref"]),
+            (&json!([]), &json!("RISK-2")),
+            "{v}"
+        );
+        let v = s.get("/v1/blocks/net/172.16.5.0/24");
+        assert_eq!(v["blocks"][0]["ref"], "RISK-2", "{v}");
         let d = decide(s, scan(905, "o-blk1", "d-ok1", "10.9.8.5", "summer"));
         assert_eq!(
             (&d["decision"], &d["scan"]["blocked"]["on"]),
@@ -1049,10 +1068,44 @@ fn a_risk_team_blocks_a_device_a_prefix_and_a_member_and_lifts_a_block() {
         (200, Some("not_blocked")),
         "{v}"
     );
+    // what the person may have meant: a lift for every campaign of what is blocked in one,
+    // a campaign nobody configured or scanned
+    block(
+        &s,
+        "/v1/blocks",
+        json!({"on": "device", "value": "d-two", "campaign": "cny", "ref": "RISK-5"}),
+    );
+    let (code, v) = block(
+        &s,
+        "/v1/blocks/lift",
+        json!({"on": "device", "value": "d-two", "ref": "RISK-6"}),
+    );
+    assert_eq!(
+        (code, v["status"].as_str()),
+        (200, Some("not_blocked")),
+        "{v}"
+    );
+    assert!(
+        v["warning"].as_str().unwrap().contains("blocked in cny"),
+        "{v}"
+    );
+    let (code, v) = block(
+        &s,
+        "/v1/blocks",
+        json!({"on": "device", "value": "d-two", "campaign": "cnyy", "ref": "RISK-7"}),
+    );
+    assert_eq!((code, v["status"].as_str()), (200, Some("blocked")), "{v}");
+    assert!(v["warning"].as_str().unwrap().contains("misspelt"), "{v}");
+    let (_, v) = block(
+        &s,
+        "/v1/blocks",
+        json!({"on": "device", "value": "d-two", "campaign": "summer", "ref": "RISK-8"}),
+    );
+    assert!(v.get("warning").is_none(), "a campaign scanned before: {v}");
     let d = decide(&s, scan(911, "o-blk2", "d-farm", "10.9.8.6", "cny"));
     assert_eq!(d["decision"], "allow", "lifted: {d}");
     let all = s.get("/v1/outputs?output=block_set");
-    assert_eq!(all["items"].as_array().unwrap().len(), 3, "{all}");
+    assert_eq!(all["items"].as_array().unwrap().len(), 6, "{all}");
     for (body, code_want, why) in [
         (
             json!({"on": "phone", "value": "x", "ref": "R"}),
@@ -1074,6 +1127,11 @@ fn a_risk_team_blocks_a_device_a_prefix_and_a_member_and_lifts_a_block() {
             json!({"on": "net", "value": "10.0.0.0/16", "ref": "R"}),
             400,
             "/24",
+        ),
+        (
+            json!({"on": "ip", "value": "10.0.0.0/24", "ref": "R"}),
+            400,
+            "\"on\": \"net\"",
         ),
         (
             json!({"on": "device", "value": "d", "ref": "R", "until": "tomorrow"}),
@@ -1112,6 +1170,7 @@ fn a_risk_team_blocks_a_device_a_prefix_and_a_member_and_lifts_a_block() {
     for line in [
         r#"omnistream_blocks_total{change="lifted",on="device"} 1"#,
         r#"omnistream_scan_decision_reasons_total{reason="blocked"} 1"#,
+        r#"omnistream_scan_decision_reasons_total{reason="ring"} 0"#,
     ] {
         assert!(text.contains(line), "{line}: {text}");
     }

@@ -1186,7 +1186,11 @@ fn build(w: &mut Wire<'_>, pii: &Pii, problems: &mut Vec<Problem>) -> Option<Eve
                     None
                 }
                 Some(s) => match plain_ipv4(s).map_or_else(|| s.parse::<IpAddr>(), Ok) {
-                    Ok(ip) => Some(ip),
+                    // an IPv4 address written as IPv6 (`::ffff:198.51.100.9`) is that IPv4
+                    // address: counted, and blocked, as one client (the service's own log
+                    // replays as it ran: such an address logged before was counted as written)
+                    Ok(ip) if c.stored => Some(ip),
+                    Ok(ip) => Some(ip.to_canonical()),
                     Err(_) => {
                         c.push(
                             Reason::BadIp,
@@ -1932,6 +1936,25 @@ mod tests {
         assert!(w[0].len() < 200, "{}", w[0]);
         let huge = "k".repeat(MAX_EVENT_BYTES);
         assert!(lint(click(&format!(r#","{huge}":1"#)).as_bytes()).is_empty());
+    }
+
+    /// An IPv4 address written as IPv6 is read as the IPv4 address: one client, one address
+    /// to count and to block, however the channel writes it.
+    #[test]
+    fn an_ipv4_address_written_as_ipv6_reads_as_ipv4() {
+        let d = Decoder::new(crate::Pii::new(b"k"));
+        let scan = |ip: &str| {
+            let text = format!(
+                r#"{{"id":"00000000-0000-7000-8000-000000000001","type":"scan","ts":"2026-11-11T10:00:00+08:00","channel":"campaign","code":"C1","sku":"S1","campaign":"c1","member":{{"openid":"o1"}},"device":"d1","ip":"{ip}"}}"#
+            );
+            match d.decode(text.as_bytes()).map(|e| e.body) {
+                Ok(crate::Body::Scan(s)) => s.ip.to_string(),
+                other => format!("{other:?}"),
+            }
+        };
+        assert_eq!(scan("::ffff:198.51.100.9"), "198.51.100.9");
+        assert_eq!(scan("198.51.100.9"), "198.51.100.9");
+        assert_eq!(scan("2408:8207::1"), "2408:8207::1");
     }
 
     #[test]

@@ -821,7 +821,8 @@ fn body() -> impl Strategy<Value = Body> {
             s(),
             ids(1),
             s(),
-            any::<std::net::IpAddr>(),
+            // as the decoder keeps it: an IPv4 address written as IPv6 is read as IPv4
+            any::<std::net::IpAddr>().prop_map(|ip| ip.to_canonical()),
             proptest::option::of(geo()),
             proptest::option::of(s())
         )
