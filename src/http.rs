@@ -2972,6 +2972,45 @@ pub(crate) fn blocks_view(
     Ok(Some(v))
 }
 
+/// `GET /v1/blocks`' query.
+#[derive(Deserialize, Default)]
+struct BlocksQuery {
+    on: Option<String>,
+    campaign: Option<String>,
+}
+
+/// Every block in force now, by what it is on (`on=` one kind) and holding in a campaign
+/// (`campaign=`: its own blocks and those for every campaign), each with who set it and why:
+/// a risk team's list of what is blocked.
+async fn list_blocks(st: web::Data<AppState>, q: web::Query<BlocksQuery>) -> HttpResponse {
+    use omnistream_actors::fraud::block::BlockOn;
+    if let Some(r) = not_ready(&st) {
+        return r;
+    }
+    let q = q.into_inner();
+    let on = match q.on.as_deref().map(|o| (o, BlockOn::parse(o))) {
+        None => None,
+        Some((_, Some(on))) => Some(on),
+        Some((o, None)) => {
+            let why = format!(
+                "on: `{}` is none of member, device, ip, net",
+                o.chars().take(32).collect::<String>()
+            );
+            return error(StatusCode::BAD_REQUEST, "bad_query", why);
+        }
+    };
+    let answer = ask_shard(&st, |reply| crate::shard::ListBlocks {
+        on,
+        campaign: q.campaign,
+        reply,
+    });
+    match answer.await {
+        Err(stopped) => stopped,
+        Ok(Ok(items)) => HttpResponse::Ok().json(json!({"total": items.len(), "items": items})),
+        Ok(Err(e)) => store_unavailable(e),
+    }
+}
+
 /// [`get_blocks`] of a prefix written with its slash unencoded (`/v1/blocks/net/1.2.3.0/24`).
 async fn get_blocks_prefix(
     st: web::Data<AppState>,
@@ -3673,6 +3712,7 @@ routes! {
     post "/v1/members/{id}/phone" => post_phone, MEMBERS;
     post "/v1/members/{id}/merge" => post_merge, MEMBERS;
     post "/v1/blocks" => post_block, REVIEW;
+    get "/v1/blocks" [on, campaign] => list_blocks, READ;
     post "/v1/blocks/lift" => post_block_lift, REVIEW;
     get "/v1/blocks/{on}/{value}" => get_blocks, READ;
     get "/v1/blocks/{on}/{value}/{len}" => get_blocks_prefix, READ;

@@ -525,6 +525,11 @@ fn paths() -> Value {
         "`phones_differ`: the two have different phones and `keep_phone_of` is absent; `ref_conflict`: the ref merged one of the two with another member; `merging`: one of the two is in a merge that never finished"});
     merge["responses"]["503"] = json!({"description":
         "not ready: the store is unavailable; retry after the Retry-After header"});
+    doc["paths"]["/v1/blocks"]["get"] = op(
+        "every block in force now (a risk team's list of what is blocked): `{total, items: [{on, value, campaign?, until?, ref, since, by?}]}` in order of what they are on, `by` who set it and why as the service recorded the request; `on=` only those on member, device, ip or net; `campaign=` those holding in it (its own and those for every campaign); set and lifted blocks, ended ones too, are in /v1/outputs (`output=block_set`, `output=block_lifted`)",
+        &["on:query", "campaign:query"],
+        None,
+    );
     doc["paths"]["/v1/blocks/{on}/{value}/{len}"] = json!({"get": op(
         "GET /v1/blocks/{on}/{value} of a prefix written with its slash (`/v1/blocks/net/203.0.113.0/24`)",
         &["on", "value", "len"],

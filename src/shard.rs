@@ -419,6 +419,9 @@ struct Extras {
     /// Points adjustments by member and reference (none in checkpoints written before).
     #[serde(default, skip_serializing_if = "std::collections::HashMap::is_empty")]
     adjusted: AdjustedRefs,
+    /// What a person blocked (none in checkpoints written before).
+    #[serde(default, skip_serializing_if = "BlockIndex::is_empty")]
+    blocked: BlockIndex,
     board: serde_json::Value,
     /// The first output seq after the checkpoint: the outputs it follows (checkpoints
     /// written before builds kept it have none). A store whose outputs end before it holds
@@ -478,6 +481,7 @@ pub struct Shard {
     ready: Arc<AtomicBool>,
     reviews: Reviews,
     adjusted: Adjustments,
+    blocked: BlockIndex,
     answers: Answers,
     /// The personal-data key's fingerprint row, written with every commit until one is
     /// durable (the store had none: see `store::pii_key_unrecorded`).
@@ -948,6 +952,141 @@ impl Reviews {
     }
 }
 
+/// What a person blocked, for the list of blocks in force: `on:value` (a member under its
+/// survivor) → campaign (`""`: every campaign) → who set it. The blocks themselves live with
+/// what they block; this says where to look, and who asked. A block that ended stays here
+/// until lifted or replaced (the list reads the state, which says it ended).
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct BlockIndex(
+    std::collections::BTreeMap<
+        String,
+        std::collections::BTreeMap<String, Option<omnistream_actors::output::Resolver>>,
+    >,
+);
+
+impl BlockIndex {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn observe(&mut self, out: &[Emitted]) {
+        for e in out {
+            match &e.output {
+                Output::BlockSet {
+                    on,
+                    value,
+                    campaign,
+                    by,
+                    ..
+                } => {
+                    let held = self
+                        .0
+                        .entry(format!("{}:{value}", on.as_str()))
+                        .or_default();
+                    let by = by.as_deref().cloned();
+                    held.insert(campaign.as_deref().unwrap_or_default().to_string(), by);
+                }
+                Output::BlockLifted {
+                    on,
+                    value,
+                    campaign,
+                    ..
+                } => {
+                    let key = format!("{}:{value}", on.as_str());
+                    if let Some(held) = self.0.get_mut(&key) {
+                        held.remove(campaign.as_deref().unwrap_or_default());
+                        if held.is_empty() {
+                            self.0.remove(&key);
+                        }
+                    }
+                }
+                // a member's blocks follow it into its survivor
+                Output::Merged { survivor, alias } => {
+                    if let Some(moved) = self.0.remove(&format!("member:{alias}")) {
+                        let into = self.0.entry(format!("member:{survivor}")).or_default();
+                        for (c, by) in moved {
+                            into.entry(c).or_insert(by);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The blocks in force now (on `on`, holding in `campaign`, when given), each with who
+    /// set it, in key order.
+    fn in_force(
+        &self,
+        engine: &Sharded,
+        on: Option<BlockOn>,
+        campaign: Option<&str>,
+    ) -> Vec<serde_json::Value> {
+        let now = engine.watermark();
+        let mut items = Vec::new();
+        for (key, held) in &self.0 {
+            let Some((kind, value)) = key
+                .split_once(':')
+                .and_then(|(k, v)| Some((BlockOn::parse(k)?, v)))
+            else {
+                continue;
+            };
+            if on.is_some_and(|o| o != kind) {
+                continue;
+            }
+            let Some((value, blocks)) = engine.blocks(kind, value) else {
+                continue;
+            };
+            for b in blocks.iter().filter(|b| b.in_force(now)) {
+                if campaign.is_some_and(|c| b.campaign.as_deref().is_some_and(|mine| mine != c)) {
+                    continue;
+                }
+                let mut item = serde_json::json!({"on": kind.as_str(), "value": value});
+                if let (Some(o), Ok(serde_json::Value::Object(block))) =
+                    (item.as_object_mut(), serde_json::to_value(b))
+                {
+                    o.extend(block);
+                }
+                let by = held.get(b.campaign.as_deref().unwrap_or_default());
+                if let Some(Some(by)) = by {
+                    item["by"] = serde_json::to_value(by).unwrap_or_default();
+                }
+                items.push(item);
+            }
+        }
+        items
+    }
+}
+
+/// The blocks in force (`GET /v1/blocks`).
+pub struct ListBlocks {
+    /// Only those on this kind.
+    pub on: Option<BlockOn>,
+    /// Only those holding in this campaign (its own and those for every campaign).
+    pub campaign: Option<String>,
+    /// The items.
+    pub reply: oneshot::Sender<Result<Vec<serde_json::Value>, ShardError>>,
+}
+
+impl Message for ListBlocks {
+    type Result = ();
+}
+
+impl Handler<ListBlocks> for Shard {
+    type Result = ();
+
+    fn handle(&mut self, msg: ListBlocks, _: &mut Self::Context) {
+        if !self.ready.load(Ordering::SeqCst) {
+            let _ = msg.reply.send(Err(ShardError::NotReady));
+            return;
+        }
+        let items = self
+            .blocked
+            .in_force(&self.engine, msg.on, msg.campaign.as_deref());
+        let _ = msg.reply.send(Ok(items));
+    }
+}
+
 /// Scans' decisions answered most recently are remembered up to this many (the oldest
 /// forgotten first): a scan sent again is answered with the decision it got.
 pub const RECENT_ANSWERS: usize = 50_000;
@@ -1395,6 +1534,7 @@ impl Shard {
             ready,
             reviews: Reviews::default(),
             adjusted: Adjustments::default(),
+            blocked: BlockIndex::default(),
             answers: Answers::default(),
             key_check,
             stats: ShardStats::default(),
@@ -1475,6 +1615,7 @@ impl Shard {
             .collect();
         let mut in_effect: Option<Rules> = None;
         let mut adjusted = Adjustments::default();
+        let mut blocked = BlockIndex::default();
         // the first output seq after the checkpoint, when it says
         let mut checkpoint_outputs = None;
         let (mut engine, mut reviews, mut board, from) =
@@ -1504,6 +1645,7 @@ impl Shard {
                     let board = Board::load(low_atp, x.board)
                         .map_err(|e| restore_err(format!("board: {e}")))?;
                     adjusted = Adjustments(x.adjusted);
+                    blocked = x.blocked;
                     (engine, Reviews(x.reviews), board, cp.seq)
                 }
                 (colds, _) => {
@@ -1573,6 +1715,7 @@ impl Shard {
             }
             reviews.observe(&scratch);
             adjusted.observe(&scratch);
+            blocked.observe(&scratch);
             board.observe(&engine, &scratch);
             scratch.clear();
         })?;
@@ -1613,6 +1756,7 @@ impl Shard {
         }
         self.reviews = reviews;
         self.adjusted = adjusted;
+        self.blocked = blocked;
         self.metrics.reviews_pending(self.reviews.0.len());
         // retried scans are answered from the stored outputs, the log's tail among them
         self.answers = Answers::from_outputs(&*self.store);
@@ -1701,6 +1845,7 @@ impl Shard {
         serde_json::to_vec(&Extras {
             reviews: self.reviews.0.clone(),
             adjusted: self.adjusted.0.clone(),
+            blocked: self.blocked.clone(),
             board: self.board.save(),
             next_output: Some(self.next_output),
             rules: Some(self.engine.rules().clone()),
@@ -2205,6 +2350,7 @@ impl Shard {
         self.board.observe(&self.engine, emitted);
         self.reviews.observe(emitted);
         self.adjusted.observe(emitted);
+        self.blocked.observe(emitted);
         self.metrics.reviews_pending(self.reviews.0.len());
         self.answers.observe(emitted);
         self.next_seq += 1;
@@ -2369,6 +2515,7 @@ impl Shard {
             self.board.observe(&self.engine, &emitted);
             self.reviews.observe(&emitted);
             self.adjusted.observe(&emitted);
+            self.blocked.observe(&emitted);
             self.metrics.reviews_pending(self.reviews.0.len());
             self.answers.observe(&emitted);
             self.push_outputs(&emitted);

@@ -1044,6 +1044,20 @@ fn a_risk_team_blocks_a_device_a_prefix_and_a_member_and_lifts_a_block() {
         assert_eq!(v["blocks"][0]["ref"], "RISK-2", "{v}");
         let v = s.get("/v1/blocks/ip/10.9.8.7");
         assert_eq!(v["blocks"], json!([]), "never blocked: {v}");
+        // the risk team's list: every block in force, with who set it
+        let all = s.get("/v1/blocks");
+        assert_eq!(all["total"], 3, "{all}");
+        let refs: Vec<&str> = texts(&all["items"], "ref");
+        assert_eq!(
+            refs,
+            ["RISK-1", "RISK-3", "RISK-2"],
+            "by what they are on: {all}"
+        );
+        assert_eq!(all["items"][0]["by"]["note"], "farm phone", "{all}");
+        let cny = s.get("/v1/blocks?campaign=cny");
+        assert_eq!(texts(&cny["items"], "ref"), ["RISK-1", "RISK-2"], "{cny}");
+        let net = s.get("/v1/blocks?on=net");
+        assert_eq!(texts(&net["items"], "ref"), ["RISK-2"], "{net}");
     };
     check(&s);
     s.stop();
@@ -1051,6 +1065,9 @@ fn a_risk_team_blocks_a_device_a_prefix_and_a_member_and_lifts_a_block() {
     // the same scans again are duplicates; new ones meet the blocks after the restart
     let d = decide(&s, scan(910, "o-blk2", "d-farm", "10.9.8.6", "cny"));
     assert_eq!(d["decision"], "block", "{d}");
+    let all = s.get("/v1/blocks");
+    assert_eq!(all["total"], 3, "the list after a restart: {all}");
+    assert_eq!(all["items"][0]["by"]["reviewer"], "li", "{all}");
     let (code, v) = block(
         &s,
         "/v1/blocks/lift",
@@ -1106,6 +1123,15 @@ fn a_risk_team_blocks_a_device_a_prefix_and_a_member_and_lifts_a_block() {
     assert_eq!(d["decision"], "allow", "lifted: {d}");
     let all = s.get("/v1/outputs?output=block_set");
     assert_eq!(all["items"].as_array().unwrap().len(), 6, "{all}");
+    let all = s.get("/v1/blocks");
+    let refs = texts(&all["items"], "ref");
+    assert_eq!(
+        refs,
+        ["RISK-5", "RISK-7", "RISK-8", "RISK-3", "RISK-2"],
+        "{all}"
+    );
+    let (code, v) = s.request("GET", "/v1/blocks?on=phone", "");
+    assert_eq!((code, v["error"].as_str()), (400, Some("bad_query")), "{v}");
     for (body, code_want, why) in [
         (
             json!({"on": "phone", "value": "x", "ref": "R"}),
@@ -1174,6 +1200,11 @@ fn a_risk_team_blocks_a_device_a_prefix_and_a_member_and_lifts_a_block() {
     ] {
         assert!(text.contains(line), "{line}: {text}");
     }
+    // killed: the log since the last checkpoint replays the blocks and the lift into the list
+    let before = s.get("/v1/blocks");
+    s.kill();
+    let s = Service::start(dir.path());
+    assert_eq!(s.get("/v1/blocks"), before);
     s.stop();
 }
 
