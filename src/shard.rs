@@ -3123,6 +3123,23 @@ fn block_warning(
                  blocks nothing (GET /v1/campaigns lists those known)"
             ))
         }
+        _ if change == Change::Updated => {
+            // a replacement that ends sooner than the block it replaces shortens a ban
+            let BlockCmd::Set { until, .. } = cmd else {
+                return None;
+            };
+            let end = |u: Option<omnistream_schemas::EventTime>| u.map_or(i64::MAX, |u| u.unix_us);
+            let old = (blocks.iter()).find(|b| b.in_force(now_us) && b.campaign == *campaign)?;
+            (end(*until) < end(old.until)).then(|| {
+                let was = old
+                    .until
+                    .map_or("no end".to_string(), |u| format!("until {u}"));
+                format!(
+                    "this block replaces {} ({was}) and ends sooner: the ban is shortened",
+                    old.reference
+                )
+            })
+        }
         None if change == Change::NotBlocked => {
             let by_campaign: Vec<&str> = (blocks.iter())
                 .filter(|b| b.in_force(now_us))

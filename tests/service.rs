@@ -1119,15 +1119,31 @@ fn a_risk_team_blocks_a_device_a_prefix_and_a_member_and_lifts_a_block() {
         json!({"on": "device", "value": "d-two", "campaign": "summer", "ref": "RISK-8"}),
     );
     assert!(v.get("warning").is_none(), "a campaign scanned before: {v}");
+    // a replacement that ends sooner says it shortens the ban
+    block(
+        &s,
+        "/v1/blocks",
+        json!({"on": "device", "value": "d-three", "ref": "RISK-9"}),
+    );
+    let (code, v) = block(
+        &s,
+        "/v1/blocks",
+        json!({"on": "device", "value": "d-three", "until": "2026-11-12T00:00:00+08:00", "ref": "RISK-10"}),
+    );
+    assert_eq!((code, v["status"].as_str()), (200, Some("updated")), "{v}");
+    assert!(
+        v["warning"].as_str().unwrap().contains("RISK-9 (no end)"),
+        "{v}"
+    );
     let d = decide(&s, scan(911, "o-blk2", "d-farm", "10.9.8.6", "cny"));
     assert_eq!(d["decision"], "allow", "lifted: {d}");
     let all = s.get("/v1/outputs?output=block_set");
-    assert_eq!(all["items"].as_array().unwrap().len(), 6, "{all}");
+    assert_eq!(all["items"].as_array().unwrap().len(), 8, "{all}");
     let all = s.get("/v1/blocks");
     let refs = texts(&all["items"], "ref");
     assert_eq!(
         refs,
-        ["RISK-5", "RISK-7", "RISK-8", "RISK-3", "RISK-2"],
+        ["RISK-10", "RISK-5", "RISK-7", "RISK-8", "RISK-3", "RISK-2"],
         "{all}"
     );
     let (code, v) = s.request("GET", "/v1/blocks?on=phone", "");
@@ -3411,7 +3427,7 @@ fn the_openapi_examples_are_the_answers_to_the_sample_feed() {
         assert!(!example["value"].is_null(), "{path}");
         asked += 1;
     }
-    assert_eq!(asked, 19, "every state read has an example");
+    assert_eq!(asked, 20, "every state read has an example");
     s.stop();
 }
 
