@@ -166,9 +166,15 @@ fn mask(id: &str) -> String {
 }
 
 impl Board {
-    /// Flags stock at or below this ATP from now on (the rules reloaded).
+    /// Flags stock at or below this ATP from now on (the rules reloaded): what is flagged
+    /// above it drops now; stock already under a raised threshold is flagged at its next
+    /// change (the board keeps only what it flagged).
     pub fn set_low_atp(&mut self, low_atp: i64) {
         self.low_atp = low_atp;
+        for at in self.low_stock.values_mut() {
+            at.retain(|_, atp| *atp <= low_atp);
+        }
+        self.low_stock.retain(|_, at| !at.is_empty());
     }
 
     /// A board flagging stock at or below this ATP.
@@ -607,6 +613,18 @@ mod tests {
             order: None,
             floored: None,
         })
+    }
+
+    /// A lowered threshold (the rules reloaded) drops what is flagged above it at once.
+    #[test]
+    fn a_lowered_low_stock_threshold_drops_what_is_above_it() {
+        let engine = Sharded::new(omnistream_actors::Rules::default(), 1);
+        let mut b = Board::new(5);
+        b.observe(&engine, &[stock("S1", "wh", 4), stock("S2", "wh", 1)]);
+        assert_eq!(b.low_rows().count(), 2);
+        b.set_low_atp(2);
+        let low: Vec<_> = b.low_rows().collect();
+        assert_eq!(low, vec![("S2", "wh", 1)]);
     }
 
     fn credit(dealer: &str, held: u32, exposure: i64) -> Emitted {

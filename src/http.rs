@@ -75,18 +75,12 @@ async fn reload_rules(st: &AppState) -> Result<Reloaded, HttpResponse> {
     };
     let ((old, _), (new, _)) = (json(&st.cfg), json(&cfg));
     let restart_needed = crate::changed_paths(&old, &new);
-    for w in cfg.rules.warnings() {
-        tracing::warn!("config rules.{w}");
-    }
-    let campaigns: Vec<String> = cfg.rules.campaigns.keys().map(|c| c.to_string()).collect();
     let answer = ask_shard(st, |reply| crate::shard::ReloadRules {
         rules: cfg.rules,
         reply,
     });
     match answer.await? {
         Ok(changed) => {
-            st.metrics
-                .set_campaigns(campaigns.iter().map(String::as_str));
             let status = if changed.is_empty() {
                 "unchanged"
             } else {
@@ -99,7 +93,11 @@ async fn reload_rules(st: &AppState) -> Result<Reloaded, HttpResponse> {
                 restart_needed,
             })
         }
-        Err(e) => Err(store_unavailable(e)),
+        // the configured rules are the new ones now: a store failing rebuilds the state and
+        // runs them from there
+        Err(e) => Err(store_unavailable(format!(
+            "{e}; the reloaded rules apply from the rebuild once the store answers again"
+        ))),
     }
 }
 
@@ -1848,7 +1846,14 @@ impl OutputQuery {
             (&["order", "about"], self.order),
             (&["decision"], self.decision),
             (&["/scan/device"], self.device),
-            (&["/scan/ip"], self.ip),
+            // as decisions write it: an IPv4 address written as IPv6 is the IPv4 address
+            (
+                &["/scan/ip"],
+                self.ip.map(|s| match s.parse::<std::net::IpAddr>() {
+                    Ok(a) => a.to_canonical().to_string(),
+                    Err(_) => s,
+                }),
+            ),
             (&["code"], self.code),
             (
                 if ledger {

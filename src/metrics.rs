@@ -1014,6 +1014,10 @@ impl Metrics {
         if !self.enabled {
             return;
         }
+        // a campaign no longer configured, or no longer with a budget, leaves the gauges
+        // (the rules reloaded)
+        self.campaign_budget.reset();
+        self.campaign_budget_remaining.reset();
         for (c, budget, spent) in campaigns.filter(|(_, b, _)| *b > 0) {
             self.campaign_budget.with_label_values(&[c]).set(budget);
             self.campaign_budget_remaining

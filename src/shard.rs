@@ -459,8 +459,8 @@ fn stored_rules<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Rules>,
 /// The shard actor.
 pub struct Shard {
     engine: Sharded,
-    /// The rules the service was started with: what new events run under (a log written
-    /// under others replays under those first).
+    /// The rules configured (at start-up, or reloaded since): what new events run under (a
+    /// log written under others replays under those first).
     rules: Rules,
     shards: usize,
     store: Box<dyn Store>,
@@ -953,16 +953,16 @@ impl Reviews {
 }
 
 /// What a person blocked, for the list of blocks in force: `on:value` (a member under its
-/// survivor) → campaign (`""`: every campaign) → who set it. The blocks themselves live with
-/// what they block; this says where to look, and who asked. A block that ended stays here
-/// until lifted or replaced (the list reads the state, which says it ended).
+/// survivor) → campaign (`""`: every campaign) → each block's case and who set it (two, after
+/// a merge brought two members' blocks together: the state says which one holds). The blocks
+/// themselves live with what they block; this says where to look, and who asked. A block
+/// that ended stays here until lifted or replaced (the list reads the state, which says it
+/// ended).
 #[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-struct BlockIndex(
-    std::collections::BTreeMap<
-        String,
-        std::collections::BTreeMap<String, Option<omnistream_actors::output::Resolver>>,
-    >,
-);
+struct BlockIndex(std::collections::BTreeMap<String, std::collections::BTreeMap<String, Setters>>);
+
+/// The cases set for one campaign, with who set each.
+type Setters = Vec<(String, Option<omnistream_actors::output::Resolver>)>;
 
 impl BlockIndex {
     fn is_empty(&self) -> bool {
@@ -976,6 +976,7 @@ impl BlockIndex {
                     on,
                     value,
                     campaign,
+                    reference,
                     by,
                     ..
                 } => {
@@ -983,8 +984,8 @@ impl BlockIndex {
                         .0
                         .entry(format!("{}:{value}", on.as_str()))
                         .or_default();
-                    let by = by.as_deref().cloned();
-                    held.insert(campaign.as_deref().unwrap_or_default().to_string(), by);
+                    let setter = vec![(reference.to_string(), by.as_deref().cloned())];
+                    held.insert(campaign.as_deref().unwrap_or_default().to_string(), setter);
                 }
                 Output::BlockLifted {
                     on,
@@ -1004,8 +1005,8 @@ impl BlockIndex {
                 Output::Merged { survivor, alias } => {
                     if let Some(moved) = self.0.remove(&format!("member:{alias}")) {
                         let into = self.0.entry(format!("member:{survivor}")).or_default();
-                        for (c, by) in moved {
-                            into.entry(c).or_insert(by);
+                        for (c, setters) in moved {
+                            into.entry(c).or_default().extend(setters);
                         }
                     }
                 }
@@ -1047,8 +1048,11 @@ impl BlockIndex {
                 {
                     o.extend(block);
                 }
-                let by = held.get(b.campaign.as_deref().unwrap_or_default());
-                if let Some(Some(by)) = by {
+                let setters = held.get(b.campaign.as_deref().unwrap_or_default());
+                let by = (setters.into_iter().flatten())
+                    .find(|(r, _)| *r == b.reference)
+                    .and_then(|(_, by)| by.as_ref());
+                if let Some(by) = by {
                     item["by"] = serde_json::to_value(by).unwrap_or_default();
                 }
                 items.push(item);
@@ -1322,6 +1326,9 @@ impl Handler<ReloadRules> for Shard {
         self.rules = msg.rules;
         self.engine.set_rules(&self.rules);
         self.board.set_low_atp(self.rules.stock.low_stock_atp);
+        // in the order of the switches, before any event under them is counted
+        let campaigns = self.rules.campaigns.keys().map(|c| c.as_str());
+        self.metrics.set_campaigns(campaigns);
         let entry = RulesEntry {
             admin: "rules".into(),
             rules: Some(self.rules.clone()),
