@@ -3025,6 +3025,24 @@ async fn get_blocks_prefix(
     get_blocks(st, web::Path::from((on, format!("{addr}/{len}")))).await
 }
 
+/// A block request's answer: `v` (on, value, status) with what it said (`block_set` or
+/// `block_lifted`), the blocks in force after it, and a warning when there is one.
+fn blocks_answer(
+    mut v: Value,
+    said: Option<(&str, Option<Value>)>,
+    blocks: &[omnistream_actors::fraud::block::Block],
+    warning: Option<String>,
+) -> HttpResponse {
+    if let Some((kind, said)) = said {
+        v[kind] = said.unwrap_or_default();
+    }
+    v["blocks"] = json!(blocks);
+    if let Some(w) = warning {
+        v["warning"] = json!(w);
+    }
+    HttpResponse::Ok().json(v)
+}
+
 /// A person blocks a member, a device, an IP address or a network prefix: its scans in the
 /// campaign (or in every campaign) are blocked, reason `blocked`, until `until` or until
 /// lifted. Recorded under a reference and logged like an event so a replay repeats it.
@@ -3093,14 +3111,8 @@ async fn set_block(
             blocks,
             warning,
         })) => {
-            let mut v = json!({
-                "on": on.as_str(), "value": value, "status": change.as_str(),
-                "blocks": blocks,
-            });
-            if let Some(w) = warning {
-                v["warning"] = json!(w);
-            }
-            HttpResponse::Ok().json(v)
+            let v = json!({"on": on.as_str(), "value": value, "status": change.as_str()});
+            blocks_answer(v, None, &blocks, warning)
         }
         Ok(Ok(R::Done {
             value,
@@ -3115,15 +3127,8 @@ async fn set_block(
                 .find(|e| matches!(e.output, O::BlockSet { .. } | O::BlockLifted { .. }))
                 .and_then(|e| serde_json::to_value(&e.output).ok());
             let kind = if lift { "block_lifted" } else { "block_set" };
-            let mut v = json!({
-                "on": on.as_str(), "value": value, "status": change.as_str(),
-                kind: said,
-                "blocks": blocks,
-            });
-            if let Some(w) = warning {
-                v["warning"] = json!(w);
-            }
-            HttpResponse::Ok().json(v)
+            let v = json!({"on": on.as_str(), "value": value, "status": change.as_str()});
+            blocks_answer(v, Some((kind, said)), &blocks, warning)
         }
         Ok(Err(e)) => store_unavailable(e),
     }
