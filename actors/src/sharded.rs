@@ -955,14 +955,15 @@ impl Sharded {
         value: &str,
     ) -> Option<(crate::Str, Vec<crate::fraud::block::Block>)> {
         use crate::fraud::block::BlockOn;
+        if on == BlockOn::Member {
+            // a state stored blank is no member
+            let m = self.member(value).filter(|m| m.first_seen != 0)?;
+            let blocks = m.scan.get().map(|s| s.blocks.clone()).unwrap_or_default();
+            return Some((m.id.clone(), blocks));
+        }
         let e = self.engine_of(&on.key(&value.into()));
         let crowd = match on {
-            BlockOn::Member => {
-                // a state stored blank is no member
-                let m = self.member(value).filter(|m| m.first_seen != 0)?;
-                let blocks = m.scan.get().map(|s| s.blocks.clone()).unwrap_or_default();
-                return Some((m.id.clone(), blocks));
-            }
+            BlockOn::Member => None, // answered above
             BlockOn::Device => e.device(value),
             BlockOn::Ip => e.ip(value),
             BlockOn::Net => e.net(value),

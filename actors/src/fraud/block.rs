@@ -168,14 +168,6 @@ impl Change {
     }
 }
 
-/// The blocks still in force at `ts` (µs): an ended one says nothing more.
-fn in_force(blocks: &[Block], ts: i64) -> impl Iterator<Item = (usize, &Block)> {
-    blocks
-        .iter()
-        .enumerate()
-        .filter(move |(_, b)| b.in_force(ts))
-}
-
 /// The block a scan in `campaign` at `ts` (µs) meets: the campaign's own before one for every
 /// campaign.
 pub fn met<'a>(blocks: &'a [Block], campaign: &str, ts: i64) -> Option<&'a Block> {
@@ -200,10 +192,11 @@ pub fn plan(blocks: &[Block], cmd: &BlockCmd, at: EventTime) -> Change {
         } => (campaign, Some((until, reference))),
         BlockCmd::Lift { campaign, .. } => (campaign, None),
     };
-    let found = in_force(blocks, at.unix_us).find(|(_, b)| b.campaign == *campaign);
+    // an ended block says nothing more
+    let found = (blocks.iter()).find(|b| b.in_force(at.unix_us) && b.campaign == *campaign);
     match (found, set) {
         (None, Some(_)) => Change::Set,
-        (Some((_, b)), Some((until, reference))) => {
+        (Some(b), Some((until, reference))) => {
             // the same instant in another offset is the same end
             let end = |u: &Option<EventTime>| u.map(|u| u.unix_us);
             if end(&b.until) == end(until) && b.reference == *reference {
