@@ -2982,6 +2982,8 @@ pub(crate) fn blocks_view(
 struct BlocksQuery {
     on: Option<String>,
     campaign: Option<String>,
+    after: Option<String>,
+    limit: Option<String>,
 }
 
 /// Every block in force now, by what it is on (`on=` one kind) and holding in a campaign
@@ -3004,14 +3006,21 @@ async fn list_blocks(st: web::Data<AppState>, q: web::Query<BlocksQuery>) -> Htt
             return error(StatusCode::BAD_REQUEST, "bad_query", why);
         }
     };
+    let limit = match limit_param(q.limit.as_deref()) {
+        Ok(l) => l,
+        Err(why) => return bad_query(why),
+    };
     let answer = ask_shard(&st, |reply| crate::shard::ListBlocks {
         on,
         campaign: q.campaign,
+        after: q.after,
+        limit,
         reply,
     });
     match answer.await {
         Err(stopped) => stopped,
-        Ok(Ok(items)) => HttpResponse::Ok().json(json!({"total": items.len(), "items": items})),
+        Ok(Ok(page)) => HttpResponse::Ok()
+            .json(json!({"total": page.total, "items": page.items, "next": page.next})),
         Ok(Err(e)) => store_unavailable(e),
     }
 }
@@ -3316,6 +3325,17 @@ async fn metrics_text(st: web::Data<AppState>) -> HttpResponse {
             }));
         });
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), st.shard.send(read)).await;
+        // the blocks in force, as GET /v1/blocks lists them
+        let (tx, rx) = tokio::sync::oneshot::channel::<Vec<_>>();
+        let counted = async {
+            st.shard.send(crate::shard::CountBlocks(tx)).await.ok()?;
+            rx.await.ok()
+        };
+        if let Ok(Some(counts)) =
+            tokio::time::timeout(std::time::Duration::from_secs(1), counted).await
+        {
+            st.metrics.blocks_in_force(&counts);
+        }
     }
     {
         // held while the counters are set: see Metrics::inputs
@@ -3722,7 +3742,7 @@ routes! {
     post "/v1/members/{id}/phone" => post_phone, MEMBERS;
     post "/v1/members/{id}/merge" => post_merge, MEMBERS;
     post "/v1/blocks" => post_block, REVIEW;
-    get "/v1/blocks" [on, campaign] => list_blocks, READ;
+    get "/v1/blocks" [on, campaign, after, limit] => list_blocks, READ;
     post "/v1/blocks/lift" => post_block_lift, REVIEW;
     get "/v1/blocks/{on}/{value}" => get_blocks, READ;
     get "/v1/blocks/{on}/{value}/{len}" => get_blocks_prefix, READ;
@@ -4026,6 +4046,10 @@ pub async fn serve(
     inputs: crate::files::Inputs,
     reload: Reloader,
 ) -> anyhow::Result<()> {
+    // SIGHUP is taken first: its default action would end the process, and a start-up that
+    // rebuilds a large store takes a while; one sent before the service answers reloads the
+    // rules once it does
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     let ready = Arc::new(AtomicBool::new(false));
     let metrics = Arc::new(
         Metrics::new(cfg.metrics).with_campaigns(cfg.rules.campaigns.keys().map(|c| c.as_str())),
@@ -4092,8 +4116,8 @@ pub async fn serve(
         metrics: metrics.clone(),
         reload,
     };
-    // SIGHUP reloads the rules (its default action would end the process)
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+    // SIGHUP reloads the rules
+    match hangup {
         Ok(hup) => drop(actix_web::rt::spawn(reload_on_hangup(state.clone(), hup))),
         Err(e) => {
             tracing::warn!(error = %e, "SIGHUP cannot be taken: rules reload by POST /v1/admin/reload only")

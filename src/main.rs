@@ -435,6 +435,22 @@ fn run_cluster(opts: &ServiceOpts) -> anyhow::Result<ExitCode> {
         let _in = rt.enter();
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok()
     };
+    // a cluster process does not reload its rules: SIGHUP says so instead of ending the
+    // process, its default action
+    {
+        let _in = rt.enter();
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(mut hup) => drop(rt.spawn(async move {
+                while hup.recv().await.is_some() {
+                    tracing::warn!(
+                        "SIGHUP: a cluster process does not reload its configuration; \
+                         restart the processes with the new one"
+                    );
+                }
+            })),
+            Err(e) => tracing::warn!(error = %e, "SIGHUP cannot be taken"),
+        }
+    }
     let (stop, mut stop_rx) = tokio::sync::watch::channel(Stop::Run);
     // set once the process applies epochs: a stop before then has nothing to drain
     let running = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

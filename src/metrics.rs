@@ -89,6 +89,8 @@ pub struct Metrics {
     pub member_merges: IntCounterVec,
     /// A person's blocks set, replaced and lifted, by what they are on.
     pub blocks: IntCounterVec,
+    /// A person's blocks in force, by what they are on, read at each scrape.
+    pub blocks_in_force: IntGaugeVec,
     /// Dealers' credit over every dealer, resident or stored, read from the state at each
     /// scrape: how many are past their limit, how
     /// many orders are held and for how much, and the exposure in all.
@@ -553,6 +555,13 @@ impl Default for Metrics {
                  omnistream_scan_decision_reasons_total{reason=\"blocked\"}",
                 &["on", "change"],
             ),
+            blocks_in_force: gauge_vec(
+                &r,
+                "omnistream_blocks_in_force",
+                "a person's blocks in force now by what they are on (member, device, ip, net), \
+                 as GET /v1/blocks lists them, read at each scrape",
+                &["on"],
+            ),
             dealers_over_limit: gauge(
                 &r,
                 "omnistream_dealers_over_limit",
@@ -862,6 +871,7 @@ impl Metrics {
                 for c in ["set", "updated", "lifted"] {
                     m.blocks.with_label_values(&[on.as_str(), c]);
                 }
+                m.blocks_in_force.with_label_values(&[on.as_str()]);
             }
             for about in omnistream_actors::output::UNKNOWN_MEMBER_ABOUT {
                 m.unknown_members.with_label_values(&[about]);
@@ -1023,6 +1033,17 @@ impl Metrics {
             self.campaign_budget_remaining
                 .with_label_values(&[c])
                 .set((budget - spent).max(0));
+        }
+    }
+
+    /// Sets the blocks-in-force gauges.
+    pub fn blocks_in_force(&self, counts: &[(omnistream_actors::fraud::block::BlockOn, u64)]) {
+        if !self.enabled {
+            return;
+        }
+        for (on, n) in counts {
+            (self.blocks_in_force.with_label_values(&[on.as_str()]))
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
         }
     }
 

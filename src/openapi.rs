@@ -526,8 +526,8 @@ fn paths() -> Value {
     merge["responses"]["503"] = json!({"description":
         "not ready: the store is unavailable; retry after the Retry-After header"});
     doc["paths"]["/v1/blocks"]["get"] = op(
-        "every block in force now (a risk team's list of what is blocked): `{total, items: [{on, value, campaign?, until?, ref, since, by?}]}` in order of what they are on, `by` who set it and why as the service recorded the request; `on=` only those on member, device, ip or net; `campaign=` those holding in it (its own and those for every campaign); set and lifted blocks, ended ones too, are in /v1/outputs (`output=block_set`, `output=block_lifted`)",
-        &["on:query", "campaign:query"],
+        "every block in force now (a risk team's list of what is blocked), a page at a time: `{total, items: [{on, value, campaign?, until?, ref, since, by?}], next}` in order of what they are on (`on:value`), `by` who set it and why as the service recorded the request; `on=` only those on member, device, ip or net; `campaign=` those holding in it (its own and those for every campaign); `limit=` about this many items (default 100, at most 1000; one thing's blocks are never split over two pages), `after=` the previous page's `next` (null on the last page); `total` counts every page's. Set and lifted blocks, ended ones too, are in /v1/outputs (`output=block_set`, `output=block_lifted`); `omnistream_blocks_in_force{on}` counts them at each scrape",
+        &["on:query", "campaign:query", "after:query", "limit:query"],
         None,
     );
     doc["paths"]["/v1/blocks/{on}/{value}/{len}"] = json!({"get": op(

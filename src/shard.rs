@@ -1015,51 +1015,124 @@ impl BlockIndex {
         }
     }
 
-    /// The blocks in force now (on `on`, holding in `campaign`, when given), each with who
-    /// set it, in key order.
-    fn in_force(
-        &self,
+    /// Every block in force now, in key order, each with who set it. What no longer holds a
+    /// block in force (ended: the state may keep it until its next change) leaves the index
+    /// here; a state that cannot be read stays.
+    fn each_in_force(
+        &mut self,
         engine: &Sharded,
-        on: Option<BlockOn>,
-        campaign: Option<&str>,
-    ) -> Vec<serde_json::Value> {
+        mut f: impl FnMut(&str, BlockOn, &str, &Block, Option<&omnistream_actors::output::Resolver>),
+    ) {
         let now = engine.watermark();
-        let mut items = Vec::new();
-        for (key, held) in &self.0 {
+        self.0.retain(|key, held| {
             let Some((kind, value)) = key
                 .split_once(':')
                 .and_then(|(k, v)| Some((BlockOn::parse(k)?, v)))
             else {
-                continue;
+                return true;
             };
-            if on.is_some_and(|o| o != kind) {
-                continue;
-            }
-            let Some((value, blocks)) = engine.blocks(kind, value) else {
-                continue;
+            let Some((value, blocks)) = engine.blocks_found(kind, value) else {
+                return true;
             };
-            for b in blocks.iter().filter(|b| b.in_force(now)) {
-                if campaign.is_some_and(|c| b.campaign.as_deref().is_some_and(|mine| mine != c)) {
-                    continue;
-                }
-                let mut item = serde_json::json!({"on": kind.as_str(), "value": value});
-                if let (Some(o), Ok(serde_json::Value::Object(block))) =
-                    (item.as_object_mut(), serde_json::to_value(b))
-                {
-                    o.extend(block);
-                }
+            let blocks: Vec<_> = blocks.into_iter().filter(|b| b.in_force(now)).collect();
+            held.retain(|c, _| {
+                (blocks.iter()).any(|b| b.campaign.as_deref().unwrap_or_default() == c)
+            });
+            for b in &blocks {
                 let setters = held.get(b.campaign.as_deref().unwrap_or_default());
                 let by = (setters.into_iter().flatten())
                     .find(|(r, _)| *r == b.reference)
                     .and_then(|(_, by)| by.as_ref());
-                if let Some(by) = by {
-                    item["by"] = serde_json::to_value(by).unwrap_or_default();
-                }
-                items.push(item);
+                f(key, kind, &value, b, by);
             }
-        }
-        items
+            !held.is_empty()
+        });
     }
+
+    /// A page of the blocks in force (on `on`, holding in `campaign`, when given) of what is
+    /// blocked past `after` (an `on:value`), never splitting one thing's blocks: at most
+    /// `limit` items unless one thing has more.
+    fn page(
+        &mut self,
+        engine: &Sharded,
+        on: Option<BlockOn>,
+        campaign: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> BlockPage {
+        let mut page = BlockPage::default();
+        // the blocks of the thing being read, until the next thing's come
+        let mut open: Option<(String, Vec<serde_json::Value>)> = None;
+        let mut full = false;
+        let mut close = |open: &mut Option<(String, Vec<serde_json::Value>)>,
+                         page: &mut BlockPage| {
+            let Some((key, items)) = open.take() else {
+                return;
+            };
+            if full {
+                return;
+            }
+            if !page.items.is_empty() && page.items.len() + items.len() > limit {
+                full = true;
+                page.next = page.last.take();
+                return;
+            }
+            page.items.extend(items);
+            page.last = Some(key);
+        };
+        self.each_in_force(engine, |key, kind, value, b, by| {
+            if on.is_some_and(|o| o != kind)
+                || campaign.is_some_and(|c| b.campaign.as_deref().is_some_and(|mine| mine != c))
+            {
+                return;
+            }
+            page.total += 1;
+            if after.is_some_and(|a| key <= a) {
+                return;
+            }
+            if open.as_ref().is_none_or(|(k, _)| k != key) {
+                close(&mut open, &mut page);
+            }
+            let mut item = serde_json::json!({"on": kind.as_str(), "value": value});
+            if let (Some(o), Ok(serde_json::Value::Object(block))) =
+                (item.as_object_mut(), serde_json::to_value(b))
+            {
+                o.extend(block);
+            }
+            if let Some(by) = by {
+                item["by"] = serde_json::to_value(by).unwrap_or_default();
+            }
+            open.get_or_insert_with(|| (key.to_string(), Vec::new()))
+                .1
+                .push(item);
+        });
+        close(&mut open, &mut page);
+        page
+    }
+
+    /// How many blocks are in force on each kind.
+    fn counts(&mut self, engine: &Sharded) -> Vec<(BlockOn, u64)> {
+        let mut n: Vec<(BlockOn, u64)> = BlockOn::ALL.iter().map(|&on| (on, 0)).collect();
+        self.each_in_force(engine, |_, kind, _, _, _| {
+            if let Some((_, c)) = n.iter_mut().find(|(on, _)| *on == kind) {
+                *c += 1;
+            }
+        });
+        n
+    }
+}
+
+/// A page of `GET /v1/blocks`.
+#[derive(Debug, Default)]
+pub struct BlockPage {
+    /// The blocks in force the query matches, on every page.
+    pub total: usize,
+    /// This page's.
+    pub items: Vec<serde_json::Value>,
+    /// The `after` of the next page, when there is one.
+    pub next: Option<String>,
+    /// The key of the last thing on the page.
+    last: Option<String>,
 }
 
 /// The blocks in force (`GET /v1/blocks`).
@@ -1068,8 +1141,12 @@ pub struct ListBlocks {
     pub on: Option<BlockOn>,
     /// Only those holding in this campaign (its own and those for every campaign).
     pub campaign: Option<String>,
-    /// The items.
-    pub reply: oneshot::Sender<Result<Vec<serde_json::Value>, ShardError>>,
+    /// Only those of what is blocked past this `on:value` (the previous page's `next`).
+    pub after: Option<String>,
+    /// About this many items (a thing's blocks are never split over two pages).
+    pub limit: usize,
+    /// The page.
+    pub reply: oneshot::Sender<Result<BlockPage, ShardError>>,
 }
 
 impl Message for ListBlocks {
@@ -1084,10 +1161,31 @@ impl Handler<ListBlocks> for Shard {
             let _ = msg.reply.send(Err(ShardError::NotReady));
             return;
         }
-        let items = self
-            .blocked
-            .in_force(&self.engine, msg.on, msg.campaign.as_deref());
-        let _ = msg.reply.send(Ok(items));
+        let page = self.blocked.page(
+            &self.engine,
+            msg.on,
+            msg.campaign.as_deref(),
+            msg.after.as_deref(),
+            msg.limit,
+        );
+        let _ = msg.reply.send(Ok(page));
+    }
+}
+
+/// How many blocks are in force on each kind (the `omnistream_blocks_in_force` gauge).
+pub struct CountBlocks(pub oneshot::Sender<Vec<(BlockOn, u64)>>);
+
+impl Message for CountBlocks {
+    type Result = ();
+}
+
+impl Handler<CountBlocks> for Shard {
+    type Result = ();
+
+    fn handle(&mut self, msg: CountBlocks, _: &mut Self::Context) {
+        if self.ready.load(Ordering::SeqCst) {
+            let _ = msg.0.send(self.blocked.counts(&self.engine));
+        }
     }
 }
 

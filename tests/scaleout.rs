@@ -522,7 +522,8 @@ fn the_cluster_command_names_a_bad_setting_and_an_unreachable_fluvio() {
 
 /// SIGTERM sent once a cluster process says it listens stops it, also while it still waits
 /// for Fluvio (here an endpoint that takes the connection and never answers): it exits 0
-/// saying so, not killed by the signal, nor after the connect timeout.
+/// saying so, not killed by the signal, nor after the connect timeout. A SIGHUP before it
+/// only says that a cluster process does not reload (its default action ends the process).
 #[test]
 fn a_cluster_process_stopped_while_it_connects_exits_at_once() {
     use std::io::BufRead;
@@ -545,12 +546,21 @@ fn a_cluster_process_stopped_while_it_connects_exits_at_once() {
         assert!(err.read_line(&mut line).unwrap() > 0, "{said}");
         said.push_str(&line);
     }
+    let signal = |sig: &str| {
+        let st = std::process::Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    signal("-HUP");
+    while !said.contains("does not reload") {
+        let mut line = String::new();
+        assert!(err.read_line(&mut line).unwrap() > 0, "{said}");
+        said.push_str(&line);
+    }
     let started = Instant::now();
-    let st = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    signal("-TERM");
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
     let status = child.wait().unwrap();

@@ -1146,6 +1146,20 @@ fn a_risk_team_blocks_a_device_a_prefix_and_a_member_and_lifts_a_block() {
         ["RISK-10", "RISK-5", "RISK-7", "RISK-8", "RISK-3", "RISK-2"],
         "{all}"
     );
+    // a page at a time, never splitting one thing's blocks over two pages
+    let (mut pages, mut after) = (Vec::new(), String::new());
+    loop {
+        let p = s.get(&format!("/v1/blocks?limit=2{after}"));
+        assert_eq!(p["total"], 6, "{p}");
+        pages.push(texts(&p["items"], "ref").join(" "));
+        match p["next"].as_str() {
+            Some(next) => after = format!("&after={}", next.replace('/', "%2F")),
+            None => break,
+        }
+    }
+    assert_eq!(pages, ["RISK-10", "RISK-5 RISK-7 RISK-8", "RISK-3 RISK-2"]);
+    let (code, v) = s.request("GET", "/v1/blocks?limit=some", "");
+    assert_eq!((code, v["error"].as_str()), (400, Some("bad_query")), "{v}");
     let (code, v) = s.request("GET", "/v1/blocks?on=phone", "");
     assert_eq!((code, v["error"].as_str()), (400, Some("bad_query")), "{v}");
     for (body, code_want, why) in [
@@ -1213,6 +1227,10 @@ fn a_risk_team_blocks_a_device_a_prefix_and_a_member_and_lifts_a_block() {
         r#"omnistream_blocks_total{change="lifted",on="device"} 1"#,
         r#"omnistream_scan_decision_reasons_total{reason="blocked"} 1"#,
         r#"omnistream_scan_decision_reasons_total{reason="ring"} 0"#,
+        r#"omnistream_blocks_in_force{on="device"} 4"#,
+        r#"omnistream_blocks_in_force{on="member"} 1"#,
+        r#"omnistream_blocks_in_force{on="net"} 1"#,
+        r#"omnistream_blocks_in_force{on="ip"} 0"#,
     ] {
         assert!(text.contains(line), "{line}: {text}");
     }
@@ -1221,6 +1239,24 @@ fn a_risk_team_blocks_a_device_a_prefix_and_a_member_and_lifts_a_block() {
     s.kill();
     let s = Service::start(dir.path());
     assert_eq!(s.get("/v1/blocks"), before);
+    // the bans with an end leave the list and the gauges once the service's time passes it
+    let later = json!({"id": id(912), "type": "scan", "ts": "2026-11-12T01:00:00+08:00",
+        "channel": "campaign", "code": "BLK-912", "sku": "S1", "campaign": "summer",
+        "member": {"openid": "o-blk4"}, "device": "d-ok4", "ip": "10.9.7.1"});
+    decide(&s, later.to_string());
+    let all = s.get("/v1/blocks");
+    assert_eq!(
+        texts(&all["items"], "ref"),
+        ["RISK-5", "RISK-7", "RISK-8", "RISK-2"],
+        "{all}"
+    );
+    let (_, text) = s.request_text("GET", "/metrics", "");
+    for line in [
+        r#"omnistream_blocks_in_force{on="device"} 3"#,
+        r#"omnistream_blocks_in_force{on="member"} 0"#,
+    ] {
+        assert!(text.contains(line), "{line}: {text}");
+    }
     s.stop();
 }
 

@@ -954,6 +954,19 @@ impl Sharded {
         on: crate::fraud::block::BlockOn,
         value: &str,
     ) -> Option<(crate::Str, Vec<crate::fraud::block::Block>)> {
+        match self.blocks_found(on, value) {
+            None if on != crate::fraud::block::BlockOn::Member => Some((value.into(), Vec::new())),
+            found => found,
+        }
+    }
+
+    /// [`Sharded::blocks`] of a state found: None also for a device, address or prefix never
+    /// seen (or whose stored state could not be read).
+    pub fn blocks_found(
+        &self,
+        on: crate::fraud::block::BlockOn,
+        value: &str,
+    ) -> Option<(crate::Str, Vec<crate::fraud::block::Block>)> {
         use crate::fraud::block::BlockOn;
         if on == BlockOn::Member {
             // a state stored blank is no member
@@ -967,11 +980,8 @@ impl Sharded {
             BlockOn::Device => e.device(value),
             BlockOn::Ip => e.ip(value),
             BlockOn::Net => e.net(value),
-        };
-        Some((
-            value.into(),
-            crowd.map(|c| c.blocks.clone()).unwrap_or_default(),
-        ))
+        }?;
+        Some((value.into(), crowd.blocks.clone()))
     }
 
     /// A SKU's state.
