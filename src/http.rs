@@ -529,8 +529,13 @@ fn with_warnings(results: &mut Value, warnings: &[Vec<String>]) {
         return;
     };
     for (r, w) in results.iter_mut().zip(warnings) {
-        if !w.is_empty() {
-            r["warnings"] = json!(w);
+        if w.is_empty() {
+            continue;
+        }
+        // after a duplicate's own (`id_reused`)
+        match r.get_mut("warnings").and_then(Value::as_array_mut) {
+            Some(own) => own.extend(w.iter().map(|w| json!(w))),
+            None => r["warnings"] = json!(w),
         }
     }
 }
@@ -637,9 +642,16 @@ async fn duplicates_now(
             .into_iter()
             .filter_map(|(id, about)| {
                 let v = match about {
-                    crate::shard::About::Order(k) => {
-                        json!({"order_state": order_view_of(e, &k).ok().flatten()?})
-                    }
+                    crate::shard::About::Order(k) => match order_view_of(e, &k).ok()? {
+                        Some(order) => json!({"order_state": order}),
+                        // the id's first event was no event of this order: the id was used
+                        // again for another event, which is lost unless sent with its own
+                        None => json!({"order_state": null, "warnings": [format!(
+                            "id_reused at id: an earlier event took this id, and order {k} \
+                             has no state: this is not that event sent again, and nothing of \
+                             it was applied; send it with an id of its own"
+                        )]}),
+                    },
                     crate::shard::About::Payment { dealer, reference } => {
                         let booked = e.dealer(&dealer).and_then(|d| d.booked(&reference));
                         json!({
@@ -1991,6 +2003,10 @@ async fn answer_outputs(st: &AppState, mut q: OutputQuery) -> HttpResponse {
     // a person's refused merges are those of every id merged into it since, or it into: the
     // ids a refusal names are matched by where each leads now
     let person = if conflicts { q.member.take() } else { None };
+    // an id no member has (an openid pasted for a member id) finds nothing ever: 404, as
+    // /v1/decisions answers it
+    let asked = (person.as_ref().or(q.member.as_ref())).cloned();
+    let what = member_miss(&st.pii, asked.as_deref().unwrap_or_default());
     match q.filter() {
         Ok(f) if f.pending.is_some() && !conflicts => bad_query(
             "pending: only with output=merge_conflict here (reviews waiting: \
@@ -1998,7 +2014,10 @@ async fn answer_outputs(st: &AppState, mut q: OutputQuery) -> HttpResponse {
                 .into(),
         ),
         Ok(f) => {
-            read_store(st, "outputs", move |e, s| {
+            read_store(st, &what, move |e, s| {
+                if asked.as_deref().is_some_and(|id| e.member(id).is_none()) {
+                    return Ok(None);
+                }
                 let want = f.pending;
                 let mut members = Holders::default();
                 // every refusal listed says whether it waits (also on a page of all kinds)
@@ -2062,16 +2081,31 @@ async fn outputs_stream(
             None => return bad_query("Last-Event-ID: not text".into()),
         },
     };
+    // an id no member has (an openid pasted for a member id) would match nothing, ever
+    let member = q.member.clone();
     let mut f = match q.filter() {
         Ok(f) => f,
         Err(e) => return bad_query(e),
     };
     let end = match st
         .shard
-        .send(Read(|_: &Sharded, s: &dyn Store| s.next_output()))
+        .send(Read(move |e: &Sharded, s: &dyn Store| {
+            match member.as_deref().filter(|id| e.member(id).is_none()) {
+                Some(id) => Ok(Err(id.to_string())),
+                None => s.next_output().map(Ok),
+            }
+        }))
         .await
     {
-        Ok(Ok(end)) => end,
+        Ok(Ok(Ok(end))) => end,
+        Ok(Ok(Err(id))) => {
+            let what = member_miss(&st.pii, &id);
+            return error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no such {what}"),
+            );
+        }
         Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, "store", e.to_string()),
         Err(e) => {
             return error(
@@ -2158,7 +2192,7 @@ async fn outputs_stream(
                 match woke {
                     Some(true) => {}
                     Some(false) => {
-                        let frame = web::Bytes::from(position(": keep-alive, at", f.from));
+                        let frame = web::Bytes::from(position(": keep-alive, next", f.from));
                         let now = tokio::time::Instant::now();
                         return Some((Ok(frame), ((shard, rows), stopping, durable, f, now)));
                     }

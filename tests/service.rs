@@ -1986,8 +1986,19 @@ fn review_survives_restarts(env: &[(&str, &str)]) {
         );
     }
     // an openid given for a member id: no member has it
-    let (code, v) = s.request("GET", "/v1/decisions?member=traveller", "");
-    assert_eq!((code, v["error"].as_str()), (404, Some("not_found")), "{v}");
+    for path in [
+        "/v1/decisions?member=traveller",
+        "/v1/outputs?member=traveller",
+        "/v1/outputs?output=merge_conflict&member=traveller",
+        "/v1/outputs/stream?member=traveller",
+    ] {
+        let (code, v) = s.request("GET", path, "");
+        assert_eq!(
+            (code, v["error"].as_str()),
+            (404, Some("not_found")),
+            "{path}: {v}"
+        );
+    }
     // the campaign (not configured: it runs on default-campaign's rules): 10 paid, 10 held
     let c = s.get("/v1/campaigns/cny");
     assert_eq!(
@@ -3589,11 +3600,26 @@ fn a_retried_order_event_answers_where_the_order_stands() {
         .find(|l| l.contains("\"T-1001\"") && l.contains("\"placed\""))
         .unwrap()
         .clone();
-    let v = s.post(&[placed]);
+    let v = s.post(std::slice::from_ref(&placed));
     let r = &v["results"][0];
     assert_eq!(r["status"], "duplicate", "{v}");
     assert_eq!(r["order_state"], s.get("/v1/orders/tmall/T-1001"), "{v}");
     assert_eq!(r["order_state"]["order"], "tmall:T-1001", "{v}");
+    assert!(r.get("warnings").is_none(), "a retry: {v}");
+    // its id taken again for another order (a channel's bug): the answer says it was lost
+    let other = placed.replace("\"T-1001\"", "\"T-1002 \"");
+    let v = s.post(&[other]);
+    let r = &v["results"][0];
+    assert_eq!(
+        (&r["status"], &r["order_state"]),
+        (&json!("duplicate"), &Value::Null),
+        "{v}"
+    );
+    let w: Vec<&str> = (r["warnings"].as_array().unwrap().iter())
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(w[0].starts_with("id_reused at id:"), "{v}");
+    assert!(w[1].starts_with("padded_id at order:"), "{v}");
     // a payment sent again: its dealer's credit now and what its `ref` was booked for
     let payment = lines
         .iter()

@@ -1031,10 +1031,14 @@ impl Order {
             let done = self.returned.get(&sku).copied().unwrap_or(0);
             let qty = asked.min(bought - done);
             if qty < asked {
-                unapplied.push(format!(
-                    "{sku}: {asked} sent back, {} left to return",
-                    (bought - done).max(0)
-                ));
+                let left = (bought - done).max(0);
+                unapplied.push(if left == 0 {
+                    format!("{sku}: {asked} asked back, none left to return")
+                } else {
+                    format!(
+                        "{sku}: {asked} asked back, only {left} left to return: {left} returned"
+                    )
+                });
             }
             if qty <= 0 {
                 continue;

@@ -368,14 +368,69 @@ struct WireRegion {
     radius_km: Option<f64>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(default)]
+#[derive(Default)]
 #[cfg_attr(test, derive(Debug))]
 struct WireLine<'a> {
-    #[serde(borrow, deserialize_with = "opt_cow")]
     sku: S<'a>,
     qty: Option<i64>,
     unit_price: Option<i64>,
+    /// A key a line does not have was seen (ignored, and warned of).
+    unknown: bool,
+}
+
+/// A line's key: the index of one of [`LINE_FIELDS`], or None for another.
+struct LineKey(Option<usize>);
+
+impl<'de> Deserialize<'de> for LineKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl DeVisitor<'_> for V {
+            type Value = LineKey;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("field identifier")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<LineKey, E> {
+                Ok(LineKey(LINE_FIELDS.iter().position(|f| *f == v)))
+            }
+        }
+        d.deserialize_identifier(V)
+    }
+}
+
+/// As serde's derive with `#[serde(default)]` read a line (unknown keys ignored, a repeated
+/// one `duplicate field`), noting an unknown key.
+impl<'de: 'a, 'a> Deserialize<'de> for WireLine<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> DeVisitor<'de> for V<'a> {
+            type Value = WireLine<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("struct WireLine")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<WireLine<'a>, A::Error> {
+                let mut l = WireLine::default();
+                let mut seen = 0u8;
+                while let Some(LineKey(k)) = m.next_key::<LineKey>()? {
+                    let Some(i) = k else {
+                        l.unknown = true;
+                        m.next_value::<serde::de::IgnoredAny>()?;
+                        continue;
+                    };
+                    if seen & (1 << i) != 0 {
+                        return Err(serde::de::Error::duplicate_field(LINE_FIELDS[i]));
+                    }
+                    seen |= 1 << i;
+                    match i {
+                        0 => l.sku = m.next_value::<OptCow>()?.0,
+                        1 => l.qty = m.next_value()?,
+                        _ => l.unit_price = m.next_value()?,
+                    }
+                }
+                Ok(l)
+            }
+        }
+        d.deserialize_struct("WireLine", &LINE_FIELDS, V(std::marker::PhantomData))
+    }
 }
 
 /// Reads a string borrowing it from the input when it has no escapes. (serde's own `Cow<str>`
@@ -712,13 +767,14 @@ fn take_int(v: Option<&Value>, path: &str, p: &mut Vec<Problem>) -> Option<i64> 
             let (reason, detail) = if n.is_u64() || (whole && !fits) {
                 (
                     Reason::OutOfRange,
-                    format!("{n} does not fit a 64-bit integer"),
+                    format!("a number beyond a 64-bit integer (read as {n})"),
                 )
             } else if whole {
                 (
                     Reason::WrongType,
                     format!(
-                        "{n} is written as a decimal: an integer has no fraction or exponent ({})",
+                        "a whole number written with a fraction or an exponent (read as {n}): \
+                         an integer has neither (send {})",
                         f as i64
                     ),
                 )
@@ -797,6 +853,7 @@ fn wire_from_value(m: &serde_json::Map<String, Value>, p: &mut Vec<Problem>) -> 
                             &format!("lines[{i}].unit_price"),
                             p,
                         ),
+                        unknown: l.keys().any(|k| !LINE_FIELDS.contains(&k.as_str())),
                     }),
                     other => {
                         p.push(Problem::new(
@@ -1615,18 +1672,30 @@ fn may_warn(w: &Wire) -> bool {
             &w.dealer,
             &w.rep,
             &w.campaign,
+            &w.order,
+            &w.code,
+            &w.batch,
+            &w.prefix,
         ]
         .into_iter()
         .any(padded)
+        || (w.lines.iter().flatten()).any(|l| l.0.unknown || padded(&l.0.sku))
+        || w.id.as_deref().is_some_and(nil_id)
         || w.member.as_ref().is_some_and(|ids| {
             ids.iter().any(|(k, v)| {
                 if k.as_ref() == "phone" {
-                    near_mobile(v)
+                    near_mobile(v) || !phone_length(v)
                 } else {
                     v.trim() != v.as_ref()
                 }
             })
         })
+}
+
+/// Whether a phone has as many digits as a phone number can (7 to 15: E.164's longest,
+/// the country code included).
+fn phone_length(raw: &str) -> bool {
+    (7..=15).contains(&raw.bytes().filter(u8::is_ascii_digit).count())
 }
 
 /// Whether a phone reads as a mainland mobile with a digit too few or too many: 10 or 12
@@ -1648,6 +1717,14 @@ fn near_mobile(raw: &str) -> bool {
     let n = 1 + national.count();
     first == Some(b'1') && (n == 10 || n == 12)
 }
+
+/// Whether `id` is the nil UUID (in any of the forms the decoder reads).
+fn nil_id(id: &str) -> bool {
+    id.starts_with("0000") && Uuid::parse_str(id).is_ok_and(|u| u.is_nil())
+}
+
+/// The keys of an order line.
+const LINE_FIELDS: [&str; 3] = ["sku", "qty", "unit_price"];
 
 /// `padded_id` at `path` when `v` has white space at an end (but no control character, which
 /// is refused, not warned of): kept as sent, it is another `what` than without.
@@ -1742,9 +1819,45 @@ pub fn lint(bytes: &[u8]) -> Vec<String> {
         );
     }
     // ids are exact: a space at either end makes another store, SKU, location or dealer
-    for field in ["store", "sku", "location", "dealer", "rep", "campaign"] {
+    for field in [
+        "store", "sku", "location", "dealer", "rep", "campaign", "order", "code", "batch", "prefix",
+    ] {
         if let Some(v) = m.get(field).and_then(Value::as_str) {
             out.extend(padded(field, v, field));
+        }
+    }
+    // the all-zero id is what an id never set looks like: every later event sent with it,
+    // whatever it is, is a duplicate of this one
+    if m.get("id").and_then(Value::as_str).is_some_and(nil_id) {
+        out.push(
+            "nil_id at id: the all-zero UUID is what an id never set looks like; taken, but \
+             every later event sent with it is answered duplicate and not applied"
+                .to_string(),
+        );
+    }
+    // an order's lines: a key a line does not have (a discount, a name) is not read, and a
+    // line's SKU is exact as the event's
+    if let Some(Value::Array(lines)) = m.get("lines") {
+        for (i, l) in lines.iter().enumerate() {
+            let Value::Object(l) = l else { continue };
+            for key in l.keys().filter(|k| !LINE_FIELDS.contains(&k.as_str())) {
+                let hint = (LINE_FIELDS.iter())
+                    .filter(|f| near(f, key))
+                    .min_by_key(|f| edit_distance(f, key));
+                let key = clip(key);
+                out.push(match hint {
+                    Some(h) => {
+                        format!("unknown_field at lines[{i}].{key}: ignored; did you mean `{h}`?")
+                    }
+                    None => format!(
+                        "unknown_field at lines[{i}].{key}: a line has only sku, qty and \
+                         unit_price; ignored (a discount belongs in unit_price)"
+                    ),
+                });
+            }
+            if let Some(v) = l.get("sku").and_then(Value::as_str) {
+                out.extend(padded(&format!("lines[{i}].sku"), v, "sku"));
+            }
         }
     }
     // an identity's value is exact too (but a phone's, which is read as its digits): a
@@ -1752,7 +1865,13 @@ pub fn lint(bytes: &[u8]) -> Vec<String> {
     if let Some(Value::Object(ids)) = m.get("member") {
         for (kind, v) in ids {
             if let Some(v) = v.as_str() {
-                if kind == "phone" && near_mobile(v) {
+                if kind == "phone" && !phone_length(v) {
+                    let n = v.bytes().filter(u8::is_ascii_digit).count();
+                    out.push(format!(
+                        "unlikely_phone at member.phone: {n} digits, where a phone number has 7 \
+                         to 15; kept as sent, another person than the number meant"
+                    ));
+                } else if kind == "phone" && near_mobile(v) {
                     out.push(
                         "unlikely_phone at member.phone: a mainland mobile number (starting \
                          with 1) has 11 digits, this one a digit fewer or more; kept as sent, \
@@ -1923,9 +2042,46 @@ mod tests {
         let pos = r#"{"id":"00000000-0000-7000-8000-000000000003","type":"order","ts":"2026-11-11T10:00:00+08:00","channel":"store","order":"o1","status":"placed","kind":"consumer","member":{"openid":"o1"},"lines":[{"sku":"S1","qty":1,"unit_price":100}],"location":"st-1"}"#;
         assert!(d.decode_noting(pos.as_bytes()).0.is_ok());
         assert!(noted(pos));
-        assert!(!noted(
-            &pos.replace(r#""location""#, r#""store":"st-1","location""#)
-        ));
+        let stored = pos.replace(r#""location""#, r#""store":"st-1","location""#);
+        assert!(!noted(&stored));
+        // an order id, a line's SKU padded with a space, a key a line does not have, the nil id
+        for (from, to, said) in [
+            (
+                "00000000-0000-7000-8000-000000000003",
+                "00000000-0000-0000-0000-000000000000",
+                "nil_id at id:",
+            ),
+            (
+                r#""o1","status""#,
+                r#""o1 ","status""#,
+                "padded_id at order:",
+            ),
+            (
+                r#""sku":"S1""#,
+                r#""sku":"S1 ""#,
+                "padded_id at lines[0].sku:",
+            ),
+            (
+                r#""unit_price":100}"#,
+                r#""unit_price":100,"discount":10}"#,
+                "unknown_field at lines[0].discount:",
+            ),
+            (
+                r#""unit_price":100}"#,
+                r#""unit_prise":100}"#,
+                "did you mean `unit_price`",
+            ),
+        ] {
+            let odd = stored.replace(from, to);
+            assert!(noted(&odd), "{odd}");
+            let w = lint(odd.as_bytes());
+            assert!(w.iter().any(|s| s.contains(said)), "{said}: {w:?}");
+            // serde's reading (an escape elsewhere sends the event to it) notes it too
+            let slow = odd.replace(r#""consumer""#, r#""consum\u0065r""#);
+            let (read, noted) = d.decode_noting(slow.as_bytes());
+            // (a line without its unit_price is refused)
+            assert!(noted && (read.is_ok() || said.contains("mean")), "{slow}");
+        }
         // a long unknown key is near no field's name (none is compared with it cell by cell)
         // and is quoted clipped; a line over the event limit is refused unread, and linted not
         // at all

@@ -481,7 +481,10 @@ impl<'a> Reader<'a> {
                     "sku" => 1,
                     "qty" => 2,
                     "unit_price" => 4,
-                    _ => return r.skip(0),
+                    _ => {
+                        l.unknown = true;
+                        return r.skip(0);
+                    }
                 };
                 if seen & bit != 0 {
                     return None;
