@@ -145,7 +145,8 @@ impl Rules {
     /// channel none of the contract's (a typo such as `tmal`; channels are open, so it is
     /// kept, and applies to events naming that channel).
     pub fn warnings(&self) -> Vec<String> {
-        self.points
+        let mut out: Vec<String> = self
+            .points
             .channel_multiplier
             .keys()
             .filter(|c| !omnistream_schemas::Channel::KNOWN.contains(&c.as_str()))
@@ -159,7 +160,20 @@ impl Rules {
                     omnistream_schemas::Channel::KNOWN.join(", ")
                 )
             })
-            .collect()
+            .collect();
+        // the unpaid timer runs on the newest event time: one sender's clock running fast
+        // cancels every channel's unpaid orders early
+        if self.stock.cancel_unpaid_after_s > 0 && self.watermark_lag_s == 0 {
+            out.push(
+                "stock.cancel-unpaid-after-s: with watermark-lag-s = 0, an event stamped ahead \
+                 of the others (a sender's clock running fast: the service takes events up to \
+                 max-future-s ahead of its own) cancels unpaid orders that much early, and a \
+                 `paid` stamped in time that comes after it is refused; set watermark-lag-s \
+                 to how far clocks and payments may lag"
+                    .to_string(),
+            );
+        }
+        out
     }
 
     /// Checks values serde cannot: returns the first problem as `(key, why)`.
@@ -1219,6 +1233,18 @@ mod tests {
         let w = r.warnings();
         assert_eq!(w.len(), 1, "{w:?}");
         assert!(w[0].starts_with("points.channel-multiplier.tmal"), "{w:?}");
+        // the unpaid timer on the newest event time, with no lag: one fast clock cancels early
+        let r: Rules = toml::from_str("[stock]\ncancel-unpaid-after-s = 1800\n").unwrap();
+        let w = r.warnings();
+        assert!(
+            w.len() == 1
+                && w[0].starts_with("stock.cancel-unpaid-after-s: with watermark-lag-s = 0"),
+            "{w:?}"
+        );
+        let lagged = "watermark-lag-s = 120\n[stock]\ncancel-unpaid-after-s = 1800\n";
+        let r: Rules = toml::from_str(lagged).unwrap();
+        assert!(r.warnings().is_empty());
+        assert!(Rules::default().warnings().is_empty());
     }
 
     #[test]
