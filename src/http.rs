@@ -39,6 +39,8 @@ struct AppState {
     /// Reads the configuration again, as at start-up (rules reloaded on SIGHUP and `POST
     /// /v1/admin/reload`).
     reload: Reloader,
+    /// The access guard, whose tokens a reload replaces.
+    guard: Arc<Guard>,
 }
 
 /// Reads the configuration again: the file, the `OMNISTREAM_*` variables and the flags, as
@@ -74,19 +76,36 @@ async fn reload_rules(st: &AppState) -> Result<Reloaded, HttpResponse> {
         (v, rules.unwrap_or_default())
     };
     let ((old, _), (new, _)) = (json(&st.cfg), json(&cfg));
-    let restart_needed = crate::changed_paths(&old, &new);
+    let mut restart_needed = crate::changed_paths(&old, &new);
+    // the tokens (a secret rotated in its file, a token added or revoked) apply at once,
+    // while access control is on now and stays on
+    let mut tokens = false;
+    if st.cfg.auth.enabled && cfg.auth.enabled {
+        restart_needed.retain(|p| !p.starts_with("auth.tokens"));
+        if *st.guard.credentials() != cfg.auth.credentials {
+            let names: Vec<String> = (cfg.auth.credentials.iter())
+                .map(|c| format!("{} [{}]", c.name, c.scopes.join(",")))
+                .collect();
+            st.guard.set_credentials(cfg.auth.credentials);
+            tracing::warn!(tokens = ?names, "access tokens reloaded: only these are taken from now on");
+            tokens = true;
+        }
+    }
     let answer = ask_shard(st, |reply| crate::shard::ReloadRules {
         rules: cfg.rules,
         reply,
     });
     match answer.await? {
         Ok(changed) => {
+            let changed: Vec<String> = (tokens.then(|| "auth.tokens".to_string()))
+                .into_iter()
+                .chain(changed.into_iter().map(|c| format!("rules.{c}")))
+                .collect();
             let status = if changed.is_empty() {
                 "unchanged"
             } else {
                 "reloaded"
             };
-            let changed = changed.into_iter().map(|c| format!("rules.{c}")).collect();
             Ok(Reloaded {
                 status,
                 changed,
@@ -524,7 +543,7 @@ async fn post_events(
 }
 
 /// Each event's warnings (none: no field) on its result, in the order sent.
-fn with_warnings(results: &mut Value, warnings: &[Vec<String>]) {
+pub(crate) fn with_warnings(results: &mut Value, warnings: &[Vec<String>]) {
     let Some(results) = results.as_array_mut() else {
         return;
     };
@@ -3804,7 +3823,8 @@ pub struct Guard {
     open_metrics: bool,
     open_health: bool,
     board_query_token: bool,
-    credentials: Vec<crate::config::Credential>,
+    /// Swapped whole by a reload (tokens rotated or revoked without a restart).
+    credentials: std::sync::RwLock<Arc<Vec<crate::config::Credential>>>,
     max_body: usize,
     /// `ROUTES`' patterns, compiled once, in registration order (the router's order).
     defs: Vec<actix_web::dev::ResourceDef>,
@@ -3826,7 +3846,7 @@ impl Guard {
             open_metrics: auth.open_metrics,
             open_health: auth.open_health,
             board_query_token: auth.board_query_token,
-            credentials: auth.credentials.clone(),
+            credentials: std::sync::RwLock::new(Arc::new(auth.credentials.clone())),
             max_body,
             defs: ROUTES
                 .iter()
@@ -3888,12 +3908,28 @@ impl Guard {
         })
     }
 
+    /// The tokens it takes now.
+    pub fn credentials(&self) -> Arc<Vec<crate::config::Credential>> {
+        let held = (self.credentials.read()).unwrap_or_else(std::sync::PoisonError::into_inner);
+        Arc::clone(&held)
+    }
+
+    /// Takes these tokens from now on, in place of those it took.
+    pub fn set_credentials(&self, credentials: Vec<crate::config::Credential>) {
+        let mut held =
+            (self.credentials.write()).unwrap_or_else(std::sync::PoisonError::into_inner);
+        *held = Arc::new(credentials);
+    }
+
     /// The scopes of the token whose digest equals `token`'s; every credential and every
     /// byte is compared (no early exit), so the time taken says nothing about a near miss.
-    fn credential_of(&self, token: &[u8]) -> Option<&crate::config::Credential> {
+    fn credential_of<'c>(
+        credentials: &'c [crate::config::Credential],
+        token: &[u8],
+    ) -> Option<&'c crate::config::Credential> {
         let d = crate::config::token_digest(token);
         let mut found = None;
-        for c in &self.credentials {
+        for c in credentials {
             let diff = c
                 .digest
                 .iter()
@@ -3964,7 +4000,8 @@ impl Guard {
                 }
             }
         };
-        let Some(credential) = self.credential_of(&token) else {
+        let credentials = self.credentials();
+        let Some(credential) = Self::credential_of(&credentials, &token) else {
             return Err(Refusal::Unauthenticated("the token is not valid"));
         };
         let has = |s: &str| credential.scopes.iter().any(|x| x == s);
@@ -4149,6 +4186,7 @@ pub async fn serve(
         cfg: Arc::new(cfg.clone()),
         metrics: metrics.clone(),
         reload,
+        guard: Arc::new(Guard::new(&cfg.auth, cfg.max_body_bytes)),
     };
     // SIGHUP reloads the rules
     match hangup {
@@ -4176,7 +4214,7 @@ pub async fn serve(
     };
     let addr = listener.local_addr()?;
     let max_body = cfg.max_body_bytes;
-    let guard = Arc::new(Guard::new(&cfg.auth, max_body));
+    let guard = state.guard.clone();
     if cfg.auth.enabled {
         let names: Vec<String> = cfg
             .auth

@@ -309,11 +309,17 @@ fn examples() -> Vec<(&'static str, &'static str, String, Value)> {
             ("get", path, summary, answer)
         })
         .collect();
+    // with each line's warnings, as the service words them (its last, bad line has some)
+    let mut answer = crate::http::events_answer(&outcomes, &Default::default());
+    let warnings: Vec<Vec<String>> = (SAMPLE.lines())
+        .map(|l| omnistream_schemas::lint(l.as_bytes()))
+        .collect();
+    crate::http::with_warnings(&mut answer["results"], &warnings);
     all.push((
         "post",
         "/v1/events",
         "POST /v1/events of examples/sample.jsonl (JSON lines) to a service on defaults".into(),
-        crate::http::events_answer(&outcomes, &Default::default()),
+        answer,
     ));
     if let Some(n) = scan {
         all.push((
@@ -536,7 +542,7 @@ fn paths() -> Value {
         None
     )});
     doc["paths"]["/v1/admin/reload"] = json!({"post": op(
-        "reads the configuration again (the file, the OMNISTREAM_* variables and the flags, as at start-up; SIGHUP does the same) and runs its `[rules]` from now on: campaigns, points, fraud thresholds and weights, tags, tiers, stock and store rules; logged where it happens, so a restart replays each event under the rules it ran under. No body. Answers `{status: reloaded | unchanged, changed: the rules' dotted paths that changed, restart_needed: other settings that differ from those the service started with (read at start-up only: not applied)}`; 400 `bad_config` naming the key when the configuration does not load (the rules in effect stay); 503 when the store fails to write the switch (the reloaded rules then run from the rebuild once it answers); scope `admin`",
+        "reads the configuration again (the file, the OMNISTREAM_* variables and the flags, as at start-up; SIGHUP does the same) and runs its `[rules]` from now on: campaigns, points, fraud thresholds and weights, tags, tiers, stock and store rules; logged where it happens, so a restart replays each event under the rules it ran under. While access control is on, the tokens too: a secret rotated in its `token-file`, a token added or removed, taken (or refused) from this request on. No body. Answers `{status: reloaded | unchanged, changed: the rules' dotted paths that changed (and `auth.tokens` when the tokens did; never a secret), restart_needed: other settings that differ from those the service started with (read at start-up only: not applied)}`; 400 `bad_config` naming the key when the configuration does not load (the rules in effect stay); 503 when the store fails to write the switch (the reloaded rules then run from the rebuild once it answers); scope `admin`",
         &[],
         None
     )});

@@ -417,3 +417,93 @@ fn check_config_shows_token_names_and_scopes_never_secrets() {
     assert!(!all.contains("env-secret"), "{all}");
     assert!(!all.contains("file-secret"), "{all}");
 }
+
+/// A token rotated or revoked without a restart: the configuration's token file rewritten
+/// and a token removed, then `POST /v1/admin/reload`: the old secret is refused at once, the
+/// new one served, the answer names `auth.tokens` among what changed (never a secret).
+#[test]
+fn tokens_rotate_and_revoke_on_a_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let (conf, file) = (
+        dir.path().join("omnistream.toml"),
+        dir.path().join("ops-token"),
+    );
+    std::fs::write(&file, "ops-secret-one-0123456789\n").unwrap();
+    let write = |with_pos: bool| {
+        let pos = if with_pos {
+            r#"{ name = "pos", scopes = ["ingest", "read"], token-env = "OMNISTREAM_TOKEN_POS" },"#
+        } else {
+            ""
+        };
+        let text = format!(
+            "[auth]\nenabled = true\ntokens = [\n  {pos}\n  {{ name = \"ops\", scopes = [\"read\", \"admin\"], token-file = \"{}\" }},\n]\n",
+            file.display()
+        );
+        std::fs::write(&conf, text).unwrap();
+    };
+    write(true);
+    let s = Service::start_args(
+        &dir.path().join("data"),
+        &["--config", conf.to_str().unwrap()],
+        &[("OMNISTREAM_TOKEN_POS", "pos-secret-0123456789ab")],
+        std::process::Stdio::inherit(),
+    );
+    let ask = |method: &str, path: &str, token: &str| {
+        let head = format!("{method} {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}");
+        let (code, _, body) = s.raw(&head, b"");
+        (
+            code,
+            serde_json::from_str::<Value>(&body).unwrap_or(Value::Null),
+        )
+    };
+    assert_eq!(
+        ask("GET", "/v1/campaigns", "ops-secret-one-0123456789").0,
+        200
+    );
+    assert_eq!(
+        ask("GET", "/v1/campaigns", "pos-secret-0123456789ab").0,
+        200
+    );
+    // nothing changed: nothing said
+    let (code, v) = ask("POST", "/v1/admin/reload", "ops-secret-one-0123456789");
+    assert_eq!(
+        (code, &v["status"]),
+        (200, &Value::from("unchanged")),
+        "{v}"
+    );
+    // the ops secret rotated in its file, the pos token revoked
+    std::fs::write(&file, "ops-secret-two-0123456789\n").unwrap();
+    write(false);
+    let (code, v) = ask("POST", "/v1/admin/reload", "ops-secret-one-0123456789");
+    assert_eq!((code, &v["status"]), (200, &Value::from("reloaded")), "{v}");
+    assert_eq!(v["changed"], serde_json::json!(["auth.tokens"]), "{v}");
+    assert_eq!(v["restart_needed"], serde_json::json!([]), "{v}");
+    assert!(!v.to_string().contains("secret"), "{v}");
+    for (token, want) in [
+        ("ops-secret-one-0123456789", 401),
+        ("pos-secret-0123456789ab", 401),
+        ("ops-secret-two-0123456789", 200),
+    ] {
+        assert_eq!(ask("GET", "/v1/campaigns", token).0, want, "{token}");
+    }
+    // a file that does not load changes nothing: the tokens in effect stay
+    std::fs::remove_file(&file).unwrap();
+    let (code, v) = ask("POST", "/v1/admin/reload", "ops-secret-two-0123456789");
+    assert_eq!(
+        (code, &v["error"]),
+        (400, &Value::from("bad_config")),
+        "{v}"
+    );
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("auth.tokens.ops.token-file"),
+        "{v}"
+    );
+    assert_eq!(
+        ask("GET", "/v1/campaigns", "ops-secret-two-0123456789").0,
+        200
+    );
+    s.stop();
+}
