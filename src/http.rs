@@ -673,14 +673,28 @@ async fn duplicates_now(
                     },
                     crate::shard::About::Payment { dealer, reference } => {
                         let booked = e.dealer(&dealer).and_then(|d| d.booked(&reference));
-                        json!({
-                            "credit_state": credit_view(e, &dealer).ok().flatten()?,
+                        // a ref the dealer never booked: the id's first event was another
+                        let reused = booked.is_none().then(|| {
+                            json!([format!(
+                                "id_reused at id: an earlier event took this id, and dealer \
+                                 {dealer} has no payment `{reference}` booked: this payment was \
+                                 not booked; send it with an id of its own"
+                            )])
+                        });
+                        // (a store that cannot be read: said of nothing)
+                        let credit = credit_view(e, &dealer).ok()?;
+                        let mut v = json!({
+                            "credit_state": credit,
                             "booked": match booked {
                                 Some(Some(amount)) => json!(amount),
                                 Some(None) => json!(true),
                                 None => Value::Null,
                             },
-                        })
+                        });
+                        if let Some(w) = reused {
+                            v["warnings"] = w;
+                        }
+                        v
                     }
                     // a sign-up sent again: whom each identity leads to now (null: no one, as
                     // a phone a conflict refused), which tells the merges it made or not
@@ -1206,26 +1220,28 @@ pub(crate) struct DealersQuery {
 /// only those with orders held when `held=true`, only those whose exposure is past their
 /// limit when `over_limit=true`; with the totals of those listed. Reads every dealer.
 pub(crate) fn dealers_list(e: &Sharded, q: &DealersQuery) -> Result<Option<Value>, ReadError> {
-    let flag = |name, v: &Option<String>| {
-        flag_param(name, v.as_deref())
-            .map(|f| f.unwrap_or(false))
-            .map_err(ReadError::BadQuery)
-    };
+    let flag =
+        |name, v: &Option<String>| flag_param(name, v.as_deref()).map_err(ReadError::BadQuery);
     let (held, over) = (flag("held", &q.held)?, flag("over_limit", &q.over_limit)?);
     let mut all = std::collections::BTreeMap::new();
     e.each_dealer(&mut |id, d| {
-        if (held && d.held.is_empty()) || (over && d.available() >= 0) {
+        // true: those with; false: those without; absent: all
+        if held.is_some_and(|h| h == d.held.is_empty())
+            || over.is_some_and(|o| o == (d.available() >= 0))
+        {
             return;
         }
         all.insert(id.to_string(), d.view());
     })
     .map_err(read_failed("dealers"))?;
-    let (exposure, held_fen) = all.values().fold((0i64, 0i64), |(x, h), v| {
-        (
-            x.saturating_add(v.exposure),
-            h.saturating_add(v.held.iter().map(|o| o.amount).sum::<i64>()),
-        )
-    });
+    // what dealers owe and have on order, apart from what some paid ahead: one dealer's
+    // prepayment is no cover for another's debt
+    let (mut exposure, mut prepaid, mut held_fen) = (0i64, 0i64, 0i64);
+    for v in all.values() {
+        exposure = exposure.saturating_add(v.exposure.max(0));
+        prepaid = prepaid.saturating_add(v.exposure.min(0).saturating_neg());
+        held_fen = held_fen.saturating_add(v.held.iter().map(|o| o.amount).sum::<i64>());
+    }
     let items = all
         .into_iter()
         .map(|(id, v)| {
@@ -1235,8 +1251,8 @@ pub(crate) fn dealers_list(e: &Sharded, q: &DealersQuery) -> Result<Option<Value
         })
         .collect::<Result<Vec<Value>, serde_json::Error>>()?;
     Ok(Some(
-        json!({"dealers": items.len(), "exposure": exposure, "held_fen": held_fen,
-        "items": items}),
+        json!({"dealers": items.len(), "exposure": exposure, "prepaid": prepaid,
+        "held_fen": held_fen, "items": items}),
     ))
 }
 

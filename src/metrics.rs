@@ -101,6 +101,8 @@ pub struct Metrics {
     pub dealer_held_fen: IntGauge,
     /// See [`Metrics::dealers_over_limit`].
     pub dealer_exposure_fen: IntGauge,
+    /// See [`Metrics::dealers_over_limit`].
+    pub dealer_prepaid_fen: IntGauge,
     /// Scans held for review, waiting for a person.
     pub reviews_pending: IntGauge,
     /// Each configured campaign's budget, and what is left of it, read from the state at each
@@ -328,6 +330,7 @@ pub struct DealerTotals {
     held: i64,
     held_fen: i64,
     exposure: i64,
+    prepaid: i64,
 }
 
 impl DealerTotals {
@@ -338,7 +341,9 @@ impl DealerTotals {
         self.held_fen = self
             .held_fen
             .saturating_add(d.held.iter().map(|h| h.amount).sum::<i64>());
-        self.exposure = self.exposure.saturating_add(d.exposure());
+        // a dealer paid ahead (exposure below 0) covers no other dealer's debt
+        self.exposure = self.exposure.saturating_add(d.exposure().max(0));
+        self.prepaid = (self.prepaid).saturating_add(d.exposure().min(0).saturating_neg());
     }
 }
 
@@ -580,7 +585,12 @@ impl Default for Metrics {
             dealer_exposure_fen: gauge(
                 &r,
                 "omnistream_dealer_exposure_fen",
-                "dealers' exposure in all (open orders plus unpaid, fen), every dealer (stored ones too), read at each scrape",
+                "dealers' exposure in all (open orders plus unpaid, fen), every dealer (stored ones too) with some, read at each scrape: a dealer paid ahead counts 0 here and its credit under omnistream_dealer_prepaid_fen",
+            ),
+            dealer_prepaid_fen: gauge(
+                &r,
+                "omnistream_dealer_prepaid_fen",
+                "what dealers paid ahead of their orders in all (fen: the negative exposures), read at each scrape",
             ),
             reviews_pending: gauge(
                 &r,
@@ -1055,6 +1065,7 @@ impl Metrics {
         self.dealers_over_limit.set(t.over);
         self.dealer_orders_held.set(t.held);
         self.dealer_held_fen.set(t.held_fen);
+        self.dealer_prepaid_fen.set(t.prepaid);
         self.dealer_exposure_fen.set(t.exposure);
     }
 

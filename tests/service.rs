@@ -2348,8 +2348,27 @@ fn a_dealers_events_answer_where_they_ended_and_list_under_the_dealer() {
     ] {
         assert_eq!(sample(&text, series), want, "after a restart: {series}");
     }
+    // a dealer that paid ahead (exposure below 0) covers nobody else's debt: apart, `prepaid`
+    s.post(&[ev(
+        30,
+        json!({"type":"payment","ts":t(15),"dealer":"d-ahead","amount":5000,"ref":"PRE-1"}),
+    )]);
+    let (_, text) = s.request_text("GET", "/metrics", "");
+    for (series, want) in [
+        ("omnistream_dealer_exposure_fen ", 10_000_700.0),
+        ("omnistream_dealer_prepaid_fen ", 5000.0),
+    ] {
+        assert_eq!(sample(&text, series), want, "{series}");
+    }
     // the credit controller's list: every dealer as its credit view, or those holding orders
     let all = s.get("/v1/dealers");
+    assert_eq!(
+        (&all["dealers"], &all["prepaid"]),
+        (&json!(2), &json!(5000)),
+        "{all}"
+    );
+    let free = s.get("/v1/dealers?held=false");
+    assert_eq!(texts(&free["items"], "dealer"), ["d-ahead"], "{free}");
     let d2 = s.get("/v1/dealers/d2/credit");
     let listed: Vec<&Value> = all["items"]
         .as_array()
@@ -3626,7 +3645,7 @@ fn a_retried_order_event_answers_where_the_order_stands() {
         .find(|l| l.contains("\"payment\""))
         .unwrap()
         .clone();
-    let v = s.post(&[payment]);
+    let v = s.post(std::slice::from_ref(&payment));
     let r = &v["results"][0];
     assert_eq!(r["status"], "duplicate", "{v}");
     assert_eq!(
@@ -3635,6 +3654,23 @@ fn a_retried_order_event_answers_where_the_order_stands() {
         "{v}"
     );
     assert_eq!(r["booked"], 36000, "{v}");
+    assert!(r.get("warnings").is_none(), "a retry: {v}");
+    // its id taken again for another payment: not booked, and said so
+    let other = payment.replace("\"ref\":\"", "\"ref\":\"X-");
+    let v = s.post(&[other]);
+    let r = &v["results"][0];
+    assert_eq!(
+        (&r["status"], &r["booked"]),
+        (&json!("duplicate"), &Value::Null),
+        "{v}"
+    );
+    assert!(
+        r["warnings"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("id_reused at id:"),
+        "{v}"
+    );
     // other events sent again carry none
     let stock = lines
         .iter()

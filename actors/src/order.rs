@@ -476,7 +476,10 @@ impl Order {
                 self.defer(me, ev, ctx, fx);
             }
             Phase::Held => {
-                if ev.status == OrderStatus::Cancelled {
+                // (a held order is cancelled whole, as an accepted one)
+                if ev.status == OrderStatus::Cancelled && !self.whole(ev.lines.as_deref()) {
+                    ignored(me, self.dealer_of(), ev.status, PARTIAL_CANCEL, fx);
+                } else if ev.status == OrderStatus::Cancelled {
                     if let Some(d) = &self.dealer {
                         fx.send(
                             Key::Dealer(d.clone()),
@@ -915,18 +918,7 @@ impl Order {
                 // cancelling the whole order for some of its lines would free the stock of
                 // goods still to ship (and refund them): refused, the order kept as it is
                 if !self.whole(ev.lines.as_deref()) {
-                    return ignored(
-                        me,
-                        self.dealer_of(),
-                        ev.status,
-                        (
-                            "partial_cancel",
-                            "cancelling some lines is not supported: the lines sent are fewer \
-                             than the order's, and the order stays as it is (send `cancelled` \
-                             without lines to cancel it all)",
-                        ),
-                        fx,
-                    );
+                    return ignored(me, self.dealer_of(), ev.status, PARTIAL_CANCEL, fx);
                 }
                 self.cancel(me, None, fx);
             }
@@ -1104,6 +1096,15 @@ impl Order {
         });
     }
 }
+
+/// A `cancelled` with fewer lines than the order's: cancelling the whole order for some of
+/// its lines would free the stock of goods still to ship (and refund them, or free a held
+/// dealer order's whole amount): refused, the order kept as it is.
+const PARTIAL_CANCEL: (&str, &str) = (
+    "partial_cancel",
+    "cancelling some lines is not supported: the lines sent are fewer than the order's, and \
+     the order stays as it is (send `cancelled` without lines to cancel it all)",
+);
 
 /// Says a status event was not applied: `why` is `(code, reason)`, a stable code a channel
 /// codes against and the reason for people.

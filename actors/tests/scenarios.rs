@@ -1487,6 +1487,46 @@ fn a_status_waiting_on_a_held_order_is_said_ignored_when_the_order_is_cancelled(
     );
 }
 
+/// A held order is cancelled whole, as an accepted one: a `cancelled` naming some of its
+/// lines is refused (`partial_cancel`), the order still held for its whole amount.
+#[test]
+fn cancelling_some_lines_of_a_held_order_is_refused_as_for_an_accepted_one() {
+    let mut w = World::new(Rules::default());
+    w.send(&stock("S1", 200, T0));
+    w.send(&stock("S2", 200, T0));
+    w.send(&dealer_d1(1000));
+    let two = dealer_order("h1", "placed", 5, T1).replace(
+        r#""unit_price":1000}]"#,
+        r#""unit_price":1000},{"sku":"S2","qty":1,"unit_price":100}]"#,
+    );
+    w.send(&two);
+    assert_eq!(w.engine.dealer("d1").unwrap().view().held.len(), 1);
+    // the S2 line alone
+    let some = dealer_order("h1", "cancelled", 1, T2).replace(r#""S1""#, r#""S2""#);
+    w.send(&some);
+    assert!(
+        w.outputs().iter().any(|o| matches!(o,
+            Output::OrderIgnored { code: Some(c), status, .. } if c == "partial_cancel" && status == "cancelled")),
+        "{:?}",
+        w.outputs()
+    );
+    assert_eq!(
+        w.engine.dealer("d1").unwrap().view().held.len(),
+        1,
+        "still held"
+    );
+    // without lines: cancelled, no longer held
+    w.send(&order_dealer_cancel("h1", T3));
+    assert!(w.engine.dealer("d1").unwrap().view().held.is_empty());
+}
+
+/// `cancelled` of d1's order `id`, without lines.
+fn order_dealer_cancel(id: &str, ts: &str) -> String {
+    format!(
+        r#"{{"type":"order","ts":"{ts}","channel":"dealer","order":"{id}","status":"cancelled","kind":"dealer","dealer":"d1"}}"#
+    )
+}
+
 /// A stock receipt of one unit at `ts`, with id number `n`.
 fn receipt(n: u32, ts: &str) -> String {
     format!(
