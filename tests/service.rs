@@ -2369,6 +2369,19 @@ fn a_dealers_events_answer_where_they_ended_and_list_under_the_dealer() {
     );
     let free = s.get("/v1/dealers?held=false");
     assert_eq!(texts(&free["items"], "dealer"), ["d-ahead"], "{free}");
+    // an old record of the credit system sent again: the newer limit stays, and it is said
+    let limit = s.get("/v1/dealers/d2/credit")["limit"].clone();
+    let v = s.post(&[ev(
+        31,
+        json!({"type":"dealer","ts":t(7),"dealer":"d2","credit_limit":5}),
+    )]);
+    let r = &v["results"][0];
+    assert_eq!(
+        (&r["status"], &r["credit"]["output"]),
+        (&json!("accepted"), &json!("dealer_ignored")),
+        "{v}"
+    );
+    assert_eq!(s.get("/v1/dealers/d2/credit")["limit"], limit);
     let d2 = s.get("/v1/dealers/d2/credit");
     let listed: Vec<&Value> = all["items"]
         .as_array()

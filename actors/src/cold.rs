@@ -52,7 +52,9 @@ type HashMap<K, V> = crate::GrowMap<K, V>;
 ///   members; encoding 11 reads as is);
 /// - 13: the same, with a person's blocks appended to a device's, address's and prefix's
 ///   counts and to a member's scan profile, and the block a scan met to its features and to
-///   what it scanned (the scan's decision); a member's stash may hold `Block` commands.
+///   what it scanned (the scan's decision); a member's stash may hold `Block` commands;
+/// - 14: the same, with the dealer's `info_at` (the time of the `dealer` event in effect)
+///   appended.
 ///
 /// Without field names a layout cannot grow the way JSON did (a new field with
 /// `#[serde(default)]`): adding, removing, reordering or retyping a field of a stored state
@@ -63,7 +65,7 @@ type HashMap<K, V> = crate::GrowMap<K, V>;
 /// inside another member's stash too). `member::tests::the_stored_layout_is_pinned` (a full
 /// member) and `tests::the_stored_layout_of_every_kind_is_pinned` (every kind's empty state:
 /// fields added or removed) fail until then.
-pub const STATE_VERSION: u8 = 13;
+pub const STATE_VERSION: u8 = 14;
 
 /// The oldest encoding version this binary still reads.
 pub const OLDEST_VERSION: u8 = 1;
@@ -993,19 +995,19 @@ mod tests {
             ("ring", hex::<Ring>()),
         ];
         let want = [
-            ("identity", "0d0000"),
+            ("identity", "0e0000"),
             (
                 "member",
-                "0d000000000000000000000000000000000000000000000000000000000000000000000000000000",
+                "0e000000000000000000000000000000000000000000000000000000000000000000000000000000",
             ),
-            ("order", "0d0000000000000000000000000000000000000000000000"),
-            ("sku", "0d000000000000"),
-            ("dealer", "0d0000000000000000000000000000"),
-            ("store", "0d000000000000000000"),
-            ("campaign", "0d000000000000000000000000000000"),
-            ("code", "0d0000000000"),
-            ("crowd", "0d000000000000000000"),
-            ("ring", "0d00000000"),
+            ("order", "0e0000000000000000000000000000000000000000000000"),
+            ("sku", "0e000000000000"),
+            ("dealer", "0e000000000000000000000000000000"),
+            ("store", "0e000000000000000000"),
+            ("campaign", "0e000000000000000000000000000000"),
+            ("code", "0e0000000000"),
+            ("crowd", "0e000000000000000000"),
+            ("ring", "0e00000000"),
         ];
         for ((kind, got), (_, want)) in got.iter().zip(want) {
             assert_eq!(got, want, "the stored layout of a {kind} changed");
@@ -1041,20 +1043,23 @@ mod tests {
             decode::<crate::member::Member>(&encode(&known).unwrap()).unwrap(),
             known
         );
-        // encoding 4 of a dealer: encoding 5 without its last byte (no amounts booked)
+        // encodings 5 to 13 of a dealer: encoding 14 without its last byte (no `dealer`
+        // event's time); 4: without the one before too (no amounts booked)
         let dealer = crate::dealer::Dealer {
             limit: 7,
             ..Default::default()
         };
         let mut b = encode(&dealer).unwrap();
-        assert_eq!(b.pop(), Some(0));
+        assert_eq!(b.pop(), Some(0), "info_at last");
+        for version in 5..=13 {
+            b[0] = version;
+            assert_eq!(decode::<crate::dealer::Dealer>(&b).unwrap(), dealer);
+        }
+        assert_eq!(b.pop(), Some(0), "booked before it");
         for version in [2, 3, 4] {
             b[0] = version;
             assert_eq!(decode::<crate::dealer::Dealer>(&b).unwrap(), dealer);
         }
-        let mut b = encode(&dealer).unwrap();
-        b[0] = 5;
-        assert_eq!(decode::<crate::dealer::Dealer>(&b).unwrap(), dealer);
         // encoding 4 of a store that has seen an event: its `latest` (the first field, an
         // `Option`) without the offset encoding 5 appended to it, then the rest as it was
         let store = crate::store::Store {

@@ -88,6 +88,14 @@ pub struct Dealer {
         deserialize_with = "crate::cold::since::<5, _, _>"
     )]
     pub booked: Box<[(u64, i64)]>,
+    /// Event time (µs) of the `dealer` event whose limit and region it holds (0: none, or
+    /// one applied before encoding 14): an older one is not applied. Added by encoding 14.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::cold::omit",
+        deserialize_with = "crate::cold::since::<14, _, _>"
+    )]
+    pub info_at: i64,
 }
 
 /// A held order as the API shows it.
@@ -179,6 +187,24 @@ impl Dealer {
                 credit_limit,
                 region,
             } => {
+                // a record sent again from an older export does not undo a newer one (a
+                // `dealer` event at the same time as the one in effect applies: the later sent)
+                let at = ctx.ts();
+                if at < self.info_at {
+                    let reason = compact_str::format_compact!(
+                        "stamped {:.3} s before the dealer event in effect: its limit ({}) and \
+                         region stay",
+                        (self.info_at - at) as f64 / 1e6,
+                        self.limit
+                    );
+                    fx.out(Output::DealerIgnored {
+                        dealer: me.clone(),
+                        credit_limit,
+                        reason,
+                    });
+                    return;
+                }
+                self.info_at = at;
                 self.limit = credit_limit.max(0);
                 // absent: the region it had (a limit change does not carry it)
                 if region.is_some() {
@@ -486,6 +512,58 @@ mod tests {
                 Cmd::Order(OrderCmd::CreditReleased),
             ),
         )
+    }
+
+    /// A `dealer` event stamped before the one in effect (an old record sent again) changes
+    /// neither limit nor region and says so; one at the same time or later applies.
+    #[test]
+    fn an_older_dealer_event_does_not_undo_a_newer_one() {
+        let r = Rules::default();
+        let mut d = Dealer::default();
+        let at = |d: &mut Dealer, ms: i64, cmd: DealerCmd| {
+            let mut fx = Effects::default();
+            d.handle(&me(), cmd, &ctx(&r, ms, 1), &mut fx);
+            fx
+        };
+        let region = |lat: f64| RegionV {
+            lat,
+            lon: 121.0,
+            radius_km: 50.0,
+        };
+        at(
+            &mut d,
+            T0 + 60_000,
+            DealerCmd::Info {
+                credit_limit: 8000,
+                region: Some(region(31.0)),
+            },
+        );
+        let fx = at(
+            &mut d,
+            T0,
+            DealerCmd::Info {
+                credit_limit: 2000,
+                region: Some(region(23.0)),
+            },
+        );
+        assert_eq!(
+            (d.limit, d.region.as_ref().map(|r| r.lat)),
+            (8000, Some(31.0))
+        );
+        assert!(
+            matches!(&fx.outputs[..], [Output::DealerIgnored { credit_limit: 2000, reason, .. }]
+                if reason.starts_with("stamped 60.000 s before") && reason.contains("(8000)")),
+            "{:?}",
+            fx.outputs
+        );
+        // the same time as the one in effect: the later sent applies
+        at(&mut d, T0 + 60_000, info(9000));
+        assert_eq!(d.limit, 9000);
+        assert_eq!(
+            d.region.as_ref().map(|r| r.lat),
+            Some(31.0),
+            "kept without one"
+        );
     }
 
     #[test]

@@ -567,6 +567,16 @@ pub enum Output {
         #[serde(default, skip_serializing_if = "crate::cold::omit")]
         by: Option<Box<Resolver>>,
     },
+    /// A `dealer` event stamped before the one whose limit and region the dealer holds (a
+    /// credit system sending an old record again) was not applied.
+    DealerIgnored {
+        /// Dealer.
+        dealer: Str,
+        /// The limit it carried, in fen (not applied).
+        credit_limit: i64,
+        /// Why, with the time of the event in effect.
+        reason: Str,
+    },
 }
 
 /// Whether `name` is the `output` tag of some output; the error lists every tag (serde's own
@@ -624,7 +634,9 @@ impl Output {
             | Output::StockOut { .. }
             | Output::StockShort { .. }
             | Output::StockCountIgnored { .. } => "stock",
-            Output::Credit { .. } | Output::PaymentIgnored { .. } => "credit",
+            Output::Credit { .. }
+            | Output::PaymentIgnored { .. }
+            | Output::DealerIgnored { .. } => "credit",
             Output::Decision { .. }
             | Output::ReviewResolved { .. }
             | Output::BlockSet { .. }

@@ -39,6 +39,14 @@ pub struct RefData {
     /// members begins. A member first seen soon after it may be new or merely unseen.
     #[serde(default, skip_serializing_if = "crate::cold::omit")]
     pub since: Option<i64>,
+    /// Event time (µs) of each dealer's `dealer` event in effect: an older one changes no
+    /// region (as the dealer's own state takes no older limit). Added by store encoding 14.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::cold::omit",
+        deserialize_with = "crate::cold::since::<14, _, _>"
+    )]
+    pub dealers_at: BTreeMap<Str, i64>,
 }
 
 /// No reference data, for handlers run outside an engine (tests, benchmarks).
@@ -48,6 +56,7 @@ pub static NO_REFS: RefData = RefData {
     regions: BTreeMap::new(),
     skus: BTreeSet::new(),
     since: None,
+    dealers_at: BTreeMap::new(),
 };
 
 impl RefData {
@@ -77,6 +86,11 @@ impl RefData {
             // a dealer event without a region (a limit change from the credit system) keeps
             // the one it had: diversion checks go on
             Body::Dealer(d) => {
+                let at = self.dealers_at.entry(d.dealer.clone()).or_insert(ts);
+                if ts < *at {
+                    return true;
+                }
+                *at = ts;
                 if let Some(r) = d.region {
                     self.regions.insert(
                         d.dealer.clone(),
@@ -152,6 +166,25 @@ mod tests {
             }
         }
         r
+    }
+
+    /// A dealer's region follows the `dealer` event in effect: an older one sent later does
+    /// not move it (as the dealer's own state keeps its limit).
+    #[test]
+    fn an_older_dealer_event_moves_no_region() {
+        let d = omnistream_schemas::Decoder::new(omnistream_schemas::Pii::new(b"k"));
+        let ev = |n: u32, ts: &str, lat: f64| {
+            let text = format!(
+                r#"{{"id":"00000000-0000-7000-8000-{n:012}","type":"dealer","ts":"{ts}","dealer":"d1","credit_limit":1,"region":{{"lat":{lat},"lon":121.0,"radius_km":50}}}}"#
+            );
+            d.decode(text.as_bytes()).unwrap()
+        };
+        let mut r = RefData::default();
+        assert!(r.observe(&ev(1, "2026-11-11T12:00:00+08:00", 31.0)));
+        assert!(r.observe(&ev(2, "2026-11-11T11:00:00+08:00", 23.0)));
+        assert_eq!(r.regions["d1"].lat, 31.0);
+        assert!(r.observe(&ev(3, "2026-11-11T12:00:00+08:00", 30.0)));
+        assert_eq!(r.regions["d1"].lat, 30.0, "the same time: the later sent");
     }
 
     #[test]

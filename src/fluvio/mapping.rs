@@ -198,9 +198,9 @@ pub fn output_route(o: &Output) -> (Sink, Key) {
         | Output::StockOut { sku, .. }
         | Output::StockShort { sku, .. }
         | Output::StockCountIgnored { sku, .. } => (Sink::Stock, Key::Sku(sku.clone())),
-        Output::Credit { dealer, .. } | Output::PaymentIgnored { dealer, .. } => {
-            (Sink::Credit, Key::Dealer(dealer.clone()))
-        }
+        Output::Credit { dealer, .. }
+        | Output::PaymentIgnored { dealer, .. }
+        | Output::DealerIgnored { dealer, .. } => (Sink::Credit, Key::Dealer(dealer.clone())),
         Output::Decision { member, .. } | Output::ReviewResolved { member, .. } => {
             (Sink::Decisions, Key::Member(member.clone()))
         }
