@@ -708,6 +708,7 @@ async fn duplicates_now(
                         let one = !first.is_null() && members.values().all(|m| *m == first);
                         json!({"members": members, "one_person": one})
                     }
+                    crate::shard::About::Reused(w) => json!({"warnings": [w]}),
                 };
                 Some((id, v))
             })
@@ -838,10 +839,11 @@ async fn post_scan(
     match submit(&st, "http-scan", vec![&body]).await {
         Ok((mut outcomes, warnings)) => match outcomes.pop() {
             Some(o) => {
-                let (ok, mut answer) = scan_answer(o);
-                if let Some(w) = warnings.first().filter(|w| !w.is_empty()) {
-                    answer["warnings"] = json!(w);
-                }
+                let (ok, answer) = scan_answer(o);
+                // after the duplicate's own (`id_reused`)
+                let mut one = json!([answer]);
+                with_warnings(&mut one, &warnings);
+                let answer = one[0].take();
                 if ok {
                     HttpResponse::Ok().json(answer)
                 } else {
@@ -878,13 +880,20 @@ pub(crate) fn scan_answer(outcome: Outcome) -> (bool, Value) {
             (true, answer)
         }
         // a retry: the decision it got and its review's resolution, while the shard
-        // remembers them (else null)
-        Outcome::Duplicate { id, answered, .. } => (
-            true,
-            json!({
+        // remembers them (else null); an id another scan took says so
+        Outcome::Duplicate {
+            id,
+            answered,
+            about,
+        } => {
+            let mut answer = json!({
             "id": id, "status": "duplicate", "decision": first_of(&answered, "decision"),
-            "resolution": first_of(&answered, "review_resolved")}),
-        ),
+            "resolution": first_of(&answered, "review_resolved")});
+            if let Some(crate::shard::About::Reused(w)) = about {
+                answer["warnings"] = json!([w]);
+            }
+            (true, answer)
+        }
         Outcome::Rejected { id, reasons } => (
             false,
             json!({"id": id, "status": "rejected", "reasons": reasons}),

@@ -2501,11 +2501,7 @@ impl Shard {
                         Applied::Duplicate => {
                             self.metrics.event(ev.body.kind().name(), "duplicate");
                             self.stats.duplicates += 1;
-                            outcomes.push(Outcome::Duplicate {
-                                id: ev.id,
-                                answered: self.answers.get(ev.id),
-                                about: about(&ev),
-                            });
+                            outcomes.push(duplicate(&ev, self.answers.get(ev.id)));
                         }
                         Applied::Done(_) => {
                             self.stats.applied += 1;
@@ -2574,11 +2570,7 @@ impl Shard {
                     Applied::Duplicate => {
                         self.metrics.event(kind, "duplicate");
                         self.stats.duplicates += 1;
-                        Outcome::Duplicate {
-                            id: ev.id,
-                            answered: self.answers.get(ev.id),
-                            about: about(&ev),
-                        }
+                        duplicate(&ev, self.answers.get(ev.id))
                     }
                     Applied::Done(_) => {
                         self.stats.applied += 1;
@@ -3431,6 +3423,38 @@ pub enum About {
     },
     /// An `identify`'s identities (kind, value as stored).
     Identities(Vec<omnistream_actors::Id>),
+    /// The id was first taken by another event (what the warning says).
+    Reused(String),
+}
+
+/// A duplicate's outcome: a scan's remembered answer (or, when the decision remembered is of
+/// another code, the id was taken by another scan: not its answer to give, only a warning),
+/// or what an order event, a payment or an `identify` is about.
+fn duplicate(ev: &Event, answered: Vec<Emitted>) -> Outcome {
+    if let omnistream_schemas::Body::Scan(s) = &ev.body {
+        let first = answered.iter().find_map(|e| match &e.output {
+            Output::Decision { code, .. } => Some(code),
+            _ => None,
+        });
+        if let Some(code) = first.filter(|c| **c != *s.code) {
+            let warning = format!(
+                "id_reused at id: an earlier scan took this id, of another code (`{}`); this \
+                 scan of `{}` was not decided; send it with an id of its own",
+                code.chars().take(64).collect::<String>(),
+                s.code.chars().take(64).collect::<String>()
+            );
+            return Outcome::Duplicate {
+                id: ev.id,
+                answered: Vec::new(),
+                about: Some(About::Reused(warning)),
+            };
+        }
+    }
+    Outcome::Duplicate {
+        id: ev.id,
+        answered,
+        about: about(ev),
+    }
 }
 
 /// What an order event, a payment or an `identify` is about.

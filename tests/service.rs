@@ -2030,6 +2030,25 @@ fn review_survives_restarts(env: &[(&str, &str)]) {
     );
     assert_eq!(again["status"], "duplicate", "{again}");
     assert_eq!(again["decision"], first["decision"], "{again}");
+    assert!(again.get("warnings").is_none(), "{again}");
+    // its id taken again by a scan of another code (a channel's bug): not that scan's
+    // decision to give (another consumer's), only why nothing was decided
+    let reused = resend(
+        &s,
+        scan(1, "Z9", "2026-11-11T10:00:00+08:00", 31.23, 121.47),
+    );
+    assert_eq!(
+        (&reused["status"], &reused["decision"]),
+        (&json!("duplicate"), &Value::Null),
+        "{reused}"
+    );
+    assert!(
+        reused["warnings"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("id_reused at id:"),
+        "{reused}"
+    );
     assert_eq!(s.get("/v1/identities/openid/traveller")["balance"], 10);
     s.stop();
     // the review survives a restart (it is state rebuilt from the log)
