@@ -54,7 +54,7 @@ type HashMap<K, V> = crate::GrowMap<K, V>;
 ///   counts and to a member's scan profile, and the block a scan met to its features and to
 ///   what it scanned (the scan's decision); a member's stash may hold `Block` commands;
 /// - 14: the same, with the dealer's `info_at` (the time of the `dealer` event in effect)
-///   appended.
+///   and the member's `grace_since` (when it stopped qualifying for its tier) appended.
 ///
 /// Without field names a layout cannot grow the way JSON did (a new field with
 /// `#[serde(default)]`): adding, removing, reordering or retyping a field of a stored state
@@ -998,7 +998,7 @@ mod tests {
             ("identity", "0e0000"),
             (
                 "member",
-                "0e000000000000000000000000000000000000000000000000000000000000000000000000000000",
+                "0e00000000000000000000000000000000000000000000000000000000000000000000000000000000",
             ),
             ("order", "0e0000000000000000000000000000000000000000000000"),
             ("sku", "0e000000000000"),
@@ -1031,6 +1031,7 @@ mod tests {
             // (and without the blocks encoding 13 appended to its scan profile)
             let profile = crate::fraud::profile::ScanProfile::default();
             let mut b = without_appended(&encode(&member).unwrap(), &profile, 1);
+            assert_eq!(b.pop(), Some(0), "grace_since (encoding 14) last");
             assert_eq!(b.pop(), Some(0));
             b[0] = version;
             assert_eq!(decode::<crate::member::Member>(&b).unwrap(), member);

@@ -117,6 +117,15 @@ pub struct Member {
         deserialize_with = "crate::cold::since::<4, _, _>"
     )]
     pub offset_min: Option<i16>,
+    /// When the member stopped qualifying for its tier (µs; 0: it qualifies): the downgrade
+    /// grace runs from here. Added by encoding 14: a member stored before starts its grace at
+    /// its next evaluation.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::cold::omit",
+        deserialize_with = "crate::cold::since::<14, _, _>"
+    )]
+    pub grace_since: i64,
 }
 
 /// A lower bound on the time of every order the pruning pass could remove (those without
@@ -1298,7 +1307,7 @@ pub struct TierProgress {
     /// Points more to earn within the period to reach `next` (null at the top).
     pub needed: Option<i64>,
     /// When a member whose points no longer qualify for its tier drops to the one they do
-    /// (`tiers.downgrade-grace-days` after it last qualified; null: it still qualifies).
+    /// (`tiers.downgrade-grace-days` after it stopped qualifying; null: it still qualifies).
     #[serde(with = "crate::shown::instant_opt")]
     pub kept_until: Option<i64>,
     /// While in that grace: points more to earn within the period to qualify for its tier
@@ -2622,6 +2631,12 @@ impl Member {
         };
         scan.merged_in(&from, other_merged);
         self.tier_at = self.tier_at.max(other.tier_at);
+        // in grace on both sides: from the later (the person qualified until then); on one
+        // side, the survivor's evaluation after the merge decides
+        self.grace_since = match (self.grace_since, other.grace_since) {
+            (0, g) | (g, 0) => g,
+            (a, b) => a.max(b),
+        };
         // points: the other's lots join ours, keeping their dates (they expire as they would)
         self.points.pending += other.points.pending;
         if other.points.balance > 0 {
@@ -2919,11 +2934,17 @@ impl Member {
                 rules.tiers.levels[i - 1].name.clone()
             }
         };
-        // up at once; down only after the grace period since the member last qualified
-        let graced = now - self.tier_at < rules.tiers.downgrade_grace_days * DAY_US;
-        let next = if qualified < current && graced {
+        // up at once; down only after the grace period since the member stopped qualifying
+        // (the evaluation that first found it short: an event taking points back, or a day
+        // leaving the tier period, whose timer runs at that day's midnight)
+        let grace = rules.tiers.downgrade_grace_days * DAY_US;
+        if qualified < current && self.grace_since == 0 {
+            self.grace_since = now;
+        }
+        let next = if qualified < current && now - self.grace_since < grace {
             current
         } else {
+            self.grace_since = 0;
             self.tier_at = now;
             qualified
         };
@@ -3010,8 +3031,8 @@ impl Member {
                 ahead(today_start + (leaves - today) * DAY_US);
             }
         }
-        if rules.tiers.downgrade_grace_days > 0 && self.tier != rules.tiers.base {
-            ahead(self.tier_at + rules.tiers.downgrade_grace_days * DAY_US);
+        if rules.tiers.downgrade_grace_days > 0 && self.grace_since > 0 {
+            ahead(self.grace_since + rules.tiers.downgrade_grace_days * DAY_US);
         }
         if next != i64::MAX && next != self.timer_at {
             self.timer_at = next;
@@ -3096,8 +3117,15 @@ impl Member {
             },
             next: levels.get(current).map(|l| l.name.clone()),
             needed: levels.get(current).map(|l| (l.min_earned - earned).max(0)),
-            kept_until: (qualified < current)
-                .then(|| self.tier_at + rules.tiers.downgrade_grace_days * DAY_US),
+            // (a member not evaluated since it stopped qualifying: from its last evaluation)
+            kept_until: (qualified < current).then(|| {
+                let since = if self.grace_since > 0 {
+                    self.grace_since
+                } else {
+                    self.tier_at
+                };
+                since + rules.tiers.downgrade_grace_days * DAY_US
+            }),
             // (`current` counts the levels up to the member's: 1 or more when it is above)
             needed_to_keep: (qualified < current)
                 .then(|| (levels[current - 1].min_earned - earned).max(0)),
@@ -4125,12 +4153,15 @@ mod tests {
         assert!(crate::cold::decode::<Member>(&v6).is_err());
     }
 
-    /// `stored` without the empty list of blocks encoding 13 appended to `m`'s scan profile
-    /// (for tests that read older encodings back).
+    /// `stored` without what encodings 13 and 14 appended to `m` within it: the empty list
+    /// of blocks of its scan profile and its `grace_since` (0), its last byte (for tests that
+    /// read older encodings back).
     fn without_blocks(stored: &[u8], m: &Member) -> Vec<u8> {
+        assert_eq!(m.grace_since, 0);
+        let stored = crate::cold::without_appended(stored, m, 1);
         let profile = m.scan.get().cloned().unwrap_or_default();
         assert!(profile.blocks.is_empty());
-        crate::cold::without_appended(stored, &profile, 1)
+        crate::cold::without_appended(&stored, &profile, 1)
     }
 
     /// X-RFM `(frequency, monetary)` of each window at minute `min`.
@@ -4341,6 +4372,6 @@ mod tests {
         "9dd99a97b10603a1dcddfbe6ed9ab77580d8e4e69997b106a1dcddfbe6ed9ab77580f480a09a97b106a1dcdd",
         "fbe6ed9ab77580909dd99a97b106010a6d3030303040323937310501cef4a99df7defdbd35eaacffdaabcaf9",
         "ee5180909dd99a97b10601d39bc2aafbe0e0d40801dc83dfbdbdb7c2842580e8b68fc1e8af068098eb87cae8",
-        "af060001dc860308636e792d32303237140380f480a09a97b1060100",
+        "af060001dc860308636e792d32303237140380f480a09a97b106010000",
     );
 }

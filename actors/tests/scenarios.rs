@@ -1996,6 +1996,64 @@ fn a_profile_shows_tier_progress_and_points_expiring() {
     assert_eq!(v.expiring_30d, 1500);
 }
 
+/// The downgrade grace runs from when the member stopped qualifying, not from when the tier
+/// was last reckoned: silver re-reckoned 13 days after it was reached, then the order behind
+/// it returned, is kept the whole 14 days after the return (it was kept one day before).
+#[test]
+fn the_downgrade_grace_runs_from_when_the_member_stopped_qualifying() {
+    let mut rules = Rules::default();
+    rules.tiers.period_days = 60;
+    rules.tiers.downgrade_grace_days = 14;
+    let mut w = World::new(rules.clone());
+    w.send(&stock("S1", 100, T0));
+    let l = r#","lines":[{"sku":"S1","qty":1,"unit_price":150000}],"location":"wh""#;
+    w.send(&order("g", "placed", r#"{"openid":"og"}"#, l, T1));
+    w.send(&order("g", "fulfilled", r#"{"openid":"og"}"#, "", T1));
+    let click = |ts: &str, who: &str| {
+        format!(
+            r#"{{"type":"click","ts":"{ts}","channel":"mall","member":{{"openid":"{who}"}},"target":"ad1"}}"#
+        )
+    };
+    let tier = |w: &World| w.member_by("openid", "og").tier.to_string();
+    // 13 days on: the member's own click reckons silver again
+    w.send(&click("2026-11-24T10:00:00+08:00", "og"));
+    // the order returned an hour later: no longer qualifying, the grace starts here
+    w.send(&order(
+        "g",
+        "returned",
+        r#"{"openid":"og"}"#,
+        "",
+        "2026-11-24T11:00:00+08:00",
+    ));
+    assert_eq!(tier(&w), "silver");
+    let returned = omnistream_schemas::EventTime::parse("2026-11-24T11:00:00+08:00")
+        .unwrap()
+        .unix_us;
+    let v = w.member_by("openid", "og").view(returned, 0, &rules);
+    assert_eq!(
+        v.tier_progress.kept_until,
+        Some(returned + 14 * 86_400_000_000)
+    );
+    // others' events move time on: a day later, and 13 days later, still silver
+    w.send(&click("2026-11-25T12:00:00+08:00", "other"));
+    assert_eq!(
+        tier(&w),
+        "silver",
+        "a day after the grace's old start + 14 days"
+    );
+    w.send(&click("2026-12-08T10:59:00+08:00", "other"));
+    assert_eq!(tier(&w), "silver");
+    // 14 days after the return: member
+    w.send(&click("2026-12-08T11:01:00+08:00", "other"));
+    assert_eq!(tier(&w), "member");
+    assert!(
+        w.outputs().iter().any(|o| matches!(o,
+            Output::Tier { tier, from, .. } if tier == "member" && from == "silver")),
+        "{:?}",
+        w.outputs()
+    );
+}
+
 /// A `member_id` this system never issued (a mistyped digit) starts no member and gets
 /// nothing: each event's part for the member is refused and said, the order's stock and sale
 /// stand, a redemption is rejected, a scan is blocked with its code left unclaimed, and the
