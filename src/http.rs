@@ -57,6 +57,9 @@ struct Reloaded {
     /// Other settings that differ from those the service started with: read at start-up
     /// only, so not applied until a restart.
     restart_needed: Vec<String>,
+    /// What the rules take but is likely a mistake (as start-up and `check-config` say it).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
 }
 
 /// Reads the configuration again and runs its rules from now on (logged, so a restart and a
@@ -91,6 +94,9 @@ async fn reload_rules(st: &AppState) -> Result<Reloaded, HttpResponse> {
             tokens = true;
         }
     }
+    let warnings: Vec<String> = (cfg.rules.warnings().into_iter())
+        .map(|w| format!("rules.{w}"))
+        .collect();
     let answer = ask_shard(st, |reply| crate::shard::ReloadRules {
         rules: cfg.rules,
         reply,
@@ -110,6 +116,7 @@ async fn reload_rules(st: &AppState) -> Result<Reloaded, HttpResponse> {
                 status,
                 changed,
                 restart_needed,
+                warnings,
             })
         }
         // the configured rules are the new ones now: a store failing rebuilds the state and
@@ -136,6 +143,7 @@ async fn reload_on_hangup(st: AppState, mut hup: tokio::signal::unix::Signal) {
                 status = r.status,
                 changed = %r.changed.join(", "),
                 restart_needed = %r.restart_needed.join(", "),
+                warnings = %r.warnings.join("; "),
                 "SIGHUP: configuration read again"
             ),
             Err(r) => {
@@ -2660,6 +2668,12 @@ async fn post_phone(
         Err(refused) => return *refused,
     };
     let asked = id.into_inner();
+    // a number a digit short (or five digits long) is taken as sent: said, not refused
+    let warning = serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
+        v["phone"]
+            .as_str()
+            .and_then(|p| omnistream_schemas::unlikely_phone("phone", p))
+    });
     let answer = ask_shard(&st, |reply| crate::shard::ReplacePhone {
         member: asked.clone(),
         phone,
@@ -2690,10 +2704,14 @@ async fn post_phone(
                 .iter()
                 .find(|e| matches!(e.output, omnistream_actors::Output::PhoneReplaced { .. }));
             if let Some(e) = replaced {
-                return HttpResponse::Ok().json(json!({
+                let mut v = json!({
                     "member": member, "ref": reference, "status": "replaced",
                     "phone_replaced": serde_json::to_value(&e.output).unwrap_or_default(),
-                }));
+                });
+                if let Some(w) = warning {
+                    v["warnings"] = json!([w]);
+                }
+                return HttpResponse::Ok().json(v);
             }
             let refused = outputs.iter().find_map(|e| match &e.output {
                 omnistream_actors::Output::MergeConflict { other, reason, .. } => {

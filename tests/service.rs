@@ -614,6 +614,7 @@ fn a_phone_replaced_by_customer_service_moves_the_member_and_survives_a_restart(
     assert_eq!((code, v["status"].as_str()), (200, Some("replaced")), "{v}");
     assert_eq!(v["phone_replaced"]["by"]["reviewer"], "amy", "{v}");
     assert!(v["phone_replaced"]["previous"].is_string(), "{v}");
+    assert!(v.get("warnings").is_none(), "{v}");
     let (code, v) = replace(&s, &a, r#"{"phone": "13900000601", "ref": "CS-10"}"#);
     assert_eq!(
         (code, v["status"].as_str()),
@@ -673,6 +674,16 @@ fn a_phone_replaced_by_customer_service_moves_the_member_and_survives_a_restart(
         "{v}"
     );
     assert_eq!(s.get("/v1/identities/phone/13700000601")["id"], a.as_str());
+    // a mobile a digit short is taken as sent, and said
+    let (code, v) = replace(&s, &b, r#"{"phone": "1390000060", "ref": "CS-12"}"#);
+    assert_eq!((code, v["status"].as_str()), (200, Some("replaced")), "{v}");
+    assert!(
+        v["warnings"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("unlikely_phone at phone:"),
+        "{v}"
+    );
     s.stop();
 }
 
@@ -889,6 +900,21 @@ fn rules_reload_without_a_restart_and_a_replay_keeps_what_ran_under_each() {
     assert_eq!(
         (code, v["status"].as_str()),
         (200, Some("unchanged")),
+        "{v}"
+    );
+    assert!(v.get("warnings").is_none(), "{v}");
+    // a likely mistake is said in the answer, as check-config says it
+    write(
+        30,
+        "max-batch-events = 500\n[rules.points.channel-multiplier]\nTmall = 2.0\n",
+    );
+    let (code, v) = s.request("POST", "/v1/admin/reload", "");
+    assert_eq!((code, v["status"].as_str()), (200, Some("reloaded")), "{v}");
+    assert!(
+        v["warnings"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("rules.points.channel-multiplier.Tmall"),
         "{v}"
     );
     // a file that does not load: nothing changes, the key is named

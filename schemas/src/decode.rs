@@ -1692,6 +1692,26 @@ fn may_warn(w: &Wire) -> bool {
         })
 }
 
+/// `unlikely_phone` at `path` when phone `v` has too few or too many digits for a phone
+/// number, or reads as a mainland mobile a digit short or long: kept as sent, it is another
+/// person than the number meant.
+pub fn unlikely_phone(path: &str, v: &str) -> Option<String> {
+    if !phone_length(v) {
+        let n = v.bytes().filter(u8::is_ascii_digit).count();
+        return Some(format!(
+            "unlikely_phone at {path}: {n} digits, where a phone number has 7 to 15; kept as \
+             sent, another person than the number meant"
+        ));
+    }
+    near_mobile(v).then(|| {
+        format!(
+            "unlikely_phone at {path}: a mainland mobile number (starting with 1) has 11 \
+             digits, this one a digit fewer or more; kept as sent, another person than the \
+             number meant"
+        )
+    })
+}
+
 /// Whether a phone has as many digits as a phone number can (7 to 15: E.164's longest,
 /// the country code included).
 fn phone_length(raw: &str) -> bool {
@@ -1865,19 +1885,8 @@ pub fn lint(bytes: &[u8]) -> Vec<String> {
     if let Some(Value::Object(ids)) = m.get("member") {
         for (kind, v) in ids {
             if let Some(v) = v.as_str() {
-                if kind == "phone" && !phone_length(v) {
-                    let n = v.bytes().filter(u8::is_ascii_digit).count();
-                    out.push(format!(
-                        "unlikely_phone at member.phone: {n} digits, where a phone number has 7 \
-                         to 15; kept as sent, another person than the number meant"
-                    ));
-                } else if kind == "phone" && near_mobile(v) {
-                    out.push(
-                        "unlikely_phone at member.phone: a mainland mobile number (starting \
-                         with 1) has 11 digits, this one a digit fewer or more; kept as sent, \
-                         another person than the number meant"
-                            .to_string(),
-                    );
+                if kind == "phone" {
+                    out.extend(unlikely_phone("member.phone", v));
                 }
                 if kind != "phone" {
                     let path = format!("member.{}", clip(kind));

@@ -9,7 +9,8 @@ pub mod reason;
 pub mod time;
 
 pub use decode::{
-    control_char, lint, near_channel, plausible_visit, Decoder, MAX_EVENT_BYTES, MAX_VISIT_S,
+    control_char, lint, near_channel, plausible_visit, unlikely_phone, Decoder, MAX_EVENT_BYTES,
+    MAX_VISIT_S,
 };
 pub use event::*;
 pub use pii::Pii;
