@@ -66,6 +66,9 @@ struct Reloaded {
 /// replay of the log switch at the same point); other settings need a restart, and are
 /// named. A configuration that does not load changes nothing: the error says its key.
 async fn reload_rules(st: &AppState) -> Result<Reloaded, HttpResponse> {
+    // one at a time (a SIGHUP and a POST together): the later read is the one that stays
+    static RELOADING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one = RELOADING.lock().await;
     let cfg = (st.reload)().map_err(|e| {
         error(
             StatusCode::BAD_REQUEST,
@@ -680,9 +683,15 @@ async fn duplicates_now(
                         )]}),
                     },
                     crate::shard::About::Payment { dealer, reference } => {
-                        let booked = e.dealer(&dealer).and_then(|d| d.booked(&reference));
-                        // a ref the dealer never booked: the id's first event was another
-                        let reused = booked.is_none().then(|| {
+                        let state = e.dealer(&dealer);
+                        let booked = state.as_ref().and_then(|d| d.booked(&reference));
+                        // a ref the dealer never booked: the id's first event was another; said
+                        // only when certain (the dealer read, none of its refs forgotten yet: a
+                        // big dealer keeps its latest PAYMENTS_CAP only)
+                        let certain = state.is_some_and(|d| {
+                            d.payments.0.len() < omnistream_actors::dealer::PAYMENTS_CAP
+                        });
+                        let reused = (booked.is_none() && certain).then(|| {
                             json!([format!(
                                 "id_reused at id: an earlier event took this id, and dealer \
                                  {dealer} has no payment `{reference}` booked: this payment was \
@@ -2056,8 +2065,11 @@ async fn answer_outputs(st: &AppState, mut q: OutputQuery) -> HttpResponse {
     // ids a refusal names are matched by where each leads now
     let person = if conflicts { q.member.take() } else { None };
     // an id no member has (an openid pasted for a member id) finds nothing ever: 404, as
-    // /v1/decisions answers it
-    let asked = (person.as_ref().or(q.member.as_ref())).cloned();
+    // /v1/decisions answers it; but an `unknown_member` output names just such an id
+    let unknown = q.output.as_deref() == Some("unknown_member");
+    let asked = (person.as_ref().or(q.member.as_ref()))
+        .filter(|_| !unknown)
+        .cloned();
     let what = member_miss(&st.pii, asked.as_deref().unwrap_or_default());
     match q.filter() {
         Ok(f) if f.pending.is_some() && !conflicts => bad_query(
@@ -2133,8 +2145,9 @@ async fn outputs_stream(
             None => return bad_query("Last-Event-ID: not text".into()),
         },
     };
-    // an id no member has (an openid pasted for a member id) would match nothing, ever
-    let member = q.member.clone();
+    // an id no member has (an openid pasted for a member id) would match nothing, ever (but
+    // the `unknown_member` outputs name just such ids)
+    let member = (q.member.clone()).filter(|_| q.output.as_deref() != Some("unknown_member"));
     let mut f = match q.filter() {
         Ok(f) => f,
         Err(e) => return bad_query(e),

@@ -2827,6 +2827,9 @@ fn reviews_holding_nothing_are_not_resolvable_and_merged_ones_stay_the_persons()
         typo.as_str(),
         "{v}"
     );
+    // looked up by that id, which no member has: the unknown_member outputs, not a 404
+    let said = s.get(&format!("/v1/outputs?output=unknown_member&member={typo}"));
+    assert_eq!(said["items"].as_array().unwrap().len(), 1, "{said}");
     scan["id"] = json!(id(12));
     scan["code"] = json!("C-TYPO");
     scan["ts"] = json!("2026-11-11T10:27:00+08:00");

@@ -2493,7 +2493,8 @@ impl Member {
         let limit = ctx.ts() - ctx.rules.points.expiry_days * DAY_US;
         let (mut gone, mut n) = (0, 0);
         for (at, left) in self.points.lots.iter() {
-            if at > limit {
+            // (at the millisecond, as a tick runs: see [`whole_ms`])
+            if whole_ms(at) > limit {
                 break;
             }
             gone += left;
@@ -2631,12 +2632,15 @@ impl Member {
         };
         scan.merged_in(&from, other_merged);
         self.tier_at = self.tier_at.max(other.tier_at);
-        // in grace on both sides: from the later (the person qualified until then); on one
-        // side, the survivor's evaluation after the merge decides
-        self.grace_since = match (self.grace_since, other.grace_since) {
-            (0, g) | (g, 0) => g,
-            (a, b) => a.max(b),
-        };
+        // in grace for the same tier on both sides: from the later (the person qualified
+        // until then); another tier's grace is not this one's (the survivor's evaluation after
+        // the merge starts its own when the person falls short)
+        if other.tier == self.tier && other.grace_since > 0 {
+            self.grace_since = match self.grace_since {
+                0 => other.grace_since,
+                mine => mine.max(other.grace_since),
+            };
+        }
         // points: the other's lots join ours, keeping their dates (they expire as they would)
         self.points.pending += other.points.pending;
         if other.points.balance > 0 {
@@ -2888,12 +2892,12 @@ impl Member {
             TagCond::MonetaryOver { fen, .. } => sums[AMOUNT] > *fen,
             TagCond::OrdersAtLeast { count, .. } => sums[ORDERS] >= i64::from(*count),
             TagCond::InactiveFor { days } => {
-                self.last_seen > 0 && now - self.last_seen >= days * DAY_US
+                self.last_seen > 0 && now - whole_ms(self.last_seen) >= days * DAY_US
             }
             TagCond::BoughtAny { days, skus } => self
                 .bought
                 .iter()
-                .any(|(s, t)| skus.contains(&s) && t > now - days * DAY_US),
+                .any(|(s, t)| skus.contains(&s) && whole_ms(t) > now - days * DAY_US),
             TagCond::ScansAtLeast { count, .. } => sums[SCANS] >= i64::from(*count),
             TagCond::ClicksAtLeast { count, .. } => sums[CLICKS] >= i64::from(*count),
             TagCond::RedeemShareOver {
@@ -2939,7 +2943,8 @@ impl Member {
         // leaving the tier period, whose timer runs at that day's midnight)
         let grace = rules.tiers.downgrade_grace_days * DAY_US;
         if qualified < current && self.grace_since == 0 {
-            self.grace_since = now;
+            // (at the millisecond, as the tick that ends it runs: see [`whole_ms`])
+            self.grace_since = whole_ms(now);
         }
         let next = if qualified < current && now - self.grace_since < grace {
             current
@@ -2980,11 +2985,12 @@ impl Member {
         };
         for t in &rules.tags {
             match &t.when {
-                TagCond::InactiveFor { days } => ahead(self.last_seen + days * DAY_US),
+                // (each at the millisecond, as the tick runs: see [`whole_ms`])
+                TagCond::InactiveFor { days } => ahead(whole_ms(self.last_seen) + days * DAY_US),
                 TagCond::BoughtAny { days, skus } => {
                     for (s, at) in self.bought.iter() {
                         if skus.contains(&s) {
-                            ahead(at + days * DAY_US);
+                            ahead(whole_ms(at) + days * DAY_US);
                         }
                     }
                 }
@@ -2992,7 +2998,7 @@ impl Member {
             }
         }
         if let Some((at, _)) = self.points.lots.first() {
-            ahead(at + rules.points.expiry_days * DAY_US + 1);
+            ahead(whole_ms(at) + rules.points.expiry_days * DAY_US + 1);
         }
         if let Some(first) = first_day {
             // a day leaves a window of `w` days at the start of its day + `w`, the midnight
@@ -3117,12 +3123,15 @@ impl Member {
             },
             next: levels.get(current).map(|l| l.name.clone()),
             needed: levels.get(current).map(|l| (l.min_earned - earned).max(0)),
-            // (a member not evaluated since it stopped qualifying: from its last evaluation)
+            // (a member not reckoned since it stopped qualifying: its grace starts at its next
+            // reckoning, its timer at the latest)
             kept_until: (qualified < current).then(|| {
                 let since = if self.grace_since > 0 {
                     self.grace_since
+                } else if self.timer_at > 0 {
+                    whole_ms(self.timer_at)
                 } else {
-                    self.tier_at
+                    whole_ms(now)
                 };
                 since + rules.tiers.downgrade_grace_days * DAY_US
             }),
@@ -3177,6 +3186,15 @@ impl Member {
             next_expiry,
         }
     }
+}
+
+/// `us` down to its whole millisecond. A timer runs its tick at the millisecond of the time it
+/// was set for (the engine's ticks are whole milliseconds), so a time the member's timers
+/// wait for is compared at the millisecond: a lot earned, a last visit or a purchase stamped
+/// to the microsecond would otherwise still be short of its end when the tick runs, arm the
+/// same timer again, and fire it for ever.
+fn whole_ms(us: i64) -> i64 {
+    us.div_euclid(1000) * 1000
 }
 
 /// Points an order's lines earn in a channel, placed at `at`: per line, value × channel, SKU

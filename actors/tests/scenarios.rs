@@ -1987,10 +1987,12 @@ fn a_profile_shows_tier_progress_and_points_expiring() {
     let v = view(&w, "2026-12-21T11:00:00+08:00");
     let p = &v.tier_progress;
     assert_eq!((p.earned, p.qualifies_for.as_str()), (0, "member"));
-    // the grace (30 days by default) from when the tier was last reckoned qualifying: the
-    // order's fulfilment at T1
-    let t1 = omnistream_schemas::EventTime::parse(T1).unwrap().unix_us;
-    assert_eq!(p.kept_until, Some(t1 + 30 * 86_400_000_000));
+    // the grace (30 days by default) from its next reckoning, which is when it stopped
+    // qualifying: its timer at the midnight the order's day left the 30-day period
+    let left = omnistream_schemas::EventTime::parse("2026-12-11T00:00:00+08:00")
+        .unwrap()
+        .unix_us;
+    assert_eq!(p.kept_until, Some(left + 30 * 86_400_000_000));
     // what keeps silver (1,000 within the period), beside what reaches gold
     assert_eq!((p.needed_to_keep, p.needed), (Some(1000), Some(5000)));
     assert_eq!(v.expiring_30d, 1500);
@@ -2287,4 +2289,36 @@ fn a_phone_replaced_by_a_person_moves_the_member_to_the_new_number() {
         1,
         "only the refusal above"
     );
+}
+
+/// Timers set for a time with a fraction of a millisecond (an event stamped to the
+/// microsecond) fire and do what they were set for: the points expire, the grace ends.
+#[test]
+fn timers_at_a_microsecond_fraction_fire_once_and_act() {
+    let mut rules = Rules::default();
+    rules.points.expiry_days = 30;
+    rules.tiers.period_days = 60;
+    rules.tiers.downgrade_grace_days = 14;
+    let mut w = World::new(rules.clone());
+    w.send(&stock("S1", 100, T0));
+    let l = r#","lines":[{"sku":"S1","qty":1,"unit_price":150000}],"location":"wh""#;
+    let at = "2026-11-11T11:00:00.000500+08:00";
+    w.send(&order("u", "placed", r#"{"openid":"ou"}"#, l, at));
+    w.send(&order("u", "fulfilled", r#"{"openid":"ou"}"#, "", at));
+    w.send(&order(
+        "u",
+        "returned",
+        r#"{"openid":"ou"}"#,
+        "",
+        "2026-11-12T11:00:00.000700+08:00",
+    ));
+    let click = |ts: &str| {
+        format!(
+            r#"{{"type":"click","ts":"{ts}","channel":"mall","member":{{"openid":"other"}},"target":"ad1"}}"#
+        )
+    };
+    w.send(&click("2027-01-30T12:00:00+08:00"));
+    let m = w.member_by("openid", "ou");
+    assert_eq!(m.tier.as_str(), "member");
+    assert_eq!(m.points.balance, 0);
 }

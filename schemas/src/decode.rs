@@ -1740,7 +1740,8 @@ fn near_mobile(raw: &str) -> bool {
 
 /// Whether `id` is the nil UUID (in any of the forms the decoder reads).
 fn nil_id(id: &str) -> bool {
-    id.starts_with("0000") && Uuid::parse_str(id).is_ok_and(|u| u.is_nil())
+    // (32 zeros at least: cheap, and true of every form of the nil id, braced or urn: too)
+    id.bytes().filter(|b| *b == b'0').count() >= 32 && Uuid::parse_str(id).is_ok_and(|u| u.is_nil())
 }
 
 /// The keys of an order line.
