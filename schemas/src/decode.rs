@@ -117,6 +117,8 @@ struct Wire<'a> {
     region: Option<MapOnly<WireRegion>>,
     /// Whether a top-level field no event type reads was met (a misspelt one, often).
     unknown: bool,
+    /// The known top-level fields met, by their index in [`FIELDS`].
+    seen: u64,
 }
 
 /// Top-level field names the contract knows (for lint).
@@ -286,6 +288,7 @@ impl<'de> DeVisitor<'de> for InPlace<'_, 'de> {
                 return Err(serde::de::Error::duplicate_field(FIELDS[i]));
             }
             seen |= 1 << i;
+            w.seen = seen;
             match i {
                 0 => w.id = m.next_value::<OptCow>()?.0,
                 1 => w.ty = m.next_value::<OptCow>()?.0,
@@ -662,7 +665,8 @@ impl Decoder {
                 ids.iter()
                     .any(|(k, _)| !crate::IdKind::KNOWN.contains(&k.as_ref()))
             })
-            || may_warn(&w);
+            || may_warn(&w)
+            || misplaced(&w);
         let decoded = match read {
             Ok(()) => {
                 let mut problems = Vec::new();
@@ -911,6 +915,7 @@ fn wire_from_value(m: &serde_json::Map<String, Value>, p: &mut Vec<Problem>) -> 
         // only the diagnosis of a refused event builds a Wire from a map, and the caller
         // lints a refused event whole
         unknown: false,
+        seen: 0,
     }
 }
 
@@ -1744,6 +1749,30 @@ fn nil_id(id: &str) -> bool {
     id.bytes().filter(|b| *b == b'0').count() >= 32 && Uuid::parse_str(id).is_ok_and(|u| u.is_nil())
 }
 
+/// Whether the event carries a field the contract names for another type only (`order` on a
+/// click), which [`lint`] warns of as not used by its type.
+fn misplaced(w: &Wire) -> bool {
+    static MASKS: std::sync::OnceLock<Vec<(EventKind, u64)>> = std::sync::OnceLock::new();
+    let Some(kind) = w.ty.as_deref().and_then(EventKind::from_name) else {
+        return false;
+    };
+    let masks = MASKS.get_or_init(|| {
+        (EventKind::ALL.iter())
+            .map(|&k| {
+                let own = ["id", "type", "ts", "channel"].iter().chain(fields_of(k));
+                let mask = own
+                    .filter_map(|f| field_index(f))
+                    .fold(0u64, |m, i| m | 1 << i);
+                (k, mask)
+            })
+            .collect()
+    });
+    masks
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .is_some_and(|(_, mask)| w.seen & !mask != 0)
+}
+
 /// The keys of an order line.
 const LINE_FIELDS: [&str; 3] = ["sku", "qty", "unit_price"];
 
@@ -2024,6 +2053,11 @@ mod tests {
             r#","deep":[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]"#
         )));
         assert!(noted(&click("").replace(r#""mall""#, r#""Mall""#)));
+        // a field of another type (an order's, on a click) is noted, as lint warns of it
+        assert!(noted(&click(r#","order":"x""#)));
+        assert!(lint(click(r#","order":"x""#).as_bytes())
+            .iter()
+            .any(|w| w.starts_with("unknown_field at order:")));
         assert!(noted(&click("").replace(r#""openid""#, r#""open_id""#)));
         assert!(d.decode_noting(click("").as_bytes()).0.is_ok());
         // a brand's own channel is not a near miss of the contract's: nothing to lint

@@ -50,6 +50,7 @@ pub(super) fn read<'a>(w: &mut Wire<'a>, text: &'a str) -> Option<()> {
             return None; // serde reports the duplicate
         }
         seen |= 1 << i;
+        w.seen = seen;
         // the 22 string fields share one call site, their slot looked up by index
         if let Some(slot) = text_slot(w, i) {
             *slot = r.opt_str()?;
