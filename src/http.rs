@@ -89,9 +89,7 @@ async fn reload_rules(st: &AppState) -> Result<Reloaded, HttpResponse> {
     if st.cfg.auth.enabled && cfg.auth.enabled {
         restart_needed.retain(|p| !p.starts_with("auth.tokens"));
         if *st.guard.credentials() != cfg.auth.credentials {
-            let names: Vec<String> = (cfg.auth.credentials.iter())
-                .map(|c| format!("{} [{}]", c.name, c.scopes.join(",")))
-                .collect();
+            let names = token_names(&cfg.auth.credentials);
             st.guard.set_credentials(cfg.auth.credentials);
             tracing::warn!(tokens = ?names, "access tokens reloaded: only these are taken from now on");
             tokens = true;
@@ -128,6 +126,13 @@ async fn reload_rules(st: &AppState) -> Result<Reloaded, HttpResponse> {
             "{e}; the reloaded rules apply from the rebuild once the store answers again"
         ))),
     }
+}
+
+/// The tokens as the log shows them: each name with its scopes, never a secret.
+fn token_names(credentials: &[crate::config::Credential]) -> Vec<String> {
+    (credentials.iter())
+        .map(|c| format!("{} [{}]", c.name, c.scopes.join(",")))
+        .collect()
 }
 
 /// `POST /v1/admin/reload`: the rules read again from the configuration (as SIGHUP does).
@@ -559,14 +564,19 @@ pub(crate) fn with_warnings(results: &mut Value, warnings: &[Vec<String>]) {
         return;
     };
     for (r, w) in results.iter_mut().zip(warnings) {
-        if w.is_empty() {
-            continue;
-        }
-        // after a duplicate's own (`id_reused`)
-        match r.get_mut("warnings").and_then(Value::as_array_mut) {
-            Some(own) => own.extend(w.iter().map(|w| json!(w))),
-            None => r["warnings"] = json!(w),
-        }
+        add_warnings(r, w);
+    }
+}
+
+/// An event's warnings on its result (none: no field), after a duplicate's own
+/// (`id_reused`).
+fn add_warnings(result: &mut Value, warnings: &[String]) {
+    if warnings.is_empty() {
+        return;
+    }
+    match result.get_mut("warnings").and_then(Value::as_array_mut) {
+        Some(own) => own.extend(warnings.iter().map(|w| json!(w))),
+        None => result["warnings"] = json!(warnings),
     }
 }
 
@@ -688,7 +698,7 @@ async fn duplicates_now(
                         // a ref the dealer never booked: the id's first event was another; said
                         // only when certain (the dealer read, none of its refs forgotten yet: a
                         // big dealer keeps its latest PAYMENTS_CAP only)
-                        let certain = state.is_some_and(|d| {
+                        let certain = state.as_ref().is_some_and(|d| {
                             d.payments.0.len() < omnistream_actors::dealer::PAYMENTS_CAP
                         });
                         let reused = (booked.is_none() && certain).then(|| {
@@ -699,7 +709,7 @@ async fn duplicates_now(
                             )])
                         });
                         // (a store that cannot be read: said of nothing)
-                        let credit = credit_view(e, &dealer).ok()?;
+                        let credit = credit_of(&dealer, state.as_deref()).ok()?;
                         let mut v = json!({
                             "credit_state": credit,
                             "booked": match booked {
@@ -856,11 +866,8 @@ async fn post_scan(
     match submit(&st, "http-scan", vec![&body]).await {
         Ok((mut outcomes, warnings)) => match outcomes.pop() {
             Some(o) => {
-                let (ok, answer) = scan_answer(o);
-                // after the duplicate's own (`id_reused`)
-                let mut one = json!([answer]);
-                with_warnings(&mut one, &warnings);
-                let answer = one[0].take();
+                let (ok, mut answer) = scan_answer(o);
+                add_warnings(&mut answer, warnings.first().map_or(&[], Vec::as_slice));
                 if ok {
                     HttpResponse::Ok().json(answer)
                 } else {
@@ -1227,7 +1234,15 @@ async fn get_stock(st: web::Data<AppState>, id: web::Path<String>) -> HttpRespon
 }
 
 pub(crate) fn credit_view(e: &Sharded, id: &str) -> Result<Option<Value>, ReadError> {
-    let mut v = to_json(e.dealer(id).map(|d| d.view()))?;
+    credit_of(id, e.dealer(id).as_deref())
+}
+
+/// [`credit_view`] of a dealer's state already read.
+fn credit_of(
+    id: &str,
+    dealer: Option<&omnistream_actors::dealer::Dealer>,
+) -> Result<Option<Value>, ReadError> {
+    let mut v = to_json(dealer.map(|d| d.view()))?;
     // which dealer, as every other view names its entity (a saved answer stands alone)
     if let Some(Value::Object(o)) = &mut v {
         o.insert("dealer".into(), Value::from(id));
@@ -1840,6 +1855,13 @@ struct OutputFilter {
 impl OutputQuery {
     /// The filter, or what is wrong, naming the parameter: a bad number, or an `output` no
     /// output has (answered with the kinds there are, instead of an empty page).
+    /// The member `member=` names when only a member that exists can match: an id no member
+    /// has (an openid pasted for a member id) would find nothing, ever; but an
+    /// `unknown_member` output names just such an id.
+    fn known_member(&self) -> Option<String> {
+        (self.member.clone()).filter(|_| self.output.as_deref() != Some("unknown_member"))
+    }
+
     fn filter(self) -> Result<OutputFilter, String> {
         let (from, limit) = self.page.bounds()?;
         if let Some(k) = self.output.as_deref().filter(|k| *k != "dead_letter") {
@@ -2063,13 +2085,9 @@ async fn answer_outputs(st: &AppState, mut q: OutputQuery) -> HttpResponse {
     let conflicts = q.output.as_deref() == Some("merge_conflict");
     // a person's refused merges are those of every id merged into it since, or it into: the
     // ids a refusal names are matched by where each leads now
+    // 404 for a member no one is, as /v1/decisions answers it
+    let asked = q.known_member();
     let person = if conflicts { q.member.take() } else { None };
-    // an id no member has (an openid pasted for a member id) finds nothing ever: 404, as
-    // /v1/decisions answers it; but an `unknown_member` output names just such an id
-    let unknown = q.output.as_deref() == Some("unknown_member");
-    let asked = (person.as_ref().or(q.member.as_ref()))
-        .filter(|_| !unknown)
-        .cloned();
     let what = member_miss(&st.pii, asked.as_deref().unwrap_or_default());
     match q.filter() {
         Ok(f) if f.pending.is_some() && !conflicts => bad_query(
@@ -2145,9 +2163,7 @@ async fn outputs_stream(
             None => return bad_query("Last-Event-ID: not text".into()),
         },
     };
-    // an id no member has (an openid pasted for a member id) would match nothing, ever (but
-    // the `unknown_member` outputs name just such ids)
-    let member = (q.member.clone()).filter(|_| q.output.as_deref() != Some("unknown_member"));
+    let member = q.known_member();
     let mut f = match q.filter() {
         Ok(f) => f,
         Err(e) => return bad_query(e),
@@ -4272,12 +4288,7 @@ pub async fn serve(
     let max_body = cfg.max_body_bytes;
     let guard = state.guard.clone();
     if cfg.auth.enabled {
-        let names: Vec<String> = cfg
-            .auth
-            .credentials
-            .iter()
-            .map(|c| format!("{} [{}]", c.name, c.scopes.join(",")))
-            .collect();
+        let names = token_names(&cfg.auth.credentials);
         tracing::info!(tokens = ?names, "access control on");
     } else if !addr.ip().is_loopback() {
         tracing::warn!(%addr, "access control is off on a non-loopback address: anyone who reaches it can read members and post events ([auth] enabled = true)");

@@ -956,8 +956,7 @@ impl Reviews {
 /// survivor) → campaign (`""`: every campaign) → each block's case and who set it (two, after
 /// a merge brought two members' blocks together: the state says which one holds). The blocks
 /// themselves live with what they block; this says where to look, and who asked. A block
-/// that ended stays here until lifted or replaced (the list reads the state, which says it
-/// ended).
+/// that ended leaves when the index is next read ([`BlockIndex::each_in_force`]).
 #[derive(Debug, Default, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct BlockIndex(std::collections::BTreeMap<String, std::collections::BTreeMap<String, Setters>>);
 
@@ -1063,7 +1062,8 @@ impl BlockIndex {
         let mut page = BlockPage::default();
         // the blocks of the thing being read, until the next thing's come
         let mut open: Option<(String, Vec<serde_json::Value>)> = None;
-        let mut full = false;
+        // the key of the last thing on the page, once it is full
+        let (mut last, mut full) = (None, false);
         let mut close = |open: &mut Option<(String, Vec<serde_json::Value>)>,
                          page: &mut BlockPage| {
             let Some((key, items)) = open.take() else {
@@ -1074,11 +1074,11 @@ impl BlockIndex {
             }
             if !page.items.is_empty() && page.items.len() + items.len() > limit {
                 full = true;
-                page.next = page.last.take();
+                page.next = last.take();
                 return;
             }
             page.items.extend(items);
-            page.last = Some(key);
+            last = Some(key);
         };
         self.each_in_force(engine, |key, kind, value, b, by| {
             if on.is_some_and(|o| o != kind)
@@ -1131,8 +1131,6 @@ pub struct BlockPage {
     pub items: Vec<serde_json::Value>,
     /// The `after` of the next page, when there is one.
     pub next: Option<String>,
-    /// The key of the last thing on the page.
-    last: Option<String>,
 }
 
 /// The blocks in force (`GET /v1/blocks`).

@@ -1891,9 +1891,7 @@ pub fn lint(bytes: &[u8]) -> Vec<String> {
         for (i, l) in lines.iter().enumerate() {
             let Value::Object(l) = l else { continue };
             for key in l.keys().filter(|k| !LINE_FIELDS.contains(&k.as_str())) {
-                let hint = (LINE_FIELDS.iter())
-                    .filter(|f| near(f, key))
-                    .min_by_key(|f| edit_distance(f, key));
+                let hint = near_known(key, &LINE_FIELDS, &[]);
                 let key = clip(key);
                 out.push(match hint {
                     Some(h) => {
