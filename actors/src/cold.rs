@@ -54,7 +54,9 @@ type HashMap<K, V> = crate::GrowMap<K, V>;
 ///   counts and to a member's scan profile, and the block a scan met to its features and to
 ///   what it scanned (the scan's decision); a member's stash may hold `Block` commands;
 /// - 14: the same, with the dealer's `info_at` (the time of the `dealer` event in effect)
-///   and the member's `grace_since` (when it stopped qualifying for its tier) appended.
+///   and the member's `grace_since` (when it stopped qualifying for its tier) appended;
+/// - 15: the same, with the lots a member's order redeemed and has not had back (`taken`)
+///   appended to the order's points bookkeeping.
 ///
 /// Without field names a layout cannot grow the way JSON did (a new field with
 /// `#[serde(default)]`): adding, removing, reordering or retyping a field of a stored state
@@ -65,7 +67,7 @@ type HashMap<K, V> = crate::GrowMap<K, V>;
 /// inside another member's stash too). `member::tests::the_stored_layout_is_pinned` (a full
 /// member) and `tests::the_stored_layout_of_every_kind_is_pinned` (every kind's empty state:
 /// fields added or removed) fail until then.
-pub const STATE_VERSION: u8 = 14;
+pub const STATE_VERSION: u8 = 15;
 
 /// The oldest encoding version this binary still reads.
 pub const OLDEST_VERSION: u8 = 1;
@@ -995,19 +997,19 @@ mod tests {
             ("ring", hex::<Ring>()),
         ];
         let want = [
-            ("identity", "0e0000"),
+            ("identity", "0f0000"),
             (
                 "member",
-                "0e00000000000000000000000000000000000000000000000000000000000000000000000000000000",
+                "0f00000000000000000000000000000000000000000000000000000000000000000000000000000000",
             ),
-            ("order", "0e0000000000000000000000000000000000000000000000"),
-            ("sku", "0e000000000000"),
-            ("dealer", "0e000000000000000000000000000000"),
-            ("store", "0e000000000000000000"),
-            ("campaign", "0e000000000000000000000000000000"),
-            ("code", "0e0000000000"),
-            ("crowd", "0e000000000000000000"),
-            ("ring", "0e00000000"),
+            ("order", "0f0000000000000000000000000000000000000000000000"),
+            ("sku", "0f000000000000"),
+            ("dealer", "0f000000000000000000000000000000"),
+            ("store", "0f000000000000000000"),
+            ("campaign", "0f000000000000000000000000000000"),
+            ("code", "0f0000000000"),
+            ("crowd", "0f000000000000000000"),
+            ("ring", "0f00000000"),
         ];
         for ((kind, got), (_, want)) in got.iter().zip(want) {
             assert_eq!(got, want, "the stored layout of a {kind} changed");

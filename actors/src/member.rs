@@ -910,6 +910,15 @@ pub struct OrderPoints {
     pub cancelled: bool,
     /// Last change (µs), for pruning.
     pub at: i64,
+    /// The lots the redemption took and not given back yet, `(earned at µs, points)`, oldest
+    /// first: a refund puts them back with their own dates, so points refunded expire when
+    /// they would have had they never been spent (encoding 15 on).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::cold::omit",
+        deserialize_with = "crate::cold::since::<15, _, _>"
+    )]
+    pub taken: Vec<(i64, i64)>,
 }
 
 impl Day {
@@ -962,9 +971,13 @@ impl OrderPoints {
     /// byte.
     fn pack(&self, out: &mut Vec<u8>) {
         let has_pending = self.pending != 0;
+        let has_taken = !self.taken.is_empty();
         put_u(
             out,
-            u64::from(self.placed) | u64::from(self.cancelled) << 1 | u64::from(has_pending) << 2,
+            u64::from(self.placed)
+                | u64::from(self.cancelled) << 1
+                | u64::from(has_pending) << 2
+                | u64::from(has_taken) << 3,
         );
         put_time(out, self.at);
         if has_pending {
@@ -983,6 +996,13 @@ impl OrderPoints {
                 self.returned,
             ],
         );
+        if has_taken {
+            put_u(out, self.taken.len() as u64);
+            for &(at, points) in &self.taken {
+                put_time(out, at);
+                put_i(out, points);
+            }
+        }
     }
 
     /// Reads the flags, the time and the pending points; `pos` is left after them.
@@ -999,6 +1019,14 @@ impl OrderPoints {
         let (flags, at, pending) = OrderPoints::unpack_head(b, &mut pos);
         let mut v = [0; 6];
         get_fields(b, &mut pos, 0, &mut v);
+        let taken = if flags & 8 != 0 {
+            let n = get_u(b, &mut pos) as usize;
+            (0..n)
+                .map(|_| (get_time(b, &mut pos), get_i(b, &mut pos)))
+                .collect()
+        } else {
+            Vec::new()
+        };
         OrderPoints {
             value: v[0],
             pending,
@@ -1010,6 +1038,7 @@ impl OrderPoints {
             placed: flags & 1 != 0,
             cancelled: flags & 2 != 0,
             at,
+            taken,
         }
     }
 }
@@ -1867,9 +1896,11 @@ impl Member {
                 let done = self.orders.get(&order).is_some_and(|o| o.redeemed > 0);
                 let ok = done || points <= 0 || self.points.balance >= points;
                 if ok && !done && points > 0 {
-                    self.debit(points, "redeemed", Some(order.clone()), fx);
+                    let (taken, lots) = self.take_lots_noting(points);
+                    self.entry(-taken, 0, "redeemed", Some(order.clone()), fx);
                     let mut o = self.orders.get(&order).unwrap_or_default();
                     o.redeemed = points;
+                    o.taken = lots;
                     o.at = ts;
                     self.set_order(order.clone(), o);
                 }
@@ -1927,11 +1958,12 @@ impl Member {
                     (o.redeemed as i128 * o.returned as i128 / o.value as i128) as i64;
                 let refund = want_refunded - o.refunded;
                 o.refunded = want_refunded;
+                let lots = give_back(&mut o.taken, refund, ts);
                 let back = o.returned - before;
                 self.set_order(order.clone(), o);
                 self.unday(ctx.day(), back, take);
                 self.reverse(take, Some(order.clone()), fx);
-                self.credit(refund, "redeem_refund", Some(order), ts, fx);
+                self.refund_lots(lots, order, ctx, fx);
             }
             MemberCmd::MergeInto { survivor } => {
                 if survivor == me {
@@ -2341,6 +2373,7 @@ impl Member {
         o.reversed = o.earned;
         let refund = o.redeemed - o.refunded;
         o.refunded = o.redeemed;
+        let lots = give_back(&mut o.taken, refund, ts);
         self.set_order(order.clone(), o);
         if pending > 0 {
             self.points.pending -= pending;
@@ -2363,7 +2396,7 @@ impl Member {
         let value_today = if placed_day.is_some() { 0 } else { value };
         self.unday(ctx.day(), value_today, take);
         self.reverse(take, Some(order.clone()), fx);
-        self.credit(refund, "redeem_refund", Some(order), ts, fx);
+        self.refund_lots(lots, order, ctx, fx);
     }
 
     /// Takes a cancelled or returned order's value and points off the windows, on the day of
@@ -2384,13 +2417,7 @@ impl Member {
         if points <= 0 {
             return;
         }
-        let pay = points.min(self.points.debt);
-        if pay > 0 {
-            fx.out(Output::PointsDebt {
-                member: self.id.clone(),
-                debt: self.points.debt - pay,
-            });
-        }
+        let pay = self.debt_paid_by(points, fx);
         let add = points - pay;
         if add > 0 {
             // lots stay in time order (an older event time lands before newer lots), so the
@@ -2413,15 +2440,73 @@ impl Member {
         self.entry(add, -pay, reason, about, fx);
     }
 
-    /// Takes points from the oldest lots; the caller checked the balance.
-    fn debit(&mut self, points: i64, reason: &str, about: Option<Str>, fx: &mut Effects) {
-        let taken = self.take_lots(points);
-        self.entry(-taken, 0, reason, about, fx);
+    /// Of `points` coming in, what pays debt (said when it does); the caller writes the entry.
+    fn debt_paid_by(&mut self, points: i64, fx: &mut Effects) -> i64 {
+        let pay = points.min(self.points.debt);
+        if pay > 0 {
+            fx.out(Output::PointsDebt {
+                member: self.id.clone(),
+                debt: self.points.debt - pay,
+            });
+        }
+        pay
+    }
+
+    /// Gives back an order's redeemed points as the lots [`give_back`] chose, each with its
+    /// own date: debt is paid first from the oldest of them, the rest join the lots in time
+    /// order, and a lot already past its expiry expires at once (as it would have had it
+    /// never been spent), in an `expired` entry after the `redeem_refund` one.
+    fn refund_lots(&mut self, mut lots: Vec<(i64, i64)>, order: Str, ctx: &Ctx, fx: &mut Effects) {
+        let points: i64 = lots.iter().map(|l| l.1).sum();
+        if points <= 0 {
+            return;
+        }
+        let pay = self.debt_paid_by(points, fx);
+        let mut left = pay;
+        for lot in &mut lots {
+            let t = lot.1.min(left);
+            lot.1 -= t;
+            left -= t;
+        }
+        lots.retain(|l| l.1 > 0);
+        let add = points - pay;
+        let limit = ctx.ts() - ctx.rules.points.expiry_days * DAY_US;
+        let past = lots.first().is_some_and(|l| whole_ms(l.0) <= limit);
+        if !lots.is_empty() {
+            self.points.lots.edit(|mine| {
+                mine.extend(lots);
+                mine.sort_by_key(|l| l.0);
+                // a lot given back joins what is left of the lot it came from
+                mine.dedup_by(|later, kept| {
+                    let same = later.0 == kept.0;
+                    if same {
+                        kept.1 += later.1;
+                    }
+                    same
+                });
+            });
+        }
+        self.entry(add, -pay, "redeem_refund", Some(order), fx);
+        if past {
+            self.expire(ctx, fx);
+        }
     }
 
     /// Takes up to `points` from the oldest lots (no more than the balance); what it took.
     /// The caller writes the ledger entry.
     fn take_lots(&mut self, points: i64) -> i64 {
+        self.take_lots_from(points, None)
+    }
+
+    /// As [`Member::take_lots`], and which lots it took from, `(earned at, points)`, oldest
+    /// first.
+    fn take_lots_noting(&mut self, points: i64) -> (i64, Vec<(i64, i64)>) {
+        let mut from = Vec::new();
+        let taken = self.take_lots_from(points, Some(&mut from));
+        (taken, from)
+    }
+
+    fn take_lots_from(&mut self, points: i64, mut from: Option<&mut Vec<(i64, i64)>>) -> i64 {
         let mut left = points.min(self.points.balance);
         let taken = left;
         if left > 0 {
@@ -2434,6 +2519,9 @@ impl Member {
                     let t = lot.1.min(left);
                     lot.1 -= t;
                     left -= t;
+                    if let Some(from) = from.as_deref_mut() {
+                        from.push((lot.0, t));
+                    }
                     if lot.1 == 0 {
                         spent += 1;
                     }
@@ -3231,6 +3319,30 @@ fn window(kept: &[Day], today: i64, days: i64) -> impl Iterator<Item = &Day> {
         .take_while(move |d| d.day > today - days)
 }
 
+/// Of the lots a redemption took (`taken`, oldest first), the `points` a refund gives back,
+/// oldest first: the youngest first, so what stays taken is what a smaller redemption
+/// would have taken (the oldest lots). Points beyond what `taken` holds (an order redeemed
+/// before encoding 15 noted its lots) come back as a lot of `now`.
+fn give_back(taken: &mut Vec<(i64, i64)>, points: i64, now: i64) -> Vec<(i64, i64)> {
+    let mut left = points.max(0);
+    let mut back = Vec::new();
+    while left > 0 {
+        let Some(last) = taken.last_mut() else {
+            back.push((now, left));
+            break;
+        };
+        let t = last.1.min(left);
+        back.push((last.0, t));
+        last.1 -= t;
+        left -= t;
+        if last.1 <= 0 {
+            taken.pop();
+        }
+    }
+    back.sort_by_key(|l| l.0);
+    back
+}
+
 fn ceil_div(a: i128, b: i128) -> i64 {
     if b == 0 {
         return 0;
@@ -3579,7 +3691,7 @@ mod tests {
     }
 
     /// JSON of `full_member`, as the layout before the compact one (commit f2fde8e) wrote it.
-    const FULL_JSON: &str = r#"{"id":"m0123456789abcdef","ids":[["openid","o-other"],["openid","oX7f_2kq9ZLmA81bC3dEfGhIjK"],["phone","9f2c4d1e8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d"]],"first_seen":1792800000000000,"last_seen":1794000000000000,"first_store":"st-009","channels":["campaign","douyin","mall"],"stores":[["st-009",1792800000000000],["st-001",1794000000000000],["st-002",1796073600000000],["st-003",1797000720000000]],"days":[{"day":20750,"orders":1,"amount":16699,"redeem_orders":0,"clicks":0,"scans":0,"visits":1,"earned":166},{"day":20763,"orders":1,"amount":2699,"redeem_orders":0,"clicks":1,"scans":0,"visits":1,"earned":26},{"day":20769,"orders":1,"amount":4699,"redeem_orders":0,"clicks":1,"scans":0,"visits":0,"earned":46},{"day":20775,"orders":1,"amount":6699,"redeem_orders":0,"clicks":1,"scans":0,"visits":0,"earned":66},{"day":20781,"orders":1,"amount":8699,"redeem_orders":0,"clicks":1,"scans":0,"visits":0,"earned":86},{"day":20787,"orders":1,"amount":10699,"redeem_orders":1,"clicks":1,"scans":0,"visits":0,"earned":106},{"day":20793,"orders":1,"amount":12699,"redeem_orders":0,"clicks":1,"scans":0,"visits":0,"earned":0},{"day":20798,"orders":0,"amount":-9699,"redeem_orders":0,"clicks":0,"scans":3,"visits":0,"earned":-76}],"last_order":1796592000000000,"bought":[["SKU-NEW",1796592000000000]],"tags":["new_product_fan"],"tier":"member","tier_at":1797001800000000,"points":{"balance":401,"pending":126,"debt":0,"lots":[[1792800060000000,166],[1795036860000000,22],[1795555260000000,86],[1796073660000000,106],[1797000000000000,1],[1797000600000000,10],[1797000720000000,10]],"seq":12},"orders":{"mall:O0":{"value":2699,"pending":0,"earned":26,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1794000060000000},"mall:O1":{"value":4699,"pending":0,"earned":46,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1794518460000000},"mall:O2":{"value":6699,"pending":0,"earned":66,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1795036860000000},"mall:O3":{"value":8699,"pending":0,"earned":86,"reversed":86,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":true,"at":1797000060000000},"mall:O4":{"value":10699,"pending":0,"earned":106,"reversed":10,"redeemed":20,"refunded":1,"returned":1000,"placed":true,"cancelled":false,"at":1797000000000000},"mall:O5":{"value":12699,"pending":126,"earned":0,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1796592000000000},"mall:O7":{"value":16699,"pending":0,"earned":166,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1792800060000000}},"caps":[["cny-2027",20798,2]],"recent":[1,3,8643,17283,25923,34563,43203,9223372036854825819,50011,9223372036854825820,50012,9223372036854825821,50013,19998],"conflicts":0,"timer_at":1799184000000000,"pruned_day":0,"scan":{"rate":[[[359400144,1]],[[5990002,3]],[[499166,3]]],"last_geo":[33.230000000000004,121.47,1797000720000000],"batches":[[8461818871936413217,1797000600000000],[8461818871936413217,1797000660000000],[8461818871936413217,1797000720000000]],"ring":"m0000@2971","ring_size":5,"addrs":[[3853945448803498574,5899124329930544746,1797000720000000]],"merged":[624174092497489363],"visit":[2668674956576408028,1793999400000000,1794000600000000]},"held":[{"event":50012,"campaign":"cny-2027","points":10,"daily_cap":3,"at":1797000660000000}],"offset_min":0}"#;
+    const FULL_JSON: &str = r#"{"id":"m0123456789abcdef","ids":[["openid","o-other"],["openid","oX7f_2kq9ZLmA81bC3dEfGhIjK"],["phone","9f2c4d1e8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d"]],"first_seen":1792800000000000,"last_seen":1794000000000000,"first_store":"st-009","channels":["campaign","douyin","mall"],"stores":[["st-009",1792800000000000],["st-001",1794000000000000],["st-002",1796073600000000],["st-003",1797000720000000]],"days":[{"day":20750,"orders":1,"amount":16699,"redeem_orders":0,"clicks":0,"scans":0,"visits":1,"earned":166},{"day":20763,"orders":1,"amount":2699,"redeem_orders":0,"clicks":1,"scans":0,"visits":1,"earned":26},{"day":20769,"orders":1,"amount":4699,"redeem_orders":0,"clicks":1,"scans":0,"visits":0,"earned":46},{"day":20775,"orders":1,"amount":6699,"redeem_orders":0,"clicks":1,"scans":0,"visits":0,"earned":66},{"day":20781,"orders":1,"amount":8699,"redeem_orders":0,"clicks":1,"scans":0,"visits":0,"earned":86},{"day":20787,"orders":1,"amount":10699,"redeem_orders":1,"clicks":1,"scans":0,"visits":0,"earned":106},{"day":20793,"orders":1,"amount":12699,"redeem_orders":0,"clicks":1,"scans":0,"visits":0,"earned":0},{"day":20798,"orders":0,"amount":-9699,"redeem_orders":0,"clicks":0,"scans":3,"visits":0,"earned":-76}],"last_order":1796592000000000,"bought":[["SKU-NEW",1796592000000000]],"tags":["new_product_fan"],"tier":"member","tier_at":1797001800000000,"points":{"balance":401,"pending":126,"debt":0,"lots":[[1792800060000000,166],[1795036860000000,23],[1795555260000000,86],[1796073660000000,106],[1797000600000000,10],[1797000720000000,10]],"seq":12},"orders":{"mall:O0":{"value":2699,"pending":0,"earned":26,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1794000060000000},"mall:O1":{"value":4699,"pending":0,"earned":46,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1794518460000000},"mall:O2":{"value":6699,"pending":0,"earned":66,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1795036860000000},"mall:O3":{"value":8699,"pending":0,"earned":86,"reversed":86,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":true,"at":1797000060000000},"mall:O4":{"value":10699,"pending":0,"earned":106,"reversed":10,"redeemed":20,"refunded":1,"returned":1000,"placed":true,"cancelled":false,"at":1797000000000000,"taken":[[1794000060000000,19]]},"mall:O5":{"value":12699,"pending":126,"earned":0,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1796592000000000},"mall:O7":{"value":16699,"pending":0,"earned":166,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1792800060000000}},"caps":[["cny-2027",20798,2]],"recent":[1,3,8643,17283,25923,34563,43203,9223372036854825819,50011,9223372036854825820,50012,9223372036854825821,50013,19998],"conflicts":0,"timer_at":1799184000000000,"pruned_day":0,"scan":{"rate":[[[359400144,1]],[[5990002,3]],[[499166,3]]],"last_geo":[33.230000000000004,121.47,1797000720000000],"batches":[[8461818871936413217,1797000600000000],[8461818871936413217,1797000660000000],[8461818871936413217,1797000720000000]],"ring":"m0000@2971","ring_size":5,"addrs":[[3853945448803498574,5899124329930544746,1797000720000000]],"merged":[624174092497489363],"visit":[2668674956576408028,1793999400000000,1794000600000000]},"held":[{"event":50012,"campaign":"cny-2027","points":10,"daily_cap":3,"at":1797000660000000}],"offset_min":0}"#;
     /// JSON of a member waiting for a merge's answer, with a command stashed (same origin).
     const MERGING_JSON: &str = r#"{"id":"m5","merging":{"into":"m1","stash":[{"click":{"channel":"mall","campaign":null}}],"origins":[["00000000-0000-0000-0000-000000000003","2026-11-06T21:22:00.000Z"]]},"ids":[["openid","o5"]],"first_seen":1794000000000000,"last_seen":1794000000000000,"channels":["douyin"],"stores":[],"days":[{"day":20763,"orders":0,"amount":0,"redeem_orders":0,"clicks":1,"scans":0,"visits":0,"earned":0}],"last_order":0,"tags":[],"tier":"member","tier_at":1794000000000000,"points":{"balance":0,"pending":0,"debt":0,"lots":[],"seq":0},"orders":{},"recent":[1],"conflicts":0,"timer_at":1799184000000000,"pruned_day":0,"offset_min":0}"#;
     /// JSON of a member merged away (an alias), same origin.
@@ -4124,7 +4236,7 @@ mod tests {
         m.offset_min = None;
         let inner = Member {
             offset_min: None,
-            ..full_member(&rules)
+            ..untaken(full_member(&rules))
         };
         if let Some(g) = m.merging.as_mut() {
             g.stash.push(MemberCmd::Absorb {
@@ -4171,12 +4283,19 @@ mod tests {
         assert!(crate::cold::decode::<Member>(&v6).is_err());
     }
 
-    /// `stored` without what encodings 13 and 14 appended to `m` within it: the empty list
-    /// of blocks of its scan profile and its `grace_since` (0), its last byte (for tests that
-    /// read older encodings back).
+    /// `stored` without what encodings 13 to 15 appended to `m` within it: the empty list
+    /// of blocks of its scan profile, its `grace_since` (0), its last byte, and each order's
+    /// empty list of lots taken (for tests that read older encodings back).
     fn without_blocks(stored: &[u8], m: &Member) -> Vec<u8> {
         assert_eq!(m.grace_since, 0);
-        let stored = crate::cold::without_appended(stored, m, 1);
+        let mut stored = crate::cold::without_appended(stored, m, 1);
+        for (_, o) in m.orders.iter() {
+            assert!(
+                o.taken.is_empty(),
+                "an order of encoding 14 or before took no lots"
+            );
+            stored = crate::cold::without_appended(&stored, &o, 1);
+        }
         let profile = m.scan.get().cloned().unwrap_or_default();
         assert!(profile.blocks.is_empty());
         crate::cold::without_appended(&stored, &profile, 1)
@@ -4344,32 +4463,40 @@ mod tests {
         assert_eq!(hex, FULL_STORED, "the stored layout of a member changed");
         // encodings 2 and 3: without the offset (`Some(0)`, the last two bytes), read as
         // not known
-        let mut old = without_blocks(&stored, &full_member(&rules()));
+        let full = untaken(full_member(&rules()));
+        let mut old = without_blocks(&crate::cold::encode(&full).unwrap(), &full);
         assert_eq!(old.split_off(old.len() - 2), [1, 0]);
         let unknown = Member {
             offset_min: None,
-            ..full_member(&rules())
+            ..full.clone()
         };
         for version in [2, 3] {
             old[0] = version;
             assert_eq!(crate::cold::decode::<Member>(&old).unwrap(), unknown);
         }
         // encoding 4: the same bytes as 5 (which changed dealers only), to 12
-        let full = crate::cold::encode(&full_member(&rules())).unwrap();
-        let mut v4 = without_blocks(&full, &full_member(&rules()));
+        let mut v4 = without_blocks(&crate::cold::encode(&full).unwrap(), &full);
         v4[0] = 4;
-        assert_eq!(
-            crate::cold::decode::<Member>(&v4).unwrap(),
-            full_member(&rules())
-        );
+        assert_eq!(crate::cold::decode::<Member>(&v4).unwrap(), full);
     }
 
-    /// `crate::cold::encode` of `full_member`, version 13 (the same bytes as versions 4 to 12
-    /// after the first but for the empty list of blocks 13 appended to the scan profile, and
-    /// as 2 and 3 but for the offset 4 appended: 3 changed orders only, 5 dealers and stores
-    /// only, 6 and 7 orders and stores only, 8 SKUs only, 9 to 12 other commands).
+    /// `m` with no order holding the lots it redeemed, as a member stored before encoding
+    /// 15 reads.
+    fn untaken(mut m: Member) -> Member {
+        for (k, mut o) in m.orders.iter().collect::<Vec<_>>() {
+            o.taken.clear();
+            m.orders.insert(k, o);
+        }
+        m
+    }
+
+    /// `crate::cold::encode` of `full_member`, version 15 (the same bytes as versions 4 to 12
+    /// after the first but for what 13 to 15 appended: the empty list of blocks of the scan
+    /// profile, the grace's start, each order's lots taken; and as 2 and 3 but for the
+    /// offset 4 appended: 3 changed orders only, 5 dealers and stores only, 6 and 7 orders
+    /// and stores only, 8 SKUs only, 9 to 12 other commands).
     const FULL_STORED: &str = concat!(
-        "0e116d30313233343536373839616263646566000003066f70656e6964076f2d6f74686572066f70656e6964",
+        "0f116d30313233343536373839616263646566000003066f70656e6964076f2d6f74686572066f70656e6964",
         "1a6f5837665f326b71395a4c6d4138316243336445664768496a4b0570686f6e654039663263346431653861",
         "3762366335643465336632613162306339643865376636613562346333643265316630613962386337643665",
         "356634613362326331648080baf2d8a2af068080d1cbc5e8af06010673742d303039030863616d706169676e",
@@ -4378,18 +4505,18 @@ mod tests {
         "c40201962a0001000134c2c40201b649000100005ccec40201d668000100008401dac40201f6870100010000",
         "ac01e6c4020196a70101010000d401f2c40201b6c6010001000000fcc40200c597010000030097018080bbbf",
         "b5ffb0060107534b552d4e45578080bbbfb5ffb006010f6e65775f70726f647563745f66616e066d656d6265",
-        "72808899dfa297b106a206fc010007809cd6abd9a2af06cc02809cb1e6f2a4b0062c809c939789c3b006ac01",
-        "809cf5c79fe1b006d40180c0caaa9597b1060280d8e4e69997b1061480909dd99a97b106140c07076d616c6c",
-        "3a4f30962a0034000000000100809ced84c6e8af06076d616c6c3a4f31b649005c000000000100809ccfb5dc",
-        "86b006076d616c6c3a4f32d668008401000000000100809cb1e6f2a4b006076d616c6c3a4f33f6870100ac01",
-        "ac01000000010180dce6e39597b106076d616c6c3a4f3496a70100d401142802d00f010080c0caaa9597b106",
-        "076d616c6c3a4f35b6c601fc01000000000001008080bbbfb5ffb006076d616c6c3a4f37f6840200cc020000",
-        "00000100809cd6abd9a2af060108636e792d32303237fcc402020e0103c343838701c3ca01838e02c3d102db",
-        "868380808080808001db8603dc868380808080808001dc8603dd868380808080808001dd86039e9c01008080",
-        "a5b3a596b2060001a08be0d6020101e499db050301bcf73c03013e0ad7a3709d4040ae47e17a145e5e408090",
-        "9dd99a97b10603a1dcddfbe6ed9ab77580d8e4e69997b106a1dcddfbe6ed9ab77580f480a09a97b106a1dcdd",
-        "fbe6ed9ab77580909dd99a97b106010a6d3030303040323937310501cef4a99df7defdbd35eaacffdaabcaf9",
-        "ee5180909dd99a97b10601d39bc2aafbe0e0d40801dc83dfbdbdb7c2842580e8b68fc1e8af068098eb87cae8",
-        "af060001dc860308636e792d32303237140380f480a09a97b106010000",
+        "72808899dfa297b106a206fc010006809cd6abd9a2af06cc02809cb1e6f2a4b0062e809c939789c3b006ac01",
+        "809cf5c79fe1b006d40180d8e4e69997b1061480909dd99a97b106140c07076d616c6c3a4f30962a00340000",
+        "00000100809ced84c6e8af0600076d616c6c3a4f31b649005c000000000100809ccfb5dc86b00600076d616c",
+        "6c3a4f32d668008401000000000100809cb1e6f2a4b00600076d616c6c3a4f33f6870100ac01ac0100000001",
+        "0180dce6e39597b10600076d616c6c3a4f3496a70100d401142802d00f010080c0caaa9597b10601809ced84",
+        "c6e8af0626076d616c6c3a4f35b6c601fc01000000000001008080bbbfb5ffb00600076d616c6c3a4f37f684",
+        "0200cc02000000000100809cd6abd9a2af06000108636e792d32303237fcc402020e0103c343838701c3ca01",
+        "838e02c3d102db868380808080808001db8603dc868380808080808001dc8603dd868380808080808001dd86",
+        "039e9c01008080a5b3a596b2060001a08be0d6020101e499db050301bcf73c03013e0ad7a3709d4040ae47e1",
+        "7a145e5e4080909dd99a97b10603a1dcddfbe6ed9ab77580d8e4e69997b106a1dcddfbe6ed9ab77580f480a0",
+        "9a97b106a1dcddfbe6ed9ab77580909dd99a97b106010a6d3030303040323937310501cef4a99df7defdbd35",
+        "eaacffdaabcaf9ee5180909dd99a97b10601d39bc2aafbe0e0d40801dc83dfbdbdb7c2842580e8b68fc1e8af",
+        "068098eb87cae8af060001dc860308636e792d32303237140380f480a09a97b106010000",
     );
 }

@@ -2322,3 +2322,116 @@ fn timers_at_a_microsecond_fraction_fire_once_and_act() {
     assert_eq!(m.tier.as_str(), "member");
     assert_eq!(m.points.balance, 0);
 }
+
+/// Points paid with and given back (a cancellation, a return) keep the dates of the lots
+/// they were taken from: they expire when they would have had they never been spent (they
+/// came back as a lot of the refund's time, a fresh year of life). A part given back is the
+/// youngest part taken (what stays spent is what a smaller redemption would have taken); a
+/// lot given back after its expiry expires at once.
+#[test]
+fn points_given_back_keep_the_dates_they_were_earned_on() {
+    const EARLY: &str = "2026-11-11T10:00:00+08:00";
+    const LATER: &str = "2027-06-01T10:00:00+08:00";
+    const SPENT: &str = "2027-09-01T10:00:00+08:00";
+    let lots = |w: &World| {
+        w.member_by("openid", "og")
+            .points
+            .lots
+            .iter()
+            .collect::<Vec<_>>()
+    };
+    let at = |ts: &str| omnistream_schemas::EventTime::parse(ts).unwrap().unix_us;
+    let who = r#"{"openid":"og"}"#;
+    let spend = |w: &mut World, qty: i64| {
+        let l = format!(
+            r#","lines":[{{"sku":"S1","qty":{qty},"unit_price":100}}],"location":"wh","points_redeemed":400"#
+        );
+        w.send(&order("b", "placed", who, &l, SPENT));
+    };
+    let earned = || {
+        let mut w = bought(who, "a", 1, 30_000, EARLY, EARLY);
+        buy(&mut w, who, "c", 1, 20_000, LATER, LATER);
+        assert_eq!(lots(&w), [(at(EARLY), 300), (at(LATER), 200)]);
+        w
+    };
+    // cancelled: every lot back as it was, and the oldest expires on its day
+    let mut w = earned();
+    spend(&mut w, 1);
+    assert_eq!(
+        lots(&w),
+        [(at(LATER), 100)],
+        "300 of the early lot, 100 of the later"
+    );
+    w.send(&order(
+        "b",
+        "cancelled",
+        who,
+        "",
+        "2027-10-01T10:00:00+08:00",
+    ));
+    assert_eq!(lots(&w), [(at(EARLY), 300), (at(LATER), 200)]);
+    w.send(r#"{"type":"click","ts":"2027-11-12T10:00:00+08:00","channel":"mall","member":{"openid":"other"},"target":"ad"}"#);
+    assert_eq!(
+        lots(&w),
+        [(at(LATER), 200)],
+        "the early lot expired a year on"
+    );
+    let id = w.member_by("openid", "og").id.clone();
+    assert_eq!(w.ledger_sum(&id), 200);
+    // half returned: the 200 given back are the later lot's 100 and 100 of the early one
+    let mut w = earned();
+    spend(&mut w, 2);
+    w.send(&order(
+        "b",
+        "fulfilled",
+        who,
+        "",
+        "2027-09-02T10:00:00+08:00",
+    ));
+    let back = r#","lines":[{"sku":"S1","qty":1,"unit_price":100}]"#;
+    w.send(&order(
+        "b",
+        "returned",
+        who,
+        back,
+        "2027-09-03T10:00:00+08:00",
+    ));
+    let m = w.member_by("openid", "og").clone();
+    assert_eq!(
+        m.points.balance, 301,
+        "100 left, 2 earned, 1 of them reversed, 200 back"
+    );
+    // (the reversal of 1 took from the oldest lot before the refund: the later one's 100)
+    let fulfilled = at("2027-09-02T10:00:00+08:00");
+    assert_eq!(
+        lots(&w),
+        [(at(EARLY), 100), (at(LATER), 199), (fulfilled, 2)]
+    );
+    // cancelled after the early lot's expiry: given back, then expired in the same breath
+    let mut w = earned();
+    spend(&mut w, 1);
+    w.send(&order(
+        "b",
+        "cancelled",
+        who,
+        "",
+        "2027-11-20T10:00:00+08:00",
+    ));
+    let id = w.member_by("openid", "og").id.clone();
+    let tail: Vec<_> = ledger_of(&w, &id)
+        .into_iter()
+        .rev()
+        .take(2)
+        .rev()
+        .map(|(reason, _, delta, _, _)| (reason, delta))
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            ("redeem_refund".to_string(), 400),
+            ("expired".to_string(), -300)
+        ]
+    );
+    assert_eq!(lots(&w), [(at(LATER), 200)]);
+    assert_eq!(w.ledger_sum(&id), 200);
+}
