@@ -387,8 +387,13 @@ fn warnings_of(st: &AppState, item: &Item, unusual: bool, raw: &[u8]) -> Vec<Str
 }
 
 /// The decoded items of an ingest request went to the shard: its outcomes, and each event's
-/// warnings (see [`warnings_of`]), in the order sent.
-type Submitted = (Vec<Outcome>, Vec<Vec<String>>);
+/// warnings (see [`warnings_of`]), in the order sent; and the payments among them, by
+/// place, with their dealer (see [`unknown_dealers`]).
+type Submitted = (
+    Vec<Outcome>,
+    Vec<Vec<String>>,
+    Vec<(usize, omnistream_actors::Str)>,
+);
 
 async fn submit(st: &AppState, source: &str, texts: Vec<&[u8]>) -> Result<Submitted, HttpResponse> {
     let received = std::time::Instant::now();
@@ -425,12 +430,19 @@ async fn submit(st: &AppState, source: &str, texts: Vec<&[u8]>) -> Result<Submit
     }
     let now = crate::shard::wall_clock_us();
     let mut warnings = Vec::with_capacity(n);
+    let mut payments = Vec::new();
     let items = texts
         .into_iter()
-        .map(|t| {
+        .enumerate()
+        .map(|(i, t)| {
             let (item, unusual) =
                 Item::decode_noting(&st.decoder, &st.pii, t, now, st.cfg.max_future_s);
             warnings.push(warnings_of(st, &item, unusual, t));
+            if let Item::Event(ev) = &item {
+                if let omnistream_schemas::Body::Payment(p) = &ev.body {
+                    payments.push((i, p.dealer.clone()));
+                }
+            }
             item
         })
         .collect();
@@ -453,7 +465,7 @@ async fn submit(st: &AppState, source: &str, texts: Vec<&[u8]>) -> Result<Submit
     };
     st.metrics.durable(received.elapsed());
     match result {
-        Ok(Ok(outcomes)) => Ok((outcomes, warnings)),
+        Ok(Ok(outcomes)) => Ok((outcomes, warnings, payments)),
         Ok(Err(e)) => Err(store_unavailable(e)),
         Err(e) => Err(error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -548,8 +560,11 @@ async fn post_events(
         return error(StatusCode::BAD_REQUEST, "empty", "no events in the body");
     }
     match submit(&st, "http", texts).await {
-        Ok((outcomes, warnings)) => {
+        Ok((outcomes, mut warnings, payments)) => {
             let now = duplicates_now(&st, &outcomes).await;
+            for (i, w) in unknown_dealers(&st, &outcomes, payments).await {
+                warnings[i].push(w);
+            }
             let mut answer = events_answer(&outcomes, &now);
             with_warnings(&mut answer["results"], &warnings);
             HttpResponse::Ok().json(answer)
@@ -744,6 +759,39 @@ async fn duplicates_now(
     st.shard.send(read).await.unwrap_or_default()
 }
 
+/// The accepted payments among `outcomes` (`payments`: by place, with their dealer) whose
+/// dealer no `dealer` event has set up, each with its warning: booked all the same (money
+/// came in), as credit paid ahead, but a mistyped dealer id would leave the real dealer's
+/// orders held, so the sender is told at once. None when the shard cannot answer.
+async fn unknown_dealers(
+    st: &AppState,
+    outcomes: &[Outcome],
+    payments: Vec<(usize, omnistream_actors::Str)>,
+) -> Vec<(usize, String)> {
+    let asked: Vec<(usize, omnistream_actors::Str)> = payments
+        .into_iter()
+        .filter(|(i, _)| matches!(outcomes.get(*i), Some(Outcome::Accepted { .. })))
+        .collect();
+    if asked.is_empty() {
+        return Vec::new();
+    }
+    let read = Read(move |e: &Sharded, _: &dyn Store| {
+        asked
+            .into_iter()
+            .filter(|(_, dealer)| !e.dealer(dealer).is_some_and(|d| d.set_up()))
+            .map(|(i, dealer)| {
+                let w = format!(
+                    "unknown_dealer at dealer: no `dealer` event has set up dealer `{dealer}` \
+                     (no credit limit, no region): the payment is booked as credit paid ahead; \
+                     check the dealer id"
+                );
+                (i, w)
+            })
+            .collect()
+    });
+    st.shard.send(read).await.unwrap_or_default()
+}
+
 fn status(o: &Outcome) -> &'static str {
     match o {
         Outcome::Accepted { .. } => "accepted",
@@ -864,7 +912,7 @@ async fn post_scan(
         return error(StatusCode::BAD_REQUEST, code, detail);
     }
     match submit(&st, "http-scan", vec![&body]).await {
-        Ok((mut outcomes, warnings)) => match outcomes.pop() {
+        Ok((mut outcomes, warnings, _)) => match outcomes.pop() {
             Some(o) => {
                 let (ok, mut answer) = scan_answer(o);
                 add_warnings(&mut answer, warnings.first().map_or(&[], Vec::as_slice));

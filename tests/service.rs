@@ -2393,11 +2393,17 @@ fn a_dealers_events_answer_where_they_ended_and_list_under_the_dealer() {
     ] {
         assert_eq!(sample(&text, series), want, "after a restart: {series}");
     }
-    // a dealer that paid ahead (exposure below 0) covers nobody else's debt: apart, `prepaid`
-    s.post(&[ev(
+    // a dealer that paid ahead (exposure below 0) covers nobody else's debt: apart, `prepaid`;
+    // one no `dealer` event set up is booked, and the sender told (a mistyped dealer id)
+    let v = s.post(&[ev(
         30,
         json!({"type":"payment","ts":t(15),"dealer":"d-ahead","amount":5000,"ref":"PRE-1"}),
     )]);
+    let r = &v["results"][0];
+    assert_eq!(r["status"], "accepted", "{v}");
+    let w = r["warnings"][0].as_str().unwrap_or_default();
+    assert!(w.starts_with("unknown_dealer at dealer: "), "{v}");
+    assert!(w.contains("`d-ahead`"), "{v}");
     let (_, text) = s.request_text("GET", "/metrics", "");
     for (series, want) in [
         ("omnistream_dealer_exposure_fen ", 10_000_700.0),
@@ -2464,6 +2470,14 @@ fn a_dealers_events_answer_where_they_ended_and_list_under_the_dealer() {
     );
     let (_, text) = s.request_text("GET", "/metrics", "");
     assert_eq!(sample(&text, "omnistream_dealer_orders_held "), 0.0);
+    // a payment to a dealer a `dealer` event set up: no warning
+    let v = s.post(&[ev(
+        33,
+        json!({"type":"payment","ts":t(15),"dealer":"d2","amount":1,"ref":"D2-1"}),
+    )]);
+    let r = &v["results"][0];
+    assert_eq!(r["status"], "accepted", "{v}");
+    assert!(r.get("warnings").is_none(), "{v}");
     s.stop();
 }
 

@@ -296,6 +296,13 @@ impl Dealer {
         }
     }
 
+    /// Whether a `dealer` event set this dealer up (a limit, a region, or the time of one):
+    /// one that was never named so holds orders at a limit of 0, and a payment to it (a
+    /// mistyped dealer id) waits as credit paid ahead of an account no one watches.
+    pub fn set_up(&self) -> bool {
+        self.info_at > 0 || self.limit != 0 || self.region.is_some()
+    }
+
     /// Whether payment reference `reference` was booked: with its amount when kept (None:
     /// not booked; `Some(None)`: booked before store encoding 5 kept amounts).
     pub fn booked(&self, reference: &str) -> Option<Option<i64>> {

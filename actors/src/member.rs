@@ -1379,7 +1379,8 @@ pub struct Xrfm {
     pub recency_days: Option<i64>,
     /// Orders in the window.
     pub frequency: u32,
-    /// Order value in the window (fen).
+    /// Order value in the window (fen), net of what was returned in it, never below 0 (a
+    /// window that holds a return but not its purchase reads 0, not less).
     pub monetary: i64,
     /// Ad clicks in the window.
     pub clicks: u32,
@@ -3181,8 +3182,8 @@ impl Member {
                 Xrfm {
                     days: w,
                     recency_days,
-                    frequency: s[ORDERS] as u32,
-                    monetary: s[AMOUNT],
+                    frequency: s[ORDERS].max(0) as u32,
+                    monetary: s[AMOUNT].max(0),
                     clicks: s[CLICKS] as u32,
                     scans: s[SCANS] as u32,
                     visits: s[VISITS] as u32,
@@ -4406,6 +4407,36 @@ mod tests {
         };
         m.handle(&me, legacy, &ctx(&rules, 3 * day), &mut fx);
         assert_eq!(windows(&m, 3 * day + 1), vec![(1, 0); n]);
+    }
+
+    /// A window that holds a return but not its purchase shows a monetary value of 0, not a
+    /// negative one; a window holding both shows what was kept.
+    #[test]
+    fn a_window_with_the_return_but_not_the_purchase_reads_zero() {
+        let mut rules = rules();
+        rules.member.rfm_windows_days = vec![30, 90];
+        let me: Str = "m1".into();
+        let (mut m, mut fx) = (Member::default(), Effects::default());
+        let day = 1_440;
+        m.handle(
+            &me,
+            placed("mall:o1".into(), 0, 0),
+            &ctx(&rules, 0),
+            &mut fx,
+        );
+        let o = "mall:o1";
+        let fulfilled = MemberCmd::OrderFulfilled { order: o.into() };
+        m.handle(&me, fulfilled, &ctx(&rules, 1), &mut fx);
+        let returned = MemberCmd::OrderReturned {
+            order: o.into(),
+            value: 1_000,
+        };
+        m.handle(&me, returned, &ctx(&rules, 40 * day), &mut fx);
+        let value = m.orders.get(o).unwrap().value;
+        assert_eq!(
+            frequency_and_monetary(&m, &rules, 40 * day + 1),
+            [(0, 0), (1, value - 1_000)]
+        );
     }
 
     /// An order cancelled after the day it was placed is no longer kept (but while the
