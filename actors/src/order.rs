@@ -204,8 +204,12 @@ pub struct OrderView {
     pub paid: bool,
     /// SKUs whose answer is awaited.
     pub waiting: Vec<Str>,
-    /// SKUs that reserved.
+    /// SKUs holding units reserved for it now (none once it shipped: see `shipped`).
     pub reserved: Vec<Str>,
+    /// SKUs whose reserved units it shipped (fulfilled: committed, off on hand); absent
+    /// before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shipped: Vec<Str>,
     /// The first refusal: the SKU and the quantity it had available.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused: Option<RefusedView>,
@@ -261,6 +265,12 @@ impl Order {
     /// The order as the HTTP API shows it (`me`: its key); `cancel_at` is its pending timer
     /// (µs), if any, shown while the order is unpaid.
     pub fn view(&self, me: &str, cancel_at: Option<i64>) -> OrderView {
+        // a fulfilled order's lines were committed (a return comes after): its SKUs keep no
+        // units for it
+        let shipped = matches!(
+            self.status,
+            Some(OrderStatus::Fulfilled | OrderStatus::Returned)
+        );
         OrderView {
             cancel_unpaid_at: cancel_at
                 .filter(|_| self.unpaid())
@@ -278,7 +288,16 @@ impl Order {
             points_redeemed: self.points_redeemed,
             paid: self.paid,
             waiting: self.waiting.clone(),
-            reserved: self.reserved.clone(),
+            reserved: if shipped {
+                Vec::new()
+            } else {
+                self.reserved.clone()
+            },
+            shipped: if shipped {
+                self.reserved.clone()
+            } else {
+                Vec::new()
+            },
             refused: self.refused.as_ref().map(|(sku, available)| RefusedView {
                 sku: sku.clone(),
                 available: *available,

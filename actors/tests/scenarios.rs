@@ -253,6 +253,9 @@ fn statuses_naming_some_lines_say_what_they_did() {
         "{said:?}"
     );
     assert_eq!(w.engine.sku("S1").unwrap().view().atp, 8, "still reserved");
+    let view = || w.engine.order("mall:p1").unwrap().view("mall:p1", None);
+    let v = view();
+    assert_eq!((v.reserved.len(), v.shipped.len()), (2, 0), "{v:?}");
     // a fulfilment of one line ships the order whole, saying so
     let said = w.said(&order("p1", "fulfilled", r#"{"openid":"op"}"#, one, T2));
     let detail = said.iter().find_map(|o| match o {
@@ -273,6 +276,9 @@ fn statuses_naming_some_lines_say_what_they_did() {
         w.engine.sku("S2").unwrap().view().locations["wh"].on_hand,
         7
     );
+    // shipped: its SKUs hold no units for it any more
+    let v = w.engine.order("mall:p1").unwrap().view("mall:p1", None);
+    assert_eq!((v.reserved.len(), v.shipped.len()), (0, 2), "{v:?}");
     // the lines in full cancel (and fulfil) as no lines do, with no detail
     w.send(&order("p2", "placed", r#"{"openid":"op"}"#, lines, T2));
     w.send(&order("p2", "cancelled", r#"{"openid":"op"}"#, lines, T2));
