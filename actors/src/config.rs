@@ -1033,6 +1033,8 @@ pub struct Weights {
     pub cross_region: u8,
     /// A member hopping over addresses of one prefix.
     pub ip_rotation: u8,
+    /// A code of a batch registered for another SKU than the scan's (alone: a review).
+    pub sku_mismatch: u8,
 }
 
 impl Default for Weights {
@@ -1054,6 +1056,7 @@ impl Default for Weights {
             ring: 40,
             cross_region: 0,
             ip_rotation: 22,
+            sku_mismatch: 45,
         }
     }
 }

@@ -1087,3 +1087,26 @@ fn a_shadow_rule_is_reported_but_not_enforced() {
     assert_eq!(w.balance("b"), 10);
     assert_eq!(w.engine.campaign("c1").unwrap().decisions.shadow_differs, 1);
 }
+
+/// A real code of one product claimed as another: the code's batch is registered for S9 and
+/// the scan names S1. Alone it sends the scan to review (weight 45); the same code claimed
+/// as its own SKU is allowed.
+#[test]
+fn a_code_of_another_skus_batch_is_sent_to_review() {
+    let mut w = World::default();
+    w.send(&format!(
+        r#"{{"type":"code_batch","ts":"{}","batch":"B9","prefix":"NINE","sku":"S9","dealer":"dl1"}}"#,
+        ts(0)
+    ));
+    // `scan` names S1
+    w.send(&scan(60, "NINE0001", "m", "dm", "4.4.4.4", None));
+    let d = w.last();
+    assert_eq!(
+        (d.decision, d.reasons.clone()),
+        (Decision::Review, vec![Reason::SkuMismatch])
+    );
+    let own = scan(120, "NINE0002", "n", "dn", "5.5.5.5", None).replace("\"S1\"", "\"S9\"");
+    w.send(&own);
+    let d = w.last();
+    assert_eq!((d.decision, d.reasons.clone()), (Decision::Allow, vec![]));
+}

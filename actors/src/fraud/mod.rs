@@ -68,11 +68,17 @@ pub enum Reason {
     /// A person blocked the member, the device, the address or its prefix (in this campaign
     /// or in all): the full 100 points, never in shadow (appended last).
     Blocked,
+    /// The code belongs to a registered batch of another SKU than the scan names: a real
+    /// code of one product claimed as another (a cheap product's caps harvested for a dear
+    /// product's reward, or a request forged around the scanning app). Listed before
+    /// `blocked` in [`Reason::ALL`] (declared after it: the stored encoding of the others
+    /// stays).
+    SkuMismatch,
 }
 
 impl Reason {
     /// Every reason, in a fixed order.
-    pub const ALL: [Reason; 17] = [
+    pub const ALL: [Reason; 18] = [
         Reason::CodeShared,
         Reason::CodeRepeat,
         Reason::UnknownCode,
@@ -89,6 +95,7 @@ impl Reason {
         Reason::Ring,
         Reason::CrossRegion,
         Reason::IpRotation,
+        Reason::SkuMismatch,
         Reason::Blocked,
     ];
 
@@ -112,6 +119,7 @@ impl Reason {
             Reason::CrossRegion => "cross_region",
             Reason::IpRotation => "ip_rotation",
             Reason::Blocked => "blocked",
+            Reason::SkuMismatch => "sku_mismatch",
         }
     }
 }
@@ -290,6 +298,13 @@ pub struct Features {
         deserialize_with = "crate::cold::since::<13, _, _>"
     )]
     pub block: Option<Box<block::BlockHit>>,
+    /// The code's batch is registered for another SKU than the scan's. Added by encoding 15.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::cold::omit",
+        deserialize_with = "crate::cold::since::<15, _, _>"
+    )]
+    pub sku_mismatch: bool,
 }
 
 /// One reason's part in a score.
@@ -577,6 +592,9 @@ pub fn score(f: &Features, r: &FraudRules) -> Verdict {
     }
     let (v, l) = over(f.member_net_ips, r.member_net_ips);
     push(Reason::IpRotation, graded(w.ip_rotation, v, l), v, l);
+    if f.sku_mismatch {
+        push(Reason::SkuMismatch, Some(w.sku_mismatch), 1.0, 0.0);
+    }
     if f.block.is_some() {
         // a person decided: whatever the campaign's weights, thresholds and shadow list
         reasons.push(Contribution {
@@ -1124,7 +1142,7 @@ mod tests {
             let json = serde_json::to_string(&r).unwrap_or_default();
             assert_eq!(json, format!("\"{}\"", r.as_str()));
         }
-        assert_eq!(Reason::ALL.len(), 17);
+        assert_eq!(Reason::ALL.len(), 18);
     }
 
     #[test]

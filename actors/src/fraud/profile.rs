@@ -104,11 +104,14 @@ impl ScanProfile {
             .ring
             .clone()
             .unwrap_or_else(|| ring::ring_key(me, epoch));
+        let mut mismatch = false;
         if let Some(b) = ctx.refs.batch_of(&check.code) {
             check.batch = Some(b.batch.clone());
             check.dealer = Some(b.dealer.clone());
+            mismatch = b.sku != check.sku;
         }
         let f = &mut check.features;
+        f.sku_mismatch = mismatch;
         f.in_store = check.store.as_deref().is_some_and(|s| {
             self.visit
                 .is_some_and(|(h, from, to)| h == hash64(s) && (from..=to).contains(&ts))
