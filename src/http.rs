@@ -563,6 +563,7 @@ async fn post_events(
         Ok((outcomes, mut warnings, payments)) => {
             let now = duplicates_now(&st, &outcomes).await;
             for (i, w) in unknown_dealers(&st, &outcomes, payments).await {
+                st.metrics.event_warning("unknown_dealer");
                 warnings[i].push(w);
             }
             let mut answer = events_answer(&outcomes, &now);
@@ -716,13 +717,18 @@ async fn duplicates_now(
                         let certain = state.as_ref().is_some_and(|d| {
                             d.payments.0.len() < omnistream_actors::dealer::PAYMENTS_CAP
                         });
-                        let reused = (booked.is_none() && certain).then(|| {
-                            json!([format!(
+                        let mut warnings = Vec::new();
+                        if booked.is_none() && certain {
+                            warnings.push(format!(
                                 "id_reused at id: an earlier event took this id, and dealer \
                                  {dealer} has no payment `{reference}` booked: this payment was \
                                  not booked; send it with an id of its own"
-                            )])
-                        });
+                            ));
+                        }
+                        // a retry after a timeout is told what the first answer said
+                        if !state.as_ref().is_some_and(|d| d.set_up()) {
+                            warnings.push(unknown_dealer(&dealer));
+                        }
                         // (a store that cannot be read: said of nothing)
                         let credit = credit_of(&dealer, state.as_deref()).ok()?;
                         let mut v = json!({
@@ -733,8 +739,8 @@ async fn duplicates_now(
                                 None => Value::Null,
                             },
                         });
-                        if let Some(w) = reused {
-                            v["warnings"] = w;
+                        if !warnings.is_empty() {
+                            v["warnings"] = json!(warnings);
                         }
                         v
                     }
@@ -762,7 +768,8 @@ async fn duplicates_now(
 /// The accepted payments among `outcomes` (`payments`: by place, with their dealer) whose
 /// dealer no `dealer` event has set up, each with its warning: booked all the same (money
 /// came in), as credit paid ahead, but a mistyped dealer id would leave the real dealer's
-/// orders held, so the sender is told at once. None when the shard cannot answer.
+/// orders held, so the sender is told at once (and again when it sends the payment again:
+/// see [`duplicates_now`]). None when the shard cannot answer.
 async fn unknown_dealers(
     st: &AppState,
     outcomes: &[Outcome],
@@ -779,17 +786,18 @@ async fn unknown_dealers(
         asked
             .into_iter()
             .filter(|(_, dealer)| !e.dealer(dealer).is_some_and(|d| d.set_up()))
-            .map(|(i, dealer)| {
-                let w = format!(
-                    "unknown_dealer at dealer: no `dealer` event has set up dealer `{dealer}` \
-                     (no credit limit, no region): the payment is booked as credit paid ahead; \
-                     check the dealer id"
-                );
-                (i, w)
-            })
+            .map(|(i, dealer)| (i, unknown_dealer(&dealer)))
             .collect()
     });
     st.shard.send(read).await.unwrap_or_default()
+}
+
+/// The warning of a payment to `dealer`, which no `dealer` event has set up.
+fn unknown_dealer(dealer: &str) -> String {
+    format!(
+        "unknown_dealer at dealer: no `dealer` event has set up dealer `{dealer}` (no credit \
+         limit, no region): the payment is booked as credit paid ahead; check the dealer id"
+    )
 }
 
 fn status(o: &Outcome) -> &'static str {

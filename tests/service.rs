@@ -2404,6 +2404,21 @@ fn a_dealers_events_answer_where_they_ended_and_list_under_the_dealer() {
     let w = r["warnings"][0].as_str().unwrap_or_default();
     assert!(w.starts_with("unknown_dealer at dealer: "), "{v}");
     assert!(w.contains("`d-ahead`"), "{v}");
+    // counted; and a retry (after a timeout) is told again
+    let (_, text) = s.request_text("GET", "/metrics", "");
+    let series = r#"omnistream_event_warnings_total{code="unknown_dealer"} "#;
+    assert_eq!(sample(&text, series), 1.0);
+    let v = s.post(&[ev(
+        30,
+        json!({"type":"payment","ts":t(15),"dealer":"d-ahead","amount":5000,"ref":"PRE-1"}),
+    )]);
+    let r = &v["results"][0];
+    assert_eq!(
+        (&r["status"], &r["booked"]),
+        (&json!("duplicate"), &json!(5000))
+    );
+    let w = r["warnings"][0].as_str().unwrap_or_default();
+    assert!(w.starts_with("unknown_dealer at dealer: "), "{v}");
     let (_, text) = s.request_text("GET", "/metrics", "");
     for (series, want) in [
         ("omnistream_dealer_exposure_fen ", 10_000_700.0),

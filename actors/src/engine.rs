@@ -533,13 +533,23 @@ impl Engine {
         if cap != self.seen.cap() {
             self.stats.forgotten += self.seen.set_cap(cap);
         }
-        // points that now expire sooner: each member's timer, set for its oldest lot's
-        // expiry under the old rules (or for something else, later), comes that much
-        // earlier, but not before now (just after the watermark); its tick expires what
-        // is due under the new rules (points already past it at the switch's time) and sets
-        // the next timer for the rest (an early tick of a member only re-evaluates it)
-        let sooner = (self.rules.points.expiry_days - rules.points.expiry_days)
-            .saturating_mul(crate::DAY_US);
+        // points that now expire sooner, a tier's downgrade grace that now ends sooner, or a
+        // tier period that lets days go sooner: each member's timer, set for its oldest
+        // lot's expiry, its grace's end or a day leaving the period under the old rules (or
+        // for something else, later), comes that much earlier (the most of the three), but
+        // not before now (just after the watermark); its tick acts on what is due under the
+        // new rules (points already past it at the switch's time, a grace already over) and
+        // sets the next timer for the rest (an early tick of a member only re-evaluates it)
+        let (old, new) = (&self.rules, &rules);
+        let sooner = [
+            old.points.expiry_days - new.points.expiry_days,
+            old.tiers.downgrade_grace_days - new.tiers.downgrade_grace_days,
+            old.tiers.period_days - new.tiers.period_days,
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(0)
+        .saturating_mul(crate::DAY_US);
         if sooner > 0 {
             let now = watermark.saturating_add(1);
             self.timers.advance_kind(Kind::Member, sooner, now);

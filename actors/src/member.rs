@@ -1320,6 +1320,9 @@ pub struct MemberView {
     pub expiring_30d: i64,
     /// When the oldest points expire, and how many expire then (null: none held).
     pub next_expiry: Option<ExpiryView>,
+    /// When each of the balance's points expire, soonest first: one entry a time (points
+    /// earned, or given back, at one time expire together); their sum is the balance.
+    pub expiries: Vec<ExpiryView>,
 }
 
 /// A member against the tiers, as the API shows it.
@@ -3236,16 +3239,17 @@ impl Member {
             .take_while(|(at, _)| at + expiry <= now + 30 * DAY_US)
             .map(|(_, p)| p)
             .sum();
-        let next_expiry = self.points.lots.iter().next().map(|(at, _)| ExpiryView {
-            at: at + expiry,
-            points: self
-                .points
-                .lots
-                .iter()
-                .take_while(|(a, _)| *a == at)
-                .map(|(_, p)| p)
-                .sum(),
-        });
+        let mut expiries: Vec<ExpiryView> = Vec::new();
+        for (at, points) in self.points.lots.iter() {
+            match expiries.last_mut() {
+                Some(last) if last.at == at + expiry => last.points += points,
+                _ => expiries.push(ExpiryView {
+                    at: at + expiry,
+                    points,
+                }),
+            }
+        }
+        let next_expiry = expiries.first().cloned();
         MemberView {
             id: self.id.clone(),
             identities: self.ids.to_vec(),
@@ -3273,6 +3277,7 @@ impl Member {
             tier_progress,
             expiring_30d,
             next_expiry,
+            expiries,
         }
     }
 }

@@ -1328,6 +1328,36 @@ fn a_returned_or_cancelled_order_leaves_the_tag_and_tier_windows() {
     assert_eq!(m.tier, "member");
 }
 
+/// A shorter downgrade grace taken in between (a reload): a member in its grace loses the
+/// tier when the new grace ends, by its own timer (set for the old grace's end, it comes
+/// that much earlier), with no event of its own.
+#[test]
+fn a_shorter_grace_taken_in_between_ends_the_grace_sooner() {
+    let mut w = big_spender(T1);
+    w.send(&order("o1", "returned", r#"{"openid":"oa"}"#, "", T2));
+    assert_eq!(w.member_by("openid", "oa").tier, "silver", "in its grace");
+    let mut rules = w.engine.rules.clone();
+    rules.tiers.downgrade_grace_days = 5;
+    w.engine.set_rules(rules);
+    // six days on, others' clicks move the watermark (the first runs the tick brought to the
+    // switch, which sets the timer for the new grace's end; the next fires that): the 5-day
+    // grace is over, and the tier went at its end
+    for ts in ["2026-11-18T12:00:00+08:00", "2026-11-18T12:01:00+08:00"] {
+        w.send(&format!(
+            r#"{{"type":"click","ts":"{ts}","channel":"mall","member":{{"openid":"oc"}},"target":"ad1"}}"#
+        ));
+    }
+    assert_eq!(w.member_by("openid", "oa").tier, "member");
+    let dropped = w
+        .out
+        .iter()
+        .rev()
+        .find(|e| matches!(&e.output, Output::Tier { tier, .. } if tier == "member"))
+        .expect("the tier dropped");
+    let end = omnistream_schemas::EventTime::parse("2026-11-17T11:00:00+08:00").unwrap();
+    assert_eq!(dropped.at.unix_us, end.unix_us);
+}
+
 #[test]
 fn scan_rewards_respect_the_daily_cap_and_the_budget() {
     let mut rules = Rules::default();
@@ -2376,6 +2406,13 @@ fn points_given_back_keep_the_dates_they_were_earned_on() {
         "2027-10-01T10:00:00+08:00",
     ));
     assert_eq!(lots(&w), [(at(EARLY), 300), (at(LATER), 200)]);
+    // the profile shows when each of them expires
+    let m = w.member_by("openid", "og").clone();
+    let view = m.view(w.engine.watermark(), 0, &w.engine.rules);
+    let year = 365 * 86_400_000_000;
+    let expiries: Vec<_> = view.expiries.iter().map(|e| (e.at, e.points)).collect();
+    assert_eq!(expiries, [(at(EARLY) + year, 300), (at(LATER) + year, 200)]);
+    assert_eq!(view.next_expiry.map(|e| e.points), Some(300));
     w.send(r#"{"type":"click","ts":"2027-11-12T10:00:00+08:00","channel":"mall","member":{"openid":"other"},"target":"ad"}"#);
     assert_eq!(
         lots(&w),
