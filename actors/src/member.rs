@@ -1380,7 +1380,7 @@ pub struct Xrfm {
     /// Local days since the newest day with an order that still counts (a cancelled one
     /// does not); None: no such order.
     pub recency_days: Option<i64>,
-    /// Orders in the window.
+    /// Orders in the window (net of cancellations, never below 0).
     pub frequency: u32,
     /// Order value in the window (fen), net of what was returned in it, never below 0 (a
     /// window that holds a return but not its purchase reads 0, not less).
@@ -1966,8 +1966,10 @@ impl Member {
                 let back = o.returned - before;
                 self.set_order(order.clone(), o);
                 self.unday(ctx.day(), back, take);
-                self.reverse(take, Some(order.clone()), fx);
-                self.refund_lots(lots, order, ctx, fx);
+                // the points paid with come back before the reversal takes any: a lot past
+                // its expiry has gone by then, as it would have had it never been spent
+                self.refund_lots(lots, order.clone(), ctx, fx);
+                self.reverse(take, Some(order), fx);
             }
             MemberCmd::MergeInto { survivor } => {
                 if survivor == me {
@@ -2399,8 +2401,9 @@ impl Member {
         // not counting it (pruned: no window holds it any more), nothing comes off
         let value_today = if placed_day.is_some() { 0 } else { value };
         self.unday(ctx.day(), value_today, take);
-        self.reverse(take, Some(order.clone()), fx);
-        self.refund_lots(lots, order, ctx, fx);
+        // (given back first, as for a return)
+        self.refund_lots(lots, order.clone(), ctx, fx);
+        self.reverse(take, Some(order), fx);
     }
 
     /// Takes a cancelled or returned order's value and points off the windows, on the day of
@@ -2457,24 +2460,31 @@ impl Member {
     }
 
     /// Gives back an order's redeemed points as the lots [`give_back`] chose, each with its
-    /// own date: debt is paid first from the oldest of them, the rest join the lots in time
-    /// order, and a lot already past its expiry expires at once (as it would have had it
-    /// never been spent), in an `expired` entry after the `redeem_refund` one.
+    /// own date: debt is paid first from the oldest of them still alive, the rest join the
+    /// lots in time order, and a lot already past its expiry (which pays no debt) expires at
+    /// once (as it would have had it never been spent), in an `expired` entry after the
+    /// `redeem_refund` one.
     fn refund_lots(&mut self, mut lots: Vec<(i64, i64)>, order: Str, ctx: &Ctx, fx: &mut Effects) {
         let points: i64 = lots.iter().map(|l| l.1).sum();
         if points <= 0 {
             return;
         }
-        let pay = self.debt_paid_by(points, fx);
+        // only points still alive pay debt: those past their expiry come back and go
+        let limit = ctx.ts() - ctx.rules.points.expiry_days * DAY_US;
+        let alive: i64 = lots
+            .iter()
+            .filter(|l| whole_ms(l.0) > limit)
+            .map(|l| l.1)
+            .sum();
+        let pay = self.debt_paid_by(alive, fx);
         let mut left = pay;
-        for lot in &mut lots {
+        for lot in lots.iter_mut().filter(|l| whole_ms(l.0) > limit) {
             let t = lot.1.min(left);
             lot.1 -= t;
             left -= t;
         }
         lots.retain(|l| l.1 > 0);
         let add = points - pay;
-        let limit = ctx.ts() - ctx.rules.points.expiry_days * DAY_US;
         let past = lots.first().is_some_and(|l| whole_ms(l.0) <= limit);
         if !lots.is_empty() {
             self.points.lots.edit(|mine| {
@@ -2524,7 +2534,15 @@ impl Member {
                     lot.1 -= t;
                     left -= t;
                     if let Some(from) = from.as_deref_mut() {
-                        from.push((lot.0, t));
+                        // lots of one (UTC) day noted as one, at the earliest: a redemption
+                        // of many scan rewards keeps a day's entry, not one a scan, and what
+                        // it gives back never outlives the lots it came from
+                        match from.last_mut() {
+                            Some(last) if last.0.div_euclid(DAY_US) == lot.0.div_euclid(DAY_US) => {
+                                last.1 += t;
+                            }
+                            _ => from.push((lot.0, t)),
+                        }
                     }
                     if lot.1 == 0 {
                         spent += 1;

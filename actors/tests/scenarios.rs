@@ -2444,11 +2444,11 @@ fn points_given_back_keep_the_dates_they_were_earned_on() {
         m.points.balance, 301,
         "100 left, 2 earned, 1 of them reversed, 200 back"
     );
-    // (the reversal of 1 took from the oldest lot before the refund: the later one's 100)
+    // (the refund came first, then the reversal of 1 took from the oldest lot)
     let fulfilled = at("2027-09-02T10:00:00+08:00");
     assert_eq!(
         lots(&w),
-        [(at(EARLY), 100), (at(LATER), 199), (fulfilled, 2)]
+        [(at(EARLY), 99), (at(LATER), 200), (fulfilled, 2)]
     );
     // cancelled after the early lot's expiry: given back, then expired in the same breath
     let mut w = earned();
@@ -2477,4 +2477,56 @@ fn points_given_back_keep_the_dates_they_were_earned_on() {
     );
     assert_eq!(lots(&w), [(at(LATER), 200)]);
     assert_eq!(w.ledger_sum(&id), 200);
+}
+
+/// Points given back after their expiry pay no debt: they expire as they would have had
+/// they never been spent, and the reversal of what the returned order earned is owed in
+/// full (a member spending points about to expire, then returning the order, keeps
+/// nothing of them).
+#[test]
+fn points_given_back_past_their_expiry_pay_no_debt() {
+    let who = r#"{"openid":"ox"}"#;
+    let mut w = bought(who, "a", 1, 10_000, T0, T0);
+    let l = r#","lines":[{"sku":"S1","qty":1,"unit_price":5000}],"location":"wh","points_redeemed":100"#;
+    w.send(&order("b", "placed", who, l, "2027-11-10T10:00:00+08:00"));
+    w.send(&order(
+        "b",
+        "fulfilled",
+        who,
+        "",
+        "2027-11-10T11:00:00+08:00",
+    ));
+    w.send(&order(
+        "c",
+        "placed",
+        who,
+        &redeeming(50),
+        "2027-11-10T12:00:00+08:00",
+    ));
+    let m = w.member_by("openid", "ox").clone();
+    assert_eq!((m.points.balance, m.points.debt), (0, 0));
+    w.send(&order(
+        "b",
+        "returned",
+        who,
+        "",
+        "2027-11-12T10:00:00+08:00",
+    ));
+    let m = w.member_by("openid", "ox").clone();
+    assert_eq!((m.points.balance, m.points.debt), (0, 50));
+    let tail: Vec<_> = ledger_of(&w, &m.id)
+        .into_iter()
+        .rev()
+        .take(3)
+        .rev()
+        .map(|(reason, _, delta, debt_delta, _)| (reason, delta, debt_delta))
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            ("redeem_refund".to_string(), 100, 0),
+            ("expired".to_string(), -100, 0),
+            ("reversed".to_string(), 0, 50),
+        ]
+    );
 }

@@ -66,7 +66,8 @@ pub enum Reason {
     /// proxy handing each request a new address).
     IpRotation,
     /// A person blocked the member, the device, the address or its prefix (in this campaign
-    /// or in all): the full 100 points, never in shadow (appended last).
+    /// or in all): the full 100 points, never in shadow (last in [`Reason::ALL`] and in a
+    /// decision's reasons).
     Blocked,
     /// The code belongs to a registered batch of another SKU than the scan names: a real
     /// code of one product claimed as another (a cheap product's caps harvested for a dear
