@@ -4391,15 +4391,8 @@ mod tests {
     #[test]
     fn a_cancelled_order_stops_counting_on_the_day_it_was_placed() {
         let rules = rules();
-        let me: Str = "m1".into();
-        let (mut m, mut fx) = (Member::default(), Effects::default());
+        let (me, mut m, mut fx) = placed_o1(&rules);
         let day = 1_440;
-        m.handle(
-            &me,
-            placed("mall:o1".into(), 0, 0),
-            &ctx(&rules, 0),
-            &mut fx,
-        );
         m.handle(
             &me,
             placed("mall:o2".into(), 1, 0),
@@ -4432,21 +4425,23 @@ mod tests {
         assert_eq!(windows(&m, 3 * day + 1), vec![(1, 0); n]);
     }
 
+    /// Member `m1` having placed order `mall:o1` at minute 0.
+    fn placed_o1(rules: &Rules) -> (Str, Member, Effects) {
+        let me: Str = "m1".into();
+        let (mut m, mut fx) = (Member::default(), Effects::default());
+        let o1 = placed("mall:o1".into(), 0, 0);
+        m.handle(&me, o1, &ctx(rules, 0), &mut fx);
+        (me, m, fx)
+    }
+
     /// A window that holds a return but not its purchase shows a monetary value of 0, not a
     /// negative one; a window holding both shows what was kept.
     #[test]
     fn a_window_with_the_return_but_not_the_purchase_reads_zero() {
         let mut rules = rules();
         rules.member.rfm_windows_days = vec![30, 90];
-        let me: Str = "m1".into();
-        let (mut m, mut fx) = (Member::default(), Effects::default());
+        let (me, mut m, mut fx) = placed_o1(&rules);
         let day = 1_440;
-        m.handle(
-            &me,
-            placed("mall:o1".into(), 0, 0),
-            &ctx(&rules, 0),
-            &mut fx,
-        );
         let o = "mall:o1";
         let fulfilled = MemberCmd::OrderFulfilled { order: o.into() };
         m.handle(&me, fulfilled, &ctx(&rules, 1), &mut fx);

@@ -50,6 +50,15 @@ fn scan(t: i64, code: &str, who: &str, device: &str, ip: &str, geo: Option<(f64,
     )
 }
 
+/// Codes starting with `prefix` registered as batch `batch` of `sku`, shipped to `dealer`,
+/// at second `t`.
+fn code_batch(batch: &str, prefix: &str, sku: &str, dealer: &str, t: i64) -> String {
+    format!(
+        r#"{{"type":"code_batch","ts":"{}","batch":"{batch}","prefix":"{prefix}","sku":"{sku}","dealer":"{dealer}"}}"#,
+        ts(t)
+    )
+}
+
 /// Activity long before the campaign: the member is an established one.
 fn history(t: i64, who: &str) -> String {
     format!(
@@ -481,10 +490,7 @@ fn a_new_members_first_scans_are_allowed() {
 #[test]
 fn scripted_batch_harvesting_is_blocked_within_a_few_scans() {
     let mut w = World::default();
-    w.send(&format!(
-        r#"{{"type":"code_batch","ts":"{}","batch":"B1","prefix":"HB","sku":"S1","dealer":"dl1"}}"#,
-        ts(0)
-    ));
+    w.send(&code_batch("B1", "HB", "S1", "dl1", 0));
     w.send(&history(-86_400 * 40, "collector"));
     for i in 0..40 {
         w.send(&scan(
@@ -520,10 +526,7 @@ fn scripted_batch_harvesting_is_blocked_within_a_few_scans() {
 #[test]
 fn a_shop_owner_scanning_stock_at_a_human_pace_is_allowed() {
     let mut w = World::default();
-    w.send(&format!(
-        r#"{{"type":"code_batch","ts":"{}","batch":"B1","prefix":"SB","sku":"S1","dealer":"dl1"}}"#,
-        ts(0)
-    ));
+    w.send(&code_batch("B1", "SB", "S1", "dl1", 0));
     w.send(&history(-86_400 * 10, "shopkeeper"));
     for i in 0..12 {
         w.send(&scan(
@@ -552,10 +555,7 @@ fn a_shop_owner_scanning_stock_at_a_human_pace_is_allowed() {
 
 #[test]
 fn a_shop_owner_the_store_saw_arrive_may_scan_more_caps_of_one_batch_at_a_human_pace() {
-    let batch = format!(
-        r#"{{"type":"code_batch","ts":"{}","batch":"B1","prefix":"VB","sku":"S1","dealer":"dl1"}}"#,
-        ts(0)
-    );
+    let batch = code_batch("B1", "VB", "S1", "dl1", 0);
     // seven caps of one batch 80 s apart: over the five of the batch window
     let stock = |w: &mut World, who: &str, store: &str| {
         for i in 0..7 {
@@ -984,10 +984,7 @@ fn cross_region_diversion_is_reported_against_the_dealer_not_the_consumer() {
         r#"{{"type":"dealer","ts":"{}","dealer":"sh-dealer","credit_limit":1000,"region":{{"lat":31.23,"lon":121.47,"radius_km":150}}}}"#,
         ts(0)
     ));
-    w.send(&format!(
-        r#"{{"type":"code_batch","ts":"{}","batch":"SH-B1","prefix":"SH","sku":"S1","dealer":"sh-dealer"}}"#,
-        ts(1)
-    ));
+    w.send(&code_batch("SH-B1", "SH", "S1", "sh-dealer", 1));
     w.send(&scan(600, "SH0001", "bj", "dbj", "2.2.2.2", Some(BEIJING)));
     w.send(&scan(700, "SH0002", "sh", "dsh", "3.3.3.3", Some(SHANGHAI)));
     let ds = w.decisions();
@@ -1028,12 +1025,7 @@ fn cross_region_diversion_is_reported_against_the_dealer_not_the_consumer() {
 
 #[test]
 fn unknown_codes_are_blocked_for_registered_skus_or_where_the_campaign_requires_it() {
-    let batch = |sku: &str, prefix: &str| {
-        format!(
-            r#"{{"type":"code_batch","ts":"{}","batch":"B{sku}","prefix":"{prefix}","sku":"{sku}","dealer":"dl1"}}"#,
-            ts(0)
-        )
-    };
+    let batch = |sku: &str, prefix: &str| code_batch(&format!("B{sku}"), prefix, sku, "dl1", 0);
     // codes are registered for another SKU only: nothing says this one is forged
     let mut w = World::default();
     w.send(&batch("S9", "NINE"));
@@ -1094,10 +1086,7 @@ fn a_shadow_rule_is_reported_but_not_enforced() {
 #[test]
 fn a_code_of_another_skus_batch_is_sent_to_review() {
     let mut w = World::default();
-    w.send(&format!(
-        r#"{{"type":"code_batch","ts":"{}","batch":"B9","prefix":"NINE","sku":"S9","dealer":"dl1"}}"#,
-        ts(0)
-    ));
+    w.send(&code_batch("B9", "NINE", "S9", "dl1", 0));
     // `scan` names S1
     w.send(&scan(60, "NINE0001", "m", "dm", "4.4.4.4", None));
     let d = w.last();
