@@ -431,6 +431,7 @@ async fn submit(st: &AppState, source: &str, texts: Vec<&[u8]>) -> Result<Submit
     let now = crate::shard::wall_clock_us();
     let mut warnings = Vec::with_capacity(n);
     let mut payments = Vec::new();
+    let mut batches = Vec::new();
     let items = texts
         .into_iter()
         .enumerate()
@@ -439,13 +440,22 @@ async fn submit(st: &AppState, source: &str, texts: Vec<&[u8]>) -> Result<Submit
                 Item::decode_noting(&st.decoder, &st.pii, t, now, st.cfg.max_future_s);
             warnings.push(warnings_of(st, &item, unusual, t));
             if let Item::Event(ev) = &item {
-                if let omnistream_schemas::Body::Payment(p) = &ev.body {
-                    payments.push((i, p.dealer.clone()));
+                match &ev.body {
+                    omnistream_schemas::Body::Payment(p) => payments.push((i, p.dealer.clone())),
+                    omnistream_schemas::Body::CodeBatch(b) => {
+                        batches.push((i, b.clone(), ev.ts.unix_us));
+                    }
+                    _ => {}
                 }
             }
             item
         })
         .collect();
+    for (i, w) in batch_warnings(st, batches).await {
+        st.metrics
+            .event_warning(crate::cli::validate::warning_code(&w));
+        warnings[i].push(w);
+    }
     let (tx, rx) = tokio::sync::oneshot::channel();
     let sent = st
         .shard
@@ -787,6 +797,57 @@ async fn unknown_dealers(
             .into_iter()
             .filter(|(_, dealer)| !e.dealer(dealer).is_some_and(|d| d.set_up()))
             .map(|(i, dealer)| (i, unknown_dealer(&dealer)))
+            .collect()
+    });
+    st.shard.send(read).await.unwrap_or_default()
+}
+
+/// What the `code_batch` events about to be applied (`batches`: by place, with their event
+/// time) do to the registrations in effect now, when it is not plain: a prefix registered
+/// to another batch, SKU or dealer is taken over (`prefix_taken`: scans of its codes are
+/// judged by the new one, `sku_mismatch` included), and one stamped before the registration
+/// in effect is not applied (`code_batch_ignored`: a registry sent again takes no prefix
+/// back). Read before the events run (the shard answers reads in order); a prefix two
+/// events of one request register is judged against what was in effect before it. None
+/// when the shard cannot answer.
+async fn batch_warnings(
+    st: &AppState,
+    batches: Vec<(usize, omnistream_schemas::CodeBatch, i64)>,
+) -> Vec<(usize, String)> {
+    if batches.is_empty() {
+        return Vec::new();
+    }
+    let read = Read(move |e: &Sharded, _: &dyn Store| {
+        let refs = e.coordinator().refs();
+        batches
+            .into_iter()
+            .filter_map(|(i, b, ts)| {
+                let (now, at) = refs.registered(&b.prefix)?;
+                let same = now.batch == b.batch && now.sku == b.sku && now.dealer == b.dealer;
+                let what = format!(
+                    "batch `{}` (SKU `{}`, dealer `{}`)",
+                    now.batch, now.sku, now.dealer
+                );
+                let w = if ts < at {
+                    (!same).then(|| {
+                        format!(
+                            "code_batch_ignored at ts: prefix `{}` is registered to {what} by a \
+                             code_batch stamped later, which stays in effect; this one was not \
+                             applied",
+                            b.prefix
+                        )
+                    })
+                } else {
+                    (!same).then(|| {
+                        format!(
+                            "prefix_taken at prefix: codes starting `{}` were {what}; from \
+                             now on they are batch `{}` (SKU `{}`, dealer `{}`)",
+                            b.prefix, b.batch, b.sku, b.dealer
+                        )
+                    })
+                };
+                w.map(|w| (i, w))
+            })
             .collect()
     });
     st.shard.send(read).await.unwrap_or_default()

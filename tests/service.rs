@@ -4022,3 +4022,60 @@ fn stores_and_a_rep_across_them_are_listed() {
     assert_eq!(code, 400, "{v}");
     s.stop();
 }
+
+/// A `code_batch` that takes a prefix over from another batch says so in its answer, and
+/// one stamped before the registration in effect (a registry sent again) is not applied
+/// and says why; the scans of the prefix's codes are judged by the registration in effect.
+#[test]
+fn a_code_batch_says_when_it_takes_a_prefix_over_or_is_not_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Service::start(dir.path());
+    let batch = |n: u32, ts: &str, b: &str, sku: &str| {
+        json!({"id": id(n), "type":"code_batch","ts":ts,"batch":b,"prefix":"HZ","sku":sku,"dealer":"d1"})
+            .to_string()
+    };
+    let warnings = |v: &Value| -> Vec<String> {
+        v["results"][0]["warnings"]
+            .as_array()
+            .map(|w| {
+                w.iter()
+                    .map(|w| w.as_str().unwrap_or("").to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let v = s.post(&[batch(1, "2026-11-11T09:00:00+08:00", "B1", "S1")]);
+    assert!(warnings(&v).is_empty(), "{v}");
+    // the same registration sent again (another id): nothing to say
+    let v = s.post(&[batch(2, "2026-11-11T09:00:00+08:00", "B1", "S1")]);
+    assert!(warnings(&v).is_empty(), "{v}");
+    let v = s.post(&[batch(3, "2026-11-11T10:00:00+08:00", "B2", "S2")]);
+    let w = warnings(&v);
+    assert_eq!(w.len(), 1, "{v}");
+    assert!(
+        w[0].starts_with("prefix_taken at prefix: codes starting `HZ` were batch `B1` (SKU `S1`"),
+        "{v}"
+    );
+    let v = s.post(&[batch(4, "2026-11-11T09:30:00+08:00", "B1", "S1")]);
+    let w = warnings(&v);
+    assert_eq!(w.len(), 1, "{v}");
+    assert!(
+        w[0].starts_with("code_batch_ignored at ts: prefix `HZ` is registered to batch `B2`"),
+        "{v}"
+    );
+    // B2 stays: a code of HZ claimed as S2 is its own SKU's
+    let scan = json!({"id": id(5), "type":"scan","ts":"2026-11-11T10:05:00+08:00","channel":"campaign",
+        "code":"HZ0001","sku":"S2","campaign":"cny","member":{"openid":"o-batch"},"device":"dv","ip":"10.1.1.1"});
+    let (status, d) = s.request("POST", "/v1/scan", &scan.to_string());
+    assert_eq!(status, 200, "{d}");
+    let d = &d["decision"];
+    assert_eq!(
+        (&d["decision"], &d["scan"]["batch"]),
+        (&json!("allow"), &json!("B2")),
+        "{d}"
+    );
+    let (_, text) = s.request_text("GET", "/metrics", "");
+    let series = r#"omnistream_event_warnings_total{code="prefix_taken"} "#;
+    assert_eq!(sample(&text, series), 1.0);
+    s.stop();
+}

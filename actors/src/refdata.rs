@@ -47,6 +47,14 @@ pub struct RefData {
         deserialize_with = "crate::cold::since::<14, _, _>"
     )]
     pub dealers_at: BTreeMap<Str, i64>,
+    /// Event time (µs) of each prefix's `code_batch` in effect: an older one (a registry
+    /// sent again) does not take the prefix back. Added by store encoding 15.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::cold::omit",
+        deserialize_with = "crate::cold::since::<15, _, _>"
+    )]
+    pub batches_at: BTreeMap<Str, i64>,
 }
 
 /// No reference data, for handlers run outside an engine (tests, benchmarks).
@@ -57,6 +65,7 @@ pub static NO_REFS: RefData = RefData {
     skus: BTreeSet::new(),
     since: None,
     dealers_at: BTreeMap::new(),
+    batches_at: BTreeMap::new(),
 };
 
 impl RefData {
@@ -68,6 +77,11 @@ impl RefData {
         }
         match &ev.body {
             Body::CodeBatch(b) => {
+                let at = self.batches_at.entry(b.prefix.clone()).or_insert(ts);
+                if ts < *at {
+                    return true;
+                }
+                *at = ts;
                 self.batches.insert(
                     b.prefix.clone(),
                     BatchRef {
@@ -122,6 +136,13 @@ impl RefData {
     /// Whether any batch is registered for the SKU.
     pub fn sku_registered(&self, sku: &str) -> bool {
         self.skus.contains(sku)
+    }
+
+    /// The batch registered under exactly `prefix`, and the time of its `code_batch` (0:
+    /// registered before store encoding 15 kept it).
+    pub fn registered(&self, prefix: &str) -> Option<(&BatchRef, i64)> {
+        let b = self.batches.get(prefix)?;
+        Some((b, self.batches_at.get(prefix).copied().unwrap_or(0)))
     }
 
     /// The batch of a code: the longest registered prefix it starts with.
@@ -185,6 +206,28 @@ mod tests {
         assert_eq!(r.regions["d1"].lat, 31.0);
         assert!(r.observe(&ev(3, "2026-11-11T12:00:00+08:00", 30.0)));
         assert_eq!(r.regions["d1"].lat, 30.0, "the same time: the later sent");
+    }
+
+    /// A registry sent again (an older `code_batch`) does not take a prefix back from the
+    /// registration stamped later; one of the same time does (the later sent).
+    #[test]
+    fn an_older_code_batch_takes_no_prefix_back() {
+        let d = omnistream_schemas::Decoder::new(omnistream_schemas::Pii::new(b"k"));
+        let ev = |n: u32, ts: &str, sku: &str| {
+            let text = format!(
+                r#"{{"id":"00000000-0000-7000-8000-{n:012}","type":"code_batch","ts":"{ts}","batch":"B{n}","prefix":"HZ","sku":"{sku}","dealer":"d1"}}"#
+            );
+            d.decode(text.as_bytes()).unwrap()
+        };
+        let mut r = RefData::default();
+        assert!(r.observe(&ev(1, "2026-11-11T12:00:00+08:00", "S1")));
+        assert!(r.observe(&ev(2, "2026-11-11T11:00:00+08:00", "S2")));
+        let (b, at) = r.registered("HZ").unwrap();
+        assert_eq!((b.batch.as_str(), b.sku.as_str()), ("B1", "S1"));
+        let noon = omnistream_schemas::EventTime::parse("2026-11-11T12:00:00+08:00").unwrap();
+        assert_eq!(at, noon.unix_us);
+        assert!(r.observe(&ev(3, "2026-11-11T12:00:00+08:00", "S3")));
+        assert_eq!(r.batch_of("HZ1").map(|b| b.sku.as_str()), Some("S3"));
     }
 
     #[test]
