@@ -1897,10 +1897,10 @@ async fn get_kpis(
         Err(e) => return bad_query(e),
     };
     let cfg = st.cfg.clone();
-    read(&st, "store", move |e| {
-        kpis_view_on(e, &cfg.stores, &id, day)
-    })
-    .await
+    // (a location stocked is not a store until a visit or an order names it)
+    const WHAT: &str = "store: a store is known once a visit or an order names it, or \
+                        `[stores.ID]` configures it (stock at a location makes no store)";
+    read(&st, WHAT, move |e| kpis_view_on(e, &cfg.stores, &id, day)).await
 }
 
 pub(crate) fn order_view(

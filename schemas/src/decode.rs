@@ -1398,6 +1398,15 @@ fn build(w: &mut Wire<'_>, pii: &Pii, problems: &mut Vec<Problem>) -> Option<Eve
             };
             let store = c.text("store", w.store.as_deref());
             let member = match (okind, w.member.take()) {
+                // every status of a consumer order names its member (a POS sending only the
+                // order id on a status change is told so, not just that it is missing)
+                (Some(OrderKind::Consumer), None) => {
+                    c.missing(
+                        "member",
+                        "required when kind is consumer, on every status, not only on `placed`",
+                    );
+                    None
+                }
                 (Some(OrderKind::Consumer), m) => c.ids("member", m, pii, 1).map(Some),
                 (_, None) => Some(None),
                 (_, m) => c.ids("member", m, pii, 1).map(Some),
@@ -2033,6 +2042,20 @@ fn edit_distance(a: &str, b: &str) -> usize {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// A consumer order's status change without `member` is refused saying every status
+    /// names it (a POS sending only the order id on a status change).
+    #[test]
+    fn a_consumer_status_without_its_member_says_every_status_names_it() {
+        let d = Decoder::new(crate::Pii::new(b"k"));
+        let paid = r#"{"id":"00000000-0000-7000-8000-000000000001","type":"order","ts":"2026-11-11T10:00:00+08:00","channel":"store","order":"P1","status":"paid","kind":"consumer"}"#;
+        let refused = d.decode(paid.as_bytes()).unwrap_err();
+        let text = format!("{refused:?}");
+        assert!(
+            text.contains("on every status, not only on `placed`"),
+            "{text}"
+        );
+    }
 
     /// What lint may warn of is noted while decoding, by the fast reader and by serde's
     /// alike (a nested unknown field sends an event to serde), and nothing else is.
