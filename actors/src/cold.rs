@@ -1084,7 +1084,7 @@ mod tests {
             assert_eq!(decode::<crate::store::Store>(&old).unwrap(), store);
         }
         // encoding 6 of a store with a day's KPIs: each bucket without the two visit-duration
-        // counts encoding 7 appended to it
+        // counts encoding 7 appended to it (and the timed rep visits of 15)
         let kpi = crate::store::Kpi {
             member_visits: 3,
             rep_visits: 2,
@@ -1098,7 +1098,7 @@ mod tests {
             days: [(20_763, kpi)].into_iter().collect(),
             ..Default::default()
         };
-        let mut v6 = without_appended(&encode(&with_day).unwrap(), &kpi, 2);
+        let mut v6 = without_appended(&encode(&with_day).unwrap(), &kpi, 3);
         assert_eq!(
             v6.pop(),
             Some(0),

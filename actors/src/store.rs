@@ -72,6 +72,10 @@ pub struct Kpi {
     /// Member visits with a known duration. Added by encoding 7.
     #[serde(default, deserialize_with = "crate::cold::since::<7, _, _>")]
     pub timed_member_visits: u64,
+    /// Sales-rep visits with a known duration (those `rep_visit_seconds` adds up). Added by
+    /// encoding 15: 0 in a bucket counted before it.
+    #[serde(default, deserialize_with = "crate::cold::since::<15, _, _>")]
+    pub timed_rep_visits: u64,
 }
 
 impl Kpi {
@@ -98,12 +102,19 @@ impl Kpi {
             .member_visit_seconds
             .saturating_add(o.member_visit_seconds);
         self.timed_member_visits += o.timed_member_visits;
+        self.timed_rep_visits += o.timed_rep_visits;
     }
 
     /// Average seconds a member's visit lasted, over those with a known duration.
     pub fn avg_visit_s(&self) -> Option<f64> {
         (self.timed_member_visits > 0)
             .then(|| self.member_visit_seconds as f64 / self.timed_member_visits as f64)
+    }
+
+    /// Average seconds a sales rep's visit lasted, over those with a known duration.
+    pub fn avg_rep_visit_s(&self) -> Option<f64> {
+        (self.timed_rep_visits > 0)
+            .then(|| self.rep_visit_seconds as f64 / self.timed_rep_visits as f64)
     }
 }
 
@@ -227,6 +238,7 @@ impl Store {
                 self.bump(at, keep, |k| {
                     k.rep_visits += 1;
                     k.rep_visit_seconds = k.rep_visit_seconds.saturating_add(secs.unwrap_or(0));
+                    k.timed_rep_visits += u64::from(secs.is_some());
                 });
                 self.rep_visit(rep, secs, at.unix_us, latest.us);
             }
@@ -670,6 +682,9 @@ pub struct KpiView {
     pub conversion: Option<f64>,
     /// Average seconds of a member's visit (those with a known duration); None without one.
     pub avg_visit_s: Option<f64>,
+    /// Average seconds of a sales rep's visit (those with a known duration); None without
+    /// one.
+    pub avg_rep_visit_s: Option<f64>,
 }
 
 /// A KPI bucket: a day or an hour of the sender's local time, shown as its date (and hour).
@@ -689,6 +704,7 @@ impl KpiView {
             kpi,
             conversion: kpi.conversion(),
             avg_visit_s: kpi.avg_visit_s(),
+            avg_rep_visit_s: kpi.avg_rep_visit_s(),
         }
     }
 }
@@ -1322,8 +1338,21 @@ mod tests {
             "the visit 40 days back is pruned"
         );
         let today = v.today.kpi;
-        assert_eq!((today.rep_visits, today.rep_visit_seconds), (1, 0));
-        assert_eq!(s.days[&day_of(T0_MS + 20 * day)].rep_visit_seconds, 600);
+        assert_eq!(
+            (
+                today.rep_visits,
+                today.rep_visit_seconds,
+                today.timed_rep_visits
+            ),
+            (1, 0, 0)
+        );
+        assert_eq!(
+            v.today.avg_rep_visit_s, None,
+            "the untimed visit has no average"
+        );
+        let timed = s.days[&day_of(T0_MS + 20 * day)];
+        assert_eq!((timed.rep_visit_seconds, timed.timed_rep_visits), (600, 1));
+        assert_eq!(timed.avg_rep_visit_s(), Some(600.0));
         // later, fewer visits are recent
         assert_eq!(
             s.view(at_ms(T0_MS + 55 * day), &Rules::default().store)
