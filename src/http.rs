@@ -8,6 +8,7 @@ use crate::store::{Store, StoreError};
 use actix::prelude::*;
 use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpMessage, HttpResponse, HttpServer};
+use omnistream_actors::refdata::BatchRef;
 use omnistream_actors::sharded::Sharded;
 use omnistream_schemas::{Decoder, IdKind, Pii};
 use serde::{Deserialize, Serialize};
@@ -451,11 +452,8 @@ async fn submit(st: &AppState, source: &str, texts: Vec<&[u8]>) -> Result<Submit
             item
         })
         .collect();
-    for (i, w) in batch_warnings(st, batches).await {
-        st.metrics
-            .event_warning(crate::cli::validate::warning_code(&w));
-        warnings[i].push(w);
-    }
+    // read before the events run; said (and counted) of those the shard accepts
+    let batch_said = batch_warnings(st, batches).await;
     let (tx, rx) = tokio::sync::oneshot::channel();
     let sent = st
         .shard
@@ -475,7 +473,16 @@ async fn submit(st: &AppState, source: &str, texts: Vec<&[u8]>) -> Result<Submit
     };
     st.metrics.durable(received.elapsed());
     match result {
-        Ok(Ok(outcomes)) => Ok((outcomes, warnings, payments)),
+        Ok(Ok(outcomes)) => {
+            for (i, w) in batch_said {
+                if matches!(outcomes.get(i), Some(Outcome::Accepted { .. })) {
+                    st.metrics
+                        .event_warning(crate::cli::validate::warning_code(&w));
+                    warnings[i].push(w);
+                }
+            }
+            Ok((outcomes, warnings, payments))
+        }
         Ok(Err(e)) => Err(store_unavailable(e)),
         Err(e) => Err(error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -807,9 +814,9 @@ async fn unknown_dealers(
 /// to another batch, SKU or dealer is taken over (`prefix_taken`: scans of its codes are
 /// judged by the new one, `sku_mismatch` included), and one stamped before the registration
 /// in effect is not applied (`code_batch_ignored`: a registry sent again takes no prefix
-/// back). Read before the events run (the shard answers reads in order); a prefix two
-/// events of one request register is judged against what was in effect before it. None
-/// when the shard cannot answer.
+/// back). Read before the events run (the shard answers reads in order), each judged after
+/// the request's earlier ones as the reference data applies them (a later time takes the
+/// prefix). None when the shard cannot answer.
 async fn batch_warnings(
     st: &AppState,
     batches: Vec<(usize, omnistream_schemas::CodeBatch, i64)>,
@@ -819,10 +826,26 @@ async fn batch_warnings(
     }
     let read = Read(move |e: &Sharded, _: &dyn Store| {
         let refs = e.coordinator().refs();
+        // the registrations as this request's earlier code_batch events leave them
+        let mut mine: std::collections::HashMap<omnistream_actors::Str, (BatchRef, i64)> =
+            Default::default();
         batches
             .into_iter()
             .filter_map(|(i, b, ts)| {
-                let (now, at) = refs.registered(&b.prefix)?;
+                let before = match mine.get(&b.prefix) {
+                    Some((r, at)) => Some((r.clone(), *at)),
+                    None => refs.registered(&b.prefix).map(|(r, at)| (r.clone(), at)),
+                };
+                let taken = before.as_ref().is_none_or(|(_, at)| ts >= *at);
+                if taken {
+                    let new = BatchRef {
+                        batch: b.batch.clone(),
+                        sku: b.sku.clone(),
+                        dealer: b.dealer.clone(),
+                    };
+                    mine.insert(b.prefix.clone(), (new, ts));
+                }
+                let (now, at) = before?;
                 let same = now.batch == b.batch && now.sku == b.sku && now.dealer == b.dealer;
                 let what = format!(
                     "batch `{}` (SKU `{}`, dealer `{}`)",
@@ -1897,9 +1920,9 @@ async fn get_kpis(
         Err(e) => return bad_query(e),
     };
     let cfg = st.cfg.clone();
-    // (a location stocked is not a store until a visit or an order names it)
-    const WHAT: &str = "store: a store is known once a visit or an order names it, or \
-                        `[stores.ID]` configures it (stock at a location makes no store)";
+    // (a location stocked is not a store until a visit, an order or a scan names it)
+    const WHAT: &str = "store: a store is known once a visit, an order or a scan names it, \
+                        or `[stores.ID]` configures it (stock at a location makes no store)";
     read(&st, WHAT, move |e| kpis_view_on(e, &cfg.stores, &id, day)).await
 }
 

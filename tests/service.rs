@@ -4077,5 +4077,24 @@ fn a_code_batch_says_when_it_takes_a_prefix_over_or_is_not_applied() {
     let (_, text) = s.request_text("GET", "/metrics", "");
     let series = r#"omnistream_event_warnings_total{code="prefix_taken"} "#;
     assert_eq!(sample(&text, series), 1.0);
+    // two of one request: each judged after the one before it, as they apply
+    let v = s.post(&[
+        batch(6, "2026-11-11T12:00:00+08:00", "B6", "S6"),
+        batch(7, "2026-11-11T11:00:00+08:00", "B7", "S7"),
+    ]);
+    let said = |n: usize| {
+        v["results"][n]["warnings"][0]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(
+        said(0).starts_with("prefix_taken at prefix: codes starting `HZ` were batch `B2`"),
+        "{v}"
+    );
+    assert!(
+        said(1).starts_with("code_batch_ignored at ts: prefix `HZ` is registered to batch `B6`"),
+        "{v}"
+    );
     s.stop();
 }

@@ -56,8 +56,10 @@ type HashMap<K, V> = crate::GrowMap<K, V>;
 /// - 14: the same, with the dealer's `info_at` (the time of the `dealer` event in effect)
 ///   and the member's `grace_since` (when it stopped qualifying for its tier) appended;
 /// - 15: the same, with the lots a member's order redeemed and has not had back (`taken`)
-///   appended to the order's points bookkeeping, and a scan's `sku_mismatch` to its
-///   features; a decision may name the reason `sku_mismatch`.
+///   appended to the order's points bookkeeping, a scan's `sku_mismatch` to its features,
+///   the time of each prefix's `code_batch` (`batches_at`) to the reference data and the
+///   timed rep visits (`timed_rep_visits`) to a store's KPI buckets; a decision may name
+///   the reason `sku_mismatch`.
 ///
 /// Without field names a layout cannot grow the way JSON did (a new field with
 /// `#[serde(default)]`): adding, removing, reordering or retyping a field of a stored state
