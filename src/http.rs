@@ -1845,11 +1845,18 @@ fn reps_across_stores(e: &Sharded) -> Result<std::collections::BTreeMap<String, 
             }
             let all = reps.entry(r.rep.to_string()).or_insert_with(|| {
                 json!({"rep": r.rep, "visits": 0, "visits_30d": 0, "last_visit": null,
+                       "visit_seconds": 0, "timed_visits": 0, "avg_duration_s": null,
                        "stores": []})
             });
             all["visits"] = json!(all["visits"].as_u64().unwrap_or(0) + r.visits);
             all["visits_30d"] =
                 json!(all["visits_30d"].as_u64().unwrap_or(0) + r.visits_30d as u64);
+            // the time spent over every store, and its average per timed visit
+            let seconds = all["visit_seconds"].as_i64().unwrap_or(0) + r.visit_seconds;
+            let timed = all["timed_visits"].as_u64().unwrap_or(0) + r.timed_visits;
+            all["visit_seconds"] = json!(seconds);
+            all["timed_visits"] = json!(timed);
+            all["avg_duration_s"] = json!((timed > 0).then(|| seconds as f64 / timed as f64));
             // RFC 3339 in UTC, so the text orders as the time
             if all["last_visit"].as_str() < at_store["last_visit"].as_str() {
                 all["last_visit"] = at_store["last_visit"].clone();

@@ -3968,7 +3968,8 @@ fn stores_and_a_rep_across_them_are_listed() {
     assert_eq!(
         reps["items"],
         json!([{"rep": "rep-li", "visits": 3, "visits_30d": 3,
-                "last_visit": "2026-11-11T02:45:00.000Z", "store_count": 2}]),
+                "last_visit": "2026-11-11T02:45:00.000Z", "store_count": 2,
+                "visit_seconds": 1800, "timed_visits": 3, "avg_duration_s": 600.0}]),
         "{reps}"
     );
     assert_eq!(

@@ -588,6 +588,8 @@ impl Store {
                         visits_30d: recent.len(),
                         recent_visits: recent,
                         avg_duration_s: (r.timed > 0).then(|| r.seconds as f64 / r.timed as f64),
+                        visit_seconds: r.seconds,
+                        timed_visits: r.timed,
                     }
                 })
                 .collect(),
@@ -726,6 +728,12 @@ pub struct RepView {
     pub recent_visits: Vec<i64>,
     /// Average time spent per visit with a known duration, in seconds.
     pub avg_duration_s: Option<f64>,
+    /// Seconds spent over the visits with a known duration.
+    #[serde(default)]
+    pub visit_seconds: i64,
+    /// Visits with a known duration.
+    #[serde(default)]
+    pub timed_visits: u64,
 }
 
 /// A store's KPIs for queries and boards.
