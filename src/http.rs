@@ -836,17 +836,12 @@ async fn batch_warnings(
                     Some((r, at)) => Some((r.clone(), *at)),
                     None => refs.registered(&b.prefix).map(|(r, at)| (r.clone(), at)),
                 };
-                let taken = before.as_ref().is_none_or(|(_, at)| ts >= *at);
-                if taken {
-                    let new = BatchRef {
-                        batch: b.batch.clone(),
-                        sku: b.sku.clone(),
-                        dealer: b.dealer.clone(),
-                    };
-                    mine.insert(b.prefix.clone(), (new, ts));
+                let new = BatchRef::from(&b);
+                if before.as_ref().is_none_or(|(_, at)| ts >= *at) {
+                    mine.insert(b.prefix.clone(), (new.clone(), ts));
                 }
                 let (now, at) = before?;
-                let same = now.batch == b.batch && now.sku == b.sku && now.dealer == b.dealer;
+                let same = now == new;
                 let what = format!(
                     "batch `{}` (SKU `{}`, dealer `{}`)",
                     now.batch, now.sku, now.dealer

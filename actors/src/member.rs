@@ -2470,15 +2470,12 @@ impl Member {
             return;
         }
         // only points still alive pay debt: those past their expiry come back and go
-        let limit = ctx.ts() - ctx.rules.points.expiry_days * DAY_US;
-        let alive: i64 = lots
-            .iter()
-            .filter(|l| whole_ms(l.0) > limit)
-            .map(|l| l.1)
-            .sum();
-        let pay = self.debt_paid_by(alive, fx);
+        let limit = expiry_limit(ctx);
+        let alive = |earned: i64| whole_ms(earned) > limit;
+        let alive_points: i64 = lots.iter().filter(|l| alive(l.0)).map(|l| l.1).sum();
+        let pay = self.debt_paid_by(alive_points, fx);
         let mut left = pay;
-        for lot in lots.iter_mut().filter(|l| whole_ms(l.0) > limit) {
+        for lot in lots.iter_mut().filter(|l| alive(l.0)) {
             let t = lot.1.min(left);
             lot.1 -= t;
             left -= t;
@@ -2600,7 +2597,7 @@ impl Member {
 
     /// Expires lots older than the expiry period, oldest first.
     fn expire(&mut self, ctx: &Ctx, fx: &mut Effects) {
-        let limit = ctx.ts() - ctx.rules.points.expiry_days * DAY_US;
+        let limit = expiry_limit(ctx);
         let (mut gone, mut n) = (0, 0);
         for (at, left) in self.points.lots.iter() {
             // (at the millisecond, as a tick runs: see [`whole_ms`])
@@ -3250,13 +3247,6 @@ impl Member {
                 .then(|| (levels[current - 1].min_earned - earned).max(0)),
         };
         let expiry = rules.points.expiry_days * DAY_US;
-        let expiring_30d = self
-            .points
-            .lots
-            .iter()
-            .take_while(|(at, _)| at + expiry <= now + 30 * DAY_US)
-            .map(|(_, p)| p)
-            .sum();
         let mut expiries: Vec<ExpiryView> = Vec::new();
         for (at, points) in self.points.lots.iter() {
             match expiries.last_mut() {
@@ -3268,6 +3258,11 @@ impl Member {
             }
         }
         let next_expiry = expiries.first().cloned();
+        let expiring_30d = expiries
+            .iter()
+            .take_while(|e| e.at <= now + 30 * DAY_US)
+            .map(|e| e.points)
+            .sum();
         MemberView {
             id: self.id.clone(),
             identities: self.ids.to_vec(),
@@ -3298,6 +3293,12 @@ impl Member {
             expiries,
         }
     }
+}
+
+/// The newest time a lot may have been earned at (at the millisecond, see [`whole_ms`]) and
+/// be expired at `ctx`'s time.
+fn expiry_limit(ctx: &Ctx) -> i64 {
+    ctx.ts() - ctx.rules.points.expiry_days * DAY_US
 }
 
 /// `us` down to its whole millisecond. A timer runs its tick at the millisecond of the time it

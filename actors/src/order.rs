@@ -267,10 +267,12 @@ impl Order {
     pub fn view(&self, me: &str, cancel_at: Option<i64>) -> OrderView {
         // a fulfilled order's lines were committed (a return comes after): its SKUs keep no
         // units for it
-        let shipped = matches!(
-            self.status,
-            Some(OrderStatus::Fulfilled | OrderStatus::Returned)
-        );
+        let (reserved, shipped) = match self.status {
+            Some(OrderStatus::Fulfilled | OrderStatus::Returned) => {
+                (Vec::new(), self.reserved.clone())
+            }
+            _ => (self.reserved.clone(), Vec::new()),
+        };
         OrderView {
             cancel_unpaid_at: cancel_at
                 .filter(|_| self.unpaid())
@@ -288,16 +290,8 @@ impl Order {
             points_redeemed: self.points_redeemed,
             paid: self.paid,
             waiting: self.waiting.clone(),
-            reserved: if shipped {
-                Vec::new()
-            } else {
-                self.reserved.clone()
-            },
-            shipped: if shipped {
-                self.reserved.clone()
-            } else {
-                Vec::new()
-            },
+            reserved,
+            shipped,
             refused: self.refused.as_ref().map(|(sku, available)| RefusedView {
                 sku: sku.clone(),
                 available: *available,

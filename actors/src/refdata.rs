@@ -22,6 +22,17 @@ pub struct BatchRef {
     pub dealer: Str,
 }
 
+impl From<&omnistream_schemas::CodeBatch> for BatchRef {
+    /// The registration a `code_batch` event asks for.
+    fn from(b: &omnistream_schemas::CodeBatch) -> Self {
+        BatchRef {
+            batch: b.batch.clone(),
+            sku: b.sku.clone(),
+            dealer: b.dealer.clone(),
+        }
+    }
+}
+
 /// Code batches by prefix and dealer regions.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RefData {
@@ -82,14 +93,7 @@ impl RefData {
                     return true;
                 }
                 *at = ts;
-                self.batches.insert(
-                    b.prefix.clone(),
-                    BatchRef {
-                        batch: b.batch.clone(),
-                        sku: b.sku.clone(),
-                        dealer: b.dealer.clone(),
-                    },
-                );
+                self.batches.insert(b.prefix.clone(), BatchRef::from(b));
                 let len = b.prefix.len();
                 if let Err(i) = self.prefix_lens.binary_search_by(|l| len.cmp(l)) {
                     self.prefix_lens.insert(i, len);
