@@ -1568,7 +1568,7 @@ mod tests {
         let text = m.render();
         for line in [
             r#"omnistream_orders_total{result="rejected"} 1"#,
-            r#"omnistream_build_info{state_encoding="15",version="0.1.0"} 1"#,
+            r#"omnistream_build_info{state_encoding="16",version="0.1.0"} 1"#,
             r#"omnistream_order_rejections_total{reason="not_stocked"} 1"#,
             "omnistream_dealers_over_limit 1",
             "omnistream_dealer_orders_held 2",

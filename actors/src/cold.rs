@@ -59,7 +59,9 @@ type HashMap<K, V> = crate::GrowMap<K, V>;
 ///   appended to the order's points bookkeeping, a scan's `sku_mismatch` to its features,
 ///   the time of each prefix's `code_batch` (`batches_at`) to the reference data and the
 ///   timed rep visits (`timed_rep_visits`) to a store's KPI buckets; a decision may name
-///   the reason `sku_mismatch`.
+///   the reason `sku_mismatch`;
+/// - 16: the same, with the time an order's points were credited (`earned_at`) appended to
+///   the order's points bookkeeping (a return takes them back from that lot first).
 ///
 /// Without field names a layout cannot grow the way JSON did (a new field with
 /// `#[serde(default)]`): adding, removing, reordering or retyping a field of a stored state
@@ -70,7 +72,7 @@ type HashMap<K, V> = crate::GrowMap<K, V>;
 /// inside another member's stash too). `member::tests::the_stored_layout_is_pinned` (a full
 /// member) and `tests::the_stored_layout_of_every_kind_is_pinned` (every kind's empty state:
 /// fields added or removed) fail until then.
-pub const STATE_VERSION: u8 = 15;
+pub const STATE_VERSION: u8 = 16;
 
 /// The oldest encoding version this binary still reads.
 pub const OLDEST_VERSION: u8 = 1;
@@ -1000,19 +1002,19 @@ mod tests {
             ("ring", hex::<Ring>()),
         ];
         let want = [
-            ("identity", "0f0000"),
+            ("identity", "100000"),
             (
                 "member",
-                "0f00000000000000000000000000000000000000000000000000000000000000000000000000000000",
+                "1000000000000000000000000000000000000000000000000000000000000000000000000000000000",
             ),
-            ("order", "0f0000000000000000000000000000000000000000000000"),
-            ("sku", "0f000000000000"),
-            ("dealer", "0f000000000000000000000000000000"),
-            ("store", "0f000000000000000000"),
-            ("campaign", "0f000000000000000000000000000000"),
-            ("code", "0f0000000000"),
-            ("crowd", "0f000000000000000000"),
-            ("ring", "0f00000000"),
+            ("order", "100000000000000000000000000000000000000000000000"),
+            ("sku", "10000000000000"),
+            ("dealer", "10000000000000000000000000000000"),
+            ("store", "10000000000000000000"),
+            ("campaign", "10000000000000000000000000000000"),
+            ("code", "100000000000"),
+            ("crowd", "10000000000000000000"),
+            ("ring", "1000000000"),
         ];
         for ((kind, got), (_, want)) in got.iter().zip(want) {
             assert_eq!(got, want, "the stored layout of a {kind} changed");

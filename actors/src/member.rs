@@ -919,6 +919,15 @@ pub struct OrderPoints {
         deserialize_with = "crate::cold::since::<15, _, _>"
     )]
     pub taken: Vec<(i64, i64)>,
+    /// When the points were credited (µs; 0 before fulfilment, and for orders fulfilled
+    /// under encoding 15 or before): a return or cancellation takes them back from that lot
+    /// first, so the member keeps the points the order did not bring (encoding 16 on).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::cold::omit",
+        deserialize_with = "crate::cold::since::<16, _, _>"
+    )]
+    pub earned_at: i64,
 }
 
 impl Day {
@@ -972,12 +981,14 @@ impl OrderPoints {
     fn pack(&self, out: &mut Vec<u8>) {
         let has_pending = self.pending != 0;
         let has_taken = !self.taken.is_empty();
+        let has_earned_at = self.earned_at != 0;
         put_u(
             out,
             u64::from(self.placed)
                 | u64::from(self.cancelled) << 1
                 | u64::from(has_pending) << 2
-                | u64::from(has_taken) << 3,
+                | u64::from(has_taken) << 3
+                | u64::from(has_earned_at) << 4,
         );
         put_time(out, self.at);
         if has_pending {
@@ -1003,6 +1014,9 @@ impl OrderPoints {
                 put_i(out, points);
             }
         }
+        if has_earned_at {
+            put_time(out, self.earned_at);
+        }
     }
 
     /// Reads the flags, the time and the pending points; `pos` is left after them.
@@ -1027,6 +1041,11 @@ impl OrderPoints {
         } else {
             Vec::new()
         };
+        let earned_at = if flags & 16 != 0 {
+            get_time(b, &mut pos)
+        } else {
+            0
+        };
         OrderPoints {
             value: v[0],
             pending,
@@ -1039,6 +1058,7 @@ impl OrderPoints {
             cancelled: flags & 2 != 0,
             at,
             taken,
+            earned_at,
         }
     }
 }
@@ -1926,6 +1946,7 @@ impl Member {
                 let p = std::mem::take(&mut o.pending);
                 o.earned = p;
                 o.at = ts;
+                o.earned_at = ts;
                 self.set_order(order.clone(), o);
                 self.points.pending -= p;
                 self.day(ctx.day(), |d| d.earned += p);
@@ -1964,12 +1985,13 @@ impl Member {
                 o.refunded = want_refunded;
                 let lots = give_back(&mut o.taken, refund, ts);
                 let back = o.returned - before;
+                let earned_at = o.earned_at;
                 self.set_order(order.clone(), o);
                 self.unday(ctx.day(), back, take);
                 // the points paid with come back before the reversal takes any: a lot past
                 // its expiry has gone by then, as it would have had it never been spent
                 self.refund_lots(lots, order.clone(), ctx, fx);
-                self.reverse(take, Some(order), fx);
+                self.reverse(take, Some(order), earned_at, fx);
             }
             MemberCmd::MergeInto { survivor } => {
                 if survivor == me {
@@ -2380,6 +2402,7 @@ impl Member {
         let refund = o.redeemed - o.refunded;
         o.refunded = o.redeemed;
         let lots = give_back(&mut o.taken, refund, ts);
+        let earned_at = o.earned_at;
         self.set_order(order.clone(), o);
         if pending > 0 {
             self.points.pending -= pending;
@@ -2403,7 +2426,7 @@ impl Member {
         self.unday(ctx.day(), value_today, take);
         // (given back first, as for a return)
         self.refund_lots(lots, order.clone(), ctx, fx);
-        self.reverse(take, Some(order), fx);
+        self.reverse(take, Some(order), earned_at, fx);
     }
 
     /// Takes a cancelled or returned order's value and points off the windows, on the day of
@@ -2503,6 +2526,25 @@ impl Member {
         }
     }
 
+    /// Takes up to `points` (no more than the balance) from the lots earned at `at` (none
+    /// left when they were spent or expired); what it took. The caller writes the entry.
+    fn take_lots_at(&mut self, at: i64, points: i64) -> i64 {
+        let mut left = points.min(self.points.balance);
+        let mut taken = 0;
+        if left > 0 && self.points.lots.iter().any(|l| l.0 == at) {
+            self.points.lots.edit(|lots| {
+                for lot in lots.iter_mut().filter(|l| l.0 == at) {
+                    let t = lot.1.min(left);
+                    lot.1 -= t;
+                    left -= t;
+                    taken += t;
+                }
+                lots.retain(|l| l.1 > 0);
+            });
+        }
+        taken
+    }
+
     /// Takes up to `points` from the oldest lots (no more than the balance); what it took.
     /// The caller writes the ledger entry.
     fn take_lots(&mut self, points: i64) -> i64 {
@@ -2551,12 +2593,22 @@ impl Member {
         taken
     }
 
-    /// Takes back points: what the balance cannot cover becomes debt, in the same ledger entry.
-    fn reverse(&mut self, points: i64, about: Option<Str>, fx: &mut Effects) {
+    /// Takes back points an order earned: first from the lot it credited (earned at
+    /// `earned_at`, 0 when not known), so the member keeps the points the order did not
+    /// bring and their dates, then from the oldest lots; what the balance cannot cover
+    /// becomes debt, in the same ledger entry.
+    fn reverse(&mut self, points: i64, about: Option<Str>, earned_at: i64, fx: &mut Effects) {
         if points <= 0 {
             return;
         }
-        let take = self.take_lots(points);
+        let own = if earned_at != 0 {
+            self.take_lots_at(earned_at, points)
+        } else {
+            0
+        };
+        // (the balance moves with the entry: what the own lot gave is not there any more)
+        let rest = (points - own).min(self.points.balance - own);
+        let take = own + self.take_lots(rest);
         let owed = points - take;
         self.entry(-take, owed, "reversed", about, fx);
         if owed > 0 {
@@ -3716,7 +3768,7 @@ mod tests {
     }
 
     /// JSON of `full_member`, as the layout before the compact one (commit f2fde8e) wrote it.
-    const FULL_JSON: &str = r#"{"id":"m0123456789abcdef","ids":[["openid","o-other"],["openid","oX7f_2kq9ZLmA81bC3dEfGhIjK"],["phone","9f2c4d1e8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d"]],"first_seen":1792800000000000,"last_seen":1794000000000000,"first_store":"st-009","channels":["campaign","douyin","mall"],"stores":[["st-009",1792800000000000],["st-001",1794000000000000],["st-002",1796073600000000],["st-003",1797000720000000]],"days":[{"day":20750,"orders":1,"amount":16699,"redeem_orders":0,"clicks":0,"scans":0,"visits":1,"earned":166},{"day":20763,"orders":1,"amount":2699,"redeem_orders":0,"clicks":1,"scans":0,"visits":1,"earned":26},{"day":20769,"orders":1,"amount":4699,"redeem_orders":0,"clicks":1,"scans":0,"visits":0,"earned":46},{"day":20775,"orders":1,"amount":6699,"redeem_orders":0,"clicks":1,"scans":0,"visits":0,"earned":66},{"day":20781,"orders":1,"amount":8699,"redeem_orders":0,"clicks":1,"scans":0,"visits":0,"earned":86},{"day":20787,"orders":1,"amount":10699,"redeem_orders":1,"clicks":1,"scans":0,"visits":0,"earned":106},{"day":20793,"orders":1,"amount":12699,"redeem_orders":0,"clicks":1,"scans":0,"visits":0,"earned":0},{"day":20798,"orders":0,"amount":-9699,"redeem_orders":0,"clicks":0,"scans":3,"visits":0,"earned":-76}],"last_order":1796592000000000,"bought":[["SKU-NEW",1796592000000000]],"tags":["new_product_fan"],"tier":"member","tier_at":1797001800000000,"points":{"balance":401,"pending":126,"debt":0,"lots":[[1792800060000000,166],[1795036860000000,23],[1795555260000000,86],[1796073660000000,106],[1797000600000000,10],[1797000720000000,10]],"seq":12},"orders":{"mall:O0":{"value":2699,"pending":0,"earned":26,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1794000060000000},"mall:O1":{"value":4699,"pending":0,"earned":46,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1794518460000000},"mall:O2":{"value":6699,"pending":0,"earned":66,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1795036860000000},"mall:O3":{"value":8699,"pending":0,"earned":86,"reversed":86,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":true,"at":1797000060000000},"mall:O4":{"value":10699,"pending":0,"earned":106,"reversed":10,"redeemed":20,"refunded":1,"returned":1000,"placed":true,"cancelled":false,"at":1797000000000000,"taken":[[1794000060000000,19]]},"mall:O5":{"value":12699,"pending":126,"earned":0,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1796592000000000},"mall:O7":{"value":16699,"pending":0,"earned":166,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1792800060000000}},"caps":[["cny-2027",20798,2]],"recent":[1,3,8643,17283,25923,34563,43203,9223372036854825819,50011,9223372036854825820,50012,9223372036854825821,50013,19998],"conflicts":0,"timer_at":1799184000000000,"pruned_day":0,"scan":{"rate":[[[359400144,1]],[[5990002,3]],[[499166,3]]],"last_geo":[33.230000000000004,121.47,1797000720000000],"batches":[[8461818871936413217,1797000600000000],[8461818871936413217,1797000660000000],[8461818871936413217,1797000720000000]],"ring":"m0000@2971","ring_size":5,"addrs":[[3853945448803498574,5899124329930544746,1797000720000000]],"merged":[624174092497489363],"visit":[2668674956576408028,1793999400000000,1794000600000000]},"held":[{"event":50012,"campaign":"cny-2027","points":10,"daily_cap":3,"at":1797000660000000}],"offset_min":0}"#;
+    const FULL_JSON: &str = r#"{"id":"m0123456789abcdef","ids":[["openid","o-other"],["openid","oX7f_2kq9ZLmA81bC3dEfGhIjK"],["phone","9f2c4d1e8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d"]],"first_seen":1792800000000000,"last_seen":1794000000000000,"first_store":"st-009","channels":["campaign","douyin","mall"],"stores":[["st-009",1792800000000000],["st-001",1794000000000000],["st-002",1796073600000000],["st-003",1797000720000000]],"days":[{"day":20750,"orders":1,"amount":16699,"redeem_orders":0,"clicks":0,"scans":0,"visits":1,"earned":166},{"day":20763,"orders":1,"amount":2699,"redeem_orders":0,"clicks":1,"scans":0,"visits":1,"earned":26},{"day":20769,"orders":1,"amount":4699,"redeem_orders":0,"clicks":1,"scans":0,"visits":0,"earned":46},{"day":20775,"orders":1,"amount":6699,"redeem_orders":0,"clicks":1,"scans":0,"visits":0,"earned":66},{"day":20781,"orders":1,"amount":8699,"redeem_orders":0,"clicks":1,"scans":0,"visits":0,"earned":86},{"day":20787,"orders":1,"amount":10699,"redeem_orders":1,"clicks":1,"scans":0,"visits":0,"earned":106},{"day":20793,"orders":1,"amount":12699,"redeem_orders":0,"clicks":1,"scans":0,"visits":0,"earned":0},{"day":20798,"orders":0,"amount":-9699,"redeem_orders":0,"clicks":0,"scans":3,"visits":0,"earned":-76}],"last_order":1796592000000000,"bought":[["SKU-NEW",1796592000000000]],"tags":["new_product_fan"],"tier":"member","tier_at":1797001800000000,"points":{"balance":401,"pending":126,"debt":0,"lots":[[1792800060000000,166],[1794000060000000,7],[1794518460000000,46],[1795036860000000,66],[1796073660000000,96],[1797000600000000,10],[1797000720000000,10]],"seq":12},"orders":{"mall:O0":{"value":2699,"pending":0,"earned":26,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1794000060000000,"earned_at":1794000060000000},"mall:O1":{"value":4699,"pending":0,"earned":46,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1794518460000000,"earned_at":1794518460000000},"mall:O2":{"value":6699,"pending":0,"earned":66,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1795036860000000,"earned_at":1795036860000000},"mall:O3":{"value":8699,"pending":0,"earned":86,"reversed":86,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":true,"at":1797000060000000,"earned_at":1795555260000000},"mall:O4":{"value":10699,"pending":0,"earned":106,"reversed":10,"redeemed":20,"refunded":1,"returned":1000,"placed":true,"cancelled":false,"at":1797000000000000,"taken":[[1794000060000000,19]],"earned_at":1796073660000000},"mall:O5":{"value":12699,"pending":126,"earned":0,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1796592000000000},"mall:O7":{"value":16699,"pending":0,"earned":166,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1792800060000000,"earned_at":1792800060000000}},"caps":[["cny-2027",20798,2]],"recent":[1,3,8643,17283,25923,34563,43203,9223372036854825819,50011,9223372036854825820,50012,9223372036854825821,50013,19998],"conflicts":0,"timer_at":1799184000000000,"pruned_day":0,"scan":{"rate":[[[359400144,1]],[[5990002,3]],[[499166,3]]],"last_geo":[33.230000000000004,121.47,1797000720000000],"batches":[[8461818871936413217,1797000600000000],[8461818871936413217,1797000660000000],[8461818871936413217,1797000720000000]],"ring":"m0000@2971","ring_size":5,"addrs":[[3853945448803498574,5899124329930544746,1797000720000000]],"merged":[624174092497489363],"visit":[2668674956576408028,1793999400000000,1794000600000000]},"held":[{"event":50012,"campaign":"cny-2027","points":10,"daily_cap":3,"at":1797000660000000}],"offset_min":0}"#;
     /// JSON of a member waiting for a merge's answer, with a command stashed (same origin).
     const MERGING_JSON: &str = r#"{"id":"m5","merging":{"into":"m1","stash":[{"click":{"channel":"mall","campaign":null}}],"origins":[["00000000-0000-0000-0000-000000000003","2026-11-06T21:22:00.000Z"]]},"ids":[["openid","o5"]],"first_seen":1794000000000000,"last_seen":1794000000000000,"channels":["douyin"],"stores":[],"days":[{"day":20763,"orders":0,"amount":0,"redeem_orders":0,"clicks":1,"scans":0,"visits":0,"earned":0}],"last_order":0,"tags":[],"tier":"member","tier_at":1794000000000000,"points":{"balance":0,"pending":0,"debt":0,"lots":[],"seq":0},"orders":{},"recent":[1],"conflicts":0,"timer_at":1799184000000000,"pruned_day":0,"offset_min":0}"#;
     /// JSON of a member merged away (an alias), same origin.
@@ -4086,7 +4138,7 @@ mod tests {
     }
 
     /// JSON of `long_member` (same origin as `FULL_JSON`).
-    const LONG_JSON: &str = r#"{"id":"m77","ids":[["openid","o77"]],"first_seen":1794000000000000,"last_seen":1794000000000000,"channels":["mall"],"stores":[["st-002",1804560000000000]],"days":[{"day":20763,"orders":1,"amount":2699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":26},{"day":20766,"orders":1,"amount":4699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":46},{"day":20769,"orders":1,"amount":6699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":66},{"day":20772,"orders":1,"amount":8699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":86},{"day":20775,"orders":1,"amount":10699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":106},{"day":20777,"orders":1,"amount":12699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":126},{"day":20780,"orders":1,"amount":14699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":146},{"day":20783,"orders":1,"amount":16699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":166},{"day":20786,"orders":1,"amount":18699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":186},{"day":20788,"orders":1,"amount":20699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":206},{"day":20791,"orders":1,"amount":22699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":226},{"day":20794,"orders":1,"amount":24699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":246},{"day":20797,"orders":1,"amount":26699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":266},{"day":20800,"orders":1,"amount":28699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":286},{"day":20802,"orders":1,"amount":30699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":306},{"day":20805,"orders":1,"amount":32699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":326},{"day":20808,"orders":1,"amount":34699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":346},{"day":20811,"orders":1,"amount":36699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":366},{"day":20813,"orders":1,"amount":38699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":386},{"day":20816,"orders":1,"amount":40699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":406},{"day":20819,"orders":1,"amount":42699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":426},{"day":20822,"orders":1,"amount":44699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":446},{"day":20825,"orders":1,"amount":46699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":466},{"day":20827,"orders":1,"amount":48699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":486},{"day":20830,"orders":1,"amount":50699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":506},{"day":20833,"orders":1,"amount":52699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":526},{"day":20836,"orders":1,"amount":54699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":546},{"day":20838,"orders":1,"amount":56699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":566},{"day":20841,"orders":1,"amount":58699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":586},{"day":20844,"orders":1,"amount":60699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":606},{"day":20847,"orders":1,"amount":62699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":626},{"day":20850,"orders":1,"amount":64699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":646},{"day":20852,"orders":1,"amount":66699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":666},{"day":20855,"orders":1,"amount":68699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":686},{"day":20858,"orders":1,"amount":70699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":706},{"day":20861,"orders":1,"amount":72699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":726},{"day":20863,"orders":1,"amount":74699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":746},{"day":20866,"orders":1,"amount":76699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":766},{"day":20869,"orders":1,"amount":78699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":786},{"day":20872,"orders":1,"amount":80699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":806},{"day":20875,"orders":1,"amount":82699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":826},{"day":20877,"orders":1,"amount":84699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":846},{"day":20880,"orders":1,"amount":86699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":866},{"day":20883,"orders":1,"amount":88699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":886},{"day":20886,"orders":1,"amount":90699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":906},{"day":20958,"orders":0,"amount":-700,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":-7}],"last_order":1804560000000000,"bought":[["SKU-NEW",1804560000000000]],"tags":["dormant","high_value"],"tier":"platinum","tier_at":1810800000000000,"points":{"balance":20963,"pending":0,"debt":0,"lots":[[1794000300000000,19],[1794240300000000,46],[1794480300000000,66],[1794720300000000,86],[1794960300000000,106],[1795200300000000,126],[1795440300000000,146],[1795680300000000,166],[1795920300000000,186],[1796160300000000,206],[1796400300000000,226],[1796640300000000,246],[1796880300000000,266],[1797120300000000,286],[1797360300000000,306],[1797600300000000,326],[1797840300000000,346],[1798080300000000,366],[1798320300000000,386],[1798560300000000,406],[1798800300000000,426],[1799040300000000,446],[1799280300000000,466],[1799520300000000,486],[1799760300000000,506],[1800000300000000,526],[1800240300000000,546],[1800480300000000,566],[1800720300000000,586],[1800960300000000,606],[1801200300000000,626],[1801440300000000,646],[1801680300000000,666],[1801920300000000,686],[1802160300000000,706],[1802400300000000,726],[1802640300000000,746],[1802880300000000,766],[1803120300000000,786],[1803360300000000,806],[1803600300000000,826],[1803840300000000,846],[1804080300000000,866],[1804320300000000,886],[1804560300000000,906]],"seq":46},"orders":{"mall:O27":{"value":56699,"pending":0,"earned":566,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1800480300000000},"mall:O28":{"value":58699,"pending":0,"earned":586,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1800720300000000},"mall:O29":{"value":60699,"pending":0,"earned":606,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1800960300000000},"mall:O30":{"value":62699,"pending":0,"earned":626,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1801200300000000},"mall:O31":{"value":64699,"pending":0,"earned":646,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1801440300000000},"mall:O32":{"value":66699,"pending":0,"earned":666,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1801680300000000},"mall:O33":{"value":68699,"pending":0,"earned":686,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1801920300000000},"mall:O34":{"value":70699,"pending":0,"earned":706,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1802160300000000},"mall:O35":{"value":72699,"pending":0,"earned":726,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1802400300000000},"mall:O36":{"value":74699,"pending":0,"earned":746,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1802640300000000},"mall:O37":{"value":76699,"pending":0,"earned":766,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1802880300000000},"mall:O38":{"value":78699,"pending":0,"earned":786,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1803120300000000},"mall:O39":{"value":80699,"pending":0,"earned":806,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1803360300000000},"mall:O40":{"value":82699,"pending":0,"earned":826,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1803600300000000},"mall:O41":{"value":84699,"pending":0,"earned":846,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1803840300000000},"mall:O42":{"value":86699,"pending":0,"earned":866,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1804080300000000},"mall:O43":{"value":88699,"pending":0,"earned":886,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1804320300000000},"mall:O44":{"value":90699,"pending":0,"earned":906,"reversed":7,"redeemed":0,"refunded":0,"returned":700,"placed":true,"cancelled":false,"at":1810800000000000}},"recent":[],"conflicts":0,"timer_at":1810857600000000,"pruned_day":0,"offset_min":0}"#;
+    const LONG_JSON: &str = r#"{"id":"m77","ids":[["openid","o77"]],"first_seen":1794000000000000,"last_seen":1794000000000000,"channels":["mall"],"stores":[["st-002",1804560000000000]],"days":[{"day":20763,"orders":1,"amount":2699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":26},{"day":20766,"orders":1,"amount":4699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":46},{"day":20769,"orders":1,"amount":6699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":66},{"day":20772,"orders":1,"amount":8699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":86},{"day":20775,"orders":1,"amount":10699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":106},{"day":20777,"orders":1,"amount":12699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":126},{"day":20780,"orders":1,"amount":14699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":146},{"day":20783,"orders":1,"amount":16699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":166},{"day":20786,"orders":1,"amount":18699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":186},{"day":20788,"orders":1,"amount":20699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":206},{"day":20791,"orders":1,"amount":22699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":226},{"day":20794,"orders":1,"amount":24699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":246},{"day":20797,"orders":1,"amount":26699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":266},{"day":20800,"orders":1,"amount":28699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":286},{"day":20802,"orders":1,"amount":30699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":306},{"day":20805,"orders":1,"amount":32699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":326},{"day":20808,"orders":1,"amount":34699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":346},{"day":20811,"orders":1,"amount":36699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":366},{"day":20813,"orders":1,"amount":38699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":386},{"day":20816,"orders":1,"amount":40699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":406},{"day":20819,"orders":1,"amount":42699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":426},{"day":20822,"orders":1,"amount":44699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":446},{"day":20825,"orders":1,"amount":46699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":466},{"day":20827,"orders":1,"amount":48699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":486},{"day":20830,"orders":1,"amount":50699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":506},{"day":20833,"orders":1,"amount":52699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":526},{"day":20836,"orders":1,"amount":54699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":546},{"day":20838,"orders":1,"amount":56699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":566},{"day":20841,"orders":1,"amount":58699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":586},{"day":20844,"orders":1,"amount":60699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":606},{"day":20847,"orders":1,"amount":62699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":626},{"day":20850,"orders":1,"amount":64699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":646},{"day":20852,"orders":1,"amount":66699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":666},{"day":20855,"orders":1,"amount":68699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":686},{"day":20858,"orders":1,"amount":70699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":706},{"day":20861,"orders":1,"amount":72699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":726},{"day":20863,"orders":1,"amount":74699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":746},{"day":20866,"orders":1,"amount":76699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":766},{"day":20869,"orders":1,"amount":78699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":786},{"day":20872,"orders":1,"amount":80699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":806},{"day":20875,"orders":1,"amount":82699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":826},{"day":20877,"orders":1,"amount":84699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":846},{"day":20880,"orders":1,"amount":86699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":866},{"day":20883,"orders":1,"amount":88699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":886},{"day":20886,"orders":1,"amount":90699,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":906},{"day":20958,"orders":0,"amount":-700,"redeem_orders":0,"clicks":0,"scans":0,"visits":0,"earned":-7}],"last_order":1804560000000000,"bought":[["SKU-NEW",1804560000000000]],"tags":["dormant","high_value"],"tier":"platinum","tier_at":1810800000000000,"points":{"balance":20963,"pending":0,"debt":0,"lots":[[1794000300000000,26],[1794240300000000,46],[1794480300000000,66],[1794720300000000,86],[1794960300000000,106],[1795200300000000,126],[1795440300000000,146],[1795680300000000,166],[1795920300000000,186],[1796160300000000,206],[1796400300000000,226],[1796640300000000,246],[1796880300000000,266],[1797120300000000,286],[1797360300000000,306],[1797600300000000,326],[1797840300000000,346],[1798080300000000,366],[1798320300000000,386],[1798560300000000,406],[1798800300000000,426],[1799040300000000,446],[1799280300000000,466],[1799520300000000,486],[1799760300000000,506],[1800000300000000,526],[1800240300000000,546],[1800480300000000,566],[1800720300000000,586],[1800960300000000,606],[1801200300000000,626],[1801440300000000,646],[1801680300000000,666],[1801920300000000,686],[1802160300000000,706],[1802400300000000,726],[1802640300000000,746],[1802880300000000,766],[1803120300000000,786],[1803360300000000,806],[1803600300000000,826],[1803840300000000,846],[1804080300000000,866],[1804320300000000,886],[1804560300000000,899]],"seq":46},"orders":{"mall:O27":{"value":56699,"pending":0,"earned":566,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1800480300000000,"earned_at":1800480300000000},"mall:O28":{"value":58699,"pending":0,"earned":586,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1800720300000000,"earned_at":1800720300000000},"mall:O29":{"value":60699,"pending":0,"earned":606,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1800960300000000,"earned_at":1800960300000000},"mall:O30":{"value":62699,"pending":0,"earned":626,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1801200300000000,"earned_at":1801200300000000},"mall:O31":{"value":64699,"pending":0,"earned":646,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1801440300000000,"earned_at":1801440300000000},"mall:O32":{"value":66699,"pending":0,"earned":666,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1801680300000000,"earned_at":1801680300000000},"mall:O33":{"value":68699,"pending":0,"earned":686,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1801920300000000,"earned_at":1801920300000000},"mall:O34":{"value":70699,"pending":0,"earned":706,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1802160300000000,"earned_at":1802160300000000},"mall:O35":{"value":72699,"pending":0,"earned":726,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1802400300000000,"earned_at":1802400300000000},"mall:O36":{"value":74699,"pending":0,"earned":746,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1802640300000000,"earned_at":1802640300000000},"mall:O37":{"value":76699,"pending":0,"earned":766,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1802880300000000,"earned_at":1802880300000000},"mall:O38":{"value":78699,"pending":0,"earned":786,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1803120300000000,"earned_at":1803120300000000},"mall:O39":{"value":80699,"pending":0,"earned":806,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1803360300000000,"earned_at":1803360300000000},"mall:O40":{"value":82699,"pending":0,"earned":826,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1803600300000000,"earned_at":1803600300000000},"mall:O41":{"value":84699,"pending":0,"earned":846,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1803840300000000,"earned_at":1803840300000000},"mall:O42":{"value":86699,"pending":0,"earned":866,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1804080300000000,"earned_at":1804080300000000},"mall:O43":{"value":88699,"pending":0,"earned":886,"reversed":0,"redeemed":0,"refunded":0,"returned":0,"placed":true,"cancelled":false,"at":1804320300000000,"earned_at":1804320300000000},"mall:O44":{"value":90699,"pending":0,"earned":906,"reversed":7,"redeemed":0,"refunded":0,"returned":700,"placed":true,"cancelled":false,"at":1810800000000000,"earned_at":1804560300000000}},"recent":[],"conflicts":0,"timer_at":1810857600000000,"pruned_day":0,"offset_min":0}"#;
 
     /// The checkpoint format does not depend on how a member is laid out in memory: a member
     /// built by its handlers serializes exactly as before, and reads back to the same state.
@@ -4308,18 +4360,19 @@ mod tests {
         assert!(crate::cold::decode::<Member>(&v6).is_err());
     }
 
-    /// `stored` without what encodings 13 to 15 appended to `m` within it: the empty list
+    /// `stored` without what encodings 13 to 16 appended to `m` within it: the empty list
     /// of blocks of its scan profile, its `grace_since` (0), its last byte, and each order's
-    /// empty list of lots taken (for tests that read older encodings back).
+    /// empty list of lots taken and `earned_at` (0) (for tests that read older encodings
+    /// back).
     fn without_blocks(stored: &[u8], m: &Member) -> Vec<u8> {
         assert_eq!(m.grace_since, 0);
         let mut stored = crate::cold::without_appended(stored, m, 1);
         for (_, o) in m.orders.iter() {
             assert!(
-                o.taken.is_empty(),
-                "an order of encoding 14 or before took no lots"
+                o.taken.is_empty() && o.earned_at == 0,
+                "an order of encoding 14 or before took no lots and had no time of earning"
             );
-            stored = crate::cold::without_appended(&stored, &o, 1);
+            stored = crate::cold::without_appended(&stored, &o, 2);
         }
         let profile = m.scan.get().cloned().unwrap_or_default();
         assert!(profile.blocks.is_empty());
@@ -4530,11 +4583,12 @@ mod tests {
         assert_eq!(crate::cold::decode::<Member>(&v4).unwrap(), full);
     }
 
-    /// `m` with no order holding the lots it redeemed, as a member stored before encoding
-    /// 15 reads.
+    /// `m` with no order holding the lots it redeemed or the time it earned, as a member
+    /// stored before encoding 15 reads.
     fn untaken(mut m: Member) -> Member {
         for (k, mut o) in m.orders.iter().collect::<Vec<_>>() {
             o.taken.clear();
+            o.earned_at = 0;
             m.orders.insert(k, o);
         }
         m
@@ -4546,7 +4600,7 @@ mod tests {
     /// offset 4 appended: 3 changed orders only, 5 dealers and stores only, 6 and 7 orders
     /// and stores only, 8 SKUs only, 9 to 12 other commands).
     const FULL_STORED: &str = concat!(
-        "0f116d30313233343536373839616263646566000003066f70656e6964076f2d6f74686572066f70656e6964",
+        "10116d30313233343536373839616263646566000003066f70656e6964076f2d6f74686572066f70656e6964",
         "1a6f5837665f326b71395a4c6d4138316243336445664768496a4b0570686f6e654039663263346431653861",
         "3762366335643465336632613162306339643865376636613562346333643265316630613962386337643665",
         "356634613362326331648080baf2d8a2af068080d1cbc5e8af06010673742d303039030863616d706169676e",
@@ -4555,18 +4609,20 @@ mod tests {
         "c40201962a0001000134c2c40201b649000100005ccec40201d668000100008401dac40201f6870100010000",
         "ac01e6c4020196a70101010000d401f2c40201b6c6010001000000fcc40200c597010000030097018080bbbf",
         "b5ffb0060107534b552d4e45578080bbbfb5ffb006010f6e65775f70726f647563745f66616e066d656d6265",
-        "72808899dfa297b106a206fc010006809cd6abd9a2af06cc02809cb1e6f2a4b0062e809c939789c3b006ac01",
-        "809cf5c79fe1b006d40180d8e4e69997b1061480909dd99a97b106140c07076d616c6c3a4f30962a00340000",
-        "00000100809ced84c6e8af0600076d616c6c3a4f31b649005c000000000100809ccfb5dc86b00600076d616c",
-        "6c3a4f32d668008401000000000100809cb1e6f2a4b00600076d616c6c3a4f33f6870100ac01ac0100000001",
-        "0180dce6e39597b10600076d616c6c3a4f3496a70100d401142802d00f010080c0caaa9597b10601809ced84",
-        "c6e8af0626076d616c6c3a4f35b6c601fc01000000000001008080bbbfb5ffb00600076d616c6c3a4f37f684",
-        "0200cc02000000000100809cd6abd9a2af06000108636e792d32303237fcc402020e0103c343838701c3ca01",
-        "838e02c3d102db868380808080808001db8603dc868380808080808001dc8603dd868380808080808001dd86",
-        "039e9c01008080a5b3a596b2060001a08be0d6020101e499db050301bcf73c03013e0ad7a3709d4040ae47e1",
-        "7a145e5e4080909dd99a97b10603a1dcddfbe6ed9ab77580d8e4e69997b106a1dcddfbe6ed9ab77580f480a0",
-        "9a97b106a1dcddfbe6ed9ab77580909dd99a97b106010a6d3030303040323937310501cef4a99df7defdbd35",
-        "eaacffdaabcaf9ee5180909dd99a97b10601d39bc2aafbe0e0d40801dc83dfbdbdb7c2842580e8b68fc1e8af",
-        "068098eb87cae8af060001dc860308636e792d32303237140380f480a09a97b106010000",
+        "72808899dfa297b106a206fc010007809cd6abd9a2af06cc02809ced84c6e8af060e809ccfb5dc86b0065c80",
+        "9cb1e6f2a4b0068401809cf5c79fe1b006c00180d8e4e69997b1061480909dd99a97b106140c07076d616c6c",
+        "3a4f30962a0034000000000100809ced84c6e8af0600809ced84c6e8af06076d616c6c3a4f31b649005c0000",
+        "00000100809ccfb5dc86b00600809ccfb5dc86b006076d616c6c3a4f32d668008401000000000100809cb1e6",
+        "f2a4b00600809cb1e6f2a4b006076d616c6c3a4f33f6870100ac01ac01000000010180dce6e39597b1060080",
+        "9c939789c3b006076d616c6c3a4f3496a70100d401142802d00f010080c0caaa9597b10601809ced84c6e8af",
+        "0626809cf5c79fe1b006076d616c6c3a4f35b6c601fc01000000000001008080bbbfb5ffb0060000076d616c",
+        "6c3a4f37f6840200cc02000000000100809cd6abd9a2af0600809cd6abd9a2af060108636e792d32303237fc",
+        "c402020e0103c343838701c3ca01838e02c3d102db868380808080808001db8603dc868380808080808001dc",
+        "8603dd868380808080808001dd86039e9c01008080a5b3a596b2060001a08be0d6020101e499db050301bcf7",
+        "3c03013e0ad7a3709d4040ae47e17a145e5e4080909dd99a97b10603a1dcddfbe6ed9ab77580d8e4e69997b1",
+        "06a1dcddfbe6ed9ab77580f480a09a97b106a1dcddfbe6ed9ab77580909dd99a97b106010a6d303030304032",
+        "3937310501cef4a99df7defdbd35eaacffdaabcaf9ee5180909dd99a97b10601d39bc2aafbe0e0d40801dc83",
+        "dfbdbdb7c2842580e8b68fc1e8af068098eb87cae8af060001dc860308636e792d32303237140380f480a09a",
+        "97b106010000",
     );
 }

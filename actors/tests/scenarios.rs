@@ -2359,6 +2359,81 @@ fn timers_at_a_microsecond_fraction_fire_once_and_act() {
     assert_eq!(m.points.balance, 0);
 }
 
+/// A return takes back the points the order brought from the lot it credited, not from the
+/// member's oldest points (taking those would leave the order's points a year of life and
+/// expire the member's own sooner); what that lot no longer holds comes from the oldest.
+#[test]
+fn a_return_takes_back_the_points_of_the_order_returned() {
+    const EARLY: &str = "2026-11-11T10:00:00+08:00";
+    const LATER: &str = "2027-06-01T10:00:00+08:00";
+    let who = r#"{"openid":"oq"}"#;
+    let at = |ts: &str| omnistream_schemas::EventTime::parse(ts).unwrap().unix_us;
+    let lots = |w: &World| {
+        w.member_by("openid", "oq")
+            .points
+            .lots
+            .iter()
+            .collect::<Vec<_>>()
+    };
+    let mut w = bought(who, "a", 1, 30_000, EARLY, EARLY);
+    buy(&mut w, who, "c", 2, 10_000, LATER, LATER);
+    assert_eq!(lots(&w), [(at(EARLY), 300), (at(LATER), 200)]);
+    // half of the later order back: 100 of its own lot, the early points untouched (they
+    // expire first, and the order returned did not bring them)
+    let one = r#","lines":[{"sku":"S1","qty":1,"unit_price":10000}]"#;
+    w.send(&order(
+        "c",
+        "returned",
+        who,
+        one,
+        "2027-07-01T10:00:00+08:00",
+    ));
+    assert_eq!(lots(&w), [(at(EARLY), 300), (at(LATER), 100)]);
+    // the rest, once 50 of the later lot were spent with the early 300: 50 from its own lot,
+    // and the other 50 are owed (nothing else is left)
+    w.send(&order(
+        "b",
+        "placed",
+        who,
+        &redeeming(350),
+        "2027-07-02T10:00:00+08:00",
+    ));
+    assert_eq!(lots(&w), [(at(LATER), 50)]);
+    w.send(&order(
+        "c",
+        "returned",
+        who,
+        one,
+        "2027-07-03T10:00:00+08:00",
+    ));
+    let m = w.member_by("openid", "oq").clone();
+    assert_eq!((m.points.balance, m.points.debt), (0, 50));
+    assert!(lots(&w).is_empty());
+    // the lot is the fulfilment's: an order placed first and fulfilled last takes back the
+    // later lot
+    let mut w = World::new(Rules::default());
+    w.send(&stock("S1", 10, T0));
+    let a = r#","lines":[{"sku":"S1","qty":1,"unit_price":30000}],"location":"wh""#;
+    w.send(&order("a", "placed", who, a, EARLY));
+    buy(&mut w, who, "c", 1, 20_000, EARLY, EARLY);
+    w.send(&order("a", "fulfilled", who, "", LATER));
+    assert_eq!(lots(&w), [(at(EARLY), 200), (at(LATER), 300)]);
+    w.send(&order(
+        "a",
+        "returned",
+        who,
+        "",
+        "2027-07-01T10:00:00+08:00",
+    ));
+    assert_eq!(
+        lots(&w),
+        [(at(EARLY), 200)],
+        "the later lot was the order's"
+    );
+    let id = w.member_by("openid", "oq").id.clone();
+    assert_eq!(w.ledger_sum(&id), 200);
+}
+
 /// Points paid with and given back (a cancellation, a return) keep the dates of the lots
 /// they were taken from: they expire when they would have had they never been spent (they
 /// came back as a lot of the refund's time, a fresh year of life). A part given back is the
@@ -2444,11 +2519,11 @@ fn points_given_back_keep_the_dates_they_were_earned_on() {
         m.points.balance, 301,
         "100 left, 2 earned, 1 of them reversed, 200 back"
     );
-    // (the refund came first, then the reversal of 1 took from the oldest lot)
+    // (the refund came first, then the reversal of 1 took from the lot the order earned)
     let fulfilled = at("2027-09-02T10:00:00+08:00");
     assert_eq!(
         lots(&w),
-        [(at(EARLY), 99), (at(LATER), 200), (fulfilled, 2)]
+        [(at(EARLY), 100), (at(LATER), 200), (fulfilled, 1)]
     );
     // cancelled after the early lot's expiry: given back, then expired in the same breath
     let mut w = earned();

@@ -452,7 +452,7 @@ mod tests {
         let hex: String = stored.iter().map(|b| format!("{b:02x}")).collect();
         // the campaign, the end and the time set as RFC 3339 text with the offset given
         let want = concat!(
-            "0f0000000000000000010103636e79011d313937302d30312d30315430383a30313a34302e303030",
+            "100000000000000000010103636e79011d313937302d30312d30315430383a30313a34302e303030",
             "2b30383a303003522d311d313937302d30312d30315430383a30303a31302e3030302b30383a3030"
         );
         assert_eq!(hex, want);
