@@ -1342,7 +1342,7 @@ pub(crate) fn location_view(e: &Sharded, location: &str) -> Result<Option<Value>
     if skus.is_empty() {
         return Ok(None);
     }
-    let atp: i64 = skus.values().map(|v| v.atp).sum();
+    let atp = crate::total(skus.values().map(|v| v.atp));
     let items: Vec<Value> = skus
         .into_iter()
         .map(|(sku, v)| {
@@ -1416,7 +1416,7 @@ pub(crate) fn dealers_list(e: &Sharded, q: &DealersQuery) -> Result<Option<Value
     for v in all.values() {
         exposure = exposure.saturating_add(v.exposure.max(0));
         prepaid = prepaid.saturating_add(v.exposure.min(0).saturating_neg());
-        held_fen = held_fen.saturating_add(v.held.iter().map(|o| o.amount).sum::<i64>());
+        held_fen = held_fen.saturating_add(crate::total(v.held.iter().map(|o| o.amount)));
     }
     let items = all
         .into_iter()
@@ -1587,10 +1587,10 @@ pub(crate) fn loyalty_view(e: &Sharded) -> Result<Option<Value>, ReadError> {
         for t in m.tags.iter() {
             *tags.entry(t.to_string()).or_default() += 1;
         }
-        balance += m.points.balance;
-        pending += m.points.pending;
-        debt += m.points.debt;
-        held += m.held.iter().map(|h| h.points).sum::<i64>();
+        balance = balance.saturating_add(m.points.balance);
+        pending = pending.saturating_add(m.points.pending);
+        debt = debt.saturating_add(m.points.debt);
+        held = held.saturating_add(crate::total(m.held.iter().map(|h| h.points)));
     })
     .map_err(read_failed("members"))?;
     // every configured tier, with none in it too
@@ -3868,6 +3868,9 @@ async fn healthz() -> HttpResponse {
 }
 
 async fn readyz(st: web::Data<AppState>) -> HttpResponse {
+    if !st.shard.connected() {
+        return readiness(false, "the shard stopped: the process exits for a restart");
+    }
     readiness(
         st.ready.load(Ordering::SeqCst),
         "the store is not available",
@@ -4466,6 +4469,16 @@ pub async fn serve(
     // says it listens is a graceful stop, not the default action (the process killed)
     let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     actix_web::rt::spawn(stop_on_signals(server.handle(), stop_streams.clone(), term));
+    // a shard that stopped (a panic in its handling, logged above) answers nothing again:
+    // the process exits for its supervisor to start it again from what is durable
+    let watchdog = {
+        let shard = shard.clone();
+        actix_web::rt::spawn(async move {
+            until_stopped(&shard).await;
+            tracing::error!("the shard stopped (see the panic above): exiting with code {EXIT_SHARD_STOPPED} for a restart (everything answered is durable)");
+            std::process::exit(EXIT_SHARD_STOPPED);
+        })
+    };
     // not println!: it panics once standard output is closed, and the service goes on
     {
         use std::io::Write;
@@ -4510,6 +4523,7 @@ pub async fn serve(
     if let Some(f) = fluvio {
         f.stop();
     }
+    watchdog.abort();
     // the server drained its requests; commit whatever is still buffered, with a checkpoint
     if let Ok(Err(e)) = shard.send(Shutdown).await {
         tracing::error!(error = %e, "final commit failed");
@@ -4522,6 +4536,16 @@ pub async fn serve(
     match read {
         Some(Err(e)) if stop_at_end => Err(anyhow::anyhow!("reading the input files: {e}")),
         _ => Ok(()),
+    }
+}
+
+/// The process's exit status when its shard stopped under it (a panic).
+pub const EXIT_SHARD_STOPPED: i32 = 4;
+
+/// Returns once `addr`'s actor has stopped (looked at every 200 ms).
+async fn until_stopped<A: actix::Actor>(addr: &actix::Addr<A>) {
+    while addr.connected() {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
 
@@ -4556,6 +4580,41 @@ async fn stop_on_signals(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The watchdog waits while the actor runs and returns once it panicked in a handler
+    /// (its arbiter goes on: only its mailbox closes), as a shard would.
+    #[test]
+    fn the_watchdog_returns_when_the_actor_panicked() {
+        struct Fragile;
+        impl Actor for Fragile {
+            type Context = Context<Self>;
+        }
+        #[derive(Message)]
+        #[rtype(result = "()")]
+        struct Break;
+        impl Handler<Break> for Fragile {
+            type Result = ();
+            fn handle(&mut self, _: Break, _: &mut Context<Self>) {
+                panic!("a handler's bug");
+            }
+        }
+        actix::System::new().block_on(async {
+            let arbiter = Arbiter::new();
+            let addr = Fragile::start_in_arbiter(&arbiter.handle(), |_| Fragile);
+            let waiting = until_stopped(&addr);
+            let early = tokio::time::timeout(std::time::Duration::from_millis(500), waiting);
+            assert!(early.await.is_err(), "returned while the actor ran");
+            assert!(addr.send(Break).await.is_err());
+            let stopped = until_stopped(&addr);
+            assert!(
+                tokio::time::timeout(std::time::Duration::from_secs(5), stopped)
+                    .await
+                    .is_ok(),
+                "not returned after the panic"
+            );
+            arbiter.stop();
+        });
+    }
 
     #[test]
     fn a_body_is_an_array_one_object_over_lines_or_json_lines() {

@@ -16,6 +16,12 @@ pub mod shard;
 pub mod store;
 pub mod tls;
 
+/// The sum of amounts, held at `i64::MAX` (or `MIN`) rather than wrapping: totals over
+/// many entities (a list's, a gauge's) of amounts each far inside the range.
+pub(crate) fn total(amounts: impl IntoIterator<Item = i64>) -> i64 {
+    amounts.into_iter().fold(0, i64::saturating_add)
+}
+
 /// Drops `v` on a thread of its own, which the process does not wait for: freeing a million
 /// entities' allocations one by one takes seconds (BENCHMARKS.md), and at the end of a run or
 /// a service nobody needs that memory back before the process exits. When the thread cannot

@@ -340,7 +340,7 @@ impl DealerTotals {
         self.held += i64::try_from(d.held.len()).unwrap_or(i64::MAX);
         self.held_fen = self
             .held_fen
-            .saturating_add(d.held.iter().map(|h| h.amount).sum::<i64>());
+            .saturating_add(crate::total(d.held.iter().map(|h| h.amount)));
         // a dealer paid ahead (exposure below 0) covers no other dealer's debt
         self.exposure = self.exposure.saturating_add(d.exposure().max(0));
         self.prepaid = (self.prepaid).saturating_add(d.exposure().min(0).saturating_neg());

@@ -1382,6 +1382,19 @@ fn build(w: &mut Wire<'_>, pii: &Pii, problems: &mut Vec<Problem>) -> Option<Eve
                                 _ => ok = false,
                             }
                         }
+                        // and the order's: sums of orders (a dealer's held amounts, the
+                        // totals of lists and gauges) then stay far inside i64
+                        let total: i64 = out.iter().map(|l| l.qty * l.unit_price).sum();
+                        if ok && total > MAX_AMOUNT {
+                            c.push(
+                                Reason::OutOfRange,
+                                "lines",
+                                format!(
+                                    "the lines are worth {total} fen in all, above the maximum {MAX_AMOUNT} fen an order may be worth"
+                                ),
+                            );
+                            ok = false;
+                        }
                         ok.then_some(out)
                     }
                 }

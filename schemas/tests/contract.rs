@@ -299,6 +299,12 @@ const BAD: &[(&str, Reason, &str)] = &[
         "lines[0].qty",
     ),
     (
+        // each line within the bound, the order above it
+        r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"order","ts":"2026-11-11T20:15:03Z","channel":"mall","order":"O","status":"placed","kind":"consumer","member":{"openid":"o"},"location":"L","lines":[{"sku":"S","qty":1,"unit_price":600000000000000},{"sku":"T","qty":1,"unit_price":600000000000000}]}"#,
+        Reason::OutOfRange,
+        "lines",
+    ),
+    (
         r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"order","ts":"2026-11-11T20:15:03Z","channel":"mall","order":"O","status":"placed","kind":"consumer","member":{"openid":"o"},"location":"L","lines":[{"qty":1,"unit_price":1}]}"#,
         Reason::MissingField,
         "lines[0].sku",
