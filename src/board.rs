@@ -86,6 +86,8 @@ pub struct Board {
     /// SKU → location → ATP, nested so a stock change looks its row up without a copy.
     low_stock: BTreeMap<String, BTreeMap<String, i64>>,
     holds: BTreeMap<String, (u32, i64, i64)>,
+    /// The amount each of those dealers holds (fen; none: 0, or held before it was said).
+    held_fen: BTreeMap<String, i64>,
     blocked: VecDeque<Blocked>,
     low_atp: i64,
 }
@@ -110,8 +112,11 @@ pub struct BoardView<'a> {
     /// SKU locations at or near stock-out, lowest ATP first.
     pub low_stock: Vec<(&'a str, &'a str, i64)>,
     /// Dealers with orders on hold or exposure past their limit: (dealer, held orders,
-    /// exposure, limit).
-    pub holds: Vec<(&'a str, u32, i64, i64)>,
+    /// amount held, exposure, limit), the most credit wanting first (the amount held plus
+    /// the exposure past the limit), at most 20.
+    pub holds: Vec<(&'a str, u32, i64, i64, i64)>,
+    /// How many dealers hold orders or are past their limit, listed or not.
+    pub holds_total: usize,
     /// Latest blocked scans, newest first.
     pub blocked: Vec<&'a Blocked>,
 }
@@ -391,6 +396,7 @@ impl Board {
                     limit,
                     exposure,
                     held,
+                    held_fen,
                     ..
                 } => {
                     // held orders, or exposure past a limit lowered under it: both need a
@@ -403,8 +409,19 @@ impl Board {
                                 self.holds.insert(dealer.to_string(), row);
                             }
                         }
+                        if *held_fen > 0 {
+                            match self.held_fen.get_mut(dealer.as_str()) {
+                                Some(f) => *f = *held_fen,
+                                None => {
+                                    self.held_fen.insert(dealer.to_string(), *held_fen);
+                                }
+                            }
+                        } else {
+                            self.held_fen.remove(dealer.as_str());
+                        }
                     } else {
                         self.holds.remove(dealer.as_str());
+                        self.held_fen.remove(dealer.as_str());
                     }
                 }
                 _ => {}
@@ -423,6 +440,10 @@ impl Board {
             "holds": self.holds,
             "blocked": self.blocked,
         });
+        // (one saved before the amounts held were said has none)
+        if !self.held_fen.is_empty() {
+            v["held_fen"] = serde_json::json!(self.held_fen);
+        }
         // a board saved before the day was kept has none (its sales were since the start)
         if self.store_day != 0 {
             v["store_day"] = self.store_day.into();
@@ -447,6 +468,8 @@ impl Board {
             store_day: i64,
             low_stock: Vec<(String, String, i64)>,
             holds: BTreeMap<String, (u32, i64, i64)>,
+            #[serde(default)]
+            held_fen: BTreeMap<String, i64>,
             blocked: VecDeque<Blocked>,
         }
         let s: Saved = serde_json::from_value(v)?;
@@ -464,9 +487,27 @@ impl Board {
                     m
                 }),
             holds: s.holds,
+            held_fen: s.held_fen,
             blocked: s.blocked,
             low_atp,
         })
+    }
+
+    /// The dealers wanting the most credit (the amount held plus the exposure past the
+    /// limit), then by id: (dealer, held orders, amount held, exposure, limit).
+    fn hold_rows(&self) -> Vec<(&str, u32, i64, i64, i64)> {
+        let mut rows: Vec<_> = self
+            .holds
+            .iter()
+            .map(|(d, &(h, e, l))| {
+                let fen = self.held_fen.get(d).copied().unwrap_or(0);
+                (d.as_str(), h, fen, e, l)
+            })
+            .collect();
+        let wanted = |r: &(&str, u32, i64, i64, i64)| r.2.saturating_add((r.3 - r.4).max(0));
+        rows.sort_by(|a, b| wanted(b).cmp(&wanted(a)).then(a.0.cmp(b.0)));
+        rows.truncate(TOP * 2);
+        rows
     }
 
     /// The low-stock rows as (SKU, location, ATP), by SKU then location.
@@ -540,12 +581,8 @@ impl Board {
             stores_today: self.stores_today(engine),
             stores_day: self.store_day,
             low_stock: low,
-            holds: self
-                .holds
-                .iter()
-                .take(TOP * 2)
-                .map(|(d, (h, e, l))| (d.as_str(), *h, *e, *l))
-                .collect(),
+            holds: self.hold_rows(),
+            holds_total: self.holds.len(),
             blocked: self.blocked.iter().collect(),
         }
     }
@@ -627,6 +664,7 @@ mod tests {
         assert_eq!(low, vec![("S2", "wh", 1)]);
     }
 
+    /// `held` orders worth 100 fen each held.
     fn credit(dealer: &str, held: u32, exposure: i64) -> Emitted {
         emitted(Output::Credit {
             dealer: dealer.into(),
@@ -636,6 +674,7 @@ mod tests {
             held,
             unpaid: 0,
             open_orders: 0,
+            held_fen: i64::from(held) * 100,
         })
     }
 
@@ -825,7 +864,7 @@ mod tests {
         );
         assert_eq!(
             b.view(&engine).holds,
-            vec![("d-1", 3, 950, 1_000), ("d-2", 1, 100, 1_000)]
+            vec![("d-1", 3, 300, 950, 1_000), ("d-2", 1, 100, 100, 1_000)]
         );
         // restocked and paid: the rows go, and an emptied SKU with them
         b.observe(
@@ -839,15 +878,32 @@ mod tests {
         );
         assert!(b.view(&engine).low_stock.is_empty());
         assert!(b.low_stock.is_empty());
-        assert_eq!(b.view(&engine).holds, vec![("d-1", 3, 950, 1_000)]);
+        assert_eq!(b.view(&engine).holds, vec![("d-1", 3, 300, 950, 1_000)]);
         // a limit lowered under the exposure: listed though nothing is held, until paid down
         b.observe(&engine, &[credit("d-3", 0, 1_200)]);
         assert_eq!(
             b.view(&engine).holds,
-            vec![("d-1", 3, 950, 1_000), ("d-3", 0, 1_200, 1_000)]
+            vec![("d-1", 3, 300, 950, 1_000), ("d-3", 0, 0, 1_200, 1_000)]
         );
+        // the most credit wanting first: 400 past the limit before 300 held
+        b.observe(&engine, &[credit("d-3", 0, 1_400)]);
+        assert_eq!(b.view(&engine).holds[0].0, "d-3");
         b.observe(&engine, &[credit("d-3", 0, 900)]);
-        assert_eq!(b.view(&engine).holds, vec![("d-1", 3, 950, 1_000)]);
+        assert_eq!(b.view(&engine).holds, vec![("d-1", 3, 300, 950, 1_000)]);
+        // past 20 listed, the rest are counted
+        let many: Vec<Emitted> = (0..25)
+            .map(|i| credit(&format!("e-{i:02}"), 1, 0))
+            .collect();
+        b.observe(&engine, &many);
+        let view = b.view(&engine);
+        assert_eq!((view.holds.len(), view.holds_total), (20, 26));
+        assert_eq!(view.holds[0].0, "d-1", "the most held first");
+        b.observe(
+            &engine,
+            &(0..25)
+                .map(|i| credit(&format!("e-{i:02}"), 0, 0))
+                .collect::<Vec<_>>(),
+        );
         b.observe(
             &engine,
             &[stock("sku-2", "s-1", 1), stock("sku-2", "s-2", 2)],

@@ -417,6 +417,13 @@ impl Dealer {
         }
     }
 
+    /// The amount of the orders on hold.
+    pub fn held_fen(&self) -> i64 {
+        self.held
+            .iter()
+            .fold(0, |sum: i64, h| sum.saturating_add(h.amount))
+    }
+
     fn credit(&self, me: &Str, fx: &mut Effects) {
         fx.out(Output::Credit {
             dealer: me.clone(),
@@ -426,6 +433,7 @@ impl Dealer {
             held: u32::try_from(self.held.len()).unwrap_or(u32::MAX),
             unpaid: self.unpaid,
             open_orders: u64::try_from(self.open.len()).unwrap_or(u64::MAX),
+            held_fen: self.held_fen(),
         });
     }
 
@@ -488,7 +496,8 @@ mod tests {
         }
     }
 
-    /// The credit output: limit, exposure, held orders, unpaid, open orders.
+    /// The credit output: limit, exposure, held orders, unpaid, open orders; the amount held
+    /// is the outputs' own (the tests that compare whole outputs hold nothing unless said).
     fn credit(limit: i64, exposure: i64, held: u32, unpaid: i64, open_orders: u64) -> Output {
         Output::Credit {
             dealer: me(),
@@ -498,7 +507,16 @@ mod tests {
             held,
             unpaid,
             open_orders,
+            held_fen: 0,
         }
+    }
+
+    /// `credit` with `fen` on hold.
+    fn holding(mut credit: Output, fen: i64) -> Output {
+        if let Output::Credit { held_fen, .. } = &mut credit {
+            *held_fen = fen;
+        }
+        credit
     }
 
     fn reply(order: &str, ok: bool, shortfall: i64) -> (Key, Cmd) {
@@ -587,7 +605,7 @@ mod tests {
                     dealer: me(),
                     shortfall: 500
                 },
-                credit(0, 0, 1, 0, 0)
+                holding(credit(0, 0, 1, 0, 0), 500)
             ]
         );
         assert!(d.open.is_empty());
@@ -646,7 +664,10 @@ mod tests {
         let (o1, s1) = released("p1");
         let (o3, s3) = released("p3");
         assert_eq!(fx.sends, vec![s1, s3]);
-        assert_eq!(fx.outputs, vec![o1, o3, credit(550, 500, 2, 0, 2)]);
+        assert_eq!(
+            fx.outputs,
+            vec![o1, o3, holding(credit(550, 500, 2, 0, 2), 1_000)]
+        );
         assert_eq!(d.region, Some(region));
         // neither p2 nor p4 fits the 50 left
         let held: Vec<&str> = d.held.iter().map(|h| h.order.as_str()).collect();
@@ -674,6 +695,7 @@ mod tests {
                 held: 0,
                 unpaid: 600,
                 open_orders: 0,
+                held_fen: 0,
             }]
         );
         assert_eq!(d.open_total, 0);
@@ -708,7 +730,7 @@ mod tests {
         run(&mut d, &r, open("p3", 900)); // held
                                           // closing a held order changes no exposure
         let fx = run(&mut d, &r, DealerCmd::Close { order: "p3".into() });
-        assert_eq!(fx.outputs, vec![credit(1_000, 800, 1, 0, 1)]);
+        assert_eq!(fx.outputs, vec![holding(credit(1_000, 800, 1, 0, 1), 500)]);
         // closing the open one frees credit for p2
         let fx = run(&mut d, &r, DealerCmd::Close { order: "p1".into() });
         let (o2, s2) = released("p2");
@@ -748,7 +770,10 @@ mod tests {
         // 250 back leaves 650 available: p2 still waits
         let fx = run(&mut d, &r, ret(250));
         assert!(fx.sends.is_empty());
-        assert_eq!(fx.outputs, vec![credit(1_000, 350, 1, 350, 0)]);
+        assert_eq!(
+            fx.outputs,
+            vec![holding(credit(1_000, 350, 1, 350, 0), 700)]
+        );
         let fx = run(&mut d, &r, ret(50));
         let (o2, s2) = released("p2");
         assert_eq!(fx.sends, vec![s2]);

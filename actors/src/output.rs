@@ -454,6 +454,9 @@ pub enum Output {
         /// Orders taken on credit and not yet shipped.
         #[serde(default)]
         open_orders: u64,
+        /// The amount of the orders on hold, in fen (absent: 0).
+        #[serde(default, skip_serializing_if = "crate::cold::omit")]
+        held_fen: i64,
     },
     /// A payment was not booked: its reference was booked before (a resend of one transfer).
     PaymentIgnored {

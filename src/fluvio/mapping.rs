@@ -311,6 +311,7 @@ mod tests {
             held: 0,
             unpaid: 0,
             open_orders: 0,
+            held_fen: 0,
         });
         assert_eq!(
             (s.topic(&t), k.to_string().as_str()),
