@@ -194,8 +194,9 @@ fn error(status: StatusCode, code: &str, detail: impl Into<String>) -> HttpRespo
 
 /// Splits a body into event texts: a JSON array of objects, one JSON object (also spread
 /// over lines, as a pretty-printer writes it), or JSON lines. A leading UTF-8 byte-order mark
-/// is dropped.
-fn split(body: &[u8]) -> Vec<&[u8]> {
+/// is dropped. Also whether the body is an array that never closes where an element ends
+/// (`[{..},` or `[{..}`: cut at an element's end, which no element's own refusal says).
+fn split(body: &[u8]) -> (Vec<&[u8]>, bool) {
     let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     let start = body
         .iter()
@@ -204,7 +205,10 @@ fn split(body: &[u8]) -> Vec<&[u8]> {
     let rest = &body[start..];
     if rest.first() == Some(&b'[') {
         return match serde_json::from_slice::<Vec<&serde_json::value::RawValue>>(rest) {
-            Ok(raws) => raws.into_iter().map(|r| r.get().as_bytes()).collect(),
+            Ok(raws) => (
+                raws.into_iter().map(|r| r.get().as_bytes()).collect(),
+                false,
+            ),
             // one broken element does not cost the others: each is refused or applied alone
             Err(_) => array_items(rest),
         };
@@ -229,12 +233,14 @@ fn split(body: &[u8]) -> Vec<&[u8]> {
                 }
             }
         }
-        return texts;
+        return (texts, false);
     }
-    body.split(|b| *b == b'\n')
+    let lines = body
+        .split(|b| *b == b'\n')
         .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
         .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
-        .collect()
+        .collect();
+    (lines, false)
 }
 
 /// The elements of a JSON array that does not parse as a whole (`body` starts with its `[`),
@@ -244,11 +250,12 @@ fn split(body: &[u8]) -> Vec<&[u8]> {
 /// the body, unless a later element boundary (`}` `,` `{`) starts an element that parses: the
 /// text before it is then the broken element, and the rest is split again (a quote closed in
 /// the wrong place no longer swallows the events after it); text after the closing `]` is one
-/// more (refused: it is not an event).
-fn array_items(body: &[u8]) -> Vec<&[u8]> {
+/// more (refused: it is not an event). Also whether the array was left open after an
+/// element's end (nothing after its last element, no `]`).
+fn array_items(body: &[u8]) -> (Vec<&[u8]>, bool) {
     let mut items = Vec::new();
-    split_elements(body, 1, &mut items, 0);
-    items
+    let open = split_elements(body, 1, &mut items, 0);
+    (items, open)
 }
 
 /// Adds `t`, trimmed, unless it is empty.
@@ -264,8 +271,14 @@ fn push_item<'a>(items: &mut Vec<&'a [u8]>, t: &'a [u8]) {
 const RESYNCS: usize = 16;
 
 /// [`array_items`] of `body` from `start` (the first byte inside the array), adding to `items`;
-/// `resyncs` counts the splits after broken elements so far.
-fn split_elements<'a>(body: &'a [u8], start: usize, items: &mut Vec<&'a [u8]>, resyncs: usize) {
+/// `resyncs` counts the splits after broken elements so far. Returns whether the array was
+/// left open after an element's end.
+fn split_elements<'a>(
+    body: &'a [u8],
+    start: usize,
+    items: &mut Vec<&'a [u8]>,
+    resyncs: usize,
+) -> bool {
     let mut start = start;
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
     // an element just closed and no comma yet: another opening there is a comma missed
@@ -297,7 +310,7 @@ fn split_elements<'a>(body: &'a [u8], start: usize, items: &mut Vec<&'a [u8]>, r
             b']' => {
                 push_item(items, &body[start..i]);
                 push_item(items, &body[i + 1..]);
-                return;
+                return false;
             }
             b',' if depth == 0 => {
                 push_item(items, &body[start..i]);
@@ -317,6 +330,8 @@ fn split_elements<'a>(body: &'a [u8], start: usize, items: &mut Vec<&'a [u8]>, r
         }
     }
     push_item(items, tail);
+    // no `]`, and no element left open at the end: cut where an element ended
+    depth == 0 && !in_string
 }
 
 /// Where a broken element in `t` likely ends: `(end, next)`, the end of its text (after a
@@ -388,12 +403,13 @@ fn warnings_of(st: &AppState, item: &Item, unusual: bool, raw: &[u8]) -> Vec<Str
 }
 
 /// The decoded items of an ingest request went to the shard: its outcomes, and each event's
-/// warnings (see [`warnings_of`]), in the order sent; and the payments among them, by
-/// place, with their dealer (see [`unknown_dealers`]).
+/// warnings (see [`warnings_of`]), in the order sent; and the payments and dealers' orders
+/// placed among them, by place, with their dealer and whether an order (see
+/// [`unknown_dealers`]).
 type Submitted = (
     Vec<Outcome>,
     Vec<Vec<String>>,
-    Vec<(usize, omnistream_actors::Str)>,
+    Vec<(usize, omnistream_actors::Str, bool)>,
 );
 
 async fn submit(st: &AppState, source: &str, texts: Vec<&[u8]>) -> Result<Submitted, HttpResponse> {
@@ -442,7 +458,17 @@ async fn submit(st: &AppState, source: &str, texts: Vec<&[u8]>) -> Result<Submit
             warnings.push(warnings_of(st, &item, unusual, t));
             if let Item::Event(ev) = &item {
                 match &ev.body {
-                    omnistream_schemas::Body::Payment(p) => payments.push((i, p.dealer.clone())),
+                    omnistream_schemas::Body::Payment(p) => {
+                        payments.push((i, p.dealer.clone(), false));
+                    }
+                    // a dealer's order placed: held at once when no limit was ever set
+                    omnistream_schemas::Body::Order(o)
+                        if o.status == omnistream_schemas::OrderStatus::Placed =>
+                    {
+                        if let Some(d) = &o.dealer {
+                            payments.push((i, d.clone(), true));
+                        }
+                    }
                     omnistream_schemas::Body::CodeBatch(b) => {
                         batches.push((i, b.clone(), ev.ts.unix_us));
                     }
@@ -572,7 +598,7 @@ async fn post_events(
              uncompressed",
         );
     }
-    let texts = split(&body);
+    let (texts, open) = split(&body);
     if texts.is_empty() {
         return error(StatusCode::BAD_REQUEST, "empty", "no events in the body");
     }
@@ -583,8 +609,21 @@ async fn post_events(
                 st.metrics.event_warning("unknown_dealer");
                 warnings[i].push(w);
             }
+            for (i, code, w) in not_applied(&outcomes) {
+                st.metrics.event_warning(code);
+                warnings[i].push(w);
+            }
             let mut answer = events_answer(&outcomes, &now);
             with_warnings(&mut answer["results"], &warnings);
+            // the request's own: its array never closed (each event's result stands)
+            if open {
+                st.metrics.event_warning("truncated");
+                answer["warnings"] = json!([
+                    "truncated at body: the array has no closing `]`: the body may have been cut \
+                     after its last complete event, and what followed it never arrived (the \
+                     events before it are answered as sent)"
+                ]);
+            }
             HttpResponse::Ok().json(answer)
         }
         Err(resp) => resp,
@@ -744,7 +783,7 @@ async fn duplicates_now(
                         }
                         // a retry after a timeout is told what the first answer said
                         if !state.as_ref().is_some_and(|d| d.set_up()) {
-                            warnings.push(unknown_dealer(&dealer));
+                            warnings.push(unknown_dealer(&dealer, false));
                         }
                         // (a store that cannot be read: said of nothing)
                         let credit = credit_of(&dealer, state.as_deref()).ok()?;
@@ -782,19 +821,20 @@ async fn duplicates_now(
     st.shard.send(read).await.unwrap_or_default()
 }
 
-/// The accepted payments among `outcomes` (`payments`: by place, with their dealer) whose
-/// dealer no `dealer` event has set up, each with its warning: booked all the same (money
-/// came in), as credit paid ahead, but a mistyped dealer id would leave the real dealer's
-/// orders held, so the sender is told at once (and again when it sends the payment again:
+/// The accepted payments and dealers' orders placed among `outcomes` (`payments`: by place,
+/// with their dealer, and whether an order) whose dealer no `dealer` event has set up, each
+/// with its warning: a payment is booked all the same (money came in), as credit paid
+/// ahead, and an order held, but a mistyped dealer id would leave the real dealer's orders
+/// held, so the sender is told at once (and again when it sends the payment again:
 /// see [`duplicates_now`]). None when the shard cannot answer.
 async fn unknown_dealers(
     st: &AppState,
     outcomes: &[Outcome],
-    payments: Vec<(usize, omnistream_actors::Str)>,
+    payments: Vec<(usize, omnistream_actors::Str, bool)>,
 ) -> Vec<(usize, String)> {
-    let asked: Vec<(usize, omnistream_actors::Str)> = payments
+    let asked: Vec<(usize, omnistream_actors::Str, bool)> = payments
         .into_iter()
-        .filter(|(i, _)| matches!(outcomes.get(*i), Some(Outcome::Accepted { .. })))
+        .filter(|(i, _, _)| matches!(outcomes.get(*i), Some(Outcome::Accepted { .. })))
         .collect();
     if asked.is_empty() {
         return Vec::new();
@@ -802,8 +842,8 @@ async fn unknown_dealers(
     let read = Read(move |e: &Sharded, _: &dyn Store| {
         asked
             .into_iter()
-            .filter(|(_, dealer)| !e.dealer(dealer).is_some_and(|d| d.set_up()))
-            .map(|(i, dealer)| (i, unknown_dealer(&dealer)))
+            .filter(|(_, dealer, _)| !e.dealer(dealer).is_some_and(|d| d.set_up()))
+            .map(|(i, dealer, order)| (i, unknown_dealer(&dealer, order)))
             .collect()
     });
     st.shard.send(read).await.unwrap_or_default()
@@ -871,11 +911,82 @@ async fn batch_warnings(
     st.shard.send(read).await.unwrap_or_default()
 }
 
-/// The warning of a payment to `dealer`, which no `dealer` event has set up.
-fn unknown_dealer(dealer: &str) -> String {
+/// The accepted events among `outcomes` that their entities did not apply, each with the
+/// code and text of its warning: an order status the order's state refused, a payment
+/// whose `ref` was booked before, a `dealer` event older than the one in effect, a stock
+/// count or movement older than the latest count. Such an event is accepted (durable,
+/// counted, not sent again by a retry) and its result field says why; the warning says it
+/// where every kind says it, for a sender that reads `accepted` alone.
+fn not_applied(outcomes: &[Outcome]) -> Vec<(usize, &'static str, String)> {
+    use omnistream_actors::Output as O;
+    let mut found = Vec::new();
+    for (i, o) in outcomes.iter().enumerate() {
+        let Outcome::Accepted { id, outputs } = o else {
+            continue;
+        };
+        for e in outputs.iter().filter(|e| e.event == *id) {
+            let (code, what, reason): (&'static str, String, &str) = match &e.output {
+                O::OrderIgnored {
+                    order,
+                    status,
+                    reason,
+                    ..
+                } => (
+                    "order_ignored",
+                    format!("`{status}` of order {order}"),
+                    reason,
+                ),
+                O::PaymentIgnored {
+                    reference, reason, ..
+                } => ("payment_ignored", format!("payment `{reference}`"), reason),
+                O::DealerIgnored { dealer, reason, .. } => (
+                    "dealer_ignored",
+                    format!("the `dealer` event of {dealer}"),
+                    reason,
+                ),
+                O::StockCountIgnored {
+                    sku,
+                    location,
+                    reason,
+                    ..
+                } => (
+                    "stock_count_ignored",
+                    format!("the count of {sku} at {location}"),
+                    reason,
+                ),
+                O::StockMoveIgnored {
+                    sku,
+                    location,
+                    reason,
+                    ..
+                } => (
+                    "stock_move_ignored",
+                    format!("the movement of {sku} at {location}"),
+                    reason,
+                ),
+                _ => continue,
+            };
+            found.push((
+                i,
+                code,
+                format!("{code}: {what} was not applied ({reason}); the event is kept as accepted"),
+            ));
+        }
+    }
+    found
+}
+
+/// The warning of a payment (or an order: `order`) to `dealer`, which no `dealer` event has
+/// set up.
+fn unknown_dealer(dealer: &str, order: bool) -> String {
+    let what = if order {
+        "the order is held until one sets a limit (or payments cover it)"
+    } else {
+        "the payment is booked as credit paid ahead"
+    };
     format!(
         "unknown_dealer at dealer: no `dealer` event has set up dealer `{dealer}` (no credit \
-         limit, no region): the payment is booked as credit paid ahead; check the dealer id"
+         limit, no region): {what}; check the dealer id"
     )
 }
 
@@ -900,8 +1011,8 @@ fn status(o: &Outcome) -> &'static str {
 /// any event whose identities joined two members or were refused for it (an `identify`, an
 /// order naming a second phone), all its `merged` and `merge_conflict` outputs, in `merges`;
 /// for a `stock` event, the location's numbers after it (its `stock` output, with `floored`
-/// when an `adjust` took on hand to 0 short) or why its count was not applied
-/// (`stock_count_ignored`); for an event whose `member_id` names no member this service
+/// when an `adjust` took on hand to 0 short) or why its count or movement was not applied
+/// (`stock_count_ignored`, `stock_move_ignored`); for an event whose `member_id` names no member this service
 /// issued, what of it the member did not apply (`unknown_member`; a scan's is its decision).
 const RESULTS: [(&str, IsOutput); 6] = [
     ("order", |o| o.stream() == "orders"),
@@ -924,6 +1035,7 @@ fn is_stock_event_result(o: &omnistream_actors::Output) -> bool {
             cause: Some(C::Receive | C::Adjust | C::Set),
             ..
         } | omnistream_actors::Output::StockCountIgnored { .. }
+            | omnistream_actors::Output::StockMoveIgnored { .. }
     )
 }
 
@@ -4620,6 +4732,7 @@ mod tests {
     fn a_body_is_an_array_one_object_over_lines_or_json_lines() {
         let texts = |b: &[u8]| -> Vec<String> {
             split(b)
+                .0
                 .into_iter()
                 .map(|t| String::from_utf8_lossy(t).into_owned())
                 .collect()
@@ -4629,6 +4742,14 @@ mod tests {
         assert_eq!(
             texts(pretty),
             ["{\n  \"id\": \"x\",\n  \"type\": \"click\"\n}"]
+        );
+        // an array cut where an element ended: its elements, and said to be open
+        assert_eq!(split(b"[{\"a\":1},").0, [br#"{"a":1}"#]);
+        assert!(split(b"[{\"a\":1},").1 && split(b"[{\"a\":1}  ").1);
+        assert!(!split(b"[{\"a\":1}]").1);
+        assert!(
+            !split(b"[{\"a\":1},{\"b\"").1,
+            "cut inside an element: its own refusal"
         );
         // JSON lines, with a byte-order mark and CRLF
         let lines = b"\xEF\xBB\xBF{\"a\":1}\r\n{\"b\":2}\r\n";

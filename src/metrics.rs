@@ -66,7 +66,8 @@ pub struct Metrics {
     /// Orders refused, by the refusal's reason (`insufficient_stock`, `not_stocked`, ...):
     /// lost demand told apart from a stock location not set up.
     pub order_rejections: IntCounterVec,
-    /// Stock alerts by kind (low_stock, stock_out, stock_short, stock_count_ignored).
+    /// Stock alerts by kind (low_stock, stock_out, stock_short, stock_count_ignored,
+    /// stock_move_ignored).
     pub stock_alerts: IntCounterVec,
     /// Warnings on events accepted over HTTP, by code (`unknown_field`, `unknown_channel`,
     /// ...): a sender's misspelling, kept by the contract, that loses what it meant.
@@ -261,11 +262,12 @@ const ORDER_RESULTS: [&str; 5] = [
     "released",
     "unpaid_cancelled",
 ];
-const STOCK_ALERTS: [&str; 4] = [
+const STOCK_ALERTS: [&str; 5] = [
     "low_stock",
     "stock_out",
     "stock_short",
     "stock_count_ignored",
+    "stock_move_ignored",
 ];
 
 /// The children of a counter vector for known label values, each resolved on first use.
@@ -1174,6 +1176,7 @@ impl Metrics {
                 Output::StockOut { .. } => self.stock_alert("stock_out"),
                 Output::StockShort { .. } => self.stock_alert("stock_short"),
                 Output::StockCountIgnored { .. } => self.stock_alert("stock_count_ignored"),
+                Output::StockMoveIgnored { .. } => self.stock_alert("stock_move_ignored"),
                 Output::Diversion { .. } => self.diversions.inc(),
                 Output::PaymentIgnored { amount, booked, .. } => {
                     self.payments_ignored.inc();

@@ -1421,6 +1421,17 @@ fn bad_requests_get_4xx_with_reasons_and_lose_nothing_else() {
     let s = Service::start(dir.path());
     let (code, v) = s.request("POST", "/v1/events", " [ ] ");
     assert_eq!((code, v["error"].as_str()), (400, Some("empty")), "{v}");
+    // an array cut where an element ended: its events applied, and the cut said
+    let click = r#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e77","type":"click","ts":"2026-11-11T10:00:00+08:00","channel":"mall","member":{"openid":"cut"},"target":"ad"}"#;
+    let (code, v) = s.request("POST", "/v1/events", &format!("[{click},\n"));
+    assert_eq!((code, &v["accepted"]), (200, &json!(1)), "{v}");
+    let w = v["warnings"][0].as_str().unwrap_or_default();
+    assert!(
+        w.starts_with("truncated at body: the array has no closing `]`"),
+        "{v}"
+    );
+    let (_, v) = s.request("POST", "/v1/events", &format!("[{click}]"));
+    assert!(v.get("warnings").is_none(), "{v}");
     // a form upload (`curl -F`) is refused whole: its parts would read as lines of events
     let form = "--x\r\nContent-Disposition: form-data; name=\"f\"\r\n\r\n{}\r\n--x--\r\n";
     let mut conn = TcpStream::connect(&s.addr).unwrap();
@@ -2447,6 +2458,11 @@ fn a_dealers_events_answer_where_they_ended_and_list_under_the_dealer() {
         (&json!("accepted"), &json!("dealer_ignored")),
         "{v}"
     );
+    let w = r["warnings"][0].as_str().unwrap_or_default();
+    assert!(
+        w.starts_with("dealer_ignored: the `dealer` event of d2 was not applied (stamped"),
+        "{v}"
+    );
     assert_eq!(s.get("/v1/dealers/d2/credit")["limit"], limit);
     let d2 = s.get("/v1/dealers/d2/credit");
     let listed: Vec<&Value> = all["items"]
@@ -2493,6 +2509,20 @@ fn a_dealers_events_answer_where_they_ended_and_list_under_the_dealer() {
     let r = &v["results"][0];
     assert_eq!(r["status"], "accepted", "{v}");
     assert!(r.get("warnings").is_none(), "{v}");
+    // an order placed for a dealer never set up (held: no limit) is told so too
+    let v = s.post(&[ev(
+        32,
+        json!({"type":"order","ts":t(15),"channel":"dealer","order":"typo","status":"placed",
+        "kind":"dealer","dealer":"d-nrth","lines":[{"sku":"SB","qty":1,"unit_price":100}],
+        "location":"wh"}),
+    )]);
+    let r = &v["results"][0];
+    assert_eq!(r["order"]["output"], "order_held", "{v}");
+    let w = r["warnings"][0].as_str().unwrap_or_default();
+    assert!(
+        w.starts_with("unknown_dealer at dealer: ") && w.contains("the order is held"),
+        "{v}"
+    );
     s.stop();
 }
 
@@ -2585,6 +2615,7 @@ fn an_events_answer_says_what_each_event_did() {
         stock(31, 5, "adjust", -25),
         stock(32, 30, "set", 12),
         stock(33, 20, "set", 99),
+        stock(34, 25, "receive", 7),
     ]);
     let r = &v["results"];
     let said = |i: usize, f: &str| r[i]["stock"][f].clone();
@@ -2609,6 +2640,22 @@ fn an_events_answer_says_what_each_event_did() {
         said(3, "reason").as_str().unwrap().contains("600 s later"),
         "{v}"
     );
+    // a receipt stamped before the count: said to move nothing, not answered as a receipt
+    assert_eq!(said(4, "output"), "stock_move_ignored", "{v}");
+    assert!(
+        said(4, "reason").as_str().unwrap().contains("300 s before"),
+        "{v}"
+    );
+    // both accepted (kept, not to be sent again), each with a warning saying so
+    for (i, code) in [(3, "stock_count_ignored"), (4, "stock_move_ignored")] {
+        assert_eq!(r[i]["status"], "accepted", "{v}");
+        let w = r[i]["warnings"].to_string();
+        assert!(
+            w.contains(&format!("{code}: ")) && w.contains("not applied"),
+            "{v}"
+        );
+    }
+    assert!(r[0].get("warnings").is_none(), "{v}");
     assert!(r[0]["order"].is_null() && r[0]["credit"].is_null(), "{v}");
     // a misspelt field is ignored, as the contract says, and the answer says so; so is a
     // channel spelt another way (a channel apart), and a misspelt required field beside

@@ -359,6 +359,19 @@ pub enum Output {
         /// Why.
         reason: Str,
     },
+    /// A receipt or adjustment not applied: stamped before the latest count applied at its
+    /// location, which saw what was on hand then (a safety stock it sets is taken all the
+    /// same).
+    StockMoveIgnored {
+        /// SKU.
+        sku: Str,
+        /// Location.
+        location: Str,
+        /// The movement's quantity (an adjustment's signed).
+        qty: i64,
+        /// Why.
+        reason: Str,
+    },
     /// The one decision on a scan: what it got and why.
     Decision {
         /// The scan's event id (named apart from the envelope's `event`, which for a
@@ -636,7 +649,8 @@ impl Output {
             | Output::LowStock { .. }
             | Output::StockOut { .. }
             | Output::StockShort { .. }
-            | Output::StockCountIgnored { .. } => "stock",
+            | Output::StockCountIgnored { .. }
+            | Output::StockMoveIgnored { .. } => "stock",
             Output::Credit { .. }
             | Output::PaymentIgnored { .. }
             | Output::DealerIgnored { .. } => "credit",

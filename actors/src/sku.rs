@@ -350,6 +350,24 @@ impl Sku {
         let before = self.atp(&location);
         let at = ctx.ts();
         let mut floored = 0;
+        // a movement the latest count saw moves nothing, and is said to have moved nothing
+        // (published as a movement, it read as one done)
+        let counted_at = self.moves.get(&location).map_or(i64::MIN, |m| m.counted_at);
+        if op != StockOp::Set && at < counted_at && qty != 0 {
+            let later_by_s = (counted_at - at) / 1_000_000;
+            fx.out(Output::StockMoveIgnored {
+                sku: me.clone(),
+                location: location.clone(),
+                qty,
+                reason: format_compact!(
+                    "stamped {later_by_s} s before the latest count here, which saw what was \
+                     on hand then: it moves nothing"
+                ),
+            });
+            if safety.is_none() {
+                return;
+            }
+        }
         match op {
             StockOp::Receive => {
                 self.moved(&location, at, qty.max(0));
@@ -1242,9 +1260,15 @@ mod tests {
                 ..
             }
         ));
-        // a receipt stamped before that count, arriving after it: the count saw it
-        run_at(&mut s, &r, 5, T0 + 10_000, stock_op(StockOp::Receive, 7));
+        // a receipt stamped before that count, arriving after it: the count saw it, and
+        // that is what is said (no `stock` output, which reads as a movement done)
+        let fx = run_at(&mut s, &r, 5, T0 + 10_000, stock_op(StockOp::Receive, 7));
         assert_eq!(s.locations["wh"].on_hand, 90);
+        assert!(
+            matches!(&fx.outputs[..], [Output::StockMoveIgnored { qty: 7, reason, .. }] if reason.contains("20 s before")),
+            "{:?}",
+            fx.outputs
+        );
         // a newer count, then an older one: the older is said ignored
         run_at(&mut s, &r, 6, T0 + 10 * min, stock_op(StockOp::Set, 50));
         let fx = run_at(&mut s, &r, 7, T0 + 5 * min, stock_op(StockOp::Set, 80));

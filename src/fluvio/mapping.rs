@@ -197,7 +197,8 @@ pub fn output_route(o: &Output) -> (Sink, Key) {
         | Output::LowStock { sku, .. }
         | Output::StockOut { sku, .. }
         | Output::StockShort { sku, .. }
-        | Output::StockCountIgnored { sku, .. } => (Sink::Stock, Key::Sku(sku.clone())),
+        | Output::StockCountIgnored { sku, .. }
+        | Output::StockMoveIgnored { sku, .. } => (Sink::Stock, Key::Sku(sku.clone())),
         Output::Credit { dealer, .. }
         | Output::PaymentIgnored { dealer, .. }
         | Output::DealerIgnored { dealer, .. } => (Sink::Credit, Key::Dealer(dealer.clone())),
