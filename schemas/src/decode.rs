@@ -698,7 +698,7 @@ impl Decoder {
             Err(e) => {
                 // broken JSON: its id, when it starts as senders write it, still says which
                 // event was refused
-                let mut r = Rejection::whole(json_reason(&e), e.to_string());
+                let mut r = Rejection::whole(json_reason(&e), json_detail(&e));
                 r.id = id_near_start(bytes);
                 return r;
             }
@@ -726,6 +726,20 @@ impl Decoder {
             problems.push(Problem::new(Reason::WrongType, "", msg));
         }
         Rejection { id, problems, kind }
+    }
+}
+
+/// serde_json's message with its position said to be within the event's own text (a line
+/// of JSON lines, an element of an array), not the body's: "at line 1 column 150" read as
+/// the body's first line when the event was its second.
+fn json_detail(e: &serde_json::Error) -> String {
+    let msg = e.to_string();
+    let (line, column) = (e.line(), e.column());
+    let at = format!(" at line {line} column {column}");
+    match msg.strip_suffix(&at) {
+        Some(what) if line == 1 => format!("{what} at column {column} of the event's text"),
+        Some(what) => format!("{what} at line {line}, column {column} of the event's text"),
+        None => msg,
     }
 }
 
@@ -969,6 +983,15 @@ impl Check<'_> {
         self.p.iter().any(|x| x.path == path)
     }
 
+    /// Whether a problem was reported at `path` or within it (`member.phone` of `member`).
+    fn seen_within(&self, path: &str) -> bool {
+        self.p.iter().any(|x| {
+            x.path
+                .strip_prefix(path)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+        })
+    }
+
     fn missing(&mut self, path: &str, why: &str) {
         if !self.seen(path) {
             self.push(Reason::MissingField, path, why.to_string());
@@ -1128,7 +1151,8 @@ impl Check<'_> {
         if !ok {
             return None;
         }
-        if out.len() < min && !self.seen(path) {
+        // (an identity of the wrong type was said at its own path: it was given)
+        if out.len() < min && !self.seen_within(path) {
             let detail = if min == 1 {
                 "at least one identity is required".to_string()
             } else {

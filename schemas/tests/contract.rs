@@ -459,6 +459,30 @@ fn malformed_corpus_is_rejected_with_the_right_reason() {
     );
     let detail = &zero.unwrap_err().problems[0].detail;
     assert_eq!(detail, "must be greater than zero");
+    // a phone sent as a number is that, not also no identity at all
+    let number = d
+        .decode(br#"{"id":"0193a7f2-6c1e-7d4a-9a51-3f0c2b1d9e11","type":"click","ts":"2026-11-11T20:15:03Z","channel":"mall","member":{"phone":13911112222},"target":"ad"}"#)
+        .unwrap_err();
+    let said: Vec<(Reason, &str)> = number
+        .problems
+        .iter()
+        .map(|p| (p.reason, p.path.as_str()))
+        .collect();
+    assert_eq!(said, [(Reason::WrongType, "member.phone")]);
+    // broken JSON is placed within the event's own text (not a body's line)
+    let cut = d.decode(BAD[0].0.as_bytes()).unwrap_err();
+    assert_eq!(
+        cut.problems[0].detail,
+        "EOF while parsing an object at column 58 of the event's text"
+    );
+    let two = d.decode(b"{\n\"id\": \"x\" \"type\": 1}").unwrap_err();
+    assert!(
+        two.problems[0]
+            .detail
+            .ends_with(" at line 2, column 11 of the event's text"),
+        "{:?}",
+        two.problems
+    );
 }
 
 #[test]
