@@ -1014,10 +1014,24 @@ impl Order {
         fx: &mut Effects,
     ) {
         let placed = self.per_sku();
+        // what was asked and not returned, said in the output (the return still applies)
+        let mut unapplied: Vec<String> = Vec::new();
         let wanted: BTreeMap<Str, i64> = match lines {
             Some(ls) => {
                 let mut m = BTreeMap::new();
                 for l in ls {
+                    // a return refunds the price paid: a price the order never had is said
+                    let paid = |p: i64| {
+                        self.lines
+                            .iter()
+                            .any(|o| o.sku == l.sku && o.unit_price == p)
+                    };
+                    if placed.contains_key(&l.sku) && !paid(l.unit_price) {
+                        unapplied.push(format!(
+                            "{}: unit_price {} is not a price the order paid: the price paid is refunded",
+                            l.sku, l.unit_price
+                        ));
+                    }
                     *m.entry(l.sku).or_insert(0) += l.qty;
                 }
                 m
@@ -1026,8 +1040,6 @@ impl Order {
         };
         let mut value = 0i64;
         let mut changed = false;
-        // what was asked and not returned, said in the output (the return still applies)
-        let mut unapplied: Vec<String> = Vec::new();
         for (sku, asked) in wanted {
             let Some(&bought) = placed.get(&sku) else {
                 unapplied.push(format!("{sku}: not in the order"));
