@@ -185,6 +185,12 @@ impl Rules {
         if self.points.expiry_days <= 0 {
             return bad("points.expiry-days", "must be > 0");
         }
+        if !(0..=1_000_000).contains(&self.points.redeem_fen_per_point) {
+            return bad(
+                "points.redeem-fen-per-point",
+                "must be 0 (not checked) to 1000000",
+            );
+        }
         for (k, m) in self
             .points
             .channel_multiplier
@@ -410,6 +416,15 @@ pub struct PointsRules {
     /// Promotions: orders placed on their days earn more (double points on Double 11).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub promotions: Vec<Promotion>,
+    /// What a point paid with is worth, in fen (1: 100 points pay one yuan): an order whose
+    /// `points_redeemed` are worth more than its value is refused (`points_over_value`), a
+    /// channel's mistake rather than a member's wish. 0 (the default): not checked.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub redeem_fen_per_point: i64,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
 }
 
 /// A points promotion: a consumer order placed from `from` to `to` (its local date, both
@@ -473,6 +488,7 @@ impl Default for PointsRules {
             expiry_days: 365,
             order_days: 120,
             promotions: Vec::new(),
+            redeem_fen_per_point: 0,
         }
     }
 }

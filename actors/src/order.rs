@@ -476,7 +476,7 @@ impl Order {
                 );
             }
             self.placed_at = Some(ctx.at);
-            return self.place(me, ev, fx);
+            return self.place(me, ev, ctx, fx);
         }
         match self.phase {
             // placement still in flight (or not seen yet): apply when it settles
@@ -553,7 +553,7 @@ impl Order {
         }
     }
 
-    fn place(&mut self, me: &Str, ev: OrderEvent, fx: &mut Effects) {
+    fn place(&mut self, me: &Str, ev: OrderEvent, ctx: &Ctx, fx: &mut Effects) {
         self.kind = Some(ev.kind);
         self.channel = ev.channel;
         self.lines = ev.lines.unwrap_or_default();
@@ -576,6 +576,18 @@ impl Order {
         };
         if let Some((reason, detail)) = missing {
             return self.reject(me, reason, detail.into(), fx);
+        }
+        // points worth more than the goods: refused before the points or the stock are asked
+        let fen_a_point = ctx.rules.points.redeem_fen_per_point;
+        let worth = self.points_redeemed.saturating_mul(fen_a_point);
+        if fen_a_point > 0 && worth > self.amount() {
+            let detail = format_compact!(
+                "{} points are worth {worth} fen at {fen_a_point} fen a point \
+                 (points.redeem-fen-per-point), more than the order's {} fen",
+                self.points_redeemed,
+                self.amount()
+            );
+            return self.reject(me, "points_over_value", detail, fx);
         }
         match (&self.dealer, ev.kind) {
             (Some(d), OrderKind::Dealer) => {

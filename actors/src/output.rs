@@ -217,7 +217,8 @@ pub enum Output {
         #[serde(default, skip_serializing_if = "crate::cold::omit")]
         dealer: Option<Str>,
         /// `insufficient_stock`, `not_stocked` (the SKU never had stock at the location),
-        /// `insufficient_points`, `no_lines`, `no_location`, ...
+        /// `insufficient_points`, `points_over_value` (worth more than the order, when
+        /// `points.redeem-fen-per-point` is set), `no_lines`, `no_location`, ...
         reason: Str,
         /// Detail for people.
         detail: Str,

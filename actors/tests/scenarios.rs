@@ -556,6 +556,45 @@ fn redeeming_more_than_the_balance_rejects_the_order_before_any_stock_is_reserve
     assert_eq!(m.points.balance, 0);
 }
 
+/// With `redeem-fen-per-point` set, points worth more than the order are refused before the
+/// points or the stock are asked; worth no more, the order goes on as before.
+#[test]
+fn points_worth_more_than_the_order_refuse_it_when_a_point_has_a_value() {
+    let mut rules = Rules::default();
+    rules.points.redeem_fen_per_point = 1;
+    let who = r#"{"openid":"ov"}"#;
+    let mut w = World::new(rules);
+    w.send(&stock("S1", 10, T0));
+    buy(&mut w, who, "a", 1, 50_000, T0, T0);
+    w.send(&order("b", "placed", who, &redeeming(101), T1));
+    let rejected: Vec<_> = w
+        .outputs()
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::OrderRejected { reason, detail, .. } => Some((reason.clone(), detail.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(rejected[0].0, "points_over_value");
+    assert!(
+        rejected[0].1.contains("101 points are worth 101 fen"),
+        "{rejected:?}"
+    );
+    assert_eq!(w.member_by("openid", "ov").points.balance, 500);
+    assert_eq!(
+        w.engine.sku("S1").unwrap().view().atp,
+        9,
+        "b reserved nothing"
+    );
+    w.send(&order("c", "placed", who, &redeeming(100), T1));
+    assert!(w
+        .outputs()
+        .iter()
+        .any(|o| matches!(o, Output::OrderAccepted { order, .. } if order == "mall:c")));
+    assert_eq!(w.member_by("openid", "ov").points.balance, 400);
+}
+
 #[test]
 fn points_earned_in_one_channel_pay_in_another_and_a_cancel_refunds_them() {
     let mut w = World::new(Rules::default());
