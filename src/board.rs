@@ -675,6 +675,10 @@ mod tests {
             unpaid: 0,
             open_orders: 0,
             held_fen: i64::from(held) * 100,
+            cause: None,
+            order: None,
+            reference: None,
+            amount: None,
         })
     }
 

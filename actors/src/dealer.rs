@@ -144,6 +144,16 @@ pub fn reference_hash(reference: &str) -> u128 {
     h
 }
 
+/// What changed a dealer's credit, as its `credit` output says.
+enum Why<'a> {
+    /// A `dealer` event (its limit).
+    Limit,
+    /// An order: the cause (`order`, `fulfilled`, `closed`, `returned`) and the order.
+    Order(&'static str, &'a Str),
+    /// A payment booked: its reference and amount.
+    Payment(&'a Str, i64),
+}
+
 impl Dealer {
     /// Open orders plus unpaid.
     pub fn exposure(&self) -> i64 {
@@ -211,7 +221,7 @@ impl Dealer {
                     self.region = region;
                 }
                 self.release_held(me, fx);
-                self.credit(me, fx);
+                self.credit(me, Why::Limit, fx);
             }
             // reported by the code's first scan, so each diverted item counts once
             DealerCmd::Diversion { .. } => {
@@ -228,14 +238,14 @@ impl Dealer {
                 let at = ctx.ts();
                 self.shipped_by_at.insert((at, order.clone()));
                 self.shipped.insert(
-                    order,
+                    order.clone(),
                     Shipped {
                         amount,
                         credited: 0,
                         at,
                     },
                 );
-                self.credit(me, fx);
+                self.credit(me, Why::Order("fulfilled", &order), fx);
             }
             DealerCmd::Close { order } => {
                 if self.take_open(&order).is_none() && !self.unhold(&order) {
@@ -248,7 +258,7 @@ impl Dealer {
                         .saturating_sub(s.amount.saturating_sub(s.credited));
                 }
                 self.release_held(me, fx);
-                self.credit(me, fx);
+                self.credit(me, Why::Order("closed", &order), fx);
             }
             DealerCmd::Returned { order, value } => {
                 let Some(s) = self.shipped.get_mut(&order) else {
@@ -265,7 +275,7 @@ impl Dealer {
                     self.take_shipped(&order);
                 }
                 self.release_held(me, fx);
-                self.credit(me, fx);
+                self.credit(me, Why::Order("returned", &order), fx);
             }
             DealerCmd::Payment { amount, reference } => {
                 if amount <= 0 {
@@ -291,7 +301,7 @@ impl Dealer {
                 self.counters.payments = self.counters.payments.saturating_add(1);
                 self.unpaid = self.unpaid.saturating_sub(amount);
                 self.release_held(me, fx);
-                self.credit(me, fx);
+                self.credit(me, Why::Payment(&reference, amount), fx);
             }
         }
     }
@@ -368,7 +378,7 @@ impl Dealer {
                 shortfall,
             });
         }
-        self.credit(me, fx);
+        self.credit(me, Why::Order("order", &order), fx);
     }
 
     fn add_open(&mut self, order: Str, amount: i64) {
@@ -424,7 +434,14 @@ impl Dealer {
             .fold(0, |sum: i64, h| sum.saturating_add(h.amount))
     }
 
-    fn credit(&self, me: &Str, fx: &mut Effects) {
+    fn credit(&self, me: &Str, why: Why, fx: &mut Effects) {
+        let (cause, order, reference, amount) = match why {
+            Why::Limit => ("limit", None, None, None),
+            Why::Order(cause, order) => (cause, Some(order.clone()), None, None),
+            Why::Payment(reference, amount) => {
+                ("payment", None, Some(reference.clone()), Some(amount))
+            }
+        };
         fx.out(Output::Credit {
             dealer: me.clone(),
             limit: self.limit,
@@ -434,6 +451,10 @@ impl Dealer {
             unpaid: self.unpaid,
             open_orders: u64::try_from(self.open.len()).unwrap_or(u64::MAX),
             held_fen: self.held_fen(),
+            cause: Some(Str::from(cause)),
+            order,
+            reference,
+            amount,
         });
     }
 
@@ -508,7 +529,102 @@ mod tests {
             unpaid,
             open_orders,
             held_fen: 0,
+            cause: None,
+            order: None,
+            reference: None,
+            amount: None,
         }
+    }
+
+    /// Each credit output says what changed the credit: with `unpaid` after each, a
+    /// dealer's outputs are its statement (a payment's reference and amount included).
+    /// A credit output's cause, order, reference, amount and `unpaid`.
+    type Said = (Option<Str>, Option<Str>, Option<Str>, Option<i64>, i64);
+
+    #[test]
+    fn a_credit_output_says_what_changed_it() {
+        let r = Rules::default();
+        let mut d = Dealer::default();
+        let said = |fx: &Effects| -> Vec<Said> {
+            fx.outputs
+                .iter()
+                .filter_map(|o| match o {
+                    Output::Credit {
+                        cause,
+                        order,
+                        reference,
+                        amount,
+                        unpaid,
+                        ..
+                    } => Some((
+                        cause.clone(),
+                        order.clone(),
+                        reference.clone(),
+                        *amount,
+                        *unpaid,
+                    )),
+                    _ => None,
+                })
+                .collect()
+        };
+        let s = |v: &str| Some(Str::from(v));
+        let fx = run(&mut d, &r, info(1_000));
+        assert_eq!(said(&fx), [(s("limit"), None, None, None, 0)]);
+        let fx = run(&mut d, &r, open("p1", 600));
+        assert_eq!(said(&fx), [(s("order"), s("p1"), None, None, 0)]);
+        let fx = run(&mut d, &r, DealerCmd::Fulfilled { order: "p1".into() });
+        assert_eq!(said(&fx), [(s("fulfilled"), s("p1"), None, None, 600)]);
+        let fx = run(&mut d, &r, pay(400, "BANK-7"));
+        assert_eq!(
+            said(&fx),
+            [(s("payment"), None, s("BANK-7"), Some(400), 200)]
+        );
+        let fx = run(
+            &mut d,
+            &r,
+            DealerCmd::Returned {
+                order: "p1".into(),
+                value: 100,
+            },
+        );
+        assert_eq!(said(&fx), [(s("returned"), s("p1"), None, None, 100)]);
+        run(&mut d, &r, open("p2", 50));
+        let fx = run(&mut d, &r, DealerCmd::Close { order: "p2".into() });
+        assert_eq!(said(&fx), [(s("closed"), s("p2"), None, None, 100)]);
+        // and in its JSON, the reference as the payment event names it
+        let fx = run(&mut d, &r, pay(100, "BANK-8"));
+        let json = serde_json::to_value(&fx.outputs[0]).unwrap();
+        assert_eq!(
+            (&json["ref"], &json["amount"], &json["cause"]),
+            (
+                &serde_json::json!("BANK-8"),
+                &serde_json::json!(100),
+                &serde_json::json!("payment")
+            )
+        );
+    }
+
+    /// `outputs` with their credit outputs' cause, order, reference and amount left out (the
+    /// tests that compare whole outputs compare the figures;
+    /// `a_credit_output_says_what_changed_it` the causes).
+    fn plain(outputs: &[Output]) -> Vec<Output> {
+        outputs
+            .iter()
+            .cloned()
+            .map(|mut o| {
+                if let Output::Credit {
+                    cause,
+                    order,
+                    reference,
+                    amount,
+                    ..
+                } = &mut o
+                {
+                    (*cause, *order, *reference, *amount) = (None, None, None, None);
+                }
+                o
+            })
+            .collect()
     }
 
     /// `credit` with `fen` on hold.
@@ -598,7 +714,7 @@ mod tests {
         let fx = run(&mut d, &r, open("dealer:p1", 500));
         assert_eq!(fx.sends, vec![reply("dealer:p1", false, 500)]);
         assert_eq!(
-            fx.outputs,
+            plain(&fx.outputs),
             vec![
                 Output::OrderHeld {
                     order: "dealer:p1".into(),
@@ -620,7 +736,7 @@ mod tests {
         run(&mut d, &r, info(1_000));
         let fx = run(&mut d, &r, open("p1", 600));
         assert_eq!(fx.sends, vec![reply("p1", true, 0)]);
-        assert_eq!(fx.outputs, vec![credit(1_000, 600, 0, 0, 1)]);
+        assert_eq!(plain(&fx.outputs), vec![credit(1_000, 600, 0, 0, 1)]);
         let before = d.clone();
         let fx = run(&mut d, &r, open("p1", 600));
         assert_eq!(fx.sends, vec![reply("p1", true, 0)]);
@@ -665,7 +781,7 @@ mod tests {
         let (o3, s3) = released("p3");
         assert_eq!(fx.sends, vec![s1, s3]);
         assert_eq!(
-            fx.outputs,
+            plain(&fx.outputs),
             vec![o1, o3, holding(credit(550, 500, 2, 0, 2), 1_000)]
         );
         assert_eq!(d.region, Some(region));
@@ -686,7 +802,7 @@ mod tests {
         // published all the same: what the exposure is made of moved
         assert!(fx.sends.is_empty(), "{fx:?}");
         assert_eq!(
-            fx.outputs,
+            plain(&fx.outputs),
             [Output::Credit {
                 dealer: me(),
                 limit: 1_000,
@@ -696,6 +812,10 @@ mod tests {
                 unpaid: 600,
                 open_orders: 0,
                 held_fen: 0,
+                cause: None,
+                order: None,
+                reference: None,
+                amount: None,
             }]
         );
         assert_eq!(d.open_total, 0);
@@ -730,12 +850,15 @@ mod tests {
         run(&mut d, &r, open("p3", 900)); // held
                                           // closing a held order changes no exposure
         let fx = run(&mut d, &r, DealerCmd::Close { order: "p3".into() });
-        assert_eq!(fx.outputs, vec![holding(credit(1_000, 800, 1, 0, 1), 500)]);
+        assert_eq!(
+            plain(&fx.outputs),
+            vec![holding(credit(1_000, 800, 1, 0, 1), 500)]
+        );
         // closing the open one frees credit for p2
         let fx = run(&mut d, &r, DealerCmd::Close { order: "p1".into() });
         let (o2, s2) = released("p2");
         assert_eq!(fx.sends, vec![s2]);
-        assert_eq!(fx.outputs, vec![o2, credit(1_000, 500, 0, 0, 1)]);
+        assert_eq!(plain(&fx.outputs), vec![o2, credit(1_000, 500, 0, 0, 1)]);
         // a shipped order cancelled afterwards: a credit note for what is still owed
         run(&mut d, &r, DealerCmd::Fulfilled { order: "p2".into() });
         run(
@@ -747,7 +870,7 @@ mod tests {
             },
         );
         let fx = run(&mut d, &r, DealerCmd::Close { order: "p2".into() });
-        assert_eq!(fx.outputs, vec![credit(1_000, 0, 0, 0, 0)]);
+        assert_eq!(plain(&fx.outputs), vec![credit(1_000, 0, 0, 0, 0)]);
         assert_eq!(d.unpaid, 0);
         assert!(d.shipped.is_empty() && d.shipped_by_at.is_empty());
         // unknown: nothing at all
@@ -771,17 +894,20 @@ mod tests {
         let fx = run(&mut d, &r, ret(250));
         assert!(fx.sends.is_empty());
         assert_eq!(
-            fx.outputs,
+            plain(&fx.outputs),
             vec![holding(credit(1_000, 350, 1, 350, 0), 700)]
         );
         let fx = run(&mut d, &r, ret(50));
         let (o2, s2) = released("p2");
         assert_eq!(fx.sends, vec![s2]);
-        assert_eq!(fx.outputs, vec![o2, credit(1_000, 1_000, 0, 300, 1)]);
+        assert_eq!(
+            plain(&fx.outputs),
+            vec![o2, credit(1_000, 1_000, 0, 300, 1)]
+        );
         assert_eq!(d.unpaid, 300);
         // the value exceeds what is left on the order: capped, and the record is settled
         let fx = run(&mut d, &r, ret(10_000));
-        assert_eq!(fx.outputs, vec![credit(1_000, 700, 0, 0, 1)]);
+        assert_eq!(plain(&fx.outputs), vec![credit(1_000, 700, 0, 0, 1)]);
         assert_eq!(d.unpaid, 0);
         assert!(!d.shipped.contains_key("p1"));
         let fx = run(&mut d, &r, ret(1));
@@ -809,13 +935,16 @@ mod tests {
         let fx = run(&mut d, &r, pay(400, "BANK-1"));
         let (o2, s2) = released("p2");
         assert_eq!(fx.sends, vec![s2]);
-        assert_eq!(fx.outputs, vec![o2, credit(1_000, 1_000, 0, 500, 1)]);
+        assert_eq!(
+            plain(&fx.outputs),
+            vec![o2, credit(1_000, 1_000, 0, 500, 1)]
+        );
         // the same transfer sent again books nothing, and says so
         let before = d.clone();
         let fx = run(&mut d, &r, pay(400, "BANK-1"));
         assert!(fx.sends.is_empty());
         assert_eq!(
-            fx.outputs,
+            plain(&fx.outputs),
             vec![Output::PaymentIgnored {
                 dealer: me(),
                 reference: "BANK-1".into(),
@@ -829,7 +958,7 @@ mod tests {
         // the same reference with another amount is not booked either, and says both
         let fx = run(&mut d, &r, pay(450, "BANK-1"));
         assert_eq!(
-            fx.outputs,
+            plain(&fx.outputs),
             vec![Output::PaymentIgnored {
                 dealer: me(),
                 reference: "BANK-1".into(),
@@ -866,7 +995,7 @@ mod tests {
         run(&mut d, &r, info(1_000));
         run(&mut d, &r, open("p1", 800));
         let fx = run(&mut d, &r, info(500));
-        assert_eq!(fx.outputs, vec![credit(500, 800, 0, 0, 1)]);
+        assert_eq!(plain(&fx.outputs), vec![credit(500, 800, 0, 0, 1)]);
         let fx = run(&mut d, &r, open("p2", 0));
         assert_eq!(fx.sends, vec![reply("p2", false, 300)]);
         assert_eq!(d.view().held[0].shortfall, 300);

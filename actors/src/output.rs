@@ -471,6 +471,21 @@ pub enum Output {
         /// The amount of the orders on hold, in fen (absent: 0).
         #[serde(default, skip_serializing_if = "crate::cold::omit")]
         held_fen: i64,
+        /// What changed it: `limit` (a `dealer` event), `order` (an order taken on credit or
+        /// held), `fulfilled` (shipped: open becomes unpaid), `closed` (cancelled or refused),
+        /// `returned` (a credit note), `payment`. Absent in outputs stored before it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cause: Option<Str>,
+        /// The order that changed it, for `order`, `fulfilled`, `closed` and `returned`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        order: Option<Str>,
+        /// The payment's reference, for `payment`.
+        #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+        reference: Option<Str>,
+        /// The payment's amount in fen, for `payment`; with each output's `unpaid` after it, a
+        /// dealer's `credit` outputs are its statement.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        amount: Option<i64>,
     },
     /// A payment was not booked: its reference was booked before (a resend of one transfer).
     PaymentIgnored {

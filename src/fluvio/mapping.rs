@@ -313,6 +313,10 @@ mod tests {
             unpaid: 0,
             open_orders: 0,
             held_fen: 0,
+            cause: None,
+            order: None,
+            reference: None,
+            amount: None,
         });
         assert_eq!(
             (s.topic(&t), k.to_string().as_str()),
