@@ -69,8 +69,9 @@ fn answer_schemas() -> Value {
         .collect();
     json!({
         "Output": {"type": "object", "required": ["output"],
-            "description": "one output, its kind in `output`; the other fields by kind (README, Outputs)",
-            "properties": {"output": {"enum": omnistream_actors::output::kinds()}}},
+            "description": "one output, its kind in `output`; the other fields by kind, one schema each in `oneOf` (their names and meanings, as the README's Outputs section gives them; an optional field is left out when it has nothing to say)",
+            "properties": {"output": {"enum": omnistream_actors::output::kinds()}},
+            "oneOf": output_kinds()},
         "Emitted": {"description": "an output with `event`, the id of the event that caused it (the nil id for a timer's), and `at`, the event time it ran at",
             "allOf": [output.clone(), {"type": "object", "required": ["event", "at"],
                 "properties": {"event": {"type": "string", "format": "uuid"}, "at": {"type": "string"}}}]},
@@ -369,6 +370,43 @@ fn components() -> Value {
 /// The document, with each operation's bearer scope from the route list the App is built
 /// from (`crate::http::ROUTES`; tokens apply when `auth.enabled = true`), and example answers
 /// (see [`examples`]). Built once.
+/// The README's Outputs section (up to the next `###` heading).
+fn outputs_section() -> &'static str {
+    let readme = include_str!("../README.md");
+    let Some(start) = readme.find("### Outputs") else {
+        return "";
+    };
+    let section = &readme[start..];
+    &section[..section[4..].find("\n### ").map_or(section.len(), |e| e + 4)]
+}
+
+/// Each output kind as the README's Outputs section lists it (`- **`kind`** — what it is`,
+/// then `  - `field`: what it holds` lines), as a schema: its `output` and the fields it may
+/// carry, each with its meaning.
+fn output_kinds() -> Vec<Value> {
+    let mut kinds: Vec<Value> = Vec::new();
+    for line in outputs_section().lines() {
+        if let Some((kind, what)) = line
+            .strip_prefix("- **`")
+            .and_then(|rest| rest.split_once("`**"))
+        {
+            kinds.push(
+                json!({"type": "object", "title": kind, "required": ["output"],
+                "description": what.trim_start_matches(" — ").trim(),
+                "properties": {"output": {"const": kind}}}),
+            );
+        } else if let Some((field, what)) = line
+            .strip_prefix("  - `")
+            .and_then(|rest| rest.split_once("`: "))
+        {
+            if let Some(k) = kinds.last_mut() {
+                k["properties"][field] = json!({"description": what.trim()});
+            }
+        }
+    }
+    kinds
+}
+
 pub fn document() -> Value {
     static DOC: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
     DOC.get_or_init(build).clone()
@@ -595,17 +633,53 @@ fn paths() -> Value {
 mod tests {
     use super::*;
 
-    /// The `Output` schema sends a reader to the README's Outputs section for each kind's
-    /// fields: every kind is there.
+    /// Every field of every output the sample feed (`examples/sample.jsonl`) makes is one
+    /// the README lists for its kind: a field added to such an output and not documented
+    /// fails here.
+    #[test]
+    fn every_output_field_a_feed_makes_is_listed() {
+        let decoder = omnistream_schemas::Decoder::new(omnistream_schemas::Pii::new(b"k"));
+        let mut engine = omnistream_actors::sharded::Sharded::new(Default::default(), 1);
+        let mut out = Vec::new();
+        let sample = include_str!("../examples/sample.jsonl");
+        for line in sample.lines().filter(|l| !l.trim().is_empty()) {
+            if let Ok(ev) = decoder.decode(line.as_bytes()) {
+                engine.apply(&ev, &mut out);
+            }
+        }
+        let listed = output_kinds();
+        let mut seen = std::collections::BTreeSet::new();
+        for e in &out {
+            let v = serde_json::to_value(&e.output).unwrap_or_default();
+            let kind = listed
+                .iter()
+                .find(|k| k["title"] == v["output"])
+                .unwrap_or_else(|| panic!("no schema for {v}"));
+            for (field, _) in v.as_object().into_iter().flatten() {
+                assert!(
+                    kind["properties"][field].is_object(),
+                    "the README does not list `{field}` of {v}"
+                );
+            }
+            seen.insert(v["output"].as_str().unwrap_or_default().to_string());
+        }
+        assert!(seen.len() >= 10, "the sample made only {seen:?}");
+    }
+
+    /// The `Output` schema's `oneOf` is the README's Outputs section: every kind is there,
+    /// once, with fields.
     #[test]
     fn the_readme_lists_every_output_kind() {
-        let readme = include_str!("../README.md");
-        let start = readme.find("### Outputs").expect("an Outputs section");
-        let section = &readme[start..];
-        let section = &section[..section[4..].find("\n### ").map_or(section.len(), |e| e + 4)];
+        let section = outputs_section();
+        let listed: Vec<Value> = output_kinds();
         for kind in omnistream_actors::output::kinds() {
             assert!(section.contains(&format!("**`{kind}`**")), "{kind}");
+            let schemas: Vec<&Value> = listed.iter().filter(|k| k["title"] == kind).collect();
+            assert_eq!(schemas.len(), 1, "{kind}");
+            let fields = schemas[0]["properties"].as_object().map_or(0, |p| p.len());
+            assert!(fields > 1, "{kind}: no fields listed");
         }
+        assert_eq!(listed.len(), omnistream_actors::output::kinds().len());
     }
 
     #[test]
@@ -667,11 +741,26 @@ mod tests {
                 assert!(enum_has(&s["properties"]["status"], &v["status"]), "{v}");
             }
         };
+        // of a declared kind, each field one its schema in `oneOf` lists
         let output_kind = |o: &Value| {
             assert!(
                 enum_has(&schemas["Output"]["properties"]["output"], &o["output"]),
                 "{o}"
             );
+            let kind = schemas["Output"]["oneOf"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|k| k["title"] == o["output"])
+                .unwrap_or_else(|| panic!("no schema for {o}"));
+            // (beside the envelope's `event` and `at`, where an answer keeps them)
+            let fields = o.as_object().into_iter().flatten().map(|(f, _)| f);
+            for field in fields.filter(|f| !matches!(f.as_str(), "event" | "at")) {
+                assert!(
+                    kind["properties"][field].is_object(),
+                    "the README does not list `{field}` of {o}"
+                );
+            }
         };
         let example = |path: &str| {
             doc["paths"][path]["post"]["responses"]["200"]["content"]["application/json"]
