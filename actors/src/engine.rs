@@ -541,15 +541,22 @@ impl Engine {
         // new rules (points already past it at the switch's time, a grace already over) and
         // sets the next timer for the rest (an early tick of a member only re-evaluates it)
         let (old, new) = (&self.rules, &rules);
-        let sooner = [
-            old.points.expiry_days - new.points.expiry_days,
-            old.tiers.downgrade_grace_days - new.tiers.downgrade_grace_days,
-            old.tiers.period_days - new.tiers.period_days,
-        ]
-        .into_iter()
-        .max()
-        .unwrap_or(0)
-        .saturating_mul(crate::DAY_US);
+        // other tiers or tag rules: every member with a timer is reckoned again at once (a
+        // lowered silver threshold moves members up without waiting for their next event)
+        let reckon = old.tiers != new.tiers || old.tags != new.tags;
+        let sooner = if reckon {
+            i64::MAX
+        } else {
+            [
+                old.points.expiry_days - new.points.expiry_days,
+                old.tiers.downgrade_grace_days - new.tiers.downgrade_grace_days,
+                old.tiers.period_days - new.tiers.period_days,
+            ]
+            .into_iter()
+            .max()
+            .unwrap_or(0)
+            .saturating_mul(crate::DAY_US)
+        };
         if sooner > 0 {
             let now = watermark.saturating_add(1);
             self.timers.advance_kind(Kind::Member, sooner, now);

@@ -1367,6 +1367,33 @@ fn a_returned_or_cancelled_order_leaves_the_tag_and_tier_windows() {
     assert_eq!(m.tier, "member");
 }
 
+/// A lowered tier threshold taken in between (a reload): a member that now qualifies moves
+/// up at the next event anywhere (its timer brought to the switch), not at its own next
+/// event; so does a new tag rule's tag.
+#[test]
+fn a_lowered_threshold_taken_in_between_moves_members_up_at_once() {
+    let mut w = World::new(Rules::default());
+    w.send(&stock("S1", 10, T0));
+    buy(&mut w, r#"{"openid":"ol"}"#, "a", 1, 30_000, T0, T0);
+    let m = w.member_by("openid", "ol").clone();
+    assert_eq!((m.tier.as_str(), m.points.balance), ("member", 300));
+    let mut rules = w.engine.rules.clone();
+    let first = rules.tiers.levels[0].name.clone();
+    rules.tiers.levels[0].min_earned = 300;
+    rules.tags.push(
+        toml::from_str(
+            r#"name = "bought_lately"
+when = { rule = "orders-at-least", days = 30, count = 1 }"#,
+        )
+        .unwrap(),
+    );
+    w.engine.set_rules(rules);
+    w.send(r#"{"type":"click","ts":"2026-11-11T12:00:00+08:00","channel":"mall","member":{"openid":"other"},"target":"ad1"}"#);
+    let m = w.member_by("openid", "ol").clone();
+    assert_eq!(m.tier, first, "moved up with no event of its own");
+    assert!(m.tags.contains(&"bought_lately".into()), "{:?}", m.tags);
+}
+
 /// A shorter downgrade grace taken in between (a reload): a member in its grace loses the
 /// tier when the new grace ends, by its own timer (set for the old grace's end, it comes
 /// that much earlier), with no event of its own.
