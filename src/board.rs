@@ -679,6 +679,7 @@ mod tests {
             order: None,
             reference: None,
             amount: None,
+            released_fen: 0,
         })
     }
 

@@ -330,8 +330,9 @@ fn split_elements<'a>(
         }
     }
     push_item(items, tail);
-    // no `]`, and no element left open at the end: cut where an element ended
-    depth == 0 && !in_string
+    // no `]`, and no element left open at the end: cut where an element ended (a body that
+    // ends with `]` has one, its brackets mismatched inside: that element's own refusal)
+    depth == 0 && !in_string && !body.trim_ascii_end().ends_with(b"]")
 }
 
 /// Where a broken element in `t` likely ends: `(end, next)`, the end of its text (after a
@@ -449,7 +450,7 @@ async fn submit(st: &AppState, source: &str, texts: Vec<&[u8]>) -> Result<Submit
     let mut warnings = Vec::with_capacity(n);
     let mut payments = Vec::new();
     let mut batches = Vec::new();
-    let items = texts
+    let items: Vec<Item> = texts
         .into_iter()
         .enumerate()
         .map(|(i, t)| {
@@ -463,7 +464,8 @@ async fn submit(st: &AppState, source: &str, texts: Vec<&[u8]>) -> Result<Submit
                     }
                     // a dealer's order placed: held at once when no limit was ever set
                     omnistream_schemas::Body::Order(o)
-                        if o.status == omnistream_schemas::OrderStatus::Placed =>
+                        if o.status == omnistream_schemas::OrderStatus::Placed
+                            && o.kind == omnistream_schemas::OrderKind::Dealer =>
                     {
                         if let Some(d) = &o.dealer {
                             payments.push((i, d.clone(), true));
@@ -478,6 +480,7 @@ async fn submit(st: &AppState, source: &str, texts: Vec<&[u8]>) -> Result<Submit
             item
         })
         .collect();
+    let reused = reused_in(&items);
     // read before the events run; said (and counted) of those the shard accepts
     let batch_said = batch_warnings(st, batches).await;
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -507,6 +510,16 @@ async fn submit(st: &AppState, source: &str, texts: Vec<&[u8]>) -> Result<Submit
                     warnings[i].push(w);
                 }
             }
+            for (i, first) in reused {
+                if matches!(outcomes.get(i), Some(Outcome::Duplicate { .. })) {
+                    st.metrics.event_warning("id_reused");
+                    warnings[i].push(format!(
+                        "id_reused at id: event {first} of this request (counted from 0) took \
+                         this id with other content: this one was not applied; send it with an \
+                         id of its own"
+                    ));
+                }
+            }
             Ok((outcomes, warnings, payments))
         }
         Ok(Err(e)) => Err(store_unavailable(e)),
@@ -516,6 +529,31 @@ async fn submit(st: &AppState, source: &str, texts: Vec<&[u8]>) -> Result<Submit
             e,
         )),
     }
+}
+
+/// The events of one request whose id an earlier one of it took with other content (an
+/// integrator's id made per batch, not per event): `(place, the earlier's place)`. The
+/// shard answers the later `duplicate`, unapplied; the same event twice is no reuse.
+fn reused_in(items: &[Item]) -> Vec<(usize, usize)> {
+    let mut first: std::collections::HashMap<uuid::Uuid, usize> = Default::default();
+    let mut reused = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let Item::Event(ev) = item else {
+            continue;
+        };
+        match first.entry(ev.id) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(i);
+            }
+            std::collections::hash_map::Entry::Occupied(o) => {
+                let j = *o.get();
+                if matches!(&items[j], Item::Event(e) if **e != **ev) {
+                    reused.push((i, j));
+                }
+            }
+        }
+    }
+    reused
 }
 
 /// 415 for a body declared as something no event can be sent as (a form upload, XML, ...):
@@ -832,9 +870,18 @@ async fn unknown_dealers(
     outcomes: &[Outcome],
     payments: Vec<(usize, omnistream_actors::Str, bool)>,
 ) -> Vec<(usize, String)> {
+    // (an order only when it was held: one taken on credit paid ahead is no mistake to say)
+    let held = |i: usize| match outcomes.get(i) {
+        Some(Outcome::Accepted { id, outputs }) => outputs.iter().any(|e| {
+            e.event == *id && matches!(e.output, omnistream_actors::Output::OrderHeld { .. })
+        }),
+        _ => false,
+    };
     let asked: Vec<(usize, omnistream_actors::Str, bool)> = payments
         .into_iter()
-        .filter(|(i, _, _)| matches!(outcomes.get(*i), Some(Outcome::Accepted { .. })))
+        .filter(|(i, _, order)| {
+            matches!(outcomes.get(*i), Some(Outcome::Accepted { .. })) && (!order || held(*i))
+        })
         .collect();
     if asked.is_empty() {
         return Vec::new();
@@ -924,14 +971,17 @@ fn not_applied(outcomes: &[Outcome]) -> Vec<(usize, &'static str, String)> {
         let Outcome::Accepted { id, outputs } = o else {
             continue;
         };
-        for e in outputs.iter().filter(|e| e.event == *id) {
+        let mine = || outputs.iter().filter(|e| e.event == *id);
+        // an order's: the event's own order, the first it touched (as its answer's `order`)
+        let own = mine().find_map(|e| order_of(&e.output));
+        for e in mine() {
             let (code, what, reason): (&'static str, String, &str) = match &e.output {
                 O::OrderIgnored {
                     order,
                     status,
                     reason,
                     ..
-                } => (
+                } if Some(order) == own => (
                     "order_ignored",
                     format!("`{status}` of order {order}"),
                     reason,
@@ -974,6 +1024,21 @@ fn not_applied(outcomes: &[Outcome]) -> Vec<(usize, &'static str, String)> {
         }
     }
     found
+}
+
+/// The order an output on the `orders` stream is about.
+fn order_of(o: &omnistream_actors::Output) -> Option<&omnistream_actors::Str> {
+    use omnistream_actors::Output as O;
+    match o {
+        O::OrderAccepted { order, .. }
+        | O::OrderRejected { order, .. }
+        | O::OrderHeld { order, .. }
+        | O::OrderReleased { order, .. }
+        | O::OrderStatus { order, .. }
+        | O::OrderIgnored { order, .. }
+        | O::OrderDeferred { order, .. } => Some(order),
+        _ => None,
+    }
 }
 
 /// The warning of a payment (or an order: `order`) to `dealer`, which no `dealer` event has
@@ -4747,6 +4812,10 @@ mod tests {
         assert_eq!(split(b"[{\"a\":1},").0, [br#"{"a":1}"#]);
         assert!(split(b"[{\"a\":1},").1 && split(b"[{\"a\":1}  ").1);
         assert!(!split(b"[{\"a\":1}]").1);
+        assert!(
+            !split(b"[{\"tags\":[\"x\"}]").1,
+            "mismatched inside, closed"
+        );
         assert!(
             !split(b"[{\"a\":1},{\"b\"").1,
             "cut inside an element: its own refusal"

@@ -2657,6 +2657,25 @@ fn an_events_answer_says_what_each_event_did() {
     }
     assert!(r[0].get("warnings").is_none(), "{v}");
     assert!(r[0]["order"].is_null() && r[0]["credit"].is_null(), "{v}");
+    // one id for two events of one request: the second is not applied, and it is said; the
+    // same event twice is a plain duplicate
+    let v = s.post(&[
+        stock(35, 40, "receive", 5),
+        stock(35, 40, "receive", 7),
+        stock(35, 40, "receive", 5),
+    ]);
+    let r = &v["results"];
+    assert_eq!(
+        (&r[0]["status"], &r[1]["status"], &r[2]["status"]),
+        (&json!("accepted"), &json!("duplicate"), &json!("duplicate")),
+        "{v}"
+    );
+    let w = r[1]["warnings"][0].as_str().unwrap_or_default();
+    assert!(
+        w.starts_with("id_reused at id: event 0 of this request"),
+        "{v}"
+    );
+    assert!(r[2].get("warnings").is_none(), "{v}");
     // a misspelt field is ignored, as the contract says, and the answer says so; so is a
     // channel spelt another way (a channel apart), and a misspelt required field beside
     // the refusal; a plain event says nothing

@@ -220,8 +220,8 @@ impl Dealer {
                 if region.is_some() {
                     self.region = region;
                 }
-                self.release_held(me, fx);
-                self.credit(me, Why::Limit, fx);
+                let released = self.release_held(me, fx);
+                self.credit(me, Why::Limit, released, fx);
             }
             // reported by the code's first scan, so each diverted item counts once
             DealerCmd::Diversion { .. } => {
@@ -245,7 +245,7 @@ impl Dealer {
                         at,
                     },
                 );
-                self.credit(me, Why::Order("fulfilled", &order), fx);
+                self.credit(me, Why::Order("fulfilled", &order), 0, fx);
             }
             DealerCmd::Close { order } => {
                 if self.take_open(&order).is_none() && !self.unhold(&order) {
@@ -257,8 +257,8 @@ impl Dealer {
                         .unpaid
                         .saturating_sub(s.amount.saturating_sub(s.credited));
                 }
-                self.release_held(me, fx);
-                self.credit(me, Why::Order("closed", &order), fx);
+                let released = self.release_held(me, fx);
+                self.credit(me, Why::Order("closed", &order), released, fx);
             }
             DealerCmd::Returned { order, value } => {
                 let Some(s) = self.shipped.get_mut(&order) else {
@@ -274,8 +274,8 @@ impl Dealer {
                 if settled {
                     self.take_shipped(&order);
                 }
-                self.release_held(me, fx);
-                self.credit(me, Why::Order("returned", &order), fx);
+                let released = self.release_held(me, fx);
+                self.credit(me, Why::Order("returned", &order), released, fx);
             }
             DealerCmd::Payment { amount, reference } => {
                 if amount <= 0 {
@@ -300,8 +300,8 @@ impl Dealer {
                 self.book(Recent::fingerprint(id), amount);
                 self.counters.payments = self.counters.payments.saturating_add(1);
                 self.unpaid = self.unpaid.saturating_sub(amount);
-                self.release_held(me, fx);
-                self.credit(me, Why::Payment(&reference, amount), fx);
+                let released = self.release_held(me, fx);
+                self.credit(me, Why::Payment(&reference, amount), released, fx);
             }
         }
     }
@@ -378,7 +378,7 @@ impl Dealer {
                 shortfall,
             });
         }
-        self.credit(me, Why::Order("order", &order), fx);
+        self.credit(me, Why::Order("order", &order), 0, fx);
     }
 
     fn add_open(&mut self, order: Str, amount: i64) {
@@ -407,13 +407,16 @@ impl Dealer {
 
     /// Releases held orders that fit, oldest first; one that does not fit does not block
     /// smaller ones behind it (a big order must not starve the dealer's routine ones).
-    fn release_held(&mut self, me: &Str, fx: &mut Effects) {
+    /// Returns the amount released onto credit.
+    fn release_held(&mut self, me: &Str, fx: &mut Effects) -> i64 {
+        let mut released = 0i64;
         if self.held.is_empty() {
-            return;
+            return released;
         }
         let queue = std::mem::take(&mut self.held);
         for h in queue {
             if h.amount <= self.available() {
+                released = released.saturating_add(h.amount);
                 self.add_open(h.order.clone(), h.amount);
                 self.counters.orders_released = self.counters.orders_released.saturating_add(1);
                 fx.out(Output::OrderReleased {
@@ -425,6 +428,7 @@ impl Dealer {
                 self.held.push(h);
             }
         }
+        released
     }
 
     /// The amount of the orders on hold.
@@ -434,7 +438,9 @@ impl Dealer {
             .fold(0, |sum: i64, h| sum.saturating_add(h.amount))
     }
 
-    fn credit(&self, me: &Str, why: Why, fx: &mut Effects) {
+    /// Publishes the credit after a change (`why`), which released `released` fen of held
+    /// orders onto credit.
+    fn credit(&self, me: &Str, why: Why, released: i64, fx: &mut Effects) {
         let (cause, order, reference, amount) = match why {
             Why::Limit => ("limit", None, None, None),
             Why::Order(cause, order) => (cause, Some(order.clone()), None, None),
@@ -455,6 +461,7 @@ impl Dealer {
             order,
             reference,
             amount,
+            released_fen: released,
         });
     }
 
@@ -533,6 +540,7 @@ mod tests {
             order: None,
             reference: None,
             amount: None,
+            released_fen: 0,
         }
     }
 
@@ -591,6 +599,18 @@ mod tests {
         run(&mut d, &r, open("p2", 50));
         let fx = run(&mut d, &r, DealerCmd::Close { order: "p2".into() });
         assert_eq!(said(&fx), [(s("closed"), s("p2"), None, None, 100)]);
+        // a payment releasing a held order says how much joined exposure with it
+        run(&mut d, &r, open("p3", 2_000));
+        let fx = run(&mut d, &r, pay(1_500, "BANK-9"));
+        let released: Vec<i64> = fx
+            .outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Credit { released_fen, .. } => Some(*released_fen),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(released, [2_000]);
         // and in its JSON, the reference as the payment event names it
         let fx = run(&mut d, &r, pay(100, "BANK-8"));
         let json = serde_json::to_value(&fx.outputs[0]).unwrap();
@@ -604,8 +624,8 @@ mod tests {
         );
     }
 
-    /// `outputs` with their credit outputs' cause, order, reference and amount left out (the
-    /// tests that compare whole outputs compare the figures;
+    /// `outputs` with their credit outputs' cause, order, reference, amount and amount
+    /// released left out (the tests that compare whole outputs compare the figures;
     /// `a_credit_output_says_what_changed_it` the causes).
     fn plain(outputs: &[Output]) -> Vec<Output> {
         outputs
@@ -617,10 +637,12 @@ mod tests {
                     order,
                     reference,
                     amount,
+                    released_fen,
                     ..
                 } = &mut o
                 {
                     (*cause, *order, *reference, *amount) = (None, None, None, None);
+                    *released_fen = 0;
                 }
                 o
             })
@@ -816,6 +838,7 @@ mod tests {
                 order: None,
                 reference: None,
                 amount: None,
+                released_fen: 0,
             }]
         );
         assert_eq!(d.open_total, 0);

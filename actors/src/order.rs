@@ -1028,21 +1028,20 @@ impl Order {
         let placed = self.per_sku();
         // what was asked and not returned, said in the output (the return still applies)
         let mut unapplied: Vec<String> = Vec::new();
+        // a return refunds the price paid: a price the order never had is said (once a SKU,
+        // of the SKUs it returns)
+        let mut mispriced: BTreeMap<Str, i64> = BTreeMap::new();
         let wanted: BTreeMap<Str, i64> = match lines {
             Some(ls) => {
                 let mut m = BTreeMap::new();
                 for l in ls {
-                    // a return refunds the price paid: a price the order never had is said
                     let paid = |p: i64| {
                         self.lines
                             .iter()
                             .any(|o| o.sku == l.sku && o.unit_price == p)
                     };
-                    if placed.contains_key(&l.sku) && !paid(l.unit_price) {
-                        unapplied.push(format!(
-                            "{}: unit_price {} is not a price the order paid: the price paid is refunded",
-                            l.sku, l.unit_price
-                        ));
+                    if !paid(l.unit_price) {
+                        mispriced.entry(l.sku.clone()).or_insert(l.unit_price);
                     }
                     *m.entry(l.sku).or_insert(0) += l.qty;
                 }
@@ -1071,6 +1070,11 @@ impl Order {
             }
             if qty <= 0 {
                 continue;
+            }
+            if let Some(price) = mispriced.get(&sku) {
+                unapplied.push(format!(
+                    "{sku}: unit_price {price} is not a price the order paid: the price paid is refunded"
+                ));
             }
             self.returned.insert(sku.clone(), done + qty);
             changed = true;

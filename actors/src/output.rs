@@ -23,6 +23,9 @@ pub enum StockCause {
     Adjust,
     /// A stock event set on hand (a count).
     Set,
+    /// A stock event's safety stock, its movement or count not applied (said before it in
+    /// `stock_move_ignored` or `stock_count_ignored`).
+    Safety,
 }
 
 /// Who resolved a review, as the service recorded the request: set by the service on the
@@ -305,8 +308,10 @@ pub enum Output {
         atp: i64,
         /// What moved it: an order's `reserve`, `release` (cancelled or refused), `commit`
         /// (fulfilled: the reservation ships) or `restock` (returned); a stock event's
-        /// `receive`, `adjust` or `set`. Always set; absent only in outputs stored by a
-        /// build before it, which still read.
+        /// `receive`, `adjust` or `set`, or `safety` (its safety stock alone, its movement or
+        /// count not applied: said just before in `stock_move_ignored` or
+        /// `stock_count_ignored`). Always set; absent only in outputs stored by a build
+        /// before it, which still read.
         #[serde(skip_serializing_if = "Option::is_none", default)]
         cause: Option<StockCause>,
         /// The order (`channel:order`) that moved it; absent for a stock event.
@@ -486,6 +491,10 @@ pub enum Output {
         /// dealer's `credit` outputs are its statement.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         amount: Option<i64>,
+        /// Held orders this change released onto credit, in fen (absent: 0): they joined
+        /// `exposure` with it (their `order_released` outputs come just before).
+        #[serde(default, skip_serializing_if = "crate::cold::omit")]
+        released_fen: i64,
     },
     /// A payment was not booked: its reference was booked before (a resend of one transfer).
     PaymentIgnored {

@@ -364,9 +364,7 @@ impl Sku {
                      on hand then: it moves nothing"
                 ),
             });
-            if safety.is_none() {
-                return;
-            }
+            return self.safety_only(me, &location, safety, ctx, fx);
         }
         match op {
             StockOp::Receive => {
@@ -393,17 +391,13 @@ impl Sku {
                     None
                 };
                 if let Some(reason) = why {
-                    // its safety stock is a setting, not a count: taken all the same
-                    if let (Some(s), Some(loc)) = (safety, self.locations.get_mut(&location)) {
-                        loc.safety = s.max(0);
-                    }
                     fx.out(Output::StockCountIgnored {
                         sku: me.clone(),
-                        location,
+                        location: location.clone(),
                         qty,
                         reason,
                     });
-                    return;
+                    return self.safety_only(me, &location, safety, ctx, fx);
                 }
                 // on hand at the count's time, and what moved since (arrived before it),
                 // each in event time and never below 0, as they would have in time order
@@ -480,6 +474,27 @@ impl Sku {
         }
         m.log.push_back((at, delta));
         wanted.min(0).saturating_neg()
+    }
+
+    /// A stock event's safety stock when its movement or count was not applied: a setting,
+    /// not a count, so taken all the same, and published when it changed ATP (cause
+    /// `safety`, after the output that said the rest was not applied).
+    fn safety_only(
+        &mut self,
+        me: &Str,
+        location: &Str,
+        safety: Option<i64>,
+        ctx: &Ctx,
+        fx: &mut Effects,
+    ) {
+        let (Some(s), Some(loc)) = (safety, self.locations.get_mut(location)) else {
+            return;
+        };
+        let before = loc.atp();
+        loc.safety = s.max(0);
+        if loc.atp() != before {
+            self.changed(me, location, before, (StockCause::Safety, None, 0), ctx, fx);
+        }
     }
 
     /// Publishes the location's numbers, with what moved them (the order that did, and the
@@ -1269,6 +1284,31 @@ mod tests {
             "{:?}",
             fx.outputs
         );
+        // with a safety stock: that is taken, and published after (cause `safety`)
+        let fx = run_at(
+            &mut s,
+            &r,
+            55,
+            T0 + 10_000,
+            stock_at(StockOp::Receive, "wh", 7, Some(5)),
+        );
+        assert!(
+            matches!(
+                &fx.outputs[..],
+                [
+                    Output::StockMoveIgnored { qty: 7, .. },
+                    Output::Stock {
+                        cause: Some(StockCause::Safety),
+                        on_hand: 90,
+                        safety: 5,
+                        atp: 85,
+                        ..
+                    },
+                ]
+            ),
+            "{:?}",
+            fx.outputs
+        );
         // a newer count, then an older one: the older is said ignored
         run_at(&mut s, &r, 6, T0 + 10 * min, stock_op(StockOp::Set, 50));
         let fx = run_at(&mut s, &r, 7, T0 + 5 * min, stock_op(StockOp::Set, 80));
@@ -1318,8 +1358,12 @@ mod tests {
             s_at(1),
             stock_at(StockOp::Set, "wh", 1_000, Some(4)),
         );
+        // said not applied, then the safety stock taken and published (ATP moved)
         assert!(
-            matches!(&fx.outputs[..], [Output::StockCountIgnored { reason, .. }] if reason.contains("count again")),
+            matches!(&fx.outputs[..], [
+                Output::StockCountIgnored { reason, .. },
+                Output::Stock { cause: Some(StockCause::Safety), safety: 4, .. },
+            ] if reason.contains("count again")),
             "{:?}",
             fx.outputs
         );

@@ -317,6 +317,7 @@ mod tests {
             order: None,
             reference: None,
             amount: None,
+            released_fen: 0,
         });
         assert_eq!(
             (s.topic(&t), k.to_string().as_str()),
