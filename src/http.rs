@@ -1567,15 +1567,35 @@ fn credit_of(
 pub(crate) struct DealersQuery {
     pub(crate) held: Option<String>,
     pub(crate) over_limit: Option<String>,
+    pub(crate) sort: Option<String>,
+    pub(crate) limit: Option<String>,
 }
 
 /// Every dealer's credit, resident or not, by id, as `/v1/dealers/{id}/credit` shows it:
 /// only those with orders held when `held=true`, only those whose exposure is past their
-/// limit when `over_limit=true`; with the totals of those listed. Reads every dealer.
+/// limit when `over_limit=true`; the most first by `sort` (`exposure`, `held_fen`,
+/// `past_limit`: exposure − limit), the first `limit` of them; with the count and totals of
+/// every one that matched. Reads every dealer.
 pub(crate) fn dealers_list(e: &Sharded, q: &DealersQuery) -> Result<Option<Value>, ReadError> {
     let flag =
         |name, v: &Option<String>| flag_param(name, v.as_deref()).map_err(ReadError::BadQuery);
     let (held, over) = (flag("held", &q.held)?, flag("over_limit", &q.over_limit)?);
+    let by: Option<fn(&omnistream_actors::dealer::DealerView) -> i64> = match q.sort.as_deref() {
+        None => None,
+        Some("exposure") => Some(|v| v.exposure),
+        Some("held_fen") => Some(|v| v.held_fen),
+        Some("past_limit") => Some(|v| v.exposure.saturating_sub(v.limit)),
+        Some(other) => {
+            return Err(ReadError::BadQuery(format!(
+                "sort: `{other}` is not one of exposure, held_fen, past_limit (each the most first)"
+            )))
+        }
+    };
+    // (given: at most 1000, as every list's; absent: all, as before there was one)
+    let limit = match q.limit {
+        Some(_) => Some(limit_param(q.limit.as_deref()).map_err(ReadError::BadQuery)?),
+        None => None,
+    };
     let mut all = std::collections::BTreeMap::new();
     e.each_dealer(&mut |id, d| {
         // true: those with; false: those without; absent: all
@@ -1593,9 +1613,18 @@ pub(crate) fn dealers_list(e: &Sharded, q: &DealersQuery) -> Result<Option<Value
     for v in all.values() {
         exposure = exposure.saturating_add(v.exposure.max(0));
         prepaid = prepaid.saturating_add(v.exposure.min(0).saturating_neg());
-        held_fen = held_fen.saturating_add(crate::total(v.held.iter().map(|o| o.amount)));
+        held_fen = held_fen.saturating_add(v.held_fen);
     }
-    let items = all
+    let matched = all.len();
+    let mut listed: Vec<_> = all.into_iter().collect();
+    if let Some(by) = by {
+        // (a stable sort: ties stay by id)
+        listed.sort_by_key(|(_, v)| std::cmp::Reverse(by(v)));
+    }
+    if let Some(n) = limit {
+        listed.truncate(n);
+    }
+    let items = listed
         .into_iter()
         .map(|(id, v)| {
             let mut j = serde_json::to_value(v)?;
@@ -1604,7 +1633,7 @@ pub(crate) fn dealers_list(e: &Sharded, q: &DealersQuery) -> Result<Option<Value
         })
         .collect::<Result<Vec<Value>, serde_json::Error>>()?;
     Ok(Some(
-        json!({"dealers": items.len(), "exposure": exposure, "prepaid": prepaid,
+        json!({"dealers": matched, "exposure": exposure, "prepaid": prepaid,
         "held_fen": held_fen, "items": items}),
     ))
 }
@@ -4171,7 +4200,7 @@ routes! {
     get "/v1/identities/{kind}/{value}" => get_identity, READ;
     get "/v1/skus/{sku}/stock" => get_stock, READ;
     get "/v1/locations/{id}/stock" => get_location_stock, READ;
-    get "/v1/dealers" [held, over_limit] => get_dealers, READ;
+    get "/v1/dealers" [held, over_limit, sort, limit] => get_dealers, READ;
     get "/v1/dealers/{id}/credit" => get_credit, READ;
     get "/v1/stores" [unvisited_days, region, day] => get_stores, READ;
     get "/v1/reps" => get_reps, READ;

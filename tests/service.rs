@@ -2446,6 +2446,30 @@ fn a_dealers_events_answer_where_they_ended_and_list_under_the_dealer() {
     );
     let free = s.get("/v1/dealers?held=false");
     assert_eq!(texts(&free["items"], "dealer"), ["d-ahead"], "{free}");
+    // the most exposed first, one listed, the count and totals of all
+    let top = s.get("/v1/dealers?sort=exposure&limit=1");
+    assert_eq!(texts(&top["items"], "dealer"), ["d2"], "{top}");
+    assert_eq!(
+        (&top["dealers"], &top["prepaid"]),
+        (&json!(2), &json!(5000)),
+        "{top}"
+    );
+    let d2 = &top["items"][0];
+    assert_eq!(
+        d2["open_fen"].as_i64().unwrap() + d2["unpaid"].as_i64().unwrap(),
+        d2["exposure"].as_i64().unwrap(),
+        "{top}"
+    );
+    assert_eq!(d2["held_fen"], 250, "{top}");
+    let (code, v) = s.request("GET", "/v1/dealers?sort=size", "");
+    assert_eq!(code, 400, "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("exposure, held_fen, past_limit"),
+        "{v}"
+    );
     // an old record of the credit system sent again: the newer limit stays, and it is said
     let limit = s.get("/v1/dealers/d2/credit")["limit"].clone();
     let v = s.post(&[ev(

@@ -125,8 +125,14 @@ pub struct DealerView {
     pub unpaid: i64,
     /// Orders taken on credit, not yet shipped.
     pub open_orders: u64,
+    /// Their amount, in fen (the rest of `exposure` is `unpaid`).
+    #[serde(default)]
+    pub open_fen: i64,
     /// Orders on hold, oldest first.
     pub held: Vec<HeldView>,
+    /// Their amount, in fen.
+    #[serde(default)]
+    pub held_fen: i64,
     /// Sales region.
     pub region: Option<RegionV>,
     /// Running totals.
@@ -174,6 +180,8 @@ impl Dealer {
             available,
             unpaid: self.unpaid,
             open_orders: u64::try_from(self.open.len()).unwrap_or(u64::MAX),
+            open_fen: self.open_total,
+            held_fen: self.held_fen(),
             held: self
                 .held
                 .iter()
