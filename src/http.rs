@@ -870,17 +870,27 @@ async fn unknown_dealers(
     outcomes: &[Outcome],
     payments: Vec<(usize, omnistream_actors::Str, bool)>,
 ) -> Vec<(usize, String)> {
-    // (an order only when it was held: one taken on credit paid ahead is no mistake to say)
-    let held = |i: usize| match outcomes.get(i) {
-        Some(Outcome::Accepted { id, outputs }) => outputs.iter().any(|e| {
-            e.event == *id && matches!(e.output, omnistream_actors::Output::OrderHeld { .. })
-        }),
+    // (an order only when it was held: one taken on credit paid ahead is no mistake to say;
+    // a payment only when booked: one whose `ref` was booked before says that instead)
+    let made = |i: usize, is: fn(&omnistream_actors::Output) -> bool| match outcomes.get(i) {
+        Some(Outcome::Accepted { id, outputs }) => {
+            outputs.iter().any(|e| e.event == *id && is(&e.output))
+        }
         _ => false,
     };
+    let held: fn(&omnistream_actors::Output) -> bool =
+        |o| matches!(o, omnistream_actors::Output::OrderHeld { .. });
+    let ignored: fn(&omnistream_actors::Output) -> bool =
+        |o| matches!(o, omnistream_actors::Output::PaymentIgnored { .. });
     let asked: Vec<(usize, omnistream_actors::Str, bool)> = payments
         .into_iter()
         .filter(|(i, _, order)| {
-            matches!(outcomes.get(*i), Some(Outcome::Accepted { .. })) && (!order || held(*i))
+            matches!(outcomes.get(*i), Some(Outcome::Accepted { .. }))
+                && if *order {
+                    made(*i, held)
+                } else {
+                    !made(*i, ignored)
+                }
         })
         .collect();
     if asked.is_empty() {

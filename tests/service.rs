@@ -2547,6 +2547,14 @@ fn a_dealers_events_answer_where_they_ended_and_list_under_the_dealer() {
         w.starts_with("unknown_dealer at dealer: ") && w.contains("the order is held"),
         "{v}"
     );
+    // the payment again under a new id: its `ref` was booked, which is what is said (not
+    // that it was booked as credit paid ahead)
+    let v = s.post(&[ev(
+        77,
+        json!({"type":"payment","ts":t(16),"dealer":"d-ahead","amount":5000,"ref":"PRE-1"}),
+    )]);
+    let w = v["results"][0]["warnings"].to_string();
+    assert!(w.contains("payment_ignored: ") && !w.contains("unknown_dealer"), "{v}");
     s.stop();
 }
 

@@ -1047,7 +1047,16 @@ impl Order {
                 }
                 m
             }
-            None => placed.clone(),
+            // no lines: all that is left to return (not the whole order again: asking back
+            // what an earlier return took is no shortfall to say)
+            None => placed
+                .iter()
+                .map(|(sku, bought)| {
+                    let done = self.returned.get(sku).copied().unwrap_or(0);
+                    (sku.clone(), bought - done)
+                })
+                .filter(|(_, left)| *left > 0)
+                .collect(),
         };
         let mut value = 0i64;
         let mut changed = false;

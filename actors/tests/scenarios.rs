@@ -1832,6 +1832,32 @@ fn a_return_beyond_the_order_says_what_was_not_returned() {
             if reason == "no returnable lines: S1: 5 asked back, none left to return; S9: not in the order")));
 }
 
+/// A return naming no lines returns all that is left, and says no shortfall: what an earlier
+/// return took is not asked back again.
+#[test]
+fn a_return_without_lines_after_a_partial_one_returns_the_rest_and_says_nothing_more() {
+    let who = r#"{"openid":"ow"}"#;
+    let mut w = bought(who, "r4", 4, 100, T0, T1);
+    let one = r#","lines":[{"sku":"S1","qty":1,"unit_price":100}]"#;
+    w.send(&order("r4", "returned", who, one, T2));
+    w.send(&order("r4", "returned", who, "", T3));
+    let said: Vec<(Option<String>, Option<i64>)> = w
+        .outputs()
+        .iter()
+        .filter_map(|o| match o {
+            Output::OrderStatus {
+                status,
+                detail,
+                refund,
+                ..
+            } if status == "returned" => Some((detail.as_ref().map(|d| d.to_string()), *refund)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(said, [(None, Some(100)), (None, Some(300))]);
+    assert_eq!(w.engine.sku("S1").unwrap().view().atp, 10);
+}
+
 /// A merge of a member owing points with one holding some pays the debt at once: the merged
 /// points could otherwise be spent while the debt stood.
 #[test]
