@@ -214,22 +214,34 @@ fn split(body: &[u8]) -> (Vec<&[u8]>, bool) {
         };
     }
     // a first line that does not close its object is an object over several lines (a line
-    // of JSON lines ends with its `}`): the body is read as JSON values one after another,
-    // and what follows the first that does not parse is one text, refused with the error's
-    // own line and column (not a dead letter for each of its lines)
+    // of JSON lines ends with its `}`): the body is read as JSON values one after another;
+    // one that does not parse is one text, refused with the error's own line and column
+    // (not a dead letter for each of its lines), up to the next line that starts an object
+    // that parses (the objects after a broken one stand), or to the end
     let first_line = rest.split(|b| *b == b'\n').next().unwrap_or_default();
     if rest.first() == Some(&b'{') && !first_line.trim_ascii_end().ends_with(b"}") {
         let mut texts = Vec::new();
-        let mut values =
-            serde_json::Deserializer::from_slice(rest).into_iter::<&serde_json::value::RawValue>();
-        loop {
-            let at = values.byte_offset();
-            match values.next() {
-                None => break,
-                Some(Ok(v)) => texts.push(v.get().as_bytes()),
-                Some(Err(_)) => {
-                    texts.push(rest[at..].trim_ascii());
-                    break;
+        let (mut base, mut resyncs) = (0, 0);
+        'values: loop {
+            let mut values = serde_json::Deserializer::from_slice(&rest[base..])
+                .into_iter::<&serde_json::value::RawValue>();
+            loop {
+                let at = base + values.byte_offset();
+                match values.next() {
+                    None => break 'values,
+                    Some(Ok(v)) => texts.push(v.get().as_bytes()),
+                    Some(Err(_)) => {
+                        let next = (resyncs < RESYNCS)
+                            .then(|| object_line_after(rest, at))
+                            .flatten();
+                        let Some(next) = next else {
+                            texts.push(rest[at..].trim_ascii());
+                            break 'values;
+                        };
+                        texts.push(rest[at..next].trim_ascii());
+                        (base, resyncs) = (next, resyncs + 1);
+                        continue 'values;
+                    }
                 }
             }
         }
@@ -333,6 +345,24 @@ fn split_elements<'a>(
     // no `]`, and no element left open at the end: cut where an element ended (a body that
     // ends with `]` has one, its brackets mismatched inside: that element's own refusal)
     depth == 0 && !in_string && !body.trim_ascii_end().ends_with(b"]")
+}
+
+/// The first line after `from` in `body` that starts (at its first byte) an object that
+/// parses, among the next 16 such lines within an event's greatest size: where the objects
+/// after a broken one (as a pretty-printer writes them) resume. None when none does.
+fn object_line_after(body: &[u8], from: usize) -> Option<usize> {
+    const EVENT_MAX: usize = 64 * 1024;
+    let end = body.len().min(from.saturating_add(2 * EVENT_MAX));
+    (from + 1..end)
+        .filter(|&p| body[p] == b'{' && body[p - 1] == b'\n')
+        .take(16)
+        .find(|&p| {
+            let window = &body[p..body.len().min(p + EVENT_MAX)];
+            serde_json::Deserializer::from_slice(window)
+                .into_iter::<serde::de::IgnoredAny>()
+                .next()
+                .is_some_and(|r| r.is_ok())
+        })
 }
 
 /// Where a broken element in `t` likely ends: `(end, next)`, the end of its text (after a
@@ -4865,6 +4895,12 @@ mod tests {
         assert_eq!(
             texts(b"\xEF\xBB\xBF[{\"a\":1}, {\"b\":2}]"),
             [r#"{"a":1}"#, r#"{"b":2}"#]
+        );
+        // a broken one among objects spread over lines: refused alone, the next stands
+        let broken = b"{\n  \"a\": 1\n}\n{\n  \"b\": x\"\n}\n{\n  \"c\": 3\n}\n";
+        assert_eq!(
+            texts(broken),
+            ["{\n  \"a\": 1\n}", "{\n  \"b\": x\"\n}", "{\n  \"c\": 3\n}"]
         );
         // two objects spread over lines are two events
         assert_eq!(

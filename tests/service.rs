@@ -2554,7 +2554,10 @@ fn a_dealers_events_answer_where_they_ended_and_list_under_the_dealer() {
         json!({"type":"payment","ts":t(16),"dealer":"d-ahead","amount":5000,"ref":"PRE-1"}),
     )]);
     let w = v["results"][0]["warnings"].to_string();
-    assert!(w.contains("payment_ignored: ") && !w.contains("unknown_dealer"), "{v}");
+    assert!(
+        w.contains("payment_ignored: ") && !w.contains("unknown_dealer"),
+        "{v}"
+    );
     s.stop();
 }
 
