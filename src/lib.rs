@@ -57,6 +57,31 @@ pub fn changed_paths(a: &serde_json::Value, b: &serde_json::Value) -> Vec<String
                     );
                 }
             }
+            // a list of named things (tag rules, tier levels) by name: a tag added in the
+            // middle is that tag, not every later position changed
+            (serde_json::Value::Array(x), serde_json::Value::Array(y))
+                if named(x).is_some() && named(y).is_some() =>
+            {
+                let null = serde_json::Value::Null;
+                let by = |v: &'_ [serde_json::Value], n: &str| {
+                    v.iter().find(|e| e["name"] == n).cloned()
+                };
+                let mut names: Vec<&str> = named(x).unwrap_or_default();
+                for n in named(y).unwrap_or_default() {
+                    if !names.contains(&n) {
+                        names.push(n);
+                    }
+                }
+                for n in names {
+                    let (a, b) = (by(x, n), by(y, n));
+                    walk(
+                        &format!("{path}[{n}]"),
+                        a.as_ref().unwrap_or(&null),
+                        b.as_ref().unwrap_or(&null),
+                        out,
+                    );
+                }
+            }
             (serde_json::Value::Array(x), serde_json::Value::Array(y)) => {
                 let null = serde_json::Value::Null;
                 for i in 0..x.len().max(y.len()) {
@@ -73,9 +98,39 @@ pub fn changed_paths(a: &serde_json::Value, b: &serde_json::Value) -> Vec<String
             _ => {}
         }
     }
+    /// The names of a list whose every item is an object with a `name` of its own.
+    fn named(v: &[serde_json::Value]) -> Option<Vec<&str>> {
+        let names: Vec<&str> = v
+            .iter()
+            .map(|e| e.get("name").and_then(serde_json::Value::as_str))
+            .collect::<Option<_>>()?;
+        let mut unique = names.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        (unique.len() == names.len()).then_some(names)
+    }
     let mut out = Vec::new();
     walk("", a, b, &mut out);
     out
+}
+
+#[cfg(test)]
+mod changed_paths_tests {
+    use serde_json::json;
+
+    /// Named items are told by name: one added in the middle is one path, a change inside
+    /// one is its path under its name; other lists by position.
+    #[test]
+    fn named_items_are_told_by_name() {
+        let a = json!({"tags": [{"name": "vip", "days": 30}, {"name": "lapsed", "days": 90}],
+            "ids": [1, 2]});
+        let b = json!({"tags": [{"name": "new", "days": 7}, {"name": "vip", "days": 30},
+            {"name": "lapsed", "days": 60}], "ids": [1, 3]});
+        assert_eq!(
+            super::changed_paths(&a, &b),
+            ["ids[1]", "tags[lapsed].days", "tags[new]"]
+        );
+    }
 }
 
 /// Waits for the next SIGINT (Ctrl-C) or SIGTERM; `term` is the process's SIGTERM stream
