@@ -114,25 +114,6 @@ pub fn changed_paths(a: &serde_json::Value, b: &serde_json::Value) -> Vec<String
     out
 }
 
-#[cfg(test)]
-mod changed_paths_tests {
-    use serde_json::json;
-
-    /// Named items are told by name: one added in the middle is one path, a change inside
-    /// one is its path under its name; other lists by position.
-    #[test]
-    fn named_items_are_told_by_name() {
-        let a = json!({"tags": [{"name": "vip", "days": 30}, {"name": "lapsed", "days": 90}],
-            "ids": [1, 2]});
-        let b = json!({"tags": [{"name": "new", "days": 7}, {"name": "vip", "days": 30},
-            {"name": "lapsed", "days": 60}], "ids": [1, 3]});
-        assert_eq!(
-            super::changed_paths(&a, &b),
-            ["ids[1]", "tags[lapsed].days", "tags[new]"]
-        );
-    }
-}
-
 /// Waits for the next SIGINT (Ctrl-C) or SIGTERM; `term` is the process's SIGTERM stream
 /// (None if it could not be had: then SIGINT alone). False when no signal can come.
 pub async fn next_stop_signal(term: &mut Option<tokio::signal::unix::Signal>) -> bool {
@@ -153,5 +134,24 @@ pub fn view_time(engine: &omnistream_actors::sharded::Sharded) -> omnistream_sch
     omnistream_schemas::EventTime {
         unix_us: engine.watermark().max(0),
         offset_min: 480,
+    }
+}
+
+#[cfg(test)]
+mod changed_paths_tests {
+    use serde_json::json;
+
+    /// Named items are told by name: one added in the middle is one path, a change inside
+    /// one is its path under its name; other lists by position.
+    #[test]
+    fn named_items_are_told_by_name() {
+        let a = json!({"tags": [{"name": "vip", "days": 30}, {"name": "lapsed", "days": 90}],
+            "ids": [1, 2]});
+        let b = json!({"tags": [{"name": "new", "days": 7}, {"name": "vip", "days": 30},
+            {"name": "lapsed", "days": 60}], "ids": [1, 3]});
+        assert_eq!(
+            super::changed_paths(&a, &b),
+            ["ids[1]", "tags[lapsed].days", "tags[new]"]
+        );
     }
 }
