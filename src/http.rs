@@ -348,13 +348,23 @@ fn split_elements<'a>(
 }
 
 /// The first line after `from` in `body` that starts (at its first byte) an object that
-/// parses, among the next 16 such lines within an event's greatest size: where the objects
-/// after a broken one (as a pretty-printer writes them) resume. None when none does.
+/// parses, right after a line that is a lone `}` (a pretty-printer's end of an object, not
+/// a line inside a string), among the next 16 such lines within an event's greatest size:
+/// where the objects after a broken one resume. None when none does.
 fn object_line_after(body: &[u8], from: usize) -> Option<usize> {
     const EVENT_MAX: usize = 64 * 1024;
     let end = body.len().min(from.saturating_add(2 * EVENT_MAX));
+    let after_close = |p: usize| {
+        let before = body[from..p].trim_ascii_end();
+        let line = before
+            .rsplit(|b| *b == b'\n')
+            .next()
+            .unwrap_or_default()
+            .trim_ascii();
+        line == b"}"
+    };
     (from + 1..end)
-        .filter(|&p| body[p] == b'{' && body[p - 1] == b'\n')
+        .filter(|&p| body[p] == b'{' && body[p - 1] == b'\n' && after_close(p))
         .take(16)
         .find(|&p| {
             let window = &body[p..body.len().min(p + EVENT_MAX)];
@@ -540,15 +550,13 @@ async fn submit(st: &AppState, source: &str, texts: Vec<&[u8]>) -> Result<Submit
                     warnings[i].push(w);
                 }
             }
-            for (i, first) in reused {
-                if matches!(outcomes.get(i), Some(Outcome::Duplicate { .. })) {
-                    st.metrics.event_warning("id_reused");
-                    warnings[i].push(format!(
-                        "id_reused at id: event {first} of this request (counted from 0) took \
-                         this id with other content: this one was not applied; send it with an \
-                         id of its own"
-                    ));
-                }
+            for (i, first) in reused_after(&outcomes, &reused) {
+                st.metrics.event_warning("id_reused");
+                warnings[i].push(format!(
+                    "id_reused at id: event {first} of this request (counted from 0) took \
+                     this id with other content: this one was not applied; send it with an id \
+                     of its own"
+                ));
             }
             Ok((outcomes, warnings, payments))
         }
@@ -564,26 +572,55 @@ async fn submit(st: &AppState, source: &str, texts: Vec<&[u8]>) -> Result<Submit
 /// The events of one request whose id an earlier one of it took with other content (an
 /// integrator's id made per batch, not per event): `(place, the earlier's place)`. The
 /// shard answers the later `duplicate`, unapplied; the same event twice is no reuse.
-fn reused_in(items: &[Item]) -> Vec<(usize, usize)> {
-    let mut first: std::collections::HashMap<uuid::Uuid, usize> = Default::default();
-    let mut reused = Vec::new();
+fn reused_in(items: &[Item]) -> Vec<(usize, usize, bool)> {
+    // each id's first places in the request (a few: a request of one id many times is
+    // judged against its first 8)
+    let mut before: std::collections::HashMap<uuid::Uuid, Vec<usize>> = Default::default();
+    let mut pairs = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let Item::Event(ev) = item else {
             continue;
         };
-        match first.entry(ev.id) {
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(i);
-            }
-            std::collections::hash_map::Entry::Occupied(o) => {
-                let j = *o.get();
-                if matches!(&items[j], Item::Event(e) if **e != **ev) {
-                    reused.push((i, j));
-                }
-            }
+        let earlier = before.entry(ev.id).or_default();
+        for &j in earlier.iter() {
+            // the same instant in another offset is the same event
+            let other = matches!(&items[j], Item::Event(e)
+                if e.body != ev.body || e.channel != ev.channel || e.ts.unix_us != ev.ts.unix_us);
+            pairs.push((i, j, other));
+        }
+        if earlier.len() < 8 {
+            earlier.push(i);
         }
     }
-    reused
+    pairs
+}
+
+/// The events [`reused_in`] paired that the shard answered `duplicate` because an earlier
+/// one of the request with other content took their id (the earliest it applied): `(place,
+/// the earlier's place)`. An event that repeats one applied, or whose earlier namesakes were
+/// all refused (a refused event takes no id), is none.
+fn reused_after(outcomes: &[Outcome], pairs: &[(usize, usize, bool)]) -> Vec<(usize, usize)> {
+    let mut found = Vec::new();
+    // (pairs come by place, each with its earlier namesakes in order: the first of them
+    // applied decides; the same event again is a plain duplicate)
+    let mut decided = None;
+    for &(i, j, other) in pairs {
+        if decided == Some(i) {
+            continue;
+        }
+        if !matches!(outcomes.get(i), Some(Outcome::Duplicate { .. })) {
+            decided = Some(i);
+            continue;
+        }
+        if !matches!(outcomes.get(j), Some(Outcome::Accepted { .. })) {
+            continue;
+        }
+        decided = Some(i);
+        if other {
+            found.push((i, j));
+        }
+    }
+    found
 }
 
 /// 415 for a body declared as something no event can be sent as (a form upload, XML, ...):
@@ -709,13 +746,22 @@ pub(crate) fn with_warnings(results: &mut Value, warnings: &[Vec<String>]) {
 }
 
 /// An event's warnings on its result (none: no field), after a duplicate's own
-/// (`id_reused`).
+/// (`id_reused`; then the request's own `id_reused` is not said again).
 fn add_warnings(result: &mut Value, warnings: &[String]) {
     if warnings.is_empty() {
         return;
     }
     match result.get_mut("warnings").and_then(Value::as_array_mut) {
-        Some(own) => own.extend(warnings.iter().map(|w| json!(w))),
+        Some(own) => {
+            let reused = |w: &Value| w.as_str().is_some_and(|w| w.starts_with("id_reused"));
+            let said = own.iter().any(reused);
+            own.extend(
+                warnings
+                    .iter()
+                    .filter(|w| !(said && w.starts_with("id_reused")))
+                    .map(|w| json!(w)),
+            );
+        }
         None => result["warnings"] = json!(warnings),
     }
 }
@@ -4827,6 +4873,35 @@ async fn stop_on_signals(
 mod tests {
     use super::*;
 
+    /// An event answered `duplicate` is told its id was reused only against the first of
+    /// the request's events with its id that was applied: not against one refused (which
+    /// took no id), and not when it repeats the one applied.
+    #[test]
+    fn reuse_is_judged_against_the_event_applied() {
+        let id = uuid::Uuid::from_u128(7);
+        let accepted = Outcome::Accepted {
+            id,
+            outputs: Vec::new(),
+        };
+        let duplicate = || Outcome::Duplicate {
+            id,
+            answered: Vec::new(),
+            about: None,
+        };
+        let rejected = Outcome::Rejected {
+            id: Some(id.to_string()),
+            reasons: Vec::new(),
+        };
+        // [A refused, B applied, B again]: the third repeats the second
+        let outcomes = [rejected, accepted, duplicate()];
+        let pairs = [(1, 0, true), (2, 0, true), (2, 1, false)];
+        assert!(reused_after(&outcomes, &pairs).is_empty());
+        // [A applied, B]: B is told
+        let outcomes = [outcomes[1].clone(), duplicate()];
+        assert_eq!(reused_after(&outcomes, &[(1, 0, true)]), [(1, 0)]);
+        assert!(reused_after(&outcomes, &[(1, 0, false)]).is_empty());
+    }
+
     /// The watchdog waits while the actor runs and returns once it panicked in a handler
     /// (its arbiter goes on: only its mailbox closes), as a shard would.
     #[test]
@@ -4901,6 +4976,12 @@ mod tests {
         assert_eq!(
             texts(broken),
             ["{\n  \"a\": 1\n}", "{\n  \"b\": x\"\n}", "{\n  \"c\": 3\n}"]
+        );
+        // an object line inside the broken one's string is not where the next one starts
+        let inner = b"{\n \"b\": \"see\n{\"id\":1}\n\"\n}\n{\n \"c\": 3\n}\n";
+        assert_eq!(
+            texts(inner),
+            ["{\n \"b\": \"see\n{\"id\":1}\n\"\n}", "{\n \"c\": 3\n}"]
         );
         // two objects spread over lines are two events
         assert_eq!(

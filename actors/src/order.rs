@@ -1058,6 +1058,17 @@ impl Order {
                 .filter(|(_, left)| *left > 0)
                 .collect(),
         };
+        if wanted.is_empty() && !placed.is_empty() {
+            // every unit came back already: said, not a bare "no returnable lines"
+            let all: Vec<String> = placed
+                .iter()
+                .map(|(sku, bought)| format!("{sku}: {bought} of {bought}"))
+                .collect();
+            unapplied.push(format!(
+                "every unit was returned already ({})",
+                all.join(", ")
+            ));
+        }
         let mut value = 0i64;
         let mut changed = false;
         for (sku, asked) in wanted {

@@ -477,8 +477,8 @@ impl Sku {
     }
 
     /// A stock event's safety stock when its movement or count was not applied: a setting,
-    /// not a count, so taken all the same, and published when it changed ATP (cause
-    /// `safety`, after the output that said the rest was not applied).
+    /// not a count, so taken all the same, and published when it changed (cause `safety`,
+    /// after the output that said the rest was not applied).
     fn safety_only(
         &mut self,
         me: &Str,
@@ -490,9 +490,9 @@ impl Sku {
         let (Some(s), Some(loc)) = (safety, self.locations.get_mut(location)) else {
             return;
         };
-        let before = loc.atp();
+        let (before, was) = (loc.atp(), loc.safety);
         loc.safety = s.max(0);
-        if loc.atp() != before {
+        if loc.safety != was {
             self.changed(me, location, before, (StockCause::Safety, None, 0), ctx, fx);
         }
     }

@@ -1856,6 +1856,17 @@ fn a_return_without_lines_after_a_partial_one_returns_the_rest_and_says_nothing_
         .collect();
     assert_eq!(said, [(None, Some(100)), (None, Some(300))]);
     assert_eq!(w.engine.sku("S1").unwrap().view().atp, 10);
+    // once more: nothing left, and that is what is said
+    w.send(&order(
+        "r4",
+        "returned",
+        who,
+        "",
+        "2026-11-11T14:00:00+08:00",
+    ));
+    assert!(w.outputs().iter().any(|o| matches!(o,
+        Output::OrderIgnored { reason, .. }
+            if reason == "no returnable lines: every unit was returned already (S1: 4 of 4)")));
 }
 
 /// A merge of a member owing points with one holding some pays the debt at once: the merged
