@@ -831,24 +831,7 @@ mod tests {
         let fx = run(&mut d, &r, DealerCmd::Fulfilled { order: "p1".into() });
         // published all the same: what the exposure is made of moved
         assert!(fx.sends.is_empty(), "{fx:?}");
-        assert_eq!(
-            plain(&fx.outputs),
-            [Output::Credit {
-                dealer: me(),
-                limit: 1_000,
-                exposure: 600,
-                available: 400,
-                held: 0,
-                unpaid: 600,
-                open_orders: 0,
-                held_fen: 0,
-                cause: None,
-                order: None,
-                reference: None,
-                amount: None,
-                released_fen: 0,
-            }]
-        );
+        assert_eq!(plain(&fx.outputs), [credit(1_000, 600, 0, 600, 0)]);
         assert_eq!(d.open_total, 0);
         assert_eq!(d.unpaid, 600);
         assert_eq!(d.exposure(), 600);

@@ -304,21 +304,11 @@ mod tests {
     #[test]
     fn outputs_go_to_their_sink_keyed_by_entity() {
         let t = FluvioTopics::default();
-        let (s, k) = output_route(&Output::Credit {
-            dealer: "D-9".into(),
-            limit: 1,
-            exposure: 0,
-            available: 1,
-            held: 0,
-            unpaid: 0,
-            open_orders: 0,
-            held_fen: 0,
-            cause: None,
-            order: None,
-            reference: None,
-            amount: None,
-            released_fen: 0,
-        });
+        let credit: Output = serde_json::from_str(
+            r#"{"output":"credit","dealer":"D-9","limit":1,"exposure":0,"available":1,"held":0}"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let (s, k) = output_route(&credit);
         assert_eq!(
             (s.topic(&t), k.to_string().as_str()),
             ("credit", "dealer/D-9")
