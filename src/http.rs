@@ -782,6 +782,7 @@ pub(crate) fn events_answer(
                 // an order, a scan's decision, a payment's credit (or why it was not
                 // booked)
                 let mut answer = json!({"id": id, "status": "accepted"});
+                let own_order = own_order(id, outputs).map(|o| o.as_str());
                 for (field, is) in RESULTS {
                     // its own outputs only: a timer it made due, a status that waited
                     // for its `placed`, run under other ids
@@ -802,7 +803,7 @@ pub(crate) fn events_answer(
                     // (its own order, whose entity runs first), where it ended; the
                     // others it moved (held orders a cancellation made room for) are
                     // in `orders`
-                    let own = |v: &Value| field != "order" || v["order"] == mine[0]["order"];
+                    let own = |v: &Value| field != "order" || v["order"].as_str() == own_order;
                     let last = mine.iter().rev().find(|v| own(v)).cloned();
                     if mine.len() > 1 && field == "order" {
                         answer["orders"] = Value::from(mine);
@@ -1057,10 +1058,9 @@ fn not_applied(outcomes: &[Outcome]) -> Vec<(usize, &'static str, String)> {
         let Outcome::Accepted { id, outputs } = o else {
             continue;
         };
-        let mine = || outputs.iter().filter(|e| e.event == *id);
-        // an order's: the event's own order, the first it touched (as its answer's `order`)
-        let own = mine().find_map(|e| order_of(&e.output));
-        for e in mine() {
+        // an order's: the event's own order (as its answer's `order`)
+        let own = own_order(id, outputs);
+        for e in outputs.iter().filter(|e| e.event == *id) {
             let (code, what, reason): (&'static str, String, &str) = match &e.output {
                 O::OrderIgnored {
                     order,
@@ -1110,6 +1110,19 @@ fn not_applied(outcomes: &[Outcome]) -> Vec<(usize, &'static str, String)> {
         }
     }
     found
+}
+
+/// The order an accepted event `id` is about, the first its `outputs` on the `orders` stream
+/// name: its own order, whose entity runs first (others it moved, as held orders a
+/// cancellation made room for, come after).
+fn own_order<'a>(
+    id: &uuid::Uuid,
+    outputs: &'a [omnistream_actors::engine::Emitted],
+) -> Option<&'a omnistream_actors::Str> {
+    outputs
+        .iter()
+        .filter(|e| e.event == *id)
+        .find_map(|e| order_of(&e.output))
 }
 
 /// The order an output on the `orders` stream is about.

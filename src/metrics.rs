@@ -340,9 +340,7 @@ impl DealerTotals {
     pub fn add(&mut self, d: &omnistream_actors::dealer::Dealer) {
         self.over += i64::from(d.available() < 0);
         self.held += i64::try_from(d.held.len()).unwrap_or(i64::MAX);
-        self.held_fen = self
-            .held_fen
-            .saturating_add(crate::total(d.held.iter().map(|h| h.amount)));
+        self.held_fen = self.held_fen.saturating_add(d.held_fen());
         // a dealer paid ahead (exposure below 0) covers no other dealer's debt
         self.exposure = self.exposure.saturating_add(d.exposure().max(0));
         self.prepaid = (self.prepaid).saturating_add(d.exposure().min(0).saturating_neg());

@@ -552,11 +552,11 @@ mod tests {
         }
     }
 
-    /// Each credit output says what changed the credit: with `unpaid` after each, a
-    /// dealer's outputs are its statement (a payment's reference and amount included).
     /// A credit output's cause, order, reference, amount and `unpaid`.
     type Said = (Option<Str>, Option<Str>, Option<Str>, Option<i64>, i64);
 
+    /// Each credit output says what changed the credit: with `unpaid` after each, a
+    /// dealer's outputs are its statement (a payment's reference and amount included).
     #[test]
     fn a_credit_output_says_what_changed_it() {
         let r = Rules::default();
