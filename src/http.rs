@@ -573,23 +573,29 @@ async fn submit(st: &AppState, source: &str, texts: Vec<&[u8]>) -> Result<Submit
 /// integrator's id made per batch, not per event): `(place, the earlier's place)`. The
 /// shard answers the later `duplicate`, unapplied; the same event twice is no reuse.
 fn reused_in(items: &[Item]) -> Vec<(usize, usize, bool)> {
-    // each id's first places in the request (a few: a request of one id many times is
-    // judged against its first 8)
-    let mut before: std::collections::HashMap<uuid::Uuid, Vec<usize>> = Default::default();
+    // each id's first place in the request, and for the rare id sent again its next few (a
+    // request of one id many times is judged against its first 8): no allocation an event
+    let mut first: std::collections::HashMap<uuid::Uuid, usize> =
+        std::collections::HashMap::with_capacity(items.len());
+    let mut more: std::collections::HashMap<uuid::Uuid, Vec<usize>> = Default::default();
     let mut pairs = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let Item::Event(ev) = item else {
             continue;
         };
-        let earlier = before.entry(ev.id).or_default();
-        for &j in earlier.iter() {
+        let Some(&j0) = first.get(&ev.id) else {
+            first.insert(ev.id, i);
+            continue;
+        };
+        let later = more.entry(ev.id).or_default();
+        for &j in std::iter::once(&j0).chain(later.iter()) {
             // the same instant in another offset is the same event
             let other = matches!(&items[j], Item::Event(e)
                 if e.body != ev.body || e.channel != ev.channel || e.ts.unix_us != ev.ts.unix_us);
             pairs.push((i, j, other));
         }
-        if earlier.len() < 8 {
-            earlier.push(i);
+        if later.len() < 7 {
+            later.push(i);
         }
     }
     pairs
