@@ -57,33 +57,23 @@ pub fn changed_paths(a: &serde_json::Value, b: &serde_json::Value) -> Vec<String
                     );
                 }
             }
-            // a list of named things (tag rules, tier levels) by name: a tag added in the
-            // middle is that tag, not every later position changed
-            (serde_json::Value::Array(x), serde_json::Value::Array(y))
-                if named(x).is_some() && named(y).is_some() =>
-            {
-                let null = serde_json::Value::Null;
-                let by = |v: &'_ [serde_json::Value], n: &str| {
-                    v.iter().find(|e| e["name"] == n).cloned()
-                };
-                let mut names: Vec<&str> = named(x).unwrap_or_default();
-                for n in named(y).unwrap_or_default() {
-                    if !names.contains(&n) {
-                        names.push(n);
-                    }
-                }
-                for n in names {
-                    let (a, b) = (by(x, n), by(y, n));
-                    walk(
-                        &format!("{path}[{n}]"),
-                        a.as_ref().unwrap_or(&null),
-                        b.as_ref().unwrap_or(&null),
-                        out,
-                    );
-                }
-            }
             (serde_json::Value::Array(x), serde_json::Value::Array(y)) => {
                 let null = serde_json::Value::Null;
+                // a list of named things (tag rules, tier levels) by name: a tag added in
+                // the middle is that tag, not every later position changed
+                if let (Some(mut names), Some(theirs)) = (named(x), named(y)) {
+                    for n in theirs {
+                        if !names.contains(&n) {
+                            names.push(n);
+                        }
+                    }
+                    for n in names {
+                        let a = x.iter().find(|e| e["name"] == n).unwrap_or(&null);
+                        let b = y.iter().find(|e| e["name"] == n).unwrap_or(&null);
+                        walk(&format!("{path}[{n}]"), a, b, out);
+                    }
+                    return;
+                }
                 for i in 0..x.len().max(y.len()) {
                     let p = format!("{path}[{i}]");
                     walk(
